@@ -1,0 +1,73 @@
+package config
+
+import (
+	"slices"
+)
+
+// The accessors below work on a Config built by hand (in another package's
+// tests) as well as on a parsed one.
+
+// Node returns the node called name, whatever its region.
+func (c *Config) Node(name string) (*Node, bool) {
+	for _, region := range sortedKeys(c.Regions) {
+		if r := c.Regions[region]; r != nil {
+			if n, ok := r.Nodes[name]; ok && n != nil {
+				return n, true
+			}
+		}
+	}
+	return nil, false
+}
+
+// NodeNames returns the names of all nodes, sorted.
+func (c *Config) NodeNames() []string {
+	var names []string
+	for _, r := range c.Regions {
+		if r != nil {
+			for name := range r.Nodes {
+				names = append(names, name)
+			}
+		}
+	}
+	slices.Sort(names)
+	return slices.Compact(names)
+}
+
+// BalancersOn returns the balancers that node runs, sorted by name.
+func (c *Config) BalancersOn(node string) []*Balancer {
+	var out []*Balancer
+	for _, name := range sortedKeys(c.Balancers) {
+		if b := c.Balancers[name]; b != nil && slices.Contains(b.Nodes, node) {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// Check returns the check called name.
+func (c *Config) Check(name string) (*Check, bool) {
+	ch, ok := c.Checks[name]
+	return ch, ok && ch != nil
+}
+
+// RetryCount returns how many other backends a request may be retried on.
+func (b *Balancer) RetryCount() int {
+	if b.Retries.Count == nil {
+		return defaultRetries
+	}
+	return *b.Retries.Count
+}
+
+// Position returns where the value at path is written, such as
+// "balancers.web.backends[0].address" or "checks.web.interval", so that a
+// component that finds a problem at run time can point at its source. For
+// a mapping or list written in block style it is the position of its key.
+// ok is false when the value was not written (it was defaulted) or c was
+// not parsed from a file.
+func (c *Config) Position(path string) (line, col int, ok bool) {
+	if c.positions == nil {
+		return 0, 0, false
+	}
+	p, ok := c.positions.values[path]
+	return p.line, p.col, ok
+}

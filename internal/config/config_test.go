@@ -1,0 +1,467 @@
+package config
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// expectations are the leading comment lines of a testdata file:
+//
+//	# want: SUBSTRING    an error must contain it (bad files)
+//	# warn: SUBSTRING    a warning must contain it; warnings not listed fail
+//	# problems: N        exactly N errors
+type expectations struct {
+	wants, warns []string
+	problems     int // -1: not checked
+}
+
+func readExpectations(t *testing.T, file string) expectations {
+	t.Helper()
+	f, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	exp := expectations{problems: -1}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "#") {
+			break
+		}
+		key, val, ok := strings.Cut(strings.TrimSpace(strings.TrimPrefix(line, "#")), ":")
+		val = strings.TrimSpace(val)
+		switch {
+		case !ok:
+		case key == "want":
+			exp.wants = append(exp.wants, val)
+		case key == "warn":
+			exp.warns = append(exp.warns, val)
+		case key == "problems":
+			if exp.problems, err = strconv.Atoi(val); err != nil {
+				t.Fatalf("%s: bad problems line: %v", file, err)
+			}
+		}
+	}
+	return exp
+}
+
+func TestGoodFiles(t *testing.T) {
+	files, _ := filepath.Glob("testdata/*.good.yaml")
+	if len(files) < 3 {
+		t.Fatalf("found %d good files, want at least 3", len(files))
+	}
+	for _, file := range files {
+		t.Run(filepath.Base(file), func(t *testing.T) {
+			exp := readExpectations(t, file)
+			cfg, err := Load(file)
+			if err != nil {
+				t.Fatalf("Load: %v", err)
+			}
+			checkWarnings(t, cfg.Warnings, exp.warns)
+		})
+	}
+}
+
+func TestBadFiles(t *testing.T) {
+	files, _ := filepath.Glob("testdata/*.bad.yaml")
+	if len(files) < 25 {
+		t.Fatalf("found %d bad files, want at least 25", len(files))
+	}
+	for _, file := range files {
+		t.Run(filepath.Base(file), func(t *testing.T) {
+			exp := readExpectations(t, file)
+			if len(exp.wants) == 0 {
+				t.Fatal("a bad file needs at least one '# want:' line")
+			}
+			cfg, err := Load(file)
+			var ps Problems
+			if !errors.As(err, &ps) {
+				t.Fatalf("Load: got %v, want Problems", err)
+			}
+			missing := false
+			for _, want := range exp.wants {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("no problem contains %q", want)
+					missing = true
+				}
+			}
+			if missing {
+				t.Logf("got:\n%v", err)
+			}
+			if exp.problems >= 0 && len(ps) != exp.problems {
+				t.Errorf("got %d problems, want %d:\n%v", len(ps), exp.problems, err)
+			}
+			for _, p := range ps {
+				if !strings.HasPrefix(p.Error(), file+":") {
+					t.Errorf("problem %q does not start with the file name", p.Error())
+				}
+			}
+			if exp.warns != nil {
+				checkWarnings(t, cfg.Warnings, exp.warns)
+			}
+		})
+	}
+}
+
+// checkWarnings requires a one-to-one match between warnings and wants.
+func checkWarnings(t *testing.T, got, want []string) {
+	t.Helper()
+	left := append([]string(nil), got...)
+	for _, w := range want {
+		i := indexContaining(left, w)
+		if i < 0 {
+			t.Errorf("no warning contains %q; got:\n%s", w, strings.Join(got, "\n"))
+			continue
+		}
+		left = append(left[:i], left[i+1:]...)
+	}
+	for _, w := range left {
+		t.Errorf("unexpected warning: %s", w)
+	}
+}
+
+func indexContaining(list []string, sub string) int {
+	for i, s := range list {
+		if strings.Contains(s, sub) {
+			return i
+		}
+	}
+	return -1
+}
+
+func TestEmptyInput(t *testing.T) {
+	for _, data := range []string{"", "\n\n", "# only a comment\n", "---\n", "~\n"} {
+		_, err := Parse("haven.yaml", []byte(data))
+		want := "haven.yaml:1:1: the file is empty: want a mapping with at least cluster, regions and balancers"
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Parse(%q) = %v, want %q", data, err, want)
+		}
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	_, err := Load("testdata/no-such-file.yaml")
+	var ps Problems
+	if err == nil || errors.As(err, &ps) || !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("Load: got %v, want a wrapped os.ErrNotExist", err)
+	}
+}
+
+func TestProblemFormat(t *testing.T) {
+	tests := []struct {
+		p    Problem
+		want string
+	}{
+		{Problem{"haven.yaml", 14, 7, "balancers.web.algorithm", `"round-robin" is not one of roundrobin, leastconn, source, random2`},
+			`haven.yaml:14:7: balancers.web.algorithm: "round-robin" is not one of roundrobin, leastconn, source, random2`},
+		{Problem{"/etc/haven/haven.yaml", 3, 0, "", "invalid YAML: x"}, "/etc/haven/haven.yaml:3: invalid YAML: x"},
+		{Problem{"", 1, 1, "cluster", "required"}, "1:1: cluster: required"},
+		{Problem{"haven.yaml", 0, 0, "", "invalid YAML: x"}, "haven.yaml: invalid YAML: x"},
+	}
+	for _, tt := range tests {
+		if got := tt.p.Error(); got != tt.want {
+			t.Errorf("got %q, want %q", got, tt.want)
+		}
+	}
+	ps := Problems{tests[0].p, tests[1].p}
+	if got, want := ps.Error(), tests[0].want+"\n"+tests[1].want; got != want {
+		t.Errorf("Problems.Error() = %q, want %q", got, want)
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	cfg := mustLoad(t, "testdata/loopback.good.yaml")
+	if len(cfg.Warnings) != 0 {
+		t.Errorf("warnings: %q", cfg.Warnings)
+	}
+	n, ok := cfg.Node("lb1")
+	if !ok || n.Name != "lb1" || n.Region != "local" || n.Admin != "127.0.0.1:9900" {
+		t.Errorf("node lb1 = %+v, %v", n, ok)
+	}
+	b := cfg.Balancers["web"]
+	want := &Balancer{
+		Name:      "web",
+		Nodes:     []string{"lb1"},
+		Listen:    "127.0.0.1:8080",
+		Mode:      "http",
+		Algorithm: "roundrobin",
+		Backends: []*Backend{
+			{Address: "127.0.0.1:9001", Name: "127.0.0.1:9001", Weight: new(1)},
+			{Address: "127.0.0.1:9002", Name: "127.0.0.1:9002", Weight: new(1)},
+		},
+		Timeouts: Timeouts{
+			Connect:      Duration(2 * time.Second),
+			ClientHeader: Duration(10 * time.Second),
+			Client:       Duration(60 * time.Second),
+			Server:       Duration(60 * time.Second),
+			Queue:        Duration(5 * time.Second),
+			Tunnel:       Duration(time.Hour),
+		},
+		Limits:  Limits{MaxHeaderBytes: 64 << 10, QueueSize: 1024},
+		Retries: Retries{Count: new(2)},
+		Passive: Passive{ConsecutiveFailures: new(5), MaxEjectedPercent: new(50), EjectFor: Duration(10 * time.Second)},
+	}
+	if !reflect.DeepEqual(b, want) {
+		t.Errorf("balancer web =\n%+v\nwant\n%+v", b, want)
+	}
+	if cfg.Admin.Port != 9900 {
+		t.Errorf("admin.port = %d, want 9900", cfg.Admin.Port)
+	}
+}
+
+func TestCheckDefaults(t *testing.T) {
+	tests := []struct {
+		interval                    string // "" leaves it out
+		timeout, fast, down, wantIv time.Duration
+	}{
+		{"", time.Second, 500 * time.Millisecond, 2 * time.Second, 2 * time.Second},
+		{"10s", time.Second, 2500 * time.Millisecond, 10 * time.Second, 10 * time.Second},
+		{"1s", time.Second, 250 * time.Millisecond, time.Second, time.Second},
+		{"200ms", 200 * time.Millisecond, 100 * time.Millisecond, 200 * time.Millisecond, 200 * time.Millisecond},
+		{"50ms", 50 * time.Millisecond, 50 * time.Millisecond, 50 * time.Millisecond, 50 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		doc := minimal + "checks:\n  c:\n    http: {}\n"
+		if tt.interval != "" {
+			doc += "    interval: " + tt.interval + "\n"
+		}
+		cfg, err := Parse("haven.yaml", []byte(doc))
+		if err != nil {
+			t.Fatalf("interval %q: %v", tt.interval, err)
+		}
+		c, _ := cfg.Check("c")
+		got := []time.Duration{c.Interval.D(), c.Timeout.D(), c.FastInterval.D(), c.DownInterval.D()}
+		want := []time.Duration{tt.wantIv, tt.timeout, tt.fast, tt.down}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("interval %q: interval, timeout, fast, down = %v, want %v", tt.interval, got, want)
+		}
+		if c.Name != "c" || c.Rise != 2 || c.Fall != 3 || *c.Jitter != 0.1 {
+			t.Errorf("interval %q: name, rise, fall, jitter = %q %d %d %v", tt.interval, c.Name, c.Rise, c.Fall, *c.Jitter)
+		}
+		p := c.HTTP
+		if p.Method != "GET" || p.Path != "/" || p.BodyLimit != 64<<10 || !*p.TLSVerify || p.ExpectStatus != nil {
+			t.Errorf("http probe defaults = %+v", p)
+		}
+	}
+}
+
+// minimal is the smallest valid document, for tests that add to it.
+const minimal = `cluster: t
+regions: {r: {nodes: {n1: {address: 127.0.0.1}}}}
+balancers:
+  b: {nodes: [n1], listen: "127.0.0.1:8080", backends: [{address: "127.0.0.1:9001"}]}
+`
+
+func TestFullFile(t *testing.T) {
+	cfg := mustLoad(t, "testdata/full.good.yaml")
+	web := cfg.Balancers["web"]
+	if got, want := web.Timeouts.Connect.D(), time.Second; got != want {
+		t.Errorf("merged timeouts.connect = %v, want %v", got, want)
+	}
+	if got, want := web.Timeouts.Server.D(), 45*time.Second; got != want {
+		t.Errorf("overridden timeouts.server = %v, want %v", got, want)
+	}
+	if got := cfg.Balancers["pg"].Timeouts.Server.D(); got != 30*time.Second {
+		t.Errorf("aliased timeouts.server = %v, want 30s", got)
+	}
+	if got := web.Retries.Methods; !reflect.DeepEqual(got, []string{"POST"}) {
+		t.Errorf("retries.methods = %q, want upper-cased [POST]", got)
+	}
+	if got := cfg.Checks["web"].HTTPS.Method; got != "HEAD" {
+		t.Errorf("probe method = %q, want HEAD", got)
+	}
+	if got, want := web.TLS.Cert, filepath.Join("testdata", "tls", "cert.pem"); got != want {
+		t.Errorf("tls.cert = %q, want %q (relative to the file)", got, want)
+	}
+	if got := *web.Backends[1].Weight; got != 0 {
+		t.Errorf("explicit weight 0 = %d", got)
+	}
+	if got := *web.Passive.ConsecutiveFailures; got != 0 {
+		t.Errorf("explicit consecutive_failures 0 = %d", got)
+	}
+	if got := *cfg.Checks["web"].Jitter; got != 0 {
+		t.Errorf("explicit jitter 0 = %v", got)
+	}
+	if n, _ := cfg.Node("lb2"); n.Admin != "[2001:db8::12]:9901" {
+		t.Errorf("IPv6 node admin = %q, want [2001:db8::12]:9901", n.Admin)
+	}
+	if cfg.Checks["ping"].ICMP == nil {
+		t.Errorf("icmp: with no value should declare an icmp probe")
+	}
+}
+
+func TestAccessors(t *testing.T) {
+	cfg := mustLoad(t, "testdata/full.good.yaml")
+	if got, want := cfg.NodeNames(), []string{"app1", "lb1", "lb2"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("NodeNames() = %q, want %q", got, want)
+	}
+	var names []string
+	for _, b := range cfg.BalancersOn("lb1") {
+		names = append(names, b.Name)
+	}
+	if want := []string{"pg", "web", "web-redirect"}; !reflect.DeepEqual(names, want) {
+		t.Errorf("BalancersOn(lb1) = %q, want %q", names, want)
+	}
+	if got := cfg.BalancersOn("app1"); len(got) != 0 {
+		t.Errorf("BalancersOn(app1) = %v, want none", got)
+	}
+	if _, ok := cfg.Node("nope"); ok {
+		t.Error("Node(nope) found a node")
+	}
+	if c, ok := cfg.Check("db"); !ok || c.TCP.Port != 5432 {
+		t.Errorf("Check(db) = %+v, %v", c, ok)
+	}
+	if _, ok := cfg.Check("nope"); ok {
+		t.Error("Check(nope) found a check")
+	}
+	if got := cfg.Balancers["web"].RetryCount(); got != 1 {
+		t.Errorf("RetryCount() = %d, want 1", got)
+	}
+	if got := (&Balancer{}).RetryCount(); got != 2 {
+		t.Errorf("RetryCount() of a hand-built balancer = %d, want the default 2", got)
+	}
+}
+
+func TestPosition(t *testing.T) {
+	cfg := mustLoad(t, "testdata/loopback.good.yaml")
+	tests := []struct {
+		path      string
+		line, col int
+		ok        bool
+	}{
+		{"cluster", 2, 10, true},
+		{"balancers.web.listen", 10, 13, true},
+		{"balancers.web.nodes", 9, 12, true},
+		{"balancers.web.backends", 11, 5, true}, // a block list: its key
+		{"balancers.web.backends[1].address", 13, 19, true},
+		{"regions.local.nodes.lb1.address", 6, 22, true},
+		{"balancers.web.mode", 0, 0, false}, // defaulted
+		{"nope", 0, 0, false},
+	}
+	for _, tt := range tests {
+		line, col, ok := cfg.Position(tt.path)
+		if line != tt.line || col != tt.col || ok != tt.ok {
+			t.Errorf("Position(%q) = %d, %d, %v; want %d, %d, %v", tt.path, line, col, ok, tt.line, tt.col, tt.ok)
+		}
+	}
+	if _, _, ok := (&Config{}).Position("cluster"); ok {
+		t.Error("Position on a hand-built Config reported ok")
+	}
+}
+
+func TestProblemsAsError(t *testing.T) {
+	cfg, err := Parse("haven.yaml", []byte("cluster: x\nbalancers: {b: {mode: udp}}\n"))
+	var ps Problems
+	if !errors.As(err, &ps) || len(ps) < 2 {
+		t.Fatalf("got %v, want several Problems", err)
+	}
+	if cfg == nil {
+		t.Fatal("the partial Config is returned with its problems, for its warnings")
+	}
+	for i := 1; i < len(ps); i++ {
+		if ps[i].Line < ps[i-1].Line {
+			t.Errorf("problems out of file order:\n%v", err)
+		}
+	}
+}
+
+func TestDurationAndSize(t *testing.T) {
+	durations := map[string]time.Duration{"500ms": 500 * time.Millisecond, "7d": 7 * day, "1d12h": 36 * time.Hour, "0": 0}
+	for s, want := range durations {
+		got, err := parseDuration(s)
+		if err != nil || got != want {
+			t.Errorf("parseDuration(%q) = %v, %v; want %v", s, got, err, want)
+		}
+	}
+	for _, s := range []string{"d", "1.5d", "1d-1h", "2", "99999999999d"} {
+		if _, err := parseDuration(s); err == nil {
+			t.Errorf("parseDuration(%q) succeeded", s)
+		}
+	}
+	strs := map[time.Duration]string{time.Minute: "1m", time.Hour: "1h", 90 * time.Minute: "1h30m", 0: "0s", 1500 * time.Millisecond: "1.5s"}
+	for d, want := range strs {
+		if got := Duration(d).String(); got != want {
+			t.Errorf("Duration(%v).String() = %q, want %q", time.Duration(d), got, want)
+		}
+	}
+	if s, err := ParseSize("64KiB"); err != nil || s != 64<<10 || s.String() != "64KiB" {
+		t.Errorf("ParseSize(64KiB) = %v, %v", s, err)
+	}
+}
+
+func TestClosest(t *testing.T) {
+	valid := []string{"connect", "client_header", "client", "server", "queue", "tunnel"}
+	tests := map[string]string{"conect": "connect", "sever": "server", "tunel": "tunnel", "clinet": "client", "x": "", "timeout": ""}
+	for in, want := range tests {
+		if got := closest(in, valid); got != want {
+			t.Errorf("closest(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+var yamlBlock = regexp.MustCompile("(?s)```yaml\n(.*?)```")
+
+// TestDocExamples loads every yaml example of the user documentation
+// (STYLE rule 4): an example that does not load is a bug.
+func TestDocExamples(t *testing.T) {
+	const doc = "../../docs/configuration.md"
+	data, err := os.ReadFile(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := yamlBlock.FindAllSubmatch(data, -1)
+	if len(blocks) < 2 {
+		t.Fatalf("%s has %d yaml examples, want at least 2", doc, len(blocks))
+	}
+	for i, b := range blocks {
+		if _, err := Parse(doc, b[1]); err != nil {
+			t.Errorf("example %d does not load:\n%v\n%s", i+1, err, b[1])
+		}
+	}
+}
+
+func mustLoad(t *testing.T, file string) *Config {
+	t.Helper()
+	cfg, err := Load(file)
+	if err != nil {
+		t.Fatalf("Load(%s): %v", file, err)
+	}
+	return cfg
+}
+
+// TestAliasBomb checks that aliases and merge keys cannot make a small
+// document expand without bound ("billion laughs").
+func TestAliasBomb(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("cluster: t\nregions: {r: {nodes: {n1: {address: 127.0.0.1}}}}\nbalancers:\n")
+	b.WriteString("  m0: &m0 {")
+	for i := range 50 {
+		fmt.Fprintf(&b, "k%d: x, ", i)
+	}
+	b.WriteString("}\n")
+	for level := 1; level < 8; level++ {
+		fmt.Fprintf(&b, "  m%d: &m%d {<<: [", level, level)
+		for range 50 {
+			fmt.Fprintf(&b, "*m%d, ", level-1)
+		}
+		b.WriteString("]}\n")
+	}
+	start := time.Now()
+	_, err := Parse("bomb.yaml", []byte(b.String()))
+	if err == nil || !strings.Contains(err.Error(), "expands to more than") {
+		t.Errorf("got %v, want an expansion problem", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("Parse took %v", d)
+	}
+}

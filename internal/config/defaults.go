@@ -1,0 +1,193 @@
+package config
+
+import (
+	"maps"
+	"net"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Defaults, documented in docs/configuration.md; change both together.
+const (
+	defaultAdminPort = 9900
+
+	defaultInterval        = 2 * time.Second
+	defaultTimeout         = time.Second
+	minFastInterval        = 100 * time.Millisecond
+	defaultRise            = 2
+	defaultFall            = 3
+	defaultJitter          = 0.1
+	defaultProbeMethod     = "GET"
+	defaultProbePath       = "/"
+	defaultProbeBodyLimit  = 64 << 10
+	defaultMode            = "http"
+	defaultAlgorithm       = "roundrobin"
+	defaultWeight          = 1
+	defaultConnectTimeout  = 2 * time.Second
+	defaultHeaderTimeout   = 10 * time.Second
+	defaultClientTimeout   = 60 * time.Second
+	defaultServerTimeout   = 60 * time.Second
+	defaultQueueTimeout    = 5 * time.Second
+	defaultTunnelTimeout   = time.Hour
+	defaultMaxHeaderBytes  = 64 << 10
+	defaultQueueSize       = 1024
+	defaultRetries         = 2
+	defaultPassiveFailures = 5
+	defaultMaxEjectedPct   = 50
+	defaultEjectFor        = 10 * time.Second
+)
+
+// applyDefaults fills every defaulted field that was left out and copies
+// names from map keys. Relative file paths are resolved against dir, the
+// directory of the file, so that they do not depend on the agent's working
+// directory.
+func applyDefaults(c *Config, r *report, dir string) {
+	r.defaultInt(&c.Admin.Port, "admin.port", defaultAdminPort)
+	c.Admin.TokenFile = resolvePath(dir, c.Admin.TokenFile)
+	for _, rname := range sortedKeys(c.Regions) {
+		for _, nname := range sortedKeys(c.Regions[rname].Nodes) {
+			n := c.Regions[rname].Nodes[nname]
+			n.Name, n.Region = nname, rname
+			if n.Admin == "" && n.Address != "" {
+				n.Admin = net.JoinHostPort(n.Address, strconv.Itoa(c.Admin.Port))
+			}
+		}
+	}
+	for _, name := range sortedKeys(c.Checks) {
+		c.Checks[name].Name = name
+		defaultCheck(c.Checks[name], r, "checks."+name)
+	}
+	for _, name := range sortedKeys(c.Balancers) {
+		c.Balancers[name].Name = name
+		defaultBalancer(c.Balancers[name], r, "balancers."+name, dir)
+	}
+}
+
+func defaultCheck(ch *Check, r *report, path string) {
+	r.defaultDuration(&ch.Interval, path+".interval", defaultInterval)
+	interval := ch.Interval.D()
+	r.defaultDuration(&ch.Timeout, path+".timeout", min(defaultTimeout, interval))
+	// Probing faster while a verdict is pending shortens detection without
+	// probing stable targets more; the floor keeps it from becoming a flood.
+	r.defaultDuration(&ch.FastInterval, path+".fast_interval", min(max(interval/4, minFastInterval), interval))
+	r.defaultDuration(&ch.DownInterval, path+".down_interval", interval)
+	r.defaultInt(&ch.Rise, path+".rise", defaultRise)
+	r.defaultInt(&ch.Fall, path+".fall", defaultFall)
+	if ch.Jitter == nil {
+		ch.Jitter = new(defaultJitter)
+	}
+	defaultHTTPProbe(ch.HTTP, r, path+".http")
+	defaultHTTPProbe(ch.HTTPS, r, path+".https")
+}
+
+// defaultHTTPProbe fills an http or https probe. ExpectStatus stays nil,
+// which means 200-399: a list could not say "any 2xx or 3xx" compactly.
+func defaultHTTPProbe(p *HTTPProbe, r *report, path string) {
+	if p == nil {
+		return
+	}
+	p.Method = strings.ToUpper(p.Method)
+	if p.Method == "" {
+		p.Method = defaultProbeMethod
+	}
+	if p.Path == "" {
+		p.Path = defaultProbePath
+	}
+	r.defaultSize(&p.BodyLimit, path+".body_limit", defaultProbeBodyLimit)
+	if p.TLSVerify == nil {
+		p.TLSVerify = new(true)
+	}
+}
+
+func defaultBalancer(b *Balancer, r *report, path, dir string) {
+	if b.Mode == "" {
+		b.Mode = defaultMode
+	}
+	if b.Algorithm == "" {
+		b.Algorithm = defaultAlgorithm
+	}
+	for _, be := range b.Backends {
+		if be.Name == "" {
+			be.Name = be.Address
+		}
+		if be.Weight == nil {
+			be.Weight = new(defaultWeight)
+		}
+	}
+	t, tp := &b.Timeouts, path+".timeouts."
+	r.defaultDuration(&t.Connect, tp+"connect", defaultConnectTimeout)
+	r.defaultDuration(&t.ClientHeader, tp+"client_header", defaultHeaderTimeout)
+	r.defaultDuration(&t.Client, tp+"client", defaultClientTimeout)
+	r.defaultDuration(&t.Server, tp+"server", defaultServerTimeout)
+	r.defaultDuration(&t.Queue, tp+"queue", defaultQueueTimeout)
+	r.defaultDuration(&t.Tunnel, tp+"tunnel", defaultTunnelTimeout)
+	r.defaultSize(&b.Limits.MaxHeaderBytes, path+".limits.max_header_bytes", defaultMaxHeaderBytes)
+	r.defaultInt(&b.Limits.QueueSize, path+".limits.queue_size", defaultQueueSize)
+	if b.Retries.Count == nil {
+		b.Retries.Count = new(defaultRetries)
+	}
+	for i, m := range b.Retries.Methods {
+		b.Retries.Methods[i] = strings.ToUpper(m)
+	}
+	p := &b.Passive
+	if p.ConsecutiveFailures == nil {
+		p.ConsecutiveFailures = new(defaultPassiveFailures)
+	}
+	if p.MaxEjectedPercent == nil {
+		p.MaxEjectedPercent = new(defaultMaxEjectedPct)
+	}
+	r.defaultDuration(&p.EjectFor, path+".passive.eject_for", defaultEjectFor)
+	if b.TLS != nil {
+		b.TLS.Cert = resolvePath(dir, b.TLS.Cert)
+		b.TLS.Key = resolvePath(dir, b.TLS.Key)
+	}
+}
+
+// defaultDuration fills a duration that was left out. A zero written out
+// is refused rather than replaced: whoever writes "timeouts.server: 0s"
+// means "no timeout", and silently getting 60s instead would surprise.
+func (r *report) defaultDuration(d *Duration, path string, def time.Duration) {
+	if *d != 0 {
+		return
+	}
+	if r.given(path) {
+		r.errorf(path, "0s is not allowed: leave the key out for the default %s", Duration(def))
+	}
+	*d = Duration(def)
+}
+
+// defaultInt is defaultDuration for counts.
+func (r *report) defaultInt(v *int, path string, def int) {
+	if *v != 0 {
+		return
+	}
+	if r.given(path) {
+		r.errorf(path, "0 is not allowed: leave the key out for the default %d", def)
+	}
+	*v = def
+}
+
+// defaultSize is defaultDuration for sizes.
+func (r *report) defaultSize(s *Size, path string, def Size) {
+	if *s != 0 {
+		return
+	}
+	if r.given(path) {
+		r.errorf(path, "0 is not allowed: leave the key out for the default %s", def)
+	}
+	*s = def
+}
+
+func resolvePath(dir, p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(dir, p)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	return slices.Sorted(maps.Keys(m))
+}

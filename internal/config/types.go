@@ -1,0 +1,284 @@
+package config
+
+// The types below are haven.yaml's contract (see docs/configuration.md).
+// Field tags name the YAML keys; unknown keys are errors. Defaults are filled
+// by applyDefaults after decoding, so a zero value here means "not given".
+
+// Config is a whole haven.yaml.
+type Config struct {
+	Cluster      string               `yaml:"cluster"`
+	Admin        Admin                `yaml:"admin"`
+	Regions      map[string]*Region   `yaml:"regions"`
+	Coordination *Coordination        `yaml:"coordination"`
+	Checks       map[string]*Check    `yaml:"checks"`
+	Balancers    map[string]*Balancer `yaml:"balancers"`
+	Database     *Database            `yaml:"database"`
+	Traffic      *Traffic             `yaml:"traffic"`
+	Objectives   *Objectives          `yaml:"objectives"`
+
+	// File is the path the config was loaded from ("" for in-memory input).
+	File string `yaml:"-"`
+	// Warnings are problems that do not stop haven from running, such as the
+	// members of a redundant group sharing a zone.
+	Warnings []string `yaml:"-"`
+
+	positions *positions
+}
+
+// Admin configures every agent's admin listener (status API, metrics).
+type Admin struct {
+	// TokenFile names a file holding the bearer token that mutating admin
+	// calls must present when the admin listener is not on loopback.
+	TokenFile string `yaml:"token_file"`
+	// Port is the admin port used when a node gives no admin address
+	// (default 9900).
+	Port int `yaml:"port"`
+}
+
+// Region is a failure domain at the scale of a data centre.
+type Region struct {
+	Nodes map[string]*Node `yaml:"nodes"`
+}
+
+// Node is one machine that runs `haven agent -n NAME`.
+type Node struct {
+	Address string `yaml:"address"`
+	Zone    string `yaml:"zone"`
+	// Admin is the admin listener, "ADDR:PORT"; default ADDRESS:admin.port.
+	Admin string `yaml:"admin"`
+
+	// Name and Region are filled in from the map keys.
+	Name   string `yaml:"-"`
+	Region string `yaml:"-"`
+}
+
+// Coordination names the etcd cluster (not yet supported).
+type Coordination struct {
+	Members   []string `yaml:"members"`
+	Endpoints []string `yaml:"endpoints"`
+}
+
+// Check is a health check definition shared by balancers, and later by the
+// traffic manager. Exactly one probe kind is set.
+type Check struct {
+	TCP   *TCPProbe  `yaml:"tcp"`
+	HTTP  *HTTPProbe `yaml:"http"`
+	HTTPS *HTTPProbe `yaml:"https"`
+	ICMP  *ICMPProbe `yaml:"icmp"`
+	Exec  *ExecProbe `yaml:"exec"`
+
+	// Interval between probes while the target is stable (default 2s).
+	Interval Duration `yaml:"interval"`
+	// FastInterval is used while a target is in transition, between its
+	// first contrary result and its verdict (HAProxy's fastinter; default
+	// interval/4, at least 100ms).
+	FastInterval Duration `yaml:"fast_interval"`
+	// DownInterval is used while a target is down (HAProxy's downinter;
+	// default interval).
+	DownInterval Duration `yaml:"down_interval"`
+	// Timeout bounds one probe (default 1s, at most interval).
+	Timeout Duration `yaml:"timeout"`
+	// Rise consecutive successes mark a target up (default 2).
+	Rise int `yaml:"rise"`
+	// Fall consecutive failures mark a target down (default 3).
+	Fall int `yaml:"fall"`
+	// Jitter spreads probes by up to this fraction of the interval so that
+	// probes of many targets do not synchronise (default 0.1).
+	Jitter *float64 `yaml:"jitter"`
+
+	Name string `yaml:"-"`
+}
+
+// TCPProbe passes when a TCP connection is established.
+type TCPProbe struct {
+	Port int `yaml:"port"`
+}
+
+// HTTPProbe passes when the response matches. Used for `http` and `https`.
+type HTTPProbe struct {
+	Port   int    `yaml:"port"`
+	Method string `yaml:"method"` // default GET
+	Path   string `yaml:"path"`   // default /
+	Host   string `yaml:"host"`   // Host header; default the target address
+	// ExpectStatus lists the accepted status codes (default 200-399).
+	ExpectStatus []int `yaml:"expect_status"`
+	// ExpectBody is a substring that must appear in the first BodyLimit bytes.
+	ExpectBody string `yaml:"expect_body"`
+	// ExpectRegex is a regular expression that must match the first
+	// BodyLimit bytes.
+	ExpectRegex string `yaml:"expect_regex"`
+	// BodyLimit bounds how much of the body is read (default 64KiB).
+	BodyLimit Size `yaml:"body_limit"`
+	// TLSVerify checks the server certificate (https only; default true).
+	TLSVerify *bool `yaml:"tls_verify"`
+	// SNI is the TLS server name (https only; default Host, else none).
+	SNI string `yaml:"sni"`
+}
+
+// ICMPProbe passes when an echo reply arrives (needs root or CAP_NET_RAW).
+type ICMPProbe struct{}
+
+// ExecProbe passes when the command exits 0 within the timeout. The target
+// address is passed in HAVEN_TARGET, HAVEN_TARGET_HOST and HAVEN_TARGET_PORT.
+type ExecProbe struct {
+	Command []string `yaml:"command"`
+}
+
+// Balancer is one load-balanced service.
+type Balancer struct {
+	Nodes     []string   `yaml:"nodes"`
+	Listen    string     `yaml:"listen"`
+	Mode      string     `yaml:"mode"`      // http (default) | tcp
+	Algorithm string     `yaml:"algorithm"` // roundrobin (default) | leastconn | source | random2
+	VIP       string     `yaml:"vip"`       // not yet supported
+	Check     string     `yaml:"check"`
+	Backends  []*Backend `yaml:"backends"`
+
+	TLS           *TLS     `yaml:"tls"`
+	Timeouts      Timeouts `yaml:"timeouts"`
+	Limits        Limits   `yaml:"limits"`
+	Retries       Retries  `yaml:"retries"`
+	Passive       Passive  `yaml:"passive"`
+	Sticky        *Sticky  `yaml:"sticky"`
+	ProxyProtocol string   `yaml:"proxy_protocol"` // "" | v1 | v2 (to backends)
+	// SlowStart ramps a recovering backend's weight up over this period
+	// (default 0: off).
+	SlowStart Duration `yaml:"slow_start"`
+	// Lameduck is how long a stopping balancer keeps serving while
+	// reporting not ready (default 0s; set it to your health-check period
+	// upstream).
+	Lameduck Duration `yaml:"lameduck"`
+
+	Name string `yaml:"-"`
+}
+
+// Backend is one server behind a balancer.
+type Backend struct {
+	Address string `yaml:"address"` // HOST:PORT
+	Name    string `yaml:"name"`    // default: the address
+	Weight  *int   `yaml:"weight"`  // 0-256, default 1; 0 takes no new traffic
+	// MaxConn caps concurrent requests (HTTP) or connections (TCP) to this
+	// backend; 0 means the balancer's limits.max_conn (default unlimited).
+	MaxConn int `yaml:"max_conn"`
+}
+
+// TLS terminates TLS on the balancer's listener. Files are reloaded when
+// they change.
+type TLS struct {
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+}
+
+// Timeouts bound every phase of a proxied exchange.
+type Timeouts struct {
+	Connect Duration `yaml:"connect"` // to a backend (default 2s)
+	// ClientHeader bounds reading a request head (default 10s; slowloris).
+	ClientHeader Duration `yaml:"client_header"`
+	// Client is the idle/read timeout on client connections (default 60s).
+	Client Duration `yaml:"client"`
+	// Server bounds waiting for a backend's response head and each read
+	// from the backend (default 60s).
+	Server Duration `yaml:"server"`
+	// Queue bounds how long a request waits for a backend slot (default 5s).
+	Queue Duration `yaml:"queue"`
+	// Tunnel is the idle timeout of upgraded (WebSocket) and TCP-mode
+	// connections (default 1h).
+	Tunnel Duration `yaml:"tunnel"`
+}
+
+// Limits protects the balancer and its backends.
+type Limits struct {
+	MaxHeaderBytes Size `yaml:"max_header_bytes"` // default 64KiB
+	MaxBodyBytes   Size `yaml:"max_body_bytes"`   // default 0: unlimited
+	// MaxConn is the default per-backend cap (0: unlimited).
+	MaxConn int `yaml:"max_conn"`
+	// QueueSize bounds requests waiting for a backend slot; when full, 503
+	// (default 1024).
+	QueueSize int `yaml:"queue_size"`
+}
+
+// Retries configures redispatch to another backend.
+type Retries struct {
+	// Count is how many other backends a request may be retried on
+	// (default 2).
+	Count *int `yaml:"count"`
+	// Methods are non-idempotent methods that may also be retried after
+	// the request was sent (GET, HEAD, OPTIONS always may).
+	Methods []string `yaml:"methods"`
+}
+
+// Passive health from live traffic (outlier detection).
+type Passive struct {
+	// ConsecutiveFailures connection failures or 5xx responses in a row
+	// mark a backend down (default 5; 0 disables).
+	ConsecutiveFailures *int `yaml:"consecutive_failures"`
+	// MaxEjectedPercent caps how many backends passive health may hold
+	// down at once (default 50); the last healthy backend is never ejected.
+	MaxEjectedPercent *int `yaml:"max_ejected_percent"`
+	// EjectFor is how long a passively ejected backend stays out when the
+	// balancer has no active check (default 10s).
+	EjectFor Duration `yaml:"eject_for"`
+}
+
+// Sticky pins a client to a backend with a cookie (HTTP mode).
+type Sticky struct {
+	Cookie string `yaml:"cookie"`
+}
+
+// Database is the PostgreSQL cluster (not yet supported).
+type Database struct {
+	Engine      string       `yaml:"engine"`
+	Nodes       []string     `yaml:"nodes"`
+	Replication *Replication `yaml:"replication"`
+	DR          *DR          `yaml:"dr"`
+	Backup      *Backup      `yaml:"backup"`
+}
+
+// Replication mode of the database cluster.
+type Replication struct {
+	Mode             string `yaml:"mode"` // async | sync | strict
+	SyncStandbys     int    `yaml:"sync_standbys"`
+	MaxLagOnFailover Size   `yaml:"max_lag_on_failover"`
+}
+
+// DR is the standby cluster in another region.
+type DR struct {
+	Nodes []string `yaml:"nodes"`
+	Mode  string   `yaml:"mode"`
+}
+
+// Backup of the database.
+type Backup struct {
+	Target    string   `yaml:"target"`
+	BaseEvery Duration `yaml:"base_every"`
+	Retain    Duration `yaml:"retain"`
+}
+
+// Traffic is the DNS traffic manager (not yet supported).
+type Traffic struct {
+	Zone        string             `yaml:"zone"`
+	Nameservers []string           `yaml:"nameservers"`
+	Listen      string             `yaml:"listen"`
+	Records     map[string]*Record `yaml:"records"`
+}
+
+// Record is a managed DNS name.
+type Record struct {
+	Policy  string    `yaml:"policy"`
+	TTL     Duration  `yaml:"ttl"`
+	Targets []*Target `yaml:"targets"`
+}
+
+// Target is one answer of a managed name.
+type Target struct {
+	Name    string `yaml:"name"`
+	Address string `yaml:"address"`
+	Check   string `yaml:"check"`
+	Weight  int    `yaml:"weight"`
+}
+
+// Objectives are the recovery objectives drills measure against.
+type Objectives struct {
+	RTO Duration `yaml:"rto"`
+	RPO Duration `yaml:"rpo"`
+}

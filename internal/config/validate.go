@@ -1,0 +1,613 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/netip"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Valid values of the enumerated keys.
+var (
+	modes           = []string{"http", "tcp"}
+	algorithms      = []string{"roundrobin", "leastconn", "source", "random2"}
+	proxyProtocols  = []string{"", "v1", "v2"}
+	probeKinds      = []string{"tcp", "http", "https", "icmp", "exec"}
+	engines         = []string{"postgres"}
+	replModes       = []string{"async", "sync", "strict"}
+	drModes         = []string{"async", "sync"}
+	recordPolicies  = []string{"failover", "weighted", "hashed", "all", "cidr", "geo"}
+	backupSchemes   = []string{"file", "s3"}
+	endpointSchemes = []string{"http", "https"}
+)
+
+const notSupported = "is not yet supported by this version and is ignored"
+
+// validator checks a decoded, defaulted Config. It reports through the
+// report, so that every message points at the value it is about.
+type validator struct {
+	*report
+	cfg       *Config
+	nodes     map[string]*Node // first definition of each name
+	nodeNames []string         // sorted
+}
+
+func validate(c *Config, r *report) {
+	v := &validator{report: r, cfg: c, nodes: map[string]*Node{}}
+	v.cluster()
+	v.admin()
+	v.regions()
+	for _, name := range sortedKeys(c.Checks) {
+		v.check(c.Checks[name], "checks."+name)
+	}
+	for _, name := range sortedKeys(c.Balancers) {
+		v.balancer(c.Balancers[name], "balancers."+name)
+	}
+	v.coordination()
+	v.database()
+	v.traffic()
+	if c.Objectives != nil {
+		v.warnf("objectives", "this section %s", notSupported)
+	}
+	v.listeners()
+	v.adminAddresses()
+}
+
+func (v *validator) cluster() {
+	switch {
+	case v.cfg.Cluster == "":
+		v.errorf("cluster", "required: name the cluster, such as cluster: shop")
+	case !isName(v.cfg.Cluster):
+		v.errorf("cluster", "%q %s", v.cfg.Cluster, badName)
+	}
+}
+
+const badName = "is not a valid name: use up to 63 letters, digits, '-', '_' and '.'"
+
+func (v *validator) admin() {
+	if p := v.cfg.Admin.Port; p < 1 || p > 65535 {
+		v.errorf("admin.port", "%d is not a port between 1 and 65535", p)
+	}
+	if f := v.cfg.Admin.TokenFile; f != "" {
+		v.readable("admin.token_file", f)
+	}
+}
+
+func (v *validator) regions() {
+	for _, rname := range sortedKeys(v.cfg.Regions) {
+		rpath := "regions." + rname
+		if !isName(rname) {
+			v.keyErrorf(rpath, "%q %s", rname, badName)
+		}
+		nodes := v.cfg.Regions[rname].Nodes
+		if len(nodes) == 0 {
+			v.errorf(rpath+".nodes", "required: at least one node, such as nodes: {lb1: {address: 198.18.1.11}}")
+		}
+		for _, nname := range sortedKeys(nodes) {
+			v.node(nodes[nname], rpath+".nodes."+nname)
+		}
+	}
+	v.nodeNames = sortedKeys(v.nodes)
+	if len(v.nodeNames) == 0 {
+		v.errorf("regions", "required: at least one region with one node, such as regions: {east: {nodes: {lb1: {address: 198.18.1.11}}}}")
+	}
+}
+
+func (v *validator) node(n *Node, path string) {
+	if !isName(n.Name) {
+		v.keyErrorf(path, "%q %s", n.Name, badName)
+	}
+	if prev, dup := v.nodes[n.Name]; dup {
+		v.keyErrorf(path, "node %s is already defined in region %s: node names are unique across regions", n.Name, prev.Region)
+	} else {
+		v.nodes[n.Name] = n
+	}
+	if n.Address == "" {
+		v.errorf(path+".address", "required: the node's IP address, such as address: 198.18.1.11")
+	} else if _, err := netip.ParseAddr(n.Address); err != nil {
+		v.errorf(path+".address", "%q is not an IP address (IPv4 or IPv6)", n.Address)
+	}
+	if v.given(path + ".admin") {
+		if _, _, err := splitListen(n.Admin); err != nil {
+			v.errorf(path+".admin", "%q is not a listen address: %v", n.Admin, err)
+		}
+	}
+}
+
+func (v *validator) balancer(b *Balancer, path string) {
+	if !isName(b.Name) {
+		v.keyErrorf(path, "%q %s", b.Name, badName)
+	}
+	v.nodeRefs(path+".nodes", b.Nodes, "the nodes that run this balancer, such as nodes: [lb1, lb2]")
+	v.zones(path+".nodes", b.Nodes)
+	if b.Listen == "" {
+		v.errorf(path+".listen", `required: the address to listen on, such as listen: ":80"`)
+	} else if _, _, err := splitListen(b.Listen); err != nil {
+		v.errorf(path+".listen", "%q is not a listen address: %v", b.Listen, err)
+	}
+	modeOK := slices.Contains(modes, b.Mode)
+	if !modeOK {
+		v.errorf(path+".mode", "%s", notOneOf(b.Mode, modes...))
+	}
+	if !slices.Contains(algorithms, b.Algorithm) {
+		v.errorf(path+".algorithm", "%s", notOneOf(b.Algorithm, algorithms...))
+	}
+	if b.Check != "" {
+		v.checkRef(path+".check", b.Check)
+	}
+	v.backends(b, path+".backends")
+	if modeOK {
+		v.modeOptions(b, path)
+	}
+	v.trafficOptions(b, path)
+	if b.VIP != "" {
+		if _, err := netip.ParsePrefix(b.VIP); err != nil {
+			v.errorf(path+".vip", "%q is not an address with a prefix length, such as 198.18.1.100/24", b.VIP)
+		}
+		v.warnf(path+".vip", "vip %s", notSupported)
+	}
+}
+
+func (v *validator) backends(b *Balancer, path string) {
+	if len(b.Backends) == 0 {
+		v.errorf(path, "required: at least one backend, such as backends: [{address: 198.18.1.31:8080}]")
+		return
+	}
+	byAddr, byName := map[string]int{}, map[string]int{}
+	anyWeight := false
+	for i, be := range b.Backends {
+		bpath := index(path, i)
+		j, addrDup := byAddr[be.Address]
+		switch {
+		case be.Address == "":
+			v.errorf(bpath+".address", "required: the backend's HOST:PORT, such as address: 198.18.1.31:8080")
+		case checkHostPort(be.Address) != nil:
+			v.errorf(bpath+".address", "%q is not HOST:PORT: %v", be.Address, checkHostPort(be.Address))
+		case addrDup:
+			v.errorf(bpath+".address", "%q is already the address of %s: addresses are unique within a balancer", be.Address, index(path, j))
+		default:
+			byAddr[be.Address] = i
+		}
+		// A name defaulted from a repeated address repeats too; that was
+		// just reported.
+		if j, dup := byName[be.Name]; dup && !addrDup && be.Name != "" {
+			v.errorf(bpath+".name", "%q is already the name of %s: names are unique within a balancer", be.Name, index(path, j))
+		} else if !dup {
+			byName[be.Name] = i
+		}
+		if w := *be.Weight; w < 0 || w > 256 {
+			v.errorf(bpath+".weight", "%d is not between 0 and 256", w)
+		} else if w > 0 {
+			anyWeight = true
+		}
+		if be.MaxConn < 0 {
+			v.errorf(bpath+".max_conn", "%d is negative: want 0 (no cap of its own) or more", be.MaxConn)
+		}
+	}
+	if !anyWeight {
+		v.warnf(path, "every backend has weight 0: the balancer has nowhere to send new traffic")
+	}
+}
+
+// modeOptions checks the keys that only apply in one mode.
+func (v *validator) modeOptions(b *Balancer, path string) {
+	if b.TLS != nil {
+		if b.Mode != "http" {
+			v.errorf(path+".tls", "only applies in mode http (this balancer is mode %s)", b.Mode)
+		}
+		v.tlsFile(path+".tls.cert", b.TLS.Cert, "the certificate chain, PEM")
+		v.tlsFile(path+".tls.key", b.TLS.Key, "the private key, PEM")
+	}
+	if s := b.Sticky; s != nil {
+		if b.Mode != "http" {
+			v.errorf(path+".sticky", "only applies in mode http (this balancer is mode %s)", b.Mode)
+		}
+		if s.Cookie == "" {
+			v.errorf(path+".sticky.cookie", "required: the name of the cookie that pins a client, such as cookie: srv")
+		} else if !isToken(s.Cookie) {
+			v.errorf(path+".sticky.cookie", "%q is not a valid cookie name: use letters, digits and !#$%%&'*+-.^_`|~", s.Cookie)
+		}
+	}
+	switch {
+	case !slices.Contains(proxyProtocols, b.ProxyProtocol):
+		v.errorf(path+".proxy_protocol", "%s", notOneOf(b.ProxyProtocol, "v1", "v2"))
+	case b.ProxyProtocol != "" && b.Mode != "tcp":
+		v.errorf(path+".proxy_protocol", "only applies in mode tcp (this balancer is mode %s)", b.Mode)
+	}
+}
+
+func (v *validator) tlsFile(path, file, what string) {
+	if file == "" {
+		v.errorf(path, "required when tls is set: %s", what)
+		return
+	}
+	v.readable(path, file)
+}
+
+// readable checks that file can be opened now, so that a missing or
+// unreadable file fails `haven check` rather than the first handshake.
+func (v *validator) readable(path, file string) {
+	f, err := os.Open(file)
+	if err == nil {
+		var st fs.FileInfo
+		st, err = f.Stat()
+		f.Close()
+		if err == nil && st.IsDir() {
+			err = errors.New("is a directory")
+		}
+	}
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		v.errorf(path, "%q cannot be read: %v", file, err)
+	}
+}
+
+// trafficOptions checks timeouts, limits, retries and passive health. The
+// zero timeouts were refused when defaults were applied.
+func (v *validator) trafficOptions(b *Balancer, path string) {
+	if l := b.Limits; l.MaxConn < 0 {
+		v.errorf(path+".limits.max_conn", "%d is negative: want 0 (unlimited) or more", l.MaxConn)
+	}
+	if q := b.Limits.QueueSize; q < 0 {
+		v.errorf(path+".limits.queue_size", "%d is negative: want 1 or more", q)
+	}
+	if n := *b.Retries.Count; n < 0 {
+		v.errorf(path+".retries.count", "%d is negative: want 0 (no retries) or more", n)
+	}
+	for i, m := range b.Retries.Methods {
+		if !isToken(m) {
+			v.errorf(index(path+".retries.methods", i), "%q is not an HTTP method", m)
+		}
+	}
+	if n := *b.Passive.ConsecutiveFailures; n < 0 {
+		v.errorf(path+".passive.consecutive_failures", "%d is negative: want 0 (off) or more", n)
+	}
+	if p := *b.Passive.MaxEjectedPercent; p < 0 || p > 100 {
+		v.errorf(path+".passive.max_ejected_percent", "%d is not between 0 and 100", p)
+	}
+}
+
+func (v *validator) check(ch *Check, path string) {
+	if !isName(ch.Name) {
+		v.keyErrorf(path, "%q %s", ch.Name, badName)
+	}
+	set := ch.probeKinds()
+	switch {
+	case len(set) == 0:
+		v.errorf(path, "no probe: want exactly one of %s", strings.Join(probeKinds, ", "))
+	case len(set) > 1:
+		all := "all"
+		if len(set) == 2 {
+			all = "both"
+		}
+		v.errorf(path+"."+set[1], "%s are %s set: want exactly one of %s", andList(set), all, strings.Join(probeKinds, ", "))
+	}
+	if ch.Rise < 1 {
+		v.errorf(path+".rise", "%d is less than 1", ch.Rise)
+	}
+	if ch.Fall < 1 {
+		v.errorf(path+".fall", "%d is less than 1", ch.Fall)
+	}
+	if ch.Timeout > ch.Interval {
+		v.errorf(path+".timeout", "%s is longer than the interval %s: a probe must end before the next one starts", ch.Timeout, ch.Interval)
+	}
+	if j := *ch.Jitter; j < 0 || j >= 1 {
+		v.errorf(path+".jitter", "%v is not a fraction from 0 up to (not including) 1", j)
+	}
+	if ch.TCP != nil {
+		v.probePort(path+".tcp.port", ch.TCP.Port)
+	}
+	v.httpProbe(ch.HTTP, path+".http", false)
+	v.httpProbe(ch.HTTPS, path+".https", true)
+	if ch.Exec != nil && (len(ch.Exec.Command) == 0 || ch.Exec.Command[0] == "") {
+		v.errorf(path+".exec.command", "required: the program and its arguments, such as command: [/usr/local/bin/check-app, --quick]")
+	}
+}
+
+// probeKinds lists the probe kinds set on ch, in the order of probeKinds.
+func (ch *Check) probeKinds() []string {
+	var set []string
+	for i, on := range []bool{ch.TCP != nil, ch.HTTP != nil, ch.HTTPS != nil, ch.ICMP != nil, ch.Exec != nil} {
+		if on {
+			set = append(set, probeKinds[i])
+		}
+	}
+	return set
+}
+
+func (v *validator) probePort(path string, port int) {
+	if v.given(path) && (port < 1 || port > 65535) {
+		v.errorf(path, "%d is not a port between 1 and 65535 (leave it out to probe the target's own port)", port)
+	}
+}
+
+func (v *validator) httpProbe(p *HTTPProbe, path string, https bool) {
+	if p == nil {
+		return
+	}
+	v.probePort(path+".port", p.Port)
+	if !isToken(p.Method) {
+		v.errorf(path+".method", "%q is not an HTTP method", p.Method)
+	}
+	if !strings.HasPrefix(p.Path, "/") {
+		v.errorf(path+".path", "%q does not start with /", p.Path)
+	}
+	for i, code := range p.ExpectStatus {
+		if code < 100 || code > 599 {
+			v.errorf(index(path+".expect_status", i), "%d is not an HTTP status code (100-599)", code)
+		}
+	}
+	if p.ExpectRegex != "" {
+		if _, err := regexp.Compile(p.ExpectRegex); err != nil {
+			v.errorf(path+".expect_regex", "%q does not compile: %v", p.ExpectRegex, err)
+		}
+	}
+	if !https {
+		for _, key := range []string{"tls_verify", "sni"} {
+			if v.given(path + "." + key) {
+				v.errorf(path+"."+key, "only applies to https probes")
+			}
+		}
+	}
+}
+
+func (v *validator) coordination() {
+	c := v.cfg.Coordination
+	if c == nil {
+		return
+	}
+	v.warnf("coordination", "this section %s", notSupported)
+	switch {
+	case len(c.Members) > 0 && len(c.Endpoints) > 0:
+		v.errorf("coordination.endpoints", "give members (embedded etcd) or endpoints (external etcd), not both")
+	case len(c.Endpoints) > 0:
+		for i, e := range c.Endpoints {
+			v.url(index("coordination.endpoints", i), e, endpointSchemes)
+		}
+	default:
+		v.nodeRefs("coordination.members", c.Members, "the nodes that run embedded etcd, such as members: [db1, db2, db3], or endpoints")
+		v.zones("coordination.members", c.Members)
+	}
+}
+
+func (v *validator) database() {
+	db := v.cfg.Database
+	if db == nil {
+		return
+	}
+	v.warnf("database", "this section %s", notSupported)
+	if db.Engine != "" && !slices.Contains(engines, db.Engine) {
+		v.errorf("database.engine", "%s", notOneOf(db.Engine, engines...))
+	}
+	v.nodeRefs("database.nodes", db.Nodes, "the nodes that run PostgreSQL, such as nodes: [db1, db2, db3]")
+	v.zones("database.nodes", db.Nodes)
+	if r := db.Replication; r != nil {
+		if !slices.Contains(replModes, r.Mode) {
+			v.errorf("database.replication.mode", "%s", notOneOf(r.Mode, replModes...))
+		}
+		if r.SyncStandbys < 0 || (len(db.Nodes) > 0 && r.SyncStandbys >= len(db.Nodes)) {
+			v.errorf("database.replication.sync_standbys", "%d is not between 0 and %d: the primary needs that many other nodes", r.SyncStandbys, max(len(db.Nodes)-1, 0))
+		}
+	}
+	if dr := db.DR; dr != nil {
+		v.nodeRefs("database.dr.nodes", dr.Nodes, "the nodes of the standby cluster, such as nodes: [wdb1]")
+		for i, n := range dr.Nodes {
+			if slices.Contains(db.Nodes, n) {
+				v.errorf(index("database.dr.nodes", i), "%s is also in database.nodes: a standby cluster needs its own nodes", n)
+			}
+		}
+		if dr.Mode != "" && !slices.Contains(drModes, dr.Mode) {
+			v.errorf("database.dr.mode", "%s", notOneOf(dr.Mode, drModes...))
+		}
+	}
+	if b := db.Backup; b != nil {
+		if b.Target == "" {
+			v.errorf("database.backup.target", "required: where backups go, such as target: file:///var/lib/haven/backups or s3://bucket/prefix")
+		} else {
+			v.url("database.backup.target", b.Target, backupSchemes)
+		}
+	}
+}
+
+func (v *validator) traffic() {
+	t := v.cfg.Traffic
+	if t == nil {
+		return
+	}
+	v.warnf("traffic", "this section %s", notSupported)
+	if t.Zone == "" {
+		v.errorf("traffic.zone", "required: the DNS zone delegated to haven, such as zone: gslb.shop.example.")
+	} else if !isDomain(t.Zone) {
+		v.errorf("traffic.zone", "%q is not a domain name", t.Zone)
+	}
+	v.nodeRefs("traffic.nameservers", t.Nameservers, "the nodes that answer DNS, such as nameservers: [lb1, lb2]")
+	if t.Listen != "" {
+		if _, _, err := splitListen(t.Listen); err != nil {
+			v.errorf("traffic.listen", "%q is not a listen address: %v", t.Listen, err)
+		}
+	}
+	for _, name := range sortedKeys(t.Records) {
+		v.record(t.Records[name], "traffic.records."+name)
+	}
+}
+
+func (v *validator) record(rec *Record, path string) {
+	if !slices.Contains(recordPolicies, rec.Policy) {
+		v.errorf(path+".policy", "%s", notOneOf(rec.Policy, recordPolicies...))
+	}
+	if len(rec.Targets) == 0 {
+		v.errorf(path+".targets", "required: at least one target, such as targets: [{name: east, address: 198.18.1.100}]")
+	}
+	names := map[string]bool{}
+	for i, tg := range rec.Targets {
+		tpath := index(path+".targets", i)
+		switch {
+		case tg.Name == "":
+			v.errorf(tpath+".name", "required: a name for this answer, such as name: east")
+		case names[tg.Name]:
+			v.errorf(tpath+".name", "%q is already the name of another target", tg.Name)
+		}
+		names[tg.Name] = true
+		if _, err := netip.ParseAddr(tg.Address); err != nil {
+			v.errorf(tpath+".address", "%q is not an IP address (IPv4 or IPv6)", tg.Address)
+		}
+		if tg.Check != "" {
+			v.checkRef(tpath+".check", tg.Check)
+		}
+		if tg.Weight < 0 {
+			v.errorf(tpath+".weight", "%d is negative", tg.Weight)
+		}
+	}
+}
+
+// nodeRefs checks a list of node names: not empty, no repeats, each defined.
+func (v *validator) nodeRefs(path string, names []string, what string) {
+	if len(names) == 0 {
+		v.errorf(path, "required: %s", what)
+		return
+	}
+	seen := map[string]bool{}
+	for i, name := range names {
+		ipath := index(path, i)
+		if seen[name] {
+			v.errorf(ipath, "%s is listed twice", name)
+			continue
+		}
+		seen[name] = true
+		if _, ok := v.nodes[name]; !ok {
+			v.errorf(ipath, "%s", undefined("node", name, v.nodeNames))
+		}
+	}
+}
+
+func (v *validator) checkRef(path, name string) {
+	if _, ok := v.cfg.Checks[name]; !ok {
+		v.errorf(path, "%s", undefined("check", name, sortedKeys(v.cfg.Checks)))
+	}
+}
+
+// undefined is the message for a reference to a name that is not defined.
+func undefined(kind, name string, defined []string) string {
+	if len(defined) == 0 {
+		return fmt.Sprintf("%q is not a %s: no %ss are defined", name, kind, kind)
+	}
+	hint := ""
+	if s := closest(name, defined); s != "" {
+		hint = fmt.Sprintf(" (did you mean %s?)", s)
+	}
+	return fmt.Sprintf("%q is not a %s%s; %ss are %s", name, kind, hint, kind, strings.Join(defined, ", "))
+}
+
+// zones warns when members of a redundant group share a zone of a region:
+// one zone failure would take them together. Members without a zone are
+// left out, as nothing is known about where they are.
+func (v *validator) zones(path string, members []string) {
+	type place struct{ region, zone string }
+	groups := map[place][]string{}
+	var order []place
+	for _, name := range members {
+		n, ok := v.nodes[name]
+		if !ok || n.Zone == "" || slices.Contains(groups[place{n.Region, n.Zone}], name) {
+			continue
+		}
+		p := place{n.Region, n.Zone}
+		if groups[p] == nil {
+			order = append(order, p)
+		}
+		groups[p] = append(groups[p], name)
+	}
+	for _, p := range order {
+		names := groups[p]
+		switch {
+		case len(names) == 2:
+			v.warnf(path, "%s are both in zone %s of region %s; a zone failure takes both (spread them across zones)", andList(names), p.zone, p.region)
+		case len(names) > 2:
+			v.warnf(path, "%s are all in zone %s of region %s; a zone failure takes all of them (spread them across zones)", andList(names), p.zone, p.region)
+		}
+	}
+}
+
+// splitListen parses a listener address, "HOST:PORT" or ":PORT" with HOST
+// an IP address: a host name would be resolved once, at start, and could
+// later name another machine. The address is invalid for ":PORT" (every
+// address).
+func splitListen(s string) (netip.Addr, int, error) {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return netip.Addr{}, 0, errors.New(`want HOST:PORT or :PORT, such as ":80" or "127.0.0.1:8080"`)
+	}
+	p, err := parsePort(port)
+	if err != nil {
+		return netip.Addr{}, 0, err
+	}
+	if host == "" {
+		return netip.Addr{}, p, nil
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return netip.Addr{}, 0, fmt.Errorf("%q is not an IP address: a listener binds an address, not a host name", host)
+	}
+	return ip, p, nil
+}
+
+// checkHostPort checks a backend address, HOST:PORT where HOST is an IP
+// address or a DNS name.
+func checkHostPort(s string) error {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return errors.New("want HOST:PORT, such as 198.18.1.31:8080 or app1.internal:8080")
+	}
+	if _, err := parsePort(port); err != nil {
+		return err
+	}
+	if _, err := netip.ParseAddr(host); err != nil && !isDomain(host) {
+		return fmt.Errorf("%q is neither an IP address nor a host name", host)
+	}
+	return nil
+}
+
+func parsePort(s string) (int, error) {
+	p, err := strconv.Atoi(s)
+	if err != nil || p < 1 || p > 65535 {
+		return 0, fmt.Errorf("port %q is not a number between 1 and 65535", s)
+	}
+	return p, nil
+}
+
+// isDomain reports whether s is a DNS name: dot-separated labels of
+// letters, digits and inner hyphens, with an optional final dot.
+func isDomain(s string) bool {
+	s = strings.TrimSuffix(s, ".")
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for label := range strings.SplitSeq(s, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// url checks a URL's scheme; the rest is left to the component that uses it.
+func (v *validator) url(path, s string, schemes []string) {
+	scheme, rest, ok := strings.Cut(s, "://")
+	if !ok || rest == "" || !slices.Contains(schemes, scheme) {
+		v.errorf(path, "%q is not a URL with scheme %s", s, strings.Join(schemes, " or "))
+	}
+}
