@@ -1,0 +1,653 @@
+// Package lb is haven's load balancer: HTTP (HTTP/1.1 fast path, HTTP/2
+// over TLS, upgrades) and TCP proxying to health-checked backends, with
+// weighted algorithms, sticky sessions, redispatch and retries, slow start,
+// connection caps with a bounded queue, draining and live reconfiguration.
+package lb
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/haven-ha/haven/internal/clock"
+	"github.com/haven-ha/haven/internal/config"
+	"github.com/haven-ha/haven/internal/health"
+	"github.com/haven-ha/haven/internal/lb/balance"
+)
+
+// Options are what a Balancer needs besides its configuration.
+type Options struct {
+	Logger        *slog.Logger
+	Metrics       *Metrics        // shared by the process's balancers; nil: none
+	HealthMetrics *health.Metrics // nil: none
+	Clock         clock.Clock     // nil: the real clock
+	// OnTransition, if set, is called for every backend health transition.
+	OnTransition func(health.Event)
+}
+
+// settings are the parts of a balancer's configuration that a reload may
+// change while connections are open. They are read once per request.
+type settings struct {
+	cfg            *config.Balancer
+	check          *config.Check
+	connectTimeout time.Duration
+	headerTimeout  time.Duration
+	clientTimeout  time.Duration
+	serverTimeout  time.Duration
+	queueTimeout   time.Duration
+	tunnelTimeout  time.Duration
+	maxHeader      int
+	maxBody        int64
+	queueSize      int
+	retries        int
+	retryMethods   []string
+	stickyCookie   string
+	proxyProtocol  int
+	slowStart      time.Duration
+	passive        health.PassiveSpec
+}
+
+func newSettings(c *config.Balancer, check *config.Check) *settings {
+	s := &settings{
+		cfg:            c,
+		check:          check,
+		connectTimeout: c.Timeouts.Connect.D(),
+		headerTimeout:  c.Timeouts.ClientHeader.D(),
+		clientTimeout:  c.Timeouts.Client.D(),
+		serverTimeout:  c.Timeouts.Server.D(),
+		queueTimeout:   c.Timeouts.Queue.D(),
+		tunnelTimeout:  c.Timeouts.Tunnel.D(),
+		maxHeader:      int(c.Limits.MaxHeaderBytes),
+		maxBody:        int64(c.Limits.MaxBodyBytes),
+		queueSize:      c.Limits.QueueSize,
+		retries:        c.RetryCount(),
+		retryMethods:   c.Retries.Methods,
+		slowStart:      c.SlowStart.D(),
+		passive: health.PassiveSpec{
+			ConsecutiveFailures: derefInt(c.Passive.ConsecutiveFailures, 5),
+			EjectFor:            c.Passive.EjectFor.D(),
+		},
+	}
+	if c.Sticky != nil {
+		s.stickyCookie = c.Sticky.Cookie
+	}
+	switch c.ProxyProtocol {
+	case "v1":
+		s.proxyProtocol = 1
+	case "v2":
+		s.proxyProtocol = 2
+	}
+	return s
+}
+
+func derefInt(p *int, def int) int {
+	if p == nil {
+		return def
+	}
+	return *p
+}
+
+// retriable reports whether a request with this method may be sent again
+// after it may already have reached a backend.
+func (s *settings) retriable(method []byte) bool {
+	switch string(method) {
+	case "GET", "HEAD", "OPTIONS":
+		return true
+	}
+	for _, m := range s.retryMethods {
+		if m == string(method) {
+			return true
+		}
+	}
+	return false
+}
+
+// Balancer is one load-balanced service: a listener and its backends.
+type Balancer struct {
+	name string
+	mode string
+	addr string
+	log  *slog.Logger
+	opt  Options
+	clk  clock.Clock
+	algo balance.Algorithm
+
+	settings atomic.Pointer[settings]
+	pool     atomic.Pointer[pool]
+	group    *health.Group
+	tls      *certReloader // nil: plain text
+	h2       *h2Servers    // with tls
+
+	mu       sync.Mutex // guards what follows
+	runCtx   context.Context
+	monitors map[*backend]context.CancelFunc
+	conns    map[*clientConn]struct{}
+	ln       net.Listener
+	wg       sync.WaitGroup // connection goroutines
+
+	listening atomic.Bool
+	lameduck  atomic.Bool
+	closing   atomic.Bool
+
+	queued    atomic.Int64
+	slotFreed chan struct{}
+	clients   atomic.Int64
+	accepted  atomic.Uint64
+	local     [len(localStatuses)]atomic.Uint64
+	duration  interface{ Observe(float64) }
+}
+
+// New builds a balancer from its configuration and its health check (nil
+// for none). It has no side effects: Run binds the listener.
+func New(c *config.Balancer, check *config.Check, opt Options) (*Balancer, error) {
+	algo, err := balance.New(c.Algorithm)
+	if err != nil {
+		return nil, fmt.Errorf("lb: balancer %s: %w", c.Name, err)
+	}
+	if opt.Logger == nil {
+		opt.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opt.Clock == nil {
+		opt.Clock = clock.Real
+	}
+	b := &Balancer{
+		name:      c.Name,
+		mode:      c.Mode,
+		addr:      c.Listen,
+		log:       opt.Logger.With("component", "lb", "balancer", c.Name),
+		opt:       opt,
+		clk:       opt.Clock,
+		algo:      algo,
+		group:     health.NewGroup(derefInt(c.Passive.MaxEjectedPercent, 50)),
+		monitors:  make(map[*backend]context.CancelFunc),
+		conns:     make(map[*clientConn]struct{}),
+		slotFreed: make(chan struct{}, 64),
+		duration:  noopObserver{},
+	}
+	if c.TLS != nil {
+		if b.tls, err = newCertReloader(c.TLS.Cert, c.TLS.Key, b.log); err != nil {
+			return nil, fmt.Errorf("lb: balancer %s: %w", c.Name, err)
+		}
+		if b.h2, err = newH2Servers(c.Timeouts.Client.D()); err != nil {
+			return nil, fmt.Errorf("lb: balancer %s: http/2: %w", c.Name, err)
+		}
+	}
+	s := newSettings(c, check)
+	b.settings.Store(s)
+	bs := make([]*backend, 0, len(c.Backends))
+	for _, bc := range c.Backends {
+		nb, err := b.newBackend(bc, s)
+		if err != nil {
+			return nil, err
+		}
+		bs = append(bs, nb)
+	}
+	b.pool.Store(newPool(bs))
+	if opt.Metrics != nil {
+		b.duration = opt.Metrics.duration.WithLabelValues(c.Name)
+	}
+	return b, nil
+}
+
+type noopObserver struct{}
+
+func (noopObserver) Observe(float64) {}
+
+// Name returns the balancer's name.
+func (lb *Balancer) Name() string { return lb.name }
+
+// SameListener reports whether c can be applied to this balancer by Reload;
+// otherwise the balancer must be replaced (a different listen address, mode
+// or TLS files).
+func (lb *Balancer) SameListener(c *config.Balancer) bool {
+	old := lb.settings.Load().cfg
+	return c.Listen == old.Listen && c.Mode == old.Mode && c.Algorithm == old.Algorithm &&
+		(c.TLS == nil) == (old.TLS == nil) && (c.TLS == nil || *c.TLS == *old.TLS)
+}
+
+func (lb *Balancer) newBackend(c *config.Backend, s *settings) (*backend, error) {
+	b := &backend{name: c.Name, addr: c.Address, cookie: cookieValue(c.Name)}
+	b.apply(c, s)
+	if s.check != nil {
+		prober, err := health.NewProber(s.check)
+		if err != nil {
+			return nil, fmt.Errorf("lb: balancer %s: backend %s: %w", lb.name, c.Name, err)
+		}
+		b.mon = lb.newMonitor(b, s, prober)
+	} else if s.passive.ConsecutiveFailures > 0 {
+		b.mon = lb.newMonitor(b, s, nil)
+	}
+	return b, nil
+}
+
+func (b *backend) apply(c *config.Backend, s *settings) {
+	w := 1
+	if c.Weight != nil {
+		w = *c.Weight
+	}
+	b.weight.Store(int32(w))
+	mc := c.MaxConn
+	if mc == 0 {
+		mc = s.cfg.Limits.MaxConn
+	}
+	b.maxConn.Store(int32(mc))
+	b.slowStart.Store(int64(s.slowStart))
+}
+
+func (lb *Balancer) newMonitor(b *backend, s *settings, prober health.Prober) *health.Monitor {
+	checkName := ""
+	var spec health.Spec
+	if s.check != nil {
+		checkName = s.check.Name
+		spec = health.SpecFromConfig(s.check)
+	}
+	return health.NewMonitor(health.Options{
+		Check:   checkName,
+		Target:  b.addr,
+		Spec:    spec,
+		Prober:  prober,
+		Clock:   lb.clk,
+		Logger:  lb.opt.Logger.With("balancer", lb.name, "backend", b.name),
+		Metrics: lb.opt.HealthMetrics,
+		Group:   lb.group,
+		Passive: s.passive,
+		OnTransition: func(ev health.Event) {
+			if ev.To == health.Up {
+				b.upSince.Store(ev.At.UnixNano())
+			}
+			if lb.opt.OnTransition != nil {
+				lb.opt.OnTransition(ev)
+			}
+		},
+	})
+}
+
+// Run binds the listener, starts health checks and serves until ctx ends.
+// Then it enters lameduck (not ready, still serving) for the configured
+// period, stops accepting, lets in-flight requests finish within the client
+// timeout, and closes what remains.
+func (lb *Balancer) Run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", lb.addr)
+	if err != nil {
+		return fmt.Errorf("lb: balancer %s: listen %s: %w", lb.name, lb.addr, err)
+	}
+	return lb.Serve(ctx, ln)
+}
+
+// Serve is Run on a listener the caller bound.
+func (lb *Balancer) Serve(ctx context.Context, ln net.Listener) error {
+	monCtx, stopMonitors := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopMonitors()
+	lb.mu.Lock()
+	lb.ln = ln
+	lb.runCtx = monCtx
+	for _, b := range lb.pool.Load().backends {
+		lb.startMonitorLocked(b)
+	}
+	lb.mu.Unlock()
+	if lb.opt.Metrics != nil {
+		lb.opt.Metrics.add(lb)
+		defer lb.opt.Metrics.remove(lb)
+	}
+	lb.listening.Store(true)
+	lb.log.Info("balancer listening", "listen", ln.Addr().String(), "mode", lb.mode, "backends", len(lb.pool.Load().backends))
+
+	acceptDone := make(chan error, 1)
+	go func() { acceptDone <- lb.acceptLoop(ln) }()
+	janitorDone := make(chan struct{})
+	go lb.janitor(monCtx, janitorDone)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-acceptDone:
+	}
+	lb.shutdown(ln)
+	stopMonitors()
+	<-janitorDone
+	lb.closeBackends()
+	return runErr
+}
+
+func (lb *Balancer) acceptLoop(ln net.Listener) error {
+	var backoff time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if lb.closing.Load() || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			// Out of file descriptors and the like: back off rather than spin.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			lb.log.Warn("accept failed", "err", err, "retry_in", backoff)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		lb.accepted.Add(1)
+		cc := lb.track(c)
+		if cc == nil {
+			c.Close()
+			continue
+		}
+		go lb.serveConn(cc)
+	}
+}
+
+func (lb *Balancer) serveConn(cc *clientConn) {
+	defer lb.untrack(cc)
+	if lb.mode == "tcp" {
+		lb.serveTCP(cc)
+		return
+	}
+	lb.serveHTTP(cc)
+}
+
+// shutdown stops the balancer gracefully.
+func (lb *Balancer) shutdown(ln net.Listener) {
+	s := lb.settings.Load()
+	lb.lameduck.Store(true)
+	if d := s.cfg.Lameduck.D(); d > 0 {
+		lb.log.Info("lameduck: not ready, still serving", "for", d)
+		t := lb.clk.NewTimer(d)
+		<-t.C()
+	}
+	lb.closing.Store(true)
+	ln.Close()
+	lb.listening.Store(false)
+	lb.closeIdleClients()
+	if lb.h2 != nil {
+		// GOAWAY to HTTP/2 clients: streams in flight finish, then they close.
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), max(s.clientTimeout, 5*time.Second))
+			defer cancel()
+			lb.h2.base.Shutdown(ctx)
+		}()
+	}
+	done := make(chan struct{})
+	go func() { lb.wg.Wait(); close(done) }()
+	grace := max(s.clientTimeout, 5*time.Second)
+	select {
+	case <-done:
+	case <-time.After(grace):
+		lb.log.Warn("shutdown grace period over: closing connections still open", "grace", grace)
+		lb.mu.Lock()
+		for cc := range lb.conns {
+			cc.c.Close()
+		}
+		lb.mu.Unlock()
+		<-done
+	}
+	lb.log.Info("balancer stopped")
+}
+
+func (lb *Balancer) closeBackends() {
+	for _, b := range lb.pool.Load().backends {
+		b.closeIdle(time.Time{})
+		if b.mon != nil {
+			b.mon.Close()
+		}
+	}
+}
+
+func (lb *Balancer) janitor(ctx context.Context, done chan<- struct{}) {
+	defer close(done)
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			for _, b := range lb.pool.Load().backends {
+				b.closeIdle(now.Add(-idleConnTimeout))
+			}
+		}
+	}
+}
+
+func (lb *Balancer) startMonitorLocked(b *backend) {
+	if b.mon == nil || lb.runCtx == nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(lb.runCtx)
+	lb.monitors[b] = cancel
+	go b.mon.Run(ctx)
+}
+
+func (lb *Balancer) stopMonitorLocked(b *backend) {
+	if cancel, ok := lb.monitors[b]; ok {
+		cancel()
+		delete(lb.monitors, b)
+	}
+	if b.mon != nil {
+		b.mon.Close()
+	}
+}
+
+// Reload applies a new configuration of the same listener (see
+// SameListener): backends are added, removed and reweighted, timeouts and
+// limits change, and established connections, in-flight requests and the
+// health state of kept backends are untouched. A changed health check
+// restarts the checks of every backend.
+func (lb *Balancer) Reload(c *config.Balancer, check *config.Check) error {
+	if !lb.SameListener(c) {
+		return fmt.Errorf("lb: balancer %s: listen, mode, algorithm or tls changed: the balancer must be restarted", lb.name)
+	}
+	s := newSettings(c, check)
+	old := lb.settings.Load()
+	checkChanged := !sameCheck(old.check, check) || old.passive != s.passive
+	cur := lb.pool.Load()
+	var next []*backend
+	var added, removed []*backend
+	keep := make(map[*backend]bool)
+	for _, bc := range c.Backends {
+		if b := findAddr(cur.backends, bc.Address); b != nil && b.name == bc.Name && !checkChanged {
+			b.apply(bc, s)
+			next = append(next, b)
+			keep[b] = true
+			continue
+		}
+		nb, err := lb.newBackend(bc, s)
+		if err != nil {
+			return err
+		}
+		if ob := findAddr(cur.backends, bc.Address); ob != nil {
+			nb.admin.Store(ob.admin.Load()) // an operator's drain survives a reload
+		}
+		next = append(next, nb)
+		added = append(added, nb)
+	}
+	for _, b := range cur.backends {
+		if !keep[b] {
+			removed = append(removed, b)
+		}
+	}
+	lb.settings.Store(s)
+	lb.pool.Store(newPool(next))
+	lb.mu.Lock()
+	for _, b := range added {
+		lb.startMonitorLocked(b)
+	}
+	for _, b := range removed {
+		b.removed.Store(true)
+		lb.stopMonitorLocked(b)
+	}
+	lb.mu.Unlock()
+	for _, b := range removed {
+		b.closeIdle(time.Time{})
+	}
+	lb.log.Info("balancer reloaded", "backends", len(next), "added", len(added), "removed", len(removed))
+	return nil
+}
+
+func sameCheck(a, b *config.Check) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return fmt.Sprintf("%+v%+v%+v%+v%+v%+v", *a, a.TCP, a.HTTP, a.HTTPS, a.ICMP, a.Exec) ==
+		fmt.Sprintf("%+v%+v%+v%+v%+v%+v", *b, b.TCP, b.HTTP, b.HTTPS, b.ICMP, b.Exec)
+}
+
+func findAddr(bs []*backend, addr string) *backend {
+	for _, b := range bs {
+		if b.addr == addr {
+			return b
+		}
+	}
+	return nil
+}
+
+// SetState changes a backend's admin state (drain, maint, ready).
+func (lb *Balancer) SetState(backend string, st AdminState) error {
+	b := lb.pool.Load().find(backend)
+	if b == nil {
+		return fmt.Errorf("lb: balancer %s has no backend %q (have %s)", lb.name, backend, strings.Join(lb.backendNames(), ", "))
+	}
+	old := AdminState(b.admin.Swap(int32(st)))
+	if st == Maint {
+		b.closeIdle(time.Time{})
+	}
+	lb.log.Info("backend admin state changed", "backend", b.name, "from", old.String(), "to", st.String(), "inflight", b.inflight.Load())
+	return nil
+}
+
+// SetWeight changes a backend's weight until the next reload.
+func (lb *Balancer) SetWeight(backend string, w int) error {
+	if w < 0 || w > 256 {
+		return fmt.Errorf("lb: weight %d is out of range 0-256", w)
+	}
+	b := lb.pool.Load().find(backend)
+	if b == nil {
+		return fmt.Errorf("lb: balancer %s has no backend %q (have %s)", lb.name, backend, strings.Join(lb.backendNames(), ", "))
+	}
+	b.weight.Store(int32(w))
+	lb.log.Info("backend weight changed", "backend", b.name, "weight", w)
+	return nil
+}
+
+func (lb *Balancer) backendNames() []string {
+	var names []string
+	for _, b := range lb.pool.Load().backends {
+		names = append(names, b.name)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// Ready reports why the balancer cannot serve, or nil: it must be listening,
+// not shutting down, and have at least one backend that is up (or, before
+// the first verdicts, one that is not down).
+func (lb *Balancer) Ready() error {
+	if lb.lameduck.Load() {
+		return fmt.Errorf("balancer %s: shutting down (lameduck)", lb.name)
+	}
+	if !lb.listening.Load() {
+		return fmt.Errorf("balancer %s: not listening on %s", lb.name, lb.addr)
+	}
+	pk := picker{p: lb.pool.Load()}
+	pk.scan()
+	for _, b := range pk.p.backends {
+		if pk.usable(b) {
+			return nil
+		}
+	}
+	return fmt.Errorf("balancer %s: no healthy backend", lb.name)
+}
+
+// Addr returns the listener's address once Run has bound it.
+func (lb *Balancer) Addr() net.Addr {
+	lb.mu.Lock()
+	defer lb.mu.Unlock()
+	if lb.ln == nil {
+		return nil
+	}
+	return lb.ln.Addr()
+}
+
+// BackendStatus is a backend's state in the status API.
+type BackendStatus struct {
+	Name            string        `json:"name"`
+	Address         string        `json:"address"`
+	Admin           string        `json:"admin"`
+	Weight          int           `json:"weight"`
+	EffectiveWeight int           `json:"effective_weight"`
+	MaxConn         int           `json:"max_conn,omitempty"`
+	Inflight        int64         `json:"inflight"`
+	IdleConns       int           `json:"idle_conns"`
+	Requests        uint64        `json:"requests"`
+	Responses5xx    uint64        `json:"responses_5xx"`
+	ConnectFailures uint64        `json:"connect_failures"`
+	Resets          uint64        `json:"resets"`
+	Timeouts        uint64        `json:"timeouts"`
+	Retries         uint64        `json:"retries"`
+	Health          health.Status `json:"health"`
+	// Drained is true when the backend is draining or in maintenance and
+	// has no request or connection left in flight.
+	Drained bool `json:"drained"`
+}
+
+// Status is a balancer's state in the status API.
+type Status struct {
+	Name              string          `json:"name"`
+	Listen            string          `json:"listen"`
+	Mode              string          `json:"mode"`
+	Algorithm         string          `json:"algorithm"`
+	Ready             bool            `json:"ready"`
+	NotReady          string          `json:"not_ready,omitempty"`
+	ClientConnections int64           `json:"client_connections"`
+	Queued            int64           `json:"queued"`
+	Backends          []BackendStatus `json:"backends"`
+}
+
+// Status reports the balancer and every backend.
+func (lb *Balancer) Status() Status {
+	s := lb.settings.Load()
+	st := Status{
+		Name: lb.name, Listen: lb.addr, Mode: lb.mode, Algorithm: s.cfg.Algorithm,
+		ClientConnections: lb.clients.Load(), Queued: lb.queued.Load(),
+	}
+	if err := lb.Ready(); err != nil {
+		st.NotReady = err.Error()
+	} else {
+		st.Ready = true
+	}
+	for _, b := range lb.pool.Load().backends {
+		b.poolMu.Lock()
+		idle := len(b.idle)
+		b.poolMu.Unlock()
+		admin := AdminState(b.admin.Load())
+		bs := BackendStatus{
+			Name: b.name, Address: b.addr, Admin: admin.String(),
+			Weight: int(b.weight.Load()), EffectiveWeight: b.Weight(), MaxConn: int(b.maxConn.Load()),
+			Inflight: b.inflight.Load(), IdleConns: idle,
+			Requests: b.m.requests.Load(), Responses5xx: b.m.responses[5].Load(),
+			ConnectFailures: b.m.connectFailures.Load(), Resets: b.m.resets.Load(),
+			Timeouts: b.m.timeouts.Load(), Retries: b.m.retries.Load(),
+			Drained: admin != Ready && b.inflight.Load() == 0,
+		}
+		if b.mon != nil {
+			bs.Health = b.mon.Snapshot()
+		} else {
+			bs.Health = health.Status{State: health.Unknown}
+		}
+		st.Backends = append(st.Backends, bs)
+	}
+	return st
+}
+
+func (lb *Balancer) countLocal(status int) {
+	if i := localIndex(status); i >= 0 {
+		lb.local[i].Add(1)
+	}
+}
+
+var _ = tls.VersionTLS12

@@ -1,0 +1,243 @@
+package lb
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"time"
+)
+
+var errBodyTooLarge = errors.New("body too large")
+
+// copyError tells a failed write (the destination's fault) from a failed
+// read (the source's).
+type copyError struct {
+	write bool
+	err   error
+}
+
+func (e *copyError) Error() string { return e.err.Error() }
+func (e *copyError) Unwrap() error { return e.err }
+
+func readErr(err error) error {
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return &copyError{err: err}
+}
+
+func writeErr(err error) error { return &copyError{write: true, err: err} }
+
+// copyN copies exactly n bytes from src to dst through buf.
+func copyN(dst io.Writer, src *bufio.Reader, n int64, buf []byte) (int64, error) {
+	var done int64
+	for done < n {
+		p := buf
+		if rem := n - done; rem < int64(len(p)) {
+			p = p[:rem]
+		}
+		k, err := src.Read(p)
+		if k > 0 {
+			if _, werr := dst.Write(p[:k]); werr != nil {
+				return done, writeErr(werr)
+			}
+			done += int64(k)
+		}
+		if err != nil && done < n {
+			return done, readErr(err)
+		}
+	}
+	return done, nil
+}
+
+// copyUntilEOF copies a close-delimited body.
+func copyUntilEOF(dst io.Writer, src *bufio.Reader, buf []byte) (int64, error) {
+	var done int64
+	for {
+		k, err := src.Read(buf)
+		if k > 0 {
+			if _, werr := dst.Write(buf[:k]); werr != nil {
+				return done, writeErr(werr)
+			}
+			done += int64(k)
+		}
+		if err == io.EOF {
+			return done, nil
+		}
+		if err != nil {
+			return done, readErr(err)
+		}
+	}
+}
+
+const maxChunkLine = 4096
+
+// copyChunked copies a chunked body, checking its framing so that the end of
+// the message is known and the connection can be reused. With dechunk the
+// data is written without framing (for an HTTP/1.0 client). limit > 0 caps
+// the data size. Trailers are passed on unless dechunking.
+func copyChunked(dst io.Writer, src *bufio.Reader, buf []byte, dechunk bool, limit int64) (int64, error) {
+	var total int64
+	for {
+		line, err := readChunkLine(src)
+		if err != nil {
+			return total, err
+		}
+		size, ok := parseChunkSize(line)
+		if !ok {
+			return total, readErr(errors.New("malformed chunk size"))
+		}
+		if limit > 0 && total+size > limit {
+			return total, errBodyTooLarge
+		}
+		if !dechunk {
+			if _, err := dst.Write(line); err != nil {
+				return total, writeErr(err)
+			}
+		}
+		if size == 0 {
+			return total, copyTrailers(dst, src, dechunk)
+		}
+		n, err := copyN(dst, src, size, buf)
+		total += n
+		if err != nil {
+			return total, err
+		}
+		crlf, err := readChunkLine(src)
+		if err != nil {
+			return total, err
+		}
+		if len(crlf) != 2 && len(crlf) != 1 {
+			return total, readErr(errors.New("chunk data longer than its size"))
+		}
+		if !dechunk {
+			if _, err := dst.Write(crlf); err != nil {
+				return total, writeErr(err)
+			}
+		}
+	}
+}
+
+func copyTrailers(dst io.Writer, src *bufio.Reader, dechunk bool) error {
+	for n := 0; n < 64; n++ {
+		line, err := readChunkLine(src)
+		if err != nil {
+			return err
+		}
+		if !dechunk {
+			if _, err := dst.Write(line); err != nil {
+				return writeErr(err)
+			}
+		}
+		if len(line) <= 2 && (len(line) == 1 || line[0] == '\r') {
+			return nil
+		}
+	}
+	return readErr(errors.New("too many trailer lines"))
+}
+
+// readChunkLine returns a line including its \n, bounded in length.
+func readChunkLine(src *bufio.Reader) ([]byte, error) {
+	line, err := src.ReadSlice('\n')
+	if err == bufio.ErrBufferFull || len(line) > maxChunkLine {
+		return nil, readErr(errors.New("chunk line too long"))
+	}
+	if err != nil {
+		return nil, readErr(err)
+	}
+	return line, nil
+}
+
+// parseChunkSize parses the hex size before any extension.
+func parseChunkSize(line []byte) (int64, bool) {
+	var n int64
+	digits := 0
+	for _, c := range line {
+		var v byte
+		switch {
+		case '0' <= c && c <= '9':
+			v = c - '0'
+		case 'a' <= c && c <= 'f':
+			v = c - 'a' + 10
+		case 'A' <= c && c <= 'F':
+			v = c - 'A' + 10
+		case c == ';' || c == '\r' || c == '\n' || c == ' ' || c == '\t':
+			return n, digits > 0
+		default:
+			return 0, false
+		}
+		if digits++; digits > 15 {
+			return 0, false
+		}
+		n = n<<4 | int64(v)
+	}
+	return n, digits > 0
+}
+
+// tunnel copies bytes both ways between a and b (with whatever their
+// readers already buffered) until both directions end or the tunnel sees no
+// traffic in either direction for idle.
+func tunnel(a net.Conn, abr *bufio.Reader, b net.Conn, bbr *bufio.Reader, idle time.Duration) {
+	var wg sync.WaitGroup
+	var st idleState
+	wg.Add(2)
+	go func() { defer wg.Done(); pipe(b, a, abr, idle, &st, 0) }()
+	go func() { defer wg.Done(); pipe(a, b, bbr, idle, &st, 1) }()
+	wg.Wait()
+}
+
+// idleState lets the two directions of a tunnel agree that both are idle.
+type idleState struct {
+	mu   sync.Mutex
+	idle [2]bool
+}
+
+func (s *idleState) report(dir int, moved bool) (bothIdle bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.idle[dir] = !moved
+	return s.idle[0] && s.idle[1]
+}
+
+// pipe copies src to dst in windows of idle: a window that times out after
+// moving bytes, or while the other direction is busy, starts a new one. At
+// EOF it half-closes dst so the peer sees the end while the other direction
+// goes on.
+func pipe(dst, src net.Conn, buffered *bufio.Reader, idle time.Duration, st *idleState, dir int) {
+	if buffered != nil && buffered.Buffered() > 0 {
+		p, _ := buffered.Peek(buffered.Buffered())
+		if _, err := dst.Write(p); err != nil {
+			closeBoth(dst, src)
+			return
+		}
+	}
+	for {
+		src.SetReadDeadline(time.Now().Add(idle))
+		n, err := io.Copy(dst, src) // splice(2) between TCP connections on Linux
+		if err == nil {
+			st.report(dir, false) // this direction is over: it no longer keeps the tunnel alive
+			closeWrite(dst)
+			return
+		}
+		if isTimeout(err) && !st.report(dir, n > 0) {
+			continue
+		}
+		closeBoth(dst, src)
+		return
+	}
+}
+
+func closeWrite(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+		return
+	}
+	c.Close()
+}
+
+func closeBoth(a, b net.Conn) {
+	a.Close()
+	b.Close()
+}

@@ -1,0 +1,114 @@
+package lb
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+
+	"github.com/haven-ha/haven/internal/lb/balance"
+)
+
+// clientConn is one accepted client connection and the buffers it reuses
+// from request to request.
+type clientConn struct {
+	lb    *Balancer
+	c     net.Conn
+	br    *bufio.Reader // nil while idle between requests: idle connections hold no buffer
+	first firstByte
+	idle  atomic.Bool
+	tls   bool
+
+	ip     netip.Addr
+	ipText []byte
+	hash   uint64
+
+	head  []byte // the request head
+	rhead []byte // a response head
+	out   []byte // what is written next
+	body  []byte // a buffered request body, for retries
+	req   request
+	resp  response
+	pk    picker
+}
+
+func (lb *Balancer) track(c net.Conn) *clientConn {
+	cc := &clientConn{lb: lb, c: c}
+	cc.pk.init()
+	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
+		cc.ip = ap.Addr().Unmap()
+		cc.ipText = []byte(cc.ip.String())
+		cc.hash = balance.HashAddr(cc.ip)
+	}
+	lb.mu.Lock()
+	defer lb.mu.Unlock()
+	if lb.closing.Load() {
+		return nil
+	}
+	lb.conns[cc] = struct{}{}
+	lb.wg.Add(1)
+	lb.clients.Add(1)
+	return cc
+}
+
+func (lb *Balancer) untrack(cc *clientConn) {
+	cc.c.Close()
+	cc.releaseReader()
+	lb.mu.Lock()
+	delete(lb.conns, cc)
+	lb.mu.Unlock()
+	lb.clients.Add(-1)
+	lb.wg.Done()
+}
+
+// closeIdleClients closes connections waiting for their next request; busy
+// ones close after their current response.
+func (lb *Balancer) closeIdleClients() {
+	lb.mu.Lock()
+	defer lb.mu.Unlock()
+	for cc := range lb.conns {
+		if cc.idle.Load() {
+			cc.c.Close()
+		}
+	}
+}
+
+// firstByte is an io.Reader that yields one byte already read from the
+// connection and then reads from the connection itself. It lets an idle
+// connection wait for its next request with a one-byte read and take a
+// buffer from the pool only when a request arrives.
+type firstByte struct {
+	b    [1]byte
+	has  bool
+	conn io.Reader
+}
+
+func (f *firstByte) Read(p []byte) (int, error) {
+	if f.has {
+		if len(p) == 0 {
+			return 0, nil
+		}
+		p[0] = f.b[0]
+		f.has = false
+		return 1, nil
+	}
+	return f.conn.Read(p)
+}
+
+var clientReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
+
+// attachReader takes a buffer for a request whose first byte waitRequest read.
+func (cc *clientConn) attachReader() {
+	cc.br = clientReaders.Get().(*bufio.Reader)
+	cc.br.Reset(&cc.first)
+}
+
+func (cc *clientConn) releaseReader() {
+	if cc.br != nil {
+		cc.br.Reset(nil)
+		clientReaders.Put(cc.br)
+		cc.br = nil
+	}
+}

@@ -1,0 +1,107 @@
+package lb
+
+import (
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/haven-ha/haven/internal/health"
+)
+
+const (
+	testInterval = 300 * time.Millisecond
+	testTimeout  = 200 * time.Millisecond
+	testFall     = 2
+	webCheck     = `  web:
+    http: {path: /healthz, expect_body: "ok"}
+    interval: 300ms
+    timeout: 200ms
+    rise: 2
+    fall: 2
+`
+)
+
+// detectionBound is how long a failed backend may stay in rotation: fall
+// probes, each within an interval and its timeout (jitter included in the
+// interval's slack).
+var detectionBound = time.Duration(testFall)*(testInterval+testTimeout) + testInterval/5
+
+// TestFailoverUnderLoad breaks one of three real backends while a client
+// sends steady keep-alive GETs: no request may fail, and the backend must
+// leave the rotation within the detection bound, as measured by the
+// balancer's own events.
+func TestFailoverUnderLoad(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test: runs real backend processes (not in -short)")
+	}
+	faults := []struct {
+		name  string
+		fault func(t *testing.T, p *proc)
+	}{
+		{"kill -9", func(t *testing.T, p *proc) { p.kill() }},
+		{"hang", func(t *testing.T, p *proc) { p.setMode(t, "hang") }},
+		{"500s", func(t *testing.T, p *proc) { p.setMode(t, "fail") }},
+	}
+	for _, f := range faults {
+		t.Run(f.name, func(t *testing.T) {
+			b1, b2, b3 := startBackend(t, "b1"), startBackend(t, "b2"), startBackend(t, "b3")
+			lb := startLB(t, "    check: web\n", webCheck, b1.addr, b2.addr, b3.addr)
+			gen := newLoadGen(lb.url + "/counter")
+			stop := gen.background(8, 200000)
+			defer stop()
+			gen.waitServed(t, 300)
+
+			at := time.Now()
+			f.fault(t, b2)
+			var down health.Event
+			waitFor(t, 10*time.Second, "b2 marked down", func() (bool, string) {
+				ev, ok := lb.events.first(b2.addr, health.Down, at)
+				down = ev
+				return ok, lb.Status().Backends[1].Health.State.String()
+			})
+			took := down.At.Sub(at)
+			t.Logf("b2 marked down %v after the fault: %s", took, down.Reason)
+			if took > detectionBound {
+				t.Errorf("b2 left the rotation %v after the fault, want within %v (fall × (interval + timeout))", took, detectionBound)
+			}
+			gen.waitServed(t, 500)
+			stop()
+			if fails := gen.failures(); len(fails) > 0 {
+				t.Errorf("%d of %d requests failed, want none; first: %v", len(fails), int(gen.ok.Load())+len(fails), fails[:min(5, len(fails))])
+			}
+			if gen.count("b1") == 0 || gen.count("b3") == 0 {
+				t.Errorf("healthy backends served b1=%d b3=%d, want both > 0", gen.count("b1"), gen.count("b3"))
+			}
+		})
+	}
+}
+
+// TestBackendReturns checks that a backend brought back takes traffic again
+// once its checks pass.
+func TestBackendReturns(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test: runs real backend processes (not in -short)")
+	}
+	b1, b2 := startBackend(t, "b1"), startBackend(t, "b2")
+	lb := startLB(t, "    check: web\n", webCheck, b1.addr, b2.addr)
+	gen := newLoadGen(lb.url + "/counter")
+	stop := gen.background(4, 200000)
+	defer stop()
+	gen.waitServed(t, 100)
+	b2.kill()
+	waitFor(t, 10*time.Second, "b2 down", func() (bool, string) {
+		_, ok := lb.events.first(b2.addr, health.Down, time.Time{})
+		return ok, ""
+	})
+	before := gen.count("b2")
+	back := time.Now()
+	b2.start(t)
+	waitFor(t, 10*time.Second, "b2 up and serving", func() (bool, string) {
+		_, up := lb.events.first(b2.addr, health.Up, back)
+		return up && gen.count("b2") > before+10, "b2 served " + strconv.Itoa(gen.count("b2")-before) + " since restart"
+	})
+	stop()
+	if fails := gen.failures(); len(fails) > 0 {
+		t.Errorf("%d requests failed, want none: %v", len(fails), fails[:min(5, len(fails))])
+	}
+}

@@ -1,0 +1,223 @@
+package lb
+
+import (
+	"bufio"
+	"errors"
+	"strings"
+	"testing"
+)
+
+func parse(t *testing.T, raw string) (*request, error) {
+	t.Helper()
+	br := bufio.NewReaderSize(strings.NewReader(raw), 64)
+	head, err := readHead(br, nil, 64*1024)
+	if err != nil {
+		return nil, err
+	}
+	var r request
+	return &r, parseRequest(head, &r)
+}
+
+func TestParseRequestAccepts(t *testing.T) {
+	tests := []struct {
+		name, raw  string
+		method     string
+		target     string
+		cl         int64
+		chunked    bool
+		persistent bool
+		upgrade    string
+	}{
+		{"get", "GET / HTTP/1.1\r\nHost: a\r\n\r\n", "GET", "/", -1, false, true, ""},
+		{"leading empty lines", "\r\n\r\nGET /x HTTP/1.1\r\nHost: a\r\n\r\n", "GET", "/x", -1, false, true, ""},
+		{"bare LF", "GET / HTTP/1.1\nHost: a\n\n", "GET", "/", -1, false, true, ""},
+		{"http10 closes by default", "GET / HTTP/1.0\r\n\r\n", "GET", "/", -1, false, false, ""},
+		{"http10 keep-alive", "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", "GET", "/", -1, false, true, ""},
+		{"close", "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", "GET", "/", -1, false, false, ""},
+		{"post cl", "POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n", "POST", "/p", 5, false, true, ""},
+		{"same cl twice", "POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n", "POST", "/p", 5, false, true, ""},
+		{"chunked", "POST /p HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", "POST", "/p", -1, true, true, ""},
+		{"upgrade", "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", "GET", "/ws", -1, false, true, "websocket"},
+		{"upgrade without connection token is not an upgrade", "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n", "GET", "/ws", -1, false, true, ""},
+		{"absolute form", "GET http://a/x HTTP/1.1\r\nHost: a\r\n\r\n", "GET", "http://a/x", -1, false, true, ""},
+		{"options star", "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", "OPTIONS", "*", -1, false, true, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := parse(t, tt.raw)
+			if err != nil {
+				t.Fatalf("parse: %v", err)
+			}
+			if string(r.method) != tt.method || string(r.target) != tt.target || r.contentLength != tt.cl ||
+				r.chunked != tt.chunked || r.persistent() != tt.persistent || string(r.upgrade) != tt.upgrade {
+				t.Errorf("got method=%s target=%s cl=%d chunked=%v persistent=%v upgrade=%q",
+					r.method, r.target, r.contentLength, r.chunked, r.persistent(), r.upgrade)
+			}
+		})
+	}
+}
+
+func TestParseRequestRejects(t *testing.T) {
+	tests := []struct {
+		name, raw string
+		status    int
+	}{
+		{"garbage", "HELLO\r\n\r\n", 400},
+		{"no version", "GET /\r\nHost: a\r\n\r\n", 400},
+		{"bad method", "G(T / HTTP/1.1\r\nHost: a\r\n\r\n", 400},
+		{"http2 preface", "PRI * HTTP/2.0\r\n\r\n", 505},
+		{"http 1.2", "GET / HTTP/1.2\r\nHost: a\r\n\r\n", 505},
+		{"missing host", "GET / HTTP/1.1\r\n\r\n", 400},
+		{"two hosts", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400},
+		{"cl and te", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", 400},
+		{"conflicting cl", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n", 400},
+		{"signed cl", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\n", 400},
+		{"cl list", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\n\r\n", 400},
+		{"te gzip", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501},
+		{"te twice", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", 501},
+		{"te in 1.0", "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400},
+		{"obs fold", "GET / HTTP/1.1\r\nHost: a\r\nX-A: b\r\n c\r\n\r\n", 400},
+		{"space before colon", "GET / HTTP/1.1\r\nHost : a\r\n\r\n", 400},
+		{"no colon", "GET / HTTP/1.1\r\nHost a\r\n\r\n", 400},
+		{"bare cr in value", "GET / HTTP/1.1\r\nHost: a\rb\r\n\r\n", 400},
+		{"nul in value", "GET / HTTP/1.1\r\nHost: a\x00b\r\n\r\n", 400},
+		{"control in target", "GET /\x01 HTTP/1.1\r\nHost: a\r\n\r\n", 400},
+		{"relative target", "GET x HTTP/1.1\r\nHost: a\r\n\r\n", 400},
+		{"connect", "CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n", 405},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := parse(t, tt.raw)
+			var he *httpError
+			if !errors.As(err, &he) {
+				t.Fatalf("err = %v, want an HTTP %d", err, tt.status)
+			}
+			if he.status != tt.status {
+				t.Errorf("status = %d (%s), want %d", he.status, he.msg, tt.status)
+			}
+		})
+	}
+}
+
+func TestReadHeadLimits(t *testing.T) {
+	big := "GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + strings.Repeat("x", 2000) + "\r\n\r\n"
+	br := bufio.NewReaderSize(strings.NewReader(big), 64)
+	if _, err := readHead(br, nil, 1024); !errors.Is(err, errHeadTooLarge) {
+		t.Errorf("2 KB head with a 1 KB limit: err = %v, want errHeadTooLarge", err)
+	}
+	br = bufio.NewReaderSize(strings.NewReader(big), 64)
+	if _, err := readHead(br, nil, 4096); err != nil {
+		t.Errorf("2 KB head with a 4 KB limit and a 64-byte buffer: %v", err)
+	}
+	br = bufio.NewReaderSize(strings.NewReader("GET / HTTP/1.1\r\nHost: a\r\n"), 64)
+	if _, err := readHead(br, nil, 4096); !errors.Is(err, errTruncated) {
+		t.Errorf("truncated head: err = %v, want errTruncated", err)
+	}
+}
+
+func TestParseResponse(t *testing.T) {
+	tests := []struct {
+		raw       string
+		status    int
+		cl        int64
+		chunked   bool
+		closeConn bool
+	}{
+		{"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n", 200, 2, false, false},
+		{"HTTP/1.1 204 No Content\r\n\r\n", 204, -1, false, false},
+		{"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", 200, -1, true, false},
+		{"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", 200, -1, false, true},
+		{"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nTransfer-Encoding: chunked\r\n\r\n", 200, -1, true, false},
+		{"HTTP/1.0 200 OK\r\nConnection: close\r\n\r\n", 200, -1, false, true},
+		{"HTTP/1.1 500\r\n\r\n", 500, -1, false, false},
+	}
+	for _, tt := range tests {
+		var r response
+		if err := parseResponse([]byte(tt.raw), &r); err != nil {
+			t.Errorf("%q: %v", tt.raw, err)
+			continue
+		}
+		if r.status != tt.status || r.contentLength != tt.cl || r.chunked != tt.chunked || r.closeConn != tt.closeConn {
+			t.Errorf("%q: got status=%d cl=%d chunked=%v close=%v", tt.raw, r.status, r.contentLength, r.chunked, r.closeConn)
+		}
+	}
+	for _, bad := range []string{"HTTP/2 200 OK\r\n\r\n", "HTTP/1.1 20 OK\r\n\r\n", "HTTP/1.1 2000 OK\r\n\r\n", "SIP/2.0 200 OK\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"} {
+		var r response
+		if err := parseResponse([]byte(bad), &r); err == nil {
+			t.Errorf("%q: accepted, want an error", bad)
+		}
+	}
+}
+
+func TestCopyChunked(t *testing.T) {
+	in := "4\r\nWiki\r\n5;ext=1\r\npedia\r\n0\r\nX-Trailer: 1\r\n\r\nNEXT"
+	var out strings.Builder
+	br := bufio.NewReader(strings.NewReader(in))
+	n, err := copyChunked(&out, br, make([]byte, 3), false, 0)
+	if err != nil || n != 9 {
+		t.Fatalf("copyChunked = %d, %v", n, err)
+	}
+	if out.String() != in[:len(in)-4] {
+		t.Errorf("passthrough changed the framing: %q", out.String())
+	}
+	if rest, _ := br.Peek(4); string(rest) != "NEXT" {
+		t.Errorf("copyChunked read past the message end: next bytes %q", rest)
+	}
+	out.Reset()
+	if _, err := copyChunked(&out, bufio.NewReader(strings.NewReader(in)), make([]byte, 3), true, 0); err != nil || out.String() != "Wikipedia" {
+		t.Errorf("dechunk = %q, %v", out.String(), err)
+	}
+	if _, err := copyChunked(&out, bufio.NewReader(strings.NewReader(in)), make([]byte, 3), false, 5); !errors.Is(err, errBodyTooLarge) {
+		t.Errorf("limit 5: err = %v, want errBodyTooLarge", err)
+	}
+	for _, bad := range []string{"zz\r\nab\r\n0\r\n\r\n", "2\r\nabc\r\n0\r\n\r\n", "2\r\nab", "ffffffffffffffffff\r\n"} {
+		if _, err := copyChunked(&out, bufio.NewReader(strings.NewReader(bad)), make([]byte, 8), false, 0); err == nil {
+			t.Errorf("%q: accepted", bad)
+		}
+	}
+}
+
+func TestFindCookie(t *testing.T) {
+	hs := [][]byte{[]byte("a=1; HAVEN=xyz; b=2"), []byte("c=3")}
+	if got := findCookie(hs, "HAVEN"); got != "xyz" {
+		t.Errorf("findCookie = %q", got)
+	}
+	if got := findCookie(hs, "HAVE"); got != "" {
+		t.Errorf("prefix match: %q", got)
+	}
+}
+
+// FuzzParseRequest checks that no input panics the request parser, and that
+// what it accepts is self-consistent.
+func FuzzParseRequest(f *testing.F) {
+	for _, s := range []string{
+		"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+		"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
+		"POST /p HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+		"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, close\r\nUpgrade: websocket\r\n\r\n",
+		"GET / HTTP/1.0\r\n\r\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		br := bufio.NewReaderSize(strings.NewReader(string(data)), 16)
+		head, err := readHead(br, nil, 8192)
+		if err != nil {
+			return
+		}
+		var r request
+		if err := parseRequest(head, &r); err != nil {
+			return
+		}
+		if r.chunked && r.contentLength >= 0 {
+			t.Fatalf("accepted both chunked and Content-Length: %q", data)
+		}
+		if r.minor == 1 && len(r.host) == 0 && !strings.Contains(strings.ToLower(string(head)), "host:") {
+			t.Fatalf("accepted an HTTP/1.1 request without Host: %q", data)
+		}
+		if !isToken(r.method) {
+			t.Fatalf("accepted method %q", r.method)
+		}
+	})
+}

@@ -1,0 +1,706 @@
+package lb
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/haven-ha/haven/internal/health"
+)
+
+// scratch holds a request's buffers. It is taken from a pool when a request
+// arrives and returned when the connection goes idle, so that ten thousand
+// idle keep-alive connections cost little more than their goroutines.
+type scratch struct {
+	head, rhead, out, body []byte
+	req                    request
+	resp                   response
+}
+
+var scratchPool = sync.Pool{New: func() any {
+	return &scratch{head: make([]byte, 0, 1024), rhead: make([]byte, 0, 1024), out: make([]byte, 0, 4096)}
+}}
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32*1024); return &b }}
+
+// maxReplayBody is the largest request body buffered so that the request
+// can be retried on another backend.
+const maxReplayBody = 64 * 1024
+
+func (lb *Balancer) serveHTTP(cc *clientConn) {
+	rw := cc.c
+	if lb.tls != nil {
+		tc := tls.Server(cc.c, lb.tls.config())
+		s := lb.settings.Load()
+		ctx, cancel := context.WithTimeout(context.Background(), s.headerTimeout)
+		err := tc.HandshakeContext(ctx)
+		cancel()
+		if err != nil {
+			lb.log.Debug("tls handshake failed", "client", cc.c.RemoteAddr().String(), "err", err)
+			return
+		}
+		cc.tls = true
+		if tc.ConnectionState().NegotiatedProtocol == "h2" {
+			lb.serveH2(tc)
+			return
+		}
+		rw = tc
+	}
+	var sc *scratch
+	defer func() {
+		if sc != nil {
+			scratchPool.Put(sc)
+		}
+	}()
+	for first := true; ; first = false {
+		s := lb.settings.Load()
+		if cc.br == nil || cc.br.Buffered() == 0 {
+			// Idle: hold no buffers while waiting for the next request.
+			cc.releaseReader()
+			if sc != nil {
+				scratchPool.Put(sc)
+				sc = nil
+			}
+			wait := s.clientTimeout
+			if first {
+				wait = s.headerTimeout
+			}
+			if !cc.waitRequest(rw, wait) {
+				return
+			}
+			cc.attachReader()
+		}
+		if sc == nil {
+			sc = scratchPool.Get().(*scratch)
+		}
+		if !lb.serveRequest(cc, rw, sc, s) {
+			return
+		}
+	}
+}
+
+// waitRequest waits for the first byte of the next request.
+func (cc *clientConn) waitRequest(rw net.Conn, wait time.Duration) bool {
+	if cc.lb.closing.Load() {
+		return false
+	}
+	cc.idle.Store(true)
+	rw.SetReadDeadline(time.Now().Add(wait))
+	n, _ := rw.Read(cc.first.b[:])
+	cc.idle.Store(false)
+	if n == 0 || cc.lb.closing.Load() && n == 0 {
+		return false
+	}
+	cc.first.has = true
+	cc.first.conn = rw
+	return true
+}
+
+// outcome is the result of one attempt to forward a request to a backend.
+type outcome int
+
+const (
+	done      outcome = iota // the response was sent; the client connection may go on
+	doneClose                // the response was sent; close the client connection
+	retry                    // nothing was sent to the client: try another backend
+	retrySame                // a pooled connection was stale: try the same backend afresh
+	failed                   // the exchange broke; the client connection must close
+)
+
+// attempt carries one request's state across retries.
+type attempt struct {
+	s          *settings
+	sc         *scratch
+	rw         net.Conn
+	replayable bool
+	bodySent   bool // a streamed body has been consumed from the client
+	sticky     string
+	failStatus int // what to answer if no retry is left
+	failMsg    string
+	freshOnly  bool // the last try found a stale pooled connection
+	lastTry    bool // no retry is left: relay whatever the backend answers
+}
+
+func (lb *Balancer) serveRequest(cc *clientConn, rw net.Conn, sc *scratch, s *settings) bool {
+	start := time.Now()
+	rw.SetReadDeadline(start.Add(s.headerTimeout))
+	var err error
+	sc.head, err = readHead(cc.br, sc.head[:0], s.maxHeader)
+	if err != nil {
+		switch {
+		case errors.Is(err, errHeadTooLarge):
+			lb.localResponse(rw, 431, "request header too large")
+		case isTimeout(err):
+			lb.localResponse(rw, 408, "request header not received in time")
+		case errors.Is(err, errTruncated):
+			lb.localResponse(rw, 400, "incomplete request")
+		}
+		return false
+	}
+	req := &sc.req
+	if err := parseRequest(sc.head, req); err != nil {
+		var he *httpError
+		if errors.As(err, &he) {
+			lb.localResponse(rw, he.status, he.msg)
+		} else {
+			lb.localResponse(rw, 400, err.Error())
+		}
+		return false
+	}
+	if s.maxBody > 0 && req.contentLength > s.maxBody {
+		lb.localResponse(rw, 413, "request body too large")
+		return false
+	}
+	a := attempt{s: s, sc: sc, rw: rw, failStatus: 503, failMsg: "no backend available"}
+	a.replayable = s.retriable(req.method) && !req.chunked && req.contentLength <= maxReplayBody && req.upgrade == nil
+	if req.expectCont && req.hasBody() {
+		// haven answers 100-continue itself and buffers or streams the body;
+		// the Expect header is not forwarded.
+		rw.SetWriteDeadline(time.Now().Add(s.clientTimeout))
+		if _, err := rw.Write(continue100); err != nil {
+			return false
+		}
+	}
+	if a.replayable && req.contentLength > 0 {
+		rw.SetReadDeadline(time.Now().Add(s.clientTimeout))
+		sc.body = grow(sc.body[:0], int(req.contentLength))
+		if _, err := io.ReadFull(cc.br, sc.body); err != nil {
+			return false
+		}
+	} else {
+		sc.body = sc.body[:0]
+	}
+	if s.stickyCookie != "" {
+		a.sticky = findCookie(req.cookie, s.stickyCookie)
+	}
+	pk := &cc.pk
+	pk.p = lb.pool.Load()
+	pk.tried = pk.tried[:0]
+	defer func() { pk.p = nil }()
+	tries := 0
+	for {
+		b, err := lb.acquire(context.Background(), pk, cc.hash, a.sticky)
+		if err != nil {
+			status, msg := a.failStatus, a.failMsg
+			if tries == 0 {
+				status, msg = 503, err.Error()
+			}
+			lb.localResponse(rw, status, msg)
+			return false
+		}
+		b.m.requests.Add(1)
+		a.lastTry = tries >= s.retries || len(pk.tried)+1 >= len(pk.p.backends)
+		out := lb.exchange(cc, b, &a)
+		lb.release(b)
+		switch out {
+		case done, doneClose:
+			lb.duration.Observe(time.Since(start).Seconds())
+			return out == done && !lb.closing.Load()
+		case failed:
+			return false
+		case retrySame:
+			if !a.freshOnly {
+				// A pooled connection the backend had closed: not the
+				// backend's failure. Try again on a fresh connection.
+				a.freshOnly = true
+				continue
+			}
+			pk.tried = append(pk.tried, b)
+			b.m.retries.Add(1)
+		case retry:
+			pk.tried = append(pk.tried, b)
+			b.m.retries.Add(1)
+		}
+		tries++
+		if tries > s.retries || a.bodySent {
+			lb.localResponse(rw, a.failStatus, a.failMsg)
+			return false
+		}
+		a.sticky = "" // the sticky backend failed this request
+	}
+}
+
+// exchange forwards the request to b and the response back.
+func (lb *Balancer) exchange(cc *clientConn, b *backend, a *attempt) outcome {
+	s, sc, req := a.s, a.sc, &a.sc.req
+	bc, err := lb.backendConn(b, s, a.replayable && !a.freshOnly, !a.replayable || a.freshOnly)
+	if err != nil {
+		b.m.connectFailures.Add(1)
+		observeFailure(b, "connect: "+err.Error())
+		a.failStatus, a.failMsg = 503, "no backend could be reached"
+		return retry
+	}
+	stale := func() bool { return bc.reused && a.replayable && !a.freshOnly }
+	sc.out = lb.appendRequestHead(sc.out[:0], cc, req, b.addr)
+	sc.out = append(sc.out, sc.body...)
+	bc.c.SetWriteDeadline(time.Now().Add(s.serverTimeout))
+	n, err := bc.c.Write(sc.out)
+	b.m.bytesOut.Add(uint64(n))
+	if err != nil {
+		bc.close()
+		if stale() {
+			return retrySame
+		}
+		return lb.backendFailed(b, a, "reset", "send request: "+err.Error())
+	}
+	if !a.replayable && req.hasBody() {
+		a.bodySent = true
+		if out, ok := lb.streamRequestBody(cc, bc, a); !ok {
+			return out
+		}
+	}
+	// Wait for the response head, giving up early if the backend is marked
+	// down meanwhile, so that a hung backend holds requests only until its
+	// health check notices.
+	for {
+		if err := lb.waitResponse(bc, b, s); err != nil {
+			bc.close()
+			if stale() && !isTimeout(err) && !errors.Is(err, errMarkedDown) {
+				return retrySame
+			}
+			kind := "reset"
+			if isTimeout(err) {
+				kind = "timeout"
+			}
+			return lb.backendFailed(b, a, kind, "waiting for response: "+err.Error())
+		}
+		bc.c.SetReadDeadline(time.Now().Add(s.serverTimeout))
+		sc.rhead, err = readHead(bc.br, sc.rhead[:0], s.maxHeader)
+		if err == nil {
+			err = parseResponse(sc.rhead, &sc.resp)
+		}
+		if err != nil {
+			bc.close()
+			return lb.backendFailed(b, a, "reset", "bad response: "+err.Error())
+		}
+		b.m.bytesIn.Add(uint64(len(sc.rhead)))
+		if st := sc.resp.status; st >= 100 && st < 200 && st != 101 {
+			// Interim responses go to the client as they are.
+			a.rw.SetWriteDeadline(time.Now().Add(s.clientTimeout))
+			if _, err := a.rw.Write(sc.rhead); err != nil {
+				bc.close()
+				return failed
+			}
+			continue
+		}
+		break
+	}
+	return lb.relayResponse(cc, b, bc, a)
+}
+
+var errMarkedDown = errors.New("backend marked down while the request was waiting")
+
+// waitResponse waits for the first byte of a response.
+func (lb *Balancer) waitResponse(bc *backendConn, b *backend, s *settings) error {
+	deadline := time.Now().Add(s.serverTimeout)
+	const slice = 250 * time.Millisecond
+	for {
+		d := min(time.Until(deadline), slice)
+		bc.c.SetReadDeadline(time.Now().Add(d))
+		_, err := bc.br.Peek(1)
+		if err == nil {
+			return nil
+		}
+		if !isTimeout(err) || !time.Now().Before(deadline) {
+			return err
+		}
+		if b.state() == health.Down {
+			return errMarkedDown
+		}
+	}
+}
+
+// backendFailed records a failure of b for this request and decides
+// whether it may be retried elsewhere.
+func (lb *Balancer) backendFailed(b *backend, a *attempt, kind, reason string) outcome {
+	switch kind {
+	case "timeout":
+		b.m.timeouts.Add(1)
+		a.failStatus, a.failMsg = 504, "backend did not answer in time"
+	default:
+		b.m.resets.Add(1)
+		a.failStatus, a.failMsg = 502, "backend closed the connection without a response"
+	}
+	observeFailure(b, reason)
+	lb.log.Debug("backend failed a request", "backend", b.name, "reason", reason, "retriable", a.replayable)
+	if a.replayable {
+		return retry
+	}
+	lb.localResponse(a.rw, a.failStatus, a.failMsg)
+	return failed
+}
+
+func observeFailure(b *backend, reason string) {
+	if b.mon != nil {
+		b.mon.ObserveFailure(reason)
+	}
+}
+
+// streamRequestBody copies a body that was not buffered from the client to
+// the backend.
+func (lb *Balancer) streamRequestBody(cc *clientConn, bc *backendConn, a *attempt) (outcome, bool) {
+	s, req := a.s, &a.sc.req
+	bufp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bufp)
+	a.rw.SetReadDeadline(time.Now().Add(s.clientTimeout))
+	bc.c.SetWriteDeadline(time.Now().Add(s.serverTimeout))
+	var err error
+	var n int64
+	if req.chunked {
+		n, err = copyChunked(bc.c, cc.br, *bufp, false, s.maxBody)
+	} else {
+		n, err = copyN(bc.c, cc.br, req.contentLength, *bufp)
+	}
+	bc.b.m.bytesOut.Add(uint64(n))
+	if err != nil {
+		bc.close()
+		var ce *copyError
+		switch {
+		case errors.Is(err, errBodyTooLarge):
+			lb.localResponse(a.rw, 413, "request body too large")
+		case errors.As(err, &ce) && ce.write:
+			lb.backendFailed(bc.b, a, "reset", "send body: "+err.Error())
+		default:
+			lb.localResponse(a.rw, 400, "request body incomplete or malformed")
+		}
+		return failed, false
+	}
+	return done, true
+}
+
+// relayResponse sends the parsed response head and its body to the client.
+func (lb *Balancer) relayResponse(cc *clientConn, b *backend, bc *backendConn, a *attempt) outcome {
+	s, sc, req, resp := a.s, a.sc, &a.sc.req, &a.sc.resp
+	b.m.responses[statusClass(resp.status)].Add(1)
+	if resp.status >= 500 {
+		observeFailure(b, "status "+strconv.Itoa(resp.status))
+		if a.replayable && !a.lastTry && retryStatus(resp.status) && lb.discardResponse(bc, a) {
+			a.failStatus, a.failMsg = 502, "backends answered "+strconv.Itoa(resp.status)
+			return retry
+		}
+	} else if b.mon != nil {
+		b.mon.ObserveSuccess()
+	}
+	if resp.status == 101 {
+		if req.upgrade == nil {
+			bc.close()
+			lb.localResponse(a.rw, 502, "backend switched protocols unasked")
+			return failed
+		}
+		return lb.relayUpgrade(cc, bc, a)
+	}
+	bodyless := resp.bodyless(req.method)
+	delimited := bodyless || resp.chunked || resp.contentLength >= 0
+	dechunk := resp.chunked && req.minor == 0 && !bodyless
+	keepClient := req.persistent() && delimited && !dechunk && !lb.closing.Load()
+	keepBackend := delimited && !resp.closeConn && (resp.minor == 1 || resp.keepAlive)
+	setCookie := ""
+	if s.stickyCookie != "" && a.sticky != b.cookie {
+		setCookie = b.cookie
+	}
+	sc.out = appendResponseHead(sc.out[:0], resp, req, keepClient, dechunk, s.stickyCookie, setCookie, cc.tls)
+	var remaining int64
+	if !bodyless && resp.contentLength >= 0 {
+		remaining = resp.contentLength
+		// Send the head and the body bytes already read in one write.
+		if k := min(int64(bc.br.Buffered()), remaining, 32*1024); k > 0 {
+			p, _ := bc.br.Peek(int(k))
+			sc.out = append(sc.out, p...)
+			bc.br.Discard(int(k))
+			remaining -= k
+		}
+	}
+	a.rw.SetWriteDeadline(time.Now().Add(s.clientTimeout))
+	if _, err := a.rw.Write(sc.out); err != nil {
+		bc.close()
+		return failed
+	}
+	var n int64
+	var err error
+	if !bodyless {
+		bufp := copyBufs.Get().(*[]byte)
+		bc.c.SetReadDeadline(time.Now().Add(s.serverTimeout))
+		switch {
+		case resp.chunked:
+			n, err = copyChunked(a.rw, bc.br, *bufp, dechunk, 0)
+		case resp.contentLength >= 0:
+			n, err = copyN(a.rw, bc.br, remaining, *bufp)
+		default:
+			n, err = copyUntilEOF(a.rw, bc.br, *bufp)
+		}
+		copyBufs.Put(bufp)
+	}
+	if !bodyless && resp.contentLength >= 0 {
+		n += resp.contentLength - remaining // the part sent with the head
+	}
+	b.m.bytesIn.Add(uint64(n))
+	if err != nil {
+		bc.close()
+		return failed
+	}
+	if keepBackend {
+		b.putIdle(bc, time.Now())
+	} else {
+		bc.close()
+	}
+	if keepClient {
+		return done
+	}
+	return doneClose
+}
+
+// relayUpgrade completes a protocol switch (WebSocket and the like) and
+// tunnels bytes both ways until either side closes or the tunnel idles out.
+func (lb *Balancer) relayUpgrade(cc *clientConn, bc *backendConn, a *attempt) outcome {
+	sc := a.sc
+	sc.out = appendUpgradeHead(sc.out[:0], &sc.resp)
+	a.rw.SetWriteDeadline(time.Now().Add(a.s.clientTimeout))
+	if _, err := a.rw.Write(sc.out); err != nil {
+		bc.close()
+		return failed
+	}
+	a.rw.SetDeadline(time.Time{})
+	bc.c.SetDeadline(time.Time{})
+	tunnel(a.rw, cc.br, bc.c, bc.br, a.s.tunnelTimeout)
+	bc.close()
+	return failed // the connection was consumed by the tunnel
+}
+
+// retryStatus reports the statuses after which an idempotent request is
+// tried on another backend: the server failed, not the request.
+func retryStatus(code int) bool { return code >= 500 && code <= 504 && code != 501 }
+
+// discardResponse reads away a small error response so that the backend
+// connection can be reused, or closes it. It reports whether the request may
+// be retried (the client has seen nothing yet, so always true).
+func (lb *Balancer) discardResponse(bc *backendConn, a *attempt) bool {
+	resp := &a.sc.resp
+	if resp.contentLength >= 0 && resp.contentLength <= 64*1024 && !resp.closeConn && !resp.bodyless(a.sc.req.method) {
+		bc.c.SetReadDeadline(time.Now().Add(a.s.serverTimeout))
+		if _, err := bc.br.Discard(int(resp.contentLength)); err == nil {
+			bc.b.putIdle(bc, time.Now())
+			return true
+		}
+	}
+	bc.close()
+	return true
+}
+
+func statusClass(code int) int {
+	if c := code / 100; c >= 1 && c <= 5 {
+		return c
+	}
+	return 0
+}
+
+// backendConn returns a pooled connection to b or dials a new one. When
+// checkAlive is set, a pooled connection is first checked for a close by the
+// backend, because the request could not be retried if it were stale.
+func (lb *Balancer) backendConn(b *backend, s *settings, allowPooled, checkAlive bool) (*backendConn, error) {
+	if allowPooled || checkAlive {
+		for {
+			bc := b.getIdle(time.Now())
+			if bc == nil {
+				break
+			}
+			if !checkAlive || bc.alive() {
+				return bc, nil
+			}
+			bc.close()
+		}
+	}
+	d := net.Dialer{Timeout: s.connectTimeout}
+	c, err := d.Dial("tcp", b.addr)
+	if err != nil {
+		return nil, err
+	}
+	br := brPool.Get().(*bufio.Reader)
+	br.Reset(c)
+	return &backendConn{c: c, br: br, b: b}, nil
+}
+
+// appendRequestHead writes the request head as sent to a backend: the
+// client's headers less hop-by-hop ones, with X-Forwarded-For/-Proto.
+func (lb *Balancer) appendRequestHead(dst []byte, cc *clientConn, r *request, backendAddr string) []byte {
+	dst = append(dst, r.method...)
+	dst = append(dst, ' ')
+	dst = append(dst, r.target...)
+	dst = append(dst, " HTTP/1.1\r\n"...)
+	if len(r.host) == 0 {
+		// An HTTP/1.0 client may omit Host; HTTP/1.1 to the backend needs one.
+		dst = append(dst, "Host: "...)
+		dst = append(dst, backendAddr...)
+		dst = append(dst, "\r\n"...)
+	}
+	for _, h := range r.headers {
+		if hopByHop(h.name) || eqFold(h.name, "x-forwarded-for") || eqFold(h.name, "x-forwarded-proto") ||
+			eqFold(h.name, "expect") || eqFold(h.name, "content-length") || listed(r.connTokens, h.name) {
+			continue
+		}
+		dst = appendHeader(dst, h.name, h.value)
+	}
+	if r.chunked {
+		dst = append(dst, "Transfer-Encoding: chunked\r\n"...)
+	} else if r.contentLength >= 0 {
+		dst = append(dst, "Content-Length: "...)
+		dst = strconv.AppendInt(dst, r.contentLength, 10)
+		dst = append(dst, "\r\n"...)
+	}
+	dst = append(dst, "X-Forwarded-For: "...)
+	if len(r.xff) > 0 {
+		dst = append(dst, r.xff...)
+		dst = append(dst, ", "...)
+	}
+	dst = append(dst, cc.ipText...)
+	if cc.tls {
+		dst = append(dst, "\r\nX-Forwarded-Proto: https\r\n"...)
+	} else {
+		dst = append(dst, "\r\nX-Forwarded-Proto: http\r\n"...)
+	}
+	if r.upgrade != nil {
+		dst = append(dst, "Connection: Upgrade\r\nUpgrade: "...)
+		dst = append(dst, r.upgrade...)
+		dst = append(dst, "\r\n"...)
+	}
+	return append(dst, "\r\n"...)
+}
+
+// appendResponseHead writes the response head as sent to the client.
+func appendResponseHead(dst []byte, resp *response, req *request, keep, dechunk bool, cookieName, setCookie string, secure bool) []byte {
+	dst = append(dst, "HTTP/1.1"...)
+	dst = append(dst, resp.statusLine[8:]...)
+	dst = append(dst, "\r\n"...)
+	for _, h := range resp.headers {
+		if hopByHop(h.name) || listed(resp.connTokens, h.name) || (dechunk && eqFold(h.name, "content-length")) {
+			continue
+		}
+		dst = appendHeader(dst, h.name, h.value)
+	}
+	if resp.chunked && !dechunk && !resp.bodyless(req.method) {
+		dst = append(dst, "Transfer-Encoding: chunked\r\n"...)
+	}
+	if setCookie != "" {
+		dst = append(dst, "Set-Cookie: "...)
+		dst = append(dst, cookieName...)
+		dst = append(dst, '=')
+		dst = append(dst, setCookie...)
+		dst = append(dst, "; Path=/; HttpOnly"...)
+		if secure {
+			dst = append(dst, "; Secure"...)
+		}
+		dst = append(dst, "\r\n"...)
+	}
+	switch {
+	case !keep:
+		dst = append(dst, "Connection: close\r\n"...)
+	case req.minor == 0:
+		dst = append(dst, "Connection: keep-alive\r\n"...)
+	}
+	return append(dst, "\r\n"...)
+}
+
+// appendUpgradeHead writes a 101 response with its Upgrade headers intact.
+func appendUpgradeHead(dst []byte, resp *response) []byte {
+	dst = append(dst, "HTTP/1.1"...)
+	dst = append(dst, resp.statusLine[8:]...)
+	dst = append(dst, "\r\n"...)
+	for _, h := range resp.headers {
+		if eqFold(h.name, "keep-alive") || eqFold(h.name, "proxy-connection") {
+			continue
+		}
+		dst = appendHeader(dst, h.name, h.value)
+	}
+	return append(dst, "\r\n"...)
+}
+
+func appendHeader(dst, name, value []byte) []byte {
+	dst = append(dst, name...)
+	dst = append(dst, ": "...)
+	dst = append(dst, value...)
+	return append(dst, "\r\n"...)
+}
+
+// hopByHop reports headers that concern one connection only (RFC 9110 7.6.1).
+func hopByHop(name []byte) bool {
+	switch len(name) {
+	case 2:
+		return eqFold(name, "te")
+	case 7:
+		return eqFold(name, "upgrade") || eqFold(name, "trailer")
+	case 10:
+		return eqFold(name, "connection") || eqFold(name, "keep-alive")
+	case 16:
+		return eqFold(name, "proxy-connection")
+	case 17:
+		return eqFold(name, "transfer-encoding")
+	}
+	return false
+}
+
+func listed(tokens [][]byte, name []byte) bool {
+	for _, t := range tokens {
+		if len(t) == len(name) && bytes.EqualFold(t, name) {
+			return true
+		}
+	}
+	return false
+}
+
+// findCookie returns the value of cookie name in the Cookie headers.
+func findCookie(headers [][]byte, name string) string {
+	for _, h := range headers {
+		for len(h) > 0 {
+			var part []byte
+			if i := bytes.IndexByte(h, ';'); i >= 0 {
+				part, h = h[:i], h[i+1:]
+			} else {
+				part, h = h, nil
+			}
+			part = trimOWS(part)
+			if len(part) > len(name) && part[len(name)] == '=' && string(part[:len(name)]) == name {
+				return string(part[len(name)+1:])
+			}
+		}
+	}
+	return ""
+}
+
+func grow(b []byte, n int) []byte {
+	if cap(b) < n {
+		return make([]byte, n)
+	}
+	return b[:n]
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
+}
+
+var continue100 = []byte("HTTP/1.1 100 Continue\r\n\r\n")
+
+var statusText = map[int]string{
+	400: "Bad Request", 405: "Method Not Allowed", 408: "Request Timeout", 413: "Content Too Large",
+	431: "Request Header Fields Too Large", 501: "Not Implemented", 502: "Bad Gateway",
+	503: "Service Unavailable", 504: "Gateway Timeout", 505: "HTTP Version Not Supported",
+}
+
+// localResponse answers the client with an error of haven's own and closes
+// the exchange (the caller closes the connection).
+func (lb *Balancer) localResponse(w net.Conn, status int, msg string) {
+	lb.countLocal(status)
+	body := "haven: " + msg + "\n"
+	head := "HTTP/1.1 " + strconv.Itoa(status) + " " + statusText[status] +
+		"\r\nContent-Type: text/plain; charset=utf-8\r\nCache-Control: no-store\r\nConnection: close\r\nContent-Length: " +
+		strconv.Itoa(len(body)) + "\r\n\r\n"
+	w.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	w.Write([]byte(head + body))
+}
