@@ -59,7 +59,7 @@ type backend struct {
 	admin   atomic.Int32
 	removed atomic.Bool
 
-	mon     *health.Monitor
+	mon       *health.Monitor
 	upSince   atomic.Int64 // unix nanos of the last transition to up, for slow start
 	slowStart atomic.Int64 // the balancer's slow-start period, in nanoseconds
 

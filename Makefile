@@ -1,0 +1,45 @@
+# haven — see README.md. Every target installs or builds what it needs.
+GO       ?= go
+PKGS     ?= ./...
+TESTFLAGS ?=
+
+.PHONY: all build test test-short lint demo bench-lb prereqs fuzz clean
+
+all: build
+
+build:
+	$(GO) build -o bin/haven ./cmd/haven
+
+# The whole suite, as CI runs it: unit, integration (real processes on
+# loopback) and fuzz seeds, with the race detector.
+test: prereqs
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 25m $(TESTFLAGS) $(PKGS)
+
+# Fast unit tests only.
+test-short:
+	$(GO) test -short -count=1 $(PKGS)
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+
+demo:
+	$(GO) run ./cmd/haven demo
+
+bench-lb:
+	$(GO) run ./bench/lb $(BENCHFLAGS)
+
+# Run each fuzz target for a while (FUZZTIME=30s by default).
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test ./internal/config -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/lb/proxyproto -run '^$$' -fuzz FuzzRead -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/lb -run '^$$' -fuzz FuzzParseRequest -fuzztime $(FUZZTIME)
+
+prereqs:
+	bash scripts/prereqs.sh
+
+clean:
+	rm -rf bin

@@ -1,0 +1,12 @@
+package main
+
+import (
+	"flag"
+	"io"
+)
+
+func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("haven "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}

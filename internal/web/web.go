@@ -1,0 +1,266 @@
+// Package web is an agent's admin listener: liveness, readiness, Prometheus
+// metrics, the JSON status API and the operator's mutating calls.
+package web
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Options configure a Server.
+type Options struct {
+	Addr      string // "HOST:PORT"
+	TokenFile string // bearer token for mutating calls off loopback; "" for none
+	Gatherer  prometheus.Gatherer
+	Logger    *slog.Logger
+	// Info is merged into every status response (node, cluster, version).
+	Info map[string]any
+}
+
+// Server is the admin HTTP server. Components register readiness checks,
+// status sections and mutating handlers before Run.
+type Server struct {
+	opt      Options
+	log      *slog.Logger
+	mux      *http.ServeMux
+	loopback bool
+
+	mu        sync.Mutex
+	readiness map[string]func() error
+	status    map[string]func() any
+	token     string
+	lameduck  atomic.Bool
+	started   time.Time
+}
+
+// New returns a server; it reads the token file now so that a missing file
+// is reported at start rather than on the first call.
+func New(opt Options) (*Server, error) {
+	if opt.Logger == nil {
+		opt.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{
+		opt:       opt,
+		log:       opt.Logger.With("component", "admin"),
+		mux:       http.NewServeMux(),
+		readiness: make(map[string]func() error),
+		status:    make(map[string]func() any),
+		started:   time.Now(),
+		loopback:  isLoopback(opt.Addr),
+	}
+	if opt.TokenFile != "" {
+		b, err := os.ReadFile(opt.TokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("admin: read token file: %w", err)
+		}
+		s.token = strings.TrimSpace(string(b))
+		if s.token == "" {
+			return nil, fmt.Errorf("admin: token file %s is empty", opt.TokenFile)
+		}
+	}
+	s.mux.HandleFunc("GET /healthz", s.healthz)
+	s.mux.HandleFunc("GET /readyz", s.readyz)
+	s.mux.HandleFunc("GET /api/v1/status", s.statusHandler)
+	if opt.Gatherer != nil {
+		s.mux.Handle("GET /metrics", promhttp.HandlerFor(opt.Gatherer, promhttp.HandlerOpts{}))
+	}
+	return s, nil
+}
+
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
+}
+
+// AddReadiness registers a readiness check: fn returns why the component is
+// not ready, or nil.
+func (s *Server) AddReadiness(name string, fn func() error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.readiness[name] = fn
+}
+
+// RemoveReadiness drops a check and its status section.
+func (s *Server) RemoveReadiness(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.readiness, name)
+}
+
+// SetStatus registers (or with nil removes) a status section.
+func (s *Server) SetStatus(name string, fn func() any) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if fn == nil {
+		delete(s.status, name)
+		return
+	}
+	s.status[name] = fn
+}
+
+// HandleRead registers a read-only handler.
+func (s *Server) HandleRead(pattern string, h http.HandlerFunc) { s.mux.HandleFunc(pattern, h) }
+
+// HandleMutating registers a handler that changes state. Off loopback it
+// requires "Authorization: Bearer TOKEN" with the token from the token file,
+// and without a token file such calls are refused.
+func (s *Server) HandleMutating(pattern string, h http.HandlerFunc) {
+	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		if err := s.authorize(r); err != nil {
+			s.log.Warn("admin call refused", "path", r.URL.Path, "remote", r.RemoteAddr, "err", err)
+			WriteError(w, http.StatusUnauthorized, err)
+			return
+		}
+		s.log.Info("admin call", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr)
+		h(w, r)
+	})
+}
+
+func (s *Server) authorize(r *http.Request) error {
+	if s.loopback {
+		return nil
+	}
+	if s.token == "" {
+		return errors.New("mutating admin calls off loopback need admin.token_file in haven.yaml")
+	}
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(s.token)) != 1 {
+		return errors.New("missing or wrong bearer token")
+	}
+	return nil
+}
+
+// SetLameduck marks the agent as shutting down: /readyz fails from now on.
+func (s *Server) SetLameduck() { s.lameduck.Store(true) }
+
+func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	fmt.Fprintln(w, "ok")
+}
+
+// NotReady lists the components that are not ready, sorted, as "name: why".
+func (s *Server) NotReady() []string {
+	s.mu.Lock()
+	checks := make(map[string]func() error, len(s.readiness))
+	for k, v := range s.readiness {
+		checks[k] = v
+	}
+	s.mu.Unlock()
+	var out []string
+	if s.lameduck.Load() {
+		out = append(out, "agent: shutting down")
+	}
+	for name, fn := range checks {
+		if err := fn(); err != nil {
+			out = append(out, name+": "+err.Error())
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if bad := s.NotReady(); len(bad) > 0 {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintln(w, "not ready:")
+		for _, b := range bad {
+			fmt.Fprintln(w, "  "+b)
+		}
+		return
+	}
+	fmt.Fprintln(w, "ready")
+}
+
+func (s *Server) statusHandler(w http.ResponseWriter, _ *http.Request) {
+	out := map[string]any{}
+	for k, v := range s.opt.Info {
+		out[k] = v
+	}
+	out["uptime_seconds"] = time.Since(s.started).Seconds()
+	bad := s.NotReady()
+	out["ready"] = len(bad) == 0
+	if len(bad) > 0 {
+		out["not_ready"] = bad
+	}
+	s.mu.Lock()
+	sections := make(map[string]func() any, len(s.status))
+	for k, v := range s.status {
+		sections[k] = v
+	}
+	s.mu.Unlock()
+	for k, fn := range sections {
+		out[k] = fn()
+	}
+	WriteJSON(w, http.StatusOK, out)
+}
+
+// WriteJSON writes v as indented JSON.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+// WriteError writes {"error": "..."} with status.
+func WriteError(w http.ResponseWriter, status int, err error) {
+	WriteJSON(w, status, map[string]string{"error": err.Error()})
+}
+
+// Run serves until ctx ends, then shuts down within five seconds.
+func (s *Server) Run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.opt.Addr)
+	if err != nil {
+		return fmt.Errorf("admin: listen %s: %w", s.opt.Addr, err)
+	}
+	return s.Serve(ctx, ln)
+}
+
+// Serve is Run on a listener the caller bound.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           s.mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	s.log.Info("admin listening", "addr", ln.Addr().String(), "loopback", s.loopback)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("admin: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	srv.Shutdown(sctx)
+	return nil
+}
