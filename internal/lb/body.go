@@ -201,10 +201,18 @@ func (s *idleState) report(dir int, moved bool) (bothIdle bool) {
 	return s.idle[0] && s.idle[1]
 }
 
-// pipe copies src to dst in windows of idle: a window that times out after
-// moving bytes, or while the other direction is busy, starts a new one. At
-// EOF it half-closes dst so the peer sees the end while the other direction
-// goes on.
+// pipe copies src to dst until EOF, then half-closes dst so that the peer
+// sees the end while the other direction goes on.
+//
+// Small messages (request/response traffic) are copied through a pooled
+// buffer: one read and one write each. Once a read fills the buffer the
+// stream is bulk, and the direction switches to io.Copy between the raw TCP
+// connections, which Go turns into splice(2): zero copy, but two system
+// calls and a pipe per chunk, a loss for small messages (HAProxy's
+// splice-auto makes the same choice).
+//
+// Idle detection works in windows of idle: a window that times out after
+// moving bytes, or while the other direction moved bytes, starts a new one.
 func pipe(dst, src net.Conn, buffered *bufio.Reader, idle time.Duration, st *idleState, dir int) {
 	if buffered != nil && buffered.Buffered() > 0 {
 		p, _ := buffered.Peek(buffered.Buffered())
@@ -213,10 +221,25 @@ func pipe(dst, src net.Conn, buffered *bufio.Reader, idle time.Duration, st *idl
 			return
 		}
 	}
+	bufp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bufp)
+	bulk := false
 	for {
 		src.SetReadDeadline(time.Now().Add(idle))
-		n, err := io.Copy(dst, src) // splice(2) between TCP connections on Linux
-		if err == nil {
+		var n int64
+		var err error
+		if bulk {
+			n, err = io.Copy(dst, src) // splice(2) between TCP connections on Linux
+			if err == nil {
+				err = io.EOF
+			}
+		} else {
+			n, err, bulk = copySmall(dst, src, *bufp)
+			if bulk {
+				continue
+			}
+		}
+		if err == io.EOF {
 			st.report(dir, false) // this direction is over: it no longer keeps the tunnel alive
 			closeWrite(dst)
 			return
@@ -226,6 +249,26 @@ func pipe(dst, src net.Conn, buffered *bufio.Reader, idle time.Duration, st *idl
 		}
 		closeBoth(dst, src)
 		return
+	}
+}
+
+// copySmall copies src to dst through buf until an error, or until a read
+// fills buf (bulk is then true and the caller switches to splice).
+func copySmall(dst, src net.Conn, buf []byte) (moved int64, err error, bulk bool) {
+	for {
+		n, rerr := src.Read(buf)
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return moved, werr, false
+			}
+			moved += int64(n)
+			if n == len(buf) {
+				return moved, nil, true
+			}
+		}
+		if rerr != nil {
+			return moved, rerr, false
+		}
 	}
 }
 

@@ -62,16 +62,25 @@ func (lb *Balancer) serveHTTP(cc *clientConn) {
 	}()
 	for first := true; ; first = false {
 		s := lb.settings.Load()
+		wait := s.clientTimeout
+		if first {
+			wait = s.headerTimeout
+		}
+		if cc.br != nil && cc.br.Buffered() == 0 {
+			arrived, open := cc.waitHot(rw, wait)
+			if !open {
+				return
+			}
+			if !arrived {
+				wait -= hotWait
+			}
+		}
 		if cc.br == nil || cc.br.Buffered() == 0 {
 			// Idle: hold no buffers while waiting for the next request.
 			cc.releaseReader()
 			if sc != nil {
 				scratchPool.Put(sc)
 				sc = nil
-			}
-			wait := s.clientTimeout
-			if first {
-				wait = s.headerTimeout
 			}
 			if !cc.waitRequest(rw, wait) {
 				return
@@ -87,20 +96,41 @@ func (lb *Balancer) serveHTTP(cc *clientConn) {
 	}
 }
 
-// waitRequest waits for the first byte of the next request.
+// hotWait is how long a keep-alive connection waits for its next request
+// with its read buffer attached. A busy client's next request is read in one
+// system call; a connection idle for longer gives its buffer back and waits
+// with a one-byte read, so that idle connections cost almost nothing.
+const hotWait = time.Second
+
+// waitHot waits up to hotWait for the next request with the buffer kept. It
+// reports whether a request has begun, and whether the connection is still
+// usable when none did.
+func (cc *clientConn) waitHot(rw net.Conn, idle time.Duration) (arrived, open bool) {
+	cc.idle.Store(true)
+	defer cc.idle.Store(false)
+	rw.SetReadDeadline(time.Now().Add(min(hotWait, idle)))
+	_, err := cc.br.Peek(1)
+	if err == nil {
+		return true, true
+	}
+	return false, isTimeout(err) && idle > hotWait && !cc.lb.closing.Load()
+}
+
+// waitRequest waits for the first byte of the next request holding no
+// buffer.
 func (cc *clientConn) waitRequest(rw net.Conn, wait time.Duration) bool {
 	if cc.lb.closing.Load() {
 		return false
 	}
 	cc.idle.Store(true)
 	rw.SetReadDeadline(time.Now().Add(wait))
+	cc.first.conn = rw
 	n, _ := rw.Read(cc.first.b[:])
 	cc.idle.Store(false)
-	if n == 0 || cc.lb.closing.Load() && n == 0 {
+	if n == 0 {
 		return false
 	}
 	cc.first.has = true
-	cc.first.conn = rw
 	return true
 }
 

@@ -2,6 +2,8 @@ package lb
 
 import (
 	"bufio"
+	"bytes"
+	"crypto/sha256"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -265,5 +267,49 @@ func TestTCPMode(t *testing.T) {
 		if h.Source.Addr().String() != "127.0.0.1" || h.Destination.String() != lb.addr {
 			t.Errorf("PROXY header %+v, want source 127.0.0.1 and destination %s", h, lb.addr)
 		}
+	}
+}
+
+// TestTCPModeBulk: a large transfer both ways (the splice path) arrives
+// intact, and the echo of it too.
+func TestTCPModeBulk(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				io.Copy(c, c) // echo until the client half-closes
+				c.(*net.TCPConn).CloseWrite()
+			}()
+		}
+	}()
+	lb := startLB(t, "    mode: tcp\n", "", ln.Addr().String())
+	c, err := net.Dial("tcp", lb.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	data := make([]byte, 8<<20)
+	rand.Read(data)
+	want := sha256.Sum256(data)
+	go func() {
+		c.Write(data)
+		c.(*net.TCPConn).CloseWrite()
+	}()
+	var got bytes.Buffer
+	if _, err := io.Copy(&got, c); err != nil {
+		t.Fatal(err)
+	}
+	if got.Len() != len(data) || sha256.Sum256(got.Bytes()) != want {
+		t.Errorf("echoed %d bytes, want %d identical bytes", got.Len(), len(data))
 	}
 }

@@ -51,11 +51,12 @@ func (lb *Balancer) proxyTCP(cc *clientConn, b *backend, s *settings) bool {
 	if s.proxyProtocol != 0 {
 		h, err := proxyproto.HeaderFor(cc.c.RemoteAddr(), cc.c.LocalAddr(), s.proxyProtocol)
 		if err == nil {
+			var arr [232]byte // the largest v1 header, and v2 without TLVs
 			var buf []byte
 			if s.proxyProtocol == 1 {
-				buf, err = h.AppendV1(nil)
+				buf, err = h.AppendV1(arr[:0])
 			} else {
-				buf, err = h.AppendV2(nil)
+				buf, err = h.AppendV2(arr[:0])
 			}
 			if err == nil {
 				bconn.SetWriteDeadline(time.Now().Add(s.connectTimeout))

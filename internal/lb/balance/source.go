@@ -17,8 +17,10 @@ import (
 //     argmax over the usable set of scores that depend only on the client and
 //     that backend's key, so removing or skipping a backend moves only the
 //     clients that were on it, each to its own second choice; when the
-//     backend returns they move back. Adding a backend takes a 1/n share from
-//     every other one. Index order plays no part.
+//     backend returns they move back. A new backend takes its share from
+//     every other one and moves no client between the others. Index order
+//     plays no part, and every balancer node maps a client alike (up to the
+//     last bit of math.Log, should nodes differ in architecture).
 //   - Weights are read on every call. Slow start changes effective weights
 //     continuously; a ring would have to be rebuilt (and its memory
 //     reallocated) at every step, rendezvous just scores with the new weight,

@@ -94,6 +94,23 @@ func TestSourceMinimalRemap(t *testing.T) {
 			}
 		})
 	}
+	// A sixth backend only takes clients, about a sixth of them.
+	f := &fakeBackend{key: "new"}
+	f.weight.Store(1)
+	grown := append(append([]Backend(nil), set...), f)
+	taken := 0
+	for i, c := range assign(a, grown, nil, clients) {
+		switch c {
+		case "new":
+			taken++
+		case before[i]:
+		default:
+			t.Fatalf("%s moved from %s to %s when a backend was added", clients[i], before[i], c)
+		}
+	}
+	if taken < 1500 || taken > 1850 {
+		t.Errorf("the added backend took %d of 10000 clients, want about 1667", taken)
+	}
 	// Restored, or reordered: everyone is back where they were.
 	for _, s := range [][]Backend{set, reordered} {
 		after := assign(a, s, nil, clients)
