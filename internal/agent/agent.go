@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"runtime"
 	"slices"
@@ -45,6 +46,7 @@ type Agent struct {
 	cfg      *config.Config
 	ctx      context.Context
 	running  map[string]*runningBalancer
+	failed   map[string]bool // balancers whose last start failed: not ready
 	events   []health.Event
 }
 
@@ -91,6 +93,7 @@ func New(opt Options) (*Agent, error) {
 		hm:      health.NewMetrics(reg),
 		cfg:     cfg,
 		running: make(map[string]*runningBalancer),
+		failed:  make(map[string]bool),
 	}
 	a.admin, err = web.New(web.Options{
 		Addr:      node.Admin,
@@ -116,16 +119,21 @@ func (a *Agent) Run(ctx context.Context) error {
 	adminDone := make(chan error, 1)
 	go func() { adminDone <- a.admin.Run(adminCtx) }()
 
+	// Holding reloadMu, a reload (SIGHUP) that arrives meanwhile waits for
+	// the first apply instead of starting the same balancers a second time.
+	a.reloadMu.Lock()
 	a.mu.Lock()
 	a.ctx = roleCtx
 	cfg := a.cfg
 	a.mu.Unlock()
 	if err := a.apply(cfg); err != nil {
-		a.stopAll()
+		a.stopRoles()
+		a.reloadMu.Unlock()
 		stopAdmin()
 		<-adminDone
 		return err
 	}
+	a.reloadMu.Unlock()
 	balancers := cfg.BalancersOn(a.opt.Node)
 	if len(balancers) == 0 {
 		a.log.Warn("this node has no role yet: it only serves its admin API", "admin", a.nodeAdmin())
@@ -138,7 +146,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.log.Info("agent stopping")
 	a.admin.SetLameduck()
-	a.stopAll()
+	a.reloadMu.Lock()
+	a.stopRoles()
+	a.reloadMu.Unlock()
 	stopAdmin()
 	<-adminDone
 	a.log.Info("agent stopped")
@@ -167,6 +177,16 @@ func (a *Agent) Reload() error {
 		a.log.Error(err.Error())
 		return err
 	}
+	a.mu.Lock()
+	running := a.ctx != nil
+	if !running {
+		a.cfg = cfg // not running (yet, or any more): Run applies it
+	}
+	a.mu.Unlock()
+	if !running {
+		a.log.Info("configuration reloaded; nothing runs yet")
+		return nil
+	}
 	if err := a.apply(cfg); err != nil {
 		a.log.Error("reload failed", "err", err)
 		return err
@@ -189,6 +209,12 @@ func (a *Agent) apply(cfg *config.Config) error {
 	for name, rb := range a.running {
 		if bc, ok := want[name]; !ok || !rb.b.SameListener(bc) {
 			stop = append(stop, name)
+		}
+	}
+	for name := range a.failed {
+		if want[name] == nil {
+			delete(a.failed, name)
+			a.admin.RemoveReadiness("balancer " + name)
 		}
 	}
 	a.mu.Unlock()
@@ -220,13 +246,26 @@ func (a *Agent) startBalancer(bc *config.Balancer, check *config.Check) error {
 	if err != nil {
 		return err
 	}
+	// Bind here rather than in b.Run, so that a busy or invalid address
+	// fails the start or the reload instead of leaving a balancer that
+	// looks configured and never listens.
+	ln, err := net.Listen("tcp", bc.Listen)
+	if err != nil {
+		err = fmt.Errorf("lb: balancer %s: listen %s: %w", bc.Name, bc.Listen, err)
+		a.mu.Lock()
+		a.failed[bc.Name] = true
+		a.mu.Unlock()
+		a.admin.AddReadiness("balancer "+bc.Name, func() error { return err })
+		return err
+	}
 	a.mu.Lock()
+	delete(a.failed, bc.Name)
 	ctx, cancel := context.WithCancel(a.ctx)
 	rb := &runningBalancer{b: b, cancel: cancel, done: make(chan error, 1)}
 	a.running[bc.Name] = rb
 	a.mu.Unlock()
 	go func() {
-		err := b.Run(ctx)
+		err := b.Serve(ctx, ln)
 		if err != nil {
 			a.log.Error("balancer stopped with an error", "balancer", bc.Name, "err", err)
 		}
@@ -249,9 +288,11 @@ func (a *Agent) stopBalancer(name string) {
 	<-rb.done
 }
 
-// stopAll stops every balancer at once, so their lameduck periods overlap.
-func (a *Agent) stopAll() {
+// stopRoles stops every balancer at once, so their lameduck periods
+// overlap, and makes later reloads only record the configuration.
+func (a *Agent) stopRoles() {
 	a.mu.Lock()
+	a.ctx = nil
 	names := make([]string, 0, len(a.running))
 	for n := range a.running {
 		names = append(names, n)
@@ -364,12 +405,13 @@ func (a *Agent) backendWeight(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	n, err := strconv.Atoi(r.PathValue("weight"))
-	if err != nil {
+	if err != nil || n < 0 || n > 256 {
 		web.WriteError(w, http.StatusBadRequest, fmt.Errorf("weight %q is not a number 0-256", r.PathValue("weight")))
 		return
 	}
 	if err := b.SetWeight(r.PathValue("backend"), n); err != nil {
-		web.WriteError(w, http.StatusBadRequest, err)
+		// The weight is in range: what is wrong is the backend's name.
+		web.WriteError(w, http.StatusNotFound, err)
 		return
 	}
 	a.writeBackend(w, b, r.PathValue("backend"))
@@ -385,8 +427,8 @@ func (a *Agent) writeBackend(w http.ResponseWriter, b *lb.Balancer, name string)
 	web.WriteJSON(w, http.StatusOK, map[string]string{"result": "ok"})
 }
 
-// AdminReady reports whether the admin listener has every component ready,
-// for tests and the demo.
+// NotReady lists the components that are not ready, as /readyz does, for
+// tests and the demo.
 func (a *Agent) NotReady() []string { return a.admin.NotReady() }
 
 var _ = time.Second

@@ -465,3 +465,37 @@ func TestAliasBomb(t *testing.T) {
 		t.Errorf("Parse took %v", d)
 	}
 }
+
+// TestDocCoversEveryKey keeps docs/configuration.md in step with the
+// types: every key haven accepts must be documented.
+func TestDocCoversEveryKey(t *testing.T) {
+	data, err := os.ReadFile("../../docs/configuration.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(data)
+	for _, key := range allKeys(reflect.TypeFor[Config](), map[reflect.Type]bool{}) {
+		if !strings.Contains(doc, "`"+key+"`") && !strings.Contains(doc, "."+key+"`") && !strings.Contains(doc, "`"+key+".") {
+			t.Errorf("key %q is not documented in docs/configuration.md", key)
+		}
+	}
+}
+
+// allKeys lists the keys of t and of every struct type under it.
+func allKeys(t reflect.Type, seen map[reflect.Type]bool) []string {
+	for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice || t.Kind() == reflect.Map {
+		t = t.Elem()
+	}
+	if t.Kind() != reflect.Struct || seen[t] {
+		return nil
+	}
+	seen[t] = true
+	var keys []string
+	for f := range t.Fields() {
+		if k := yamlKey(f); k != "" {
+			keys = append(keys, k)
+			keys = append(keys, allKeys(f.Type, seen)...)
+		}
+	}
+	return keys
+}

@@ -341,6 +341,10 @@ func (v *validator) httpProbe(p *HTTPProbe, path string, https bool) {
 	if !strings.HasPrefix(p.Path, "/") {
 		v.errorf(path+".path", "%q does not start with /", p.Path)
 	}
+	if p.ExpectStatus != nil && len(p.ExpectStatus) == 0 {
+		// Consumers read nil as 200-399; an empty list would accept nothing.
+		v.errorf(path+".expect_status", "an empty list accepts no status: leave the key out for any 200-399")
+	}
 	for i, code := range p.ExpectStatus {
 		if code < 100 || code > 599 {
 			v.errorf(index(path+".expect_status", i), "%d is not an HTTP status code (100-599)", code)

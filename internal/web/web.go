@@ -103,7 +103,7 @@ func (s *Server) AddReadiness(name string, fn func() error) {
 	s.readiness[name] = fn
 }
 
-// RemoveReadiness drops a check and its status section.
+// RemoveReadiness drops a readiness check.
 func (s *Server) RemoveReadiness(name string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -129,9 +129,12 @@ func (s *Server) HandleRead(pattern string, h http.HandlerFunc) { s.mux.HandleFu
 // and without a token file such calls are refused.
 func (s *Server) HandleMutating(pattern string, h http.HandlerFunc) {
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
-		if err := s.authorize(r); err != nil {
+		if status, err := s.authorize(r); err != nil {
 			s.log.Warn("admin call refused", "path", r.URL.Path, "remote", r.RemoteAddr, "err", err)
-			WriteError(w, http.StatusUnauthorized, err)
+			if status == http.StatusUnauthorized {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="haven admin"`)
+			}
+			WriteError(w, status, err)
 			return
 		}
 		s.log.Info("admin call", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr)
@@ -139,18 +142,23 @@ func (s *Server) HandleMutating(pattern string, h http.HandlerFunc) {
 	})
 }
 
-func (s *Server) authorize(r *http.Request) error {
+// authorize returns nil when r may change state, or the status to answer
+// (401: a token would help; 403: no token can) and what to do about it.
+func (s *Server) authorize(r *http.Request) (int, error) {
 	if s.loopback {
-		return nil
+		return 0, nil
 	}
 	if s.token == "" {
-		return errors.New("mutating admin calls off loopback need admin.token_file in haven.yaml")
+		return http.StatusForbidden, errors.New("mutating admin calls off loopback need admin.token_file in haven.yaml")
 	}
 	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(s.token)) != 1 {
-		return errors.New("missing or wrong bearer token")
+	if !ok {
+		return http.StatusUnauthorized, errors.New(`missing bearer token: send "Authorization: Bearer TOKEN" with the token in admin.token_file`)
 	}
-	return nil
+	if subtle.ConstantTimeCompare([]byte(got), []byte(s.token)) != 1 {
+		return http.StatusUnauthorized, errors.New("wrong bearer token: use the token in admin.token_file")
+	}
+	return 0, nil
 }
 
 // SetLameduck marks the agent as shutting down: /readyz fails from now on.
