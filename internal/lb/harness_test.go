@@ -176,6 +176,13 @@ func parseBalancer(t *testing.T, yml string) (*config.Balancer, *config.Check) {
 // for balancerYAML.
 func startLB(t *testing.T, body, checks string, backends ...string) *testLB {
 	t.Helper()
+	return startLBOpts(t, Options{}, body, checks, backends...)
+}
+
+// startLBOpts is startLB with options (metrics, say); Logger and
+// OnTransition are filled in.
+func startLBOpts(t *testing.T, opt Options, body, checks string, backends ...string) *testLB {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -187,10 +194,9 @@ func startLB(t *testing.T, body, checks string, backends ...string) *testLB {
 	if testing.Verbose() {
 		level = slog.LevelDebug
 	}
-	b, err := New(bc, check, Options{
-		Logger:       slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
-		OnTransition: evs.add,
-	})
+	opt.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	opt.OnTransition = evs.add
+	b, err := New(bc, check, opt)
 	if err != nil {
 		t.Fatal(err)
 	}

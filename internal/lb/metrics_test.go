@@ -1,0 +1,64 @@
+package lb
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+)
+
+// TestMetrics: the balancer's metrics pass promlint and count what
+// requests did.
+func TestMetrics(t *testing.T) {
+	b := newCountingBackend(t, "b1", nil)
+	reg := prometheus.NewRegistry()
+	lb := startLBOpts(t, Options{Metrics: NewMetrics(reg)}, "", "", b.addr())
+	for range 3 {
+		resp, err := http.Get(lb.url + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	rawExchange(t, lb.addr, "BAD\r\n\r\n")
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	problems, err := promlint.NewWithMetricFamilies(mfs).Lint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
+	}
+	want := `
+# HELP haven_lb_backend_responses_total Responses received from a backend by status class.
+# TYPE haven_lb_backend_responses_total counter
+haven_lb_backend_responses_total{backend="b1",balancer="web",class="1xx"} 0
+haven_lb_backend_responses_total{backend="b1",balancer="web",class="2xx"} 3
+haven_lb_backend_responses_total{backend="b1",balancer="web",class="3xx"} 0
+haven_lb_backend_responses_total{backend="b1",balancer="web",class="4xx"} 0
+haven_lb_backend_responses_total{backend="b1",balancer="web",class="5xx"} 0
+haven_lb_backend_responses_total{backend="b1",balancer="web",class="other"} 0
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "haven_lb_backend_responses_total"); err != nil {
+		t.Error(err)
+	}
+	var local string
+	for _, mf := range mfs {
+		if mf.GetName() == "haven_lb_local_responses_total" {
+			for _, m := range mf.Metric {
+				if m.GetCounter().GetValue() > 0 {
+					local += m.String()
+				}
+			}
+		}
+	}
+	if !strings.Contains(local, `value:"400"`) || strings.Count(local, "counter") != 1 {
+		t.Errorf("local responses with a count: %s; want exactly one, status 400", local)
+	}
+}
