@@ -1,7 +1,12 @@
 package lb
 
 import (
+	"context"
+	"fmt"
+	"net"
 	"strconv"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -41,6 +46,7 @@ func TestFailoverUnderLoad(t *testing.T) {
 		{"kill -9", func(t *testing.T, p *proc) { p.kill() }},
 		{"hang", func(t *testing.T, p *proc) { p.setMode(t, "hang") }},
 		{"500s", func(t *testing.T, p *proc) { p.setMode(t, "fail") }},
+		{"SIGTERM", func(t *testing.T, p *proc) { p.cmd.Process.Signal(syscall.SIGTERM) }},
 	}
 	for _, f := range faults {
 		t.Run(f.name, func(t *testing.T) {
@@ -104,4 +110,101 @@ func TestBackendReturns(t *testing.T) {
 	if fails := gen.failures(); len(fails) > 0 {
 		t.Errorf("%d requests failed, want none: %v", len(fails), fails[:min(5, len(fails))])
 	}
+}
+
+// TestDrainThenStop: the operator's way to take a backend out: drain, wait
+// until nothing is in flight, stop it. No client notices.
+func TestDrainThenStop(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test: runs real backend processes (not in -short)")
+	}
+	b1, b2 := startBackend(t, "b1"), startBackend(t, "b2")
+	lb := startLB(t, "    check: web\n", webCheck, b1.addr, b2.addr)
+	gen := newLoadGen(lb.url + "/counter")
+	stop := gen.background(8, 200000)
+	defer stop()
+	gen.waitServed(t, 300)
+	if err := lb.SetState("b2", Drain); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "b2 drained", func() (bool, string) {
+		st := lb.Status().Backends[1]
+		return st.Drained, "inflight " + strconv.FormatInt(st.Inflight, 10)
+	})
+	b2.cmd.Process.Signal(syscall.SIGTERM)
+	<-b2.done
+	gen.waitServed(t, 500)
+	stop()
+	if fails := gen.failures(); len(fails) > 0 {
+		t.Errorf("%d requests failed, want none: %v", len(fails), fails[:min(5, len(fails))])
+	}
+}
+
+// TestTCPModeBackendKilled: in TCP mode, new connections made while and
+// after a backend is killed all succeed (refused connects are redispatched).
+func TestTCPModeBackendKilled(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test: runs real backend processes (not in -short)")
+	}
+	b1, b2, b3 := startBackend(t, "b1"), startBackend(t, "b2"), startBackend(t, "b3")
+	checks := "  web:\n    tcp: {}\n    interval: 300ms\n    timeout: 200ms\n    fall: 2\n"
+	lb := startLB(t, "    mode: tcp\n    check: web\n", checks, b1.addr, b2.addr, b3.addr)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	// Connections opened before the kill may be in flight on b2 when it
+	// dies: TCP mode cannot replay their bytes elsewhere. Connections opened
+	// after it must all succeed.
+	var ok, failed, inflightLost atomic.Int64
+	var killedAt atomic.Int64
+	var firstErr atomic.Value
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		// One short HTTP/1.0 exchange per new connection, bounded in count.
+		for i := 0; i < 20000 && ctx.Err() == nil; i++ {
+			start := time.Now().UnixNano()
+			if err := tcpExchange(lb.addr); err != nil {
+				if k := killedAt.Load(); k == 0 || start < k {
+					inflightLost.Add(1)
+					continue
+				}
+				failed.Add(1)
+				firstErr.CompareAndSwap(nil, err.Error())
+			} else {
+				ok.Add(1)
+			}
+		}
+	}()
+	waitFor(t, 20*time.Second, "connections flowing", func() (bool, string) { return ok.Load() > 200, "" })
+	b2.kill()
+	killedAt.Store(time.Now().UnixNano())
+	base := ok.Load()
+	waitFor(t, 20*time.Second, "more connections after the kill", func() (bool, string) { return ok.Load() > base+500, "" })
+	cancel()
+	<-done
+	if n := failed.Load(); n > 0 {
+		t.Errorf("%d of %d new connections failed after kill -9 of a backend, want 0; first: %v", n, n+ok.Load(), firstErr.Load())
+	}
+	t.Logf("connections in flight on the killed backend that were lost: %d", inflightLost.Load())
+}
+
+func tcpExchange(addr string) error {
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write([]byte("GET /healthz HTTP/1.0\r\n\r\n")); err != nil {
+		return err
+	}
+	buf := make([]byte, 512)
+	n, err := c.Read(buf)
+	if n == 0 {
+		return fmt.Errorf("no response: %v", err)
+	}
+	if string(buf[:12]) != "HTTP/1.0 200" && string(buf[:12]) != "HTTP/1.1 200" {
+		return fmt.Errorf("response %q", buf[:n])
+	}
+	return nil
 }
