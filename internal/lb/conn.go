@@ -21,9 +21,8 @@ type clientConn struct {
 	idle  atomic.Bool
 	tls   bool
 
-	ip     netip.Addr
-	ipText []byte
-	hash   uint64
+	ip   netip.Addr
+	hash uint64
 
 	head  []byte // the request head
 	rhead []byte // a response head
@@ -37,9 +36,8 @@ type clientConn struct {
 func (lb *Balancer) track(c net.Conn) *clientConn {
 	cc := &clientConn{lb: lb, c: c}
 	cc.pk.init()
-	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
-		cc.ip = ap.Addr().Unmap()
-		cc.ipText = []byte(cc.ip.String())
+	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		cc.ip = ta.AddrPort().Addr().Unmap()
 		cc.hash = balance.HashAddr(cc.ip)
 	}
 	lb.mu.Lock()

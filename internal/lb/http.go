@@ -589,7 +589,7 @@ func (lb *Balancer) appendRequestHead(dst []byte, cc *clientConn, r *request, ba
 		dst = append(dst, r.xff...)
 		dst = append(dst, ", "...)
 	}
-	dst = append(dst, cc.ipText...)
+	dst = cc.ip.AppendTo(dst)
 	if cc.tls {
 		dst = append(dst, "\r\nX-Forwarded-Proto: https\r\n"...)
 	} else {
