@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -489,13 +490,9 @@ func (lb *Balancer) Reload(c *config.Balancer, check *config.Check) error {
 	return nil
 }
 
-func sameCheck(a, b *config.Check) bool {
-	if a == nil || b == nil {
-		return a == b
-	}
-	return fmt.Sprintf("%+v%+v%+v%+v%+v%+v", *a, a.TCP, a.HTTP, a.HTTPS, a.ICMP, a.Exec) ==
-		fmt.Sprintf("%+v%+v%+v%+v%+v%+v", *b, b.TCP, b.HTTP, b.HTTPS, b.ICMP, b.Exec)
-}
+// sameCheck reports whether two checks probe the same way, so that a reload
+// keeps the running monitors and their state.
+func sameCheck(a, b *config.Check) bool { return reflect.DeepEqual(a, b) }
 
 func findAddr(bs []*backend, addr string) *backend {
 	for _, b := range bs {
@@ -548,10 +545,10 @@ func (lb *Balancer) backendNames() []string {
 // the first verdicts, one that is not down).
 func (lb *Balancer) Ready() error {
 	if lb.lameduck.Load() {
-		return fmt.Errorf("balancer %s: shutting down (lameduck)", lb.name)
+		return errors.New("shutting down (lameduck)")
 	}
 	if !lb.listening.Load() {
-		return fmt.Errorf("balancer %s: not listening on %s", lb.name, lb.addr)
+		return fmt.Errorf("not listening on %s", lb.addr)
 	}
 	pk := picker{p: lb.pool.Load()}
 	pk.scan()
@@ -560,7 +557,7 @@ func (lb *Balancer) Ready() error {
 			return nil
 		}
 	}
-	return fmt.Errorf("balancer %s: no healthy backend", lb.name)
+	return errors.New("no healthy backend")
 }
 
 // Addr returns the listener's address once Run has bound it.

@@ -471,3 +471,17 @@ func TestShutdownLameduck(t *testing.T) {
 		t.Errorf("still accepting after shutdown")
 	}
 }
+
+// TestReloadSameCheckKeepsMonitors: reloading an unchanged file keeps each
+// backend's health state and counters (a reload must not reset them).
+func TestReloadSameCheckKeepsMonitors(t *testing.T) {
+	_, ca := parseBalancer(t, balancerYAML("127.0.0.1:3", "    check: web\n", "  web:\n    http: {path: /}\n", "127.0.0.1:2"))
+	_, cb := parseBalancer(t, balancerYAML("127.0.0.1:3", "    check: web\n", "  web:\n    http: {path: /}\n", "127.0.0.1:2"))
+	if !sameCheck(ca, cb) {
+		t.Errorf("two loads of the same check compare different: a reload would reset every backend's health")
+	}
+	_, cc := parseBalancer(t, balancerYAML("127.0.0.1:3", "    check: web\n", "  web:\n    http: {path: /other}\n", "127.0.0.1:2"))
+	if sameCheck(ca, cc) {
+		t.Errorf("checks with different paths compare equal")
+	}
+}
