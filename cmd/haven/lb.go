@@ -224,6 +224,9 @@ func waitDrained(ac *adminClient, bal, backend string, nodes []string, timeout t
 				fmt.Fprintf(stdout, "%s: %s drained\n", n, backend)
 				break
 			}
+			if left < 0 {
+				return fmt.Errorf("node %s: balancer %s has no backend %q any more (reloaded?)", n, bal, backend)
+			}
 			if time.Now().After(deadline) {
 				return fmt.Errorf("node %s: %s still has %d in flight after %s", n, backend, left, timeout)
 			}
@@ -291,7 +294,13 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintf(stdout, "%s: %s (version %v)\n", n, ready, st["version"])
 	}
-	for _, b := range ac.cfg.Balancers {
+	names := make([]string, 0, len(ac.cfg.Balancers))
+	for name := range ac.cfg.Balancers {
+		names = append(names, name)
+	}
+	slices.Sort(names) // the same order on every run
+	for _, name := range names {
+		b := ac.cfg.Balancers[name]
 		fmt.Fprintf(stdout, "\nbalancer %s (%s, %s):\n", b.Name, b.Mode, b.Listen)
 		var reachable []string
 		for _, n := range b.Nodes {

@@ -138,6 +138,11 @@ func runAgent(args []string, stderr io.Writer) error {
 	if *node == "" {
 		return fmt.Errorf("agent: -n NODE is required (the node's name in %s)", *cfgPath)
 	}
+	// Catch SIGHUP before anything else: its default action ends the
+	// process, and a reload sent right after start must not kill the agent.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	log := newLogger(stderr, *level, *jsonLogs)
 	a, err := agent.New(agent.Options{ConfigPath: *cfgPath, Node: *node, Logger: log, Version: buildVersion()})
 	if err != nil {
@@ -145,9 +150,6 @@ func runAgent(args []string, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	go func() {
 		for {
 			select {

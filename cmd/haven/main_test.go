@@ -1,0 +1,336 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// These tests run haven the way a user does: TestMain builds the binary
+// once, and every test runs it as a separate process.
+
+// testVersion is linked into the binary, so the tests know what
+// `haven version` and the status API must say.
+const testVersion = "v0.0.0-test"
+
+var havenBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "haven-cmd-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	havenBin = filepath.Join(dir, "haven")
+	args := []string{"build", "-o", havenBin, "-ldflags", "-X main.version=" + testVersion}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	build := exec.Command("go", append(args, ".")...)
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build haven:", err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// syncBuffer collects a process's output while it runs.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// result is a finished haven command.
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+func (r result) String() string {
+	return fmt.Sprintf("exit %d\nstdout:\n%sstderr:\n%s", r.code, r.stdout, r.stderr)
+}
+
+// haven runs the binary to completion, for at most timeout.
+func haven(t *testing.T, timeout time.Duration, args ...string) result {
+	t.Helper()
+	var stdout, stderr syncBuffer
+	cmd := exec.Command(havenBin, args...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("haven %s: %v", strings.Join(args, " "), err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		return result{exitCode(t, err), stdout.String(), stderr.String()}
+	case <-time.After(timeout):
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("haven %s: still running after %s\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), timeout, stdout.String(), stderr.String())
+	}
+	return result{}
+}
+
+func exitCode(t *testing.T, err error) int {
+	t.Helper()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ee) && ee.Exited():
+		return ee.ExitCode()
+	}
+	t.Fatalf("haven did not exit normally: %v", err)
+	return -1
+}
+
+// proc is a long-running haven process (an agent, a demo backend).
+type proc struct {
+	cmd            *exec.Cmd
+	stdout, stderr syncBuffer
+	done           chan struct{}
+	err            error
+}
+
+// start runs haven in the background; the test's cleanup kills it if it
+// is still running.
+func start(t *testing.T, args ...string) *proc {
+	t.Helper()
+	p := &proc{cmd: exec.Command(havenBin, args...), done: make(chan struct{})}
+	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("haven %s: %v", strings.Join(args, " "), err)
+	}
+	go func() { p.err = p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			p.cmd.Process.Kill()
+			<-p.done
+		}
+		if t.Failed() {
+			t.Logf("haven %s:\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), p.stdout.String(), p.stderr.String())
+		}
+	})
+	return p
+}
+
+// wait waits for the process to exit and returns its exit code.
+func (p *proc) wait(t *testing.T, timeout time.Duration) int {
+	t.Helper()
+	select {
+	case <-p.done:
+		return exitCode(t, p.err)
+	case <-time.After(timeout):
+		t.Fatalf("haven %s: still running after %s", strings.Join(p.cmd.Args[1:], " "), timeout)
+	}
+	return -1
+}
+
+// waitFor polls cond until it holds, failing after timeout with what it
+// last saw.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, seen := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s; last seen:\n%s", what, timeout, seen)
+		}
+		time.Sleep(50 * time.Millisecond) // poll interval, not a wait for a condition
+	}
+}
+
+// freeAddr returns a 127.0.0.1 address that was free a moment ago and
+// that no other freeAddr call of this process has returned: the kernel
+// hands a just-closed port out again readily.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	usedMu.Lock()
+	defer usedMu.Unlock()
+	for range 100 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		if !used[addr] {
+			used[addr] = true
+			return addr
+		}
+	}
+	t.Fatal("no fresh loopback port in 100 tries")
+	return ""
+}
+
+var (
+	usedMu sync.Mutex
+	used   = map[string]bool{}
+)
+
+func TestVersion(t *testing.T) {
+	for _, arg := range []string{"version", "--version"} {
+		r := haven(t, 10*time.Second, arg)
+		if r.code != 0 || r.stdout != "haven "+testVersion+"\n" || r.stderr != "" {
+			t.Errorf("haven %s:\n%s\nwant exit 0 and \"haven %s\"", arg, r, testVersion)
+		}
+	}
+}
+
+func TestUsage(t *testing.T) {
+	r := haven(t, 10*time.Second)
+	if r.code != 2 || !strings.Contains(r.stderr, "usage:") || !strings.Contains(r.stderr, "haven agent") {
+		t.Errorf("haven without a command:\n%s\nwant exit 2 and the usage on stderr", r)
+	}
+	r = haven(t, 10*time.Second, "help")
+	if r.code != 0 || !strings.Contains(r.stdout, "haven check") {
+		t.Errorf("haven help:\n%s\nwant exit 0 and the usage on stdout", r)
+	}
+	r = haven(t, 10*time.Second, "frobnicate")
+	if r.code != 2 || !strings.Contains(r.stderr, `unknown command "frobnicate"`) {
+		t.Errorf("haven frobnicate:\n%s\nwant exit 2 naming the command", r)
+	}
+	r = haven(t, 10*time.Second, "agent", "-c", "testdata/good.yaml")
+	if r.code != 1 || !strings.Contains(r.stderr, "-n NODE is required") {
+		t.Errorf("haven agent without -n:\n%s\nwant exit 1 saying -n NODE is required", r)
+	}
+}
+
+func TestCheckGoodFile(t *testing.T) {
+	r := haven(t, 10*time.Second, "check", "-c", "testdata/good.yaml")
+	if r.code != 0 || r.stdout != "testdata/good.yaml: ok (1 nodes, 1 balancers, 1 checks)\n" {
+		t.Errorf("haven check on a good file:\n%s", r)
+	}
+}
+
+func TestCheckBadFileListsEveryProblem(t *testing.T) {
+	r := haven(t, 10*time.Second, "check", "-c", "testdata/two-problems.bad.yaml")
+	if r.code != 1 {
+		t.Fatalf("haven check on a bad file:\n%s\nwant exit 1", r)
+	}
+	want := []string{
+		`testdata/two-problems.bad.yaml:11:16: balancers.web.algorithm: "round-robin" is not one of roundrobin, leastconn, source, random2`,
+		`testdata/two-problems.bad.yaml:13:35: balancers.web.backends[0].wieght: unknown key (did you mean weight?)`,
+		`testdata/two-problems.bad.yaml: 2 problem(s)`,
+	}
+	for _, w := range want {
+		if !strings.Contains(r.stderr, w) {
+			t.Errorf("haven check output lacks\n  %s\ngot:\n%s", w, r.stderr)
+		}
+	}
+	// Every problem line carries file:line:col.
+	pos := regexp.MustCompile(`^testdata/two-problems\.bad\.yaml:\d+:\d+: `)
+	lines := strings.Split(strings.TrimSpace(r.stderr), "\n")
+	for _, l := range lines[:len(lines)-1] {
+		if !pos.MatchString(l) {
+			t.Errorf("problem line without file:line:col: %q", l)
+		}
+	}
+}
+
+func TestCheckMissingFile(t *testing.T) {
+	r := haven(t, 10*time.Second, "check", "-c", "testdata/nope.yaml")
+	if r.code != 1 || !strings.Contains(r.stderr, "testdata/nope.yaml") || !strings.Contains(r.stderr, "no such file") {
+		t.Errorf("haven check on a missing file:\n%s\nwant exit 1 naming the file", r)
+	}
+}
+
+// yamlBlocks returns the ```yaml blocks of a Markdown file.
+func yamlBlocks(t *testing.T, path string) []string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var blocks []string
+	for _, m := range regexp.MustCompile("(?s)```yaml\n(.*?)```").FindAllStringSubmatch(string(b), -1) {
+		blocks = append(blocks, m[1])
+	}
+	return blocks
+}
+
+// TestDocExamplesPassCheck runs `haven check` on every haven.yaml example
+// of the README and of docs/admin.md, as a reader would after copying it.
+// A token file named by an example is created beside it.
+func TestDocExamplesPassCheck(t *testing.T) {
+	tokenFile := regexp.MustCompile(`token_file: *"?([^"\s}]+)`)
+	for _, doc := range []string{"../../README.md", "../../docs/admin.md"} {
+		blocks := yamlBlocks(t, doc)
+		if len(blocks) == 0 {
+			t.Errorf("%s has no yaml example", doc)
+		}
+		for i, y := range blocks {
+			if !strings.Contains(y, "cluster:") {
+				continue // a fragment, not a whole haven.yaml
+			}
+			dir := t.TempDir()
+			if m := tokenFile.FindStringSubmatch(y); m != nil && !filepath.IsAbs(m[1]) {
+				if err := os.WriteFile(filepath.Join(dir, m[1]), []byte("example-token\n"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			path := filepath.Join(dir, "haven.yaml")
+			if err := os.WriteFile(path, []byte(y), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if r := haven(t, 10*time.Second, "check", "-c", path); r.code != 0 {
+				t.Errorf("%s: yaml example %d fails haven check:\n%s\n%s", doc, i+1, r, y)
+			}
+		}
+	}
+}
+
+func TestStatusWithoutAgent(t *testing.T) {
+	// Run it a few times: the balancers come out in the same (sorted) order
+	// each time, and an unreachable node makes the exit status 1.
+	for range 3 {
+		r := haven(t, 20*time.Second, "status", "-c", "testdata/two-balancers.yaml")
+		if r.code != 1 || !strings.HasPrefix(r.stdout, "lb1: unreachable: node lb1: ") || !strings.Contains(r.stdout, "is its agent running?") {
+			t.Fatalf("haven status with no agent:\n%s\nwant exit 1 and lb1 unreachable", r)
+		}
+		api := strings.Index(r.stdout, "balancer api (http, 127.0.0.1:8081)")
+		mail := strings.Index(r.stdout, "balancer mail (tcp, 127.0.0.1:8025)")
+		web := strings.Index(r.stdout, "balancer web (http, 127.0.0.1:8080)")
+		if api < 0 || mail < api || web < mail {
+			t.Fatalf("haven status lists the balancers out of order (want api, mail, web):\n%s", r.stdout)
+		}
+	}
+	r := haven(t, 20*time.Second, "lb", "status", "-c", "testdata/two-balancers.yaml")
+	if r.code != 1 || !strings.Contains(r.stderr, "say which balancer with -b (balancers: [api mail web])") {
+		t.Errorf("haven lb status with three balancers and no -b:\n%s", r)
+	}
+}
