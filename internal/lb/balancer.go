@@ -475,12 +475,14 @@ func (lb *Balancer) Reload(c *config.Balancer, check *config.Check) error {
 	lb.settings.Store(s)
 	lb.pool.Store(newPool(next))
 	lb.mu.Lock()
-	for _, b := range added {
-		lb.startMonitorLocked(b)
-	}
+	// Stop first: a replaced backend's old monitor deletes its metric
+	// series on Close, and the new one (same target) publishes them on Run.
 	for _, b := range removed {
 		b.removed.Store(true)
 		lb.stopMonitorLocked(b)
+	}
+	for _, b := range added {
+		lb.startMonitorLocked(b)
 	}
 	lb.mu.Unlock()
 	for _, b := range removed {
