@@ -165,28 +165,14 @@ func parseRequest(head []byte, r *request) error {
 	if hosts > 1 || (hosts == 0 && r.minor == 1) {
 		return badRequest("an HTTP/1.1 request needs exactly one Host header")
 	}
-	for _, t := range r.connTokens {
-		switch {
-		case eqFold(t, "close"):
-			r.closeConn = true
-		case eqFold(t, "keep-alive"):
-			r.keepAlive = true
-		}
-	}
+	r.closeConn, r.keepAlive = hasToken(r.connTokens, "close"), hasToken(r.connTokens, "keep-alive")
 	if r.upgrade != nil && !r.hasConnToken("upgrade") {
 		r.upgrade = nil // Upgrade without Connection: upgrade is not an upgrade
 	}
 	return nil
 }
 
-func (r *request) hasConnToken(name string) bool {
-	for _, t := range r.connTokens {
-		if eqFold(t, name) {
-			return true
-		}
-	}
-	return false
-}
+func (r *request) hasConnToken(name string) bool { return hasToken(r.connTokens, name) }
 
 // persistent reports whether the client connection may carry another request.
 func (r *request) persistent() bool {
@@ -256,14 +242,8 @@ func parseResponse(head []byte, r *response) error {
 	if r.chunked {
 		r.contentLength = -1
 	}
-	for _, t := range r.connTokens {
-		switch {
-		case eqFold(t, "close"):
-			r.closeConn = true
-		case eqFold(t, "keep-alive"):
-			r.keepAlive = true
-		}
-	}
+	r.closeConn = r.closeConn || hasToken(r.connTokens, "close")
+	r.keepAlive = hasToken(r.connTokens, "keep-alive")
 	return nil
 }
 
@@ -273,8 +253,10 @@ func (r *response) bodyless(method []byte) bool {
 	return string(method) == "HEAD" || r.status/100 == 1 || r.status == 204 || r.status == 304
 }
 
-func (r *response) hasConnToken(name string) bool {
-	for _, t := range r.connTokens {
+// hasToken reports whether tokens (a parsed Connection header) include
+// name, given in lower case.
+func hasToken(tokens [][]byte, name string) bool {
+	for _, t := range tokens {
 		if eqFold(t, name) {
 			return true
 		}
