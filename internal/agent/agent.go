@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"runtime"
 	"slices"
@@ -249,7 +248,7 @@ func (a *Agent) startBalancer(bc *config.Balancer, check *config.Check) error {
 	// Bind here rather than in b.Run, so that a busy or invalid address
 	// fails the start or the reload instead of leaving a balancer that
 	// looks configured and never listens.
-	ln, err := net.Listen("tcp", bc.Listen)
+	ln, err := lb.Listen(bc.Listen)
 	if err != nil {
 		err = fmt.Errorf("lb: balancer %s: listen %s: %w", bc.Name, bc.Listen, err)
 		a.mu.Lock()

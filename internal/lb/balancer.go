@@ -276,14 +276,28 @@ func (lb *Balancer) newMonitor(b *backend, s *settings, prober health.Prober) *h
 // period, stops accepting, lets in-flight requests finish within the client
 // timeout, and closes what remains.
 func (lb *Balancer) Run(ctx context.Context) error {
-	ln, err := net.Listen("tcp", lb.addr)
+	ln, err := Listen(lb.addr)
 	if err != nil {
 		return fmt.Errorf("lb: balancer %s: listen %s: %w", lb.name, lb.addr, err)
 	}
 	return lb.Serve(ctx, ln)
 }
 
-// Serve is Run on a listener the caller bound.
+// Listen binds a balancer's listener. TCP keepalive is off on accepted
+// connections: haven closes idle clients by its own timeouts, and Go's
+// default would cost three or four setsockopt calls per connection.
+func Listen(addr string) (net.Listener, error) {
+	lc := net.ListenConfig{KeepAlive: -1}
+	return lc.Listen(context.Background(), "tcp", addr)
+}
+
+// dialer returns the dialer for backend connections (no TCP keepalive:
+// pooled connections are closed by the idle timeout).
+func dialer(timeout time.Duration) *net.Dialer {
+	return &net.Dialer{Timeout: timeout, KeepAlive: -1}
+}
+
+// Serve is Run on a listener the caller bound (with Listen).
 func (lb *Balancer) Serve(ctx context.Context, ln net.Listener) error {
 	monCtx, stopMonitors := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopMonitors()

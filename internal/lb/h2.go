@@ -3,7 +3,6 @@ package lb
 import (
 	"crypto/tls"
 	"io"
-	"net"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -49,7 +48,7 @@ func (lb *Balancer) transport(b *backend, s *settings) *http.Transport {
 		return t.(*http.Transport)
 	}
 	t := &http.Transport{
-		DialContext:           (&net.Dialer{Timeout: s.connectTimeout}).DialContext,
+		DialContext:           dialer(s.connectTimeout).DialContext,
 		MaxIdleConnsPerHost:   64,
 		IdleConnTimeout:       idleConnTimeout,
 		ResponseHeaderTimeout: s.serverTimeout,

@@ -547,8 +547,7 @@ func (lb *Balancer) backendConn(b *backend, s *settings, allowPooled, checkAlive
 			bc.close()
 		}
 	}
-	d := net.Dialer{Timeout: s.connectTimeout}
-	c, err := d.Dial("tcp", b.addr)
+	c, err := dialer(s.connectTimeout).Dial("tcp", b.addr)
 	if err != nil {
 		return nil, err
 	}

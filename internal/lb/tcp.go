@@ -2,7 +2,6 @@ package lb
 
 import (
 	"context"
-	"net"
 	"time"
 
 	"github.com/haven-ha/haven/internal/lb/proxyproto"
@@ -38,8 +37,7 @@ func (lb *Balancer) serveTCP(cc *clientConn) {
 // proxyTCP connects cc to b and relays until both sides are done. It returns
 // false only when the backend could not be reached (so another may be tried).
 func (lb *Balancer) proxyTCP(cc *clientConn, b *backend, s *settings) bool {
-	d := net.Dialer{Timeout: s.connectTimeout}
-	bconn, err := d.Dial("tcp", b.addr)
+	bconn, err := dialer(s.connectTimeout).Dial("tcp", b.addr)
 	if err != nil {
 		b.m.connectFailures.Add(1)
 		observeFailure(b, "connect: "+err.Error())
