@@ -31,10 +31,13 @@ func readHead(br *bufio.Reader, dst []byte, limit int) ([]byte, error) {
 			continue
 		}
 		if err != nil {
-			if len(dst) > start || len(line) > 0 {
-				return dst, errTruncated
+			if len(dst) == start && len(line) == 0 {
+				return dst, err // nothing of a head: EOF or an idle timeout
 			}
-			return dst, err
+			if isTimeout(err) {
+				return dst, errHeadTimeout
+			}
+			return dst, errTruncated
 		}
 		partial := len(dst) > start && dst[len(dst)-1] != '\n'
 		if !partial && len(dst) == start && (len(line) == 1 || (len(line) == 2 && line[0] == '\r')) {
@@ -50,7 +53,10 @@ func readHead(br *bufio.Reader, dst []byte, limit int) ([]byte, error) {
 	}
 }
 
-var errTruncated = errors.New("connection closed in the middle of a message head")
+var (
+	errTruncated   = errors.New("connection closed in the middle of a message head")
+	errHeadTimeout = errors.New("timed out in the middle of a message head")
+)
 
 // header is one parsed header line, as offsets into the head buffer.
 type header struct {

@@ -66,22 +66,31 @@ func (lb *Balancer) serveHTTP(cc *clientConn) {
 		if first {
 			wait = s.headerTimeout
 		}
-		if cc.br != nil && cc.br.Buffered() == 0 {
-			arrived, open := cc.waitHot(rw, wait)
-			if !open {
-				return
-			}
-			if !arrived {
-				wait -= hotWait
-			}
-		}
-		if cc.br == nil || cc.br.Buffered() == 0 {
-			// Idle: hold no buffers while waiting for the next request.
-			cc.releaseReader()
+		switch {
+		case first:
+			// A new client sends its request at once: read it straight into
+			// a buffer rather than waiting for a first byte.
+			cc.first.conn = rw
+			cc.attachReader()
+		case cc.br != nil && cc.br.Buffered() > 0:
+			// A pipelined request is already buffered.
+		default:
 			if sc != nil {
-				scratchPool.Put(sc)
+				scratchPool.Put(sc) // only the read buffer is kept while hot
 				sc = nil
 			}
+			if cc.br != nil {
+				arrived, open := cc.waitHot(rw, wait)
+				if !open {
+					return
+				}
+				if arrived {
+					break
+				}
+				wait -= hotWait
+			}
+			// Idle: hold no buffers while waiting for the next request.
+			cc.releaseReader()
 			if !cc.waitRequest(rw, wait) {
 				return
 			}
@@ -99,8 +108,9 @@ func (lb *Balancer) serveHTTP(cc *clientConn) {
 // hotWait is how long a keep-alive connection waits for its next request
 // with its read buffer attached. A busy client's next request is read in one
 // system call; a connection idle for longer gives its buffer back and waits
-// with a one-byte read, so that idle connections cost almost nothing.
-const hotWait = time.Second
+// with a one-byte read, so that idle connections cost almost nothing (a few
+// KiB, mostly the goroutine's stack).
+const hotWait = 200 * time.Millisecond
 
 // waitHot waits up to hotWait for the next request with the buffer kept. It
 // reports whether a request has begun, and whether the connection is still
@@ -168,7 +178,7 @@ func (lb *Balancer) serveRequest(cc *clientConn, rw net.Conn, sc *scratch, s *se
 		switch {
 		case errors.Is(err, errHeadTooLarge):
 			lb.localResponse(rw, 431, "request header too large")
-		case isTimeout(err):
+		case errors.Is(err, errHeadTimeout):
 			lb.localResponse(rw, 408, "request header not received in time")
 		case errors.Is(err, errTruncated):
 			lb.localResponse(rw, 400, "incomplete request")

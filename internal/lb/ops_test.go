@@ -223,8 +223,8 @@ func TestSlowlorisIsCut(t *testing.T) {
 	}
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	out, _ := io.ReadAll(c)
-	if !strings.HasPrefix(string(out), "HTTP/1.1 408") && werr == nil {
-		t.Errorf("slow client got %.60q, want a 408 and a closed connection", out)
+	if !strings.HasPrefix(string(out), "HTTP/1.1 408") {
+		t.Errorf("slow client got %.60q (write error %v), want a 408 and a closed connection", out, werr)
 	}
 	if time.Since(start) >= 5*time.Second {
 		t.Errorf("slow client was never cut")
@@ -483,5 +483,23 @@ func TestReloadSameCheckKeepsMonitors(t *testing.T) {
 	_, cc := parseBalancer(t, balancerYAML("127.0.0.1:3", "    check: web\n", "  web:\n    http: {path: /other}\n", "127.0.0.1:2"))
 	if sameCheck(ca, cc) {
 		t.Errorf("checks with different paths compare equal")
+	}
+}
+
+// TestSilentClientClosedQuietly: a connection that never sends a byte is
+// closed at the header timeout without a response (nothing to answer), and
+// the backend sees nothing.
+func TestSilentClientClosedQuietly(t *testing.T) {
+	b := newCountingBackend(t, "b1", nil)
+	lb := startLB(t, "    timeouts: {client_header: 200ms}\n", "", b.addr())
+	c, err := net.Dial("tcp", lb.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	out, err := io.ReadAll(c)
+	if err != nil || len(out) != 0 {
+		t.Errorf("silent client got %q, %v; want a quiet close", out, err)
 	}
 }
