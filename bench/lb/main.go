@@ -1,0 +1,396 @@
+// Command lb is haven's side-by-side load-balancer benchmark. It installs
+// HAProxy, nginx, Caddy, wrk and vegeta, starts three loopback backends, and
+// compares haven with HAProxy, nginx and Caddy, each pinned to CPU 0 with one
+// worker, while the load generators and backends run on CPU 1.
+//
+// Usage (from the repository root):
+//
+//	go run ./bench/lb                      # full run: 3 interleaved rounds of 10s
+//	go run ./bench/lb -quick               # 1 round of 3s, for development
+//	go run ./bench/lb -scenario failover   # faults under load
+//
+// See bench/lb/README.md for what each column means.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+	"unsafe"
+)
+
+type options struct {
+	scenario         string
+	quick            bool
+	rounds           int
+	duration         time.Duration
+	conns            int
+	idle             int
+	targets          []string
+	install          string
+	out              string
+	keep             bool
+	keepRaw          bool
+	failoverDuration time.Duration
+	failoverConc     int
+	failoverMaxReq   int64
+	quietWait        time.Duration
+	quietBudget      time.Duration
+	maxRate          int
+	maxRateClose     int
+	noisyRepeats     int
+}
+
+// bench is one run of the harness.
+type bench struct {
+	opt    options
+	root   string // repository root
+	here   string // bench/lb
+	dir    string // temporary directory: configs, logs, binaries
+	rawDir string // raw tool output, under results/raw (gitignored)
+	sv     *supervisor
+	out    io.Writer
+
+	vegetaBin     string
+	havenBin      string
+	havenBuildErr error
+	caddyNote     string // why Caddy is not available, if it is not
+
+	machine  []string // "key: value" lines for the report
+	versions []string
+
+	quietSpent time.Duration // of opt.quietBudget
+}
+
+// waitQuiet waits for a quiet machine within -quiet-wait and what is left
+// of -quiet-budget; it returns the busy share of the last sample.
+func (b *bench) waitQuiet(ctx context.Context) float64 {
+	limit := min(b.opt.quietWait, b.opt.quietBudget-b.quietSpent)
+	busy, waited := waitQuiet(ctx, max(0, limit))
+	b.quietSpent += waited
+	if waited > time.Second {
+		b.logf("waited %s for a quiet machine (last sample %.0f%% busy; %s of the budget left)", waited.Round(time.Second), 100*busy, max(0, b.opt.quietBudget-b.quietSpent).Round(time.Second))
+	}
+	return busy
+}
+
+func (b *bench) logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+}
+
+func main() {
+	os.Exit(mainErr())
+}
+
+func mainErr() int {
+	var opt options
+	var targets string
+	flag.StringVar(&opt.scenario, "scenario", "perf", "perf (throughput, CPU, latency, idle connections), failover, or all")
+	flag.BoolVar(&opt.quick, "quick", false, "1 round of 3s runs (development)")
+	flag.IntVar(&opt.rounds, "rounds", 3, "interleaved rounds; the median is reported")
+	flag.DurationVar(&opt.duration, "d", 10*time.Second, "duration of each wrk and vegeta run")
+	flag.IntVar(&opt.conns, "c", 50, "wrk connections")
+	flag.IntVar(&opt.idle, "idle", 10000, "idle client connections to hold open for the memory measurement (0: skip)")
+	flag.StringVar(&targets, "targets", "direct,haven,haproxy,nginx,caddy", "targets, in round order")
+	flag.StringVar(&opt.install, "install", "auto", "auto (apt-get only what is missing), always, or never")
+	flag.StringVar(&opt.out, "o", "", "markdown output (default bench/lb/results/latest.md; quick.md with -quick; failover.md for -scenario failover)")
+	flag.BoolVar(&opt.keep, "keep", false, "keep the temporary directory (configs and logs)")
+	flag.BoolVar(&opt.keepRaw, "keep-raw", false, "keep vegeta's binary results in results/raw")
+	flag.DurationVar(&opt.failoverDuration, "failover-d", 15*time.Second, "duration of each failover run")
+	flag.IntVar(&opt.failoverConc, "failover-c", 16, "concurrent keep-alive connections of the failover load")
+	flag.Int64Var(&opt.failoverMaxReq, "failover-max", 3_000_000, "upper bound on requests of one failover run")
+	flag.DurationVar(&opt.quietWait, "quiet-wait", 60*time.Second, "before each run, wait up to this long for the machine to be <10% busy (0: don't wait)")
+	flag.DurationVar(&opt.quietBudget, "quiet-budget", 10*time.Minute, "total time all the waits for quiet may take")
+	flag.IntVar(&opt.maxRate, "max-rate", 10000, "cap on the fixed latency rate: vegeta shares CPU 1 with the backends and cannot hold much more (0: no cap)")
+	flag.IntVar(&opt.maxRateClose, "max-rate-close", 4000, "the same cap in the connection-close scenario, where vegeta opens a connection per request")
+	flag.IntVar(&opt.noisyRepeats, "noisy-repeats", 2, "repeat a run up to this many times when other work took >10% of CPU 0 during it")
+	flag.Parse()
+	set := map[string]bool{}
+	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if opt.quick {
+		if !set["rounds"] {
+			opt.rounds = 1
+		}
+		if !set["d"] {
+			opt.duration = 3 * time.Second
+		}
+		if !set["failover-d"] {
+			opt.failoverDuration = 6 * time.Second
+		}
+		if !set["quiet-wait"] {
+			opt.quietWait = 5 * time.Second
+		}
+		if !set["quiet-budget"] {
+			opt.quietBudget = time.Minute
+		}
+	}
+	opt.targets = strings.Split(targets, ",")
+	if err := validate(opt); err != nil {
+		fmt.Fprintln(os.Stderr, "bench/lb:", err)
+		return 2
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	b := &bench{opt: opt, out: os.Stdout, sv: &supervisor{}}
+
+	// First Ctrl-C: stop politely (every wait below watches ctx). Second:
+	// kill every process group at once and leave.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		<-sigs
+		b.logf("interrupted: stopping (again to kill at once)")
+		cancel()
+		<-sigs
+		// The temporary directory stays; the next run removes it (reapStale).
+		b.sv.killAll()
+		os.Exit(130)
+	}()
+
+	err := b.run(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			b.logf("stopped: %v", err)
+			return 130
+		}
+		fmt.Fprintln(os.Stderr, "bench/lb:", err)
+		return 1
+	}
+	return 0
+}
+
+func validate(opt options) error {
+	switch opt.scenario {
+	case "perf", "failover", "all":
+	default:
+		return fmt.Errorf("-scenario %q is not one of perf, failover, all", opt.scenario)
+	}
+	switch opt.install {
+	case "auto", "always", "never":
+	default:
+		return fmt.Errorf("-install %q is not one of auto, always, never", opt.install)
+	}
+	known := []string{"direct", "haven", "haproxy", "nginx", "caddy"}
+	for _, t := range opt.targets {
+		if !slices.Contains(known, t) {
+			return fmt.Errorf("-targets: %q is not one of %s", t, strings.Join(known, ", "))
+		}
+	}
+	if opt.rounds < 1 || opt.duration < time.Second || opt.conns < 1 || opt.failoverConc < 1 || opt.failoverDuration < 3*time.Second {
+		return errors.New("-rounds, -c and -failover-c must be at least 1, -d at least 1s, -failover-d at least 3s")
+	}
+	return nil
+}
+
+// run is the whole benchmark; everything it starts is gone when it returns.
+func (b *bench) run(ctx context.Context) (err error) {
+	if os.Geteuid() != 0 {
+		return errors.New("run as root: it installs packages and raises limits")
+	}
+	if b.root, err = repoRoot(); err != nil {
+		return err
+	}
+	b.here = filepath.Join(b.root, "bench", "lb")
+	for _, n := range reapStale() {
+		b.logf("previous run: %s", n)
+	}
+	if b.dir, err = os.MkdirTemp("", "haven-bench-lb-"); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(b.dir, ownerFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+		return err
+	}
+	b.sv.dir = b.dir
+	defer func() {
+		b.sv.stopAll()
+		if b.opt.keep {
+			b.logf("kept %s", b.dir)
+		} else {
+			os.RemoveAll(b.dir)
+		}
+	}()
+	stamp := time.Now().UTC().Format("20060102-150405")
+	b.rawDir = filepath.Join(b.here, "results", "raw", stamp)
+	if err := os.MkdirAll(b.rawDir, 0o755); err != nil {
+		return err
+	}
+
+	// Setup uses both CPUs; the measurement pins the harness to CPU 1.
+	if err := b.setup(ctx); err != nil {
+		return err
+	}
+	if err := pinSelf(1); err != nil {
+		return fmt.Errorf("pin the harness to CPU 1: %w", err)
+	}
+	if err := raiseNoFile(); err != nil {
+		b.logf("warning: %v", err)
+	}
+	if err := b.checkPorts(); err != nil {
+		return err
+	}
+
+	proxies := b.proxies()
+	var sections []string
+	header := b.header()
+	if b.opt.scenario == "perf" || b.opt.scenario == "all" {
+		res, err := b.runPerf(ctx, proxies)
+		if err != nil {
+			return err
+		}
+		sections = append(sections, b.perfReport(res))
+	}
+	if b.opt.scenario == "failover" || b.opt.scenario == "all" {
+		rows := b.runFailover(ctx, proxies)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		sections = append(sections, b.failoverReport(rows))
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	md := header + strings.Join(sections, "\n")
+	fmt.Fprint(b.out, "\n"+md)
+	out := b.outPath()
+	if err := os.WriteFile(out, []byte(md), 0o644); err != nil {
+		return err
+	}
+	b.logf("wrote %s (raw output in %s)", out, b.rawDir)
+	return nil
+}
+
+func (b *bench) outPath() string {
+	if b.opt.out != "" {
+		return b.opt.out
+	}
+	name := "latest.md"
+	if b.opt.scenario == "failover" {
+		name = "failover.md"
+	}
+	if b.opt.quick {
+		name = strings.TrimSuffix(name, ".md") + "-quick.md"
+	}
+	return filepath.Join(b.here, "results", name)
+}
+
+// proxies returns the proxies among the targets, in target order (Caddy
+// only when it is installed).
+func (b *bench) proxies() []*proxy {
+	var out []*proxy
+	for _, t := range b.opt.targets {
+		switch t {
+		case "haven":
+			out = append(out, havenProxy())
+		case "haproxy":
+			out = append(out, haproxyProxy())
+		case "nginx":
+			out = append(out, nginxProxy())
+		case "caddy":
+			if b.caddyNote == "" {
+				out = append(out, caddyProxy())
+			}
+		}
+	}
+	return out
+}
+
+// checkPorts fails if anything already listens where the benchmark will.
+func (b *bench) checkPorts() error {
+	addrs := append([]string{havenAddr, havenAdmin, haproxyAddr, nginxAddr, caddyAddr, caddyAdmin}, backendAddrs...)
+	var busy []string
+	for _, a := range addrs {
+		if !portFree(a) {
+			busy = append(busy, a)
+		}
+	}
+	if len(busy) > 0 {
+		return fmt.Errorf("already in use (another benchmark or agent running?): %s", strings.Join(busy, ", "))
+	}
+	return nil
+}
+
+// repoRoot finds the directory of the haven module's go.mod from the
+// working directory upwards.
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		data, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+		if err == nil && strings.Contains(string(data), "module github.com/haven-ha/haven") {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("run from inside the haven repository (no go.mod of github.com/haven-ha/haven found upwards)")
+		}
+		dir = parent
+	}
+}
+
+// pinSelf restricts every thread of this process to cpu; threads created
+// later inherit the mask, and so do child processes. Two passes catch a
+// thread created during the first.
+func pinSelf(cpu int) error {
+	if runtime.NumCPU() < 2 {
+		return fmt.Errorf("needs at least 2 CPUs, have %d", runtime.NumCPU())
+	}
+	var mask [16]uint64 // 1024 CPUs
+	mask[cpu/64] = 1 << (cpu % 64)
+	for range 2 {
+		ents, err := os.ReadDir("/proc/self/task")
+		if err != nil {
+			return err
+		}
+		for _, e := range ents {
+			var tid int
+			if _, err := fmt.Sscan(e.Name(), &tid); err != nil {
+				continue
+			}
+			_, _, errno := syscall.RawSyscall(syscall.SYS_SCHED_SETAFFINITY, uintptr(tid), uintptr(len(mask)*8), uintptr(unsafe.Pointer(&mask[0])))
+			if errno != 0 && errno != syscall.ESRCH {
+				return errno
+			}
+		}
+	}
+	runtime.GOMAXPROCS(1)
+	return nil
+}
+
+// raiseNoFile raises the soft limit on open files to the hard limit. Setting
+// it explicitly (rather than relying on Go's own raise) makes children
+// inherit it.
+func raiseNoFile() error {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return err
+	}
+	want := lim
+	want.Max = max(want.Max, 65536)
+	want.Cur = want.Max
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want); err == nil {
+		return nil
+	}
+	lim.Cur = lim.Max
+	return syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+}
+
+// noFile returns the soft limit on open files.
+func noFile() uint64 {
+	var lim syscall.Rlimit
+	_ = syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
+	return lim.Cur
+}

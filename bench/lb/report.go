@@ -1,0 +1,275 @@
+package main
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+func (b *bench) header() string {
+	var sb strings.Builder
+	mode := fmt.Sprintf("%d interleaved round(s) of %s per target, medians reported", b.opt.rounds, b.opt.duration)
+	if b.opt.quick {
+		mode = "QUICK (development) — " + mode
+	}
+	sb.WriteString("# haven load-balancer benchmark (bench/lb)\n\n")
+	sb.WriteString("Run: " + mode + ".\n\n")
+	sb.WriteString("Machine: " + strings.Join(b.machine, "; ") + ".\n\n")
+	sb.WriteString("Versions: " + strings.Join(b.versions, "; ") + ".\n\n")
+	sb.WriteString("Placement: each proxy on CPU 0 with one worker (HAProxy nbthread 1, nginx worker_processes 1, " +
+		"Caddy and haven GOMAXPROCS=1); wrk, vegeta, the harness and the three nginx backends on CPU 1. " +
+		"Round robin over the same three backends, keep-alive to the backends, logging off, active health checks every 2s " +
+		"(nginx open source has none: passive max_fails=1 fail_timeout=2s).\n\n")
+	return sb.String()
+}
+
+func (b *bench) perfReport(res *perfResult) string {
+	var sb strings.Builder
+	for _, r := range res.scenarios {
+		fmt.Fprintf(&sb, "## %s\n\n", r.title)
+		load := fmt.Sprintf("wrk -t 1 -c %d -d %s", b.opt.conns, b.opt.duration)
+		if r.close {
+			load += " -H 'Connection: close'"
+		}
+		ka := "-keepalive=true"
+		if r.close {
+			ka = "-keepalive=false"
+		}
+		fmt.Fprintf(&sb, "Throughput: `%s`. Latency: `vegeta attack -rate=%d -duration=%s %s -workers=%d -max-workers=%d` (%s).\n\n", load, r.rate, b.opt.duration, ka, vegetaWorkers, vegetaWorkers, r.rateNote)
+		latHead := fmt.Sprintf("p50 @%d/s", r.rate)
+		p99Head := fmt.Sprintf("p99 @%d/s", r.rate)
+		sb.WriteString("| target | req/s | req/s ÷ HAProxy | CPU-s / 10k req | CPU efficiency vs HAProxy | " + latHead + " | " + p99Head + " | errors |\n")
+		sb.WriteString("|---|---:|---:|---:|---:|---:|---:|---|\n")
+		for _, t := range b.opt.targets {
+			if t == "caddy" && b.caddyNote != "" && r.status[t] == "" {
+				r.status[t] = "n/a: " + b.caddyNote
+			}
+			if st := r.status[t]; st != "" && len(okRuns(r.runs[t])) == 0 {
+				fmt.Fprintf(&sb, "| %s | %s | | | | | | |\n", t, mdCell(st))
+				continue
+			}
+			runs := r.runs[t]
+			if len(runs) == 0 {
+				continue
+			}
+			rps, cpu := medianRPS(runs), medianCPU(runs)
+			name := t
+			if t == "direct" {
+				name = "direct (backend b1)"
+			}
+			rpsRatio := fmtRatio(roundRatio(runs, r.runs["haproxy"], func(x runRec) float64 { return x.wrk.RPS }, false))
+			cpuRatio := fmtRatio(roundRatio(runs, r.runs["haproxy"], cpuPer10k, true))
+			if t == "direct" {
+				cpuRatio = "(backend's own CPU)"
+			}
+			var p50s, p99s []float64
+			var vFail, vReq int64
+			var latErr, achieved string
+			for _, l := range r.lat[t] {
+				if l.err != "" {
+					latErr = l.err
+					continue
+				}
+				p50s = append(p50s, float64(l.v.Latencies.P50))
+				p99s = append(p99s, float64(l.v.Latencies.P99))
+				vFail += l.v.failed()
+				vReq += l.v.Requests
+				if l.v.Throughput < 0.97*float64(r.rate) {
+					achieved = fmt.Sprintf(" (achieved %.0f/s)", l.v.Throughput)
+				}
+			}
+			p50, p99 := "–", "–"
+			if len(p50s) > 0 {
+				p50, p99 = fmtDur(int64(median(p50s))), fmtDur(int64(median(p99s)))+achieved
+			} else if latErr != "" {
+				p50 = "failed: " + mdCell(short(latErr, 80))
+			}
+			var non2xx, sock int64
+			var errs []string
+			trouble := map[string]int64{}
+			for _, rr := range runs {
+				non2xx += rr.wrk.Non2xx
+				sock += rr.wrk.SockErr
+				if rr.err != "" {
+					errs = append(errs, short(rr.err, 80))
+				}
+				if rr.wrk.SockDesc != "" {
+					errs = append(errs, rr.wrk.SockDesc)
+				}
+				for k, v := range rr.tcp {
+					trouble[k] += v
+				}
+			}
+			errCell := fmt.Sprintf("wrk non-2xx %d, socket %d; vegeta failed %d/%d", non2xx, sock, vFail, vReq)
+			if len(errs) > 0 {
+				errCell += " (" + mdCell(strings.Join(dedupe(errs), "; ")) + ")"
+			}
+			if d := describeTrouble(trouble); d != "" {
+				errCell += "; host TCP: " + d
+			}
+			if st := r.status[t]; st != "" {
+				errCell += " — " + mdCell(short(st, 120))
+			}
+			fmt.Fprintf(&sb, "| %s | %.0f | %s | %s | %s | %s | %s | %s |\n", name, rps, rpsRatio, fmtCPU(cpu), cpuRatio, p50, p99, errCell)
+		}
+		sb.WriteString("\n")
+		var others, steal float64
+		var busyStarts, n int
+		for _, rs := range r.runs {
+			for _, rr := range rs {
+				others, steal = max(others, rr.others), max(steal, rr.steal)
+				n++
+				if !rr.quiet {
+					busyStarts++
+				}
+			}
+		}
+		fmt.Fprintf(&sb, "Noise: during the proxy runs kept, CPU 0 was busy with other work up to %.0f%% of the time, and the hypervisor stole up to %.0f%%; "+
+			"%d of %d runs started on a busy machine (>10%% CPU after waiting up to %s); %d noisy runs were repeated.", 100*others, 100*steal, busyStarts, n, b.opt.quietWait, r.repeated)
+		if others > 0.05 || steal > 0.05 {
+			sb.WriteString(" **The machine was not quiet: trust CPU-s/10k over req/s and latency.**")
+		}
+		sb.WriteString("\n\n")
+		if b.opt.rounds > 1 {
+			sb.WriteString("Rounds (req/s; CPU-s/10k): ")
+			var parts []string
+			for _, t := range b.opt.targets {
+				var v []string
+				for _, rr := range r.runs[t] {
+					v = append(v, fmt.Sprintf("%.0f; %s", rr.wrk.RPS, fmtCPU(cpuPer10k(rr))))
+				}
+				if len(v) > 0 {
+					parts = append(parts, t+" "+strings.Join(v, " / "))
+				}
+			}
+			sb.WriteString(strings.Join(parts, " · ") + ".\n\n")
+		}
+	}
+	if res.idleWant > 0 {
+		fmt.Fprintf(&sb, "## %d idle keep-alive client connections (HTTP mode)\n\n", res.idleWant)
+		sb.WriteString("Each connection made one request and then stayed open; RSS is VmRSS summed over the proxy's process tree.\n\n")
+		sb.WriteString("| target | connections held | RSS before | RSS with them | KiB per connection | notes |\n|---|---:|---:|---:|---:|---|\n")
+		for _, t := range b.opt.targets {
+			ir, ok := res.idle[t]
+			name := t
+			if t == "direct" {
+				name = "direct (backend b1)"
+			}
+			if !ok {
+				if note := res.idleNote[t]; note != "" {
+					fmt.Fprintf(&sb, "| %s | | | | | %s |\n", name, mdCell(short(note, 160)))
+				}
+				continue
+			}
+			note := ""
+			if ir.Failed > 0 {
+				note = fmt.Sprintf("%d failed, first: %s", ir.Failed, mdCell(short(ir.FirstErr, 120)))
+			}
+			fmt.Fprintf(&sb, "| %s | %d | %s | %s | %.1f | %s |\n", name, ir.Open, fmtKiB(ir.RSSBeforeKiB), fmtKiB(ir.RSSAfterKiB), ir.perConnKiB(), note)
+		}
+		sb.WriteString("\n")
+	}
+	return sb.String()
+}
+
+func (b *bench) failoverReport(rows []failoverRow) string {
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "## Failure under load\n\n")
+	fmt.Fprintf(&sb, "Load: the harness's own HTTP/1.1 client, %d keep-alive connections, GET /, no retries, %s per run (at most %d requests); "+
+		"fresh backends and proxy for every run. Proxies run with their retry settings: HAProxy `retries 3`, `option redispatch`, "+
+		"`retry-on conn-failure empty-response response-timeout`; nginx `proxy_next_upstream error timeout http_502 http_503`; "+
+		"Caddy `lb_try_duration 2s`; haven its defaults. Socket errors include failed dials, and \"on reuse\" counts the failures of a reused keep-alive "+
+		"connection before any response byte (the race a browser retries silently).\n\n",
+		b.opt.failoverConc, b.opt.failoverDuration, b.opt.failoverMaxReq)
+	for _, ev := range failoverEvents {
+		fmt.Fprintf(&sb, "- **%s**: %s.\n", ev.name, ev.desc)
+	}
+	sb.WriteString("\n| event | proxy | requests | 2xx | error responses | socket errors (on reuse) | p99 | max | notes |\n|---|---|---:|---:|---:|---:|---:|---:|---|\n")
+	for _, r := range rows {
+		if r.skipped != "" {
+			fmt.Fprintf(&sb, "| %s | %s | | | | | | | %s |\n", r.event, r.proxy, mdCell(short(r.skipped, 200)))
+			continue
+		}
+		s := r.stats
+		var notes []string
+		if s.Non2xx > 0 {
+			var codes []string
+			keys := make([]int, 0, len(s.Codes))
+			for c := range s.Codes {
+				keys = append(keys, c)
+			}
+			sort.Ints(keys)
+			for _, c := range keys {
+				if c/100 != 2 {
+					codes = append(codes, fmt.Sprintf("%d×%d", s.Codes[c], c))
+				}
+			}
+			notes = append(notes, strings.Join(codes, " "))
+		}
+		if s.SockErr > 0 && s.FirstErr != "" {
+			notes = append(notes, "first: "+short(s.FirstErr, 80))
+		}
+		notes = append(notes, r.notes...)
+		fmt.Fprintf(&sb, "| %s | %s | %d | %d | %d | %d (%d) | %s | %s | %s |\n", r.event, r.proxy, s.Requests, s.OK, s.Non2xx, s.SockErr, s.ReuseErr,
+			fmtDur(s.P99.Nanoseconds()), fmtDur(s.Max.Nanoseconds()), mdCell(strings.Join(notes, "; ")))
+	}
+	sb.WriteString("\n")
+	return sb.String()
+}
+
+func fmtRatio(v float64) string {
+	if v <= 0 {
+		return "–"
+	}
+	return strconv.FormatFloat(v, 'f', 2, 64)
+}
+
+func fmtCPU(v float64) string {
+	if v <= 0 {
+		return "–"
+	}
+	return strconv.FormatFloat(v, 'f', 3, 64)
+}
+
+func fmtDur(ns int64) string {
+	if ns <= 0 {
+		return "–"
+	}
+	d := time.Duration(ns)
+	switch {
+	case d < time.Millisecond:
+		return fmt.Sprintf("%.0fµs", float64(d)/float64(time.Microsecond))
+	case d < time.Second:
+		return fmt.Sprintf("%.2fms", float64(d)/float64(time.Millisecond))
+	default:
+		return fmt.Sprintf("%.2fs", d.Seconds())
+	}
+}
+
+func fmtKiB(k int64) string {
+	if k >= 10*1024 {
+		return fmt.Sprintf("%.1f MiB", float64(k)/1024)
+	}
+	return fmt.Sprintf("%d KiB", k)
+}
+
+func short(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+// mdCell makes s safe inside a markdown table cell.
+func mdCell(s string) string {
+	return strings.NewReplacer("|", "\\|", "\n", " ").Replace(s)
+}
+
+func dedupe(s []string) []string {
+	s = slices.Clone(s)
+	slices.Sort(s)
+	return slices.Compact(s)
+}
