@@ -9,6 +9,8 @@ have ip     || need+=(iproute2)
 have ping   || need+=(iputils-ping)
 have curl   || need+=(curl)
 have pgrep  || need+=(procps)
+have nft    || need+=(nftables)
+have arping || need+=(iputils-arping)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
