@@ -499,3 +499,32 @@ func allKeys(t reflect.Type, seen map[reflect.Type]bool) []string {
 	}
 	return keys
 }
+
+func TestVIPAndCoordinationDefaults(t *testing.T) {
+	cfg := mustLoad(t, "testdata/vip.good.yaml")
+	if len(cfg.Warnings) != 0 {
+		t.Errorf("warnings: %q", cfg.Warnings)
+	}
+	web := cfg.Balancers["web"].VIP
+	if web == nil || web.Address != "198.18.1.100/24" {
+		t.Fatalf("short form vip = %+v, want address 198.18.1.100/24", web)
+	}
+	if web.Lease.D() != 500*time.Millisecond || !*web.Preempt || web.Priority["lb1"] != 100 || web.Priority["lb2"] != 100 || web.Notify.Timeout.D() != 10*time.Second {
+		t.Errorf("short form defaults: %+v", web)
+	}
+	api := cfg.Balancers["api"].VIP
+	if api.Priority["lb3"] != 150 || api.Priority["lb2"] != 100 || *api.Preempt || api.Lease.D() != time.Second || api.Interface != "eth0" {
+		t.Errorf("api vip: %+v", api)
+	}
+	if got := api.Notify.Fault; len(got) != 2 || got[1] != "vip fault" {
+		t.Errorf("notify.fault = %q", got)
+	}
+	c := cfg.Coordination
+	dir := "testdata"
+	if c.ClientPort != 12379 || c.PeerPort != 12380 || c.Heartbeat.D() != 100*time.Millisecond || c.ElectionTimeout.D() != time.Second || c.JoinTimeout.D() != time.Minute {
+		t.Errorf("coordination: %+v", c)
+	}
+	if c.DataDir != filepath.Join(dir, "data/{node}/etcd") || c.TLS.Cert != filepath.Join(dir, "certs/{node}.pem") {
+		t.Errorf("paths not resolved against the file's directory: data_dir %q, cert %q", c.DataDir, c.TLS.Cert)
+	}
+}

@@ -99,8 +99,20 @@ func (d *decoder) fail(n *yaml.Node, path, format string, args ...any) {
 	d.errorAt(posOf(n), path, format, args...)
 }
 
+// shorthand is a section that may also be written as one scalar, such as
+// `vip: 198.18.1.100/24` for `vip: {address: 198.18.1.100/24}`.
+type shorthand interface {
+	// shorthandKey is the key the scalar stands for.
+	shorthandKey() string
+}
+
 func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 	keys := yamlKeys(v.Type())
+	if s, ok := v.Addr().Interface().(shorthand); ok && n.Kind == yaml.ScalarNode {
+		f, _ := fieldByKey(v, s.shorthandKey())
+		d.decode(n, f, join(path, s.shorthandKey()))
+		return
+	}
 	if n.Kind != yaml.MappingNode {
 		d.fail(n, path, "want a mapping with keys %s, got %s", strings.Join(keys, ", "), describe(n))
 		return

@@ -38,6 +38,16 @@ const (
 	defaultPassiveFailures = 5
 	defaultMaxEjectedPct   = 50
 	defaultEjectFor        = 10 * time.Second
+
+	defaultVIPPriority     = 100
+	defaultVIPLease        = 500 * time.Millisecond
+	defaultNotifyTimeout   = 10 * time.Second
+	defaultClientPort      = 2379
+	defaultPeerPort        = 2380
+	defaultDataDir         = "/var/lib/haven/{node}/etcd"
+	defaultHeartbeat       = 50 * time.Millisecond
+	defaultElectionTimeout = 500 * time.Millisecond
+	defaultJoinTimeout     = time.Minute
 )
 
 // applyDefaults fills every defaulted field that was left out and copies
@@ -64,6 +74,40 @@ func applyDefaults(c *Config, r *report, dir string) {
 		c.Balancers[name].Name = name
 		defaultBalancer(c.Balancers[name], r, "balancers."+name, dir)
 	}
+	if c.Coordination != nil {
+		defaultCoordination(c.Coordination, r, dir)
+	}
+}
+
+func defaultCoordination(c *Coordination, r *report, dir string) {
+	r.defaultInt(&c.ClientPort, "coordination.client_port", defaultClientPort)
+	r.defaultInt(&c.PeerPort, "coordination.peer_port", defaultPeerPort)
+	if c.DataDir == "" {
+		c.DataDir = defaultDataDir
+	}
+	c.DataDir = resolvePath(dir, c.DataDir)
+	r.defaultDuration(&c.Heartbeat, "coordination.heartbeat", defaultHeartbeat)
+	r.defaultDuration(&c.ElectionTimeout, "coordination.election_timeout", defaultElectionTimeout)
+	r.defaultDuration(&c.JoinTimeout, "coordination.join_timeout", defaultJoinTimeout)
+	if t := c.TLS; t != nil {
+		t.CA, t.Cert, t.Key = resolvePath(dir, t.CA), resolvePath(dir, t.Cert), resolvePath(dir, t.Key)
+	}
+}
+
+func defaultVIP(v *VIP, r *report, path string, nodes []string) {
+	if v.Priority == nil {
+		v.Priority = map[string]int{}
+	}
+	for _, n := range nodes {
+		if _, ok := v.Priority[n]; !ok {
+			v.Priority[n] = defaultVIPPriority
+		}
+	}
+	if v.Preempt == nil {
+		v.Preempt = new(true)
+	}
+	r.defaultDuration(&v.Lease, path+".lease", defaultVIPLease)
+	r.defaultDuration(&v.Notify.Timeout, path+".notify.timeout", defaultNotifyTimeout)
 }
 
 func defaultCheck(ch *Check, r *report, path string) {
@@ -140,6 +184,9 @@ func defaultBalancer(b *Balancer, r *report, path, dir string) {
 		p.MaxEjectedPercent = new(defaultMaxEjectedPct)
 	}
 	r.defaultDuration(&p.EjectFor, path+".passive.eject_for", defaultEjectFor)
+	if b.VIP != nil {
+		defaultVIP(b.VIP, r, path+".vip", b.Nodes)
+	}
 	if b.TLS != nil {
 		b.TLS.Cert = resolvePath(dir, b.TLS.Cert)
 		b.TLS.Key = resolvePath(dir, b.TLS.Key)

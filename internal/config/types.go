@@ -52,10 +52,36 @@ type Node struct {
 	Region string `yaml:"-"`
 }
 
-// Coordination names the etcd cluster (not yet supported).
+// Coordination is the etcd cluster every singleton (floating address,
+// database primary) is coordinated through: embedded in the agents of
+// Members, or an external cluster at Endpoints.
 type Coordination struct {
 	Members   []string `yaml:"members"`
 	Endpoints []string `yaml:"endpoints"`
+	// ClientPort and PeerPort are the embedded members' etcd ports on
+	// their node address (defaults 2379 and 2380).
+	ClientPort int `yaml:"client_port"`
+	PeerPort   int `yaml:"peer_port"`
+	// DataDir holds each member's etcd data; "{node}" is replaced by the
+	// node name (default /var/lib/haven/{node}/etcd).
+	DataDir string `yaml:"data_dir"`
+	// TLS secures peer and client traffic; "{node}" in a path is replaced
+	// by the node name. `haven certs` makes these files.
+	TLS *CoordTLS `yaml:"tls"`
+	// Heartbeat and ElectionTimeout tune etcd's raft for a LAN (defaults
+	// 50ms and 500ms; etcd's own are 100ms and 1s).
+	Heartbeat       Duration `yaml:"heartbeat"`
+	ElectionTimeout Duration `yaml:"election_timeout"`
+	// JoinTimeout bounds how long a starting member waits for a quorum
+	// before it reports which peers it could not reach (default 60s).
+	JoinTimeout Duration `yaml:"join_timeout"`
+}
+
+// CoordTLS names the certificate files for etcd traffic.
+type CoordTLS struct {
+	CA   string `yaml:"ca"`
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
 }
 
 // Check is a health check definition shared by balancers, and later by the
@@ -130,7 +156,7 @@ type Balancer struct {
 	Listen    string     `yaml:"listen"`
 	Mode      string     `yaml:"mode"`      // http (default) | tcp
 	Algorithm string     `yaml:"algorithm"` // roundrobin (default) | leastconn | source | random2
-	VIP       string     `yaml:"vip"`       // not yet supported
+	VIP       *VIP       `yaml:"vip"`
 	Check     string     `yaml:"check"`
 	Backends  []*Backend `yaml:"backends"`
 
@@ -150,6 +176,42 @@ type Balancer struct {
 	Lameduck Duration `yaml:"lameduck"`
 
 	Name string `yaml:"-"`
+}
+
+// VIP is a floating address held by exactly one node at a time among
+// those whose tracked checks pass. `vip: 198.18.1.100/24` is short for
+// `vip: {address: 198.18.1.100/24}`.
+type VIP struct {
+	// Address is ADDR/PREFIXLEN, such as 198.18.1.100/24.
+	Address string `yaml:"address"`
+	// Interface carries the address (default: the interface whose
+	// network contains it).
+	Interface string `yaml:"interface"`
+	// Priority ranks nodes (default 100 each); the highest eligible node
+	// is preferred.
+	Priority map[string]int `yaml:"priority"`
+	// Preempt hands the address to an eligible node of higher priority
+	// when one appears (default true; false is keepalived's nopreempt).
+	Preempt *bool `yaml:"preempt"`
+	// Lease is how long one renewal keeps the holder in place; failover
+	// takes about this long (default 500ms).
+	Lease Duration `yaml:"lease"`
+	// Notify runs commands when this node becomes holder, backup or fault
+	// (keepalived's notify scripts).
+	Notify Notify `yaml:"notify"`
+}
+
+func (*VIP) shorthandKey() string { return "address" }
+
+// Notify lists the commands run on a floating address's transitions, each
+// a program and its arguments. They get HAVEN_VIP, HAVEN_STATE, HAVEN_NODE
+// and HAVEN_EPOCH in the environment.
+type Notify struct {
+	Holder []string `yaml:"holder"`
+	Backup []string `yaml:"backup"`
+	Fault  []string `yaml:"fault"`
+	// Timeout bounds each command (default 10s).
+	Timeout Duration `yaml:"timeout"`
 }
 
 // Backend is one server behind a balancer.

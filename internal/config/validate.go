@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Valid values of the enumerated keys.
@@ -146,11 +147,8 @@ func (v *validator) balancer(b *Balancer, path string) {
 		v.modeOptions(b, path)
 	}
 	v.trafficOptions(b, path)
-	if b.VIP != "" {
-		if _, err := netip.ParsePrefix(b.VIP); err != nil {
-			v.errorf(path+".vip", "%q is not an address with a prefix length, such as 198.18.1.100/24", b.VIP)
-		}
-		v.warnf(path+".vip", "vip %s", notSupported)
+	if b.VIP != nil {
+		v.vip(b.VIP, b.Nodes, path+".vip")
 	}
 }
 
@@ -364,12 +362,75 @@ func (v *validator) httpProbe(p *HTTPProbe, path string, https bool) {
 	}
 }
 
+// Bounds on a floating address's lease: shorter cannot be renewed reliably
+// through etcd; longer makes failover slower than keepalived's defaults.
+const (
+	minVIPLease = 100 * time.Millisecond
+	maxVIPLease = time.Minute
+)
+
+func (v *validator) vip(x *VIP, nodes []string, path string) {
+	if x.Address == "" {
+		v.errorf(path+".address", "required: the floating address with its prefix length, such as 198.18.1.100/24")
+	} else if p, err := netip.ParsePrefix(x.Address); err != nil {
+		v.errorf(path+".address", "%q is not an address with a prefix length, such as 198.18.1.100/24", x.Address)
+	} else {
+		for _, n := range nodes {
+			if node, ok := v.nodes[n]; ok && node.Address == p.Addr().String() {
+				v.errorf(path+".address", "%s is node %s's own address: a floating address must be one no node has", p.Addr(), n)
+			}
+		}
+	}
+	for _, n := range sortedKeys(x.Priority) {
+		if !slices.Contains(nodes, n) {
+			v.errorf(path+".priority."+n, "%s is not one of this balancer's nodes (%s)", n, strings.Join(nodes, ", "))
+		}
+		if p := x.Priority[n]; p < 1 || p > 255 {
+			v.errorf(path+".priority."+n, "%d is not a priority between 1 and 255", p)
+		}
+	}
+	if d := x.Lease.D(); d < minVIPLease || d > maxVIPLease {
+		v.errorf(path+".lease", "%s is not between %s and %s", x.Lease, Duration(minVIPLease), Duration(maxVIPLease))
+	}
+	for key, cmd := range map[string][]string{"holder": x.Notify.Holder, "backup": x.Notify.Backup, "fault": x.Notify.Fault} {
+		if v.given(path+".notify."+key) && (len(cmd) == 0 || cmd[0] == "") {
+			v.errorf(path+".notify."+key, "want a command and its arguments, such as [/usr/local/bin/vip-moved, --quiet]")
+		}
+	}
+	if v.cfg.Coordination == nil {
+		v.errorf(path, "a floating address needs coordination: add a coordination section with members (embedded etcd) or endpoints")
+	}
+}
+
 func (v *validator) coordination() {
 	c := v.cfg.Coordination
 	if c == nil {
 		return
 	}
-	v.warnf("coordination", "this section %s", notSupported)
+	for _, key := range []string{"client_port", "peer_port"} {
+		p := c.ClientPort
+		if key == "peer_port" {
+			p = c.PeerPort
+		}
+		if p < 1 || p > 65535 {
+			v.errorf("coordination."+key, "%d is not a port between 1 and 65535", p)
+		}
+	}
+	if c.ClientPort == c.PeerPort {
+		v.errorf("coordination.peer_port", "%d is also the client port: etcd needs two ports", c.PeerPort)
+	}
+	if hb, et := c.Heartbeat.D(), c.ElectionTimeout.D(); et < 5*hb {
+		v.errorf("coordination.election_timeout", "%s is less than 5 heartbeats (%s): etcd would hold elections while the leader is healthy", c.ElectionTimeout, Duration(5*hb))
+	}
+	if t := c.TLS; t != nil {
+		for key, f := range map[string]string{"ca": t.CA, "cert": t.Cert, "key": t.Key} {
+			if f == "" {
+				v.errorf("coordination.tls."+key, "required: a PEM file; `haven certs` makes them")
+			} else if !strings.Contains(f, "{node}") {
+				v.readable("coordination.tls."+key, f)
+			}
+		}
+	}
 	switch {
 	case len(c.Members) > 0 && len(c.Endpoints) > 0:
 		v.errorf("coordination.endpoints", "give members (embedded etcd) or endpoints (external etcd), not both")
