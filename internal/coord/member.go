@@ -1,0 +1,648 @@
+package coord
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/etcd/client/pkg/v3/transport"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.etcd.io/etcd/server/v3/storage/wal"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// Defaults of MemberConfig.
+const (
+	// DefaultHeartbeatInterval and DefaultElectionTimeout suit a LAN: a
+	// failed leader is replaced in well under a second. Across regions
+	// raise both (etcd's guidance: heartbeat about the round-trip time,
+	// election timeout 5-10 times that).
+	DefaultHeartbeatInterval = 50 * time.Millisecond
+	DefaultElectionTimeout   = 500 * time.Millisecond
+	// DefaultJoinTimeout bounds how long Run waits for the member to reach
+	// a quorum before it reports which peers it could not reach.
+	DefaultJoinTimeout = 30 * time.Second
+	// DefaultPeerPort and DefaultClientPort are used when a URL names no
+	// port.
+	DefaultPeerPort   = 2380
+	DefaultClientPort = 2379
+
+	// stopTimeout bounds a graceful stop (leadership transfer, draining
+	// client requests).
+	stopTimeout = 15 * time.Second
+	// probeTimeout bounds one diagnostic request to a peer.
+	probeTimeout = 2 * time.Second
+	// compactionRetention keeps an hour of history for watchers that
+	// resume after a disconnection.
+	compactionRetention = "1h"
+)
+
+// MemberConfig configures an embedded etcd member.
+type MemberConfig struct {
+	// Name is the member's name: the haven node name.
+	Name string
+	// DataDir holds the member's data (etcd creates DataDir/member). When
+	// it already holds a write-ahead log the member restarts from it
+	// (initial-cluster-state existing) and InitialCluster is not used.
+	DataDir string
+	// PeerURL is where the other members reach this one, "ADDR:2380" or
+	// "http(s)://ADDR:2380" (https when TLS is set). ADDR must be an IP
+	// address: the member listens on it. Default: InitialCluster[Name].
+	PeerURL string
+	// ClientURL is where clients reach this member, "ADDR:2379" or a URL.
+	// Default: the host of PeerURL, port 2379.
+	ClientURL string
+	// ListenLocalhost also serves clients on 127.0.0.1 at ClientURL's port,
+	// so that the node's own agent keeps reaching its member when the
+	// node's address is unreachable from outside. Off by default: two
+	// members on one host with the same client port would collide.
+	ListenLocalhost bool
+	// InitialCluster maps every member's name to its peer URL; it must
+	// include Name. Every member must be given the same map.
+	InitialCluster map[string]string
+	// ClusterToken keeps distinct etcd clusters apart (the haven cluster
+	// name).
+	ClusterToken string
+	// TLS, when set, secures both the peer and the client port with
+	// mutual TLS: every peer and every client must present a certificate
+	// issued by TLS.CA (see package certs). All three files are required.
+	TLS *TLSFiles
+	// HeartbeatInterval and ElectionTimeout are raft's timing (defaults
+	// DefaultHeartbeatInterval and DefaultElectionTimeout; whole
+	// milliseconds; the election timeout at least 5 heartbeats).
+	HeartbeatInterval time.Duration
+	ElectionTimeout   time.Duration
+	// JoinTimeout bounds the wait for a quorum at start (default
+	// DefaultJoinTimeout).
+	JoinTimeout time.Duration
+	// Logger receives the member's logs (component=coord) and etcd's own
+	// (component=etcd), both with member=Name (default slog.Default()).
+	Logger *slog.Logger
+	// EtcdLogLevel is the lowest level of etcd's own messages that reach
+	// Logger (default slog.LevelWarn).
+	EtcdLogLevel slog.Leveler
+}
+
+// Member is an embedded etcd member. Create it with NewMember, then Run it.
+type Member struct {
+	name        string
+	dataDir     string
+	peer        url.URL
+	client      url.URL
+	local       *url.URL
+	initial     map[string]url.URL
+	token       string
+	tls         *TLSFiles
+	tickMs      uint
+	electionMs  uint
+	joinTimeout time.Duration
+	log         *slog.Logger
+	etcdLog     *zap.Logger
+
+	ready   chan struct{}
+	started atomic.Bool
+}
+
+// NewMember checks cfg and fills its defaults. It starts nothing.
+func NewMember(cfg MemberConfig) (*Member, error) {
+	fail := func(format string, args ...any) (*Member, error) {
+		return nil, fmt.Errorf("coord: member %s: "+format, append([]any{cfg.Name}, args...)...)
+	}
+	if cfg.Name == "" {
+		return nil, errors.New("coord: member: name is empty")
+	}
+	if cfg.DataDir == "" {
+		return fail("data dir is empty")
+	}
+	if cfg.ClusterToken == "" {
+		return fail("cluster token is empty")
+	}
+	if t := cfg.TLS; t != nil && (t.CA == "" || t.Cert == "" || t.Key == "") {
+		return fail("TLS needs a CA, a certificate and a key (got CA %q, cert %q, key %q)", t.CA, t.Cert, t.Key)
+	}
+	secure := cfg.TLS != nil
+
+	if _, ok := cfg.InitialCluster[cfg.Name]; !ok {
+		return fail("initial cluster %s does not include the member itself", clusterString(cfg.InitialCluster))
+	}
+	initial := make(map[string]url.URL, len(cfg.InitialCluster))
+	for name, raw := range cfg.InitialCluster {
+		u, err := parseURL(raw, secure, DefaultPeerPort)
+		if err != nil {
+			return fail("initial cluster: %s: %v", name, err)
+		}
+		initial[name] = u
+	}
+	peer := initial[cfg.Name]
+	if cfg.PeerURL != "" {
+		u, err := parseURL(cfg.PeerURL, secure, DefaultPeerPort)
+		if err != nil {
+			return fail("peer URL: %v", err)
+		}
+		if u != peer {
+			return fail("peer URL %s differs from the initial cluster's %s", u.String(), peer.String())
+		}
+	}
+	if net.ParseIP(peer.Hostname()) == nil {
+		return fail("peer URL %s: the host must be an IP address to listen on", peer.String())
+	}
+	clientRaw := cfg.ClientURL
+	if clientRaw == "" {
+		clientRaw = net.JoinHostPort(peer.Hostname(), strconv.Itoa(DefaultClientPort))
+	}
+	client, err := parseURL(clientRaw, secure, DefaultClientPort)
+	if err != nil {
+		return fail("client URL: %v", err)
+	}
+	if net.ParseIP(client.Hostname()) == nil {
+		return fail("client URL %s: the host must be an IP address to listen on", client.String())
+	}
+	var local *url.URL
+	if cfg.ListenLocalhost && !isLoopback(client.Hostname()) {
+		l := client
+		l.Host = net.JoinHostPort("127.0.0.1", client.Port())
+		local = &l
+	}
+
+	heartbeat, election := cfg.HeartbeatInterval, cfg.ElectionTimeout
+	if heartbeat == 0 {
+		heartbeat = DefaultHeartbeatInterval
+	}
+	if election == 0 {
+		election = max(DefaultElectionTimeout, 10*heartbeat)
+	}
+	switch {
+	case heartbeat < time.Millisecond || heartbeat%time.Millisecond != 0:
+		return fail("heartbeat interval %v is not a positive whole number of milliseconds", heartbeat)
+	case election%time.Millisecond != 0:
+		return fail("election timeout %v is not a whole number of milliseconds", election)
+	case election < 5*heartbeat:
+		return fail("election timeout %v must be at least 5 heartbeat intervals (%v)", election, 5*heartbeat)
+	case election > 50*time.Second:
+		return fail("election timeout %v is longer than etcd's limit of 50s", election)
+	}
+	join := cfg.JoinTimeout
+	if join == 0 {
+		join = DefaultJoinTimeout
+	}
+	if join < 0 {
+		return fail("join timeout %v is negative", join)
+	}
+
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	level := cfg.EtcdLogLevel
+	if level == nil {
+		level = slog.LevelWarn
+	}
+	return &Member{
+		name:        cfg.Name,
+		dataDir:     cfg.DataDir,
+		peer:        peer,
+		client:      client,
+		local:       local,
+		initial:     initial,
+		token:       cfg.ClusterToken,
+		tls:         cfg.TLS,
+		tickMs:      uint(heartbeat / time.Millisecond),
+		electionMs:  uint(election / time.Millisecond),
+		joinTimeout: join,
+		log:         log.With("component", "coord", "member", cfg.Name),
+		etcdLog:     newZapLogger(log.With("component", "etcd", "member", cfg.Name), level),
+		ready:       make(chan struct{}),
+	}, nil
+}
+
+// Ready is closed once the member has joined its cluster (a quorum
+// accepted it) and serves clients. It is never closed if Run fails first.
+func (m *Member) Ready() <-chan struct{} { return m.ready }
+
+// Endpoints returns the client URLs this member serves: its client URL,
+// then the loopback URL when ListenLocalhost is set.
+func (m *Member) Endpoints() []string {
+	eps := []string{m.client.String()}
+	if m.local != nil {
+		eps = append(eps, m.local.String())
+	}
+	return eps
+}
+
+// HasData reports whether dataDir holds an etcd member's write-ahead log,
+// in which case a member restarts from it instead of bootstrapping.
+func HasData(dataDir string) bool {
+	return wal.Exist(filepath.Join(dataDir, "member", "wal"))
+}
+
+// Run starts etcd, waits for it to join a quorum (at most the join
+// timeout), serves until ctx ends, then stops etcd gracefully within a
+// bounded time. It returns nil when ctx ended, and an error that says what
+// to check when the member cannot start or join, or when etcd stops on its
+// own. Run may be called once.
+func (m *Member) Run(ctx context.Context) (err error) {
+	if !m.started.CompareAndSwap(false, true) {
+		return fmt.Errorf("coord: member %s: Run called twice", m.name)
+	}
+	cfg, existing := m.embedConfig()
+	m.log.Info("starting etcd member", "peer_url", m.peer.String(), "client_urls", m.Endpoints(),
+		"data_dir", m.dataDir, "restart", existing, "heartbeat_ms", m.tickMs, "election_ms", m.electionMs)
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		return m.startError(err)
+	}
+	defer func() {
+		if serr := m.stop(e); serr != nil {
+			err = errors.Join(err, serr)
+		}
+	}()
+
+	join := time.NewTimer(m.joinTimeout)
+	defer join.Stop()
+	select {
+	case <-e.Server.ReadyNotify():
+		close(m.ready)
+		m.log.Info("etcd member ready", "member_id", e.Server.MemberID().String(),
+			"cluster_id", e.Server.Cluster().ID().String(), "leader", e.Server.Leader().String())
+	case <-join.C:
+		return m.diagnose(ctx, e)
+	case <-ctx.Done():
+		return nil
+	case err := <-e.Err():
+		return fmt.Errorf("coord: member %s: etcd: %w", m.name, err)
+	case <-e.Server.StopNotify():
+		return fmt.Errorf("coord: member %s: etcd stopped before it joined the cluster (see etcd's log above)", m.name)
+	}
+
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-e.Err():
+		return fmt.Errorf("coord: member %s: etcd: %w", m.name, err)
+	case <-e.Server.StopNotify():
+		return fmt.Errorf("coord: member %s: etcd stopped on its own; was the member removed from the cluster? (see etcd's log above)", m.name)
+	}
+}
+
+// embedConfig translates the member's settings into etcd's. existing tells
+// whether the data dir already holds a member.
+func (m *Member) embedConfig() (cfg *embed.Config, existing bool) {
+	cfg = embed.NewConfig()
+	cfg.Name = m.name
+	cfg.Dir = m.dataDir
+	cfg.ListenPeerUrls = []url.URL{m.peer}
+	cfg.AdvertisePeerUrls = []url.URL{m.peer}
+	cfg.ListenClientUrls = []url.URL{m.client}
+	if m.local != nil {
+		cfg.ListenClientUrls = append(cfg.ListenClientUrls, *m.local)
+	}
+	cfg.AdvertiseClientUrls = []url.URL{m.client}
+	cfg.InitialCluster = clusterString(m.initialStrings())
+	cfg.InitialClusterToken = m.token
+	existing = HasData(m.dataDir)
+	cfg.ClusterState = embed.ClusterStateFlagNew
+	if existing {
+		cfg.ClusterState = embed.ClusterStateFlagExisting
+	}
+	cfg.TickMs = m.tickMs
+	cfg.ElectionMs = m.electionMs
+	cfg.AutoCompactionMode = embed.CompactorModePeriodic
+	cfg.AutoCompactionRetention = compactionRetention
+	// Clients ping every few seconds to notice a dead member quickly
+	// (see NewClient); etcd's default would answer them with GOAWAY.
+	cfg.GRPCKeepAliveMinTime = time.Second
+	cfg.Logger = "zap"
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(m.etcdLog)
+	if m.tls != nil {
+		info := transport.TLSInfo{
+			CertFile:       m.tls.Cert,
+			KeyFile:        m.tls.Key,
+			TrustedCAFile:  m.tls.CA,
+			ClientCertAuth: true,
+		}
+		cfg.PeerTLSInfo = info
+		cfg.ClientTLSInfo = info
+	}
+	return cfg, existing
+}
+
+func (m *Member) initialStrings() map[string]string {
+	s := make(map[string]string, len(m.initial))
+	for name, u := range m.initial {
+		s[name] = u.String()
+	}
+	return s
+}
+
+// stop closes etcd, waiting at most stopTimeout.
+func (m *Member) stop(e *embed.Etcd) error {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		select {
+		case <-e.Server.ReadyNotify():
+		default:
+			// embed.Etcd.Close waits for its client servers, which wait
+			// for the server to be ready or stopping: stop it first
+			// (etcd-io/etcd#9533).
+			e.Server.Stop()
+		}
+		e.Close()
+	}()
+	t := time.NewTimer(stopTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+		m.log.Info("etcd member stopped")
+		return nil
+	case <-t.C:
+		return fmt.Errorf("coord: member %s: etcd did not stop within %v", m.name, stopTimeout)
+	}
+}
+
+// startError explains the failures of embed.StartEtcd that a user can fix.
+func (m *Member) startError(err error) error {
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "has already been bootstrapped"):
+		return fmt.Errorf("coord: member %s: the other members already know this member, but its data dir %s is empty: its data was lost. "+
+			"Restore the data dir, or remove the member from the cluster (etcdctl member remove) and add it again: %w", m.name, m.dataDir, err)
+	case strings.Contains(msg, "address already in use"):
+		return fmt.Errorf("coord: member %s: a port is taken (peer %s, client %s); is another etcd or haven agent running here? %w",
+			m.name, m.peer.Host, m.client.Host, err)
+	case strings.Contains(msg, "cannot assign requested address"):
+		return fmt.Errorf("coord: member %s: this machine has no address %s; check the node's address in haven.yaml: %w",
+			m.name, m.peer.Hostname(), err)
+	}
+	return fmt.Errorf("coord: member %s: start etcd: %w", m.name, err)
+}
+
+// peerProbe is what one peer answered to GET /members.
+type peerProbe struct {
+	name, url string
+	clusterID string // the peer's cluster ID, when it answered
+	err       error
+}
+
+// diagnose probes the peers after the member failed to join a quorum in
+// time and returns an error that names them and says what to check.
+func (m *Member) diagnose(ctx context.Context, e *embed.Etcd) error {
+	localID := e.Server.Cluster().ID().String()
+	probes := m.probePeers(ctx)
+
+	var unreachable, foreign, fine []string
+	for _, p := range probes {
+		switch {
+		case p.err != nil:
+			unreachable = append(unreachable, fmt.Sprintf("%s (%s: %v)", p.name, p.url, explainTLS(p.err)))
+		case p.clusterID != localID:
+			foreign = append(foreign, fmt.Sprintf("%s (cluster ID %s)", p.name, p.clusterID))
+		default:
+			fine = append(fine, p.name)
+		}
+	}
+	prefix := fmt.Sprintf("coord: member %s could not join a quorum within %v", m.name, m.joinTimeout)
+	if len(foreign) > 0 {
+		return fmt.Errorf("%s: the data in %s belongs to etcd cluster %s, but peers %s belong to another. "+
+			"If this member's data is stale, stop it, remove %s and start it again; otherwise make coordination.members "+
+			"(the initial cluster) and the cluster name the same on every node", prefix, m.dataDir, localID, strings.Join(foreign, ", "), m.dataDir)
+	}
+	if len(unreachable) > 0 {
+		names := make([]string, 0, len(unreachable))
+		for _, p := range probes {
+			if p.err != nil {
+				names = append(names, p.name)
+			}
+		}
+		return fmt.Errorf("%s: cannot reach peers %s. Check that haven agents run on %s, that the peer addresses and port in haven.yaml are right "+
+			"and open in firewalls between the nodes, and, with TLS, that every node's certificate comes from the same CA",
+			prefix, strings.Join(unreachable, ", "), strings.Join(names, ", "))
+	}
+	if len(probes) == 0 {
+		return fmt.Errorf("%s (a one-member cluster should always join: see etcd's log above)", prefix)
+	}
+	return fmt.Errorf("%s: peers %s answer but no quorum formed; check their logs, and that every node lists the same coordination.members",
+		prefix, strings.Join(fine, ", "))
+}
+
+// probePeers asks every other member of the initial cluster for its
+// membership, concurrently, each within probeTimeout.
+func (m *Member) probePeers(ctx context.Context) []peerProbe {
+	hc := &http.Client{Timeout: probeTimeout}
+	if m.tls != nil {
+		tc, err := m.tls.config()
+		if err != nil {
+			return []peerProbe{{name: m.name, url: m.peer.String(), err: err}}
+		}
+		hc.Transport = &http.Transport{TLSClientConfig: tc}
+	} else {
+		hc.Transport = &http.Transport{}
+	}
+	defer hc.CloseIdleConnections()
+
+	names := make([]string, 0, len(m.initial))
+	for name := range m.initial {
+		if name != m.name {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	probes := make([]peerProbe, len(names))
+	var wg sync.WaitGroup
+	for i, name := range names {
+		u := m.initial[name]
+		probes[i] = peerProbe{name: name, url: u.String()}
+		wg.Go(func() {
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String()+"/members", nil)
+			if err != nil {
+				probes[i].err = err
+				return
+			}
+			resp, err := hc.Do(req)
+			if err != nil {
+				probes[i].err = err
+				return
+			}
+			resp.Body.Close()
+			probes[i].clusterID = resp.Header.Get("X-Etcd-Cluster-ID")
+			if probes[i].clusterID == "" {
+				probes[i].err = fmt.Errorf("answered %s without a cluster ID: is this an etcd peer port?", resp.Status)
+			}
+		})
+	}
+	wg.Wait()
+	return probes
+}
+
+func clusterString(members map[string]string) string {
+	names := make([]string, 0, len(members))
+	for name := range members {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	parts := make([]string, len(names))
+	for i, name := range names {
+		parts[i] = name + "=" + members[name]
+	}
+	return strings.Join(parts, ",")
+}
+
+// parseURL accepts "HOST", "HOST:PORT" or "SCHEME://HOST:PORT" and returns
+// an http or https URL (https when secure) with a port.
+func parseURL(raw string, secure bool, defaultPort int) (url.URL, error) {
+	want := "http"
+	if secure {
+		want = "https"
+	}
+	s := strings.TrimSpace(raw)
+	if !strings.Contains(s, "://") {
+		s = want + "://" + s
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return url.URL{}, fmt.Errorf("%q: %w", raw, err)
+	}
+	if u.Scheme != want {
+		return url.URL{}, fmt.Errorf("%q: scheme %s, want %s (TLS %s)", raw, u.Scheme, want, map[bool]string{true: "set", false: "not set"}[secure])
+	}
+	if u.Hostname() == "" {
+		return url.URL{}, fmt.Errorf("%q has no host", raw)
+	}
+	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil || u.Fragment != "" {
+		return url.URL{}, fmt.Errorf("%q: want only a scheme, a host and a port", raw)
+	}
+	if u.Port() == "" {
+		u.Host = net.JoinHostPort(u.Hostname(), strconv.Itoa(defaultPort))
+	} else if p, err := strconv.Atoi(u.Port()); err != nil || p < 1 || p > 65535 {
+		return url.URL{}, fmt.Errorf("%q: port %s is not between 1 and 65535", raw, u.Port())
+	}
+	return url.URL{Scheme: u.Scheme, Host: u.Host}, nil
+}
+
+func isLoopback(host string) bool {
+	ip := net.ParseIP(host)
+	return host == "localhost" || (ip != nil && ip.IsLoopback())
+}
+
+// quietMessages are etcd warnings that haven's setup triggers by design;
+// they are logged at debug level.
+var quietMessages = map[string]bool{
+	"Running http and grpc server on single port. This is not recommended for production.": true,
+	"simple token is not cryptographically signed":                                         true, // haven does not use etcd auth
+}
+
+// closedErrors mark etcd's complaints that its own listeners closed, which
+// they do on every stop; such entries are logged at debug level.
+var closedErrors = []string{"use of closed network connection", "server closed", "listener closed"}
+
+func stopNoise(fields []zapcore.Field) bool {
+	for _, f := range fields {
+		if err, ok := f.Interface.(error); ok && f.Type == zapcore.ErrorType {
+			msg := strings.ToLower(err.Error())
+			for _, s := range closedErrors {
+				if strings.Contains(msg, s) {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// slogCore is a zapcore.Core that writes zap entries (etcd's logs) to a
+// slog.Logger, so that the agent's log stays in one format.
+type slogCore struct {
+	log   *slog.Logger
+	min   slog.Leveler
+	attrs []slog.Attr
+}
+
+// newZapLogger returns a zap logger that writes entries at min and above
+// to log.
+func newZapLogger(log *slog.Logger, min slog.Leveler) *zap.Logger {
+	return zap.New(&slogCore{log: log, min: min})
+}
+
+func (c *slogCore) level(ent zapcore.Entry) slog.Level {
+	if quietMessages[ent.Message] {
+		return slog.LevelDebug
+	}
+	switch {
+	case ent.Level >= zapcore.ErrorLevel:
+		return slog.LevelError
+	case ent.Level == zapcore.WarnLevel:
+		return slog.LevelWarn
+	case ent.Level == zapcore.InfoLevel:
+		return slog.LevelInfo
+	default:
+		return slog.LevelDebug
+	}
+}
+
+// Enabled reports whether any entry at l could be written.
+func (c *slogCore) Enabled(l zapcore.Level) bool {
+	return c.level(zapcore.Entry{Level: l}) >= c.min.Level()
+}
+
+// With returns a core that adds fields to every entry.
+func (c *slogCore) With(fields []zapcore.Field) zapcore.Core {
+	return &slogCore{log: c.log, min: c.min, attrs: append(slices.Clip(c.attrs), fieldAttrs(fields)...)}
+}
+
+// Check adds the core to ce when the entry is to be written.
+func (c *slogCore) Check(ent zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+	l := c.level(ent)
+	if l < c.min.Level() || !c.log.Enabled(context.Background(), l) {
+		return ce
+	}
+	return ce.AddCore(ent, c)
+}
+
+// Write logs the entry.
+func (c *slogCore) Write(ent zapcore.Entry, fields []zapcore.Field) error {
+	l := c.level(ent)
+	if stopNoise(fields) {
+		l = slog.LevelDebug
+		if l < c.min.Level() || !c.log.Enabled(context.Background(), l) {
+			return nil
+		}
+	}
+	attrs := append(slices.Clip(c.attrs), fieldAttrs(fields)...)
+	if ent.LoggerName != "" {
+		attrs = append(attrs, slog.String("logger", ent.LoggerName))
+	}
+	c.log.LogAttrs(context.Background(), l, ent.Message, attrs...)
+	return nil
+}
+
+// Sync does nothing: slog handlers write through.
+func (c *slogCore) Sync() error { return nil }
+
+func fieldAttrs(fields []zapcore.Field) []slog.Attr {
+	attrs := make([]slog.Attr, 0, len(fields))
+	for _, f := range fields {
+		enc := zapcore.NewMapObjectEncoder()
+		f.AddTo(enc)
+		keys := make([]string, 0, len(enc.Fields))
+		for k := range enc.Fields {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			attrs = append(attrs, slog.Any(k, enc.Fields[k]))
+		}
+	}
+	return attrs
+}

@@ -1,0 +1,683 @@
+package coord
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+)
+
+// OwnerConfig configures one node's side of a singleton's ownership record.
+type OwnerConfig struct {
+	Client *clientv3.Client
+	// Prefix is the singleton's key prefix, such as
+	// /haven/shop/owners/vip/web (see OwnerPrefix). The record lives at
+	// Prefix/record, candidates at Prefix/candidates/NODE and handover
+	// requests at Prefix/handover.
+	Prefix string
+	Node   string
+	// Priority ranks candidates: the highest eligible one is preferred.
+	Priority int
+	// Preempt makes a holder hand over to an eligible candidate of higher
+	// priority (keepalived's preempt; false is its nopreempt).
+	Preempt bool
+	// Lease is how long a successful renewal keeps the holder in place
+	// (default 500ms).
+	Lease time.Duration
+	// Renew is the renewal period (default Lease/4).
+	Renew time.Duration
+	// Drift is the bound on clock-rate difference between nodes, as a
+	// fraction (default 0.05).
+	Drift float64
+	// RankStep delays a challenger per better-ranked eligible candidate
+	// (default 25ms).
+	RankStep time.Duration
+	Guard    Guard
+	Logger   *slog.Logger
+}
+
+// OwnerPrefix is the key prefix of a singleton: kind is what it is (vip,
+// pg), name which one.
+func OwnerPrefix(cluster, kind, name string) string {
+	return fmt.Sprintf("/haven/%s/owners/%s/%s", cluster, kind, name)
+}
+
+// Candidate is a node that may hold a singleton, as it publishes itself.
+type Candidate struct {
+	Node     string `json:"node"`
+	Priority int    `json:"priority"`
+	Eligible bool   `json:"eligible"`
+}
+
+// OwnerStatus is a snapshot of a singleton as one node sees it.
+type OwnerStatus struct {
+	// Holder is the node the record names ("" when released or never
+	// held) and Epoch its fencing epoch.
+	Holder string `json:"holder"`
+	Epoch  int64  `json:"epoch"`
+	// Acting says whether this node acts as the holder now.
+	Acting bool `json:"acting"`
+	// Deadline is when this node stops acting unless it renews.
+	Deadline   time.Time   `json:"deadline,omitzero"`
+	Eligible   bool        `json:"eligible"`
+	Candidates []Candidate `json:"candidates"`
+}
+
+// Owner takes part in a singleton's ownership: it competes for the record
+// while its node is eligible, renews it while it holds it, and drives its
+// Guard. Run it with Run; the other methods may be called from any
+// goroutine.
+type Owner struct {
+	cfg OwnerConfig
+	log *slog.Logger
+
+	inputs  chan func(now time.Time)
+	results chan result
+
+	mu     sync.Mutex
+	status OwnerStatus
+	// changed is closed and replaced whenever status changes.
+	changed chan struct{}
+
+	e     *elector
+	cands map[string]Candidate
+	// handoverRev is the revision of the last handover request acted on.
+	handoverRev int64
+	// want is the eligibility asked for; the elector gets it once the
+	// owner has settled: one lease after it started, so that candidates
+	// starting together see each other's candidacy and the best ranked
+	// wins the first race.
+	want     bool
+	settleAt time.Time
+	// done is closed when Run returns, so callers never block on a loop
+	// that is gone.
+	done chan struct{}
+
+	// candMu guards the candidacy the publisher writes next.
+	candMu    sync.Mutex
+	candWant  Candidate
+	candLease clientv3.LeaseID
+	candKick  chan struct{}
+}
+
+// NewOwner checks cfg and fills its defaults; it starts nothing.
+func NewOwner(cfg OwnerConfig) (*Owner, error) {
+	switch {
+	case cfg.Client == nil:
+		return nil, errors.New("coord: owner: no etcd client")
+	case cfg.Prefix == "" || cfg.Node == "":
+		return nil, errors.New("coord: owner: prefix and node are required")
+	case cfg.Guard == nil:
+		return nil, errors.New("coord: owner: no guard")
+	}
+	if cfg.Lease <= 0 {
+		cfg.Lease = 500 * time.Millisecond
+	}
+	if cfg.Renew <= 0 {
+		cfg.Renew = cfg.Lease / 4
+	}
+	if cfg.Renew >= cfg.Lease {
+		return nil, fmt.Errorf("coord: owner %s: renew period %v must be shorter than the lease %v", cfg.Prefix, cfg.Renew, cfg.Lease)
+	}
+	if cfg.Drift <= 0 {
+		cfg.Drift = 0.05
+	}
+	if cfg.RankStep <= 0 {
+		cfg.RankStep = 25 * time.Millisecond
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	e := newElector(electorConfig{node: cfg.Node, lease: cfg.Lease, renew: cfg.Renew, drift: cfg.Drift, rankStep: cfg.RankStep})
+	return &Owner{
+		cfg:      cfg,
+		log:      cfg.Logger.With("singleton", cfg.Prefix),
+		inputs:   make(chan func(time.Time), 16),
+		results:  make(chan result, 4),
+		changed:  make(chan struct{}),
+		e:        e,
+		cands:    map[string]Candidate{},
+		done:     make(chan struct{}),
+		candKick: make(chan struct{}, 1),
+	}, nil
+}
+
+func (o *Owner) recordKey() string    { return o.cfg.Prefix + "/record" }
+func (o *Owner) candidateKey() string { return o.cfg.Prefix + "/candidates/" + o.cfg.Node }
+func (o *Owner) handoverKey() string  { return o.cfg.Prefix + "/handover" }
+
+// SetEligible says whether this node may hold the singleton. A holder that
+// becomes ineligible hands over to the best eligible candidate.
+func (o *Owner) SetEligible(ok bool) {
+	o.do(func(now time.Time) {
+		if o.want == ok {
+			return
+		}
+		o.want = ok
+		o.log.Info("eligibility changed", "eligible", ok)
+		o.settle(now)
+		o.setCandidate()
+	})
+}
+
+// Handover hands a held singleton to node to ("" for the best eligible
+// candidate) and waits until to holds it, or the record is released when
+// to is "". It fails at once when this node is not the holder.
+func (o *Owner) Handover(ctx context.Context, to string) error {
+	errc := make(chan error, 1)
+	o.do(func(now time.Time) {
+		if !o.e.holding {
+			errc <- fmt.Errorf("coord: handover %s: this node (%s) does not hold it; the holder is %s", o.cfg.Prefix, o.cfg.Node, orNone(o.e.seen.rec.Holder))
+			return
+		}
+		if to == "" {
+			to = o.best()
+		}
+		o.e.handover(now, to)
+		errc <- nil
+	})
+	select {
+	case err := <-errc:
+		if err != nil {
+			return err
+		}
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return o.WaitFor(ctx, func(s OwnerStatus) bool {
+		return !s.Acting && (to == "" && s.Holder != o.cfg.Node || to != "" && s.Holder == to)
+	})
+}
+
+// RequestHandover asks whichever node holds the singleton at prefix to hand
+// it to node to, through etcd: any agent can serve `haven vip move`.
+func RequestHandover(ctx context.Context, cli *clientv3.Client, prefix, to string) error {
+	b, err := json.Marshal(struct {
+		To string `json:"to"`
+	}{to})
+	if err != nil {
+		return err
+	}
+	if _, err := cli.Put(ctx, prefix+"/handover", string(b)); err != nil {
+		return fmt.Errorf("coord: request handover of %s to %s: %w", prefix, to, err)
+	}
+	return nil
+}
+
+func orNone(node string) string {
+	if node == "" {
+		return "nobody"
+	}
+	return node
+}
+
+// Status returns what this node knows of the singleton now.
+func (o *Owner) Status() OwnerStatus {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	s := o.status
+	s.Candidates = slices.Clone(s.Candidates)
+	return s
+}
+
+// WaitFor blocks until cond holds for the status or ctx ends.
+func (o *Owner) WaitFor(ctx context.Context, cond func(OwnerStatus) bool) error {
+	for {
+		o.mu.Lock()
+		s, ch := o.status, o.changed
+		o.mu.Unlock()
+		if cond(s) {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("coord: %s: waiting: %w (holder %s, epoch %d)", o.cfg.Prefix, ctx.Err(), orNone(s.Holder), s.Epoch)
+		}
+	}
+}
+
+func (o *Owner) do(f func(now time.Time)) {
+	select {
+	case o.inputs <- f:
+	case <-o.done:
+	}
+}
+
+// Run takes part in the singleton until ctx ends; then, if it holds it, it
+// hands it over to the best candidate (bounded by the lease) before
+// returning.
+func (o *Owner) Run(ctx context.Context) error {
+	defer close(o.done)
+	wctx, stopWatch := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer stopWatch()
+	updates := make(chan watchUpdate, 16)
+	wg.Go(func() { o.watch(wctx, updates) })
+	wg.Go(func() { o.keepCandidate(wctx) })
+	wg.Go(func() { o.publishCandidates(wctx) })
+	o.setCandidate()
+	o.settleAt = time.Now().Add(o.cfg.Lease)
+
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		o.step(time.Now())
+		select {
+		case <-ctx.Done():
+			return o.shutdown(updates)
+		case u := <-updates:
+			o.apply(time.Now(), u)
+		case r := <-o.results:
+			o.e.result(time.Now(), r)
+		case f := <-o.inputs:
+			f(time.Now())
+		case <-timer.C:
+		}
+		o.settle(time.Now())
+		o.e.tick(time.Now())
+		o.step(time.Now())
+		wake := o.e.wake()
+		if o.want != o.e.eligible && (wake.IsZero() || o.settleAt.Before(wake)) {
+			wake = o.settleAt
+		}
+		resetTimer(timer, wake)
+	}
+}
+
+func resetTimer(t *time.Timer, at time.Time) {
+	d := time.Hour
+	if !at.IsZero() {
+		d = max(time.Until(at), 0)
+	}
+	t.Reset(d)
+}
+
+// settle hands the wanted eligibility to the elector once the owner has
+// settled (at once for a loss of eligibility).
+func (o *Owner) settle(now time.Time) {
+	if o.want == o.e.eligible || (o.want && now.Before(o.settleAt)) {
+		return
+	}
+	o.e.setEligible(now, o.want, o.best())
+}
+
+// shutdown releases a held singleton so a successor need not wait out the
+// lease.
+func (o *Owner) shutdown(updates <-chan watchUpdate) error {
+	if !o.e.holding {
+		o.e.release("shutting down")
+		o.step(time.Now())
+		return nil
+	}
+	o.want = false
+	o.e.setEligible(time.Now(), false, o.best())
+	o.step(time.Now())
+	deadline := time.NewTimer(o.cfg.Lease)
+	defer deadline.Stop()
+	for o.e.holding {
+		select {
+		case r := <-o.results:
+			o.e.result(time.Now(), r)
+		case u := <-updates:
+			o.apply(time.Now(), u)
+		case <-deadline.C:
+			o.log.Warn("shutdown: the record was not released in time; successors wait out the lease")
+			return nil
+		}
+		o.e.tick(time.Now())
+		o.step(time.Now())
+	}
+	o.log.Info("released on shutdown")
+	return nil
+}
+
+// step carries out what the elector asked for and publishes the status.
+func (o *Owner) step(now time.Time) {
+	reqs, calls := o.e.take()
+	for _, c := range calls {
+		switch {
+		case c.acquire:
+			o.log.Info("acquired", "epoch", c.epoch, "deadline_in", c.deadline.Sub(now))
+			o.cfg.Guard.Acquire(c.epoch, c.deadline)
+		case c.extend:
+			o.cfg.Guard.Extend(c.deadline)
+		default:
+			o.log.Info("released", "reason", c.reason)
+			o.cfg.Guard.Release(c.reason)
+		}
+	}
+	for _, r := range reqs {
+		go o.send(r)
+	}
+	o.publish()
+}
+
+func (o *Owner) publish() {
+	s := OwnerStatus{
+		Holder:   o.e.seen.rec.Holder,
+		Epoch:    o.e.seen.epoch(),
+		Acting:   o.e.acting,
+		Eligible: o.want,
+	}
+	if !o.e.seen.exists() || s.Holder == "" {
+		s.Epoch = 0
+	}
+	if o.e.acting {
+		s.Deadline = o.e.deadline
+	}
+	for _, c := range o.cands {
+		s.Candidates = append(s.Candidates, c)
+	}
+	slices.SortFunc(s.Candidates, func(a, b Candidate) int { return strings.Compare(a.Node, b.Node) })
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if s.Holder == o.status.Holder && s.Epoch == o.status.Epoch && s.Acting == o.status.Acting &&
+		s.Deadline.Equal(o.status.Deadline) && s.Eligible == o.status.Eligible && slices.Equal(s.Candidates, o.status.Candidates) {
+		return
+	}
+	o.status = s
+	close(o.changed)
+	o.changed = make(chan struct{})
+}
+
+// send performs one compare-and-swap write and reports its result.
+func (o *Owner) send(r request) {
+	ctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(context.Background()), r.timeout)
+	defer cancel()
+	key := o.recordKey()
+	cond := clientv3.Compare(clientv3.ModRevision(key), "=", r.expect)
+	if r.absent {
+		cond = clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
+	}
+	val, err := json.Marshal(r.rec)
+	if err != nil {
+		panic(err) // a Record always marshals
+	}
+	resp, err := o.cfg.Client.Txn(ctx).If(cond).Then(clientv3.OpPut(key, string(val))).Else(clientv3.OpGet(key)).Commit()
+	res := result{req: r, err: err}
+	switch {
+	case err != nil:
+		o.log.Debug("write failed", "op", r.kind, "err", err)
+	case resp.Succeeded:
+		res.known, res.ok, res.rev = true, true, resp.Header.Revision
+	default:
+		res.known = true
+		res.current = observation{modRev: resp.Header.Revision}
+		if kvs := resp.Responses[0].GetResponseRange().GetKvs(); len(kvs) == 1 {
+			obs, derr := decodeObservation(kvs[0].Value, kvs[0].ModRevision)
+			if derr != nil {
+				o.log.Warn("unreadable ownership record", "err", derr)
+			}
+			obs.present = true
+			res.current = obs
+		}
+	}
+	select {
+	case o.results <- res:
+	case <-o.done:
+	}
+}
+
+// watchUpdate is what the watch learnt: a new record version, candidate
+// changes, or a handover request.
+type watchUpdate struct {
+	obs      *observation
+	cands    map[string]*Candidate // nil value: candidate gone
+	handover *handoverRequest
+	reset    bool // cands is the complete set
+}
+
+type handoverRequest struct {
+	to  string
+	rev int64
+}
+
+// watch reads the singleton's keys and follows them, starting over after a
+// broken watch (a compaction, a member that lost its leader).
+func (o *Owner) watch(ctx context.Context, updates chan<- watchUpdate) {
+	for ctx.Err() == nil {
+		rev, err := o.load(ctx, updates)
+		if err == nil {
+			err = o.follow(ctx, rev, updates)
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		o.log.Debug("watch restarts", "err", err)
+		select {
+		case <-time.After(o.cfg.Renew):
+		case <-ctx.Done():
+		}
+	}
+}
+
+func (o *Owner) load(ctx context.Context, updates chan<- watchUpdate) (int64, error) {
+	rctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), 2*o.cfg.Lease)
+	defer cancel()
+	resp, err := o.cfg.Client.Get(rctx, o.cfg.Prefix+"/", clientv3.WithPrefix())
+	if err != nil {
+		return 0, err
+	}
+	u := watchUpdate{obs: &observation{modRev: resp.Header.Revision}, cands: map[string]*Candidate{}, reset: true}
+	for _, kv := range resp.Kvs {
+		o.decode(kv, u.obs, &u)
+	}
+	select {
+	case updates <- u:
+	case <-ctx.Done():
+	}
+	return resp.Header.Revision, nil
+}
+
+func (o *Owner) follow(ctx context.Context, rev int64, updates chan<- watchUpdate) error {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	for wr := range o.cfg.Client.Watch(wctx, o.cfg.Prefix+"/", clientv3.WithPrefix(), clientv3.WithRev(rev+1)) {
+		if err := wr.Err(); err != nil {
+			return err
+		}
+		for _, ev := range wr.Events {
+			u := watchUpdate{cands: map[string]*Candidate{}}
+			if ev.Type == mvccpb.DELETE {
+				if string(ev.Kv.Key) == o.recordKey() {
+					u.obs = &observation{modRev: ev.Kv.ModRevision}
+				} else if node, ok := strings.CutPrefix(string(ev.Kv.Key), o.cfg.Prefix+"/candidates/"); ok {
+					u.cands[node] = nil
+				}
+			} else {
+				o.decode(ev.Kv, nil, &u)
+			}
+			select {
+			case updates <- u:
+			case <-ctx.Done():
+				return nil
+			}
+		}
+	}
+	return errors.New("watch closed")
+}
+
+// decode files one key-value into u; into, if given, receives the record.
+func (o *Owner) decode(kv *mvccpb.KeyValue, into *observation, u *watchUpdate) {
+	key := string(kv.Key)
+	switch {
+	case key == o.recordKey():
+		obs, err := decodeObservation(kv.Value, kv.ModRevision)
+		if err != nil {
+			o.log.Warn("unreadable ownership record; treating it as held", "err", err)
+			obs.rec.Holder = "?"
+		}
+		obs.present = true
+		if into != nil {
+			*into = obs
+		} else {
+			u.obs = &obs
+		}
+	case key == o.handoverKey():
+		var h struct {
+			To string `json:"to"`
+		}
+		if json.Unmarshal(kv.Value, &h) == nil {
+			u.handover = &handoverRequest{to: h.To, rev: kv.ModRevision}
+		}
+	default:
+		node, ok := strings.CutPrefix(key, o.cfg.Prefix+"/candidates/")
+		var c Candidate
+		if ok && json.Unmarshal(kv.Value, &c) == nil {
+			c.Node = node
+			u.cands[node] = &c
+		}
+	}
+}
+
+// apply feeds a watch update to the elector and re-ranks the candidates.
+func (o *Owner) apply(now time.Time, u watchUpdate) {
+	if u.reset {
+		o.cands = map[string]Candidate{}
+	}
+	for node, c := range u.cands {
+		if c == nil {
+			delete(o.cands, node)
+		} else {
+			o.cands[node] = *c
+		}
+	}
+	if u.obs != nil {
+		o.e.observe(now, *u.obs)
+	}
+	o.e.setRank(o.rank())
+	if h := u.handover; h != nil && h.rev > o.handoverRev && o.e.holding && h.rev > o.e.epoch {
+		o.handoverRev = h.rev
+		if h.to != o.cfg.Node {
+			o.log.Info("handover requested", "to", h.to)
+			o.e.handover(now, h.to)
+		}
+	}
+	o.preempt(now)
+}
+
+// rank counts the eligible candidates that rank above this node: higher
+// priority, or equal priority and a smaller name.
+func (o *Owner) rank() int {
+	n := 0
+	for _, c := range o.cands {
+		if c.Node != o.cfg.Node && c.Eligible && o.above(c) {
+			n++
+		}
+	}
+	return n
+}
+
+func (o *Owner) above(c Candidate) bool {
+	return c.Priority > o.cfg.Priority || c.Priority == o.cfg.Priority && c.Node < o.cfg.Node
+}
+
+// best is the best-ranked eligible candidate other than this node.
+func (o *Owner) best() string {
+	var cs []Candidate
+	for _, c := range o.cands {
+		if c.Node != o.cfg.Node && c.Eligible {
+			cs = append(cs, c)
+		}
+	}
+	if len(cs) == 0 {
+		return ""
+	}
+	slices.SortFunc(cs, func(a, b Candidate) int {
+		return cmp.Or(cmp.Compare(b.Priority, a.Priority), strings.Compare(a.Node, b.Node))
+	})
+	return cs[0].Node
+}
+
+// preempt hands the singleton to an eligible candidate of higher priority
+// when the configuration asks for it.
+func (o *Owner) preempt(now time.Time) {
+	if !o.cfg.Preempt || !o.e.acting || o.e.releasing {
+		return
+	}
+	best := o.best()
+	if c, ok := o.cands[best]; ok && c.Priority > o.cfg.Priority {
+		o.log.Info("preempted by a candidate of higher priority", "to", best, "priority", c.Priority)
+		o.e.handover(now, best)
+	}
+}
+
+// keepCandidate keeps an etcd lease for this node's candidacy, so a node
+// that dies stops counting, and takes a new one after a lost lease.
+func (o *Owner) keepCandidate(ctx context.Context) {
+	for ctx.Err() == nil {
+		s, err := concurrency.NewSession(o.cfg.Client, concurrency.WithTTL(2), concurrency.WithContext(ctx))
+		if err != nil {
+			select {
+			case <-time.After(time.Second):
+			case <-ctx.Done():
+			}
+			continue
+		}
+		o.candMu.Lock()
+		o.candLease = s.Lease()
+		o.candMu.Unlock()
+		o.kickCandidate()
+		select {
+		case <-s.Done():
+		case <-ctx.Done():
+			rctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			s.Orphan()
+			_, _ = o.cfg.Client.Revoke(rctx, s.Lease())
+			cancel()
+		}
+	}
+}
+
+// setCandidate records the candidacy to publish; it runs on the loop.
+func (o *Owner) setCandidate() {
+	o.candMu.Lock()
+	o.candWant = Candidate{Node: o.cfg.Node, Priority: o.cfg.Priority, Eligible: o.want}
+	o.candMu.Unlock()
+	o.kickCandidate()
+}
+
+func (o *Owner) kickCandidate() {
+	select {
+	case o.candKick <- struct{}{}:
+	default:
+	}
+}
+
+// publishCandidates writes the latest candidacy whenever it or the lease
+// changes, one write at a time so they cannot arrive out of order.
+func (o *Owner) publishCandidates(ctx context.Context) {
+	for {
+		select {
+		case <-o.candKick:
+		case <-ctx.Done():
+			return
+		}
+		o.candMu.Lock()
+		c, lease := o.candWant, o.candLease
+		o.candMu.Unlock()
+		if lease == 0 {
+			continue
+		}
+		b, _ := json.Marshal(c)
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := o.cfg.Client.Put(pctx, o.candidateKey(), string(b), clientv3.WithLease(lease))
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			o.log.Warn("publish candidacy", "err", err)
+			time.AfterFunc(time.Second, o.kickCandidate)
+		}
+	}
+}

@@ -1,0 +1,330 @@
+package coord
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// recGuard records what an Owner asked of its guard, with the times, so a
+// test can check that two nodes never acted at once.
+type recGuard struct {
+	node string
+	mu   sync.Mutex
+	log  *[]guardSpan
+	cur  *guardSpan
+}
+
+// guardSpan is one period of acting: from Acquire to the earlier of Release
+// and the last deadline.
+type guardSpan struct {
+	node     string
+	epoch    int64
+	from     time.Time
+	deadline time.Time
+	released time.Time
+}
+
+func (s guardSpan) end() time.Time {
+	if !s.released.IsZero() && s.released.Before(s.deadline) {
+		return s.released
+	}
+	return s.deadline
+}
+
+func (g *recGuard) Acquire(epoch int64, deadline time.Time) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.cur = &guardSpan{node: g.node, epoch: epoch, from: time.Now(), deadline: deadline}
+}
+
+func (g *recGuard) Extend(deadline time.Time) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.cur != nil {
+		g.cur.deadline = deadline
+	}
+}
+
+func (g *recGuard) Release(string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.cur != nil {
+		g.cur.released = time.Now()
+		*g.log = append(*g.log, *g.cur)
+		g.cur = nil
+	}
+}
+
+// acting reports whether the guard acts now.
+func (g *recGuard) acting() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.cur != nil && time.Now().Before(g.cur.deadline)
+}
+
+type ownerNode struct {
+	o      *Owner
+	g      *recGuard
+	cli    *clientv3.Client
+	cancel context.CancelFunc
+	done   chan error
+	once   sync.Once
+}
+
+type ownerHarness struct {
+	t      *testing.T
+	mu     sync.Mutex
+	spans  []guardSpan
+	nodes  map[string]*ownerNode
+	eps    []string
+	prefix string
+}
+
+func newOwnerHarness(t *testing.T) *ownerHarness {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts etcd")
+	}
+	log := testLog(t)
+	cfgs := clusterConfigs(t, log, 1, "shop", "")
+	r := startMember(t, cfgs[0])
+	waitReady(t, r)
+	return &ownerHarness{t: t, nodes: map[string]*ownerNode{}, eps: r.m.Endpoints(), prefix: OwnerPrefix("shop", "vip", "web")}
+}
+
+func (h *ownerHarness) start(node string, priority int, preempt bool) *ownerNode {
+	h.t.Helper()
+	cli := newTestClient(h.t, testLog(h.t), h.eps, nil)
+	g := &recGuard{node: node}
+	h.mu.Lock()
+	g.log = &h.spans
+	h.mu.Unlock()
+	o, err := NewOwner(OwnerConfig{Client: cli, Prefix: h.prefix, Node: node, Priority: priority, Preempt: preempt,
+		Lease: 300 * time.Millisecond, Guard: &lockedGuard{g: g, mu: &h.mu}, Logger: testLog(h.t)})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	n := &ownerNode{o: o, g: g, cli: cli, cancel: cancel, done: make(chan error, 1)}
+	go func() { n.done <- o.Run(ctx) }()
+	h.t.Cleanup(func() { n.stop(h.t) })
+	h.nodes[node] = n
+	return n
+}
+
+// lockedGuard serialises the guards' shared span log.
+type lockedGuard struct {
+	g  *recGuard
+	mu *sync.Mutex
+}
+
+func (l *lockedGuard) Acquire(e int64, d time.Time) { l.g.Acquire(e, d) }
+func (l *lockedGuard) Extend(d time.Time)           { l.g.Extend(d) }
+func (l *lockedGuard) Release(r string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.g.Release(r)
+}
+
+func (n *ownerNode) stop(t *testing.T) {
+	n.once.Do(func() {
+		n.cancel()
+		select {
+		case <-n.done:
+		case <-time.After(10 * time.Second):
+			t.Errorf("owner did not stop within 10s")
+		}
+	})
+}
+
+// holder waits until exactly one node acts and returns it.
+func (h *ownerHarness) holder(timeout time.Duration) string {
+	h.t.Helper()
+	return h.waitHolder("", timeout)
+}
+
+// waitHolder waits until exactly one node, want if given, acts.
+func (h *ownerHarness) waitHolder(want string, timeout time.Duration) string {
+	h.t.Helper()
+	deadline := time.Now().Add(timeout)
+	var acting []string
+	for time.Now().Before(deadline) {
+		acting = acting[:0]
+		for name, n := range h.nodes {
+			if n.g.acting() {
+				acting = append(acting, name)
+			}
+		}
+		if len(acting) == 1 && (want == "" || acting[0] == want) {
+			return acting[0]
+		}
+		time.Sleep(5 * time.Millisecond) // poll interval
+	}
+	h.t.Fatalf("no single holder %s within %v; acting: %v", want, timeout, acting)
+	return ""
+}
+
+// checkNoOverlap fails if two nodes' acting spans overlap, counting a span
+// still open as acting until its deadline.
+func (h *ownerHarness) checkNoOverlap() {
+	h.t.Helper()
+	h.mu.Lock()
+	all := slices.Clone(h.spans)
+	h.mu.Unlock()
+	for _, n := range h.nodes {
+		n.g.mu.Lock()
+		if n.g.cur != nil {
+			all = append(all, *n.g.cur)
+		}
+		n.g.mu.Unlock()
+	}
+	slices.SortFunc(all, func(a, b guardSpan) int { return a.from.Compare(b.from) })
+	for i := 1; i < len(all); i++ {
+		prev, cur := all[i-1], all[i]
+		if prev.node != cur.node && cur.from.Before(prev.end()) {
+			h.t.Errorf("%s acted from %s (epoch %d) while %s acted until %s (epoch %d)",
+				cur.node, cur.from.Format("15:04:05.000"), cur.epoch, prev.node, prev.end().Format("15:04:05.000"), prev.epoch)
+		}
+		if cur.epoch < prev.epoch {
+			h.t.Errorf("epoch went backwards: %d after %d", cur.epoch, prev.epoch)
+		}
+	}
+}
+
+func TestOwnerOneHolderAndGracefulHandover(t *testing.T) {
+	h := newOwnerHarness(t)
+	a := h.start("n1", 100, false)
+	b := h.start("n2", 100, false)
+	a.o.SetEligible(true)
+	b.o.SetEligible(true)
+	first := h.holder(5 * time.Second)
+	if first != "n1" {
+		t.Errorf("first holder %s, want n1 (equal priority: the smaller name ranks first)", first)
+	}
+	time.Sleep(time.Second) // a second of renewals
+	if got := h.holder(time.Second); got != first {
+		t.Fatalf("the holder changed from %s to %s without a fault", first, got)
+	}
+	// A graceful stop releases the record naming the successor, which
+	// takes it without waiting out the lease.
+	start := time.Now()
+	h.nodes[first].stop(t)
+	delete(h.nodes, first)
+	next := h.holder(5 * time.Second)
+	t.Logf("graceful stop of %s: %s acts %v later", first, next, time.Since(start))
+	if st := h.nodes[next].o.Status(); st.Holder != next || st.Epoch == 0 {
+		t.Errorf("status after handover: %+v", st)
+	}
+	h.checkNoOverlap()
+}
+
+func TestOwnerRequestedHandover(t *testing.T) {
+	h := newOwnerHarness(t)
+	a := h.start("n1", 100, false)
+	b := h.start("n2", 50, false)
+	a.o.SetEligible(true)
+	b.o.SetEligible(true)
+	if got := h.holder(5 * time.Second); got != "n1" {
+		t.Fatalf("holder %s, want n1 (priority 100)", got)
+	}
+	// Any node may ask, through etcd, for a move; without preempt the
+	// lower-priority node keeps it.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := RequestHandover(ctx, b.cli, h.prefix, "n2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.o.WaitFor(ctx, func(s OwnerStatus) bool { return s.Acting }); err != nil {
+		t.Fatalf("n2 did not take over on request: %v", err)
+	}
+	t.Logf("requested handover took %v", time.Since(start))
+	time.Sleep(time.Second)
+	if got := h.holder(time.Second); got != "n2" {
+		t.Errorf("holder %s a second after the move, want n2 (no preempt)", got)
+	}
+	h.checkNoOverlap()
+}
+
+func TestOwnerPreempt(t *testing.T) {
+	h := newOwnerHarness(t)
+	a := h.start("n1", 100, true)
+	b := h.start("n2", 50, true)
+	b.o.SetEligible(true)
+	if got := h.holder(5 * time.Second); got != "n2" {
+		t.Fatalf("holder %s, want n2, the only eligible node", got)
+	}
+	// n1 has the higher priority: once eligible, the holder yields to it.
+	a.o.SetEligible(true)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := a.o.WaitFor(ctx, func(s OwnerStatus) bool { return s.Acting }); err != nil {
+		t.Fatalf("n1 did not preempt: %v", err)
+	}
+	h.checkNoOverlap()
+}
+
+func TestOwnerIneligibleHolderHandsOver(t *testing.T) {
+	h := newOwnerHarness(t)
+	a := h.start("n1", 100, false)
+	b := h.start("n2", 100, false)
+	a.o.SetEligible(true)
+	b.o.SetEligible(true)
+	if got := h.holder(5 * time.Second); got != "n1" {
+		t.Fatalf("holder %s, want n1", got)
+	}
+	a.o.SetEligible(false)
+	h.waitHolder("n2", 5*time.Second)
+	b.o.SetEligible(false)
+	time.Sleep(time.Second)
+	for name, n := range h.nodes {
+		if n.g.acting() {
+			t.Errorf("%s acts while no node is eligible", name)
+		}
+	}
+	h.checkNoOverlap()
+}
+
+func TestOwnerCrashedHolderIsReplacedAfterItsDeadline(t *testing.T) {
+	h := newOwnerHarness(t)
+	a := h.start("n1", 100, false)
+	b := h.start("n2", 100, false)
+	a.o.SetEligible(true)
+	b.o.SetEligible(true)
+	if got := h.holder(5 * time.Second); got != "n1" {
+		t.Fatalf("holder %s, want n1", got)
+	}
+	// The holder's connection to etcd dies: it can no longer renew (as if
+	// its process had frozen or its link were cut). Its guard stops at its
+	// deadline; n2 may act only after that.
+	a.cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := b.o.WaitFor(ctx, func(s OwnerStatus) bool { return s.Acting }); err != nil {
+		t.Fatalf("n2 did not take over: %v", err)
+	}
+	h.checkNoOverlap()
+	if st := b.o.Status(); st.Holder != "n2" {
+		t.Errorf("n2's status: %+v", st)
+	}
+}
+
+func TestOwnerHandoverFailsWhenNotHolder(t *testing.T) {
+	h := newOwnerHarness(t)
+	a := h.start("n1", 100, false)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := a.o.Handover(ctx, "n2")
+	if err == nil {
+		t.Fatal("handover by a node that holds nothing succeeded")
+	}
+	if want := "does not hold it"; !strings.Contains(err.Error(), want) {
+		t.Errorf("error %q does not say %q", err, want)
+	}
+}
