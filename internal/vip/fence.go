@@ -1,0 +1,630 @@
+package vip
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+)
+
+// TableName is the name of haven's nftables tables, one in each of the
+// families arp, inet and netdev. The fence creates, changes and deletes only
+// these.
+const TableName = "haven_vip"
+
+// TimeoutGranularity is the unit in which the kernel takes element timeouts.
+// OpenUntil rounds the time it sends down to a multiple of it. The kernel
+// then converts the milliseconds to jiffies rounding down again, so an
+// element never outlives the time sent, measured from the kernel's commit.
+const TimeoutGranularity = time.Millisecond
+
+// Set and chain names inside the haven_vip tables.
+const (
+	setManaged4 = "managed4"
+	setLive4    = "live4"
+	setManaged6 = "managed6"
+	setLive6    = "live6"
+
+	chainOutput = "output"
+	chainInput  = "input"
+
+	// nfARPOut is NF_ARP_OUT, the output hook of the arp family
+	// (golang.org/x/sys/unix does not define it).
+	nfARPOut = 1
+
+	// liveDefaultTimeout is the timeout of an element added to a live set
+	// without one (by hand, say): such an element must not open the fence
+	// forever.
+	liveDefaultTimeout = time.Second
+)
+
+// FenceConfig configures a Fence.
+type FenceConfig struct {
+	// NetNS is a file descriptor of the network namespace whose nftables
+	// ruleset the fence manages. Zero means the namespace of the calling
+	// thread, at each call.
+	NetNS int
+}
+
+// Fence is the kernel-side dead-man's switch for floating addresses: nftables
+// rules that silence every managed address that is not live, and timed set
+// elements that make an address live for a bounded time. Once the batch that
+// opens an address is committed, its expiry needs nothing from the process.
+// A Fence is safe for concurrent use.
+type Fence struct {
+	netns int
+
+	mu      sync.Mutex
+	managed []netip.Addr // as last installed; nil before Install
+	// updates is set when the kernel updates an existing element's
+	// timeout on add (Linux 6.10 and later): then an open is one add,
+	// committed in well under a millisecond, instead of add, delete, add,
+	// whose delete waits for an RCU grace period (10-20 ms measured here).
+	updates bool
+	// margin is CommitMargin, or twice the slowest commit seen when that
+	// is longer, so that a slow kernel shortens windows instead of making
+	// OpenUntil retry until the window is gone.
+	margin time.Duration
+	// ifaces are the interfaces Guard was called for; Install recreates
+	// their chains when it has to replace the tables.
+	ifaces []string
+}
+
+// NewFence returns a Fence for the namespace in cfg. It does not touch the
+// kernel; call Install first.
+func NewFence(cfg FenceConfig) *Fence {
+	return &Fence{netns: cfg.NetNS}
+}
+
+// fenceTables describes haven's tables, sets and chains. The set IDs are
+// assigned by AddSet within one batch, so every batch builds its own.
+type fenceTables struct {
+	arp, inet, netdev *nftables.Table
+
+	arpManaged4, arpLive4                            *nftables.Set
+	inetManaged4, inetLive4, inetManaged6, inetLive6 *nftables.Set
+	netdevManaged4, netdevLive4                      *nftables.Set
+
+	arpOutput, inetInput, inetOutput *nftables.Chain
+}
+
+func newFenceTables() *fenceTables {
+	arp := &nftables.Table{Name: TableName, Family: nftables.TableFamilyARP}
+	inet := &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}
+	netdev := &nftables.Table{Name: TableName, Family: nftables.TableFamilyNetdev}
+	managed := func(t *nftables.Table, name string, typ nftables.SetDatatype) *nftables.Set {
+		return &nftables.Set{Table: t, Name: name, KeyType: typ}
+	}
+	live := func(t *nftables.Table, name string, typ nftables.SetDatatype) *nftables.Set {
+		return &nftables.Set{Table: t, Name: name, KeyType: typ, HasTimeout: true, Timeout: liveDefaultTimeout}
+	}
+	accept := nftables.ChainPolicyAccept
+	return &fenceTables{
+		arp:            arp,
+		inet:           inet,
+		netdev:         netdev,
+		arpManaged4:    managed(arp, setManaged4, nftables.TypeIPAddr),
+		arpLive4:       live(arp, setLive4, nftables.TypeIPAddr),
+		inetManaged4:   managed(inet, setManaged4, nftables.TypeIPAddr),
+		inetLive4:      live(inet, setLive4, nftables.TypeIPAddr),
+		inetManaged6:   managed(inet, setManaged6, nftables.TypeIP6Addr),
+		inetLive6:      live(inet, setLive6, nftables.TypeIP6Addr),
+		netdevManaged4: managed(netdev, setManaged4, nftables.TypeIPAddr),
+		netdevLive4:    live(netdev, setLive4, nftables.TypeIPAddr),
+		arpOutput: &nftables.Chain{
+			Name: chainOutput, Table: arp, Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookRef(nfARPOut), Priority: nftables.ChainPriorityFilter,
+			Policy: &accept,
+		},
+		// Raw priority: before conntrack, so a fenced packet leaves no state.
+		inetInput: &nftables.Chain{
+			Name: chainInput, Table: inet, Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityRaw,
+			Policy: &accept,
+		},
+		inetOutput: &nftables.Chain{
+			Name: chainOutput, Table: inet, Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityRaw,
+			Policy: &accept,
+		},
+	}
+}
+
+// live returns the live sets that hold addr: arp, inet and netdev for IPv4,
+// inet for IPv6.
+func (ft *fenceTables) live(addr netip.Addr) []*nftables.Set {
+	if addr.Is4() {
+		return []*nftables.Set{ft.arpLive4, ft.inetLive4, ft.netdevLive4}
+	}
+	return []*nftables.Set{ft.inetLive6}
+}
+
+// egress returns the netdev chain that guards iface.
+func (ft *fenceTables) egress(iface string) *nftables.Chain {
+	accept := nftables.ChainPolicyAccept
+	return &nftables.Chain{
+		Name: "egress_" + iface, Table: ft.netdev, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookEgress, Priority: nftables.ChainPriorityFilter,
+		Policy: &accept, Device: iface,
+	}
+}
+
+// Install creates haven's tables, sets and rules if they are missing and
+// makes managed the set of fenced addresses, in one atomic batch. It is
+// idempotent; it keeps the live elements of an existing installation, so a
+// VIP held during a reload stays open; it never touches other tables.
+// Addresses not in managed are never silenced by the fence.
+func (f *Fence) Install(managed []netip.Addr) error {
+	addrs, err := normalize(managed)
+	if err != nil {
+		return fmt.Errorf("vip: install fence: %w", err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+
+	// First try in place: existing objects are kept, the managed sets and
+	// the chains' rules are replaced.
+	err = f.flush(func(cc *nftables.Conn) error { return buildFence(cc, addrs, f.ifaces, false) })
+	if err != nil {
+		// An installation from another version whose objects differ (a set
+		// or chain with other flags or hook) makes the in-place batch fail:
+		// replace the tables whole, again atomically. Live elements are lost.
+		err2 := f.flush(func(cc *nftables.Conn) error { return buildFence(cc, addrs, f.ifaces, true) })
+		if err2 != nil {
+			return fmt.Errorf("vip: install fence in table %s: %w", TableName, errors.Join(err, err2))
+		}
+	}
+	f.managed = addrs
+	f.updates = f.probeUpdates()
+	return nil
+}
+
+// probeAddr is the key the update probe uses: never a floating address.
+var probeAddr = netip.IPv4Unspecified()
+
+// probeUpdates reports whether adding an existing element with a shorter
+// timeout shortens it, by trying it on a key no rule looks up.
+func (f *Fence) probeUpdates() bool {
+	set := newFenceTables().live(netip.MustParseAddr("198.18.0.1"))[0]
+	add := func(ttl time.Duration) error {
+		return f.flush(func(cc *nftables.Conn) error {
+			return cc.SetAddElements(set, []nftables.SetElement{{Key: probeAddr.AsSlice(), Timeout: ttl}})
+		})
+	}
+	if add(time.Minute) != nil || add(time.Second) != nil {
+		return false
+	}
+	cc, err := nftables.New(nftables.WithNetNSFd(f.netns))
+	if err != nil {
+		return false
+	}
+	elems, err := cc.GetSetElements(set)
+	if err != nil {
+		return false
+	}
+	for _, e := range elems {
+		if slices.Equal(e.Key, probeAddr.AsSlice()) {
+			return e.Expires > 0 && e.Expires <= time.Second
+		}
+	}
+	return false
+}
+
+// buildFence queues the batch that installs the fence. With replace, the
+// tables are deleted and created again (add then delete, so the delete never
+// fails on a missing table).
+func buildFence(cc *nftables.Conn, managed []netip.Addr, ifaces []string, replace bool) error {
+	ft := newFenceTables()
+	for _, t := range []*nftables.Table{ft.arp, ft.inet, ft.netdev} {
+		cc.AddTable(t)
+		if replace {
+			cc.DelTable(t)
+			cc.AddTable(t)
+		}
+	}
+
+	var v4, v6 []nftables.SetElement
+	for _, a := range managed {
+		e := nftables.SetElement{Key: a.AsSlice()}
+		if a.Is4() {
+			v4 = append(v4, e)
+		} else {
+			v6 = append(v6, e)
+		}
+	}
+	for _, s := range []struct {
+		set   *nftables.Set
+		elems []nftables.SetElement
+	}{
+		{ft.arpManaged4, v4}, {ft.inetManaged4, v4}, {ft.inetManaged6, v6}, {ft.netdevManaged4, v4},
+	} {
+		if err := cc.AddSet(s.set, nil); err != nil {
+			return err
+		}
+		cc.FlushSet(s.set)
+		if len(s.elems) > 0 {
+			if err := cc.SetAddElements(s.set, s.elems); err != nil {
+				return err
+			}
+		}
+	}
+	for _, s := range []*nftables.Set{ft.arpLive4, ft.inetLive4, ft.inetLive6, ft.netdevLive4} {
+		if err := cc.AddSet(s, nil); err != nil {
+			return err
+		}
+	}
+
+	for _, c := range []*nftables.Chain{ft.arpOutput, ft.inetInput, ft.inetOutput} {
+		cc.AddChain(c)
+		cc.FlushChain(c)
+	}
+
+	// arp output: the sender protocol address of an Ethernet/IPv4 ARP packet
+	// (replies, requests and gratuitous ARP sent by the kernel).
+	//   arp ptype ip arp hlen 6 arp plen 4 arp saddr ip @managed4 arp saddr ip != @live4 drop
+	addRule(cc, ft.arpOutput,
+		cmpPayload(expr.PayloadBaseNetworkHeader, 2, []byte{0x08, 0x00}), // ptype IPv4
+		cmpPayload(expr.PayloadBaseNetworkHeader, 4, []byte{6}),          // hlen
+		cmpPayload(expr.PayloadBaseNetworkHeader, 5, []byte{4}),          // plen
+		fenced(expr.PayloadBaseNetworkHeader, 14, 4, ft.arpManaged4, ft.arpLive4))
+
+	// inet input: traffic to a fenced address.
+	addRule(cc, ft.inetInput, nfproto(unix.NFPROTO_IPV4),
+		fenced(expr.PayloadBaseNetworkHeader, 16, 4, ft.inetManaged4, ft.inetLive4)) // ip daddr
+	addRule(cc, ft.inetInput, nfproto(unix.NFPROTO_IPV6),
+		fenced(expr.PayloadBaseNetworkHeader, 24, 16, ft.inetManaged6, ft.inetLive6)) // ip6 daddr
+
+	// inet output: neighbour advertisements for a fenced address, whatever
+	// their source (first, so its counter shows them), then traffic from
+	// it: replies on established connections, neighbour solicitations.
+	addRule(cc, ft.inetOutput, nfproto(unix.NFPROTO_IPV6),
+		[]expr.Any{
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_ICMPV6}},
+		},
+		cmpPayload(expr.PayloadBaseTransportHeader, 0, []byte{136}),                   // icmpv6 type nd-neighbor-advert
+		fenced(expr.PayloadBaseTransportHeader, 8, 16, ft.inetManaged6, ft.inetLive6)) // target address
+	addRule(cc, ft.inetOutput, nfproto(unix.NFPROTO_IPV4),
+		fenced(expr.PayloadBaseNetworkHeader, 12, 4, ft.inetManaged4, ft.inetLive4)) // ip saddr
+	addRule(cc, ft.inetOutput, nfproto(unix.NFPROTO_IPV6),
+		fenced(expr.PayloadBaseNetworkHeader, 8, 16, ft.inetManaged6, ft.inetLive6)) // ip6 saddr
+
+	for _, iface := range ifaces {
+		addEgressGuard(cc, ft, iface)
+	}
+	return nil
+}
+
+// addEgressGuard queues the netdev egress chain of iface. It sees what
+// packet sockets send, which the arp family's hooks do not: the gratuitous
+// ARP of Announce.
+//
+//	meta protocol arp arp ptype ip arp hlen 6 arp plen 4 arp saddr ip @managed4 arp saddr ip != @live4 drop
+func addEgressGuard(cc *nftables.Conn, ft *fenceTables, iface string) {
+	c := ft.egress(iface)
+	cc.AddChain(c)
+	cc.FlushChain(c)
+	addRule(cc, c,
+		[]expr.Any{
+			&expr.Meta{Key: expr.MetaKeyPROTOCOL, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0x08, 0x06}}, // ETH_P_ARP
+		},
+		cmpPayload(expr.PayloadBaseNetworkHeader, 2, []byte{0x08, 0x00}), // ptype IPv4
+		cmpPayload(expr.PayloadBaseNetworkHeader, 4, []byte{6}),          // hlen
+		cmpPayload(expr.PayloadBaseNetworkHeader, 5, []byte{4}),          // plen
+		fenced(expr.PayloadBaseNetworkHeader, 14, 4, ft.netdevManaged4, ft.netdevLive4))
+}
+
+// Guard extends the fence to what packet sockets send on iface: a netdev
+// egress chain (Linux 5.16 and later) drops ARP packets that claim a managed
+// IPv4 address that is not live, so a gratuitous ARP that Announce sends
+// after the window closed (the agent was suspended mid-burst, say) never
+// leaves the node. The arp family's output hook, which fences the kernel's
+// own ARP, does not see packet sockets. Call it after Install, once per
+// interface that carries a VIP; it is idempotent.
+func (f *Fence) Guard(iface string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.managed == nil {
+		return fmt.Errorf("vip: guard %s: fence not installed", iface)
+	}
+	err := f.flush(func(cc *nftables.Conn) error {
+		addEgressGuard(cc, newFenceTables(), iface)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("vip: guard %s: netdev egress chain in table %s: %w", iface, TableName, err)
+	}
+	if !slices.Contains(f.ifaces, iface) {
+		f.ifaces = append(f.ifaces, iface)
+	}
+	return nil
+}
+
+// Repair installs the fence again as it was last installed and guarded,
+// after something outside haven removed its tables (`nft flush ruleset`, a
+// firewall reload). Live elements are lost: every address is closed.
+func (f *Fence) Repair() error {
+	f.mu.Lock()
+	managed, ifaces := slices.Clone(f.managed), slices.Clone(f.ifaces)
+	f.mu.Unlock()
+	if managed == nil {
+		return fmt.Errorf("vip: repair fence: it was never installed")
+	}
+	if err := f.Install(managed); err != nil {
+		return err
+	}
+	for _, iface := range ifaces {
+		if err := f.Guard(iface); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func addRule(cc *nftables.Conn, c *nftables.Chain, parts ...[]expr.Any) {
+	var exprs []expr.Any
+	for _, p := range parts {
+		exprs = append(exprs, p...)
+	}
+	cc.AddRule(&nftables.Rule{Table: c.Table, Chain: c, Exprs: exprs})
+}
+
+func nfproto(p byte) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{p}},
+	}
+}
+
+func cmpPayload(base expr.PayloadBase, off uint32, want []byte) []expr.Any {
+	return []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: base, Offset: off, Len: uint32(len(want))},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: want},
+	}
+}
+
+// fenced loads an address from the packet and drops the packet when the
+// address is in managed and not in live.
+func fenced(base expr.PayloadBase, off, n uint32, managed, live *nftables.Set) []expr.Any {
+	return []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: base, Offset: off, Len: n},
+		&expr.Lookup{SourceRegister: 1, SetName: managed.Name, SetID: managed.ID},
+		&expr.Lookup{SourceRegister: 1, SetName: live.Name, SetID: live.ID, Invert: true},
+		&expr.Counter{},
+		&expr.Verdict{Kind: expr.VerdictDrop},
+	}
+}
+
+// CommitMargin is the least by which OpenUntil ends a window before the
+// deadline asked, so that a batch which takes up to that long between
+// reading the clock and the kernel's commit still ends the window by the
+// deadline. OpenUntil raises the margin when commits are slower.
+const CommitMargin = 5 * time.Millisecond
+
+// maxMargin bounds the adaptive commit margin.
+const maxMargin = 100 * time.Millisecond
+
+// ErrExpired reports that less than TimeoutGranularity (after the commit
+// margin) was left of a window when the fence was to open it: the address
+// has been closed instead.
+var ErrExpired = errors.New("window ended before the kernel could commit it")
+
+// testHookBeforeCommit, when set by a test, runs between OpenUntil's clock
+// reading and its batch, to stand for a suspended process.
+var testHookBeforeCommit func()
+
+// Open is OpenUntil(addr, time.Now().Add(ttl)).
+func (f *Fence) Open(addr netip.Addr, ttl time.Duration) error {
+	return f.OpenUntil(addr, time.Now().Add(ttl))
+}
+
+// OpenUntil makes addr live until deadline (a time from time.Now, so that
+// it carries the monotonic clock), replacing whatever time it had left,
+// longer or shorter. The kernel ends the window by itself; nothing more is
+// needed from the process.
+//
+// The kernel takes a relative timeout, so OpenUntil reads the clock, sends
+// deadline minus now minus a commit margin (CommitMargin, or twice the
+// slowest commit seen, at most 100ms), rounded down to TimeoutGranularity,
+// and checks the clock again when the kernel has acknowledged. If the commit
+// took longer than the margin (the process was descheduled or suspended
+// before it), the window may end after the deadline, and OpenUntil sets it
+// again at once from a fresh reading, with the larger margin, up to four
+// times. When less than one unit is left, or commits stay slower than the
+// margin, it closes addr and returns ErrExpired.
+func (f *Fence) OpenUntil(addr netip.Addr, deadline time.Time) error {
+	addr = addr.Unmap()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.managed == nil {
+		return fmt.Errorf("vip: open fence for %s: fence not installed", addr)
+	}
+	if !slices.Contains(f.managed, addr) {
+		return fmt.Errorf("vip: open fence for %s: not a managed address (managed: %v)", addr, f.managed)
+	}
+	f.margin = max(f.margin, CommitMargin)
+	for attempt := 0; ; attempt++ {
+		start := time.Now()
+		ttl := (deadline.Sub(start) - f.margin).Truncate(TimeoutGranularity)
+		if attempt == 4 {
+			ttl = 0 // commits keep taking longer than the margin: give up
+		}
+		if ttl < TimeoutGranularity {
+			if err := f.closeLocked(addr); err != nil {
+				return fmt.Errorf("vip: open fence for %s: %w; close: %w", addr, ErrExpired, err)
+			}
+			return fmt.Errorf("vip: open fence for %s: %w", addr, ErrExpired)
+		}
+		err := f.flush(func(cc *nftables.Conn) error {
+			if testHookBeforeCommit != nil {
+				testHookBeforeCommit()
+			}
+			key := addr.AsSlice()
+			for _, s := range newFenceTables().live(addr) {
+				if f.updates {
+					if err := cc.SetAddElements(s, []nftables.SetElement{{Key: key, Timeout: ttl}}); err != nil {
+						return err
+					}
+					continue
+				}
+				// add, delete, add: the second add creates a fresh
+				// element with the new timeout whether or not one
+				// existed, on kernels that do not update an existing
+				// element's timeout on add (before 6.10) as well as on
+				// those that do.
+				if err := cc.SetAddElements(s, []nftables.SetElement{{Key: key, Timeout: ttl}}); err != nil {
+					return err
+				}
+				if err := cc.SetDeleteElements(s, []nftables.SetElement{{Key: key}}); err != nil {
+					return err
+				}
+				if err := cc.SetAddElements(s, []nftables.SetElement{{Key: key, Timeout: ttl}}); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("vip: open fence for %s for %s: %w", addr, ttl, err)
+		}
+		took := time.Since(start)
+		if took <= f.margin {
+			if took < f.margin/4 {
+				// Commits are fast again: let the margin come back down.
+				f.margin = max(CommitMargin, f.margin/2)
+			}
+			return nil
+		}
+		f.margin = min(2*took, maxMargin)
+	}
+}
+
+// Close silences addr now: it is no longer live. Closing an address that is
+// not live is not an error; a missing fence is, since then nothing silences
+// the address.
+func (f *Fence) Close(addr netip.Addr) error {
+	addr = addr.Unmap()
+	if !addr.IsValid() {
+		return fmt.Errorf("vip: close fence: invalid address")
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.closeLocked(addr); err != nil {
+		return fmt.Errorf("vip: close fence for %s: %w", addr, err)
+	}
+	return nil
+}
+
+func (f *Fence) closeLocked(addr netip.Addr) error {
+	return f.flush(func(cc *nftables.Conn) error {
+		key := addr.AsSlice()
+		for _, s := range newFenceTables().live(addr) {
+			// add, then delete: the delete never fails on a missing element.
+			if err := cc.SetAddElements(s, []nftables.SetElement{{Key: key, Timeout: TimeoutGranularity}}); err != nil {
+				return err
+			}
+			if err := cc.SetDeleteElements(s, []nftables.SetElement{{Key: key}}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Live reports whether addr is live: an unexpired element of every live set
+// that gates it.
+func (f *Fence) Live(addr netip.Addr) (bool, error) {
+	addr = addr.Unmap()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	cc, err := nftables.New(nftables.WithNetNSFd(f.netns))
+	if err != nil {
+		return false, fmt.Errorf("vip: read fence for %s: %w", addr, err)
+	}
+	key := addr.AsSlice()
+	for _, s := range newFenceTables().live(addr) {
+		elems, err := cc.GetSetElements(s)
+		if err != nil {
+			return false, fmt.Errorf("vip: read fence for %s: set %s %s: %w", addr, tableFamily(s.Table), s.Name, err)
+		}
+		found := false
+		for _, e := range elems {
+			if slices.Equal(e.Key, key) && (e.Timeout == 0 || e.Expires > 0) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// Remove deletes haven's tables, with every rule and element in them. It is
+// for a graceful shutdown after the addresses have been removed: without the
+// tables nothing fences an address left on an interface. Removing tables
+// that do not exist is not an error.
+func (f *Fence) Remove() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	err := f.flush(func(cc *nftables.Conn) error {
+		ft := newFenceTables()
+		for _, t := range []*nftables.Table{ft.arp, ft.inet, ft.netdev} {
+			cc.AddTable(t) // so the delete never fails on a missing table
+			cc.DelTable(t)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("vip: remove fence tables %s: %w", TableName, err)
+	}
+	f.managed = nil
+	f.ifaces = nil
+	return nil
+}
+
+// flush runs build on a fresh connection and sends what it queued as one
+// batch: the kernel applies all of it or none of it. A fresh connection per
+// batch leaves no unread replies behind after an error.
+func (f *Fence) flush(build func(cc *nftables.Conn) error) error {
+	cc, err := nftables.New(nftables.WithNetNSFd(f.netns))
+	if err != nil {
+		return err
+	}
+	if err := build(cc); err != nil {
+		return err
+	}
+	return cc.Flush()
+}
+
+// normalize unmaps, validates, sorts and deduplicates addrs.
+func normalize(addrs []netip.Addr) ([]netip.Addr, error) {
+	out := make([]netip.Addr, 0, len(addrs))
+	for _, a := range addrs {
+		a = a.Unmap()
+		if !a.IsValid() || a.Zone() != "" {
+			return nil, fmt.Errorf("invalid managed address %q", a)
+		}
+		out = append(out, a)
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return slices.Compact(out), nil
+}
+
+func tableFamily(t *nftables.Table) string {
+	switch t.Family {
+	case nftables.TableFamilyARP:
+		return "arp"
+	case nftables.TableFamilyNetdev:
+		return "netdev"
+	}
+	return "inet"
+}
