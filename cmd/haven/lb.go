@@ -294,6 +294,9 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintf(stdout, "%s: %s (version %v)\n", n, ready, st["version"])
 	}
+	if ac.cfg.Coordination != nil {
+		coordStatus(ac, nodes, stdout)
+	}
 	names := make([]string, 0, len(ac.cfg.Balancers))
 	for name := range ac.cfg.Balancers {
 		names = append(names, name)
@@ -311,4 +314,66 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 		lbStatus(ac, b.Name, reachable, stdout)
 	}
 	return errors.Join(errs...)
+}
+
+type coordNodeStatus struct {
+	Coordination *struct {
+		Connected bool `json:"connected"`
+		Etcd      []struct {
+			Endpoint string `json:"endpoint"`
+			Healthy  bool   `json:"healthy"`
+			Leader   bool   `json:"leader"`
+			RaftTerm uint64 `json:"raft_term"`
+			Error    string `json:"error"`
+		} `json:"etcd"`
+		Members map[string]struct {
+			Region  string            `json:"region"`
+			Zone    string            `json:"zone"`
+			Roles   []string          `json:"roles"`
+			Version string            `json:"version"`
+			Checks  map[string]string `json:"checks"`
+		} `json:"members"`
+	} `json:"coordination"`
+}
+
+// coordStatus prints etcd's health and the cluster's members as the first
+// reachable node sees them, then every floating address.
+func coordStatus(ac *adminClient, nodes []string, stdout io.Writer) {
+	for _, n := range nodes {
+		var st coordNodeStatus
+		if ac.do("GET", n, "/api/v1/status", &st) != nil || st.Coordination == nil || !st.Coordination.Connected {
+			continue
+		}
+		c := st.Coordination
+		fmt.Fprintf(stdout, "\netcd (as %s sees it):\n", n)
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ENDPOINT\tHEALTHY\tLEADER\tTERM\tERROR")
+		for _, e := range c.Etcd {
+			fmt.Fprintf(tw, "%s\t%v\t%v\t%d\t%s\n", e.Endpoint, e.Healthy, e.Leader, e.RaftTerm, e.Error)
+		}
+		tw.Flush()
+		fmt.Fprintf(stdout, "\nmembers:\n")
+		tw = tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NODE\tREGION/ZONE\tROLES\tVERSION\tCHECKS")
+		for _, name := range sortedKeys((c.Members)) {
+			m := c.Members[name]
+			var checks []string
+			for _, k := range sortedKeys((m.Checks)) {
+				checks = append(checks, k+"="+m.Checks[k])
+			}
+			fmt.Fprintf(tw, "%s\t%s/%s\t%s\t%s\t%s\n", name, m.Region, m.Zone, strings.Join(m.Roles, ","), m.Version, strings.Join(checks, " "))
+		}
+		tw.Flush()
+		break
+	}
+	var withVIP []*config.Balancer
+	for _, name := range sortedKeys((ac.cfg.Balancers)) {
+		if b := ac.cfg.Balancers[name]; b.VIP != nil {
+			withVIP = append(withVIP, b)
+		}
+	}
+	if len(withVIP) > 0 {
+		fmt.Fprintf(stdout, "\nfloating addresses:\n")
+		_ = vipStatus(ac, withVIP, stdout)
+	}
 }

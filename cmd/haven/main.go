@@ -30,6 +30,8 @@ usage:
   haven agent  -c haven.yaml -n NODE     run the roles haven.yaml assigns to NODE
   haven check  -c haven.yaml             validate the file; exit 1 listing every problem
   haven lb     ACTION [BACKEND] ...      drain | enable | maint | weight | status (see haven lb -h)
+  haven vip    move --to NODE | status   hand a floating address over; show its holder (see haven vip -h)
+  haven certs  -c haven.yaml -o DIR      make a private CA and node certificates for etcd TLS
   haven status -c haven.yaml [-n NODE]   show what each node's agent reports
   haven demo   [--duration D]            run the demo: three web servers behind a balancer, one fails
   haven backend --listen ADDR --name N   run the demo web application (used by tests and benchmarks)
@@ -56,6 +58,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runLB(rest, stdout, stderr)
 	case "status":
 		err = runStatus(rest, stdout, stderr)
+	case "vip":
+		err = runVIP(rest, stdout, stderr)
+	case "certs":
+		err = runCerts(rest, stdout, stderr)
 	case "demo":
 		err = runDemo(rest, stdout, stderr)
 	case "backend":
@@ -218,10 +224,11 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("demo", stderr)
 	duration := fs.Duration("duration", 0, "stop after this long (default: run until Ctrl-C)")
 	level := fs.String("log-level", "warn", "agent log level shown during the demo")
+	floating := fs.Bool("floating", true, "also play act 2, a floating address across two balancer nodes in network namespaces (needs root)")
 	if err := fs.Parse(args); err != nil {
 		return errUsage
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	return demo.Run(ctx, demo.Options{Out: stdout, Logger: newLogger(stderr, *level, false), Duration: *duration, Version: buildVersion()})
+	return demo.Run(ctx, demo.Options{Out: stdout, Logger: newLogger(stderr, *level, false), Duration: *duration, Version: buildVersion(), Floating: *floating})
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/health"
 	"github.com/haven-ha/haven/internal/lb"
+	"github.com/haven-ha/haven/internal/vip"
 	"github.com/haven-ha/haven/internal/web"
 )
 
@@ -38,6 +39,7 @@ type Agent struct {
 	reg   *prometheus.Registry
 	lbm   *lb.Metrics
 	hm    *health.Metrics
+	vipm  *vip.Metrics
 	admin *web.Server
 
 	reloadMu sync.Mutex // serialises reloads
@@ -47,6 +49,7 @@ type Agent struct {
 	running  map[string]*runningBalancer
 	failed   map[string]bool // balancers whose last start failed: not ready
 	events   []health.Event
+	coord    *coordination // set by Run
 }
 
 type runningBalancer struct {
@@ -90,6 +93,7 @@ func New(opt Options) (*Agent, error) {
 		reg:     reg,
 		lbm:     lb.NewMetrics(reg),
 		hm:      health.NewMetrics(reg),
+		vipm:    vip.NewMetrics(reg),
 		cfg:     cfg,
 		running: make(map[string]*runningBalancer),
 		failed:  make(map[string]bool),
@@ -132,12 +136,22 @@ func (a *Agent) Run(ctx context.Context) error {
 		<-adminDone
 		return err
 	}
+	co, err := a.startCoordination(cfg)
+	if err != nil {
+		a.stopRoles()
+		a.reloadMu.Unlock()
+		stopAdmin()
+		<-adminDone
+		return err
+	}
+	a.mu.Lock()
+	a.coord = co
+	a.mu.Unlock()
 	a.reloadMu.Unlock()
 	balancers := cfg.BalancersOn(a.opt.Node)
-	if len(balancers) == 0 {
+	if len(balancers) == 0 && cfg.Coordination == nil {
 		a.log.Warn("this node has no role yet: it only serves its admin API", "admin", a.nodeAdmin())
 	}
-	var err error
 	select {
 	case <-ctx.Done():
 	case err = <-adminDone:
@@ -145,9 +159,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.log.Info("agent stopping")
 	a.admin.SetLameduck()
+	// Floating addresses go first, handed over while this node's
+	// balancers still serve; etcd goes last, after the balancers.
+	co.stop()
 	a.reloadMu.Lock()
 	a.stopRoles()
 	a.reloadMu.Unlock()
+	co.stopMember()
 	stopAdmin()
 	<-adminDone
 	a.log.Info("agent stopped")
@@ -370,6 +388,29 @@ func (a *Agent) routes() {
 	})
 	a.admin.HandleMutating("POST /api/v1/balancers/{balancer}/backends/{backend}/{action}", a.backendAction)
 	a.admin.HandleMutating("POST /api/v1/balancers/{balancer}/backends/{backend}/weight/{weight}", a.backendWeight)
+	a.admin.SetStatus("coordination", func() any {
+		if co := a.coordination(); co != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			return co.status(ctx)
+		}
+		return nil
+	})
+	a.admin.HandleRead("GET /api/v1/vips", func(w http.ResponseWriter, r *http.Request) {
+		vips := []VIPStatus{}
+		if co := a.coordination(); co != nil {
+			vips = co.vipStatuses()
+		}
+		web.WriteJSON(w, http.StatusOK, vips)
+	})
+	a.admin.HandleMutating("POST /api/v1/vips/{balancer}/move", func(w http.ResponseWriter, r *http.Request) {
+		co := a.coordination()
+		if co == nil {
+			web.WriteError(w, http.StatusServiceUnavailable, errors.New("the agent is starting"))
+			return
+		}
+		co.moveVIP(w, r)
+	})
 	a.admin.HandleMutating("POST /api/v1/reload", func(w http.ResponseWriter, r *http.Request) {
 		if err := a.Reload(); err != nil {
 			web.WriteError(w, http.StatusUnprocessableEntity, err)
@@ -426,8 +467,12 @@ func (a *Agent) writeBackend(w http.ResponseWriter, b *lb.Balancer, name string)
 	web.WriteJSON(w, http.StatusOK, map[string]string{"result": "ok"})
 }
 
+func (a *Agent) coordination() *coordination {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.coord
+}
+
 // NotReady lists the components that are not ready, as /readyz does, for
 // tests and the demo.
 func (a *Agent) NotReady() []string { return a.admin.NotReady() }
-
-var _ = time.Second

@@ -35,6 +35,9 @@ type Options struct {
 	Version  string
 	// Phase is how long each act lasts (default 3s).
 	Phase time.Duration
+	// Floating plays the second act (a floating address in network
+	// namespaces) when the machine allows it; see CanRunFloating.
+	Floating bool
 }
 
 // Result summarises the traffic the demo sent.
@@ -43,6 +46,8 @@ type Result struct {
 	ByBackend    map[string]int64
 	Detected     time.Duration // from the kill to the down event
 	Returned     time.Duration // from the restart to the up event
+	// Floating is the second act's result; nil when it did not run.
+	Floating *FloatingResult
 }
 
 type backendProc struct {
@@ -186,6 +191,17 @@ func RunResult(ctx context.Context, opt Options) (*Result, error) {
 	if !ok {
 		return res, nil
 	}
+	if opt.Floating {
+		if why := CanRunFloating(); why != nil {
+			fmt.Fprintf(w, "\nact 2 (a floating address across two balancer nodes) skipped: %v\n", why)
+		} else {
+			fr, err := RunFloating(ctx, opt)
+			res.Floating = fr
+			if err != nil {
+				return res, err
+			}
+		}
+	}
 	fmt.Fprintf(w, "\nhaven keeps running: status at http://%s/api/v1/status, balancer at http://%s/\n", adminAddr, lbAddr)
 	if stopAt == nil {
 		fmt.Fprintln(w, "press Ctrl-C to stop")
@@ -309,6 +325,8 @@ func waitReady(ctx context.Context, admin string) error {
 // load is a bounded closed-loop HTTP client that records who served what.
 type load struct {
 	url          string
+	dial         func(ctx context.Context, network, addr string) (net.Conn, error) // nil: the default
+	failedAt     []time.Time
 	sent, failed atomic.Int64
 	mu           sync.Mutex
 	served       []served
@@ -323,7 +341,7 @@ type served struct {
 func newLoad(url string) *load { return &load{url: url, errs: map[string]int{}} }
 
 func (l *load) run(ctx context.Context, workers int) {
-	tr := &http.Transport{MaxIdleConnsPerHost: workers}
+	tr := &http.Transport{MaxIdleConnsPerHost: workers, DialContext: l.dial}
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr, Timeout: 5 * time.Second}
 	var wg sync.WaitGroup
@@ -369,8 +387,19 @@ func (l *load) one(ctx context.Context, client *http.Client) {
 func (l *load) fail(why string) {
 	l.failed.Add(1)
 	l.mu.Lock()
+	l.failedAt = append(l.failedAt, time.Now())
 	l.errs[why]++
 	l.mu.Unlock()
+}
+
+// failureWindow returns the times of the first and last failed request.
+func (l *load) failureWindow() (first, last time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.failedAt) == 0 {
+		return
+	}
+	return l.failedAt[0], l.failedAt[len(l.failedAt)-1]
 }
 
 func (l *load) byBackend() map[string]int64 {

@@ -16,7 +16,10 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/haven-ha/haven/internal/clock"
 	"github.com/haven-ha/haven/internal/config"
@@ -286,9 +289,23 @@ func (lb *Balancer) Run(ctx context.Context) error {
 // Listen binds a balancer's listener. TCP keepalive is off on accepted
 // connections: haven closes idle clients by its own timeouts, and Go's
 // default would cost three or four setsockopt calls per connection.
+// IP_FREEBIND lets a balancer listen on its floating address while another
+// node holds it (keepalived setups need net.ipv4.ip_nonlocal_bind for that).
 func Listen(addr string) (net.Listener, error) {
-	lc := net.ListenConfig{KeepAlive: -1}
+	lc := net.ListenConfig{KeepAlive: -1, Control: freebind}
 	return lc.Listen(context.Background(), "tcp", addr)
+}
+
+func freebind(network, _ string, c syscall.RawConn) error {
+	var serr error
+	err := c.Control(func(fd uintptr) {
+		if network == "tcp6" {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_IPV6, unix.IPV6_FREEBIND, 1)
+			return
+		}
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_FREEBIND, 1)
+	})
+	return errors.Join(err, serr)
 }
 
 // dialer returns the dialer for backend connections (no TCP keepalive:

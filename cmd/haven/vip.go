@@ -1,0 +1,199 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net/url"
+	"slices"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/haven-ha/haven/internal/certs"
+	"github.com/haven-ha/haven/internal/config"
+)
+
+const vipUsage = `usage: haven vip ACTION [flags]
+
+actions:
+  move --to NODE    hand the floating address to NODE (planned: no wait for a lease)
+  status            show who holds each floating address, under which epoch
+
+flags:
+`
+
+func runVIP(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("vip", stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, vipUsage); fs.PrintDefaults() }
+	cfgPath := fs.String("c", "haven.yaml", "configuration file")
+	balancer := fs.String("b", "", "the balancer whose address to act on (default: the only one with a vip)")
+	to := fs.String("to", "", "move: the node to hand the address to")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil || len(pos) != 1 {
+		fs.Usage()
+		return errUsage
+	}
+	ac, err := newAdminClient(*cfgPath)
+	if err != nil {
+		return err
+	}
+	var withVIP []*config.Balancer
+	for _, name := range sortedKeys((ac.cfg.Balancers)) {
+		if b := ac.cfg.Balancers[name]; b.VIP != nil && (*balancer == "" || *balancer == name) {
+			withVIP = append(withVIP, b)
+		}
+	}
+	if len(withVIP) == 0 {
+		return fmt.Errorf("no balancer with a vip%s in %s", forName(*balancer), *cfgPath)
+	}
+	switch pos[0] {
+	case "move":
+		if *to == "" {
+			return errors.New("say where to: haven vip move --to NODE")
+		}
+		if len(withVIP) > 1 {
+			return fmt.Errorf("several balancers have a vip; pick one with -b (%s)", strings.Join(balancerNames(withVIP), ", "))
+		}
+		return vipMove(ac, withVIP[0], *to, stdout)
+	case "status":
+		return vipStatus(ac, withVIP, stdout)
+	}
+	fs.Usage()
+	return errUsage
+}
+
+func forName(name string) string {
+	if name == "" {
+		return ""
+	}
+	return " named " + name
+}
+
+func balancerNames(bs []*config.Balancer) []string {
+	var names []string
+	for _, b := range bs {
+		names = append(names, b.Name)
+	}
+	return names
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	return slices.Sorted(maps.Keys(m))
+}
+
+// vipMove asks the first reachable node of the balancer to move the address.
+func vipMove(ac *adminClient, b *config.Balancer, to string, stdout io.Writer) error {
+	var errs []error
+	for _, n := range b.Nodes {
+		var out struct {
+			Holder string `json:"holder"`
+			Epoch  int64  `json:"epoch"`
+			TookMS int64  `json:"took_ms"`
+			Result string `json:"result"`
+		}
+		err := ac.do("POST", n, "/api/v1/vips/"+url.PathEscape(b.Name)+"/move?to="+url.QueryEscape(to), &out)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if out.Result != "" {
+			fmt.Fprintf(stdout, "%s: %s already holds %s (epoch %d)\n", b.Name, out.Holder, b.VIP.Address, out.Epoch)
+			return nil
+		}
+		fmt.Fprintf(stdout, "%s: %s now holds %s (epoch %d), after %dms\n", b.Name, out.Holder, b.VIP.Address, out.Epoch, out.TookMS)
+		return nil
+	}
+	return errors.Join(errs...)
+}
+
+type vipNodeStatus struct {
+	Name      string `json:"name"`
+	State     string `json:"state"`
+	Epoch     int64  `json:"epoch"`
+	Holder    string `json:"holder"`
+	HeldEpoch int64  `json:"held_epoch"`
+	Error     string `json:"error"`
+}
+
+func vipStatus(ac *adminClient, bs []*config.Balancer, stdout io.Writer) error {
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "BALANCER\tADDRESS\tNODE\tSTATE\tHOLDER (EPOCH)\tERROR")
+	var errs []error
+	for _, b := range bs {
+		for _, n := range b.Nodes {
+			var vips []vipNodeStatus
+			if err := ac.do("GET", n, "/api/v1/vips", &vips); err != nil {
+				fmt.Fprintf(tw, "%s\t%s\t%s\tunreachable\t\t%v\n", b.Name, b.VIP.Address, n, err)
+				errs = append(errs, err)
+				continue
+			}
+			for _, v := range vips {
+				if v.Name == b.Name {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s (%d)\t%s\n", b.Name, b.VIP.Address, n, v.State, orDash(v.Holder), v.HeldEpoch, v.Error)
+				}
+			}
+		}
+	}
+	tw.Flush()
+	return errors.Join(errs...)
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+const certsUsage = `usage: haven certs -c haven.yaml -o DIR [--force]
+
+Makes a private CA (DIR/ca.pem, DIR/ca-key.pem) and, for every node in
+haven.yaml, DIR/NODE.pem and DIR/NODE-key.pem for etcd's peer and client TLS.
+An existing CA is reused, and existing node certificates that still fit are
+kept. Point coordination.tls at them: {ca: DIR/ca.pem, cert: DIR/{node}.pem,
+key: DIR/{node}-key.pem}.
+
+flags:
+`
+
+func runCerts(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("certs", stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, certsUsage); fs.PrintDefaults() }
+	cfgPath := fs.String("c", "haven.yaml", "configuration file")
+	dir := fs.String("o", "certs", "directory to write the files to")
+	force := fs.Bool("force", false, "replace the CA and every node certificate")
+	if err := fs.Parse(args); err != nil || fs.NArg() != 0 {
+		fs.Usage()
+		return errUsage
+	}
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		return err
+	}
+	var nodes []certs.Node
+	for _, name := range cfg.NodeNames() {
+		n, _ := cfg.Node(name)
+		nodes = append(nodes, certs.Node{Name: name, Addresses: []string{n.Address}})
+	}
+	res, err := certs.Generate(*dir, cfg.Cluster, nodes, certs.Options{Force: *force})
+	if err != nil {
+		return err
+	}
+	if res.CACreated {
+		fmt.Fprintf(stdout, "created CA %s\n", res.CA)
+	} else {
+		fmt.Fprintf(stdout, "reused CA %s\n", res.CA)
+	}
+	for _, f := range res.Issued {
+		why := ""
+		if r := res.Reasons[f]; r != "" {
+			why = " (" + r + ")"
+		}
+		fmt.Fprintf(stdout, "issued %s%s\n", f, why)
+	}
+	for _, f := range res.Kept {
+		fmt.Fprintf(stdout, "kept %s\n", f)
+	}
+	return nil
+}
