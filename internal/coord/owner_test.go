@@ -197,16 +197,24 @@ func (h *ownerHarness) checkNoOverlap() {
 	}
 }
 
-func TestOwnerOneHolderAndGracefulHandover(t *testing.T) {
-	h := newOwnerHarness(t)
-	a := h.start("n1", 100, false)
-	b := h.start("n2", 100, false)
+// startPair starts n1 and n2 with the given priorities, both eligible, and
+// waits until n1 holds the singleton.
+func (h *ownerHarness) startPair(p1, p2 int, preempt bool) (a, b *ownerNode) {
+	h.t.Helper()
+	a = h.start("n1", p1, preempt)
+	b = h.start("n2", p2, preempt)
 	a.o.SetEligible(true)
 	b.o.SetEligible(true)
-	first := h.holder(5 * time.Second)
-	if first != "n1" {
-		t.Errorf("first holder %s, want n1 (equal priority: the smaller name ranks first)", first)
+	if got := h.holder(5 * time.Second); got != "n1" {
+		h.t.Fatalf("holder %s, want n1 (priority %d against %d; the smaller name ranks first on a tie)", got, p1, p2)
 	}
+	return a, b
+}
+
+func TestOwnerOneHolderAndGracefulHandover(t *testing.T) {
+	h := newOwnerHarness(t)
+	h.startPair(100, 100, false)
+	first := "n1"
 	time.Sleep(time.Second) // a second of renewals
 	if got := h.holder(time.Second); got != first {
 		t.Fatalf("the holder changed from %s to %s without a fault", first, got)
@@ -226,13 +234,7 @@ func TestOwnerOneHolderAndGracefulHandover(t *testing.T) {
 
 func TestOwnerRequestedHandover(t *testing.T) {
 	h := newOwnerHarness(t)
-	a := h.start("n1", 100, false)
-	b := h.start("n2", 50, false)
-	a.o.SetEligible(true)
-	b.o.SetEligible(true)
-	if got := h.holder(5 * time.Second); got != "n1" {
-		t.Fatalf("holder %s, want n1 (priority 100)", got)
-	}
+	_, b := h.startPair(100, 50, false)
 	// Any node may ask, through etcd, for a move; without preempt the
 	// lower-priority node keeps it.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -272,13 +274,7 @@ func TestOwnerPreempt(t *testing.T) {
 
 func TestOwnerIneligibleHolderHandsOver(t *testing.T) {
 	h := newOwnerHarness(t)
-	a := h.start("n1", 100, false)
-	b := h.start("n2", 100, false)
-	a.o.SetEligible(true)
-	b.o.SetEligible(true)
-	if got := h.holder(5 * time.Second); got != "n1" {
-		t.Fatalf("holder %s, want n1", got)
-	}
+	a, b := h.startPair(100, 100, false)
 	a.o.SetEligible(false)
 	h.waitHolder("n2", 5*time.Second)
 	b.o.SetEligible(false)
@@ -293,13 +289,7 @@ func TestOwnerIneligibleHolderHandsOver(t *testing.T) {
 
 func TestOwnerCrashedHolderIsReplacedAfterItsDeadline(t *testing.T) {
 	h := newOwnerHarness(t)
-	a := h.start("n1", 100, false)
-	b := h.start("n2", 100, false)
-	a.o.SetEligible(true)
-	b.o.SetEligible(true)
-	if got := h.holder(5 * time.Second); got != "n1" {
-		t.Fatalf("holder %s, want n1", got)
-	}
+	a, b := h.startPair(100, 100, false)
 	// The holder's connection to etcd dies: it can no longer renew (as if
 	// its process had frozen or its link were cut). Its guard stops at its
 	// deadline; n2 may act only after that.
