@@ -284,11 +284,12 @@ func yamlBlocks(t *testing.T, path string) []string {
 }
 
 // TestDocExamplesPassCheck runs `haven check` on every haven.yaml example
-// of the README and of docs/admin.md, as a reader would after copying it.
+// of the README, docs/admin.md and docs/vip.md, as a reader would after
+// copying it.
 // A token file named by an example is created beside it.
 func TestDocExamplesPassCheck(t *testing.T) {
 	tokenFile := regexp.MustCompile(`token_file: *"?([^"\s}]+)`)
-	for _, doc := range []string{"../../README.md", "../../docs/admin.md"} {
+	for _, doc := range []string{"../../README.md", "../../docs/admin.md", "../../docs/vip.md"} {
 		blocks := yamlBlocks(t, doc)
 		if len(blocks) == 0 {
 			t.Errorf("%s has no yaml example", doc)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"reflect"
 	"runtime"
 	"slices"
 	"strconv"
@@ -209,6 +210,9 @@ func (a *Agent) Reload() error {
 		return err
 	}
 	a.mu.Lock()
+	if changed := restartOnly(a.cfg, cfg, a.opt.Node); len(changed) > 0 {
+		a.log.Warn("reload: these changes take effect when the agent restarts", "changed", changed)
+	}
 	a.cfg = cfg
 	a.mu.Unlock()
 	a.log.Info("configuration reloaded")
@@ -465,6 +469,26 @@ func (a *Agent) writeBackend(w http.ResponseWriter, b *lb.Balancer, name string)
 		}
 	}
 	web.WriteJSON(w, http.StatusOK, map[string]string{"result": "ok"})
+}
+
+// restartOnly lists what differs between old and cfg that a reload does
+// not apply: coordination, and this node's floating addresses.
+func restartOnly(old, cfg *config.Config, node string) []string {
+	var changed []string
+	if !reflect.DeepEqual(old.Coordination, cfg.Coordination) {
+		changed = append(changed, "coordination")
+	}
+	vips := func(c *config.Config) map[string]*config.VIP {
+		m := map[string]*config.VIP{}
+		for _, b := range c.BalancersOn(node) {
+			m[b.Name] = b.VIP
+		}
+		return m
+	}
+	if !reflect.DeepEqual(vips(old), vips(cfg)) {
+		changed = append(changed, "vip")
+	}
+	return changed
 }
 
 func (a *Agent) coordination() *coordination {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 
+	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/demoapp"
 	"github.com/haven-ha/haven/internal/health"
 	"github.com/haven-ha/haven/internal/lb"
@@ -872,5 +874,32 @@ func TestMetricsLint(t *testing.T) {
 				t.Errorf("docs/admin.md does not list the metric %s", name)
 			}
 		}
+	}
+}
+
+func TestRestartOnlyChanges(t *testing.T) {
+	load := func(vip, members string) *config.Config {
+		t.Helper()
+		y := `cluster: c
+regions: {east: {nodes: {a: {address: 198.18.1.11}, b: {address: 198.18.1.12}, q: {address: 198.18.1.13}}}}
+coordination: {members: [` + members + `]}
+balancers:
+  web: {nodes: [a, b], listen: ":80", vip: "` + vip + `", backends: [{address: "198.18.1.31:8080"}]}
+`
+		cfg, err := config.Parse("haven.yaml", []byte(y))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	base := load("198.18.1.100/24", "a, b, q")
+	if got := restartOnly(base, load("198.18.1.100/24", "a, b, q"), "a"); len(got) != 0 {
+		t.Errorf("no change reported as %v", got)
+	}
+	if got := restartOnly(base, load("198.18.1.101/24", "a, b, q"), "a"); !slices.Equal(got, []string{"vip"}) {
+		t.Errorf("a moved vip reported as %v, want [vip]", got)
+	}
+	if got := restartOnly(base, load("198.18.1.100/24", "a, q, b"), "a"); !slices.Equal(got, []string{"coordination"}) {
+		t.Errorf("reordered members reported as %v, want [coordination]", got)
 	}
 }
