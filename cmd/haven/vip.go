@@ -168,7 +168,7 @@ func runCerts(args []string, stdout, stderr io.Writer) error {
 		return errUsage
 	}
 	cfg, err := config.Load(*cfgPath)
-	if err != nil {
+	if err != nil && !onlyMissingTLSFiles(err) {
 		return err
 	}
 	var nodes []certs.Node
@@ -196,4 +196,19 @@ func runCerts(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "kept %s\n", f)
 	}
 	return nil
+}
+
+// onlyMissingTLSFiles reports whether every problem with the file is about
+// coordination.tls files: those are what haven certs is about to write.
+func onlyMissingTLSFiles(err error) bool {
+	var ps config.Problems
+	if !errors.As(err, &ps) {
+		return false
+	}
+	for _, p := range ps {
+		if !strings.HasPrefix(p.Path, "coordination.tls.") {
+			return false
+		}
+	}
+	return true
 }

@@ -80,6 +80,7 @@ coordination:
   members: [n1, n2, n3]
   data_dir: %[1]s/{node}/etcd
   join_timeout: 20s
+  tls: {ca: "%[1]s/certs/ca.pem", cert: "%[1]s/certs/{node}.pem", key: "%[1]s/certs/{node}-key.pem"}
 checks:
   local: {http: {port: 9000, path: /healthz}, interval: 200ms, timeout: 100ms, rise: 1, fall: 2}
 balancers:
@@ -99,6 +100,10 @@ balancers:
 	}
 	if err := os.WriteFile(filepath.Join(c.dir, "haven.yaml"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
+	}
+	// etcd runs with mutual TLS, from certificates haven certs makes.
+	if out, err := exec.Command(c.bin, "certs", "-c", filepath.Join(c.dir, "haven.yaml"), "-o", filepath.Join(c.dir, "certs")).CombinedOutput(); err != nil {
+		t.Fatalf("haven certs: %v\n%s", err, out)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
