@@ -186,7 +186,9 @@ func (p arpPort) read(ch chan<- ARPPacket, quit <-chan struct{}) {
 			return // closed
 		}
 		if rerr != nil {
-			if errors.Is(rerr, unix.EINTR) {
+			// A port set down by CutLink reports ENETDOWN once; the
+			// socket works again when the link comes back.
+			if errors.Is(rerr, unix.EINTR) || errors.Is(rerr, unix.ENETDOWN) {
 				continue
 			}
 			return

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -325,6 +326,13 @@ func (c *cluster) checkARP(name string, r drill.Report) {
 		}
 	}
 	c.t.Logf("%s: %d ARP packets for %s seen on the bridge", name, len(arps), vipAddr)
+	// A node that took the address over announced it.
+	if n := len(r.Holdings); n > 1 && r.Holdings[n-1].Node != r.Holdings[0].Node {
+		taker := r.Holdings[n-1].Node
+		if !slices.ContainsFunc(arps, func(p testnet.ARPPacket) bool { return p.From != nil && p.From.Name == taker && p.Gratuitous() }) {
+			c.t.Errorf("%s: %s took %s over without a gratuitous ARP seen on the bridge", name, taker, vipAddr)
+		}
+	}
 }
 
 func TestFloatingAddressUnderFaults(t *testing.T) {
