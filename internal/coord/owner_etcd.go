@@ -560,7 +560,13 @@ func (o *Owner) apply(now time.Time, u watchUpdate) {
 	o.e.setRank(o.rank())
 	if h := u.handover; h != nil && h.rev > o.handoverRev && o.e.holding && h.rev > o.e.epoch {
 		o.handoverRev = h.rev
-		if h.to != o.cfg.Node {
+		switch c, ok := o.cands[h.to]; {
+		case h.to == o.cfg.Node:
+		case !ok || !c.Eligible:
+			// Handing over to a node that would not take it leaves the
+			// singleton unheld until a lease runs out: refuse.
+			o.log.Warn("handover requested to a node that is not an eligible candidate; ignored", "to", h.to)
+		default:
 			o.log.Info("handover requested", "to", h.to)
 			o.e.handover(now, h.to)
 		}

@@ -318,3 +318,26 @@ func TestOwnerHandoverFailsWhenNotHolder(t *testing.T) {
 		t.Errorf("error %q does not say %q", err, want)
 	}
 }
+
+func TestOwnerHandoverToIneligibleNodeIsRefused(t *testing.T) {
+	h := newOwnerHarness(t)
+	a, b := h.startPair(100, 100, false)
+	b.o.SetEligible(false)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := b.o.WaitFor(ctx, func(s OwnerStatus) bool {
+		return slices.ContainsFunc(a.o.Status().Candidates, func(c Candidate) bool { return c.Node == "n2" && !c.Eligible })
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := RequestHandover(ctx, b.cli, h.prefix, "n2"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second) // the request has been seen and refused
+	h.mu.Lock()
+	released := len(h.spans)
+	h.mu.Unlock()
+	if released != 0 || h.holder(time.Second) != "n1" {
+		t.Errorf("n1 released the singleton (%d spans ended) on a request to hand it to an ineligible node", released)
+	}
+}
