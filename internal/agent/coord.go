@@ -604,6 +604,10 @@ func (c *coordination) moveVIP(w http.ResponseWriter, r *http.Request) {
 		web.WriteJSON(w, http.StatusOK, map[string]any{"holder": to, "epoch": st.Epoch, "result": "already there"})
 		return
 	}
+	if !slices.ContainsFunc(o.Status().Candidates, func(c coord.Candidate) bool { return c.Node == to && c.Eligible }) {
+		web.WriteError(w, http.StatusConflict, fmt.Errorf("%s is not an eligible candidate for %s's address: its agent must run and its balancer be ready", to, name))
+		return
+	}
 	if err := coord.RequestHandover(ctx, cli, coord.OwnerPrefix(c.cfg.Cluster, "vip", name), to); err != nil {
 		web.WriteError(w, http.StatusServiceUnavailable, err)
 		return
