@@ -91,8 +91,10 @@ type Owner struct {
 
 	e     *elector
 	cands map[string]Candidate
-	// handoverRev is the revision of the last handover request acted on.
+	// handoverRev is the revision of the last handover request acted on,
+	// and movedTo the node the latest request named.
 	handoverRev int64
+	movedTo     string
 	// want is the eligibility asked for; the elector gets it once the
 	// owner has settled: one lease after it started, so that candidates
 	// starting together see each other's candidacy and the best ranked
@@ -558,6 +560,9 @@ func (o *Owner) apply(now time.Time, u watchUpdate) {
 		o.e.observe(now, *u.obs)
 	}
 	o.e.setRank(o.rank())
+	if u.handover != nil {
+		o.movedTo = u.handover.to
+	}
 	if h := u.handover; h != nil && h.rev > o.handoverRev && o.e.holding && h.rev > o.e.epoch {
 		o.handoverRev = h.rev
 		switch c, ok := o.cands[h.to]; {
@@ -610,7 +615,9 @@ func (o *Owner) best() string {
 // preempt hands the singleton to an eligible candidate of higher priority
 // when the configuration asks for it.
 func (o *Owner) preempt(now time.Time) {
-	if !o.cfg.Preempt || !o.e.acting || o.e.releasing {
+	// A node the operator moved the singleton to keeps it until the next
+	// move: otherwise a move to a lower priority would bounce straight back.
+	if !o.cfg.Preempt || !o.e.acting || o.e.releasing || o.movedTo == o.cfg.Node {
 		return
 	}
 	best := o.best()

@@ -341,3 +341,27 @@ func TestOwnerHandoverToIneligibleNodeIsRefused(t *testing.T) {
 		t.Errorf("n1 released the singleton (%d spans ended) on a request to hand it to an ineligible node", released)
 	}
 }
+
+func TestOwnerMoveSticksAgainstPreempt(t *testing.T) {
+	h := newOwnerHarness(t)
+	_, b := h.startPair(100, 50, true)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := RequestHandover(ctx, b.cli, h.prefix, "n2"); err != nil {
+		t.Fatal(err)
+	}
+	h.waitHolder("n2", 5*time.Second)
+	time.Sleep(time.Second) // long enough for n1 to preempt, if it would
+	h.mu.Lock()
+	ended := len(h.spans)
+	h.mu.Unlock()
+	if got := h.holder(time.Second); got != "n2" || ended != 1 {
+		t.Errorf("after a move to n2: holder %s, %d holdings ended; want n2 still holding (1 ended: n1's)", got, ended)
+	}
+	// The next move wins as usual.
+	if err := RequestHandover(ctx, b.cli, h.prefix, "n1"); err != nil {
+		t.Fatal(err)
+	}
+	h.waitHolder("n1", 5*time.Second)
+	h.checkNoOverlap()
+}
