@@ -157,8 +157,9 @@ type guardCall struct {
 type elector struct {
 	cfg electorConfig
 
-	eligible bool
-	rank     int // eligible candidates ranked above this node
+	eligible   bool
+	eligibleAt time.Time // when eligible last became true
+	rank       int       // eligible candidates ranked above this node
 
 	seen     observation
 	seenAt   time.Time
@@ -314,6 +315,9 @@ func (e *elector) extend(now, sentAt time.Time) {
 // setEligible says whether this node may hold the singleton (its tracked
 // checks pass). A holder that becomes ineligible hands over to next.
 func (e *elector) setEligible(now time.Time, ok bool, next string) {
+	if ok && !e.eligible {
+		e.eligibleAt = now
+	}
 	e.eligible = ok
 	if !ok && e.holding {
 		e.handover(now, next)
@@ -357,7 +361,14 @@ func (e *elector) challengeAt() (time.Time, bool) {
 	case o.rec.Next != "":
 		return e.seenAt.Add(e.challengerWait(o) + rankDelay), true
 	}
-	return e.seenAt.Add(rankDelay), true
+	// Free for anyone (never held, or released to nobody in particular):
+	// nobody races a deadline here, and candidates come to it at different
+	// moments (a cold start), so the better-ranked get half a lease each.
+	from := e.seenAt
+	if e.eligibleAt.After(from) {
+		from = e.eligibleAt
+	}
+	return from.Add(time.Duration(e.rank) * e.cfg.lease / 2), true
 }
 
 // wake is when tick must next be called (zero: only on other input).

@@ -99,8 +99,9 @@ type Owner struct {
 	// owner has settled: one lease after it started, so that candidates
 	// starting together see each other's candidacy and the best ranked
 	// wins the first race.
-	want     bool
-	settleAt time.Time
+	want       bool
+	settleAt   time.Time
+	candSeenAt time.Time // when this node's eligible candidacy was first seen
 	// done is closed when Run returns, so callers never block on a loop
 	// that is gone.
 	done chan struct{}
@@ -291,8 +292,8 @@ func (o *Owner) Run(ctx context.Context) error {
 		o.e.tick(time.Now())
 		o.step(time.Now())
 		wake := o.e.wake()
-		if o.want != o.e.eligible && (wake.IsZero() || o.settleAt.Before(wake)) {
-			wake = o.settleAt
+		if at, ok := o.settledAt(); ok && o.want != o.e.eligible && (wake.IsZero() || at.Before(wake)) {
+			wake = at
 		}
 		resetTimer(timer, wake)
 	}
@@ -309,10 +310,37 @@ func resetTimer(t *time.Timer, at time.Time) {
 // settle hands the wanted eligibility to the elector once the owner has
 // settled (at once for a loss of eligibility).
 func (o *Owner) settle(now time.Time) {
-	if o.want == o.e.eligible || (o.want && now.Before(o.settleAt)) {
+	if o.want == o.e.eligible {
 		return
 	}
+	if o.want {
+		at, ok := o.settledAt()
+		if !ok || now.Before(at) {
+			return
+		}
+	}
 	o.e.setEligible(now, o.want, o.best())
+}
+
+// settledAt is when an eligible owner may start competing: a lease after
+// it started, and a renewal period after it saw its own candidacy, so that
+// candidacies written at the same time as its own have arrived and the
+// rank is right. Before it sees its own candidacy it cannot tell (ok is
+// false).
+func (o *Owner) settledAt() (time.Time, bool) {
+	c, ok := o.cands[o.cfg.Node]
+	if !ok || !c.Eligible {
+		o.candSeenAt = time.Time{}
+		return time.Time{}, false
+	}
+	if o.candSeenAt.IsZero() {
+		o.candSeenAt = time.Now()
+	}
+	at := o.candSeenAt.Add(o.cfg.Renew)
+	if at.Before(o.settleAt) {
+		at = o.settleAt
+	}
+	return at, true
 }
 
 // shutdown releases a held singleton so a successor need not wait out the

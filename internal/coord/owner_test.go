@@ -325,8 +325,8 @@ func TestOwnerHandoverToIneligibleNodeIsRefused(t *testing.T) {
 	b.o.SetEligible(false)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := b.o.WaitFor(ctx, func(s OwnerStatus) bool {
-		return slices.ContainsFunc(a.o.Status().Candidates, func(c Candidate) bool { return c.Node == "n2" && !c.Eligible })
+	if err := a.o.WaitFor(ctx, func(s OwnerStatus) bool {
+		return slices.ContainsFunc(s.Candidates, func(c Candidate) bool { return c.Node == "n2" && !c.Eligible })
 	}); err != nil {
 		t.Fatal(err)
 	}
