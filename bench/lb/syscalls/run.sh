@@ -1,0 +1,36 @@
+#!/bin/bash
+# System calls per request, haven beside HAProxy, under the same wrk load:
+# each proxy on CPU 0 (haven GOMAXPROCS=1, HAProxy nbthread 1), strace -c -f
+# attached for a 5 s wrk run on CPU 1. strace slows both proxies down; the
+# counts per request are what to read. Needs root, strace, wrk and haproxy
+# (go run ./bench/lb installs the last two). Run from the repository root:
+#   bash bench/lb/syscalls/run.sh
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+tmp=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
+go build -o "$tmp/haven" ./cmd/haven
+cd "$tmp"
+"$tmp/haven" backend --listen 127.0.0.1:19001 --name b1 >/dev/null 2>&1 &
+GOMAXPROCS=1 taskset -c 0 "$tmp/haven" agent -c "$here/haven.yaml" -n lb1 >/dev/null 2>&1 & H=$!
+taskset -c 0 haproxy -db -f "$here/haproxy.cfg" >/dev/null 2>&1 & P=$!
+sleep 2
+one() { # name pid port [wrk args]
+  local name=$1 pid=$2 port=$3; shift 3
+  strace -c -f -q -p "$pid" -o "sc-$name.txt" & local s=$!
+  sleep 1
+  local out reqs calls
+  out=$(taskset -c 1 wrk -t1 -c50 -d5s "$@" "http://127.0.0.1:$port/" 2>&1)
+  kill -INT $s; wait $s 2>/dev/null || true
+  reqs=$(echo "$out" | awk '/requests in/{print $1}')
+  calls=$(awk '$NF=="total"{print $(NF-2)}' "sc-$name.txt")
+  printf '%-18s %6s requests  %5.2f syscalls/request:' "$name" "$reqs" "$(echo "scale=2; $calls/$reqs" | bc)"
+  awk -v r="$reqs" '$4 ~ /^[0-9]+$/ && $NF!="total" && $4/r >= 0.05 {printf "  %s %.2f", $NF, $4/r}' "sc-$name.txt"
+  echo
+}
+one haven-close $H 18080 -H 'Connection: close'
+one haproxy-close $P 18081 -H 'Connection: close'
+one haven-keepalive $H 18080
+one haproxy-keepalive $P 18081
+one haven-tcp $H 18082
+one haproxy-tcp $P 18083
