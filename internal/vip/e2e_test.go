@@ -344,6 +344,14 @@ func TestFloatingAddressUnderFaults(t *testing.T) {
 	// with keepalived, in bench/vip; here the test asserts what must hold
 	// on any machine: never two holders, and the address comes back.
 
+	t.Run("steady state", func(t *testing.T) {
+		// Nothing is broken: every probe is answered, by one holder.
+		r := c.probe(int(10 * time.Second / probeEvery))
+		t.Logf("steady state: %s", r)
+		if r.Answered != r.Probes || len(r.Holdings) != 1 {
+			t.Errorf("with nothing broken, %d of %d probes went unanswered and the address had %d holdings: %s", r.Probes-r.Answered, r.Probes, len(r.Holdings), r)
+		}
+	})
 	t.Run("kill -9 the holder's agent", func(t *testing.T) {
 		h := c.holder()
 		gap := c.fault("kill -9", 2*time.Second, func() { _ = c.agents[h].Kill() }, func() {})
