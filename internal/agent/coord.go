@@ -276,12 +276,20 @@ func (c *coordination) moveLeader(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Only in a whole, healthy cluster: with a member down, a transfer
+	// blocks writes until it completes, and the renewals of the address
+	// this node holds would stall past their deadline.
 	for _, m := range list.Members {
-		if m.ID == st.Header.MemberId || m.IsLearner || len(m.ClientURLs) == 0 {
-			continue
+		if len(m.ClientURLs) == 0 {
+			return fmt.Errorf("member %s has no client URL yet", m.Name)
 		}
 		if _, err := cli.Status(ctx, m.ClientURLs[0]); err != nil {
-			continue // not healthy: not a good leader
+			return fmt.Errorf("member %s is not healthy: %w", m.Name, err)
+		}
+	}
+	for _, m := range list.Members {
+		if m.ID == st.Header.MemberId || m.IsLearner {
+			continue
 		}
 		// MoveLeader must reach the leader itself: use a client of this
 		// node's member alone.
