@@ -46,6 +46,14 @@ type OwnerConfig struct {
 	Logger   *slog.Logger
 }
 
+// candidacyTTL is the lease of a candidacy record: a dead candidate stops
+// counting this long after its last keepalive, and a new holder does not
+// preempt for preemptDelay, so it never yields to one.
+const (
+	candidacyTTL = 2 * time.Second
+	preemptDelay = candidacyTTL + time.Second
+)
+
 // OwnerPrefix is the key prefix of a singleton: kind is what it is (vip,
 // pg), name which one.
 func OwnerPrefix(cluster, kind, name string) string {
@@ -95,6 +103,7 @@ type Owner struct {
 	// and movedTo the node the latest request named.
 	handoverRev int64
 	movedTo     string
+	actingSince time.Time
 	// want is the eligibility asked for; the elector gets it once the
 	// owner has settled: one lease after it started, so that candidates
 	// starting together see each other's candidacy and the best ranked
@@ -379,6 +388,7 @@ func (o *Owner) step(now time.Time) {
 	for _, c := range calls {
 		switch {
 		case c.acquire:
+			o.actingSince = now
 			o.log.Info("acquired", "epoch", c.epoch, "deadline_in", c.deadline.Sub(now))
 			o.cfg.Guard.Acquire(c.epoch, c.deadline)
 		case c.extend:
@@ -645,7 +655,9 @@ func (o *Owner) best() string {
 func (o *Owner) preempt(now time.Time) {
 	// A node the operator moved the singleton to keeps it until the next
 	// move: otherwise a move to a lower priority would bounce straight back.
-	if !o.cfg.Preempt || !o.e.acting || o.e.releasing || o.movedTo == o.cfg.Node {
+	// A new holder waits out a candidacy's lease first: the node it took
+	// over from may have died still listed as the better candidate.
+	if !o.cfg.Preempt || !o.e.acting || o.e.releasing || o.movedTo == o.cfg.Node || now.Sub(o.actingSince) < preemptDelay {
 		return
 	}
 	best := o.best()
@@ -659,7 +671,7 @@ func (o *Owner) preempt(now time.Time) {
 // that dies stops counting, and takes a new one after a lost lease.
 func (o *Owner) keepCandidate(ctx context.Context) {
 	for ctx.Err() == nil {
-		s, err := concurrency.NewSession(o.cfg.Client, concurrency.WithTTL(2), concurrency.WithContext(ctx))
+		s, err := concurrency.NewSession(o.cfg.Client, concurrency.WithTTL(int(candidacyTTL/time.Second)), concurrency.WithContext(ctx))
 		if err != nil {
 			select {
 			case <-time.After(time.Second):
