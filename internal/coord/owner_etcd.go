@@ -337,6 +337,10 @@ func (o *Owner) settle(now time.Time) {
 // rank is right. Before it sees its own candidacy it cannot tell (ok is
 // false).
 func (o *Owner) settledAt() (time.Time, bool) {
+	if seen := o.e.seen; seen.exists() && !seen.held() && seen.rec.Next == o.cfg.Node {
+		// Handed to this node by name: there is no race to rank.
+		return time.Time{}, true
+	}
 	c, ok := o.cands[o.cfg.Node]
 	if !ok || !c.Eligible {
 		o.candSeenAt = time.Time{}

@@ -365,3 +365,34 @@ func TestOwnerMoveSticksAgainstPreempt(t *testing.T) {
 	h.waitHolder("n1", 5*time.Second)
 	h.checkNoOverlap()
 }
+
+func TestOwnerPreemptToARestartedNodeIsImmediate(t *testing.T) {
+	h := newOwnerHarness(t)
+	h.startPair(150, 100, true)
+	h.nodes["n1"].stop(t) // graceful: hands over to n2
+	delete(h.nodes, "n1")
+	h.waitHolder("n2", 5*time.Second)
+	time.Sleep(preemptDelay) // n2 may now preempt
+	// n1 comes back: n2 yields to it as soon as it is a candidate, and n1
+	// takes the record it is named in at once, settled or not.
+	started := time.Now()
+	n1 := h.start("n1", 150, true)
+	n1.o.SetEligible(true)
+	h.waitHolder("n1", 5*time.Second)
+	h.mu.Lock()
+	spans := slices.Clone(h.spans)
+	h.mu.Unlock()
+	last := spans[len(spans)-1] // n2's, ended by the handover
+	if last.node != "n2" {
+		t.Fatalf("last ended holding is %s's, want n2's", last.node)
+	}
+	n1.g.mu.Lock()
+	from := n1.g.cur.from
+	n1.g.mu.Unlock()
+	// A starting owner that is not handed the record by name competes only
+	// a lease (300ms) after it started; n1 must not have waited for that.
+	if after := from.Sub(started); after >= 300*time.Millisecond {
+		t.Errorf("n1 acted %v after it started: it waited to settle instead of taking the record that names it", after)
+	}
+	h.checkNoOverlap()
+}
