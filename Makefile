@@ -3,7 +3,7 @@ GO       ?= go
 PKGS     ?= ./...
 TESTFLAGS ?=
 
-.PHONY: all build test test-short lint demo bench-lb prereqs fuzz clean
+.PHONY: all build test test-short lint demo bench-lb bench-vip prereqs fuzz clean
 
 all: build
 
@@ -30,6 +30,9 @@ demo:
 
 bench-lb:
 	$(GO) run ./bench/lb $(BENCHFLAGS)
+
+bench-vip:
+	$(GO) run ./bench/vip $(BENCHFLAGS)
 
 # Run each fuzz target for a while (FUZZTIME=30s by default).
 FUZZTIME ?= 30s

@@ -1,0 +1,317 @@
+// Command vip is haven's side-by-side benchmark of the floating address. It
+// builds three nodes and a client on one bridge with network namespaces
+// (internal/testnet), runs keepalived 2.2.7 (its defaults, then VRRPv3 with
+// advert_int 0.1) and haven on the nodes in turn, breaks the holder in the
+// ways issue 3 lists, and measures from the client, with probes every 5ms
+// that every node hears (internal/drill), how long the address went
+// unanswered and how long two nodes answered for it at once.
+//
+// Usage (as root, from the repository root):
+//
+//	go run ./bench/vip                  # 10 runs of each fault per target (~30 min)
+//	go run ./bench/vip -quick           # 3 runs of three faults (~5 min)
+//
+// See bench/vip/README.md for what each column means.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/haven-ha/haven/internal/testnet"
+)
+
+type options struct {
+	quick      bool
+	runs       int
+	lossRuns   int
+	targets    []string
+	scenarios  []string
+	hold       time.Duration
+	down       time.Duration
+	post       time.Duration
+	lossDur    time.Duration
+	lossPct    int
+	probeEvery time.Duration
+	install    string
+	out        string
+	keep       bool
+}
+
+// bench is one run of the harness.
+type bench struct {
+	opt    options
+	ctx    context.Context
+	root   string // repository root
+	here   string // bench/vip
+	dir    string // temporary directory: configs, data, the haven binary
+	rawDir string // per-run results and daemon logs, under results/raw (gitignored)
+	out    io.Writer
+
+	havenBin string
+	havenErr error // why haven cannot run
+
+	machine  []string
+	versions []string
+
+	mu  sync.Mutex
+	net *testnet.Net // the network of the cell that runs now
+}
+
+func (b *bench) setNet(n *testnet.Net) {
+	b.mu.Lock()
+	b.net = n
+	b.mu.Unlock()
+}
+
+// closeNet removes the current network and everything in it.
+func (b *bench) closeNet() {
+	b.mu.Lock()
+	n := b.net
+	b.mu.Unlock()
+	if n != nil {
+		_ = n.Close()
+	}
+}
+
+func (b *bench) logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+}
+
+func main() {
+	os.Exit(mainErr())
+}
+
+func mainErr() int {
+	var opt options
+	var targets, scenarios string
+	flag.BoolVar(&opt.quick, "quick", false, "3 runs each of kill, linkcut and handover (development)")
+	flag.IntVar(&opt.runs, "runs", 10, "runs of each fault per target")
+	flag.IntVar(&opt.lossRuns, "loss-runs", 1, "runs of the loss scenario per target")
+	flag.StringVar(&targets, "targets", "keepalived,keepalived-fast,haven", "targets, in the order they run within each scenario")
+	flag.StringVar(&scenarios, "scenarios", "kill,stop,linkcut,partition,handover,loss", "scenarios, in order")
+	flag.DurationVar(&opt.hold, "hold", 3*time.Second, "how long each fault lasts before it is healed")
+	flag.DurationVar(&opt.down, "down", 6*time.Second, "how long a killed daemon (kill) or a stopped keepalived (handover) stays down before it is started again")
+	flag.DurationVar(&opt.post, "post", 5*time.Second, "how long the probes go on after the heal")
+	flag.DurationVar(&opt.lossDur, "loss-d", time.Minute, "duration of the loss scenario")
+	flag.IntVar(&opt.lossPct, "loss-pct", 5, "loss between the nodes in the loss scenario, percent")
+	flag.DurationVar(&opt.probeEvery, "probe", 5*time.Millisecond, "probe interval")
+	flag.StringVar(&opt.install, "install", "auto", "auto (apt-get keepalived when it is missing), always, or never")
+	flag.StringVar(&opt.out, "o", "", "markdown output (default bench/vip/results/latest.md; latest-quick.md with -quick)")
+	flag.BoolVar(&opt.keep, "keep", false, "keep the temporary directory (configs, etcd data)")
+	flag.Parse()
+	set := map[string]bool{}
+	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if opt.quick {
+		if !set["runs"] {
+			opt.runs = 3
+		}
+		if !set["scenarios"] {
+			scenarios = "kill,linkcut,handover"
+		}
+	}
+	opt.targets = strings.Split(targets, ",")
+	opt.scenarios = strings.Split(scenarios, ",")
+	if err := validate(opt); err != nil {
+		fmt.Fprintln(os.Stderr, "bench/vip:", err)
+		return 2
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	b := &bench{opt: opt, ctx: ctx, out: os.Stdout}
+
+	// First Ctrl-C: stop at once and clean up (every wait watches ctx);
+	// should that hang, or on a second Ctrl-C, remove the network and
+	// leave.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		<-sigs
+		b.logf("interrupted: cleaning up (again to leave at once)")
+		cancel()
+		select {
+		case <-sigs:
+		case <-time.After(20 * time.Second):
+		}
+		b.closeNet()
+		if b.dir != "" && !opt.keep {
+			os.RemoveAll(b.dir)
+		}
+		os.Exit(130)
+	}()
+
+	if err := b.run(ctx); err != nil {
+		b.closeNet()
+		if ctx.Err() != nil {
+			b.logf("stopped: %v", err)
+			return 130
+		}
+		fmt.Fprintln(os.Stderr, "bench/vip:", err)
+		return 1
+	}
+	return 0
+}
+
+func validate(opt options) error {
+	for _, t := range opt.targets {
+		if _, ok := findTarget(t); !ok {
+			return fmt.Errorf("-targets: %q is not one of keepalived, keepalived-fast, haven", t)
+		}
+	}
+	var names []string
+	for _, s := range allScenarios {
+		names = append(names, s.name)
+	}
+	for _, s := range opt.scenarios {
+		if !slices.Contains(names, s) {
+			return fmt.Errorf("-scenarios: %q is not one of %s", s, strings.Join(names, ", "))
+		}
+	}
+	switch opt.install {
+	case "auto", "always", "never":
+	default:
+		return fmt.Errorf("-install %q is not one of auto, always, never", opt.install)
+	}
+	switch {
+	case opt.runs < 1 || opt.runs > 100 || opt.lossRuns < 1 || opt.lossRuns > 10:
+		return errors.New("-runs must be 1 to 100 and -loss-runs 1 to 10")
+	case opt.hold < 100*time.Millisecond || opt.hold > time.Minute || opt.down < 100*time.Millisecond || opt.down > time.Minute:
+		return errors.New("-hold and -down must be 100ms to 1m")
+	case opt.post < time.Second || opt.post > time.Minute:
+		return errors.New("-post must be 1s to 1m")
+	case opt.lossDur < time.Second || opt.lossDur > 10*time.Minute:
+		return errors.New("-loss-d must be 1s to 10m")
+	case opt.lossPct < 1 || opt.lossPct > 99:
+		return errors.New("-loss-pct must be 1 to 99")
+	case opt.probeEvery < time.Millisecond || opt.probeEvery > 100*time.Millisecond:
+		return errors.New("-probe must be 1ms to 100ms")
+	}
+	return nil
+}
+
+// run is the whole benchmark; everything it starts is gone when it returns.
+func (b *bench) run(ctx context.Context) (err error) {
+	if os.Geteuid() != 0 {
+		return errors.New("run as root: it installs packages and makes network namespaces")
+	}
+	if b.root, err = repoRoot(); err != nil {
+		return err
+	}
+	b.here = filepath.Join(b.root, "bench", "vip")
+	for _, n := range reapStale() {
+		b.logf("previous run: %s", n)
+	}
+	if b.dir, err = os.MkdirTemp("", "haven-bench-vip-"); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(b.dir, ownerFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+		return err
+	}
+	defer func() {
+		if b.opt.keep {
+			b.logf("kept %s", b.dir)
+		} else {
+			os.RemoveAll(b.dir)
+		}
+	}()
+	stamp := time.Now().UTC().Format("20060102-150405")
+	b.rawDir = filepath.Join(b.here, "results", "raw", stamp)
+	if err := os.MkdirAll(b.rawDir, 0o755); err != nil {
+		return err
+	}
+	if err := b.setup(ctx); err != nil {
+		return err
+	}
+
+	var cells []cell
+	for _, sn := range b.opt.scenarios {
+		sc, _ := findScenario(sn)
+		for _, tn := range b.opt.targets {
+			t, _ := findTarget(tn)
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			b.logf("%s · %s: starting", sc.name, t.name)
+			cells = append(cells, b.runCell(ctx, t, sc))
+		}
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	md := b.report(cells)
+	fmt.Fprint(b.out, "\n"+md)
+	out := b.outPath()
+	if err := os.WriteFile(out, []byte(md), 0o644); err != nil {
+		return err
+	}
+	b.logf("wrote %s (per-run results and daemon logs in %s)", out, b.rawDir)
+	return nil
+}
+
+func (b *bench) outPath() string {
+	if b.opt.out != "" {
+		return b.opt.out
+	}
+	name := "latest.md"
+	if b.opt.quick {
+		name = "latest-quick.md"
+	}
+	return filepath.Join(b.here, "results", name)
+}
+
+// repoRoot finds the directory of the haven module's go.mod from the
+// working directory upwards.
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		data, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+		if err == nil && strings.Contains(string(data), "module github.com/haven-ha/haven") {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("run from inside the haven repository (no go.mod of github.com/haven-ha/haven found upwards)")
+		}
+		dir = parent
+	}
+}
+
+// ownerFile, in each run's temporary directory, holds the harness's pid.
+const ownerFile = "owner.pid"
+
+// reapStale removes the temporary directories of earlier runs whose
+// harness is gone (killed with SIGKILL). Their processes died with them
+// (Pdeathsig) and their namespaces are removed by testnet.Sweep.
+func reapStale() []string {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "haven-bench-vip-*"))
+	var notes []string
+	for _, d := range dirs {
+		data, err := os.ReadFile(filepath.Join(d, ownerFile))
+		if err != nil {
+			continue // not ours, or still being set up
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+		if err == nil && pid != os.Getpid() && syscall.Kill(pid, 0) == nil {
+			continue // its harness is alive
+		}
+		os.RemoveAll(d)
+		notes = append(notes, "removed "+d)
+	}
+	return notes
+}

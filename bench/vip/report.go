@@ -1,0 +1,272 @@
+package main
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// report renders the whole run as markdown.
+func (b *bench) report(cells []cell) string {
+	var sb strings.Builder
+	sb.WriteString("# haven floating-address benchmark (bench/vip)\n\n")
+	mode := fmt.Sprintf("%d runs of each fault per target", b.opt.runs)
+	if b.opt.quick {
+		mode = "QUICK (development) — " + mode
+	}
+	sb.WriteString("Run: " + mode + ".\n\n")
+	sb.WriteString("Machine: " + strings.Join(b.machine, "; ") + ".\n\n")
+	sb.WriteString("Versions: " + strings.Join(b.versions, "; ") + ".\n\n")
+	sb.WriteString(b.method())
+	sb.WriteString(faultTable(cells))
+	sb.WriteString(lossTable(cells, b.opt))
+	sb.WriteString(steadyTable(cells, b.opt.targets))
+	return sb.String()
+}
+
+// method describes the set-up and the measurement.
+func (b *bench) method() string {
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "Set-up: nodes n1, n2, n3 and a client on one Linux bridge (network namespaces, `internal/testnet`); "+
+		"the floating address %s on the nodes' eth0; priorities n1 %d, n2 %d, n3 %d. Targets:\n\n",
+		vipPrefix, priority["n1"], priority["n2"], priority["n3"])
+	for _, n := range b.opt.targets {
+		t, _ := findTarget(n)
+		fmt.Fprintf(&sb, "- **%s**: %s.\n", t.name, t.desc)
+	}
+	fmt.Fprintf(&sb, "\nMeasurement: the client sends a UDP probe to the address every %s in an Ethernet broadcast frame, so every node "+
+		"hears it, and every node whose kernel accepts the address answers with its name (`internal/drill`). "+
+		"Each run waits until n1 holds the address by its own account (keepalived's log, haven's status API), the others are backups, and 40 probes in a row were answered by n1 alone; "+
+		"then it probes from 1 s plus a random part of one heartbeat period (keepalived's advert_int, haven's renewal period lease/4) before the fault, "+
+		"holds the fault (for as long as each fault says below), heals it, and probes for %s more. "+
+		"**Outage** is drill's `Report.OutageAfter(fault)`: the first run of unanswered probes after the fault, from the last answered probe before it to the first answered after; "+
+		"**unanswered during the fault** counts the probes sent from the fault to its heal that no node answered, times the probe interval: it includes every gap, also those after a first takeover; "+
+		"**longest gap** is the longest run of unanswered probes anywhere in the run, measured like the outage (it includes a gap when the address moves back after the heal). "+
+		"**Two holders**: probes answered by two nodes; their time is, for each run of consecutive such probes, the first to the last probe's send time plus one probe interval, summed over the runs.\n\n",
+		b.opt.probeEvery, b.opt.post)
+	sb.WriteString("Faults (each on the node that holds the address):\n\n")
+	for _, n := range b.opt.scenarios {
+		sc, _ := findScenario(n)
+		desc := strings.NewReplacer("HOLD", b.opt.hold.String(), "DOWN", b.opt.down.String(),
+			"PCT", fmt.Sprintf("%d%%", b.opt.lossPct), "LOSSD", b.opt.lossDur.String()).Replace(sc.desc)
+		fmt.Fprintf(&sb, "- **%s**: %s.\n", sc.title, desc)
+	}
+	sb.WriteString("\n")
+	return sb.String()
+}
+
+func faultTable(cells []cell) string {
+	var rows []cell
+	for _, c := range cells {
+		if c.sc.name != "loss" {
+			rows = append(rows, c)
+		}
+	}
+	if len(rows) == 0 {
+		return ""
+	}
+	var sb strings.Builder
+	sb.WriteString("## Faults\n\n")
+	sb.WriteString("| fault | target | runs | median outage | worst outage | unanswered during the fault, median / worst | longest gap | runs with two holders | two-holder time, total | notes |\n")
+	sb.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n")
+	for _, c := range rows {
+		if c.setup != "" {
+			fmt.Fprintf(&sb, "| %s | %s | 0 | | | | | | | %s |\n", c.sc.title, c.t.name, mdCell(short(c.setup, 300)))
+			continue
+		}
+		s := summarize(c.runs)
+		fmt.Fprintf(&sb, "| %s | %s | %d | %s | %s | %s / %s | %s | %d of %d | %s | %s |\n", c.sc.title, c.t.name, s.Runs,
+			fmtOutage(s.Median), fmtOutage(s.Worst), fmtMS(s.MedianUnanswered), fmtMS(s.WorstUnanswered), fmtMS(s.WorstGap),
+			s.RunsTwo, s.Runs, fmtMS(s.TwoHolder), mdCell(cellNotes(c)))
+	}
+	sb.WriteString("\nPer run (outage / unanswered during the fault / two-holder time, ms):\n\n")
+	for _, c := range rows {
+		if len(c.runs) == 0 {
+			continue
+		}
+		var parts []string
+		for _, r := range c.runs {
+			if r.Err != "" {
+				parts = append(parts, "error")
+				continue
+			}
+			parts = append(parts, fmt.Sprintf("%s/%s/%s", msNumber(r.Outage), msNumber(r.Unanswered), msNumber(r.TwoHolder)))
+		}
+		fmt.Fprintf(&sb, "- %s · %s: %s\n", c.sc.name, c.t.name, strings.Join(parts, ", "))
+	}
+	sb.WriteString("\n")
+	return sb.String()
+}
+
+func lossTable(cells []cell, opt options) string {
+	var rows []cell
+	for _, c := range cells {
+		if c.sc.name == "loss" {
+			rows = append(rows, c)
+		}
+	}
+	if len(rows) == 0 {
+		return ""
+	}
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "## %d%% packet loss between the nodes for %s\n\n", opt.lossPct, opt.lossDur)
+	sb.WriteString("| target | runs | false failovers | holder changes | unanswered, total | gaps | longest gap | runs with two holders | two-holder time, total | notes |\n")
+	sb.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
+	for _, c := range rows {
+		if c.setup != "" {
+			fmt.Fprintf(&sb, "| %s | 0 | | | | | | | | %s |\n", c.t.name, mdCell(short(c.setup, 300)))
+			continue
+		}
+		s := summarize(c.runs)
+		var unanswered time.Duration
+		var gaps int
+		for _, r := range c.runs {
+			unanswered += r.Unanswered
+			gaps += r.FaultGaps
+		}
+		fmt.Fprintf(&sb, "| %s | %d | %d | %d | %s | %d | %s | %d of %d | %s | %s |\n", c.t.name, s.Runs, s.Failovers, s.Changes, fmtMS(unanswered), gaps, fmtMS(s.WorstGap),
+			s.RunsTwo, s.Runs, fmtMS(s.TwoHolder), mdCell(cellNotes(c)))
+	}
+	sb.WriteString("\n")
+	return sb.String()
+}
+
+// steadyTable describes the steady state each target kept before its
+// faults: the probes from the start of each run to its fault, when one
+// node held the address and nothing was broken.
+func steadyTable(cells []cell, targets []string) string {
+	var sb strings.Builder
+	sb.WriteString("## Steady state (before each fault)\n\n")
+	sb.WriteString("The probes of every run from its start to its fault (at least 1 s each), when the cluster had settled and nothing was broken. A gap here is an outage nothing caused.\n\n")
+	sb.WriteString("| target | probed | unanswered | gaps | longest gap | gaps per minute |\n|---|---:|---:|---:|---:|---:|\n")
+	rows := 0
+	for _, name := range targets {
+		var probed, unanswered, longest time.Duration
+		var gaps int
+		for _, c := range cells {
+			if c.t.name != name {
+				continue
+			}
+			for _, r := range c.runs {
+				if r.Err != "" {
+					continue
+				}
+				probed += r.FaultAt
+				unanswered += r.PreUnanswered
+				gaps += r.PreGaps
+				longest = max(longest, r.PreLongest)
+			}
+		}
+		if probed == 0 {
+			continue
+		}
+		rows++
+		fmt.Fprintf(&sb, "| %s | %.1f s | %s | %d | %s | %.1f |\n", name, probed.Seconds(), fmtMS(unanswered), gaps, fmtMS(longest),
+			float64(gaps)/probed.Minutes())
+	}
+	if rows == 0 {
+		return ""
+	}
+	sb.WriteString("\n")
+	return sb.String()
+}
+
+// cellNotes summarises what the runs of a cell noted, with how many runs
+// noted each.
+func cellNotes(c cell) string {
+	count := map[string]int{}
+	var order []string
+	add := func(n string) {
+		if count[n] == 0 {
+			order = append(order, n)
+		}
+		count[n]++
+	}
+	var cmds []time.Duration
+	var ok, several int
+	var gaps []int
+	for _, r := range c.runs {
+		if r.Err != "" {
+			add("error: " + short(r.Err, 200))
+			continue
+		}
+		ok++
+		for _, n := range r.Notes {
+			add(n)
+		}
+		if r.TwoHolderWho != "" {
+			add("two holders: " + r.TwoHolderWho)
+		}
+		if r.Outage < 0 {
+			add("the address was not answered again before the probes stopped")
+		}
+		if r.Command > 0 {
+			cmds = append(cmds, r.Command)
+		}
+		if c.sc.name != "loss" {
+			gaps = append(gaps, r.FaultGaps)
+			if r.FaultGaps > 1 {
+				several++
+			}
+		}
+	}
+	var parts []string
+	for _, n := range order {
+		parts = append(parts, fmt.Sprintf("%s (%d of %d)", n, count[n], len(c.runs)))
+	}
+	if several > 0 {
+		slices.Sort(gaps)
+		parts = append(parts, fmt.Sprintf("the address went unanswered more than once during the fault in %d of %d runs (up to %d times)", several, len(c.runs), gaps[len(gaps)-1]))
+	}
+	if len(cmds) > 0 {
+		parts = append(parts, fmt.Sprintf("`haven vip move` returned after %s (median)", fmtMS(medianDur(cmds))))
+	}
+	if c.sc.name == "kill" && c.t.kind == "keepalived" && ok > 0 {
+		parts = append(parts, "the killed node keeps the address on its interface (and answers) until keepalived starts again on it and removes its VIPs")
+	}
+	return strings.Join(parts, "; ")
+}
+
+// fmtOutage formats an outage: "–" for none, "never" when it had not
+// ended, milliseconds below a second, seconds above.
+func fmtOutage(d time.Duration) string {
+	switch {
+	case d == never || d < 0:
+		return "not over"
+	case d == 0:
+		return "0"
+	}
+	return fmtMS(d)
+}
+
+// fmtMS formats d as "552 ms" below a second and "3.29 s" above.
+func fmtMS(d time.Duration) string {
+	switch {
+	case d <= 0:
+		return "0"
+	case d < time.Second:
+		return fmt.Sprintf("%d ms", d.Round(time.Millisecond).Milliseconds())
+	}
+	return fmt.Sprintf("%.2f s", d.Seconds())
+}
+
+// msNumber is d in whole milliseconds, or "∞" for an outage not over.
+func msNumber(d time.Duration) string {
+	if d < 0 || d == never {
+		return "∞"
+	}
+	return fmt.Sprint(d.Round(time.Millisecond).Milliseconds())
+}
+
+func short(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+// mdCell makes s safe inside a markdown table cell.
+func mdCell(s string) string {
+	return strings.NewReplacer("|", "\\|", "\n", " ").Replace(s)
+}
