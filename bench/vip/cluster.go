@@ -206,14 +206,16 @@ func (c *cluster) planned(ctx context.Context, holder, next string) (time.Durati
 	return took, strings.TrimSpace(string(out)), nil
 }
 
-// afterPlanned undoes planned once the run is over: keepalived's stopped
-// daemon starts again (and takes the address back: preempt); haven needs
-// nothing.
-func (c *cluster) afterPlanned(holder string) error {
+// afterPlanned undoes planned at the heal: keepalived's stopped daemon
+// starts again (and takes the address back: preempt); haven moves the
+// address back with another `haven vip move`, since a moved address stays
+// where it was moved, preempt or not.
+func (c *cluster) afterPlanned(ctx context.Context, holder string) error {
 	if c.t.kind != "haven" {
 		return c.restart(holder)
 	}
-	return nil
+	_, _, err := c.planned(ctx, "", holder)
+	return err
 }
 
 // best is the node of highest priority among those not excluded.

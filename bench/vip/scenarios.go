@@ -46,7 +46,7 @@ var allScenarios = []scenario{
 	{name: "partition", title: "holder cut off from the other nodes (VRRP / etcd traffic blocked)", failover: true,
 		desc: "every frame between the holder and each other node dropped in the switch (testnet Partition) for HOLD; the client still reaches every node"},
 	{name: "handover", title: "planned handover", failover: true, down: true,
-		desc: "haven: `haven vip move --to n2` run in the client's namespace; keepalived has no such command: SIGTERM to the holder's keepalived (it sends a priority 0 advert and removes the address), started again after DOWN"},
+		desc: "haven: `haven vip move --to n2` run in the client's namespace, and `haven vip move --to n1` after DOWN (a moved address stays where it was moved); keepalived has no such command: SIGTERM to the holder's keepalived (it sends a priority 0 advert and removes the address), started again after DOWN (it takes the address back: preempt)"},
 	{name: "loss", title: "packet loss between the nodes, no fault",
 		desc: "PCT random loss (testnet Loss) on every path between two nodes, both ways, for LOSSD; the client's paths are clean. Any holder change is a false failover"},
 }
@@ -240,7 +240,7 @@ func (c *cluster) apply(ctx context.Context, sc scenario, holder, next string, r
 		return heal, nil
 	case "handover":
 		r.Command, r.CommandOut, err = c.planned(ctx, holder, next)
-		return func() error { return c.afterPlanned(holder) }, err
+		return func() error { return c.afterPlanned(ctx, holder) }, err
 	}
 	return nil, fmt.Errorf("unknown scenario %q", sc.name)
 }
