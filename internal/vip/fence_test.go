@@ -249,6 +249,21 @@ func TestFenceRefreshReplacesTime(t *testing.T) {
 			t.Fatal(err)
 		}
 		mustLive(t, f, addr, false)
+		// Opened again after a close (a plain add, no element to
+		// replace): the new window, and then a refresh replaces it.
+		if err := f.Open(addr, 2*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if r := remaining(t, f, addr); r > 2*time.Second || r == 0 {
+			t.Fatalf("%s: after Close then Open(2s), %s left", addr, r)
+		}
+		if err := f.Open(addr, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if r := remaining(t, f, addr); r < 5*time.Second {
+			t.Fatalf("%s: after Close, Open(2s), Open(10s), %s left", addr, r)
+		}
+		mustLive(t, f, addr, true)
 	}
 }
 
