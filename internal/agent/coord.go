@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/haven-ha/haven/internal/config"
@@ -35,12 +36,14 @@ type coordination struct {
 
 	mu     sync.Mutex
 	client *clientv3.Client
-	// ownerClient talks to this node's own member only, when it is one.
-	// A client of every member would send some renewals to a member that
-	// is frozen or cut off, and wait for them until the lease ran out; the
-	// local member answers at once, or fails fast when it has lost its
-	// quorum (and then no other member could help this node anyway).
+	// ownerClient talks to this node's own member only, when it is one:
+	// it answers at once, or fails fast when it has lost its quorum. The
+	// alternates talk to one other member each; owners send every other
+	// write through them, so that a renewal held up behind a lost packet
+	// on one member's connections does not hold back the next (see
+	// coord.OwnerConfig.Alternates).
 	ownerClient *clientv3.Client
+	alternates  []*clientv3.Client
 	members     map[string]coord.MemberInfo
 	cancel      context.CancelFunc
 	wg          sync.WaitGroup
@@ -219,6 +222,7 @@ func (c *coordination) connect(ctx context.Context) {
 			log.Warn("cannot connect to this node's own etcd member; floating addresses use every member", "err", err)
 		} else {
 			c.ownerClient = local
+			c.alternates = c.memberClients(ctx, c.endpoints()[1:])
 		}
 	}
 	c.wg.Go(func() { c.publish(ctx) })
@@ -244,6 +248,9 @@ func (c *coordination) connect(ctx context.Context) {
 func (c *coordination) keepLeaderAway(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	// whole is since when every member has answered: from the start, until
+	// a check finds one that does not.
+	whole := time.Now()
 	for {
 		select {
 		case <-t.C:
@@ -257,13 +264,24 @@ func (c *coordination) keepLeaderAway(ctx context.Context) {
 		if !holding {
 			continue
 		}
-		if err := c.moveLeader(ctx); err != nil {
+		if err := c.moveLeader(ctx, &whole); err != nil {
 			c.a.log.Debug("move etcd leadership away", "err", err)
 		}
 	}
 }
 
-func (c *coordination) moveLeader(ctx context.Context) error {
+// Leadership moves only to a follower this close to the leader's log, and
+// only once every member has answered for leaderMoveSettle (since the start,
+// or since a check last found one that did not): raft drops proposals while
+// a transfer waits for its target to catch up, and the renewals of the
+// address this node holds would stall past their deadline. After a
+// partition heals, a rejoining member catches up first.
+const (
+	leaderMoveSettle = 900 * time.Millisecond
+	leaderMoveMaxLag = 64 // raft entries
+)
+
+func (c *coordination) moveLeader(ctx context.Context, whole *time.Time) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	cli := c.etcd()
@@ -276,35 +294,42 @@ func (c *coordination) moveLeader(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	// Only in a whole, healthy cluster: with a member down, a transfer
-	// blocks writes until it completes, and the renewals of the address
-	// this node holds would stall past their deadline.
+	var target *etcdserverpb.Member
 	for _, m := range list.Members {
 		if len(m.ClientURLs) == 0 {
+			*whole = time.Time{}
 			return fmt.Errorf("member %s has no client URL yet", m.Name)
 		}
-		if _, err := cli.Status(ctx, m.ClientURLs[0]); err != nil {
+		ms, err := cli.Status(ctx, m.ClientURLs[0])
+		if err != nil {
+			*whole = time.Time{}
 			return fmt.Errorf("member %s is not healthy: %w", m.Name, err)
 		}
+		if m.ID != st.Header.MemberId && !m.IsLearner && target == nil && st.RaftIndex-min(st.RaftIndex, ms.RaftIndex) <= leaderMoveMaxLag {
+			target = m
+		}
 	}
-	for _, m := range list.Members {
-		if m.ID == st.Header.MemberId || m.IsLearner {
-			continue
-		}
-		// MoveLeader must reach the leader itself: use a client of this
-		// node's member alone.
-		local, err := coord.NewClient(ctx, coord.ClientConfig{Endpoints: []string{self}, TLS: c.tls(), DialTimeout: time.Second})
-		if err != nil {
-			return err
-		}
-		defer local.Close()
-		if _, err := local.MoveLeader(ctx, m.ID); err != nil {
-			return fmt.Errorf("move etcd leadership to %s: %w", m.Name, err)
-		}
-		c.a.log.Info("moved etcd leadership off this node while it holds a floating address", "to", m.Name)
-		return nil
+	if whole.IsZero() {
+		*whole = time.Now()
 	}
-	return errors.New("no healthy follower to move etcd leadership to")
+	if since := time.Since(*whole); since < leaderMoveSettle {
+		return fmt.Errorf("cluster whole for only %v", since.Round(time.Millisecond))
+	}
+	if target == nil {
+		return errors.New("no follower caught up to move etcd leadership to")
+	}
+	// MoveLeader must reach the leader itself: use a client of this node's
+	// member alone.
+	local, err := coord.NewClient(ctx, coord.ClientConfig{Endpoints: []string{self}, TLS: c.tls(), DialTimeout: time.Second})
+	if err != nil {
+		return err
+	}
+	defer local.Close()
+	if _, err := local.MoveLeader(ctx, target.ID); err != nil {
+		return fmt.Errorf("move etcd leadership to %s: %w", target.Name, err)
+	}
+	c.a.log.Info("moved etcd leadership off this node while it holds a floating address", "to", target.Name)
+	return nil
 }
 
 func (c *coordination) publish(ctx context.Context) {
@@ -397,18 +422,34 @@ func (c *coordination) prepareVIPs() error {
 	return nil
 }
 
+// memberClients makes a client of each of the given members, connecting
+// in the background: a member that is down now is used once it is back.
+func (c *coordination) memberClients(ctx context.Context, eps []string) []*clientv3.Client {
+	var clis []*clientv3.Client
+	for _, ep := range eps {
+		cli, err := coord.NewClient(ctx, coord.ClientConfig{Endpoints: []string{ep}, TLS: c.tls(), DialTimeout: connectTimeout, Logger: c.a.log, Lazy: true})
+		if err != nil {
+			c.a.log.Warn("no second route to etcd through this member", "member", ep, "err", err)
+			continue
+		}
+		clis = append(clis, cli)
+	}
+	return clis
+}
+
 // startOwner competes for a floating address's record while its balancer
 // is ready.
 func (c *coordination) startOwner(ctx context.Context, r *vipRole) {
 	o, err := coord.NewOwner(coord.OwnerConfig{
-		Client:   c.ownerClient,
-		Prefix:   coord.OwnerPrefix(c.cfg.Cluster, "vip", r.balancer),
-		Node:     c.a.opt.Node,
-		Priority: r.cfg.Priority[c.a.opt.Node],
-		Preempt:  *r.cfg.Preempt,
-		Lease:    r.cfg.Lease.D(),
-		Guard:    r.mgr,
-		Logger:   c.a.log.With("component", "vip", "balancer", r.balancer),
+		Client:     c.ownerClient,
+		Alternates: c.alternates,
+		Prefix:     coord.OwnerPrefix(c.cfg.Cluster, "vip", r.balancer),
+		Node:       c.a.opt.Node,
+		Priority:   r.cfg.Priority[c.a.opt.Node],
+		Preempt:    *r.cfg.Preempt,
+		Lease:      r.cfg.Lease.D(),
+		Guard:      r.mgr,
+		Logger:     c.a.log.With("component", "vip", "balancer", r.balancer),
 	})
 	if err != nil {
 		c.a.log.Error("vip", "balancer", r.balancer, "err", err)
@@ -454,6 +495,9 @@ func (c *coordination) stop() {
 	if cli := c.etcd(); cli != nil {
 		if c.ownerClient != nil && c.ownerClient != cli {
 			c.ownerClient.Close()
+		}
+		for _, alt := range c.alternates {
+			alt.Close()
 		}
 		cli.Close()
 	}

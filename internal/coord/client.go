@@ -89,6 +89,9 @@ type ClientConfig struct {
 	// Logger receives the client's errors (default slog.Default()); they
 	// carry component=etcd-client.
 	Logger *slog.Logger
+	// Lazy skips the initial check: the client connects in the background
+	// and keeps trying, for a member that may be down when it is made.
+	Lazy bool
 }
 
 // NewClient connects to etcd and checks that the cluster answers: at least
@@ -150,6 +153,9 @@ func NewClient(ctx context.Context, cfg ClientConfig) (*clientv3.Client, error) 
 	})
 	if err != nil {
 		return nil, fmt.Errorf("coord: client for %s: %w", strings.Join(eps, ", "), err)
+	}
+	if cfg.Lazy {
+		return c, nil
 	}
 	if err := checkCluster(ctx, c, eps, tlsConfig, dialTimeout); err != nil {
 		c.Close()

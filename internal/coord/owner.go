@@ -106,6 +106,8 @@ func (k opKind) String() string {
 
 // request is a compare-and-swap write the elector asks its driver to send.
 type request struct {
+	// id numbers the node's requests in the order they were sent.
+	id   uint64
 	kind opKind
 	// expect is the ModRevision the key must have; with absent, the key
 	// must not exist.
@@ -171,15 +173,28 @@ type elector struct {
 	deadline time.Time
 	acting   bool // Guard acquired and not released
 
-	inflight  bool
+	// inflight counts requests sent and not yet answered. Renewals go out
+	// on schedule while earlier ones are still in flight (up to
+	// maxInFlight): the driver sends consecutive requests over different
+	// connections, so one held up behind a lost packet does not hold back
+	// the next. Acquisitions and releases go out one at a time.
+	inflight  int
 	nextRenew time.Time
 	// releasing is set by a planned handover: once no request is in
 	// flight, the record is released naming next.
 	releasing bool
 	next      string
 
+	sent  uint64 // requests sent so far
 	reqs  []request
 	calls []guardCall
+}
+
+// maxInFlight is how many renewals may be outstanding at once: as many as
+// fit in a lease, since a renewal is worth nothing after the deadline it
+// could have moved.
+func (e *elector) maxInFlight() int {
+	return max(1, int(e.cfg.lease/e.cfg.renew))
 }
 
 func newElector(cfg electorConfig) *elector {
@@ -250,7 +265,7 @@ func (e *elector) release(reason string) {
 
 // result takes the outcome of a request.
 func (e *elector) result(now time.Time, r result) {
-	e.inflight = false
+	e.inflight--
 	switch {
 	case !r.known:
 		if r.req.kind == opRelease {
@@ -382,13 +397,17 @@ func (e *elector) wake() time.Time {
 	if e.acting {
 		earliest(e.deadline)
 	}
-	if e.inflight {
-		return at
-	}
-	if e.holding {
-		earliest(e.nextRenew)
-	} else if t, ok := e.challengeAt(); ok {
-		earliest(t)
+	switch {
+	case e.holding && e.releasing:
+		// The release goes out on the last answer.
+	case e.holding:
+		if e.inflight < e.maxInFlight() {
+			earliest(e.nextRenew)
+		}
+	case e.inflight == 0:
+		if t, ok := e.challengeAt(); ok {
+			earliest(t)
+		}
 	}
 	return at
 }
@@ -399,14 +418,14 @@ func (e *elector) tick(now time.Time) {
 	if e.acting && !now.Before(e.deadline) {
 		e.release("lease not renewed before its deadline")
 	}
-	if e.inflight {
-		return
-	}
 	lease := e.cfg.lease.Milliseconds()
 	switch {
 	case e.holding && e.releasing:
+		if e.inflight > 0 {
+			return // a renewal applied after the release would fail it
+		}
 		e.send(now, request{kind: opRelease, expect: e.rev, rec: Record{LeaseMS: lease, Next: e.next}, timeout: e.cfg.lease})
-	case e.holding && !now.Before(e.nextRenew):
+	case e.holding && !now.Before(e.nextRenew) && e.inflight < e.maxInFlight():
 		e.nextRenew = now.Add(e.cfg.renew)
 		// Past the deadline an answer no longer keeps the guard; a
 		// request that takes longer is abandoned and the next one sent.
@@ -415,7 +434,7 @@ func (e *elector) tick(now time.Time) {
 			timeout = max(e.deadline.Sub(now), e.cfg.renew)
 		}
 		e.send(now, request{kind: opRenew, expect: e.rev, rec: Record{Holder: e.cfg.node, Epoch: e.epoch, LeaseMS: lease}, timeout: timeout})
-	case !e.holding:
+	case !e.holding && e.inflight == 0:
 		at, ok := e.challengeAt()
 		if !ok || now.Before(at) {
 			return
@@ -425,7 +444,8 @@ func (e *elector) tick(now time.Time) {
 }
 
 func (e *elector) send(now time.Time, r request) {
-	r.sentAt = now
-	e.inflight = true
+	e.sent++
+	r.id, r.sentAt = e.sent, now
+	e.inflight++
 	e.reqs = append(e.reqs, r)
 }

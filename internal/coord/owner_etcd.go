@@ -15,11 +15,19 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
+	"google.golang.org/grpc/connectivity"
 )
 
 // OwnerConfig configures one node's side of a singleton's ownership record.
 type OwnerConfig struct {
 	Client *clientv3.Client
+	// Alternates are further clients, each of one other member. Every
+	// other renewal goes out over one of them, and renewals do not wait
+	// for each other: a renewal held up on one connection (a lost packet
+	// waits for TCP's retransmission timeout, 200ms, and 400ms more if the
+	// retransmission is lost too) does not hold back the next one on
+	// another.
+	Alternates []*clientv3.Client
 	// Prefix is the singleton's key prefix, such as
 	// /haven/shop/owners/vip/web (see OwnerPrefix). The record lives at
 	// Prefix/record, candidates at Prefix/candidates/NODE and handover
@@ -37,7 +45,7 @@ type OwnerConfig struct {
 	// Renew is the renewal period (default Lease/4).
 	Renew time.Duration
 	// Drift is the bound on clock-rate difference between nodes, as a
-	// fraction (default 0.05).
+	// fraction (default 0.02).
 	Drift float64
 	// RankStep delays a challenger per better-ranked eligible candidate
 	// (default 25ms).
@@ -142,7 +150,7 @@ func NewOwner(cfg OwnerConfig) (*Owner, error) {
 		return nil, fmt.Errorf("coord: owner %s: renew period %v must be shorter than the lease %v", cfg.Prefix, cfg.Renew, cfg.Lease)
 	}
 	if cfg.Drift <= 0 {
-		cfg.Drift = 0.05
+		cfg.Drift = 0.02
 	}
 	if cfg.RankStep <= 0 {
 		cfg.RankStep = 25 * time.Millisecond
@@ -449,11 +457,12 @@ func (o *Owner) send(r request) {
 	if err != nil {
 		panic(err) // a Record always marshals
 	}
-	resp, err := o.cfg.Client.Txn(ctx).If(cond).Then(clientv3.OpPut(key, string(val))).Else(clientv3.OpGet(key)).Commit()
+	cli := o.clientFor(r)
+	resp, err := cli.Txn(ctx).If(cond).Then(clientv3.OpPut(key, string(val))).Else(clientv3.OpGet(key)).Commit()
 	res := result{req: r, err: err}
 	switch {
 	case err != nil:
-		o.log.Debug("write failed", "op", r.kind, "err", err)
+		o.log.Debug("write failed", "op", r.kind, "via", cli.Endpoints(), "err", err)
 	case resp.Succeeded:
 		res.known, res.ok, res.rev = true, true, resp.Header.Revision
 	default:
@@ -472,6 +481,27 @@ func (o *Owner) send(r request) {
 	case o.results <- res:
 	case <-o.done:
 	}
+}
+
+// clientFor picks the client a request goes out on. Acquisitions and
+// releases go through Client: an alternate's member may be the one that is
+// cut off, and the write would wait for it until its timeout. Renewals go
+// through Client and an alternate in turn, skipping an alternate whose
+// connection is down; one stuck on a dead member holds only itself up.
+func (o *Owner) clientFor(r request) *clientv3.Client {
+	alts := o.cfg.Alternates
+	if r.kind != opRenew || len(alts) == 0 || r.id%2 == 0 {
+		return o.cfg.Client
+	}
+	for i := range uint64(len(alts)) {
+		cli := alts[(r.id/2+i)%uint64(len(alts))]
+		switch cli.ActiveConnection().GetState() {
+		case connectivity.TransientFailure, connectivity.Shutdown:
+			continue
+		}
+		return cli
+	}
+	return o.cfg.Client
 }
 
 // watchUpdate is what the watch learnt: a new record version, candidate
@@ -622,11 +652,17 @@ func (o *Owner) apply(now time.Time, u watchUpdate) {
 }
 
 // rank counts the eligible candidates that rank above this node: higher
-// priority, or equal priority and a smaller name.
+// priority, or equal priority and a smaller name. The record's holder does
+// not count: by the time a challenger may write, it has failed to renew,
+// and it does not race to take over its own record.
 func (o *Owner) rank() int {
 	n := 0
+	holder := ""
+	if o.e.seen.held() {
+		holder = o.e.seen.rec.Holder
+	}
 	for _, c := range o.cands {
-		if c.Node != o.cfg.Node && c.Eligible && o.above(c) {
+		if c.Node != o.cfg.Node && c.Node != holder && c.Eligible && o.above(c) {
 			n++
 		}
 	}

@@ -21,6 +21,7 @@ type simEvent struct {
 	at   time.Time
 	seq  int
 	node int // -1: the store
+	path int // the connection a request and its answer travel on
 	// exactly one of:
 	req    *request // arriving at the store (node: sender)
 	res    *result  // arriving at the node
@@ -31,6 +32,21 @@ type simEvent struct {
 type simLink struct {
 	delay time.Duration // one way
 	down  bool          // drops requests, answers and watch events
+	// paths is how many connections the node's requests go out on, in
+	// turn (as Owner does with its clients); 0 means one.
+	paths int
+	// heldUntil holds up everything on a connection until a time, as a
+	// lost packet holds up a TCP stream until it is retransmitted.
+	heldUntil map[int]time.Time
+}
+
+// arrival is when something sent now on path p arrives.
+func (l simLink) arrival(now time.Time, p int) time.Time {
+	at := now.Add(l.delay)
+	if h := l.heldUntil[p]; h.After(at) {
+		return h
+	}
+	return at
 }
 
 type simGuard struct {
@@ -58,9 +74,9 @@ type simNode struct {
 	missed bool
 	inbox  []simEvent // delivered while paused
 	guard  simGuard
-	// pending maps a request's send time to whether it was answered or
+	// pending maps a request's id to whether it was answered or
 	// abandoned, so a late answer is dropped like a cancelled RPC.
-	pending map[time.Time]bool
+	pending map[uint64]bool
 }
 
 type sim struct {
@@ -86,7 +102,7 @@ func newSim(t *testing.T, n int, cfg electorConfig) *sim {
 	for i := range n {
 		c := cfg
 		c.node = fmt.Sprintf("n%d", i+1)
-		nd := &simNode{e: newElector(c), link: simLink{delay: time.Millisecond}, pending: map[time.Time]bool{}}
+		nd := &simNode{e: newElector(c), link: simLink{delay: time.Millisecond}, pending: map[uint64]bool{}}
 		nd.e.eligible = true
 		nd.e.rank = i
 		s.nodes = append(s.nodes, nd)
@@ -97,7 +113,7 @@ func newSim(t *testing.T, n int, cfg electorConfig) *sim {
 }
 
 func defaultSimConfig() electorConfig {
-	return electorConfig{lease: 500 * time.Millisecond, renew: 125 * time.Millisecond, drift: 0.05, rankStep: 20 * time.Millisecond}
+	return electorConfig{lease: 500 * time.Millisecond, renew: 125 * time.Millisecond, drift: 0.02, rankStep: 20 * time.Millisecond}
 }
 
 func (s *sim) push(ev simEvent) {
@@ -186,16 +202,16 @@ func (s *sim) input(ev simEvent) {
 	case ev.obs != nil:
 		nd.e.observe(s.now, *ev.obs)
 	case ev.res != nil:
-		if done := nd.pending[ev.res.req.sentAt]; done {
-			return // abandoned after its timeout
+		if done, sent := nd.pending[ev.res.req.id]; done || !sent {
+			return // abandoned after its timeout, or sent by a process since killed
 		}
-		nd.pending[ev.res.req.sentAt] = true
+		nd.pending[ev.res.req.id] = true
 		nd.e.result(s.now, *ev.res)
 	case ev.expire != nil:
-		if done := nd.pending[ev.expire.sentAt]; done {
+		if done, sent := nd.pending[ev.expire.id]; done || !sent {
 			return
 		}
-		nd.pending[ev.expire.sentAt] = true
+		nd.pending[ev.expire.id] = true
 		nd.e.result(s.now, result{req: *ev.expire, err: fmt.Errorf("timeout")})
 	}
 	nd.e.tick(s.now)
@@ -225,12 +241,13 @@ func (s *sim) flush(i int) {
 	for _, r := range reqs {
 		r := r
 		s.logf("n%d sends %s expect %d", i+1, r.kind, r.expect)
-		nd.pending[r.sentAt] = false
+		nd.pending[r.id] = false
 		s.push(simEvent{at: s.now.Add(r.timeout), node: i, expire: &r})
 		if nd.link.down {
 			continue
 		}
-		s.push(simEvent{at: s.now.Add(nd.link.delay), node: i, req: &r})
+		p := int(r.id % uint64(max(1, nd.link.paths)))
+		s.push(simEvent{at: nd.link.arrival(s.now, p), node: i, path: p, req: &r})
 	}
 }
 
@@ -261,7 +278,7 @@ func (s *sim) store(ev simEvent) {
 		res = result{req: r, known: true, current: s.cur}
 	}
 	if !nd.link.down {
-		s.push(simEvent{at: s.now.Add(nd.link.delay), node: ev.node, res: &res})
+		s.push(simEvent{at: nd.link.arrival(s.now, ev.path), node: ev.node, path: ev.path, res: &res})
 	}
 }
 
@@ -336,6 +353,34 @@ func TestElectorRenewalSuccessKeepsOneHolder(t *testing.T) {
 	}
 	if len(s.acquired) != 1 {
 		t.Fatalf("acquisitions %v, want only n1's", s.acquired)
+	}
+}
+
+// TestElectorRenewalsRouteAroundAHeldConnection holds up one of the
+// holder's connections for 600ms every second: a lost packet on a TCP
+// stream waits for the 200ms retransmission timeout, and 400ms more when
+// the retransmission is lost too. Renewals sent over two connections in
+// turn keep the holder in place; over one, the same stalls cost it the
+// guard (which is what makes this test able to fail).
+func TestElectorRenewalsRouteAroundAHeldConnection(t *testing.T) {
+	for _, paths := range []int{1, 2} {
+		s := newSim(t, 3, defaultSimConfig())
+		s.nodes[0].link.paths = paths
+		s.runUntil(time.Second, "first acquisition", func() bool { return s.holder() == 0 })
+		for range 10 {
+			s.run(400 * time.Millisecond)
+			s.nodes[0].link.heldUntil = map[int]time.Time{0: s.now.Add(600 * time.Millisecond)}
+			s.run(600 * time.Millisecond)
+		}
+		g := s.nodes[0].guard
+		switch {
+		case paths == 1 && len(g.releases) == 0:
+			t.Fatalf("one connection held up for 600ms every second, and the holder never lost its guard: the stalls are too short to test anything")
+		case paths == 2 && (len(g.releases) != 0 || len(s.acquired) != 1):
+			t.Fatalf("two connections, one held up 600ms every second: the holder released %d times (%v), acquisitions %v; want one continuous holding\n%s",
+				len(g.releases), g.releases, s.acquired, s.tail())
+		}
+		s.requireEpochsIncrease()
 	}
 }
 
@@ -506,7 +551,7 @@ func TestElectorRestartedHolderWaitsOutItsOldRecord(t *testing.T) {
 	// process's deadline reads its own old record.
 	old := s.nodes[0]
 	cfg := old.e.cfg
-	s.nodes[0] = &simNode{e: newElector(cfg), link: old.link, pending: map[time.Time]bool{}}
+	s.nodes[0] = &simNode{e: newElector(cfg), link: old.link, pending: map[uint64]bool{}}
 	s.nodes[0].e.eligible = true
 	cur := s.cur
 	s.push(simEvent{at: s.now.Add(2 * time.Millisecond), node: 0, obs: &cur})
@@ -530,10 +575,13 @@ func TestElectorRandomFaults(t *testing.T) {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(uint64(seed), 7))
 			s := newSim(t, 3, defaultSimConfig())
+			for _, nd := range s.nodes {
+				nd.link.paths = 1 + rng.IntN(3)
+			}
 			for range 40 {
 				i := rng.IntN(3)
 				nd := s.nodes[i]
-				switch rng.IntN(7) {
+				switch rng.IntN(8) {
 				case 0:
 					nd.link.delay = time.Duration(1+rng.IntN(300)) * time.Millisecond
 				case 1:
@@ -560,8 +608,11 @@ func TestElectorRandomFaults(t *testing.T) {
 						nd.e.setEligible(s.now, !nd.e.eligible, "")
 						s.flush(i)
 					}
+				case 6:
+					held := time.Duration(rng.IntN(800)) * time.Millisecond
+					nd.link.heldUntil = map[int]time.Time{rng.IntN(3): s.now.Add(held)}
 				default:
-					nd.link = simLink{delay: time.Millisecond}
+					nd.link = simLink{delay: time.Millisecond, paths: nd.link.paths}
 				}
 				s.run(time.Duration(rng.IntN(800)) * time.Millisecond)
 			}
