@@ -60,7 +60,7 @@ func (b *bench) startCluster(ctx context.Context, t target, label string) (_ *cl
 	c.http = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DialContext: client.DialContext, DisableKeepAlives: true}}
 	if t.kind == "haven" {
 		c.conf = filepath.Join(dir, "haven.yaml")
-		if err := writeHavenConf(c.conf, dir); err != nil {
+		if err := writeHavenConf(c.conf, dir, t.lease); err != nil {
 			return nil, err
 		}
 	}

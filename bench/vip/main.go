@@ -100,7 +100,7 @@ func mainErr() int {
 	flag.BoolVar(&opt.quick, "quick", false, "3 runs each of kill, linkcut and handover (development)")
 	flag.IntVar(&opt.runs, "runs", 10, "runs of each fault per target")
 	flag.IntVar(&opt.lossRuns, "loss-runs", 1, "runs of the loss scenario per target")
-	flag.StringVar(&targets, "targets", "keepalived,keepalived-fast,haven", "targets, in the order they run within each scenario")
+	flag.StringVar(&targets, "targets", "keepalived,keepalived-fast,haven,haven-fast", "targets, in the order they run within each scenario")
 	flag.StringVar(&scenarios, "scenarios", "kill,stop,linkcut,partition,handover,loss", "scenarios, in order")
 	flag.DurationVar(&opt.hold, "hold", 3*time.Second, "how long each fault lasts before it is healed")
 	flag.DurationVar(&opt.down, "down", 6*time.Second, "how long a killed daemon (kill) or a stopped keepalived (handover) stays down before it is started again")

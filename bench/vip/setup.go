@@ -81,7 +81,7 @@ func (b *bench) installKeepalived(ctx context.Context) error {
 // buildHaven builds the agent from the working tree. A failure is not fatal:
 // haven's rows then say why and the others still run.
 func (b *bench) buildHaven(ctx context.Context) {
-	if !slices.Contains(b.opt.targets, "haven") {
+	if !slices.ContainsFunc(b.opt.targets, func(name string) bool { t, _ := findTarget(name); return t.kind == "haven" }) {
 		return
 	}
 	b.havenBin = filepath.Join(b.dir, "haven")

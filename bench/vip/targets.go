@@ -22,10 +22,11 @@ var (
 )
 
 const (
-	havenLease  = 500 * time.Millisecond
-	backendPort = 9000
-	adminPort   = 9900
-	vrid        = 51
+	havenLease     = 500 * time.Millisecond // the default
+	havenFastLease = 300 * time.Millisecond
+	backendPort    = 9000
+	adminPort      = 9900
+	vrid           = 51
 )
 
 // target is one implementation of the floating address.
@@ -40,6 +41,8 @@ type target struct {
 	advert string
 	// vrrp3 selects VRRP version 3 (keepalived's default is 2).
 	vrrp3 bool
+	// lease is haven's vip lease.
+	lease time.Duration
 	desc  string
 }
 
@@ -48,8 +51,10 @@ var allTargets = []target{
 		desc: "keepalived 2.2.7 with its defaults: VRRPv2, advert_int 1, multicast to 224.0.0.18, preempt"},
 	{name: "keepalived-fast", kind: "keepalived", period: 100 * time.Millisecond, advert: "0.1", vrrp3: true,
 		desc: "keepalived 2.2.7 with vrrp_version 3 and advert_int 0.1, otherwise its defaults"},
-	{name: "haven", kind: "haven", period: havenLease / 4,
+	{name: "haven", kind: "haven", period: havenLease / 4, lease: havenLease,
 		desc: "haven agents (embedded etcd on all three nodes, a balancer with the floating address), lease 500ms (the default), preempt (the default)"},
+	{name: "haven-fast", kind: "haven", period: havenFastLease / 4, lease: havenFastLease,
+		desc: "the same haven agents with lease 300ms: haven's answer to keepalived-fast"},
 }
 
 func findTarget(name string) (target, bool) {
@@ -142,9 +147,9 @@ type havenData struct {
 // nodeAddr is testnet's address of the i-th host (from 0).
 func nodeAddr(i int) netip.Addr { return netip.AddrFrom4([4]byte{198, 18, 1, byte(11 + i)}) }
 
-func writeHavenConf(path, dir string) error {
+func writeHavenConf(path, dir string, lease time.Duration) error {
 	d := havenData{Dir: dir, Members: strings.Join(nodes, ", "), VIP: vipPrefix.String(), VIPAddr: vipAddr.String(),
-		Lease: havenLease, BackendPort: backendPort}
+		Lease: lease, BackendPort: backendPort}
 	var prio []string
 	for i, n := range nodes {
 		d.Nodes = append(d.Nodes, havenNode{Name: n, Addr: nodeAddr(i).String(), Zone: string(rune('a' + i))})

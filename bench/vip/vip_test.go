@@ -192,7 +192,7 @@ func TestSummarize(t *testing.T) {
 func TestHavenConf(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "haven.yaml")
-	if err := writeHavenConf(path, dir); err != nil {
+	if err := writeHavenConf(path, dir, havenLease); err != nil {
 		t.Fatal(err)
 	}
 	cfg, err := config.Load(path)
