@@ -105,6 +105,8 @@ type cluster struct {
 	tokenFile string
 	backends  []*app
 	weights   map[string]int
+	// coordination is haven.yaml's coordination section, "" for none.
+	coordination string
 }
 
 func (c *cluster) yaml() string {
@@ -112,6 +114,9 @@ func (c *cluster) yaml() string {
 	fmt.Fprintf(&b, "cluster: test\n")
 	if c.tokenFile != "" {
 		fmt.Fprintf(&b, "admin: {token_file: %q}\n", c.tokenFile)
+	}
+	if c.coordination != "" {
+		fmt.Fprintf(&b, "coordination: %s\n", c.coordination)
 	}
 	fmt.Fprintf(&b, `regions:
   local:

@@ -1,0 +1,120 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/haven-ha/haven/internal/coord"
+)
+
+// startExternalEtcd runs a one-member etcd cluster on loopback, as an
+// operator's own etcd would be, and returns its client URL and a function
+// that stops it.
+func startExternalEtcd(t *testing.T) (string, func()) {
+	t.Helper()
+	peer, client := freeAddr(t), freeAddr(t)
+	m, err := coord.NewMember(coord.MemberConfig{
+		Name: "ext", DataDir: t.TempDir(), PeerURL: peer, ClientURL: client,
+		InitialCluster: map[string]string{"ext": peer}, ClusterToken: "external",
+		Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case <-done:
+			case <-time.After(30 * time.Second):
+				t.Errorf("the external etcd did not stop within 30s")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	select {
+	case <-m.Ready():
+	case err := <-done:
+		t.Fatalf("external etcd: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("external etcd not ready after 30s")
+	}
+	return "http://" + client, stop
+}
+
+// coordinationStatus reads the status API's coordination section.
+func (e *env) coordinationStatus() CoordinationStatus {
+	e.t.Helper()
+	r := do(e.t, "GET", e.adminURL("/api/v1/status"))
+	var st struct {
+		Coordination *CoordinationStatus `json:"coordination"`
+	}
+	if err := json.Unmarshal([]byte(r.body), &st); err != nil {
+		e.t.Fatalf("GET /api/v1/status: %v\n%s", err, r.body)
+	}
+	if st.Coordination == nil {
+		e.t.Fatalf("status has no coordination section:\n%s", r.body)
+	}
+	return *st.Coordination
+}
+
+// waitCoordination polls the status API until cond holds.
+func (e *env) waitCoordination(what string, cond func(CoordinationStatus) bool) CoordinationStatus {
+	e.t.Helper()
+	var last CoordinationStatus
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if last = e.coordinationStatus(); cond(last) {
+			return last
+		}
+	}
+	b, _ := json.MarshalIndent(last, "", "  ")
+	e.t.Fatalf("after 20s, %s; coordination status:\n%s", what, b)
+	return last
+}
+
+// An agent pointed at an etcd it does not run (coordination.endpoints)
+// connects, publishes its membership and reports the endpoint's health;
+// when that etcd dies, the balancer keeps serving and status says which
+// endpoint is down.
+func TestAgentWithExternalEtcd(t *testing.T) {
+	url, stopEtcd := startExternalEtcd(t)
+	c := &cluster{admin: freeAddr(t), listen: freeAddr(t), backends: []*app{startApp(t, "web1"), startApp(t, "web2")},
+		coordination: fmt.Sprintf("{endpoints: [%q]}", url)}
+	e := newEnv(t, c)
+	e.run()
+	e.waitUp("web1", "web2")
+
+	st := e.waitCoordination("lb1 has not published itself", func(s CoordinationStatus) bool {
+		_, ok := s.Members["lb1"]
+		return s.Connected && ok
+	})
+	if st.Member != nil {
+		t.Errorf("status reports an embedded member %+v; with endpoints, the agent runs none", st.Member)
+	}
+	if len(st.Endpoints) != 1 || st.Endpoints[0] != url {
+		t.Errorf("status endpoints %v, want [%s]", st.Endpoints, url)
+	}
+	if len(st.Etcd) != 1 || !st.Etcd[0].Healthy {
+		t.Errorf("etcd health %+v, want %s healthy", st.Etcd, url)
+	}
+	if me := st.Members["lb1"]; me.Node != "lb1" || me.Zone != "a" || me.Version != "v0.0.0-test" {
+		t.Errorf("published membership %+v, want node lb1, zone a, version v0.0.0-test", me)
+	}
+
+	stopEtcd()
+	e.waitCoordination("the dead endpoint is still reported healthy", func(s CoordinationStatus) bool {
+		return len(s.Etcd) == 1 && !s.Etcd[0].Healthy && s.Etcd[0].Error != ""
+	})
+	if by := e.traffic(10); by["web1"]+by["web2"] != 10 {
+		t.Errorf("with etcd gone, 10 requests were served as %v; the balancer must not depend on etcd", by)
+	}
+}
