@@ -40,6 +40,9 @@ fuzz:
 	$(GO) test ./internal/config -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/lb/proxyproto -run '^$$' -fuzz FuzzRead -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/lb -run '^$$' -fuzz FuzzParseRequest -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/pg -run '^$$' -fuzz FuzzParseVersion -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/pg -run '^$$' -fuzz FuzzParseLSN -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/pg -run '^$$' -fuzz FuzzParseControlData -fuzztime $(FUZZTIME)
 
 prereqs:
 	bash scripts/prereqs.sh

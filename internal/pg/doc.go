@@ -1,0 +1,19 @@
+// Package pg runs PostgreSQL for haven's database keeper.
+//
+// This is the foundation of the keeper described in issue 4: a supervised
+// PostgreSQL server for one data directory (Server). It finds the
+// PostgreSQL binaries (FindBinaries), initialises a data directory with data
+// checksums (Server.Init), owns the configuration that haven must control
+// (haven.conf, pg_hba.conf, pg_ident.conf), runs `postgres` as a child
+// process as an unprivileged user (Server.Start), stops it in the three
+// PostgreSQL shutdown modes (Server.Stop), reports an exit nobody asked for
+// (Server.Done, Server.Wait) so the keeper can restart it in place, and
+// answers the questions the keeper asks about replication: recovery state,
+// timeline, WAL positions and system identifier (Server.Position,
+// Server.SystemIdentifier, Server.ControlData).
+//
+// Leadership, replication, failover and rejoin are built on top of it, in
+// the keeper; nothing here talks to etcd.
+//
+// The behaviour is documented for users in docs/pg.md.
+package pg

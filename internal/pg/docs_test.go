@@ -1,0 +1,62 @@
+package pg
+
+import (
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// fenceRE finds the fenced blocks of a Markdown page, with their language.
+var fenceRE = regexp.MustCompile("(?ms)^```(\\w*)\\n(.*?)^```")
+
+// TestDocExamples checks docs/pg.md against the code (STYLE rule 4): its Go
+// example is the body of runServer in example_test.go, which compiles, and
+// its haven.conf is what that configuration renders.
+func TestDocExamples(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/pg.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := map[string][]string{}
+	for _, m := range fenceRE.FindAllStringSubmatch(string(doc), -1) {
+		blocks[m[1]] = append(blocks[m[1]], m[2])
+	}
+	if len(blocks["go"]) != 1 || len(blocks["conf"]) != 1 {
+		t.Fatalf("docs/pg.md has %d go and %d conf examples; want 1 each", len(blocks["go"]), len(blocks["conf"]))
+	}
+
+	example, err := os.ReadFile("example_test.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, body, _ := strings.Cut(string(example), "func runServer(ctx context.Context, logger *slog.Logger) error {\n")
+	body, _, _ = strings.Cut(body, "\n}\n")
+	if got, want := dedent(body), dedent(blocks["go"][0]); got != want {
+		t.Errorf("the Go example of docs/pg.md is not runServer in example_test.go:\n--- docs\n%s\n--- example_test.go\n%s", want, got)
+	}
+
+	s, err := check(Config{
+		DataDir:         "/var/lib/haven/pg/data",
+		ListenAddresses: []string{"198.18.1.21"},
+		Settings:        map[string]string{"shared_buffers": "1GB"},
+		HBA:             []string{"host all all 198.18.1.0/24 scram-sha-256"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(s.renderHavenConf()); got != blocks["conf"][0] {
+		t.Errorf("the haven.conf of docs/pg.md is not what haven writes:\n%s", got)
+	}
+}
+
+// dedent removes the leading tabs of every line and the blank lines.
+func dedent(s string) string {
+	var out []string
+	for _, line := range strings.Split(s, "\n") {
+		if line = strings.TrimLeft(line, "\t"); strings.TrimSpace(line) != "" {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "\n")
+}
