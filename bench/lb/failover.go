@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/haven-ha/haven/bench/internal/harness"
 )
 
 // loadStats counts what a non-retrying HTTP/1.1 keep-alive client saw.
@@ -99,7 +101,7 @@ func runLoad(ctx context.Context, addr string, conc int, dur time.Duration, maxR
 						}
 						st.DialErr++
 						fail(fmt.Errorf("dial: %w", err))
-						pause(ctx, 10*time.Millisecond)
+						harness.Sleep(ctx, 10*time.Millisecond)
 						continue
 					}
 					conn = &countingConn{Conn: c}
@@ -162,21 +164,10 @@ func runLoad(ctx context.Context, addr string, conc int, dur time.Duration, maxR
 		lat = append(lat, r.lat...)
 	}
 	if len(lat) > 0 {
-		slices.Sort(lat)
-		total.P99 = lat[len(lat)*99/100]
-		total.Max = lat[len(lat)-1]
+		total.P99 = harness.Percentile(lat, 99)
+		total.Max = slices.Max(lat)
 	}
 	return total
-}
-
-// pause waits for d or until ctx ends.
-func pause(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-ctx.Done():
-	}
 }
 
 // failoverEvent is one fault injected into a running load.
@@ -196,7 +187,7 @@ var failoverEvents = []failoverEvent{
 		name: "kill -9",
 		desc: "SIGKILL backend b2 at 1/3 of the run; it stays down",
 		inject: func(ctx context.Context, b *bench, _ *proxy, _ *service, be []*service, dur time.Duration) []string {
-			pause(ctx, dur/3)
+			harness.Sleep(ctx, dur/3)
 			if err := be[victim].signal(syscall.SIGKILL); err != nil {
 				return []string{err.Error()}
 			}
@@ -207,7 +198,7 @@ var failoverEvents = []failoverEvent{
 		name: "graceful stop",
 		desc: "SIGQUIT (nginx graceful shutdown) to backend b2 at 1/3 of the run; it stays down",
 		inject: func(ctx context.Context, b *bench, _ *proxy, _ *service, be []*service, dur time.Duration) []string {
-			pause(ctx, dur/3)
+			harness.Sleep(ctx, dur/3)
 			if err := be[victim].signal(syscall.SIGQUIT); err != nil {
 				return []string{err.Error()}
 			}
@@ -219,11 +210,11 @@ var failoverEvents = []failoverEvent{
 		desc: "drain b2 through the proxy's API at 1/3 of the run, SIGQUIT it at 1/2",
 		inject: func(ctx context.Context, b *bench, p *proxy, _ *service, be []*service, dur time.Duration) []string {
 			var notes []string
-			pause(ctx, dur/3)
+			harness.Sleep(ctx, dur/3)
 			if err := p.drain(ctx, b, backendNames[victim]); err != nil {
 				notes = append(notes, "drain failed: "+err.Error())
 			}
-			pause(ctx, dur/2-dur/3)
+			harness.Sleep(ctx, dur/2-dur/3)
 			if err := be[victim].signal(syscall.SIGQUIT); err != nil {
 				return append(notes, err.Error())
 			}
@@ -240,7 +231,7 @@ var failoverEvents = []failoverEvent{
 			var first string
 			for i := range n {
 				at := dur/10 + time.Duration(i)*(dur*8/10)/(n-1)
-				pause(ctx, time.Until(start.Add(at)))
+				harness.Sleep(ctx, time.Until(start.Add(at)))
 				if ctx.Err() != nil {
 					break
 				}
@@ -289,9 +280,9 @@ func (b *bench) runFailover(ctx context.Context, proxies []*proxy) []failoverRow
 			if ctx.Err() != nil {
 				return rows
 			}
-			b.logf("failover: %s / %s", p.name, ev.name)
+			harness.Logf("failover: %s / %s", p.name, ev.name)
 			row := b.failoverRun(ctx, p, ev)
-			b.logf("  requests %d, ok %d, non-2xx %d, socket errors %d %s %s", row.stats.Requests, row.stats.OK, row.stats.Non2xx, row.stats.SockErr, row.skipped, joinNotes(row.notes))
+			harness.Logf("  requests %d, ok %d, non-2xx %d, socket errors %d %s %s", row.stats.Requests, row.stats.OK, row.stats.Non2xx, row.stats.SockErr, row.skipped, joinNotes(row.notes))
 			rows = append(rows, row)
 		}
 	}

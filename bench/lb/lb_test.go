@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/haven-ha/haven/bench/internal/harness"
 	"github.com/haven-ha/haven/internal/config"
 )
 
@@ -99,7 +100,7 @@ func TestConfigs(t *testing.T) {
 			}
 			t.Run("haven-"+name, func(t *testing.T) {
 				path := filepath.Join(b.dir, "haven.yaml")
-				if err := writeTemplate(path, havenConf, b.tmplData(mode, failover, havenAddr, havenAdmin)); err != nil {
+				if err := harness.WriteTemplate(path, havenConf, b.tmplData(mode, failover, havenAddr, havenAdmin)); err != nil {
 					t.Fatal(err)
 				}
 				cfg, err := config.Load(path)
@@ -113,14 +114,14 @@ func TestConfigs(t *testing.T) {
 			})
 			t.Run("haproxy-"+name, func(t *testing.T) {
 				path := filepath.Join(b.dir, "haproxy.cfg")
-				if err := writeTemplate(path, haproxyConf, b.tmplData(mode, failover, haproxyAddr, "")); err != nil {
+				if err := harness.WriteTemplate(path, haproxyConf, b.tmplData(mode, failover, haproxyAddr, "")); err != nil {
 					t.Fatal(err)
 				}
 				check(t, "haproxy", "-c", "-f", path)
 			})
 			t.Run("nginx-"+name, func(t *testing.T) {
 				path := filepath.Join(b.dir, "nginx.conf")
-				if err := writeTemplate(path, nginxConf, b.tmplData(mode, failover, nginxAddr, "")); err != nil {
+				if err := harness.WriteTemplate(path, nginxConf, b.tmplData(mode, failover, nginxAddr, "")); err != nil {
 					t.Fatal(err)
 				}
 				if mode == "tcp" {
@@ -143,7 +144,7 @@ func TestConfigs(t *testing.T) {
 	}
 	t.Run("backend", func(t *testing.T) {
 		path := filepath.Join(b.dir, "b.conf")
-		if err := writeTemplate(path, backendConf, struct{ Dir, Name, Addr string }{b.dir, "b1", backendAddrs[0]}); err != nil {
+		if err := harness.WriteTemplate(path, backendConf, struct{ Dir, Name, Addr string }{b.dir, "b1", backendAddrs[0]}); err != nil {
 			t.Fatal(err)
 		}
 		check(t, "nginx", "-t", "-q", "-e", filepath.Join(b.dir, "log", "t.log"), "-p", b.dir, "-c", path)
@@ -163,17 +164,6 @@ func check(t *testing.T, argv ...string) {
 	out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput()
 	if err != nil {
 		t.Errorf("%s: %v\n%s", strings.Join(argv, " "), err, out)
-	}
-}
-
-func TestMedian(t *testing.T) {
-	for _, tc := range []struct {
-		in   []float64
-		want float64
-	}{{nil, 0}, {[]float64{3}, 3}, {[]float64{5, 1, 3}, 3}, {[]float64{4, 1, 3, 2}, 2.5}} {
-		if got := median(tc.in); got != tc.want {
-			t.Errorf("median(%v) = %v, want %v", tc.in, got, tc.want)
-		}
 	}
 }
 

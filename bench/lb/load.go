@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/haven-ha/haven/bench/internal/harness"
 )
 
 // wrkResult is what one wrk run reports.
@@ -34,7 +36,7 @@ func parseWrk(out string) (wrkResult, error) {
 	var r wrkResult
 	m := reWrkTotal.FindStringSubmatch(out)
 	if m == nil {
-		return r, fmt.Errorf("wrk: no request count in output: %s", lastLines(out, 4))
+		return r, fmt.Errorf("wrk: no request count in output: %s", harness.LastLines(out, 4))
 	}
 	r.Requests, _ = strconv.ParseInt(m[1], 10, 64)
 	v, _ := strconv.ParseFloat(m[2], 64)
@@ -76,7 +78,7 @@ func (b *bench) runWrk(ctx context.Context, url string, close bool, raw string) 
 		args = append(args, "-H", "Connection: close")
 	}
 	args = append(args, url)
-	out, err := run(ctx, b.opt.duration+30*time.Second, nil, args...)
+	out, err := harness.Run(ctx, b.opt.duration+30*time.Second, nil, args...)
 	_ = os.WriteFile(raw, []byte(strings.Join(args, " ")+"\n"+out), 0o644)
 	if err != nil {
 		return wrkResult{}, err
@@ -123,10 +125,10 @@ func (b *bench) runVegeta(ctx context.Context, url string, rate int, keepalive b
 	args := []string{b.vegetaBin, "attack", "-targets=" + targets, "-rate=" + strconv.Itoa(rate), "-duration=" + fmt.Sprintf("%ds", int(b.opt.duration.Seconds())),
 		"-keepalive=" + strconv.FormatBool(keepalive), "-timeout=5s", "-output=" + bin,
 		"-workers=" + strconv.Itoa(vegetaWorkers), "-max-workers=" + strconv.Itoa(vegetaWorkers)}
-	if out, err := run(ctx, b.opt.duration+30*time.Second, nil, args...); err != nil {
-		return v, fmt.Errorf("%w %s", err, lastLines(out, 3))
+	if out, err := harness.Run(ctx, b.opt.duration+30*time.Second, nil, args...); err != nil {
+		return v, fmt.Errorf("%w %s", err, harness.LastLines(out, 3))
 	}
-	out, err := run(ctx, 60*time.Second, nil, b.vegetaBin, "report", "-type=json", bin)
+	out, err := harness.Run(ctx, 60*time.Second, nil, b.vegetaBin, "report", "-type=json", bin)
 	if err != nil {
 		return v, err
 	}

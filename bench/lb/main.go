@@ -23,11 +23,12 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 	"unsafe"
+
+	"github.com/haven-ha/haven/bench/internal/harness"
 )
 
 type options struct {
@@ -38,7 +39,7 @@ type options struct {
 	conns            int
 	idle             int
 	targets          []string
-	install          string
+	install          harness.Policy
 	out              string
 	keep             bool
 	keepRaw          bool
@@ -80,13 +81,9 @@ func (b *bench) waitQuiet(ctx context.Context) float64 {
 	busy, waited := waitQuiet(ctx, max(0, limit))
 	b.quietSpent += waited
 	if waited > time.Second {
-		b.logf("waited %s for a quiet machine (last sample %.0f%% busy; %s of the budget left)", waited.Round(time.Second), 100*busy, max(0, b.opt.quietBudget-b.quietSpent).Round(time.Second))
+		harness.Logf("waited %s for a quiet machine (last sample %.0f%% busy; %s of the budget left)", waited.Round(time.Second), 100*busy, max(0, b.opt.quietBudget-b.quietSpent).Round(time.Second))
 	}
 	return busy
-}
-
-func (b *bench) logf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
 }
 
 func main() {
@@ -103,7 +100,7 @@ func mainErr() int {
 	flag.IntVar(&opt.conns, "c", 50, "wrk connections")
 	flag.IntVar(&opt.idle, "idle", 10000, "idle client connections to hold open for the memory measurement (0: skip)")
 	flag.StringVar(&targets, "targets", "direct,haven,haproxy,nginx,caddy", "targets, in round order")
-	flag.StringVar(&opt.install, "install", "auto", "auto (apt-get only what is missing), always, or never")
+	flag.StringVar((*string)(&opt.install), "install", "auto", "auto (apt-get only what is missing), always, or never")
 	flag.StringVar(&opt.out, "o", "", "markdown output (default bench/lb/results/latest.md; quick.md with -quick; failover.md for -scenario failover)")
 	flag.BoolVar(&opt.keep, "keep", false, "keep the temporary directory (configs and logs)")
 	flag.BoolVar(&opt.keepRaw, "keep-raw", false, "keep vegeta's binary results in results/raw")
@@ -151,10 +148,10 @@ func mainErr() int {
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	go func() {
 		<-sigs
-		b.logf("interrupted: stopping (again to kill at once)")
+		harness.Logf("interrupted: stopping (again to kill at once)")
 		cancel()
 		<-sigs
-		// The temporary directory stays; the next run removes it (reapStale).
+		// The temporary directory stays; the next run removes it (harness.NewDirs).
 		b.sv.killAll()
 		os.Exit(130)
 	}()
@@ -162,7 +159,7 @@ func mainErr() int {
 	err := b.run(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
-			b.logf("stopped: %v", err)
+			harness.Logf("stopped: %v", err)
 			return 130
 		}
 		fmt.Fprintln(os.Stderr, "bench/lb:", err)
@@ -177,10 +174,8 @@ func validate(opt options) error {
 	default:
 		return fmt.Errorf("-scenario %q is not one of perf, failover, all", opt.scenario)
 	}
-	switch opt.install {
-	case "auto", "always", "never":
-	default:
-		return fmt.Errorf("-install %q is not one of auto, always, never", opt.install)
+	if err := opt.install.Check(); err != nil {
+		return err
 	}
 	known := []string{"direct", "haven", "haproxy", "nginx", "caddy"}
 	for _, t := range opt.targets {
@@ -199,33 +194,17 @@ func (b *bench) run(ctx context.Context) (err error) {
 	if os.Geteuid() != 0 {
 		return errors.New("run as root: it installs packages and raises limits")
 	}
-	if b.root, err = repoRoot(); err != nil {
+	// nginx workers survive their master: kill what a killed run left.
+	dirs, err := harness.NewDirs("lb", true)
+	if err != nil {
 		return err
 	}
-	b.here = filepath.Join(b.root, "bench", "lb")
-	for _, n := range reapStale() {
-		b.logf("previous run: %s", n)
-	}
-	if b.dir, err = os.MkdirTemp("", "haven-bench-lb-"); err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(b.dir, ownerFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
-		return err
-	}
+	b.root, b.here, b.dir, b.rawDir = dirs.Root, dirs.Here, dirs.Work, dirs.Raw
 	b.sv.dir = b.dir
 	defer func() {
 		b.sv.stopAll()
-		if b.opt.keep {
-			b.logf("kept %s", b.dir)
-		} else {
-			os.RemoveAll(b.dir)
-		}
+		harness.RemoveWorkDir(b.dir, b.opt.keep)
 	}()
-	stamp := time.Now().UTC().Format("20060102-150405")
-	b.rawDir = filepath.Join(b.here, "results", "raw", stamp)
-	if err := os.MkdirAll(b.rawDir, 0o755); err != nil {
-		return err
-	}
 
 	// Setup uses both CPUs; the measurement pins the harness to CPU 1.
 	if err := b.setup(ctx); err != nil {
@@ -235,7 +214,7 @@ func (b *bench) run(ctx context.Context) (err error) {
 		return fmt.Errorf("pin the harness to CPU 1: %w", err)
 	}
 	if err := raiseNoFile(); err != nil {
-		b.logf("warning: %v", err)
+		harness.Logf("warning: %v", err)
 	}
 	if err := b.checkPorts(); err != nil {
 		return err
@@ -267,7 +246,7 @@ func (b *bench) run(ctx context.Context) (err error) {
 	if err := os.WriteFile(out, []byte(md), 0o644); err != nil {
 		return err
 	}
-	b.logf("wrote %s (raw output in %s)", out, b.rawDir)
+	harness.Logf("wrote %s (raw output in %s)", out, b.rawDir)
 	return nil
 }
 
@@ -319,26 +298,6 @@ func (b *bench) checkPorts() error {
 		return fmt.Errorf("already in use (another benchmark or agent running?): %s", strings.Join(busy, ", "))
 	}
 	return nil
-}
-
-// repoRoot finds the directory of the haven module's go.mod from the
-// working directory upwards.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		data, err := os.ReadFile(filepath.Join(dir, "go.mod"))
-		if err == nil && strings.Contains(string(data), "module github.com/haven-ha/haven") {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("run from inside the haven repository (no go.mod of github.com/haven-ha/haven found upwards)")
-		}
-		dir = parent
-	}
 }
 
 // pinSelf restricts every thread of this process to cpu; threads created

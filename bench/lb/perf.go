@@ -3,9 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
-	"slices"
 	"syscall"
 	"time"
+
+	"github.com/haven-ha/haven/bench/internal/harness"
 )
 
 // scenario is one row group of the report.
@@ -103,7 +104,7 @@ func (b *bench) runPerf(ctx context.Context, proxies []*proxy) (*perfResult, err
 				status[t] = "n/a: no TCP mode"
 				continue
 			}
-			b.logf("%s mode: starting %s", mode, t)
+			harness.Logf("%s mode: starting %s", mode, t)
 			s, err := p.start(ctx, b, mode, false)
 			if s != nil {
 				started = append(started, s)
@@ -113,7 +114,7 @@ func (b *bench) runPerf(ctx context.Context, proxies []*proxy) (*perfResult, err
 					return nil, ctx.Err()
 				}
 				status[t] = "failed to start: " + err.Error()
-				b.logf("%s: %s", t, status[t])
+				harness.Logf("%s: %s", t, status[t])
 				continue
 			}
 			live = append(live, liveTarget{name: t, addr: p.addr, svc: s})
@@ -135,7 +136,7 @@ func (b *bench) runPerf(ctx context.Context, proxies []*proxy) (*perfResult, err
 			want := b.opt.idle
 			if lim := noFile(); lim < uint64(want)+500 {
 				want = int(lim) - 500
-				b.logf("open-file limit %d: holding %d idle connections instead of %d", lim, want, b.opt.idle)
+				harness.Logf("open-file limit %d: holding %d idle connections instead of %d", lim, want, b.opt.idle)
 			}
 			res.idleWant = want
 			for _, t := range live {
@@ -146,11 +147,11 @@ func (b *bench) runPerf(ctx context.Context, proxies []*proxy) (*perfResult, err
 					res.idleNote[t.name] = "exited: " + t.svc.logTail(3)
 					continue
 				}
-				b.logf("idle: %d connections to %s", want, t.name)
+				harness.Logf("idle: %d connections to %s", want, t.name)
 				ir := idleConns(ctx, t.addr, want, t.svc.pid())
 				res.idle[t.name] = ir
-				b.logf("  open %d, RSS %d → %d KiB", ir.Open, ir.RSSBeforeKiB, ir.RSSAfterKiB)
-				pause(ctx, 2*time.Second) // let the closes settle before the next target
+				harness.Logf("  open %d, RSS %d → %d KiB", ir.Open, ir.RSSBeforeKiB, ir.RSSAfterKiB)
+				harness.Sleep(ctx, 2*time.Second) // let the closes settle before the next target
 			}
 			for k, v := range status {
 				res.idleNote[k] = v
@@ -231,17 +232,17 @@ func (b *bench) runScenario(ctx context.Context, r *scenarioResult, live []liveT
 				if err != nil {
 					return err
 				}
-				b.logf("%s round %d %-8s %8.0f req/s  cpu %5.2fs  %s CPU-s/10k  non-2xx %d  socket errors %d  CPU 0 others %.0f%% steal %.0f%% %s %s",
+				harness.Logf("%s round %d %-8s %8.0f req/s  cpu %5.2fs  %s CPU-s/10k  non-2xx %d  socket errors %d  CPU 0 others %.0f%% steal %.0f%% %s %s",
 					r.name, round, t.name, rec.wrk.RPS, rec.cpu.Seconds(), fmtCPU(cpuPer10k(rec)), rec.wrk.Non2xx, rec.wrk.SockErr, 100*rec.others, 100*rec.steal, describeTrouble(rec.tcp), rec.err)
 				if rec.others+rec.steal <= noisyRun || rec.err != "" || attempt >= b.opt.noisyRepeats {
 					break
 				}
 				r.repeated++
-				b.logf("  noisy: CPU 0 was busy with other work %.0f%% of the run; repeating it", 100*(rec.others+rec.steal))
-				pause(ctx, cool)
+				harness.Logf("  noisy: CPU 0 was busy with other work %.0f%% of the run; repeating it", 100*(rec.others+rec.steal))
+				harness.Sleep(ctx, cool)
 			}
 			r.runs[t.name] = append(r.runs[t.name], rec)
-			pause(ctx, cool)
+			harness.Sleep(ctx, cool)
 		}
 	}
 
@@ -290,9 +291,9 @@ func (b *bench) runScenario(ctx context.Context, r *scenarioResult, live []liveT
 				rec.err = err.Error()
 			}
 			r.lat[t.name] = append(r.lat[t.name], rec)
-			b.logf("%s latency round %d %-8s @%d/s: achieved %.0f/s p50 %s p99 %s failed %d %s", r.name, round, t.name, r.rate,
+			harness.Logf("%s latency round %d %-8s @%d/s: achieved %.0f/s p50 %s p99 %s failed %d %s", r.name, round, t.name, r.rate,
 				v.Throughput, fmtDur(v.Latencies.P50), fmtDur(v.Latencies.P99), v.failed(), rec.err)
-			pause(ctx, cool)
+			harness.Sleep(ctx, cool)
 		}
 	}
 	return nil
@@ -304,18 +305,6 @@ func cpuPer10k(r runRec) float64 {
 		return 0
 	}
 	return r.cpu.Seconds() / float64(r.wrk.Requests) * 10000
-}
-
-func median(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := slices.Clone(v)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 func okRuns(rs []runRec) []runRec {
@@ -333,7 +322,7 @@ func medianRPS(rs []runRec) float64 {
 	for _, r := range okRuns(rs) {
 		v = append(v, r.wrk.RPS)
 	}
-	return median(v)
+	return harness.Median(v)
 }
 
 func medianCPU(rs []runRec) float64 {
@@ -341,7 +330,7 @@ func medianCPU(rs []runRec) float64 {
 	for _, r := range okRuns(rs) {
 		v = append(v, cpuPer10k(r))
 	}
-	return median(v)
+	return harness.Median(v)
 }
 
 // roundRatio is the median over rounds of num(a's run) / num(b's run) of the
@@ -367,5 +356,5 @@ func roundRatio(a, b []runRec, num func(runRec) float64, invert bool) float64 {
 			v = append(v, x/y)
 		}
 	}
-	return median(v)
+	return harness.Median(v)
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/haven-ha/haven/bench/internal/harness"
 )
 
 // service is one long-running child process (a proxy or a backend). It runs
@@ -149,46 +150,13 @@ func (sv *supervisor) killAll() {
 	}
 }
 
-// run executes a short-lived command (wrk, vegeta, a reload command) with a
-// hard deadline, in its own process group, and returns its combined output.
-func run(ctx context.Context, timeout time.Duration, env []string, argv ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	cmd.Env = append(os.Environ(), env...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = 5 * time.Second
-	err := cmd.Run()
-	if ctx.Err() != nil && err != nil {
-		err = fmt.Errorf("%s: %w (after %s)", argv[0], ctx.Err(), timeout)
-	} else if err != nil {
-		err = fmt.Errorf("%s: %w: %s", argv[0], err, lastLines(out.String(), 5))
-	}
-	return out.String(), err
-}
-
 // fileTail returns the last n lines of a file, joined by " | ".
 func fileTail(path string, n int) string {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return "(no output: " + err.Error() + ")"
 	}
-	return lastLines(string(data), n)
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	out := strings.Join(lines, " | ")
-	if len(out) > 600 {
-		out = "…" + out[len(out)-600:]
-	}
-	return out
+	return harness.LastLines(string(data), n)
 }
 
 // procStat is what /proc/PID/stat says about one process.
@@ -425,50 +393,4 @@ func describeTrouble(d map[string]int64) string {
 		}
 	}
 	return strings.Join(parts, ", ")
-}
-
-// ownerFile, in each run's temporary directory, holds the harness's pid.
-const ownerFile = "owner.pid"
-
-// reapStale finds what a previous run left behind when it was killed with
-// SIGKILL (nginx workers survive their master): processes whose working
-// directory is the temporary directory of a harness that is no longer alive.
-// It kills them, by pid, removes those directories, and says what it did.
-func reapStale() []string {
-	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "haven-bench-lb-*"))
-	stale := map[string]bool{}
-	for _, d := range dirs {
-		data, err := os.ReadFile(filepath.Join(d, ownerFile))
-		if err != nil {
-			continue // not ours, or still being set up
-		}
-		pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
-		if err == nil && pid != os.Getpid() && syscall.Kill(pid, 0) == nil {
-			continue // its harness is alive
-		}
-		stale[d] = true
-	}
-	var notes []string
-	if len(stale) == 0 {
-		return nil
-	}
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		cwd, err := os.Readlink("/proc/" + e.Name() + "/cwd")
-		if err != nil || !stale[cwd] {
-			continue
-		}
-		if syscall.Kill(pid, syscall.SIGKILL) == nil {
-			notes = append(notes, fmt.Sprintf("killed pid %d left over in %s", pid, cwd))
-		}
-	}
-	for d := range stale {
-		os.RemoveAll(d)
-		notes = append(notes, "removed "+d)
-	}
-	return notes
 }

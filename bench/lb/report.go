@@ -7,18 +7,15 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/haven-ha/haven/bench/internal/harness"
 )
 
 func (b *bench) header() string {
 	var sb strings.Builder
-	mode := fmt.Sprintf("%d interleaved round(s) of %s per target, medians reported", b.opt.rounds, b.opt.duration)
-	if b.opt.quick {
-		mode = "QUICK (development) — " + mode
-	}
-	sb.WriteString("# haven load-balancer benchmark (bench/lb)\n\n")
-	sb.WriteString("Run: " + mode + ".\n\n")
-	sb.WriteString("Machine: " + strings.Join(b.machine, "; ") + ".\n\n")
-	sb.WriteString("Versions: " + strings.Join(b.versions, "; ") + ".\n\n")
+	sb.WriteString(harness.Header("haven load-balancer benchmark (bench/lb)",
+		fmt.Sprintf("%d interleaved round(s) of %s per target, medians reported", b.opt.rounds, b.opt.duration),
+		b.opt.quick, b.machine, b.versions))
 	sb.WriteString("Placement: each proxy on CPU 0 with one worker (HAProxy nbthread 1, nginx worker_processes 1, " +
 		"Caddy and haven GOMAXPROCS=1); wrk, vegeta, the harness and the three nginx backends on CPU 1. " +
 		"Round robin over the same three backends, keep-alive to the backends, logging off, active health checks every 2s " +
@@ -39,16 +36,14 @@ func (b *bench) perfReport(res *perfResult) string {
 			ka = "-keepalive=false"
 		}
 		fmt.Fprintf(&sb, "Throughput: `%s`. Latency: `vegeta attack -rate=%d -duration=%s %s -workers=%d -max-workers=%d` (%s).\n\n", load, r.rate, b.opt.duration, ka, vegetaWorkers, vegetaWorkers, r.rateNote)
-		latHead := fmt.Sprintf("p50 @%d/s", r.rate)
-		p99Head := fmt.Sprintf("p99 @%d/s", r.rate)
-		sb.WriteString("| target | req/s | req/s ÷ HAProxy | CPU-s / 10k req | CPU efficiency vs HAProxy | " + latHead + " | " + p99Head + " | errors |\n")
-		sb.WriteString("|---|---:|---:|---:|---:|---:|---:|---|\n")
+		tab := harness.NewTable(&sb, harness.Left("target"), harness.Right("req/s"), harness.Right("req/s ÷ HAProxy"), harness.Right("CPU-s / 10k req"),
+			harness.Right("CPU efficiency vs HAProxy"), harness.Right(fmt.Sprintf("p50 @%d/s", r.rate)), harness.Right(fmt.Sprintf("p99 @%d/s", r.rate)), harness.Left("errors"))
 		for _, t := range b.opt.targets {
 			if t == "caddy" && b.caddyNote != "" && r.status[t] == "" {
 				r.status[t] = "n/a: " + b.caddyNote
 			}
 			if st := r.status[t]; st != "" && len(okRuns(r.runs[t])) == 0 {
-				fmt.Fprintf(&sb, "| %s | %s | | | | | | |\n", t, mdCell(st))
+				tab.Partial([]string{t, st}, "")
 				continue
 			}
 			runs := r.runs[t]
@@ -83,9 +78,9 @@ func (b *bench) perfReport(res *perfResult) string {
 			}
 			p50, p99 := "–", "–"
 			if len(p50s) > 0 {
-				p50, p99 = fmtDur(int64(median(p50s))), fmtDur(int64(median(p99s)))+achieved
+				p50, p99 = fmtDur(int64(harness.Median(p50s))), fmtDur(int64(harness.Median(p99s)))+achieved
 			} else if latErr != "" {
-				p50 = "failed: " + mdCell(short(latErr, 80))
+				p50 = "failed: " + harness.Truncate(latErr, 80)
 			}
 			var non2xx, sock int64
 			var errs []string
@@ -94,7 +89,7 @@ func (b *bench) perfReport(res *perfResult) string {
 				non2xx += rr.wrk.Non2xx
 				sock += rr.wrk.SockErr
 				if rr.err != "" {
-					errs = append(errs, short(rr.err, 80))
+					errs = append(errs, harness.Truncate(rr.err, 80))
 				}
 				if rr.wrk.SockDesc != "" {
 					errs = append(errs, rr.wrk.SockDesc)
@@ -105,15 +100,15 @@ func (b *bench) perfReport(res *perfResult) string {
 			}
 			errCell := fmt.Sprintf("wrk non-2xx %d, socket %d; vegeta failed %d/%d", non2xx, sock, vFail, vReq)
 			if len(errs) > 0 {
-				errCell += " (" + mdCell(strings.Join(dedupe(errs), "; ")) + ")"
+				errCell += " (" + strings.Join(slices.Compact(slices.Sorted(slices.Values(errs))), "; ") + ")"
 			}
 			if d := describeTrouble(trouble); d != "" {
 				errCell += "; host TCP: " + d
 			}
 			if st := r.status[t]; st != "" {
-				errCell += " — " + mdCell(short(st, 120))
+				errCell += " — " + harness.Truncate(st, 120)
 			}
-			fmt.Fprintf(&sb, "| %s | %.0f | %s | %s | %s | %s | %s | %s |\n", name, rps, rpsRatio, fmtCPU(cpu), cpuRatio, p50, p99, errCell)
+			tab.Row(name, fmt.Sprintf("%.0f", rps), rpsRatio, fmtCPU(cpu), cpuRatio, p50, p99, errCell)
 		}
 		sb.WriteString("\n")
 		var others, steal float64
@@ -151,7 +146,8 @@ func (b *bench) perfReport(res *perfResult) string {
 	if res.idleWant > 0 {
 		fmt.Fprintf(&sb, "## %d idle keep-alive client connections (HTTP mode)\n\n", res.idleWant)
 		sb.WriteString("Each connection made one request and then stayed open; RSS is VmRSS summed over the proxy's process tree.\n\n")
-		sb.WriteString("| target | connections held | RSS before | RSS with them | KiB per connection | notes |\n|---|---:|---:|---:|---:|---|\n")
+		tab := harness.NewTable(&sb, harness.Left("target"), harness.Right("connections held"), harness.Right("RSS before"), harness.Right("RSS with them"),
+			harness.Right("KiB per connection"), harness.Left("notes"))
 		for _, t := range b.opt.targets {
 			ir, ok := res.idle[t]
 			name := t
@@ -160,15 +156,15 @@ func (b *bench) perfReport(res *perfResult) string {
 			}
 			if !ok {
 				if note := res.idleNote[t]; note != "" {
-					fmt.Fprintf(&sb, "| %s | | | | | %s |\n", name, mdCell(short(note, 160)))
+					tab.Partial([]string{name}, harness.Truncate(note, 160))
 				}
 				continue
 			}
 			note := ""
 			if ir.Failed > 0 {
-				note = fmt.Sprintf("%d failed, first: %s", ir.Failed, mdCell(short(ir.FirstErr, 120)))
+				note = fmt.Sprintf("%d failed, first: %s", ir.Failed, harness.Truncate(ir.FirstErr, 120))
 			}
-			fmt.Fprintf(&sb, "| %s | %d | %s | %s | %.1f | %s |\n", name, ir.Open, fmtKiB(ir.RSSBeforeKiB), fmtKiB(ir.RSSAfterKiB), ir.perConnKiB(), note)
+			tab.Row(name, strconv.Itoa(ir.Open), fmtKiB(ir.RSSBeforeKiB), fmtKiB(ir.RSSAfterKiB), fmt.Sprintf("%.1f", ir.perConnKiB()), note)
 		}
 		sb.WriteString("\n")
 	}
@@ -187,10 +183,12 @@ func (b *bench) failoverReport(rows []failoverRow) string {
 	for _, ev := range failoverEvents {
 		fmt.Fprintf(&sb, "- **%s**: %s.\n", ev.name, ev.desc)
 	}
-	sb.WriteString("\n| event | proxy | requests | 2xx | error responses | socket errors (on reuse) | p99 | max | notes |\n|---|---|---:|---:|---:|---:|---:|---:|---|\n")
+	sb.WriteString("\n")
+	tab := harness.NewTable(&sb, harness.Left("event"), harness.Left("proxy"), harness.Right("requests"), harness.Right("2xx"), harness.Right("error responses"),
+		harness.Right("socket errors (on reuse)"), harness.Right("p99"), harness.Right("max"), harness.Left("notes"))
 	for _, r := range rows {
 		if r.skipped != "" {
-			fmt.Fprintf(&sb, "| %s | %s | | | | | | | %s |\n", r.event, r.proxy, mdCell(short(r.skipped, 200)))
+			tab.Partial([]string{r.event, r.proxy}, harness.Truncate(r.skipped, 200))
 			continue
 		}
 		s := r.stats
@@ -210,11 +208,11 @@ func (b *bench) failoverReport(rows []failoverRow) string {
 			notes = append(notes, strings.Join(codes, " "))
 		}
 		if s.SockErr > 0 && s.FirstErr != "" {
-			notes = append(notes, "first: "+short(s.FirstErr, 80))
+			notes = append(notes, "first: "+harness.Truncate(s.FirstErr, 80))
 		}
 		notes = append(notes, r.notes...)
-		fmt.Fprintf(&sb, "| %s | %s | %d | %d | %d | %d (%d) | %s | %s | %s |\n", r.event, r.proxy, s.Requests, s.OK, s.Non2xx, s.SockErr, s.ReuseErr,
-			fmtDur(s.P99.Nanoseconds()), fmtDur(s.Max.Nanoseconds()), mdCell(strings.Join(notes, "; ")))
+		tab.Row(r.event, r.proxy, fmt.Sprint(s.Requests), fmt.Sprint(s.OK), fmt.Sprint(s.Non2xx), fmt.Sprintf("%d (%d)", s.SockErr, s.ReuseErr),
+			fmtDur(s.P99.Nanoseconds()), fmtDur(s.Max.Nanoseconds()), strings.Join(notes, "; "))
 	}
 	sb.WriteString("\n")
 	return sb.String()
@@ -254,22 +252,4 @@ func fmtKiB(k int64) string {
 		return fmt.Sprintf("%.1f MiB", float64(k)/1024)
 	}
 	return fmt.Sprintf("%d KiB", k)
-}
-
-func short(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
-}
-
-// mdCell makes s safe inside a markdown table cell.
-func mdCell(s string) string {
-	return strings.NewReplacer("|", "\\|", "\n", " ").Replace(s)
-}
-
-func dedupe(s []string) []string {
-	s = slices.Clone(s)
-	slices.Sort(s)
-	return slices.Compact(s)
 }

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"text/template"
 	"time"
+
+	"github.com/haven-ha/haven/bench/internal/harness"
 )
 
 // Addresses. Everything listens on loopback only.
@@ -74,18 +76,6 @@ func (b *bench) tmplData(mode string, failover bool, listen, admin string) tmplD
 	return d
 }
 
-func writeTemplate(path, text string, data any) error {
-	t, err := template.New(filepath.Base(path)).Parse(text)
-	if err != nil {
-		return err
-	}
-	var buf bytes.Buffer
-	if err := t.Execute(&buf, data); err != nil {
-		return err
-	}
-	return os.WriteFile(path, buf.Bytes(), 0o644)
-}
-
 // ---- backends ----------------------------------------------------------
 
 // Each backend is its own single-process nginx (master_process off), so that
@@ -119,7 +109,7 @@ func (b *bench) startBackends(ctx context.Context) ([]*service, error) {
 	for i, addr := range backendAddrs {
 		name := backendNames[i]
 		conf := filepath.Join(b.dir, "backend-"+name+".conf")
-		if err := writeTemplate(conf, backendConf, struct{ Dir, Name, Addr string }{b.dir, name, addr}); err != nil {
+		if err := harness.WriteTemplate(conf, backendConf, struct{ Dir, Name, Addr string }{b.dir, name, addr}); err != nil {
 			return out, err
 		}
 		s, err := b.sv.start("backend-"+name, nil, "taskset", "-c", "1", "nginx", "-e", filepath.Join(b.dir, "log", "backend-"+name+"-error.log"), "-p", b.dir, "-c", conf)
@@ -166,7 +156,7 @@ func havenProxy() *proxy {
 				return nil, b.havenBuildErr
 			}
 			conf := filepath.Join(b.dir, "haven.yaml")
-			if err := writeTemplate(conf, havenConf, b.tmplData(mode, failover, havenAddr, havenAdmin)); err != nil {
+			if err := harness.WriteTemplate(conf, havenConf, b.tmplData(mode, failover, havenAddr, havenAdmin)); err != nil {
 				return nil, err
 			}
 			s, err := b.sv.start("haven-"+mode, []string{"GOMAXPROCS=1"}, "taskset", "-c", "0", b.havenBin, "agent", "-c", conf, "-n", "lb1")
@@ -257,7 +247,7 @@ func haproxyProxy() *proxy {
 		tcp:  true,
 		start: func(ctx context.Context, b *bench, mode string, failover bool) (*service, error) {
 			conf := filepath.Join(b.dir, "haproxy.cfg")
-			if err := writeTemplate(conf, haproxyConf, b.tmplData(mode, failover, haproxyAddr, "")); err != nil {
+			if err := harness.WriteTemplate(conf, haproxyConf, b.tmplData(mode, failover, haproxyAddr, "")); err != nil {
 				return nil, err
 			}
 			// -W: master-worker, so that SIGUSR2 reloads; -db: foreground.
@@ -360,7 +350,7 @@ func nginxProxy() *proxy {
 		addr: nginxAddr,
 		tcp:  true,
 		start: func(ctx context.Context, b *bench, mode string, failover bool) (*service, error) {
-			if err := writeTemplate(conf(b), nginxConf, b.tmplData(mode, failover, nginxAddr, "")); err != nil {
+			if err := harness.WriteTemplate(conf(b), nginxConf, b.tmplData(mode, failover, nginxAddr, "")); err != nil {
 				return nil, err
 			}
 			s, err := b.sv.start("nginx-"+mode, nil, "taskset", "-c", "0", "nginx", "-e", filepath.Join(b.dir, "log", "nginx-error.log"), "-p", b.dir, "-c", conf(b))
@@ -370,7 +360,7 @@ func nginxProxy() *proxy {
 			return s, waitHTTP(ctx, "http://"+nginxAddr+"/", 10*time.Second, s)
 		},
 		reload: func(ctx context.Context, b *bench, _ *service) error {
-			_, err := run(ctx, 10*time.Second, nil, "nginx", "-e", filepath.Join(b.dir, "log", "nginx-error.log"), "-p", b.dir, "-c", conf(b), "-s", "reload")
+			_, err := harness.Run(ctx, 10*time.Second, nil, "nginx", "-e", filepath.Join(b.dir, "log", "nginx-error.log"), "-p", b.dir, "-c", conf(b), "-s", "reload")
 			return err
 		},
 	}
@@ -443,7 +433,7 @@ func caddyProxy() *proxy {
 			return s, waitHTTP(ctx, "http://"+caddyAddr+"/", 15*time.Second, s)
 		},
 		reload: func(ctx context.Context, b *bench, _ *service) error {
-			_, err := run(ctx, 10*time.Second, env(b), "caddy", "reload", "--config", conf(b), "--adapter", "caddyfile", "--address", caddyAdmin, "--force")
+			_, err := harness.Run(ctx, 10*time.Second, env(b), "caddy", "reload", "--config", conf(b), "--adapter", "caddyfile", "--address", caddyAdmin, "--force")
 			return err
 		},
 	}

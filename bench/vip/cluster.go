@@ -12,10 +12,12 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/haven-ha/haven/bench/internal/harness"
 	"github.com/haven-ha/haven/internal/drill"
 	"github.com/haven-ha/haven/internal/testnet"
 )
@@ -134,7 +136,7 @@ func (c *cluster) close() {
 	c.saveLogs()
 	c.cancel()
 	if err := c.net.Close(); err != nil {
-		c.b.logf("warning: %v", err)
+		harness.Logf("warning: %v", err)
 	}
 	c.b.setNet(nil)
 }
@@ -155,7 +157,7 @@ func (c *cluster) logTail(lines int) string {
 	var parts []string
 	for _, n := range nodes {
 		if p := c.daemon[n]; p != nil {
-			parts = append(parts, n+": "+lastLines(p.Output(), lines))
+			parts = append(parts, n+": "+harness.LastLines(p.Output(), lines))
 		}
 	}
 	return strings.Join(parts, " ‖ ")
@@ -201,7 +203,7 @@ func (c *cluster) planned(ctx context.Context, holder, next string) (time.Durati
 	out, err := c.net.Host("client").Command(ctx, c.b.havenBin, "vip", "move", "--to", next, "-c", c.conf).CombinedOutput()
 	took := time.Since(start)
 	if err != nil {
-		return took, "", fmt.Errorf("haven vip move --to %s: %w: %s", next, err, lastLines(string(out), 3))
+		return took, "", fmt.Errorf("haven vip move --to %s: %w: %s", next, err, harness.LastLines(string(out), 3))
 	}
 	return took, strings.TrimSpace(string(out)), nil
 }
@@ -249,7 +251,7 @@ func (c *cluster) settle(ctx context.Context, timeout time.Duration) (string, er
 			case err != nil:
 				why = err.Error()
 			case !pr.steady(holder, 40):
-				why = fmt.Sprintf("%s holds the address by its state, but the probes saw %q", holder, strings.Join(dedupe(pr.cells()), ","))
+				why = fmt.Sprintf("%s holds the address by its state, but the probes saw %q", holder, strings.Join(slices.Compact(slices.Sorted(slices.Values(pr.cells()))), ","))
 			default:
 				return holder, nil
 			}
@@ -275,7 +277,7 @@ func (c *cluster) states() (holder, why string) {
 		p := c.daemon[n]
 		select {
 		case <-p.Done():
-			return "", fmt.Sprintf("%s exited: %s", p, lastLines(p.Output(), 3))
+			return "", fmt.Sprintf("%s exited: %s", p, harness.LastLines(p.Output(), 3))
 		default:
 		}
 		st, err := c.state(n)

@@ -24,12 +24,12 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/haven-ha/haven/bench/internal/harness"
 	"github.com/haven-ha/haven/internal/testnet"
 )
 
@@ -45,7 +45,7 @@ type options struct {
 	lossDur    time.Duration
 	lossPct    int
 	probeEvery time.Duration
-	install    string
+	install    harness.Policy
 	out        string
 	keep       bool
 }
@@ -86,10 +86,6 @@ func (b *bench) closeNet() {
 	}
 }
 
-func (b *bench) logf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
-}
-
 func main() {
 	os.Exit(mainErr())
 }
@@ -108,7 +104,7 @@ func mainErr() int {
 	flag.DurationVar(&opt.lossDur, "loss-d", time.Minute, "duration of the loss scenario")
 	flag.IntVar(&opt.lossPct, "loss-pct", 5, "loss between the nodes in the loss scenario, percent")
 	flag.DurationVar(&opt.probeEvery, "probe", 5*time.Millisecond, "probe interval")
-	flag.StringVar(&opt.install, "install", "auto", "auto (apt-get keepalived when it is missing), always, or never")
+	flag.StringVar((*string)(&opt.install), "install", "auto", "auto (apt-get keepalived when it is missing), always, or never")
 	flag.StringVar(&opt.out, "o", "", "markdown output (default bench/vip/results/latest.md; latest-quick.md with -quick)")
 	flag.BoolVar(&opt.keep, "keep", false, "keep the temporary directory (configs, etcd data)")
 	flag.Parse()
@@ -140,7 +136,7 @@ func mainErr() int {
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	go func() {
 		<-sigs
-		b.logf("interrupted: cleaning up (again to leave at once)")
+		harness.Logf("interrupted: cleaning up (again to leave at once)")
 		cancel()
 		select {
 		case <-sigs:
@@ -156,7 +152,7 @@ func mainErr() int {
 	if err := b.run(ctx); err != nil {
 		b.closeNet()
 		if ctx.Err() != nil {
-			b.logf("stopped: %v", err)
+			harness.Logf("stopped: %v", err)
 			return 130
 		}
 		fmt.Fprintln(os.Stderr, "bench/vip:", err)
@@ -180,10 +176,8 @@ func validate(opt options) error {
 			return fmt.Errorf("-scenarios: %q is not one of %s", s, strings.Join(names, ", "))
 		}
 	}
-	switch opt.install {
-	case "auto", "always", "never":
-	default:
-		return fmt.Errorf("-install %q is not one of auto, always, never", opt.install)
+	if err := opt.install.Check(); err != nil {
+		return err
 	}
 	switch {
 	case opt.runs < 1 || opt.runs > 100 || opt.lossRuns < 1 || opt.lossRuns > 10:
@@ -207,31 +201,14 @@ func (b *bench) run(ctx context.Context) (err error) {
 	if os.Geteuid() != 0 {
 		return errors.New("run as root: it installs packages and makes network namespaces")
 	}
-	if b.root, err = repoRoot(); err != nil {
+	// A killed run's processes died with it (Pdeathsig) and testnet.New
+	// sweeps its namespaces: only its directory is left.
+	dirs, err := harness.NewDirs("vip", false)
+	if err != nil {
 		return err
 	}
-	b.here = filepath.Join(b.root, "bench", "vip")
-	for _, n := range reapStale() {
-		b.logf("previous run: %s", n)
-	}
-	if b.dir, err = os.MkdirTemp("", "haven-bench-vip-"); err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(b.dir, ownerFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
-		return err
-	}
-	defer func() {
-		if b.opt.keep {
-			b.logf("kept %s", b.dir)
-		} else {
-			os.RemoveAll(b.dir)
-		}
-	}()
-	stamp := time.Now().UTC().Format("20060102-150405")
-	b.rawDir = filepath.Join(b.here, "results", "raw", stamp)
-	if err := os.MkdirAll(b.rawDir, 0o755); err != nil {
-		return err
-	}
+	b.root, b.here, b.dir, b.rawDir = dirs.Root, dirs.Here, dirs.Work, dirs.Raw
+	defer harness.RemoveWorkDir(b.dir, b.opt.keep)
 	if err := b.setup(ctx); err != nil {
 		return err
 	}
@@ -244,7 +221,7 @@ func (b *bench) run(ctx context.Context) (err error) {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			b.logf("%s · %s: starting", sc.name, t.name)
+			harness.Logf("%s · %s: starting", sc.name, t.name)
 			cells = append(cells, b.runCell(ctx, t, sc))
 		}
 	}
@@ -257,7 +234,7 @@ func (b *bench) run(ctx context.Context) (err error) {
 	if err := os.WriteFile(out, []byte(md), 0o644); err != nil {
 		return err
 	}
-	b.logf("wrote %s (per-run results and daemon logs in %s)", out, b.rawDir)
+	harness.Logf("wrote %s (per-run results and daemon logs in %s)", out, b.rawDir)
 	return nil
 }
 
@@ -270,48 +247,4 @@ func (b *bench) outPath() string {
 		name = "latest-quick.md"
 	}
 	return filepath.Join(b.here, "results", name)
-}
-
-// repoRoot finds the directory of the haven module's go.mod from the
-// working directory upwards.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		data, err := os.ReadFile(filepath.Join(dir, "go.mod"))
-		if err == nil && strings.Contains(string(data), "module github.com/haven-ha/haven") {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("run from inside the haven repository (no go.mod of github.com/haven-ha/haven found upwards)")
-		}
-		dir = parent
-	}
-}
-
-// ownerFile, in each run's temporary directory, holds the harness's pid.
-const ownerFile = "owner.pid"
-
-// reapStale removes the temporary directories of earlier runs whose
-// harness is gone (killed with SIGKILL). Their processes died with them
-// (Pdeathsig) and their namespaces are removed by testnet.Sweep.
-func reapStale() []string {
-	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "haven-bench-vip-*"))
-	var notes []string
-	for _, d := range dirs {
-		data, err := os.ReadFile(filepath.Join(d, ownerFile))
-		if err != nil {
-			continue // not ours, or still being set up
-		}
-		pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
-		if err == nil && pid != os.Getpid() && syscall.Kill(pid, 0) == nil {
-			continue // its harness is alive
-		}
-		os.RemoveAll(d)
-		notes = append(notes, "removed "+d)
-	}
-	return notes
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/haven-ha/haven/bench/internal/harness"
 	"github.com/haven-ha/haven/internal/drill"
 )
 
@@ -294,17 +295,9 @@ func summarize(runs []runResult) summary {
 // medianDur is the median of v: the mean of the middle two for an even
 // count (never if either is never); 0 for none.
 func medianDur(v []time.Duration) time.Duration {
-	if len(v) == 0 {
-		return 0
-	}
-	s := slices.Clone(v)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	a, b := s[len(s)/2-1], s[len(s)/2]
-	if b == never {
+	// The upper middle value is never when either middle value is.
+	if harness.Percentile(v, 50) == never {
 		return never
 	}
-	return a + (b-a)/2
+	return harness.Median(v)
 }

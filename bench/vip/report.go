@@ -3,21 +3,18 @@ package main
 import (
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
+
+	"github.com/haven-ha/haven/bench/internal/harness"
 )
 
 // report renders the whole run as markdown.
 func (b *bench) report(cells []cell) string {
 	var sb strings.Builder
-	sb.WriteString("# haven floating-address benchmark (bench/vip)\n\n")
-	mode := fmt.Sprintf("%d runs of each fault per target", b.opt.runs)
-	if b.opt.quick {
-		mode = "QUICK (development) — " + mode
-	}
-	sb.WriteString("Run: " + mode + ".\n\n")
-	sb.WriteString("Machine: " + strings.Join(b.machine, "; ") + ".\n\n")
-	sb.WriteString("Versions: " + strings.Join(b.versions, "; ") + ".\n\n")
+	sb.WriteString(harness.Header("haven floating-address benchmark (bench/vip)",
+		fmt.Sprintf("%d runs of each fault per target", b.opt.runs), b.opt.quick, b.machine, b.versions))
 	sb.WriteString(b.method())
 	sb.WriteString(faultTable(cells))
 	sb.WriteString(lossTable(cells, b.opt))
@@ -68,17 +65,18 @@ func faultTable(cells []cell) string {
 	}
 	var sb strings.Builder
 	sb.WriteString("## Faults\n\n")
-	sb.WriteString("| fault | target | runs | median outage | worst outage | unanswered during the fault, median / worst | longest gap | runs with two holders | two-holder time, total | notes |\n")
-	sb.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n")
+	tab := harness.NewTable(&sb, harness.Left("fault"), harness.Left("target"), harness.Right("runs"), harness.Right("median outage"), harness.Right("worst outage"),
+		harness.Right("unanswered during the fault, median / worst"), harness.Right("longest gap"), harness.Right("runs with two holders"),
+		harness.Right("two-holder time, total"), harness.Left("notes"))
 	for _, c := range rows {
 		if c.setup != "" {
-			fmt.Fprintf(&sb, "| %s | %s | 0 | | | | | | | %s |\n", c.sc.title, c.t.name, mdCell(short(c.setup, 300)))
+			tab.Partial([]string{c.sc.title, c.t.name, "0"}, harness.Truncate(c.setup, 300))
 			continue
 		}
 		s := summarize(c.runs)
-		fmt.Fprintf(&sb, "| %s | %s | %d | %s | %s | %s / %s | %s | %d of %d | %s | %s |\n", c.sc.title, c.t.name, s.Runs,
-			fmtOutage(s.Median), fmtOutage(s.Worst), fmtMS(s.MedianUnanswered), fmtMS(s.WorstUnanswered), fmtMS(s.WorstGap),
-			s.RunsTwo, s.Runs, fmtMS(s.TwoHolder), mdCell(cellNotes(c)))
+		tab.Row(c.sc.title, c.t.name, strconv.Itoa(s.Runs), fmtOutage(s.Median), fmtOutage(s.Worst),
+			fmtMS(s.MedianUnanswered)+" / "+fmtMS(s.WorstUnanswered), fmtMS(s.WorstGap),
+			fmt.Sprintf("%d of %d", s.RunsTwo, s.Runs), fmtMS(s.TwoHolder), cellNotes(c))
 	}
 	sb.WriteString("\nPer run (outage / unanswered during the fault / two-holder time, ms):\n\n")
 	for _, c := range rows {
@@ -111,11 +109,12 @@ func lossTable(cells []cell, opt options) string {
 	}
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "## %d%% packet loss between the nodes for %s\n\n", opt.lossPct, opt.lossDur)
-	sb.WriteString("| target | runs | false failovers | holder changes | unanswered, total | gaps | longest gap | runs with two holders | two-holder time, total | notes |\n")
-	sb.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
+	tab := harness.NewTable(&sb, harness.Left("target"), harness.Right("runs"), harness.Right("false failovers"), harness.Right("holder changes"),
+		harness.Right("unanswered, total"), harness.Right("gaps"), harness.Right("longest gap"), harness.Right("runs with two holders"),
+		harness.Right("two-holder time, total"), harness.Left("notes"))
 	for _, c := range rows {
 		if c.setup != "" {
-			fmt.Fprintf(&sb, "| %s | 0 | | | | | | | | %s |\n", c.t.name, mdCell(short(c.setup, 300)))
+			tab.Partial([]string{c.t.name, "0"}, harness.Truncate(c.setup, 300))
 			continue
 		}
 		s := summarize(c.runs)
@@ -125,8 +124,8 @@ func lossTable(cells []cell, opt options) string {
 			unanswered += r.Unanswered
 			gaps += r.FaultGaps
 		}
-		fmt.Fprintf(&sb, "| %s | %d | %d | %d | %s | %d | %s | %d of %d | %s | %s |\n", c.t.name, s.Runs, s.Failovers, s.Changes, fmtMS(unanswered), gaps, fmtMS(s.WorstGap),
-			s.RunsTwo, s.Runs, fmtMS(s.TwoHolder), mdCell(cellNotes(c)))
+		tab.Row(c.t.name, strconv.Itoa(s.Runs), strconv.Itoa(s.Failovers), strconv.Itoa(s.Changes), fmtMS(unanswered), strconv.Itoa(gaps), fmtMS(s.WorstGap),
+			fmt.Sprintf("%d of %d", s.RunsTwo, s.Runs), fmtMS(s.TwoHolder), cellNotes(c))
 	}
 	sb.WriteString("\n")
 	return sb.String()
@@ -139,7 +138,8 @@ func steadyTable(cells []cell, targets []string) string {
 	var sb strings.Builder
 	sb.WriteString("## Steady state (before each fault)\n\n")
 	sb.WriteString("The probes of every run from its start to its fault (at least 1 s each), when the cluster had settled and nothing was broken. A gap here is an outage nothing caused.\n\n")
-	sb.WriteString("| target | probed | unanswered | gaps | longest gap | gaps per minute |\n|---|---:|---:|---:|---:|---:|\n")
+	tab := harness.NewTable(&sb, harness.Left("target"), harness.Right("probed"), harness.Right("unanswered"), harness.Right("gaps"),
+		harness.Right("longest gap"), harness.Right("gaps per minute"))
 	rows := 0
 	for _, name := range targets {
 		var probed, unanswered, longest time.Duration
@@ -162,8 +162,8 @@ func steadyTable(cells []cell, targets []string) string {
 			continue
 		}
 		rows++
-		fmt.Fprintf(&sb, "| %s | %.1f s | %s | %d | %s | %.1f |\n", name, probed.Seconds(), fmtMS(unanswered), gaps, fmtMS(longest),
-			float64(gaps)/probed.Minutes())
+		tab.Row(name, fmt.Sprintf("%.1f s", probed.Seconds()), fmtMS(unanswered), strconv.Itoa(gaps), fmtMS(longest),
+			fmt.Sprintf("%.1f", float64(gaps)/probed.Minutes()))
 	}
 	if rows == 0 {
 		return ""
@@ -188,7 +188,7 @@ func cellNotes(c cell) string {
 	var gaps []int
 	for _, r := range c.runs {
 		if r.Err != "" {
-			add("error: " + short(r.Err, 200))
+			add("error: " + harness.Truncate(r.Err, 200))
 			continue
 		}
 		ok++
@@ -257,16 +257,4 @@ func msNumber(d time.Duration) string {
 		return "∞"
 	}
 	return fmt.Sprint(d.Round(time.Millisecond).Milliseconds())
-}
-
-func short(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
-}
-
-// mdCell makes s safe inside a markdown table cell.
-func mdCell(s string) string {
-	return strings.NewReplacer("|", "\\|", "\n", " ").Replace(s)
 }

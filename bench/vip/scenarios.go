@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/haven-ha/haven/bench/internal/harness"
 	"github.com/haven-ha/haven/internal/drill"
 	"github.com/haven-ha/haven/internal/testnet"
 )
@@ -75,7 +76,7 @@ func (b *bench) runCell(ctx context.Context, t target, sc scenario) cell {
 	c, err := b.startCluster(ctx, t, label)
 	if err != nil {
 		out.setup = "failed to start: " + err.Error()
-		b.logf("%s · %s: %s", sc.name, t.name, out.setup)
+		harness.Logf("%s · %s: %s", sc.name, t.name, out.setup)
 		return out
 	}
 	defer c.close()
@@ -92,7 +93,7 @@ func (b *bench) runCell(ctx context.Context, t target, sc scenario) cell {
 		if err != nil {
 			if ctx.Err() == nil {
 				out.runs = append(out.runs, runResult{Run: i, Err: err.Error()})
-				b.logf("%s · %s · run %d/%d: %v", sc.name, t.name, i, runs, err)
+				harness.Logf("%s · %s · run %d/%d: %v", sc.name, t.name, i, runs, err)
 			}
 			break
 		}
@@ -109,12 +110,12 @@ func (b *bench) runCell(ctx context.Context, t target, sc scenario) cell {
 		r.Run = i
 		out.runs = append(out.runs, r)
 		b.saveRaw(label, r, pr)
-		b.logf("%s · %s · run %d/%d: %s", sc.name, t.name, i, runs, r.line())
+		harness.Logf("%s · %s · run %d/%d: %s", sc.name, t.name, i, runs, r.line())
 		if r.Err != "" {
 			// Whatever the fault left behind must not leak into the next
 			// run.
 			if err := c.net.HealAll(); err != nil {
-				b.logf("warning: %v", err)
+				harness.Logf("warning: %v", err)
 			}
 		}
 	}
@@ -150,7 +151,7 @@ func (c *cluster) faultRun(ctx context.Context, sc scenario, holder string) (run
 		total += time.Second
 	}
 	probes, done := c.probeAsync(ctx, total)
-	if !sleep(ctx, pre) {
+	if !harness.Sleep(ctx, pre) {
 		<-done
 		return r, probeRun{}
 	}
@@ -159,7 +160,7 @@ func (c *cluster) faultRun(ctx context.Context, sc scenario, holder string) (run
 	if err != nil {
 		r.Err = err.Error()
 	}
-	sleep(ctx, time.Until(faultAt.Add(hold)))
+	harness.Sleep(ctx, time.Until(faultAt.Add(hold)))
 	healAt := time.Now()
 	if heal != nil {
 		if err := heal(); err != nil && r.Err == "" {
@@ -250,7 +251,7 @@ func (c *cluster) lossRun(ctx context.Context, holder string) (runResult, probeR
 	r := runResult{Holder: holder}
 	opt := c.b.opt
 	probes, done := c.probeAsync(ctx, time.Second+opt.lossDur+2*time.Second)
-	if !sleep(ctx, time.Second) {
+	if !harness.Sleep(ctx, time.Second) {
 		<-done
 		return r, probeRun{}
 	}
@@ -262,7 +263,7 @@ func (c *cluster) lossRun(ctx context.Context, holder string) (runResult, probeR
 			}
 		}
 	}
-	sleep(ctx, opt.lossDur)
+	harness.Sleep(ctx, opt.lossDur)
 	healAt := time.Now()
 	if err := c.net.HealAll(); err != nil && r.Err == "" {
 		r.Err = err.Error()
@@ -312,21 +313,6 @@ func (c *cluster) probeAsync(ctx context.Context, d time.Duration) (*probeOut, <
 		}
 	}()
 	return out, done
-}
-
-// sleep waits for d or until ctx ends; it reports whether d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
 
 // saveRaw writes a run's result and its probe table to the raw directory.

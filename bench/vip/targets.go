@@ -6,8 +6,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"text/template"
 	"time"
+
+	"github.com/haven-ha/haven/bench/internal/harness"
 )
 
 // The topology: three nodes and a client on one bridge (testnet gives the
@@ -129,7 +130,7 @@ type keepalivedData struct {
 }
 
 func writeKeepalivedConf(path string, t target, node string) error {
-	return writeTemplate(path, keepalivedConf, keepalivedData{
+	return harness.WriteTemplate(path, keepalivedConf, keepalivedData{
 		Target: t.name, Node: node, Advert: t.advert, VIP: vipPrefix.String(),
 		VRRP3: t.vrrp3, VRID: vrid, Priority: priority[node],
 	})
@@ -159,17 +160,5 @@ func writeHavenConf(path, dir string, lease time.Duration) error {
 	if err := os.WriteFile(filepath.Join(dir, "token"), []byte("bench-vip\n"), 0o600); err != nil {
 		return err
 	}
-	return writeTemplate(path, havenConf, d)
-}
-
-func writeTemplate(path, text string, data any) error {
-	t, err := template.New(filepath.Base(path)).Option("missingkey=error").Parse(text)
-	if err != nil {
-		return err
-	}
-	var sb strings.Builder
-	if err := t.Execute(&sb, data); err != nil {
-		return err
-	}
-	return os.WriteFile(path, []byte(sb.String()), 0o644)
+	return harness.WriteTemplate(path, havenConf, d)
 }
