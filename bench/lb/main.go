@@ -101,7 +101,7 @@ func mainErr() int {
 	flag.IntVar(&opt.idle, "idle", 10000, "idle client connections to hold open for the memory measurement (0: skip)")
 	flag.StringVar(&targets, "targets", "direct,haven,haproxy,nginx,caddy", "targets, in round order")
 	flag.StringVar((*string)(&opt.install), "install", "auto", "auto (apt-get only what is missing), always, or never")
-	flag.StringVar(&opt.out, "o", "", "markdown output (default bench/lb/results/latest.md; quick.md with -quick; failover.md for -scenario failover)")
+	flag.StringVar(&opt.out, "o", "", "markdown output (default bench/lb/results/latest.md, or failover.md for -scenario failover; with -quick, latest-quick.md or failover-quick.md)")
 	flag.BoolVar(&opt.keep, "keep", false, "keep the temporary directory (configs and logs)")
 	flag.BoolVar(&opt.keepRaw, "keep-raw", false, "keep vegeta's binary results in results/raw")
 	flag.DurationVar(&opt.failoverDuration, "failover-d", 15*time.Second, "duration of each failover run")

@@ -57,7 +57,7 @@ func (b *bench) installPackages(ctx context.Context) error {
 	if err := harness.AptUpdate(ctx); err != nil {
 		return err
 	}
-	install := packages
+	install := slices.Clone(packages)
 	if b.opt.install == harness.Auto {
 		install = nil
 		for _, p := range missing {
@@ -77,6 +77,9 @@ func (b *bench) installPackages(ctx context.Context) error {
 	}
 	if len(install) == 0 {
 		return nil
+	}
+	if b.opt.install == harness.Always {
+		install = append(install, "--reinstall")
 	}
 	return harness.AptInstall(ctx, install...)
 }
@@ -125,7 +128,7 @@ func (b *bench) describeVersions(ctx context.Context) {
 			vegeta = "vegeta " + m[1]
 		}
 	}
-	haven := harness.HavenVersion(ctx, b.root, false)
+	haven := harness.HavenVersion(ctx, b.root, true)
 	if b.havenBuildErr != nil {
 		haven += " (build failed)"
 	}

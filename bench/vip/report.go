@@ -14,7 +14,7 @@ import (
 func (b *bench) report(cells []cell) string {
 	var sb strings.Builder
 	sb.WriteString(harness.Header("haven floating-address benchmark (bench/vip)",
-		fmt.Sprintf("%d runs of each fault per target", b.opt.runs), b.opt.quick, b.machine, b.versions))
+		fmt.Sprintf("%d %s of each fault per target", b.opt.runs, plural(b.opt.runs, "run", "runs")), b.opt.quick, b.machine, b.versions))
 	sb.WriteString(b.method())
 	sb.WriteString(faultTable(cells))
 	sb.WriteString(lossTable(cells, b.opt))
@@ -257,4 +257,11 @@ func msNumber(d time.Duration) string {
 		return "∞"
 	}
 	return fmt.Sprint(d.Round(time.Millisecond).Milliseconds())
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }
