@@ -55,7 +55,76 @@ func (s *settings) renderHavenConf() []byte {
 	for _, m := range s.managed {
 		fmt.Fprintf(&b, "%s = %s\n", m.name, quoteConf(m.value))
 	}
+	if len(s.keeper) > 0 {
+		b.WriteString(keeperMarker)
+		for _, name := range keeperSettings {
+			if v, ok := s.keeper[name]; ok {
+				fmt.Fprintf(&b, "%s = %s\n", name, quoteConf(v))
+			}
+		}
+	}
 	return b.Bytes()
+}
+
+// keeperMarker starts the keeper's section of haven.conf.
+const keeperMarker = "\n# Set by haven's keeper as the node's role changes (applied by a reload).\n"
+
+// havenConf renders haven.conf for writeConfig: when the keeper has not set
+// its settings yet, the keeper's section of the existing file is kept.
+func (s *settings) havenConf() []byte {
+	b := s.renderHavenConf()
+	if s.keeper != nil {
+		return b
+	}
+	old, err := os.ReadFile(filepath.Join(s.dataDir, HavenConf))
+	if err != nil {
+		return b
+	}
+	if i := bytes.Index(old, []byte(keeperMarker)); i >= 0 {
+		b = append(b, old[i:]...)
+	}
+	return b
+}
+
+// setKeeper applies edit to the keeper's settings (starting from those in
+// haven.conf the first time) and rewrites haven's files. It does not
+// reload postgres.
+func (s *settings) setKeeper(edit func(map[string]string)) error {
+	s.kmu.Lock()
+	defer s.kmu.Unlock()
+	if s.keeper == nil {
+		s.keeper = s.readKeeper()
+	}
+	edit(s.keeper)
+	for name, v := range s.keeper {
+		if v == "" {
+			delete(s.keeper, name) // back to PostgreSQL's default
+		}
+	}
+	return s.writeConfigLocked()
+}
+
+// readKeeper reads the keeper's section of the existing haven.conf, which
+// haven wrote: name = 'quoted value' lines.
+func (s *settings) readKeeper() map[string]string {
+	m := make(map[string]string)
+	old, err := os.ReadFile(filepath.Join(s.dataDir, HavenConf))
+	if err != nil {
+		return m
+	}
+	i := bytes.Index(old, []byte(keeperMarker))
+	if i < 0 {
+		return m
+	}
+	for _, line := range strings.Split(string(old[i+len(keeperMarker):]), "\n") {
+		name, v, ok := strings.Cut(line, " = ")
+		if !ok || !slices.Contains(keeperSettings, name) || len(v) < 2 || v[0] != '\'' || v[len(v)-1] != '\'' {
+			continue
+		}
+		v = strings.ReplaceAll(v[1:len(v)-1], "''", "'")
+		m[name] = strings.ReplaceAll(v, `\\`, `\`)
+	}
+	return m
 }
 
 // renderHBA renders pg_hba.conf: haven's own access over the unix socket,
@@ -92,11 +161,18 @@ func (s *settings) renderIdent() []byte {
 // postgresql.conf include haven.conf. It is idempotent: a file whose content
 // is already right is left alone.
 func (s *settings) writeConfig() error {
+	s.kmu.Lock()
+	defer s.kmu.Unlock()
+	return s.writeConfigLocked()
+}
+
+// writeConfigLocked is writeConfig with kmu held.
+func (s *settings) writeConfigLocked() error {
 	files := []struct {
 		name string
 		data []byte
 	}{
-		{HavenConf, s.renderHavenConf()},
+		{HavenConf, s.havenConf()},
 		{hbaConf, s.renderHBA()},
 		{identConf, s.renderIdent()},
 	}

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // DefaultPort is the port PostgreSQL listens on when Config.Port is zero.
@@ -34,6 +35,10 @@ type Config struct {
 	// (listen_addresses): IP addresses, host names or "*". Empty: no TCP,
 	// the unix socket only.
 	ListenAddresses []string
+	// Name is the node's name. A replica gives it to its primary as
+	// application_name, which pg_stat_replication and
+	// synchronous_standby_names use. Clone, Follow and Rewind need it.
+	Name string
 	// Port is the TCP port, which also names the unix socket
 	// (.s.PGSQL.<port>). Zero means DefaultPort.
 	Port int
@@ -144,7 +149,26 @@ type settings struct {
 	userConf  map[string]string
 	managed   []managed // written on every start, in this order
 	hba       []string
+	name      string // Config.Name
+
+	// kmu guards keeper and serialises writeConfig.
+	kmu sync.Mutex
+	// keeper holds the settings the keeper sets as the node's role
+	// changes (keeperSettings), written at the end of haven.conf. nil until
+	// the keeper first sets them: writeConfig then keeps the section
+	// haven.conf already has, so that a restarted haven does not forget
+	// that the node is a replica.
+	keeper map[string]string
 }
+
+// keeperSettings are the reserved settings the keeper writes in haven.conf
+// as the node's role changes. They are not on the command line: a reload
+// applies them.
+var keeperSettings = []string{"primary_conninfo", "primary_slot_name", "recovery_target_timeline", "synchronous_standby_names"}
+
+// nodeNameRE matches a node name: it goes into application_name and, double
+// quoted, into synchronous_standby_names.
+var nodeNameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,63}$`)
 
 // resolve checks cfg, fills its defaults and looks up the users. It starts
 // nothing and writes nothing.
@@ -212,6 +236,10 @@ func check(cfg Config) (*settings, error) {
 		}
 	}
 	s.hba = slices.Clone(cfg.HBA)
+	if cfg.Name != "" && !nodeNameRE.MatchString(cfg.Name) {
+		return nil, fmt.Errorf("pg: name: %q is not 1 to 63 letters, digits, '_', '.' or '-'", cfg.Name)
+	}
+	s.name = cfg.Name
 	s.managed = append([]managed{
 		{name: "listen_addresses", value: strings.Join(s.listen, ",")},
 		{name: "port", value: strconv.Itoa(s.port)},

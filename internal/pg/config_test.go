@@ -54,6 +54,13 @@ func TestResolveErrors(t *testing.T) {
 		{name: "socket in data dir", cfg: Config{DataDir: "/d", SocketDir: "/d"}, want: []string{"must not be the data directory"}},
 		{name: "log in data dir", cfg: Config{DataDir: "/d", LogFile: "/d/log/pg.log"}, want: []string{"log file /d/log/pg.log: must not be inside"}},
 		{name: "socket path too long", cfg: Config{DataDir: "/d", SocketDir: "/" + strings.Repeat("s", 100)}, want: []string{"PostgreSQL accepts at most 107"}},
+		{name: "node name", cfg: Config{DataDir: "/d", Name: `db"2`}, want: []string{`name: "db\"2" is not 1 to 63 letters`}},
+		{
+			name:    "primary_conninfo",
+			cfg:     Config{DataDir: "/d", Settings: map[string]string{"primary_conninfo": "host=x"}},
+			want:    []string{"primary_conninfo (set by the keeper on replicas)"},
+			managed: true,
+		},
 		{name: "root", cfg: Config{DataDir: "/d", User: "root"}, want: []string{"user root"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -12,8 +12,15 @@
 // timeline, WAL positions and system identifier (Server.Position,
 // Server.SystemIdentifier, Server.ControlData).
 //
-// Leadership, replication, failover and rejoin are built on top of it, in
-// the keeper; nothing here talks to etcd.
+// It also holds the replication primitives the keeper calls: the
+// replication role and physical slots on a primary
+// (Server.EnsureReplicationUser, Server.CreateSlot, Server.Replication),
+// clones (Server.Clone), promotion (Server.Promote), following a new
+// primary (Server.Follow), quorum commit (Server.SetSynchronousStandbys)
+// and rejoin with pg_rewind (Server.Rewind).
+//
+// Leadership, failover and rejoin decisions are built on top of it, in the
+// keeper; nothing here talks to etcd.
 //
 // The behaviour is documented for users in docs/pg.md.
 package pg

@@ -11,7 +11,8 @@ import (
 var fenceRE = regexp.MustCompile("(?ms)^```(\\w*)\\n(.*?)^```")
 
 // TestDocExamples checks docs/pg.md against the code (STYLE rule 4): its Go
-// example is the body of runServer in example_test.go, which compiles, and
+// examples are the bodies of runServer and runReplica in example_test.go,
+// which compile, and
 // its haven.conf is what that configuration renders.
 func TestDocExamples(t *testing.T) {
 	doc, err := os.ReadFile("../../docs/pg.md")
@@ -22,18 +23,23 @@ func TestDocExamples(t *testing.T) {
 	for _, m := range fenceRE.FindAllStringSubmatch(string(doc), -1) {
 		blocks[m[1]] = append(blocks[m[1]], m[2])
 	}
-	if len(blocks["go"]) != 1 || len(blocks["conf"]) != 1 {
-		t.Fatalf("docs/pg.md has %d go and %d conf examples; want 1 each", len(blocks["go"]), len(blocks["conf"]))
+	if len(blocks["go"]) != 2 || len(blocks["conf"]) != 1 {
+		t.Fatalf("docs/pg.md has %d go and %d conf examples; want 2 and 1", len(blocks["go"]), len(blocks["conf"]))
 	}
 
 	example, err := os.ReadFile("example_test.go")
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, body, _ := strings.Cut(string(example), "func runServer(ctx context.Context, logger *slog.Logger) error {\n")
-	body, _, _ = strings.Cut(body, "\n}\n")
-	if got, want := dedent(body), dedent(blocks["go"][0]); got != want {
-		t.Errorf("the Go example of docs/pg.md is not runServer in example_test.go:\n--- docs\n%s\n--- example_test.go\n%s", want, got)
+	for i, fn := range []string{
+		"func runServer(ctx context.Context, logger *slog.Logger) error {\n",
+		"func runReplica(ctx context.Context, primary, replica *pg.Server, password string) error {\n",
+	} {
+		_, body, _ := strings.Cut(string(example), fn)
+		body, _, _ = strings.Cut(body, "\n}\n")
+		if got, want := dedent(body), dedent(blocks["go"][i]); got != want {
+			t.Errorf("Go example %d of docs/pg.md is not %s in example_test.go:\n--- docs\n%s\n--- example_test.go\n%s", i+1, fn, want, got)
+		}
 	}
 
 	s, err := check(Config{

@@ -50,3 +50,45 @@ func runServer(ctx context.Context, logger *slog.Logger) error {
 		return srv.Stop(stopCtx, pg.StopFast)
 	}
 }
+
+// ExampleServer_Clone is the replication example of docs/pg.md. The two
+// servers are on two nodes, each with its own keeper; the example shows
+// both sides in one function. It has no output to check.
+func ExampleServer_Clone() {
+	ctx := context.Background()
+	primary, err1 := pg.New(ctx, pg.Config{DataDir: "/var/lib/haven/pg/data", Name: "db1"})
+	replica, err2 := pg.New(ctx, pg.Config{DataDir: "/var/lib/haven/pg/data", Name: "db2"})
+	if err := errors.Join(err1, err2); err != nil {
+		fmt.Println(err)
+		return
+	}
+	if err := runReplica(ctx, primary, replica, "s3cret"); err != nil {
+		fmt.Println(err)
+	}
+}
+
+// runReplica is the replication example of docs/pg.md: primary runs on
+// 198.18.1.21, replica is db2 with an empty data directory.
+func runReplica(ctx context.Context, primary, replica *pg.Server, password string) error {
+	// On the primary: the role replicas connect as, and a slot for db2.
+	if err := primary.EnsureReplicationUser(ctx, pg.DefaultReplicationUser, password); err != nil {
+		return err
+	}
+	if err := primary.CreateSlot(ctx, "db2"); err != nil {
+		return err
+	}
+	// On db2 (Config.Name "db2", an empty data directory): clone and stream.
+	up := pg.Upstream{Host: "198.18.1.21", Port: 5432, Password: password, Slot: "db2"}
+	if err := replica.Clone(ctx, up); err != nil {
+		return err
+	}
+	// On the primary: every commit waits for db2 or db3.
+	standbys, err := primary.SetSynchronousStandbys(ctx, 1, []string{"db2", "db3"})
+	if err != nil {
+		return err
+	}
+	for _, st := range standbys {
+		fmt.Printf("%s: %s, %s, replayed %v\n", st.Name, st.State, st.SyncState, st.Replay)
+	}
+	return nil
+}

@@ -1,0 +1,193 @@
+package pg
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ErrRewindImpossible is wrapped by Rewind's error when pg_rewind cannot
+// bring the data directory back into the new primary's history: no data
+// checksums nor wal_log_hints, another cluster, or the WAL since the
+// divergence is gone. The caller clones the node again instead.
+var ErrRewindImpossible = errors.New("rewind impossible, clone again")
+
+// rewindImpossible are pg_rewind's messages that mean retrying cannot help.
+var rewindImpossible = []string{
+	"could not find previous WAL record",
+	"could not find common ancestor",
+	"from different systems",
+	"clusters are not compatible",
+	"needs to use either data checksums",
+	"pg_wal",
+}
+
+// RewindResult is what Rewind did, for the caller to log: the target's WAL
+// from DivergedAt to TargetEnd, on TargetTimeline, held transactions that
+// the new primary never had and that are now gone.
+type RewindResult struct {
+	// Rewound is false when no rewind was needed: the data directory was
+	// already in the new primary's history.
+	Rewound bool
+	// DivergedAt is where the target's history left the source's, and
+	// DivergedTimeline the timeline it was on.
+	DivergedAt       LSN
+	DivergedTimeline uint32
+	// CommonCheckpoint is the last checkpoint both had, where replay
+	// restarts.
+	CommonCheckpoint LSN
+	// TargetEnd is the end of the target's WAL before the rewind (its
+	// shutdown checkpoint), on TargetTimeline.
+	TargetEnd      LSN
+	TargetTimeline uint32
+	// Took is how long pg_rewind ran.
+	Took time.Duration
+}
+
+// pg_rewind's messages (LC_ALL=C).
+var (
+	divergedRE = regexp.MustCompile(`servers diverged at WAL location ([0-9A-F]+/[0-9A-F]+) on timeline (\d+)`)
+	commonRE   = regexp.MustCompile(`rewinding from last common checkpoint at ([0-9A-F]+/[0-9A-F]+) on timeline (\d+)`)
+)
+
+// parseRewind fills res from pg_rewind's output.
+func parseRewind(out string, res *RewindResult) error {
+	if strings.Contains(out, "no rewind required") {
+		return nil
+	}
+	m := divergedRE.FindStringSubmatch(out)
+	c := commonRE.FindStringSubmatch(out)
+	if m == nil || c == nil {
+		return errors.New("pg_rewind did not say where the servers diverged")
+	}
+	var err1, err2, err3 error
+	res.DivergedAt, err1 = ParseLSN(m[1])
+	tli, err2 := strconv.ParseUint(m[2], 10, 32)
+	res.DivergedTimeline = uint32(tli)
+	res.CommonCheckpoint, err3 = ParseLSN(c[1])
+	res.Rewound = true
+	return errors.Join(err1, err2, err3)
+}
+
+// Rewind makes the stopped data directory of a former primary (or of a
+// replica that went past a fork) a replica of up, the new primary, and
+// starts it. It first brings the data directory to a clean shutdown if it
+// crashed (postgres in single-user mode runs crash recovery and
+// checkpoints; pg_rewind requires a clean shutdown), notes where its WAL
+// ends, configures it as a standby of up (SetStandby, so that it can only
+// ever start as a replica from then on), runs pg_rewind --source-server as
+// the run-as user, and returns once the node streams from up. The result
+// holds the diverged WAL range for the caller to log.
+//
+// When pg_rewind cannot work (see ErrRewindImpossible) the error wraps
+// ErrRewindImpossible and the caller clones the node again. up.User needs
+// the functions EnsureReplicationUser grants, and an HBA line for the
+// database postgres (ReplicationHBA). On an error after the start,
+// postgres is left running for the caller to stop.
+func (s *Server) Rewind(ctx context.Context, up Upstream) (RewindResult, error) {
+	res, err := s.rewind(ctx, up)
+	if err != nil {
+		return res, fmt.Errorf("pg: rewind %s from %s: %w", s.cfg.dataDir, up, err)
+	}
+	if err := s.Start(ctx); err != nil {
+		return res, err
+	}
+	if _, err := s.WaitStreaming(ctx, up, 0); err != nil {
+		return res, err
+	}
+	return res, nil
+}
+
+// rewind is Rewind up to the start.
+func (s *Server) rewind(ctx context.Context, up Upstream) (RewindResult, error) {
+	s.life.Lock()
+	defer s.life.Unlock()
+	var res RewindResult
+	if s.cfg.name == "" {
+		return res, ErrNoName
+	}
+	up, err := up.check()
+	if err != nil {
+		return res, err
+	}
+	dir := s.cfg.dataDir
+	if pid := s.PID(); pid != 0 {
+		return res, fmt.Errorf("%w (pid %d): stop it first", ErrAlreadyRunning, pid)
+	}
+	if lock, err := readLock(dir); err != nil {
+		return res, err
+	} else if lock.pid != 0 && !lock.stale {
+		return res, fmt.Errorf("%w: pid %d holds postmaster.pid; stop it first", ErrAlreadyRunning, lock.pid)
+	}
+	cd, err := s.ControlData(ctx)
+	if err != nil {
+		return res, err
+	}
+	if !cd.DataChecksums && !cd.WALLogHints {
+		return res, fmt.Errorf("%w: the data directory has neither data checksums nor wal_log_hints", ErrRewindImpossible)
+	}
+	if cd.State != "shut down" && cd.State != "shut down in recovery" {
+		if err := s.singleUserRecovery(ctx, cd.State); err != nil {
+			return res, err
+		}
+		if cd, err = s.ControlData(ctx); err != nil {
+			return res, err
+		}
+	}
+	res.TargetEnd, res.TargetTimeline = cd.Checkpoint, cd.Timeline
+	// From here on the data directory can only start as a replica.
+	s.cfg.kmu.Lock()
+	s.cfg.keeper = map[string]string{}
+	s.cfg.kmu.Unlock()
+	if err := s.setStandby(up); err != nil {
+		return res, err
+	}
+	start := time.Now()
+	out, err := s.runToolOutput(ctx, up.Password, "pg_rewind", "--target-pgdata", dir,
+		"--source-server", up.conninfo(s.cfg.name+"_rewind", "postgres", false), "--no-ensure-shutdown")
+	res.Took = time.Since(start)
+	if err != nil {
+		for _, m := range rewindImpossible {
+			if strings.Contains(out, m) {
+				return res, fmt.Errorf("%w: %w", ErrRewindImpossible, err)
+			}
+		}
+		return res, err
+	}
+	if err := parseRewind(out, &res); err != nil {
+		return res, err
+	}
+	// pg_rewind copied the source's configuration files.
+	if err := s.setStandby(up); err != nil {
+		return res, err
+	}
+	s.log.Info("rewound the data directory", "upstream", up.String(), "rewound", res.Rewound,
+		"diverged_at", res.DivergedAt.String(), "diverged_timeline", res.DivergedTimeline,
+		"target_end", res.TargetEnd.String(), "target_timeline", res.TargetTimeline, "took", res.Took.Round(time.Millisecond))
+	return res, nil
+}
+
+// singleUserRecovery runs postgres in single-user mode on the data
+// directory, which runs crash recovery and shuts down cleanly when its
+// input ends, as pg_rewind itself would. A standby.signal is set aside
+// meanwhile: single-user mode refuses standby mode.
+func (s *Server) singleUserRecovery(ctx context.Context, state string) error {
+	signal := filepath.Join(s.cfg.dataDir, standbySignal)
+	if err := os.Remove(signal); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	if err := s.cfg.writeConfig(); err != nil {
+		return err
+	}
+	s.log.Info("the data directory was not shut down cleanly; running crash recovery in single-user mode", "state", state)
+	if err := s.runTool(ctx, "", "postgres", "--single", "-F", "-D", s.cfg.dataDir, "template1"); err != nil {
+		return fmt.Errorf("crash recovery in single-user mode: %w", err)
+	}
+	return nil
+}
