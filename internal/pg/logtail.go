@@ -72,3 +72,13 @@ func formatTail(prog string, lines []string) string {
 	}
 	return "; its last log lines:\n    " + strings.Join(lines, "\n    ")
 }
+
+// lastLines returns the last n lines of a program's output.
+func lastLines(out string, n int) []string {
+	out = strings.TrimRight(out, "\n")
+	if out == "" {
+		return nil
+	}
+	lines := strings.Split(out, "\n")
+	return lines[max(0, len(lines)-n):]
+}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -145,13 +144,7 @@ func (s *Server) runToolOutput(ctx context.Context, password, name string, args 
 		s.log.Warn("cannot write a program's output to the log file", "program", name, "file", s.cfg.logFile, "err", lerr)
 	}
 	if err != nil {
-		var lines []string
-		if o := strings.TrimRight(out.String(), "\n"); o != "" {
-			lines = strings.Split(o, "\n")
-		}
-		if len(lines) > errorTailLines {
-			lines = lines[len(lines)-errorTailLines:]
-		}
+		lines := lastLines(out.String(), errorTailLines)
 		return out.String(), fmt.Errorf("%s: %w%s", name, err, formatTail(name, lines))
 	}
 	return out.String(), nil

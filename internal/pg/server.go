@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -251,13 +250,7 @@ func (s *Server) Init(ctx context.Context) error {
 		s.log.Warn("cannot write initdb's output to the log file", "file", s.cfg.logFile, "err", lerr)
 	}
 	if err != nil {
-		var lines []string
-		if o := strings.TrimRight(out.String(), "\n"); o != "" {
-			lines = strings.Split(o, "\n")
-		}
-		if len(lines) > errorTailLines {
-			lines = lines[len(lines)-errorTailLines:]
-		}
+		lines := lastLines(out.String(), errorTailLines)
 		return fmt.Errorf("pg: init %s: initdb: %w%s", dir, err, formatTail("initdb", lines))
 	}
 	s.log.Info("initialised the data directory", "version", s.bins.Version, "checksums", true,
