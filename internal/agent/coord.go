@@ -126,7 +126,7 @@ func (c *coordination) etcd() *clientv3.Client {
 
 // nodeFile replaces {node} in a configured path.
 func (c *coordination) nodeFile(p string) string {
-	return strings.ReplaceAll(p, "{node}", c.a.opt.Node)
+	return config.NodePath(p, c.a.opt.Node)
 }
 
 func (c *coordination) tls() *coord.TLSFiles {

@@ -2,6 +2,7 @@ package config
 
 import (
 	"slices"
+	"strings"
 )
 
 // The accessors below work on a Config built by hand (in another package's
@@ -71,3 +72,27 @@ func (c *Config) Position(path string) (line, col int, ok bool) {
 	p, ok := c.positions.values[path]
 	return p.line, p.col, ok
 }
+
+// NodeDataDir returns the data directory of database node node, with
+// "{node}" in data_dir replaced by its name.
+func (db *Database) NodeDataDir(node string) string {
+	return NodePath(db.DataDir, node)
+}
+
+// SettingPath returns the key path of the database setting name (as in
+// Settings, lowercased) as the file writes it, such as
+// "database.settings.Work_Mem", for Config.Position.
+func (db *Database) SettingPath(name string) string {
+	if written := db.settingKeys[name]; len(written) > 0 {
+		name = written[0]
+	}
+	return "database.settings." + name
+}
+
+// NodePath replaces every "{node}" in a configured path (coordination's
+// data_dir and tls files, database.data_dir) by the name of node.
+func NodePath(p, node string) string {
+	return strings.ReplaceAll(p, nodePlaceholder, node)
+}
+
+const nodePlaceholder = "{node}"

@@ -424,8 +424,11 @@ func TestDocExamples(t *testing.T) {
 		t.Fatalf("%s has %d yaml examples, want at least 2", doc, len(blocks))
 	}
 	for i, b := range blocks {
-		if _, err := Parse(doc, b[1]); err != nil {
-			t.Errorf("example %d does not load:\n%v\n%s", i+1, err, b[1])
+		// Parsed as if haven.yaml sat in testdata, beside the files that
+		// examples name relative to it (password_file:
+		// pg-replication.password), as a real /etc/haven/haven.yaml would.
+		if _, err := Parse(filepath.Join("testdata", "haven.yaml"), b[1]); err != nil {
+			t.Errorf("%s: example %d does not load:\n%v\n%s", doc, i+1, err, b[1])
 		}
 	}
 }
@@ -526,5 +529,122 @@ func TestVIPAndCoordinationDefaults(t *testing.T) {
 	}
 	if c.DataDir != filepath.Join(dir, "data/{node}/etcd") || c.TLS.Cert != filepath.Join(dir, "certs/{node}.pem") {
 		t.Errorf("paths not resolved against the file's directory: data_dir %q, cert %q", c.DataDir, c.TLS.Cert)
+	}
+}
+
+// TestDatabaseDefaults checks every default of the database section, in
+// each replication mode.
+func TestDatabaseDefaults(t *testing.T) {
+	const nodes = `cluster: t
+regions: {r: {nodes: {db1: {address: 127.0.0.1}, db2: {address: 127.0.0.2}, db3: {address: 127.0.0.3}}}}
+`
+	tests := []struct {
+		name, database string
+		want           *Database
+	}{
+		{"single node, all defaults", "database: {nodes: [db1]}", &Database{
+			Engine: "postgres", Nodes: []string{"db1"}, Port: 5432, DataDir: "/var/lib/haven/pg",
+			User: "postgres", Lease: Duration(2 * time.Second),
+			Replication: &Replication{Mode: "async", MaxLagOnFailover: 1 << 20, User: "replicator"},
+			Tags:        map[string]*DBTag{"db1": {Priority: new(100)}},
+		}},
+		{"sync", "database: {nodes: [db1, db2, db3], replication: {mode: sync, password_file: pg-replication.password}}", &Database{
+			Engine: "postgres", Nodes: []string{"db1", "db2", "db3"}, Port: 5432, DataDir: "/var/lib/haven/pg",
+			User: "postgres", Lease: Duration(2 * time.Second),
+			Replication: &Replication{Mode: "sync", SyncStandbys: 1, User: "replicator", PasswordFile: filepath.Join("testdata", "pg-replication.password")},
+			Tags:        map[string]*DBTag{"db1": {Priority: new(100)}, "db2": {Priority: new(100)}, "db3": {Priority: new(100)}},
+		}},
+		{"strict, tags and relative data_dir", `database:
+  nodes: [db1, db2]
+  data_dir: pg/{node}
+  replication: {mode: strict, password_file: pg-replication.password}
+  tags: {db2: {nofailover: true}}`, &Database{
+			Engine: "postgres", Nodes: []string{"db1", "db2"}, Port: 5432, DataDir: filepath.Join("testdata", "pg", "{node}"),
+			User: "postgres", Lease: Duration(2 * time.Second),
+			Replication: &Replication{Mode: "strict", SyncStandbys: 1, User: "replicator", PasswordFile: filepath.Join("testdata", "pg-replication.password")},
+			Tags:        map[string]*DBTag{"db1": {Priority: new(100)}, "db2": {NoFailover: true, Priority: new(100)}},
+		}},
+		{"async with an explicit lag", "database: {nodes: [db1, db2], replication: {max_lag_on_failover: 16MiB, password_file: pg-replication.password}}", &Database{
+			Engine: "postgres", Nodes: []string{"db1", "db2"}, Port: 5432, DataDir: "/var/lib/haven/pg",
+			User: "postgres", Lease: Duration(2 * time.Second),
+			Replication: &Replication{Mode: "async", MaxLagOnFailover: 16 << 20, User: "replicator", PasswordFile: filepath.Join("testdata", "pg-replication.password")},
+			Tags:        map[string]*DBTag{"db1": {Priority: new(100)}, "db2": {Priority: new(100)}},
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// As if the file were in testdata, beside the password file.
+			cfg, err := Parse(filepath.Join("testdata", "haven.yaml"), []byte(nodes+tt.database+"\n"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := cfg.Database; !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("database =\n%s\nwant\n%s", dumpDatabase(got), dumpDatabase(tt.want))
+			}
+		})
+	}
+}
+
+func dumpDatabase(db *Database) string {
+	tags := map[string]string{}
+	for n, t := range db.Tags {
+		p := "nil"
+		if t.Priority != nil {
+			p = strconv.Itoa(*t.Priority)
+		}
+		tags[n] = fmt.Sprintf("{nofailover: %v, priority: %s}", t.NoFailover, p)
+	}
+	return fmt.Sprintf("%+v\nreplication %+v\ntags %v", *db, *db.Replication, tags)
+}
+
+func TestDatabaseFile(t *testing.T) {
+	cfg := mustLoad(t, "testdata/database.good.yaml")
+	db := cfg.Database
+	// Names lowercased; numbers, bools and empty strings as written.
+	wantSettings := map[string]string{
+		"shared_buffers": "256MB", "max_connections": "200", "work_mem": "4MB",
+		"pg_stat_statements.track": "all", "fsync": "true", "random_page_cost": "1.1",
+		"shared_preload_libraries": "",
+	}
+	if !reflect.DeepEqual(db.Settings, wantSettings) {
+		t.Errorf("settings = %q, want %q", db.Settings, wantSettings)
+	}
+	if db.Port != 6432 || db.Bindir != "/usr/lib/postgresql/15/bin" || db.User != "pgsql" || db.Lease.D() != 1500*time.Millisecond {
+		t.Errorf("port, bindir, user, lease = %d %q %q %v", db.Port, db.Bindir, db.User, db.Lease)
+	}
+	r := db.Replication
+	if r.Mode != "strict" || r.SyncStandbys != 2 || r.MaxLagOnFailover != 0 || r.User != "repl_2" ||
+		r.PasswordFile != filepath.Join("testdata", "pg-replication.password") {
+		t.Errorf("replication = %+v", r)
+	}
+	for node, want := range map[string]DBTag{"db1": {Priority: new(100)}, "db2": {Priority: new(0)}, "db3": {NoFailover: true, Priority: new(50)}} {
+		if got := db.Tags[node]; got == nil || got.NoFailover != want.NoFailover || *got.Priority != *want.Priority {
+			t.Errorf("tags.%s = %+v, want nofailover %v priority %d", node, got, want.NoFailover, *want.Priority)
+		}
+	}
+	if got, want := db.NodeDataDir("db2"), filepath.Join("testdata", "data", "db2", "pg"); got != want {
+		t.Errorf("NodeDataDir(db2) = %q, want %q", got, want)
+	}
+	if line, col, ok := cfg.Position(db.SettingPath("work_mem")); !ok || line != 23 || col != 15 {
+		t.Errorf("Position of a setting as written = %d:%d %v, want 23:15", line, col, ok)
+	}
+}
+
+func TestNodePath(t *testing.T) {
+	tests := []struct{ path, node, want string }{
+		{"/var/lib/haven/{node}/pg", "db1", "/var/lib/haven/db1/pg"},
+		{"/var/lib/haven/pg", "db1", "/var/lib/haven/pg"},
+		{"/srv/{node}/{node}.d", "db-2", "/srv/db-2/db-2.d"},
+		{"", "db1", ""},
+		{"/srv/{Node}/pg", "db1", "/srv/{Node}/pg"},
+	}
+	for _, tt := range tests {
+		if got := NodePath(tt.path, tt.node); got != tt.want {
+			t.Errorf("NodePath(%q, %q) = %q, want %q", tt.path, tt.node, got, tt.want)
+		}
+	}
+	c := mustLoad(t, "testdata/vip.good.yaml").Coordination
+	if got, want := NodePath(c.DataDir, "lb2"), filepath.Join("testdata", "data", "lb2", "etcd"); got != want {
+		t.Errorf("NodePath(coordination.data_dir, lb2) = %q, want %q", got, want)
 	}
 }

@@ -48,6 +48,17 @@ const (
 	defaultHeartbeat       = 50 * time.Millisecond
 	defaultElectionTimeout = 500 * time.Millisecond
 	defaultJoinTimeout     = time.Minute
+
+	defaultEngine        = "postgres"
+	defaultDBPort        = 5432
+	defaultDBDataDir     = "/var/lib/haven/pg"
+	defaultDBUser        = "postgres"
+	defaultDBLease       = 2 * time.Second
+	defaultReplMode      = "async"
+	defaultSyncStandbys  = 1
+	defaultMaxLag        = 1 << 20
+	defaultReplUser      = "replicator"
+	defaultDBTagPriority = 100
 )
 
 // applyDefaults fills every defaulted field that was left out and copies
@@ -77,6 +88,87 @@ func applyDefaults(c *Config, r *report, dir string) {
 	if c.Coordination != nil {
 		defaultCoordination(c.Coordination, r, dir)
 	}
+	if c.Database != nil {
+		defaultDatabase(c.Database, r, dir)
+	}
+}
+
+func defaultDatabase(db *Database, r *report, dir string) {
+	if db.Engine == "" {
+		db.Engine = defaultEngine
+	}
+	r.defaultInt(&db.Port, "database.port", defaultDBPort)
+	if db.DataDir == "" {
+		db.DataDir = defaultDBDataDir
+	}
+	db.DataDir = resolvePath(dir, db.DataDir)
+	if db.User == "" {
+		db.User = defaultDBUser
+	}
+	r.defaultDuration(&db.Lease, "database.lease", defaultDBLease)
+	defaultSettings(db, r)
+	if db.Replication == nil {
+		db.Replication = &Replication{}
+	}
+	rp := db.Replication
+	if rp.Mode == "" {
+		rp.Mode = defaultReplMode
+	}
+	switch rp.Mode {
+	case "sync", "strict":
+		// A written 0 is left for validation, which says what is valid.
+		if rp.SyncStandbys == 0 && !r.given("database.replication.sync_standbys") {
+			rp.SyncStandbys = defaultSyncStandbys
+		}
+	case "async":
+		r.defaultSize(&rp.MaxLagOnFailover, "database.replication.max_lag_on_failover", defaultMaxLag)
+	}
+	if rp.User == "" {
+		rp.User = defaultReplUser
+	}
+	rp.PasswordFile = resolvePath(dir, rp.PasswordFile)
+	if db.Tags == nil {
+		db.Tags = map[string]*DBTag{}
+	}
+	for _, n := range db.Nodes {
+		if db.Tags[n] == nil {
+			db.Tags[n] = &DBTag{}
+		}
+	}
+	for _, t := range db.Tags {
+		if t.Priority == nil {
+			t.Priority = new(defaultDBTagPriority)
+		}
+	}
+}
+
+// defaultSettings lowercases the names of database.settings, as PostgreSQL
+// does. Of names that differ only by case the first written is kept;
+// validation reports the others, from settingKeys.
+func defaultSettings(db *Database, r *report) {
+	if len(db.Settings) == 0 {
+		return
+	}
+	written := slices.SortedFunc(maps.Keys(db.Settings), func(a, b string) int {
+		pa, pb := r.pos.keys["database.settings."+a], r.pos.keys["database.settings."+b]
+		if pa.line != pb.line {
+			return pa.line - pb.line
+		}
+		if pa.col != pb.col {
+			return pa.col - pb.col
+		}
+		return strings.Compare(a, b)
+	})
+	out := make(map[string]string, len(written))
+	db.settingKeys = make(map[string][]string, len(written))
+	for _, name := range written {
+		low := strings.ToLower(name)
+		if _, dup := out[low]; !dup {
+			out[low] = db.Settings[name]
+		}
+		db.settingKeys[low] = append(db.settingKeys[low], name)
+	}
+	db.Settings = out
 }
 
 func defaultCoordination(c *Coordination, r *report, dir string) {

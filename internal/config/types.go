@@ -287,20 +287,67 @@ type Sticky struct {
 	Cookie string `yaml:"cookie"`
 }
 
-// Database is the PostgreSQL cluster (not yet supported).
+// Database is the PostgreSQL cluster. It is validated, but no version yet
+// starts the keeper that acts on it.
 type Database struct {
-	Engine      string       `yaml:"engine"`
-	Nodes       []string     `yaml:"nodes"`
-	Replication *Replication `yaml:"replication"`
-	DR          *DR          `yaml:"dr"`
-	Backup      *Backup      `yaml:"backup"`
+	Engine string   `yaml:"engine"` // postgres (default)
+	Nodes  []string `yaml:"nodes"`
+	// Port is PostgreSQL's port on each database node (default 5432).
+	Port int `yaml:"port"`
+	// DataDir is each node's data directory; "{node}" is replaced by the
+	// node name (NodeDataDir; default /var/lib/haven/pg).
+	DataDir string `yaml:"data_dir"`
+	// Bindir is PostgreSQL's binary directory, an absolute path. Empty:
+	// searched, on PATH and then with pg_config.
+	Bindir string `yaml:"bindir"`
+	// User is the operating system user PostgreSQL runs as when the agent
+	// runs as root (default postgres).
+	User string `yaml:"user"`
+	// Lease is how long one renewal of the primary's ownership record
+	// keeps it primary; a lost primary is replaced about 1.02 × Lease
+	// later (default 2s).
+	Lease Duration `yaml:"lease"`
+	// Settings are postgresql.conf settings, merged with haven's own,
+	// which win. Names are lowercased, as PostgreSQL does; values are kept
+	// as written (`max_connections: 200` is "200").
+	Settings    map[string]string `yaml:"settings"`
+	Replication *Replication      `yaml:"replication"`
+	// Tags hold each database node's failover preferences; after defaults
+	// every node of Nodes has one.
+	Tags   map[string]*DBTag `yaml:"tags"`
+	DR     *DR               `yaml:"dr"`
+	Backup *Backup           `yaml:"backup"`
+
+	// settingKeys maps each key of Settings to the keys of the file that
+	// were lowercased to it, in file order, for validation's messages.
+	settingKeys map[string][]string
 }
 
-// Replication mode of the database cluster.
+// Replication of the database cluster. After defaults it is never nil
+// when Database is not.
 type Replication struct {
-	Mode             string `yaml:"mode"` // async | sync | strict
-	SyncStandbys     int    `yaml:"sync_standbys"`
-	MaxLagOnFailover Size   `yaml:"max_lag_on_failover"`
+	Mode string `yaml:"mode"` // async (default) | sync | strict
+	// SyncStandbys is how many standbys confirm each commit in mode sync
+	// and strict (default 1); 0 in mode async.
+	SyncStandbys int `yaml:"sync_standbys"`
+	// MaxLagOnFailover: in mode async, a replica further behind than
+	// this is never promoted (default 1MiB; 0 in the other modes).
+	MaxLagOnFailover Size `yaml:"max_lag_on_failover"`
+	// User is the role replicas and pg_rewind connect as (default
+	// replicator).
+	User string `yaml:"user"`
+	// PasswordFile holds the replication role's password; required when
+	// there are two or more database nodes (dr nodes included).
+	PasswordFile string `yaml:"password_file"`
+}
+
+// DBTag is one database node's failover preferences.
+type DBTag struct {
+	// NoFailover keeps the node from ever being promoted.
+	NoFailover bool `yaml:"nofailover"`
+	// Priority ranks candidates for promotion, 0-1000 (default 100):
+	// among replicas equally up to date, the highest is promoted.
+	Priority *int `yaml:"priority"`
 }
 
 // DR is the standby cluster in another region.
