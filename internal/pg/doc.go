@@ -7,7 +7,7 @@
 // (haven.conf, pg_hba.conf, pg_ident.conf), runs `postgres` as a child
 // process as an unprivileged user (Server.Start), stops it in the three
 // PostgreSQL shutdown modes (Server.Stop), reports an exit nobody asked for
-// (Server.Done, Server.Wait) so the keeper can restart it in place, and
+// (Server.Done, Server.Wait) so that it can be restarted in place, and
 // answers the questions the keeper asks about replication: recovery state,
 // timeline, WAL positions and system identifier (Server.Position,
 // Server.SystemIdentifier, Server.ControlData).
@@ -18,6 +18,11 @@
 // clones (Server.Clone), promotion (Server.Promote), following a new
 // primary (Server.Follow), quorum commit (Server.SetSynchronousStandbys)
 // and rejoin with pg_rewind (Server.Rewind).
+//
+// A Supervisor keeps a Server running: it restarts a crashed postgres in
+// place, retries failing starts with a backoff (RestartPolicy), reports the
+// server failed once it has been down for longer than a bound, and tells
+// the keeper of every change of State, with metrics haven_pg_server_*.
 //
 // Leadership, failover and rejoin decisions are built on top of it, in the
 // keeper; nothing here talks to etcd.

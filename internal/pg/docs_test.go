@@ -11,9 +11,9 @@ import (
 var fenceRE = regexp.MustCompile("(?ms)^```(\\w*)\\n(.*?)^```")
 
 // TestDocExamples checks docs/pg.md against the code (STYLE rule 4): its Go
-// examples are the bodies of runServer and runReplica in example_test.go,
-// which compile, and
-// its haven.conf is what that configuration renders.
+// examples are the bodies of runServer, runReplica and runSupervised in
+// example_test.go, which compile, and its haven.conf is what that
+// configuration renders.
 func TestDocExamples(t *testing.T) {
 	doc, err := os.ReadFile("../../docs/pg.md")
 	if err != nil {
@@ -23,8 +23,8 @@ func TestDocExamples(t *testing.T) {
 	for _, m := range fenceRE.FindAllStringSubmatch(string(doc), -1) {
 		blocks[m[1]] = append(blocks[m[1]], m[2])
 	}
-	if len(blocks["go"]) != 2 || len(blocks["conf"]) != 1 {
-		t.Fatalf("docs/pg.md has %d go and %d conf examples; want 2 and 1", len(blocks["go"]), len(blocks["conf"]))
+	if len(blocks["go"]) != 3 || len(blocks["conf"]) != 1 {
+		t.Fatalf("docs/pg.md has %d go and %d conf examples; want 3 and 1", len(blocks["go"]), len(blocks["conf"]))
 	}
 
 	example, err := os.ReadFile("example_test.go")
@@ -34,6 +34,7 @@ func TestDocExamples(t *testing.T) {
 	for i, fn := range []string{
 		"func runServer(ctx context.Context, logger *slog.Logger) error {\n",
 		"func runReplica(ctx context.Context, primary, replica *pg.Server, password string) error {\n",
+		"func runSupervised(ctx context.Context, srv *pg.Server, logger *slog.Logger, reg prometheus.Registerer) error {\n",
 	} {
 		_, body, _ := strings.Cut(string(example), fn)
 		body, _, _ = strings.Cut(body, "\n}\n")

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/pg"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // ExampleServer is the example of docs/pg.md; TestDocExamples checks that
@@ -91,4 +92,43 @@ func runReplica(ctx context.Context, primary, replica *pg.Server, password strin
 		fmt.Printf("%s: %s, %s, replayed %v\n", st.Name, st.State, st.SyncState, st.Replay)
 	}
 	return nil
+}
+
+// ExampleSupervisor is the supervision example of docs/pg.md. It has no
+// output to check: it needs root and PostgreSQL.
+func ExampleSupervisor() {
+	ctx := context.Background()
+	srv, err := pg.New(ctx, pg.Config{DataDir: "/var/lib/haven/pg/data"})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	if err := runSupervised(ctx, srv, slog.Default(), prometheus.NewRegistry()); err != nil {
+		fmt.Println(err)
+	}
+}
+
+// runSupervised is the supervision example of docs/pg.md.
+func runSupervised(ctx context.Context, srv *pg.Server, logger *slog.Logger, reg prometheus.Registerer) error {
+	sup, err := pg.NewSupervisor(srv, pg.RestartPolicy{GiveUpAfter: 30 * time.Second}, logger, reg)
+	if err != nil {
+		return err
+	}
+	changed := make(chan struct{}, 1)
+	sup.OnChange(func(pg.Status) {
+		select {
+		case changed <- struct{}{}: // wake the keeper; it reads Status
+		default:
+		}
+	})
+	go func() {
+		for range changed {
+			st := sup.Status()
+			fmt.Printf("postgres %v since %v, %d restarts, last error: %v\n", st.State, st.Since, st.Restarts, st.LastError)
+			// The keeper gives up leadership unless st.State is pg.StateRunning,
+			// and declares the node ineligible in pg.StateFailed.
+		}
+	}()
+	defer close(changed)
+	return sup.Run(ctx) // until ctx ends; postgres is stopped then
 }

@@ -98,7 +98,7 @@ func (e *ExitError) Error() string {
 // for concurrent use; Init and Start run one at a time.
 //
 // A Server does not restart postgres by itself: Done and Wait report an exit
-// that Stop did not ask for, and the keeper decides.
+// that Stop did not ask for; a Supervisor restarts it in place.
 type Server struct {
 	bins *Binaries
 	cfg  *settings
