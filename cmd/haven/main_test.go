@@ -232,7 +232,7 @@ func TestUsage(t *testing.T) {
 
 func TestCheckGoodFile(t *testing.T) {
 	r := haven(t, 10*time.Second, "check", "-c", "testdata/good.yaml")
-	if r.code != 0 || r.stdout != "testdata/good.yaml: ok (1 nodes, 1 balancers, 1 checks)\n" {
+	if r.code != 0 || r.stdout != "testdata/good.yaml: ok (1 node, 1 balancer, 1 check)\n" {
 		t.Errorf("haven check on a good file:\n%s", r)
 	}
 }
