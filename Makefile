@@ -43,6 +43,7 @@ fuzz:
 	$(GO) test ./internal/pg -run '^$$' -fuzz FuzzParseVersion -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/pg -run '^$$' -fuzz FuzzParseLSN -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/pg -run '^$$' -fuzz FuzzParseControlData -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/pg -run '^$$' -fuzz FuzzParseLag -fuzztime $(FUZZTIME)
 
 prereqs:
 	bash scripts/prereqs.sh

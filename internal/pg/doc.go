@@ -24,6 +24,10 @@
 // server failed once it has been down for longer than a bound, and tells
 // the keeper of every change of State, with metrics haven_pg_server_*.
 //
+// HealthHandler answers Patroni's HTTP health-check endpoints (/primary,
+// /replica?lag=, /read-only, /health) for a load balancer such as HAProxy,
+// from the Server and the node's leadership (NodeState).
+//
 // Leadership, failover and rejoin decisions are built on top of it, in the
 // keeper; nothing here talks to etcd.
 //
