@@ -318,14 +318,12 @@ func (c *coordination) moveLeader(ctx context.Context, whole *time.Time) error {
 	if target == nil {
 		return errors.New("no follower caught up to move etcd leadership to")
 	}
-	// MoveLeader must reach the leader itself: use a client of this node's
-	// member alone.
-	local, err := coord.NewClient(ctx, coord.ClientConfig{Endpoints: []string{self}, TLS: c.tls(), DialTimeout: time.Second})
-	if err != nil {
-		return err
+	// MoveLeader must reach the leader itself: the owners' client of this
+	// node's member alone.
+	if c.ownerClient == cli {
+		return errors.New("no client of this node's own etcd member (see the earlier warning)")
 	}
-	defer local.Close()
-	if _, err := local.MoveLeader(ctx, target.ID); err != nil {
+	if _, err := c.ownerClient.MoveLeader(ctx, target.ID); err != nil {
 		return fmt.Errorf("move etcd leadership to %s: %w", target.Name, err)
 	}
 	c.a.log.Info("moved etcd leadership off this node while it holds a floating address", "to", target.Name)

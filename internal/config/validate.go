@@ -561,7 +561,7 @@ func (v *validator) replication(db *Database) {
 			v.errorf(path+".sync_standbys", "%d is not between 1 and %d: in mode %s the primary needs that many other database nodes", r.SyncStandbys, n-1, r.Mode)
 		}
 		if v.given(path + ".max_lag_on_failover") {
-			v.errorf(path+".max_lag_on_failover", "only applies in mode async (replication is mode %s, which promotes only a synchronous standby)", r.Mode)
+			v.errorf(path+".max_lag_on_failover", "only applies in mode async (replication is mode %s, which promotes only a synchronous standby): remove it", r.Mode)
 		}
 	case "async":
 		if r.SyncStandbys != 0 {
@@ -621,7 +621,7 @@ func (v *validator) tags(db *Database) {
 		}
 	}
 	if all {
-		v.warnf("database.tags", "every database node has nofailover: a lost primary is never replaced")
+		v.warnf("database.tags", "every database node has nofailover: a lost primary is never replaced; clear it on at least one node")
 	}
 }
 
