@@ -156,16 +156,7 @@ func mainErr() int {
 		os.Exit(130)
 	}()
 
-	err := b.run(ctx)
-	if err != nil {
-		if ctx.Err() != nil {
-			harness.Logf("stopped: %v", err)
-			return 130
-		}
-		fmt.Fprintln(os.Stderr, "bench/lb:", err)
-		return 1
-	}
-	return 0
+	return harness.ExitCode(ctx, "bench/lb", b.run(ctx))
 }
 
 func validate(opt options) error {
@@ -183,8 +174,17 @@ func validate(opt options) error {
 			return fmt.Errorf("-targets: %q is not one of %s", t, strings.Join(known, ", "))
 		}
 	}
-	if opt.rounds < 1 || opt.duration < time.Second || opt.conns < 1 || opt.failoverConc < 1 || opt.failoverDuration < 3*time.Second {
-		return errors.New("-rounds, -c and -failover-c must be at least 1, -d at least 1s, -failover-d at least 3s")
+	switch {
+	case opt.rounds < 1:
+		return fmt.Errorf("-rounds %d: must be at least 1", opt.rounds)
+	case opt.conns < 1:
+		return fmt.Errorf("-c %d: must be at least 1", opt.conns)
+	case opt.failoverConc < 1:
+		return fmt.Errorf("-failover-c %d: must be at least 1", opt.failoverConc)
+	case opt.duration < time.Second:
+		return fmt.Errorf("-d %s: must be at least 1s", opt.duration)
+	case opt.failoverDuration < 3*time.Second:
+		return fmt.Errorf("-failover-d %s: must be at least 3s", opt.failoverDuration)
 	}
 	return nil
 }

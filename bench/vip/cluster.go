@@ -328,7 +328,7 @@ func (c *cluster) state(node string) (string, error) {
 			} `json:"vips"`
 		} `json:"coordination"`
 	}
-	i := indexOf(nodes, node)
+	i := slices.Index(nodes, node)
 	resp, err := c.http.Get(fmt.Sprintf("http://%s:%d/api/v1/status", nodeAddr(i), adminPort))
 	if err != nil {
 		return "", errors.New("no status yet")
@@ -345,15 +345,6 @@ func (c *cluster) state(node string) (string, error) {
 		return "not connected", nil
 	}
 	return st.Coordination.VIPs[0].State, nil
-}
-
-func indexOf(s []string, v string) int {
-	for i, x := range s {
-		if x == v {
-			return i
-		}
-	}
-	return -1
 }
 
 // probe sends count probes from the client, probeEvery apart, and returns

@@ -149,22 +149,21 @@ func mainErr() int {
 		os.Exit(130)
 	}()
 
-	if err := b.run(ctx); err != nil {
+	err := b.run(ctx)
+	if err != nil {
 		b.closeNet()
-		if ctx.Err() != nil {
-			harness.Logf("stopped: %v", err)
-			return 130
-		}
-		fmt.Fprintln(os.Stderr, "bench/vip:", err)
-		return 1
 	}
-	return 0
+	return harness.ExitCode(ctx, "bench/vip", err)
 }
 
 func validate(opt options) error {
+	var known []string
+	for _, t := range allTargets {
+		known = append(known, t.name)
+	}
 	for _, t := range opt.targets {
 		if _, ok := findTarget(t); !ok {
-			return fmt.Errorf("-targets: %q is not one of keepalived, keepalived-fast, haven", t)
+			return fmt.Errorf("-targets: %q is not one of %s", t, strings.Join(known, ", "))
 		}
 	}
 	var names []string
@@ -180,18 +179,22 @@ func validate(opt options) error {
 		return err
 	}
 	switch {
-	case opt.runs < 1 || opt.runs > 100 || opt.lossRuns < 1 || opt.lossRuns > 10:
-		return errors.New("-runs must be 1 to 100 and -loss-runs 1 to 10")
-	case opt.hold < 100*time.Millisecond || opt.hold > time.Minute || opt.down < 100*time.Millisecond || opt.down > time.Minute:
-		return errors.New("-hold and -down must be 100ms to 1m")
+	case opt.runs < 1 || opt.runs > 100:
+		return fmt.Errorf("-runs %d: must be 1 to 100", opt.runs)
+	case opt.lossRuns < 1 || opt.lossRuns > 10:
+		return fmt.Errorf("-loss-runs %d: must be 1 to 10", opt.lossRuns)
+	case opt.hold < 100*time.Millisecond || opt.hold > time.Minute:
+		return fmt.Errorf("-hold %s: must be 100ms to 1m", opt.hold)
+	case opt.down < 100*time.Millisecond || opt.down > time.Minute:
+		return fmt.Errorf("-down %s: must be 100ms to 1m", opt.down)
 	case opt.post < time.Second || opt.post > time.Minute:
-		return errors.New("-post must be 1s to 1m")
+		return fmt.Errorf("-post %s: must be 1s to 1m", opt.post)
 	case opt.lossDur < time.Second || opt.lossDur > 10*time.Minute:
-		return errors.New("-loss-d must be 1s to 10m")
+		return fmt.Errorf("-loss-d %s: must be 1s to 10m", opt.lossDur)
 	case opt.lossPct < 1 || opt.lossPct > 99:
-		return errors.New("-loss-pct must be 1 to 99")
+		return fmt.Errorf("-loss-pct %d: must be 1 to 99", opt.lossPct)
 	case opt.probeEvery < time.Millisecond || opt.probeEvery > 100*time.Millisecond:
-		return errors.New("-probe must be 1ms to 100ms")
+		return fmt.Errorf("-probe %s: must be 1ms to 100ms", opt.probeEvery)
 	}
 	return nil
 }

@@ -172,19 +172,8 @@ func (c *cluster) faultRun(ctx context.Context, sc scenario, holder string) (run
 	if o.err != nil {
 		return runResult{Holder: holder, Err: "probe: " + o.err.Error()}, probeRun{}
 	}
-	pr := newProbeRun(opt.probeEvery, o.sent, o.answers)
-	rep := drill.Analyze(o.sent, o.answers)
-	r.FaultAt, r.HealAt = faultAt.Sub(o.sent[0]), healAt.Sub(o.sent[0])
+	pr, rep := measureRun(&r, opt.probeEvery, o, holder, faultAt, healAt)
 	r.Outage = rep.OutageAfter(faultAt)
-	r.MaxGap = rep.MaxGap()
-	r.Unanswered = pr.unanswered(faultAt, healAt)
-	r.FaultGaps, _ = pr.gaps(faultAt, healAt)
-	r.PreUnanswered = pr.unanswered(o.sent[0], faultAt)
-	r.PreGaps, r.PreLongest = pr.gaps(o.sent[0], faultAt)
-	r.TwoHolderProbes, r.TwoHolder = pr.twoHolders()
-	r.TwoHolderWho = pr.firstDouble()
-	r.Changes = pr.holderChanges()
-	r.Failovers = pr.failovers(holder)
 	// What the nodes did at the end of the fault, as the client saw it.
 	late := healAt.Add(-200 * time.Millisecond)
 	var others []string
@@ -273,11 +262,19 @@ func (c *cluster) lossRun(ctx context.Context, holder string) (runResult, probeR
 	if o.err != nil {
 		return runResult{Holder: holder, Err: "probe: " + o.err.Error()}, probeRun{}
 	}
-	pr := newProbeRun(opt.probeEvery, o.sent, o.answers)
+	pr, _ := measureRun(&r, opt.probeEvery, o, holder, faultAt, healAt)
+	r.Outage = r.MaxGap // no fault: the longest gap is the outage
+	r.After = pr.lastAlone(healAt)
+	return r, pr
+}
+
+// measureRun fills r with what the probes o saw around a fault from
+// faultAt to healAt, all but r.Outage, which depends on the kind of run.
+func measureRun(r *runResult, every time.Duration, o probeOut, holder string, faultAt, healAt time.Time) (probeRun, drill.Report) {
+	pr := newProbeRun(every, o.sent, o.answers)
 	rep := drill.Analyze(o.sent, o.answers)
 	r.FaultAt, r.HealAt = faultAt.Sub(o.sent[0]), healAt.Sub(o.sent[0])
 	r.MaxGap = rep.MaxGap()
-	r.Outage = r.MaxGap // no fault: the longest gap is the outage
 	r.Unanswered = pr.unanswered(faultAt, healAt)
 	r.FaultGaps, _ = pr.gaps(faultAt, healAt)
 	r.PreUnanswered = pr.unanswered(o.sent[0], faultAt)
@@ -286,8 +283,7 @@ func (c *cluster) lossRun(ctx context.Context, holder string) (runResult, probeR
 	r.TwoHolderWho = pr.firstDouble()
 	r.Changes = pr.holderChanges()
 	r.Failovers = pr.failovers(holder)
-	r.After = pr.lastAlone(healAt)
-	return r, pr
+	return pr, rep
 }
 
 type probeOut struct {

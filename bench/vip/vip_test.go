@@ -288,4 +288,9 @@ func TestFlags(t *testing.T) {
 			t.Errorf("validate(%+v) = nil, want an error", o)
 		}
 	}
+	o := ok
+	o.targets = []string{"vrrpd"}
+	if err := validate(o); err == nil || !strings.Contains(err.Error(), "haven-fast") {
+		t.Errorf("validate of an unknown target = %v, want every known target listed", err)
+	}
 }

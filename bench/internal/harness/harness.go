@@ -36,3 +36,18 @@ func Sleep(ctx context.Context, d time.Duration) bool {
 		return true
 	}
 }
+
+// ExitCode is the exit status of a harness named prog whose run returned
+// err under ctx: 0 on success, 130 when it stopped because ctx ended (an
+// interrupt), otherwise 1 after printing err to stderr.
+func ExitCode(ctx context.Context, prog string, err error) int {
+	if err == nil {
+		return 0
+	}
+	if ctx.Err() != nil {
+		Logf("stopped: %v", err)
+		return 130
+	}
+	fmt.Fprintln(os.Stderr, prog+":", err)
+	return 1
+}
