@@ -92,7 +92,7 @@ func FindBinaries(ctx context.Context, bindir string) (*Binaries, error) {
 	} else {
 		tried = append(tried, "pg_config: not on PATH")
 	}
-	return nil, fmt.Errorf("pg: no PostgreSQL %d+ binaries found (set the binary directory): %s",
+	return nil, fmt.Errorf("pg: no PostgreSQL %d+ binaries found (set the binary directory, Config.Bindir, or put pg_config on PATH): %s",
 		MinMajorVersion, strings.Join(tried, "; "))
 }
 

@@ -186,7 +186,7 @@ func resolve(cfg Config) (*settings, error) {
 // check checks cfg and fills its defaults, except the users.
 func check(cfg Config) (*settings, error) {
 	if cfg.DataDir == "" {
-		return nil, errors.New("pg: data dir: required")
+		return nil, errors.New("pg: data dir: required: set Config.DataDir to the directory of the cluster")
 	}
 	dataDir, err := filepath.Abs(cfg.DataDir)
 	if err != nil {

@@ -121,14 +121,10 @@ func TestHealthHandlerRequests(t *testing.T) {
 
 func TestHealthHandler(t *testing.T) {
 	t.Parallel()
-	p := newNode(t, "p")
+	p := newPrimary(t, "p")
 	r1 := newNode(t, "r1")
 	ctx := testCtx(t)
 
-	p.initStart(t)
-	if err := p.EnsureReplicationUser(ctx, "", testReplPassword); err != nil {
-		t.Fatal(err)
-	}
 	if err := p.CreateSlot(ctx, "r1"); err != nil {
 		t.Fatal(err)
 	}

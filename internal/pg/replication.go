@@ -181,15 +181,9 @@ func (s *Server) CreateSlot(ctx context.Context, name string) error {
 	if !slotNameRE.MatchString(name) {
 		return fmt.Errorf("pg: create slot %q: not 1 to 63 lower-case letters, digits or '_'", name)
 	}
-	err := s.withConn(ctx, func(c *pgx.Conn) error {
-		_, err := c.Exec(ctx, `SELECT pg_create_physical_replication_slot($1, true)
-			WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)`, name)
-		var pe *pgconn.PgError
-		if errors.As(err, &pe) && pe.Code == "42710" { // duplicate_object: created meanwhile
-			return nil
-		}
-		return err
-	})
+	err := s.execSlot(ctx, `SELECT pg_create_physical_replication_slot($1, true)
+		WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)`,
+		name, "42710") // duplicate_object: created meanwhile
 	if err != nil {
 		return fmt.Errorf("pg: create slot %s: %w", name, err)
 	}
@@ -200,19 +194,26 @@ func (s *Server) CreateSlot(ctx context.Context, name string) error {
 // keeps WAL for it. A slot that does not exist is not an error; a slot a
 // replica streams through is (stop the replica or point it elsewhere).
 func (s *Server) DropSlot(ctx context.Context, name string) error {
-	err := s.withConn(ctx, func(c *pgx.Conn) error {
-		_, err := c.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name)
-			FROM pg_replication_slots WHERE slot_name = $1`, name)
-		var pe *pgconn.PgError
-		if errors.As(err, &pe) && pe.Code == "42704" { // undefined_object: dropped meanwhile
-			return nil
-		}
-		return err
-	})
+	err := s.execSlot(ctx, `SELECT pg_drop_replication_slot(slot_name)
+		FROM pg_replication_slots WHERE slot_name = $1`,
+		name, "42704") // undefined_object: dropped meanwhile
 	if err != nil {
 		return fmt.Errorf("pg: drop slot %s: %w", name, err)
 	}
 	return nil
+}
+
+// execSlot runs sql with the slot name as $1. The SQLSTATE raced, which
+// another client doing the same meanwhile causes, counts as success.
+func (s *Server) execSlot(ctx context.Context, sql, name, raced string) error {
+	return s.withConn(ctx, func(c *pgx.Conn) error {
+		_, err := c.Exec(ctx, sql, name)
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) && pe.Code == raced {
+			return nil
+		}
+		return err
+	})
 }
 
 // Slots lists the server's physical replication slots, by name.

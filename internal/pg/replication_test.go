@@ -23,6 +23,17 @@ func newNode(t *testing.T, name string) *testServer {
 	})
 }
 
+// newPrimary returns a started node that has the replication user.
+func newPrimary(t *testing.T, name string) *testServer {
+	t.Helper()
+	p := newNode(t, name)
+	p.initStart(t)
+	if err := p.EnsureReplicationUser(testCtx(t), "", testReplPassword); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 // upstream is how a replica reaches s, through slot.
 func (s *testServer) upstream(slot string) Upstream {
 	return Upstream{Host: "127.0.0.1", Port: s.Port(), Password: testReplPassword, Slot: slot}
@@ -101,15 +112,11 @@ func standbyStates(sts []Standby) string {
 // rewind of the old primary.
 func TestReplication(t *testing.T) {
 	t.Parallel()
-	p := newNode(t, "p")
+	p := newPrimary(t, "p")
 	r1 := newNode(t, "r1")
 	r2 := newNode(t, "r2")
 	ctx := testCtx(t)
 
-	p.initStart(t)
-	if err := p.EnsureReplicationUser(ctx, "", testReplPassword); err != nil {
-		t.Fatal(err)
-	}
 	if err := p.EnsureReplicationUser(ctx, "", testReplPassword); err != nil {
 		t.Fatalf("EnsureReplicationUser again: %v", err)
 	}
@@ -301,13 +308,9 @@ func testRewind(t *testing.T, p, r1 *testServer) {
 // rewound onto a primary; the error says to clone again.
 func TestRewindImpossible(t *testing.T) {
 	t.Parallel()
-	p := newNode(t, "p")
+	p := newPrimary(t, "p")
 	other := newNode(t, "other")
 	ctx := testCtx(t)
-	p.initStart(t)
-	if err := p.EnsureReplicationUser(ctx, "", testReplPassword); err != nil {
-		t.Fatal(err)
-	}
 	other.initStart(t)
 	other.stop(t)
 	_, err := other.Rewind(ctx, p.upstream(""))

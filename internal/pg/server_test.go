@@ -68,12 +68,21 @@ func testDir(t *testing.T) string {
 // freePort returns a TCP port that was free on 127.0.0.1 a moment ago.
 func freePort(t *testing.T) int {
 	t.Helper()
+	l, port := holdPort(t)
+	l.Close()
+	return port
+}
+
+// holdPort listens on a free TCP port of 127.0.0.1, so that postgres cannot
+// bind it, until the caller closes the listener or the test ends.
+func holdPort(t *testing.T) (net.Listener, int) {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Cleanup(func() { l.Close() })
+	return l, l.Addr().(*net.TCPAddr).Port
 }
 
 // logBuffer collects a Server's log records; it outlives the test safely.
@@ -439,18 +448,14 @@ func TestServerKilled(t *testing.T) {
 
 func TestStartPortInUse(t *testing.T) {
 	t.Parallel()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	s := newTestServer(t, func(c *Config) { c.Port = l.Addr().(*net.TCPAddr).Port })
+	_, port := holdPort(t)
+	s := newTestServer(t, func(c *Config) { c.Port = port })
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
 	if err := s.Init(ctx); err != nil {
 		t.Fatal(err)
 	}
-	err = s.Start(ctx)
+	err := s.Start(ctx)
 	t.Logf("Start: %v", err)
 	for _, want := range []string{"exited before accepting connections", "Address already in use", "could not create any TCP/IP sockets"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
@@ -534,10 +539,7 @@ func gone(pid int) bool {
 // state of those left.
 func waitGone(t *testing.T, pids []int) {
 	t.Helper()
-	deadline := time.Now().Add(testTimeout)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for {
+	waitFor(t, "processes of postgres gone", func() (string, bool) {
 		var left []string
 		for _, p := range pids {
 			if !gone(p) {
@@ -545,14 +547,8 @@ func waitGone(t *testing.T, pids []int) {
 				left = append(left, strings.TrimSpace(string(b)))
 			}
 		}
-		if len(left) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("processes of postgres still run after %v:\n%s", testTimeout, strings.Join(left, "\n"))
-		}
-		<-tick.C
-	}
+		return "\n" + strings.Join(left, "\n"), len(left) == 0
+	})
 }
 
 func TestStopEscalates(t *testing.T) {

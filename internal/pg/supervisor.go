@@ -271,14 +271,13 @@ func (m *machine) stopped(now time.Time) {
 // restarts a postgres that Server.Stop ended.
 type Supervisor struct {
 	srv     *Server
-	policy  RestartPolicy
 	log     *slog.Logger
 	metrics *supervisorMetrics
 
 	running atomic.Bool // Run is running
 
 	mu       sync.Mutex
-	m        machine
+	m        machine // m.p, the policy, is set by NewSupervisor and never changes: read it without mu
 	onChange func(Status)
 }
 
@@ -302,7 +301,6 @@ func NewSupervisor(srv *Server, policy RestartPolicy, log *slog.Logger, reg prom
 	}
 	s := &Supervisor{
 		srv:     srv,
-		policy:  p,
 		log:     log.With("component", "pg", "datadir", srv.DataDir()),
 		metrics: metrics,
 		m:       machine{p: p},
@@ -312,7 +310,7 @@ func NewSupervisor(srv *Server, policy RestartPolicy, log *slog.Logger, reg prom
 }
 
 // Policy returns the restart policy, defaults filled in.
-func (s *Supervisor) Policy() RestartPolicy { return s.policy }
+func (s *Supervisor) Policy() RestartPolicy { return s.m.p }
 
 // Status returns the Supervisor's view of postgres.
 func (s *Supervisor) Status() Status {
@@ -348,7 +346,7 @@ func (s *Supervisor) apply(event func(m *machine, now time.Time)) Status {
 	switch after.State {
 	case StateFailed:
 		s.log.Error("postgres failed", "reason", after.Reason, "last_err", after.LastError,
-			"restarts", after.Restarts, "retry_every", s.policy.MaxBackoff)
+			"restarts", after.Restarts, "retry_every", s.m.p.MaxBackoff)
 	case StateRunning:
 		if !before.DownSince.IsZero() && before.State != StateStarting {
 			s.log.Info("postgres runs again", "down_for", after.Since.Sub(before.DownSince).Round(time.Millisecond),

@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"net"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -14,7 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 func TestRestartPolicyDefaults(t *testing.T) {
@@ -187,28 +185,6 @@ func TestMachineReasons(t *testing.T) {
 	}
 }
 
-// gatherSeries returns the registry's series as "name{label=value} value".
-func gatherSeries(t *testing.T, reg *prometheus.Registry) map[string]float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]float64{}
-	for _, mf := range mfs {
-		for _, m := range mf.GetMetric() {
-			var ls []string
-			for _, l := range m.GetLabel() {
-				ls = append(ls, l.GetName()+"="+l.GetValue())
-			}
-			sort.Strings(ls)
-			v := m.GetGauge().GetValue() + m.GetCounter().GetValue()
-			out[mf.GetName()+"{"+strings.Join(ls, ",")+"}"] = v
-		}
-	}
-	return out
-}
-
 func TestSupervisorMetrics(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
 	m, err := newSupervisorMetrics(reg)
@@ -223,31 +199,29 @@ func TestSupervisorMetrics(t *testing.T) {
 	m.set(Status{State: StateRunning}, Status{State: StateRestarting, Restarts: 1})
 	m.set(Status{State: StateRestarting, Restarts: 1}, Status{State: StateFailed, Restarts: 1, StartFailures: 3})
 
-	got := gatherSeries(t, reg)
-	want := map[string]float64{
-		"haven_pg_server_up{}":                    0,
-		"haven_pg_server_restarts_total{}":        1,
-		"haven_pg_server_start_failures_total{}":  3,
-		"haven_pg_server_state{state=failed}":     1,
-		"haven_pg_server_state{state=restarting}": 0,
-		"haven_pg_server_state{state=running}":    0,
-		"haven_pg_server_state{state=starting}":   0,
-		"haven_pg_server_state{state=stopped}":    0,
-	}
-	for k, v := range want {
-		if g, ok := got[k]; !ok || g != v {
-			t.Errorf("%s = %v (present %v); want %v", k, g, ok, v)
+	for _, c := range []struct {
+		name string
+		c    prometheus.Collector
+		want float64
+	}{
+		{"up", m.up, 0},
+		{"restarts_total", m.restarts, 1},
+		{"start_failures_total", m.startFailures, 3},
+		{"state{state=failed}", m.state.WithLabelValues("failed"), 1},
+		{"state{state=restarting}", m.state.WithLabelValues("restarting"), 0},
+		{"state{state=running}", m.state.WithLabelValues("running"), 0},
+		{"state{state=starting}", m.state.WithLabelValues("starting"), 0},
+		{"state{state=stopped}", m.state.WithLabelValues("stopped"), 0},
+	} {
+		if got := testutil.ToFloat64(c.c); got != c.want {
+			t.Errorf("haven_pg_server_%s = %v; want %v", c.name, got, c.want)
 		}
 	}
-	if len(got) != len(want) {
-		t.Errorf("series %v; want exactly %v", got, want)
+	if n, err := testutil.GatherAndCount(reg); err != nil || n != 8 {
+		t.Errorf("the registry holds %d series (%v); want exactly 8", n, err)
 	}
 
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	problems, err := promlint.NewWithMetricFamilies(mfs).Lint()
+	problems, err := testutil.GatherAndLint(reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,8 +246,6 @@ func TestNewSupervisorErrors(t *testing.T) {
 // supervised is a Supervisor under test, with the states it reported.
 type supervised struct {
 	*Supervisor
-	reg *prometheus.Registry
-
 	mu     sync.Mutex
 	states []Status
 	done   chan error // Run's result
@@ -288,7 +260,7 @@ func supervise(t *testing.T, s *testServer, policy RestartPolicy) *supervised {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v := &supervised{Supervisor: sup, reg: reg, done: make(chan error, 1)}
+	v := &supervised{Supervisor: sup, done: make(chan error, 1)}
 	sup.OnChange(func(st Status) {
 		v.mu.Lock()
 		defer v.mu.Unlock()
@@ -302,6 +274,22 @@ func supervise(t *testing.T, s *testServer, policy RestartPolicy) *supervised {
 		<-v.done
 	})
 	return v
+}
+
+// gauges returns haven_pg_server_up and haven_pg_server_state for state.
+func (v *supervised) gauges(state State) (up, inState float64) {
+	return testutil.ToFloat64(v.metrics.up), testutil.ToFloat64(v.metrics.state.WithLabelValues(state.String()))
+}
+
+// initSupervised initializes a testServer made with edit and supervises it
+// with policy.
+func initSupervised(t *testing.T, edit func(*Config), policy RestartPolicy) (*testServer, *supervised) {
+	t.Helper()
+	s := newTestServer(t, edit)
+	if err := s.Init(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	return s, supervise(t, s, policy)
 }
 
 // seen returns the states reported so far.
@@ -362,8 +350,8 @@ func (v *supervised) stop(t *testing.T) {
 	if st := v.Status(); st.State != StateStopped {
 		t.Errorf("state after Run = %v; want stopped", st.State)
 	}
-	if g := gatherSeries(t, v.reg); g["haven_pg_server_up{}"] != 0 || g["haven_pg_server_state{state=stopped}"] != 1 {
-		t.Errorf("metrics after Run: %v", g)
+	if up, stopped := v.gauges(StateStopped); up != 0 || stopped != 1 {
+		t.Errorf("metrics after Run: up %v, state{stopped} %v; want 0, 1", up, stopped)
 	}
 }
 
@@ -384,11 +372,7 @@ func errString(err error) string {
 
 func TestSupervisorRestartsInPlace(t *testing.T) {
 	t.Parallel()
-	s := newTestServer(t, nil)
-	if err := s.Init(testCtx(t)); err != nil {
-		t.Fatal(err)
-	}
-	v := supervise(t, s, RestartPolicy{})
+	s, v := initSupervised(t, nil, RestartPolicy{})
 	v.waitState(t, StateRunning)
 	s.exec(t, "CREATE TABLE acknowledged (v int); INSERT INTO acknowledged VALUES (42)")
 
@@ -423,9 +407,8 @@ func TestSupervisorRestartsInPlace(t *testing.T) {
 	if log := s.log.String(); !strings.Contains(log, "restarting it in place") || !strings.Contains(log, "last log lines") {
 		t.Errorf("the exit is not logged with postgres's last lines:\n%s", log)
 	}
-	g := gatherSeries(t, v.reg)
-	if g["haven_pg_server_up{}"] != 1 || g["haven_pg_server_restarts_total{}"] != 1 || g["haven_pg_server_state{state=running}"] != 1 {
-		t.Errorf("metrics after the restart: %v", g)
+	if up, running := v.gauges(StateRunning); up != 1 || running != 1 || testutil.ToFloat64(v.metrics.restarts) != 1 {
+		t.Errorf("metrics after the restart: up %v, state{running} %v, restarts_total %v; want 1, 1, 1", up, running, testutil.ToFloat64(v.metrics.restarts))
 	}
 
 	v.stop(t)
@@ -441,16 +424,8 @@ func TestSupervisorRestartsInPlace(t *testing.T) {
 
 func TestSupervisorGivesUpAndRecovers(t *testing.T) {
 	t.Parallel()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	s := newTestServer(t, func(c *Config) { c.Port = l.Addr().(*net.TCPAddr).Port })
-	if err := s.Init(testCtx(t)); err != nil {
-		t.Fatal(err)
-	}
-	v := supervise(t, s, RestartPolicy{InitialBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, GiveUpAfter: time.Second})
+	l, port := holdPort(t)
+	s, v := initSupervised(t, func(c *Config) { c.Port = port }, RestartPolicy{InitialBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, GiveUpAfter: time.Second})
 	st := v.waitState(t, StateFailed)
 	if got, want := formatStates(v.seen()), "starting→restarting→failed"; got != want {
 		t.Errorf("states %s; want %s", got, want)
@@ -461,8 +436,8 @@ func TestSupervisorGivesUpAndRecovers(t *testing.T) {
 	if !strings.Contains(st.Reason, "(GiveUpAfter)") || st.StartFailures < 1 || st.Restarts != 0 {
 		t.Errorf("failed with reason %q after %d start failures and %d restarts", st.Reason, st.StartFailures, st.Restarts)
 	}
-	if g := gatherSeries(t, v.reg); g["haven_pg_server_up{}"] != 0 || g["haven_pg_server_state{state=failed}"] != 1 || g["haven_pg_server_start_failures_total{}"] < 1 {
-		t.Errorf("metrics when failed: %v", g)
+	if up, failed := v.gauges(StateFailed); up != 0 || failed != 1 || testutil.ToFloat64(v.metrics.startFailures) < 1 {
+		t.Errorf("metrics when failed: up %v, state{failed} %v, start_failures_total %v; want 0, 1, >= 1", up, failed, testutil.ToFloat64(v.metrics.startFailures))
 	}
 
 	// The operator frees the port: the next attempt succeeds.
@@ -482,11 +457,7 @@ func TestSupervisorGivesUpAndRecovers(t *testing.T) {
 
 func TestSupervisorRunTwice(t *testing.T) {
 	t.Parallel()
-	s := newTestServer(t, nil)
-	if err := s.Init(testCtx(t)); err != nil {
-		t.Fatal(err)
-	}
-	v := supervise(t, s, RestartPolicy{})
+	s, v := initSupervised(t, nil, RestartPolicy{})
 	v.waitState(t, StateRunning)
 	if err := v.Run(testCtx(t)); err == nil || !strings.Contains(err.Error(), "already running") {
 		t.Errorf("a second Run = %v; want it refused", err)
