@@ -30,6 +30,8 @@ const (
 	setLive4    = "live4"
 	setManaged6 = "managed6"
 	setLive6    = "live6"
+	setWindow4  = "window4"
+	setWindow6  = "window6"
 
 	chainOutput = "output"
 	chainInput  = "input"
@@ -37,6 +39,11 @@ const (
 	// nfARPOut is NF_ARP_OUT, the output hook of the arp family
 	// (golang.org/x/sys/unix does not define it).
 	nfARPOut = 1
+
+	// nftMetaTimeNS is NFT_META_TIME_NS (Linux 5.4), the packet's arrival
+	// in wall-clock nanoseconds since the epoch, in host byte order
+	// (golang.org/x/sys/unix does not define it).
+	nftMetaTimeNS = 30
 
 	// liveDefaultTimeout is the timeout of an element added to a live set
 	// without one (by hand, say): such an element must not open the fence
@@ -71,6 +78,11 @@ type Fence struct {
 	// without the delete that waits for an RCU grace period (~16 ms). The
 	// new holder's takeover is that much quicker.
 	closed map[netip.Addr]bool
+	// windows holds, per address, the last absolute window opened in
+	// every window set, or the zero window for none. An address missing
+	// from the map has unknown windows, read from the kernel before the
+	// next open: after Install, after an error.
+	windows map[netip.Addr]window
 	// ifaces are the interfaces Guard was called for; Install recreates
 	// their chains when it has to replace the tables.
 	ifaces []string
@@ -79,7 +91,7 @@ type Fence struct {
 // NewFence returns a Fence for the namespace in cfg. It does not touch the
 // kernel; call Install first.
 func NewFence(cfg FenceConfig) *Fence {
-	return &Fence{netns: cfg.NetNS, closed: map[netip.Addr]bool{}}
+	return &Fence{netns: cfg.NetNS, closed: map[netip.Addr]bool{}, windows: map[netip.Addr]window{}}
 }
 
 // fenceTables describes haven's tables, sets and chains. The set IDs are
@@ -87,9 +99,9 @@ func NewFence(cfg FenceConfig) *Fence {
 type fenceTables struct {
 	arp, inet, netdev *nftables.Table
 
-	arpManaged4, arpLive4                            *nftables.Set
-	inetManaged4, inetLive4, inetManaged6, inetLive6 *nftables.Set
-	netdevManaged4, netdevLive4                      *nftables.Set
+	arpManaged4, arpLive4, arpWindow4                                          *nftables.Set
+	inetManaged4, inetLive4, inetWindow4, inetManaged6, inetLive6, inetWindow6 *nftables.Set
+	netdevManaged4, netdevLive4, netdevWindow4                                 *nftables.Set
 
 	arpOutput, inetInput, inetOutput *nftables.Chain
 }
@@ -104,6 +116,15 @@ func newFenceTables() *fenceTables {
 	live := func(t *nftables.Table, name string, typ nftables.SetDatatype) *nftables.Set {
 		return &nftables.Set{Table: t, Name: name, KeyType: typ, HasTimeout: true, Timeout: liveDefaultTimeout}
 	}
+	// A window set holds intervals of address . wall-clock time (a pipapo
+	// set: concatenated ranges, Linux 5.6 and later).
+	window := func(t *nftables.Table, name string, typ nftables.SetDatatype) *nftables.Set {
+		key, err := nftables.ConcatSetType(typ, nftables.TypeTime)
+		if err != nil {
+			panic(err) // two types: within the library's limit of seven
+		}
+		return &nftables.Set{Table: t, Name: name, KeyType: key, Concatenation: true, Interval: true, HasTimeout: true}
+	}
 	accept := nftables.ChainPolicyAccept
 	return &fenceTables{
 		arp:            arp,
@@ -111,12 +132,16 @@ func newFenceTables() *fenceTables {
 		netdev:         netdev,
 		arpManaged4:    managed(arp, setManaged4, nftables.TypeIPAddr),
 		arpLive4:       live(arp, setLive4, nftables.TypeIPAddr),
+		arpWindow4:     window(arp, setWindow4, nftables.TypeIPAddr),
 		inetManaged4:   managed(inet, setManaged4, nftables.TypeIPAddr),
 		inetLive4:      live(inet, setLive4, nftables.TypeIPAddr),
+		inetWindow4:    window(inet, setWindow4, nftables.TypeIPAddr),
 		inetManaged6:   managed(inet, setManaged6, nftables.TypeIP6Addr),
 		inetLive6:      live(inet, setLive6, nftables.TypeIP6Addr),
+		inetWindow6:    window(inet, setWindow6, nftables.TypeIP6Addr),
 		netdevManaged4: managed(netdev, setManaged4, nftables.TypeIPAddr),
 		netdevLive4:    live(netdev, setLive4, nftables.TypeIPAddr),
+		netdevWindow4:  window(netdev, setWindow4, nftables.TypeIPAddr),
 		arpOutput: &nftables.Chain{
 			Name: chainOutput, Table: arp, Type: nftables.ChainTypeFilter,
 			Hooknum: nftables.ChainHookRef(nfARPOut), Priority: nftables.ChainPriorityFilter,
@@ -144,6 +169,31 @@ func (ft *fenceTables) live(addr netip.Addr) []*nftables.Set {
 	}
 	return []*nftables.Set{ft.inetLive6}
 }
+
+// window returns the window sets that gate addr, in the order of live.
+func (ft *fenceTables) window(addr netip.Addr) []*nftables.Set {
+	if addr.Is4() {
+		return []*nftables.Set{ft.arpWindow4, ft.inetWindow4, ft.netdevWindow4}
+	}
+	return []*nftables.Set{ft.inetWindow6}
+}
+
+// gate is the three sets that decide whether a packet for one address
+// family may pass: it may if its address is not managed, or if it is live
+// and inside its window.
+type gate struct{ managed, live, window *nftables.Set }
+
+func (ft *fenceTables) gate4(family nftables.TableFamily) gate {
+	switch family {
+	case nftables.TableFamilyARP:
+		return gate{ft.arpManaged4, ft.arpLive4, ft.arpWindow4}
+	case nftables.TableFamilyNetdev:
+		return gate{ft.netdevManaged4, ft.netdevLive4, ft.netdevWindow4}
+	}
+	return gate{ft.inetManaged4, ft.inetLive4, ft.inetWindow4}
+}
+
+func (ft *fenceTables) gate6() gate { return gate{ft.inetManaged6, ft.inetLive6, ft.inetWindow6} }
 
 // egress returns the netdev chain that guards iface.
 func (ft *fenceTables) egress(iface string) *nftables.Chain {
@@ -181,6 +231,7 @@ func (f *Fence) Install(managed []netip.Addr) error {
 		}
 	}
 	f.managed = addrs
+	clear(f.windows) // a replaced table lost them: read them again
 	return nil
 }
 
@@ -222,7 +273,12 @@ func buildFence(cc *nftables.Conn, managed []netip.Addr, ifaces []string, replac
 			}
 		}
 	}
-	for _, s := range []*nftables.Set{ft.arpLive4, ft.inetLive4, ft.inetLive6, ft.netdevLive4} {
+	// Live and window sets keep their elements: a VIP held across a
+	// reload stays open.
+	for _, s := range []*nftables.Set{
+		ft.arpLive4, ft.inetLive4, ft.inetLive6, ft.netdevLive4,
+		ft.arpWindow4, ft.inetWindow4, ft.inetWindow6, ft.netdevWindow4,
+	} {
 		if err := cc.AddSet(s, nil); err != nil {
 			return err
 		}
@@ -236,32 +292,30 @@ func buildFence(cc *nftables.Conn, managed []netip.Addr, ifaces []string, replac
 	// arp output: the sender protocol address of an Ethernet/IPv4 ARP packet
 	// (replies, requests and gratuitous ARP sent by the kernel).
 	//   arp ptype ip arp hlen 6 arp plen 4 arp saddr ip @managed4 arp saddr ip != @live4 drop
-	addRule(cc, ft.arpOutput,
-		cmpPayload(expr.PayloadBaseNetworkHeader, 2, []byte{0x08, 0x00}), // ptype IPv4
-		cmpPayload(expr.PayloadBaseNetworkHeader, 4, []byte{6}),          // hlen
-		cmpPayload(expr.PayloadBaseNetworkHeader, 5, []byte{4}),          // plen
-		fenced(expr.PayloadBaseNetworkHeader, 14, 4, ft.arpManaged4, ft.arpLive4))
+	//   arp ptype ip arp hlen 6 arp plen 4 arp saddr ip @managed4 arp saddr ip . meta time != @window4 drop
+	addFenced(cc, ft.arpOutput, ft.gate4(nftables.TableFamilyARP), addrAt(expr.PayloadBaseNetworkHeader, 14, 4),
+		arpIPv4()...)
 
 	// inet input: traffic to a fenced address.
-	addRule(cc, ft.inetInput, nfproto(unix.NFPROTO_IPV4),
-		fenced(expr.PayloadBaseNetworkHeader, 16, 4, ft.inetManaged4, ft.inetLive4)) // ip daddr
-	addRule(cc, ft.inetInput, nfproto(unix.NFPROTO_IPV6),
-		fenced(expr.PayloadBaseNetworkHeader, 24, 16, ft.inetManaged6, ft.inetLive6)) // ip6 daddr
+	addFenced(cc, ft.inetInput, ft.gate4(nftables.TableFamilyINet), addrAt(expr.PayloadBaseNetworkHeader, 16, 4), // ip daddr
+		nfproto(unix.NFPROTO_IPV4))
+	addFenced(cc, ft.inetInput, ft.gate6(), addrAt(expr.PayloadBaseNetworkHeader, 24, 16), // ip6 daddr
+		nfproto(unix.NFPROTO_IPV6))
 
 	// inet output: neighbour advertisements for a fenced address, whatever
-	// their source (first, so its counter shows them), then traffic from
+	// their source (first, so its counters show them), then traffic from
 	// it: replies on established connections, neighbour solicitations.
-	addRule(cc, ft.inetOutput, nfproto(unix.NFPROTO_IPV6),
+	addFenced(cc, ft.inetOutput, ft.gate6(), addrAt(expr.PayloadBaseTransportHeader, 8, 16), // target address
+		nfproto(unix.NFPROTO_IPV6),
 		[]expr.Any{
 			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_ICMPV6}},
 		},
-		cmpPayload(expr.PayloadBaseTransportHeader, 0, []byte{136}),                   // icmpv6 type nd-neighbor-advert
-		fenced(expr.PayloadBaseTransportHeader, 8, 16, ft.inetManaged6, ft.inetLive6)) // target address
-	addRule(cc, ft.inetOutput, nfproto(unix.NFPROTO_IPV4),
-		fenced(expr.PayloadBaseNetworkHeader, 12, 4, ft.inetManaged4, ft.inetLive4)) // ip saddr
-	addRule(cc, ft.inetOutput, nfproto(unix.NFPROTO_IPV6),
-		fenced(expr.PayloadBaseNetworkHeader, 8, 16, ft.inetManaged6, ft.inetLive6)) // ip6 saddr
+		cmpPayload(expr.PayloadBaseTransportHeader, 0, []byte{136})) // icmpv6 type nd-neighbor-advert
+	addFenced(cc, ft.inetOutput, ft.gate4(nftables.TableFamilyINet), addrAt(expr.PayloadBaseNetworkHeader, 12, 4), // ip saddr
+		nfproto(unix.NFPROTO_IPV4))
+	addFenced(cc, ft.inetOutput, ft.gate6(), addrAt(expr.PayloadBaseNetworkHeader, 8, 16), // ip6 saddr
+		nfproto(unix.NFPROTO_IPV6))
 
 	for _, iface := range ifaces {
 		addEgressGuard(cc, ft, iface)
@@ -269,24 +323,30 @@ func buildFence(cc *nftables.Conn, managed []netip.Addr, ifaces []string, replac
 	return nil
 }
 
+// arpIPv4 matches an Ethernet/IPv4 ARP packet.
+func arpIPv4() [][]expr.Any {
+	return [][]expr.Any{
+		cmpPayload(expr.PayloadBaseNetworkHeader, 2, []byte{0x08, 0x00}), // ptype IPv4
+		cmpPayload(expr.PayloadBaseNetworkHeader, 4, []byte{6}),          // hlen
+		cmpPayload(expr.PayloadBaseNetworkHeader, 5, []byte{4}),          // plen
+	}
+}
+
 // addEgressGuard queues the netdev egress chain of iface. It sees what
 // packet sockets send, which the arp family's hooks do not: the gratuitous
 // ARP of Announce.
 //
 //	meta protocol arp arp ptype ip arp hlen 6 arp plen 4 arp saddr ip @managed4 arp saddr ip != @live4 drop
+//	(and the same with arp saddr ip . meta time != @window4)
 func addEgressGuard(cc *nftables.Conn, ft *fenceTables, iface string) {
 	c := ft.egress(iface)
 	cc.AddChain(c)
 	cc.FlushChain(c)
-	addRule(cc, c,
-		[]expr.Any{
-			&expr.Meta{Key: expr.MetaKeyPROTOCOL, Register: 1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0x08, 0x06}}, // ETH_P_ARP
-		},
-		cmpPayload(expr.PayloadBaseNetworkHeader, 2, []byte{0x08, 0x00}), // ptype IPv4
-		cmpPayload(expr.PayloadBaseNetworkHeader, 4, []byte{6}),          // hlen
-		cmpPayload(expr.PayloadBaseNetworkHeader, 5, []byte{4}),          // plen
-		fenced(expr.PayloadBaseNetworkHeader, 14, 4, ft.netdevManaged4, ft.netdevLive4))
+	match := append([][]expr.Any{{
+		&expr.Meta{Key: expr.MetaKeyPROTOCOL, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0x08, 0x06}}, // ETH_P_ARP
+	}}, arpIPv4()...)
+	addFenced(cc, c, ft.gate4(nftables.TableFamilyNetdev), addrAt(expr.PayloadBaseNetworkHeader, 14, 4), match...)
 }
 
 // Guard extends the fence to what packet sockets send on iface: a netdev
@@ -358,16 +418,43 @@ func cmpPayload(base expr.PayloadBase, off uint32, want []byte) []expr.Any {
 	}
 }
 
-// fenced loads an address from the packet and drops the packet when the
-// address is in managed and not in live.
-func fenced(base expr.PayloadBase, off, n uint32, managed, live *nftables.Set) []expr.Any {
-	return []expr.Any{
-		&expr.Payload{DestRegister: 1, Base: base, Offset: off, Len: n},
-		&expr.Lookup{SourceRegister: 1, SetName: managed.Name, SetID: managed.ID},
-		&expr.Lookup{SourceRegister: 1, SetName: live.Name, SetID: live.ID, Invert: true},
+// addrField is where a rule finds the fenced address in the packet.
+type addrField struct {
+	base   expr.PayloadBase
+	off, n uint32
+}
+
+func addrAt(base expr.PayloadBase, off, n uint32) addrField { return addrField{base, off, n} }
+
+// addFenced queues the two rules that drop a packet matching match whose
+// address at a is managed and either not live (the relative gate: an
+// element timeout counted from the commit) or outside its window (the
+// absolute gate: wall-clock time). A packet passes only through both gates,
+// so a commit delayed after the clock was read (the process was frozen)
+// cannot extend the window past the deadline, and a wall-clock step cannot
+// either.
+func addFenced(cc *nftables.Conn, c *nftables.Chain, g gate, a addrField, match ...[]expr.Any) {
+	load := &expr.Payload{DestRegister: 1, Base: a.base, Offset: a.off, Len: a.n}
+	managed := &expr.Lookup{SourceRegister: 1, SetName: g.managed.Name, SetID: g.managed.ID}
+	relative := []expr.Any{
+		load, managed,
+		&expr.Lookup{SourceRegister: 1, SetName: g.live.Name, SetID: g.live.ID, Invert: true},
 		&expr.Counter{},
 		&expr.Verdict{Kind: expr.VerdictDrop},
 	}
+	// The time goes in the 32-bit register right after the address, as
+	// a concatenation wants it, in network byte order like the set's keys.
+	timeReg := uint32(unix.NFT_REG32_00) + a.n/4
+	absolute := []expr.Any{
+		load, managed,
+		&expr.Meta{Key: nftMetaTimeNS, Register: timeReg},
+		&expr.Byteorder{SourceRegister: timeReg, DestRegister: timeReg, Op: expr.ByteorderHton, Len: 8, Size: 8},
+		&expr.Lookup{SourceRegister: 1, SetName: g.window.Name, SetID: g.window.ID, Invert: true},
+		&expr.Counter{},
+		&expr.Verdict{Kind: expr.VerdictDrop},
+	}
+	addRule(cc, c, append(slices.Clip(match), relative)...)
+	addRule(cc, c, append(slices.Clip(match), absolute)...)
 }
 
 // CommitMargin is the least by which OpenUntil ends a window before the
@@ -385,8 +472,10 @@ const maxMargin = 100 * time.Millisecond
 var ErrExpired = errors.New("window ended before the kernel could commit it")
 
 // testHookBeforeCommit, when set by a test, runs between OpenUntil's clock
-// reading and its batch, to stand for a suspended process.
-var testHookBeforeCommit func()
+// reading and its batch, to stand for a suspended process;
+// testHookAfterCommit runs when the kernel has acknowledged the batch,
+// before OpenUntil looks at how long it took.
+var testHookBeforeCommit, testHookAfterCommit func()
 
 // Open is OpenUntil(addr, time.Now().Add(ttl)).
 func (f *Fence) Open(addr netip.Addr, ttl time.Duration) error {
@@ -398,15 +487,19 @@ func (f *Fence) Open(addr netip.Addr, ttl time.Duration) error {
 // longer or shorter. The kernel ends the window by itself; nothing more is
 // needed from the process.
 //
-// The kernel takes a relative timeout, so OpenUntil reads the clock, sends
-// deadline minus now minus a commit margin (CommitMargin, or twice the
-// slowest commit seen, at most 100ms), rounded down to TimeoutGranularity,
-// and checks the clock again when the kernel has acknowledged. If the commit
-// took longer than the margin (the process was descheduled or suspended
-// before it), the window may end after the deadline, and OpenUntil sets it
-// again at once from a fresh reading, with the larger margin, up to four
-// times. When less than one unit is left, or commits stay slower than the
-// margin, it closes addr and returns ErrExpired.
+// Two gates open together, in one batch. The relative gate is an element
+// timeout, which the kernel counts from its commit: OpenUntil reads the
+// clock, sends deadline minus now minus a commit margin (CommitMargin, or
+// twice the slowest commit seen, at most 100ms), rounded down to
+// TimeoutGranularity, and checks the clock again when the kernel has
+// acknowledged. If the commit took longer than the margin (the process was
+// descheduled or suspended before it), the element may outlive the
+// deadline, and OpenUntil sets it again at once from a fresh reading, with
+// the larger margin, up to four times. When less than one unit is left, or
+// commits stay slower than the margin, it closes addr and returns
+// ErrExpired. The absolute gate is a window that ends at the deadline in
+// wall-clock time, so that even while a late commit's element is live the
+// address is silent after the deadline.
 func (f *Fence) OpenUntil(addr netip.Addr, deadline time.Time) error {
 	addr = addr.Unmap()
 	f.mu.Lock()
@@ -416,6 +509,10 @@ func (f *Fence) OpenUntil(addr netip.Addr, deadline time.Time) error {
 	}
 	if !slices.Contains(f.managed, addr) {
 		return fmt.Errorf("vip: open fence for %s: not a managed address (managed: %v)", addr, f.managed)
+	}
+	stale, err := f.staleWindows(addr)
+	if err != nil {
+		return fmt.Errorf("vip: open fence for %s: %w", addr, err)
 	}
 	f.margin = max(f.margin, CommitMargin)
 	for attempt := 0; ; attempt++ {
@@ -430,43 +527,29 @@ func (f *Fence) OpenUntil(addr netip.Addr, deadline time.Time) error {
 			}
 			return fmt.Errorf("vip: open fence for %s: %w", addr, ErrExpired)
 		}
+		// The wall-clock reading that goes with the monotonic one.
+		w := window{from: start.UnixNano(), to: start.UnixNano() + int64(deadline.Sub(start))}
 		fresh := f.closed[addr]
+		delete(f.windows, addr) // unknown until the batch is known to have worked
 		err := f.flush(func(cc *nftables.Conn) error {
 			if testHookBeforeCommit != nil {
 				testHookBeforeCommit()
 			}
-			key := addr.AsSlice()
-			for _, s := range newFenceTables().live(addr) {
-				if fresh {
-					if err := cc.SetAddElements(s, []nftables.SetElement{{Key: key, Timeout: ttl}}); err != nil {
-						return err
-					}
-					continue
-				}
-				// add, delete, add: the second add creates a fresh
-				// element with the new timeout whether or not one
-				// existed, and the batch swaps them atomically. A plain
-				// add updates the timeout on Linux 6.10+ in 0.2 ms
-				// instead of 16 ms (the delete waits for an RCU grace
-				// period), but lookups miss the element around the
-				// update: measured on 6.18, 14% of packets to a VIP
-				// refreshed every 125 ms were dropped.
-				if err := cc.SetAddElements(s, []nftables.SetElement{{Key: key, Timeout: ttl}}); err != nil {
-					return err
-				}
-				if err := cc.SetDeleteElements(s, []nftables.SetElement{{Key: key}}); err != nil {
-					return err
-				}
-				if err := cc.SetAddElements(s, []nftables.SetElement{{Key: key, Timeout: ttl}}); err != nil {
-					return err
-				}
+			ft := newFenceTables()
+			if err := openLive(cc, ft, addr, ttl, fresh); err != nil {
+				return err
 			}
-			return nil
+			return openWindow(cc, ft, addr, w, stale)
 		})
 		if err != nil {
 			return fmt.Errorf("vip: open fence for %s for %s: %w", addr, ttl, err)
 		}
 		delete(f.closed, addr)
+		f.windows[addr] = w
+		stale = f.knownWindows(addr)
+		if testHookAfterCommit != nil {
+			testHookAfterCommit()
+		}
 		took := time.Since(start)
 		if took <= f.margin {
 			if took < f.margin/4 {
@@ -477,6 +560,34 @@ func (f *Fence) OpenUntil(addr netip.Addr, deadline time.Time) error {
 		}
 		f.margin = min(2*took, maxMargin)
 	}
+}
+
+// openLive queues the element that makes addr live for ttl in each live
+// set. A fresh address (closed by this Fence) has no element: a plain add.
+func openLive(cc *nftables.Conn, ft *fenceTables, addr netip.Addr, ttl time.Duration, fresh bool) error {
+	elem := []nftables.SetElement{{Key: addr.AsSlice(), Timeout: ttl}}
+	for _, s := range ft.live(addr) {
+		if err := cc.SetAddElements(s, elem); err != nil {
+			return err
+		}
+		if fresh {
+			continue
+		}
+		// add, delete, add: the second add creates a fresh element with
+		// the new timeout whether or not one existed, and the batch swaps
+		// them atomically. A plain add updates the timeout on Linux 6.10+
+		// in 0.2 ms instead of 16 ms (the delete waits for an RCU grace
+		// period), but lookups miss the element around the update:
+		// measured on 6.18, 14% of packets to a VIP refreshed every 125 ms
+		// were dropped.
+		if err := cc.SetDeleteElements(s, []nftables.SetElement{{Key: addr.AsSlice()}}); err != nil {
+			return err
+		}
+		if err := cc.SetAddElements(s, elem); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Close silences addr now: it is no longer live. Closing an address that is
@@ -516,8 +627,8 @@ func (f *Fence) closeLocked(addr netip.Addr) error {
 	return err
 }
 
-// Live reports whether addr is live: an unexpired element of every live set
-// that gates it.
+// Live reports whether addr is live: an unexpired element in every live set
+// that gates it, and a window that has not ended in every window set.
 func (f *Fence) Live(addr netip.Addr) (bool, error) {
 	addr = addr.Unmap()
 	f.mu.Lock()
@@ -540,6 +651,16 @@ func (f *Fence) Live(addr netip.Addr) (bool, error) {
 			}
 		}
 		if !found {
+			return false, nil
+		}
+	}
+	now := time.Now().UnixNano()
+	for _, s := range newFenceTables().window(addr) {
+		ws, err := addrWindows(cc, s, addr)
+		if err != nil {
+			return false, fmt.Errorf("vip: read fence for %s: %w", addr, err)
+		}
+		if !slices.ContainsFunc(ws, func(w window) bool { return w.from <= now && now <= w.to }) {
 			return false, nil
 		}
 	}

@@ -90,6 +90,42 @@ func remaining(t *testing.T, f *Fence, addr netip.Addr) time.Duration {
 	return 0
 }
 
+// windowEnds returns the end of addr's window in every window set that
+// gates it, and fails the test unless each holds exactly one window for it
+// that has not ended (ended ones linger until their elements time out).
+func windowEnds(t *testing.T, f *Fence, addr netip.Addr) []time.Time {
+	t.Helper()
+	cc, err := nftables.New(nftables.WithNetNSFd(f.netns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UnixNano()
+	var ends []time.Time
+	for _, s := range newFenceTables().window(addr) {
+		ws, err := addrWindows(cc, s, addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ws = slices.DeleteFunc(ws, func(w window) bool { return w.to < now })
+		if len(ws) != 1 {
+			t.Fatalf("%s: %d open windows in %s %s, want 1: %v", addr, len(ws), tableFamily(s.Table), s.Name, ws)
+		}
+		ends = append(ends, time.Unix(0, ws[0].to))
+	}
+	return ends
+}
+
+// mustWindowEnd fails the test unless addr's windows all end in (from, to].
+func mustWindowEnd(t *testing.T, f *Fence, addr netip.Addr, from, to time.Time) {
+	t.Helper()
+	for _, end := range windowEnds(t, f, addr) {
+		if !end.After(from) || end.After(to) {
+			t.Fatalf("%s: window ends at %s, want in (%s, %s]", addr,
+				end.Format(time.StampMicro), from.Format(time.StampMicro), to.Format(time.StampMicro))
+		}
+	}
+}
+
 func nftList(t *testing.T, h *host, args ...string) string {
 	t.Helper()
 	out, err := h.run("nft", append([]string{"list"}, args...)...)
@@ -229,13 +265,16 @@ func TestFenceRefreshReplacesTime(t *testing.T) {
 		if r := remaining(t, f, addr); r < 5*time.Second {
 			t.Fatalf("%s: after Open(400ms) then Open(10s), %s left", addr, r)
 		}
-		// Shorter: shortens, it does not keep the longer time.
+		// Shorter: shortens, it does not keep the longer time, in the
+		// live element and in the window.
+		before := time.Now()
 		if err := f.Open(addr, 2*time.Second); err != nil {
 			t.Fatal(err)
 		}
 		if r := remaining(t, f, addr); r > 2*time.Second || r == 0 {
 			t.Fatalf("%s: after Open(10s) then Open(2s), %s left", addr, r)
 		}
+		mustWindowEnd(t, f, addr, before.Add(2*time.Second), time.Now().Add(2*time.Second))
 		// Rounded down, never up.
 		if err := f.Open(addr, 5*time.Second+999*time.Microsecond); err != nil {
 			t.Fatal(err)
@@ -264,6 +303,19 @@ func TestFenceRefreshReplacesTime(t *testing.T) {
 			t.Fatalf("%s: after Close, Open(2s), Open(10s), %s left", addr, r)
 		}
 		mustLive(t, f, addr, true)
+
+		// A restarted agent's Fence does not know the windows left by
+		// the last one: it reads and replaces them.
+		g := NewFence(FenceConfig{NetNS: int(l.a.ns)})
+		if err := g.Install([]netip.Addr{vip, testVIP6.Addr()}); err != nil {
+			t.Fatal(err)
+		}
+		before = time.Now()
+		if err := g.Open(addr, 3*time.Second); err != nil {
+			t.Fatalf("%s: a new Fence opening over the windows of an old one: %v", addr, err)
+		}
+		mustWindowEnd(t, g, addr, before.Add(3*time.Second), time.Now().Add(3*time.Second))
+		mustLive(t, g, addr, true)
 	}
 }
 
@@ -302,6 +354,69 @@ func TestFenceSlowCommit(t *testing.T) {
 	suspended = 0
 	if err := f.OpenUntil(vip, time.Now().Add(200*time.Millisecond)); !errors.Is(err, ErrExpired) {
 		t.Fatalf("deadline passed during the commit: %v, want ErrExpired", err)
+	}
+	mustLive(t, f, vip, false)
+}
+
+// TestFenceLateCommit stands for a process frozen between reading the clock
+// and committing until after the deadline: the batch lands a relative
+// timeout computed before the freeze, which outlives the deadline. The
+// address must be silent from the deadline on anyway, before OpenUntil
+// notices the late commit and closes it.
+func TestFenceLateCommit(t *testing.T) {
+	requirePrereqs(t, "arping", "nft")
+	l := newLAN(t)
+	a, b := l.a, l.b
+	vip := testVIP4.Addr()
+	a.do(t, func() error { return AddAddress("eth0", testVIP4) })
+	a.listen(t, "tcp", testPort)
+	f := NewFence(FenceConfig{NetNS: int(a.ns)})
+	if err := f.Install([]netip.Addr{vip}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Open(vip, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if !b.arping(vip) {
+		t.Fatal("fence open: no ARP reply")
+	}
+
+	deadline := time.Now().Add(time.Second)
+	frozen, checked := false, false
+	var answered []string
+	testHookBeforeCommit = func() {
+		if !frozen {
+			frozen = true
+			time.Sleep(time.Until(deadline) + 50*time.Millisecond)
+		}
+	}
+	testHookAfterCommit = func() {
+		if checked {
+			return
+		}
+		checked = true
+		if r := remaining(t, f, vip); r < 500*time.Millisecond {
+			t.Errorf("the late commit left %s on the element: the test needs it live well past the deadline", r)
+		}
+		ipCmd(t, "-n", b.name, "neigh", "replace", vip.String(), "lladdr", a.mac.String(), "dev", "eth0", "nud", "permanent")
+		if err := b.dial(vip, testPort, 200*time.Millisecond); err == nil {
+			answered = append(answered, "TCP connection")
+		}
+		ipCmd(t, "-n", b.name, "neigh", "flush", "to", vip.String(), "dev", "eth0", "nud", "all")
+		if b.arping(vip) {
+			answered = append(answered, "ARP reply")
+		}
+	}
+	t.Cleanup(func() { testHookBeforeCommit, testHookAfterCommit = nil, nil })
+
+	if err := f.OpenUntil(vip, deadline); !errors.Is(err, ErrExpired) {
+		t.Fatalf("deadline passed during the commit: %v, want ErrExpired", err)
+	}
+	if !checked {
+		t.Fatal("the late batch was not committed")
+	}
+	if len(answered) > 0 {
+		t.Fatalf("after the deadline, while the late commit's element was live: %s", strings.Join(answered, ", "))
 	}
 	mustLive(t, f, vip, false)
 }
@@ -371,15 +486,16 @@ func TestFenceIPv6(t *testing.T) {
 	if mac, seen := b.neighMAC(t, vip); mac != "" {
 		t.Fatalf("fence closed: b resolved the VIP: %s", seen)
 	}
-	var naDrops string
+	naDrops := 0 // by both gates' rules
 	for _, line := range strings.Split(nftList(t, a, "chain", "inet", TableName, chainOutput), "\n") {
 		if strings.Contains(line, "nd-neighbor-advert") || strings.Contains(line, "@th,64,128") {
 			if m := counterRE.FindStringSubmatch(line); m != nil {
-				naDrops = m[1]
+				n, _ := strconv.Atoi(m[1])
+				naDrops += n
 			}
 		}
 	}
-	if n, _ := strconv.Atoi(naDrops); n == 0 {
+	if naDrops == 0 {
 		t.Fatalf("no neighbour advertisement dropped by the target rule:\n%s", nftList(t, a, "chain", "inet", TableName, chainOutput))
 	}
 
