@@ -2,19 +2,14 @@ package coord
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
 	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
-	"go.etcd.io/etcd/api/v3/mvccpb"
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -79,22 +74,12 @@ type PublisherConfig struct {
 }
 
 // Publisher keeps an agent's MemberInfo under
-// /haven/<cluster>/members/<node>, attached to a lease that it keeps alive.
-// When the lease is lost (expired during a partition, or revoked) it
-// publishes again on a new lease. Publish and SetCheck change the entry;
-// they never block on etcd.
+// /haven/<cluster>/members/<node>, attached to a lease that it keeps alive
+// (an Entry). When the lease is lost (expired during a partition, or
+// revoked) it publishes again on a new lease. Publish and SetCheck change
+// the entry; they never block on etcd.
 type Publisher struct {
-	client *clientv3.Client
-	key    string
-	ttl    int64 // seconds
-	log    *slog.Logger
-
-	mu      sync.Mutex
-	info    MemberInfo
-	version uint64 // bumped by every change of info
-
-	changed chan struct{} // capacity 1: a change is pending
-	started atomic.Bool
+	entry *Entry[MemberInfo]
 }
 
 // NewPublisher checks cfg. It starts nothing.
@@ -107,43 +92,26 @@ func NewPublisher(cfg PublisherConfig) (*Publisher, error) {
 	case cfg.Info.Node == "" || strings.Contains(cfg.Info.Node, "/"):
 		return nil, fmt.Errorf("coord: publisher: node name %q is empty or contains '/'", cfg.Info.Node)
 	}
-	ttl := cfg.TTL
-	if ttl == 0 {
-		ttl = DefaultMemberTTL
-	}
-	if ttl < time.Second || ttl%time.Second != 0 {
-		return nil, fmt.Errorf("coord: publisher: TTL %v is not a whole number of seconds of at least 1s", ttl)
-	}
 	info := cfg.Info.clone()
 	if info.Started.IsZero() {
 		info.Started = time.Now()
 	}
-	log := cfg.Logger
-	if log == nil {
-		log = slog.Default()
+	entry, err := NewEntry(EntryConfig[MemberInfo]{
+		Client: cfg.Client, Key: MembersPrefix(cfg.Cluster) + info.Node, Value: info, TTL: cfg.TTL, Logger: cfg.Logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("coord: publisher: %w", err)
 	}
-	return &Publisher{
-		client:  cfg.Client,
-		key:     MembersPrefix(cfg.Cluster) + info.Node,
-		ttl:     int64(ttl / time.Second),
-		log:     log.With("component", "coord", "key", MembersPrefix(cfg.Cluster)+info.Node),
-		info:    info,
-		version: 1,
-		changed: make(chan struct{}, 1),
-	}, nil
+	return &Publisher{entry: entry}, nil
 }
 
 // Info returns what the Publisher publishes now.
-func (p *Publisher) Info() MemberInfo {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.info.clone()
-}
+func (p *Publisher) Info() MemberInfo { return p.entry.Value() }
 
 // Publish replaces the published fields with info's. The node name cannot
 // change: info.Node is ignored, and so is a zero info.Started.
 func (p *Publisher) Publish(info MemberInfo) {
-	p.update(func(cur *MemberInfo) {
+	p.entry.Update(func(cur *MemberInfo) {
 		info = info.clone()
 		info.Node = cur.Node
 		if info.Started.IsZero() {
@@ -156,11 +124,7 @@ func (p *Publisher) Publish(info MemberInfo) {
 // SetCheck records the state of one check (CheckUp, CheckDown or
 // CheckUnknown) and publishes it if it changed.
 func (p *Publisher) SetCheck(name, state string) {
-	p.update(func(cur *MemberInfo) {
-		if cur.Checks[name] == state {
-			return
-		}
-		cur.Checks = maps.Clone(cur.Checks)
+	p.entry.Update(func(cur *MemberInfo) {
 		if cur.Checks == nil {
 			cur.Checks = map[string]string{}
 		}
@@ -168,132 +132,11 @@ func (p *Publisher) SetCheck(name, state string) {
 	})
 }
 
-func (p *Publisher) update(change func(*MemberInfo)) {
-	p.mu.Lock()
-	before := p.info.clone()
-	change(&p.info)
-	same := equalInfo(before, p.info)
-	if !same {
-		p.version++
-	}
-	p.mu.Unlock()
-	if !same {
-		select {
-		case p.changed <- struct{}{}:
-		default: // a change is already pending; the loop reads the latest
-		}
-	}
-}
-
-func (p *Publisher) snapshot() (MemberInfo, uint64) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.info.clone(), p.version
-}
-
 // Run publishes the entry and keeps it alive until ctx ends, then revokes
 // the lease so that the entry disappears at once. While etcd is unavailable
 // it retries with backoff. It returns nil when ctx ended. Run may be called
 // once.
-func (p *Publisher) Run(ctx context.Context) error {
-	if !p.started.CompareAndSwap(false, true) {
-		return fmt.Errorf("coord: publisher %s: Run called twice", p.key)
-	}
-	wait := retryMin
-	for {
-		began := time.Now()
-		err := p.session(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if time.Since(began) > time.Duration(p.ttl)*time.Second {
-			wait = retryMin // the session was healthy for a while
-		}
-		p.log.Warn("membership entry lost; publishing again", "error", err, "retry_in", wait)
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil
-		case <-t.C:
-		}
-		wait = min(2*wait, retryMax)
-	}
-}
-
-// session grants a lease, publishes the entry on it and keeps both up to
-// date until the lease is lost or ctx ends.
-func (p *Publisher) session(ctx context.Context) error {
-	gctx, cancel := context.WithTimeout(ctx, time.Duration(p.ttl)*time.Second)
-	lease, err := p.client.Grant(gctx, p.ttl)
-	cancel()
-	if err != nil {
-		return fmt.Errorf("grant lease: %w", err)
-	}
-	id := lease.ID
-	kctx, kcancel := context.WithCancel(ctx)
-	defer kcancel()
-	alive, err := p.client.KeepAlive(kctx, id)
-	if err != nil {
-		return fmt.Errorf("keep lease %x alive: %w", id, err)
-	}
-
-	var published uint64
-	var retry <-chan time.Time
-	for {
-		info, version := p.snapshot()
-		if version != published && retry == nil {
-			if err := p.put(ctx, info, id); err != nil {
-				if ctx.Err() != nil {
-					p.revoke(ctx, id)
-					return ctx.Err()
-				}
-				if errors.Is(err, rpctypes.ErrLeaseNotFound) {
-					return err
-				}
-				// Transient (no leader yet, say): keep the lease, try
-				// again shortly.
-				p.log.Debug("membership: put failed; retrying", "error", err)
-				retry = time.After(retryMin)
-			} else {
-				published = version
-			}
-		}
-		select {
-		case <-ctx.Done():
-			p.revoke(ctx, id)
-			return ctx.Err()
-		case _, ok := <-alive:
-			if !ok {
-				return fmt.Errorf("lease %x expired or was revoked", id)
-			}
-		case <-p.changed:
-		case <-retry:
-			retry = nil
-		}
-	}
-}
-
-func (p *Publisher) put(ctx context.Context, info MemberInfo, id clientv3.LeaseID) error {
-	data, err := json.Marshal(info)
-	if err != nil {
-		return err
-	}
-	pctx, cancel := context.WithTimeout(ctx, time.Duration(p.ttl)*time.Second)
-	defer cancel()
-	_, err = p.client.Put(pctx, p.key, string(data), clientv3.WithLease(id))
-	return err
-}
-
-// revoke deletes the entry by revoking its lease, bounded in time even
-// though ctx has ended.
-func (p *Publisher) revoke(ctx context.Context, id clientv3.LeaseID) {
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), revokeTimeout)
-	defer cancel()
-	if _, err := p.client.Revoke(rctx, id); err != nil {
-		p.log.Warn("membership: revoke lease on stop", "error", err)
-	}
-}
+func (p *Publisher) Run(ctx context.Context) error { return p.entry.Run(ctx) }
 
 // WatchMembers calls fn with every member published under cluster, then
 // again after every change, until ctx ends; then it returns nil. Each call
@@ -303,95 +146,11 @@ func (p *Publisher) revoke(ctx context.Context, id clientv3.LeaseID) {
 // quickly. While etcd is unavailable WatchMembers retries; it lists the
 // members again when it resumes.
 func WatchMembers(ctx context.Context, client *clientv3.Client, cluster string, fn func(map[string]MemberInfo)) error {
-	prefix := MembersPrefix(cluster)
-	wait := retryMin
-	for {
-		began := time.Now()
-		err := watchMembers(ctx, client, prefix, fn)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if errors.Is(err, rpctypes.ErrPermissionDenied) || errors.Is(err, rpctypes.ErrUserEmpty) {
-			return fmt.Errorf("coord: watch members: %w", err)
-		}
-		if time.Since(began) > retryMax {
-			wait = retryMin
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil
-		case <-t.C:
-		}
-		wait = min(2*wait, retryMax)
-	}
-}
-
-// watchMembers lists the members, then follows changes from the listed
-// revision on, until the watch fails or ctx ends.
-func watchMembers(ctx context.Context, client *clientv3.Client, prefix string, fn func(map[string]MemberInfo)) error {
-	resp, err := client.Get(ctx, prefix, clientv3.WithPrefix())
-	if err != nil {
-		return err
-	}
-	members := make(map[string]MemberInfo, len(resp.Kvs))
-	for _, kv := range resp.Kvs {
-		if node, info, ok := decodeMember(prefix, kv.Key, kv.Value); ok {
+	return WatchPrefix(ctx, client, MembersPrefix(cluster), func(members map[string]MemberInfo) {
+		for node, info := range members {
+			info.Node = node // the key, not the value, names the node
 			members[node] = info
 		}
-	}
-	fn(maps.Clone(members))
-
-	// WithRequireLeader: a member cut off from the quorum ends the watch
-	// instead of serving a stale view.
-	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-	defer cancel()
-	watch := client.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
-	for wr := range watch {
-		if err := wr.Err(); err != nil {
-			return err
-		}
-		if len(wr.Events) == 0 {
-			continue
-		}
-		for _, ev := range wr.Events {
-			node := strings.TrimPrefix(string(ev.Kv.Key), prefix)
-			switch ev.Type {
-			case mvccpb.Event_DELETE:
-				delete(members, node)
-			case mvccpb.Event_PUT:
-				if _, info, ok := decodeMember(prefix, ev.Kv.Key, ev.Kv.Value); ok {
-					members[node] = info
-				} else {
-					delete(members, node)
-				}
-			}
-		}
-		fn(maps.Clone(members))
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	return errors.New("watch closed")
-}
-
-// decodeMember parses one entry; the key, not the value, names the node.
-func decodeMember(prefix string, key, value []byte) (string, MemberInfo, bool) {
-	node := strings.TrimPrefix(string(key), prefix)
-	if node == "" || strings.Contains(node, "/") {
-		return "", MemberInfo{}, false
-	}
-	var info MemberInfo
-	if err := json.Unmarshal(value, &info); err != nil {
-		return "", MemberInfo{}, false
-	}
-	info.Node = node
-	return node, info, true
-}
-
-func equalInfo(a, b MemberInfo) bool {
-	return a.Node == b.Node && a.Region == b.Region && a.Zone == b.Zone && a.Version == b.Version &&
-		a.Address == b.Address && a.Started.Equal(b.Started) &&
-		slices.Equal(a.Roles, b.Roles) && maps.Equal(a.Checks, b.Checks)
+		fn(members)
+	})
 }

@@ -3,6 +3,8 @@ package coord
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -70,6 +72,12 @@ func runPublisher(t *testing.T, p *Publisher) (stop func() error) {
 		}
 	})
 	return stop
+}
+
+func equalInfo(a, b MemberInfo) bool {
+	return a.Node == b.Node && a.Region == b.Region && a.Zone == b.Zone && a.Version == b.Version &&
+		a.Address == b.Address && a.Started.Equal(b.Started) &&
+		slices.Equal(a.Roles, b.Roles) && maps.Equal(a.Checks, b.Checks)
 }
 
 func sameInfo(got, want MemberInfo) error {
@@ -219,17 +227,17 @@ func TestPublisherChanges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	version := func() uint64 { _, v := p.snapshot(); return v }
+	version := func() uint64 { _, v := p.entry.snapshot(); return v }
 	v0 := version()
 
 	p.SetCheck("web", CheckUp)
-	if version() != v0 || len(p.changed) != 0 {
+	if version() != v0 || len(p.entry.changed) != 0 {
 		t.Error("setting a check to its state counted as a change")
 	}
 	p.SetCheck("web", CheckDown)
 	p.SetCheck("db", CheckUnknown)
-	if version() != v0+2 || len(p.changed) != 1 {
-		t.Errorf("two check changes: version %d (from %d), %d pending signals", version(), v0, len(p.changed))
+	if version() != v0+2 || len(p.entry.changed) != 1 {
+		t.Errorf("two check changes: version %d (from %d), %d pending signals", version(), v0, len(p.entry.changed))
 	}
 	info := p.Info()
 	info.Node = "renamed"

@@ -1,0 +1,330 @@
+package coord
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Entry keeps one value, as JSON, at a key of its own, attached to a lease
+// that it keeps alive: the key disappears a TTL after its process dies or
+// is cut off from a quorum, and at once when Run returns. When the lease is
+// lost it publishes again on a new one. Set and Update never block on
+// etcd; Run publishes the latest value. Agents announce themselves with it
+// (Publisher), and the database keeper its replication state.
+type Entry[T any] struct {
+	client *clientv3.Client
+	key    string
+	ttl    int64 // seconds
+	log    *slog.Logger
+
+	mu      sync.Mutex
+	value   []byte // JSON; a copy per reader, so nothing is shared
+	version uint64 // bumped on every change
+
+	changed chan struct{} // capacity 1: a change is pending
+	started atomic.Bool
+}
+
+// EntryConfig configures an Entry.
+type EntryConfig[T any] struct {
+	Client *clientv3.Client
+	Key    string
+	// Value is published first.
+	Value T
+	// TTL of the lease (default DefaultMemberTTL; whole seconds, at least
+	// 1s).
+	TTL time.Duration
+	// Logger receives warnings about a lost entry (default slog.Default()).
+	Logger *slog.Logger
+}
+
+// NewEntry checks cfg. It starts nothing.
+func NewEntry[T any](cfg EntryConfig[T]) (*Entry[T], error) {
+	if cfg.Client == nil {
+		return nil, fmt.Errorf("coord: entry %s: no client", cfg.Key)
+	}
+	if cfg.Key == "" {
+		return nil, errors.New("coord: entry: no key")
+	}
+	ttl := cfg.TTL
+	if ttl == 0 {
+		ttl = DefaultMemberTTL
+	}
+	if ttl < time.Second || ttl%time.Second != 0 {
+		return nil, fmt.Errorf("coord: entry %s: TTL %v is not a whole number of seconds of at least 1s", cfg.Key, ttl)
+	}
+	value, err := json.Marshal(cfg.Value)
+	if err != nil {
+		return nil, fmt.Errorf("coord: entry %s: %w", cfg.Key, err)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Entry[T]{
+		client:  cfg.Client,
+		key:     cfg.Key,
+		ttl:     int64(ttl / time.Second),
+		log:     log.With("component", "coord", "key", cfg.Key),
+		value:   value,
+		version: 1,
+		changed: make(chan struct{}, 1),
+	}, nil
+}
+
+// Value returns the value published now, a copy the caller owns.
+func (e *Entry[T]) Value() T {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.decode()
+}
+
+func (e *Entry[T]) decode() T {
+	var v T
+	if err := json.Unmarshal(e.value, &v); err != nil {
+		panic(fmt.Sprintf("coord: entry %s: own JSON does not decode: %v", e.key, err))
+	}
+	return v
+}
+
+// Set replaces the value.
+func (e *Entry[T]) Set(v T) { e.Update(func(cur *T) { *cur = v }) }
+
+// Update changes the value in place: change gets a copy of the current one.
+// Only a change that alters the JSON is published.
+func (e *Entry[T]) Update(change func(*T)) {
+	e.mu.Lock()
+	v := e.decode()
+	change(&v)
+	data, err := json.Marshal(v)
+	if err != nil {
+		e.mu.Unlock()
+		e.log.Error("entry value does not encode; keeping the old one", "error", err)
+		return
+	}
+	same := bytes.Equal(data, e.value)
+	if !same {
+		e.value = data
+		e.version++
+	}
+	e.mu.Unlock()
+	if !same {
+		select {
+		case e.changed <- struct{}{}:
+		default: // a change is already pending; the loop reads the latest
+		}
+	}
+}
+
+func (e *Entry[T]) snapshot() ([]byte, uint64) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.value, e.version
+}
+
+// Run publishes the entry and keeps it alive until ctx ends, then revokes
+// the lease so that the entry disappears at once. While etcd is unavailable
+// it retries with backoff. It returns nil when ctx ended. Run may be called
+// once.
+func (e *Entry[T]) Run(ctx context.Context) error {
+	if !e.started.CompareAndSwap(false, true) {
+		return fmt.Errorf("coord: entry %s: Run called twice", e.key)
+	}
+	wait := retryMin
+	for {
+		began := time.Now()
+		err := e.session(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if time.Since(began) > time.Duration(e.ttl)*time.Second {
+			wait = retryMin // the session was healthy for a while
+		}
+		e.log.Warn("entry lost; publishing again", "error", err, "retry_in", wait)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		wait = min(2*wait, retryMax)
+	}
+}
+
+// session grants a lease, publishes the entry on it and keeps both up to
+// date until the lease is lost or ctx ends.
+func (e *Entry[T]) session(ctx context.Context) error {
+	gctx, cancel := context.WithTimeout(ctx, time.Duration(e.ttl)*time.Second)
+	lease, err := e.client.Grant(gctx, e.ttl)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("grant lease: %w", err)
+	}
+	id := lease.ID
+	kctx, kcancel := context.WithCancel(ctx)
+	defer kcancel()
+	alive, err := e.client.KeepAlive(kctx, id)
+	if err != nil {
+		return fmt.Errorf("keep lease %x alive: %w", id, err)
+	}
+
+	var published uint64
+	var retry <-chan time.Time
+	for {
+		value, version := e.snapshot()
+		if version != published && retry == nil {
+			if err := e.put(ctx, value, id); err != nil {
+				if ctx.Err() != nil {
+					e.revoke(ctx, id)
+					return ctx.Err()
+				}
+				if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+					return err
+				}
+				// Transient (no leader yet, say): keep the lease, try
+				// again shortly.
+				e.log.Debug("entry: put failed; retrying", "error", err)
+				retry = time.After(retryMin)
+			} else {
+				published = version
+			}
+		}
+		select {
+		case <-ctx.Done():
+			e.revoke(ctx, id)
+			return ctx.Err()
+		case _, ok := <-alive:
+			if !ok {
+				return fmt.Errorf("lease %x expired or was revoked", id)
+			}
+		case <-e.changed:
+		case <-retry:
+			retry = nil
+		}
+	}
+}
+
+func (e *Entry[T]) put(ctx context.Context, value []byte, id clientv3.LeaseID) error {
+	pctx, cancel := context.WithTimeout(ctx, time.Duration(e.ttl)*time.Second)
+	defer cancel()
+	_, err := e.client.Put(pctx, e.key, string(value), clientv3.WithLease(id))
+	return err
+}
+
+// revoke deletes the entry by revoking its lease, bounded in time even
+// though ctx has ended.
+func (e *Entry[T]) revoke(ctx context.Context, id clientv3.LeaseID) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), revokeTimeout)
+	defer cancel()
+	if _, err := e.client.Revoke(rctx, id); err != nil {
+		e.log.Warn("entry: revoke lease on stop", "error", err)
+	}
+}
+
+// WatchPrefix calls fn with every entry under prefix, decoded from JSON and
+// keyed by the rest of its key, then again after every change, until ctx
+// ends; then it returns nil. Keys with a further '/' and values that do not
+// decode are left out. Each call gets a consistent snapshot (a whole
+// revision) as a new map that fn may keep but must not modify. fn runs on
+// WatchPrefix's goroutine and should return quickly. While etcd is
+// unavailable, or the member cut off from its quorum, WatchPrefix retries;
+// it lists the entries again when it resumes.
+func WatchPrefix[T any](ctx context.Context, client *clientv3.Client, prefix string, fn func(map[string]T)) error {
+	wait := retryMin
+	for {
+		began := time.Now()
+		err := watchPrefix(ctx, client, prefix, fn)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if errors.Is(err, rpctypes.ErrPermissionDenied) || errors.Is(err, rpctypes.ErrUserEmpty) {
+			return fmt.Errorf("coord: watch %s: %w", prefix, err)
+		}
+		if time.Since(began) > retryMax {
+			wait = retryMin
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		wait = min(2*wait, retryMax)
+	}
+}
+
+// watchPrefix lists the entries, then follows changes from the listed
+// revision on, until the watch fails or ctx ends.
+func watchPrefix[T any](ctx context.Context, client *clientv3.Client, prefix string, fn func(map[string]T)) error {
+	resp, err := client.Get(ctx, prefix, clientv3.WithPrefix())
+	if err != nil {
+		return err
+	}
+	entries := make(map[string]T, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		if name, v, ok := decodeEntry[T](prefix, kv.Key, kv.Value); ok {
+			entries[name] = v
+		}
+	}
+	fn(maps.Clone(entries))
+
+	// WithRequireLeader: a member cut off from the quorum ends the watch
+	// instead of serving a stale view.
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	watch := client.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
+	for wr := range watch {
+		if err := wr.Err(); err != nil {
+			return err
+		}
+		if len(wr.Events) == 0 {
+			continue
+		}
+		for _, ev := range wr.Events {
+			name := strings.TrimPrefix(string(ev.Kv.Key), prefix)
+			switch ev.Type {
+			case mvccpb.Event_DELETE:
+				delete(entries, name)
+			case mvccpb.Event_PUT:
+				if _, v, ok := decodeEntry[T](prefix, ev.Kv.Key, ev.Kv.Value); ok {
+					entries[name] = v
+				} else {
+					delete(entries, name)
+				}
+			}
+		}
+		fn(maps.Clone(entries))
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return errors.New("watch closed")
+}
+
+// decodeEntry parses one entry; the key, not the value, names it.
+func decodeEntry[T any](prefix string, key, value []byte) (string, T, bool) {
+	var v T
+	name := strings.TrimPrefix(string(key), prefix)
+	if name == "" || strings.Contains(name, "/") {
+		return "", v, false
+	}
+	if err := json.Unmarshal(value, &v); err != nil {
+		return "", v, false
+	}
+	return name, v, true
+}
