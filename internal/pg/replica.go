@@ -30,6 +30,10 @@ var ErrNoName = errors.New("the node has no name (Config.Name)")
 // primary across promotions. synchronous_standby_names is dropped: a replica
 // does not wait for anyone. Clone and Rewind call it; the keeper calls it to
 // restart a cleanly stopped former primary as a replica.
+//
+// The zero Upstream makes a standby of no one: it replays its own WAL and
+// stays read-only, so that a node that does not know its primary yet can
+// start without ever taking writes, and report how far its WAL goes.
 func (s *Server) SetStandby(up Upstream) error {
 	if err := s.setStandby(up); err != nil {
 		return fmt.Errorf("pg: set standby %s: %w", s.cfg.dataDir, err)
@@ -42,17 +46,22 @@ func (s *Server) setStandby(up Upstream) error {
 	if s.cfg.name == "" {
 		return ErrNoName
 	}
-	up, err := up.check()
-	if err != nil {
-		return err
+	alone := up == Upstream{}
+	if !alone {
+		var err error
+		if up, err = up.check(); err != nil {
+			return err
+		}
 	}
 	if v, err := dataDirVersion(s.cfg.dataDir); err != nil || v == 0 {
 		return errors.Join(ErrNotInitialized, err)
 	}
-	err = s.cfg.setKeeper(func(m map[string]string) {
+	err := s.cfg.setKeeper(func(m map[string]string) {
 		clear(m)
-		m["primary_conninfo"] = up.conninfo(s.cfg.name, "", true)
-		m["primary_slot_name"] = up.Slot
+		if !alone {
+			m["primary_conninfo"] = up.conninfo(s.cfg.name, "", true)
+			m["primary_slot_name"] = up.Slot
+		}
 		m["recovery_target_timeline"] = "latest"
 	})
 	if err != nil {

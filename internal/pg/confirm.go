@@ -1,0 +1,126 @@
+package pg
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// confirmTimeout bounds each question to a peer before a promotion.
+const confirmTimeout = time.Second
+
+// confirmPromotion asks the other replicas' postgres, over TCP, how far
+// they have received WAL, right before this node promotes: the positions
+// they published in etcd may be a tick old, and a replica that is gone may
+// still have an entry there for a few seconds. It returns an error that says
+// why the node must not promote: a reachable replica has more WAL, or (sync
+// and strict mode) too few synchronous standbys answered to be sure this
+// node has every acknowledged commit.
+func (k *Keeper) confirmPromotion(ctx context.Context, self LSN) error {
+	k.mu.Lock()
+	members, sync := k.members, k.sync
+	k.mu.Unlock()
+	syncSet := k.cfg.Mode != ModeAsync && sync.K > 0
+
+	var peers []MemberState
+	for _, m := range members {
+		if m.Node == k.cfg.Node || m.NoFailover {
+			continue
+		}
+		if syncSet && !slices.Contains(sync.Standbys, m.Node) {
+			continue
+		}
+		peers = append(peers, m)
+	}
+	got := k.peerPositions(ctx, peers)
+
+	for node, lsn := range got {
+		if lsn > self {
+			return fmt.Errorf("%s has received more WAL (%s, this node %s)", node, lsn, self)
+		}
+	}
+	if syncSet {
+		answered := len(got)
+		if slices.Contains(sync.Standbys, k.cfg.Node) {
+			answered++
+		}
+		if need := len(sync.Standbys) - sync.K + 1; answered < need {
+			return fmt.Errorf("only %d of the synchronous standbys %v answered; %d must, to be sure of every acknowledged commit", answered, sync.Standbys, need)
+		}
+	}
+	return nil
+}
+
+// peerPositions asks each peer's postgres, in parallel, how far it has
+// received (or replayed) WAL; peers that do not answer within
+// confirmTimeout, or that are not replicas of this cluster, are left out.
+func (k *Keeper) peerPositions(ctx context.Context, peers []MemberState) map[string]LSN {
+	var mu sync.Mutex
+	got := map[string]LSN{}
+	var wg sync.WaitGroup
+	for _, m := range peers {
+		wg.Go(func() {
+			lsn, err := k.peerPosition(ctx, m)
+			if err != nil {
+				k.log.Info("peer did not answer before promotion", "peer", m.Node, "error", err)
+				return
+			}
+			mu.Lock()
+			got[m.Node] = lsn
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return got
+}
+
+func (k *Keeper) peerPosition(ctx context.Context, m MemberState) (LSN, error) {
+	ctx, cancel := context.WithTimeout(ctx, confirmTimeout)
+	defer cancel()
+	up := k.cfg.Replication
+	up.Host, up.Port, up.Slot = m.Host, m.Port, ""
+	up, err := up.check()
+	if err != nil {
+		return 0, err
+	}
+	cfg, err := pgx.ParseConfig(up.conninfo(k.cfg.Node+"_failover", "postgres", true))
+	if err != nil {
+		return 0, err
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var recv, replay string
+	var inRecovery bool
+	var sysid int64
+	err = conn.QueryRow(ctx, `SELECT coalesce(pg_last_wal_receive_lsn()::text, ''),
+		coalesce(pg_last_wal_replay_lsn()::text, ''), pg_is_in_recovery(),
+		(SELECT system_identifier FROM pg_control_system())`).Scan(&recv, &replay, &inRecovery, &sysid)
+	if err != nil {
+		return 0, err
+	}
+	if !inRecovery {
+		return 0, fmt.Errorf("%s is not in recovery", m.Node)
+	}
+	if want := k.State().SystemID; want != 0 && uint64(sysid) != want {
+		return 0, fmt.Errorf("%s holds another database (system identifier %d)", m.Node, uint64(sysid))
+	}
+	var best LSN
+	for _, s := range []string{recv, replay} {
+		if s == "" {
+			continue
+		}
+		l, err := ParseLSN(s)
+		if err != nil {
+			return 0, err
+		}
+		best = max(best, l)
+	}
+	return best, nil
+}

@@ -1,0 +1,858 @@
+package pg
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/haven-ha/haven/internal/coord"
+)
+
+// DefaultLease is the database primary's default ownership lease.
+const DefaultLease = 2 * time.Second
+
+// keeperTick is how often the keeper looks at postgres and etcd when
+// nothing wakes it sooner.
+const keeperTick = 250 * time.Millisecond
+
+// KeeperConfig configures a Keeper.
+type KeeperConfig struct {
+	// Server is this node's postgres, configured (Config.Name set) and
+	// not started: the keeper starts, stops, clones and rewinds it.
+	Server *Server
+	// Client reaches etcd; Alternates are clients of the other members
+	// (see coord.OwnerConfig).
+	Client     *clientv3.Client
+	Alternates []*clientv3.Client
+	// Cluster is the haven cluster's name, Name the database's ("main").
+	Cluster, Name string
+	// Node is this node's name, Nodes every database node's (slots are
+	// kept for each).
+	Node  string
+	Nodes []string
+	// Host is the address the other nodes and the balancers reach this
+	// node's postgres at.
+	Host string
+	// Lease is the primary's ownership lease (default DefaultLease).
+	Lease time.Duration
+	// Mode, SyncStandbys and MaxLagOnFailover are haven.yaml's
+	// database.replication settings.
+	Mode             Mode
+	SyncStandbys     int
+	MaxLagOnFailover uint64
+	// Replication is the role replicas connect as (User, Password); Host,
+	// Port and Slot are filled in per primary.
+	Replication Upstream
+	// Priority and NoFailover are the node's tags.
+	Priority   int
+	NoFailover bool
+	Restart    RestartPolicy
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+}
+
+// Keeper runs one node's side of the database cluster: it keeps postgres
+// running as the primary while the node holds the database's ownership
+// record, and as a replica of the holder otherwise; it initialises the
+// cluster when it is the first node to lead, clones, follows a new primary,
+// and rewinds itself after it lost the lead. Create it with NewKeeper, run
+// it with Run.
+type Keeper struct {
+	cfg   KeeperConfig
+	srv   *Server
+	sup   *Supervisor
+	owner *coord.Owner
+	state *coord.Entry[MemberState]
+	guard *keeperGuard
+	log   *slog.Logger
+
+	mu         sync.Mutex
+	members    map[string]MemberState
+	sync       SyncState
+	primaryLSN LSN // the last position the primary published
+
+	// session is the supervisor session, while postgres should run.
+	supMu   sync.Mutex
+	session *supSession
+
+	wake chan struct{}
+	// following is the primary this replica streams from, once Follow,
+	// Clone or Rewind said so; "" while it does not know.
+	following string
+	// demoted is set when the node stopped acting as the primary: its
+	// data may have diverged, and it rewinds before it follows anyone.
+	demoted atomic.Bool
+	// vetoUntil and vetoWhy keep the node from leading for a while after a
+	// promotion that its peers' answers ruled out.
+	vetoUntil time.Time
+	vetoWhy   string
+	// whyNot is why the node may not lead, as last logged ("" when it may).
+	whyNot string
+	// failedFollows counts Follow attempts that did not stream, to fall
+	// back to a rewind.
+	failedFollows int
+}
+
+// NewKeeper checks cfg and fills its defaults; it starts nothing.
+func NewKeeper(cfg KeeperConfig) (*Keeper, error) {
+	switch {
+	case cfg.Server == nil:
+		return nil, errors.New("pg: keeper: no server")
+	case cfg.Server.cfg.name == "":
+		return nil, fmt.Errorf("pg: keeper: %w", ErrNoName)
+	case cfg.Node == "":
+		return nil, errors.New("pg: keeper: no node name")
+	case cfg.Host == "":
+		return nil, errors.New("pg: keeper: no host: the address other nodes reach this node's postgres at")
+	case cfg.Client == nil:
+		return nil, errors.New("pg: keeper: no etcd client")
+	}
+	if cfg.Name == "" {
+		cfg.Name = "main"
+	}
+	if cfg.Lease == 0 {
+		cfg.Lease = DefaultLease
+	}
+	if cfg.Mode == "" {
+		cfg.Mode = ModeAsync
+	}
+	if cfg.Mode != ModeAsync && cfg.SyncStandbys < 1 {
+		cfg.SyncStandbys = 1
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("component", "keeper", "node", cfg.Node, "database", cfg.Name)
+	k := &Keeper{
+		cfg:     cfg,
+		srv:     cfg.Server,
+		log:     log,
+		members: map[string]MemberState{},
+		wake:    make(chan struct{}, 1),
+	}
+	k.guard = &keeperGuard{k: k}
+	sup, err := NewSupervisor(cfg.Server, cfg.Restart, log, cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	k.sup = sup
+	sup.OnChange(func(Status) { k.poke() })
+	owner, err := coord.NewOwner(coord.OwnerConfig{
+		Client:     cfg.Client,
+		Alternates: cfg.Alternates,
+		Prefix:     coord.OwnerPrefix(cfg.Cluster, "pg", cfg.Name),
+		Node:       cfg.Node,
+		Priority:   cfg.Priority,
+		Lease:      cfg.Lease,
+		Guard:      k.guard,
+		Logger:     log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("pg: keeper: %w", err)
+	}
+	k.owner = owner
+	owner.SetEligible(false) // until it knows where its data stands
+	state, err := coord.NewEntry(coord.EntryConfig[MemberState]{
+		Client: cfg.Client,
+		Key:    StatePrefix(cfg.Cluster, cfg.Name) + cfg.Node,
+		Value:  k.baseState(RoleStopped),
+		TTL:    5 * time.Second,
+		Logger: log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("pg: keeper: %w", err)
+	}
+	k.state = state
+	return k, nil
+}
+
+func (k *Keeper) baseState(role string) MemberState {
+	return MemberState{
+		Node: k.cfg.Node, Host: k.cfg.Host, Port: k.srv.Port(), Role: role,
+		NoFailover: k.cfg.NoFailover, Priority: k.cfg.Priority,
+	}
+}
+
+func (k *Keeper) poke() {
+	select {
+	case k.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Owner is the database's ownership record as this node takes part in it
+// (for status, switchover and the health endpoints).
+func (k *Keeper) Owner() *coord.Owner { return k.owner }
+
+// Leader reports whether this node acts as the primary now
+// (pg.NodeState).
+func (k *Keeper) Leader() bool { return k.guard.isActing() }
+
+// State returns what the keeper publishes about its node now.
+func (k *Keeper) State() MemberState { return k.state.Value() }
+
+// Switchover asks the primary of database name, whichever node holds it,
+// to hand it over to node to ("" for the best candidate), through etcd:
+// `haven pg switchover` works from any node. The primary stops postgres (a
+// fast shutdown, which sends the replicas all of its WAL) before it releases
+// the record, so the successor promotes with every commit.
+func Switchover(ctx context.Context, cli *clientv3.Client, cluster, name, to string) error {
+	if err := coord.RequestHandover(ctx, cli, coord.OwnerPrefix(cluster, "pg", name), to); err != nil {
+		return fmt.Errorf("pg: switchover of %s to %q: %w", name, to, err)
+	}
+	return nil
+}
+
+// Sync returns the leader's sync record as last seen.
+func (k *Keeper) Sync() SyncState {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.sync
+}
+
+// Members returns the states every keeper published, as last seen.
+func (k *Keeper) Members() map[string]MemberState {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return maps.Clone(k.members)
+}
+
+// Run keeps the node's part of the cluster until ctx ends; then it hands
+// the primary over (when it holds it) and stops postgres.
+func (k *Keeper) Run(ctx context.Context) error {
+	if k.hasData() && !fileExists(filepath.Join(k.srv.DataDir(), standbySignal)) {
+		// It was a primary: its WAL may go past where the next primary's
+		// timeline forked. Rewind before following anyone.
+		k.demoted.Store(true)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 3)
+	run := func(name string, f func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(ctx); err != nil {
+				errc <- fmt.Errorf("%s: %w", name, err)
+				cancel()
+			}
+		}()
+	}
+	run("state", k.state.Run)
+	run("watch", k.watch)
+	ownerCtx, ownerCancel := context.WithCancel(context.WithoutCancel(ctx))
+	ownerDone := make(chan error, 1)
+	go func() { ownerDone <- k.owner.Run(ownerCtx) }()
+
+	err := k.loop(ctx)
+
+	// Hand over first (the successor promotes while this node still
+	// follows the record), then stop postgres.
+	ownerCancel()
+	if oerr := <-ownerDone; oerr != nil {
+		err = errors.Join(err, oerr)
+	}
+	if serr := k.stopPostgres(); serr != nil {
+		err = errors.Join(err, serr)
+	}
+	cancel()
+	wg.Wait()
+	close(errc)
+	for e := range errc {
+		err = errors.Join(err, e)
+	}
+	return err
+}
+
+// watch follows the other keepers' states and the leader's sync record.
+func (k *Keeper) watch(ctx context.Context) error {
+	go func() {
+		// The sync record is the one entry directly under the database's
+		// prefix that decodes as a SyncState (InitKey holds a number).
+		_ = coord.WatchPrefix(ctx, k.cfg.Client, dbPrefix(k.cfg.Cluster, k.cfg.Name), func(m map[string]SyncState) {
+			k.mu.Lock()
+			k.sync = m[syncName]
+			k.mu.Unlock()
+			k.poke()
+		})
+	}()
+	return coord.WatchPrefix(ctx, k.cfg.Client, StatePrefix(k.cfg.Cluster, k.cfg.Name), func(m map[string]MemberState) {
+		k.mu.Lock()
+		k.members = m
+		for _, s := range m {
+			if s.Role == RolePrimary && s.LSN > k.primaryLSN {
+				k.primaryLSN = s.LSN
+			}
+		}
+		k.mu.Unlock()
+		k.poke()
+	})
+}
+
+func (k *Keeper) loop(ctx context.Context) error {
+	t := time.NewTicker(keeperTick)
+	defer t.Stop()
+	for {
+		if err := k.step(ctx); err != nil && ctx.Err() == nil {
+			k.log.Warn("keeper step", "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		case <-k.wake:
+		}
+	}
+}
+
+// step does one round: lead or follow, then publish and decide
+// eligibility.
+func (k *Keeper) step(ctx context.Context) error {
+	var err error
+	if k.guard.isActing() {
+		err = k.lead(ctx)
+	} else {
+		err = k.follow(ctx)
+	}
+	k.publish(ctx)
+	return err
+}
+
+// lead makes this node the primary: initialise the cluster if nobody has,
+// promote a replica, keep the replicas' slots and the synchronous standbys.
+func (k *Keeper) lead(ctx context.Context) error {
+	if !k.hasData() {
+		return k.bootstrap(ctx)
+	}
+	if !k.startPrimary(ctx) {
+		return nil // lost the lead meanwhile
+	}
+	if k.sup.Status().State != StateRunning {
+		return nil // starting; the next round goes on
+	}
+	inRecovery, err := k.srv.IsInRecovery(ctx)
+	if err != nil {
+		return err
+	}
+	if inRecovery {
+		start := time.Now()
+		pos, err := k.srv.Position(ctx)
+		if err != nil {
+			return err
+		}
+		if err := k.confirmPromotion(ctx, max(pos.Received, pos.Replayed)); err != nil {
+			// Stand down for a while: the published states said yes,
+			// the replicas themselves say no.
+			k.vetoUntil, k.vetoWhy = time.Now().Add(2*k.cfg.Lease), err.Error()
+			k.log.Warn("not promoting; handing the lead back", "why", err)
+			k.owner.SetEligible(false)
+			return nil
+		}
+		tl, err := k.srv.Promote(ctx)
+		if err != nil {
+			return fmt.Errorf("promote: %w", err)
+		}
+		k.following, k.failedFollows = "", 0
+		k.demoted.Store(false)
+		k.log.Warn("promoted to primary", "timeline", tl, "epoch", k.guard.currentEpoch(), "took", time.Since(start).Round(time.Millisecond))
+	}
+	if err := k.srv.EnsureReplicationUser(ctx, k.cfg.Replication.User, k.cfg.Replication.Password); err != nil {
+		return err
+	}
+	for _, n := range k.cfg.Nodes {
+		if n != k.cfg.Node {
+			if err := k.srv.CreateSlot(ctx, slotName(n)); err != nil {
+				return err
+			}
+		}
+	}
+	return k.manageSync(ctx)
+}
+
+// bootstrap initialises the cluster: only the first leader of a cluster
+// with no InitKey does; a node without data in an initialised cluster
+// hands the lead over and clones.
+func (k *Keeper) bootstrap(ctx context.Context) error {
+	resp, err := k.cfg.Client.Get(ctx, InitKey(k.cfg.Cluster, k.cfg.Name))
+	if err != nil {
+		return err
+	}
+	if len(resp.Kvs) > 0 {
+		k.owner.SetEligible(false)
+		return errors.New("leads without data in an initialised cluster; handing over")
+	}
+	k.log.Info("initialising the database cluster")
+	if err := k.srv.Init(ctx); err != nil && !errors.Is(err, ErrInitialized) {
+		return err
+	}
+	if !k.startPrimary(ctx) {
+		return errors.New("lost the lead while initialising")
+	}
+	if err := k.waitRunning(ctx); err != nil {
+		return err
+	}
+	id, err := k.srv.SystemIdentifier(ctx)
+	if err != nil {
+		return err
+	}
+	key := InitKey(k.cfg.Cluster, k.cfg.Name)
+	txn, err := k.cfg.Client.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		Then(clientv3.OpPut(key, strconv.FormatUint(id, 10))).
+		Commit()
+	if err != nil {
+		return err
+	}
+	if !txn.Succeeded {
+		return errors.New("another node initialised the cluster meanwhile")
+	}
+	k.log.Warn("initialised the database cluster", "system_id", id)
+	return nil
+}
+
+// manageSync keeps synchronous_standby_names and the sync record in step
+// with the healthy replicas, in the order that keeps the record a superset
+// of what commits wait for.
+func (k *Keeper) manageSync(ctx context.Context) error {
+	if k.cfg.Mode == ModeAsync {
+		return nil
+	}
+	standbys, err := k.srv.Replication(ctx)
+	if err != nil {
+		return err
+	}
+	var healthy []string
+	for _, s := range standbys {
+		if s.State == "streaming" && slices.Contains(k.cfg.Nodes, s.Name) {
+			healthy = append(healthy, s.Name)
+		}
+	}
+	slices.Sort(healthy)
+	want := SyncState{Leader: k.cfg.Node, K: min(k.cfg.SyncStandbys, len(healthy)), Standbys: healthy}
+	if k.cfg.Mode == ModeStrict {
+		// Never fewer than k: with no healthy standby, keep waiting for
+		// the last ones named, and writes block.
+		k.mu.Lock()
+		prev := k.sync
+		k.mu.Unlock()
+		want.K = k.cfg.SyncStandbys
+		if len(healthy) < k.cfg.SyncStandbys && prev.Leader == k.cfg.Node {
+			want.Standbys = union(prev.Standbys, healthy)
+		}
+		if len(want.Standbys) == 0 {
+			want.Standbys = others(k.cfg.Nodes, k.cfg.Node)
+		}
+	}
+	k.mu.Lock()
+	cur := k.sync
+	k.mu.Unlock()
+	if cur.Leader == want.Leader && cur.K == want.K && slices.Equal(cur.Standbys, want.Standbys) {
+		return nil
+	}
+	if want.K == 0 && cur.K > 0 {
+		k.log.Error("no healthy synchronous standby: commits no longer wait for a replica (sync mode degrades to async)")
+	}
+	// Widen the record first, narrow postgres first.
+	if err := k.putSync(ctx, SyncState{Leader: want.Leader, K: want.K, Standbys: union(cur.Standbys, want.Standbys)}); err != nil {
+		return err
+	}
+	if _, err := k.srv.SetSynchronousStandbys(ctx, want.K, want.Standbys); err != nil {
+		return err
+	}
+	return k.putSync(ctx, want)
+}
+
+func (k *Keeper) putSync(ctx context.Context, s SyncState) error {
+	data, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	_, err = k.cfg.Client.Put(ctx, SyncKey(k.cfg.Cluster, k.cfg.Name), string(data))
+	if err == nil {
+		k.mu.Lock()
+		k.sync = s
+		k.mu.Unlock()
+	}
+	return err
+}
+
+// follow makes this node a replica of the holder: stop a former primary,
+// clone when it has no data, rewind when it diverged, follow otherwise.
+func (k *Keeper) follow(ctx context.Context) error {
+	running := k.supRunning() && k.sup.Status().State == StateRunning
+	if running {
+		inRecovery, err := k.srv.IsInRecovery(ctx)
+		if err != nil {
+			return err
+		}
+		if !inRecovery {
+			// A primary without the lead: stop it now.
+			k.log.Warn("not the leader but postgres is a primary: stopping it")
+			k.demoted.Store(true)
+			return k.stopPostgres()
+		}
+	}
+	leader, ok := k.leader()
+	if !ok {
+		if !running && k.hasData() && !k.supRunning() {
+			// Start read-only, replaying its own WAL, so that the node
+			// knows and publishes its position.
+			if err := k.srv.SetStandby(Upstream{}); err != nil {
+				return err
+			}
+			k.following = ""
+			k.startSupervisor(ctx)
+		}
+		return nil
+	}
+	up := k.cfg.Replication
+	up.Host, up.Port, up.Slot = leader.Host, leader.Port, slotName(k.cfg.Node)
+	switch {
+	case !k.hasData():
+		return k.clone(ctx, leader.Node, up)
+	case k.demoted.Load() || k.failedFollows >= 3:
+		return k.rewind(ctx, leader.Node, up)
+	case k.following == leader.Node:
+		return nil
+	case !running:
+		if k.supRunning() {
+			return nil // starting
+		}
+		if err := k.srv.SetStandby(up); err != nil {
+			return err
+		}
+		k.startSupervisor(ctx)
+		return nil
+	}
+	fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := k.srv.Follow(fctx, up, leader.Timeline); err != nil {
+		k.failedFollows++
+		return fmt.Errorf("follow %s (attempt %d): %w", leader.Node, k.failedFollows, err)
+	}
+	k.following, k.failedFollows = leader.Node, 0
+	k.log.Info("following the primary", "primary", leader.Node, "timeline", leader.Timeline)
+	return nil
+}
+
+// leader returns the published state of the record's holder when it runs
+// as the primary.
+func (k *Keeper) leader() (MemberState, bool) {
+	holder := k.owner.Status().Holder
+	if holder == "" || holder == k.cfg.Node {
+		return MemberState{}, false
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	m, ok := k.members[holder]
+	if !ok || m.Role != RolePrimary {
+		return MemberState{}, false
+	}
+	return m, true
+}
+
+func (k *Keeper) clone(ctx context.Context, leader string, up Upstream) error {
+	if k.supRunning() {
+		if err := k.stopPostgres(); err != nil {
+			return err
+		}
+	}
+	k.log.Info("cloning the primary", "primary", leader)
+	if err := k.srv.Clone(ctx, up); err != nil {
+		return err
+	}
+	k.following, k.failedFollows = leader, 0
+	k.demoted.Store(false)
+	k.startSupervisor(ctx) // adopts the running clone
+	return nil
+}
+
+func (k *Keeper) rewind(ctx context.Context, leader string, up Upstream) error {
+	if err := k.stopPostgres(); err != nil {
+		return err
+	}
+	k.log.Warn("rejoining as a replica: rewinding", "primary", leader)
+	res, err := k.srv.Rewind(ctx, up)
+	if errors.Is(err, ErrRewindImpossible) {
+		_ = k.srv.Stop(ctx, StopFast)
+		aside := k.srv.DataDir() + ".diverged-" + time.Now().UTC().Format("20060102T150405")
+		k.log.Error("rewind impossible: moving the data directory aside and cloning again", "error", err, "moved_to", aside)
+		if rerr := os.Rename(k.srv.DataDir(), aside); rerr != nil {
+			return errors.Join(err, rerr)
+		}
+		return k.clone(ctx, leader, up)
+	}
+	if err != nil {
+		_ = k.srv.Stop(ctx, StopFast)
+		return fmt.Errorf("rewind: %w", err)
+	}
+	if res.Rewound {
+		k.log.Warn("rewound: transactions the new primary never had are gone",
+			"diverged_at", res.DivergedAt, "diverged_timeline", res.DivergedTimeline,
+			"lost_wal_end", res.TargetEnd, "took", res.Took.Round(time.Millisecond))
+	}
+	k.following, k.failedFollows = leader, 0
+	k.demoted.Store(false)
+	k.startSupervisor(ctx)
+	return nil
+}
+
+// publish reads postgres's position and publishes the node's state, then
+// decides whether the node may lead.
+func (k *Keeper) publish(ctx context.Context) {
+	st := k.baseState(RoleStopped)
+	switch k.sup.Status().State {
+	case StateFailed:
+		st.Role = RoleFailed
+	case StateRunning:
+		qctx, cancel := context.WithTimeout(ctx, time.Second)
+		pos, err := k.srv.Position(qctx)
+		if err == nil {
+			st.SystemID, err = k.srv.SystemIdentifier(qctx)
+		}
+		cancel()
+		if err != nil {
+			break
+		}
+		st.Timeline, st.Replayed = pos.Timeline, pos.Replayed
+		if pos.InRecovery {
+			st.Role, st.LSN = RoleReplica, max(pos.Received, pos.Replayed)
+			st.Upstream = k.following
+			st.Streaming = pos.Received != 0 && k.following != ""
+		} else {
+			st.Role, st.LSN = RolePrimary, pos.Current
+		}
+	}
+	k.mu.Lock()
+	members, sync, primaryLSN := k.members, k.sync, k.primaryLSN
+	k.mu.Unlock()
+	if st.Role == RoleReplica && primaryLSN > st.LSN {
+		st.Lag = uint64(primaryLSN - st.LSN)
+	}
+	if st.Role == RolePrimary && !k.guard.isActing() {
+		st.Role = RoleStopped // being demoted: nobody may route writes here
+	}
+	var ok bool
+	var why string
+	switch {
+	case time.Now().Before(k.vetoUntil):
+		why = k.vetoWhy
+	case k.guard.isActing():
+		ok = !k.cfg.NoFailover && k.sup.Status().State != StateFailed
+		why = "postgres failed, or the node is tagged nofailover"
+	case !k.initialized(ctx):
+		ok = !k.cfg.NoFailover // bootstrap: any node may initialise
+		why = "tagged nofailover"
+	default:
+		ok, why = promotable(st, members, sync, primaryLSN, failoverPolicy{mode: k.cfg.Mode, maxLag: k.cfg.MaxLagOnFailover})
+	}
+	if ok {
+		why = ""
+	}
+	st.NotPromotable = why
+	k.state.Set(st)
+	if why != k.whyNot {
+		if why != "" {
+			k.log.Info("may not lead", "why", why)
+		} else {
+			k.log.Info("may lead")
+		}
+		k.whyNot = why
+	}
+	k.owner.SetEligible(ok)
+}
+
+// initialized reports whether the cluster has been initialised (InitKey
+// exists); on an error it assumes so, the safe answer.
+func (k *Keeper) initialized(ctx context.Context) bool {
+	k.mu.Lock()
+	for _, m := range k.members {
+		if m.SystemID != 0 {
+			k.mu.Unlock()
+			return true
+		}
+	}
+	k.mu.Unlock()
+	qctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	resp, err := k.cfg.Client.Get(qctx, InitKey(k.cfg.Cluster, k.cfg.Name), clientv3.WithCountOnly())
+	return err != nil || resp.Count > 0
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+// hasData reports whether the data directory holds a database.
+func (k *Keeper) hasData() bool {
+	v, err := dataDirVersion(k.srv.DataDir())
+	return err == nil && v > 0
+}
+
+// startSupervisor starts a supervisor session unless one runs.
+func (k *Keeper) startSupervisor(ctx context.Context) { k.startSupervisorIf(ctx, nil) }
+
+// startPrimary starts a supervisor session for a primary, only while the
+// node leads. Release clears the lead before it stops the session, under
+// the same lock, so a primary never starts after its node let go.
+func (k *Keeper) startPrimary(ctx context.Context) bool {
+	return k.startSupervisorIf(ctx, k.guard.isActing)
+}
+
+func (k *Keeper) startSupervisorIf(ctx context.Context, cond func() bool) bool {
+	k.supMu.Lock()
+	defer k.supMu.Unlock()
+	if k.session != nil {
+		return true
+	}
+	if cond != nil && !cond() {
+		return false
+	}
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s := &supSession{cancel: cancel, done: make(chan struct{})}
+	k.session = s
+	go func() {
+		s.err = k.sup.Run(sctx)
+		close(s.done)
+	}()
+	return true
+}
+
+// supSession is one run of the Supervisor.
+type supSession struct {
+	cancel context.CancelFunc
+	done   chan struct{} // closed when Run returned, with err
+	err    error
+}
+
+func (k *Keeper) supRunning() bool {
+	k.supMu.Lock()
+	defer k.supMu.Unlock()
+	return k.session != nil
+}
+
+// stopPostgres ends the supervisor session, a fast shutdown that ends every
+// session at once, and returns when postgres has stopped. Concurrent
+// callers all wait; no new session starts until the old one has ended.
+func (k *Keeper) stopPostgres() error {
+	k.supMu.Lock()
+	s := k.session
+	k.supMu.Unlock()
+	if s == nil {
+		return nil
+	}
+	s.cancel()
+	<-s.done
+	k.supMu.Lock()
+	if k.session == s {
+		k.session = nil
+	}
+	k.supMu.Unlock()
+	return s.err
+}
+
+func (k *Keeper) waitRunning(ctx context.Context) error {
+	for k.sup.Status().State != StateRunning {
+		if k.sup.Status().State == StateFailed {
+			return errors.New("postgres failed to start")
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// keeperGuard is the Guard of the database's ownership record. The owner
+// calls it from its own goroutine: Acquire and Extend only record and wake
+// the keeper, which promotes; Release fences.
+type keeperGuard struct {
+	k *Keeper
+
+	mu       sync.Mutex
+	acting   bool
+	epoch    int64
+	deadline time.Time
+}
+
+func (g *keeperGuard) Acquire(epoch int64, deadline time.Time) {
+	g.mu.Lock()
+	g.acting, g.epoch, g.deadline = true, epoch, deadline
+	g.mu.Unlock()
+	g.k.poke()
+}
+
+func (g *keeperGuard) Extend(deadline time.Time) {
+	g.mu.Lock()
+	g.deadline = deadline
+	g.mu.Unlock()
+}
+
+// Release stops postgres before it returns (a fast shutdown: sessions end
+// at once, and the WAL written so far goes to the connected replicas), so
+// that on a planned handover the successor, which may take over as soon as
+// the record is released, has every commit. It blocks the owner for as
+// long as the stop takes; the supervisor bounds it.
+func (g *keeperGuard) Release(reason string) {
+	g.mu.Lock()
+	was := g.acting
+	g.acting = false
+	g.mu.Unlock()
+	if !was {
+		return
+	}
+	g.k.log.Warn("lost the lead: stopping postgres", "reason", reason)
+	g.k.demoted.Store(true)
+	if err := g.k.stopPostgres(); err != nil {
+		g.k.log.Error("stopping postgres after losing the lead", "error", err)
+	}
+	g.k.poke()
+}
+
+// isActing reports whether the node holds the record and its deadline has
+// not passed on the local clock.
+func (g *keeperGuard) isActing() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.acting && time.Now().Before(g.deadline)
+}
+
+func (g *keeperGuard) currentEpoch() int64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.epoch
+}
+
+func union(a, b []string) []string {
+	out := slices.Concat(a, b)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+func others(nodes []string, self string) []string {
+	var out []string
+	for _, n := range nodes {
+		if n != self {
+			out = append(out, n)
+		}
+	}
+	return out
+}

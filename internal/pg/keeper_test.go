@@ -1,0 +1,431 @@
+package pg
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/haven-ha/haven/internal/coord"
+)
+
+// startEtcd runs a one-member embedded etcd on loopback until the test ends
+// and returns its client URL.
+func startEtcd(t *testing.T) string {
+	t.Helper()
+	addr := func() string {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		return l.Addr().String()
+	}
+	peer, client := addr(), addr()
+	m, err := coord.NewMember(coord.MemberConfig{
+		Name: "etcd", DataDir: t.TempDir(), PeerURL: peer, ClientURL: client,
+		InitialCluster: map[string]string{"etcd": peer}, ClusterToken: "pgtest",
+		Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Errorf("etcd did not stop within 30s")
+		}
+	})
+	select {
+	case <-m.Ready():
+	case err := <-done:
+		t.Fatalf("etcd: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("etcd not ready after 30s")
+	}
+	return "http://" + client
+}
+
+// testKeeper is a Keeper on its own etcd client, running until stop.
+type testKeeper struct {
+	*Keeper
+	node   *testServer
+	client *clientv3.Client
+	cancel context.CancelFunc
+	done   chan error
+	once   sync.Once
+}
+
+// startKeeper runs a keeper for node on a client of etcd until the test
+// ends (or stop).
+func startKeeper(t *testing.T, etcd string, node *testServer, nodes []string, mode Mode) *testKeeper {
+	t.Helper()
+	cli, err := coord.NewClient(context.Background(), coord.ClientConfig{Endpoints: []string{etcd}, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := NewKeeper(KeeperConfig{
+		Server: node.Server, Client: cli, Cluster: "shop", Name: "main",
+		Node: node.conf.Name, Nodes: nodes, Host: "127.0.0.1",
+		Lease: time.Second, Mode: mode, SyncStandbys: 1, MaxLagOnFailover: 1 << 20,
+		Replication: Upstream{Password: testReplPassword},
+		Logger:      node.conf.Logger,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	tk := &testKeeper{Keeper: k, node: node, client: cli, cancel: cancel, done: make(chan error, 1)}
+	go func() { tk.done <- k.Run(ctx) }()
+	t.Cleanup(func() { tk.stop(t) })
+	return tk
+}
+
+// stop ends the keeper (a graceful stop: it hands the primary over).
+func (k *testKeeper) stop(t *testing.T) {
+	k.once.Do(func() {
+		k.cancel()
+		select {
+		case err := <-k.done:
+			if err != nil {
+				t.Logf("keeper %s: %v", k.cfg.Node, err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Errorf("keeper %s did not stop within 30s", k.cfg.Node)
+		}
+		k.client.Close()
+	})
+}
+
+// crash stands for the loss of the nodes of ks, all at once: their keepers
+// lose etcd, so that nothing they do afterwards (their attempt to hand over
+// on the way out) reaches the others, who wait out the lease, and their
+// postgres is killed with SIGKILL again and again, so that the in-place
+// restart never answers anyone, until the keepers have stopped.
+func crash(t *testing.T, ks ...*testKeeper) {
+	t.Helper()
+	done := make(chan struct{})
+	var killers sync.WaitGroup
+	for _, k := range ks {
+		k.client.Close()
+		killers.Go(func() {
+			for {
+				if pid := k.srv.PID(); pid != 0 {
+					_ = syscall.Kill(pid, syscall.SIGKILL)
+				}
+				select {
+				case <-done:
+					return
+				case <-time.After(2 * time.Millisecond):
+				}
+			}
+		})
+	}
+	var stops sync.WaitGroup
+	for _, k := range ks {
+		stops.Go(func() { k.stop(t) })
+	}
+	stops.Wait()
+	close(done)
+	killers.Wait()
+}
+
+// waitCluster waits until primary is the primary and every other keeper
+// streams from it, as published in etcd.
+func waitCluster(t *testing.T, primary *testKeeper, replicas ...*testKeeper) {
+	t.Helper()
+	waitFor(t, fmt.Sprintf("%s primary, %d replicas streaming", primary.cfg.Node, len(replicas)), func() (string, bool) {
+		members := primary.Members()
+		var seen []string
+		ok := members[primary.cfg.Node].Role == RolePrimary && primary.Leader()
+		for _, r := range replicas {
+			m := members[r.cfg.Node]
+			ok = ok && m.Role == RoleReplica && m.Streaming && m.Upstream == primary.cfg.Node
+		}
+		for _, m := range members {
+			seen = append(seen, fmt.Sprintf("%s=%s(tl %d, lsn %s, streaming %v)", m.Node, m.Role, m.Timeline, m.LSN, m.Streaming))
+		}
+		return strings.Join(seen, " "), ok
+	})
+}
+
+// leaderOf waits until one of ks leads and returns it and the others.
+func leaderOf(t *testing.T, ks ...*testKeeper) (*testKeeper, []*testKeeper) {
+	t.Helper()
+	var leader *testKeeper
+	waitFor(t, "a leader", func() (string, bool) {
+		for _, k := range ks {
+			if k.Leader() {
+				leader = k
+				return k.cfg.Node, true
+			}
+		}
+		return "none", false
+	})
+	var rest []*testKeeper
+	for _, k := range ks {
+		if k != leader {
+			rest = append(rest, k)
+		}
+	}
+	return leader, rest
+}
+
+// waitSync waits until the leader's sync record makes every commit wait
+// for k of n standbys.
+func waitSync(t *testing.T, leader *testKeeper, k, n int) {
+	t.Helper()
+	waitFor(t, fmt.Sprintf("sync record k=%d of %d standbys", k, n), func() (string, bool) {
+		s := leader.Sync()
+		return fmt.Sprintf("%+v", s), s.Leader == leader.cfg.Node && s.K == k && len(s.Standbys) == n
+	})
+}
+
+func (k *testKeeper) exec(t *testing.T, sql string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	conn, err := k.srv.Connect(ctx)
+	if err != nil {
+		t.Fatalf("%s: %v", k.cfg.Node, err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, sql); err != nil {
+		t.Fatalf("%s: %s: %v", k.cfg.Node, sql, err)
+	}
+}
+
+// TestKeeperFailover runs three keepers in sync mode: one initialises the
+// cluster and the others clone it; when the primary's node dies the
+// replica promoted has every acknowledged row, the other follows it, and
+// the old primary rejoins as a replica when its node comes back.
+func TestKeeperFailover(t *testing.T) {
+	etcd := startEtcd(t)
+	nodes := []string{"db1", "db2", "db3"}
+	var servers []*testServer
+	var keepers []*testKeeper
+	for _, n := range nodes {
+		s := newNode(t, n)
+		servers = append(servers, s)
+		keepers = append(keepers, startKeeper(t, etcd, s, nodes, ModeSync))
+	}
+	primary, replicas := leaderOf(t, keepers...)
+	waitCluster(t, primary, replicas...)
+
+	primary.exec(t, "CREATE TABLE t (id int PRIMARY KEY)")
+	for i := 1; i <= 50; i++ {
+		primary.exec(t, fmt.Sprintf("INSERT INTO t VALUES (%d)", i)) // acknowledged
+	}
+	waitSync(t, primary, 1, 2)
+
+	old := primary
+	crash(t, old)
+	primary, replicas = leaderOf(t, replicas...)
+	waitCluster(t, primary, replicas...)
+	var n string
+	waitFor(t, "all 50 acknowledged rows on the new primary", func() (string, bool) {
+		v, err := primary.node.tryQuery("SELECT count(*) FROM t")
+		n = v
+		return fmt.Sprint(v, err), err == nil
+	})
+	if n != "50" {
+		t.Fatalf("after failover the new primary %s has %s of 50 acknowledged rows", primary.cfg.Node, n)
+	}
+	primary.exec(t, "INSERT INTO t VALUES (51)")
+
+	// The old primary's node comes back: it rejoins as a replica.
+	back := startKeeper(t, etcd, old.node, nodes, ModeSync)
+	waitCluster(t, primary, append(replicas, back)...)
+	waitRow(t, old.node, 51)
+}
+
+// startCluster starts keepers for nodes and waits until one leads and the
+// others stream from it.
+func startCluster(t *testing.T, mode Mode, nodes ...string) (etcd string, primary *testKeeper, replicas []*testKeeper) {
+	t.Helper()
+	etcd = startEtcd(t)
+	var keepers []*testKeeper
+	for _, n := range nodes {
+		keepers = append(keepers, startKeeper(t, etcd, newNode(t, n), nodes, mode))
+	}
+	primary, replicas = leaderOf(t, keepers...)
+	waitCluster(t, primary, replicas...)
+	return etcd, primary, replicas
+}
+
+// writer inserts rows into t through whichever node leads, one at a time,
+// until stop, and records the ids whose COMMIT returned.
+type writer struct {
+	mu    sync.Mutex
+	acked []int
+	errs  int
+	stop  chan struct{}
+	done  chan struct{}
+}
+
+// count returns how many writes were acknowledged so far.
+func (w *writer) count() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.acked)
+}
+
+func startWriter(t *testing.T, from int, keepers ...*testKeeper) *writer {
+	w := &writer{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		id := from
+		for {
+			select {
+			case <-w.stop:
+				return
+			default:
+			}
+			for _, k := range keepers {
+				if !k.Leader() {
+					continue
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				conn, err := k.srv.Connect(ctx)
+				if err == nil {
+					_, err = conn.Exec(ctx, fmt.Sprintf("INSERT INTO t VALUES (%d)", id))
+					conn.Close(ctx)
+				}
+				cancel()
+				w.mu.Lock()
+				if err == nil {
+					w.acked = append(w.acked, id)
+				} else {
+					w.errs++
+				}
+				w.mu.Unlock()
+				id++ // an unacknowledged id may or may not be there: never reused
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	return w
+}
+
+func (w *writer) halt() {
+	close(w.stop)
+	<-w.done
+}
+
+// mustHaveAll fails unless every acknowledged id is on k.
+func mustHaveAll(t *testing.T, k *testKeeper, acked []int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	conn, err := k.srv.Connect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	rows, err := conn.Query(ctx, "SELECT id FROM t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := map[int]bool{}
+	for rows.Next() {
+		var id int
+		if err := rows.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		have[id] = true
+	}
+	var lost []int
+	for _, id := range acked {
+		if !have[id] {
+			lost = append(lost, id)
+		}
+	}
+	if len(lost) > 0 {
+		t.Fatalf("%d of %d acknowledged rows missing on %s: %v", len(lost), len(acked), k.cfg.Node, lost)
+	}
+}
+
+// TestKeeperRestartAndSwitchover: a primary whose postmaster is killed is
+// restarted in place and keeps the lead; a switchover under a steady
+// writer loses no acknowledged row and the old primary follows the new.
+func TestKeeperRestartAndSwitchover(t *testing.T) {
+	etcd, primary, replicas := startCluster(t, ModeSync, "db1", "db2", "db3")
+	primary.exec(t, "CREATE TABLE t (id int PRIMARY KEY)")
+
+	pid := primary.srv.PID()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the killed primary back, same node", func() (string, bool) {
+		_, err := primary.node.tryQuery("SELECT 1")
+		return fmt.Sprint(err), err == nil && primary.srv.PID() != pid
+	})
+	for _, r := range replicas {
+		if r.Leader() {
+			t.Fatalf("%s took the lead after an in-place restart of %s's postgres", r.cfg.Node, primary.cfg.Node)
+		}
+	}
+	if !primary.Leader() {
+		t.Fatalf("%s lost the lead after its postgres restarted in place", primary.cfg.Node)
+	}
+
+	all := append([]*testKeeper{primary}, replicas...)
+	w := startWriter(t, 1, all...)
+	waitFor(t, "writes going", func() (string, bool) { return fmt.Sprint(w.count()), w.count() >= 20 })
+	to := replicas[1]
+	cli := replicas[0].client
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	if err := Switchover(ctx, cli, "shop", "main", to.cfg.Node); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, to.cfg.Node+" leads", func() (string, bool) { return "", to.Leader() })
+	before := w.count()
+	waitFor(t, "writes going on the new primary", func() (string, bool) {
+		return fmt.Sprint(w.count()), w.count() >= before+10
+	})
+	w.halt()
+	mustHaveAll(t, to, w.acked)
+	waitCluster(t, to, primary, replicas[0])
+	t.Logf("switchover with a writer: %d rows acknowledged, %d writes failed", len(w.acked), w.errs)
+	_ = etcd
+}
+
+// TestKeeperStrictNoPromotion: in strict mode, when the primary and a
+// synchronous standby are lost together, the remaining standby cannot know
+// it has every acknowledged commit: it is not promoted, and says why; once
+// the lost standby is back, one of them is.
+func TestKeeperStrictNoPromotion(t *testing.T) {
+	etcd, primary, replicas := startCluster(t, ModeStrict, "db1", "db2", "db3")
+	primary.exec(t, "CREATE TABLE t (id int PRIMARY KEY)")
+	primary.exec(t, "INSERT INTO t VALUES (1)")
+	waitSync(t, primary, 1, 2)
+	lostStandby, left := replicas[0], replicas[1]
+	crash(t, primary, lostStandby)
+
+	waitFor(t, left.cfg.Node+" says why it is not promoted", func() (string, bool) {
+		st := left.State()
+		return st.NotPromotable, strings.Contains(st.NotPromotable, "synchronous standbys")
+	})
+	time.Sleep(3 * left.cfg.Lease)
+	if left.Leader() {
+		t.Fatalf("%s was promoted without the other synchronous standby", left.cfg.Node)
+	}
+
+	back := startKeeper(t, etcd, lostStandby.node, []string{"db1", "db2", "db3"}, ModeStrict)
+	leader, _ := leaderOf(t, left, back)
+	waitRow(t, leader.node, 1)
+}
