@@ -376,4 +376,10 @@ func coordStatus(ac *adminClient, nodes []string, stdout io.Writer) {
 		fmt.Fprintf(stdout, "\nfloating addresses:\n")
 		_ = vipStatus(ac, withVIP, stdout)
 	}
+	if db := ac.cfg.Database; db != nil {
+		fmt.Fprintf(stdout, "\ndatabase:\n")
+		if err := pgStatus(ac, db.Nodes, stdout); err != nil {
+			fmt.Fprintf(stdout, "no database node answered: %v\n", err)
+		}
+	}
 }

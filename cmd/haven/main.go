@@ -31,6 +31,7 @@ usage:
   haven check  -c haven.yaml             validate the file; exit 1 listing every problem
   haven lb     ACTION [BACKEND] ...      drain | enable | maint | weight | status (see haven lb -h)
   haven vip    move --to NODE | status   hand a floating address over; show its holder (see haven vip -h)
+  haven pg     switchover [--to NODE] | status   hand the database primary over; show the members (see haven pg -h)
   haven certs  -c haven.yaml -o DIR      make a private CA and node certificates for etcd TLS
   haven status -c haven.yaml [-n NODE]   show what each node's agent reports
   haven demo   [--duration D]            run the demo: three web servers behind a balancer, one fails
@@ -60,6 +61,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runStatus(rest, stdout, stderr)
 	case "vip":
 		err = runVIP(rest, stdout, stderr)
+	case "pg":
+		err = runPG(rest, stdout, stderr)
 	case "certs":
 		err = runCerts(rest, stdout, stderr)
 	case "demo":

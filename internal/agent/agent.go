@@ -415,6 +415,15 @@ func (a *Agent) routes() {
 		}
 		co.moveVIP(w, r)
 	})
+	a.admin.HandleMutating("POST /api/v1/database/switchover", func(w http.ResponseWriter, r *http.Request) {
+		co := a.coordination()
+		if co == nil {
+			web.WriteError(w, http.StatusServiceUnavailable, errors.New("the agent is starting"))
+			return
+		}
+		co.switchover(w, r)
+	})
+	a.databaseRoutes()
 	a.admin.HandleMutating("POST /api/v1/reload", func(w http.ResponseWriter, r *http.Request) {
 		if err := a.Reload(); err != nil {
 			web.WriteError(w, http.StatusUnprocessableEntity, err)

@@ -107,6 +107,8 @@ type cluster struct {
 	weights   map[string]int
 	// coordination is haven.yaml's coordination section, "" for none.
 	coordination string
+	// database is haven.yaml's database section, "" for none.
+	database string
 }
 
 func (c *cluster) yaml() string {
@@ -117,6 +119,9 @@ func (c *cluster) yaml() string {
 	}
 	if c.coordination != "" {
 		fmt.Fprintf(&b, "coordination: %s\n", c.coordination)
+	}
+	if c.database != "" {
+		fmt.Fprintf(&b, "database: %s\n", c.database)
 	}
 	fmt.Fprintf(&b, `regions:
   local:

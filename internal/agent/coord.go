@@ -34,6 +34,9 @@ type coordination struct {
 	fence *vip.Fence
 	vips  []*vipRole
 
+	db         *dbRole // nil unless this node is a database node
+	dbPassword string
+
 	mu     sync.Mutex
 	client *clientv3.Client
 	// ownerClient talks to this node's own member only, when it is one:
@@ -78,6 +81,10 @@ func (a *Agent) startCoordination(cfg *config.Config) (*coordination, error) {
 		return c, nil
 	}
 	if err := c.prepareVIPs(); err != nil {
+		c.cleanupVIPs()
+		return nil, err
+	}
+	if err := c.prepareDatabase(context.Background()); err != nil {
 		c.cleanupVIPs()
 		return nil, err
 	}
@@ -235,6 +242,9 @@ func (c *coordination) connect(ctx context.Context) {
 	})
 	for _, v := range c.vips {
 		c.startOwner(ctx, v)
+	}
+	if c.db != nil {
+		c.startKeeper(ctx)
 	}
 	if c.member != nil && len(c.vips) > 0 {
 		c.wg.Go(func() { c.keepLeaderAway(ctx) })
@@ -489,6 +499,9 @@ func (c *coordination) stop() {
 		c.cancel()
 	}
 	c.wg.Wait()
+	if c.db != nil {
+		c.db.done.Wait()
+	}
 	c.cleanupVIPs()
 	if cli := c.etcd(); cli != nil {
 		if c.ownerClient != nil && c.ownerClient != cli {
@@ -529,6 +542,7 @@ type CoordinationStatus struct {
 	Etcd      []EndpointHealth            `json:"etcd,omitempty"`
 	Members   map[string]coord.MemberInfo `json:"members"`
 	VIPs      []VIPStatus                 `json:"vips"`
+	Database  *DatabaseStatus             `json:"database,omitempty"`
 }
 
 // MemberStatus is this node's embedded etcd member.
@@ -570,6 +584,7 @@ func (c *coordination) status(ctx context.Context) *CoordinationStatus {
 	}
 	c.mu.Unlock()
 	s.VIPs = c.vipStatuses()
+	s.Database = c.databaseStatus()
 	if cli == nil {
 		return s
 	}

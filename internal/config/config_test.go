@@ -537,6 +537,7 @@ func TestVIPAndCoordinationDefaults(t *testing.T) {
 func TestDatabaseDefaults(t *testing.T) {
 	const nodes = `cluster: t
 regions: {r: {nodes: {db1: {address: 127.0.0.1}, db2: {address: 127.0.0.2}, db3: {address: 127.0.0.3}}}}
+coordination: {members: [db1]}
 `
 	tests := []struct {
 		name, database string

@@ -287,8 +287,8 @@ type Sticky struct {
 	Cookie string `yaml:"cookie"`
 }
 
-// Database is the PostgreSQL cluster. It is validated, but no version yet
-// starts the keeper that acts on it.
+// Database is the PostgreSQL cluster: each of Nodes runs a keeper
+// (internal/pg) in its agent. DR and Backup are validated, not yet acted on.
 type Database struct {
 	Engine string   `yaml:"engine"` // postgres (default)
 	Nodes  []string `yaml:"nodes"`

@@ -471,7 +471,9 @@ func (v *validator) database() {
 	if db == nil {
 		return
 	}
-	v.warnf("database", "this section %s: it is validated, but no version yet starts PostgreSQL from it", notSupported)
+	if v.cfg.Coordination == nil {
+		v.errorf("database", "the primary is chosen through coordination: add a coordination section with members (embedded etcd) or endpoints")
+	}
 	if !slices.Contains(engines, db.Engine) {
 		v.errorf("database.engine", "%s", notOneOf(db.Engine, engines...))
 	}
@@ -497,6 +499,7 @@ func (v *validator) database() {
 	v.replication(db)
 	v.tags(db)
 	if dr := db.DR; dr != nil {
+		v.warnf("database.dr", "%s", notSupported)
 		v.nodeRefs("database.dr.nodes", dr.Nodes, "the nodes of the standby cluster, such as nodes: [wdb1]")
 		for i, n := range dr.Nodes {
 			if slices.Contains(db.Nodes, n) {
@@ -508,6 +511,7 @@ func (v *validator) database() {
 		}
 	}
 	if b := db.Backup; b != nil {
+		v.warnf("database.backup", "%s", notSupported)
 		if b.Target == "" {
 			v.errorf("database.backup.target", "required: where backups go, such as target: file:///var/lib/haven/backups or s3://bucket/prefix")
 		} else {

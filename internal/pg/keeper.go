@@ -217,6 +217,17 @@ func Switchover(ctx context.Context, cli *clientv3.Client, cluster, name, to str
 	return nil
 }
 
+// HealthHandler returns the node's Patroni-compatible health endpoints.
+func (k *Keeper) HealthHandler() *HealthHandler { return NewHealthHandler(k.srv, k.sup, k, 0) }
+
+// PrimaryLSN is the last WAL position the primary published, for
+// /replica?lag= (pg.PrimaryLSNer).
+func (k *Keeper) PrimaryLSN() (LSN, bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.primaryLSN, k.primaryLSN != 0
+}
+
 // Sync returns the leader's sync record as last seen.
 func (k *Keeper) Sync() SyncState {
 	k.mu.Lock()

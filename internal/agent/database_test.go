@@ -1,0 +1,106 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/haven-ha/haven/internal/pg"
+)
+
+// requirePostgres returns PostgreSQL's binary directory, or skips the test
+// saying why (fails it in CI).
+func requirePostgres(t *testing.T) string {
+	t.Helper()
+	b, err := pg.FindBinaries(context.Background(), "")
+	if err == nil {
+		return b.Dir
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("CI=true and no PostgreSQL: %v", err)
+	}
+	t.Skipf("no PostgreSQL binaries: %v", err)
+	return ""
+}
+
+// searchableDir is a directory the postgres user can search (t.TempDir's
+// are root's, mode 0700), removed when the test ends.
+func searchableDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "havenagentpg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func freePortNumber(t *testing.T) int {
+	t.Helper()
+	_, p, _ := net.SplitHostPort(freeAddr(t))
+	n, _ := strconv.Atoi(p)
+	return n
+}
+
+// An agent whose node is haven.yaml's database node initialises the
+// cluster and runs postgres as the primary; the status API and `haven pg
+// status` report it, and the Patroni-compatible endpoints answer on the
+// admin port.
+func TestAgentRunsTheDatabase(t *testing.T) {
+	bindir := requirePostgres(t)
+	url, _ := startExternalEtcd(t)
+	dir := searchableDir(t)
+	port := freePortNumber(t)
+	c := &cluster{admin: freeAddr(t), listen: freeAddr(t), backends: []*app{startApp(t, "web1")},
+		coordination: fmt.Sprintf("{endpoints: [%q]}", url),
+		database:     fmt.Sprintf("{nodes: [lb1], port: %d, data_dir: %q, bindir: %q, lease: 1s}", port, dir+"/data", bindir),
+	}
+	e := newEnv(t, c)
+	e.run()
+	waitFor(t, 10*time.Second, "the admin API answers", func() (bool, string) {
+		select {
+		case err := <-e.done:
+			t.Fatalf("the agent stopped: %v", err)
+		default:
+		}
+		_, err := try("GET", e.adminURL("/healthz"))
+		return err == nil, fmt.Sprint(err)
+	})
+
+	st := e.waitCoordination("lb1 is not the primary", func(s CoordinationStatus) bool {
+		return s.Database != nil && s.Database.Primary == "lb1" && s.Database.Members["lb1"].Role == pg.RolePrimary
+	})
+	if m := st.Database.Members["lb1"]; m.Host != "127.0.0.1" || m.Port != port || m.Timeline != 1 || m.SystemID == 0 {
+		t.Errorf("lb1's published state: %+v", m)
+	}
+	for path, want := range map[string]int{"/primary": 200, "/read-write": 200, "/replica": 503, "/health": 200} {
+		if r := do(t, "GET", e.adminURL(path)); r.status != want {
+			t.Errorf("GET %s: %d, want %d: %s", path, r.status, want, r.body)
+		}
+	}
+	var h pg.HealthStatus
+	if err := json.Unmarshal([]byte(do(t, "GET", e.adminURL("/primary")).body), &h); err != nil || h.Role != "primary" {
+		t.Errorf("/primary body: %+v, %v", h, err)
+	}
+
+	// postgres stops with the agent: nothing listens on its port after.
+	if err := e.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if conn, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port))); err == nil {
+		conn.Close()
+		t.Errorf("postgres still accepts connections on %d after the agent stopped", port)
+	}
+	if !strings.Contains(e.log.String(), "initialised the database cluster") {
+		t.Errorf("the agent's log does not say it initialised the cluster")
+	}
+}
