@@ -11,6 +11,8 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
+
+	"github.com/haven-ha/haven/internal/deadman"
 )
 
 // TableName is the name of haven's nftables tables, one in each of the
@@ -18,11 +20,9 @@ import (
 // these.
 const TableName = "haven_vip"
 
-// TimeoutGranularity is the unit in which the kernel takes element timeouts.
-// OpenUntil rounds the time it sends down to a multiple of it. The kernel
-// then converts the milliseconds to jiffies rounding down again, so an
-// element never outlives the time sent, measured from the kernel's commit.
-const TimeoutGranularity = time.Millisecond
+// TimeoutGranularity is the unit in which the kernel takes element
+// timeouts (deadman.TimeoutGranularity).
+const TimeoutGranularity = deadman.TimeoutGranularity
 
 // Set and chain names inside the haven_vip tables.
 const (
@@ -39,16 +39,6 @@ const (
 	// nfARPOut is NF_ARP_OUT, the output hook of the arp family
 	// (golang.org/x/sys/unix does not define it).
 	nfARPOut = 1
-
-	// nftMetaTimeNS is NFT_META_TIME_NS (Linux 5.4), the packet's arrival
-	// in wall-clock nanoseconds since the epoch, in host byte order
-	// (golang.org/x/sys/unix does not define it).
-	nftMetaTimeNS = 30
-
-	// liveDefaultTimeout is the timeout of an element added to a live set
-	// without one (by hand, say): such an element must not open the fence
-	// forever.
-	liveDefaultTimeout = time.Second
 )
 
 // FenceConfig configures a Fence.
@@ -66,23 +56,10 @@ type FenceConfig struct {
 // A Fence is safe for concurrent use.
 type Fence struct {
 	netns int
+	sw    *deadman.Switch // opens and closes the addresses' gates
 
 	mu      sync.Mutex
 	managed []netip.Addr // as last installed; nil before Install
-	// margin is CommitMargin, or twice the slowest commit seen when that
-	// is longer, so that a slow kernel shortens windows instead of making
-	// OpenUntil retry until the window is gone.
-	margin time.Duration
-	// closed lists the addresses this Fence has closed and not opened
-	// since: they have no live element, so opening one takes a plain add,
-	// without the delete that waits for an RCU grace period (~16 ms). The
-	// new holder's takeover is that much quicker.
-	closed map[netip.Addr]bool
-	// windows holds, per address, the last absolute window opened in
-	// every window set, or the zero window for none. An address missing
-	// from the map has unknown windows, read from the kernel before the
-	// next open: after Install, after an error.
-	windows map[netip.Addr]window
 	// ifaces are the interfaces Guard was called for; Install recreates
 	// their chains when it has to replace the tables.
 	ifaces []string
@@ -91,7 +68,11 @@ type Fence struct {
 // NewFence returns a Fence for the namespace in cfg. It does not touch the
 // kernel; call Install first.
 func NewFence(cfg FenceConfig) *Fence {
-	return &Fence{netns: cfg.NetNS, closed: map[netip.Addr]bool{}, windows: map[netip.Addr]window{}}
+	gates := func(key []byte) []deadman.Gate {
+		addr, _ := netip.AddrFromSlice(key)
+		return newFenceTables().gates(addr)
+	}
+	return &Fence{netns: cfg.NetNS, sw: deadman.NewSwitch(cfg.NetNS, gates)}
 }
 
 // fenceTables describes haven's tables, sets and chains. The set IDs are
@@ -113,18 +94,7 @@ func newFenceTables() *fenceTables {
 	managed := func(t *nftables.Table, name string, typ nftables.SetDatatype) *nftables.Set {
 		return &nftables.Set{Table: t, Name: name, KeyType: typ}
 	}
-	live := func(t *nftables.Table, name string, typ nftables.SetDatatype) *nftables.Set {
-		return &nftables.Set{Table: t, Name: name, KeyType: typ, HasTimeout: true, Timeout: liveDefaultTimeout}
-	}
-	// A window set holds intervals of address . wall-clock time (a pipapo
-	// set: concatenated ranges, Linux 5.6 and later).
-	window := func(t *nftables.Table, name string, typ nftables.SetDatatype) *nftables.Set {
-		key, err := nftables.ConcatSetType(typ, nftables.TypeTime)
-		if err != nil {
-			panic(err) // two types: within the library's limit of seven
-		}
-		return &nftables.Set{Table: t, Name: name, KeyType: key, Concatenation: true, Interval: true, HasTimeout: true}
-	}
+	live, window := deadman.LiveSet, deadman.WindowSet
 	accept := nftables.ChainPolicyAccept
 	return &fenceTables{
 		arp:            arp,
@@ -161,21 +131,13 @@ func newFenceTables() *fenceTables {
 	}
 }
 
-// live returns the live sets that hold addr: arp, inet and netdev for IPv4,
-// inet for IPv6.
-func (ft *fenceTables) live(addr netip.Addr) []*nftables.Set {
+// gates returns the gates of addr: arp, inet and netdev for IPv4, inet for
+// IPv6.
+func (ft *fenceTables) gates(addr netip.Addr) []deadman.Gate {
 	if addr.Is4() {
-		return []*nftables.Set{ft.arpLive4, ft.inetLive4, ft.netdevLive4}
+		return []deadman.Gate{{Live: ft.arpLive4, Window: ft.arpWindow4}, {Live: ft.inetLive4, Window: ft.inetWindow4}, {Live: ft.netdevLive4, Window: ft.netdevWindow4}}
 	}
-	return []*nftables.Set{ft.inetLive6}
-}
-
-// window returns the window sets that gate addr, in the order of live.
-func (ft *fenceTables) window(addr netip.Addr) []*nftables.Set {
-	if addr.Is4() {
-		return []*nftables.Set{ft.arpWindow4, ft.inetWindow4, ft.netdevWindow4}
-	}
-	return []*nftables.Set{ft.inetWindow6}
+	return []deadman.Gate{{Live: ft.inetLive6, Window: ft.inetWindow6}}
 }
 
 // gate is the three sets that decide whether a packet for one address
@@ -231,7 +193,7 @@ func (f *Fence) Install(managed []netip.Addr) error {
 		}
 	}
 	f.managed = addrs
-	clear(f.windows) // a replaced table lost them: read them again
+	f.sw.Forget() // a replaced table lost the windows: read them again
 	return nil
 }
 
@@ -435,47 +397,19 @@ func addrAt(base expr.PayloadBase, off, n uint32) addrField { return addrField{b
 // either.
 func addFenced(cc *nftables.Conn, c *nftables.Chain, g gate, a addrField, match ...[]expr.Any) {
 	load := &expr.Payload{DestRegister: 1, Base: a.base, Offset: a.off, Len: a.n}
-	managed := &expr.Lookup{SourceRegister: 1, SetName: g.managed.Name, SetID: g.managed.ID}
-	relative := []expr.Any{
-		load, managed,
-		&expr.Lookup{SourceRegister: 1, SetName: g.live.Name, SetID: g.live.ID, Invert: true},
-		&expr.Counter{},
-		&expr.Verdict{Kind: expr.VerdictDrop},
-	}
-	// The time goes in the 32-bit register right after the address, as
-	// a concatenation wants it, in network byte order like the set's keys.
-	timeReg := uint32(unix.NFT_REG32_00) + a.n/4
-	absolute := []expr.Any{
-		load, managed,
-		&expr.Meta{Key: nftMetaTimeNS, Register: timeReg},
-		&expr.Byteorder{SourceRegister: timeReg, DestRegister: timeReg, Op: expr.ByteorderHton, Len: 8, Size: 8},
-		&expr.Lookup{SourceRegister: 1, SetName: g.window.Name, SetID: g.window.ID, Invert: true},
-		&expr.Counter{},
-		&expr.Verdict{Kind: expr.VerdictDrop},
-	}
+	relative, absolute := deadman.Rules(load, a.n, g.managed, g.live, g.window)
 	addRule(cc, c, append(slices.Clip(match), relative)...)
 	addRule(cc, c, append(slices.Clip(match), absolute)...)
 }
 
 // CommitMargin is the least by which OpenUntil ends a window before the
-// deadline asked, so that a batch which takes up to that long between
-// reading the clock and the kernel's commit still ends the window by the
-// deadline. OpenUntil raises the margin when commits are slower.
-const CommitMargin = 5 * time.Millisecond
-
-// maxMargin bounds the adaptive commit margin.
-const maxMargin = 100 * time.Millisecond
+// deadline asked (deadman.CommitMargin); it grows when commits are slower.
+const CommitMargin = deadman.CommitMargin
 
 // ErrExpired reports that less than TimeoutGranularity (after the commit
 // margin) was left of a window when the fence was to open it: the address
 // has been closed instead.
-var ErrExpired = errors.New("window ended before the kernel could commit it")
-
-// testHookBeforeCommit, when set by a test, runs between OpenUntil's clock
-// reading and its batch, to stand for a suspended process;
-// testHookAfterCommit runs when the kernel has acknowledged the batch,
-// before OpenUntil looks at how long it took.
-var testHookBeforeCommit, testHookAfterCommit func()
+var ErrExpired = deadman.ErrExpired
 
 // Open is OpenUntil(addr, time.Now().Add(ttl)).
 func (f *Fence) Open(addr netip.Addr, ttl time.Duration) error {
@@ -485,21 +419,12 @@ func (f *Fence) Open(addr netip.Addr, ttl time.Duration) error {
 // OpenUntil makes addr live until deadline (a time from time.Now, so that
 // it carries the monotonic clock), replacing whatever time it had left,
 // longer or shorter. The kernel ends the window by itself; nothing more is
-// needed from the process.
-//
-// Two gates open together, in one batch. The relative gate is an element
-// timeout, which the kernel counts from its commit: OpenUntil reads the
-// clock, sends deadline minus now minus a commit margin (CommitMargin, or
-// twice the slowest commit seen, at most 100ms), rounded down to
-// TimeoutGranularity, and checks the clock again when the kernel has
-// acknowledged. If the commit took longer than the margin (the process was
-// descheduled or suspended before it), the element may outlive the
-// deadline, and OpenUntil sets it again at once from a fresh reading, with
-// the larger margin, up to four times. When less than one unit is left, or
-// commits stay slower than the margin, it closes addr and returns
-// ErrExpired. The absolute gate is a window that ends at the deadline in
-// wall-clock time, so that even while a late commit's element is live the
-// address is silent after the deadline.
+// needed from the process. Both gates open in one batch (see package
+// deadman): the relative gate ends a commit margin before the deadline and
+// is set again if the commit was late; the absolute gate ends at the
+// deadline in wall-clock time, so that even while a late commit's element
+// is live the address is silent after the deadline. When too little time
+// is left, it closes addr and returns an error that wraps ErrExpired.
 func (f *Fence) OpenUntil(addr netip.Addr, deadline time.Time) error {
 	addr = addr.Unmap()
 	f.mu.Lock()
@@ -510,82 +435,8 @@ func (f *Fence) OpenUntil(addr netip.Addr, deadline time.Time) error {
 	if !slices.Contains(f.managed, addr) {
 		return fmt.Errorf("vip: open fence for %s: not a managed address (managed: %v)", addr, f.managed)
 	}
-	stale, err := f.staleWindows(addr)
-	if err != nil {
+	if err := f.sw.OpenUntil(addr.AsSlice(), deadline); err != nil {
 		return fmt.Errorf("vip: open fence for %s: %w", addr, err)
-	}
-	f.margin = max(f.margin, CommitMargin)
-	for attempt := 0; ; attempt++ {
-		start := time.Now()
-		ttl := (deadline.Sub(start) - f.margin).Truncate(TimeoutGranularity)
-		if attempt == 4 {
-			ttl = 0 // commits keep taking longer than the margin: give up
-		}
-		if ttl < TimeoutGranularity {
-			if err := f.closeLocked(addr); err != nil {
-				return fmt.Errorf("vip: open fence for %s: %w; close: %w", addr, ErrExpired, err)
-			}
-			return fmt.Errorf("vip: open fence for %s: %w", addr, ErrExpired)
-		}
-		// The wall-clock reading that goes with the monotonic one.
-		w := window{from: start.UnixNano(), to: start.UnixNano() + int64(deadline.Sub(start))}
-		fresh := f.closed[addr]
-		delete(f.windows, addr) // unknown until the batch is known to have worked
-		err := f.flush(func(cc *nftables.Conn) error {
-			if testHookBeforeCommit != nil {
-				testHookBeforeCommit()
-			}
-			ft := newFenceTables()
-			if err := openLive(cc, ft, addr, ttl, fresh); err != nil {
-				return err
-			}
-			return openWindow(cc, ft, addr, w, stale)
-		})
-		if err != nil {
-			return fmt.Errorf("vip: open fence for %s for %s: %w", addr, ttl, err)
-		}
-		delete(f.closed, addr)
-		f.windows[addr] = w
-		stale = f.knownWindows(addr)
-		if testHookAfterCommit != nil {
-			testHookAfterCommit()
-		}
-		took := time.Since(start)
-		if took <= f.margin {
-			if took < f.margin/4 {
-				// Commits are fast again: let the margin come back down.
-				f.margin = max(CommitMargin, f.margin/2)
-			}
-			return nil
-		}
-		f.margin = min(2*took, maxMargin)
-	}
-}
-
-// openLive queues the element that makes addr live for ttl in each live
-// set. A fresh address (closed by this Fence) has no element: a plain add.
-func openLive(cc *nftables.Conn, ft *fenceTables, addr netip.Addr, ttl time.Duration, fresh bool) error {
-	elem := []nftables.SetElement{{Key: addr.AsSlice(), Timeout: ttl}}
-	for _, s := range ft.live(addr) {
-		if err := cc.SetAddElements(s, elem); err != nil {
-			return err
-		}
-		if fresh {
-			continue
-		}
-		// add, delete, add: the second add creates a fresh element with
-		// the new timeout whether or not one existed, and the batch swaps
-		// them atomically. A plain add updates the timeout on Linux 6.10+
-		// in 0.2 ms instead of 16 ms (the delete waits for an RCU grace
-		// period), but lookups miss the element around the update:
-		// measured on 6.18, 14% of packets to a VIP refreshed every 125 ms
-		// were dropped.
-		if err := cc.SetDeleteElements(s, []nftables.SetElement{{Key: addr.AsSlice()}}); err != nil {
-			return err
-		}
-		if err := cc.SetAddElements(s, elem); err != nil {
-			return err
-		}
 	}
 	return nil
 }
@@ -598,73 +449,21 @@ func (f *Fence) Close(addr netip.Addr) error {
 	if !addr.IsValid() {
 		return fmt.Errorf("vip: close fence: invalid address")
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if err := f.closeLocked(addr); err != nil {
+	if err := f.sw.Close(addr.AsSlice()); err != nil {
 		return fmt.Errorf("vip: close fence for %s: %w", addr, err)
 	}
 	return nil
-}
-
-func (f *Fence) closeLocked(addr netip.Addr) error {
-	delete(f.closed, addr) // until the close is known to have worked
-	err := f.flush(func(cc *nftables.Conn) error {
-		key := addr.AsSlice()
-		for _, s := range newFenceTables().live(addr) {
-			// add, then delete: the delete never fails on a missing element.
-			if err := cc.SetAddElements(s, []nftables.SetElement{{Key: key, Timeout: TimeoutGranularity}}); err != nil {
-				return err
-			}
-			if err := cc.SetDeleteElements(s, []nftables.SetElement{{Key: key}}); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err == nil {
-		f.closed[addr] = true
-	}
-	return err
 }
 
 // Live reports whether addr is live: an unexpired element in every live set
 // that gates it, and a window that has not ended in every window set.
 func (f *Fence) Live(addr netip.Addr) (bool, error) {
 	addr = addr.Unmap()
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	cc, err := nftables.New(nftables.WithNetNSFd(f.netns))
+	live, err := f.sw.Live(addr.AsSlice())
 	if err != nil {
 		return false, fmt.Errorf("vip: read fence for %s: %w", addr, err)
 	}
-	key := addr.AsSlice()
-	for _, s := range newFenceTables().live(addr) {
-		elems, err := cc.GetSetElements(s)
-		if err != nil {
-			return false, fmt.Errorf("vip: read fence for %s: set %s %s: %w", addr, tableFamily(s.Table), s.Name, err)
-		}
-		found := false
-		for _, e := range elems {
-			if slices.Equal(e.Key, key) && (e.Timeout == 0 || e.Expires > 0) {
-				found = true
-				break
-			}
-		}
-		if !found {
-			return false, nil
-		}
-	}
-	now := time.Now().UnixNano()
-	for _, s := range newFenceTables().window(addr) {
-		ws, err := addrWindows(cc, s, addr)
-		if err != nil {
-			return false, fmt.Errorf("vip: read fence for %s: %w", addr, err)
-		}
-		if !slices.ContainsFunc(ws, func(w window) bool { return w.from <= now && now <= w.to }) {
-			return false, nil
-		}
-	}
-	return true, nil
+	return live, nil
 }
 
 // Remove deletes haven's tables, with every rule and element in them. It is

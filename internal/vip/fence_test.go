@@ -95,22 +95,16 @@ func remaining(t *testing.T, f *Fence, addr netip.Addr) time.Duration {
 // that has not ended (ended ones linger until their elements time out).
 func windowEnds(t *testing.T, f *Fence, addr netip.Addr) []time.Time {
 	t.Helper()
-	cc, err := nftables.New(nftables.WithNetNSFd(f.netns))
+	perGate, err := f.sw.Windows(addr.AsSlice())
 	if err != nil {
 		t.Fatal(err)
 	}
-	now := time.Now().UnixNano()
 	var ends []time.Time
-	for _, s := range newFenceTables().window(addr) {
-		ws, err := addrWindows(cc, s, addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ws = slices.DeleteFunc(ws, func(w window) bool { return w.to < now })
+	for i, ws := range perGate {
 		if len(ws) != 1 {
-			t.Fatalf("%s: %d open windows in %s %s, want 1: %v", addr, len(ws), tableFamily(s.Table), s.Name, ws)
+			t.Fatalf("%s: %d open windows in gate %d, want 1: %v", addr, len(ws), i, ws)
 		}
-		ends = append(ends, time.Unix(0, ws[0].to))
+		ends = append(ends, ws[0])
 	}
 	return ends
 }
@@ -330,13 +324,12 @@ func TestFenceSlowCommit(t *testing.T) {
 		t.Fatal(err)
 	}
 	suspended := 0
-	testHookBeforeCommit = func() {
+	f.sw.SetCommitHooks(func() {
 		if suspended == 0 {
 			time.Sleep(300 * time.Millisecond)
 		}
 		suspended++
-	}
-	t.Cleanup(func() { testHookBeforeCommit = nil })
+	}, nil)
 
 	deadline := time.Now().Add(time.Second)
 	if err := f.OpenUntil(vip, deadline); err != nil {
@@ -384,13 +377,13 @@ func TestFenceLateCommit(t *testing.T) {
 	deadline := time.Now().Add(time.Second)
 	frozen, checked := false, false
 	var answered []string
-	testHookBeforeCommit = func() {
+	before := func() {
 		if !frozen {
 			frozen = true
 			time.Sleep(time.Until(deadline) + 50*time.Millisecond)
 		}
 	}
-	testHookAfterCommit = func() {
+	after := func() {
 		if checked {
 			return
 		}
@@ -407,7 +400,7 @@ func TestFenceLateCommit(t *testing.T) {
 			answered = append(answered, "ARP reply")
 		}
 	}
-	t.Cleanup(func() { testHookBeforeCommit, testHookAfterCommit = nil, nil })
+	f.sw.SetCommitHooks(before, after)
 
 	if err := f.OpenUntil(vip, deadline); !errors.Is(err, ErrExpired) {
 		t.Fatalf("deadline passed during the commit: %v, want ErrExpired", err)
