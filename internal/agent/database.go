@@ -25,6 +25,7 @@ const dbName = "main"
 // keeper.
 type dbRole struct {
 	srv    *pg.Server
+	fence  *pg.WriteFence            // nil when database.write_fence is off
 	keeper atomic.Pointer[pg.Keeper] // set once connected to etcd
 	done   sync.WaitGroup
 }
@@ -67,6 +68,14 @@ func (c *coordination) prepareDatabase(ctx context.Context) error {
 	}
 	c.db = &dbRole{srv: srv}
 	c.dbPassword = password
+	switch {
+	case !db.FenceWrites():
+		c.a.log.Warn("database.write_fence is off: a primary whose agent freezes keeps taking connections past its lease")
+	case os.Geteuid() != 0:
+		c.a.log.Warn("not root: the database runs without its write fence (nftables needs root)")
+	default:
+		c.db.fence = pg.NewWriteFence(0, db.Port)
+	}
 	return nil
 }
 
@@ -123,6 +132,7 @@ func (c *coordination) startKeeper(ctx context.Context) {
 		Replication:      pg.Upstream{User: db.Replication.User, Password: c.dbPassword},
 		Priority:         priority,
 		NoFailover:       tag.NoFailover,
+		Fence:            c.db.fence,
 		Logger:           c.a.log,
 		Registerer:       c.a.reg,
 	})

@@ -62,18 +62,18 @@ func TestAgentRunsTheDatabase(t *testing.T) {
 	port := freePortNumber(t)
 	c := &cluster{admin: freeAddr(t), listen: freeAddr(t), backends: []*app{startApp(t, "web1")},
 		coordination: fmt.Sprintf("{endpoints: [%q]}", url),
-		database:     fmt.Sprintf("{nodes: [lb1], port: %d, data_dir: %q, bindir: %q, lease: 1s}", port, dir+"/data", bindir),
+		database:     fmt.Sprintf("{nodes: [lb1], port: %d, data_dir: %q, bindir: %q, lease: 1s, write_fence: false}", port, dir+"/data", bindir),
 	}
 	e := newEnv(t, c)
 	e.run()
-	waitFor(t, 10*time.Second, "the admin API answers", func() (bool, string) {
+	waitFor(t, 10*time.Second, "the status API has a coordination section", func() (bool, string) {
 		select {
 		case err := <-e.done:
 			t.Fatalf("the agent stopped: %v", err)
 		default:
 		}
-		_, err := try("GET", e.adminURL("/healthz"))
-		return err == nil, fmt.Sprint(err)
+		r, err := try("GET", e.adminURL("/api/v1/status"))
+		return err == nil && strings.Contains(r.body, `"coordination"`), fmt.Sprint(err)
 	})
 
 	st := e.waitCoordination("lb1 is not the primary", func(s CoordinationStatus) bool {

@@ -79,6 +79,10 @@ func (db *Database) NodeDataDir(node string) string {
 	return NodePath(db.DataDir, node)
 }
 
+// FenceWrites reports whether the primary's port is under the kernel write
+// fence (database.write_fence, default true).
+func (db *Database) FenceWrites() bool { return db.WriteFence == nil || *db.WriteFence }
+
 // SettingPath returns the key path of the database setting name (as in
 // Settings, lowercased) as the file writes it, such as
 // "database.settings.Work_Mem", for Config.Position.

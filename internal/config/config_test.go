@@ -626,8 +626,11 @@ func TestDatabaseFile(t *testing.T) {
 	if got, want := db.NodeDataDir("db2"), filepath.Join("testdata", "data", "db2", "pg"); got != want {
 		t.Errorf("NodeDataDir(db2) = %q, want %q", got, want)
 	}
-	if line, col, ok := cfg.Position(db.SettingPath("work_mem")); !ok || line != 23 || col != 15 {
-		t.Errorf("Position of a setting as written = %d:%d %v, want 23:15", line, col, ok)
+	if !db.FenceWrites() {
+		t.Error("write_fence: true, FenceWrites false")
+	}
+	if line, col, ok := cfg.Position(db.SettingPath("work_mem")); !ok || line != 24 || col != 15 {
+		t.Errorf("Position of a setting as written = %d:%d %v, want 24:15", line, col, ok)
 	}
 }
 

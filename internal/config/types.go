@@ -307,6 +307,11 @@ type Database struct {
 	// keeps it primary; a lost primary is replaced about 1.02 × Lease
 	// later (default 2s).
 	Lease Duration `yaml:"lease"`
+	// WriteFence gates TCP traffic to and from the primary's port with an
+	// nftables dead-man's switch opened until its lease deadline (default
+	// true; needs root). Off, a frozen agent's primary keeps taking
+	// connections past its lease. Nil is true: read it with FenceWrites.
+	WriteFence *bool `yaml:"write_fence"`
 	// Settings are postgresql.conf settings, merged with haven's own,
 	// which win. Names are lowercased, as PostgreSQL does; values are kept
 	// as written (`max_connections: 200` is "200").

@@ -59,6 +59,11 @@ type KeeperConfig struct {
 	// Priority and NoFailover are the node's tags.
 	Priority   int
 	NoFailover bool
+	// Fence, when set, is the primary's kernel write fence (installed by
+	// Run): opened until the lease deadline at every renewal, closed
+	// before anything else when the node lets go. Without it a frozen
+	// agent's postgres keeps taking connections past the lease.
+	Fence      *WriteFence
 	Restart    RestartPolicy
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
@@ -250,6 +255,16 @@ func (k *Keeper) Run(ctx context.Context) error {
 		// timeline forked. Rewind before following anyone.
 		k.demoted.Store(true)
 	}
+	if f := k.cfg.Fence; f != nil {
+		if err := f.Install(); err != nil {
+			return err
+		}
+		defer func() {
+			if err := f.Remove(); err != nil {
+				k.log.Warn("remove the write fence", "error", err)
+			}
+		}()
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -373,6 +388,9 @@ func (k *Keeper) lead(ctx context.Context) error {
 			k.log.Warn("not promoting; handing the lead back", "why", err)
 			k.owner.SetEligible(false)
 			return nil
+		}
+		if !k.guard.fenceOpen() {
+			return errors.New("not promoting: the write fence is not open")
 		}
 		tl, err := k.srv.Promote(ctx)
 		if err != nil {
@@ -658,6 +676,12 @@ func (k *Keeper) publish(ctx context.Context) {
 	if st.Role == RolePrimary && !k.guard.isActing() {
 		st.Role = RoleStopped // being demoted: nobody may route writes here
 	}
+	if f := k.cfg.Fence; f != nil && st.Role == RoleReplica && !k.guard.isActing() {
+		// A replica serves reads: out of the fence.
+		if err := f.Unfence(); err != nil {
+			k.log.Warn("write fence", "error", err)
+		}
+	}
 	var ok bool
 	var why string
 	switch {
@@ -802,40 +826,79 @@ type keeperGuard struct {
 	acting   bool
 	epoch    int64
 	deadline time.Time
+	open     bool // the write fence is open until deadline (or there is none)
 }
 
+// Acquire opens the write fence until the deadline, then lets the keeper
+// promote.
 func (g *keeperGuard) Acquire(epoch int64, deadline time.Time) {
+	open := g.openFence(deadline, true)
 	g.mu.Lock()
-	g.acting, g.epoch, g.deadline = true, epoch, deadline
+	g.acting, g.epoch, g.deadline, g.open = true, epoch, deadline, open
 	g.mu.Unlock()
 	g.k.poke()
 }
 
+// Extend moves the write fence's deadline with the lease's.
 func (g *keeperGuard) Extend(deadline time.Time) {
+	open := g.openFence(deadline, false)
 	g.mu.Lock()
-	g.deadline = deadline
+	g.deadline, g.open = deadline, open
 	g.mu.Unlock()
 }
 
-// Release stops postgres before it returns (a fast shutdown: sessions end
-// at once, and the WAL written so far goes to the connected replicas), so
-// that on a planned handover the successor, which may take over as soon as
-// the record is released, has every commit. It blocks the owner for as
-// long as the stop takes; the supervisor bounds it.
+// openFence fences postgres's port (when acquiring) and opens it until
+// deadline; it reports whether the fence is open (true without a fence).
+func (g *keeperGuard) openFence(deadline time.Time, acquire bool) bool {
+	f := g.k.cfg.Fence
+	if f == nil {
+		return true
+	}
+	if acquire {
+		if err := f.Fence(); err != nil {
+			g.k.log.Error("write fence", "error", err)
+			return false
+		}
+	}
+	if err := f.OpenUntil(deadline); err != nil {
+		g.k.log.Error("write fence", "error", err)
+		return false
+	}
+	return true
+}
+
+// Release closes the write fence, then stops postgres before it returns (a
+// fast shutdown: sessions end at once, and the WAL written so far goes to
+// the connected replicas), so that on a planned handover the successor,
+// which may take over as soon as the record is released, has every commit.
+// It blocks the owner for as long as the stop takes; the supervisor bounds
+// it.
 func (g *keeperGuard) Release(reason string) {
 	g.mu.Lock()
 	was := g.acting
-	g.acting = false
+	g.acting, g.open = false, false
 	g.mu.Unlock()
 	if !was {
 		return
 	}
 	g.k.log.Warn("lost the lead: stopping postgres", "reason", reason)
 	g.k.demoted.Store(true)
+	if f := g.k.cfg.Fence; f != nil {
+		if err := f.Close(); err != nil {
+			g.k.log.Error("closing the write fence", "error", err)
+		}
+	}
 	if err := g.k.stopPostgres(); err != nil {
 		g.k.log.Error("stopping postgres after losing the lead", "error", err)
 	}
 	g.k.poke()
+}
+
+// fenceOpen reports whether the write fence is open for the current lead.
+func (g *keeperGuard) fenceOpen() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.acting && g.open
 }
 
 // isActing reports whether the node holds the record and its deadline has
