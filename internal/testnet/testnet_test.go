@@ -603,6 +603,17 @@ func TestSweepRemovesNamespacesOfDeadProcesses(t *testing.T) {
 	}
 	orphanDone := make(chan error, 1)
 	go func() { orphanDone <- orphan.Wait() }()
+	// ip netns exec enters the namespace after it starts: wait until the
+	// namespace holds the process, or Sweep may look before it does.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		out, _ := exec.Command("ip", "netns", "pids", stale).Output()
+		if len(strings.TrimSpace(string(out))) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the orphan never entered %s", stale)
+		}
+	}
 
 	if err := testnet.Sweep(); err != nil {
 		t.Fatal(err)
