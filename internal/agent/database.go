@@ -52,6 +52,7 @@ func (c *coordination) prepareDatabase(ctx context.Context) error {
 		}
 		hba = append(hba, pg.ReplicationHBA(db.Replication.User, netip.PrefixFrom(addr, addr.BitLen()).String())...)
 	}
+	hba = append(hba, db.HBA...)
 	srv, err := pg.New(ctx, pg.Config{
 		Bindir:          db.Bindir,
 		DataDir:         db.NodeDataDir(c.a.opt.Node),

@@ -315,8 +315,11 @@ type Database struct {
 	// Settings are postgresql.conf settings, merged with haven's own,
 	// which win. Names are lowercased, as PostgreSQL does; values are kept
 	// as written (`max_connections: 200` is "200").
-	Settings    map[string]string `yaml:"settings"`
-	Replication *Replication      `yaml:"replication"`
+	Settings map[string]string `yaml:"settings"`
+	// HBA are pg_hba.conf lines for the clients, after haven's own (the
+	// replication role from the database nodes).
+	HBA         []string     `yaml:"hba"`
+	Replication *Replication `yaml:"replication"`
 	// Tags hold each database node's failover preferences; after defaults
 	// every node of Nodes has one.
 	Tags   map[string]*DBTag `yaml:"tags"`

@@ -466,6 +466,9 @@ var (
 	osUserName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.-]{0,31}$`)
 )
 
+// hbaTypes are the connection types of a pg_hba.conf line.
+var hbaTypes = []string{"local", "host", "hostssl", "hostnossl", "hostgssenc", "hostnogssenc"}
+
 func (v *validator) database() {
 	db := v.cfg.Database
 	if db == nil {
@@ -496,6 +499,11 @@ func (v *validator) database() {
 		v.errorf("database.lease", "%s is not between %s and %s", db.Lease, Duration(minDBLease), Duration(maxDBLease))
 	}
 	v.settings(db)
+	for i, line := range db.HBA {
+		if f := strings.Fields(line); len(f) < 4 || strings.ContainsAny(line, "\n\r") || !slices.Contains(hbaTypes, f[0]) {
+			v.errorf(index("database.hba", i), "%q is not a pg_hba.conf line: TYPE DATABASE USER [ADDRESS] METHOD, such as \"host app app 198.18.1.0/24 scram-sha-256\"", line)
+		}
+	}
 	v.replication(db)
 	v.tags(db)
 	if dr := db.DR; dr != nil {

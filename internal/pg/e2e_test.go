@@ -1,0 +1,400 @@
+package pg_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/haven-ha/haven/internal/pg"
+	"github.com/haven-ha/haven/internal/testnet"
+)
+
+// The end-to-end test runs three real haven agents, each with embedded etcd
+// and a PostgreSQL keeper (sync mode, the write fence on), in network
+// namespaces, and a writer on a client host that inserts numbered rows into
+// whichever node the Patroni-style /primary endpoint names, recording a row
+// only once its COMMIT returned. Then it breaks the primary's agent: kill -9
+// and SIGSTOP past the lease. After each fault every acknowledged row must be
+// on the new primary, and no node may acknowledge a write after another
+// node has started to: never two writable primaries, as the client sees it.
+
+const dbLease = time.Second
+
+type dbCluster struct {
+	t      *testing.T
+	net    *testnet.Net
+	bin    string
+	psql   string
+	dir    string
+	nodes  []string
+	agents map[string]*testnet.Proc
+	http   *http.Client
+}
+
+func startDBCluster(t *testing.T) *dbCluster {
+	testnet.Require(t)
+	bins, err := pg.FindBinaries(context.Background(), "")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("CI=true and no PostgreSQL: %v", err)
+		}
+		t.Skipf("no PostgreSQL binaries: %v", err)
+	}
+	dir, err := os.MkdirTemp("", "havenpge2e")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o711); err != nil { // postgres must reach its data dir
+		t.Fatal(err)
+	}
+	c := &dbCluster{t: t, bin: buildHaven(t), dir: dir, psql: filepath.Join(bins.Dir, "psql"), nodes: []string{"db1", "db2", "db3"}, agents: map[string]*testnet.Proc{}}
+	c.net = testnet.Start(t, testnet.Options{Hosts: []string{"db1", "db2", "db3", "client"}})
+	client := c.net.Host("client")
+	c.http = &http.Client{Timeout: 500 * time.Millisecond, Transport: &http.Transport{DialContext: client.DialContext, DisableKeepAlives: true}}
+	cfg := fmt.Sprintf(`cluster: pgt
+regions:
+  east:
+    nodes:
+      db1: {address: 198.18.1.11, zone: a}
+      db2: {address: 198.18.1.12, zone: b}
+      db3: {address: 198.18.1.13, zone: c}
+coordination:
+  members: [db1, db2, db3]
+  data_dir: %[1]s/{node}/etcd
+  join_timeout: 20s
+database:
+  nodes: [db1, db2, db3]
+  data_dir: %[1]s/{node}/pg
+  bindir: %[2]s
+  lease: %[3]s
+  replication: {mode: sync, password_file: %[1]s/replication.password}
+  hba: ["host postgres app 198.18.1.0/24 scram-sha-256"]
+`, dir, bins.Dir, dbLease)
+	for name, content := range map[string]string{"haven.yaml": cfg, "replication.password": "e2e-secret\n"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range c.nodes {
+		if err := os.MkdirAll(filepath.Join(dir, n), 0o711); err != nil {
+			t.Fatal(err)
+		}
+		c.startAgent(n)
+	}
+	t.Cleanup(func() {
+		if t.Failed() || os.Getenv("HAVEN_E2E_DEBUG") != "" {
+			t.Logf("agents' logs:\n%s", c.agentLogs())
+		}
+	})
+	return c
+}
+
+func buildHaven(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "haven")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/haven-ha/haven/cmd/haven").CombinedOutput(); err != nil {
+		t.Fatalf("build haven: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func (c *dbCluster) startAgent(name string) {
+	c.t.Helper()
+	p, err := c.net.Host(name).Start(context.Background(), c.bin, "agent", "-c", filepath.Join(c.dir, "haven.yaml"), "-n", name)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.agents[name] = p
+}
+
+func (c *dbCluster) agentLogs() string {
+	var b strings.Builder
+	for _, n := range c.nodes {
+		out := c.agents[n].Output()
+		if len(out) > 200000 {
+			out = out[len(out)-200000:]
+		}
+		fmt.Fprintf(&b, "--- %s agent (last lines) ---\n%s\n", n, out)
+	}
+	return b.String()
+}
+
+// primary returns the node whose /primary answers 200, or "" when none or
+// more than one does.
+func (c *dbCluster) primary() string {
+	var found []string
+	for _, n := range c.nodes {
+		resp, err := c.http.Get("http://" + c.net.Host(n).Addr.String() + ":9900/primary")
+		if err != nil {
+			continue
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			found = append(found, n)
+		}
+	}
+	if len(found) != 1 {
+		return ""
+	}
+	return found[0]
+}
+
+// replicasStreaming reports whether every node but primary says it streams
+// from primary.
+func (c *dbCluster) replicasStreaming(primary string) bool {
+	for _, n := range c.nodes {
+		if n == primary {
+			continue
+		}
+		resp, err := c.http.Get("http://" + c.net.Host(n).Addr.String() + ":9900/replica")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return false
+		}
+	}
+	return true
+}
+
+// waitHealthy waits until one node is the primary and the others serve as
+// replicas, and returns the primary.
+func (c *dbCluster) waitHealthy(what string) string {
+	c.t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	for time.Now().Before(deadline) {
+		if p := c.primary(); p != "" && c.replicasStreaming(p) {
+			return p
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	c.t.Fatalf("%s: no healthy cluster within 90s", what)
+	return ""
+}
+
+func (c *dbCluster) connect(ctx context.Context, node string) (*pgx.Conn, error) {
+	cfg, err := pgx.ParseConfig(fmt.Sprintf("host=%s port=5432 user=app password=e2e-app dbname=postgres sslmode=disable connect_timeout=1",
+		c.net.Host(node).Addr))
+	if err != nil {
+		return nil, err
+	}
+	cfg.DialFunc = c.net.Host("client").DialContext
+	return pgx.ConnectConfig(ctx, cfg)
+}
+
+// ack is one row whose COMMIT returned OK, and the node that said so.
+type ack struct {
+	seq  int
+	node string
+	at   time.Time
+}
+
+// writer inserts rows through the primary until stop; it records every
+// acknowledged row and counts outcomes it cannot know (a timeout, a
+// connection lost mid-commit). A sticky writer keeps writing to the node
+// that was the primary when it started, as a client whose connection
+// outlives a failover does: if that node still took writes after another
+// had been promoted, its acknowledgements would show it.
+type writer struct {
+	c             *dbCluster
+	sticky        string
+	seq           int // the first row's number
+	mu            sync.Mutex
+	acks          []ack
+	indeterminate int
+	stop, done    chan struct{}
+}
+
+func (c *dbCluster) startWriter(sticky string, firstSeq int) *writer {
+	w := &writer{c: c, sticky: sticky, seq: firstSeq, stop: make(chan struct{}), done: make(chan struct{})}
+	go w.run()
+	return w
+}
+
+func (w *writer) run() {
+	defer close(w.done)
+	conns := map[string]*pgx.Conn{}
+	defer func() {
+		for _, conn := range conns {
+			conn.Close(context.Background())
+		}
+	}()
+	for seq := w.seq; ; seq++ {
+		select {
+		case <-w.stop:
+			return
+		default:
+		}
+		node := w.sticky
+		if node == "" {
+			node = w.c.primary()
+		}
+		if node == "" {
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		conn := conns[node]
+		var err error
+		if conn == nil {
+			conn, err = w.c.connect(ctx, node)
+			if err == nil {
+				conns[node] = conn
+			}
+		}
+		if err == nil {
+			_, err = conn.Exec(ctx, "INSERT INTO history (seq, node) VALUES ($1, $2)", seq, node)
+		}
+		cancel()
+		w.mu.Lock()
+		if err == nil {
+			w.acks = append(w.acks, ack{seq, node, time.Now()})
+		} else {
+			w.indeterminate++ // it may or may not have committed
+		}
+		w.mu.Unlock()
+		if err != nil && conn != nil {
+			conn.Close(context.Background())
+			delete(conns, node)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func (w *writer) halt() []ack {
+	close(w.stop)
+	<-w.done
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.acks)
+}
+
+func (w *writer) count() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.acks)
+}
+
+// check verifies the history after a fault: every acknowledged row is on
+// primary, and the nodes that acknowledged rows did so one after another,
+// never interleaved.
+func (c *dbCluster) check(what, primary string, acks []ack, gap time.Duration) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := c.connect(ctx, primary)
+	if err != nil {
+		c.t.Fatalf("%s: connect to %s: %v", what, primary, err)
+	}
+	defer conn.Close(ctx)
+	rows, err := conn.Query(ctx, "SELECT seq FROM history")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	have := map[int]bool{}
+	for rows.Next() {
+		var seq int
+		if err := rows.Scan(&seq); err != nil {
+			c.t.Fatal(err)
+		}
+		have[seq] = true
+	}
+	var lost []int
+	for _, a := range acks {
+		if !have[a.seq] {
+			lost = append(lost, a.seq)
+		}
+	}
+	if len(lost) > 0 {
+		c.t.Errorf("%s: %d of %d acknowledged rows are not on the new primary %s, such as %v", what, len(lost), len(acks), primary, lost[:min(len(lost), 10)])
+	}
+	var runs []string
+	seen := map[string]bool{}
+	for i, a := range acks {
+		if i > 0 && acks[i-1].node == a.node {
+			continue
+		}
+		if seen[a.node] {
+			c.t.Errorf("%s: %s acknowledged row %d at %s after another node had taken writes: two writable primaries", what, a.node, a.seq, a.at.Format("15:04:05.000"))
+			return
+		}
+		seen[a.node] = true
+		runs = append(runs, fmt.Sprintf("%s from row %d at %s", a.node, a.seq, a.at.Format("15:04:05.000")))
+	}
+	c.t.Logf("%s: %d rows acknowledged; longest gap between the failing-over client's writes %s; writers: %s", what, len(acks), gap.Round(time.Millisecond), strings.Join(runs, ", "))
+}
+
+func TestDatabaseUnderFaults(t *testing.T) {
+	c := startDBCluster(t)
+	primary := c.waitHealthy("bootstrap")
+	// The application's role and table, made as the superuser over the
+	// primary's unix socket (haven's own way in).
+	setup := exec.Command("ip", "netns", "exec", c.net.Host(primary).Namespace,
+		"runuser", "-u", "postgres", "--", c.psql, "-v", "ON_ERROR_STOP=1", "-h", filepath.Join(c.dir, primary, "run"), "-p", "5432", "-d", "postgres",
+		"-c", "CREATE ROLE app LOGIN PASSWORD 'e2e-app'",
+		"-c", "CREATE TABLE history (seq int PRIMARY KEY, node text)",
+		"-c", "GRANT SELECT, INSERT ON history TO app")
+	if out, err := setup.CombinedOutput(); err != nil {
+		t.Fatalf("set up the application's table on %s: %v\n%s", primary, err, out)
+	}
+
+	round := 0
+	fault := func(name string, do, undo func(p *testnet.Proc)) {
+		t.Helper()
+		old := c.waitHealthy(name + ": before")
+		round++
+		w := c.startWriter("", round*1_000_000)
+		stale := c.startWriter(old, round*1_000_000+500_000)
+		waitWrites := func(n int) {
+			deadline := time.Now().Add(30 * time.Second)
+			for start := w.count(); w.count() < start+n; {
+				if time.Now().After(deadline) {
+					t.Fatalf("%s: fewer than %d writes in 30s", name, n)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+		waitWrites(50)
+		do(c.agents[old])
+		deadline := time.Now().Add(30 * time.Second)
+		for p := c.primary(); p == "" || p == old; p = c.primary() {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: no new primary within 30s", name)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		waitWrites(50)
+		undo(c.agents[old])
+		mainAcks, staleAcks := w.halt(), stale.halt()
+		last := "none"
+		if len(staleAcks) > 0 {
+			last = staleAcks[len(staleAcks)-1].at.Format("15:04:05.000")
+		}
+		t.Logf("%s: the client stuck to %s had %d writes acknowledged, the last at %s, and %d it cannot know", name, old, len(staleAcks), last, stale.indeterminate)
+		var gap time.Duration
+		for i := 1; i < len(mainAcks); i++ {
+			gap = max(gap, mainAcks[i].at.Sub(mainAcks[i-1].at))
+		}
+		acks := append(mainAcks, staleAcks...)
+		slices.SortFunc(acks, func(a, b ack) int { return a.at.Compare(b.at) })
+		c.check(name, c.waitHealthy(name+": after"), acks, gap)
+	}
+	fault("kill -9 of the primary's agent",
+		func(p *testnet.Proc) { _ = p.Kill() },
+		func(p *testnet.Proc) { c.startAgent(p.Host.Name) })
+	fault("SIGSTOP of the primary's agent",
+		func(p *testnet.Proc) { _ = p.Freeze() },
+		func(p *testnet.Proc) { _ = p.Thaw() })
+}
