@@ -407,22 +407,8 @@ func (a *Agent) routes() {
 		}
 		web.WriteJSON(w, http.StatusOK, vips)
 	})
-	a.admin.HandleMutating("POST /api/v1/vips/{balancer}/move", func(w http.ResponseWriter, r *http.Request) {
-		co := a.coordination()
-		if co == nil {
-			web.WriteError(w, http.StatusServiceUnavailable, errors.New("the agent is starting"))
-			return
-		}
-		co.moveVIP(w, r)
-	})
-	a.admin.HandleMutating("POST /api/v1/database/switchover", func(w http.ResponseWriter, r *http.Request) {
-		co := a.coordination()
-		if co == nil {
-			web.WriteError(w, http.StatusServiceUnavailable, errors.New("the agent is starting"))
-			return
-		}
-		co.switchover(w, r)
-	})
+	a.admin.HandleMutating("POST /api/v1/vips/{balancer}/move", a.withCoordination((*coordination).moveVIP))
+	a.admin.HandleMutating("POST /api/v1/database/switchover", a.withCoordination((*coordination).switchover))
 	a.databaseRoutes()
 	a.admin.HandleMutating("POST /api/v1/reload", func(w http.ResponseWriter, r *http.Request) {
 		if err := a.Reload(); err != nil {
@@ -431,6 +417,19 @@ func (a *Agent) routes() {
 		}
 		web.WriteJSON(w, http.StatusOK, map[string]string{"result": "reloaded"})
 	})
+}
+
+// withCoordination serves h with the node's coordination, or 503 while the
+// agent is starting.
+func (a *Agent) withCoordination(h func(*coordination, http.ResponseWriter, *http.Request)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		co := a.coordination()
+		if co == nil {
+			web.WriteError(w, http.StatusServiceUnavailable, errors.New("the agent is starting"))
+			return
+		}
+		h(co, w, r)
+	}
 }
 
 func (a *Agent) backendAction(w http.ResponseWriter, r *http.Request) {

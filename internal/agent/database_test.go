@@ -73,7 +73,10 @@ func TestAgentRunsTheDatabase(t *testing.T) {
 		default:
 		}
 		r, err := try("GET", e.adminURL("/api/v1/status"))
-		return err == nil && strings.Contains(r.body, `"coordination"`), fmt.Sprint(err)
+		var st struct {
+			Coordination *CoordinationStatus `json:"coordination"`
+		}
+		return err == nil && json.Unmarshal([]byte(r.body), &st) == nil && st.Coordination != nil, fmt.Sprint(err)
 	})
 
 	st := e.waitCoordination("lb1 is not the primary", func(s CoordinationStatus) bool {

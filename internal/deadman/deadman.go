@@ -316,11 +316,14 @@ func (s *Switch) Live(key []byte) (bool, error) {
 	return true, nil
 }
 
-// flush runs build on a fresh connection and sends what it queued as one
+func (s *Switch) flush(build func(cc *nftables.Conn) error) error { return Flush(s.netns, build) }
+
+// Flush runs build on a fresh connection to the ruleset of netns (a file
+// descriptor; zero: the calling thread's) and sends what it queued as one
 // batch: the kernel applies all of it or none of it. A fresh connection per
 // batch leaves no unread replies behind after an error.
-func (s *Switch) flush(build func(cc *nftables.Conn) error) error {
-	cc, err := nftables.New(nftables.WithNetNSFd(s.netns))
+func Flush(netns int, build func(cc *nftables.Conn) error) error {
+	cc, err := nftables.New(nftables.WithNetNSFd(netns))
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package pg_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -119,15 +120,11 @@ func (c *dbCluster) startAgent(name string) {
 }
 
 func (c *dbCluster) agentLogs() string {
-	var b strings.Builder
+	var procs []*testnet.Proc
 	for _, n := range c.nodes {
-		out := c.agents[n].Output()
-		if len(out) > 200000 {
-			out = out[len(out)-200000:]
-		}
-		fmt.Fprintf(&b, "--- %s agent (last lines) ---\n%s\n", n, out)
+		procs = append(procs, c.agents[n])
 	}
-	return b.String()
+	return testnet.Outputs(200000, procs...)
 }
 
 // primary returns the node whose /primary answers 200, or "" when none or
@@ -150,19 +147,27 @@ func (c *dbCluster) primary() string {
 	return found[0]
 }
 
-// replicasStreaming reports whether every node but primary says it streams
-// from primary.
+// replicasStreaming reports whether every node but primary says, in the
+// status API, that it streams from primary.
 func (c *dbCluster) replicasStreaming(primary string) bool {
+	resp, err := c.http.Get("http://" + c.net.Host(primary).Addr.String() + ":9900/api/v1/status")
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	var st struct {
+		Coordination *struct {
+			Database *struct {
+				Members map[string]pg.MemberState `json:"members"`
+			} `json:"database"`
+		} `json:"coordination"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil || st.Coordination == nil || st.Coordination.Database == nil {
+		return false
+	}
 	for _, n := range c.nodes {
-		if n == primary {
-			continue
-		}
-		resp, err := c.http.Get("http://" + c.net.Host(n).Addr.String() + ":9900/replica")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
+		m := st.Coordination.Database.Members[n]
+		if n != primary && (m.Role != pg.RoleReplica || !m.Streaming || m.Upstream != primary) {
 			return false
 		}
 	}

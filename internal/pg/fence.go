@@ -182,12 +182,5 @@ func (f *WriteFence) Remove() error {
 }
 
 func (f *WriteFence) flush(build func(cc *nftables.Conn) error) error {
-	cc, err := nftables.New(nftables.WithNetNSFd(f.netns))
-	if err != nil {
-		return err
-	}
-	if err := build(cc); err != nil {
-		return err
-	}
-	return cc.Flush()
+	return deadman.Flush(f.netns, build)
 }

@@ -83,11 +83,12 @@ type Keeper struct {
 	state *coord.Entry[MemberState]
 	guard *keeperGuard
 	log   *slog.Logger
+	m     *keeperMetrics
 
-	mu         sync.Mutex
-	members    map[string]MemberState
-	sync       SyncState
-	primaryLSN LSN // the last position the primary published
+	mu      sync.Mutex
+	members map[string]MemberState
+	sync    SyncState
+	primary MemberState // the last state a primary published
 
 	// session is the supervisor session, while postgres should run.
 	supMu   sync.Mutex
@@ -104,6 +105,8 @@ type Keeper struct {
 	// promotion that its peers' answers ruled out.
 	vetoUntil time.Time
 	vetoWhy   string
+	// lastNoLeader is why there was no primary to follow, as last logged.
+	lastNoLeader string
 	// whyNot is why the node may not lead, as last logged ("" when it may).
 	whyNot string
 	// failedFollows counts Follow attempts that did not stream, to fall
@@ -150,6 +153,11 @@ func NewKeeper(cfg KeeperConfig) (*Keeper, error) {
 		wake:    make(chan struct{}, 1),
 	}
 	k.guard = &keeperGuard{k: k}
+	m, err := newKeeperMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("pg: keeper: %w", err)
+	}
+	k.m = m
 	sup, err := NewSupervisor(cfg.Server, cfg.Restart, log, cfg.Registerer)
 	if err != nil {
 		return nil, err
@@ -230,7 +238,7 @@ func (k *Keeper) HealthHandler() *HealthHandler { return NewHealthHandler(k.srv,
 func (k *Keeper) PrimaryLSN() (LSN, bool) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	return k.primaryLSN, k.primaryLSN != 0
+	return k.primary.LSN, k.primary.LSN != 0
 }
 
 // Sync returns the leader's sync record as last seen.
@@ -321,8 +329,8 @@ func (k *Keeper) watch(ctx context.Context) error {
 		k.mu.Lock()
 		k.members = m
 		for _, s := range m {
-			if s.Role == RolePrimary && s.LSN > k.primaryLSN {
-				k.primaryLSN = s.LSN
+			if s.Role == RolePrimary && (s.Timeline > k.primary.Timeline || s.Timeline == k.primary.Timeline && s.LSN > k.primary.LSN) {
+				k.primary = s
 			}
 		}
 		k.mu.Unlock()
@@ -398,6 +406,7 @@ func (k *Keeper) lead(ctx context.Context) error {
 		}
 		k.following, k.failedFollows = "", 0
 		k.demoted.Store(false)
+		k.m.promotions.Inc()
 		k.log.Warn("promoted to primary", "timeline", tl, "epoch", k.guard.currentEpoch(), "took", time.Since(start).Round(time.Millisecond))
 	}
 	if err := k.srv.EnsureReplicationUser(ctx, k.cfg.Replication.User, k.cfg.Replication.Password); err != nil {
@@ -490,6 +499,11 @@ func (k *Keeper) manageSync(ctx context.Context) error {
 	k.mu.Lock()
 	cur := k.sync
 	k.mu.Unlock()
+	k.m.syncK.Set(float64(want.K))
+	k.m.syncDegraded.Set(0)
+	if k.cfg.Mode == ModeSync && want.K == 0 {
+		k.m.syncDegraded.Set(1)
+	}
 	if cur.Leader == want.Leader && cur.K == want.K && slices.Equal(cur.Standbys, want.Standbys) {
 		return nil
 	}
@@ -537,6 +551,9 @@ func (k *Keeper) follow(ctx context.Context) error {
 		}
 	}
 	leader, ok := k.leader()
+	if why := k.noLeader(ok); why != "" {
+		k.log.Info("no primary to follow yet", "why", why)
+	}
 	if !ok {
 		if !running && k.hasData() && !k.supRunning() {
 			// Start read-only, replaying its own WAL, so that the node
@@ -577,6 +594,30 @@ func (k *Keeper) follow(ctx context.Context) error {
 	k.following, k.failedFollows = leader.Node, 0
 	k.log.Info("following the primary", "primary", leader.Node, "timeline", leader.Timeline)
 	return nil
+}
+
+// noLeader returns, once per change, why there is no primary to follow.
+func (k *Keeper) noLeader(ok bool) string {
+	why := ""
+	if !ok {
+		holder := k.owner.Status().Holder
+		k.mu.Lock()
+		m, seen := k.members[holder]
+		k.mu.Unlock()
+		switch {
+		case holder == "":
+			why = "nobody holds the record"
+		case !seen:
+			why = holder + " holds the record but publishes no state"
+		default:
+			why = holder + " holds the record but its postgres is " + m.Role
+		}
+	}
+	if why == k.lastNoLeader {
+		return ""
+	}
+	k.lastNoLeader = why
+	return why
 }
 
 // leader returns the published state of the record's holder when it runs
@@ -668,10 +709,10 @@ func (k *Keeper) publish(ctx context.Context) {
 		}
 	}
 	k.mu.Lock()
-	members, sync, primaryLSN := k.members, k.sync, k.primaryLSN
+	members, sync, primary := k.members, k.sync, k.primary
 	k.mu.Unlock()
-	if st.Role == RoleReplica && primaryLSN > st.LSN {
-		st.Lag = uint64(primaryLSN - st.LSN)
+	if st.Role == RoleReplica && primary.LSN > st.LSN {
+		st.Lag = uint64(primary.LSN - st.LSN)
 	}
 	if st.Role == RolePrimary && !k.guard.isActing() {
 		st.Role = RoleStopped // being demoted: nobody may route writes here
@@ -694,13 +735,14 @@ func (k *Keeper) publish(ctx context.Context) {
 		ok = !k.cfg.NoFailover // bootstrap: any node may initialise
 		why = "tagged nofailover"
 	default:
-		ok, why = promotable(st, members, sync, primaryLSN, failoverPolicy{mode: k.cfg.Mode, maxLag: k.cfg.MaxLagOnFailover})
+		ok, why = promotable(st, members, sync, primary, failoverPolicy{mode: k.cfg.Mode, maxLag: k.cfg.MaxLagOnFailover})
 	}
 	if ok {
 		why = ""
 	}
 	st.NotPromotable = why
 	k.state.Set(st)
+	k.setMetrics(st, ok)
 	if why != k.whyNot {
 		if why != "" {
 			k.log.Info("may not lead", "why", why)
@@ -710,6 +752,25 @@ func (k *Keeper) publish(ctx context.Context) {
 		k.whyNot = why
 	}
 	k.owner.SetEligible(ok)
+}
+
+func (k *Keeper) setMetrics(st MemberState, promotable bool) {
+	b := func(v bool) float64 {
+		if v {
+			return 1
+		}
+		return 0
+	}
+	primary := st.Role == RolePrimary && k.guard.fenceOpen()
+	k.m.primary.Set(b(primary))
+	k.m.lsn.Set(float64(st.LSN))
+	k.m.lag.Set(float64(st.Lag))
+	k.m.timeline.Set(float64(st.Timeline))
+	k.m.promotable.Set(b(promotable && !primary))
+	if !primary {
+		k.m.syncK.Set(0)
+		k.m.syncDegraded.Set(0)
+	}
 }
 
 // initialized reports whether the cluster has been initialised (InitKey

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/haven-ha/haven/internal/coord"
@@ -229,6 +230,16 @@ func TestKeeperFailover(t *testing.T) {
 		primary.exec(t, fmt.Sprintf("INSERT INTO t VALUES (%d)", i)) // acknowledged
 	}
 	waitSync(t, primary, 1, 2)
+	waitFor(t, "haven_pg_primary 1 on the primary only, k=1", func() (string, bool) {
+		var seen []string
+		ok := testutil.ToFloat64(primary.m.syncK) == 1
+		for _, k := range append([]*testKeeper{primary}, replicas...) {
+			v := testutil.ToFloat64(k.m.primary)
+			seen = append(seen, fmt.Sprintf("%s=%v", k.cfg.Node, v))
+			ok = ok && v == map[bool]float64{true: 1, false: 0}[k == primary]
+		}
+		return strings.Join(seen, " "), ok
+	})
 
 	old := primary
 	crash(t, old)

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -170,6 +171,20 @@ func (p *Proc) Done() <-chan struct{} { return p.done }
 // Output returns what the process has written to its standard output and
 // standard error so far.
 func (p *Proc) Output() string { return p.out.String() }
+
+// Outputs returns the output of each of procs, its last max bytes, under a
+// line naming its host: what a failing test shows of the daemons it ran.
+func Outputs(max int, procs ...*Proc) string {
+	var b strings.Builder
+	for _, p := range procs {
+		out := p.Output()
+		if len(out) > max {
+			out = out[len(out)-max:]
+		}
+		fmt.Fprintf(&b, "--- %s (last %d bytes at most) ---\n%s\n", p, max, out)
+	}
+	return b.String()
+}
 
 // stop kills a running process group, thawing it first, and waits up to
 // timeout for the process to be reaped.

@@ -224,15 +224,11 @@ func (c *cluster) waitSettled() {
 }
 
 func (c *cluster) agentLogs() string {
-	var b strings.Builder
+	var procs []*testnet.Proc
 	for _, n := range c.nodes {
-		out := c.agents[n].Output()
-		if len(out) > 300000 {
-			out = out[len(out)-300000:]
-		}
-		fmt.Fprintf(&b, "--- %s agent (last lines) ---\n%s\n", n, out)
+		procs = append(procs, c.agents[n])
 	}
-	return b.String()
+	return testnet.Outputs(300000, procs...)
 }
 
 // holder is the node the probe answers name now.

@@ -489,18 +489,8 @@ func (f *Fence) Remove() error {
 	return nil
 }
 
-// flush runs build on a fresh connection and sends what it queued as one
-// batch: the kernel applies all of it or none of it. A fresh connection per
-// batch leaves no unread replies behind after an error.
 func (f *Fence) flush(build func(cc *nftables.Conn) error) error {
-	cc, err := nftables.New(nftables.WithNetNSFd(f.netns))
-	if err != nil {
-		return err
-	}
-	if err := build(cc); err != nil {
-		return err
-	}
-	return cc.Flush()
+	return deadman.Flush(f.netns, build)
 }
 
 // normalize unmaps, validates, sorts and deduplicates addrs.
