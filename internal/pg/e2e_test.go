@@ -24,8 +24,9 @@ import (
 // and a PostgreSQL keeper (sync mode, the write fence on), in network
 // namespaces, and a writer on a client host that inserts numbered rows into
 // whichever node the Patroni-style /primary endpoint names, recording a row
-// only once its COMMIT returned. Then it breaks the primary's agent: kill -9
-// and SIGSTOP past the lease. After each fault every acknowledged row must be
+// only once its COMMIT returned. Then it breaks the primary: kill -9 of its
+// agent, SIGSTOP of it past the lease, and a partition from the other
+// database nodes. After each fault every acknowledged row must be
 // on the new primary, and no node may acknowledge a write after another
 // node has started to: never two writable primaries, as the client sees it.
 
@@ -402,4 +403,21 @@ func TestDatabaseUnderFaults(t *testing.T) {
 	fault("SIGSTOP of the primary's agent",
 		func(p *testnet.Proc) { _ = p.Freeze() },
 		func(p *testnet.Proc) { _ = p.Thaw() })
+	// The primary cut off from the other database nodes (its etcd member
+	// in the minority), while the clients still reach it.
+	fault("the primary partitioned from the other nodes",
+		func(p *testnet.Proc) {
+			for _, n := range c.nodes {
+				if n != p.Host.Name {
+					if err := c.net.Partition(p.Host, c.net.Host(n)); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+		},
+		func(*testnet.Proc) {
+			if err := c.net.HealAll(); err != nil {
+				t.Fatal(err)
+			}
+		})
 }
