@@ -88,6 +88,11 @@ func (ac *adminClient) adminURL(node string) (string, error) {
 	return "http://" + net.JoinHostPort(host, port), nil
 }
 
+// errUnreachable is wrapped by do's error when the request never reached
+// the node's agent (it could not connect): only then may a caller ask
+// another node to do what it asked, without risking doing it twice.
+var errUnreachable = errors.New("unreachable")
+
 func (ac *adminClient) do(method, node, path string, out any) error {
 	base, err := ac.adminURL(node)
 	if err != nil {
@@ -102,7 +107,12 @@ func (ac *adminClient) do(method, node, path string, out any) error {
 	}
 	resp, err := ac.client.Do(req)
 	if err != nil {
-		return fmt.Errorf("node %s: %w (is its agent running?)", node, err)
+		var op *net.OpError
+		if errors.As(err, &op) && op.Op == "dial" {
+			// Nothing reached the agent: another node may be asked.
+			return fmt.Errorf("node %s: %w (is its agent running?): %w", node, err, errUnreachable)
+		}
+		return fmt.Errorf("node %s: %w", node, err)
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 8<<20))

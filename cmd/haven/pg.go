@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"slices"
 	"text/tabwriter"
+	"time"
 
 	"github.com/haven-ha/haven/internal/agent"
 )
@@ -43,6 +44,8 @@ func runPG(args []string, stdout, stderr io.Writer) error {
 	}
 	switch pos[0] {
 	case "switchover":
+		// The agent waits for the new primary, up to two leases and 5s.
+		ac.client.Timeout = 2*db.Lease.D() + 10*time.Second
 		return pgSwitchover(ac, db.Nodes, *to, stdout)
 	case "status":
 		return pgStatus(ac, db.Nodes, stdout)
@@ -52,7 +55,9 @@ func runPG(args []string, stdout, stderr io.Writer) error {
 }
 
 // pgSwitchover asks the first database node that answers to run the
-// switchover; it waits until another node is the primary.
+// switchover; it waits until another node is the primary. Only a node that
+// could not be reached is passed over: one that took the request and failed
+// is not asked again elsewhere, which would switch over twice.
 func pgSwitchover(ac *adminClient, nodes []string, to string, stdout io.Writer) error {
 	var errs []error
 	for _, n := range nodes {
@@ -61,6 +66,9 @@ func pgSwitchover(ac *adminClient, nodes []string, to string, stdout io.Writer) 
 		}
 		if err := ac.do("POST", n, "/api/v1/database/switchover?to="+url.QueryEscape(to), &out); err != nil {
 			errs = append(errs, err)
+			if !errors.Is(err, errUnreachable) {
+				break
+			}
 			continue
 		}
 		fmt.Fprintf(stdout, "%s is the primary\n", out.Primary)

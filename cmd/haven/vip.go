@@ -95,6 +95,9 @@ func vipMove(ac *adminClient, b *config.Balancer, to string, stdout io.Writer) e
 		err := ac.do("POST", n, "/api/v1/vips/"+url.PathEscape(b.Name)+"/move?to="+url.QueryEscape(to), &out)
 		if err != nil {
 			errs = append(errs, err)
+			if !errors.Is(err, errUnreachable) {
+				break // the node took the request: asking another could move it twice
+			}
 			continue
 		}
 		if out.Result != "" {

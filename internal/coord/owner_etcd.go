@@ -220,7 +220,8 @@ func (o *Owner) Handover(ctx context.Context, to string) error {
 }
 
 // RequestHandover asks whichever node holds the singleton at prefix to hand
-// it to node to, through etcd: any agent can serve `haven vip move`.
+// it to node to ("" for the best eligible candidate), through etcd: any
+// agent can serve `haven vip move` and `haven pg switchover`.
 func RequestHandover(ctx context.Context, cli *clientv3.Client, prefix, to string) error {
 	b, err := json.Marshal(struct {
 		To string `json:"to"`
@@ -637,15 +638,21 @@ func (o *Owner) apply(now time.Time, u watchUpdate) {
 	}
 	if h := u.handover; h != nil && h.rev > o.handoverRev && o.e.holding && h.rev > o.e.epoch {
 		o.handoverRev = h.rev
-		switch c, ok := o.cands[h.to]; {
-		case h.to == o.cfg.Node:
+		to := h.to
+		if to == "" {
+			to = o.best() // "" asks for the best eligible candidate
+		}
+		switch c, ok := o.cands[to]; {
+		case to == "":
+			o.log.Warn("handover requested to the best candidate, but no other node is eligible; ignored")
+		case to == o.cfg.Node:
 		case !ok || !c.Eligible:
 			// Handing over to a node that would not take it leaves the
 			// singleton unheld until a lease runs out: refuse.
-			o.log.Warn("handover requested to a node that is not an eligible candidate; ignored", "to", h.to)
+			o.log.Warn("handover requested to a node that is not an eligible candidate; ignored", "to", to)
 		default:
-			o.log.Info("handover requested", "to", h.to)
-			o.e.handover(now, h.to)
+			o.log.Info("handover requested", "to", to, "asked_for", orNone(h.to))
+			o.e.handover(now, to)
 		}
 	}
 	o.preempt(now)

@@ -342,6 +342,23 @@ func TestOwnerHandoverToIneligibleNodeIsRefused(t *testing.T) {
 	}
 }
 
+// A request for no node in particular hands over to the best eligible
+// candidate.
+func TestOwnerHandoverRequestToTheBestCandidate(t *testing.T) {
+	h := newOwnerHarness(t)
+	_, b := h.startPair(100, 100, false)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := b.o.WaitFor(ctx, func(s OwnerStatus) bool { return len(s.Candidates) == 2 }); err != nil {
+		t.Fatal(err)
+	}
+	if err := RequestHandover(ctx, b.cli, h.prefix, ""); err != nil {
+		t.Fatal(err)
+	}
+	h.waitHolder("n2", 5*time.Second)
+	h.checkNoOverlap()
+}
+
 func TestOwnerMoveSticksAgainstPreempt(t *testing.T) {
 	h := newOwnerHarness(t)
 	_, b := h.startPair(100, 50, true)

@@ -65,6 +65,7 @@ func startDBCluster(t *testing.T) *dbCluster {
 	client := c.net.Host("client")
 	c.http = &http.Client{Timeout: 500 * time.Millisecond, Transport: &http.Transport{DialContext: client.DialContext, DisableKeepAlives: true}}
 	cfg := fmt.Sprintf(`cluster: pgt
+admin: {token_file: %[1]s/token}
 regions:
   east:
     nodes:
@@ -83,7 +84,7 @@ database:
   replication: {mode: sync, password_file: %[1]s/replication.password}
   hba: ["host postgres app 198.18.1.0/24 scram-sha-256"]
 `, dir, bins.Dir, dbLease)
-	for name, content := range map[string]string{"haven.yaml": cfg, "replication.password": "e2e-secret\n"} {
+	for name, content := range map[string]string{"haven.yaml": cfg, "replication.password": "e2e-secret\n", "token": "e2e-token\n"} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -403,6 +404,19 @@ func TestDatabaseUnderFaults(t *testing.T) {
 	fault("SIGSTOP of the primary's agent",
 		func(p *testnet.Proc) { _ = p.Freeze() },
 		func(p *testnet.Proc) { _ = p.Thaw() })
+	// A planned switchover with `haven pg switchover`, run on the client.
+	fault("haven pg switchover",
+		func(p *testnet.Proc) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			start := time.Now()
+			out, err := c.net.Host("client").Command(ctx, c.bin, "pg", "switchover", "-c", filepath.Join(c.dir, "haven.yaml")).CombinedOutput()
+			if err != nil {
+				t.Fatalf("haven pg switchover: %v\n%s", err, out)
+			}
+			t.Logf("haven pg switchover: %s, after %s", strings.TrimSpace(string(out)), time.Since(start).Round(time.Millisecond))
+		},
+		func(*testnet.Proc) {})
 	// The primary cut off from the other database nodes (its etcd member
 	// in the minority), while the clients still reach it.
 	fault("the primary partitioned from the other nodes",

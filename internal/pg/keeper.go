@@ -107,6 +107,9 @@ type Keeper struct {
 	vetoWhy   string
 	// lastNoLeader is why there was no primary to follow, as last logged.
 	lastNoLeader string
+	// timeline is the newest timeline this node's postgres has shown since
+	// its data directory was last replaced (clone, rewind).
+	timeline uint32
 	// whyNot is why the node may not lead, as last logged ("" when it may).
 	whyNot string
 	// failedFollows counts Follow attempts that did not stream, to fall
@@ -646,7 +649,7 @@ func (k *Keeper) clone(ctx context.Context, leader string, up Upstream) error {
 	if err := k.srv.Clone(ctx, up); err != nil {
 		return err
 	}
-	k.following, k.failedFollows = leader, 0
+	k.following, k.failedFollows, k.timeline = leader, 0, 0
 	k.demoted.Store(false)
 	k.startSupervisor(ctx) // adopts the running clone
 	return nil
@@ -676,7 +679,7 @@ func (k *Keeper) rewind(ctx context.Context, leader string, up Upstream) error {
 			"diverged_at", res.DivergedAt, "diverged_timeline", res.DivergedTimeline,
 			"lost_wal_end", res.TargetEnd, "took", res.Took.Round(time.Millisecond))
 	}
-	k.following, k.failedFollows = leader, 0
+	k.following, k.failedFollows, k.timeline = leader, 0, 0
 	k.demoted.Store(false)
 	k.startSupervisor(ctx)
 	return nil
@@ -701,11 +704,17 @@ func (k *Keeper) publish(ctx context.Context) {
 		}
 		st.Timeline, st.Replayed = pos.Timeline, pos.Replayed
 		if pos.InRecovery {
+			// A replica that stops streaming reports its last
+			// restartpoint's timeline, which may be older than the WAL
+			// it received: publish the newest it has shown.
+			k.timeline = max(k.timeline, pos.Timeline)
+			st.Timeline = k.timeline
 			st.Role, st.LSN = RoleReplica, max(pos.Received, pos.Replayed)
 			st.Upstream = k.following
 			st.Streaming = pos.Received != 0 && k.following != ""
 		} else {
 			st.Role, st.LSN = RolePrimary, pos.Current
+			k.timeline = pos.Timeline
 		}
 	}
 	k.mu.Lock()
@@ -928,12 +937,12 @@ func (g *keeperGuard) openFence(deadline time.Time, acquire bool) bool {
 	return true
 }
 
-// Release closes the write fence, then stops postgres before it returns (a
-// fast shutdown: sessions end at once, and the WAL written so far goes to
-// the connected replicas), so that on a planned handover the successor,
-// which may take over as soon as the record is released, has every commit.
-// It blocks the owner for as long as the stop takes; the supervisor bounds
-// it.
+// Release stops postgres before it returns (a fast shutdown: sessions end
+// at once, and the WAL written so far goes to the connected replicas), so
+// that on a planned handover the successor, which may take over as soon as
+// the record is released, has every commit; then it closes the write
+// fence. It blocks the owner for as long as the stop takes; the supervisor
+// bounds it, and the fence closes by itself at the deadline meanwhile.
 func (g *keeperGuard) Release(reason string) {
 	g.mu.Lock()
 	was := g.acting
@@ -944,13 +953,16 @@ func (g *keeperGuard) Release(reason string) {
 	}
 	g.k.log.Warn("lost the lead: stopping postgres", "reason", reason)
 	g.k.demoted.Store(true)
+	// postgres first: its fast shutdown sends the replicas the WAL written
+	// so far, through the fence, which is open until the deadline and
+	// closes by itself then if the stop takes longer.
+	if err := g.k.stopPostgres(); err != nil {
+		g.k.log.Error("stopping postgres after losing the lead", "error", err)
+	}
 	if f := g.k.cfg.Fence; f != nil {
 		if err := f.Close(); err != nil {
 			g.k.log.Error("closing the write fence", "error", err)
 		}
-	}
-	if err := g.k.stopPostgres(); err != nil {
-		g.k.log.Error("stopping postgres after losing the lead", "error", err)
 	}
 	g.k.poke()
 }
