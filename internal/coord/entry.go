@@ -30,9 +30,10 @@ type Entry[T any] struct {
 	ttl    int64 // seconds
 	log    *slog.Logger
 
-	mu      sync.Mutex
-	value   []byte // JSON; a copy per reader, so nothing is shared
-	version uint64 // bumped on every change
+	mu        sync.Mutex
+	value     []byte // JSON; a copy per reader, so nothing is shared
+	version   uint64 // bumped on every change
+	published uint64 // the version etcd has
 
 	changed chan struct{} // capacity 1: a change is pending
 	started atomic.Bool
@@ -135,6 +136,29 @@ func (e *Entry[T]) snapshot() ([]byte, uint64) {
 	return e.value, e.version
 }
 
+// Sync waits until etcd has the value as it is now (Run publishes it), or
+// ctx ends.
+func (e *Entry[T]) Sync(ctx context.Context) error {
+	e.mu.Lock()
+	want := e.version
+	e.mu.Unlock()
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for {
+		e.mu.Lock()
+		done := e.published >= want
+		e.mu.Unlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("coord: entry %s not published: %w", e.key, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
 // Run publishes the entry and keeps it alive until ctx ends, then revokes
 // the lease so that the entry disappears at once. While etcd is unavailable
 // it retries with backoff. It returns nil when ctx ended. Run may be called
@@ -201,6 +225,9 @@ func (e *Entry[T]) session(ctx context.Context) error {
 				retry = time.After(retryMin)
 			} else {
 				published = version
+				e.mu.Lock()
+				e.published = version
+				e.mu.Unlock()
 			}
 		}
 		select {

@@ -2,12 +2,14 @@ package pg
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // confirmTimeout bounds each question to a peer before a promotion.
@@ -43,6 +45,9 @@ func (k *Keeper) confirmPromotion(ctx context.Context, self LSN) error {
 			return fmt.Errorf("%s has received more WAL (%s, this node %s)", node, lsn, self)
 		}
 	}
+	if err := k.caughtUp(ctx, self); err != nil {
+		return err
+	}
 	if syncSet {
 		answered := len(got)
 		if slices.Contains(sync.Standbys, k.cfg.Node) {
@@ -51,6 +56,37 @@ func (k *Keeper) confirmPromotion(ctx context.Context, self LSN) error {
 		if need := len(sync.Standbys) - sync.K + 1; answered < need {
 			return fmt.Errorf("only %d of the synchronous standbys %v answered; %d must, to be sure of every acknowledged commit", answered, sync.Standbys, need)
 		}
+	}
+	return nil
+}
+
+// caughtUp reads the members' states from etcd (not the watch, which may
+// lag the record's release) and checks that self has received the WAL the
+// last primary wrote, as far as it published (its final position after a
+// planned stop, or its last published one), within max_lag_on_failover.
+func (k *Keeper) caughtUp(ctx context.Context, self LSN) error {
+	qctx, cancel := context.WithTimeout(ctx, confirmTimeout)
+	defer cancel()
+	resp, err := k.cfg.Client.Get(qctx, StatePrefix(k.cfg.Cluster, k.cfg.Name), clientv3.WithPrefix())
+	if err != nil {
+		return fmt.Errorf("read the members' states: %w", err)
+	}
+	var last MemberState
+	for _, kv := range resp.Kvs {
+		var m MemberState
+		if json.Unmarshal(kv.Value, &m) != nil || m.Node == k.cfg.Node {
+			continue
+		}
+		end := m.LastPrimaryLSN
+		if m.Role == RolePrimary {
+			end = m.LSN
+		}
+		if end != 0 && (m.Timeline > last.Timeline || m.Timeline == last.Timeline && end > last.LSN) {
+			last = MemberState{Node: m.Node, Timeline: m.Timeline, LSN: end}
+		}
+	}
+	if last.LSN > self && uint64(last.LSN-self) > k.cfg.MaxLagOnFailover {
+		return fmt.Errorf("has WAL to %s, but the last primary %s wrote to %s", self, last.Node, last.LSN)
 	}
 	return nil
 }

@@ -61,6 +61,9 @@ type MemberState struct {
 	Lag        uint64 `json:"lag,omitempty"`
 	NoFailover bool   `json:"nofailover,omitempty"`
 	Priority   int    `json:"priority"`
+	// LastPrimaryLSN, on a former primary that let go, is where its WAL
+	// ended: its successor must have received that far.
+	LastPrimaryLSN LSN `json:"last_primary_lsn,omitempty"`
 	// NotPromotable says why the node may not become the primary now
 	// ("" when it may, or when it is the primary).
 	NotPromotable string `json:"not_promotable,omitempty"`

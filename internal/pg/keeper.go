@@ -24,6 +24,12 @@ import (
 // DefaultLease is the database primary's default ownership lease.
 const DefaultLease = 2 * time.Second
 
+// degradeAfter is how long a sync primary keeps commits waiting with no
+// replica streaming before it degrades to async: long enough for replicas
+// to reconnect after the primary restarted in place (PostgreSQL retries a
+// stream every wal_retrieve_retry_interval, 5 s by default).
+const degradeAfter = 10 * time.Second
+
 // keeperTick is how often the keeper looks at postgres and etcd when
 // nothing wakes it sooner.
 const keeperTick = 250 * time.Millisecond
@@ -107,6 +113,15 @@ type Keeper struct {
 	vetoWhy   string
 	// lastNoLeader is why there was no primary to follow, as last logged.
 	lastNoLeader string
+	// finalLSN is where this node's WAL ended when it last let go of the
+	// primary, published until it follows a new one.
+	finalLSN atomic.Uint64
+	// noStandbySince is when the primary last saw its replicas all gone
+	// (zero while one streams).
+	noStandbySince time.Time
+	// setUpEpoch is the lead (fencing epoch) for which the replication role
+	// and the replicas' slots were last set up.
+	setUpEpoch int64
 	// timeline is the newest timeline this node's postgres has shown since
 	// its data directory was last replaced (clone, rewind).
 	timeline uint32
@@ -140,8 +155,14 @@ func NewKeeper(cfg KeeperConfig) (*Keeper, error) {
 	if cfg.Mode == "" {
 		cfg.Mode = ModeAsync
 	}
-	if cfg.Mode != ModeAsync && cfg.SyncStandbys < 1 {
-		cfg.SyncStandbys = 1
+	if cfg.Mode != ModeAsync {
+		if cfg.SyncStandbys < 1 {
+			cfg.SyncStandbys = 1
+		}
+		// A sync cluster that degraded to async may lose nothing more on
+		// failover: only a replica level with the primary's last
+		// published position may be promoted then.
+		cfg.MaxLagOnFailover = 0
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -412,15 +433,19 @@ func (k *Keeper) lead(ctx context.Context) error {
 		k.m.promotions.Inc()
 		k.log.Warn("promoted to primary", "timeline", tl, "epoch", k.guard.currentEpoch(), "took", time.Since(start).Round(time.Millisecond))
 	}
-	if err := k.srv.EnsureReplicationUser(ctx, k.cfg.Replication.User, k.cfg.Replication.Password); err != nil {
-		return err
-	}
-	for _, n := range k.cfg.Nodes {
-		if n != k.cfg.Node {
-			if err := k.srv.CreateSlot(ctx, slotName(n)); err != nil {
-				return err
+	// Once per lead: the role's ALTER and the grants write WAL.
+	if epoch := k.guard.currentEpoch(); k.setUpEpoch != epoch {
+		if err := k.srv.EnsureReplicationUser(ctx, k.cfg.Replication.User, k.cfg.Replication.Password); err != nil {
+			return err
+		}
+		for _, n := range k.cfg.Nodes {
+			if n != k.cfg.Node {
+				if err := k.srv.CreateSlot(ctx, slotName(n)); err != nil {
+					return err
+				}
 			}
 		}
+		k.setUpEpoch = epoch
 	}
 	return k.manageSync(ctx)
 }
@@ -484,6 +509,19 @@ func (k *Keeper) manageSync(ctx context.Context) error {
 		}
 	}
 	slices.Sort(healthy)
+	if len(healthy) > 0 {
+		k.noStandbySince = time.Time{}
+	} else if k.cfg.Mode == ModeSync {
+		// Replicas reconnect a few seconds after a restart of the
+		// primary: commits wait for them that long before sync mode
+		// degrades to async.
+		if k.noStandbySince.IsZero() {
+			k.noStandbySince = time.Now()
+		}
+		if time.Since(k.noStandbySince) < degradeAfter {
+			return nil
+		}
+	}
 	want := SyncState{Leader: k.cfg.Node, K: min(k.cfg.SyncStandbys, len(healthy)), Standbys: healthy}
 	if k.cfg.Mode == ModeStrict {
 		// Never fewer than k: with no healthy standby, keep waiting for
@@ -651,6 +689,7 @@ func (k *Keeper) clone(ctx context.Context, leader string, up Upstream) error {
 	}
 	k.following, k.failedFollows, k.timeline = leader, 0, 0
 	k.demoted.Store(false)
+	k.finalLSN.Store(0)
 	k.startSupervisor(ctx) // adopts the running clone
 	return nil
 }
@@ -681,6 +720,7 @@ func (k *Keeper) rewind(ctx context.Context, leader string, up Upstream) error {
 	}
 	k.following, k.failedFollows, k.timeline = leader, 0, 0
 	k.demoted.Store(false)
+	k.finalLSN.Store(0)
 	k.startSupervisor(ctx)
 	return nil
 }
@@ -750,6 +790,9 @@ func (k *Keeper) publish(ctx context.Context) {
 		why = ""
 	}
 	st.NotPromotable = why
+	if st.Role != RolePrimary {
+		st.LastPrimaryLSN = LSN(k.finalLSN.Load())
+	}
 	k.state.Set(st)
 	k.setMetrics(st, ok)
 	if why != k.whyNot {
@@ -802,6 +845,30 @@ func (k *Keeper) initialized(ctx context.Context) bool {
 func fileExists(path string) bool {
 	_, err := os.Stat(path)
 	return err == nil
+}
+
+// publishFinal publishes, before the record is released, where the stopped
+// primary's WAL ends (its latest checkpoint, the shutdown checkpoint after
+// a clean stop), and waits until etcd has it: a successor reads it right
+// before promoting and must have received that far (within
+// max_lag_on_failover, which is 0 outside async mode), so a planned
+// handover loses nothing even when sync mode had degraded to async.
+// Bounded: it is on the way out.
+func (k *Keeper) publishFinal() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	cd, err := k.srv.ControlData(ctx)
+	if err != nil || cd.Checkpoint == 0 {
+		k.log.Warn("final WAL position unknown", "error", err)
+		return
+	}
+	k.finalLSN.Store(uint64(cd.Checkpoint))
+	k.state.Update(func(st *MemberState) {
+		st.Role, st.LastPrimaryLSN = RoleStopped, cd.Checkpoint
+	})
+	if err := k.state.Sync(ctx); err != nil {
+		k.log.Warn("publishing the final WAL position", "error", err)
+	}
 }
 
 // hasData reports whether the data directory holds a database.
@@ -959,6 +1026,7 @@ func (g *keeperGuard) Release(reason string) {
 	if err := g.k.stopPostgres(); err != nil {
 		g.k.log.Error("stopping postgres after losing the lead", "error", err)
 	}
+	g.k.publishFinal()
 	if f := g.k.cfg.Fence; f != nil {
 		if err := f.Close(); err != nil {
 			g.k.log.Error("closing the write fence", "error", err)
