@@ -167,26 +167,10 @@ func (e *Entry[T]) Run(ctx context.Context) error {
 	if !e.started.CompareAndSwap(false, true) {
 		return fmt.Errorf("coord: entry %s: Run called twice", e.key)
 	}
-	wait := retryMin
-	for {
-		began := time.Now()
-		err := e.session(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if time.Since(began) > time.Duration(e.ttl)*time.Second {
-			wait = retryMin // the session was healthy for a while
-		}
+	return retrySessions(ctx, time.Duration(e.ttl)*time.Second, e.session, func(err error, wait time.Duration) error {
 		e.log.Warn("entry lost; publishing again", "error", err, "retry_in", wait)
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil
-		case <-t.C:
-		}
-		wait = min(2*wait, retryMax)
-	}
+		return nil
+	})
 }
 
 // session grants a lease, publishes the entry on it and keeps both up to
@@ -271,18 +255,34 @@ func (e *Entry[T]) revoke(ctx context.Context, id clientv3.LeaseID) {
 // unavailable, or the member cut off from its quorum, WatchPrefix retries;
 // it lists the entries again when it resumes.
 func WatchPrefix[T any](ctx context.Context, client *clientv3.Client, prefix string, fn func(map[string]T)) error {
-	wait := retryMin
-	for {
-		began := time.Now()
-		err := watchPrefix(ctx, client, prefix, fn)
-		if ctx.Err() != nil {
-			return nil
-		}
+	return retrySessions(ctx, retryMax, func(ctx context.Context) error {
+		return watchPrefix(ctx, client, prefix, fn)
+	}, func(err error, _ time.Duration) error {
 		if errors.Is(err, rpctypes.ErrPermissionDenied) || errors.Is(err, rpctypes.ErrUserEmpty) {
 			return fmt.Errorf("coord: watch %s: %w", prefix, err)
 		}
-		if time.Since(began) > retryMax {
+		return nil
+	})
+}
+
+// retrySessions runs session until ctx ends, again after each failure,
+// with a backoff from retryMin to retryMax that starts over once a session
+// lasted healthy, longer than healthy. failed sees each failure and the
+// wait before the next attempt; an error from it ends the loop. It returns
+// nil when ctx ended.
+func retrySessions(ctx context.Context, healthy time.Duration, session func(context.Context) error, failed func(err error, wait time.Duration) error) error {
+	wait := retryMin
+	for {
+		began := time.Now()
+		err := session(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if time.Since(began) > healthy {
 			wait = retryMin
+		}
+		if ferr := failed(err, wait); ferr != nil {
+			return ferr
 		}
 		t := time.NewTimer(wait)
 		select {

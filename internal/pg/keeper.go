@@ -422,7 +422,7 @@ func (k *Keeper) lead(ctx context.Context) error {
 			return nil
 		}
 		if !k.guard.fenceOpen() {
-			return errors.New("not promoting: the write fence is not open")
+			return errors.New("not promoting: the write fence could not be opened (nftables refused it; its error is logged above); fix nftables, or set database.write_fence: false")
 		}
 		tl, err := k.srv.Promote(ctx)
 		if err != nil {
@@ -942,7 +942,7 @@ func (k *Keeper) stopPostgres() error {
 func (k *Keeper) waitRunning(ctx context.Context) error {
 	for k.sup.Status().State != StateRunning {
 		if k.sup.Status().State == StateFailed {
-			return errors.New("postgres failed to start")
+			return fmt.Errorf("postgres failed to start after initdb; see %s", k.srv.LogFile())
 		}
 		select {
 		case <-ctx.Done():

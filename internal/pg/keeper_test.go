@@ -213,17 +213,8 @@ func (k *testKeeper) exec(t *testing.T, sql string) {
 // replica promoted has every acknowledged row, the other follows it, and
 // the old primary rejoins as a replica when its node comes back.
 func TestKeeperFailover(t *testing.T) {
-	etcd := startEtcd(t)
 	nodes := []string{"db1", "db2", "db3"}
-	var servers []*testServer
-	var keepers []*testKeeper
-	for _, n := range nodes {
-		s := newNode(t, n)
-		servers = append(servers, s)
-		keepers = append(keepers, startKeeper(t, etcd, s, nodes, ModeSync))
-	}
-	primary, replicas := leaderOf(t, keepers...)
-	waitCluster(t, primary, replicas...)
+	etcd, primary, replicas := startCluster(t, ModeSync, nodes...)
 
 	primary.exec(t, "CREATE TABLE t (id int PRIMARY KEY)")
 	for i := 1; i <= 50; i++ {

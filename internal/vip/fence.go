@@ -506,13 +506,3 @@ func normalize(addrs []netip.Addr) ([]netip.Addr, error) {
 	slices.SortFunc(out, netip.Addr.Compare)
 	return slices.Compact(out), nil
 }
-
-func tableFamily(t *nftables.Table) string {
-	switch t.Family {
-	case nftables.TableFamilyARP:
-		return "arp"
-	case nftables.TableFamilyNetdev:
-		return "netdev"
-	}
-	return "inet"
-}
