@@ -99,10 +99,12 @@ type ClientConfig struct {
 // returns an error that lists every endpoint tried and why it failed. ctx
 // bounds only this check; close the client when done.
 //
-// The client pings its connections every 2s while it has streams open
-// (watches, lease keep-alives) and gives a member 1s to answer, then moves
-// its requests to another member; it reconnects to a member that comes
-// back within a couple of seconds. Embedded members accept such pings; an
+// The client pings its connections while it has streams open (watches,
+// lease keep-alives) and gives a member 1s to answer, then moves its
+// requests to another member; it reconnects to a member that comes back
+// within a couple of seconds. gRPC spaces pings at least 10s apart
+// whatever is asked, so a frozen member is found faster by the callers:
+// owners renew through alternates, watches ask for progress. Embedded members accept such pings; an
 // external etcd should run with --grpc-keepalive-min-time=1s, or it may
 // answer an otherwise idle client's pings with GOAWAY.
 func NewClient(ctx context.Context, cfg ClientConfig) (*clientv3.Client, error) {

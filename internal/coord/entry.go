@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +17,7 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/metadata"
 )
 
 // Entry keeps one value, as JSON, at a key of its own, attached to a lease
@@ -295,10 +297,31 @@ func retrySessions(ctx context.Context, healthy time.Duration, session func(cont
 	}
 }
 
+// A watch stream to a member that froze (SIGSTOP, a hung disk, a stuck
+// VM) neither delivers nor fails: gRPC raises client keepalive pings to
+// at least 10s apart, so the connection looks alive for 10-20s. Each
+// session therefore asks for progress every watchProgressEvery and ends
+// when an answer is later than watchStallAfter; the next session opens a
+// stream of its own (unique metadata: clientv3 shares one stream among
+// watches of equal metadata) on whichever member the balancer picks, and
+// lists with a deadline.
+const (
+	watchProgressEvery = 500 * time.Millisecond
+	watchStallAfter    = 1500 * time.Millisecond
+	watchListTimeout   = 2 * time.Second
+)
+
+var watchSessions atomic.Uint64
+
+// errWatchStalled ends a watch session whose member stopped answering.
+var errWatchStalled = errors.New("watch stalled: the member stopped answering")
+
 // watchPrefix lists the entries, then follows changes from the listed
-// revision on, until the watch fails or ctx ends.
+// revision on, until the watch fails, stalls or ctx ends.
 func watchPrefix[T any](ctx context.Context, client *clientv3.Client, prefix string, fn func(map[string]T)) error {
-	resp, err := client.Get(ctx, prefix, clientv3.WithPrefix())
+	lctx, cancelList := context.WithTimeout(ctx, watchListTimeout)
+	resp, err := client.Get(lctx, prefix, clientv3.WithPrefix())
+	cancelList()
 	if err != nil {
 		return err
 	}
@@ -312,17 +335,30 @@ func watchPrefix[T any](ctx context.Context, client *clientv3.Client, prefix str
 
 	// WithRequireLeader: a member cut off from the quorum ends the watch
 	// instead of serving a stale view.
-	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-	defer cancel()
-	watch := client.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
+	wctx, cancel := context.WithCancelCause(clientv3.WithRequireLeader(
+		metadata.AppendToOutgoingContext(ctx, "haven-watch-session", strconv.FormatUint(watchSessions.Add(1), 10))))
+	defer cancel(nil)
+	// The watch starts at the listed revision, not after it, and skips
+	// what the list already had: etcd answers no progress request for a
+	// watch whose start is still in the future, as an idle one's would be.
+	listed := resp.Header.Revision
+	watch := client.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(listed))
+	heard := make(chan struct{}, 1)
+	go watchLiveness(wctx, client, heard, cancel)
 	for wr := range watch {
+		select {
+		case heard <- struct{}{}:
+		default:
+		}
 		if err := wr.Err(); err != nil {
 			return err
 		}
-		if len(wr.Events) == 0 {
-			continue
-		}
+		changed := false
 		for _, ev := range wr.Events {
+			if ev.Kv.ModRevision <= listed {
+				continue
+			}
+			changed = true
 			name := strings.TrimPrefix(string(ev.Kv.Key), prefix)
 			switch ev.Type {
 			case mvccpb.Event_DELETE:
@@ -335,12 +371,44 @@ func watchPrefix[T any](ctx context.Context, client *clientv3.Client, prefix str
 				}
 			}
 		}
-		fn(maps.Clone(entries))
+		if changed {
+			fn(maps.Clone(entries))
+		}
 	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if err := context.Cause(wctx); errors.Is(err, errWatchStalled) {
+		return err
+	}
 	return errors.New("watch closed")
+}
+
+// watchLiveness asks the watch stream of ctx for progress and cancels it
+// when no response (progress or events, signalled on heard) came within
+// watchStallAfter of a request.
+func watchLiveness(ctx context.Context, client *clientv3.Client, heard <-chan struct{}, cancel context.CancelCauseFunc) {
+	t := time.NewTicker(watchProgressEvery)
+	defer t.Stop()
+	var asked time.Time // of the request not answered yet; zero when none
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-heard:
+			asked = time.Time{}
+		case now := <-t.C:
+			if asked.IsZero() {
+				asked = now
+				// It only queues the request on the stream; the answer
+				// comes back on the watch channel.
+				_ = client.RequestProgress(ctx)
+			} else if now.Sub(asked) > watchStallAfter {
+				cancel(errWatchStalled)
+				return
+			}
+		}
+	}
 }
 
 // decodeEntry parses one entry; the key, not the value, names it.
