@@ -36,6 +36,7 @@ type coordination struct {
 
 	db         *dbRole // nil unless this node is a database node
 	dbPassword string
+	router     *dbRouter // nil unless this node is a database router
 
 	mu     sync.Mutex
 	client *clientv3.Client
@@ -85,6 +86,10 @@ func (a *Agent) startCoordination(cfg *config.Config) (*coordination, error) {
 		return nil, err
 	}
 	if err := c.prepareDatabase(context.Background()); err != nil {
+		c.cleanupVIPs()
+		return nil, err
+	}
+	if err := c.prepareRouter(); err != nil {
 		c.cleanupVIPs()
 		return nil, err
 	}
@@ -245,6 +250,9 @@ func (c *coordination) connect(ctx context.Context) {
 	}
 	if c.db != nil {
 		c.startKeeper(ctx)
+	}
+	if c.router != nil {
+		c.wg.Go(func() { c.watchRoutes(ctx) })
 	}
 	if c.member != nil && len(c.vips) > 0 {
 		c.wg.Go(func() { c.keepLeaderAway(ctx) })
@@ -501,6 +509,9 @@ func (c *coordination) stop() {
 	c.wg.Wait()
 	if c.db != nil {
 		c.db.done.Wait()
+	}
+	if c.router != nil {
+		c.router.close()
 	}
 	c.cleanupVIPs()
 	if cli := c.etcd(); cli != nil {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/coord"
+	"github.com/haven-ha/haven/internal/lb"
 	"github.com/haven-ha/haven/internal/pg"
 	"github.com/haven-ha/haven/internal/web"
 )
@@ -157,18 +158,28 @@ type DatabaseStatus struct {
 	Epoch   int64                     `json:"epoch"`
 	Members map[string]pg.MemberState `json:"members"`
 	Sync    pg.SyncState              `json:"sync"`
+	// Routes and Router, on a router node: where its pools send clients
+	// now, and the pools' balancers.
+	Routes *pg.Routes  `json:"routes,omitempty"`
+	Router []lb.Status `json:"router,omitempty"`
 }
 
 func (c *coordination) databaseStatus() *DatabaseStatus {
-	if c.db == nil {
+	if c.db == nil && c.router == nil {
 		return nil
 	}
-	k := c.db.keeper.Load()
-	if k == nil {
-		return &DatabaseStatus{Members: map[string]pg.MemberState{}}
+	st := &DatabaseStatus{Members: map[string]pg.MemberState{}}
+	if c.db != nil {
+		if k := c.db.keeper.Load(); k != nil {
+			o := k.Owner().Status()
+			st.Primary, st.Epoch, st.Members, st.Sync = o.Holder, o.Epoch, k.Members(), k.Sync()
+		}
 	}
-	o := k.Owner().Status()
-	return &DatabaseStatus{Primary: o.Holder, Epoch: o.Epoch, Members: k.Members(), Sync: k.Sync()}
+	if c.router != nil {
+		rt := c.router.Routes()
+		st.Routes, st.Router = &rt, c.router.statuses()
+	}
+	return st
 }
 
 // patroniPaths are the Patroni-compatible health endpoints served on the

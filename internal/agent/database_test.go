@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/haven-ha/haven/internal/pg"
 )
 
@@ -53,16 +55,18 @@ func freePortNumber(t *testing.T) int {
 
 // An agent whose node is haven.yaml's database node initialises the
 // cluster and runs postgres as the primary; the status API and `haven pg
-// status` report it, and the Patroni-compatible endpoints answer on the
-// admin port.
+// status` report it, the Patroni-compatible endpoints answer on the admin
+// port, and its router takes clients to the primary.
 func TestAgentRunsTheDatabase(t *testing.T) {
 	bindir := requirePostgres(t)
 	url, _ := startExternalEtcd(t)
 	dir := searchableDir(t)
 	port := freePortNumber(t)
+	router := freeAddr(t)
 	c := &cluster{admin: freeAddr(t), listen: freeAddr(t), backends: []*app{startApp(t, "web1")},
 		coordination: fmt.Sprintf("{endpoints: [%q]}", url),
-		database:     fmt.Sprintf("{nodes: [lb1], port: %d, data_dir: %q, bindir: %q, lease: 1s, write_fence: false}", port, dir+"/data", bindir),
+		database: fmt.Sprintf("{nodes: [lb1], port: %d, data_dir: %q, bindir: %q, lease: 1s, write_fence: false, listen: {primary: %q}, hba: [\"host all postgres 127.0.0.1/32 trust\"]}",
+			port, dir+"/data", bindir, router),
 	}
 	e := newEnv(t, c)
 	e.run()
@@ -95,9 +99,39 @@ func TestAgentRunsTheDatabase(t *testing.T) {
 		t.Errorf("/primary body: %+v, %v", h, err)
 	}
 
-	// postgres stops with the agent: nothing listens on its port after.
+	// The router sends a client to the primary's postgres.
+	st = e.waitCoordination("the router has no primary", func(s CoordinationStatus) bool {
+		return s.Database.Routes != nil && s.Database.Routes.Primary == "lb1"
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	host, rport, _ := net.SplitHostPort(router)
+	conn, err := pgx.Connect(ctx, fmt.Sprintf("host=%s port=%s user=postgres dbname=postgres sslmode=disable connect_timeout=5", host, rport))
+	if err != nil {
+		t.Fatalf("connect through the router at %s: %v", router, err)
+	}
+	var serverPort int
+	var standby bool
+	if err := conn.QueryRow(ctx, "SELECT inet_server_port(), pg_is_in_recovery()").Scan(&serverPort, &standby); err != nil {
+		t.Fatalf("query through the router: %v", err)
+	}
+	if serverPort != port || standby {
+		t.Errorf("the router's primary pool reached port %d (in recovery: %v), want the primary on %d", serverPort, standby, port)
+	}
+
+	// postgres stops with the agent: nothing listens on its port after,
+	// and the router closed the client's connection rather than holding
+	// the agent's stop.
 	if err := e.stop(); err != nil {
 		t.Fatal(err)
+	}
+	if err := conn.Ping(ctx); err == nil {
+		t.Errorf("the connection through the router is still open after the agent stopped")
+	}
+	conn.Close(ctx)
+	if c, err := net.Dial("tcp", router); err == nil {
+		c.Close()
+		t.Errorf("the router still listens on %s after the agent stopped", router)
 	}
 	if conn, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port))); err == nil {
 		conn.Close()

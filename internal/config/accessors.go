@@ -100,3 +100,34 @@ func NodePath(p, node string) string {
 }
 
 const nodePlaceholder = "{node}"
+
+// RoutesOn reports whether node serves the database's listeners.
+func (c *Config) RoutesOn(node string) bool {
+	return c.Database != nil && c.Database.Listen != nil && slices.Contains(c.Database.Routers, node)
+}
+
+// RouterBalancer is the TCP balancer behind the database's listener for
+// pool "primary" or "replicas" (nil when that listener is not set), with
+// no backends: they come from etcd. Health comes from the keepers too, so
+// it has no check and no passive ejection. A node that leaves a pool has
+// its connections closed: no client keeps writing to a node that is no
+// longer the primary, or reading from a replica that fell behind.
+func (db *Database) RouterBalancer(pool string) *Balancer {
+	if db.Listen == nil {
+		return nil
+	}
+	b := &Balancer{Name: "database-" + pool, Mode: "tcp", ShutdownSessions: true}
+	switch pool {
+	case "primary":
+		b.Listen, b.Algorithm = db.Listen.Primary, "roundrobin"
+	case "replicas":
+		b.Listen, b.Algorithm = db.Listen.Replicas, "leastconn"
+	}
+	if b.Listen == "" {
+		return nil
+	}
+	b.Nodes = db.Routers
+	b.Passive.ConsecutiveFailures = new(0)
+	defaultBalancer(b, newReport(""), "database.listen."+pool, "")
+	return b
+}

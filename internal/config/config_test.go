@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -629,8 +630,22 @@ func TestDatabaseFile(t *testing.T) {
 	if !db.FenceWrites() {
 		t.Error("write_fence: true, FenceWrites false")
 	}
-	if line, col, ok := cfg.Position(db.SettingPath("work_mem")); !ok || line != 24 || col != 15 {
-		t.Errorf("Position of a setting as written = %d:%d %v, want 24:15", line, col, ok)
+	if db.Listen.Primary != ":5432" || db.Listen.Replicas != ":5433" || !slices.Equal(db.Routers, []string{"lb1"}) || db.ReplicaMaxLag != 16<<20 {
+		t.Errorf("listen %+v, routers %v, replica_max_lag %d", *db.Listen, db.Routers, db.ReplicaMaxLag)
+	}
+	if !cfg.RoutesOn("lb1") || cfg.RoutesOn("db1") {
+		t.Errorf("RoutesOn(lb1), RoutesOn(db1) = %v, %v; want true, false", cfg.RoutesOn("lb1"), cfg.RoutesOn("db1"))
+	}
+	primary, replicas := db.RouterBalancer("primary"), db.RouterBalancer("replicas")
+	if primary.Listen != ":5432" || primary.Mode != "tcp" || !primary.ShutdownSessions || *primary.Passive.ConsecutiveFailures != 0 ||
+		primary.Timeouts.Connect.D() != defaultConnectTimeout || len(primary.Backends) != 0 {
+		t.Errorf("the primary's balancer: %+v", primary)
+	}
+	if replicas.Listen != ":5433" || replicas.Algorithm != "leastconn" || !replicas.ShutdownSessions {
+		t.Errorf("the replicas' balancer: %+v", replicas)
+	}
+	if line, col, ok := cfg.Position(db.SettingPath("work_mem")); !ok || line != 25 || col != 15 {
+		t.Errorf("Position of a setting as written = %d:%d %v, want 25:15", line, col, ok)
 	}
 }
 

@@ -59,6 +59,7 @@ const (
 	defaultMaxLag        = 1 << 20
 	defaultReplUser      = "replicator"
 	defaultDBTagPriority = 100
+	defaultReplicaMaxLag = 1 << 20
 )
 
 // applyDefaults fills every defaulted field that was left out and copies
@@ -127,6 +128,12 @@ func defaultDatabase(db *Database, r *report, dir string) {
 		rp.User = defaultReplUser
 	}
 	rp.PasswordFile = resolvePath(dir, rp.PasswordFile)
+	if db.Listen != nil {
+		if len(db.Routers) == 0 {
+			db.Routers = slices.Clone(db.Nodes)
+		}
+		r.defaultSize(&db.ReplicaMaxLag, "database.replica_max_lag", defaultReplicaMaxLag)
+	}
 	if db.Tags == nil {
 		db.Tags = map[string]*DBTag{}
 	}

@@ -1,6 +1,11 @@
 package config
 
-import "net/netip"
+import (
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+)
 
 // listener is one TCP address an agent listens on.
 type listener struct {
@@ -50,7 +55,7 @@ func (v *validator) listeners() {
 }
 
 // listenersOn lists the well-formed listen addresses of node: its admin
-// address first, then its balancers by name.
+// address first, then its balancers by name, then the database's.
 func (v *validator) listenersOn(node string) []listener {
 	var ls []listener
 	if n := v.nodes[node]; n != nil {
@@ -60,6 +65,17 @@ func (v *validator) listenersOn(node string) []listener {
 	for _, b := range v.cfg.BalancersOn(node) {
 		path := "balancers." + b.Name + ".listen"
 		ls = appendListener(ls, path, path, b.Listen)
+	}
+	if db := v.cfg.Database; db != nil {
+		if n := v.nodes[node]; n != nil && slices.Contains(db.Nodes, node) {
+			ls = appendListener(ls, "database.port", "PostgreSQL's database.port", net.JoinHostPort(n.Address, strconv.Itoa(db.Port)))
+		}
+		if v.cfg.RoutesOn(node) {
+			ls = appendListener(ls, "database.listen.primary", "database.listen.primary", db.Listen.Primary)
+			if db.Listen.Replicas != "" {
+				ls = appendListener(ls, "database.listen.replicas", "database.listen.replicas", db.Listen.Replicas)
+			}
+		}
 	}
 	return ls
 }

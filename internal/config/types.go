@@ -174,6 +174,11 @@ type Balancer struct {
 	// reporting not ready (default 0s; set it to your health-check period
 	// upstream).
 	Lameduck Duration `yaml:"lameduck"`
+	// ShutdownSessions, in mode tcp, closes the client connections of a
+	// backend that goes down or leaves the pool, rather than leaving them
+	// to their timeouts (HAProxy's on-marked-down shutdown-sessions). The
+	// database's primary pool always does.
+	ShutdownSessions bool `yaml:"shutdown_sessions"`
 
 	Name string `yaml:"-"`
 }
@@ -320,6 +325,16 @@ type Database struct {
 	// replication role from the database nodes).
 	HBA         []string     `yaml:"hba"`
 	Replication *Replication `yaml:"replication"`
+	// Listen, when set, makes the routers proxy the database's clients:
+	// Primary to the primary, Replicas to replicas, as etcd says they are
+	// now (a failover moves them without a reload).
+	Listen *DBListen `yaml:"listen"`
+	// Routers are the nodes that serve Listen (default: the database
+	// nodes).
+	Routers []string `yaml:"routers"`
+	// ReplicaMaxLag: a replica further behind the primary leaves the
+	// replicas pool until it catches up (default 1MiB).
+	ReplicaMaxLag Size `yaml:"replica_max_lag"`
 	// Tags hold each database node's failover preferences; after defaults
 	// every node of Nodes has one.
 	Tags   map[string]*DBTag `yaml:"tags"`
@@ -347,6 +362,16 @@ type Replication struct {
 	// PasswordFile holds the replication role's password; required when
 	// there are two or more database nodes (dr nodes included).
 	PasswordFile string `yaml:"password_file"`
+}
+
+// DBListen are the routers' listeners for the database's clients, each
+// "HOST:PORT" or ":PORT".
+type DBListen struct {
+	// Primary takes read-write connections (required).
+	Primary string `yaml:"primary"`
+	// Replicas takes read-only connections, spread over the replicas by
+	// least connections (optional).
+	Replicas string `yaml:"replicas"`
 }
 
 // DBTag is one database node's failover preferences.

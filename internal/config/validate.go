@@ -219,6 +219,9 @@ func (v *validator) modeOptions(b *Balancer, path string) {
 	case b.ProxyProtocol != "" && b.Mode != "tcp":
 		v.errorf(path+".proxy_protocol", "only applies in mode tcp (this balancer is mode %s)", b.Mode)
 	}
+	if b.ShutdownSessions && b.Mode != "tcp" {
+		v.errorf(path+".shutdown_sessions", "only applies in mode tcp (this balancer is mode %s)", b.Mode)
+	}
 }
 
 func (v *validator) tlsFile(path, file, what string) {
@@ -506,6 +509,7 @@ func (v *validator) database() {
 	}
 	v.replication(db)
 	v.tags(db)
+	v.dbListen(db)
 	if dr := db.DR; dr != nil {
 		v.warnf("database.dr", "%s", notSupported)
 		v.nodeRefs("database.dr.nodes", dr.Nodes, "the nodes of the standby cluster, such as nodes: [wdb1]")
@@ -524,6 +528,33 @@ func (v *validator) database() {
 			v.errorf("database.backup.target", "required: where backups go, such as target: file:///var/lib/haven/backups or s3://bucket/prefix")
 		} else {
 			v.url("database.backup.target", b.Target, backupSchemes)
+		}
+	}
+}
+
+// dbListen checks the routers' listeners (listeners reports collisions,
+// with PostgreSQL's own port among others).
+func (v *validator) dbListen(db *Database) {
+	l := db.Listen
+	if l == nil {
+		if len(db.Routers) > 0 {
+			v.errorf("database.routers", "routers serve database.listen, which is not set: add listen: {primary: \":6432\"}")
+		}
+		return
+	}
+	v.nodeRefs("database.routers", db.Routers, "the nodes that proxy the database's clients, such as routers: [lb1, lb2]")
+	if db.ReplicaMaxLag < 0 {
+		v.errorf("database.replica_max_lag", "%s is negative", db.ReplicaMaxLag)
+	}
+	if l.Primary == "" {
+		v.errorf("database.listen.primary", "required: where clients connect for the primary, such as primary: \":6432\"")
+	}
+	for _, f := range []struct{ key, addr string }{{"primary", l.Primary}, {"replicas", l.Replicas}} {
+		if f.addr == "" {
+			continue
+		}
+		if _, _, err := splitListen(f.addr); err != nil {
+			v.errorf("database.listen."+f.key, "%q: %v", f.addr, err)
 		}
 	}
 }

@@ -68,6 +68,30 @@ type backend struct {
 
 	poolMu sync.Mutex
 	idle   []*backendConn
+	// sessions are the TCP-mode client connections tunnelled to the
+	// backend, tracked only when the balancer shuts sessions down.
+	sessions map[*clientConn]struct{}
+}
+
+// addSession records a tunnelled client connection; it reports false
+// when the backend has already left the pool (the caller must not start).
+func (b *backend) addSession(cc *clientConn) bool {
+	b.poolMu.Lock()
+	defer b.poolMu.Unlock()
+	if b.removed.Load() {
+		return false
+	}
+	if b.sessions == nil {
+		b.sessions = make(map[*clientConn]struct{})
+	}
+	b.sessions[cc] = struct{}{}
+	return true
+}
+
+func (b *backend) dropSession(cc *clientConn) {
+	b.poolMu.Lock()
+	delete(b.sessions, cc)
+	b.poolMu.Unlock()
 }
 
 // Weight implements balance.Backend: the configured weight, ramped up during

@@ -57,24 +57,28 @@ type settings struct {
 	proxyProtocol  int
 	slowStart      time.Duration
 	passive        health.PassiveSpec
+	// shutdownSessions closes a TCP backend's connections when it goes
+	// down or leaves the pool.
+	shutdownSessions bool
 }
 
 func newSettings(c *config.Balancer, check *config.Check) *settings {
 	s := &settings{
-		cfg:            c,
-		check:          check,
-		connectTimeout: c.Timeouts.Connect.D(),
-		headerTimeout:  c.Timeouts.ClientHeader.D(),
-		clientTimeout:  c.Timeouts.Client.D(),
-		serverTimeout:  c.Timeouts.Server.D(),
-		queueTimeout:   c.Timeouts.Queue.D(),
-		tunnelTimeout:  c.Timeouts.Tunnel.D(),
-		maxHeader:      int(c.Limits.MaxHeaderBytes),
-		maxBody:        int64(c.Limits.MaxBodyBytes),
-		queueSize:      c.Limits.QueueSize,
-		retries:        c.RetryCount(),
-		retryMethods:   c.Retries.Methods,
-		slowStart:      c.SlowStart.D(),
+		cfg:              c,
+		check:            check,
+		connectTimeout:   c.Timeouts.Connect.D(),
+		headerTimeout:    c.Timeouts.ClientHeader.D(),
+		clientTimeout:    c.Timeouts.Client.D(),
+		serverTimeout:    c.Timeouts.Server.D(),
+		queueTimeout:     c.Timeouts.Queue.D(),
+		tunnelTimeout:    c.Timeouts.Tunnel.D(),
+		maxHeader:        int(c.Limits.MaxHeaderBytes),
+		maxBody:          int64(c.Limits.MaxBodyBytes),
+		queueSize:        c.Limits.QueueSize,
+		retries:          c.RetryCount(),
+		retryMethods:     c.Retries.Methods,
+		slowStart:        c.SlowStart.D(),
+		shutdownSessions: c.ShutdownSessions,
 		passive: health.PassiveSpec{
 			ConsecutiveFailures: derefInt(c.Passive.ConsecutiveFailures, 5),
 			EjectFor:            c.Passive.EjectFor.D(),
@@ -266,6 +270,9 @@ func (lb *Balancer) newMonitor(b *backend, s *settings, prober health.Prober) *h
 		OnTransition: func(ev health.Event) {
 			if ev.To == health.Up {
 				b.upSince.Store(ev.At.UnixNano())
+			}
+			if ev.To == health.Down && lb.settings.Load().shutdownSessions {
+				lb.shutdownSessions(b, "marked down")
 			}
 			if lb.opt.OnTransition != nil {
 				lb.opt.OnTransition(ev)
@@ -518,9 +525,38 @@ func (lb *Balancer) Reload(c *config.Balancer, check *config.Check) error {
 	lb.mu.Unlock()
 	for _, b := range removed {
 		b.closeIdle(time.Time{})
+		if s.shutdownSessions {
+			lb.shutdownSessions(b, "left the pool")
+		}
 	}
 	lb.log.Info("balancer reloaded", "backends", len(next), "added", len(added), "removed", len(removed))
 	return nil
+}
+
+// SetBackends replaces the backends and keeps every other setting: the
+// pool of a balancer whose backends come from elsewhere than haven.yaml
+// (the database's primary and replicas, from etcd). Backends kept by
+// address keep their state and connections.
+func (lb *Balancer) SetBackends(backends []*config.Backend) error {
+	s := lb.settings.Load()
+	c := *s.cfg
+	c.Backends = backends
+	return lb.Reload(&c, s.check)
+}
+
+// shutdownSessions closes the client connections tunnelled to b, so that
+// clients reconnect (to another backend) at once instead of waiting on a
+// server that is gone or no longer the right one.
+func (lb *Balancer) shutdownSessions(b *backend, why string) {
+	b.poolMu.Lock()
+	n := len(b.sessions)
+	for cc := range b.sessions {
+		cc.c.Close()
+	}
+	b.poolMu.Unlock()
+	if n > 0 {
+		lb.log.Info("closed the backend's client connections", "backend", b.name, "why", why, "connections", n)
+	}
 }
 
 // sameCheck reports whether two checks probe the same way, so that a reload

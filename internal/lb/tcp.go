@@ -68,6 +68,14 @@ func (lb *Balancer) proxyTCP(cc *clientConn, b *backend, s *settings) bool {
 			return true
 		}
 	}
+	if s.shutdownSessions {
+		if !b.addSession(cc) {
+			// Removed while we connected: the client must reconnect.
+			bconn.Close()
+			return true
+		}
+		defer b.dropSession(cc)
+	}
 	tunnel(cc.c, nil, bconn, nil, s.tunnelTimeout)
 	bconn.Close()
 	return true

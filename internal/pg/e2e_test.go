@@ -22,9 +22,9 @@ import (
 
 // The end-to-end test runs three real haven agents, each with embedded etcd
 // and a PostgreSQL keeper (sync mode, the write fence on), in network
-// namespaces, and a writer on a client host that inserts numbered rows into
-// whichever node the Patroni-style /primary endpoint names, recording a row
-// only once its COMMIT returned. Then it breaks the primary: kill -9 of its
+// namespaces, and a writer on a client host that inserts numbered rows
+// through the database router of a fourth agent there (database.listen),
+// recording a row only once its COMMIT returned. Then it breaks the primary: kill -9 of its
 // agent, SIGSTOP of it past the lease, and a partition from the other
 // database nodes. After each fault every acknowledged row must be
 // on the new primary, and no node may acknowledge a write after another
@@ -72,6 +72,7 @@ regions:
       db1: {address: 198.18.1.11, zone: a}
       db2: {address: 198.18.1.12, zone: b}
       db3: {address: 198.18.1.13, zone: c}
+      app: {address: %[4]s, zone: d}
 coordination:
   members: [db1, db2, db3]
   data_dir: %[1]s/{node}/etcd
@@ -83,7 +84,9 @@ database:
   lease: %[3]s
   replication: {mode: sync, password_file: %[1]s/replication.password}
   hba: ["host postgres app 198.18.1.0/24 scram-sha-256"]
-`, dir, bins.Dir, dbLease)
+  listen: {primary: ":6432"}
+  routers: [app]
+`, dir, bins.Dir, dbLease, client.Addr)
 	for name, content := range map[string]string{"haven.yaml": cfg, "replication.password": "e2e-secret\n", "token": "e2e-token\n"} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
 			t.Fatal(err)
@@ -95,6 +98,10 @@ database:
 		}
 		c.startAgent(n)
 	}
+	if err := os.MkdirAll(filepath.Join(dir, "app"), 0o711); err != nil {
+		t.Fatal(err)
+	}
+	c.startAgent("app") // the router, on the client host
 	t.Cleanup(func() {
 		if t.Failed() || os.Getenv("HAVEN_E2E_DEBUG") != "" {
 			t.Logf("agents' logs:\n%s", c.agentLogs())
@@ -114,7 +121,11 @@ func buildHaven(t *testing.T) string {
 
 func (c *dbCluster) startAgent(name string) {
 	c.t.Helper()
-	p, err := c.net.Host(name).Start(context.Background(), c.bin, "agent", "-c", filepath.Join(c.dir, "haven.yaml"), "-n", name)
+	host := name
+	if name == "app" {
+		host = "client"
+	}
+	p, err := c.net.Host(host).Start(context.Background(), c.bin, "agent", "-c", filepath.Join(c.dir, "haven.yaml"), "-n", name)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -123,7 +134,7 @@ func (c *dbCluster) startAgent(name string) {
 
 func (c *dbCluster) agentLogs() string {
 	var procs []*testnet.Proc
-	for _, n := range c.nodes {
+	for _, n := range append(slices.Clone(c.nodes), "app") {
 		procs = append(procs, c.agents[n])
 	}
 	return testnet.Outputs(200000, procs...)
@@ -191,9 +202,15 @@ func (c *dbCluster) waitHealthy(what string) string {
 	return ""
 }
 
+// connect connects the client to node's postgres, or to the router's
+// primary pool for node "".
 func (c *dbCluster) connect(ctx context.Context, node string) (*pgx.Conn, error) {
-	cfg, err := pgx.ParseConfig(fmt.Sprintf("host=%s port=5432 user=app password=e2e-app dbname=postgres sslmode=disable connect_timeout=1",
-		c.net.Host(node).Addr))
+	host, port := c.net.Host("client").Addr.String(), 6432
+	if node != "" {
+		host, port = c.net.Host(node).Addr.String(), 5432
+	}
+	cfg, err := pgx.ParseConfig(fmt.Sprintf("host=%s port=%d user=app password=e2e-app dbname=postgres sslmode=disable connect_timeout=1",
+		host, port))
 	if err != nil {
 		return nil, err
 	}
@@ -208,9 +225,10 @@ type ack struct {
 	at   time.Time
 }
 
-// writer inserts rows through the primary until stop; it records every
-// acknowledged row and counts outcomes it cannot know (a timeout, a
-// connection lost mid-commit). A sticky writer keeps writing to the node
+// writer inserts rows through the router until stop; it records every
+// acknowledged row, and the node that acknowledged it (the server's
+// address, as the server says), and counts outcomes it cannot know (a
+// timeout, a connection lost mid-commit). A sticky writer keeps writing to the node
 // that was the primary when it started, as a client whose connection
 // outlives a failover does: if that node still took writes after another
 // had been promoted, its acknowledgements would show it.
@@ -232,49 +250,45 @@ func (c *dbCluster) startWriter(sticky string, firstSeq int) *writer {
 
 func (w *writer) run() {
 	defer close(w.done)
-	conns := map[string]*pgx.Conn{}
+	var conn *pgx.Conn
 	defer func() {
-		for _, conn := range conns {
+		if conn != nil {
 			conn.Close(context.Background())
 		}
 	}()
+	names := map[string]string{}
+	for _, n := range w.c.nodes {
+		names[w.c.net.Host(n).Addr.String()] = n
+	}
 	for seq := w.seq; ; seq++ {
 		select {
 		case <-w.stop:
 			return
 		default:
 		}
-		node := w.sticky
-		if node == "" {
-			node = w.c.primary()
-		}
-		if node == "" {
-			time.Sleep(20 * time.Millisecond)
-			continue
-		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		conn := conns[node]
 		var err error
 		if conn == nil {
-			conn, err = w.c.connect(ctx, node)
-			if err == nil {
-				conns[node] = conn
-			}
+			conn, err = w.c.connect(ctx, w.sticky)
 		}
+		var server string
 		if err == nil {
-			_, err = conn.Exec(ctx, "INSERT INTO history (seq, node) VALUES ($1, $2)", seq, node)
+			err = conn.QueryRow(ctx, "INSERT INTO history (seq, node) VALUES ($1, host(inet_server_addr())) RETURNING node", seq).Scan(&server)
 		}
 		cancel()
 		w.mu.Lock()
 		if err == nil {
-			w.acks = append(w.acks, ack{seq, node, time.Now()})
+			w.acks = append(w.acks, ack{seq, names[server], time.Now()})
 		} else {
 			w.indeterminate++ // it may or may not have committed
 		}
 		w.mu.Unlock()
-		if err != nil && conn != nil {
-			conn.Close(context.Background())
-			delete(conns, node)
+		if err != nil {
+			if conn != nil {
+				conn.Close(context.Background())
+				conn = nil
+			}
+			time.Sleep(5 * time.Millisecond) // the router may have no primary yet
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

@@ -1,0 +1,139 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sync"
+
+	"github.com/haven-ha/haven/internal/config"
+	"github.com/haven-ha/haven/internal/lb"
+	"github.com/haven-ha/haven/internal/pg"
+)
+
+// dbRouter proxies the database's clients on a router node: a TCP
+// balancer per pool (primary, replicas) whose backends follow etcd.
+type dbRouter struct {
+	pools  []*routerPool
+	mu     sync.Mutex
+	routes pg.Routes
+	served sync.WaitGroup
+	cancel context.CancelFunc
+}
+
+// routerPool is one of the router's balancers and its bound listener.
+type routerPool struct {
+	name string // primary | replicas
+	b    *lb.Balancer
+	ln   net.Listener
+}
+
+// prepareRouter binds the router's listeners when haven.yaml makes this
+// node a router, so that a busy address fails the start. They serve from
+// the start with empty pools (connections close at once) until the first
+// routes arrive from etcd.
+func (c *coordination) prepareRouter() error {
+	if !c.cfg.RoutesOn(c.a.opt.Node) {
+		return nil
+	}
+	r := &dbRouter{}
+	for _, name := range []string{"primary", "replicas"} {
+		bc := c.cfg.Database.RouterBalancer(name)
+		if bc == nil {
+			continue
+		}
+		b, err := lb.New(bc, nil, lb.Options{Logger: c.a.log, Metrics: c.a.lbm})
+		if err != nil {
+			r.close()
+			return err
+		}
+		ln, err := lb.Listen(bc.Listen)
+		if err != nil {
+			r.close()
+			return fmt.Errorf("database.listen.%s: listen %s: %w", name, bc.Listen, err)
+		}
+		r.pools = append(r.pools, &routerPool{name: name, b: b, ln: ln})
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	for _, p := range r.pools {
+		r.served.Go(func() {
+			if err := p.b.Serve(ctx, p.ln); err != nil {
+				c.a.log.Error("database router stopped", "pool", p.name, "err", err)
+			}
+		})
+	}
+	c.router = r
+	return nil
+}
+
+// watchRoutes feeds the router's pools from etcd until ctx ends.
+func (c *coordination) watchRoutes(ctx context.Context) {
+	db := c.cfg.Database
+	_ = pg.WatchRoutes(ctx, c.client, c.cfg.Cluster, dbName, uint64(db.ReplicaMaxLag), func(rt pg.Routes) {
+		c.router.set(rt, c)
+	})
+}
+
+// set gives the pools their new backends. The primary's pool closes the
+// connections it still has to a former primary.
+func (r *dbRouter) set(rt pg.Routes, c *coordination) {
+	r.mu.Lock()
+	old := r.routes
+	r.routes = rt
+	r.mu.Unlock()
+	for _, p := range r.pools {
+		var backends []*config.Backend
+		switch p.name {
+		case "primary":
+			if rt.PrimaryAddr != "" {
+				backends = append(backends, routeBackend(rt.Primary, rt.PrimaryAddr))
+			}
+		case "replicas":
+			for i, n := range rt.Replicas {
+				backends = append(backends, routeBackend(n, rt.Addrs[i]))
+			}
+		}
+		if err := p.b.SetBackends(backends); err != nil {
+			c.a.log.Error("database router: cannot apply the routes", "pool", p.name, "err", err)
+		}
+	}
+	if old.Primary != rt.Primary {
+		c.a.log.Info("database router: primary changed", "from", old.Primary, "to", rt.Primary, "replicas", rt.Replicas)
+	}
+}
+
+func routeBackend(node, addr string) *config.Backend {
+	return &config.Backend{Name: node, Address: addr, Weight: new(1)}
+}
+
+// Routes returns the routes the router applies now.
+func (r *dbRouter) Routes() pg.Routes {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.routes
+}
+
+func (r *dbRouter) statuses() []lb.Status {
+	var out []lb.Status
+	for _, p := range r.pools {
+		out = append(out, p.b.Status())
+	}
+	return out
+}
+
+// close stops the pools: their client connections are closed (a router
+// that stops cannot keep routing them), then the listeners.
+func (r *dbRouter) close() {
+	for _, p := range r.pools {
+		if r.cancel == nil {
+			p.ln.Close() // never served
+			continue
+		}
+		_ = p.b.SetBackends(nil)
+	}
+	if r.cancel != nil {
+		r.cancel()
+	}
+	r.served.Wait()
+}
