@@ -3,7 +3,7 @@ GO       ?= go
 PKGS     ?= ./...
 TESTFLAGS ?=
 
-.PHONY: all build test test-short lint demo bench-lb bench-vip prereqs fuzz clean
+.PHONY: all build test test-short lint demo bench-lb bench-vip bench-pg prereqs fuzz clean
 
 all: build
 
@@ -37,6 +37,9 @@ bench-lb:
 
 bench-vip:
 	$(GO) run ./bench/vip $(BENCHFLAGS)
+
+bench-pg:
+	$(GO) run ./bench/pg $(BENCHFLAGS)
 
 # Run each fuzz target for a while (FUZZTIME=30s by default).
 FUZZTIME ?= 30s

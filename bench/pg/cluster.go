@@ -1,0 +1,529 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/haven-ha/haven/bench/internal/harness"
+	"github.com/haven-ha/haven/internal/testnet"
+)
+
+// cluster is one target running on a fresh network: the daemons of each
+// database node, and HAProxy on the client.
+type cluster struct {
+	b       *bench
+	t       target
+	net     *testnet.Net
+	dir     string
+	label   string
+	daemons map[string][]*testnet.Proc // each node's current processes: etcd and patroni, or haven's agent
+	history []*testnet.Proc            // every daemon ever started, for the logs
+	down    map[string]bool            // nodes lost and not started again
+	haproxy *testnet.Proc
+	http    *http.Client
+	pgUID   int
+	pgGID   int
+}
+
+// startCluster builds the network, starts every node's daemons and
+// HAProxy, waits until the cluster is healthy, and makes the writer's
+// table. On error it closes what it made.
+func (b *bench) startCluster(ctx context.Context, t target, label string) (_ *cluster, err error) {
+	if t.kind == "haven" && b.havenErr != nil {
+		return nil, b.havenErr
+	}
+	dir := filepath.Join(b.dir, label)
+	if err := os.MkdirAll(dir, 0o711); err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(dir, 0o711); err != nil {
+		return nil, err
+	}
+	c := &cluster{b: b, t: t, dir: dir, label: label, daemons: map[string][]*testnet.Proc{}, down: map[string]bool{}}
+	if err := c.lookupPostgres(); err != nil {
+		return nil, err
+	}
+	n, err := testnet.New(ctx, testnet.Options{Hosts: hosts})
+	if err != nil {
+		return nil, err
+	}
+	c.net = n
+	b.setNet(n)
+	defer func() {
+		if err != nil {
+			c.close()
+		}
+	}()
+	client := n.Host("client")
+	c.http = &http.Client{Timeout: time.Second, Transport: &http.Transport{DialContext: client.DialContext, DisableKeepAlives: true}}
+
+	if err := c.writeConfigs(); err != nil {
+		return nil, err
+	}
+	if t.kind == "patroni" {
+		// The etcd members first: Patroni needs its DCS.
+		for _, node := range nodes {
+			if err := c.startEtcd(node); err != nil {
+				return nil, err
+			}
+		}
+	}
+	for _, node := range nodes {
+		if err := c.startNode(node); err != nil {
+			return nil, err
+		}
+	}
+	conf := filepath.Join(dir, "haproxy.cfg")
+	if c.haproxy, err = client.Start(context.Background(), "haproxy", "-db", "-f", conf); err != nil {
+		return nil, err
+	}
+	primary, err := c.waitHealthy(ctx, b.opt.settle)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.makeTable(ctx, primary); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// lookupPostgres finds the postgres user, which runs Patroni and its
+// postgres (haven's agent runs as root and postgres as that user).
+func (c *cluster) lookupPostgres() error {
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		return fmt.Errorf("no postgres user (install postgresql-15): %w", err)
+	}
+	c.pgUID, _ = strconv.Atoi(u.Uid)
+	c.pgGID, _ = strconv.Atoi(u.Gid)
+	return nil
+}
+
+// nodeDir is node's own directory: its data directory, socket, etcd data
+// and, for Patroni, its configuration.
+func (c *cluster) nodeDir(node string) string { return filepath.Join(c.dir, node) }
+
+// writeConfigs writes every configuration file of the target and makes
+// the nodes' directories.
+func (c *cluster) writeConfigs() error {
+	if err := writeHAProxyConf(filepath.Join(c.dir, "haproxy.cfg"), c.t); err != nil {
+		return err
+	}
+	for _, node := range nodes {
+		d := c.nodeDir(node)
+		if err := os.MkdirAll(d, 0o711); err != nil {
+			return err
+		}
+		if c.t.kind == "haven" {
+			continue
+		}
+		// Patroni runs as postgres and makes its data directory, socket
+		// and pgpass in here; etcd runs as root in d/etcd.
+		if err := os.MkdirAll(filepath.Join(d, "run"), 0o700); err != nil {
+			return err
+		}
+		for _, p := range []string{d, filepath.Join(d, "run")} {
+			if err := os.Chown(p, c.pgUID, c.pgGID); err != nil {
+				return err
+			}
+		}
+		conf := filepath.Join(d, "patroni.yml")
+		if err := writePatroniConf(conf, d, c.b.opt.postgresBin, c.t, node); err != nil {
+			return err
+		}
+		if err := os.Chown(conf, c.pgUID, c.pgGID); err != nil {
+			return err
+		}
+		if err := os.Chmod(conf, 0o600); err != nil {
+			return err
+		}
+	}
+	if c.t.kind == "haven" {
+		return writeHavenConf(c.dir, c.b.opt.postgresBin, c.t)
+	}
+	return nil
+}
+
+func (c *cluster) startEtcd(node string) error {
+	args := etcdArgs(c.nodeDir(node), node)
+	p, err := c.net.Host(node).Start(context.Background(), args[0], args[1:]...)
+	if err != nil {
+		return err
+	}
+	c.daemons[node] = append(c.daemons[node], p)
+	c.history = append(c.history, p)
+	return nil
+}
+
+// startNode starts node's database daemon: Patroni as the postgres user,
+// or haven's agent.
+func (c *cluster) startNode(node string) error {
+	h := c.net.Host(node)
+	var p *testnet.Proc
+	var err error
+	if c.t.kind == "patroni" {
+		p, err = h.Start(context.Background(), "runuser", "-u", "postgres", "--", "patroni", filepath.Join(c.nodeDir(node), "patroni.yml"))
+	} else {
+		p, err = h.Start(context.Background(), c.b.havenBin, "agent", "-c", filepath.Join(c.dir, "haven.yaml"), "-n", node)
+	}
+	if err != nil {
+		return err
+	}
+	c.daemons[node] = append(c.daemons[node], p)
+	c.history = append(c.history, p)
+	return nil
+}
+
+// close stops everything the cluster started and removes its network.
+func (c *cluster) close() {
+	c.saveLogs()
+	if err := c.net.Close(); err != nil {
+		harness.Logf("warning: %v", err)
+	}
+	c.b.setNet(nil)
+}
+
+// saveLogs writes the output of each daemon to the raw directory, as
+// SCENARIO-TARGET-NODE-N.log (N counts the node's daemons in the order
+// they started), and haven's postgres logs.
+func (c *cluster) saveLogs() {
+	count := map[string]int{}
+	for _, p := range c.history {
+		node := p.Host.Name
+		count[node]++
+		path := filepath.Join(c.b.rawDir, fmt.Sprintf("%s-%s-%d.log", c.label, node, count[node]))
+		_ = os.WriteFile(path, []byte(p.String()+"\n"+p.Output()), 0o644)
+	}
+	for _, node := range nodes {
+		// haven's postgres log (database.data_dir + ".log").
+		if data, err := os.ReadFile(filepath.Join(c.nodeDir(node), "pg.log")); err == nil {
+			_ = os.WriteFile(filepath.Join(c.b.rawDir, fmt.Sprintf("%s-%s-postgres.log", c.label, node)), data, 0o644)
+		}
+	}
+	if c.haproxy != nil {
+		_ = os.WriteFile(filepath.Join(c.b.rawDir, c.label+"-haproxy.log"), []byte(c.haproxy.Output()), 0o644)
+	}
+}
+
+// logTail is the last lines of every node's daemons, for an error message.
+func (c *cluster) logTail(lines int) string {
+	var parts []string
+	for _, node := range nodes {
+		ds := c.daemons[node]
+		if len(ds) > 0 {
+			p := ds[len(ds)-1]
+			parts = append(parts, node+": "+harness.LastLines(p.Output(), lines))
+		}
+	}
+	return strings.Join(parts, " ‖ ")
+}
+
+// nodeStatus is what one node's Patroni-style GET /primary says: its
+// role and, on the primary, pg_stat_replication.
+type nodeStatus struct {
+	code        int
+	Role        string `json:"role"`
+	State       string `json:"state"`
+	Replication []struct {
+		Name      string `json:"application_name"`
+		State     string `json:"state"`
+		SyncState string `json:"sync_state"`
+	} `json:"replication"`
+}
+
+func (c *cluster) status(node string) (nodeStatus, error) {
+	resp, err := c.http.Get(fmt.Sprintf("http://%s:%d/primary", hostAddr(node), c.t.checkPort()))
+	if err != nil {
+		return nodeStatus{}, err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	var st nodeStatus
+	if err := json.Unmarshal(body, &st); err != nil {
+		return nodeStatus{code: resp.StatusCode}, fmt.Errorf("GET /primary: %d, %q", resp.StatusCode, harness.Truncate(string(body), 100))
+	}
+	st.code = resp.StatusCode
+	return st, nil
+}
+
+// health says whether the cluster is healthy: exactly one node answers
+// /primary with 200, both others stream from it and one of them is a
+// synchronous (or quorum) standby. It returns the primary, or why not.
+func (c *cluster) health() (primary, why string) {
+	var primaries, seen []string
+	var st nodeStatus
+	for _, node := range nodes {
+		s, err := c.status(node)
+		if err != nil {
+			seen = append(seen, node+": "+err.Error())
+			continue
+		}
+		seen = append(seen, fmt.Sprintf("%s: %d %s %s", node, s.code, s.Role, s.State))
+		if s.code == http.StatusOK {
+			primaries = append(primaries, node)
+			st = s
+		}
+	}
+	if len(primaries) != 1 {
+		return "", fmt.Sprintf("%d primaries (%s)", len(primaries), strings.Join(seen, "; "))
+	}
+	p := primaries[0]
+	var streaming []string
+	sync := false
+	for _, r := range st.Replication {
+		if r.State == "streaming" && slices.Contains(nodes, r.Name) && r.Name != p {
+			streaming = append(streaming, r.Name)
+			sync = sync || r.SyncState == "sync" || r.SyncState == "quorum"
+		}
+	}
+	slices.Sort(streaming)
+	streaming = slices.Compact(streaming)
+	switch {
+	case len(streaming) != len(nodes)-1:
+		return "", fmt.Sprintf("primary %s, streaming to %v", p, streaming)
+	case !sync:
+		return "", fmt.Sprintf("primary %s, no synchronous standby yet", p)
+	}
+	return p, ""
+}
+
+// waitHealthy waits until the cluster is healthy and returns the primary.
+func (c *cluster) waitHealthy(ctx context.Context, timeout time.Duration) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	last := "nothing yet"
+	for {
+		p, why := c.health()
+		if why == "" {
+			return p, nil
+		}
+		last = why
+		if err := c.daemonsAlive(); err != nil {
+			return "", err
+		}
+		select {
+		case <-ctx.Done():
+			if ctx.Err() == context.DeadlineExceeded && c.b.ctx.Err() == nil {
+				return "", fmt.Errorf("not healthy after %s: %s; logs: %s", timeout, last, c.logTail(3))
+			}
+			return "", ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// daemonsAlive returns an error when a daemon of a node that is up exited.
+func (c *cluster) daemonsAlive() error {
+	for _, node := range nodes {
+		if c.down[node] {
+			continue
+		}
+		for _, p := range c.daemons[node] {
+			select {
+			case <-p.Done():
+				return fmt.Errorf("%s exited: %s", p, harness.LastLines(p.Output(), 5))
+			default:
+			}
+		}
+	}
+	select {
+	case <-c.haproxy.Done():
+		return fmt.Errorf("%s exited: %s", c.haproxy, harness.LastLines(c.haproxy.Output(), 5))
+	default:
+	}
+	return nil
+}
+
+// makeTable makes the writer's role and table on the primary, as the
+// superuser over its unix socket.
+func (c *cluster) makeTable(ctx context.Context, primary string) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	cmd := c.net.Host(primary).Command(ctx, "runuser", "-u", "postgres", "--", filepath.Join(c.b.opt.postgresBin, "psql"),
+		"-v", "ON_ERROR_STOP=1", "-h", filepath.Join(c.nodeDir(primary), "run"), "-p", strconv.Itoa(pgPort), "-d", "postgres",
+		"-c", fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD '%s'", appUser, appPassword),
+		"-c", "CREATE TABLE writes (run int, seq int, PRIMARY KEY (run, seq))",
+		"-c", "GRANT SELECT, INSERT ON writes TO "+appUser)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("make the writer's table on %s: %w: %s", primary, err, harness.LastLines(string(out), 3))
+	}
+	return nil
+}
+
+// connect opens a connection to the primary through the router, from the
+// client.
+func (c *cluster) connect(ctx context.Context) (*pgx.Conn, error) {
+	cfg, err := pgx.ParseConfig(fmt.Sprintf("host=%s port=%d user=%s password=%s dbname=postgres sslmode=disable",
+		hostAddr("client"), routerPort, appUser, appPassword))
+	if err != nil {
+		return nil, err
+	}
+	cfg.DialFunc = c.net.Host("client").DialContext
+	return pgx.ConnectConfig(ctx, cfg)
+}
+
+// routerReady reports whether a connection through the router reaches
+// primary, writable.
+func (c *cluster) routerReady(ctx context.Context, primary string) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	conn, err := c.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	var recovery bool
+	var addr string
+	if err := conn.QueryRow(ctx, "SELECT pg_is_in_recovery(), host(inet_server_addr())").Scan(&recovery, &addr); err != nil {
+		return err
+	}
+	if recovery || addr != hostAddr(primary).String() {
+		return fmt.Errorf("the router reaches %s (in recovery: %v), not the primary %s", addr, recovery, primary)
+	}
+	return nil
+}
+
+// settle waits until the cluster is healthy and the router reaches the
+// primary, and returns the primary.
+func (c *cluster) settle(ctx context.Context) (string, error) {
+	deadline := time.Now().Add(c.b.opt.settle)
+	for {
+		p, err := c.waitHealthy(ctx, time.Until(deadline))
+		if err != nil {
+			return "", err
+		}
+		err = c.routerReady(ctx, p)
+		if err == nil {
+			return p, nil
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("the router never reached the primary %s: %w", p, err)
+		}
+		if !harness.Sleep(ctx, 250*time.Millisecond) {
+			return "", ctx.Err()
+		}
+	}
+}
+
+// postmasterPID is the pid in the first line of node's postmaster.pid.
+func (c *cluster) postmasterPID(node string) (int, error) {
+	data, err := os.ReadFile(filepath.Join(c.nodeDir(node), "pg", "postmaster.pid"))
+	if err != nil {
+		return 0, err
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	pid, err := strconv.Atoi(strings.TrimSpace(line))
+	if err != nil || pid <= 1 {
+		return 0, fmt.Errorf("postmaster.pid of %s: bad pid %q", node, line)
+	}
+	return pid, nil
+}
+
+// killPostmaster is kill -9 of node's postmaster.
+func (c *cluster) killPostmaster(node string) error {
+	pid, err := c.postmasterPID(node)
+	if err != nil {
+		return err
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		return fmt.Errorf("kill -9 %d (postmaster of %s): %w", pid, node, err)
+	}
+	return nil
+}
+
+// loseNode takes node off the network and kills every process in its
+// namespace at once: the daemons, postgres and its children, etcd.
+func (c *cluster) loseNode(node string) error {
+	h := c.net.Host(node)
+	c.down[node] = true
+	err := c.net.CutLink(h)
+	out, perr := exec.Command("ip", "netns", "pids", h.Namespace).Output()
+	if perr != nil {
+		return errors.Join(err, fmt.Errorf("ip netns pids %s: %w", h.Namespace, perr))
+	}
+	for _, f := range strings.Fields(string(out)) {
+		if pid, e := strconv.Atoi(f); e == nil && pid > 1 && pid != os.Getpid() {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	return err
+}
+
+// restoreNode waits until everything in node's namespace is gone, puts it
+// back on the network and starts its daemons again.
+func (c *cluster) restoreNode(ctx context.Context, node string) error {
+	h := c.net.Host(node)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		out, err := exec.Command("ip", "netns", "pids", h.Namespace).Output()
+		if err != nil {
+			return fmt.Errorf("ip netns pids %s: %w", h.Namespace, err)
+		}
+		if strings.TrimSpace(string(out)) == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("processes still in %s 15s after kill -9: %s", h.Namespace, strings.Fields(string(out)))
+		}
+		if !harness.Sleep(ctx, 50*time.Millisecond) {
+			return ctx.Err()
+		}
+	}
+	for _, p := range c.daemons[node] {
+		select {
+		case <-p.Done():
+		case <-time.After(5 * time.Second):
+			return fmt.Errorf("%s not reaped 5s after its namespace was empty", p)
+		}
+	}
+	c.daemons[node] = nil
+	if err := c.net.RestoreLink(h); err != nil {
+		return err
+	}
+	if c.t.kind == "patroni" {
+		if err := c.startEtcd(node); err != nil {
+			return err
+		}
+	}
+	if err := c.startNode(node); err != nil {
+		return err
+	}
+	delete(c.down, node)
+	return nil
+}
+
+// switchover asks for a planned switchover, from the client:
+// `haven pg switchover` or `patronictl switchover --force`. It returns how
+// long the command took and what it printed.
+func (c *cluster) switchover(ctx context.Context) (time.Duration, string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	var argv []string
+	if c.t.kind == "haven" {
+		argv = []string{c.b.havenBin, "pg", "switchover", "-c", filepath.Join(c.dir, "haven.yaml")}
+	} else {
+		argv = []string{"patronictl", "-c", filepath.Join(c.nodeDir(nodes[0]), "patroni.yml"), "switchover", "--force"}
+	}
+	start := time.Now()
+	out, err := c.net.Host("client").Command(ctx, argv[0], argv[1:]...).CombinedOutput()
+	took := time.Since(start)
+	if err != nil {
+		return took, "", fmt.Errorf("%s: %w: %s", strings.Join(argv[:3], " "), err, harness.LastLines(string(out), 3))
+	}
+	return took, harness.LastLines(string(out), 2), nil
+}
