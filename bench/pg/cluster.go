@@ -24,7 +24,7 @@ import (
 )
 
 // cluster is one target running on a fresh network: the daemons of each
-// database node, and HAProxy on the client.
+// database node, and the router (HAProxy or haven's) on the client.
 type cluster struct {
 	b       *bench
 	t       target
@@ -34,14 +34,14 @@ type cluster struct {
 	daemons map[string][]*testnet.Proc // each node's current processes: etcd and patroni, or haven's agent
 	history []*testnet.Proc            // every daemon ever started, for the logs
 	down    map[string]bool            // nodes lost and not started again
-	haproxy *testnet.Proc
+	router  *testnet.Proc              // HAProxy, or haven's router agent, on the client
 	http    *http.Client
 	pgUID   int
 	pgGID   int
 }
 
 // startCluster builds the network, starts every node's daemons and
-// HAProxy, waits until the cluster is healthy, and makes the writer's
+// the router, waits until the cluster is healthy, and makes the writer's
 // table. On error it closes what it made.
 func (b *bench) startCluster(ctx context.Context, t target, label string) (_ *cluster, err error) {
 	if t.kind == "haven" && b.havenErr != nil {
@@ -88,10 +88,15 @@ func (b *bench) startCluster(ctx context.Context, t target, label string) (_ *cl
 			return nil, err
 		}
 	}
-	conf := filepath.Join(dir, "haproxy.cfg")
-	if c.haproxy, err = client.Start(context.Background(), "haproxy", "-db", "-f", conf); err != nil {
+	if t.haproxy {
+		c.router, err = client.Start(context.Background(), "haproxy", "-db", "-f", filepath.Join(dir, "haproxy.cfg"))
+	} else {
+		c.router, err = client.Start(context.Background(), b.havenBin, "agent", "-c", filepath.Join(dir, "haven.yaml"), "-n", "client")
+	}
+	if err != nil {
 		return nil, err
 	}
+	c.history = append(c.history, c.router)
 	primary, err := c.waitHealthy(ctx, b.opt.settle)
 	if err != nil {
 		return nil, err
@@ -121,7 +126,11 @@ func (c *cluster) nodeDir(node string) string { return filepath.Join(c.dir, node
 // writeConfigs writes every configuration file of the target and makes
 // the nodes' directories.
 func (c *cluster) writeConfigs() error {
-	if err := writeHAProxyConf(filepath.Join(c.dir, "haproxy.cfg"), c.t); err != nil {
+	if c.t.haproxy {
+		if err := writeHAProxyConf(filepath.Join(c.dir, "haproxy.cfg"), c.t); err != nil {
+			return err
+		}
+	} else if err := os.MkdirAll(c.nodeDir("client"), 0o711); err != nil {
 		return err
 	}
 	for _, node := range nodes {
@@ -199,8 +208,8 @@ func (c *cluster) close() {
 }
 
 // saveLogs writes the output of each daemon to the raw directory, as
-// SCENARIO-TARGET-NODE-N.log (N counts the node's daemons in the order
-// they started), and haven's postgres logs.
+// SCENARIO-TARGET-HOST-N.log (N counts the host's daemons in the order
+// they started; the client's is the router), and haven's postgres logs.
 func (c *cluster) saveLogs() {
 	count := map[string]int{}
 	for _, p := range c.history {
@@ -214,9 +223,6 @@ func (c *cluster) saveLogs() {
 		if data, err := os.ReadFile(filepath.Join(c.nodeDir(node), "pg.log")); err == nil {
 			_ = os.WriteFile(filepath.Join(c.b.rawDir, fmt.Sprintf("%s-%s-postgres.log", c.label, node)), data, 0o644)
 		}
-	}
-	if c.haproxy != nil {
-		_ = os.WriteFile(filepath.Join(c.b.rawDir, c.label+"-haproxy.log"), []byte(c.haproxy.Output()), 0o644)
 	}
 }
 
@@ -342,8 +348,8 @@ func (c *cluster) daemonsAlive() error {
 		}
 	}
 	select {
-	case <-c.haproxy.Done():
-		return fmt.Errorf("%s exited: %s", c.haproxy, harness.LastLines(c.haproxy.Output(), 5))
+	case <-c.router.Done():
+		return fmt.Errorf("%s exited: %s", c.router, harness.LastLines(c.router.Output(), 5))
 	default:
 	}
 	return nil
@@ -368,8 +374,8 @@ func (c *cluster) makeTable(ctx context.Context, primary string) error {
 // connect opens a connection to the primary through the router, from the
 // client.
 func (c *cluster) connect(ctx context.Context) (*pgx.Conn, error) {
-	cfg, err := pgx.ParseConfig(fmt.Sprintf("host=%s port=%d user=%s password=%s dbname=postgres sslmode=disable",
-		hostAddr("client"), routerPort, appUser, appPassword))
+	host, port, _ := strings.Cut(c.t.routerAddr(), ":")
+	cfg, err := pgx.ParseConfig(fmt.Sprintf("host=%s port=%s user=%s password=%s dbname=postgres sslmode=disable", host, port, appUser, appPassword))
 	if err != nil {
 		return nil, err
 	}
@@ -418,6 +424,42 @@ func (c *cluster) settle(ctx context.Context) (string, error) {
 			return "", ctx.Err()
 		}
 	}
+}
+
+// etcdLeader is the node whose etcd member leads the etcd cluster, as the
+// members' status says (etcd's JSON gateway: Debian's etcd 3.4 for
+// Patroni, haven's embedded etcd), or "" when they do not agree or do not
+// answer. When the lost node led etcd, the others elect a new leader
+// first, and etcd's new leader extends every lease by its TTL.
+func (c *cluster) etcdLeader() string {
+	ids := map[string]string{} // member id → node
+	leaders := map[string]bool{}
+	for _, node := range nodes {
+		resp, err := c.http.Post(fmt.Sprintf("http://%s:%d/v3/maintenance/status", hostAddr(node), etcdClient), "application/json", strings.NewReader("{}"))
+		if err != nil {
+			continue
+		}
+		var st struct {
+			Header struct {
+				MemberID string `json:"member_id"`
+			} `json:"header"`
+			Leader string `json:"leader"`
+		}
+		err = json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&st)
+		resp.Body.Close()
+		if err != nil || st.Header.MemberID == "" {
+			continue
+		}
+		ids[st.Header.MemberID] = node
+		leaders[st.Leader] = true
+	}
+	if len(leaders) != 1 {
+		return ""
+	}
+	for l := range leaders {
+		return ids[l]
+	}
+	return ""
 }
 
 // postmasterPID is the pid in the first line of node's postmaster.pid.

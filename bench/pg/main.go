@@ -51,6 +51,7 @@ type options struct {
 	out         string
 	keep        bool
 	postgresBin string
+	havenRev    string // build haven from this commit instead of the working tree
 }
 
 // bench is one run of the harness.
@@ -110,6 +111,7 @@ func mainErr() int {
 	flag.StringVar((*string)(&opt.install), "install", "auto", "auto (apt-get patroni, etcd-server, haproxy when missing), always, or never")
 	flag.StringVar(&opt.out, "o", "", "markdown output (default bench/pg/results/latest.md; latest-quick.md with -quick)")
 	flag.BoolVar(&opt.keep, "keep", false, "keep the temporary directory (configurations, data directories)")
+	flag.StringVar(&opt.havenRev, "haven-rev", "", "build haven from this git commit (git archive) instead of the working tree")
 	flag.StringVar(&opt.postgresBin, "bindir", "/usr/lib/postgresql/15/bin", "PostgreSQL's binary directory")
 	flag.Parse()
 	set := map[string]bool{}

@@ -165,6 +165,9 @@ func TestSummarize(t *testing.T) {
 func TestHAProxyConf(t *testing.T) {
 	dir := t.TempDir()
 	for _, tg := range allTargets {
+		if !tg.haproxy {
+			continue
+		}
 		path := filepath.Join(dir, tg.name+".cfg")
 		if err := writeHAProxyConf(path, tg); err != nil {
 			t.Fatal(err)
@@ -299,6 +302,20 @@ func TestHavenConf(t *testing.T) {
 			if node, ok := cfg.Node(n); !ok || node.Address != hostAddr(n).String() {
 				t.Errorf("%s: node %s = %+v, want address %s", tg.name, n, node, hostAddr(n))
 			}
+		}
+		// haven's own router: an agent on the client, nothing else there.
+		_, client := cfg.Node("client")
+		if tg.haproxy {
+			if client || db.Listen != nil {
+				t.Errorf("%s: a client node (%v) or database.listen (%+v) with HAProxy as the router", tg.name, client, db.Listen)
+			}
+			continue
+		}
+		if !client || db.Listen == nil || db.Listen.Primary != ":6432" || !slices.Equal(db.Routers, []string{"client"}) {
+			t.Errorf("%s: client node %v, database.listen %+v, routers %v; want the client routing :6432", tg.name, client, db.Listen, db.Routers)
+		}
+		if got, want := tg.routerAddr(), "198.18.1.14:6432"; got != want {
+			t.Errorf("%s: the writer connects to %s, want %s", tg.name, got, want)
 		}
 	}
 }

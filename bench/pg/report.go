@@ -24,6 +24,7 @@ type summary struct {
 	Failed        int
 	Acked         int
 	PrimaryMoved  int // runs after which another node was the primary
+	EtcdOnPrimary int // runs in which the primary's etcd member led etcd
 	Recovered     time.Duration
 	Command       time.Duration // median switchover command
 }
@@ -53,6 +54,9 @@ func summarize(runs []runResult) summary {
 		s.Acked += r.Acked
 		if r.After != "" && r.After != r.Primary {
 			s.PrimaryMoved++
+		}
+		if r.EtcdLeader != "" && r.EtcdLeader == r.Primary {
+			s.EtcdOnPrimary++
 		}
 		if r.Recovered > 0 {
 			recovered = append(recovered, r.Recovered)
@@ -95,19 +99,19 @@ func (b *bench) report(cells []cell) string {
 func (b *bench) method() string {
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "Set-up: database nodes db1, db2, db3 (198.18.1.11-13) and a client (198.18.1.14) on one Linux bridge "+
-		"(network namespaces, `internal/testnet`); PostgreSQL 15 on every node, as the postgres user; HAProxy on the client "+
-		"(`listen` on port %d, `option httpchk GET /primary` against the target's REST port, `default-server inter 250ms fall 2 rise 1 "+
-		"on-marked-down shutdown-sessions`, `timeout connect 1s`, `timeout check 1s`). Targets:\n\n", routerPort)
+		"(network namespaces, `internal/testnet`); PostgreSQL 15 on every node, as the postgres user; the writer goes through a router on the client: "+
+		"haven's own (`haven`, `haven-fast`: a router-only agent on the client, port %d), or HAProxy (the others: `listen` on port %d, `option httpchk GET /primary` against the target's REST port, `default-server inter 250ms fall 2 rise 1 "+
+		"on-marked-down shutdown-sessions`, `timeout connect 1s`, `timeout check 1s`). Targets:\n\n", havenRouter, routerPort)
 	for _, n := range b.opt.targets {
 		t, _ := findTarget(n)
 		fmt.Fprintf(&sb, "- **%s**: %s.\n", t.name, t.desc)
 	}
-	fmt.Fprintf(&sb, "\nMeasurement: a writer on the client inserts a row (run, seq) every %s through HAProxy, one at a time, "+
+	fmt.Fprintf(&sb, "\nMeasurement: a writer on the client inserts a row (run, seq) every %s through the router, one at a time, "+
 		"with a timeout of %s for each connect and %s for each INSERT (autocommit), and reconnects after any error. "+
 		"A write is **acknowledged** when its COMMIT returned OK, **failed** when it certainly did not happen (no connection, "+
 		"nothing sent, or refused as read-only), **indeterminate** otherwise (sent, no answer). "+
 		"Each run waits until the cluster is healthy (one node answers /primary, both others stream from it, one of them synchronous) "+
-		"and HAProxy reaches the primary, writes for %s plus a uniformly random part of the target's period "+
+		"and the router reaches the primary, writes for %s plus a uniformly random part of the target's period "+
 		"(Patroni's loop_wait, haven's lease), so that the fault falls at a random moment of the target's cycle, injects the fault, "+
 		"waits until %d writes started after the fault were acknowledged (at most %s), writes %s more, stops, heals (a lost node is started again), "+
 		"waits until the cluster is healthy again and reads the run's rows on the primary. "+
@@ -129,7 +133,7 @@ func faultTable(cells []cell) string {
 	tab := harness.NewTable(&sb, harness.Left("fault"), harness.Left("target"), harness.Right("runs"),
 		harness.Right("median write gap"), harness.Right("worst write gap"), harness.Right("acknowledged lost"),
 		harness.Right("indeterminate (found)"), harness.Right("failed writes"), harness.Right("acknowledged"),
-		harness.Right("primary moved"), harness.Right("healthy again, median"), harness.Left("notes"))
+		harness.Right("primary moved"), harness.Right("etcd leader on the primary"), harness.Right("healthy again, median"), harness.Left("notes"))
 	for _, c := range cells {
 		if c.setup != "" {
 			tab.Partial([]string{c.sc.title, c.t.name, "0"}, harness.Truncate(c.setup, 300))
@@ -142,7 +146,7 @@ func faultTable(cells []cell) string {
 		}
 		tab.Row(c.sc.title, c.t.name, strconv.Itoa(s.Runs), fmtGap(s.Median), fmtGap(s.Worst), lost,
 			fmt.Sprintf("%d (%d)", s.Indeterminate, s.IndetFound), strconv.Itoa(s.Failed), strconv.Itoa(s.Acked),
-			fmt.Sprintf("%d of %d", s.PrimaryMoved, s.Runs), fmtDur(s.Recovered), cellNotes(c, s))
+			fmt.Sprintf("%d of %d", s.PrimaryMoved, s.Runs), fmt.Sprintf("%d of %d", s.EtcdOnPrimary, s.Runs), fmtDur(s.Recovered), cellNotes(c, s))
 	}
 	sb.WriteString("\n")
 	return sb.String()
@@ -227,6 +231,9 @@ func perRun(cells []cell) string {
 		var parts []string
 		for _, r := range c.runs {
 			p := fmt.Sprintf("%s (%s→%s", msNumber(r.Gap), r.Primary, r.After)
+			if r.EtcdLeader != "" && r.EtcdLeader == r.Primary {
+				p += ", etcd leader"
+			}
 			if len(r.Lost) > 0 {
 				p += fmt.Sprintf(", **%d lost**", len(r.Lost))
 			}

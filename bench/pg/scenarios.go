@@ -50,7 +50,9 @@ type cell struct {
 type runResult struct {
 	Run     int    `json:"run"`
 	Primary string `json:"primary"` // before the fault
-	After   string `json:"after"`   // the primary once healthy again
+	// EtcdLeader is the node whose etcd member led just before the fault.
+	EtcdLeader string `json:"etcd_leader"`
+	After      string `json:"after"` // the primary once healthy again
 	// Delay is the random part of the wait before the fault.
 	Delay time.Duration `json:"delay_ns"`
 	// FaultAt is the fault's offset from the writer's start.
@@ -116,8 +118,8 @@ func (b *bench) runCell(ctx context.Context, t target, sc scenario) cell {
 }
 
 func (r runResult) line() string {
-	s := fmt.Sprintf("%s → %s, write gap %s, %d acknowledged, %d lost, %d indeterminate (%d found), %d failed; healthy again after %s",
-		r.Primary, r.After, fmtGap(r.Gap), r.Acked, len(r.Lost), r.Indeterminate, r.IndeterminateFound, r.Failed, fmtDur(r.Recovered))
+	s := fmt.Sprintf("%s → %s (etcd leader %s), write gap %s, %d acknowledged, %d lost, %d indeterminate (%d found), %d failed; healthy again after %s",
+		r.Primary, r.After, r.EtcdLeader, fmtGap(r.Gap), r.Acked, len(r.Lost), r.Indeterminate, r.IndeterminateFound, r.Failed, fmtDur(r.Recovered))
 	if r.Command > 0 {
 		s += fmt.Sprintf("; the command took %s", fmtDur(r.Command))
 	}
@@ -144,7 +146,13 @@ func (c *cluster) faultRun(ctx context.Context, sc scenario, primary string, run
 	wctx, stop := context.WithTimeout(ctx, opt.pre+r.Delay+opt.maxOutage+opt.post+time.Minute)
 	defer stop()
 	w, done := runWriter(wctx, run, opt.every, opt.connTimeout, opt.opTimeout, c.connect)
-	if !harness.Sleep(ctx, opt.pre+r.Delay) {
+	if !harness.Sleep(ctx, opt.pre+r.Delay-100*time.Millisecond) {
+		stop()
+		<-done
+		return r, nil
+	}
+	r.EtcdLeader = c.etcdLeader()
+	if !harness.Sleep(ctx, time.Until(w.start.Add(opt.pre+r.Delay))) {
 		stop()
 		<-done
 		return r, nil

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -55,9 +56,17 @@ func (b *bench) wants(kind string) bool {
 // packages (all of them with -install always). The packages' own services
 // are not used: the bench starts every daemon itself, in the namespaces.
 func (b *bench) install(ctx context.Context) error {
-	need := []string{"haproxy"}
+	var need []string
+	for _, n := range b.opt.targets {
+		if t, _ := findTarget(n); t.haproxy && !slices.Contains(need, "haproxy") {
+			need = append(need, "haproxy")
+		}
+	}
 	if b.wants("patroni") {
 		need = packages
+	}
+	if len(need) == 0 {
+		return nil
 	}
 	missing := harness.Missing(need...)
 	if !b.opt.install.RunApt(len(missing)) {
@@ -88,7 +97,23 @@ func (b *bench) buildHaven(ctx context.Context) {
 	if !b.wants("haven") {
 		return
 	}
-	b.havenBin, b.havenErr = harness.BuildHaven(ctx, b.root, b.dir)
+	root := b.root
+	if b.opt.havenRev != "" {
+		// A clean tree of that commit, not the working tree with whatever
+		// is being edited in it.
+		root = filepath.Join(b.dir, "src")
+		if err := os.MkdirAll(root, 0o755); err != nil {
+			b.havenErr = err
+			return
+		}
+		cmd := "git -C " + harness.ShellQuote(b.root) + " archive --format=tar " + harness.ShellQuote(b.opt.havenRev) + " | tar -x -C " + harness.ShellQuote(root)
+		if out, err := harness.Run(ctx, time.Minute, nil, "sh", "-c", cmd); err != nil {
+			b.havenErr = fmt.Errorf("git archive %s: %w: %s", b.opt.havenRev, err, harness.LastLines(out, 3))
+			harness.Logf("haven: %v", b.havenErr)
+			return
+		}
+	}
+	b.havenBin, b.havenErr = harness.BuildHaven(ctx, root, b.dir)
 	if b.havenErr != nil {
 		harness.Logf("haven: %v", b.havenErr)
 	}
@@ -97,6 +122,10 @@ func (b *bench) buildHaven(ctx context.Context) {
 // describeVersions records the version of every tool in the run.
 func (b *bench) describeVersions(ctx context.Context) {
 	haven := harness.HavenVersion(ctx, b.root, true)
+	if b.opt.havenRev != "" {
+		out, _ := harness.Run(ctx, 10*time.Second, nil, "git", "-C", b.root, "rev-parse", "--short", b.opt.havenRev)
+		haven = "haven: commit " + strings.TrimSpace(out) + " (git archive of -haven-rev " + b.opt.havenRev + ")"
+	}
 	if b.havenErr != nil {
 		haven += " (build failed)"
 	}

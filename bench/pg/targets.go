@@ -25,6 +25,7 @@ const (
 	etcdClient  = 2379
 	etcdPeer    = 2380
 	routerPort  = 5000 // HAProxy's listener on the client
+	havenRouter = 6432 // haven's router (database.listen.primary) on the client
 	clusterName = "benchpg"
 	appUser     = "app"
 	appPassword = "bench-app"
@@ -51,6 +52,9 @@ type target struct {
 	ttl, loopWait, retryTimeout int
 	// lease is haven's database.lease.
 	lease time.Duration
+	// haproxy says that the writer goes through HAProxy; otherwise
+	// through haven's own router, an agent on the client.
+	haproxy bool
 	// period is the target's own cycle (Patroni's loop_wait, haven's
 	// lease): a fault falls at a uniformly random moment of one period.
 	period time.Duration
@@ -58,17 +62,21 @@ type target struct {
 }
 
 var allTargets = []target{
-	{name: "patroni", kind: "patroni", ttl: 30, loopWait: 10, retryTimeout: 10, period: 10 * time.Second,
+	{name: "patroni", kind: "patroni", haproxy: true, ttl: 30, loopWait: 10, retryTimeout: 10, period: 10 * time.Second,
 		desc: "Patroni 3.0.2 at its defaults (ttl 30, loop_wait 10, retry_timeout 10) with synchronous_mode: true, etcd 3.4 (one member per database node, etcd3 API)"},
-	{name: "patroni-fast", kind: "patroni", ttl: 10, loopWait: 2, retryTimeout: 4, period: 2 * time.Second,
+	{name: "patroni-fast", kind: "patroni", haproxy: true, ttl: 10, loopWait: 2, retryTimeout: 4, period: 2 * time.Second,
 		desc: "the same with ttl 10, loop_wait 2, retry_timeout 4: the fastest settings that keep Patroni's rule loop_wait + 2 × retry_timeout ≤ ttl with the least loop_wait the issue measured"},
-	{name: "haven-haproxy", kind: "haven", lease: 2 * time.Second, period: 2 * time.Second,
-		desc: "haven agents (embedded etcd on the three nodes, database mode sync, sync_standbys 1, write fence on) with database.lease 2s (the default), behind the same HAProxy checking haven's Patroni-compatible /primary on the admin port"},
-	{name: "haven-fast-haproxy", kind: "haven", lease: time.Second, period: time.Second,
-		desc: "the same haven agents with database.lease 1s, as in haven's end-to-end test"},
+	{name: "haven-haproxy", kind: "haven", haproxy: true, lease: 2 * time.Second, period: 2 * time.Second,
+		desc: "haven agents (embedded etcd on the three nodes, database mode sync, sync_standbys 1, write fence on) with database.lease 2s (the default), behind the same HAProxy checking haven's Patroni-compatible /primary on the admin port: the comparison with Patroni"},
+	{name: "haven", kind: "haven", lease: 2 * time.Second, period: 2 * time.Second,
+		desc: "the same haven agents (lease 2s), written to through haven's own router: `database.listen: {primary: \":6432\"}` served by a router-only agent on the client (`database.routers: [client]`), which follows the primary through etcd and closes the connections to a former primary"},
+	{name: "haven-fast", kind: "haven", lease: time.Second, period: time.Second,
+		desc: "haven's router with database.lease 1s, as in haven's end-to-end test"},
+	{name: "haven-fast-haproxy", kind: "haven", haproxy: true, lease: time.Second, period: time.Second,
+		desc: "HAProxy in front of haven agents with database.lease 1s"},
 }
 
-const defaultTargets = "patroni,patroni-fast,haven-haproxy,haven-fast-haproxy"
+const defaultTargets = "patroni,patroni-fast,haven-haproxy,haven,haven-fast"
 
 func findTarget(name string) (target, bool) {
 	for _, t := range allTargets {
@@ -77,6 +85,15 @@ func findTarget(name string) (target, bool) {
 		}
 	}
 	return target{}, false
+}
+
+// routerAddr is where the writer connects: HAProxy's or haven's router,
+// both on the client.
+func (t target) routerAddr() string {
+	if t.haproxy {
+		return fmt.Sprintf("%s:%d", hostAddr("client"), routerPort)
+	}
+	return fmt.Sprintf("%s:%d", hostAddr("client"), havenRouter)
 }
 
 // checkPort is the port of the HTTP health endpoint HAProxy checks.
@@ -230,7 +247,8 @@ func etcdArgs(dir, node string) []string {
 
 // havenConf is the one haven.yaml of the three agents, as in
 // internal/pg/e2e_test.go: embedded etcd on the database nodes, sync mode
-// with one synchronous standby, the write fence on (the default).
+// with one synchronous standby, the write fence on (the default), and for
+// the router targets a router-only agent on the client.
 const havenConf = `# bench/pg: {{.Target}}
 cluster: {{.Cluster}}
 admin: {token_file: {{.Dir}}/token}
@@ -239,6 +257,9 @@ regions:
     nodes:
 {{- range .Nodes}}
       {{.Name}}: {address: {{.Addr}}, zone: {{.Zone}}}
+{{- end}}
+{{- if .Router}}
+      client: {address: {{.Client}}, zone: d}
 {{- end}}
 coordination:
   members: [{{.Members}}]
@@ -251,20 +272,27 @@ database:
   lease: {{.Lease}}
   replication: {mode: sync, sync_standbys: 1, password_file: {{.Dir}}/replication.password}
   hba: ["host postgres {{.AppUser}} 198.18.1.0/24 scram-sha-256"]
+{{- if .Router}}
+  listen: {primary: ":{{.RouterPort}}"}
+  routers: [client]
+{{- end}}
 `
 
 type havenNode struct{ Name, Addr, Zone string }
 
 type havenData struct {
-	Target, Cluster, Dir, Members, Bindir, AppUser string
-	Lease                                          time.Duration
-	Nodes                                          []havenNode
+	Target, Cluster, Dir, Members, Bindir, AppUser, Client string
+	Lease                                                  time.Duration
+	Nodes                                                  []havenNode
+	Router                                                 bool
+	RouterPort                                             int
 }
 
 // writeHavenConf writes haven.yaml, its token and the replication
 // password into dir.
 func writeHavenConf(dir, bindir string, t target) error {
-	d := havenData{Target: t.name, Cluster: clusterName, Dir: dir, Members: strings.Join(nodes, ", "), Bindir: bindir, AppUser: appUser, Lease: t.lease}
+	d := havenData{Target: t.name, Cluster: clusterName, Dir: dir, Members: strings.Join(nodes, ", "), Bindir: bindir, AppUser: appUser,
+		Client: hostAddr("client").String(), Lease: t.lease, Router: !t.haproxy, RouterPort: havenRouter}
 	for i, n := range nodes {
 		d.Nodes = append(d.Nodes, havenNode{Name: n, Addr: hostAddr(n).String(), Zone: string(rune('a' + i))})
 	}
