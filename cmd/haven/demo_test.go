@@ -26,7 +26,7 @@ func TestDemo(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the demo runs for 20s")
 	}
-	r := haven(t, 90*time.Second, "demo", "--duration", "20s")
+	r := haven(t, 180*time.Second, "demo", "--duration", "20s")
 	if r.code != 0 {
 		t.Fatalf("haven demo --duration 20s:\n%s", r)
 	}
@@ -69,5 +69,28 @@ func TestDemo(t *testing.T) {
 	}
 	if len(counts) < 2 || counts[1][1] == "0" {
 		t.Errorf("act 2 sent no traffic to the floating address:\n%s", r.stdout)
+	}
+	if why := demo.CanRunDatabase(); why != nil {
+		requireInCI(t, "act 3 of the demo: "+why.Error())
+		return
+	}
+	// Act 3: the database primary's node is killed under orders; every
+	// acknowledged order must be on the new primary.
+	m = regexp.MustCompile(`(db\d) is the primary, both replicas stream from it; 4 clients place orders`).FindStringSubmatch(r.stdout)
+	if m == nil {
+		t.Fatalf("act 3 did not report a first primary:\n%s", r.stdout)
+	}
+	first = m[1]
+	if !strings.Contains(r.stdout, "kill -9 the agent on "+first) {
+		t.Errorf("act 3 did not kill the primary %s:\n%s", first, r.stdout)
+	}
+	if m = regexp.MustCompile(`(db\d) is the primary; the router sends`).FindStringSubmatch(r.stdout); m == nil || m[1] == first {
+		t.Errorf("act 3: no other node became the primary:\n%s", r.stdout)
+	}
+	if m = regexp.MustCompile(`orders acknowledged (\d+), failed`).FindStringSubmatch(r.stdout); m == nil || m[1] == "0" {
+		t.Errorf("act 3 had no order acknowledged:\n%s", r.stdout)
+	}
+	if !strings.Contains(r.stdout, "acknowledged orders lost: 0 ") {
+		t.Errorf("act 3 lost acknowledged orders:\n%s", r.stdout)
 	}
 }

@@ -206,6 +206,7 @@ func runBackend(args []string, stderr io.Writer) error {
 	fs := newFlagSet("backend", stderr)
 	listen := fs.String("listen", "127.0.0.1:8081", "address to listen on")
 	name := fs.String("name", "", "the backend's name (default: the listen address)")
+	database := fs.String("database", "", "PostgreSQL connection string: POST /orders?id=N stores order N there")
 	if err := fs.Parse(args); err != nil {
 		return errUsage
 	}
@@ -220,7 +221,13 @@ func runBackend(args []string, stderr io.Writer) error {
 	defer stop()
 	log := newLogger(stderr, "info", false)
 	log.Info("demo backend listening", "addr", ln.Addr().String(), "name", *name)
-	return demoapp.New(*name).Serve(ctx, ln, log)
+	app := demoapp.New(*name)
+	if *database != "" {
+		if err := app.UseDatabase(ctx, *database); err != nil {
+			return err
+		}
+	}
+	return app.Serve(ctx, ln, log)
 }
 
 func runDemo(args []string, stdout, stderr io.Writer) error {
@@ -228,12 +235,13 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 	duration := fs.Duration("duration", 0, "stop after this long (default: run until Ctrl-C)")
 	level := fs.String("log-level", "warn", "agent log level shown during the demo")
 	floating := fs.Bool("floating", true, "also play act 2, a floating address across two balancer nodes in network namespaces (needs root)")
+	database := fs.Bool("database", true, "also play act 3, the application's data in a PostgreSQL cluster whose primary is killed (needs root and PostgreSQL)")
 	if err := fs.Parse(args); err != nil {
 		return errUsage
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	return demo.Run(ctx, demo.Options{Out: stdout, Logger: newLogger(stderr, *level, false), Duration: *duration, Version: buildVersion(), Floating: *floating})
+	return demo.Run(ctx, demo.Options{Out: stdout, Logger: newLogger(stderr, *level, false), Duration: *duration, Version: buildVersion(), Floating: *floating, Database: *database})
 }
 
 // count says "1 node", "2 nodes".

@@ -38,6 +38,10 @@ type Options struct {
 	// Floating plays the second act (a floating address in network
 	// namespaces) when the machine allows it; see CanRunFloating.
 	Floating bool
+	// Database plays the third act (the application's data in a
+	// PostgreSQL cluster, its primary killed) when the machine allows it;
+	// see CanRunDatabase.
+	Database bool
 }
 
 // Result summarises the traffic the demo sent.
@@ -48,6 +52,8 @@ type Result struct {
 	Returned     time.Duration // from the restart to the up event
 	// Floating is the second act's result; nil when it did not run.
 	Floating *FloatingResult
+	// Database is the third act's; nil when it did not run.
+	Database *DatabaseResult
 }
 
 type backendProc struct {
@@ -197,6 +203,17 @@ func RunResult(ctx context.Context, opt Options) (*Result, error) {
 		} else {
 			fr, err := RunFloating(ctx, opt)
 			res.Floating = fr
+			if err != nil {
+				return res, err
+			}
+		}
+	}
+	if opt.Database {
+		if why := CanRunDatabase(); why != nil {
+			fmt.Fprintf(w, "\nact 3 (the application's data in a PostgreSQL cluster) skipped: %v\n", why)
+		} else {
+			dr, err := RunDatabase(ctx, opt)
+			res.Database = dr
 			if err != nil {
 				return res, err
 			}

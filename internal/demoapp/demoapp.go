@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"sync/atomic"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // Mode is how the app answers.
@@ -27,6 +29,7 @@ const (
 // App is one demo backend.
 type App struct {
 	Name    string
+	db      *pgxpool.Pool // nil: no /orders
 	served  atomic.Uint64
 	counter atomic.Uint64
 	mode    atomic.Int32
@@ -60,6 +63,7 @@ func (a *App) Handler() http.Handler {
 		}
 		fmt.Fprintf(w, "%s slept %dms\n", a.Name, ms)
 	})
+	mux.HandleFunc("POST /orders", a.order)
 	mux.HandleFunc("POST /_demo/mode/{mode}", func(w http.ResponseWriter, r *http.Request) {
 		switch r.PathValue("mode") {
 		case "ok":
@@ -100,6 +104,48 @@ func (a *App) Handler() http.Handler {
 	})
 }
 
+// UseDatabase keeps the app's orders in PostgreSQL at dsn (haven's
+// database router, in the demo), in a table orders that it creates if
+// needed.
+func (a *App) UseDatabase(ctx context.Context, dsn string) error {
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return fmt.Errorf("demoapp: database: %w", err)
+	}
+	cfg.MaxConns = 8
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("demoapp: database: %w", err)
+	}
+	a.db = pool
+	return nil
+}
+
+// order stores order ?id=N and answers 200 only once its COMMIT returned,
+// with the address of the server that took it; 503 when the database did
+// not take it (or may have: the client cannot know).
+func (a *App) order(w http.ResponseWriter, r *http.Request) {
+	if a.db == nil {
+		http.Error(w, a.Name+" has no database (haven backend --database DSN)", http.StatusNotFound)
+		return
+	}
+	id, err := strconv.ParseInt(r.URL.Query().Get("id"), 10, 64)
+	if err != nil {
+		http.Error(w, "want ?id=NUMBER", http.StatusBadRequest)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	var server string
+	err = a.db.QueryRow(ctx, `INSERT INTO orders (id, server) VALUES ($1, host(inet_server_addr()))
+		ON CONFLICT (id) DO UPDATE SET server = orders.server RETURNING server`, id).Scan(&server)
+	if err != nil {
+		http.Error(w, "database: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	fmt.Fprintf(w, "{\"id\":%d,\"server\":%q}\n", id, server)
+}
+
 // Serve answers on ln until ctx ends.
 func (a *App) Serve(ctx context.Context, ln net.Listener, log *slog.Logger) error {
 	srv := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
@@ -114,5 +160,8 @@ func (a *App) Serve(ctx context.Context, ln net.Listener, log *slog.Logger) erro
 	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	srv.Shutdown(sctx)
+	if a.db != nil {
+		a.db.Close()
+	}
 	return nil
 }
