@@ -61,9 +61,11 @@ func (k *Keeper) confirmPromotion(ctx context.Context, self LSN) error {
 }
 
 // caughtUp reads the members' states from etcd (not the watch, which may
-// lag the record's release) and checks that self has received the WAL the
-// last primary wrote, as far as it published (its final position after a
-// planned stop, or its last published one), within max_lag_on_failover.
+// lag the record's release) and checks that self has received the WAL a
+// primary that let go wrote before it stopped (its published final
+// position), within max_lag_on_failover. A crashed primary's running
+// position is not asked for: in sync mode its unacknowledged tail need not
+// survive, and in async mode promotable's lag rule covers it.
 func (k *Keeper) caughtUp(ctx context.Context, self LSN) error {
 	qctx, cancel := context.WithTimeout(ctx, confirmTimeout)
 	defer cancel()
@@ -78,15 +80,12 @@ func (k *Keeper) caughtUp(ctx context.Context, self LSN) error {
 			continue
 		}
 		end := m.LastPrimaryLSN
-		if m.Role == RolePrimary {
-			end = m.LSN
-		}
 		if end != 0 && (m.Timeline > last.Timeline || m.Timeline == last.Timeline && end > last.LSN) {
 			last = MemberState{Node: m.Node, Timeline: m.Timeline, LSN: end}
 		}
 	}
 	if last.LSN > self && uint64(last.LSN-self) > k.cfg.MaxLagOnFailover {
-		return fmt.Errorf("has WAL to %s, but the last primary %s wrote to %s", self, last.Node, last.LSN)
+		return fmt.Errorf("has WAL to %s, but %s wrote to %s before it let go", self, last.Node, last.LSN)
 	}
 	return nil
 }
