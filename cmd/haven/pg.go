@@ -102,10 +102,14 @@ func pgStatus(ac *adminClient, nodes []string, stdout io.Writer) error {
 func printDatabase(w io.Writer, d *agent.DatabaseStatus) {
 	fmt.Fprintf(w, "primary: %s (epoch %d); sync: k=%d of %v\n", orDash(d.Primary), d.Epoch, d.Sync.K, d.Sync.Standbys)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tROLE\tTIMELINE\tLSN\tLAG (BYTES)\tUPSTREAM\tNOT PROMOTABLE")
+	fmt.Fprintln(tw, "NODE\tROLE\tSYNC\tTIMELINE\tLSN\tLAG (BYTES)\tLAG (S)\tUPSTREAM\tNOT PROMOTABLE")
 	for _, name := range sortedKeys(d.Members) {
 		m := d.Members[name]
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\t%s\n", name, m.Role, m.Timeline, m.LSN, m.Lag, orDash(m.Upstream), orDash(m.NotPromotable))
+		sync := "-"
+		if slices.Contains(d.Sync.Standbys, name) {
+			sync = "sync"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%d\t%.1f\t%s\t%s\n", name, m.Role, sync, m.Timeline, m.LSN, m.Lag, m.LagSeconds, orDash(m.Upstream), orDash(m.NotPromotable))
 	}
 	tw.Flush()
 }

@@ -58,9 +58,12 @@ type MemberState struct {
 	Upstream string `json:"upstream,omitempty"`
 	// Lag is how many bytes of WAL the node lacks behind the primary's last
 	// published position (replicas only).
-	Lag        uint64 `json:"lag,omitempty"`
-	NoFailover bool   `json:"nofailover,omitempty"`
-	Priority   int    `json:"priority"`
+	Lag uint64 `json:"lag,omitempty"`
+	// LagSeconds is how old the last transaction a replica replayed is,
+	// while it has received WAL it has not replayed (Position.ReplayDelay).
+	LagSeconds float64 `json:"lag_seconds,omitempty"`
+	NoFailover bool    `json:"nofailover,omitempty"`
+	Priority   int     `json:"priority"`
 	// LastPrimaryLSN, on a former primary that let go, is where its WAL
 	// ended: its successor must have received that far.
 	LastPrimaryLSN LSN `json:"last_primary_lsn,omitempty"`

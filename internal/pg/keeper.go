@@ -750,6 +750,7 @@ func (k *Keeper) publish(ctx context.Context) {
 			k.timeline = max(k.timeline, pos.Timeline)
 			st.Timeline = k.timeline
 			st.Role, st.LSN = RoleReplica, max(pos.Received, pos.Replayed)
+			st.LagSeconds = pos.ReplayDelay.Seconds()
 			st.Upstream = k.following
 			st.Streaming = pos.Received != 0 && k.following != ""
 		} else {
@@ -817,6 +818,7 @@ func (k *Keeper) setMetrics(st MemberState, promotable bool) {
 	k.m.primary.Set(b(primary))
 	k.m.lsn.Set(float64(st.LSN))
 	k.m.lag.Set(float64(st.Lag))
+	k.m.lagSeconds.Set(st.LagSeconds)
 	k.m.timeline.Set(float64(st.Timeline))
 	k.m.promotable.Set(b(promotable && !primary))
 	if !primary {

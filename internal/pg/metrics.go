@@ -102,6 +102,7 @@ type keeperMetrics struct {
 	primary      prometheus.Gauge
 	lsn          prometheus.Gauge
 	lag          prometheus.Gauge
+	lagSeconds   prometheus.Gauge
 	timeline     prometheus.Gauge
 	promotable   prometheus.Gauge
 	syncK        prometheus.Gauge
@@ -117,6 +118,7 @@ func newKeeperMetrics(reg prometheus.Registerer) (*keeperMetrics, error) {
 		primary:      gauge("haven_pg_primary", "1 while this node acts as the database primary (it holds the ownership record and its write fence is open), 0 otherwise."),
 		lsn:          gauge("haven_pg_wal_position_bytes", "The WAL position this node published: written on a primary, received on a replica."),
 		lag:          gauge("haven_pg_replication_lag_bytes", "How many bytes of WAL this replica lacks behind the primary's last published position; 0 on the primary."),
+		lagSeconds:   gauge("haven_pg_replication_lag_seconds", "How old the last transaction this replica replayed is, while it has WAL it has not replayed; 0 when caught up, and on the primary."),
 		timeline:     gauge("haven_pg_timeline", "The timeline of this node's WAL."),
 		promotable:   gauge("haven_pg_promotable", "1 when this replica may be promoted now (see not_promotable in the status for why not), 0 otherwise."),
 		syncK:        gauge("haven_pg_sync_standbys", "On the primary, how many standbys every commit waits for (synchronous_standby_names' k); 0 in async mode or when sync mode degraded."),
@@ -129,7 +131,7 @@ func newKeeperMetrics(reg prometheus.Registerer) (*keeperMetrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []*prometheus.Gauge{&m.primary, &m.lsn, &m.lag, &m.timeline, &m.promotable, &m.syncK, &m.syncDegraded} {
+	for _, c := range []*prometheus.Gauge{&m.primary, &m.lsn, &m.lag, &m.lagSeconds, &m.timeline, &m.promotable, &m.syncK, &m.syncDegraded} {
 		g, err := register(reg, *c)
 		if err != nil {
 			return nil, err

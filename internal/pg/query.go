@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -161,6 +162,11 @@ type Position struct {
 	// Replayed is how far a replica has replayed WAL
 	// (pg_last_wal_replay_lsn); zero on a primary.
 	Replayed LSN
+	// ReplayDelay is, on a replica with received WAL not replayed yet, how
+	// old the last transaction it replayed is: the usual "lag in
+	// seconds". Zero when replay has caught up with what it received (its
+	// byte lag behind the primary may not be zero), and on a primary.
+	ReplayDelay time.Duration
 }
 
 // positionSQL reads a Position. pg_current_wal_lsn and pg_walfile_name fail
@@ -176,7 +182,11 @@ SELECT r,
   END,
   CASE WHEN NOT r THEN pg_current_wal_lsn()::text END,
   CASE WHEN r THEN pg_last_wal_receive_lsn()::text END,
-  CASE WHEN r THEN pg_last_wal_replay_lsn()::text END
+  CASE WHEN r THEN pg_last_wal_replay_lsn()::text END,
+  CASE WHEN r THEN CASE
+      WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() THEN 0
+      ELSE COALESCE(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 0)::float8
+    END END
 FROM pg_is_in_recovery() AS r`
 
 // Position reads the server's recovery state, timeline and WAL positions.
@@ -185,14 +195,18 @@ func (s *Server) Position(ctx context.Context) (Position, error) {
 		p                 Position
 		tli               int64
 		cur, recv, replay *string
+		delay             *float64
 	)
 	err := s.withConn(ctx, func(c *pgx.Conn) error {
-		return c.QueryRow(ctx, positionSQL).Scan(&p.InRecovery, &tli, &cur, &recv, &replay)
+		return c.QueryRow(ctx, positionSQL).Scan(&p.InRecovery, &tli, &cur, &recv, &replay, &delay)
 	})
 	if err != nil {
 		return Position{}, fmt.Errorf("pg: position: %w", err)
 	}
 	p.Timeline = uint32(tli)
+	if delay != nil && *delay > 0 {
+		p.ReplayDelay = time.Duration(*delay * float64(time.Second))
+	}
 	for _, f := range []struct {
 		text *string
 		lsn  *LSN

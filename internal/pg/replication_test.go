@@ -146,6 +146,25 @@ func TestReplication(t *testing.T) {
 	waitRow(t, r1, 2)
 	waitRow(t, r2, 2)
 
+	// Lag in seconds: r1 receives WAL it does not replay while replay is
+	// paused; the delay is the age of its last replayed transaction, and
+	// goes back to 0 once replay catches up.
+	r1.exec(t, "SELECT pg_wal_replay_pause()")
+	p.exec(t, "INSERT INTO t VALUES (1000)")
+	waitFor(t, "r1 reports a replay delay while paused", func() (string, bool) {
+		pos, err := r1.Position(ctx)
+		return fmt.Sprintf("%+v %v", pos, err), err == nil && pos.Received > pos.Replayed && pos.ReplayDelay > 0
+	})
+	r1.exec(t, "SELECT pg_wal_replay_resume()")
+	waitRow(t, r1, 1000)
+	waitFor(t, "r1's replay delay back to 0", func() (string, bool) {
+		pos, err := r1.Position(ctx)
+		return fmt.Sprintf("%+v %v", pos, err), err == nil && pos.ReplayDelay == 0
+	})
+	if pos, err := p.Position(ctx); err != nil || pos.ReplayDelay != 0 {
+		t.Errorf("the primary's Position = %+v, %v; want no replay delay", pos, err)
+	}
+
 	slots, err := p.Slots(ctx)
 	if err != nil {
 		t.Fatal(err)
