@@ -11,8 +11,9 @@ import (
 	"github.com/haven-ha/haven/internal/lb/balance"
 )
 
-// clientConn is one accepted client connection and the buffers it reuses
-// from request to request.
+// clientConn is one accepted client connection. Its per-request buffers
+// live in a pooled scratch while a request is served, not here: idle
+// connections hold no buffer.
 type clientConn struct {
 	lb    *Balancer
 	c     net.Conn
@@ -24,13 +25,7 @@ type clientConn struct {
 	ip   netip.Addr
 	hash uint64
 
-	head  []byte // the request head
-	rhead []byte // a response head
-	out   []byte // what is written next
-	body  []byte // a buffered request body, for retries
-	req   request
-	resp  response
-	pk    picker
+	pk picker
 }
 
 func (lb *Balancer) track(c net.Conn) *clientConn {
