@@ -51,6 +51,7 @@ fuzz:
 	$(GO) test ./internal/pg -run '^$$' -fuzz FuzzParseLSN -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/pg -run '^$$' -fuzz FuzzParseControlData -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/pg -run '^$$' -fuzz FuzzParseLag -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/gtm -run '^$$' -fuzz FuzzAnswer -fuzztime $(FUZZTIME)
 
 prereqs:
 	bash scripts/prereqs.sh

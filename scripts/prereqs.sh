@@ -11,6 +11,7 @@ have curl   || need+=(curl)
 have pgrep  || need+=(procps)
 have nft    || need+=(nftables)
 have arping || need+=(iputils-arping)
+have dig    || need+=(bind9-dnsutils)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then

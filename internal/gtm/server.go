@@ -1,0 +1,211 @@
+package gtm
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// udpSize is the EDNS0 buffer size the server advertises and the largest
+// UDP answer it sends (the DNS Flag Day 2020 value: no fragmentation).
+const udpSize = 1232
+
+// Server answers for one zone over UDP and TCP.
+type Server struct {
+	zone Zone
+	log  *slog.Logger
+	nsid string // hex, for EDNS0 NSID
+
+	mu     sync.Mutex // serializes rebuilds
+	health map[string]map[string]bool
+	table  atomic.Pointer[table]
+}
+
+// Options are what a Server needs besides its zone.
+type Options struct {
+	Logger *slog.Logger
+	// ID is returned in EDNS0 NSID (RFC 5001) when a query asks for it,
+	// such as the node name.
+	ID string
+}
+
+// New checks the zone and builds its first table, with every target up
+// until SetHealth says otherwise.
+func New(z Zone, opt Options) (*Server, error) {
+	z, err := z.normalize()
+	if err != nil {
+		return nil, err
+	}
+	if opt.Logger == nil {
+		opt.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{zone: z, log: opt.Logger.With("component", "gtm", "zone", z.Origin), nsid: hex.EncodeToString([]byte(opt.ID)), health: map[string]map[string]bool{}}
+	s.table.Store(build(z, s.up))
+	return s, nil
+}
+
+// up reports a target's health as last set; a target never set is up.
+// It is called with s.mu held (or before the server is shared).
+func (s *Server) up(name, target string) bool {
+	v, ok := s.health[name][target]
+	return !ok || v
+}
+
+// SetHealth records whether target of the managed name rel ("www") is up
+// and, if that changes the answers, swaps in a new table.
+func (s *Server) SetHealth(rel, target string, up bool) {
+	name := fqdn(rel, s.zone.Origin)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.health[name] == nil {
+		s.health[name] = map[string]bool{}
+	}
+	if old, ok := s.health[name][target]; ok && old == up {
+		return
+	}
+	s.health[name][target] = up
+	s.table.Store(build(s.zone, s.up))
+	s.log.Info("answers changed", "name", name, "target", target, "up", up)
+}
+
+// ServeDNS answers one query from the current table.
+func (s *Server) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
+	m := s.answer(r, isTCP(w))
+	if err := w.WriteMsg(m); err != nil {
+		s.log.Debug("write answer", "client", w.RemoteAddr().String(), "err", err)
+	}
+}
+
+func isTCP(w dns.ResponseWriter) bool {
+	_, ok := w.RemoteAddr().(*net.TCPAddr)
+	return ok
+}
+
+// answer builds the reply to r.
+func (s *Server) answer(r *dns.Msg, tcp bool) *dns.Msg {
+	m := new(dns.Msg)
+	m.SetReply(r)
+	m.RecursionAvailable = false
+	if r.Opcode != dns.OpcodeQuery {
+		m.SetRcode(r, dns.RcodeNotImplemented)
+		return m
+	}
+	if len(r.Question) != 1 {
+		m.SetRcode(r, dns.RcodeFormatError)
+		return m
+	}
+	size := dns.MinMsgSize
+	var reply *dns.OPT
+	if opt := r.IsEdns0(); opt != nil {
+		if opt.Version() != 0 {
+			m.SetRcode(r, dns.RcodeBadVers)
+			m.SetEdns0(udpSize, false)
+			return m
+		}
+		size = max(dns.MinMsgSize, min(int(opt.UDPSize()), udpSize))
+		reply = s.replyOPT(opt)
+	}
+	q := r.Question[0]
+	name := dns.CanonicalName(q.Name)
+	t := s.table.Load()
+	if q.Qclass != dns.ClassINET || !dns.IsSubDomain(t.origin, name) {
+		m.SetRcode(r, dns.RcodeRefused)
+	} else {
+		m.Authoritative = true
+		s.fill(m, t, name, q.Qtype)
+	}
+	if reply != nil {
+		m.Extra = append(m.Extra, reply)
+	}
+	if !tcp {
+		// Truncate keeps what fits and the OPT record, and sets TC when
+		// it left records out: the client asks again over TCP.
+		m.Truncate(size)
+	}
+	return m
+}
+
+func (s *Server) replyOPT(q *dns.OPT) *dns.OPT {
+	o := &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT}}
+	o.SetUDPSize(udpSize)
+	for _, e := range q.Option {
+		if e.Option() == dns.EDNS0NSID && s.nsid != "" {
+			o.Option = append(o.Option, &dns.EDNS0_NSID{Code: dns.EDNS0NSID, Nsid: s.nsid})
+		}
+	}
+	return o
+}
+
+// fill answers name/qtype from t: the records, or NODATA or NXDOMAIN with
+// the SOA in the authority section.
+func (s *Server) fill(m *dns.Msg, t *table, name string, qtype uint16) {
+	o := t.owners[name]
+	if o == nil {
+		if !t.nonTerminals[name] {
+			m.Rcode = dns.RcodeNameError
+		}
+		m.Ns = t.negative()
+		return
+	}
+	switch qtype {
+	case dns.TypeANY:
+		m.Answer = o.hinfo
+	default:
+		m.Answer = o.rrs[qtype]
+	}
+	if len(m.Answer) == 0 {
+		m.Ns = t.negative()
+		return
+	}
+	if name == t.origin && qtype == dns.TypeNS {
+		m.Extra = append(m.Extra, t.glue...)
+	}
+}
+
+// negative is the authority section of a negative answer: the SOA, whose
+// TTL is capped at its minimum field (RFC 2308).
+func (t *table) negative() []dns.RR {
+	soa := t.soa[0].(*dns.SOA)
+	if soa.Hdr.Ttl <= soa.Minttl {
+		return t.soa
+	}
+	c := *soa
+	c.Hdr.Ttl = soa.Minttl
+	return []dns.RR{&c}
+}
+
+// Serve answers on the UDP and TCP listeners until ctx ends, then shuts
+// them down within a few seconds.
+func (s *Server) Serve(ctx context.Context, udp net.PacketConn, tcp net.Listener) error {
+	servers := []*dns.Server{
+		{PacketConn: udp, Handler: s, UDPSize: udpSize},
+		{Listener: tcp, Handler: s, ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second, IdleTimeout: func() time.Duration { return 10 * time.Second }},
+	}
+	errc := make(chan error, len(servers))
+	for _, srv := range servers {
+		go func() { errc <- srv.ActivateAndServe() }()
+	}
+	s.log.Info("answering", "udp", udp.LocalAddr().String(), "tcp", tcp.Addr().String())
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		err = fmt.Errorf("gtm: serve: %w", err)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	for _, srv := range servers {
+		if serr := srv.ShutdownContext(sctx); serr != nil && !errors.Is(serr, context.Canceled) {
+			s.log.Debug("shutdown", "err", serr)
+		}
+	}
+	return err
+}

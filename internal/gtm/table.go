@@ -1,0 +1,116 @@
+package gtm
+
+import (
+	"strings"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// table is one immutable set of answers for the whole zone. A health
+// change builds a new table; queries read whichever table is current.
+type table struct {
+	origin string
+	soa    []dns.RR // the SOA, for answers and for negative answers' authority
+	ns     []dns.RR // the apex NS records
+	glue   []dns.RR // their addresses, in the additional section
+	owners map[string]*owner
+	// nonTerminals are names that own nothing but have names below them:
+	// they exist (NODATA, not NXDOMAIN; RFC 8020).
+	nonTerminals map[string]bool
+}
+
+// owner is everything one name owns, by type.
+type owner struct {
+	rrs map[uint16][]dns.RR
+	// hinfo is the minimal answer to ANY (RFC 8482).
+	hinfo []dns.RR
+}
+
+// Health says whether a target of a managed name is up: name is the
+// absolute name, target the target's name.
+type Health func(name, target string) bool
+
+// build makes the table of zone z (normalized) under health h.
+func build(z Zone, h Health) *table {
+	t := &table{
+		origin:       z.Origin,
+		soa:          []dns.RR{z.soa()},
+		owners:       map[string]*owner{},
+		nonTerminals: map[string]bool{},
+	}
+	apex := t.owner(z.Origin, z.TTL)
+	apex.rrs[dns.TypeSOA] = t.soa
+	for _, ns := range z.Nameservers {
+		host := fqdn(ns.Name, z.Origin)
+		t.ns = append(t.ns, &dns.NS{Hdr: dns.RR_Header{Name: z.Origin, Rrtype: dns.TypeNS, Class: dns.ClassINET, Ttl: seconds(z.TTL)}, Ns: host})
+		rr := address(host, ns.Addr, z.TTL)
+		t.glue = append(t.glue, rr)
+		o := t.owner(host, z.TTL)
+		o.rrs[rr.Header().Rrtype] = append(o.rrs[rr.Header().Rrtype], rr)
+	}
+	apex.rrs[dns.TypeNS] = t.ns
+	for rel, n := range z.Names {
+		name := fqdn(rel, z.Origin)
+		ttl := n.TTL
+		if ttl <= 0 {
+			ttl = defaultNameTTL
+		}
+		o := t.owner(name, ttl)
+		for _, tg := range choose(name, n, h) {
+			rr := address(name, tg.Addr, ttl)
+			o.rrs[rr.Header().Rrtype] = append(o.rrs[rr.Header().Rrtype], rr)
+		}
+	}
+	for name := range t.owners {
+		for parent := parentOf(name); parent != "" && dns.IsSubDomain(z.Origin, parent) && parent != z.Origin; parent = parentOf(parent) {
+			if t.owners[parent] == nil {
+				t.nonTerminals[parent] = true
+			}
+		}
+	}
+	return t
+}
+
+func (t *table) owner(name string, ttl time.Duration) *owner {
+	if o := t.owners[name]; o != nil {
+		return o
+	}
+	o := &owner{
+		rrs: map[uint16][]dns.RR{},
+		hinfo: []dns.RR{&dns.HINFO{
+			Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeHINFO, Class: dns.ClassINET, Ttl: seconds(ttl)},
+			Cpu: "RFC8482",
+		}},
+	}
+	t.owners[name] = o
+	return o
+}
+
+// parentOf returns name without its first label ("" for the root).
+func parentOf(name string) string {
+	i := strings.IndexByte(name, '.')
+	if i < 0 || i == len(name)-1 {
+		return ""
+	}
+	return name[i+1:]
+}
+
+// choose returns the targets a managed name answers with now. When none
+// is healthy the name answers with all of them ("open"): an answer that
+// may fail is better than none for a name whose checks may be what broke.
+func choose(name string, n Name, h Health) []Target {
+	var up []Target
+	for _, tg := range n.Targets {
+		if h == nil || h(name, tg.Name) {
+			up = append(up, tg)
+		}
+	}
+	if len(up) == 0 {
+		return n.Targets
+	}
+	if n.Policy == Failover {
+		return up[:1]
+	}
+	return up
+}
