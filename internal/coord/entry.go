@@ -231,8 +231,15 @@ func (e *Entry[T]) session(ctx context.Context) error {
 	}
 }
 
+// entryPutTimeout bounds one write of an entry. A write proposed while
+// etcd loses its leader is dropped and would only fail at the server's
+// 5 s request timeout; meanwhile newer values wait behind it (a promoted
+// database primary's new role, seen 4 s late). Abandoned sooner, the
+// latest value is written again once a leader is elected.
+const entryPutTimeout = time.Second
+
 func (e *Entry[T]) put(ctx context.Context, value []byte, id clientv3.LeaseID) error {
-	pctx, cancel := context.WithTimeout(ctx, time.Duration(e.ttl)*time.Second)
+	pctx, cancel := context.WithTimeout(ctx, min(entryPutTimeout, time.Duration(e.ttl)*time.Second))
 	defer cancel()
 	_, err := e.client.Put(pctx, e.key, string(value), clientv3.WithLease(id))
 	return err
