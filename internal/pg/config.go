@@ -86,6 +86,10 @@ var fixedSettings = []managed{
 	{name: "wal_log_hints", value: "on"},
 	{name: "max_wal_senders", value: "10"},
 	{name: "max_replication_slots", value: "10"},
+	// A replica whose stream ended (its primary crashed and restarts in
+	// place) tries again this often, not every 5 s: in sync mode commits
+	// on the restarted primary wait for it.
+	{name: "wal_retrieve_retry_interval", value: "250ms"},
 	{name: "logging_collector", value: "off"},
 	{name: "log_destination", value: "stderr"},
 }
