@@ -10,8 +10,8 @@
 //
 // Usage (as root, from the repository root):
 //
-//	go run ./bench/pg               # 5 runs of each fault per target (~45 min)
-//	go run ./bench/pg -quick        # 1 run of each (~10 min)
+//	go run ./bench/pg               # 5 runs of each fault per target (~25 min)
+//	go run ./bench/pg -quick        # 1 run of each (~6 min)
 //
 // See bench/pg/README.md for what each column means.
 package main

@@ -223,7 +223,7 @@ func ratio(a, b time.Duration) string {
 // perRun lists every run's gap and outcome.
 func perRun(cells []cell) string {
 	var sb strings.Builder
-	sb.WriteString("## Every run\n\nWrite gap in ms (primary before → after; lost acknowledged writes when any; the switchover command's time):\n\n")
+	sb.WriteString("## Every run\n\nWrite gap in ms (primary before → after; \"etcd leader\" when the primary's etcd member led etcd at the fault; lost acknowledged writes when any; the switchover command's time):\n\n")
 	for _, c := range cells {
 		if len(c.runs) == 0 {
 			continue
