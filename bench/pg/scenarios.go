@@ -137,8 +137,9 @@ func (r runResult) line() string {
 const backAfter = 5
 
 // faultRun writes from -pre plus a random part of the target's period
-// before the fault until -post after the first write acknowledged after
-// it, then heals, waits until the cluster is healthy and counts the rows.
+// before the fault until -post after the writes came back (backAfter
+// writes started after the fault were acknowledged), then heals, waits
+// until the cluster is healthy and counts the rows.
 func (c *cluster) faultRun(ctx context.Context, sc scenario, primary string, run int) (runResult, []write) {
 	opt := c.b.opt
 	r := runResult{Primary: primary, Delay: time.Duration(rand.Int64N(int64(c.t.period)))}
