@@ -591,30 +591,20 @@ func TestSweepRemovesNamespacesOfDeadProcesses(t *testing.T) {
 	}
 	stale := fmt.Sprintf("hv%d-1-n1", dead.ProcessState.Pid())
 	mine := fmt.Sprintf("hv%d-999999-n1", os.Getpid())
-	for _, ns := range []string{stale, mine} {
-		if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-			t.Fatalf("ip netns add %s: %v: %s", ns, err, out)
-		}
-		t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	if out, err := exec.Command("ip", "netns", "add", mine).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add %s: %v: %s", mine, err, out)
 	}
-	orphan := exec.Command("ip", "netns", "exec", stale, "sleep", "60")
-	if err := orphan.Start(); err != nil {
-		t.Fatal(err)
-	}
-	orphanDone := make(chan error, 1)
-	go func() { orphanDone <- orphan.Wait() }()
-	// ip netns exec enters the namespace after it starts: wait until the
-	// namespace holds the process, or Sweep may look before it does.
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		out, _ := exec.Command("ip", "netns", "pids", stale).Output()
-		if len(strings.TrimSpace(string(out))) > 0 {
-			break
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", mine).Run() })
+	// The stale namespace looks dead to every Sweep, and the test
+	// processes of other packages sweep when they start a network: one may
+	// remove it while it is being made. Make it again then.
+	var orphanDone chan error
+	for attempt := 1; orphanDone == nil; attempt++ {
+		if attempt > 5 {
+			t.Fatalf("could not set up %s with a process in it: other sweeps kept removing it", stale)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the orphan never entered %s", stale)
-		}
+		orphanDone = staleWithOrphan(t, stale)
 	}
-
 	if err := testnet.Sweep(); err != nil {
 		t.Fatal(err)
 	}
@@ -628,6 +618,41 @@ func TestSweepRemovesNamespacesOfDeadProcesses(t *testing.T) {
 	case <-orphanDone:
 	case <-time.After(10 * time.Second):
 		t.Error("Sweep left a process running in the stale namespace")
+	}
+}
+
+// staleWithOrphan makes namespace ns with a process in it, and returns a
+// channel that gets the process's end; nil when another process's Sweep
+// removed the namespace meanwhile.
+func staleWithOrphan(t *testing.T, ns string) chan error {
+	t.Helper()
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		t.Logf("ip netns add %s: %v: %s", ns, err, out)
+		exec.Command("ip", "netns", "del", ns).Run()
+		return nil
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	orphan := exec.Command("ip", "netns", "exec", ns, "sleep", "60")
+	if err := orphan.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- orphan.Wait() }()
+	// ip netns exec enters the namespace after it starts: wait until the
+	// namespace holds the process, or Sweep may look before it does.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		out, _ := exec.Command("ip", "netns", "pids", ns).Output()
+		if len(strings.TrimSpace(string(out))) > 0 {
+			return done
+		}
+		select {
+		case <-done: // the namespace went before the process entered it
+			return nil
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the orphan never entered %s", ns)
+		}
 	}
 }
 
