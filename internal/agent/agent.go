@@ -145,12 +145,22 @@ func (a *Agent) Run(ctx context.Context) error {
 		<-adminDone
 		return err
 	}
+	tr, err := a.startTraffic(cfg)
+	if err != nil {
+		co.stop()
+		a.stopRoles()
+		co.stopMember()
+		a.reloadMu.Unlock()
+		stopAdmin()
+		<-adminDone
+		return err
+	}
 	a.mu.Lock()
 	a.coord = co
 	a.mu.Unlock()
 	a.reloadMu.Unlock()
 	balancers := cfg.BalancersOn(a.opt.Node)
-	if len(balancers) == 0 && cfg.Coordination == nil {
+	if len(balancers) == 0 && cfg.Coordination == nil && tr == nil {
 		a.log.Warn("this node has no role yet: it only serves its admin API", "admin", a.nodeAdmin())
 	}
 	select {
@@ -160,6 +170,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.log.Info("agent stopping")
 	a.admin.SetLameduck()
+	tr.stop(a)
 	// Floating addresses go first, handed over while this node's
 	// balancers still serve; etcd goes last, after the balancers.
 	co.stop()

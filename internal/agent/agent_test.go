@@ -109,6 +109,9 @@ type cluster struct {
 	coordination string
 	// database is haven.yaml's database section, "" for none.
 	database string
+	// traffic is haven.yaml's traffic section, "" for none, and
+	// moreChecks are more entries of its checks section (indented).
+	traffic, moreChecks string
 }
 
 func (c *cluster) yaml() string {
@@ -123,6 +126,9 @@ func (c *cluster) yaml() string {
 	if c.database != "" {
 		fmt.Fprintf(&b, "database: %s\n", c.database)
 	}
+	if c.traffic != "" {
+		fmt.Fprintf(&b, "traffic: %s\n", c.traffic)
+	}
 	fmt.Fprintf(&b, `regions:
   local:
     nodes:
@@ -135,12 +141,12 @@ checks:
     timeout: 200ms
     rise: 1
     fall: 2
-balancers:
+%sbalancers:
   web:
     nodes: [lb1]
     listen: %q
     check: web
-`, c.admin, c.listen)
+`, c.admin, c.moreChecks, c.listen)
 	if c.lameduck != "" {
 		fmt.Fprintf(&b, "    lameduck: %s\n", c.lameduck)
 	}

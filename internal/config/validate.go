@@ -17,16 +17,18 @@ import (
 
 // Valid values of the enumerated keys.
 var (
-	modes           = []string{"http", "tcp"}
-	algorithms      = []string{"roundrobin", "leastconn", "source", "random2"}
-	proxyProtocols  = []string{"", "v1", "v2"}
-	probeKinds      = []string{"tcp", "http", "https", "icmp", "exec"}
-	engines         = []string{"postgres"}
-	replModes       = []string{"async", "sync", "strict"}
-	drModes         = []string{"async", "sync"}
-	recordPolicies  = []string{"failover", "weighted", "hashed", "all", "cidr", "geo"}
-	backupSchemes   = []string{"file", "s3"}
-	endpointSchemes = []string{"http", "https"}
+	modes          = []string{"http", "tcp"}
+	algorithms     = []string{"roundrobin", "leastconn", "source", "random2"}
+	proxyProtocols = []string{"", "v1", "v2"}
+	probeKinds     = []string{"tcp", "http", "https", "icmp", "exec"}
+	engines        = []string{"postgres"}
+	replModes      = []string{"async", "sync", "strict"}
+	drModes        = []string{"async", "sync"}
+	recordPolicies = []string{"failover", "weighted", "hashed", "all", "cidr", "geo"}
+	// implementedPolicies are those the traffic manager answers with today.
+	implementedPolicies = []string{"failover", "all"}
+	backupSchemes       = []string{"file", "s3"}
+	endpointSchemes     = []string{"http", "https"}
 )
 
 const notSupported = "is not yet supported by this version and is ignored"
@@ -673,7 +675,6 @@ func (v *validator) traffic() {
 	if t == nil {
 		return
 	}
-	v.warnf("traffic", "this section %s", notSupported)
 	if t.Zone == "" {
 		v.errorf("traffic.zone", "required: the DNS zone delegated to haven, such as zone: gslb.shop.example.")
 	} else if !isDomain(t.Zone) {
@@ -691,8 +692,11 @@ func (v *validator) traffic() {
 }
 
 func (v *validator) record(rec *Record, path string) {
-	if !slices.Contains(recordPolicies, rec.Policy) {
+	switch {
+	case !slices.Contains(recordPolicies, rec.Policy):
 		v.errorf(path+".policy", "%s", notOneOf(rec.Policy, recordPolicies...))
+	case !slices.Contains(implementedPolicies, rec.Policy):
+		v.errorf(path+".policy", "%q is not implemented yet in this version: use %s", rec.Policy, strings.Join(implementedPolicies, " or "))
 	}
 	if len(rec.Targets) == 0 {
 		v.errorf(path+".targets", "required: at least one target, such as targets: [{name: east, address: 198.18.1.100}]")
@@ -712,6 +716,9 @@ func (v *validator) record(rec *Record, path string) {
 		}
 		if tg.Check != "" {
 			v.checkRef(tpath+".check", tg.Check)
+			if ch := v.cfg.Checks[tg.Check]; ch != nil && ch.TCP != nil && ch.TCP.Port == 0 {
+				v.errorf(tpath+".check", "check %s probes TCP without a port, and a target is only an address: set checks.%s.tcp.port", tg.Check, tg.Check)
+			}
 		}
 		if tg.Weight < 0 {
 			v.errorf(tpath+".weight", "%d is negative", tg.Weight)

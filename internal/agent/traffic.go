@@ -1,0 +1,52 @@
+package agent
+
+import (
+	"context"
+	"slices"
+
+	"github.com/haven-ha/haven/internal/config"
+	"github.com/haven-ha/haven/internal/gtm"
+)
+
+// trafficRole is this node's traffic manager, when haven.yaml names it
+// among traffic.nameservers. It starts with the agent; changes to the
+// traffic section need a restart.
+type trafficRole struct {
+	svc    *gtm.Service
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// startTraffic binds the traffic manager's listeners (a busy port fails
+// the start) and runs it in the background.
+func (a *Agent) startTraffic(cfg *config.Config) (*trafficRole, error) {
+	if cfg.Traffic == nil || !slices.Contains(cfg.Traffic.Nameservers, a.opt.Node) {
+		return nil, nil
+	}
+	svc, err := gtm.NewService(cfg, a.opt.Node, gtm.ServiceOptions{Logger: a.log, HealthMetrics: a.hm, OnTransition: a.recordEvent})
+	if err != nil {
+		return nil, err
+	}
+	udp, tcp, err := svc.Listen()
+	if err != nil {
+		svc.Close()
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &trafficRole{svc: svc, cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- svc.Run(ctx, udp, tcp) }()
+	a.admin.SetStatus("traffic", func() any { return svc.Status() })
+	return r, nil
+}
+
+// stop stops answering and the checks.
+func (r *trafficRole) stop(a *Agent) {
+	if r == nil {
+		return
+	}
+	r.cancel()
+	if err := <-r.done; err != nil {
+		a.log.Error("traffic manager stopped with an error", "err", err)
+	}
+	r.svc.Close()
+}

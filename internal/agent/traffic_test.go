@@ -1,0 +1,104 @@
+package agent
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// healthz serves /healthz "ok" on addr until stopped.
+type healthz struct {
+	srv  *http.Server
+	done chan struct{}
+}
+
+func startHealthz(t *testing.T, addr string) *healthz {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &healthz{srv: &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })}, done: make(chan struct{})}
+	go func() { h.srv.Serve(ln); close(h.done) }()
+	t.Cleanup(h.stop)
+	return h
+}
+
+func (h *healthz) stop() {
+	h.srv.Close()
+	<-h.done
+}
+
+// A node among traffic.nameservers answers for the zone; the failover
+// name's answer follows its targets' health checks, and the first answer
+// after the start already reflects them.
+func TestAgentRunsTheTrafficManager(t *testing.T) {
+	probe := freeAddr(t) // 127.0.0.1:P: the targets are 127.0.0.2 and .3 on P
+	_, port, _ := net.SplitHostPort(probe)
+	dnsAddr := freeAddr(t)
+	c := &cluster{admin: freeAddr(t), listen: freeAddr(t), backends: []*app{startApp(t, "web1")},
+		moreChecks: fmt.Sprintf("  site:\n    http: {port: %s, path: /healthz}\n    interval: 1s\n    timeout: 1s\n    rise: 1\n    fall: 2\n", port),
+		traffic: fmt.Sprintf(`{zone: gslb.test., nameservers: [lb1], listen: %q, records: {www: {policy: failover, ttl: 5s, targets: [
+  {name: east, address: 127.0.0.2, check: site}, {name: west, address: 127.0.0.3, check: site}]}}}`, dnsAddr),
+	}
+	startHealthz(t, "127.0.0.3:"+port)
+	// east accepts connections and never answers: its first verdict takes
+	// the check's 1 s timeout, while west's comes at once. Answers given
+	// before east's verdict would name east.
+	silent, err := net.Listen("tcp", "127.0.0.2:"+port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	e := newEnv(t, c)
+	e.run()
+	www := func() (string, error) {
+		q := new(dns.Msg)
+		q.SetQuestion("www.gslb.test.", dns.TypeA)
+		r, _, err := (&dns.Client{Timeout: 2 * time.Second}).Exchange(q, dnsAddr)
+		if err != nil {
+			return "", err
+		}
+		if len(r.Answer) != 1 || !r.Authoritative {
+			return "", fmt.Errorf("answer %v, aa %v", r.Answer, r.Authoritative)
+		}
+		return r.Answer[0].(*dns.A).A.String(), nil
+	}
+	// east is down from the start: the first answer already says west.
+	var first string
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		a, err := www()
+		if err == nil {
+			first = a
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no answer from the traffic manager: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if first != "127.0.0.3" {
+		t.Errorf("first answer %s, want west (127.0.0.3): east never passed a check", first)
+	}
+	silent.Close()
+	east := startHealthz(t, "127.0.0.2:"+port)
+	waitAnswer := func(want string) {
+		t.Helper()
+		waitFor(t, 10*time.Second, "www answers "+want, func() (bool, string) {
+			a, err := www()
+			return err == nil && a == want, fmt.Sprint(a, err)
+		})
+	}
+	waitAnswer("127.0.0.2")
+	east.stop()
+	waitAnswer("127.0.0.3")
+	if r, err := try("GET", e.adminURL("/api/v1/status")); err != nil || !strings.Contains(r.body, `"traffic"`) {
+		t.Errorf("the status API has no traffic section: %v", err)
+	}
+}
