@@ -667,3 +667,27 @@ func TestNodePath(t *testing.T) {
 		t.Errorf("NodePath(coordination.data_dir, lb2) = %q, want %q", got, want)
 	}
 }
+
+// A traffic target without a weight weighs 1; a written 0 stays 0.
+func TestTrafficWeightDefault(t *testing.T) {
+	cfg, err := Parse("haven.yaml", []byte(`cluster: t
+regions: {r: {nodes: {lb1: {address: 127.0.0.1}}}}
+traffic:
+  zone: gslb.t.
+  nameservers: [lb1]
+  records:
+    www:
+      policy: weighted
+      targets: [{name: a, address: 127.0.0.2}, {name: b, address: 127.0.0.3, weight: 0}, {name: c, address: 127.0.0.4, weight: 5}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []int
+	for _, tg := range cfg.Traffic.Records["www"].Targets {
+		got = append(got, tg.Weight)
+	}
+	if !slices.Equal(got, []int{1, 0, 5}) {
+		t.Errorf("weights %v, want [1 0 5]", got)
+	}
+}

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"maps"
 	"net"
 	"path/filepath"
@@ -91,6 +92,21 @@ func applyDefaults(c *Config, r *report, dir string) {
 	}
 	if c.Database != nil {
 		defaultDatabase(c.Database, r, dir)
+	}
+	if c.Traffic != nil {
+		defaultTraffic(c.Traffic, r)
+	}
+}
+
+// defaultTraffic gives every target left without a weight the weight 1:
+// under the weighted policy a written 0 takes no answers.
+func defaultTraffic(t *Traffic, r *report) {
+	for _, name := range sortedKeys(t.Records) {
+		for i, tg := range t.Records[name].Targets {
+			if tg != nil && !r.given(fmt.Sprintf("traffic.records.%s.targets[%d].weight", name, i)) {
+				tg.Weight = 1
+			}
+		}
 	}
 }
 

@@ -26,7 +26,7 @@ var (
 	drModes        = []string{"async", "sync"}
 	recordPolicies = []string{"failover", "weighted", "hashed", "all", "cidr", "geo"}
 	// implementedPolicies are those the traffic manager answers with today.
-	implementedPolicies = []string{"failover", "all"}
+	implementedPolicies = []string{"failover", "all", "weighted", "hashed"}
 	backupSchemes       = []string{"file", "s3"}
 	endpointSchemes     = []string{"http", "https"}
 )
@@ -696,7 +696,7 @@ func (v *validator) record(rec *Record, path string) {
 	case !slices.Contains(recordPolicies, rec.Policy):
 		v.errorf(path+".policy", "%s", notOneOf(rec.Policy, recordPolicies...))
 	case !slices.Contains(implementedPolicies, rec.Policy):
-		v.errorf(path+".policy", "%q is not implemented yet in this version: use %s", rec.Policy, strings.Join(implementedPolicies, " or "))
+		v.errorf(path+".policy", "%q is not implemented yet in this version: use %s", rec.Policy, strings.Join(implementedPolicies, ", "))
 	}
 	if len(rec.Targets) == 0 {
 		v.errorf(path+".targets", "required: at least one target, such as targets: [{name: east, address: 198.18.1.100}]")

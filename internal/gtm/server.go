@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -78,7 +79,7 @@ func (s *Server) SetHealth(rel, target string, up bool) {
 
 // ServeDNS answers one query from the current table.
 func (s *Server) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
-	m := s.answer(r, isTCP(w))
+	m := s.answer(r, isTCP(w), remoteAddr(w))
 	if err := w.WriteMsg(m); err != nil {
 		s.log.Debug("write answer", "client", w.RemoteAddr().String(), "err", err)
 	}
@@ -89,8 +90,18 @@ func isTCP(w dns.ResponseWriter) bool {
 	return ok
 }
 
-// answer builds the reply to r.
-func (s *Server) answer(r *dns.Msg, tcp bool) *dns.Msg {
+func remoteAddr(w dns.ResponseWriter) netip.Addr {
+	switch a := w.RemoteAddr().(type) {
+	case *net.UDPAddr:
+		return a.AddrPort().Addr()
+	case *net.TCPAddr:
+		return a.AddrPort().Addr()
+	}
+	return netip.Addr{}
+}
+
+// answer builds the reply to r from a client at remote (the resolver).
+func (s *Server) answer(r *dns.Msg, tcp bool, remote netip.Addr) *dns.Msg {
 	m := new(dns.Msg)
 	m.SetReply(r)
 	m.RecursionAvailable = false
@@ -103,7 +114,10 @@ func (s *Server) answer(r *dns.Msg, tcp bool) *dns.Msg {
 		return m
 	}
 	size := dns.MinMsgSize
-	var reply *dns.OPT
+	var (
+		reply *dns.OPT
+		ecs   *dns.EDNS0_SUBNET
+	)
 	if opt := r.IsEdns0(); opt != nil {
 		if opt.Version() != 0 {
 			m.SetRcode(r, dns.RcodeBadVers)
@@ -112,6 +126,17 @@ func (s *Server) answer(r *dns.Msg, tcp bool) *dns.Msg {
 		}
 		size = max(dns.MinMsgSize, min(int(opt.UDPSize()), udpSize))
 		reply = s.replyOPT(opt)
+		var ok bool
+		if ecs, ok = clientSubnet(opt); !ok {
+			m.SetRcode(r, dns.RcodeFormatError)
+			m.Extra = append(m.Extra, reply)
+			return m
+		}
+	}
+	client, bits := clientKey(remote, 128)
+	if ecs != nil {
+		a, _ := netip.AddrFromSlice(ecs.Address)
+		client, bits = clientKey(a, int(ecs.SourceNetmask))
 	}
 	q := r.Question[0]
 	name := dns.CanonicalName(q.Name)
@@ -120,7 +145,15 @@ func (s *Server) answer(r *dns.Msg, tcp bool) *dns.Msg {
 		m.SetRcode(r, dns.RcodeRefused)
 	} else {
 		m.Authoritative = true
-		s.fill(m, t, name, q.Qtype)
+		if !s.fill(m, t, name, q.Qtype, client) {
+			bits = 0 // the answer does not depend on the client
+		}
+	}
+	if ecs != nil {
+		// RFC 7871: echo the client's subnet, with the scope the answer
+		// is valid for: 0 when it does not depend on the client.
+		reply.Option = append(reply.Option, &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: ecs.Family,
+			SourceNetmask: ecs.SourceNetmask, SourceScope: uint8(bits), Address: ecs.Address})
 	}
 	if reply != nil {
 		m.Extra = append(m.Extra, reply)
@@ -145,29 +178,65 @@ func (s *Server) replyOPT(q *dns.OPT) *dns.OPT {
 }
 
 // fill answers name/qtype from t: the records, or NODATA or NXDOMAIN with
-// the SOA in the authority section.
-func (s *Server) fill(m *dns.Msg, t *table, name string, qtype uint16) {
+// the SOA in the authority section. It reports whether the answer depends
+// on the client (a hashed name's).
+func (s *Server) fill(m *dns.Msg, t *table, name string, qtype uint16, client uint64) (byClient bool) {
 	o := t.owners[name]
 	if o == nil {
 		if !t.nonTerminals[name] {
 			m.Rcode = dns.RcodeNameError
 		}
 		m.Ns = t.negative()
-		return
+		return false
 	}
-	switch qtype {
-	case dns.TypeANY:
+	switch {
+	case qtype == dns.TypeANY:
 		m.Answer = o.hinfo
+	case o.pick != nil:
+		m.Answer = o.pick.choose(qtype, client)
+		byClient = o.pick.policy == Hashed && len(m.Answer) > 0
 	default:
 		m.Answer = o.rrs[qtype]
 	}
 	if len(m.Answer) == 0 {
 		m.Ns = t.negative()
-		return
+		return false
 	}
 	if name == t.origin && qtype == dns.TypeNS {
 		m.Extra = append(m.Extra, t.glue...)
 	}
+	return byClient
+}
+
+// clientSubnet returns the query's EDNS Client Subnet option (nil when
+// none), or false when it is malformed (RFC 7871 §7.1.1: FORMERR): a
+// scope in a query, address bits past the source prefix, or two options.
+func clientSubnet(opt *dns.OPT) (*dns.EDNS0_SUBNET, bool) {
+	var ecs *dns.EDNS0_SUBNET
+	for _, o := range opt.Option {
+		e, ok := o.(*dns.EDNS0_SUBNET)
+		if !ok {
+			continue
+		}
+		if ecs != nil || e.SourceScope != 0 {
+			return nil, false
+		}
+		a, ok := netip.AddrFromSlice(e.Address)
+		if !ok {
+			return nil, false
+		}
+		if e.Family == 1 {
+			a = a.Unmap()
+		}
+		if (e.Family == 1) != a.Is4() && e.Family != 0 {
+			return nil, false
+		}
+		if pfx, err := a.Prefix(int(e.SourceNetmask)); err != nil || pfx.Addr() != a {
+			return nil, false
+		}
+		ecs = e
+	}
+	return ecs, true
 }
 
 // negative is the authority section of a negative answer: the SOA, whose

@@ -24,12 +24,12 @@ func testZone() Zone {
 	}
 	return Zone{
 		Origin:      "GSLB.shop.example", // case and the final dot do not matter
-		Nameservers: []Nameserver{{"ns1", netip.MustParseAddr("198.18.1.11")}, {"ns2", netip.MustParseAddr("198.18.1.12")}},
+		Nameservers: []Nameserver{{Name: "ns1", Addr: netip.MustParseAddr("198.18.1.11")}, {Name: "ns2", Addr: netip.MustParseAddr("198.18.1.12")}},
 		Names: map[string]Name{
 			"www": {Policy: Failover, TTL: 20 * time.Second, Targets: []Target{
-				{"east", netip.MustParseAddr("198.18.1.100")}, {"west", netip.MustParseAddr("198.18.2.100")}}},
+				{Name: "east", Addr: netip.MustParseAddr("198.18.1.100")}, {Name: "west", Addr: netip.MustParseAddr("198.18.2.100")}}},
 			"api.v1": {Policy: All, Targets: []Target{
-				{"a", netip.MustParseAddr("198.18.1.101")}, {"b", netip.MustParseAddr("198.18.1.102")}}},
+				{Name: "a", Addr: netip.MustParseAddr("198.18.1.101")}, {Name: "b", Addr: netip.MustParseAddr("198.18.1.102")}}},
 			"big": {Policy: All, Targets: many},
 		},
 	}
@@ -290,7 +290,7 @@ func FuzzAnswer(f *testing.F) {
 		if m.Unpack(b) != nil {
 			return // the server answers FORMERR before the handler
 		}
-		r := s.answer(m, tcp)
+		r := s.answer(m, tcp, netip.MustParseAddr("127.0.0.1"))
 		if _, err := r.Pack(); err != nil {
 			t.Fatalf("reply to %v does not pack: %v", m, err)
 		}

@@ -80,7 +80,7 @@ func NewService(cfg *config.Config, node string, opt ServiceOptions) (*Service, 
 			if err != nil {
 				return nil, fmt.Errorf("gtm: %s target %s: %w", rel, tg.Name, err)
 			}
-			n.Targets = append(n.Targets, Target{Name: tg.Name, Addr: addr})
+			n.Targets = append(n.Targets, Target{Name: tg.Name, Addr: addr, Weight: tg.Weight})
 			if tg.Check != "" {
 				ch, ok := cfg.Check(tg.Check)
 				if !ok {

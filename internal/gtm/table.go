@@ -23,6 +23,9 @@ type table struct {
 // owner is everything one name owns, by type.
 type owner struct {
 	rrs map[uint16][]dns.RR
+	// pick, for a weighted or hashed name, chooses its address per query
+	// (rrs then holds none).
+	pick *picker
 	// hinfo is the minimal answer to ANY (RFC 8482).
 	hinfo []dns.RR
 }
@@ -57,7 +60,12 @@ func build(z Zone, h Health) *table {
 			ttl = defaultNameTTL
 		}
 		o := t.owner(name, ttl)
-		for _, tg := range choose(name, n, h) {
+		healthy := choose(name, n, h)
+		if n.Policy == Weighted || n.Policy == Hashed {
+			o.pick = newPicker(n.Policy, name, healthy, ttl)
+			continue
+		}
+		for _, tg := range healthy {
 			rr := address(name, tg.Addr, ttl)
 			o.rrs[rr.Header().Rrtype] = append(o.rrs[rr.Header().Rrtype], rr)
 		}

@@ -51,6 +51,13 @@ const (
 	Failover Policy = "failover"
 	// All answers with every healthy target.
 	All Policy = "all"
+	// Weighted answers with one healthy target, chosen at random in
+	// proportion to its weight.
+	Weighted Policy = "weighted"
+	// Hashed answers with one healthy target chosen by the client's
+	// subnet (EDNS Client Subnet, else the resolver's address): a client
+	// keeps its target while that target is healthy.
+	Hashed Policy = "hashed"
 )
 
 // Name is one managed name.
@@ -64,6 +71,9 @@ type Name struct {
 type Target struct {
 	Name string // unique within the name, such as "east"
 	Addr netip.Addr
+	// Weight is the target's share of answers under Weighted (0 takes
+	// none while another has a weight).
+	Weight int
 }
 
 // Zone defaults.
@@ -105,9 +115,9 @@ func (z Zone) normalize() (Zone, error) {
 			return z, fmt.Errorf("gtm: name %s has no target", rel)
 		}
 		switch n.Policy {
-		case Failover, All:
+		case Failover, All, Weighted, Hashed:
 		default:
-			return z, fmt.Errorf("gtm: name %s: policy %q is not supported (failover, all)", rel, n.Policy)
+			return z, fmt.Errorf("gtm: name %s: policy %q is not supported (failover, all, weighted, hashed)", rel, n.Policy)
 		}
 	}
 	setDur := func(d *time.Duration, def time.Duration) {

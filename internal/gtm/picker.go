@@ -1,0 +1,122 @@
+package gtm
+
+import (
+	"encoding/binary"
+	"hash/maphash"
+	"math/bits"
+	"net/netip"
+	"sort"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// picker chooses one of a weighted or hashed name's healthy targets per
+// query. Its candidates are built with the table: a query only draws a
+// number or hashes the client's subnet, then returns a ready answer.
+type picker struct {
+	policy Policy
+	byType map[uint16][]candidate // A and AAAA candidates apart
+	total  map[uint16]uint64      // sum of the weights, per type
+	// seq numbers the queries. Weighted answers follow a Weyl sequence
+	// (query number × the golden ratio): as unpredictable to a client as
+	// a random draw, but any run of queries splits by weight within a
+	// fraction of a percent, where a random draw over 1000 queries is off
+	// by 1-3% as often as not.
+	seq atomic.Uint64
+}
+
+type candidate struct {
+	answer []dns.RR // the one-record answer
+	upTo   uint64   // cumulative weight, for Weighted
+	seed   uint64   // the target's own hash, for Hashed
+}
+
+func newPicker(policy Policy, name string, targets []Target, ttl time.Duration) *picker {
+	p := &picker{policy: policy, byType: map[uint16][]candidate{}, total: map[uint16]uint64{}}
+	anyWeight := false
+	for _, tg := range targets {
+		anyWeight = anyWeight || tg.Weight > 0
+	}
+	for _, tg := range targets {
+		rr := address(name, tg.Addr, ttl)
+		typ := rr.Header().Rrtype
+		w := uint64(max(tg.Weight, 0))
+		if !anyWeight {
+			w = 1 // all at 0: equal shares rather than no answer
+		}
+		if policy == Weighted && w == 0 {
+			continue
+		}
+		p.total[typ] += w
+		p.byType[typ] = append(p.byType[typ], candidate{answer: []dns.RR{rr}, upTo: p.total[typ], seed: hashString(tg.Name)})
+	}
+	return p
+}
+
+// has reports whether the name has answers of type qtype.
+func (p *picker) has(qtype uint16) bool { return len(p.byType[qtype]) > 0 }
+
+// choose returns the answer for a client whose subnet hashes to client.
+func (p *picker) choose(qtype uint16, client uint64) []dns.RR {
+	cs := p.byType[qtype]
+	if len(cs) == 0 {
+		return nil
+	}
+	if p.policy == Weighted {
+		hi, _ := bits.Mul64(p.seq.Add(1)*0x9e3779b97f4a7c15, p.total[qtype])
+		i := sort.Search(len(cs), func(i int) bool { return cs[i].upTo > hi })
+		return cs[i].answer
+	}
+	// Rendezvous hashing: the highest score wins, so a client moves only
+	// when its own target goes down.
+	best, bestScore := 0, uint64(0)
+	for i, c := range cs {
+		if s := mix(c.seed ^ client); s >= bestScore {
+			best, bestScore = i, s
+		}
+	}
+	return cs[best].answer
+}
+
+var hashSeed = maphash.MakeSeed()
+
+func hashString(s string) uint64 { return maphash.String(hashSeed, s) }
+
+// mix is splitmix64's finaliser: a cheap, well-spread hash of a uint64.
+func mix(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	return x
+}
+
+// Subnet lengths the hashed policy uses at most: a client's /24 (IPv4)
+// or /56 (IPv6), the usual ECS source prefixes; longer prefixes are cut.
+const (
+	hashBits4 = 24
+	hashBits6 = 56
+)
+
+// clientKey hashes the client's subnet: addr masked to at most bits (and
+// the family's cap). It returns the hash and the prefix length used.
+func clientKey(addr netip.Addr, bits int) (uint64, int) {
+	addr = addr.Unmap()
+	limit := hashBits6
+	if addr.Is4() {
+		limit = hashBits4
+	}
+	bits = min(bits, limit)
+	pfx, err := addr.Prefix(bits)
+	if err != nil {
+		return 0, 0
+	}
+	var b [17]byte
+	a := pfx.Addr().As16()
+	copy(b[:16], a[:])
+	b[16] = byte(bits)
+	return binary.LittleEndian.Uint64(b[:8]) ^ mix(binary.LittleEndian.Uint64(b[8:16])^uint64(b[16])), bits
+}
