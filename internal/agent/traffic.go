@@ -32,6 +32,11 @@ func (a *Agent) startTraffic(cfg *config.Config) (*trafficRole, error) {
 		svc.Close()
 		return nil, err
 	}
+	// Registered once per agent run: the traffic role starts with the
+	// agent and is not reloaded.
+	if err := a.reg.Register(svc.Server()); err != nil {
+		a.log.Warn("traffic manager metrics not registered", "err", err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &trafficRole{svc: svc, cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- svc.Run(ctx, udp, tcp) }()
@@ -49,4 +54,5 @@ func (r *trafficRole) stop(a *Agent) {
 		a.log.Error("traffic manager stopped with an error", "err", err)
 	}
 	r.svc.Close()
+	a.reg.Unregister(r.svc.Server())
 }

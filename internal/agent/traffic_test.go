@@ -101,4 +101,18 @@ func TestAgentRunsTheTrafficManager(t *testing.T) {
 	if r, err := try("GET", e.adminURL("/api/v1/status")); err != nil || !strings.Contains(r.body, `"traffic"`) {
 		t.Errorf("the status API has no traffic section: %v", err)
 	}
+	r, err := try("GET", e.adminURL("/metrics"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		`haven_dns_target_up{name="www.gslb.test.",target="east",zone="gslb.test."} 0`,
+		`haven_dns_target_up{name="www.gslb.test.",target="west",zone="gslb.test."} 1`,
+		`haven_dns_responses_total{rcode="NOERROR",zone="gslb.test."}`,
+		`haven_dns_queries_total{transport="udp",zone="gslb.test."}`,
+	} {
+		if !strings.Contains(r.body, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
 }

@@ -28,6 +28,8 @@ type Server struct {
 	mu     sync.Mutex // serializes rebuilds
 	health map[string]map[string]bool
 	table  atomic.Pointer[table]
+
+	counters counters
 }
 
 // Options are what a Server needs besides its zone.
@@ -74,12 +76,15 @@ func (s *Server) SetHealth(rel, target string, up bool) {
 	}
 	s.health[name][target] = up
 	s.table.Store(build(s.zone, s.up))
+	s.counters.rebuilds.Add(1)
 	s.log.Info("answers changed", "name", name, "target", target, "up", up)
 }
 
 // ServeDNS answers one query from the current table.
 func (s *Server) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
-	m := s.answer(r, isTCP(w), remoteAddr(w))
+	tcp := isTCP(w)
+	m := s.answer(r, tcp, remoteAddr(w))
+	s.counters.count(m, tcp, hasClientSubnet(r))
 	if err := w.WriteMsg(m); err != nil {
 		s.log.Debug("write answer", "client", w.RemoteAddr().String(), "err", err)
 	}
@@ -206,6 +211,17 @@ func (s *Server) fill(m *dns.Msg, t *table, name string, qtype uint16, client ui
 		m.Extra = append(m.Extra, t.glue...)
 	}
 	return byClient
+}
+
+func hasClientSubnet(r *dns.Msg) bool {
+	if opt := r.IsEdns0(); opt != nil {
+		for _, o := range opt.Option {
+			if o.Option() == dns.EDNS0SUBNET {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // clientSubnet returns the query's EDNS Client Subnet option (nil when
