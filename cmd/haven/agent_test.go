@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -122,7 +123,15 @@ func TestAgentEndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	write(e2eConfig(admin, listen, backends, ""))
+	// A traffic manager on lb1 too, in every version of the file.
+	traffic := fmt.Sprintf(`traffic:
+  zone: e2e.test.
+  nameservers: [lb1]
+  listen: %q
+  records:
+    www: {policy: all, targets: [{name: a, address: 127.0.0.9}]}
+`, freeAddr(t))
+	write(traffic + e2eConfig(admin, listen, backends, ""))
 	if r := haven(t, 10*time.Second, "check", "-c", path); r.code != 0 {
 		t.Fatalf("haven check:\n%s", r)
 	}
@@ -165,7 +174,7 @@ func TestAgentEndToEnd(t *testing.T) {
 	}
 
 	// SIGHUP after adding web3 and weighting web1: both visible.
-	write(e2eConfig(admin, listen, []e2eBackend{{name: "web1", addr: backends[0].addr, weight: 3}, backends[1], web3}, ""))
+	write(traffic + e2eConfig(admin, listen, []e2eBackend{{name: "web1", addr: backends[0].addr, weight: 3}, backends[1], web3}, ""))
 	agent.cmd.Process.Signal(syscall.SIGHUP)
 	waitStatus("web3 up and web1 at weight 3 after SIGHUP", func(rows map[string]statusRow) bool {
 		return rows["web3"].health == "up" && rows["web1"].weight == "3"
@@ -181,10 +190,10 @@ func TestAgentEndToEnd(t *testing.T) {
 	if served["web3"] == 0 {
 		t.Errorf("after adding web3, 10 requests went to %v", served)
 	}
-	good := e2eConfig(admin, listen, []e2eBackend{{name: "web1", addr: backends[0].addr, weight: 3}, backends[1], web3}, "")
+	good := traffic + e2eConfig(admin, listen, []e2eBackend{{name: "web1", addr: backends[0].addr, weight: 3}, backends[1], web3}, "")
 
 	// SIGHUP with a broken file: rejected, logged, and nothing changes.
-	write(e2eConfig(admin, listen, backends[:1], "    algorithm: fastest\n"))
+	write(traffic + e2eConfig(admin, listen, backends[:1], "    algorithm: fastest\n"))
 	agent.cmd.Process.Signal(syscall.SIGHUP)
 	waitFor(t, 10*time.Second, `"reload rejected" in the agent's log`, func() (bool, string) {
 		return strings.Contains(agent.stderr.String(), "reload rejected"), agent.stderr.String()
@@ -275,6 +284,9 @@ func TestAgentEndToEnd(t *testing.T) {
 	r = haven(t, 20*time.Second, "status", "-c", path)
 	if r.code != 0 || !strings.Contains(r.stdout, "lb1: ready (version "+testVersion+")") || !strings.Contains(r.stdout, "balancer web (http, "+listen+")") {
 		t.Errorf("haven status:\n%s", r)
+	}
+	if !strings.Contains(r.stdout, "traffic e2e.test. (as lb1 answers):") || !regexp.MustCompile(`www\.e2e\.test\.\s+all\s+127\.0\.0\.9\s+a 127\.0\.0\.9 up`).MatchString(r.stdout) {
+		t.Errorf("haven status does not show what www answers:\n%s", r)
 	}
 
 	// SIGTERM: lameduck (not ready, still serving), then exit 0.

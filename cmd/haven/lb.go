@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/config"
+	"github.com/haven-ha/haven/internal/gtm"
 	"github.com/haven-ha/haven/internal/lb"
 )
 
@@ -307,6 +308,9 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 	if ac.cfg.Coordination != nil {
 		coordStatus(ac, nodes, stdout)
 	}
+	if t := ac.cfg.Traffic; t != nil {
+		trafficStatus(ac, t.Nameservers, *node, stdout)
+	}
 	names := make([]string, 0, len(ac.cfg.Balancers))
 	for name := range ac.cfg.Balancers {
 		names = append(names, name)
@@ -324,6 +328,38 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 		lbStatus(ac, b.Name, reachable, stdout)
 	}
 	return errors.Join(errs...)
+}
+
+// trafficStatus prints what each managed name answers now, as every name
+// server (or only node) says.
+func trafficStatus(ac *adminClient, nameservers []string, node string, stdout io.Writer) {
+	for _, n := range nameservers {
+		if node != "" && node != n {
+			continue
+		}
+		var st struct {
+			Traffic *gtm.Status `json:"traffic"`
+		}
+		if err := ac.do("GET", n, "/api/v1/status", &st); err != nil || st.Traffic == nil {
+			fmt.Fprintf(stdout, "\ntraffic (%s): no answer from its traffic manager\n", n)
+			continue
+		}
+		fmt.Fprintf(stdout, "\ntraffic %s (as %s answers):\n", st.Traffic.Zone, n)
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NAME\tPOLICY\tANSWERS NOW\tTARGETS")
+		for _, ns := range st.Traffic.Names {
+			var targets []string
+			for _, tg := range ns.Targets {
+				state := "up"
+				if !tg.Up {
+					state = "DOWN"
+				}
+				targets = append(targets, fmt.Sprintf("%s %s %s", tg.Name, tg.Address, state))
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", ns.Name, ns.Policy, strings.Join(ns.Answers, " "), strings.Join(targets, ", "))
+		}
+		tw.Flush()
+	}
 }
 
 type coordNodeStatus struct {

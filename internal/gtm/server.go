@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -78,6 +79,53 @@ func (s *Server) SetHealth(rel, target string, up bool) {
 	s.table.Store(build(s.zone, s.up))
 	s.counters.rebuilds.Add(1)
 	s.log.Info("answers changed", "name", name, "target", target, "up", up)
+}
+
+// relStatus is a NameStatus and the name as haven.yaml writes it.
+type relStatus struct {
+	NameStatus
+	rel string
+}
+
+// names reports what each managed name answers now, by name.
+func (s *Server) names() []relStatus {
+	t := s.table.Load()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rels := make([]string, 0, len(s.zone.Names))
+	for rel := range s.zone.Names {
+		rels = append(rels, rel)
+	}
+	slices.Sort(rels)
+	var out []relStatus
+	for _, rel := range rels {
+		n, name := s.zone.Names[rel], fqdn(rel, s.zone.Origin)
+		ns := relStatus{rel: rel, NameStatus: NameStatus{Name: name, Policy: n.Policy}}
+		for _, tg := range n.Targets {
+			ns.Targets = append(ns.Targets, TargetStatus{Name: tg.Name, Address: tg.Addr.String(), Up: s.up(name, tg.Name)})
+		}
+		if o := t.owners[name]; o != nil {
+			for _, typ := range []uint16{dns.TypeA, dns.TypeAAAA} {
+				rrs := o.rrs[typ]
+				if o.pick != nil {
+					rrs = nil
+					for _, c := range o.pick.byType[typ] {
+						rrs = append(rrs, c.answer...)
+					}
+				}
+				for _, rr := range rrs {
+					switch rr := rr.(type) {
+					case *dns.A:
+						ns.Answers = append(ns.Answers, rr.A.String())
+					case *dns.AAAA:
+						ns.Answers = append(ns.Answers, rr.AAAA.String())
+					}
+				}
+			}
+		}
+		out = append(out, ns)
+	}
+	return out
 }
 
 // ServeDNS answers one query from the current table.

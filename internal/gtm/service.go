@@ -176,20 +176,47 @@ func (s *Service) waitFirstVerdicts(ctx context.Context) {
 	s.log.Warn("answering before every target has a first verdict: those are answered as up", "waited", firstVerdictWait)
 }
 
-// TargetStatus is one checked target in the status API.
-type TargetStatus struct {
-	Name   string        `json:"name"`
-	Target string        `json:"target"`
-	Health health.Status `json:"health"`
+// Status is the traffic manager in the status API: what each managed name
+// answers now, and each target's health.
+type Status struct {
+	Zone  string       `json:"zone"`
+	Names []NameStatus `json:"names"`
 }
 
-// Status reports every checked target.
-func (s *Service) Status() []TargetStatus {
-	out := make([]TargetStatus, 0, len(s.monitors))
+// NameStatus is one managed name.
+type NameStatus struct {
+	Name    string         `json:"name"`
+	Policy  Policy         `json:"policy"`
+	Answers []string       `json:"answers"` // the addresses it may answer with now
+	Targets []TargetStatus `json:"targets"`
+}
+
+// TargetStatus is one target of a managed name.
+type TargetStatus struct {
+	Name    string `json:"name"`
+	Address string `json:"address"`
+	Up      bool   `json:"up"`
+	// Health is the check's state; nil for a target without a check.
+	Health *health.Status `json:"health,omitempty"`
+}
+
+// Status reports every managed name.
+func (s *Service) Status() Status {
+	mons := map[[2]string]*health.Monitor{}
 	for _, tm := range s.monitors {
-		out = append(out, TargetStatus{Name: tm.name, Target: tm.target, Health: tm.mon.Snapshot()})
+		mons[[2]string{tm.name, tm.target}] = tm.mon
 	}
-	return out
+	st := Status{Zone: s.srv.zone.Origin}
+	for _, ns := range s.srv.names() {
+		for i, tg := range ns.Targets {
+			if m := mons[[2]string{ns.rel, tg.Name}]; m != nil {
+				h := m.Snapshot()
+				ns.Targets[i].Health = &h
+			}
+		}
+		st.Names = append(st.Names, ns.NameStatus)
+	}
+	return st
 }
 
 // Close releases the monitors' metrics.
