@@ -4,6 +4,8 @@ import (
 	"context"
 	"slices"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/gtm"
 )
@@ -23,7 +25,18 @@ func (a *Agent) startTraffic(cfg *config.Config) (*trafficRole, error) {
 	if cfg.Traffic == nil || !slices.Contains(cfg.Traffic.Nameservers, a.opt.Node) {
 		return nil, nil
 	}
-	svc, err := gtm.NewService(cfg, a.opt.Node, gtm.ServiceOptions{Logger: a.log, HealthMetrics: a.hm, OnTransition: a.recordEvent})
+	opt := gtm.ServiceOptions{Logger: a.log, HealthMetrics: a.hm, OnTransition: a.recordEvent, Cluster: cfg.Cluster}
+	if cfg.Coordination != nil {
+		// The coordination starts before the traffic role and connects in
+		// the background: the views wait for its client.
+		opt.Etcd = func() *clientv3.Client {
+			if co := a.coordination(); co != nil {
+				return co.etcd()
+			}
+			return nil
+		}
+	}
+	svc, err := gtm.NewService(cfg, a.opt.Node, opt)
 	if err != nil {
 		return nil, err
 	}

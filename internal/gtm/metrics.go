@@ -41,11 +41,12 @@ var (
 	ecsDesc       = prometheus.NewDesc("haven_dns_client_subnet_queries_total", "Queries that carried EDNS Client Subnet.", []string{"zone"}, nil)
 	changesDesc   = prometheus.NewDesc("haven_dns_answer_changes_total", "Times a target's health change rebuilt the zone's answers.", []string{"zone"}, nil)
 	targetDesc    = prometheus.NewDesc("haven_dns_target_up", "1 when a managed name's target is answered as healthy, 0 when not.", []string{"zone", "name", "target"}, nil)
+	viewsDesc     = prometheus.NewDesc("haven_dns_views", "1 for whose verdicts the answers follow: shared (the instances' majority), isolated (etcd out of reach: this instance's own) or standalone (no coordination).", []string{"zone", "mode"}, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (s *Server) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{queriesDesc, responsesDesc, truncDesc, ecsDesc, changesDesc, targetDesc} {
+	for _, d := range []*prometheus.Desc{queriesDesc, responsesDesc, truncDesc, ecsDesc, changesDesc, targetDesc, viewsDesc} {
 		ch <- d
 	}
 }
@@ -66,6 +67,14 @@ func (s *Server) Collect(ch chan<- prometheus.Metric) {
 	counter(truncDesc, c.truncated.Load())
 	counter(ecsDesc, c.ecs.Load())
 	counter(changesDesc, c.rebuilds.Load())
+	mode, _ := s.viewMode.Load().(string)
+	for _, m := range []ViewMode{Shared, Isolated, Standalone} {
+		v := 0.0
+		if string(m) == mode {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(viewsDesc, prometheus.GaugeValue, v, z, string(m))
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for rel, n := range s.zone.Names {

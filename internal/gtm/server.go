@@ -31,6 +31,7 @@ type Server struct {
 	table  atomic.Pointer[table]
 
 	counters counters
+	viewMode atomic.Value // a ViewMode's string, for metrics
 }
 
 // Options are what a Server needs besides its zone.

@@ -4,10 +4,13 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"sync"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/health"
@@ -24,6 +27,11 @@ type Service struct {
 	monitors []*targetMonitor
 	log      *slog.Logger
 	listen   string
+	views    *views                  // nil without coordination
+	etcd     func() *clientv3.Client // for views
+
+	mu    sync.Mutex      // guards local and serialises apply
+	local map[string]bool // this instance's verdicts, by viewKey
 }
 
 // targetMonitor checks one target of one managed name.
@@ -38,7 +46,16 @@ type ServiceOptions struct {
 	HealthMetrics *health.Metrics // nil: none
 	// OnTransition, if set, is called for every target health transition.
 	OnTransition func(health.Event)
+	// Etcd returns the coordination client, nil until connected. Set, the
+	// instances share their views (a target is down when most see it
+	// down); nil, the instance answers by its own checks alone.
+	Etcd func() *clientv3.Client
+	// Cluster names the cluster's keys in etcd.
+	Cluster string
 }
+
+// viewKey names a target in the views.
+func viewKey(rel, target string) string { return rel + "/" + target }
 
 // NewService builds node's traffic manager from haven.yaml: the zone's
 // name servers are the traffic.nameservers nodes (NS <node>.<zone>, glue
@@ -63,7 +80,7 @@ func NewService(cfg *config.Config, node string, opt ServiceOptions) (*Service, 
 		}
 		z.Nameservers = append(z.Nameservers, Nameserver{Name: n, Addr: addr})
 	}
-	s := &Service{log: opt.Logger.With("component", "gtm"), listen: t.Listen}
+	s := &Service{log: opt.Logger.With("component", "gtm"), listen: t.Listen, local: map[string]bool{}, etcd: opt.Etcd}
 	if s.listen == "" {
 		s.listen = DefaultListen
 	}
@@ -96,6 +113,11 @@ func NewService(cfg *config.Config, node string, opt ServiceOptions) (*Service, 
 		return nil, err
 	}
 	s.srv = srv
+	srv.viewMode.Store(string(Standalone))
+	if opt.Etcd != nil {
+		s.views = newViews(node, opt.Cluster, s.log, s.apply)
+		srv.viewMode.Store(string(Isolated))
+	}
 	for _, p := range checks {
 		prober, err := health.NewProber(p.check)
 		if err != nil {
@@ -110,7 +132,7 @@ func NewService(cfg *config.Config, node string, opt ServiceOptions) (*Service, 
 			Logger:  s.log.With("name", p.rel, "target", p.target),
 			Metrics: opt.HealthMetrics,
 			OnTransition: func(ev health.Event) {
-				srv.SetHealth(tm.name, tm.target, ev.To != health.Down)
+				s.setLocal(tm.name, tm.target, ev.To != health.Down)
 				if opt.OnTransition != nil {
 					opt.OnTransition(ev)
 				}
@@ -119,6 +141,35 @@ func NewService(cfg *config.Config, node string, opt ServiceOptions) (*Service, 
 		s.monitors = append(s.monitors, tm)
 	}
 	return s, nil
+}
+
+// setLocal records this instance's verdict on a target and applies it.
+func (s *Service) setLocal(rel, target string, up bool) {
+	s.mu.Lock()
+	s.local[viewKey(rel, target)] = up
+	local := maps.Clone(s.local)
+	s.mu.Unlock()
+	if s.views != nil {
+		s.views.publish(local)
+	}
+	s.apply()
+}
+
+// apply sets the server's answers from the verdicts: this instance's own,
+// or the majority of the instances' views.
+func (s *Service) apply() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	eff, mode := s.local, Standalone
+	if s.views != nil {
+		eff, mode = s.views.decide(s.local)
+	}
+	s.srv.viewMode.Store(string(mode))
+	for _, tm := range s.monitors {
+		if up, ok := eff[viewKey(tm.name, tm.target)]; ok {
+			s.srv.SetHealth(tm.name, tm.target, up)
+		}
+	}
 }
 
 // Server returns the DNS server, for tests and status.
@@ -151,6 +202,9 @@ func (s *Service) Run(ctx context.Context, udp net.PacketConn, tcp net.Listener)
 	for _, tm := range s.monitors {
 		wg.Go(func() { _ = tm.mon.Run(monCtx) })
 	}
+	if s.views != nil {
+		wg.Go(func() { s.views.run(monCtx, s.etcd) })
+	}
 	s.waitFirstVerdicts(ctx)
 	return s.srv.Serve(ctx, udp, tcp)
 }
@@ -179,7 +233,11 @@ func (s *Service) waitFirstVerdicts(ctx context.Context) {
 // Status is the traffic manager in the status API: what each managed name
 // answers now, and each target's health.
 type Status struct {
-	Zone  string       `json:"zone"`
+	Zone string `json:"zone"`
+	// Views says whose verdicts the answers follow (standalone, shared,
+	// isolated), and Peers how many other instances publish a view.
+	Views ViewMode     `json:"views"`
+	Peers int          `json:"peers"`
 	Names []NameStatus `json:"names"`
 }
 
@@ -206,7 +264,10 @@ func (s *Service) Status() Status {
 	for _, tm := range s.monitors {
 		mons[[2]string{tm.name, tm.target}] = tm.mon
 	}
-	st := Status{Zone: s.srv.zone.Origin}
+	st := Status{Zone: s.srv.zone.Origin, Views: ViewMode(s.srv.viewMode.Load().(string))}
+	if s.views != nil {
+		st.Peers = s.views.peerCount()
+	}
 	for _, ns := range s.srv.names() {
 		for i, tg := range ns.Targets {
 			if m := mons[[2]string{ns.rel, tg.Name}]; m != nil {
