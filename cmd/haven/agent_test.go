@@ -285,7 +285,7 @@ func TestAgentEndToEnd(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, "lb1: ready (version "+testVersion+")") || !strings.Contains(r.stdout, "balancer web (http, "+listen+")") {
 		t.Errorf("haven status:\n%s", r)
 	}
-	if !strings.Contains(r.stdout, "traffic e2e.test. (as lb1 answers):") || !regexp.MustCompile(`www\.e2e\.test\.\s+all\s+127\.0\.0\.9\s+a 127\.0\.0\.9 up`).MatchString(r.stdout) {
+	if !strings.Contains(r.stdout, "traffic e2e.test. (as lb1 answers; views: standalone, 0 other instances):") || !regexp.MustCompile(`www\.e2e\.test\.\s+all\s+127\.0\.0\.9\s+a 127\.0\.0\.9 up`).MatchString(r.stdout) {
 		t.Errorf("haven status does not show what www answers:\n%s", r)
 	}
 

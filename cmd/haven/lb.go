@@ -344,7 +344,7 @@ func trafficStatus(ac *adminClient, nameservers []string, node string, stdout io
 			fmt.Fprintf(stdout, "\ntraffic (%s): no answer from its traffic manager\n", n)
 			continue
 		}
-		fmt.Fprintf(stdout, "\ntraffic %s (as %s answers):\n", st.Traffic.Zone, n)
+		fmt.Fprintf(stdout, "\ntraffic %s (as %s answers; views: %s, %d other instances):\n", st.Traffic.Zone, n, st.Traffic.Views, st.Traffic.Peers)
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "NAME\tPOLICY\tANSWERS NOW\tTARGETS")
 		for _, ns := range st.Traffic.Names {
