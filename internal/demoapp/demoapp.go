@@ -19,11 +19,13 @@ import (
 // Mode is how the app answers.
 type Mode int32
 
-// Modes. Hang accepts requests and never answers them (until shutdown).
+// Modes. Fail answers 500; Hang accepts requests and never answers them
+// (until shutdown); Wrong answers 200 with a body no check expects.
 const (
 	OK Mode = iota
 	Fail
 	Hang
+	Wrong
 )
 
 // App is one demo backend.
@@ -72,8 +74,10 @@ func (a *App) Handler() http.Handler {
 			a.SetMode(Fail)
 		case "hang":
 			a.SetMode(Hang)
+		case "wrong":
+			a.SetMode(Wrong)
 		default:
-			http.Error(w, "mode is one of ok, fail, hang", http.StatusBadRequest)
+			http.Error(w, "mode is one of ok, fail, hang, wrong", http.StatusBadRequest)
 			return
 		}
 		fmt.Fprintln(w, "mode", r.PathValue("mode"))
@@ -95,6 +99,11 @@ func (a *App) Handler() http.Handler {
 		case Fail:
 			if r.URL.Path != "/_demo/mode/ok" {
 				http.Error(w, a.Name+" is failing on purpose", http.StatusInternalServerError)
+				return
+			}
+		case Wrong:
+			if r.URL.Path != "/_demo/mode/ok" {
+				fmt.Fprintf(w, "%s answers something else on purpose\n", a.Name)
 				return
 			}
 		}

@@ -1,0 +1,196 @@
+package gtm_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/haven-ha/haven/internal/health"
+	"github.com/haven-ha/haven/internal/testnet"
+)
+
+// The end-to-end failover test runs `haven agent` as the traffic manager
+// of a zone in a network namespace, and the demo application on two
+// target hosts. Each way a target can fail (it refuses, answers 5xx,
+// answers the wrong body, answers too slowly, goes silent) must move the
+// failover name to the other target, and back after the repair. It logs
+// how long detection and the answer took against the checks' bound:
+// interval × fall, plus the probe timeout when the target does not answer,
+// plus 0.5 s.
+
+const (
+	checkInterval = 500 * time.Millisecond
+	checkTimeout  = 300 * time.Millisecond
+	checkFall     = 2
+)
+
+func buildHaven(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "haven")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/haven-ha/haven/cmd/haven").CombinedOutput(); err != nil {
+		t.Fatalf("build haven: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func TestTrafficFailover(t *testing.T) {
+	testnet.Require(t)
+	bin := buildHaven(t)
+	n := testnet.Start(t, testnet.Options{Hosts: []string{"dns", "east", "west", "client"}})
+	dir := t.TempDir()
+	cfg := fmt.Sprintf(`cluster: gtm
+admin: {token_file: %[1]s/token}
+regions:
+  r:
+    nodes:
+      dns: {address: %[2]s}
+checks:
+  site:
+    http: {port: 8080, path: /healthz, expect_status: [200], expect_body: "ok"}
+    interval: %[3]s
+    timeout: %[4]s
+    rise: 2
+    fall: %[5]d
+traffic:
+  zone: gslb.t.
+  nameservers: [dns]
+  records:
+    www:
+      policy: failover
+      ttl: 1s
+      targets:
+        - {name: east, address: %[6]s, check: site}
+        - {name: west, address: %[7]s, check: site}
+`, dir, n.Host("dns").Addr, checkInterval, checkTimeout, checkFall, n.Host("east").Addr, n.Host("west").Addr)
+	for name, content := range map[string]string{"haven.yaml": cfg, "token": "gtm-e2e\n"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	backend := func(host string) *testnet.Proc {
+		p, err := n.Host(host).Start(context.Background(), bin, "backend", "--listen", n.Host(host).Addr.String()+":8080", "--name", host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	east := backend("east")
+	backend("west")
+	agent, err := n.Host("dns").Start(context.Background(), bin, "agent", "-c", filepath.Join(dir, "haven.yaml"), "-n", "dns")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("agent's log:\n%s", testnet.Outputs(100000, agent))
+		}
+	})
+	client := n.Host("client")
+	web := &http.Client{Timeout: time.Second, Transport: &http.Transport{DialContext: client.DialContext, DisableKeepAlives: true}}
+	conn, err := client.DialContext(context.Background(), "udp", n.Host("dns").Addr.String()+":53")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	dc := &dns.Conn{Conn: conn}
+	www := func() string {
+		q := new(dns.Msg)
+		q.SetQuestion("www.gslb.t.", dns.TypeA)
+		conn.SetDeadline(time.Now().Add(500 * time.Millisecond))
+		r, _, err := (&dns.Client{}).ExchangeWithConn(q, dc)
+		if err != nil || len(r.Answer) != 1 {
+			return fmt.Sprint("no answer: ", err)
+		}
+		return r.Answer[0].(*dns.A).A.String()
+	}
+	// waitAnswer polls until www answers addr and returns when it did.
+	waitAnswer := func(step, addr string) time.Time {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			if got := www(); got == addr {
+				return time.Now()
+			} else if time.Now().After(deadline) {
+				t.Fatalf("%s: www answers %s after 30s, want %s", step, got, addr)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	mode := func(m string) {
+		t.Helper()
+		resp, err := web.Post("http://"+n.Host("east").Addr.String()+":8080/_demo/mode/"+m, "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	// downEvent is when the agent marked east down after since.
+	downEvent := func(since time.Time) time.Time {
+		resp, err := web.Get("http://" + n.Host("dns").Addr.String() + ":9900/api/v1/status")
+		if err != nil {
+			return time.Time{}
+		}
+		defer resp.Body.Close()
+		var st struct {
+			Events []health.Event `json:"events"`
+		}
+		json.NewDecoder(resp.Body).Decode(&st)
+		for _, ev := range st.Events {
+			if ev.Target == n.Host("east").Addr.String() && ev.To == health.Down && ev.At.After(since) {
+				return ev.At
+			}
+		}
+		return time.Time{}
+	}
+
+	eastAddr, westAddr := n.Host("east").Addr.String(), n.Host("west").Addr.String()
+	waitAnswer("start", eastAddr)
+	for _, f := range []struct {
+		name     string
+		silent   bool // the probe waits for its timeout
+		do, undo func()
+	}{
+		{"east refuses connections", false, func() { _ = east.Kill(); east.Wait() }, func() { east = backend("east") }},
+		{"east answers 5xx", false, func() { mode("fail") }, func() { mode("ok") }},
+		{"east answers the wrong body", false, func() { mode("wrong") }, func() { mode("ok") }},
+		{"east answers too slowly", true, func() { mode("hang") }, func() { mode("ok") }},
+		{"east goes silent (packets dropped)", true,
+			func() {
+				if err := n.Partition(n.Host("dns"), n.Host("east")); err != nil {
+					t.Fatal(err)
+				}
+			},
+			func() {
+				if err := n.HealAll(); err != nil {
+					t.Fatal(err)
+				}
+			}},
+	} {
+		t.Run(f.name, func(t *testing.T) {
+			start := time.Now()
+			f.do()
+			changed := waitAnswer(f.name, westAddr)
+			bound := checkInterval*checkFall + 500*time.Millisecond
+			if f.silent {
+				bound += checkTimeout
+			}
+			detected := downEvent(start)
+			if detected.IsZero() {
+				t.Errorf("the agent's events have no transition of east to down")
+			}
+			t.Logf("%s: marked down after %v, answer changed after %v (bound interval × fall%s + 0.5 s = %v)",
+				f.name, detected.Sub(start).Round(time.Millisecond), changed.Sub(start).Round(time.Millisecond),
+				map[bool]string{true: " + timeout", false: ""}[f.silent], bound)
+			f.undo()
+			waitAnswer(f.name+": repaired", eastAddr)
+		})
+	}
+}
