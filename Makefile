@@ -3,7 +3,7 @@ GO       ?= go
 PKGS     ?= ./...
 TESTFLAGS ?=
 
-.PHONY: all build test test-short lint demo bench-lb bench-vip bench-pg prereqs fuzz clean
+.PHONY: all build test test-short lint demo bench-lb bench-vip bench-pg bench-dns prereqs fuzz clean
 
 all: build
 
@@ -40,6 +40,9 @@ bench-vip:
 
 bench-pg:
 	$(GO) run ./bench/pg $(BENCHFLAGS)
+
+bench-dns:
+	$(GO) run ./bench/dns $(BENCHFLAGS)
 
 # Run each fuzz target for a while (FUZZTIME=30s by default).
 FUZZTIME ?= 30s
