@@ -129,7 +129,7 @@ func TestAgentEndToEnd(t *testing.T) {
   nameservers: [lb1]
   listen: %q
   records:
-    www: {policy: all, targets: [{name: a, address: 127.0.0.9}]}
+    www: {policy: all, targets: [{name: a, address: 127.0.0.9}, {name: b, address: 127.0.0.10}]}
 `, freeAddr(t))
 	write(traffic + e2eConfig(admin, listen, backends, ""))
 	if r := haven(t, 10*time.Second, "check", "-c", path); r.code != 0 {
@@ -285,8 +285,21 @@ func TestAgentEndToEnd(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, "lb1: ready (version "+testVersion+")") || !strings.Contains(r.stdout, "balancer web (http, "+listen+")") {
 		t.Errorf("haven status:\n%s", r)
 	}
-	if !strings.Contains(r.stdout, "traffic e2e.test. (as lb1 answers; views: standalone, 0 other instances):") || !regexp.MustCompile(`www\.e2e\.test\.\s+all\s+127\.0\.0\.9\s+a 127\.0\.0\.9 up`).MatchString(r.stdout) {
+	if !strings.Contains(r.stdout, "traffic e2e.test. (as lb1 answers; views: standalone, 0 other instances):") || !regexp.MustCompile(`www\.e2e\.test\.\s+all\s+127\.0\.0\.9 127\.0\.0\.10\s+a 127\.0\.0\.9 up, b 127\.0\.0\.10 up`).MatchString(r.stdout) {
 		t.Errorf("haven status does not show what www answers:\n%s", r)
+	}
+	// haven dns drain takes a target out of the answers on every name server.
+	if r := haven(t, 20*time.Second, "dns", "drain", "www", "a", "--for", "10m", "-c", path); r.code != 0 || !strings.Contains(r.stdout, "lb1: www/a drained for 10m0s") {
+		t.Errorf("haven dns drain www a:\n%s", r)
+	}
+	if r := haven(t, 20*time.Second, "dns", "status", "-c", path); r.code != 0 || !regexp.MustCompile(`www\.e2e\.test\.\s+all\s+127\.0\.0\.10\s+a 127\.0\.0\.9 drained until \d\d:\d\d:\d\d`).MatchString(r.stdout) {
+		t.Errorf("haven dns status after the drain:\n%s", r)
+	}
+	if r := haven(t, 20*time.Second, "dns", "drain", "www", "zz", "-c", path); r.code != 1 || !strings.Contains(r.stderr, "has no target zz") {
+		t.Errorf("haven dns drain of an unknown target:\n%s\nwant exit 1 naming it", r)
+	}
+	if r := haven(t, 20*time.Second, "dns", "enable", "www", "a", "-c", path); r.code != 0 {
+		t.Errorf("haven dns enable www a:\n%s", r)
 	}
 
 	// SIGTERM: lameduck (not ready, still serving), then exit 0.

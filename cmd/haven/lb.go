@@ -351,7 +351,10 @@ func trafficStatus(ac *adminClient, nameservers []string, node string, stdout io
 			var targets []string
 			for _, tg := range ns.Targets {
 				state := "up"
-				if !tg.Up {
+				switch {
+				case !tg.DrainedUntil.IsZero():
+					state = "drained until " + tg.DrainedUntil.Local().Format("15:04:05")
+				case !tg.Up:
 					state = "DOWN"
 				}
 				targets = append(targets, fmt.Sprintf("%s %s %s", tg.Name, tg.Address, state))

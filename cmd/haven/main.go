@@ -32,6 +32,7 @@ usage:
   haven lb     ACTION [BACKEND] ...      drain | enable | maint | weight | status (see haven lb -h)
   haven vip    move --to NODE | status   hand a floating address over; show its holder (see haven vip -h)
   haven pg     switchover [--to NODE] | status   hand the database primary over; show the members (see haven pg -h)
+  haven dns    drain|enable NAME TARGET | status   take a DNS target out of the answers; show them (see haven dns -h)
   haven certs  -c haven.yaml -o DIR      make a private CA and node certificates for etcd TLS
   haven status -c haven.yaml [-n NODE]   show what each node's agent reports
   haven demo   [--duration D]            run the demo: three web servers behind a balancer, one fails
@@ -63,6 +64,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runVIP(rest, stdout, stderr)
 	case "pg":
 		err = runPG(rest, stdout, stderr)
+	case "dns":
+		err = runDNS(rest, stdout, stderr)
 	case "certs":
 		err = runCerts(rest, stdout, stderr)
 	case "demo":

@@ -51,6 +51,7 @@ type Agent struct {
 	failed   map[string]bool // balancers whose last start failed: not ready
 	events   []health.Event
 	coord    *coordination // set by Run
+	traffic  *trafficRole  // set by Run on a name server
 }
 
 type runningBalancer struct {
@@ -157,6 +158,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.mu.Lock()
 	a.coord = co
+	a.traffic = tr
 	a.mu.Unlock()
 	a.reloadMu.Unlock()
 	balancers := cfg.BalancersOn(a.opt.Node)
@@ -420,6 +422,7 @@ func (a *Agent) routes() {
 	})
 	a.admin.HandleMutating("POST /api/v1/vips/{balancer}/move", a.withCoordination((*coordination).moveVIP))
 	a.admin.HandleMutating("POST /api/v1/database/switchover", a.withCoordination((*coordination).switchover))
+	a.admin.HandleMutating("POST /api/v1/traffic/{name}/{target}/{action}", a.trafficAction)
 	a.databaseRoutes()
 	a.admin.HandleMutating("POST /api/v1/reload", func(w http.ResponseWriter, r *http.Request) {
 		if err := a.Reload(); err != nil {

@@ -2,12 +2,17 @@ package agent
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"net/http"
 	"slices"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/gtm"
+	"github.com/haven-ha/haven/internal/web"
 )
 
 // trafficRole is this node's traffic manager, when haven.yaml names it
@@ -68,4 +73,40 @@ func (r *trafficRole) stop(a *Agent) {
 	}
 	r.svc.Close()
 	a.reg.Unregister(r.svc.Server())
+}
+
+// trafficAction serves POST /api/v1/traffic/{name}/{target}/drain?for=D
+// and .../enable: an operator's drain of a target, with an expiry
+// (default 1h), and its end.
+func (a *Agent) trafficAction(w http.ResponseWriter, r *http.Request) {
+	a.mu.Lock()
+	tr := a.traffic
+	a.mu.Unlock()
+	if tr == nil {
+		web.WriteError(w, http.StatusNotFound, errors.New("this node runs no traffic manager (it is not in traffic.nameservers)"))
+		return
+	}
+	name, target := r.PathValue("name"), r.PathValue("target")
+	var err error
+	switch r.PathValue("action") {
+	case "drain":
+		d := time.Hour
+		if v := r.URL.Query().Get("for"); v != "" {
+			if d, err = time.ParseDuration(v); err != nil || d <= 0 {
+				web.WriteError(w, http.StatusBadRequest, fmt.Errorf("for=%q is not a positive duration such as 30m", v))
+				return
+			}
+		}
+		err = tr.svc.Drain(name, target, d)
+	case "enable":
+		err = tr.svc.Enable(name, target)
+	default:
+		web.WriteError(w, http.StatusBadRequest, fmt.Errorf("action %q is not one of drain, enable", r.PathValue("action")))
+		return
+	}
+	if err != nil {
+		web.WriteError(w, http.StatusNotFound, err)
+		return
+	}
+	web.WriteJSON(w, http.StatusOK, tr.svc.Status())
 }

@@ -409,6 +409,12 @@ type Record struct {
 	Policy  string    `yaml:"policy"`
 	TTL     Duration  `yaml:"ttl"`
 	Targets []*Target `yaml:"targets"`
+	// FailoverDelay is how long a target must stay down before the
+	// answers leave it, and FailbackDelay how long it must stay up before
+	// they take it back (default 0s each: the checks' fall and rise
+	// alone). They keep a flapping target from flapping the answers.
+	FailoverDelay Duration `yaml:"failover_delay"`
+	FailbackDelay Duration `yaml:"failback_delay"`
 }
 
 // Target is one answer of a managed name.

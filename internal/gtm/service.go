@@ -30,8 +30,17 @@ type Service struct {
 	views    *views                  // nil without coordination
 	etcd     func() *clientv3.Client // for views
 
-	mu    sync.Mutex      // guards local and serialises apply
+	mu    sync.Mutex      // guards what follows and serialises apply
 	local map[string]bool // this instance's verdicts, by viewKey
+	// answered is what the server answers for each target; differing
+	// marks since when the verdict has differed from it (for the
+	// failover and failback delays); drained holds an operator's drains
+	// and when they end.
+	answered  map[string]bool
+	differing map[string]time.Time
+	drained   map[string]time.Time
+	delays    map[string][2]time.Duration // by name: failover, failback
+	timer     *time.Timer                  // the next apply a delay or drain needs
 }
 
 // targetMonitor checks one target of one managed name.
@@ -80,7 +89,8 @@ func NewService(cfg *config.Config, node string, opt ServiceOptions) (*Service, 
 		}
 		z.Nameservers = append(z.Nameservers, Nameserver{Name: n, Addr: addr})
 	}
-	s := &Service{log: opt.Logger.With("component", "gtm"), listen: t.Listen, local: map[string]bool{}, etcd: opt.Etcd}
+	s := &Service{log: opt.Logger.With("component", "gtm"), listen: t.Listen, local: map[string]bool{}, etcd: opt.Etcd,
+		answered: map[string]bool{}, differing: map[string]time.Time{}, drained: map[string]time.Time{}, delays: map[string][2]time.Duration{}}
 	if s.listen == "" {
 		s.listen = DefaultListen
 	}
@@ -92,19 +102,21 @@ func NewService(cfg *config.Config, node string, opt ServiceOptions) (*Service, 
 	var checks []pending
 	for rel, rec := range t.Records {
 		n := Name{Policy: Policy(rec.Policy), TTL: rec.TTL.D()}
+		s.delays[rel] = [2]time.Duration{rec.FailoverDelay.D(), rec.FailbackDelay.D()}
 		for _, tg := range rec.Targets {
 			addr, err := netip.ParseAddr(tg.Address)
 			if err != nil {
 				return nil, fmt.Errorf("gtm: %s target %s: %w", rel, tg.Name, err)
 			}
 			n.Targets = append(n.Targets, Target{Name: tg.Name, Addr: addr, Weight: tg.Weight})
+			var ch *config.Check
 			if tg.Check != "" {
-				ch, ok := cfg.Check(tg.Check)
-				if !ok {
+				var ok bool
+				if ch, ok = cfg.Check(tg.Check); !ok {
 					return nil, fmt.Errorf("gtm: %s target %s: no check %q", rel, tg.Name, tg.Check)
 				}
-				checks = append(checks, pending{rel, tg.Name, ch, addr})
 			}
+			checks = append(checks, pending{rel, tg.Name, ch, addr})
 		}
 		z.Names[rel] = n
 	}
@@ -119,11 +131,15 @@ func NewService(cfg *config.Config, node string, opt ServiceOptions) (*Service, 
 		srv.viewMode.Store(string(Isolated))
 	}
 	for _, p := range checks {
+		tm := &targetMonitor{name: p.rel, target: p.target}
+		s.monitors = append(s.monitors, tm)
+		if p.check == nil {
+			continue // always up; only a drain takes it out
+		}
 		prober, err := health.NewProber(p.check)
 		if err != nil {
 			return nil, fmt.Errorf("gtm: %s target %s: %w", p.rel, p.target, err)
 		}
-		tm := &targetMonitor{name: p.rel, target: p.target}
 		tm.mon = health.NewMonitor(health.Options{
 			Check:   p.check.Name,
 			Target:  p.addr.String(),
@@ -138,7 +154,6 @@ func NewService(cfg *config.Config, node string, opt ServiceOptions) (*Service, 
 				}
 			},
 		})
-		s.monitors = append(s.monitors, tm)
 	}
 	return s, nil
 }
@@ -155,8 +170,9 @@ func (s *Service) setLocal(rel, target string, up bool) {
 	s.apply()
 }
 
-// apply sets the server's answers from the verdicts: this instance's own,
-// or the majority of the instances' views.
+// apply sets the server's answers from the verdicts (this instance's own,
+// or the majority of the instances' views), the failover and failback
+// delays, and the drains.
 func (s *Service) apply() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -165,11 +181,120 @@ func (s *Service) apply() {
 		eff, mode = s.views.decide(s.local)
 	}
 	s.srv.viewMode.Store(string(mode))
-	for _, tm := range s.monitors {
-		if up, ok := eff[viewKey(tm.name, tm.target)]; ok {
-			s.srv.SetHealth(tm.name, tm.target, up)
+	now := time.Now()
+	var next time.Time // the earliest moment a delay or drain ends
+	later := func(t time.Time) {
+		if next.IsZero() || t.Before(next) {
+			next = t
 		}
 	}
+	for _, tm := range s.monitors {
+		key := viewKey(tm.name, tm.target)
+		if until, ok := s.drained[key]; ok {
+			if now.Before(until) {
+				s.setAnswered(tm, false)
+				later(until)
+				continue
+			}
+			delete(s.drained, key)
+			s.log.Info("drain ended", "name", tm.name, "target", tm.target)
+		}
+		up, ok := eff[key]
+		if !ok {
+			// No verdict yet (or no check): answered as up.
+			up = true
+			if tm.mon != nil {
+				if cur, known := s.answered[key]; known && !cur {
+					s.setAnswered(tm, true) // a drain ended before the first verdict
+				}
+				continue
+			}
+		}
+		cur, known := s.answered[key]
+		if !known || cur == up {
+			delete(s.differing, key)
+			s.setAnswered(tm, up)
+			continue
+		}
+		since, ok := s.differing[key]
+		if !ok {
+			since = now
+			s.differing[key] = now
+		}
+		delay := s.delays[tm.name][1] // failback
+		if !up {
+			delay = s.delays[tm.name][0]
+		}
+		if now.Sub(since) >= delay {
+			delete(s.differing, key)
+			s.setAnswered(tm, up)
+		} else {
+			later(since.Add(delay))
+		}
+	}
+	// Drains of targets without a check end here too.
+	for key, until := range s.drained {
+		if !now.Before(until) {
+			delete(s.drained, key)
+		} else {
+			later(until)
+		}
+	}
+	if s.timer != nil {
+		s.timer.Stop()
+		s.timer = nil
+	}
+	if !next.IsZero() {
+		s.timer = time.AfterFunc(time.Until(next)+time.Millisecond, s.apply)
+	}
+}
+
+// setAnswered sets what the server answers for a target.
+func (s *Service) setAnswered(tm *targetMonitor, up bool) {
+	s.answered[viewKey(tm.name, tm.target)] = up
+	s.srv.SetHealth(tm.name, tm.target, up)
+}
+
+// Drain takes a target of the managed name rel out of the answers for d,
+// whatever its health, as if it were down (a planned maintenance); the
+// answers take it back when d ends or Enable is called.
+func (s *Service) Drain(rel, target string, d time.Duration) error {
+	tm := s.monitor(rel, target)
+	if tm == nil {
+		return fmt.Errorf("gtm: %s has no target %s", rel, target)
+	}
+	if d <= 0 {
+		return fmt.Errorf("gtm: a drain needs a positive duration, not %v", d)
+	}
+	s.mu.Lock()
+	s.drained[viewKey(rel, target)] = time.Now().Add(d)
+	s.mu.Unlock()
+	s.log.Info("target drained", "name", rel, "target", target, "for", d)
+	s.apply()
+	return nil
+}
+
+// Enable ends a drain.
+func (s *Service) Enable(rel, target string) error {
+	tm := s.monitor(rel, target)
+	if tm == nil {
+		return fmt.Errorf("gtm: %s has no target %s", rel, target)
+	}
+	s.mu.Lock()
+	delete(s.drained, viewKey(rel, target))
+	s.mu.Unlock()
+	s.log.Info("target enabled", "name", rel, "target", target)
+	s.apply()
+	return nil
+}
+
+func (s *Service) monitor(rel, target string) *targetMonitor {
+	for _, tm := range s.monitors {
+		if tm.name == rel && tm.target == target {
+			return tm
+		}
+	}
+	return nil
 }
 
 // Server returns the DNS server, for tests and status.
@@ -200,7 +325,9 @@ func (s *Service) Run(ctx context.Context, udp net.PacketConn, tcp net.Listener)
 	monCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	for _, tm := range s.monitors {
-		wg.Go(func() { _ = tm.mon.Run(monCtx) })
+		if tm.mon != nil {
+			wg.Go(func() { _ = tm.mon.Run(monCtx) })
+		}
 	}
 	if s.views != nil {
 		wg.Go(func() { s.views.run(monCtx, s.etcd) })
@@ -218,7 +345,7 @@ func (s *Service) waitFirstVerdicts(ctx context.Context) {
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		pending := 0
 		for _, tm := range s.monitors {
-			if tm.mon.State() == health.Unknown {
+			if tm.mon != nil && tm.mon.State() == health.Unknown {
 				pending++
 			}
 		}
@@ -256,24 +383,32 @@ type TargetStatus struct {
 	Up      bool   `json:"up"`
 	// Health is the check's state; nil for a target without a check.
 	Health *health.Status `json:"health,omitempty"`
+	// DrainedUntil is when an operator's drain ends (zero: not drained).
+	DrainedUntil time.Time `json:"drained_until,omitzero"`
 }
 
 // Status reports every managed name.
 func (s *Service) Status() Status {
 	mons := map[[2]string]*health.Monitor{}
 	for _, tm := range s.monitors {
-		mons[[2]string{tm.name, tm.target}] = tm.mon
+		if tm.mon != nil {
+			mons[[2]string{tm.name, tm.target}] = tm.mon
+		}
 	}
 	st := Status{Zone: s.srv.zone.Origin, Views: ViewMode(s.srv.viewMode.Load().(string))}
 	if s.views != nil {
 		st.Peers = s.views.peerCount()
 	}
+	s.mu.Lock()
+	drained := maps.Clone(s.drained)
+	s.mu.Unlock()
 	for _, ns := range s.srv.names() {
 		for i, tg := range ns.Targets {
 			if m := mons[[2]string{ns.rel, tg.Name}]; m != nil {
 				h := m.Snapshot()
 				ns.Targets[i].Health = &h
 			}
+			ns.Targets[i].DrainedUntil = drained[viewKey(ns.rel, tg.Name)]
 		}
 		st.Names = append(st.Names, ns.NameStatus)
 	}
@@ -283,6 +418,8 @@ func (s *Service) Status() Status {
 // Close releases the monitors' metrics.
 func (s *Service) Close() {
 	for _, tm := range s.monitors {
-		tm.mon.Close()
+		if tm.mon != nil {
+			tm.mon.Close()
+		}
 	}
 }
