@@ -40,7 +40,7 @@ type Service struct {
 	differing map[string]time.Time
 	drained   map[string]time.Time
 	delays    map[string][2]time.Duration // by name: failover, failback
-	timer     *time.Timer                  // the next apply a delay or drain needs
+	timer     *time.Timer                 // the next apply a delay or drain needs
 }
 
 // targetMonitor checks one target of one managed name.
