@@ -94,13 +94,16 @@ func applyDefaults(c *Config, r *report, dir string) {
 		defaultDatabase(c.Database, r, dir)
 	}
 	if c.Traffic != nil {
-		defaultTraffic(c.Traffic, r)
+		defaultTraffic(c.Traffic, r, dir)
 	}
 }
 
 // defaultTraffic gives every target left without a weight the weight 1:
 // under the weighted policy a written 0 takes no answers.
-func defaultTraffic(t *Traffic, r *report) {
+func defaultTraffic(t *Traffic, r *report, dir string) {
+	if t.TSIG != nil {
+		t.TSIG.SecretFile = resolvePath(dir, t.TSIG.SecretFile)
+	}
 	for _, name := range sortedKeys(t.Records) {
 		for i, tg := range t.Records[name].Targets {
 			if tg != nil && !r.given(fmt.Sprintf("traffic.records.%s.targets[%d].weight", name, i)) {

@@ -396,12 +396,24 @@ type Backup struct {
 	Retain    Duration `yaml:"retain"`
 }
 
-// Traffic is the DNS traffic manager (not yet supported).
+// Traffic is the DNS traffic manager.
 type Traffic struct {
 	Zone        string             `yaml:"zone"`
 	Nameservers []string           `yaml:"nameservers"`
 	Listen      string             `yaml:"listen"`
 	Records     map[string]*Record `yaml:"records"`
+	// TSIG is the key a secondary server signs zone transfers (AXFR)
+	// with; without it no transfer is answered.
+	TSIG *TSIG `yaml:"tsig"`
+}
+
+// TSIG is a shared-secret key (RFC 8945).
+type TSIG struct {
+	// Name is the key's name, such as xfr.gslb.shop.example.
+	Name string `yaml:"name"`
+	// SecretFile holds the base64 secret (as tsig-keygen or
+	// "openssl rand -base64 32" make it).
+	SecretFile string `yaml:"secret_file"`
 }
 
 // Record is a managed DNS name.

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -688,6 +689,18 @@ func (v *validator) traffic() {
 	}
 	for _, name := range sortedKeys(t.Records) {
 		v.record(t.Records[name], "traffic.records."+name)
+	}
+	if k := t.TSIG; k != nil {
+		if !isDomain(k.Name) {
+			v.errorf("traffic.tsig.name", "%q is not a key name: use a domain name, such as xfr.%s", k.Name, t.Zone)
+		}
+		if k.SecretFile == "" {
+			v.errorf("traffic.tsig.secret_file", "required: the file holding the key's base64 secret (openssl rand -base64 32 > tsig.secret)")
+		} else if b, err := os.ReadFile(k.SecretFile); err != nil {
+			v.errorf("traffic.tsig.secret_file", "%q cannot be read: %v", k.SecretFile, errors.Unwrap(err))
+		} else if sec, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(b))); err != nil || len(sec) < 16 {
+			v.errorf("traffic.tsig.secret_file", "%s does not hold a base64 secret of at least 16 bytes (openssl rand -base64 32)", k.SecretFile)
+		}
 	}
 }
 

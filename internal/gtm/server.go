@@ -26,6 +26,8 @@ type Server struct {
 	log  *slog.Logger
 	nsid string // hex, for EDNS0 NSID
 
+	tsig map[string]string
+
 	mu     sync.Mutex // serializes rebuilds
 	health map[string]map[string]bool
 	table  atomic.Pointer[table]
@@ -40,6 +42,10 @@ type Options struct {
 	// ID is returned in EDNS0 NSID (RFC 5001) when a query asks for it,
 	// such as the node name.
 	ID string
+	// TSIG are the keys allowed to transfer the zone (AXFR), by key name
+	// (canonical: lower case, final dot), each a base64 secret. None: no
+	// transfers.
+	TSIG map[string]string
 }
 
 // New checks the zone and builds its first table, with every target up
@@ -52,7 +58,7 @@ func New(z Zone, opt Options) (*Server, error) {
 	if opt.Logger == nil {
 		opt.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{zone: z, log: opt.Logger.With("component", "gtm", "zone", z.Origin), nsid: hex.EncodeToString([]byte(opt.ID)), health: map[string]map[string]bool{}}
+	s := &Server{zone: z, log: opt.Logger.With("component", "gtm", "zone", z.Origin), nsid: hex.EncodeToString([]byte(opt.ID)), health: map[string]map[string]bool{}, tsig: opt.TSIG}
 	s.table.Store(build(z, s.up))
 	return s, nil
 }
@@ -80,6 +86,48 @@ func (s *Server) SetHealth(rel, target string, up bool) {
 	s.table.Store(build(s.zone, s.up))
 	s.counters.rebuilds.Add(1)
 	s.log.Info("answers changed", "name", name, "target", target, "up", up)
+}
+
+// transfer answers AXFR (and IXFR, with a whole transfer) over TCP to a
+// client that signs with one of the TSIG keys: the zone's static part
+// (SOA, NS and their addresses), never the managed names, whose answers
+// depend on health and on the client. Anything else is refused.
+func (s *Server) transfer(w dns.ResponseWriter, r *dns.Msg, tcp bool) {
+	refuse := func(rcode int, why string) {
+		m := new(dns.Msg)
+		m.SetRcode(r, rcode)
+		if t := r.IsTsig(); t != nil && rcode == dns.RcodeNotAuth {
+			m.SetTsig(t.Hdr.Name, t.Algorithm, t.Fudge, time.Now().Unix())
+		}
+		s.log.Info("zone transfer refused", "client", w.RemoteAddr().String(), "why", why)
+		s.counters.count(m, tcp, false)
+		w.WriteMsg(m)
+	}
+	q := r.Question[0]
+	t := s.table.Load()
+	switch {
+	case !tcp:
+		refuse(dns.RcodeRefused, "over UDP")
+		return
+	case dns.CanonicalName(q.Name) != t.origin:
+		refuse(dns.RcodeRefused, "not this zone")
+		return
+	case r.IsTsig() == nil:
+		refuse(dns.RcodeRefused, "not signed with TSIG")
+		return
+	case w.TsigStatus() != nil:
+		refuse(dns.RcodeNotAuth, "TSIG: "+w.TsigStatus().Error())
+		return
+	}
+	rrs := append(append(append([]dns.RR{}, t.soa...), t.ns...), t.glue...)
+	rrs = append(rrs, t.soa...)
+	ch := make(chan *dns.Envelope, 1)
+	ch <- &dns.Envelope{RR: rrs}
+	close(ch)
+	if err := (&dns.Transfer{}).Out(w, r, ch); err != nil {
+		s.log.Warn("zone transfer", "client", w.RemoteAddr().String(), "err", err)
+	}
+	s.log.Info("zone transferred", "client", w.RemoteAddr().String(), "key", r.IsTsig().Hdr.Name)
 }
 
 // relStatus is a NameStatus and the name as haven.yaml writes it.
@@ -132,6 +180,10 @@ func (s *Server) names() []relStatus {
 // ServeDNS answers one query from the current table.
 func (s *Server) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	tcp := isTCP(w)
+	if len(r.Question) == 1 && (r.Question[0].Qtype == dns.TypeAXFR || r.Question[0].Qtype == dns.TypeIXFR) {
+		s.transfer(w, r, tcp)
+		return
+	}
 	m := s.answer(r, tcp, remoteAddr(w))
 	s.counters.count(m, tcp, hasClientSubnet(r))
 	if err := w.WriteMsg(m); err != nil {
@@ -320,8 +372,8 @@ func (t *table) negative() []dns.RR {
 // them down within a few seconds.
 func (s *Server) Serve(ctx context.Context, udp net.PacketConn, tcp net.Listener) error {
 	servers := []*dns.Server{
-		{PacketConn: udp, Handler: s, UDPSize: udpSize},
-		{Listener: tcp, Handler: s, ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second, IdleTimeout: func() time.Duration { return 10 * time.Second }},
+		{PacketConn: udp, Handler: s, UDPSize: udpSize, TsigSecret: s.tsig},
+		{Listener: tcp, Handler: s, ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second, IdleTimeout: func() time.Duration { return 10 * time.Second }, TsigSecret: s.tsig},
 	}
 	errc := make(chan error, len(servers))
 	for _, srv := range servers {

@@ -38,7 +38,17 @@ func testZone() Zone {
 // startServer serves z on loopback and returns its address.
 func startServer(t *testing.T, z Zone) (*Server, string) {
 	t.Helper()
-	s, err := New(z, Options{ID: "lb1"})
+	return startServerOpts(t, z, Options{ID: "lb1", TSIG: map[string]string{xfrKey: xfrSecret}})
+}
+
+const (
+	xfrKey    = "xfr.gslb.shop.example."
+	xfrSecret = "aGF2ZW4tdGVzdC10c2lnLXNlY3JldA=="
+)
+
+func startServerOpts(t *testing.T, z Zone, opt Options) (*Server, string) {
+	t.Helper()
+	s, err := New(z, opt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -262,9 +272,57 @@ func TestDig(t *testing.T) {
 	if !strings.Contains(out, "status: NXDOMAIN") || !strings.Contains(out, "AUTHORITY: 1") {
 		t.Errorf("dig nope: want NXDOMAIN with the SOA:\n%s", out)
 	}
+	out = dig(origin, "AXFR")
+	if !strings.Contains(out, "Transfer failed.") {
+		t.Errorf("dig AXFR without a key: want the transfer refused:\n%s", out)
+	}
+	out = dig("-y", "hmac-sha256:"+xfrKey+":"+xfrSecret, origin, "AXFR")
+	if !strings.Contains(out, "XFR size: 6 records") {
+		t.Errorf("dig AXFR with the key: want the 6 records of the static part:\n%s", out)
+	}
 	out = dig("big."+origin, "AAAA", "+noedns")
 	if !strings.Contains(out, "Truncated, retrying in TCP mode") || !strings.Contains(out, "ANSWER: 80") {
 		t.Errorf("dig big AAAA: want TC and the TCP retry with 80 answers:\n%s", out)
+	}
+}
+
+// AXFR gives the zone's static part to a client with the TSIG key, over
+// TCP only; unsigned or badly signed requests are refused.
+func TestZoneTransfer(t *testing.T) {
+	_, addr := startServer(t, testZone())
+	axfr := func(key, secret string) (*dns.Msg, error) {
+		q := new(dns.Msg)
+		q.SetAxfr(origin)
+		c := &dns.Client{Net: "tcp", Timeout: 5 * time.Second}
+		if key != "" {
+			q.SetTsig(key, dns.HmacSHA256, 300, time.Now().Unix())
+			c.TsigSecret = map[string]string{key: secret}
+		}
+		r, _, err := c.Exchange(q, addr)
+		return r, err
+	}
+	r, err := axfr(xfrKey, xfrSecret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var types []string
+	for _, rr := range r.Answer {
+		types = append(types, dns.TypeToString[rr.Header().Rrtype])
+	}
+	if got := strings.Join(types, " "); r.Rcode != dns.RcodeSuccess || got != "SOA NS NS A A SOA" {
+		t.Errorf("AXFR with the key: %s %q; want SOA, the NS and glue, SOA (no managed name)", dns.RcodeToString[r.Rcode], got)
+	}
+	if r, err := axfr("", ""); err != nil || r.Rcode != dns.RcodeRefused {
+		t.Errorf("AXFR without TSIG: %v %v, want REFUSED", r, err)
+	}
+	if r, err := axfr(xfrKey, "d3Jvbmctc2VjcmV0"); err == nil && r.Rcode != dns.RcodeNotAuth {
+		t.Errorf("AXFR with a wrong secret: rcode %s, want NOTAUTH (or a signature the client rejects)", dns.RcodeToString[r.Rcode])
+	}
+	q := new(dns.Msg)
+	q.SetAxfr(origin)
+	q.SetTsig(xfrKey, dns.HmacSHA256, 300, time.Now().Unix())
+	if r, _, err := (&dns.Client{Timeout: 5 * time.Second, TsigSecret: map[string]string{xfrKey: xfrSecret}}).Exchange(q, addr); err != nil || r.Rcode != dns.RcodeRefused {
+		t.Errorf("AXFR over UDP: %v %v, want REFUSED", r, err)
 	}
 }
 

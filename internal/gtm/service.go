@@ -7,8 +7,12 @@ import (
 	"maps"
 	"net"
 	"net/netip"
+	"os"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/miekg/dns"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -120,7 +124,15 @@ func NewService(cfg *config.Config, node string, opt ServiceOptions) (*Service, 
 		}
 		z.Names[rel] = n
 	}
-	srv, err := New(z, Options{Logger: opt.Logger, ID: node})
+	sopt := Options{Logger: opt.Logger, ID: node}
+	if k := t.TSIG; k != nil {
+		b, err := os.ReadFile(k.SecretFile)
+		if err != nil {
+			return nil, fmt.Errorf("gtm: traffic.tsig.secret_file: %w", err)
+		}
+		sopt.TSIG = map[string]string{dns.CanonicalName(k.Name): strings.TrimSpace(string(b))}
+	}
+	srv, err := New(z, sopt)
 	if err != nil {
 		return nil, err
 	}
