@@ -93,4 +93,15 @@ func TestDemo(t *testing.T) {
 	if !strings.Contains(r.stdout, "acknowledged orders lost: 0 ") {
 		t.Errorf("act 3 lost acknowledged orders:\n%s", r.stdout)
 	}
+	// Act 4: the DNS answer moves from east to west and back.
+	for _, want := range []string{
+		"dig www.gslb.demo. A  ->  198.18.1.12 (east)",
+		"kill -9 east's web server",
+		"dig www.gslb.demo. A  ->  198.18.1.13 (west)",
+		"dig www.gslb.demo. A  ->  198.18.1.12 (east again",
+	} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("act 4's output lacks %q:\n%s", want, r.stdout)
+		}
+	}
 }

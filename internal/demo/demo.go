@@ -42,6 +42,9 @@ type Options struct {
 	// PostgreSQL cluster, its primary killed) when the machine allows it;
 	// see CanRunDatabase.
 	Database bool
+	// Traffic plays the fourth act (two regions and the DNS traffic
+	// manager) when the machine allows it; see CanRunFloating.
+	Traffic bool
 }
 
 // Result summarises the traffic the demo sent.
@@ -54,6 +57,8 @@ type Result struct {
 	Floating *FloatingResult
 	// Database is the third act's; nil when it did not run.
 	Database *DatabaseResult
+	// Traffic is the fourth act's; nil when it did not run.
+	Traffic *TrafficResult
 }
 
 type backendProc struct {
@@ -214,6 +219,17 @@ func RunResult(ctx context.Context, opt Options) (*Result, error) {
 		} else {
 			dr, err := RunDatabase(ctx, opt)
 			res.Database = dr
+			if err != nil {
+				return res, err
+			}
+		}
+	}
+	if opt.Traffic {
+		if why := CanRunFloating(); why != nil {
+			fmt.Fprintf(w, "\nact 4 (two regions and the DNS traffic manager) skipped: %v\n", why)
+		} else {
+			tr, err := RunTraffic(ctx, opt)
+			res.Traffic = tr
 			if err != nil {
 				return res, err
 			}
