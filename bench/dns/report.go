@@ -76,6 +76,7 @@ func (b *bench) report(results map[string][]perfResult, cs []string, changes []m
 	sb.WriteString(b.qpsTable(results))
 	sb.WriteString(goalTable(results))
 	sb.WriteString(changeTable(cs, changes, changeErrs))
+	sb.WriteString("Load average at the end: " + harness.LoadAverage() + ".\n")
 	return sb.String()
 }
 
