@@ -435,6 +435,9 @@ type Target struct {
 	Address string `yaml:"address"`
 	Check   string `yaml:"check"`
 	Weight  int    `yaml:"weight"`
+	// Subnets are the clients this target serves under the cidr policy,
+	// such as [10.0.0.0/8, 2001:db8::/32].
+	Subnets []string `yaml:"subnets"`
 }
 
 // Objectives are the recovery objectives drills measure against.

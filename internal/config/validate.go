@@ -27,7 +27,7 @@ var (
 	drModes        = []string{"async", "sync"}
 	recordPolicies = []string{"failover", "weighted", "hashed", "all", "cidr", "geo"}
 	// implementedPolicies are those the traffic manager answers with today.
-	implementedPolicies = []string{"failover", "all", "weighted", "hashed"}
+	implementedPolicies = []string{"failover", "all", "weighted", "hashed", "cidr"}
 	backupSchemes       = []string{"file", "s3"}
 	endpointSchemes     = []string{"http", "https"}
 )
@@ -714,6 +714,9 @@ func (v *validator) record(rec *Record, path string) {
 	if len(rec.Targets) == 0 {
 		v.errorf(path+".targets", "required: at least one target, such as targets: [{name: east, address: 198.18.1.100}]")
 	}
+	if rec.Policy == "cidr" && !slices.ContainsFunc(rec.Targets, func(tg *Target) bool { return tg != nil && len(tg.Subnets) > 0 }) {
+		v.errorf(path+".policy", "cidr needs subnets on at least one target, such as subnets: [10.0.0.0/8]")
+	}
 	names := map[string]bool{}
 	for i, tg := range rec.Targets {
 		tpath := index(path+".targets", i)
@@ -735,6 +738,19 @@ func (v *validator) record(rec *Record, path string) {
 		}
 		if tg.Weight < 0 {
 			v.errorf(tpath+".weight", "%d is negative", tg.Weight)
+		}
+		for j, sn := range tg.Subnets {
+			spath := index(tpath+".subnets", j)
+			pfx, err := netip.ParsePrefix(sn)
+			switch {
+			case err != nil:
+				v.errorf(spath, "%q is not a subnet such as 10.0.0.0/8", sn)
+			case pfx.Masked() != pfx:
+				v.errorf(spath, "%q has host bits set: write %s", sn, pfx.Masked())
+			}
+		}
+		if len(tg.Subnets) > 0 && rec.Policy != "cidr" {
+			v.errorf(tpath+".subnets", "only applies to the cidr policy (this record's is %s)", rec.Policy)
 		}
 	}
 }

@@ -17,8 +17,11 @@ import (
 // number or hashes the client's subnet, then returns a ready answer.
 type picker struct {
 	policy Policy
-	byType map[uint16][]candidate // A and AAAA candidates apart
-	total  map[uint16]uint64      // sum of the weights, per type
+	// maxBits is the longest Cidr subnet per family (index 0: IPv4, 1:
+	// IPv6): the ECS scope of a Cidr answer.
+	maxBits [2]int
+	byType  map[uint16][]candidate // A and AAAA candidates apart
+	total   map[uint16]uint64      // sum of the weights, per type
 	// seq numbers the queries. Weighted answers follow a Weyl sequence
 	// (query number × the golden ratio): as unpredictable to a client as
 	// a random draw, but any run of queries splits by weight within a
@@ -28,9 +31,34 @@ type picker struct {
 }
 
 type candidate struct {
-	answer []dns.RR // the one-record answer
-	upTo   uint64   // cumulative weight, for Weighted
-	seed   uint64   // the target's own hash, for Hashed
+	answer  []dns.RR       // the one-record answer
+	upTo    uint64         // cumulative weight, for Weighted
+	seed    uint64         // the target's own hash, for Hashed
+	subnets []netip.Prefix // for Cidr
+}
+
+// client is who a query is for: the subnet the resolver sent (ECS) or the
+// resolver's own address.
+type client struct {
+	addr netip.Addr
+	bits int    // how much of addr is known: the ECS source prefix, or all of it
+	key  uint64 // hash of the subnet, for Hashed
+	// keyBits is how many bits key covers (Hashed's ECS scope).
+	keyBits int
+}
+
+func newClient(addr netip.Addr, bits int) client {
+	addr = addr.Unmap()
+	bits = min(bits, addr.BitLen())
+	key, keyBits := clientKey(addr, bits)
+	return client{addr: addr, bits: bits, key: key, keyBits: keyBits}
+}
+
+func family(a netip.Addr) int {
+	if a.Is4() {
+		return 0
+	}
+	return 1
 }
 
 func newPicker(policy Policy, name string, targets []Target, ttl time.Duration) *picker {
@@ -50,7 +78,11 @@ func newPicker(policy Policy, name string, targets []Target, ttl time.Duration) 
 			continue
 		}
 		p.total[typ] += w
-		p.byType[typ] = append(p.byType[typ], candidate{answer: []dns.RR{rr}, upTo: p.total[typ], seed: hashString(tg.Name)})
+		p.byType[typ] = append(p.byType[typ], candidate{answer: []dns.RR{rr}, upTo: p.total[typ], seed: hashString(tg.Name), subnets: tg.Subnets})
+		for _, s := range tg.Subnets {
+			f := family(s.Addr())
+			p.maxBits[f] = max(p.maxBits[f], s.Bits())
+		}
 	}
 	return p
 }
@@ -58,26 +90,46 @@ func newPicker(policy Policy, name string, targets []Target, ttl time.Duration) 
 // has reports whether the name has answers of type qtype.
 func (p *picker) has(qtype uint16) bool { return len(p.byType[qtype]) > 0 }
 
-// choose returns the answer for a client whose subnet hashes to client.
-func (p *picker) choose(qtype uint16, client uint64) []dns.RR {
+// choose returns the answer for c, and the ECS scope it is valid for (0:
+// any client).
+func (p *picker) choose(qtype uint16, c client) ([]dns.RR, int) {
 	cs := p.byType[qtype]
 	if len(cs) == 0 {
-		return nil
+		return nil, 0
 	}
-	if p.policy == Weighted {
+	switch p.policy {
+	case Weighted:
 		hi, _ := bits.Mul64(p.seq.Add(1)*0x9e3779b97f4a7c15, p.total[qtype])
 		i := sort.Search(len(cs), func(i int) bool { return cs[i].upTo > hi })
-		return cs[i].answer
+		return cs[i].answer, 0
+	case Cidr:
+		return cs[p.longestMatch(cs, c)].answer, min(c.bits, p.maxBits[family(c.addr)])
 	}
 	// Rendezvous hashing: the highest score wins, so a client moves only
 	// when its own target goes down.
 	best, bestScore := 0, uint64(0)
-	for i, c := range cs {
-		if s := mix(c.seed ^ client); s >= bestScore {
+	for i, cand := range cs {
+		if s := mix(cand.seed ^ c.key); s >= bestScore {
 			best, bestScore = i, s
 		}
 	}
-	return cs[best].answer
+	return cs[best].answer, c.keyBits
+}
+
+// longestMatch is the candidate whose subnet holds the client's with the
+// longest prefix; the first candidate when none does. A subnet longer than
+// what the client revealed cannot be matched.
+func (p *picker) longestMatch(cs []candidate, c client) int {
+	best, bestBits := 0, -1
+	for i, cand := range cs {
+		for _, s := range cand.subnets {
+			if s.Bits() > c.bits || s.Bits() <= bestBits || !s.Contains(c.addr) {
+				continue
+			}
+			best, bestBits = i, s.Bits()
+		}
+	}
+	return best
 }
 
 var hashSeed = maphash.MakeSeed()

@@ -23,6 +23,10 @@ func policyZone() Zone {
 			"h": {Policy: Hashed, Targets: []Target{
 				{Name: "a", Addr: addr("198.18.1.101")}, {Name: "b", Addr: addr("198.18.1.102")}, {Name: "c", Addr: addr("198.18.1.103")}}},
 			"f": {Policy: Failover, Targets: []Target{{Name: "a", Addr: addr("198.18.1.101")}}},
+			"c": {Policy: Cidr, Targets: []Target{
+				{Name: "x", Addr: addr("198.18.1.100")},
+				{Name: "a", Addr: addr("198.18.1.101"), Subnets: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16")}},
+				{Name: "b", Addr: addr("198.18.1.102"), Subnets: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}}},
 		},
 	}
 }
@@ -151,5 +155,34 @@ func TestClientSubnetFormErr(t *testing.T) {
 		if r.Rcode != dns.RcodeFormatError {
 			t.Errorf("%s: rcode %s, want FORMERR", name, dns.RcodeToString[r.Rcode])
 		}
+	}
+}
+
+// cidr sends a client to the target whose subnets hold it, the longest
+// prefix winning, else to the first healthy target; the ECS scope is the
+// longest subnet's length, the answer being valid for that much of the
+// client's address.
+func TestCidr(t *testing.T) {
+	s, addr := startServer(t, policyZone())
+	for _, tc := range []struct {
+		subnet string
+		want   string
+		scope  int
+	}{
+		{"10.1.2.0/24", "198.18.1.101", 16},
+		{"10.9.0.0/24", "198.18.1.102", 16},
+		{"192.168.1.0/24", "198.18.1.100", 16},
+		{"10.0.0.0/12", "198.18.1.102", 12}, // reveals too little to tell 10.1/16 apart
+	} {
+		r := askECS(t, addr, "c."+origin, netip.MustParsePrefix(tc.subnet), 0)
+		got := addrs(r)
+		scope, _ := replyScope(r)
+		if len(got) != 1 || got[0] != tc.want || scope != tc.scope {
+			t.Errorf("client %s: %v scope %d, want %s scope %d", tc.subnet, got, scope, tc.want, tc.scope)
+		}
+	}
+	s.SetHealth("c", "a", false)
+	if got := addrs(askECS(t, addr, "c."+origin, netip.MustParsePrefix("10.1.2.0/24"), 0)); len(got) != 1 || got[0] != "198.18.1.102" {
+		t.Errorf("a down: client 10.1.2.0/24 got %v, want b (the next longest match)", got)
 	}
 }

@@ -239,11 +239,12 @@ func (s *Server) answer(r *dns.Msg, tcp bool, remote netip.Addr) *dns.Msg {
 			return m
 		}
 	}
-	client, bits := clientKey(remote, 128)
+	cl := newClient(remote, 128)
 	if ecs != nil {
 		a, _ := netip.AddrFromSlice(ecs.Address)
-		client, bits = clientKey(a, int(ecs.SourceNetmask))
+		cl = newClient(a, int(ecs.SourceNetmask))
 	}
+	scope := 0
 	q := r.Question[0]
 	name := dns.CanonicalName(q.Name)
 	t := s.table.Load()
@@ -251,15 +252,13 @@ func (s *Server) answer(r *dns.Msg, tcp bool, remote netip.Addr) *dns.Msg {
 		m.SetRcode(r, dns.RcodeRefused)
 	} else {
 		m.Authoritative = true
-		if !s.fill(m, t, name, q.Qtype, client) {
-			bits = 0 // the answer does not depend on the client
-		}
+		scope = s.fill(m, t, name, q.Qtype, cl)
 	}
 	if ecs != nil {
 		// RFC 7871: echo the client's subnet, with the scope the answer
 		// is valid for: 0 when it does not depend on the client.
 		reply.Option = append(reply.Option, &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: ecs.Family,
-			SourceNetmask: ecs.SourceNetmask, SourceScope: uint8(bits), Address: ecs.Address})
+			SourceNetmask: ecs.SourceNetmask, SourceScope: uint8(scope), Address: ecs.Address})
 	}
 	if reply != nil {
 		m.Extra = append(m.Extra, reply)
@@ -284,34 +283,33 @@ func (s *Server) replyOPT(q *dns.OPT) *dns.OPT {
 }
 
 // fill answers name/qtype from t: the records, or NODATA or NXDOMAIN with
-// the SOA in the authority section. It reports whether the answer depends
-// on the client (a hashed name's).
-func (s *Server) fill(m *dns.Msg, t *table, name string, qtype uint16, client uint64) (byClient bool) {
+// the SOA in the authority section. It returns the ECS scope the answer is
+// valid for: 0 unless it depends on the client (a hashed or cidr name's).
+func (s *Server) fill(m *dns.Msg, t *table, name string, qtype uint16, c client) (scope int) {
 	o := t.owners[name]
 	if o == nil {
 		if !t.nonTerminals[name] {
 			m.Rcode = dns.RcodeNameError
 		}
 		m.Ns = t.negative()
-		return false
+		return 0
 	}
 	switch {
 	case qtype == dns.TypeANY:
 		m.Answer = o.hinfo
 	case o.pick != nil:
-		m.Answer = o.pick.choose(qtype, client)
-		byClient = o.pick.policy == Hashed && len(m.Answer) > 0
+		m.Answer, scope = o.pick.choose(qtype, c)
 	default:
 		m.Answer = o.rrs[qtype]
 	}
 	if len(m.Answer) == 0 {
 		m.Ns = t.negative()
-		return false
+		return 0
 	}
 	if name == t.origin && qtype == dns.TypeNS {
 		m.Extra = append(m.Extra, t.glue...)
 	}
-	return byClient
+	return scope
 }
 
 func hasClientSubnet(r *dns.Msg) bool {

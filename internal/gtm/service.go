@@ -112,7 +112,15 @@ func NewService(cfg *config.Config, node string, opt ServiceOptions) (*Service, 
 			if err != nil {
 				return nil, fmt.Errorf("gtm: %s target %s: %w", rel, tg.Name, err)
 			}
-			n.Targets = append(n.Targets, Target{Name: tg.Name, Addr: addr, Weight: tg.Weight})
+			target := Target{Name: tg.Name, Addr: addr, Weight: tg.Weight}
+			for _, sn := range tg.Subnets {
+				pfx, err := netip.ParsePrefix(sn)
+				if err != nil {
+					return nil, fmt.Errorf("gtm: %s target %s: subnet %q: %w", rel, tg.Name, sn, err)
+				}
+				target.Subnets = append(target.Subnets, pfx.Masked())
+			}
+			n.Targets = append(n.Targets, target)
 			var ch *config.Check
 			if tg.Check != "" {
 				var ok bool

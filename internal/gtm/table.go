@@ -61,7 +61,7 @@ func build(z Zone, h Health) *table {
 		}
 		o := t.owner(name, ttl)
 		healthy := choose(name, n, h)
-		if n.Policy == Weighted || n.Policy == Hashed {
+		if n.Policy == Weighted || n.Policy == Hashed || n.Policy == Cidr {
 			o.pick = newPicker(n.Policy, name, healthy, ttl)
 			continue
 		}

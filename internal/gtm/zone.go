@@ -58,6 +58,10 @@ const (
 	// subnet (EDNS Client Subnet, else the resolver's address): a client
 	// keeps its target while that target is healthy.
 	Hashed Policy = "hashed"
+	// Cidr answers with the healthy target whose subnets hold the client
+	// (EDNS Client Subnet, else the resolver's address), the longest
+	// prefix winning; a client in none gets the first healthy target.
+	Cidr Policy = "cidr"
 )
 
 // Name is one managed name.
@@ -74,6 +78,8 @@ type Target struct {
 	// Weight is the target's share of answers under Weighted (0 takes
 	// none while another has a weight).
 	Weight int
+	// Subnets are the clients the target serves under Cidr.
+	Subnets []netip.Prefix
 }
 
 // Zone defaults.
@@ -115,9 +121,9 @@ func (z Zone) normalize() (Zone, error) {
 			return z, fmt.Errorf("gtm: name %s has no target", rel)
 		}
 		switch n.Policy {
-		case Failover, All, Weighted, Hashed:
+		case Failover, All, Weighted, Hashed, Cidr:
 		default:
-			return z, fmt.Errorf("gtm: name %s: policy %q is not supported (failover, all, weighted, hashed)", rel, n.Policy)
+			return z, fmt.Errorf("gtm: name %s: policy %q is not supported (failover, all, weighted, hashed, cidr)", rel, n.Policy)
 		}
 	}
 	setDur := func(d *time.Duration, def time.Duration) {
