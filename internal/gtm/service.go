@@ -435,8 +435,14 @@ func (s *Service) Status() Status {
 	return st
 }
 
-// Close releases the monitors' metrics.
+// Close releases the monitors' metrics and stops a pending delay's timer.
 func (s *Service) Close() {
+	s.mu.Lock()
+	if s.timer != nil {
+		s.timer.Stop()
+		s.timer = nil
+	}
+	s.mu.Unlock()
 	for _, tm := range s.monitors {
 		if tm.mon != nil {
 			tm.mon.Close()
