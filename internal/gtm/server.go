@@ -208,9 +208,22 @@ func remoteAddr(w dns.ResponseWriter) netip.Addr {
 
 // answer builds the reply to r from a client at remote (the resolver).
 func (s *Server) answer(r *dns.Msg, tcp bool, remote netip.Addr) *dns.Msg {
-	m := new(dns.Msg)
-	m.SetReply(r)
-	m.RecursionAvailable = false
+	return s.answerInto(new(dns.Msg), r, tcp, remote)
+}
+
+// answerInto is answer building the reply in m, whose slices it reuses
+// (the UDP loops keep one per loop).
+func (s *Server) answerInto(m *dns.Msg, r *dns.Msg, tcp bool, remote netip.Addr) *dns.Msg {
+	question, extra := m.Question[:0], m.Extra[:0]
+	*m = dns.Msg{}
+	m.Id, m.Response, m.Opcode = r.Id, true, r.Opcode
+	if m.Opcode == dns.OpcodeQuery {
+		m.RecursionDesired, m.CheckingDisabled = r.RecursionDesired, r.CheckingDisabled
+	}
+	if len(r.Question) > 0 {
+		m.Question = append(question, r.Question[0])
+	}
+	m.Extra = extra
 	if r.Opcode != dns.OpcodeQuery {
 		m.SetRcode(r, dns.RcodeNotImplemented)
 		return m
@@ -369,27 +382,25 @@ func (t *table) negative() []dns.RR {
 // Serve answers on the UDP and TCP listeners until ctx ends, then shuts
 // them down within a few seconds.
 func (s *Server) Serve(ctx context.Context, udp net.PacketConn, tcp net.Listener) error {
-	servers := []*dns.Server{
-		{PacketConn: udp, Handler: s, UDPSize: udpSize, TsigSecret: s.tsig},
-		{Listener: tcp, Handler: s, ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second, IdleTimeout: func() time.Duration { return 10 * time.Second }, TsigSecret: s.tsig},
-	}
-	errc := make(chan error, len(servers))
-	for _, srv := range servers {
-		go func() { errc <- srv.ActivateAndServe() }()
-	}
+	tcpServer := &dns.Server{Listener: tcp, Handler: s, ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second,
+		IdleTimeout: func() time.Duration { return 10 * time.Second }, TsigSecret: s.tsig}
+	errc := make(chan error, 1)
+	go func() { errc <- tcpServer.ActivateAndServe() }()
+	udpDone := make(chan struct{})
+	go func() { s.serveUDP(udp); close(udpDone) }()
 	s.log.Info("answering", "udp", udp.LocalAddr().String(), "tcp", tcp.Addr().String())
 	var err error
 	select {
 	case <-ctx.Done():
 	case err = <-errc:
-		err = fmt.Errorf("gtm: serve: %w", err)
+		err = fmt.Errorf("gtm: serve tcp: %w", err)
 	}
+	udp.Close()
 	sctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	for _, srv := range servers {
-		if serr := srv.ShutdownContext(sctx); serr != nil && !errors.Is(serr, context.Canceled) {
-			s.log.Debug("shutdown", "err", serr)
-		}
+	if serr := tcpServer.ShutdownContext(sctx); serr != nil && !errors.Is(serr, context.Canceled) {
+		s.log.Debug("shutdown", "err", serr)
 	}
+	<-udpDone
 	return err
 }
