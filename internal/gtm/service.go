@@ -161,11 +161,12 @@ func NewService(cfg *config.Config, node string, opt ServiceOptions) (*Service, 
 			return nil, fmt.Errorf("gtm: %s target %s: %w", p.rel, p.target, err)
 		}
 		tm.mon = health.NewMonitor(health.Options{
-			Check:   p.check.Name,
-			Target:  p.addr.String(),
-			Spec:    health.SpecFromConfig(p.check),
-			Prober:  prober,
-			Logger:  s.log.With("name", p.rel, "target", p.target),
+			Check:  p.check.Name,
+			Target: p.addr.String(),
+			Spec:   health.SpecFromConfig(p.check),
+			Prober: prober,
+			// The monitor adds component=health and target=ADDRESS itself.
+			Logger:  opt.Logger.With("record", p.rel, "record_target", p.target),
 			Metrics: opt.HealthMetrics,
 			OnTransition: func(ev health.Event) {
 				s.setLocal(tm.name, tm.target, ev.To != health.Down)
