@@ -28,7 +28,8 @@ const DefaultListen = ":53"
 // checks of the managed names' targets.
 type Service struct {
 	srv      *Server
-	monitors []*targetMonitor
+	monitors []*targetMonitor  // every target of every name
+	checks   []*health.Monitor // the distinct monitors (by check and address)
 	log      *slog.Logger
 	listen   string
 	views    *views                  // nil without coordination
@@ -150,39 +151,57 @@ func NewService(cfg *config.Config, node string, opt ServiceOptions) (*Service, 
 		s.views = newViews(node, opt.Cluster, s.log, s.apply)
 		srv.viewMode.Store(string(Isolated))
 	}
+	// One monitor per check and address: records that name the same target
+	// share its verdicts, so they never disagree about it, and it is
+	// probed once.
+	shared := map[[2]string]*health.Monitor{}
+	users := map[*health.Monitor][]*targetMonitor{}
 	for _, p := range checks {
 		tm := &targetMonitor{name: p.rel, target: p.target}
 		s.monitors = append(s.monitors, tm)
 		if p.check == nil {
 			continue // always up; only a drain takes it out
 		}
+		key := [2]string{p.check.Name, p.addr.String()}
+		if mon := shared[key]; mon != nil {
+			tm.mon = mon
+			users[mon] = append(users[mon], tm)
+			continue
+		}
 		prober, err := health.NewProber(p.check)
 		if err != nil {
 			return nil, fmt.Errorf("gtm: %s target %s: %w", p.rel, p.target, err)
 		}
-		tm.mon = health.NewMonitor(health.Options{
+		var mon *health.Monitor
+		mon = health.NewMonitor(health.Options{
 			Check:  p.check.Name,
 			Target: p.addr.String(),
 			Spec:   health.SpecFromConfig(p.check),
 			Prober: prober,
 			// The monitor adds component=health and target=ADDRESS itself.
-			Logger:  opt.Logger.With("record", p.rel, "record_target", p.target),
+			Logger:  opt.Logger.With("component", "gtm"),
 			Metrics: opt.HealthMetrics,
 			OnTransition: func(ev health.Event) {
-				s.setLocal(tm.name, tm.target, ev.To != health.Down)
+				s.setLocal(users[mon], ev.To != health.Down)
 				if opt.OnTransition != nil {
 					opt.OnTransition(ev)
 				}
 			},
 		})
+		shared[key], tm.mon = mon, mon
+		users[mon] = append(users[mon], tm)
+		s.checks = append(s.checks, mon)
 	}
 	return s, nil
 }
 
-// setLocal records this instance's verdict on a target and applies it.
-func (s *Service) setLocal(rel, target string, up bool) {
+// setLocal records this instance's verdict on the targets a monitor
+// checks and applies it.
+func (s *Service) setLocal(tms []*targetMonitor, up bool) {
 	s.mu.Lock()
-	s.local[viewKey(rel, target)] = up
+	for _, tm := range tms {
+		s.local[viewKey(tm.name, tm.target)] = up
+	}
 	local := maps.Clone(s.local)
 	s.mu.Unlock()
 	if s.views != nil {
@@ -345,10 +364,8 @@ func (s *Service) Run(ctx context.Context, udp net.PacketConn, tcp net.Listener)
 	defer wg.Wait()
 	monCtx, stop := context.WithCancel(ctx)
 	defer stop()
-	for _, tm := range s.monitors {
-		if tm.mon != nil {
-			wg.Go(func() { _ = tm.mon.Run(monCtx) })
-		}
+	for _, mon := range s.checks {
+		wg.Go(func() { _ = mon.Run(monCtx) })
 	}
 	if s.views != nil {
 		wg.Go(func() { s.views.run(monCtx, s.etcd) })
@@ -365,8 +382,8 @@ func (s *Service) waitFirstVerdicts(ctx context.Context) {
 	deadline := time.Now().Add(firstVerdictWait)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		pending := 0
-		for _, tm := range s.monitors {
-			if tm.mon != nil && tm.mon.State() == health.Unknown {
+		for _, mon := range s.checks {
+			if mon.State() == health.Unknown {
 				pending++
 			}
 		}
@@ -444,9 +461,7 @@ func (s *Service) Close() {
 		s.timer = nil
 	}
 	s.mu.Unlock()
-	for _, tm := range s.monitors {
-		if tm.mon != nil {
-			tm.mon.Close()
-		}
+	for _, mon := range s.checks {
+		mon.Close()
 	}
 }

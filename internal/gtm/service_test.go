@@ -146,3 +146,41 @@ func TestDrain(t *testing.T) {
 		t.Errorf("drain of an unchecked target: %v", err)
 	}
 }
+
+// Two names whose targets share a check and an address share one monitor:
+// the target is probed once, and the names never disagree about it.
+func TestNamesShareAMonitor(t *testing.T) {
+	site := startSwitchable(t)
+	cfg := quorumConfig(site.port)
+	cfg.Traffic.Nameservers = []string{"n1"}
+	cfg.Traffic.Listen = "127.0.0.1:0"
+	cfg.Traffic.Records["api"] = &config.Record{Policy: "all", Targets: []*config.Target{{Name: "e", Address: "127.0.0.2", Check: "site"}, {Name: "w", Address: "127.0.0.3"}}}
+	svc, err := NewService(cfg, "n1", ServiceOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(svc.checks) != 1 {
+		t.Fatalf("%d monitors for one check of one address, want 1", len(svc.checks))
+	}
+	udp, tcp, err := svc.Listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx, udp, tcp) }()
+	t.Cleanup(func() { cancel(); <-done; svc.Close() })
+	both := func() (api, www []string) {
+		st := svc.Status()
+		return st.Names[0].Answers, st.Names[1].Answers // sorted: api, www
+	}
+	waitUntil(t, "east up for both names", func() bool {
+		api, www := both()
+		return slices.Equal(api, []string{"127.0.0.2", "127.0.0.3"}) && slices.Equal(www, eastAnswer)
+	})
+	site.up.Store(false)
+	waitUntil(t, "east down for both names", func() bool {
+		api, www := both()
+		return slices.Equal(api, westAnswer) && slices.Equal(www, westAnswer)
+	})
+}
