@@ -77,9 +77,13 @@ func TestDrain(t *testing.T) {
 			results <- result{status: resp.StatusCode}
 		}()
 	}
+	// All four must have reached their backend's handler, or one still on
+	// its way to b1 would count as a new request after the drain.
 	waitFor(t, 5*time.Second, "long requests in flight on both backends", func() (bool, string) {
 		st := lb.Status()
-		return st.Backends[0].Inflight > 0 && st.Backends[1].Inflight > 0, fmt.Sprint(st.Backends[0].Inflight, st.Backends[1].Inflight)
+		arrived := b1.hits.Load() + b2.hits.Load()
+		return st.Backends[0].Inflight > 0 && st.Backends[1].Inflight > 0 && arrived == 4,
+			fmt.Sprint(st.Backends[0].Inflight, st.Backends[1].Inflight, arrived)
 	})
 	if err := lb.SetState("b1", Drain); err != nil {
 		t.Fatal(err)
