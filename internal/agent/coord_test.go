@@ -1,15 +1,12 @@
 package agent
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/haven-ha/haven/internal/coord"
+	"github.com/haven-ha/haven/internal/coord/coordtest"
 )
 
 // startExternalEtcd runs a one-member etcd cluster on loopback, as an
@@ -17,38 +14,7 @@ import (
 // that stops it.
 func startExternalEtcd(t *testing.T) (string, func()) {
 	t.Helper()
-	peer, client := freeAddr(t), freeAddr(t)
-	m, err := coord.NewMember(coord.MemberConfig{
-		Name: "ext", DataDir: t.TempDir(), PeerURL: peer, ClientURL: client,
-		InitialCluster: map[string]string{"ext": peer}, ClusterToken: "external",
-		Logger: slog.New(slog.DiscardHandler),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx) }()
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case <-done:
-			case <-time.After(30 * time.Second):
-				t.Errorf("the external etcd did not stop within 30s")
-			}
-		})
-	}
-	t.Cleanup(stop)
-	select {
-	case <-m.Ready():
-	case err := <-done:
-		t.Fatalf("external etcd: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("external etcd not ready after 30s")
-	}
-	return "http://" + client, stop
+	return coordtest.StartMember(t)
 }
 
 // coordinationStatus reads the status API's coordination section.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/coord"
+	"github.com/haven-ha/haven/internal/coord/coordtest"
 )
 
 func TestDecide(t *testing.T) {
@@ -44,52 +45,12 @@ func TestDecide(t *testing.T) {
 	}
 }
 
-// startEtcd runs a one-member embedded etcd on loopback and returns a
-// client and a function that stops the member (also run at cleanup).
+// startEtcd runs a one-member embedded etcd and returns a client and a
+// function that stops the member (also run at cleanup).
 func startEtcd(t *testing.T) (*clientv3.Client, func()) {
 	t.Helper()
-	addr := func() string {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		return l.Addr().String()
-	}
-	peer, client := addr(), addr()
-	m, err := coord.NewMember(coord.MemberConfig{
-		Name: "etcd", DataDir: t.TempDir(), PeerURL: peer, ClientURL: client,
-		InitialCluster: map[string]string{"etcd": peer}, ClusterToken: "gtmtest",
-		Logger: slog.New(slog.DiscardHandler),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx) }()
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			t.Errorf("etcd did not stop within 30s")
-		}
-	}
-	t.Cleanup(stop)
-	select {
-	case <-m.Ready():
-	case err := <-done:
-		t.Fatalf("etcd: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("etcd not ready after 30s")
-	}
-	cli, err := coord.NewClient(context.Background(), coord.ClientConfig{Endpoints: []string{"http://" + client}, Logger: slog.New(slog.DiscardHandler)})
+	url, stop := coordtest.StartMember(t)
+	cli, err := coord.NewClient(context.Background(), coord.ClientConfig{Endpoints: []string{url}, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

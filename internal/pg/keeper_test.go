@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"syscall"
@@ -15,48 +14,15 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/haven-ha/haven/internal/coord"
+	"github.com/haven-ha/haven/internal/coord/coordtest"
 )
 
-// startEtcd runs a one-member embedded etcd on loopback until the test ends
-// and returns its client URL.
+// startEtcd runs a one-member embedded etcd until the test ends and
+// returns its client URL.
 func startEtcd(t *testing.T) string {
 	t.Helper()
-	addr := func() string {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		return l.Addr().String()
-	}
-	peer, client := addr(), addr()
-	m, err := coord.NewMember(coord.MemberConfig{
-		Name: "etcd", DataDir: t.TempDir(), PeerURL: peer, ClientURL: client,
-		InitialCluster: map[string]string{"etcd": peer}, ClusterToken: "pgtest",
-		Logger: slog.New(slog.DiscardHandler),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			t.Errorf("etcd did not stop within 30s")
-		}
-	})
-	select {
-	case <-m.Ready():
-	case err := <-done:
-		t.Fatalf("etcd: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("etcd not ready after 30s")
-	}
-	return "http://" + client
+	url, _ := coordtest.StartMember(t)
+	return url
 }
 
 // testKeeper is a Keeper on its own etcd client, running until stop.
