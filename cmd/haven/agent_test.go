@@ -295,7 +295,7 @@ func TestAgentEndToEnd(t *testing.T) {
 	if r := haven(t, 20*time.Second, "dns", "status", "-c", path); r.code != 0 || !regexp.MustCompile(`www\.e2e\.test\.\s+all\s+127\.0\.0\.10\s+a 127\.0\.0\.9 drained until \d\d:\d\d:\d\d`).MatchString(r.stdout) {
 		t.Errorf("haven dns status after the drain:\n%s", r)
 	}
-	if r := haven(t, 20*time.Second, "dns", "drain", "www", "zz", "-c", path); r.code != 1 || !strings.Contains(r.stderr, "has no target zz") {
+	if r := haven(t, 20*time.Second, "dns", "drain", "www", "zz", "-c", path); r.code != 1 || !strings.Contains(r.stderr, `has no target "zz" (its targets: a, b)`) {
 		t.Errorf("haven dns drain of an unknown target:\n%s\nwant exit 1 naming it", r)
 	}
 	if r := haven(t, 20*time.Second, "dns", "enable", "www", "a", "-c", path); r.code != 0 {

@@ -51,12 +51,11 @@ type views struct {
 	log          *slog.Logger
 	onChange     func()
 
-	mu       sync.Mutex
-	peers    map[string]map[string]bool // node → target key → up
-	mode     ViewMode
-	entry    *coord.Entry[map[string]bool]
-	pending  map[string]bool // the local view, before the entry exists
-	lastSeen time.Time       // of the last successful quorum read
+	mu      sync.Mutex
+	peers   map[string]map[string]bool // node → target key → up
+	mode    ViewMode
+	entry   *coord.Entry[map[string]bool]
+	pending map[string]bool // the local view, before the entry exists
 }
 
 func newViews(node, cluster string, log *slog.Logger, onChange func()) *views {
@@ -128,7 +127,7 @@ func (v *views) setReachable(ok bool) {
 	v.mu.Lock()
 	old := v.mode
 	if ok {
-		v.mode, v.lastSeen = Shared, time.Now()
+		v.mode = Shared
 	} else {
 		v.mode = Isolated
 	}

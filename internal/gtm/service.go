@@ -272,14 +272,6 @@ func (s *Service) apply() {
 			later(since.Add(delay))
 		}
 	}
-	// Drains of targets without a check end here too.
-	for key, until := range s.drained {
-		if !now.Before(until) {
-			delete(s.drained, key)
-		} else {
-			later(until)
-		}
-	}
 	if s.timer != nil {
 		s.timer.Stop()
 		s.timer = nil
@@ -299,9 +291,8 @@ func (s *Service) setAnswered(tm *targetMonitor, up bool) {
 // whatever its health, as if it were down (a planned maintenance); the
 // answers take it back when d ends or Enable is called.
 func (s *Service) Drain(rel, target string, d time.Duration) error {
-	tm := s.monitor(rel, target)
-	if tm == nil {
-		return fmt.Errorf("gtm: %s has no target %s", rel, target)
+	if s.monitor(rel, target) == nil {
+		return s.noTarget(rel, target)
 	}
 	if d <= 0 {
 		return fmt.Errorf("gtm: a drain needs a positive duration, not %v", d)
@@ -316,9 +307,8 @@ func (s *Service) Drain(rel, target string, d time.Duration) error {
 
 // Enable ends a drain.
 func (s *Service) Enable(rel, target string) error {
-	tm := s.monitor(rel, target)
-	if tm == nil {
-		return fmt.Errorf("gtm: %s has no target %s", rel, target)
+	if s.monitor(rel, target) == nil {
+		return s.noTarget(rel, target)
 	}
 	s.mu.Lock()
 	delete(s.drained, viewKey(rel, target))
@@ -335,6 +325,20 @@ func (s *Service) monitor(rel, target string) *targetMonitor {
 		}
 	}
 	return nil
+}
+
+// noTarget says that rel has no target called target, and which it has.
+func (s *Service) noTarget(rel, target string) error {
+	var have []string
+	for _, tm := range s.monitors {
+		if tm.name == rel {
+			have = append(have, tm.target)
+		}
+	}
+	if len(have) == 0 {
+		return fmt.Errorf("gtm: traffic.records has no name %q", rel)
+	}
+	return fmt.Errorf("gtm: %s has no target %q (its targets: %s)", rel, target, strings.Join(have, ", "))
 }
 
 // Server returns the DNS server, for tests and status.
