@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,9 +23,10 @@ const udpSize = 1232
 
 // Server answers for one zone over UDP and TCP.
 type Server struct {
-	zone Zone
-	log  *slog.Logger
-	nsid string // hex, for EDNS0 NSID
+	zone    Zone
+	log     *slog.Logger
+	nsid    string // hex, for EDNS0 NSID as miekg packs it
+	nsidRaw []byte // the same, as the UDP path writes it
 
 	tsig map[string]string
 
@@ -58,7 +60,7 @@ func New(z Zone, opt Options) (*Server, error) {
 	if opt.Logger == nil {
 		opt.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{zone: z, log: opt.Logger.With("component", "gtm", "zone", z.Origin), nsid: hex.EncodeToString([]byte(opt.ID)), health: map[string]map[string]bool{}, tsig: opt.TSIG}
+	s := &Server{zone: z, log: opt.Logger.With("component", "gtm", "zone", z.Origin), nsid: hex.EncodeToString([]byte(opt.ID)), nsidRaw: []byte(opt.ID), health: map[string]map[string]bool{}, tsig: opt.TSIG}
 	s.table.Store(build(z, s.up))
 	return s, nil
 }
@@ -184,8 +186,9 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 		s.transfer(w, r, tcp)
 		return
 	}
-	m := s.answer(r, tcp, remoteAddr(w))
-	s.counters.count(m, tcp, hasClientSubnet(r))
+	q := ednsOf(r)
+	m := s.answer(r, q, tcp, remoteAddr(w))
+	s.counters.count(m, tcp, q.subnet)
 	if err := w.WriteMsg(m); err != nil {
 		s.log.Debug("write answer", "client", w.RemoteAddr().String(), "err", err)
 	}
@@ -206,14 +209,34 @@ func remoteAddr(w dns.ResponseWriter) netip.Addr {
 	return netip.Addr{}
 }
 
-// answer builds the reply to r from a client at remote (the resolver).
-func (s *Server) answer(r *dns.Msg, tcp bool, remote netip.Addr) *dns.Msg {
-	return s.answerInto(new(dns.Msg), r, tcp, remote)
+// answer builds the reply to r, whose EDNS is q, from a client at remote
+// (the resolver), with its OPT record, truncated to fit UDP.
+func (s *Server) answer(r *dns.Msg, q queryEDNS, tcp bool, remote netip.Addr) *dns.Msg {
+	m := new(dns.Msg)
+	e := s.answerInto(m, r, q, remote)
+	if e.opt {
+		m.Extra = append(m.Extra, s.optRR(e))
+	}
+	if !tcp {
+		// Truncate keeps what fits and the OPT record, and sets TC when
+		// it left records out: the client asks again over TCP.
+		m.Truncate(udpLimit(q))
+	}
+	return m
 }
 
-// answerInto is answer building the reply in m, whose slices it reuses
-// (the UDP loops keep one per loop).
-func (s *Server) answerInto(m *dns.Msg, r *dns.Msg, tcp bool, remote netip.Addr) *dns.Msg {
+// udpLimit is the largest UDP answer to a query: its buffer, at most ours.
+func udpLimit(q queryEDNS) int {
+	if !q.present {
+		return dns.MinMsgSize
+	}
+	return max(dns.MinMsgSize, min(int(q.size), udpSize))
+}
+
+// answerInto builds the reply to r in m, whose slices it reuses (the UDP
+// loops keep one per loop), all but its OPT record, which it returns for
+// the caller to add: the UDP path writes it without miekg.
+func (s *Server) answerInto(m *dns.Msg, r *dns.Msg, q queryEDNS, remote netip.Addr) ednsReply {
 	question, extra := m.Question[:0], m.Extra[:0]
 	*m = dns.Msg{}
 	m.Id, m.Response, m.Opcode = r.Id, true, r.Opcode
@@ -224,75 +247,64 @@ func (s *Server) answerInto(m *dns.Msg, r *dns.Msg, tcp bool, remote netip.Addr)
 		m.Question = append(question, r.Question[0])
 	}
 	m.Extra = extra
+	e := ednsReply{opt: q.present, query: q}
 	if r.Opcode != dns.OpcodeQuery {
 		m.SetRcode(r, dns.RcodeNotImplemented)
-		return m
+		return e
 	}
 	if len(r.Question) != 1 {
 		m.SetRcode(r, dns.RcodeFormatError)
-		return m
+		return e
 	}
-	size := dns.MinMsgSize
-	var (
-		reply *dns.OPT
-		ecs   *dns.EDNS0_SUBNET
-	)
-	if opt := r.IsEdns0(); opt != nil {
-		if opt.Version() != 0 {
-			m.SetRcode(r, dns.RcodeBadVers)
-			m.SetEdns0(udpSize, false)
-			return m
-		}
-		size = max(dns.MinMsgSize, min(int(opt.UDPSize()), udpSize))
-		reply = s.replyOPT(opt)
-		var ok bool
-		if ecs, ok = clientSubnet(opt); !ok {
-			m.SetRcode(r, dns.RcodeFormatError)
-			m.Extra = append(m.Extra, reply)
-			return m
-		}
+	if q.present && q.version != 0 {
+		// BADVERS is an extended rcode: miekg packs it into the OPT.
+		m.SetRcode(r, dns.RcodeBadVers)
+		m.SetEdns0(udpSize, false)
+		return ednsReply{}
+	}
+	if q.malformed {
+		m.SetRcode(r, dns.RcodeFormatError)
+		e.query.subnet = false
+		return e
 	}
 	cl := newClient(remote, 128)
-	if ecs != nil {
-		a, _ := netip.AddrFromSlice(ecs.Address)
-		cl = newClient(a, int(ecs.SourceNetmask))
+	if q.subnet {
+		cl = newClient(q.addr, int(q.source))
 	}
-	scope := 0
-	q := r.Question[0]
-	name := dns.CanonicalName(q.Name)
+	question0 := r.Question[0]
+	name := canonicalName(question0.Name)
 	t := s.table.Load()
-	if q.Qclass != dns.ClassINET || !dns.IsSubDomain(t.origin, name) {
+	if question0.Qclass != dns.ClassINET || !inZone(name, t.origin) {
 		m.SetRcode(r, dns.RcodeRefused)
 	} else {
 		m.Authoritative = true
-		scope = s.fill(m, t, name, q.Qtype, cl)
+		e.scope = uint8(s.fill(m, t, name, question0.Qtype, cl))
 	}
-	if ecs != nil {
-		// RFC 7871: echo the client's subnet, with the scope the answer
-		// is valid for: 0 when it does not depend on the client.
-		reply.Option = append(reply.Option, &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: ecs.Family,
-			SourceNetmask: ecs.SourceNetmask, SourceScope: uint8(scope), Address: ecs.Address})
-	}
-	if reply != nil {
-		m.Extra = append(m.Extra, reply)
-	}
-	if !tcp {
-		// Truncate keeps what fits and the OPT record, and sets TC when
-		// it left records out: the client asks again over TCP.
-		m.Truncate(size)
-	}
-	return m
+	return e
 }
 
-func (s *Server) replyOPT(q *dns.OPT) *dns.OPT {
-	o := &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT}}
-	o.SetUDPSize(udpSize)
-	for _, e := range q.Option {
-		if e.Option() == dns.EDNS0NSID && s.nsid != "" {
-			o.Option = append(o.Option, &dns.EDNS0_NSID{Code: dns.EDNS0NSID, Nsid: s.nsid})
+// canonicalName is dns.CanonicalName without its copy for the names most
+// queries carry, already lower case and absolute.
+func canonicalName(name string) string {
+	if !strings.HasSuffix(name, ".") {
+		return dns.CanonicalName(name)
+	}
+	for i := 0; i < len(name); i++ {
+		if c := name[i]; 'A' <= c && c <= 'Z' {
+			return dns.CanonicalName(name)
 		}
 	}
-	return o
+	return name
+}
+
+// inZone reports whether the canonical name is origin or below it:
+// dns.IsSubDomain without its label splitting, which allocates.
+func inZone(name, origin string) bool {
+	if strings.Contains(name, `\`) { // escaped dots: let miekg count labels
+		return dns.IsSubDomain(origin, name)
+	}
+	return name == origin ||
+		(strings.HasSuffix(name, origin) && name[len(name)-len(origin)-1] == '.')
 }
 
 // fill answers name/qtype from t: the records, or NODATA or NXDOMAIN with
@@ -323,48 +335,6 @@ func (s *Server) fill(m *dns.Msg, t *table, name string, qtype uint16, c client)
 		m.Extra = append(m.Extra, t.glue...)
 	}
 	return scope
-}
-
-func hasClientSubnet(r *dns.Msg) bool {
-	if opt := r.IsEdns0(); opt != nil {
-		for _, o := range opt.Option {
-			if o.Option() == dns.EDNS0SUBNET {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// clientSubnet returns the query's EDNS Client Subnet option (nil when
-// none), or false when it is malformed (RFC 7871 §7.1.1: FORMERR): a
-// scope in a query, address bits past the source prefix, or two options.
-func clientSubnet(opt *dns.OPT) (*dns.EDNS0_SUBNET, bool) {
-	var ecs *dns.EDNS0_SUBNET
-	for _, o := range opt.Option {
-		e, ok := o.(*dns.EDNS0_SUBNET)
-		if !ok {
-			continue
-		}
-		if ecs != nil || e.SourceScope != 0 {
-			return nil, false
-		}
-		a, ok := netip.AddrFromSlice(e.Address)
-		if !ok {
-			return nil, false
-		}
-		if e.Family == 1 {
-			a = a.Unmap()
-		}
-		if (e.Family == 1) != a.Is4() && e.Family != 0 {
-			return nil, false
-		}
-		if pfx, err := a.Prefix(int(e.SourceNetmask)); err != nil || pfx.Addr() != a {
-			return nil, false
-		}
-		ecs = e
-	}
-	return ecs, true
 }
 
 // negative is the authority section of a negative answer: the SOA, whose

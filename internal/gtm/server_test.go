@@ -247,21 +247,8 @@ func TestTruncation(t *testing.T) {
 // dig, the tool operators use, sees an authoritative answer without
 // recursion, the NSID, and falls back to TCP on TC.
 func TestDig(t *testing.T) {
-	if _, err := exec.LookPath("dig"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("CI=true and no dig (apt-get install bind9-dnsutils)")
-		}
-		t.Skip("no dig (apt-get install bind9-dnsutils)")
-	}
 	_, addr := startServer(t, testZone())
-	host, port, _ := net.SplitHostPort(addr)
-	dig := func(args ...string) string {
-		out, err := exec.Command("dig", append([]string{"@" + host, "-p", port, "+time=5", "+tries=1"}, args...)...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("dig %v: %v\n%s", args, err, out)
-		}
-		return string(out)
-	}
+	dig := digAt(t, addr)
 	out := dig("www."+origin, "A", "+norec", "+nsid")
 	for _, want := range []string{"status: NOERROR", "flags: qr aa;", "198.18.1.100", `NSID: 6c 62 31 ("lb1")`, "udp: 1232"} {
 		if !strings.Contains(out, want) {
@@ -326,6 +313,27 @@ func TestZoneTransfer(t *testing.T) {
 	}
 }
 
+// digAt returns a function that runs dig against the server at addr; it
+// fails the test when dig is missing in CI and skips it elsewhere.
+func digAt(t *testing.T, addr string) func(args ...string) string {
+	t.Helper()
+	if _, err := exec.LookPath("dig"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("CI=true and no dig (apt-get install bind9-dnsutils)")
+		}
+		t.Skip("no dig (apt-get install bind9-dnsutils)")
+	}
+	host, port, _ := net.SplitHostPort(addr)
+	return func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command("dig", append([]string{"@" + host, "-p", port, "+time=5", "+tries=1"}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("dig %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+}
+
 // FuzzAnswer feeds the answer path arbitrary messages: it must never
 // panic, and every reply must pack.
 func FuzzAnswer(f *testing.F) {
@@ -348,7 +356,7 @@ func FuzzAnswer(f *testing.F) {
 		if m.Unpack(b) != nil {
 			return // the server answers FORMERR before the handler
 		}
-		r := s.answer(m, tcp, netip.MustParseAddr("127.0.0.1"))
+		r := s.answer(m, ednsOf(m), tcp, netip.MustParseAddr("127.0.0.1"))
 		if _, err := r.Pack(); err != nil {
 			t.Fatalf("reply to %v does not pack: %v", m, err)
 		}

@@ -57,7 +57,7 @@ func (s *Server) udpLoop(conn net.PacketConn) {
 		outBufs[i] = make([]byte, 0, udpSize)
 		out[i].Buffers = [][]byte{nil}
 	}
-	var req, reply dns.Msg
+	var sc scratch
 	for {
 		n, err := pc.ReadBatch(in, 0)
 		if err != nil {
@@ -73,13 +73,8 @@ func (s *Server) udpLoop(conn net.PacketConn) {
 			if from == nil {
 				continue
 			}
-			m := s.answerPacket(&req, &reply, bufs[i][:in[i].N], from.AddrPort().Addr())
-			if m == nil {
-				continue
-			}
-			b, err := m.PackBuffer(outBufs[k][:0])
-			if err != nil {
-				s.log.Warn("pack answer", "err", err)
+			b := s.answerPacket(&sc, bufs[i][:in[i].N], from.AddrPort().Addr(), outBufs[k])
+			if b == nil {
 				continue
 			}
 			outBufs[k] = b
@@ -104,7 +99,7 @@ func (s *Server) udpLoop(conn net.PacketConn) {
 func (s *Server) udpLoopPlain(conn net.PacketConn) {
 	buf := make([]byte, dns.MaxMsgSize)
 	out := make([]byte, 0, udpSize)
-	var req, reply dns.Msg
+	var sc scratch
 	for {
 		n, addr, err := conn.ReadFrom(buf)
 		if err != nil {
@@ -117,29 +112,41 @@ func (s *Server) udpLoopPlain(conn net.PacketConn) {
 		if ua == nil {
 			continue
 		}
-		m := s.answerPacket(&req, &reply, buf[:n], ua.AddrPort().Addr())
-		if m == nil {
-			continue
-		}
-		if out, err = m.PackBuffer(out[:0]); err == nil {
-			conn.WriteTo(out, addr)
+		if b := s.answerPacket(&sc, buf[:n], ua.AddrPort().Addr(), out); b != nil {
+			out = b
+			conn.WriteTo(b, addr)
 		}
 	}
 }
 
-// answerPacket answers one UDP query, unpacked into r, in reply: FORMERR
-// for a message that does not parse (when its header does), REFUSED for a
-// zone transfer, else the answer from the table. nil means no reply.
-func (s *Server) answerPacket(r, reply *dns.Msg, b []byte, from netip.Addr) *dns.Msg {
-	if err := r.Unpack(b); err != nil {
+// scratch is what one UDP loop reuses for every query.
+type scratch struct {
+	req, reply dns.Msg
+	head       []byte // the query's header and question (parseQuery)
+}
+
+// answerPacket answers one UDP query b from a resolver at from, appending
+// the packed answer to out: FORMERR for a message that does not parse
+// (when its header does), REFUSED for a zone transfer, else the answer
+// from the table. nil means no reply.
+func (s *Server) answerPacket(sc *scratch, b []byte, from netip.Addr, out []byte) []byte {
+	r := &sc.req
+	head, q, ok := parseQuery(b, sc.head)
+	var err error
+	if ok {
+		sc.head = head
+		err = r.Unpack(head)
+	} else if err = r.Unpack(b); err == nil {
+		q = ednsOf(r)
+	}
+	if err != nil {
 		var h dns.Msg
 		if len(b) < 12 || h.Unpack(b[:12]) != nil || h.Response {
 			return nil
 		}
 		m := new(dns.Msg)
 		m.SetRcodeFormatError(&h)
-		s.counters.count(m, false, false)
-		return m
+		return s.packUDP(m, ednsReply{}, q, out)
 	}
 	if r.Response {
 		return nil // never answer an answer: no loops with another server
@@ -147,10 +154,34 @@ func (s *Server) answerPacket(r, reply *dns.Msg, b []byte, from netip.Addr) *dns
 	if len(r.Question) == 1 && (r.Question[0].Qtype == dns.TypeAXFR || r.Question[0].Qtype == dns.TypeIXFR) {
 		m := new(dns.Msg)
 		m.SetRcode(r, dns.RcodeRefused)
-		s.counters.count(m, false, false)
-		return m
+		return s.packUDP(m, ednsReply{}, q, out)
 	}
-	m := s.answerInto(reply, r, false, from)
-	s.counters.count(m, false, hasClientSubnet(r))
-	return m
+	m := &sc.reply
+	e := s.answerInto(m, r, q, from)
+	return s.packUDP(m, e, q, out)
+}
+
+// packUDP packs m with the OPT record e into out and counts it. An answer
+// that fits the client's buffer gets its OPT written by appendOPT; one
+// that does not goes through miekg's Truncate, which sets TC.
+func (s *Server) packUDP(m *dns.Msg, e ednsReply, q queryEDNS, out []byte) []byte {
+	// PackBuffer allocates when len(out), not cap(out), is too short.
+	out = out[:cap(out)]
+	b, err := m.PackBuffer(out)
+	if err == nil && e.opt {
+		b = s.appendOPT(b, e)
+	}
+	if err == nil && len(b) > udpLimit(q) {
+		if e.opt {
+			m.Extra = append(m.Extra, s.optRR(e))
+		}
+		m.Truncate(udpLimit(q))
+		b, err = m.PackBuffer(out)
+	}
+	if err != nil {
+		s.log.Warn("pack answer", "err", err)
+		return nil
+	}
+	s.counters.count(m, false, q.subnet)
+	return b
 }
