@@ -46,6 +46,8 @@ type Service struct {
 	drained   map[string]time.Time
 	delays    map[string][2]time.Duration // by name: failover, failback
 	timer     *time.Timer                 // the next apply a delay or drain needs
+	// applied holds the monitors whose first verdict is in the answers.
+	applied map[*health.Monitor]bool
 }
 
 // targetMonitor checks one target of one managed name.
@@ -95,7 +97,8 @@ func NewService(cfg *config.Config, node string, opt ServiceOptions) (*Service, 
 		z.Nameservers = append(z.Nameservers, Nameserver{Name: n, Addr: addr})
 	}
 	s := &Service{log: opt.Logger.With("component", "gtm"), listen: t.Listen, local: map[string]bool{}, etcd: opt.Etcd,
-		answered: map[string]bool{}, differing: map[string]time.Time{}, drained: map[string]time.Time{}, delays: map[string][2]time.Duration{}}
+		answered: map[string]bool{}, differing: map[string]time.Time{}, drained: map[string]time.Time{}, delays: map[string][2]time.Duration{},
+		applied: map[*health.Monitor]bool{}}
 	if s.listen == "" {
 		s.listen = DefaultListen
 	}
@@ -183,6 +186,9 @@ func NewService(cfg *config.Config, node string, opt ServiceOptions) (*Service, 
 			Metrics: opt.HealthMetrics,
 			OnTransition: func(ev health.Event) {
 				s.setLocal(users[mon], ev.To != health.Down)
+				s.mu.Lock()
+				s.applied[mon] = true
+				s.mu.Unlock()
 				if opt.OnTransition != nil {
 					opt.OnTransition(ev)
 				}
@@ -385,12 +391,11 @@ const firstVerdictWait = 10 * time.Second
 func (s *Service) waitFirstVerdicts(ctx context.Context) {
 	deadline := time.Now().Add(firstVerdictWait)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
-		pending := 0
-		for _, mon := range s.checks {
-			if mon.State() == health.Unknown {
-				pending++
-			}
-		}
+		// A verdict counts once it is in the answers, not when the monitor
+		// has it: the monitor records its state before it tells us.
+		s.mu.Lock()
+		pending := len(s.checks) - len(s.applied)
+		s.mu.Unlock()
 		if pending == 0 {
 			return
 		}
