@@ -359,7 +359,11 @@ func trafficStatus(ac *adminClient, nameservers []string, node string, stdout io
 				}
 				targets = append(targets, fmt.Sprintf("%s %s %s", tg.Name, tg.Address, state))
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", ns.Name, ns.Policy, strings.Join(ns.Answers, " "), strings.Join(targets, ", "))
+			answers := strings.Join(ns.Answers, " ")
+			if ns.Servfail {
+				answers = "SERVFAIL (all down, closed)"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", ns.Name, ns.Policy, answers, strings.Join(targets, ", "))
 		}
 		tw.Flush()
 	}

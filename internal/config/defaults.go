@@ -98,14 +98,30 @@ func applyDefaults(c *Config, r *report, dir string) {
 	}
 }
 
-// defaultTraffic gives every target left without a weight the weight 1:
-// under the weighted policy a written 0 takes no answers.
+// defaultMaxAnswers is the all policy's cap: eight addresses fit a UDP
+// answer with room to spare, as Route 53's multivalue answers do.
+const defaultMaxAnswers = 8
+
+// defaultTraffic gives every target left without a weight the weight 1
+// (under the weighted policy a written 0 takes no answers), each record
+// its all-down mode, and the all policy its answer cap.
 func defaultTraffic(t *Traffic, r *report, dir string) {
 	if t.TSIG != nil {
 		t.TSIG.SecretFile = resolvePath(dir, t.TSIG.SecretFile)
 	}
 	for _, name := range sortedKeys(t.Records) {
-		for i, tg := range t.Records[name].Targets {
+		rec := t.Records[name]
+		if rec.AllDown == "" {
+			rec.AllDown = "open"
+			if len(rec.Backup) > 0 {
+				rec.AllDown = "backup"
+			}
+		}
+		if rec.MaxAnswers == nil && rec.Policy == "all" {
+			n := defaultMaxAnswers
+			rec.MaxAnswers = &n
+		}
+		for i, tg := range rec.Targets {
 			if tg != nil && !r.given(fmt.Sprintf("traffic.records.%s.targets[%d].weight", name, i)) {
 				tg.Weight = 1
 			}

@@ -427,12 +427,24 @@ type Record struct {
 	// alone). They keep a flapping target from flapping the answers.
 	FailoverDelay Duration `yaml:"failover_delay"`
 	FailbackDelay Duration `yaml:"failback_delay"`
+	// AllDown is the answer when no target is healthy: open (every
+	// target, as if healthy), closed (SERVFAIL) or backup (the Backup
+	// answers). Default open, or backup when Backup is set.
+	AllDown string `yaml:"all_down"`
+	// Backup are the answers under all_down: backup: addresses, or one
+	// domain name (a CNAME), such as [sorry.shop.example.].
+	Backup []string `yaml:"backup"`
+	// MaxAnswers caps how many healthy targets the all policy answers
+	// with, the first in order (default 8; 0: no cap).
+	MaxAnswers *int `yaml:"max_answers"`
 }
 
-// Target is one answer of a managed name.
+// Target is one answer of a managed name: an address, or a cname (a
+// domain name answered as a CNAME, such as a cloud load balancer's).
 type Target struct {
 	Name    string `yaml:"name"`
 	Address string `yaml:"address"`
+	CNAME   string `yaml:"cname"`
 	Check   string `yaml:"check"`
 	Weight  int    `yaml:"weight"`
 	// Subnets are the clients this target serves under the cidr policy,

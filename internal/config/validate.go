@@ -26,6 +26,7 @@ var (
 	replModes      = []string{"async", "sync", "strict"}
 	drModes        = []string{"async", "sync"}
 	recordPolicies = []string{"failover", "weighted", "hashed", "all", "cidr", "geo"}
+	allDownModes   = []string{"open", "closed", "backup"}
 	// implementedPolicies are those the traffic manager answers with today.
 	implementedPolicies = []string{"failover", "all", "weighted", "hashed", "cidr"}
 	backupSchemes       = []string{"file", "s3"}
@@ -704,7 +705,61 @@ func (v *validator) traffic() {
 	}
 }
 
+// targetAnswer checks that a target is an address or a CNAME.
+func (v *validator) targetAnswer(tg *Target, path, policy string) {
+	switch {
+	case tg.Address != "" && tg.CNAME != "":
+		v.errorf(path, "give address or cname, not both")
+	case tg.CNAME != "":
+		if !isDomain(tg.CNAME) {
+			v.errorf(path+".cname", "%q is not a domain name", tg.CNAME)
+		}
+		if policy == "all" {
+			v.errorf(path+".cname", "policy all answers every healthy target together, and a CNAME cannot share its name with other records: use failover or weighted")
+		}
+	default:
+		if _, err := netip.ParseAddr(tg.Address); err != nil {
+			v.errorf(path+".address", "%q is not an IP address (IPv4 or IPv6); for a name, use cname", tg.Address)
+		}
+	}
+}
+
+// allDown checks what a record answers with no healthy target.
+func (v *validator) allDown(rec *Record, path string) {
+	if !slices.Contains(allDownModes, rec.AllDown) {
+		v.errorf(path+".all_down", "%s", notOneOf(rec.AllDown, allDownModes...))
+	}
+	switch {
+	case rec.AllDown == "backup" && len(rec.Backup) == 0:
+		v.errorf(path+".backup", "required by all_down: backup: the answers when every target is down, such as backup: [198.18.9.1]")
+	case rec.AllDown != "backup" && len(rec.Backup) > 0:
+		v.errorf(path+".backup", "only answers under all_down: backup (this record's is %s)", rec.AllDown)
+	}
+	names := 0
+	for i, b := range rec.Backup {
+		if _, err := netip.ParseAddr(b); err == nil {
+			continue
+		}
+		names++
+		if !isDomain(b) {
+			v.errorf(index(path+".backup", i), "%q is neither an IP address nor a domain name", b)
+		}
+	}
+	if names > 0 && len(rec.Backup) > 1 {
+		v.errorf(path+".backup", "the backup answer is every entry together, and a CNAME cannot share its name: give one domain name or only addresses")
+	}
+	if rec.MaxAnswers != nil {
+		switch {
+		case *rec.MaxAnswers < 0:
+			v.errorf(path+".max_answers", "%d is negative", *rec.MaxAnswers)
+		case rec.Policy != "all":
+			v.errorf(path+".max_answers", "only applies to the all policy (this record's is %s)", rec.Policy)
+		}
+	}
+}
+
 func (v *validator) record(rec *Record, path string) {
+	v.allDown(rec, path)
 	switch {
 	case !slices.Contains(recordPolicies, rec.Policy):
 		v.errorf(path+".policy", "%s", notOneOf(rec.Policy, recordPolicies...))
@@ -727,11 +782,12 @@ func (v *validator) record(rec *Record, path string) {
 			v.errorf(tpath+".name", "%q is already the name of another target", tg.Name)
 		}
 		names[tg.Name] = true
-		if _, err := netip.ParseAddr(tg.Address); err != nil {
-			v.errorf(tpath+".address", "%q is not an IP address (IPv4 or IPv6)", tg.Address)
-		}
+		v.targetAnswer(tg, tpath, rec.Policy)
 		if tg.Check != "" {
 			v.checkRef(tpath+".check", tg.Check)
+			if ch := v.cfg.Checks[tg.Check]; ch != nil && ch.ICMP != nil && tg.CNAME != "" {
+				v.errorf(tpath+".check", "check %s pings, and a cname target has no address to ping: use a tcp or http check", tg.Check)
+			}
 			if ch := v.cfg.Checks[tg.Check]; ch != nil && ch.TCP != nil && ch.TCP.Port == 0 {
 				v.errorf(tpath+".check", "check %s probes TCP without a port, and a target is only an address: set checks.%s.tcp.port", tg.Check, tg.Check)
 			}

@@ -68,8 +68,7 @@ func newPicker(policy Policy, name string, targets []Target, ttl time.Duration) 
 		anyWeight = anyWeight || tg.Weight > 0
 	}
 	for _, tg := range targets {
-		rr := address(name, tg.Addr, ttl)
-		typ := rr.Header().Rrtype
+		rr, types := record(name, tg, ttl)
 		w := uint64(max(tg.Weight, 0))
 		if !anyWeight {
 			w = 1 // all at 0: equal shares rather than no answer
@@ -77,8 +76,10 @@ func newPicker(policy Policy, name string, targets []Target, ttl time.Duration) 
 		if policy == Weighted && w == 0 {
 			continue
 		}
-		p.total[typ] += w
-		p.byType[typ] = append(p.byType[typ], candidate{answer: []dns.RR{rr}, upTo: p.total[typ], seed: hashString(tg.Name), subnets: tg.Subnets})
+		for _, typ := range types {
+			p.total[typ] += w
+			p.byType[typ] = append(p.byType[typ], candidate{answer: []dns.RR{rr}, upTo: p.total[typ], seed: hashString(tg.Name), subnets: tg.Subnets})
+		}
 		for _, s := range tg.Subnets {
 			f := family(s.Addr())
 			p.maxBits[f] = max(p.maxBits[f], s.Bits())

@@ -153,9 +153,10 @@ func (s *Server) names() []relStatus {
 		n, name := s.zone.Names[rel], fqdn(rel, s.zone.Origin)
 		ns := relStatus{rel: rel, NameStatus: NameStatus{Name: name, Policy: n.Policy}}
 		for _, tg := range n.Targets {
-			ns.Targets = append(ns.Targets, TargetStatus{Name: tg.Name, Address: tg.Addr.String(), Up: s.up(name, tg.Name)})
+			ns.Targets = append(ns.Targets, TargetStatus{Name: tg.Name, Address: tg.answer(), Up: s.up(name, tg.Name)})
 		}
 		if o := t.owners[name]; o != nil {
+			ns.Servfail = o.servfail
 			for _, typ := range []uint16{dns.TypeA, dns.TypeAAAA} {
 				rrs := o.rrs[typ]
 				if o.pick != nil {
@@ -170,6 +171,10 @@ func (s *Server) names() []relStatus {
 						ns.Answers = append(ns.Answers, rr.A.String())
 					case *dns.AAAA:
 						ns.Answers = append(ns.Answers, rr.AAAA.String())
+					case *dns.CNAME:
+						if !slices.Contains(ns.Answers, rr.Target) {
+							ns.Answers = append(ns.Answers, rr.Target)
+						}
 					}
 				}
 			}
@@ -320,6 +325,9 @@ func (s *Server) fill(m *dns.Msg, t *table, name string, qtype uint16, c client)
 		return 0
 	}
 	switch {
+	case o.servfail && qtype != dns.TypeANY:
+		m.Rcode, m.Authoritative = dns.RcodeServerFailure, false
+		return 0
 	case qtype == dns.TypeANY:
 		m.Answer = o.hinfo
 	case o.pick != nil:

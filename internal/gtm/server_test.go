@@ -98,6 +98,8 @@ func addrs(m *dns.Msg) []string {
 			out = append(out, rr.A.String())
 		case *dns.AAAA:
 			out = append(out, rr.AAAA.String())
+		case *dns.CNAME:
+			out = append(out, rr.Target)
 		}
 	}
 	slices.Sort(out)

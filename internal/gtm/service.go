@@ -105,18 +105,34 @@ func NewService(cfg *config.Config, node string, opt ServiceOptions) (*Service, 
 	type pending struct {
 		rel, target string
 		check       *config.Check
-		addr        netip.Addr
+		addr        string // the target's address, or its CNAME's name
 	}
 	var checks []pending
 	for rel, rec := range t.Records {
-		n := Name{Policy: Policy(rec.Policy), TTL: rec.TTL.D()}
+		n := Name{Policy: Policy(rec.Policy), TTL: rec.TTL.D(), AllDown: AllDown(rec.AllDown)}
+		if rec.MaxAnswers != nil {
+			n.MaxAnswers = *rec.MaxAnswers
+		}
+		for i, b := range rec.Backup {
+			tg := Target{Name: fmt.Sprint("backup", i)}
+			if a, err := netip.ParseAddr(b); err == nil {
+				tg.Addr = a
+			} else {
+				tg.CNAME = b
+			}
+			n.Backups = append(n.Backups, tg)
+		}
 		s.delays[rel] = [2]time.Duration{rec.FailoverDelay.D(), rec.FailbackDelay.D()}
 		for _, tg := range rec.Targets {
-			addr, err := netip.ParseAddr(tg.Address)
-			if err != nil {
-				return nil, fmt.Errorf("gtm: %s target %s: %w", rel, tg.Name, err)
+			target := Target{Name: tg.Name, CNAME: tg.CNAME, Weight: tg.Weight}
+			probeAt := strings.TrimSuffix(tg.CNAME, ".")
+			if tg.CNAME == "" {
+				addr, err := netip.ParseAddr(tg.Address)
+				if err != nil {
+					return nil, fmt.Errorf("gtm: %s target %s: %w", rel, tg.Name, err)
+				}
+				target.Addr, probeAt = addr, addr.String()
 			}
-			target := Target{Name: tg.Name, Addr: addr, Weight: tg.Weight}
 			for _, sn := range tg.Subnets {
 				pfx, err := netip.ParsePrefix(sn)
 				if err != nil {
@@ -132,7 +148,7 @@ func NewService(cfg *config.Config, node string, opt ServiceOptions) (*Service, 
 					return nil, fmt.Errorf("gtm: %s target %s: no check %q", rel, tg.Name, tg.Check)
 				}
 			}
-			checks = append(checks, pending{rel, tg.Name, ch, addr})
+			checks = append(checks, pending{rel, tg.Name, ch, probeAt})
 		}
 		z.Names[rel] = n
 	}
@@ -165,7 +181,7 @@ func NewService(cfg *config.Config, node string, opt ServiceOptions) (*Service, 
 		if p.check == nil {
 			continue // always up; only a drain takes it out
 		}
-		key := [2]string{p.check.Name, p.addr.String()}
+		key := [2]string{p.check.Name, p.addr}
 		if mon := shared[key]; mon != nil {
 			tm.mon = mon
 			users[mon] = append(users[mon], tm)
@@ -178,7 +194,7 @@ func NewService(cfg *config.Config, node string, opt ServiceOptions) (*Service, 
 		var mon *health.Monitor
 		mon = health.NewMonitor(health.Options{
 			Check:  p.check.Name,
-			Target: p.addr.String(),
+			Target: p.addr,
 			Spec:   health.SpecFromConfig(p.check),
 			Prober: prober,
 			// The monitor adds component=health and target=ADDRESS itself.
@@ -417,10 +433,12 @@ type Status struct {
 
 // NameStatus is one managed name.
 type NameStatus struct {
-	Name    string         `json:"name"`
-	Policy  Policy         `json:"policy"`
-	Answers []string       `json:"answers"` // the addresses it may answer with now
-	Targets []TargetStatus `json:"targets"`
+	Name    string   `json:"name"`
+	Policy  Policy   `json:"policy"`
+	Answers []string `json:"answers"` // the addresses (or CNAMEs) it may answer with now
+	// Servfail: no target is healthy and the name is closed.
+	Servfail bool           `json:"servfail,omitempty"`
+	Targets  []TargetStatus `json:"targets"`
 }
 
 // TargetStatus is one target of a managed name.

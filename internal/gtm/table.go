@@ -1,6 +1,7 @@
 package gtm
 
 import (
+	"slices"
 	"strings"
 	"time"
 
@@ -28,6 +29,8 @@ type owner struct {
 	pick *picker
 	// hinfo is the minimal answer to ANY (RFC 8482).
 	hinfo []dns.RR
+	// servfail: a closed name with no healthy target answers SERVFAIL.
+	servfail bool
 }
 
 // Health says whether a target of a managed name is up: name is the
@@ -60,14 +63,17 @@ func build(z Zone, h Health) *table {
 			ttl = defaultNameTTL
 		}
 		o := t.owner(name, ttl)
-		healthy := choose(name, n, h)
-		if n.Policy == Weighted || n.Policy == Hashed || n.Policy == Cidr {
-			o.pick = newPicker(n.Policy, name, healthy, ttl)
+		targets, picked := choose(name, n, h)
+		o.servfail = targets == nil
+		if picked {
+			o.pick = newPicker(n.Policy, name, targets, ttl)
 			continue
 		}
-		for _, tg := range healthy {
-			rr := address(name, tg.Addr, ttl)
-			o.rrs[rr.Header().Rrtype] = append(o.rrs[rr.Header().Rrtype], rr)
+		for _, tg := range targets {
+			rr, types := record(name, tg, ttl)
+			for _, typ := range types {
+				o.rrs[typ] = append(o.rrs[typ], rr)
+			}
 		}
 	}
 	for name := range t.owners {
@@ -104,21 +110,38 @@ func parentOf(name string) string {
 	return name[i+1:]
 }
 
-// choose returns the targets a managed name answers with now. When none
-// is healthy the name answers with all of them ("open"): an answer that
-// may fail is better than none for a name whose checks may be what broke.
-func choose(name string, n Name, h Health) []Target {
+// choose returns the targets a managed name answers with now, and
+// whether its policy picks one of them per query (else the answer is all
+// of them). With no healthy target it answers by its AllDown mode: every
+// target (open; the first alone for failover when a CNAME is among them,
+// as a CNAME cannot share its name), none (closed: nil), or its backups.
+func choose(name string, n Name, h Health) (targets []Target, picked bool) {
 	var up []Target
 	for _, tg := range n.Targets {
 		if h == nil || h(name, tg.Name) {
 			up = append(up, tg)
 		}
 	}
+	picks := n.Policy == Weighted || n.Policy == Hashed || n.Policy == Cidr
 	if len(up) == 0 {
-		return n.Targets
+		switch n.AllDown {
+		case Closed:
+			return nil, false
+		case Backup:
+			return n.Backups, false
+		}
+		up = n.Targets
+		if n.Policy == Failover && !slices.ContainsFunc(up, isCNAME) {
+			return up, false
+		}
 	}
-	if n.Policy == Failover {
-		return up[:1]
+	switch {
+	case picks:
+		return up, true
+	case n.Policy == Failover:
+		return up[:1], false
+	case n.MaxAnswers > 0 && len(up) > n.MaxAnswers:
+		return up[:n.MaxAnswers], false
 	}
-	return up
+	return up, false
 }

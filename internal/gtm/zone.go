@@ -10,6 +10,7 @@ package gtm
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -64,17 +65,41 @@ const (
 	Cidr Policy = "cidr"
 )
 
+// AllDown is what a managed name answers when none of its targets is
+// healthy.
+type AllDown string
+
+// All-down modes.
+const (
+	// Open answers as if every target were healthy: an answer that may
+	// fail is better than none when the checks are what broke.
+	Open AllDown = "open"
+	// Closed answers SERVFAIL: resolvers try again and keep nothing.
+	Closed AllDown = "closed"
+	// Backup answers with the name's Backup targets (a maintenance
+	// page, a static copy of the site).
+	Backup AllDown = "backup"
+)
+
 // Name is one managed name.
 type Name struct {
 	Policy  Policy
 	TTL     time.Duration
 	Targets []Target
+	// AllDown is the answer when no target is healthy (default Open);
+	// Backups are its targets under Backup.
+	AllDown AllDown
+	Backups []Target
+	// MaxAnswers caps how many healthy targets an All name answers with,
+	// the first in order (0: no cap).
+	MaxAnswers int
 }
 
-// Target is one possible answer of a managed name.
+// Target is one possible answer of a managed name: an address or a CNAME.
 type Target struct {
-	Name string // unique within the name, such as "east"
-	Addr netip.Addr
+	Name  string // unique within the name, such as "east"
+	Addr  netip.Addr
+	CNAME string // an absolute name, when the target is an alias, not an address
 	// Weight is the target's share of answers under Weighted (0 takes
 	// none while another has a weight).
 	Weight int
@@ -116,16 +141,15 @@ func (z Zone) normalize() (Zone, error) {
 			return z, fmt.Errorf("gtm: name server %s has no address", ns.Name)
 		}
 	}
+	names := make(map[string]Name, len(z.Names))
 	for rel, n := range z.Names {
-		if len(n.Targets) == 0 {
-			return z, fmt.Errorf("gtm: name %s has no target", rel)
+		n, err := n.normalize(rel)
+		if err != nil {
+			return z, err
 		}
-		switch n.Policy {
-		case Failover, All, Weighted, Hashed, Cidr:
-		default:
-			return z, fmt.Errorf("gtm: name %s: policy %q is not supported (failover, all, weighted, hashed, cidr)", rel, n.Policy)
-		}
+		names[rel] = n
 	}
+	z.Names = names
 	setDur := func(d *time.Duration, def time.Duration) {
 		if *d <= 0 {
 			*d = def
@@ -145,6 +169,67 @@ func (z Zone) normalize() (Zone, error) {
 	return z, nil
 }
 
+// normalize checks a managed name and fills its defaults.
+func (n Name) normalize(rel string) (Name, error) {
+	if len(n.Targets) == 0 {
+		return n, fmt.Errorf("gtm: name %s has no target", rel)
+	}
+	switch n.Policy {
+	case Failover, All, Weighted, Hashed, Cidr:
+	default:
+		return n, fmt.Errorf("gtm: name %s: policy %q is not supported (failover, all, weighted, hashed, cidr)", rel, n.Policy)
+	}
+	if n.AllDown == "" {
+		n.AllDown = Open
+	}
+	switch n.AllDown {
+	case Open, Closed:
+		if len(n.Backups) > 0 {
+			return n, fmt.Errorf("gtm: name %s: backup targets need all_down backup (it is %s)", rel, n.AllDown)
+		}
+	case Backup:
+		if len(n.Backups) == 0 {
+			return n, fmt.Errorf("gtm: name %s: all_down backup needs backup targets", rel)
+		}
+	default:
+		return n, fmt.Errorf("gtm: name %s: all_down %q is not open, closed or backup", rel, n.AllDown)
+	}
+	n.Targets, n.Backups = slices.Clone(n.Targets), slices.Clone(n.Backups)
+	for _, set := range [][]Target{n.Targets, n.Backups} {
+		for i := range set {
+			tg := &set[i]
+			if tg.Addr.IsValid() == (tg.CNAME != "") {
+				return n, fmt.Errorf("gtm: name %s target %s: give an address or a cname, not both or neither", rel, tg.Name)
+			}
+			if tg.CNAME != "" {
+				tg.CNAME = strings.ToLower(dns.Fqdn(tg.CNAME))
+				if _, ok := dns.IsDomainName(tg.CNAME); !ok {
+					return n, fmt.Errorf("gtm: name %s target %s: cname %q is not a domain name", rel, tg.Name, tg.CNAME)
+				}
+			}
+		}
+	}
+	// A CNAME owns its name alone (RFC 1034 3.6.2): it cannot be one of
+	// several records in an answer.
+	if n.Policy == All && slices.ContainsFunc(n.Targets, isCNAME) {
+		return n, fmt.Errorf("gtm: name %s: policy all answers every healthy target together, and a cname cannot share its name with other records: use failover or weighted", rel)
+	}
+	if len(n.Backups) > 1 && slices.ContainsFunc(n.Backups, isCNAME) {
+		return n, fmt.Errorf("gtm: name %s: the backup answer is every backup target together, and a cname cannot share its name: give one cname or only addresses", rel)
+	}
+	return n, nil
+}
+
+func isCNAME(tg Target) bool { return tg.CNAME != "" }
+
+// answer is what the target answers with, as text.
+func (tg Target) answer() string {
+	if tg.CNAME != "" {
+		return tg.CNAME
+	}
+	return tg.Addr.String()
+}
+
 func seconds(d time.Duration) uint32 { return uint32(d / time.Second) }
 
 // soa is the zone's SOA record.
@@ -160,6 +245,26 @@ func (z Zone) soa() *dns.SOA {
 		Minttl:  seconds(z.Minimum),
 	}
 }
+
+// record is a target's answer, and the query types it answers: an
+// address its own type, a CNAME every address type and CNAME itself.
+func record(owner string, tg Target, ttl time.Duration) (dns.RR, []uint16) {
+	if tg.CNAME != "" {
+		hdr := dns.RR_Header{Name: owner, Rrtype: dns.TypeCNAME, Class: dns.ClassINET, Ttl: seconds(ttl)}
+		return &dns.CNAME{Hdr: hdr, Target: tg.CNAME}, cnameTypes
+	}
+	rr := address(owner, tg.Addr, ttl)
+	if rr.Header().Rrtype == dns.TypeA {
+		return rr, aTypes
+	}
+	return rr, aaaaTypes
+}
+
+var (
+	cnameTypes = []uint16{dns.TypeA, dns.TypeAAAA, dns.TypeCNAME}
+	aTypes     = []uint16{dns.TypeA}
+	aaaaTypes  = []uint16{dns.TypeAAAA}
+)
 
 // address is an A or AAAA record for addr.
 func address(owner string, addr netip.Addr, ttl time.Duration) dns.RR {
