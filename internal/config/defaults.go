@@ -109,6 +109,9 @@ func defaultTraffic(t *Traffic, r *report, dir string) {
 	if t.TSIG != nil {
 		t.TSIG.SecretFile = resolvePath(dir, t.TSIG.SecretFile)
 	}
+	if t.GeoIP != "" {
+		t.GeoIP = resolvePath(dir, t.GeoIP)
+	}
 	for _, name := range sortedKeys(t.Records) {
 		rec := t.Records[name]
 		if rec.AllDown == "" {

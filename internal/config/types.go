@@ -405,6 +405,9 @@ type Traffic struct {
 	// TSIG is the key a secondary server signs zone transfers (AXFR)
 	// with; without it no transfer is answered.
 	TSIG *TSIG `yaml:"tsig"`
+	// GeoIP is a MaxMind-format database file (GeoLite2-Country or
+	// -City), required by the geo policy.
+	GeoIP string `yaml:"geoip"`
 }
 
 // TSIG is a shared-secret key (RFC 8945).
@@ -450,6 +453,10 @@ type Target struct {
 	// Subnets are the clients this target serves under the cidr policy,
 	// such as [10.0.0.0/8, 2001:db8::/32].
 	Subnets []string `yaml:"subnets"`
+	// Countries (ISO 3166-1 alpha-2, such as DE) and Continents (AF, AN,
+	// AS, EU, NA, OC, SA) are the clients it serves under the geo policy.
+	Countries  []string `yaml:"countries"`
+	Continents []string `yaml:"continents"`
 }
 
 // Objectives are the recovery objectives drills measure against.

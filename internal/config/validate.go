@@ -18,19 +18,18 @@ import (
 
 // Valid values of the enumerated keys.
 var (
-	modes          = []string{"http", "tcp"}
-	algorithms     = []string{"roundrobin", "leastconn", "source", "random2"}
-	proxyProtocols = []string{"", "v1", "v2"}
-	probeKinds     = []string{"tcp", "http", "https", "icmp", "exec"}
-	engines        = []string{"postgres"}
-	replModes      = []string{"async", "sync", "strict"}
-	drModes        = []string{"async", "sync"}
-	recordPolicies = []string{"failover", "weighted", "hashed", "all", "cidr", "geo"}
-	allDownModes   = []string{"open", "closed", "backup"}
-	// implementedPolicies are those the traffic manager answers with today.
-	implementedPolicies = []string{"failover", "all", "weighted", "hashed", "cidr"}
-	backupSchemes       = []string{"file", "s3"}
-	endpointSchemes     = []string{"http", "https"}
+	modes           = []string{"http", "tcp"}
+	algorithms      = []string{"roundrobin", "leastconn", "source", "random2"}
+	proxyProtocols  = []string{"", "v1", "v2"}
+	probeKinds      = []string{"tcp", "http", "https", "icmp", "exec"}
+	engines         = []string{"postgres"}
+	replModes       = []string{"async", "sync", "strict"}
+	drModes         = []string{"async", "sync"}
+	recordPolicies  = []string{"failover", "weighted", "hashed", "all", "cidr", "geo"}
+	allDownModes    = []string{"open", "closed", "backup"}
+	continents      = []string{"AF", "AN", "AS", "EU", "NA", "OC", "SA"}
+	backupSchemes   = []string{"file", "s3"}
+	endpointSchemes = []string{"http", "https"}
 )
 
 const notSupported = "is not yet supported by this version and is ignored"
@@ -691,6 +690,11 @@ func (v *validator) traffic() {
 	for _, name := range sortedKeys(t.Records) {
 		v.record(t.Records[name], "traffic.records."+name)
 	}
+	if t.GeoIP != "" {
+		if _, err := os.Stat(t.GeoIP); err != nil {
+			v.errorf("traffic.geoip", "%q cannot be read: %v", t.GeoIP, errors.Unwrap(err))
+		}
+	}
 	if k := t.TSIG; k != nil {
 		if !isDomain(k.Name) {
 			v.errorf("traffic.tsig.name", "%q is not a key name: use a domain name, such as xfr.%s", k.Name, t.Zone)
@@ -721,6 +725,23 @@ func (v *validator) targetAnswer(tg *Target, path, policy string) {
 		if _, err := netip.ParseAddr(tg.Address); err != nil {
 			v.errorf(path+".address", "%q is not an IP address (IPv4 or IPv6); for a name, use cname", tg.Address)
 		}
+	}
+}
+
+// geoTarget checks a target's countries and continents.
+func (v *validator) geoTarget(tg *Target, path, policy string) {
+	for j, c := range tg.Countries {
+		if len(c) != 2 || strings.ToUpper(c) != c || strings.ToLower(c) == c {
+			v.errorf(index(path+".countries", j), "%q is not an ISO 3166-1 country code such as DE or US", c)
+		}
+	}
+	for j, c := range tg.Continents {
+		if !slices.Contains(continents, c) {
+			v.errorf(index(path+".continents", j), "%s", notOneOf(c, continents...))
+		}
+	}
+	if len(tg.Countries)+len(tg.Continents) > 0 && policy != "geo" {
+		v.errorf(path, "countries and continents only apply to the geo policy (this record's is %s)", policy)
 	}
 }
 
@@ -763,8 +784,11 @@ func (v *validator) record(rec *Record, path string) {
 	switch {
 	case !slices.Contains(recordPolicies, rec.Policy):
 		v.errorf(path+".policy", "%s", notOneOf(rec.Policy, recordPolicies...))
-	case !slices.Contains(implementedPolicies, rec.Policy):
-		v.errorf(path+".policy", "%q is not implemented yet in this version: use %s", rec.Policy, strings.Join(implementedPolicies, ", "))
+	case rec.Policy == "geo" && v.cfg.Traffic.GeoIP == "":
+		v.errorf(path+".policy", "geo locates clients in a MaxMind-format database: set traffic.geoip to its file (such as GeoLite2-Country.mmdb)")
+	}
+	if rec.Policy == "geo" && !slices.ContainsFunc(rec.Targets, func(tg *Target) bool { return tg != nil && len(tg.Countries)+len(tg.Continents) > 0 }) {
+		v.errorf(path+".policy", "geo needs countries or continents on at least one target, such as countries: [DE, FR]")
 	}
 	if len(rec.Targets) == 0 {
 		v.errorf(path+".targets", "required: at least one target, such as targets: [{name: east, address: 198.18.1.100}]")
@@ -808,6 +832,7 @@ func (v *validator) record(rec *Record, path string) {
 		if len(tg.Subnets) > 0 && rec.Policy != "cidr" {
 			v.errorf(tpath+".subnets", "only applies to the cidr policy (this record's is %s)", rec.Policy)
 		}
+		v.geoTarget(tg, tpath, rec.Policy)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"hash/maphash"
 	"math/bits"
 	"net/netip"
+	"slices"
 	"sort"
 	"sync/atomic"
 	"time"
@@ -22,6 +23,7 @@ type picker struct {
 	maxBits [2]int
 	byType  map[uint16][]candidate // A and AAAA candidates apart
 	total   map[uint16]uint64      // sum of the weights, per type
+	geo     *GeoDB                 // for Geo
 	// seq numbers the queries. Weighted answers follow a Weyl sequence
 	// (query number × the golden ratio): as unpredictable to a client as
 	// a random draw, but any run of queries splits by weight within a
@@ -35,6 +37,8 @@ type candidate struct {
 	upTo    uint64         // cumulative weight, for Weighted
 	seed    uint64         // the target's own hash, for Hashed
 	subnets []netip.Prefix // for Cidr
+	// countries and continents, for Geo
+	countries, continents []string
 }
 
 // client is who a query is for: the subnet the resolver sent (ECS) or the
@@ -78,7 +82,8 @@ func newPicker(policy Policy, name string, targets []Target, ttl time.Duration) 
 		}
 		for _, typ := range types {
 			p.total[typ] += w
-			p.byType[typ] = append(p.byType[typ], candidate{answer: []dns.RR{rr}, upTo: p.total[typ], seed: hashString(tg.Name), subnets: tg.Subnets})
+			p.byType[typ] = append(p.byType[typ], candidate{answer: []dns.RR{rr}, upTo: p.total[typ], seed: hashString(tg.Name), subnets: tg.Subnets,
+				countries: tg.Countries, continents: tg.Continents})
 		}
 		for _, s := range tg.Subnets {
 			f := family(s.Addr())
@@ -105,6 +110,9 @@ func (p *picker) choose(qtype uint16, c client) ([]dns.RR, int) {
 		return cs[i].answer, 0
 	case Cidr:
 		return cs[p.longestMatch(cs, c)].answer, min(c.bits, p.maxBits[family(c.addr)])
+	case Geo:
+		at, scope := p.geo.locate(c.addr)
+		return cs[nearest(cs, at)].answer, scope
 	}
 	// Rendezvous hashing: the highest score wins, so a client moves only
 	// when its own target goes down.
@@ -131,6 +139,26 @@ func (p *picker) longestMatch(cs []candidate, c client) int {
 		}
 	}
 	return best
+}
+
+// nearest is the first candidate that lists the client's country, else
+// the first that lists its continent, else the first.
+func nearest(cs []candidate, at place) int {
+	if at.country != "" {
+		for i, cand := range cs {
+			if slices.Contains(cand.countries, at.country) {
+				return i
+			}
+		}
+	}
+	if at.continent != "" {
+		for i, cand := range cs {
+			if slices.Contains(cand.continents, at.continent) {
+				return i
+			}
+		}
+	}
+	return 0
 }
 
 var hashSeed = maphash.MakeSeed()

@@ -34,6 +34,7 @@ type Service struct {
 	listen   string
 	views    *views                  // nil without coordination
 	etcd     func() *clientv3.Client // for views
+	geo      *GeoDB                  // nil without traffic.geoip
 
 	mu    sync.Mutex      // guards what follows and serialises apply
 	local map[string]bool // this instance's verdicts, by viewKey
@@ -124,7 +125,7 @@ func NewService(cfg *config.Config, node string, opt ServiceOptions) (*Service, 
 		}
 		s.delays[rel] = [2]time.Duration{rec.FailoverDelay.D(), rec.FailbackDelay.D()}
 		for _, tg := range rec.Targets {
-			target := Target{Name: tg.Name, CNAME: tg.CNAME, Weight: tg.Weight}
+			target := Target{Name: tg.Name, CNAME: tg.CNAME, Weight: tg.Weight, Countries: tg.Countries, Continents: tg.Continents}
 			probeAt := strings.TrimSuffix(tg.CNAME, ".")
 			if tg.CNAME == "" {
 				addr, err := netip.ParseAddr(tg.Address)
@@ -160,8 +161,18 @@ func NewService(cfg *config.Config, node string, opt ServiceOptions) (*Service, 
 		}
 		sopt.TSIG = map[string]string{dns.CanonicalName(k.Name): strings.TrimSpace(string(b))}
 	}
+	if t.GeoIP != "" {
+		db, err := OpenGeoDB(t.GeoIP)
+		if err != nil {
+			return nil, err
+		}
+		z.Geo, s.geo = db, db
+	}
 	srv, err := New(z, sopt)
 	if err != nil {
+		if s.geo != nil {
+			s.geo.Close()
+		}
 		return nil, err
 	}
 	s.srv = srv
@@ -490,5 +501,8 @@ func (s *Service) Close() {
 	s.mu.Unlock()
 	for _, mon := range s.checks {
 		mon.Close()
+	}
+	if s.geo != nil {
+		s.geo.Close()
 	}
 }

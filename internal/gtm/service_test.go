@@ -4,10 +4,15 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"net/netip"
+	"path/filepath"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/miekg/dns"
 
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/health"
@@ -183,4 +188,30 @@ func TestNamesShareAMonitor(t *testing.T) {
 		api, www := both()
 		return slices.Equal(api, westAnswer) && slices.Equal(www, westAnswer)
 	})
+}
+
+// haven.yaml's geo policy: traffic.geoip is opened and each target's
+// countries route the clients located in it.
+func TestGeoService(t *testing.T) {
+	cfg := quorumConfig(1)
+	cfg.Traffic.Nameservers = []string{"n1"}
+	cfg.Traffic.Listen = "127.0.0.1:0"
+	cfg.Traffic.GeoIP = writeGeoDB(t, map[string][2]string{"198.19.0.0/16": {"DE", "EU"}})
+	cfg.Traffic.Records = map[string]*config.Record{"www": {Policy: "geo", Targets: []*config.Target{
+		{Name: "us", Address: "198.18.1.100", Countries: []string{"US"}},
+		{Name: "de", Address: "198.18.2.100", Countries: []string{"DE"}}}}}
+	svc, err := NewService(cfg, "n1", ServiceOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(svc.Close)
+	cl := newClient(netip.MustParseAddr("198.19.4.0"), 24)
+	rrs, scope := svc.srv.table.Load().owners["www."+cfg.Traffic.Zone].pick.choose(dns.TypeA, cl)
+	if len(rrs) != 1 || rrs[0].(*dns.A).A.String() != "198.18.2.100" || scope != 16 {
+		t.Errorf("a client in DE: %v scope %d, want de's address, scope 16", rrs, scope)
+	}
+	cfg.Traffic.GeoIP = filepath.Join(t.TempDir(), "missing.mmdb")
+	if _, err := NewService(cfg, "n1", ServiceOptions{}); err == nil || !strings.Contains(err.Error(), "missing.mmdb") {
+		t.Errorf("NewService with a missing database: %v, want an error naming it", err)
+	}
 }

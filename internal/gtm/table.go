@@ -67,6 +67,7 @@ func build(z Zone, h Health) *table {
 		o.servfail = targets == nil
 		if picked {
 			o.pick = newPicker(n.Policy, name, targets, ttl)
+			o.pick.geo = z.Geo
 			continue
 		}
 		for _, tg := range targets {
@@ -122,7 +123,7 @@ func choose(name string, n Name, h Health) (targets []Target, picked bool) {
 			up = append(up, tg)
 		}
 	}
-	picks := n.Policy == Weighted || n.Policy == Hashed || n.Policy == Cidr
+	picks := n.Policy == Weighted || n.Policy == Hashed || n.Policy == Cidr || n.Policy == Geo
 	if len(up) == 0 {
 		switch n.AllDown {
 		case Closed:

@@ -31,6 +31,8 @@ type Zone struct {
 	// SOA timers; zero values get the defaults below.
 	Serial                          uint32
 	Refresh, Retry, Expire, Minimum time.Duration
+	// Geo locates clients for the names with the Geo policy.
+	Geo *GeoDB
 	// Hostmaster is the SOA's mailbox (default hostmaster.<origin>).
 	Hostmaster string
 	// TTL of the SOA and NS records (default 1h).
@@ -63,6 +65,10 @@ const (
 	// (EDNS Client Subnet, else the resolver's address), the longest
 	// prefix winning; a client in none gets the first healthy target.
 	Cidr Policy = "cidr"
+	// Geo answers with the healthy target that lists the client's
+	// country, else one that lists its continent, else the first healthy
+	// target; the client is located in the zone's GeoDB.
+	Geo Policy = "geo"
 )
 
 // AllDown is what a managed name answers when none of its targets is
@@ -105,6 +111,9 @@ type Target struct {
 	Weight int
 	// Subnets are the clients the target serves under Cidr.
 	Subnets []netip.Prefix
+	// Countries (ISO 3166-1 codes, such as "DE") and Continents ("EU")
+	// are the clients the target serves under Geo.
+	Countries, Continents []string
 }
 
 // Zone defaults.
@@ -147,6 +156,9 @@ func (z Zone) normalize() (Zone, error) {
 		if err != nil {
 			return z, err
 		}
+		if n.Policy == Geo && z.Geo == nil {
+			return z, fmt.Errorf("gtm: name %s: policy geo needs a geo database", rel)
+		}
 		names[rel] = n
 	}
 	z.Names = names
@@ -175,9 +187,9 @@ func (n Name) normalize(rel string) (Name, error) {
 		return n, fmt.Errorf("gtm: name %s has no target", rel)
 	}
 	switch n.Policy {
-	case Failover, All, Weighted, Hashed, Cidr:
+	case Failover, All, Weighted, Hashed, Cidr, Geo:
 	default:
-		return n, fmt.Errorf("gtm: name %s: policy %q is not supported (failover, all, weighted, hashed, cidr)", rel, n.Policy)
+		return n, fmt.Errorf("gtm: name %s: policy %q is not supported (failover, all, weighted, hashed, cidr, geo)", rel, n.Policy)
 	}
 	if n.AllDown == "" {
 		n.AllDown = Open
