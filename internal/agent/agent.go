@@ -172,6 +172,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.log.Info("agent stopping")
 	a.admin.SetLameduck()
+	a.reloadMu.Lock() // a reload may have started or stopped the traffic role
+	a.mu.Lock()
+	tr, a.traffic = a.traffic, nil
+	a.mu.Unlock()
+	a.reloadMu.Unlock()
 	tr.stop(a)
 	// Floating addresses go first, handed over while this node's
 	// balancers still serve; etcd goes last, after the balancers.
@@ -193,7 +198,8 @@ func (a *Agent) nodeAdmin() string {
 
 // Reload reads the configuration again and applies it: balancers are
 // added, removed, reconfigured in place (keeping connections and health
-// state) or restarted when their listener changed. An invalid file is
+// state) or restarted when their listener changed; the traffic manager
+// changes its names in place. An invalid file is
 // rejected and the running configuration stays.
 func (a *Agent) Reload() error {
 	a.reloadMu.Lock()
@@ -222,8 +228,13 @@ func (a *Agent) Reload() error {
 		a.log.Error("reload failed", "err", err)
 		return err
 	}
+	trafficRestart, err := a.reloadTraffic(cfg)
+	if err != nil {
+		a.log.Error("reload failed: the traffic manager keeps its configuration", "err", err)
+		return fmt.Errorf("reload: traffic: %w", err)
+	}
 	a.mu.Lock()
-	if changed := restartOnly(a.cfg, cfg, a.opt.Node); len(changed) > 0 {
+	if changed := append(restartOnly(a.cfg, cfg, a.opt.Node), trafficRestart...); len(changed) > 0 {
 		a.log.Warn("reload: these changes take effect when the agent restarts", "changed", changed)
 	}
 	a.cfg = cfg

@@ -16,8 +16,8 @@ import (
 )
 
 // trafficRole is this node's traffic manager, when haven.yaml names it
-// among traffic.nameservers. It starts with the agent; changes to the
-// traffic section need a restart.
+// among traffic.nameservers. A reload changes it in place (gtm's Reload),
+// or starts or stops it when the node joins or leaves the name servers.
 type trafficRole struct {
 	svc    *gtm.Service
 	cancel context.CancelFunc
@@ -50,8 +50,7 @@ func (a *Agent) startTraffic(cfg *config.Config) (*trafficRole, error) {
 		svc.Close()
 		return nil, err
 	}
-	// Registered once per agent run: the traffic role starts with the
-	// agent and is not reloaded.
+	// Registered while the role runs; stop unregisters it.
 	if err := a.reg.Register(svc.Server()); err != nil {
 		a.log.Warn("traffic manager metrics not registered", "err", err)
 	}
@@ -62,11 +61,42 @@ func (a *Agent) startTraffic(cfg *config.Config) (*trafficRole, error) {
 	return r, nil
 }
 
+// reloadTraffic applies a reloaded traffic section: in place, or by
+// starting or stopping the role. It returns the changes that need a
+// restart of the agent.
+func (a *Agent) reloadTraffic(cfg *config.Config) ([]string, error) {
+	a.mu.Lock()
+	tr := a.traffic
+	a.mu.Unlock()
+	serves := cfg.Traffic != nil && slices.Contains(cfg.Traffic.Nameservers, a.opt.Node)
+	switch {
+	case tr != nil && serves:
+		return tr.svc.Reload(cfg)
+	case tr != nil:
+		a.mu.Lock()
+		a.traffic = nil
+		a.mu.Unlock()
+		tr.stop(a)
+		a.log.Info("traffic manager stopped: this node is no longer in traffic.nameservers")
+		return nil, nil
+	case serves:
+		tr, err := a.startTraffic(cfg)
+		if err != nil {
+			return nil, err
+		}
+		a.mu.Lock()
+		a.traffic = tr
+		a.mu.Unlock()
+	}
+	return nil, nil
+}
+
 // stop stops answering and the checks.
 func (r *trafficRole) stop(a *Agent) {
 	if r == nil {
 		return
 	}
+	a.admin.SetStatus("traffic", nil)
 	r.cancel()
 	if err := <-r.done; err != nil {
 		a.log.Error("traffic manager stopped with an error", "err", err)

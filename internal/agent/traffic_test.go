@@ -115,4 +115,29 @@ func TestAgentRunsTheTrafficManager(t *testing.T) {
 			t.Errorf("/metrics lacks %s", want)
 		}
 	}
+
+	// A reload changes the names in place: west gives way to north
+	// (unchecked), and a new name answers at once.
+	e.c.traffic = fmt.Sprintf(`{zone: gslb.test., nameservers: [lb1], listen: %q, records: {
+  www: {policy: failover, ttl: 5s, targets: [{name: east, address: 127.0.0.2, check: site}, {name: north, address: 127.0.0.4}]},
+  api: {policy: failover, targets: [{name: a, address: 127.0.0.5}]}}}`, dnsAddr)
+	writeFile(t, e.path, e.c.yaml())
+	if err := e.agent.Reload(); err != nil {
+		t.Fatalf("Reload: %v", err)
+	}
+	waitAnswer("127.0.0.4")
+	q := new(dns.Msg)
+	q.SetQuestion("api.gslb.test.", dns.TypeA)
+	if r, _, err := (&dns.Client{Timeout: 2 * time.Second}).Exchange(q, dnsAddr); err != nil || len(r.Answer) != 1 || r.Answer[0].(*dns.A).A.String() != "127.0.0.5" {
+		t.Errorf("the name the reload added: %v %v", r, err)
+	}
+	// Leaving traffic.nameservers stops the traffic manager.
+	e.c.traffic = strings.Replace(e.c.traffic, "nameservers: [lb1]", "nameservers: [lb2]", 1)
+	writeFile(t, e.path, e.c.yaml())
+	if err := e.agent.Reload(); err != nil {
+		t.Fatalf("Reload: %v", err)
+	}
+	if a, err := www(); err == nil {
+		t.Errorf("still answering (%s) after leaving traffic.nameservers", a)
+	}
 }

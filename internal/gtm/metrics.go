@@ -53,7 +53,8 @@ func (s *Server) Describe(ch chan<- *prometheus.Desc) {
 
 // Collect implements prometheus.Collector.
 func (s *Server) Collect(ch chan<- prometheus.Metric) {
-	z, c := s.zone.Origin, &s.counters
+	c := &s.counters
+	z := s.Zone().Origin // a reload may change it
 	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), append([]string{z}, labels...)...)
 	}

@@ -65,6 +65,36 @@ func New(z Zone, opt Options) (*Server, error) {
 	return s, nil
 }
 
+// Zone is the zone the server answers for now.
+func (s *Server) Zone() Zone {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.zone
+}
+
+// setZone answers for z (normalized) from now on, keeping the health of
+// the targets it still has.
+func (s *Server) setZone(z Zone) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	// Secondaries transfer the static part when the serial grows.
+	z.Serial = max(z.Serial, s.zone.Serial+1)
+	for rel, targets := range s.health {
+		n, ok := z.Names[rel]
+		if !ok {
+			delete(s.health, rel)
+			continue
+		}
+		for target := range targets {
+			if !slices.ContainsFunc(n.Targets, func(tg Target) bool { return tg.Name == target }) {
+				delete(targets, target)
+			}
+		}
+	}
+	s.zone = z
+	s.table.Store(build(z, s.up))
+}
+
 // up reports a target's health as last set; a target never set is up.
 // It is called with s.mu held (or before the server is shared).
 func (s *Server) up(name, target string) bool {

@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -27,17 +29,23 @@ const DefaultListen = ":53"
 // Service is one node's traffic manager: the server and the health
 // checks of the managed names' targets.
 type Service struct {
-	srv      *Server
-	monitors []*targetMonitor  // every target of every name
-	checks   []*health.Monitor // the distinct monitors (by check and address)
-	log      *slog.Logger
-	listen   string
-	views    *views                  // nil without coordination
-	etcd     func() *clientv3.Client // for views
-	geo      *GeoDB                  // nil without traffic.geoip
+	srv    *Server
+	opt    ServiceOptions
+	log    *slog.Logger
+	listen string
+	views  *views                  // nil without coordination
+	etcd   func() *clientv3.Client // for views
+	geo    *GeoDB                  // nil without traffic.geoip
 
-	mu    sync.Mutex      // guards what follows and serialises apply
-	local map[string]bool // this instance's verdicts, by viewKey
+	mu sync.Mutex // guards what follows and serialises apply
+	// monitors are every target of every name; probes the distinct
+	// monitors, by check and address.
+	monitors []*targetMonitor
+	probes   map[probeKey]*probe
+	// running is Run's context and goroutines, for monitors a reload adds.
+	running context.Context
+	wg      sync.WaitGroup
+	local   map[string]bool // this instance's verdicts, by viewKey
 	// answered is what the server answers for each target; differing
 	// marks since when the verdict has differed from it (for the
 	// failover and failback delays); drained holds an operator's drains
@@ -47,8 +55,6 @@ type Service struct {
 	drained   map[string]time.Time
 	delays    map[string][2]time.Duration // by name: failover, failback
 	timer     *time.Timer                 // the next apply a delay or drain needs
-	// applied holds the monitors whose first verdict is in the answers.
-	applied map[*health.Monitor]bool
 }
 
 // targetMonitor checks one target of one managed name.
@@ -78,37 +84,80 @@ func viewKey(rel, target string) string { return rel + "/" + target }
 // name servers are the traffic.nameservers nodes (NS <node>.<zone>, glue
 // their addresses), and each target with a check is probed at its address.
 func NewService(cfg *config.Config, node string, opt ServiceOptions) (*Service, error) {
-	t := cfg.Traffic
-	if t == nil {
-		return nil, fmt.Errorf("gtm: haven.yaml has no traffic section")
-	}
 	if opt.Logger == nil {
 		opt.Logger = slog.New(slog.DiscardHandler)
 	}
-	z := Zone{Origin: t.Zone, Names: map[string]Name{}}
+	p, err := planFrom(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{log: opt.Logger.With("component", "gtm"), opt: opt, listen: p.listen, local: map[string]bool{}, etcd: opt.Etcd,
+		answered: map[string]bool{}, differing: map[string]time.Time{}, drained: map[string]time.Time{},
+		delays: p.delays, probes: map[probeKey]*probe{}}
+	if p.geoip != "" {
+		if s.geo, err = OpenGeoDB(p.geoip); err != nil {
+			return nil, err
+		}
+		p.zone.Geo = s.geo
+	}
+	srv, err := New(p.zone, Options{Logger: opt.Logger, ID: node, TSIG: p.tsig})
+	if err != nil {
+		if s.geo != nil {
+			s.geo.Close()
+		}
+		return nil, err
+	}
+	s.srv = srv
+	srv.viewMode.Store(string(Standalone))
+	if opt.Etcd != nil {
+		s.views = newViews(node, opt.Cluster, s.log, s.apply)
+		srv.viewMode.Store(string(Isolated))
+	}
+	if _, _, err := s.wire(p.checks); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// plan is what haven.yaml's traffic section asks of a node.
+type plan struct {
+	zone   Zone
+	checks []pending
+	delays map[string][2]time.Duration // by name: failover, failback
+	tsig   map[string]string
+	geoip  string
+	listen string
+}
+
+// pending is a target to check, before its monitor exists.
+type pending struct {
+	rel, target string
+	check       *config.Check // nil: not checked
+	addr        string        // the target's address, or its CNAME's name
+}
+
+// planFrom reads the traffic section.
+func planFrom(cfg *config.Config) (plan, error) {
+	t := cfg.Traffic
+	if t == nil {
+		return plan{}, fmt.Errorf("gtm: haven.yaml has no traffic section")
+	}
+	p := plan{zone: Zone{Origin: t.Zone, Names: map[string]Name{}}, delays: map[string][2]time.Duration{}, geoip: t.GeoIP, listen: t.Listen}
+	if p.listen == "" {
+		p.listen = DefaultListen
+	}
 	for _, n := range t.Nameservers {
 		nd, ok := cfg.Node(n)
 		if !ok {
-			return nil, fmt.Errorf("gtm: name server %s is not a node", n)
+			return p, fmt.Errorf("gtm: name server %s is not a node", n)
 		}
 		addr, err := netip.ParseAddr(nd.Address)
 		if err != nil {
-			return nil, fmt.Errorf("gtm: name server %s: address %q: %w", n, nd.Address, err)
+			return p, fmt.Errorf("gtm: name server %s: address %q: %w", n, nd.Address, err)
 		}
-		z.Nameservers = append(z.Nameservers, Nameserver{Name: n, Addr: addr})
+		p.zone.Nameservers = append(p.zone.Nameservers, Nameserver{Name: n, Addr: addr})
 	}
-	s := &Service{log: opt.Logger.With("component", "gtm"), listen: t.Listen, local: map[string]bool{}, etcd: opt.Etcd,
-		answered: map[string]bool{}, differing: map[string]time.Time{}, drained: map[string]time.Time{}, delays: map[string][2]time.Duration{},
-		applied: map[*health.Monitor]bool{}}
-	if s.listen == "" {
-		s.listen = DefaultListen
-	}
-	type pending struct {
-		rel, target string
-		check       *config.Check
-		addr        string // the target's address, or its CNAME's name
-	}
-	var checks []pending
 	for rel, rec := range t.Records {
 		n := Name{Policy: Policy(rec.Policy), TTL: rec.TTL.D(), AllDown: AllDown(rec.AllDown)}
 		if rec.MaxAnswers != nil {
@@ -123,109 +172,140 @@ func NewService(cfg *config.Config, node string, opt ServiceOptions) (*Service, 
 			}
 			n.Backups = append(n.Backups, tg)
 		}
-		s.delays[rel] = [2]time.Duration{rec.FailoverDelay.D(), rec.FailbackDelay.D()}
+		p.delays[rel] = [2]time.Duration{rec.FailoverDelay.D(), rec.FailbackDelay.D()}
 		for _, tg := range rec.Targets {
-			target := Target{Name: tg.Name, CNAME: tg.CNAME, Weight: tg.Weight, Countries: tg.Countries, Continents: tg.Continents}
-			probeAt := strings.TrimSuffix(tg.CNAME, ".")
-			if tg.CNAME == "" {
-				addr, err := netip.ParseAddr(tg.Address)
-				if err != nil {
-					return nil, fmt.Errorf("gtm: %s target %s: %w", rel, tg.Name, err)
-				}
-				target.Addr, probeAt = addr, addr.String()
-			}
-			for _, sn := range tg.Subnets {
-				pfx, err := netip.ParsePrefix(sn)
-				if err != nil {
-					return nil, fmt.Errorf("gtm: %s target %s: subnet %q: %w", rel, tg.Name, sn, err)
-				}
-				target.Subnets = append(target.Subnets, pfx.Masked())
+			target, probeAt, err := targetFrom(rel, tg)
+			if err != nil {
+				return p, err
 			}
 			n.Targets = append(n.Targets, target)
 			var ch *config.Check
 			if tg.Check != "" {
 				var ok bool
 				if ch, ok = cfg.Check(tg.Check); !ok {
-					return nil, fmt.Errorf("gtm: %s target %s: no check %q", rel, tg.Name, tg.Check)
+					return p, fmt.Errorf("gtm: %s target %s: no check %q", rel, tg.Name, tg.Check)
 				}
 			}
-			checks = append(checks, pending{rel, tg.Name, ch, probeAt})
+			p.checks = append(p.checks, pending{rel, tg.Name, ch, probeAt})
 		}
-		z.Names[rel] = n
+		p.zone.Names[rel] = n
 	}
-	sopt := Options{Logger: opt.Logger, ID: node}
 	if k := t.TSIG; k != nil {
 		b, err := os.ReadFile(k.SecretFile)
 		if err != nil {
-			return nil, fmt.Errorf("gtm: traffic.tsig.secret_file: %w", err)
+			return p, fmt.Errorf("gtm: traffic.tsig.secret_file: %w", err)
 		}
-		sopt.TSIG = map[string]string{dns.CanonicalName(k.Name): strings.TrimSpace(string(b))}
+		p.tsig = map[string]string{dns.CanonicalName(k.Name): strings.TrimSpace(string(b))}
 	}
-	if t.GeoIP != "" {
-		db, err := OpenGeoDB(t.GeoIP)
+	return p, nil
+}
+
+// targetFrom is one configured target, and where its check probes it.
+func targetFrom(rel string, tg *config.Target) (Target, string, error) {
+	target := Target{Name: tg.Name, CNAME: tg.CNAME, Weight: tg.Weight, Countries: tg.Countries, Continents: tg.Continents}
+	probeAt := strings.TrimSuffix(tg.CNAME, ".")
+	if tg.CNAME == "" {
+		addr, err := netip.ParseAddr(tg.Address)
 		if err != nil {
-			return nil, err
+			return target, "", fmt.Errorf("gtm: %s target %s: %w", rel, tg.Name, err)
 		}
-		z.Geo, s.geo = db, db
+		target.Addr, probeAt = addr, addr.String()
 	}
-	srv, err := New(z, sopt)
-	if err != nil {
-		if s.geo != nil {
-			s.geo.Close()
+	for _, sn := range tg.Subnets {
+		pfx, err := netip.ParsePrefix(sn)
+		if err != nil {
+			return target, "", fmt.Errorf("gtm: %s target %s: subnet %q: %w", rel, tg.Name, sn, err)
 		}
-		return nil, err
+		target.Subnets = append(target.Subnets, pfx.Masked())
 	}
-	s.srv = srv
-	srv.viewMode.Store(string(Standalone))
-	if opt.Etcd != nil {
-		s.views = newViews(node, opt.Cluster, s.log, s.apply)
-		srv.viewMode.Store(string(Isolated))
-	}
-	// One monitor per check and address: records that name the same target
-	// share its verdicts, so they never disagree about it, and it is
-	// probed once.
-	shared := map[[2]string]*health.Monitor{}
-	users := map[*health.Monitor][]*targetMonitor{}
+	return target, probeAt, nil
+}
+
+// probeKey names a monitor: one per check and address, so that records
+// naming the same target share its verdicts, never disagree about it,
+// and probe it once.
+type probeKey struct{ check, addr string }
+
+// probe is one health monitor and the targets that follow it.
+type probe struct {
+	mon     *health.Monitor
+	check   config.Check // as configured: a reload that changes it replaces the monitor
+	users   []*targetMonitor
+	applied bool               // its first verdict is in the answers
+	cancel  context.CancelFunc // stops its Run; nil before Run
+}
+
+// wire makes the targets' monitors from checks, keeping the running ones
+// whose check and address are unchanged (with their state), and returns
+// the monitors to start and those to stop. Called before Run, or by
+// Reload; s.mu must not be held.
+func (s *Service) wire(checks []pending) (start, stop []*probe, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	probes := map[probeKey]*probe{}
+	var monitors []*targetMonitor
 	for _, p := range checks {
 		tm := &targetMonitor{name: p.rel, target: p.target}
-		s.monitors = append(s.monitors, tm)
+		monitors = append(monitors, tm)
 		if p.check == nil {
 			continue // always up; only a drain takes it out
 		}
-		key := [2]string{p.check.Name, p.addr}
-		if mon := shared[key]; mon != nil {
-			tm.mon = mon
-			users[mon] = append(users[mon], tm)
-			continue
-		}
-		prober, err := health.NewProber(p.check)
-		if err != nil {
-			return nil, fmt.Errorf("gtm: %s target %s: %w", p.rel, p.target, err)
-		}
-		var mon *health.Monitor
-		mon = health.NewMonitor(health.Options{
-			Check:  p.check.Name,
-			Target: p.addr,
-			Spec:   health.SpecFromConfig(p.check),
-			Prober: prober,
-			// The monitor adds component=health and target=ADDRESS itself.
-			Logger:  opt.Logger.With("component", "gtm"),
-			Metrics: opt.HealthMetrics,
-			OnTransition: func(ev health.Event) {
-				s.setLocal(users[mon], ev.To != health.Down)
-				s.mu.Lock()
-				s.applied[mon] = true
-				s.mu.Unlock()
-				if opt.OnTransition != nil {
-					opt.OnTransition(ev)
+		key := probeKey{p.check.Name, p.addr}
+		pr := probes[key]
+		if pr == nil {
+			if old := s.probes[key]; old != nil && reflect.DeepEqual(old.check, *p.check) {
+				pr, old.users = old, nil
+			} else if pr, err = s.newProbe(p); err != nil {
+				for _, n := range start {
+					n.mon.Close()
 				}
-			},
-		})
-		shared[key], tm.mon = mon, mon
-		users[mon] = append(users[mon], tm)
-		s.checks = append(s.checks, mon)
+				return nil, nil, err
+			} else {
+				start = append(start, pr)
+			}
+			probes[key] = pr
+		}
+		tm.mon = pr.mon
+		pr.users = append(pr.users, tm)
 	}
-	return s, nil
+	for key, old := range s.probes {
+		if probes[key] != old {
+			stop = append(stop, old)
+		}
+	}
+	s.probes, s.monitors = probes, monitors
+	return start, stop, nil
+}
+
+// newProbe makes the monitor of a check at an address.
+func (s *Service) newProbe(p pending) (*probe, error) {
+	prober, err := health.NewProber(p.check)
+	if err != nil {
+		return nil, fmt.Errorf("gtm: %s target %s: %w", p.rel, p.target, err)
+	}
+	pr := &probe{check: *p.check}
+	pr.mon = health.NewMonitor(health.Options{
+		Check:  p.check.Name,
+		Target: p.addr,
+		Spec:   health.SpecFromConfig(p.check),
+		Prober: prober,
+		// The monitor adds component=health and target=ADDRESS itself.
+		Logger:  s.opt.Logger.With("component", "gtm"),
+		Metrics: s.opt.HealthMetrics,
+		OnTransition: func(ev health.Event) {
+			s.mu.Lock()
+			users := pr.users
+			s.mu.Unlock()
+			s.setLocal(users, ev.To != health.Down)
+			s.mu.Lock()
+			pr.applied = true
+			s.mu.Unlock()
+			if s.opt.OnTransition != nil {
+				s.opt.OnTransition(ev)
+			}
+		},
+	})
+	return pr, nil
 }
 
 // setLocal records this instance's verdict on the targets a monitor
@@ -352,6 +432,8 @@ func (s *Service) Enable(rel, target string) error {
 }
 
 func (s *Service) monitor(rel, target string) *targetMonitor {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	for _, tm := range s.monitors {
 		if tm.name == rel && tm.target == target {
 			return tm
@@ -363,6 +445,8 @@ func (s *Service) monitor(rel, target string) *targetMonitor {
 // noTarget says that rel has no target called target, and which it has.
 func (s *Service) noTarget(rel, target string) error {
 	var have []string
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	for _, tm := range s.monitors {
 		if tm.name == rel {
 			have = append(have, tm.target)
@@ -397,18 +481,28 @@ func (s *Service) Listen() (net.PacketConn, net.Listener, error) {
 // until ctx ends. Answering only after the first verdicts means the first
 // answer after a restart already reflects the checks.
 func (s *Service) Run(ctx context.Context, udp net.PacketConn, tcp net.Listener) error {
-	var wg sync.WaitGroup
-	defer wg.Wait()
+	defer s.wg.Wait()
 	monCtx, stop := context.WithCancel(ctx)
 	defer stop()
-	for _, mon := range s.checks {
-		wg.Go(func() { _ = mon.Run(monCtx) })
+	s.mu.Lock()
+	s.running = monCtx
+	for _, pr := range s.probes {
+		s.startProbe(pr)
 	}
+	s.mu.Unlock()
 	if s.views != nil {
-		wg.Go(func() { s.views.run(monCtx, s.etcd) })
+		s.wg.Go(func() { s.views.run(monCtx, s.etcd) })
 	}
 	s.waitFirstVerdicts(ctx)
 	return s.srv.Serve(ctx, udp, tcp)
+}
+
+// startProbe runs a monitor until Run ends or a reload drops it. s.mu is
+// held, and Run has started.
+func (s *Service) startProbe(pr *probe) {
+	ctx, cancel := context.WithCancel(s.running)
+	pr.cancel = cancel
+	s.wg.Go(func() { _ = pr.mon.Run(ctx) })
 }
 
 // firstVerdictWait bounds how long a starting traffic manager waits for
@@ -421,7 +515,12 @@ func (s *Service) waitFirstVerdicts(ctx context.Context) {
 		// A verdict counts once it is in the answers, not when the monitor
 		// has it: the monitor records its state before it tells us.
 		s.mu.Lock()
-		pending := len(s.checks) - len(s.applied)
+		pending := 0
+		for _, pr := range s.probes {
+			if !pr.applied {
+				pending++
+			}
+		}
 		s.mu.Unlock()
 		if pending == 0 {
 			return
@@ -466,18 +565,18 @@ type TargetStatus struct {
 // Status reports every managed name.
 func (s *Service) Status() Status {
 	mons := map[[2]string]*health.Monitor{}
+	s.mu.Lock()
 	for _, tm := range s.monitors {
 		if tm.mon != nil {
 			mons[[2]string{tm.name, tm.target}] = tm.mon
 		}
 	}
-	st := Status{Zone: s.srv.zone.Origin, Views: ViewMode(s.srv.viewMode.Load().(string))}
+	drained := maps.Clone(s.drained)
+	s.mu.Unlock()
+	st := Status{Zone: s.srv.Zone().Origin, Views: ViewMode(s.srv.viewMode.Load().(string))}
 	if s.views != nil {
 		st.Peers = s.views.peerCount()
 	}
-	s.mu.Lock()
-	drained := maps.Clone(s.drained)
-	s.mu.Unlock()
 	for _, ns := range s.srv.names() {
 		for i, tg := range ns.Targets {
 			if m := mons[[2]string{ns.rel, tg.Name}]; m != nil {
@@ -498,11 +597,99 @@ func (s *Service) Close() {
 		s.timer.Stop()
 		s.timer = nil
 	}
+	probes := slices.Collect(maps.Values(s.probes))
 	s.mu.Unlock()
-	for _, mon := range s.checks {
-		mon.Close()
+	for _, pr := range probes {
+		pr.mon.Close()
 	}
 	if s.geo != nil {
 		s.geo.Close()
 	}
+}
+
+// Reload applies a new traffic section without a restart: names, targets,
+// policies, TTLs, delays, the name servers and the geo database (read
+// again, so a refreshed file is picked up) change in place; a monitor
+// whose check and address are unchanged keeps running with its state, so
+// nothing is re-probed from scratch. A configuration the server cannot
+// answer with is an error and changes nothing. It returns what still
+// needs a restart (the listener, the TSIG key).
+func (s *Service) Reload(cfg *config.Config) (restart []string, err error) {
+	p, err := planFrom(cfg)
+	if err != nil {
+		return nil, err
+	}
+	var geo *GeoDB
+	if p.geoip != "" {
+		if geo, err = OpenGeoDB(p.geoip); err != nil {
+			return nil, err
+		}
+		p.zone.Geo = geo
+	}
+	z, err := p.zone.normalize()
+	if err != nil {
+		if geo != nil {
+			geo.Close()
+		}
+		return nil, err
+	}
+	start, stop, err := s.wire(p.checks)
+	if err != nil {
+		if geo != nil {
+			geo.Close()
+		}
+		return nil, err
+	}
+	s.mu.Lock()
+	s.delays = p.delays
+	keep := map[string]bool{}
+	for _, tm := range s.monitors {
+		keep[viewKey(tm.name, tm.target)] = true
+	}
+	for _, m := range []map[string]bool{s.local, s.answered} {
+		maps.DeleteFunc(m, func(k string, _ bool) bool { return !keep[k] })
+	}
+	for _, m := range []map[string]time.Time{s.differing, s.drained} {
+		maps.DeleteFunc(m, func(k string, _ time.Time) bool { return !keep[k] })
+	}
+	// A kept monitor's verdict applies to the targets that now follow it.
+	for _, pr := range s.probes {
+		if st := pr.mon.State(); st != health.Unknown {
+			for _, tm := range pr.users {
+				s.local[viewKey(tm.name, tm.target)] = st != health.Down
+			}
+		}
+	}
+	if s.running != nil {
+		for _, pr := range start {
+			s.startProbe(pr)
+		}
+	}
+	local := maps.Clone(s.local)
+	old := s.geo
+	s.geo = geo
+	s.mu.Unlock()
+	for _, pr := range stop {
+		if pr.cancel != nil {
+			pr.cancel()
+		}
+		pr.mon.Close()
+	}
+	s.srv.setZone(z)
+	if s.views != nil {
+		s.views.publish(local)
+	}
+	s.apply()
+	if old != nil {
+		// Queries in flight may still read the old table's database.
+		time.AfterFunc(time.Minute, func() { old.Close() })
+	}
+	if p.listen != s.listen {
+		restart = append(restart, "traffic.listen")
+	}
+	if !maps.Equal(p.tsig, s.srv.tsig) {
+		restart = append(restart, "traffic.tsig")
+	}
+	s.log.Info("traffic configuration reloaded", "names", len(z.Names), "monitors started", len(start), "stopped", len(stop))
+	return restart, nil
 }

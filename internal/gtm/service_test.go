@@ -164,8 +164,8 @@ func TestNamesShareAMonitor(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(svc.checks) != 1 {
-		t.Fatalf("%d monitors for one check of one address, want 1", len(svc.checks))
+	if len(svc.probes) != 1 {
+		t.Fatalf("%d monitors for one check of one address, want 1", len(svc.probes))
 	}
 	udp, tcp, err := svc.Listen()
 	if err != nil {

@@ -1,0 +1,65 @@
+package gtm
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/haven-ha/haven/internal/config"
+)
+
+// A reload changes names and targets in place: a monitor whose check and
+// address stay keeps running with its verdict, and now also decides for
+// the targets that follow it; a changed check gets a new monitor; a
+// configuration the server cannot answer with changes nothing.
+func TestReload(t *testing.T) {
+	site := startSwitchable(t)
+	svc := startService(t, site.port, 0, 0)
+	waitUntil(t, "east answered", func() bool { return slices.Equal(answers(svc), eastAnswer) })
+	kept := svc.probes[probeKey{"site", "127.0.0.2"}]
+
+	cfg := quorumConfig(site.port)
+	cfg.Traffic.Nameservers, cfg.Traffic.Listen = []string{"n1"}, svc.listen
+	cfg.Traffic.Records["www"].Targets[1] = &config.Target{Name: "north", Address: "127.0.0.4"}
+	cfg.Traffic.Records["api"] = &config.Record{Policy: "all", Targets: []*config.Target{
+		{Name: "a", Address: "127.0.0.5"}, {Name: "e", Address: "127.0.0.2", Check: "site"}}}
+	restart, err := svc.Reload(cfg)
+	if err != nil || len(restart) > 0 {
+		t.Fatalf("Reload: %v, restart %v", err, restart)
+	}
+	if svc.probes[probeKey{"site", "127.0.0.2"}] != kept || len(svc.probes) != 1 {
+		t.Errorf("the unchanged check of east was replaced: %d monitors", len(svc.probes))
+	}
+	st := svc.Status()
+	if len(st.Names) != 2 || !slices.Equal(st.Names[0].Answers, []string{"127.0.0.5", "127.0.0.2"}) || !slices.Equal(st.Names[1].Answers, eastAnswer) {
+		t.Fatalf("after the reload: %+v, want api [a east] and www [east] at once", st.Names)
+	}
+	site.up.Store(false)
+	waitUntil(t, "east down: www to north, api without east", func() bool {
+		st := svc.Status()
+		return slices.Equal(st.Names[0].Answers, []string{"127.0.0.5"}) && slices.Equal(st.Names[1].Answers, []string{"127.0.0.4"})
+	})
+
+	bad := quorumConfig(site.port)
+	bad.Traffic.Records["www"].Policy = "geo" // no geo database
+	if _, err := svc.Reload(bad); err == nil {
+		t.Error("Reload accepted a geo name without a database")
+	}
+	if got := answers(svc); len(svc.Status().Names) != 2 || len(got) != 1 {
+		t.Errorf("a rejected reload changed the answers: %+v", svc.Status().Names)
+	}
+
+	cfg.Checks["site"].Interval = config.Duration(50 * time.Millisecond)
+	if _, err := svc.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if svc.probes[probeKey{"site", "127.0.0.2"}] == kept {
+		t.Error("a changed check kept its old monitor")
+	}
+	site.up.Store(true)
+	waitUntil(t, "east back, seen by the new monitor", func() bool { return slices.Equal(svc.Status().Names[1].Answers, eastAnswer) })
+	cfg.Traffic.Listen = "127.0.0.1:1"
+	if restart, err := svc.Reload(cfg); err != nil || !slices.Equal(restart, []string{"traffic.listen"}) {
+		t.Errorf("a new listener: %v %v, want it reported as needing a restart", restart, err)
+	}
+}
