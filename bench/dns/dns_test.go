@@ -60,14 +60,17 @@ func TestParsePerf(t *testing.T) {
 }
 
 func TestDnsperfArgs(t *testing.T) {
-	got := strings.Join(dnsperfArgs(5300, "/q", 10*time.Second, false), " ")
+	got := strings.Join(dnsperfArgs(5300, "/q", 10*time.Second, false, false), " ")
 	want := "taskset -c 1 dnsperf -s 127.0.0.1 -p 5300 -d /q -l 10 -c 1 -T 1 -q 100 -t 1"
 	if got != want {
 		t.Errorf("dnsperfArgs = %q, want %q", got, want)
 	}
-	ecs := dnsperfArgs(5300, "/q", 2500*time.Millisecond, true)
+	ecs := dnsperfArgs(5300, "/q", 2500*time.Millisecond, true, false)
 	if !slices.Contains(ecs, "2.5") || ecs[len(ecs)-2] != "-E" || ecs[len(ecs)-1] != "8:000118000a0000" {
 		t.Errorf("dnsperfArgs with ECS = %v, want -l 2.5 and -E 8:000118000a0000", ecs)
+	}
+	if edns := dnsperfArgs(5300, "/q", time.Second, false, true); edns[len(edns)-1] != "-e" || slices.Contains(edns, "-E") {
+		t.Errorf("dnsperfArgs with EDNS = %v, want -e and no -E", edns)
 	}
 }
 

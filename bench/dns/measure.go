@@ -86,7 +86,7 @@ func (b *bench) dnsperf(ctx context.Context, c cell, port, run int) perfResult {
 	if err := os.WriteFile(qfile, []byte(c.qname+"."+zone+" A\n"), 0o644); err != nil {
 		return perfResult{Err: err.Error()}
 	}
-	argv := dnsperfArgs(port, qfile, b.opt.duration, c.ecs)
+	argv := dnsperfArgs(port, qfile, b.opt.duration, c.ecs, c.edns)
 	out, err := harness.Run(ctx, b.opt.duration+30*time.Second, nil, argv...)
 	_ = os.WriteFile(filepath.Join(b.rawDir, fmt.Sprintf("%s-r%d.txt", c.name, run)), []byte(strings.Join(argv, " ")+"\n\n"+out), 0o644)
 	if err != nil {
@@ -100,12 +100,15 @@ func (b *bench) dnsperf(ctx context.Context, c cell, port, run int) perfResult {
 }
 
 // dnsperfArgs is the dnsperf command line: one client, 100 queries in
-// flight, on CPU 1.
-func dnsperfArgs(port int, qfile string, d time.Duration, ecs bool) []string {
+// flight, on CPU 1; with ECS (-E, which sends an OPT record with the
+// option) or with EDNS alone (-e: an OPT record without options).
+func dnsperfArgs(port int, qfile string, d time.Duration, ecs, edns bool) []string {
 	argv := []string{"taskset", "-c", "1", "dnsperf", "-s", "127.0.0.1", "-p", strconv.Itoa(port), "-d", qfile,
 		"-l", strconv.FormatFloat(d.Seconds(), 'f', -1, 64), "-c", "1", "-T", "1", "-q", "100", "-t", "1"}
 	if ecs {
 		argv = append(argv, "-E", ecsOption)
+	} else if edns {
+		argv = append(argv, "-e")
 	}
 	return argv
 }
@@ -113,11 +116,18 @@ func dnsperfArgs(port int, qfile string, d time.Duration, ecs bool) []string {
 // query asks the server at port for name's A records, with ECS 10.0.0.0/24
 // when ecs is set, and returns the answer.
 func query(ctx context.Context, port int, name string, ecs bool) (*dns.Msg, error) {
+	return queryEDNS(ctx, port, name, ecs, false)
+}
+
+// queryEDNS is query with an OPT record without options when edns is set.
+func queryEDNS(ctx context.Context, port int, name string, ecs, edns bool) (*dns.Msg, error) {
 	m := new(dns.Msg)
 	m.SetQuestion(name+"."+zone, dns.TypeA)
 	m.RecursionDesired = false
-	if ecs {
+	if ecs || edns {
 		m.SetEdns0(1232, false)
+	}
+	if ecs {
 		o := m.IsEdns0()
 		o.Option = append(o.Option, &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: 1, SourceNetmask: 24, Address: net.IPv4(10, 0, 0, 0).To4()})
 	}
@@ -139,10 +149,10 @@ func addrs(r *dns.Msg) []string {
 }
 
 // checkAnswer asks the cell's question once and says what is wrong with
-// the answer: not NOERROR, not authoritative, no A record, or (with ECS)
-// no ECS option in the reply.
+// the answer: not NOERROR, not authoritative, no A record, (with ECS) no
+// ECS option in the reply, or (with EDNS) no OPT record in it.
 func checkAnswer(ctx context.Context, port int, c cell) error {
-	r, err := query(ctx, port, c.qname, c.ecs)
+	r, err := queryEDNS(ctx, port, c.qname, c.ecs, c.edns)
 	if err != nil {
 		return fmt.Errorf("%s: %w", c.qname, err)
 	}
@@ -159,6 +169,9 @@ func checkAnswer(ctx context.Context, port int, c cell) error {
 		if o == nil || !slices.ContainsFunc(o.Option, func(e dns.EDNS0) bool { return e.Option() == dns.EDNS0SUBNET }) {
 			return fmt.Errorf("%s: no ECS option in the reply", c.qname)
 		}
+	}
+	if c.edns && r.IsEdns0() == nil {
+		return fmt.Errorf("%s: no OPT record in the reply", c.qname)
 	}
 	return nil
 }

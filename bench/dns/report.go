@@ -56,6 +56,9 @@ var goals = []goal{
 	{what: "the same with haven's health-checked answer", num: "haven-failover", den: "pdns-static", min: 1, info: true},
 	{what: "≤ 10% lower with ECS on every query (failover name)", num: "haven-failover-ecs", den: "haven-failover", min: 0.9},
 	{what: "≤ 10% lower with ECS on every query (hashed name, scope /24)", num: "haven-hashed-ecs", den: "haven-hashed", min: 0.9},
+	{what: "the same against EDNS without ECS (failover name)", num: "haven-failover-ecs", den: "haven-failover-edns", min: 0.9},
+	{what: "the same against EDNS without ECS (hashed name)", num: "haven-hashed-ecs", den: "haven-hashed-edns", min: 0.9},
+	{what: "EDNS without ECS against no EDNS (failover name)", num: "haven-failover-edns", den: "haven-failover", min: 0.9, info: true},
 }
 
 // ratio is num ÷ den, or false when either is missing.
@@ -83,9 +86,9 @@ func (b *bench) report(results map[string][]perfResult, cs []string, changes []m
 func (b *bench) method() string {
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "Set-up: every server answers for `%s` on its own port of 127.0.0.1, pinned to CPU 0 (`taskset -c 0`); "+
-		"dnsperf runs on CPU 1 (`taskset -c 1 dnsperf -c 1 -T 1 -q 100 -t 1 -l %s`, ECS cells add `-E %s`: ECS 10.0.0.0/24). "+
+		"dnsperf runs on CPU 1 (`taskset -c 1 dnsperf -c 1 -T 1 -q 100 -t 1 -l %s`, ECS cells add `-E %s`: ECS 10.0.0.0/24, EDNS cells `-e`: an OPT record without options; the other cells send no OPT record). "+
 		"The targets 127.0.0.21 and 127.0.0.22 are HTTP listeners in the harness on one port (200 `ok` on /healthz), both up during the QPS runs. "+
-		"Every round runs each cell once, in the order below, so that a drift of the machine spreads over all of them; before each run one query checks the answer (NOERROR, aa, an A record; the ECS option echoed). Servers:\n\n",
+		"Every round runs each cell once, in the order below, so that a drift of the machine spreads over all of them; before each run one query checks the answer (NOERROR, aa, an A record; the ECS option echoed, or an OPT record for EDNS). Servers:\n\n",
 		zone, b.opt.duration, ecsOption)
 	for _, name := range b.neededServers() {
 		s, _ := findServer(name)
@@ -110,6 +113,8 @@ func (b *bench) qpsTable(results map[string][]perfResult) string {
 		qname := c.qname
 		if c.ecs {
 			qname += " + ECS"
+		} else if c.edns {
+			qname += " + EDNS"
 		}
 		if e := b.serverErr[c.server]; e != "" {
 			tab.Partial([]string{c.name, qname, "0"}, harness.Truncate(c.server+" did not start: "+e, 300))

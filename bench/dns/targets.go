@@ -52,6 +52,7 @@ type cell struct {
 	server string
 	qname  string // relative to zone
 	ecs    bool   // ECS on every query
+	edns   bool   // an OPT record without options on every query (dnsperf -e)
 	desc   string
 }
 
@@ -61,12 +62,14 @@ var allCells = []cell{
 	{name: "pdns-lua-shared", server: "pdns-shared", qname: "www", desc: "PowerDNS, the same Lua record with `enable-lua-records=shared`"},
 	{name: "haven-static", server: "haven", qname: "static", desc: "haven, `static`: policy all, one target without a check (haven's nearest to a static record)"},
 	{name: "haven-failover", server: "haven", qname: "www", desc: "haven, `www`: policy failover over 127.0.0.21 and 127.0.0.22, both checked by `web` (a health-checked answer)"},
+	{name: "haven-failover-edns", server: "haven", qname: "www", edns: true, desc: "haven, `www` with EDNS but no ECS on every query (an OPT record without options: the baseline of the ECS cell without the option)"},
 	{name: "haven-failover-ecs", server: "haven", qname: "www", ecs: true, desc: "haven, `www` with ECS 10.0.0.0/24 on every query"},
 	{name: "haven-hashed", server: "haven", qname: "hashed", desc: "haven, `hashed`: policy hashed over the same checked targets, hashing the client's address (127.0.0.1)"},
+	{name: "haven-hashed-edns", server: "haven", qname: "hashed", edns: true, desc: "haven, `hashed` with EDNS but no ECS on every query"},
 	{name: "haven-hashed-ecs", server: "haven", qname: "hashed", ecs: true, desc: "haven, `hashed` with ECS 10.0.0.0/24 on every query (answered with scope /24)"},
 }
 
-const defaultCells = "pdns-static,pdns-lua,pdns-lua-shared,haven-static,haven-failover,haven-failover-ecs,haven-hashed,haven-hashed-ecs"
+const defaultCells = "pdns-static,pdns-lua,pdns-lua-shared,haven-static,haven-failover,haven-failover-edns,haven-failover-ecs,haven-hashed,haven-hashed-edns,haven-hashed-ecs"
 
 func findCell(name string) (cell, bool) {
 	for _, c := range allCells {
