@@ -18,6 +18,7 @@ import (
 
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/coord"
+	"github.com/haven-ha/haven/internal/pg"
 	"github.com/haven-ha/haven/internal/vip"
 	"github.com/haven-ha/haven/internal/web"
 )
@@ -364,16 +365,22 @@ func (c *coordination) publish(ctx context.Context) {
 		return
 	}
 	c.wg.Go(func() {
-		// Publish the node's health: each balancer is up when it is ready.
+		// Publish the node's state, which traffic targets may follow
+		// (traffic.records.*.targets[].follows): each balancer is up when
+		// it is ready, each floating address when this node holds it, the
+		// database when this node is its serving primary.
 		t := time.NewTicker(time.Second)
 		defer t.Stop()
 		for {
 			for _, st := range c.a.Balancers() {
-				state := coord.CheckUp
-				if b, err := c.a.balancer(st.Name); err != nil || b.Ready() != nil {
-					state = coord.CheckDown
-				}
-				p.SetCheck("balancer "+st.Name, state)
+				b, err := c.a.balancer(st.Name)
+				p.SetCheck(coord.BalancerState(st.Name), upDown(err == nil && b.Ready() == nil))
+			}
+			for _, r := range c.vips {
+				p.SetCheck(coord.VIPState(r.balancer), upDown(r.mgr != nil && r.mgr.Status().State == vip.StateHolder))
+			}
+			if c.db != nil {
+				p.SetCheck(coord.DatabaseState, upDown(c.servesPrimary()))
 			}
 			select {
 			case <-t.C:
@@ -385,6 +392,23 @@ func (c *coordination) publish(ctx context.Context) {
 	if err := p.Run(ctx); err != nil {
 		c.a.log.Error("membership", "err", err)
 	}
+}
+
+func upDown(up bool) string {
+	if up {
+		return coord.CheckUp
+	}
+	return coord.CheckDown
+}
+
+// servesPrimary reports whether this node holds the database's primary
+// record and its postgres runs as the primary.
+func (c *coordination) servesPrimary() bool {
+	k := c.db.keeper.Load()
+	if k == nil || !k.Owner().Status().Acting {
+		return false
+	}
+	return k.Members()[c.a.opt.Node].Role == pg.RolePrimary
 }
 
 func (c *coordination) roles() []string {

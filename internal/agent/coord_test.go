@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/haven-ha/haven/internal/coord"
 	"github.com/haven-ha/haven/internal/coord/coordtest"
 )
 
@@ -75,6 +76,10 @@ func TestAgentWithExternalEtcd(t *testing.T) {
 	if me := st.Members["lb1"]; me.Node != "lb1" || me.Zone != "a" || me.Version != "v0.0.0-test" {
 		t.Errorf("published membership %+v, want node lb1, zone a, version v0.0.0-test", me)
 	}
+	// Its balancer's state, which traffic targets may follow.
+	e.waitCoordination("lb1 has not published balancer web as up", func(s CoordinationStatus) bool {
+		return s.Members["lb1"].Checks[coord.BalancerState("web")] == coord.CheckUp
+	})
 
 	stopEtcd()
 	e.waitCoordination("the dead endpoint is still reported healthy", func(s CoordinationStatus) bool {

@@ -449,7 +449,11 @@ type Target struct {
 	Address string `yaml:"address"`
 	CNAME   string `yaml:"cname"`
 	Check   string `yaml:"check"`
-	Weight  int    `yaml:"weight"`
+	// Follows takes the target's health from haven's own state in etcd
+	// instead of a check: a region's balancer, floating address or
+	// database primary.
+	Follows *Follows `yaml:"follows"`
+	Weight  int      `yaml:"weight"`
 	// Subnets are the clients this target serves under the cidr policy,
 	// such as [10.0.0.0/8, 2001:db8::/32].
 	Subnets []string `yaml:"subnets"`
@@ -457,6 +461,20 @@ type Target struct {
 	// AS, EU, NA, OC, SA) are the clients it serves under the geo policy.
 	Countries  []string `yaml:"countries"`
 	Continents []string `yaml:"continents"`
+}
+
+// Follows is haven state a traffic target follows. Exactly one of
+// Balancer, VIP and Database is set.
+type Follows struct {
+	// Balancer: up while a node runs this balancer ready (listening, with
+	// a usable backend).
+	Balancer string `yaml:"balancer"`
+	// VIP: up while a node holds this balancer's floating address.
+	VIP string `yaml:"vip"`
+	// Database: up while a node serves as the database's primary.
+	Database bool `yaml:"database"`
+	// Region counts only that region's nodes (default: any node).
+	Region string `yaml:"region"`
 }
 
 // Objectives are the recovery objectives drills measure against.

@@ -728,6 +728,34 @@ func (v *validator) targetAnswer(tg *Target, path, policy string) {
 	}
 }
 
+// follows checks the haven state a target follows.
+func (v *validator) follows(tg *Target, path string) {
+	f, path := tg.Follows, path+".follows"
+	set := 0
+	for _, given := range []bool{f.Balancer != "", f.VIP != "", f.Database} {
+		if given {
+			set++
+		}
+	}
+	switch {
+	case set != 1:
+		v.errorf(path, "give exactly one of balancer, vip or database, such as follows: {balancer: web, region: east}")
+	case tg.Check != "":
+		v.errorf(path, "a target takes its health from a check or from follows, not both")
+	case v.cfg.Coordination == nil:
+		v.errorf(path, "follows reads haven's state from etcd: it needs the coordination section")
+	case f.Balancer != "" && v.cfg.Balancers[f.Balancer] == nil:
+		v.errorf(path+".balancer", "%s", undefined("balancer", f.Balancer, sortedKeys(v.cfg.Balancers)))
+	case f.VIP != "" && (v.cfg.Balancers[f.VIP] == nil || v.cfg.Balancers[f.VIP].VIP == nil):
+		v.errorf(path+".vip", "%q is not a balancer with a vip section", f.VIP)
+	case f.Database && v.cfg.Database == nil:
+		v.errorf(path+".database", "there is no database section")
+	}
+	if f.Region != "" && v.cfg.Regions[f.Region] == nil {
+		v.errorf(path+".region", "%s", undefined("region", f.Region, sortedKeys(v.cfg.Regions)))
+	}
+}
+
 // geoTarget checks a target's countries and continents.
 func (v *validator) geoTarget(tg *Target, path, policy string) {
 	for j, c := range tg.Countries {
@@ -807,6 +835,9 @@ func (v *validator) record(rec *Record, path string) {
 		}
 		names[tg.Name] = true
 		v.targetAnswer(tg, tpath, rec.Policy)
+		if tg.Follows != nil {
+			v.follows(tg, tpath)
+		}
 		if tg.Check != "" {
 			v.checkRef(tpath+".check", tg.Check)
 			if ch := v.cfg.Checks[tg.Check]; ch != nil && ch.ICMP != nil && tg.CNAME != "" {

@@ -35,6 +35,17 @@ const (
 	revokeTimeout = 2 * time.Second
 )
 
+// The names, in MemberInfo.Checks, of the states an agent publishes about
+// its roles, which traffic targets may follow.
+const DatabaseState = "database" // up on the serving primary
+
+// BalancerState is up on a node whose balancer name is ready (listening,
+// with a usable backend).
+func BalancerState(name string) string { return "balancer " + name }
+
+// VIPState is up on the node that holds balancer name's floating address.
+func VIPState(name string) string { return "vip " + name }
+
 // MemberInfo is what an agent publishes about itself.
 type MemberInfo struct {
 	Node    string   `json:"node"`

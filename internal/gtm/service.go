@@ -19,6 +19,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/haven-ha/haven/internal/config"
+	"github.com/haven-ha/haven/internal/coord"
 	"github.com/haven-ha/haven/internal/health"
 )
 
@@ -46,6 +47,9 @@ type Service struct {
 	running context.Context
 	wg      sync.WaitGroup
 	local   map[string]bool // this instance's verdicts, by viewKey
+	// members is haven's state as the agents last published it, for the
+	// targets that follow it (nil until first read).
+	members map[string]coord.MemberInfo
 	// answered is what the server answers for each target; differing
 	// marks since when the verdict has differed from it (for the
 	// failover and failback delays); drained holds an operator's drains
@@ -61,6 +65,7 @@ type Service struct {
 type targetMonitor struct {
 	name, target string // as SetHealth takes them
 	mon          *health.Monitor
+	follows      *config.Follows // instead of mon: haven's state in etcd
 }
 
 // ServiceOptions are what a Service needs besides the configuration.
@@ -117,6 +122,10 @@ func NewService(cfg *config.Config, node string, opt ServiceOptions) (*Service, 
 		s.Close()
 		return nil, err
 	}
+	if s.following() && opt.Etcd == nil {
+		s.Close()
+		return nil, fmt.Errorf("gtm: a target follows haven's state, which is in etcd: configure coordination")
+	}
 	return s, nil
 }
 
@@ -135,6 +144,7 @@ type pending struct {
 	rel, target string
 	check       *config.Check // nil: not checked
 	addr        string        // the target's address, or its CNAME's name
+	follows     *config.Follows
 }
 
 // planFrom reads the traffic section.
@@ -186,7 +196,7 @@ func planFrom(cfg *config.Config) (plan, error) {
 					return p, fmt.Errorf("gtm: %s target %s: no check %q", rel, tg.Name, tg.Check)
 				}
 			}
-			p.checks = append(p.checks, pending{rel, tg.Name, ch, probeAt})
+			p.checks = append(p.checks, pending{rel, tg.Name, ch, probeAt, tg.Follows})
 		}
 		p.zone.Names[rel] = n
 	}
@@ -245,7 +255,7 @@ func (s *Service) wire(checks []pending) (start, stop []*probe, err error) {
 	probes := map[probeKey]*probe{}
 	var monitors []*targetMonitor
 	for _, p := range checks {
-		tm := &targetMonitor{name: p.rel, target: p.target}
+		tm := &targetMonitor{name: p.rel, target: p.target, follows: p.follows}
 		monitors = append(monitors, tm)
 		if p.check == nil {
 			continue // always up; only a drain takes it out
@@ -492,6 +502,7 @@ func (s *Service) Run(ctx context.Context, udp net.PacketConn, tcp net.Listener)
 	s.mu.Unlock()
 	if s.views != nil {
 		s.wg.Go(func() { s.views.run(monCtx, s.etcd) })
+		s.wg.Go(func() { s.watchState(monCtx) })
 	}
 	s.waitFirstVerdicts(ctx)
 	return s.srv.Serve(ctx, udp, tcp)
@@ -520,6 +531,9 @@ func (s *Service) waitFirstVerdicts(ctx context.Context) {
 			if !pr.applied {
 				pending++
 			}
+		}
+		if s.following() && s.members == nil {
+			pending++ // haven's state not read yet
 		}
 		s.mu.Unlock()
 		if pending == 0 {
@@ -558,6 +572,9 @@ type TargetStatus struct {
 	Up      bool   `json:"up"`
 	// Health is the check's state; nil for a target without a check.
 	Health *health.Status `json:"health,omitempty"`
+	// Follows is the haven state the target follows instead of a check,
+	// such as "balancer web" or "database in east".
+	Follows string `json:"follows,omitempty"`
 	// DrainedUntil is when an operator's drain ends (zero: not drained).
 	DrainedUntil time.Time `json:"drained_until,omitzero"`
 }
@@ -565,10 +582,17 @@ type TargetStatus struct {
 // Status reports every managed name.
 func (s *Service) Status() Status {
 	mons := map[[2]string]*health.Monitor{}
+	follows := map[[2]string]string{}
 	s.mu.Lock()
 	for _, tm := range s.monitors {
 		if tm.mon != nil {
 			mons[[2]string{tm.name, tm.target}] = tm.mon
+		}
+		if f := tm.follows; f != nil {
+			follows[[2]string{tm.name, tm.target}] = stateKey(f)
+			if f.Region != "" {
+				follows[[2]string{tm.name, tm.target}] += " in " + f.Region
+			}
 		}
 	}
 	drained := maps.Clone(s.drained)
@@ -584,6 +608,7 @@ func (s *Service) Status() Status {
 				ns.Targets[i].Health = &h
 			}
 			ns.Targets[i].DrainedUntil = drained[viewKey(ns.rel, tg.Name)]
+			ns.Targets[i].Follows = follows[[2]string{ns.rel, tg.Name}]
 		}
 		st.Names = append(st.Names, ns.NameStatus)
 	}
@@ -652,6 +677,7 @@ func (s *Service) Reload(cfg *config.Config) (restart []string, err error) {
 	for _, m := range []map[string]time.Time{s.differing, s.drained} {
 		maps.DeleteFunc(m, func(k string, _ time.Time) bool { return !keep[k] })
 	}
+	s.followVerdicts()
 	// A kept monitor's verdict applies to the targets that now follow it.
 	for _, pr := range s.probes {
 		if st := pr.mon.State(); st != health.Unknown {

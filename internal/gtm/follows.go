@@ -1,0 +1,107 @@
+package gtm
+
+import (
+	"context"
+	"maps"
+	"time"
+
+	"github.com/haven-ha/haven/internal/config"
+	"github.com/haven-ha/haven/internal/coord"
+)
+
+// stateKey is the name, among an agent's published states, of what f
+// follows.
+func stateKey(f *config.Follows) string {
+	switch {
+	case f.Balancer != "":
+		return coord.BalancerState(f.Balancer)
+	case f.VIP != "":
+		return coord.VIPState(f.VIP)
+	}
+	return coord.DatabaseState
+}
+
+// followed reports whether some agent (of f's region, if it names one)
+// publishes the state f follows as up. An agent that dies leaves the
+// member list when its entry's lease expires (coord.DefaultMemberTTL).
+func followed(f *config.Follows, members map[string]coord.MemberInfo) bool {
+	key := stateKey(f)
+	for _, m := range members {
+		if (f.Region == "" || m.Region == f.Region) && m.Checks[key] == coord.CheckUp {
+			return true
+		}
+	}
+	return false
+}
+
+// watchState feeds the targets that follow haven's state from the
+// agents' member entries in etcd, until ctx ends.
+func (s *Service) watchState(ctx context.Context) {
+	for ctx.Err() == nil {
+		cli := s.etcd()
+		if cli == nil {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			continue
+		}
+		err := coord.WatchMembers(ctx, cli, s.opt.Cluster, s.setMembers)
+		if err != nil && ctx.Err() == nil {
+			s.log.Warn("watching haven's state for followed targets", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}
+}
+
+// setMembers takes a snapshot of the agents' states and applies the
+// verdicts of the targets that follow them.
+func (s *Service) setMembers(members map[string]coord.MemberInfo) {
+	s.mu.Lock()
+	s.members = members
+	changed := s.followVerdicts()
+	local := maps.Clone(s.local)
+	s.mu.Unlock()
+	if !changed {
+		return
+	}
+	if s.views != nil {
+		s.views.publish(local)
+	}
+	s.apply()
+}
+
+// followVerdicts sets the local verdict of every following target from
+// s.members, logging changes, and reports whether any changed. s.mu is
+// held.
+func (s *Service) followVerdicts() (changed bool) {
+	if s.members == nil {
+		return false
+	}
+	for _, tm := range s.monitors {
+		if tm.follows == nil {
+			continue
+		}
+		key, up := viewKey(tm.name, tm.target), followed(tm.follows, s.members)
+		if was, ok := s.local[key]; ok && was == up {
+			continue
+		}
+		s.local[key], changed = up, true
+		s.log.Info("followed state changed", "name", tm.name, "target", tm.target, "follows", stateKey(tm.follows), "region", tm.follows.Region, "up", up)
+	}
+	return changed
+}
+
+// following reports whether any target follows haven's state. s.mu is held.
+func (s *Service) following() bool {
+	for _, tm := range s.monitors {
+		if tm.follows != nil {
+			return true
+		}
+	}
+	return false
+}

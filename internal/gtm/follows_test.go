@@ -1,0 +1,76 @@
+package gtm
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"testing"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/haven-ha/haven/internal/config"
+	"github.com/haven-ha/haven/internal/coord"
+)
+
+// A target that follows haven's state is up while an agent of its region
+// publishes that state up: the name fails over when east's balancer stops
+// being ready or east's agent disappears, and back when it returns.
+func TestFollows(t *testing.T) {
+	cli, _ := startEtcd(t)
+	publish := func(node, region, state string) {
+		t.Helper()
+		b, _ := json.Marshal(coord.MemberInfo{Node: node, Region: region, Checks: map[string]string{coord.BalancerState("web"): state}})
+		if _, err := cli.Put(context.Background(), coord.MembersPrefix("t")+node, string(b)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publish("lb-east", "east", coord.CheckUp)
+	publish("lb-west", "west", coord.CheckUp)
+
+	cfg := quorumConfig(1)
+	cfg.Traffic.Nameservers, cfg.Traffic.Listen = []string{"n1"}, "127.0.0.1:0"
+	cfg.Traffic.Records["www"].Targets = []*config.Target{
+		{Name: "east", Address: "127.0.0.2", Follows: &config.Follows{Balancer: "web", Region: "east"}},
+		{Name: "west", Address: "127.0.0.3", Follows: &config.Follows{Balancer: "web", Region: "west"}}}
+	svc, err := NewService(cfg, "n1", ServiceOptions{Cluster: "t", Etcd: func() *clientv3.Client { return cli }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	udp, tcp, err := svc.Listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx, udp, tcp) }()
+	t.Cleanup(func() { cancel(); <-done; svc.Close() })
+
+	waitUntil(t, "east answered", func() bool { return slices.Equal(answers(svc), eastAnswer) })
+	if f := svc.Status().Names[0].Targets[0].Follows; f != "balancer web in east" {
+		t.Errorf("status says east follows %q", f)
+	}
+	publish("lb-east", "east", coord.CheckDown)
+	waitUntil(t, "east's balancer not ready: west", func() bool { return slices.Equal(answers(svc), westAnswer) })
+	publish("lb-east", "east", coord.CheckUp)
+	waitUntil(t, "east ready again", func() bool { return slices.Equal(answers(svc), eastAnswer) })
+	if _, err := cli.Delete(context.Background(), coord.MembersPrefix("t")+"lb-east"); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "east's agent gone: west", func() bool { return slices.Equal(answers(svc), westAnswer) })
+	// A west node publishing east's state does not count for east.
+	publish("lb-west", "west", coord.CheckUp)
+	if got := answers(svc); !slices.Equal(got, westAnswer) {
+		t.Errorf("east's state from a west node: %v", got)
+	}
+
+	cfg.Traffic.Records["www"].Targets[0].Follows.Region = "west"
+	if _, err := svc.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "east now follows west's balancer, which is ready", func() bool { return slices.Equal(answers(svc), eastAnswer) })
+
+	cfg.Coordination = nil
+	if _, err := NewService(cfg, "n1", ServiceOptions{}); err == nil {
+		t.Error("NewService accepted a followed target without etcd")
+	}
+}
