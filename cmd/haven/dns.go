@@ -1,16 +1,26 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net/url"
+	"os"
+	"os/signal"
+	"slices"
+	"syscall"
 	"time"
+
+	"github.com/haven-ha/haven/internal/config"
+	"github.com/haven-ha/haven/internal/gtm"
 )
 
 const dnsUsage = `usage: haven dns ACTION [NAME TARGET] [flags]
 
 actions:
+  serve -n NODE                 run NODE's traffic manager alone in the foreground, on its own
+                                checks (no agent, no etcd; SIGHUP reloads; for trying a zone)
   drain NAME TARGET [--for D]   take TARGET out of NAME's answers on every name server (default for 1h)
   enable NAME TARGET            end the drain
   status                        what every managed name answers now, as each name server says
@@ -24,10 +34,14 @@ func runDNS(args []string, stdout, stderr io.Writer) error {
 	fs.Usage = func() { fmt.Fprint(stderr, dnsUsage); fs.PrintDefaults() }
 	cfgPath := fs.String("c", "haven.yaml", "configuration file")
 	dur := fs.Duration("for", time.Hour, "drain: how long the target stays out")
+	node := fs.String("n", "", "serve: the node whose traffic manager to run (one of traffic.nameservers)")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil || len(pos) == 0 {
 		fs.Usage()
 		return errUsage
+	}
+	if pos[0] == "serve" && len(pos) == 1 {
+		return serveDNS(*cfgPath, *node, stderr)
 	}
 	ac, err := newAdminClient(*cfgPath)
 	if err != nil {
@@ -67,4 +81,53 @@ func runDNS(args []string, stdout, stderr io.Writer) error {
 	}
 	fs.Usage()
 	return errUsage
+}
+
+// serveDNS runs one node's traffic manager in the foreground: the same
+// server and checks as the agent's traffic role, standalone (each
+// instance answers by its own checks), until SIGINT or SIGTERM.
+func serveDNS(cfgPath, node string, stderr io.Writer) error {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		return err
+	}
+	if cfg.Traffic == nil || !slices.Contains(cfg.Traffic.Nameservers, node) {
+		return fmt.Errorf("dns serve: -n NODE must be one of traffic.nameservers in %s, not %q", cfgPath, node)
+	}
+	log := newLogger(stderr, "info", false).With("node", node)
+	svc, err := gtm.NewService(cfg, node, gtm.ServiceOptions{Logger: log})
+	if err != nil {
+		return err
+	}
+	defer svc.Close()
+	udp, tcp, err := svc.Listen()
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	go func() {
+		for {
+			select {
+			case <-hup:
+				cfg, err := config.Load(cfgPath)
+				if err == nil {
+					var restart []string
+					if restart, err = svc.Reload(cfg); len(restart) > 0 {
+						log.Warn("reload: these changes take effect when haven dns restarts", "changed", restart)
+					}
+				}
+				if err != nil {
+					log.Error("reload rejected: the running configuration stays", "err", err)
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	log.Info("haven dns serving", "zone", cfg.Traffic.Zone, "listen", udp.LocalAddr().String())
+	return svc.Run(ctx, udp, tcp)
 }
