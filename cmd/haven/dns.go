@@ -109,25 +109,18 @@ func serveDNS(cfgPath, node string, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	go func() {
-		for {
-			select {
-			case <-hup:
-				cfg, err := config.Load(cfgPath)
-				if err == nil {
-					var restart []string
-					if restart, err = svc.Reload(cfg); len(restart) > 0 {
-						log.Warn("reload: these changes take effect when haven dns restarts", "changed", restart)
-					}
-				}
-				if err != nil {
-					log.Error("reload rejected: the running configuration stays", "err", err)
-				}
-			case <-ctx.Done():
-				return
+	go onSignal(ctx, hup, func() {
+		cfg, err := config.Load(cfgPath)
+		if err == nil {
+			var restart []string
+			if restart, err = svc.Reload(cfg); len(restart) > 0 {
+				log.Warn("reload: these changes take effect when haven dns restarts", "changed", restart)
 			}
 		}
-	}()
+		if err != nil {
+			log.Error("reload rejected: the running configuration stays", "err", err)
+		}
+	})
 	log.Info("haven dns serving", "zone", cfg.Traffic.Zone, "listen", udp.LocalAddr().String())
 	return svc.Run(ctx, udp, tcp)
 }

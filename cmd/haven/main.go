@@ -162,19 +162,24 @@ func runAgent(args []string, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	go func() {
-		for {
-			select {
-			case <-hup:
-				log.Info("SIGHUP: reloading configuration")
-				a.Reload() // logs its own outcome; a bad file keeps the running config
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
+	go onSignal(ctx, hup, func() {
+		log.Info("SIGHUP: reloading configuration")
+		a.Reload() // logs its own outcome; a bad file keeps the running config
+	})
 	log.Info("haven agent starting", "version", buildVersion(), "config", *cfgPath, "node", *node, "pid", os.Getpid())
 	return a.Run(ctx)
+}
+
+// onSignal calls fn for every signal on sig until ctx ends.
+func onSignal(ctx context.Context, sig <-chan os.Signal, fn func()) {
+	for {
+		select {
+		case <-sig:
+			fn()
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 func runCheck(args []string, stdout, stderr io.Writer) int {

@@ -36,14 +36,7 @@ func TestFollows(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	udp, tcp, err := svc.Listen()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx, udp, tcp) }()
-	t.Cleanup(func() { cancel(); <-done; svc.Close() })
+	runService(t, svc)
 
 	waitUntil(t, "east answered", func() bool { return slices.Equal(answers(svc), eastAnswer) })
 	if f := svc.Status().Names[0].Targets[0].Follows; f != "balancer web in east" {

@@ -111,14 +111,7 @@ func TestInstancesAgree(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		udp, tcp, err := svc.Listen()
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- svc.Run(ctx, udp, tcp) }()
-		t.Cleanup(func() { cancel(); <-done; svc.Close() })
+		runService(t, svc)
 		svcs[n] = svc
 	}
 	expect := func(step string, want map[string]string, mode ViewMode) {

@@ -55,6 +55,13 @@ func startService(t *testing.T, port int, failover, failback time.Duration) *Ser
 	if err != nil {
 		t.Fatal(err)
 	}
+	runService(t, svc)
+	return svc
+}
+
+// runService answers with svc until the test ends.
+func runService(t *testing.T, svc *Service) {
+	t.Helper()
 	udp, tcp, err := svc.Listen()
 	if err != nil {
 		t.Fatal(err)
@@ -63,7 +70,6 @@ func startService(t *testing.T, port int, failover, failback time.Duration) *Ser
 	done := make(chan error, 1)
 	go func() { done <- svc.Run(ctx, udp, tcp) }()
 	t.Cleanup(func() { cancel(); <-done; svc.Close() })
-	return svc
 }
 
 func answers(s *Service) []string { return s.Status().Names[0].Answers }
@@ -167,14 +173,7 @@ func TestNamesShareAMonitor(t *testing.T) {
 	if len(svc.probes) != 1 {
 		t.Fatalf("%d monitors for one check of one address, want 1", len(svc.probes))
 	}
-	udp, tcp, err := svc.Listen()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx, udp, tcp) }()
-	t.Cleanup(func() { cancel(); <-done; svc.Close() })
+	runService(t, svc)
 	both := func() (api, www []string) {
 		st := svc.Status()
 		return st.Names[0].Answers, st.Names[1].Answers // sorted: api, www
