@@ -93,9 +93,6 @@ func newPicker(policy Policy, name string, targets []Target, ttl time.Duration) 
 	return p
 }
 
-// has reports whether the name has answers of type qtype.
-func (p *picker) has(qtype uint16) bool { return len(p.byType[qtype]) > 0 }
-
 // choose returns the answer for c, and the ECS scope it is valid for (0:
 // any client).
 func (p *picker) choose(qtype uint16, c client) ([]dns.RR, int) {
