@@ -69,17 +69,35 @@ func FuzzUDPAnswer(f *testing.F) {
 	})
 }
 
-// TestClientSubnetEcho checks the UDP path's ECS answers with dig: the
-// subnet echoed as sent, with the scope the policy used.
+// TestClientSubnetEcho checks every policy's ECS answers with dig, through
+// the UDP path: the subnet echoed as sent, with the scope the policy used
+// (0 when the answer does not depend on the client).
 func TestClientSubnetEcho(t *testing.T) {
-	_, addr := startServer(t, testZone())
+	z := policyZone()
+	db, err := OpenGeoDB(writeGeoDB(t, map[string][2]string{"198.19.0.0/17": {"DE", "EU"}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	z.Geo = db
+	z.Names["g"] = Name{Policy: Geo, Targets: []Target{
+		{Name: "us", Addr: netip.MustParseAddr("198.18.1.100"), Countries: []string{"US"}},
+		{Name: "de", Addr: netip.MustParseAddr("198.18.2.100"), Countries: []string{"DE"}}}}
+	z.Names["all"] = Name{Policy: All, Targets: []Target{{Name: "a", Addr: netip.MustParseAddr("198.18.1.1")}}}
+	_, addr := startServer(t, z)
 	dig := digAt(t, addr)
 	for _, c := range []struct{ name, subnet, want string }{
-		{"www." + origin, "198.18.7.0/24", "198.18.7.0/24/0"},
-		{"www." + origin, "2001:db8:1:200::/56", "2001:db8:1:200::/56/0"},
-		{"www." + origin, "0.0.0.0/0", "0.0.0.0/0/0"},
+		{"f", "198.18.7.0/24", "198.18.7.0/24/0"},             // failover: any client
+		{"f", "2001:db8:1:200::/56", "2001:db8:1:200::/56/0"}, // over IPv6
+		{"f", "0.0.0.0/0", "0.0.0.0/0/0"},
+		{"all", "198.18.7.0/24", "198.18.7.0/24/0"},
+		{"w", "198.18.7.0/24", "198.18.7.0/24/0"},              // weighted: any client
+		{"h", "198.18.7.0/24", "198.18.7.0/24/24"},             // hashed: the subnet it hashed
+		{"h", "2001:db8:1:200::/56", "2001:db8:1:200::/56/56"}, // at most /56
+		{"c", "10.1.2.0/24", "10.1.2.0/24/16"},                 // cidr: the longest configured subnet
+		{"g", "198.19.4.0/24", "198.19.4.0/24/17"},             // geo: the database network
 	} {
-		out := dig("+subnet="+c.subnet, "+nsid", c.name, "A")
+		out := dig("+subnet="+c.subnet, "+nsid", c.name+"."+origin, "A")
 		if !bytes.Contains([]byte(out), []byte("CLIENT-SUBNET: "+c.want)) || !bytes.Contains([]byte(out), []byte(`NSID: 6c 62 31 ("lb1")`)) {
 			t.Errorf("dig +subnet=%s %s: want CLIENT-SUBNET: %s and NSID lb1 in\n%s", c.subnet, c.name, c.want, out)
 		}
