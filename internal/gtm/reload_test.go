@@ -58,6 +58,13 @@ func TestReload(t *testing.T) {
 	}
 	site.up.Store(true)
 	waitUntil(t, "east back, seen by the new monitor", func() bool { return slices.Equal(svc.Status().Names[1].Answers, eastAnswer) })
+	// east moves to an address where nothing answers: it stays answered
+	// as it was until its new check's first verdict, then leaves.
+	cfg.Traffic.Records["www"].Targets[0].Address = "127.0.0.7"
+	if _, err := svc.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "east at its new, dead address: north", func() bool { return slices.Equal(svc.Status().Names[1].Answers, []string{"127.0.0.4"}) })
 	cfg.Traffic.Listen = "127.0.0.1:1"
 	if restart, err := svc.Reload(cfg); err != nil || !slices.Equal(restart, []string{"traffic.listen"}) {
 		t.Errorf("a new listener: %v %v, want it reported as needing a restart", restart, err)

@@ -678,6 +678,14 @@ func (s *Service) Reload(cfg *config.Config) (restart []string, err error) {
 		maps.DeleteFunc(m, func(k string, _ time.Time) bool { return !keep[k] })
 	}
 	s.followVerdicts()
+	// A new monitor has no verdict yet: its targets keep what they are
+	// answered as until it has one, not the verdict of a check or address
+	// they no longer have.
+	for _, pr := range start {
+		for _, tm := range pr.users {
+			delete(s.local, viewKey(tm.name, tm.target))
+		}
+	}
 	// A kept monitor's verdict applies to the targets that now follow it.
 	for _, pr := range s.probes {
 		if st := pr.mon.State(); st != health.Unknown {
