@@ -196,7 +196,12 @@ func planFrom(cfg *config.Config) (plan, error) {
 					return p, fmt.Errorf("gtm: %s target %s: no check %q", rel, tg.Name, tg.Check)
 				}
 			}
-			p.checks = append(p.checks, pending{rel, tg.Name, ch, probeAt, tg.Follows})
+			var follows *config.Follows
+			if tg.Follows != nil {
+				f := *tg.Follows // a copy: the caller's config may change under a reload
+				follows = &f
+			}
+			p.checks = append(p.checks, pending{rel, tg.Name, ch, probeAt, follows})
 		}
 		p.zone.Names[rel] = n
 	}
