@@ -41,7 +41,7 @@ func (s *settings) renderHavenConf() []byte {
 	b.WriteString(header)
 	b.WriteString("# Change settings in haven's configuration; postgresql.conf includes this file last.\n")
 	if len(s.userConf) > 0 {
-		b.WriteString("\n# Settings from haven's configuration.\n")
+		b.WriteString("\n# Settings from haven's configuration (and haven's defaults for those it does not set).\n")
 		names := make([]string, 0, len(s.userConf))
 		for name := range s.userConf {
 			names = append(names, name)

@@ -86,12 +86,17 @@ var fixedSettings = []managed{
 	{name: "wal_log_hints", value: "on"},
 	{name: "max_wal_senders", value: "10"},
 	{name: "max_replication_slots", value: "10"},
+	{name: "logging_collector", value: "off"},
+	{name: "log_destination", value: "stderr"},
+}
+
+// defaultSettings are haven's defaults for settings the user may set:
+// written with the user's settings unless Config.Settings names them.
+var defaultSettings = []managed{
 	// A replica whose stream ended (its primary crashed and restarts in
 	// place) tries again this often, not every 5 s: in sync mode commits
 	// on the restarted primary wait for it.
 	{name: "wal_retrieve_retry_interval", value: "250ms"},
-	{name: "logging_collector", value: "off"},
-	{name: "log_destination", value: "stderr"},
 }
 
 // reservedSettings may not be set by the user: haven owns the files they
@@ -251,6 +256,11 @@ func check(cfg Config) (*settings, error) {
 	}, fixedSettings...)
 	if s.userConf, err = checkSettings(cfg.Settings, s.managed); err != nil {
 		return nil, err
+	}
+	for _, d := range defaultSettings {
+		if _, set := s.userConf[d.name]; !set {
+			s.userConf[d.name] = d.value
+		}
 	}
 	return s, nil
 }

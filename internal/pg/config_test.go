@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -191,6 +192,28 @@ func TestQuoteConf(t *testing.T) {
 	} {
 		if got := quoteConf(in); got != want {
 			t.Errorf("quoteConf(%q) = %s; want %s", in, got, want)
+		}
+	}
+}
+
+// haven's defaults apply unless the user sets the setting, which then
+// wins and is written once.
+func TestDefaultSettings(t *testing.T) {
+	for user, want := range map[string]string{"": "'250ms'", "1s": "'1s'"} {
+		cfg := Config{DataDir: t.TempDir() + "/data", Port: 5433, Settings: map[string]string{}}
+		if user != "" {
+			cfg.Settings["WAL_retrieve_retry_interval"] = user
+		}
+		s, err := check(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conf := string(s.renderHavenConf())
+		if n := strings.Count(conf, "wal_retrieve_retry_interval = "); n != 1 || !strings.Contains(conf, "wal_retrieve_retry_interval = "+want) {
+			t.Errorf("settings %v: haven.conf has wal_retrieve_retry_interval %d times, want once = %s:\n%s", cfg.Settings, n, want, conf)
+		}
+		if slices.Contains(ManagedSettings(), "wal_retrieve_retry_interval") {
+			t.Error("ManagedSettings lists a setting the user may set")
 		}
 	}
 }
