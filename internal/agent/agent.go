@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"reflect"
 	"runtime"
 	"slices"
@@ -435,6 +436,7 @@ func (a *Agent) routes() {
 	a.admin.HandleMutating("POST /api/v1/database/switchover", a.withCoordination((*coordination).switchover))
 	a.admin.HandleMutating("POST /api/v1/traffic/{name}/{target}/{action}", a.trafficAction)
 	a.databaseRoutes()
+	a.pprofRoutes()
 	a.admin.HandleMutating("POST /api/v1/reload", func(w http.ResponseWriter, r *http.Request) {
 		if err := a.Reload(); err != nil {
 			web.WriteError(w, http.StatusUnprocessableEntity, err)
@@ -442,6 +444,31 @@ func (a *Agent) routes() {
 		}
 		web.WriteJSON(w, http.StatusOK, map[string]string{"result": "reloaded"})
 	})
+}
+
+// pprofRoutes serves Go's profiler on the admin port while admin.pprof
+// is set (a reload turns it on or off): CPU and heap profiles, goroutines
+// and traces of a running agent, to find where time goes under load. Off
+// loopback it needs the admin token, as a mutating call does: a profile
+// costs CPU and shows the process's internals.
+func (a *Agent) pprofRoutes() {
+	on := func(h http.HandlerFunc) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			a.mu.Lock()
+			enabled := a.cfg.Admin.Pprof
+			a.mu.Unlock()
+			if !enabled {
+				web.WriteError(w, http.StatusNotFound, errors.New("the profiler is off: set admin.pprof: true in haven.yaml and reload"))
+				return
+			}
+			h(w, r)
+		}
+	}
+	a.admin.HandleMutating("GET /debug/pprof/", on(pprof.Index))
+	a.admin.HandleMutating("GET /debug/pprof/cmdline", on(pprof.Cmdline))
+	a.admin.HandleMutating("GET /debug/pprof/profile", on(pprof.Profile))
+	a.admin.HandleMutating("GET /debug/pprof/symbol", on(pprof.Symbol))
+	a.admin.HandleMutating("GET /debug/pprof/trace", on(pprof.Trace))
 }
 
 // withCoordination serves h with the node's coordination, or 503 while the

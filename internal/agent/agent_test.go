@@ -112,13 +112,18 @@ type cluster struct {
 	// traffic is haven.yaml's traffic section, "" for none, and
 	// moreChecks are more entries of its checks section (indented).
 	traffic, moreChecks string
+	// pprof sets admin.pprof.
+	pprof bool
 }
 
 func (c *cluster) yaml() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "cluster: test\n")
-	if c.tokenFile != "" {
-		fmt.Fprintf(&b, "admin: {token_file: %q}\n", c.tokenFile)
+	switch {
+	case c.tokenFile != "":
+		fmt.Fprintf(&b, "admin: {token_file: %q, pprof: %v}\n", c.tokenFile, c.pprof)
+	case c.pprof:
+		fmt.Fprintf(&b, "admin: {pprof: true}\n")
 	}
 	if c.coordination != "" {
 		fmt.Fprintf(&b, "coordination: %s\n", c.coordination)
@@ -917,5 +922,28 @@ balancers:
 	}
 	if got := restartOnly(base, load("198.18.1.100/24", "a, q, b"), "a"); !slices.Equal(got, []string{"coordination"}) {
 		t.Errorf("reordered members reported as %v, want [coordination]", got)
+	}
+}
+
+// Go's profiler answers on the admin port only while admin.pprof is set;
+// a reload turns it on.
+func TestPprof(t *testing.T) {
+	c := &cluster{admin: freeAddr(t), listen: freeAddr(t), backends: []*app{startApp(t, "web1")}}
+	e := newEnv(t, c)
+	e.run()
+	e.waitUp("web1")
+	if r, err := try("GET", e.adminURL("/debug/pprof/")); err != nil || r.status != http.StatusNotFound || !strings.Contains(r.body, "admin.pprof") {
+		t.Errorf("profiler while off: %d %q %v, want 404 saying how to turn it on", r.status, r.body, err)
+	}
+	c.pprof = true
+	writeFile(t, e.path, c.yaml())
+	if err := e.agent.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := try("GET", e.adminURL("/debug/pprof/")); err != nil || r.status != http.StatusOK || !strings.Contains(r.body, "goroutine") {
+		t.Errorf("profiler index: %d %v, want 200 listing the profiles", r.status, err)
+	}
+	if r, err := try("GET", e.adminURL("/debug/pprof/profile?seconds=1")); err != nil || r.status != http.StatusOK || len(r.body) == 0 {
+		t.Errorf("a 1 s CPU profile: %d, %d bytes, %v", r.status, len(r.body), err)
 	}
 }

@@ -33,6 +33,9 @@ type Admin struct {
 	// Port is the admin port used when a node gives no admin address
 	// (default 9900).
 	Port int `yaml:"port"`
+	// Pprof serves Go's profiler under /debug/pprof/ (default off), with
+	// the token like the mutating calls.
+	Pprof bool `yaml:"pprof"`
 }
 
 // Region is a failure domain at the scale of a data centre.
