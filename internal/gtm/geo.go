@@ -46,7 +46,8 @@ func OpenGeoDB(path string) (*GeoDB, error) {
 	return &GeoDB{r: r}, nil
 }
 
-// Close releases the database file.
+// Close releases the database file now. A GeoDB that is dropped without
+// Close is released when it becomes unreachable (the reader's cleanup).
 func (g *GeoDB) Close() error { return g.r.Close() }
 
 // locate returns where addr is, and how many of its leading bits decided

@@ -82,7 +82,7 @@ func (s *Server) Collect(ch chan<- prometheus.Metric) {
 		name := fqdn(rel, z)
 		for _, tg := range n.Targets {
 			v := 0.0
-			if s.up(name, tg.Name) {
+			if s.up(rel, tg.Name) {
 				v = 1
 			}
 			ch <- prometheus.MustNewConstMetric(targetDesc, prometheus.GaugeValue, v, z, name, tg.Name)

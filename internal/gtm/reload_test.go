@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
+
 	"github.com/haven-ha/haven/internal/config"
 )
 
@@ -68,5 +70,26 @@ func TestReload(t *testing.T) {
 	cfg.Traffic.Listen = "127.0.0.1:1"
 	if restart, err := svc.Reload(cfg); err != nil || !slices.Equal(restart, []string{"traffic.listen"}) {
 		t.Errorf("a new listener: %v %v, want it reported as needing a restart", restart, err)
+	}
+}
+
+// A new zone keeps the health of the targets it still has, from the first
+// table it builds: a reload never answers with a dead target, not even
+// until the next verdict.
+func TestSetZoneKeepsHealth(t *testing.T) {
+	s, addr := startServer(t, testZone())
+	s.SetHealth("www", "east", false)
+	z, err := testZone().normalize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.setZone(z)
+	if got := addrs(ask(t, addr, "udp", "www."+origin, dns.TypeA, 0)); !slices.Equal(got, []string{"198.18.2.100"}) {
+		t.Errorf("after setZone: %v, want west (east is down)", got)
+	}
+	delete(z.Names, "www")
+	s.setZone(z)
+	if _, known := s.answered("www", "east"); known {
+		t.Error("the health of a name the zone no longer has was kept")
 	}
 }

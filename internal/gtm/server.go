@@ -30,8 +30,8 @@ type Server struct {
 
 	tsig map[string]string
 
-	mu     sync.Mutex // serializes rebuilds
-	health map[string]map[string]bool
+	mu     sync.Mutex                 // serializes rebuilds
+	health map[string]map[string]bool // by managed name (Names' key), target
 	table  atomic.Pointer[table]
 
 	counters counters
@@ -97,27 +97,35 @@ func (s *Server) setZone(z Zone) {
 
 // up reports a target's health as last set; a target never set is up.
 // It is called with s.mu held (or before the server is shared).
-func (s *Server) up(name, target string) bool {
-	v, ok := s.health[name][target]
+func (s *Server) up(rel, target string) bool {
+	v, ok := s.health[rel][target]
 	return !ok || v
+}
+
+// answered reports what the answers say of target of the managed name
+// rel, and whether SetHealth ever said it.
+func (s *Server) answered(rel, target string) (up, known bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	up, known = s.health[rel][target]
+	return up, known
 }
 
 // SetHealth records whether target of the managed name rel ("www") is up
 // and, if that changes the answers, swaps in a new table.
 func (s *Server) SetHealth(rel, target string, up bool) {
-	name := fqdn(rel, s.zone.Origin)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.health[name] == nil {
-		s.health[name] = map[string]bool{}
+	if s.health[rel] == nil {
+		s.health[rel] = map[string]bool{}
 	}
-	if old, ok := s.health[name][target]; ok && old == up {
+	if old, ok := s.health[rel][target]; ok && old == up {
 		return
 	}
-	s.health[name][target] = up
+	s.health[rel][target] = up
 	s.table.Store(build(s.zone, s.up))
 	s.counters.rebuilds.Add(1)
-	s.log.Info("answers changed", "name", name, "target", target, "up", up)
+	s.log.Info("answers changed", "name", fqdn(rel, s.zone.Origin), "target", target, "up", up)
 }
 
 // transfer answers AXFR (and IXFR, with a whole transfer) over TCP to a
@@ -183,7 +191,7 @@ func (s *Server) names() []relStatus {
 		n, name := s.zone.Names[rel], fqdn(rel, s.zone.Origin)
 		ns := relStatus{rel: rel, NameStatus: NameStatus{Name: name, Policy: n.Policy}}
 		for _, tg := range n.Targets {
-			ns.Targets = append(ns.Targets, TargetStatus{Name: tg.Name, Address: tg.answer(), Up: s.up(name, tg.Name)})
+			ns.Targets = append(ns.Targets, TargetStatus{Name: tg.Name, Address: tg.answer(), Up: s.up(rel, tg.Name)})
 		}
 		if o := t.owners[name]; o != nil {
 			ns.Servfail = o.servfail

@@ -50,11 +50,9 @@ type Service struct {
 	// members is haven's state as the agents last published it, for the
 	// targets that follow it (nil until first read).
 	members map[string]coord.MemberInfo
-	// answered is what the server answers for each target; differing
-	// marks since when the verdict has differed from it (for the
-	// failover and failback delays); drained holds an operator's drains
-	// and when they end.
-	answered  map[string]bool
+	// differing marks since when a target's verdict has differed from
+	// what the server answers (for the failover and failback delays);
+	// drained holds an operator's drains and when they end.
 	differing map[string]time.Time
 	drained   map[string]time.Time
 	delays    map[string][2]time.Duration // by name: failover, failback
@@ -97,7 +95,7 @@ func NewService(cfg *config.Config, node string, opt ServiceOptions) (*Service, 
 		return nil, err
 	}
 	s := &Service{log: opt.Logger.With("component", "gtm"), opt: opt, listen: p.listen, local: map[string]bool{}, etcd: opt.Etcd,
-		answered: map[string]bool{}, differing: map[string]time.Time{}, drained: map[string]time.Time{},
+		differing: map[string]time.Time{}, drained: map[string]time.Time{},
 		delays: p.delays, probes: map[probeKey]*probe{}}
 	if p.geoip != "" {
 		if s.geo, err = OpenGeoDB(p.geoip); err != nil {
@@ -360,7 +358,7 @@ func (s *Service) apply() {
 		key := viewKey(tm.name, tm.target)
 		if until, ok := s.drained[key]; ok {
 			if now.Before(until) {
-				s.setAnswered(tm, false)
+				s.srv.SetHealth(tm.name, tm.target, false)
 				later(until)
 				continue
 			}
@@ -372,16 +370,16 @@ func (s *Service) apply() {
 			// No verdict yet (or no check): answered as up.
 			up = true
 			if tm.mon != nil {
-				if cur, known := s.answered[key]; known && !cur {
-					s.setAnswered(tm, true) // a drain ended before the first verdict
+				if cur, known := s.srv.answered(tm.name, tm.target); known && !cur {
+					s.srv.SetHealth(tm.name, tm.target, true) // a drain ended before the first verdict
 				}
 				continue
 			}
 		}
-		cur, known := s.answered[key]
+		cur, known := s.srv.answered(tm.name, tm.target)
 		if !known || cur == up {
 			delete(s.differing, key)
-			s.setAnswered(tm, up)
+			s.srv.SetHealth(tm.name, tm.target, up)
 			continue
 		}
 		since, ok := s.differing[key]
@@ -395,7 +393,7 @@ func (s *Service) apply() {
 		}
 		if now.Sub(since) >= delay {
 			delete(s.differing, key)
-			s.setAnswered(tm, up)
+			s.srv.SetHealth(tm.name, tm.target, up)
 		} else {
 			later(since.Add(delay))
 		}
@@ -407,12 +405,6 @@ func (s *Service) apply() {
 	if !next.IsZero() {
 		s.timer = time.AfterFunc(time.Until(next)+time.Millisecond, s.apply)
 	}
-}
-
-// setAnswered sets what the server answers for a target.
-func (s *Service) setAnswered(tm *targetMonitor, up bool) {
-	s.answered[viewKey(tm.name, tm.target)] = up
-	s.srv.SetHealth(tm.name, tm.target, up)
 }
 
 // Drain takes a target of the managed name rel out of the answers for d,
@@ -676,9 +668,7 @@ func (s *Service) Reload(cfg *config.Config) (restart []string, err error) {
 	for _, tm := range s.monitors {
 		keep[viewKey(tm.name, tm.target)] = true
 	}
-	for _, m := range []map[string]bool{s.local, s.answered} {
-		maps.DeleteFunc(m, func(k string, _ bool) bool { return !keep[k] })
-	}
+	maps.DeleteFunc(s.local, func(k string, _ bool) bool { return !keep[k] })
 	for _, m := range []map[string]time.Time{s.differing, s.drained} {
 		maps.DeleteFunc(m, func(k string, _ time.Time) bool { return !keep[k] })
 	}
@@ -705,7 +695,8 @@ func (s *Service) Reload(cfg *config.Config) (restart []string, err error) {
 		}
 	}
 	local := maps.Clone(s.local)
-	old := s.geo
+	// The old database is unmapped by its reader's cleanup once no table
+	// (a query in flight) refers to it any more.
 	s.geo = geo
 	s.mu.Unlock()
 	for _, pr := range stop {
@@ -719,10 +710,6 @@ func (s *Service) Reload(cfg *config.Config) (restart []string, err error) {
 		s.views.publish(local)
 	}
 	s.apply()
-	if old != nil {
-		// Queries in flight may still read the old table's database.
-		time.AfterFunc(time.Minute, func() { old.Close() })
-	}
 	if p.listen != s.listen {
 		restart = append(restart, "traffic.listen")
 	}

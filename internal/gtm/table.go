@@ -33,9 +33,9 @@ type owner struct {
 	servfail bool
 }
 
-// Health says whether a target of a managed name is up: name is the
-// absolute name, target the target's name.
-type Health func(name, target string) bool
+// Health says whether a target of a managed name is up: rel is the name
+// as the zone's Names key it ("www"), target the target's name.
+type Health func(rel, target string) bool
 
 // build makes the table of zone z (normalized) under health h.
 func build(z Zone, h Health) *table {
@@ -63,7 +63,7 @@ func build(z Zone, h Health) *table {
 			ttl = defaultNameTTL
 		}
 		o := t.owner(name, ttl)
-		targets, picked := choose(name, n, h)
+		targets, picked := choose(rel, n, h)
 		o.servfail = targets == nil
 		if picked {
 			o.pick = newPicker(n.Policy, name, targets, ttl)
@@ -116,10 +116,10 @@ func parentOf(name string) string {
 // of them). With no healthy target it answers by its AllDown mode: every
 // target (open; the first alone for failover when a CNAME is among them,
 // as a CNAME cannot share its name), none (closed: nil), or its backups.
-func choose(name string, n Name, h Health) (targets []Target, picked bool) {
+func choose(rel string, n Name, h Health) (targets []Target, picked bool) {
 	var up []Target
 	for _, tg := range n.Targets {
-		if h == nil || h(name, tg.Name) {
+		if h == nil || h(rel, tg.Name) {
 			up = append(up, tg)
 		}
 	}
