@@ -119,9 +119,10 @@ func TestAgentRunsTheDatabase(t *testing.T) {
 		t.Errorf("the router's primary pool reached port %d (in recovery: %v), want the primary on %d", serverPort, standby, port)
 	}
 
-	// postgres stops with the agent: nothing listens on its port after,
-	// and the router closed the client's connection rather than holding
-	// the agent's stop.
+	// postgres and the router stop with the agent, and an open client
+	// connection through the router neither holds the stop nor stays
+	// open. (Whether the router or postgres closed it first is not told
+	// apart here: lb's TestSetBackendsShutdownSessions covers the router's part.)
 	if err := e.stop(); err != nil {
 		t.Fatal(err)
 	}
