@@ -22,11 +22,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"path/filepath"
 	"runtime"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/haven-ha/haven/bench/internal/harness"
@@ -104,24 +101,12 @@ func mainErr() int {
 	defer cancel()
 	b := &bench{opt: opt, out: os.Stdout, servers: map[string]*proc{}, serverErr: map[string]string{}}
 
-	// First Ctrl-C: stop and clean up (every wait watches ctx); on a
-	// second, or should that hang, kill everything and leave.
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
-	go func() {
-		<-sigs
-		harness.Logf("interrupted: cleaning up (again to leave at once)")
-		cancel()
-		select {
-		case <-sigs:
-		case <-time.After(20 * time.Second):
-		}
+	harness.OnInterrupt(cancel, 20*time.Second, func() {
 		b.procs.killAll()
 		if b.dir != "" && !opt.keep {
 			os.RemoveAll(b.dir)
 		}
-		os.Exit(130)
-	}()
+	})
 
 	err := b.run(ctx)
 	return harness.ExitCode(ctx, "bench/dns", err)
@@ -222,9 +207,8 @@ func (b *bench) run(ctx context.Context) error {
 		return ctx.Err()
 	}
 	md := b.report(results, cs, changes, changeErrs)
-	fmt.Fprint(b.out, "\n"+md)
-	out := b.outPath()
-	if err := os.WriteFile(out, []byte(md), 0o644); err != nil {
+	out, err := harness.WriteReport(b.out, b.here, b.opt.out, b.opt.quick, md)
+	if err != nil {
 		return err
 	}
 	harness.Logf("wrote %s (dnsperf's output and the daemons' logs in %s)", out, b.rawDir)
@@ -252,15 +236,4 @@ func (b *bench) changeServers() []string {
 		}
 	}
 	return out
-}
-
-func (b *bench) outPath() string {
-	if b.opt.out != "" {
-		return b.opt.out
-	}
-	name := "latest.md"
-	if b.opt.quick {
-		name = "latest-quick.md"
-	}
-	return filepath.Join(b.here, "results", name)
 }

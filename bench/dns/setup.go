@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/haven-ha/haven/bench/internal/harness"
@@ -24,7 +23,7 @@ func (b *bench) setup(ctx context.Context) error {
 	if _, err := exec.LookPath("taskset"); err != nil {
 		return fmt.Errorf("needs taskset (util-linux): %w", err)
 	}
-	if err := b.install(ctx); err != nil {
+	if err := b.opt.install.Ensure(ctx, packages...); err != nil { // dnsperf: every cell
 		return err
 	}
 	if b.wants("haven") {
@@ -71,30 +70,6 @@ func (b *bench) neededServers() []string {
 		}
 	}
 	return out
-}
-
-// install runs apt-get update once and apt-get install -y for the
-// packages that are missing (all of them with -install always). dnsperf
-// is needed by every cell.
-func (b *bench) install(ctx context.Context) error {
-	missing := harness.Missing(packages...)
-	if !b.opt.install.RunApt(len(missing)) {
-		if len(missing) > 0 {
-			return fmt.Errorf("%s not installed and -install is never", strings.Join(missing, ", "))
-		}
-		return nil
-	}
-	if os.Geteuid() != 0 {
-		return fmt.Errorf("run as root to install %s", strings.Join(missing, ", "))
-	}
-	if err := harness.AptUpdate(ctx); err != nil {
-		return err
-	}
-	args := slices.Clone(packages)
-	if b.opt.install == harness.Always {
-		args = append(args, "--reinstall")
-	}
-	return harness.AptInstall(ctx, args...)
 }
 
 // describeVersions records the version of every tool in the run.

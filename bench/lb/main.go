@@ -19,7 +19,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -144,17 +143,9 @@ func mainErr() int {
 
 	// First Ctrl-C: stop politely (every wait below watches ctx). Second:
 	// kill every process group at once and leave.
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
-	go func() {
-		<-sigs
-		harness.Logf("interrupted: stopping (again to kill at once)")
-		cancel()
-		<-sigs
-		// The temporary directory stays; the next run removes it (harness.NewDirs).
-		b.sv.killAll()
-		os.Exit(130)
-	}()
+	// The temporary directory stays after a second Ctrl-C; the next run
+	// removes it (harness.NewDirs).
+	harness.OnInterrupt(cancel, 0, b.sv.killAll)
 
 	return harness.ExitCode(ctx, "bench/lb", b.run(ctx))
 }
@@ -241,9 +232,8 @@ func (b *bench) run(ctx context.Context) (err error) {
 		return ctx.Err()
 	}
 	md := header + strings.Join(sections, "\n")
-	fmt.Fprint(b.out, "\n"+md)
-	out := b.outPath()
-	if err := os.WriteFile(out, []byte(md), 0o644); err != nil {
+	out, err := harness.WriteReport(b.out, b.here, b.outPath(), b.opt.quick, md)
+	if err != nil {
 		return err
 	}
 	harness.Logf("wrote %s (raw output in %s)", out, b.rawDir)

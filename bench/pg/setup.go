@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -68,27 +67,7 @@ func (b *bench) install(ctx context.Context) error {
 	if len(need) == 0 {
 		return nil
 	}
-	missing := harness.Missing(need...)
-	if !b.opt.install.RunApt(len(missing)) {
-		if len(missing) > 0 {
-			return fmt.Errorf("%s not installed and -install is never", strings.Join(missing, ", "))
-		}
-		return nil
-	}
-	if err := harness.AptUpdate(ctx); err != nil {
-		return err
-	}
-	args := missing
-	if b.opt.install == harness.Always {
-		args = append([]string{"--reinstall"}, need...)
-	}
-	if err := harness.AptInstall(ctx, args...); err != nil {
-		return err
-	}
-	if m := harness.Missing(need...); len(m) > 0 {
-		return errors.New("still not installed after apt-get: " + strings.Join(m, ", "))
-	}
-	return nil
+	return b.opt.install.Ensure(ctx, need...)
 }
 
 // buildHaven builds the agent from the working tree. A failure is not fatal:

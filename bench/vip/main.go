@@ -21,12 +21,9 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/haven-ha/haven/bench/internal/harness"
@@ -132,22 +129,12 @@ func mainErr() int {
 	// First Ctrl-C: stop at once and clean up (every wait watches ctx);
 	// should that hang, or on a second Ctrl-C, remove the network and
 	// leave.
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
-	go func() {
-		<-sigs
-		harness.Logf("interrupted: cleaning up (again to leave at once)")
-		cancel()
-		select {
-		case <-sigs:
-		case <-time.After(20 * time.Second):
-		}
+	harness.OnInterrupt(cancel, 20*time.Second, func() {
 		b.closeNet()
 		if b.dir != "" && !opt.keep {
 			os.RemoveAll(b.dir)
 		}
-		os.Exit(130)
-	}()
+	})
 
 	err := b.run(ctx)
 	if err != nil {
@@ -232,22 +219,10 @@ func (b *bench) run(ctx context.Context) (err error) {
 		return ctx.Err()
 	}
 	md := b.report(cells)
-	fmt.Fprint(b.out, "\n"+md)
-	out := b.outPath()
-	if err := os.WriteFile(out, []byte(md), 0o644); err != nil {
+	out, err := harness.WriteReport(b.out, b.here, b.opt.out, b.opt.quick, md)
+	if err != nil {
 		return err
 	}
 	harness.Logf("wrote %s (per-run results and daemon logs in %s)", out, b.rawDir)
 	return nil
-}
-
-func (b *bench) outPath() string {
-	if b.opt.out != "" {
-		return b.opt.out
-	}
-	name := "latest.md"
-	if b.opt.quick {
-		name = "latest-quick.md"
-	}
-	return filepath.Join(b.here, "results", name)
 }

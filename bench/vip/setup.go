@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os/exec"
 	"time"
@@ -45,21 +44,7 @@ func (b *bench) installKeepalived(ctx context.Context) error {
 	if !b.wants("keepalived") {
 		return nil
 	}
-	missing := harness.Missing("keepalived")
-	if !b.opt.install.RunApt(len(missing)) {
-		if len(missing) > 0 {
-			return errors.New("keepalived is not installed and -install is never")
-		}
-		return nil
-	}
-	if err := harness.AptUpdate(ctx); err != nil {
-		return err
-	}
-	args := []string{"keepalived"}
-	if b.opt.install == harness.Always {
-		args = append(args, "--reinstall")
-	}
-	return harness.AptInstall(ctx, args...)
+	return b.opt.install.Ensure(ctx, "keepalived")
 }
 
 // buildHaven builds the agent from the working tree. A failure is not fatal:

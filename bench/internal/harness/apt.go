@@ -3,6 +3,7 @@ package harness
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"strings"
 	"time"
@@ -79,6 +80,40 @@ func AptInstall(ctx context.Context, args ...string) error {
 	Logf("%s", strings.Join(argv, " "))
 	if out, err := Run(ctx, 15*time.Minute, aptEnv, argv...); err != nil {
 		return fmt.Errorf("apt-get install: %w: %s", err, LastLines(out, 5))
+	}
+	return nil
+}
+
+// Ensure installs pkgs as the policy says: under Auto those missing, under
+// Always all of them again (--reinstall), under Never none, when a missing
+// one is an error that names it. It checks that every one is installed
+// after apt-get.
+func (p Policy) Ensure(ctx context.Context, pkgs ...string) error {
+	if len(pkgs) == 0 {
+		return nil
+	}
+	missing := Missing(pkgs...)
+	if !p.RunApt(len(missing)) {
+		if len(missing) > 0 {
+			return fmt.Errorf("%s not installed and -install is never", strings.Join(missing, ", "))
+		}
+		return nil
+	}
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("run as root to install %s", strings.Join(pkgs, ", "))
+	}
+	if err := AptUpdate(ctx); err != nil {
+		return err
+	}
+	args := missing
+	if p == Always {
+		args = append([]string{"--reinstall"}, pkgs...)
+	}
+	if err := AptInstall(ctx, args...); err != nil {
+		return err
+	}
+	if m := Missing(pkgs...); len(m) > 0 {
+		return fmt.Errorf("still not installed after apt-get: %s", strings.Join(m, ", "))
 	}
 	return nil
 }

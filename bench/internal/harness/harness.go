@@ -1,9 +1,10 @@
 // Package harness is the plumbing that haven's side-by-side benchmarks
-// (bench/lb, bench/vip, and those to come) share: the directories of a run
-// (NewDirs), with the clean-up after a run that was killed; short commands
-// with a deadline (Run); Debian packages under an -install policy (Policy,
-// AptInstall); building haven and describing the machine and the versions
-// for a report's header; medians; and markdown tables.
+// (bench/lb, bench/vip, bench/pg, bench/dns) share: the directories of a
+// run (NewDirs), with the clean-up after a run that was killed; Ctrl-C
+// (OnInterrupt); short commands with a deadline (Run); Debian packages
+// under an -install policy (Policy.Ensure); building haven and describing
+// the machine and the versions for a report's header; medians; markdown
+// tables and where the report goes (WriteReport).
 //
 // A harness is a main package run as root from the repository. This
 // package logs its progress to stderr (Logf) and leaves every decision
@@ -13,7 +14,11 @@ package harness
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
 	"time"
 )
 
@@ -50,4 +55,43 @@ func ExitCode(ctx context.Context, prog string, err error) int {
 	}
 	fmt.Fprintln(os.Stderr, prog+":", err)
 	return 1
+}
+
+// OnInterrupt makes the first SIGINT, SIGTERM or SIGHUP cancel the run,
+// whose waits all watch its context, so that it cleans up after itself.
+// A second signal, or a clean-up longer than grace (0: no limit), calls
+// kill and exits with 130.
+func OnInterrupt(cancel context.CancelFunc, grace time.Duration, kill func()) {
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		<-sigs
+		Logf("interrupted: cleaning up (again to leave at once)")
+		cancel()
+		var timeout <-chan time.Time
+		if grace > 0 {
+			timeout = time.After(grace)
+		}
+		select {
+		case <-sigs:
+		case <-timeout:
+		}
+		kill()
+		os.Exit(130)
+	}()
+}
+
+// WriteReport prints the markdown report md to w and writes it to out, by
+// default results/latest.md under here (latest-quick.md for a quick run).
+// It returns the path it wrote.
+func WriteReport(w io.Writer, here, out string, quick bool, md string) (string, error) {
+	fmt.Fprint(w, "\n"+md)
+	if out == "" {
+		name := "latest.md"
+		if quick {
+			name = "latest-quick.md"
+		}
+		out = filepath.Join(here, "results", name)
+	}
+	return out, os.WriteFile(out, []byte(md), 0o644)
 }

@@ -399,3 +399,42 @@ func TestHeader(t *testing.T) {
 		t.Errorf("Header of a full run = %q", got)
 	}
 }
+
+// WriteReport prints the report and writes it where -o says, else to
+// results/latest.md, or latest-quick.md for a quick run.
+func TestWriteReport(t *testing.T) {
+	here := t.TempDir()
+	if err := os.Mkdir(filepath.Join(here, "results"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		out   string
+		quick bool
+		want  string
+	}{
+		{"", false, filepath.Join(here, "results", "latest.md")},
+		{"", true, filepath.Join(here, "results", "latest-quick.md")},
+		{filepath.Join(here, "mine.md"), true, filepath.Join(here, "mine.md")},
+	} {
+		var printed strings.Builder
+		got, err := WriteReport(&printed, here, c.out, c.quick, "# report\n")
+		if err != nil || got != c.want {
+			t.Errorf("WriteReport(out %q, quick %v) = %q, %v; want %q", c.out, c.quick, got, err, c.want)
+		}
+		if b, err := os.ReadFile(c.want); err != nil || string(b) != "# report\n" || printed.String() != "\n# report\n" {
+			t.Errorf("%s holds %q (%v), printed %q", c.want, b, err, printed.String())
+		}
+	}
+}
+
+// Under -install never a missing package is an error that names it, and
+// nothing is installed.
+func TestEnsureNever(t *testing.T) {
+	err := Never.Ensure(context.Background(), "haven-no-such-package")
+	if err == nil || !strings.Contains(err.Error(), "haven-no-such-package not installed and -install is never") {
+		t.Errorf("Ensure under never: %v", err)
+	}
+	if err := Never.Ensure(context.Background()); err != nil {
+		t.Errorf("Ensure of nothing: %v", err)
+	}
+}
