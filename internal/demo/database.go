@@ -70,41 +70,24 @@ func CanRunDatabase() error {
 
 // RunDatabase plays the third act.
 func RunDatabase(ctx context.Context, opt Options) (*DatabaseResult, error) {
-	if opt.Phase == 0 {
-		opt.Phase = 3 * time.Second
-	}
-	exe, err := os.Executable()
-	if err != nil {
-		return nil, fmt.Errorf("demo: find the haven binary: %w", err)
-	}
+	opt = opt.defaults()
 	bins, err := pg.FindBinaries(ctx, "")
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp("", "haven-demo-db-")
+	st, err := newStage(ctx, "db", dbHosts, func(dir string) map[string]string {
+		return map[string]string{"haven.yaml": databaseConfig(dir, bins.Dir), "token": "demo\n", "replication.password": "demo-replication\n"}
+	})
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(dir)
-	if err := os.Chmod(dir, 0o711); err != nil { // postgres must reach its data directories
-		return nil, err
-	}
+	defer st.close()
 	for _, h := range dbHosts {
-		if err := os.MkdirAll(filepath.Join(dir, h), 0o711); err != nil {
+		if err := os.MkdirAll(st.path(h), 0o711); err != nil { // postgres must reach its data directory
 			return nil, err
 		}
 	}
-	cfgPath := filepath.Join(dir, "haven.yaml")
-	for name, content := range map[string]string{"haven.yaml": databaseConfig(dir, bins.Dir), "token": "demo\n", "replication.password": "demo-replication\n"} {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
-			return nil, err
-		}
-	}
-	n, err := testnet.New(ctx, testnet.Options{Hosts: dbHosts})
-	if err != nil {
-		return nil, err
-	}
-	defer n.Close()
+	n, exe, cfgPath := st.net, st.exe, st.path("haven.yaml")
 
 	w := opt.Out
 	fmt.Fprintf(w, "\nhaven demo, act 3: the application's data in a PostgreSQL cluster with automatic failover\n")
@@ -133,7 +116,7 @@ func RunDatabase(ctx context.Context, opt Options) (*DatabaseResult, error) {
 	if err := waitStandbys(ctx, admin, primary, 90*time.Second); err != nil {
 		return nil, fmt.Errorf("demo: %w\n%s", err, testnet.Outputs(20000, agents["db1"], agents["db2"], agents["db3"]))
 	}
-	if err := createAppSchema(ctx, n, dir, bins.Dir, primary); err != nil {
+	if err := createAppSchema(ctx, n, st.dir, bins.Dir, primary); err != nil {
 		return nil, err
 	}
 	dsn := fmt.Sprintf("host=%s port=%d user=app password=%s dbname=postgres sslmode=disable connect_timeout=2", dbAppAddr, dbRouterPort, dbAppPass)

@@ -76,9 +76,7 @@ func Run(ctx context.Context, opt Options) error {
 
 // RunResult is Run returning the measured result, for tests.
 func RunResult(ctx context.Context, opt Options) (*Result, error) {
-	if opt.Phase == 0 {
-		opt.Phase = 3 * time.Second
-	}
+	opt = opt.defaults()
 	var stopAt <-chan time.Time
 	if opt.Duration > 0 {
 		t := time.NewTimer(opt.Duration)
@@ -202,38 +200,14 @@ func RunResult(ctx context.Context, opt Options) (*Result, error) {
 	if !ok {
 		return res, nil
 	}
-	if opt.Floating {
-		if why := CanRunFloating(); why != nil {
-			fmt.Fprintf(w, "\nact 2 (a floating address across two balancer nodes) skipped: %v\n", why)
-		} else {
-			fr, err := RunFloating(ctx, opt)
-			res.Floating = fr
-			if err != nil {
-				return res, err
-			}
-		}
+	if res.Floating, err = playAct(ctx, opt, opt.Floating, "act 2 (a floating address across two balancer nodes)", CanRunFloating, RunFloating); err != nil {
+		return res, err
 	}
-	if opt.Database {
-		if why := CanRunDatabase(); why != nil {
-			fmt.Fprintf(w, "\nact 3 (the application's data in a PostgreSQL cluster) skipped: %v\n", why)
-		} else {
-			dr, err := RunDatabase(ctx, opt)
-			res.Database = dr
-			if err != nil {
-				return res, err
-			}
-		}
+	if res.Database, err = playAct(ctx, opt, opt.Database, "act 3 (the application's data in a PostgreSQL cluster)", CanRunDatabase, RunDatabase); err != nil {
+		return res, err
 	}
-	if opt.Traffic {
-		if why := CanRunFloating(); why != nil {
-			fmt.Fprintf(w, "\nact 4 (two regions and the DNS traffic manager) skipped: %v\n", why)
-		} else {
-			tr, err := RunTraffic(ctx, opt)
-			res.Traffic = tr
-			if err != nil {
-				return res, err
-			}
-		}
+	if res.Traffic, err = playAct(ctx, opt, opt.Traffic, "act 4 (two regions and the DNS traffic manager)", CanRunFloating, RunTraffic); err != nil {
+		return res, err
 	}
 	fmt.Fprintf(w, "\nhaven keeps running: status at http://%s/api/v1/status, balancer at http://%s/\n", adminAddr, lbAddr)
 	if stopAt == nil {

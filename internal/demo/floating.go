@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -53,30 +52,15 @@ func CanRunFloating() error {
 
 // RunFloating plays the second act.
 func RunFloating(ctx context.Context, opt Options) (*FloatingResult, error) {
-	if opt.Phase == 0 {
-		opt.Phase = 3 * time.Second
-	}
-	exe, err := os.Executable()
-	if err != nil {
-		return nil, fmt.Errorf("demo: find the haven binary: %w", err)
-	}
-	dir, err := os.MkdirTemp("", "haven-demo-vip-")
+	opt = opt.defaults()
+	st, err := newStage(ctx, "vip", floatingHosts, func(dir string) map[string]string {
+		return map[string]string{"haven.yaml": floatingConfig(dir), "token": "demo\n"}
+	})
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(dir)
-	n, err := testnet.New(ctx, testnet.Options{Hosts: floatingHosts})
-	if err != nil {
-		return nil, err
-	}
-	defer n.Close()
-	cfgPath := filepath.Join(dir, "haven.yaml")
-	if err := os.WriteFile(filepath.Join(dir, "token"), []byte("demo\n"), 0o600); err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(cfgPath, []byte(floatingConfig(dir)), 0o644); err != nil {
-		return nil, err
-	}
+	defer st.close()
+	n, exe, cfgPath := st.net, st.exe, st.path("haven.yaml")
 	w := opt.Out
 	fmt.Fprintf(w, "\nhaven demo, act 2: a floating address %s held by one of two balancer nodes\n", floatingVIP)
 	fmt.Fprintf(w, "  network namespaces on one bridge: lb1 198.18.1.11, lb2 198.18.1.12, q1 198.18.1.13 (etcd's third member),\n")

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/miekg/dns"
@@ -32,29 +30,15 @@ var trafficHosts = []string{"dns1", "east", "west", "client"}
 
 // RunTraffic plays the fourth act.
 func RunTraffic(ctx context.Context, opt Options) (*TrafficResult, error) {
-	if opt.Phase == 0 {
-		opt.Phase = 3 * time.Second
-	}
-	exe, err := os.Executable()
-	if err != nil {
-		return nil, fmt.Errorf("demo: find the haven binary: %w", err)
-	}
-	dir, err := os.MkdirTemp("", "haven-demo-dns-")
+	opt = opt.defaults()
+	st, err := newStage(ctx, "dns", trafficHosts, func(dir string) map[string]string {
+		return map[string]string{"haven.yaml": trafficConfig(dir), "token": "demo\n"}
+	})
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(dir)
-	n, err := testnet.New(ctx, testnet.Options{Hosts: trafficHosts})
-	if err != nil {
-		return nil, err
-	}
-	defer n.Close()
-	cfgPath := filepath.Join(dir, "haven.yaml")
-	for name, content := range map[string]string{"haven.yaml": trafficConfig(dir), "token": "demo\n"} {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
-			return nil, err
-		}
-	}
+	defer st.close()
+	n, exe, cfgPath := st.net, st.exe, st.path("haven.yaml")
 	w := opt.Out
 	fmt.Fprintf(w, "\nhaven demo, act 4: two regions and the DNS traffic manager\n")
 	fmt.Fprintf(w, "  dns1 198.18.1.11 answers for gslb.demo.; regions east 198.18.1.12 and west 198.18.1.13 (a web server each);\n")
