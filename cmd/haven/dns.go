@@ -49,7 +49,7 @@ func runDNS(args []string, stdout, stderr io.Writer) error {
 	}
 	t := ac.cfg.Traffic
 	if t == nil {
-		return errors.New("haven.yaml has no traffic section")
+		return errors.New("haven.yaml has no traffic section: add one (docs/traffic.md)")
 	}
 	switch action := pos[0]; {
 	case action == "status" && len(pos) == 1:

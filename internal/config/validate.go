@@ -749,7 +749,7 @@ func (v *validator) follows(tg *Target, path string) {
 	case f.VIP != "" && (v.cfg.Balancers[f.VIP] == nil || v.cfg.Balancers[f.VIP].VIP == nil):
 		v.errorf(path+".vip", "%q is not a balancer with a vip section", f.VIP)
 	case f.Database && v.cfg.Database == nil:
-		v.errorf(path+".database", "there is no database section")
+		v.errorf(path+".database", "there is no database section to follow: add one, or follow a balancer or a vip")
 	}
 	if f.Region != "" && v.cfg.Regions[f.Region] == nil {
 		v.errorf(path+".region", "%s", undefined("region", f.Region, sortedKeys(v.cfg.Regions)))

@@ -96,12 +96,13 @@ func (s *Service) followVerdicts() (changed bool) {
 	return changed
 }
 
-// following reports whether any target follows haven's state. s.mu is held.
-func (s *Service) following() bool {
+// follower returns a target that follows haven's state, nil when none
+// does. s.mu is held (or the service is not shared yet).
+func (s *Service) follower() *targetMonitor {
 	for _, tm := range s.monitors {
 		if tm.follows != nil {
-			return true
+			return tm
 		}
 	}
-	return false
+	return nil
 }

@@ -120,9 +120,9 @@ func NewService(cfg *config.Config, node string, opt ServiceOptions) (*Service, 
 		s.Close()
 		return nil, err
 	}
-	if s.following() && opt.Etcd == nil {
+	if tm := s.follower(); tm != nil && opt.Etcd == nil {
 		s.Close()
-		return nil, fmt.Errorf("gtm: a target follows haven's state, which is in etcd: configure coordination")
+		return nil, fmt.Errorf("gtm: %s target %s follows haven's state, which is in etcd: run it with haven agent and a coordination section (haven dns serve reads no etcd)", tm.name, tm.target)
 	}
 	return s, nil
 }
@@ -149,7 +149,7 @@ type pending struct {
 func planFrom(cfg *config.Config) (plan, error) {
 	t := cfg.Traffic
 	if t == nil {
-		return plan{}, fmt.Errorf("gtm: haven.yaml has no traffic section")
+		return plan{}, fmt.Errorf("gtm: haven.yaml has no traffic section: add one (docs/traffic.md)")
 	}
 	p := plan{zone: Zone{Origin: t.Zone, Names: map[string]Name{}}, delays: map[string][2]time.Duration{}, geoip: t.GeoIP, listen: t.Listen}
 	if p.listen == "" {
@@ -529,7 +529,7 @@ func (s *Service) waitFirstVerdicts(ctx context.Context) {
 				pending++
 			}
 		}
-		if s.following() && s.members == nil {
+		if s.follower() != nil && s.members == nil {
 			pending++ // haven's state not read yet
 		}
 		s.mu.Unlock()

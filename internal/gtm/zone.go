@@ -157,7 +157,7 @@ func (z Zone) normalize() (Zone, error) {
 			return z, err
 		}
 		if n.Policy == Geo && z.Geo == nil {
-			return z, fmt.Errorf("gtm: name %s: policy geo needs a geo database", rel)
+			return z, fmt.Errorf("gtm: name %s: policy geo needs a geo database: set traffic.geoip to a MaxMind-format file", rel)
 		}
 		names[rel] = n
 	}
