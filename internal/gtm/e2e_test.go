@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -41,6 +42,44 @@ func buildHaven(t *testing.T) string {
 	return bin
 }
 
+// startBackends runs the demo backend on port 8080 of each host until the
+// test ends.
+func startBackends(t *testing.T, n *testnet.Net, bin string, hosts ...string) map[string]*testnet.Proc {
+	t.Helper()
+	procs := map[string]*testnet.Proc{}
+	for _, host := range hosts {
+		p, err := n.Host(host).Start(context.Background(), bin, "backend", "--listen", n.Host(host).Addr.String()+":8080", "--name", host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		procs[host] = p
+	}
+	return procs
+}
+
+// askWWW asks the name server at server, from client, for www.gslb.t. A,
+// on a socket of its own so that a late reply to an earlier query cannot
+// be taken for this one. It returns the address, or why there is none.
+func askWWW(client *testnet.Host, server string) string {
+	conn, err := client.DialContext(context.Background(), "udp", net.JoinHostPort(server, "53"))
+	if err != nil {
+		return fmt.Sprint("no answer: ", err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(500 * time.Millisecond))
+	q := new(dns.Msg)
+	q.SetQuestion("www.gslb.t.", dns.TypeA)
+	r, _, err := (&dns.Client{}).ExchangeWithConn(q, &dns.Conn{Conn: conn})
+	if err != nil || len(r.Answer) != 1 {
+		return fmt.Sprint("no answer: ", err)
+	}
+	a, ok := r.Answer[0].(*dns.A)
+	if !ok {
+		return fmt.Sprint("not an A record: ", r.Answer[0])
+	}
+	return a.A.String()
+}
+
 func TestTrafficFailover(t *testing.T) {
 	testnet.Require(t)
 	bin := buildHaven(t)
@@ -75,15 +114,7 @@ traffic:
 			t.Fatal(err)
 		}
 	}
-	backend := func(host string) *testnet.Proc {
-		p, err := n.Host(host).Start(context.Background(), bin, "backend", "--listen", n.Host(host).Addr.String()+":8080", "--name", host)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	east := backend("east")
-	backend("west")
+	east := startBackends(t, n, bin, "east", "west")["east"]
 	agent, err := n.Host("dns").Start(context.Background(), bin, "agent", "-c", filepath.Join(dir, "haven.yaml"), "-n", "dns")
 	if err != nil {
 		t.Fatal(err)
@@ -95,22 +126,7 @@ traffic:
 	})
 	client := n.Host("client")
 	web := &http.Client{Timeout: time.Second, Transport: &http.Transport{DialContext: client.DialContext, DisableKeepAlives: true}}
-	conn, err := client.DialContext(context.Background(), "udp", n.Host("dns").Addr.String()+":53")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	dc := &dns.Conn{Conn: conn}
-	www := func() string {
-		q := new(dns.Msg)
-		q.SetQuestion("www.gslb.t.", dns.TypeA)
-		conn.SetDeadline(time.Now().Add(500 * time.Millisecond))
-		r, _, err := (&dns.Client{}).ExchangeWithConn(q, dc)
-		if err != nil || len(r.Answer) != 1 {
-			return fmt.Sprint("no answer: ", err)
-		}
-		return r.Answer[0].(*dns.A).A.String()
-	}
+	www := func() string { return askWWW(client, n.Host("dns").Addr.String()) }
 	// waitAnswer polls until www answers addr and returns when it did.
 	waitAnswer := func(step, addr string) time.Time {
 		t.Helper()
@@ -158,7 +174,7 @@ traffic:
 		silent   bool // the probe waits for its timeout
 		do, undo func()
 	}{
-		{"east refuses connections", false, func() { _ = east.Kill(); east.Wait() }, func() { east = backend("east") }},
+		{"east refuses connections", false, func() { _ = east.Kill(); east.Wait() }, func() { east = startBackends(t, n, bin, "east")["east"] }},
 		{"east answers 5xx", false, func() { mode("fail") }, func() { mode("ok") }},
 		{"east answers the wrong body", false, func() { mode("wrong") }, func() { mode("ok") }},
 		{"east answers too slowly", true, func() { mode("hang") }, func() { mode("ok") }},

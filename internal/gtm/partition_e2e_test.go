@@ -15,8 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/miekg/dns"
-
 	"github.com/haven-ha/haven/internal/gtm"
 	"github.com/haven-ha/haven/internal/health"
 	"github.com/haven-ha/haven/internal/testnet"
@@ -91,16 +89,7 @@ traffic:
 	if out, err := exec.Command(bin, "certs", "-c", filepath.Join(dir, "haven.yaml"), "-o", filepath.Join(dir, "certs")).CombinedOutput(); err != nil {
 		t.Fatalf("haven certs: %v\n%s", err, out)
 	}
-	var east *testnet.Proc
-	for _, host := range []string{"east", "west"} {
-		p, err := n.Host(host).Start(context.Background(), bin, "backend", "--listen", n.Host(host).Addr.String()+":8080", "--name", host)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if host == "east" {
-			east = p
-		}
-	}
+	east := startBackends(t, n, bin, "east", "west")["east"]
 	agents := map[string]*testnet.Proc{}
 	for _, name := range instances {
 		p, err := n.Host(name).Start(context.Background(), bin, "agent", "-c", filepath.Join(dir, "haven.yaml"), "-n", name)
@@ -119,27 +108,7 @@ traffic:
 
 	client := n.Host("client")
 	web := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DialContext: client.DialContext, DisableKeepAlives: true}}
-	// answer asks inst for www from the client, on a socket of its own so
-	// that a late reply to an earlier query cannot be taken for this one.
-	answer := func(inst string) string {
-		conn, err := client.DialContext(context.Background(), "udp", net.JoinHostPort(n.Host(inst).Addr.String(), "53"))
-		if err != nil {
-			return fmt.Sprint("no answer: ", err)
-		}
-		defer conn.Close()
-		conn.SetDeadline(time.Now().Add(500 * time.Millisecond))
-		q := new(dns.Msg)
-		q.SetQuestion("www.gslb.t.", dns.TypeA)
-		r, _, err := (&dns.Client{}).ExchangeWithConn(q, &dns.Conn{Conn: conn})
-		if err != nil || len(r.Answer) != 1 {
-			return fmt.Sprint("no answer: ", err)
-		}
-		a, ok := r.Answer[0].(*dns.A)
-		if !ok {
-			return fmt.Sprint("not an A record: ", r.Answer[0])
-		}
-		return a.A.String()
-	}
+	answer := func(inst string) string { return askWWW(client, n.Host(inst).Addr.String()) }
 	status := func(inst string) (trafficStatus, error) {
 		var st trafficStatus
 		resp, err := web.Get("http://" + net.JoinHostPort(n.Host(inst).Addr.String(), "9900") + "/api/v1/status")
