@@ -114,8 +114,17 @@ func TestFailoverAndFailbackDelays(t *testing.T) {
 		t.Errorf("the moment east came back the answer was already %v: no failback delay", got)
 	}
 	waitUntil(t, "failback to east", func() bool { return slices.Equal(answers(svc), eastAnswer) })
+}
 
-	// A blip shorter than the failover delay moves nothing.
+// A blip shorter than the failover delay moves nothing. The delays are long
+// (30 s) so that a blip stays shorter than the failover delay on a starved
+// machine too, and so that an answer the blip had moved would still be
+// west when it ends; the test never waits for either.
+func TestBlipShorterThanFailoverDelay(t *testing.T) {
+	site := startSwitchable(t)
+	svc := startService(t, site.port, 30*time.Second, 30*time.Second)
+	waitUntil(t, "east's check says up", func() bool { return eastHealth(svc) == health.Up })
+	waitUntil(t, "east answered", func() bool { return slices.Equal(answers(svc), eastAnswer) })
 	site.up.Store(false)
 	waitUntil(t, "east's check says down", func() bool { return eastHealth(svc) == health.Down })
 	site.up.Store(true)
