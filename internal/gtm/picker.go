@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/haven-ha/haven/internal/lb/balance"
 )
 
 // picker chooses one of a weighted or hashed name's healthy targets per
@@ -115,7 +117,7 @@ func (p *picker) choose(qtype uint16, c client) ([]dns.RR, int) {
 	// when its own target goes down.
 	best, bestScore := 0, uint64(0)
 	for i, cand := range cs {
-		if s := mix(cand.seed ^ c.key); s >= bestScore {
+		if s := balance.Mix64(cand.seed ^ c.key); s >= bestScore {
 			best, bestScore = i, s
 		}
 	}
@@ -162,16 +164,6 @@ var hashSeed = maphash.MakeSeed()
 
 func hashString(s string) uint64 { return maphash.String(hashSeed, s) }
 
-// mix is splitmix64's finaliser: a cheap, well-spread hash of a uint64.
-func mix(x uint64) uint64 {
-	x ^= x >> 30
-	x *= 0xbf58476d1ce4e5b9
-	x ^= x >> 27
-	x *= 0x94d049bb133111eb
-	x ^= x >> 31
-	return x
-}
-
 // Subnet lengths the hashed policy uses at most: a client's /24 (IPv4)
 // or /56 (IPv6), the usual ECS source prefixes; longer prefixes are cut.
 const (
@@ -196,5 +188,5 @@ func clientKey(addr netip.Addr, bits int) (uint64, int) {
 	a := pfx.Addr().As16()
 	copy(b[:16], a[:])
 	b[16] = byte(bits)
-	return binary.LittleEndian.Uint64(b[:8]) ^ mix(binary.LittleEndian.Uint64(b[8:16])^uint64(b[16])), bits
+	return binary.LittleEndian.Uint64(b[:8]) ^ balance.Mix64(binary.LittleEndian.Uint64(b[8:16])^uint64(b[16])), bits
 }

@@ -76,7 +76,7 @@ func (s *source) Pick(backends []Backend, skip func(int) bool, hash uint64) int 
 		if w <= 0 {
 			continue
 		}
-		u := mix64(hash ^ kh[i])
+		u := Mix64(hash ^ kh[i])
 		switch {
 		case best < 0:
 			best, bestW, bestU, scored = i, w, u, false

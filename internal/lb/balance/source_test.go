@@ -219,7 +219,7 @@ func TestSourceMatchesReference(t *testing.T) {
 			h := HashAddr(c)
 			want, wantScore := -1, 0.0
 			for i, b := range set {
-				sc := score(unit(mix64(h^hashKey(b.Key()))), b.Weight())
+				sc := score(unit(Mix64(h^hashKey(b.Key()))), b.Weight())
 				if sc > wantScore {
 					want, wantScore = i, sc
 				}
