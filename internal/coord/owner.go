@@ -1,451 +1,783 @@
 package coord
 
 import (
+	"cmp"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
 	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+	"google.golang.org/grpc/connectivity"
 )
 
-// Record is the value stored at a singleton's ownership key. The key's
-// etcd ModRevision versions it: every write is a compare-and-swap on the
-// revision the writer last saw.
-type Record struct {
-	// Holder is the node that holds the singleton; "" once released.
-	Holder string `json:"holder,omitempty"`
-	// Epoch is the fencing epoch: the etcd revision of the write that
-	// acquired the singleton. The acquiring write itself carries 0 (it
-	// cannot know its own revision); renewals carry it.
-	Epoch int64 `json:"epoch,omitempty"`
-	// LeaseMS is the holder's lease in milliseconds: a challenger waits at
-	// least this long, on its own clock, after it last saw the record
-	// change before it may take the singleton over.
-	LeaseMS int64 `json:"lease_ms"`
-	// Next, on a released record, names the node that may take the
-	// singleton at once (a planned handover); any other node waits out the
-	// lease in case Next is gone.
-	Next string `json:"next,omitempty"`
+// OwnerConfig configures one node's side of a singleton's ownership record.
+type OwnerConfig struct {
+	Client *clientv3.Client
+	// Alternates are further clients, each of one other member. Every
+	// other renewal goes out over one of them, and renewals do not wait
+	// for each other: a renewal held up on one connection (a lost packet
+	// waits for TCP's retransmission timeout, 200ms, and 400ms more if the
+	// retransmission is lost too) does not hold back the next one on
+	// another.
+	Alternates []*clientv3.Client
+	// Prefix is the singleton's key prefix, such as
+	// /haven/shop/owners/vip/web (see OwnerPrefix). The record lives at
+	// Prefix/record, candidates at Prefix/candidates/NODE and handover
+	// requests at Prefix/handover.
+	Prefix string
+	Node   string
+	// Priority ranks candidates: the highest eligible one is preferred.
+	Priority int
+	// Preempt makes a holder hand over to an eligible candidate of higher
+	// priority (keepalived's preempt; false is its nopreempt).
+	Preempt bool
+	// Lease is how long a successful renewal keeps the holder in place
+	// (default 500ms).
+	Lease time.Duration
+	// Renew is the renewal period (default Lease/4).
+	Renew time.Duration
+	// Drift is the bound on clock-rate difference between nodes, as a
+	// fraction (default 0.02).
+	Drift float64
+	// RankStep delays a challenger per better-ranked eligible candidate
+	// (default 25ms).
+	RankStep time.Duration
+	Guard    Guard
+	Logger   *slog.Logger
 }
 
-// Guard is what an ownership record protects: the thing only the holder may
-// do (answer for a floating address, accept database writes). The owner
-// calls it from one goroutine, in order.
-type Guard interface {
-	// Acquire is called when this node may act as the holder under epoch
-	// until deadline, a time on the local monotonic clock.
-	Acquire(epoch int64, deadline time.Time)
-	// Extend moves the deadline after a successful renewal.
-	Extend(deadline time.Time)
-	// Release must stop the node acting now. It is called before the
-	// deadline passes when a renewal has not succeeded in time, on a
-	// planned handover, and when the record names another holder.
-	Release(reason string)
-}
-
-// observation is one version of the ownership record as etcd returned it.
-type observation struct {
-	rec Record
-	// present is false when the key does not exist (never written, or
-	// deleted by hand).
-	present bool
-	// modRev is the revision of this version: the key's ModRevision, the
-	// deletion's revision, or the read's revision when the key is absent.
-	// Observations are ordered by it.
-	modRev int64
-}
-
-func (o observation) exists() bool { return o.present }
-
-// epoch is the fencing epoch of the holder the observation names.
-func (o observation) epoch() int64 {
-	if o.rec.Epoch != 0 {
-		return o.rec.Epoch
-	}
-	return o.modRev
-}
-
-func (o observation) held() bool { return o.exists() && o.rec.Holder != "" }
-
-func decodeObservation(value []byte, modRev int64) (observation, error) {
-	var rec Record
-	if err := json.Unmarshal(value, &rec); err != nil {
-		return observation{}, fmt.Errorf("ownership record at revision %d: %w", modRev, err)
-	}
-	return observation{rec: rec, present: true, modRev: modRev}, nil
-}
-
-// electorConfig holds the timing of one node's elector.
-type electorConfig struct {
-	node string
-	// lease is how long a renewal keeps the holder in place.
-	lease time.Duration
-	// renew is the period between renewals (lease/4 by default: three
-	// renewals may fail before the holder fences itself).
-	renew time.Duration
-	// drift bounds how much faster or slower two nodes' clocks may run,
-	// as a fraction: the holder's deadline is lease×(1−drift) after it
-	// sent its renewal, a challenger waits lease×(1+drift) after it saw
-	// the record change.
-	drift float64
-	// rankStep delays each challenger by this much per eligible candidate
-	// ranked above it, so that the best candidate usually wins the race.
-	rankStep time.Duration
-}
-
-// opKind says which write a request is.
-type opKind int
-
+// candidacyTTL is the lease of a candidacy record: a dead candidate stops
+// counting this long after its last keepalive, and a new holder does not
+// preempt for preemptDelay, so it never yields to one.
 const (
-	opAcquire opKind = iota
-	opRenew
-	opRelease
+	candidacyTTL = 2 * time.Second
+	preemptDelay = candidacyTTL + time.Second
 )
 
-func (k opKind) String() string {
-	return [...]string{"acquire", "renew", "release"}[k]
+// OwnerPrefix is the key prefix of a singleton: kind is what it is (vip,
+// pg), name which one.
+func OwnerPrefix(cluster, kind, name string) string {
+	return fmt.Sprintf("/haven/%s/owners/%s/%s", cluster, kind, name)
 }
 
-// request is a compare-and-swap write the elector asks its driver to send.
-type request struct {
-	// id numbers the node's requests in the order they were sent.
-	id   uint64
-	kind opKind
-	// expect is the ModRevision the key must have; with absent, the key
-	// must not exist.
-	expect int64
-	absent bool
-	rec    Record
-	sentAt time.Time
-	// timeout bounds the request: past it, its outcome no longer matters
-	// to the holder (its deadline has passed).
-	timeout time.Duration
+// Candidate is a node that may hold a singleton, as it publishes itself.
+type Candidate struct {
+	Node     string `json:"node"`
+	Priority int    `json:"priority"`
+	Eligible bool   `json:"eligible"`
 }
 
-// result is the outcome of a request.
-type result struct {
-	req request
-	// known is false when the request failed or timed out without an
-	// answer: it may or may not have been applied.
-	known bool
-	ok    bool  // the comparison held and the write was applied
-	rev   int64 // the write's revision when ok
-	// current is the record when the comparison failed.
-	current observation
-	err     error
+// OwnerStatus is a snapshot of a singleton as one node sees it.
+type OwnerStatus struct {
+	// Holder is the node the record names ("" when released or never
+	// held) and Epoch its fencing epoch.
+	Holder string `json:"holder"`
+	Epoch  int64  `json:"epoch"`
+	// Acting says whether this node acts as the holder now.
+	Acting bool `json:"acting"`
+	// Deadline is when this node stops acting unless it renews.
+	Deadline   time.Time   `json:"deadline,omitzero"`
+	Eligible   bool        `json:"eligible"`
+	Candidates []Candidate `json:"candidates"`
 }
 
-// guardCall is a call the elector makes on its Guard, in order.
-type guardCall struct {
-	acquire  bool
-	extend   bool
-	epoch    int64
-	deadline time.Time
-	reason   string // release
+// Owner takes part in a singleton's ownership: it competes for the record
+// while its node is eligible, renews it while it holds it, and drives its
+// Guard. Run it with Run; the other methods may be called from any
+// goroutine.
+type Owner struct {
+	cfg OwnerConfig
+	log *slog.Logger
+
+	inputs  chan func(now time.Time)
+	results chan result
+
+	mu     sync.Mutex
+	status OwnerStatus
+	// changed is closed and replaced whenever status changes.
+	changed chan struct{}
+
+	e     *elector
+	cands map[string]Candidate
+	// handoverRev is the revision of the last handover request acted on,
+	// and movedTo the node the latest request named.
+	handoverRev int64
+	movedTo     string
+	actingSince time.Time
+	// want is the eligibility asked for; the elector gets it once the
+	// owner has settled: one lease after it started, so that candidates
+	// starting together see each other's candidacy and the best ranked
+	// wins the first race.
+	want       bool
+	settleAt   time.Time
+	candSeenAt time.Time // when this node's eligible candidacy was first seen
+	// done is closed when Run returns, so callers never block on a loop
+	// that is gone.
+	done chan struct{}
+
+	// candMu guards the candidacy the publisher writes next.
+	candMu    sync.Mutex
+	candWant  Candidate
+	candLease clientv3.LeaseID
+	candKick  chan struct{}
 }
 
-// elector is one node's side of an ownership record, as a pure state
-// machine: it is driven by observations of the record, results of its
-// writes, ticks of the clock and eligibility changes, and answers with
-// requests to send and calls to make on its Guard. It never reads a clock
-// or touches the network, so tests drive it step by step.
-//
-// Safety: a holder acts only until lease×(1−drift) after the send time of
-// its last successful write; a challenger writes only after lease×(1+drift)
-// on its own clock since it saw that write, and only by compare-and-swap on
-// that write's revision. The write was applied after it was sent and seen
-// after it was applied, so, while the clocks' rates differ by less than
-// drift, the holder has stopped before a challenger can succeed. A renewal
-// racing a takeover loses the compare-and-swap. docs/coordination.md gives
-// the whole argument.
-type elector struct {
-	cfg electorConfig
-
-	eligible   bool
-	eligibleAt time.Time // when eligible last became true
-	rank       int       // eligible candidates ranked above this node
-
-	seen     observation
-	seenAt   time.Time
-	haveSeen bool
-
-	holding  bool  // the record names this node (it wrote it)
-	epoch    int64 // fencing epoch while holding
-	rev      int64 // revision of this node's last confirmed write
-	deadline time.Time
-	acting   bool // Guard acquired and not released
-
-	// inflight counts requests sent and not yet answered. Renewals go out
-	// on schedule while earlier ones are still in flight (up to
-	// maxInFlight): the driver sends consecutive requests over different
-	// connections, so one held up behind a lost packet does not hold back
-	// the next. Acquisitions and releases go out one at a time.
-	inflight  int
-	nextRenew time.Time
-	// releasing is set by a planned handover: once no request is in
-	// flight, the record is released naming next.
-	releasing bool
-	next      string
-
-	sent  uint64 // requests sent so far
-	reqs  []request
-	calls []guardCall
-}
-
-// maxInFlight is how many renewals may be outstanding at once: as many as
-// fit in a lease, since a renewal is worth nothing after the deadline it
-// could have moved.
-func (e *elector) maxInFlight() int {
-	return max(1, int(e.cfg.lease/e.cfg.renew))
-}
-
-func newElector(cfg electorConfig) *elector {
-	return &elector{cfg: cfg}
-}
-
-// take returns and clears the pending requests and guard calls.
-func (e *elector) take() ([]request, []guardCall) {
-	r, c := e.reqs, e.calls
-	e.reqs, e.calls = nil, nil
-	return r, c
-}
-
-func (e *elector) holderDeadline(sentAt time.Time) time.Time {
-	return sentAt.Add(time.Duration(float64(e.cfg.lease) * (1 - e.cfg.drift)))
-}
-
-func (e *elector) challengerWait(o observation) time.Duration {
-	lease := e.cfg.lease
-	if o.rec.LeaseMS > 0 {
-		lease = time.Duration(o.rec.LeaseMS) * time.Millisecond
-	}
-	return time.Duration(float64(lease) * (1 + e.cfg.drift))
-}
-
-// observe takes a version of the record, from the watch, an initial read
-// or a failed comparison.
-func (e *elector) observe(now time.Time, o observation) {
-	if e.haveSeen && o.modRev <= e.seen.modRev {
-		return // stale or already seen: the challenger's wait must not restart
-	}
-	e.seen, e.seenAt, e.haveSeen = o, now, true
-	if !e.holding {
-		return
-	}
-	if o.held() && o.rec.Holder == e.cfg.node && o.epoch() == e.epoch {
-		// One of this node's own writes: a renewal whose answer is still
-		// on its way, or one that timed out but was applied. Its send time
-		// is unknown, so the deadline stays; later writes compare on it.
-		e.rev = max(e.rev, o.modRev)
-		return
-	}
-	e.lose(fmt.Sprintf("the record now names %s", describe(o)))
-}
-
-func describe(o observation) string {
+// NewOwner checks cfg and fills its defaults; it starts nothing.
+func NewOwner(cfg OwnerConfig) (*Owner, error) {
 	switch {
-	case !o.exists():
-		return "no holder (deleted)"
-	case o.rec.Holder == "":
-		return "no holder (released)"
+	case cfg.Client == nil:
+		return nil, errors.New("coord: owner: no etcd client")
+	case cfg.Prefix == "" || cfg.Node == "":
+		return nil, errors.New("coord: owner: prefix and node are required")
+	case cfg.Guard == nil:
+		return nil, errors.New("coord: owner: no guard")
 	}
-	return fmt.Sprintf("%s (epoch %d)", o.rec.Holder, o.epoch())
+	if cfg.Lease <= 0 {
+		cfg.Lease = 500 * time.Millisecond
+	}
+	if cfg.Renew <= 0 {
+		cfg.Renew = cfg.Lease / 4
+	}
+	if cfg.Renew >= cfg.Lease {
+		return nil, fmt.Errorf("coord: owner %s: renew period %v must be shorter than the lease %v", cfg.Prefix, cfg.Renew, cfg.Lease)
+	}
+	if cfg.Drift <= 0 {
+		cfg.Drift = 0.02
+	}
+	if cfg.RankStep <= 0 {
+		cfg.RankStep = 25 * time.Millisecond
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	e := newElector(electorConfig{node: cfg.Node, lease: cfg.Lease, renew: cfg.Renew, drift: cfg.Drift, rankStep: cfg.RankStep})
+	return &Owner{
+		cfg:      cfg,
+		log:      cfg.Logger.With("singleton", cfg.Prefix),
+		inputs:   make(chan func(time.Time), 16),
+		results:  make(chan result, 4),
+		changed:  make(chan struct{}),
+		e:        e,
+		cands:    map[string]Candidate{},
+		done:     make(chan struct{}),
+		candKick: make(chan struct{}, 1),
+	}, nil
 }
 
-// lose ends this node's holding.
-func (e *elector) lose(reason string) {
-	e.holding, e.releasing = false, false
-	e.release(reason)
-}
+func (o *Owner) recordKey() string    { return o.cfg.Prefix + "/record" }
+func (o *Owner) candidateKey() string { return o.cfg.Prefix + "/candidates/" + o.cfg.Node }
+func (o *Owner) handoverKey() string  { return o.cfg.Prefix + "/handover" }
 
-func (e *elector) release(reason string) {
-	if e.acting {
-		e.acting = false
-		e.calls = append(e.calls, guardCall{reason: reason})
-	}
-}
-
-// result takes the outcome of a request.
-func (e *elector) result(now time.Time, r result) {
-	e.inflight--
-	switch {
-	case !r.known:
-		if r.req.kind == opRelease {
-			// The guard is already released; the record expires if the
-			// write was lost.
-			e.holding, e.releasing = false, false
-		}
-		return
-	case !r.ok:
-		e.observe(now, r.current)
-		if e.holding && r.req.kind != opAcquire {
-			// The comparison failed on one of this node's own writes
-			// (adopted in observe): try again at once.
-			e.nextRenew = now
-		}
-		return
-	}
-	mine := observation{rec: r.req.rec, present: true, modRev: r.rev}
-	switch r.req.kind {
-	case opAcquire:
-		e.holding, e.epoch, e.rev = true, r.rev, r.rev
-		e.deadline = time.Time{}
-		e.nextRenew = r.req.sentAt.Add(e.cfg.renew)
-		e.seen, e.seenAt, e.haveSeen = mine, now, true
-		e.extend(now, r.req.sentAt)
-	case opRenew:
-		if !e.holding {
+// SetEligible says whether this node may hold the singleton. A holder that
+// becomes ineligible hands over to the best eligible candidate.
+func (o *Owner) SetEligible(ok bool) {
+	o.do(func(now time.Time) {
+		if o.want == ok {
 			return
 		}
-		e.rev = max(e.rev, r.rev)
-		if r.rev > e.seen.modRev {
-			e.seen, e.seenAt = mine, now
+		o.want = ok
+		o.log.Info("eligibility changed", "eligible", ok)
+		o.settle(now)
+		o.setCandidate()
+	})
+}
+
+// Handover hands a held singleton to node to ("" for the best eligible
+// candidate) and waits until to holds it, or the record is released when
+// to is "". It fails at once when this node is not the holder.
+func (o *Owner) Handover(ctx context.Context, to string) error {
+	errc := make(chan error, 1)
+	o.do(func(now time.Time) {
+		if !o.e.holding {
+			errc <- fmt.Errorf("coord: handover %s: this node (%s) does not hold it; the holder is %s", o.cfg.Prefix, o.cfg.Node, orNone(o.e.seen.rec.Holder))
+			return
 		}
-		e.extend(now, r.req.sentAt)
-	case opRelease:
-		e.holding, e.releasing = false, false
-		if r.rev > e.seen.modRev {
-			e.seen, e.seenAt = mine, now
+		if to == "" {
+			to = o.best()
 		}
+		o.e.handover(now, to)
+		errc <- nil
+	})
+	select {
+	case err := <-errc:
+		if err != nil {
+			return err
+		}
+	case <-ctx.Done():
+		return ctx.Err()
 	}
+	return o.WaitFor(ctx, func(s OwnerStatus) bool {
+		return !s.Acting && (to == "" && s.Holder != o.cfg.Node || to != "" && s.Holder == to)
+	})
 }
 
-// extend moves the deadline to the one a write sent at sentAt earns, and
-// (re)acquires the guard if that deadline is still ahead.
-func (e *elector) extend(now, sentAt time.Time) {
-	d := e.holderDeadline(sentAt)
-	if !d.After(e.deadline) {
-		return
+// RequestHandover asks whichever node holds the singleton at prefix to hand
+// it to node to ("" for the best eligible candidate), through etcd: any
+// agent can serve `haven vip move` and `haven pg switchover`.
+func RequestHandover(ctx context.Context, cli *clientv3.Client, prefix, to string) error {
+	b, err := json.Marshal(struct {
+		To string `json:"to"`
+	}{to})
+	if err != nil {
+		return err
 	}
-	e.deadline = d
-	if e.releasing || !d.After(now) {
-		return
+	if _, err := cli.Put(ctx, prefix+"/handover", string(b)); err != nil {
+		return fmt.Errorf("coord: request handover of %s to %s: %w", prefix, to, err)
 	}
-	if e.acting {
-		e.calls = append(e.calls, guardCall{extend: true, epoch: e.epoch, deadline: d})
-		return
-	}
-	e.acting = true
-	e.calls = append(e.calls, guardCall{acquire: true, epoch: e.epoch, deadline: d})
+	return nil
 }
 
-// setEligible says whether this node may hold the singleton (its tracked
-// checks pass). A holder that becomes ineligible hands over to next.
-func (e *elector) setEligible(now time.Time, ok bool, next string) {
-	if ok && !e.eligible {
-		e.eligibleAt = now
-	}
-	e.eligible = ok
-	if !ok && e.holding {
-		e.handover(now, next)
-	}
-}
-
-// setRank sets how many eligible candidates rank above this node.
-func (e *elector) setRank(rank int) { e.rank = rank }
-
-// handover releases a held singleton: the guard first, then the record,
-// naming next ("" for anyone).
-func (e *elector) handover(now time.Time, next string) {
-	if !e.holding {
-		return
-	}
-	e.release("handover to " + orAnyone(next))
-	e.releasing, e.next = true, next
-	e.tick(now)
-}
-
-func orAnyone(node string) string {
+func orNone(node string) string {
 	if node == "" {
-		return "any eligible node"
+		return "nobody"
 	}
 	return node
 }
 
-// challengeAt is when this node may try to take the singleton, and whether
-// it may at all.
-func (e *elector) challengeAt() (time.Time, bool) {
-	if !e.eligible || !e.haveSeen || e.holding {
-		return time.Time{}, false
-	}
-	rankDelay := time.Duration(e.rank) * e.cfg.rankStep
-	o := e.seen
-	switch {
-	case o.held():
-		return e.seenAt.Add(e.challengerWait(o) + rankDelay), true
-	case o.rec.Next == e.cfg.node:
-		return e.seenAt, true
-	case o.rec.Next != "":
-		return e.seenAt.Add(e.challengerWait(o) + rankDelay), true
-	}
-	// Free for anyone (never held, or released to nobody in particular):
-	// nobody races a deadline here, and candidates come to it at different
-	// moments (a cold start), so the better-ranked get half a lease each.
-	from := e.seenAt
-	if e.eligibleAt.After(from) {
-		from = e.eligibleAt
-	}
-	return from.Add(time.Duration(e.rank) * e.cfg.lease / 2), true
+// Status returns what this node knows of the singleton now.
+func (o *Owner) Status() OwnerStatus {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	s := o.status
+	s.Candidates = slices.Clone(s.Candidates)
+	return s
 }
 
-// wake is when tick must next be called (zero: only on other input).
-func (e *elector) wake() time.Time {
-	var at time.Time
-	earliest := func(t time.Time) {
-		if !t.IsZero() && (at.IsZero() || t.Before(at)) {
-			at = t
+// WaitFor blocks until cond holds for the status or ctx ends.
+func (o *Owner) WaitFor(ctx context.Context, cond func(OwnerStatus) bool) error {
+	for {
+		o.mu.Lock()
+		s, ch := o.status, o.changed
+		o.mu.Unlock()
+		if cond(s) {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("coord: %s: waiting: %w (holder %s, epoch %d)", o.cfg.Prefix, ctx.Err(), orNone(s.Holder), s.Epoch)
 		}
 	}
-	if e.acting {
-		earliest(e.deadline)
-	}
-	switch {
-	case e.holding && e.releasing:
-		// The release goes out on the last answer.
-	case e.holding:
-		if e.inflight < e.maxInFlight() {
-			earliest(e.nextRenew)
-		}
-	case e.inflight == 0:
-		if t, ok := e.challengeAt(); ok {
-			earliest(t)
-		}
-	}
-	return at
 }
 
-// tick lets time pass: it fences a holder whose deadline has come and sends
-// whatever write is due.
-func (e *elector) tick(now time.Time) {
-	if e.acting && !now.Before(e.deadline) {
-		e.release("lease not renewed before its deadline")
+func (o *Owner) do(f func(now time.Time)) {
+	select {
+	case o.inputs <- f:
+	case <-o.done:
 	}
-	lease := e.cfg.lease.Milliseconds()
-	switch {
-	case e.holding && e.releasing:
-		if e.inflight > 0 {
-			return // a renewal applied after the release would fail it
+}
+
+// Run takes part in the singleton until ctx ends; then, if it holds it, it
+// hands it over to the best candidate (bounded by the lease) before
+// returning.
+func (o *Owner) Run(ctx context.Context) error {
+	defer close(o.done)
+	wctx, stopWatch := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer stopWatch()
+	updates := make(chan watchUpdate, 16)
+	wg.Go(func() { o.watch(wctx, updates) })
+	wg.Go(func() { o.keepCandidate(wctx) })
+	wg.Go(func() { o.publishCandidates(wctx) })
+	o.setCandidate()
+	o.settleAt = time.Now().Add(o.cfg.Lease)
+
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		o.step(time.Now())
+		select {
+		case <-ctx.Done():
+			return o.shutdown(updates)
+		case u := <-updates:
+			o.apply(time.Now(), u)
+		case r := <-o.results:
+			o.e.result(time.Now(), r)
+		case f := <-o.inputs:
+			f(time.Now())
+		case <-timer.C:
 		}
-		e.send(now, request{kind: opRelease, expect: e.rev, rec: Record{LeaseMS: lease, Next: e.next}, timeout: e.cfg.lease})
-	case e.holding && !now.Before(e.nextRenew) && e.inflight < e.maxInFlight():
-		e.nextRenew = now.Add(e.cfg.renew)
-		// Past the deadline an answer no longer keeps the guard; a
-		// request that takes longer is abandoned and the next one sent.
-		timeout := e.cfg.lease
-		if e.acting {
-			timeout = max(e.deadline.Sub(now), e.cfg.renew)
+		o.settle(time.Now())
+		o.e.tick(time.Now())
+		o.step(time.Now())
+		wake := o.e.wake()
+		if at, ok := o.settledAt(); ok && o.want != o.e.eligible && (wake.IsZero() || at.Before(wake)) {
+			wake = at
 		}
-		e.send(now, request{kind: opRenew, expect: e.rev, rec: Record{Holder: e.cfg.node, Epoch: e.epoch, LeaseMS: lease}, timeout: timeout})
-	case !e.holding && e.inflight == 0:
-		at, ok := e.challengeAt()
+		resetTimer(timer, wake)
+	}
+}
+
+func resetTimer(t *time.Timer, at time.Time) {
+	d := time.Hour
+	if !at.IsZero() {
+		d = max(time.Until(at), 0)
+	}
+	t.Reset(d)
+}
+
+// settle hands the wanted eligibility to the elector once the owner has
+// settled (at once for a loss of eligibility).
+func (o *Owner) settle(now time.Time) {
+	if o.want == o.e.eligible {
+		return
+	}
+	if o.want {
+		at, ok := o.settledAt()
 		if !ok || now.Before(at) {
 			return
 		}
-		e.send(now, request{kind: opAcquire, expect: e.seen.modRev, absent: !e.seen.exists(), rec: Record{Holder: e.cfg.node, LeaseMS: lease}, timeout: e.cfg.lease})
+	}
+	o.e.setEligible(now, o.want, o.best())
+}
+
+// settledAt is when an eligible owner may start competing: a lease after
+// it started, and a renewal period after it saw its own candidacy, so that
+// candidacies written at the same time as its own have arrived and the
+// rank is right. Before it sees its own candidacy it cannot tell (ok is
+// false).
+func (o *Owner) settledAt() (time.Time, bool) {
+	if seen := o.e.seen; seen.exists() && !seen.held() && seen.rec.Next == o.cfg.Node {
+		// Handed to this node by name: there is no race to rank.
+		return time.Time{}, true
+	}
+	c, ok := o.cands[o.cfg.Node]
+	if !ok || !c.Eligible {
+		o.candSeenAt = time.Time{}
+		return time.Time{}, false
+	}
+	if o.candSeenAt.IsZero() {
+		o.candSeenAt = time.Now()
+	}
+	at := o.candSeenAt.Add(o.cfg.Renew)
+	if at.Before(o.settleAt) {
+		at = o.settleAt
+	}
+	return at, true
+}
+
+// shutdown releases a held singleton so a successor need not wait out the
+// lease.
+func (o *Owner) shutdown(updates <-chan watchUpdate) error {
+	if !o.e.holding {
+		o.e.release("shutting down")
+		o.step(time.Now())
+		return nil
+	}
+	o.want = false
+	o.e.setEligible(time.Now(), false, o.best())
+	o.step(time.Now())
+	deadline := time.NewTimer(o.cfg.Lease)
+	defer deadline.Stop()
+	for o.e.holding {
+		select {
+		case r := <-o.results:
+			o.e.result(time.Now(), r)
+		case u := <-updates:
+			o.apply(time.Now(), u)
+		case <-deadline.C:
+			o.log.Warn("shutdown: the record was not released in time; successors wait out the lease")
+			return nil
+		}
+		o.e.tick(time.Now())
+		o.step(time.Now())
+	}
+	o.log.Info("released on shutdown")
+	return nil
+}
+
+// step carries out what the elector asked for and publishes the status.
+func (o *Owner) step(now time.Time) {
+	reqs, calls := o.e.take()
+	for _, c := range calls {
+		switch {
+		case c.acquire:
+			o.actingSince = now
+			o.log.Info("acquired", "epoch", c.epoch, "deadline_in", c.deadline.Sub(now))
+			o.cfg.Guard.Acquire(c.epoch, c.deadline)
+		case c.extend:
+			o.cfg.Guard.Extend(c.deadline)
+		default:
+			o.log.Info("released", "reason", c.reason)
+			o.cfg.Guard.Release(c.reason)
+		}
+	}
+	for _, r := range reqs {
+		go o.send(r)
+	}
+	o.publish()
+}
+
+func (o *Owner) publish() {
+	s := OwnerStatus{
+		Holder:   o.e.seen.rec.Holder,
+		Epoch:    o.e.seen.epoch(),
+		Acting:   o.e.acting,
+		Eligible: o.want,
+	}
+	if !o.e.seen.exists() || s.Holder == "" {
+		s.Epoch = 0
+	}
+	if o.e.acting {
+		s.Deadline = o.e.deadline
+	}
+	for _, c := range o.cands {
+		s.Candidates = append(s.Candidates, c)
+	}
+	slices.SortFunc(s.Candidates, func(a, b Candidate) int { return strings.Compare(a.Node, b.Node) })
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if s.Holder == o.status.Holder && s.Epoch == o.status.Epoch && s.Acting == o.status.Acting &&
+		s.Deadline.Equal(o.status.Deadline) && s.Eligible == o.status.Eligible && slices.Equal(s.Candidates, o.status.Candidates) {
+		return
+	}
+	o.status = s
+	close(o.changed)
+	o.changed = make(chan struct{})
+}
+
+// send performs one compare-and-swap write and reports its result.
+func (o *Owner) send(r request) {
+	ctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(context.Background()), r.timeout)
+	defer cancel()
+	key := o.recordKey()
+	cond := clientv3.Compare(clientv3.ModRevision(key), "=", r.expect)
+	if r.absent {
+		cond = clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
+	}
+	val, err := json.Marshal(r.rec)
+	if err != nil {
+		panic(err) // a Record always marshals
+	}
+	cli := o.clientFor(r)
+	resp, err := cli.Txn(ctx).If(cond).Then(clientv3.OpPut(key, string(val))).Else(clientv3.OpGet(key)).Commit()
+	res := result{req: r, err: err}
+	switch {
+	case err != nil:
+		o.log.Debug("write failed", "op", r.kind, "via", cli.Endpoints(), "err", err)
+	case resp.Succeeded:
+		res.known, res.ok, res.rev = true, true, resp.Header.Revision
+	default:
+		res.known = true
+		res.current = observation{modRev: resp.Header.Revision}
+		if kvs := resp.Responses[0].GetResponseRange().GetKvs(); len(kvs) == 1 {
+			obs, derr := decodeObservation(kvs[0].Value, kvs[0].ModRevision)
+			if derr != nil {
+				o.log.Warn("unreadable ownership record", "err", derr)
+			}
+			obs.present = true
+			res.current = obs
+		}
+	}
+	select {
+	case o.results <- res:
+	case <-o.done:
 	}
 }
 
-func (e *elector) send(now time.Time, r request) {
-	e.sent++
-	r.id, r.sentAt = e.sent, now
-	e.inflight++
-	e.reqs = append(e.reqs, r)
+// clientFor picks the client a request goes out on. Acquisitions and
+// releases go through Client: an alternate's member may be the one that is
+// cut off, and the write would wait for it until its timeout. Renewals go
+// through Client and an alternate in turn, skipping an alternate whose
+// connection is down; one stuck on a dead member holds only itself up.
+func (o *Owner) clientFor(r request) *clientv3.Client {
+	alts := o.cfg.Alternates
+	if r.kind != opRenew || len(alts) == 0 || r.id%2 == 0 {
+		return o.cfg.Client
+	}
+	for i := range uint64(len(alts)) {
+		cli := alts[(r.id/2+i)%uint64(len(alts))]
+		switch cli.ActiveConnection().GetState() {
+		case connectivity.TransientFailure, connectivity.Shutdown:
+			continue
+		}
+		return cli
+	}
+	return o.cfg.Client
+}
+
+// watchUpdate is what the watch learnt: a new record version, candidate
+// changes, or a handover request.
+type watchUpdate struct {
+	obs      *observation
+	cands    map[string]*Candidate // nil value: candidate gone
+	handover *handoverRequest
+	reset    bool // cands is the complete set
+}
+
+type handoverRequest struct {
+	to  string
+	rev int64
+}
+
+// watch reads the singleton's keys and follows them, starting over after a
+// broken watch (a compaction, a member that lost its leader).
+func (o *Owner) watch(ctx context.Context, updates chan<- watchUpdate) {
+	for ctx.Err() == nil {
+		rev, err := o.load(ctx, updates)
+		if err == nil {
+			err = o.follow(ctx, rev, updates)
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		o.log.Debug("watch restarts", "err", err)
+		select {
+		case <-time.After(o.cfg.Renew):
+		case <-ctx.Done():
+		}
+	}
+}
+
+func (o *Owner) load(ctx context.Context, updates chan<- watchUpdate) (int64, error) {
+	rctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), 2*o.cfg.Lease)
+	defer cancel()
+	resp, err := o.cfg.Client.Get(rctx, o.cfg.Prefix+"/", clientv3.WithPrefix())
+	if err != nil {
+		return 0, err
+	}
+	u := watchUpdate{obs: &observation{modRev: resp.Header.Revision}, cands: map[string]*Candidate{}, reset: true}
+	for _, kv := range resp.Kvs {
+		o.decode(kv, u.obs, &u)
+	}
+	select {
+	case updates <- u:
+	case <-ctx.Done():
+	}
+	return resp.Header.Revision, nil
+}
+
+func (o *Owner) follow(ctx context.Context, rev int64, updates chan<- watchUpdate) error {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	for wr := range o.cfg.Client.Watch(wctx, o.cfg.Prefix+"/", clientv3.WithPrefix(), clientv3.WithRev(rev+1)) {
+		if err := wr.Err(); err != nil {
+			return err
+		}
+		for _, ev := range wr.Events {
+			u := watchUpdate{cands: map[string]*Candidate{}}
+			if ev.Type == mvccpb.DELETE {
+				if string(ev.Kv.Key) == o.recordKey() {
+					u.obs = &observation{modRev: ev.Kv.ModRevision}
+				} else if node, ok := strings.CutPrefix(string(ev.Kv.Key), o.cfg.Prefix+"/candidates/"); ok {
+					u.cands[node] = nil
+				}
+			} else {
+				o.decode(ev.Kv, nil, &u)
+			}
+			select {
+			case updates <- u:
+			case <-ctx.Done():
+				return nil
+			}
+		}
+	}
+	return errors.New("watch closed")
+}
+
+// decode files one key-value into u; into, if given, receives the record.
+func (o *Owner) decode(kv *mvccpb.KeyValue, into *observation, u *watchUpdate) {
+	key := string(kv.Key)
+	switch {
+	case key == o.recordKey():
+		obs, err := decodeObservation(kv.Value, kv.ModRevision)
+		if err != nil {
+			o.log.Warn("unreadable ownership record; treating it as held", "err", err)
+			obs.rec.Holder = "?"
+		}
+		obs.present = true
+		if into != nil {
+			*into = obs
+		} else {
+			u.obs = &obs
+		}
+	case key == o.handoverKey():
+		var h struct {
+			To string `json:"to"`
+		}
+		if json.Unmarshal(kv.Value, &h) == nil {
+			u.handover = &handoverRequest{to: h.To, rev: kv.ModRevision}
+		}
+	default:
+		node, ok := strings.CutPrefix(key, o.cfg.Prefix+"/candidates/")
+		var c Candidate
+		if ok && json.Unmarshal(kv.Value, &c) == nil {
+			c.Node = node
+			u.cands[node] = &c
+		}
+	}
+}
+
+// apply feeds a watch update to the elector and re-ranks the candidates.
+func (o *Owner) apply(now time.Time, u watchUpdate) {
+	if u.reset {
+		o.cands = map[string]Candidate{}
+	}
+	for node, c := range u.cands {
+		if c == nil {
+			delete(o.cands, node)
+		} else {
+			o.cands[node] = *c
+		}
+	}
+	if u.obs != nil {
+		o.e.observe(now, *u.obs)
+	}
+	o.e.setRank(o.rank())
+	if u.handover != nil {
+		o.movedTo = u.handover.to
+	}
+	if h := u.handover; h != nil && h.rev > o.handoverRev && o.e.holding && h.rev > o.e.epoch {
+		o.handoverRev = h.rev
+		to := h.to
+		if to == "" {
+			to = o.best() // "" asks for the best eligible candidate
+		}
+		switch c, ok := o.cands[to]; {
+		case to == "":
+			o.log.Warn("handover requested to the best candidate, but no other node is eligible; ignored")
+		case to == o.cfg.Node:
+		case !ok || !c.Eligible:
+			// Handing over to a node that would not take it leaves the
+			// singleton unheld until a lease runs out: refuse.
+			o.log.Warn("handover requested to a node that is not an eligible candidate; ignored", "to", to)
+		default:
+			o.log.Info("handover requested", "to", to, "asked_for", orNone(h.to))
+			o.e.handover(now, to)
+		}
+	}
+	o.preempt(now)
+}
+
+// rank counts the eligible candidates that rank above this node: higher
+// priority, or equal priority and a smaller name. The record's holder does
+// not count: by the time a challenger may write, it has failed to renew,
+// and it does not race to take over its own record.
+func (o *Owner) rank() int {
+	n := 0
+	holder := ""
+	if o.e.seen.held() {
+		holder = o.e.seen.rec.Holder
+	}
+	for _, c := range o.cands {
+		if c.Node != o.cfg.Node && c.Node != holder && c.Eligible && o.above(c) {
+			n++
+		}
+	}
+	return n
+}
+
+func (o *Owner) above(c Candidate) bool {
+	return c.Priority > o.cfg.Priority || c.Priority == o.cfg.Priority && c.Node < o.cfg.Node
+}
+
+// best is the best-ranked eligible candidate other than this node.
+func (o *Owner) best() string {
+	var cs []Candidate
+	for _, c := range o.cands {
+		if c.Node != o.cfg.Node && c.Eligible {
+			cs = append(cs, c)
+		}
+	}
+	if len(cs) == 0 {
+		return ""
+	}
+	slices.SortFunc(cs, func(a, b Candidate) int {
+		return cmp.Or(cmp.Compare(b.Priority, a.Priority), strings.Compare(a.Node, b.Node))
+	})
+	return cs[0].Node
+}
+
+// preempt hands the singleton to an eligible candidate of higher priority
+// when the configuration asks for it.
+func (o *Owner) preempt(now time.Time) {
+	// A node the operator moved the singleton to keeps it until the next
+	// move: otherwise a move to a lower priority would bounce straight back.
+	// A new holder waits out a candidacy's lease first: the node it took
+	// over from may have died still listed as the better candidate.
+	if !o.cfg.Preempt || !o.e.acting || o.e.releasing || o.movedTo == o.cfg.Node || now.Sub(o.actingSince) < preemptDelay {
+		return
+	}
+	best := o.best()
+	if c, ok := o.cands[best]; ok && c.Priority > o.cfg.Priority {
+		o.log.Info("preempted by a candidate of higher priority", "to", best, "priority", c.Priority)
+		o.e.handover(now, best)
+	}
+}
+
+// keepCandidate keeps an etcd lease for this node's candidacy, so a node
+// that dies stops counting, and takes a new one after a lost lease.
+func (o *Owner) keepCandidate(ctx context.Context) {
+	for ctx.Err() == nil {
+		s, err := concurrency.NewSession(o.cfg.Client, concurrency.WithTTL(int(candidacyTTL/time.Second)), concurrency.WithContext(ctx))
+		if err != nil {
+			select {
+			case <-time.After(time.Second):
+			case <-ctx.Done():
+			}
+			continue
+		}
+		o.candMu.Lock()
+		o.candLease = s.Lease()
+		o.candMu.Unlock()
+		o.kickCandidate()
+		select {
+		case <-s.Done():
+		case <-ctx.Done():
+			rctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			s.Orphan()
+			_, _ = o.cfg.Client.Revoke(rctx, s.Lease())
+			cancel()
+		}
+	}
+}
+
+// setCandidate records the candidacy to publish; it runs on the loop.
+func (o *Owner) setCandidate() {
+	o.candMu.Lock()
+	o.candWant = Candidate{Node: o.cfg.Node, Priority: o.cfg.Priority, Eligible: o.want}
+	o.candMu.Unlock()
+	o.kickCandidate()
+}
+
+func (o *Owner) kickCandidate() {
+	select {
+	case o.candKick <- struct{}{}:
+	default:
+	}
+}
+
+// publishCandidates writes the latest candidacy whenever it or the lease
+// changes, one write at a time so they cannot arrive out of order.
+func (o *Owner) publishCandidates(ctx context.Context) {
+	for {
+		select {
+		case <-o.candKick:
+		case <-ctx.Done():
+			return
+		}
+		o.candMu.Lock()
+		c, lease := o.candWant, o.candLease
+		o.candMu.Unlock()
+		if lease == 0 {
+			continue
+		}
+		b, _ := json.Marshal(c)
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := o.cfg.Client.Put(pctx, o.candidateKey(), string(b), clientv3.WithLease(lease))
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			o.log.Warn("publish candidacy", "err", err)
+			time.AfterFunc(time.Second, o.kickCandidate)
+		}
+	}
 }
