@@ -1,81 +1,17 @@
 package coord
 
 import (
-	"encoding/json"
 	"fmt"
 	"time"
 )
 
-// Record is the value stored at a singleton's ownership key. The key's
-// etcd ModRevision versions it: every write is a compare-and-swap on the
-// revision the writer last saw.
-type Record struct {
-	// Holder is the node that holds the singleton; "" once released.
-	Holder string `json:"holder,omitempty"`
-	// Epoch is the fencing epoch: the etcd revision of the write that
-	// acquired the singleton. The acquiring write itself carries 0 (it
-	// cannot know its own revision); renewals carry it.
-	Epoch int64 `json:"epoch,omitempty"`
-	// LeaseMS is the holder's lease in milliseconds: a challenger waits at
-	// least this long, on its own clock, after it last saw the record
-	// change before it may take the singleton over.
-	LeaseMS int64 `json:"lease_ms"`
-	// Next, on a released record, names the node that may take the
-	// singleton at once (a planned handover); any other node waits out the
-	// lease in case Next is gone.
-	Next string `json:"next,omitempty"`
-}
-
-// Guard is what an ownership record protects: the thing only the holder may
-// do (answer for a floating address, accept database writes). The owner
-// calls it from one goroutine, in order.
-type Guard interface {
-	// Acquire is called when this node may act as the holder under epoch
-	// until deadline, a time on the local monotonic clock.
-	Acquire(epoch int64, deadline time.Time)
-	// Extend moves the deadline after a successful renewal.
-	Extend(deadline time.Time)
-	// Release must stop the node acting now. It is called before the
-	// deadline passes when a renewal has not succeeded in time, on a
-	// planned handover, and when the record names another holder.
-	Release(reason string)
-}
-
-// observation is one version of the ownership record as etcd returned it.
-type observation struct {
-	rec Record
-	// present is false when the key does not exist (never written, or
-	// deleted by hand).
-	present bool
-	// modRev is the revision of this version: the key's ModRevision, the
-	// deletion's revision, or the read's revision when the key is absent.
-	// Observations are ordered by it.
-	modRev int64
-}
-
-func (o observation) exists() bool { return o.present }
-
-// epoch is the fencing epoch of the holder the observation names.
-func (o observation) epoch() int64 {
-	if o.rec.Epoch != 0 {
-		return o.rec.Epoch
-	}
-	return o.modRev
-}
-
-func (o observation) held() bool { return o.exists() && o.rec.Holder != "" }
-
-func decodeObservation(value []byte, modRev int64) (observation, error) {
-	var rec Record
-	if err := json.Unmarshal(value, &rec); err != nil {
-		return observation{}, fmt.Errorf("ownership record at revision %d: %w", modRev, err)
-	}
-	return observation{rec: rec, present: true, modRev: modRev}, nil
-}
-
-// electorConfig holds the timing of one node's elector.
+// electorConfig holds the timing and standing of one node's elector.
 type electorConfig struct {
 	node string
+	// priority ranks this node among the candidates; preempt makes a
+	// holder hand over to an eligible candidate of higher priority.
+	priority int
+	preempt  bool
 	// lease is how long a renewal keeps the holder in place.
 	lease time.Duration
 	// renew is the period between renewals (lease/4 by default: three
@@ -89,6 +25,13 @@ type electorConfig struct {
 	// rankStep delays each challenger by this much per eligible candidate
 	// ranked above it, so that the best candidate usually wins the race.
 	rankStep time.Duration
+	// preemptDelay is how long a new holder waits before it preempts for
+	// a better candidate: at least a candidacy's lease, so that it never
+	// yields to a node that died still listed as the better candidate.
+	preemptDelay time.Duration
+	// firstID numbers this process's first write; later ones count up
+	// from it. It is random in each process (see Record.Seq).
+	firstID uint64
 }
 
 // opKind says which write a request is.
@@ -106,7 +49,8 @@ func (k opKind) String() string {
 
 // request is a compare-and-swap write the elector asks its driver to send.
 type request struct {
-	// id numbers the node's requests in the order they were sent.
+	// id numbers the node's requests in the order they were sent; the
+	// write carries it as Record.Seq.
 	id   uint64
 	kind opKind
 	// expect is the ModRevision the key must have; with absent, the key
@@ -142,41 +86,58 @@ type guardCall struct {
 	reason   string // release
 }
 
+// note is something the elector decided that an operator should read in
+// the log: the driver logs it, the elector never does.
+type note struct {
+	warn bool
+	msg  string
+	args []any
+}
+
 // elector is one node's side of an ownership record, as a pure state
-// machine: it is driven by observations of the record, results of its
-// writes, ticks of the clock and eligibility changes, and answers with
-// requests to send and calls to make on its Guard. It never reads a clock
-// or touches the network, so tests drive it step by step.
+// machine: it is driven by observations of the record and of the
+// candidates, handover requests, results of its writes, ticks of the clock
+// and the eligibility its user asks for, and answers with requests to
+// send, calls to make on its Guard and notes to log. It never reads a
+// clock or touches the network, so tests drive it step by step.
 //
 // Safety: a holder acts only until lease×(1−drift) after the send time of
-// its last successful write; a challenger writes only after lease×(1+drift)
-// on its own clock since it saw that write, and only by compare-and-swap on
-// that write's revision. The write was applied after it was sent and seen
-// after it was applied, so, while the clocks' rates differ by less than
-// drift, the holder has stopped before a challenger can succeed. A renewal
-// racing a takeover loses the compare-and-swap. docs/coordination.md gives
-// the whole argument.
+// its last write known to be applied; a challenger writes only after
+// lease×(1+drift) on its own clock since it saw that write, and only by
+// compare-and-swap on that write's revision. The write was applied after it
+// was sent and seen after it was applied, so, while the clocks' rates
+// differ by less than drift, the holder has stopped before a challenger can
+// succeed. A renewal racing a takeover loses the compare-and-swap. A write
+// is known to be applied when its answer says so, or when the record is
+// seen carrying its sequence number (Record.Seq): through the watch, or in
+// the failed comparison of another copy of the same request.
+// docs/coordination.md gives the whole argument.
+//
+// Who competes, and when, is decided here too (choice.go): the rank among
+// the candidates, the settling of a starting node, preemption by a better
+// candidate and planned handovers.
 type elector struct {
 	cfg electorConfig
 
-	eligible   bool
+	choice
+
+	eligible   bool      // may compete now: wanted, and settled
 	eligibleAt time.Time // when eligible last became true
-	rank       int       // eligible candidates ranked above this node
 
 	seen     observation
 	seenAt   time.Time
 	haveSeen bool
 
-	holding  bool  // the record names this node (it wrote it)
-	epoch    int64 // fencing epoch while holding
-	rev      int64 // revision of this node's last confirmed write
-	deadline time.Time
-	acting   bool // Guard acquired and not released
+	holding     bool  // the record names this node (it wrote it)
+	epoch       int64 // fencing epoch while holding
+	rev         int64 // revision of this node's last confirmed write
+	deadline    time.Time
+	acting      bool // Guard acquired and not released
+	actingSince time.Time
 
 	// inflight counts requests sent and not yet answered. Renewals go out
 	// on schedule while earlier ones are still in flight (up to
-	// maxInFlight): the driver sends consecutive requests over different
-	// connections, so one held up behind a lost packet does not hold back
+	// maxInFlight): one held up behind a lost packet does not hold back
 	// the next. Acquisitions and releases go out one at a time.
 	inflight  int
 	nextRenew time.Time
@@ -185,9 +146,14 @@ type elector struct {
 	releasing bool
 	next      string
 
-	sent  uint64 // requests sent so far
-	reqs  []request
-	calls []guardCall
+	sent uint64 // requests sent so far
+	// sentAt holds the send time of this node's acquisition and renewals
+	// that may still move the deadline, by id, so that a write seen
+	// applied (by its Seq) before its answer arrives counts at once.
+	sentAt map[uint64]time.Time
+	reqs   []request
+	calls  []guardCall
+	notes  []note
 }
 
 // maxInFlight is how many renewals may be outstanding at once: as many as
@@ -198,14 +164,22 @@ func (e *elector) maxInFlight() int {
 }
 
 func newElector(cfg electorConfig) *elector {
-	return &elector{cfg: cfg}
+	return &elector{cfg: cfg, choice: newChoice(), sentAt: map[uint64]time.Time{}}
 }
 
-// take returns and clears the pending requests and guard calls.
-func (e *elector) take() ([]request, []guardCall) {
-	r, c := e.reqs, e.calls
-	e.reqs, e.calls = nil, nil
-	return r, c
+// take returns and clears the pending requests, guard calls and notes.
+func (e *elector) take() ([]request, []guardCall, []note) {
+	r, c, n := e.reqs, e.calls, e.notes
+	e.reqs, e.calls, e.notes = nil, nil, nil
+	return r, c, n
+}
+
+func (e *elector) info(msg string, args ...any) {
+	e.notes = append(e.notes, note{msg: msg, args: args})
+}
+
+func (e *elector) warn(msg string, args ...any) {
+	e.notes = append(e.notes, note{warn: true, msg: msg, args: args})
 }
 
 func (e *elector) holderDeadline(sentAt time.Time) time.Time {
@@ -228,31 +202,41 @@ func (e *elector) observe(now time.Time, o observation) {
 	}
 	e.seen, e.seenAt, e.haveSeen = o, now, true
 	if !e.holding {
+		if sentAt, ok := e.ownAcquisition(o); ok {
+			// The acquisition was applied; its answer is still on its way
+			// or lost.
+			e.acquired(now, o, sentAt)
+		}
 		return
 	}
 	if o.held() && o.rec.Holder == e.cfg.node && o.epoch() == e.epoch {
 		// One of this node's own writes: a renewal whose answer is still
-		// on its way, or one that timed out but was applied. Its send time
-		// is unknown, so the deadline stays; later writes compare on it.
+		// on its way, or one that timed out but was applied. Later writes
+		// compare on it; when its Seq tells which request it was, its send
+		// time moves the deadline.
 		e.rev = max(e.rev, o.modRev)
+		if sentAt, ok := e.sentAt[o.rec.Seq]; ok {
+			e.extend(now, sentAt)
+		}
 		return
 	}
 	e.lose(fmt.Sprintf("the record now names %s", describe(o)))
 }
 
-func describe(o observation) string {
-	switch {
-	case !o.exists():
-		return "no holder (deleted)"
-	case o.rec.Holder == "":
-		return "no holder (released)"
+// ownAcquisition reports whether o is the write of this node's acquisition
+// in flight, and when that was sent.
+func (e *elector) ownAcquisition(o observation) (time.Time, bool) {
+	if !o.held() || o.rec.Holder != e.cfg.node || o.rec.Epoch != 0 {
+		return time.Time{}, false
 	}
-	return fmt.Sprintf("%s (epoch %d)", o.rec.Holder, o.epoch())
+	sentAt, ok := e.sentAt[o.rec.Seq]
+	return sentAt, ok
 }
 
 // lose ends this node's holding.
 func (e *elector) lose(reason string) {
 	e.holding, e.releasing = false, false
+	clear(e.sentAt)
 	e.release(reason)
 }
 
@@ -286,11 +270,9 @@ func (e *elector) result(now time.Time, r result) {
 	mine := observation{rec: r.req.rec, present: true, modRev: r.rev}
 	switch r.req.kind {
 	case opAcquire:
-		e.holding, e.epoch, e.rev = true, r.rev, r.rev
-		e.deadline = time.Time{}
-		e.nextRenew = r.req.sentAt.Add(e.cfg.renew)
-		e.seen, e.seenAt, e.haveSeen = mine, now, true
-		e.extend(now, r.req.sentAt)
+		if !e.holding {
+			e.acquired(now, mine, r.req.sentAt)
+		}
 	case opRenew:
 		if !e.holding {
 			return
@@ -302,15 +284,33 @@ func (e *elector) result(now time.Time, r result) {
 		e.extend(now, r.req.sentAt)
 	case opRelease:
 		e.holding, e.releasing = false, false
+		clear(e.sentAt)
 		if r.rev > e.seen.modRev {
 			e.seen, e.seenAt = mine, now
 		}
 	}
 }
 
+// acquired starts a holding under the epoch of mine, this node's
+// acquisition, sent at sentAt.
+func (e *elector) acquired(now time.Time, mine observation, sentAt time.Time) {
+	e.holding, e.epoch, e.rev = true, mine.modRev, mine.modRev
+	e.deadline = time.Time{}
+	e.nextRenew = sentAt.Add(e.cfg.renew)
+	if !e.haveSeen || mine.modRev > e.seen.modRev {
+		e.seen, e.seenAt, e.haveSeen = mine, now, true
+	}
+	e.extend(now, sentAt)
+}
+
 // extend moves the deadline to the one a write sent at sentAt earns, and
 // (re)acquires the guard if that deadline is still ahead.
 func (e *elector) extend(now, sentAt time.Time) {
+	for id, t := range e.sentAt {
+		if !t.After(sentAt) {
+			delete(e.sentAt, id) // can no longer move the deadline
+		}
+	}
 	d := e.holderDeadline(sentAt)
 	if !d.After(e.deadline) {
 		return
@@ -323,12 +323,12 @@ func (e *elector) extend(now, sentAt time.Time) {
 		e.calls = append(e.calls, guardCall{extend: true, epoch: e.epoch, deadline: d})
 		return
 	}
-	e.acting = true
+	e.acting, e.actingSince = true, now
 	e.calls = append(e.calls, guardCall{acquire: true, epoch: e.epoch, deadline: d})
 }
 
-// setEligible says whether this node may hold the singleton (its tracked
-// checks pass). A holder that becomes ineligible hands over to next.
+// setEligible says whether this node may compete for the singleton now. A
+// holder that becomes ineligible hands over to next.
 func (e *elector) setEligible(now time.Time, ok bool, next string) {
 	if ok && !e.eligible {
 		e.eligibleAt = now
@@ -339,9 +339,6 @@ func (e *elector) setEligible(now time.Time, ok bool, next string) {
 	}
 }
 
-// setRank sets how many eligible candidates rank above this node.
-func (e *elector) setRank(rank int) { e.rank = rank }
-
 // handover releases a held singleton: the guard first, then the record,
 // naming next ("" for anyone).
 func (e *elector) handover(now time.Time, next string) {
@@ -350,14 +347,7 @@ func (e *elector) handover(now time.Time, next string) {
 	}
 	e.release("handover to " + orAnyone(next))
 	e.releasing, e.next = true, next
-	e.tick(now)
-}
-
-func orAnyone(node string) string {
-	if node == "" {
-		return "any eligible node"
-	}
-	return node
+	e.send(now)
 }
 
 // challengeAt is when this node may try to take the singleton, and whether
@@ -366,7 +356,8 @@ func (e *elector) challengeAt() (time.Time, bool) {
 	if !e.eligible || !e.haveSeen || e.holding {
 		return time.Time{}, false
 	}
-	rankDelay := time.Duration(e.rank) * e.cfg.rankStep
+	rank := e.rank()
+	rankDelay := time.Duration(rank) * e.cfg.rankStep
 	o := e.seen
 	switch {
 	case o.held():
@@ -383,7 +374,7 @@ func (e *elector) challengeAt() (time.Time, bool) {
 	if e.eligibleAt.After(from) {
 		from = e.eligibleAt
 	}
-	return from.Add(time.Duration(e.rank) * e.cfg.lease / 2), true
+	return from.Add(time.Duration(rank) * e.cfg.lease / 2), true
 }
 
 // wake is when tick must next be called (zero: only on other input).
@@ -409,22 +400,36 @@ func (e *elector) wake() time.Time {
 			earliest(t)
 		}
 	}
+	earliest(e.choiceWake())
 	return at
 }
 
-// tick lets time pass: it fences a holder whose deadline has come and sends
+// tick lets time pass: it settles the eligibility asked for, fences a
+// holder whose deadline has come, preempts for a better candidate and sends
 // whatever write is due.
 func (e *elector) tick(now time.Time) {
+	e.settle(now)
 	if e.acting && !now.Before(e.deadline) {
 		e.release("lease not renewed before its deadline")
 	}
+	for id, t := range e.sentAt {
+		if !e.holderDeadline(t).After(now) {
+			delete(e.sentAt, id) // its deadline has passed: worth nothing now
+		}
+	}
+	e.preemptIfDue(now)
+	e.send(now)
+}
+
+// send sends whatever write is due now.
+func (e *elector) send(now time.Time) {
 	lease := e.cfg.lease.Milliseconds()
 	switch {
 	case e.holding && e.releasing:
 		if e.inflight > 0 {
 			return // a renewal applied after the release would fail it
 		}
-		e.send(now, request{kind: opRelease, expect: e.rev, rec: Record{LeaseMS: lease, Next: e.next}, timeout: e.cfg.lease})
+		e.push(now, request{kind: opRelease, expect: e.rev, rec: Record{LeaseMS: lease, Next: e.next}, timeout: e.cfg.lease})
 	case e.holding && !now.Before(e.nextRenew) && e.inflight < e.maxInFlight():
 		e.nextRenew = now.Add(e.cfg.renew)
 		// Past the deadline an answer no longer keeps the guard; a
@@ -433,19 +438,23 @@ func (e *elector) tick(now time.Time) {
 		if e.acting {
 			timeout = max(e.deadline.Sub(now), e.cfg.renew)
 		}
-		e.send(now, request{kind: opRenew, expect: e.rev, rec: Record{Holder: e.cfg.node, Epoch: e.epoch, LeaseMS: lease}, timeout: timeout})
+		e.push(now, request{kind: opRenew, expect: e.rev, rec: Record{Holder: e.cfg.node, Epoch: e.epoch, LeaseMS: lease}, timeout: timeout})
 	case !e.holding && e.inflight == 0:
 		at, ok := e.challengeAt()
 		if !ok || now.Before(at) {
 			return
 		}
-		e.send(now, request{kind: opAcquire, expect: e.seen.modRev, absent: !e.seen.exists(), rec: Record{Holder: e.cfg.node, LeaseMS: lease}, timeout: e.cfg.lease})
+		e.push(now, request{kind: opAcquire, expect: e.seen.modRev, absent: !e.seen.exists(), rec: Record{Holder: e.cfg.node, LeaseMS: lease}, timeout: e.cfg.lease})
 	}
 }
 
-func (e *elector) send(now time.Time, r request) {
+func (e *elector) push(now time.Time, r request) {
+	r.id = e.cfg.firstID + e.sent
 	e.sent++
-	r.id, r.sentAt = e.sent, now
+	r.sentAt, r.rec.Seq = now, r.id
+	if r.kind != opRelease {
+		e.sentAt[r.id] = now
+	}
 	e.inflight++
 	e.reqs = append(e.reqs, r)
 }

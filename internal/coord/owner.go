@@ -1,12 +1,12 @@
 package coord
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -15,18 +15,18 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
-	"google.golang.org/grpc/connectivity"
 )
 
 // OwnerConfig configures one node's side of a singleton's ownership record.
 type OwnerConfig struct {
 	Client *clientv3.Client
 	// Alternates are further clients, each of one other member. Every
-	// other renewal goes out over one of them, and renewals do not wait
-	// for each other: a renewal held up on one connection (a lost packet
-	// waits for TCP's retransmission timeout, 200ms, and 400ms more if the
-	// retransmission is lost too) does not hold back the next one on
-	// another.
+	// write goes out over Client and every alternate at once, and the
+	// first answer counts: a write held up on one connection (a lost
+	// packet waits for TCP's retransmission timeout, 200ms, and 400ms more
+	// if the retransmission is lost too) or behind one slow member is
+	// answered through another. The copies carry the same compare
+	// revision, so at most one of them is applied.
 	Alternates []*clientv3.Client
 	// Prefix is the singleton's key prefix, such as
 	// /haven/shop/owners/vip/web (see OwnerPrefix). The record lives at
@@ -91,11 +91,14 @@ type OwnerStatus struct {
 
 // Owner takes part in a singleton's ownership: it competes for the record
 // while its node is eligible, renews it while it holds it, and drives its
-// Guard. Run it with Run; the other methods may be called from any
-// goroutine.
+// Guard. It is the driver of an elector (elector.go), which makes every
+// decision: Owner carries the elector's requests to etcd, feeds it what the
+// watch and the answers say, and keeps its timer. Run it with Run; the other
+// methods may be called from any goroutine.
 type Owner struct {
-	cfg OwnerConfig
-	log *slog.Logger
+	cfg     OwnerConfig
+	log     *slog.Logger
+	clients []*clientv3.Client // Client, then Alternates
 
 	inputs  chan func(now time.Time)
 	results chan result
@@ -105,20 +108,7 @@ type Owner struct {
 	// changed is closed and replaced whenever status changes.
 	changed chan struct{}
 
-	e     *elector
-	cands map[string]Candidate
-	// handoverRev is the revision of the last handover request acted on,
-	// and movedTo the node the latest request named.
-	handoverRev int64
-	movedTo     string
-	actingSince time.Time
-	// want is the eligibility asked for; the elector gets it once the
-	// owner has settled: one lease after it started, so that candidates
-	// starting together see each other's candidacy and the best ranked
-	// wins the first race.
-	want       bool
-	settleAt   time.Time
-	candSeenAt time.Time // when this node's eligible candidacy was first seen
+	e *elector
 	// done is closed when Run returns, so callers never block on a loop
 	// that is gone.
 	done chan struct{}
@@ -158,15 +148,23 @@ func NewOwner(cfg OwnerConfig) (*Owner, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	e := newElector(electorConfig{node: cfg.Node, lease: cfg.Lease, renew: cfg.Renew, drift: cfg.Drift, rankStep: cfg.RankStep})
+	e := newElector(electorConfig{
+		node: cfg.Node, priority: cfg.Priority, preempt: cfg.Preempt,
+		lease: cfg.Lease, renew: cfg.Renew, drift: cfg.Drift, rankStep: cfg.RankStep,
+		preemptDelay: preemptDelay,
+		// Random, so that a restarted process never takes its previous
+		// process's writes for its own (see Record.Seq); below 2^53 so
+		// that any JSON reader keeps it exact.
+		firstID: 1 + rand.Uint64N(1<<52),
+	})
 	return &Owner{
 		cfg:      cfg,
 		log:      cfg.Logger.With("singleton", cfg.Prefix),
+		clients:  append([]*clientv3.Client{cfg.Client}, cfg.Alternates...),
 		inputs:   make(chan func(time.Time), 16),
 		results:  make(chan result, 4),
 		changed:  make(chan struct{}),
 		e:        e,
-		cands:    map[string]Candidate{},
 		done:     make(chan struct{}),
 		candKick: make(chan struct{}, 1),
 	}, nil
@@ -180,12 +178,10 @@ func (o *Owner) handoverKey() string  { return o.cfg.Prefix + "/handover" }
 // becomes ineligible hands over to the best eligible candidate.
 func (o *Owner) SetEligible(ok bool) {
 	o.do(func(now time.Time) {
-		if o.want == ok {
+		if o.e.want == ok {
 			return
 		}
-		o.want = ok
-		o.log.Info("eligibility changed", "eligible", ok)
-		o.settle(now)
+		o.e.setWant(now, ok)
 		o.setCandidate()
 	})
 }
@@ -201,7 +197,7 @@ func (o *Owner) Handover(ctx context.Context, to string) error {
 			return
 		}
 		if to == "" {
-			to = o.best()
+			to = o.e.best()
 		}
 		o.e.handover(now, to)
 		errc <- nil
@@ -233,13 +229,6 @@ func RequestHandover(ctx context.Context, cli *clientv3.Client, prefix, to strin
 		return fmt.Errorf("coord: request handover of %s to %s: %w", prefix, to, err)
 	}
 	return nil
-}
-
-func orNone(node string) string {
-	if node == "" {
-		return "nobody"
-	}
-	return node
 }
 
 // Status returns what this node knows of the singleton now.
@@ -289,7 +278,7 @@ func (o *Owner) Run(ctx context.Context) error {
 	wg.Go(func() { o.keepCandidate(wctx) })
 	wg.Go(func() { o.publishCandidates(wctx) })
 	o.setCandidate()
-	o.settleAt = time.Now().Add(o.cfg.Lease)
+	o.e.start(time.Now())
 
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -306,14 +295,9 @@ func (o *Owner) Run(ctx context.Context) error {
 			f(time.Now())
 		case <-timer.C:
 		}
-		o.settle(time.Now())
 		o.e.tick(time.Now())
 		o.step(time.Now())
-		wake := o.e.wake()
-		if at, ok := o.settledAt(); ok && o.want != o.e.eligible && (wake.IsZero() || at.Before(wake)) {
-			wake = at
-		}
-		resetTimer(timer, wake)
+		resetTimer(timer, o.e.wake())
 	}
 }
 
@@ -325,46 +309,6 @@ func resetTimer(t *time.Timer, at time.Time) {
 	t.Reset(d)
 }
 
-// settle hands the wanted eligibility to the elector once the owner has
-// settled (at once for a loss of eligibility).
-func (o *Owner) settle(now time.Time) {
-	if o.want == o.e.eligible {
-		return
-	}
-	if o.want {
-		at, ok := o.settledAt()
-		if !ok || now.Before(at) {
-			return
-		}
-	}
-	o.e.setEligible(now, o.want, o.best())
-}
-
-// settledAt is when an eligible owner may start competing: a lease after
-// it started, and a renewal period after it saw its own candidacy, so that
-// candidacies written at the same time as its own have arrived and the
-// rank is right. Before it sees its own candidacy it cannot tell (ok is
-// false).
-func (o *Owner) settledAt() (time.Time, bool) {
-	if seen := o.e.seen; seen.exists() && !seen.held() && seen.rec.Next == o.cfg.Node {
-		// Handed to this node by name: there is no race to rank.
-		return time.Time{}, true
-	}
-	c, ok := o.cands[o.cfg.Node]
-	if !ok || !c.Eligible {
-		o.candSeenAt = time.Time{}
-		return time.Time{}, false
-	}
-	if o.candSeenAt.IsZero() {
-		o.candSeenAt = time.Now()
-	}
-	at := o.candSeenAt.Add(o.cfg.Renew)
-	if at.Before(o.settleAt) {
-		at = o.settleAt
-	}
-	return at, true
-}
-
 // shutdown releases a held singleton so a successor need not wait out the
 // lease.
 func (o *Owner) shutdown(updates <-chan watchUpdate) error {
@@ -373,8 +317,7 @@ func (o *Owner) shutdown(updates <-chan watchUpdate) error {
 		o.step(time.Now())
 		return nil
 	}
-	o.want = false
-	o.e.setEligible(time.Now(), false, o.best())
+	o.e.setWant(time.Now(), false)
 	o.step(time.Now())
 	deadline := time.NewTimer(o.cfg.Lease)
 	defer deadline.Stop()
@@ -397,11 +340,17 @@ func (o *Owner) shutdown(updates <-chan watchUpdate) error {
 
 // step carries out what the elector asked for and publishes the status.
 func (o *Owner) step(now time.Time) {
-	reqs, calls := o.e.take()
+	reqs, calls, notes := o.e.take()
+	for _, n := range notes {
+		if n.warn {
+			o.log.Warn(n.msg, n.args...)
+		} else {
+			o.log.Info(n.msg, n.args...)
+		}
+	}
 	for _, c := range calls {
 		switch {
 		case c.acquire:
-			o.actingSince = now
 			o.log.Info("acquired", "epoch", c.epoch, "deadline_in", c.deadline.Sub(now))
 			o.cfg.Guard.Acquire(c.epoch, c.deadline)
 		case c.extend:
@@ -422,7 +371,7 @@ func (o *Owner) publish() {
 		Holder:   o.e.seen.rec.Holder,
 		Epoch:    o.e.seen.epoch(),
 		Acting:   o.e.acting,
-		Eligible: o.want,
+		Eligible: o.e.want,
 	}
 	if !o.e.seen.exists() || s.Holder == "" {
 		s.Epoch = 0
@@ -430,7 +379,7 @@ func (o *Owner) publish() {
 	if o.e.acting {
 		s.Deadline = o.e.deadline
 	}
-	for _, c := range o.cands {
+	for _, c := range o.e.cands {
 		s.Candidates = append(s.Candidates, c)
 	}
 	slices.SortFunc(s.Candidates, func(a, b Candidate) int { return strings.Compare(a.Node, b.Node) })
@@ -445,10 +394,35 @@ func (o *Owner) publish() {
 	o.changed = make(chan struct{})
 }
 
-// send performs one compare-and-swap write and reports its result.
+// send performs one compare-and-swap write over every client at once and
+// reports the first answer: a write applied, or a comparison that failed
+// (the record it saw says what happened, this request's other copy
+// included, by its Seq). When no copy is answered, the request's outcome is
+// unknown.
 func (o *Owner) send(r request) {
 	ctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(context.Background()), r.timeout)
 	defer cancel()
+	answers := make(chan result, len(o.clients))
+	for _, cli := range o.clients {
+		go func() { answers <- o.write(ctx, cli, r) }()
+	}
+	res := result{req: r}
+	for range o.clients {
+		a := <-answers
+		if a.known {
+			res = a
+			break
+		}
+		res.err = a.err
+	}
+	select {
+	case o.results <- res:
+	case <-o.done:
+	}
+}
+
+// write sends one copy of r through cli.
+func (o *Owner) write(ctx context.Context, cli *clientv3.Client, r request) result {
 	key := o.recordKey()
 	cond := clientv3.Compare(clientv3.ModRevision(key), "=", r.expect)
 	if r.absent {
@@ -458,12 +432,13 @@ func (o *Owner) send(r request) {
 	if err != nil {
 		panic(err) // a Record always marshals
 	}
-	cli := o.clientFor(r)
 	resp, err := cli.Txn(ctx).If(cond).Then(clientv3.OpPut(key, string(val))).Else(clientv3.OpGet(key)).Commit()
 	res := result{req: r, err: err}
 	switch {
 	case err != nil:
-		o.log.Debug("write failed", "op", r.kind, "via", cli.Endpoints(), "err", err)
+		if ctx.Err() == nil {
+			o.log.Debug("write failed", "op", r.kind, "via", cli.Endpoints(), "err", err)
+		}
 	case resp.Succeeded:
 		res.known, res.ok, res.rev = true, true, resp.Header.Revision
 	default:
@@ -478,31 +453,7 @@ func (o *Owner) send(r request) {
 			res.current = obs
 		}
 	}
-	select {
-	case o.results <- res:
-	case <-o.done:
-	}
-}
-
-// clientFor picks the client a request goes out on. Acquisitions and
-// releases go through Client: an alternate's member may be the one that is
-// cut off, and the write would wait for it until its timeout. Renewals go
-// through Client and an alternate in turn, skipping an alternate whose
-// connection is down; one stuck on a dead member holds only itself up.
-func (o *Owner) clientFor(r request) *clientv3.Client {
-	alts := o.cfg.Alternates
-	if r.kind != opRenew || len(alts) == 0 || r.id%2 == 0 {
-		return o.cfg.Client
-	}
-	for i := range uint64(len(alts)) {
-		cli := alts[(r.id/2+i)%uint64(len(alts))]
-		switch cli.ActiveConnection().GetState() {
-		case connectivity.TransientFailure, connectivity.Shutdown:
-			continue
-		}
-		return cli
-	}
-	return o.cfg.Client
+	return res
 }
 
 // watchUpdate is what the watch learnt: a new record version, candidate
@@ -617,100 +568,16 @@ func (o *Owner) decode(kv *mvccpb.KeyValue, into *observation, u *watchUpdate) {
 	}
 }
 
-// apply feeds a watch update to the elector and re-ranks the candidates.
+// apply feeds a watch update to the elector.
 func (o *Owner) apply(now time.Time, u watchUpdate) {
-	if u.reset {
-		o.cands = map[string]Candidate{}
-	}
-	for node, c := range u.cands {
-		if c == nil {
-			delete(o.cands, node)
-		} else {
-			o.cands[node] = *c
-		}
+	if u.reset || len(u.cands) > 0 {
+		o.e.setCandidates(now, u.reset, u.cands)
 	}
 	if u.obs != nil {
 		o.e.observe(now, *u.obs)
 	}
-	o.e.setRank(o.rank())
-	if u.handover != nil {
-		o.movedTo = u.handover.to
-	}
-	if h := u.handover; h != nil && h.rev > o.handoverRev && o.e.holding && h.rev > o.e.epoch {
-		o.handoverRev = h.rev
-		to := h.to
-		if to == "" {
-			to = o.best() // "" asks for the best eligible candidate
-		}
-		switch c, ok := o.cands[to]; {
-		case to == "":
-			o.log.Warn("handover requested to the best candidate, but no other node is eligible; ignored")
-		case to == o.cfg.Node:
-		case !ok || !c.Eligible:
-			// Handing over to a node that would not take it leaves the
-			// singleton unheld until a lease runs out: refuse.
-			o.log.Warn("handover requested to a node that is not an eligible candidate; ignored", "to", to)
-		default:
-			o.log.Info("handover requested", "to", to, "asked_for", orNone(h.to))
-			o.e.handover(now, to)
-		}
-	}
-	o.preempt(now)
-}
-
-// rank counts the eligible candidates that rank above this node: higher
-// priority, or equal priority and a smaller name. The record's holder does
-// not count: by the time a challenger may write, it has failed to renew,
-// and it does not race to take over its own record.
-func (o *Owner) rank() int {
-	n := 0
-	holder := ""
-	if o.e.seen.held() {
-		holder = o.e.seen.rec.Holder
-	}
-	for _, c := range o.cands {
-		if c.Node != o.cfg.Node && c.Node != holder && c.Eligible && o.above(c) {
-			n++
-		}
-	}
-	return n
-}
-
-func (o *Owner) above(c Candidate) bool {
-	return c.Priority > o.cfg.Priority || c.Priority == o.cfg.Priority && c.Node < o.cfg.Node
-}
-
-// best is the best-ranked eligible candidate other than this node.
-func (o *Owner) best() string {
-	var cs []Candidate
-	for _, c := range o.cands {
-		if c.Node != o.cfg.Node && c.Eligible {
-			cs = append(cs, c)
-		}
-	}
-	if len(cs) == 0 {
-		return ""
-	}
-	slices.SortFunc(cs, func(a, b Candidate) int {
-		return cmp.Or(cmp.Compare(b.Priority, a.Priority), strings.Compare(a.Node, b.Node))
-	})
-	return cs[0].Node
-}
-
-// preempt hands the singleton to an eligible candidate of higher priority
-// when the configuration asks for it.
-func (o *Owner) preempt(now time.Time) {
-	// A node the operator moved the singleton to keeps it until the next
-	// move: otherwise a move to a lower priority would bounce straight back.
-	// A new holder waits out a candidacy's lease first: the node it took
-	// over from may have died still listed as the better candidate.
-	if !o.cfg.Preempt || !o.e.acting || o.e.releasing || o.movedTo == o.cfg.Node || now.Sub(o.actingSince) < preemptDelay {
-		return
-	}
-	best := o.best()
-	if c, ok := o.cands[best]; ok && c.Priority > o.cfg.Priority {
-		o.log.Info("preempted by a candidate of higher priority", "to", best, "priority", c.Priority)
-		o.e.handover(now, best)
+	if h := u.handover; h != nil {
+		o.e.handoverRequested(now, h.to, h.rev)
 	}
 }
 
@@ -744,7 +611,7 @@ func (o *Owner) keepCandidate(ctx context.Context) {
 // setCandidate records the candidacy to publish; it runs on the loop.
 func (o *Owner) setCandidate() {
 	o.candMu.Lock()
-	o.candWant = Candidate{Node: o.cfg.Node, Priority: o.cfg.Priority, Eligible: o.want}
+	o.candWant = Candidate{Node: o.cfg.Node, Priority: o.cfg.Priority, Eligible: o.e.want}
 	o.candMu.Unlock()
 	o.kickCandidate()
 }

@@ -12,8 +12,10 @@ import (
 // The simulation below drives electors through a model of etcd in steps of
 // one simulated millisecond: a single key versioned by revisions, requests
 // and watch events that take a per-node time to travel, links that drop
-// everything, and processes that freeze. Nothing in it reads the real
-// clock, so every run of a scenario is the same run.
+// everything, connections held up by lost packets, and processes that
+// freeze. Candidacies and handover requests travel like watch events.
+// Nothing in it reads the real clock, so every run of a scenario is the
+// same run.
 
 var simStart = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
@@ -23,30 +25,60 @@ type simEvent struct {
 	node int // -1: the store
 	path int // the connection a request and its answer travel on
 	// exactly one of:
-	req    *request // arriving at the store (node: sender)
-	res    *result  // arriving at the node
-	obs    *observation
-	expire *request // the driver gives up on this request
+	req      *request // arriving at the store (node: sender)
+	res      *result  // arriving at the node
+	obs      *observation
+	cand     *Candidate // a candidacy as the watch delivers it
+	handover *simHandover
+	expire   *request // the driver gives up on this request
+}
+
+type simHandover struct {
+	to  string
+	rev int64
 }
 
 type simLink struct {
 	delay time.Duration // one way
-	down  bool          // drops requests, answers and watch events
-	// paths is how many connections the node's requests go out on, in
-	// turn (as Owner does with its clients); 0 means one.
+	// answerDelay is added to the answers of requests, not to watch
+	// events: the write was applied, its answer is slow.
+	answerDelay time.Duration
+	down        bool // drops requests, answers and watch events
+	// paths is how many connections each of the node's requests goes out
+	// on at once (as Owner does with its clients); 0 means one.
 	paths int
 	// heldUntil holds up everything on a connection until a time, as a
 	// lost packet holds up a TCP stream until it is retransmitted.
 	heldUntil map[int]time.Time
+	// loss is the chance that a message is lost and its connection held
+	// up until TCP retransmits it (200ms, and 400ms more when the
+	// retransmission is lost too); rng draws it.
+	loss float64
+	rng  *rand.Rand
 }
 
-// arrival is when something sent now on path p arrives.
-func (l simLink) arrival(now time.Time, p int) time.Time {
+// arrival is when something sent now on path p arrives. The node's watch
+// travels on path 0, the connection to its own member.
+func (l *simLink) arrival(now time.Time, p int) time.Time {
 	at := now.Add(l.delay)
-	if h := l.heldUntil[p]; h.After(at) {
-		return h
+	if l.loss > 0 && l.rng.Float64() < l.loss {
+		held := 200 * time.Millisecond
+		if l.rng.Float64() < l.loss {
+			held += 400 * time.Millisecond
+		}
+		if l.heldUntil == nil {
+			l.heldUntil = map[int]time.Time{}
+		}
+		l.heldUntil[p] = latest(l.heldUntil[p], at.Add(held))
 	}
-	return at
+	return latest(at, l.heldUntil[p])
+}
+
+func latest(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 type simGuard struct {
@@ -94,26 +126,82 @@ type sim struct {
 	acquired []string
 	epochs   []int64
 	log      []string
+	// incarnations counts electors made, for distinct first ids.
+	incarnations uint64
 }
 
+// newSim starts n eligible nodes of equal priority: n1 ranks first.
 func newSim(t *testing.T, n int, cfg electorConfig) *sim {
+	return newSimPriorities(t, cfg, make([]int, n)...)
+}
+
+// newSimPriorities starts one node per priority, all eligible.
+func newSimPriorities(t *testing.T, cfg electorConfig, priorities ...int) *sim {
 	s := &sim{t: t, now: simStart, storeRev: 1}
 	s.cur = observation{modRev: 1}
-	for i := range n {
+	for i, p := range priorities {
 		c := cfg
-		c.node = fmt.Sprintf("n%d", i+1)
-		nd := &simNode{e: newElector(c), link: simLink{delay: time.Millisecond}, pending: map[uint64]bool{}}
-		nd.e.eligible = true
-		nd.e.rank = i
-		s.nodes = append(s.nodes, nd)
-		// The driver starts with a read of the key.
-		s.push(simEvent{at: s.now.Add(2 * nd.link.delay), node: i, obs: &observation{modRev: s.cur.modRev}})
+		c.node, c.priority = simName(i), p
+		s.nodes = append(s.nodes, &simNode{link: simLink{delay: time.Millisecond}})
+		s.startNode(i, c)
+	}
+	for i := range s.nodes {
+		s.setWant(i, true)
 	}
 	return s
 }
 
+func simName(i int) string { return fmt.Sprintf("n%d", i+1) }
+
+// startNode starts (or restarts) node i's elector as a new process would:
+// it reads the key and the candidacies, and publishes its own, not yet
+// eligible.
+func (s *sim) startNode(i int, cfg electorConfig) {
+	s.incarnations++
+	cfg.firstID = s.incarnations << 32
+	nd := s.nodes[i]
+	nd.e, nd.pending, nd.dead, nd.paused, nd.inbox = newElector(cfg), map[uint64]bool{}, false, false, nil
+	nd.e.start(s.now)
+	cands := map[string]*Candidate{}
+	for j, other := range s.nodes {
+		if j != i && other.e != nil && !other.dead {
+			cands[simName(j)] = &Candidate{Node: simName(j), Priority: other.e.cfg.priority, Eligible: other.e.want}
+		}
+	}
+	nd.e.setCandidates(s.now, true, cands)
+	s.publish(i)
+	// The driver starts with a read of the key.
+	cur := s.cur
+	s.push(simEvent{at: s.now.Add(2 * nd.link.delay), node: i, obs: &cur})
+}
+
+// setWant sets node i's eligibility and publishes its candidacy.
+func (s *sim) setWant(i int, ok bool) {
+	s.nodes[i].e.setWant(s.now, ok)
+	s.flush(i)
+	s.publish(i)
+}
+
+// publish sends node i's candidacy to every node, itself included, as the
+// watch does.
+func (s *sim) publish(i int) {
+	e := s.nodes[i].e
+	for j, nd := range s.nodes {
+		c := Candidate{Node: e.cfg.node, Priority: e.cfg.priority, Eligible: e.want}
+		s.push(simEvent{at: s.now.Add(nd.link.delay), node: j, cand: &c})
+	}
+}
+
+// requestHandover writes a handover request to to, as `haven vip move` does.
+func (s *sim) requestHandover(to string) {
+	s.storeRev++
+	for j, nd := range s.nodes {
+		s.push(simEvent{at: s.now.Add(nd.link.delay), node: j, handover: &simHandover{to: to, rev: s.storeRev}})
+	}
+}
+
 func defaultSimConfig() electorConfig {
-	return electorConfig{lease: 500 * time.Millisecond, renew: 125 * time.Millisecond, drift: 0.02, rankStep: 20 * time.Millisecond}
+	return electorConfig{lease: 500 * time.Millisecond, renew: 125 * time.Millisecond, drift: 0.02, rankStep: 20 * time.Millisecond, preemptDelay: 3 * time.Second}
 }
 
 func (s *sim) push(ev simEvent) {
@@ -201,6 +289,10 @@ func (s *sim) input(ev simEvent) {
 	switch {
 	case ev.obs != nil:
 		nd.e.observe(s.now, *ev.obs)
+	case ev.cand != nil:
+		nd.e.setCandidates(s.now, false, map[string]*Candidate{ev.cand.Node: ev.cand})
+	case ev.handover != nil:
+		nd.e.handoverRequested(s.now, ev.handover.to, ev.handover.rev)
 	case ev.res != nil:
 		if done, sent := nd.pending[ev.res.req.id]; done || !sent {
 			return // abandoned after its timeout, or sent by a process since killed
@@ -221,7 +313,10 @@ func (s *sim) input(ev simEvent) {
 // flush sends a node's requests and applies its guard calls.
 func (s *sim) flush(i int) {
 	nd := s.nodes[i]
-	reqs, calls := nd.e.take()
+	reqs, calls, notes := nd.e.take()
+	for _, n := range notes {
+		s.logf("n%d %s %v", i+1, n.msg, n.args)
+	}
 	for _, c := range calls {
 		switch {
 		case c.acquire:
@@ -246,8 +341,9 @@ func (s *sim) flush(i int) {
 		if nd.link.down {
 			continue
 		}
-		p := int(r.id % uint64(max(1, nd.link.paths)))
-		s.push(simEvent{at: nd.link.arrival(s.now, p), node: i, path: p, req: &r})
+		for p := range max(1, nd.link.paths) {
+			s.push(simEvent{at: nd.link.arrival(s.now, p), node: i, path: p, req: &r})
+		}
 	}
 }
 
@@ -272,13 +368,13 @@ func (s *sim) store(ev simEvent) {
 				continue
 			}
 			o := s.cur
-			s.push(simEvent{at: s.now.Add(other.link.delay), node: i, obs: &o})
+			s.push(simEvent{at: other.link.arrival(s.now, 0), node: i, obs: &o})
 		}
 	} else {
 		res = result{req: r, known: true, current: s.cur}
 	}
 	if !nd.link.down {
-		s.push(simEvent{at: nd.link.arrival(s.now, ev.path), node: ev.node, path: ev.path, res: &res})
+		s.push(simEvent{at: nd.link.arrival(s.now.Add(nd.link.answerDelay), ev.path), node: ev.node, path: ev.path, res: &res})
 	}
 }
 
@@ -487,9 +583,6 @@ func TestElectorChallengerRace(t *testing.T) {
 	cfg := defaultSimConfig()
 	cfg.rankStep = 0 // both challengers fire in the same millisecond
 	s := newSim(t, 3, cfg)
-	for _, nd := range s.nodes {
-		nd.e.rank = 0
-	}
 	s.runUntil(time.Second, "first acquisition", func() bool { return s.holder() >= 0 })
 	first := s.holder()
 	s.nodes[first].dead = true // its kernel-side deadline still runs out
@@ -525,21 +618,19 @@ func TestElectorPlannedHandover(t *testing.T) {
 func TestElectorIneligibleHolderHandsOver(t *testing.T) {
 	s := newSim(t, 2, defaultSimConfig())
 	s.runUntil(time.Second, "first acquisition", func() bool { return s.holder() == 0 })
-	s.nodes[0].e.setEligible(s.now, false, "")
-	s.flush(0)
+	s.setWant(0, false)
 	s.runUntil(time.Second, "n2 acquires", func() bool { return s.holder() == 1 })
 	s.run(2 * time.Second)
 	if s.holder() != 1 {
 		t.Fatal("the ineligible node took the singleton back")
 	}
 	// Nobody eligible: nobody holds.
-	s.nodes[1].e.setEligible(s.now, false, "")
-	s.flush(1)
+	s.setWant(1, false)
 	s.run(2 * time.Second)
 	if h := s.holder(); h != -1 {
 		t.Fatalf("n%d holds while no node is eligible", h+1)
 	}
-	s.nodes[0].e.setEligible(s.now, true, "")
+	s.setWant(0, true)
 	s.runUntil(time.Second, "n1 acquires once eligible again", func() bool { return s.holder() == 0 })
 }
 
@@ -549,23 +640,20 @@ func TestElectorRestartedHolderWaitsOutItsOldRecord(t *testing.T) {
 	s.run(time.Second)
 	// kill -9 and restart: a new elector that knows nothing of the old
 	// process's deadline reads its own old record.
-	old := s.nodes[0]
-	cfg := old.e.cfg
-	s.nodes[0] = &simNode{e: newElector(cfg), link: old.link, pending: map[uint64]bool{}}
-	s.nodes[0].e.eligible = true
-	cur := s.cur
-	s.push(simEvent{at: s.now.Add(2 * time.Millisecond), node: 0, obs: &cur})
+	s.startNode(0, s.nodes[0].e.cfg)
+	s.setWant(0, true)
 	restart := s.now
-	s.runUntil(2*time.Second, "reacquire", func() bool { return s.holder() == 0 })
-	if waited := s.now.Sub(restart); waited < cfg.lease {
+	s.runUntil(2*time.Second, "reacquire", func() bool { return s.nodes[0].e.acting })
+	if waited := s.now.Sub(restart); waited < s.nodes[0].e.cfg.lease {
 		t.Fatalf("restarted holder acted after %v, before its old lease could have run out", waited)
 	}
 }
 
 // TestElectorRandomFaults runs many seeded schedules of delays, link
-// losses, pauses, stalls and handovers and checks the safety property at
-// every simulated millisecond, and that a holder exists again once the
-// faults stop.
+// losses, lossy connections, pauses, stalls, eligibility changes, planned
+// and requested handovers, over random priorities with and without
+// preempt, and checks the safety property at every simulated millisecond,
+// and that a holder exists again once the faults stop.
 func TestElectorRandomFaults(t *testing.T) {
 	seeds := 60
 	if testing.Short() {
@@ -574,9 +662,12 @@ func TestElectorRandomFaults(t *testing.T) {
 	for seed := range seeds {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(uint64(seed), 7))
-			s := newSim(t, 3, defaultSimConfig())
+			cfg := defaultSimConfig()
+			cfg.preempt = rng.IntN(2) == 0
+			s := newSimPriorities(t, cfg, rng.IntN(3), rng.IntN(3), rng.IntN(3))
 			for _, nd := range s.nodes {
 				nd.link.paths = 1 + rng.IntN(3)
+				nd.link.rng = rand.New(rand.NewPCG(rng.Uint64(), 1))
 			}
 			for range 40 {
 				i := rng.IntN(3)
@@ -599,20 +690,24 @@ func TestElectorRandomFaults(t *testing.T) {
 						s.stall = true
 					}
 				case 4:
-					if !nd.paused {
-						nd.e.handover(s.now, fmt.Sprintf("n%d", rng.IntN(3)+1))
+					to := simName(rng.IntN(3))
+					switch {
+					case rng.IntN(2) == 0:
+						s.requestHandover(to)
+					case !nd.paused:
+						nd.e.handover(s.now, to)
 						s.flush(i)
 					}
 				case 5:
 					if !nd.paused {
-						nd.e.setEligible(s.now, !nd.e.eligible, "")
-						s.flush(i)
+						s.setWant(i, !nd.e.want)
 					}
 				case 6:
 					held := time.Duration(rng.IntN(800)) * time.Millisecond
 					nd.link.heldUntil = map[int]time.Time{rng.IntN(3): s.now.Add(held)}
+					nd.link.loss = float64(rng.IntN(20)) / 100
 				default:
-					nd.link = simLink{delay: time.Millisecond, paths: nd.link.paths}
+					nd.link = simLink{delay: time.Millisecond, paths: nd.link.paths, rng: nd.link.rng}
 				}
 				s.run(time.Duration(rng.IntN(800)) * time.Millisecond)
 			}
@@ -623,11 +718,184 @@ func TestElectorRandomFaults(t *testing.T) {
 				if nd.paused {
 					s.resume(i)
 				}
-				nd.e.setEligible(s.now, true, "")
-				s.flush(i)
+				s.setWant(i, true)
 			}
 			s.runUntil(5*time.Second, "a holder after healing", func() bool { return s.holder() >= 0 })
 			s.requireEpochsIncrease()
 		})
 	}
+}
+
+// TestElectorCountsItsWritesSeenOnTheWatch slows the answers to the
+// holder's writes down to 10s while the writes themselves, and the watch
+// that shows them, stay fast: the holder knows each write by its Seq when
+// the watch shows it applied, and holds on without a gap. Without the Seq
+// it would fence itself at its first deadline, as
+// TestElectorRenewalTimeoutFencesBeforeDeadline does when the watch is slow
+// too.
+func TestElectorCountsItsWritesSeenOnTheWatch(t *testing.T) {
+	s := newSim(t, 3, defaultSimConfig())
+	s.nodes[0].link.answerDelay = 10 * time.Second
+	s.runUntil(2*time.Second, "n1 acquires with its answers 10s late", func() bool { return s.holder() == 0 })
+	s.run(10 * time.Second)
+	if g := s.nodes[0].guard; !g.effective(s.now) || g.acquires != 1 || len(g.releases) != 0 {
+		t.Fatalf("n1 acquired %d times and released %v with its answers 10s late; want one continuous holding\n%s", g.acquires, g.releases, s.tail())
+	}
+	s.requireEpochsIncrease()
+}
+
+// TestElectorRidesOutLossyConnections gives the holder's connections 5%
+// packet loss: each lost packet holds its connection up for 200ms, 600ms
+// when the retransmission is lost too. Every write goes out on three
+// connections at once and the first answer counts, so the holder keeps the
+// singleton for two simulated minutes; on one connection it loses it (which
+// shows the loss is enough to matter).
+func TestElectorRidesOutLossyConnections(t *testing.T) {
+	for _, paths := range []int{1, 3} {
+		s := newSim(t, 3, defaultSimConfig())
+		s.runUntil(time.Second, "first acquisition", func() bool { return s.holder() == 0 })
+		l := &s.nodes[0].link
+		l.paths, l.loss, l.rng = paths, 0.05, rand.New(rand.NewPCG(1, 2))
+		s.run(2 * time.Minute)
+		g := s.nodes[0].guard
+		switch {
+		case paths == 1 && len(g.releases) == 0:
+			t.Fatalf("one connection with 5%% loss for 2 minutes and the holder never lost its guard: the model is too kind to test anything")
+		case paths == 3 && len(g.releases) != 0:
+			t.Fatalf("three connections with 5%% loss: the holder released %d times (%v); want one continuous holding\n%s", len(g.releases), g.releases, s.tail())
+		}
+		t.Logf("%d connection(s) with 5%% loss for 2 minutes: %d releases", paths, len(g.releases))
+		s.requireEpochsIncrease()
+	}
+}
+
+// TestElectorSettlesBeforeCompeting starts the best-ranked node last, 200ms
+// after the others: they wait a lease after their start and a renewal
+// period after they see their own candidacy, so that they see its
+// candidacy too and let it win the first race.
+func TestElectorSettlesBeforeCompeting(t *testing.T) {
+	cfg := defaultSimConfig()
+	s := &sim{t: t, now: simStart, storeRev: 1, cur: observation{modRev: 1}}
+	for i := range 3 {
+		c := cfg
+		c.node = simName(i)
+		s.nodes = append(s.nodes, &simNode{link: simLink{delay: time.Millisecond}, dead: true})
+		if i == 0 {
+			continue // not started yet
+		}
+		s.startNode(i, c)
+		s.setWant(i, true)
+	}
+	s.run(200 * time.Millisecond)
+	c := cfg
+	c.node = "n1"
+	s.startNode(0, c)
+	s.setWant(0, true)
+	s.runUntil(2*time.Second, "first acquisition", func() bool { return s.holder() >= 0 })
+	if h := s.holder(); h != 0 {
+		t.Fatalf("n%d won the first race; want n1, the best-ranked candidate, though it started 200ms later\n%s", h+1, s.tail())
+	}
+}
+
+// TestElectorPreemptWaitsOutACandidacy: with preempt, a holder hands over
+// to an eligible candidate of higher priority, but only preemptDelay after
+// it started acting, and the better candidate takes it at once.
+func TestElectorPreemptWaitsOutACandidacy(t *testing.T) {
+	cfg := defaultSimConfig()
+	cfg.preempt = true
+	s := newSimPriorities(t, cfg, 100, 50)
+	s.setWant(0, false)
+	s.runUntil(2*time.Second, "n2 acquires alone", func() bool { return s.holder() == 1 })
+	since := s.nodes[1].e.actingSince
+	s.setWant(0, true)
+	s.run(since.Add(cfg.preemptDelay).Sub(s.now) - time.Millisecond)
+	if h := s.holder(); h != 1 {
+		t.Fatalf("holder n%d just before the preempt delay ran out; want n2 still\n%s", h+1, s.tail())
+	}
+	took := s.runUntil(time.Second, "n1 preempts", func() bool { return s.holder() == 0 })
+	if took > 20*time.Millisecond {
+		t.Fatalf("n1 acted %v after the preempt delay; want a planned handover's few round trips", took)
+	}
+	s.requireEpochsIncrease()
+}
+
+// TestElectorMoveSticksAgainstPreempt: a node the operator moved the
+// singleton to keeps it although a candidate of higher priority is
+// eligible and preempt is on, until the next move. Without the move the
+// same candidate preempts (the first half), so the second half can fail.
+func TestElectorMoveSticksAgainstPreempt(t *testing.T) {
+	cfg := defaultSimConfig()
+	cfg.preempt = true
+	s := newSimPriorities(t, cfg, 100, 50)
+	s.runUntil(2*time.Second, "n1 acquires", func() bool { return s.holder() == 0 })
+	// Unasked, n2 would hand back to n1 after the preempt delay.
+	s.nodes[0].e.handover(s.now, "n2")
+	s.flush(0)
+	s.runUntil(time.Second, "n2 takes the handover", func() bool { return s.holder() == 1 })
+	s.runUntil(cfg.preemptDelay+time.Second, "n1 preempts an unrequested holder", func() bool { return s.holder() == 0 })
+
+	s.requestHandover("n2")
+	s.runUntil(time.Second, "n2 takes the requested move", func() bool { return s.holder() == 1 })
+	s.run(3 * cfg.preemptDelay)
+	if h := s.holder(); h != 1 || s.nodes[1].guard.acquires != 2 {
+		t.Fatalf("after a move to n2 and 3 preempt delays: holder n%d, n2 acquired %d times; want n2 holding since the move\n%s", h+1, s.nodes[1].guard.acquires, s.tail())
+	}
+	s.requestHandover("n1")
+	s.runUntil(time.Second, "the next move to n1", func() bool { return s.holder() == 0 })
+	s.requireEpochsIncrease()
+}
+
+// TestElectorHandoverRequests: a request names a node, the best candidate
+// (""), an ineligible node (refused: the singleton would go unheld for a
+// lease), or predates the holding (ignored).
+func TestElectorHandoverRequests(t *testing.T) {
+	s := newSim(t, 3, defaultSimConfig())
+	s.runUntil(2*time.Second, "n1 acquires", func() bool { return s.holder() == 0 })
+
+	s.setWant(2, false)
+	s.run(10 * time.Millisecond)
+	s.requestHandover("n3")
+	s.run(10 * time.Millisecond)
+	if h := s.holder(); h != 0 || len(s.nodes[0].guard.releases) != 0 {
+		t.Fatalf("a request to hand over to ineligible n3: holder n%d, n1 released %v; want n1 to refuse", h+1, s.nodes[0].guard.releases)
+	}
+	if !strings.Contains(s.tail(), "not an eligible candidate") {
+		t.Errorf("no warning about the refused request in:\n%s", s.tail())
+	}
+
+	s.requestHandover("") // the best eligible candidate: n2
+	s.runUntil(time.Second, "n2 takes the singleton", func() bool { return s.holder() == 1 })
+
+	// A request written before n2's holding began is not for it.
+	stale := s.nodes[1].e.epoch - 1
+	s.nodes[1].e.handoverRequested(s.now, "n1", stale)
+	s.flush(1)
+	s.run(10 * time.Millisecond)
+	if h := s.holder(); h != 1 {
+		t.Fatalf("a request older than n2's holding moved it to n%d", h+1)
+	}
+	s.requireEpochsIncrease()
+}
+
+// TestElectorPreemptToARestartedNodeIsImmediate: the better candidate
+// stops gracefully (handing over), comes back, and takes the record the
+// holder releases naming it without settling first: there is no race to
+// rank.
+func TestElectorPreemptToARestartedNodeIsImmediate(t *testing.T) {
+	cfg := defaultSimConfig()
+	cfg.preempt = true
+	s := newSimPriorities(t, cfg, 150, 100)
+	s.runUntil(2*time.Second, "n1 acquires", func() bool { return s.holder() == 0 })
+	s.setWant(0, false) // a graceful stop hands over
+	s.runUntil(time.Second, "n2 takes over", func() bool { return s.holder() == 1 })
+	s.nodes[0].dead = true
+	s.run(cfg.preemptDelay)
+
+	s.startNode(0, s.nodes[0].e.cfg)
+	s.setWant(0, true)
+	took := s.runUntil(time.Second, "the restarted n1 holds", func() bool { return s.nodes[0].e.acting })
+	if took >= cfg.lease {
+		t.Fatalf("n1 acted %v after its restart: it settled for a lease instead of taking the record that names it\n%s", took, s.tail())
+	}
+	s.requireEpochsIncrease()
 }

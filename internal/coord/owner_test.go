@@ -14,10 +14,11 @@ import (
 // recGuard records what an Owner asked of its guard, with the times, so a
 // test can check that two nodes never acted at once.
 type recGuard struct {
-	node string
-	mu   sync.Mutex
-	log  *[]guardSpan
-	cur  *guardSpan
+	node    string
+	mu      sync.Mutex
+	log     *[]guardSpan
+	cur     *guardSpan
+	extends int // renewals that moved the deadline
 }
 
 // guardSpan is one period of acting: from Acquire to the earlier of Release
@@ -48,6 +49,7 @@ func (g *recGuard) Extend(deadline time.Time) {
 	defer g.mu.Unlock()
 	if g.cur != nil {
 		g.cur.deadline = deadline
+		g.extends++
 	}
 }
 
@@ -197,6 +199,32 @@ func (h *ownerHarness) checkNoOverlap() {
 	}
 }
 
+// waitRenewals waits until node's guard has been extended n times.
+func (h *ownerHarness) waitRenewals(node string, n int) {
+	h.t.Helper()
+	g := h.nodes[node].g
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		g.mu.Lock()
+		got := g.extends
+		g.mu.Unlock()
+		if got >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("%s renewed %d times in 10s; want %d", node, got, n)
+		}
+		time.Sleep(5 * time.Millisecond) // poll interval
+	}
+}
+
+// ended counts the holdings that have ended.
+func (h *ownerHarness) ended() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.spans)
+}
+
 // startPair starts n1 and n2 with the given priorities, both eligible, and
 // waits until n1 holds the singleton.
 func (h *ownerHarness) startPair(p1, p2 int, preempt bool) (a, b *ownerNode) {
@@ -215,9 +243,9 @@ func TestOwnerOneHolderAndGracefulHandover(t *testing.T) {
 	h := newOwnerHarness(t)
 	h.startPair(100, 100, false)
 	first := "n1"
-	time.Sleep(time.Second) // a second of renewals
-	if got := h.holder(time.Second); got != first {
-		t.Fatalf("the holder changed from %s to %s without a fault", first, got)
+	h.waitRenewals(first, 8)
+	if ended := h.ended(); ended != 0 {
+		t.Fatalf("%d holdings ended during 8 renewals without a fault", ended)
 	}
 	// A graceful stop releases the record naming the successor, which
 	// takes it without waiting out the lease.
@@ -247,10 +275,6 @@ func TestOwnerRequestedHandover(t *testing.T) {
 		t.Fatalf("n2 did not take over on request: %v", err)
 	}
 	t.Logf("requested handover took %v", time.Since(start))
-	time.Sleep(time.Second)
-	if got := h.holder(time.Second); got != "n2" {
-		t.Errorf("holder %s a second after the move, want n2 (no preempt)", got)
-	}
 	h.checkNoOverlap()
 }
 
@@ -277,11 +301,14 @@ func TestOwnerIneligibleHolderHandsOver(t *testing.T) {
 	a, b := h.startPair(100, 100, false)
 	a.o.SetEligible(false)
 	h.waitHolder("n2", 5*time.Second)
+	// The last eligible node hands over to nobody: it releases the record,
+	// which both nodes then see unheld.
 	b.o.SetEligible(false)
-	time.Sleep(time.Second)
-	for name, n := range h.nodes {
-		if n.g.acting() {
-			t.Errorf("%s acts while no node is eligible", name)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, n := range []*ownerNode{a, b} {
+		if err := n.o.WaitFor(ctx, func(s OwnerStatus) bool { return s.Holder == "" && !s.Acting }); err != nil {
+			t.Fatalf("the record was not released once no node was eligible: %v", err)
 		}
 	}
 	h.checkNoOverlap()
@@ -319,29 +346,6 @@ func TestOwnerHandoverFailsWhenNotHolder(t *testing.T) {
 	}
 }
 
-func TestOwnerHandoverToIneligibleNodeIsRefused(t *testing.T) {
-	h := newOwnerHarness(t)
-	a, b := h.startPair(100, 100, false)
-	b.o.SetEligible(false)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := a.o.WaitFor(ctx, func(s OwnerStatus) bool {
-		return slices.ContainsFunc(s.Candidates, func(c Candidate) bool { return c.Node == "n2" && !c.Eligible })
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if err := RequestHandover(ctx, b.cli, h.prefix, "n2"); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(time.Second) // the request has been seen and refused
-	h.mu.Lock()
-	released := len(h.spans)
-	h.mu.Unlock()
-	if released != 0 || h.holder(time.Second) != "n1" {
-		t.Errorf("n1 released the singleton (%d spans ended) on a request to hand it to an ineligible node", released)
-	}
-}
-
 // A request for no node in particular hands over to the best eligible
 // candidate.
 func TestOwnerHandoverRequestToTheBestCandidate(t *testing.T) {
@@ -356,60 +360,5 @@ func TestOwnerHandoverRequestToTheBestCandidate(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.waitHolder("n2", 5*time.Second)
-	h.checkNoOverlap()
-}
-
-func TestOwnerMoveSticksAgainstPreempt(t *testing.T) {
-	h := newOwnerHarness(t)
-	_, b := h.startPair(100, 50, true)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := RequestHandover(ctx, b.cli, h.prefix, "n2"); err != nil {
-		t.Fatal(err)
-	}
-	h.waitHolder("n2", 5*time.Second)
-	time.Sleep(time.Second) // long enough for n1 to preempt, if it would
-	h.mu.Lock()
-	ended := len(h.spans)
-	h.mu.Unlock()
-	if got := h.holder(time.Second); got != "n2" || ended != 1 {
-		t.Errorf("after a move to n2: holder %s, %d holdings ended; want n2 still holding (1 ended: n1's)", got, ended)
-	}
-	// The next move wins as usual.
-	if err := RequestHandover(ctx, b.cli, h.prefix, "n1"); err != nil {
-		t.Fatal(err)
-	}
-	h.waitHolder("n1", 5*time.Second)
-	h.checkNoOverlap()
-}
-
-func TestOwnerPreemptToARestartedNodeIsImmediate(t *testing.T) {
-	h := newOwnerHarness(t)
-	h.startPair(150, 100, true)
-	h.nodes["n1"].stop(t) // graceful: hands over to n2
-	delete(h.nodes, "n1")
-	h.waitHolder("n2", 5*time.Second)
-	time.Sleep(preemptDelay) // n2 may now preempt
-	// n1 comes back: n2 yields to it as soon as it is a candidate, and n1
-	// takes the record it is named in at once, settled or not.
-	started := time.Now()
-	n1 := h.start("n1", 150, true)
-	n1.o.SetEligible(true)
-	h.waitHolder("n1", 5*time.Second)
-	h.mu.Lock()
-	spans := slices.Clone(h.spans)
-	h.mu.Unlock()
-	last := spans[len(spans)-1] // n2's, ended by the handover
-	if last.node != "n2" {
-		t.Fatalf("last ended holding is %s's, want n2's", last.node)
-	}
-	n1.g.mu.Lock()
-	from := n1.g.cur.from
-	n1.g.mu.Unlock()
-	// A starting owner that is not handed the record by name competes only
-	// a lease (300ms) after it started; n1 must not have waited for that.
-	if after := from.Sub(started); after >= 300*time.Millisecond {
-		t.Errorf("n1 acted %v after it started: it waited to settle instead of taking the record that names it", after)
-	}
 	h.checkNoOverlap()
 }
