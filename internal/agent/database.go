@@ -13,8 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/coord"
-	"github.com/haven-ha/haven/internal/lb"
 	"github.com/haven-ha/haven/internal/pg"
 	"github.com/haven-ha/haven/internal/web"
 )
@@ -22,78 +22,80 @@ import (
 // dbName is the database's name in etcd: haven.yaml has one database.
 const dbName = "main"
 
-// dbRole is this node's part in the database cluster: its postgres and
-// keeper.
+// dbRole is this node's part in the database cluster: its postgres and,
+// once etcd answers, its keeper.
 type dbRole struct {
-	srv    *pg.Server
-	fence  *pg.WriteFence            // nil when database.write_fence is off
-	keeper atomic.Pointer[pg.Keeper] // set once connected to etcd
-	done   sync.WaitGroup
+	a        *Agent
+	cfg      *config.Config // as the agent started: a change needs a restart
+	srv      *pg.Server
+	password string                    // the replication user's
+	fence    *pg.WriteFence            // nil when database.write_fence is off
+	keeper   atomic.Pointer[pg.Keeper] // set once connected to etcd
 }
 
-// prepareDatabase checks and builds this node's postgres when haven.yaml
-// makes it a database node. It starts nothing: the keeper starts once etcd
-// answers. A missing PostgreSQL or an unreadable password fails the start.
-func (c *coordination) prepareDatabase(ctx context.Context) error {
-	db := c.cfg.Database
-	if db == nil || !slices.Contains(db.Nodes, c.a.opt.Node) {
-		return nil
+// newDatabase checks and builds this node's postgres when haven.yaml makes
+// it a database node, and returns nil otherwise. It starts nothing: the
+// keeper starts once etcd answers (keep). A missing PostgreSQL or an
+// unreadable password fails it.
+func newDatabase(ctx context.Context, a *Agent, cfg *config.Config) (*dbRole, error) {
+	db := cfg.Database
+	if db == nil || !slices.Contains(db.Nodes, a.opt.Node) {
+		return nil, nil
 	}
-	node, _ := c.cfg.Node(c.a.opt.Node)
-	password, err := c.replicationPassword()
+	node, _ := cfg.Node(a.opt.Node)
+	password, err := replicationPassword(db)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var hba []string
 	for _, n := range db.Nodes {
-		peer, _ := c.cfg.Node(n)
+		peer, _ := cfg.Node(n)
 		addr, err := netip.ParseAddr(peer.Address)
 		if err != nil {
-			return fmt.Errorf("database node %s: address %q: %w", n, peer.Address, err)
+			return nil, fmt.Errorf("database node %s: address %q: %w", n, peer.Address, err)
 		}
 		hba = append(hba, pg.ReplicationHBA(db.Replication.User, netip.PrefixFrom(addr, addr.BitLen()).String())...)
 	}
 	hba = append(hba, db.HBA...)
 	srv, err := pg.New(ctx, pg.Config{
 		Bindir:          db.Bindir,
-		DataDir:         db.NodeDataDir(c.a.opt.Node),
+		DataDir:         db.NodeDataDir(a.opt.Node),
 		ListenAddresses: []string{node.Address},
-		Name:            c.a.opt.Node,
+		Name:            a.opt.Node,
 		Port:            db.Port,
-		User:            c.runAsUser(),
+		User:            runAsUser(db),
 		Settings:        db.Settings,
 		HBA:             hba,
-		Logger:          c.a.log,
+		Logger:          a.log,
 	})
 	if err != nil {
-		return fmt.Errorf("database: %w", err)
+		return nil, fmt.Errorf("database: %w", err)
 	}
-	c.db = &dbRole{srv: srv}
-	c.dbPassword = password
+	r := &dbRole{a: a, cfg: cfg, srv: srv, password: password}
 	switch {
 	case !db.FenceWrites():
-		c.a.log.Warn("database.write_fence is off: a primary whose agent freezes keeps taking connections past its lease")
+		a.log.Warn("database.write_fence is off: a primary whose agent freezes keeps taking connections past its lease")
 	case os.Geteuid() != 0:
-		c.a.log.Warn("not root: the database runs without its write fence (nftables needs root)")
+		a.log.Warn("not root: the database runs without its write fence (nftables needs root)")
 	default:
-		c.db.fence = pg.NewWriteFence(0, db.Port)
+		r.fence = pg.NewWriteFence(0, db.Port)
 	}
-	return nil
+	return r, nil
 }
 
 // runAsUser is the user postgres runs as: database.user as root, the
 // agent's own user otherwise (pg.Config's default).
-func (c *coordination) runAsUser() string {
+func runAsUser(db *config.Database) string {
 	if os.Geteuid() == 0 {
-		return c.cfg.Database.User
+		return db.User
 	}
 	return ""
 }
 
 // replicationPassword reads database.replication.password_file; a single
 // node needs none.
-func (c *coordination) replicationPassword() (string, error) {
-	f := c.cfg.Database.Replication.PasswordFile
+func replicationPassword(db *config.Database) (string, error) {
+	f := db.Replication.PasswordFile
 	if f == "" {
 		return "", nil
 	}
@@ -108,78 +110,54 @@ func (c *coordination) replicationPassword() (string, error) {
 	return p, nil
 }
 
-// startKeeper runs the keeper until ctx ends (the coordination stops): it
-// hands the primary over and stops postgres on the way out.
-func (c *coordination) startKeeper(ctx context.Context) {
-	db := c.cfg.Database
-	tag := db.Tags[c.a.opt.Node]
+// keep runs the keeper until ctx ends (the coordination stops): it hands
+// the primary over and stops postgres on the way out.
+func (r *dbRole) keep(ctx context.Context, cl *etcdClients) {
+	a, db := r.a, r.cfg.Database
+	tag := db.Tags[a.opt.Node]
 	priority := 100
 	if tag.Priority != nil {
 		priority = *tag.Priority
 	}
-	node, _ := c.cfg.Node(c.a.opt.Node)
+	node, _ := r.cfg.Node(a.opt.Node)
 	k, err := pg.NewKeeper(pg.KeeperConfig{
-		Server:           c.db.srv,
-		Client:           c.ownerClient,
-		Alternates:       c.alternates,
-		Cluster:          c.cfg.Cluster,
+		Server:           r.srv,
+		Client:           cl.own,
+		Alternates:       cl.others,
+		Cluster:          r.cfg.Cluster,
 		Name:             dbName,
-		Node:             c.a.opt.Node,
+		Node:             a.opt.Node,
 		Nodes:            db.Nodes,
 		Host:             node.Address,
 		Lease:            db.Lease.D(),
 		Mode:             pg.Mode(db.Replication.Mode),
 		SyncStandbys:     db.Replication.SyncStandbys,
 		MaxLagOnFailover: uint64(db.Replication.MaxLagOnFailover),
-		Replication:      pg.Upstream{User: db.Replication.User, Password: c.dbPassword},
+		Replication:      pg.Upstream{User: db.Replication.User, Password: r.password},
 		Priority:         priority,
 		NoFailover:       tag.NoFailover,
-		Fence:            c.db.fence,
-		Logger:           c.a.log,
-		Registerer:       c.a.reg,
+		Fence:            r.fence,
+		Logger:           a.log,
+		Registerer:       a.reg,
 	})
 	if err != nil {
-		c.a.log.Error("database keeper not started", "err", err)
+		a.log.Error("database keeper not started", "err", err)
 		return
 	}
-	c.db.keeper.Store(k)
-	c.db.done.Go(func() {
-		if err := k.Run(ctx); err != nil {
-			c.a.log.Error("database keeper stopped", "err", err)
-		}
-	})
+	r.keeper.Store(k)
+	if err := k.Run(ctx); err != nil {
+		a.log.Error("database keeper stopped", "err", err)
+	}
 }
 
-// DatabaseStatus is the database part of /api/v1/status.
-type DatabaseStatus struct {
-	// Primary is the node that holds the primary's record, and Epoch its
-	// fencing epoch.
-	Primary string                    `json:"primary"`
-	Epoch   int64                     `json:"epoch"`
-	Members map[string]pg.MemberState `json:"members"`
-	Sync    pg.SyncState              `json:"sync"`
-	// Routes and Router, on a router node: where its pools send clients
-	// now, and the pools' balancers.
-	Routes *pg.Routes  `json:"routes,omitempty"`
-	Router []lb.Status `json:"router,omitempty"`
-}
-
-func (c *coordination) databaseStatus() *DatabaseStatus {
-	if c.db == nil && c.router == nil {
-		return nil
+// servesPrimary reports whether this node holds the database's primary
+// record and its postgres runs as the primary.
+func (r *dbRole) servesPrimary() bool {
+	k := r.keeper.Load()
+	if k == nil || !k.Owner().Status().Acting {
+		return false
 	}
-	st := &DatabaseStatus{Members: map[string]pg.MemberState{}}
-	if c.db != nil {
-		if k := c.db.keeper.Load(); k != nil {
-			o := k.Owner().Status()
-			st.Primary, st.Epoch, st.Members, st.Sync = o.Holder, o.Epoch, k.Members(), k.Sync()
-		}
-	}
-	if c.router != nil {
-		rt := c.router.Routes()
-		st.Routes, st.Router = &rt, c.router.statuses()
-	}
-	return st
+	return k.Members()[r.a.opt.Node].Role == pg.RolePrimary
 }
 
 // patroniPaths are the Patroni-compatible health endpoints served on the
@@ -195,16 +173,16 @@ func (a *Agent) databaseRoutes() {
 		h    http.Handler
 	)
 	serve := func(w http.ResponseWriter, r *http.Request) {
-		co := a.coordination()
-		if co == nil || co.db == nil {
-			if co != nil {
+		rs := a.current()
+		if rs.coord == nil || rs.db == nil {
+			if rs.coord != nil {
 				web.WriteError(w, http.StatusNotFound, errors.New("this node is not a database node"))
 			} else {
 				web.WriteError(w, http.StatusServiceUnavailable, errors.New("the agent is starting"))
 			}
 			return
 		}
-		k := co.db.keeper.Load()
+		k := rs.db.keeper.Load()
 		if k == nil {
 			web.WriteError(w, http.StatusServiceUnavailable, errors.New("the database keeper is not running yet (waiting for etcd)"))
 			return
@@ -218,32 +196,38 @@ func (a *Agent) databaseRoutes() {
 }
 
 // switchover serves POST /api/v1/database/switchover?to=NODE.
-func (c *coordination) switchover(w http.ResponseWriter, r *http.Request) {
-	if c.cfg.Database == nil {
+func (a *Agent) switchover(w http.ResponseWriter, r *http.Request) {
+	rs := a.current()
+	if rs.coord == nil {
+		web.WriteError(w, http.StatusServiceUnavailable, errors.New("the agent is starting"))
+		return
+	}
+	cfg := rs.coord.cfg
+	if cfg.Database == nil {
 		web.WriteError(w, http.StatusNotFound, errors.New("haven.yaml has no database section"))
 		return
 	}
 	to := r.URL.Query().Get("to")
-	if to != "" && !slices.Contains(c.cfg.Database.Nodes, to) {
-		web.WriteError(w, http.StatusBadRequest, fmt.Errorf("%q is not a database node (database.nodes: %v)", to, c.cfg.Database.Nodes))
+	if to != "" && !slices.Contains(cfg.Database.Nodes, to) {
+		web.WriteError(w, http.StatusBadRequest, fmt.Errorf("%q is not a database node (database.nodes: %v)", to, cfg.Database.Nodes))
 		return
 	}
-	cli := c.etcd()
+	cli := rs.coord.etcd()
 	if cli == nil {
 		web.WriteError(w, http.StatusServiceUnavailable, errors.New("not connected to etcd"))
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), 2*c.cfg.Database.Lease.D()+5*time.Second)
+	ctx, cancel := context.WithTimeout(r.Context(), 2*cfg.Database.Lease.D()+5*time.Second)
 	defer cancel()
 	var k *pg.Keeper
-	if c.db != nil {
-		k = c.db.keeper.Load()
+	if rs.db != nil {
+		k = rs.db.keeper.Load()
 	}
 	var old string
 	if k != nil {
 		old = k.Owner().Status().Holder
 	}
-	if err := pg.Switchover(ctx, cli, c.cfg.Cluster, dbName, to); err != nil {
+	if err := pg.Switchover(ctx, cli, cfg.Cluster, dbName, to); err != nil {
 		web.WriteError(w, http.StatusConflict, err)
 		return
 	}

@@ -14,6 +14,8 @@ import (
 // dbRouter proxies the database's clients on a router node: a TCP
 // balancer per pool (primary, replicas) whose backends follow etcd.
 type dbRouter struct {
+	a      *Agent
+	cfg    *config.Config // as the agent started: a change needs a restart
 	pools  []*routerPool
 	mu     sync.Mutex
 	routes pg.Routes
@@ -21,63 +23,68 @@ type dbRouter struct {
 	cancel context.CancelFunc
 }
 
-// routerPool is one of the router's balancers and its bound listener.
+// routerPool is one of the router's balancers and its listener.
 type routerPool struct {
-	name string // primary | replicas
-	b    *lb.Balancer
-	ln   net.Listener
+	name   string // primary | replicas
+	listen string
+	b      *lb.Balancer
+	ln     net.Listener // bound by start
 }
 
-// prepareRouter binds the router's listeners when haven.yaml makes this
-// node a router, so that a busy address fails the start. They serve from
-// the start with empty pools (connections close at once) until the first
-// routes arrive from etcd.
-func (c *coordination) prepareRouter() error {
-	if !c.cfg.RoutesOn(c.a.opt.Node) {
-		return nil
+// newRouter makes the router's balancers when haven.yaml makes this node
+// a router, and returns nil otherwise. It binds nothing yet.
+func newRouter(a *Agent, cfg *config.Config) (*dbRouter, error) {
+	if !cfg.RoutesOn(a.opt.Node) {
+		return nil, nil
 	}
-	r := &dbRouter{}
+	r := &dbRouter{a: a, cfg: cfg}
 	for _, name := range []string{"primary", "replicas"} {
-		bc := c.cfg.Database.RouterBalancer(name)
+		bc := cfg.Database.RouterBalancer(name)
 		if bc == nil {
 			continue
 		}
-		b, err := lb.New(bc, nil, lb.Options{Logger: c.a.log, Metrics: c.a.lbm})
+		b, err := lb.New(bc, nil, lb.Options{Logger: a.log, Metrics: a.lbm})
+		if err != nil {
+			return nil, err
+		}
+		r.pools = append(r.pools, &routerPool{name: name, listen: bc.Listen, b: b})
+	}
+	return r, nil
+}
+
+// start binds the router's listeners, so that a busy address fails the
+// start, and serves them: with empty pools (connections close at once)
+// until the first routes arrive from etcd.
+func (r *dbRouter) start() error {
+	for _, p := range r.pools {
+		ln, err := lb.Listen(p.listen)
 		if err != nil {
 			r.close()
-			return err
+			return fmt.Errorf("database.listen.%s: listen %s: %w", p.name, p.listen, err)
 		}
-		ln, err := lb.Listen(bc.Listen)
-		if err != nil {
-			r.close()
-			return fmt.Errorf("database.listen.%s: listen %s: %w", name, bc.Listen, err)
-		}
-		r.pools = append(r.pools, &routerPool{name: name, b: b, ln: ln})
+		p.ln = ln
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
 	for _, p := range r.pools {
 		r.served.Go(func() {
 			if err := p.b.Serve(ctx, p.ln); err != nil {
-				c.a.log.Error("database router stopped", "pool", p.name, "err", err)
+				r.a.log.Error("database router stopped", "pool", p.name, "err", err)
 			}
 		})
 	}
-	c.router = r
 	return nil
 }
 
-// watchRoutes feeds the router's pools from etcd until ctx ends.
-func (c *coordination) watchRoutes(ctx context.Context) {
-	db := c.cfg.Database
-	_ = pg.WatchRoutes(ctx, c.client, c.cfg.Cluster, dbName, uint64(db.ReplicaMaxLag), func(rt pg.Routes) {
-		c.router.set(rt, c)
-	})
+// follow feeds the router's pools from etcd until ctx ends.
+func (r *dbRouter) follow(ctx context.Context, cl *etcdClients) {
+	db := r.cfg.Database
+	_ = pg.WatchRoutes(ctx, cl.all, r.cfg.Cluster, dbName, uint64(db.ReplicaMaxLag), r.set)
 }
 
 // set gives the pools their new backends. The primary's pool closes the
 // connections it still has to a former primary.
-func (r *dbRouter) set(rt pg.Routes, c *coordination) {
+func (r *dbRouter) set(rt pg.Routes) {
 	r.mu.Lock()
 	old := r.routes
 	r.routes = rt
@@ -95,11 +102,11 @@ func (r *dbRouter) set(rt pg.Routes, c *coordination) {
 			}
 		}
 		if err := p.b.SetBackends(backends); err != nil {
-			c.a.log.Error("database router: cannot apply the routes", "pool", p.name, "err", err)
+			r.a.log.Error("database router: cannot apply the routes", "pool", p.name, "err", err)
 		}
 	}
 	if old.Primary != rt.Primary {
-		c.a.log.Info("database router: primary changed", "from", old.Primary, "to", rt.Primary, "replicas", rt.Replicas)
+		r.a.log.Info("database router: primary changed", "from", old.Primary, "to", rt.Primary, "replicas", rt.Replicas)
 	}
 }
 
@@ -127,7 +134,9 @@ func (r *dbRouter) statuses() []lb.Status {
 func (r *dbRouter) close() {
 	for _, p := range r.pools {
 		if r.cancel == nil {
-			p.ln.Close() // never served
+			if p.ln != nil {
+				p.ln.Close() // never served
+			}
 			continue
 		}
 		_ = p.b.SetBackends(nil)

@@ -35,7 +35,7 @@ func (a *Agent) startTraffic(cfg *config.Config) (*trafficRole, error) {
 		// The coordination starts before the traffic role and connects in
 		// the background: the views wait for its client.
 		opt.Etcd = func() *clientv3.Client {
-			if co := a.coordination(); co != nil {
+			if co := a.current().coord; co != nil {
 				return co.etcd()
 			}
 			return nil

@@ -61,6 +61,10 @@ type ManagerConfig struct {
 // and announces it; Extend moves the fence's deadline; Release closes the
 // fence first, then removes the address. Guard calls come from one
 // goroutine; Status may be called from any.
+//
+// Its lifecycle: NewManager constructs, Prepare makes the node silent for
+// the address (before any guard call), Run announces and runs the notify
+// commands until its context ends and then removes the address.
 type Manager struct {
 	cfg   ManagerConfig
 	log   *slog.Logger
@@ -75,10 +79,7 @@ type Manager struct {
 	eligible bool
 
 	announce chan struct{} // kicks a takeover burst
-	stopAnn  chan struct{} // closed by Cleanup
 	notifyQ  chan notifyJob
-	wg       sync.WaitGroup
-	cleaned  bool
 }
 
 // Status is what a Manager reports through the status API.
@@ -97,12 +98,13 @@ type notifyJob struct {
 	epoch int64
 }
 
-// NewManager finds the interface and prepares the node: the fence is
-// closed for the address and a stale copy of it, left by an agent that
-// crashed, is removed, so the node starts silent.
+// NewManager checks cfg and fills its defaults; it touches nothing.
 func NewManager(cfg ManagerConfig) (*Manager, error) {
 	if cfg.Fence == nil {
 		return nil, fmt.Errorf("vip %s: no fence", cfg.Name)
+	}
+	if !cfg.Prefix.IsValid() {
+		return nil, fmt.Errorf("vip %s: no address", cfg.Name)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -116,39 +118,57 @@ func NewManager(cfg ManagerConfig) (*Manager, error) {
 	if cfg.Refresh <= 0 {
 		cfg.Refresh = 10 * time.Second
 	}
-	iface, err := FindInterface(cfg.Prefix.Addr(), cfg.Interface)
-	if err != nil {
-		return nil, fmt.Errorf("vip %s: %w", cfg.Name, err)
-	}
-	// Announcements leave through a packet socket, which the arp family's
-	// output hook does not see: the interface's egress hook does.
-	if err := cfg.Fence.Guard(iface); err != nil {
-		return nil, fmt.Errorf("vip %s: %w", cfg.Name, err)
-	}
-	m := &Manager{
+	return &Manager{
 		cfg:      cfg,
 		log:      cfg.Logger.With("vip", cfg.Prefix.String(), "balancer", cfg.Name),
-		iface:    iface,
 		state:    StateFault,
 		since:    time.Now(),
 		announce: make(chan struct{}, 1),
-		stopAnn:  make(chan struct{}),
 		notifyQ:  make(chan notifyJob, 16),
-	}
-	if err := cfg.Fence.Close(cfg.Prefix.Addr()); err != nil {
-		return nil, fmt.Errorf("vip %s: %w", cfg.Name, err)
-	}
-	if err := RemoveAddress(iface, cfg.Prefix); err != nil {
-		return nil, fmt.Errorf("vip %s: remove the stale address: %w", cfg.Name, err)
-	}
-	m.wg.Go(m.announcer)
-	m.wg.Go(m.notifier)
-	m.cfg.Metrics.set(cfg.Name, StateFault, 0)
-	return m, nil
+	}, nil
 }
 
-// Interface is the interface that carries the address.
-func (m *Manager) Interface() string { return m.iface }
+// Prepare finds the interface and makes the node silent for the address:
+// the fence is closed for it and a stale copy, left by an agent that
+// crashed, is removed. It must run before the first guard call; the fence
+// must be installed.
+func (m *Manager) Prepare() error {
+	iface, err := FindInterface(m.cfg.Prefix.Addr(), m.cfg.Interface)
+	if err != nil {
+		return fmt.Errorf("vip %s: %w", m.cfg.Name, err)
+	}
+	// Announcements leave through a packet socket, which the arp family's
+	// output hook does not see: the interface's egress hook does.
+	if err := m.cfg.Fence.Guard(iface); err != nil {
+		return fmt.Errorf("vip %s: %w", m.cfg.Name, err)
+	}
+	if err := m.cfg.Fence.Close(m.cfg.Prefix.Addr()); err != nil {
+		return fmt.Errorf("vip %s: %w", m.cfg.Name, err)
+	}
+	if err := RemoveAddress(iface, m.cfg.Prefix); err != nil {
+		return fmt.Errorf("vip %s: remove the stale address: %w", m.cfg.Name, err)
+	}
+	m.mu.Lock()
+	m.iface = iface
+	m.mu.Unlock()
+	m.cfg.Metrics.set(m.cfg.Name, StateFault, 0)
+	return nil
+}
+
+// Run sends the announcements and runs the notify commands until ctx
+// ends; then it silences and removes the address. The ownership record
+// must be released (its owner stopped) before ctx ends.
+func (m *Manager) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	wg.Go(func() { m.announcer(ctx) })
+	wg.Go(func() { m.notifier(ctx) })
+	wg.Wait()
+	_ = m.cfg.Fence.Close(m.cfg.Prefix.Addr())
+	if err := RemoveAddress(m.iface, m.cfg.Prefix); err != nil {
+		return fmt.Errorf("vip %s: remove the address: %w", m.cfg.Name, err)
+	}
+	return nil
+}
 
 // Acquire implements coord.Guard: the fence opens until deadline, the
 // address goes on the interface and is announced.
@@ -282,35 +302,17 @@ func (m *Manager) Status() Status {
 	}
 }
 
-// Cleanup silences and removes the address and stops the announcer and
-// the notifier. The ownership record must be released first. It is
-// idempotent.
-func (m *Manager) Cleanup() {
-	m.mu.Lock()
-	if m.cleaned {
-		m.mu.Unlock()
-		return
-	}
-	m.cleaned = true
-	m.mu.Unlock()
-	_ = m.cfg.Fence.Close(m.cfg.Prefix.Addr())
-	_ = RemoveAddress(m.iface, m.cfg.Prefix)
-	close(m.stopAnn)
-	close(m.notifyQ)
-	m.wg.Wait()
-}
-
 // announcer sends a burst of announcements after each takeover and one
 // every Refresh while holding. A fenced address's announcements are
 // dropped by the fence (its egress hook on the interface), so a late one
 // cannot mislead a neighbour.
-func (m *Manager) announcer() {
+func (m *Manager) announcer(ctx context.Context) {
 	refresh := time.NewTicker(m.cfg.Refresh)
 	defer refresh.Stop()
 	for {
 		n := 0
 		select {
-		case <-m.stopAnn:
+		case <-ctx.Done():
 			return
 		case <-m.announce:
 			n = m.cfg.Burst
@@ -327,7 +329,7 @@ func (m *Manager) announcer() {
 			if i < n-1 {
 				select {
 				case <-time.After(m.cfg.Spacing):
-				case <-m.stopAnn:
+				case <-ctx.Done():
 					return
 				}
 			}
@@ -336,9 +338,15 @@ func (m *Manager) announcer() {
 }
 
 // notifier runs the notify command of each transition, in order, one at a
-// time, each bounded by the notify timeout.
-func (m *Manager) notifier() {
-	for job := range m.notifyQ {
+// time, each bounded by the notify timeout, until ctx ends.
+func (m *Manager) notifier(ctx context.Context) {
+	for {
+		var job notifyJob
+		select {
+		case job = <-m.notifyQ:
+		case <-ctx.Done():
+			return
+		}
 		var cmd []string
 		switch job.state {
 		case StateHolder:

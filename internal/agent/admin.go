@@ -1,0 +1,70 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/pprof"
+	"time"
+
+	"github.com/haven-ha/haven/internal/web"
+)
+
+// routes mounts the admin API.
+func (a *Agent) routes() {
+	a.admin.SetStatus("balancers", func() any { return a.Balancers() })
+	a.admin.SetStatus("events", func() any { return a.Events() })
+	a.admin.HandleRead("GET /api/v1/balancers", func(w http.ResponseWriter, r *http.Request) {
+		web.WriteJSON(w, http.StatusOK, a.Balancers())
+	})
+	a.admin.HandleMutating("POST /api/v1/balancers/{balancer}/backends/{backend}/{action}", a.backendAction)
+	a.admin.HandleMutating("POST /api/v1/balancers/{balancer}/backends/{backend}/weight/{weight}", a.backendWeight)
+	a.admin.SetStatus("coordination", func() any {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if st := a.current().coordinationStatus(ctx); st != nil {
+			return st
+		}
+		return nil
+	})
+	a.admin.HandleRead("GET /api/v1/vips", func(w http.ResponseWriter, r *http.Request) {
+		web.WriteJSON(w, http.StatusOK, a.current().vips.statuses())
+	})
+	a.admin.HandleMutating("POST /api/v1/vips/{balancer}/move", a.moveVIP)
+	a.admin.HandleMutating("POST /api/v1/database/switchover", a.switchover)
+	a.admin.HandleMutating("POST /api/v1/traffic/{name}/{target}/{action}", a.trafficAction)
+	a.databaseRoutes()
+	a.pprofRoutes()
+	a.admin.HandleMutating("POST /api/v1/reload", func(w http.ResponseWriter, r *http.Request) {
+		if err := a.Reload(); err != nil {
+			web.WriteError(w, http.StatusUnprocessableEntity, err)
+			return
+		}
+		web.WriteJSON(w, http.StatusOK, map[string]string{"result": "reloaded"})
+	})
+}
+
+// pprofRoutes serves Go's profiler on the admin port while admin.pprof
+// is set (a reload turns it on or off): CPU and heap profiles, goroutines
+// and traces of a running agent, to find where time goes under load. Off
+// loopback it needs the admin token, as a mutating call does: a profile
+// costs CPU and shows the process's internals.
+func (a *Agent) pprofRoutes() {
+	on := func(h http.HandlerFunc) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			a.mu.Lock()
+			enabled := a.cfg.Admin.Pprof
+			a.mu.Unlock()
+			if !enabled {
+				web.WriteError(w, http.StatusNotFound, errors.New("the profiler is off: set admin.pprof: true in haven.yaml and reload"))
+				return
+			}
+			h(w, r)
+		}
+	}
+	a.admin.HandleMutating("GET /debug/pprof/", on(pprof.Index))
+	a.admin.HandleMutating("GET /debug/pprof/cmdline", on(pprof.Cmdline))
+	a.admin.HandleMutating("GET /debug/pprof/profile", on(pprof.Profile))
+	a.admin.HandleMutating("GET /debug/pprof/symbol", on(pprof.Symbol))
+	a.admin.HandleMutating("GET /debug/pprof/trace", on(pprof.Trace))
+}

@@ -1,0 +1,334 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/haven-ha/haven/internal/config"
+	"github.com/haven-ha/haven/internal/coord"
+)
+
+// coordination is this node's part in the etcd cluster: its embedded
+// member if it is one, and its clients. The roles that need etcd (the
+// floating addresses' owners, the database keeper, the router's routes)
+// start once it answers: they register with onConnected before start. It
+// starts once, with the agent; changes to its section need a restart.
+type coordination struct {
+	a      *Agent
+	cfg    *config.Config
+	member *coord.Member // nil unless this node is a member
+
+	mu      sync.Mutex
+	clients *etcdClients // nil until connected
+	members map[string]coord.MemberInfo
+
+	starters []func(ctx context.Context, cl *etcdClients)
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup // connect, and everything it starts
+}
+
+// etcdClients are the agent's connections to etcd once it answers.
+type etcdClients struct {
+	// all talks to every member.
+	all *clientv3.Client
+	// own talks to this node's own member only, when it is one: it
+	// answers at once, or fails fast when it has lost its quorum (all
+	// otherwise). The others talk to one other member each: owners send
+	// every write through own and them at once (see
+	// coord.OwnerConfig.Alternates).
+	own    *clientv3.Client
+	others []*clientv3.Client
+}
+
+func (cl *etcdClients) close() {
+	if cl.own != cl.all {
+		cl.own.Close()
+	}
+	for _, c := range cl.others {
+		c.Close()
+	}
+	cl.all.Close()
+}
+
+// How long a starting agent waits for etcd per attempt.
+const connectTimeout = 5 * time.Second
+
+func newCoordination(a *Agent, cfg *config.Config) *coordination {
+	return &coordination{a: a, cfg: cfg, members: map[string]coord.MemberInfo{}}
+}
+
+// onConnected registers a role to start once etcd answers; it runs until
+// the coordination stops.
+func (c *coordination) onConnected(start func(ctx context.Context, cl *etcdClients)) {
+	c.starters = append(c.starters, start)
+}
+
+// startMember runs this node's embedded etcd member, when it is one, and
+// returns how to stop it.
+func (c *coordination) startMember() (func(), error) {
+	if !slices.Contains(c.cfg.Coordination.Members, c.a.opt.Node) {
+		return func() {}, nil
+	}
+	m, err := coord.NewMember(c.memberConfig())
+	if err != nil {
+		return nil, err
+	}
+	c.member = m
+	c.a.admin.AddReadiness("etcd member", c.memberReady)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := m.Run(ctx); err != nil {
+			c.a.log.Error("etcd member stopped", "err", err)
+		}
+	})
+	return func() { cancel(); wg.Wait() }, nil
+}
+
+// start connects in the background and then starts the registered roles.
+func (c *coordination) start() {
+	c.a.admin.AddReadiness("coordination", func() error {
+		if c.etcd() == nil {
+			return fmt.Errorf("not connected to etcd at %s", strings.Join(c.endpoints(), ", "))
+		}
+		return nil
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	c.cancel = cancel
+	c.wg.Go(func() { c.connect(ctx) })
+}
+
+// stop stops the roles started on connection (owners hand over, the keeper
+// stops postgres) and the membership record, then closes the clients. The
+// member stops separately, after the balancers.
+func (c *coordination) stop() {
+	if c.cancel != nil {
+		c.cancel()
+	}
+	c.wg.Wait()
+	c.mu.Lock()
+	cl := c.clients
+	c.mu.Unlock()
+	if cl != nil {
+		cl.close()
+	}
+}
+
+func (c *coordination) memberReady() error {
+	select {
+	case <-c.member.Ready():
+		return nil
+	default:
+		return errors.New("etcd member has not joined its cluster yet")
+	}
+}
+
+// etcd returns the client of every member, or nil before it answers.
+func (c *coordination) etcd() *clientv3.Client {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.clients == nil {
+		return nil
+	}
+	return c.clients.all
+}
+
+// nodeFile replaces {node} in a configured path.
+func (c *coordination) nodeFile(p string) string {
+	return config.NodePath(p, c.a.opt.Node)
+}
+
+func (c *coordination) tls() *coord.TLSFiles {
+	t := c.cfg.Coordination.TLS
+	if t == nil {
+		return nil
+	}
+	return &coord.TLSFiles{CA: c.nodeFile(t.CA), Cert: c.nodeFile(t.Cert), Key: c.nodeFile(t.Key)}
+}
+
+func (c *coordination) scheme() string {
+	if c.cfg.Coordination.TLS != nil {
+		return "https"
+	}
+	return "http"
+}
+
+func (c *coordination) memberConfig() coord.MemberConfig {
+	cc := c.cfg.Coordination
+	initial := map[string]string{}
+	for _, name := range cc.Members {
+		n, _ := c.cfg.Node(name)
+		initial[name] = c.scheme() + "://" + net.JoinHostPort(n.Address, strconv.Itoa(cc.PeerPort))
+	}
+	self, _ := c.cfg.Node(c.a.opt.Node)
+	return coord.MemberConfig{
+		Name:              c.a.opt.Node,
+		DataDir:           c.nodeFile(cc.DataDir),
+		PeerURL:           initial[c.a.opt.Node],
+		ClientURL:         c.scheme() + "://" + net.JoinHostPort(self.Address, strconv.Itoa(cc.ClientPort)),
+		InitialCluster:    initial,
+		ClusterToken:      c.cfg.Cluster,
+		TLS:               c.tls(),
+		HeartbeatInterval: cc.Heartbeat.D(),
+		ElectionTimeout:   cc.ElectionTimeout.D(),
+		JoinTimeout:       cc.JoinTimeout.D(),
+		Logger:            c.a.log,
+	}
+}
+
+// endpoints lists the cluster's client URLs, this node's own member first.
+func (c *coordination) endpoints() []string {
+	cc := c.cfg.Coordination
+	if len(cc.Endpoints) > 0 {
+		return cc.Endpoints
+	}
+	var eps []string
+	for _, name := range cc.Members {
+		n, _ := c.cfg.Node(name)
+		ep := c.scheme() + "://" + net.JoinHostPort(n.Address, strconv.Itoa(cc.ClientPort))
+		if name == c.a.opt.Node {
+			eps = append([]string{ep}, eps...)
+		} else {
+			eps = append(eps, ep)
+		}
+	}
+	return eps
+}
+
+// connect retries until etcd answers, then starts what needs it.
+func (c *coordination) connect(ctx context.Context) {
+	log := c.a.log
+	var all *clientv3.Client
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+		cctx, cancel := context.WithTimeout(ctx, connectTimeout)
+		cli, err := coord.NewClient(cctx, coord.ClientConfig{Endpoints: c.endpoints(), TLS: c.tls(), DialTimeout: connectTimeout, Logger: log})
+		cancel()
+		if err == nil {
+			all = cli
+			log.Info("connected to etcd", "endpoints", c.endpoints())
+			break
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		log.Warn("cannot reach etcd yet; retrying", "err", err, "in", wait)
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return
+		}
+	}
+	cl := &etcdClients{all: all, own: all}
+	if c.member != nil {
+		select {
+		case <-c.member.Ready():
+		case <-ctx.Done():
+			all.Close()
+			return
+		}
+		own, err := coord.NewClient(ctx, coord.ClientConfig{Endpoints: c.endpoints()[:1], TLS: c.tls(), DialTimeout: connectTimeout, Logger: log})
+		if err != nil {
+			log.Warn("cannot connect to this node's own etcd member; owners write through every member", "err", err)
+		} else {
+			cl.own = own
+			cl.others = c.memberClients(ctx, c.endpoints()[1:])
+		}
+	}
+	c.mu.Lock()
+	c.clients = cl
+	c.mu.Unlock()
+	c.wg.Go(func() { c.publish(ctx, all) })
+	c.wg.Go(func() {
+		_ = coord.WatchMembers(ctx, all, c.cfg.Cluster, func(m map[string]coord.MemberInfo) {
+			c.mu.Lock()
+			c.members = m
+			c.mu.Unlock()
+		})
+	})
+	for _, start := range c.starters {
+		c.wg.Go(func() { start(ctx, cl) })
+	}
+}
+
+// memberClients makes a client of each of the given members, connecting
+// in the background: a member that is down now is used once it is back.
+func (c *coordination) memberClients(ctx context.Context, eps []string) []*clientv3.Client {
+	var clis []*clientv3.Client
+	for _, ep := range eps {
+		cli, err := coord.NewClient(ctx, coord.ClientConfig{Endpoints: []string{ep}, TLS: c.tls(), DialTimeout: connectTimeout, Logger: c.a.log, Lazy: true})
+		if err != nil {
+			c.a.log.Warn("no second route to etcd through this member", "member", ep, "err", err)
+			continue
+		}
+		clis = append(clis, cli)
+	}
+	return clis
+}
+
+// publish keeps this node's membership record, with the state of its roles
+// that traffic targets may follow (traffic.records.*.targets[].follows),
+// until ctx ends.
+func (c *coordination) publish(ctx context.Context, cli *clientv3.Client) {
+	self, _ := c.cfg.Node(c.a.opt.Node)
+	p, err := coord.NewPublisher(coord.PublisherConfig{
+		Client:  cli,
+		Cluster: c.cfg.Cluster,
+		Info: coord.MemberInfo{
+			Node: c.a.opt.Node, Region: self.Region, Zone: self.Zone, Roles: c.roles(),
+			Version: c.a.opt.Version, Address: self.Address,
+		},
+		Logger: c.a.log,
+	})
+	if err != nil {
+		c.a.log.Error("membership", "err", err)
+		return
+	}
+	c.wg.Go(func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			for name, up := range c.a.followedStates() {
+				p.SetCheck(name, upDown(up))
+			}
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				return
+			}
+		}
+	})
+	if err := p.Run(ctx); err != nil {
+		c.a.log.Error("membership", "err", err)
+	}
+}
+
+func upDown(up bool) string {
+	if up {
+		return coord.CheckUp
+	}
+	return coord.CheckDown
+}
+
+// roles lists what this node does, for its membership record.
+func (c *coordination) roles() []string {
+	var roles []string
+	if slices.Contains(c.cfg.Coordination.Members, c.a.opt.Node) {
+		roles = append(roles, "etcd")
+	}
+	for _, b := range c.cfg.BalancersOn(c.a.opt.Node) {
+		roles = append(roles, "balancer/"+b.Name)
+		if b.VIP != nil {
+			roles = append(roles, "vip/"+b.Name)
+		}
+	}
+	return roles
+}

@@ -1,0 +1,120 @@
+package agent
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/haven-ha/haven/internal/coord"
+	"github.com/haven-ha/haven/internal/lb"
+	"github.com/haven-ha/haven/internal/pg"
+)
+
+// CoordinationStatus is the coordination part of /api/v1/status.
+type CoordinationStatus struct {
+	Endpoints []string                    `json:"endpoints"`
+	Connected bool                        `json:"connected"`
+	Member    *MemberStatus               `json:"member,omitempty"`
+	Etcd      []EndpointHealth            `json:"etcd,omitempty"`
+	Members   map[string]coord.MemberInfo `json:"members"`
+	VIPs      []VIPStatus                 `json:"vips"`
+	Database  *DatabaseStatus             `json:"database,omitempty"`
+}
+
+// MemberStatus is this node's embedded etcd member.
+type MemberStatus struct {
+	Name  string `json:"name"`
+	Ready bool   `json:"ready"`
+}
+
+// EndpointHealth is one etcd member as its endpoint reports it.
+type EndpointHealth struct {
+	Endpoint string `json:"endpoint"`
+	Healthy  bool   `json:"healthy"`
+	Leader   bool   `json:"leader,omitempty"`
+	RaftTerm uint64 `json:"raft_term,omitempty"`
+	Error    string `json:"error,omitempty"`
+}
+
+// DatabaseStatus is the database part of /api/v1/status.
+type DatabaseStatus struct {
+	// Primary is the node that holds the primary's record, and Epoch its
+	// fencing epoch.
+	Primary string                    `json:"primary"`
+	Epoch   int64                     `json:"epoch"`
+	Members map[string]pg.MemberState `json:"members"`
+	Sync    pg.SyncState              `json:"sync"`
+	// Routes and Router, on a router node: where its pools send clients
+	// now, and the pools' balancers.
+	Routes *pg.Routes  `json:"routes,omitempty"`
+	Router []lb.Status `json:"router,omitempty"`
+}
+
+// coordinationStatus reports the coordination section, asking every etcd
+// member for its health.
+func (rs roles) coordinationStatus(ctx context.Context) *CoordinationStatus {
+	c := rs.coord
+	if c == nil {
+		return nil
+	}
+	s := &CoordinationStatus{Endpoints: c.endpoints(), Members: map[string]coord.MemberInfo{}}
+	if c.member != nil {
+		s.Member = &MemberStatus{Name: c.a.opt.Node, Ready: c.memberReady() == nil}
+	}
+	cli := c.etcd()
+	c.mu.Lock()
+	for k, v := range c.members {
+		s.Members[k] = v
+	}
+	c.mu.Unlock()
+	s.VIPs = rs.vips.statuses()
+	s.Database = rs.databaseStatus()
+	if cli == nil {
+		return s
+	}
+	s.Connected = true
+	// Ask every member at once: a dead one costs its timeout once, not
+	// once per member.
+	s.Etcd = make([]EndpointHealth, len(s.Endpoints))
+	var wg sync.WaitGroup
+	for i, ep := range s.Endpoints {
+		wg.Go(func() {
+			h := EndpointHealth{Endpoint: ep}
+			sctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+			st, err := cli.Status(sctx, ep)
+			cancel()
+			if err != nil {
+				h.Error = err.Error()
+			} else {
+				h.Healthy = len(st.Errors) == 0
+				h.Leader = st.Leader == st.Header.MemberId
+				h.RaftTerm = st.RaftTerm
+				if len(st.Errors) > 0 {
+					h.Error = strings.Join(st.Errors, "; ")
+				}
+			}
+			s.Etcd[i] = h
+		})
+	}
+	wg.Wait()
+	return s
+}
+
+func (rs roles) databaseStatus() *DatabaseStatus {
+	if rs.db == nil && rs.router == nil {
+		return nil
+	}
+	st := &DatabaseStatus{Members: map[string]pg.MemberState{}}
+	if rs.db != nil {
+		if k := rs.db.keeper.Load(); k != nil {
+			o := k.Owner().Status()
+			st.Primary, st.Epoch, st.Members, st.Sync = o.Holder, o.Epoch, k.Members(), k.Sync()
+		}
+	}
+	if rs.router != nil {
+		rt := rs.router.Routes()
+		st.Routes, st.Router = &rt, rs.router.statuses()
+	}
+	return st
+}
