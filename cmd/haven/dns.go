@@ -16,7 +16,7 @@ import (
 	"github.com/haven-ha/haven/internal/gtm"
 )
 
-const dnsUsage = `usage: haven dns ACTION [NAME TARGET] [flags]
+const dnsUsage = `usage: haven dns serve|drain|enable|status [NAME TARGET] [flags]
 
 actions:
   serve -n NODE                 run NODE's traffic manager alone in the foreground, on its own

@@ -32,10 +32,10 @@ usage:
   haven lb     ACTION [BACKEND] ...      drain | enable | maint | weight | status (see haven lb -h)
   haven vip    move --to NODE | status   hand a floating address over; show its holder (see haven vip -h)
   haven pg     switchover [--to NODE] | status   hand the database primary over; show the members (see haven pg -h)
-  haven dns    drain|enable NAME TARGET | status   take a DNS target out of the answers; show them (see haven dns -h)
+  haven dns    serve | drain|enable NAME TARGET | status   one name server alone; a DNS target out of the answers; the answers (see haven dns -h)
   haven certs  -c haven.yaml -o DIR      make a private CA and node certificates for etcd TLS
   haven status -c haven.yaml [-n NODE]   show what each node's agent reports
-  haven demo   [--duration D]            run the demo: three web servers behind a balancer, one fails
+  haven demo   [--duration D]            run the demo: a balancer on loopback; as root, a floating address, the database, DNS
   haven backend --listen ADDR --name N   run the demo web application (used by tests and benchmarks)
   haven version                          print the version
 `

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -406,30 +405,6 @@ func TestClosest(t *testing.T) {
 	for in, want := range tests {
 		if got := closest(in, valid); got != want {
 			t.Errorf("closest(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
-var yamlBlock = regexp.MustCompile("(?s)```yaml\n(.*?)```")
-
-// TestDocExamples loads every yaml example of the user documentation
-// (STYLE rule 4): an example that does not load is a bug.
-func TestDocExamples(t *testing.T) {
-	const doc = "../../docs/configuration.md"
-	data, err := os.ReadFile(doc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	blocks := yamlBlock.FindAllSubmatch(data, -1)
-	if len(blocks) < 2 {
-		t.Fatalf("%s has %d yaml examples, want at least 2", doc, len(blocks))
-	}
-	for i, b := range blocks {
-		// Parsed as if haven.yaml sat in testdata, beside the files that
-		// examples name relative to it (password_file:
-		// pg-replication.password), as a real /etc/haven/haven.yaml would.
-		if _, err := Parse(filepath.Join("testdata", "haven.yaml"), b[1]); err != nil {
-			t.Errorf("%s: example %d does not load:\n%v\n%s", doc, i+1, err, b[1])
 		}
 	}
 }
