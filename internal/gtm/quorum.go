@@ -177,3 +177,6 @@ func (v *views) peerCount() int {
 	defer v.mu.Unlock()
 	return len(v.peers)
 }
+
+// viewKey names a target in the views.
+func viewKey(rel, target string) string { return rel + "/" + target }
