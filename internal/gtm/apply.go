@@ -1,6 +1,10 @@
 package gtm
 
-import "time"
+import (
+	"time"
+
+	"github.com/haven-ha/haven/internal/clock"
+)
 
 // apply sets the server's answers from the verdicts (this instance's own,
 // or the majority of the instances' views), the failover and failback
@@ -13,7 +17,7 @@ func (s *Service) apply() {
 		eff, mode = s.views.decide(s.local)
 	}
 	s.srv.viewMode.Store(string(mode))
-	now := time.Now()
+	now := s.clock.Now()
 	var next time.Time // the earliest moment a delay or drain ends
 	later := func(t time.Time) {
 		if next.IsZero() || t.Before(next) {
@@ -64,11 +68,34 @@ func (s *Service) apply() {
 			later(since.Add(delay))
 		}
 	}
-	if s.timer != nil {
-		s.timer.Stop()
-		s.timer = nil
+	s.schedule(now, next)
+}
+
+// reapply is a pending apply, when a delay or a drain ends.
+type reapply struct {
+	timer clock.Timer
+	stop  chan struct{} // closed when replaced, before the timer fires
+}
+
+// schedule arms the one apply that the earliest end of a delay or drain
+// needs, at next (none if next is zero or the service is closed),
+// replacing the one armed before. s.mu is held.
+func (s *Service) schedule(now, next time.Time) {
+	if r := s.reapply; r != nil {
+		r.timer.Stop()
+		close(r.stop)
+		s.reapply = nil
 	}
-	if !next.IsZero() {
-		s.timer = time.AfterFunc(time.Until(next)+time.Millisecond, s.apply)
+	if next.IsZero() || s.closed {
+		return
 	}
+	r := &reapply{timer: s.clock.NewTimer(next.Sub(now)), stop: make(chan struct{})}
+	s.reapply = r
+	go func() {
+		select {
+		case <-r.timer.C():
+			s.apply()
+		case <-r.stop:
+		}
+	}()
 }

@@ -17,7 +17,7 @@ func (s *Service) Drain(rel, target string, d time.Duration) error {
 		return fmt.Errorf("gtm: a drain needs a positive duration, not %v", d)
 	}
 	s.mu.Lock()
-	s.drained[viewKey(rel, target)] = time.Now().Add(d)
+	s.drained[viewKey(rel, target)] = s.clock.Now().Add(d)
 	s.mu.Unlock()
 	s.log.Info("target drained", "name", rel, "target", target, "for", d)
 	s.apply()

@@ -78,6 +78,7 @@ func (s *Service) newProbe(p pending) (*probe, error) {
 		Target: p.addr,
 		Spec:   health.SpecFromConfig(p.check),
 		Prober: prober,
+		Clock:  s.clock,
 		// The monitor adds component=health and target=ADDRESS itself.
 		Logger:  s.opt.Logger.With("component", "gtm"),
 		Metrics: s.opt.HealthMetrics,
@@ -87,8 +88,12 @@ func (s *Service) newProbe(p pending) (*probe, error) {
 			s.mu.Unlock()
 			s.setLocal(users, ev.To != health.Down)
 			s.mu.Lock()
+			first := !pr.applied
 			pr.applied = true
 			s.mu.Unlock()
+			if first {
+				s.verdictArrived()
+			}
 			if s.opt.OnTransition != nil {
 				s.opt.OnTransition(ev)
 			}

@@ -85,6 +85,7 @@ func (s *Service) Reload(cfg *config.Config) (restart []string, err error) {
 		pr.mon.Close()
 	}
 	s.srv.setZone(z)
+	s.verdictArrived() // the monitors changed: a starting Run counts its first verdicts again
 	if s.views != nil {
 		s.views.publish(local)
 	}

@@ -12,6 +12,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/haven-ha/haven/internal/clock"
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/coord"
 	"github.com/haven-ha/haven/internal/health"
@@ -34,6 +35,7 @@ type Service struct {
 	srv    *Server
 	opt    ServiceOptions
 	log    *slog.Logger
+	clock  clock.Clock
 	listen string
 	views  *views                  // nil without coordination
 	etcd   func() *clientv3.Client // for views
@@ -57,7 +59,11 @@ type Service struct {
 	differing map[string]time.Time
 	drained   map[string]time.Time
 	delays    map[string][2]time.Duration // by name: failover, failback
-	timer     *time.Timer                 // the next apply a delay or drain needs
+	reapply   *reapply                    // the next apply a delay or drain needs
+	closed    bool                        // by Close: nothing is scheduled any more
+	// verdictIn is signalled when a monitor's first verdict is in the
+	// answers, or haven's state is first read; Run waits on it.
+	verdictIn chan struct{}
 }
 
 // targetMonitor checks one target of one managed name.
@@ -79,6 +85,9 @@ type ServiceOptions struct {
 	Etcd func() *clientv3.Client
 	// Cluster names the cluster's keys in etcd.
 	Cluster string
+	// Clock times the failover and failback delays, the drains, the wait
+	// for first verdicts and the checks' probes. nil: clock.Real.
+	Clock clock.Clock
 }
 
 // NewService builds node's traffic manager from haven.yaml: the zone's
@@ -88,13 +97,16 @@ func NewService(cfg *config.Config, node string, opt ServiceOptions) (*Service, 
 	if opt.Logger == nil {
 		opt.Logger = slog.New(slog.DiscardHandler)
 	}
+	if opt.Clock == nil {
+		opt.Clock = clock.Real
+	}
 	p, err := planFrom(cfg)
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{log: opt.Logger.With("component", "gtm"), opt: opt, listen: p.listen, local: map[string]bool{}, etcd: opt.Etcd,
+	s := &Service{log: opt.Logger.With("component", "gtm"), opt: opt, clock: opt.Clock, listen: p.listen, local: map[string]bool{}, etcd: opt.Etcd,
 		differing: map[string]time.Time{}, drained: map[string]time.Time{},
-		delays: p.delays, probes: map[probeKey]*probe{}}
+		delays: p.delays, probes: map[probeKey]*probe{}, verdictIn: make(chan struct{}, 1)}
 	if p.geoip != "" {
 		if s.geo, err = OpenGeoDB(p.geoip); err != nil {
 			return nil, err
@@ -177,37 +189,51 @@ func (s *Service) startProbe(pr *probe) {
 // its checks: a target still without a verdict after it is answered as up.
 const firstVerdictWait = 10 * time.Second
 
+// waitFirstVerdicts returns when every monitor's first verdict is in the
+// answers and haven's state has been read (if a target follows it), when
+// firstVerdictWait has passed, or when ctx ends.
 func (s *Service) waitFirstVerdicts(ctx context.Context) {
-	deadline := time.Now().Add(firstVerdictWait)
-	for time.Now().Before(deadline) && ctx.Err() == nil {
-		// A verdict counts once it is in the answers, not when the monitor
-		// has it: the monitor records its state before it tells us.
-		s.mu.Lock()
-		pending := 0
-		for _, pr := range s.probes {
-			if !pr.applied {
-				pending++
-			}
-		}
-		if s.follower() != nil && s.members == nil {
-			pending++ // haven's state not read yet
-		}
-		s.mu.Unlock()
-		if pending == 0 {
+	t := s.clock.NewTimer(firstVerdictWait)
+	defer t.Stop()
+	for s.awaitingVerdicts() {
+		select {
+		case <-s.verdictIn:
+		case <-ctx.Done():
+			return
+		case <-t.C():
+			s.log.Warn("answering before every target has a first verdict: those are answered as up", "waited", firstVerdictWait)
 			return
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
-	s.log.Warn("answering before every target has a first verdict: those are answered as up", "waited", firstVerdictWait)
+}
+
+// awaitingVerdicts reports whether a first verdict is not in the answers
+// yet. A verdict counts once it is in the answers, not when the monitor
+// has it: the monitor records its state before it tells us.
+func (s *Service) awaitingVerdicts() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, pr := range s.probes {
+		if !pr.applied {
+			return true
+		}
+	}
+	return s.follower() != nil && s.members == nil // haven's state not read yet
+}
+
+// verdictArrived wakes waitFirstVerdicts, which counts again.
+func (s *Service) verdictArrived() {
+	select {
+	case s.verdictIn <- struct{}{}:
+	default: // a wake-up is already pending
+	}
 }
 
 // Close releases the monitors' metrics and stops a pending delay's timer.
 func (s *Service) Close() {
 	s.mu.Lock()
-	if s.timer != nil {
-		s.timer.Stop()
-		s.timer = nil
-	}
+	s.closed = true
+	s.schedule(time.Time{}, time.Time{}) // calls off a pending apply, arms none
 	probes := slices.Collect(maps.Values(s.probes))
 	s.mu.Unlock()
 	for _, pr := range probes {
