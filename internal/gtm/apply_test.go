@@ -13,8 +13,8 @@ import (
 // it verdicts as its monitors' transitions would, and move its fake
 // clock. An answer can only move when a verdict arrives or the fake time
 // reaches the end of a delay or drain, so "not moved yet" is asserted at
-// once, and "moved" waits only for the goroutine that the fake timer
-// wakes.
+// once, and "moved" (answersSoon) waits only for the goroutine that the
+// fake timer wakes.
 
 // epoch is where the decision tests' fake clocks start.
 var epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -53,23 +53,6 @@ func answersNow(t *testing.T, svc *Service, step string, want []string) {
 	t.Helper()
 	if got := answers(svc); !slices.Equal(got, want) {
 		t.Fatalf("%s: www answers %v, want %v", step, got, want)
-	}
-}
-
-// answersSoon waits until www answers want: after an Advance that fired
-// a timer, the apply it wakes runs on its own goroutine.
-func answersSoon(t *testing.T, svc *Service, step string, want []string) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		got := answers(svc)
-		if slices.Equal(got, want) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: www still answers %v after 10s, want %v", step, got, want)
-		}
-		time.Sleep(time.Millisecond)
 	}
 }
 

@@ -2,6 +2,7 @@ package gtm
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
@@ -17,7 +18,6 @@ import (
 
 	"github.com/haven-ha/haven/internal/clock"
 	"github.com/haven-ha/haven/internal/config"
-	"github.com/haven-ha/haven/internal/health"
 )
 
 // switchable is a health endpoint on 127.0.0.2 that can be turned off.
@@ -91,17 +91,30 @@ func firstAnswer(t *testing.T, addr string) []string {
 
 func answers(s *Service) []string { return s.Status().Names[0].Answers }
 
-func eastHealth(s *Service) health.State { return s.Status().Names[0].Targets[0].Health.State }
-
-func waitUntil(t *testing.T, what string, ok func() bool) {
+// waitFor polls ok until it reports true, and fails after 20s with what
+// it saw last.
+func waitFor(t *testing.T, what string, ok func() (bool, any)) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 20s", what)
+	for {
+		done, seen := ok()
+		if done {
+			return
 		}
-		time.Sleep(10 * time.Millisecond)
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 20s; last seen: %v", what, seen)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// answersSoon waits until www (the first name) answers want.
+func answersSoon(t *testing.T, svc *Service, what string, want []string) {
+	t.Helper()
+	waitFor(t, what, func() (bool, any) {
+		got := answers(svc)
+		return slices.Equal(got, want), got
+	})
 }
 
 var (
@@ -115,18 +128,18 @@ var (
 func TestDelaysAndDrainsOnTheRealClock(t *testing.T) {
 	site := startSwitchable(t)
 	svc := startService(t, site.port, 200*time.Millisecond, 200*time.Millisecond)
-	waitUntil(t, "east answered", func() bool { return slices.Equal(answers(svc), eastAnswer) })
+	answersSoon(t, svc, "east answered", eastAnswer)
 	site.up.Store(false)
-	waitUntil(t, "failover to west", func() bool { return slices.Equal(answers(svc), westAnswer) })
+	answersSoon(t, svc, "failover to west", westAnswer)
 	site.up.Store(true)
-	waitUntil(t, "failback to east", func() bool { return slices.Equal(answers(svc), eastAnswer) })
+	answersSoon(t, svc, "failback to east", eastAnswer)
 	if err := svc.Drain("www", "east", 300*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
 	if got := answers(svc); !slices.Equal(got, westAnswer) {
 		t.Errorf("drained east: answers %v, want west at once", got)
 	}
-	waitUntil(t, "the drain ends by itself", func() bool { return slices.Equal(answers(svc), eastAnswer) })
+	answersSoon(t, svc, "the drain ends by itself", eastAnswer)
 }
 
 // Run answers only once every first verdict is in the answers, so that
@@ -163,7 +176,7 @@ func TestRunAnswersAfterFirstVerdictWait(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := runService(t, svc)
-	waitUntil(t, "Run waits on the fake clock", func() bool { return clk.Waiters() == 1 })
+	waitFor(t, "Run waits on the fake clock", func() (bool, any) { return clk.Waiters() == 1, fmt.Sprint(clk.Waiters(), " timers") })
 	clk.Advance(firstVerdictWait - time.Nanosecond)
 	if n := clk.Waiters(); n != 1 {
 		t.Fatalf("%v after the start, %d timers pending: the wait for first verdicts ended early", firstVerdictWait-time.Nanosecond, n)
@@ -186,7 +199,7 @@ func TestReloadEndsTheWaitForFirstVerdicts(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := runService(t, svc)
-	waitUntil(t, "Run waits, and east's monitor for its first probe", func() bool { return clk.Waiters() == 2 })
+	waitFor(t, "Run waits, and east's monitor for its first probe", func() (bool, any) { return clk.Waiters() == 2, fmt.Sprint(clk.Waiters(), " timers") })
 	cfg.Traffic.Records["www"].Targets[0].Check = ""
 	if _, err := svc.Reload(cfg); err != nil {
 		t.Fatal(err)
@@ -216,14 +229,14 @@ func TestNamesShareAMonitor(t *testing.T) {
 		st := svc.Status()
 		return st.Names[0].Answers, st.Names[1].Answers // sorted: api, www
 	}
-	waitUntil(t, "east up for both names", func() bool {
+	waitFor(t, "east up for both names", func() (bool, any) {
 		api, www := both()
-		return slices.Equal(api, []string{"127.0.0.2", "127.0.0.3"}) && slices.Equal(www, eastAnswer)
+		return slices.Equal(api, []string{"127.0.0.2", "127.0.0.3"}) && slices.Equal(www, eastAnswer), fmt.Sprintf("api %v, www %v", api, www)
 	})
 	site.up.Store(false)
-	waitUntil(t, "east down for both names", func() bool {
+	waitFor(t, "east down for both names", func() (bool, any) {
 		api, www := both()
-		return slices.Equal(api, westAnswer) && slices.Equal(www, westAnswer)
+		return slices.Equal(api, westAnswer) && slices.Equal(www, westAnswer), fmt.Sprintf("api %v, www %v", api, www)
 	})
 }
 
