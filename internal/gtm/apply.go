@@ -13,8 +13,9 @@ func (s *Service) apply() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	eff, mode := s.local, Standalone
+	s.votes = nil
 	if s.views != nil {
-		eff, mode = s.views.decide(s.local)
+		eff, s.votes, mode = s.views.decide(s.local)
 	}
 	s.srv.viewMode.Store(string(mode))
 	now := s.clock.Now()

@@ -50,6 +50,9 @@ type Service struct {
 	running context.Context
 	wg      sync.WaitGroup
 	local   map[string]bool // this instance's verdicts, by viewKey
+	// votes are the shared views behind the answers, as apply last
+	// decided them (nil unless shared).
+	votes map[string]Votes
 	// members is haven's state as the agents last published it, for the
 	// targets that follow it (nil until first read).
 	members map[string]coord.MemberInfo

@@ -40,6 +40,9 @@ type TargetStatus struct {
 	Follows string `json:"follows,omitempty"`
 	// DrainedUntil is when an operator's drain ends (zero: not drained).
 	DrainedUntil time.Time `json:"drained_until,omitzero"`
+	// Votes are the instances' views of the target that its answer
+	// follows, as last decided; nil unless the views are shared.
+	Votes *Votes `json:"votes,omitempty"`
 }
 
 // Status reports every managed name.
@@ -59,6 +62,7 @@ func (s *Service) Status() Status {
 		}
 	}
 	drained := maps.Clone(s.drained)
+	votes := maps.Clone(s.votes)
 	s.mu.Unlock()
 	st := Status{Zone: s.srv.Zone().Origin, Views: ViewMode(s.srv.viewMode.Load().(string))}
 	if s.views != nil {
@@ -72,6 +76,9 @@ func (s *Service) Status() Status {
 			}
 			ns.Targets[i].DrainedUntil = drained[viewKey(ns.rel, tg.Name)]
 			ns.Targets[i].Follows = follows[[2]string{ns.rel, tg.Name}]
+			if v, ok := votes[viewKey(ns.rel, tg.Name)]; ok {
+				ns.Targets[i].Votes = &v
+			}
 		}
 		st.Names = append(st.Names, ns.NameStatus)
 	}
