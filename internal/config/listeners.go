@@ -1,6 +1,8 @@
 package config
 
 import (
+	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"slices"
@@ -108,4 +110,35 @@ func (v *validator) adminAddresses() {
 		}
 		owner[ap] = name
 	}
+}
+
+// splitListen parses a listener address, "HOST:PORT" or ":PORT" with HOST
+// an IP address: a host name would be resolved once, at start, and could
+// later name another machine. The address is invalid for ":PORT" (every
+// address).
+func splitListen(s string) (netip.Addr, int, error) {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return netip.Addr{}, 0, errors.New(`want HOST:PORT or :PORT, such as ":80" or "127.0.0.1:8080"`)
+	}
+	p, err := parsePort(port)
+	if err != nil {
+		return netip.Addr{}, 0, err
+	}
+	if host == "" {
+		return netip.Addr{}, p, nil
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return netip.Addr{}, 0, fmt.Errorf("%q is not an IP address: a listener binds an address, not a host name", host)
+	}
+	return ip, p, nil
+}
+
+func parsePort(s string) (int, error) {
+	p, err := strconv.Atoi(s)
+	if err != nil || p < 1 || p > 65535 {
+		return 0, fmt.Errorf("port %q is not a number between 1 and 65535", s)
+	}
+	return p, nil
 }

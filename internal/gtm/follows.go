@@ -62,17 +62,20 @@ func (s *Service) watchState(ctx context.Context) {
 // verdicts of the targets that follow them.
 func (s *Service) setMembers(members map[string]coord.MemberInfo) {
 	s.mu.Lock()
+	first := s.members == nil
 	s.members = members
 	changed := s.followVerdicts()
 	local := maps.Clone(s.local)
 	s.mu.Unlock()
-	if !changed {
-		return
+	if changed {
+		if s.views != nil {
+			s.views.publish(local)
+		}
+		s.apply()
 	}
-	if s.views != nil {
-		s.views.publish(local)
+	if first {
+		s.verdictArrived()
 	}
-	s.apply()
 }
 
 // followVerdicts sets the local verdict of every following target from

@@ -3,7 +3,6 @@ package gtm
 import (
 	"context"
 	"encoding/json"
-	"slices"
 	"testing"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -38,26 +37,26 @@ func TestFollows(t *testing.T) {
 	}
 	runService(t, svc)
 
-	waitUntil(t, "east answered", func() bool { return slices.Equal(answers(svc), eastAnswer) })
+	answersSoon(t, svc, "east answered", eastAnswer)
 	if f := svc.Status().Names[0].Targets[0].Follows; f != "balancer web in east" {
 		t.Errorf("status says east follows %q", f)
 	}
 	publish("lb-east", "east", coord.CheckDown)
-	waitUntil(t, "east's balancer not ready: west", func() bool { return slices.Equal(answers(svc), westAnswer) })
+	answersSoon(t, svc, "east's balancer not ready: west", westAnswer)
 	publish("lb-east", "east", coord.CheckUp)
-	waitUntil(t, "east ready again", func() bool { return slices.Equal(answers(svc), eastAnswer) })
+	answersSoon(t, svc, "east ready again", eastAnswer)
 	if _, err := cli.Delete(context.Background(), coord.MembersPrefix("t")+"lb-east"); err != nil {
 		t.Fatal(err)
 	}
 	// lb-west still publishes balancer web up: a node of another region
 	// does not count for east.
-	waitUntil(t, "east's agent gone: west", func() bool { return slices.Equal(answers(svc), westAnswer) })
+	answersSoon(t, svc, "east's agent gone: west", westAnswer)
 
 	cfg.Traffic.Records["www"].Targets[0].Follows.Region = "west"
 	if _, err := svc.Reload(cfg); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "east now follows west's balancer, which is ready", func() bool { return slices.Equal(answers(svc), eastAnswer) })
+	answersSoon(t, svc, "east now follows west's balancer, which is ready", eastAnswer)
 
 	cfg.Coordination = nil
 	if _, err := NewService(cfg, "n1", ServiceOptions{}); err == nil {

@@ -179,50 +179,59 @@ traffic:
 	}
 
 	// dns1 loses east; the two others still reach it. Every instance keeps
-	// answering east for three times the checks' bound (interval × fall +
-	// timeout), and for at least that bound after dns1 reported east down.
+	// answering east while dns1's check marks east down and its view
+	// reaches the others, until each has decided by that view (its status
+	// shows the votes behind its answer: east down in 1 of 3 views) and
+	// still answers east. A round reads the votes before it asks, so the
+	// answer it checks was given after that decision.
 	detect := checkInterval*checkFall + checkTimeout
 	partitioned := time.Now()
 	if err := n.Partition(n.Host("dns1"), n.Host("east")); err != nil {
 		t.Fatal(err)
 	}
-	end, hardEnd := partitioned.Add(3*detect), partitioned.Add(3*detect+10*time.Second)
+	oneOfThree := gtm.Votes{Down: 1, Of: 3}
+	hardEnd := partitioned.Add(detect + quorumPropagation + 10*time.Second)
 	var dns1Down time.Time // when dns1's status first showed east down
+	decided := map[string]bool{}
+	votes := map[string]*gtm.Votes{}
 	rounds := 0
-	for ; ; rounds++ {
-		now := time.Now()
-		if !dns1Down.IsZero() && now.After(end) && now.After(dns1Down.Add(detect)) {
-			break
-		}
-		if now.After(hardEnd) || rounds == 1000 {
+	for ; len(decided) < len(instances); rounds++ {
+		if now := time.Now(); now.After(hardEnd) || rounds == 1000 {
 			if dns1Down.IsZero() {
 				t.Fatalf("partitioned: dns1 did not report east down within %v (%d rounds)", now.Sub(partitioned).Round(time.Millisecond), rounds)
 			}
-			t.Fatalf("partitioned: the window did not end within %v (%d rounds); dns1 reported east down after %v",
-				now.Sub(partitioned).Round(time.Millisecond), rounds, dns1Down.Sub(partitioned).Round(time.Millisecond))
+			t.Fatalf("partitioned: after %v (%d rounds) east's votes are %v, want %v on every instance; dns1 reported east down after %v",
+				now.Sub(partitioned).Round(time.Millisecond), rounds, votes, oneOfThree, dns1Down.Sub(partitioned).Round(time.Millisecond))
 		}
 		for _, inst := range instances {
+			st, err := status(inst)
+			if err != nil {
+				t.Fatalf("partitioned: %v", err)
+			}
+			tg, ok := eastTarget(st)
+			if !ok || tg.Health == nil {
+				t.Fatalf("partitioned: %s's status has no checked target east: %+v", inst, st.Traffic.Names[0])
+			}
+			if st.Traffic.Views != gtm.Shared || !tg.Up || !slices.Equal(st.Traffic.Names[0].Answers, []string{eastAddr}) {
+				t.Fatalf("partitioned: %s answers %v by views %s (east up %v, votes %v), want %s by the shared views",
+					inst, st.Traffic.Names[0].Answers, st.Traffic.Views, tg.Up, tg.Votes, eastAddr)
+			}
+			if inst == "dns1" && dns1Down.IsZero() && tg.Health.State == health.Down {
+				dns1Down = time.Now()
+			}
+			votes[inst] = tg.Votes
 			if got := answer(inst); got != eastAddr {
-				t.Fatalf("partitioned: %v after dns1 lost east, %s answers %s, want %s: the other two still reach east",
-					time.Since(partitioned).Round(time.Millisecond), inst, got, eastAddr)
+				t.Fatalf("partitioned: %v after dns1 lost east, %s answers %s (votes on east %v), want %s: the other two still reach east",
+					time.Since(partitioned).Round(time.Millisecond), inst, got, tg.Votes, eastAddr)
+			}
+			if tg.Votes != nil && *tg.Votes == oneOfThree {
+				decided[inst] = true
 			}
 		}
-		st, err := status("dns1")
-		if err != nil {
-			t.Fatalf("partitioned: %v", err)
-		}
-		tg, ok := eastTarget(st)
-		if !ok || tg.Health == nil {
-			t.Fatalf("partitioned: dns1's status has no checked target east: %+v", st.Traffic.Names[0])
-		}
-		if st.Traffic.Views != gtm.Shared || !tg.Up || !slices.Equal(st.Traffic.Names[0].Answers, []string{eastAddr}) {
-			t.Fatalf("partitioned: dns1 answers %v by views %s (east up %v), want %s by the shared views",
-				st.Traffic.Names[0].Answers, st.Traffic.Views, tg.Up, eastAddr)
-		}
-		if dns1Down.IsZero() && tg.Health.State == health.Down {
-			dns1Down = time.Now()
-		}
 		time.Sleep(pause)
+	}
+	if dns1Down.IsZero() {
+		t.Fatalf("partitioned: every instance decided by east down in one view, but dns1's check never showed it down")
 	}
 	for _, inst := range instances[1:] {
 		st, err := status(inst)
@@ -265,7 +274,7 @@ traffic:
 		t.Fatalf("partitioned: dns1's events have no transition of east to down")
 	}
 	t.Logf("partitioned: dns1 marked east down after %v (bound interval × fall + timeout + 0.5 s = %v); "+
-		"no instance failed over in %d rounds of queries over %v",
+		"every instance decided by its view, and none failed over, in %d rounds of queries over %v",
 		dns1Event.Sub(partitioned).Round(time.Millisecond), detect+500*time.Millisecond,
 		rounds, time.Since(partitioned).Round(time.Millisecond))
 

@@ -12,7 +12,7 @@ import (
 
 	"github.com/miekg/dns"
 
-	"github.com/haven-ha/haven/internal/lb/balance"
+	"github.com/haven-ha/haven/internal/splitmix"
 )
 
 // picker chooses one of a weighted or hashed name's healthy targets per
@@ -117,7 +117,7 @@ func (p *picker) choose(qtype uint16, c client) ([]dns.RR, int) {
 	// when its own target goes down.
 	best, bestScore := 0, uint64(0)
 	for i, cand := range cs {
-		if s := balance.Mix64(cand.seed ^ c.key); s >= bestScore {
+		if s := splitmix.Mix64(cand.seed ^ c.key); s >= bestScore {
 			best, bestScore = i, s
 		}
 	}
@@ -188,5 +188,5 @@ func clientKey(addr netip.Addr, bits int) (uint64, int) {
 	a := pfx.Addr().As16()
 	copy(b[:16], a[:])
 	b[16] = byte(bits)
-	return binary.LittleEndian.Uint64(b[:8]) ^ balance.Mix64(binary.LittleEndian.Uint64(b[8:16])^uint64(b[16])), bits
+	return binary.LittleEndian.Uint64(b[:8]) ^ splitmix.Mix64(binary.LittleEndian.Uint64(b[8:16])^uint64(b[16])), bits
 }

@@ -143,16 +143,24 @@ func (v *views) setReachable(ok bool) {
 	}
 }
 
+// Votes are the instances' views of one target: Down of Of see it down,
+// this instance's own view included.
+type Votes struct {
+	Down int `json:"down"`
+	Of   int `json:"of"`
+}
+
 // decide returns each target's verdict: the local one when isolated,
 // else down only when more than half of the views that have the target
-// see it down (ties stay up).
-func (v *views) decide(local map[string]bool) (map[string]bool, ViewMode) {
+// see it down (ties stay up), with the votes (nil when isolated).
+func (v *views) decide(local map[string]bool) (map[string]bool, map[string]Votes, ViewMode) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.mode != Shared {
-		return local, v.mode
+		return local, nil, v.mode
 	}
 	out := make(map[string]bool, len(local))
+	votes := make(map[string]Votes, len(local))
 	for key, up := range local {
 		down, total := 0, 1
 		if !up {
@@ -167,8 +175,9 @@ func (v *views) decide(local map[string]bool) (map[string]bool, ViewMode) {
 			}
 		}
 		out[key] = down*2 <= total
+		votes[key] = Votes{Down: down, Of: total}
 	}
-	return out, Shared
+	return out, votes, Shared
 }
 
 // peerCount is how many other instances publish a view.
@@ -177,3 +186,6 @@ func (v *views) peerCount() int {
 	defer v.mu.Unlock()
 	return len(v.peers)
 }
+
+// viewKey names a target in the views.
+func viewKey(rel, target string) string { return rel + "/" + target }

@@ -20,27 +20,28 @@ import (
 func TestDecide(t *testing.T) {
 	v := newViews("n1", "t", slog.New(slog.DiscardHandler), func() {})
 	local := map[string]bool{"www/east": false, "www/west": true}
-	if got, mode := v.decide(local); mode != Isolated || got["www/east"] {
-		t.Errorf("isolated: %v %s; want the local view", got, mode)
+	if got, votes, mode := v.decide(local); mode != Isolated || got["www/east"] || votes != nil {
+		t.Errorf("isolated: %v %v %s; want the local view, no votes", got, votes, mode)
 	}
 	v.setReachable(true)
 	for _, tc := range []struct {
 		name     string
 		peers    map[string]map[string]bool
 		wantEast bool
+		votes    Votes // on east
 	}{
-		{"alone in the views: its own", nil, false},
-		{"two of three see east up: up", map[string]map[string]bool{"n2": {"www/east": true}, "n3": {"www/east": true}}, true},
-		{"a tie stays up", map[string]map[string]bool{"n2": {"www/east": true}}, true},
-		{"two of three see it down: down", map[string]map[string]bool{"n2": {"www/east": false}, "n3": {"www/east": true}}, false},
-		{"a peer without a verdict does not count", map[string]map[string]bool{"n2": {}, "n3": {"www/east": false}}, false},
+		{"alone in the views: its own", nil, false, Votes{1, 1}},
+		{"two of three see east up: up", map[string]map[string]bool{"n2": {"www/east": true}, "n3": {"www/east": true}}, true, Votes{1, 3}},
+		{"a tie stays up", map[string]map[string]bool{"n2": {"www/east": true}}, true, Votes{1, 2}},
+		{"two of three see it down: down", map[string]map[string]bool{"n2": {"www/east": false}, "n3": {"www/east": true}}, false, Votes{2, 3}},
+		{"a peer without a verdict does not count", map[string]map[string]bool{"n2": {}, "n3": {"www/east": false}}, false, Votes{2, 2}},
 	} {
 		v.mu.Lock()
 		v.peers = tc.peers
 		v.mu.Unlock()
-		got, mode := v.decide(local)
-		if mode != Shared || got["www/east"] != tc.wantEast || !got["www/west"] {
-			t.Errorf("%s: %v %s; want east up %v, west up", tc.name, got, mode, tc.wantEast)
+		got, votes, mode := v.decide(local)
+		if mode != Shared || got["www/east"] != tc.wantEast || !got["www/west"] || votes["www/east"] != tc.votes {
+			t.Errorf("%s: %v by %v %s; want east up %v by %v, west up", tc.name, got, votes, mode, tc.wantEast, tc.votes)
 		}
 	}
 }
@@ -139,7 +140,12 @@ func TestInstancesAgree(t *testing.T) {
 	expect("n3 alone sees east down", east, Shared)
 	// East stays answered with n1's view alone (one down of two is no
 	// majority), so n2's view may arrive after the answers settle.
-	waitUntil(t, "n3 sees the other two views", func() bool { return svcs["n3"].Status().Peers == 2 })
+	// The votes are those the answers were decided by: once n3's are all
+	// three views, its answers are those of all three.
+	waitFor(t, "n3 decides by all three views", func() (bool, any) {
+		v := svcs["n3"].Status().Names[0].Targets[0].Votes
+		return v != nil && *v == Votes{Down: 1, Of: 3}, v
+	})
 	if got := svcs["n3"].Status().Names[0].Answers; !slices.Equal(got, []string{"127.0.0.2"}) {
 		t.Errorf("n3 with every view: %v, want east (two of three see it up)", got)
 	}

@@ -17,7 +17,7 @@ import (
 func TestReload(t *testing.T) {
 	site := startSwitchable(t)
 	svc := startService(t, site.port, 0, 0)
-	waitUntil(t, "east answered", func() bool { return slices.Equal(answers(svc), eastAnswer) })
+	answersSoon(t, svc, "east answered", eastAnswer)
 	kept := svc.probes[probeKey{"site", "127.0.0.2"}]
 
 	cfg := quorumConfig(site.port)
@@ -37,9 +37,9 @@ func TestReload(t *testing.T) {
 		t.Fatalf("after the reload: %+v, want api [a east] and www [east] at once", st.Names)
 	}
 	site.up.Store(false)
-	waitUntil(t, "east down: www to north, api without east", func() bool {
+	waitFor(t, "east down: www to north, api without east", func() (bool, any) {
 		st := svc.Status()
-		return slices.Equal(st.Names[0].Answers, []string{"127.0.0.5"}) && slices.Equal(st.Names[1].Answers, []string{"127.0.0.4"})
+		return slices.Equal(st.Names[0].Answers, []string{"127.0.0.5"}) && slices.Equal(st.Names[1].Answers, []string{"127.0.0.4"}), st.Names
 	})
 
 	bad := quorumConfig(site.port)
@@ -59,14 +59,17 @@ func TestReload(t *testing.T) {
 		t.Error("a changed check kept its old monitor")
 	}
 	site.up.Store(true)
-	waitUntil(t, "east back, seen by the new monitor", func() bool { return slices.Equal(svc.Status().Names[1].Answers, eastAnswer) })
+	waitFor(t, "east back, seen by the new monitor", func() (bool, any) { www := svc.Status().Names[1].Answers; return slices.Equal(www, eastAnswer), www })
 	// east moves to an address where nothing answers: it stays answered
 	// as it was until its new check's first verdict, then leaves.
 	cfg.Traffic.Records["www"].Targets[0].Address = "127.0.0.7"
 	if _, err := svc.Reload(cfg); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "east at its new, dead address: north", func() bool { return slices.Equal(svc.Status().Names[1].Answers, []string{"127.0.0.4"}) })
+	waitFor(t, "east at its new, dead address: north", func() (bool, any) {
+		www := svc.Status().Names[1].Answers
+		return slices.Equal(www, []string{"127.0.0.4"}), www
+	})
 	cfg.Traffic.Listen = "127.0.0.1:1"
 	if restart, err := svc.Reload(cfg); err != nil || !slices.Equal(restart, []string{"traffic.listen"}) {
 		t.Errorf("a new listener: %v %v, want it reported as needing a restart", restart, err)

@@ -2,6 +2,7 @@ package gtm
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
@@ -13,9 +14,10 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/haven-ha/haven/internal/clock"
 	"github.com/haven-ha/haven/internal/config"
-	"github.com/haven-ha/haven/internal/health"
 )
 
 // switchable is a health endpoint on 127.0.0.2 that can be turned off.
@@ -59,8 +61,9 @@ func startService(t *testing.T, port int, failover, failback time.Duration) *Ser
 	return svc
 }
 
-// runService answers with svc until the test ends.
-func runService(t *testing.T, svc *Service) {
+// runService answers with svc until the test ends, and returns the
+// address it answers on.
+func runService(t *testing.T, svc *Service) string {
 	t.Helper()
 	udp, tcp, err := svc.Listen()
 	if err != nil {
@@ -70,21 +73,48 @@ func runService(t *testing.T, svc *Service) {
 	done := make(chan error, 1)
 	go func() { done <- svc.Run(ctx, udp, tcp) }()
 	t.Cleanup(func() { cancel(); <-done; svc.Close() })
+	return udp.LocalAddr().String()
+}
+
+// firstAnswer returns the first answer for www that the server at addr
+// gives; the query waits in the socket until the server reads it.
+func firstAnswer(t *testing.T, addr string) []string {
+	t.Helper()
+	q := new(dns.Msg)
+	q.SetQuestion("www.gslb.t.", dns.TypeA)
+	r, _, err := (&dns.Client{Timeout: 20 * time.Second}).Exchange(q, addr)
+	if err != nil {
+		t.Fatalf("no answer within 20s: %v", err)
+	}
+	return addrs(r)
 }
 
 func answers(s *Service) []string { return s.Status().Names[0].Answers }
 
-func eastHealth(s *Service) health.State { return s.Status().Names[0].Targets[0].Health.State }
-
-func waitUntil(t *testing.T, what string, ok func() bool) {
+// waitFor polls ok until it reports true, and fails after 20s with what
+// it saw last.
+func waitFor(t *testing.T, what string, ok func() (bool, any)) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 20s", what)
+	for {
+		done, seen := ok()
+		if done {
+			return
 		}
-		time.Sleep(10 * time.Millisecond)
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 20s; last seen: %v", what, seen)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// answersSoon waits until www (the first name) answers want.
+func answersSoon(t *testing.T, svc *Service, what string, want []string) {
+	t.Helper()
+	waitFor(t, what, func() (bool, any) {
+		got := answers(svc)
+		return slices.Equal(got, want), got
+	})
 }
 
 var (
@@ -92,78 +122,90 @@ var (
 	westAnswer = []string{"127.0.0.3"}
 )
 
-// With delays, a verdict must hold for the delay before the answers
-// follow it: when the check has just said down (or up again), the
-// answer has not moved yet; it moves later by itself.
-func TestFailoverAndFailbackDelays(t *testing.T) {
+// On the real clock, with monitors running, the answers follow a verdict
+// once its delay has passed, and a drain ends by itself. (When they may
+// not move yet is tested on a fake clock: apply_test.go.)
+func TestDelaysAndDrainsOnTheRealClock(t *testing.T) {
 	site := startSwitchable(t)
-	svc := startService(t, site.port, time.Second, time.Second)
-	waitUntil(t, "east's check says up", func() bool { return eastHealth(svc) == health.Up })
-	waitUntil(t, "east answered", func() bool { return slices.Equal(answers(svc), eastAnswer) })
-
+	svc := startService(t, site.port, 200*time.Millisecond, 200*time.Millisecond)
+	answersSoon(t, svc, "east answered", eastAnswer)
 	site.up.Store(false)
-	waitUntil(t, "east's check says down", func() bool { return eastHealth(svc) == health.Down })
-	if got := answers(svc); !slices.Equal(got, eastAnswer) {
-		t.Errorf("the moment east went down the answer was already %v: no failover delay", got)
-	}
-	waitUntil(t, "failover to west", func() bool { return slices.Equal(answers(svc), westAnswer) })
-
+	answersSoon(t, svc, "failover to west", westAnswer)
 	site.up.Store(true)
-	waitUntil(t, "east's check says up", func() bool { return eastHealth(svc) == health.Up })
-	if got := answers(svc); !slices.Equal(got, westAnswer) {
-		t.Errorf("the moment east came back the answer was already %v: no failback delay", got)
-	}
-	waitUntil(t, "failback to east", func() bool { return slices.Equal(answers(svc), eastAnswer) })
-}
-
-// A blip shorter than the failover delay moves nothing. The delays are long
-// (30 s) so that a blip stays shorter than the failover delay on a starved
-// machine too, and so that an answer the blip had moved would still be
-// west when it ends; the test never waits for either.
-func TestBlipShorterThanFailoverDelay(t *testing.T) {
-	site := startSwitchable(t)
-	svc := startService(t, site.port, 30*time.Second, 30*time.Second)
-	waitUntil(t, "east's check says up", func() bool { return eastHealth(svc) == health.Up })
-	waitUntil(t, "east answered", func() bool { return slices.Equal(answers(svc), eastAnswer) })
-	site.up.Store(false)
-	waitUntil(t, "east's check says down", func() bool { return eastHealth(svc) == health.Down })
-	site.up.Store(true)
-	waitUntil(t, "east's check says up", func() bool { return eastHealth(svc) == health.Up })
-	if got := answers(svc); !slices.Equal(got, eastAnswer) {
-		t.Errorf("a blip shorter than the failover delay moved the answer to %v", got)
-	}
-}
-
-// A drain takes a healthy target out of the answers until it ends, by
-// itself or by Enable; unknown targets are refused.
-func TestDrain(t *testing.T) {
-	site := startSwitchable(t)
-	svc := startService(t, site.port, 0, 0)
-	waitUntil(t, "east's check says up", func() bool { return eastHealth(svc) == health.Up })
-	if err := svc.Drain("www", "east", time.Hour); err != nil {
+	answersSoon(t, svc, "failback to east", eastAnswer)
+	if err := svc.Drain("www", "east", 300*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
 	if got := answers(svc); !slices.Equal(got, westAnswer) {
 		t.Errorf("drained east: answers %v, want west at once", got)
 	}
-	if st := svc.Status().Names[0].Targets[0]; st.DrainedUntil.IsZero() {
-		t.Errorf("status does not say east is drained: %+v", st)
-	}
-	if err := svc.Enable("www", "east"); err != nil {
+	answersSoon(t, svc, "the drain ends by itself", eastAnswer)
+}
+
+// Run answers only once every first verdict is in the answers, so that
+// the first answer after a start already reflects the checks. The fake
+// clock never moves here: the wait can only end by the notification
+// that east's first verdict is applied.
+func TestRunWaitsForFirstVerdicts(t *testing.T) {
+	site := startSwitchable(t)
+	site.up.Store(false)
+	cfg := quorumConfig(site.port)
+	cfg.Traffic.Nameservers, cfg.Traffic.Listen = []string{"n1"}, "127.0.0.1:0"
+	noJitter := 0.0
+	cfg.Checks["site"].Jitter = &noJitter // the first probe at once, not at a random fake time
+	svc, err := NewService(cfg, "n1", ServiceOptions{Clock: clock.NewFake(epoch)})
+	if err != nil {
 		t.Fatal(err)
 	}
-	if got := answers(svc); !slices.Equal(got, eastAnswer) {
-		t.Errorf("enabled east: answers %v, want east", got)
+	if got := firstAnswer(t, runService(t, svc)); !slices.Equal(got, westAnswer) {
+		t.Errorf("first answer %v, want west: east never passed a check", got)
 	}
-	if err := svc.Drain("www", "east", 300*time.Millisecond); err != nil {
+}
+
+// A target whose first verdict does not come (here, haven's state, with
+// no etcd to read it from) is answered as up once firstVerdictWait has
+// passed on the service's clock, and not before.
+func TestRunAnswersAfterFirstVerdictWait(t *testing.T) {
+	cfg := quorumConfig(1)
+	cfg.Traffic.Nameservers, cfg.Traffic.Listen = []string{"n1"}, "127.0.0.1:0"
+	cfg.Traffic.Records["www"].Targets[0] = &config.Target{Name: "east", Address: "127.0.0.2", Follows: &config.Follows{Balancer: "web"}}
+	clk := clock.NewFake(epoch)
+	noEtcd := func() *clientv3.Client { return nil }
+	svc, err := NewService(cfg, "n1", ServiceOptions{Clock: clk, Cluster: "t", Etcd: noEtcd})
+	if err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "the drain ends by itself", func() bool { return slices.Equal(answers(svc), eastAnswer) })
-	if err := svc.Drain("www", "nope", time.Minute); err == nil {
-		t.Error("a drain of a target www does not have succeeded")
+	addr := runService(t, svc)
+	waitFor(t, "Run waits on the fake clock", func() (bool, any) { return clk.Waiters() == 1, fmt.Sprint(clk.Waiters(), " timers") })
+	clk.Advance(firstVerdictWait - time.Nanosecond)
+	if n := clk.Waiters(); n != 1 {
+		t.Fatalf("%v after the start, %d timers pending: the wait for first verdicts ended early", firstVerdictWait-time.Nanosecond, n)
 	}
-	if err := svc.Drain("www", "west", time.Minute); err != nil {
-		t.Errorf("drain of an unchecked target: %v", err)
+	clk.Advance(time.Nanosecond)
+	if got := firstAnswer(t, addr); !slices.Equal(got, eastAnswer) {
+		t.Errorf("first answer %v, want east: a target without a verdict is answered as up", got)
+	}
+}
+
+// A reload that drops the only monitor still without a first verdict
+// ends Run's wait at once. The first probe is due at a random fake time
+// within the check's jitter, which never comes: the clock does not move.
+func TestReloadEndsTheWaitForFirstVerdicts(t *testing.T) {
+	cfg := quorumConfig(1)
+	cfg.Traffic.Nameservers, cfg.Traffic.Listen = []string{"n1"}, "127.0.0.1:0"
+	clk := clock.NewFake(epoch)
+	svc, err := NewService(cfg, "n1", ServiceOptions{Clock: clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := runService(t, svc)
+	waitFor(t, "Run waits, and east's monitor for its first probe", func() (bool, any) { return clk.Waiters() == 2, fmt.Sprint(clk.Waiters(), " timers") })
+	cfg.Traffic.Records["www"].Targets[0].Check = ""
+	if _, err := svc.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if got := firstAnswer(t, addr); !slices.Equal(got, eastAnswer) {
+		t.Errorf("first answer %v, want east (unchecked)", got)
 	}
 }
 
@@ -187,14 +229,14 @@ func TestNamesShareAMonitor(t *testing.T) {
 		st := svc.Status()
 		return st.Names[0].Answers, st.Names[1].Answers // sorted: api, www
 	}
-	waitUntil(t, "east up for both names", func() bool {
+	waitFor(t, "east up for both names", func() (bool, any) {
 		api, www := both()
-		return slices.Equal(api, []string{"127.0.0.2", "127.0.0.3"}) && slices.Equal(www, eastAnswer)
+		return slices.Equal(api, []string{"127.0.0.2", "127.0.0.3"}) && slices.Equal(www, eastAnswer), fmt.Sprintf("api %v, www %v", api, www)
 	})
 	site.up.Store(false)
-	waitUntil(t, "east down for both names", func() bool {
+	waitFor(t, "east down for both names", func() (bool, any) {
 		api, www := both()
-		return slices.Equal(api, westAnswer) && slices.Equal(www, westAnswer)
+		return slices.Equal(api, westAnswer) && slices.Equal(www, westAnswer), fmt.Sprintf("api %v, www %v", api, www)
 	})
 }
 

@@ -19,6 +19,8 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+
+	"github.com/haven-ha/haven/internal/splitmix"
 )
 
 // Backend is what an algorithm needs to know about one server.
@@ -78,7 +80,7 @@ func HashAddr(a netip.Addr) uint64 {
 	b := a.As16()
 	hi := binary.BigEndian.Uint64(b[:8])
 	lo := binary.BigEndian.Uint64(b[8:])
-	return Mix64(hi*0x9e3779b97f4a7c15 ^ lo ^ 0x2545f4914f6cdd1d)
+	return splitmix.Mix64(hi*0x9e3779b97f4a7c15 ^ lo ^ 0x2545f4914f6cdd1d)
 }
 
 // hashKey hashes a backend key (FNV-1a, then mixed): stable across processes.
@@ -88,18 +90,7 @@ func hashKey(s string) uint64 {
 		h ^= uint64(s[i])
 		h *= 0x100000001b3
 	}
-	return Mix64(h)
-}
-
-// Mix64 is the splitmix64 finalizer: a bijection with full avalanche (the
-// traffic manager's rendezvous hashing uses it too).
-func Mix64(x uint64) uint64 {
-	x ^= x >> 30
-	x *= 0xbf58476d1ce4e5b9
-	x ^= x >> 27
-	x *= 0x94d049bb133111eb
-	x ^= x >> 31
-	return x
+	return splitmix.Mix64(h)
 }
 
 // sameSet reports whether backends is the set identified by first and n.

@@ -3,6 +3,8 @@ package balance
 import (
 	"math"
 	"sync/atomic"
+
+	"github.com/haven-ha/haven/internal/splitmix"
 )
 
 // source is weighted rendezvous (highest random weight) hashing. For a client
@@ -76,7 +78,7 @@ func (s *source) Pick(backends []Backend, skip func(int) bool, hash uint64) int 
 		if w <= 0 {
 			continue
 		}
-		u := Mix64(hash ^ kh[i])
+		u := splitmix.Mix64(hash ^ kh[i])
 		switch {
 		case best < 0:
 			best, bestW, bestU, scored = i, w, u, false

@@ -4,6 +4,8 @@ import (
 	"math"
 	"net/netip"
 	"testing"
+
+	"github.com/haven-ha/haven/internal/splitmix"
 )
 
 // addrs returns n distinct client addresses, IPv4 and IPv6 mixed.
@@ -219,7 +221,7 @@ func TestSourceMatchesReference(t *testing.T) {
 			h := HashAddr(c)
 			want, wantScore := -1, 0.0
 			for i, b := range set {
-				sc := score(unit(Mix64(h^hashKey(b.Key()))), b.Weight())
+				sc := score(unit(splitmix.Mix64(h^hashKey(b.Key()))), b.Weight())
 				if sc > wantScore {
 					want, wantScore = i, sc
 				}

@@ -1,0 +1,238 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Valid values of the database's enumerated keys.
+var (
+	engines       = []string{"postgres"}
+	replModes     = []string{"async", "sync", "strict"}
+	drModes       = []string{"async", "sync"}
+	backupSchemes = []string{"file", "s3"}
+)
+
+// Bounds on the database primary's lease: shorter cannot be renewed
+// reliably through etcd while PostgreSQL is busy; longer makes failover
+// slower than Patroni's tuned settings.
+const (
+	minDBLease = 500 * time.Millisecond
+	maxDBLease = time.Minute
+)
+
+const maxTagPriority = 1000
+
+var (
+	// settingName is a PostgreSQL parameter name, with an optional custom
+	// class ("pg_stat_statements.max").
+	settingName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$`)
+	// roleName is a replication role that needs no quoting, in SQL or in
+	// pg_hba.conf.
+	roleName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
+	// osUserName is a Linux user name, as useradd accepts it.
+	osUserName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.-]{0,31}$`)
+)
+
+// hbaTypes are the connection types of a pg_hba.conf line.
+var hbaTypes = []string{"local", "host", "hostssl", "hostnossl", "hostgssenc", "hostnogssenc"}
+
+func (v *validator) database() {
+	db := v.cfg.Database
+	if db == nil {
+		return
+	}
+	if v.cfg.Coordination == nil {
+		v.errorf("database", "the primary is chosen through coordination: add a coordination section with members (embedded etcd) or endpoints")
+	}
+	if !slices.Contains(engines, db.Engine) {
+		v.errorf("database.engine", "%s", notOneOf(db.Engine, engines...))
+	}
+	v.nodeRefs("database.nodes", db.Nodes, "the nodes that run PostgreSQL, such as nodes: [db1, db2, db3]")
+	v.zones("database.nodes", db.Nodes)
+	if p := db.Port; p < 1 || p > 65535 {
+		v.errorf("database.port", "%d is not a port between 1 and 65535", p)
+	}
+	v.nodePath("database.data_dir", db.DataDir)
+	if db.Bindir != "" && !filepath.IsAbs(db.Bindir) {
+		v.errorf("database.bindir", "%q is not an absolute path: give PostgreSQL's binary directory, such as /usr/lib/postgresql/15/bin, or leave the key out to search PATH, then pg_config", db.Bindir)
+	}
+	switch {
+	case db.User == "root":
+		v.errorf("database.user", "%q: PostgreSQL refuses to run as root; use an unprivileged user such as postgres", db.User)
+	case !osUserName.MatchString(db.User):
+		v.errorf("database.user", "%q is not a user name: use up to 32 letters, digits, '_', '.' and '-', starting with a letter or '_'", db.User)
+	}
+	if d := db.Lease.D(); d < minDBLease || d > maxDBLease {
+		v.errorf("database.lease", "%s is not between %s and %s", db.Lease, Duration(minDBLease), Duration(maxDBLease))
+	}
+	v.settings(db)
+	for i, line := range db.HBA {
+		if f := strings.Fields(line); len(f) < 4 || strings.ContainsAny(line, "\n\r") || !slices.Contains(hbaTypes, f[0]) {
+			v.errorf(index("database.hba", i), "%q is not a pg_hba.conf line: TYPE DATABASE USER [ADDRESS] METHOD, such as \"host app app 198.18.1.0/24 scram-sha-256\"", line)
+		}
+	}
+	v.replication(db)
+	v.tags(db)
+	v.dbListen(db)
+	if dr := db.DR; dr != nil {
+		v.warnf("database.dr", "%s", notSupported)
+		v.nodeRefs("database.dr.nodes", dr.Nodes, "the nodes of the standby cluster, such as nodes: [wdb1]")
+		for i, n := range dr.Nodes {
+			if slices.Contains(db.Nodes, n) {
+				v.errorf(index("database.dr.nodes", i), "%s is also in database.nodes: a standby cluster needs its own nodes", n)
+			}
+		}
+		if dr.Mode != "" && !slices.Contains(drModes, dr.Mode) {
+			v.errorf("database.dr.mode", "%s", notOneOf(dr.Mode, drModes...))
+		}
+	}
+	if b := db.Backup; b != nil {
+		v.warnf("database.backup", "%s", notSupported)
+		if b.Target == "" {
+			v.errorf("database.backup.target", "required: where backups go, such as target: file:///var/lib/haven/backups or s3://bucket/prefix")
+		} else {
+			v.url("database.backup.target", b.Target, backupSchemes)
+		}
+	}
+}
+
+// dbListen checks the routers' listeners (listeners reports collisions,
+// with PostgreSQL's own port among others).
+func (v *validator) dbListen(db *Database) {
+	l := db.Listen
+	if l == nil {
+		if len(db.Routers) > 0 {
+			v.errorf("database.routers", "routers serve database.listen, which is not set: add listen: {primary: \":6432\"}")
+		}
+		return
+	}
+	v.nodeRefs("database.routers", db.Routers, "the nodes that proxy the database's clients, such as routers: [lb1, lb2]")
+	if db.ReplicaMaxLag < 0 {
+		v.errorf("database.replica_max_lag", "%s is negative", db.ReplicaMaxLag)
+	}
+	if l.Primary == "" {
+		v.errorf("database.listen.primary", "required: where clients connect for the primary, such as primary: \":6432\"")
+	}
+	for _, f := range []struct{ key, addr string }{{"primary", l.Primary}, {"replicas", l.Replicas}} {
+		if f.addr == "" {
+			continue
+		}
+		if _, _, err := splitListen(f.addr); err != nil {
+			v.errorf("database.listen."+f.key, "%q: %v", f.addr, err)
+		}
+	}
+}
+
+// nodePath checks a path in which "{node}" stands for the node name: a
+// brace left after the placeholders is a misspelt one.
+func (v *validator) nodePath(path, p string) {
+	if strings.ContainsAny(strings.ReplaceAll(p, nodePlaceholder, ""), "{}") {
+		v.errorf(path, "%q has a brace that is not part of %s: %s is the only placeholder, replaced by the node name", p, nodePlaceholder, nodePlaceholder)
+	}
+}
+
+// settings checks database.settings, by the names as written.
+func (v *validator) settings(db *Database) {
+	for _, low := range sortedKeys(db.settingKeys) {
+		names := db.settingKeys[low]
+		for i, name := range names {
+			path := "database.settings." + name
+			if !settingName.MatchString(name) {
+				v.keyErrorf(path, "%q is not a PostgreSQL parameter name: use letters, digits and '_', with one '.' after a custom class, such as pg_stat_statements.max", name)
+				continue
+			}
+			if i > 0 {
+				v.keyErrorf(path, "%q and %q are the same setting (%s): PostgreSQL ignores case in names; keep one", names[0], name, low)
+				continue
+			}
+			switch val := db.Settings[low]; {
+			case !v.given(path):
+				v.keyErrorf(path, "no value: give one, such as %s: \"\" for an empty string", name)
+			case strings.ContainsAny(val, "\n\r\x00"):
+				v.errorf(path, "%q: a value cannot contain a newline or NUL", val)
+			}
+		}
+	}
+}
+
+func (v *validator) replication(db *Database) {
+	const path = "database.replication"
+	r := db.Replication
+	n := len(db.Nodes)
+	switch r.Mode {
+	case "sync", "strict":
+		switch {
+		case n == 1:
+			v.errorf(path+".mode", "%s needs a synchronous standby, and database.nodes has one node: add nodes or use mode async", r.Mode)
+		case n > 1 && (r.SyncStandbys < 1 || r.SyncStandbys > n-1):
+			v.errorf(path+".sync_standbys", "%d is not between 1 and %d: in mode %s the primary needs that many other database nodes", r.SyncStandbys, n-1, r.Mode)
+		}
+		if v.given(path + ".max_lag_on_failover") {
+			v.errorf(path+".max_lag_on_failover", "only applies in mode async (replication is mode %s, which promotes only a synchronous standby): remove it", r.Mode)
+		}
+	case "async":
+		if r.SyncStandbys != 0 {
+			v.errorf(path+".sync_standbys", "%d: mode async has no synchronous standbys; leave the key out, or use mode sync or strict", r.SyncStandbys)
+		}
+	default:
+		v.errorf(path+".mode", "%s", notOneOf(r.Mode, replModes...))
+		if r.SyncStandbys < 0 || (n > 0 && r.SyncStandbys >= n) {
+			v.errorf(path+".sync_standbys", "%d is not between 0 and %d: the primary needs that many other nodes", r.SyncStandbys, max(n-1, 0))
+		}
+	}
+	if !roleName.MatchString(r.User) {
+		v.errorf(path+".user", "%q is not a role name: use up to 63 lowercase letters, digits and '_', starting with a letter or '_'", r.User)
+	} else if r.User == "all" || r.User == "postgres" {
+		v.errorf(path+".user", "%q is reserved (%s): name a role of its own, such as replicator", r.User, map[string]string{
+			"all": "pg_hba.conf reads it as every role", "postgres": "the superuser haven connects as"}[r.User])
+	}
+	members := len(db.Nodes)
+	if db.DR != nil {
+		members = len(slices.Compact(slices.Sorted(slices.Values(append(slices.Clone(db.Nodes), db.DR.Nodes...)))))
+	}
+	switch {
+	case r.PasswordFile != "":
+		v.secret(path+".password_file", r.PasswordFile)
+	case members >= 2:
+		v.errorf(path+".password_file", "required with %d database nodes (dr nodes included): a file holding the replication role's password, such as password_file: /etc/haven/pg-replication.password", members)
+	}
+}
+
+// secret checks a file holding a secret: readable, and not empty once
+// surrounding space is trimmed, as its reader does.
+func (v *validator) secret(path, file string) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		v.readable(path, file)
+		return
+	}
+	if strings.TrimSpace(string(data)) == "" {
+		v.errorf(path, "%q is empty: write the secret in it", file)
+	}
+}
+
+func (v *validator) tags(db *Database) {
+	all := len(db.Nodes) > 0
+	for _, n := range db.Nodes {
+		if t := db.Tags[n]; t == nil || !t.NoFailover {
+			all = false
+		}
+	}
+	for _, name := range sortedKeys(db.Tags) {
+		path := "database.tags." + name
+		if !slices.Contains(db.Nodes, name) {
+			v.keyErrorf(path, "%s is not one of database.nodes (%s)", name, strings.Join(db.Nodes, ", "))
+		}
+		if p := *db.Tags[name].Priority; p < 0 || p > maxTagPriority {
+			v.errorf(path+".priority", "%d is not a priority between 0 and %d", p, maxTagPriority)
+		}
+	}
+	if all {
+		v.warnf("database.tags", "every database node has nofailover: a lost primary is never replaced; clear it on at least one node")
+	}
+}
