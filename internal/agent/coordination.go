@@ -27,9 +27,10 @@ type coordination struct {
 	cfg    *config.Config
 	member *coord.Member // nil unless this node is a member
 
-	mu      sync.Mutex
-	clients *etcdClients // nil until connected
-	members map[string]coord.MemberInfo
+	mu        sync.Mutex
+	clients   *etcdClients  // nil until connected
+	connected chan struct{} // closed once clients is set
+	members   map[string]coord.MemberInfo
 
 	starters []func(ctx context.Context, cl *etcdClients)
 	cancel   context.CancelFunc
@@ -63,7 +64,7 @@ func (cl *etcdClients) close() {
 const connectTimeout = 5 * time.Second
 
 func newCoordination(a *Agent, cfg *config.Config) *coordination {
-	return &coordination{a: a, cfg: cfg, members: map[string]coord.MemberInfo{}}
+	return &coordination{a: a, cfg: cfg, connected: make(chan struct{}), members: map[string]coord.MemberInfo{}}
 }
 
 // onConnected registers a role to start once etcd answers; it runs until
@@ -140,6 +141,17 @@ func (c *coordination) etcd() *clientv3.Client {
 		return nil
 	}
 	return c.clients.all
+}
+
+// waitEtcd returns the client of every member once etcd answers, or ctx's
+// error if it ends first.
+func (c *coordination) waitEtcd(ctx context.Context) (*clientv3.Client, error) {
+	select {
+	case <-c.connected:
+		return c.etcd(), nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 // nodeFile replaces {node} in a configured path.
@@ -246,6 +258,7 @@ func (c *coordination) connect(ctx context.Context) {
 	c.mu.Lock()
 	c.clients = cl
 	c.mu.Unlock()
+	close(c.connected)
 	c.wg.Go(func() { c.publish(ctx, all) })
 	c.wg.Go(func() {
 		_ = coord.WatchMembers(ctx, all, c.cfg.Cluster, func(m map[string]coord.MemberInfo) {

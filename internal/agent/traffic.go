@@ -34,11 +34,13 @@ func (a *Agent) startTraffic(cfg *config.Config) (*trafficRole, error) {
 	if cfg.Coordination != nil {
 		// The coordination starts before the traffic role and connects in
 		// the background: the views wait for its client.
-		opt.Etcd = func() *clientv3.Client {
-			if co := a.current().coord; co != nil {
-				return co.etcd()
+		opt.Etcd = func(ctx context.Context) (*clientv3.Client, error) {
+			co := a.current().coord
+			if co == nil {
+				<-ctx.Done()
+				return nil, ctx.Err()
 			}
-			return nil
+			return co.waitEtcd(ctx)
 		}
 	}
 	svc, err := gtm.NewService(cfg, a.opt.Node, opt)

@@ -37,16 +37,11 @@ func followed(f *config.Follows, members map[string]coord.MemberInfo) bool {
 // watchState feeds the targets that follow haven's state from the
 // agents' member entries in etcd, until ctx ends.
 func (s *Service) watchState(ctx context.Context) {
+	cli, err := s.etcd(ctx)
+	if err != nil {
+		return // stopped before etcd answered
+	}
 	for ctx.Err() == nil {
-		cli := s.etcd()
-		if cli == nil {
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(100 * time.Millisecond):
-			}
-			continue
-		}
 		err := coord.WatchMembers(ctx, cli, s.opt.Cluster, s.setMembers)
 		if err != nil && ctx.Err() == nil {
 			s.log.Warn("watching haven's state for followed targets", "err", err)

@@ -31,7 +31,7 @@ func TestFollows(t *testing.T) {
 	cfg.Traffic.Records["www"].Targets = []*config.Target{
 		{Name: "east", Address: "127.0.0.2", Follows: &config.Follows{Balancer: "web", Region: "east"}},
 		{Name: "west", Address: "127.0.0.3", Follows: &config.Follows{Balancer: "web", Region: "west"}}}
-	svc, err := NewService(cfg, "n1", ServiceOptions{Cluster: "t", Etcd: func() *clientv3.Client { return cli }})
+	svc, err := NewService(cfg, "n1", ServiceOptions{Cluster: "t", Etcd: func(context.Context) (*clientv3.Client, error) { return cli, nil }})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -74,14 +74,10 @@ func (v *views) publish(local map[string]bool) {
 
 // run publishes the local view and follows the others' on the client
 // etcd returns (it waits for one), until ctx ends.
-func (v *views) run(ctx context.Context, etcd func() *clientv3.Client) {
-	var cli *clientv3.Client
-	for cli = etcd(); cli == nil; cli = etcd() {
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(100 * time.Millisecond):
-		}
+func (v *views) run(ctx context.Context, etcd func(context.Context) (*clientv3.Client, error)) {
+	cli, err := etcd(ctx)
+	if err != nil {
+		return // stopped before etcd answered
 	}
 	v.mu.Lock()
 	entry, err := coord.NewEntry(coord.EntryConfig[map[string]bool]{Client: cli, Key: v.prefix + v.node, Value: v.pending, TTL: viewTTL, Logger: v.log})

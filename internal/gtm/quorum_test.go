@@ -108,7 +108,7 @@ func TestInstancesAgree(t *testing.T) {
 			cfg = quorumConfig(deadPort)
 		}
 		cfg.Traffic.Listen = "127.0.0.1:0"
-		svc, err := NewService(cfg, n, ServiceOptions{Cluster: "t", Etcd: func() *clientv3.Client { return cli }})
+		svc, err := NewService(cfg, n, ServiceOptions{Cluster: "t", Etcd: func(context.Context) (*clientv3.Client, error) { return cli, nil }})
 		if err != nil {
 			t.Fatal(err)
 		}

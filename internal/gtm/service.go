@@ -37,9 +37,9 @@ type Service struct {
 	log    *slog.Logger
 	clock  clock.Clock
 	listen string
-	views  *views                  // nil without coordination
-	etcd   func() *clientv3.Client // for views
-	geo    *GeoDB                  // nil without traffic.geoip
+	views  *views                                          // nil without coordination
+	etcd   func(context.Context) (*clientv3.Client, error) // for views and followed state
+	geo    *GeoDB                                          // nil without traffic.geoip
 
 	mu sync.Mutex // guards what follows and serialises apply
 	// monitors are every target of every name; probes the distinct
@@ -82,10 +82,11 @@ type ServiceOptions struct {
 	HealthMetrics *health.Metrics // nil: none
 	// OnTransition, if set, is called for every target health transition.
 	OnTransition func(health.Event)
-	// Etcd returns the coordination client, nil until connected. Set, the
-	// instances share their views (a target is down when most see it
-	// down); nil, the instance answers by its own checks alone.
-	Etcd func() *clientv3.Client
+	// Etcd returns the coordination client once connected: it blocks
+	// until then or until ctx ends. Set, the instances share their views
+	// (a target is down when most see it down); nil, the instance answers
+	// by its own checks alone.
+	Etcd func(ctx context.Context) (*clientv3.Client, error)
 	// Cluster names the cluster's keys in etcd.
 	Cluster string
 	// Clock times the failover and failback delays, the drains, the wait

@@ -170,7 +170,7 @@ func TestRunAnswersAfterFirstVerdictWait(t *testing.T) {
 	cfg.Traffic.Nameservers, cfg.Traffic.Listen = []string{"n1"}, "127.0.0.1:0"
 	cfg.Traffic.Records["www"].Targets[0] = &config.Target{Name: "east", Address: "127.0.0.2", Follows: &config.Follows{Balancer: "web"}}
 	clk := clock.NewFake(epoch)
-	noEtcd := func() *clientv3.Client { return nil }
+	noEtcd := func(ctx context.Context) (*clientv3.Client, error) { <-ctx.Done(); return nil, ctx.Err() }
 	svc, err := NewService(cfg, "n1", ServiceOptions{Clock: clk, Cluster: "t", Etcd: noEtcd})
 	if err != nil {
 		t.Fatal(err)
