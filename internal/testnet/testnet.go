@@ -45,6 +45,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/haven-ha/haven/internal/testenv"
 )
 
 // Options describes the hosts of a Net.
@@ -461,41 +463,19 @@ func namespaceGone(ns string) bool {
 
 // Require checks what a Net needs: Linux, root, ip from iproute2, nft from
 // nftables and kernel support for network namespaces. When something is
-// missing it fails the test if the environment has CI=true, saying what to
-// install, and skips it otherwise. In -short mode it skips: testnet tests
-// are integration tests.
+// missing it ends the test as testenv.Need does: skipped off CI, failed in
+// CI. In -short mode it skips: testnet tests are integration tests.
 func Require(t testing.TB) {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("testnet: network namespace tests do not run in -short mode")
 	}
-	var problems, packages []string
-	if runtime.GOOS != "linux" {
-		problems = append(problems, "needs Linux, not "+runtime.GOOS)
-	}
-	if os.Geteuid() != 0 {
-		problems = append(problems, "needs root to make network namespaces (run go test as root)")
-	}
-	for _, tool := range []struct{ cmd, pkg string }{{"ip", "iproute2"}, {"nft", "nftables"}} {
-		if _, err := exec.LookPath(tool.cmd); err != nil {
-			problems = append(problems, "needs "+tool.cmd+" from "+tool.pkg)
-			packages = append(packages, tool.pkg)
-		}
-	}
-	if _, err := os.Stat("/proc/self/ns/net"); err != nil {
-		problems = append(problems, "needs a kernel with network namespaces (no /proc/self/ns/net)")
-	}
-	if len(problems) == 0 {
-		return
-	}
-	msg := "testnet: " + strings.Join(problems, "; ")
-	if len(packages) > 0 {
-		msg += "; install with: apt-get install " + strings.Join(packages, " ")
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
+	testenv.Need(t, runtime.GOOS == "linux", "testnet: needs Linux, not %s", runtime.GOOS)
+	testenv.NeedRoot(t)
+	testenv.NeedCommand(t, "ip", "iproute2")
+	testenv.NeedCommand(t, "nft", "nftables")
+	_, err := os.Stat("/proc/self/ns/net")
+	testenv.Need(t, err == nil, "testnet: needs a kernel with network namespaces: %v", err)
 }
 
 // ip runs the ip command.

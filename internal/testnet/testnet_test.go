@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/haven-ha/haven/internal/testenv"
 	"github.com/haven-ha/haven/internal/testnet"
 )
 
@@ -449,12 +450,7 @@ func TestProcOutput(t *testing.T) {
 
 func TestWatchARPNamesTheHostThatAnswers(t *testing.T) {
 	t.Parallel()
-	if _, err := exec.LookPath("arping"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("needs arping: apt-get install iputils-arping")
-		}
-		t.Skip("needs arping from iputils-arping")
-	}
+	testenv.NeedCommand(t, "arping", "iputils-arping")
 	n := testnet.Start(t, testnet.Options{Hosts: []string{"n1", "n2", "client"}})
 	n2, client := n.Host("n2"), n.Host("client")
 	ctx := testContext(t)
