@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/haven-ha/haven/internal/testenv"
 )
 
 // startBackend runs `haven backend`, the demo web application, on a fresh
@@ -21,7 +23,7 @@ func startBackend(t *testing.T, name string) string {
 	t.Helper()
 	addr := freeAddr(t)
 	p := start(t, "backend", "--listen", addr, "--name", name)
-	waitFor(t, 10*time.Second, "backend "+name+" listening on "+addr, func() (bool, string) {
+	testenv.Poll(t, 10*time.Second, "backend "+name+" listening on "+addr, func() (bool, string) {
 		select {
 		case <-p.done:
 			return false, "exited: " + p.stderr.String()
@@ -148,7 +150,7 @@ func TestAgentEndToEnd(t *testing.T) {
 	waitStatus := func(what string, cond func(map[string]statusRow) bool) map[string]statusRow {
 		t.Helper()
 		var rows map[string]statusRow
-		waitFor(t, 20*time.Second, what, func() (bool, string) {
+		testenv.Poll(t, 20*time.Second, what, func() (bool, string) {
 			var r result
 			rows, r = lbStatus()
 			return rows != nil && cond(rows), r.String()
@@ -195,7 +197,7 @@ func TestAgentEndToEnd(t *testing.T) {
 	// SIGHUP with a broken file: rejected, logged, and nothing changes.
 	write(traffic + e2eConfig(admin, listen, backends[:1], "    algorithm: fastest\n"))
 	agent.cmd.Process.Signal(syscall.SIGHUP)
-	waitFor(t, 10*time.Second, `"reload rejected" in the agent's log`, func() (bool, string) {
+	testenv.Poll(t, 10*time.Second, `"reload rejected" in the agent's log`, func() (bool, string) {
 		return strings.Contains(agent.stderr.String(), "reload rejected"), agent.stderr.String()
 	})
 	if log := agent.stderr.String(); !strings.Contains(log, "balancers.web.algorithm") {
@@ -229,7 +231,7 @@ func TestAgentEndToEnd(t *testing.T) {
 		slow <- fmt.Sprintf("%d %q %v", code, body, err)
 	}()
 	var busy string
-	waitFor(t, 10*time.Second, "the slow request in flight", func() (bool, string) {
+	testenv.Poll(t, 10*time.Second, "the slow request in flight", func() (bool, string) {
 		code, body, err := get("http://" + admin + "/api/v1/balancers")
 		if err != nil || code != 200 {
 			return false, fmt.Sprintf("%d %s %v", code, body, err)
@@ -304,7 +306,7 @@ func TestAgentEndToEnd(t *testing.T) {
 
 	// SIGTERM: lameduck (not ready, still serving), then exit 0.
 	agent.cmd.Process.Signal(syscall.SIGTERM)
-	waitFor(t, 10*time.Second, "/readyz reporting the shutdown", func() (bool, string) {
+	testenv.Poll(t, 10*time.Second, "/readyz reporting the shutdown", func() (bool, string) {
 		code, body, err := get("http://" + admin + "/readyz")
 		return err == nil && code == 503 && strings.Contains(body, "shutting down"), fmt.Sprintf("%d %q %v", code, body, err)
 	})

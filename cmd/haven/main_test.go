@@ -157,23 +157,6 @@ func (p *proc) wait(t *testing.T, timeout time.Duration) int {
 	return -1
 }
 
-// waitFor polls cond until it holds, failing after timeout with what it
-// last saw.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, seen := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s; last seen:\n%s", what, timeout, seen)
-		}
-		time.Sleep(50 * time.Millisecond) // poll interval, not a wait for a condition
-	}
-}
-
 // freeAddr returns a 127.0.0.1 address that was free a moment ago and
 // that no other freeAddr call of this process has returned: the kernel
 // hands a just-closed port out again readily.

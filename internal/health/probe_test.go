@@ -301,7 +301,7 @@ func TestHTTPProbeFreshConnections(t *testing.T) {
 	for range 3 {
 		wantErr(t, probe(t, p, srv.Listener.Addr().String(), time.Second), "")
 	}
-	waitFor(t, "3 connections, all closed", func() (bool, string) {
+	testenv.Poll(t, 5*time.Second, "3 connections, all closed", func() (bool, string) {
 		_, _, _, n, closed := srv.seen()
 		return n == 3 && closed == 3, fmt.Sprintf("%d opened, %d closed", n, closed)
 	})
@@ -408,7 +408,7 @@ func TestExecProbeTimeoutKillsProcessGroup(t *testing.T) {
 		t.Fatal(err)
 	}
 	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-	waitFor(t, fmt.Sprintf("background child %d to die", pid), func() (bool, string) {
+	testenv.Poll(t, 5*time.Second, fmt.Sprintf("background child %d to die", pid), func() (bool, string) {
 		st := procState(pid)
 		return st == "" || st == "Z", "state " + st
 	})

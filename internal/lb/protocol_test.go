@@ -24,6 +24,7 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/haven-ha/haven/internal/lb/proxyproto"
+	"github.com/haven-ha/haven/internal/testenv"
 )
 
 // TestWebSocketUpgrade: an Upgrade request is switched and bytes flow both
@@ -213,7 +214,7 @@ func TestTLSAndHTTP2(t *testing.T) {
 	writeCert(t, dir, "two.test")
 	future := time.Now().Add(2 * time.Second)
 	os.Chtimes(cert, future, future)
-	waitFor(t, 5*time.Second, "the new certificate", func() (bool, string) {
+	testenv.Poll(t, 5*time.Second, "the new certificate", func() (bool, string) {
 		cn := serverName()
 		return cn == "two.test", cn
 	})

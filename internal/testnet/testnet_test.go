@@ -28,21 +28,14 @@ func testContext(t *testing.T) context.Context {
 	return ctx
 }
 
-// eventually polls cond until it returns nil, failing the test with its last
-// error after 10 seconds.
+// eventually is testenv.Poll, for 10 seconds, of a condition that says
+// what is wrong with an error.
 func eventually(t *testing.T, what string, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testenv.Poll(t, 10*time.Second, what, func() (bool, string) {
 		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: still %v", what, err)
-		}
-		time.Sleep(20 * time.Millisecond) // poll interval
-	}
+		return err == nil, fmt.Sprint(err)
+	})
 }
 
 func ping(from *testnet.Host, to netip.Addr, wait time.Duration) error {
@@ -636,20 +629,24 @@ func staleWithOrphan(t *testing.T, ns string) chan error {
 	go func() { done <- orphan.Wait() }()
 	// ip netns exec enters the namespace after it starts: wait until the
 	// namespace holds the process, or Sweep may look before it does.
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	exited := false
+	testenv.Poll(t, 10*time.Second, "the orphan entering "+ns, func() (bool, string) {
 		out, _ := exec.Command("ip", "netns", "pids", ns).Output()
 		if len(strings.TrimSpace(string(out))) > 0 {
-			return done
+			return true, ""
 		}
 		select {
 		case <-done: // the namespace went before the process entered it
-			return nil
+			exited = true
+			return true, ""
 		default:
+			return false, "no process in it"
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the orphan never entered %s", ns)
-		}
+	})
+	if exited {
+		return nil
 	}
+	return done
 }
 
 func TestSecondSegmentThroughRouter(t *testing.T) {

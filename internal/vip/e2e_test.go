@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/drill"
+	"github.com/haven-ha/haven/internal/testenv"
 	"github.com/haven-ha/haven/internal/testnet"
 )
 
@@ -190,12 +191,17 @@ func (c *cluster) status(name string) (nodeStatus, error) {
 }
 
 // waitSettled waits until every node is connected, one holds the address
-// and the others are backups.
+// and the others are backups. If they do not, it fails with the agents'
+// logs.
 func (c *cluster) waitSettled() {
 	c.t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	var last string
-	for time.Now().Before(deadline) {
+	settled := false
+	defer func() {
+		if !settled {
+			c.t.Logf("agents' logs:\n%s", c.agentLogs())
+		}
+	}()
+	testenv.Poll(c.t, 60*time.Second, "the cluster settling: one holder, the others backups", func() (bool, string) {
 		holders, backups := 0, 0
 		var seen []string
 		for _, n := range c.nodes {
@@ -214,13 +220,9 @@ func (c *cluster) waitSettled() {
 				backups++
 			}
 		}
-		last = strings.Join(seen, "; ")
-		if holders == 1 && backups == len(c.nodes)-1 {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	c.t.Fatalf("the cluster did not settle in 60s; last seen: %s\n%s", last, c.agentLogs())
+		return holders == 1 && backups == len(c.nodes)-1, strings.Join(seen, "; ")
+	})
+	settled = true
 }
 
 func (c *cluster) agentLogs() string {

@@ -221,20 +221,3 @@ func (h *host) sysctl(t *testing.T, key, value string) {
 		t.Fatalf("sysctl %s=%s in %s: %v: %s", key, value, h.name, err, out)
 	}
 }
-
-// eventually polls cond until it holds or timeout passes, then fails with
-// what cond last saw.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, seen := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s; last seen: %s", what, timeout, seen)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
