@@ -284,7 +284,7 @@ func TestAgentEndToEnd(t *testing.T) {
 
 	// haven status: every node, and the balancer's table.
 	r = haven(t, 20*time.Second, "status", "-c", path)
-	if r.code != 0 || !strings.Contains(r.stdout, "lb1: ready (version "+testVersion+")") || !strings.Contains(r.stdout, "balancer web (http, "+listen+")") {
+	if r.code != 0 || !strings.Contains(r.stdout, "lb1: ready (version "+testenv.Version+")") || !strings.Contains(r.stdout, "balancer web (http, "+listen+")") {
 		t.Errorf("haven status:\n%s", r)
 	}
 	if !strings.Contains(r.stdout, "traffic e2e.test. (as lb1 answers; views: standalone, 0 other instances):") || !regexp.MustCompile(`www\.e2e\.test\.\s+all\s+127\.0\.0\.9 127\.0\.0\.10\s+a 127\.0\.0\.9 up, b 127\.0\.0\.10 up`).MatchString(r.stdout) {

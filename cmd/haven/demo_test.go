@@ -21,7 +21,7 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("haven demo --duration 20s:\n%s", r)
 	}
 	for _, want := range []string{
-		"haven demo " + testVersion,
+		"haven demo " + testenv.Version,
 		"kill -9 web2",
 		"web2 restarted",
 		"marked web2 down",

@@ -53,19 +53,9 @@ type cluster struct {
 	http   *http.Client
 }
 
-func buildHaven(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "haven")
-	cmd := exec.Command("go", "build", "-o", bin, "github.com/haven-ha/haven/cmd/haven")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build haven: %v\n%s", err, out)
-	}
-	return bin
-}
-
 func startCluster(t *testing.T) *cluster {
 	testnet.Require(t)
-	c := &cluster{t: t, bin: buildHaven(t), dir: t.TempDir(), nodes: []string{"n1", "n2", "n3"}, agents: map[string]*testnet.Proc{}}
+	c := &cluster{t: t, bin: testenv.Haven(t), dir: t.TempDir(), nodes: []string{"n1", "n2", "n3"}, agents: map[string]*testnet.Proc{}}
 	c.net = testnet.Start(t, testnet.Options{Hosts: []string{"n1", "n2", "n3", "client"}})
 	client := c.net.Host("client")
 	c.http = &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DialContext: client.DialContext, DisableKeepAlives: true}}
