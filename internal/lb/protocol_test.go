@@ -21,8 +21,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/net/http2"
-
 	"github.com/haven-ha/haven/internal/lb/proxyproto"
 	"github.com/haven-ha/haven/internal/testenv"
 )
@@ -186,7 +184,9 @@ func TestTLSAndHTTP2(t *testing.T) {
 		defer c.Close()
 		return c.ConnectionState().PeerCertificates[0].Subject.CommonName
 	}
-	h2 := &http.Client{Transport: &http2.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	var onlyH2 http.Protocols
+	onlyH2.SetHTTP2(true)
+	h2 := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, Protocols: &onlyH2}}
 	resp, err := h2.Get("https://" + lb.addr + "/")
 	if err != nil {
 		t.Fatal(err)
