@@ -126,13 +126,14 @@ func TestAgentEndToEnd(t *testing.T) {
 		}
 	}
 	// A traffic manager on lb1 too, in every version of the file.
+	dnsAddr := freeAddr(t)
 	traffic := fmt.Sprintf(`traffic:
   zone: e2e.test.
   nameservers: [lb1]
   listen: %q
   records:
     www: {policy: all, targets: [{name: a, address: 127.0.0.9}, {name: b, address: 127.0.0.10}]}
-`, freeAddr(t))
+`, dnsAddr)
 	write(traffic + e2eConfig(admin, listen, backends, ""))
 	if r := haven(t, 10*time.Second, "check", "-c", path); r.code != 0 {
 		t.Fatalf("haven check:\n%s", r)
@@ -303,6 +304,15 @@ func TestAgentEndToEnd(t *testing.T) {
 	if r := haven(t, 20*time.Second, "dns", "enable", "www", "a", "-c", path); r.code != 0 {
 		t.Errorf("haven dns enable www a:\n%s", r)
 	}
+
+	// What Prometheus scrapes passes promlint: the families of every role
+	// the agent runs, the traffic manager's included.
+	if r := askA(t, dnsAddr, "www.e2e.test."); len(r.Answer) == 0 {
+		t.Errorf("www.e2e.test. A: no answer:\n%s", r)
+	}
+	lintMetrics(t, admin, "haven_build_info", "haven_lb_backend_requests_total", "haven_lb_request_duration_seconds",
+		"haven_health_probes_total", "haven_health_target_state", "haven_dns_queries_total", "haven_dns_responses_total",
+		"haven_dns_target_up", "haven_dns_views")
 
 	// SIGTERM: lameduck (not ready, still serving), then exit 0.
 	agent.cmd.Process.Signal(syscall.SIGTERM)
