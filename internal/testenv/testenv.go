@@ -20,9 +20,6 @@ import (
 	"time"
 )
 
-// CI reports whether the tests run in CI: the environment has CI=true.
-func CI() bool { return os.Getenv("CI") == "true" }
-
 // Need ends the test unless ok: it is skipped off CI and fails in CI. The
 // formatted reason says what is missing and how to get it, like "needs dig
 // (apt-get install bind9-dnsutils)".
@@ -32,7 +29,7 @@ func Need(t testing.TB, ok bool, format string, args ...any) {
 		return
 	}
 	why := fmt.Sprintf(format, args...)
-	if CI() {
+	if os.Getenv("CI") == "true" {
 		t.Fatalf("%s; CI=true, where scripts/prereqs.sh must provide it", why)
 	}
 	t.Skip(why)
