@@ -10,13 +10,13 @@ all: build
 build:
 	$(GO) build -o bin/haven ./cmd/haven
 
-# The whole suite, as CI runs it: unit, integration (real processes on
-# loopback) and fuzz seeds, with the race detector. internal/vip runs alone,
-# after the rest: its namespace tests assert that no probe goes unanswered
-# under packet loss, and on a 2-core machine the other packages' -race tests
-# running beside it starve its renewals of CPU.
-test: prereqs
-	$(GO) vet ./...
+# The whole suite, as CI runs it: lint, then unit, integration (real
+# processes on loopback) and the seed corpus of every fuzz target (go test
+# runs a FuzzXxx as a test of its seeds), with the race detector.
+# internal/vip runs alone, after the rest: its namespace tests assert that no
+# probe goes unanswered under packet loss, and on a 2-core machine the other
+# packages' -race tests running beside it starve its renewals of CPU.
+test: prereqs lint
 	$(GO) test -race -count=1 -timeout 25m $(TESTFLAGS) $$($(GO) list $(PKGS) | grep -v '/internal/vip$$')
 	$(GO) test -race -count=1 -timeout 25m $(TESTFLAGS) ./internal/vip
 
@@ -44,17 +44,16 @@ bench-pg:
 bench-dns:
 	$(GO) run ./bench/dns $(BENCHFLAGS)
 
-# Run each fuzz target for a while (FUZZTIME=30s by default).
+# Run each fuzz target, every func FuzzXxx in a _test.go file, for a while
+# (FUZZTIME=30s by default).
 FUZZTIME ?= 30s
 fuzz:
-	$(GO) test ./internal/config -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
-	$(GO) test ./internal/lb/proxyproto -run '^$$' -fuzz FuzzRead -fuzztime $(FUZZTIME)
-	$(GO) test ./internal/lb -run '^$$' -fuzz FuzzParseRequest -fuzztime $(FUZZTIME)
-	$(GO) test ./internal/pg -run '^$$' -fuzz FuzzParseVersion -fuzztime $(FUZZTIME)
-	$(GO) test ./internal/pg -run '^$$' -fuzz FuzzParseLSN -fuzztime $(FUZZTIME)
-	$(GO) test ./internal/pg -run '^$$' -fuzz FuzzParseControlData -fuzztime $(FUZZTIME)
-	$(GO) test ./internal/pg -run '^$$' -fuzz FuzzParseLag -fuzztime $(FUZZTIME)
-	$(GO) test ./internal/gtm -run '^$$' -fuzz FuzzAnswer -fuzztime $(FUZZTIME)
+	@git ls-files '*_test.go' | xargs grep -H '^func Fuzz' | \
+	sed -E 's#^(.*)/[^/]*:func (Fuzz[A-Za-z0-9_]*).*#\1 \2#' | \
+	while read -r dir fn; do \
+		echo "$(GO) test ./$$dir -run '^$$' -fuzz '^$$fn$$' -fuzztime $(FUZZTIME)"; \
+		$(GO) test ./$$dir -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) || exit 1; \
+	done
 
 prereqs:
 	bash scripts/prereqs.sh

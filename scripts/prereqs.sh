@@ -1,17 +1,34 @@
 #!/usr/bin/env bash
-# Installs the Debian packages haven's tests need, only when missing.
-# A fresh machine has Go, gcc and PostgreSQL 15; everything else comes from here.
+# Installs the Debian packages haven's tests need, only when missing. In CI
+# (CI=true) a test whose prerequisite is missing fails instead of skipping
+# (internal/testenv), so everything a test runs must come from here.
+# A fresh machine has Go and gcc; everything else comes from here.
 set -euo pipefail
 
 need=()
 have() { command -v "$1" >/dev/null 2>&1; }
-have ip     || need+=(iproute2)
-have ping   || need+=(iputils-ping)
-have curl   || need+=(curl)
-have pgrep  || need+=(procps)
-have nft    || need+=(nftables)
-have arping || need+=(iputils-arping)
-have dig    || need+=(bind9-dnsutils)
+# Namespace hosts, the floating address, its fence, the probes.
+have ip      || need+=(iproute2)
+have nft     || need+=(nftables)
+have ping    || need+=(iputils-ping)
+have arping  || need+=(iputils-arping)
+have curl    || need+=(curl)
+have pgrep   || need+=(procps)
+have dig     || need+=(bind9-dnsutils)
+have runuser || need+=(util-linux)
+# PostgreSQL: the server (its package also makes the postgres user), found
+# through PATH or pg_config --bindir (libpq-dev's pg_config names the
+# server's directory).
+compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || need+=(postgresql)
+have postgres || have pg_config || need+=(libpq-dev)
+# The peers whose configuration files the benchmarks' tests check:
+# bench/lb (HAProxy, nginx with its stream module, Caddy), bench/pg
+# (HAProxy), bench/vip (keepalived).
+have haproxy    || need+=(haproxy)
+have nginx      || need+=(nginx)
+[ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || need+=(libnginx-mod-stream)
+have caddy      || need+=(caddy)
+have keepalived || need+=(keepalived)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
@@ -19,6 +36,13 @@ if [ ${#need[@]} -gt 0 ]; then
     exit 1
   fi
   echo "prereqs: installing ${need[*]}"
+  # The daemons among them (nginx, haproxy, caddy, keepalived) must not
+  # start: the tests run their own. Debian asks policy-rc.d first.
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

@@ -11,6 +11,7 @@ import (
 
 	"github.com/haven-ha/haven/bench/internal/harness"
 	"github.com/haven-ha/haven/internal/config"
+	"github.com/haven-ha/haven/internal/testenv"
 )
 
 func TestParseWrk(t *testing.T) {
@@ -48,9 +49,7 @@ func TestParseStat(t *testing.T) {
 		t.Errorf("parseStat = %+v", st)
 	}
 	self, err := os.ReadFile("/proc/self/stat")
-	if err != nil {
-		t.Skip("no /proc")
-	}
+	testenv.Need(t, err == nil, "needs /proc: %v", err)
 	if st, err := parseStat(string(self)); err != nil || st.pid != os.Getpid() {
 		t.Errorf("parseStat(/proc/self/stat) = %+v, %v", st, err)
 	}
@@ -66,9 +65,8 @@ func TestParseVmRSS(t *testing.T) {
 }
 
 func TestTreeCPUAndRSS(t *testing.T) {
-	if _, err := os.Stat("/proc/self/stat"); err != nil {
-		t.Skip("no /proc")
-	}
+	_, err := os.Stat("/proc/self/stat")
+	testenv.Need(t, err == nil, "needs /proc: %v", err)
 	if treeRSS(os.Getpid()) <= 0 {
 		t.Error("treeRSS of this process is 0")
 	}
@@ -125,9 +123,8 @@ func TestConfigs(t *testing.T) {
 					t.Fatal(err)
 				}
 				if mode == "tcp" {
-					if _, err := os.Stat("/usr/lib/nginx/modules/ngx_stream_module.so"); err != nil {
-						t.Skip("libnginx-mod-stream not installed")
-					}
+					_, err := os.Stat("/usr/lib/nginx/modules/ngx_stream_module.so")
+					testenv.Need(t, err == nil, "needs nginx's stream module (apt-get install libnginx-mod-stream)")
 				}
 				check(t, "nginx", "-t", "-q", "-e", filepath.Join(b.dir, "log", "t.log"), "-p", b.dir, "-c", path)
 			})
@@ -151,16 +148,12 @@ func TestConfigs(t *testing.T) {
 	})
 }
 
-// check runs a proxy's configuration check, skipping when it is not
-// installed or the test does not run as root (the files say "user root").
+// check runs a proxy's configuration check. It needs the proxy, from the
+// Debian package of the same name, and root (the files say "user root").
 func check(t *testing.T, argv ...string) {
 	t.Helper()
-	if _, err := exec.LookPath(argv[0]); err != nil {
-		t.Skipf("%s not installed", argv[0])
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("not root")
-	}
+	testenv.NeedCommand(t, argv[0], argv[0])
+	testenv.NeedRoot(t)
 	out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput()
 	if err != nil {
 		t.Errorf("%s: %v\n%s", strings.Join(argv, " "), err, out)

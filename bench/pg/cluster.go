@@ -20,7 +20,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/haven-ha/haven/bench/internal/harness"
-	"github.com/haven-ha/haven/internal/testnet"
+	"github.com/haven-ha/haven/internal/netlab"
 )
 
 // cluster is one target running on a fresh network: the daemons of each
@@ -28,13 +28,13 @@ import (
 type cluster struct {
 	b       *bench
 	t       target
-	net     *testnet.Net
+	net     *netlab.Net
 	dir     string
 	label   string
-	daemons map[string][]*testnet.Proc // each node's current processes: etcd and patroni, or haven's agent
-	history []*testnet.Proc            // every daemon ever started, for the logs
-	down    map[string]bool            // nodes lost and not started again
-	router  *testnet.Proc              // HAProxy, or haven's router agent, on the client
+	daemons map[string][]*netlab.Proc // each node's current processes: etcd and patroni, or haven's agent
+	history []*netlab.Proc            // every daemon ever started, for the logs
+	down    map[string]bool           // nodes lost and not started again
+	router  *netlab.Proc              // HAProxy, or haven's router agent, on the client
 	http    *http.Client
 	pgUID   int
 	pgGID   int
@@ -54,11 +54,11 @@ func (b *bench) startCluster(ctx context.Context, t target, label string) (_ *cl
 	if err := os.Chmod(dir, 0o711); err != nil {
 		return nil, err
 	}
-	c := &cluster{b: b, t: t, dir: dir, label: label, daemons: map[string][]*testnet.Proc{}, down: map[string]bool{}}
+	c := &cluster{b: b, t: t, dir: dir, label: label, daemons: map[string][]*netlab.Proc{}, down: map[string]bool{}}
 	if err := c.lookupPostgres(); err != nil {
 		return nil, err
 	}
-	n, err := testnet.New(ctx, testnet.Options{Hosts: hosts})
+	n, err := netlab.New(ctx, netlab.Options{Hosts: hosts})
 	if err != nil {
 		return nil, err
 	}
@@ -183,7 +183,7 @@ func (c *cluster) startEtcd(node string) error {
 // or haven's agent.
 func (c *cluster) startNode(node string) error {
 	h := c.net.Host(node)
-	var p *testnet.Proc
+	var p *netlab.Proc
 	var err error
 	if c.t.kind == "patroni" {
 		p, err = h.Start(context.Background(), "runuser", "-u", "postgres", "--", "patroni", filepath.Join(c.nodeDir(node), "patroni.yml"))

@@ -1,6 +1,6 @@
 // Command pg is haven's side-by-side benchmark of database failover. It
 // builds three database nodes and a client with network namespaces
-// (internal/testnet), runs on them in turn Patroni 3.0.2 with etcd 3.4 (at
+// (internal/netlab), runs on them in turn Patroni 3.0.2 with etcd 3.4 (at
 // its defaults, then at its fastest settings) and haven's agents, with
 // HAProxy in the client's namespace routing to whichever node says it is
 // the primary, breaks the primary (kill -9 of its postmaster, loss of the
@@ -30,7 +30,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/bench/internal/harness"
-	"github.com/haven-ha/haven/internal/testnet"
+	"github.com/haven-ha/haven/internal/netlab"
 )
 
 type options struct {
@@ -69,10 +69,10 @@ type bench struct {
 	versions []string
 
 	mu  sync.Mutex
-	net *testnet.Net // the network of the cell that runs now
+	net *netlab.Net // the network of the cell that runs now
 }
 
-func (b *bench) setNet(n *testnet.Net) {
+func (b *bench) setNet(n *netlab.Net) {
 	b.mu.Lock()
 	b.net = n
 	b.mu.Unlock()
@@ -196,7 +196,7 @@ func (b *bench) run(ctx context.Context) (err error) {
 		return errors.New("run as root: it installs packages, makes network namespaces and runs PostgreSQL as the postgres user")
 	}
 	// A killed run's daemons died with it (Pdeathsig) or are swept with
-	// its namespaces by testnet.New (postgres started by Patroni is in its
+	// its namespaces by netlab.New (postgres started by Patroni is in its
 	// own session): only its directory is left.
 	dirs, err := harness.NewDirs("pg", false)
 	if err != nil {

@@ -99,7 +99,7 @@ func (b *bench) report(cells []cell) string {
 func (b *bench) method() string {
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "Set-up: database nodes db1, db2, db3 (198.18.1.11-13) and a client (198.18.1.14) on one Linux bridge "+
-		"(network namespaces, `internal/testnet`); PostgreSQL 15 on every node, as the postgres user; the writer goes through a router on the client: "+
+		"(network namespaces, `internal/netlab`); PostgreSQL 15 on every node, as the postgres user; the writer goes through a router on the client: "+
 		"haven's own (`haven`, `haven-fast`: a router-only agent on the client, port %d), or HAProxy (the others: `listen` on port %d, `option httpchk GET /primary` against the target's REST port, `default-server inter 250ms fall 2 rise 1 "+
 		"on-marked-down shutdown-sessions`, `timeout connect 1s`, `timeout check 1s`). Targets:\n\n", havenRouter, routerPort)
 	for _, n := range b.opt.targets {

@@ -24,7 +24,7 @@ var allScenarios = []scenario{
 	{name: "postmaster", title: "kill -9 of the primary's postmaster",
 		desc: "SIGKILL to the pid in the primary's postmaster.pid; Patroni or haven's agent stays up and does what it does (restart in place or fail over)"},
 	{name: "node", title: "loss of the primary node",
-		desc: "the primary's switch port set down (testnet CutLink) and, at once, SIGKILL to every process in its namespace (Patroni or haven's agent, postgres and its children, etcd); once the writes are back and the writer has stopped, the link comes back, the node's daemons start again and it must rejoin before the next run"},
+		desc: "the primary's switch port set down (netlab CutLink) and, at once, SIGKILL to every process in its namespace (Patroni or haven's agent, postgres and its children, etcd); once the writes are back and the writer has stopped, the link comes back, the node's daemons start again and it must rejoin before the next run"},
 	{name: "switchover", title: "planned switchover",
 		desc: "`haven pg switchover -c haven.yaml` or `patronictl -c patroni.yml switchover --force` (no candidate: the tool picks one), run on the client"},
 }

@@ -11,7 +11,7 @@ import (
 	"github.com/haven-ha/haven/bench/internal/harness"
 )
 
-// The topology: three database nodes and a client on one bridge (testnet
+// The topology: three database nodes and a client on one bridge (netlab
 // gives the i-th host 198.18.1.(10+i)). HAProxy runs on the client.
 var (
 	nodes = []string{"db1", "db2", "db3"}
@@ -33,7 +33,7 @@ const (
 	replPass    = "bench-repl"
 )
 
-// hostAddr is testnet's address of the host of that name.
+// hostAddr is netlab's address of the host of that name.
 func hostAddr(name string) netip.Addr {
 	for i, h := range hosts {
 		if h == name {

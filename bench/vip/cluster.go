@@ -19,7 +19,7 @@ import (
 
 	"github.com/haven-ha/haven/bench/internal/harness"
 	"github.com/haven-ha/haven/internal/drill"
-	"github.com/haven-ha/haven/internal/testnet"
+	"github.com/haven-ha/haven/internal/netlab"
 )
 
 // cluster is one target running on a fresh network: a daemon on each node,
@@ -27,10 +27,10 @@ import (
 type cluster struct {
 	b      *bench
 	t      target
-	net    *testnet.Net
+	net    *netlab.Net
 	dir    string
 	conf   string // haven.yaml
-	daemon map[string]*testnet.Proc
+	daemon map[string]*netlab.Proc
 	starts map[string]int // how many times each node's daemon was started
 	http   *http.Client
 	cancel context.CancelFunc
@@ -46,13 +46,13 @@ func (b *bench) startCluster(ctx context.Context, t target, label string) (_ *cl
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	n, err := testnet.New(ctx, testnet.Options{Hosts: hosts})
+	n, err := netlab.New(ctx, netlab.Options{Hosts: hosts})
 	if err != nil {
 		return nil, err
 	}
 	b.setNet(n)
 	rctx, cancel := context.WithCancel(context.Background())
-	c := &cluster{b: b, t: t, net: n, dir: dir, daemon: map[string]*testnet.Proc{}, starts: map[string]int{}, cancel: cancel}
+	c := &cluster{b: b, t: t, net: n, dir: dir, daemon: map[string]*netlab.Proc{}, starts: map[string]int{}, cancel: cancel}
 	defer func() {
 		if err != nil {
 			c.close()
@@ -110,7 +110,7 @@ func (c *cluster) epochFunc(node string) func() string {
 // its own.
 func (c *cluster) startDaemon(node string) error {
 	h := c.net.Host(node)
-	var p *testnet.Proc
+	var p *netlab.Proc
 	var err error
 	switch c.t.kind {
 	case "haven":

@@ -1,6 +1,6 @@
 // Command vip is haven's side-by-side benchmark of the floating address. It
 // builds three nodes and a client on one bridge with network namespaces
-// (internal/testnet), runs keepalived 2.2.7 (its defaults, then VRRPv3 with
+// (internal/netlab), runs keepalived 2.2.7 (its defaults, then VRRPv3 with
 // advert_int 0.1) and haven on the nodes in turn, breaks the holder in the
 // ways issue 3 lists, and measures from the client, with probes every 5ms
 // that every node hears (internal/drill), how long the address went
@@ -27,7 +27,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/bench/internal/harness"
-	"github.com/haven-ha/haven/internal/testnet"
+	"github.com/haven-ha/haven/internal/netlab"
 )
 
 type options struct {
@@ -64,10 +64,10 @@ type bench struct {
 	versions []string
 
 	mu  sync.Mutex
-	net *testnet.Net // the network of the cell that runs now
+	net *netlab.Net // the network of the cell that runs now
 }
 
-func (b *bench) setNet(n *testnet.Net) {
+func (b *bench) setNet(n *netlab.Net) {
 	b.mu.Lock()
 	b.net = n
 	b.mu.Unlock()
@@ -191,7 +191,7 @@ func (b *bench) run(ctx context.Context) (err error) {
 	if os.Geteuid() != 0 {
 		return errors.New("run as root: it installs packages and makes network namespaces")
 	}
-	// A killed run's processes died with it (Pdeathsig) and testnet.New
+	// A killed run's processes died with it (Pdeathsig) and netlab.New
 	// sweeps its namespaces: only its directory is left.
 	dirs, err := harness.NewDirs("vip", false)
 	if err != nil {

@@ -25,7 +25,7 @@ func (b *bench) report(cells []cell) string {
 // method describes the set-up and the measurement.
 func (b *bench) method() string {
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "Set-up: nodes n1, n2, n3 and a client on one Linux bridge (network namespaces, `internal/testnet`); "+
+	fmt.Fprintf(&sb, "Set-up: nodes n1, n2, n3 and a client on one Linux bridge (network namespaces, `internal/netlab`); "+
 		"the floating address %s on the nodes' eth0; priorities n1 %d, n2 %d, n3 %d. Targets:\n\n",
 		vipPrefix, priority["n1"], priority["n2"], priority["n3"])
 	for _, n := range b.opt.targets {

@@ -13,7 +13,7 @@ import (
 
 	"github.com/haven-ha/haven/bench/internal/harness"
 	"github.com/haven-ha/haven/internal/drill"
-	"github.com/haven-ha/haven/internal/testnet"
+	"github.com/haven-ha/haven/internal/netlab"
 )
 
 // scenario is one kind of fault.
@@ -43,13 +43,13 @@ var allScenarios = []scenario{
 	{name: "stop", title: "SIGSTOP of the holder's daemon", failover: true,
 		desc: "SIGSTOP to the holder daemon's process group, SIGCONT after HOLD"},
 	{name: "linkcut", title: "link loss of the holder", failover: true,
-		desc: "the holder's switch port set down (testnet CutLink) for HOLD, then up"},
+		desc: "the holder's switch port set down (netlab CutLink) for HOLD, then up"},
 	{name: "partition", title: "holder cut off from the other nodes (VRRP / etcd traffic blocked)", failover: true,
-		desc: "every frame between the holder and each other node dropped in the switch (testnet Partition) for HOLD; the client still reaches every node"},
+		desc: "every frame between the holder and each other node dropped in the switch (netlab Partition) for HOLD; the client still reaches every node"},
 	{name: "handover", title: "planned handover", failover: true, down: true,
 		desc: "haven: `haven vip move --to n2` run in the client's namespace, and `haven vip move --to n1` after DOWN (a moved address stays where it was moved); keepalived has no such command: SIGTERM to the holder's keepalived (it sends a priority 0 advert and removes the address), started again after DOWN (it takes the address back: preempt)"},
 	{name: "loss", title: "packet loss between the nodes, no fault",
-		desc: "PCT random loss (testnet Loss) on every path between two nodes, both ways, for LOSSD; the client's paths are clean. Any holder change is a false failover"},
+		desc: "PCT random loss (netlab Loss) on every path between two nodes, both ways, for LOSSD; the client's paths are clean. Any holder change is a false failover"},
 }
 
 func findScenario(name string) (scenario, bool) {
@@ -201,7 +201,7 @@ func (c *cluster) faultRun(ctx context.Context, sc scenario, holder string) (run
 // apply injects the fault of sc into holder and returns what heals it.
 func (c *cluster) apply(ctx context.Context, sc scenario, holder, next string, r *runResult) (heal func() error, err error) {
 	h := c.net.Host(holder)
-	var others []*testnet.Host
+	var others []*netlab.Host
 	for _, n := range nodes {
 		if n != holder {
 			others = append(others, c.net.Host(n))

@@ -11,7 +11,7 @@ import (
 	"github.com/haven-ha/haven/bench/internal/harness"
 )
 
-// The topology: three nodes and a client on one bridge (testnet gives the
+// The topology: three nodes and a client on one bridge (netlab gives the
 // i-th host 198.18.1.(10+i)), the floating address on the nodes' eth0.
 var (
 	nodes     = []string{"n1", "n2", "n3"}
@@ -145,7 +145,7 @@ type havenData struct {
 	BackendPort                            int
 }
 
-// nodeAddr is testnet's address of the i-th host (from 0).
+// nodeAddr is netlab's address of the i-th host (from 0).
 func nodeAddr(i int) netip.Addr { return netip.AddrFrom4([4]byte{198, 18, 1, byte(11 + i)}) }
 
 func writeHavenConf(path, dir string, lease time.Duration) error {

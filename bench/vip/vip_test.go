@@ -11,6 +11,7 @@ import (
 
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/drill"
+	"github.com/haven-ha/haven/internal/testenv"
 )
 
 const every = 5 * time.Millisecond
@@ -225,8 +226,8 @@ func TestHavenConf(t *testing.T) {
 }
 
 // TestKeepalivedConf renders every node's keepalived.conf for both
-// keepalived targets and, where keepalived is installed and the test runs
-// as root, has keepalived check it.
+// keepalived targets and has keepalived check it, which needs keepalived
+// and root.
 func TestKeepalivedConf(t *testing.T) {
 	dir := t.TempDir()
 	for _, name := range []string{"keepalived", "keepalived-fast"} {
@@ -258,12 +259,13 @@ func TestKeepalivedConf(t *testing.T) {
 			if strings.Contains(conf, "vrrp_version 3") != tg.vrrp3 {
 				t.Errorf("%s: vrrp_version 3 present = %v, want %v", path, !tg.vrrp3, tg.vrrp3)
 			}
-			if _, err := exec.LookPath("keepalived"); err != nil || os.Geteuid() != 0 {
-				continue
-			}
-			if out, err := exec.Command("keepalived", "-t", "-l", "-f", path).CombinedOutput(); err != nil {
-				t.Errorf("keepalived -t -f %s: %v\n%s", path, err, out)
-			}
+			t.Run(name+"-"+n+"/keepalived-t", func(t *testing.T) {
+				testenv.NeedCommand(t, "keepalived", "keepalived")
+				testenv.NeedRoot(t)
+				if out, err := exec.Command("keepalived", "-t", "-l", "-f", path).CombinedOutput(); err != nil {
+					t.Errorf("keepalived -t -f %s: %v\n%s", path, err, out)
+				}
+			})
 		}
 	}
 }

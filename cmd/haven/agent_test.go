@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/haven-ha/haven/internal/testenv"
 )
 
 // startBackend runs `haven backend`, the demo web application, on a fresh
@@ -21,7 +23,7 @@ func startBackend(t *testing.T, name string) string {
 	t.Helper()
 	addr := freeAddr(t)
 	p := start(t, "backend", "--listen", addr, "--name", name)
-	waitFor(t, 10*time.Second, "backend "+name+" listening on "+addr, func() (bool, string) {
+	testenv.Poll(t, 10*time.Second, "backend "+name+" listening on "+addr, func() (bool, string) {
 		select {
 		case <-p.done:
 			return false, "exited: " + p.stderr.String()
@@ -124,13 +126,14 @@ func TestAgentEndToEnd(t *testing.T) {
 		}
 	}
 	// A traffic manager on lb1 too, in every version of the file.
+	dnsAddr := freeAddr(t)
 	traffic := fmt.Sprintf(`traffic:
   zone: e2e.test.
   nameservers: [lb1]
   listen: %q
   records:
     www: {policy: all, targets: [{name: a, address: 127.0.0.9}, {name: b, address: 127.0.0.10}]}
-`, freeAddr(t))
+`, dnsAddr)
 	write(traffic + e2eConfig(admin, listen, backends, ""))
 	if r := haven(t, 10*time.Second, "check", "-c", path); r.code != 0 {
 		t.Fatalf("haven check:\n%s", r)
@@ -148,7 +151,7 @@ func TestAgentEndToEnd(t *testing.T) {
 	waitStatus := func(what string, cond func(map[string]statusRow) bool) map[string]statusRow {
 		t.Helper()
 		var rows map[string]statusRow
-		waitFor(t, 20*time.Second, what, func() (bool, string) {
+		testenv.Poll(t, 20*time.Second, what, func() (bool, string) {
 			var r result
 			rows, r = lbStatus()
 			return rows != nil && cond(rows), r.String()
@@ -195,7 +198,7 @@ func TestAgentEndToEnd(t *testing.T) {
 	// SIGHUP with a broken file: rejected, logged, and nothing changes.
 	write(traffic + e2eConfig(admin, listen, backends[:1], "    algorithm: fastest\n"))
 	agent.cmd.Process.Signal(syscall.SIGHUP)
-	waitFor(t, 10*time.Second, `"reload rejected" in the agent's log`, func() (bool, string) {
+	testenv.Poll(t, 10*time.Second, `"reload rejected" in the agent's log`, func() (bool, string) {
 		return strings.Contains(agent.stderr.String(), "reload rejected"), agent.stderr.String()
 	})
 	if log := agent.stderr.String(); !strings.Contains(log, "balancers.web.algorithm") {
@@ -229,7 +232,7 @@ func TestAgentEndToEnd(t *testing.T) {
 		slow <- fmt.Sprintf("%d %q %v", code, body, err)
 	}()
 	var busy string
-	waitFor(t, 10*time.Second, "the slow request in flight", func() (bool, string) {
+	testenv.Poll(t, 10*time.Second, "the slow request in flight", func() (bool, string) {
 		code, body, err := get("http://" + admin + "/api/v1/balancers")
 		if err != nil || code != 200 {
 			return false, fmt.Sprintf("%d %s %v", code, body, err)
@@ -282,7 +285,7 @@ func TestAgentEndToEnd(t *testing.T) {
 
 	// haven status: every node, and the balancer's table.
 	r = haven(t, 20*time.Second, "status", "-c", path)
-	if r.code != 0 || !strings.Contains(r.stdout, "lb1: ready (version "+testVersion+")") || !strings.Contains(r.stdout, "balancer web (http, "+listen+")") {
+	if r.code != 0 || !strings.Contains(r.stdout, "lb1: ready (version "+testenv.Version+")") || !strings.Contains(r.stdout, "balancer web (http, "+listen+")") {
 		t.Errorf("haven status:\n%s", r)
 	}
 	if !strings.Contains(r.stdout, "traffic e2e.test. (as lb1 answers; views: standalone, 0 other instances):") || !regexp.MustCompile(`www\.e2e\.test\.\s+all\s+127\.0\.0\.9 127\.0\.0\.10\s+a 127\.0\.0\.9 up, b 127\.0\.0\.10 up`).MatchString(r.stdout) {
@@ -302,9 +305,18 @@ func TestAgentEndToEnd(t *testing.T) {
 		t.Errorf("haven dns enable www a:\n%s", r)
 	}
 
+	// What Prometheus scrapes passes promlint: the families of every role
+	// the agent runs, the traffic manager's included.
+	if r := askA(t, dnsAddr, "www.e2e.test."); len(r.Answer) == 0 {
+		t.Errorf("www.e2e.test. A: no answer:\n%s", r)
+	}
+	lintMetrics(t, admin, "haven_build_info", "haven_lb_backend_requests_total", "haven_lb_request_duration_seconds",
+		"haven_health_probes_total", "haven_health_target_state", "haven_dns_queries_total", "haven_dns_responses_total",
+		"haven_dns_target_up", "haven_dns_views")
+
 	// SIGTERM: lameduck (not ready, still serving), then exit 0.
 	agent.cmd.Process.Signal(syscall.SIGTERM)
-	waitFor(t, 10*time.Second, "/readyz reporting the shutdown", func() (bool, string) {
+	testenv.Poll(t, 10*time.Second, "/readyz reporting the shutdown", func() (bool, string) {
 		code, body, err := get("http://" + admin + "/readyz")
 		return err == nil && code == 503 && strings.Contains(body, "shutting down"), fmt.Sprintf("%d %q %v", code, body, err)
 	})

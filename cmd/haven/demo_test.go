@@ -1,24 +1,14 @@
 package main
 
 import (
-	"os"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/haven-ha/haven/internal/demo"
+	"github.com/haven-ha/haven/internal/testenv"
 )
-
-// requireInCI fails the test in CI, where every prerequisite must be
-// present, and skips it elsewhere, saying why.
-func requireInCI(t *testing.T, why string) {
-	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s (CI must run it)", why)
-	}
-	t.Skipf("skipped: %s", why)
-}
 
 // TestDemo runs the README's first command. It kills a backend with
 // kill -9 under steady traffic; the clients must not see a single failure.
@@ -31,7 +21,7 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("haven demo --duration 20s:\n%s", r)
 	}
 	for _, want := range []string{
-		"haven demo " + testVersion,
+		"haven demo " + testenv.Version,
 		"kill -9 web2",
 		"web2 restarted",
 		"marked web2 down",
@@ -49,10 +39,8 @@ func TestDemo(t *testing.T) {
 	if m := counts[0]; m[1] == "0" || m[2] != "0" {
 		t.Errorf("the demo sent %s requests and %s failed, want some sent and \"failed 0\":\n%s", m[1], m[2], r.stdout)
 	}
-	if why := demo.CanRunFloating(); why != nil {
-		requireInCI(t, "act 2 of the demo: "+why.Error())
-		return
-	}
+	why := demo.CanRunFloating()
+	testenv.Need(t, why == nil, "act 2 of the demo: %v", why)
 	// Act 2: the balancer node holding the floating address is killed;
 	// the other takes the address over.
 	m := regexp.MustCompile(`(lb\d) holds 198\.18\.1\.100; sending traffic`).FindStringSubmatch(r.stdout)
@@ -70,10 +58,8 @@ func TestDemo(t *testing.T) {
 	if len(counts) < 2 || counts[1][1] == "0" {
 		t.Errorf("act 2 sent no traffic to the floating address:\n%s", r.stdout)
 	}
-	if why := demo.CanRunDatabase(); why != nil {
-		requireInCI(t, "act 3 of the demo: "+why.Error())
-		return
-	}
+	why = demo.CanRunDatabase()
+	testenv.Need(t, why == nil, "act 3 of the demo: %v", why)
 	// Act 3: the database primary's node is killed under orders; every
 	// acknowledged order must be on the new primary.
 	m = regexp.MustCompile(`(db\d) is the primary, both replicas stream from it; 4 clients place orders`).FindStringSubmatch(r.stdout)

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/haven-ha/haven/internal/testenv"
 )
 
 // haven dns serve runs one name server alone: it answers for the zone,
@@ -49,7 +51,7 @@ traffic:
 	}
 	answers := func(want string) {
 		t.Helper()
-		waitFor(t, 10*time.Second, "www answers "+want, func() (bool, string) {
+		testenv.Poll(t, 10*time.Second, "www answers "+want, func() (bool, string) {
 			ok, got := www()
 			return ok && got == want, got
 		})
@@ -62,7 +64,7 @@ traffic:
 		t.Fatal(err)
 	}
 	p.cmd.Process.Signal(syscall.SIGHUP)
-	waitFor(t, 10*time.Second, "the broken file rejected in the log", func() (bool, string) {
+	testenv.Poll(t, 10*time.Second, "the broken file rejected in the log", func() (bool, string) {
 		return strings.Contains(p.stderr.String(), "reload rejected"), p.stderr.String()
 	})
 	if ok, got := www(); !ok || got != "127.0.0.22" {

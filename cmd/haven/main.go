@@ -8,16 +8,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
-	"os/signal"
 	"runtime/debug"
-	"syscall"
-
-	"github.com/haven-ha/haven/internal/agent"
-	"github.com/haven-ha/haven/internal/config"
-	"github.com/haven-ha/haven/internal/demo"
-	"github.com/haven-ha/haven/internal/demoapp"
 )
 
 // version is set at build time with -ldflags "-X main.version=..."; without
@@ -138,38 +130,6 @@ func newLogger(w io.Writer, level string, json bool) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-func runAgent(args []string, stderr io.Writer) error {
-	fs := newFlagSet("agent", stderr)
-	cfgPath := fs.String("c", "haven.yaml", "configuration file")
-	node := fs.String("n", "", "this node's name in the configuration (required)")
-	level := fs.String("log-level", "info", "debug, info, warn or error")
-	jsonLogs := fs.Bool("log-json", false, "log in JSON")
-	if err := fs.Parse(args); err != nil {
-		return errUsage
-	}
-	if *node == "" {
-		return fmt.Errorf("agent: -n NODE is required (the node's name in %s)", *cfgPath)
-	}
-	// Catch SIGHUP before anything else: its default action ends the
-	// process, and a reload sent right after start must not kill the agent.
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	log := newLogger(stderr, *level, *jsonLogs)
-	a, err := agent.New(agent.Options{ConfigPath: *cfgPath, Node: *node, Logger: log, Version: buildVersion()})
-	if err != nil {
-		return err
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	go onSignal(ctx, hup, func() {
-		log.Info("SIGHUP: reloading configuration")
-		a.Reload() // logs its own outcome; a bad file keeps the running config
-	})
-	log.Info("haven agent starting", "version", buildVersion(), "config", *cfgPath, "node", *node, "pid", os.Getpid())
-	return a.Run(ctx)
-}
-
 // onSignal calls fn for every signal on sig until ctx ends.
 func onSignal(ctx context.Context, sig <-chan os.Signal, fn func()) {
 	for {
@@ -180,83 +140,4 @@ func onSignal(ctx context.Context, sig <-chan os.Signal, fn func()) {
 			return
 		}
 	}
-}
-
-func runCheck(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("check", stderr)
-	cfgPath := fs.String("c", "haven.yaml", "configuration file")
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	cfg, err := config.Load(*cfgPath)
-	if cfg != nil {
-		for _, w := range cfg.Warnings {
-			fmt.Fprintln(stderr, "warning:", w)
-		}
-	}
-	if err != nil {
-		var probs config.Problems
-		if errors.As(err, &probs) {
-			for _, p := range probs {
-				fmt.Fprintln(stderr, p.Error())
-			}
-			fmt.Fprintf(stderr, "%s: %d problem(s)\n", *cfgPath, len(probs))
-		} else {
-			fmt.Fprintln(stderr, "haven:", err)
-		}
-		return 1
-	}
-	fmt.Fprintf(stdout, "%s: ok (%s, %s, %s)\n", *cfgPath, count(len(cfg.NodeNames()), "node"), count(len(cfg.Balancers), "balancer"), count(len(cfg.Checks), "check"))
-	return 0
-}
-
-func runBackend(args []string, stderr io.Writer) error {
-	fs := newFlagSet("backend", stderr)
-	listen := fs.String("listen", "127.0.0.1:8081", "address to listen on")
-	name := fs.String("name", "", "the backend's name (default: the listen address)")
-	database := fs.String("database", "", "PostgreSQL connection string: POST /orders?id=N stores order N there")
-	if err := fs.Parse(args); err != nil {
-		return errUsage
-	}
-	if *name == "" {
-		*name = *listen
-	}
-	ln, err := net.Listen("tcp", *listen)
-	if err != nil {
-		return fmt.Errorf("backend: %w", err)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	log := newLogger(stderr, "info", false)
-	log.Info("demo backend listening", "addr", ln.Addr().String(), "name", *name)
-	app := demoapp.New(*name)
-	if *database != "" {
-		if err := app.UseDatabase(ctx, *database); err != nil {
-			return err
-		}
-	}
-	return app.Serve(ctx, ln, log)
-}
-
-func runDemo(args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("demo", stderr)
-	duration := fs.Duration("duration", 0, "stop after this long (default: run until Ctrl-C)")
-	level := fs.String("log-level", "warn", "agent log level shown during the demo")
-	floating := fs.Bool("floating", true, "also play act 2, a floating address across two balancer nodes in network namespaces (needs root)")
-	database := fs.Bool("database", true, "also play act 3, the application's data in a PostgreSQL cluster whose primary is killed (needs root and PostgreSQL)")
-	traffic := fs.Bool("traffic", true, "also play act 4, two regions and the DNS traffic manager (needs root)")
-	if err := fs.Parse(args); err != nil {
-		return errUsage
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	return demo.Run(ctx, demo.Options{Out: stdout, Logger: newLogger(stderr, *level, false), Duration: *duration, Version: buildVersion(), Floating: *floating, Database: *database, Traffic: *traffic})
-}
-
-// count says "1 node", "2 nodes".
-func count(n int, noun string) string {
-	if n == 1 {
-		return "1 " + noun
-	}
-	return fmt.Sprintf("%d %ss", n, noun)
 }

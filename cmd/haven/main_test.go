@@ -14,39 +14,15 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/haven-ha/haven/internal/testenv"
 )
 
-// These tests run haven the way a user does: TestMain builds the binary
-// once, and every test runs it as a separate process.
+// These tests run haven the way a user does: every test runs the binary,
+// built once by testenv (with the race detector when the tests have it), as
+// a separate process.
 
-// testVersion is linked into the binary, so the tests know what
-// `haven version` and the status API must say.
-const testVersion = "v0.0.0-test"
-
-var havenBin string
-
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "haven-cmd-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	havenBin = filepath.Join(dir, "haven")
-	args := []string{"build", "-o", havenBin, "-ldflags", "-X main.version=" + testVersion}
-	if raceEnabled {
-		args = append(args, "-race")
-	}
-	build := exec.Command("go", append(args, ".")...)
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build haven:", err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testenv.Main(m) }
 
 // syncBuffer collects a process's output while it runs.
 type syncBuffer struct {
@@ -80,7 +56,7 @@ func (r result) String() string {
 func haven(t *testing.T, timeout time.Duration, args ...string) result {
 	t.Helper()
 	var stdout, stderr syncBuffer
-	cmd := exec.Command(havenBin, args...)
+	cmd := exec.Command(testenv.HavenRace(t), args...)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -124,7 +100,7 @@ type proc struct {
 // is still running.
 func start(t *testing.T, args ...string) *proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(havenBin, args...), done: make(chan struct{})}
+	p := &proc{cmd: exec.Command(testenv.HavenRace(t), args...), done: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := p.cmd.Start(); err != nil {
@@ -155,23 +131,6 @@ func (p *proc) wait(t *testing.T, timeout time.Duration) int {
 		t.Fatalf("haven %s: still running after %s", strings.Join(p.cmd.Args[1:], " "), timeout)
 	}
 	return -1
-}
-
-// waitFor polls cond until it holds, failing after timeout with what it
-// last saw.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, seen := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s; last seen:\n%s", what, timeout, seen)
-		}
-		time.Sleep(50 * time.Millisecond) // poll interval, not a wait for a condition
-	}
 }
 
 // freeAddr returns a 127.0.0.1 address that was free a moment ago and
@@ -205,8 +164,8 @@ var (
 func TestVersion(t *testing.T) {
 	for _, arg := range []string{"version", "--version"} {
 		r := haven(t, 10*time.Second, arg)
-		if r.code != 0 || r.stdout != "haven "+testVersion+"\n" || r.stderr != "" {
-			t.Errorf("haven %s:\n%s\nwant exit 0 and \"haven %s\"", arg, r, testVersion)
+		if r.code != 0 || r.stdout != "haven "+testenv.Version+"\n" || r.stderr != "" {
+			t.Errorf("haven %s:\n%s\nwant exit 0 and \"haven %s\"", arg, r, testenv.Version)
 		}
 	}
 }

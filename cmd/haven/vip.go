@@ -4,13 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"net/url"
-	"slices"
 	"strings"
 	"text/tabwriter"
 
-	"github.com/haven-ha/haven/internal/certs"
 	"github.com/haven-ha/haven/internal/config"
 )
 
@@ -23,6 +20,7 @@ actions:
 flags:
 `
 
+// runVIP is `haven vip`: move and status of the floating addresses.
 func runVIP(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("vip", stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, vipUsage); fs.PrintDefaults() }
@@ -76,10 +74,6 @@ func balancerNames(bs []*config.Balancer) []string {
 		names = append(names, b.Name)
 	}
 	return names
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	return slices.Sorted(maps.Keys(m))
 }
 
 // vipMove asks the first reachable node of the balancer to move the address.
@@ -140,78 +134,4 @@ func vipStatus(ac *adminClient, bs []*config.Balancer, stdout io.Writer) error {
 	}
 	tw.Flush()
 	return errors.Join(errs...)
-}
-
-func orDash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
-}
-
-const certsUsage = `usage: haven certs -c haven.yaml -o DIR [--force]
-
-Makes a private CA (DIR/ca.pem, DIR/ca-key.pem) and, for every node in
-haven.yaml, DIR/NODE.pem and DIR/NODE-key.pem for etcd's peer and client TLS.
-An existing CA is reused, and existing node certificates that still fit are
-kept. Point coordination.tls at them: {ca: DIR/ca.pem, cert: DIR/{node}.pem,
-key: DIR/{node}-key.pem}.
-
-flags:
-`
-
-func runCerts(args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("certs", stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, certsUsage); fs.PrintDefaults() }
-	cfgPath := fs.String("c", "haven.yaml", "configuration file")
-	dir := fs.String("o", "certs", "directory to write the files to")
-	force := fs.Bool("force", false, "replace the CA and every node certificate")
-	if err := fs.Parse(args); err != nil || fs.NArg() != 0 {
-		fs.Usage()
-		return errUsage
-	}
-	cfg, err := config.Load(*cfgPath)
-	if err != nil && !onlyMissingTLSFiles(err) {
-		return err
-	}
-	var nodes []certs.Node
-	for _, name := range cfg.NodeNames() {
-		n, _ := cfg.Node(name)
-		nodes = append(nodes, certs.Node{Name: name, Addresses: []string{n.Address}})
-	}
-	res, err := certs.Generate(*dir, cfg.Cluster, nodes, certs.Options{Force: *force})
-	if err != nil {
-		return err
-	}
-	if res.CACreated {
-		fmt.Fprintf(stdout, "created CA %s\n", res.CA)
-	} else {
-		fmt.Fprintf(stdout, "reused CA %s\n", res.CA)
-	}
-	for _, f := range res.Issued {
-		why := ""
-		if r := res.Reasons[f]; r != "" {
-			why = " (" + r + ")"
-		}
-		fmt.Fprintf(stdout, "issued %s%s\n", f, why)
-	}
-	for _, f := range res.Kept {
-		fmt.Fprintf(stdout, "kept %s\n", f)
-	}
-	return nil
-}
-
-// onlyMissingTLSFiles reports whether every problem with the file is about
-// coordination.tls files: those are what haven certs is about to write.
-func onlyMissingTLSFiles(err error) bool {
-	var ps config.Problems
-	if !errors.As(err, &ps) {
-		return false
-	}
-	for _, p := range ps {
-		if !strings.HasPrefix(p.Path, "coordination.tls.") {
-			return false
-		}
-	}
-	return true
 }

@@ -115,7 +115,7 @@ func (e *Entry[T]) Update(change func(*T)) {
 	data, err := json.Marshal(v)
 	if err != nil {
 		e.mu.Unlock()
-		e.log.Error("entry value does not encode; keeping the old one", "error", err)
+		e.log.Error("entry value does not encode; keeping the old one", "err", err)
 		return
 	}
 	same := bytes.Equal(data, e.value)
@@ -170,7 +170,7 @@ func (e *Entry[T]) Run(ctx context.Context) error {
 		return fmt.Errorf("coord: entry %s: Run called twice", e.key)
 	}
 	return retrySessions(ctx, time.Duration(e.ttl)*time.Second, e.session, func(err error, wait time.Duration) error {
-		e.log.Warn("entry lost; publishing again", "error", err, "retry_in", wait)
+		e.log.Warn("entry lost; publishing again", "err", err, "retry_in", wait)
 		return nil
 	})
 }
@@ -207,7 +207,7 @@ func (e *Entry[T]) session(ctx context.Context) error {
 				}
 				// Transient (no leader yet, say): keep the lease, try
 				// again shortly.
-				e.log.Debug("entry: put failed; retrying", "error", err)
+				e.log.Debug("entry: put failed; retrying", "err", err)
 				retry = time.After(retryMin)
 			} else {
 				published = version
@@ -251,7 +251,7 @@ func (e *Entry[T]) revoke(ctx context.Context, id clientv3.LeaseID) {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), revokeTimeout)
 	defer cancel()
 	if _, err := e.client.Revoke(rctx, id); err != nil {
-		e.log.Warn("entry: revoke lease on stop", "error", err)
+		e.log.Warn("entry: revoke lease on stop", "err", err)
 	}
 }
 

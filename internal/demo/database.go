@@ -19,8 +19,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/haven-ha/haven/internal/agent"
+	"github.com/haven-ha/haven/internal/netlab"
 	"github.com/haven-ha/haven/internal/pg"
-	"github.com/haven-ha/haven/internal/testnet"
 )
 
 // The third act: the demo application keeps its orders in a three-node
@@ -96,7 +96,7 @@ func RunDatabase(ctx context.Context, opt Options) (*DatabaseResult, error) {
 
 	procCtx, stopProcs := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopProcs()
-	agents := map[string]*testnet.Proc{}
+	agents := map[string]*netlab.Proc{}
 	startAgent := func(node string) error {
 		p, err := n.Host(node).Start(procCtx, exe, "agent", "-c", cfgPath, "-n", node)
 		agents[node] = p
@@ -111,10 +111,10 @@ func RunDatabase(ctx context.Context, opt Options) (*DatabaseResult, error) {
 	admin := &http.Client{Timeout: time.Second, Transport: &http.Transport{DialContext: app.DialContext, DisableKeepAlives: true}}
 	primary, err := waitPrimary(ctx, admin, "", 90*time.Second)
 	if err != nil {
-		return nil, fmt.Errorf("demo: %w\n%s", err, testnet.Outputs(20000, agents["db1"], agents["db2"], agents["db3"]))
+		return nil, fmt.Errorf("demo: %w\n%s", err, netlab.Outputs(20000, agents["db1"], agents["db2"], agents["db3"]))
 	}
 	if err := waitStandbys(ctx, admin, primary, 90*time.Second); err != nil {
-		return nil, fmt.Errorf("demo: %w\n%s", err, testnet.Outputs(20000, agents["db1"], agents["db2"], agents["db3"]))
+		return nil, fmt.Errorf("demo: %w\n%s", err, netlab.Outputs(20000, agents["db1"], agents["db2"], agents["db3"]))
 	}
 	if err := createAppSchema(ctx, n, st.dir, bins.Dir, primary); err != nil {
 		return nil, err
@@ -142,7 +142,7 @@ func RunDatabase(ctx context.Context, opt Options) (*DatabaseResult, error) {
 	fmt.Fprintf(w, "%s  kill -9 the agent on %s (its PostgreSQL dies with it)\n", since(killedAt), primary)
 	successor, err := waitPrimary(ctx, admin, primary, 30*time.Second)
 	if err != nil {
-		return res, fmt.Errorf("demo: %w\n%s", err, testnet.Outputs(30000, agents["db1"], agents["db2"], agents["db3"], agents["app"]))
+		return res, fmt.Errorf("demo: %w\n%s", err, netlab.Outputs(30000, agents["db1"], agents["db2"], agents["db3"], agents["app"]))
 	}
 	res.Successor = successor
 	fmt.Fprintf(w, "%s  %s is the primary; the router sends the application there\n", since(time.Now()), successor)
@@ -269,7 +269,7 @@ func waitStandbys(ctx context.Context, c *http.Client, primary string, within ti
 
 // createAppSchema makes the application's role and table as the
 // superuser, over the primary's unix socket (haven's own way in).
-func createAppSchema(ctx context.Context, n *testnet.Net, dir, bindir, primary string) error {
+func createAppSchema(ctx context.Context, n *netlab.Net, dir, bindir, primary string) error {
 	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", n.Host(primary).Namespace,
 		"runuser", "-u", "postgres", "--", filepath.Join(bindir, "psql"), "-v", "ON_ERROR_STOP=1", "-q",
 		"-h", filepath.Join(dir, primary, "run"), "-p", "5432", "-d", "postgres",
@@ -283,7 +283,7 @@ func createAppSchema(ctx context.Context, n *testnet.Net, dir, bindir, primary s
 }
 
 // storedOrders reads every order id back through the router.
-func storedOrders(ctx context.Context, app *testnet.Host) (map[int64]bool, error) {
+func storedOrders(ctx context.Context, app *netlab.Host) (map[int64]bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	cfg, err := pgx.ParseConfig(fmt.Sprintf("host=%s port=%d user=app password=%s dbname=postgres sslmode=disable connect_timeout=2", dbAppAddr, dbRouterPort, dbAppPass))

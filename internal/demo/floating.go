@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/haven-ha/haven/internal/testnet"
+	"github.com/haven-ha/haven/internal/netlab"
 )
 
 // The second act: two balancer nodes share a floating address, in network
@@ -74,7 +74,7 @@ func RunFloating(ctx context.Context, opt Options) (*FloatingResult, error) {
 			return nil, err
 		}
 	}
-	agents := map[string]*testnet.Proc{}
+	agents := map[string]*netlab.Proc{}
 	startAgent := func(node string) error {
 		p, err := n.Host(node).Start(procCtx, exe, "agent", "-c", cfgPath, "-n", node)
 		agents[node] = p

@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/haven-ha/haven/internal/testnet"
+	"github.com/haven-ha/haven/internal/netlab"
 )
 
 // defaults fills in what opt leaves out.
@@ -38,7 +38,7 @@ func playAct[R any](ctx context.Context, opt Options, want bool, act string, can
 // directory for the act's files, and the network.
 type stage struct {
 	exe, dir string
-	net      *testnet.Net
+	net      *netlab.Net
 }
 
 // newStage sets up an act's stage: its directory (kind names it), the
@@ -66,7 +66,7 @@ func newStage(ctx context.Context, kind string, hosts []string, files func(dir s
 			return nil, err
 		}
 	}
-	if s.net, err = testnet.New(ctx, testnet.Options{Hosts: hosts}); err != nil {
+	if s.net, err = netlab.New(ctx, netlab.Options{Hosts: hosts}); err != nil {
 		s.close()
 		return nil, err
 	}

@@ -8,7 +8,7 @@ import (
 
 	"github.com/miekg/dns"
 
-	"github.com/haven-ha/haven/internal/testnet"
+	"github.com/haven-ha/haven/internal/netlab"
 )
 
 // The fourth act: two regions, each a web server, and haven's traffic
@@ -46,7 +46,7 @@ func RunTraffic(ctx context.Context, opt Options) (*TrafficResult, error) {
 
 	procCtx, stopProcs := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopProcs()
-	web := map[string]*testnet.Proc{}
+	web := map[string]*netlab.Proc{}
 	startWeb := func(region string) error {
 		h := n.Host(region)
 		p, err := h.Start(procCtx, exe, "backend", "--listen", h.Addr.String()+":8080", "--name", region)
@@ -79,7 +79,7 @@ func RunTraffic(ctx context.Context, opt Options) (*TrafficResult, error) {
 				return got, ctx.Err()
 			}
 		}
-		return got, fmt.Errorf("www.gslb.demo. answers %s, not %s, after %v\n%s", got, want, within, testnet.Outputs(20000, agent))
+		return got, fmt.Errorf("www.gslb.demo. answers %s, not %s, after %v\n%s", got, want, within, netlab.Outputs(20000, agent))
 	}
 	res := &TrafficResult{}
 	start := time.Now()

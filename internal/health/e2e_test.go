@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/config"
+	"github.com/haven-ha/haven/internal/testenv"
 )
 
 // TestMonitorEndToEnd runs a Monitor on the real clock against a real HTTP
@@ -60,7 +61,7 @@ func TestMonitorEndToEnd(t *testing.T) {
 		t.Fatalf("Run = %v", err)
 	}
 	srv.Close()
-	waitFor(t, "goroutines to return to the baseline", func() (bool, string) {
+	testenv.Poll(t, 5*time.Second, "goroutines to return to the baseline", func() (bool, string) {
 		n := runtime.NumGoroutine()
 		return n <= before, fmt.Sprintf("%d goroutines, %d before", n, before)
 	})

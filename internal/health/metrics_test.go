@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/clock"
+	"github.com/haven-ha/haven/internal/testenv"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	dto "github.com/prometheus/client_model/go"
@@ -148,7 +149,7 @@ func TestClosedMonitorRecreatesNoSeries(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error)
 	go func() { done <- m.Run(ctx) }()
-	waitFor(t, "first probe", func() (bool, string) { return fc.Waiters() == 1, fmt.Sprint(fc.Waiters()) })
+	testenv.Poll(t, 5*time.Second, "first probe", func() (bool, string) { return fc.Waiters() == 1, fmt.Sprint(fc.Waiters()) })
 	cancel()
 	<-done
 	if m.State() != Up {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/clock"
+	"github.com/haven-ha/haven/internal/testenv"
 )
 
 var epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -82,29 +82,11 @@ func (r *recorder) next(t *testing.T) Event {
 	}
 }
 
-// waitFor polls cond until it holds, failing with what was last seen. It
-// yields rather than sleeps: the goroutines it waits for run on the fake
-// clock and need only to be scheduled.
-func waitFor(t *testing.T, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		ok, seen := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s; last seen: %s", what, seen)
-		}
-		runtime.Gosched()
-	}
-}
-
 // settled waits until the monitor has run probe number n and armed the
 // timer for the next one.
 func settled(t *testing.T, fc *clock.Fake, p *scriptProber, n int) {
 	t.Helper()
-	waitFor(t, fmt.Sprintf("probe %d and the next timer", n), func() (bool, string) {
+	testenv.Poll(t, 5*time.Second, fmt.Sprintf("probe %d and the next timer", n), func() (bool, string) {
 		calls, waiters := int(p.calls.Load()), fc.Waiters()
 		return calls == n && waiters == 1, fmt.Sprintf("%d probes, %d timers", calls, waiters)
 	})
@@ -164,7 +146,7 @@ func TestRiseFall(t *testing.T) {
 				// ...and must fire on time.
 				fc.Advance(time.Nanosecond)
 			}
-			waitFor(t, "the probe after the script", func() (bool, string) {
+			testenv.Poll(t, 5*time.Second, "the probe after the script", func() (bool, string) {
 				n := int(p.calls.Load())
 				return n == len(tt.script)+1, fmt.Sprintf("%d probes", n)
 			})
@@ -256,13 +238,13 @@ func TestProbeTimeIsPartOfTheWait(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error)
 	go func() { done <- m.Run(ctx) }()
-	waitFor(t, "first probe", func() (bool, string) { return fc.Waiters() == 1, fmt.Sprint(fc.Waiters()) })
+	testenv.Poll(t, 5*time.Second, "first probe", func() (bool, string) { return fc.Waiters() == 1, fmt.Sprint(fc.Waiters()) })
 	fc.Advance(9700*time.Millisecond - time.Nanosecond)
 	if calls.Load() != 1 {
 		t.Fatal("second probe came early")
 	}
 	fc.Advance(time.Nanosecond)
-	waitFor(t, "second probe", func() (bool, string) { return calls.Load() == 2, fmt.Sprint(calls.Load()) })
+	testenv.Poll(t, 5*time.Second, "second probe", func() (bool, string) { return calls.Load() == 2, fmt.Sprint(calls.Load()) })
 	cancel()
 	<-done
 	if got := m.Last().Duration; got != 300*time.Millisecond {
@@ -276,7 +258,7 @@ func TestRunStopsWithContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error)
 	go func() { done <- m.Run(ctx) }()
-	waitFor(t, "first probe", func() (bool, string) { return fc.Waiters() == 1, fmt.Sprint(fc.Waiters()) })
+	testenv.Poll(t, 5*time.Second, "first probe", func() (bool, string) { return fc.Waiters() == 1, fmt.Sprint(fc.Waiters()) })
 	if err := m.Run(ctx); err == nil {
 		t.Error("a second concurrent Run should fail")
 	}
@@ -296,7 +278,7 @@ func TestProbeCutByShutdownIsDropped(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error)
 	go func() { done <- m.Run(ctx) }()
-	waitFor(t, "probe start", func() (bool, string) {
+	testenv.Poll(t, 5*time.Second, "probe start", func() (bool, string) {
 		return m.prober.(*scriptProber).calls.Load() == 1, ""
 	})
 	cancel()

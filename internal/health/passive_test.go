@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/clock"
+	"github.com/haven-ha/haven/internal/testenv"
 )
 
 var testPassive = PassiveSpec{ConsecutiveFailures: 3, EjectFor: 30 * time.Second}
@@ -151,7 +152,7 @@ func TestEjectionEndsAfterEjectForWithoutProber(t *testing.T) {
 	if ev := rec.next(t); ev.To != Down || !ev.Passive {
 		t.Fatalf("event %+v, want a passive ejection", ev)
 	}
-	waitFor(t, "the ejection timer", func() (bool, string) { return fc.Waiters() == 1, fmt.Sprint(fc.Waiters()) })
+	testenv.Poll(t, 5*time.Second, "the ejection timer", func() (bool, string) { return fc.Waiters() == 1, fmt.Sprint(fc.Waiters()) })
 	fc.Advance(testPassive.EjectFor - time.Nanosecond)
 	if m.State() != Down {
 		t.Fatal("back before eject_for")

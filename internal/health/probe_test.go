@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/config"
+	"github.com/haven-ha/haven/internal/testenv"
 )
 
 // probe runs p once with a timeout, as a Monitor does.
@@ -300,7 +301,7 @@ func TestHTTPProbeFreshConnections(t *testing.T) {
 	for range 3 {
 		wantErr(t, probe(t, p, srv.Listener.Addr().String(), time.Second), "")
 	}
-	waitFor(t, "3 connections, all closed", func() (bool, string) {
+	testenv.Poll(t, 5*time.Second, "3 connections, all closed", func() (bool, string) {
 		_, _, _, n, closed := srv.seen()
 		return n == 3 && closed == 3, fmt.Sprintf("%d opened, %d closed", n, closed)
 	})
@@ -407,7 +408,7 @@ func TestExecProbeTimeoutKillsProcessGroup(t *testing.T) {
 		t.Fatal(err)
 	}
 	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-	waitFor(t, fmt.Sprintf("background child %d to die", pid), func() (bool, string) {
+	testenv.Poll(t, 5*time.Second, fmt.Sprintf("background child %d to die", pid), func() (bool, string) {
 		st := procState(pid)
 		return st == "" || st == "Z", "state " + st
 	})
@@ -447,19 +448,17 @@ func TestTailBuffer(t *testing.T) {
 	}
 }
 
-// skipUnprivileged skips an ICMP test that lacks the privilege, unless it
-// runs in CI, where tests run as root and a privilege error is a failure.
-func skipUnprivileged(t *testing.T, err error) {
+// needICMPPrivilege ends an ICMP test whose probe lacked the privilege:
+// skipped off CI, failed in CI, where tests run as root.
+func needICMPPrivilege(t *testing.T, err error) {
 	t.Helper()
-	if errors.Is(err, ErrICMPPrivilege) && os.Getenv("CI") == "" {
-		t.Skipf("not root and not in CI: %v", err)
-	}
+	testenv.Need(t, !errors.Is(err, ErrICMPPrivilege), "needs root or CAP_NET_RAW: %v", err)
 }
 
 func TestICMPProbe(t *testing.T) {
 	p := mustProber(t, &config.Check{ICMP: &config.ICMPProbe{}})
 	err := probe(t, p, "127.0.0.1:8080", 2*time.Second) // the port is ignored
-	skipUnprivileged(t, err)
+	needICMPPrivilege(t, err)
 	if err != nil {
 		t.Fatalf("ping 127.0.0.1: %v", err)
 	}
@@ -472,14 +471,12 @@ func TestICMPProbe(t *testing.T) {
 }
 
 func TestICMPProbeIPv6(t *testing.T) {
-	if l, err := net.ListenPacket("udp6", "[::1]:0"); err != nil {
-		t.Skipf("no IPv6 loopback: %v", err)
-	} else {
-		l.Close()
-	}
+	l, err := net.ListenPacket("udp6", "[::1]:0")
+	testenv.Need(t, err == nil, "needs an IPv6 loopback address: %v", err)
+	l.Close()
 	p := mustProber(t, &config.Check{ICMP: &config.ICMPProbe{}})
-	err := probe(t, p, "::1", 2*time.Second)
-	skipUnprivileged(t, err)
+	err = probe(t, p, "::1", 2*time.Second)
+	needICMPPrivilege(t, err)
 	if err != nil {
 		t.Fatalf("ping ::1: %v", err)
 	}
@@ -491,7 +488,7 @@ func TestICMPProbeTimeout(t *testing.T) {
 	defer cancel()
 	<-ctx.Done()
 	err := p.Probe(ctx, "127.0.0.1")
-	skipUnprivileged(t, err)
+	needICMPPrivilege(t, err)
 	wantErr(t, err, "icmp: echo 127.0.0.1: timeout after 1ms")
 }
 
@@ -505,9 +502,7 @@ func TestICMPProbeUnprivileged(t *testing.T) {
 		fmt.Println(p.Probe(ctx, "127.0.0.1"))
 		return
 	}
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to start an unprivileged child")
-	}
+	testenv.NeedRoot(t) // to start a child as another user
 	// The test binary may live in a directory the child's user cannot
 	// read; run a world-readable copy.
 	dir, err := os.MkdirTemp("", "haven-icmp-")
@@ -524,9 +519,7 @@ func TestICMPProbeUnprivileged(t *testing.T) {
 	cmd.Env = append(os.Environ(), "HAVEN_ICMP_CHILD=1")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Skipf("cannot run an unprivileged child here: %v: %s", err, out)
-	}
+	testenv.Need(t, err == nil, "needs to run a child as nobody (uid 65534): %v: %s", err, out)
 	if !strings.Contains(string(out), "icmp probe needs root or CAP_NET_RAW") {
 		t.Errorf("unprivileged probe said %q, want it to name the missing privilege", out)
 	}

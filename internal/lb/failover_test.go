@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/health"
+	"github.com/haven-ha/haven/internal/testenv"
 )
 
 const (
@@ -60,7 +61,7 @@ func TestFailoverUnderLoad(t *testing.T) {
 			at := time.Now()
 			f.fault(t, b2)
 			var down health.Event
-			waitFor(t, 10*time.Second, "b2 marked down", func() (bool, string) {
+			testenv.Poll(t, 10*time.Second, "b2 marked down", func() (bool, string) {
 				ev, ok := lb.events.first(b2.addr, health.Down, at)
 				down = ev
 				return ok, lb.Status().Backends[1].Health.State.String()
@@ -95,14 +96,14 @@ func TestBackendReturns(t *testing.T) {
 	defer stop()
 	gen.waitServed(t, 100)
 	b2.kill()
-	waitFor(t, 10*time.Second, "b2 down", func() (bool, string) {
+	testenv.Poll(t, 10*time.Second, "b2 down", func() (bool, string) {
 		_, ok := lb.events.first(b2.addr, health.Down, time.Time{})
 		return ok, ""
 	})
 	before := gen.count("b2")
 	back := time.Now()
 	b2.start(t)
-	waitFor(t, 10*time.Second, "b2 up and serving", func() (bool, string) {
+	testenv.Poll(t, 10*time.Second, "b2 up and serving", func() (bool, string) {
 		_, up := lb.events.first(b2.addr, health.Up, back)
 		return up && gen.count("b2") > before+10, "b2 served " + strconv.Itoa(gen.count("b2")-before) + " since restart"
 	})
@@ -127,7 +128,7 @@ func TestDrainThenStop(t *testing.T) {
 	if err := lb.SetState("b2", Drain); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "b2 drained", func() (bool, string) {
+	testenv.Poll(t, 10*time.Second, "b2 drained", func() (bool, string) {
 		st := lb.Status().Backends[1]
 		return st.Drained, "inflight " + strconv.FormatInt(st.Inflight, 10)
 	})
@@ -175,11 +176,11 @@ func TestTCPModeBackendKilled(t *testing.T) {
 			}
 		}
 	}()
-	waitFor(t, 20*time.Second, "connections flowing", func() (bool, string) { return ok.Load() > 200, "" })
+	testenv.Poll(t, 20*time.Second, "connections flowing", func() (bool, string) { return ok.Load() > 200, "" })
 	b2.kill()
 	killedAt.Store(time.Now().UnixNano())
 	base := ok.Load()
-	waitFor(t, 20*time.Second, "more connections after the kill", func() (bool, string) { return ok.Load() > base+500, "" })
+	testenv.Poll(t, 20*time.Second, "more connections after the kill", func() (bool, string) { return ok.Load() > base+500, "" })
 	cancel()
 	<-done
 	if n := failed.Load(); n > 0 {

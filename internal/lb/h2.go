@@ -1,5 +1,14 @@
 package lb
 
+// x/net/http2 deprecates its Server for net/http's, which serves HTTP/2 only
+// on the connections that its own Server.Serve accepts. The balancer accepts
+// and handshakes every connection itself, on the listener it shares with the
+// HTTP/1.1 fast path, and hands over those that negotiated h2:
+// http2.Server.ServeConn is the API for one such connection. Moving off it
+// means feeding an http.Server a listener of handed-over connections.
+//
+//lint:file-ignore SA1019 ServeConn serves a connection the balancer accepted itself (see above)
+
 import (
 	"crypto/tls"
 	"io"

@@ -19,6 +19,7 @@ import (
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/demoapp"
 	"github.com/haven-ha/haven/internal/health"
+	"github.com/haven-ha/haven/internal/testenv"
 )
 
 // The test binary doubles as a demo backend process, so that tests can
@@ -62,7 +63,7 @@ func (p *proc) start(t *testing.T) {
 		t.Fatalf("start backend %s: %v", p.name, err)
 	}
 	go func() { p.cmd.Wait(); close(p.done) }()
-	waitFor(t, 10*time.Second, "backend "+p.name+" listening", func() (bool, string) {
+	testenv.Poll(t, 10*time.Second, "backend "+p.name+" listening", func() (bool, string) {
 		c, err := net.DialTimeout("tcp", p.addr, 100*time.Millisecond)
 		if err != nil {
 			return false, err.Error()
@@ -96,23 +97,6 @@ func freeAddr(t *testing.T) string {
 	}
 	defer l.Close()
 	return l.Addr().String()
-}
-
-// waitFor polls cond until it holds or the deadline passes, then fails with
-// what cond last reported.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	last := ""
-	for time.Now().Before(deadline) {
-		ok, why := cond()
-		if ok {
-			return
-		}
-		last = why
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("timed out after %s waiting for %s; last: %s", d, what, last)
 }
 
 // testLB is a running balancer built from YAML.
@@ -210,7 +194,7 @@ func startLBOpts(t *testing.T, opt Options, body, checks string, backends ...str
 		}
 	})
 	tl := &testLB{Balancer: b, url: "http://" + addr, addr: addr, events: evs}
-	waitFor(t, 10*time.Second, "balancer ready", func() (bool, string) {
+	testenv.Poll(t, 10*time.Second, "balancer ready", func() (bool, string) {
 		if err := b.Ready(); err != nil {
 			return false, err.Error()
 		}
@@ -318,7 +302,7 @@ func (g *loadGen) background(workers, max int) (stop func()) {
 func (g *loadGen) waitServed(t *testing.T, n int64) {
 	t.Helper()
 	target := g.ok.Load() + n
-	waitFor(t, 30*time.Second, fmt.Sprintf("%d more successful requests", n), func() (bool, string) {
+	testenv.Poll(t, 30*time.Second, fmt.Sprintf("%d more successful requests", n), func() (bool, string) {
 		return g.ok.Load() >= target, fmt.Sprintf("ok=%d failures=%v", g.ok.Load(), g.failures())
 	})
 }

@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/haven-ha/haven/internal/testenv"
 )
 
 // countingBackend is an in-process backend that records what it saw.
@@ -79,7 +81,7 @@ func TestDrain(t *testing.T) {
 	}
 	// All four must have reached their backend's handler, or one still on
 	// its way to b1 would count as a new request after the drain.
-	waitFor(t, 5*time.Second, "long requests in flight on both backends", func() (bool, string) {
+	testenv.Poll(t, 5*time.Second, "long requests in flight on both backends", func() (bool, string) {
 		st := lb.Status()
 		arrived := b1.hits.Load() + b2.hits.Load()
 		return st.Backends[0].Inflight > 0 && st.Backends[1].Inflight > 0 && arrived == 4,
@@ -112,14 +114,14 @@ func TestDrain(t *testing.T) {
 			t.Errorf("an in-flight request on a draining backend ended with %d %v, want 200", r.status, r.err)
 		}
 	}
-	waitFor(t, 5*time.Second, "b1 drained", func() (bool, string) {
+	testenv.Poll(t, 5*time.Second, "b1 drained", func() (bool, string) {
 		st := lb.Status().Backends[0]
 		return st.Drained, fmt.Sprintf("inflight=%d", st.Inflight)
 	})
 	if err := lb.SetState("b1", Ready); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "b1 serving again", func() (bool, string) {
+	testenv.Poll(t, 5*time.Second, "b1 serving again", func() (bool, string) {
 		resp, err := http.Get(lb.url + "/fast")
 		if err != nil {
 			return false, err.Error()
@@ -344,9 +346,9 @@ func TestMaxConnQueue(t *testing.T) {
 		statuses <- resp.StatusCode
 	}
 	go get()
-	waitFor(t, 5*time.Second, "first request in flight", func() (bool, string) { return lb.Status().Backends[0].Inflight == 1, "" })
+	testenv.Poll(t, 5*time.Second, "first request in flight", func() (bool, string) { return lb.Status().Backends[0].Inflight == 1, "" })
 	go get()
-	waitFor(t, 5*time.Second, "second request queued", func() (bool, string) { return lb.Status().Queued == 1, "" })
+	testenv.Poll(t, 5*time.Second, "second request queued", func() (bool, string) { return lb.Status().Queued == 1, "" })
 	resp, err := http.Get(lb.url + "/")
 	if err != nil {
 		t.Fatal(err)
@@ -457,9 +459,9 @@ func TestShutdownLameduck(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- bal.Serve(ctx, ln) }()
-	waitFor(t, 5*time.Second, "ready", func() (bool, string) { return bal.Ready() == nil, "" })
+	testenv.Poll(t, 5*time.Second, "ready", func() (bool, string) { return bal.Ready() == nil, "" })
 	cancel()
-	waitFor(t, 5*time.Second, "not ready after stop", func() (bool, string) { return bal.Ready() != nil, "" })
+	testenv.Poll(t, 5*time.Second, "not ready after stop", func() (bool, string) { return bal.Ready() != nil, "" })
 	resp, err := http.Get("http://" + ln.Addr().String() + "/")
 	if err != nil {
 		t.Fatalf("request during lameduck failed: %v", err)

@@ -21,9 +21,8 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/net/http2"
-
 	"github.com/haven-ha/haven/internal/lb/proxyproto"
+	"github.com/haven-ha/haven/internal/testenv"
 )
 
 // TestWebSocketUpgrade: an Upgrade request is switched and bytes flow both
@@ -185,7 +184,9 @@ func TestTLSAndHTTP2(t *testing.T) {
 		defer c.Close()
 		return c.ConnectionState().PeerCertificates[0].Subject.CommonName
 	}
-	h2 := &http.Client{Transport: &http2.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	var onlyH2 http.Protocols
+	onlyH2.SetHTTP2(true)
+	h2 := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, Protocols: &onlyH2}}
 	resp, err := h2.Get("https://" + lb.addr + "/")
 	if err != nil {
 		t.Fatal(err)
@@ -213,7 +214,7 @@ func TestTLSAndHTTP2(t *testing.T) {
 	writeCert(t, dir, "two.test")
 	future := time.Now().Add(2 * time.Second)
 	os.Chtimes(cert, future, future)
-	waitFor(t, 5*time.Second, "the new certificate", func() (bool, string) {
+	testenv.Poll(t, 5*time.Second, "the new certificate", func() (bool, string) {
 		cn := serverName()
 		return cn == "two.test", cn
 	})

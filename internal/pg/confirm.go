@@ -101,7 +101,7 @@ func (k *Keeper) peerPositions(ctx context.Context, peers []MemberState) map[str
 		wg.Go(func() {
 			lsn, err := k.peerPosition(ctx, m)
 			if err != nil {
-				k.log.Info("peer did not answer before promotion", "peer", m.Node, "error", err)
+				k.log.Info("peer did not answer before promotion", "peer", m.Node, "err", err)
 				return
 			}
 			mu.Lock()

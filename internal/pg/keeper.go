@@ -293,7 +293,7 @@ func (k *Keeper) Run(ctx context.Context) error {
 		}
 		defer func() {
 			if err := f.Remove(); err != nil {
-				k.log.Warn("remove the write fence", "error", err)
+				k.log.Warn("remove the write fence", "err", err)
 			}
 		}()
 	}
@@ -367,7 +367,7 @@ func (k *Keeper) loop(ctx context.Context) error {
 	defer t.Stop()
 	for {
 		if err := k.step(ctx); err != nil && ctx.Err() == nil {
-			k.log.Warn("keeper step", "error", err)
+			k.log.Warn("keeper step", "err", err)
 		}
 		select {
 		case <-ctx.Done():
@@ -417,7 +417,7 @@ func (k *Keeper) lead(ctx context.Context) error {
 			// Stand down for a while: the published states said yes,
 			// the replicas themselves say no.
 			k.vetoUntil, k.vetoWhy = time.Now().Add(2*k.cfg.Lease), err.Error()
-			k.log.Warn("not promoting; handing the lead back", "why", err)
+			k.log.Warn("not promoting; handing the lead back", "err", err)
 			k.owner.SetEligible(false)
 			return nil
 		}
@@ -703,7 +703,7 @@ func (k *Keeper) rewind(ctx context.Context, leader string, up Upstream) error {
 	if errors.Is(err, ErrRewindImpossible) {
 		_ = k.srv.Stop(ctx, StopFast)
 		aside := k.srv.DataDir() + ".diverged-" + time.Now().UTC().Format("20060102T150405")
-		k.log.Error("rewind impossible: moving the data directory aside and cloning again", "error", err, "moved_to", aside)
+		k.log.Error("rewind impossible: moving the data directory aside and cloning again", "err", err, "moved_to", aside)
 		if rerr := os.Rename(k.srv.DataDir(), aside); rerr != nil {
 			return errors.Join(err, rerr)
 		}
@@ -770,7 +770,7 @@ func (k *Keeper) publish(ctx context.Context) {
 	if f := k.cfg.Fence; f != nil && st.Role == RoleReplica && !k.guard.isActing() {
 		// A replica serves reads: out of the fence.
 		if err := f.Unfence(); err != nil {
-			k.log.Warn("write fence", "error", err)
+			k.log.Warn("write fence", "err", err)
 		}
 	}
 	var ok bool
@@ -861,7 +861,7 @@ func (k *Keeper) publishFinal() {
 	defer cancel()
 	cd, err := k.srv.ControlData(ctx)
 	if err != nil || cd.Checkpoint == 0 {
-		k.log.Warn("final WAL position unknown", "error", err)
+		k.log.Warn("final WAL position unknown", "err", err)
 		return
 	}
 	k.finalLSN.Store(uint64(cd.Checkpoint))
@@ -869,7 +869,7 @@ func (k *Keeper) publishFinal() {
 		st.Role, st.LastPrimaryLSN = RoleStopped, cd.Checkpoint
 	})
 	if err := k.state.Sync(ctx); err != nil {
-		k.log.Warn("publishing the final WAL position", "error", err)
+		k.log.Warn("publishing the final WAL position", "err", err)
 	}
 }
 
@@ -995,12 +995,12 @@ func (g *keeperGuard) openFence(deadline time.Time, acquire bool) bool {
 	}
 	if acquire {
 		if err := f.Fence(); err != nil {
-			g.k.log.Error("write fence", "error", err)
+			g.k.log.Error("write fence", "err", err)
 			return false
 		}
 	}
 	if err := f.OpenUntil(deadline); err != nil {
-		g.k.log.Error("write fence", "error", err)
+		g.k.log.Error("write fence", "err", err)
 		return false
 	}
 	return true
@@ -1026,12 +1026,12 @@ func (g *keeperGuard) Release(reason string) {
 	// so far, through the fence, which is open until the deadline and
 	// closes by itself then if the stop takes longer.
 	if err := g.k.stopPostgres(); err != nil {
-		g.k.log.Error("stopping postgres after losing the lead", "error", err)
+		g.k.log.Error("stopping postgres after losing the lead", "err", err)
 	}
 	g.k.publishFinal()
 	if f := g.k.cfg.Fence; f != nil {
 		if err := f.Close(); err != nil {
-			g.k.log.Error("closing the write fence", "error", err)
+			g.k.log.Error("closing the write fence", "err", err)
 		}
 	}
 	g.k.poke()

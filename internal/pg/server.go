@@ -440,7 +440,7 @@ func (s *Server) reap(r *run, werr error, logged <-chan struct{}) {
 		s.log.Info("postgres stopped", "pid", r.pid, "status", state.String())
 	} else {
 		r.err = &ExitError{PID: r.pid, State: state, LogTail: r.tail.last(errorTailLines)}
-		s.log.Warn("postgres exited unexpectedly", "pid", r.pid, "status", state.String(), "wait_err", werr)
+		s.log.Warn("postgres exited unexpectedly", "pid", r.pid, "status", state.String(), "err", werr)
 	}
 	close(r.done)
 }

@@ -345,7 +345,7 @@ func (s *Supervisor) apply(event func(m *machine, now time.Time)) Status {
 	}
 	switch after.State {
 	case StateFailed:
-		s.log.Error("postgres failed", "reason", after.Reason, "last_err", after.LastError,
+		s.log.Error("postgres failed", "reason", after.Reason, "err", after.LastError,
 			"restarts", after.Restarts, "retry_every", s.m.p.MaxBackoff)
 	case StateRunning:
 		if !before.DownSince.IsZero() && before.State != StateStarting {

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/haven-ha/haven/internal/testenv"
 )
 
 func TestARPPacket(t *testing.T) {
@@ -26,7 +28,7 @@ func TestARPPacket(t *testing.T) {
 func announceUntil(t *testing.T, h, b *host, vip netip.Addr) {
 	t.Helper()
 	sent := 0
-	eventually(t, 5*time.Second, "b learns "+h.name+"'s MAC for "+vip.String(), func() (bool, string) {
+	testenv.Poll(t, 5*time.Second, "b learns "+h.name+"'s MAC for "+vip.String(), func() (bool, string) {
 		h.do(t, func() error { return Announce("eth0", vip) })
 		sent++
 		mac, seen := b.neighMAC(t, vip)

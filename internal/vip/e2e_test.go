@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/drill"
+	"github.com/haven-ha/haven/internal/testenv"
 	"github.com/haven-ha/haven/internal/testnet"
 )
 
@@ -52,19 +53,9 @@ type cluster struct {
 	http   *http.Client
 }
 
-func buildHaven(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "haven")
-	cmd := exec.Command("go", "build", "-o", bin, "github.com/haven-ha/haven/cmd/haven")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build haven: %v\n%s", err, out)
-	}
-	return bin
-}
-
 func startCluster(t *testing.T) *cluster {
 	testnet.Require(t)
-	c := &cluster{t: t, bin: buildHaven(t), dir: t.TempDir(), nodes: []string{"n1", "n2", "n3"}, agents: map[string]*testnet.Proc{}}
+	c := &cluster{t: t, bin: testenv.Haven(t), dir: t.TempDir(), nodes: []string{"n1", "n2", "n3"}, agents: map[string]*testnet.Proc{}}
 	c.net = testnet.Start(t, testnet.Options{Hosts: []string{"n1", "n2", "n3", "client"}})
 	client := c.net.Host("client")
 	c.http = &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DialContext: client.DialContext, DisableKeepAlives: true}}
@@ -190,12 +181,17 @@ func (c *cluster) status(name string) (nodeStatus, error) {
 }
 
 // waitSettled waits until every node is connected, one holds the address
-// and the others are backups.
+// and the others are backups. If they do not, it fails with the agents'
+// logs.
 func (c *cluster) waitSettled() {
 	c.t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	var last string
-	for time.Now().Before(deadline) {
+	settled := false
+	defer func() {
+		if !settled {
+			c.t.Logf("agents' logs:\n%s", c.agentLogs())
+		}
+	}()
+	testenv.Poll(c.t, 60*time.Second, "the cluster settling: one holder, the others backups", func() (bool, string) {
 		holders, backups := 0, 0
 		var seen []string
 		for _, n := range c.nodes {
@@ -214,13 +210,9 @@ func (c *cluster) waitSettled() {
 				backups++
 			}
 		}
-		last = strings.Join(seen, "; ")
-		if holders == 1 && backups == len(c.nodes)-1 {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	c.t.Fatalf("the cluster did not settle in 60s; last seen: %s\n%s", last, c.agentLogs())
+		return holders == 1 && backups == len(c.nodes)-1, strings.Join(seen, "; ")
+	})
+	settled = true
 }
 
 func (c *cluster) agentLogs() string {

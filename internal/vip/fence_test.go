@@ -16,6 +16,8 @@ import (
 
 	"github.com/google/nftables"
 	"golang.org/x/sys/unix"
+
+	"github.com/haven-ha/haven/internal/testenv"
 )
 
 const testPort = 7777
@@ -32,7 +34,7 @@ func TestMain(m *testing.M) {
 	if name := os.Getenv(childEnv); name != "" {
 		os.Exit(childOpen(name, os.Getenv(childAddrEnv), os.Getenv(childTTLEnv)))
 	}
-	os.Exit(m.Run())
+	testenv.Main(m) // removes the haven binary the e2e tests build
 }
 
 func childOpen(nsName, addrList, ttlText string) int {
@@ -207,7 +209,7 @@ func TestFenceIPv4(t *testing.T) {
 	if err := f.Open(vip, 300*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "ARP replies stop after the window", func() (bool, string) {
+	testenv.Poll(t, 5*time.Second, "ARP replies stop after the window", func() (bool, string) {
 		return !b.arping(vip), "still answering"
 	})
 	mustLive(t, f, vip, false)
@@ -443,7 +445,7 @@ func TestFenceExpiresWithoutProcess(t *testing.T) {
 	if !b.arping(vip) {
 		t.Fatal("opened by the child: no ARP reply")
 	}
-	eventually(t, 10*time.Second, "ARP replies stop with the child dead", func() (bool, string) {
+	testenv.Poll(t, 10*time.Second, "ARP replies stop with the child dead", func() (bool, string) {
 		return !b.arping(vip), "still answering"
 	})
 	mustLive(t, f, vip, false)
@@ -503,7 +505,7 @@ func TestFenceIPv6(t *testing.T) {
 	if err := f.Open(vip, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "TCP to the VIP with the fence open", func() (bool, string) {
+	testenv.Poll(t, 5*time.Second, "TCP to the VIP with the fence open", func() (bool, string) {
 		err := b.dial(vip, testPort, time.Second)
 		return err == nil, fmt.Sprint(err)
 	})

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/vishvananda/netns"
+
+	"github.com/haven-ha/haven/internal/testenv"
 )
 
 // The tests build their own hosts: network namespaces a, b and c on one
@@ -27,30 +29,16 @@ var (
 	testVIP6 = netip.MustParsePrefix("2001:2::100/64")
 )
 
-// requirePrereqs skips the test, or fails it when CI=true, unless it runs as
-// root and the tools exist.
+// requirePrereqs ends the test, as testenv.Need does, unless it runs as
+// root on Linux with ip and the tools, each one of ip, nft and arping.
 func requirePrereqs(t *testing.T, tools ...string) {
 	t.Helper()
-	var missing []string
-	if runtime.GOOS != "linux" {
-		missing = append(missing, "Linux")
-	}
-	if os.Geteuid() != 0 {
-		missing = append(missing, "root")
-	}
+	testenv.Need(t, runtime.GOOS == "linux", "needs Linux, not %s", runtime.GOOS)
+	testenv.NeedRoot(t)
+	pkgs := map[string]string{"ip": "iproute2", "nft": "nftables", "arping": "iputils-arping"}
 	for _, tool := range append([]string{"ip"}, tools...) {
-		if _, err := exec.LookPath(tool); err != nil {
-			missing = append(missing, tool)
-		}
+		testenv.NeedCommand(t, tool, pkgs[tool])
 	}
-	if len(missing) == 0 {
-		return
-	}
-	msg := "needs " + strings.Join(missing, ", ")
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
 }
 
 type host struct {
@@ -231,22 +219,5 @@ func (h *host) sysctl(t *testing.T, key, value string) {
 	t.Helper()
 	if out, err := h.run("sysctl", "-w", key+"="+value); err != nil {
 		t.Fatalf("sysctl %s=%s in %s: %v: %s", key, value, h.name, err, out)
-	}
-}
-
-// eventually polls cond until it holds or timeout passes, then fails with
-// what cond last saw.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, seen := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s; last seen: %s", what, timeout, seen)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }

@@ -1,4 +1,4 @@
-package testnet
+package netlab
 
 import (
 	"bytes"
@@ -85,10 +85,10 @@ func (h *Host) Start(ctx context.Context, name string, args ...string) (*Proc, e
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.closed {
-		return nil, fmt.Errorf("testnet: start %s on %s: net is closed", name, h.Name)
+		return nil, fmt.Errorf("netlab: start %s on %s: net is closed", name, h.Name)
 	}
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("testnet: start %s on %s: %w", name, h.Name, err)
+		return nil, fmt.Errorf("netlab: start %s on %s: %w", name, h.Name, err)
 	}
 	p.PID = cmd.Process.Pid
 	n.procs = append(n.procs, p)
@@ -121,7 +121,7 @@ func (p *Proc) String() string {
 // Signal sends sig to the process alone, not to its children.
 func (p *Proc) Signal(sig syscall.Signal) error {
 	if err := p.cmd.Process.Signal(sig); err != nil {
-		return fmt.Errorf("testnet: %s %s: %w", unix.SignalName(sig), p, err)
+		return fmt.Errorf("netlab: %s %s: %w", unix.SignalName(sig), p, err)
 	}
 	return nil
 }
@@ -146,14 +146,14 @@ func (p *Proc) Kill() error {
 func (p *Proc) signalGroup(sig syscall.Signal) error {
 	select {
 	case <-p.done:
-		return fmt.Errorf("testnet: %s %s: %w", unix.SignalName(sig), p, os.ErrProcessDone)
+		return fmt.Errorf("netlab: %s %s: %w", unix.SignalName(sig), p, os.ErrProcessDone)
 	default:
 	}
 	if err := syscall.Kill(-p.PID, sig); err != nil {
 		if errors.Is(err, syscall.ESRCH) {
 			err = os.ErrProcessDone
 		}
-		return fmt.Errorf("testnet: %s %s: %w", unix.SignalName(sig), p, err)
+		return fmt.Errorf("netlab: %s %s: %w", unix.SignalName(sig), p, err)
 	}
 	return nil
 }
@@ -230,7 +230,7 @@ func (b *syncBuffer) String() string {
 // that thread until the goroutine exits, when the runtime ends the thread.
 func (h *Host) Do(fn func() error) error {
 	if err := doIn(h.Namespace, fn); err != nil {
-		return fmt.Errorf("testnet: on %s: %w", h.Name, err)
+		return fmt.Errorf("netlab: on %s: %w", h.Name, err)
 	}
 	return nil
 }
@@ -303,7 +303,7 @@ func (h *Host) ListenPacket(network, address string) (net.PacketConn, error) {
 // reply until ctx ends. It needs no ping program.
 func (h *Host) Ping(ctx context.Context, dst netip.Addr) error {
 	if err := h.ping(ctx, dst); err != nil {
-		return fmt.Errorf("testnet: ping %s from %s: %w", dst, h.Name, err)
+		return fmt.Errorf("netlab: ping %s from %s: %w", dst, h.Name, err)
 	}
 	return nil
 }

@@ -1,4 +1,4 @@
-package testnet_test
+package netlab_test
 
 import (
 	"bytes"
@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/haven-ha/haven/internal/netlab"
+	"github.com/haven-ha/haven/internal/testenv"
 	"github.com/haven-ha/haven/internal/testnet"
 )
 
@@ -27,31 +29,24 @@ func testContext(t *testing.T) context.Context {
 	return ctx
 }
 
-// eventually polls cond until it returns nil, failing the test with its last
-// error after 10 seconds.
+// eventually is testenv.Poll, for 10 seconds, of a condition that says
+// what is wrong with an error.
 func eventually(t *testing.T, what string, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testenv.Poll(t, 10*time.Second, what, func() (bool, string) {
 		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: still %v", what, err)
-		}
-		time.Sleep(20 * time.Millisecond) // poll interval
-	}
+		return err == nil, fmt.Sprint(err)
+	})
 }
 
-func ping(from *testnet.Host, to netip.Addr, wait time.Duration) error {
+func ping(from *netlab.Host, to netip.Addr, wait time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
 	return from.Ping(ctx, to)
 }
 
 // reach waits until from gets an answer to a ping to to.
-func reach(t *testing.T, from *testnet.Host, to netip.Addr) {
+func reach(t *testing.T, from *netlab.Host, to netip.Addr) {
 	t.Helper()
 	eventually(t, fmt.Sprintf("%s pings %s", from, to), func() error {
 		return ping(from, to, 500*time.Millisecond)
@@ -59,7 +54,7 @@ func reach(t *testing.T, from *testnet.Host, to netip.Addr) {
 }
 
 // blocked checks that a ping from from to to gets no answer.
-func blocked(t *testing.T, from *testnet.Host, to netip.Addr) {
+func blocked(t *testing.T, from *netlab.Host, to netip.Addr) {
 	t.Helper()
 	if err := ping(from, to, 300*time.Millisecond); err == nil {
 		t.Fatalf("%s got an answer from %s; want none", from, to)
@@ -69,7 +64,7 @@ func blocked(t *testing.T, from *testnet.Host, to netip.Addr) {
 func TestHostsAddressesAndReachability(t *testing.T) {
 	t.Parallel()
 	names := []string{"n1", "n2", "n3", "client"}
-	n := testnet.Start(t, testnet.Options{Hosts: names})
+	n := testnet.Start(t, netlab.Options{Hosts: names})
 
 	if got := len(n.Hosts()); got != len(names) {
 		t.Fatalf("Hosts() has %d hosts, want %d", got, len(names))
@@ -119,7 +114,7 @@ func TestHostsAddressesAndReachability(t *testing.T) {
 
 func TestSocketsMadeInDoStayInTheHost(t *testing.T) {
 	t.Parallel()
-	n := testnet.Start(t, testnet.Options{Hosts: []string{"n1", "client"}})
+	n := testnet.Start(t, netlab.Options{Hosts: []string{"n1", "client"}})
 	n1, client := n.Host("n1"), n.Host("client")
 	ctx := testContext(t)
 
@@ -181,7 +176,7 @@ func TestSocketsMadeInDoStayInTheHost(t *testing.T) {
 
 func TestCutLinkAndRestoreLink(t *testing.T) {
 	t.Parallel()
-	n := testnet.Start(t, testnet.Options{Hosts: []string{"n1", "n2", "client"}})
+	n := testnet.Start(t, netlab.Options{Hosts: []string{"n1", "n2", "client"}})
 	n1, n2, client := n.Host("n1"), n.Host("n2"), n.Host("client")
 	reach(t, client, n1.Addr)
 
@@ -220,7 +215,7 @@ func TestCutLinkAndRestoreLink(t *testing.T) {
 
 func TestPartitionAndHeal(t *testing.T) {
 	t.Parallel()
-	n := testnet.Start(t, testnet.Options{Hosts: []string{"n1", "n2", "client"}})
+	n := testnet.Start(t, netlab.Options{Hosts: []string{"n1", "n2", "client"}})
 	n1, n2, client := n.Host("n1"), n.Host("n2"), n.Host("client")
 	ctx := testContext(t)
 	// n2 holds a floating address: a partition cuts n1 from it too.
@@ -238,7 +233,7 @@ func TestPartitionAndHeal(t *testing.T) {
 	blocked(t, n1, n2.Addr)
 	blocked(t, n2, n1.Addr)
 	blocked(t, n1, vip)
-	for _, h := range []*testnet.Host{n1, n2} {
+	for _, h := range []*netlab.Host{n1, n2} {
 		reach(t, h, client.Addr)
 		reach(t, client, h.Addr)
 	}
@@ -262,7 +257,7 @@ func TestPartitionAndHeal(t *testing.T) {
 
 func TestLoss(t *testing.T) {
 	t.Parallel()
-	n := testnet.Start(t, testnet.Options{Hosts: []string{"n1", "client"}})
+	n := testnet.Start(t, netlab.Options{Hosts: []string{"n1", "client"}})
 	n1, client := n.Host("n1"), n.Host("client")
 	ctx := testContext(t)
 	reach(t, client, n1.Addr)
@@ -347,7 +342,7 @@ func procState(pid int) (string, error) {
 	return s[i+2 : i+3], nil
 }
 
-func waitState(t *testing.T, p *testnet.Proc, stopped bool) {
+func waitState(t *testing.T, p *netlab.Proc, stopped bool) {
 	t.Helper()
 	eventually(t, fmt.Sprintf("%s stopped=%v", p, stopped), func() error {
 		state, err := procState(p.PID)
@@ -363,7 +358,7 @@ func waitState(t *testing.T, p *testnet.Proc, stopped bool) {
 
 func TestProcFreezeThawKill(t *testing.T) {
 	t.Parallel()
-	n := testnet.Start(t, testnet.Options{Hosts: []string{"n1"}})
+	n := testnet.Start(t, netlab.Options{Hosts: []string{"n1"}})
 	n1 := n.Host("n1")
 	p, err := n1.Start(testContext(t), "sleep", "60")
 	if err != nil {
@@ -414,7 +409,7 @@ func TestProcFreezeThawKill(t *testing.T) {
 
 func TestProcSignal(t *testing.T) {
 	t.Parallel()
-	n := testnet.Start(t, testnet.Options{Hosts: []string{"n1"}})
+	n := testnet.Start(t, netlab.Options{Hosts: []string{"n1"}})
 	p, err := n.Host("n1").Start(testContext(t), "sleep", "60")
 	if err != nil {
 		t.Fatal(err)
@@ -433,7 +428,7 @@ func TestProcSignal(t *testing.T) {
 
 func TestProcOutput(t *testing.T) {
 	t.Parallel()
-	n := testnet.Start(t, testnet.Options{Hosts: []string{"n1"}})
+	n := testnet.Start(t, netlab.Options{Hosts: []string{"n1"}})
 	p, err := n.Host("n1").Start(testContext(t), "sh", "-c", "echo to stdout; echo to stderr >&2; exit 3")
 	if err != nil {
 		t.Fatal(err)
@@ -449,13 +444,8 @@ func TestProcOutput(t *testing.T) {
 
 func TestWatchARPNamesTheHostThatAnswers(t *testing.T) {
 	t.Parallel()
-	if _, err := exec.LookPath("arping"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("needs arping: apt-get install iputils-arping")
-		}
-		t.Skip("needs arping from iputils-arping")
-	}
-	n := testnet.Start(t, testnet.Options{Hosts: []string{"n1", "n2", "client"}})
+	testenv.NeedCommand(t, "arping", "iputils-arping")
+	n := testnet.Start(t, netlab.Options{Hosts: []string{"n1", "n2", "client"}})
 	n2, client := n.Host("n2"), n.Host("client")
 	ctx := testContext(t)
 	watchCtx, stop := context.WithCancel(ctx)
@@ -485,10 +475,10 @@ func TestWatchARPNamesTheHostThatAnswers(t *testing.T) {
 		case p := <-arps:
 			seen = append(seen, p.String())
 			switch {
-			case p.Op == testnet.ARPRequest && p.From == client && p.TargetIP == vip &&
+			case p.Op == netlab.ARPRequest && p.From == client && p.TargetIP == vip &&
 				p.SenderIP == client.Addr && bytes.Equal(p.SenderMAC, client.MAC):
 				request = true
-			case p.Op == testnet.ARPReply && p.From == n2 && p.SenderIP == vip &&
+			case p.Op == netlab.ARPReply && p.From == n2 && p.SenderIP == vip &&
 				bytes.Equal(p.SenderMAC, n2.MAC) && p.TargetIP == client.Addr:
 				reply = true
 			}
@@ -529,7 +519,7 @@ func TestCloseRemovesEverything(t *testing.T) {
 	t.Parallel()
 	testnet.Require(t)
 	ctx := testContext(t)
-	n, err := testnet.New(ctx, testnet.Options{Hosts: []string{"n1", "n2"}, Segment2: []string{"w1"}})
+	n, err := netlab.New(ctx, netlab.Options{Hosts: []string{"n1", "n2"}, Segment2: []string{"w1"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -605,7 +595,7 @@ func TestSweepRemovesNamespacesOfDeadProcesses(t *testing.T) {
 		}
 		orphanDone = staleWithOrphan(t, stale)
 	}
-	if err := testnet.Sweep(); err != nil {
+	if err := netlab.Sweep(); err != nil {
 		t.Fatal(err)
 	}
 	if got := namespaces(t, stale); len(got) != 0 {
@@ -640,26 +630,30 @@ func staleWithOrphan(t *testing.T, ns string) chan error {
 	go func() { done <- orphan.Wait() }()
 	// ip netns exec enters the namespace after it starts: wait until the
 	// namespace holds the process, or Sweep may look before it does.
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	exited := false
+	testenv.Poll(t, 10*time.Second, "the orphan entering "+ns, func() (bool, string) {
 		out, _ := exec.Command("ip", "netns", "pids", ns).Output()
 		if len(strings.TrimSpace(string(out))) > 0 {
-			return done
+			return true, ""
 		}
 		select {
 		case <-done: // the namespace went before the process entered it
-			return nil
+			exited = true
+			return true, ""
 		default:
+			return false, "no process in it"
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the orphan never entered %s", ns)
-		}
+	})
+	if exited {
+		return nil
 	}
+	return done
 }
 
 func TestSecondSegmentThroughRouter(t *testing.T) {
 	t.Parallel()
-	n := testnet.Start(t, testnet.Options{Hosts: []string{"n1", "client"}, Segment2: []string{"w1"}, MTU: 1400})
-	n1, client, w1, router := n.Host("n1"), n.Host("client"), n.Host("w1"), n.Host(testnet.RouterName)
+	n := testnet.Start(t, netlab.Options{Hosts: []string{"n1", "client"}, Segment2: []string{"w1"}, MTU: 1400})
+	n1, client, w1, router := n.Host("n1"), n.Host("client"), n.Host("w1"), n.Host(netlab.RouterName)
 	if w1.Addr != netip.MustParseAddr("198.18.2.11") || w1.Segment != 2 {
 		t.Fatalf("w1 has %s on segment %d, want 198.18.2.11 on 2", w1.Addr, w1.Segment)
 	}
@@ -708,19 +702,19 @@ func TestSecondSegmentThroughRouter(t *testing.T) {
 func TestNewRejectsBadOptions(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
-		opts testnet.Options
+		opts netlab.Options
 		want string
 	}{
-		{testnet.Options{}, "no hosts"},
-		{testnet.Options{Hosts: []string{"n1", "n1"}}, `"n1" appears twice`},
-		{testnet.Options{Hosts: []string{"n1"}, Segment2: []string{"n1"}}, `"n1" appears twice`},
-		{testnet.Options{Hosts: []string{"router"}}, `"router" is reserved`},
-		{testnet.Options{Hosts: []string{"switch"}}, `"switch" is reserved`},
-		{testnet.Options{Hosts: []string{"averylonghostname"}}, `"averylonghostname" is not`},
-		{testnet.Options{Hosts: []string{"N1"}}, `"N1" is not`},
-		{testnet.Options{Hosts: []string{"n1"}, MTU: 20}, "mtu 20"},
+		{netlab.Options{}, "no hosts"},
+		{netlab.Options{Hosts: []string{"n1", "n1"}}, `"n1" appears twice`},
+		{netlab.Options{Hosts: []string{"n1"}, Segment2: []string{"n1"}}, `"n1" appears twice`},
+		{netlab.Options{Hosts: []string{"router"}}, `"router" is reserved`},
+		{netlab.Options{Hosts: []string{"switch"}}, `"switch" is reserved`},
+		{netlab.Options{Hosts: []string{"averylonghostname"}}, `"averylonghostname" is not`},
+		{netlab.Options{Hosts: []string{"N1"}}, `"N1" is not`},
+		{netlab.Options{Hosts: []string{"n1"}, MTU: 20}, "mtu 20"},
 	} {
-		_, err := testnet.New(context.Background(), tc.opts)
+		_, err := netlab.New(context.Background(), tc.opts)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("New(%+v) = %v, want an error with %q", tc.opts, err, tc.want)
 		}

@@ -1,4 +1,4 @@
-package testnet
+package netlab
 
 import (
 	"context"
@@ -84,7 +84,7 @@ func (n *Net) WatchARP(ctx context.Context) (<-chan ARPPacket, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if err := n.usable(); err != nil {
-		return nil, fmt.Errorf("testnet: watch arp: %w", err)
+		return nil, fmt.Errorf("netlab: watch arp: %w", err)
 	}
 	var ports []arpPort
 	err := doIn(n.sw, func() error {
@@ -103,7 +103,7 @@ func (n *Net) WatchARP(ctx context.Context) (<-chan ARPPacket, error) {
 		for _, p := range ports {
 			p.file.Close()
 		}
-		return nil, fmt.Errorf("testnet: watch arp: %w", err)
+		return nil, fmt.Errorf("netlab: watch arp: %w", err)
 	}
 
 	ch := make(chan ARPPacket, 64)

@@ -1,4 +1,4 @@
-package testnet
+package netlab
 
 import (
 	"context"
@@ -14,7 +14,7 @@ import (
 // RestoreLink. Cutting the router separates the two segments.
 func (n *Net) CutLink(h *Host) error {
 	if err := n.setLink(h, "down"); err != nil {
-		return fmt.Errorf("testnet: cut link of %s: %w", h, err)
+		return fmt.Errorf("netlab: cut link of %s: %w", h, err)
 	}
 	return nil
 }
@@ -22,7 +22,7 @@ func (n *Net) CutLink(h *Host) error {
 // RestoreLink sets the switch end of h's cable up again.
 func (n *Net) RestoreLink(h *Host) error {
 	if err := n.setLink(h, "up"); err != nil {
-		return fmt.Errorf("testnet: restore link of %s: %w", h, err)
+		return fmt.Errorf("netlab: restore link of %s: %w", h, err)
 	}
 	return nil
 }
@@ -53,7 +53,7 @@ func (n *Net) setLink(h *Host, state string) error {
 // addressed to the other's Addr. Partition replaces any Loss between them.
 func (n *Net) Partition(a, b *Host) error {
 	if err := n.setFault(a, b, 100); err != nil {
-		return fmt.Errorf("testnet: partition %s from %s: %w", a, b, err)
+		return fmt.Errorf("netlab: partition %s from %s: %w", a, b, err)
 	}
 	return nil
 }
@@ -61,7 +61,7 @@ func (n *Net) Partition(a, b *Host) error {
 // Heal ends a Partition or Loss between a and b.
 func (n *Net) Heal(a, b *Host) error {
 	if err := n.setFault(a, b, 0); err != nil {
-		return fmt.Errorf("testnet: heal %s and %s: %w", a, b, err)
+		return fmt.Errorf("netlab: heal %s and %s: %w", a, b, err)
 	}
 	return nil
 }
@@ -71,10 +71,10 @@ func (n *Net) Heal(a, b *Host) error {
 // Partition.
 func (n *Net) Loss(a, b *Host, percent int) error {
 	if percent < 0 || percent > 100 {
-		return fmt.Errorf("testnet: loss between %s and %s: %d%% is not between 0 and 100", a, b, percent)
+		return fmt.Errorf("netlab: loss between %s and %s: %d%% is not between 0 and 100", a, b, percent)
 	}
 	if err := n.setFault(a, b, percent); err != nil {
-		return fmt.Errorf("testnet: loss %d%% between %s and %s: %w", percent, a, b, err)
+		return fmt.Errorf("netlab: loss %d%% between %s and %s: %w", percent, a, b, err)
 	}
 	return nil
 }
@@ -84,7 +84,7 @@ func (n *Net) HealAll() error {
 	n.mu.Lock()
 	if err := n.usable(); err != nil {
 		n.mu.Unlock()
-		return fmt.Errorf("testnet: heal all: %w", err)
+		return fmt.Errorf("netlab: heal all: %w", err)
 	}
 	var errs []error
 	if err := n.nft(context.Background(), ruleset(nil)); err != nil {
@@ -103,7 +103,7 @@ func (n *Net) HealAll() error {
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("testnet: heal all: %w", err)
+		return fmt.Errorf("netlab: heal all: %w", err)
 	}
 	return nil
 }
@@ -162,14 +162,14 @@ func ruleset(faults map[[2]*Host]int) string {
 		return strings.Compare(x[0].Name+"/"+x[1].Name, y[0].Name+"/"+y[1].Name)
 	})
 	var b strings.Builder
-	b.WriteString("flush chain bridge testnet forward\n")
+	b.WriteString("flush chain bridge netlab forward\n")
 	for _, k := range keys {
 		verdict := "drop"
 		if p := faults[k]; p < 100 {
 			verdict = fmt.Sprintf("numgen random mod 100 < %d drop", p)
 		}
 		for _, match := range append(matches(k[0], k[1]), matches(k[1], k[0])...) {
-			fmt.Fprintf(&b, "add rule bridge testnet forward %s %s\n", match, verdict)
+			fmt.Fprintf(&b, "add rule bridge netlab forward %s %s\n", match, verdict)
 		}
 	}
 	return b.String()
