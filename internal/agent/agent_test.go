@@ -24,30 +24,12 @@ import (
 	"github.com/haven-ha/haven/internal/demoapp"
 	"github.com/haven-ha/haven/internal/health"
 	"github.com/haven-ha/haven/internal/lb"
+	"github.com/haven-ha/haven/internal/testenv"
 )
 
 // The tests run real agents on loopback: demo web applications in this
 // process on 127.0.0.1 ports, a haven.yaml in a temporary directory, and
 // the admin API and the balancer reached over HTTP as an operator would.
-
-// waitFor polls cond until it holds, failing after timeout with what it
-// last saw.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	last := ""
-	for {
-		ok, seen := cond()
-		if ok {
-			return
-		}
-		last = seen
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s; last seen: %s", what, timeout, last)
-		}
-		time.Sleep(20 * time.Millisecond) // poll interval, not a wait for a condition
-	}
-}
 
 // freeAddr returns a 127.0.0.1 address that was free a moment ago and
 // that no other freeAddr call of this process has returned: the kernel
@@ -336,7 +318,7 @@ func summary(sts []lb.Status) string {
 // waitUp waits until /readyz says ready and every named backend is up.
 func (e *env) waitUp(names ...string) {
 	e.t.Helper()
-	waitFor(e.t, 15*time.Second, "agent ready with "+strings.Join(names, ", ")+" up", func() (bool, string) {
+	testenv.Poll(e.t, 15*time.Second, "agent ready with "+strings.Join(names, ", ")+" up", func() (bool, string) {
 		r, err := try("GET", e.adminURL("/readyz"))
 		if err != nil {
 			return false, err.Error()
@@ -465,7 +447,7 @@ func TestReadyzNamesBalancerWithoutBackends(t *testing.T) {
 	for _, be := range e.c.backends {
 		be.SetMode(demoapp.Fail)
 	}
-	waitFor(t, 10*time.Second, "/readyz 503 naming balancer web", func() (bool, string) {
+	testenv.Poll(t, 10*time.Second, "/readyz 503 naming balancer web", func() (bool, string) {
 		r := do(t, "GET", e.adminURL("/readyz"))
 		return r.status == http.StatusServiceUnavailable && strings.Contains(r.body, "\n  balancer web: ") && strings.Contains(r.body, "no healthy backend"), fmt.Sprintf("%d %q", r.status, r.body)
 	})
@@ -816,7 +798,7 @@ func TestStopEntersLameduck(t *testing.T) {
 	e.waitUp("web1")
 	e.cancel()
 	// Lameduck: not ready, still serving, until the period ends.
-	waitFor(t, 5*time.Second, "/readyz reporting the shutdown", func() (bool, string) {
+	testenv.Poll(t, 5*time.Second, "/readyz reporting the shutdown", func() (bool, string) {
 		r, err := try("GET", e.adminURL("/readyz"))
 		if err != nil {
 			return false, err.Error()
@@ -841,7 +823,7 @@ func TestMetricsLint(t *testing.T) {
 	e.traffic(10)
 	do(t, "POST", e.adminURL("/api/v1/balancers/web/backends/web2/drain"))
 	e.c.backends[1].SetMode(demoapp.Fail)
-	waitFor(t, 10*time.Second, "web2 down", func() (bool, string) {
+	testenv.Poll(t, 10*time.Second, "web2 down", func() (bool, string) {
 		st := e.backend("web2").Health.State
 		return st == health.Down, st.String()
 	})

@@ -8,6 +8,7 @@ import (
 
 	"github.com/haven-ha/haven/internal/coord"
 	"github.com/haven-ha/haven/internal/coord/coordtest"
+	"github.com/haven-ha/haven/internal/testenv"
 )
 
 // startExternalEtcd runs a one-member etcd cluster on loopback, as an
@@ -38,13 +39,11 @@ func (e *env) coordinationStatus() CoordinationStatus {
 func (e *env) waitCoordination(what string, cond func(CoordinationStatus) bool) CoordinationStatus {
 	e.t.Helper()
 	var last CoordinationStatus
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		if last = e.coordinationStatus(); cond(last) {
-			return last
-		}
-	}
-	b, _ := json.MarshalIndent(last, "", "  ")
-	e.t.Fatalf("after 20s, %s; coordination status:\n%s", what, b)
+	testenv.Poll(e.t, 20*time.Second, what, func() (bool, string) {
+		last = e.coordinationStatus()
+		b, _ := json.MarshalIndent(last, "", "  ")
+		return cond(last), "coordination status:\n" + string(b)
+	})
 	return last
 }
 

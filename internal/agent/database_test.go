@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/haven-ha/haven/internal/pg"
+	"github.com/haven-ha/haven/internal/testenv"
 )
 
 // requirePostgres returns PostgreSQL's binary directory, or skips the test
@@ -21,14 +22,8 @@ import (
 func requirePostgres(t *testing.T) string {
 	t.Helper()
 	b, err := pg.FindBinaries(context.Background(), "")
-	if err == nil {
-		return b.Dir
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("CI=true and no PostgreSQL: %v", err)
-	}
-	t.Skipf("no PostgreSQL binaries: %v", err)
-	return ""
+	testenv.Need(t, err == nil, "no PostgreSQL binaries: %v", err)
+	return b.Dir
 }
 
 // searchableDir is a directory the postgres user can search (t.TempDir's
@@ -70,7 +65,7 @@ func TestAgentRunsTheDatabase(t *testing.T) {
 	}
 	e := newEnv(t, c)
 	e.run()
-	waitFor(t, 10*time.Second, "the status API has a coordination section", func() (bool, string) {
+	testenv.Poll(t, 10*time.Second, "the status API has a coordination section", func() (bool, string) {
 		select {
 		case err := <-e.done:
 			t.Fatalf("the agent stopped: %v", err)

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/haven-ha/haven/internal/testenv"
 	"github.com/miekg/dns"
 )
 
@@ -71,18 +72,11 @@ func TestAgentRunsTheTrafficManager(t *testing.T) {
 	}
 	// east is down from the start: the first answer already says west.
 	var first string
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	testenv.Poll(t, 20*time.Second, "an answer from the traffic manager", func() (bool, string) {
 		a, err := www()
-		if err == nil {
-			first = a
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no answer from the traffic manager: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		first = a
+		return err == nil, fmt.Sprint(err)
+	})
 	if first != "127.0.0.3" {
 		t.Errorf("first answer %s, want west (127.0.0.3): east never passed a check", first)
 	}
@@ -90,7 +84,7 @@ func TestAgentRunsTheTrafficManager(t *testing.T) {
 	east := startHealthz(t, "127.0.0.2:"+port)
 	waitAnswer := func(want string) {
 		t.Helper()
-		waitFor(t, 10*time.Second, "www answers "+want, func() (bool, string) {
+		testenv.Poll(t, 10*time.Second, "www answers "+want, func() (bool, string) {
 			a, err := www()
 			return err == nil && a == want, fmt.Sprint(a, err)
 		})

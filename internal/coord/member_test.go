@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/haven-ha/haven/internal/certs"
+	"github.com/haven-ha/haven/internal/testenv"
 )
 
 // Integration tests run real etcd members on loopback addresses
@@ -199,19 +200,12 @@ func waitReady(t *testing.T, rs ...*runningMember) {
 // timeout passes; then the test fails with f's last error.
 func eventually(t *testing.T, timeout time.Duration, what string, f func(ctx context.Context) error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
+	testenv.Poll(t, timeout, what, func() (bool, string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
 		err := f(ctx)
-		cancel()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not done within %v; last error: %v", what, timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond) // poll interval
-	}
+		return err == nil, fmt.Sprint(err)
+	})
 }
 
 func newTestClient(t *testing.T, log *slog.Logger, endpoints []string, tls *TLSFiles) *clientv3.Client {

@@ -2,12 +2,14 @@ package coord
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/haven-ha/haven/internal/testenv"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -154,22 +156,17 @@ func (h *ownerHarness) holder(timeout time.Duration) string {
 // waitHolder waits until exactly one node, want if given, acts.
 func (h *ownerHarness) waitHolder(want string, timeout time.Duration) string {
 	h.t.Helper()
-	deadline := time.Now().Add(timeout)
 	var acting []string
-	for time.Now().Before(deadline) {
+	testenv.Poll(h.t, timeout, "a single holder "+want, func() (bool, string) {
 		acting = acting[:0]
 		for name, n := range h.nodes {
 			if n.g.acting() {
 				acting = append(acting, name)
 			}
 		}
-		if len(acting) == 1 && (want == "" || acting[0] == want) {
-			return acting[0]
-		}
-		time.Sleep(5 * time.Millisecond) // poll interval
-	}
-	h.t.Fatalf("no single holder %s within %v; acting: %v", want, timeout, acting)
-	return ""
+		return len(acting) == 1 && (want == "" || acting[0] == want), fmt.Sprint("acting: ", acting)
+	})
+	return acting[0]
 }
 
 // checkNoOverlap fails if two nodes' acting spans overlap, counting a span
@@ -203,19 +200,11 @@ func (h *ownerHarness) checkNoOverlap() {
 func (h *ownerHarness) waitRenewals(node string, n int) {
 	h.t.Helper()
 	g := h.nodes[node].g
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testenv.Poll(h.t, 10*time.Second, fmt.Sprintf("%s renews %d times", node, n), func() (bool, string) {
 		g.mu.Lock()
-		got := g.extends
-		g.mu.Unlock()
-		if got >= n {
-			return
-		}
-		if time.Now().After(deadline) {
-			h.t.Fatalf("%s renewed %d times in 10s; want %d", node, got, n)
-		}
-		time.Sleep(5 * time.Millisecond) // poll interval
-	}
+		defer g.mu.Unlock()
+		return g.extends >= n, fmt.Sprintf("%d renewals", g.extends)
+	})
 }
 
 // ended counts the holdings that have ended.

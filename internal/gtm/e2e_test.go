@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -15,6 +14,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/haven-ha/haven/internal/health"
+	"github.com/haven-ha/haven/internal/testenv"
 	"github.com/haven-ha/haven/internal/testnet"
 )
 
@@ -33,14 +33,7 @@ const (
 	checkFall     = 2
 )
 
-func buildHaven(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "haven")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/haven-ha/haven/cmd/haven").CombinedOutput(); err != nil {
-		t.Fatalf("build haven: %v\n%s", err, out)
-	}
-	return bin
-}
+func TestMain(m *testing.M) { testenv.Main(m) }
 
 // startBackends runs the demo backend on port 8080 of each host until the
 // test ends.
@@ -82,7 +75,7 @@ func askWWW(client *testnet.Host, server string) string {
 
 func TestTrafficFailover(t *testing.T) {
 	testnet.Require(t)
-	bin := buildHaven(t)
+	bin := testenv.Haven(t)
 	n := testnet.Start(t, testnet.Options{Hosts: []string{"dns", "east", "west", "client"}})
 	dir := t.TempDir()
 	cfg := fmt.Sprintf(`cluster: gtm
@@ -130,15 +123,11 @@ traffic:
 	// waitAnswer polls until www answers addr and returns when it did.
 	waitAnswer := func(step, addr string) time.Time {
 		t.Helper()
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			if got := www(); got == addr {
-				return time.Now()
-			} else if time.Now().After(deadline) {
-				t.Fatalf("%s: www answers %s after 30s, want %s", step, got, addr)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		testenv.Poll(t, 30*time.Second, step+": www answers "+addr, func() (bool, string) {
+			got := www()
+			return got == addr, "www answers " + got
+		})
+		return time.Now()
 	}
 	mode := func(m string) {
 		t.Helper()

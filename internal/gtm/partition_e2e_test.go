@@ -17,6 +17,7 @@ import (
 
 	"github.com/haven-ha/haven/internal/gtm"
 	"github.com/haven-ha/haven/internal/health"
+	"github.com/haven-ha/haven/internal/testenv"
 	"github.com/haven-ha/haven/internal/testnet"
 )
 
@@ -42,7 +43,7 @@ type trafficStatus struct {
 
 func TestPartitionedInstanceKeepsAnswers(t *testing.T) {
 	testnet.Require(t)
-	bin := buildHaven(t)
+	bin := testenv.Haven(t)
 	// Made before the namespaces, so it is removed after the agents (and
 	// their etcd members) are gone.
 	dir := t.TempDir()
@@ -153,8 +154,7 @@ traffic:
 	const pause = 20 * time.Millisecond
 
 	// Every instance answers east, by the shared views of all three.
-	deadline := time.Now().Add(90 * time.Second)
-	for i := 0; ; i++ {
+	testenv.Poll(t, 90*time.Second, "start: every instance answers "+eastAddr+" by the shared views of three", func() (bool, string) {
 		var seen []string
 		ok := true
 		for _, inst := range instances {
@@ -168,15 +168,8 @@ traffic:
 			seen = append(seen, fmt.Sprintf("%s: %s, views %s with %d peers", inst, got, st.Traffic.Views, st.Traffic.Peers))
 			ok = ok && got == eastAddr && st.Traffic.Views == gtm.Shared && st.Traffic.Peers == 2
 		}
-		if ok {
-			break
-		}
-		if time.Now().After(deadline) || i == 2000 {
-			t.Fatalf("start: after %d rounds, want every instance to answer %s by the shared views of three; last seen: %s",
-				i+1, eastAddr, strings.Join(seen, "; "))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return ok, strings.Join(seen, "; ")
+	})
 
 	// dns1 loses east; the two others still reach it. Every instance keeps
 	// answering east while dns1's check marks east down and its view
@@ -287,7 +280,7 @@ traffic:
 	bound := detect + 500*time.Millisecond + quorumPropagation
 	moved := map[string]time.Time{}
 	last := map[string]string{}
-	deadline = stopped.Add(bound + 30*time.Second)
+	deadline := stopped.Add(bound + 30*time.Second)
 	for i := 0; len(moved) < len(instances); i++ {
 		if time.Now().After(deadline) || i == 3000 {
 			t.Fatalf("east stopped: after %v, answers %v, want %s from every instance", time.Since(stopped).Round(time.Millisecond), last, westAddr)

@@ -15,6 +15,7 @@ import (
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/coord"
 	"github.com/haven-ha/haven/internal/coord/coordtest"
+	"github.com/haven-ha/haven/internal/testenv"
 )
 
 func TestDecide(t *testing.T) {
@@ -117,8 +118,7 @@ func TestInstancesAgree(t *testing.T) {
 	}
 	expect := func(step string, want map[string]string, mode ViewMode) {
 		t.Helper()
-		deadline := time.Now().Add(20 * time.Second)
-		for {
+		testenv.Poll(t, 20*time.Second, fmt.Sprintf("%s: answers %v in mode %s", step, want, mode), func() (bool, string) {
 			var got []string
 			ok := true
 			for _, n := range []string{"n1", "n2", "n3"} {
@@ -127,14 +127,8 @@ func TestInstancesAgree(t *testing.T) {
 				got = append(got, fmt.Sprintf("%s: %v %s", n, answers, st.Views))
 				ok = ok && st.Views == mode && slices.Equal(answers, []string{want[n]})
 			}
-			if ok {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: answers %v, want %v in mode %s", step, got, want, mode)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+			return ok, fmt.Sprint(got)
+		})
 	}
 	east := map[string]string{"n1": "127.0.0.2", "n2": "127.0.0.2", "n3": "127.0.0.2"}
 	expect("n3 alone sees east down", east, Shared)

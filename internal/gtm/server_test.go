@@ -5,13 +5,13 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/haven-ha/haven/internal/testenv"
 	"github.com/miekg/dns"
 )
 
@@ -319,12 +319,7 @@ func TestZoneTransfer(t *testing.T) {
 // fails the test when dig is missing in CI and skips it elsewhere.
 func digAt(t *testing.T, addr string) func(args ...string) string {
 	t.Helper()
-	if _, err := exec.LookPath("dig"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("CI=true and no dig (apt-get install bind9-dnsutils)")
-		}
-		t.Skip("no dig (apt-get install bind9-dnsutils)")
-	}
+	testenv.NeedCommand(t, "dig", "bind9-dnsutils")
 	host, port, _ := net.SplitHostPort(addr)
 	return func(args ...string) string {
 		t.Helper()

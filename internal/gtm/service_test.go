@@ -18,6 +18,7 @@ import (
 
 	"github.com/haven-ha/haven/internal/clock"
 	"github.com/haven-ha/haven/internal/config"
+	"github.com/haven-ha/haven/internal/testenv"
 )
 
 // switchable is a health endpoint on 127.0.0.2 that can be turned off.
@@ -95,17 +96,10 @@ func answers(s *Service) []string { return s.Status().Names[0].Answers }
 // it saw last.
 func waitFor(t *testing.T, what string, ok func() (bool, any)) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	testenv.Poll(t, 20*time.Second, what, func() (bool, string) {
 		done, seen := ok()
-		if done {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 20s; last seen: %v", what, seen)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return done, fmt.Sprint(seen)
+	})
 }
 
 // answersSoon waits until www (the first name) answers want.
