@@ -941,10 +941,16 @@ func (k *Keeper) stopPostgres() error {
 	return s.err
 }
 
+// waitRunning waits until the supervisor session that bootstrap started
+// runs postgres. It gives up when the session ends: Release stops it when
+// the node lets go of the lead, and no state it waits for comes then.
 func (k *Keeper) waitRunning(ctx context.Context) error {
 	for k.sup.Status().State != StateRunning {
 		if k.sup.Status().State == StateFailed {
 			return fmt.Errorf("postgres failed to start after initdb; see %s", k.srv.LogFile())
+		}
+		if !k.supRunning() {
+			return errors.New("postgres was stopped before it accepted connections: the node let go of the lead while initialising")
 		}
 		select {
 		case <-ctx.Done():

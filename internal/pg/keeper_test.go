@@ -412,3 +412,22 @@ func TestKeeperStrictNoPromotion(t *testing.T) {
 	leader, _ := leaderOf(t, left, back)
 	waitRow(t, leader.node, 1)
 }
+
+// TestWaitRunningEndsWithTheSession: a bootstrap whose node lets go of the
+// lead while postgres starts (Release ends the supervisor session) stops
+// waiting at once, instead of waiting, until the keeper stops, for a state
+// no session will reach.
+func TestWaitRunningEndsWithTheSession(t *testing.T) {
+	s := newTestServer(t, nil)
+	sup, err := NewSupervisor(s.Server, RestartPolicy{}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := &Keeper{srv: s.Server, sup: sup} // no session: Release has ended it
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	err = k.waitRunning(ctx)
+	if err == nil || ctx.Err() != nil {
+		t.Fatalf("waitRunning without a session = %v (context: %v); want an error at once", err, ctx.Err())
+	}
+}
