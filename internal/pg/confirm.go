@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -117,45 +116,16 @@ func (k *Keeper) peerPosition(ctx context.Context, m MemberState) (LSN, error) {
 	ctx, cancel := context.WithTimeout(ctx, confirmTimeout)
 	defer cancel()
 	up := k.cfg.Replication
-	up.Host, up.Port, up.Slot = m.Host, m.Port, ""
-	up, err := up.check()
+	up.Host, up.Port = m.Host, m.Port
+	p, err := QueryPeer(ctx, up, k.cfg.Node+"_failover")
 	if err != nil {
 		return 0, err
 	}
-	cfg, err := pgx.ParseConfig(up.conninfo(k.cfg.Node+"_failover", "postgres", true))
-	if err != nil {
-		return 0, err
-	}
-	conn, err := pgx.ConnectConfig(ctx, cfg)
-	if err != nil {
-		return 0, err
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	var recv, replay string
-	var inRecovery bool
-	var sysid int64
-	err = conn.QueryRow(ctx, `SELECT coalesce(pg_last_wal_receive_lsn()::text, ''),
-		coalesce(pg_last_wal_replay_lsn()::text, ''), pg_is_in_recovery(),
-		(SELECT system_identifier FROM pg_control_system())`).Scan(&recv, &replay, &inRecovery, &sysid)
-	if err != nil {
-		return 0, err
-	}
-	if !inRecovery {
+	if !p.InRecovery {
 		return 0, fmt.Errorf("%s is not in recovery", m.Node)
 	}
-	if want := k.State().SystemID; want != 0 && uint64(sysid) != want {
-		return 0, fmt.Errorf("%s holds another database (system identifier %d)", m.Node, uint64(sysid))
+	if want := k.State().SystemID; want != 0 && p.SystemID != want {
+		return 0, fmt.Errorf("%s holds another database (system identifier %d)", m.Node, p.SystemID)
 	}
-	var best LSN
-	for _, s := range []string{recv, replay} {
-		if s == "" {
-			continue
-		}
-		l, err := ParseLSN(s)
-		if err != nil {
-			return 0, err
-		}
-		best = max(best, l)
-	}
-	return best, nil
+	return max(p.Received, p.Replayed), nil
 }

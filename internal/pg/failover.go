@@ -181,18 +181,3 @@ func unfit(m MemberState) string {
 	}
 	return ""
 }
-
-// slotName is the physical replication slot that the primary keeps for
-// node: lower case, with every character a slot name cannot hold as '_'.
-func slotName(node string) string {
-	b := []byte(strings.ToLower(node))
-	for i, c := range b {
-		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '_' {
-			b[i] = '_'
-		}
-	}
-	if len(b) > 63 {
-		b = b[:63]
-	}
-	return string(b)
-}

@@ -68,16 +68,3 @@ func TestPromotable(t *testing.T) {
 		})
 	}
 }
-
-func TestSlotName(t *testing.T) {
-	for in, want := range map[string]string{
-		"db1":                   "db1",
-		"DB-2.east":             "db_2_east",
-		strings.Repeat("x", 70): strings.Repeat("x", 63),
-		"node_3":                "node_3",
-	} {
-		if got := slotName(in); got != want || !slotNameRE.MatchString(got) {
-			t.Errorf("slotName(%q) = %q, want %q (and a valid slot name)", in, got, want)
-		}
-	}
-}

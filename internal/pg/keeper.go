@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"maps"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
@@ -137,7 +136,7 @@ func NewKeeper(cfg KeeperConfig) (*Keeper, error) {
 	switch {
 	case cfg.Server == nil:
 		return nil, errors.New("pg: keeper: no server")
-	case cfg.Server.cfg.name == "":
+	case cfg.Server.Name() == "":
 		return nil, fmt.Errorf("pg: keeper: %w", ErrNoName)
 	case cfg.Node == "":
 		return nil, errors.New("pg: keeper: no node name")
@@ -282,7 +281,7 @@ func (k *Keeper) Members() map[string]MemberState {
 // Run keeps the node's part of the cluster until ctx ends; then it hands
 // the primary over (when it holds it) and stops postgres.
 func (k *Keeper) Run(ctx context.Context) error {
-	if k.hasData() && !fileExists(filepath.Join(k.srv.DataDir(), standbySignal)) {
+	if k.srv.HasData() && !k.srv.HasStandbySignal() {
 		// It was a primary: its WAL may go past where the next primary's
 		// timeline forked. Rewind before following anyone.
 		k.demoted.Store(true)
@@ -394,7 +393,7 @@ func (k *Keeper) step(ctx context.Context) error {
 // lead makes this node the primary: initialise the cluster if nobody has,
 // promote a replica, keep the replicas' slots and the synchronous standbys.
 func (k *Keeper) lead(ctx context.Context) error {
-	if !k.hasData() {
+	if !k.srv.HasData() {
 		return k.bootstrap(ctx)
 	}
 	if !k.startPrimary(ctx) {
@@ -440,7 +439,7 @@ func (k *Keeper) lead(ctx context.Context) error {
 		}
 		for _, n := range k.cfg.Nodes {
 			if n != k.cfg.Node {
-				if err := k.srv.CreateSlot(ctx, slotName(n)); err != nil {
+				if err := k.srv.CreateSlot(ctx, SlotName(n)); err != nil {
 					return err
 				}
 			}
@@ -596,7 +595,7 @@ func (k *Keeper) follow(ctx context.Context) error {
 		k.log.Info("no primary to follow yet", "why", why)
 	}
 	if !ok {
-		if !running && k.hasData() && !k.supRunning() {
+		if !running && k.srv.HasData() && !k.supRunning() {
 			// Start read-only, replaying its own WAL, so that the node
 			// knows and publishes its position.
 			if err := k.srv.SetStandby(Upstream{}); err != nil {
@@ -608,9 +607,9 @@ func (k *Keeper) follow(ctx context.Context) error {
 		return nil
 	}
 	up := k.cfg.Replication
-	up.Host, up.Port, up.Slot = leader.Host, leader.Port, slotName(k.cfg.Node)
+	up.Host, up.Port, up.Slot = leader.Host, leader.Port, SlotName(k.cfg.Node)
 	switch {
-	case !k.hasData():
+	case !k.srv.HasData():
 		return k.clone(ctx, leader.Node, up)
 	case k.demoted.Load() || k.failedFollows >= 3:
 		return k.rewind(ctx, leader.Node, up)
@@ -844,11 +843,6 @@ func (k *Keeper) initialized(ctx context.Context) bool {
 	return err != nil || resp.Count > 0
 }
 
-func fileExists(path string) bool {
-	_, err := os.Stat(path)
-	return err == nil
-}
-
 // publishFinal publishes, before the record is released, where the stopped
 // primary's WAL ends (its latest checkpoint, the shutdown checkpoint after
 // a clean stop), and waits until etcd has it: a successor reads it right
@@ -871,12 +865,6 @@ func (k *Keeper) publishFinal() {
 	if err := k.state.Sync(ctx); err != nil {
 		k.log.Warn("publishing the final WAL position", "error", err)
 	}
-}
-
-// hasData reports whether the data directory holds a database.
-func (k *Keeper) hasData() bool {
-	v, err := dataDirVersion(k.srv.DataDir())
-	return err == nil && v > 0
 }
 
 // startSupervisor starts a supervisor session unless one runs.

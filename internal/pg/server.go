@@ -162,6 +162,9 @@ func (s *Server) DataDir() string { return s.cfg.dataDir }
 // SocketDir returns the directory of the unix socket.
 func (s *Server) SocketDir() string { return s.cfg.socketDir }
 
+// Name returns the node's name (Config.Name), "" when it has none.
+func (s *Server) Name() string { return s.cfg.name }
+
 // Port returns the port postgres listens on.
 func (s *Server) Port() int { return s.cfg.port }
 
