@@ -18,7 +18,7 @@ import (
 
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/coord"
-	"github.com/haven-ha/haven/internal/pg"
+	"github.com/haven-ha/haven/internal/pg/keeper"
 	"github.com/haven-ha/haven/internal/vip"
 	"github.com/haven-ha/haven/internal/web"
 )
@@ -408,7 +408,7 @@ func (c *coordination) servesPrimary() bool {
 	if k == nil || !k.Owner().Status().Acting {
 		return false
 	}
-	return k.Members()[c.a.opt.Node].Role == pg.RolePrimary
+	return k.Members()[c.a.opt.Node].Role == keeper.RolePrimary
 }
 
 func (c *coordination) roles() []string {

@@ -16,6 +16,7 @@ import (
 	"github.com/haven-ha/haven/internal/coord"
 	"github.com/haven-ha/haven/internal/lb"
 	"github.com/haven-ha/haven/internal/pg"
+	"github.com/haven-ha/haven/internal/pg/keeper"
 	"github.com/haven-ha/haven/internal/web"
 )
 
@@ -26,8 +27,8 @@ const dbName = "main"
 // keeper.
 type dbRole struct {
 	srv    *pg.Server
-	fence  *pg.WriteFence            // nil when database.write_fence is off
-	keeper atomic.Pointer[pg.Keeper] // set once connected to etcd
+	fence  *pg.WriteFence                // nil when database.write_fence is off
+	keeper atomic.Pointer[keeper.Keeper] // set once connected to etcd
 	done   sync.WaitGroup
 }
 
@@ -118,7 +119,7 @@ func (c *coordination) startKeeper(ctx context.Context) {
 		priority = *tag.Priority
 	}
 	node, _ := c.cfg.Node(c.a.opt.Node)
-	k, err := pg.NewKeeper(pg.KeeperConfig{
+	k, err := keeper.New(keeper.Config{
 		Server:           c.db.srv,
 		Client:           c.ownerClient,
 		Alternates:       c.alternates,
@@ -128,7 +129,7 @@ func (c *coordination) startKeeper(ctx context.Context) {
 		Nodes:            db.Nodes,
 		Host:             node.Address,
 		Lease:            db.Lease.D(),
-		Mode:             pg.Mode(db.Replication.Mode),
+		Mode:             keeper.Mode(db.Replication.Mode),
 		SyncStandbys:     db.Replication.SyncStandbys,
 		MaxLagOnFailover: uint64(db.Replication.MaxLagOnFailover),
 		Replication:      pg.Upstream{User: db.Replication.User, Password: c.dbPassword},
@@ -154,21 +155,21 @@ func (c *coordination) startKeeper(ctx context.Context) {
 type DatabaseStatus struct {
 	// Primary is the node that holds the primary's record, and Epoch its
 	// fencing epoch.
-	Primary string                    `json:"primary"`
-	Epoch   int64                     `json:"epoch"`
-	Members map[string]pg.MemberState `json:"members"`
-	Sync    pg.SyncState              `json:"sync"`
+	Primary string                        `json:"primary"`
+	Epoch   int64                         `json:"epoch"`
+	Members map[string]keeper.MemberState `json:"members"`
+	Sync    keeper.SyncState              `json:"sync"`
 	// Routes and Router, on a router node: where its pools send clients
 	// now, and the pools' balancers.
-	Routes *pg.Routes  `json:"routes,omitempty"`
-	Router []lb.Status `json:"router,omitempty"`
+	Routes *keeper.Routes `json:"routes,omitempty"`
+	Router []lb.Status    `json:"router,omitempty"`
 }
 
 func (c *coordination) databaseStatus() *DatabaseStatus {
 	if c.db == nil && c.router == nil {
 		return nil
 	}
-	st := &DatabaseStatus{Members: map[string]pg.MemberState{}}
+	st := &DatabaseStatus{Members: map[string]keeper.MemberState{}}
 	if c.db != nil {
 		if k := c.db.keeper.Load(); k != nil {
 			o := k.Owner().Status()
@@ -235,7 +236,7 @@ func (c *coordination) switchover(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 2*c.cfg.Database.Lease.D()+5*time.Second)
 	defer cancel()
-	var k *pg.Keeper
+	var k *keeper.Keeper
 	if c.db != nil {
 		k = c.db.keeper.Load()
 	}
@@ -243,7 +244,7 @@ func (c *coordination) switchover(w http.ResponseWriter, r *http.Request) {
 	if k != nil {
 		old = k.Owner().Status().Holder
 	}
-	if err := pg.Switchover(ctx, cli, c.cfg.Cluster, dbName, to); err != nil {
+	if err := keeper.Switchover(ctx, cli, c.cfg.Cluster, dbName, to); err != nil {
 		web.WriteError(w, http.StatusConflict, err)
 		return
 	}

@@ -8,7 +8,7 @@ import (
 
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/lb"
-	"github.com/haven-ha/haven/internal/pg"
+	"github.com/haven-ha/haven/internal/pg/keeper"
 )
 
 // dbRouter proxies the database's clients on a router node: a TCP
@@ -16,7 +16,7 @@ import (
 type dbRouter struct {
 	pools  []*routerPool
 	mu     sync.Mutex
-	routes pg.Routes
+	routes keeper.Routes
 	served sync.WaitGroup
 	cancel context.CancelFunc
 }
@@ -70,14 +70,14 @@ func (c *coordination) prepareRouter() error {
 // watchRoutes feeds the router's pools from etcd until ctx ends.
 func (c *coordination) watchRoutes(ctx context.Context) {
 	db := c.cfg.Database
-	_ = pg.WatchRoutes(ctx, c.client, c.cfg.Cluster, dbName, uint64(db.ReplicaMaxLag), func(rt pg.Routes) {
+	_ = keeper.WatchRoutes(ctx, c.client, c.cfg.Cluster, dbName, uint64(db.ReplicaMaxLag), func(rt keeper.Routes) {
 		c.router.set(rt, c)
 	})
 }
 
 // set gives the pools their new backends. The primary's pool closes the
 // connections it still has to a former primary.
-func (r *dbRouter) set(rt pg.Routes, c *coordination) {
+func (r *dbRouter) set(rt keeper.Routes, c *coordination) {
 	r.mu.Lock()
 	old := r.routes
 	r.routes = rt
@@ -108,7 +108,7 @@ func routeBackend(node, addr string) *config.Backend {
 }
 
 // Routes returns the routes the router applies now.
-func (r *dbRouter) Routes() pg.Routes {
+func (r *dbRouter) Routes() keeper.Routes {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.routes

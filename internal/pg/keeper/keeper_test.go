@@ -1,4 +1,4 @@
-package pg
+package keeper
 
 import (
 	"context"
@@ -14,16 +14,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/haven-ha/haven/internal/coord"
-	"github.com/haven-ha/haven/internal/coord/coordtest"
+	"github.com/haven-ha/haven/internal/pg"
 )
-
-// startEtcd runs a one-member embedded etcd until the test ends and
-// returns its client URL.
-func startEtcd(t *testing.T) string {
-	t.Helper()
-	url, _ := coordtest.StartMember(t)
-	return url
-}
 
 // testKeeper is a Keeper on its own etcd client, running until stop.
 type testKeeper struct {
@@ -43,12 +35,12 @@ func startKeeper(t *testing.T, etcd string, node *testServer, nodes []string, mo
 	if err != nil {
 		t.Fatal(err)
 	}
-	k, err := NewKeeper(KeeperConfig{
+	k, err := New(Config{
 		Server: node.Server, Client: cli, Cluster: "shop", Name: "main",
-		Node: node.conf.Name, Nodes: nodes, Host: "127.0.0.1",
+		Node: node.Name(), Nodes: nodes, Host: "127.0.0.1",
 		Lease: time.Second, Mode: mode, SyncStandbys: 1, MaxLagOnFailover: 1 << 20,
-		Replication: Upstream{Password: testReplPassword},
-		Logger:      node.conf.Logger,
+		Replication: pg.Upstream{Password: testReplPassword},
+		Logger:      node.logger,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -418,8 +410,8 @@ func TestKeeperStrictNoPromotion(t *testing.T) {
 // waiting at once, instead of waiting, until the keeper stops, for a state
 // no session will reach.
 func TestWaitRunningEndsWithTheSession(t *testing.T) {
-	s := newTestServer(t, nil)
-	sup, err := NewSupervisor(s.Server, RestartPolicy{}, nil, nil)
+	s := newNode(t, "db1")
+	sup, err := pg.NewSupervisor(s.Server, pg.RestartPolicy{}, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,13 +1,15 @@
-package pg
+package keeper
 
 import (
 	"strings"
 	"testing"
+
+	"github.com/haven-ha/haven/internal/pg"
 )
 
 func TestPromotable(t *testing.T) {
 	const sys = 7
-	replica := func(node string, lsn LSN) MemberState {
+	replica := func(node string, lsn pg.LSN) MemberState {
 		return MemberState{Node: node, Role: RoleReplica, SystemID: sys, LSN: lsn, Timeline: 1}
 	}
 	with := func(ms ...MemberState) map[string]MemberState {
@@ -25,7 +27,7 @@ func TestPromotable(t *testing.T) {
 		self    MemberState
 		members map[string]MemberState
 		sync    SyncState
-		primary LSN
+		primary pg.LSN
 		policy  failoverPolicy
 		want    string // "" for promotable, else a word of the reason
 	}{

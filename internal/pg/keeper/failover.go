@@ -1,9 +1,11 @@
-package pg
+package keeper
 
 import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/haven-ha/haven/internal/pg"
 )
 
 // Mode is how the primary waits for its replicas before a commit returns.
@@ -50,9 +52,9 @@ type MemberState struct {
 	// LSN is, on a primary, where it writes; on a replica, how far it has
 	// received WAL (or replayed it, while it does not stream): the data a
 	// promotion would keep.
-	LSN       LSN  `json:"lsn,omitempty"`
-	Replayed  LSN  `json:"replayed,omitempty"`
-	Streaming bool `json:"streaming,omitempty"`
+	LSN       pg.LSN `json:"lsn,omitempty"`
+	Replayed  pg.LSN `json:"replayed,omitempty"`
+	Streaming bool   `json:"streaming,omitempty"`
 	// Upstream is the primary a replica follows ("" while it does not
 	// know one).
 	Upstream string `json:"upstream,omitempty"`
@@ -66,7 +68,7 @@ type MemberState struct {
 	Priority   int     `json:"priority"`
 	// LastPrimaryLSN, on a former primary that let go, is where its WAL
 	// ended: its successor must have received that far.
-	LastPrimaryLSN LSN `json:"last_primary_lsn,omitempty"`
+	LastPrimaryLSN pg.LSN `json:"last_primary_lsn,omitempty"`
 	// NotPromotable says why the node may not become the primary now
 	// ("" when it may, or when it is the primary).
 	NotPromotable string `json:"not_promotable,omitempty"`

@@ -1,4 +1,4 @@
-package pg
+package keeper
 
 import (
 	"context"
@@ -18,6 +18,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/haven-ha/haven/internal/coord"
+	"github.com/haven-ha/haven/internal/pg"
 )
 
 // DefaultLease is the database primary's default ownership lease.
@@ -33,11 +34,11 @@ const degradeAfter = 10 * time.Second
 // nothing wakes it sooner.
 const keeperTick = 250 * time.Millisecond
 
-// KeeperConfig configures a Keeper.
-type KeeperConfig struct {
+// Config configures a Keeper.
+type Config struct {
 	// Server is this node's postgres, configured (Config.Name set) and
 	// not started: the keeper starts, stops, clones and rewinds it.
-	Server *Server
+	Server *pg.Server
 	// Client reaches etcd; Alternates are clients of the other members
 	// (see coord.OwnerConfig).
 	Client     *clientv3.Client
@@ -60,7 +61,7 @@ type KeeperConfig struct {
 	MaxLagOnFailover uint64
 	// Replication is the role replicas connect as (User, Password); Host,
 	// Port and Slot are filled in per primary.
-	Replication Upstream
+	Replication pg.Upstream
 	// Priority and NoFailover are the node's tags.
 	Priority   int
 	NoFailover bool
@@ -68,8 +69,8 @@ type KeeperConfig struct {
 	// Run): opened until the lease deadline at every renewal, closed
 	// before anything else when the node lets go. Without it a frozen
 	// agent's postgres keeps taking connections past the lease.
-	Fence      *WriteFence
-	Restart    RestartPolicy
+	Fence      *pg.WriteFence
+	Restart    pg.RestartPolicy
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 }
@@ -78,12 +79,12 @@ type KeeperConfig struct {
 // running as the primary while the node holds the database's ownership
 // record, and as a replica of the holder otherwise; it initialises the
 // cluster when it is the first node to lead, clones, follows a new primary,
-// and rewinds itself after it lost the lead. Create it with NewKeeper, run
+// and rewinds itself after it lost the lead. Create it with New, run
 // it with Run.
 type Keeper struct {
-	cfg   KeeperConfig
-	srv   *Server
-	sup   *Supervisor
+	cfg   Config
+	srv   *pg.Server
+	sup   *pg.Supervisor
 	owner *coord.Owner
 	state *coord.Entry[MemberState]
 	guard *keeperGuard
@@ -131,13 +132,13 @@ type Keeper struct {
 	failedFollows int
 }
 
-// NewKeeper checks cfg and fills its defaults; it starts nothing.
-func NewKeeper(cfg KeeperConfig) (*Keeper, error) {
+// New checks cfg and fills its defaults; it starts nothing.
+func New(cfg Config) (*Keeper, error) {
 	switch {
 	case cfg.Server == nil:
 		return nil, errors.New("pg: keeper: no server")
 	case cfg.Server.Name() == "":
-		return nil, fmt.Errorf("pg: keeper: %w", ErrNoName)
+		return nil, fmt.Errorf("pg: keeper: %w", pg.ErrNoName)
 	case cfg.Node == "":
 		return nil, errors.New("pg: keeper: no node name")
 	case cfg.Host == "":
@@ -181,12 +182,12 @@ func NewKeeper(cfg KeeperConfig) (*Keeper, error) {
 		return nil, fmt.Errorf("pg: keeper: %w", err)
 	}
 	k.m = m
-	sup, err := NewSupervisor(cfg.Server, cfg.Restart, log, cfg.Registerer)
+	sup, err := pg.NewSupervisor(cfg.Server, cfg.Restart, log, cfg.Registerer)
 	if err != nil {
 		return nil, err
 	}
 	k.sup = sup
-	sup.OnChange(func(Status) { k.poke() })
+	sup.OnChange(func(pg.Status) { k.poke() })
 	owner, err := coord.NewOwner(coord.OwnerConfig{
 		Client:     cfg.Client,
 		Alternates: cfg.Alternates,
@@ -254,11 +255,11 @@ func Switchover(ctx context.Context, cli *clientv3.Client, cluster, name, to str
 }
 
 // HealthHandler returns the node's Patroni-compatible health endpoints.
-func (k *Keeper) HealthHandler() *HealthHandler { return NewHealthHandler(k.srv, k.sup, k, 0) }
+func (k *Keeper) HealthHandler() *pg.HealthHandler { return pg.NewHealthHandler(k.srv, k.sup, k, 0) }
 
 // PrimaryLSN is the last WAL position the primary published, for
 // /replica?lag= (pg.PrimaryLSNer).
-func (k *Keeper) PrimaryLSN() (LSN, bool) {
+func (k *Keeper) PrimaryLSN() (pg.LSN, bool) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return k.primary.LSN, k.primary.LSN != 0
@@ -399,7 +400,7 @@ func (k *Keeper) lead(ctx context.Context) error {
 	if !k.startPrimary(ctx) {
 		return nil // lost the lead meanwhile
 	}
-	if k.sup.Status().State != StateRunning {
+	if k.sup.Status().State != pg.StateRunning {
 		return nil // starting; the next round goes on
 	}
 	inRecovery, err := k.srv.IsInRecovery(ctx)
@@ -439,7 +440,7 @@ func (k *Keeper) lead(ctx context.Context) error {
 		}
 		for _, n := range k.cfg.Nodes {
 			if n != k.cfg.Node {
-				if err := k.srv.CreateSlot(ctx, SlotName(n)); err != nil {
+				if err := k.srv.CreateSlot(ctx, pg.SlotName(n)); err != nil {
 					return err
 				}
 			}
@@ -462,7 +463,7 @@ func (k *Keeper) bootstrap(ctx context.Context) error {
 		return errors.New("leads without data in an initialised cluster; handing over")
 	}
 	k.log.Info("initialising the database cluster")
-	if err := k.srv.Init(ctx); err != nil && !errors.Is(err, ErrInitialized) {
+	if err := k.srv.Init(ctx); err != nil && !errors.Is(err, pg.ErrInitialized) {
 		return err
 	}
 	if !k.startPrimary(ctx) {
@@ -577,7 +578,7 @@ func (k *Keeper) putSync(ctx context.Context, s SyncState) error {
 // follow makes this node a replica of the holder: stop a former primary,
 // clone when it has no data, rewind when it diverged, follow otherwise.
 func (k *Keeper) follow(ctx context.Context) error {
-	running := k.supRunning() && k.sup.Status().State == StateRunning
+	running := k.supRunning() && k.sup.Status().State == pg.StateRunning
 	if running {
 		inRecovery, err := k.srv.IsInRecovery(ctx)
 		if err != nil {
@@ -598,7 +599,7 @@ func (k *Keeper) follow(ctx context.Context) error {
 		if !running && k.srv.HasData() && !k.supRunning() {
 			// Start read-only, replaying its own WAL, so that the node
 			// knows and publishes its position.
-			if err := k.srv.SetStandby(Upstream{}); err != nil {
+			if err := k.srv.SetStandby(pg.Upstream{}); err != nil {
 				return err
 			}
 			k.following = ""
@@ -607,7 +608,7 @@ func (k *Keeper) follow(ctx context.Context) error {
 		return nil
 	}
 	up := k.cfg.Replication
-	up.Host, up.Port, up.Slot = leader.Host, leader.Port, SlotName(k.cfg.Node)
+	up.Host, up.Port, up.Slot = leader.Host, leader.Port, pg.SlotName(k.cfg.Node)
 	switch {
 	case !k.srv.HasData():
 		return k.clone(ctx, leader.Node, up)
@@ -676,7 +677,7 @@ func (k *Keeper) leader() (MemberState, bool) {
 	return m, true
 }
 
-func (k *Keeper) clone(ctx context.Context, leader string, up Upstream) error {
+func (k *Keeper) clone(ctx context.Context, leader string, up pg.Upstream) error {
 	if k.supRunning() {
 		if err := k.stopPostgres(); err != nil {
 			return err
@@ -693,14 +694,14 @@ func (k *Keeper) clone(ctx context.Context, leader string, up Upstream) error {
 	return nil
 }
 
-func (k *Keeper) rewind(ctx context.Context, leader string, up Upstream) error {
+func (k *Keeper) rewind(ctx context.Context, leader string, up pg.Upstream) error {
 	if err := k.stopPostgres(); err != nil {
 		return err
 	}
 	k.log.Warn("rejoining as a replica: rewinding", "primary", leader)
 	res, err := k.srv.Rewind(ctx, up)
-	if errors.Is(err, ErrRewindImpossible) {
-		_ = k.srv.Stop(ctx, StopFast)
+	if errors.Is(err, pg.ErrRewindImpossible) {
+		_ = k.srv.Stop(ctx, pg.StopFast)
 		aside := k.srv.DataDir() + ".diverged-" + time.Now().UTC().Format("20060102T150405")
 		k.log.Error("rewind impossible: moving the data directory aside and cloning again", "error", err, "moved_to", aside)
 		if rerr := os.Rename(k.srv.DataDir(), aside); rerr != nil {
@@ -709,7 +710,7 @@ func (k *Keeper) rewind(ctx context.Context, leader string, up Upstream) error {
 		return k.clone(ctx, leader, up)
 	}
 	if err != nil {
-		_ = k.srv.Stop(ctx, StopFast)
+		_ = k.srv.Stop(ctx, pg.StopFast)
 		return fmt.Errorf("rewind: %w", err)
 	}
 	if res.Rewound {
@@ -729,9 +730,9 @@ func (k *Keeper) rewind(ctx context.Context, leader string, up Upstream) error {
 func (k *Keeper) publish(ctx context.Context) {
 	st := k.baseState(RoleStopped)
 	switch k.sup.Status().State {
-	case StateFailed:
+	case pg.StateFailed:
 		st.Role = RoleFailed
-	case StateRunning:
+	case pg.StateRunning:
 		qctx, cancel := context.WithTimeout(ctx, time.Second)
 		pos, err := k.srv.Position(qctx)
 		if err == nil {
@@ -778,7 +779,7 @@ func (k *Keeper) publish(ctx context.Context) {
 	case time.Now().Before(k.vetoUntil):
 		why = k.vetoWhy
 	case k.guard.isActing():
-		ok = !k.cfg.NoFailover && k.sup.Status().State != StateFailed
+		ok = !k.cfg.NoFailover && k.sup.Status().State != pg.StateFailed
 		why = "postgres failed, or the node is tagged nofailover"
 	case !k.initialized(ctx):
 		ok = !k.cfg.NoFailover // bootstrap: any node may initialise
@@ -791,7 +792,7 @@ func (k *Keeper) publish(ctx context.Context) {
 	}
 	st.NotPromotable = why
 	if st.Role != RolePrimary {
-		st.LastPrimaryLSN = LSN(k.finalLSN.Load())
+		st.LastPrimaryLSN = pg.LSN(k.finalLSN.Load())
 	}
 	k.state.Set(st)
 	k.setMetrics(st, ok)
@@ -933,8 +934,8 @@ func (k *Keeper) stopPostgres() error {
 // runs postgres. It gives up when the session ends: Release stops it when
 // the node lets go of the lead, and no state it waits for comes then.
 func (k *Keeper) waitRunning(ctx context.Context) error {
-	for k.sup.Status().State != StateRunning {
-		if k.sup.Status().State == StateFailed {
+	for k.sup.Status().State != pg.StateRunning {
+		if k.sup.Status().State == pg.StateFailed {
 			return fmt.Errorf("postgres failed to start after initdb; see %s", k.srv.LogFile())
 		}
 		if !k.supRunning() {

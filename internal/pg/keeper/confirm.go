@@ -1,4 +1,4 @@
-package pg
+package keeper
 
 import (
 	"context"
@@ -9,6 +9,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/haven-ha/haven/internal/pg"
 )
 
 // confirmTimeout bounds each question to a peer before a promotion.
@@ -21,7 +23,7 @@ const confirmTimeout = time.Second
 // why the node must not promote: a reachable replica has more WAL, or (sync
 // and strict mode) too few synchronous standbys answered to be sure this
 // node has every acknowledged commit.
-func (k *Keeper) confirmPromotion(ctx context.Context, self LSN) error {
+func (k *Keeper) confirmPromotion(ctx context.Context, self pg.LSN) error {
 	k.mu.Lock()
 	members, sync := k.members, k.sync
 	k.mu.Unlock()
@@ -65,7 +67,7 @@ func (k *Keeper) confirmPromotion(ctx context.Context, self LSN) error {
 // position), within max_lag_on_failover. A crashed primary's running
 // position is not asked for: in sync mode its unacknowledged tail need not
 // survive, and in async mode promotable's lag rule covers it.
-func (k *Keeper) caughtUp(ctx context.Context, self LSN) error {
+func (k *Keeper) caughtUp(ctx context.Context, self pg.LSN) error {
 	qctx, cancel := context.WithTimeout(ctx, confirmTimeout)
 	defer cancel()
 	resp, err := k.cfg.Client.Get(qctx, StatePrefix(k.cfg.Cluster, k.cfg.Name), clientv3.WithPrefix())
@@ -92,9 +94,9 @@ func (k *Keeper) caughtUp(ctx context.Context, self LSN) error {
 // peerPositions asks each peer's postgres, in parallel, how far it has
 // received (or replayed) WAL; peers that do not answer within
 // confirmTimeout, or that are not replicas of this cluster, are left out.
-func (k *Keeper) peerPositions(ctx context.Context, peers []MemberState) map[string]LSN {
+func (k *Keeper) peerPositions(ctx context.Context, peers []MemberState) map[string]pg.LSN {
 	var mu sync.Mutex
-	got := map[string]LSN{}
+	got := map[string]pg.LSN{}
 	var wg sync.WaitGroup
 	for _, m := range peers {
 		wg.Go(func() {
@@ -112,12 +114,12 @@ func (k *Keeper) peerPositions(ctx context.Context, peers []MemberState) map[str
 	return got
 }
 
-func (k *Keeper) peerPosition(ctx context.Context, m MemberState) (LSN, error) {
+func (k *Keeper) peerPosition(ctx context.Context, m MemberState) (pg.LSN, error) {
 	ctx, cancel := context.WithTimeout(ctx, confirmTimeout)
 	defer cancel()
 	up := k.cfg.Replication
 	up.Host, up.Port = m.Host, m.Port
-	p, err := QueryPeer(ctx, up, k.cfg.Node+"_failover")
+	p, err := pg.QueryPeer(ctx, up, k.cfg.Node+"_failover")
 	if err != nil {
 		return 0, err
 	}
