@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -19,74 +21,96 @@ const confirmTimeout = time.Second
 // confirmPromotion asks the other replicas' postgres, over TCP, how far
 // they have received WAL, right before this node promotes: the positions
 // they published in etcd may be a tick old, and a replica that is gone may
-// still have an entry there for a few seconds. It returns an error that says
-// why the node must not promote: a reachable replica has more WAL, or (sync
-// and strict mode) too few synchronous standbys answered to be sure this
-// node has every acknowledged commit.
-func (k *Keeper) confirmPromotion(ctx context.Context, self pg.LSN) error {
-	k.mu.Lock()
-	members, sync := k.members, k.sync
-	k.mu.Unlock()
-	syncSet := k.cfg.Mode != ModeAsync && sync.K > 0
-
-	var peers []MemberState
-	for _, m := range members {
-		if m.Node == k.cfg.Node || m.NoFailover {
-			continue
-		}
-		if syncSet && !slices.Contains(sync.Standbys, m.Node) {
-			continue
-		}
-		peers = append(peers, m)
-	}
-	got := k.peerPositions(ctx, peers)
-
-	for node, lsn := range got {
-		if lsn > self {
-			return fmt.Errorf("%s has received more WAL (%s, this node %s)", node, lsn, self)
-		}
-	}
-	if err := k.caughtUp(ctx, self); err != nil {
-		return err
-	}
-	if syncSet {
-		answered := len(got)
-		if slices.Contains(sync.Standbys, k.cfg.Node) {
-			answered++
-		}
-		if need := len(sync.Standbys) - sync.K + 1; answered < need {
-			return fmt.Errorf("only %d of the synchronous standbys %v answered; %d must, to be sure of every acknowledged commit", answered, sync.Standbys, need)
-		}
-	}
-	return nil
+// still have an entry there for a few seconds. It also reads the members'
+// states from etcd (not the watch, which may lag the record's release). It
+// returns why the node must not promote (the machine's confirm), or nil.
+func (k *Keeper) confirmPromotion(ctx context.Context, v view, self pg.LSN) error {
+	got := k.peerPositions(ctx, k.m.promotionPeers(v))
+	states, err := k.readStates(ctx)
+	return k.m.confirm(self, got, states, err, v.sync)
 }
 
-// caughtUp reads the members' states from etcd (not the watch, which may
-// lag the record's release) and checks that self has received the WAL a
-// primary that let go wrote before it stopped (its published final
-// position), within max_lag_on_failover. A crashed primary's running
-// position is not asked for: in sync mode its unacknowledged tail need not
-// survive, and in async mode promotable's lag rule covers it.
-func (k *Keeper) caughtUp(ctx context.Context, self pg.LSN) error {
+// readStates reads every member's published state from etcd.
+func (k *Keeper) readStates(ctx context.Context) ([]MemberState, error) {
 	qctx, cancel := context.WithTimeout(ctx, confirmTimeout)
 	defer cancel()
 	resp, err := k.cfg.Client.Get(qctx, StatePrefix(k.cfg.Cluster, k.cfg.Name), clientv3.WithPrefix())
 	if err != nil {
-		return fmt.Errorf("read the members' states: %w", err)
+		return nil, err
 	}
-	var last MemberState
+	var states []MemberState
 	for _, kv := range resp.Kvs {
 		var m MemberState
-		if json.Unmarshal(kv.Value, &m) != nil || m.Node == k.cfg.Node {
-			continue
-		}
-		end := m.LastPrimaryLSN
-		if end != 0 && (m.Timeline > last.Timeline || m.Timeline == last.Timeline && end > last.LSN) {
-			last = MemberState{Node: m.Node, Timeline: m.Timeline, LSN: end}
+		if json.Unmarshal(kv.Value, &m) == nil {
+			states = append(states, m)
 		}
 	}
-	if last.LSN > self && uint64(last.LSN-self) > k.cfg.MaxLagOnFailover {
+	return states, nil
+}
+
+// promotionPeers are the replicas a node asks before it promotes: every
+// other member not tagged nofailover; only the synchronous standbys while
+// commits wait for some.
+func (m *machine) promotionPeers(v view) []MemberState {
+	syncSet := m.cfg.mode != ModeAsync && v.sync.K > 0
+	var peers []MemberState
+	for _, p := range v.members {
+		if p.Node == m.cfg.node || p.NoFailover {
+			continue
+		}
+		if syncSet && !slices.Contains(v.sync.Standbys, p.Node) {
+			continue
+		}
+		peers = append(peers, p)
+	}
+	slices.SortFunc(peers, func(a, b MemberState) int { return strings.Compare(a.Node, b.Node) })
+	return peers
+}
+
+// confirm says why the node, with WAL to self, must not promote, or nil,
+// from what the peers answered (answers, node to position), the members'
+// states freshly read from etcd (or the error of that read) and the sync
+// record rec:
+//   - a peer that answered has received more WAL;
+//   - a primary that let go published where its WAL ended
+//     (LastPrimaryLSN), and self lacks more than max_lag_on_failover of it
+//     (0 outside async mode): a planned handover loses nothing even when
+//     sync mode had degraded. A crashed primary's running position is not
+//     asked for: in sync mode its unacknowledged tail need not survive, and
+//     in async mode promotable's lag rule covers it;
+//   - sync and strict mode: fewer than len(Standbys)-K+1 of the
+//     synchronous standbys (this node among them) answered, so none of
+//     them may be sure to have every acknowledged commit.
+func (m *machine) confirm(self pg.LSN, answers map[string]pg.LSN, states []MemberState, statesErr error, rec SyncState) error {
+	for _, node := range slices.Sorted(maps.Keys(answers)) {
+		if lsn := answers[node]; lsn > self {
+			return fmt.Errorf("%s has received more WAL (%s, this node %s)", node, lsn, self)
+		}
+	}
+	if statesErr != nil {
+		return fmt.Errorf("read the members' states: %w", statesErr)
+	}
+	var last MemberState
+	for _, st := range states {
+		if st.Node == m.cfg.node {
+			continue
+		}
+		end := st.LastPrimaryLSN
+		if end != 0 && (st.Timeline > last.Timeline || st.Timeline == last.Timeline && end > last.LSN) {
+			last = MemberState{Node: st.Node, Timeline: st.Timeline, LSN: end}
+		}
+	}
+	if last.LSN > self && uint64(last.LSN-self) > m.cfg.maxLag {
 		return fmt.Errorf("has WAL to %s, but %s wrote to %s before it let go", self, last.Node, last.LSN)
+	}
+	if m.cfg.mode != ModeAsync && rec.K > 0 {
+		answered := len(answers)
+		if slices.Contains(rec.Standbys, m.cfg.node) {
+			answered++
+		}
+		if need := len(rec.Standbys) - rec.K + 1; answered < need {
+			return fmt.Errorf("only %d of the synchronous standbys %v answered; %d must, to be sure of every acknowledged commit", answered, rec.Standbys, need)
+		}
 	}
 	return nil
 }

@@ -10,106 +10,50 @@ import (
 	"github.com/haven-ha/haven/internal/pg"
 )
 
-// follow makes this node a replica of the holder: stop a former primary,
-// clone when it has no data, rewind when it diverged, follow otherwise.
-func (k *Keeper) follow(ctx context.Context) error {
-	running := k.supRunning() && k.sup.Status().State == pg.StateRunning
-	if running {
-		inRecovery, err := k.srv.IsInRecovery(ctx)
-		if err != nil {
-			return err
-		}
-		if !inRecovery {
-			// A primary without the lead: stop it now.
-			k.log.Warn("not the leader but postgres is a primary: stopping it")
-			k.demoted.Store(true)
-			return k.stopPostgres()
-		}
+// follow makes this node a replica of the holder, doing what the machine's
+// follow says: stop a former primary, clone when it has no data, rewind
+// when it diverged, follow otherwise.
+func (k *Keeper) follow(ctx context.Context, v view) error {
+	d := k.m.follow(v)
+	if d.act == followDemote {
+		k.log.Warn("not the leader but postgres is a primary: stopping it")
+		k.m.demote()
+		return k.stopPostgres()
 	}
-	leader, ok := k.leader()
-	if why := k.noLeader(ok); why != "" {
-		k.log.Info("no primary to follow yet", "why", why)
-	}
-	if !ok {
-		if !running && k.srv.HasData() && !k.supRunning() {
-			// Start read-only, replaying its own WAL, so that the node
-			// knows and publishes its position.
-			if err := k.srv.SetStandby(pg.Upstream{}); err != nil {
-				return err
-			}
-			k.following = ""
-			k.startSupervisor(ctx)
+	if d.noLeader != k.lastNoLeader {
+		if d.noLeader != "" {
+			k.log.Info("no primary to follow yet", "why", d.noLeader)
 		}
-		return nil
+		k.lastNoLeader = d.noLeader
 	}
 	up := k.cfg.Replication
-	up.Host, up.Port, up.Slot = leader.Host, leader.Port, pg.SlotName(k.cfg.Node)
-	switch {
-	case !k.srv.HasData():
-		return k.clone(ctx, leader.Node, up)
-	case k.demoted.Load() || k.failedFollows >= 3:
-		return k.rewind(ctx, leader.Node, up)
-	case k.following == leader.Node:
-		return nil
-	case !running:
-		if k.supRunning() {
-			return nil // starting
+	up.Host, up.Port, up.Slot = d.leader.Host, d.leader.Port, pg.SlotName(k.cfg.Node)
+	switch d.act {
+	case followReadOnly:
+		if err := k.srv.SetStandby(pg.Upstream{}); err != nil {
+			return err
 		}
+		k.m.startedReadOnly()
+		k.startSupervisor(ctx)
+	case followClone:
+		return k.clone(ctx, d.leader.Node, up)
+	case followRewind:
+		return k.rewind(ctx, d.leader.Node, up)
+	case followStart:
 		if err := k.srv.SetStandby(up); err != nil {
 			return err
 		}
 		k.startSupervisor(ctx)
-		return nil
-	}
-	fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if err := k.srv.Follow(fctx, up, leader.Timeline); err != nil {
-		k.failedFollows++
-		return fmt.Errorf("follow %s (attempt %d): %w", leader.Node, k.failedFollows, err)
-	}
-	k.following, k.failedFollows = leader.Node, 0
-	k.log.Info("following the primary", "primary", leader.Node, "timeline", leader.Timeline)
-	return nil
-}
-
-// noLeader returns, once per change, why there is no primary to follow.
-func (k *Keeper) noLeader(ok bool) string {
-	why := ""
-	if !ok {
-		holder := k.owner.Status().Holder
-		k.mu.Lock()
-		m, seen := k.members[holder]
-		k.mu.Unlock()
-		switch {
-		case holder == "":
-			why = "nobody holds the record"
-		case !seen:
-			why = holder + " holds the record but publishes no state"
-		default:
-			why = holder + " holds the record but its postgres is " + m.Role
+	case followSwitch:
+		fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if err := k.srv.Follow(fctx, up, d.leader.Timeline); err != nil {
+			return fmt.Errorf("follow %s (attempt %d): %w", d.leader.Node, k.m.followFailed(), err)
 		}
+		k.m.followed(d.leader.Node)
+		k.log.Info("following the primary", "primary", d.leader.Node, "timeline", d.leader.Timeline)
 	}
-	if why == k.lastNoLeader {
-		return ""
-	}
-	k.lastNoLeader = why
-	return why
-}
-
-// leader returns the published state of the record's holder when it runs
-// as the primary.
-func (k *Keeper) leader() (MemberState, bool) {
-	holder := k.owner.Status().Holder
-	if holder == "" || holder == k.cfg.Node {
-		return MemberState{}, false
-	}
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	m, ok := k.members[holder]
-	if !ok || m.Role != RolePrimary {
-		return MemberState{}, false
-	}
-	return m, true
+	return nil
 }
 
 func (k *Keeper) clone(ctx context.Context, leader string, up pg.Upstream) error {
@@ -122,8 +66,7 @@ func (k *Keeper) clone(ctx context.Context, leader string, up pg.Upstream) error
 	if err := k.srv.Clone(ctx, up); err != nil {
 		return err
 	}
-	k.following, k.failedFollows, k.timeline = leader, 0, 0
-	k.demoted.Store(false)
+	k.m.replaced(leader)
 	k.finalLSN.Store(0)
 	k.startSupervisor(ctx) // adopts the running clone
 	return nil
@@ -137,7 +80,7 @@ func (k *Keeper) rewind(ctx context.Context, leader string, up pg.Upstream) erro
 	res, err := k.srv.Rewind(ctx, up)
 	if errors.Is(err, pg.ErrRewindImpossible) {
 		_ = k.srv.Stop(ctx, pg.StopFast)
-		aside := k.srv.DataDir() + ".diverged-" + time.Now().UTC().Format("20060102T150405")
+		aside := k.srv.DataDir() + ".diverged-" + k.clk.Now().UTC().Format("20060102T150405")
 		k.log.Error("rewind impossible: moving the data directory aside and cloning again", "error", err, "moved_to", aside)
 		if rerr := os.Rename(k.srv.DataDir(), aside); rerr != nil {
 			return errors.Join(err, rerr)
@@ -153,8 +96,7 @@ func (k *Keeper) rewind(ctx context.Context, leader string, up pg.Upstream) erro
 			"diverged_at", res.DivergedAt, "diverged_timeline", res.DivergedTimeline,
 			"lost_wal_end", res.TargetEnd, "took", res.Took.Round(time.Millisecond))
 	}
-	k.following, k.failedFollows, k.timeline = leader, 0, 0
-	k.demoted.Store(false)
+	k.m.replaced(leader)
 	k.finalLSN.Store(0)
 	k.startSupervisor(ctx)
 	return nil

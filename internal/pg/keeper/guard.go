@@ -66,12 +66,15 @@ func (g *keeperGuard) Release(reason string) {
 	g.mu.Lock()
 	was := g.acting
 	g.acting, g.open = false, false
+	if was {
+		// Under the lock: a view that shows the lead gone shows this too.
+		g.k.letGo.Store(true)
+	}
 	g.mu.Unlock()
 	if !was {
 		return
 	}
 	g.k.log.Warn("lost the lead: stopping postgres", "reason", reason)
-	g.k.demoted.Store(true)
 	// postgres first: its fast shutdown sends the replicas the WAL written
 	// so far, through the fence, which is open until the deadline and
 	// closes by itself then if the stop takes longer.
@@ -102,8 +105,10 @@ func (g *keeperGuard) isActing() bool {
 	return g.acting && time.Now().Before(g.deadline)
 }
 
-func (g *keeperGuard) currentEpoch() int64 {
+// lead reports whether the node acts (isActing), and the lead's fencing
+// epoch.
+func (g *keeperGuard) lead() (acting bool, epoch int64) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.epoch
+	return g.acting && time.Now().Before(g.deadline), g.epoch
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/haven-ha/haven/internal/clock"
 	"github.com/haven-ha/haven/internal/coord"
 	"github.com/haven-ha/haven/internal/pg"
 )
@@ -79,7 +80,11 @@ type Keeper struct {
 	state *coord.Entry[MemberState]
 	guard *keeperGuard
 	log   *slog.Logger
-	m     *keeperMetrics
+	clk   clock.Clock
+
+	metrics *keeperMetrics
+	// m makes the decisions; only the loop's goroutine touches it.
+	m *machine
 
 	mu      sync.Mutex
 	members map[string]MemberState
@@ -91,35 +96,15 @@ type Keeper struct {
 	session *supSession
 
 	wake chan struct{}
-	// following is the primary this replica streams from, once Follow,
-	// Clone or Rewind said so; "" while it does not know.
-	following string
-	// demoted is set when the node stopped acting as the primary: its
-	// data may have diverged, and it rewinds before it follows anyone.
-	demoted atomic.Bool
-	// vetoUntil and vetoWhy keep the node from leading for a while after a
-	// promotion that its peers' answers ruled out.
-	vetoUntil time.Time
-	vetoWhy   string
+	// letGo is set by the guard's Release, for the machine's next view.
+	letGo atomic.Bool
 	// lastNoLeader is why there was no primary to follow, as last logged.
 	lastNoLeader string
 	// finalLSN is where this node's WAL ended when it last let go of the
 	// primary, published until it follows a new one.
 	finalLSN atomic.Uint64
-	// noStandbySince is when the primary last saw its replicas all gone
-	// (zero while one streams).
-	noStandbySince time.Time
-	// setUpEpoch is the lead (fencing epoch) for which the replication role
-	// and the replicas' slots were last set up.
-	setUpEpoch int64
-	// timeline is the newest timeline this node's postgres has shown since
-	// its data directory was last replaced (clone, rewind).
-	timeline uint32
 	// whyNot is why the node may not lead, as last logged ("" when it may).
 	whyNot string
-	// failedFollows counts Follow attempts that did not stream, to fall
-	// back to a rewind.
-	failedFollows int
 }
 
 // New checks cfg and fills its defaults; it starts nothing.
@@ -163,15 +148,20 @@ func New(cfg Config) (*Keeper, error) {
 		cfg:     cfg,
 		srv:     cfg.Server,
 		log:     log,
+		clk:     clock.Real,
 		members: map[string]MemberState{},
 		wake:    make(chan struct{}, 1),
+		m: &machine{cfg: machineConfig{
+			node: cfg.Node, nodes: cfg.Nodes, lease: cfg.Lease, mode: cfg.Mode,
+			syncStandbys: cfg.SyncStandbys, maxLag: cfg.MaxLagOnFailover, noFailover: cfg.NoFailover,
+		}},
 	}
 	k.guard = &keeperGuard{k: k}
 	m, err := newKeeperMetrics(cfg.Registerer)
 	if err != nil {
 		return nil, fmt.Errorf("pg: keeper: %w", err)
 	}
-	k.m = m
+	k.metrics = m
 	sup, err := pg.NewSupervisor(cfg.Server, cfg.Restart, log, cfg.Registerer)
 	if err != nil {
 		return nil, err
@@ -275,7 +265,7 @@ func (k *Keeper) Run(ctx context.Context) error {
 	if k.srv.HasData() && !k.srv.HasStandbySignal() {
 		// It was a primary: its WAL may go past where the next primary's
 		// timeline forked. Rewind before following anyone.
-		k.demoted.Store(true)
+		k.m.demoted = true
 	}
 	if f := k.cfg.Fence; f != nil {
 		if err := f.Install(); err != nil {
@@ -368,15 +358,36 @@ func (k *Keeper) loop(ctx context.Context) error {
 	}
 }
 
-// step does one round: lead or follow, then publish and decide
+// step does one round: look, lead or follow, then publish and decide
 // eligibility.
 func (k *Keeper) step(ctx context.Context) error {
+	v := k.look()
+	// After look: Release sets letGo before a view can show the lead gone.
+	v.letGo = k.letGo.Swap(false)
+	k.m.observe(v)
 	var err error
-	if k.guard.isActing() {
-		err = k.lead(ctx)
-	} else {
-		err = k.follow(ctx)
+	if v.running() {
+		v.inRecovery, err = k.srv.IsInRecovery(ctx)
+	}
+	switch {
+	case err != nil:
+	case v.acting:
+		err = k.lead(ctx, v)
+	default:
+		err = k.follow(ctx, v)
 	}
 	k.publish(ctx)
 	return err
+}
+
+// look returns what the keeper sees now, but for what it must ask postgres
+// (inRecovery) and what happened since the last step (letGo).
+func (k *Keeper) look() view {
+	v := view{now: k.clk.Now(), hasData: k.srv.HasData(), session: k.supRunning(), server: k.sup.Status().State}
+	v.acting, v.epoch = k.guard.lead()
+	v.holder = k.owner.Status().Holder
+	k.mu.Lock()
+	v.members, v.sync, v.primary = k.members, k.sync, k.primary
+	k.mu.Unlock()
+	return v
 }

@@ -181,9 +181,9 @@ func TestKeeperFailover(t *testing.T) {
 	waitSync(t, primary, 1, 2)
 	waitFor(t, "haven_pg_primary 1 on the primary only, k=1", func() (string, bool) {
 		var seen []string
-		ok := testutil.ToFloat64(primary.m.syncK) == 1
+		ok := testutil.ToFloat64(primary.metrics.syncK) == 1
 		for _, k := range append([]*testKeeper{primary}, replicas...) {
-			v := testutil.ToFloat64(k.m.primary)
+			v := testutil.ToFloat64(k.metrics.primary)
 			seen = append(seen, fmt.Sprintf("%s=%v", k.cfg.Node, v))
 			ok = ok && v == map[bool]float64{true: 1, false: 0}[k == primary]
 		}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"strconv"
 	"time"
 
@@ -20,63 +19,83 @@ import (
 // stream every wal_retrieve_retry_interval, 5 s by default).
 const degradeAfter = 10 * time.Second
 
-// lead makes this node the primary: initialise the cluster if nobody has,
-// promote a replica, keep the replicas' slots and the synchronous standbys.
-func (k *Keeper) lead(ctx context.Context) error {
-	if !k.srv.HasData() {
-		return k.bootstrap(ctx)
+// lead makes this node the primary, doing in order what the machine's
+// lead says: initialise the cluster if nobody has, start postgres, promote
+// a replica, set up the replication role and the replicas' slots, keep the
+// synchronous standbys.
+func (k *Keeper) lead(ctx context.Context, v view) error {
+	for _, s := range k.m.lead(v) {
+		var err error
+		switch s {
+		case leadBootstrap:
+			return k.bootstrap(ctx)
+		case leadStart:
+			// false: the lead was lost meanwhile, and the next round
+			// follows. Either way the supervisor's change of state
+			// wakes the keeper.
+			k.startPrimary(ctx)
+			return nil
+		case leadPromote:
+			var promoted bool
+			if promoted, err = k.promote(ctx, v); err == nil && !promoted {
+				return nil
+			}
+		case leadSetUp:
+			err = k.setUp(ctx, v.epoch)
+		case leadSync:
+			err = k.manageSync(ctx, v)
+		}
+		if err != nil {
+			return err
+		}
 	}
-	if !k.startPrimary(ctx) {
-		return nil // lost the lead meanwhile
-	}
-	if k.sup.Status().State != pg.StateRunning {
-		return nil // starting; the next round goes on
-	}
-	inRecovery, err := k.srv.IsInRecovery(ctx)
+	return nil
+}
+
+// promote confirms with the other replicas that this node may promote,
+// then promotes it; it reports false when the replicas ruled it out.
+func (k *Keeper) promote(ctx context.Context, v view) (bool, error) {
+	start := k.clk.Now()
+	pos, err := k.srv.Position(ctx)
 	if err != nil {
+		return false, err
+	}
+	if err := k.confirmPromotion(ctx, v, max(pos.Received, pos.Replayed)); err != nil {
+		// Stand down for a while: the published states said yes, the
+		// replicas themselves say no.
+		k.m.refused(k.clk.Now(), err.Error())
+		k.log.Warn("not promoting; handing the lead back", "why", err)
+		k.owner.SetEligible(false)
+		return false, nil
+	}
+	if !k.guard.fenceOpen() {
+		return false, errors.New("not promoting: the write fence could not be opened (nftables refused it; its error is logged above); fix nftables, or set database.write_fence: false")
+	}
+	tl, err := k.srv.Promote(ctx)
+	if err != nil {
+		return false, fmt.Errorf("promote: %w", err)
+	}
+	k.m.promoted()
+	k.metrics.promotions.Inc()
+	k.log.Warn("promoted to primary", "timeline", tl, "epoch", v.epoch, "took", k.clk.Now().Sub(start).Round(time.Millisecond))
+	return true, nil
+}
+
+// setUp creates the replication role and a slot for every other node, once
+// per lead: the role's ALTER and the grants write WAL.
+func (k *Keeper) setUp(ctx context.Context, epoch int64) error {
+	if err := k.srv.EnsureReplicationUser(ctx, k.cfg.Replication.User, k.cfg.Replication.Password); err != nil {
 		return err
 	}
-	if inRecovery {
-		start := time.Now()
-		pos, err := k.srv.Position(ctx)
-		if err != nil {
-			return err
-		}
-		if err := k.confirmPromotion(ctx, max(pos.Received, pos.Replayed)); err != nil {
-			// Stand down for a while: the published states said yes,
-			// the replicas themselves say no.
-			k.vetoUntil, k.vetoWhy = time.Now().Add(2*k.cfg.Lease), err.Error()
-			k.log.Warn("not promoting; handing the lead back", "why", err)
-			k.owner.SetEligible(false)
-			return nil
-		}
-		if !k.guard.fenceOpen() {
-			return errors.New("not promoting: the write fence could not be opened (nftables refused it; its error is logged above); fix nftables, or set database.write_fence: false")
-		}
-		tl, err := k.srv.Promote(ctx)
-		if err != nil {
-			return fmt.Errorf("promote: %w", err)
-		}
-		k.following, k.failedFollows = "", 0
-		k.demoted.Store(false)
-		k.m.promotions.Inc()
-		k.log.Warn("promoted to primary", "timeline", tl, "epoch", k.guard.currentEpoch(), "took", time.Since(start).Round(time.Millisecond))
-	}
-	// Once per lead: the role's ALTER and the grants write WAL.
-	if epoch := k.guard.currentEpoch(); k.setUpEpoch != epoch {
-		if err := k.srv.EnsureReplicationUser(ctx, k.cfg.Replication.User, k.cfg.Replication.Password); err != nil {
-			return err
-		}
-		for _, n := range k.cfg.Nodes {
-			if n != k.cfg.Node {
-				if err := k.srv.CreateSlot(ctx, pg.SlotName(n)); err != nil {
-					return err
-				}
+	for _, n := range k.cfg.Nodes {
+		if n != k.cfg.Node {
+			if err := k.srv.CreateSlot(ctx, pg.SlotName(n)); err != nil {
+				return err
 			}
 		}
-		k.setUpEpoch = epoch
 	}
-	return k.manageSync(ctx)
+	k.m.setUp(epoch)
+	return nil
 }
 
 // bootstrap initialises the cluster: only the first leader of a cluster
@@ -121,67 +140,31 @@ func (k *Keeper) bootstrap(ctx context.Context) error {
 }
 
 // manageSync keeps synchronous_standby_names and the sync record in step
-// with the healthy replicas, in the order that keeps the record a superset
-// of what commits wait for.
-func (k *Keeper) manageSync(ctx context.Context) error {
-	if k.cfg.Mode == ModeAsync {
-		return nil
-	}
+// with the healthy replicas (the machine's syncTarget), in the order that
+// keeps the record a superset of what commits wait for: widen the record
+// first, narrow postgres first.
+func (k *Keeper) manageSync(ctx context.Context, v view) error {
 	standbys, err := k.srv.Replication(ctx)
 	if err != nil {
 		return err
 	}
-	var healthy []string
-	for _, s := range standbys {
-		if s.State == "streaming" && slices.Contains(k.cfg.Nodes, s.Name) {
-			healthy = append(healthy, s.Name)
-		}
-	}
-	slices.Sort(healthy)
-	if len(healthy) > 0 {
-		k.noStandbySince = time.Time{}
-	} else if k.cfg.Mode == ModeSync {
-		// Replicas reconnect a few seconds after a restart of the
-		// primary: commits wait for them that long before sync mode
-		// degrades to async.
-		if k.noStandbySince.IsZero() {
-			k.noStandbySince = time.Now()
-		}
-		if time.Since(k.noStandbySince) < degradeAfter {
-			return nil
-		}
-	}
-	want := SyncState{Leader: k.cfg.Node, K: min(k.cfg.SyncStandbys, len(healthy)), Standbys: healthy}
-	if k.cfg.Mode == ModeStrict {
-		// Never fewer than k: with no healthy standby, keep waiting for
-		// the last ones named, and writes block.
-		k.mu.Lock()
-		prev := k.sync
-		k.mu.Unlock()
-		want.K = k.cfg.SyncStandbys
-		if len(healthy) < k.cfg.SyncStandbys && prev.Leader == k.cfg.Node {
-			want.Standbys = union(prev.Standbys, healthy)
-		}
-		if len(want.Standbys) == 0 {
-			want.Standbys = others(k.cfg.Nodes, k.cfg.Node)
-		}
-	}
-	k.mu.Lock()
-	cur := k.sync
-	k.mu.Unlock()
-	k.m.syncK.Set(float64(want.K))
-	k.m.syncDegraded.Set(0)
-	if k.cfg.Mode == ModeSync && want.K == 0 {
-		k.m.syncDegraded.Set(1)
-	}
-	if cur.Leader == want.Leader && cur.K == want.K && slices.Equal(cur.Standbys, want.Standbys) {
+	want, hold := k.m.syncTarget(k.clk.Now(), standbys, v.sync)
+	if hold {
 		return nil
 	}
-	if want.K == 0 && cur.K > 0 {
+	k.metrics.syncK.Set(float64(want.K))
+	k.metrics.syncDegraded.Set(0)
+	if k.cfg.Mode == ModeSync && want.K == 0 {
+		k.metrics.syncDegraded.Set(1)
+	}
+	widened, change := syncChange(v.sync, want)
+	if !change {
+		return nil
+	}
+	if want.K == 0 && v.sync.K > 0 {
 		k.log.Error("no healthy synchronous standby: commits no longer wait for a replica (sync mode degrades to async)")
 	}
-	// Widen the record first, narrow postgres first.
-	if err := k.putSync(ctx, SyncState{Leader: want.Leader, K: want.K, Standbys: union(cur.Standbys, want.Standbys)}); err != nil {
+	if err := k.putSync(ctx, widened); err != nil {
 		return err
 	}
 	if _, err := k.srv.SetSynchronousStandbys(ctx, want.K, want.Standbys); err != nil {
@@ -202,20 +185,4 @@ func (k *Keeper) putSync(ctx context.Context, s SyncState) error {
 		k.mu.Unlock()
 	}
 	return err
-}
-
-func union(a, b []string) []string {
-	out := slices.Concat(a, b)
-	slices.Sort(out)
-	return slices.Compact(out)
-}
-
-func others(nodes []string, self string) []string {
-	var out []string
-	for _, n := range nodes {
-		if n != self {
-			out = append(out, n)
-		}
-	}
-	return out
 }

@@ -10,74 +10,30 @@ import (
 )
 
 // publish reads postgres's position and publishes the node's state, then
-// decides whether the node may lead.
+// tells the ownership record whether the node may lead (the machine's
+// member and eligible).
 func (k *Keeper) publish(ctx context.Context) {
-	st := k.baseState(RoleStopped)
-	switch k.sup.Status().State {
-	case pg.StateFailed:
-		st.Role = RoleFailed
-	case pg.StateRunning:
+	v := k.look()
+	r := reading{server: v.server}
+	if r.server == pg.StateRunning {
 		qctx, cancel := context.WithTimeout(ctx, time.Second)
 		pos, err := k.srv.Position(qctx)
+		var id uint64
 		if err == nil {
-			st.SystemID, err = k.srv.SystemIdentifier(qctx)
+			id, err = k.srv.SystemIdentifier(qctx)
 		}
 		cancel()
-		if err != nil {
-			break
-		}
-		st.Timeline, st.Replayed = pos.Timeline, pos.Replayed
-		if pos.InRecovery {
-			// A replica that stops streaming reports its last
-			// restartpoint's timeline, which may be older than the WAL
-			// it received: publish the newest it has shown.
-			k.timeline = max(k.timeline, pos.Timeline)
-			st.Timeline = k.timeline
-			st.Role, st.LSN = RoleReplica, max(pos.Received, pos.Replayed)
-			st.LagSeconds = pos.ReplayDelay.Seconds()
-			st.Upstream = k.following
-			st.Streaming = pos.Received != 0 && k.following != ""
-		} else {
-			st.Role, st.LSN = RolePrimary, pos.Current
-			k.timeline = pos.Timeline
-		}
+		r.ok, r.pos, r.systemID = err == nil, pos, id
 	}
-	k.mu.Lock()
-	members, sync, primary := k.members, k.sync, k.primary
-	k.mu.Unlock()
-	if st.Role == RoleReplica && primary.LSN > st.LSN {
-		st.Lag = uint64(primary.LSN - st.LSN)
-	}
-	if st.Role == RolePrimary && !k.guard.isActing() {
-		st.Role = RoleStopped // being demoted: nobody may route writes here
-	}
-	if f := k.cfg.Fence; f != nil && st.Role == RoleReplica && !k.guard.isActing() {
+	st := k.m.member(k.baseState(RoleStopped), r, v.acting, v.primary, pg.LSN(k.finalLSN.Load()))
+	if f := k.cfg.Fence; f != nil && st.Role == RoleReplica && !v.acting {
 		// A replica serves reads: out of the fence.
 		if err := f.Unfence(); err != nil {
 			k.log.Warn("write fence", "error", err)
 		}
 	}
-	var ok bool
-	var why string
-	switch {
-	case time.Now().Before(k.vetoUntil):
-		why = k.vetoWhy
-	case k.guard.isActing():
-		ok = !k.cfg.NoFailover && k.sup.Status().State != pg.StateFailed
-		why = "postgres failed, or the node is tagged nofailover"
-	case !k.initialized(ctx):
-		ok = !k.cfg.NoFailover // bootstrap: any node may initialise
-		why = "tagged nofailover"
-	default:
-		ok, why = promotable(st, members, sync, primary, failoverPolicy{mode: k.cfg.Mode, maxLag: k.cfg.MaxLagOnFailover})
-	}
-	if ok {
-		why = ""
-	}
+	ok, why := k.m.eligible(v, k.initialized(ctx, v.members), st)
 	st.NotPromotable = why
-	if st.Role != RolePrimary {
-		st.LastPrimaryLSN = pg.LSN(k.finalLSN.Load())
-	}
 	k.state.Set(st)
 	k.setMetrics(st, ok)
 	if why != k.whyNot {
@@ -99,29 +55,27 @@ func (k *Keeper) setMetrics(st MemberState, promotable bool) {
 		return 0
 	}
 	primary := st.Role == RolePrimary && k.guard.fenceOpen()
-	k.m.primary.Set(b(primary))
-	k.m.lsn.Set(float64(st.LSN))
-	k.m.lag.Set(float64(st.Lag))
-	k.m.lagSeconds.Set(st.LagSeconds)
-	k.m.timeline.Set(float64(st.Timeline))
-	k.m.promotable.Set(b(promotable && !primary))
+	k.metrics.primary.Set(b(primary))
+	k.metrics.lsn.Set(float64(st.LSN))
+	k.metrics.lag.Set(float64(st.Lag))
+	k.metrics.lagSeconds.Set(st.LagSeconds)
+	k.metrics.timeline.Set(float64(st.Timeline))
+	k.metrics.promotable.Set(b(promotable && !primary))
 	if !primary {
-		k.m.syncK.Set(0)
-		k.m.syncDegraded.Set(0)
+		k.metrics.syncK.Set(0)
+		k.metrics.syncDegraded.Set(0)
 	}
 }
 
-// initialized reports whether the cluster has been initialised (InitKey
-// exists); on an error it assumes so, the safe answer.
-func (k *Keeper) initialized(ctx context.Context) bool {
-	k.mu.Lock()
-	for _, m := range k.members {
+// initialized reports whether the cluster has been initialised: a member
+// published a system identifier, or InitKey exists. On an error it assumes
+// so, the safe answer.
+func (k *Keeper) initialized(ctx context.Context, members map[string]MemberState) bool {
+	for _, m := range members {
 		if m.SystemID != 0 {
-			k.mu.Unlock()
 			return true
 		}
 	}
-	k.mu.Unlock()
 	qctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	resp, err := k.cfg.Client.Get(qctx, InitKey(k.cfg.Cluster, k.cfg.Name), clientv3.WithCountOnly())
