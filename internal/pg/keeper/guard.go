@@ -102,7 +102,7 @@ func (g *keeperGuard) fenceOpen() bool {
 func (g *keeperGuard) isActing() bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.acting && time.Now().Before(g.deadline)
+	return g.acting && g.k.clk.Now().Before(g.deadline)
 }
 
 // lead reports whether the node acts (isActing), and the lead's fencing
@@ -110,5 +110,5 @@ func (g *keeperGuard) isActing() bool {
 func (g *keeperGuard) lead() (acting bool, epoch int64) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.acting && time.Now().Before(g.deadline), g.epoch
+	return g.acting && g.k.clk.Now().Before(g.deadline), g.epoch
 }

@@ -22,7 +22,9 @@ import (
 const DefaultLease = 2 * time.Second
 
 // keeperTick is how often the keeper looks at postgres and etcd when
-// nothing wakes it sooner.
+// nothing wakes it sooner. The watches, the guard and the supervisor wake
+// it on every change they see, but postgres tells nobody when its WAL
+// moves on: the rounds in between publish how far it has gone.
 const keeperTick = 250 * time.Millisecond
 
 // Config configures a Keeper.
@@ -60,8 +62,15 @@ type Config struct {
 	// Run): opened until the lease deadline at every renewal, closed
 	// before anything else when the node lets go. Without it a frozen
 	// agent's postgres keeps taking connections past the lease.
-	Fence      *pg.WriteFence
-	Restart    pg.RestartPolicy
+	Fence   *pg.WriteFence
+	Restart pg.RestartPolicy
+	// Clock is the keeper's time (nil: clock.Real): when each round
+	// happens, and so the veto after a refused promotion and how long a
+	// sync primary has had no standby, and whether the lease deadline the
+	// ownership record gave the guard has passed. coord.Owner sets that
+	// deadline on the real clock: a keeper that runs needs a clock that
+	// agrees with it.
+	Clock      clock.Clock
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 }
@@ -130,6 +139,9 @@ func New(cfg Config) (*Keeper, error) {
 	if cfg.Mode == "" {
 		cfg.Mode = ModeAsync
 	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.Real
+	}
 	if cfg.Mode != ModeAsync {
 		if cfg.SyncStandbys < 1 {
 			cfg.SyncStandbys = 1
@@ -148,7 +160,7 @@ func New(cfg Config) (*Keeper, error) {
 		cfg:     cfg,
 		srv:     cfg.Server,
 		log:     log,
-		clk:     clock.Real,
+		clk:     cfg.Clock,
 		members: map[string]MemberState{},
 		wake:    make(chan struct{}, 1),
 		m: &machine{cfg: machineConfig{
@@ -343,17 +355,21 @@ func (k *Keeper) watch(ctx context.Context) error {
 }
 
 func (k *Keeper) loop(ctx context.Context) error {
-	t := time.NewTicker(keeperTick)
-	defer t.Stop()
 	for {
+		start := k.clk.Now()
 		if err := k.step(ctx); err != nil && ctx.Err() == nil {
 			k.log.Warn("keeper step", "error", err)
 		}
+		// keeperTick after the round started: a round that took longer is
+		// followed by the next at once.
+		t := k.clk.NewTimer(keeperTick - k.clk.Now().Sub(start))
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return nil
-		case <-t.C:
+		case <-t.C():
 		case <-k.wake:
+			t.Stop()
 		}
 	}
 }
