@@ -321,10 +321,12 @@ func mustHaveAll(t *testing.T, k *testKeeper, acked []int) {
 // TestKeeperRestartAndSwitchover: a primary whose postmaster is killed is
 // restarted in place and keeps the lead; a switchover under a steady
 // writer loses no acknowledged row and the old primary follows the new.
+// (TestPrimaryKeepsTheLeadThroughARestartInPlace drives the decision.)
 func TestKeeperRestartAndSwitchover(t *testing.T) {
 	etcd, primary, replicas := startCluster(t, ModeSync, "db1", "db2", "db3")
 	primary.exec(t, "CREATE TABLE t (id int PRIMARY KEY)")
 
+	lead := primary.Owner().Status()
 	pid := primary.srv.PID()
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -333,13 +335,11 @@ func TestKeeperRestartAndSwitchover(t *testing.T) {
 		_, err := primary.node.tryQuery("SELECT 1")
 		return fmt.Sprint(err), err == nil && primary.srv.PID() != pid
 	})
-	for _, r := range replicas {
-		if r.Leader() {
-			t.Fatalf("%s took the lead after an in-place restart of %s's postgres", r.cfg.Node, primary.cfg.Node)
-		}
-	}
-	if !primary.Leader() {
-		t.Fatalf("%s lost the lead after its postgres restarted in place", primary.cfg.Node)
+	// The same lead throughout: a failover, even one that came back, would
+	// have taken a new fencing epoch.
+	if after := primary.Owner().Status(); !primary.Leader() || after.Holder != primary.cfg.Node || after.Epoch != lead.Epoch {
+		t.Fatalf("after an in-place restart of %s's postgres the record names %s at epoch %d (leader %v); want %s still, at epoch %d",
+			primary.cfg.Node, after.Holder, after.Epoch, primary.Leader(), primary.cfg.Node, lead.Epoch)
 	}
 
 	all := append([]*testKeeper{primary}, replicas...)
@@ -379,11 +379,14 @@ func TestKeeperRestartAndSwitchover(t *testing.T) {
 	_ = etcd
 }
 
-// TestKeeperStrictNoPromotion: in strict mode, when the primary and a
-// synchronous standby are lost together, the remaining standby cannot know
-// it has every acknowledged commit: it is not promoted, and says why; once
-// the lost standby is back, one of them is.
-func TestKeeperStrictNoPromotion(t *testing.T) {
+// TestKeeperStrictWaitsForTheLostStandby: in strict mode, when the primary
+// and a synchronous standby are lost together, the remaining standby
+// cannot know it has every acknowledged commit: it says why it is not
+// promoted; once the lost standby is back, one of them is, with every
+// acknowledged row. That it is never promoted meanwhile is the machine's
+// decision, driven through a minute of simulated time by
+// TestStrictStandbyAloneIsNeverPromoted.
+func TestKeeperStrictWaitsForTheLostStandby(t *testing.T) {
 	etcd, primary, replicas := startCluster(t, ModeStrict, "db1", "db2", "db3")
 	primary.exec(t, "CREATE TABLE t (id int PRIMARY KEY)")
 	primary.exec(t, "INSERT INTO t VALUES (1)")
@@ -395,10 +398,6 @@ func TestKeeperStrictNoPromotion(t *testing.T) {
 		st := left.State()
 		return st.NotPromotable, strings.Contains(st.NotPromotable, "synchronous standbys")
 	})
-	time.Sleep(3 * left.cfg.Lease)
-	if left.Leader() {
-		t.Fatalf("%s was promoted without the other synchronous standby", left.cfg.Node)
-	}
 
 	back := startKeeper(t, etcd, lostStandby.node, []string{"db1", "db2", "db3"}, ModeStrict)
 	leader, _ := leaderOf(t, left, back)
