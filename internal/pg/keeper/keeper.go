@@ -103,6 +103,9 @@ type Keeper struct {
 	// session is the supervisor session, while postgres should run.
 	supMu   sync.Mutex
 	session *supSession
+	// changed closes at the supervisor's next change of state.
+	changeMu sync.Mutex
+	changed  chan struct{}
 
 	wake chan struct{}
 	// letGo is set by the guard's Release, for the machine's next view.
@@ -163,6 +166,7 @@ func New(cfg Config) (*Keeper, error) {
 		clk:     cfg.Clock,
 		members: map[string]MemberState{},
 		wake:    make(chan struct{}, 1),
+		changed: make(chan struct{}),
 		m: &machine{cfg: machineConfig{
 			node: cfg.Node, nodes: cfg.Nodes, lease: cfg.Lease, mode: cfg.Mode,
 			syncStandbys: cfg.SyncStandbys, maxLag: cfg.MaxLagOnFailover, noFailover: cfg.NoFailover,
@@ -179,7 +183,7 @@ func New(cfg Config) (*Keeper, error) {
 		return nil, err
 	}
 	k.sup = sup
-	sup.OnChange(func(pg.Status) { k.poke() })
+	sup.OnChange(k.onSupervisorChange)
 	owner, err := coord.NewOwner(coord.OwnerConfig{
 		Client:     cfg.Client,
 		Alternates: cfg.Alternates,

@@ -2,6 +2,7 @@ package keeper
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -404,21 +405,41 @@ func TestKeeperStrictWaitsForTheLostStandby(t *testing.T) {
 	waitRow(t, leader.node, 1)
 }
 
-// TestWaitRunningEndsWithTheSession: a bootstrap whose node lets go of the
-// lead while postgres starts (Release ends the supervisor session) stops
-// waiting at once, instead of waiting, until the keeper stops, for a state
-// no session will reach.
-func TestWaitRunningEndsWithTheSession(t *testing.T) {
+// TestWaitRunning: bootstrap's wait for postgres ends when the supervisor
+// reports it running, and at once when the session ends (Release stopped
+// it), instead of waiting, until the keeper stops, for a state no session
+// will reach.
+func TestWaitRunning(t *testing.T) {
 	s := newNode(t, "db1")
 	sup, err := pg.NewSupervisor(s.Server, pg.RestartPolicy{}, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	k := &Keeper{srv: s.Server, sup: sup} // no session: Release has ended it
+	k := &Keeper{srv: s.Server, sup: sup, changed: make(chan struct{}), wake: make(chan struct{}, 1)}
+	sup.OnChange(k.onSupervisorChange)
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
-	err = k.waitRunning(ctx)
-	if err == nil || ctx.Err() != nil {
-		t.Fatalf("waitRunning without a session = %v (context: %v); want an error at once", err, ctx.Err())
+
+	if err := k.waitRunning(ctx); !errors.Is(err, errStoppedWhileInitialising) {
+		t.Fatalf("waitRunning without a session = %v, want %v", err, errStoppedWhileInitialising)
+	}
+	ended := &supSession{done: make(chan struct{})}
+	close(ended.done)
+	k.session = ended // Release ended it; stopPostgres has not cleared it yet
+	if err := k.waitRunning(ctx); !errors.Is(err, errStoppedWhileInitialising) {
+		t.Fatalf("waitRunning with an ended session = %v, want %v", err, errStoppedWhileInitialising)
+	}
+
+	k.session = nil
+	if err := s.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	k.startSupervisor(ctx)
+	defer k.stopPostgres()
+	if err := k.waitRunning(ctx); err != nil {
+		t.Fatalf("waitRunning while postgres starts = %v (supervisor: %v), want nil once it runs", err, sup.Status().State)
+	}
+	if st := sup.Status().State; st != pg.StateRunning {
+		t.Fatalf("waitRunning returned with the supervisor %v", st)
 	}
 }

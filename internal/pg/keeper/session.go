@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/haven-ha/haven/internal/pg"
 )
@@ -72,21 +71,50 @@ func (k *Keeper) stopPostgres() error {
 }
 
 // waitRunning waits until the supervisor session that bootstrap started
-// runs postgres. It gives up when the session ends: Release stops it when
-// the node lets go of the lead, and no state it waits for comes then.
+// runs postgres, woken by the supervisor's changes of state. It gives up
+// when the session ends: Release stops it when the node lets go of the
+// lead, and no state it waits for comes then.
 func (k *Keeper) waitRunning(ctx context.Context) error {
-	for k.sup.Status().State != pg.StateRunning {
-		if k.sup.Status().State == pg.StateFailed {
+	for {
+		// Before the state: a change after this read closes it.
+		changed := k.supervisorChanged()
+		switch k.sup.Status().State {
+		case pg.StateRunning:
+			return nil
+		case pg.StateFailed:
 			return fmt.Errorf("postgres failed to start after initdb; see %s", k.srv.LogFile())
 		}
-		if !k.supRunning() {
-			return errors.New("postgres was stopped before it accepted connections: the node let go of the lead while initialising")
+		k.supMu.Lock()
+		s := k.session
+		k.supMu.Unlock()
+		if s == nil {
+			return errStoppedWhileInitialising
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(20 * time.Millisecond):
+		case <-s.done:
+			return errStoppedWhileInitialising
+		case <-changed:
 		}
 	}
-	return nil
+}
+
+var errStoppedWhileInitialising = errors.New("postgres was stopped before it accepted connections: the node let go of the lead while initialising")
+
+// supervisorChanged returns a channel that closes at the supervisor's next
+// change of state.
+func (k *Keeper) supervisorChanged() <-chan struct{} {
+	k.changeMu.Lock()
+	defer k.changeMu.Unlock()
+	return k.changed
+}
+
+// onSupervisorChange wakes the loop and whoever waits in waitRunning.
+func (k *Keeper) onSupervisorChange(pg.Status) {
+	k.changeMu.Lock()
+	close(k.changed)
+	k.changed = make(chan struct{})
+	k.changeMu.Unlock()
+	k.poke()
 }
