@@ -468,7 +468,11 @@ func (s *Server) reloadUntil(ctx context.Context, name, want string) error {
 }
 
 // poll calls cond every replicaPoll until it returns true or an error, or
-// ctx ends.
+// ctx ends. It is for what PostgreSQL announces to nobody: the WAL
+// receiver's status (pg_stat_wal_receiver), which standbys the WAL senders
+// count as synchronous (pg_stat_replication), whether a reload has reached
+// a session. LISTEN/NOTIFY carries only what sessions send; no server
+// event goes through it.
 func poll(ctx context.Context, cond func() (bool, error)) error {
 	tick := time.NewTicker(replicaPoll)
 	defer tick.Stop()

@@ -449,7 +449,10 @@ func (s *Server) reap(r *run, werr error, logged <-chan struct{}) {
 }
 
 // waitReady polls until postgres answers SELECT 1 over the unix socket, it
-// exits, or ctx ends.
+// exits, or ctx ends; the connection that answers becomes haven's own.
+// PostgreSQL announces that it accepts connections only through
+// sd_notify, and only when built with systemd support; pg_ctl start
+// polls too (postmaster.pid's status line).
 func (s *Server) waitReady(ctx context.Context, r *run) error {
 	dir := s.cfg.dataDir
 	tick := time.NewTicker(readyPoll)
