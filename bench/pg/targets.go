@@ -246,7 +246,7 @@ func etcdArgs(dir, node string) []string {
 }
 
 // havenConf is the one haven.yaml of the three agents, as in
-// internal/pg/e2e_test.go: embedded etcd on the database nodes, sync mode
+// internal/pg/keeper/e2e_test.go: embedded etcd on the database nodes, sync mode
 // with one synchronous standby, the write fence on (the default), and for
 // the router targets a router-only agent on the client.
 const havenConf = `# bench/pg: {{.Target}}

@@ -16,6 +16,7 @@ import (
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/coord"
 	"github.com/haven-ha/haven/internal/pg"
+	"github.com/haven-ha/haven/internal/pg/keeper"
 	"github.com/haven-ha/haven/internal/web"
 )
 
@@ -28,9 +29,9 @@ type dbRole struct {
 	a        *Agent
 	cfg      *config.Config // as the agent started: a change needs a restart
 	srv      *pg.Server
-	password string                    // the replication user's
-	fence    *pg.WriteFence            // nil when database.write_fence is off
-	keeper   atomic.Pointer[pg.Keeper] // set once connected to etcd
+	password string                        // the replication user's
+	fence    *pg.WriteFence                // nil when database.write_fence is off
+	keeper   atomic.Pointer[keeper.Keeper] // set once connected to etcd
 }
 
 // newDatabase checks and builds this node's postgres when haven.yaml makes
@@ -120,7 +121,7 @@ func (r *dbRole) keep(ctx context.Context, cl *etcdClients) {
 		priority = *tag.Priority
 	}
 	node, _ := r.cfg.Node(a.opt.Node)
-	k, err := pg.NewKeeper(pg.KeeperConfig{
+	k, err := keeper.New(keeper.Config{
 		Server:           r.srv,
 		Client:           cl.own,
 		Alternates:       cl.others,
@@ -130,7 +131,7 @@ func (r *dbRole) keep(ctx context.Context, cl *etcdClients) {
 		Nodes:            db.Nodes,
 		Host:             node.Address,
 		Lease:            db.Lease.D(),
-		Mode:             pg.Mode(db.Replication.Mode),
+		Mode:             keeper.Mode(db.Replication.Mode),
 		SyncStandbys:     db.Replication.SyncStandbys,
 		MaxLagOnFailover: uint64(db.Replication.MaxLagOnFailover),
 		Replication:      pg.Upstream{User: db.Replication.User, Password: r.password},
@@ -157,7 +158,7 @@ func (r *dbRole) servesPrimary() bool {
 	if k == nil || !k.Owner().Status().Acting {
 		return false
 	}
-	return k.Members()[r.a.opt.Node].Role == pg.RolePrimary
+	return k.Members()[r.a.opt.Node].Role == keeper.RolePrimary
 }
 
 // patroniPaths are the Patroni-compatible health endpoints served on the
@@ -219,7 +220,7 @@ func (a *Agent) switchover(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 2*cfg.Database.Lease.D()+5*time.Second)
 	defer cancel()
-	var k *pg.Keeper
+	var k *keeper.Keeper
 	if rs.db != nil {
 		k = rs.db.keeper.Load()
 	}
@@ -227,7 +228,7 @@ func (a *Agent) switchover(w http.ResponseWriter, r *http.Request) {
 	if k != nil {
 		old = k.Owner().Status().Holder
 	}
-	if err := pg.Switchover(ctx, cli, cfg.Cluster, dbName, to); err != nil {
+	if err := keeper.Switchover(ctx, cli, cfg.Cluster, dbName, to); err != nil {
 		web.WriteError(w, http.StatusConflict, err)
 		return
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/haven-ha/haven/internal/pg"
+	"github.com/haven-ha/haven/internal/pg/keeper"
 	"github.com/haven-ha/haven/internal/testenv"
 )
 
@@ -79,7 +80,7 @@ func TestAgentRunsTheDatabase(t *testing.T) {
 	})
 
 	st := e.waitCoordination("lb1 is not the primary", func(s CoordinationStatus) bool {
-		return s.Database != nil && s.Database.Primary == "lb1" && s.Database.Members["lb1"].Role == pg.RolePrimary
+		return s.Database != nil && s.Database.Primary == "lb1" && s.Database.Members["lb1"].Role == keeper.RolePrimary
 	})
 	if m := st.Database.Members["lb1"]; m.Host != "127.0.0.1" || m.Port != port || m.Timeline != 1 || m.SystemID == 0 {
 		t.Errorf("lb1's published state: %+v", m)

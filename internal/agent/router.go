@@ -8,7 +8,7 @@ import (
 
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/lb"
-	"github.com/haven-ha/haven/internal/pg"
+	"github.com/haven-ha/haven/internal/pg/keeper"
 )
 
 // dbRouter proxies the database's clients on a router node: a TCP
@@ -18,7 +18,7 @@ type dbRouter struct {
 	cfg    *config.Config // as the agent started: a change needs a restart
 	pools  []*routerPool
 	mu     sync.Mutex
-	routes pg.Routes
+	routes keeper.Routes
 	served sync.WaitGroup
 	cancel context.CancelFunc
 }
@@ -79,12 +79,12 @@ func (r *dbRouter) start() error {
 // follow feeds the router's pools from etcd until ctx ends.
 func (r *dbRouter) follow(ctx context.Context, cl *etcdClients) {
 	db := r.cfg.Database
-	_ = pg.WatchRoutes(ctx, cl.all, r.cfg.Cluster, dbName, uint64(db.ReplicaMaxLag), r.set)
+	_ = keeper.WatchRoutes(ctx, cl.all, r.cfg.Cluster, dbName, uint64(db.ReplicaMaxLag), r.set)
 }
 
 // set gives the pools their new backends. The primary's pool closes the
 // connections it still has to a former primary.
-func (r *dbRouter) set(rt pg.Routes) {
+func (r *dbRouter) set(rt keeper.Routes) {
 	r.mu.Lock()
 	old := r.routes
 	r.routes = rt
@@ -115,7 +115,7 @@ func routeBackend(node, addr string) *config.Backend {
 }
 
 // Routes returns the routes the router applies now.
-func (r *dbRouter) Routes() pg.Routes {
+func (r *dbRouter) Routes() keeper.Routes {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.routes

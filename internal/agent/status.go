@@ -8,7 +8,7 @@ import (
 
 	"github.com/haven-ha/haven/internal/coord"
 	"github.com/haven-ha/haven/internal/lb"
-	"github.com/haven-ha/haven/internal/pg"
+	"github.com/haven-ha/haven/internal/pg/keeper"
 )
 
 // CoordinationStatus is the coordination part of /api/v1/status.
@@ -41,14 +41,14 @@ type EndpointHealth struct {
 type DatabaseStatus struct {
 	// Primary is the node that holds the primary's record, and Epoch its
 	// fencing epoch.
-	Primary string                    `json:"primary"`
-	Epoch   int64                     `json:"epoch"`
-	Members map[string]pg.MemberState `json:"members"`
-	Sync    pg.SyncState              `json:"sync"`
+	Primary string                        `json:"primary"`
+	Epoch   int64                         `json:"epoch"`
+	Members map[string]keeper.MemberState `json:"members"`
+	Sync    keeper.SyncState              `json:"sync"`
 	// Routes and Router, on a router node: where its pools send clients
 	// now, and the pools' balancers.
-	Routes *pg.Routes  `json:"routes,omitempty"`
-	Router []lb.Status `json:"router,omitempty"`
+	Routes *keeper.Routes `json:"routes,omitempty"`
+	Router []lb.Status    `json:"router,omitempty"`
 }
 
 // coordinationStatus reports the coordination section, asking every etcd
@@ -105,7 +105,7 @@ func (rs roles) databaseStatus() *DatabaseStatus {
 	if rs.db == nil && rs.router == nil {
 		return nil
 	}
-	st := &DatabaseStatus{Members: map[string]pg.MemberState{}}
+	st := &DatabaseStatus{Members: map[string]keeper.MemberState{}}
 	if rs.db != nil {
 		if k := rs.db.keeper.Load(); k != nil {
 			o := k.Owner().Status()

@@ -21,6 +21,7 @@ import (
 	"github.com/haven-ha/haven/internal/agent"
 	"github.com/haven-ha/haven/internal/netlab"
 	"github.com/haven-ha/haven/internal/pg"
+	"github.com/haven-ha/haven/internal/pg/keeper"
 )
 
 // The third act: the demo application keeps its orders in a three-node
@@ -250,7 +251,7 @@ func waitStandbys(ctx context.Context, c *http.Client, primary string, within ti
 				db := st.Coordination.Database
 				streaming := 0
 				for _, m := range db.Members {
-					if m.Role == pg.RoleReplica && m.Streaming && m.Upstream == primary {
+					if m.Role == keeper.RoleReplica && m.Streaming && m.Upstream == primary {
 						streaming++
 					}
 				}

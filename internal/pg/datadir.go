@@ -42,6 +42,13 @@ func dataDirVersion(dir string) (int, error) {
 	return v, nil
 }
 
+// HasData reports whether the data directory holds a database cluster
+// (its PG_VERSION names a major version).
+func (s *Server) HasData() bool {
+	v, err := dataDirVersion(s.cfg.dataDir)
+	return err == nil && v > 0
+}
+
 // prepareDataDir creates the data directory for initdb, or checks that an
 // existing one is empty, and gives it to the run-as user with mode 0700.
 func (s *settings) prepareDataDir() error {

@@ -113,6 +113,9 @@ func TestWriteFence(t *testing.T) {
 		t.Fatal(err)
 	}
 	must("open for 400ms", true)
+	// The wait is the kernel's own deadline: nothing in haven runs
+	// meanwhile, so there is nothing to poll for; past it, the port must
+	// have gone silent by itself.
 	time.Sleep(600 * time.Millisecond)
 	must("600ms after opening for 400ms", false)
 
@@ -124,6 +127,8 @@ func TestWriteFence(t *testing.T) {
 	f.sw.SetCommitHooks(func() {
 		if late {
 			late = false
+			// The agent frozen past the kernel's deadline, between
+			// reading its clock and committing.
 			time.Sleep(time.Until(deadline) + 50*time.Millisecond)
 		}
 	}, func() {

@@ -23,6 +23,14 @@ const defaultPromoteWait = 60 * time.Second
 // when Config.Name is empty: a replica needs a name for its primary.
 var ErrNoName = errors.New("the node has no name (Config.Name)")
 
+// HasStandbySignal reports whether the data directory holds
+// standby.signal: postgres starts from it as a replica, never as a primary.
+// A data directory that holds a cluster without it was last a primary.
+func (s *Server) HasStandbySignal() bool {
+	_, err := os.Stat(filepath.Join(s.cfg.dataDir, standbySignal))
+	return err == nil
+}
+
 // SetStandby makes the stopped data directory start as a replica of up on
 // its next Start: standby.signal, and in haven.conf primary_conninfo (with
 // application_name set to Config.Name), primary_slot_name and

@@ -47,6 +47,22 @@ type Upstream struct {
 // slotNameRE matches the names PostgreSQL accepts for a replication slot.
 var slotNameRE = regexp.MustCompile(`^[a-z0-9_]{1,63}$`)
 
+// SlotName is the name of the physical replication slot a primary keeps for
+// node: lower case, with every character a slot name cannot hold as '_',
+// at most 63 bytes.
+func SlotName(node string) string {
+	b := []byte(strings.ToLower(node))
+	for i, c := range b {
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '_' {
+			b[i] = '_'
+		}
+	}
+	if len(b) > 63 {
+		b = b[:63]
+	}
+	return string(b)
+}
+
 // check validates u and fills its defaults.
 func (u Upstream) check() (Upstream, error) {
 	if u.Host == "" || strings.ContainsAny(u.Host, " \t\n'\"\\,") {
@@ -92,6 +108,55 @@ func (u Upstream) String() string {
 		u = c
 	}
 	return u.User + "@" + net.JoinHostPort(u.Host, strconv.Itoa(u.Port))
+}
+
+// Peer is what another node's postgres says about its WAL (QueryPeer).
+type Peer struct {
+	InRecovery bool
+	SystemID   uint64
+	// Received and Replayed are pg_last_wal_receive_lsn and
+	// pg_last_wal_replay_lsn: zero on a primary, and Received on a replica
+	// that has not streamed since it started.
+	Received, Replayed LSN
+}
+
+// QueryPeer asks the postgres at up's host and port, over TCP as up's role
+// to the database postgres (ReplicationHBA allows it), whether it is in
+// recovery, its system identifier and how far it has received and
+// replayed WAL. application names the session in pg_stat_activity. up.Slot
+// is not used.
+func QueryPeer(ctx context.Context, up Upstream, application string) (Peer, error) {
+	up.Slot = ""
+	up, err := up.check()
+	if err != nil {
+		return Peer{}, fmt.Errorf("pg: query peer: %w", err)
+	}
+	cfg, err := pgx.ParseConfig(up.conninfo(application, "postgres", true))
+	if err != nil {
+		return Peer{}, fmt.Errorf("pg: query peer %s: %w", up, err)
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return Peer{}, fmt.Errorf("pg: query peer %s: %w", up, err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var p Peer
+	var recv, replay string
+	var sysid int64
+	err = conn.QueryRow(ctx, `SELECT coalesce(pg_last_wal_receive_lsn()::text, ''),
+		coalesce(pg_last_wal_replay_lsn()::text, ''), pg_is_in_recovery(),
+		(SELECT system_identifier FROM pg_control_system())`).Scan(&recv, &replay, &p.InRecovery, &sysid)
+	if err == nil {
+		err = parseOptLSN(recv, &p.Received)
+	}
+	if err == nil {
+		err = parseOptLSN(replay, &p.Replayed)
+	}
+	if err != nil {
+		return Peer{}, fmt.Errorf("pg: query peer %s: %w", up, err)
+	}
+	p.SystemID = uint64(sysid)
+	return p, nil
 }
 
 // ReplicationHBA returns the pg_hba.conf lines a primary needs for replicas
@@ -403,7 +468,11 @@ func (s *Server) reloadUntil(ctx context.Context, name, want string) error {
 }
 
 // poll calls cond every replicaPoll until it returns true or an error, or
-// ctx ends.
+// ctx ends. It is for what PostgreSQL announces to nobody: the WAL
+// receiver's status (pg_stat_wal_receiver), which standbys the WAL senders
+// count as synchronous (pg_stat_replication), whether a reload has reached
+// a session. LISTEN/NOTIFY carries only what sessions send; no server
+// event goes through it.
 func poll(ctx context.Context, cond func() (bool, error)) error {
 	tick := time.NewTicker(replicaPoll)
 	defer tick.Stop()

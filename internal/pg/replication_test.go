@@ -454,3 +454,16 @@ func TestKeeperSettings(t *testing.T) {
 		t.Errorf("after clearing, haven.conf still has the keeper's section:\n%s", b3)
 	}
 }
+
+func TestSlotName(t *testing.T) {
+	for in, want := range map[string]string{
+		"db1":                   "db1",
+		"DB-2.east":             "db_2_east",
+		strings.Repeat("x", 70): strings.Repeat("x", 63),
+		"node_3":                "node_3",
+	} {
+		if got := SlotName(in); got != want || !slotNameRE.MatchString(got) {
+			t.Errorf("SlotName(%q) = %q, want %q (and a valid slot name)", in, got, want)
+		}
+	}
+}

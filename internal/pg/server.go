@@ -162,6 +162,9 @@ func (s *Server) DataDir() string { return s.cfg.dataDir }
 // SocketDir returns the directory of the unix socket.
 func (s *Server) SocketDir() string { return s.cfg.socketDir }
 
+// Name returns the node's name (Config.Name), "" when it has none.
+func (s *Server) Name() string { return s.cfg.name }
+
 // Port returns the port postgres listens on.
 func (s *Server) Port() int { return s.cfg.port }
 
@@ -446,7 +449,10 @@ func (s *Server) reap(r *run, werr error, logged <-chan struct{}) {
 }
 
 // waitReady polls until postgres answers SELECT 1 over the unix socket, it
-// exits, or ctx ends.
+// exits, or ctx ends; the connection that answers becomes haven's own.
+// PostgreSQL announces that it accepts connections only through
+// sd_notify, and only when built with systemd support; pg_ctl start
+// polls too (postmaster.pid's status line).
 func (s *Server) waitReady(ctx context.Context, r *run) error {
 	dir := s.cfg.dataDir
 	tick := time.NewTicker(readyPoll)

@@ -1,13 +1,15 @@
-package pg
+package keeper
 
 import (
 	"strings"
 	"testing"
+
+	"github.com/haven-ha/haven/internal/pg"
 )
 
 func TestPromotable(t *testing.T) {
 	const sys = 7
-	replica := func(node string, lsn LSN) MemberState {
+	replica := func(node string, lsn pg.LSN) MemberState {
 		return MemberState{Node: node, Role: RoleReplica, SystemID: sys, LSN: lsn, Timeline: 1}
 	}
 	with := func(ms ...MemberState) map[string]MemberState {
@@ -25,7 +27,7 @@ func TestPromotable(t *testing.T) {
 		self    MemberState
 		members map[string]MemberState
 		sync    SyncState
-		primary LSN
+		primary pg.LSN
 		policy  failoverPolicy
 		want    string // "" for promotable, else a word of the reason
 	}{
@@ -66,18 +68,5 @@ func TestPromotable(t *testing.T) {
 				t.Errorf("reason %q, want one that says %q", why, tc.want)
 			}
 		})
-	}
-}
-
-func TestSlotName(t *testing.T) {
-	for in, want := range map[string]string{
-		"db1":                   "db1",
-		"DB-2.east":             "db_2_east",
-		strings.Repeat("x", 70): strings.Repeat("x", 63),
-		"node_3":                "node_3",
-	} {
-		if got := slotName(in); got != want || !slotNameRE.MatchString(got) {
-			t.Errorf("slotName(%q) = %q, want %q (and a valid slot name)", in, got, want)
-		}
 	}
 }

@@ -1,4 +1,4 @@
-package pg_test
+package keeper_test
 
 import (
 	"context"
@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/haven-ha/haven/internal/pg"
+	"github.com/haven-ha/haven/internal/pg/keeper"
 	"github.com/haven-ha/haven/internal/testnet"
 )
 
@@ -174,7 +175,7 @@ func (c *dbCluster) replicasStreaming(primary string) bool {
 	var st struct {
 		Coordination *struct {
 			Database *struct {
-				Members map[string]pg.MemberState `json:"members"`
+				Members map[string]keeper.MemberState `json:"members"`
 			} `json:"database"`
 		} `json:"coordination"`
 	}
@@ -183,7 +184,7 @@ func (c *dbCluster) replicasStreaming(primary string) bool {
 	}
 	for _, n := range c.nodes {
 		m := st.Coordination.Database.Members[n]
-		if n != primary && (m.Role != pg.RoleReplica || !m.Streaming || m.Upstream != primary) {
+		if n != primary && (m.Role != keeper.RoleReplica || !m.Streaming || m.Upstream != primary) {
 			return false
 		}
 	}

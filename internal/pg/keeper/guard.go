@@ -1,0 +1,114 @@
+package keeper
+
+import (
+	"sync"
+	"time"
+)
+
+// keeperGuard is the Guard of the database's ownership record. The owner
+// calls it from its own goroutine: Acquire and Extend only record and wake
+// the keeper, which promotes; Release fences.
+type keeperGuard struct {
+	k *Keeper
+
+	mu       sync.Mutex
+	acting   bool
+	epoch    int64
+	deadline time.Time
+	open     bool // the write fence is open until deadline (or there is none)
+}
+
+// Acquire opens the write fence until the deadline, then lets the keeper
+// promote.
+func (g *keeperGuard) Acquire(epoch int64, deadline time.Time) {
+	open := g.openFence(deadline, true)
+	g.mu.Lock()
+	g.acting, g.epoch, g.deadline, g.open = true, epoch, deadline, open
+	g.mu.Unlock()
+	g.k.poke()
+}
+
+// Extend moves the write fence's deadline with the lease's.
+func (g *keeperGuard) Extend(deadline time.Time) {
+	open := g.openFence(deadline, false)
+	g.mu.Lock()
+	g.deadline, g.open = deadline, open
+	g.mu.Unlock()
+}
+
+// openFence fences postgres's port (when acquiring) and opens it until
+// deadline; it reports whether the fence is open (true without a fence).
+func (g *keeperGuard) openFence(deadline time.Time, acquire bool) bool {
+	f := g.k.cfg.Fence
+	if f == nil {
+		return true
+	}
+	if acquire {
+		if err := f.Fence(); err != nil {
+			g.k.log.Error("write fence", "err", err)
+			return false
+		}
+	}
+	if err := f.OpenUntil(deadline); err != nil {
+		g.k.log.Error("write fence", "err", err)
+		return false
+	}
+	return true
+}
+
+// Release stops postgres before it returns (a fast shutdown: sessions end
+// at once, and the WAL written so far goes to the connected replicas), so
+// that on a planned handover the successor, which may take over as soon as
+// the record is released, has every commit; then it closes the write
+// fence. It blocks the owner for as long as the stop takes; the supervisor
+// bounds it, and the fence closes by itself at the deadline meanwhile.
+func (g *keeperGuard) Release(reason string) {
+	g.mu.Lock()
+	was := g.acting
+	g.acting, g.open = false, false
+	if was {
+		// Under the lock: a view that shows the lead gone shows this too.
+		g.k.letGo.Store(true)
+	}
+	g.mu.Unlock()
+	if !was {
+		return
+	}
+	g.k.log.Warn("lost the lead: stopping postgres", "reason", reason)
+	// postgres first: its fast shutdown sends the replicas the WAL written
+	// so far, through the fence, which is open until the deadline and
+	// closes by itself then if the stop takes longer.
+	if err := g.k.stopPostgres(); err != nil {
+		g.k.log.Error("stopping postgres after losing the lead", "err", err)
+	}
+	g.k.publishFinal()
+	if f := g.k.cfg.Fence; f != nil {
+		if err := f.Close(); err != nil {
+			g.k.log.Error("closing the write fence", "err", err)
+		}
+	}
+	g.k.poke()
+}
+
+// fenceOpen reports whether the write fence is open for the current lead.
+func (g *keeperGuard) fenceOpen() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.acting && g.open
+}
+
+// isActing reports whether the node holds the record and its deadline has
+// not passed on the local clock.
+func (g *keeperGuard) isActing() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.acting && g.k.clk.Now().Before(g.deadline)
+}
+
+// lead reports whether the node acts (isActing), and the lead's fencing
+// epoch.
+func (g *keeperGuard) lead() (acting bool, epoch int64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.acting && g.k.clk.Now().Before(g.deadline), g.epoch
+}

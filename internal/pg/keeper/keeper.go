@@ -1,0 +1,413 @@
+package keeper
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/haven-ha/haven/internal/clock"
+	"github.com/haven-ha/haven/internal/coord"
+	"github.com/haven-ha/haven/internal/pg"
+)
+
+// DefaultLease is the database primary's default ownership lease.
+const DefaultLease = 2 * time.Second
+
+// keeperTick is how often the keeper looks at postgres and etcd when
+// nothing wakes it sooner. The watches, the guard and the supervisor wake
+// it on every change they see, but postgres tells nobody when its WAL
+// moves on: the rounds in between publish how far it has gone.
+const keeperTick = 250 * time.Millisecond
+
+// Config configures a Keeper.
+type Config struct {
+	// Server is this node's postgres, configured (Config.Name set) and
+	// not started: the keeper starts, stops, clones and rewinds it.
+	Server *pg.Server
+	// Client reaches etcd; Alternates are clients of the other members
+	// (see coord.OwnerConfig).
+	Client     *clientv3.Client
+	Alternates []*clientv3.Client
+	// Cluster is the haven cluster's name, Name the database's ("main").
+	Cluster, Name string
+	// Node is this node's name, Nodes every database node's (slots are
+	// kept for each).
+	Node  string
+	Nodes []string
+	// Host is the address the other nodes and the balancers reach this
+	// node's postgres at.
+	Host string
+	// Lease is the primary's ownership lease (default DefaultLease).
+	Lease time.Duration
+	// Mode, SyncStandbys and MaxLagOnFailover are haven.yaml's
+	// database.replication settings.
+	Mode             Mode
+	SyncStandbys     int
+	MaxLagOnFailover uint64
+	// Replication is the role replicas connect as (User, Password); Host,
+	// Port and Slot are filled in per primary.
+	Replication pg.Upstream
+	// Priority and NoFailover are the node's tags.
+	Priority   int
+	NoFailover bool
+	// Fence, when set, is the primary's kernel write fence (installed by
+	// Run): opened until the lease deadline at every renewal, closed
+	// before anything else when the node lets go. Without it a frozen
+	// agent's postgres keeps taking connections past the lease.
+	Fence   *pg.WriteFence
+	Restart pg.RestartPolicy
+	// Clock is the keeper's time (nil: clock.Real): when each round
+	// happens, and so the veto after a refused promotion and how long a
+	// sync primary has had no standby, and whether the lease deadline the
+	// ownership record gave the guard has passed. coord.Owner sets that
+	// deadline on the real clock: a keeper that runs needs a clock that
+	// agrees with it.
+	Clock      clock.Clock
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+}
+
+// Keeper runs one node's side of the database cluster: it keeps postgres
+// running as the primary while the node holds the database's ownership
+// record, and as a replica of the holder otherwise; it initialises the
+// cluster when it is the first node to lead, clones, follows a new primary,
+// and rewinds itself after it lost the lead. Create it with New, run
+// it with Run.
+type Keeper struct {
+	cfg   Config
+	srv   *pg.Server
+	sup   *pg.Supervisor
+	owner *coord.Owner
+	state *coord.Entry[MemberState]
+	guard *keeperGuard
+	log   *slog.Logger
+	clk   clock.Clock
+
+	metrics *keeperMetrics
+	// m makes the decisions; only the loop's goroutine touches it.
+	m *machine
+
+	mu      sync.Mutex
+	members map[string]MemberState
+	sync    SyncState
+	primary MemberState // the last state a primary published
+
+	// session is the supervisor session, while postgres should run.
+	supMu   sync.Mutex
+	session *supSession
+	// changed closes at the supervisor's next change of state.
+	changeMu sync.Mutex
+	changed  chan struct{}
+
+	wake chan struct{}
+	// letGo is set by the guard's Release, for the machine's next view.
+	letGo atomic.Bool
+	// lastNoLeader is why there was no primary to follow, as last logged.
+	lastNoLeader string
+	// finalLSN is where this node's WAL ended when it last let go of the
+	// primary, published until it follows a new one.
+	finalLSN atomic.Uint64
+	// whyNot is why the node may not lead, as last logged ("" when it may).
+	whyNot string
+}
+
+// New checks cfg and fills its defaults; it starts nothing.
+func New(cfg Config) (*Keeper, error) {
+	switch {
+	case cfg.Server == nil:
+		return nil, errors.New("pg: keeper: no server")
+	case cfg.Server.Name() == "":
+		return nil, fmt.Errorf("pg: keeper: %w", pg.ErrNoName)
+	case cfg.Node == "":
+		return nil, errors.New("pg: keeper: no node name")
+	case cfg.Host == "":
+		return nil, errors.New("pg: keeper: no host: the address other nodes reach this node's postgres at")
+	case cfg.Client == nil:
+		return nil, errors.New("pg: keeper: no etcd client")
+	}
+	if cfg.Name == "" {
+		cfg.Name = "main"
+	}
+	if cfg.Lease == 0 {
+		cfg.Lease = DefaultLease
+	}
+	if cfg.Mode == "" {
+		cfg.Mode = ModeAsync
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.Real
+	}
+	if cfg.Mode != ModeAsync {
+		if cfg.SyncStandbys < 1 {
+			cfg.SyncStandbys = 1
+		}
+		// A sync cluster that degraded to async may lose nothing more on
+		// failover: only a replica level with the primary's last
+		// published position may be promoted then.
+		cfg.MaxLagOnFailover = 0
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("component", "keeper", "node", cfg.Node, "database", cfg.Name)
+	k := &Keeper{
+		cfg:     cfg,
+		srv:     cfg.Server,
+		log:     log,
+		clk:     cfg.Clock,
+		members: map[string]MemberState{},
+		wake:    make(chan struct{}, 1),
+		changed: make(chan struct{}),
+		m: &machine{cfg: machineConfig{
+			node: cfg.Node, nodes: cfg.Nodes, lease: cfg.Lease, mode: cfg.Mode,
+			syncStandbys: cfg.SyncStandbys, maxLag: cfg.MaxLagOnFailover, noFailover: cfg.NoFailover,
+		}},
+	}
+	k.guard = &keeperGuard{k: k}
+	m, err := newKeeperMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("pg: keeper: %w", err)
+	}
+	k.metrics = m
+	sup, err := pg.NewSupervisor(cfg.Server, cfg.Restart, log, cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	k.sup = sup
+	sup.OnChange(k.onSupervisorChange)
+	owner, err := coord.NewOwner(coord.OwnerConfig{
+		Client:     cfg.Client,
+		Alternates: cfg.Alternates,
+		Prefix:     coord.OwnerPrefix(cfg.Cluster, "pg", cfg.Name),
+		Node:       cfg.Node,
+		Priority:   cfg.Priority,
+		Lease:      cfg.Lease,
+		Guard:      k.guard,
+		Logger:     log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("pg: keeper: %w", err)
+	}
+	k.owner = owner
+	owner.SetEligible(false) // until it knows where its data stands
+	state, err := coord.NewEntry(coord.EntryConfig[MemberState]{
+		Client: cfg.Client,
+		Key:    StatePrefix(cfg.Cluster, cfg.Name) + cfg.Node,
+		Value:  k.baseState(RoleStopped),
+		TTL:    5 * time.Second,
+		Logger: log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("pg: keeper: %w", err)
+	}
+	k.state = state
+	return k, nil
+}
+
+func (k *Keeper) baseState(role string) MemberState {
+	return MemberState{
+		Node: k.cfg.Node, Host: k.cfg.Host, Port: k.srv.Port(), Role: role,
+		NoFailover: k.cfg.NoFailover, Priority: k.cfg.Priority,
+	}
+}
+
+func (k *Keeper) poke() {
+	select {
+	case k.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Owner is the database's ownership record as this node takes part in it
+// (for status, switchover and the health endpoints).
+func (k *Keeper) Owner() *coord.Owner { return k.owner }
+
+// Leader reports whether this node acts as the primary now
+// (pg.NodeState).
+func (k *Keeper) Leader() bool { return k.guard.isActing() }
+
+// State returns what the keeper publishes about its node now.
+func (k *Keeper) State() MemberState { return k.state.Value() }
+
+// Switchover asks the primary of database name, whichever node holds it,
+// to hand it over to node to ("" for the best candidate), through etcd:
+// `haven pg switchover` works from any node. The primary stops postgres (a
+// fast shutdown, which sends the replicas all of its WAL) before it releases
+// the record, so the successor promotes with every commit.
+func Switchover(ctx context.Context, cli *clientv3.Client, cluster, name, to string) error {
+	if err := coord.RequestHandover(ctx, cli, coord.OwnerPrefix(cluster, "pg", name), to); err != nil {
+		return fmt.Errorf("pg: switchover of %s to %q: %w", name, to, err)
+	}
+	return nil
+}
+
+// HealthHandler returns the node's Patroni-compatible health endpoints.
+func (k *Keeper) HealthHandler() *pg.HealthHandler { return pg.NewHealthHandler(k.srv, k.sup, k, 0) }
+
+// PrimaryLSN is the last WAL position the primary published, for
+// /replica?lag= (pg.PrimaryLSNer).
+func (k *Keeper) PrimaryLSN() (pg.LSN, bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.primary.LSN, k.primary.LSN != 0
+}
+
+// Sync returns the leader's sync record as last seen.
+func (k *Keeper) Sync() SyncState {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.sync
+}
+
+// Members returns the states every keeper published, as last seen.
+func (k *Keeper) Members() map[string]MemberState {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return maps.Clone(k.members)
+}
+
+// Run keeps the node's part of the cluster until ctx ends; then it hands
+// the primary over (when it holds it) and stops postgres.
+func (k *Keeper) Run(ctx context.Context) error {
+	if k.srv.HasData() && !k.srv.HasStandbySignal() {
+		// It was a primary: its WAL may go past where the next primary's
+		// timeline forked. Rewind before following anyone.
+		k.m.demoted = true
+	}
+	if f := k.cfg.Fence; f != nil {
+		if err := f.Install(); err != nil {
+			return err
+		}
+		defer func() {
+			if err := f.Remove(); err != nil {
+				k.log.Warn("remove the write fence", "err", err)
+			}
+		}()
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 3)
+	run := func(name string, f func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(ctx); err != nil {
+				errc <- fmt.Errorf("%s: %w", name, err)
+				cancel()
+			}
+		}()
+	}
+	run("state", k.state.Run)
+	run("watch", k.watch)
+	ownerCtx, ownerCancel := context.WithCancel(context.WithoutCancel(ctx))
+	ownerDone := make(chan error, 1)
+	go func() { ownerDone <- k.owner.Run(ownerCtx) }()
+
+	err := k.loop(ctx)
+
+	// Hand over first (the successor promotes while this node still
+	// follows the record), then stop postgres.
+	ownerCancel()
+	if oerr := <-ownerDone; oerr != nil {
+		err = errors.Join(err, oerr)
+	}
+	if serr := k.stopPostgres(); serr != nil {
+		err = errors.Join(err, serr)
+	}
+	cancel()
+	wg.Wait()
+	close(errc)
+	for e := range errc {
+		err = errors.Join(err, e)
+	}
+	return err
+}
+
+// watch follows the other keepers' states and the leader's sync record.
+func (k *Keeper) watch(ctx context.Context) error {
+	go func() {
+		// The sync record is the one entry directly under the database's
+		// prefix that decodes as a SyncState (InitKey holds a number).
+		_ = coord.WatchPrefix(ctx, k.cfg.Client, dbPrefix(k.cfg.Cluster, k.cfg.Name), func(m map[string]SyncState) {
+			k.mu.Lock()
+			k.sync = m[syncName]
+			k.mu.Unlock()
+			k.poke()
+		})
+	}()
+	return coord.WatchPrefix(ctx, k.cfg.Client, StatePrefix(k.cfg.Cluster, k.cfg.Name), func(m map[string]MemberState) {
+		k.mu.Lock()
+		k.members = m
+		for _, s := range m {
+			if s.Role == RolePrimary && (s.Timeline > k.primary.Timeline || s.Timeline == k.primary.Timeline && s.LSN > k.primary.LSN) {
+				k.primary = s
+			}
+		}
+		k.mu.Unlock()
+		k.poke()
+	})
+}
+
+func (k *Keeper) loop(ctx context.Context) error {
+	for {
+		start := k.clk.Now()
+		if err := k.step(ctx); err != nil && ctx.Err() == nil {
+			k.log.Warn("keeper step", "err", err)
+		}
+		// keeperTick after the round started: a round that took longer is
+		// followed by the next at once.
+		t := k.clk.NewTimer(keeperTick - k.clk.Now().Sub(start))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C():
+		case <-k.wake:
+			t.Stop()
+		}
+	}
+}
+
+// step does one round: look, lead or follow, then publish and decide
+// eligibility.
+func (k *Keeper) step(ctx context.Context) error {
+	v := k.look()
+	// After look: Release sets letGo before a view can show the lead gone.
+	v.letGo = k.letGo.Swap(false)
+	k.m.observe(v)
+	var err error
+	if v.running() {
+		v.inRecovery, err = k.srv.IsInRecovery(ctx)
+	}
+	switch {
+	case err != nil:
+	case v.acting:
+		err = k.lead(ctx, v)
+	default:
+		err = k.follow(ctx, v)
+	}
+	k.publish(ctx)
+	return err
+}
+
+// look returns what the keeper sees now, but for what it must ask postgres
+// (inRecovery) and what happened since the last step (letGo).
+func (k *Keeper) look() view {
+	v := view{now: k.clk.Now(), hasData: k.srv.HasData(), session: k.supRunning(), server: k.sup.Status().State}
+	v.acting, v.epoch = k.guard.lead()
+	v.holder = k.owner.Status().Holder
+	k.mu.Lock()
+	v.members, v.sync, v.primary = k.members, k.sync, k.primary
+	k.mu.Unlock()
+	return v
+}

@@ -1,0 +1,188 @@
+package keeper
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/haven-ha/haven/internal/pg"
+)
+
+// degradeAfter is how long a sync primary keeps commits waiting with no
+// replica streaming before it degrades to async: long enough for replicas
+// to reconnect after the primary restarted in place (PostgreSQL retries a
+// stream every wal_retrieve_retry_interval, 5 s by default).
+const degradeAfter = 10 * time.Second
+
+// lead makes this node the primary, doing in order what the machine's
+// lead says: initialise the cluster if nobody has, start postgres, promote
+// a replica, set up the replication role and the replicas' slots, keep the
+// synchronous standbys.
+func (k *Keeper) lead(ctx context.Context, v view) error {
+	for _, s := range k.m.lead(v) {
+		var err error
+		switch s {
+		case leadBootstrap:
+			return k.bootstrap(ctx)
+		case leadStart:
+			// false: the lead was lost meanwhile, and the next round
+			// follows. Either way the supervisor's change of state
+			// wakes the keeper.
+			k.startPrimary(ctx)
+			return nil
+		case leadPromote:
+			var promoted bool
+			if promoted, err = k.promote(ctx, v); err == nil && !promoted {
+				return nil
+			}
+		case leadSetUp:
+			err = k.setUp(ctx, v.epoch)
+		case leadSync:
+			err = k.manageSync(ctx, v)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// promote confirms with the other replicas that this node may promote,
+// then promotes it; it reports false when the replicas ruled it out.
+func (k *Keeper) promote(ctx context.Context, v view) (bool, error) {
+	start := k.clk.Now()
+	pos, err := k.srv.Position(ctx)
+	if err != nil {
+		return false, err
+	}
+	if err := k.confirmPromotion(ctx, v, max(pos.Received, pos.Replayed)); err != nil {
+		// Stand down for a while: the published states said yes, the
+		// replicas themselves say no.
+		k.m.refused(k.clk.Now(), err.Error())
+		k.log.Warn("not promoting; handing the lead back", "err", err)
+		k.owner.SetEligible(false)
+		return false, nil
+	}
+	if !k.guard.fenceOpen() {
+		return false, errors.New("not promoting: the write fence could not be opened (nftables refused it; its error is logged above); fix nftables, or set database.write_fence: false")
+	}
+	tl, err := k.srv.Promote(ctx)
+	if err != nil {
+		return false, fmt.Errorf("promote: %w", err)
+	}
+	k.m.promoted()
+	k.metrics.promotions.Inc()
+	k.log.Warn("promoted to primary", "timeline", tl, "epoch", v.epoch, "took", k.clk.Now().Sub(start).Round(time.Millisecond))
+	return true, nil
+}
+
+// setUp creates the replication role and a slot for every other node, once
+// per lead: the role's ALTER and the grants write WAL.
+func (k *Keeper) setUp(ctx context.Context, epoch int64) error {
+	if err := k.srv.EnsureReplicationUser(ctx, k.cfg.Replication.User, k.cfg.Replication.Password); err != nil {
+		return err
+	}
+	for _, n := range k.cfg.Nodes {
+		if n != k.cfg.Node {
+			if err := k.srv.CreateSlot(ctx, pg.SlotName(n)); err != nil {
+				return err
+			}
+		}
+	}
+	k.m.setUp(epoch)
+	return nil
+}
+
+// bootstrap initialises the cluster: only the first leader of a cluster
+// with no InitKey does; a node without data in an initialised cluster
+// hands the lead over and clones.
+func (k *Keeper) bootstrap(ctx context.Context) error {
+	resp, err := k.cfg.Client.Get(ctx, InitKey(k.cfg.Cluster, k.cfg.Name))
+	if err != nil {
+		return err
+	}
+	if len(resp.Kvs) > 0 {
+		k.owner.SetEligible(false)
+		return errors.New("leads without data in an initialised cluster; handing over")
+	}
+	k.log.Info("initialising the database cluster")
+	if err := k.srv.Init(ctx); err != nil && !errors.Is(err, pg.ErrInitialized) {
+		return err
+	}
+	if !k.startPrimary(ctx) {
+		return errors.New("lost the lead while initialising")
+	}
+	if err := k.waitRunning(ctx); err != nil {
+		return err
+	}
+	id, err := k.srv.SystemIdentifier(ctx)
+	if err != nil {
+		return err
+	}
+	key := InitKey(k.cfg.Cluster, k.cfg.Name)
+	txn, err := k.cfg.Client.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		Then(clientv3.OpPut(key, strconv.FormatUint(id, 10))).
+		Commit()
+	if err != nil {
+		return err
+	}
+	if !txn.Succeeded {
+		return errors.New("another node initialised the cluster meanwhile")
+	}
+	k.log.Warn("initialised the database cluster", "system_id", id)
+	return nil
+}
+
+// manageSync keeps synchronous_standby_names and the sync record in step
+// with the healthy replicas (the machine's syncTarget), in the order that
+// keeps the record a superset of what commits wait for: widen the record
+// first, narrow postgres first.
+func (k *Keeper) manageSync(ctx context.Context, v view) error {
+	standbys, err := k.srv.Replication(ctx)
+	if err != nil {
+		return err
+	}
+	want, hold := k.m.syncTarget(k.clk.Now(), standbys, v.sync)
+	if hold {
+		return nil
+	}
+	k.metrics.syncK.Set(float64(want.K))
+	k.metrics.syncDegraded.Set(0)
+	if k.cfg.Mode == ModeSync && want.K == 0 {
+		k.metrics.syncDegraded.Set(1)
+	}
+	widened, change := syncChange(v.sync, want)
+	if !change {
+		return nil
+	}
+	if want.K == 0 && v.sync.K > 0 {
+		k.log.Error("no healthy synchronous standby: commits no longer wait for a replica (sync mode degrades to async)")
+	}
+	if err := k.putSync(ctx, widened); err != nil {
+		return err
+	}
+	if _, err := k.srv.SetSynchronousStandbys(ctx, want.K, want.Standbys); err != nil {
+		return err
+	}
+	return k.putSync(ctx, want)
+}
+
+func (k *Keeper) putSync(ctx context.Context, s SyncState) error {
+	data, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	_, err = k.cfg.Client.Put(ctx, SyncKey(k.cfg.Cluster, k.cfg.Name), string(data))
+	if err == nil {
+		k.mu.Lock()
+		k.sync = s
+		k.mu.Unlock()
+	}
+	return err
+}

@@ -1,0 +1,74 @@
+package keeper
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// keeperMetrics are a Keeper's Prometheus metrics: what this node is in the
+// cluster, as it publishes it.
+type keeperMetrics struct {
+	primary      prometheus.Gauge
+	lsn          prometheus.Gauge
+	lag          prometheus.Gauge
+	lagSeconds   prometheus.Gauge
+	timeline     prometheus.Gauge
+	promotable   prometheus.Gauge
+	syncK        prometheus.Gauge
+	syncDegraded prometheus.Gauge
+	promotions   prometheus.Counter
+}
+
+func newKeeperMetrics(reg prometheus.Registerer) (*keeperMetrics, error) {
+	gauge := func(name, help string) prometheus.Gauge {
+		return prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
+	}
+	m := &keeperMetrics{
+		primary:      gauge("haven_pg_primary", "1 while this node acts as the database primary (it holds the ownership record and its write fence is open), 0 otherwise."),
+		lsn:          gauge("haven_pg_wal_position_bytes", "The WAL position this node published: written on a primary, received on a replica."),
+		lag:          gauge("haven_pg_replication_lag_bytes", "How many bytes of WAL this replica lacks behind the primary's last published position; 0 on the primary."),
+		lagSeconds:   gauge("haven_pg_replication_lag_seconds", "How old the last transaction this replica replayed is, while it has WAL it has not replayed; 0 when caught up, and on the primary."),
+		timeline:     gauge("haven_pg_timeline", "The timeline of this node's WAL."),
+		promotable:   gauge("haven_pg_promotable", "1 when this replica may be promoted now (see not_promotable in the status for why not), 0 otherwise."),
+		syncK:        gauge("haven_pg_sync_standbys", "On the primary, how many standbys every commit waits for (synchronous_standby_names' k); 0 in async mode or when sync mode degraded."),
+		syncDegraded: gauge("haven_pg_sync_degraded", "1 on a primary in sync mode while no standby is healthy and commits do not wait for any (degraded to async)."),
+		promotions: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "haven_pg_promotions_total",
+			Help: "Promotions of this node's postgres to primary.",
+		}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []*prometheus.Gauge{&m.primary, &m.lsn, &m.lag, &m.lagSeconds, &m.timeline, &m.promotable, &m.syncK, &m.syncDegraded} {
+		g, err := register(reg, *c)
+		if err != nil {
+			return nil, err
+		}
+		*c = g
+	}
+	var err error
+	if m.promotions, err = register(reg, m.promotions); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// register registers c, or returns the identical collector registered
+// before: a new Keeper for the same node (the agent reconnected to etcd)
+// reports on the series of the old one.
+func register[T prometheus.Collector](reg prometheus.Registerer, c T) (T, error) {
+	err := reg.Register(c)
+	if err == nil {
+		return c, nil
+	}
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		if old, ok := are.ExistingCollector.(T); ok {
+			return old, nil
+		}
+	}
+	return c, fmt.Errorf("pg: register metrics: %w", err)
+}

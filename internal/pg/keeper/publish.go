@@ -1,0 +1,107 @@
+package keeper
+
+import (
+	"context"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/haven-ha/haven/internal/pg"
+)
+
+// publish reads postgres's position and publishes the node's state, then
+// tells the ownership record whether the node may lead (the machine's
+// member and eligible).
+func (k *Keeper) publish(ctx context.Context) {
+	v := k.look()
+	r := reading{server: v.server}
+	if r.server == pg.StateRunning {
+		qctx, cancel := context.WithTimeout(ctx, time.Second)
+		pos, err := k.srv.Position(qctx)
+		var id uint64
+		if err == nil {
+			id, err = k.srv.SystemIdentifier(qctx)
+		}
+		cancel()
+		r.ok, r.pos, r.systemID = err == nil, pos, id
+	}
+	st := k.m.member(k.baseState(RoleStopped), r, v.acting, v.primary, pg.LSN(k.finalLSN.Load()))
+	if f := k.cfg.Fence; f != nil && st.Role == RoleReplica && !v.acting {
+		// A replica serves reads: out of the fence.
+		if err := f.Unfence(); err != nil {
+			k.log.Warn("write fence", "err", err)
+		}
+	}
+	ok, why := k.m.eligible(v, k.initialized(ctx, v.members), st)
+	st.NotPromotable = why
+	k.state.Set(st)
+	k.setMetrics(st, ok)
+	if why != k.whyNot {
+		if why != "" {
+			k.log.Info("may not lead", "why", why)
+		} else {
+			k.log.Info("may lead")
+		}
+		k.whyNot = why
+	}
+	k.owner.SetEligible(ok)
+}
+
+func (k *Keeper) setMetrics(st MemberState, promotable bool) {
+	b := func(v bool) float64 {
+		if v {
+			return 1
+		}
+		return 0
+	}
+	primary := st.Role == RolePrimary && k.guard.fenceOpen()
+	k.metrics.primary.Set(b(primary))
+	k.metrics.lsn.Set(float64(st.LSN))
+	k.metrics.lag.Set(float64(st.Lag))
+	k.metrics.lagSeconds.Set(st.LagSeconds)
+	k.metrics.timeline.Set(float64(st.Timeline))
+	k.metrics.promotable.Set(b(promotable && !primary))
+	if !primary {
+		k.metrics.syncK.Set(0)
+		k.metrics.syncDegraded.Set(0)
+	}
+}
+
+// initialized reports whether the cluster has been initialised: a member
+// published a system identifier, or InitKey exists. On an error it assumes
+// so, the safe answer.
+func (k *Keeper) initialized(ctx context.Context, members map[string]MemberState) bool {
+	for _, m := range members {
+		if m.SystemID != 0 {
+			return true
+		}
+	}
+	qctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	resp, err := k.cfg.Client.Get(qctx, InitKey(k.cfg.Cluster, k.cfg.Name), clientv3.WithCountOnly())
+	return err != nil || resp.Count > 0
+}
+
+// publishFinal publishes, before the record is released, where the stopped
+// primary's WAL ends (its latest checkpoint, the shutdown checkpoint after
+// a clean stop), and waits until etcd has it: a successor reads it right
+// before promoting and must have received that far (within
+// max_lag_on_failover, which is 0 outside async mode), so a planned
+// handover loses nothing even when sync mode had degraded to async.
+// Bounded: it is on the way out.
+func (k *Keeper) publishFinal() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	cd, err := k.srv.ControlData(ctx)
+	if err != nil || cd.Checkpoint == 0 {
+		k.log.Warn("final WAL position unknown", "err", err)
+		return
+	}
+	k.finalLSN.Store(uint64(cd.Checkpoint))
+	k.state.Update(func(st *MemberState) {
+		st.Role, st.LastPrimaryLSN = RoleStopped, cd.Checkpoint
+	})
+	if err := k.state.Sync(ctx); err != nil {
+		k.log.Warn("publishing the final WAL position", "err", err)
+	}
+}

@@ -1,0 +1,194 @@
+package keeper
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/haven-ha/haven/internal/coord/coordtest"
+	"github.com/haven-ha/haven/internal/pg"
+)
+
+// testTimeout bounds each step of an integration test that waits for
+// PostgreSQL or etcd.
+const testTimeout = 60 * time.Second
+
+// testReplPassword is the replication role's password in the tests, with
+// the characters a connection string must quote.
+const testReplPassword = `s3cret 'it''s' \ ok`
+
+// startEtcd runs a one-member embedded etcd until the test ends and
+// returns its client URL.
+func startEtcd(t *testing.T) string {
+	t.Helper()
+	url, _ := coordtest.StartMember(t)
+	return url
+}
+
+// requirePostgres returns the PostgreSQL binaries. Without them it skips the
+// test, or fails it when CI=true.
+func requirePostgres(t *testing.T) *pg.Binaries {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("runs PostgreSQL")
+	}
+	b, err := pg.FindBinaries(context.Background(), "")
+	if err == nil {
+		return b
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("CI=true and no PostgreSQL: %v", err)
+	}
+	t.Skipf("no PostgreSQL binaries: %v", err)
+	return nil
+}
+
+// testDir makes a directory that the postgres user can search (the
+// directories of t.TempDir are root's, mode 0700) and removes it when the
+// test ends.
+func testDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "havenkeeper")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := os.RemoveAll(dir); err != nil {
+			t.Errorf("remove %s: %v", dir, err)
+		}
+	})
+	if err := os.Chmod(dir, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// freePort returns a TCP port that was free on 127.0.0.1 a moment ago.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// logBuffer collects a Server's log records; it outlives the test safely.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// testServer is a node's postgres on a fresh directory, listening on
+// 127.0.0.1 and a free port, accepting replication and pg_rewind from
+// 127.0.0.1 as pg.DefaultReplicationUser.
+type testServer struct {
+	*pg.Server
+	log    *logBuffer
+	logger *slog.Logger
+}
+
+// newNode makes the test server of node name, stopped (SIGKILL as the
+// last resort) and its directory removed when the test ends.
+func newNode(t *testing.T, name string) *testServer {
+	t.Helper()
+	bins := requirePostgres(t)
+	dir := testDir(t)
+	lb := &logBuffer{}
+	logger := slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	s, err := pg.New(context.Background(), pg.Config{
+		Bindir:          bins.Dir,
+		DataDir:         filepath.Join(dir, "data"),
+		ListenAddresses: []string{"127.0.0.1"},
+		Name:            name,
+		Port:            freePort(t),
+		HBA:             pg.ReplicationHBA(pg.DefaultReplicationUser, "127.0.0.1/32"),
+		Logger:          logger,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		pid := s.PID()
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if err := s.Stop(ctx, pg.StopImmediate); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+		if pid != 0 && syscall.Kill(pid, 0) == nil {
+			t.Errorf("cleanup: postgres (pid %d) still runs after Stop; killing it", pid)
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		if t.Failed() {
+			t.Logf("haven's log of %s:\n%s", name, lb.String())
+			if b, err := os.ReadFile(s.LogFile()); err == nil {
+				t.Logf("postgres's log %s:\n%s", s.LogFile(), b)
+			}
+		}
+	})
+	return &testServer{Server: s, log: lb, logger: logger}
+}
+
+// tryQuery runs sql on a new connection and returns the first column of
+// the first row as text, or the error.
+func (s *testServer) tryQuery(sql string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	conn, err := s.Connect(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close(ctx)
+	var v string
+	err = conn.QueryRow(ctx, sql).Scan(&v)
+	return v, err
+}
+
+// waitRow waits until the row id of table t is on s.
+func waitRow(t *testing.T, s *testServer, id int) {
+	t.Helper()
+	waitFor(t, fmt.Sprintf("row %d on %s", id, s.Name()), func() (string, bool) {
+		v, err := s.tryQuery(fmt.Sprintf("SELECT count(*)::text FROM t WHERE id = %d", id))
+		return fmt.Sprintf("%q, %v", v, err), err == nil && v == "1"
+	})
+}
+
+// waitFor polls cond until it returns true, failing with what it returned
+// last when testTimeout passes.
+func waitFor(t *testing.T, what string, cond func() (string, bool)) {
+	t.Helper()
+	deadline := time.Now().Add(testTimeout)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		seen, ok := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not after %v; last seen: %s", what, testTimeout, seen)
+		}
+		<-tick.C
+	}
+}
