@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/haven-ha/haven/internal/testenv"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
@@ -86,8 +88,9 @@ func TestResolveErrors(t *testing.T) {
 }
 
 func TestResolveDefaults(t *testing.T) {
-	if _, err := user.Lookup("postgres"); err != nil && os.Geteuid() == 0 {
-		t.Skipf("no postgres user: %v", err)
+	if os.Geteuid() == 0 {
+		_, err := user.Lookup("postgres")
+		testenv.Need(t, err == nil, "no postgres user (apt-get install postgresql): %v", err)
 	}
 	s, err := resolve(Config{DataDir: "/var/lib/haven/pg/data"})
 	if err != nil {

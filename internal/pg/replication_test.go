@@ -8,7 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/haven-ha/haven/internal/testenv"
 )
 
 const testReplPassword = `s3cret 'it''s' \ ok`
@@ -51,19 +52,10 @@ func testCtx(t *testing.T) context.Context {
 // last when testTimeout passes.
 func waitFor(t *testing.T, what string, cond func() (string, bool)) {
 	t.Helper()
-	deadline := time.Now().Add(testTimeout)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
+	testenv.Poll(t, testTimeout, what, func() (bool, string) {
 		seen, ok := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not after %v; last seen: %s", what, testTimeout, seen)
-		}
-		<-tick.C
-	}
+		return ok, seen
+	})
 }
 
 // tryQuery runs sql on a new connection and returns the first column of

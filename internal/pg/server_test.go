@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/haven-ha/haven/internal/testenv"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -38,10 +39,7 @@ func requirePostgres(t *testing.T) *Binaries {
 	if err == nil {
 		return b
 	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("CI=true and no PostgreSQL: %v", err)
-	}
-	t.Skipf("no PostgreSQL binaries: %v", err)
+	testenv.Need(t, false, "no PostgreSQL binaries: %v", err)
 	return nil
 }
 
@@ -502,9 +500,7 @@ func TestInitRefusesForeignDirectory(t *testing.T) {
 }
 
 func TestInitUnreachableDirectory(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("the run-as user is haven's own user when not root")
-	}
+	testenv.NeedRoot(t) // the run-as user is haven's own user when not root
 	t.Parallel()
 	s := newTestServer(t, nil)
 	closed := filepath.Join(filepath.Dir(s.DataDir()), "closed")

@@ -20,6 +20,7 @@ import (
 
 	"github.com/haven-ha/haven/internal/pg"
 	"github.com/haven-ha/haven/internal/pg/keeper"
+	"github.com/haven-ha/haven/internal/testenv"
 	"github.com/haven-ha/haven/internal/testnet"
 )
 
@@ -50,12 +51,7 @@ type dbCluster struct {
 func startDBCluster(t *testing.T) *dbCluster {
 	testnet.Require(t)
 	bins, err := pg.FindBinaries(context.Background(), "")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI=true and no PostgreSQL: %v", err)
-		}
-		t.Skipf("no PostgreSQL binaries: %v", err)
-	}
+	testenv.Need(t, err == nil, "no PostgreSQL binaries: %v", err)
 	dir, err := os.MkdirTemp("", "havenpge2e")
 	if err != nil {
 		t.Fatal(err)
@@ -64,7 +60,7 @@ func startDBCluster(t *testing.T) *dbCluster {
 	if err := os.Chmod(dir, 0o711); err != nil { // postgres must reach its data dir
 		t.Fatal(err)
 	}
-	c := &dbCluster{t: t, bin: buildHaven(t), dir: dir, psql: filepath.Join(bins.Dir, "psql"), nodes: []string{"db1", "db2", "db3"}, agents: map[string]*testnet.Proc{}}
+	c := &dbCluster{t: t, bin: testenv.Haven(t), dir: dir, psql: filepath.Join(bins.Dir, "psql"), nodes: []string{"db1", "db2", "db3"}, agents: map[string]*testnet.Proc{}}
 	c.net = testnet.Start(t, testnet.Options{Hosts: []string{"db1", "db2", "db3", "client"}})
 	client := c.net.Host("client")
 	c.http = &http.Client{Timeout: 500 * time.Millisecond, Transport: &http.Transport{DialContext: client.DialContext, DisableKeepAlives: true}}
@@ -113,15 +109,7 @@ database:
 	})
 	return c
 }
-
-func buildHaven(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "haven")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/haven-ha/haven/cmd/haven").CombinedOutput(); err != nil {
-		t.Fatalf("build haven: %v\n%s", err, out)
-	}
-	return bin
-}
+func TestMain(m *testing.M) { testenv.Main(m) }
 
 func (c *dbCluster) startAgent(name string) {
 	c.t.Helper()
@@ -195,15 +183,12 @@ func (c *dbCluster) replicasStreaming(primary string) bool {
 // replicas, and returns the primary.
 func (c *dbCluster) waitHealthy(what string) string {
 	c.t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
-	for time.Now().Before(deadline) {
-		if p := c.primary(); p != "" && c.replicasStreaming(p) {
-			return p
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	c.t.Fatalf("%s: no healthy cluster within 90s", what)
-	return ""
+	var p string
+	testenv.Poll(c.t, 90*time.Second, what+": a healthy cluster", func() (bool, string) {
+		p = c.primary()
+		return p != "" && c.replicasStreaming(p), "primary " + p
+	})
+	return p
 }
 
 // connect connects the client to node's postgres, or to the router's
@@ -386,22 +371,18 @@ func TestDatabaseUnderFaults(t *testing.T) {
 		w := c.startWriter("", round*1_000_000)
 		stale := c.startWriter(old, round*1_000_000+500_000)
 		waitWrites := func(n int) {
-			deadline := time.Now().Add(30 * time.Second)
-			for start := w.count(); w.count() < start+n; {
-				if time.Now().After(deadline) {
-					t.Fatalf("%s: fewer than %d writes in 30s", name, n)
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
+			start := w.count()
+			testenv.Poll(t, 30*time.Second, fmt.Sprintf("%s: %d writes", name, n), func() (bool, string) {
+				return w.count() >= start+n, fmt.Sprintf("%d writes", w.count()-start)
+			})
 		}
 		waitWrites(50)
 		do(c.agents[old])
-		deadline := time.Now().Add(30 * time.Second)
-		for p := c.primary(); failover && (p == "" || p == old); p = c.primary() {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: no new primary within 30s", name)
-			}
-			time.Sleep(50 * time.Millisecond)
+		if failover {
+			testenv.Poll(t, 30*time.Second, name+": a new primary", func() (bool, string) {
+				p := c.primary()
+				return p != "" && p != old, "primary " + p
+			})
 		}
 		waitWrites(50)
 		if p := c.primary(); !failover && p != old {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/haven-ha/haven/internal/coord/coordtest"
 	"github.com/haven-ha/haven/internal/pg"
+	"github.com/haven-ha/haven/internal/testenv"
 )
 
 // testTimeout bounds each step of an integration test that waits for
@@ -44,10 +45,7 @@ func requirePostgres(t *testing.T) *pg.Binaries {
 	if err == nil {
 		return b
 	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("CI=true and no PostgreSQL: %v", err)
-	}
-	t.Skipf("no PostgreSQL binaries: %v", err)
+	testenv.Need(t, false, "no PostgreSQL binaries: %v", err)
 	return nil
 }
 
@@ -178,17 +176,8 @@ func waitRow(t *testing.T, s *testServer, id int) {
 // last when testTimeout passes.
 func waitFor(t *testing.T, what string, cond func() (string, bool)) {
 	t.Helper()
-	deadline := time.Now().Add(testTimeout)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
+	testenv.Poll(t, testTimeout, what, func() (bool, string) {
 		seen, ok := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not after %v; last seen: %s", what, testTimeout, seen)
-		}
-		<-tick.C
-	}
+		return ok, seen
+	})
 }
