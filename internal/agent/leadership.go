@@ -12,8 +12,12 @@ import (
 // keepLeaderAway moves etcd's leadership off this node while holding()
 // says it holds a floating address. Otherwise one crash takes both the
 // address's holder and etcd's leader, and the takeover waits for an etcd
-// election on top of the lease.
-func (c *coordination) keepLeaderAway(ctx context.Context, cl *etcdClients, holding func() bool) {
+// election on top of the lease. A move stalls every write for a moment
+// (raft drops proposals while its leadership is in transfer): holding()
+// also says since when the holder's writes have all gone cleanly, and the
+// move waits for leaderMoveClean of that, so that it never lands on lossy
+// links, where the stall could outlast the lease.
+func (c *coordination) keepLeaderAway(ctx context.Context, cl *etcdClients, holding func() (bool, time.Time)) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	// whole is since when every member has answered: from the start, until
@@ -25,7 +29,12 @@ func (c *coordination) keepLeaderAway(ctx context.Context, cl *etcdClients, hold
 		case <-ctx.Done():
 			return
 		}
-		if !holding() {
+		held, clean := holding()
+		if !held {
+			continue
+		}
+		if clean.IsZero() || time.Since(clean) < leaderMoveClean {
+			c.a.log.Debug("move etcd leadership away: not yet; the holder's writes have not gone cleanly for long enough", "clean_for", time.Since(clean).Round(time.Millisecond))
 			continue
 		}
 		if err := c.moveLeader(ctx, cl, &whole); err != nil {
@@ -43,6 +52,7 @@ func (c *coordination) keepLeaderAway(ctx context.Context, cl *etcdClients, hold
 const (
 	leaderMoveSettle = 900 * time.Millisecond
 	leaderMoveMaxLag = 64 // raft entries
+	leaderMoveClean  = 5 * time.Second
 )
 
 func (c *coordination) moveLeader(ctx context.Context, cl *etcdClients, whole *time.Time) error {

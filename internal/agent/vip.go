@@ -175,9 +175,22 @@ func (r *vipRole) currentOwner() *coord.Owner {
 	return r.owner
 }
 
-// holding reports whether this node holds any of its floating addresses.
-func (f *floating) holding() bool {
-	return f != nil && slices.ContainsFunc(f.roles, func(r *vipRole) bool { return r.mgr.Status().State == vip.StateHolder })
+// holding reports whether this node holds any of its floating addresses,
+// and since when every owner's writes have gone cleanly (see
+// coord.Owner.CleanSince; zero while an owner is not running).
+func (f *floating) holding() (bool, time.Time) {
+	held := slices.ContainsFunc(f.roles, func(r *vipRole) bool { return r.mgr.Status().State == vip.StateHolder })
+	var clean time.Time
+	for _, r := range f.roles {
+		o := r.currentOwner()
+		if o == nil || o.CleanSince().IsZero() {
+			return held, time.Time{}
+		}
+		if c := o.CleanSince(); c.After(clean) {
+			clean = c
+		}
+	}
+	return held, clean
 }
 
 // VIPStatus is one floating address: this node's state and the record's

@@ -113,6 +113,12 @@ type Owner struct {
 	// that is gone.
 	done chan struct{}
 
+	// troubleMu guards since and lastTrouble: when Run started, and when a
+	// copy of a write last failed or took longer than a renewal period.
+	troubleMu   sync.Mutex
+	since       time.Time
+	lastTrouble time.Time
+
 	// candMu guards the candidacy the publisher writes next.
 	candMu    sync.Mutex
 	candWant  Candidate
@@ -279,6 +285,9 @@ func (o *Owner) Run(ctx context.Context) error {
 	wg.Go(func() { o.publishCandidates(wctx) })
 	o.setCandidate()
 	o.e.start(time.Now())
+	o.troubleMu.Lock()
+	o.since = time.Now()
+	o.troubleMu.Unlock()
 
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -398,7 +407,8 @@ func (o *Owner) publish() {
 // reports the first answer: a write applied, or a comparison that failed
 // (the record it saw says what happened, this request's other copy
 // included, by its Seq). When no copy is answered, the request's outcome is
-// unknown.
+// unknown. The other copies run to their end, within the request's
+// timeout, so that each one's delay is known (CleanSince).
 func (o *Owner) send(r request) {
 	ctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(context.Background()), r.timeout)
 	defer cancel()
@@ -406,19 +416,54 @@ func (o *Owner) send(r request) {
 	for _, cli := range o.clients {
 		go func() { answers <- o.write(ctx, cli, r) }()
 	}
-	res := result{req: r}
+	res, reported := result{req: r}, false
 	for range o.clients {
 		a := <-answers
-		if a.known {
-			res = a
-			break
+		switch {
+		case reported:
+		case a.known:
+			o.report(a)
+			reported = true
+		default:
+			res.err = a.err
 		}
-		res.err = a.err
 	}
+	if !reported {
+		o.report(res)
+	}
+}
+
+func (o *Owner) report(res result) {
 	select {
 	case o.results <- res:
 	case <-o.done:
 	}
+}
+
+// CleanSince is since when every copy of this owner's writes, through
+// every member, has been answered within a renewal period: the start of
+// Run, or the last copy that failed or was slow (a lost packet, a member
+// that is down or lagging). Zero before Run. A holder that wants to do
+// something that stalls etcd's writes for a moment (moving its
+// leadership) waits for a long clean spell: on lossy links such a stall
+// can outlast the lease.
+func (o *Owner) CleanSince() time.Time {
+	o.troubleMu.Lock()
+	defer o.troubleMu.Unlock()
+	if o.lastTrouble.After(o.since) {
+		return o.lastTrouble
+	}
+	return o.since
+}
+
+// noteCopy records how one copy of a write went.
+func (o *Owner) noteCopy(took time.Duration, err error) {
+	if err == nil && took <= o.cfg.Renew {
+		return
+	}
+	o.troubleMu.Lock()
+	o.lastTrouble = time.Now()
+	o.troubleMu.Unlock()
 }
 
 // write sends one copy of r through cli.
@@ -432,7 +477,9 @@ func (o *Owner) write(ctx context.Context, cli *clientv3.Client, r request) resu
 	if err != nil {
 		panic(err) // a Record always marshals
 	}
+	start := time.Now()
 	resp, err := cli.Txn(ctx).If(cond).Then(clientv3.OpPut(key, string(val))).Else(clientv3.OpGet(key)).Commit()
+	o.noteCopy(time.Since(start), err)
 	res := result{req: r, err: err}
 	switch {
 	case err != nil:

@@ -102,14 +102,14 @@ func newOwnerHarness(t *testing.T) *ownerHarness {
 	return &ownerHarness{t: t, nodes: map[string]*ownerNode{}, eps: r.m.Endpoints(), prefix: OwnerPrefix("shop", "vip", "web")}
 }
 
-func (h *ownerHarness) start(node string, priority int, preempt bool) *ownerNode {
+func (h *ownerHarness) start(node string, priority int, preempt bool, alternates ...*clientv3.Client) *ownerNode {
 	h.t.Helper()
 	cli := newTestClient(h.t, testLog(h.t), h.eps, nil)
 	g := &recGuard{node: node}
 	h.mu.Lock()
 	g.log = &h.spans
 	h.mu.Unlock()
-	o, err := NewOwner(OwnerConfig{Client: cli, Prefix: h.prefix, Node: node, Priority: priority, Preempt: preempt,
+	o, err := NewOwner(OwnerConfig{Client: cli, Alternates: alternates, Prefix: h.prefix, Node: node, Priority: priority, Preempt: preempt,
 		Lease: 300 * time.Millisecond, Guard: &lockedGuard{g: g, mu: &h.mu}, Logger: testLog(h.t)})
 	if err != nil {
 		h.t.Fatal(err)
@@ -350,4 +350,37 @@ func TestOwnerHandoverRequestToTheBestCandidate(t *testing.T) {
 	}
 	h.waitHolder("n2", 5*time.Second)
 	h.checkNoOverlap()
+}
+
+// TestOwnerCleanSince: a holder whose every write is answered at once
+// through every member has been clean since it started; one with a route
+// that fails every write is never clean for long. The agent moves etcd's
+// leadership only after a long clean spell.
+func TestOwnerCleanSince(t *testing.T) {
+	h := newOwnerHarness(t)
+	clean := h.start("n1", 100, false, newTestClient(t, testLog(t), h.eps, nil))
+	clean.o.SetEligible(true)
+	h.waitHolder("n1", 5*time.Second)
+	h.waitRenewals("n1", 8)
+	clean.g.mu.Lock()
+	acquired := clean.g.cur.from
+	clean.g.mu.Unlock()
+	if since := clean.o.CleanSince(); since.IsZero() || !since.Before(acquired) {
+		t.Errorf("with two working routes, clean since %v; want since the start, before it acquired at %v", since, acquired)
+	}
+	clean.stop(t)
+	delete(h.nodes, "n1")
+
+	broken := newTestClient(t, testLog(t), h.eps, nil)
+	broken.Close()
+	troubled := h.start("n2", 100, false, broken)
+	troubled.o.SetEligible(true)
+	h.waitHolder("n2", 5*time.Second)
+	h.waitRenewals("n2", 8)
+	troubled.g.mu.Lock()
+	acquired = troubled.g.cur.from
+	troubled.g.mu.Unlock()
+	if since := troubled.o.CleanSince(); !since.After(acquired) {
+		t.Errorf("with a route that fails every write, clean since %v; want after it acquired at %v (its renewals' copies failed since)", since, acquired)
+	}
 }
