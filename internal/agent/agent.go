@@ -165,6 +165,11 @@ func (a *Agent) start(st *stack) error {
 	var rs roles
 	if cfg.Coordination != nil {
 		rs.coord = newCoordination(a, cfg)
+		stopRoutes, err := rs.coord.startPeerRoutes()
+		if err != nil {
+			return err
+		}
+		st.push("peer routes", stopRoutes)
 		stopMember, err := rs.coord.startMember()
 		if err != nil {
 			return err

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/coord"
+	"github.com/haven-ha/haven/internal/peerroute"
 )
 
 // coordination is this node's part in the etcd cluster: its embedded
@@ -93,6 +96,65 @@ func (c *coordination) startMember() (func(), error) {
 		}
 	})
 	return func() { cancel(); wg.Wait() }, nil
+}
+
+// startPeerRoutes gives the routes to the coordination peers TCP's short
+// retransmission floor (coordination.rto_min; see package peerroute) and
+// returns how to take them back. Without the privilege it logs why and
+// goes on with the kernel's default.
+func (c *coordination) startPeerRoutes() (func(), error) {
+	rto := c.cfg.Coordination.RTOMin.D()
+	peers := c.peerAddrs()
+	if rto >= config.KernelRTOMin || len(peers) == 0 {
+		return func() {}, nil
+	}
+	r, err := peerroute.New(peerroute.Config{Peers: peers, RTOMin: rto, Logger: c.a.log})
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := r.Run(ctx); err != nil {
+			c.a.log.Warn("coordination.rto_min not applied: lost packets between the nodes wait out TCP's default 200ms floor", "err", err)
+		}
+	})
+	return func() { cancel(); wg.Wait() }, nil
+}
+
+// peerAddrs are the addresses this node talks to etcd with: on a member,
+// every other node (each one's agent is a client of this member); on any
+// other node, the members, or the external endpoints given by address.
+func (c *coordination) peerAddrs() []netip.Addr {
+	cc := c.cfg.Coordination
+	var hosts []string
+	switch {
+	case slices.Contains(cc.Members, c.a.opt.Node):
+		for _, name := range c.cfg.NodeNames() {
+			if name != c.a.opt.Node {
+				n, _ := c.cfg.Node(name)
+				hosts = append(hosts, n.Address)
+			}
+		}
+	case len(cc.Members) > 0:
+		for _, name := range cc.Members {
+			n, _ := c.cfg.Node(name)
+			hosts = append(hosts, n.Address)
+		}
+	default:
+		for _, ep := range cc.Endpoints {
+			if u, err := url.Parse(ep); err == nil {
+				hosts = append(hosts, u.Hostname())
+			}
+		}
+	}
+	var addrs []netip.Addr
+	for _, h := range hosts {
+		if a, err := netip.ParseAddr(h); err == nil && !slices.Contains(addrs, a.Unmap()) {
+			addrs = append(addrs, a.Unmap())
+		}
+	}
+	return addrs
 }
 
 // start connects in the background and then starts the registered roles.

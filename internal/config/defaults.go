@@ -48,6 +48,7 @@ const (
 	defaultDataDir         = "/var/lib/haven/{node}/etcd"
 	defaultHeartbeat       = 50 * time.Millisecond
 	defaultElectionTimeout = 500 * time.Millisecond
+	defaultRTOMin          = 20 * time.Millisecond
 	defaultJoinTimeout     = time.Minute
 
 	defaultEngine        = "postgres"
@@ -226,6 +227,7 @@ func defaultCoordination(c *Coordination, r *report, dir string) {
 	r.defaultDuration(&c.Heartbeat, "coordination.heartbeat", defaultHeartbeat)
 	r.defaultDuration(&c.ElectionTimeout, "coordination.election_timeout", defaultElectionTimeout)
 	r.defaultDuration(&c.JoinTimeout, "coordination.join_timeout", defaultJoinTimeout)
+	r.defaultDuration(&c.RTOMin, "coordination.rto_min", defaultRTOMin)
 	if t := c.TLS; t != nil {
 		t.CA, t.Cert, t.Key = resolvePath(dir, t.CA), resolvePath(dir, t.Cert), resolvePath(dir, t.Key)
 	}

@@ -78,6 +78,10 @@ type Coordination struct {
 	// JoinTimeout bounds how long a starting member waits for a quorum
 	// before it reports which peers it could not reach (default 60s).
 	JoinTimeout Duration `yaml:"join_timeout"`
+	// RTOMin is TCP's minimum retransmission timeout on the routes to the
+	// directly connected coordination peers (default 20ms; 200ms, the
+	// kernel's own, leaves the routes alone). See internal/peerroute.
+	RTOMin Duration `yaml:"rto_min"`
 }
 
 // CoordTLS names the certificate files for etcd traffic.

@@ -1,6 +1,13 @@
 package config
 
-import "strings"
+import (
+	"strings"
+	"time"
+)
+
+// KernelRTOMin is Linux's own minimum retransmission timeout: with
+// coordination.rto_min at this value haven installs no peer routes.
+const KernelRTOMin = 200 * time.Millisecond
 
 // endpointSchemes are the schemes of an external etcd's endpoints.
 var endpointSchemes = []string{"http", "https"}
@@ -24,6 +31,9 @@ func (v *validator) coordination() {
 	}
 	if hb, et := c.Heartbeat.D(), c.ElectionTimeout.D(); et < 5*hb {
 		v.errorf("coordination.election_timeout", "%s is less than 5 heartbeats (%s): etcd would hold elections while the leader is healthy", c.ElectionTimeout, Duration(5*hb))
+	}
+	if d := c.RTOMin.D(); d < 5*time.Millisecond || d > KernelRTOMin || d%time.Millisecond != 0 {
+		v.errorf("coordination.rto_min", "%s is not a whole number of milliseconds from 5ms to %s (the kernel's own floor, which leaves the routes alone)", c.RTOMin, Duration(KernelRTOMin))
 	}
 	if t := c.TLS; t != nil {
 		for key, f := range map[string]string{"ca": t.CA, "cert": t.Cert, "key": t.Key} {
