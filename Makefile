@@ -29,7 +29,9 @@ lint:
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 
+# The demo, after installing what its acts in namespaces need (as root).
 demo:
+	bash scripts/prereqs.sh demo
 	$(GO) run ./cmd/haven demo
 
 bench-lb:
