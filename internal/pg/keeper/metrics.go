@@ -70,5 +70,5 @@ func register[T prometheus.Collector](reg prometheus.Registerer, c T) (T, error)
 			return old, nil
 		}
 	}
-	return c, fmt.Errorf("pg: register metrics: %w", err)
+	return c, fmt.Errorf("keeper: register metrics: %w", err)
 }
