@@ -65,7 +65,7 @@ var allTargets = []target{
 	{name: "patroni", kind: "patroni", haproxy: true, ttl: 30, loopWait: 10, retryTimeout: 10, period: 10 * time.Second,
 		desc: "Patroni 3.0.2 at its defaults (ttl 30, loop_wait 10, retry_timeout 10) with synchronous_mode: true, etcd 3.4 (one member per database node, etcd3 API)"},
 	{name: "patroni-fast", kind: "patroni", haproxy: true, ttl: 10, loopWait: 2, retryTimeout: 4, period: 2 * time.Second,
-		desc: "the same with ttl 10, loop_wait 2, retry_timeout 4: the fastest settings that keep Patroni's rule loop_wait + 2 × retry_timeout ≤ ttl with the least loop_wait the issue measured"},
+		desc: "the same with ttl 10, loop_wait 2, retry_timeout 4: the fastest settings that keep Patroni's rule loop_wait + 2 × retry_timeout ≤ ttl with loop_wait 2"},
 	{name: "haven-haproxy", kind: "haven", haproxy: true, lease: 2 * time.Second, period: 2 * time.Second,
 		desc: "haven agents (embedded etcd on the three nodes, database mode sync, sync_standbys 1, write fence on) with database.lease 2s (the default), behind the same HAProxy checking haven's Patroni-compatible /primary on the admin port: the comparison with Patroni"},
 	{name: "haven", kind: "haven", lease: 2 * time.Second, period: 2 * time.Second,
