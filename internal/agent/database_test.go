@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -27,21 +26,6 @@ func requirePostgres(t *testing.T) string {
 	return b.Dir
 }
 
-// searchableDir is a directory the postgres user can search (t.TempDir's
-// are root's, mode 0700), removed when the test ends.
-func searchableDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "havenagentpg")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o711); err != nil {
-		t.Fatal(err)
-	}
-	return dir
-}
-
 func freePortNumber(t *testing.T) int {
 	t.Helper()
 	_, p, _ := net.SplitHostPort(freeAddr(t))
@@ -56,7 +40,7 @@ func freePortNumber(t *testing.T) int {
 func TestAgentRunsTheDatabase(t *testing.T) {
 	bindir := requirePostgres(t)
 	url, _ := startExternalEtcd(t)
-	dir := searchableDir(t)
+	dir := testenv.SearchableDir(t)
 	port := freePortNumber(t)
 	router := freeAddr(t)
 	c := &cluster{admin: freeAddr(t), listen: freeAddr(t), backends: []*app{startApp(t, "web1")},

@@ -98,7 +98,7 @@ func clusterConfigs(t *testing.T, log *slog.Logger, n int, token, tlsDir string)
 		initial[name] = peer
 		cfgs[i] = MemberConfig{
 			Name:         name,
-			DataDir:      filepath.Join(t.TempDir(), name),
+			DataDir:      filepath.Join(testenv.MemoryDir(t), name),
 			PeerURL:      peer,
 			ClientURL:    addrs[2*i+1],
 			ClusterToken: token,

@@ -60,7 +60,7 @@ regions:
       dns3: {address: %[4]s, zone: c}
 coordination:
   members: [dns1, dns2, dns3]
-  data_dir: %[1]s/{node}/etcd
+  data_dir: %[10]s/{node}/etcd
   join_timeout: 20s
   tls: {ca: "%[1]s/certs/ca.pem", cert: "%[1]s/certs/{node}.pem", key: "%[1]s/certs/{node}-key.pem"}
 checks:
@@ -81,7 +81,7 @@ traffic:
         - {name: east, address: %[8]s, check: site}
         - {name: west, address: %[9]s, check: site}
 `, dir, n.Host("dns1").Addr, n.Host("dns2").Addr, n.Host("dns3").Addr,
-		checkInterval, checkTimeout, checkFall, eastAddr, westAddr)
+		checkInterval, checkTimeout, checkFall, eastAddr, westAddr, testenv.MemoryDir(t))
 	for name, content := range map[string]string{"haven.yaml": cfg, "token": "gtm-e2e\n"} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
 			t.Fatal(err)

@@ -43,26 +43,6 @@ func requirePostgres(t *testing.T) *Binaries {
 	return nil
 }
 
-// testDir makes a directory that the postgres user can search (the
-// directories of t.TempDir are root's, mode 0700) and removes it when the
-// test ends.
-func testDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "havenpg")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := os.RemoveAll(dir); err != nil {
-			t.Errorf("remove %s: %v", dir, err)
-		}
-	})
-	if err := os.Chmod(dir, 0o711); err != nil {
-		t.Fatal(err)
-	}
-	return dir
-}
-
 // freePort returns a TCP port that was free on 127.0.0.1 a moment ago.
 func freePort(t *testing.T) int {
 	t.Helper()
@@ -114,7 +94,7 @@ type testServer struct {
 func newTestServer(t *testing.T, edit func(*Config)) *testServer {
 	t.Helper()
 	bins := requirePostgres(t)
-	dir := testDir(t)
+	dir := testenv.SearchableDir(t)
 	lb := &logBuffer{}
 	cfg := Config{
 		Bindir:          bins.Dir,

@@ -53,22 +53,6 @@ type cluster struct {
 	http   *http.Client
 }
 
-// memoryDir is a directory in memory (/dev/shm) for the members' etcd
-// data, removed when the test ends. This test injects faults into the
-// network and the processes; a disk that stalls fsync for most of a second
-// stalls etcd's leader, and every holder with it, whatever haven does
-// (etcd's own documentation asks for a disk of its own). The machines this
-// runs on share their disk with other work, so the members keep their data
-// in memory and the test measures the faults it injects.
-func memoryDir(t *testing.T) string {
-	d, err := os.MkdirTemp("/dev/shm", "haven-etcd")
-	if err != nil {
-		d = t.TempDir() // no /dev/shm: the disk, stalls and all
-	}
-	t.Cleanup(func() { os.RemoveAll(d) })
-	return d
-}
-
 func startCluster(t *testing.T) *cluster {
 	testnet.Require(t)
 	c := &cluster{t: t, bin: testenv.Haven(t), dir: t.TempDir(), nodes: []string{"n1", "n2", "n3"}, agents: map[string]*testnet.Proc{}}
@@ -102,7 +86,7 @@ balancers:
       notify:
         holder: [sh, -c, 'echo "$HAVEN_EPOCH" > %[1]s/$HAVEN_NODE.epoch.tmp && mv %[1]s/$HAVEN_NODE.epoch.tmp %[1]s/$HAVEN_NODE.epoch']
     backends: [{address: "127.0.0.1:9000"}]
-`, c.dir, lease, memoryDir(t))
+`, c.dir, lease, testenv.MemoryDir(t))
 	if err := os.WriteFile(filepath.Join(c.dir, "token"), []byte("secret\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/coord"
+	"github.com/haven-ha/haven/internal/testenv"
 )
 
 // StartMember runs a one-member embedded etcd on loopback until the test
@@ -20,7 +21,7 @@ func StartMember(t testing.TB) (url string, stop func()) {
 	t.Helper()
 	peer, client := freeAddr(t), freeAddr(t)
 	m, err := coord.NewMember(coord.MemberConfig{
-		Name: "etcd", DataDir: t.TempDir(), PeerURL: peer, ClientURL: client,
+		Name: "etcd", DataDir: testenv.MemoryDir(t), PeerURL: peer, ClientURL: client,
 		InitialCluster: map[string]string{"etcd": peer}, ClusterToken: "test",
 		Logger: slog.New(slog.DiscardHandler),
 	})

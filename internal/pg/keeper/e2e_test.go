@@ -75,7 +75,7 @@ regions:
       app: {address: %[4]s, zone: d}
 coordination:
   members: [db1, db2, db3]
-  data_dir: %[1]s/{node}/etcd
+  data_dir: %[5]s/{node}/etcd
   join_timeout: 20s
 database:
   nodes: [db1, db2, db3]
@@ -86,7 +86,7 @@ database:
   hba: ["host postgres app 198.18.1.0/24 scram-sha-256"]
   listen: {primary: ":6432"}
   routers: [app]
-`, dir, bins.Dir, dbLease, client.Addr)
+`, dir, bins.Dir, dbLease, client.Addr, testenv.MemoryDir(t))
 	for name, content := range map[string]string{"haven.yaml": cfg, "replication.password": "e2e-secret\n", "token": "e2e-token\n"} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
 			t.Fatal(err)
