@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -155,32 +154,13 @@ func writeFile(t *testing.T, path, content string) {
 	}
 }
 
-// logBuffer collects an agent's log for assertions, and shows it when the
-// test fails.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // env is a running agent and what it was started from.
 type env struct {
 	t      *testing.T
 	c      *cluster
 	path   string
 	agent  *Agent
-	log    *logBuffer
+	log    *testenv.Buffer
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -189,7 +169,7 @@ type env struct {
 // running it.
 func newEnv(t *testing.T, c *cluster) *env {
 	t.Helper()
-	e := &env{t: t, c: c, path: filepath.Join(t.TempDir(), "haven.yaml"), log: &logBuffer{}}
+	e := &env{t: t, c: c, path: filepath.Join(t.TempDir(), "haven.yaml"), log: &testenv.Buffer{}}
 	writeFile(t, e.path, c.yaml())
 	a, err := New(Options{ConfigPath: e.path, Node: "lb1", Logger: slog.New(slog.NewTextHandler(e.log, nil)), Version: "v0.0.0-test"})
 	if err != nil {

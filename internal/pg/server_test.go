@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -63,29 +62,11 @@ func holdPort(t *testing.T) (net.Listener, int) {
 	return l, l.Addr().(*net.TCPAddr).Port
 }
 
-// logBuffer collects a Server's log records; it outlives the test safely.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // testServer is a Server on a fresh directory, listening on 127.0.0.1 and a
 // free port.
 type testServer struct {
 	*Server
-	log  *logBuffer
+	log  *testenv.Buffer
 	conf Config
 }
 
@@ -95,7 +76,7 @@ func newTestServer(t *testing.T, edit func(*Config)) *testServer {
 	t.Helper()
 	bins := requirePostgres(t)
 	dir := testenv.SearchableDir(t)
-	lb := &logBuffer{}
+	lb := &testenv.Buffer{}
 	cfg := Config{
 		Bindir:          bins.Dir,
 		DataDir:         filepath.Join(dir, "data"),
@@ -116,7 +97,7 @@ func newTestServer(t *testing.T, edit func(*Config)) *testServer {
 
 // cleanupServer stops s with SIGKILL as the last resort, and shows what it
 // logged when the test failed.
-func cleanupServer(t *testing.T, s *Server, lb *logBuffer) {
+func cleanupServer(t *testing.T, s *Server, lb *testenv.Buffer) {
 	pid := s.PID()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -299,7 +280,7 @@ func TestServerLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cleanupServer(t, other, &logBuffer{}) })
+	t.Cleanup(func() { cleanupServer(t, other, &testenv.Buffer{}) })
 	if err := other.Start(ctx); !errors.Is(err, ErrAlreadyRunning) || !strings.Contains(err.Error(), strconv.Itoa(pid)) {
 		t.Errorf("Start of a second Server on the data directory = %v; want ErrAlreadyRunning naming pid %d", err, pid)
 	}
@@ -640,7 +621,7 @@ func TestPostgresDiesWithHaven(t *testing.T) {
 		}
 	})
 	found := make(chan int, 1)
-	var seen logBuffer
+	var seen testenv.Buffer
 	go func() {
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {

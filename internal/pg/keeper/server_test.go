@@ -1,14 +1,12 @@
 package keeper
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -60,30 +58,12 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// logBuffer collects a Server's log records; it outlives the test safely.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // testServer is a node's postgres on a fresh directory, listening on
 // 127.0.0.1 and a free port, accepting replication and pg_rewind from
 // 127.0.0.1 as pg.DefaultReplicationUser.
 type testServer struct {
 	*pg.Server
-	log    *logBuffer
+	log    *testenv.Buffer
 	logger *slog.Logger
 }
 
@@ -93,7 +73,7 @@ func newNode(t *testing.T, name string) *testServer {
 	t.Helper()
 	bins := requirePostgres(t)
 	dir := testenv.SearchableDir(t)
-	lb := &logBuffer{}
+	lb := &testenv.Buffer{}
 	logger := slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	s, err := pg.New(context.Background(), pg.Config{
 		Bindir:          bins.Dir,
