@@ -87,6 +87,14 @@ func newTestServer(t *testing.T, edit func(*Config)) *testServer {
 	if edit != nil {
 		edit(&cfg)
 	}
+	if cfg.Settings == nil {
+		cfg.Settings = map[string]string{}
+	}
+	// A postgres killed by a test leaves its dynamic shared memory in
+	// /dev/shm, and the restart that would clean it up never comes: the
+	// directory is removed. mmap keeps those segments in the data
+	// directory instead.
+	cfg.Settings["dynamic_shared_memory_type"] = "mmap"
 	s, err := New(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -86,6 +86,7 @@ database:
   hba: ["host postgres app 198.18.1.0/24 scram-sha-256"]
   listen: {primary: ":6432"}
   routers: [app]
+  settings: {dynamic_shared_memory_type: mmap} # killed postgres leave no segments in /dev/shm
 `, dir, bins.Dir, dbLease, client.Addr, testenv.MemoryDir(t))
 	for name, content := range map[string]string{"haven.yaml": cfg, "replication.password": "e2e-secret\n", "token": "e2e-token\n"} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {

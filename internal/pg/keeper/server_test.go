@@ -82,7 +82,10 @@ func newNode(t *testing.T, name string) *testServer {
 		Name:            name,
 		Port:            freePort(t),
 		HBA:             pg.ReplicationHBA(pg.DefaultReplicationUser, "127.0.0.1/32"),
-		Logger:          logger,
+		// Killed postgres leave their dynamic shared memory behind; mmap
+		// keeps it in the data directory, which the test removes.
+		Settings: map[string]string{"dynamic_shared_memory_type": "mmap"},
+		Logger:   logger,
 	})
 	if err != nil {
 		t.Fatal(err)
