@@ -232,11 +232,11 @@ func (a *Agent) startCoordinated(cfg *config.Config, rs *roles, st *stack) error
 		}
 		st.push("floating addresses", rs.vips.stop)
 		rs.coord.onConnected(rs.vips.compete)
-		if rs.coord.member != nil {
-			rs.coord.onConnected(func(ctx context.Context, cl *etcdClients) {
-				rs.coord.keepLeaderAway(ctx, cl, rs.vips.holding)
-			})
-		}
+	}
+	if rs.coord.member != nil {
+		rs.coord.onConnected(func(ctx context.Context, cl *etcdClients) {
+			rs.coord.steerLeader(ctx, cl, rs.vips)
+		})
 	}
 	if rs.db, err = newDatabase(context.Background(), a, cfg); err != nil {
 		return err

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -29,6 +30,9 @@ type coordination struct {
 	a      *Agent
 	cfg    *config.Config
 	member *coord.Member // nil unless this node is a member
+	// diskSlow is set while this node's member's disk does not keep up
+	// (see steerLeader).
+	diskSlow atomic.Bool
 
 	mu        sync.Mutex
 	clients   *etcdClients  // nil until connected
@@ -373,6 +377,9 @@ func (c *coordination) publish(ctx context.Context, cli *clientv3.Client) {
 		for {
 			for name, up := range c.a.followedStates() {
 				p.SetCheck(name, upDown(up))
+			}
+			if c.member != nil {
+				p.SetCheck(coord.EtcdDiskState, upDown(!c.diskSlow.Load()))
 			}
 			select {
 			case <-t.C:

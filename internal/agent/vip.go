@@ -175,22 +175,30 @@ func (r *vipRole) currentOwner() *coord.Owner {
 	return r.owner
 }
 
-// holding reports whether this node holds any of its floating addresses,
-// and since when every owner's writes have gone cleanly (see
-// coord.Owner.CleanSince; zero while an owner is not running).
-func (f *floating) holding() (bool, time.Time) {
-	held := slices.ContainsFunc(f.roles, func(r *vipRole) bool { return r.mgr.Status().State == vip.StateHolder })
+// holding reports whether this node holds any of its floating addresses.
+func (f *floating) holding() bool {
+	return slices.ContainsFunc(f.roles, func(r *vipRole) bool { return r.mgr.Status().State == vip.StateHolder })
+}
+
+// cleanSince is since when every owner's writes through the member at
+// endpoint have gone cleanly (see coord.Owner.CleanSince; zero while an
+// owner is not running or has no client of that member).
+func (f *floating) cleanSince(endpoint string) time.Time {
 	var clean time.Time
 	for _, r := range f.roles {
 		o := r.currentOwner()
-		if o == nil || o.CleanSince().IsZero() {
-			return held, time.Time{}
+		if o == nil {
+			return time.Time{}
 		}
-		if c := o.CleanSince(); c.After(clean) {
+		c := o.CleanSince(endpoint)
+		if c.IsZero() {
+			return time.Time{}
+		}
+		if c.After(clean) {
 			clean = c
 		}
 	}
-	return held, clean
+	return clean
 }
 
 // VIPStatus is one floating address: this node's state and the record's

@@ -39,6 +39,11 @@ const (
 // its roles, which traffic targets may follow.
 const DatabaseState = "database" // up on the serving primary
 
+// EtcdDiskState is down on a node whose etcd member's disk does not keep
+// up (most write-ahead-log fsyncs slower than SlowWALFsync): etcd's
+// leadership is not moved to it.
+const EtcdDiskState = "etcd disk"
+
 // BalancerState is up on a node whose balancer name is ready (listening,
 // with a usable backend).
 func BalancerState(name string) string { return "balancer " + name }

@@ -113,11 +113,13 @@ type Owner struct {
 	// that is gone.
 	done chan struct{}
 
-	// troubleMu guards since and lastTrouble: when Run started, and when a
-	// copy of a write last failed or took longer than a renewal period.
+	// troubleMu guards heldSince and lastTrouble: when this owner last
+	// acquired (zero while it does not hold), and, by the endpoint of the
+	// client it went through, when a copy of a write last failed or took
+	// longer than a renewal period.
 	troubleMu   sync.Mutex
-	since       time.Time
-	lastTrouble time.Time
+	heldSince   time.Time
+	lastTrouble map[string]time.Time
 
 	// candMu guards the candidacy the publisher writes next.
 	candMu    sync.Mutex
@@ -173,6 +175,8 @@ func NewOwner(cfg OwnerConfig) (*Owner, error) {
 		e:        e,
 		done:     make(chan struct{}),
 		candKick: make(chan struct{}, 1),
+
+		lastTrouble: map[string]time.Time{},
 	}, nil
 }
 
@@ -285,9 +289,7 @@ func (o *Owner) Run(ctx context.Context) error {
 	wg.Go(func() { o.publishCandidates(wctx) })
 	o.setCandidate()
 	o.e.start(time.Now())
-	o.troubleMu.Lock()
-	o.since = time.Now()
-	o.troubleMu.Unlock()
+	defer o.setHeld(time.Time{})
 
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -361,11 +363,13 @@ func (o *Owner) step(now time.Time) {
 		switch {
 		case c.acquire:
 			o.log.Info("acquired", "epoch", c.epoch, "deadline_in", c.deadline.Sub(now))
+			o.setHeld(now)
 			o.cfg.Guard.Acquire(c.epoch, c.deadline)
 		case c.extend:
 			o.cfg.Guard.Extend(c.deadline)
 		default:
 			o.log.Info("released", "reason", c.reason)
+			o.setHeld(time.Time{})
 			o.cfg.Guard.Release(c.reason)
 		}
 	}
@@ -440,29 +444,52 @@ func (o *Owner) report(res result) {
 	}
 }
 
-// CleanSince is since when every copy of this owner's writes, through
-// every member, has been answered within a renewal period: the start of
-// Run, or the last copy that failed or was slow (a lost packet, a member
-// that is down or lagging). Zero before Run. A holder that wants to do
-// something that stalls etcd's writes for a moment (moving its
-// leadership) waits for a long clean spell: on lossy links such a stall
-// can outlast the lease.
-func (o *Owner) CleanSince() time.Time {
+// CleanSince is since when this owner has held the record with every copy
+// of its writes that went through a client of endpoint answered within a
+// renewal period: its acquisition, or the last copy that failed or was
+// slow (a lost packet on the way, a member that is down, lagging or
+// applying a backlog). Zero while it does not hold, and for an endpoint
+// that is none of the owner's clients'. A holder that wants to do
+// something that stalls etcd's writes for a moment and depends on one
+// member (moving etcd's leadership to it) waits for a long clean spell
+// through that member: on lossy links, or to a member still catching up,
+// the stall could outlast the lease. The spell starts at the acquisition
+// because a candidate writes too rarely to vouch for a route.
+func (o *Owner) CleanSince(endpoint string) time.Time {
 	o.troubleMu.Lock()
 	defer o.troubleMu.Unlock()
-	if o.lastTrouble.After(o.since) {
-		return o.lastTrouble
+	if o.heldSince.IsZero() || !slices.ContainsFunc(o.clients, func(c *clientv3.Client) bool { return clientEndpoint(c) == endpoint }) {
+		return time.Time{}
 	}
-	return o.since
+	if t := o.lastTrouble[endpoint]; t.After(o.heldSince) {
+		return t
+	}
+	return o.heldSince
 }
 
-// noteCopy records how one copy of a write went.
-func (o *Owner) noteCopy(took time.Duration, err error) {
+// setHeld records that this owner holds since t (zero: it does not).
+func (o *Owner) setHeld(t time.Time) {
+	o.troubleMu.Lock()
+	o.heldSince = t
+	o.troubleMu.Unlock()
+}
+
+// clientEndpoint names a client by its first endpoint: the owner's clients
+// each talk to one member, but for a client of every member.
+func clientEndpoint(c *clientv3.Client) string {
+	if eps := c.Endpoints(); len(eps) > 0 {
+		return eps[0]
+	}
+	return ""
+}
+
+// noteCopy records how one copy of a write through cli went.
+func (o *Owner) noteCopy(cli *clientv3.Client, took time.Duration, err error) {
 	if err == nil && took <= o.cfg.Renew {
 		return
 	}
 	o.troubleMu.Lock()
-	o.lastTrouble = time.Now()
+	o.lastTrouble[clientEndpoint(cli)] = time.Now()
 	o.troubleMu.Unlock()
 }
 
@@ -479,7 +506,7 @@ func (o *Owner) write(ctx context.Context, cli *clientv3.Client, r request) resu
 	}
 	start := time.Now()
 	resp, err := cli.Txn(ctx).If(cond).Then(clientv3.OpPut(key, string(val))).Else(clientv3.OpGet(key)).Commit()
-	o.noteCopy(time.Since(start), err)
+	o.noteCopy(cli, time.Since(start), err)
 	res := result{req: r, err: err}
 	switch {
 	case err != nil:

@@ -353,20 +353,30 @@ func TestOwnerHandoverRequestToTheBestCandidate(t *testing.T) {
 }
 
 // TestOwnerCleanSince: a holder whose every write is answered at once
-// through every member has been clean since it started; one with a route
-// that fails every write is never clean for long. The agent moves etcd's
-// leadership only after a long clean spell.
+// through every member has been clean since it acquired (not since it
+// started: a candidate writes too rarely to vouch for a route); one with a
+// route that fails every write is never clean for long; an owner that does
+// not hold is not clean. The agent moves etcd's leadership only after a
+// long clean spell.
 func TestOwnerCleanSince(t *testing.T) {
 	h := newOwnerHarness(t)
+	started := time.Now()
 	clean := h.start("n1", 100, false, newTestClient(t, testLog(t), h.eps, nil))
+	if since := clean.o.CleanSince(h.eps[0]); !since.IsZero() {
+		t.Errorf("clean since %v before it ever held; want zero", since)
+	}
+	time.Sleep(500 * time.Millisecond) // a candidate for a while first
 	clean.o.SetEligible(true)
 	h.waitHolder("n1", 5*time.Second)
 	h.waitRenewals("n1", 8)
 	clean.g.mu.Lock()
 	acquired := clean.g.cur.from
 	clean.g.mu.Unlock()
-	if since := clean.o.CleanSince(); since.IsZero() || !since.Before(acquired) {
-		t.Errorf("with two working routes, clean since %v; want since the start, before it acquired at %v", since, acquired)
+	if since := clean.o.CleanSince(h.eps[0]); since.Before(started.Add(500*time.Millisecond)) || since.After(acquired) {
+		t.Errorf("with two working routes, clean since %v; want since it acquired at %v (it started at %v)", since, acquired, started)
+	}
+	if since := clean.o.CleanSince("http://198.18.1.99:2379"); !since.IsZero() {
+		t.Errorf("clean since %v through a member the owner has no client of; want zero", since)
 	}
 	clean.stop(t)
 	delete(h.nodes, "n1")
@@ -380,7 +390,7 @@ func TestOwnerCleanSince(t *testing.T) {
 	troubled.g.mu.Lock()
 	acquired = troubled.g.cur.from
 	troubled.g.mu.Unlock()
-	if since := troubled.o.CleanSince(); !since.After(acquired) {
+	if since := troubled.o.CleanSince(h.eps[0]); !since.After(acquired) {
 		t.Errorf("with a route that fails every write, clean since %v; want after it acquired at %v (its renewals' copies failed since)", since, acquired)
 	}
 }
