@@ -19,6 +19,7 @@ import (
 
 	"github.com/haven-ha/haven/internal/drill"
 	"github.com/haven-ha/haven/internal/testenv"
+	"github.com/haven-ha/haven/internal/testenv/slowdisk"
 	"github.com/haven-ha/haven/internal/testnet"
 )
 
@@ -53,8 +54,18 @@ type cluster struct {
 	http   *http.Client
 }
 
-func startCluster(t *testing.T) *cluster {
+func startCluster(t *testing.T) *cluster { return startClusterWith(t, "", 0) }
+
+// startClusterWith starts the cluster with node slow's etcd data on a disk
+// whose fsync takes slowFsync longer ("" for none).
+func startClusterWith(t *testing.T, slow string, slowFsync time.Duration) *cluster {
 	testnet.Require(t)
+	etcdData := testenv.MemoryDir(t)
+	if slow != "" {
+		if err := os.Symlink(slowdisk.Mount(t, slowFsync), filepath.Join(etcdData, slow)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	c := &cluster{t: t, bin: testenv.Haven(t), dir: t.TempDir(), nodes: []string{"n1", "n2", "n3"}, agents: map[string]*testnet.Proc{}}
 	c.net = testnet.Start(t, testnet.Options{Hosts: []string{"n1", "n2", "n3", "client"}})
 	client := c.net.Host("client")
@@ -86,7 +97,7 @@ balancers:
       notify:
         holder: [sh, -c, 'echo "$HAVEN_EPOCH" > %[1]s/$HAVEN_NODE.epoch.tmp && mv %[1]s/$HAVEN_NODE.epoch.tmp %[1]s/$HAVEN_NODE.epoch']
     backends: [{address: "127.0.0.1:9000"}]
-`, c.dir, lease, testenv.MemoryDir(t))
+`, c.dir, lease, etcdData)
 	if err := os.WriteFile(filepath.Join(c.dir, "token"), []byte("secret\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -264,6 +275,18 @@ func (c *cluster) runProber(ctx context.Context, count int) ([]time.Time, []dril
 // returns the client-observed gap after the fault.
 func (c *cluster) fault(name string, hold time.Duration, apply, heal func()) time.Duration {
 	c.t.Helper()
+	r, at, _ := c.faultReport(name, hold, apply, heal)
+	gap := r.OutageAfter(at)
+	if gap < 0 {
+		c.t.Fatalf("%s: nobody answered for %s after the fault\n%s", name, vipAddr, c.agentLogs())
+	}
+	return gap
+}
+
+// faultReport is fault's run: it returns the probes' report, when the
+// fault was applied and when it was healed.
+func (c *cluster) faultReport(name string, hold time.Duration, apply, heal func()) (r drill.Report, at, healed time.Time) {
+	c.t.Helper()
 	c.mu.Lock()
 	c.arps = nil
 	c.mu.Unlock()
@@ -279,22 +302,19 @@ func (c *cluster) fault(name string, hold time.Duration, apply, heal func()) tim
 		done <- out{s, a}
 	}()
 	time.Sleep(time.Second)
-	at := time.Now()
+	at = time.Now()
 	apply()
 	time.Sleep(hold)
+	healed = time.Now()
 	heal()
 	o := <-done
-	r := drill.Analyze(o.sent, o.answers)
+	r = drill.Analyze(o.sent, o.answers)
 	c.t.Logf("%s: %s", name, r)
 	if r.Overlaps > 0 {
 		c.t.Errorf("%s: two nodes answered for %s at once: %s (%d probes)", name, vipAddr, r.Overlapping, r.Overlaps)
 	}
 	c.checkARP(name, r)
-	gap := r.OutageAfter(at)
-	if gap < 0 {
-		c.t.Fatalf("%s: nobody answered for %s after the fault\n%s", name, vipAddr, c.agentLogs())
-	}
-	return gap
+	return r, at, healed
 }
 
 // checkARP fails when a node sent ARP for the address in the middle of
