@@ -271,8 +271,11 @@ func (lb *Balancer) newMonitor(b *backend, s *settings, prober health.Prober) *h
 			if ev.To == health.Up {
 				b.upSince.Store(ev.At.UnixNano())
 			}
-			if ev.To == health.Down && lb.settings.Load().shutdownSessions {
-				lb.shutdownSessions(b, "marked down")
+			if ev.To == health.Down {
+				lb.cancelDials(b, "marked down")
+				if lb.settings.Load().shutdownSessions {
+					lb.shutdownSessions(b, "marked down")
+				}
 			}
 			if lb.opt.OnTransition != nil {
 				lb.opt.OnTransition(ev)
@@ -525,6 +528,7 @@ func (lb *Balancer) Reload(c *config.Balancer, check *config.Check) error {
 	lb.mu.Unlock()
 	for _, b := range removed {
 		b.closeIdle(time.Time{})
+		lb.cancelDials(b, "left the pool")
 		if s.shutdownSessions {
 			lb.shutdownSessions(b, "left the pool")
 		}
@@ -556,6 +560,14 @@ func (lb *Balancer) shutdownSessions(b *backend, why string) {
 	b.poolMu.Unlock()
 	if n > 0 {
 		lb.log.Info("closed the backend's client connections", "backend", b.name, "why", why, "connections", n)
+	}
+}
+
+// cancelDials cancels the connections being made to b, which has left the
+// pool or gone down: each moves to another backend, or is closed.
+func (lb *Balancer) cancelDials(b *backend, why string) {
+	if n := b.cancelDials(); n > 0 {
+		lb.log.Info("cancelled the connections being made to the backend", "backend", b.name, "why", why, "connections", n)
 	}
 }
 

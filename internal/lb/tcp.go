@@ -15,36 +15,71 @@ func (lb *Balancer) serveTCP(cc *clientConn) {
 	start := time.Now()
 	s := lb.settings.Load()
 	pk := &cc.pk
-	pk.p = lb.pool.Load()
-	for tries := 0; tries <= s.retries; tries++ {
+	failures := 0
+	for {
+		pk.p = lb.pool.Load() // a cancelled dial looks at the pool that replaced it
 		b, err := lb.acquire(context.Background(), pk, cc.hash, "")
 		if err != nil {
 			lb.log.Debug("tcp: no backend for connection", "client", cc.c.RemoteAddr().String(), "err", err)
 			return
 		}
 		b.m.requests.Add(1)
-		ok := lb.proxyTCP(cc, b, s)
+		r := lb.proxyTCP(cc, b, s)
 		lb.release(b)
-		if ok {
+		switch r {
+		case tcpDone:
 			lb.duration.Observe(time.Since(start).Seconds())
 			return
+		case tcpCancelled:
+			// The backend left the pool or went down while we connected:
+			// not its failure, and not one of the retries.
+			pk.tried = append(pk.tried, b)
+		case tcpFailed:
+			pk.tried = append(pk.tried, b)
+			b.m.retries.Add(1)
+			if failures++; failures > s.retries {
+				return
+			}
 		}
-		pk.tried = append(pk.tried, b)
-		b.m.retries.Add(1)
 	}
 }
 
-// proxyTCP connects cc to b and relays until both sides are done. It returns
-// false only when the backend could not be reached (so another may be tried).
-func (lb *Balancer) proxyTCP(cc *clientConn, b *backend, s *settings) bool {
-	bconn, err := dialer(s.connectTimeout).Dial("tcp", b.addr)
+// tcpResult is how proxyTCP ended.
+type tcpResult int
+
+const (
+	tcpDone      tcpResult = iota // connected (whatever happened next)
+	tcpFailed                     // the backend could not be reached: try another
+	tcpCancelled                  // the backend left the pool or went down during the dial
+)
+
+// proxyTCP connects cc to b and relays until both sides are done.
+func (lb *Balancer) proxyTCP(cc *clientConn, b *backend, s *settings) tcpResult {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if !b.startDial(cc, cancel) {
+		return tcpCancelled
+	}
+	bconn, err := dialer(s.connectTimeout).DialContext(ctx, "tcp", b.addr)
+	b.endDial(cc)
 	if err != nil {
+		if ctx.Err() != nil {
+			return tcpCancelled
+		}
 		b.m.connectFailures.Add(1)
 		observeFailure(b, "connect: "+err.Error())
-		return false
+		return tcpFailed
 	}
 	if b.mon != nil {
 		b.mon.ObserveSuccess()
+	}
+	if s.shutdownSessions {
+		if !b.addSession(cc) {
+			// Removed while we connected; nothing was sent yet.
+			bconn.Close()
+			return tcpCancelled
+		}
+		defer b.dropSession(cc)
 	}
 	if s.proxyProtocol != 0 {
 		h, err := proxyproto.HeaderFor(cc.c.RemoteAddr(), cc.c.LocalAddr(), s.proxyProtocol)
@@ -65,18 +100,10 @@ func (lb *Balancer) proxyTCP(cc *clientConn, b *backend, s *settings) bool {
 		if err != nil {
 			bconn.Close()
 			lb.log.Warn("tcp: cannot send PROXY header", "backend", b.name, "err", err)
-			return true
+			return tcpDone
 		}
-	}
-	if s.shutdownSessions {
-		if !b.addSession(cc) {
-			// Removed while we connected: the client must reconnect.
-			bconn.Close()
-			return true
-		}
-		defer b.dropSession(cc)
 	}
 	tunnel(cc.c, nil, bconn, nil, s.tunnelTimeout)
 	bconn.Close()
-	return true
+	return tcpDone
 }
