@@ -186,6 +186,14 @@ type Balancer struct {
 	// to their timeouts (HAProxy's on-marked-down shutdown-sessions). The
 	// database's primary pool always does.
 	ShutdownSessions bool `yaml:"shutdown_sessions"`
+	// Hold, in mode tcp, keeps a new client connection that finds no
+	// usable backend, or that every usable backend refused, waiting up to
+	// this long for one to take it, instead of closing it at once (0:
+	// off). Only the database's router sets it
+	// (database.router_hold): its pools empty during a failover and fill
+	// again within a lease, while a balancer's own backends come back on
+	// the scale of health checks.
+	Hold Duration `yaml:"-"`
 
 	Name string `yaml:"-"`
 }

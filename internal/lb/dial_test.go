@@ -104,19 +104,22 @@ func blackhole(t *testing.T, ip string) string {
 // A connection being made to a backend that never answers is cancelled
 // when the backend leaves the pool, not left to the connect timeout (a
 // minute here): it goes to the backend that replaced it, or is closed when
-// none did.
+// none did, or is held until one appears.
 func TestDialCancelledWhenBackendLeaves(t *testing.T) {
 	for _, tt := range []struct {
 		name string
+		hold time.Duration
 		via  [][]string // the pools the balancer is given after the blackhole's, in turn: a name answers
 		want string     // what the client reads: an answer, or "" for its connection closed
 	}{
-		{"replaced", [][]string{{"b"}}, "b hello"},
-		{"emptied", [][]string{nil}, ""},
+		{"replaced", 0, [][]string{{"b"}}, "b hello"},
+		{"emptied", 0, [][]string{nil}, ""},
+		{"emptied, held, then replaced", time.Minute, [][]string{nil, {"b"}}, "b hello"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			hole := blackhole(t, "127.0.0.2")
 			tl := startLB(t, "    mode: tcp\n    passive: {consecutive_failures: 0}\n    timeouts: {connect: 1m}\n", "", hole)
+			tl.setHold(t, tt.hold)
 			c := dialSend(t, tl.addr, "hello")
 			testenv.Poll(t, 10*time.Second, "a connection being made to the blackhole", func() (bool, string) {
 				n := tl.dialing("b1")
@@ -129,6 +132,9 @@ func TestDialCancelledWhenBackendLeaves(t *testing.T) {
 				}
 				if err := tl.SetBackends(bs); err != nil {
 					t.Fatal(err)
+				}
+				if len(bs) == 0 && tt.hold > 0 {
+					tl.waitHeld(t, 1)
 				}
 			}
 			if tt.want == "" {

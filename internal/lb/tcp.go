@@ -2,6 +2,7 @@ package lb
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/haven-ha/haven/internal/lb/proxyproto"
@@ -10,21 +11,50 @@ import (
 // serveTCP proxies one client connection in TCP mode. A backend that cannot
 // be reached is skipped for the next (redispatch); once connected, bytes flow
 // both ways with splice(2), which needs both ends to be plain *net.TCPConn:
-// nothing may wrap them.
+// nothing may wrap them. With a hold, a connection that finds no usable
+// backend, or that every usable backend refused, waits for one (see
+// hold.go) instead of being closed.
 func (lb *Balancer) serveTCP(cc *clientConn) {
 	start := time.Now()
 	s := lb.settings.Load()
 	pk := &cc.pk
+	var hd *hold
+	defer func() { hd.end(holdExpired) }() // a no-op once ended otherwise
 	failures := 0
 	for {
-		pk.p = lb.pool.Load() // a cancelled dial looks at the pool that replaced it
-		b, err := lb.acquire(context.Background(), pk, cc.hash, "")
+		// Taken before the pool is read: a change in between wakes the wait.
+		changed := lb.holds.next()
+		pk.p = lb.pool.Load()
+		var b *backend
+		err := errRetriesSpent
+		if failures <= s.retries {
+			b, err = lb.acquire(context.Background(), pk, cc.hash, "")
+		}
 		if err != nil {
-			lb.log.Debug("tcp: no backend for connection", "client", cc.c.RemoteAddr().String(), "err", err)
+			if (errors.Is(err, errNoBackend) || errors.Is(err, errRetriesSpent)) && s.hold > 0 && !lb.closing.Load() {
+				if hd == nil {
+					if hd = lb.holds.begin(s.hold, s.queueSize); hd == nil {
+						lb.log.Debug("tcp: too many connections held for a backend: closing", "client", cc.c.RemoteAddr().String(), "held", s.queueSize)
+						return
+					}
+				}
+				if hd.wait(changed, failures > 0) {
+					// A new look: the backends that refused get another try.
+					pk.tried, failures = pk.tried[:0], 0
+					continue
+				}
+			}
+			lb.log.Debug("tcp: no backend for connection", "client", cc.c.RemoteAddr().String(), "err", err, "held", hd != nil)
+			return
+		}
+		if hd != nil && peerClosed(cc.c) {
+			// The client gave up while held: no backend should see it.
+			lb.release(b)
+			hd.end(holdGone)
 			return
 		}
 		b.m.requests.Add(1)
-		r := lb.proxyTCP(cc, b, s)
+		r := lb.proxyTCP(cc, b, s, hd)
 		lb.release(b)
 		switch r {
 		case tcpDone:
@@ -37,9 +67,7 @@ func (lb *Balancer) serveTCP(cc *clientConn) {
 		case tcpFailed:
 			pk.tried = append(pk.tried, b)
 			b.m.retries.Add(1)
-			if failures++; failures > s.retries {
-				return
-			}
+			failures++
 		}
 	}
 }
@@ -53,8 +81,9 @@ const (
 	tcpCancelled                  // the backend left the pool or went down during the dial
 )
 
-// proxyTCP connects cc to b and relays until both sides are done.
-func (lb *Balancer) proxyTCP(cc *clientConn, b *backend, s *settings) tcpResult {
+// proxyTCP connects cc to b and relays until both sides are done. A held
+// connection's hold ends, served, once the backend has answered.
+func (lb *Balancer) proxyTCP(cc *clientConn, b *backend, s *settings, hd *hold) tcpResult {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	if !b.startDial(cc, cancel) {
@@ -81,6 +110,7 @@ func (lb *Balancer) proxyTCP(cc *clientConn, b *backend, s *settings) tcpResult 
 		}
 		defer b.dropSession(cc)
 	}
+	hd.end(holdServed)
 	if s.proxyProtocol != 0 {
 		h, err := proxyproto.HeaderFor(cc.c.RemoteAddr(), cc.c.LocalAddr(), s.proxyProtocol)
 		if err == nil {
