@@ -350,6 +350,10 @@ type Database struct {
 	// ReplicaMaxLag: a replica further behind the primary leaves the
 	// replicas pool until it catches up (default 1MiB).
 	ReplicaMaxLag Size `yaml:"replica_max_lag"`
+	// RouterHold is how long the routers keep a new connection waiting
+	// while its pool has no node to take it (during a failover) before
+	// closing it (default 5s; 0s: no wait, closed at once).
+	RouterHold Duration `yaml:"router_hold"`
 	// Tags hold each database node's failover preferences; after defaults
 	// every node of Nodes has one.
 	Tags   map[string]*DBTag `yaml:"tags"`
