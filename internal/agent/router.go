@@ -12,7 +12,11 @@ import (
 )
 
 // dbRouter proxies the database's clients on a router node: a TCP
-// balancer per pool (primary, replicas) whose backends follow etcd.
+// balancer per pool (primary, replicas) whose backends follow etcd. While
+// a pool has no node (a failover, or before the first routes) it holds new
+// connections for database.router_hold and hands them to the node that
+// arrives; a connection being made to a node that leaves the pool moves at
+// once (lb does both: RouterBalancer sets the hold).
 type dbRouter struct {
 	a      *Agent
 	cfg    *config.Config // as the agent started: a change needs a restart
@@ -53,8 +57,8 @@ func newRouter(a *Agent, cfg *config.Config) (*dbRouter, error) {
 }
 
 // start binds the router's listeners, so that a busy address fails the
-// start, and serves them: with empty pools (connections close at once)
-// until the first routes arrive from etcd.
+// start, and serves them: with empty pools (connections are held, then
+// closed) until the first routes arrive from etcd.
 func (r *dbRouter) start() error {
 	for _, p := range r.pools {
 		ln, err := lb.Listen(p.listen)
@@ -83,7 +87,8 @@ func (r *dbRouter) follow(ctx context.Context, cl *etcdClients) {
 }
 
 // set gives the pools their new backends. The primary's pool closes the
-// connections it still has to a former primary.
+// connections it still has to a former primary, moves those it is still
+// making to it, and hands the connections it holds to the new one.
 func (r *dbRouter) set(rt keeper.Routes) {
 	r.mu.Lock()
 	old := r.routes

@@ -111,7 +111,10 @@ func (c *Config) RoutesOn(node string) bool {
 // no backends: they come from etcd. Health comes from the keepers too, so
 // it has no check and no passive ejection. A node that leaves a pool has
 // its connections closed: no client keeps writing to a node that is no
-// longer the primary, or reading from a replica that fell behind.
+// longer the primary, or reading from a replica that fell behind. Both
+// pools hold new connections for RouterHold while they have no node: a
+// failover empties the primary's pool for about a lease, and the
+// replicas' empties while its replicas are away or behind.
 func (db *Database) RouterBalancer(pool string) *Balancer {
 	if db.Listen == nil {
 		return nil
@@ -127,6 +130,7 @@ func (db *Database) RouterBalancer(pool string) *Balancer {
 		return nil
 	}
 	b.Nodes = db.Routers
+	b.Hold = db.RouterHold
 	b.Passive.ConsecutiveFailures = new(0)
 	defaultBalancer(b, newReport(""), "database.listen."+pool, "")
 	return b

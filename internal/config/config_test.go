@@ -551,6 +551,20 @@ coordination: {members: [db1]}
 			Replication: &Replication{Mode: "async", MaxLagOnFailover: 16 << 20, User: "replicator", PasswordFile: filepath.Join("testdata", "pg-replication.password")},
 			Tags:        map[string]*DBTag{"db1": {Priority: new(100)}, "db2": {Priority: new(100)}},
 		}},
+		{"a router", "database: {nodes: [db1], listen: {primary: \":6432\"}}", &Database{
+			Engine: "postgres", Nodes: []string{"db1"}, Port: 5432, DataDir: "/var/lib/haven/pg",
+			User: "postgres", Lease: Duration(2 * time.Second),
+			Replication: &Replication{Mode: "async", MaxLagOnFailover: 1 << 20, User: "replicator"},
+			Listen:      &DBListen{Primary: ":6432"}, Routers: []string{"db1"}, ReplicaMaxLag: 1 << 20, RouterHold: Duration(5 * time.Second),
+			Tags: map[string]*DBTag{"db1": {Priority: new(100)}},
+		}},
+		{"a router that holds no connection", "database: {nodes: [db1], listen: {primary: \":6432\"}, router_hold: 0s}", &Database{
+			Engine: "postgres", Nodes: []string{"db1"}, Port: 5432, DataDir: "/var/lib/haven/pg",
+			User: "postgres", Lease: Duration(2 * time.Second),
+			Replication: &Replication{Mode: "async", MaxLagOnFailover: 1 << 20, User: "replicator"},
+			Listen:      &DBListen{Primary: ":6432"}, Routers: []string{"db1"}, ReplicaMaxLag: 1 << 20,
+			Tags: map[string]*DBTag{"db1": {Priority: new(100)}},
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -609,18 +623,18 @@ func TestDatabaseFile(t *testing.T) {
 	if !db.FenceWrites() {
 		t.Error("write_fence: true, FenceWrites false")
 	}
-	if db.Listen.Primary != ":5432" || db.Listen.Replicas != ":5433" || !slices.Equal(db.Routers, []string{"lb1"}) || db.ReplicaMaxLag != 16<<20 {
-		t.Errorf("listen %+v, routers %v, replica_max_lag %d", *db.Listen, db.Routers, db.ReplicaMaxLag)
+	if db.Listen.Primary != ":5432" || db.Listen.Replicas != ":5433" || !slices.Equal(db.Routers, []string{"lb1"}) || db.ReplicaMaxLag != 16<<20 || db.RouterHold.D() != 3*time.Second {
+		t.Errorf("listen %+v, routers %v, replica_max_lag %d, router_hold %s", *db.Listen, db.Routers, db.ReplicaMaxLag, db.RouterHold)
 	}
 	if !cfg.RoutesOn("lb1") || cfg.RoutesOn("db1") {
 		t.Errorf("RoutesOn(lb1), RoutesOn(db1) = %v, %v; want true, false", cfg.RoutesOn("lb1"), cfg.RoutesOn("db1"))
 	}
 	primary, replicas := db.RouterBalancer("primary"), db.RouterBalancer("replicas")
 	if primary.Listen != ":5432" || primary.Mode != "tcp" || !primary.ShutdownSessions || *primary.Passive.ConsecutiveFailures != 0 ||
-		primary.Timeouts.Connect.D() != defaultConnectTimeout || len(primary.Backends) != 0 {
+		primary.Timeouts.Connect.D() != defaultConnectTimeout || len(primary.Backends) != 0 || primary.Hold.D() != 3*time.Second {
 		t.Errorf("the primary's balancer: %+v", primary)
 	}
-	if replicas.Listen != ":5433" || replicas.Algorithm != "leastconn" || !replicas.ShutdownSessions {
+	if replicas.Listen != ":5433" || replicas.Algorithm != "leastconn" || !replicas.ShutdownSessions || replicas.Hold.D() != 3*time.Second {
 		t.Errorf("the replicas' balancer: %+v", replicas)
 	}
 	if line, col, ok := cfg.Position(db.SettingPath("work_mem")); !ok || line != 25 || col != 15 {

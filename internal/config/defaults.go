@@ -62,6 +62,7 @@ const (
 	defaultReplUser      = "replicator"
 	defaultDBTagPriority = 100
 	defaultReplicaMaxLag = 1 << 20
+	defaultRouterHold    = 5 * time.Second
 )
 
 // applyDefaults fills every defaulted field that was left out and copies
@@ -172,6 +173,11 @@ func defaultDatabase(db *Database, r *report, dir string) {
 			db.Routers = slices.Clone(db.Nodes)
 		}
 		r.defaultSize(&db.ReplicaMaxLag, "database.replica_max_lag", defaultReplicaMaxLag)
+		// A written 0s is kept: it turns the hold off, which is what it
+		// says (unlike a timeout of 0s, which would read as "none").
+		if db.RouterHold == 0 && !r.given("database.router_hold") {
+			db.RouterHold = Duration(defaultRouterHold)
+		}
 	}
 	if db.Tags == nil {
 		db.Tags = map[string]*DBTag{}

@@ -186,6 +186,14 @@ type Balancer struct {
 	// to their timeouts (HAProxy's on-marked-down shutdown-sessions). The
 	// database's primary pool always does.
 	ShutdownSessions bool `yaml:"shutdown_sessions"`
+	// Hold, in mode tcp, keeps a new client connection that finds no
+	// usable backend, or that every usable backend refused, waiting up to
+	// this long for one to take it, instead of closing it at once (0:
+	// off). Only the database's router sets it
+	// (database.router_hold): its pools empty during a failover and fill
+	// again within a lease, while a balancer's own backends come back on
+	// the scale of health checks.
+	Hold Duration `yaml:"-"`
 
 	Name string `yaml:"-"`
 }
@@ -342,6 +350,10 @@ type Database struct {
 	// ReplicaMaxLag: a replica further behind the primary leaves the
 	// replicas pool until it catches up (default 1MiB).
 	ReplicaMaxLag Size `yaml:"replica_max_lag"`
+	// RouterHold is how long the routers keep a new connection waiting
+	// while its pool has no node to take it (during a failover) before
+	// closing it (default 5s; 0s: no wait, closed at once).
+	RouterHold Duration `yaml:"router_hold"`
 	// Tags hold each database node's failover preferences; after defaults
 	// every node of Nodes has one.
 	Tags   map[string]*DBTag `yaml:"tags"`

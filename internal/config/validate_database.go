@@ -27,6 +27,11 @@ const (
 
 const maxTagPriority = 1000
 
+// maxRouterHold bounds database.router_hold: every held connection is an
+// open socket and a goroutine on the router, and a failover longer than
+// this is better told to the client than hidden from it.
+const maxRouterHold = time.Minute
+
 var (
 	// settingName is a PostgreSQL parameter name, with an optional custom
 	// class ("pg_stat_statements.max").
@@ -109,7 +114,13 @@ func (v *validator) dbListen(db *Database) {
 		if len(db.Routers) > 0 {
 			v.errorf("database.routers", "routers serve database.listen, which is not set: add listen: {primary: \":6432\"}")
 		}
+		if v.given("database.router_hold") {
+			v.errorf("database.router_hold", "applies to the routers of database.listen, which is not set: add listen: {primary: \":6432\"} or remove router_hold")
+		}
 		return
+	}
+	if d := db.RouterHold.D(); d > maxRouterHold {
+		v.errorf("database.router_hold", "%s is longer than %s: clients would wait that long on an empty pool; use 0s to close their connections at once", db.RouterHold, Duration(maxRouterHold))
 	}
 	v.nodeRefs("database.routers", db.Routers, "the nodes that proxy the database's clients, such as routers: [lb1, lb2]")
 	if db.ReplicaMaxLag < 0 {

@@ -2,6 +2,7 @@ package lb
 
 import (
 	"bufio"
+	"context"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -71,6 +72,46 @@ type backend struct {
 	// sessions are the TCP-mode client connections tunnelled to the
 	// backend, tracked only when the balancer shuts sessions down.
 	sessions map[*clientConn]struct{}
+	// dials are the TCP-mode connections being made to the backend, each
+	// with the cancel of its dial: a backend that leaves the pool or goes
+	// down cancels them, so that their clients move on at once instead of
+	// waiting out the connect timeout on a server that may never answer
+	// (a fenced former primary drops every packet).
+	dials map[*clientConn]context.CancelFunc
+}
+
+// startDial records cc's dial to b; it reports false when b has already
+// left the pool or is down (the caller must not dial).
+func (b *backend) startDial(cc *clientConn, cancel context.CancelFunc) bool {
+	b.poolMu.Lock()
+	defer b.poolMu.Unlock()
+	if b.removed.Load() || b.state() == health.Down {
+		return false
+	}
+	if b.dials == nil {
+		b.dials = make(map[*clientConn]context.CancelFunc)
+	}
+	b.dials[cc] = cancel
+	return true
+}
+
+func (b *backend) endDial(cc *clientConn) {
+	b.poolMu.Lock()
+	delete(b.dials, cc)
+	b.poolMu.Unlock()
+}
+
+// cancelDials cancels the dials in progress to b and returns how many. The
+// caller has marked b removed or down first, so that no dial starts after.
+func (b *backend) cancelDials() int {
+	b.poolMu.Lock()
+	defer b.poolMu.Unlock()
+	n := len(b.dials)
+	for _, cancel := range b.dials {
+		cancel()
+	}
+	clear(b.dials)
+	return n
 }
 
 // addSession records a tunnelled client connection; it reports false

@@ -60,6 +60,9 @@ type settings struct {
 	// shutdownSessions closes a TCP backend's connections when it goes
 	// down or leaves the pool.
 	shutdownSessions bool
+	// hold is how long a TCP connection waits for a usable backend (0:
+	// closed at once); at most queueSize connections wait.
+	hold time.Duration
 }
 
 func newSettings(c *config.Balancer, check *config.Check) *settings {
@@ -86,6 +89,9 @@ func newSettings(c *config.Balancer, check *config.Check) *settings {
 	}
 	if c.Sticky != nil {
 		s.stickyCookie = c.Sticky.Cookie
+	}
+	if c.Mode == "tcp" {
+		s.hold = c.Hold.D()
 	}
 	switch c.ProxyProtocol {
 	case "v1":
@@ -147,6 +153,7 @@ type Balancer struct {
 
 	queued    atomic.Int64
 	slotFreed chan struct{}
+	holds     *holder
 	clients   atomic.Int64
 	accepted  atomic.Uint64
 	local     [len(localStatuses)]atomic.Uint64
@@ -178,6 +185,7 @@ func New(c *config.Balancer, check *config.Check, opt Options) (*Balancer, error
 		monitors:  make(map[*backend]context.CancelFunc),
 		conns:     make(map[*clientConn]struct{}),
 		slotFreed: make(chan struct{}, 64),
+		holds:     newHolder(opt.Clock),
 		duration:  noopObserver{},
 	}
 	if c.TLS != nil {
@@ -271,9 +279,13 @@ func (lb *Balancer) newMonitor(b *backend, s *settings, prober health.Prober) *h
 			if ev.To == health.Up {
 				b.upSince.Store(ev.At.UnixNano())
 			}
-			if ev.To == health.Down && lb.settings.Load().shutdownSessions {
-				lb.shutdownSessions(b, "marked down")
+			if ev.To == health.Down {
+				lb.cancelDials(b, "marked down")
+				if lb.settings.Load().shutdownSessions {
+					lb.shutdownSessions(b, "marked down")
+				}
 			}
+			lb.holds.signal()
 			if lb.opt.OnTransition != nil {
 				lb.opt.OnTransition(ev)
 			}
@@ -402,6 +414,7 @@ func (lb *Balancer) shutdown(ln net.Listener) {
 	lb.closing.Store(true)
 	ln.Close()
 	lb.listening.Store(false)
+	lb.holds.stop() // held connections close now: no backend will come
 	lb.closeIdleClients()
 	if lb.h2 != nil {
 		// GOAWAY to HTTP/2 clients: streams in flight finish, then they close.
@@ -525,10 +538,13 @@ func (lb *Balancer) Reload(c *config.Balancer, check *config.Check) error {
 	lb.mu.Unlock()
 	for _, b := range removed {
 		b.closeIdle(time.Time{})
+		lb.cancelDials(b, "left the pool")
 		if s.shutdownSessions {
 			lb.shutdownSessions(b, "left the pool")
 		}
 	}
+	// Held connections look at the new pool (each keeps the hold it began with).
+	lb.holds.signal()
 	lb.log.Info("balancer reloaded", "backends", len(next), "added", len(added), "removed", len(removed))
 	return nil
 }
@@ -559,6 +575,14 @@ func (lb *Balancer) shutdownSessions(b *backend, why string) {
 	}
 }
 
+// cancelDials cancels the connections being made to b, which has left the
+// pool or gone down: each moves to another backend, or is held, or closed.
+func (lb *Balancer) cancelDials(b *backend, why string) {
+	if n := b.cancelDials(); n > 0 {
+		lb.log.Info("cancelled the connections being made to the backend", "backend", b.name, "why", why, "connections", n)
+	}
+}
+
 // sameCheck reports whether two checks probe the same way, so that a reload
 // keeps the running monitors and their state.
 func sameCheck(a, b *config.Check) bool { return reflect.DeepEqual(a, b) }
@@ -582,6 +606,7 @@ func (lb *Balancer) SetState(backend string, st AdminState) error {
 	if st == Maint {
 		b.closeIdle(time.Time{})
 	}
+	lb.holds.signal()
 	lb.log.Info("backend admin state changed", "backend", b.name, "from", old.String(), "to", st.String(), "inflight", b.inflight.Load())
 	return nil
 }
@@ -596,6 +621,7 @@ func (lb *Balancer) SetWeight(backend string, w int) error {
 		return fmt.Errorf("lb: balancer %s has no backend %q (have %s)", lb.name, backend, strings.Join(lb.backendNames(), ", "))
 	}
 	b.weight.Store(int32(w))
+	lb.holds.signal()
 	lb.log.Info("backend weight changed", "backend", b.name, "weight", w)
 	return nil
 }
@@ -663,15 +689,17 @@ type BackendStatus struct {
 
 // Status is a balancer's state in the status API.
 type Status struct {
-	Name              string          `json:"name"`
-	Listen            string          `json:"listen"`
-	Mode              string          `json:"mode"`
-	Algorithm         string          `json:"algorithm"`
-	Ready             bool            `json:"ready"`
-	NotReady          string          `json:"not_ready,omitempty"`
-	ClientConnections int64           `json:"client_connections"`
-	Queued            int64           `json:"queued"`
-	Backends          []BackendStatus `json:"backends"`
+	Name              string `json:"name"`
+	Listen            string `json:"listen"`
+	Mode              string `json:"mode"`
+	Algorithm         string `json:"algorithm"`
+	Ready             bool   `json:"ready"`
+	NotReady          string `json:"not_ready,omitempty"`
+	ClientConnections int64  `json:"client_connections"`
+	Queued            int64  `json:"queued"`
+	// Held counts the TCP connections waiting for a backend to appear.
+	Held     int64           `json:"held"`
+	Backends []BackendStatus `json:"backends"`
 }
 
 // Status reports the balancer and every backend.
@@ -679,7 +707,7 @@ func (lb *Balancer) Status() Status {
 	s := lb.settings.Load()
 	st := Status{
 		Name: lb.name, Listen: lb.addr, Mode: lb.mode, Algorithm: s.cfg.Algorithm,
-		ClientConnections: lb.clients.Load(), Queued: lb.queued.Load(),
+		ClientConnections: lb.clients.Load(), Queued: lb.queued.Load(), Held: lb.holds.waiting.Load(),
 	}
 	if err := lb.Ready(); err != nil {
 		st.NotReady = err.Error()

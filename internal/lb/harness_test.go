@@ -105,6 +105,7 @@ type testLB struct {
 	url    string
 	addr   string
 	events *eventLog
+	stop   func() // stops the balancer and waits for Serve to return; the cleanup calls it too
 }
 
 type eventLog struct {
@@ -187,13 +188,17 @@ func startLBOpts(t *testing.T, opt Options, body, checks string, backends ...str
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- b.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("balancer stopped with: %v", err)
-		}
-	})
-	tl := &testLB{Balancer: b, url: "http://" + addr, addr: addr, events: evs}
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("balancer stopped with: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	tl := &testLB{Balancer: b, url: "http://" + addr, addr: addr, events: evs, stop: stop}
 	testenv.Poll(t, 10*time.Second, "balancer ready", func() (bool, string) {
 		if err := b.Ready(); err != nil {
 			return false, err.Error()

@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // TestMetrics: the balancer's metrics pass promlint and count what
@@ -24,17 +25,7 @@ func TestMetrics(t *testing.T) {
 		resp.Body.Close()
 	}
 	rawExchange(t, lb.addr, "BAD\r\n\r\n")
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	problems, err := promlint.NewWithMetricFamilies(mfs).Lint()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range problems {
-		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
-	}
+	mfs := lintMetrics(t, reg)
 	want := `
 # HELP haven_lb_backend_responses_total Responses received from a backend by status class.
 # TYPE haven_lb_backend_responses_total counter
@@ -61,4 +52,22 @@ haven_lb_backend_responses_total{backend="b1",balancer="web",class="other"} 0
 	if !strings.Contains(local, `value:"400"`) || strings.Count(local, "counter") != 1 {
 		t.Errorf("local responses with a count: %s; want exactly one, status 400", local)
 	}
+}
+
+// lintMetrics gathers reg's metrics and fails the test for each problem
+// promlint finds in them.
+func lintMetrics(t *testing.T, reg *prometheus.Registry) []*dto.MetricFamily {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	problems, err := promlint.NewWithMetricFamilies(mfs).Lint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
+	}
+	return mfs
 }

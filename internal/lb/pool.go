@@ -61,6 +61,8 @@ var (
 	errNoBackend = errors.New("no backend available")
 	errQueueFull = errors.New("backend queue full")
 	errQueueWait = errors.New("timed out waiting in the backend queue")
+	// errRetriesSpent: a TCP connection's backends refused it retries.count+1 times.
+	errRetriesSpent = errors.New("every try to connect to a backend failed")
 )
 
 // picker selects a backend for one request or connection. It is embedded in

@@ -15,7 +15,13 @@ import (
 // line, until the client closes.
 func namedEcho(t *testing.T, name string) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return namedEchoAt(t, name, "127.0.0.1:0")
+}
+
+// namedEchoAt is namedEcho listening on addr.
+func namedEchoAt(t *testing.T, name, addr string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}

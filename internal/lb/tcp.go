@@ -2,6 +2,7 @@ package lb
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/haven-ha/haven/internal/lb/proxyproto"
@@ -10,42 +11,106 @@ import (
 // serveTCP proxies one client connection in TCP mode. A backend that cannot
 // be reached is skipped for the next (redispatch); once connected, bytes flow
 // both ways with splice(2), which needs both ends to be plain *net.TCPConn:
-// nothing may wrap them.
+// nothing may wrap them. With a hold, a connection that finds no usable
+// backend, or that every usable backend refused, waits for one (see
+// hold.go) instead of being closed.
 func (lb *Balancer) serveTCP(cc *clientConn) {
 	start := time.Now()
 	s := lb.settings.Load()
 	pk := &cc.pk
-	pk.p = lb.pool.Load()
-	for tries := 0; tries <= s.retries; tries++ {
-		b, err := lb.acquire(context.Background(), pk, cc.hash, "")
+	var hd *hold
+	defer func() { hd.end(holdExpired) }() // a no-op once ended otherwise
+	failures := 0
+	for {
+		// Taken before the pool is read: a change in between wakes the wait.
+		changed := lb.holds.next()
+		pk.p = lb.pool.Load()
+		var b *backend
+		err := errRetriesSpent
+		if failures <= s.retries {
+			b, err = lb.acquire(context.Background(), pk, cc.hash, "")
+		}
 		if err != nil {
-			lb.log.Debug("tcp: no backend for connection", "client", cc.c.RemoteAddr().String(), "err", err)
+			if (errors.Is(err, errNoBackend) || errors.Is(err, errRetriesSpent)) && s.hold > 0 && !lb.closing.Load() {
+				if hd == nil {
+					if hd = lb.holds.begin(s.hold, s.queueSize); hd == nil {
+						lb.log.Debug("tcp: too many connections held for a backend: closing", "client", cc.c.RemoteAddr().String(), "held", s.queueSize)
+						return
+					}
+				}
+				if hd.wait(changed, failures > 0) {
+					// A new look: the backends that refused get another try.
+					pk.tried, failures = pk.tried[:0], 0
+					continue
+				}
+			}
+			lb.log.Debug("tcp: no backend for connection", "client", cc.c.RemoteAddr().String(), "err", err, "held", hd != nil)
+			return
+		}
+		if hd != nil && peerClosed(cc.c) {
+			// The client gave up while held: no backend should see it.
+			lb.release(b)
+			hd.end(holdGone)
 			return
 		}
 		b.m.requests.Add(1)
-		ok := lb.proxyTCP(cc, b, s)
+		r := lb.proxyTCP(cc, b, s, hd)
 		lb.release(b)
-		if ok {
+		switch r {
+		case tcpDone:
 			lb.duration.Observe(time.Since(start).Seconds())
 			return
+		case tcpCancelled:
+			// The backend left the pool or went down while we connected:
+			// not its failure, and not one of the retries.
+			pk.tried = append(pk.tried, b)
+		case tcpFailed:
+			pk.tried = append(pk.tried, b)
+			b.m.retries.Add(1)
+			failures++
 		}
-		pk.tried = append(pk.tried, b)
-		b.m.retries.Add(1)
 	}
 }
 
-// proxyTCP connects cc to b and relays until both sides are done. It returns
-// false only when the backend could not be reached (so another may be tried).
-func (lb *Balancer) proxyTCP(cc *clientConn, b *backend, s *settings) bool {
-	bconn, err := dialer(s.connectTimeout).Dial("tcp", b.addr)
+// tcpResult is how proxyTCP ended.
+type tcpResult int
+
+const (
+	tcpDone      tcpResult = iota // connected (whatever happened next)
+	tcpFailed                     // the backend could not be reached: try another
+	tcpCancelled                  // the backend left the pool or went down during the dial
+)
+
+// proxyTCP connects cc to b and relays until both sides are done. A held
+// connection's hold ends, served, once the backend has answered.
+func (lb *Balancer) proxyTCP(cc *clientConn, b *backend, s *settings, hd *hold) tcpResult {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if !b.startDial(cc, cancel) {
+		return tcpCancelled
+	}
+	bconn, err := dialer(s.connectTimeout).DialContext(ctx, "tcp", b.addr)
+	b.endDial(cc)
 	if err != nil {
+		if ctx.Err() != nil {
+			return tcpCancelled
+		}
 		b.m.connectFailures.Add(1)
 		observeFailure(b, "connect: "+err.Error())
-		return false
+		return tcpFailed
 	}
 	if b.mon != nil {
 		b.mon.ObserveSuccess()
 	}
+	if s.shutdownSessions {
+		if !b.addSession(cc) {
+			// Removed while we connected; nothing was sent yet.
+			bconn.Close()
+			return tcpCancelled
+		}
+		defer b.dropSession(cc)
+	}
+	hd.end(holdServed)
 	if s.proxyProtocol != 0 {
 		h, err := proxyproto.HeaderFor(cc.c.RemoteAddr(), cc.c.LocalAddr(), s.proxyProtocol)
 		if err == nil {
@@ -65,18 +130,10 @@ func (lb *Balancer) proxyTCP(cc *clientConn, b *backend, s *settings) bool {
 		if err != nil {
 			bconn.Close()
 			lb.log.Warn("tcp: cannot send PROXY header", "backend", b.name, "err", err)
-			return true
+			return tcpDone
 		}
-	}
-	if s.shutdownSessions {
-		if !b.addSession(cc) {
-			// Removed while we connected: the client must reconnect.
-			bconn.Close()
-			return true
-		}
-		defer b.dropSession(cc)
 	}
 	tunnel(cc.c, nil, bconn, nil, s.tunnelTimeout)
 	bconn.Close()
-	return true
+	return tcpDone
 }
