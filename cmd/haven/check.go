@@ -13,6 +13,9 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("check", stderr)
 	cfgPath := fs.String("c", "haven.yaml", "configuration file")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(parseError(err), errHelp) {
+			return 0
+		}
 		return 2
 	}
 	cfg, err := config.Load(*cfgPath)

@@ -36,7 +36,10 @@ func runDNS(args []string, stdout, stderr io.Writer) error {
 	dur := fs.Duration("for", time.Hour, "drain: how long the target stays out")
 	node := fs.String("n", "", "serve: the node whose traffic manager to run (one of traffic.nameservers)")
 	pos, err := parseInterleaved(fs, args)
-	if err != nil || len(pos) == 0 {
+	if err != nil {
+		return parseError(err)
+	}
+	if len(pos) == 0 {
 		fs.Usage()
 		return errUsage
 	}

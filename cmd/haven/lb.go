@@ -37,7 +37,7 @@ func runLB(args []string, stdout, stderr io.Writer) error {
 	timeout := fs.Duration("timeout", 5*time.Minute, "how long --wait waits")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
-		return errUsage
+		return parseError(err)
 	}
 	if len(pos) == 0 {
 		fs.Usage()

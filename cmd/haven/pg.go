@@ -27,7 +27,10 @@ func runPG(args []string, stdout, stderr io.Writer) error {
 	cfgPath := fs.String("c", "haven.yaml", "configuration file")
 	to := fs.String("to", "", "switchover: the node to hand the primary to (default: the best replica)")
 	pos, err := parseInterleaved(fs, args)
-	if err != nil || len(pos) != 1 {
+	if err != nil {
+		return parseError(err)
+	}
+	if len(pos) != 1 {
 		fs.Usage()
 		return errUsage
 	}

@@ -18,7 +18,7 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 	cfgPath := fs.String("c", "haven.yaml", "configuration file")
 	node := fs.String("n", "", "only this node (default: every node)")
 	if err := fs.Parse(args); err != nil {
-		return errUsage
+		return parseError(err)
 	}
 	ac, err := newAdminClient(*cfgPath)
 	if err != nil {

@@ -28,7 +28,10 @@ func runVIP(args []string, stdout, stderr io.Writer) error {
 	balancer := fs.String("b", "", "the balancer whose address to act on (default: the only one with a vip)")
 	to := fs.String("to", "", "move: the node to hand the address to")
 	pos, err := parseInterleaved(fs, args)
-	if err != nil || len(pos) != 1 {
+	if err != nil {
+		return parseError(err)
+	}
+	if len(pos) != 1 {
 		fs.Usage()
 		return errUsage
 	}
