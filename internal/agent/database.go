@@ -196,6 +196,21 @@ func (a *Agent) databaseRoutes() {
 	}
 }
 
+// database serves GET /api/v1/database: the database part of the status,
+// from memory (what the keeper and the router last read from etcd), so
+// that it answers at once whatever etcd and the other nodes do.
+func (a *Agent) database(w http.ResponseWriter, r *http.Request) {
+	rs := a.current()
+	switch st := rs.databaseStatus(); {
+	case st != nil:
+		web.WriteJSON(w, http.StatusOK, st)
+	case rs.coord == nil && a.config().Coordination != nil:
+		web.WriteError(w, http.StatusServiceUnavailable, errors.New("the agent is starting"))
+	default:
+		web.WriteError(w, http.StatusNotFound, fmt.Errorf("node %s is neither a database node nor a router", a.opt.Node))
+	}
+}
+
 // switchover serves POST /api/v1/database/switchover?to=NODE.
 func (a *Agent) switchover(w http.ResponseWriter, r *http.Request) {
 	rs := a.current()
