@@ -18,6 +18,8 @@ const pgUsage = `usage: haven pg ACTION [flags]
 actions:
   switchover [--to NODE]   hand the primary to NODE (or the best replica): no acknowledged write is lost
   status                   show each database node: role, timeline, WAL position, lag, sync state
+                           (docs/database.md explains the columns); every node is asked at once,
+                           and one silent for --node-timeout is shown as such
 
 flags:
 `
