@@ -1,8 +1,10 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -11,6 +13,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/haven-ha/haven/internal/config"
@@ -62,12 +65,18 @@ func (ac *adminClient) adminURL(node string) (string, error) {
 // another node to do what it asked, without risking doing it twice.
 var errUnreachable = errors.New("unreachable")
 
+// do sends a call to node's agent and decodes its answer into out (when
+// out is not nil), within the client's timeout.
 func (ac *adminClient) do(method, node, path string, out any) error {
+	return ac.doContext(context.Background(), method, node, path, out)
+}
+
+func (ac *adminClient) doContext(ctx context.Context, method, node, path string, out any) error {
 	base, err := ac.adminURL(node)
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequest(method, base+path, nil)
+	req, err := http.NewRequestWithContext(ctx, method, base+path, nil)
 	if err != nil {
 		return err
 	}
@@ -77,14 +86,17 @@ func (ac *adminClient) do(method, node, path string, out any) error {
 	resp, err := ac.client.Do(req)
 	if err != nil {
 		var op *net.OpError
-		if errors.As(err, &op) && op.Op == "dial" {
+		if errors.As(err, &op) && op.Op == "dial" && ctx.Err() == nil {
 			// Nothing reached the agent: another node may be asked.
 			return fmt.Errorf("node %s: %w (is its agent running?): %w", node, err, errUnreachable)
 		}
 		return fmt.Errorf("node %s: %w", node, err)
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	if err != nil {
+		return fmt.Errorf("node %s: read the answer: %w", node, err)
+	}
 	if resp.StatusCode >= 300 {
 		var e struct{ Error string }
 		if json.Unmarshal(body, &e) == nil && e.Error != "" {
@@ -93,9 +105,85 @@ func (ac *adminClient) do(method, node, path string, out any) error {
 		return fmt.Errorf("node %s: %s: %s", node, resp.Status, strings.TrimSpace(string(body)))
 	}
 	if out != nil {
-		return json.Unmarshal(body, out)
+		if err := json.Unmarshal(body, out); err != nil {
+			return fmt.Errorf("node %s: decode the answer to %s: %w", node, path, err)
+		}
 	}
 	return nil
+}
+
+// defaultNodeTimeout is how long a status command waits for each node. An
+// agent answers from memory in milliseconds (its status asks etcd's members
+// for their health, each within 300ms): one silent for longer is frozen,
+// overloaded or cut off, and the command shows the others' answers without
+// waiting for it.
+const defaultNodeTimeout = 500 * time.Millisecond
+
+// nodeTimeoutFlag adds --node-timeout, the wait for each node's answer, to
+// a command that shows status.
+func nodeTimeoutFlag(fs *flag.FlagSet) *time.Duration {
+	return fs.Duration("node-timeout", defaultNodeTimeout, "status: how long to wait for each node's answer; a node silent for longer is shown as such")
+}
+
+// silentError is a node that did not answer within the wait: the kernel of
+// a frozen (SIGSTOPped, swapping, paused) machine still accepts the
+// connection, and then nobody reads the request.
+type silentError struct {
+	node   string
+	within time.Duration
+}
+
+func (e *silentError) Error() string {
+	return fmt.Sprintf("node %s: no answer within %s", e.node, e.within)
+}
+
+// answer is what one node said to a read, decoded, or why it said nothing.
+type answer[T any] struct {
+	node string
+	val  T
+	err  error
+}
+
+// askEach sends GET path to every node at once, gives each within to
+// answer, and returns the answers in the order of nodes: a silent node
+// costs the wait once, not once per node, and holds nobody else's answer
+// back.
+func askEach[T any](ac *adminClient, nodes []string, path string, within time.Duration) []answer[T] {
+	out := make([]answer[T], len(nodes))
+	var wg sync.WaitGroup
+	for i, n := range nodes {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), within)
+			defer cancel()
+			a := answer[T]{node: n}
+			a.err = ac.doContext(ctx, "GET", n, path, &a.val)
+			if a.err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				a.err = &silentError{node: n, within: within}
+			}
+			out[i] = a
+		})
+	}
+	wg.Wait()
+	return out
+}
+
+// answerErrors joins the errors of the nodes that did not answer.
+func answerErrors[T any](as []answer[T]) error {
+	var errs []error
+	for _, a := range as {
+		errs = append(errs, a.err)
+	}
+	return errors.Join(errs...)
+}
+
+// noAnswer says why a node did not answer, for a table's cell or a line
+// of its own: "no answer within 500ms", or "unreachable: ..." with the
+// error.
+func noAnswer(err error) string {
+	if s, ok := errors.AsType[*silentError](err); ok {
+		return fmt.Sprintf("no answer within %s", s.within)
+	}
+	return "unreachable: " + err.Error()
 }
 
 // pickBalancer returns the balancer named by -b, or the only one.

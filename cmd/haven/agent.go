@@ -20,7 +20,7 @@ func runAgent(args []string, stderr io.Writer) error {
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	jsonLogs := fs.Bool("log-json", false, "log in JSON")
 	if err := fs.Parse(args); err != nil {
-		return errUsage
+		return parseError(err)
 	}
 	if *node == "" {
 		return fmt.Errorf("agent: -n NODE is required (the node's name in %s)", *cfgPath)

@@ -18,7 +18,7 @@ func runBackend(args []string, stderr io.Writer) error {
 	name := fs.String("name", "", "the backend's name (default: the listen address)")
 	database := fs.String("database", "", "PostgreSQL connection string: POST /orders?id=N stores order N there")
 	if err := fs.Parse(args); err != nil {
-		return errUsage
+		return parseError(err)
 	}
 	if *name == "" {
 		*name = *listen

@@ -29,7 +29,10 @@ func runCerts(args []string, stdout, stderr io.Writer) error {
 	cfgPath := fs.String("c", "haven.yaml", "configuration file")
 	dir := fs.String("o", "certs", "directory to write the files to")
 	force := fs.Bool("force", false, "replace the CA and every node certificate")
-	if err := fs.Parse(args); err != nil || fs.NArg() != 0 {
+	if err := fs.Parse(args); err != nil {
+		return parseError(err)
+	}
+	if fs.NArg() != 0 {
 		fs.Usage()
 		return errUsage
 	}

@@ -5,14 +5,20 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/haven-ha/haven/internal/agent"
 	"github.com/haven-ha/haven/internal/config"
 )
 
-// runCheck is `haven check`: it validates the file and lists every problem.
+// runCheck is `haven check`: it validates the file and lists every problem;
+// with -n NODE, it also checks this machine for NODE's roles.
 func runCheck(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("check", stderr)
 	cfgPath := fs.String("c", "haven.yaml", "configuration file")
+	node := fs.String("n", "", "also check this machine for NODE's roles (run it where NODE's agent runs, as its user)")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(parseError(err), errHelp) {
+			return 0
+		}
 		return 2
 	}
 	cfg, err := config.Load(*cfgPath)
@@ -33,6 +39,14 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 		}
 		return 1
 	}
+	if *node != "" {
+		if err := agent.Preflight(cfg, *node); err != nil {
+			for _, e := range unjoin(err) {
+				fmt.Fprintf(stderr, "%s: node %s: %v\n", *cfgPath, *node, e)
+			}
+			return 1
+		}
+	}
 	fmt.Fprintf(stdout, "%s: ok (%s, %s, %s)\n", *cfgPath, count(len(cfg.NodeNames()), "node"), count(len(cfg.Balancers), "balancer"), count(len(cfg.Checks), "check"))
 	return 0
 }
@@ -43,4 +57,12 @@ func count(n int, noun string) string {
 		return "1 " + noun
 	}
 	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+// unjoin lists the errors errors.Join joined, or err alone.
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
 }

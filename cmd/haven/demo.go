@@ -18,7 +18,7 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 	database := fs.Bool("database", true, "also play act 3, the application's data in a PostgreSQL cluster whose primary is killed (needs root and PostgreSQL)")
 	traffic := fs.Bool("traffic", true, "also play act 4, two regions and the DNS traffic manager (needs root)")
 	if err := fs.Parse(args); err != nil {
-		return errUsage
+		return parseError(err)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

@@ -35,8 +35,12 @@ func runDNS(args []string, stdout, stderr io.Writer) error {
 	cfgPath := fs.String("c", "haven.yaml", "configuration file")
 	dur := fs.Duration("for", time.Hour, "drain: how long the target stays out")
 	node := fs.String("n", "", "serve: the node whose traffic manager to run (one of traffic.nameservers)")
+	within := nodeTimeoutFlag(fs)
 	pos, err := parseInterleaved(fs, args)
-	if err != nil || len(pos) == 0 {
+	if err != nil {
+		return parseError(err)
+	}
+	if len(pos) == 0 {
 		fs.Usage()
 		return errUsage
 	}
@@ -53,8 +57,9 @@ func runDNS(args []string, stdout, stderr io.Writer) error {
 	}
 	switch action := pos[0]; {
 	case action == "status" && len(pos) == 1:
-		trafficStatus(ac, t.Nameservers, "", stdout)
-		return nil
+		as := askEach[nodeStatus](ac, t.Nameservers, "/api/v1/status", *within)
+		printTraffic(stdout, as)
+		return answerErrors(as)
 	case (action == "drain" || action == "enable") && len(pos) == 3:
 		name, target := pos[1], pos[2]
 		if rec := t.Records[name]; rec == nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"io"
 )
@@ -25,4 +26,18 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 		pos = append(pos, args[0])
 		args = args[1:]
 	}
+}
+
+// errHelp is a command's answer to -h: the flag set has printed the usage,
+// and haven exits 0.
+var errHelp = errors.New("help")
+
+// parseError is a command's answer to a flag set's parse error. The flag
+// set has printed the usage already (after the problem, unless -h asked for
+// it): the command must not print it again.
+func parseError(err error) error {
+	if errors.Is(err, flag.ErrHelp) {
+		return errHelp
+	}
+	return errUsage
 }

@@ -35,9 +35,10 @@ func runLB(args []string, stdout, stderr io.Writer) error {
 	balName := fs.String("b", "", "the balancer (default: the only one)")
 	wait := fs.Bool("wait", false, "drain/maint: wait until no request is left in flight")
 	timeout := fs.Duration("timeout", 5*time.Minute, "how long --wait waits")
+	within := nodeTimeoutFlag(fs)
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
-		return errUsage
+		return parseError(err)
 	}
 	if len(pos) == 0 {
 		fs.Usage()
@@ -58,7 +59,7 @@ func runLB(args []string, stdout, stderr io.Writer) error {
 	action := pos[0]
 	switch action {
 	case "status":
-		return lbStatus(ac, bal.Name, nodes, stdout)
+		return lbStatus(ac, bal.Name, nodes, *within, stdout)
 	case "drain", "maint", "enable", "ready":
 		if len(pos) != 2 {
 			return fmt.Errorf("lb %s: name one backend", action)
@@ -122,17 +123,24 @@ func waitDrained(ac *adminClient, bal, backend string, nodes []string, timeout t
 	return nil
 }
 
-func lbStatus(ac *adminClient, bal string, nodes []string, stdout io.Writer) error {
-	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
+// lbStatus asks every node of the balancer at once and prints its table.
+func lbStatus(ac *adminClient, bal string, nodes []string, within time.Duration, stdout io.Writer) error {
+	as := askEach[[]lb.Status](ac, nodes, "/api/v1/balancers", within)
+	printBalancer(stdout, bal, as)
+	return answerErrors(as)
+}
+
+// printBalancer prints a row per backend of balancer bal on every node that
+// answered, and a row for each node that did not.
+func printBalancer(w io.Writer, bal string, as []answer[[]lb.Status]) {
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tBACKEND\tADDRESS\tHEALTH\tADMIN\tWEIGHT\tINFLIGHT\tREQUESTS\tLAST CHECK")
-	var errs []error
-	for _, n := range nodes {
-		var sts []lb.Status
-		if err := ac.do("GET", n, "/api/v1/balancers", &sts); err != nil {
-			errs = append(errs, err)
+	for _, a := range as {
+		if a.err != nil {
+			fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\t-\t-\t%s\n", a.node, noAnswer(a.err))
 			continue
 		}
-		for _, st := range sts {
+		for _, st := range a.val {
 			if st.Name != bal {
 				continue
 			}
@@ -143,10 +151,9 @@ func lbStatus(ac *adminClient, bal string, nodes []string, stdout io.Writer) err
 				} else if l != nil {
 					last = l.Error
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\n", n, b.Name, b.Address, b.Health.State, b.Admin, b.EffectiveWeight, b.Inflight, b.Requests, last)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\n", a.node, b.Name, b.Address, b.Health.State, b.Admin, b.EffectiveWeight, b.Inflight, b.Requests, last)
 			}
 		}
 	}
 	tw.Flush()
-	return errors.Join(errs...)
 }

@@ -20,7 +20,7 @@ const usage = `haven — high availability and disaster recovery for a self-host
 
 usage:
   haven agent  -c haven.yaml -n NODE     run the roles haven.yaml assigns to NODE
-  haven check  -c haven.yaml             validate the file; exit 1 listing every problem
+  haven check  -c haven.yaml [-n NODE]   validate the file (and this machine for NODE); exit 1 listing every problem
   haven lb     ACTION [BACKEND] ...      drain | enable | maint | weight | status (see haven lb -h)
   haven vip    move --to NODE | status   hand a floating address over; show its holder (see haven vip -h)
   haven pg     switchover [--to NODE] | status   hand the database primary over; show the members (see haven pg -h)
@@ -75,7 +75,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if err != nil {
-		if errors.Is(err, errUsage) {
+		switch {
+		case errors.Is(err, errHelp):
+			return 0
+		case errors.Is(err, errUsage):
 			return 2
 		}
 		fmt.Fprintln(stderr, "haven:", err)

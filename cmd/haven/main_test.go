@@ -170,6 +170,26 @@ func TestUsage(t *testing.T) {
 	}
 }
 
+// TestHelpPrintsUsageOnce runs -h on every command of haven's usage: each
+// prints its usage once (the flag package prints it on -h; a command that
+// printed it again showed it twice) and exits 0.
+func TestHelpPrintsUsageOnce(t *testing.T) {
+	cmds := regexp.MustCompile(`(?m)^  haven (\w+) `).FindAllStringSubmatch(usage, -1)
+	if len(cmds) < 10 {
+		t.Fatalf("found %d commands in haven's usage, want every one:\n%s", len(cmds), usage)
+	}
+	for _, m := range cmds {
+		cmd := m[1]
+		if cmd == "version" {
+			continue // it has no flags
+		}
+		r := haven(t, 10*time.Second, cmd, "-h")
+		if n := strings.Count(strings.ToLower(r.stderr), "usage"); r.code != 0 || n != 1 {
+			t.Errorf("haven %s -h:\n%s\nwant exit 0 and the usage once (it is there %d times)", cmd, r, n)
+		}
+	}
+}
+
 func TestCheckGoodFile(t *testing.T) {
 	r := haven(t, 10*time.Second, "check", "-c", "testdata/good.yaml")
 	if r.code != 0 || r.stdout != "testdata/good.yaml: ok (1 node, 1 balancer, 1 check)\n" {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/url"
 	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -17,6 +18,8 @@ const pgUsage = `usage: haven pg ACTION [flags]
 actions:
   switchover [--to NODE]   hand the primary to NODE (or the best replica): no acknowledged write is lost
   status                   show each database node: role, timeline, WAL position, lag, sync state
+                           (docs/database.md explains the columns); every node is asked at once,
+                           and one silent for --node-timeout is shown as such
 
 flags:
 `
@@ -26,8 +29,12 @@ func runPG(args []string, stdout, stderr io.Writer) error {
 	fs.Usage = func() { fmt.Fprint(stderr, pgUsage); fs.PrintDefaults() }
 	cfgPath := fs.String("c", "haven.yaml", "configuration file")
 	to := fs.String("to", "", "switchover: the node to hand the primary to (default: the best replica)")
+	within := nodeTimeoutFlag(fs)
 	pos, err := parseInterleaved(fs, args)
-	if err != nil || len(pos) != 1 {
+	if err != nil {
+		return parseError(err)
+	}
+	if len(pos) != 1 {
 		fs.Usage()
 		return errUsage
 	}
@@ -48,7 +55,7 @@ func runPG(args []string, stdout, stderr io.Writer) error {
 		ac.client.Timeout = 2*db.Lease.D() + 10*time.Second
 		return pgSwitchover(ac, db.Nodes, *to, stdout)
 	case "status":
-		return pgStatus(ac, db.Nodes, stdout)
+		return pgStatus(ac, db.Nodes, *within, stdout)
 	}
 	fs.Usage()
 	return errUsage
@@ -77,30 +84,51 @@ func pgSwitchover(ac *adminClient, nodes []string, to string, stdout io.Writer) 
 	return errors.Join(errs...)
 }
 
-// pgStatus prints the database members as the first database node that
-// answers sees them.
-func pgStatus(ac *adminClient, nodes []string, stdout io.Writer) error {
-	var errs []error
-	for _, n := range nodes {
-		var st struct {
-			Coordination *agent.CoordinationStatus `json:"coordination"`
-		}
-		if err := ac.do("GET", n, "/api/v1/status", &st); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if st.Coordination == nil || st.Coordination.Database == nil {
-			errs = append(errs, fmt.Errorf("%s: no database status", n))
-			continue
-		}
-		printDatabase(stdout, st.Coordination.Database)
-		return nil
+// pgStatus asks every database node at once for the database's state and
+// prints it.
+func pgStatus(ac *adminClient, nodes []string, within time.Duration, stdout io.Writer) error {
+	as := askEach[*agent.DatabaseStatus](ac, nodes, "/api/v1/database", within)
+	if err := printDatabase(stdout, nodes, as); err != nil {
+		return err
 	}
-	return errors.Join(errs...)
+	return answerErrors(as)
 }
 
-func printDatabase(w io.Writer, d *agent.DatabaseStatus) {
+// printDatabase prints the database as etcd records it (the primary's
+// record, the sync record, the state each keeper published), in the view
+// of the answering node that has seen the latest primary's epoch, then a
+// line for each database node that did not answer or has published no
+// state. It fails when no node's keeper answered.
+func printDatabase(w io.Writer, nodes []string, as []answer[*agent.DatabaseStatus]) error {
+	var (
+		d        *agent.DatabaseStatus
+		from     string
+		answered []string
+		errs     []error
+	)
+	for _, a := range as {
+		switch {
+		case !slices.Contains(nodes, a.node):
+			continue // a router: it does not watch the members
+		case a.err != nil:
+			errs = append(errs, a.err)
+			continue
+		case a.val == nil || len(a.val.Members) == 0:
+			errs = append(errs, fmt.Errorf("node %s: its keeper is not running yet (waiting for etcd?)", a.node))
+		}
+		answered = append(answered, a.node)
+		if a.val != nil && len(a.val.Members) > 0 && (d == nil || a.val.Epoch > d.Epoch) {
+			d, from = a.val, a.node
+		}
+	}
+	if d == nil {
+		if len(errs) == 0 {
+			errs = append(errs, errors.New("no database node was asked"))
+		}
+		return fmt.Errorf("no database node's keeper answered: %w", errors.Join(errs...))
+	}
 	fmt.Fprintf(w, "primary: %s (epoch %d); sync: k=%d of %v\n", orDash(d.Primary), d.Epoch, d.Sync.K, d.Sync.Standbys)
+	fmt.Fprintf(w, "etcd's records as %s read them; answered: %s\n", from, strings.Join(answered, ", "))
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tROLE\tSYNC\tTIMELINE\tLSN\tLAG (BYTES)\tLAG (S)\tUPSTREAM\tNOT PROMOTABLE")
 	for _, name := range sortedKeys(d.Members) {
@@ -112,4 +140,19 @@ func printDatabase(w io.Writer, d *agent.DatabaseStatus) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%d\t%.1f\t%s\t%s\n", name, m.Role, sync, m.Timeline, m.LSN, m.Lag, m.LagSeconds, orDash(m.Upstream), orDash(m.NotPromotable))
 	}
 	tw.Flush()
+	for _, a := range as {
+		if !slices.Contains(nodes, a.node) {
+			continue
+		}
+		_, published := d.Members[a.node]
+		switch {
+		case a.err != nil && published:
+			fmt.Fprintf(w, "%s: %s; its row is what it last published (etcd drops it when its lease expires)\n", a.node, noAnswer(a.err))
+		case a.err != nil:
+			fmt.Fprintf(w, "%s: %s; no state of it in etcd\n", a.node, noAnswer(a.err))
+		case !published:
+			fmt.Fprintf(w, "%s: answers, but no state of it in etcd (its keeper is starting, or cannot reach etcd)\n", a.node)
+		}
+	}
+	return nil
 }

@@ -1,24 +1,37 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"slices"
 	"strings"
 	"text/tabwriter"
 
+	"github.com/haven-ha/haven/internal/agent"
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/gtm"
+	"github.com/haven-ha/haven/internal/lb"
 )
 
-// runStatus is `haven status`: what each node's agent reports.
+// nodeStatus is the part of a node's /api/v1/status the commands print.
+type nodeStatus struct {
+	Ready        bool                      `json:"ready"`
+	NotReady     []string                  `json:"not_ready"`
+	Version      string                    `json:"version"`
+	Balancers    []lb.Status               `json:"balancers"`
+	Coordination *agent.CoordinationStatus `json:"coordination"`
+	Traffic      *gtm.Status               `json:"traffic"`
+}
+
+// runStatus is `haven status`: what each node's agent reports. Every node
+// is asked once, all at once; each section is printed from those answers.
 func runStatus(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("status", stderr)
 	cfgPath := fs.String("c", "haven.yaml", "configuration file")
 	node := fs.String("n", "", "only this node (default: every node)")
+	within := nodeTimeoutFlag(fs)
 	if err := fs.Parse(args); err != nil {
-		return errUsage
+		return parseError(err)
 	}
 	ac, err := newAdminClient(*cfgPath)
 	if err != nil {
@@ -26,65 +39,81 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 	}
 	nodes := ac.cfg.NodeNames()
 	if *node != "" {
+		if _, ok := ac.cfg.Node(*node); !ok {
+			return fmt.Errorf("node %q is not in %s (nodes: %v)", *node, *cfgPath, nodes)
+		}
 		nodes = []string{*node}
 	}
-	var errs []error
-	for _, n := range nodes {
-		var st map[string]any
-		if err := ac.do("GET", n, "/api/v1/status", &st); err != nil {
-			fmt.Fprintf(stdout, "%s: unreachable: %v\n", n, err)
-			errs = append(errs, err)
+	as := askEach[nodeStatus](ac, nodes, "/api/v1/status", *within)
+	for _, a := range as {
+		if a.err != nil {
+			fmt.Fprintf(stdout, "%s: %s\n", a.node, noAnswer(a.err))
 			continue
 		}
 		ready := "ready"
-		if st["ready"] != true {
-			ready = fmt.Sprintf("NOT READY %v", st["not_ready"])
+		if !a.val.Ready {
+			ready = fmt.Sprintf("NOT READY %v", a.val.NotReady)
 		}
-		fmt.Fprintf(stdout, "%s: %s (version %v)\n", n, ready, st["version"])
+		fmt.Fprintf(stdout, "%s: %s (version %s)\n", a.node, ready, a.val.Version)
 	}
 	if ac.cfg.Coordination != nil {
-		coordStatus(ac, nodes, stdout)
+		coordStatus(ac.cfg, as, stdout)
 	}
 	if t := ac.cfg.Traffic; t != nil {
-		trafficStatus(ac, t.Nameservers, *node, stdout)
+		printTraffic(stdout, only(as, t.Nameservers))
 	}
-	names := make([]string, 0, len(ac.cfg.Balancers))
-	for name := range ac.cfg.Balancers {
-		names = append(names, name)
-	}
-	slices.Sort(names) // the same order on every run
-	for _, name := range names {
+	for _, name := range sortedKeys(ac.cfg.Balancers) {
 		b := ac.cfg.Balancers[name]
 		fmt.Fprintf(stdout, "\nbalancer %s (%s, %s):\n", b.Name, b.Mode, b.Listen)
-		var reachable []string
-		for _, n := range b.Nodes {
-			if *node == "" || *node == n {
-				reachable = append(reachable, n)
-			}
-		}
-		lbStatus(ac, b.Name, reachable, stdout)
+		printBalancer(stdout, b.Name, balancersOf(only(as, b.Nodes)))
 	}
-	return errors.Join(errs...)
+	return answerErrors(as)
 }
 
-// trafficStatus prints what each managed name answers now, as every name
-// server (or only node) says.
-func trafficStatus(ac *adminClient, nameservers []string, node string, stdout io.Writer) {
-	for _, n := range nameservers {
-		if node != "" && node != n {
+// only keeps the answers of nodes.
+func only[T any](as []answer[T], nodes []string) []answer[T] {
+	var out []answer[T]
+	for _, a := range as {
+		if slices.Contains(nodes, a.node) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// section maps every answer to one section of it.
+func section[T, S any](as []answer[T], f func(T) S) []answer[S] {
+	out := make([]answer[S], len(as))
+	for i, a := range as {
+		out[i] = answer[S]{node: a.node, err: a.err}
+		if a.err == nil {
+			out[i].val = f(a.val)
+		}
+	}
+	return out
+}
+
+func balancersOf(as []answer[nodeStatus]) []answer[[]lb.Status] {
+	return section(as, func(s nodeStatus) []lb.Status { return s.Balancers })
+}
+
+// printTraffic prints what each managed name answers now, as every name
+// server that answered says.
+func printTraffic(stdout io.Writer, as []answer[nodeStatus]) {
+	for _, a := range as {
+		if a.err != nil {
+			fmt.Fprintf(stdout, "\ntraffic (%s): %s\n", a.node, noAnswer(a.err))
 			continue
 		}
-		var st struct {
-			Traffic *gtm.Status `json:"traffic"`
-		}
-		if err := ac.do("GET", n, "/api/v1/status", &st); err != nil || st.Traffic == nil {
-			fmt.Fprintf(stdout, "\ntraffic (%s): no answer from its traffic manager\n", n)
+		t := a.val.Traffic
+		if t == nil {
+			fmt.Fprintf(stdout, "\ntraffic (%s): its traffic manager is not running\n", a.node)
 			continue
 		}
-		fmt.Fprintf(stdout, "\ntraffic %s (as %s answers; views: %s, %d other instances):\n", st.Traffic.Zone, n, st.Traffic.Views, st.Traffic.Peers)
+		fmt.Fprintf(stdout, "\ntraffic %s (as %s answers; views: %s, %d other instances):\n", t.Zone, a.node, t.Views, t.Peers)
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "NAME\tPOLICY\tANSWERS NOW\tTARGETS")
-		for _, ns := range st.Traffic.Names {
+		for _, ns := range t.Names {
 			var targets []string
 			for _, tg := range ns.Targets {
 				state := "up"
@@ -106,36 +135,16 @@ func trafficStatus(ac *adminClient, nameservers []string, node string, stdout io
 	}
 }
 
-type coordNodeStatus struct {
-	Coordination *struct {
-		Connected bool `json:"connected"`
-		Etcd      []struct {
-			Endpoint string `json:"endpoint"`
-			Healthy  bool   `json:"healthy"`
-			Leader   bool   `json:"leader"`
-			RaftTerm uint64 `json:"raft_term"`
-			Error    string `json:"error"`
-		} `json:"etcd"`
-		Members map[string]struct {
-			Region  string            `json:"region"`
-			Zone    string            `json:"zone"`
-			Roles   []string          `json:"roles"`
-			Version string            `json:"version"`
-			Checks  map[string]string `json:"checks"`
-		} `json:"members"`
-	} `json:"coordination"`
-}
-
 // coordStatus prints etcd's health and the cluster's members as the first
-// reachable node sees them, then every floating address.
-func coordStatus(ac *adminClient, nodes []string, stdout io.Writer) {
-	for _, n := range nodes {
-		var st coordNodeStatus
-		if ac.do("GET", n, "/api/v1/status", &st) != nil || st.Coordination == nil || !st.Coordination.Connected {
+// node that answered and reaches etcd sees them, then every floating
+// address and the database.
+func coordStatus(cfg *config.Config, as []answer[nodeStatus], stdout io.Writer) {
+	for _, a := range as {
+		c := a.val.Coordination
+		if a.err != nil || c == nil || !c.Connected {
 			continue
 		}
-		c := st.Coordination
-		fmt.Fprintf(stdout, "\netcd (as %s sees it):\n", n)
+		fmt.Fprintf(stdout, "\netcd (as %s sees it):\n", a.node)
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "ENDPOINT\tHEALTHY\tLEADER\tTERM\tERROR")
 		for _, e := range c.Etcd {
@@ -145,10 +154,10 @@ func coordStatus(ac *adminClient, nodes []string, stdout io.Writer) {
 		fmt.Fprintf(stdout, "\nmembers:\n")
 		tw = tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "NODE\tREGION/ZONE\tROLES\tVERSION\tCHECKS")
-		for _, name := range sortedKeys((c.Members)) {
+		for _, name := range sortedKeys(c.Members) {
 			m := c.Members[name]
 			var checks []string
-			for _, k := range sortedKeys((m.Checks)) {
+			for _, k := range sortedKeys(m.Checks) {
 				checks = append(checks, k+"="+m.Checks[k])
 			}
 			fmt.Fprintf(tw, "%s\t%s/%s\t%s\t%s\t%s\n", name, m.Region, m.Zone, strings.Join(m.Roles, ","), m.Version, strings.Join(checks, " "))
@@ -156,20 +165,26 @@ func coordStatus(ac *adminClient, nodes []string, stdout io.Writer) {
 		tw.Flush()
 		break
 	}
+	coordinated := section(as, func(s nodeStatus) agent.CoordinationStatus {
+		if s.Coordination == nil {
+			return agent.CoordinationStatus{}
+		}
+		return *s.Coordination
+	})
 	var withVIP []*config.Balancer
-	for _, name := range sortedKeys((ac.cfg.Balancers)) {
-		if b := ac.cfg.Balancers[name]; b.VIP != nil {
+	for _, name := range sortedKeys(cfg.Balancers) {
+		if b := cfg.Balancers[name]; b.VIP != nil {
 			withVIP = append(withVIP, b)
 		}
 	}
 	if len(withVIP) > 0 {
 		fmt.Fprintf(stdout, "\nfloating addresses:\n")
-		_ = vipStatus(ac, withVIP, stdout)
+		printVIPs(stdout, withVIP, section(coordinated, func(c agent.CoordinationStatus) []agent.VIPStatus { return c.VIPs }))
 	}
-	if db := ac.cfg.Database; db != nil {
+	if db := cfg.Database; db != nil {
 		fmt.Fprintf(stdout, "\ndatabase:\n")
-		if err := pgStatus(ac, db.Nodes, stdout); err != nil {
-			fmt.Fprintf(stdout, "no database node answered: %v\n", err)
+		if err := printDatabase(stdout, db.Nodes, section(coordinated, func(c agent.CoordinationStatus) *agent.DatabaseStatus { return c.Database })); err != nil {
+			fmt.Fprintln(stdout, err)
 		}
 	}
 }

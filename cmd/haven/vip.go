@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"slices"
 	"strings"
 	"text/tabwriter"
+	"time"
 
+	"github.com/haven-ha/haven/internal/agent"
 	"github.com/haven-ha/haven/internal/config"
 )
 
@@ -15,7 +18,9 @@ const vipUsage = `usage: haven vip ACTION [flags]
 
 actions:
   move --to NODE    hand the floating address to NODE (planned: no wait for a lease)
-  status            show who holds each floating address, under which epoch
+  status            show each node's state of each floating address, and who holds it under
+                    which epoch as the node reads etcd; every node is asked at once, and one
+                    silent for --node-timeout is shown as such
 
 flags:
 `
@@ -27,8 +32,12 @@ func runVIP(args []string, stdout, stderr io.Writer) error {
 	cfgPath := fs.String("c", "haven.yaml", "configuration file")
 	balancer := fs.String("b", "", "the balancer whose address to act on (default: the only one with a vip)")
 	to := fs.String("to", "", "move: the node to hand the address to")
+	within := nodeTimeoutFlag(fs)
 	pos, err := parseInterleaved(fs, args)
-	if err != nil || len(pos) != 1 {
+	if err != nil {
+		return parseError(err)
+	}
+	if len(pos) != 1 {
 		fs.Usage()
 		return errUsage
 	}
@@ -55,7 +64,7 @@ func runVIP(args []string, stdout, stderr io.Writer) error {
 		}
 		return vipMove(ac, withVIP[0], *to, stdout)
 	case "status":
-		return vipStatus(ac, withVIP, stdout)
+		return vipStatus(ac, withVIP, *within, stdout)
 	}
 	fs.Usage()
 	return errUsage
@@ -104,34 +113,47 @@ func vipMove(ac *adminClient, b *config.Balancer, to string, stdout io.Writer) e
 	return errors.Join(errs...)
 }
 
-type vipNodeStatus struct {
-	Name      string `json:"name"`
-	State     string `json:"state"`
-	Epoch     int64  `json:"epoch"`
-	Holder    string `json:"holder"`
-	HeldEpoch int64  `json:"held_epoch"`
-	Error     string `json:"error"`
-}
-
-func vipStatus(ac *adminClient, bs []*config.Balancer, stdout io.Writer) error {
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "BALANCER\tADDRESS\tNODE\tSTATE\tHOLDER (EPOCH)\tERROR")
-	var errs []error
+// vipStatus asks every node of the balancers for its floating addresses
+// at once and prints the table.
+func vipStatus(ac *adminClient, bs []*config.Balancer, within time.Duration, stdout io.Writer) error {
+	var nodes []string
 	for _, b := range bs {
 		for _, n := range b.Nodes {
-			var vips []vipNodeStatus
-			if err := ac.do("GET", n, "/api/v1/vips", &vips); err != nil {
-				fmt.Fprintf(tw, "%s\t%s\t%s\tunreachable\t\t%v\n", b.Name, b.VIP.Address, n, err)
-				errs = append(errs, err)
+			if !slices.Contains(nodes, n) {
+				nodes = append(nodes, n)
+			}
+		}
+	}
+	as := askEach[[]agent.VIPStatus](ac, nodes, "/api/v1/vips", within)
+	printVIPs(stdout, bs, as)
+	return answerErrors(as)
+}
+
+// printVIPs prints a row per balancer and node: the node's own state, and
+// the record's holder and epoch as the node last read them from etcd. A
+// node that did not answer gets a row that says so.
+func printVIPs(w io.Writer, bs []*config.Balancer, as []answer[[]agent.VIPStatus]) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "BALANCER\tADDRESS\tNODE\tSTATE\tHOLDER (EPOCH)\tERROR")
+	for _, b := range bs {
+		for _, a := range as {
+			if !slices.Contains(b.Nodes, a.node) {
 				continue
 			}
-			for _, v := range vips {
+			if a.err != nil {
+				state := "unreachable"
+				if _, silent := errors.AsType[*silentError](a.err); silent {
+					state = "silent"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t-\t%s\n", b.Name, b.VIP.Address, a.node, state, noAnswer(a.err))
+				continue
+			}
+			for _, v := range a.val {
 				if v.Name == b.Name {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s (%d)\t%s\n", b.Name, b.VIP.Address, n, v.State, orDash(v.Holder), v.HeldEpoch, v.Error)
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s (%d)\t%s\n", b.Name, b.VIP.Address, a.node, v.State, orDash(v.Holder), v.HeldEpoch, v.Error)
 				}
 			}
 		}
 	}
 	tw.Flush()
-	return errors.Join(errs...)
 }

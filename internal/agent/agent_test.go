@@ -534,6 +534,9 @@ func TestAdminAPIUnknownNames(t *testing.T) {
 			}
 		}
 	}
+	if r := do(t, "GET", e.adminURL("/api/v1/database")); r.status != http.StatusNotFound || !strings.Contains(r.body, "neither a database node nor a router") {
+		t.Errorf("GET /api/v1/database on a balancer node = %d %s, want 404 saying why", r.status, r.body)
+	}
 	if r := do(t, "GET", e.adminURL("/api/v1/balancers/web/backends/web1/drain")); r.status != http.StatusMethodNotAllowed {
 		t.Errorf("GET on a mutating route = %d, want 405", r.status)
 	}

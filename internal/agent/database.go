@@ -36,39 +36,27 @@ type dbRole struct {
 
 // newDatabase checks and builds this node's postgres when haven.yaml makes
 // it a database node, and returns nil otherwise. It starts nothing: the
-// keeper starts once etcd answers (keep). A missing PostgreSQL or an
-// unreadable password fails it.
+// keeper starts once etcd answers (keep). A missing PostgreSQL, an
+// unreadable password or a directory the postgres user cannot reach fails
+// it.
 func newDatabase(ctx context.Context, a *Agent, cfg *config.Config) (*dbRole, error) {
 	db := cfg.Database
 	if db == nil || !slices.Contains(db.Nodes, a.opt.Node) {
 		return nil, nil
 	}
-	node, _ := cfg.Node(a.opt.Node)
 	password, err := replicationPassword(db)
 	if err != nil {
 		return nil, err
 	}
-	var hba []string
-	for _, n := range db.Nodes {
-		peer, _ := cfg.Node(n)
-		addr, err := netip.ParseAddr(peer.Address)
-		if err != nil {
-			return nil, fmt.Errorf("database node %s: address %q: %w", n, peer.Address, err)
-		}
-		hba = append(hba, pg.ReplicationHBA(db.Replication.User, netip.PrefixFrom(addr, addr.BitLen()).String())...)
+	pc, err := serverConfig(cfg, a.opt.Node)
+	if err != nil {
+		return nil, err
 	}
-	hba = append(hba, db.HBA...)
-	srv, err := pg.New(ctx, pg.Config{
-		Bindir:          db.Bindir,
-		DataDir:         db.NodeDataDir(a.opt.Node),
-		ListenAddresses: []string{node.Address},
-		Name:            a.opt.Node,
-		Port:            db.Port,
-		User:            runAsUser(db),
-		Settings:        db.Settings,
-		HBA:             hba,
-		Logger:          a.log,
-	})
+	if err := pg.CheckDirectories(pc); err != nil {
+		return nil, fmt.Errorf("database: %w", err)
+	}
+	pc.Logger = a.log
+	srv, err := pg.New(ctx, pc)
 	if err != nil {
 		return nil, fmt.Errorf("database: %w", err)
 	}
@@ -82,6 +70,59 @@ func newDatabase(ctx context.Context, a *Agent, cfg *config.Config) (*dbRole, er
 		r.fence = pg.NewWriteFence(0, db.Port)
 	}
 	return r, nil
+}
+
+// serverConfig is database node node's postgres, as haven.yaml describes
+// it.
+func serverConfig(cfg *config.Config, node string) (pg.Config, error) {
+	db := cfg.Database
+	self, _ := cfg.Node(node)
+	var hba []string
+	for _, n := range db.Nodes {
+		peer, _ := cfg.Node(n)
+		addr, err := netip.ParseAddr(peer.Address)
+		if err != nil {
+			return pg.Config{}, fmt.Errorf("database node %s: address %q: %w", n, peer.Address, err)
+		}
+		hba = append(hba, pg.ReplicationHBA(db.Replication.User, netip.PrefixFrom(addr, addr.BitLen()).String())...)
+	}
+	hba = append(hba, db.HBA...)
+	return pg.Config{
+		Bindir:          db.Bindir,
+		DataDir:         db.NodeDataDir(node),
+		ListenAddresses: []string{self.Address},
+		Name:            node,
+		Port:            db.Port,
+		User:            runAsUser(db),
+		Settings:        db.Settings,
+		HBA:             hba,
+	}, nil
+}
+
+// Preflight checks what would keep node's roles from starting on this
+// machine, which the file alone does not tell: for a database node, the
+// replication password and that the user postgres runs as can reach its
+// directories (an existing directory above them that it cannot search is
+// named, with the chmod that fixes it). `haven check -n NODE` runs it; the
+// agent checks the same before it starts postgres.
+func Preflight(cfg *config.Config, node string) error {
+	if _, ok := cfg.Node(node); !ok {
+		return fmt.Errorf("node %q is not in the configuration (nodes: %v)", node, cfg.NodeNames())
+	}
+	var errs []error
+	if db := cfg.Database; db != nil && slices.Contains(db.Nodes, node) {
+		if _, err := replicationPassword(db); err != nil {
+			errs = append(errs, err)
+		}
+		pc, err := serverConfig(cfg, node)
+		if err == nil {
+			err = pg.CheckDirectories(pc)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("database: %w", err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // runAsUser is the user postgres runs as: database.user as root, the
@@ -193,6 +234,21 @@ func (a *Agent) databaseRoutes() {
 	}
 	for _, p := range patroniPaths {
 		a.admin.HandleRead(p, serve)
+	}
+}
+
+// database serves GET /api/v1/database: the database part of the status,
+// from memory (what the keeper and the router last read from etcd), so
+// that it answers at once whatever etcd and the other nodes do.
+func (a *Agent) database(w http.ResponseWriter, r *http.Request) {
+	rs := a.current()
+	switch st := rs.databaseStatus(); {
+	case st != nil:
+		web.WriteJSON(w, http.StatusOK, st)
+	case rs.coord == nil && a.config().Coordination != nil:
+		web.WriteError(w, http.StatusServiceUnavailable, errors.New("the agent is starting"))
+	default:
+		web.WriteError(w, http.StatusNotFound, fmt.Errorf("node %s is neither a database node nor a router", a.opt.Node))
 	}
 }
 

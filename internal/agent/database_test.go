@@ -69,6 +69,10 @@ func TestAgentRunsTheDatabase(t *testing.T) {
 	if m := st.Database.Members["lb1"]; m.Host != "127.0.0.1" || m.Port != port || m.Timeline != 1 || m.SystemID == 0 {
 		t.Errorf("lb1's published state: %+v", m)
 	}
+	var d DatabaseStatus
+	if r := do(t, "GET", e.adminURL("/api/v1/database")); r.status != 200 || json.Unmarshal([]byte(r.body), &d) != nil || d.Primary != "lb1" || d.Members["lb1"].Role != keeper.RolePrimary {
+		t.Errorf("GET /api/v1/database = %d %s, want lb1 the primary", r.status, r.body)
+	}
 	for path, want := range map[string]int{"/primary": 200, "/read-write": 200, "/replica": 503, "/health": 200} {
 		if r := do(t, "GET", e.adminURL(path)); r.status != want {
 			t.Errorf("GET %s: %d, want %d: %s", path, r.status, want, r.body)

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -241,6 +243,44 @@ func (m *Member) Endpoints() []string {
 	return eps
 }
 
+// prepareDataDir creates the member's data directory with mode 0700, the
+// mode etcd wants (it warns about any other), and every missing directory
+// above it with mode 0711: others may pass through, not list. etcd alone
+// would create them all 0700 (os.MkdirAll with its own mode), and then no
+// other user could reach a sibling: PostgreSQL, which runs as the postgres
+// user, could not reach /var/lib/haven/{node}/pg beside
+// /var/lib/haven/{node}/etcd. Existing directories are left as they are.
+func prepareDataDir(dir string) error {
+	var missing []string
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		if _, err := os.Stat(d); err == nil {
+			break
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		missing = append(missing, d)
+		if d == filepath.Dir(d) {
+			break
+		}
+	}
+	for i := len(missing) - 1; i >= 0; i-- {
+		d, mode := missing[i], fs.FileMode(0o711)
+		if i == 0 {
+			mode = 0o700
+		}
+		if err := os.Mkdir(d, mode); errors.Is(err, fs.ErrExist) {
+			continue // created meanwhile by someone else, who chose its mode
+		} else if err != nil {
+			return err
+		}
+		// Mkdir's mode went through the umask.
+		if err := os.Chmod(d, mode); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // HasData reports whether dataDir holds an etcd member's write-ahead log,
 // in which case a member restarts from it instead of bootstrapping.
 func HasData(dataDir string) bool {
@@ -255,6 +295,9 @@ func HasData(dataDir string) bool {
 func (m *Member) Run(ctx context.Context) (err error) {
 	if !m.started.CompareAndSwap(false, true) {
 		return fmt.Errorf("coord: member %s: Run called twice", m.name)
+	}
+	if err := prepareDataDir(m.dataDir); err != nil {
+		return fmt.Errorf("coord: member %s: data dir %s: %w", m.name, m.dataDir, err)
 	}
 	cfg, existing := m.embedConfig()
 	m.log.Info("starting etcd member", "peer_url", m.peer.String(), "client_urls", m.Endpoints(),

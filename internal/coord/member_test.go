@@ -5,9 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -98,7 +100,7 @@ func clusterConfigs(t *testing.T, log *slog.Logger, n int, token, tlsDir string)
 		initial[name] = peer
 		cfgs[i] = MemberConfig{
 			Name:         name,
-			DataDir:      filepath.Join(testenv.MemoryDir(t), name),
+			DataDir:      filepath.Join(testenv.MemoryDir(t), name, "etcd"), // the default layout: {node}/etcd
 			PeerURL:      peer,
 			ClientURL:    addrs[2*i+1],
 			ClusterToken: token,
@@ -317,6 +319,52 @@ func TestEmbeddedCluster(t *testing.T) {
 	log := testLog(t)
 	cfgs := clusterConfigs(t, log, 3, "shop", "")
 	exerciseCluster(t, log, cfgs, nil)
+	for _, c := range cfgs {
+		for dir, want := range map[string]fs.FileMode{filepath.Dir(c.DataDir): 0o711, c.DataDir: 0o700} {
+			if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != want {
+				t.Errorf("%s: %v, %v; want mode %04o", dir, fi.Mode().Perm(), err, want)
+			}
+		}
+	}
+}
+
+// prepareDataDir makes the missing directories above the data directory
+// searchable by others, for a sibling that another user needs (PostgreSQL's
+// data directory beside etcd's), and the data directory 0700 as etcd
+// wants; it leaves existing directories as they are.
+func TestPrepareDataDir(t *testing.T) {
+	base := t.TempDir()
+	mine := filepath.Join(base, "mine")
+	if err := os.Mkdir(mine, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range []string{filepath.Join(base, "haven", "n1", "etcd"), filepath.Join(mine, "etcd")} {
+		for range 2 { // the second time finds everything there
+			if err := prepareDataDir(dir); err != nil {
+				t.Fatalf("prepareDataDir(%s): %v", dir, err)
+			}
+		}
+	}
+	for dir, want := range map[string]fs.FileMode{
+		filepath.Join(base, "haven"):               0o711,
+		filepath.Join(base, "haven", "n1"):         0o711,
+		filepath.Join(base, "haven", "n1", "etcd"): 0o700,
+		mine:                        0o750,
+		filepath.Join(mine, "etcd"): 0o700,
+	} {
+		if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != want {
+			t.Errorf("%s: mode %v (%v), want %04o", dir, fi.Mode().Perm(), err, want)
+		}
+	}
+	if err := prepareDataDir(filepath.Join(base, "haven", "n1", "etcd", "member")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(base, "file"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := prepareDataDir(filepath.Join(base, "file", "etcd")); err == nil {
+		t.Errorf("prepareDataDir under a file: no error")
+	}
 }
 
 // TestEmbeddedClusterTLS runs three members with mutual TLS from

@@ -104,40 +104,71 @@ func (s *settings) prepareDataDir() error {
 	return nil
 }
 
-// checkReachable checks that the run-as user may search every directory
-// above dir: a data directory under a root-only directory (such as the
-// 0700 directories of os.MkdirTemp) makes initdb and postgres fail with a
-// less helpful message.
+// CheckDirectories checks, before anything starts, what would stop the
+// user postgres runs as from reaching its directories: every existing
+// directory above the data directory and the socket directory must let it
+// search (x). haven creates missing ones with modes that do. It is nil
+// when haven is not root: postgres then runs as haven's own user. A
+// directory that blocks the user is named, with the chmod that fixes it.
+func CheckDirectories(cfg Config) error {
+	s, err := resolve(cfg)
+	if err != nil {
+		return err
+	}
+	if err := s.checkReachable(s.dataDir); err != nil {
+		return fmt.Errorf("pg: data dir %s: %w", s.dataDir, err)
+	}
+	if err := s.checkReachable(s.socketDir); err != nil {
+		return fmt.Errorf("pg: socket dir %s: %w", s.socketDir, err)
+	}
+	return nil
+}
+
+// checkReachable checks that the run-as user may search every existing
+// directory above dir: a data directory under a root-only directory (such
+// as the 0700 directories of os.MkdirTemp) makes initdb and postgres fail
+// with a less helpful message. A directory that does not exist yet is
+// haven's to create.
 func (s *settings) checkReachable(dir string) error {
 	if !s.user.drop {
 		return nil
 	}
 	for d := filepath.Dir(dir); ; d = filepath.Dir(d) {
-		fi, err := os.Stat(d)
-		if err != nil {
+		if err := s.searchable(d); err != nil {
 			return err
-		}
-		st, ok := fi.Sys().(*syscall.Stat_t)
-		if !ok {
-			return nil
-		}
-		var bit fs.FileMode
-		switch {
-		case st.Uid == s.user.uid:
-			bit = 0o100
-		case st.Gid == s.user.gid || slices.Contains(s.user.groups, st.Gid):
-			bit = 0o010
-		default:
-			bit = 0o001
-		}
-		if fi.Mode().Perm()&bit == 0 {
-			return fmt.Errorf("user %s (uid %d) cannot reach it: %s is mode %04o owned by uid %d gid %d; allow others to search it (chmod o+x)",
-				s.user.name, s.user.uid, d, fi.Mode().Perm(), st.Uid, st.Gid)
 		}
 		if d == filepath.Dir(d) {
 			return nil
 		}
 	}
+}
+
+// searchable checks that the run-as user may search directory d, when it
+// exists.
+func (s *settings) searchable(d string) error {
+	fi, err := os.Stat(d)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return nil
+	}
+	bit, who, whom := fs.FileMode(0o001), "o", "others"
+	switch {
+	case st.Uid == s.user.uid:
+		bit, who, whom = 0o100, "u", "its owner"
+	case st.Gid == s.user.gid || slices.Contains(s.user.groups, st.Gid):
+		bit, who, whom = 0o010, "g", "its group"
+	}
+	if fi.Mode().Perm()&bit == 0 {
+		return fmt.Errorf("user %s (uid %d) cannot reach it: %s is mode %04o owned by uid %d gid %d; allow %s to search it: chmod %s+x %s",
+			s.user.name, s.user.uid, d, fi.Mode().Perm(), st.Uid, st.Gid, whom, who, d)
+	}
+	return nil
 }
 
 // prepareSocketDir creates the socket directory, for the run-as user, when

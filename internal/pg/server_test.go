@@ -489,6 +489,35 @@ func TestInitUnreachableDirectory(t *testing.T) {
 	}
 }
 
+// CheckDirectories names, before anything starts, an existing directory
+// that keeps the postgres user from its data or socket directory, with the
+// chmod to run; directories that do not exist yet are haven's to create.
+func TestCheckDirectories(t *testing.T) {
+	testenv.NeedRoot(t) // the run-as user is haven's own user when not root
+	_, err := user.Lookup("postgres")
+	testenv.Need(t, err == nil, "needs the postgres user (apt-get install postgresql)")
+	base := testenv.SearchableDir(t)
+	closed := filepath.Join(base, "closed")
+	if err := os.Mkdir(closed, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckDirectories(Config{DataDir: filepath.Join(base, "db1", "pg")}); err != nil {
+		t.Errorf("a data dir whose parent does not exist yet: %v, want nil", err)
+	}
+	for _, tc := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{DataDir: filepath.Join(closed, "db1", "pg")}, "pg: data dir " + closed + "/db1/pg: user postgres"},
+		{Config{DataDir: filepath.Join(base, "pg"), SocketDir: filepath.Join(closed, "run")}, "pg: socket dir " + closed + "/run: user postgres"},
+	} {
+		err := CheckDirectories(tc.cfg)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), closed+" is mode 0700") || !strings.HasSuffix(err.Error(), "chmod o+x "+closed) {
+			t.Errorf("CheckDirectories(%+v) = %v\nwant %q, naming %s and ending with its chmod", tc.cfg, err, tc.want, closed)
+		}
+	}
+}
+
 // gone reports whether pid has exited (a zombie counts: nobody may reap
 // the postmaster's orphans in a container).
 func gone(pid int) bool {

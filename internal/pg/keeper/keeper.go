@@ -117,6 +117,9 @@ type Keeper struct {
 	finalLSN atomic.Uint64
 	// whyNot is why the node may not lead, as last logged ("" when it may).
 	whyNot string
+	// stepWarnings logs a round's error once while it comes back round
+	// after round.
+	stepWarnings *repeats
 }
 
 // New checks cfg and fills its defaults; it starts nothing.
@@ -132,6 +135,9 @@ func New(cfg Config) (*Keeper, error) {
 		return nil, errors.New("pg: keeper: no host: the address other nodes reach this node's postgres at")
 	case cfg.Client == nil:
 		return nil, errors.New("pg: keeper: no etcd client")
+	case cfg.Replication.Password == "" && len(cfg.Nodes) > 1:
+		// A single node has no replica to connect as the role; more do.
+		return nil, fmt.Errorf("pg: keeper: replication: a password is required with %d nodes", len(cfg.Nodes))
 	}
 	if cfg.Name == "" {
 		cfg.Name = "main"
@@ -173,6 +179,7 @@ func New(cfg Config) (*Keeper, error) {
 		}},
 	}
 	k.guard = &keeperGuard{k: k}
+	k.stepWarnings = &repeats{log: log}
 	m, err := newKeeperMetrics(cfg.Registerer)
 	if err != nil {
 		return nil, fmt.Errorf("pg: keeper: %w", err)
@@ -361,8 +368,11 @@ func (k *Keeper) watch(ctx context.Context) error {
 func (k *Keeper) loop(ctx context.Context) error {
 	for {
 		start := k.clk.Now()
-		if err := k.step(ctx); err != nil && ctx.Err() == nil {
-			k.log.Warn("keeper step", "err", err)
+		switch err := k.step(ctx); {
+		case err == nil:
+			k.stepWarnings.ok(k.clk.Now())
+		case ctx.Err() == nil:
+			k.stepWarnings.warn(k.clk.Now(), "keeper step", err)
 		}
 		// keeperTick after the round started: a round that took longer is
 		// followed by the next at once.

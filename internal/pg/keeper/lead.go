@@ -84,8 +84,12 @@ func (k *Keeper) promote(ctx context.Context, v view) (bool, error) {
 // setUp creates the replication role and a slot for every other node, once
 // per lead: the role's ALTER and the grants write WAL.
 func (k *Keeper) setUp(ctx context.Context, epoch int64) error {
-	if err := k.srv.EnsureReplicationUser(ctx, k.cfg.Replication.User, k.cfg.Replication.Password); err != nil {
-		return err
+	// Without a password there is a single node (New checks): no replica
+	// connects as the role, and pg_rewind has nobody to rewind from.
+	if k.cfg.Replication.Password != "" {
+		if err := k.srv.EnsureReplicationUser(ctx, k.cfg.Replication.User, k.cfg.Replication.Password); err != nil {
+			return err
+		}
 	}
 	for _, n := range k.cfg.Nodes {
 		if n != k.cfg.Node {
