@@ -67,7 +67,7 @@ func (k *Keeper) clone(ctx context.Context, leader string, up pg.Upstream) error
 		return err
 	}
 	k.m.replaced(leader)
-	k.finalLSN.Store(0)
+	k.final.Store(nil)
 	k.startSupervisor(ctx) // adopts the running clone
 	return nil
 }
@@ -95,7 +95,7 @@ func (k *Keeper) rewind(ctx context.Context, leader string, up pg.Upstream) erro
 		k.logRewind(leader, res)
 	}
 	k.m.replaced(leader)
-	k.finalLSN.Store(0)
+	k.final.Store(nil)
 	k.startSupervisor(ctx)
 	return nil
 }
