@@ -95,10 +95,17 @@ func (k *Keeper) initialized(ctx context.Context, members map[string]MemberState
 // checkpoint, the last record, and its end is published too: the
 // successor waits a while to have received that far, so that it forks its
 // timeline after the checkpoint and this node follows it without
-// pg_rewind (awaitCheckpoint). Bounded: it is on the way out.
+// pg_rewind (awaitCheckpoint). A node that led but never promoted (its
+// peers' answers ruled it out) publishes nothing: its WAL is what it
+// received. Bounded: it is on the way out.
 func (k *Keeper) publishFinal() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
+	if cd, err := k.srv.ControlData(ctx); err == nil && cd.State == "shut down in recovery" {
+		// It led but never promoted (its peers' answers ruled it out):
+		// its WAL is what it received, nothing of its own.
+		return
+	}
 	start, end, err := k.srv.ShutdownCheckpoint(ctx)
 	if start == 0 {
 		k.log.Warn("final WAL position unknown", "err", err)
