@@ -302,6 +302,10 @@ func testRewind(t *testing.T, p, r1 *testServer) {
 		res.TargetEnd < before.Current || res.DivergedAt > res.TargetEnd {
 		t.Errorf("Rewind = %+v; want rewound, diverged on timeline 1 before the end %v", res, before.Current)
 	}
+	// Row 100's commit is among what was discarded.
+	if d := res.Discarded; res.DiscardedErr != nil || d.Transactions < 1 || d.Kinds["Transaction/COMMIT"] < 1 || d.From != res.DivergedAt || d.To <= res.TargetEnd {
+		t.Errorf("Rewind discarded %+v (%v); want the commit of row 100 among it, up to past %s", d, res.DiscardedErr, res.TargetEnd)
+	}
 	waitRow(t, p, 5)
 	if v := p.queryString(t, "SELECT count(*)::text FROM t WHERE id = 100"); v != "0" {
 		t.Errorf("the diverged row is still on the rewound primary (%s rows)", v)

@@ -29,8 +29,9 @@ var rewindImpossible = []string{
 }
 
 // RewindResult is what Rewind did, for the caller to log: the target's WAL
-// from DivergedAt to TargetEnd, on TargetTimeline, held transactions that
-// the new primary never had and that are now gone.
+// from DivergedAt on, on TargetTimeline, was never on the new primary and
+// is now gone; Discarded says what it held, which may be no transaction at
+// all (a checkpoint the new primary forked before).
 type RewindResult struct {
 	// Rewound is false when no rewind was needed: the data directory was
 	// already in the new primary's history.
@@ -42,10 +43,16 @@ type RewindResult struct {
 	// CommonCheckpoint is the last checkpoint both had, where replay
 	// restarts.
 	CommonCheckpoint LSN
-	// TargetEnd is the end of the target's WAL before the rewind (its
-	// shutdown checkpoint), on TargetTimeline.
+	// TargetEnd is where the target's latest checkpoint before the rewind
+	// starts (its shutdown checkpoint after a clean stop), on
+	// TargetTimeline.
 	TargetEnd      LSN
 	TargetTimeline uint32
+	// Discarded is what the target's WAL held from DivergedAt to its end,
+	// read with pg_waldump before pg_rewind overwrote it; DiscardedErr
+	// says why it could not be read (Discarded is then zero).
+	Discarded    WALSummary
+	DiscardedErr error
 	// Took is how long pg_rewind ran.
 	Took time.Duration
 }
@@ -82,8 +89,12 @@ func parseRewind(out string, res *RewindResult) error {
 // checkpoints; pg_rewind requires a clean shutdown), notes where its WAL
 // ends, configures it as a standby of up (SetStandby, so that it can only
 // ever start as a replica from then on), runs pg_rewind --source-server as
-// the run-as user, and returns once the node streams from up. The result
-// holds the diverged WAL range for the caller to log.
+// the run-as user, and returns once the node streams from up. pg_rewind
+// runs twice when the histories diverged: a dry run says where, then
+// pg_waldump reads what the node's WAL holds from there (it may be no
+// transaction at all, only a checkpoint), then the rewind itself. The
+// result holds the diverged WAL range and what it held, for the caller to
+// log.
 //
 // When pg_rewind cannot work (see ErrRewindImpossible) the error wraps
 // ErrRewindImpossible and the caller clones the node again. up.User needs
@@ -149,24 +160,37 @@ func (s *Server) rewind(ctx context.Context, up Upstream) (RewindResult, error) 
 		return res, err
 	}
 	start := time.Now()
-	out, err := s.runToolOutput(ctx, up.Password, "pg_rewind", "--target-pgdata", dir,
-		"--source-server", up.conninfo(s.cfg.name+"_rewind", "postgres", false), "--no-ensure-shutdown")
-	res.Took = time.Since(start)
-	if err != nil {
-		for _, m := range rewindImpossible {
-			if strings.Contains(out, m) {
-				return res, fmt.Errorf("%w: %w", ErrRewindImpossible, err)
+	pgRewind := func(args ...string) error {
+		out, err := s.runToolOutput(ctx, up.Password, "pg_rewind", append([]string{"--target-pgdata", dir,
+			"--source-server", up.conninfo(s.cfg.name+"_rewind", "postgres", false), "--no-ensure-shutdown"}, args...)...)
+		if err != nil {
+			for _, m := range rewindImpossible {
+				if strings.Contains(out, m) {
+					return fmt.Errorf("%w: %w", ErrRewindImpossible, err)
+				}
 			}
+			return err
 		}
+		return parseRewind(out, &res)
+	}
+	// A dry run first: it says where the histories diverged and changes
+	// nothing, so that the WAL the rewind discards can still be read.
+	if err := pgRewind("--dry-run"); err != nil {
+		res.Took = time.Since(start)
 		return res, err
 	}
-	if err := parseRewind(out, &res); err != nil {
-		return res, err
+	if res.Rewound {
+		res.Discarded, res.DiscardedErr = s.summarizeLocalWAL(ctx, cd, cd.Timeline, res.DivergedAt)
+		if err := pgRewind(); err != nil {
+			res.Took = time.Since(start)
+			return res, err
+		}
+		// pg_rewind copied the source's configuration files.
+		if err := s.setStandby(up); err != nil {
+			return res, err
+		}
 	}
-	// pg_rewind copied the source's configuration files.
-	if err := s.setStandby(up); err != nil {
-		return res, err
-	}
+	res.Took = time.Since(start)
 	s.log.Info("rewound the data directory", "upstream", up.String(), "rewound", res.Rewound,
 		"diverged_at", res.DivergedAt.String(), "diverged_timeline", res.DivergedTimeline,
 		"target_end", res.TargetEnd.String(), "target_timeline", res.TargetTimeline, "took", res.Took.Round(time.Millisecond))

@@ -24,6 +24,9 @@ const (
 	readyPoll = 50 * time.Millisecond
 	// attemptTimeout bounds one connection attempt.
 	attemptTimeout = 2 * time.Second
+	// cutStartStop bounds the fast shutdown of a postgres whose start was
+	// cut short (Start's ctx ended); then it escalates as Stop does.
+	cutStartStop = 10 * time.Second
 	// killGrace is how long an immediate shutdown may take, once a stop
 	// has run out of time, before SIGKILL.
 	killGrace = 3 * time.Second
@@ -305,7 +308,9 @@ func (s *Server) command(ctx context.Context, name string, args ...string) *exec
 // output appended to the log file. It returns once postgres accepts
 // connections on the unix socket (SELECT 1 succeeds). If postgres exits
 // first, the error holds its exit status and last log lines; if ctx ends
-// first, Start stops it and says what the last attempt saw.
+// first, Start stops it with a fast shutdown (bounded, then as Stop
+// escalates), so that the data directory is left shut down cleanly, and
+// says what the last attempt saw.
 //
 // A postmaster.pid left by a postgres that no longer runs (a crash, kill -9,
 // power loss) is logged and left to postgres, which removes it and runs
@@ -473,9 +478,18 @@ func (s *Server) waitReady(ctx context.Context, r *run) error {
 			return fmt.Errorf("pg: start %s: postgres exited before accepting connections: %s%s",
 				dir, r.cmd.ProcessState, formatTail("postgres", r.tail.last(errorTailLines)))
 		case <-ctx.Done():
-			r.stopping.Store(true)
-			how := s.kill(r, false)
-			return fmt.Errorf("pg: start %s: postgres did not accept connections before %w (last attempt: %v); ended it with %s%s",
+			// A fast shutdown, not an immediate one: that would leave the
+			// data directory to crash recovery, and a rewind runs it as a
+			// primary, which writes checkpoints of its own that no other
+			// node has (a replica's data, stopped while starting, would
+			// then diverge from its primary's).
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cutStartStop)
+			how := "a fast shutdown"
+			if err := s.Stop(sctx, StopFast); err != nil {
+				how = err.Error()
+			}
+			cancel()
+			return fmt.Errorf("pg: start %s: postgres did not accept connections before %w (last attempt: %v); stopped it: %s%s",
 				dir, context.Cause(ctx), last, how, formatTail("postgres", r.tail.last(errorTailLines)))
 		case <-tick.C:
 		}

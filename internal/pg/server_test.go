@@ -602,6 +602,75 @@ func TestStopEscalates(t *testing.T) {
 	}
 }
 
+// TestStartCutShortShutsDownCleanly: when Start's ctx ends before haven's
+// own session gets in, postgres is stopped with a fast shutdown, and the
+// data directory is left shut down cleanly, a replica's "in recovery". An
+// immediate shutdown would leave it to crash recovery, which a rewind runs
+// as a primary: its checkpoints would be WAL that no other node has, and
+// the node would need pg_rewind to follow anyone. Here haven's session
+// never gets in (the database postgres is gone), while postgres itself runs.
+func TestStartCutShortShutsDownCleanly(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		replica bool
+		running string // pg_control's state while postgres runs
+		want    string
+	}{
+		{"a primary", false, "in production", "shut down"},
+		{"a replica", true, "in archive recovery", "shut down in recovery"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s := newTestServer(t, func(c *Config) { c.Name = "db2" })
+			s.initStart(t)
+			ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+			defer cancel()
+			cfg, err := s.ConnConfig()
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.Database = "template1"
+			conn, err := pgx.ConnectConfig(ctx, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.dropConn() // haven's own session is on the database postgres
+			if _, err := conn.Exec(ctx, "DROP DATABASE postgres"); err != nil {
+				t.Fatal(err)
+			}
+			conn.Close(ctx)
+			if err := s.Stop(ctx, StopFast); err != nil {
+				t.Fatal(err)
+			}
+			if tc.replica {
+				if err := s.SetStandby(Upstream{}); err != nil {
+					t.Fatal(err)
+				}
+			}
+
+			cut, stop := context.WithCancel(ctx)
+			started := make(chan error, 1)
+			go func() { started <- s.Start(cut) }()
+			testenv.Poll(t, testTimeout, "postgres running ("+tc.running+") and accepting connections", func() (bool, string) {
+				cd, err := s.ControlData(ctx)
+				ready := strings.Contains(strings.Join(s.LogTail(), "\n"), "ready to accept")
+				return err == nil && cd.State == tc.running && ready, fmt.Sprintf("%q, %v, ready %v", cd.State, err, ready)
+			})
+			stop()
+			err = <-started
+			t.Logf("Start: %v", err)
+			if err == nil || !strings.Contains(err.Error(), "a fast shutdown") {
+				t.Errorf("Start cut short = %v; want an error that says it stopped postgres with a fast shutdown", err)
+			}
+			cd, err := s.ControlData(ctx)
+			if err != nil || cd.State != tc.want {
+				t.Errorf("pg_control after a start cut short: %q, %v; want %q", cd.State, err, tc.want)
+			}
+		})
+	}
+}
+
 // TestSupervisorHelper is the haven process of TestPostgresDiesWithHaven:
 // it starts postgres and waits, until it is killed.
 func TestSupervisorHelper(t *testing.T) {

@@ -23,11 +23,12 @@ const confirmTimeout = time.Second
 // they published in etcd may be a tick old, and a replica that is gone may
 // still have an entry there for a few seconds. It also reads the members'
 // states from etcd (not the watch, which may lag the record's release). It
-// returns why the node must not promote (the machine's confirm), or nil.
-func (k *Keeper) confirmPromotion(ctx context.Context, v view, self pg.LSN) error {
+// returns why the node must not promote (the machine's confirm), or nil
+// and the states it read.
+func (k *Keeper) confirmPromotion(ctx context.Context, v view, self pg.LSN) ([]MemberState, error) {
 	got := k.peerPositions(ctx, k.m.promotionPeers(v))
 	states, err := k.readStates(ctx)
-	return k.m.confirm(self, got, states, err, v.sync)
+	return states, k.m.confirm(self, got, states, err, v.sync)
 }
 
 // readStates reads every member's published state from etcd.
@@ -90,18 +91,8 @@ func (m *machine) confirm(self pg.LSN, answers map[string]pg.LSN, states []Membe
 	if statesErr != nil {
 		return fmt.Errorf("read the members' states: %w", statesErr)
 	}
-	var last MemberState
-	for _, st := range states {
-		if st.Node == m.cfg.node {
-			continue
-		}
-		end := st.LastPrimaryLSN
-		if end != 0 && (st.Timeline > last.Timeline || st.Timeline == last.Timeline && end > last.LSN) {
-			last = MemberState{Node: st.Node, Timeline: st.Timeline, LSN: end}
-		}
-	}
-	if last.LSN > self && uint64(last.LSN-self) > m.cfg.maxLag {
-		return fmt.Errorf("has WAL to %s, but %s wrote to %s before it let go", self, last.Node, last.LSN)
+	if last := m.lastToLetGo(states); last.LastPrimaryLSN > self && uint64(last.LastPrimaryLSN-self) > m.cfg.maxLag {
+		return fmt.Errorf("has WAL to %s, but %s wrote to %s before it let go", self, last.Node, last.LastPrimaryLSN)
 	}
 	if m.cfg.mode != ModeAsync && rec.K > 0 {
 		answered := len(answers)
@@ -113,6 +104,69 @@ func (m *machine) confirm(self pg.LSN, answers map[string]pg.LSN, states []Membe
 		}
 	}
 	return nil
+}
+
+// lastToLetGo returns the state of the other node that let go of the lead
+// last, as states show it: the one that published where its WAL ended, on
+// the newest timeline, then the furthest (zero when none did).
+func (m *machine) lastToLetGo(states []MemberState) MemberState {
+	var last MemberState
+	for _, st := range states {
+		if st.Node == m.cfg.node || st.LastPrimaryLSN == 0 {
+			continue
+		}
+		if last.Node == "" || st.Timeline > last.Timeline || st.Timeline == last.Timeline && st.LastPrimaryLSN > last.LastPrimaryLSN {
+			last = st
+		}
+	}
+	return last
+}
+
+// checkpointWait bounds how long a node about to promote waits to receive
+// the old primary's shutdown checkpoint (awaitCheckpoint).
+const checkpointWait = 3 * time.Second
+
+// checkpointGate is what awaitCheckpoint decided.
+type checkpointGate struct {
+	// wait: do not promote this round.
+	wait bool
+	// waited is how long the node has waited so far (under this lead);
+	// when it is not zero and wait is false, the node gave up waiting.
+	waited time.Duration
+	// from is the old primary, whose shutdown checkpoint runs from start
+	// to end; self is how far this node has received WAL.
+	from             string
+	start, end, self pg.LSN
+}
+
+// awaitCheckpoint decides whether a node about to promote under the lead
+// of epoch, with WAL received to self, waits for the shutdown checkpoint
+// of the primary it succeeds, from the members' states freshly read from
+// etcd. The primary that let go last (as confirm finds it) published where
+// its latest checkpoint starts and, after a clean stop, where it ends. A
+// node that has received to its start but not to its end lacks that one
+// record: promoted now, it would fork its timeline before it, and the old
+// primary, whose WAL goes on past the fork, would need pg_rewind to follow
+// (which would discard only that checkpoint). A fast shutdown sends it to
+// every replica that streams before postgres exits, so a successor
+// normally has it by the time the record is released; one that does not
+// waits, from the first round it sees that under this lead, for
+// checkpointWait, and then promotes without it. It never waits when it
+// has the end, when the old primary published no end (it did not stop
+// cleanly: there is nothing to wait for), or when it lacks more than the
+// checkpoint (confirm decides that).
+func (m *machine) awaitCheckpoint(now time.Time, epoch int64, self pg.LSN, states []MemberState) checkpointGate {
+	last := m.lastToLetGo(states)
+	g := checkpointGate{from: last.Node, start: last.LastPrimaryLSN, end: last.LastPrimaryEnd, self: self}
+	if g.end == 0 || self < g.start || self >= g.end {
+		return g
+	}
+	if m.ckptEpoch != epoch || m.ckptSince.IsZero() {
+		m.ckptEpoch, m.ckptSince = epoch, now
+	}
+	g.waited = now.Sub(m.ckptSince)
+	g.wait = g.waited < checkpointWait
+	return g
 }
 
 // peerPositions asks each peer's postgres, in parallel, how far it has

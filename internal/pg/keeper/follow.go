@@ -67,7 +67,7 @@ func (k *Keeper) clone(ctx context.Context, leader string, up pg.Upstream) error
 		return err
 	}
 	k.m.replaced(leader)
-	k.finalLSN.Store(0)
+	k.final.Store(nil)
 	k.startSupervisor(ctx) // adopts the running clone
 	return nil
 }
@@ -92,12 +92,36 @@ func (k *Keeper) rewind(ctx context.Context, leader string, up pg.Upstream) erro
 		return fmt.Errorf("rewind: %w", err)
 	}
 	if res.Rewound {
-		k.log.Warn("rewound: transactions the new primary never had are gone",
-			"diverged_at", res.DivergedAt, "diverged_timeline", res.DivergedTimeline,
-			"lost_wal_end", res.TargetEnd, "took", res.Took.Round(time.Millisecond))
+		k.logRewind(leader, res)
 	}
 	k.m.replaced(leader)
-	k.finalLSN.Store(0)
+	k.final.Store(nil)
 	k.startSupervisor(ctx)
 	return nil
+}
+
+// logRewind says what a rewind discarded: the WAL from where this node's
+// history left the new primary's to where it ended, and whether it ended
+// any transaction. Often it ended none: a checkpoint written after the new
+// primary forked (a shutdown checkpoint it did not receive) is enough to
+// need pg_rewind, and loses nothing.
+func (k *Keeper) logRewind(leader string, res pg.RewindResult) {
+	d := res.Discarded
+	args := []any{"primary", leader, "diverged_at", res.DivergedAt, "diverged_timeline", res.DivergedTimeline,
+		"discarded_bytes", d.Bytes(), "discarded_records", d.Records, "discarded", d.String(),
+		"took", res.Took.Round(time.Millisecond)}
+	switch {
+	case res.DiscardedErr != nil:
+		k.metrics.rewinds.WithLabelValues("unknown").Inc()
+		k.log.Warn("rewound: WAL the new primary never had is gone; what it held could not be read",
+			"primary", leader, "diverged_at", res.DivergedAt, "diverged_timeline", res.DivergedTimeline,
+			"took", res.Took.Round(time.Millisecond), "err", res.DiscardedErr)
+	case d.Transactions == 0:
+		k.metrics.rewinds.WithLabelValues("none").Inc()
+		k.log.Warn("rewound: WAL the new primary never had is gone, but it ended no transaction", args...)
+	default:
+		k.metrics.rewinds.WithLabelValues("lost").Inc()
+		k.log.Warn("rewound: transactions the new primary never had are gone",
+			append(args, "discarded_transactions", d.Transactions)...)
+	}
 }

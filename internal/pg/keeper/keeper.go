@@ -112,9 +112,9 @@ type Keeper struct {
 	letGo atomic.Bool
 	// lastNoLeader is why there was no primary to follow, as last logged.
 	lastNoLeader string
-	// finalLSN is where this node's WAL ended when it last let go of the
-	// primary, published until it follows a new one.
-	finalLSN atomic.Uint64
+	// final is where this node's WAL ended when it last let go of the
+	// primary, published until it follows a new one (nil: nowhere).
+	final atomic.Pointer[finalWAL]
 	// whyNot is why the node may not lead, as last logged ("" when it may).
 	whyNot string
 	// stepWarnings logs a round's error once while it comes back round

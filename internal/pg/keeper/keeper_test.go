@@ -29,20 +29,24 @@ type testKeeper struct {
 }
 
 // startKeeper runs a keeper for node on a client of etcd until the test
-// ends (or stop).
-func startKeeper(t *testing.T, etcd string, node *testServer, nodes []string, mode Mode) *testKeeper {
+// ends (or stop); edits change its configuration.
+func startKeeper(t *testing.T, etcd string, node *testServer, nodes []string, mode Mode, edits ...func(*Config)) *testKeeper {
 	t.Helper()
 	cli, err := coord.NewClient(context.Background(), coord.ClientConfig{Endpoints: []string{etcd}, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	k, err := New(Config{
+	cfg := Config{
 		Server: node.Server, Client: cli, Cluster: "shop", Name: "main",
 		Node: node.Name(), Nodes: nodes, Host: "127.0.0.1",
 		Lease: time.Second, Mode: mode, SyncStandbys: 1, MaxLagOnFailover: 1 << 20,
 		Replication: pg.Upstream{Password: testReplPassword},
 		Logger:      node.logger,
-	})
+	}
+	for _, edit := range edits {
+		edit(&cfg)
+	}
+	k, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,11 +233,12 @@ func startCluster(t *testing.T, mode Mode, nodes ...string) (etcd string, primar
 // writer inserts rows into t through whichever node leads, one at a time,
 // until stop, and records the ids whose COMMIT returned.
 type writer struct {
-	mu    sync.Mutex
-	acked []int
-	errs  int
-	stop  chan struct{}
-	done  chan struct{}
+	mu      sync.Mutex
+	acked   []int
+	ackedAt []time.Time
+	errs    int
+	stop    chan struct{}
+	done    chan struct{}
 }
 
 // count returns how many writes were acknowledged so far.
@@ -268,6 +273,7 @@ func startWriter(t *testing.T, from int, keepers ...*testKeeper) *writer {
 				w.mu.Lock()
 				if err == nil {
 					w.acked = append(w.acked, id)
+					w.ackedAt = append(w.ackedAt, time.Now())
 				} else {
 					w.errs++
 				}
@@ -284,6 +290,17 @@ func startWriter(t *testing.T, from int, keepers ...*testKeeper) *writer {
 func (w *writer) halt() {
 	close(w.stop)
 	<-w.done
+}
+
+// longestGap is the longest time between two acknowledged writes.
+func (w *writer) longestGap() time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var gap time.Duration
+	for i := 1; i < len(w.ackedAt); i++ {
+		gap = max(gap, w.ackedAt[i].Sub(w.ackedAt[i-1]))
+	}
+	return gap
 }
 
 // mustHaveAll fails unless every acknowledged id is on k.

@@ -53,20 +53,37 @@ func (k *Keeper) lead(ctx context.Context, v view) error {
 }
 
 // promote confirms with the other replicas that this node may promote,
-// then promotes it; it reports false when the replicas ruled it out.
+// waits a while for the old primary's shutdown checkpoint if it lacks it,
+// then promotes it; it reports false when the replicas ruled it out, or
+// while it waits.
 func (k *Keeper) promote(ctx context.Context, v view) (bool, error) {
 	start := k.clk.Now()
 	pos, err := k.srv.Position(ctx)
 	if err != nil {
 		return false, err
 	}
-	if err := k.confirmPromotion(ctx, v, max(pos.Received, pos.Replayed)); err != nil {
+	self := max(pos.Received, pos.Replayed)
+	states, err := k.confirmPromotion(ctx, v, self)
+	if err != nil {
 		// Stand down for a while: the published states said yes, the
 		// replicas themselves say no.
 		k.m.refused(k.clk.Now(), err.Error())
 		k.log.Warn("not promoting; handing the lead back", "err", err)
 		k.owner.SetEligible(false)
 		return false, nil
+	}
+	g := k.m.awaitCheckpoint(k.clk.Now(), v.epoch, self, states)
+	args := []any{"old_primary", g.from, "checkpoint", g.start, "checkpoint_end", g.end, "received", g.self}
+	switch {
+	case g.wait && g.waited == 0:
+		k.log.Info("waiting to receive the old primary's shutdown checkpoint before promoting, so that it can follow without pg_rewind",
+			append(args, "up_to", checkpointWait)...)
+		return false, nil
+	case g.wait:
+		return false, nil
+	case g.waited > 0:
+		k.log.Warn("promoting without the old primary's shutdown checkpoint: it was not received in time; the old primary will need pg_rewind, which discards only that checkpoint",
+			append(args, "waited", g.waited.Round(time.Millisecond))...)
 	}
 	if !k.guard.fenceOpen() {
 		return false, errors.New("not promoting: the write fence could not be opened (nftables refused it; its error is logged above); fix nftables, or set database.write_fence: false")

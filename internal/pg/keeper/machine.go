@@ -93,6 +93,11 @@ type machine struct {
 	// timeline is the newest timeline this node's postgres has shown since
 	// its data directory was last replaced (clone, rewind).
 	timeline uint32
+	// ckptEpoch and ckptSince: under the lead of epoch ckptEpoch, since
+	// ckptSince, the node has waited to receive the old primary's
+	// shutdown checkpoint before it promotes (awaitCheckpoint).
+	ckptEpoch int64
+	ckptSince time.Time
 }
 
 // observe takes in what a view says happened since the last one.
@@ -161,6 +166,7 @@ func (m *machine) refused(now time.Time, why string) {
 // its own.
 func (m *machine) promoted() {
 	m.following, m.failedFollows, m.demoted = "", 0, false
+	m.ckptEpoch, m.ckptSince = 0, time.Time{}
 }
 
 // setUp records that the replication role and slots exist for epoch's
@@ -346,13 +352,18 @@ type reading struct {
 	systemID uint64
 }
 
+// finalWAL is where a node's WAL ended when it last let go of the lead:
+// where its latest checkpoint starts, and, after a clean stop, where that
+// shutdown checkpoint ends (zero otherwise).
+type finalWAL struct{ checkpoint, end pg.LSN }
+
 // member computes the state to publish: base (the node's address and tags)
 // with its role and position as r shows them, its lag behind the
-// primary's last published position, and finalLSN (where its WAL ended
-// when it last let go of the lead) until it is the primary again. A
-// primary that does not act (being demoted) is published as stopped, so
-// that nobody routes writes to it.
-func (m *machine) member(base MemberState, r reading, acting bool, primary MemberState, finalLSN pg.LSN) MemberState {
+// primary's last published position, and final (where its WAL ended when
+// it last let go of the lead) until it is the primary again. A primary
+// that does not act (being demoted) is published as stopped, so that
+// nobody routes writes to it.
+func (m *machine) member(base MemberState, r reading, acting bool, primary MemberState, final finalWAL) MemberState {
 	st := base
 	st.Role = RoleStopped
 	switch {
@@ -384,7 +395,7 @@ func (m *machine) member(base MemberState, r reading, acting bool, primary Membe
 		st.Role = RoleStopped // being demoted: nobody may route writes here
 	}
 	if st.Role != RolePrimary {
-		st.LastPrimaryLSN = finalLSN
+		st.LastPrimaryLSN, st.LastPrimaryEnd = final.checkpoint, final.end
 	}
 	return st
 }

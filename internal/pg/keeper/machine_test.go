@@ -333,21 +333,21 @@ func TestMember(t *testing.T) {
 		timeline  uint32
 		r         reading
 		acting    bool
-		final     pg.LSN
+		final     finalWAL
 		want      MemberState
 	}{
-		{"a streaming replica", "db1", 2, running(replicaPos), false, 0, MemberState{Role: RoleReplica, SystemID: 7, Timeline: 2, LSN: 900, Replayed: 800,
+		{"a streaming replica", "db1", 2, running(replicaPos), false, finalWAL{}, MemberState{Role: RoleReplica, SystemID: 7, Timeline: 2, LSN: 900, Replayed: 800,
 			Streaming: true, Upstream: "db1", Lag: 100, LagSeconds: 1.5}},
-		{"a replica keeps the newest timeline it showed", "db1", 3, running(replicaPos), false, 0, MemberState{Role: RoleReplica, SystemID: 7, Timeline: 3, LSN: 900, Replayed: 800,
+		{"a replica keeps the newest timeline it showed", "db1", 3, running(replicaPos), false, finalWAL{}, MemberState{Role: RoleReplica, SystemID: 7, Timeline: 3, LSN: 900, Replayed: 800,
 			Streaming: true, Upstream: "db1", Lag: 100, LagSeconds: 1.5}},
-		{"a replica of no one does not stream", "", 0, running(replicaPos), false, 0, MemberState{Role: RoleReplica, SystemID: 7, Timeline: 2, LSN: 900, Replayed: 800, Lag: 100, LagSeconds: 1.5}},
-		{"a replica that let go publishes where its WAL ended", "", 0, running(pg.Position{InRecovery: true, Timeline: 1, Replayed: 1200}), false, 1100,
-			MemberState{Role: RoleReplica, SystemID: 7, Timeline: 1, LSN: 1200, Replayed: 1200, LastPrimaryLSN: 1100}},
-		{"the acting primary", "", 1, running(pg.Position{Timeline: 2, Current: 2000}), true, 1100, MemberState{Role: RolePrimary, SystemID: 7, Timeline: 2, LSN: 2000}},
-		{"a primary being demoted is stopped", "", 1, running(pg.Position{Timeline: 2, Current: 2000}), false, 0, MemberState{Role: RoleStopped, SystemID: 7, Timeline: 2, LSN: 2000}},
-		{"postgres did not answer", "db1", 2, reading{server: pg.StateRunning}, false, 0, MemberState{Role: RoleStopped}},
-		{"postgres restarting", "db1", 2, reading{server: pg.StateRestarting}, false, 0, MemberState{Role: RoleStopped}},
-		{"postgres failed", "db1", 2, reading{server: pg.StateFailed}, false, 0, MemberState{Role: RoleFailed}},
+		{"a replica of no one does not stream", "", 0, running(replicaPos), false, finalWAL{}, MemberState{Role: RoleReplica, SystemID: 7, Timeline: 2, LSN: 900, Replayed: 800, Lag: 100, LagSeconds: 1.5}},
+		{"a replica that let go publishes where its WAL ended", "", 0, running(pg.Position{InRecovery: true, Timeline: 1, Replayed: 1200}), false, finalWAL{1100, 1220},
+			MemberState{Role: RoleReplica, SystemID: 7, Timeline: 1, LSN: 1200, Replayed: 1200, LastPrimaryLSN: 1100, LastPrimaryEnd: 1220}},
+		{"the acting primary", "", 1, running(pg.Position{Timeline: 2, Current: 2000}), true, finalWAL{1100, 1220}, MemberState{Role: RolePrimary, SystemID: 7, Timeline: 2, LSN: 2000}},
+		{"a primary being demoted is stopped", "", 1, running(pg.Position{Timeline: 2, Current: 2000}), false, finalWAL{}, MemberState{Role: RoleStopped, SystemID: 7, Timeline: 2, LSN: 2000}},
+		{"postgres did not answer", "db1", 2, reading{server: pg.StateRunning}, false, finalWAL{}, MemberState{Role: RoleStopped}},
+		{"postgres restarting", "db1", 2, reading{server: pg.StateRestarting}, false, finalWAL{}, MemberState{Role: RoleStopped}},
+		{"postgres failed", "db1", 2, reading{server: pg.StateFailed}, false, finalWAL{}, MemberState{Role: RoleFailed}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := testMachine(ModeSync)
@@ -424,5 +424,51 @@ func TestPromotionPeers(t *testing.T) {
 	}
 	if got := names(m.promotionPeers(view{members: cluster, sync: SyncState{K: 1, Standbys: []string{"db2", "db3"}}})); got != "[db3]" {
 		t.Errorf("with a sync record: %s, want the other synchronous standby", got)
+	}
+}
+
+func TestAwaitCheckpoint(t *testing.T) {
+	stopped := func(node string, start, end pg.LSN) MemberState {
+		return MemberState{Node: node, Role: RoleStopped, LastPrimaryLSN: start, LastPrimaryEnd: end}
+	}
+	old := stopped("db1", 100, 220)
+	for _, tc := range []struct {
+		name   string
+		self   pg.LSN
+		states []MemberState
+		wait   bool
+	}{
+		{"has the checkpoint", 220, []MemberState{old}, false},
+		{"lacks only the checkpoint", 100, []MemberState{old}, true},
+		{"halfway through it", 150, []MemberState{old}, true},
+		{"lacks more than the checkpoint: confirm decides", 99, []MemberState{old}, false},
+		{"the old primary did not stop cleanly: nothing to wait for", 100, []MemberState{stopped("db1", 100, 0)}, false},
+		{"its own final position does not count", 100, []MemberState{stopped("db2", 100, 220)}, false},
+		{"the last to let go counts", 220, []MemberState{old, stopped("db3", 50, 170)}, false},
+		{"nobody let go (a failover)", 100, []MemberState{replicaState("db3", 100)}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := testMachine(ModeSync)
+			if g := m.awaitCheckpoint(t0, 5, tc.self, tc.states); g.wait != tc.wait || g.waited != 0 {
+				t.Errorf("awaitCheckpoint = %+v, want wait %v", g, tc.wait)
+			}
+		})
+	}
+
+	m := testMachine(ModeSync)
+	at := func(d time.Duration, epoch int64) checkpointGate {
+		return m.awaitCheckpoint(t0.Add(d), epoch, 100, []MemberState{old})
+	}
+	if g := at(0, 5); !g.wait || g.waited != 0 {
+		t.Errorf("at first: %+v, want to wait", g)
+	}
+	if g := at(checkpointWait-time.Millisecond, 5); !g.wait {
+		t.Errorf("just before the bound: %+v, want to wait", g)
+	}
+	if g := at(checkpointWait, 5); g.wait || g.waited != checkpointWait {
+		t.Errorf("at the bound: %+v, want to go on, having waited %s", g, checkpointWait)
+	}
+	if g := at(checkpointWait+time.Second, 6); !g.wait || g.waited != 0 {
+		t.Errorf("under a new lead: %+v, want to wait afresh", g)
 	}
 }

@@ -19,6 +19,9 @@ type keeperMetrics struct {
 	syncK        prometheus.Gauge
 	syncDegraded prometheus.Gauge
 	promotions   prometheus.Counter
+	// rewinds counts rewinds by what the discarded WAL held: transactions
+	// "lost", "none", or "unknown" (it could not be read).
+	rewinds *prometheus.CounterVec
 }
 
 func newKeeperMetrics(reg prometheus.Registerer) (*keeperMetrics, error) {
@@ -38,6 +41,13 @@ func newKeeperMetrics(reg prometheus.Registerer) (*keeperMetrics, error) {
 			Name: "haven_pg_promotions_total",
 			Help: "Promotions of this node's postgres to primary.",
 		}),
+		rewinds: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "haven_pg_rewinds_total",
+			Help: "pg_rewind runs that discarded WAL of this node's that the new primary never had, by whether that WAL ended transactions (lost), none (only checkpoints and the like), or could not be read (unknown).",
+		}, []string{"transactions"}),
+	}
+	for _, v := range []string{"lost", "none", "unknown"} {
+		m.rewinds.WithLabelValues(v)
 	}
 	if reg == nil {
 		return m, nil
@@ -51,6 +61,9 @@ func newKeeperMetrics(reg prometheus.Registerer) (*keeperMetrics, error) {
 	}
 	var err error
 	if m.promotions, err = register(reg, m.promotions); err != nil {
+		return nil, err
+	}
+	if m.rewinds, err = register(reg, m.rewinds); err != nil {
 		return nil, err
 	}
 	return m, nil

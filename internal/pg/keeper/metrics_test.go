@@ -25,8 +25,8 @@ func TestMetricsLint(t *testing.T) {
 	if got := testutil.ToFloat64(second.primary); got != 1 {
 		t.Errorf("the second keeper's haven_pg_primary reads %v; want the first one's series (1)", got)
 	}
-	if n, err := testutil.GatherAndCount(reg); err != nil || n != 9 {
-		t.Errorf("the registry holds %d series (%v); want 9", n, err)
+	if n, err := testutil.GatherAndCount(reg); err != nil || n != 12 {
+		t.Errorf("the registry holds %d series (%v); want 12", n, err)
 	}
 	problems, err := testutil.GatherAndLint(reg)
 	if err != nil {

@@ -25,7 +25,11 @@ func (k *Keeper) publish(ctx context.Context) {
 		cancel()
 		r.ok, r.pos, r.systemID = err == nil, pos, id
 	}
-	st := k.m.member(k.baseState(RoleStopped), r, v.acting, v.primary, pg.LSN(k.finalLSN.Load()))
+	var final finalWAL
+	if f := k.final.Load(); f != nil {
+		final = *f
+	}
+	st := k.m.member(k.baseState(RoleStopped), r, v.acting, v.primary, final)
 	if f := k.cfg.Fence; f != nil && st.Role == RoleReplica && !v.acting {
 		// A replica serves reads: out of the fence.
 		if err := f.Unfence(); err != nil {
@@ -83,23 +87,36 @@ func (k *Keeper) initialized(ctx context.Context, members map[string]MemberState
 }
 
 // publishFinal publishes, before the record is released, where the stopped
-// primary's WAL ends (its latest checkpoint, the shutdown checkpoint after
-// a clean stop), and waits until etcd has it: a successor reads it right
-// before promoting and must have received that far (within
-// max_lag_on_failover, which is 0 outside async mode), so a planned
-// handover loses nothing even when sync mode had degraded to async.
-// Bounded: it is on the way out.
+// primary's WAL ends, and waits until etcd has it. A successor reads it
+// right before promoting. It must have received up to the latest
+// checkpoint's start (within max_lag_on_failover, which is 0 outside async
+// mode), so a planned handover loses nothing even when sync mode had
+// degraded to async. After a clean stop that checkpoint is the shutdown
+// checkpoint, the last record, and its end is published too: the
+// successor waits a while to have received that far, so that it forks its
+// timeline after the checkpoint and this node follows it without
+// pg_rewind (awaitCheckpoint). A node that led but never promoted (its
+// peers' answers ruled it out) publishes nothing: its WAL is what it
+// received. Bounded: it is on the way out.
 func (k *Keeper) publishFinal() {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	cd, err := k.srv.ControlData(ctx)
-	if err != nil || cd.Checkpoint == 0 {
+	if cd, err := k.srv.ControlData(ctx); err == nil && cd.State == "shut down in recovery" {
+		// It led but never promoted (its peers' answers ruled it out):
+		// its WAL is what it received, nothing of its own.
+		return
+	}
+	start, end, err := k.srv.ShutdownCheckpoint(ctx)
+	if start == 0 {
 		k.log.Warn("final WAL position unknown", "err", err)
 		return
 	}
-	k.finalLSN.Store(uint64(cd.Checkpoint))
+	if err != nil {
+		k.log.Warn("where the WAL ends is unknown: the successor will not wait for this node's last checkpoint", "checkpoint", start, "err", err)
+	}
+	k.final.Store(&finalWAL{checkpoint: start, end: end})
 	k.state.Update(func(st *MemberState) {
-		st.Role, st.LastPrimaryLSN = RoleStopped, cd.Checkpoint
+		st.Role, st.LastPrimaryLSN, st.LastPrimaryEnd = RoleStopped, start, end
 	})
 	if err := k.state.Sync(ctx); err != nil {
 		k.log.Warn("publishing the final WAL position", "err", err)

@@ -57,7 +57,11 @@ type simNode struct {
 	why        string
 	refusals   int
 	promotions int
-	log        []string
+	// waitedFor is how long the node waited for the old primary's
+	// shutdown checkpoint before it gave up and promoted (0: it did not
+	// give up).
+	waitedFor time.Duration
+	log       []string
 }
 
 func (s *simNode) logf(format string, args ...any) {
@@ -140,12 +144,24 @@ func (s *simNode) lead(v view) {
 			s.session, s.server = true, pg.StateRunning
 			return
 		case leadPromote:
-			err := s.m.confirm(s.lsn, s.answers, slices.Collect(maps.Values(v.members)), nil, v.sync)
+			states := slices.Collect(maps.Values(v.members))
+			err := s.m.confirm(s.lsn, s.answers, states, nil, v.sync)
 			if err != nil {
 				s.refusals++
 				s.m.refused(s.now, err.Error())
 				s.release("refused: " + err.Error())
 				return
+			}
+			g := s.m.awaitCheckpoint(s.now, v.epoch, s.lsn, states)
+			if g.wait {
+				if g.waited == 0 {
+					s.logf("waits for %s's shutdown checkpoint (%s to %s), received to %s", g.from, g.start, g.end, g.self)
+				}
+				return
+			}
+			if g.waited > 0 {
+				s.waitedFor = g.waited
+				s.logf("promotes without %s's shutdown checkpoint after %s", g.from, g.waited)
 			}
 			s.inRecovery = false
 			s.m.promoted()
@@ -190,7 +206,7 @@ func (s *simNode) publish() {
 		pos.Current = s.lsn
 	}
 	r := reading{server: s.server, ok: s.session && s.server == pg.StateRunning, pos: pos, systemID: 7}
-	st := s.m.member(s.self, r, s.acting, s.primary, 0)
+	st := s.m.member(s.self, r, s.acting, s.primary, finalWAL{})
 	ok, why := s.m.eligible(v, true, st)
 	st.NotPromotable = why
 	s.self.Role, s.self.SystemID, s.self.LSN, s.self.Timeline, s.self.NotPromotable = st.Role, st.SystemID, st.LSN, st.Timeline, why
@@ -319,5 +335,85 @@ func TestPrimaryKeepsTheLeadThroughARestartInPlace(t *testing.T) {
 	s.run(time.Second, nil)
 	if !s.acting || s.epoch != 9 || s.self.Role != RolePrimary || s.promotions != 0 {
 		t.Fatalf("after the restart: acting %v, epoch %d, role %s, %d promotions; want the same primary\n%s", s.acting, s.epoch, s.self.Role, s.promotions, s.tail())
+	}
+}
+
+// newHandoverSim is db2, a synchronous standby (k=1 of db2 and db3) level
+// with db3 at 100, when db1 hands the lead over: it stopped cleanly, its
+// shutdown checkpoint runs from 100 to 220, and the record is free.
+func newHandoverSim(t *testing.T) *simNode {
+	m := &machine{cfg: machineConfig{node: "db2", nodes: []string{"db1", "db2", "db3"}, lease: time.Second, mode: ModeSync, syncStandbys: 1}}
+	m.following = "db1"
+	primary := primaryState("db1", 100)
+	s := &simNode{
+		t: t, m: m, now: t0,
+		self:    MemberState{Node: "db2", Host: "127.0.0.1", Port: 5433, Priority: 100},
+		holder:  "db1",
+		epoch:   4,
+		session: true, server: pg.StateRunning, inRecovery: true, lsn: 100,
+		others:  members(primary, replicaState("db3", 100)),
+		expires: map[string]time.Time{},
+		sync:    SyncState{Leader: "db1", K: 1, Standbys: []string{"db2", "db3"}},
+		primary: primary,
+		answers: map[string]pg.LSN{"db3": 100},
+	}
+	s.run(time.Second, nil)
+	s.others["db1"] = MemberState{Node: "db1", Role: RoleStopped, LastPrimaryLSN: 100, LastPrimaryEnd: 220}
+	s.holder = ""
+	s.logf("db1 stopped cleanly, checkpoint 100 to 220, and released the record")
+	return s
+}
+
+// TestSuccessorWaitsForTheShutdownCheckpoint: a successor that has all of
+// the old primary's WAL but its shutdown checkpoint takes the lead and
+// does not promote until the checkpoint has arrived; then at once.
+func TestSuccessorWaitsForTheShutdownCheckpoint(t *testing.T) {
+	s := newHandoverSim(t)
+	s.run(time.Second, func() {
+		if s.promotions > 0 {
+			t.Fatalf("promoted at %s without the old primary's shutdown checkpoint (to 220)\n%s", s.lsn, s.tail())
+		}
+	})
+	if !s.acting {
+		t.Fatalf("does not lead after the handover\n%s", s.tail())
+	}
+	s.lsn, s.answers["db3"] = 220, 220
+	s.logf("the checkpoint arrives")
+	s.run(keeperTick, nil)
+	if s.promotions != 1 || s.waitedFor != 0 || s.refusals != 0 {
+		t.Fatalf("once it has the checkpoint: %d promotions (gave up after %s, %d refusals); want promoted at the next round\n%s", s.promotions, s.waitedFor, s.refusals, s.tail())
+	}
+}
+
+// TestSuccessorPromotesWithoutTheCheckpointAfterTheBound: the shutdown
+// checkpoint never arrives (no replica streamed when the old primary
+// stopped): the successor waits checkpointWait, no less, then promotes and
+// says how long it waited; the old primary will need pg_rewind.
+func TestSuccessorPromotesWithoutTheCheckpointAfterTheBound(t *testing.T) {
+	s := newHandoverSim(t)
+	var since time.Time
+	s.run(checkpointWait+time.Second, func() {
+		if s.acting && since.IsZero() {
+			since = s.now
+		}
+		if s.promotions > 0 && s.now.Sub(since) < checkpointWait {
+			t.Fatalf("promoted %s after taking the lead; want it to wait %s for the checkpoint\n%s", s.now.Sub(since), checkpointWait, s.tail())
+		}
+	})
+	if s.promotions != 1 || s.waitedFor < checkpointWait || s.waitedFor > checkpointWait+keeperTick {
+		t.Fatalf("%d promotions, gave up after %s; want promoted once, after waiting %s\n%s", s.promotions, s.waitedFor, checkpointWait, s.tail())
+	}
+}
+
+// TestSuccessorLeavesTheLeadToTheReplicaWithTheCheckpoint: the other
+// synchronous standby received the old primary's shutdown checkpoint and
+// this one did not: it does not wait, it hands the lead back at once
+// (confirm: the other has more WAL).
+func TestSuccessorLeavesTheLeadToTheReplicaWithTheCheckpoint(t *testing.T) {
+	s := newHandoverSim(t)
+	s.answers["db3"] = 220
+	s.run(time.Second, nil)
+	if s.promotions != 0 || s.refusals == 0 {
+		t.Fatalf("%d promotions, %d refusals; want it to hand the lead back\n%s", s.promotions, s.refusals, s.tail())
 	}
 }

@@ -60,9 +60,16 @@ type MemberState struct {
 	LagSeconds float64 `json:"lag_seconds,omitempty"`
 	NoFailover bool    `json:"nofailover,omitempty"`
 	Priority   int     `json:"priority"`
-	// LastPrimaryLSN, on a former primary that let go, is where its WAL
-	// ended: its successor must have received that far.
+	// LastPrimaryLSN, on a former primary that let go, is where its
+	// latest checkpoint starts (after a clean stop, its shutdown
+	// checkpoint, the last record it wrote): its successor must have
+	// received that far, or lose what it wrote.
 	LastPrimaryLSN pg.LSN `json:"last_primary_lsn,omitempty"`
+	// LastPrimaryEnd, on a former primary that stopped cleanly, is where
+	// its shutdown checkpoint ends, and so its WAL: a successor that has
+	// received that far has all of its history, and the former primary
+	// follows it without pg_rewind. Zero when it did not stop cleanly.
+	LastPrimaryEnd pg.LSN `json:"last_primary_end,omitempty"`
 	// NotPromotable says why the node may not become the primary now
 	// ("" when it may, or when it is the primary).
 	NotPromotable string `json:"not_promotable,omitempty"`
