@@ -396,6 +396,12 @@ func TestFloatingAddressUnderFaults(t *testing.T) {
 	})
 	t.Run("SIGSTOP the holder's agent", func(t *testing.T) {
 		h := c.holder()
+		// The holder gives etcd's leadership away, so that freezing it
+		// costs no etcd election on top of the lease.
+		testenv.Poll(t, 30*time.Second, "etcd's leadership moved off the holder "+h, func() (bool, string) {
+			l := c.etcdLeader()
+			return l != h, "etcd leader " + l
+		})
 		p := c.agents[h]
 		gap := c.fault("SIGSTOP", 3*time.Second, func() { _ = p.Freeze() }, func() { _ = p.Thaw() })
 		t.Logf("SIGSTOP of %s: the address was unanswered for %v", h, gap)
