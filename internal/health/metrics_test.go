@@ -12,7 +12,6 @@ import (
 	"github.com/haven-ha/haven/internal/clock"
 	"github.com/haven-ha/haven/internal/testenv"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	dto "github.com/prometheus/client_model/go"
 )
 
@@ -93,17 +92,7 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	problems, err := promlint.NewWithMetricFamilies(mfs).Lint()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range problems {
-		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
-	}
+	testenv.LintMetrics(t, reg)
 
 	// A target removed by a reload leaves no series behind.
 	m.Close()

@@ -7,8 +7,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/haven-ha/haven/internal/testenv"
 )
 
 // TestMetrics: the balancer's metrics pass promlint and count what
@@ -54,20 +55,14 @@ haven_lb_backend_responses_total{backend="b1",balancer="web",class="other"} 0
 	}
 }
 
-// lintMetrics gathers reg's metrics and fails the test for each problem
-// promlint finds in them.
+// lintMetrics fails the test for each problem promlint finds in reg's
+// metrics, and returns them.
 func lintMetrics(t *testing.T, reg *prometheus.Registry) []*dto.MetricFamily {
 	t.Helper()
+	testenv.LintMetrics(t, reg)
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
-	}
-	problems, err := promlint.NewWithMetricFamilies(mfs).Lint()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range problems {
-		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
 	}
 	return mfs
 }

@@ -13,6 +13,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/haven-ha/haven/internal/testenv"
 )
 
 func TestRestartPolicyDefaults(t *testing.T) {
@@ -221,13 +223,7 @@ func TestSupervisorMetrics(t *testing.T) {
 		t.Errorf("the registry holds %d series (%v); want exactly 8", n, err)
 	}
 
-	problems, err := testutil.GatherAndLint(reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range problems {
-		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
-	}
+	testenv.LintMetrics(t, reg)
 }
 
 func TestNewSupervisorErrors(t *testing.T) {

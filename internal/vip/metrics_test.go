@@ -6,6 +6,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/haven-ha/haven/internal/testenv"
 )
 
 // TestMetrics: a takeover, a failure and a release leave the series an
@@ -39,13 +41,7 @@ haven_vip_transitions_total{state="holder",vip="web"} 1
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want)); err != nil {
 		t.Error(err)
 	}
-	problems, err := testutil.GatherAndLint(reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range problems {
-		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
-	}
+	testenv.LintMetrics(t, reg)
 
 	var none *Metrics // a Manager without metrics
 	none.set("web", StateHolder, 1)

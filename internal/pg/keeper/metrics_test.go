@@ -5,6 +5,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/haven-ha/haven/internal/testenv"
 )
 
 // TestMetricsLint: every family the keeper exports passes promlint, and a
@@ -28,11 +30,5 @@ func TestMetricsLint(t *testing.T) {
 	if n, err := testutil.GatherAndCount(reg); err != nil || n != 12 {
 		t.Errorf("the registry holds %d series (%v); want 12", n, err)
 	}
-	problems, err := testutil.GatherAndLint(reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range problems {
-		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
-	}
+	testenv.LintMetrics(t, reg)
 }
