@@ -45,7 +45,7 @@ func TestAgentRunsTheDatabase(t *testing.T) {
 	router := freeAddr(t)
 	c := &cluster{admin: freeAddr(t), listen: freeAddr(t), backends: []*app{startApp(t, "web1")},
 		coordination: fmt.Sprintf("{endpoints: [%q]}", url),
-		database: fmt.Sprintf("{nodes: [lb1], port: %d, data_dir: %q, bindir: %q, lease: 1s, write_fence: false, listen: {primary: %q}, hba: [\"host all postgres 127.0.0.1/32 trust\"], settings: {dynamic_shared_memory_type: mmap}}",
+		database: fmt.Sprintf("{nodes: [lb1], port: %d, data_dir: %q, bindir: %q, lease: 3s, write_fence: false, listen: {primary: %q}, hba: [\"host all postgres 127.0.0.1/32 trust\"], settings: {dynamic_shared_memory_type: mmap}}",
 			port, dir+"/data", bindir, router),
 	}
 	e := newEnv(t, c)
