@@ -1,0 +1,18 @@
+// Package backup gives a haven database cluster base backups, a continuous
+// WAL archive and point-in-time restore, kept in one or more repositories
+// (internal/backup/repo).
+//
+// A repository holds any number of clusters, each under its own name:
+//
+//	<cluster>/cluster.json        who owns this directory: the cluster's name and
+//	                              PostgreSQL system identifier; a second cluster
+//	                              pointed at the same place is refused
+//	<cluster>/wal/...             the WAL archive (see the archiver)
+//	<cluster>/base/<label>/...    one base backup: its files, then its manifest,
+//	                              written last: a backup without a manifest is
+//	                              not complete and is never restored from
+//
+// The subpackages do one job each: repo stores objects; the archiver
+// streams WAL from the primary into a repository; the base backup copies a
+// data directory; restore puts both back.
+package backup
