@@ -153,7 +153,8 @@ traffic:
 	}
 	const pause = 20 * time.Millisecond
 
-	// Every instance answers east, by the shared views of all three.
+	// Every instance answers east, by the shared views of all three, and
+	// its own check has east up.
 	testenv.Poll(t, 90*time.Second, "start: every instance answers "+eastAddr+" by the shared views of three", func() (bool, string) {
 		var seen []string
 		ok := true
@@ -165,8 +166,13 @@ traffic:
 				ok = false
 				continue
 			}
-			seen = append(seen, fmt.Sprintf("%s: %s, views %s with %d peers", inst, got, st.Traffic.Views, st.Traffic.Peers))
-			ok = ok && got == eastAddr && st.Traffic.Views == gtm.Shared && st.Traffic.Peers == 2
+			// Its own check must have east up too: a first probe sent
+			// before east listened marks it down, and the majority's
+			// views then answer east all the same.
+			tg, checked := eastTarget(st)
+			own := checked && tg.Health != nil && tg.Health.State == health.Up
+			seen = append(seen, fmt.Sprintf("%s: %s, views %s with %d peers, own check of east up %v", inst, got, st.Traffic.Views, st.Traffic.Peers, own))
+			ok = ok && got == eastAddr && st.Traffic.Views == gtm.Shared && st.Traffic.Peers == 2 && own
 		}
 		return ok, strings.Join(seen, "; ")
 	})
