@@ -1,0 +1,193 @@
+package repo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+)
+
+// tempSuffix marks a file being written; List never shows one, and a
+// writer that was killed leaves at most such a file behind.
+const tempSuffix = ".haven-tmp"
+
+// File is a repository in a directory of a local or mounted file system.
+// An object is written to a temporary file, synced, and renamed into
+// place, and the directory is synced, so that a crash leaves the old
+// object or the new one, whole.
+type File struct {
+	root string
+}
+
+// OpenFile returns the repository rooted at dir, creating it (mode 0700)
+// if it does not exist.
+func OpenFile(dir string) (*File, error) {
+	if !filepath.IsAbs(dir) {
+		return nil, fmt.Errorf("repo: %q: a file repository needs an absolute path", dir)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("repo: %w", err)
+	}
+	return &File{root: filepath.Clean(dir)}, nil
+}
+
+func (f *File) String() string { return "file://" + f.root }
+
+// path turns an object name into a file path below the root, refusing
+// names that would leave it.
+func (f *File) path(name string) (string, error) {
+	if name == "" || !fs.ValidPath(name) || strings.HasSuffix(name, tempSuffix) {
+		return "", fmt.Errorf("repo: %q is not a valid object name", name)
+	}
+	return filepath.Join(f.root, filepath.FromSlash(name)), nil
+}
+
+func (f *File) Put(ctx context.Context, name string, r io.Reader, size int64) (err error) {
+	p, err := f.path(name)
+	if err != nil {
+		return err
+	}
+	dir := filepath.Dir(p)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("repo: put %s: %w", name, err)
+	}
+	tmp, err := os.CreateTemp(dir, filepath.Base(p)+".*"+tempSuffix)
+	if err != nil {
+		return fmt.Errorf("repo: put %s: %w", name, err)
+	}
+	defer func() {
+		if err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	n, err := io.Copy(tmp, ctxReader{ctx, r})
+	if err != nil {
+		return fmt.Errorf("repo: put %s: %w", name, err)
+	}
+	if size >= 0 && n != size {
+		return fmt.Errorf("repo: put %s: read %d bytes, want %d", name, n, size)
+	}
+	if err := tmp.Sync(); err != nil {
+		return fmt.Errorf("repo: put %s: %w", name, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("repo: put %s: %w", name, err)
+	}
+	if err := os.Rename(tmp.Name(), p); err != nil {
+		return fmt.Errorf("repo: put %s: %w", name, err)
+	}
+	return syncDir(dir)
+}
+
+func (f *File) Get(ctx context.Context, name string) (io.ReadCloser, error) {
+	p, err := f.path(name)
+	if err != nil {
+		return nil, err
+	}
+	file, err := os.Open(p)
+	if err != nil {
+		return nil, fmt.Errorf("repo: get %s: %w", name, err)
+	}
+	return file, nil
+}
+
+func (f *File) Stat(ctx context.Context, name string) (Info, error) {
+	p, err := f.path(name)
+	if err != nil {
+		return Info{}, err
+	}
+	st, err := os.Stat(p)
+	if err != nil {
+		return Info{}, fmt.Errorf("repo: stat %s: %w", name, err)
+	}
+	if st.IsDir() {
+		return Info{}, fmt.Errorf("repo: stat %s: %w", name, ErrNotExist)
+	}
+	return Info{Name: name, Size: st.Size(), Modified: st.ModTime()}, nil
+}
+
+func (f *File) List(ctx context.Context, prefix string, fn func(Info) error) error {
+	var all []Info
+	err := filepath.WalkDir(f.root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(f.root, p)
+		name := filepath.ToSlash(rel)
+		if d.IsDir() {
+			// Skip directories that cannot hold a name with the prefix.
+			if name != "." && !strings.HasPrefix(name+"/", prefix) && !strings.HasPrefix(prefix, name+"/") {
+				return fs.SkipDir
+			}
+			return nil
+		}
+		if !strings.HasPrefix(name, prefix) || strings.HasSuffix(name, tempSuffix) {
+			return nil
+		}
+		st, err := d.Info()
+		if err != nil {
+			return err
+		}
+		all = append(all, Info{Name: name, Size: st.Size(), Modified: st.ModTime()})
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("repo: list %s: %w", path.Join(f.String(), prefix), err)
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].Name < all[j].Name })
+	for _, i := range all {
+		if err := fn(i); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (f *File) Delete(ctx context.Context, names ...string) error {
+	for _, name := range names {
+		p, err := f.path(name)
+		if err != nil {
+			return err
+		}
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("repo: delete %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// syncDir makes a rename in dir durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("repo: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("repo: sync %s: %w", dir, err)
+	}
+	return nil
+}
+
+// ctxReader stops a copy when its context ends.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
