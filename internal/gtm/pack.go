@@ -22,7 +22,6 @@ func packCompressed(m *dns.Msg, buf []byte, comp map[string]int) (b []byte, ok b
 	if m.Rcode < 0 || m.Rcode > 0xF {
 		return nil, false
 	}
-	clear(comp)
 	buf = buf[:cap(buf)]
 	if len(buf) < headerSize {
 		return nil, false
@@ -45,6 +44,24 @@ func packCompressed(m *dns.Msg, buf []byte, comp map[string]int) (b []byte, ok b
 	binary.BigEndian.PutUint16(buf[10:], uint16(len(m.Extra)))
 	off := headerSize
 	var err error
+	if addressesOnly(m) {
+		// The hot path: a question, then addresses it owns, each owner a
+		// pointer to the question (what miekg's map finds), no map.
+		q := m.Question[0]
+		if off, err = dns.PackDomainName(q.Name, buf, off, nil, false); err != nil || off+4 > len(buf) {
+			return nil, false
+		}
+		binary.BigEndian.PutUint16(buf[off:], q.Qtype)
+		binary.BigEndian.PutUint16(buf[off+2:], q.Qclass)
+		off += 4
+		for _, rr := range m.Answer {
+			if off, ok = packAddress(rr, buf, off); !ok {
+				return nil, false
+			}
+		}
+		return buf[:off], true
+	}
+	clear(comp)
 	for _, q := range m.Question {
 		if off, err = dns.PackDomainName(q.Name, buf, off, comp, true); err != nil || off+4 > len(buf) {
 			return nil, false
@@ -118,4 +135,42 @@ func packRR(rr dns.RR, buf []byte, off int, comp map[string]int) (int, bool) {
 	}
 	binary.BigEndian.PutUint16(buf[start-2:], uint16(off-start))
 	return off, true
+}
+
+// addressesOnly reports whether m is a question and A or AAAA records of
+// its name, nothing else.
+func addressesOnly(m *dns.Msg) bool {
+	if len(m.Question) != 1 || len(m.Ns) != 0 || len(m.Extra) != 0 || m.Question[0].Name == "." {
+		return false
+	}
+	for _, rr := range m.Answer {
+		if h := rr.Header(); h.Name != m.Question[0].Name || h.Rrtype != dns.TypeA && h.Rrtype != dns.TypeAAAA {
+			return false
+		}
+	}
+	return true
+}
+
+// packAddress packs an A or AAAA record whose owner is the question's name
+// at buf[off:], the owner a pointer to the question.
+func packAddress(rr dns.RR, buf []byte, off int) (int, bool) {
+	var a []byte
+	switch rr := rr.(type) {
+	case *dns.A:
+		a = rr.A.To4()
+	case *dns.AAAA:
+		if len(rr.AAAA) == 16 {
+			a = rr.AAAA
+		}
+	}
+	if a == nil || off+12+len(a) > len(buf) {
+		return 0, false
+	}
+	h := rr.Header()
+	binary.BigEndian.PutUint16(buf[off:], 0xC000|headerSize)
+	binary.BigEndian.PutUint16(buf[off+2:], h.Rrtype)
+	binary.BigEndian.PutUint16(buf[off+4:], h.Class)
+	binary.BigEndian.PutUint32(buf[off+6:], h.Ttl)
+	binary.BigEndian.PutUint16(buf[off+10:], uint16(len(a)))
+	return off + 12 + copy(buf[off+12:], a), true
 }
