@@ -15,10 +15,12 @@ type queryEDNS struct {
 	present bool   // the query has an OPT record
 	version uint8  // EDNS version (only 0 exists)
 	size    uint16 // the client's UDP buffer size
+	do      bool   // DNSSEC OK: the answer's OPT echoes it (RFC 3225)
 	nsid    bool   // it asks for the server's NSID (RFC 5001)
 	// malformed is an EDNS Client Subnet option that breaks RFC 7871
-	// §7.1.1 (a scope in a query, address bits past the source prefix,
-	// an unknown family, two options): FORMERR.
+	// §6 and §7.1.1 (a scope in a query, address bits past the source
+	// prefix, more or fewer address bytes than the prefix needs, an
+	// unknown family, two options): FORMERR.
 	malformed bool
 	subnet    bool // it carries a well-formed client subnet:
 	family    uint16
@@ -32,7 +34,7 @@ func ednsOf(r *dns.Msg) queryEDNS {
 	if opt == nil {
 		return queryEDNS{}
 	}
-	q := queryEDNS{present: true, version: opt.Version(), size: opt.UDPSize()}
+	q := queryEDNS{present: true, version: opt.Version(), size: opt.UDPSize(), do: opt.Do()}
 	for _, o := range opt.Option {
 		q.nsid = q.nsid || o.Option() == dns.EDNS0NSID
 	}
@@ -48,6 +50,85 @@ func ednsOf(r *dns.Msg) queryEDNS {
 		q.subnet, q.family, q.source, q.addr = true, ecs.Family, ecs.SourceNetmask, a
 	}
 	return q
+}
+
+// ednsOfWire is ednsOf for a message whose bytes b are at hand: it also
+// rejects a client subnet whose address has more or fewer bytes than its
+// prefix needs (RFC 7871 §6), which miekg's parsed option no longer shows:
+// it pads or cuts the address to the family's length.
+func ednsOfWire(r *dns.Msg, b []byte) queryEDNS {
+	q := ednsOf(r)
+	if q.subnet && !subnetSizesOK(b) {
+		q.reject()
+	}
+	return q
+}
+
+// subnetSizesOK reports whether every client subnet option of message b
+// carries the bytes of its prefix, no more, no fewer; true when b has no
+// OPT record it can find.
+func subnetSizesOK(b []byte) bool {
+	rdata, ok := optData(b)
+	for ok && len(rdata) >= 4 {
+		code, n := binary.BigEndian.Uint16(rdata), int(binary.BigEndian.Uint16(rdata[2:]))
+		if len(rdata) < 4+n {
+			return true // miekg parsed no such option
+		}
+		if d := rdata[4 : 4+n]; code == dns.EDNS0SUBNET && len(d) >= 4 && len(d)-4 != (int(d[2])+7)/8 {
+			return false
+		}
+		rdata = rdata[4+n:]
+	}
+	return true
+}
+
+// optData returns the data of message b's OPT record, walking its sections
+// by their counts; false when it finds none.
+func optData(b []byte) ([]byte, bool) {
+	if len(b) < 12 {
+		return nil, false
+	}
+	off := 12
+	for range binary.BigEndian.Uint16(b[4:]) {
+		if off = skipName(b, off) + 4; off < 4 {
+			return nil, false
+		}
+	}
+	an, ns, ar := int(binary.BigEndian.Uint16(b[6:])), int(binary.BigEndian.Uint16(b[8:])), int(binary.BigEndian.Uint16(b[10:]))
+	for i := range an + ns + ar {
+		if off = skipName(b, off); off < 0 || off+10 > len(b) {
+			return nil, false
+		}
+		typ, end := binary.BigEndian.Uint16(b[off:]), off+10+int(binary.BigEndian.Uint16(b[off+8:]))
+		if end > len(b) {
+			return nil, false
+		}
+		if i >= an+ns && typ == dns.TypeOPT {
+			return b[off+10 : end], true
+		}
+		off = end
+	}
+	return nil, false
+}
+
+// skipName returns the offset after the domain name at b[off:], or -1.
+func skipName(b []byte, off int) int {
+	for off < len(b) {
+		switch c := b[off]; {
+		case c == 0:
+			return off + 1
+		case c&0xC0 == 0xC0:
+			if off+2 > len(b) {
+				return -1
+			}
+			return off + 2
+		case c&0xC0 != 0:
+			return -1
+		default:
+			off += 1 + int(c)
+		}
+	}
+	return -1
 }
 
 // clientSubnet returns the query's EDNS Client Subnet option (nil when
@@ -114,7 +195,7 @@ func parseQuery(b, scratch []byte) (head []byte, q queryEDNS, ok bool) {
 	if int(binary.BigEndian.Uint16(b[off+9:])) != len(rdata) {
 		return nil, q, false
 	}
-	q = queryEDNS{present: true, size: binary.BigEndian.Uint16(b[off+3:]), version: b[off+6]}
+	q = queryEDNS{present: true, size: binary.BigEndian.Uint16(b[off+3:]), version: b[off+6], do: b[off+7]&0x80 != 0}
 	for len(rdata) > 0 {
 		if len(rdata) < 4 {
 			return nil, q, false
@@ -140,15 +221,19 @@ func parseQuery(b, scratch []byte) (head []byte, q queryEDNS, ok bool) {
 // clientSubnet judge it.
 func (q *queryEDNS) readSubnet(d []byte) {
 	if q.subnet || q.malformed || len(d) < 4 || d[3] != 0 {
-		*q = queryEDNS{present: true, version: q.version, size: q.size, nsid: q.nsid, malformed: true}
+		q.reject()
 		return
 	}
 	family, source := binary.BigEndian.Uint16(d), d[2]
+	if len(d)-4 != (int(source)+7)/8 { // RFC 7871 §6: the address cut to the prefix's bytes
+		q.reject()
+		return
+	}
 	var a netip.Addr
 	switch family {
 	case 0: // dig's +subnet=0: use no client address
 		if source != 0 {
-			q.malformed = true
+			q.reject()
 			return
 		}
 		a = netip.IPv4Unspecified()
@@ -161,14 +246,19 @@ func (q *queryEDNS) readSubnet(d []byte) {
 		copy(b16[:], d[4:])
 		a = netip.AddrFrom16(b16)
 	default:
-		q.malformed = true
+		q.reject()
 		return
 	}
 	if pfx, err := a.Prefix(int(source)); err != nil || pfx.Addr() != a {
-		q.malformed = true
+		q.reject()
 		return
 	}
 	q.subnet, q.family, q.source, q.addr = true, family, source, a
+}
+
+// reject marks q's client subnet malformed, forgetting any subnet.
+func (q *queryEDNS) reject() {
+	*q = queryEDNS{present: true, version: q.version, size: q.size, do: q.do, nsid: q.nsid, malformed: true}
 }
 
 // ednsReply is the OPT record an answer carries.
@@ -183,6 +273,9 @@ type ednsReply struct {
 func (s *Server) optRR(e ednsReply) *dns.OPT {
 	o := &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT}}
 	o.SetUDPSize(udpSize)
+	if e.query.do {
+		o.SetDo()
+	}
 	if e.query.nsid && s.nsid != "" {
 		o.Option = append(o.Option, &dns.EDNS0_NSID{Code: dns.EDNS0NSID, Nsid: s.nsid})
 	}
@@ -198,7 +291,11 @@ func (s *Server) optRR(e ednsReply) *dns.OPT {
 // appendOPT appends the reply's OPT record to b, a packed message, the
 // same bytes miekg makes of optRR, and counts it in the header.
 func (s *Server) appendOPT(b []byte, e ednsReply) []byte {
-	b = append(b, 0, byte(dns.TypeOPT>>8), byte(dns.TypeOPT), byte(udpSize>>8), byte(udpSize&0xff), 0, 0, 0, 0, 0, 0)
+	var do byte
+	if e.query.do {
+		do = 0x80 // RFC 3225: the DO bit, copied from the query
+	}
+	b = append(b, 0, byte(dns.TypeOPT>>8), byte(dns.TypeOPT), byte(udpSize>>8), byte(udpSize&0xff), 0, 0, do, 0, 0, 0)
 	start := len(b)
 	if e.query.nsid && len(s.nsidRaw) > 0 {
 		b = binary.BigEndian.AppendUint16(b, dns.EDNS0NSID)

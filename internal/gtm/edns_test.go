@@ -9,11 +9,12 @@ import (
 	"github.com/miekg/dns"
 )
 
-// FuzzUDPAnswer holds the UDP path, which reads the OPT record itself and
-// writes the answer's by hand, to the answer miekg builds from the same
-// query: byte for byte, for every query miekg parses.
+// FuzzUDPAnswer holds the UDP path, which reads the OPT record itself,
+// packs the answer with its own compression map and writes the answer's
+// OPT by hand, to the answer miekg builds and packs from the same query:
+// byte for byte, for every query miekg parses.
 func FuzzUDPAnswer(f *testing.F) {
-	s, err := New(testZone(), Options{ID: "lb1"})
+	s, err := New(conformanceZone(), Options{ID: "lb1"})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -41,9 +42,12 @@ func FuzzUDPAnswer(f *testing.F) {
 	seed("WWW."+origin, dns.TypeA, &dns.EDNS0_NSID{Code: dns.EDNS0NSID})
 	seed("big."+origin, dns.TypeAAAA, v4("198.18.7.0", 24, 0))
 	seed("www."+origin, dns.TypeA, v4("198.18.7.0", 24, 0), &dns.EDNS0_NSID{Code: dns.EDNS0NSID})
-	seed("www."+origin, dns.TypeA, v4("198.18.7.0", 24, 24))                      // a scope in a query
-	seed("www."+origin, dns.TypeA, v4("198.18.7.1", 24, 0))                       // bits past the prefix
-	seed("www."+origin, dns.TypeA, v4("198.18.7.0", 24, 0), v4("10.0.0.0", 8, 0)) // two
+	seed("www."+origin, dns.TypeA, v4("198.18.7.0", 24, 24))                                                          // a scope in a query
+	seed("www."+origin, dns.TypeA, v4("198.18.7.1", 24, 0))                                                           // bits past the prefix
+	seed("www."+origin, dns.TypeA, v4("198.18.7.0", 24, 0), v4("10.0.0.0", 8, 0))                                     // two
+	seed("www."+origin, dns.TypeA, &dns.EDNS0_LOCAL{Code: dns.EDNS0SUBNET, Data: []byte{0, 1, 24, 0, 198, 18, 7, 0}}) // a byte too many
+	seed("WwW."+origin, dns.TypeTXT)
+	seed("aLiAs."+origin, dns.TypeMX, &dns.EDNS0_NSID{Code: dns.EDNS0NSID})
 	seed("www."+origin, dns.TypeA, &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: 2, SourceNetmask: 56, Address: net.ParseIP("2001:db8:1:200::")})
 	seed("www."+origin, dns.TypeA, &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: 0})
 	seed("x.example.", dns.TypeA, v4("198.18.7.0", 24, 0))
@@ -54,10 +58,11 @@ func FuzzUDPAnswer(f *testing.F) {
 		if r.Unpack(b) != nil || r.Response || len(r.Question) == 1 && (r.Question[0].Qtype == dns.TypeAXFR || r.Question[0].Qtype == dns.TypeIXFR) {
 			return // not the answer path; FORMERR and REFUSED have tests of their own
 		}
-		if _, q, ok := parseQuery(b, nil); ok && q != ednsOf(r) {
-			t.Fatalf("parseQuery read %+v, miekg %+v, from %v", q, ednsOf(r), r)
+		e := ednsOfWire(r, b)
+		if _, q, ok := parseQuery(b, nil); ok && q != e {
+			t.Fatalf("parseQuery read %+v, miekg %+v, from %v", q, e, r)
 		}
-		want, err := s.answer(r, ednsOf(r), false, from).Pack()
+		want, err := s.answer(r, e, false, from).Pack()
 		if err != nil {
 			t.Fatalf("reply to %v does not pack: %v", r, err)
 		}

@@ -2,6 +2,7 @@ package gtm
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -262,8 +263,10 @@ func (s *Server) answer(r *dns.Msg, q queryEDNS, tcp bool, remote netip.Addr) *d
 	}
 	if !tcp {
 		// Truncate keeps what fits and the OPT record, and sets TC when
-		// it left records out: the client asks again over TCP.
+		// it left records out: the client asks again over TCP. It turns
+		// compression off when the message fits without.
 		m.Truncate(udpLimit(q))
+		m.Compress = true
 	}
 	return m
 }
@@ -283,6 +286,9 @@ func (s *Server) answerInto(m *dns.Msg, r *dns.Msg, q queryEDNS, remote netip.Ad
 	question, extra := m.Question[:0], m.Extra[:0]
 	*m = dns.Msg{}
 	m.Id, m.Response, m.Opcode = r.Id, true, r.Opcode
+	// Names compress against the question (RFC 1035 4.1.4): an answer's
+	// owner, written as the client wrote the question, is two bytes.
+	m.Compress = true
 	if m.Opcode == dns.OpcodeQuery {
 		m.RecursionDesired, m.CheckingDisabled = r.RecursionDesired, r.CheckingDisabled
 	}
@@ -299,10 +305,17 @@ func (s *Server) answerInto(m *dns.Msg, r *dns.Msg, q queryEDNS, remote netip.Ad
 		m.SetRcode(r, dns.RcodeFormatError)
 		return e
 	}
+	if r.Question[0].Qclass == 0 {
+		// A question cut after its name (miekg reads it as type 0, class
+		// 0) or of the reserved class 0: no question to echo.
+		m.SetRcode(r, dns.RcodeFormatError)
+		m.Question = m.Question[:0]
+		return e
+	}
 	if q.present && q.version != 0 {
 		// BADVERS is an extended rcode: miekg packs it into the OPT.
 		m.SetRcode(r, dns.RcodeBadVers)
-		m.SetEdns0(udpSize, false)
+		m.SetEdns0(udpSize, q.do)
 		return ednsReply{}
 	}
 	if q.malformed {
@@ -319,11 +332,43 @@ func (s *Server) answerInto(m *dns.Msg, r *dns.Msg, q queryEDNS, remote netip.Ad
 	t := s.table.Load()
 	if question0.Qclass != dns.ClassINET || !inZone(name, t.origin) {
 		m.SetRcode(r, dns.RcodeRefused)
-	} else {
-		m.Authoritative = true
-		e.scope = uint8(s.fill(m, t, name, question0.Qtype, cl))
+		return e
+	}
+	m.Authoritative = true
+	e.scope = uint8(s.fill(m, t, name, question0.Qtype, cl))
+	if question0.Name != name {
+		m.Answer = withOwner(m.Answer, name, question0.Name)
 	}
 	return e
+}
+
+// withOwner returns rrs with owner in place of the table's canonical name:
+// the answer echoes the case the client asked in (a resolver that mixes
+// the case of its questions, "0x20", checks the answer's), and compresses
+// to a pointer to the question. The table's records are shared: it copies.
+func withOwner(rrs []dns.RR, name, owner string) []dns.RR {
+	out := make([]dns.RR, len(rrs))
+	for i, rr := range rrs {
+		if rr.Header().Name != name {
+			out[i] = rr
+			continue
+		}
+		switch rr := rr.(type) {
+		case *dns.A:
+			c := *rr
+			out[i] = &c
+		case *dns.AAAA:
+			c := *rr
+			out[i] = &c
+		case *dns.CNAME:
+			c := *rr
+			out[i] = &c
+		default:
+			out[i] = dns.Copy(rr)
+		}
+		out[i].Header().Name = owner
+	}
+	return out
 }
 
 // canonicalName is dns.CanonicalName without its copy for the names most
@@ -362,6 +407,9 @@ func (s *Server) fill(m *dns.Msg, t *table, name string, qtype uint16, c client)
 		m.Ns = t.negative()
 		return 0
 	}
+	if o.cname && qtype != dns.TypeA && qtype != dns.TypeAAAA {
+		qtype = dns.TypeCNAME
+	}
 	switch {
 	case o.servfail && qtype != dns.TypeANY:
 		m.Rcode, m.Authoritative = dns.RcodeServerFailure, false
@@ -399,7 +447,8 @@ func (t *table) negative() []dns.RR {
 // them down within a few seconds.
 func (s *Server) Serve(ctx context.Context, udp net.PacketConn, tcp net.Listener) error {
 	tcpServer := &dns.Server{Listener: tcp, Handler: s, ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second,
-		IdleTimeout: func() time.Duration { return 10 * time.Second }, TsigSecret: s.tsig}
+		IdleTimeout: func() time.Duration { return 10 * time.Second }, TsigSecret: s.tsig,
+		DecorateReader: func(r dns.Reader) dns.Reader { return tcpReader{Reader: r, s: s} }}
 	errc := make(chan error, 1)
 	go func() { errc <- tcpServer.ActivateAndServe() }()
 	udpDone := make(chan struct{})
@@ -419,4 +468,46 @@ func (s *Server) Serve(ctx context.Context, udp net.PacketConn, tcp net.Listener
 	}
 	<-udpDone
 	return err
+}
+
+// tcpReader reads the messages of a TCP connection for miekg's server and
+// settles two kinds itself. A message shorter than a header (a zero
+// length) ends the connection at once, as PowerDNS does: miekg would drop
+// it and wait out the idle timeout for the next. A query whose client
+// subnet carries more or fewer address bytes than its prefix needs gets
+// FORMERR (RFC 7871 §6), which miekg's parsed option cannot show: the
+// reader answers it and reads on.
+type tcpReader struct {
+	dns.Reader
+	s *Server
+}
+
+var errShortMessage = errors.New("gtm: tcp message shorter than a header")
+
+func (rd tcpReader) ReadTCP(conn net.Conn, timeout time.Duration) ([]byte, error) {
+	for {
+		b, err := rd.Reader.ReadTCP(conn, timeout)
+		if err == nil && len(b) < headerSize {
+			err = errShortMessage
+		}
+		if err != nil || subnetSizesOK(b) {
+			return b, err
+		}
+		r := new(dns.Msg)
+		if r.Unpack(b) != nil || r.Response {
+			return b, nil // miekg's server answers or drops it
+		}
+		q := ednsOf(r)
+		q.reject()
+		m := rd.s.answer(r, q, true, netip.Addr{})
+		rd.s.counters.count(m, true, false)
+		out, err := m.Pack()
+		if err != nil {
+			return nil, err
+		}
+		conn.SetWriteDeadline(time.Now().Add(timeout))
+		if _, err := conn.Write(append(binary.BigEndian.AppendUint16(nil, uint16(len(out))), out...)); err != nil {
+			return nil, err
+		}
+	}
 }

@@ -31,6 +31,11 @@ type owner struct {
 	hinfo []dns.RR
 	// servfail: a closed name with no healthy target answers SERVFAIL.
 	servfail bool
+	// cname: the name answers a CNAME now (a target or backup that is a
+	// name), and a CNAME owns its name alone: it is the answer to every
+	// type (RFC 1034 3.6.2), but A and AAAA, which a picked name may
+	// answer with an address target.
+	cname bool
 }
 
 // Health says whether a target of a managed name is up: rel is the name
@@ -68,6 +73,7 @@ func build(z Zone, h Health) *table {
 		if picked {
 			o.pick = newPicker(n.Policy, name, targets, ttl)
 			o.pick.geo = z.Geo
+			o.cname = len(o.pick.byType[dns.TypeCNAME]) > 0 && name != z.Origin
 			continue
 		}
 		for _, tg := range targets {
@@ -76,6 +82,7 @@ func build(z Zone, h Health) *table {
 				o.rrs[typ] = append(o.rrs[typ], rr)
 			}
 		}
+		o.cname = len(o.rrs[dns.TypeCNAME]) > 0 && name != z.Origin
 	}
 	for name := range t.owners {
 		for parent := parentOf(name); parent != "" && dns.IsSubDomain(z.Origin, parent) && parent != z.Origin; parent = parentOf(parent) {

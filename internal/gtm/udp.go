@@ -122,7 +122,8 @@ func (s *Server) udpLoopPlain(conn net.PacketConn) {
 // scratch is what one UDP loop reuses for every query.
 type scratch struct {
 	req, reply dns.Msg
-	head       []byte // the query's header and question (parseQuery)
+	head       []byte         // the query's header and question (parseQuery)
+	comp       map[string]int // names already packed (packCompressed)
 }
 
 // answerPacket answers one UDP query b from a resolver at from, appending
@@ -137,7 +138,7 @@ func (s *Server) answerPacket(sc *scratch, b []byte, from netip.Addr, out []byte
 		sc.head = head
 		err = r.Unpack(head)
 	} else if err = r.Unpack(b); err == nil {
-		q = ednsOf(r)
+		q = ednsOfWire(r, b)
 	}
 	if err != nil {
 		var h dns.Msg
@@ -146,7 +147,7 @@ func (s *Server) answerPacket(sc *scratch, b []byte, from netip.Addr, out []byte
 		}
 		m := new(dns.Msg)
 		m.SetRcodeFormatError(&h)
-		return s.packUDP(m, ednsReply{}, q, out)
+		return s.packUDP(sc, m, ednsReply{}, q, out)
 	}
 	if r.Response {
 		return nil // never answer an answer: no loops with another server
@@ -154,20 +155,27 @@ func (s *Server) answerPacket(sc *scratch, b []byte, from netip.Addr, out []byte
 	if len(r.Question) == 1 && (r.Question[0].Qtype == dns.TypeAXFR || r.Question[0].Qtype == dns.TypeIXFR) {
 		m := new(dns.Msg)
 		m.SetRcode(r, dns.RcodeRefused)
-		return s.packUDP(m, ednsReply{}, q, out)
+		return s.packUDP(sc, m, ednsReply{}, q, out)
 	}
 	m := &sc.reply
 	e := s.answerInto(m, r, q, from)
-	return s.packUDP(m, e, q, out)
+	return s.packUDP(sc, m, e, q, out)
 }
 
 // packUDP packs m with the OPT record e into out and counts it. An answer
 // that fits the client's buffer gets its OPT written by appendOPT; one
 // that does not goes through miekg's Truncate, which sets TC.
-func (s *Server) packUDP(m *dns.Msg, e ednsReply, q queryEDNS, out []byte) []byte {
+func (s *Server) packUDP(sc *scratch, m *dns.Msg, e ednsReply, q queryEDNS, out []byte) []byte {
 	// PackBuffer allocates when len(out), not cap(out), is too short.
 	out = out[:cap(out)]
-	b, err := m.PackBuffer(out)
+	if sc.comp == nil {
+		sc.comp = map[string]int{}
+	}
+	var err error
+	b, ok := packCompressed(m, out, sc.comp)
+	if !ok {
+		b, err = m.PackBuffer(out)
+	}
 	if err == nil && e.opt {
 		b = s.appendOPT(b, e)
 	}
@@ -176,6 +184,7 @@ func (s *Server) packUDP(m *dns.Msg, e ednsReply, q queryEDNS, out []byte) []byt
 			m.Extra = append(m.Extra, s.optRR(e))
 		}
 		m.Truncate(udpLimit(q))
+		m.Compress = true
 		b, err = m.PackBuffer(out)
 	}
 	if err != nil {
