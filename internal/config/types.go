@@ -248,11 +248,17 @@ type Timeouts struct {
 	Connect Duration `yaml:"connect"` // to a backend (default 2s)
 	// ClientHeader bounds reading a request head (default 10s; slowloris).
 	ClientHeader Duration `yaml:"client_header"`
-	// Client is the idle/read timeout on client connections (default 60s).
+	// Client is the idle timeout on client connections: between requests,
+	// and for each read of a request body and each write of a response
+	// (default 60s).
 	Client Duration `yaml:"client"`
-	// Server bounds waiting for a backend's response head and each read
-	// from the backend (default 60s).
+	// Server bounds waiting for a backend's response head, and each read
+	// from and write to the backend (default 60s).
 	Server Duration `yaml:"server"`
+	// RequestBody bounds the whole of a request body, however steadily it
+	// arrives (default 0: no bound; the client timeout still bounds each
+	// silence).
+	RequestBody Duration `yaml:"request_body"`
 	// Queue bounds how long a request waits for a backend slot (default 5s).
 	Queue Duration `yaml:"queue"`
 	// Tunnel is the idle timeout of upgraded (WebSocket) and TCP-mode

@@ -7,6 +7,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 var errBodyTooLarge = errors.New("body too large")
@@ -30,8 +32,147 @@ func readErr(err error) error {
 
 func writeErr(err error) error { return &copyError{write: true, err: err} }
 
+// bodyReader is where a body is read from: a connection's buffered reader,
+// usually behind an idleReader that moves the read deadline on.
+type bodyReader interface {
+	Read(p []byte) (int, error)
+	ReadSlice(delim byte) ([]byte, error)
+	Buffered() int
+}
+
+// idleReader reads a body from a connection whose read deadline moves on
+// before each read that may wait, so that the timeout bounds silence, not the
+// whole body: an upload at 1 KiB/s goes on for as long as it sends. limit,
+// when set, bounds the whole body (timeouts.request_body).
+type idleReader struct {
+	*bufio.Reader
+	c     net.Conn
+	idle  time.Duration
+	limit time.Time
+}
+
+func (r *idleReader) arm() {
+	d := time.Now().Add(r.idle)
+	if !r.limit.IsZero() && r.limit.Before(d) {
+		d = r.limit
+	}
+	r.c.SetReadDeadline(d)
+}
+
+func (r *idleReader) Read(p []byte) (int, error) {
+	if r.Reader.Buffered() == 0 {
+		r.arm()
+	}
+	return r.Reader.Read(p)
+}
+
+func (r *idleReader) ReadSlice(delim byte) ([]byte, error) {
+	r.arm()
+	return r.Reader.ReadSlice(delim)
+}
+
+// idleWriter writes a body to a connection with a deadline moved on before
+// each write. A write that times out after the peer acknowledged more data
+// goes on (see continueWrite): a client that reads slowly is not one that
+// stopped reading.
+type idleWriter struct {
+	c     net.Conn
+	idle  time.Duration
+	acked ackProgress
+}
+
+func (w *idleWriter) Write(p []byte) (int, error) {
+	w.c.SetWriteDeadline(time.Now().Add(w.idle))
+	n, err := w.c.Write(p)
+	if tc, ok := w.c.(*net.TCPConn); ok && err != nil {
+		n, err = continueWrite(tc, p, n, err, w.idle, &w.acked)
+	}
+	return n, err
+}
+
+// ackProgress remembers how many bytes a TCP peer had acknowledged when a
+// write last timed out.
+type ackProgress struct {
+	seen  bool
+	acked uint64
+}
+
+// continueWrite goes on with a write to c that failed with err after n bytes
+// while the peer keeps acknowledging data, each time for span more. A
+// blocked write does not wake for every byte the peer reads: Linux wakes a
+// writer only once a third of the send buffer is free, megabytes on
+// loopback, so a client reading 8 KiB/s can leave one write blocked for
+// minutes while it reads steadily. What shows that it reads is the bytes it
+// acknowledges (tcpi_bytes_acked), which grow with each window update. The
+// first timeout of a transfer only takes the measure, so a peer that stopped
+// reading is cut between one and two spans after its last acknowledgement.
+func continueWrite(c *net.TCPConn, p []byte, n int, err error, span time.Duration, ap *ackProgress) (int, error) {
+	for err != nil && n < len(p) && span > 0 && isTimeout(err) {
+		acked, ok := bytesAcked(c)
+		if !ok || (ap.seen && acked <= ap.acked) {
+			break
+		}
+		ap.seen, ap.acked = true, acked
+		c.SetWriteDeadline(time.Now().Add(span))
+		var k int
+		k, err = c.Write(p[n:])
+		n += k
+	}
+	return n, err
+}
+
+// bytesAcked returns the bytes of data that c's peer has acknowledged.
+func bytesAcked(c *net.TCPConn) (uint64, bool) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0, false
+	}
+	var info *unix.TCPInfo
+	cerr := rc.Control(func(fd uintptr) {
+		info, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+	})
+	if cerr != nil || err != nil {
+		return 0, false
+	}
+	return info.Bytes_acked, true
+}
+
+// ackConn is a client's TCP connection under TLS. crypto/tls cannot go on
+// after a write times out, so the patience of idleWriter lives here, below
+// it: a write that times out while the peer acknowledges data goes on for the
+// span of the last write deadline.
+type ackConn struct {
+	*net.TCPConn
+	span  time.Duration
+	acked ackProgress
+}
+
+func (c *ackConn) SetWriteDeadline(t time.Time) error {
+	c.span = 0
+	if !t.IsZero() {
+		c.span = time.Until(t)
+	}
+	return c.TCPConn.SetWriteDeadline(t)
+}
+
+func (c *ackConn) SetDeadline(t time.Time) error {
+	c.span = 0
+	if !t.IsZero() {
+		c.span = time.Until(t)
+	}
+	return c.TCPConn.SetDeadline(t)
+}
+
+func (c *ackConn) Write(p []byte) (int, error) {
+	n, err := c.TCPConn.Write(p)
+	if err != nil {
+		n, err = continueWrite(c.TCPConn, p, n, err, c.span, &c.acked)
+	}
+	return n, err
+}
+
 // copyN copies exactly n bytes from src to dst through buf.
-func copyN(dst io.Writer, src *bufio.Reader, n int64, buf []byte) (int64, error) {
+func copyN(dst io.Writer, src bodyReader, n int64, buf []byte) (int64, error) {
 	var done int64
 	for done < n {
 		p := buf
@@ -53,7 +194,7 @@ func copyN(dst io.Writer, src *bufio.Reader, n int64, buf []byte) (int64, error)
 }
 
 // copyUntilEOF copies a close-delimited body.
-func copyUntilEOF(dst io.Writer, src *bufio.Reader, buf []byte) (int64, error) {
+func copyUntilEOF(dst io.Writer, src bodyReader, buf []byte) (int64, error) {
 	var done int64
 	for {
 		k, err := src.Read(buf)
@@ -78,7 +219,7 @@ const maxChunkLine = 4096
 // the message is known and the connection can be reused. With dechunk the
 // data is written without framing (for an HTTP/1.0 client). limit > 0 caps
 // the data size. Trailers are passed on unless dechunking.
-func copyChunked(dst io.Writer, src *bufio.Reader, buf []byte, dechunk bool, limit int64) (int64, error) {
+func copyChunked(dst io.Writer, src bodyReader, buf []byte, dechunk bool, limit int64) (int64, error) {
 	var total int64
 	for {
 		line, err := readChunkLine(src)
@@ -120,7 +261,7 @@ func copyChunked(dst io.Writer, src *bufio.Reader, buf []byte, dechunk bool, lim
 	}
 }
 
-func copyTrailers(dst io.Writer, src *bufio.Reader, dechunk bool) error {
+func copyTrailers(dst io.Writer, src bodyReader, dechunk bool) error {
 	for n := 0; n < 64; n++ {
 		line, err := readChunkLine(src)
 		if err != nil {
@@ -139,7 +280,7 @@ func copyTrailers(dst io.Writer, src *bufio.Reader, dechunk bool) error {
 }
 
 // readChunkLine returns a line including its \n, bounded in length.
-func readChunkLine(src *bufio.Reader) ([]byte, error) {
+func readChunkLine(src bodyReader) ([]byte, error) {
 	line, err := src.ReadSlice('\n')
 	if err == bufio.ErrBufferFull || len(line) > maxChunkLine {
 		return nil, readErr(errors.New("chunk line too long"))

@@ -23,6 +23,10 @@ type scratch struct {
 	head, rhead, out, body []byte
 	req                    request
 	resp                   response
+	// in and to are the body reader and writer of the current copy; they
+	// live here so that handing them to the copy functions allocates nothing.
+	in idleReader
+	to idleWriter
 }
 
 var scratchPool = sync.Pool{New: func() any {
@@ -38,7 +42,11 @@ const maxReplayBody = 64 * 1024
 func (lb *Balancer) serveHTTP(cc *clientConn) {
 	rw := cc.c
 	if lb.tls != nil {
-		tc := tls.Server(cc.c, lb.tls.config())
+		raw := cc.c
+		if tcp, ok := raw.(*net.TCPConn); ok {
+			raw = &ackConn{TCPConn: tcp}
+		}
+		tc := tls.Server(raw, lb.tls.config())
 		s := lb.settings.Load()
 		ctx, cancel := context.WithTimeout(context.Background(), s.headerTimeout)
 		err := tc.HandshakeContext(ctx)
@@ -165,8 +173,9 @@ type attempt struct {
 	sticky     string
 	failStatus int // what to answer if no retry is left
 	failMsg    string
-	freshOnly  bool // the last try found a stale pooled connection
-	lastTry    bool // no retry is left: relay whatever the backend answers
+	bodyLimit  time.Time // the end of timeouts.request_body; zero: none
+	freshOnly  bool      // the last try found a stale pooled connection
+	lastTry    bool      // no retry is left: relay whatever the backend answers
 }
 
 func (lb *Balancer) serveRequest(cc *clientConn, rw net.Conn, sc *scratch, s *settings) bool {
@@ -200,6 +209,9 @@ func (lb *Balancer) serveRequest(cc *clientConn, rw net.Conn, sc *scratch, s *se
 		return false
 	}
 	a := attempt{s: s, sc: sc, rw: rw, failStatus: 503, failMsg: "no backend available"}
+	if d := requestBodyTimeout(s); d > 0 && req.hasBody() {
+		a.bodyLimit = time.Now().Add(d)
+	}
 	a.replayable = s.retriable(req.method) && !req.chunked && req.contentLength <= maxReplayBody && req.upgrade == nil
 	if req.expectCont && req.hasBody() {
 		// haven answers 100-continue itself and buffers or streams the body;
@@ -210,9 +222,10 @@ func (lb *Balancer) serveRequest(cc *clientConn, rw net.Conn, sc *scratch, s *se
 		}
 	}
 	if a.replayable && req.contentLength > 0 {
-		rw.SetReadDeadline(time.Now().Add(s.clientTimeout))
+		sc.in = idleReader{Reader: cc.br, c: rw, idle: s.clientTimeout, limit: a.bodyLimit}
 		sc.body = grow(sc.body[:0], int(req.contentLength))
-		if _, err := io.ReadFull(cc.br, sc.body); err != nil {
+		if _, err := io.ReadFull(&sc.in, sc.body); err != nil {
+			lb.bodyFailed(rw, err)
 			return false
 		}
 	} else {
@@ -281,8 +294,8 @@ func (lb *Balancer) exchange(cc *clientConn, b *backend, a *attempt) outcome {
 	stale := func() bool { return bc.reused && a.replayable && !a.freshOnly }
 	sc.out = lb.appendRequestHead(sc.out[:0], cc, req, b.addr)
 	sc.out = append(sc.out, sc.body...)
-	bc.c.SetWriteDeadline(time.Now().Add(s.serverTimeout))
-	n, err := bc.c.Write(sc.out)
+	sc.to = idleWriter{c: bc.c, idle: s.serverTimeout}
+	n, err := sc.to.Write(sc.out)
 	b.m.bytesOut.Add(uint64(n))
 	if err != nil {
 		bc.close()
@@ -385,35 +398,58 @@ func observeFailure(b *backend, reason string) {
 }
 
 // streamRequestBody copies a body that was not buffered from the client to
-// the backend.
+// the backend. The client's and the backend's timeouts bound each wait for
+// the next bytes, not the whole body, which may take as long as it keeps
+// moving (or timeouts.request_body).
 func (lb *Balancer) streamRequestBody(cc *clientConn, bc *backendConn, a *attempt) (outcome, bool) {
-	s, req := a.s, &a.sc.req
+	s, sc, req := a.s, a.sc, &a.sc.req
 	bufp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bufp)
-	a.rw.SetReadDeadline(time.Now().Add(s.clientTimeout))
-	bc.c.SetWriteDeadline(time.Now().Add(s.serverTimeout))
+	sc.in = idleReader{Reader: cc.br, c: a.rw, idle: s.clientTimeout, limit: a.bodyLimit}
+	sc.to = idleWriter{c: bc.c, idle: s.serverTimeout}
 	var err error
 	var n int64
 	if req.chunked {
-		n, err = copyChunked(bc.c, cc.br, *bufp, false, s.maxBody)
+		n, err = copyChunked(&sc.to, &sc.in, *bufp, false, s.maxBody)
 	} else {
-		n, err = copyN(bc.c, cc.br, req.contentLength, *bufp)
+		n, err = copyN(&sc.to, &sc.in, req.contentLength, *bufp)
 	}
 	bc.b.m.bytesOut.Add(uint64(n))
 	if err != nil {
+		// The backend has a prefix of the request: closing the connection
+		// tells it the request ended early, whatever it has parsed.
 		bc.close()
 		var ce *copyError
-		switch {
-		case errors.Is(err, errBodyTooLarge):
-			lb.localResponse(a.rw, 413, "request body too large")
-		case errors.As(err, &ce) && ce.write:
+		if errors.As(err, &ce) && ce.write {
 			lb.backendFailed(bc.b, a, "reset", "send body: "+err.Error())
-		default:
-			lb.localResponse(a.rw, 400, "request body incomplete or malformed")
+		} else {
+			lb.bodyFailed(a.rw, err)
 		}
 		return failed, false
 	}
 	return done, true
+}
+
+// bodyFailed answers a client whose request body could not be read.
+func (lb *Balancer) bodyFailed(rw net.Conn, err error) {
+	switch {
+	case errors.Is(err, errBodyTooLarge):
+		lb.localResponse(rw, 413, "request body too large")
+	case isTimeout(err):
+		lb.localResponse(rw, 408, "request body not received in time")
+	case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF):
+		lb.localResponse(rw, 400, "request body incomplete")
+	default:
+		lb.localResponse(rw, 400, "request body malformed: "+err.Error())
+	}
+}
+
+// requestBodyTimeout is timeouts.request_body (0: none).
+func requestBodyTimeout(s *settings) time.Duration {
+	if s.cfg == nil {
+		return 0
+	}
+	return s.cfg.Timeouts.RequestBody.D()
 }
 
 // relayResponse sends the parsed response head and its body to the client.
@@ -458,23 +494,25 @@ func (lb *Balancer) relayResponse(cc *clientConn, b *backend, bc *backendConn, a
 			remaining -= k
 		}
 	}
-	a.rw.SetWriteDeadline(time.Now().Add(s.clientTimeout))
-	if _, err := a.rw.Write(sc.out); err != nil {
+	// Each write to the client and each read from the backend has its own
+	// deadline: a slow reader or a slow backend is fine while data moves.
+	sc.to = idleWriter{c: a.rw, idle: s.clientTimeout}
+	if _, err := sc.to.Write(sc.out); err != nil {
 		bc.close()
 		return failed
 	}
 	var n int64
 	var err error
-	if !bodyless {
+	if !bodyless && (remaining > 0 || resp.contentLength < 0) {
 		bufp := copyBufs.Get().(*[]byte)
-		bc.c.SetReadDeadline(time.Now().Add(s.serverTimeout))
+		sc.in = idleReader{Reader: bc.br, c: bc.c, idle: s.serverTimeout}
 		switch {
 		case resp.chunked:
-			n, err = copyChunked(a.rw, bc.br, *bufp, dechunk, 0)
+			n, err = copyChunked(&sc.to, &sc.in, *bufp, dechunk, 0)
 		case resp.contentLength >= 0:
-			n, err = copyN(a.rw, bc.br, remaining, *bufp)
+			n, err = copyN(&sc.to, &sc.in, remaining, *bufp)
 		default:
-			n, err = copyUntilEOF(a.rw, bc.br, *bufp)
+			n, err = copyUntilEOF(&sc.to, &sc.in, *bufp)
 		}
 		copyBufs.Put(bufp)
 	}
