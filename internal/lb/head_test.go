@@ -57,6 +57,31 @@ func TestParseRequestAccepts(t *testing.T) {
 	}
 }
 
+// TestForwardedTarget: the backend gets one consistent target and Host, and
+// a Host that the client sent, even empty or named in Connection, once.
+func TestForwardedTarget(t *testing.T) {
+	tests := []struct{ raw, want string }{
+		{"GET http://b.example/x?q HTTP/1.1\r\nHost: a\r\n\r\n", "GET /x?q HTTP/1.1\r\nHost: b.example\r\n"},
+		{"GET https://b.example:8443 HTTP/1.1\r\nHost: a\r\n\r\n", "GET / HTTP/1.1\r\nHost: b.example:8443\r\n"},
+		{"GET http://b.example?q HTTP/1.1\r\nHost: a\r\n\r\n", "GET /?q HTTP/1.1\r\nHost: b.example\r\n"},
+		{"GET /x HTTP/1.1\r\nHost:\r\n\r\n", "GET /x HTTP/1.1\r\nHost: \r\n"},
+		{"GET /x HTTP/1.1\r\nConnection: Host\r\nHost: a\r\n\r\n", "GET /x HTTP/1.1\r\nHost: a\r\n"},
+		{"GET /x HTTP/1.0\r\n\r\n", "GET /x HTTP/1.1\r\nHost: 192.0.2.1:80\r\n"},
+	}
+	lb := &Balancer{}
+	cc := &clientConn{}
+	for _, tt := range tests {
+		r, err := parse(t, tt.raw)
+		if err != nil {
+			t.Fatalf("%q: %v", tt.raw, err)
+		}
+		got := string(lb.appendRequestHead(nil, cc, r, "192.0.2.1:80"))
+		if !strings.HasPrefix(got, tt.want) || strings.Count(strings.ToLower(got), "host:") != 1 {
+			t.Errorf("%q forwarded as %q, want it to begin %q with one Host", tt.raw, got, tt.want)
+		}
+	}
+}
+
 func TestParseRequestRejects(t *testing.T) {
 	tests := []struct {
 		name, raw string
@@ -84,6 +109,9 @@ func TestParseRequestRejects(t *testing.T) {
 		{"control in target", "GET /\x01 HTTP/1.1\r\nHost: a\r\n\r\n", 400},
 		{"relative target", "GET x HTTP/1.1\r\nHost: a\r\n\r\n", 400},
 		{"connect", "CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n", 405},
+		{"fragment", "GET /a#b HTTP/1.1\r\nHost: a\r\n\r\n", 400},
+		{"user information", "GET http://u@a/ HTTP/1.1\r\nHost: a\r\n\r\n", 400},
+		{"empty authority", "GET http:///x HTTP/1.1\r\nHost: a\r\n\r\n", 400},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

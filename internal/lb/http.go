@@ -609,9 +609,23 @@ func (lb *Balancer) backendConn(b *backend, s *settings, allowPooled, checkAlive
 func (lb *Balancer) appendRequestHead(dst []byte, cc *clientConn, r *request, backendAddr string) []byte {
 	dst = append(dst, r.method...)
 	dst = append(dst, ' ')
-	dst = append(dst, r.target...)
+	switch {
+	case r.authority == nil:
+		dst = append(dst, r.target...)
+	case len(r.path) == 0 || r.path[0] != '/':
+		dst = append(dst, '/')
+		fallthrough
+	default:
+		// An absolute-form target leaves as origin-form, its authority as
+		// the one Host (RFC 9112 3.2.2): the backend sees one consistent
+		// pair, whichever of the two it reads.
+		dst = append(dst, r.path...)
+	}
 	dst = append(dst, " HTTP/1.1\r\n"...)
-	if len(r.host) == 0 {
+	switch {
+	case r.authority != nil:
+		dst = appendHeader(dst, hostName, r.authority)
+	case !r.hasHost:
 		// An HTTP/1.0 client may omit Host; HTTP/1.1 to the backend needs one.
 		dst = append(dst, "Host: "...)
 		dst = append(dst, backendAddr...)
@@ -619,7 +633,17 @@ func (lb *Balancer) appendRequestHead(dst []byte, cc *clientConn, r *request, ba
 	}
 	for _, h := range r.headers {
 		if hopByHop(h.name) || eqFold(h.name, "x-forwarded-for") || eqFold(h.name, "x-forwarded-proto") ||
-			eqFold(h.name, "expect") || eqFold(h.name, "content-length") || listed(r.connTokens, h.name) {
+			eqFold(h.name, "expect") || eqFold(h.name, "content-length") {
+			continue
+		}
+		if eqFold(h.name, "host") {
+			// Host is never dropped for a Connection option, and appears once.
+			if r.authority == nil {
+				dst = appendHeader(dst, h.name, h.value)
+			}
+			continue
+		}
+		if listed(r.connTokens, h.name) {
 			continue
 		}
 		dst = appendHeader(dst, h.name, h.value)
@@ -656,7 +680,11 @@ func appendResponseHead(dst []byte, resp *response, req *request, keep, dechunk 
 	dst = append(dst, resp.statusLine[8:]...)
 	dst = append(dst, "\r\n"...)
 	for _, h := range resp.headers {
-		if hopByHop(h.name) || listed(resp.connTokens, h.name) || (dechunk && eqFold(h.name, "content-length")) {
+		if hopByHop(h.name) || (dechunk && eqFold(h.name, "content-length")) {
+			continue
+		}
+		// A Connection option never removes the header that frames the body.
+		if listed(resp.connTokens, h.name) && !eqFold(h.name, "content-length") {
 			continue
 		}
 		dst = appendHeader(dst, h.name, h.value)
@@ -763,6 +791,8 @@ func isTimeout(err error) bool {
 }
 
 var continue100 = []byte("HTTP/1.1 100 Continue\r\n\r\n")
+
+var hostName = []byte("Host")
 
 var statusText = map[int]string{
 	400: "Bad Request", 405: "Method Not Allowed", 408: "Request Timeout", 413: "Content Too Large",
