@@ -186,8 +186,8 @@ func TestCopyChunked(t *testing.T) {
 	if err != nil || n != 9 {
 		t.Fatalf("copyChunked = %d, %v", n, err)
 	}
-	if out.String() != in[:len(in)-4] {
-		t.Errorf("passthrough changed the framing: %q", out.String())
+	if want := "4\r\nWiki\r\n5\r\npedia\r\n0\r\nX-Trailer: 1\r\n\r\n"; out.String() != want {
+		t.Errorf("re-encoded %q, want %q", out.String(), want)
 	}
 	if rest, _ := br.Peek(4); string(rest) != "NEXT" {
 		t.Errorf("copyChunked read past the message end: next bytes %q", rest)
@@ -199,9 +199,65 @@ func TestCopyChunked(t *testing.T) {
 	if _, err := copyChunked(&out, bufio.NewReader(strings.NewReader(in)), make([]byte, 3), false, 5); !errors.Is(err, errBodyTooLarge) {
 		t.Errorf("limit 5: err = %v, want errBodyTooLarge", err)
 	}
-	for _, bad := range []string{"zz\r\nab\r\n0\r\n\r\n", "2\r\nabc\r\n0\r\n\r\n", "2\r\nab", "ffffffffffffffffff\r\n"} {
+	for _, bad := range []string{"zz\r\nab\r\n0\r\n\r\n", "2\r\nabc\r\n0\r\n\r\n", "2\r\nab", "ffffffffffffffffff\r\n",
+		"ffffffffffffffff1\r\n", "2 x\r\nab\r\n0\r\n\r\n", "2;a\x00\r\nab\r\n0\r\n\r\n", "2;a\rb\r\nab\r\n0\r\n\r\n",
+		"0\r\nBad Trailer: 1\r\n\r\n", "0\r\n folded\r\n\r\n", "\r\n", ";x\r\n"} {
+		out.Reset()
 		if _, err := copyChunked(&out, bufio.NewReader(strings.NewReader(bad)), make([]byte, 8), false, 0); err == nil {
-			t.Errorf("%q: accepted", bad)
+			t.Errorf("%q: accepted as %q", bad, out.String())
+		}
+	}
+}
+
+// TestChunkReencoding: whatever framing a sender used that haven accepts,
+// the receiver gets sizes, line ends and trailers of haven's own.
+func TestChunkReencoding(t *testing.T) {
+	big := strings.Repeat("x", 70000)
+	tests := []struct{ name, in, want string }{
+		{"bare LF", "5\nhello\n0\n\n", "5\r\nhello\r\n0\r\n\r\n"},
+		{"space after size", "5 \r\nhello\r\n0\r\n\r\n", "5\r\nhello\r\n0\r\n\r\n"},
+		{"extension", "5 ; a=\"b c\"\r\nhello\r\n0;last\r\n\r\n", "5\r\nhello\r\n0\r\n\r\n"},
+		{"upper-case hex, leading zeros", "000A\r\n0123456789\r\n0\r\n\r\n", "a\r\n0123456789\r\n0\r\n\r\n"},
+		{"trailers", "1\r\na\r\n0\r\nX-A:  1 \nX-B:2\r\n\n", "1\r\na\r\n0\r\nX-A: 1\r\nX-B: 2\r\n\r\n"},
+		{"chunk larger than the buffer", "11170\r\n" + big + "\r\n0\r\n\r\n", "11170\r\n" + big + "\r\n0\r\n\r\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, size := range []int{8, 32 * 1024} {
+				var out strings.Builder
+				if _, err := copyChunked(&out, bufio.NewReaderSize(strings.NewReader(tt.in), 16), make([]byte, size), false, 0); err != nil {
+					t.Fatalf("buffer %d: %v", size, err)
+				}
+				if out.String() != tt.want {
+					t.Errorf("buffer %d: sent %.80q, want %.80q", size, out.String(), tt.want)
+				}
+			}
+		})
+	}
+}
+
+// TestScanChunks: the framing that has already arrived is checked before a
+// request leaves for a backend; what has not arrived yet is not judged.
+func TestScanChunks(t *testing.T) {
+	tests := []struct {
+		in   string
+		want error
+	}{
+		{"5\r\nhello\r\n0\r\n\r\n", nil},
+		{"5\r\nhel", nil},
+		{"5\r\nhello", nil},
+		{"5\r\nhello\r", nil},
+		{"5\r\nhello\r\n3", nil},
+		{"5\nhello\n2;x\nab\n0\n", nil},
+		{"ffffffffffffffff1\r\n", errChunkSize},
+		{"5\r\nhello\r\nzz\r\n", errChunkSize},
+		{"5\r\nhelloX\r\n", errChunkData},
+		{"5\r\nhello\r\n6\r\n", errBodyTooLarge},
+		{strings.Repeat("1", maxChunkLine+1), errChunkLine},
+	}
+	for _, tt := range tests {
+		if err := scanChunks([]byte(tt.in), 10); !errors.Is(err, tt.want) && !(tt.want == nil && err == nil) {
+			t.Errorf("%.40q: %v, want %v", tt.in, err, tt.want)
 		}
 	}
 }

@@ -231,6 +231,16 @@ func (lb *Balancer) serveRequest(cc *clientConn, rw net.Conn, sc *scratch, s *se
 	} else {
 		sc.body = sc.body[:0]
 	}
+	if req.chunked {
+		// Nothing of a request goes to a backend before its first chunk
+		// header has arrived, and none of it if the framing that has
+		// arrived is malformed.
+		sc.in = idleReader{Reader: cc.br, c: rw, idle: s.clientTimeout, limit: a.bodyLimit}
+		if err := firstChunks(&sc.in, s.maxBody); err != nil {
+			lb.bodyFailed(rw, err)
+			return false
+		}
+	}
 	if s.stickyCookie != "" {
 		a.sticky = findCookie(req.cookie, s.stickyCookie)
 	}
@@ -441,6 +451,21 @@ func (lb *Balancer) bodyFailed(rw net.Conn, err error) {
 		lb.localResponse(rw, 400, "request body incomplete")
 	default:
 		lb.localResponse(rw, 400, "request body malformed: "+err.Error())
+	}
+}
+
+// firstChunks waits for the first chunk header of a chunked body and checks
+// the framing of what has arrived with it.
+func firstChunks(in *idleReader, limit int64) error {
+	for {
+		p, _ := in.Peek(in.Buffered())
+		if bytes.IndexByte(p, '\n') >= 0 || len(p) >= in.Size() {
+			return scanChunks(p, limit)
+		}
+		in.arm()
+		if _, err := in.Peek(len(p) + 1); err != nil {
+			return readErr(err)
+		}
 	}
 }
 
