@@ -268,8 +268,13 @@ type Timeouts struct {
 
 // Limits protects the balancer and its backends.
 type Limits struct {
-	MaxHeaderBytes Size `yaml:"max_header_bytes"` // default 64KiB
-	MaxBodyBytes   Size `yaml:"max_body_bytes"`   // default 0: unlimited
+	// MaxHeaderBytes bounds a request head, request line included
+	// (default 16KiB, HAProxy's tune.bufsize).
+	MaxHeaderBytes Size `yaml:"max_header_bytes"`
+	// MaxHeaders bounds the header fields of a request (default 100, as
+	// many as HAProxy's default tune.http.maxhdr of 101 admits).
+	MaxHeaders   int  `yaml:"max_headers"`
+	MaxBodyBytes Size `yaml:"max_body_bytes"` // default 0: unlimited
 	// MaxConn is the default per-backend cap (0: unlimited).
 	MaxConn int `yaml:"max_conn"`
 	// QueueSize bounds requests waiting for a backend slot; when full, 503

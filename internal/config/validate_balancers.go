@@ -133,6 +133,9 @@ func (v *validator) trafficOptions(b *Balancer, path string) {
 	if l := b.Limits; l.MaxConn < 0 {
 		v.errorf(path+".limits.max_conn", "%d is negative: want 0 (unlimited) or more", l.MaxConn)
 	}
+	if n := b.Limits.MaxHeaders; n < 0 {
+		v.errorf(path+".limits.max_headers", "%d is negative: want 1 or more", n)
+	}
 	if d := b.Timeouts.RequestBody; d != 0 && d.D() < minRequestBody {
 		v.errorf(path+".timeouts.request_body", "%s is too short for a whole request body: want %s or more, or leave the key out for no bound", d, Duration(minRequestBody))
 	}

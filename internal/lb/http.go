@@ -185,6 +185,8 @@ func (lb *Balancer) serveRequest(cc *clientConn, rw net.Conn, sc *scratch, s *se
 	sc.head, err = readHead(cc.br, sc.head[:0], s.maxHeader)
 	if err != nil {
 		switch {
+		case errors.Is(err, errHeadTooLarge) && bytes.IndexByte(sc.head, '\n') < 0:
+			lb.localResponse(rw, 414, "request line too long")
 		case errors.Is(err, errHeadTooLarge):
 			lb.localResponse(rw, 431, "request header too large")
 		case errors.Is(err, errHeadTimeout):
@@ -202,6 +204,10 @@ func (lb *Balancer) serveRequest(cc *clientConn, rw net.Conn, sc *scratch, s *se
 		} else {
 			lb.localResponse(rw, 400, err.Error())
 		}
+		return false
+	}
+	if limit := maxHeaders(s); len(req.headers) > limit {
+		lb.localResponse(rw, 431, "more than "+strconv.Itoa(limit)+" header fields")
 		return false
 	}
 	if s.maxBody > 0 && req.contentLength > s.maxBody {
@@ -468,6 +474,18 @@ func firstChunks(in *idleReader, limit int64) error {
 		}
 	}
 }
+
+// maxHeaders is limits.max_headers.
+func maxHeaders(s *settings) int {
+	if s.cfg == nil || s.cfg.Limits.MaxHeaders == 0 {
+		return defaultMaxHeaders
+	}
+	return s.cfg.Limits.MaxHeaders
+}
+
+// defaultMaxHeaders is limits.max_headers's default, for settings built
+// without a configuration.
+const defaultMaxHeaders = 100
 
 // requestBodyTimeout is timeouts.request_body (0: none).
 func requestBodyTimeout(s *settings) time.Duration {
@@ -820,13 +838,14 @@ var continue100 = []byte("HTTP/1.1 100 Continue\r\n\r\n")
 var hostName = []byte("Host")
 
 var statusText = map[int]string{
-	400: "Bad Request", 405: "Method Not Allowed", 408: "Request Timeout", 413: "Content Too Large",
+	400: "Bad Request", 405: "Method Not Allowed", 408: "Request Timeout", 413: "Content Too Large", 414: "URI Too Long",
 	431: "Request Header Fields Too Large", 501: "Not Implemented", 502: "Bad Gateway",
 	503: "Service Unavailable", 504: "Gateway Timeout", 505: "HTTP Version Not Supported",
 }
 
-// localResponse answers the client with an error of haven's own and closes
-// the exchange (the caller closes the connection).
+// localResponse answers the client with an error of haven's own and ends
+// the exchange: the caller closes the connection, after lingerClose has let
+// the client read the answer.
 func (lb *Balancer) localResponse(w net.Conn, status int, msg string) {
 	lb.countLocal(status)
 	body := "haven: " + msg + "\n"
@@ -834,5 +853,34 @@ func (lb *Balancer) localResponse(w net.Conn, status int, msg string) {
 		"\r\nContent-Type: text/plain; charset=utf-8\r\nCache-Control: no-store\r\nConnection: close\r\nContent-Length: " +
 		strconv.Itoa(len(body)) + "\r\n\r\n"
 	w.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	w.Write([]byte(head + body))
+	if _, err := w.Write([]byte(head + body)); err == nil {
+		lingerClose(w)
+	}
+}
+
+// Lingering after a local answer: at most this long, and this many bytes.
+const (
+	lingerTime  = 2 * time.Second
+	lingerBytes = 1 << 20
+)
+
+// lingerClose half-closes a connection that is about to close after an
+// answer and reads away what the client still sends (the rest of a URI too
+// long, a body refused), until it closes, for lingerTime or lingerBytes at
+// most. Closing with unread bytes would send a reset, which can reach the
+// client before it has read the answer and make it discard the answer.
+func lingerClose(w net.Conn) {
+	if cw, ok := w.(interface{ CloseWrite() error }); !ok || cw.CloseWrite() != nil {
+		return
+	}
+	w.SetReadDeadline(time.Now().Add(lingerTime))
+	bufp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bufp)
+	for n := 0; n < lingerBytes; {
+		k, err := w.Read(*bufp)
+		if err != nil {
+			return
+		}
+		n += k
+	}
 }
