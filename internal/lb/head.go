@@ -466,9 +466,7 @@ func splitAbsolute(target []byte) (authority, rest []byte, ok bool) {
 // unreserved, percent-encoded, sub-delims, ':' and the brackets of an IP
 // literal; not '@' (user information).
 var authorityTable = func() (t [256]bool) {
-	for c := range tokenTable {
-		t[c] = tokenTable[c]
-	}
+	t = tokenTable
 	for _, c := range "!$&'()*+,;=:[]%-._~" {
 		t[c] = true
 	}
