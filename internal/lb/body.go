@@ -449,10 +449,10 @@ func scanChunks(p []byte, limit int64) error {
 	var total int64
 	for {
 		i := bytes.IndexByte(p, '\n')
+		if i+1 > maxChunkLine || (i < 0 && len(p) >= maxChunkLine) {
+			return readErr(errChunkLine)
+		}
 		if i < 0 {
-			if len(p) > maxChunkLine {
-				return readErr(errChunkLine)
-			}
 			return nil
 		}
 		size, ok := parseChunkSize(p[:i+1])

@@ -2,6 +2,7 @@ package lb
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"strings"
 	"testing"
@@ -254,6 +255,8 @@ func TestScanChunks(t *testing.T) {
 		{"5\r\nhelloX\r\n", errChunkData},
 		{"5\r\nhello\r\n6\r\n", errBodyTooLarge},
 		{strings.Repeat("1", maxChunkLine+1), errChunkLine},
+		{strings.Repeat(" ", maxChunkLine), errChunkLine},
+		{"5" + strings.Repeat(" ", maxChunkLine) + "\r\n", errChunkLine},
 	}
 	for _, tt := range tests {
 		if err := scanChunks([]byte(tt.in), 10); !errors.Is(err, tt.want) && !(tt.want == nil && err == nil) {
@@ -281,6 +284,7 @@ func FuzzParseRequest(f *testing.F) {
 		"POST /p HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
 		"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, close\r\nUpgrade: websocket\r\n\r\n",
 		"GET / HTTP/1.0\r\n\r\n",
+		"GET http://a.example/x HTTP/1.1\r\nHost:\r\nConnection: Host\r\n\r\n",
 	} {
 		f.Add([]byte(s))
 	}
@@ -302,6 +306,49 @@ func FuzzParseRequest(f *testing.F) {
 		}
 		if !isToken(r.method) {
 			t.Fatalf("accepted method %q", r.method)
+		}
+		if bytes.IndexByte(r.target, '#') >= 0 || bytes.IndexByte(r.authority, '@') >= 0 {
+			t.Fatalf("accepted target %q", r.target)
+		}
+		out := (&Balancer{}).appendRequestHead(nil, &clientConn{}, &r, "192.0.2.1:80")
+		if n := strings.Count(strings.ToLower(string(out)), "\r\nhost:"); n != 1 {
+			t.Fatalf("%q forwarded with %d Host fields: %q", data, n, out)
+		}
+	})
+}
+
+// FuzzCopyChunked checks that what copyChunked accepts it re-encodes into
+// canonical framing that carries the same data, and that the check made
+// before a request leaves (scanChunks) never refuses what the copy accepts.
+func FuzzCopyChunked(f *testing.F) {
+	for _, s := range []string{
+		"5\r\nhello\r\n0\r\n\r\n",
+		"5;a=b\nhello\n6 \r\n world\r\n0\r\nX-T: 1\r\n\r\nNEXT",
+		"ffffffffffffffff1\r\n",
+		"2\r\nabc\r\n0\r\n\r\n",
+		"0\r\nA: 1\nB:2\r\n\r\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var out bytes.Buffer
+		n, err := copyChunked(&out, bufio.NewReader(bytes.NewReader(data)), make([]byte, 7), false, 0)
+		if err != nil {
+			return
+		}
+		if err := scanChunks(data, 0); err != nil {
+			t.Fatalf("copied %q but the early check refuses it: %v", data, err)
+		}
+		var again bytes.Buffer
+		n2, err := copyChunked(&again, bufio.NewReader(bytes.NewReader(out.Bytes())), make([]byte, 64), false, 0)
+		if err != nil || n2 != n || !bytes.Equal(again.Bytes(), out.Bytes()) {
+			t.Fatalf("re-encoding %q as %q is not canonical: %q, %v", data, out.Bytes(), again.Bytes(), err)
+		}
+		var d1, d2 bytes.Buffer
+		copyChunked(&d1, bufio.NewReader(bytes.NewReader(data)), make([]byte, 5), true, 0)
+		copyChunked(&d2, bufio.NewReader(bytes.NewReader(out.Bytes())), make([]byte, 5), true, 0)
+		if !bytes.Equal(d1.Bytes(), d2.Bytes()) || int64(d1.Len()) != n {
+			t.Fatalf("%q carries %q, its re-encoding %q", data, d1.Bytes(), d2.Bytes())
 		}
 	})
 }
