@@ -40,6 +40,9 @@ import (
 // settings it runs with and the rate at which the slow download is read.
 func slowTransfer(t *testing.T) (d time.Duration, body string, readRate int) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("lasts 10s (not in -short)")
+	}
 	v := os.Getenv("HAVEN_SLOW_TRANSFER")
 	if v == "" {
 		return 10 * time.Second, "    timeouts: {client: 2s, server: 2s}\n", 512 << 10
@@ -166,6 +169,9 @@ func TestSlowDownload(t *testing.T) {
 // steadily goes on past its deadline while the peer acknowledges data, and
 // fails once the peer stops reading.
 func TestIdleWriterFollowsAcknowledgements(t *testing.T) {
+	if testing.Short() {
+		t.Skip("lasts seconds (not in -short)")
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
