@@ -207,7 +207,7 @@ func TestDefaults(t *testing.T) {
 			Queue:        Duration(5 * time.Second),
 			Tunnel:       Duration(time.Hour),
 		},
-		Limits:  Limits{MaxHeaderBytes: 64 << 10, QueueSize: 1024},
+		Limits:  Limits{MaxHeaderBytes: 16 << 10, MaxHeaders: 100, QueueSize: 1024},
 		Retries: Retries{Count: new(2)},
 		Passive: Passive{ConsecutiveFailures: new(5), MaxEjectedPercent: new(50), EjectFor: Duration(10 * time.Second)},
 	}

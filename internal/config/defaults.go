@@ -33,7 +33,8 @@ const (
 	defaultServerTimeout   = 60 * time.Second
 	defaultQueueTimeout    = 5 * time.Second
 	defaultTunnelTimeout   = time.Hour
-	defaultMaxHeaderBytes  = 64 << 10
+	defaultMaxHeaderBytes  = 16 << 10 // HAProxy's tune.bufsize
+	defaultMaxHeaders      = 100      // as many as HAProxy's tune.http.maxhdr 101 admits
 	defaultQueueSize       = 1024
 	defaultRetries         = 2
 	defaultPassiveFailures = 5
@@ -314,6 +315,7 @@ func defaultBalancer(b *Balancer, r *report, path, dir string) {
 	r.defaultDuration(&t.Queue, tp+"queue", defaultQueueTimeout)
 	r.defaultDuration(&t.Tunnel, tp+"tunnel", defaultTunnelTimeout)
 	r.defaultSize(&b.Limits.MaxHeaderBytes, path+".limits.max_header_bytes", defaultMaxHeaderBytes)
+	r.defaultInt(&b.Limits.MaxHeaders, path+".limits.max_headers", defaultMaxHeaders)
 	r.defaultInt(&b.Limits.QueueSize, path+".limits.queue_size", defaultQueueSize)
 	if b.Retries.Count == nil {
 		b.Retries.Count = new(defaultRetries)

@@ -256,11 +256,17 @@ type Timeouts struct {
 	Connect Duration `yaml:"connect"` // to a backend (default 2s)
 	// ClientHeader bounds reading a request head (default 10s; slowloris).
 	ClientHeader Duration `yaml:"client_header"`
-	// Client is the idle/read timeout on client connections (default 60s).
+	// Client is the idle timeout on client connections: between requests,
+	// and for each read of a request body and each write of a response
+	// (default 60s).
 	Client Duration `yaml:"client"`
-	// Server bounds waiting for a backend's response head and each read
-	// from the backend (default 60s).
+	// Server bounds waiting for a backend's response head, and each read
+	// from and write to the backend (default 60s).
 	Server Duration `yaml:"server"`
+	// RequestBody bounds the whole of a request body, however steadily it
+	// arrives (default 0: no bound; the client timeout still bounds each
+	// silence).
+	RequestBody Duration `yaml:"request_body"`
 	// Queue bounds how long a request waits for a backend slot (default 5s).
 	Queue Duration `yaml:"queue"`
 	// Tunnel is the idle timeout of upgraded (WebSocket) and TCP-mode
@@ -270,8 +276,13 @@ type Timeouts struct {
 
 // Limits protects the balancer and its backends.
 type Limits struct {
-	MaxHeaderBytes Size `yaml:"max_header_bytes"` // default 64KiB
-	MaxBodyBytes   Size `yaml:"max_body_bytes"`   // default 0: unlimited
+	// MaxHeaderBytes bounds a request head, request line included
+	// (default 16KiB, HAProxy's tune.bufsize).
+	MaxHeaderBytes Size `yaml:"max_header_bytes"`
+	// MaxHeaders bounds the header fields of a request (default 100, as
+	// many as HAProxy's default tune.http.maxhdr of 101 admits).
+	MaxHeaders   int  `yaml:"max_headers"`
+	MaxBodyBytes Size `yaml:"max_body_bytes"` // default 0: unlimited
 	// MaxConn is the default per-backend cap (0: unlimited).
 	MaxConn int `yaml:"max_conn"`
 	// QueueSize bounds requests waiting for a backend slot; when full, 503

@@ -133,6 +133,12 @@ func (v *validator) trafficOptions(b *Balancer, path string) {
 	if l := b.Limits; l.MaxConn < 0 {
 		v.errorf(path+".limits.max_conn", "%d is negative: want 0 (unlimited) or more", l.MaxConn)
 	}
+	if n := b.Limits.MaxHeaders; n < 0 {
+		v.errorf(path+".limits.max_headers", "%d is negative: want 1 or more", n)
+	}
+	if d := b.Timeouts.RequestBody; d != 0 && d.D() < minRequestBody {
+		v.errorf(path+".timeouts.request_body", "%s is too short for a whole request body: want %s or more, or leave the key out for no bound", d, Duration(minRequestBody))
+	}
 	if q := b.Limits.QueueSize; q < 0 {
 		v.errorf(path+".limits.queue_size", "%d is negative: want 1 or more", q)
 	}
@@ -151,6 +157,10 @@ func (v *validator) trafficOptions(b *Balancer, path string) {
 		v.errorf(path+".passive.max_ejected_percent", "%d is not between 0 and 100", p)
 	}
 }
+
+// minRequestBody is the shortest timeouts.request_body: less would refuse
+// nearly every upload.
+const minRequestBody = time.Second
 
 // Bounds on a floating address's lease: shorter cannot be renewed reliably
 // through etcd; longer makes failover slower than keepalived's defaults.

@@ -2,9 +2,11 @@ package lb
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"io"
 	"net"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -30,8 +32,16 @@ func readErr(err error) error {
 
 func writeErr(err error) error { return &copyError{write: true, err: err} }
 
+// bodyReader is where a body is read from: a connection's buffered reader,
+// usually behind an idleReader that moves the read deadline on.
+type bodyReader interface {
+	Read(p []byte) (int, error)
+	ReadSlice(delim byte) ([]byte, error)
+	Buffered() int
+}
+
 // copyN copies exactly n bytes from src to dst through buf.
-func copyN(dst io.Writer, src *bufio.Reader, n int64, buf []byte) (int64, error) {
+func copyN(dst io.Writer, src bodyReader, n int64, buf []byte) (int64, error) {
 	var done int64
 	for done < n {
 		p := buf
@@ -53,7 +63,7 @@ func copyN(dst io.Writer, src *bufio.Reader, n int64, buf []byte) (int64, error)
 }
 
 // copyUntilEOF copies a close-delimited body.
-func copyUntilEOF(dst io.Writer, src *bufio.Reader, buf []byte) (int64, error) {
+func copyUntilEOF(dst io.Writer, src bodyReader, buf []byte) (int64, error) {
 	var done int64
 	for {
 		k, err := src.Read(buf)
@@ -72,77 +82,180 @@ func copyUntilEOF(dst io.Writer, src *bufio.Reader, buf []byte) (int64, error) {
 	}
 }
 
-const maxChunkLine = 4096
+const (
+	maxChunkLine     = 4096
+	maxTrailerFields = 64
+)
 
-// copyChunked copies a chunked body, checking its framing so that the end of
-// the message is known and the connection can be reused. With dechunk the
-// data is written without framing (for an HTTP/1.0 client). limit > 0 caps
-// the data size. Trailers are passed on unless dechunking.
-func copyChunked(dst io.Writer, src *bufio.Reader, buf []byte, dechunk bool, limit int64) (int64, error) {
+var (
+	errChunkSize    = errors.New("malformed chunk size")
+	errChunkData    = errors.New("chunk data longer than its size")
+	errChunkLine    = errors.New("chunk line too long")
+	errTrailerField = errors.New("malformed trailer field")
+	errTrailerCount = errors.New("too many trailer fields")
+)
+
+// copyChunked copies a chunked body, re-encoding its framing: each chunk
+// leaves with a size line and CRLFs of haven's own, without extensions, so
+// that a receiver that parses chunks differently from haven (bare LF, spaces
+// after the size, extensions) reads the same message. A chunk's header is
+// checked before any of its data is sent. With dechunk the data is written
+// without framing (for an HTTP/1.0 client) and trailers are dropped. limit >
+// 0 caps the data size.
+//
+// Output is gathered in buf and written when buf is full or before a read
+// that may wait, so that small chunks already received leave in one write
+// and a stream of events is never held back.
+func copyChunked(dst io.Writer, src bodyReader, buf []byte, dechunk bool, limit int64) (int64, error) {
 	var total int64
+	out := buf[:0]
+	flush := func() error {
+		if len(out) > 0 {
+			if _, err := dst.Write(out); err != nil {
+				return writeErr(err)
+			}
+			out = buf[:0]
+		}
+		return nil
+	}
+	// room makes space for n more bytes of framing in out.
+	room := func(n int) error {
+		if len(out)+n > len(buf) {
+			return flush()
+		}
+		return nil
+	}
 	for {
+		if src.Buffered() == 0 {
+			if err := flush(); err != nil {
+				return total, err
+			}
+		}
 		line, err := readChunkLine(src)
 		if err != nil {
 			return total, err
 		}
 		size, ok := parseChunkSize(line)
 		if !ok {
-			return total, readErr(errors.New("malformed chunk size"))
+			return total, readErr(errChunkSize)
 		}
 		if limit > 0 && total+size > limit {
 			return total, errBodyTooLarge
 		}
+		if size == 0 {
+			if err := copyTrailers(src, &out, buf, flush, dechunk); err != nil {
+				return total, err
+			}
+			return total, flush()
+		}
 		if !dechunk {
-			if _, err := dst.Write(line); err != nil {
-				return total, writeErr(err)
+			if err := room(20); err != nil {
+				return total, err
+			}
+			out = strconv.AppendInt(out, size, 16)
+			out = append(out, "\r\n"...)
+		}
+		for left := size; left > 0; {
+			if len(out) >= len(buf) || (src.Buffered() == 0 && len(out) > 0) {
+				if err := flush(); err != nil {
+					return total, err
+				}
+			}
+			p := buf[len(out):]
+			if int64(len(p)) > left {
+				p = p[:left]
+			}
+			k, err := src.Read(p)
+			out = out[:len(out)+k]
+			left -= int64(k)
+			total += int64(k)
+			if err != nil && left > 0 {
+				return total, readErr(err)
 			}
 		}
-		if size == 0 {
-			return total, copyTrailers(dst, src, dechunk)
-		}
-		n, err := copyN(dst, src, size, buf)
-		total += n
-		if err != nil {
-			return total, err
+		if src.Buffered() == 0 {
+			if err := flush(); err != nil {
+				return total, err
+			}
 		}
 		crlf, err := readChunkLine(src)
 		if err != nil {
 			return total, err
 		}
-		if len(crlf) != 2 && len(crlf) != 1 {
-			return total, readErr(errors.New("chunk data longer than its size"))
+		if !isLineEnd(crlf) {
+			return total, readErr(errChunkData)
 		}
 		if !dechunk {
-			if _, err := dst.Write(crlf); err != nil {
-				return total, writeErr(err)
+			if err := room(2); err != nil {
+				return total, err
 			}
+			out = append(out, "\r\n"...)
 		}
 	}
 }
 
-func copyTrailers(dst io.Writer, src *bufio.Reader, dechunk bool) error {
-	for n := 0; n < 64; n++ {
+// copyTrailers reads the trailer section after the last chunk and, unless
+// dechunking, appends the last chunk and each field, re-encoded as
+// "name: value\r\n", to *out.
+func copyTrailers(src bodyReader, out *[]byte, buf []byte, flush func() error, dechunk bool) error {
+	if !dechunk {
+		*out = append(*out, "0\r\n"...)
+	}
+	for n := 0; ; n++ {
+		if n > maxTrailerFields {
+			return readErr(errTrailerCount)
+		}
 		line, err := readChunkLine(src)
 		if err != nil {
 			return err
 		}
-		if !dechunk {
-			if _, err := dst.Write(line); err != nil {
-				return writeErr(err)
+		if isLineEnd(line) {
+			if !dechunk {
+				*out = append(*out, "\r\n"...)
 			}
-		}
-		if len(line) <= 2 && (len(line) == 1 || line[0] == '\r') {
 			return nil
 		}
+		name, value, ok := parseField(line)
+		if !ok {
+			return readErr(errTrailerField)
+		}
+		if dechunk {
+			continue
+		}
+		if len(*out)+len(name)+len(value)+6 > len(buf) {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		*out = appendHeader(*out, name, value)
 	}
-	return readErr(errors.New("too many trailer lines"))
+}
+
+// isLineEnd reports whether line is an empty line: CRLF or a bare LF.
+func isLineEnd(line []byte) bool {
+	return len(line) == 1 || (len(line) == 2 && line[0] == '\r')
+}
+
+// parseField parses one header or trailer field line (with its line end)
+// as parseHeaders does.
+func parseField(line []byte) (name, value []byte, ok bool) {
+	line = bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r"))
+	colon := bytes.IndexByte(line, ':')
+	if colon <= 0 || !isToken(line[:colon]) {
+		return nil, nil, false
+	}
+	value = trimOWS(line[colon+1:])
+	if bytes.ContainsAny(value, "\r\n\x00") {
+		return nil, nil, false
+	}
+	return line[:colon], value, true
 }
 
 // readChunkLine returns a line including its \n, bounded in length.
-func readChunkLine(src *bufio.Reader) ([]byte, error) {
+func readChunkLine(src bodyReader) ([]byte, error) {
 	line, err := src.ReadSlice('\n')
 	if err == bufio.ErrBufferFull || len(line) > maxChunkLine {
-		return nil, readErr(errors.New("chunk line too long"))
+		return nil, readErr(errChunkLine)
 	}
 	if err != nil {
 		return nil, readErr(err)
@@ -150,30 +263,91 @@ func readChunkLine(src *bufio.Reader) ([]byte, error) {
 	return line, nil
 }
 
-// parseChunkSize parses the hex size before any extension.
+// parseChunkSize parses a chunk's size line (with its line end): 1 to 15
+// hex digits, then optionally spaces and an extension (";name" or
+// ";name=value", which haven drops), then CRLF or a bare LF.
 func parseChunkSize(line []byte) (int64, bool) {
 	var n int64
-	digits := 0
-	for _, c := range line {
-		var v byte
-		switch {
-		case '0' <= c && c <= '9':
-			v = c - '0'
-		case 'a' <= c && c <= 'f':
-			v = c - 'a' + 10
-		case 'A' <= c && c <= 'F':
-			v = c - 'A' + 10
-		case c == ';' || c == '\r' || c == '\n' || c == ' ' || c == '\t':
-			return n, digits > 0
-		default:
+	i := 0
+	for ; i < len(line) && unhex(line[i]) >= 0; i++ {
+		if i == 15 {
 			return 0, false
 		}
-		if digits++; digits > 15 {
-			return 0, false
-		}
-		n = n<<4 | int64(v)
+		n = n<<4 | int64(unhex(line[i]))
 	}
-	return n, digits > 0
+	if i == 0 {
+		return 0, false
+	}
+	line = bytes.TrimSuffix(bytes.TrimSuffix(line[i:], []byte("\n")), []byte("\r"))
+	line = trimOWS(line)
+	if len(line) == 0 {
+		return n, true
+	}
+	if line[0] != ';' {
+		return 0, false
+	}
+	for _, c := range line {
+		if (c < ' ' && c != '\t') || c == 0x7f {
+			return 0, false // no control characters, bare CR or NUL in an extension
+		}
+	}
+	return n, true
+}
+
+// unhex returns the value of a hex digit, or -1.
+func unhex(c byte) int {
+	switch {
+	case '0' <= c && c <= '9':
+		return int(c - '0')
+	case 'a' <= c && c <= 'f':
+		return int(c - 'a' + 10)
+	case 'A' <= c && c <= 'F':
+		return int(c - 'A' + 10)
+	}
+	return -1
+}
+
+// scanChunks checks the chunk framing that has already arrived in p (a
+// peek at the client's buffer) so that a request whose visible framing is
+// malformed is refused before anything of it reaches a backend. It reports
+// the first error in the visible part; what has not arrived yet is checked
+// as it is copied.
+func scanChunks(p []byte, limit int64) error {
+	var total int64
+	for {
+		i := bytes.IndexByte(p, '\n')
+		if i+1 > maxChunkLine || (i < 0 && len(p) >= maxChunkLine) {
+			return readErr(errChunkLine)
+		}
+		if i < 0 {
+			return nil
+		}
+		size, ok := parseChunkSize(p[:i+1])
+		if !ok {
+			return readErr(errChunkSize)
+		}
+		if total += size; limit > 0 && total > limit {
+			return errBodyTooLarge
+		}
+		if size == 0 {
+			return nil // trailers are checked as they are copied
+		}
+		p = p[i+1:]
+		if int64(len(p)) <= size {
+			return nil
+		}
+		p = p[size:]
+		switch {
+		case len(p) >= 2 && p[0] == '\r' && p[1] == '\n':
+			p = p[2:]
+		case len(p) >= 1 && p[0] == '\n':
+			p = p[1:]
+		case len(p) == 0 || (len(p) == 1 && p[0] == '\r'):
+			return nil
+		default:
+			return readErr(errChunkData)
+		}
+	}
 }
 
 // tunnel copies bytes both ways between a and b (with whatever their

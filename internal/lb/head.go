@@ -81,7 +81,10 @@ type request struct {
 	headers        []header
 
 	host          []byte
-	contentLength int64 // -1 when absent
+	hasHost       bool   // a Host header was sent (its value may be empty)
+	authority     []byte // of an absolute-form target: replaces Host (RFC 9112 3.2.2)
+	path          []byte // of an absolute-form target: what follows the authority
+	contentLength int64  // -1 when absent
 	chunked       bool
 	closeConn     bool // client asked to close after this request
 	keepAlive     bool // HTTP/1.0 client asked to keep the connection
@@ -119,6 +122,12 @@ func parseRequest(head []byte, r *request) error {
 	if len(r.target) == 0 || !validTarget(r.target) {
 		return badRequest("invalid request target")
 	}
+	if r.target[0] == 'h' {
+		var ok bool
+		if r.authority, r.path, ok = splitAbsolute(r.target); !ok {
+			return badRequest("invalid authority in request target")
+		}
+	}
 	switch string(line[sp2+1:]) {
 	case "HTTP/1.1":
 		r.minor = 1
@@ -136,7 +145,7 @@ func parseRequest(head []byte, r *request) error {
 		switch {
 		case eqFold(h.name, "host"):
 			hosts++
-			r.host = h.value
+			r.host, r.hasHost = h.value, true
 		case eqFold(h.name, "content-length"):
 			if r.contentLength, err = mergeLength(r.contentLength, h.value); err != nil {
 				return err
@@ -419,13 +428,50 @@ func isToken(b []byte) bool {
 	return true
 }
 
-// validTarget rejects control characters, spaces and bytes above 0x7e in a
-// request target; percent-encoding is the backend's business.
+// validTarget rejects control characters, spaces, bytes above 0x7e and a
+// fragment ('#': a client never sends one, RFC 9110 7.1) in a request
+// target; percent-encoding is the backend's business.
 func validTarget(b []byte) bool {
 	for _, c := range b {
-		if c <= ' ' || c >= 0x7f {
+		if c <= ' ' || c >= 0x7f || c == '#' {
 			return false
 		}
 	}
 	return b[0] == '/' || b[0] == '*' || bytes.HasPrefix(b, []byte("http://")) || bytes.HasPrefix(b, []byte("https://"))
 }
+
+// splitAbsolute splits an absolute-form target (http:// or https://, as
+// validTarget admits) into its authority and the rest (path and query,
+// possibly empty). The authority must be a host with an optional port: no
+// user information, not empty.
+func splitAbsolute(target []byte) (authority, rest []byte, ok bool) {
+	_, after, _ := bytes.Cut(target, []byte("://"))
+	end := bytes.IndexAny(after, "/?")
+	if end < 0 {
+		end = len(after)
+	}
+	authority, rest = after[:end], after[end:]
+	if len(authority) == 0 {
+		return nil, nil, false
+	}
+	for _, c := range authority {
+		if !authorityTable[c] {
+			return nil, nil, false
+		}
+	}
+	return authority, rest, true
+}
+
+// authorityTable marks the bytes of host [":" port] (RFC 3986 3.2.2):
+// unreserved, percent-encoded, sub-delims, ':' and the brackets of an IP
+// literal; not '@' (user information).
+var authorityTable = func() (t [256]bool) {
+	t = tokenTable
+	for _, c := range "!$&'()*+,;=:[]%-._~" {
+		t[c] = true
+	}
+	for _, c := range "#^`|" {
+		t[c] = false
+	}
+	return t
+}()

@@ -2,6 +2,7 @@ package lb
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"strings"
 	"testing"
@@ -57,6 +58,31 @@ func TestParseRequestAccepts(t *testing.T) {
 	}
 }
 
+// TestForwardedTarget: the backend gets one consistent target and Host, and
+// a Host that the client sent, even empty or named in Connection, once.
+func TestForwardedTarget(t *testing.T) {
+	tests := []struct{ raw, want string }{
+		{"GET http://b.example/x?q HTTP/1.1\r\nHost: a\r\n\r\n", "GET /x?q HTTP/1.1\r\nHost: b.example\r\n"},
+		{"GET https://b.example:8443 HTTP/1.1\r\nHost: a\r\n\r\n", "GET / HTTP/1.1\r\nHost: b.example:8443\r\n"},
+		{"GET http://b.example?q HTTP/1.1\r\nHost: a\r\n\r\n", "GET /?q HTTP/1.1\r\nHost: b.example\r\n"},
+		{"GET /x HTTP/1.1\r\nHost:\r\n\r\n", "GET /x HTTP/1.1\r\nHost: \r\n"},
+		{"GET /x HTTP/1.1\r\nConnection: Host\r\nHost: a\r\n\r\n", "GET /x HTTP/1.1\r\nHost: a\r\n"},
+		{"GET /x HTTP/1.0\r\n\r\n", "GET /x HTTP/1.1\r\nHost: 192.0.2.1:80\r\n"},
+	}
+	lb := &Balancer{}
+	cc := &clientConn{}
+	for _, tt := range tests {
+		r, err := parse(t, tt.raw)
+		if err != nil {
+			t.Fatalf("%q: %v", tt.raw, err)
+		}
+		got := string(lb.appendRequestHead(nil, cc, r, "192.0.2.1:80"))
+		if !strings.HasPrefix(got, tt.want) || strings.Count(strings.ToLower(got), "host:") != 1 {
+			t.Errorf("%q forwarded as %q, want it to begin %q with one Host", tt.raw, got, tt.want)
+		}
+	}
+}
+
 func TestParseRequestRejects(t *testing.T) {
 	tests := []struct {
 		name, raw string
@@ -84,6 +110,9 @@ func TestParseRequestRejects(t *testing.T) {
 		{"control in target", "GET /\x01 HTTP/1.1\r\nHost: a\r\n\r\n", 400},
 		{"relative target", "GET x HTTP/1.1\r\nHost: a\r\n\r\n", 400},
 		{"connect", "CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n", 405},
+		{"fragment", "GET /a#b HTTP/1.1\r\nHost: a\r\n\r\n", 400},
+		{"user information", "GET http://u@a/ HTTP/1.1\r\nHost: a\r\n\r\n", 400},
+		{"empty authority", "GET http:///x HTTP/1.1\r\nHost: a\r\n\r\n", 400},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -158,8 +187,8 @@ func TestCopyChunked(t *testing.T) {
 	if err != nil || n != 9 {
 		t.Fatalf("copyChunked = %d, %v", n, err)
 	}
-	if out.String() != in[:len(in)-4] {
-		t.Errorf("passthrough changed the framing: %q", out.String())
+	if want := "4\r\nWiki\r\n5\r\npedia\r\n0\r\nX-Trailer: 1\r\n\r\n"; out.String() != want {
+		t.Errorf("re-encoded %q, want %q", out.String(), want)
 	}
 	if rest, _ := br.Peek(4); string(rest) != "NEXT" {
 		t.Errorf("copyChunked read past the message end: next bytes %q", rest)
@@ -171,9 +200,67 @@ func TestCopyChunked(t *testing.T) {
 	if _, err := copyChunked(&out, bufio.NewReader(strings.NewReader(in)), make([]byte, 3), false, 5); !errors.Is(err, errBodyTooLarge) {
 		t.Errorf("limit 5: err = %v, want errBodyTooLarge", err)
 	}
-	for _, bad := range []string{"zz\r\nab\r\n0\r\n\r\n", "2\r\nabc\r\n0\r\n\r\n", "2\r\nab", "ffffffffffffffffff\r\n"} {
+	for _, bad := range []string{"zz\r\nab\r\n0\r\n\r\n", "2\r\nabc\r\n0\r\n\r\n", "2\r\nab", "ffffffffffffffffff\r\n",
+		"ffffffffffffffff1\r\n", "2 x\r\nab\r\n0\r\n\r\n", "2;a\x00\r\nab\r\n0\r\n\r\n", "2;a\rb\r\nab\r\n0\r\n\r\n",
+		"0\r\nBad Trailer: 1\r\n\r\n", "0\r\n folded\r\n\r\n", "\r\n", ";x\r\n"} {
+		out.Reset()
 		if _, err := copyChunked(&out, bufio.NewReader(strings.NewReader(bad)), make([]byte, 8), false, 0); err == nil {
-			t.Errorf("%q: accepted", bad)
+			t.Errorf("%q: accepted as %q", bad, out.String())
+		}
+	}
+}
+
+// TestChunkReencoding: whatever framing a sender used that haven accepts,
+// the receiver gets sizes, line ends and trailers of haven's own.
+func TestChunkReencoding(t *testing.T) {
+	big := strings.Repeat("x", 70000)
+	tests := []struct{ name, in, want string }{
+		{"bare LF", "5\nhello\n0\n\n", "5\r\nhello\r\n0\r\n\r\n"},
+		{"space after size", "5 \r\nhello\r\n0\r\n\r\n", "5\r\nhello\r\n0\r\n\r\n"},
+		{"extension", "5 ; a=\"b c\"\r\nhello\r\n0;last\r\n\r\n", "5\r\nhello\r\n0\r\n\r\n"},
+		{"upper-case hex, leading zeros", "000A\r\n0123456789\r\n0\r\n\r\n", "a\r\n0123456789\r\n0\r\n\r\n"},
+		{"trailers", "1\r\na\r\n0\r\nX-A:  1 \nX-B:2\r\n\n", "1\r\na\r\n0\r\nX-A: 1\r\nX-B: 2\r\n\r\n"},
+		{"chunk larger than the buffer", "11170\r\n" + big + "\r\n0\r\n\r\n", "11170\r\n" + big + "\r\n0\r\n\r\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, size := range []int{8, 32 * 1024} {
+				var out strings.Builder
+				if _, err := copyChunked(&out, bufio.NewReaderSize(strings.NewReader(tt.in), 16), make([]byte, size), false, 0); err != nil {
+					t.Fatalf("buffer %d: %v", size, err)
+				}
+				if out.String() != tt.want {
+					t.Errorf("buffer %d: sent %.80q, want %.80q", size, out.String(), tt.want)
+				}
+			}
+		})
+	}
+}
+
+// TestScanChunks: the framing that has already arrived is checked before a
+// request leaves for a backend; what has not arrived yet is not judged.
+func TestScanChunks(t *testing.T) {
+	tests := []struct {
+		in   string
+		want error
+	}{
+		{"5\r\nhello\r\n0\r\n\r\n", nil},
+		{"5\r\nhel", nil},
+		{"5\r\nhello", nil},
+		{"5\r\nhello\r", nil},
+		{"5\r\nhello\r\n3", nil},
+		{"5\nhello\n2;x\nab\n0\n", nil},
+		{"ffffffffffffffff1\r\n", errChunkSize},
+		{"5\r\nhello\r\nzz\r\n", errChunkSize},
+		{"5\r\nhelloX\r\n", errChunkData},
+		{"5\r\nhello\r\n6\r\n", errBodyTooLarge},
+		{strings.Repeat("1", maxChunkLine+1), errChunkLine},
+		{strings.Repeat(" ", maxChunkLine), errChunkLine},
+		{"5" + strings.Repeat(" ", maxChunkLine) + "\r\n", errChunkLine},
+	}
+	for _, tt := range tests {
+		if err := scanChunks([]byte(tt.in), 10); !errors.Is(err, tt.want) && !(tt.want == nil && err == nil) {
+			t.Errorf("%.40q: %v, want %v", tt.in, err, tt.want)
 		}
 	}
 }
@@ -197,6 +284,7 @@ func FuzzParseRequest(f *testing.F) {
 		"POST /p HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
 		"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, close\r\nUpgrade: websocket\r\n\r\n",
 		"GET / HTTP/1.0\r\n\r\n",
+		"GET http://a.example/x HTTP/1.1\r\nHost:\r\nConnection: Host\r\n\r\n",
 	} {
 		f.Add([]byte(s))
 	}
@@ -218,6 +306,49 @@ func FuzzParseRequest(f *testing.F) {
 		}
 		if !isToken(r.method) {
 			t.Fatalf("accepted method %q", r.method)
+		}
+		if bytes.IndexByte(r.target, '#') >= 0 || bytes.IndexByte(r.authority, '@') >= 0 {
+			t.Fatalf("accepted target %q", r.target)
+		}
+		out := (&Balancer{}).appendRequestHead(nil, &clientConn{}, &r, "192.0.2.1:80")
+		if n := strings.Count(strings.ToLower(string(out)), "\r\nhost:"); n != 1 {
+			t.Fatalf("%q forwarded with %d Host fields: %q", data, n, out)
+		}
+	})
+}
+
+// FuzzCopyChunked checks that what copyChunked accepts it re-encodes into
+// canonical framing that carries the same data, and that the check made
+// before a request leaves (scanChunks) never refuses what the copy accepts.
+func FuzzCopyChunked(f *testing.F) {
+	for _, s := range []string{
+		"5\r\nhello\r\n0\r\n\r\n",
+		"5;a=b\nhello\n6 \r\n world\r\n0\r\nX-T: 1\r\n\r\nNEXT",
+		"ffffffffffffffff1\r\n",
+		"2\r\nabc\r\n0\r\n\r\n",
+		"0\r\nA: 1\nB:2\r\n\r\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var out bytes.Buffer
+		n, err := copyChunked(&out, bufio.NewReader(bytes.NewReader(data)), make([]byte, 7), false, 0)
+		if err != nil {
+			return
+		}
+		if err := scanChunks(data, 0); err != nil {
+			t.Fatalf("copied %q but the early check refuses it: %v", data, err)
+		}
+		var again bytes.Buffer
+		n2, err := copyChunked(&again, bufio.NewReader(bytes.NewReader(out.Bytes())), make([]byte, 64), false, 0)
+		if err != nil || n2 != n || !bytes.Equal(again.Bytes(), out.Bytes()) {
+			t.Fatalf("re-encoding %q as %q is not canonical: %q, %v", data, out.Bytes(), again.Bytes(), err)
+		}
+		var d1, d2 bytes.Buffer
+		copyChunked(&d1, bufio.NewReader(bytes.NewReader(data)), make([]byte, 5), true, 0)
+		copyChunked(&d2, bufio.NewReader(bytes.NewReader(out.Bytes())), make([]byte, 5), true, 0)
+		if !bytes.Equal(d1.Bytes(), d2.Bytes()) || int64(d1.Len()) != n {
+			t.Fatalf("%q carries %q, its re-encoding %q", data, d1.Bytes(), d2.Bytes())
 		}
 	})
 }

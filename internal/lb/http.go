@@ -23,6 +23,10 @@ type scratch struct {
 	head, rhead, out, body []byte
 	req                    request
 	resp                   response
+	// in and to are the body reader and writer of the current copy; they
+	// live here so that handing them to the copy functions allocates nothing.
+	in idleReader
+	to idleWriter
 }
 
 var scratchPool = sync.Pool{New: func() any {
@@ -38,7 +42,11 @@ const maxReplayBody = 64 * 1024
 func (lb *Balancer) serveHTTP(cc *clientConn) {
 	rw := cc.c
 	if lb.tls != nil {
-		tc := tls.Server(cc.c, lb.tls.config())
+		raw := cc.c
+		if tcp, ok := raw.(*net.TCPConn); ok {
+			raw = &ackConn{TCPConn: tcp}
+		}
+		tc := tls.Server(raw, lb.tls.config())
 		s := lb.settings.Load()
 		ctx, cancel := context.WithTimeout(context.Background(), s.headerTimeout)
 		err := tc.HandshakeContext(ctx)
@@ -165,8 +173,9 @@ type attempt struct {
 	sticky     string
 	failStatus int // what to answer if no retry is left
 	failMsg    string
-	freshOnly  bool // the last try found a stale pooled connection
-	lastTry    bool // no retry is left: relay whatever the backend answers
+	bodyLimit  time.Time // the end of timeouts.request_body; zero: none
+	freshOnly  bool      // the last try found a stale pooled connection
+	lastTry    bool      // no retry is left: relay whatever the backend answers
 }
 
 func (lb *Balancer) serveRequest(cc *clientConn, rw net.Conn, sc *scratch, s *settings) bool {
@@ -176,6 +185,8 @@ func (lb *Balancer) serveRequest(cc *clientConn, rw net.Conn, sc *scratch, s *se
 	sc.head, err = readHead(cc.br, sc.head[:0], s.maxHeader)
 	if err != nil {
 		switch {
+		case errors.Is(err, errHeadTooLarge) && bytes.IndexByte(sc.head, '\n') < 0:
+			lb.localResponse(rw, 414, "request line too long")
 		case errors.Is(err, errHeadTooLarge):
 			lb.localResponse(rw, 431, "request header too large")
 		case errors.Is(err, errHeadTimeout):
@@ -195,11 +206,18 @@ func (lb *Balancer) serveRequest(cc *clientConn, rw net.Conn, sc *scratch, s *se
 		}
 		return false
 	}
+	if limit := maxHeaders(s); len(req.headers) > limit {
+		lb.localResponse(rw, 431, "more than "+strconv.Itoa(limit)+" header fields")
+		return false
+	}
 	if s.maxBody > 0 && req.contentLength > s.maxBody {
 		lb.localResponse(rw, 413, "request body too large")
 		return false
 	}
 	a := attempt{s: s, sc: sc, rw: rw, failStatus: 503, failMsg: "no backend available"}
+	if d := requestBodyTimeout(s); d > 0 && req.hasBody() {
+		a.bodyLimit = time.Now().Add(d)
+	}
 	a.replayable = s.retriable(req.method) && !req.chunked && req.contentLength <= maxReplayBody && req.upgrade == nil
 	if req.expectCont && req.hasBody() {
 		// haven answers 100-continue itself and buffers or streams the body;
@@ -210,13 +228,24 @@ func (lb *Balancer) serveRequest(cc *clientConn, rw net.Conn, sc *scratch, s *se
 		}
 	}
 	if a.replayable && req.contentLength > 0 {
-		rw.SetReadDeadline(time.Now().Add(s.clientTimeout))
+		sc.in = idleReader{Reader: cc.br, c: rw, idle: s.clientTimeout, limit: a.bodyLimit}
 		sc.body = grow(sc.body[:0], int(req.contentLength))
-		if _, err := io.ReadFull(cc.br, sc.body); err != nil {
+		if _, err := io.ReadFull(&sc.in, sc.body); err != nil {
+			lb.bodyFailed(rw, err)
 			return false
 		}
 	} else {
 		sc.body = sc.body[:0]
+	}
+	if req.chunked {
+		// Nothing of a request goes to a backend before its first chunk
+		// header has arrived, and none of it if the framing that has
+		// arrived is malformed.
+		sc.in = idleReader{Reader: cc.br, c: rw, idle: s.clientTimeout, limit: a.bodyLimit}
+		if err := firstChunks(&sc.in, s.maxBody); err != nil {
+			lb.bodyFailed(rw, err)
+			return false
+		}
 	}
 	if s.stickyCookie != "" {
 		a.sticky = findCookie(req.cookie, s.stickyCookie)
@@ -281,8 +310,8 @@ func (lb *Balancer) exchange(cc *clientConn, b *backend, a *attempt) outcome {
 	stale := func() bool { return bc.reused && a.replayable && !a.freshOnly }
 	sc.out = lb.appendRequestHead(sc.out[:0], cc, req, b.addr)
 	sc.out = append(sc.out, sc.body...)
-	bc.c.SetWriteDeadline(time.Now().Add(s.serverTimeout))
-	n, err := bc.c.Write(sc.out)
+	sc.to = idleWriter{c: bc.c, idle: s.serverTimeout}
+	n, err := sc.to.Write(sc.out)
 	b.m.bytesOut.Add(uint64(n))
 	if err != nil {
 		bc.close()
@@ -385,35 +414,85 @@ func observeFailure(b *backend, reason string) {
 }
 
 // streamRequestBody copies a body that was not buffered from the client to
-// the backend.
+// the backend. The client's and the backend's timeouts bound each wait for
+// the next bytes, not the whole body, which may take as long as it keeps
+// moving (or timeouts.request_body).
 func (lb *Balancer) streamRequestBody(cc *clientConn, bc *backendConn, a *attempt) (outcome, bool) {
-	s, req := a.s, &a.sc.req
+	s, sc, req := a.s, a.sc, &a.sc.req
 	bufp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bufp)
-	a.rw.SetReadDeadline(time.Now().Add(s.clientTimeout))
-	bc.c.SetWriteDeadline(time.Now().Add(s.serverTimeout))
+	sc.in = idleReader{Reader: cc.br, c: a.rw, idle: s.clientTimeout, limit: a.bodyLimit}
+	sc.to = idleWriter{c: bc.c, idle: s.serverTimeout}
 	var err error
 	var n int64
 	if req.chunked {
-		n, err = copyChunked(bc.c, cc.br, *bufp, false, s.maxBody)
+		n, err = copyChunked(&sc.to, &sc.in, *bufp, false, s.maxBody)
 	} else {
-		n, err = copyN(bc.c, cc.br, req.contentLength, *bufp)
+		n, err = copyN(&sc.to, &sc.in, req.contentLength, *bufp)
 	}
 	bc.b.m.bytesOut.Add(uint64(n))
 	if err != nil {
+		// The backend has a prefix of the request: closing the connection
+		// tells it the request ended early, whatever it has parsed.
 		bc.close()
 		var ce *copyError
-		switch {
-		case errors.Is(err, errBodyTooLarge):
-			lb.localResponse(a.rw, 413, "request body too large")
-		case errors.As(err, &ce) && ce.write:
+		if errors.As(err, &ce) && ce.write {
 			lb.backendFailed(bc.b, a, "reset", "send body: "+err.Error())
-		default:
-			lb.localResponse(a.rw, 400, "request body incomplete or malformed")
+		} else {
+			lb.bodyFailed(a.rw, err)
 		}
 		return failed, false
 	}
 	return done, true
+}
+
+// bodyFailed answers a client whose request body could not be read.
+func (lb *Balancer) bodyFailed(rw net.Conn, err error) {
+	switch {
+	case errors.Is(err, errBodyTooLarge):
+		lb.localResponse(rw, 413, "request body too large")
+	case isTimeout(err):
+		lb.localResponse(rw, 408, "request body not received in time")
+	case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF):
+		lb.localResponse(rw, 400, "request body incomplete")
+	default:
+		lb.localResponse(rw, 400, "request body malformed: "+err.Error())
+	}
+}
+
+// firstChunks waits for the first chunk header of a chunked body and checks
+// the framing of what has arrived with it.
+func firstChunks(in *idleReader, limit int64) error {
+	for {
+		p, _ := in.Peek(in.Buffered())
+		if bytes.IndexByte(p, '\n') >= 0 || len(p) >= in.Size() {
+			return scanChunks(p, limit)
+		}
+		in.arm()
+		if _, err := in.Peek(len(p) + 1); err != nil {
+			return readErr(err)
+		}
+	}
+}
+
+// maxHeaders is limits.max_headers.
+func maxHeaders(s *settings) int {
+	if s.cfg == nil || s.cfg.Limits.MaxHeaders == 0 {
+		return defaultMaxHeaders
+	}
+	return s.cfg.Limits.MaxHeaders
+}
+
+// defaultMaxHeaders is limits.max_headers's default, for settings built
+// without a configuration.
+const defaultMaxHeaders = 100
+
+// requestBodyTimeout is timeouts.request_body (0: none).
+func requestBodyTimeout(s *settings) time.Duration {
+	if s.cfg == nil {
+		return 0
+	}
+	return s.cfg.Timeouts.RequestBody.D()
 }
 
 // relayResponse sends the parsed response head and its body to the client.
@@ -458,23 +537,25 @@ func (lb *Balancer) relayResponse(cc *clientConn, b *backend, bc *backendConn, a
 			remaining -= k
 		}
 	}
-	a.rw.SetWriteDeadline(time.Now().Add(s.clientTimeout))
-	if _, err := a.rw.Write(sc.out); err != nil {
+	// Each write to the client and each read from the backend has its own
+	// deadline: a slow reader or a slow backend is fine while data moves.
+	sc.to = idleWriter{c: a.rw, idle: s.clientTimeout}
+	if _, err := sc.to.Write(sc.out); err != nil {
 		bc.close()
 		return failed
 	}
 	var n int64
 	var err error
-	if !bodyless {
+	if !bodyless && (remaining > 0 || resp.contentLength < 0) {
 		bufp := copyBufs.Get().(*[]byte)
-		bc.c.SetReadDeadline(time.Now().Add(s.serverTimeout))
+		sc.in = idleReader{Reader: bc.br, c: bc.c, idle: s.serverTimeout}
 		switch {
 		case resp.chunked:
-			n, err = copyChunked(a.rw, bc.br, *bufp, dechunk, 0)
+			n, err = copyChunked(&sc.to, &sc.in, *bufp, dechunk, 0)
 		case resp.contentLength >= 0:
-			n, err = copyN(a.rw, bc.br, remaining, *bufp)
+			n, err = copyN(&sc.to, &sc.in, remaining, *bufp)
 		default:
-			n, err = copyUntilEOF(a.rw, bc.br, *bufp)
+			n, err = copyUntilEOF(&sc.to, &sc.in, *bufp)
 		}
 		copyBufs.Put(bufp)
 	}
@@ -571,9 +652,23 @@ func (lb *Balancer) backendConn(b *backend, s *settings, allowPooled, checkAlive
 func (lb *Balancer) appendRequestHead(dst []byte, cc *clientConn, r *request, backendAddr string) []byte {
 	dst = append(dst, r.method...)
 	dst = append(dst, ' ')
-	dst = append(dst, r.target...)
+	switch {
+	case r.authority == nil:
+		dst = append(dst, r.target...)
+	case len(r.path) == 0 || r.path[0] != '/':
+		dst = append(dst, '/')
+		fallthrough
+	default:
+		// An absolute-form target leaves as origin-form, its authority as
+		// the one Host (RFC 9112 3.2.2): the backend sees one consistent
+		// pair, whichever of the two it reads.
+		dst = append(dst, r.path...)
+	}
 	dst = append(dst, " HTTP/1.1\r\n"...)
-	if len(r.host) == 0 {
+	switch {
+	case r.authority != nil:
+		dst = appendHeader(dst, hostName, r.authority)
+	case !r.hasHost:
 		// An HTTP/1.0 client may omit Host; HTTP/1.1 to the backend needs one.
 		dst = append(dst, "Host: "...)
 		dst = append(dst, backendAddr...)
@@ -581,7 +676,17 @@ func (lb *Balancer) appendRequestHead(dst []byte, cc *clientConn, r *request, ba
 	}
 	for _, h := range r.headers {
 		if hopByHop(h.name) || eqFold(h.name, "x-forwarded-for") || eqFold(h.name, "x-forwarded-proto") ||
-			eqFold(h.name, "expect") || eqFold(h.name, "content-length") || listed(r.connTokens, h.name) {
+			eqFold(h.name, "expect") || eqFold(h.name, "content-length") {
+			continue
+		}
+		if eqFold(h.name, "host") {
+			// Host is never dropped for a Connection option, and appears once.
+			if r.authority == nil {
+				dst = appendHeader(dst, h.name, h.value)
+			}
+			continue
+		}
+		if listed(r.connTokens, h.name) {
 			continue
 		}
 		dst = appendHeader(dst, h.name, h.value)
@@ -618,7 +723,11 @@ func appendResponseHead(dst []byte, resp *response, req *request, keep, dechunk 
 	dst = append(dst, resp.statusLine[8:]...)
 	dst = append(dst, "\r\n"...)
 	for _, h := range resp.headers {
-		if hopByHop(h.name) || listed(resp.connTokens, h.name) || (dechunk && eqFold(h.name, "content-length")) {
+		if hopByHop(h.name) || (dechunk && eqFold(h.name, "content-length")) {
+			continue
+		}
+		// A Connection option never removes the header that frames the body.
+		if listed(resp.connTokens, h.name) && !eqFold(h.name, "content-length") {
 			continue
 		}
 		dst = appendHeader(dst, h.name, h.value)
@@ -726,14 +835,17 @@ func isTimeout(err error) bool {
 
 var continue100 = []byte("HTTP/1.1 100 Continue\r\n\r\n")
 
+var hostName = []byte("Host")
+
 var statusText = map[int]string{
-	400: "Bad Request", 405: "Method Not Allowed", 408: "Request Timeout", 413: "Content Too Large",
+	400: "Bad Request", 405: "Method Not Allowed", 408: "Request Timeout", 413: "Content Too Large", 414: "URI Too Long",
 	431: "Request Header Fields Too Large", 501: "Not Implemented", 502: "Bad Gateway",
 	503: "Service Unavailable", 504: "Gateway Timeout", 505: "HTTP Version Not Supported",
 }
 
-// localResponse answers the client with an error of haven's own and closes
-// the exchange (the caller closes the connection).
+// localResponse answers the client with an error of haven's own and ends
+// the exchange: the caller closes the connection, after lingerClose has let
+// the client read the answer.
 func (lb *Balancer) localResponse(w net.Conn, status int, msg string) {
 	lb.countLocal(status)
 	body := "haven: " + msg + "\n"
@@ -741,5 +853,34 @@ func (lb *Balancer) localResponse(w net.Conn, status int, msg string) {
 		"\r\nContent-Type: text/plain; charset=utf-8\r\nCache-Control: no-store\r\nConnection: close\r\nContent-Length: " +
 		strconv.Itoa(len(body)) + "\r\n\r\n"
 	w.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	w.Write([]byte(head + body))
+	if _, err := w.Write([]byte(head + body)); err == nil {
+		lingerClose(w)
+	}
+}
+
+// Lingering after a local answer: at most this long, and this many bytes.
+const (
+	lingerTime  = 2 * time.Second
+	lingerBytes = 1 << 20
+)
+
+// lingerClose half-closes a connection that is about to close after an
+// answer and reads away what the client still sends (the rest of a URI too
+// long, a body refused), until it closes, for lingerTime or lingerBytes at
+// most. Closing with unread bytes would send a reset, which can reach the
+// client before it has read the answer and make it discard the answer.
+func lingerClose(w net.Conn) {
+	if cw, ok := w.(interface{ CloseWrite() error }); !ok || cw.CloseWrite() != nil {
+		return
+	}
+	w.SetReadDeadline(time.Now().Add(lingerTime))
+	bufp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bufp)
+	for n := 0; n < lingerBytes; {
+		k, err := w.Read(*bufp)
+		if err != nil {
+			return
+		}
+		n += k
+	}
 }

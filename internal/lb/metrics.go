@@ -23,7 +23,7 @@ type backendMetrics struct {
 }
 
 // localStatuses are the statuses haven answers itself; each has a counter.
-var localStatuses = [...]int{400, 405, 408, 413, 431, 501, 502, 503, 504, 505}
+var localStatuses = [...]int{400, 405, 408, 413, 414, 431, 501, 502, 503, 504, 505}
 
 func localIndex(status int) int {
 	for i, s := range localStatuses {
