@@ -79,6 +79,24 @@ func testCtx(t *testing.T) context.Context {
 // leaves the data directory empty), stopped when the test ends.
 func newServer(t *testing.T, name string, edit func(*pg.Config)) *pg.Server {
 	t.Helper()
+	s := makeServer(t, name, edit)
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	if !s.HasData() {
+		if err := s.Init(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// makeServer makes a Server, stopped when the test ends, without
+// starting it.
+func makeServer(t *testing.T, name string, edit func(*pg.Config)) *pg.Server {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("runs PostgreSQL")
 	}
@@ -116,16 +134,6 @@ func newServer(t *testing.T, name string, edit func(*pg.Config)) *pg.Server {
 			}
 		}
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	defer cancel()
-	if !s.HasData() {
-		if err := s.Init(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := s.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
 	return s
 }
 
@@ -400,18 +408,18 @@ func checkContiguous(t *testing.T, names []string, tli uint32) (segments, pieces
 	t.Helper()
 	var prev uint64
 	for _, n := range names {
-		seg := n
+		seg, isPiece := n, false
 		if s, _, err := parsePieceName(n); err == nil {
-			seg = s
-			pieces++
-		} else if _, _, err := ParseSegmentName(n); err == nil {
-			segments++
-		} else {
+			seg, isPiece = s, true
+		}
+		st, no, err := ParseSegmentName(seg)
+		if err != nil || st != tli {
 			continue
 		}
-		st, no, _ := ParseSegmentName(seg)
-		if st != tli {
-			continue
+		if isPiece {
+			pieces++
+		} else {
+			segments++
 		}
 		if prev != 0 && no != prev && no != prev+1 {
 			t.Errorf("archive: segment %s follows %s: segments missing between", seg, SegmentName(tli, prev))
@@ -525,4 +533,130 @@ func (netListen) port() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// TestArchiveFollowsPromotion archives a standby, promotes it, and finds
+// the new timeline's history file and WAL in the archive; a base backup
+// of the old primary, restored from the archive, holds the rows of both
+// timelines.
+func TestArchiveFollowsPromotion(t *testing.T) {
+	ctx := testCtx(t)
+	p := newServer(t, "db1", nil)
+	if err := p.EnsureReplicationUser(ctx, pg.DefaultReplicationUser, "s3cret"); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.CreateSlot(ctx, "db2"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := execSQL(p, "CREATE TABLE t (id int PRIMARY KEY, pad text DEFAULT repeat('x', 200))"); err != nil {
+		t.Fatal(err)
+	}
+	replica := makeServer(t, "db2", nil)
+	if err := replica.Clone(ctx, pg.Upstream{Host: "127.0.0.1", Port: p.Port(), Password: "s3cret", Slot: "db2"}); err != nil {
+		t.Fatal(err)
+	}
+	repoDir := testenv.SearchableDir(t)
+	r, err := repo.OpenFile(repoDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _, stop := startArchiver(t, replica, r, nil)
+	testenv.Poll(t, testTimeout, "the archiver stores a piece", func() (bool, string) {
+		names := listArchive(t, r)
+		return len(names) > 0, fmt.Sprint(names)
+	})
+	backup := baseBackup(t, p)
+
+	w := startWriter(t, p, 1)
+	time.Sleep(time.Second) // the writer writes on timeline 1
+	first := w.finish(t)
+	waitArchivedAt(t, a, lsnOf(t, p, "SELECT pg_current_wal_insert_lsn()::text"))
+	if err := p.Stop(ctx, pg.StopFast); err != nil {
+		t.Fatal(err)
+	}
+	tli, err := replica.Promote(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w = startWriter(t, replica, len(first)+1)
+	time.Sleep(time.Second) // the writer writes on the new timeline
+	second := w.finish(t)
+	waitArchived(t, a, replica)
+	if got, _ := a.Archived(); got != tli {
+		t.Errorf("the archiver streams timeline %d, want %d", got, tli)
+	}
+	stop()
+
+	names := listArchive(t, r)
+	if !slices.Contains(names, HistoryName(tli)) {
+		t.Errorf("archive: no %s in %v", HistoryName(tli), names)
+	}
+	s1, p1 := checkContiguous(t, names, 1)
+	s2, p2 := checkContiguous(t, names, tli)
+	t.Logf("%d rows on timeline 1, %d on timeline %d; archive: %d objects, %d whole segments and %d pieces on timeline 1, %d and %d on timeline %d",
+		len(first), len(second), tli, len(names), s1, p1, s2, p2, tli)
+
+	s := restore(t, backup, repoDir)
+	got := exec1(t, s, "SELECT count(*)::text || ' ' || coalesce(max(id), 0)::text FROM t")
+	n := len(first) + len(second)
+	if want := fmt.Sprintf("%d %d", n, n); got != want {
+		t.Errorf("restored table: count and max id %s, want %s (every committed row of both timelines)", got, want)
+	}
+	t.Logf("restored: %s rows, on timeline %s", got, exec1(t, s, "SELECT timeline_id::text FROM pg_control_checkpoint()"))
+}
+
+func waitArchivedAt(t *testing.T, a *Archiver, target LSN) {
+	t.Helper()
+	testenv.Poll(t, testTimeout, "the archive reaches "+target.String(), func() (bool, string) {
+		_, pos := a.Archived()
+		return pos >= target, pos.String()
+	})
+}
+
+// TestArchiveSynchronous makes the archiver a synchronous standby: every
+// commit is acknowledged only once the repository holds its WAL.
+func TestArchiveSynchronous(t *testing.T) {
+	ctx := testCtx(t)
+	p := newServer(t, "db1", nil)
+	if _, err := execSQL(p, "CREATE TABLE t (id int PRIMARY KEY, pad text DEFAULT repeat('x', 200))"); err != nil {
+		t.Fatal(err)
+	}
+	r, err := repo.OpenFile(testenv.SearchableDir(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _, stop := startArchiver(t, p, r, func(c *Config) { c.Synchronous = true })
+	if _, err := p.SetSynchronousStandbys(ctx, 1, []string{a.ApplicationName()}); err != nil {
+		t.Fatal(err)
+	}
+	// Each commit's WAL must be archived when it is acknowledged: the
+	// writer reads the insert position inside the transaction, before
+	// its commit record, and the archive must be past it at the ack.
+	c, err := p.Connect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	var latencies []time.Duration
+	late := 0
+	for id := 1; id <= 2000; id++ {
+		began := time.Now()
+		var l string
+		if err := c.QueryRow(ctx, "INSERT INTO t (id) VALUES ($1) RETURNING pg_current_wal_insert_lsn()::text", id).Scan(&l); err != nil {
+			t.Fatal(err)
+		}
+		latencies = append(latencies, time.Since(began))
+		_, archived := a.Archived()
+		lsn, _ := pg.ParseLSN(l)
+		if archived <= LSN(lsn) {
+			late++
+		}
+	}
+	stop()
+	if late > 0 {
+		t.Errorf("%d of %d commits were acknowledged before the archive held them", late, len(latencies))
+	}
+	slices.Sort(latencies)
+	t.Logf("synchronous: %d commits, none acknowledged before archived; commit latency (durable in the repository) p50 %v, p99 %v",
+		len(latencies), pct(latencies, 0.5), pct(latencies, 0.99))
 }
