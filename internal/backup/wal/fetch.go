@@ -1,0 +1,148 @@
+package wal
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/haven-ha/haven/internal/backup/repo"
+)
+
+// Fetch writes the WAL file name (a segment's or a timeline history
+// file's name, as restore_command's %f gives it) of cluster from r to w.
+//
+// A segment comes from its whole object when there is one. Otherwise it
+// is assembled from its pieces, which must start at offset 0 and have no
+// gap, and is padded with zeros to SegmentSize: PostgreSQL accepts only a
+// whole-sized segment from restore_command, and reads the zeros after the
+// last record as the end of the WAL, as it does in a file that
+// pg_receivewal left as .partial. That last, partial segment is what lets
+// a restore reach the last second archived rather than the last segment
+// filled.
+//
+// The error wraps repo.ErrNotExist when the archive has no such file, the
+// answer restore_command gives at the end of the archive.
+func Fetch(ctx context.Context, r repo.Repository, cluster, name string, w io.Writer) error {
+	if err := fetch(ctx, r, cluster, name, w); err != nil {
+		return fmt.Errorf("wal: fetch %s from %s: %w", name, r, err)
+	}
+	return nil
+}
+
+func fetch(ctx context.Context, r repo.Repository, cluster, name string, w io.Writer) error {
+	_, _, segErr := ParseSegmentName(name)
+	if segErr != nil && !isHistoryName(name) {
+		return fmt.Errorf("not a WAL segment or timeline history file name")
+	}
+	obj := walDir(cluster) + name
+	rc, err := r.Get(ctx, obj)
+	if err == nil {
+		defer rc.Close()
+		n, err := io.Copy(w, rc)
+		if err != nil {
+			return err
+		}
+		if segErr == nil && n != SegmentSize {
+			return fmt.Errorf("%s holds %d bytes, not %d", obj, n, SegmentSize)
+		}
+		return nil
+	}
+	if !repo.IsNotExist(err) || segErr != nil {
+		return err
+	}
+	var ps []piece
+	err = r.List(ctx, obj+".", func(info repo.Info) error {
+		seg, off, err := parsePieceName(strings.TrimPrefix(info.Name, walDir(cluster)))
+		if err != nil || seg != name {
+			return nil
+		}
+		ps = append(ps, piece{name: info.Name, off: off, size: info.Size})
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if len(ps) == 0 {
+		return repo.ErrNotExist
+	}
+	sort.Slice(ps, func(i, j int) bool { return ps[i].off < ps[j].off })
+	end, used := contiguous(ps)
+	if end == 0 {
+		return fmt.Errorf("%s: its pieces do not start at offset 0", obj)
+	}
+	if len(used) < len(ps) && ps[len(ps)-1].off > end {
+		return fmt.Errorf("%s: its pieces have a gap at offset %d", obj, end)
+	}
+	var at int64
+	for _, p := range used {
+		if err := copyPiece(ctx, r, p, at, w); err != nil {
+			return err
+		}
+		at = p.off + p.size
+	}
+	_, err = io.CopyN(w, zeros{}, SegmentSize-end)
+	return err
+}
+
+// copyPiece writes the bytes of p from offset at (p.off <= at) on.
+func copyPiece(ctx context.Context, r repo.Repository, p piece, at int64, w io.Writer) error {
+	rc, err := r.Get(ctx, p.name)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	if _, err := io.CopyN(io.Discard, rc, at-p.off); err != nil {
+		return fmt.Errorf("%s: %w", p.name, err)
+	}
+	want := p.off + p.size - at
+	n, err := io.Copy(w, rc)
+	if err == nil && n != want {
+		err = fmt.Errorf("read %d bytes, want %d", n, want)
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", p.name, err)
+	}
+	return nil
+}
+
+type zeros struct{}
+
+func (zeros) Read(b []byte) (int, error) {
+	clear(b)
+	return len(b), nil
+}
+
+// FetchFile is Fetch into the file dst, as restore_command's %p names it:
+// written to a temporary file beside it, synced and renamed, so that
+// PostgreSQL never reads a part of it. It returns an error wrapping
+// repo.ErrNotExist, and leaves no file, when the archive has no such WAL
+// file.
+func FetchFile(ctx context.Context, r repo.Repository, cluster, name, dst string) (err error) {
+	tmp, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".*.haven-tmp")
+	if err != nil {
+		return fmt.Errorf("wal: fetch %s: %w", name, err)
+	}
+	defer func() {
+		if err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	if err := Fetch(ctx, r, cluster, name, tmp); err != nil {
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		return fmt.Errorf("wal: fetch %s: %w", name, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("wal: fetch %s: %w", name, err)
+	}
+	if err := os.Rename(tmp.Name(), dst); err != nil {
+		return fmt.Errorf("wal: fetch %s: %w", name, err)
+	}
+	return nil
+}

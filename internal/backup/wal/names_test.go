@@ -1,0 +1,141 @@
+package wal
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/haven-ha/haven/internal/backup/repo"
+)
+
+func TestSegmentNames(t *testing.T) {
+	for _, tc := range []struct {
+		tli  uint32
+		no   uint64
+		name string
+	}{
+		{1, 0, "000000010000000000000000"},
+		{1, 3, "000000010000000000000003"},
+		{2, 0x100, "000000020000000100000000"},
+		{0x1F, 0x2FF, "0000001F00000002000000FF"},
+	} {
+		if got := SegmentName(tc.tli, tc.no); got != tc.name {
+			t.Errorf("SegmentName(%d, %d) = %s, want %s", tc.tli, tc.no, got, tc.name)
+		}
+		tli, no, err := ParseSegmentName(tc.name)
+		if err != nil || tli != tc.tli || no != tc.no {
+			t.Errorf("ParseSegmentName(%s) = %d, %d, %v", tc.name, tli, no, err)
+		}
+	}
+	for _, bad := range []string{"", "00000001000000000000000", "000000010000000000000100", "00000000000000000000000A", "00000001000000000000000g", "000000010000000000000003.partial"} {
+		if _, _, err := ParseSegmentName(bad); err == nil {
+			t.Errorf("ParseSegmentName(%q) accepted it", bad)
+		}
+	}
+	p := pieceName("000000010000000000000003", 0x1A000)
+	if p != "000000010000000000000003.0001A000.partial" {
+		t.Errorf("pieceName = %s", p)
+	}
+	if seg, off, err := parsePieceName(p); err != nil || seg != "000000010000000000000003" || off != 0x1A000 {
+		t.Errorf("parsePieceName(%s) = %s, %d, %v", p, seg, off, err)
+	}
+	if !isHistoryName("00000002.history") || isHistoryName("2.history") {
+		t.Error("isHistoryName")
+	}
+}
+
+func FuzzParsePieceName(f *testing.F) {
+	f.Add("000000010000000000000003.0001A000.partial")
+	f.Fuzz(func(t *testing.T, name string) {
+		seg, off, err := parsePieceName(name)
+		if err == nil && pieceName(seg, off) != name {
+			t.Errorf("%q parsed as %s, %d", name, seg, off)
+		}
+	})
+}
+
+func put(t *testing.T, r repo.Repository, name string, data []byte) {
+	t.Helper()
+	if err := r.Put(context.Background(), name, bytes.NewReader(data), int64(len(data))); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestFetchAndEnd stores segments and pieces as an archiver would and
+// reads them back as a restore would, and as the next archiver finds
+// where the archive ends.
+func TestFetchAndEnd(t *testing.T) {
+	ctx := context.Background()
+	r, err := repo.OpenFile(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if end, err := scanEnd(ctx, r, "c"); err != nil || end.ok {
+		t.Fatalf("empty archive: %+v, %v", end, err)
+	}
+	whole := bytes.Repeat([]byte{7}, SegmentSize)
+	put(t, r, "c/wal/000000010000000000000003", whole)
+	put(t, r, "c/wal/000000010000000000000003.00000000.partial", []byte("left over"))
+	put(t, r, "c/wal/000000010000000000000004.00000000.partial", []byte("abc"))
+	put(t, r, "c/wal/000000010000000000000004.00000003.partial", []byte("defg"))
+	put(t, r, "c/wal/00000002.history", []byte("1\t0/4000007\tno recovery target specified\n"))
+
+	end, err := scanEnd(ctx, r, "c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !end.ok || end.tli != 1 || end.pos != 4*SegmentSize+7 || len(end.pieces) != 2 || len(end.leftovers) != 1 {
+		t.Errorf("end = %+v, want timeline 1 at 0/4000007 with 2 pieces and 1 leftover", end)
+	}
+
+	var b bytes.Buffer
+	if err := Fetch(ctx, r, "c", "000000010000000000000003", &b); err != nil || !bytes.Equal(b.Bytes(), whole) {
+		t.Errorf("whole segment: %d bytes, %v", b.Len(), err)
+	}
+	b.Reset()
+	if err := Fetch(ctx, r, "c", "000000010000000000000004", &b); err != nil {
+		t.Fatal(err)
+	}
+	want := append([]byte("abcdefg"), make([]byte, SegmentSize-7)...)
+	if !bytes.Equal(b.Bytes(), want) {
+		t.Errorf("assembled segment: %d bytes starting %q", b.Len(), b.Bytes()[:10])
+	}
+	b.Reset()
+	if err := Fetch(ctx, r, "c", "00000002.history", &b); err != nil || !strings.HasPrefix(b.String(), "1\t0/4000007") {
+		t.Errorf("history: %q, %v", b.String(), err)
+	}
+	for _, missing := range []string{"000000010000000000000005", "00000003.history"} {
+		if err := Fetch(ctx, r, "c", missing, &b); !errors.Is(err, repo.ErrNotExist) {
+			t.Errorf("Fetch(%s) = %v, want ErrNotExist", missing, err)
+		}
+	}
+	put(t, r, "c/wal/000000010000000000000005.00000010.partial", []byte("x"))
+	if err := Fetch(ctx, r, "c", "000000010000000000000005", &b); err == nil || repo.IsNotExist(err) {
+		t.Errorf("pieces not from offset 0: %v", err)
+	}
+	put(t, r, "c/wal/000000010000000000000004.00000009.partial", []byte("x"))
+	if err := Fetch(ctx, r, "c", "000000010000000000000004", &b); err == nil || !strings.Contains(err.Error(), "gap") {
+		t.Errorf("pieces with a gap: %v", err)
+	}
+	if err := Fetch(ctx, r, "c", "../../etc/passwd", &b); err == nil {
+		t.Error("Fetch took a name that is not a WAL file's")
+	}
+}
+
+func TestSuccessor(t *testing.T) {
+	h := []byte("1\t0/3000158\tno recovery target specified\n\n2\t0/5000000\tno recovery target specified\n")
+	for _, tc := range []struct {
+		tli, next uint32
+		at        LSN
+	}{{1, 2, 0x3000158}, {2, 3, 0x5000000}} {
+		next, at, err := successor(h, tc.tli, 3)
+		if err != nil || next != tc.next || at != tc.at {
+			t.Errorf("successor(%d) = %d, %v, %v", tc.tli, next, at, err)
+		}
+	}
+	if _, _, err := successor(h, 4, 3); err == nil {
+		t.Error("successor of a timeline not in the history")
+	}
+}
