@@ -1,6 +1,7 @@
 package repo
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -176,7 +177,23 @@ func (s *S3) Put(ctx context.Context, name string, r io.Reader, size int64) erro
 	if err != nil {
 		return err
 	}
-	if size >= 0 {
+	switch {
+	case size >= 0 && uint64(size) <= s.partSize:
+		// One PUT. minio-go retries a request only if it can read the
+		// body again, so the object is read into memory first (as
+		// minio-go does itself with a part, or a stream that turns out
+		// small).
+		buf, err := io.ReadAll(io.LimitReader(ctxReader{ctx, r}, size+1))
+		switch {
+		case err != nil:
+			return s.fail("put", name, err)
+		case int64(len(buf)) > size:
+			return fmt.Errorf("repo: %s: put %s: %w (%d)", s.name, name, errLonger, size)
+		case int64(len(buf)) < size:
+			return fmt.Errorf("repo: %s: put %s: read %d bytes, want %d", s.name, name, len(buf), size)
+		}
+		r = bytes.NewReader(buf)
+	case size >= 0:
 		// minio-go reads size bytes and no more; a reader that has more
 		// must fail the upload rather than be cut short unseen.
 		r = &exactReader{r: r, left: size}
