@@ -22,6 +22,7 @@ func conformance(t *testing.T, open func(t *testing.T) Repository) {
 	t.Run("WholeOrNothing", func(t *testing.T) { testWholeOrNothing(t, open(t)) })
 	t.Run("Large", func(t *testing.T) { testLarge(t, open(t)) })
 	t.Run("Cancel", func(t *testing.T) { testCancel(t, open(t)) })
+	t.Run("Claim", func(t *testing.T) { testClaim(t, open(t)) })
 }
 
 func put(t *testing.T, r Repository, name, body string) {
@@ -295,3 +296,38 @@ func (c *cancellingReader) Read(p []byte) (int, error) {
 type errReader struct{}
 
 func (errReader) Read([]byte) (int, error) { return 0, errors.New("connection reset") }
+
+// testClaim: a cluster claims its directory once and again; a second
+// cluster of the same name (another system identifier) is refused, told
+// the owner's name and system identifier; another name claims its own.
+func testClaim(t *testing.T, r Repository) {
+	ctx := context.Background()
+	shop := Owner{Cluster: "shop", SystemID: 7312345678901234567}
+	if err := Claim(ctx, r, "shop", shop); err != nil {
+		t.Fatal(err)
+	}
+	if err := Claim(ctx, r, "shop", shop); err != nil {
+		t.Errorf("the owner claims again: %v", err)
+	}
+	o, err := ReadOwner(ctx, r, "shop")
+	if err != nil || o.Cluster != "shop" || o.SystemID != shop.SystemID || o.Claimed.IsZero() {
+		t.Errorf("read owner: %+v, %v", o, err)
+	}
+	err = Claim(ctx, r, "shop", Owner{Cluster: "shop", SystemID: 7399999999999999999})
+	if err == nil || !strings.Contains(err.Error(), "shop/cluster.json belongs to cluster shop (system identifier 7312345678901234567") || !strings.Contains(err.Error(), r.String()) {
+		t.Errorf("another cluster's claim: %v; want a refusal naming the owner and its system identifier", err)
+	}
+	if err := Claim(ctx, r, "blog", Owner{Cluster: "blog", SystemID: 1}); err != nil {
+		t.Errorf("another cluster in its own directory: %v", err)
+	}
+	// A directory claimed under another name (a renamed cluster, or a
+	// repository path shared on purpose) is refused too.
+	err = Claim(ctx, r, "blog", Owner{Cluster: "shop", SystemID: 1})
+	if err == nil || !strings.Contains(err.Error(), "belongs to cluster blog (system identifier 1,") {
+		t.Errorf("a claim under another name: %v", err)
+	}
+	put(t, r, "bad/cluster.json", "{")
+	if err := Claim(ctx, r, "bad", shop); err == nil || !strings.Contains(err.Error(), "bad/cluster.json is not a cluster's claim") {
+		t.Errorf("a claim over a broken cluster.json: %v", err)
+	}
+}
