@@ -2,7 +2,8 @@
 # Installs the Debian packages haven's tests need, only when missing. In CI
 # (CI=true) a test whose prerequisite is missing fails instead of skipping
 # (internal/testenv), so everything a test runs must come from here.
-# A fresh machine has Go and gcc; everything else comes from here.
+# A fresh machine has Go and gcc; everything else comes from here: Debian
+# packages, and a few programs built from the Go module proxy.
 #
 # Usage: prereqs.sh [test|demo]. demo installs only what the demo plays its
 # acts with (not the benchmarks' peers), and as a user other than root it
@@ -35,6 +36,24 @@ if [ "$for_what" = test ]; then
   [ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || need+=(libnginx-mod-stream)
   have caddy      || need+=(caddy)
   have keepalived || need+=(keepalived)
+fi
+
+# Programs built from the Go module proxy (GOPROXY), into /usr/local/bin:
+# the S3 server the backup repository's tests run against (versitygw, its
+# posix backend serving a directory).
+gobuild=()
+if [ "$for_what" = test ]; then
+  have versitygw || gobuild+=(github.com/versity/versitygw/cmd/versitygw@v1.8.0)
+fi
+if [ ${#gobuild[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "prereqs: missing ${gobuild[*]}; run as root or build them: GOBIN=/usr/local/bin go install ${gobuild[*]}" >&2
+    exit 1
+  fi
+  for m in "${gobuild[@]}"; do
+    echo "prereqs: building $m (a few minutes the first time)"
+    GOBIN=/usr/local/bin GOFLAGS=-buildvcs=false go install "$m"
+  done
 fi
 
 if [ ${#need[@]} -gt 0 ]; then

@@ -52,15 +52,18 @@ const (
 	defaultRTOMin          = 20 * time.Millisecond
 	defaultJoinTimeout     = time.Minute
 
-	defaultEngine        = "postgres"
-	defaultDBPort        = 5432
-	defaultDBDataDir     = "/var/lib/haven/pg"
-	defaultDBUser        = "postgres"
-	defaultDBLease       = 2 * time.Second
-	defaultReplMode      = "async"
-	defaultSyncStandbys  = 1
-	defaultMaxLag        = 1 << 20
-	defaultReplUser      = "replicator"
+	defaultEngine       = "postgres"
+	defaultDBPort       = 5432
+	defaultDBDataDir    = "/var/lib/haven/pg"
+	defaultDBUser       = "postgres"
+	defaultDBLease      = 2 * time.Second
+	defaultReplMode     = "async"
+	defaultSyncStandbys = 1
+	defaultMaxLag       = 1 << 20
+	defaultReplUser     = "replicator"
+	// defaultRepository names the repository that database.backup.target
+	// stands for.
+	defaultRepository    = "main"
 	defaultDBTagPriority = 100
 	defaultReplicaMaxLag = 1 << 20
 	defaultRouterHold    = 5 * time.Second
@@ -169,6 +172,18 @@ func defaultDatabase(db *Database, r *report, dir string) {
 		rp.User = defaultReplUser
 	}
 	rp.PasswordFile = resolvePath(dir, rp.PasswordFile)
+	if b := db.Backup; b != nil {
+		// target is validated where it is written; the repository made
+		// of it is checked as every other one is.
+		if b.Target != "" && len(b.Repositories) == 0 {
+			b.Repositories = []*BackupRepository{{Name: defaultRepository, URL: b.Target}}
+		}
+		for _, repo := range b.Repositories {
+			if repo != nil {
+				repo.CredentialsFile = resolvePath(dir, repo.CredentialsFile)
+			}
+		}
+	}
 	if db.Listen != nil {
 		if len(db.Routers) == 0 {
 			db.Routers = slices.Clone(db.Nodes)

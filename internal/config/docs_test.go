@@ -30,7 +30,7 @@ type example struct {
 // file, not a file, and is skipped; so are the ```yaml blocks that are not
 // haven.yaml at all. Each example is loaded as a reader would after
 // following the docs: alone in a directory, beside the secret files it
-// names (password_file, token_file, secret_file) and, with
+// names (password_file, token_file, secret_file, credentials_file) and, with
 // coordination.tls, the certificates `haven certs` makes. A problem is
 // reported at its line in the document.
 func TestDocExamples(t *testing.T) {
@@ -142,6 +142,13 @@ func makeExampleFiles(cfg *Config, dir string) error {
 	}
 	if tr := cfg.Traffic; tr != nil && tr.TSIG != nil {
 		files = append(files, tr.TSIG.SecretFile)
+	}
+	if db := cfg.Database; db != nil && db.Backup != nil {
+		for _, r := range db.Backup.Repositories {
+			if r != nil && r.CredentialsFile != "" {
+				files = append(files, r.CredentialsFile)
+			}
+		}
 	}
 	for _, f := range files {
 		if !inside(dir, f) {

@@ -421,9 +421,35 @@ type DR struct {
 
 // Backup of the database.
 type Backup struct {
-	Target    string   `yaml:"target"`
-	BaseEvery Duration `yaml:"base_every"`
-	Retain    Duration `yaml:"retain"`
+	// Target is a shorthand for one repository: target: URL is
+	// repositories: [{name: main, url: URL}] (defaults fill Repositories
+	// from it). Give one or the other.
+	Target string `yaml:"target"`
+	// Repositories are where backups and the WAL archive go; the first is
+	// written by the cluster, the others are copies of it (another
+	// region).
+	Repositories []*BackupRepository `yaml:"repositories"`
+	BaseEvery    Duration            `yaml:"base_every"`
+	Retain       Duration            `yaml:"retain"`
+}
+
+// BackupRepository is one place backups are kept (internal/backup/repo).
+type BackupRepository struct {
+	// Name names it in commands and messages.
+	Name string `yaml:"name"`
+	// URL is file:///ABSOLUTE/PATH or s3://BUCKET[/PREFIX].
+	URL string `yaml:"url"`
+	// Endpoint is the S3 server's URL (default AWS,
+	// https://s3.amazonaws.com); s3 only, like the keys below.
+	Endpoint string `yaml:"endpoint"`
+	// Region is the bucket's region (default: asked of the server).
+	Region string `yaml:"region"`
+	// PathStyle addresses the bucket in the path rather than the host
+	// name (default: virtual hosts on AWS and Google, paths elsewhere).
+	PathStyle *bool `yaml:"path_style"`
+	// CredentialsFile is an AWS shared credentials file; empty: the
+	// environment's AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
+	CredentialsFile string `yaml:"credentials_file"`
 }
 
 // Traffic is the DNS traffic manager.

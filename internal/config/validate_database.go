@@ -1,6 +1,7 @@
 package config
 
 import (
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -96,13 +97,101 @@ func (v *validator) database() {
 			v.errorf("database.dr.mode", "%s", notOneOf(dr.Mode, drModes...))
 		}
 	}
-	if b := db.Backup; b != nil {
-		v.warnf("database.backup", "%s", notSupported)
-		if b.Target == "" {
-			v.errorf("database.backup.target", "required: where backups go, such as target: file:///var/lib/haven/backups or s3://bucket/prefix")
-		} else {
-			v.url("database.backup.target", b.Target, backupSchemes)
+	if db.Backup != nil {
+		v.backup(db.Backup)
+	}
+}
+
+var (
+	// repoName names a backup repository.
+	repoName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+	// bucketName is an S3 bucket name, as AWS allows them to be made now
+	// (lowercase; dots only between labels).
+	bucketName = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$`)
+)
+
+// backup checks database.backup: target, or repositories.
+func (v *validator) backup(b *Backup) {
+	const path = "database.backup"
+	v.warnf(path, "%s", notSupported)
+	switch {
+	case v.given(path+".target") && v.given(path+".repositories"):
+		v.errorf(path+".target", "give target (one repository) or repositories, not both: target: URL is repositories: [{name: %s, url: URL}]", defaultRepository)
+	case v.given(path + ".target"):
+		// The repository defaults made of it, checked at target's place.
+		v.repository(path+".target", b.Repositories[0], path+".target")
+		return
+	case len(b.Repositories) == 0:
+		v.errorf(path+".repositories", "required: where backups go, such as repositories: [{name: main, url: \"file:///var/lib/haven/backups\"}], or url: \"s3://bucket/prefix\"")
+		return
+	}
+	names := map[string]int{}
+	urls := map[string]int{}
+	for i, r := range b.Repositories {
+		p := index(path+".repositories", i)
+		if r == nil {
+			v.errorf(p, "empty: give name and url")
+			continue
 		}
+		switch j, dup := names[r.Name]; {
+		case r.Name == "":
+			v.errorf(p+".name", "required: name the repository, such as name: main")
+		case !repoName.MatchString(r.Name):
+			v.errorf(p+".name", "%q is not a repository name: use up to 63 lowercase letters, digits, '-' and '_', starting with a letter or digit", r.Name)
+		case dup:
+			v.errorf(p+".name", "%s is also the name of repositories[%d]", r.Name, j)
+		default:
+			names[r.Name] = i
+		}
+		if j, dup := urls[strings.TrimRight(r.URL, "/")]; dup && r.URL != "" {
+			v.errorf(p+".url", "%q is also the url of repositories[%d]: a copy in the same place is no copy", r.URL, j)
+		} else {
+			urls[strings.TrimRight(r.URL, "/")] = i
+		}
+		v.repository(p, r, p+".url")
+	}
+}
+
+// repository checks one repository; urlPath is where its URL was written.
+func (v *validator) repository(path string, r *BackupRepository, urlPath string) {
+	s3Only := map[string]bool{"endpoint": r.Endpoint != "", "region": r.Region != "", "path_style": r.PathStyle != nil, "credentials_file": r.CredentialsFile != ""}
+	u, err := url.Parse(r.URL)
+	if err == nil && u.Scheme == "file" {
+		for _, key := range sortedKeys(s3Only) {
+			if s3Only[key] {
+				v.errorf(path+"."+key, "applies to s3:// repositories, and this one is %s: remove %s", r.URL, key)
+			}
+		}
+	}
+	switch {
+	case r.URL == "":
+		v.errorf(urlPath, "required: where the repository is, such as url: \"file:///var/lib/haven/backups\" or \"s3://bucket/prefix\"")
+		return
+	case err != nil || !slices.Contains(backupSchemes, u.Scheme) || u.Opaque != "":
+		v.errorf(urlPath, "%q is not a URL with scheme file or s3: give file:///ABSOLUTE/PATH or s3://BUCKET/PREFIX", r.URL)
+		return
+	case u.RawQuery != "" || u.Fragment != "" || u.User != nil:
+		v.errorf(urlPath, "%q: a repository URL has no query, fragment or user: give the S3 keys beside url (endpoint, region, path_style, credentials_file)", r.URL)
+		return
+	case u.Scheme == "file" && u.Host != "":
+		v.errorf(urlPath, "%q names host %s: a file URL is file:// and an absolute path, such as file:///var/lib/haven/backups (three slashes)", r.URL, u.Host)
+		return
+	case u.Scheme == "file" && (u.Path == "" || u.Path == "/"):
+		v.errorf(urlPath, "%q has no directory: give an absolute path, such as file:///var/lib/haven/backups", r.URL)
+		return
+	case u.Scheme == "file":
+		return
+	case !bucketName.MatchString(u.Host) || strings.Contains(u.Host, ".."):
+		v.errorf(urlPath, "%q: %q is not an S3 bucket name: 3 to 63 lowercase letters, digits, '.' and '-', starting and ending with a letter or digit", r.URL, u.Host)
+	}
+	if r.Endpoint != "" {
+		e, err := url.Parse(r.Endpoint)
+		if err != nil || (e.Scheme != "http" && e.Scheme != "https") || e.Host == "" || (e.Path != "" && e.Path != "/") || e.RawQuery != "" {
+			v.errorf(path+".endpoint", "%q is not a server URL: give scheme and host only, such as https://s3.eu-central-1.amazonaws.com or http://198.18.1.30:7070", r.Endpoint)
+		}
+	}
+	if r.CredentialsFile != "" {
+		v.secret(path+".credentials_file", r.CredentialsFile)
 	}
 }
 

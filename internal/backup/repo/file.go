@@ -7,7 +7,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -32,7 +31,7 @@ func OpenFile(dir string) (*File, error) {
 		return nil, fmt.Errorf("repo: %q: a file repository needs an absolute path", dir)
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("repo: %w", err)
+		return nil, fmt.Errorf("repo: file://%s: %w", dir, err)
 	}
 	return &File{root: filepath.Clean(dir)}, nil
 }
@@ -42,24 +41,27 @@ func (f *File) String() string { return "file://" + f.root }
 // path turns an object name into a file path below the root, refusing
 // names that would leave it.
 func (f *File) path(name string) (string, error) {
-	if name == "" || !fs.ValidPath(name) || strings.HasSuffix(name, tempSuffix) {
-		return "", fmt.Errorf("repo: %q is not a valid object name", name)
+	if err := checkName(name); err != nil {
+		return "", fmt.Errorf("repo: %s: %w", f, err)
 	}
 	return filepath.Join(f.root, filepath.FromSlash(name)), nil
 }
 
 func (f *File) Put(ctx context.Context, name string, r io.Reader, size int64) (err error) {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("repo: %s: put %s: %w", f, name, err)
+	}
 	p, err := f.path(name)
 	if err != nil {
 		return err
 	}
 	dir := filepath.Dir(p)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("repo: put %s: %w", name, err)
+		return fmt.Errorf("repo: %s: put %s: %w", f, name, err)
 	}
 	tmp, err := os.CreateTemp(dir, filepath.Base(p)+".*"+tempSuffix)
 	if err != nil {
-		return fmt.Errorf("repo: put %s: %w", name, err)
+		return fmt.Errorf("repo: %s: put %s: %w", f, name, err)
 	}
 	defer func() {
 		if err != nil {
@@ -69,46 +71,63 @@ func (f *File) Put(ctx context.Context, name string, r io.Reader, size int64) (e
 	}()
 	n, err := io.Copy(tmp, ctxReader{ctx, r})
 	if err != nil {
-		return fmt.Errorf("repo: put %s: %w", name, err)
+		return fmt.Errorf("repo: %s: put %s: %w", f, name, err)
 	}
 	if size >= 0 && n != size {
-		return fmt.Errorf("repo: put %s: read %d bytes, want %d", name, n, size)
+		return fmt.Errorf("repo: %s: put %s: read %d bytes, want %d", f, name, n, size)
 	}
 	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("repo: put %s: %w", name, err)
+		return fmt.Errorf("repo: %s: put %s: %w", f, name, err)
 	}
 	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("repo: put %s: %w", name, err)
+		return fmt.Errorf("repo: %s: put %s: %w", f, name, err)
 	}
 	if err := os.Rename(tmp.Name(), p); err != nil {
-		return fmt.Errorf("repo: put %s: %w", name, err)
+		return fmt.Errorf("repo: %s: put %s: %w", f, name, err)
 	}
-	return syncDir(dir)
+	if err := syncDir(dir); err != nil {
+		return fmt.Errorf("repo: %s: put %s: %w", f, name, err)
+	}
+	return nil
 }
 
 func (f *File) Get(ctx context.Context, name string) (io.ReadCloser, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("repo: %s: get %s: %w", f, name, err)
+	}
 	p, err := f.path(name)
 	if err != nil {
 		return nil, err
 	}
 	file, err := os.Open(p)
 	if err != nil {
-		return nil, fmt.Errorf("repo: get %s: %w", name, err)
+		return nil, fmt.Errorf("repo: %s: get %s: %w", f, name, err)
+	}
+	if st, err := file.Stat(); err != nil || st.IsDir() {
+		// A directory holds objects; it is not one.
+		file.Close()
+		if err == nil {
+			err = ErrNotExist
+		}
+		return nil, fmt.Errorf("repo: %s: get %s: %w", f, name, err)
 	}
 	return file, nil
 }
 
 func (f *File) Stat(ctx context.Context, name string) (Info, error) {
+	if err := ctx.Err(); err != nil {
+		return Info{}, fmt.Errorf("repo: %s: stat %s: %w", f, name, err)
+	}
 	p, err := f.path(name)
 	if err != nil {
 		return Info{}, err
 	}
 	st, err := os.Stat(p)
 	if err != nil {
-		return Info{}, fmt.Errorf("repo: stat %s: %w", name, err)
+		return Info{}, fmt.Errorf("repo: %s: stat %s: %w", f, name, err)
 	}
 	if st.IsDir() {
-		return Info{}, fmt.Errorf("repo: stat %s: %w", name, ErrNotExist)
+		return Info{}, fmt.Errorf("repo: %s: stat %s: %w", f, name, ErrNotExist)
 	}
 	return Info{Name: name, Size: st.Size(), Modified: st.ModTime()}, nil
 }
@@ -142,7 +161,7 @@ func (f *File) List(ctx context.Context, prefix string, fn func(Info) error) err
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("repo: list %s: %w", path.Join(f.String(), prefix), err)
+		return fmt.Errorf("repo: %s: list %s: %w", f, prefix, err)
 	}
 	sort.Slice(all, func(i, j int) bool { return all[i].Name < all[j].Name })
 	for _, i := range all {
@@ -154,13 +173,16 @@ func (f *File) List(ctx context.Context, prefix string, fn func(Info) error) err
 }
 
 func (f *File) Delete(ctx context.Context, names ...string) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("repo: %s: delete: %w", f, err)
+	}
 	for _, name := range names {
 		p, err := f.path(name)
 		if err != nil {
 			return err
 		}
 		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("repo: delete %s: %w", name, err)
+			return fmt.Errorf("repo: %s: delete %s: %w", f, name, err)
 		}
 	}
 	return nil
@@ -170,13 +192,10 @@ func (f *File) Delete(ctx context.Context, names ...string) error {
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
-		return fmt.Errorf("repo: %w", err)
+		return err
 	}
 	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("repo: sync %s: %w", dir, err)
-	}
-	return nil
+	return d.Sync()
 }
 
 // ctxReader stops a copy when its context ends.

@@ -3,7 +3,6 @@ package repo
 import (
 	"bytes"
 	"context"
-	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -11,55 +10,20 @@ import (
 	"testing"
 )
 
-// TestFileRoundTrip: what is put is got back whole, listed by prefix in
-// order, replaced whole, and gone once deleted; a missing object says so.
-func TestFileRoundTrip(t *testing.T) {
-	ctx := context.Background()
-	r, err := OpenFile(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	put := func(name, body string) {
-		t.Helper()
-		if err := r.Put(ctx, name, strings.NewReader(body), int64(len(body))); err != nil {
+// TestFile runs the conformance tests on a file repository.
+func TestFile(t *testing.T) {
+	conformance(t, func(t *testing.T) Repository {
+		r, err := OpenFile(t.TempDir())
+		if err != nil {
 			t.Fatal(err)
 		}
-	}
-	put("shop/wal/000000010000000000000002", "two")
-	put("shop/wal/000000010000000000000001", "one")
-	put("shop/base/20261204/manifest.json", "{}")
-	put("shop/wal/000000010000000000000001", "one, again")
-
-	rc, err := r.Get(ctx, "shop/wal/000000010000000000000001")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(rc)
-	rc.Close()
-	if string(b) != "one, again" {
-		t.Errorf("got %q after a replace; want %q", b, "one, again")
-	}
-	var names []string
-	if err := r.List(ctx, "shop/wal/", func(i Info) error { names = append(names, i.Name); return nil }); err != nil {
-		t.Fatal(err)
-	}
-	if want := "shop/wal/000000010000000000000001 shop/wal/000000010000000000000002"; strings.Join(names, " ") != want {
-		t.Errorf("listed %v; want %s", names, want)
-	}
-	if err := r.Delete(ctx, "shop/wal/000000010000000000000002", "shop/wal/none"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := r.Stat(ctx, "shop/wal/000000010000000000000002"); !IsNotExist(err) {
-		t.Errorf("stat of a deleted object: %v; want not exist", err)
-	}
-	if _, err := r.Get(ctx, "../escape"); err == nil {
-		t.Error("a name that leaves the repository was accepted")
-	}
+		return r
+	})
 }
 
-// TestFilePutIsWholeOrNothing: a write that fails half way (its reader
-// breaks) leaves the old object as it was and nothing listed beside it.
-func TestFilePutIsWholeOrNothing(t *testing.T) {
+// TestFilePutLeavesNoTemporaryFile: a write that fails half way removes
+// its temporary file, which List would hide.
+func TestFilePutLeavesNoTemporaryFile(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	r, err := OpenFile(dir)
@@ -90,7 +54,3 @@ func TestFilePutIsWholeOrNothing(t *testing.T) {
 		t.Error("a put of 2 bytes announced as 3 succeeded")
 	}
 }
-
-type errReader struct{}
-
-func (errReader) Read([]byte) (int, error) { return 0, errors.New("connection reset") }

@@ -14,8 +14,10 @@ package repo
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
+	"strings"
 	"time"
 )
 
@@ -53,6 +55,17 @@ type Info struct {
 // ErrNotExist is what Get and Stat wrap for a missing object; it is
 // fs.ErrNotExist, so errors.Is(err, fs.ErrNotExist) holds too.
 var ErrNotExist = fs.ErrNotExist
+
+// checkName refuses a name that is not a clean relative slash-separated
+// path ("a/../b", "/a", "a//b", ""), or that ends as a file repository's
+// temporary files do: every repository accepts the same names, so that
+// one can be copied to another.
+func checkName(name string) error {
+	if name == "" || !fs.ValidPath(name) || name == "." || strings.HasSuffix(name, tempSuffix) {
+		return fmt.Errorf("%q is not a valid object name", name)
+	}
+	return nil
+}
 
 // IsNotExist reports whether err says an object does not exist.
 func IsNotExist(err error) bool { return errors.Is(err, ErrNotExist) }
