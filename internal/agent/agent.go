@@ -243,6 +243,13 @@ func (a *Agent) startCoordinated(cfg *config.Config, rs *roles, st *stack) error
 	}
 	if rs.db != nil {
 		rs.coord.onConnected(rs.db.keep)
+		archive, err := newArchive(a, cfg, rs.db)
+		if err != nil {
+			return err
+		}
+		if archive != nil {
+			rs.coord.onConnected(archive.run)
+		}
 	}
 	if rs.router, err = newRouter(a, cfg); err != nil {
 		return err

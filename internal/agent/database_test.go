@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/haven-ha/haven/internal/backup/repo"
 	"github.com/haven-ha/haven/internal/pg"
 	"github.com/haven-ha/haven/internal/pg/keeper"
 	"github.com/haven-ha/haven/internal/testenv"
@@ -24,6 +25,24 @@ func requirePostgres(t *testing.T) string {
 	b, err := pg.FindBinaries(context.Background(), "")
 	testenv.Need(t, err == nil, "no PostgreSQL binaries: %v", err)
 	return b.Dir
+}
+
+// waitStatusCoordination waits until the agent's status API has a
+// coordination section, failing the test if the agent stops first.
+func (e *env) waitStatusCoordination() {
+	e.t.Helper()
+	testenv.Poll(e.t, 10*time.Second, "the status API has a coordination section", func() (bool, string) {
+		select {
+		case err := <-e.done:
+			e.t.Fatalf("the agent stopped: %v", err)
+		default:
+		}
+		r, err := try("GET", e.adminURL("/api/v1/status"))
+		var st struct {
+			Coordination *CoordinationStatus `json:"coordination"`
+		}
+		return err == nil && json.Unmarshal([]byte(r.body), &st) == nil && st.Coordination != nil, fmt.Sprint(err)
+	})
 }
 
 func freePortNumber(t *testing.T) int {
@@ -50,18 +69,7 @@ func TestAgentRunsTheDatabase(t *testing.T) {
 	}
 	e := newEnv(t, c)
 	e.run()
-	testenv.Poll(t, 10*time.Second, "the status API has a coordination section", func() (bool, string) {
-		select {
-		case err := <-e.done:
-			t.Fatalf("the agent stopped: %v", err)
-		default:
-		}
-		r, err := try("GET", e.adminURL("/api/v1/status"))
-		var st struct {
-			Coordination *CoordinationStatus `json:"coordination"`
-		}
-		return err == nil && json.Unmarshal([]byte(r.body), &st) == nil && st.Coordination != nil, fmt.Sprint(err)
-	})
+	e.waitStatusCoordination()
 
 	st := e.waitCoordination("lb1 is not the primary", func(s CoordinationStatus) bool {
 		return s.Database != nil && s.Database.Primary == "lb1" && s.Database.Members["lb1"].Role == keeper.RolePrimary
@@ -125,4 +133,78 @@ func TestAgentRunsTheDatabase(t *testing.T) {
 	if !strings.Contains(e.log.String(), "initialised the database cluster") {
 		t.Errorf("the agent's log does not say it initialised the cluster")
 	}
+}
+
+// An agent whose database has a backup repository archives the primary's
+// WAL into it: rows committed through the router reach the repository
+// within about a second (the archiver's flush interval), and the agent's
+// metrics say how far the archive holds.
+func TestAgentArchivesWAL(t *testing.T) {
+	bindir := requirePostgres(t)
+	url, _ := startExternalEtcd(t)
+	dir := testenv.SearchableDir(t)
+	store := t.TempDir()
+	port := freePortNumber(t)
+	router := freeAddr(t)
+	c := &cluster{admin: freeAddr(t), listen: freeAddr(t), backends: []*app{startApp(t, "web1")},
+		coordination: fmt.Sprintf("{endpoints: [%q]}", url),
+		database: fmt.Sprintf("{nodes: [lb1], port: %d, data_dir: %q, bindir: %q, lease: 3s, write_fence: false, listen: {primary: %q}, hba: [\"host all postgres 127.0.0.1/32 trust\"], settings: {dynamic_shared_memory_type: mmap}, backup: {repositories: [{name: local, url: \"file://%s\"}]}}",
+			port, dir+"/data", bindir, router, store),
+	}
+	e := newEnv(t, c)
+	e.run()
+	e.waitStatusCoordination()
+	e.waitCoordination("the router has no primary", func(s CoordinationStatus) bool {
+		return s.Database != nil && s.Database.Routes != nil && s.Database.Routes.Primary == "lb1"
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	host, rport, _ := net.SplitHostPort(router)
+	conn, err := pgx.Connect(ctx, fmt.Sprintf("host=%s port=%s user=postgres dbname=postgres sslmode=disable connect_timeout=5", host, rport))
+	if err != nil {
+		t.Fatalf("connect through the router at %s: %v", router, err)
+	}
+	defer conn.Close(ctx)
+	var committed pg.LSN
+	var lsn string
+	if _, err := conn.Exec(ctx, "CREATE TABLE t (n int); INSERT INTO t SELECT generate_series(1, 1000)"); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&lsn); err != nil {
+		t.Fatal(err)
+	}
+	if committed, err = pg.ParseLSN(lsn); err != nil {
+		t.Fatal(err)
+	}
+
+	// The repository holds the WAL up to the commit: its metric says so,
+	// and the objects are there under the cluster's name.
+	testenv.Poll(t, 30*time.Second, "the archive holds the WAL up to the commit at "+lsn, func() (bool, string) {
+		r, err := try("GET", e.adminURL("/metrics"))
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, line := range strings.Split(r.body, "\n") {
+			if v, ok := strings.CutPrefix(line, "haven_backup_wal_archived_position_bytes "); ok {
+				f, _ := strconv.ParseFloat(v, 64)
+				return uint64(f) >= uint64(committed), line
+			}
+		}
+		return false, "no haven_backup_wal_archived_position_bytes in the agent's metrics"
+	})
+	r, err := repo.OpenFile(store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	if err := r.List(ctx, "test/wal/", func(i repo.Info) error { names = append(names, i.Name); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(names) == 0 {
+		t.Fatalf("the repository at %s holds nothing under test/wal/", store)
+	}
+	if !strings.Contains(e.log.String(), "archiving WAL: this node serves the primary") {
+		t.Errorf("the agent's log does not say it archives")
+	}
+	t.Logf("archived up to %s: %d objects, the first %s", lsn, len(names), names[0])
 }

@@ -110,10 +110,13 @@ var (
 	bucketName = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$`)
 )
 
+// backupPartial says what of database.backup this version does.
+const backupPartial = "only the WAL archive runs so far (into the first repository); base backups, schedules, retention and restore are not yet supported by this version"
+
 // backup checks database.backup: target, or repositories.
 func (v *validator) backup(b *Backup) {
 	const path = "database.backup"
-	v.warnf(path, "%s", notSupported)
+	v.warnf(path, "%s", backupPartial)
 	switch {
 	case v.given(path+".target") && v.given(path+".repositories"):
 		v.errorf(path+".target", "give target (one repository) or repositories, not both: target: URL is repositories: [{name: %s, url: URL}]", defaultRepository)

@@ -1,0 +1,86 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/haven-ha/haven/internal/backup/repo"
+	"github.com/haven-ha/haven/internal/backup/wal"
+	"github.com/haven-ha/haven/internal/config"
+)
+
+// archiveRole streams the database's WAL into the first backup repository
+// while this node serves the primary (internal/backup/wal): the archiver
+// follows the primary from node to node, and each one starts where the
+// repository's archive ends.
+type archiveRole struct {
+	a    *Agent
+	db   *dbRole
+	arch *wal.Archiver
+}
+
+// archiveCheck is how often the role looks whether this node serves the
+// primary: a new primary starts archiving within it.
+const archiveCheck = 250 * time.Millisecond
+
+// newArchive returns the archive role of a database node whose haven.yaml
+// has backup repositories, and nil otherwise. It connects to postgres over
+// the unix socket as its superuser, which pg_hba.conf lets haven do for
+// replication.
+func newArchive(a *Agent, cfg *config.Config, db *dbRole) (*archiveRole, error) {
+	if db == nil || cfg.Database.Backup == nil || len(cfg.Database.Backup.Repositories) == 0 {
+		return nil, nil
+	}
+	r, err := repo.Open(cfg.Database.Backup.Repositories[0])
+	if err != nil {
+		return nil, fmt.Errorf("database.backup: %w", err)
+	}
+	cc, err := db.srv.ConnConfig()
+	if err != nil {
+		return nil, fmt.Errorf("database.backup: %w", err)
+	}
+	arch, err := wal.New(wal.Config{Conn: &cc.Config, Repo: r, Cluster: cfg.Cluster, Logger: a.log, Registerer: a.reg})
+	if err != nil {
+		return nil, fmt.Errorf("database.backup: %w", err)
+	}
+	return &archiveRole{a: a, db: db, arch: arch}, nil
+}
+
+// run archives while this node serves the primary, until ctx ends; a
+// stopped archiver stores what it has received first.
+func (r *archiveRole) run(ctx context.Context, _ *etcdClients) {
+	t := time.NewTicker(archiveCheck)
+	defer t.Stop()
+	var stop context.CancelFunc
+	var done chan struct{}
+	halt := func(why string) {
+		if stop == nil {
+			return
+		}
+		stop()
+		<-done
+		stop, done = nil, nil
+		r.a.log.Info("stopped archiving WAL", "because", why)
+	}
+	defer halt("the agent stops")
+	for {
+		switch serving := r.db.servesPrimary(); {
+		case serving && stop == nil:
+			actx, cancel := context.WithCancel(ctx)
+			stop, done = cancel, make(chan struct{})
+			r.a.log.Info("archiving WAL: this node serves the primary")
+			go func() {
+				defer close(done)
+				_ = r.arch.Run(actx) // it logs and retries its own failures
+			}()
+		case !serving:
+			halt("this node no longer serves the primary")
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
