@@ -69,9 +69,14 @@ func (a *Archiver) stream(ctx context.Context, conn *pgconn.PgConn, seg *segment
 	msgs := make(chan message, 16)
 	readerDone := make(chan struct{})
 	defer func() {
+		// Cancelling rctx ends the reader's ReceiveMessage (pgconn sets a
+		// deadline on the socket); only then may the connection be closed:
+		// pgconn is not safe for a Close during a ReceiveMessage.
 		stopReading()
-		conn.Close(context.Background()) // ends a ReceiveMessage that ignores rctx
 		<-readerDone
+		c, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		conn.Close(c)
 	}()
 	go func() {
 		defer close(readerDone)
