@@ -3,11 +3,13 @@ package agent
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/haven-ha/haven/internal/backup/repo"
 	"github.com/haven-ha/haven/internal/backup/wal"
 	"github.com/haven-ha/haven/internal/config"
+	"github.com/haven-ha/haven/internal/pg"
 )
 
 // archiveRole streams the database's WAL into the first backup repository
@@ -64,8 +66,15 @@ func (r *archiveRole) run(ctx context.Context, _ *etcdClients) {
 		r.a.log.Info("stopped archiving WAL", "because", why)
 	}
 	defer halt("the agent stops")
+	// A node that does not serve the primary must not keep the archive's
+	// slot: on a replica nobody streams from it, and postgres would keep
+	// its WAL from the slot's position on, without bound. It is dropped
+	// once postgres runs as a replica (at start, and after each primary
+	// spell).
+	dropSlot := true
 	for {
-		switch serving := r.db.servesPrimary(); {
+		serving := r.db.servesPrimary()
+		switch {
 		case serving && stop == nil:
 			actx, cancel := context.WithCancel(ctx)
 			stop, done = cancel, make(chan struct{})
@@ -76,11 +85,38 @@ func (r *archiveRole) run(ctx context.Context, _ *etcdClients) {
 			}()
 		case !serving:
 			halt("this node no longer serves the primary")
+			if dropSlot {
+				dropSlot = !r.dropSlot(ctx)
+			}
 		}
+		dropSlot = dropSlot || serving
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
 	}
+}
+
+// dropSlot drops the archive's replication slot if postgres runs as a
+// replica, and reports whether it did (or there was none).
+func (r *archiveRole) dropSlot(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if replica, err := r.db.srv.IsInRecovery(ctx); err != nil || !replica {
+		return false
+	}
+	slots, err := r.db.srv.Slots(ctx)
+	if err != nil {
+		return false
+	}
+	if !slices.ContainsFunc(slots, func(s pg.Slot) bool { return s.Name == wal.DefaultSlot }) {
+		return true
+	}
+	if err := r.db.srv.DropSlot(ctx, wal.DefaultSlot); err != nil {
+		r.a.log.Warn("could not drop the WAL archive's replication slot on this replica: it keeps WAL", "slot", wal.DefaultSlot, "err", err)
+		return false
+	}
+	r.a.log.Info("dropped the WAL archive's replication slot: this node is a replica, and the primary archives", "slot", wal.DefaultSlot)
+	return true
 }

@@ -97,6 +97,7 @@ database:
   listen: {primary: ":6432"}
   routers: [app]
   settings: {dynamic_shared_memory_type: mmap} # killed postgres leave no segments in /dev/shm
+  backup: {repositories: [{name: shared, url: "file://%[1]s/backups"}]} # one directory every node reaches, as NFS would be
 `, dir, bins.Dir, dbLease, client.Addr, testenv.MemoryDir(t))
 	for name, content := range map[string]string{"haven.yaml": cfg, "replication.password": "e2e-secret\n", "token": "e2e-token\n"} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
@@ -121,6 +122,57 @@ database:
 	return c
 }
 func TestMain(m *testing.M) { testenv.Main(m) }
+
+// sql runs query on node's postgres as its superuser, over the unix
+// socket, and returns the output, unaligned and without headers.
+func (c *dbCluster) sql(node, query string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", c.net.Host(node).Namespace,
+		"runuser", "-u", "postgres", "--", c.psql, "-X", "-At", "-v", "ON_ERROR_STOP=1", "-h", filepath.Join(c.dir, node, "run"), "-p", "5432", "-d", "postgres",
+		"-c", query).CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("%s: %s: %v: %s", node, query, err, out)
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+// checkArchive checks what the WAL archive made of the faults: the
+// primary's agent archives into the shared repository, every timeline the
+// failovers made has its history file there, the newest WAL is there, and
+// no replica keeps the archive's slot (which would keep its WAL forever).
+func (c *dbCluster) checkArchive(primary string) {
+	c.t.Helper()
+	tli, err := c.sql(primary, "SELECT timeline_id FROM pg_control_checkpoint()")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	n, err := strconv.Atoi(tli)
+	if err != nil {
+		c.t.Fatalf("timeline %q: %v", tli, err)
+	}
+	for i := 2; i <= n; i++ {
+		name := filepath.Join(c.dir, "backups", "pgt", "wal", fmt.Sprintf("%08X.history", i))
+		if _, err := os.Stat(name); err != nil {
+			c.t.Errorf("the archive lacks timeline %d's history file: %v", i, err)
+		}
+	}
+	testenv.Poll(c.t, 30*time.Second, "no replica keeps the archive's slot", func() (bool, string) {
+		var keep []string
+		for _, node := range c.nodes {
+			if node == primary {
+				continue
+			}
+			out, err := c.sql(node, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'haven_archive'")
+			if err != nil || out != "0" {
+				keep = append(keep, fmt.Sprintf("%s: %s %v", node, out, err))
+			}
+		}
+		return len(keep) == 0, strings.Join(keep, "; ")
+	})
+	entries, _ := os.ReadDir(filepath.Join(c.dir, "backups", "pgt", "wal"))
+	c.t.Logf("the archive holds %d objects, timelines 1 to %d", len(entries), n)
+}
 
 func (c *dbCluster) startAgent(name string) {
 	c.t.Helper()
@@ -643,4 +695,5 @@ func TestDatabaseUnderFaults(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	c.checkArchive(c.waitHealthy("the archive"))
 }
