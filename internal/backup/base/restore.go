@@ -66,7 +66,7 @@ type Target struct {
 func (t Target) settings() ([][2]string, error) {
 	var s [][2]string
 	if !t.Time.IsZero() {
-		s = append(s, [2]string{"recovery_target_time", t.Time.UTC().Format("2006-01-02 15:04:05.999999Z07:00")})
+		s = append(s, [2]string{"recovery_target_time", t.Time.UTC().Format("2006-01-02 15:04:05.999999") + "+00"})
 	}
 	if t.LSN != "" {
 		s = append(s, [2]string{"recovery_target_lsn", t.LSN})
