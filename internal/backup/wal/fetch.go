@@ -146,3 +146,46 @@ func FetchFile(ctx context.Context, r repo.Repository, cluster, name, dst string
 	}
 	return nil
 }
+
+// Holds reports whether cluster's archive in r holds all of timeline
+// tli's WAL from from to to: every segment between them whole, or the
+// last one in pieces from offset 0 that reach to. A base backup needs
+// this range to become consistent. The error names the first segment
+// that is missing or too short, and wraps repo.ErrNotExist.
+func Holds(ctx context.Context, r repo.Repository, cluster string, tli uint32, from, to LSN) error {
+	if to <= from {
+		return nil
+	}
+	have := map[string]bool{}
+	var ps = map[string][]piece{}
+	err := r.List(ctx, walDir(cluster), func(info repo.Info) error {
+		name := strings.TrimPrefix(info.Name, walDir(cluster))
+		if seg, off, err := parsePieceName(name); err == nil {
+			ps[seg] = append(ps[seg], piece{name: info.Name, off: off, size: info.Size})
+		} else if _, _, err := ParseSegmentName(name); err == nil && info.Size == SegmentSize {
+			have[name] = true
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("wal: list %s in %s: %w", walDir(cluster), r, err)
+	}
+	last := (to - 1).segNo()
+	for no := from.segNo(); no <= last; no++ {
+		seg := SegmentName(tli, no)
+		if have[seg] {
+			continue
+		}
+		p := ps[seg]
+		sort.Slice(p, func(i, j int) bool { return p[i].off < p[j].off })
+		end, _ := contiguous(p)
+		need := int64(SegmentSize)
+		if no == last {
+			need = int64(to - LSN(no*SegmentSize))
+		}
+		if end < need {
+			return fmt.Errorf("wal: %s holds %s only to offset %d of %d: %w", r, seg, end, need, repo.ErrNotExist)
+		}
+	}
+	return nil
+}
