@@ -381,7 +381,9 @@ func (b *backup) store(ctx context.Context, enc *encoder, f *File, r io.Reader) 
 	var body io.Reader = src
 	if b.cfg.Compression != None {
 		pr, pw := io.Pipe()
+		done := make(chan struct{})
 		go func() {
+			defer close(done)
 			w := enc.wrap(pw)
 			_, err := io.Copy(w, src)
 			if cerr := w.Close(); err == nil {
@@ -389,7 +391,13 @@ func (b *backup) store(ctx context.Context, enc *encoder, f *File, r io.Reader) 
 			}
 			pw.CloseWithError(err)
 		}()
-		defer pr.Close()
+		// The worker reuses enc for its next file: the compressing
+		// goroutine must be gone before store returns, also when the put
+		// failed half way (closing pr makes its writes fail).
+		defer func() {
+			pr.Close()
+			<-done
+		}()
 		body = pr
 	}
 	out := &countingReader{r: body}
