@@ -140,8 +140,8 @@ func timedPGStatus(t *testing.T, path string) (result, time.Duration) {
 // The docs' layout works from nothing: with /var/lib/haven/{node}/etcd and
 // /var/lib/haven/{node}/pg, none of it made beforehand, the agents run as
 // root start etcd and postgres (as the postgres user) side by side, and db2
-// clones db1. Then db2's agent is frozen (SIGSTOP): haven pg status answers
-// within its default wait for each node, from what db1 and etcd say, and
+// clones db1. Then db2's agent is frozen (SIGSTOP): haven pg status returns
+// after its default wait for each node, from what db1 and etcd say, and
 // marks db2; it took the whole freeze before.
 func TestDocumentedLayoutAndAFrozenNode(t *testing.T) {
 	bindir := needDatabase(t)
@@ -193,18 +193,14 @@ func TestDocumentedLayoutAndAFrozenNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db2.cmd.Process.Signal(syscall.SIGCONT) })
-	// The bound is the freeze's scale, not the wait's: a status command
-	// that waits for a frozen node takes as long as the freeze (5 s in
-	// issue 13's run, until SIGCONT here), and one that waits 500ms for
-	// it answers in 0.6-0.7 s when the machine is not busy, in up to 2 s
-	// on two cores with a load of 15.
-	const bound = 3 * time.Second
+	// db2 stays frozen until SIGCONT below: a status command that waited
+	// for it would not return, and haven() fails the test after 20 s.
+	// Returning, with db1's answer and db2 marked silent, is the
+	// behaviour; the time is logged (0.6-0.7 s on an idle machine), not
+	// asserted.
 	for i := range 3 {
 		r, took := timedPGStatus(t, path)
 		t.Logf("haven pg status with db2's agent frozen (%d): %v\n%s", i+1, took.Round(time.Millisecond), r.stdout)
-		if took > bound {
-			t.Errorf("haven pg status took %v with db2's agent frozen, want at most %v", took, bound)
-		}
 		// db2's row is what it last published until its state's lease
 		// expires in etcd; then there is none. db1's role is not the
 		// point (a busy machine may cost it the lead meanwhile): its
