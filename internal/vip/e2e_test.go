@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/haven-ha/haven/internal/drill"
 	"github.com/haven-ha/haven/internal/testenv"
 	"github.com/haven-ha/haven/internal/testenv/slowdisk"
@@ -52,6 +54,7 @@ type cluster struct {
 	mu     sync.Mutex
 	arps   []testnet.ARPPacket
 	http   *http.Client
+	etcd   map[string]*clientv3.Client // etcdClient's, by node
 }
 
 func startCluster(t *testing.T) *cluster { return startClusterWith(t, "", 0) }

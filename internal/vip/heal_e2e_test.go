@@ -151,10 +151,13 @@ func (c *cluster) tryMoveEtcdLeader(node string) bool {
 }
 
 // etcdClient is a client of node's etcd member alone, dialled from the
-// client host with the cluster's certificates; it is closed when the test
-// ends.
+// client host with the cluster's certificates, made once per node and
+// closed when the test ends.
 func (c *cluster) etcdClient(node string) *clientv3.Client {
 	c.t.Helper()
+	if cli, ok := c.etcd[node]; ok {
+		return cli
+	}
 	certs := filepath.Join(c.dir, "certs")
 	pair, err := tls.LoadX509KeyPair(filepath.Join(certs, node+".pem"), filepath.Join(certs, node+"-key.pem"))
 	if err != nil {
@@ -179,5 +182,9 @@ func (c *cluster) etcdClient(node string) *clientv3.Client {
 		c.t.Fatal(err)
 	}
 	c.t.Cleanup(func() { cli.Close() })
+	if c.etcd == nil {
+		c.etcd = map[string]*clientv3.Client{}
+	}
+	c.etcd[node] = cli
 	return cli
 }
