@@ -211,16 +211,14 @@ func TestHTTPEdgeCases(t *testing.T) {
 }
 
 // TestHTTPEdgeCasesHAProxy runs the same table through HAProxy and checks
-// the HAProxy column of the docs: HAVEN_EDGE_HAPROXY=1 and haproxy on the
-// PATH. It logs what HAProxy's backend saw.
+// the HAProxy column of the docs: HAVEN_EDGE_HAPROXY=1 opts in, and then
+// haproxy must be on the PATH (testenv.NeedCommand). It logs what
+// HAProxy's backend saw.
 func TestHTTPEdgeCasesHAProxy(t *testing.T) {
 	if os.Getenv("HAVEN_EDGE_HAPROXY") == "" {
 		t.Skip("set HAVEN_EDGE_HAPROXY=1 to compare with HAProxy")
 	}
-	bin, err := exec.LookPath("haproxy")
-	if err != nil {
-		t.Skip("haproxy is not installed")
-	}
+	bin := testenv.NeedCommand(t, "haproxy", "haproxy")
 	for _, tc := range edgeCases() {
 		t.Run(tc.name, func(t *testing.T) {
 			be := startRawBackend(t)
