@@ -48,7 +48,9 @@ type settings struct {
 	serverTimeout  time.Duration
 	queueTimeout   time.Duration
 	tunnelTimeout  time.Duration
+	requestBody    time.Duration // timeouts.request_body (0: no bound)
 	maxHeader      int
+	maxHeaders     int
 	maxBody        int64
 	queueSize      int
 	retries        int
@@ -75,7 +77,9 @@ func newSettings(c *config.Balancer, check *config.Check) *settings {
 		serverTimeout:    c.Timeouts.Server.D(),
 		queueTimeout:     c.Timeouts.Queue.D(),
 		tunnelTimeout:    c.Timeouts.Tunnel.D(),
+		requestBody:      c.Timeouts.RequestBody.D(),
 		maxHeader:        int(c.Limits.MaxHeaderBytes),
+		maxHeaders:       c.Limits.MaxHeaders,
 		maxBody:          int64(c.Limits.MaxBodyBytes),
 		queueSize:        c.Limits.QueueSize,
 		retries:          c.RetryCount(),

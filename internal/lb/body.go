@@ -215,40 +215,26 @@ func copyTrailers(src bodyReader, out *[]byte, buf []byte, flush func() error, d
 			}
 			return nil
 		}
-		name, value, ok := parseField(line)
-		if !ok {
+		field, _ := cutLine(line)
+		h, err := parseField(field)
+		if err != nil {
 			return readErr(errTrailerField)
 		}
 		if dechunk {
 			continue
 		}
-		if len(*out)+len(name)+len(value)+6 > len(buf) {
+		if len(*out)+len(h.name)+len(h.value)+6 > len(buf) {
 			if err := flush(); err != nil {
 				return err
 			}
 		}
-		*out = appendHeader(*out, name, value)
+		*out = appendHeader(*out, h.name, h.value)
 	}
 }
 
 // isLineEnd reports whether line is an empty line: CRLF or a bare LF.
 func isLineEnd(line []byte) bool {
 	return len(line) == 1 || (len(line) == 2 && line[0] == '\r')
-}
-
-// parseField parses one header or trailer field line (with its line end)
-// as parseHeaders does.
-func parseField(line []byte) (name, value []byte, ok bool) {
-	line = bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r"))
-	colon := bytes.IndexByte(line, ':')
-	if colon <= 0 || !isToken(line[:colon]) {
-		return nil, nil, false
-	}
-	value = trimOWS(line[colon+1:])
-	if bytes.ContainsAny(value, "\r\n\x00") {
-		return nil, nil, false
-	}
-	return line[:colon], value, true
 }
 
 // readChunkLine returns a line including its \n, bounded in length.

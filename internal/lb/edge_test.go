@@ -211,16 +211,14 @@ func TestHTTPEdgeCases(t *testing.T) {
 }
 
 // TestHTTPEdgeCasesHAProxy runs the same table through HAProxy and checks
-// the HAProxy column of the docs: HAVEN_EDGE_HAPROXY=1 and haproxy on the
-// PATH. It logs what HAProxy's backend saw.
+// the HAProxy column of the docs: HAVEN_EDGE_HAPROXY=1 opts in, and then
+// haproxy must be on the PATH (testenv.NeedCommand). It logs what
+// HAProxy's backend saw.
 func TestHTTPEdgeCasesHAProxy(t *testing.T) {
 	if os.Getenv("HAVEN_EDGE_HAPROXY") == "" {
 		t.Skip("set HAVEN_EDGE_HAPROXY=1 to compare with HAProxy")
 	}
-	bin, err := exec.LookPath("haproxy")
-	if err != nil {
-		t.Skip("haproxy is not installed")
-	}
+	bin := testenv.NeedCommand(t, "haproxy", "haproxy")
 	for _, tc := range edgeCases() {
 		t.Run(tc.name, func(t *testing.T) {
 			be := startRawBackend(t)
@@ -307,10 +305,10 @@ func runEdgeCase(t *testing.T, addr string, be *rawBackend, tc edgeCase, wait bo
 	}
 	if wait {
 		testenv.Poll(t, 5*time.Second, "the backend's request to end", func() (bool, string) {
-			return len(be.seen()) > 0, ""
+			return len(be.reqs.all()) > 0, ""
 		})
 	}
-	for _, r := range be.seen() {
+	for _, r := range be.reqs.all() {
 		backend += r.raw
 		cut = cut || r.cut
 	}
@@ -322,8 +320,7 @@ func runEdgeCase(t *testing.T, addr string, be *rawBackend, tc edgeCase, wait bo
 type rawBackend struct {
 	ln       net.Listener
 	received atomic.Int64
-	mu       sync.Mutex
-	reqs     []seenRequest
+	reqs     list[seenRequest]
 }
 
 type seenRequest struct {
@@ -388,28 +385,16 @@ func (be *rawBackend) serve(c net.Conn) {
 		raw := captured.String()[start:end]
 		if err != nil {
 			if raw != "" {
-				be.record(seenRequest{raw: raw, cut: true})
+				be.reqs.add(seenRequest{raw: raw, cut: true})
 			}
 			return
 		}
-		be.record(seenRequest{raw: raw})
+		be.reqs.add(seenRequest{raw: raw})
 		start = end
 		if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"); err != nil {
 			return
 		}
 	}
-}
-
-func (be *rawBackend) record(r seenRequest) {
-	be.mu.Lock()
-	be.reqs = append(be.reqs, r)
-	be.mu.Unlock()
-}
-
-func (be *rawBackend) seen() []seenRequest {
-	be.mu.Lock()
-	defer be.mu.Unlock()
-	return append([]seenRequest(nil), be.reqs...)
 }
 
 // The edge-case table in docs/balancer.md sits between these markers.

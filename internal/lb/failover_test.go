@@ -73,7 +73,7 @@ func TestFailoverUnderLoad(t *testing.T) {
 			}
 			gen.waitServed(t, 500)
 			stop()
-			if fails := gen.failures(); len(fails) > 0 {
+			if fails := gen.fails.all(); len(fails) > 0 {
 				t.Errorf("%d of %d requests failed, want none; first: %v", len(fails), int(gen.ok.Load())+len(fails), fails[:min(5, len(fails))])
 			}
 			if gen.count("b1") == 0 || gen.count("b3") == 0 {
@@ -108,7 +108,7 @@ func TestBackendReturns(t *testing.T) {
 		return up && gen.count("b2") > before+10, "b2 served " + strconv.Itoa(gen.count("b2")-before) + " since restart"
 	})
 	stop()
-	if fails := gen.failures(); len(fails) > 0 {
+	if fails := gen.fails.all(); len(fails) > 0 {
 		t.Errorf("%d requests failed, want none: %v", len(fails), fails[:min(5, len(fails))])
 	}
 }
@@ -136,7 +136,7 @@ func TestDrainThenStop(t *testing.T) {
 	<-b2.done
 	gen.waitServed(t, 500)
 	stop()
-	if fails := gen.failures(); len(fails) > 0 {
+	if fails := gen.fails.all(); len(fails) > 0 {
 		t.Errorf("%d requests failed, want none: %v", len(fails), fails[:min(5, len(fails))])
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -108,22 +109,32 @@ type testLB struct {
 	stop   func() // stops the balancer and waits for Serve to return; the cleanup calls it too
 }
 
-type eventLog struct {
-	mu  sync.Mutex
-	evs []health.Event
+// list is what goroutines append to while a test reads it: events,
+// failures, requests a backend saw.
+type list[T any] struct {
+	mu    sync.Mutex
+	items []T
 }
 
-func (l *eventLog) add(ev health.Event) {
+func (l *list[T]) add(v T) {
 	l.mu.Lock()
-	l.evs = append(l.evs, ev)
+	l.items = append(l.items, v)
 	l.mu.Unlock()
 }
 
-// first returns the first event for target to state at or after t.
-func (l *eventLog) first(target string, to health.State, after time.Time) (health.Event, bool) {
+// all returns a copy of what was added so far.
+func (l *list[T]) all() []T {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for _, ev := range l.evs {
+	return slices.Clone(l.items)
+}
+
+// eventLog records a balancer's health transitions.
+type eventLog struct{ list[health.Event] }
+
+// first returns the first event for target to state at or after t.
+func (l *eventLog) first(target string, to health.State, after time.Time) (health.Event, bool) {
+	for _, ev := range l.all() {
 		if ev.Target == target && ev.To == to && !ev.At.Before(after) {
 			return ev, true
 		}
@@ -222,8 +233,8 @@ func (tl *testLB) reload(t *testing.T, body, checks string, backends ...string) 
 type loadGen struct {
 	url    string
 	ok     atomic.Int64
+	fails  list[string]
 	mu     sync.Mutex
-	fails  []string
 	served map[string][]time.Time // backend -> response times
 }
 
@@ -257,17 +268,17 @@ func (g *loadGen) one(ctx context.Context, client *http.Client) {
 		return
 	}
 	if err != nil {
-		g.fail(err.Error())
+		g.fails.add(err.Error())
 		return
 	}
 	_, err = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	if err != nil {
-		g.fail("body: " + err.Error())
+		g.fails.add("body: " + err.Error())
 		return
 	}
 	if resp.StatusCode != 200 {
-		g.fail(resp.Status + " " + resp.Header.Get("X-Backend"))
+		g.fails.add(resp.Status + " " + resp.Header.Get("X-Backend"))
 		return
 	}
 	g.ok.Add(1)
@@ -275,18 +286,6 @@ func (g *loadGen) one(ctx context.Context, client *http.Client) {
 	b := resp.Header.Get("X-Backend")
 	g.served[b] = append(g.served[b], time.Now())
 	g.mu.Unlock()
-}
-
-func (g *loadGen) fail(s string) {
-	g.mu.Lock()
-	g.fails = append(g.fails, s)
-	g.mu.Unlock()
-}
-
-func (g *loadGen) failures() []string {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return append([]string(nil), g.fails...)
 }
 
 func (g *loadGen) count(backend string) int {
@@ -308,6 +307,6 @@ func (g *loadGen) waitServed(t *testing.T, n int64) {
 	t.Helper()
 	target := g.ok.Load() + n
 	testenv.Poll(t, 30*time.Second, fmt.Sprintf("%d more successful requests", n), func() (bool, string) {
-		return g.ok.Load() >= target, fmt.Sprintf("ok=%d failures=%v", g.ok.Load(), g.failures())
+		return g.ok.Load() >= target, fmt.Sprintf("ok=%d failures=%v", g.ok.Load(), g.fails.all())
 	})
 }

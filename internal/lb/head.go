@@ -288,30 +288,39 @@ func parseHeaders(b []byte, hs []header, fn func(header) error) ([]header, error
 		if len(line) == 0 {
 			break
 		}
-		if line[0] == ' ' || line[0] == '\t' {
-			return hs, badRequest("obsolete line folding in header")
+		h, err := parseField(line)
+		if err != nil {
+			return hs, err
 		}
-		colon := bytes.IndexByte(line, ':')
-		if colon <= 0 {
-			return hs, badRequest("malformed header line")
-		}
-		name := line[:colon]
-		if !isToken(name) {
-			return hs, badRequest("invalid header name")
-		}
-		value := trimOWS(line[colon+1:])
-		for _, c := range value {
-			if c == '\r' || c == 0 || c == '\n' {
-				return hs, badRequest("invalid character in header value")
-			}
-		}
-		h := header{name: name, value: value}
 		if err := fn(h); err != nil {
 			return hs, err
 		}
 		hs = append(hs, h)
 	}
 	return hs, nil
+}
+
+// parseField parses one header or trailer field line, without its line
+// end: a token, a colon, and a value without CR, LF or NUL.
+func parseField(line []byte) (header, error) {
+	if len(line) > 0 && (line[0] == ' ' || line[0] == '\t') {
+		return header{}, badRequest("obsolete line folding in header")
+	}
+	colon := bytes.IndexByte(line, ':')
+	if colon <= 0 {
+		return header{}, badRequest("malformed header line")
+	}
+	name := line[:colon]
+	if !isToken(name) {
+		return header{}, badRequest("invalid header name")
+	}
+	value := trimOWS(line[colon+1:])
+	for _, c := range value {
+		if c == '\r' || c == 0 || c == '\n' {
+			return header{}, badRequest("invalid character in header value")
+		}
+	}
+	return header{name: name, value: value}, nil
 }
 
 // cutLine returns the first line of b without its line ending, and the rest.

@@ -206,8 +206,8 @@ func (lb *Balancer) serveRequest(cc *clientConn, rw net.Conn, sc *scratch, s *se
 		}
 		return false
 	}
-	if limit := maxHeaders(s); len(req.headers) > limit {
-		lb.localResponse(rw, 431, "more than "+strconv.Itoa(limit)+" header fields")
+	if len(req.headers) > s.maxHeaders {
+		lb.localResponse(rw, 431, "more than "+strconv.Itoa(s.maxHeaders)+" header fields")
 		return false
 	}
 	if s.maxBody > 0 && req.contentLength > s.maxBody {
@@ -215,8 +215,8 @@ func (lb *Balancer) serveRequest(cc *clientConn, rw net.Conn, sc *scratch, s *se
 		return false
 	}
 	a := attempt{s: s, sc: sc, rw: rw, failStatus: 503, failMsg: "no backend available"}
-	if d := requestBodyTimeout(s); d > 0 && req.hasBody() {
-		a.bodyLimit = time.Now().Add(d)
+	if s.requestBody > 0 && req.hasBody() {
+		a.bodyLimit = time.Now().Add(s.requestBody)
 	}
 	a.replayable = s.retriable(req.method) && !req.chunked && req.contentLength <= maxReplayBody && req.upgrade == nil
 	if req.expectCont && req.hasBody() {
@@ -473,26 +473,6 @@ func firstChunks(in *idleReader, limit int64) error {
 			return readErr(err)
 		}
 	}
-}
-
-// maxHeaders is limits.max_headers.
-func maxHeaders(s *settings) int {
-	if s.cfg == nil || s.cfg.Limits.MaxHeaders == 0 {
-		return defaultMaxHeaders
-	}
-	return s.cfg.Limits.MaxHeaders
-}
-
-// defaultMaxHeaders is limits.max_headers's default, for settings built
-// without a configuration.
-const defaultMaxHeaders = 100
-
-// requestBodyTimeout is timeouts.request_body (0: none).
-func requestBodyTimeout(s *settings) time.Duration {
-	if s.cfg == nil {
-		return 0
-	}
-	return s.cfg.Timeouts.RequestBody.D()
 }
 
 // relayResponse sends the parsed response head and its body to the client.

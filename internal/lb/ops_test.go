@@ -154,7 +154,7 @@ func TestReloadUnderLoad(t *testing.T) {
 		gen.waitServed(t, 50)
 	}
 	stop()
-	if fails := gen.failures(); len(fails) > 0 {
+	if fails := gen.fails.all(); len(fails) > 0 {
 		t.Errorf("%d requests failed across 20 reloads, want none: %v", len(fails), fails[:min(5, len(fails))])
 	}
 	st := lb.Status()
