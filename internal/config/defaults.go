@@ -63,10 +63,11 @@ const (
 	defaultReplUser     = "replicator"
 	// defaultRepository names the repository that database.backup.target
 	// stands for.
-	defaultRepository    = "main"
-	defaultDBTagPriority = 100
-	defaultReplicaMaxLag = 1 << 20
-	defaultRouterHold    = 5 * time.Second
+	defaultRepository     = "main"
+	defaultBackupParallel = 2
+	defaultDBTagPriority  = 100
+	defaultReplicaMaxLag  = 1 << 20
+	defaultRouterHold     = 5 * time.Second
 )
 
 // applyDefaults fills every defaulted field that was left out and copies
@@ -181,6 +182,27 @@ func defaultDatabase(db *Database, r *report, dir string) {
 		for _, repo := range b.Repositories {
 			if repo != nil {
 				repo.CredentialsFile = resolvePath(dir, repo.CredentialsFile)
+			}
+		}
+		b.EncryptionKeyFile = resolvePath(dir, b.EncryptionKeyFile)
+		if b.Archive == "" {
+			b.Archive = "async"
+		}
+		if b.Compression == "" {
+			b.Compression = "lz4"
+		}
+		if b.Parallel == 0 {
+			b.Parallel = defaultBackupParallel
+		}
+		if b.From == "" {
+			b.From = "replica"
+		}
+		if b.RetainCount == 0 {
+			// Without an age, keep two full backups: one to restore, one
+			// in case it is damaged. With one, the newest is always kept.
+			b.RetainCount = 2
+			if b.Retain != 0 {
+				b.RetainCount = 1
 			}
 		}
 	}

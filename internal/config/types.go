@@ -429,8 +429,37 @@ type Backup struct {
 	// written by the cluster, the others are copies of it (another
 	// region).
 	Repositories []*BackupRepository `yaml:"repositories"`
-	BaseEvery    Duration            `yaml:"base_every"`
-	Retain       Duration            `yaml:"retain"`
+	// Archive is async (the default: the archive trails commits by at
+	// most about a second) or synchronous (the archiver is a synchronous
+	// standby counted in the sync quorum: an acknowledged commit is in
+	// the repository).
+	Archive string `yaml:"archive"`
+	// BaseEvery is the time between full base backups; IncrementalEvery
+	// the time between incremental ones in between (0: none). Without
+	// BaseEvery no backup is scheduled: haven backup run takes one.
+	BaseEvery        Duration `yaml:"base_every"`
+	IncrementalEvery Duration `yaml:"incremental_every"`
+	// VerifyEvery is the time between restore tests (haven backup
+	// check) of the newest backup; 0: never scheduled.
+	VerifyEvery Duration `yaml:"verify_every"`
+	// Retain and RetainCount decide expiry: a full backup (and the
+	// incremental ones on it) is removed once it is older than Retain
+	// and not among the newest RetainCount full backups; WAL is removed
+	// only before the oldest backup kept.
+	Retain      Duration `yaml:"retain"`
+	RetainCount int      `yaml:"retain_count"`
+	// Compression of stored files: lz4 (default), zstd or none.
+	Compression string `yaml:"compression"`
+	// Parallel is how many files a backup or restore copies at once
+	// (default 2).
+	Parallel int `yaml:"parallel"`
+	// From is the node a scheduled backup reads: replica (the default: a
+	// healthy replica, so the primary is not loaded; the primary when
+	// there is none) or primary.
+	From string `yaml:"from"`
+	// EncryptionKeyFile holds the key every object in the repositories is
+	// encrypted with; empty: not encrypted.
+	EncryptionKeyFile string `yaml:"encryption_key_file"`
 }
 
 // BackupRepository is one place backups are kept (internal/backup/repo).

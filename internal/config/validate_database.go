@@ -12,10 +12,13 @@ import (
 
 // Valid values of the database's enumerated keys.
 var (
-	engines       = []string{"postgres"}
-	replModes     = []string{"async", "sync", "strict"}
-	drModes       = []string{"async", "sync"}
-	backupSchemes = []string{"file", "s3"}
+	engines            = []string{"postgres"}
+	replModes          = []string{"async", "sync", "strict"}
+	drModes            = []string{"async", "sync"}
+	backupSchemes      = []string{"file", "s3"}
+	archiveModes       = []string{"async", "synchronous"}
+	backupCompressions = []string{"lz4", "zstd", "none"}
+	backupSources      = []string{"replica", "primary"}
 )
 
 // Bounds on the database primary's lease: shorter cannot be renewed
@@ -110,13 +113,18 @@ var (
 	bucketName = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$`)
 )
 
-// backupPartial says what of database.backup this version does.
-const backupPartial = "only the WAL archive runs so far (into the first repository); base backups, schedules, retention and restore are not yet supported by this version"
+// backupUnscheduled says what of database.backup this version does not
+// do yet.
+const backupUnscheduled = "not acted on by this version yet: haven takes no scheduled backup, restore test or expiry; the WAL archive runs"
 
-// backup checks database.backup: target, or repositories.
+// minBackupEvery bounds how often a scheduled backup or restore test may
+// run: each reads the whole database.
+const minBackupEvery = time.Minute
+
+// backup checks database.backup: where backups go, then when and how.
 func (v *validator) backup(b *Backup) {
 	const path = "database.backup"
-	v.warnf(path, "%s", backupPartial)
+	v.backupPolicy(b)
 	switch {
 	case v.given(path+".target") && v.given(path+".repositories"):
 		v.errorf(path+".target", "give target (one repository) or repositories, not both: target: URL is repositories: [{name: %s, url: URL}]", defaultRepository)
@@ -152,6 +160,55 @@ func (v *validator) backup(b *Backup) {
 			urls[strings.TrimRight(r.URL, "/")] = i
 		}
 		v.repository(p, r, p+".url")
+	}
+}
+
+// backupPolicy checks database.backup's schedule, retention and how
+// backups are made.
+func (v *validator) backupPolicy(b *Backup) {
+	const path = "database.backup"
+	for _, e := range []struct {
+		key, got string
+		valid    []string
+	}{{"archive", b.Archive, archiveModes}, {"compression", b.Compression, backupCompressions}, {"from", b.From, backupSources}} {
+		if !slices.Contains(e.valid, e.got) {
+			v.errorf(path+"."+e.key, "%s", notOneOf(e.got, e.valid...))
+		}
+	}
+	for _, e := range []struct {
+		key string
+		d   Duration
+	}{{"base_every", b.BaseEvery}, {"incremental_every", b.IncrementalEvery}, {"verify_every", b.VerifyEvery}} {
+		if e.d != 0 && e.d.D() < minBackupEvery {
+			v.errorf(path+"."+e.key, "%s is too often: each run reads the whole database; give %s or more, or leave it out", e.d, Duration(minBackupEvery))
+		}
+		if e.d != 0 {
+			v.warnf(path+"."+e.key, "%s", backupUnscheduled)
+		}
+	}
+	if b.Archive == "synchronous" {
+		v.warnf(path+".archive", "synchronous is not acted on by this version yet: the archive runs async")
+	}
+	switch {
+	case b.IncrementalEvery != 0 && b.BaseEvery == 0:
+		v.errorf(path+".incremental_every", "needs base_every: an incremental backup builds on a full one, such as base_every: 24h")
+	case b.IncrementalEvery != 0 && b.IncrementalEvery >= b.BaseEvery:
+		v.errorf(path+".incremental_every", "%s is not shorter than base_every (%s): no incremental backup would run between full ones", b.IncrementalEvery, b.BaseEvery)
+	}
+	if b.Retain < 0 {
+		v.errorf(path+".retain", "%s is negative: give how long backups are kept, such as retain: 7d", b.Retain)
+	}
+	if b.Retain != 0 && b.BaseEvery != 0 && b.Retain < b.BaseEvery {
+		v.warnf(path+".retain", "%s is shorter than base_every (%s): only the newest retain_count (%d) full backups are kept between runs", b.Retain, b.BaseEvery, b.RetainCount)
+	}
+	if b.RetainCount < 1 {
+		v.errorf(path+".retain_count", "%d: keep at least one full backup, such as retain_count: 2", b.RetainCount)
+	}
+	if b.Parallel < 1 || b.Parallel > 64 {
+		v.errorf(path+".parallel", "%d: give how many files are copied at once, 1 to 64", b.Parallel)
+	}
+	if b.EncryptionKeyFile != "" {
+		v.secret(path+".encryption_key_file", b.EncryptionKeyFile)
 	}
 }
 
