@@ -68,7 +68,7 @@ func startArchiver(t *testing.T, s *pg.Server, r repo.Repository) *archive {
 // waitArchived waits until the archive holds s's WAL up to now.
 func (a *archive) waitArchived(t *testing.T, s *pg.Server) {
 	t.Helper()
-	target := wal.LSN(pgtest.InsertLSN(t, s))
+	target := pgtest.InsertLSN(t, s)
 	testenv.Poll(t, pgtest.Timeout, "the archive reaches "+target.String(), func() (bool, string) {
 		_, pos := a.a.Archived()
 		return pos >= target, pos.String()

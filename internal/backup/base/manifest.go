@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/backup/repo"
-	"github.com/haven-ha/haven/internal/backup/wal"
+	"github.com/haven-ha/haven/internal/pg"
 )
 
 // Manifest describes one complete base backup. It is the last object a
@@ -69,15 +69,10 @@ type File struct {
 	Stored int64 `json:"stored"`
 }
 
-// Start and Stop are the backup's StartLSN and StopLSN.
-func (m *Manifest) Start() wal.LSN { return parseLSN(m.StartLSN) }
-func (m *Manifest) Stop() wal.LSN  { return parseLSN(m.StopLSN) }
-
-func parseLSN(s string) wal.LSN {
-	var hi, lo uint32
-	fmt.Sscanf(s, "%X/%X", &hi, &lo)
-	return wal.LSN(uint64(hi)<<32 | uint64(lo))
-}
+// Start and Stop are the backup's StartLSN and StopLSN (0 when the
+// manifest's text is not an LSN).
+func (m *Manifest) Start() pg.LSN { l, _ := pg.ParseLSN(m.StartLSN); return l }
+func (m *Manifest) Stop() pg.LSN  { l, _ := pg.ParseLSN(m.StopLSN); return l }
 
 // holder is the label of the backup that stores f's bytes.
 func (m *Manifest) holder(f File) string {

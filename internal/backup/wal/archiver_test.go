@@ -99,7 +99,7 @@ func startArchiver(t *testing.T, s *pg.Server, r repo.Repository, edit func(*Con
 type commit struct {
 	id  int
 	at  time.Time
-	lsn LSN
+	lsn pg.LSN
 }
 
 // writer commits numbered rows into t until stop, one per transaction.
@@ -139,7 +139,7 @@ func startWriter(t *testing.T, s *pg.Server, from int) *writer {
 			}
 			lsn, _ := pg.ParseLSN(l)
 			w.mu.Lock()
-			w.commits = append(w.commits, commit{id, at, LSN(lsn)})
+			w.commits = append(w.commits, commit{id, at, lsn})
 			w.mu.Unlock()
 		}
 	}()
@@ -165,14 +165,14 @@ type progress struct {
 
 type sample struct {
 	at  time.Time
-	pos LSN
+	pos pg.LSN
 }
 
 func watch(a *Archiver) *progress {
 	p := &progress{stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(p.done)
-		var last LSN
+		var last pg.LSN
 		tick := time.NewTicker(time.Millisecond)
 		defer tick.Stop()
 		for {
@@ -199,7 +199,7 @@ func (p *progress) delays(cs []commit) []time.Duration {
 	<-p.done
 	var ds []time.Duration
 	for _, c := range cs {
-		i, _ := slices.BinarySearchFunc(p.samples, c.lsn, func(s sample, l LSN) int {
+		i, _ := slices.BinarySearchFunc(p.samples, c.lsn, func(s sample, l pg.LSN) int {
 			if s.pos < l {
 				return -1
 			}
@@ -304,7 +304,7 @@ func checkContiguous(t *testing.T, names []string, tli uint32) (segments, pieces
 // waitArchived waits until the archive holds s's WAL up to now.
 func waitArchived(t *testing.T, a *Archiver, s *pg.Server) {
 	t.Helper()
-	waitArchivedAt(t, a, LSN(pgtest.InsertLSN(t, s)))
+	waitArchivedAt(t, a, pgtest.InsertLSN(t, s))
 }
 
 // TestArchiveKillAndRestore archives a primary under a writer with an
@@ -343,7 +343,7 @@ func TestArchiveKillAndRestore(t *testing.T) {
 	cmd.Wait()
 	killedAt := len(listArchive(t, r))
 	time.Sleep(time.Second) // the writer goes on while no archiver runs: the slot keeps the WAL
-	backlog := LSN(pgtest.InsertLSN(t, p))
+	backlog := pgtest.InsertLSN(t, p)
 	a, reg, stop := startArchiver(t, p, r, nil)
 	prog := watch(a)
 	testenv.Poll(t, pgtest.Timeout, "the second archiver stores the backlog", func() (bool, string) {
@@ -412,7 +412,7 @@ func TestArchiveFollowsPromotion(t *testing.T) {
 	w := startWriter(t, p, 1)
 	time.Sleep(time.Second) // the writer writes on timeline 1
 	first := w.finish(t)
-	waitArchivedAt(t, a, LSN(pgtest.InsertLSN(t, p)))
+	waitArchivedAt(t, a, pgtest.InsertLSN(t, p))
 	if err := p.Stop(ctx, pg.StopFast); err != nil {
 		t.Fatal(err)
 	}
@@ -448,7 +448,7 @@ func TestArchiveFollowsPromotion(t *testing.T) {
 }
 
 // waitArchivedAt waits until the archive holds the WAL up to target.
-func waitArchivedAt(t *testing.T, a *Archiver, target LSN) {
+func waitArchivedAt(t *testing.T, a *Archiver, target pg.LSN) {
 	t.Helper()
 	testenv.Poll(t, pgtest.Timeout, "the archive reaches "+target.String(), func() (bool, string) {
 		_, pos := a.Archived()
@@ -489,7 +489,7 @@ func TestArchiveSynchronous(t *testing.T) {
 		latencies = append(latencies, time.Since(began))
 		_, archived := a.Archived()
 		lsn, _ := pg.ParseLSN(l)
-		if archived <= LSN(lsn) {
+		if archived <= lsn {
 			late++
 		}
 	}

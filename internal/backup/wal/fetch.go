@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/haven-ha/haven/internal/backup/repo"
+	"github.com/haven-ha/haven/internal/pg"
 )
 
 // Fetch writes the WAL file name (a segment's or a timeline history
@@ -152,7 +153,7 @@ func FetchFile(ctx context.Context, r repo.Repository, cluster, name, dst string
 // last one in pieces from offset 0 that reach to. A base backup needs
 // this range to become consistent. The error names the first segment
 // that is missing or too short, and wraps repo.ErrNotExist.
-func Holds(ctx context.Context, r repo.Repository, cluster string, tli uint32, from, to LSN) error {
+func Holds(ctx context.Context, r repo.Repository, cluster string, tli uint32, from, to pg.LSN) error {
 	if to <= from {
 		return nil
 	}
@@ -170,8 +171,8 @@ func Holds(ctx context.Context, r repo.Repository, cluster string, tli uint32, f
 	if err != nil {
 		return fmt.Errorf("wal: list %s in %s: %w", walDir(cluster), r, err)
 	}
-	last := (to - 1).segNo()
-	for no := from.segNo(); no <= last; no++ {
+	last := segNo(to - 1)
+	for no := segNo(from); no <= last; no++ {
 		seg := SegmentName(tli, no)
 		if have[seg] {
 			continue
@@ -181,7 +182,7 @@ func Holds(ctx context.Context, r repo.Repository, cluster string, tli uint32, f
 		end, _ := contiguous(p)
 		need := int64(SegmentSize)
 		if no == last {
-			need = int64(to - LSN(no*SegmentSize))
+			need = int64(to - pg.LSN(no*SegmentSize))
 		}
 		if end < need {
 			return fmt.Errorf("wal: %s holds %s only to offset %d of %d: %w", r, seg, end, need, repo.ErrNotExist)
