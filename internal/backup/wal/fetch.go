@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 
@@ -117,33 +115,13 @@ func (zeros) Read(b []byte) (int, error) {
 	return len(b), nil
 }
 
-// FetchFile is Fetch into the file dst, as restore_command's %p names it:
-// written to a temporary file beside it, synced and renamed, so that
-// PostgreSQL never reads a part of it. It returns an error wrapping
-// repo.ErrNotExist, and leaves no file, when the archive has no such WAL
-// file.
-func FetchFile(ctx context.Context, r repo.Repository, cluster, name, dst string) (err error) {
-	tmp, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".*.haven-tmp")
-	if err != nil {
-		return fmt.Errorf("wal: fetch %s: %w", name, err)
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if err := Fetch(ctx, r, cluster, name, tmp); err != nil {
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("wal: fetch %s: %w", name, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("wal: fetch %s: %w", name, err)
-	}
-	if err := os.Rename(tmp.Name(), dst); err != nil {
-		return fmt.Errorf("wal: fetch %s: %w", name, err)
+// FetchFile is Fetch into the file dst, as restore_command's %p names it,
+// written whole or not at all (repo.WriteFile), so that PostgreSQL never
+// reads a part of it. It returns an error wrapping repo.ErrNotExist, and
+// leaves no file, when the archive has no such WAL file.
+func FetchFile(ctx context.Context, r repo.Repository, cluster, name, dst string) error {
+	if err := repo.WriteFile(dst, func(w io.Writer) error { return fetch(ctx, r, cluster, name, w) }); err != nil {
+		return fmt.Errorf("wal: fetch %s from %s into %s: %w", name, r, dst, err)
 	}
 	return nil
 }
