@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
@@ -110,7 +110,7 @@ func List(ctx context.Context, r repo.Repository, cluster string) ([]*Manifest, 
 	if err != nil {
 		return nil, fmt.Errorf("base: list backups of %s in %s: %w", cluster, r, err)
 	}
-	sort.Strings(labels)
+	slices.Sort(labels)
 	var ms []*Manifest
 	for _, l := range labels {
 		m, err := Load(ctx, r, cluster, l)
@@ -142,8 +142,12 @@ func Load(ctx context.Context, r repo.Repository, cluster, label string) (*Manif
 	return &m, nil
 }
 
-// latest returns the label of cluster's newest complete backup.
-func latest(ctx context.Context, r repo.Repository, cluster string) (*Manifest, error) {
+// find loads the manifest of cluster's backup label, or of its newest
+// complete backup when label is empty.
+func find(ctx context.Context, r repo.Repository, cluster, label string) (*Manifest, error) {
+	if label != "" {
+		return Load(ctx, r, cluster, label)
+	}
 	ms, err := List(ctx, r, cluster)
 	if err != nil {
 		return nil, err
@@ -191,8 +195,4 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n += int64(n)
 	return n, err
-}
-
-func sortSlice[T any](s []T, less func(a, b T) bool) {
-	sort.Slice(s, func(i, j int) bool { return less(s[i], s[j]) })
 }

@@ -123,14 +123,12 @@ func New(cfg Config) (*Archiver, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	conn := cfg.Conn.Copy()
-	params := map[string]string{}
-	for k, v := range conn.RuntimeParams {
-		params[k] = v
+	conn := cfg.Conn.Copy() // with a copy of RuntimeParams, when it has any
+	if conn.RuntimeParams == nil {
+		conn.RuntimeParams = map[string]string{}
 	}
-	params["replication"] = "true"
-	params["application_name"] = cfg.ApplicationName
-	conn.RuntimeParams = params
+	conn.RuntimeParams["replication"] = "true"
+	conn.RuntimeParams["application_name"] = cfg.ApplicationName
 	a := &Archiver{
 		cfg:  cfg,
 		conn: conn,

@@ -323,12 +323,18 @@ func TestArchiveKillAndRestore(t *testing.T) {
 	// The first archiver is a process of its own, to be killed.
 	self, _ := os.Executable()
 	cmd := exec.Command(self, "wal-archive", repoDir, "shop", p.SocketDir(), fmt.Sprint(p.Port()))
-	var killedLog strings.Builder
+	var killedLog testenv.Buffer
 	cmd.Stderr = &killedLog
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("the killed archiver's log:\n%s", killedLog.String())
+		}
+	})
 	testenv.Poll(t, pgtest.Timeout, "the first archiver stores a piece", func() (bool, string) {
 		names := listArchive(t, r)
 		return len(names) > 0, fmt.Sprint(names)
@@ -336,7 +342,11 @@ func TestArchiveKillAndRestore(t *testing.T) {
 	backup := baseBackup(t, p)
 
 	w := startWriter(t, p, 1)
-	time.Sleep(1500 * time.Millisecond) // let the writer write, for the archiver to archive
+	before := len(listArchive(t, r))
+	testenv.Poll(t, pgtest.Timeout, "the first archiver stores the writer's WAL", func() (bool, string) {
+		names := listArchive(t, r)
+		return len(names) > before+1, fmt.Sprintf("%d objects, %d before the writer started", len(names), before)
+	})
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
