@@ -10,8 +10,10 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"path"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -165,7 +167,7 @@ func (b *backup) take(ctx context.Context) (*Manifest, error) {
 	if err := b.waitArchived(ctx); err != nil {
 		return nil, err
 	}
-	sortFiles(m.Files)
+	slices.SortFunc(m.Files, func(a, b File) int { return strings.Compare(a.Path, b.Path) })
 	if err := m.put(ctx, b.cfg.Repo); err != nil {
 		return nil, fmt.Errorf("manifest: %w", err)
 	}
@@ -307,7 +309,7 @@ func (b *backup) walk(ctx context.Context, jobs chan<- job) error {
 		if !fi.Mode().IsRegular() {
 			return fmt.Errorf("%s: not a regular file (%s): not supported", rel, fi.Mode().Type())
 		}
-		dir := filepathDir(rel)
+		dir := path.Dir(rel)
 		if strings.HasPrefix(dir, "base/") && dir != unloggedDir {
 			unloggedDir = dir
 			unlogged = nil
@@ -315,7 +317,7 @@ func (b *backup) walk(ctx context.Context, jobs chan<- job) error {
 				unlogged = unloggedForks(names)
 			}
 		}
-		if dir == unloggedDir && unlogged[filepathBase(rel)] {
+		if dir == unloggedDir && unlogged[path.Base(rel)] {
 			return nil
 		}
 		select {
@@ -326,15 +328,6 @@ func (b *backup) walk(ctx context.Context, jobs chan<- job) error {
 		}
 	})
 }
-
-func filepathDir(rel string) string {
-	if i := strings.LastIndexByte(rel, '/'); i >= 0 {
-		return rel[:i]
-	}
-	return ""
-}
-
-func filepathBase(rel string) string { return rel[strings.LastIndexByte(rel, '/')+1:] }
 
 func readNames(dir string) ([]string, error) {
 	d, err := os.Open(dir)
@@ -448,8 +441,4 @@ func (b *backup) waitArchived(ctx context.Context) error {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-}
-
-func sortFiles(files []File) {
-	sortSlice(files, func(a, b File) bool { return a.Path < b.Path })
 }

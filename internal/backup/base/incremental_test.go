@@ -12,6 +12,7 @@ import (
 
 	"github.com/haven-ha/haven/internal/backup/repo"
 	"github.com/haven-ha/haven/internal/pg"
+	"github.com/haven-ha/haven/internal/pg/pgtest"
 	"github.com/haven-ha/haven/internal/testenv"
 )
 
@@ -21,12 +22,12 @@ import (
 // Then one byte of a stored file is flipped: verify names the file, and
 // restore refuses it and leaves a directory PostgreSQL will not start.
 func TestIncrementalVerifyAndDamage(t *testing.T) {
-	ctx := testCtx(t)
-	p := newServer(t, "db1", nil)
-	execSQL(t, p, "CREATE TABLE big AS SELECT g AS id, repeat('y', 200) AS pad FROM generate_series(1, 200000) g")
-	execSQL(t, p, "CREATE TABLE small (id int PRIMARY KEY, v int)")
-	execSQL(t, p, "INSERT INTO small SELECT g, 0 FROM generate_series(1, 1000) g")
-	execSQL(t, p, "VACUUM FREEZE") // set hint bits now, not during the incremental
+	ctx := pgtest.Context(t)
+	p := pgtest.Start(t, "db1", nil)
+	pgtest.Exec(t, p, "CREATE TABLE big AS SELECT g AS id, repeat('y', 200) AS pad FROM generate_series(1, 200000) g")
+	pgtest.Exec(t, p, "CREATE TABLE small (id int PRIMARY KEY, v int)")
+	pgtest.Exec(t, p, "INSERT INTO small SELECT g, 0 FROM generate_series(1, 1000) g")
+	pgtest.Exec(t, p, "VACUUM FREEZE") // set hint bits now, not during the incremental
 	r, repoDir := newRepo(t)
 	arch := startArchiver(t, p, r)
 
@@ -36,8 +37,8 @@ func TestIncrementalVerifyAndDamage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	execSQL(t, p, "UPDATE small SET v = v + 1 WHERE id <= 10")
-	execSQL(t, p, "INSERT INTO small VALUES (1001, 7)")
+	pgtest.Exec(t, p, "UPDATE small SET v = v + 1 WHERE id <= 10")
+	pgtest.Exec(t, p, "INSERT INTO small VALUES (1001, 7)")
 	cfg.Incremental = true
 	inc, err := Take(ctx, cfg)
 	if err != nil {
@@ -51,7 +52,7 @@ func TestIncrementalVerifyAndDamage(t *testing.T) {
 	if inc.Copied*10 > full.Copied {
 		t.Errorf("the incremental copied %d bytes, more than a tenth of the full backup's %d", inc.Copied, full.Copied)
 	}
-	want := query(t, p, "SELECT (SELECT md5(string_agg(id || ':' || v, ',' ORDER BY id)) FROM small) || ' ' || (SELECT count(*) FROM big)")
+	want := pgtest.Query(t, p, "SELECT (SELECT md5(string_agg(id || ':' || v, ',' ORDER BY id)) FROM small) || ' ' || (SELECT count(*) FROM big)")
 	arch.waitArchived(t, p)
 	if _, err := Verify(ctx, r, "shop", inc.Label, 2); err != nil {
 		t.Fatalf("verify of a sound backup: %v", err)
@@ -61,11 +62,11 @@ func TestIncrementalVerifyAndDamage(t *testing.T) {
 		t.Fatalf("list: %d backups, %v; want 2", len(ms), err)
 	}
 	arch.stop()
-	chownPostgres(t, repoDir)
+	pgtest.Chown(t, repoDir)
 	fetch := fetchCommand(t, repoDir)
 
 	s := restoreAndStart(t, r, fetch, inc.Label, Target{})
-	if got := query(t, s, "SELECT (SELECT md5(string_agg(id || ':' || v, ',' ORDER BY id)) FROM small) || ' ' || (SELECT count(*) FROM big)"); got != want {
+	if got := pgtest.Query(t, s, "SELECT (SELECT md5(string_agg(id || ':' || v, ',' ORDER BY id)) FROM small) || ' ' || (SELECT count(*) FROM big)"); got != want {
 		t.Errorf("restored from the incremental: %s, want %s", got, want)
 	}
 	s.Stop(ctx, pg.StopImmediate)
@@ -136,9 +137,9 @@ func (c *cancelAfter) Put(ctx context.Context, name string, r io.Reader, size in
 // files): it is not listed, cannot be restored or verified, the server
 // has no backup left running, and the next backup succeeds.
 func TestStoppedBackup(t *testing.T) {
-	ctx := testCtx(t)
-	p := newServer(t, "db1", nil)
-	execSQL(t, p, "CREATE TABLE big AS SELECT g AS id, repeat('y', 200) AS pad FROM generate_series(1, 50000) g")
+	ctx := pgtest.Context(t)
+	p := pgtest.Start(t, "db1", nil)
+	pgtest.Exec(t, p, "CREATE TABLE big AS SELECT g AS id, repeat('y', 200) AS pad FROM generate_series(1, 50000) g")
 	r, _ := newRepo(t)
 	arch := startArchiver(t, p, r)
 
@@ -159,8 +160,8 @@ func TestStoppedBackup(t *testing.T) {
 	if _, _, err := Restore(ctx, RestoreConfig{Repo: r, Cluster: "shop", DataDir: filepath.Join(testenv.SearchableDir(t), "data"), RestoreCommand: "false"}); !repo.IsNotExist(err) {
 		t.Errorf("restore with only a stopped backup: %v; want no backup", err)
 	}
-	testenv.Poll(t, testTimeout, "the server ends the stopped backup's session", func() (bool, string) {
-		n := query(t, p, "SELECT count(*)::text FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND query LIKE '%pg_backup_start%'")
+	testenv.Poll(t, pgtest.Timeout, "the server ends the stopped backup's session", func() (bool, string) {
+		n := pgtest.Query(t, p, "SELECT count(*)::text FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND query LIKE '%pg_backup_start%'")
 		return n == "0", n + " sessions that ran pg_backup_start"
 	})
 	cfg.Repo = r

@@ -7,12 +7,12 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/haven-ha/haven/internal/backup/repo"
-	"github.com/haven-ha/haven/internal/backup/wal"
+	"github.com/haven-ha/haven/internal/pg"
 )
 
 // Manifest describes one complete base backup. It is the last object a
@@ -69,15 +69,10 @@ type File struct {
 	Stored int64 `json:"stored"`
 }
 
-// Start and Stop are the backup's StartLSN and StopLSN.
-func (m *Manifest) Start() wal.LSN { return parseLSN(m.StartLSN) }
-func (m *Manifest) Stop() wal.LSN  { return parseLSN(m.StopLSN) }
-
-func parseLSN(s string) wal.LSN {
-	var hi, lo uint32
-	fmt.Sscanf(s, "%X/%X", &hi, &lo)
-	return wal.LSN(uint64(hi)<<32 | uint64(lo))
-}
+// Start and Stop are the backup's StartLSN and StopLSN (0 when the
+// manifest's text is not an LSN).
+func (m *Manifest) Start() pg.LSN { l, _ := pg.ParseLSN(m.StartLSN); return l }
+func (m *Manifest) Stop() pg.LSN  { l, _ := pg.ParseLSN(m.StopLSN); return l }
 
 // holder is the label of the backup that stores f's bytes.
 func (m *Manifest) holder(f File) string {
@@ -115,7 +110,7 @@ func List(ctx context.Context, r repo.Repository, cluster string) ([]*Manifest, 
 	if err != nil {
 		return nil, fmt.Errorf("base: list backups of %s in %s: %w", cluster, r, err)
 	}
-	sort.Strings(labels)
+	slices.Sort(labels)
 	var ms []*Manifest
 	for _, l := range labels {
 		m, err := Load(ctx, r, cluster, l)
@@ -147,8 +142,12 @@ func Load(ctx context.Context, r repo.Repository, cluster, label string) (*Manif
 	return &m, nil
 }
 
-// latest returns the label of cluster's newest complete backup.
-func latest(ctx context.Context, r repo.Repository, cluster string) (*Manifest, error) {
+// find loads the manifest of cluster's backup label, or of its newest
+// complete backup when label is empty.
+func find(ctx context.Context, r repo.Repository, cluster, label string) (*Manifest, error) {
+	if label != "" {
+		return Load(ctx, r, cluster, label)
+	}
 	ms, err := List(ctx, r, cluster)
 	if err != nil {
 		return nil, err
@@ -196,8 +195,4 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n += int64(n)
 	return n, err
-}
-
-func sortSlice[T any](s []T, less func(a, b T) bool) {
-	sort.Slice(s, func(i, j int) bool { return less(s[i], s[j]) })
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/haven-ha/haven/internal/pg/pgtest"
 	"github.com/haven-ha/haven/internal/testenv"
 )
 
@@ -25,13 +26,13 @@ func TestMeasure(t *testing.T) {
 	if scale == "1" {
 		scale = "10"
 	}
-	ctx := testCtx(t)
-	p := newServer(t, "db1", nil)
+	ctx := pgtest.Context(t)
+	p := pgtest.Start(t, "db1", nil)
 	out, err := exec.Command(p.Binaries().Path("pgbench"), "-i", "-q", "-s", scale, "-h", p.SocketDir(), "-p", fmt.Sprint(p.Port()), "-U", "postgres", "postgres").CombinedOutput()
 	if err != nil {
 		t.Fatalf("pgbench: %v: %s", err, out)
 	}
-	execSQL(t, p, "CHECKPOINT")
+	pgtest.Exec(t, p, "CHECKPOINT")
 	r, _ := newRepo(t)
 	startArchiver(t, p, r)
 	mib := func(b int64, d time.Duration) float64 { return float64(b) / (1 << 20) / d.Seconds() }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/pg"
+	"github.com/haven-ha/haven/internal/pg/pgtest"
 	"github.com/haven-ha/haven/internal/testenv"
 )
 
@@ -104,7 +105,7 @@ func (w *writer) finish(t *testing.T) []ack {
 func (w *writer) waitRows(t *testing.T, n int) {
 	t.Helper()
 	want := w.count() + n
-	testenv.Poll(t, testTimeout, fmt.Sprintf("the writer commits %d rows", want), func() (bool, string) {
+	testenv.Poll(t, pgtest.Timeout, fmt.Sprintf("the writer commits %d rows", want), func() (bool, string) {
 		return w.count() >= want, fmt.Sprint(w.count())
 	})
 }
@@ -126,17 +127,17 @@ func (w *writer) waitRows(t *testing.T, n int) {
 // test picks a row without one). The restore point is exact as well: the
 // writer makes it on its own session between two commits.
 func TestRestoreToPoints(t *testing.T) {
-	ctx := testCtx(t)
-	p := newServer(t, "db1", func(c *pg.Config) { c.Settings["track_commit_timestamp"] = "on" })
+	ctx := pgtest.Context(t)
+	p := pgtest.Start(t, "db1", func(c *pg.Config) { c.Settings["track_commit_timestamp"] = "on" })
 	if err := p.EnsureReplicationUser(ctx, pg.DefaultReplicationUser, "s3cret"); err != nil {
 		t.Fatal(err)
 	}
 	if err := p.CreateSlot(ctx, "db2"); err != nil {
 		t.Fatal(err)
 	}
-	execSQL(t, p, "CREATE TABLE t (id int PRIMARY KEY, pad text DEFAULT repeat('x', 100))")
-	execSQL(t, p, "CREATE TABLE filler AS SELECT g AS id, repeat('y', 200) AS pad FROM generate_series(1, 100000) g")
-	replica := makeServer(t, "db2", func(c *pg.Config) { c.Settings["track_commit_timestamp"] = "on" })
+	pgtest.Exec(t, p, "CREATE TABLE t (id int PRIMARY KEY, pad text DEFAULT repeat('x', 100))")
+	pgtest.Exec(t, p, "CREATE TABLE filler AS SELECT g AS id, repeat('y', 200) AS pad FROM generate_series(1, 100000) g")
+	replica := pgtest.New(t, "db2", func(c *pg.Config) { c.Settings["track_commit_timestamp"] = "on" })
 	if err := replica.Clone(ctx, pg.Upstream{Host: "127.0.0.1", Port: p.Port(), Password: "s3cret", Slot: "db2"}); err != nil {
 		t.Fatal(err)
 	}
@@ -147,16 +148,17 @@ func TestRestoreToPoints(t *testing.T) {
 	w.waitRows(t, 200)
 	// A replica's backup starts at its last restartpoint, which follows
 	// the primary's last checkpoint: make it recent.
-	execSQL(t, p, "CHECKPOINT")
-	target := insertLSN(t, p)
-	testenv.Poll(t, testTimeout, "the replica replays the checkpoint", func() (bool, string) {
+	pgtest.Exec(t, p, "CHECKPOINT")
+	target := pgtest.InsertLSN(t, p)
+	testenv.Poll(t, pgtest.Timeout, "the replica replays the checkpoint", func() (bool, string) {
 		var lsn string
 		c, err := replica.Connect(ctx)
 		if err == nil {
 			err = c.QueryRow(ctx, "SELECT pg_last_wal_replay_lsn()::text").Scan(&lsn)
 			c.Close(ctx)
 		}
-		return err == nil && insertLSNOf(lsn) >= uint64(target), lsn
+		replayed, _ := pg.ParseLSN(lsn)
+		return err == nil && replayed >= target, lsn
 	})
 	before := w.count()
 	m, err := Take(ctx, backupConfig(t, replica, r))
@@ -180,19 +182,19 @@ func TestRestoreToPoints(t *testing.T) {
 	acks := w.finish(t)
 	arch.waitArchived(t, p)
 	arch.stop()
-	chownPostgres(t, repoDir)
+	pgtest.Chown(t, repoDir)
 	fetch := fetchCommand(t, repoDir)
 
 	check := func(name string, target Target, want int) {
 		t.Helper()
 		s := restoreAndStart(t, r, fetch, "", target)
-		got := query(t, s, "SELECT count(*)::text || ' ' || coalesce(min(id), 0)::text || ' ' || coalesce(max(id), 0)::text FROM t")
+		got := pgtest.Query(t, s, "SELECT count(*)::text || ' ' || coalesce(min(id), 0)::text || ' ' || coalesce(max(id), 0)::text FROM t")
 		if w := fmt.Sprintf("%d 1 %d", want, want); got != w {
 			t.Errorf("restored to %s: count, min and max id %s, want %s (rows 1 to %d, no more, no less)", name, got, w, want)
 		} else {
 			t.Logf("restored to %s: rows 1 to %d, as acknowledged", name, want)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), pgtest.Timeout)
 		defer cancel()
 		s.Stop(ctx, pg.StopImmediate)
 	}
@@ -204,9 +206,4 @@ func TestRestoreToPoints(t *testing.T) {
 	}
 	check("restore point before-mistake", Target{Name: "before-mistake"}, w.points["before-mistake"])
 	check("the end of the archive", Target{}, len(acks))
-}
-
-func insertLSNOf(s string) uint64 {
-	l, _ := pg.ParseLSN(s)
-	return uint64(l)
 }

@@ -149,12 +149,7 @@ func (rs *restorer) restore(ctx context.Context) (*Manifest, error) {
 		rs.uid, _ = strconv.Atoi(u.Uid)
 		rs.gid, _ = strconv.Atoi(u.Gid)
 	}
-	var m *Manifest
-	if cfg.Label == "" {
-		m, err = latest(ctx, cfg.Repo, cfg.Cluster)
-	} else {
-		m, err = Load(ctx, cfg.Repo, cfg.Cluster, cfg.Label)
-	}
+	m, err := find(ctx, cfg.Repo, cfg.Cluster, cfg.Label)
 	if err != nil {
 		return nil, err
 	}

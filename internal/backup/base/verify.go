@@ -25,13 +25,7 @@ func Verify(ctx context.Context, r repo.Repository, cluster, label string, worke
 }
 
 func verify(ctx context.Context, r repo.Repository, cluster, label string, workers int) (*Manifest, error) {
-	var m *Manifest
-	var err error
-	if label == "" {
-		m, err = latest(ctx, r, cluster)
-	} else {
-		m, err = Load(ctx, r, cluster, label)
-	}
+	m, err := find(ctx, r, cluster, label)
 	if err != nil {
 		return nil, err
 	}

@@ -47,7 +47,7 @@ func (f *File) path(name string) (string, error) {
 	return filepath.Join(f.root, filepath.FromSlash(name)), nil
 }
 
-func (f *File) Put(ctx context.Context, name string, r io.Reader, size int64) (err error) {
+func (f *File) Put(ctx context.Context, name string, r io.Reader, size int64) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("repo: %s: put %s: %w", f, name, err)
 	}
@@ -55,13 +55,31 @@ func (f *File) Put(ctx context.Context, name string, r io.Reader, size int64) (e
 	if err != nil {
 		return err
 	}
-	dir := filepath.Dir(p)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
 		return fmt.Errorf("repo: %s: put %s: %w", f, name, err)
 	}
-	tmp, err := os.CreateTemp(dir, filepath.Base(p)+".*"+tempSuffix)
+	err = WriteFile(p, func(w io.Writer) error {
+		n, err := io.Copy(w, ctxReader{ctx, r})
+		if err == nil && size >= 0 && n != size {
+			err = fmt.Errorf("read %d bytes, want %d", n, size)
+		}
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("repo: %s: put %s: %w", f, name, err)
+	}
+	return nil
+}
+
+// WriteFile writes the file p whole or not at all: fill writes into a
+// temporary file beside it (NAME.*.haven-tmp, which List never shows),
+// which is synced and renamed into place, and the directory is synced,
+// so that a crash leaves the old file or the new one. When fill or a
+// step fails, the temporary file is removed and p is as it was.
+func WriteFile(p string, fill func(io.Writer) error) (err error) {
+	tmp, err := os.CreateTemp(filepath.Dir(p), filepath.Base(p)+".*"+tempSuffix)
+	if err != nil {
+		return err
 	}
 	defer func() {
 		if err != nil {
@@ -69,26 +87,19 @@ func (f *File) Put(ctx context.Context, name string, r io.Reader, size int64) (e
 			os.Remove(tmp.Name())
 		}
 	}()
-	n, err := io.Copy(tmp, ctxReader{ctx, r})
-	if err != nil {
-		return fmt.Errorf("repo: %s: put %s: %w", f, name, err)
-	}
-	if size >= 0 && n != size {
-		return fmt.Errorf("repo: %s: put %s: read %d bytes, want %d", f, name, n, size)
+	if err := fill(tmp); err != nil {
+		return err
 	}
 	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("repo: %s: put %s: %w", f, name, err)
+		return err
 	}
 	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("repo: %s: put %s: %w", f, name, err)
+		return err
 	}
 	if err := os.Rename(tmp.Name(), p); err != nil {
-		return fmt.Errorf("repo: %s: put %s: %w", f, name, err)
+		return err
 	}
-	if err := syncDir(dir); err != nil {
-		return fmt.Errorf("repo: %s: put %s: %w", f, name, err)
-	}
-	return nil
+	return syncDir(filepath.Dir(p))
 }
 
 func (f *File) Get(ctx context.Context, name string) (io.ReadCloser, error) {

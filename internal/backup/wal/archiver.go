@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/backup/repo"
+	"github.com/haven-ha/haven/internal/pg"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
@@ -85,15 +86,15 @@ type Archiver struct {
 
 	mu       sync.Mutex
 	tli      uint32
-	archived LSN
-	received LSN
-	server   LSN       // the server's WAL end, as last heard
+	archived pg.LSN
+	received pg.LSN
+	server   pg.LSN    // the server's WAL end, as last heard
 	arrivals []arrival // received and not yet archived, oldest first
 }
 
 // arrival is when the WAL up to end arrived.
 type arrival struct {
-	end LSN
+	end pg.LSN
 	at  time.Time
 }
 
@@ -122,14 +123,12 @@ func New(cfg Config) (*Archiver, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	conn := cfg.Conn.Copy()
-	params := map[string]string{}
-	for k, v := range conn.RuntimeParams {
-		params[k] = v
+	conn := cfg.Conn.Copy() // with a copy of RuntimeParams, when it has any
+	if conn.RuntimeParams == nil {
+		conn.RuntimeParams = map[string]string{}
 	}
-	params["replication"] = "true"
-	params["application_name"] = cfg.ApplicationName
-	conn.RuntimeParams = params
+	conn.RuntimeParams["replication"] = "true"
+	conn.RuntimeParams["application_name"] = cfg.ApplicationName
 	a := &Archiver{
 		cfg:  cfg,
 		conn: conn,
@@ -150,7 +149,7 @@ func (a *Archiver) ApplicationName() string { return a.cfg.ApplicationName }
 
 // Archived returns the timeline the Archiver streams and the position up
 // to which the repository holds the WAL.
-func (a *Archiver) Archived() (uint32, LSN) {
+func (a *Archiver) Archived() (uint32, pg.LSN) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.tli, a.archived
@@ -213,9 +212,9 @@ type segment struct {
 	pieces  []string // stored pieces, deleted once the whole segment is
 }
 
-func (s *segment) name() string { return SegmentName(s.tli, s.no) }
-func (s *segment) start() LSN   { return LSN(s.no * SegmentSize) }
-func (s *segment) full() bool   { return len(s.data) == SegmentSize }
+func (s *segment) name() string  { return SegmentName(s.tli, s.no) }
+func (s *segment) start() pg.LSN { return pg.LSN(s.no * SegmentSize) }
+func (s *segment) full() bool    { return len(s.data) == SegmentSize }
 
 // session is one replication connection: it returns nil when the timeline
 // it streams ends, an error when anything fails, and nil after a graceful
@@ -268,14 +267,14 @@ func (a *Archiver) prepare(ctx context.Context, conn *pgconn.PgConn) (*segment, 
 	}
 	tli, pos := end.tli, end.pos
 	if !end.ok {
-		tli, pos = slotTLI, slotLSN.segStart()
+		tli, pos = slotTLI, segStart(slotLSN)
 		if tli == 0 || pos == 0 {
-			tli, pos = serverTLI, LSN(sys.XLogPos).segStart()
+			tli, pos = serverTLI, segStart(pg.LSN(sys.XLogPos))
 		}
 		a.log.Info("the archive is empty; starting at the slot", "slot", a.cfg.Slot, "timeline", tli, "lsn", pos)
 	}
-	if tli > serverTLI || (tli == serverTLI && pos > LSN(sys.XLogPos)) {
-		return nil, fmt.Errorf("wal: the archive ends at timeline %d, %v, ahead of the server (timeline %d, %v): it is not this cluster's primary, or the cluster was restored to an earlier point", tli, pos, serverTLI, LSN(sys.XLogPos))
+	if tli > serverTLI || (tli == serverTLI && pos > pg.LSN(sys.XLogPos)) {
+		return nil, fmt.Errorf("wal: the archive ends at timeline %d, %v, ahead of the server (timeline %d, %v): it is not this cluster's primary, or the cluster was restored to an earlier point", tli, pos, serverTLI, pg.LSN(sys.XLogPos))
 	}
 	if serverTLI > 1 {
 		if err := a.archiveHistory(ctx, conn, tli, serverTLI); err != nil {
@@ -304,8 +303,8 @@ func (a *Archiver) prepare(ctx context.Context, conn *pgconn.PgConn) (*segment, 
 			pos = switchLSN
 		}
 	}
-	seg := &segment{tli: tli, no: pos.segNo(), data: make([]byte, 0, SegmentSize)}
-	if end.ok && end.tli == tli && end.pos.segNo() == seg.no && end.pos > seg.start() {
+	seg := &segment{tli: tli, no: segNo(pos), data: make([]byte, 0, SegmentSize)}
+	if end.ok && end.tli == tli && segNo(end.pos) == seg.no && end.pos > seg.start() {
 		seg.durable = int(end.pos - seg.start())
 		for _, p := range end.pieces {
 			seg.pieces = append(seg.pieces, path.Base(p.name))
@@ -325,7 +324,7 @@ func (a *Archiver) prepare(ctx context.Context, conn *pgconn.PgConn) (*segment, 
 
 // ensureSlot reads the slot, creating it (reserving WAL now) if it is
 // missing, and returns where it keeps WAL from.
-func (a *Archiver) ensureSlot(ctx context.Context, conn *pgconn.PgConn) (uint32, LSN, error) {
+func (a *Archiver) ensureSlot(ctx context.Context, conn *pgconn.PgConn) (uint32, pg.LSN, error) {
 	for range 2 {
 		res, err := conn.Exec(ctx, "READ_REPLICATION_SLOT "+a.cfg.Slot).ReadAll()
 		if err != nil {
@@ -336,10 +335,10 @@ func (a *Archiver) ensureSlot(ctx context.Context, conn *pgconn.PgConn) (uint32,
 			if string(row[0]) != "physical" {
 				return 0, 0, fmt.Errorf("wal: slot %s is a %s slot, not a physical one", a.cfg.Slot, row[0])
 			}
-			var lsn pglogrepl.LSN
+			var lsn pg.LSN
 			var tli uint64
 			if row[1] != nil {
-				if lsn, err = pglogrepl.ParseLSN(string(row[1])); err != nil {
+				if lsn, err = pg.ParseLSN(string(row[1])); err != nil {
 					return 0, 0, fmt.Errorf("wal: slot %s: %w", a.cfg.Slot, err)
 				}
 			}
@@ -348,7 +347,7 @@ func (a *Archiver) ensureSlot(ctx context.Context, conn *pgconn.PgConn) (uint32,
 					return 0, 0, fmt.Errorf("wal: slot %s: %w", a.cfg.Slot, err)
 				}
 			}
-			return uint32(tli), LSN(lsn), nil
+			return uint32(tli), lsn, nil
 		}
 		_, err = conn.Exec(ctx, "CREATE_REPLICATION_SLOT "+a.cfg.Slot+" PHYSICAL RESERVE_WAL").ReadAll()
 		var pgErr *pgconn.PgError
@@ -417,10 +416,10 @@ func (a *Archiver) archiveHistory(ctx context.Context, conn *pgconn.PgConn, from
 
 // successor reads a timeline history file (of timeline last) and returns
 // the timeline that follows tli and the position where it begins.
-func successor(history []byte, tli, last uint32) (uint32, LSN, error) {
+func successor(history []byte, tli, last uint32) (uint32, pg.LSN, error) {
 	type entry struct {
 		tli uint32
-		end LSN
+		end pg.LSN
 	}
 	var es []entry
 	for _, line := range strings.Split(string(history), "\n") {
@@ -432,11 +431,11 @@ func successor(history []byte, tli, last uint32) (uint32, LSN, error) {
 		if err != nil {
 			return 0, 0, fmt.Errorf("line %q: %w", line, err)
 		}
-		l, err := pglogrepl.ParseLSN(f[1])
+		l, err := pg.ParseLSN(f[1])
 		if err != nil {
 			return 0, 0, fmt.Errorf("line %q: %w", line, err)
 		}
-		es = append(es, entry{uint32(t), LSN(l)})
+		es = append(es, entry{uint32(t), l})
 	}
 	for i, e := range es {
 		if e.tli == tli {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/haven-ha/haven/internal/backup/repo"
 	"github.com/haven-ha/haven/internal/pg"
+	"github.com/haven-ha/haven/internal/pg/pgtest"
 	"github.com/haven-ha/haven/internal/testenv"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,145 +26,38 @@ import (
 // REPO CLUSTER %f %p") and as an archiver process that a test kills
 // ("wal-archive REPO CLUSTER SOCKETDIR PORT").
 func TestMain(m *testing.M) {
-	if len(os.Args) == 6 && os.Args[1] == "wal-fetch" {
-		os.Exit(helperFetch(os.Args[2:]))
-	}
-	if len(os.Args) == 6 && os.Args[1] == "wal-archive" {
-		os.Exit(helperArchive(os.Args[2:]))
-	}
-	os.Exit(m.Run())
+	pgtest.Main(m, map[string]func([]string) error{"wal-fetch": helperFetch, "wal-archive": helperArchive})
 }
 
-func helperFetch(args []string) int {
+func helperFetch(args []string) error {
+	if len(args) != 4 {
+		return fmt.Errorf("usage: wal-fetch REPO CLUSTER %%f %%p")
+	}
 	r, err := repo.OpenFile(args[0])
-	if err == nil {
-		err = FetchFile(context.Background(), r, args[1], args[2], args[3])
-	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+		return err
 	}
-	return 0
+	return FetchFile(context.Background(), r, args[1], args[2], args[3])
 }
 
-func helperArchive(args []string) int {
+func helperArchive(args []string) error {
+	if len(args) != 4 {
+		return fmt.Errorf("usage: wal-archive REPO CLUSTER SOCKETDIR PORT")
+	}
 	r, err := repo.OpenFile(args[0])
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+		return err
 	}
 	cfg, err := pgconn.ParseConfig(fmt.Sprintf("host=%s port=%s user=postgres sslmode=disable", args[2], args[3]))
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+		return err
 	}
 	a, err := New(Config{Conn: cfg, Repo: r, Cluster: args[1], Logger: slog.New(slog.NewTextHandler(os.Stderr, nil))})
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+		return err
 	}
 	a.Run(context.Background()) // until killed
-	return 0
-}
-
-const testTimeout = 60 * time.Second
-
-func testCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-// newServer starts PostgreSQL on a fresh directory (initdb when edit
-// leaves the data directory empty), stopped when the test ends.
-func newServer(t *testing.T, name string, edit func(*pg.Config)) *pg.Server {
-	t.Helper()
-	s := makeServer(t, name, edit)
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	defer cancel()
-	if !s.HasData() {
-		if err := s.Init(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := s.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
-// makeServer makes a Server, stopped when the test ends, without
-// starting it.
-func makeServer(t *testing.T, name string, edit func(*pg.Config)) *pg.Server {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("runs PostgreSQL")
-	}
-	testenv.NeedRoot(t)
-	bins, err := pg.FindBinaries(context.Background(), "")
-	testenv.Need(t, err == nil, "no PostgreSQL binaries: %v", err)
-	dir := testenv.SearchableDir(t)
-	l, err := netListen{}.port()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := pg.Config{
-		Bindir: bins.Dir, Name: name, DataDir: filepath.Join(dir, "data"),
-		ListenAddresses: []string{"127.0.0.1"}, Port: l,
-		Settings: map[string]string{"dynamic_shared_memory_type": "mmap"},
-		HBA:      pg.ReplicationHBA(pg.DefaultReplicationUser, "127.0.0.1/32"),
-		Logger:   slog.New(slog.DiscardHandler),
-	}
-	if edit != nil {
-		edit(&cfg)
-	}
-	s, err := pg.New(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		if err := s.Stop(ctx, pg.StopImmediate); err != nil {
-			t.Errorf("cleanup: %v", err)
-		}
-		if t.Failed() {
-			if b, err := os.ReadFile(s.LogFile()); err == nil {
-				t.Logf("postgres %s's log:\n%s", name, lastLines(string(b), 40))
-			}
-		}
-	})
-	return s
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
-}
-
-func exec1(t *testing.T, s *pg.Server, sql string, args ...any) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	defer cancel()
-	c, err := s.Connect(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(ctx)
-	var v string
-	if err := c.QueryRow(ctx, sql, args...).Scan(&v); err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
-	return v
-}
-
-func lsnOf(t *testing.T, s *pg.Server, sql string) LSN {
-	t.Helper()
-	l, err := pg.ParseLSN(exec1(t, s, sql))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return LSN(l)
+	return nil
 }
 
 // startArchiver runs an Archiver of s until the test ends or stop is
@@ -177,7 +70,7 @@ func startArchiver(t *testing.T, s *pg.Server, r repo.Repository, edit func(*Con
 	}
 	reg = prometheus.NewRegistry()
 	cfg := Config{Conn: &cc.Config, Repo: r, Cluster: "shop", Registerer: reg,
-		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))}
+		Logger: testenv.Logger(t)}
 	if edit != nil {
 		edit(&cfg)
 	}
@@ -201,19 +94,12 @@ func startArchiver(t *testing.T, s *pg.Server, r repo.Repository, edit func(*Con
 	return a, reg, stop
 }
 
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(b []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(b), "\n"))
-	return len(b), nil
-}
-
 // commit is one row the writer committed: when the commit was
 // acknowledged and the server's WAL insert position just after.
 type commit struct {
 	id  int
 	at  time.Time
-	lsn LSN
+	lsn pg.LSN
 }
 
 // writer commits numbered rows into t until stop, one per transaction.
@@ -253,7 +139,7 @@ func startWriter(t *testing.T, s *pg.Server, from int) *writer {
 			}
 			lsn, _ := pg.ParseLSN(l)
 			w.mu.Lock()
-			w.commits = append(w.commits, commit{id, at, LSN(lsn)})
+			w.commits = append(w.commits, commit{id, at, lsn})
 			w.mu.Unlock()
 		}
 	}()
@@ -279,14 +165,14 @@ type progress struct {
 
 type sample struct {
 	at  time.Time
-	pos LSN
+	pos pg.LSN
 }
 
 func watch(a *Archiver) *progress {
 	p := &progress{stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(p.done)
-		var last LSN
+		var last pg.LSN
 		tick := time.NewTicker(time.Millisecond)
 		defer tick.Stop()
 		for {
@@ -313,7 +199,7 @@ func (p *progress) delays(cs []commit) []time.Duration {
 	<-p.done
 	var ds []time.Duration
 	for _, c := range cs {
-		i, _ := slices.BinarySearchFunc(p.samples, c.lsn, func(s sample, l LSN) int {
+		i, _ := slices.BinarySearchFunc(p.samples, c.lsn, func(s sample, l pg.LSN) int {
 			if s.pos < l {
 				return -1
 			}
@@ -339,48 +225,34 @@ func pct(ds []time.Duration, q float64) time.Duration {
 func baseBackup(t *testing.T, s *pg.Server) string {
 	t.Helper()
 	dst := filepath.Join(testenv.SearchableDir(t), "data")
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), pgtest.Timeout)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, s.Binaries().Path("pg_basebackup"), "-h", s.SocketDir(), "-p", fmt.Sprint(s.Port()),
 		"-U", "postgres", "-D", dst, "-X", "none", "-c", "fast").CombinedOutput()
 	if err != nil {
 		t.Fatalf("pg_basebackup: %v: %s", err, out)
 	}
-	chownPostgres(t, dst)
+	pgtest.Chown(t, dst)
 	return dst
-}
-
-func chownPostgres(t *testing.T, dir string) {
-	t.Helper()
-	if out, err := exec.Command("chown", "-R", "postgres:postgres", dir).CombinedOutput(); err != nil {
-		t.Fatalf("chown: %v: %s", err, out)
-	}
 }
 
 // restore starts a server on the base backup in dir that recovers from
 // the archive in repoDir to its end, and returns it once promoted.
 func restore(t *testing.T, dir, repoDir string) *pg.Server {
 	t.Helper()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(testenv.SearchableDir(t), "waltest")
-	if out, err := exec.Command("cp", self, bin).CombinedOutput(); err != nil {
-		t.Fatalf("cp: %v: %s", err, out)
-	}
-	chownPostgres(t, repoDir) // restore_command runs as postgres
+	bin := pgtest.Executable(t)
+	pgtest.Chown(t, repoDir) // restore_command runs as postgres
 	if err := os.WriteFile(filepath.Join(dir, "recovery.signal"), nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	chownPostgres(t, dir)
-	s := newServer(t, "restored", func(c *pg.Config) {
+	pgtest.Chown(t, dir)
+	s := pgtest.Start(t, "restored", func(c *pg.Config) {
 		c.DataDir = dir
 		c.Settings["restore_command"] = fmt.Sprintf("%s wal-fetch %s shop %%f %%p", bin, repoDir)
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), pgtest.Timeout)
 	defer cancel()
-	testenv.Poll(t, testTimeout, "the restored server ends recovery", func() (bool, string) {
+	testenv.Poll(t, pgtest.Timeout, "the restored server ends recovery", func() (bool, string) {
 		in, err := s.IsInRecovery(ctx)
 		return err == nil && !in, fmt.Sprintf("in recovery %v, %v", in, err)
 	})
@@ -429,13 +301,10 @@ func checkContiguous(t *testing.T, names []string, tli uint32) (segments, pieces
 	return segments, pieces
 }
 
+// waitArchived waits until the archive holds s's WAL up to now.
 func waitArchived(t *testing.T, a *Archiver, s *pg.Server) {
 	t.Helper()
-	target := lsnOf(t, s, "SELECT pg_current_wal_insert_lsn()::text")
-	testenv.Poll(t, testTimeout, "the archive reaches "+target.String(), func() (bool, string) {
-		_, pos := a.Archived()
-		return pos >= target, pos.String()
-	})
+	waitArchivedAt(t, a, pgtest.InsertLSN(t, s))
 }
 
 // TestArchiveKillAndRestore archives a primary under a writer with an
@@ -443,11 +312,8 @@ func waitArchived(t *testing.T, a *Archiver, s *pg.Server) {
 // restores a base backup taken at the start from the archive alone, and
 // finds every committed row.
 func TestArchiveKillAndRestore(t *testing.T) {
-	p := newServer(t, "db1", nil)
-	exec1(t, p, "SELECT 'ok' FROM (SELECT 1) x WHERE (SELECT count(*) FROM pg_tables) >= 0")
-	if _, err := execSQL(p, "CREATE TABLE t (id int PRIMARY KEY, pad text DEFAULT repeat('x', 200))"); err != nil {
-		t.Fatal(err)
-	}
+	p := pgtest.Start(t, "db1", nil)
+	pgtest.Exec(t, p, "CREATE TABLE t (id int PRIMARY KEY, pad text DEFAULT repeat('x', 200))")
 	repoDir := testenv.SearchableDir(t)
 	r, err := repo.OpenFile(repoDir)
 	if err != nil {
@@ -457,30 +323,40 @@ func TestArchiveKillAndRestore(t *testing.T) {
 	// The first archiver is a process of its own, to be killed.
 	self, _ := os.Executable()
 	cmd := exec.Command(self, "wal-archive", repoDir, "shop", p.SocketDir(), fmt.Sprint(p.Port()))
-	var killedLog strings.Builder
+	var killedLog testenv.Buffer
 	cmd.Stderr = &killedLog
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	testenv.Poll(t, testTimeout, "the first archiver stores a piece", func() (bool, string) {
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("the killed archiver's log:\n%s", killedLog.String())
+		}
+	})
+	testenv.Poll(t, pgtest.Timeout, "the first archiver stores a piece", func() (bool, string) {
 		names := listArchive(t, r)
 		return len(names) > 0, fmt.Sprint(names)
 	})
 	backup := baseBackup(t, p)
 
 	w := startWriter(t, p, 1)
-	time.Sleep(1500 * time.Millisecond) // let the writer write, for the archiver to archive
+	before := len(listArchive(t, r))
+	testenv.Poll(t, pgtest.Timeout, "the first archiver stores the writer's WAL", func() (bool, string) {
+		names := listArchive(t, r)
+		return len(names) > before+1, fmt.Sprintf("%d objects, %d before the writer started", len(names), before)
+	})
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	cmd.Wait()
 	killedAt := len(listArchive(t, r))
 	time.Sleep(time.Second) // the writer goes on while no archiver runs: the slot keeps the WAL
-	backlog := lsnOf(t, p, "SELECT pg_current_wal_insert_lsn()::text")
+	backlog := pgtest.InsertLSN(t, p)
 	a, reg, stop := startArchiver(t, p, r, nil)
 	prog := watch(a)
-	testenv.Poll(t, testTimeout, "the second archiver stores the backlog", func() (bool, string) {
+	testenv.Poll(t, pgtest.Timeout, "the second archiver stores the backlog", func() (bool, string) {
 		_, pos := a.Archived()
 		return pos >= backlog, pos.String()
 	})
@@ -505,7 +381,7 @@ func TestArchiveKillAndRestore(t *testing.T) {
 		pct(delays, 0.5), pct(delays, 0.99), pct(delays, 1), len(delays))
 
 	s := restore(t, backup, repoDir)
-	got := exec1(t, s, "SELECT count(*)::text || ' ' || coalesce(max(id), 0)::text FROM t")
+	got := pgtest.Query(t, s, "SELECT count(*)::text || ' ' || coalesce(max(id), 0)::text FROM t")
 	want := fmt.Sprintf("%d %d", len(commits), len(commits))
 	if got != want {
 		t.Errorf("restored table: count and max id %s, want %s (every committed row)", got, want)
@@ -513,45 +389,21 @@ func TestArchiveKillAndRestore(t *testing.T) {
 	t.Logf("restored: %s rows", got)
 }
 
-func execSQL(s *pg.Server, sql string) (pgconn.CommandTag, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	defer cancel()
-	c, err := s.Connect(ctx)
-	if err != nil {
-		return pgconn.CommandTag{}, err
-	}
-	defer c.Close(ctx)
-	return c.Exec(ctx, sql)
-}
-
-type netListen struct{}
-
-func (netListen) port() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 // TestArchiveFollowsPromotion archives a standby, promotes it, and finds
 // the new timeline's history file and WAL in the archive; a base backup
 // of the old primary, restored from the archive, holds the rows of both
 // timelines.
 func TestArchiveFollowsPromotion(t *testing.T) {
-	ctx := testCtx(t)
-	p := newServer(t, "db1", nil)
+	ctx := pgtest.Context(t)
+	p := pgtest.Start(t, "db1", nil)
 	if err := p.EnsureReplicationUser(ctx, pg.DefaultReplicationUser, "s3cret"); err != nil {
 		t.Fatal(err)
 	}
 	if err := p.CreateSlot(ctx, "db2"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := execSQL(p, "CREATE TABLE t (id int PRIMARY KEY, pad text DEFAULT repeat('x', 200))"); err != nil {
-		t.Fatal(err)
-	}
-	replica := makeServer(t, "db2", nil)
+	pgtest.Exec(t, p, "CREATE TABLE t (id int PRIMARY KEY, pad text DEFAULT repeat('x', 200))")
+	replica := pgtest.New(t, "db2", nil)
 	if err := replica.Clone(ctx, pg.Upstream{Host: "127.0.0.1", Port: p.Port(), Password: "s3cret", Slot: "db2"}); err != nil {
 		t.Fatal(err)
 	}
@@ -561,7 +413,7 @@ func TestArchiveFollowsPromotion(t *testing.T) {
 		t.Fatal(err)
 	}
 	a, _, stop := startArchiver(t, replica, r, nil)
-	testenv.Poll(t, testTimeout, "the archiver stores a piece", func() (bool, string) {
+	testenv.Poll(t, pgtest.Timeout, "the archiver stores a piece", func() (bool, string) {
 		names := listArchive(t, r)
 		return len(names) > 0, fmt.Sprint(names)
 	})
@@ -570,7 +422,7 @@ func TestArchiveFollowsPromotion(t *testing.T) {
 	w := startWriter(t, p, 1)
 	time.Sleep(time.Second) // the writer writes on timeline 1
 	first := w.finish(t)
-	waitArchivedAt(t, a, lsnOf(t, p, "SELECT pg_current_wal_insert_lsn()::text"))
+	waitArchivedAt(t, a, pgtest.InsertLSN(t, p))
 	if err := p.Stop(ctx, pg.StopFast); err != nil {
 		t.Fatal(err)
 	}
@@ -597,17 +449,18 @@ func TestArchiveFollowsPromotion(t *testing.T) {
 		len(first), len(second), tli, len(names), s1, p1, s2, p2, tli)
 
 	s := restore(t, backup, repoDir)
-	got := exec1(t, s, "SELECT count(*)::text || ' ' || coalesce(max(id), 0)::text FROM t")
+	got := pgtest.Query(t, s, "SELECT count(*)::text || ' ' || coalesce(max(id), 0)::text FROM t")
 	n := len(first) + len(second)
 	if want := fmt.Sprintf("%d %d", n, n); got != want {
 		t.Errorf("restored table: count and max id %s, want %s (every committed row of both timelines)", got, want)
 	}
-	t.Logf("restored: %s rows, on timeline %s", got, exec1(t, s, "SELECT timeline_id::text FROM pg_control_checkpoint()"))
+	t.Logf("restored: %s rows, on timeline %s", got, pgtest.Query(t, s, "SELECT timeline_id::text FROM pg_control_checkpoint()"))
 }
 
-func waitArchivedAt(t *testing.T, a *Archiver, target LSN) {
+// waitArchivedAt waits until the archive holds the WAL up to target.
+func waitArchivedAt(t *testing.T, a *Archiver, target pg.LSN) {
 	t.Helper()
-	testenv.Poll(t, testTimeout, "the archive reaches "+target.String(), func() (bool, string) {
+	testenv.Poll(t, pgtest.Timeout, "the archive reaches "+target.String(), func() (bool, string) {
 		_, pos := a.Archived()
 		return pos >= target, pos.String()
 	})
@@ -616,11 +469,9 @@ func waitArchivedAt(t *testing.T, a *Archiver, target LSN) {
 // TestArchiveSynchronous makes the archiver a synchronous standby: every
 // commit is acknowledged only once the repository holds its WAL.
 func TestArchiveSynchronous(t *testing.T) {
-	ctx := testCtx(t)
-	p := newServer(t, "db1", nil)
-	if _, err := execSQL(p, "CREATE TABLE t (id int PRIMARY KEY, pad text DEFAULT repeat('x', 200))"); err != nil {
-		t.Fatal(err)
-	}
+	ctx := pgtest.Context(t)
+	p := pgtest.Start(t, "db1", nil)
+	pgtest.Exec(t, p, "CREATE TABLE t (id int PRIMARY KEY, pad text DEFAULT repeat('x', 200))")
 	r, err := repo.OpenFile(testenv.SearchableDir(t))
 	if err != nil {
 		t.Fatal(err)
@@ -648,7 +499,7 @@ func TestArchiveSynchronous(t *testing.T) {
 		latencies = append(latencies, time.Since(began))
 		_, archived := a.Archived()
 		lsn, _ := pg.ParseLSN(l)
-		if archived <= LSN(lsn) {
+		if archived <= lsn {
 			late++
 		}
 	}

@@ -4,12 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 
 	"github.com/haven-ha/haven/internal/backup/repo"
+	"github.com/haven-ha/haven/internal/pg"
 )
 
 // Fetch writes the WAL file name (a segment's or a timeline history
@@ -116,33 +115,13 @@ func (zeros) Read(b []byte) (int, error) {
 	return len(b), nil
 }
 
-// FetchFile is Fetch into the file dst, as restore_command's %p names it:
-// written to a temporary file beside it, synced and renamed, so that
-// PostgreSQL never reads a part of it. It returns an error wrapping
-// repo.ErrNotExist, and leaves no file, when the archive has no such WAL
-// file.
-func FetchFile(ctx context.Context, r repo.Repository, cluster, name, dst string) (err error) {
-	tmp, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".*.haven-tmp")
-	if err != nil {
-		return fmt.Errorf("wal: fetch %s: %w", name, err)
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if err := Fetch(ctx, r, cluster, name, tmp); err != nil {
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("wal: fetch %s: %w", name, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("wal: fetch %s: %w", name, err)
-	}
-	if err := os.Rename(tmp.Name(), dst); err != nil {
-		return fmt.Errorf("wal: fetch %s: %w", name, err)
+// FetchFile is Fetch into the file dst, as restore_command's %p names it,
+// written whole or not at all (repo.WriteFile), so that PostgreSQL never
+// reads a part of it. It returns an error wrapping repo.ErrNotExist, and
+// leaves no file, when the archive has no such WAL file.
+func FetchFile(ctx context.Context, r repo.Repository, cluster, name, dst string) error {
+	if err := repo.WriteFile(dst, func(w io.Writer) error { return fetch(ctx, r, cluster, name, w) }); err != nil {
+		return fmt.Errorf("wal: fetch %s from %s into %s: %w", name, r, dst, err)
 	}
 	return nil
 }
@@ -152,7 +131,7 @@ func FetchFile(ctx context.Context, r repo.Repository, cluster, name, dst string
 // last one in pieces from offset 0 that reach to. A base backup needs
 // this range to become consistent. The error names the first segment
 // that is missing or too short, and wraps repo.ErrNotExist.
-func Holds(ctx context.Context, r repo.Repository, cluster string, tli uint32, from, to LSN) error {
+func Holds(ctx context.Context, r repo.Repository, cluster string, tli uint32, from, to pg.LSN) error {
 	if to <= from {
 		return nil
 	}
@@ -170,8 +149,8 @@ func Holds(ctx context.Context, r repo.Repository, cluster string, tli uint32, f
 	if err != nil {
 		return fmt.Errorf("wal: list %s in %s: %w", walDir(cluster), r, err)
 	}
-	last := (to - 1).segNo()
-	for no := from.segNo(); no <= last; no++ {
+	last := segNo(to - 1)
+	for no := segNo(from); no <= last; no++ {
 		seg := SegmentName(tli, no)
 		if have[seg] {
 			continue
@@ -181,7 +160,7 @@ func Holds(ctx context.Context, r repo.Repository, cluster string, tli uint32, f
 		end, _ := contiguous(p)
 		need := int64(SegmentSize)
 		if no == last {
-			need = int64(to - LSN(no*SegmentSize))
+			need = int64(to - pg.LSN(no*SegmentSize))
 		}
 		if end < need {
 			return fmt.Errorf("wal: %s holds %s only to offset %d of %d: %w", r, seg, end, need, repo.ErrNotExist)

@@ -19,31 +19,19 @@ type metrics struct {
 }
 
 func newMetrics(reg prometheus.Registerer, lagBytes, lagSeconds func() float64) (*metrics, error) {
+	gauge := func(name, help string) prometheus.Gauge {
+		return prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
+	}
+	counter := func(name, help string) prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
+	}
 	m := &metrics{
-		archived: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "haven_backup_wal_archived_position_bytes",
-			Help: "The WAL position (LSN, as a byte offset) up to which the archive is durable in the repository.",
-		}),
-		timeline: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "haven_backup_wal_timeline",
-			Help: "The timeline the archiver streams.",
-		}),
-		pieces: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "haven_backup_wal_pieces_uploaded_total",
-			Help: "Pieces of a segment not yet filled that were stored in the repository.",
-		}),
-		segments: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "haven_backup_wal_segments_uploaded_total",
-			Help: "Whole WAL segments stored in the repository.",
-		}),
-		histories: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "haven_backup_wal_history_files_uploaded_total",
-			Help: "Timeline history files stored in the repository.",
-		}),
-		bytes: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "haven_backup_wal_uploaded_bytes_total",
-			Help: "Bytes of WAL stored in the repository, in pieces and whole segments.",
-		}),
+		archived:  gauge("haven_backup_wal_archived_position_bytes", "The WAL position (LSN, as a byte offset) up to which the archive is durable in the repository."),
+		timeline:  gauge("haven_backup_wal_timeline", "The timeline the archiver streams."),
+		pieces:    counter("haven_backup_wal_pieces_uploaded_total", "Pieces of a segment not yet filled that were stored in the repository."),
+		segments:  counter("haven_backup_wal_segments_uploaded_total", "Whole WAL segments stored in the repository."),
+		histories: counter("haven_backup_wal_history_files_uploaded_total", "Timeline history files stored in the repository."),
+		bytes:     counter("haven_backup_wal_uploaded_bytes_total", "Bytes of WAL stored in the repository, in pieces and whole segments."),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "haven_backup_wal_errors_total",
 			Help: "Failures of the archiver, by what failed: stream (connecting to or streaming from the server) or upload (storing in the repository).",

@@ -8,22 +8,18 @@ import (
 	"strings"
 
 	"github.com/haven-ha/haven/internal/backup/repo"
+	"github.com/haven-ha/haven/internal/pg"
 )
 
 // SegmentSize is the only WAL segment size the archive holds: initdb's
 // default, 16 MiB. The archiver refuses a server with another size.
 const SegmentSize = 16 << 20
 
-// LSN is a position in the WAL: a byte offset in the cluster's WAL stream.
-type LSN uint64
-
-func (l LSN) String() string { return fmt.Sprintf("%X/%X", uint64(l)>>32, uint32(l)) }
-
 // segNo is the number of the segment that holds l.
-func (l LSN) segNo() uint64 { return uint64(l) / SegmentSize }
+func segNo(l pg.LSN) uint64 { return uint64(l) / SegmentSize }
 
 // segStart is the first position of the segment that holds l.
-func (l LSN) segStart() LSN { return l - l%SegmentSize }
+func segStart(l pg.LSN) pg.LSN { return l - l%SegmentSize }
 
 // segmentsPerXLogID is how many segments one "log" of a file name holds.
 const segmentsPerXLogID = 0x100000000 / SegmentSize
@@ -124,7 +120,7 @@ func contiguous(ps []piece) (int64, []piece) {
 type archiveEnd struct {
 	ok     bool
 	tli    uint32
-	pos    LSN
+	pos    pg.LSN
 	pieces []piece
 	// leftovers are pieces of segments stored whole, which an archiver
 	// killed between storing a segment and deleting its pieces left.
@@ -173,9 +169,9 @@ func scanEnd(ctx context.Context, r repo.Repository, cluster string) (archiveEnd
 	if lastSeg == "" {
 		return end, nil
 	}
-	tli, segNo, _ := ParseSegmentName(lastSeg)
+	tli, no, _ := ParseSegmentName(lastSeg)
 	end.ok, end.tli = true, tli
-	start := LSN(segNo * SegmentSize)
+	start := pg.LSN(no * SegmentSize)
 	if whole {
 		end.pos = start + SegmentSize
 		for _, p := range ps {
@@ -184,7 +180,7 @@ func scanEnd(ctx context.Context, r repo.Repository, cluster string) (archiveEnd
 		return end, nil
 	}
 	n, _ := contiguous(ps)
-	end.pos = start + LSN(n)
+	end.pos = start + pg.LSN(n)
 	end.pieces = ps
 	return end, nil
 }

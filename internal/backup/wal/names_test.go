@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/haven-ha/haven/internal/backup/repo"
+	"github.com/haven-ha/haven/internal/pg"
 )
 
 func TestSegmentNames(t *testing.T) {
@@ -128,7 +129,7 @@ func TestSuccessor(t *testing.T) {
 	h := []byte("1\t0/3000158\tno recovery target specified\n\n2\t0/5000000\tno recovery target specified\n")
 	for _, tc := range []struct {
 		tli, next uint32
-		at        LSN
+		at        pg.LSN
 	}{{1, 2, 0x3000158}, {2, 3, 0x5000000}} {
 		next, at, err := successor(h, tc.tli, 3)
 		if err != nil || next != tc.next || at != tc.at {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/haven-ha/haven/internal/pg"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -46,7 +47,7 @@ type streamer struct {
 	ops     []uploadOp // the upload running, if any
 	uploads chan uploadResult
 	retryAt time.Time
-	server  LSN // the server's WAL end, as last heard
+	server  pg.LSN // the server's WAL end, as last heard
 }
 
 // stream runs START_REPLICATION from the start of seg and archives until
@@ -61,7 +62,7 @@ func (a *Archiver) stream(ctx context.Context, conn *pgconn.PgConn, seg *segment
 	if err != nil {
 		return fmt.Errorf("wal: START_REPLICATION at %v on timeline %d: %w", seg.start(), seg.tli, err)
 	}
-	s.log.Info("streaming", "from", seg.start(), "stored", seg.start()+LSN(seg.durable))
+	s.log.Info("streaming", "from", seg.start(), "stored", seg.start()+pg.LSN(seg.durable))
 
 	// One goroutine reads the connection. This one writes status updates
 	// to it: pgconn's writes of CopyData do not touch the reader's state.
@@ -166,7 +167,7 @@ func (s *streamer) handle(b []byte) error {
 		if err != nil {
 			return fmt.Errorf("wal: stream: %w", err)
 		}
-		s.heard(LSN(k.ServerWALEnd))
+		s.heard(pg.LSN(k.ServerWALEnd))
 		if k.ReplyRequested {
 			return s.status(false)
 		}
@@ -175,13 +176,13 @@ func (s *streamer) handle(b []byte) error {
 		if err != nil {
 			return fmt.Errorf("wal: stream: %w", err)
 		}
-		s.heard(LSN(x.ServerWALEnd))
-		return s.receive(LSN(x.WALStart), x.WALData)
+		s.heard(pg.LSN(x.ServerWALEnd))
+		return s.receive(pg.LSN(x.WALStart), x.WALData)
 	}
 	return nil
 }
 
-func (s *streamer) heard(end LSN) {
+func (s *streamer) heard(end pg.LSN) {
 	if end > s.server {
 		s.server = end
 		s.a.mu.Lock()
@@ -191,9 +192,9 @@ func (s *streamer) heard(end LSN) {
 }
 
 // receive appends WAL that starts at pos to the segments in memory.
-func (s *streamer) receive(pos LSN, data []byte) error {
+func (s *streamer) receive(pos pg.LSN, data []byte) error {
 	last := s.pending[len(s.pending)-1]
-	if want := last.start() + LSN(len(last.data)); pos != want {
+	if want := last.start() + pg.LSN(len(last.data)); pos != want {
 		return fmt.Errorf("wal: stream: WAL at %v, expected %v", pos, want)
 	}
 	completed := false
@@ -207,7 +208,7 @@ func (s *streamer) receive(pos LSN, data []byte) error {
 		data = data[n:]
 		completed = completed || last.full()
 	}
-	end := last.start() + LSN(len(last.data))
+	end := last.start() + pg.LSN(len(last.data))
 	s.a.mu.Lock()
 	s.a.received = end
 	s.a.arrivals = append(s.a.arrivals, arrival{end: end, at: time.Now()})
@@ -258,7 +259,7 @@ func (s *streamer) applied(res uploadResult) {
 		s.pending = s.pending[1:]
 	}
 	first := s.pending[0]
-	s.a.setArchived(first.start() + LSN(first.durable))
+	s.a.setArchived(first.start() + pg.LSN(first.durable))
 	if res.err != nil {
 		s.a.m.errors.WithLabelValues("upload").Inc()
 		s.log.Warn("storing WAL failed; trying again", "err", res.err, "pause", retryPause)
@@ -318,7 +319,7 @@ func (s *streamer) finish(why string) error {
 }
 
 // setArchived records that the repository holds the WAL up to pos.
-func (a *Archiver) setArchived(pos LSN) {
+func (a *Archiver) setArchived(pos pg.LSN) {
 	a.mu.Lock()
 	if pos > a.archived {
 		a.archived = pos
