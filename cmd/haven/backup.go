@@ -61,15 +61,8 @@ func runBackup(args []string, stdout, stderr io.Writer) error {
 // openRepository opens the repository named name of cfg's database
 // backups, or the first one when name is empty.
 func openRepository(cfg *config.Config, name string) (repo.Repository, error) {
-	if cfg.Database == nil || cfg.Database.Backup == nil || len(cfg.Database.Backup.Repositories) == 0 {
-		return nil, fmt.Errorf("%s has no database.backup.repositories: nowhere to read backups from", cfg.File)
+	if cfg.Database == nil || cfg.Database.Backup == nil {
+		return nil, fmt.Errorf("%s has no database.backup: nowhere to read backups from", cfg.File)
 	}
-	var names []string
-	for _, r := range cfg.Database.Backup.Repositories {
-		if name == "" || r.Name == name {
-			return repo.Open(r)
-		}
-		names = append(names, r.Name)
-	}
-	return nil, fmt.Errorf("no repository %q in database.backup.repositories (there are %v)", name, names)
+	return repo.OpenNamed(cfg.Database.Backup, name)
 }

@@ -34,7 +34,7 @@ func newArchive(a *Agent, cfg *config.Config, db *dbRole) (*archiveRole, error) 
 	if db == nil || cfg.Database.Backup == nil || len(cfg.Database.Backup.Repositories) == 0 {
 		return nil, nil
 	}
-	r, err := repo.Open(cfg.Database.Backup.Repositories[0])
+	r, err := repo.OpenNamed(cfg.Database.Backup, "")
 	if err != nil {
 		return nil, fmt.Errorf("database.backup: %w", err)
 	}

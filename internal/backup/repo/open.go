@@ -3,6 +3,7 @@ package repo
 import (
 	"fmt"
 	"net/url"
+	"strings"
 
 	"github.com/haven-ha/haven/internal/config"
 )
@@ -32,4 +33,22 @@ func Open(c *config.BackupRepository) (Repository, error) {
 		})
 	}
 	return nil, fmt.Errorf("repo: %s: %q is not a file:// or s3:// URL", c.Name, c.URL)
+}
+
+// OpenNamed returns the repository of database.backup named name, or its
+// first (the cluster's own) when name is empty. Every caller that reads or
+// writes a cluster's backups opens its repository here, so that what
+// applies to all of them (encryption) applies everywhere.
+func OpenNamed(b *config.Backup, name string) (Repository, error) {
+	if b == nil || len(b.Repositories) == 0 {
+		return nil, fmt.Errorf("repo: database.backup has no repositories: nowhere to keep backups")
+	}
+	var names []string
+	for _, r := range b.Repositories {
+		if name == "" || r.Name == name {
+			return Open(r)
+		}
+		names = append(names, r.Name)
+	}
+	return nil, fmt.Errorf("repo: no repository %q in database.backup.repositories (there are %s)", name, strings.Join(names, ", "))
 }
