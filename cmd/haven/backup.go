@@ -17,7 +17,10 @@ actions:
   wal-fetch FILE PATH      write WAL segment or history file FILE from the archive to PATH:
                            PostgreSQL's restore_command, as
                            restore_command = 'haven backup wal-fetch -c /etc/haven/haven.yaml %f %p'
-                           (exit 1 when FILE is not in the archive, which ends recovery there)
+                           or, run by the postgres user, through a socket of haven's (--socket)
+                           exit 1 when FILE is not in the archive, which ends recovery there;
+                           exit 126 when the archive could not be read, which stops recovery
+                           rather than end it early at the wrong point
 
 flags:
 `
@@ -28,6 +31,7 @@ func runBackup(args []string, stdout, stderr io.Writer) error {
 	cfgPath := fs.String("c", "haven.yaml", "configuration file")
 	from := fs.String("repository", "", "the repository to read (default: the first of database.backup.repositories)")
 	timeout := fs.Duration("timeout", 2*time.Minute, "give up after this long (a restore_command must not hang recovery)")
+	socket := fs.String("socket", "", "wal-fetch: fetch through this unix socket, served by haven for the postgres user, instead of reading the repository (no -c)")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return parseError(err)
@@ -42,17 +46,9 @@ func runBackup(args []string, stdout, stderr io.Writer) error {
 			fs.Usage()
 			return errUsage
 		}
-		cfg, err := config.Load(*cfgPath)
-		if err != nil {
-			return err
-		}
-		r, err := openRepository(cfg, *from)
-		if err != nil {
-			return err
-		}
 		ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 		defer cancel()
-		return wal.FetchFile(ctx, r, cfg.Cluster, pos[1], pos[2])
+		return walFetch(ctx, *cfgPath, *from, *socket, pos[1], pos[2])
 	}
 	fs.Usage()
 	return errUsage
@@ -65,4 +61,34 @@ func openRepository(cfg *config.Config, name string) (repo.Repository, error) {
 		return nil, fmt.Errorf("%s has no database.backup: nowhere to read backups from", cfg.File)
 	}
 	return repo.OpenNamed(cfg.Database.Backup, name)
+}
+
+// walFetch is restore_command: WAL file name into dst, from the repository
+// or through socket. A file the archive does not have exits 1, which ends
+// recovery there; any other failure exits 126, which PostgreSQL takes as
+// fatal: a restore that could not read the archive must stop, not promote
+// at an earlier point than asked for.
+func walFetch(ctx context.Context, cfgPath, repository, socket, name, dst string) error {
+	var err error
+	if socket != "" {
+		err = wal.FetchFromSocket(ctx, socket, name, dst)
+	} else {
+		err = fetchFromRepository(ctx, cfgPath, repository, name, dst)
+	}
+	if err != nil && !repo.IsNotExist(err) {
+		return codedError{code: 126, err: err}
+	}
+	return err
+}
+
+func fetchFromRepository(ctx context.Context, cfgPath, repository, name, dst string) error {
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		return err
+	}
+	r, err := openRepository(cfg, repository)
+	if err != nil {
+		return err
+	}
+	return wal.FetchFile(ctx, r, cfg.Cluster, name, dst)
 }

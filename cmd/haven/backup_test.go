@@ -3,12 +3,16 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/haven-ha/haven/internal/backup/repo"
+	"github.com/haven-ha/haven/internal/backup/wal"
+	"github.com/haven-ha/haven/internal/testenv"
 )
 
 // TestBackupWALFetch: wal-fetch, PostgreSQL's restore_command, writes a
@@ -69,7 +73,35 @@ coordination:
 	}
 
 	stderr.Reset()
-	if code := run([]string{"backup", "wal-fetch", "-c", cfg, "--repository", "west", "00000002.history", dst}, &stdout, &stderr); code != 1 || !strings.Contains(stderr.String(), `no repository "west"`) {
-		t.Errorf("wal-fetch from an unknown repository: exit %d, %s; want 1 naming it", code, stderr.String())
+	if code := run([]string{"backup", "wal-fetch", "-c", cfg, "--repository", "west", "00000002.history", dst}, &stdout, &stderr); code != 126 || !strings.Contains(stderr.String(), `no repository "west"`) {
+		t.Errorf("wal-fetch from an unknown repository: exit %d, %s; want 126 (recovery stops) naming it", code, stderr.String())
+	}
+
+	// The same through a socket that haven serves for the postgres user,
+	// with no configuration to read.
+	ctx, cancel := context.WithCancel(context.Background())
+	socket := filepath.Join(dir, "wal.sock")
+	if err := wal.ServeSocket(ctx, socket, "", wal.Handler(r, "shop", nil)); err != nil {
+		t.Fatal(err)
+	}
+	viaSocket := filepath.Join(dir, "pg_wal", "SOCKETHISTORY")
+	if code := run([]string{"backup", "wal-fetch", "--socket", socket, "00000002.history", viaSocket}, &stdout, &stderr); code != 0 {
+		t.Fatalf("wal-fetch --socket of an archived file: exit %d: %s", code, stderr.String())
+	}
+	if got, err := os.ReadFile(viaSocket); err != nil || string(got) != history {
+		t.Errorf("wal-fetch --socket wrote %q (%v); want the archived history file", got, err)
+	}
+	stderr.Reset()
+	if code := run([]string{"backup", "wal-fetch", "--socket", socket, "000000020000000000000009", missing}, &stdout, &stderr); code != 1 {
+		t.Errorf("wal-fetch --socket of a file the archive lacks: exit %d (%s); want 1", code, stderr.String())
+	}
+	cancel()
+	testenv.Poll(t, 5*time.Second, "the socket to be removed", func() (bool, string) {
+		_, err := os.Stat(socket)
+		return os.IsNotExist(err), fmt.Sprint(err)
+	})
+	stderr.Reset()
+	if code := run([]string{"backup", "wal-fetch", "--socket", socket, "00000002.history", viaSocket + "2"}, &stdout, &stderr); code != 126 || !strings.Contains(stderr.String(), socket) {
+		t.Errorf("wal-fetch --socket with nobody serving: exit %d, %s; want 126 (recovery stops, not ends early) naming the socket", code, stderr.String())
 	}
 }

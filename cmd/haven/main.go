@@ -85,12 +85,25 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		fmt.Fprintln(stderr, "haven:", err)
+		var ce codedError
+		if errors.As(err, &ce) {
+			return ce.code
+		}
 		return 1
 	}
 	return 0
 }
 
 var errUsage = errors.New("usage")
+
+// codedError is an error that exits with its own code.
+type codedError struct {
+	code int
+	err  error
+}
+
+func (e codedError) Error() string { return e.err.Error() }
+func (e codedError) Unwrap() error { return e.err }
 
 func buildVersion() string {
 	if version != "" {
