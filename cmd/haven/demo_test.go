@@ -2,6 +2,7 @@ package main
 
 import (
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -79,6 +80,21 @@ func TestDemo(t *testing.T) {
 	if !strings.Contains(r.stdout, "acknowledged orders lost: 0 ") {
 		t.Errorf("act 3 lost acknowledged orders:\n%s", r.stdout)
 	}
+	// Act 3's last scene: the orders table dropped by mistake is restored
+	// from the base backup and the archive to just before the drop.
+	if !regexp.MustCompile(`base backup \S+ taken from db\d \(a replica`).MatchString(r.stdout) {
+		t.Errorf("act 3 took no base backup from a replica:\n%s", r.stdout)
+	}
+	acked := regexp.MustCompile(`orders acknowledged (\d+), failed`).FindStringSubmatch(r.stdout)
+	rec := regexp.MustCompile(`orders recovered: (\d+); acknowledged orders missing: (\d+)`).FindStringSubmatch(r.stdout)
+	switch {
+	case rec == nil:
+		t.Errorf("act 3 did not restore the dropped table:\n%s", r.stdout)
+	case rec[2] != "0":
+		t.Errorf("act 3's restore misses %s acknowledged orders:\n%s", rec[2], r.stdout)
+	case acked != nil && atoi(t, rec[1]) < atoi(t, acked[1]):
+		t.Errorf("act 3 restored %s orders, fewer than the %s acknowledged:\n%s", rec[1], acked[1], r.stdout)
+	}
 	// Act 4: the DNS answer moves from east to west and back.
 	for _, want := range []string{
 		"dig www.gslb.demo. A  ->  198.18.1.12 (east)",
@@ -90,4 +106,13 @@ func TestDemo(t *testing.T) {
 			t.Errorf("act 4's output lacks %q:\n%s", want, r.stdout)
 		}
 	}
+}
+
+func atoi(t *testing.T, s string) int {
+	t.Helper()
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

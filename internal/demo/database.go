@@ -41,6 +41,8 @@ type DatabaseResult struct {
 	Primary, Successor string
 	// Gap is the longest time without an acknowledged order.
 	Gap time.Duration
+	// Restore is the last scene's: the dropped table restored.
+	Restore *RestoreResult
 }
 
 // dbHosts are the third act's machines: db1-db3 198.18.1.11-13, and app
@@ -128,13 +130,21 @@ func RunDatabase(ctx context.Context, opt Options) (*DatabaseResult, error) {
 	start := time.Now()
 	since := func(t time.Time) string { return fmt.Sprintf("T+%5.2fs", t.Sub(start).Seconds()) }
 	fmt.Fprintf(w, "\n%s  %s is the primary, both replicas stream from it; 4 clients place orders: POST http://%s:8080/orders\n", since(start), primary, dbAppAddr)
+	fmt.Fprintf(w, "%s  %s's agent archives the WAL into file://%s as it is written\n", since(time.Now()), primary, demoRepository(st.dir))
 	ord := &orders{url: "http://" + dbAppAddr + ":8080/orders", client: &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: app.DialContext}}}
 	loadCtx, stopLoad := context.WithCancel(ctx)
 	loadDone := make(chan struct{})
 	go func() { ord.run(loadCtx, 4); close(loadDone) }()
 	defer func() { stopLoad(); <-loadDone }()
 
-	res := &DatabaseResult{Primary: primary}
+	res := &DatabaseResult{Primary: primary, Restore: &RestoreResult{}}
+	res.Restore.Source = otherDBNode(primary)
+	m, err := takeBackup(ctx, st.dir, databaseCluster, res.Restore.Source)
+	if err != nil {
+		return res, fmt.Errorf("demo: base backup from %s: %w\n%s", res.Restore.Source, err, netlab.Outputs(20000, agents["db1"], agents["db2"], agents["db3"]))
+	}
+	res.Restore.Label = m.Label
+	fmt.Fprintf(w, "%s  base backup %s taken from %s (a replica, so the primary is not loaded): %s\n", since(time.Now()), m.Label, res.Restore.Source, sizeString(m.Bytes))
 	if !sleepCtx(ctx, opt.Phase) {
 		return res, ctx.Err()
 	}
@@ -175,8 +185,64 @@ func RunDatabase(ctx context.Context, opt Options) (*DatabaseResult, error) {
 	if res.Lost > 0 {
 		return res, fmt.Errorf("demo: %d acknowledged orders are not on the new primary", res.Lost)
 	}
+	if err := playRestore(ctx, w, st, bins.Dir, successor, acked, res.Restore); err != nil {
+		return res, fmt.Errorf("demo: %w\n%s", err, netlab.Outputs(20000, agents["db1"], agents["db2"], agents["db3"]))
+	}
 	return res, nil
 }
+
+// playRestore is the act's last scene: the orders table dropped by
+// mistake on primary, and restored from the backup and the archive to the
+// moment before the drop.
+func playRestore(ctx context.Context, w io.Writer, st *stage, bindir, primary string, acked []placed, res *RestoreResult) error {
+	fmt.Fprintf(w, "\na mistake: DROP TABLE orders on %s\n", primary)
+	xid, end, tli, err := dropOrders(ctx, st.dir, primary)
+	if err != nil {
+		return fmt.Errorf("drop the orders table: %w", err)
+	}
+	res.XID = xid
+	if err := waitArchived(ctx, st.dir, databaseCluster, tli, end); err != nil {
+		return fmt.Errorf("the archive does not hold the drop's WAL (timeline %d, up to %s): %w", tli, end, err)
+	}
+	fmt.Fprintf(w, "  the drop was transaction %s; the archive holds the WAL up to it (timeline %d, %s)\n", xid, tli, end)
+	got, err := restoreBefore(ctx, st, databaseCluster, bindir, xid, w)
+	if err != nil {
+		return fmt.Errorf("restore to just before transaction %s: %w", xid, err)
+	}
+	res.Recovered = len(got)
+	for _, a := range acked {
+		if !got[a.id] {
+			res.Missing++
+		}
+	}
+	fmt.Fprintf(w, "  restored backup %s into %s and recovered from the archive to just before transaction %s\n", res.Label, filepath.Join(st.dir, "restored", "pg"), xid)
+	fmt.Fprintf(w, "orders recovered: %d; acknowledged orders missing: %d (the drop is undone, across the failover's new timeline)\n", res.Recovered, res.Missing)
+	if res.Missing > 0 {
+		return fmt.Errorf("%d acknowledged orders are not in the restored copy", res.Missing)
+	}
+	return nil
+}
+
+// otherDBNode returns a database node other than primary: a replica.
+func otherDBNode(primary string) string {
+	for _, n := range dbHosts[:3] {
+		if n != primary {
+			return n
+		}
+	}
+	return ""
+}
+
+// sizeString writes a byte count for people.
+func sizeString(n int64) string {
+	if n < 1<<20 {
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+}
+
+// databaseCluster is the third act's cluster name.
+const databaseCluster = "demo-db"
 
 func databaseConfig(dir, bindir string) string {
 	return fmt.Sprintf(`cluster: demo-db
@@ -200,6 +266,7 @@ database:
   hba: ["host postgres app 198.18.1.0/24 scram-sha-256"]
   listen: {primary: ":%[4]d"}
   routers: [app]
+  backup: {target: "file://%[1]s/backups"}
 `, dir, bindir, dbAppAddr, dbRouterPort)
 }
 
