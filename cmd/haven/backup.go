@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"github.com/haven-ha/haven/internal/backup/repo"
@@ -67,7 +68,9 @@ func openRepository(cfg *config.Config, name string) (repo.Repository, error) {
 // or through socket. A file the archive does not have exits 1, which ends
 // recovery there; any other failure exits 126, which PostgreSQL takes as
 // fatal: a restore that could not read the archive must stop, not promote
-// at an earlier point than asked for.
+// at an earlier point than asked for. A standby (restore_command runs in
+// its data directory, which holds standby.signal) exits 1 for those too:
+// it never promotes on its own, and tries streaming and the archive again.
 func walFetch(ctx context.Context, cfgPath, repository, socket, name, dst string) error {
 	var err error
 	if socket != "" {
@@ -75,7 +78,7 @@ func walFetch(ctx context.Context, cfgPath, repository, socket, name, dst string
 	} else {
 		err = fetchFromRepository(ctx, cfgPath, repository, name, dst)
 	}
-	if err != nil && !repo.IsNotExist(err) {
+	if _, serr := os.Stat("standby.signal"); err != nil && !repo.IsNotExist(err) && serr != nil {
 		return codedError{code: 126, err: err}
 	}
 	return err

@@ -104,4 +104,18 @@ coordination:
 	if code := run([]string{"backup", "wal-fetch", "--socket", socket, "00000002.history", viaSocket + "2"}, &stdout, &stderr); code != 126 || !strings.Contains(stderr.String(), socket) {
 		t.Errorf("wal-fetch --socket with nobody serving: exit %d, %s; want 126 (recovery stops, not ends early) naming the socket", code, stderr.String())
 	}
+	// A standby runs restore_command in its data directory, which holds
+	// standby.signal: it exits 1, and the standby tries again later.
+	standby := filepath.Join(dir, "standby")
+	if err := os.MkdirAll(standby, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(standby, "standby.signal"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(standby)
+	stderr.Reset()
+	if code := run([]string{"backup", "wal-fetch", "--socket", socket, "00000002.history", viaSocket + "3"}, &stdout, &stderr); code != 1 {
+		t.Errorf("wal-fetch --socket with nobody serving, for a standby: exit %d, %s; want 1 (a standby is not stopped)", code, stderr.String())
+	}
 }

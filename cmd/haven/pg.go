@@ -17,6 +17,11 @@ const pgUsage = `usage: haven pg ACTION [flags]
 
 actions:
   switchover [--to NODE]   hand the primary to NODE (or the best replica): no acknowledged write is lost
+  reinit NODE [--from-backup]
+                           rebuild NODE's replica from nothing: its postgres is stopped, its data
+                           directory removed, and the node cloned from the primary, or restored from
+                           the newest base backup and the WAL archive (--from-backup), so that the
+                           primary sends only the WAL the archive lacks; waits until it streams
   status                   show each database node: role, timeline, WAL position, lag, sync state
                            (docs/database.md explains the columns); every node is asked at once,
                            and one silent for --node-timeout is shown as such
@@ -30,9 +35,14 @@ func runPG(args []string, stdout, stderr io.Writer) error {
 	cfgPath := fs.String("c", "haven.yaml", "configuration file")
 	to := fs.String("to", "", "switchover: the node to hand the primary to (default: the best replica)")
 	within := nodeTimeoutFlag(fs)
+	fromBackup := fs.Bool("from-backup", false, "reinit: restore the newest base backup instead of copying the primary")
+	wait := fs.Duration("wait", time.Hour, "reinit: how long to wait for the rebuilt replica to stream")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return parseError(err)
+	}
+	if len(pos) == 2 && pos[0] == "reinit" {
+		return pgReinit(*cfgPath, pos[1], *fromBackup, *wait, stdout)
 	}
 	if len(pos) != 1 {
 		fs.Usage()
@@ -82,6 +92,30 @@ func pgSwitchover(ac *adminClient, nodes []string, to string, stdout io.Writer) 
 		return nil
 	}
 	return errors.Join(errs...)
+}
+
+// pgReinit asks node's agent to rebuild its replica and waits for it.
+func pgReinit(cfgPath, node string, fromBackup bool, wait time.Duration, stdout io.Writer) error {
+	ac, err := newAdminClient(cfgPath)
+	if err != nil {
+		return err
+	}
+	if db := ac.cfg.Database; db == nil || !slices.Contains(db.Nodes, node) {
+		return fmt.Errorf("%q is not a database node of %s", node, cfgPath)
+	}
+	ac.client.Timeout = wait + 5*time.Second
+	q := url.Values{"wait": {wait.String()}}
+	if fromBackup {
+		q.Set("from", "backup")
+	}
+	var out struct {
+		From string `json:"from"`
+	}
+	if err := ac.do("POST", node, "/api/v1/database/reinit?"+q.Encode(), &out); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s is a replica again, rebuilt from %s, and streams from the primary\n", node, out.From)
+	return nil
 }
 
 // pgStatus asks every database node at once for the database's state and

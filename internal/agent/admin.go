@@ -33,6 +33,7 @@ func (a *Agent) routes() {
 	a.admin.HandleMutating("POST /api/v1/vips/{balancer}/move", a.moveVIP)
 	a.admin.HandleRead("GET /api/v1/database", a.database)
 	a.admin.HandleMutating("POST /api/v1/database/switchover", a.switchover)
+	a.admin.HandleMutating("POST /api/v1/database/reinit", a.reinit)
 	a.admin.HandleMutating("POST /api/v1/traffic/{name}/{target}/{action}", a.trafficAction)
 	a.databaseRoutes()
 	a.pprofRoutes()

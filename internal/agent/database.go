@@ -178,6 +178,7 @@ func (r *dbRole) keep(ctx context.Context, cl *etcdClients) {
 		Replication:      pg.Upstream{User: db.Replication.User, Password: r.password},
 		Priority:         priority,
 		NoFailover:       tag.NoFailover,
+		RestoreBackup:    r.restoreBackup(db.Backup),
 		Fence:            r.fence,
 		Logger:           a.log,
 		Registerer:       a.reg,
@@ -187,6 +188,7 @@ func (r *dbRole) keep(ctx context.Context, cl *etcdClients) {
 		return
 	}
 	r.keeper.Store(k)
+	r.serveWAL(ctx, db.Backup)
 	if err := k.Run(ctx); err != nil {
 		a.log.Error("database keeper stopped", "err", err)
 	}

@@ -101,6 +101,58 @@ func (s *Server) Clone(ctx context.Context, up Upstream) error {
 	return nil
 }
 
+// RestoreStandby is Clone from a backup instead of from the primary:
+// restore fills the empty (or missing) data directory from a base backup
+// (with the restore_command that fetches the archive's WAL, which the
+// replica replays until it reaches what the primary still keeps), then, as
+// Clone does, SetStandby configures it to stream from up, Start starts it,
+// and RestoreStandby returns once it streams. The primary sends nothing but
+// the WAL the archive does not have yet: this is how a replica is rebuilt
+// without loading the primary with a copy of the whole database.
+func (s *Server) RestoreStandby(ctx context.Context, up Upstream, restore func(ctx context.Context, dataDir string) error) error {
+	if err := s.restoreStandby(ctx, up, restore); err != nil {
+		return fmt.Errorf("pg: restore %s from a backup as a replica of %s: %w", s.cfg.dataDir, up, err)
+	}
+	if err := s.Start(ctx); err != nil {
+		return err
+	}
+	if _, err := s.WaitStreaming(ctx, up, 0); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (s *Server) restoreStandby(ctx context.Context, up Upstream, restore func(ctx context.Context, dataDir string) error) error {
+	s.life.Lock()
+	defer s.life.Unlock()
+	if s.cfg.name == "" {
+		return ErrNoName
+	}
+	up, err := up.check()
+	if err != nil {
+		return err
+	}
+	if pid := s.PID(); pid != 0 {
+		return fmt.Errorf("%w (pid %d)", ErrAlreadyRunning, pid)
+	}
+	if err := s.cfg.prepareDataDir(); err != nil {
+		return err
+	}
+	start := time.Now()
+	if err := restore(ctx, s.cfg.dataDir); err != nil {
+		return err
+	}
+	s.cfg.kmu.Lock()
+	s.cfg.keeper = map[string]string{}
+	s.cfg.kmu.Unlock()
+	if err := s.setStandby(up); err != nil {
+		return err
+	}
+	s.log.Info("restored a backup as a replica", "upstream", up.String(), "slot", up.Slot,
+		"took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
 // clone runs pg_basebackup and SetStandby.
 func (s *Server) clone(ctx context.Context, up Upstream) error {
 	s.life.Lock()

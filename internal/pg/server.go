@@ -162,6 +162,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 // DataDir returns the absolute path of the data directory.
 func (s *Server) DataDir() string { return s.cfg.dataDir }
 
+// PrepareSocketDir makes the unix socket's directory, as Start does (owned
+// by the run-as user), for what else serves there before postgres starts.
+func (s *Server) PrepareSocketDir() error { return s.cfg.prepareSocketDir() }
+
 // SocketDir returns the directory of the unix socket.
 func (s *Server) SocketDir() string { return s.cfg.socketDir }
 

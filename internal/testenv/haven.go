@@ -93,6 +93,10 @@ func buildHaven(race bool) (string, error) {
 		if err != nil {
 			return "", fmt.Errorf("testenv: build haven: %w", err)
 		}
+		// The postgres user runs it too, as restore_command.
+		if err := os.Chmod(dir, 0o711); err != nil {
+			return "", fmt.Errorf("testenv: build haven: %w", err)
+		}
 		built.dir = dir
 	}
 	name, args := "haven", []string{"build", "-ldflags", "-X main.version=" + Version}

@@ -57,13 +57,28 @@ func (k *Keeper) follow(ctx context.Context, v view) error {
 }
 
 func (k *Keeper) clone(ctx context.Context, leader string, up pg.Upstream) error {
+	return k.cloneWith(ctx, leader, up, nil)
+}
+
+// cloneWith makes the empty data directory a replica of leader: a copy of
+// the primary (pg_basebackup) when restore is nil, else what restore puts
+// there (a base backup) brought up to date from the archive and the
+// primary.
+func (k *Keeper) cloneWith(ctx context.Context, leader string, up pg.Upstream, restore func(context.Context, string) error) error {
 	if k.supRunning() {
 		if err := k.stopPostgres(); err != nil {
 			return err
 		}
 	}
-	k.log.Info("cloning the primary", "primary", leader)
-	if err := k.srv.Clone(ctx, up); err != nil {
+	var err error
+	if restore != nil {
+		k.log.Info("restoring the newest backup as a replica", "primary", leader)
+		err = k.srv.RestoreStandby(ctx, up, restore)
+	} else {
+		k.log.Info("cloning the primary", "primary", leader)
+		err = k.srv.Clone(ctx, up)
+	}
+	if err != nil {
 		return err
 	}
 	k.m.replaced(leader)

@@ -58,6 +58,10 @@ type Config struct {
 	// Priority and NoFailover are the node's tags.
 	Priority   int
 	NoFailover bool
+	// RestoreBackup, when set, fills an empty data directory from the
+	// newest base backup, with a restore_command that fetches the
+	// archive's WAL: Reinit's fromBackup. Nil: the cluster has no backups.
+	RestoreBackup func(ctx context.Context, dataDir string) error
 	// Fence, when set, is the primary's kernel write fence (installed by
 	// Run): opened until the lease deadline at every renewal, closed
 	// before anything else when the node lets go. Without it a frozen
@@ -120,6 +124,8 @@ type Keeper struct {
 	// stepWarnings logs a round's error once while it comes back round
 	// after round.
 	stepWarnings *repeats
+	// reinits are Reinit's requests, for the loop's next round.
+	reinits chan reinitRequest
 }
 
 // New checks cfg and fills its defaults; it starts nothing.
@@ -172,6 +178,7 @@ func New(cfg Config) (*Keeper, error) {
 		clk:     cfg.Clock,
 		members: map[string]MemberState{},
 		wake:    make(chan struct{}, 1),
+		reinits: make(chan reinitRequest, 1),
 		changed: make(chan struct{}),
 		m: &machine{cfg: machineConfig{
 			node: cfg.Node, nodes: cfg.Nodes, lease: cfg.Lease, mode: cfg.Mode,
@@ -391,6 +398,11 @@ func (k *Keeper) loop(ctx context.Context) error {
 // step does one round: look, lead or follow, then publish and decide
 // eligibility.
 func (k *Keeper) step(ctx context.Context) error {
+	select {
+	case req := <-k.reinits:
+		req.done <- k.reinit(ctx, req.fromBackup)
+	default:
+	}
 	v := k.look()
 	// After look: Release sets letGo before a view can show the lead gone.
 	v.letGo = k.letGo.Swap(false)
