@@ -3,15 +3,22 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/haven-ha/haven/internal/backup/base"
 	"github.com/haven-ha/haven/internal/backup/repo"
 	"github.com/haven-ha/haven/internal/backup/wal"
+	"github.com/haven-ha/haven/internal/pg"
+	"github.com/haven-ha/haven/internal/pg/pgtest"
 	"github.com/haven-ha/haven/internal/testenv"
 )
 
@@ -117,5 +124,263 @@ coordination:
 	stderr.Reset()
 	if code := run([]string{"backup", "wal-fetch", "--socket", socket, "00000002.history", viaSocket + "3"}, &stdout, &stderr); code != 1 {
 		t.Errorf("wal-fetch --socket with nobody serving, for a standby: exit %d, %s; want 1 (a standby is not stopped)", code, stderr.String())
+	}
+}
+
+// backupFixture is a running PostgreSQL whose WAL is archived into a file
+// repository, a haven.yaml naming that repository, and a haven binary the
+// postgres user can run (restore_command runs it).
+type backupFixture struct {
+	pg      *pg.Server
+	repo    *repo.File
+	repoDir string
+	cfg     string
+	haven   string
+	arch    *wal.Archiver
+	stop    func()
+}
+
+func newBackupFixture(t *testing.T, extra string) *backupFixture {
+	t.Helper()
+	ctx := pgtest.Context(t)
+	f := &backupFixture{pg: pgtest.Start(t, "db1", nil), repoDir: testenv.SearchableDir(t)}
+	var err error
+	if f.repo, err = repo.OpenFile(f.repoDir); err != nil {
+		t.Fatal(err)
+	}
+	dir := testenv.SearchableDir(t)
+	f.cfg = filepath.Join(dir, "haven.yaml")
+	yaml := `cluster: shop
+regions:
+  east:
+    nodes:
+      db1: {address: 127.0.0.1}
+database:
+  nodes: [db1]
+  bindir: ` + f.pg.Binaries().Dir + `
+  backup:
+    repositories:
+      - {name: local, url: "file://` + f.repoDir + `"}
+` + extra + `coordination:
+  members: [db1]
+`
+	if err := os.WriteFile(f.cfg, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f.haven = filepath.Join(dir, "haven")
+	if out, err := exec.Command("cp", testenv.HavenRace(t), f.haven).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v: %s", err, out)
+	}
+	if err := os.Chmod(f.haven, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cc, err := f.pg.ConnConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.arch, err = wal.New(wal.Config{Conn: &cc.Config, Repo: f.repo, Cluster: "shop", Logger: testenv.Logger(t)}); err != nil {
+		t.Fatal(err)
+	}
+	actx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- f.arch.Run(actx) }()
+	var once sync.Once
+	f.stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("archiver: %v", err)
+			}
+		})
+	}
+	t.Cleanup(f.stop)
+	return f
+}
+
+// take takes a base backup (incremental: on the newest).
+func (f *backupFixture) take(t *testing.T, incremental bool) *base.Manifest {
+	t.Helper()
+	cc, err := f.pg.ConnConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := base.Take(pgtest.Context(t), base.Config{Conn: cc, DataDir: f.pg.DataDir(), Repo: f.repo, Cluster: "shop",
+		Incremental: incremental, Logger: testenv.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// archived waits until the archive holds the server's WAL up to now.
+func (f *backupFixture) archived(t *testing.T) {
+	t.Helper()
+	end := pgtest.InsertLSN(t, f.pg)
+	testenv.Poll(t, pgtest.Timeout, "the archive reaches "+end.String(), func() (bool, string) {
+		_, pos := f.arch.Archived()
+		return pos >= end, pos.String()
+	})
+}
+
+// run runs the postgres-runnable copy of haven with -c.
+func (f *backupFixture) run(t *testing.T, args ...string) result {
+	t.Helper()
+	var stdout, stderr testenv.Buffer
+	cmd := exec.Command(f.haven, append(append([]string{}, args...), "-c", f.cfg)...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	return result{exitCode(t, err), stdout.String(), stderr.String()}
+}
+
+// startOn starts PostgreSQL on a restored directory and waits for the end
+// of its recovery.
+func startOn(t *testing.T, dir string) *pg.Server {
+	t.Helper()
+	s := pgtest.Start(t, "restored", func(c *pg.Config) { c.DataDir = dir })
+	ctx := pgtest.Context(t)
+	testenv.Poll(t, pgtest.Timeout, "the restored server ends recovery", func() (bool, string) {
+		in, err := s.IsInRecovery(ctx)
+		return err == nil && !in, fmt.Sprintf("in recovery %v, %v", in, err)
+	})
+	return s
+}
+
+// TestBackupCommands drives list, verify, check, restore and expire, as
+// root, against a real PostgreSQL and a file repository that only root
+// can read (as the agent writes it).
+func TestBackupCommands(t *testing.T) {
+	f := newBackupFixture(t, "    retain_count: 1\n")
+	pgtest.Exec(t, f.pg, "CREATE TABLE t (id int PRIMARY KEY)")
+	pgtest.Exec(t, f.pg, "INSERT INTO t SELECT generate_series(1, 100)")
+	full := f.take(t, false)
+	pgtest.Exec(t, f.pg, "INSERT INTO t SELECT generate_series(101, 200)")
+	inc := f.take(t, true)
+	pgtest.Exec(t, f.pg, "INSERT INTO t SELECT generate_series(201, 300)")
+	pgtest.Exec(t, f.pg, "SELECT pg_create_restore_point('before-mistake')")
+	pgtest.Exec(t, f.pg, "INSERT INTO t SELECT generate_series(301, 400)")
+	f.archived(t)
+
+	// list
+	res := f.run(t, "backup", "list")
+	if res.code != 0 || !strings.Contains(res.stdout, full.Label+"  full") || !regexp.MustCompile(inc.Label+` +incremental +`+full.Label).MatchString(res.stdout) {
+		t.Errorf("backup list: want %s full and %s incremental on it:\n%s", full.Label, inc.Label, res)
+	}
+	res = f.run(t, "backup", "list", "-o", "json")
+	var entries []backupEntry
+	if err := json.Unmarshal([]byte(res.stdout), &entries); err != nil || len(entries) != 2 ||
+		entries[1].Parent != full.Label || entries[1].Kind != "incremental" || entries[0].StoredBytes != full.Stored || entries[1].StopLSN != inc.StopLSN {
+		t.Errorf("backup list -o json: %v, %+v; want the two backups\n%s", err, entries, res)
+	}
+
+	// verify
+	if res := f.run(t, "backup", "verify"); res.code != 0 || !strings.Contains(res.stdout, inc.Label) {
+		t.Errorf("backup verify of the newest: want exit 0 naming %s:\n%s", inc.Label, res)
+	}
+
+	// check, with a repository postgres cannot read.
+	scratch := testenv.SearchableDir(t)
+	res = f.run(t, "backup", "check", "--scratch", scratch, "--query", "SELECT count(*) FROM t")
+	if res.code != 0 || !strings.Contains(res.stdout, "backup "+inc.Label) || !strings.HasSuffix(res.stdout, "SELECT count(*) FROM t: 400\n") {
+		t.Errorf("backup check: want the newest backup restored with its 400 rows:\n%s", res)
+	} else {
+		t.Log(strings.TrimSpace(res.stdout))
+	}
+	if es, _ := os.ReadDir(scratch); len(es) != 0 {
+		t.Errorf("backup check left %v in the scratch directory", es)
+	}
+
+	// restore: refused while postgres cannot read the repository, nothing
+	// written; then to the restore point once it can.
+	data := filepath.Join(testenv.SearchableDir(t), "data")
+	res = f.run(t, "backup", "restore", "--to", data, "--name", "before-mistake")
+	if res.code != 1 || !strings.Contains(res.stderr, "permission denied") || !strings.Contains(res.stderr, "nothing was restored") {
+		t.Errorf("backup restore with a repository postgres cannot read: want exit 1 saying so:\n%s", res)
+	}
+	if _, err := os.Stat(data); !os.IsNotExist(err) {
+		t.Errorf("the refused restore made %s (%v)", data, err)
+	}
+	pgtest.Chown(t, f.repoDir)
+	res = f.run(t, "backup", "restore", "--to", data, "--name", "before-mistake")
+	if res.code != 0 || !strings.Contains(res.stdout, "restored backup "+inc.Label) || !strings.Contains(res.stdout, "pg_ctl -D") {
+		t.Fatalf("backup restore --name: want the newest backup restored and what to start next:\n%s", res)
+	}
+	s := startOn(t, data)
+	if got := pgtest.Query(t, s, "SELECT count(*)::text FROM t"); got != "300" {
+		t.Errorf("restored to the restore point: %s rows, want 300", got)
+	}
+	if err := s.Stop(pgtest.Context(t), pg.StopFast); err != nil {
+		t.Fatal(err)
+	}
+	if res := f.run(t, "backup", "restore", "--to", data, "--label", full.Label); res.code != 1 || !strings.Contains(res.stderr, "delta") {
+		t.Errorf("backup restore into a data directory without --delta: want exit 1 naming delta:\n%s", res)
+	}
+	res = f.run(t, "backup", "restore", "--to", data, "--delta", "--label", full.Label)
+	if res.code != 0 || !strings.Contains(res.stdout, "restored backup "+full.Label) {
+		t.Fatalf("backup restore --delta: %s", res)
+	}
+	s = startOn(t, data)
+	if got := pgtest.Query(t, s, "SELECT count(*)::text FROM t"); got != "400" {
+		t.Errorf("restored the full backup with --delta to the archive's end: %s rows, want 400", got)
+	}
+	s.Stop(pgtest.Context(t), pg.StopImmediate)
+	t.Log(strings.TrimSpace(res.stdout))
+
+	// expire: a second full backup makes the first group expire.
+	pgtest.Exec(t, f.pg, "SELECT pg_switch_wal()")
+	second := f.take(t, false)
+	f.archived(t)
+	res = f.run(t, "backup", "expire", "--dry-run")
+	if res.code != 0 || !strings.Contains(res.stdout, "dry run") || !strings.Contains(res.stdout, full.Label) || !strings.Contains(res.stdout, inc.Label) {
+		t.Errorf("backup expire --dry-run: want the first full backup and its incremental named:\n%s", res)
+	}
+	if res := f.run(t, "backup", "list"); !strings.Contains(res.stdout, full.Label) {
+		t.Errorf("a dry run removed %s:\n%s", full.Label, res)
+	}
+	res = f.run(t, "backup", "expire")
+	t.Log(strings.TrimSpace(res.stdout))
+	if res := f.run(t, "backup", "list", "-o", "json"); json.Unmarshal([]byte(res.stdout), &entries) != nil || len(entries) != 1 || entries[0].Label != second.Label {
+		t.Errorf("after expire: want only %s listed:\n%s", second.Label, res)
+	}
+
+	// A flipped byte: verify names the file.
+	var victim base.File
+	for _, fl := range second.Files {
+		if fl.Stored > victim.Stored {
+			victim = fl
+		}
+	}
+	obj := filepath.Join(f.repoDir, "shop", "base", second.Label, "data", filepath.FromSlash(victim.Path)+".lz4")
+	b, err := os.ReadFile(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 1
+	if err := os.WriteFile(obj, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if res := f.run(t, "backup", "verify", second.Label); res.code != 1 || !strings.Contains(res.stderr, victim.Path) {
+		t.Errorf("backup verify of a damaged backup: want exit 1 naming %s:\n%s", victim.Path, res)
+	}
+}
+
+// TestBackupUsage: an unknown action, a missing argument and a flag of
+// another action are usage errors that say so.
+func TestBackupUsage(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"backup"}, 2, "restore --to DIR"},
+		{[]string{"backup", "rewind"}, 2, `unknown action "rewind"`},
+		{[]string{"backup", "wal-fetch", "x"}, 2, "wal-fetch FILE PATH"},
+		{[]string{"backup", "list", "--dry-run"}, 1, "backup list does not take -dry-run"},
+		{[]string{"backup", "restore", "-c", "/nonexistent.yaml"}, 1, "nonexistent"},
+	} {
+		var stdout, stderr bytes.Buffer
+		code := run(c.args, &stdout, &stderr)
+		if code != c.code || !strings.Contains(stderr.String(), c.want) {
+			t.Errorf("haven %s: exit %d, %s; want %d with %q", strings.Join(c.args, " "), code, stderr.String(), c.code, c.want)
+		}
 	}
 }
