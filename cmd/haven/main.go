@@ -25,7 +25,7 @@ usage:
   haven vip    move --to NODE | status   hand a floating address over; show its holder (see haven vip -h)
   haven pg     switchover [--to NODE] | status   hand the database primary over; show the members (see haven pg -h)
   haven dns    serve | drain|enable NAME TARGET | status   one name server alone; a DNS target out of the answers; the answers (see haven dns -h)
-  haven backup wal-fetch FILE PATH       PostgreSQL's restore_command: a WAL file from the archive (see haven backup -h)
+  haven backup ACTION ...                list | verify | restore | expire | check (a restore test) | wal-fetch (restore_command) (see haven backup -h)
   haven certs  -c haven.yaml -o DIR      make a private CA and node certificates for etcd TLS
   haven status -c haven.yaml [-n NODE]   show what each node's agent reports
   haven demo   [--duration D]            run the demo: a balancer on loopback; as root, a floating address, the database, DNS
