@@ -442,10 +442,11 @@ type Backup struct {
 	// VerifyEvery is the time between restore tests (haven backup
 	// check) of the newest backup; 0: never scheduled.
 	VerifyEvery Duration `yaml:"verify_every"`
-	// Retain and RetainCount decide expiry: a full backup (and the
-	// incremental ones on it) is removed once it is older than Retain
-	// and not among the newest RetainCount full backups; WAL is removed
-	// only before the oldest backup kept.
+	// Retain and RetainCount decide expiry (internal/backup/expire): a
+	// full backup (and the incremental ones on it) is removed once it is
+	// not among the newest RetainCount full backups and the next full
+	// backup is older than Retain (so the last Retain stays restorable);
+	// WAL is removed only before the oldest backup kept.
 	Retain      Duration `yaml:"retain"`
 	RetainCount int      `yaml:"retain_count"`
 	// Compression of stored files: lz4 (default), zstd or none.
