@@ -299,7 +299,12 @@ func TestBackupCommands(t *testing.T) {
 	if _, err := os.Stat(data); !os.IsNotExist(err) {
 		t.Errorf("the refused restore made %s (%v)", data, err)
 	}
-	pgtest.Chown(t, f.repoDir)
+	// What docs/backup.md says to do: the repository's group, readable.
+	for _, c := range [][]string{{"chgrp", "-R", "postgres", f.repoDir}, {"chmod", "-R", "g+rX", f.repoDir}} {
+		if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v: %s", c[0], err, out)
+		}
+	}
 	res = f.run(t, "backup", "restore", "--to", data, "--name", "before-mistake")
 	if res.code != 0 || !strings.Contains(res.stdout, "restored backup "+inc.Label) || !strings.Contains(res.stdout, "pg_ctl -D") {
 		t.Fatalf("backup restore --name: want the newest backup restored and what to start next:\n%s", res)
