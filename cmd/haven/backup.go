@@ -321,15 +321,14 @@ func backupRestore(ctx context.Context, r repo.Repository, cfg *config.Config, f
 		if err != nil {
 			return err
 		}
-		command = shellQuote(exe) + " backup wal-fetch -c " + shellQuote(cfgPath)
+		args := []string{"backup", "wal-fetch", "-c", cfgPath}
 		if f.repository != "" {
-			command += " --repository " + shellQuote(f.repository)
+			args = append(args, "--repository", f.repository)
 		}
-		command += " %f %p"
+		command = check.Command(exe, args...)
 	}
 	owner := runAsUser(cfg)
-	first := wal.SegmentName(m.Timeline, uint64(m.Start())/wal.SegmentSize)
-	if err := check.RestoreCommand(ctx, command, owner, first); err != nil {
+	if err := check.RestoreCommand(ctx, command, owner, m.FirstSegment()); err != nil {
 		who := owner
 		if who == "" {
 			who = "this user"
@@ -359,9 +358,9 @@ func backupRestore(ctx context.Context, r repo.Repository, cfg *config.Config, f
 	if bins, err := pg.FindBinaries(ctx, cfg.Database.Bindir); err == nil {
 		bindir = bins.Dir
 	}
-	start := fmt.Sprintf("%s -D %s -l %s start", filepath.Join(bindir, "pg_ctl"), shellQuote(dir), shellQuote(dir+".log"))
+	start := fmt.Sprintf("%s -D %s -l %s start", filepath.Join(bindir, "pg_ctl"), dir, dir+".log")
 	if owner != "" {
-		start = fmt.Sprintf("su %s -s /bin/sh -c %s", owner, shellQuote(start))
+		start = fmt.Sprintf("su %s -s /bin/sh -c '%s'", owner, start)
 	}
 	fmt.Fprintf(stdout, `restored backup %s (%s, stopped %s) of %s into %s: %d files, %s (%s fetched, %d files kept by --delta)
 recovery will replay the archive from %s to %s, then promote (a new timeline); restore_command = %s
@@ -399,14 +398,6 @@ func pickBackup(ms []*base.Manifest, label string, t base.Target) (*base.Manifes
 		}
 	}
 	return nil, fmt.Errorf("no backup stopped before %s: the oldest, %s, stopped %s", t.Time.UTC().Format(time.RFC3339), ms[0].Label, ms[0].StopTime.UTC().Format(time.RFC3339))
-}
-
-// shellQuote quotes s for sh, which runs restore_command.
-func shellQuote(s string) string {
-	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._-+=:") == "" {
-		return s
-	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 func backupExpire(ctx context.Context, r repo.Repository, cfg *config.Config, dry bool, stdout, stderr io.Writer) error {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/backup/repo"
+	"github.com/haven-ha/haven/internal/backup/wal"
 	"github.com/haven-ha/haven/internal/pg"
 )
 
@@ -73,6 +74,12 @@ type File struct {
 // manifest's text is not an LSN).
 func (m *Manifest) Start() pg.LSN { l, _ := pg.ParseLSN(m.StartLSN); return l }
 func (m *Manifest) Stop() pg.LSN  { l, _ := pg.ParseLSN(m.StopLSN); return l }
+
+// FirstSegment is the name of the WAL segment that holds the backup's
+// start: the first file its recovery fetches from the archive.
+func (m *Manifest) FirstSegment() string {
+	return wal.SegmentName(m.Timeline, uint64(m.Start())/wal.SegmentSize)
+}
 
 // holder is the label of the backup that stores f's bytes.
 func (m *Manifest) holder(f File) string {
@@ -142,9 +149,10 @@ func Load(ctx context.Context, r repo.Repository, cluster, label string) (*Manif
 	return &m, nil
 }
 
-// find loads the manifest of cluster's backup label, or of its newest
-// complete backup when label is empty.
-func find(ctx context.Context, r repo.Repository, cluster, label string) (*Manifest, error) {
+// Find loads the manifest of cluster's backup label, or of its newest
+// complete backup when label is empty; the error wraps repo.ErrNotExist
+// when there is none.
+func Find(ctx context.Context, r repo.Repository, cluster, label string) (*Manifest, error) {
 	if label != "" {
 		return Load(ctx, r, cluster, label)
 	}

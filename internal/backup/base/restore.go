@@ -149,7 +149,7 @@ func (rs *restorer) restore(ctx context.Context) (*Manifest, error) {
 		rs.uid, _ = strconv.Atoi(u.Uid)
 		rs.gid, _ = strconv.Atoi(u.Gid)
 	}
-	m, err := find(ctx, cfg.Repo, cfg.Cluster, cfg.Label)
+	m, err := Find(ctx, cfg.Repo, cfg.Cluster, cfg.Label)
 	if err != nil {
 		return nil, err
 	}

@@ -25,7 +25,7 @@ func Verify(ctx context.Context, r repo.Repository, cluster, label string, worke
 }
 
 func verify(ctx context.Context, r repo.Repository, cluster, label string, workers int) (*Manifest, error) {
-	m, err := find(ctx, r, cluster, label)
+	m, err := Find(ctx, r, cluster, label)
 	if err != nil {
 		return nil, err
 	}

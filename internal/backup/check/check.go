@@ -128,7 +128,7 @@ func run(ctx context.Context, cfg Config, res *Result) error {
 	if cfg.ScratchDir == "" {
 		return errors.New("no scratch directory to restore into")
 	}
-	m, err := find(ctx, cfg.Repo, cfg.Cluster, cfg.Label)
+	m, err := base.Find(ctx, cfg.Repo, cfg.Cluster, cfg.Label)
 	if err != nil {
 		return err
 	}
@@ -167,9 +167,8 @@ func run(ctx context.Context, cfg Config, res *Result) error {
 	if err := wal.ServeSocket(sctx, sock, owner.name, wal.Handler(cfg.Repo, cfg.Cluster, cfg.Logger)); err != nil {
 		return err
 	}
-	command := shellQuote(haven) + " backup wal-fetch --socket " + shellQuote(sock) + " %f %p"
-	first := wal.SegmentName(m.Timeline, uint64(m.Start())/wal.SegmentSize)
-	if err := RestoreCommand(ctx, command, owner.name, first); err != nil {
+	command := Command(haven, "backup", "wal-fetch", "--socket", sock)
+	if err := RestoreCommand(ctx, command, owner.name, m.FirstSegment()); err != nil {
 		return err
 	}
 
@@ -232,21 +231,6 @@ func run(ctx context.Context, cfg Config, res *Result) error {
 	log.Info("restore test passed", "label", m.Label, "bytes", res.Bytes, "recovered_lsn", res.RecoveredLSN.String(),
 		"recovered_time", res.RecoveredTime, "answer", res.Answer)
 	return nil
-}
-
-// find loads the manifest of cluster's backup label, or of its newest.
-func find(ctx context.Context, r repo.Repository, cluster, label string) (*base.Manifest, error) {
-	if label != "" {
-		return base.Load(ctx, r, cluster, label)
-	}
-	ms, err := base.List(ctx, r, cluster)
-	if err != nil {
-		return nil, err
-	}
-	if len(ms) == 0 {
-		return nil, fmt.Errorf("no complete backup of %s in %s: take one with haven backup run", cluster, r)
-	}
-	return ms[len(ms)-1], nil
 }
 
 // waitPromoted waits until srv has ended recovery: replayed the archive
@@ -322,8 +306,22 @@ func chown(p string, a account) error {
 	return os.Lchown(p, a.uid, a.gid)
 }
 
-// shellQuote quotes s for sh, which runs restore_command.
+// Command returns a restore_command that runs the program prog with
+// args and then %f and %p, each quoted for sh, which runs it.
+func Command(prog string, args ...string) string {
+	var b strings.Builder
+	for _, a := range append([]string{prog}, args...) {
+		b.WriteString(shellQuote(a) + " ")
+	}
+	return b.String() + "%f %p"
+}
+
+// shellQuote quotes s for sh when it holds more than letters, digits and
+// /._-+=:.
 func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._-+=:") == "" {
+		return s
+	}
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 

@@ -86,8 +86,7 @@ func TestRun(t *testing.T) {
 
 	haven := pgtest.Executable(t)
 	direct := fmt.Sprintf("%s wal-fetch %s shop %%f %%p", haven, repoDir)
-	first := wal.SegmentName(m.Timeline, uint64(m.Start())/wal.SegmentSize)
-	if err := RestoreCommand(ctx, direct, "postgres", first); err == nil || !strings.Contains(err.Error(), "permission denied") {
+	if err := RestoreCommand(ctx, direct, "postgres", m.FirstSegment()); err == nil || !strings.Contains(err.Error(), "permission denied") {
 		t.Fatalf("postgres fetching straight from root's repository: %v; want permission denied", err)
 	}
 
@@ -142,5 +141,20 @@ func TestRun(t *testing.T) {
 	cfg.Label = "20000101-000000.000F"
 	if _, err := Run(ctx, cfg); err == nil || !strings.Contains(err.Error(), cfg.Label) {
 		t.Errorf("the restore test of a backup that does not exist: %v; want an error naming it", err)
+	}
+}
+
+func TestCommand(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"/usr/local/bin/haven", "backup", "wal-fetch", "-c", "/etc/haven/haven.yaml"}, "/usr/local/bin/haven backup wal-fetch -c /etc/haven/haven.yaml %f %p"},
+		{[]string{"/opt/my haven/haven", "--repository", "it's"}, `'/opt/my haven/haven' --repository 'it'\''s' %f %p`},
+		{[]string{"haven", ""}, "haven '' %f %p"},
+	} {
+		if got := Command(c.args[0], c.args[1:]...); got != c.want {
+			t.Errorf("Command(%q) = %s, want %s", c.args, got, c.want)
+		}
 	}
 }
