@@ -389,3 +389,60 @@ func TestBackupUsage(t *testing.T) {
 		}
 	}
 }
+
+func TestPickBackupAndTargetTime(t *testing.T) {
+	at := func(s string) time.Time {
+		t.Helper()
+		v, err := parseTargetTime(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	for in, want := range map[string]string{
+		"2026-12-04T13:05:00Z":        "2026-12-04T13:05:00Z",
+		"2026-12-04T14:05:00.5+01:00": "2026-12-04T13:05:00.5Z",
+		"2026-12-04 14:05:00+01:00":   "2026-12-04T13:05:00Z",
+		"2026-12-04 13:05:00":         "2026-12-04T13:05:00Z",
+		"2026-12-04 13:05:00.123456":  "2026-12-04T13:05:00.123456Z",
+	} {
+		if got := at(in).UTC().Format(time.RFC3339Nano); got != want {
+			t.Errorf("--time %s: %s, want %s", in, got, want)
+		}
+	}
+	if _, err := parseTargetTime("yesterday"); err == nil || !strings.Contains(err.Error(), "2026-12-04T13:05:00Z") {
+		t.Errorf("--time yesterday: %v; want an error showing the forms", err)
+	}
+
+	ms := []*base.Manifest{
+		{Label: "1F", StopTime: at("2026-12-01 00:00:00")},
+		{Label: "2I", StopTime: at("2026-12-02 00:00:00")},
+		{Label: "3F", StopTime: at("2026-12-03 00:00:00")},
+	}
+	for _, c := range []struct {
+		label, time, want string
+	}{
+		{"", "", "3F"},
+		{"1F", "", "1F"},
+		{"", "2026-12-02 12:00:00", "2I"},
+		{"", "2026-12-02 00:00:00", "2I"},
+		{"", "2026-12-05 00:00:00", "3F"},
+		{"", "2026-11-30 00:00:00", "error: no backup stopped before"},
+		{"9F", "", "error: no complete backup \"9F\""},
+	} {
+		var target base.Target
+		if c.time != "" {
+			target.Time = at(c.time)
+		}
+		m, err := pickBackup(ms, c.label, target)
+		got := ""
+		if err != nil {
+			got = "error: " + err.Error()
+		} else {
+			got = m.Label
+		}
+		if !strings.HasPrefix(got, c.want) {
+			t.Errorf("pickBackup(label %q, time %q) = %s, want %s", c.label, c.time, got, c.want)
+		}
+	}
+}
