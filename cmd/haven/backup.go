@@ -33,11 +33,14 @@ actions:
   verify [LABEL]           read back every file of the backup (the newest when no LABEL) and of
                            those it refers to, check sizes and checksums and that the archive holds
                            its WAL; exit 1 naming the first damaged or missing file
-  restore --to DIR [--time T | --lsn L | --xid X | --name N] [--exclusive] [--label L] [--delta]
+  restore --to DIR [--time T | --lsn L | --xid X | --name N] [--exclusive] [--label L] [--delta] [--socket PATH]
                            restore a backup (the newest, or the newest before --time, or --label)
                            into DIR, empty or missing (or, with --delta, a stopped data directory
                            whose matching files are kept), ready to start: recovery replays the
-                           archive to the target (its end without one) and promotes
+                           archive to the target (its end without one) and promotes; its
+                           restore_command reads the repository as postgres, or, with --socket,
+                           fetches through a haven's socket (the agent's: run/haven-wal.sock
+                           beside database.data_dir)
   expire [--dry-run]       remove the backups and WAL that database.backup.retain and retain_count
                            no longer keep (--dry-run: say what, remove nothing)
   check [LABEL]            the restore test: restore the backup into a scratch directory, start
@@ -57,7 +60,7 @@ flags:
 var backupFlags = map[string][]string{
 	"list":      {"o"},
 	"verify":    {"timeout"},
-	"restore":   {"to", "time", "lsn", "xid", "name", "exclusive", "label", "delta", "restore-command"},
+	"restore":   {"to", "time", "lsn", "xid", "name", "exclusive", "label", "delta", "socket", "restore-command"},
 	"expire":    {"dry-run", "timeout"},
 	"check":     {"scratch", "query", "timeout"},
 	"wal-fetch": {"timeout", "socket"},
@@ -83,7 +86,7 @@ func runBackup(args []string, stdout, stderr io.Writer) error {
 	dryRun := fs.Bool("dry-run", false, "expire: say what would be removed, remove nothing")
 	scratch := fs.String("scratch", "/var/tmp", "check: the directory to restore into (a directory of its own in it, removed after)")
 	query := fs.String("query", "", "check: the query to run on the restored server (default: SELECT count(*) FROM pg_class)")
-	socket := fs.String("socket", "", "wal-fetch: fetch through this unix socket, served by haven for the postgres user, instead of reading the repository (no -c)")
+	socket := fs.String("socket", "", "wal-fetch: fetch through this unix socket, served by haven for the postgres user, instead of reading the repository (no -c); restore: write that restore_command")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return parseError(err)
@@ -144,7 +147,7 @@ func runBackup(args []string, stdout, stderr io.Writer) error {
 		defer cancel()
 		return backupVerify(ctx, rp, cfg, label, stdout)
 	case "restore":
-		r.cfgPath, r.repository = *cfgPath, *from
+		r.cfgPath, r.repository, r.socket = *cfgPath, *from, *socket
 		return backupRestore(ctx, rp, cfg, r, stdout, stderr)
 	case "expire":
 		ctx, cancel := withTimeout(ctx, *timeout, 0)
@@ -257,7 +260,7 @@ func backupVerify(ctx context.Context, r repo.Repository, cfg *config.Config, la
 type restoreFlags struct {
 	to, time, lsn, xid, name, label, command string
 	exclusive, delta                         bool
-	cfgPath, repository                      string
+	cfgPath, repository, socket              string
 }
 
 // parseTargetTime reads --time: RFC 3339, or a date and time with an
@@ -312,6 +315,17 @@ func backupRestore(ctx context.Context, r repo.Repository, cfg *config.Config, f
 		return fmt.Errorf("restore: %w", err)
 	}
 	command := f.command
+	if command == "" && f.socket != "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		socket, err := filepath.Abs(f.socket)
+		if err != nil {
+			return err
+		}
+		command = check.Command(exe, "backup", "wal-fetch", "--socket", socket)
+	}
 	if command == "" {
 		exe, err := os.Executable()
 		if err != nil {

@@ -290,7 +290,8 @@ func TestBackupCommands(t *testing.T) {
 	}
 
 	// restore: refused while postgres cannot read the repository, nothing
-	// written; then to the restore point once it can.
+	// written; through a socket served for postgres (as the agent serves
+	// its node's) it needs no access.
 	data := filepath.Join(testenv.SearchableDir(t), "data")
 	res = f.run(t, "backup", "restore", "--to", data, "--name", "before-mistake")
 	if res.code != 1 || !strings.Contains(res.stderr, "permission denied") || !strings.Contains(res.stderr, "nothing was restored") {
@@ -299,15 +300,15 @@ func TestBackupCommands(t *testing.T) {
 	if _, err := os.Stat(data); !os.IsNotExist(err) {
 		t.Errorf("the refused restore made %s (%v)", data, err)
 	}
-	// What docs/backup.md says to do: the repository's group, readable.
-	for _, c := range [][]string{{"chgrp", "-R", "postgres", f.repoDir}, {"chmod", "-R", "g+rX", f.repoDir}} {
-		if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
-			t.Fatalf("%s: %v: %s", c[0], err, out)
-		}
+	socket := filepath.Join(testenv.SearchableDir(t), "haven-wal.sock")
+	sctx, stopServing := context.WithCancel(pgtest.Context(t))
+	defer stopServing()
+	if err := wal.ServeSocket(sctx, socket, "postgres", wal.Handler(f.repo, "shop", nil)); err != nil {
+		t.Fatal(err)
 	}
-	res = f.run(t, "backup", "restore", "--to", data, "--name", "before-mistake")
-	if res.code != 0 || !strings.Contains(res.stdout, "restored backup "+inc.Label) || !strings.Contains(res.stdout, "pg_ctl -D") {
-		t.Fatalf("backup restore --name: want the newest backup restored and what to start next:\n%s", res)
+	res = f.run(t, "backup", "restore", "--to", data, "--name", "before-mistake", "--socket", socket)
+	if res.code != 0 || !strings.Contains(res.stdout, "restored backup "+inc.Label) || !strings.Contains(res.stdout, "pg_ctl -D") || !strings.Contains(res.stdout, "--socket") {
+		t.Fatalf("backup restore --name --socket: want the newest backup restored through the socket and what to start next:\n%s", res)
 	}
 	s := startOn(t, data)
 	if got := pgtest.Query(t, s, "SELECT count(*)::text FROM t"); got != "300" {
@@ -316,10 +317,10 @@ func TestBackupCommands(t *testing.T) {
 	if err := s.Stop(pgtest.Context(t), pg.StopFast); err != nil {
 		t.Fatal(err)
 	}
-	if res := f.run(t, "backup", "restore", "--to", data, "--label", full.Label); res.code != 1 || !strings.Contains(res.stderr, "delta") {
+	if res := f.run(t, "backup", "restore", "--to", data, "--label", full.Label, "--socket", socket); res.code != 1 || !strings.Contains(res.stderr, "delta") {
 		t.Errorf("backup restore into a data directory without --delta: want exit 1 naming delta:\n%s", res)
 	}
-	res = f.run(t, "backup", "restore", "--to", data, "--delta", "--label", full.Label)
+	res = f.run(t, "backup", "restore", "--to", data, "--delta", "--label", full.Label, "--socket", socket)
 	if res.code != 0 || !strings.Contains(res.stdout, "restored backup "+full.Label) {
 		t.Fatalf("backup restore --delta: %s", res)
 	}
@@ -328,6 +329,7 @@ func TestBackupCommands(t *testing.T) {
 		t.Errorf("restored the full backup with --delta to the archive's end: %s rows, want 400", got)
 	}
 	s.Stop(pgtest.Context(t), pg.StopImmediate)
+	stopServing()
 	t.Log(strings.TrimSpace(res.stdout))
 
 	// expire: a second full backup makes the first group expire.
@@ -346,6 +348,25 @@ func TestBackupCommands(t *testing.T) {
 	if res := f.run(t, "backup", "list", "-o", "json"); json.Unmarshal([]byte(res.stdout), &entries) != nil || len(entries) != 1 || entries[0].Label != second.Label {
 		t.Errorf("after expire: want only %s listed:\n%s", second.Label, res)
 	}
+
+	// The default restore_command reads the repository as postgres: what
+	// docs/backup.md says to do, once the archive holds what the restore
+	// needs (the archiver stopped: it would write root's 0600 again).
+	f.stop()
+	for _, c := range [][]string{{"chgrp", "-R", "postgres", f.repoDir}, {"chmod", "-R", "g+rX", f.repoDir}} {
+		if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v: %s", c[0], err, out)
+		}
+	}
+	data = filepath.Join(testenv.SearchableDir(t), "data")
+	if res := f.run(t, "backup", "restore", "--to", data); res.code != 0 || !strings.Contains(res.stdout, "restored backup "+second.Label) {
+		t.Fatalf("backup restore with the default restore_command: %s", res)
+	}
+	s = startOn(t, data)
+	if got := pgtest.Query(t, s, "SELECT count(*)::text FROM t"); got != "400" {
+		t.Errorf("restored %s with the default restore_command: %s rows, want 400", second.Label, got)
+	}
+	s.Stop(pgtest.Context(t), pg.StopImmediate)
 
 	// A flipped byte: verify names the file.
 	var victim base.File
