@@ -421,15 +421,15 @@ func backupExpire(ctx context.Context, r repo.Repository, cfg *config.Config, dr
 	if p == nil {
 		return err
 	}
-	verb := "removed"
-	if dry {
-		verb = "would remove (dry run: nothing removed)"
-	}
 	policy := fmt.Sprintf("retain_count %d", b.RetainCount)
 	if b.Retain != 0 {
 		policy = fmt.Sprintf("retain %s, %s", b.Retain, policy)
 	}
-	fmt.Fprintf(stdout, "%s of %s in %s (%s):\n", verb, cfg.Cluster, r, policy)
+	if dry {
+		fmt.Fprintf(stdout, "dry run, nothing removed: expiry of %s in %s (%s) would remove\n", cfg.Cluster, r, policy)
+	} else {
+		fmt.Fprintf(stdout, "expiry of %s in %s (%s) removed\n", cfg.Cluster, r, policy)
+	}
 	for _, m := range p.Expire {
 		fmt.Fprintf(stdout, "  backup %s (%s, stopped %s)\n", m.Label, m.Kind, m.StopTime.UTC().Format(time.DateTime))
 	}
