@@ -55,16 +55,25 @@ func (f *File) Put(ctx context.Context, name string, r io.Reader, size int64) er
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-		return fmt.Errorf("repo: %s: put %s: %w", f, name, err)
-	}
-	err = WriteFile(p, func(w io.Writer) error {
-		n, err := io.Copy(w, ctxReader{ctx, r})
-		if err == nil && size >= 0 && n != size {
-			err = fmt.Errorf("read %d bytes, want %d", n, size)
+	for attempt := 0; ; attempt++ {
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			return fmt.Errorf("repo: %s: put %s: %w", f, name, err)
 		}
-		return err
-	})
+		filled := false
+		err = WriteFile(p, func(w io.Writer) error {
+			filled = true
+			n, err := io.Copy(w, ctxReader{ctx, r})
+			if err == nil && size >= 0 && n != size {
+				err = fmt.Errorf("read %d bytes, want %d", n, size)
+			}
+			return err
+		})
+		// A Delete may have removed the directory, emptied, between
+		// MkdirAll and the temporary file: once more, nothing read yet.
+		if err == nil || filled || attempt > 0 || !errors.Is(err, fs.ErrNotExist) {
+			break
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("repo: %s: put %s: %w", f, name, err)
 	}
@@ -195,8 +204,21 @@ func (f *File) Delete(ctx context.Context, names ...string) error {
 		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("repo: %s: delete %s: %w", f, name, err)
 		}
+		f.prune(filepath.Dir(p))
 	}
 	return nil
+}
+
+// prune removes dir and the directories above it, up to the repository's
+// own, while they are empty: an expired backup leaves no directory behind,
+// as an S3 prefix with no object is gone.
+func (f *File) prune(dir string) {
+	for dir != f.root && strings.HasPrefix(dir, f.root+string(filepath.Separator)) {
+		if os.Remove(dir) != nil { // not empty, or gone
+			return
+		}
+		dir = filepath.Dir(dir)
+	}
 }
 
 // syncDir makes a rename in dir durable.

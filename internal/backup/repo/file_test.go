@@ -54,3 +54,38 @@ func TestFilePutLeavesNoTemporaryFile(t *testing.T) {
 		t.Error("a put of 2 bytes announced as 3 succeeded")
 	}
 }
+
+// TestFileDeletePrunes: deleting a directory's last object removes the
+// directories it leaves empty, up to the repository's own, and a put into
+// a pruned directory makes it again.
+func TestFileDeletePrunes(t *testing.T) {
+	root := t.TempDir()
+	r, err := OpenFile(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, name := range []string{"shop/backup/L1/base/1/2", "shop/backup/L2/x"} {
+		if err := r.Put(ctx, name, strings.NewReader("x"), 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := r.Delete(ctx, "shop/backup/L1/base/1/2"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "shop", "backup", "L1")); !os.IsNotExist(err) {
+		t.Errorf("the expired backup's directory is still there (%v)", err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "shop", "backup", "L2", "x")); err != nil {
+		t.Errorf("the other backup's object: %v", err)
+	}
+	if err := r.Delete(ctx, "shop/backup/L2/x"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(root); err != nil {
+		t.Errorf("the repository's own directory went too: %v", err)
+	}
+	if err := r.Put(ctx, "shop/backup/L1/base/1/2", strings.NewReader("y"), 1); err != nil {
+		t.Errorf("put into a pruned directory: %v", err)
+	}
+}
