@@ -336,22 +336,34 @@ func (e *encrypted) seal(name string, src io.Reader, size int64) *sealer {
 	return &sealer{e: e, name: name, src: src, size: size}
 }
 
+// Read fills p across chunks, so that a reader of fixed-size buffers
+// (io.Copy's 32 KiB) writes whole buffers, not a tag's 16 bytes after
+// each chunk.
 func (s *sealer) Read(p []byte) (int, error) {
-	for len(s.out) == 0 {
-		if s.err != nil {
-			return 0, s.err
+	n := 0
+	for n < len(p) {
+		if len(s.out) == 0 {
+			switch {
+			case s.err != nil:
+			case s.done:
+				s.free()
+				s.err = io.EOF
+			default:
+				if s.err = s.fill(); s.err != nil {
+					s.free()
+				}
+			}
+			if s.err != nil {
+				if n > 0 {
+					return n, nil
+				}
+				return 0, s.err
+			}
 		}
-		if s.done {
-			s.free()
-			return 0, io.EOF
-		}
-		if s.err = s.fill(); s.err != nil {
-			s.free()
-			return 0, s.err
-		}
+		c := copy(p[n:], s.out)
+		s.out = s.out[c:]
+		n += c
 	}
-	n := copy(p, s.out)
-	s.out = s.out[n:]
 	return n, nil
 }
 
@@ -460,25 +472,34 @@ func (o *opener) start() error {
 	return nil
 }
 
+// Read fills p across chunks, as the sealer's does; it hands out only
+// chunks that decrypted.
 func (o *opener) Read(p []byte) (int, error) {
-	for len(o.out) == 0 {
-		if o.err != nil {
-			return 0, o.err
-		}
-		if o.done {
-			return 0, io.EOF
-		}
-		if o.aead == nil {
-			if o.err = o.start(); o.err != nil {
+	n := 0
+	for n < len(p) {
+		if len(o.out) == 0 {
+			switch {
+			case o.err != nil:
+			case o.done:
+				o.err = io.EOF
+			case o.aead == nil:
+				if o.err = o.start(); o.err == nil {
+					o.err = o.fill()
+				}
+			default:
+				o.err = o.fill()
+			}
+			if o.err != nil {
+				if n > 0 {
+					return n, nil
+				}
 				return 0, o.err
 			}
 		}
-		if o.err = o.fill(); o.err != nil {
-			return 0, o.err
-		}
+		c := copy(p[n:], o.out)
+		o.out = o.out[c:]
+		n += c
 	}
-	n := copy(p, o.out)
-	o.out = o.out[n:]
 	return n, nil
 }
 
