@@ -102,7 +102,7 @@ func Encrypted(r Repository, key []byte) (Repository, error) {
 // newEncrypted is Encrypted, with where the key came from for messages.
 func newEncrypted(r Repository, key []byte, from string) (*encrypted, error) {
 	if len(key) != KeySize {
-		return nil, fmt.Errorf("repo: %s: an encryption key has %d bytes, not %d", r, KeySize, len(key))
+		return nil, fmt.Errorf("repo: %s: the encryption key has %d bytes; AES-256 needs %d", r, len(key), KeySize)
 	}
 	if from == "" {
 		from = "the encryption key"
@@ -167,8 +167,8 @@ func (e *encrypted) checkKey(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer rc.Close()
 	o := e.open(KeyCheckName, rc)
+	defer o.Close()
 	got, err := io.ReadAll(io.LimitReader(o, int64(len(keyCheckText))+1))
 	var bad *damagedError
 	switch {

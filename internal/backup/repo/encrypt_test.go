@@ -502,8 +502,8 @@ func TestOpenNamedEncrypted(t *testing.T) {
 			t.Errorf("key file %q: %v", bad, err)
 		}
 	}
-	if _, err := Encrypted(under, testKey[:16]); err == nil {
-		t.Error("a 16-byte key was accepted")
+	if _, err := Encrypted(under, testKey[:16]); err == nil || !strings.Contains(err.Error(), "has 16 bytes; AES-256 needs 32") {
+		t.Errorf("a 16-byte key: %v; want it refused", err)
 	}
 	if _, err := ParseKey([]byte(" BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc= \n")); err != nil {
 		t.Errorf("a key with spaces around: %v", err)
@@ -591,7 +591,7 @@ func BenchmarkEncrypted(b *testing.B) {
 			loop(b, func() error { return readAll(ctx, r, "c/big", size) })
 		})
 	}
-	e, _ := newEncrypted(nil, testKey, "")
+	e, _ := newEncrypted(&streamRepo{}, testKey, "")
 	b.Run("seal", func(b *testing.B) {
 		loop(b, func() error {
 			_, err := io.Copy(io.Discard, e.seal("c/big", bytes.NewReader(data), size))
@@ -627,4 +627,36 @@ func cpuTime() time.Duration {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// FuzzOpen reads arbitrary bytes as an encrypted object: the read never
+// panics, fails naming the object, and succeeds only on an object sealed
+// under the key and name, such as the seeds (anything else would be a
+// forgery): it then gives what was sealed, a pattern of its length.
+func FuzzOpen(f *testing.F) {
+	e, err := newEncrypted(&streamRepo{}, testKey, "")
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, n := range []int{0, 1, encChunk, encChunk + 100} {
+		var b bytes.Buffer
+		if _, err := io.Copy(&b, e.seal("c/obj", bytes.NewReader(pattern(n)), int64(n))); err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b.Bytes())
+		f.Add(b.Bytes()[:b.Len()-1])
+	}
+	f.Fuzz(func(t *testing.T, stored []byte) {
+		o := e.open("c/obj", io.NopCloser(bytes.NewReader(stored)))
+		got, err := io.ReadAll(o)
+		o.Close()
+		switch {
+		case err == nil && !bytes.Equal(got, pattern(len(got))):
+			t.Fatalf("%d stored bytes read as %d bytes that were never sealed", len(stored), len(got))
+		case err == nil && int64(len(stored)) != sealedSize(int64(len(got))):
+			t.Fatalf("%d stored bytes read as %d bytes, which seal to %d", len(stored), len(got), sealedSize(int64(len(got))))
+		case err != nil && !strings.Contains(err.Error(), "c/obj"):
+			t.Fatalf("the error does not name the object: %v", err)
+		}
+	})
 }
