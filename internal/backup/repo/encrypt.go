@@ -145,6 +145,9 @@ func (e *encrypted) ready(ctx context.Context, write bool) error {
 	switch {
 	case err != nil && err != stop:
 		return err
+	case first == KeyCheckName:
+		// Another process stored it since: read it.
+		return e.checkKey(ctx)
 	case first != "":
 		e.wrong = fmt.Errorf("%s: repository %s holds objects written without encryption (such as %s) and no %s: remove encryption_key_file to use its backups, or give an empty repository for encrypted ones", e.from, e, first, KeyCheckName)
 		return e.wrong
@@ -156,7 +159,9 @@ func (e *encrypted) ready(ctx context.Context, write bool) error {
 		return err
 	}
 	// Read it back: of two writers with two keys that began at once, the
-	// one whose check was replaced learns it here.
+	// one whose check was replaced before it read it learns it here. (Two
+	// that each store and read back theirs before the other stores are
+	// not told apart, as repo.Claim cannot tell two claims at once.)
 	return e.checkKey(ctx)
 }
 

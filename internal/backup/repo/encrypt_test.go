@@ -660,3 +660,32 @@ func FuzzOpen(f *testing.F) {
 		}
 	})
 }
+
+// TestEncryptedRace: a process that finds an empty repository, while
+// another stores its key check with another key before the first lists
+// it, is refused as a wrong key, and writes nothing.
+func TestEncryptedRace(t *testing.T) {
+	under := openFile(t)
+	other := encrypt(t, under, otherKey)
+	hooked := &listHook{Repository: under, before: func() { put(t, other, "shop/wal/1", "theirs") }}
+	mine := encrypt(t, hooked, testKey)
+	err := mine.Put(context.Background(), "shop/wal/2", strings.NewReader("mine"), 4)
+	if err == nil || !strings.Contains(err.Error(), "the key does not decrypt repository") {
+		t.Errorf("a put as another key's check appears: %v; want the wrong key", err)
+	}
+	if l := names(list(t, under, "")); l != KeyCheckName+" shop/wal/1" {
+		t.Errorf("the repository holds %s", l)
+	}
+}
+
+// listHook runs before once, at the first List.
+type listHook struct {
+	Repository
+	before func()
+	once   sync.Once
+}
+
+func (l *listHook) List(ctx context.Context, prefix string, fn func(Info) error) error {
+	l.once.Do(l.before)
+	return l.Repository.List(ctx, prefix, fn)
+}
