@@ -130,8 +130,9 @@ func loadExample(t *testing.T, ex example) {
 }
 
 // makeExampleFiles creates, inside dir only, the secret files cfg names
-// (a base64 secret suits a password, a token and a TSIG key alike) and
-// the etcd certificates, as `haven certs -o` would. A file outside dir
+// (32 bytes in base64 suit a password, a token, a TSIG key and a backup
+// encryption key alike) and the etcd certificates, as `haven certs -o`
+// would. A file outside dir
 // (an absolute path) is left alone: the load then says it is missing.
 func makeExampleFiles(cfg *Config, dir string) error {
 	secret := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte("haven-docs-test!"), 2)) + "\n"
@@ -144,6 +145,7 @@ func makeExampleFiles(cfg *Config, dir string) error {
 		files = append(files, tr.TSIG.SecretFile)
 	}
 	if db := cfg.Database; db != nil && db.Backup != nil {
+		files = append(files, db.Backup.EncryptionKeyFile) // 32 bytes in base64 too
 		for _, r := range db.Backup.Repositories {
 			if r != nil && r.CredentialsFile != "" {
 				files = append(files, r.CredentialsFile)

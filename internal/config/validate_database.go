@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/base64"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -208,7 +209,20 @@ func (v *validator) backupPolicy(b *Backup) {
 		v.errorf(path+".parallel", "%d: give how many files are copied at once, 1 to 64", b.Parallel)
 	}
 	if b.EncryptionKeyFile != "" {
-		v.secret(path+".encryption_key_file", b.EncryptionKeyFile)
+		v.encryptionKey(path+".encryption_key_file", b.EncryptionKeyFile)
+	}
+}
+
+// encryptionKey checks a backup encryption key file: readable, and
+// holding 32 bytes in base64, as internal/backup/repo reads it.
+func (v *validator) encryptionKey(path, file string) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		v.readable(path, file)
+		return
+	}
+	if key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(data))); err != nil || len(key) != 32 {
+		v.errorf(path, "%q does not hold a key: it must hold 32 random bytes in base64 (44 characters), such as `head -c 32 /dev/urandom | base64 > %s` writes", file, file)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/haven-ha/haven/internal/backup/repo"
+	"github.com/haven-ha/haven/internal/backup/repo/repotest"
 	"github.com/haven-ha/haven/internal/backup/wal"
 	"github.com/haven-ha/haven/internal/pg"
 	"github.com/haven-ha/haven/internal/pg/pgtest"
@@ -25,7 +26,7 @@ func walFetch(args []string) error {
 	if len(args) != 4 {
 		return fmt.Errorf("usage: wal-fetch REPO CLUSTER %%f %%p")
 	}
-	r, err := repo.OpenFile(args[0])
+	r, err := repotest.Open(args[0])
 	if err != nil {
 		return err
 	}
@@ -75,10 +76,10 @@ func (a *archive) waitArchived(t *testing.T, s *pg.Server) {
 	})
 }
 
-func newRepo(t *testing.T) (*repo.File, string) {
+func newRepo(t *testing.T) (repo.Repository, string) {
 	t.Helper()
 	dir := testenv.SearchableDir(t)
-	r, err := repo.OpenFile(dir)
+	r, err := repotest.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}

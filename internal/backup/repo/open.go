@@ -38,17 +38,31 @@ func Open(c *config.BackupRepository) (Repository, error) {
 // OpenNamed returns the repository of database.backup named name, or its
 // first (the cluster's own) when name is empty. Every caller that reads or
 // writes a cluster's backups opens its repository here, so that what
-// applies to all of them (encryption) applies everywhere.
+// applies to all of them applies everywhere: with encryption_key_file,
+// every object is encrypted (Encrypted); without it, a repository that
+// is encrypted is refused at its first operation.
 func OpenNamed(b *config.Backup, name string) (Repository, error) {
 	if b == nil || len(b.Repositories) == 0 {
 		return nil, fmt.Errorf("repo: database.backup has no repositories: nowhere to keep backups")
 	}
 	var names []string
-	for _, r := range b.Repositories {
-		if name == "" || r.Name == name {
-			return Open(r)
+	for _, c := range b.Repositories {
+		if name != "" && c.Name != name {
+			names = append(names, c.Name)
+			continue
 		}
-		names = append(names, r.Name)
+		r, err := Open(c)
+		if err != nil {
+			return nil, err
+		}
+		if b.EncryptionKeyFile == "" {
+			return &plain{Repository: r}, nil
+		}
+		key, err := ReadKeyFile(b.EncryptionKeyFile)
+		if err != nil {
+			return nil, err
+		}
+		return newEncrypted(r, key, fmt.Sprintf("database.backup.encryption_key_file (%s)", b.EncryptionKeyFile))
 	}
 	return nil, fmt.Errorf("repo: no repository %q in database.backup.repositories (there are %s)", name, strings.Join(names, ", "))
 }

@@ -9,6 +9,14 @@
 // not at all: a reader never sees a part of one, and a writer that is
 // killed leaves nothing under the name (a file repository may leave a
 // temporary file, which List does not show).
+//
+// Encrypted wraps a repository so that every object's contents are
+// encrypted (AES-256-GCM, in 64 KiB chunks, with a key per object derived
+// from the repository's key and the object's name); names stay plain.
+// OpenNamed applies it to every repository when haven.yaml has
+// database.backup.encryption_key_file, so the WAL archive and the base
+// backups are encrypted without knowing it. encrypt.go describes the
+// format.
 package repo
 
 import (

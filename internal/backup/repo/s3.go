@@ -177,12 +177,16 @@ func (s *S3) Put(ctx context.Context, name string, r io.Reader, size int64) erro
 	if err != nil {
 		return err
 	}
+	single := false
 	switch {
-	case size >= 0 && uint64(size) <= s.partSize:
+	case size >= 0 && uint64(size) <= s.partSize+s.partSize/16:
 		// One PUT. minio-go retries a request only if it can read the
 		// body again, so the object is read into memory first (as
 		// minio-go does itself with a part, or a stream that turns out
-		// small).
+		// small). A part and a little more (a 16 MiB WAL segment,
+		// encrypted, is 4 KiB longer) is still one PUT rather than a
+		// multipart upload of a part and a crumb.
+		single = true
 		buf, err := io.ReadAll(io.LimitReader(ctxReader{ctx, r}, size+1))
 		switch {
 		case err != nil:
@@ -199,8 +203,9 @@ func (s *S3) Put(ctx context.Context, name string, r io.Reader, size int64) erro
 		r = &exactReader{r: r, left: size}
 	}
 	_, err = s.client.PutObject(ctx, s.bucket, key, r, size, minio.PutObjectOptions{
-		PartSize:    s.partSize,
-		ContentType: "application/octet-stream",
+		PartSize:         s.partSize,
+		DisableMultipart: single,
+		ContentType:      "application/octet-stream",
 	})
 	if err != nil {
 		return s.fail("put", name, err)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/backup/repo"
+	"github.com/haven-ha/haven/internal/backup/repo/repotest"
 	"github.com/haven-ha/haven/internal/pg"
 	"github.com/haven-ha/haven/internal/pg/pgtest"
 	"github.com/haven-ha/haven/internal/testenv"
@@ -33,7 +34,7 @@ func helperFetch(args []string) error {
 	if len(args) != 4 {
 		return fmt.Errorf("usage: wal-fetch REPO CLUSTER %%f %%p")
 	}
-	r, err := repo.OpenFile(args[0])
+	r, err := repotest.Open(args[0])
 	if err != nil {
 		return err
 	}
@@ -44,7 +45,7 @@ func helperArchive(args []string) error {
 	if len(args) != 4 {
 		return fmt.Errorf("usage: wal-archive REPO CLUSTER SOCKETDIR PORT")
 	}
-	r, err := repo.OpenFile(args[0])
+	r, err := repotest.Open(args[0])
 	if err != nil {
 		return err
 	}
@@ -315,7 +316,7 @@ func TestArchiveKillAndRestore(t *testing.T) {
 	p := pgtest.Start(t, "db1", nil)
 	pgtest.Exec(t, p, "CREATE TABLE t (id int PRIMARY KEY, pad text DEFAULT repeat('x', 200))")
 	repoDir := testenv.SearchableDir(t)
-	r, err := repo.OpenFile(repoDir)
+	r, err := repotest.Open(repoDir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -408,7 +409,7 @@ func TestArchiveFollowsPromotion(t *testing.T) {
 		t.Fatal(err)
 	}
 	repoDir := testenv.SearchableDir(t)
-	r, err := repo.OpenFile(repoDir)
+	r, err := repotest.Open(repoDir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -472,7 +473,7 @@ func TestArchiveSynchronous(t *testing.T) {
 	ctx := pgtest.Context(t)
 	p := pgtest.Start(t, "db1", nil)
 	pgtest.Exec(t, p, "CREATE TABLE t (id int PRIMARY KEY, pad text DEFAULT repeat('x', 200))")
-	r, err := repo.OpenFile(testenv.SearchableDir(t))
+	r, err := repotest.Open(testenv.SearchableDir(t))
 	if err != nil {
 		t.Fatal(err)
 	}

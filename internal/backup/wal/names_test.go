@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/haven-ha/haven/internal/backup/repo"
+	"github.com/haven-ha/haven/internal/backup/repo/repotest"
 	"github.com/haven-ha/haven/internal/pg"
 )
 
@@ -66,13 +67,27 @@ func put(t *testing.T, r repo.Repository, name string, data []byte) {
 
 // TestFetchAndEnd stores segments and pieces as an archiver would and
 // reads them back as a restore would, and as the next archiver finds
-// where the archive ends.
+// where the archive ends, in a repository and in an encrypted one (whose
+// objects are longer than what they hold).
 func TestFetchAndEnd(t *testing.T) {
+	t.Run("plain", func(t *testing.T) {
+		r, err := repo.OpenFile(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		testFetchAndEnd(t, r)
+	})
+	t.Run("encrypted", func(t *testing.T) {
+		r, err := repotest.OpenEncrypted(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		testFetchAndEnd(t, r)
+	})
+}
+
+func testFetchAndEnd(t *testing.T, r repo.Repository) {
 	ctx := context.Background()
-	r, err := repo.OpenFile(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
 	if end, err := scanEnd(ctx, r, "c"); err != nil || end.ok {
 		t.Fatalf("empty archive: %+v, %v", end, err)
 	}
