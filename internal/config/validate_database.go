@@ -186,9 +186,6 @@ func (v *validator) backupPolicy(b *Backup) {
 			v.warnf(path+"."+e.key, "%s", backupUnscheduled)
 		}
 	}
-	if b.Archive == "synchronous" {
-		v.warnf(path+".archive", "synchronous is not acted on by this version yet: the archive runs async")
-	}
 	switch {
 	case b.IncrementalEvery != 0 && b.BaseEvery == 0:
 		v.errorf(path+".incremental_every", "needs base_every: an incremental backup builds on a full one, such as base_every: 24h")

@@ -155,6 +155,23 @@ func (a *Archiver) Archived() (uint32, pg.LSN) {
 	return a.tli, a.archived
 }
 
+// Lag returns how many bytes of WAL the server has written that the
+// repository lacks, as last heard, and how long the oldest byte received
+// and not yet stored has waited: in synchronous mode, how long the oldest
+// waiting commit has waited.
+func (a *Archiver) Lag() (uint64, time.Duration) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var n uint64
+	if a.server > a.archived {
+		n = uint64(a.server - a.archived)
+	}
+	if len(a.arrivals) == 0 {
+		return n, 0
+	}
+	return n, time.Since(a.arrivals[0].at)
+}
+
 func (a *Archiver) lagBytes() float64 {
 	a.mu.Lock()
 	defer a.mu.Unlock()
