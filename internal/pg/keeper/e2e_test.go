@@ -123,6 +123,7 @@ database:
 	})
 	return c
 }
+
 // TestMain lets the test binary serve as restore_command and as a WAL
 // archiver process that a test kills (backuptest.Commands).
 func TestMain(m *testing.M) {
