@@ -36,12 +36,14 @@ import (
 // Ack is a row whose commit was acknowledged: its id, transaction id,
 // commit timestamp (track_commit_timestamp: the time recovery_target_time
 // compares with; zero when it could not be read after the commit) and
-// how long the commit took.
+// how long the commit took, and when it was acknowledged (the client's
+// clock).
 type Ack struct {
 	ID      int
 	XID     string
 	TS      time.Time
 	Latency time.Duration
+	At      time.Time
 }
 
 // Writer commits numbered rows into t, one per transaction, through
@@ -137,7 +139,7 @@ func (w *Writer) run() {
 			drop()
 			continue
 		}
-		a := Ack{ID: id - 1, XID: xid, Latency: took}
+		a := Ack{ID: id - 1, XID: xid, Latency: took, At: start.Add(took)}
 		if err := c.QueryRow(ctx, "SELECT pg_xact_commit_timestamp($1::xid)", xid).Scan(&a.TS); err != nil {
 			a.TS = time.Time{}
 			drop()
@@ -243,6 +245,17 @@ func Latency(acks []Ack) (p50, p99, longest time.Duration) {
 	}
 	slices.Sort(ls)
 	return ls[len(ls)/2], ls[len(ls)*99/100], ls[len(ls)-1]
+}
+
+// LongestGap returns the longest time between two acknowledgements of
+// acks, and when it ended.
+func LongestGap(acks []Ack) (gap time.Duration, end time.Time) {
+	for i := 1; i < len(acks); i++ {
+		if d := acks[i].At.Sub(acks[i-1].At); d > gap {
+			gap, end = d, acks[i].At
+		}
+	}
+	return gap, end
 }
 
 // Result is what a restore held of the writer's rows.

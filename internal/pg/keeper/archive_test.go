@@ -287,3 +287,77 @@ func loseEveryNode(t *testing.T, syncArchive bool) {
 	t.Logf("archive %s: %d writes acknowledged, %d rows restored, %d missing; commit latency p50 %v p99 %v max %v",
 		mode, len(acks), res.Rows, len(res.Missing), p50, p99, longest)
 }
+
+// TestRestoreToPointsAcrossAFailover is the second half of the issue's
+// first proof: a writer commits numbered rows on the primary; a base
+// backup is taken from a replica; the primary's node is lost (postgres
+// and its archiver killed with SIGKILL) in the middle of archiving; the
+// new primary's archiver carries the archive on from where it ended,
+// across the timeline switch, while the writer goes on. Restores to a
+// commit time before the failover, one after it and to the end of the
+// archive each hold exactly the acknowledged rows up to that point: none
+// missing, none later. With the archive async and synchronous; the
+// writer's pause over the failover is logged for both (with a
+// synchronous archive commits on the new primary also wait until its
+// archiver streams).
+func TestRestoreToPointsAcrossAFailover(t *testing.T) {
+	for _, syncArchive := range []bool{false, true} {
+		t.Run(map[bool]string{true: "synchronous", false: "async"}[syncArchive], func(t *testing.T) {
+			restoreAcrossFailover(t, syncArchive)
+		})
+	}
+}
+
+func restoreAcrossFailover(t *testing.T, syncArchive bool) {
+	ks, f, r, repoDir := archiveCluster(t, syncArchive)
+	primary, replicas := leaderOf(t, ks...)
+	w := backuptest.StartWriter(t, connectLeader(ks...), 10*time.Second)
+	w.WaitRows(t, 200)
+	backUpReplica(t, primary, replicas[0], r)
+	w.WaitRows(t, 300)
+	before := w.Count() - 150
+
+	old := primary
+	crash(t, old)
+	primary, replicas = leaderOf(t, replicas...)
+	waitCluster(t, primary, replicas...)
+	w.WaitRows(t, 300)
+	after := w.Count() - 150
+	w.WaitRows(t, 200)
+	acks := w.Finish()
+	if acks[after].At.Before(f.started(primary.cfg.Node)) {
+		t.Fatalf("the target after the failover, row %d, was acknowledged before the new primary's archiver started", acks[after].ID)
+	}
+	gap, end := backuptest.LongestGap(acks)
+	t.Logf("failover from %s to %s: the writer paused %v (until %s); the new primary's archiver started %v before the first commit after",
+		old.cfg.Node, primary.cfg.Node, gap.Round(time.Millisecond), end.Format("15:04:05.000"),
+		end.Sub(f.started(primary.cfg.Node)).Round(time.Millisecond))
+
+	// The archive holds the new primary's WAL to its end (async: wait
+	// for it), then the archiver is killed.
+	v, err := primary.node.tryQuery("SELECT pg_current_wal_insert_lsn()::text")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the archiver has flushed "+v, func() (string, bool) {
+		got, err := primary.node.tryQuery("SELECT coalesce(max(flush_lsn) >= '" + v + "'::pg_lsn, false)::text FROM pg_stat_replication WHERE application_name = 'haven_archive'")
+		return fmt.Sprint(got, err), got == "true"
+	})
+	f.kill()
+
+	check := func(name string, target base.Target, upTo int) {
+		t.Helper()
+		s := restore(t, r, repoDir, target)
+		backuptest.Check(t, s, name, acks, upTo)
+		ctx, cancel := context.WithTimeout(context.Background(), pgtest.Timeout)
+		defer cancel()
+		s.Stop(ctx, pg.StopImmediate)
+	}
+	for _, i := range []int{before, after} {
+		if i = backuptest.TimeTarget(acks, i); i < 0 {
+			t.Fatal("no row with a clear commit time boundary")
+		}
+		check(fmt.Sprintf("time %s (row %d's commit)", acks[i].TS.Format(time.RFC3339Nano), acks[i].ID), base.Target{Time: acks[i].TS}, acks[i].ID)
+	}
+	check("the end of the archive", base.Target{}, w.Last())
+}
