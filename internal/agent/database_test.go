@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -271,4 +272,60 @@ func TestAgentSynchronousArchive(t *testing.T) {
 	if err != nil || !strings.Contains(m.body, "\nhaven_pg_sync_archive 1\n") {
 		t.Errorf("the metrics do not say commits wait for the archive (haven_pg_sync_archive 1): %v", err)
 	}
+
+	// The repository goes away (a file where its directory was): a
+	// commit stalls, waiting for the archiver (SyncRep), and the agent
+	// logs it; the repository back, the commit returns, archived.
+	if err := os.Rename(store, store+".away"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(store, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		lsn pg.LSN
+		err error
+	}
+	done := make(chan result, 1)
+	began := time.Now()
+	go func() {
+		var l string
+		err := conn.QueryRow(ctx, "INSERT INTO t VALUES (21) RETURNING pg_current_wal_insert_lsn()::text").Scan(&l)
+		lsn, _ := pg.ParseLSN(l)
+		done <- result{lsn, err}
+	}()
+	testenv.Poll(t, 30*time.Second, "the agent logs that commits wait for the archive", func() (bool, string) {
+		return strings.Contains(e.log.String(), "commits are waiting for the WAL archive"), "not logged"
+	})
+	select {
+	case r := <-done:
+		t.Fatalf("a commit returned while the repository was away: %+v", r)
+	default:
+	}
+	probe, err := pgx.Connect(ctx, fmt.Sprintf("host=127.0.0.1 port=%d user=postgres dbname=postgres sslmode=disable", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer probe.Close(ctx)
+	var waiting int
+	if err := probe.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'").Scan(&waiting); err != nil || waiting != 1 {
+		t.Errorf("sessions waiting for a synchronous standby: %d (%v), want the one committing", waiting, err)
+	}
+	if err := os.Remove(store); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(store+".away", store); err != nil {
+		t.Fatal(err)
+	}
+	r21 := <-done
+	if r21.err != nil {
+		t.Fatalf("the commit waiting for the repository: %v", r21.err)
+	}
+	if err := wal.Holds(ctx, r, "test", 1, r21.lsn, r21.lsn+1); err != nil {
+		t.Fatalf("the commit that waited returned before the archive held it: %v", err)
+	}
+	testenv.Poll(t, 30*time.Second, "the agent logs that the archive stores again", func() (bool, string) {
+		return strings.Contains(e.log.String(), "the WAL archive stores again"), "not logged"
+	})
+	t.Logf("a commit waited %v for the repository to come back", time.Since(began).Round(time.Millisecond))
 }
