@@ -161,7 +161,11 @@ func printDatabase(w io.Writer, nodes []string, as []answer[*agent.DatabaseStatu
 		}
 		return fmt.Errorf("no database node's keeper answered: %w", errors.Join(errs...))
 	}
-	fmt.Fprintf(w, "primary: %s (epoch %d); sync: k=%d of %v\n", orDash(d.Primary), d.Epoch, d.Sync.K, d.Sync.Standbys)
+	archive := ""
+	if d.Sync.Archive != "" {
+		archive = " and the WAL archive (" + d.Sync.Archive + ")"
+	}
+	fmt.Fprintf(w, "primary: %s (epoch %d); sync: k=%d of %v%s\n", orDash(d.Primary), d.Epoch, d.Sync.K, d.Sync.Standbys, archive)
 	fmt.Fprintf(w, "etcd's records as %s read them; answered: %s\n", from, strings.Join(answered, ", "))
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tROLE\tSYNC\tTIMELINE\tLSN\tLAG (BYTES)\tLAG (S)\tUPSTREAM\tNOT PROMOTABLE")

@@ -20,6 +20,22 @@ type archiveRole struct {
 	a    *Agent
 	db   *dbRole
 	arch *wal.Archiver
+	// sync: every commit waits for the archiver (archive: synchronous).
+	sync bool
+}
+
+// archiveStall is how long WAL may wait for the repository, with a
+// synchronous archive, before the agent logs that commits are stalled.
+const archiveStall = 5 * time.Second
+
+// syncArchive returns the application_name of the WAL archiver that
+// every commit must wait for, or "" when haven.yaml does not ask for
+// one (database.backup.archive: synchronous).
+func syncArchive(cfg *config.Config) string {
+	if b := cfg.Database.Backup; b != nil && len(b.Repositories) > 0 && b.Archive == "synchronous" {
+		return wal.DefaultApplicationName
+	}
+	return ""
 }
 
 // archiveCheck is how often the role looks whether this node serves the
@@ -42,11 +58,12 @@ func newArchive(a *Agent, cfg *config.Config, db *dbRole) (*archiveRole, error) 
 	if err != nil {
 		return nil, fmt.Errorf("database.backup: %w", err)
 	}
-	arch, err := wal.New(wal.Config{Conn: &cc.Config, Repo: r, Cluster: cfg.Cluster, Logger: a.log, Registerer: a.reg})
+	sync := syncArchive(cfg) != ""
+	arch, err := wal.New(wal.Config{Conn: &cc.Config, Repo: r, Cluster: cfg.Cluster, Synchronous: sync, Logger: a.log, Registerer: a.reg})
 	if err != nil {
 		return nil, fmt.Errorf("database.backup: %w", err)
 	}
-	return &archiveRole{a: a, db: db, arch: arch}, nil
+	return &archiveRole{a: a, db: db, arch: arch, sync: sync}, nil
 }
 
 // run archives while this node serves the primary, until ctx ends; a
@@ -72,13 +89,17 @@ func (r *archiveRole) run(ctx context.Context, _ *etcdClients) {
 	// once postgres runs as a replica (at start, and after each primary
 	// spell).
 	dropSlot := true
+	var stalled bool
 	for {
 		serving := r.db.servesPrimary()
+		if r.sync && serving {
+			stalled = r.reportStall(stalled)
+		}
 		switch {
 		case serving && stop == nil:
 			actx, cancel := context.WithCancel(ctx)
 			stop, done = cancel, make(chan struct{})
-			r.a.log.Info("archiving WAL: this node serves the primary")
+			r.a.log.Info("archiving WAL: this node serves the primary", "synchronous", r.sync)
 			go func() {
 				defer close(done)
 				_ = r.arch.Run(actx) // it logs and retries its own failures
@@ -96,6 +117,24 @@ func (r *archiveRole) run(ctx context.Context, _ *etcdClients) {
 		case <-t.C:
 		}
 	}
+}
+
+// reportStall logs, with a synchronous archive, when WAL has waited for
+// the repository longer than archiveStall (commits wait with it: the
+// repository is down or slow), and when it no longer does; it returns
+// whether WAL waits now.
+func (r *archiveRole) reportStall(stalled bool) bool {
+	lag, age := r.arch.Lag()
+	switch {
+	case age >= archiveStall && !stalled:
+		r.a.log.Error("commits are waiting for the WAL archive: the repository has not stored WAL for a while (database.backup.archive: synchronous); see the archiver's errors",
+			"waiting", age.Round(time.Millisecond), "lag_bytes", lag)
+		return true
+	case age < archiveStall && stalled:
+		r.a.log.Warn("the WAL archive stores again: commits no longer wait for it")
+		return false
+	}
+	return stalled
 }
 
 // dropSlot drops the archive's replication slot if postgres runs as a

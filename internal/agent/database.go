@@ -176,6 +176,7 @@ func (r *dbRole) keep(ctx context.Context, cl *etcdClients) {
 		SyncStandbys:     db.Replication.SyncStandbys,
 		MaxLagOnFailover: uint64(db.Replication.MaxLagOnFailover),
 		Replication:      pg.Upstream{User: db.Replication.User, Password: r.password},
+		SyncArchive:      syncArchive(r.cfg),
 		Priority:         priority,
 		NoFailover:       tag.NoFailover,
 		RestoreBackup:    r.restoreBackup(db.Backup),

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/haven-ha/haven/internal/backup/repo"
+	"github.com/haven-ha/haven/internal/backup/wal"
 	"github.com/haven-ha/haven/internal/pg"
 	"github.com/haven-ha/haven/internal/pg/keeper"
 	"github.com/haven-ha/haven/internal/testenv"
@@ -207,4 +209,123 @@ func TestAgentArchivesWAL(t *testing.T) {
 		t.Errorf("the agent's log does not say it archives")
 	}
 	t.Logf("archived up to %s: %d objects, the first %s", lsn, len(names), names[0])
+}
+
+// With archive: synchronous the agent makes every commit wait for its
+// archiver, in async replication mode too: a commit acknowledged is in
+// the repository at once (no waiting for a flush interval), and the
+// keeper says so in synchronous_standby_names and its metrics.
+func TestAgentSynchronousArchive(t *testing.T) {
+	bindir := requirePostgres(t)
+	url, _ := startExternalEtcd(t)
+	dir := testenv.SearchableDir(t)
+	store := t.TempDir()
+	port := freePortNumber(t)
+	c := &cluster{admin: freeAddr(t), listen: freeAddr(t), backends: []*app{startApp(t, "web1")},
+		coordination: fmt.Sprintf("{endpoints: [%q]}", url),
+		database: fmt.Sprintf("{nodes: [lb1], port: %d, data_dir: %q, bindir: %q, lease: 3s, write_fence: false, hba: [\"host all postgres 127.0.0.1/32 trust\"], settings: {dynamic_shared_memory_type: mmap}, backup: {archive: synchronous, repositories: [{name: local, url: \"file://%s\"}]}}",
+			port, dir+"/data", bindir, store),
+	}
+	e := newEnv(t, c)
+	e.run()
+	e.waitStatusCoordination()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var conn *pgx.Conn
+	testenv.Poll(t, 30*time.Second, "commits wait for the archiver", func() (bool, string) {
+		if conn == nil {
+			var err error
+			if conn, err = pgx.Connect(ctx, fmt.Sprintf("host=127.0.0.1 port=%d user=postgres dbname=postgres sslmode=disable connect_timeout=5", port)); err != nil {
+				conn = nil
+				return false, err.Error()
+			}
+		}
+		var names, state string
+		err := conn.QueryRow(ctx, `SELECT current_setting('synchronous_standby_names'),
+			coalesce((SELECT sync_state FROM pg_stat_replication WHERE application_name = 'haven_archive'), '')`).Scan(&names, &state)
+		return err == nil && names == `ANY 1 ("haven_archive")` && state == "quorum", fmt.Sprintf("%q, %q, %v", names, state, err)
+	})
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "CREATE TABLE t (id int PRIMARY KEY)"); err != nil {
+		t.Fatal(err)
+	}
+	r, err := repo.OpenFile(store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Each commit's WAL (up to the insert position read before its
+	// commit record) is in the repository when the commit returns.
+	for id := 1; id <= 20; id++ {
+		var l string
+		if err := conn.QueryRow(ctx, "INSERT INTO t VALUES ($1) RETURNING pg_current_wal_insert_lsn()::text", id).Scan(&l); err != nil {
+			t.Fatal(err)
+		}
+		lsn, err := pg.ParseLSN(l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := wal.Holds(ctx, r, "test", 1, lsn, lsn+1); err != nil {
+			t.Fatalf("commit %d acknowledged before the archive held it: %v", id, err)
+		}
+	}
+	m, err := try("GET", e.adminURL("/metrics"))
+	if err != nil || !strings.Contains(m.body, "\nhaven_pg_sync_archive 1\n") {
+		t.Errorf("the metrics do not say commits wait for the archive (haven_pg_sync_archive 1): %v", err)
+	}
+
+	// The repository goes away (a file where its directory was): a
+	// commit stalls, waiting for the archiver (SyncRep), and the agent
+	// logs it; the repository back, the commit returns, archived.
+	if err := os.Rename(store, store+".away"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(store, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		lsn pg.LSN
+		err error
+	}
+	done := make(chan result, 1)
+	began := time.Now()
+	go func() {
+		var l string
+		err := conn.QueryRow(ctx, "INSERT INTO t VALUES (21) RETURNING pg_current_wal_insert_lsn()::text").Scan(&l)
+		lsn, _ := pg.ParseLSN(l)
+		done <- result{lsn, err}
+	}()
+	testenv.Poll(t, 30*time.Second, "the agent logs that commits wait for the archive", func() (bool, string) {
+		return strings.Contains(e.log.String(), "commits are waiting for the WAL archive"), "not logged"
+	})
+	select {
+	case r := <-done:
+		t.Fatalf("a commit returned while the repository was away: %+v", r)
+	default:
+	}
+	probe, err := pgx.Connect(ctx, fmt.Sprintf("host=127.0.0.1 port=%d user=postgres dbname=postgres sslmode=disable", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer probe.Close(ctx)
+	var waiting int
+	if err := probe.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'").Scan(&waiting); err != nil || waiting != 1 {
+		t.Errorf("sessions waiting for a synchronous standby: %d (%v), want the one committing", waiting, err)
+	}
+	if err := os.Remove(store); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(store+".away", store); err != nil {
+		t.Fatal(err)
+	}
+	r21 := <-done
+	if r21.err != nil {
+		t.Fatalf("the commit waiting for the repository: %v", r21.err)
+	}
+	if err := wal.Holds(ctx, r, "test", 1, r21.lsn, r21.lsn+1); err != nil {
+		t.Fatalf("the commit that waited returned before the archive held it: %v", err)
+	}
+	testenv.Poll(t, 30*time.Second, "the agent logs that the archive stores again", func() (bool, string) {
+		return strings.Contains(e.log.String(), "the WAL archive stores again"), "not logged"
+	})
+	t.Logf("a commit waited %v for the repository to come back", time.Since(began).Round(time.Millisecond))
 }

@@ -118,6 +118,11 @@ var (
 // do yet.
 const backupUnscheduled = "not acted on by this version yet: haven takes no scheduled backup, restore test or expiry; the WAL archive runs"
 
+// archiverName is the WAL archiver's application_name
+// (wal.DefaultApplicationName), which a synchronous archive puts into
+// synchronous_standby_names beside the replicas' node names.
+const archiverName = "haven_archive"
+
 // minBackupEvery bounds how often a scheduled backup or restore test may
 // run: each reads the whole database.
 const minBackupEvery = time.Minute
@@ -187,8 +192,8 @@ func (v *validator) backupPolicy(b *Backup) {
 			v.warnf(path+"."+e.key, "%s", backupUnscheduled)
 		}
 	}
-	if b.Archive == "synchronous" {
-		v.warnf(path+".archive", "synchronous is not acted on by this version yet: the archive runs async")
+	if b.Archive == "synchronous" && v.cfg.Database != nil && slices.Contains(v.cfg.Database.Nodes, archiverName) {
+		v.errorf(path+".archive", "synchronous: a database node is named %s, the WAL archiver's name in synchronous_standby_names, so its replica would count as the archive: rename the node", archiverName)
 	}
 	switch {
 	case b.IncrementalEvery != 0 && b.BaseEvery == 0:

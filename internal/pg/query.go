@@ -72,6 +72,22 @@ func (s *Server) connect(ctx context.Context) (*pgx.Conn, error) {
 	return pgx.ConnectConfig(ctx, cfg)
 }
 
+// connectOwn opens haven's own connection (withConn). Its commits (the
+// replication role, its grants) do not wait for synchronous standbys
+// (synchronous_commit = local): every query of the keeper goes through
+// this one session, which a commit waiting for a standby that is not
+// there yet (a new primary's WAL archiver, which starts once the keeper
+// has published the primary) would hold up. What haven writes there is
+// written again by every new primary.
+func (s *Server) connectOwn(ctx context.Context) (*pgx.Conn, error) {
+	cfg, err := s.ConnConfig()
+	if err != nil {
+		return nil, err
+	}
+	cfg.RuntimeParams["synchronous_commit"] = "local"
+	return pgx.ConnectConfig(ctx, cfg)
+}
+
 // setConn makes conn haven's own connection, closing the one it replaces.
 func (s *Server) setConn(conn *pgx.Conn) {
 	s.connSem <- struct{}{}
@@ -118,7 +134,7 @@ func (s *Server) withConn(ctx context.Context, fn func(*pgx.Conn) error) error {
 		return errors.New("postgres is stopping")
 	}
 	if s.conn == nil || s.conn.IsClosed() {
-		conn, err := s.connect(ctx)
+		conn, err := s.connectOwn(ctx)
 		if err != nil {
 			return err
 		}

@@ -468,7 +468,7 @@ func (s *Server) waitReady(ctx context.Context, r *run) error {
 	defer tick.Stop()
 	var last error
 	for {
-		conn, err := s.connect(ctx)
+		conn, err := s.connectOwn(ctx)
 		if err == nil {
 			if _, err = conn.Exec(ctx, "SELECT 1"); err == nil {
 				s.setConn(conn)

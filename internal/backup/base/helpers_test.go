@@ -2,12 +2,12 @@ package base
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"path/filepath"
 	"sync"
 	"testing"
 
+	"github.com/haven-ha/haven/internal/backup/backuptest"
 	"github.com/haven-ha/haven/internal/backup/repo"
 	"github.com/haven-ha/haven/internal/backup/repo/repotest"
 	"github.com/haven-ha/haven/internal/backup/wal"
@@ -19,18 +19,7 @@ import (
 // TestMain lets the test binary serve as restore_command ("wal-fetch
 // REPO CLUSTER %f %p"), as `haven backup wal-fetch` does.
 func TestMain(m *testing.M) {
-	pgtest.Main(m, map[string]func([]string) error{"wal-fetch": walFetch})
-}
-
-func walFetch(args []string) error {
-	if len(args) != 4 {
-		return fmt.Errorf("usage: wal-fetch REPO CLUSTER %%f %%p")
-	}
-	r, err := repotest.Open(args[0])
-	if err != nil {
-		return err
-	}
-	return wal.FetchFile(context.Background(), r, args[1], args[2], args[3])
+	pgtest.Main(m, backuptest.Commands)
 }
 
 // archive runs a WAL archiver of s into r until the returned stop is
@@ -100,7 +89,7 @@ func backupConfig(t *testing.T, s *pg.Server, r repo.Repository) Config {
 // repository in repoDir with the test binary.
 func fetchCommand(t *testing.T, repoDir string) string {
 	t.Helper()
-	return fmt.Sprintf("%s wal-fetch %s shop %%f %%p", pgtest.Executable(t), repoDir)
+	return backuptest.FetchCommand(t, repoDir, "shop")
 }
 
 // restoreAndStart restores cluster shop's backup label (newest when
@@ -115,12 +104,5 @@ func restoreAndStart(t *testing.T, r repo.Repository, fetch, label string, targe
 		t.Fatal(err)
 	}
 	t.Logf("restored %d files, %d bytes (%d fetched)", st.Files, st.Bytes, st.Fetched)
-	s := pgtest.Start(t, "restored", func(c *pg.Config) { c.DataDir = dir })
-	ctx, cancel := context.WithTimeout(context.Background(), pgtest.Timeout)
-	defer cancel()
-	testenv.Poll(t, pgtest.Timeout, "the restored server ends recovery", func() (bool, string) {
-		in, err := s.IsInRecovery(ctx)
-		return err == nil && !in, fmt.Sprintf("in recovery %v, %v", in, err)
-	})
-	return s
+	return backuptest.StartRestored(t, dir)
 }

@@ -155,6 +155,23 @@ func (a *Archiver) Archived() (uint32, pg.LSN) {
 	return a.tli, a.archived
 }
 
+// Lag returns how many bytes of WAL the server has written that the
+// repository lacks, as last heard, and how long the oldest byte received
+// and not yet stored has waited: in synchronous mode, how long the oldest
+// waiting commit has waited.
+func (a *Archiver) Lag() (uint64, time.Duration) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var n uint64
+	if a.server > a.archived {
+		n = uint64(a.server - a.archived)
+	}
+	if len(a.arrivals) == 0 {
+		return n, 0
+	}
+	return n, time.Since(a.arrivals[0].at)
+}
+
 func (a *Archiver) lagBytes() float64 {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -293,7 +310,14 @@ func (a *Archiver) prepare(ctx context.Context, conn *pgconn.PgConn) (*segment, 
 		if pos >= switchLSN {
 			a.log.Info("timeline ended; following the next", "timeline", tli, "switch", switchLSN, "next", next)
 			if end.ok && pos > switchLSN {
-				return nil, fmt.Errorf("wal: the archive holds timeline %d up to %v, past its switch point %v to timeline %d", tli, pos, switchLSN, next)
+				// The old primary wrote, and its archiver stored, WAL that
+				// the promoted replica never received: transactions that
+				// were not acknowledged (with a synchronous archive, a
+				// commit waits for a replica too). It stays in the archive
+				// as the old timeline's; the new timeline's copy of this
+				// segment, which a restore reads, ends at the switch.
+				a.log.Warn("the archive holds WAL of the old timeline past where the new one branched: the old primary's unacknowledged writes, kept under the old timeline",
+					"timeline", tli, "archived", pos, "switch", switchLSN, "next", next)
 			}
 			// The next timeline's first segment starts with the bytes of
 			// this one's last: it is streamed and stored whole, under the

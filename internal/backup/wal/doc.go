@@ -35,8 +35,12 @@
 // old primary.
 //
 // In synchronous mode the archiver stores a piece as soon as the previous
-// store ends, and its ApplicationName, put in synchronous_standby_names,
-// makes commits wait until the repository holds them.
+// store ends, and its ApplicationName, put in synchronous_standby_names
+// (the keeper does, keeper.Config.SyncArchive), makes commits wait until
+// the repository holds them. When the archive holds WAL of an old
+// timeline past the point where the server's timeline branched (the old
+// primary's unacknowledged writes), the archiver logs it and follows the
+// new timeline from the branch point.
 //
 // Fetch is restore_command's side: it writes a segment from its whole
 // object, or assembled from its pieces and padded with zeros to 16 MiB,

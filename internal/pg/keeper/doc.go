@@ -8,7 +8,11 @@
 // initialises the cluster if nobody has, or promotes its replica once the
 // other replicas' postgres, asked directly, confirm that none has more WAL;
 // then it keeps the replication role, a slot for every other node and, in
-// sync and strict mode, the synchronous standbys. Every other node's
+// sync and strict mode, the synchronous standbys. With a synchronous WAL
+// archive (Config.SyncArchive) every commit also waits for the archiver,
+// in every mode: the leader names exactly k replicas and the archiver, all
+// required, since synchronous_standby_names cannot say "the archiver and
+// k of n" (machine.syncTarget). Every other node's
 // keeper runs postgres as a replica of the holder: it clones, follows a new
 // primary by a reload, and rewinds when its data may have diverged. A node
 // that lets go of the record stops postgres before the record is released

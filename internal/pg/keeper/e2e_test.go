@@ -19,8 +19,10 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/haven-ha/haven/internal/backup/backuptest"
 	"github.com/haven-ha/haven/internal/pg"
 	"github.com/haven-ha/haven/internal/pg/keeper"
+	"github.com/haven-ha/haven/internal/pg/pgtest"
 	"github.com/haven-ha/haven/internal/testenv"
 	"github.com/haven-ha/haven/internal/testnet"
 )
@@ -121,7 +123,13 @@ database:
 	})
 	return c
 }
-func TestMain(m *testing.M) { testenv.Main(m) }
+
+// TestMain lets the test binary serve as restore_command and as a WAL
+// archiver process that a test kills (backuptest.Commands).
+func TestMain(m *testing.M) {
+	pgtest.RunCommand(backuptest.Commands)
+	testenv.Main(m)
+}
 
 // sql runs query on node's postgres as its superuser, over the unix
 // socket, and returns the output, unaligned and without headers.

@@ -55,6 +55,13 @@ type Config struct {
 	// Replication is the role replicas connect as (User, Password); Host,
 	// Port and Slot are filled in per primary.
 	Replication pg.Upstream
+	// SyncArchive is the application_name of the WAL archiver that every
+	// commit waits for, besides the replicas the mode asks for, in every
+	// mode (database.backup.archive: synchronous): an acknowledged commit
+	// is in the repository. Empty: commits do not wait for the archive.
+	// The archiver connects to the primary on its own; while it does not
+	// stream, commits wait.
+	SyncArchive string
 	// Priority and NoFailover are the node's tags.
 	Priority   int
 	NoFailover bool
@@ -183,6 +190,7 @@ func New(cfg Config) (*Keeper, error) {
 		m: &machine{cfg: machineConfig{
 			node: cfg.Node, nodes: cfg.Nodes, lease: cfg.Lease, mode: cfg.Mode,
 			syncStandbys: cfg.SyncStandbys, maxLag: cfg.MaxLagOnFailover, noFailover: cfg.NoFailover,
+			archive: cfg.SyncArchive,
 		}},
 	}
 	k.guard = &keeperGuard{k: k}

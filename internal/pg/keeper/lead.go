@@ -88,6 +88,16 @@ func (k *Keeper) promote(ctx context.Context, v view) (bool, error) {
 	if !k.guard.fenceOpen() {
 		return false, errors.New("not promoting: the write fence could not be opened (nftables refused it; its error is logged above); fix nftables, or set database.write_fence: false")
 	}
+	if a := k.cfg.SyncArchive; a != "" {
+		// The first commit on the new timeline must wait for the archive
+		// too: name the archiver before the promotion (a replica ignores
+		// the setting), not in the sync step after it. Until the archiver
+		// of this node streams, commits wait.
+		if _, err := k.srv.SetSynchronousStandbys(ctx, 1, []string{a}); err != nil {
+			return false, fmt.Errorf("not promoting: commits could not be made to wait for the WAL archive: %w", err)
+		}
+		k.metrics.syncArchive.Set(1)
+	}
 	tl, err := k.srv.Promote(ctx)
 	if err != nil {
 		return false, fmt.Errorf("promote: %w", err)
@@ -175,6 +185,10 @@ func (k *Keeper) manageSync(ctx context.Context, v view) error {
 	}
 	k.metrics.syncK.Set(float64(want.K))
 	k.metrics.syncDegraded.Set(0)
+	k.metrics.syncArchive.Set(0)
+	if want.Archive != "" {
+		k.metrics.syncArchive.Set(1)
+	}
 	if k.cfg.Mode == ModeSync && want.K == 0 {
 		k.metrics.syncDegraded.Set(1)
 	}
@@ -183,13 +197,21 @@ func (k *Keeper) manageSync(ctx context.Context, v view) error {
 		return nil
 	}
 	if want.K == 0 && v.sync.K > 0 {
-		k.log.Error("no healthy synchronous standby: commits no longer wait for a replica (sync mode degrades to async)")
+		if want.Archive != "" {
+			k.log.Error("no healthy synchronous standby: commits no longer wait for a replica (sync mode degrades to async); they still wait for the WAL archive")
+		} else {
+			k.log.Error("no healthy synchronous standby: commits no longer wait for a replica (sync mode degrades to async)")
+		}
 	}
 	if err := k.putSync(ctx, widened); err != nil {
 		return err
 	}
-	if _, err := k.srv.SetSynchronousStandbys(ctx, want.K, want.Standbys); err != nil {
+	n, names := syncNames(want)
+	if _, err := k.srv.SetSynchronousStandbys(ctx, n, names); err != nil {
 		return err
+	}
+	if want.Archive != "" && v.sync.Archive == "" {
+		k.log.Info("commits wait for the WAL archive: the repository holds every acknowledged commit", "archiver", want.Archive, "replicas", want.Standbys)
 	}
 	return k.putSync(ctx, want)
 }

@@ -50,6 +50,10 @@ type machineConfig struct {
 	syncStandbys int
 	maxLag       uint64
 	noFailover   bool
+	// archive is the application_name of the WAL archiver that every
+	// commit waits for as well (database.backup.archive: synchronous),
+	// or "" when commits do not wait for the archive.
+	archive string
 }
 
 func (c machineConfig) policy() failoverPolicy {
@@ -149,7 +153,7 @@ func (m *machine) lead(v view) []leadStep {
 	if m.setUpEpoch != v.epoch {
 		steps = append(steps, leadSetUp)
 	}
-	if m.cfg.mode != ModeAsync {
+	if m.cfg.mode != ModeAsync || m.cfg.archive != "" {
 		steps = append(steps, leadSync)
 	}
 	return steps
@@ -180,6 +184,16 @@ func (m *machine) setUp(epoch int64) { m.setUpEpoch = epoch }
 // change nothing) for degradeAfter, then degrades to k = 0. In strict
 // mode k never goes down, and with too few healthy standbys it keeps
 // naming the last ones: writes block.
+//
+// With a synchronous archive (cfg.archive), every commit waits for the
+// archiver and for the replicas: postgres cannot say "the archiver and k
+// of these n" (synchronous_standby_names takes one FIRST or ANY list), so
+// the record names exactly k replicas (K = len(Standbys)) and postgres
+// waits for all of them and the archiver (syncNames). The k are the
+// healthy ones the record named before, then the others in name order;
+// one that stops streaming is replaced by a healthy one on the next
+// round. In async mode, and in sync mode degraded, commits wait for the
+// archiver alone; the archiver never counts as one of the k.
 func (m *machine) syncTarget(now time.Time, standbys []pg.Standby, cur SyncState) (want SyncState, hold bool) {
 	var healthy []string
 	for _, s := range standbys {
@@ -188,6 +202,9 @@ func (m *machine) syncTarget(now time.Time, standbys []pg.Standby, cur SyncState
 		}
 	}
 	slices.Sort(healthy)
+	if m.cfg.mode == ModeAsync {
+		return SyncState{Leader: m.cfg.node, Archive: m.cfg.archive}, false
+	}
 	if len(healthy) > 0 {
 		m.noStandbySince = time.Time{}
 	} else if m.cfg.mode == ModeSync {
@@ -201,7 +218,7 @@ func (m *machine) syncTarget(now time.Time, standbys []pg.Standby, cur SyncState
 			return SyncState{}, true
 		}
 	}
-	want = SyncState{Leader: m.cfg.node, K: min(m.cfg.syncStandbys, len(healthy)), Standbys: healthy}
+	want = SyncState{Leader: m.cfg.node, K: min(m.cfg.syncStandbys, len(healthy)), Standbys: healthy, Archive: m.cfg.archive}
 	if m.cfg.mode == ModeStrict {
 		// Never fewer than k: with no healthy standby, keep waiting for
 		// the last ones named, and writes block.
@@ -213,7 +230,44 @@ func (m *machine) syncTarget(now time.Time, standbys []pg.Standby, cur SyncState
 			want.Standbys = others(m.cfg.nodes, m.cfg.node)
 		}
 	}
+	if m.cfg.archive != "" {
+		want.Standbys = pickStandbys(want.K, healthy, want.Standbys, cur, m.cfg.node)
+		want.K = len(want.Standbys)
+	}
 	return want, false
+}
+
+// pickStandbys chooses k standbys among candidates (sorted), for a
+// synchronous archive: first the healthy ones cur (this leader's record)
+// names, so that a choice is not changed while it holds, then the other
+// healthy ones, then (strict mode, too few healthy) the other candidates.
+func pickStandbys(k int, healthy, candidates []string, cur SyncState, self string) []string {
+	var out []string
+	add := func(names []string, ok func(string) bool) {
+		for _, n := range names {
+			if len(out) < k && ok(n) && !slices.Contains(out, n) {
+				out = append(out, n)
+			}
+		}
+	}
+	isHealthy := func(n string) bool { return slices.Contains(healthy, n) }
+	if cur.Leader == self {
+		add(cur.Standbys, isHealthy)
+	}
+	add(healthy, isHealthy)
+	add(candidates, func(string) bool { return true })
+	slices.Sort(out)
+	return out
+}
+
+// syncNames is what postgres's synchronous_standby_names says for the
+// record s: k of its standbys, and with a synchronous archive all of them
+// and the archiver.
+func syncNames(s SyncState) (int, []string) {
+	if s.Archive == "" {
+		return s.K, s.Standbys
+	}
+	return s.K + 1, append(slices.Clone(s.Standbys), s.Archive)
 }
 
 // syncChange says how to go from the sync record cur to want: widened is
@@ -222,10 +276,10 @@ func (m *machine) syncTarget(now time.Time, standbys []pg.Standby, cur SyncState
 // commit may have waited for; want is written after. change is false when
 // there is nothing to do.
 func syncChange(cur, want SyncState) (widened SyncState, change bool) {
-	if cur.Leader == want.Leader && cur.K == want.K && slices.Equal(cur.Standbys, want.Standbys) {
+	if cur.Leader == want.Leader && cur.K == want.K && slices.Equal(cur.Standbys, want.Standbys) && cur.Archive == want.Archive {
 		return SyncState{}, false
 	}
-	return SyncState{Leader: want.Leader, K: want.K, Standbys: union(cur.Standbys, want.Standbys)}, true
+	return SyncState{Leader: want.Leader, K: want.K, Standbys: union(cur.Standbys, want.Standbys), Archive: want.Archive}, true
 }
 
 // followAction is what a node that does not lead does in a round.

@@ -64,9 +64,13 @@ func TestLeadSteps(t *testing.T) {
 		{"the primary of a new lead: set up again", ModeStrict, 3, running, []leadStep{leadSetUp, leadSync}},
 		{"the primary, set up for this lead: sync only", ModeSync, 5, running, []leadStep{leadSync}},
 		{"the primary in async mode, set up: nothing", ModeAsync, 5, running, nil},
+		{"the primary in async mode with a synchronous archive: sync", ModeAsync, 5, running, []leadStep{leadSync}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := testMachine(tc.mode)
+			if strings.Contains(tc.name, "synchronous archive") {
+				m.cfg.archive = "haven_archive"
+			}
 			m.setUpEpoch = tc.setUpEpoch
 			if got := m.lead(tc.v); !slices.Equal(got, tc.want) {
 				t.Errorf("lead = %v, want %v", got, tc.want)
@@ -235,6 +239,93 @@ func TestSyncTarget(t *testing.T) {
 				cur = want
 			}
 		})
+	}
+}
+
+// With a synchronous archive every commit waits for the archiver and for
+// exactly k replicas (postgres has no "the archiver and k of n"): the
+// record names k replicas, keeps a choice while it streams, replaces one
+// that stops, and with none (async mode, sync degraded) commits wait for
+// the archiver alone.
+func TestSyncTargetArchive(t *testing.T) {
+	streaming := func(names ...string) []pg.Standby {
+		var out []pg.Standby
+		for _, n := range names {
+			out = append(out, pg.Standby{Name: n, State: "streaming"})
+		}
+		// The archiver's own stream is not a replica.
+		return append(out, pg.Standby{Name: "haven_archive", State: "streaming"})
+	}
+	type tick struct {
+		at       time.Duration
+		standbys []pg.Standby
+		hold     bool
+		names    string // the record's standbys; K is their number
+		postgres string // synchronous_standby_names's k and names
+	}
+	s := time.Second
+	for _, tc := range []struct {
+		name  string
+		mode  Mode
+		k     int
+		cur   SyncState
+		ticks []tick
+	}{
+		{"async: the archiver alone", ModeAsync, 0, SyncState{}, []tick{
+			{0, streaming("db1", "db3"), false, "", "1 haven_archive"},
+			{s, nil, false, "", "1 haven_archive"},
+		}},
+		{"sync: k replicas and the archiver, a choice kept while it streams", ModeSync, 1, SyncState{}, []tick{
+			{0, streaming("db1", "db3"), false, "db1", "2 db1,haven_archive"},
+			{s, streaming("db3"), false, "db3", "2 db3,haven_archive"},
+			{2 * s, streaming("db1", "db3"), false, "db3", "2 db3,haven_archive"},
+			{3 * s, nil, true, "", ""},
+			{13 * s, nil, false, "", "1 haven_archive"}, // degraded: the archive still
+		}},
+		{"sync: two of three", ModeSync, 2, SyncState{Leader: "db2", K: 2, Standbys: []string{"db3", "db4"}}, []tick{
+			{0, streaming("db1", "db3", "db4"), false, "db3,db4", "3 db3,db4,haven_archive"},
+			{s, streaming("db1", "db4"), false, "db1,db4", "3 db1,db4,haven_archive"},
+			{2 * s, streaming("db1"), false, "db1", "2 db1,haven_archive"},
+		}},
+		{"strict: too few healthy keeps k named", ModeStrict, 1, SyncState{Leader: "db2", K: 1, Standbys: []string{"db3"}}, []tick{
+			{0, nil, false, "db3", "2 db3,haven_archive"},
+			{s, streaming("db1"), false, "db1", "2 db1,haven_archive"},
+		}},
+		{"strict: a new leader with none names k others", ModeStrict, 1, SyncState{Leader: "db1", K: 1, Standbys: []string{"db2", "db3"}}, []tick{
+			{0, nil, false, "db1", "2 db1,haven_archive"},
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := testMachine(tc.mode)
+			m.cfg.nodes = []string{"db1", "db2", "db3", "db4"}
+			m.cfg.syncStandbys, m.cfg.archive = tc.k, "haven_archive"
+			cur := tc.cur
+			for _, tk := range tc.ticks {
+				want, hold := m.syncTarget(t0.Add(tk.at), tk.standbys, cur)
+				if hold != tk.hold {
+					t.Fatalf("at %v: hold = %v, want %v", tk.at, hold, tk.hold)
+				}
+				if hold {
+					continue
+				}
+				n, names := syncNames(want)
+				if got := strings.Join(want.Standbys, ","); got != tk.names || want.K != len(want.Standbys) || want.Archive != "haven_archive" {
+					t.Fatalf("at %v: record %+v, want k=all of %q and the archive", tk.at, want, tk.names)
+				}
+				if got := fmt.Sprintf("%d %s", n, strings.Join(names, ",")); got != tk.postgres {
+					t.Fatalf("at %v: postgres waits for %s, want %s", tk.at, got, tk.postgres)
+				}
+				cur = want
+			}
+		})
+	}
+	// Without an archive syncNames is the record.
+	if n, names := syncNames(SyncState{K: 1, Standbys: []string{"db1", "db3"}}); n != 1 || len(names) != 2 {
+		t.Errorf("syncNames without an archive: %d %v", n, names)
+	}
+	// Adding the archive changes the record.
+	if _, change := syncChange(SyncState{Leader: "db2"}, SyncState{Leader: "db2", Archive: "haven_archive"}); !change {
+		t.Error("no change when the archive is added")
 	}
 }
 

@@ -68,6 +68,7 @@ func (k *Keeper) setMetrics(st MemberState, promotable bool) {
 	if !primary {
 		k.metrics.syncK.Set(0)
 		k.metrics.syncDegraded.Set(0)
+		k.metrics.syncArchive.Set(0)
 	}
 }
 

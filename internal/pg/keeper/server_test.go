@@ -69,13 +69,13 @@ type testServer struct {
 
 // newNode makes the test server of node name, stopped (SIGKILL as the
 // last resort) and its directory removed when the test ends.
-func newNode(t *testing.T, name string) *testServer {
+func newNode(t *testing.T, name string, edits ...func(*pg.Config)) *testServer {
 	t.Helper()
 	bins := requirePostgres(t)
 	dir := testenv.SearchableDir(t)
 	lb := &testenv.Buffer{}
 	logger := slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	s, err := pg.New(context.Background(), pg.Config{
+	cfg := pg.Config{
 		Bindir:          bins.Dir,
 		DataDir:         filepath.Join(dir, "data"),
 		ListenAddresses: []string{"127.0.0.1"},
@@ -86,7 +86,11 @@ func newNode(t *testing.T, name string) *testServer {
 		// keeps it in the data directory, which the test removes.
 		Settings: map[string]string{"dynamic_shared_memory_type": "mmap"},
 		Logger:   logger,
-	})
+	}
+	for _, edit := range edits {
+		edit(&cfg)
+	}
+	s, err := pg.New(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -85,6 +85,10 @@ type SyncState struct {
 	// K is how many of Standbys each commit waits for (0: none, async).
 	K        int      `json:"k"`
 	Standbys []string `json:"standbys"`
+	// Archive is the WAL archiver's application_name when every commit
+	// waits for it as well (database.backup.archive: synchronous): the
+	// repository holds every acknowledged commit. It is not one of the K.
+	Archive string `json:"archive,omitempty"`
 }
 
 // dbPrefix is the key prefix of database name's keys.

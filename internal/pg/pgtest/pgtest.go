@@ -39,6 +39,14 @@ func Context(t testing.TB) context.Context {
 // then it runs that command with the arguments after its name and exits,
 // 1 with the error on stderr when it fails. Call it from TestMain.
 func Main(m *testing.M, commands map[string]func(args []string) error) {
+	RunCommand(commands)
+	os.Exit(m.Run())
+}
+
+// RunCommand runs one of commands and exits, when the test binary was
+// started as it (see Main), and returns otherwise: for a TestMain that
+// runs the tests some other way (testenv.Main).
+func RunCommand(commands map[string]func(args []string) error) {
 	if len(os.Args) > 1 {
 		if run, ok := commands[os.Args[1]]; ok {
 			if err := run(os.Args[2:]); err != nil {
@@ -48,7 +56,6 @@ func Main(m *testing.M, commands map[string]func(args []string) error) {
 			os.Exit(0)
 		}
 	}
-	os.Exit(m.Run())
 }
 
 // Executable copies the test binary where the postgres user can run it,
