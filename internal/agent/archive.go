@@ -20,6 +20,8 @@ type archiveRole struct {
 	a    *Agent
 	db   *dbRole
 	arch *wal.Archiver
+	// claim claims the repository before the archiver writes to it.
+	claim *repoClaim
 }
 
 // archiveCheck is how often the role looks whether this node serves the
@@ -75,7 +77,7 @@ func (r *archiveRole) run(ctx context.Context, _ *etcdClients) {
 	for {
 		serving := r.db.servesPrimary()
 		switch {
-		case serving && stop == nil:
+		case serving && stop == nil && r.claimed(ctx):
 			actx, cancel := context.WithCancel(ctx)
 			stop, done = cancel, make(chan struct{})
 			r.a.log.Info("archiving WAL: this node serves the primary")
@@ -119,4 +121,18 @@ func (r *archiveRole) dropSlot(ctx context.Context) bool {
 	}
 	r.a.log.Info("dropped the WAL archive's replication slot: this node is a replica, and the primary archives", "slot", wal.DefaultSlot)
 	return true
+}
+
+// claimed claims the repository for this cluster's system (repo.Claim)
+// and reports whether it is this cluster's: a repository another cluster
+// owns is not written to (the claim logs why).
+func (r *archiveRole) claimed(ctx context.Context) bool {
+	if r.claim == nil {
+		return true
+	}
+	k := r.db.keeper.Load()
+	if k == nil || k.State().SystemID == 0 {
+		return false
+	}
+	return r.claim.claim(ctx, k.State().SystemID) == nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"path"
@@ -26,6 +27,10 @@ type Owner struct {
 	// Claimed is when the directory was claimed.
 	Claimed time.Time `json:"claimed"`
 }
+
+// ErrClaimed is what Claim's error wraps when another cluster owns the
+// directory.
+var ErrClaimed = errors.New("claimed by another cluster")
 
 // Claim makes the directory dir of r (the cluster's name, by the layout
 // of internal/backup) the cluster's own: it writes dir/cluster.json when
@@ -57,8 +62,8 @@ func Claim(ctx context.Context, r Repository, dir string, me Owner) error {
 		return err
 	}
 	if owner.Cluster != me.Cluster || owner.SystemID != me.SystemID {
-		return fmt.Errorf("repo: %s: %s belongs to cluster %s (system identifier %d, claimed %s), not to this cluster %s (system identifier %d): give this cluster a repository or cluster name of its own, or remove %s if cluster %s and its backups are gone for good",
-			r, name, owner.Cluster, owner.SystemID, owner.Claimed.Format(time.RFC3339), me.Cluster, me.SystemID, name, owner.Cluster)
+		return fmt.Errorf("repo: %s: %w: %s belongs to cluster %s (system identifier %d, claimed %s), not to this cluster %s (system identifier %d): give this cluster a repository or cluster name of its own, or remove %s if cluster %s and its backups are gone for good",
+			r, ErrClaimed, name, owner.Cluster, owner.SystemID, owner.Claimed.Format(time.RFC3339), me.Cluster, me.SystemID, name, owner.Cluster)
 	}
 	return nil
 }
