@@ -39,9 +39,12 @@ var ErrClaimed = errors.New("claimed by another cluster")
 // owns, naming it, so that two clusters never archive into one place:
 // their WAL segments have the same names.
 //
-// Two clusters that claim the same empty directory at the same moment can
-// both succeed, since the check and the write are two requests: Claim
-// reads back what it wrote to narrow that window, but does not close it.
+// Of two clusters that claim the same empty directory at the same
+// moment, one wins and the other is refused: cluster.json is written only
+// if absent (Creator: a file linked into place, an S3 conditional PUT).
+// A Repository that is not a Creator gets a check and a write, two
+// requests that two claimers can both pass; Claim reads back what it
+// wrote to narrow that window, but does not close it.
 func Claim(ctx context.Context, r Repository, dir string, me Owner) error {
 	name := path.Join(dir, ClusterFile)
 	owner, err := ReadOwner(ctx, r, dir)
@@ -52,7 +55,12 @@ func Claim(ctx context.Context, r Repository, dir string, me Owner) error {
 		}
 		b, _ := json.MarshalIndent(me, "", "  ")
 		b = append(b, '\n')
-		if err := r.Put(ctx, name, bytes.NewReader(b), int64(len(b))); err != nil {
+		if c, ok := r.(Creator); ok {
+			err = c.Create(ctx, name, b)
+		} else {
+			err = r.Put(ctx, name, bytes.NewReader(b), int64(len(b)))
+		}
+		if err != nil && !errors.Is(err, ErrExist) { // ErrExist: another won; read whose it is
 			return err
 		}
 		if owner, err = ReadOwner(ctx, r, dir); err != nil {
