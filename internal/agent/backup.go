@@ -13,7 +13,6 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/client/v3/concurrency"
 
 	"github.com/haven-ha/haven/internal/backup/base"
 	"github.com/haven-ha/haven/internal/backup/repo"
@@ -272,24 +271,32 @@ func (r *backupRole) plan(req *BackupRequest, now time.Time) string {
 // backup is still due (another node may have just taken it), takes it
 // and records the outcome.
 func (r *backupRole) takeLocked(ctx context.Context, cli *clientv3.Client, kind string) {
-	s, err := concurrency.NewSession(cli, concurrency.WithTTL(int(r.lockTTL/time.Second)), concurrency.WithContext(ctx))
+	granted := time.Now()
+	gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	lease, err := cli.Grant(gctx, int64(r.lockTTL/time.Second))
+	cancel()
 	if err != nil {
 		return // etcd is away: try again at the next check
 	}
+	kctx, stopRenewing := context.WithCancel(ctx)
 	defer func() {
 		// Revoking the lease deletes the lock; also when ctx ended (the
 		// agent stops), so that the next holder need not wait it out.
-		s.Orphan()
+		stopRenewing()
 		rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		_, _ = cli.Revoke(rctx, s.Lease())
+		_, _ = cli.Revoke(rctx, lease.ID)
 	}()
+	renewals, err := cli.KeepAlive(kctx, lease.ID)
+	if err != nil {
+		return
+	}
 	started := time.Now().UTC()
 	lock, _ := json.Marshal(BackupRunning{Node: r.a.opt.Node, Kind: kind, Started: started})
 	key := backupPrefix(r.cfg.Cluster) + backupLockKey
 	tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	resp, err := cli.Txn(tctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-		Then(clientv3.OpPut(key, string(lock), clientv3.WithLease(s.Lease()))).Commit()
+		Then(clientv3.OpPut(key, string(lock), clientv3.WithLease(lease.ID))).Commit()
 	cancel()
 	if err != nil || !resp.Succeeded {
 		return // another node takes a backup
@@ -299,18 +306,12 @@ func (r *backupRole) takeLocked(ctx context.Context, cli *clientv3.Client, kind 
 	if kind = r.plan(req, time.Now()); kind == "" {
 		return
 	}
-	// The lease keeps the lock while this node copies; losing it (etcd
-	// unreachable for the lease's time) stops the copy, so that the next
-	// holder does not run beside it.
+	// The lease keeps the lock while this node copies; when renewals stop
+	// being answered the copy stops, before the next holder can run
+	// beside it (holdLease).
 	bctx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
-	go func() {
-		select {
-		case <-s.Done():
-			stop(errLockLost)
-		case <-bctx.Done():
-		}
-	}()
+	go holdLease(bctx, renewals, granted, r.lockTTL*6/10, stop)
 	r.mu.Lock()
 	r.taking = &BackupRunning{Node: r.a.opt.Node, Kind: kind, Started: started}
 	r.mu.Unlock()
@@ -346,6 +347,34 @@ func (r *backupRole) takeLocked(ctx context.Context, cli *clientv3.Client, kind 
 	}
 }
 
+// holdLease follows the lock's lease renewals (clientv3 renews every
+// third of the lease) until ctx ends, and calls lost when none has been
+// answered for within, counted from since and then from each answer. etcd
+// expires the lease a whole lease after the last renewal it received,
+// which it received before its answer came back: with within at 6/10 of
+// the lease (two renewals missed), the holder stops its copy at least 4 s
+// (of a 10 s lease) before another node can take the lock, on its own
+// clock, as long as a renewal's round trip takes less.
+func holdLease(ctx context.Context, renewals <-chan *clientv3.LeaseKeepAliveResponse, since time.Time, within time.Duration, lost func(error)) {
+	t := time.NewTimer(time.Until(since.Add(within)))
+	defer t.Stop()
+	for {
+		select {
+		case a, ok := <-renewals:
+			if !ok || a == nil {
+				lost(errLockLost) // the lease expired, or renewing ended
+				return
+			}
+			t.Reset(within)
+		case <-t.C:
+			lost(errLockLost)
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
 var (
 	errLockLost = errors.New("the backup lock's lease was lost (etcd unreachable): stopped so that no other node runs a backup beside this one")
 	errNoSystem = errors.New("postgres has not published its system identifier yet")
@@ -366,6 +395,9 @@ func (r *backupRole) take(ctx context.Context, kind string) (*base.Manifest, err
 	if err != nil {
 		return nil, err
 	}
+	// A backup is no fast path: a postgres slow to answer (busy, or just
+	// started) is waited for rather than failed.
+	cc.ConnectTimeout = 30 * time.Second
 	r.log.Info("taking a backup", "kind", kind, "from", r.b.From)
 	t0 := time.Now()
 	m, err := base.Take(ctx, base.Config{

@@ -1,8 +1,12 @@
 package agent
 
 import (
+	"context"
+	"errors"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/haven-ha/haven/internal/pg/keeper"
 )
@@ -74,5 +78,44 @@ func TestBackupNode(t *testing.T) {
 				t.Errorf("backupNode = %q, want %q", got, c.want)
 			}
 		})
+	}
+}
+
+// holdLease calls lost when renewals stop being answered or end, and not
+// while they are answered.
+func TestHoldLease(t *testing.T) {
+	run := func(renewals chan *clientv3.LeaseKeepAliveResponse, within time.Duration) (context.CancelFunc, <-chan error) {
+		ctx, cancel := context.WithCancel(context.Background())
+		lost := make(chan error, 1)
+		go holdLease(ctx, renewals, time.Now(), within, func(err error) { lost <- err })
+		return cancel, lost
+	}
+	// Answered every few milliseconds for twice as long as within: held.
+	renewals := make(chan *clientv3.LeaseKeepAliveResponse)
+	within := 150 * time.Millisecond
+	cancel, lost := run(renewals, within)
+	for end := time.Now().Add(2 * within); time.Now().Before(end); {
+		renewals <- &clientv3.LeaseKeepAliveResponse{}
+		time.Sleep(3 * time.Millisecond)
+	}
+	select {
+	case err := <-lost:
+		t.Fatalf("lost while renewals were answered: %v", err)
+	default:
+	}
+	cancel()
+	// Unanswered: lost.
+	cancel, lost = run(make(chan *clientv3.LeaseKeepAliveResponse), 20*time.Millisecond)
+	defer cancel()
+	if err := <-lost; !errors.Is(err, errLockLost) {
+		t.Errorf("unanswered renewals: %v, want errLockLost", err)
+	}
+	// Renewing ended (the lease expired): lost.
+	renewals = make(chan *clientv3.LeaseKeepAliveResponse)
+	close(renewals)
+	cancel2, lost := run(renewals, time.Hour)
+	defer cancel2()
+	if err := <-lost; !errors.Is(err, errLockLost) {
+		t.Errorf("renewals ended: %v, want errLockLost", err)
 	}
 }
