@@ -15,6 +15,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/haven-ha/haven/internal/backup/base"
+	"github.com/haven-ha/haven/internal/backup/expire"
 	"github.com/haven-ha/haven/internal/backup/repo"
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/coord"
@@ -230,8 +231,8 @@ func (r *backupRole) request() (*BackupRequest, json.RawMessage) {
 func (r *backupRole) step(ctx context.Context, cli *clientv3.Client) {
 	r.scheduleRestoreTest(ctx)
 	now := time.Now()
-	if r.listedAt().IsZero() || now.Sub(r.listedAt()) >= r.refresh {
-		r.list(ctx)
+	if r.listedAt().IsZero() || now.Sub(r.listedAt()) >= r.refresh || r.listFailed() {
+		r.list(ctx) // a failed listing (expiry removing a manifest meanwhile, say) is retried at the next check
 	}
 	req, _ := r.request()
 	kind := r.plan(req, now)
@@ -417,11 +418,27 @@ func (r *backupRole) take(ctx context.Context, kind string) (*base.Manifest, err
 	return m, nil
 }
 
-// afterFullBackup is where expiry runs after each successful full backup
-// (database.backup.retain and retain_count): the expiry package
-// (internal/backup/expire) is not part of this version, so nothing is
-// removed.
-func (r *backupRole) afterFullBackup(context.Context) {}
+// afterFullBackup runs expiry (database.backup.retain and retain_count,
+// internal/backup/expire) after a successful full backup, still holding
+// the lock, so that no backup of another node is being written meanwhile.
+// A failure is logged and counted; the backup stands.
+func (r *backupRole) afterFullBackup(ctx context.Context) {
+	p, err := expire.Run(ctx, expire.Config{
+		Repo:    r.repo,
+		Cluster: r.cfg.Cluster,
+		Policy:  expire.Policy{Retain: r.b.Retain.D(), RetainCount: r.b.RetainCount},
+		Logger:  r.a.log,
+	})
+	if err != nil {
+		r.m.expireFailures.Inc()
+		r.log.Error("expiry after the full backup failed; the backup stands", "err", err)
+		return
+	}
+	if len(p.Expire) > 0 || len(p.Incomplete) > 0 || len(p.WAL) > 0 {
+		r.log.Info("expired", "backups", len(p.Expire), "incomplete", len(p.Incomplete), "objects", p.Objects, "bytes", p.Bytes, "wal", len(p.WAL), "wal_bytes", p.WALBytes)
+		r.list(ctx)
+	}
+}
 
 // scheduleRestoreTest is where verify_every's restore test of the newest
 // backup is to run (internal/backup/check's check.Run, with its result and
@@ -502,6 +519,12 @@ func (r *backupRole) listedAt() time.Time {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.listed
+}
+
+func (r *backupRole) listFailed() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.listErr != nil
 }
 
 func (r *backupRole) failedAtTime() time.Time {
@@ -688,6 +711,7 @@ func (c *repoClaim) failure() error {
 type backupMetrics struct {
 	lastSuccess, lastSize, lastStored, lastDuration *prometheus.GaugeVec
 	failures                                        *prometheus.CounterVec
+	expireFailures                                  prometheus.Counter
 }
 
 // failureReasons are the values of haven_backup_failures_total's reason.
@@ -706,12 +730,16 @@ func newBackupMetrics(reg prometheus.Registerer) (*backupMetrics, error) {
 			Name: "haven_backup_failures_total",
 			Help: "Base backups this node started that did not complete, by reason: postgres, wal_missing (the archive did not hold the backup's WAL in time), claim (the repository is another cluster's), lock_lost, cancelled, other.",
 		}, []string{"reason"}),
+		expireFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "haven_backup_expire_failures_total",
+			Help: "Expiry runs (retain, retain_count) after a full backup on this node that failed.",
+		}),
 	}
 	for _, r := range failureReasons {
 		m.failures.WithLabelValues(r)
 	}
 	var errs []error
-	for _, c := range []prometheus.Collector{m.lastSuccess, m.lastSize, m.lastStored, m.lastDuration, m.failures} {
+	for _, c := range []prometheus.Collector{m.lastSuccess, m.lastSize, m.lastStored, m.lastDuration, m.failures, m.expireFailures} {
 		errs = append(errs, reg.Register(c))
 	}
 	return m, errors.Join(errs...)

@@ -107,7 +107,7 @@ func (e *env) waitResult(req BackupRequest, within time.Duration) BackupResult {
 // so. A requested incremental backup follows it, on the full one.
 func TestAgentTakesScheduledBackups(t *testing.T) {
 	store := t.TempDir()
-	e := newEnv(t, backupCluster(t, store, ", base_every: 1h, compression: zstd"))
+	e := newEnv(t, backupCluster(t, store, ", base_every: 1h, compression: zstd, retain_count: 1"))
 	e.run()
 	e.waitStatusCoordination()
 
@@ -160,6 +160,33 @@ func TestAgentTakesScheduledBackups(t *testing.T) {
 		t.Errorf("the request is still pending after it was served: %+v", st)
 	}
 
+	// A second full backup: with retain_count 1 the first one, and the
+	// incremental one on it, expire.
+	req = e.requestBackup("full")
+	res = e.waitResult(req, 90*time.Second)
+	if res.Error != "" || res.Kind != "full" {
+		t.Fatalf("the second full backup: %+v", res)
+	}
+	rp, err := repo.OpenFile(store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.Poll(t, 30*time.Second, "only "+res.Label+" listed after expiry", func() (bool, string) {
+		ms, err := base.List(context.Background(), rp, "test")
+		if err != nil {
+			return false, err.Error() // a manifest removed between listing and reading it
+		}
+		var labels []string
+		for _, m := range ms {
+			labels = append(labels, m.Label)
+		}
+		var left []string
+		if err := rp.List(context.Background(), "test/base/"+full.Label+"/", func(i repo.Info) error { left = append(left, i.Name); return nil }); err != nil {
+			return false, err.Error() // removed while listed
+		}
+		return len(ms) == 1 && ms[0].Label == res.Label && len(left) == 0, fmt.Sprintf("listed %v; %d objects of %s left", labels, len(left), full.Label)
+	})
+
 	r := do(t, "GET", e.adminURL("/metrics"))
 	for _, want := range []string{
 		`haven_backup_last_success_timestamp_seconds{kind="full"} `,
@@ -167,6 +194,7 @@ func TestAgentTakesScheduledBackups(t *testing.T) {
 		`haven_backup_last_size_bytes{kind="full"} `,
 		`haven_backup_last_duration_seconds{kind="incremental"} `,
 		`haven_backup_failures_total{reason="postgres"} 0`,
+		`haven_backup_expire_failures_total 0`,
 		`haven_backup_wal_lag_bytes `,
 	} {
 		if !strings.Contains(r.body, want) {
