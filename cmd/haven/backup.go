@@ -28,6 +28,10 @@ import (
 const backupUsage = `usage: haven backup ACTION [flags] [ARGS]
 
 actions:
+  run [--incremental] [--wait]
+                           ask the cluster for a full (or incremental) base backup now: the agents take it
+                           on the node database.backup.from names, one at a time; with --wait, wait until
+                           it is complete and print its label and size (--timeout bounds the wait)
   list [-o json]           the complete base backups, oldest first: label, kind, parent, start and
                            stop time, WAL positions, timeline, size and size stored
   verify [LABEL]           read back every file of the backup (the newest when no LABEL) and of
@@ -58,6 +62,7 @@ flags:
 
 // backupFlags are the flags each action takes besides -c and --repository.
 var backupFlags = map[string][]string{
+	"run":       {"incremental", "wait", "timeout"},
 	"list":      {"o"},
 	"verify":    {"timeout"},
 	"restore":   {"to", "time", "lsn", "xid", "name", "exclusive", "label", "delta", "socket", "restore-command"},
@@ -73,6 +78,8 @@ func runBackup(args []string, stdout, stderr io.Writer) error {
 	from := fs.String("repository", "", "the repository to use (default: the first of database.backup.repositories)")
 	timeout := fs.Duration("timeout", 0, "give up after this long (default: wal-fetch 2m, so that a restore_command cannot hang recovery; check 6h; otherwise none)")
 	output := fs.String("o", "text", "list: text or json")
+	incremental := fs.Bool("incremental", false, "run: an incremental backup (only what changed since the newest backup)")
+	wait := fs.Bool("wait", false, "run: wait until the backup is complete")
 	var r restoreFlags
 	fs.StringVar(&r.to, "to", "", "restore: the data directory to restore into")
 	fs.StringVar(&r.time, "time", "", "restore: recover to this time, such as 2026-12-04T13:05:00Z (a time without a zone is UTC)")
@@ -111,7 +118,7 @@ func runBackup(args []string, stdout, stderr io.Writer) error {
 	if len(stray) > 0 {
 		return fmt.Errorf("backup %s does not take %s (see haven backup -h)", action, strings.Join(stray, ", "))
 	}
-	nargs := map[string][2]int{"list": {0, 0}, "verify": {0, 1}, "restore": {0, 0}, "expire": {0, 0}, "check": {0, 1}, "wal-fetch": {2, 2}}[action]
+	nargs := map[string][2]int{"run": {0, 0}, "list": {0, 0}, "verify": {0, 1}, "restore": {0, 0}, "expire": {0, 0}, "check": {0, 1}, "wal-fetch": {2, 2}}[action]
 	if n := len(pos) - 1; n < nargs[0] || n > nargs[1] {
 		fs.Usage()
 		return errUsage
@@ -121,6 +128,9 @@ func runBackup(args []string, stdout, stderr io.Writer) error {
 		label = pos[1]
 	}
 
+	if action == "run" {
+		return backupRun(*cfgPath, *incremental, *wait, *timeout, stdout)
+	}
 	if action == "wal-fetch" {
 		ctx, cancel := withTimeout(context.Background(), *timeout, 2*time.Minute)
 		defer cancel()

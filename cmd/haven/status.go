@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/haven-ha/haven/internal/agent"
 	"github.com/haven-ha/haven/internal/config"
@@ -183,8 +184,12 @@ func coordStatus(cfg *config.Config, as []answer[nodeStatus], stdout io.Writer) 
 	}
 	if db := cfg.Database; db != nil {
 		fmt.Fprintf(stdout, "\ndatabase:\n")
-		if err := printDatabase(stdout, db.Nodes, section(coordinated, func(c agent.CoordinationStatus) *agent.DatabaseStatus { return c.Database })); err != nil {
+		dbs := section(coordinated, func(c agent.CoordinationStatus) *agent.DatabaseStatus { return c.Database })
+		if err := printDatabase(stdout, db.Nodes, dbs); err != nil {
 			fmt.Fprintln(stdout, err)
+		}
+		if db.Backup != nil {
+			printBackup(stdout, only(dbs, db.Nodes), time.Now())
 		}
 	}
 }

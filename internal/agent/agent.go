@@ -57,6 +57,7 @@ type roles struct {
 	coord  *coordination // the coordination section
 	vips   *floating     // this node's balancers' floating addresses
 	db     *dbRole       // a database node
+	backup *backupRole   // a database node with backup repositories
 	router *dbRouter     // a database router
 }
 
@@ -249,6 +250,17 @@ func (a *Agent) startCoordinated(cfg *config.Config, rs *roles, st *stack) error
 		}
 		if archive != nil {
 			rs.coord.onConnected(archive.run)
+		}
+		if rs.backup, err = newBackup(a, cfg, rs.db); err != nil {
+			return err
+		}
+		if rs.backup != nil {
+			if archive != nil {
+				// One claim of the repository for the archiver and the
+				// backups alike.
+				rs.backup.arch, archive.claim = archive, rs.backup.claim
+			}
+			rs.coord.onConnected(rs.backup.run)
 		}
 	}
 	if rs.router, err = newRouter(a, cfg); err != nil {

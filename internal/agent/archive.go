@@ -22,6 +22,8 @@ type archiveRole struct {
 	arch *wal.Archiver
 	// sync: every commit waits for the archiver (archive: synchronous).
 	sync bool
+	// claim claims the repository before the archiver writes to it.
+	claim *repoClaim
 }
 
 // archiveStall is how long WAL may wait for the repository, with a
@@ -96,7 +98,7 @@ func (r *archiveRole) run(ctx context.Context, _ *etcdClients) {
 			stalled = r.reportStall(stalled)
 		}
 		switch {
-		case serving && stop == nil:
+		case serving && stop == nil && r.claimed(ctx):
 			actx, cancel := context.WithCancel(ctx)
 			stop, done = cancel, make(chan struct{})
 			r.a.log.Info("archiving WAL: this node serves the primary", "synchronous", r.sync)
@@ -158,4 +160,18 @@ func (r *archiveRole) dropSlot(ctx context.Context) bool {
 	}
 	r.a.log.Info("dropped the WAL archive's replication slot: this node is a replica, and the primary archives", "slot", wal.DefaultSlot)
 	return true
+}
+
+// claimed claims the repository for this cluster's system (repo.Claim)
+// and reports whether it is this cluster's: a repository another cluster
+// owns is not written to (the claim logs why).
+func (r *archiveRole) claimed(ctx context.Context) bool {
+	if r.claim == nil {
+		return true
+	}
+	k := r.db.keeper.Load()
+	if k == nil || k.State().SystemID == 0 {
+		return false
+	}
+	return r.claim.claim(ctx, k.State().SystemID) == nil
 }

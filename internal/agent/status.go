@@ -49,6 +49,9 @@ type DatabaseStatus struct {
 	// now, and the pools' balancers.
 	Routes *keeper.Routes `json:"routes,omitempty"`
 	Router []lb.Status    `json:"router,omitempty"`
+	// Backup, on a database node with backup repositories: the newest
+	// backups, the one running, the WAL archive.
+	Backup *BackupStatus `json:"backup,omitempty"`
 }
 
 // coordinationStatus reports the coordination section, asking every etcd
@@ -112,6 +115,7 @@ func (rs roles) databaseStatus() *DatabaseStatus {
 			st.Primary, st.Epoch, st.Members, st.Sync = o.Holder, o.Epoch, k.Members(), k.Sync()
 		}
 	}
+	st.Backup = rs.backup.status()
 	if rs.router != nil {
 		rt := rs.router.Routes()
 		st.Routes, st.Router = &rt, rs.router.statuses()

@@ -115,8 +115,8 @@ var (
 )
 
 // backupUnscheduled says what of database.backup this version does not
-// do yet.
-const backupUnscheduled = "not acted on by this version yet: haven takes no scheduled backup, restore test or expiry; the WAL archive runs"
+// do yet: base_every and incremental_every are scheduled by the agents.
+const backupUnscheduled = "not acted on by this version yet: haven runs no scheduled restore test; base backups and the WAL archive run"
 
 // archiverName is the WAL archiver's application_name
 // (wal.DefaultApplicationName), which a synchronous archive puts into
@@ -188,7 +188,7 @@ func (v *validator) backupPolicy(b *Backup) {
 		if e.d != 0 && e.d.D() < minBackupEvery {
 			v.errorf(path+"."+e.key, "%s is too often: each run reads the whole database; give %s or more, or leave it out", e.d, Duration(minBackupEvery))
 		}
-		if e.d != 0 {
+		if e.d != 0 && e.key == "verify_every" {
 			v.warnf(path+"."+e.key, "%s", backupUnscheduled)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"path"
@@ -27,6 +28,10 @@ type Owner struct {
 	Claimed time.Time `json:"claimed"`
 }
 
+// ErrClaimed is what Claim's error wraps when another cluster owns the
+// directory.
+var ErrClaimed = errors.New("claimed by another cluster")
+
 // Claim makes the directory dir of r (the cluster's name, by the layout
 // of internal/backup) the cluster's own: it writes dir/cluster.json when
 // there is none, and returns nil when the one there names the same cluster
@@ -34,9 +39,12 @@ type Owner struct {
 // owns, naming it, so that two clusters never archive into one place:
 // their WAL segments have the same names.
 //
-// Two clusters that claim the same empty directory at the same moment can
-// both succeed, since the check and the write are two requests: Claim
-// reads back what it wrote to narrow that window, but does not close it.
+// Of two clusters that claim the same empty directory at the same
+// moment, one wins and the other is refused: cluster.json is written only
+// if absent (Creator: a file linked into place, an S3 conditional PUT).
+// A Repository that is not a Creator gets a check and a write, two
+// requests that two claimers can both pass; Claim reads back what it
+// wrote to narrow that window, but does not close it.
 func Claim(ctx context.Context, r Repository, dir string, me Owner) error {
 	name := path.Join(dir, ClusterFile)
 	owner, err := ReadOwner(ctx, r, dir)
@@ -47,7 +55,12 @@ func Claim(ctx context.Context, r Repository, dir string, me Owner) error {
 		}
 		b, _ := json.MarshalIndent(me, "", "  ")
 		b = append(b, '\n')
-		if err := r.Put(ctx, name, bytes.NewReader(b), int64(len(b))); err != nil {
+		if c, ok := r.(Creator); ok {
+			err = c.Create(ctx, name, b)
+		} else {
+			err = r.Put(ctx, name, bytes.NewReader(b), int64(len(b)))
+		}
+		if err != nil && !errors.Is(err, ErrExist) { // ErrExist: another won; read whose it is
 			return err
 		}
 		if owner, err = ReadOwner(ctx, r, dir); err != nil {
@@ -57,8 +70,8 @@ func Claim(ctx context.Context, r Repository, dir string, me Owner) error {
 		return err
 	}
 	if owner.Cluster != me.Cluster || owner.SystemID != me.SystemID {
-		return fmt.Errorf("repo: %s: %s belongs to cluster %s (system identifier %d, claimed %s), not to this cluster %s (system identifier %d): give this cluster a repository or cluster name of its own, or remove %s if cluster %s and its backups are gone for good",
-			r, name, owner.Cluster, owner.SystemID, owner.Claimed.Format(time.RFC3339), me.Cluster, me.SystemID, name, owner.Cluster)
+		return fmt.Errorf("repo: %s: %w: %s belongs to cluster %s (system identifier %d, claimed %s), not to this cluster %s (system identifier %d): give this cluster a repository or cluster name of its own, or remove %s if cluster %s and its backups are gone for good",
+			r, ErrClaimed, name, owner.Cluster, owner.SystemID, owner.Claimed.Format(time.RFC3339), me.Cluster, me.SystemID, name, owner.Cluster)
 	}
 	return nil
 }

@@ -23,6 +23,8 @@ func conformance(t *testing.T, open func(t *testing.T) Repository) {
 	t.Run("Large", func(t *testing.T) { testLarge(t, open(t)) })
 	t.Run("Cancel", func(t *testing.T) { testCancel(t, open(t)) })
 	t.Run("Claim", func(t *testing.T) { testClaim(t, open(t)) })
+	t.Run("Create", func(t *testing.T) { testCreate(t, open(t)) })
+	t.Run("ClaimRace", func(t *testing.T) { testClaimRace(t, open(t)) })
 }
 
 func put(t *testing.T, r Repository, name, body string) {
@@ -329,5 +331,82 @@ func testClaim(t *testing.T, r Repository) {
 	put(t, r, "bad/cluster.json", "{")
 	if err := Claim(ctx, r, "bad", shop); err == nil || !strings.Contains(err.Error(), "bad/cluster.json is not a cluster's claim") {
 		t.Errorf("a claim over a broken cluster.json: %v", err)
+	}
+}
+
+// testCreate: Create stores an object whose name is free, refuses one
+// that is taken (ErrExist, nothing changed), and of writers racing for one
+// name exactly one wins, whose bytes are stored.
+func testCreate(t *testing.T, r Repository) {
+	ctx := context.Background()
+	c, ok := r.(Creator)
+	if !ok {
+		t.Fatalf("%T is not a Creator", r)
+	}
+	if err := c.Create(ctx, "a/first", []byte("one")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Create(ctx, "a/first", []byte("two")); !errors.Is(err, ErrExist) {
+		t.Errorf("create over an object: %v, want ErrExist", err)
+	}
+	if got := get(t, r, "a/first"); got != "one" {
+		t.Errorf("a/first holds %q after a refused create, want one", got)
+	}
+	const n = 8
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Go(func() { errs[i] = c.Create(ctx, "a/race", []byte(fmt.Sprint("writer ", i))) })
+	}
+	wg.Wait()
+	var won []int
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			won = append(won, i)
+		case !errors.Is(err, ErrExist):
+			t.Errorf("writer %d: %v", i, err)
+		}
+	}
+	if len(won) != 1 {
+		t.Fatalf("%d of %d racing creates won (%v), want exactly one", len(won), n, won)
+	}
+	if got, want := get(t, r, "a/race"), fmt.Sprint("writer ", won[0]); got != want {
+		t.Errorf("a/race holds %q, want the winner's %q", got, want)
+	}
+}
+
+// testClaimRace: clusters of one name and different systems claiming the
+// same empty directory at once: one wins, every other is refused with the
+// winner's identifier.
+func testClaimRace(t *testing.T, r Repository) {
+	ctx := context.Background()
+	const n = 8
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Go(func() {
+			errs[i] = Claim(ctx, r, "shop", Owner{Cluster: "shop", SystemID: uint64(7300000000000000000 + i)})
+		})
+	}
+	wg.Wait()
+	o, err := ReadOwner(ctx, r, "shop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	winners := 0
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			winners++
+			if o.SystemID != uint64(7300000000000000000+i) {
+				t.Errorf("claimer %d succeeded, but the claim is %d's", i, o.SystemID)
+			}
+		case !errors.Is(err, ErrClaimed) || !strings.Contains(err.Error(), fmt.Sprint("system identifier ", o.SystemID)):
+			t.Errorf("claimer %d: %v; want a refusal naming %d", i, err, o.SystemID)
+		}
+	}
+	if winners != 1 {
+		t.Errorf("%d of %d racing claims succeeded, want one", winners, n)
 	}
 }

@@ -208,6 +208,30 @@ func (e *encrypted) Put(ctx context.Context, name string, r io.Reader, size int6
 	return e.r.Put(ctx, name, e.seal(name, r, size), sealedSize(size))
 }
 
+// Create seals b and creates the object in the repository underneath
+// only if no object has the name (Creator). Underneath a repository that
+// is not a Creator, it is Put: the name is taken whether or not it was.
+func (e *encrypted) Create(ctx context.Context, name string, b []byte) error {
+	if err := checkName(name); err != nil {
+		return fmt.Errorf("repo: %s: %w", e, err)
+	}
+	if err := e.reserved("create", name); err != nil {
+		return err
+	}
+	if err := e.ready(ctx, true); err != nil {
+		return err
+	}
+	c, ok := e.r.(Creator)
+	if !ok {
+		return e.Put(ctx, name, bytes.NewReader(b), int64(len(b)))
+	}
+	sealed, err := io.ReadAll(e.seal(name, bytes.NewReader(b), int64(len(b))))
+	if err != nil {
+		return fmt.Errorf("repo: %s: create %s: %w", e, name, err)
+	}
+	return c.Create(ctx, name, sealed)
+}
+
 func (e *encrypted) Get(ctx context.Context, name string) (io.ReadCloser, error) {
 	if err := e.reserved("get", name); err != nil {
 		return nil, err

@@ -243,3 +243,49 @@ func (c ctxReader) Read(p []byte) (int, error) {
 	}
 	return c.r.Read(p)
 }
+
+// Create stores b under name unless an object has that name: it writes a
+// temporary file beside it, synced, and links it to the name, which the
+// file system refuses when the name exists (also over NFS); then the
+// temporary name is removed.
+func (f *File) Create(ctx context.Context, name string, b []byte) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("repo: %s: create %s: %w", f, name, err)
+	}
+	p, err := f.path(name)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		return fmt.Errorf("repo: %s: create %s: %w", f, name, err)
+	}
+	if err := createFile(p, b); err != nil {
+		return fmt.Errorf("repo: %s: create %s: %w", f, name, err)
+	}
+	return nil
+}
+
+func createFile(p string, b []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(p), filepath.Base(p)+".*"+tempSuffix)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	_, err = tmp.Write(b)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if err := os.Link(tmp.Name(), p); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return ErrExist
+		}
+		return err
+	}
+	return syncDir(filepath.Dir(p))
+}

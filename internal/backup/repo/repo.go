@@ -64,6 +64,20 @@ type Info struct {
 // fs.ErrNotExist, so errors.Is(err, fs.ErrNotExist) holds too.
 var ErrNotExist = fs.ErrNotExist
 
+// ErrExist is what Creator.Create wraps when the name is taken; it is
+// fs.ErrExist.
+var ErrExist = fs.ErrExist
+
+// Creator is a Repository that can store an object only if no object has
+// its name, in one step that two writers cannot both win: File and S3
+// are Creators. A Repository that wraps another (to encrypt, say) should
+// pass Create on, or Claim falls back to a check and a write.
+type Creator interface {
+	// Create stores b under name if no object has that name, and
+	// otherwise stores nothing and returns an error wrapping ErrExist.
+	Create(ctx context.Context, name string, b []byte) error
+}
+
 // checkName refuses a name that is not a clean relative slash-separated
 // path ("a/../b", "/a", "a//b", ""), or that ends as a file repository's
 // temporary files do: every repository accepts the same names, so that

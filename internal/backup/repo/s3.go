@@ -322,3 +322,26 @@ func (e *exactReader) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// Create stores b under name with a conditional PUT (If-None-Match: *),
+// which the server refuses (412) when an object has the name. A server
+// that does not implement conditional writes (501) gets a plain PUT: the
+// object is then written whether or not one was there.
+func (s *S3) Create(ctx context.Context, name string, b []byte) error {
+	key, err := s.key(name)
+	if err != nil {
+		return err
+	}
+	opts := minio.PutObjectOptions{ContentType: "application/octet-stream"}
+	opts.SetMatchETagExcept("*")
+	_, err = s.client.PutObject(ctx, s.bucket, key, bytes.NewReader(b), int64(len(b)), opts)
+	switch r := minio.ToErrorResponse(err); {
+	case err == nil:
+		return nil
+	case r.StatusCode == http.StatusPreconditionFailed || r.Code == "PreconditionFailed":
+		return fmt.Errorf("repo: %s: create %s: %w", s.name, name, ErrExist)
+	case r.StatusCode == http.StatusNotImplemented:
+		return s.Put(ctx, name, bytes.NewReader(b), int64(len(b)))
+	}
+	return s.fail("create", name, err)
+}

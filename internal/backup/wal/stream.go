@@ -230,7 +230,10 @@ func (s *streamer) startUpload(due bool) {
 	var ops []uploadOp
 	for _, seg := range s.pending {
 		switch {
-		case seg.full():
+		case seg.full() && seg.durable < SegmentSize:
+			// A whole segment already stored stays pending while no byte
+			// of the next has come (after a WAL switch on an idle
+			// server): it is not stored again.
 			ops = append(ops, uploadOp{seg: seg, data: seg.data, old: seg.pieces})
 		case len(seg.data) > seg.durable && (due || s.a.cfg.Synchronous):
 			ops = append(ops, uploadOp{seg: seg, off: seg.durable, data: seg.data[seg.durable:],
