@@ -54,6 +54,13 @@ func printBackup(w io.Writer, as []answer[*agent.DatabaseStatus], now time.Time)
 	case b.Newest != nil:
 		fmt.Fprintf(w, "  next scheduled: none (no database.backup.base_every)\n")
 	}
+	if t := b.RestoreTest; t != nil {
+		if t.OK {
+			fmt.Fprintf(w, "  restore test: passed, %s restored and recovered to %s on %s in %.1fs, %s ago\n", t.Label, t.RecoveredLSN, t.Node, t.Seconds, now.Sub(t.At).Round(time.Second))
+		} else {
+			fmt.Fprintf(w, "  restore test FAILED: %s on %s, %s ago: %s\n", orDash(t.Label), t.Node, now.Sub(t.At).Round(time.Second), t.Error)
+		}
+	}
 	if l := b.Last; l != nil && l.Error != "" {
 		fmt.Fprintf(w, "  last attempt FAILED: %s on %s at %s: %s\n", l.Kind, l.Node, l.Finished.Local().Format(time.DateTime), l.Error)
 	}

@@ -46,6 +46,7 @@ type backupRole struct {
 	claim *repoClaim
 	arch  *archiveRole // nil when this node does not archive
 	m     *backupMetrics
+	rtm   *restoreTestMetrics
 	log   *slog.Logger
 
 	// check is how often the role looks whether a backup is due (it
@@ -140,6 +141,8 @@ type BackupStatus struct {
 	Request *BackupRequest `json:"request,omitempty"`
 	Last    *BackupResult  `json:"last,omitempty"`
 	Archive *ArchiveStatus `json:"archive,omitempty"`
+	// RestoreTest is the last restore test's outcome (verify_every).
+	RestoreTest *RestoreTestResult `json:"restore_test,omitempty"`
 	// Error is why this node cannot use the repository (it could not be
 	// listed, or another cluster owns it).
 	Error string `json:"error,omitempty"`
@@ -160,12 +163,17 @@ func newBackup(a *Agent, cfg *config.Config, db *dbRole) (*backupRole, error) {
 	if err != nil {
 		return nil, fmt.Errorf("database.backup: %w", err)
 	}
+	rtm, err := newRestoreTestMetrics(a.reg)
+	if err != nil {
+		return nil, fmt.Errorf("database.backup: %w", err)
+	}
 	log := a.log.With("component", "backup", "repo", r.String())
 	return &backupRole{
 		a: a, db: db, cfg: cfg, b: b, repo: r,
 		sched:   backupSchedule{base: b.BaseEvery.D(), incr: b.IncrementalEvery.D()},
 		claim:   &repoClaim{r: r, cluster: cfg.Cluster, log: log},
 		m:       m,
+		rtm:     rtm,
 		log:     log,
 		check:   5 * time.Second,
 		refresh: 10 * time.Minute,
@@ -229,7 +237,7 @@ func (r *backupRole) request() (*BackupRequest, json.RawMessage) {
 // step takes a backup when one is due and this node is the one to take
 // it.
 func (r *backupRole) step(ctx context.Context, cli *clientv3.Client) {
-	r.scheduleRestoreTest(ctx)
+	r.scheduleRestoreTest(ctx, cli)
 	now := time.Now()
 	if r.listedAt().IsZero() || now.Sub(r.listedAt()) >= r.refresh || r.listFailed() {
 		r.list(ctx) // a failed listing (expiry removing a manifest meanwhile, say) is retried at the next check
@@ -440,12 +448,6 @@ func (r *backupRole) afterFullBackup(ctx context.Context) {
 	}
 }
 
-// scheduleRestoreTest is where verify_every's restore test of the newest
-// backup is to run (internal/backup/check's check.Run, with its result and
-// time as metrics): this version does not have it, so nothing runs, and
-// haven check warns that verify_every is not acted on.
-func (r *backupRole) scheduleRestoreTest(context.Context) {}
-
 // failureReason sorts a failed backup for haven_backup_failures_total.
 func failureReason(err error) string {
 	var pgErr *pgconn.PgError
@@ -577,6 +579,7 @@ func (r *backupRole) status() *BackupStatus {
 	if err := r.claim.failure(); err != nil {
 		st.Error = err.Error()
 	}
+	st.RestoreTest = r.lastRestoreTest()
 	if r.arch != nil {
 		tli, pos := r.arch.arch.Archived()
 		if tli != 0 {

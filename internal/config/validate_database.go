@@ -114,10 +114,6 @@ var (
 	bucketName = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$`)
 )
 
-// backupUnscheduled says what of database.backup this version does not
-// do yet: base_every and incremental_every are scheduled by the agents.
-const backupUnscheduled = "not acted on by this version yet: haven runs no scheduled restore test; base backups and the WAL archive run"
-
 // archiverName is the WAL archiver's application_name
 // (wal.DefaultApplicationName), which a synchronous archive puts into
 // synchronous_standby_names beside the replicas' node names.
@@ -187,9 +183,6 @@ func (v *validator) backupPolicy(b *Backup) {
 	}{{"base_every", b.BaseEvery}, {"incremental_every", b.IncrementalEvery}, {"verify_every", b.VerifyEvery}} {
 		if e.d != 0 && e.d.D() < minBackupEvery {
 			v.errorf(path+"."+e.key, "%s is too often: each run reads the whole database; give %s or more, or leave it out", e.d, Duration(minBackupEvery))
-		}
-		if e.d != 0 && e.key == "verify_every" {
-			v.warnf(path+"."+e.key, "%s", backupUnscheduled)
 		}
 	}
 	if b.Archive == "synchronous" && v.cfg.Database != nil && slices.Contains(v.cfg.Database.Nodes, archiverName) {
