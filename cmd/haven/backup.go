@@ -49,6 +49,10 @@ actions:
                            no longer keep (--dry-run: say what, remove nothing)
   check [LABEL]            the restore test: restore the backup into a scratch directory, start
                            PostgreSQL on it, replay the archive to its end, run a query, remove it
+  copy NAME                copy the cluster's backups and WAL archive from the first repository (or
+                           --repository) to the repository NAME of database.backup.repositories (another
+                           region's): only what NAME lacks, each backup's manifest after its files, so
+                           it can run again after a failure or from cron; nothing is deleted from NAME
   wal-fetch FILE PATH      write WAL segment or history file FILE from the archive to PATH:
                            PostgreSQL's restore_command, as
                            restore_command = 'haven backup wal-fetch -c /etc/haven/haven.yaml %f %p'
@@ -69,6 +73,7 @@ var backupFlags = map[string][]string{
 	"expire":    {"dry-run", "timeout"},
 	"check":     {"scratch", "query", "timeout"},
 	"wal-fetch": {"timeout", "socket"},
+	"copy":      {"timeout"},
 }
 
 func runBackup(args []string, stdout, stderr io.Writer) error {
@@ -118,7 +123,7 @@ func runBackup(args []string, stdout, stderr io.Writer) error {
 	if len(stray) > 0 {
 		return fmt.Errorf("backup %s does not take %s (see haven backup -h)", action, strings.Join(stray, ", "))
 	}
-	nargs := map[string][2]int{"run": {0, 0}, "list": {0, 0}, "verify": {0, 1}, "restore": {0, 0}, "expire": {0, 0}, "check": {0, 1}, "wal-fetch": {2, 2}}[action]
+	nargs := map[string][2]int{"run": {0, 0}, "list": {0, 0}, "verify": {0, 1}, "restore": {0, 0}, "expire": {0, 0}, "check": {0, 1}, "wal-fetch": {2, 2}, "copy": {1, 1}}[action]
 	if n := len(pos) - 1; n < nargs[0] || n > nargs[1] {
 		fs.Usage()
 		return errUsage
@@ -163,6 +168,10 @@ func runBackup(args []string, stdout, stderr io.Writer) error {
 		ctx, cancel := withTimeout(ctx, *timeout, 0)
 		defer cancel()
 		return backupExpire(ctx, rp, cfg, *dryRun, stdout, stderr)
+	case "copy":
+		ctx, cancel := withTimeout(ctx, *timeout, 0)
+		defer cancel()
+		return backupCopy(ctx, rp, cfg, pos[1], stdout)
 	case "check":
 		ctx, cancel := withTimeout(ctx, *timeout, 6*time.Hour)
 		defer cancel()
@@ -181,6 +190,22 @@ func withTimeout(ctx context.Context, d, def time.Duration) (context.Context, co
 		return context.WithCancel(ctx)
 	}
 	return context.WithTimeout(ctx, d)
+}
+
+// backupCopy copies cfg's cluster from src to the repository named to.
+func backupCopy(ctx context.Context, src repo.Repository, cfg *config.Config, to string, stdout io.Writer) error {
+	dst, err := openRepository(cfg, to)
+	if err != nil {
+		return err
+	}
+	if dst.String() == src.String() {
+		return fmt.Errorf("backup copy: %s is the repository copied from: name another", to)
+	}
+	start := time.Now()
+	st, err := repo.Copy(ctx, dst, src, cfg.Cluster+"/")
+	fmt.Fprintf(stdout, "copied %d objects (%s), %d already there, from %s to %s in %s\n",
+		st.Copied, byteSize(st.Bytes), st.Skipped, src, dst, time.Since(start).Round(time.Millisecond))
+	return err
 }
 
 // openRepository opens the repository named name of cfg's database
