@@ -479,7 +479,9 @@ func (b *bench) startArchiver(ctx context.Context, kind, clusterName, slot strin
 			if err := <-done; err != nil {
 				harness.Logf("archiver %s: %v", kind, err)
 			}
-			if err := b.sql(ctx, "SELECT pg_drop_replication_slot($1)", slot); err != nil {
+			// The run's ctx may have ended (an interrupt): the server is
+			// still up until stopAll stops it.
+			if err := b.sql(context.Background(), "SELECT pg_drop_replication_slot($1)", slot); err != nil {
 				harness.Logf("drop slot %s: %v", slot, err)
 			}
 		})
