@@ -140,7 +140,9 @@ func (b *bench) setup(ctx context.Context) error {
 	for _, argv := range [][]string{
 		{filepath.Join(b.opt.bindir, "postgres"), "--version"},
 		{"pgbackrest", "version"},
-		{"sh", "-c", "echo versitygw $(versitygw --version | grep -i version | head -1)"},
+		// go install leaves versitygw's own --version at "git"; the
+		// binary's build information names the module's version.
+		{"sh", "-c", "echo versitygw $(go version -m \"$(command -v versitygw)\" | awk '$1 == \"mod\" {print $3}')"},
 		{"go", "version"},
 	} {
 		out, _ := harness.Run(ctx, 30*time.Second, nil, argv...)
