@@ -7,7 +7,7 @@
 //
 // Usage (as root, from the repository root):
 //
-//	go run ./bench/backup                 # 3 rounds, scale 60 (~25 min)
+//	go run ./bench/backup                 # 3 rounds, scale 60 (~30 min)
 //	go run ./bench/backup -quick          # 1 round, scale 10
 //
 // See bench/backup/README.md for what is measured and how.
