@@ -58,7 +58,6 @@ type bench struct {
 
 	versions []string
 	machine  []string
-	loadAt   []string
 }
 
 const (
