@@ -3,7 +3,7 @@ GO       ?= go
 PKGS     ?= ./...
 TESTFLAGS ?=
 
-.PHONY: all build test test-short lint demo bench-lb bench-vip bench-pg bench-dns prereqs fuzz clean
+.PHONY: all build test test-short lint demo bench-lb bench-vip bench-pg bench-dns bench-backup prereqs fuzz clean
 
 all: build
 
@@ -45,6 +45,9 @@ bench-pg:
 
 bench-dns:
 	$(GO) run ./bench/dns $(BENCHFLAGS)
+
+bench-backup:
+	$(GO) run ./bench/backup $(BENCHFLAGS)
 
 # Run each fuzz target, every func FuzzXxx in a _test.go file, for a while
 # (FUZZTIME=30s by default).

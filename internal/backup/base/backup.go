@@ -1,6 +1,7 @@
 package base
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -366,19 +367,58 @@ func (b *backup) copyFile(ctx context.Context, enc *encoder, j job) (f *File, co
 	return f, true, nil
 }
 
+// smallFile is the size up to which a file is read and compressed in
+// memory and stored with its size known, rather than streamed. Most files
+// of a data directory are small (catalogs, free space and visibility
+// maps), and a stream of unknown length costs an S3 repository a part
+// buffer of repo.DefaultPartSize (16 MiB, allocated and cleared by
+// minio-go for every object) where the stored object is a few KiB.
+const smallFile = 4 << 20
+
 // store compresses what it reads from r into the backup as f.Path, and
-// fills in f's size, checksum and stored size.
+// fills in f's size, checksum and stored size. A file that ends within
+// smallFile bytes is compressed in memory and stored with its size; a
+// longer one is streamed.
 func (b *backup) store(ctx context.Context, enc *encoder, f *File, r io.Reader) error {
 	h := sha256.New()
 	src := &countingReader{r: io.TeeReader(r, h)}
-	var body io.Reader = src
+	obj := fileObject(b.m.Cluster, b.m.Label, f.Path, b.cfg.Compression)
+	if enc.head == nil {
+		enc.head = make([]byte, smallFile)
+	}
+	n, err := io.ReadFull(src, enc.head)
+	switch {
+	case err == io.EOF || err == io.ErrUnexpectedEOF:
+		enc.out.Reset()
+		w := enc.wrap(&enc.out)
+		_, err := w.Write(enc.head[:n])
+		if cerr := w.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return err
+		}
+		if err := b.cfg.Repo.Put(ctx, obj, bytes.NewReader(enc.out.Bytes()), int64(enc.out.Len())); err != nil {
+			return err
+		}
+		f.Size, f.Stored = src.n, int64(enc.out.Len())
+		f.SHA256 = hex.EncodeToString(h.Sum(nil))
+		return nil
+	case err != nil:
+		return err
+	}
+	var body io.Reader = io.MultiReader(bytes.NewReader(enc.head[:n]), src)
 	if b.cfg.Compression != None {
+		// Only a Reader: lz4's Writer.ReadFrom works only on a fresh
+		// writer, so io.Copy must not hand it a Write first (as
+		// MultiReader's WriteTo would, for the head).
+		in := struct{ io.Reader }{body}
 		pr, pw := io.Pipe()
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
 			w := enc.wrap(pw)
-			_, err := io.Copy(w, src)
+			_, err := io.Copy(w, in)
 			if cerr := w.Close(); err == nil {
 				err = cerr
 			}
@@ -394,7 +434,7 @@ func (b *backup) store(ctx context.Context, enc *encoder, f *File, r io.Reader) 
 		body = pr
 	}
 	out := &countingReader{r: body}
-	if err := b.cfg.Repo.Put(ctx, fileObject(b.m.Cluster, b.m.Label, f.Path, b.cfg.Compression), out, -1); err != nil {
+	if err := b.cfg.Repo.Put(ctx, obj, out, -1); err != nil {
 		return err
 	}
 	f.Size, f.Stored = src.n, out.n

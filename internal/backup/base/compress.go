@@ -1,6 +1,7 @@
 package base
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 
@@ -44,6 +45,8 @@ type encoder struct {
 	c    Compression
 	lz   *lz4.Writer
 	zstd *zstd.Encoder
+	head []byte       // a file's first bytes: all of a small one
+	out  bytes.Buffer // a small file, compressed
 }
 
 func newEncoder(c Compression) (*encoder, error) {
