@@ -28,33 +28,8 @@ import (
 // it is back the backup that `haven backup run --wait` waits for is taken
 // again and printed.
 func TestBackupRunOnAReplica(t *testing.T) {
-	bindir := needDatabase(t)
-	base_ := testenv.SearchableDir(t)
-	path, root := dbConfig(t, base_, bindir)
 	store := t.TempDir()
-	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.WriteString(`  backup: {repositories: [{name: local, url: "file://` + store + `"}], compression: zstd}` + "\n"); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	db1 := start(t, "agent", "-c", path, "-n", "db1")
-	db2 := start(t, "agent", "-c", path, "-n", "db2")
-	rows := regexp.MustCompile(`(?m)^db1\s+primary\s.*\n^db2\s+replica\s+-\s+\d+\s+\S+\s+\d+\s+\S+\s+db1\s`)
-	testenv.Poll(t, 90*time.Second, "db1 the primary, db2 its replica, in haven pg status", func() (bool, string) {
-		for _, a := range []*proc{db1, db2} {
-			select {
-			case <-a.done:
-				t.Fatalf("haven %s exited: %v\n%s", strings.Join(a.cmd.Args[1:], " "), a.err, a.stderr.String())
-			default:
-			}
-		}
-		r := haven(t, 20*time.Second, "pg", "status", "-c", path)
-		return r.code == 0 && rows.MatchString(r.stdout), r.String()
-	})
-
+	path, root, _, db2 := backupCluster(t, `{repositories: [{name: local, url: "file://`+store+`"}], compression: zstd}`)
 	r := haven(t, 3*time.Minute, "backup", "run", "--wait", "-c", path)
 	line := regexp.MustCompile(`(?m)^(\d{8}-\d{6}\.\d{3}F)  full  \d+\.\d MiB \(stored \d+\.\d [KM]iB\)  from db2, `)
 	m := line.FindStringSubmatch(r.stdout)

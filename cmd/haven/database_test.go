@@ -220,3 +220,35 @@ func TestDocumentedLayoutAndAFrozenNode(t *testing.T) {
 		return r.code == 0 && rows.MatchString(r.stdout), r.String()
 	})
 }
+
+// backupCluster starts db1 and db2 as dbConfig lays them out, with
+// database.backup given as one line of YAML, and returns once haven pg
+// status shows db1 the primary and db2 its replica.
+func backupCluster(t *testing.T, backup string) (path, root string, db1, db2 *proc) {
+	t.Helper()
+	path, root = dbConfig(t, testenv.SearchableDir(t), needDatabase(t))
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.WriteString("  backup: " + backup + "\n")
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	db1 = start(t, "agent", "-c", path, "-n", "db1")
+	db2 = start(t, "agent", "-c", path, "-n", "db2")
+	rows := regexp.MustCompile(`(?m)^db1\s+primary\s.*\n^db2\s+replica\s+-\s+\d+\s+\S+\s+\d+\s+\S+\s+db1\s`)
+	testenv.Poll(t, 90*time.Second, "db1 the primary, db2 its replica, in haven pg status", func() (bool, string) {
+		for _, a := range []*proc{db1, db2} {
+			select {
+			case <-a.done:
+				t.Fatalf("haven %s exited: %v\n%s", strings.Join(a.cmd.Args[1:], " "), a.err, a.stderr.String())
+			default:
+			}
+		}
+		r := haven(t, 20*time.Second, "pg", "status", "-c", path)
+		return r.code == 0 && rows.MatchString(r.stdout), r.String()
+	})
+	return path, root, db1, db2
+}

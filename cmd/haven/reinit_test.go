@@ -3,9 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -25,29 +23,13 @@ import (
 // after the backup, and its agent restored a backup rather than cloned.
 // The primary refuses to be rebuilt, and its data is untouched.
 func TestReinitFromBackup(t *testing.T) {
-	bindir := needDatabase(t)
-	dir := testenv.SearchableDir(t)
-	path, root := dbConfig(t, dir, bindir)
-	backups := filepath.Join(root, "backups")
-	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fmt.Fprintf(f, "  backup: {target: \"file://%s\"}\n", backups)
-	f.Close()
+	backups := filepath.Join(testenv.MemoryDir(t), "backups")
+	path, root, _, db2 := backupCluster(t, `{target: "file://`+backups+`"}`)
 	cfg, err := config.Load(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	port := cfg.Database.Port
-
-	start(t, "agent", "-c", path, "-n", "db1")
-	db2 := start(t, "agent", "-c", path, "-n", "db2")
-	rows := regexp.MustCompile(`(?m)^db1\s+primary\s.*\n^db2\s+replica\s+-\s+\d+\s+\S+\s+\d+\s+\S+\s+db1\s`)
-	testenv.Poll(t, 90*time.Second, "db1 the primary, db2 its replica", func() (bool, string) {
-		r := haven(t, 20*time.Second, "pg", "status", "-c", path)
-		return r.code == 0 && rows.MatchString(r.stdout), r.String()
-	})
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()

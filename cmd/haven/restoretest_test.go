@@ -15,24 +15,8 @@ import (
 // directory, recovers it from the archive and queries it, and haven status
 // says the restore test passed, for that backup, on that node.
 func TestScheduledRestoreTest(t *testing.T) {
-	bindir := needDatabase(t)
-	path, root := dbConfig(t, testenv.SearchableDir(t), bindir)
 	store := t.TempDir()
-	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.WriteString(`  backup: {target: "file://` + store + `", verify_every: 1h}` + "\n"); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	start(t, "agent", "-c", path, "-n", "db1")
-	start(t, "agent", "-c", path, "-n", "db2")
-	rows := regexp.MustCompile(`(?m)^db1\s+primary\s.*\n^db2\s+replica\s+-\s+\d+\s+\S+\s+\d+\s+\S+\s+db1\s`)
-	testenv.Poll(t, 90*time.Second, "db1 the primary, db2 its replica", func() (bool, string) {
-		r := haven(t, 20*time.Second, "pg", "status", "-c", path)
-		return r.code == 0 && rows.MatchString(r.stdout), r.String()
-	})
+	path, root, _, _ := backupCluster(t, `{target: "file://`+store+`", verify_every: 1h}`)
 	r := haven(t, 3*time.Minute, "backup", "run", "--wait", "-c", path)
 	m := regexp.MustCompile(`(?m)^(\d{8}-\d{6}\.\d{3}F)  full .* from (db\d), `).FindStringSubmatch(r.stdout)
 	if r.code != 0 || m == nil {

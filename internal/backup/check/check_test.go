@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/haven-ha/haven/internal/backup/backuptest"
 	"github.com/haven-ha/haven/internal/backup/base"
 	"github.com/haven-ha/haven/internal/backup/repo"
 	"github.com/haven-ha/haven/internal/backup/wal"
@@ -27,16 +28,7 @@ func TestMain(m *testing.M) {
 			}
 			return wal.FetchFromSocket(context.Background(), args[2], args[3], args[4])
 		},
-		"wal-fetch": func(args []string) error {
-			if len(args) != 4 {
-				return fmt.Errorf("usage: wal-fetch REPO CLUSTER %%f %%p")
-			}
-			r, err := repo.OpenFile(args[0])
-			if err != nil {
-				return err
-			}
-			return wal.FetchFile(context.Background(), r, args[1], args[2], args[3])
-		},
+		"wal-fetch": backuptest.WALFetch,
 	})
 }
 

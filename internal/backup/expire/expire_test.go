@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/haven-ha/haven/internal/backup/backuptest"
 	"github.com/haven-ha/haven/internal/backup/base"
 	"github.com/haven-ha/haven/internal/backup/repo"
 	"github.com/haven-ha/haven/internal/backup/wal"
@@ -21,16 +22,7 @@ import (
 // TestMain lets the test binary serve as restore_command ("wal-fetch
 // REPO CLUSTER %f %p").
 func TestMain(m *testing.M) {
-	pgtest.Main(m, map[string]func([]string) error{"wal-fetch": func(args []string) error {
-		if len(args) != 4 {
-			return fmt.Errorf("usage: wal-fetch REPO CLUSTER %%f %%p")
-		}
-		r, err := repo.OpenFile(args[0])
-		if err != nil {
-			return err
-		}
-		return wal.FetchFile(context.Background(), r, args[1], args[2], args[3])
-	}})
+	pgtest.Main(m, backuptest.Commands)
 }
 
 // TestExpire takes a full backup, an incremental on it, a second full one
