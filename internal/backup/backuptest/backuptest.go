@@ -26,6 +26,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/haven-ha/haven/internal/backup/repo"
 	"github.com/haven-ha/haven/internal/backup/repo/repotest"
 	"github.com/haven-ha/haven/internal/backup/wal"
 	"github.com/haven-ha/haven/internal/pg"
@@ -398,4 +399,32 @@ func StartRestored(t testing.TB, dir string) *pg.Server {
 		return err == nil && !in, fmt.Sprintf("in recovery %v, %v", in, err)
 	})
 	return s
+}
+
+// StartArchiver runs a WAL archiver of s's cluster "shop" into r until
+// the test ends; stop ends it once the archive holds s's WAL up to now
+// and reports how Run returned.
+func StartArchiver(t testing.TB, s *pg.Server, r repo.Repository) (stop func() error) {
+	t.Helper()
+	cc, err := s.ConnConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := wal.New(wal.Config{Conn: &cc.Config, Repo: r, Cluster: "shop", Logger: testenv.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	return func() error {
+		end := pgtest.InsertLSN(t, s)
+		testenv.Poll(t, pgtest.Timeout, "the archive reaches "+end.String(), func() (bool, string) {
+			_, pos := a.Archived()
+			return pos >= end, pos.String()
+		})
+		cancel()
+		return <-done
+	}
 }

@@ -1,7 +1,6 @@
 package expire
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path"
@@ -42,18 +41,7 @@ func TestExpire(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cc, err := p.ConnConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := wal.New(wal.Config{Conn: &cc.Config, Repo: r, Cluster: "shop", Logger: testenv.Logger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	actx, stopArchiver := context.WithCancel(ctx)
-	archived := make(chan error, 1)
-	go func() { archived <- a.Run(actx) }()
-	t.Cleanup(stopArchiver)
+	stopArchiver := backuptest.StartArchiver(t, p, r)
 
 	rows := 0
 	step := func(incremental bool) *base.Manifest {
@@ -79,13 +67,7 @@ func TestExpire(t *testing.T) {
 	}
 	rows++
 	pgtest.Exec(t, p, fmt.Sprintf("INSERT INTO t VALUES (%d)", rows))
-	end := pgtest.InsertLSN(t, p)
-	testenv.Poll(t, pgtest.Timeout, "the archive reaches "+end.String(), func() (bool, string) {
-		_, pos := a.Archived()
-		return pos >= end, pos.String()
-	})
-	stopArchiver()
-	if err := <-archived; err != nil {
+	if err := stopArchiver(); err != nil {
 		t.Fatalf("archiver: %v", err)
 	}
 
