@@ -120,6 +120,11 @@ func (a *Agent) reinit(w http.ResponseWriter, req *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(req.Context(), wait)
 	defer cancel()
+	// The admin server ends a response after 30 s; a rebuild takes as
+	// long as copying the database.
+	if err := http.NewResponseController(w).SetWriteDeadline(time.Now().Add(wait + 10*time.Second)); err != nil {
+		a.log.Warn("reinit: the answer may be cut at the admin server's write timeout", "err", err)
+	}
 	err := k.Reinit(ctx, from == "backup")
 	switch {
 	case errors.Is(err, keeper.ErrReinitPrimary):

@@ -90,6 +90,9 @@ type Archiver struct {
 	received pg.LSN
 	server   pg.LSN    // the server's WAL end, as last heard
 	arrivals []arrival // received and not yet archived, oldest first
+	// walGone is set when the server no longer has the WAL where the
+	// archive ends: the next session starts where the slot keeps WAL.
+	walGone bool
 }
 
 // arrival is when the WAL up to end arrived.
@@ -206,6 +209,11 @@ func (a *Archiver) Run(ctx context.Context) error {
 			continue
 		}
 		a.m.errors.WithLabelValues("stream").Inc()
+		if walRemoved(err) {
+			a.mu.Lock()
+			a.walGone = true
+			a.mu.Unlock()
+		}
 		if err.Error() != lastErr {
 			a.log.Warn("archiving stopped; trying again", "err", err, "pause", pause)
 			lastErr = err.Error()
@@ -297,6 +305,21 @@ func (a *Archiver) prepare(ctx context.Context, conn *pgconn.PgConn) (*segment, 
 		if err := a.archiveHistory(ctx, conn, tli, serverTLI); err != nil {
 			return nil, err
 		}
+	}
+	a.mu.Lock()
+	gone := a.walGone
+	a.walGone = false
+	a.mu.Unlock()
+	if gone && end.ok && slotLSN > 0 && segStart(slotLSN) > pos {
+		// Nothing can fill the archive from its end to where the slot
+		// keeps WAL: the server removed it before this slot kept it (an
+		// archiver stopped before storing all it had received, then a
+		// promotion or a slot dropped). Say so, and go on from the slot:
+		// backups taken from here on restore; earlier ones only to pos.
+		a.m.gaps.Inc()
+		a.log.Error("the archive has a gap: the server no longer has the WAL from where the archive ends to where this slot keeps it; backups taken before it restore only up to where the archive ends; take a new base backup",
+			"timeline", tli, "archive_end", pos, "slot", a.cfg.Slot, "resumes_at", segStart(slotLSN), "server_timeline", serverTLI)
+		tli, pos, end.ok = serverTLI, segStart(slotLSN), false
 	}
 	if tli < serverTLI {
 		hist, err := pglogrepl.TimelineHistory(ctx, conn, int32(serverTLI))
@@ -471,4 +494,12 @@ func successor(history []byte, tli, last uint32) (uint32, pg.LSN, error) {
 		}
 	}
 	return 0, 0, fmt.Errorf("timeline %d is not an ancestor of timeline %d", tli, last)
+}
+
+// walRemoved reports whether err is the server's "requested WAL segment
+// ... has already been removed" (undefined_file): streaming from there
+// can never succeed.
+func walRemoved(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "58P01"
 }

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/haven-ha/haven/internal/backup/repo"
+	"github.com/haven-ha/haven/internal/pg"
 	"github.com/haven-ha/haven/internal/pg/pgtest"
 	"github.com/haven-ha/haven/internal/testenv"
 	"github.com/haven-ha/haven/internal/testenv/s3server"
@@ -172,4 +173,36 @@ func metricValue(t *testing.T, reg *prometheus.Registry, name, label string) flo
 	}
 	t.Fatalf("no metric %s{%s}", name, label)
 	return 0
+}
+
+// TestArchiveGap: the server removed the WAL from where the archive ends
+// (the archiver was away and its slot was dropped): the archiver does not
+// retry for ever, but counts a gap, says so, and archives on from where
+// its new slot keeps WAL.
+func TestArchiveGap(t *testing.T) {
+	p := pgtest.Start(t, "db1", func(c *pg.Config) {
+		c.Settings["min_wal_size"] = "32MB"
+		c.Settings["max_wal_size"] = "32MB"
+		c.Settings["wal_keep_size"] = "0"
+	})
+	pgtest.Exec(t, p, "CREATE TABLE t (id int)")
+	r, err := repo.OpenFile(testenv.SearchableDir(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _, stop := startArchiver(t, p, r, nil)
+	waitArchived(t, a, p)
+	stop()
+	pgtest.Exec(t, p, "SELECT pg_drop_replication_slot('"+DefaultSlot+"')")
+	for i := range 6 {
+		pgtest.Exec(t, p, fmt.Sprintf("INSERT INTO t VALUES (%d)", i))
+		pgtest.Exec(t, p, "SELECT pg_switch_wal()")
+		pgtest.Exec(t, p, "CHECKPOINT")
+	}
+	a, reg, stop := startArchiver(t, p, r, nil)
+	waitArchived(t, a, p)
+	stop()
+	if gaps := metricValue(t, reg, "haven_backup_wal_gaps_total", ""); gaps != 1 {
+		t.Errorf("haven_backup_wal_gaps_total = %v, want 1", gaps)
+	}
 }

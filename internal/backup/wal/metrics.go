@@ -16,6 +16,7 @@ type metrics struct {
 	histories prometheus.Counter
 	bytes     prometheus.Counter
 	errors    *prometheus.CounterVec
+	gaps      prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, lagBytes, lagSeconds func() float64) (*metrics, error) {
@@ -37,13 +38,14 @@ func newMetrics(reg prometheus.Registerer, lagBytes, lagSeconds func() float64) 
 			Help: "Failures of the archiver, by what failed: stream (connecting to or streaming from the server) or upload (storing in the repository).",
 		}, []string{"op"}),
 	}
+	m.gaps = counter("haven_backup_wal_gaps_total", "Times the archive could not be continued where it ended (the server had removed that WAL) and went on from where the slot keeps WAL: backups taken before a gap restore only up to it.")
 	for _, op := range []string{"stream", "upload"} {
 		m.errors.WithLabelValues(op)
 	}
 	if reg == nil {
 		return m, nil
 	}
-	cs := []prometheus.Collector{m.archived, m.timeline, m.pieces, m.segments, m.histories, m.bytes, m.errors,
+	cs := []prometheus.Collector{m.archived, m.timeline, m.pieces, m.segments, m.histories, m.bytes, m.errors, m.gaps,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "haven_backup_wal_lag_bytes",
 			Help: "WAL the server has written and the repository does not hold yet, as far as the archiver has heard from the server.",

@@ -26,9 +26,10 @@ import (
 const Timeout = 60 * time.Second
 
 // Context returns a context for a whole test, cancelled when it ends or
-// after three minutes.
+// after eight minutes: under -race on a loaded machine, a test of several
+// backups and restores takes minutes.
 func Context(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	t.Cleanup(cancel)
 	return ctx
 }
