@@ -92,13 +92,7 @@ func (s *Server) Clone(ctx context.Context, up Upstream) error {
 	if err := s.clone(ctx, up); err != nil {
 		return fmt.Errorf("pg: clone %s from %s: %w", s.cfg.dataDir, up, err)
 	}
-	if err := s.Start(ctx); err != nil {
-		return err
-	}
-	if _, err := s.WaitStreaming(ctx, up, 0); err != nil {
-		return err
-	}
-	return nil
+	return s.startStreaming(ctx, up)
 }
 
 // RestoreStandby is Clone from a backup instead of from the primary:
@@ -110,51 +104,38 @@ func (s *Server) Clone(ctx context.Context, up Upstream) error {
 // the WAL the archive does not have yet: this is how a replica is rebuilt
 // without loading the primary with a copy of the whole database.
 func (s *Server) RestoreStandby(ctx context.Context, up Upstream, restore func(ctx context.Context, dataDir string) error) error {
-	if err := s.restoreStandby(ctx, up, restore); err != nil {
+	err := s.makeReplica(ctx, up, "restored a backup as a replica", func(up Upstream) error { return restore(ctx, s.cfg.dataDir) })
+	if err != nil {
 		return fmt.Errorf("pg: restore %s from a backup as a replica of %s: %w", s.cfg.dataDir, up, err)
 	}
+	return s.startStreaming(ctx, up)
+}
+
+// startStreaming starts the replica Clone or RestoreStandby made and waits
+// until it streams from up.
+func (s *Server) startStreaming(ctx context.Context, up Upstream) error {
 	if err := s.Start(ctx); err != nil {
 		return err
 	}
-	if _, err := s.WaitStreaming(ctx, up, 0); err != nil {
-		return err
-	}
-	return nil
-}
-
-func (s *Server) restoreStandby(ctx context.Context, up Upstream, restore func(ctx context.Context, dataDir string) error) error {
-	s.life.Lock()
-	defer s.life.Unlock()
-	if s.cfg.name == "" {
-		return ErrNoName
-	}
-	up, err := up.check()
-	if err != nil {
-		return err
-	}
-	if pid := s.PID(); pid != 0 {
-		return fmt.Errorf("%w (pid %d)", ErrAlreadyRunning, pid)
-	}
-	if err := s.cfg.prepareDataDir(); err != nil {
-		return err
-	}
-	start := time.Now()
-	if err := restore(ctx, s.cfg.dataDir); err != nil {
-		return err
-	}
-	s.cfg.kmu.Lock()
-	s.cfg.keeper = map[string]string{}
-	s.cfg.kmu.Unlock()
-	if err := s.setStandby(up); err != nil {
-		return err
-	}
-	s.log.Info("restored a backup as a replica", "upstream", up.String(), "slot", up.Slot,
-		"took", time.Since(start).Round(time.Millisecond))
-	return nil
+	_, err := s.WaitStreaming(ctx, up, 0)
+	return err
 }
 
 // clone runs pg_basebackup and SetStandby.
 func (s *Server) clone(ctx context.Context, up Upstream) error {
+	return s.makeReplica(ctx, up, "cloned the primary", func(up Upstream) error {
+		args := []string{"-D", s.cfg.dataDir, "-X", "stream", "-c", "fast", "-w",
+			"-d", up.conninfo(s.cfg.name+"_clone", "", false)}
+		if up.Slot != "" {
+			args = append(args, "-S", up.Slot)
+		}
+		return s.runTool(ctx, up.Password, "pg_basebackup", args...)
+	})
+}
+
+// makeReplica fills the stopped server's empty data directory with fill,
+// then makes it a replica of up (SetStandby), and logs done.
+func (s *Server) makeReplica(ctx context.Context, up Upstream, done string, fill func(up Upstream) error) error {
 	s.life.Lock()
 	defer s.life.Unlock()
 	if s.cfg.name == "" {
@@ -170,13 +151,8 @@ func (s *Server) clone(ctx context.Context, up Upstream) error {
 	if err := s.cfg.prepareDataDir(); err != nil {
 		return err
 	}
-	args := []string{"-D", s.cfg.dataDir, "-X", "stream", "-c", "fast", "-w",
-		"-d", up.conninfo(s.cfg.name+"_clone", "", false)}
-	if up.Slot != "" {
-		args = append(args, "-S", up.Slot)
-	}
 	start := time.Now()
-	if err := s.runTool(ctx, up.Password, "pg_basebackup", args...); err != nil {
+	if err := fill(up); err != nil {
 		return err
 	}
 	// A fresh configuration: nothing of the primary's role settings.
@@ -186,8 +162,7 @@ func (s *Server) clone(ctx context.Context, up Upstream) error {
 	if err := s.setStandby(up); err != nil {
 		return err
 	}
-	s.log.Info("cloned the primary", "upstream", up.String(), "slot", up.Slot,
-		"took", time.Since(start).Round(time.Millisecond))
+	s.log.Info(done, "upstream", up.String(), "slot", up.Slot, "took", time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
