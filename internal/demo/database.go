@@ -366,6 +366,11 @@ func storedOrders(ctx context.Context, app *netlab.Host) (map[int64]bool, error)
 		}
 	}
 	defer conn.Close(context.Background())
+	return orderIDs(ctx, conn)
+}
+
+// orderIDs reads every order id in the orders table conn reaches.
+func orderIDs(ctx context.Context, conn *pgx.Conn) (map[int64]bool, error) {
 	rows, err := conn.Query(ctx, "SELECT id FROM orders")
 	if err != nil {
 		return nil, err

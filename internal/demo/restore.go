@@ -173,19 +173,7 @@ func restoreBefore(ctx context.Context, st *stage, cluster, bindir, xid string, 
 		return nil, err
 	}
 	defer conn.Close(context.Background())
-	rows, err := conn.Query(ctx, "SELECT id FROM orders")
-	if err != nil {
-		return nil, err
-	}
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
-	if err != nil {
-		return nil, err
-	}
-	got := make(map[int64]bool, len(ids))
-	for _, id := range ids {
-		got[id] = true
-	}
-	return got, nil
+	return orderIDs(ctx, conn)
 }
 
 // copyExecutable copies haven's binary where the postgres user may run it
