@@ -17,20 +17,10 @@ import (
 func TestBackupCopy(t *testing.T) {
 	dir := t.TempDir()
 	east, west := filepath.Join(dir, "east"), filepath.Join(dir, "west")
-	cfg := filepath.Join(dir, "haven.yaml")
-	yaml := `cluster: shop
-regions: {east: {nodes: {db1: {address: 127.0.0.1}}}}
-database:
-  nodes: [db1]
-  backup:
-    repositories:
-      - {name: east, url: "file://` + east + `"}
-      - {name: west, url: "file://` + west + `"}
-coordination: {members: [db1]}
-`
-	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfg := backupConfig(t, dir, `    repositories:
+      - {name: east, url: "file://`+east+`"}
+      - {name: west, url: "file://`+west+`"}
+`)
 	src, err := repo.OpenFile(east)
 	if err != nil {
 		t.Fatal(err)

@@ -29,23 +29,9 @@ import (
 func TestBackupWALFetch(t *testing.T) {
 	dir := t.TempDir()
 	store := filepath.Join(dir, "backups")
-	cfg := filepath.Join(dir, "haven.yaml")
-	yaml := `cluster: shop
-regions:
-  east:
-    nodes:
-      db1: {address: 127.0.0.1}
-database:
-  nodes: [db1]
-  backup:
-    repositories:
-      - {name: local, url: "file://` + store + `"}
-coordination:
-  members: [db1]
-`
-	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfg := backupConfig(t, dir, `    repositories:
+      - {name: local, url: "file://`+store+`"}
+`)
 	r, err := repo.OpenFile(store)
 	if err != nil {
 		t.Fatal(err)
@@ -478,24 +464,10 @@ func TestBackupWALFetchEncrypted(t *testing.T) {
 	if err := os.WriteFile(keyFile, []byte("BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg := filepath.Join(dir, "haven.yaml")
-	yaml := `cluster: shop
-regions:
-  east:
-    nodes:
-      db1: {address: 127.0.0.1}
-database:
-  nodes: [db1]
-  backup:
-    repositories:
-      - {name: local, url: "file://` + filepath.Join(dir, "backups") + `"}
+	cfg := backupConfig(t, dir, `    repositories:
+      - {name: local, url: "file://`+filepath.Join(dir, "backups")+`"}
     encryption_key_file: backup.key
-coordination:
-  members: [db1]
-`
-	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
+`)
 	c, err := config.Load(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -534,4 +506,26 @@ coordination:
 	if _, err := os.Stat(dst); !os.IsNotExist(err) {
 		t.Errorf("wal-fetch with another key wrote %s (%v)", dst, err)
 	}
+}
+
+// backupConfig writes dir/haven.yaml: cluster shop, one database node db1,
+// and database.backup's keys as given (indented four spaces).
+func backupConfig(t *testing.T, dir, backup string) string {
+	t.Helper()
+	cfg := filepath.Join(dir, "haven.yaml")
+	yaml := `cluster: shop
+regions:
+  east:
+    nodes:
+      db1: {address: 127.0.0.1}
+database:
+  nodes: [db1]
+  backup:
+` + backup + `coordination:
+  members: [db1]
+`
+	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }
