@@ -32,6 +32,9 @@ type electorConfig struct {
 	// firstID numbers this process's first write; later ones count up
 	// from it. It is random in each process (see Record.Seq).
 	firstID uint64
+	// group: node names a group of processes that hold the record
+	// together (a region), not one process (OwnerConfig.Member).
+	group bool
 }
 
 // opKind says which write a request is.
@@ -213,7 +216,8 @@ func (e *elector) observe(now time.Time, o observation) {
 		// One of this node's own writes: a renewal whose answer is still
 		// on its way, or one that timed out but was applied. Later writes
 		// compare on it; when its Seq tells which request it was, its send
-		// time moves the deadline.
+		// time moves the deadline. In a group it may be another member's
+		// renewal: it moves only the revision to compare on.
 		e.rev = max(e.rev, o.modRev)
 		if sentAt, ok := e.sentAt[o.rec.Seq]; ok {
 			e.extend(now, sentAt)
@@ -328,15 +332,47 @@ func (e *elector) extend(now, sentAt time.Time) {
 }
 
 // setEligible says whether this node may compete for the singleton now. A
-// holder that becomes ineligible hands over to next.
+// holder that becomes ineligible hands over to next; a member of a group
+// leaves it instead (leaveGroup): the group keeps the record.
 func (e *elector) setEligible(now time.Time, ok bool, next string) {
 	if ok && !e.eligible {
 		e.eligibleAt = now
 	}
 	e.eligible = ok
-	if !ok && e.holding {
+	switch {
+	case ok || !e.holding:
+	case e.cfg.group:
+		e.leaveGroup("no longer eligible; the group keeps the record")
+	default:
 		e.handover(now, next)
 	}
+}
+
+// joinGroup makes a process that wants the singleton one of its holders
+// when the record names its group: it renews the record at once, under
+// the group's epoch, and acts once a write of its own has been applied.
+// Its deadline comes from its own writes only, as any holder's: a write by
+// another member of the group restarts the challengers' wait but proves
+// nothing about this process's clock. Joining does not wait for the
+// eligibility to settle: the group holds already, so there is no race to
+// rank.
+func (e *elector) joinGroup(now time.Time) {
+	o := e.seen
+	if !e.cfg.group || e.holding || !e.want || !o.held() || o.rec.Holder != e.cfg.node {
+		return
+	}
+	e.holding, e.epoch, e.rev = true, o.epoch(), o.modRev
+	e.deadline = time.Time{}
+	e.nextRenew = now
+	e.info("joining the group's holding", "epoch", e.epoch)
+}
+
+// leaveGroup stops this member's holding without writing: the record
+// stays with the group, renewed by its other members or left to expire.
+func (e *elector) leaveGroup(reason string) {
+	e.holding, e.releasing = false, false
+	clear(e.sentAt)
+	e.release(reason)
 }
 
 // handover releases a held singleton: the guard first, then the record,
@@ -409,6 +445,7 @@ func (e *elector) wake() time.Time {
 // whatever write is due.
 func (e *elector) tick(now time.Time) {
 	e.settle(now)
+	e.joinGroup(now)
 	if e.acting && !now.Before(e.deadline) {
 		e.release("lease not renewed before its deadline")
 	}

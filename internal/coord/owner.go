@@ -34,6 +34,15 @@ type OwnerConfig struct {
 	// requests at Prefix/handover.
 	Prefix string
 	Node   string
+	// Member, when set, makes Node a group of processes that hold the
+	// record together, this one named Member: the active region's record
+	// is held by the region, renewed by whichever of its nodes leads its
+	// database now. A member that wants the singleton while the record
+	// names its group joins the holding without waiting out the lease; one
+	// that stops wanting it, or stops, leaves without releasing the
+	// record. Each member acts only until its own writes' deadlines, as
+	// any holder. Handover releases it for the whole group.
+	Member string
 	// Priority ranks candidates: the highest eligible one is preferred.
 	Priority int
 	// Preempt makes a holder hand over to an eligible candidate of higher
@@ -84,7 +93,11 @@ type OwnerStatus struct {
 	// Acting says whether this node acts as the holder now.
 	Acting bool `json:"acting"`
 	// Deadline is when this node stops acting unless it renews.
-	Deadline   time.Time   `json:"deadline,omitzero"`
+	Deadline time.Time `json:"deadline,omitzero"`
+	// Present says the record exists: it was held once (and not deleted
+	// by hand). Next is the node a released record was handed to.
+	Present    bool        `json:"present"`
+	Next       string      `json:"next,omitempty"`
 	Eligible   bool        `json:"eligible"`
 	Candidates []Candidate `json:"candidates"`
 }
@@ -109,6 +122,9 @@ type Owner struct {
 	changed chan struct{}
 
 	e *elector
+	// cands are the candidacies as published, by their name under
+	// Prefix/candidates/ (mergeCandidates); only Run's goroutine uses it.
+	cands map[string]Candidate
 	// done is closed when Run returns, so callers never block on a loop
 	// that is gone.
 	done chan struct{}
@@ -164,10 +180,11 @@ func NewOwner(cfg OwnerConfig) (*Owner, error) {
 		// process's writes for its own (see Record.Seq); below 2^53 so
 		// that any JSON reader keeps it exact.
 		firstID: 1 + rand.Uint64N(1<<52),
+		group:   cfg.Member != "",
 	})
 	return &Owner{
 		cfg:      cfg,
-		log:      cfg.Logger.With("singleton", cfg.Prefix),
+		log:      ownerLogger(cfg),
 		clients:  append([]*clientv3.Client{cfg.Client}, cfg.Alternates...),
 		inputs:   make(chan func(time.Time), 16),
 		results:  make(chan result, 4),
@@ -180,9 +197,21 @@ func NewOwner(cfg OwnerConfig) (*Owner, error) {
 	}, nil
 }
 
-func (o *Owner) recordKey() string    { return o.cfg.Prefix + "/record" }
-func (o *Owner) candidateKey() string { return o.cfg.Prefix + "/candidates/" + o.cfg.Node }
-func (o *Owner) handoverKey() string  { return o.cfg.Prefix + "/handover" }
+func (o *Owner) recordKey() string { return o.cfg.Prefix + "/record" }
+func (o *Owner) candidateKey() string {
+	if o.cfg.Member != "" {
+		return o.cfg.Prefix + "/candidates/" + o.cfg.Node + "/" + o.cfg.Member
+	}
+	return o.cfg.Prefix + "/candidates/" + o.cfg.Node
+}
+
+func ownerLogger(cfg OwnerConfig) *slog.Logger {
+	if cfg.Member != "" {
+		return cfg.Logger.With("singleton", cfg.Prefix, "group", cfg.Node)
+	}
+	return cfg.Logger.With("singleton", cfg.Prefix)
+}
+func (o *Owner) handoverKey() string { return o.cfg.Prefix + "/handover" }
 
 // SetEligible says whether this node may hold the singleton. A holder that
 // becomes ineligible hands over to the best eligible candidate.
@@ -385,6 +414,8 @@ func (o *Owner) publish() {
 		Epoch:    o.e.seen.epoch(),
 		Acting:   o.e.acting,
 		Eligible: o.e.want,
+		Present:  o.e.seen.exists(),
+		Next:     o.e.seen.rec.Next,
 	}
 	if !o.e.seen.exists() || s.Holder == "" {
 		s.Epoch = 0
@@ -398,7 +429,7 @@ func (o *Owner) publish() {
 	slices.SortFunc(s.Candidates, func(a, b Candidate) int { return strings.Compare(a.Node, b.Node) })
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if s.Holder == o.status.Holder && s.Epoch == o.status.Epoch && s.Acting == o.status.Acting &&
+	if s.Holder == o.status.Holder && s.Epoch == o.status.Epoch && s.Acting == o.status.Acting && s.Present == o.status.Present && s.Next == o.status.Next &&
 		s.Deadline.Equal(o.status.Deadline) && s.Eligible == o.status.Eligible && slices.Equal(s.Candidates, o.status.Candidates) {
 		return
 	}
@@ -593,8 +624,8 @@ func (o *Owner) follow(ctx context.Context, rev int64, updates chan<- watchUpdat
 			if ev.Type == mvccpb.DELETE {
 				if string(ev.Kv.Key) == o.recordKey() {
 					u.obs = &observation{modRev: ev.Kv.ModRevision}
-				} else if node, ok := strings.CutPrefix(string(ev.Kv.Key), o.cfg.Prefix+"/candidates/"); ok {
-					u.cands[node] = nil
+				} else if name, ok := strings.CutPrefix(string(ev.Kv.Key), o.cfg.Prefix+"/candidates/"); ok {
+					u.cands[name] = nil
 				}
 			} else {
 				o.decode(ev.Kv, nil, &u)
@@ -633,11 +664,11 @@ func (o *Owner) decode(kv *mvccpb.KeyValue, into *observation, u *watchUpdate) {
 			u.handover = &handoverRequest{to: h.To, rev: kv.ModRevision}
 		}
 	default:
-		node, ok := strings.CutPrefix(key, o.cfg.Prefix+"/candidates/")
+		name, ok := strings.CutPrefix(key, o.cfg.Prefix+"/candidates/")
 		var c Candidate
 		if ok && json.Unmarshal(kv.Value, &c) == nil {
-			c.Node = node
-			u.cands[node] = &c
+			c.Node, _, _ = strings.Cut(name, "/")
+			u.cands[name] = &c
 		}
 	}
 }
@@ -645,7 +676,7 @@ func (o *Owner) decode(kv *mvccpb.KeyValue, into *observation, u *watchUpdate) {
 // apply feeds a watch update to the elector.
 func (o *Owner) apply(now time.Time, u watchUpdate) {
 	if u.reset || len(u.cands) > 0 {
-		o.e.setCandidates(now, u.reset, u.cands)
+		o.e.setCandidates(now, true, o.mergeCandidates(u.reset, u.cands))
 	}
 	if u.obs != nil {
 		o.e.observe(now, *u.obs)
@@ -653,6 +684,36 @@ func (o *Owner) apply(now time.Time, u watchUpdate) {
 	if h := u.handover; h != nil {
 		o.e.handoverRequested(now, h.to, h.rev)
 	}
+}
+
+// mergeCandidates files the candidacies of an update (keyed by their
+// name under Prefix/candidates/: a node, or GROUP/MEMBER) and returns the
+// complete set by node: a group is one candidate, eligible when any of its
+// members is, with the best priority among them.
+func (o *Owner) mergeCandidates(reset bool, changes map[string]*Candidate) map[string]*Candidate {
+	if reset || o.cands == nil {
+		o.cands = map[string]Candidate{}
+	}
+	for name, c := range changes {
+		if c == nil {
+			delete(o.cands, name)
+		} else {
+			o.cands[name] = *c
+		}
+	}
+	out := map[string]*Candidate{}
+	for _, c := range o.cands {
+		m, ok := out[c.Node]
+		switch {
+		case !ok:
+			out[c.Node] = &c
+		case c.Eligible && !m.Eligible:
+			*m = c
+		case c.Eligible == m.Eligible && c.Priority > m.Priority:
+			m.Priority = c.Priority
+		}
+	}
+	return out
 }
 
 // keepCandidate keeps an etcd lease for this node's candidacy, so a node

@@ -109,13 +109,25 @@ const ownerTestLease = time.Second
 
 func (h *ownerHarness) start(node string, priority int, preempt bool, alternates ...*clientv3.Client) *ownerNode {
 	h.t.Helper()
+	return h.startOwner(OwnerConfig{Node: node, Priority: priority, Preempt: preempt, Alternates: alternates}, node)
+}
+
+// startMember starts member of group; the group's members share one
+// guard name, so that checkNoOverlap counts the group as one holder.
+func (h *ownerHarness) startMember(group, member string, priority int) *ownerNode {
+	h.t.Helper()
+	return h.startOwner(OwnerConfig{Node: group, Member: member, Priority: priority}, member)
+}
+
+func (h *ownerHarness) startOwner(cfg OwnerConfig, name string) *ownerNode {
+	h.t.Helper()
 	cli := newTestClient(h.t, testLog(h.t), h.eps, nil)
-	g := &recGuard{node: node}
+	g := &recGuard{node: cfg.Node}
 	h.mu.Lock()
 	g.log = &h.spans
 	h.mu.Unlock()
-	o, err := NewOwner(OwnerConfig{Client: cli, Alternates: alternates, Prefix: h.prefix, Node: node, Priority: priority, Preempt: preempt,
-		Lease: ownerTestLease, Guard: &lockedGuard{g: g, mu: &h.mu}, Logger: testLog(h.t)})
+	cfg.Client, cfg.Prefix, cfg.Lease, cfg.Guard, cfg.Logger = cli, h.prefix, ownerTestLease, &lockedGuard{g: g, mu: &h.mu}, testLog(h.t)
+	o, err := NewOwner(cfg)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -123,7 +135,7 @@ func (h *ownerHarness) start(node string, priority int, preempt bool, alternates
 	n := &ownerNode{o: o, g: g, cli: cli, cancel: cancel, done: make(chan error, 1)}
 	go func() { n.done <- o.Run(ctx) }()
 	h.t.Cleanup(func() { n.stop(h.t) })
-	h.nodes[node] = n
+	h.nodes[name] = n
 	return n
 }
 
@@ -398,4 +410,54 @@ func TestOwnerCleanSince(t *testing.T) {
 	if since := troubled.o.CleanSince(h.eps[0]); !since.After(acquired) {
 		t.Errorf("with a route that fails every write, clean since %v; want after it acquired at %v (its renewals' copies failed since)", since, acquired)
 	}
+}
+
+// A group (a region) holds the record while any of its members renews it:
+// a member that starts wanting it joins at once, under the group's epoch;
+// the member that acquired can stop without the record leaving the group;
+// a challenger takes it only once no member renews.
+func TestOwnerGroupHoldsWhileAnyMemberRenews(t *testing.T) {
+	h := newOwnerHarness(t)
+	a := h.startMember("east", "db1", 100)
+	b := h.startMember("east", "db2", 100)
+	c := h.startMember("west", "wdb1", 50)
+	a.o.SetEligible(true)
+	c.o.SetEligible(true)
+	h.waitHolder("db1", 5*time.Second)
+	epoch := a.o.Status().Epoch
+
+	// db2 joins: both act under the same epoch, and the challenger waits.
+	b.o.SetEligible(true)
+	testenv.Poll(t, 5*time.Second, "db2 joins the holding", func() (bool, string) {
+		st := b.o.Status()
+		return st.Acting && st.Epoch == epoch, fmt.Sprintf("%+v", st)
+	})
+	if !a.g.acting() {
+		t.Fatal("db1 stopped acting when db2 joined")
+	}
+
+	// db1 stops: the record stays with east, renewed by db2, for several
+	// leases; west never acts.
+	a.stop(t)
+	h.waitRenewals("db2", 12)
+	if st := b.o.Status(); st.Holder != "east" || st.Epoch != epoch || !st.Acting {
+		t.Fatalf("after db1 stopped, db2's status is %+v; want east acting under epoch %d", st, epoch)
+	}
+	if c.g.acting() {
+		t.Fatal("west acts while a member of east renews")
+	}
+
+	// db2 leaves: nobody renews, and west takes over after the lease.
+	b.o.SetEligible(false)
+	testenv.Poll(t, 10*time.Second, "west holds", func() (bool, string) {
+		st := c.o.Status()
+		return st.Acting && st.Holder == "west", fmt.Sprintf("%+v", st)
+	})
+	if b.g.acting() {
+		t.Fatal("db2 still acts after leaving")
+	}
+	if st := c.o.Status(); st.Epoch <= epoch {
+		t.Errorf("west's epoch %d is not above east's %d", st.Epoch, epoch)
+	}
+	h.checkNoOverlap()
 }
