@@ -69,6 +69,9 @@ func (s *Server) setStandby(up Upstream) error {
 		if !alone {
 			m["primary_conninfo"] = up.conninfo(s.cfg.name, "", true)
 			m["primary_slot_name"] = up.Slot
+			if up.RestoreCommand != "" {
+				m["restore_command"] = up.RestoreCommand
+			}
 		}
 		m["recovery_target_timeline"] = "latest"
 	})

@@ -42,6 +42,11 @@ type Upstream struct {
 	// (CreateSlot). Empty: no slot, and the primary may remove WAL the
 	// replica still needs.
 	Slot string
+	// RestoreCommand, when set, is the replica's restore_command: when
+	// streaming breaks, or the primary no longer keeps the WAL the replica
+	// needs, postgres replays WAL from the archive with it and then
+	// returns to streaming (a standby cluster in another region).
+	RestoreCommand string
 }
 
 // slotNameRE matches the names PostgreSQL accepts for a replication slot.

@@ -26,8 +26,7 @@ func (k *Keeper) follow(ctx context.Context, v view) error {
 		}
 		k.lastNoLeader = d.noLeader
 	}
-	up := k.cfg.Replication
-	up.Host, up.Port, up.Slot = d.leader.Host, d.leader.Port, pg.SlotName(k.cfg.Node)
+	up := k.upstream(v, d.leader)
 	switch d.act {
 	case followReadOnly:
 		if err := k.srv.SetStandby(pg.Upstream{}); err != nil {
@@ -36,6 +35,11 @@ func (k *Keeper) follow(ctx context.Context, v view) error {
 		k.m.startedReadOnly()
 		k.startSupervisor(ctx)
 	case followClone:
+		if v.standbyLeader && k.cfg.RestoreBackup != nil {
+			// A new standby region is seeded from the newest base backup
+			// and the archive, not by copying the primary over the WAN.
+			return k.cloneWith(ctx, d.leader.Node, up, k.cfg.RestoreBackup)
+		}
 		return k.clone(ctx, d.leader.Node, up)
 	case followRewind:
 		return k.rewind(ctx, d.leader.Node, up)
@@ -54,6 +58,22 @@ func (k *Keeper) follow(ctx context.Context, v view) error {
 		k.log.Info("following the primary", "primary", d.leader.Node, "timeline", d.leader.Timeline)
 	}
 	return nil
+}
+
+// upstream is how the node reaches leader: with its own slot there, or,
+// as the standby leader of a region, with its region's slot on the active
+// region's primary; in a database that spans two regions, with the
+// archive's restore_command for when streaming breaks or falls behind.
+func (k *Keeper) upstream(v view, leader MemberState) pg.Upstream {
+	up := k.cfg.Replication
+	up.Host, up.Port, up.Slot = leader.Host, leader.Port, pg.SlotName(k.cfg.Node)
+	if r := k.region; r != nil {
+		if v.standbyLeader {
+			up.Slot = RegionSlot(r.cfg.Name)
+		}
+		up.RestoreCommand = r.cfg.RestoreCommand
+	}
+	return up
 }
 
 func (k *Keeper) clone(ctx context.Context, leader string, up pg.Upstream) error {

@@ -1,6 +1,7 @@
 package keeper
 
 import (
+	"context"
 	"sync"
 	"time"
 )
@@ -21,7 +22,7 @@ type keeperGuard struct {
 // Acquire opens the write fence until the deadline, then lets the keeper
 // promote.
 func (g *keeperGuard) Acquire(epoch int64, deadline time.Time) {
-	open := g.openFence(deadline, true)
+	open := g.openFence(g.fenceDeadline(deadline), true)
 	g.mu.Lock()
 	g.acting, g.epoch, g.deadline, g.open = true, epoch, deadline, open
 	g.mu.Unlock()
@@ -30,18 +31,92 @@ func (g *keeperGuard) Acquire(epoch int64, deadline time.Time) {
 
 // Extend moves the write fence's deadline with the lease's.
 func (g *keeperGuard) Extend(deadline time.Time) {
-	open := g.openFence(deadline, false)
+	open := g.openFence(g.fenceDeadline(deadline), false)
 	g.mu.Lock()
 	g.deadline, g.open = deadline, open
 	g.mu.Unlock()
 }
 
+// fenceDeadline is until when the write fence may be open under a lead
+// that lasts until deadline: in a database that spans two regions, no
+// later than the active-region record's deadline either (and not at all
+// while the region does not hold it).
+func (g *keeperGuard) fenceDeadline(deadline time.Time) time.Time {
+	r := g.k.region
+	if r == nil {
+		return deadline
+	}
+	acting, _, rd := r.guard.lead()
+	if !acting {
+		return time.Time{}
+	}
+	if rd.Before(deadline) {
+		return rd
+	}
+	return deadline
+}
+
+// refreshFence opens the write fence again after the active-region
+// record's deadline moved, while the node leads.
+func (g *keeperGuard) refreshFence() {
+	g.mu.Lock()
+	acting, deadline := g.acting, g.deadline
+	g.mu.Unlock()
+	if !acting {
+		return
+	}
+	open := g.openFence(g.fenceDeadline(deadline), true)
+	g.mu.Lock()
+	if g.acting && g.deadline.Equal(deadline) {
+		g.open = open
+	}
+	g.mu.Unlock()
+}
+
+// regionLost stops a primary whose region no longer holds the
+// active-region record, as Release does for the database's own record:
+// the node keeps its region's lead and comes back as the standby leader.
+func (g *keeperGuard) regionLost(reason string) {
+	g.mu.Lock()
+	acting := g.acting
+	if acting {
+		g.k.letGo.Store(true)
+	}
+	g.mu.Unlock()
+	if !acting {
+		return
+	}
+	if f := g.k.cfg.Fence; f != nil {
+		// Closed first: the region's deadline has passed or is about to.
+		if err := f.Close(); err != nil {
+			g.k.log.Error("closing the write fence", "err", err)
+		}
+	}
+	if g.k.srv.PID() != 0 {
+		if in, err := g.k.srv.IsInRecovery(context.Background()); err == nil && in {
+			g.k.poke()
+			return // a standby leader: nothing to stop
+		}
+	}
+	g.k.log.Warn("the region lost the active-region record: stopping postgres", "reason", reason)
+	if err := g.k.stopPostgres(); err != nil {
+		g.k.log.Error("stopping postgres after the region lost the active-region record", "err", err)
+	}
+	g.k.poke()
+}
+
 // openFence fences postgres's port (when acquiring) and opens it until
 // deadline; it reports whether the fence is open (true without a fence).
+// A zero deadline (a region that does not hold the active-region record:
+// the node is its standby leader, a replica that serves its region) leaves
+// the fence as it is, and it is not open for writes.
 func (g *keeperGuard) openFence(deadline time.Time, acquire bool) bool {
 	f := g.k.cfg.Fence
-	if f == nil {
+	switch {
+	case f == nil:
 		return true
+	case deadline.IsZero():
+		return false
 	}
 	if acquire {
 		if err := f.Fence(); err != nil {
@@ -98,11 +173,17 @@ func (g *keeperGuard) fenceOpen() bool {
 }
 
 // isActing reports whether the node holds the record and its deadline has
-// not passed on the local clock.
+// not passed on the local clock, and, in a database that spans two
+// regions, whether its region holds the active-region record too: whether
+// it may be the primary.
 func (g *keeperGuard) isActing() bool {
 	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.acting && g.k.clk.Now().Before(g.deadline)
+	acting := g.acting && g.k.clk.Now().Before(g.deadline)
+	g.mu.Unlock()
+	if r := g.k.region; r != nil && acting {
+		acting, _, _ = r.guard.lead()
+	}
+	return acting
 }
 
 // lead reports whether the node acts (isActing), and the lead's fencing

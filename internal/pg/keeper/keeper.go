@@ -73,7 +73,10 @@ type Config struct {
 	// Run): opened until the lease deadline at every renewal, closed
 	// before anything else when the node lets go. Without it a frozen
 	// agent's postgres keeps taking connections past the lease.
-	Fence   *pg.WriteFence
+	Fence *pg.WriteFence
+	// Region, when set, makes the cluster one region's side of a database
+	// that spans two regions (database.dr; region.go).
+	Region  *RegionConfig
 	Restart pg.RestartPolicy
 	// Clock is the keeper's time (nil: clock.Real): when each round
 	// happens, and so the veto after a refused promotion and how long a
@@ -99,8 +102,11 @@ type Keeper struct {
 	owner *coord.Owner
 	state *coord.Entry[MemberState]
 	guard *keeperGuard
-	log   *slog.Logger
-	clk   clock.Clock
+	// region is the node's side of the active-region record; nil in a
+	// database of one region.
+	region *regionPart
+	log    *slog.Logger
+	clk    clock.Clock
 
 	metrics *keeperMetrics
 	// m makes the decisions; only the loop's goroutine touches it.
@@ -221,6 +227,14 @@ func New(cfg Config) (*Keeper, error) {
 	}
 	k.owner = owner
 	owner.SetEligible(false) // until it knows where its data stands
+	if cfg.Region != nil {
+		if cfg.Region.Client == nil {
+			return nil, errors.New("pg: keeper: region: no client of the global scope")
+		}
+		if k.region, err = newRegionPart(k, *cfg.Region); err != nil {
+			return nil, fmt.Errorf("pg: keeper: region: %w", err)
+		}
+	}
 	state, err := coord.NewEntry(coord.EntryConfig[MemberState]{
 		Client: cfg.Client,
 		Key:    StatePrefix(cfg.Cluster, cfg.Name) + cfg.Node,
@@ -331,6 +345,11 @@ func (k *Keeper) Run(ctx context.Context) error {
 	}
 	run("state", k.state.Run)
 	run("watch", k.watch)
+	if r := k.region; r != nil {
+		// Stopped with the database's record, after the loop: the region
+		// keeps its record while another node of it takes the lead.
+		run("region", func(ctx context.Context) error { return r.run(ctx, k) })
+	}
 	ownerCtx, ownerCancel := context.WithCancel(context.WithoutCancel(ctx))
 	ownerDone := make(chan error, 1)
 	go func() { ownerDone <- k.owner.Run(ownerCtx) }()
@@ -421,13 +440,33 @@ func (k *Keeper) step(ctx context.Context) error {
 	}
 	switch {
 	case err != nil:
-	case v.acting:
+	case v.acting && (!v.regional || v.regionActing):
 		err = k.lead(ctx, v)
+	case v.acting:
+		if err = k.follow(ctx, k.activeRegionView(v)); err == nil {
+			err = k.setUpStandby(ctx, v)
+		}
 	default:
 		err = k.follow(ctx, v)
 	}
 	k.publish(ctx)
 	return err
+}
+
+// activeRegionView is v as the standby leader follows the active region's
+// primary: that primary is the holder to follow, the only member.
+func (k *Keeper) activeRegionView(v view) view {
+	a := k.region.activePrimary()
+	v.standbyLeader = true
+	self, ok := v.members[k.cfg.Node]
+	v.holder, v.members = a.Member.Node, map[string]MemberState{}
+	if ok {
+		v.members[k.cfg.Node] = self
+	}
+	if a.Node != "" {
+		v.members[a.Member.Node] = a.Member
+	}
+	return v
 }
 
 // look returns what the keeper sees now, but for what it must ask postgres
@@ -436,6 +475,10 @@ func (k *Keeper) look() view {
 	v := view{now: k.clk.Now(), hasData: k.srv.HasData(), session: k.supRunning(), server: k.sup.Status().State}
 	v.acting, v.epoch = k.guard.lead()
 	v.holder = k.owner.Status().Holder
+	if r := k.region; r != nil {
+		v.regional = true
+		v.regionActing, v.regionEpoch, _ = r.guard.lead()
+	}
 	k.mu.Lock()
 	v.members, v.sync, v.primary = k.members, k.sync, k.primary
 	k.mu.Unlock()

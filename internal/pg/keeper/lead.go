@@ -118,14 +118,49 @@ func (k *Keeper) setUp(ctx context.Context, epoch int64) error {
 			return err
 		}
 	}
+	if err := k.createSlots(ctx); err != nil {
+		return err
+	}
+	k.m.setUp(epoch)
+	return nil
+}
+
+// createSlots creates a slot for every other node of the region and, on a
+// primary, for the standby leader of every other region.
+func (k *Keeper) createSlots(ctx context.Context) error {
+	var slots []string
 	for _, n := range k.cfg.Nodes {
 		if n != k.cfg.Node {
-			if err := k.srv.CreateSlot(ctx, pg.SlotName(n)); err != nil {
-				return err
+			slots = append(slots, pg.SlotName(n))
+		}
+	}
+	if r := k.region; r != nil && k.guard.isActing() {
+		for _, other := range r.cfg.Regions {
+			if other != r.cfg.Name {
+				slots = append(slots, RegionSlot(other))
 			}
 		}
 	}
-	k.m.setUp(epoch)
+	for _, s := range slots {
+		if err := k.srv.CreateSlot(ctx, s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// setUpStandby creates, once per lead, the slots the other nodes of the
+// standby region replicate from the standby leader with (a standby takes
+// physical slots; it cannot create the role, which comes from the active
+// primary).
+func (k *Keeper) setUpStandby(ctx context.Context, v view) error {
+	if k.m.standbySetUpEpoch == v.epoch || !v.running() || !v.inRecovery {
+		return nil
+	}
+	if err := k.createSlots(ctx); err != nil {
+		return err
+	}
+	k.m.standbySetUpEpoch = v.epoch
 	return nil
 }
 

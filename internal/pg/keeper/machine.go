@@ -36,7 +36,19 @@ type view struct {
 	members map[string]MemberState
 	sync    SyncState
 	primary MemberState
+	// regional: the database spans two regions; regionActing: this node's
+	// region holds the active-region record under regionEpoch, on this
+	// node's clock. standbyLeader: the view is the active region's primary
+	// as the standby leader follows it (Keeper.activeRegionView).
+	regional      bool
+	regionActing  bool
+	regionEpoch   int64
+	standbyLeader bool
 }
+
+// primaryLead reports whether the node may act as the primary: it leads,
+// and its region is the active one.
+func (v view) primaryLead() bool { return v.acting && (!v.regional || v.regionActing) }
 
 // running reports whether postgres runs under this keeper's supervisor.
 func (v view) running() bool { return v.session && v.server == pg.StateRunning }
@@ -94,6 +106,9 @@ type machine struct {
 	// setUpEpoch is the lead (fencing epoch) for which the replication role
 	// and the replicas' slots were last set up.
 	setUpEpoch int64
+	// standbySetUpEpoch is the lead for which the standby leader last made
+	// the slots its region's replicas use.
+	standbySetUpEpoch int64
 	// timeline is the newest timeline this node's postgres has shown since
 	// its data directory was last replaced (clone, rewind).
 	timeline uint32
@@ -346,7 +361,7 @@ func (m *machine) follow(v view) followDecision {
 		d.act = followClone
 	case m.demoted || m.failedFollows >= maxFailedFollows:
 		d.act = followRewind
-	case m.following == leader.Node:
+	case m.following == leader.Node && !m.stranded(v, leader):
 		d.act = followWait
 	case !running && v.session:
 		d.act = followWait // starting
@@ -358,6 +373,17 @@ func (m *machine) follow(v view) followDecision {
 	return d
 }
 
+// stranded reports whether the replica, which follows leader already, no
+// longer streams from it because leader moved to a later timeline: a
+// standby leader whose region became active through another node, or
+// was rewound onto the new active region's history. Following it again
+// (and rewinding, after failed attempts) puts the replica on that
+// timeline.
+func (m *machine) stranded(v view, leader MemberState) bool {
+	self, ok := v.members[m.cfg.node]
+	return ok && v.running() && self.Role == RoleReplica && !self.Streaming && leader.Timeline > self.Timeline
+}
+
 // leader returns the published state of the record's holder when it runs
 // as the primary, or why there is no primary to follow.
 func (m *machine) leader(v view) (MemberState, string) {
@@ -367,7 +393,7 @@ func (m *machine) leader(v view) (MemberState, string) {
 		return MemberState{}, "nobody holds the record"
 	case !seen:
 		return MemberState{}, v.holder + " holds the record but publishes no state"
-	case v.holder == m.cfg.node || st.Role != RolePrimary:
+	case v.holder == m.cfg.node || st.Role != RolePrimary && st.Role != RoleStandbyLeader:
 		return MemberState{}, v.holder + " holds the record but its postgres is " + st.Role
 	}
 	return st, ""

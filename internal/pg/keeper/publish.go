@@ -29,8 +29,11 @@ func (k *Keeper) publish(ctx context.Context) {
 	if f := k.final.Load(); f != nil {
 		final = *f
 	}
-	st := k.m.member(k.baseState(RoleStopped), r, v.acting, v.primary, final)
-	if f := k.cfg.Fence; f != nil && st.Role == RoleReplica && !v.acting {
+	st := k.m.member(k.baseState(RoleStopped), r, v.primaryLead(), v.primary, final)
+	if st.Role == RoleReplica && v.acting && !v.primaryLead() {
+		st.Role = RoleStandbyLeader
+	}
+	if f := k.cfg.Fence; f != nil && (st.Role == RoleReplica || st.Role == RoleStandbyLeader) && !v.primaryLead() {
 		// A replica serves reads: out of the fence.
 		if err := f.Unfence(); err != nil {
 			k.log.Warn("write fence", "err", err)
@@ -49,6 +52,9 @@ func (k *Keeper) publish(ctx context.Context) {
 		k.whyNot = why
 	}
 	k.owner.SetEligible(ok)
+	if k.region != nil {
+		k.region.publish(k, v, st)
+	}
 }
 
 func (k *Keeper) setMetrics(st MemberState, promotable bool) {

@@ -1,0 +1,393 @@
+package keeper
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/haven-ha/haven/internal/coord"
+	"github.com/haven-ha/haven/internal/pg"
+)
+
+// A database that spans two regions (database.dr) is two clusters of
+// keepers, one per region, each with its own ownership record for its
+// region's lead in its region's etcd: failovers inside a region are as fast
+// as without a second region. Which region is active, takes the writes, is
+// one more ownership record, held by a region (coord.OwnerConfig.Member:
+// renewed by whichever node leads the region's database now), in the
+// global scope: an etcd that spans the regions and a witness, with a lease
+// of seconds. The leader of the active region is its primary, and writes
+// only while both records say so: the write fence closes at the earlier of
+// the two deadlines. The leader of the other region is the standby leader:
+// a replica of the active primary (found through the global scope), with a
+// restore_command that replays the archive when streaming breaks or falls
+// behind; the other nodes of its region replicate from it. When its region
+// takes the record (the active region lost it, and dr.failover is
+// automatic and the standby's last known lag was within dr.max_lag), the
+// standby leader promotes; the former active region's leader, whose
+// region deadline passed on its own clock first, stops its postgres and
+// comes back as the new standby leader (pg_rewind against the new
+// primary).
+
+// DefaultRegionLease is the active-region record's default lease.
+const DefaultRegionLease = 10 * time.Second
+
+// RegionConfig makes a Keeper one region's side of a database that spans
+// two regions.
+type RegionConfig struct {
+	// Name is this node's region; Regions every region of the database,
+	// this one included (the primary keeps a replication slot for each
+	// other region's standby leader, RegionSlot).
+	Name    string
+	Regions []string
+	// Client reaches the global scope; Alternates are clients of its
+	// other members (see coord.OwnerConfig).
+	Client     *clientv3.Client
+	Alternates []*clientv3.Client
+	// Lease is the active-region record's lease (default
+	// DefaultRegionLease).
+	Lease time.Duration
+	// Home: this is the region of database.nodes, which takes the record
+	// when nobody holds it (a new database, or one released to nobody).
+	Home bool
+	// Automatic (dr.failover: automatic): the region takes the record from
+	// an active region that stopped renewing it, when its standby's last
+	// known lag was at most MaxLag. Otherwise only an operator promotes
+	// it.
+	Automatic bool
+	MaxLag    time.Duration
+	// RestoreCommand is the standbys' restore_command (the backup archive),
+	// or "" when the database has no backups.
+	RestoreCommand string
+}
+
+// RegionState is what every node of a two-region database publishes in the
+// global scope, under RegionStatePrefix: whether it leads its region, and
+// as what.
+type RegionState struct {
+	Node   string `json:"node"`
+	Region string `json:"region"`
+	// Leader: the node leads its region's database; Active: its region
+	// holds the active-region record under RegionEpoch and the node acts
+	// for it.
+	Leader      bool  `json:"leader"`
+	Active      bool  `json:"active"`
+	RegionEpoch int64 `json:"region_epoch,omitempty"`
+	// Member is the node's database state as its region sees it.
+	Member MemberState `json:"member"`
+	// LagBytes and LagSeconds are, on a standby leader, how far it was
+	// behind the active primary when it last heard from it: the data a
+	// region failover would lose.
+	LagBytes   uint64  `json:"lag_bytes,omitempty"`
+	LagSeconds float64 `json:"lag_seconds,omitempty"`
+}
+
+// RoleStandbyLeader is the role of the leader of the standby region: a
+// replica of the active region's primary that the other nodes of its
+// region replicate from.
+const RoleStandbyLeader = "standby_leader"
+
+// RegionOwnerPrefix is the key prefix of the active-region record of
+// database name, in the global scope.
+func RegionOwnerPrefix(cluster, name string) string {
+	return coord.OwnerPrefix(cluster, "region", name)
+}
+
+// RegionStatePrefix is the key prefix under which the nodes of database
+// name publish their RegionState, in the global scope.
+func RegionStatePrefix(cluster, name string) string {
+	return "/haven/" + cluster + "/dr/" + name + "/nodes/"
+}
+
+// RegionSlot is the replication slot the primary keeps for the standby
+// leader of region, whichever node that is.
+func RegionSlot(region string) string { return pg.SlotName("haven_dr_" + region) }
+
+// regionPart is a Keeper's side of the active-region record.
+type regionPart struct {
+	cfg   RegionConfig
+	owner *coord.Owner
+	guard *regionGuard
+	entry *coord.Entry[RegionState]
+
+	mu     sync.Mutex
+	states map[string]RegionState
+	// active is the state of the active region's primary, as last
+	// published (zero when none is known); lsns are its positions as this
+	// node saw them arrive, for the lag in time.
+	active RegionState
+	lsns   lagClock
+	// lagOf is the primary whose positions lsns holds: the active one, or
+	// the last one heard from.
+	lagOf RegionState
+	// whyNot is why the node may not take the record, as last logged.
+	whyNot string
+}
+
+func newRegionPart(k *Keeper, cfg RegionConfig) (*regionPart, error) {
+	if cfg.Lease == 0 {
+		cfg.Lease = DefaultRegionLease
+	}
+	r := &regionPart{cfg: cfg, states: map[string]RegionState{}}
+	r.guard = &regionGuard{k: k}
+	owner, err := coord.NewOwner(coord.OwnerConfig{
+		Client:     cfg.Client,
+		Alternates: cfg.Alternates,
+		Prefix:     RegionOwnerPrefix(k.cfg.Cluster, k.cfg.Name),
+		Node:       cfg.Name,
+		Member:     k.cfg.Node,
+		Priority:   map[bool]int{true: 100, false: 50}[cfg.Home],
+		Lease:      cfg.Lease,
+		Guard:      r.guard,
+		Logger:     k.log.With("record", "active region"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	r.owner = owner
+	entry, err := coord.NewEntry(coord.EntryConfig[RegionState]{
+		Client: cfg.Client,
+		Key:    RegionStatePrefix(k.cfg.Cluster, k.cfg.Name) + k.cfg.Node,
+		Value:  RegionState{Node: k.cfg.Node, Region: cfg.Name},
+		TTL:    cfg.Lease,
+		Logger: k.log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	r.entry = entry
+	return r, nil
+}
+
+// run keeps the record, the node's entry and the watch of the others'
+// until ctx ends.
+func (r *regionPart) run(ctx context.Context, k *Keeper) error {
+	var wg sync.WaitGroup
+	errc := make(chan error, 2)
+	wg.Go(func() { errc <- r.entry.Run(ctx) })
+	wg.Go(func() {
+		errc <- coord.WatchPrefix(ctx, r.cfg.Client, RegionStatePrefix(k.cfg.Cluster, k.cfg.Name), func(m map[string]RegionState) {
+			r.setStates(k.clk.Now(), m)
+			k.poke()
+		})
+	})
+	err := r.owner.Run(ctx)
+	wg.Wait()
+	close(errc)
+	for e := range errc {
+		if err == nil && ctx.Err() == nil {
+			err = e
+		}
+	}
+	return err
+}
+
+// setStates takes the nodes' published states: the active primary is the
+// one of another region that acts for the newest region epoch.
+func (r *regionPart) setStates(now time.Time, m map[string]RegionState) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.states = m
+	var best RegionState
+	for _, s := range m {
+		if s.Active && s.Member.Role == RolePrimary && s.RegionEpoch > best.RegionEpoch {
+			best = s
+		}
+	}
+	if best.Region == r.cfg.Name {
+		best = RegionState{}
+	}
+	if best.Node == "" {
+		// The active primary's entry expired (its region is lost, or it
+		// stopped): what was last heard from it stays the known lag.
+		r.active = best
+		return
+	}
+	if best.Node != r.lagOf.Node || best.Member.Timeline != r.lagOf.Member.Timeline {
+		r.lsns.reset()
+	}
+	r.active, r.lagOf = best, best
+	r.lsns.seen(now, best.Member.LSN)
+}
+
+// activePrimary returns the active region's primary, when it is another
+// region's, and its positions as seen.
+func (r *regionPart) activePrimary() RegionState {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.active
+}
+
+// knownLag is how far a standby that has received WAL to received was
+// behind the active primary when it last heard from it.
+func (r *regionPart) knownLag(received pg.LSN) (bytes uint64, seconds time.Duration, known bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.lsns.lag(received)
+}
+
+// want says whether the node may hold (or join) the active-region record
+// now, and if not why: it must lead its region's database; its region
+// holds the record already, or the record is free and this is the home
+// region, or was handed to this region, or the active region stopped
+// renewing it and failover is automatic with the standby's known lag
+// within max_lag.
+func (r *regionPart) want(v view, st MemberState) (bool, string) {
+	rs := r.owner.Status()
+	switch {
+	case !v.acting:
+		return false, "does not lead its region's database"
+	case rs.Holder == r.cfg.Name:
+		return true, ""
+	case rs.Holder == "" && rs.Next == r.cfg.Name:
+		return true, ""
+	case rs.Holder == "" && rs.Next == "" && r.cfg.Home:
+		return true, ""
+	case rs.Holder == "":
+		return false, "the active-region record is free, and this is not the home region: promote it with haven dr promote"
+	case !r.cfg.Automatic:
+		return false, "dr.failover is manual: promote this region with haven dr promote"
+	case st.Role != RoleStandbyLeader:
+		return false, "postgres is " + st.Role + ", not a standby of the active region"
+	}
+	b, lag, known := r.knownLag(st.LSN)
+	switch {
+	case !known:
+		return false, "has not heard from the active region's primary yet"
+	case lag > r.cfg.MaxLag:
+		return false, fmt.Sprintf("%s (%d bytes) behind the active region's primary when last heard from, more than dr.max_lag (%s)", lag.Round(time.Millisecond), b, r.cfg.MaxLag)
+	}
+	return true, ""
+}
+
+// publish publishes the node's region state and tells the record whether
+// the node may hold it.
+func (r *regionPart) publish(k *Keeper, v view, st MemberState) {
+	ok, why := r.want(v, st)
+	rs := RegionState{Node: k.cfg.Node, Region: r.cfg.Name, Leader: v.acting, Active: v.acting && v.regionActing, Member: st}
+	if rs.Active {
+		rs.RegionEpoch = v.regionEpoch
+	}
+	if st.Role == RoleStandbyLeader {
+		b, lag, _ := r.knownLag(st.LSN)
+		rs.LagBytes, rs.LagSeconds = b, lag.Seconds()
+	}
+	r.entry.Set(rs)
+	if why != r.whyNot {
+		if why != "" && v.acting {
+			k.log.Info("may not take the active-region record", "why", why)
+		}
+		r.whyNot = why
+	}
+	r.owner.SetEligible(ok)
+}
+
+// regionGuard is the Guard of the active-region record on one node.
+type regionGuard struct {
+	k *Keeper
+
+	mu       sync.Mutex
+	acting   bool
+	epoch    int64
+	deadline time.Time
+}
+
+// Acquire records the region's holding and lets the keeper promote, or
+// go on as the primary.
+func (g *regionGuard) Acquire(epoch int64, deadline time.Time) {
+	g.mu.Lock()
+	g.acting, g.epoch, g.deadline = true, epoch, deadline
+	g.mu.Unlock()
+	g.k.guard.refreshFence()
+	g.k.poke()
+}
+
+// Extend moves the region's deadline, and with it the write fence's.
+func (g *regionGuard) Extend(deadline time.Time) {
+	g.mu.Lock()
+	g.deadline = deadline
+	g.mu.Unlock()
+	g.k.guard.refreshFence()
+}
+
+// Release ends the region's holding on this node: a primary stops taking
+// writes now (as when it loses its own record), and comes back as the
+// standby leader.
+func (g *regionGuard) Release(reason string) {
+	g.mu.Lock()
+	was := g.acting
+	g.acting = false
+	g.mu.Unlock()
+	if !was {
+		return
+	}
+	g.k.guard.regionLost("the active-region record: " + reason)
+}
+
+// lead reports whether the region acts now on this node, and its epoch
+// and deadline.
+func (g *regionGuard) lead() (acting bool, epoch int64, deadline time.Time) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.acting && g.k.clk.Now().Before(g.deadline), g.epoch, g.deadline
+}
+
+// lagClock keeps the active primary's positions as they were seen arrive,
+// to tell how long ago the oldest WAL a standby lacks was written.
+type lagClock struct {
+	samples []lsnSample
+	last    time.Time // when the latest position was seen
+}
+
+type lsnSample struct {
+	at  time.Time
+	lsn pg.LSN
+}
+
+// maxLagSamples bounds the positions kept: at a keeper's tick, a minute.
+const maxLagSamples = 240
+
+func (c *lagClock) reset() { c.samples, c.last = nil, time.Time{} }
+
+func (c *lagClock) seen(now time.Time, lsn pg.LSN) {
+	c.last = now
+	if n := len(c.samples); n > 0 && c.samples[n-1].lsn >= lsn {
+		return
+	}
+	if len(c.samples) == maxLagSamples {
+		c.samples = slices.Delete(c.samples, 0, 1)
+	}
+	c.samples = append(c.samples, lsnSample{at: now, lsn: lsn})
+}
+
+// lag is how far received was behind when the primary was last heard
+// from: the bytes to its latest position, and the time from when the
+// first position beyond received was seen to when the latest was.
+func (c *lagClock) lag(received pg.LSN) (uint64, time.Duration, bool) {
+	n := len(c.samples)
+	if n == 0 {
+		return 0, 0, false
+	}
+	i, _ := slices.BinarySearchFunc(c.samples, received+1, func(s lsnSample, l pg.LSN) int {
+		return cmpLSN(s.lsn, l)
+	})
+	if i == n {
+		return 0, 0, true
+	}
+	c.samples = c.samples[i:] // what is received no longer counts
+	return uint64(c.samples[len(c.samples)-1].lsn - received), c.last.Sub(c.samples[0].at), true
+}
+
+func cmpLSN(a, b pg.LSN) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,171 @@
+package keeper
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/haven-ha/haven/internal/coord"
+)
+
+// regionTestLease is the active-region record's lease in the tests: long
+// enough that a busy machine does not end a holding no fault ended.
+const regionTestLease = 3 * time.Second
+
+// twoRegions is a database of two regions, each of its own etcd, and the
+// global scope's etcd.
+type twoRegions struct {
+	t      *testing.T
+	global string
+	etcd   map[string]string // region: its etcd
+	// globals are the keepers' clients of the global scope, by node.
+	globals map[string]*clientv3.Client
+}
+
+func newTwoRegions(t *testing.T) *twoRegions {
+	return &twoRegions{t: t, global: startEtcd(t), etcd: map[string]string{"east": startEtcd(t), "west": startEtcd(t)}, globals: map[string]*clientv3.Client{}}
+}
+
+// start runs node's keeper in region, one of nodes.
+func (r *twoRegions) start(region string, node *testServer, nodes []string) *testKeeper {
+	t := r.t
+	t.Helper()
+	cli, err := coord.NewClient(context.Background(), coord.ClientConfig{Endpoints: []string{r.global}, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	r.globals[node.Name()] = cli
+	return startKeeper(t, r.etcd[region], node, nodes, ModeAsync, func(c *Config) {
+		c.Region = &RegionConfig{Name: region, Regions: []string{"east", "west"}, Client: cli,
+			Lease: regionTestLease, Home: region == "east", Automatic: true, MaxLag: 5 * time.Second}
+	})
+}
+
+// cut stands for the loss of a whole region: its keepers lose both etcds
+// (nothing they do on the way out reaches anyone) and their postgres are
+// killed.
+func (r *twoRegions) cut(ks ...*testKeeper) {
+	for _, k := range ks {
+		r.globals[k.cfg.Node].Close()
+	}
+	crash(r.t, ks...)
+}
+
+// regionRole waits until k publishes role in the global scope, as the
+// other keepers see it, and returns its state.
+func waitRegionState(t *testing.T, k *testKeeper, what string, cond func(RegionState) bool) RegionState {
+	t.Helper()
+	var st RegionState
+	waitFor(t, what, func() (string, bool) {
+		k.region.mu.Lock()
+		states := k.region.states
+		k.region.mu.Unlock()
+		var seen []string
+		ok := false
+		for _, s := range states {
+			seen = append(seen, fmt.Sprintf("%s/%s leader=%v active=%v role=%s lsn=%s lag=%.1fs", s.Region, s.Node, s.Leader, s.Active, s.Member.Role, s.Member.LSN, s.LagSeconds))
+			if cond(s) {
+				st, ok = s, true
+			}
+		}
+		return strings.Join(seen, "; "), ok
+	})
+	return st
+}
+
+func countRows(t *testing.T, s *testServer) int {
+	t.Helper()
+	out, err := s.tryQuery("SELECT count(*) FROM t")
+	if err != nil {
+		t.Fatalf("%s: %v", s.Name(), err)
+	}
+	n, _ := strconv.Atoi(out)
+	return n
+}
+
+// TestRegionFailoverAndReturn runs two regions of two keepers: east's
+// leader is the primary, west's the standby leader, streaming from it,
+// and west's other node replicates from the standby leader. When east is
+// lost, west takes the active-region record after its lease and promotes
+// with every row; when east's nodes come back they stay replicas: east's
+// leader comes back as the standby leader, rewound onto west's history,
+// and never acts as the primary again.
+func TestRegionFailoverAndReturn(t *testing.T) {
+	r := newTwoRegions(t)
+	east, west := []string{"e1", "e2"}, []string{"w1", "w2"}
+	eastNodes := map[string]*testServer{}
+	var ks []*testKeeper
+	for _, n := range east {
+		eastNodes[n] = newNode(t, n)
+		ks = append(ks, r.start("east", eastNodes[n], east))
+	}
+	var ws []*testKeeper
+	for _, n := range west {
+		ws = append(ws, r.start("west", newNode(t, n), west))
+	}
+	primary, eastReplicas := leaderOf(t, ks...)
+	waitCluster(t, primary, eastReplicas...)
+	standby := waitRegionState(t, primary, "west's standby leader streaming from east's primary", func(s RegionState) bool {
+		return s.Region == "west" && s.Leader && s.Member.Role == RoleStandbyLeader && s.Member.Streaming && s.Member.Upstream == primary.cfg.Node
+	})
+	var sl, cascade *testKeeper
+	for _, w := range ws {
+		if w.cfg.Node == standby.Node {
+			sl = w
+		} else {
+			cascade = w
+		}
+	}
+	waitFor(t, cascade.cfg.Node+" replicates from the standby leader", func() (string, bool) {
+		m := cascade.State()
+		return fmt.Sprintf("%+v", m), m.Role == RoleReplica && m.Streaming && m.Upstream == sl.cfg.Node
+	})
+	if primary.region.owner.Status().Holder != "east" {
+		t.Fatalf("the active-region record: %+v, want east", primary.region.owner.Status())
+	}
+
+	primary.exec(t, "CREATE TABLE t (id int PRIMARY KEY)")
+	const rows = 200
+	for i := 1; i <= rows; i++ {
+		primary.exec(t, fmt.Sprintf("INSERT INTO t VALUES (%d)", i))
+	}
+	waitRow(t, cascade.node, rows) // through the standby leader
+
+	// Region east is lost.
+	r.cut(ks...)
+	waitFor(t, "west's standby leader promoted", func() (string, bool) {
+		st := sl.State()
+		return fmt.Sprintf("%s leader=%v region=%+v", st.Role, sl.Leader(), sl.region.owner.Status()), sl.Leader() && st.Role == RolePrimary
+	})
+	if n := countRows(t, sl.node); n != rows {
+		t.Fatalf("west's new primary has %d rows, want all %d acknowledged", n, rows)
+	}
+	sl.exec(t, fmt.Sprintf("INSERT INTO t VALUES (%d)", rows+1))
+	waitRow(t, cascade.node, rows+1)
+
+	// East comes back: its nodes follow west.
+	var back []*testKeeper
+	for _, n := range east {
+		back = append(back, r.start("east", eastNodes[n], east))
+	}
+	standby = waitRegionState(t, sl, "east's standby leader streaming from west's primary", func(s RegionState) bool {
+		return s.Region == "east" && s.Leader && s.Member.Role == RoleStandbyLeader && s.Member.Streaming && s.Member.Upstream == sl.cfg.Node
+	})
+	sl.exec(t, fmt.Sprintf("INSERT INTO t VALUES (%d)", rows+2))
+	for _, k := range back {
+		waitRow(t, k.node, rows+2)
+		if k.Leader() {
+			t.Errorf("%s acts as the primary while west holds the active region", k.cfg.Node)
+		}
+	}
+	if h := sl.region.owner.Status().Holder; h != "west" {
+		t.Errorf("the active-region record names %s after east came back, want west", h)
+	}
+}
