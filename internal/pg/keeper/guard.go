@@ -76,7 +76,8 @@ func (g *keeperGuard) refreshFence() {
 // regionLost stops a primary whose region no longer holds the
 // active-region record, as Release does for the database's own record:
 // the node keeps its region's lead and comes back as the standby leader.
-func (g *keeperGuard) regionLost(reason string) {
+// It reports whether it stopped a primary.
+func (g *keeperGuard) regionLost(reason string) bool {
 	g.mu.Lock()
 	acting := g.acting
 	if acting {
@@ -84,7 +85,7 @@ func (g *keeperGuard) regionLost(reason string) {
 	}
 	g.mu.Unlock()
 	if !acting {
-		return
+		return false
 	}
 	if f := g.k.cfg.Fence; f != nil {
 		// Closed first: the region's deadline has passed or is about to.
@@ -95,7 +96,7 @@ func (g *keeperGuard) regionLost(reason string) {
 	if g.k.srv.PID() != 0 {
 		if in, err := g.k.srv.IsInRecovery(context.Background()); err == nil && in {
 			g.k.poke()
-			return // a standby leader: nothing to stop
+			return false // a standby leader: nothing to stop
 		}
 	}
 	g.k.log.Warn("the region lost the active-region record: stopping postgres", "reason", reason)
@@ -103,6 +104,7 @@ func (g *keeperGuard) regionLost(reason string) {
 		g.k.log.Error("stopping postgres after the region lost the active-region record", "err", err)
 	}
 	g.k.poke()
+	return true
 }
 
 // openFence fences postgres's port (when acquiring) and opens it until

@@ -63,6 +63,11 @@ func (k *Keeper) promote(ctx context.Context, v view) (bool, error) {
 		return false, err
 	}
 	self := max(pos.Received, pos.Replayed)
+	if r := k.region; r != nil {
+		if wait, err := r.awaitFinal(ctx, k, v.epoch, self); wait || err != nil {
+			return false, err
+		}
+	}
 	states, err := k.confirmPromotion(ctx, v, self)
 	if err != nil {
 		// Stand down for a while: the published states said yes, the

@@ -2,6 +2,7 @@ package keeper
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"sync"
@@ -84,6 +85,31 @@ type RegionState struct {
 	// region failover would lose.
 	LagBytes   uint64  `json:"lag_bytes,omitempty"`
 	LagSeconds float64 `json:"lag_seconds,omitempty"`
+	// Final and FinalEnd are, on a primary whose region handed the record
+	// over (a planned switchover), where its shutdown checkpoint starts
+	// and ends: its last WAL, written under region epoch FinalEpoch. The
+	// successor promotes only once it has received that far.
+	Final      pg.LSN `json:"final,omitempty"`
+	FinalEnd   pg.LSN `json:"final_end,omitempty"`
+	FinalEpoch int64  `json:"final_epoch,omitempty"`
+}
+
+// SwitchoverIntent asks the active region to hand the active-region record
+// to region To, as long as the record is still held under Epoch (a request
+// outlives nothing else).
+type SwitchoverIntent struct {
+	To    string `json:"to"`
+	Epoch int64  `json:"epoch"`
+}
+
+// regionSwitchoverKey is the key of the switchover intent of database
+// name, in the global scope.
+func regionSwitchoverKey(cluster, name string) string {
+	return regionSwitchoverPrefix(cluster, name) + "intent"
+}
+
+func regionSwitchoverPrefix(cluster, name string) string {
+	return "/haven/" + cluster + "/dr/" + name + "/switchover/"
 }
 
 // RoleStandbyLeader is the role of the leader of the standby region: a
@@ -126,6 +152,18 @@ type regionPart struct {
 	lagOf RegionState
 	// whyNot is why the node may not take the record, as last logged.
 	whyNot string
+	// intent is the switchover asked for, as last seen; prevEpoch the
+	// epoch under which another region last held the record.
+	intent    SwitchoverIntent
+	prevEpoch int64
+	// waitEpoch and waitSince: under the lead of waitEpoch, since
+	// waitSince, the node has waited for the former primary's last WAL
+	// (awaitFinal; the keeper's loop only).
+	waitEpoch int64
+	waitSince time.Time
+	// final is where this node's WAL ended when its region handed the
+	// record over, published until it leads an active region again.
+	final RegionState
 }
 
 func newRegionPart(k *Keeper, cfg RegionConfig) (*regionPart, error) {
@@ -167,8 +205,9 @@ func newRegionPart(k *Keeper, cfg RegionConfig) (*regionPart, error) {
 // until ctx ends.
 func (r *regionPart) run(ctx context.Context, k *Keeper) error {
 	var wg sync.WaitGroup
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	wg.Go(func() { errc <- r.entry.Run(ctx) })
+	wg.Go(func() { errc <- r.watchIntent(ctx, k) })
 	wg.Go(func() {
 		errc <- coord.WatchPrefix(ctx, r.cfg.Client, RegionStatePrefix(k.cfg.Cluster, k.cfg.Name), func(m map[string]RegionState) {
 			r.setStates(k.clk.Now(), m)
@@ -184,6 +223,27 @@ func (r *regionPart) run(ctx context.Context, k *Keeper) error {
 		}
 	}
 	return err
+}
+
+// watchIntent follows the switchover intent until ctx ends.
+func (r *regionPart) watchIntent(ctx context.Context, k *Keeper) error {
+	prefix := regionSwitchoverPrefix(k.cfg.Cluster, k.cfg.Name)
+	for ctx.Err() == nil {
+		err := coord.WatchPrefix(ctx, r.cfg.Client, prefix, func(m map[string]SwitchoverIntent) {
+			r.mu.Lock()
+			r.intent = m["intent"]
+			r.mu.Unlock()
+			k.poke()
+		})
+		if err != nil && ctx.Err() == nil {
+			k.log.Warn("watching the region switchover intent", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}
+	return nil
 }
 
 // setStates takes the nodes' published states: the active primary is the
@@ -249,10 +309,12 @@ func (r *regionPart) want(v view, st MemberState) (bool, string) {
 		return true, ""
 	case rs.Holder == "":
 		return false, "the active-region record is free, and this is not the home region: promote it with haven dr promote"
-	case !r.cfg.Automatic:
-		return false, "dr.failover is manual: promote this region with haven dr promote"
 	case st.Role != RoleStandbyLeader:
 		return false, "postgres is " + st.Role + ", not a standby of the active region"
+	case r.switchoverTo() == r.cfg.Name && rs.Epoch == r.intentEpoch() && st.Streaming:
+		return true, "" // a planned switchover to this region
+	case !r.cfg.Automatic:
+		return false, "dr.failover is manual: promote this region with haven dr promote"
 	}
 	b, lag, known := r.knownLag(st.LSN)
 	switch {
@@ -264,9 +326,24 @@ func (r *regionPart) want(v view, st MemberState) (bool, string) {
 	return true, ""
 }
 
+func (r *regionPart) switchoverTo() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.intent.To
+}
+
+func (r *regionPart) intentEpoch() int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.intent.Epoch
+}
+
 // publish publishes the node's region state and tells the record whether
 // the node may hold it.
 func (r *regionPart) publish(k *Keeper, v view, st MemberState) {
+	if os := r.owner.Status(); os.Holder != "" && os.Holder != r.cfg.Name {
+		r.prevEpoch = os.Epoch
+	}
 	ok, why := r.want(v, st)
 	rs := RegionState{Node: k.cfg.Node, Region: r.cfg.Name, Leader: v.acting, Active: v.acting && v.regionActing, Member: st}
 	if rs.Active {
@@ -276,6 +353,12 @@ func (r *regionPart) publish(k *Keeper, v view, st MemberState) {
 		b, lag, _ := r.knownLag(st.LSN)
 		rs.LagBytes, rs.LagSeconds = b, lag.Seconds()
 	}
+	r.mu.Lock()
+	if rs.Active {
+		r.final = RegionState{}
+	}
+	rs.Final, rs.FinalEnd, rs.FinalEpoch = r.final.Final, r.final.FinalEnd, r.final.FinalEpoch
+	r.mu.Unlock()
 	r.entry.Set(rs)
 	if why != r.whyNot {
 		if why != "" && v.acting {
@@ -284,6 +367,72 @@ func (r *regionPart) publish(k *Keeper, v view, st MemberState) {
 		r.whyNot = why
 	}
 	r.owner.SetEligible(ok)
+}
+
+// handedOver publishes, in the global scope, where the WAL of this node's
+// stopped primary ends, written under the region's epoch: the successor
+// region promotes once it has received that far. Bounded: the region may
+// be cut off, and then nobody would read it anyway.
+func (r *regionPart) handedOver(k *Keeper, epoch int64) {
+	k.publishFinal()
+	f := k.final.Load()
+	if f == nil {
+		return
+	}
+	r.mu.Lock()
+	r.final = RegionState{Final: f.checkpoint, FinalEnd: f.end, FinalEpoch: epoch}
+	r.mu.Unlock()
+	r.entry.Update(func(cur *RegionState) {
+		cur.Active, cur.RegionEpoch, cur.Member.Role = false, 0, RoleStopped
+		cur.Final, cur.FinalEnd, cur.FinalEpoch = f.checkpoint, f.end, epoch
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := r.entry.Sync(ctx); err != nil {
+		k.log.Warn("publishing where the primary's WAL ended for the next active region", "err", err)
+	}
+}
+
+// finalWait bounds how long a region that took the record over waits to
+// receive the WAL the former active primary published as its last before
+// it promotes anyway.
+const finalWait = 10 * time.Second
+
+// awaitFinal says whether the standby leader, with WAL received to self,
+// waits before promoting: the primary of the region it took over from
+// stopped cleanly and published where its WAL ends (a planned
+// switchover), and self is short of it. From the first round it waits
+// under this lead, it waits at most finalWait, then promotes with what it
+// has, logging what may be lost.
+func (r *regionPart) awaitFinal(ctx context.Context, k *Keeper, epoch int64, self pg.LSN) (bool, error) {
+	qctx, cancel := context.WithTimeout(ctx, confirmTimeout)
+	defer cancel()
+	resp, err := r.cfg.Client.Get(qctx, RegionStatePrefix(k.cfg.Cluster, k.cfg.Name), clientv3.WithPrefix())
+	if err != nil {
+		return false, fmt.Errorf("read the regions' states before promoting: %w", err)
+	}
+	var last RegionState
+	for _, kv := range resp.Kvs {
+		var s RegionState
+		if json.Unmarshal(kv.Value, &s) == nil && s.Region != r.cfg.Name && s.Final != 0 && s.FinalEpoch == r.prevEpoch && s.Final > last.Final {
+			last = s
+		}
+	}
+	end := max(last.FinalEnd, last.Final)
+	if last.Node == "" || self >= end {
+		return false, nil
+	}
+	now := k.clk.Now()
+	if r.waitEpoch != epoch {
+		r.waitEpoch, r.waitSince = epoch, now
+		k.log.Info("waiting to receive the former active primary's last WAL before promoting", "from", last.Node, "final", end, "received", self, "up_to", finalWait)
+	}
+	if now.Sub(r.waitSince) < finalWait {
+		return true, nil
+	}
+	k.log.Error("promoting without the former active primary's last WAL: it was not received in time; what it wrote past the received position is lost",
+		"from", last.Node, "final", end, "received", self, "missing_bytes", uint64(end-self))
+	return false, nil
 }
 
 // regionGuard is the Guard of the active-region record on one node.
@@ -319,13 +468,15 @@ func (g *regionGuard) Extend(deadline time.Time) {
 // standby leader.
 func (g *regionGuard) Release(reason string) {
 	g.mu.Lock()
-	was := g.acting
+	was, epoch := g.acting, g.epoch
 	g.acting = false
 	g.mu.Unlock()
 	if !was {
 		return
 	}
-	g.k.guard.regionLost("the active-region record: " + reason)
+	if g.k.guard.regionLost("the active-region record: " + reason) {
+		g.k.region.handedOver(g.k, epoch)
+	}
 }
 
 // lead reports whether the region acts now on this node, and its epoch
@@ -390,4 +541,98 @@ func cmpLSN(a, b pg.LSN) int {
 		return 1
 	}
 	return 0
+}
+
+// SwitchoverRegion moves the active region of database name to region to
+// through the global scope (cli), losing no acknowledged write: it asks
+// for the switchover, waits until region to's standby leader streams and
+// takes part (its candidacy is eligible), then asks the active region to
+// hand the record over. The active primary stops (a fast shutdown, which
+// sends its standbys every WAL record) and publishes where its WAL ends
+// before it releases the record; to's standby leader promotes once it has
+// received that far. It returns once the record names to, or ctx ends.
+func SwitchoverRegion(ctx context.Context, cli *clientv3.Client, cluster, name, to string) error {
+	prefix := RegionOwnerPrefix(cluster, name)
+	rec, err := readRegionRecord(ctx, cli, prefix)
+	switch {
+	case err != nil:
+		return err
+	case rec.Holder == to:
+		return nil
+	case rec.Holder == "":
+		return fmt.Errorf("dr: switchover to %s: no region is active; promote one with haven dr promote", to)
+	}
+	b, _ := json.Marshal(SwitchoverIntent{To: to, Epoch: rec.Epoch})
+	key := regionSwitchoverKey(cluster, name)
+	if _, err := cli.Put(ctx, key, string(b)); err != nil {
+		return fmt.Errorf("dr: switchover to %s: %w", to, err)
+	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		_, _ = cli.Delete(dctx, key)
+	}()
+	ready := func() (bool, error) {
+		resp, err := cli.Get(ctx, prefix+"/candidates/"+to+"/", clientv3.WithPrefix())
+		if err != nil {
+			return false, err
+		}
+		for _, kv := range resp.Kvs {
+			var c coord.Candidate
+			if json.Unmarshal(kv.Value, &c) == nil && c.Eligible {
+				return true, nil
+			}
+		}
+		return false, nil
+	}
+	if err := pollUntil(ctx, ready); err != nil {
+		return fmt.Errorf("dr: switchover to %s: its standby leader does not take part (is it streaming from the active primary?): %w", to, err)
+	}
+	if err := coord.RequestHandover(ctx, cli, prefix, to); err != nil {
+		return err
+	}
+	moved := func() (bool, error) {
+		rec, err := readRegionRecord(ctx, cli, prefix)
+		return rec.Holder == to, err
+	}
+	if err := pollUntil(ctx, moved); err != nil {
+		return fmt.Errorf("dr: switchover to %s: the record does not name it yet: %w", to, err)
+	}
+	return nil
+}
+
+// readRegionRecord reads the active-region record, its epoch filled in.
+func readRegionRecord(ctx context.Context, cli *clientv3.Client, prefix string) (coord.Record, error) {
+	resp, err := cli.Get(ctx, prefix+"/record")
+	if err != nil {
+		return coord.Record{}, fmt.Errorf("dr: read the active-region record: %w", err)
+	}
+	var rec coord.Record
+	if len(resp.Kvs) == 0 {
+		return rec, nil
+	}
+	if err := json.Unmarshal(resp.Kvs[0].Value, &rec); err != nil {
+		return rec, fmt.Errorf("dr: the active-region record: %w", err)
+	}
+	if rec.Epoch == 0 {
+		rec.Epoch = resp.Kvs[0].ModRevision
+	}
+	return rec, nil
+}
+
+// pollUntil calls cond every 100ms until it holds, fails, or ctx ends.
+func pollUntil(ctx context.Context, cond func() (bool, error)) error {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		ok, err := cond()
+		if err != nil || ok {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
 }
