@@ -72,10 +72,18 @@ func (v *validator) scope(c *Coordination, path string) {
 		}
 	}
 	if c.ClientPort == c.PeerPort && own("client_port", "peer_port") {
-		v.errorf(at("peer_port", "client_port"), "%d is also the client port: etcd needs two ports", c.PeerPort)
+		if p := at("peer_port", "client_port"); strings.HasSuffix(p, ".peer_port") {
+			v.errorf(p, "%d is also the client port: etcd needs two ports", c.PeerPort)
+		} else {
+			v.errorf(p, "%d is also the peer port: etcd needs two ports", c.ClientPort)
+		}
 	}
 	if hb, et := c.Heartbeat.D(), c.ElectionTimeout.D(); et < 5*hb && own("heartbeat", "election_timeout") {
-		v.errorf(at("election_timeout", "heartbeat"), "%s is less than 5 heartbeats (%s): etcd would hold elections while the leader is healthy", c.ElectionTimeout, Duration(5*hb))
+		if p := at("election_timeout", "heartbeat"); strings.HasSuffix(p, ".election_timeout") {
+			v.errorf(p, "%s is less than 5 heartbeats (%s): etcd would hold elections while the leader is healthy", c.ElectionTimeout, Duration(5*hb))
+		} else {
+			v.errorf(p, "%s: 5 heartbeats (%s) are more than the election timeout (%s): etcd would hold elections while the leader is healthy", c.Heartbeat, Duration(5*hb), c.ElectionTimeout)
+		}
 	}
 	if d := c.RTOMin.D(); own("rto_min") && (d < 5*time.Millisecond || d > KernelRTOMin || d%time.Millisecond != 0) {
 		v.errorf(path+".rto_min", "%s is not a whole number of milliseconds from 5ms to %s (the kernel's own floor, which leaves the routes alone)", c.RTOMin, Duration(KernelRTOMin))
@@ -122,12 +130,16 @@ func (v *validator) nested(c *Coordination, path, what string) {
 // keeps its quorum when it is cut off from the others.
 func (v *validator) regionScope(name string, c *Coordination) {
 	path := "coordination.regions." + name
-	if _, ok := v.cfg.Regions[name]; !ok {
+	_, defined := v.cfg.Regions[name]
+	if !defined {
 		v.keyErrorf(path, "%s", undefined("region", name, sortedKeys(v.cfg.Regions)))
 	}
 	v.nested(c, path, "a region's scope")
 	v.scope(c, path)
 	for i, m := range c.Members {
+		if !defined {
+			break
+		}
 		if n, ok := v.nodes[m]; ok && n.Region != name {
 			v.errorf(index(path+".members", i), "%s is a node of region %s, not %s: a region's scope has members of that region only, so that it keeps its quorum when the regions are cut apart", m, n.Region, name)
 		}
@@ -163,27 +175,22 @@ func (v *validator) globalScope(g *Coordination) {
 	case count == 0:
 		return // each member is reported as undefined
 	case count < minGlobalMembers:
-		v.errorf(path+".members", "%d member(s): the global scope needs at least %d, in %d regions (one in each database region and a witness in a third), so that losing any one region leaves a quorum, such as members: [db1, wdb1, witness1]", count, minGlobalMembers, minGlobalMembers)
+		v.errorf(path+".members", "%d %s: the global scope needs at least %d, in %d regions (one in each database region and a witness in a third), so that losing any one region leaves a quorum, such as members: [db1, wdb1, witness1]", count, plural(count, "member"), minGlobalMembers, minGlobalMembers)
 		return
 	case count%2 == 0:
 		v.errorf(path+".members", "%d members: give an odd number (3 or 5): %d members tolerate no more lost members than %d do, and have one more to lose", count, count, count-1)
 	}
+	// With a standby cluster, the database's region and the standby's
+	// are two of the regions at most, so a third is a witness's: one
+	// that holds no database node and decides, with the side it can
+	// still reach, which region is active.
 	if len(regions) < minGlobalMembers {
-		v.errorf(path+".members", "the members are in %s only: the global scope needs members in at least %d regions, so that losing any one region leaves a quorum; add a witness, a member in a third region", andList(regionsWithNodes(regions, byRegion)), minGlobalMembers)
+		v.errorf(path+".members", "the members are in %s only: the global scope needs members in at least %d regions, so that losing any one region leaves a quorum; add a witness, a member in a third region without database nodes", andList(regionsWithNodes(regions, byRegion)), minGlobalMembers)
 	} else {
 		for _, r := range regions {
 			if in := byRegion[r]; 2*len(in) > count {
 				v.errorf(path+".members", "region %s holds %d of the %d members (%s): losing region %s loses the global scope's quorum, and with it the active-region record, so that no region could take over; move members to other regions", r, len(in), count, strings.Join(in, ", "), r)
 			}
-		}
-	}
-	if dbRegion, drRegion := v.drRegions(); dbRegion != "" && drRegion != "" {
-		witness := false
-		for _, r := range regions {
-			witness = witness || (r != dbRegion && r != drRegion)
-		}
-		if !witness {
-			v.errorf(path+".members", "no member is a witness: the members are in the database's region %s and the standby cluster's region %s only; add a member in a third region, so that the side that can still reach it decides which region is active", dbRegion, drRegion)
 		}
 	}
 	v.globalApart(g, members)
@@ -242,7 +249,7 @@ func (v *validator) globalApart(g *Coordination, members []string) {
 		}
 		switch c.key {
 		case "data_dir":
-			v.errorf(path+".data_dir", "%q is also %s, and %s %s of both scopes: the node's two etcd members need directories of their own; leave coordination.global.data_dir out for %s", g.DataDir, c.other, andList(in), verb, defaultGlobalDataDir)
+			v.errorf(path+".data_dir", "%q is also %s, and %s %s of both scopes: the node's two etcd members need directories of their own", g.DataDir, c.other, andList(in), verb)
 		default:
 			port := g.ClientPort
 			if c.key == "peer_port" {
@@ -293,4 +300,12 @@ func (v *validator) regionsOf(names []string) map[string][]string {
 		}
 	}
 	return out
+}
+
+// plural returns word, with an s unless n is 1.
+func plural(n int, word string) string {
+	if n == 1 {
+		return word
+	}
+	return word + "s"
 }

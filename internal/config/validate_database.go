@@ -2,6 +2,7 @@ package config
 
 import (
 	"encoding/base64"
+	"fmt"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -197,8 +198,11 @@ func (v *validator) ownQuorum(region, path string, nodes []string) {
 	if len(byRegion) == 0 || (len(byRegion) == 1 && byRegion[region] != nil) {
 		return
 	}
-	suggest := nodes[:min(len(nodes), 3)]
-	v.errorf(path, "region %s coordinates through coordination.members, which are in %s: cut off from the other regions, %s could not fail over; give it a quorum of its own with coordination.regions.%s.members: [%s]", region, andList(regionsWithNodes(sortedKeys(byRegion), byRegion)), region, region, strings.Join(suggest, ", "))
+	fix := fmt.Sprintf("give it a quorum of its own with coordination.regions.%s.members: [%s]", region, strings.Join(nodes[:min(len(nodes), 3)], ", "))
+	if byRegion[region] != nil {
+		fix = fmt.Sprintf("keep coordination.members to nodes of %s, or %s", region, fix)
+	}
+	v.errorf(path, "region %s coordinates through coordination.members, which are in %s: cut off from the other regions, %s could not fail over; %s", region, andList(regionsWithNodes(sortedKeys(byRegion), byRegion)), region, fix)
 }
 
 // readOnlyPool checks what dr.read_only_pool needs: the replicas
