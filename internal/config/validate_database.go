@@ -105,13 +105,14 @@ func (v *validator) database() {
 }
 
 // Bounds on database.dr.lease, the active-region record's lease. Its
-// holder renews it every quarter lease through coordination.global, so it
+// holder renews it every quarter lease through coordination.global (an
+// ownership record's default renewal period in internal/coord), so it
 // keeps the record through an outage of the global scope of about three
 // quarters of a lease. The outage that must not cost the active region
 // its writes is a leader election of the global scope, which etcd's
 // randomised timeout makes last up to two election timeouts, plus WAN
 // round trips: at four election timeouts, three quarters of the lease is
-// three of them. Below 2s, WAN round trips and the clock drift allowance
+// three of them, one left for the round trips. Below 2s, WAN round trips and the clock drift allowance
 // eat the lease whatever the timings. Above a minute, an automatic
 // region failover takes longer than a person deciding with `haven dr
 // promote`.
@@ -210,7 +211,7 @@ func (v *validator) ownQuorum(region, path string, nodes []string) {
 func (v *validator) readOnlyPool(db *Database) {
 	const path = "database.dr.read_only_pool"
 	if db.Listen == nil || db.Listen.Replicas == "" {
-		v.errorf(path, "the standby region's routers serve database.listen.replicas, which is not set: add listen: {primary: \":6432\", replicas: \":6433\"}")
+		v.errorf(path, "the standby region's routers serve database.listen.replicas, which is not set: add it, such as listen: {primary: \":6432\", replicas: \":6433\"}")
 		return
 	}
 	_, drRegion := v.drRegions()
