@@ -34,6 +34,42 @@ func (c *Config) NodeNames() []string {
 	return slices.Compact(names)
 }
 
+// RegionCoordination returns the coordination scope the nodes of region
+// coordinate through: the region's own (coordination.regions.REGION) when
+// it has one, else the top-level scope; nil without a coordination
+// section. Parse has filled the keys a region's scope leaves out from the
+// top-level scope.
+func (c *Config) RegionCoordination(region string) *Coordination {
+	if c.Coordination == nil {
+		return nil
+	}
+	if rc := c.Coordination.Regions[region]; rc != nil {
+		return rc
+	}
+	return c.Coordination
+}
+
+// CoordinationOf returns the coordination scope node coordinates through,
+// that of its region (see RegionCoordination); the top-level scope for a
+// node that is not defined.
+func (c *Config) CoordinationOf(node string) *Coordination {
+	n, ok := c.Node(node)
+	if !ok {
+		return c.Coordination
+	}
+	return c.RegionCoordination(n.Region)
+}
+
+// GlobalCoordination returns the scope spanning the regions and a witness
+// (coordination.global), which holds the active-region record; nil when
+// it is not set.
+func (c *Config) GlobalCoordination() *Coordination {
+	if c.Coordination == nil {
+		return nil
+	}
+	return c.Coordination.Global
+}
+
 // BalancersOn returns the balancers that node runs, sorted by name.
 func (c *Config) BalancersOn(node string) []*Balancer {
 	var out []*Balancer

@@ -684,3 +684,99 @@ traffic:
 		t.Errorf("weights %v, want [1 0 5]", got)
 	}
 }
+
+// TestCoordinationScopes checks the inheritance of a region's scope, the
+// global scope's own defaults and the accessors that pick a node's scope.
+func TestCoordinationScopes(t *testing.T) {
+	cfg := mustLoad(t, "testdata/regions.good.yaml")
+	top, west, global := cfg.Coordination, cfg.Coordination.Regions["west"], cfg.Coordination.Global
+	dataDir := filepath.Join("testdata", "data", "{node}", "etcd")
+	if top.ClientPort != 12379 || top.PeerPort != 2380 || top.DataDir != dataDir || top.TLS.Cert != filepath.Join("testdata", "certs", "{node}.pem") {
+		t.Errorf("top-level scope: %+v, tls %+v", top, top.TLS)
+	}
+	// A region's scope: its own heartbeat, the rest from the top level,
+	// paths resolved once.
+	if west.ClientPort != 12379 || west.PeerPort != 2380 || west.Heartbeat.D() != 60*time.Millisecond ||
+		west.ElectionTimeout.D() != time.Second || west.JoinTimeout.D() != 2*time.Minute || west.RTOMin.D() != 20*time.Millisecond ||
+		west.DataDir != dataDir {
+		t.Errorf("west's scope = %+v, want the top level's but for heartbeat 60ms", west)
+	}
+	if west.TLS == nil || *west.TLS != *top.TLS || west.TLS == top.TLS {
+		t.Errorf("west's tls = %+v, want a copy of the top level's %+v", west.TLS, top.TLS)
+	}
+	// The global scope: its own WAN defaults, the top level's tls and
+	// join_timeout.
+	if global.ClientPort != 2381 || global.PeerPort != 2382 || global.DataDir != "/var/lib/haven/{node}/etcd-global" ||
+		global.Heartbeat.D() != 100*time.Millisecond || global.ElectionTimeout.D() != time.Second ||
+		global.JoinTimeout.D() != 2*time.Minute || global.RTOMin.D() != KernelRTOMin {
+		t.Errorf("global scope = %+v", global)
+	}
+	if global.TLS == nil || *global.TLS != *top.TLS {
+		t.Errorf("global tls = %+v, want the top level's %+v", global.TLS, top.TLS)
+	}
+	for _, tt := range []struct {
+		node string
+		want *Coordination
+	}{{"db1", top}, {"wdb2", west}, {"w1", top}, {"nope", top}} {
+		if got := cfg.CoordinationOf(tt.node); got != tt.want {
+			t.Errorf("CoordinationOf(%s) = %p, want %p", tt.node, got, tt.want)
+		}
+	}
+	for _, tt := range []struct {
+		region string
+		want   *Coordination
+	}{{"east", top}, {"west", west}, {"witness", top}, {"nope", top}} {
+		if got := cfg.RegionCoordination(tt.region); got != tt.want {
+			t.Errorf("RegionCoordination(%s) = %p, want %p", tt.region, got, tt.want)
+		}
+	}
+	if cfg.GlobalCoordination() != global {
+		t.Error("GlobalCoordination() is not coordination.global")
+	}
+	for _, c := range []*Config{{}, mustLoad(t, "testdata/vip.good.yaml")} {
+		if c.GlobalCoordination() != nil {
+			t.Errorf("GlobalCoordination() of a file without it = %+v, want nil", c.GlobalCoordination())
+		}
+	}
+	if c := (&Config{}); c.CoordinationOf("db1") != nil || c.RegionCoordination("east") != nil {
+		t.Error("a Config without coordination has a scope")
+	}
+}
+
+// TestDRDefaults checks database.dr's defaults, and that its nodes get tags
+// and serve as routers by default.
+func TestDRDefaults(t *testing.T) {
+	cfg := mustLoad(t, "testdata/regions.good.yaml")
+	db := cfg.Database
+	want := DR{Nodes: []string{"wdb1", "wdb2", "wdb3"}, Mode: "async", Failover: "manual",
+		MaxLag: Duration(3 * time.Second), Lease: Duration(10 * time.Second), ReadOnlyPool: true}
+	if !reflect.DeepEqual(*db.DR, want) {
+		t.Errorf("dr = %+v, want %+v (max_lag from objectives.rpo)", *db.DR, want)
+	}
+	if got, want := db.Routers, []string{"db1", "db2", "db3", "wdb1", "wdb2", "wdb3"}; !slices.Equal(got, want) {
+		t.Errorf("routers = %v, want %v", got, want)
+	}
+	for _, n := range []string{"db1", "wdb1", "wdb3"} {
+		if tag := db.Tags[n]; tag == nil || *tag.Priority != 100 || tag.NoFailover != (n == "wdb3") {
+			t.Errorf("tags.%s = %+v", n, tag)
+		}
+	}
+	// Without objectives.rpo, max_lag is 5s.
+	doc := strings.Replace(mustRead(t, "testdata/regions.good.yaml"), "objectives: {rto: 30s, rpo: 3s}", "", 1)
+	cfg, err := Parse(filepath.Join("testdata", "haven.yaml"), []byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Database.DR.MaxLag.D(); got != 5*time.Second {
+		t.Errorf("max_lag without objectives = %v, want 5s", got)
+	}
+}
+
+func mustRead(t *testing.T, file string) string {
+	t.Helper()
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
+}

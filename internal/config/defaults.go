@@ -52,6 +52,19 @@ const (
 	defaultRTOMin          = 20 * time.Millisecond
 	defaultJoinTimeout     = time.Minute
 
+	// The global scope's (coordination.global) own defaults: ports beside
+	// a region scope's member on the same node, and etcd's own raft
+	// timings, meant for a WAN (its tuning guide sets the heartbeat near
+	// the round trip between members and the election timeout ten times
+	// that), where the LAN's 50ms/500ms would hold elections at every
+	// burst of loss. Its rto_min is the kernel's: a 20ms floor on a link
+	// whose round trip is tens of milliseconds retransmits spuriously.
+	defaultGlobalClientPort      = 2381
+	defaultGlobalPeerPort        = 2382
+	defaultGlobalDataDir         = "/var/lib/haven/{node}/etcd-global"
+	defaultGlobalHeartbeat       = 100 * time.Millisecond
+	defaultGlobalElectionTimeout = time.Second
+
 	defaultEngine       = "postgres"
 	defaultDBPort       = 5432
 	defaultDBDataDir    = "/var/lib/haven/pg"
@@ -68,6 +81,17 @@ const (
 	defaultDBTagPriority  = 100
 	defaultReplicaMaxLag  = 1 << 20
 	defaultRouterHold     = 5 * time.Second
+
+	defaultDRMode     = "async"
+	defaultDRFailover = "manual"
+	// defaultDRMaxLag is dr.max_lag without objectives.rpo: a standby a
+	// few seconds behind under a steady writer is a standby that works.
+	defaultDRMaxLag = 5 * time.Second
+	// defaultDRLease is the active-region record's lease: seconds, not
+	// the database lease's milliseconds, so that a WAN's slow renewals
+	// and a global leader election do not cost the active region its
+	// writes; a lost region is replaced about one lease later.
+	defaultDRLease = 10 * time.Second
 )
 
 // applyDefaults fills every defaulted field that was left out and copies
@@ -99,6 +123,9 @@ func applyDefaults(c *Config, r *report, dir string) {
 	}
 	if c.Database != nil {
 		defaultDatabase(c.Database, r, dir)
+		if c.Database.DR != nil {
+			defaultDR(c.Database.DR, r, c.Objectives)
+		}
 	}
 	if c.Traffic != nil {
 		defaultTraffic(c.Traffic, r, dir)
@@ -209,6 +236,11 @@ func defaultDatabase(db *Database, r *report, dir string) {
 	if db.Listen != nil {
 		if len(db.Routers) == 0 {
 			db.Routers = slices.Clone(db.Nodes)
+			if db.DR != nil {
+				// The standby region serves the clients once it is
+				// active, and its read-only pool before.
+				db.Routers = append(db.Routers, db.DR.Nodes...)
+			}
 		}
 		r.defaultSize(&db.ReplicaMaxLag, "database.replica_max_lag", defaultReplicaMaxLag)
 		// A written 0s is kept: it turns the hold off, which is what it
@@ -220,7 +252,11 @@ func defaultDatabase(db *Database, r *report, dir string) {
 	if db.Tags == nil {
 		db.Tags = map[string]*DBTag{}
 	}
-	for _, n := range db.Nodes {
+	tagged := db.Nodes
+	if db.DR != nil {
+		tagged = append(slices.Clone(db.Nodes), db.DR.Nodes...)
+	}
+	for _, n := range tagged {
 		if db.Tags[n] == nil {
 			db.Tags[n] = &DBTag{}
 		}
@@ -261,19 +297,68 @@ func defaultSettings(db *Database, r *report) {
 	db.Settings = out
 }
 
-func defaultCoordination(c *Coordination, r *report, dir string) {
-	r.defaultInt(&c.ClientPort, "coordination.client_port", defaultClientPort)
-	r.defaultInt(&c.PeerPort, "coordination.peer_port", defaultPeerPort)
-	if c.DataDir == "" {
-		c.DataDir = defaultDataDir
+// defaultDR fills database.dr. max_lag follows objectives.rpo: the lag
+// at which a region may promote on its own is the data it may lose.
+func defaultDR(dr *DR, r *report, obj *Objectives) {
+	if dr.Mode == "" {
+		dr.Mode = defaultDRMode
 	}
-	c.DataDir = resolvePath(dir, c.DataDir)
-	r.defaultDuration(&c.Heartbeat, "coordination.heartbeat", defaultHeartbeat)
-	r.defaultDuration(&c.ElectionTimeout, "coordination.election_timeout", defaultElectionTimeout)
-	r.defaultDuration(&c.JoinTimeout, "coordination.join_timeout", defaultJoinTimeout)
-	r.defaultDuration(&c.RTOMin, "coordination.rto_min", defaultRTOMin)
-	if t := c.TLS; t != nil {
+	if dr.Failover == "" {
+		dr.Failover = defaultDRFailover
+	}
+	maxLag := defaultDRMaxLag
+	if obj != nil && obj.RPO > 0 {
+		maxLag = obj.RPO.D()
+	}
+	r.defaultDuration(&dr.MaxLag, "database.dr.max_lag", maxLag)
+	r.defaultDuration(&dr.Lease, "database.dr.lease", defaultDRLease)
+}
+
+// defaultCoordination fills the top-level scope from the built-in
+// defaults, then each region's scope from the top-level one (inheritance
+// first, so that a region scope's left-out key is the top-level's value,
+// defaulted or written), then the global scope from its own WAN defaults,
+// but for the TLS files and the join timeout, which it shares with the
+// top level.
+func defaultCoordination(c *Coordination, r *report, dir string) {
+	defaultScope(c, r, dir, "coordination", &Coordination{
+		ClientPort: defaultClientPort, PeerPort: defaultPeerPort, DataDir: defaultDataDir,
+		Heartbeat: Duration(defaultHeartbeat), ElectionTimeout: Duration(defaultElectionTimeout),
+		JoinTimeout: Duration(defaultJoinTimeout), RTOMin: Duration(defaultRTOMin),
+	})
+	for _, name := range sortedKeys(c.Regions) {
+		defaultScope(c.Regions[name], r, dir, "coordination.regions."+name, c)
+	}
+	if c.Global != nil {
+		defaultScope(c.Global, r, dir, "coordination.global", &Coordination{
+			ClientPort: defaultGlobalClientPort, PeerPort: defaultGlobalPeerPort, DataDir: defaultGlobalDataDir,
+			TLS: c.TLS, Heartbeat: Duration(defaultGlobalHeartbeat), ElectionTimeout: Duration(defaultGlobalElectionTimeout),
+			JoinTimeout: c.JoinTimeout, RTOMin: Duration(KernelRTOMin),
+		})
+	}
+}
+
+// defaultScope fills the keys of the scope c, at path, that were left out
+// with those of def, whose paths are already resolved. The scope's own
+// relative paths are resolved against dir.
+func defaultScope(c *Coordination, r *report, dir, path string, def *Coordination) {
+	r.defaultInt(&c.ClientPort, path+".client_port", def.ClientPort)
+	r.defaultInt(&c.PeerPort, path+".peer_port", def.PeerPort)
+	if c.DataDir == "" {
+		c.DataDir = def.DataDir
+	} else {
+		c.DataDir = resolvePath(dir, c.DataDir)
+	}
+	r.defaultDuration(&c.Heartbeat, path+".heartbeat", def.Heartbeat.D())
+	r.defaultDuration(&c.ElectionTimeout, path+".election_timeout", def.ElectionTimeout.D())
+	r.defaultDuration(&c.JoinTimeout, path+".join_timeout", def.JoinTimeout.D())
+	r.defaultDuration(&c.RTOMin, path+".rto_min", def.RTOMin.D())
+	switch t := c.TLS; {
+	case t != nil:
 		t.CA, t.Cert, t.Key = resolvePath(dir, t.CA), resolvePath(dir, t.Cert), resolvePath(dir, t.Key)
+	case def.TLS != nil:
+		inherited := *def.TLS
+		c.TLS = &inherited
 	}
 }
 

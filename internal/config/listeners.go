@@ -69,7 +69,8 @@ func (v *validator) listenersOn(node string) []listener {
 		ls = appendListener(ls, path, path, b.Listen)
 	}
 	if db := v.cfg.Database; db != nil {
-		if n := v.nodes[node]; n != nil && slices.Contains(db.Nodes, node) {
+		runsPG := slices.Contains(db.Nodes, node) || (db.DR != nil && slices.Contains(db.DR.Nodes, node))
+		if n := v.nodes[node]; n != nil && runsPG {
 			ls = appendListener(ls, "database.port", "PostgreSQL's database.port", net.JoinHostPort(n.Address, strconv.Itoa(db.Port)))
 		}
 		if v.cfg.RoutesOn(node) {

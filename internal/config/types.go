@@ -58,6 +58,17 @@ type Node struct {
 // Coordination is the etcd cluster every singleton (floating address,
 // database primary) is coordinated through: embedded in the agents of
 // Members, or an external cluster at Endpoints.
+//
+// The same type describes three kinds of scope. The top-level one (the
+// coordination section itself) serves every node whose region has no scope
+// of its own. Each of Regions is a region's own quorum, for the fast
+// failovers inside it: the nodes of that region coordinate through it, and
+// the keys it leaves out are the top-level scope's. Global spans the
+// regions plus a witness in a third place, with WAN timings; it holds the
+// active-region record of a database with a standby cluster (database.dr).
+// A region's scope and the global scope have no Regions or Global of their
+// own. Read them with Config.CoordinationOf, Config.RegionCoordination and
+// Config.GlobalCoordination.
 type Coordination struct {
 	Members   []string `yaml:"members"`
 	Endpoints []string `yaml:"endpoints"`
@@ -82,6 +93,15 @@ type Coordination struct {
 	// directly connected coordination peers (default 20ms; 200ms, the
 	// kernel's own, leaves the routes alone). See internal/peerroute.
 	RTOMin Duration `yaml:"rto_min"`
+	// Regions are the scopes of the regions that have a quorum of their
+	// own, by region name (top-level scope only).
+	Regions map[string]*Coordination `yaml:"regions"`
+	// Global is the scope spanning the regions plus a witness (top-level
+	// scope only). Its defaults are its own, for a WAN: ports 2381 and
+	// 2382, data_dir /var/lib/haven/{node}/etcd-global, heartbeat 100ms,
+	// election timeout 1s, the kernel's rto_min; it takes the top-level
+	// scope's TLS and JoinTimeout when it leaves them out.
+	Global *Coordination `yaml:"global"`
 }
 
 // CoordTLS names the certificate files for etcd traffic.
@@ -319,7 +339,7 @@ type Sticky struct {
 }
 
 // Database is the PostgreSQL cluster: each of Nodes runs a keeper
-// (internal/pg) in its agent. DR and Backup are validated, not yet acted on.
+// (internal/pg) in its agent. DR is validated, not yet acted on.
 type Database struct {
 	Engine string   `yaml:"engine"` // postgres (default)
 	Nodes  []string `yaml:"nodes"`
@@ -356,7 +376,7 @@ type Database struct {
 	// now (a failover moves them without a reload).
 	Listen *DBListen `yaml:"listen"`
 	// Routers are the nodes that serve Listen (default: the database
-	// nodes).
+	// nodes, and the dr nodes when DR is set).
 	Routers []string `yaml:"routers"`
 	// ReplicaMaxLag: a replica further behind the primary leaves the
 	// replicas pool until it catches up (default 1MiB).
@@ -366,7 +386,7 @@ type Database struct {
 	// closing it (default 5s; 0s: no wait, closed at once).
 	RouterHold Duration `yaml:"router_hold"`
 	// Tags hold each database node's failover preferences; after defaults
-	// every node of Nodes has one.
+	// every node of Nodes (and of DR.Nodes) has one.
 	Tags   map[string]*DBTag `yaml:"tags"`
 	DR     *DR               `yaml:"dr"`
 	Backup *Backup           `yaml:"backup"`
@@ -413,10 +433,30 @@ type DBTag struct {
 	Priority *int `yaml:"priority"`
 }
 
-// DR is the standby cluster in another region.
+// DR is the standby cluster in another region: Nodes, all in one region
+// other than database.nodes' region, replicate from the active region's
+// primary. Which region is active is a record with a fencing epoch in
+// coordination.global, held for Lease at a time.
 type DR struct {
 	Nodes []string `yaml:"nodes"`
-	Mode  string   `yaml:"mode"`
+	// Mode is async (default) or sync: in sync the standby cluster's
+	// leader is in the primary's synchronous quorum.
+	Mode string `yaml:"mode"`
+	// Failover is manual (default: `haven dr promote` moves the active
+	// region) or automatic (the standby region promotes when it acquires
+	// the active-region record and its last known lag was within MaxLag).
+	Failover string `yaml:"failover"`
+	// MaxLag is the largest lag behind the active region at which the
+	// standby region promotes on its own (default objectives.rpo when it
+	// is set, else 5s).
+	MaxLag Duration `yaml:"max_lag"`
+	// Lease is how long one renewal of the active-region record keeps a
+	// region active (default 10s); see minDRLease for its lower bounds.
+	Lease Duration `yaml:"lease"`
+	// ReadOnlyPool makes the standby region's routers serve
+	// database.listen.replicas from the standby cluster; their primary
+	// listener refuses connections.
+	ReadOnlyPool bool `yaml:"read_only_pool"`
 }
 
 // Backup of the database.

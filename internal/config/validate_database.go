@@ -2,6 +2,7 @@ package config
 
 import (
 	"encoding/base64"
+	"fmt"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -16,6 +17,7 @@ var (
 	engines            = []string{"postgres"}
 	replModes          = []string{"async", "sync", "strict"}
 	drModes            = []string{"async", "sync"}
+	drFailovers        = []string{"manual", "automatic"}
 	backupSchemes      = []string{"file", "s3"}
 	archiveModes       = []string{"async", "synchronous"}
 	backupCompressions = []string{"lz4", "zstd", "none"}
@@ -89,21 +91,153 @@ func (v *validator) database() {
 	v.replication(db)
 	v.tags(db)
 	v.dbListen(db)
-	if dr := db.DR; dr != nil {
-		v.warnf("database.dr", "%s", notSupported)
-		v.nodeRefs("database.dr.nodes", dr.Nodes, "the nodes of the standby cluster, such as nodes: [wdb1]")
-		for i, n := range dr.Nodes {
-			if slices.Contains(db.Nodes, n) {
-				v.errorf(index("database.dr.nodes", i), "%s is also in database.nodes: a standby cluster needs its own nodes", n)
-			}
-		}
-		if dr.Mode != "" && !slices.Contains(drModes, dr.Mode) {
-			v.errorf("database.dr.mode", "%s", notOneOf(dr.Mode, drModes...))
-		}
+	if db.DR != nil {
+		v.dr(db)
 	}
 	if db.Backup != nil {
 		v.backup(db.Backup)
 	}
+	if db.DR != nil {
+		// Last, so that it stays where it is among the warnings while
+		// the standby cluster is built.
+		v.warnf("database.dr", "%s", notSupported)
+	}
+}
+
+// Bounds on database.dr.lease, the active-region record's lease. Its
+// holder renews it every quarter lease through coordination.global (an
+// ownership record's default renewal period in internal/coord), so it
+// keeps the record through an outage of the global scope of about three
+// quarters of a lease. The outage that must not cost the active region
+// its writes is a leader election of the global scope, which etcd's
+// randomised timeout makes last up to two election timeouts, plus WAN
+// round trips: at four election timeouts, three quarters of the lease is
+// three of them, one left for the round trips. Below 2s, WAN round trips and the clock drift allowance
+// eat the lease whatever the timings. Above a minute, an automatic
+// region failover takes longer than a person deciding with `haven dr
+// promote`.
+const (
+	minDRLease          = 2 * time.Second
+	minDRLeaseElections = 4
+	maxDRLease          = time.Minute
+)
+
+// dr checks the standby cluster: its nodes, all in one region other than
+// the database's; both regions with a quorum of their own, so that a cut
+// between them stops neither region's failovers; the global scope the
+// active-region record lives in; and the region failover's settings.
+func (v *validator) dr(db *Database) {
+	const path = "database.dr"
+	dr := db.DR
+	v.nodeRefs(path+".nodes", dr.Nodes, "the nodes of the standby cluster, such as nodes: [wdb1, wdb2, wdb3]")
+	v.zones(path+".nodes", dr.Nodes)
+	for i, n := range dr.Nodes {
+		if slices.Contains(db.Nodes, n) {
+			v.errorf(index(path+".nodes", i), "%s is also in database.nodes: a standby cluster needs its own nodes", n)
+		}
+	}
+	if !slices.Contains(drModes, dr.Mode) {
+		v.errorf(path+".mode", "%s", notOneOf(dr.Mode, drModes...))
+	}
+	if !slices.Contains(drFailovers, dr.Failover) {
+		v.errorf(path+".failover", "%s", notOneOf(dr.Failover, drFailovers...))
+	}
+	var g *Coordination
+	if c := v.cfg.Coordination; c != nil {
+		g = c.Global
+	}
+	et := Duration(defaultGlobalElectionTimeout)
+	if g != nil {
+		et = g.ElectionTimeout
+	}
+	switch least := max(minDRLease, minDRLeaseElections*et.D()); {
+	case dr.Lease.D() < least:
+		v.errorf(path+".lease", "%s is shorter than %s (at least %s, and %d election timeouts of coordination.global, %s): the active region would lose its record, and its writes, at a leader election of the global scope", dr.Lease, Duration(least), Duration(minDRLease), minDRLeaseElections, et)
+	case dr.Lease.D() > maxDRLease:
+		v.errorf(path+".lease", "%s is longer than %s: a lost region would be replaced only that long after; promote by hand (failover: manual) if the regions' link is that unreliable", dr.Lease, Duration(maxDRLease))
+	}
+	if dr.ReadOnlyPool {
+		v.readOnlyPool(db)
+	}
+	if v.cfg.Coordination == nil {
+		return // database reports it
+	}
+	if g == nil {
+		v.errorf(path, "needs coordination.global, the scope spanning both regions and a witness in a third, which holds the active-region record, such as coordination: {global: {members: [%s, %s, witness1]}} with witness1 a node of a third region", firstOr(db.Nodes, "db1"), firstOr(dr.Nodes, "wdb1"))
+	}
+	dbRegions, drRegions := v.regionsOf(db.Nodes), v.regionsOf(dr.Nodes)
+	if len(dbRegions) > 1 {
+		v.errorf("database.nodes", "with dr, the database nodes are the active region's cluster, in one region, and they are in %s: move the other region's nodes to database.dr.nodes", andList(regionsWithNodes(sortedKeys(dbRegions), dbRegions)))
+	}
+	if len(drRegions) > 1 {
+		v.errorf(path+".nodes", "the standby cluster's nodes are in one region, and they are in %s: keep one region's nodes", andList(regionsWithNodes(sortedKeys(drRegions), drRegions)))
+	}
+	dbRegion, drRegion := v.drRegions()
+	switch {
+	case dbRegion == "" || drRegion == "":
+		return
+	case dbRegion == drRegion:
+		v.errorf(path+".nodes", "%s %s in region %s, like database.nodes: the standby cluster must be in another region", andList(drRegions[drRegion]), isAre(len(drRegions[drRegion])), drRegion)
+		return
+	}
+	v.ownQuorum(dbRegion, "database.nodes", db.Nodes)
+	v.ownQuorum(drRegion, path+".nodes", dr.Nodes)
+}
+
+// ownQuorum reports a database region that does not coordinate through
+// members of its own: cut off from the other regions, it could not fail
+// over inside itself. Its own coordination.regions entry has members of
+// the region only (regionScope checks them); the top-level scope serves
+// it when every top-level member is in it; external endpoints are
+// trusted.
+func (v *validator) ownQuorum(region, path string, nodes []string) {
+	c := v.cfg.Coordination
+	if c.Regions[region] != nil || (len(c.Endpoints) > 0 && len(c.Members) == 0) {
+		return
+	}
+	byRegion := v.regionsOf(c.Members)
+	if len(byRegion) == 0 || (len(byRegion) == 1 && byRegion[region] != nil) {
+		return
+	}
+	fix := fmt.Sprintf("give it a quorum of its own with coordination.regions.%s.members: [%s]", region, strings.Join(nodes[:min(len(nodes), 3)], ", "))
+	if byRegion[region] != nil {
+		fix = fmt.Sprintf("keep coordination.members to nodes of %s, or %s", region, fix)
+	}
+	v.errorf(path, "region %s coordinates through coordination.members, which are in %s: cut off from the other regions, %s could not fail over; %s", region, andList(regionsWithNodes(sortedKeys(byRegion), byRegion)), region, fix)
+}
+
+// readOnlyPool checks what dr.read_only_pool needs: the replicas
+// listener, and routers in the standby region to serve it.
+func (v *validator) readOnlyPool(db *Database) {
+	const path = "database.dr.read_only_pool"
+	if db.Listen == nil || db.Listen.Replicas == "" {
+		v.errorf(path, "the standby region's routers serve database.listen.replicas, which is not set: add it, such as listen: {primary: \":6432\", replicas: \":6433\"}")
+		return
+	}
+	_, drRegion := v.drRegions()
+	if drRegion == "" {
+		return
+	}
+	for _, r := range db.Routers {
+		if n, ok := v.nodes[r]; ok && n.Region == drRegion {
+			return
+		}
+	}
+	v.errorf(path, "no router is in the standby region %s (database.routers: %s): add nodes of %s to routers, such as its dr nodes", drRegion, strings.Join(db.Routers, ", "), drRegion)
+}
+
+func firstOr(names []string, def string) string {
+	if len(names) > 0 {
+		return names[0]
+	}
+	return def
+}
+
+func isAre(n int) string {
+	if n == 1 {
+		return "is"
+	}
+	return "are"
 }
 
 var (
@@ -395,10 +529,14 @@ func (v *validator) tags(db *Database) {
 			all = false
 		}
 	}
+	tagged, lists := db.Nodes, "database.nodes"
+	if db.DR != nil {
+		tagged, lists = append(slices.Clone(db.Nodes), db.DR.Nodes...), "database.nodes or database.dr.nodes"
+	}
 	for _, name := range sortedKeys(db.Tags) {
 		path := "database.tags." + name
-		if !slices.Contains(db.Nodes, name) {
-			v.keyErrorf(path, "%s is not one of database.nodes (%s)", name, strings.Join(db.Nodes, ", "))
+		if !slices.Contains(tagged, name) {
+			v.keyErrorf(path, "%s is not one of %s (%s)", name, lists, strings.Join(tagged, ", "))
 		}
 		if p := *db.Tags[name].Priority; p < 0 || p > maxTagPriority {
 			v.errorf(path+".priority", "%d is not a priority between 0 and %d", p, maxTagPriority)
