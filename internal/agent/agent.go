@@ -54,7 +54,8 @@ type Agent struct {
 // haven.yaml gives them to the node (nil otherwise); a change to their
 // sections needs a restart. Handlers read them through current.
 type roles struct {
-	coord  *coordination // the coordination section
+	coord  *coordination // the coordination section: the node's region's scope
+	global *coordination // the global scope, when the node has a part in it
 	vips   *floating     // this node's balancers' floating addresses
 	db     *dbRole       // a database node
 	backup *backupRole   // a database node with backup repositories
@@ -178,6 +179,13 @@ func (a *Agent) start(st *stack) error {
 		// The member stops last: the balancers' addresses are handed over
 		// through it, and their clients drain meanwhile.
 		st.push("etcd member", stopMember)
+		if rs.global = newGlobalCoordination(a, cfg); rs.global != nil {
+			stopGlobal, err := rs.global.startMember()
+			if err != nil {
+				return err
+			}
+			st.push("etcd member (global scope)", stopGlobal)
+		}
 	}
 	st.push("balancers", func() {
 		a.reloadMu.Lock()
@@ -243,6 +251,9 @@ func (a *Agent) startCoordinated(cfg *config.Config, rs *roles, st *stack) error
 		return err
 	}
 	if rs.db != nil {
+		rs.db.global = rs.global
+	}
+	if rs.db != nil {
 		rs.coord.onConnected(rs.db.keep)
 		archive, err := newArchive(a, cfg, rs.db)
 		if err != nil {
@@ -272,6 +283,12 @@ func (a *Agent) startCoordinated(cfg *config.Config, rs *roles, st *stack) error
 		}
 		st.push("database router", rs.router.close)
 		rs.coord.onConnected(rs.router.follow)
+	}
+	if rs.global != nil {
+		// Stopped after the region's roles: the keeper leaves the
+		// active-region record on its way out.
+		rs.global.start()
+		st.push("coordination (global scope)", rs.global.stop)
 	}
 	// Stopped first of these: the owners hand over while the balancers
 	// still serve, and the keeper stops postgres.

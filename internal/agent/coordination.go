@@ -27,8 +27,13 @@ import (
 // start once it answers: they register with onConnected before start. It
 // starts once, with the agent; changes to its section need a restart.
 type coordination struct {
-	a      *Agent
-	cfg    *config.Config
+	a   *Agent
+	cfg *config.Config
+	// scope is the etcd cluster this coordination reaches: the node's
+	// region's (config.CoordinationOf), or the global scope that spans
+	// the regions (global set), which holds the active-region record.
+	scope  *config.Coordination
+	global bool
 	member *coord.Member // nil unless this node is a member
 	// diskSlow is set while this node's member's disk does not keep up
 	// (see steerLeader).
@@ -70,8 +75,28 @@ func (cl *etcdClients) close() {
 // How long a starting agent waits for etcd per attempt.
 const connectTimeout = 5 * time.Second
 
+// newCoordination is the node's coordination in its region's scope.
 func newCoordination(a *Agent, cfg *config.Config) *coordination {
-	return &coordination{a: a, cfg: cfg, connected: make(chan struct{}), members: map[string]coord.MemberInfo{}}
+	return &coordination{a: a, cfg: cfg, scope: cfg.CoordinationOf(a.opt.Node), connected: make(chan struct{}), members: map[string]coord.MemberInfo{}}
+}
+
+// newGlobalCoordination is the node's coordination in the global scope, or
+// nil when the node has no part in it: it is neither one of its members
+// nor a database node of a database that spans two regions.
+func newGlobalCoordination(a *Agent, cfg *config.Config) *coordination {
+	g := cfg.GlobalCoordination()
+	if g == nil || !slices.Contains(g.Members, a.opt.Node) && !cfg.IsDatabaseNode(a.opt.Node) {
+		return nil
+	}
+	return &coordination{a: a, cfg: cfg, scope: g, global: true, connected: make(chan struct{}), members: map[string]coord.MemberInfo{}}
+}
+
+// what names the scope in logs and readiness checks.
+func (c *coordination) what(s string) string {
+	if c.global {
+		return s + " (global scope)"
+	}
+	return s
 }
 
 // onConnected registers a role to start once etcd answers; it runs until
@@ -83,7 +108,7 @@ func (c *coordination) onConnected(start func(ctx context.Context, cl *etcdClien
 // startMember runs this node's embedded etcd member, when it is one, and
 // returns how to stop it.
 func (c *coordination) startMember() (func(), error) {
-	if !slices.Contains(c.cfg.Coordination.Members, c.a.opt.Node) {
+	if !slices.Contains(c.scope.Members, c.a.opt.Node) {
 		return func() {}, nil
 	}
 	m, err := coord.NewMember(c.memberConfig())
@@ -91,7 +116,7 @@ func (c *coordination) startMember() (func(), error) {
 		return nil, err
 	}
 	c.member = m
-	c.a.admin.AddReadiness("etcd member", c.memberReady)
+	c.a.admin.AddReadiness(c.what("etcd member"), c.memberReady)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -107,7 +132,7 @@ func (c *coordination) startMember() (func(), error) {
 // returns how to take them back. Without the privilege it logs why and
 // goes on with the kernel's default.
 func (c *coordination) startPeerRoutes() (func(), error) {
-	rto := c.cfg.Coordination.RTOMin.D()
+	rto := c.scope.RTOMin.D()
 	peers := c.peerAddrs()
 	if rto >= config.KernelRTOMin || len(peers) == 0 {
 		return func() {}, nil
@@ -130,12 +155,12 @@ func (c *coordination) startPeerRoutes() (func(), error) {
 // every other node (each one's agent is a client of this member); on any
 // other node, the members, or the external endpoints given by address.
 func (c *coordination) peerAddrs() []netip.Addr {
-	cc := c.cfg.Coordination
+	cc := c.scope
 	var hosts []string
 	switch {
 	case slices.Contains(cc.Members, c.a.opt.Node):
 		for _, name := range c.cfg.NodeNames() {
-			if name != c.a.opt.Node {
+			if name != c.a.opt.Node && c.reaches(name) {
 				n, _ := c.cfg.Node(name)
 				hosts = append(hosts, n.Address)
 			}
@@ -161,9 +186,19 @@ func (c *coordination) peerAddrs() []netip.Addr {
 	return addrs
 }
 
+// reaches reports whether node is a client of this scope: a node of a
+// region that coordinates through it, or, for the global scope, one of its
+// members or a database node.
+func (c *coordination) reaches(node string) bool {
+	if c.global {
+		return slices.Contains(c.scope.Members, node) || c.cfg.IsDatabaseNode(node)
+	}
+	return c.cfg.CoordinationOf(node) == c.scope
+}
+
 // start connects in the background and then starts the registered roles.
 func (c *coordination) start() {
-	c.a.admin.AddReadiness("coordination", func() error {
+	c.a.admin.AddReadiness(c.what("coordination"), func() error {
 		if c.etcd() == nil {
 			return fmt.Errorf("not connected to etcd at %s", strings.Join(c.endpoints(), ", "))
 		}
@@ -209,6 +244,19 @@ func (c *coordination) etcd() *clientv3.Client {
 	return c.clients.all
 }
 
+// waitClients returns the clients once etcd answers, or ctx's error if it
+// ends first.
+func (c *coordination) waitClients(ctx context.Context) (*etcdClients, error) {
+	select {
+	case <-c.connected:
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.clients, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
 // waitEtcd returns the client of every member once etcd answers, or ctx's
 // error if it ends first.
 func (c *coordination) waitEtcd(ctx context.Context) (*clientv3.Client, error) {
@@ -226,7 +274,7 @@ func (c *coordination) nodeFile(p string) string {
 }
 
 func (c *coordination) tls() *coord.TLSFiles {
-	t := c.cfg.Coordination.TLS
+	t := c.scope.TLS
 	if t == nil {
 		return nil
 	}
@@ -234,14 +282,14 @@ func (c *coordination) tls() *coord.TLSFiles {
 }
 
 func (c *coordination) scheme() string {
-	if c.cfg.Coordination.TLS != nil {
+	if c.scope.TLS != nil {
 		return "https"
 	}
 	return "http"
 }
 
 func (c *coordination) memberConfig() coord.MemberConfig {
-	cc := c.cfg.Coordination
+	cc := c.scope
 	initial := map[string]string{}
 	for _, name := range cc.Members {
 		n, _ := c.cfg.Node(name)
@@ -254,7 +302,7 @@ func (c *coordination) memberConfig() coord.MemberConfig {
 		PeerURL:           initial[c.a.opt.Node],
 		ClientURL:         c.scheme() + "://" + net.JoinHostPort(self.Address, strconv.Itoa(cc.ClientPort)),
 		InitialCluster:    initial,
-		ClusterToken:      c.cfg.Cluster,
+		ClusterToken:      c.clusterToken(),
 		TLS:               c.tls(),
 		HeartbeatInterval: cc.Heartbeat.D(),
 		ElectionTimeout:   cc.ElectionTimeout.D(),
@@ -263,9 +311,22 @@ func (c *coordination) memberConfig() coord.MemberConfig {
 	}
 }
 
+// clusterToken tells the scopes' etcd clusters apart: a member of one
+// never joins another by mistake.
+func (c *coordination) clusterToken() string {
+	switch {
+	case c.global:
+		return c.cfg.Cluster + "-global"
+	case c.scope != c.cfg.Coordination:
+		self, _ := c.cfg.Node(c.a.opt.Node)
+		return c.cfg.Cluster + "-" + self.Region
+	}
+	return c.cfg.Cluster
+}
+
 // endpoints lists the cluster's client URLs, this node's own member first.
 func (c *coordination) endpoints() []string {
-	cc := c.cfg.Coordination
+	cc := c.scope
 	if len(cc.Endpoints) > 0 {
 		return cc.Endpoints
 	}
@@ -292,7 +353,7 @@ func (c *coordination) connect(ctx context.Context) {
 		cancel()
 		if err == nil {
 			all = cli
-			log.Info("connected to etcd", "endpoints", c.endpoints())
+			log.Info(c.what("connected to etcd"), "endpoints", c.endpoints())
 			break
 		}
 		if ctx.Err() != nil {
@@ -325,6 +386,13 @@ func (c *coordination) connect(ctx context.Context) {
 	c.clients = cl
 	c.mu.Unlock()
 	close(c.connected)
+	if c.global {
+		// The membership records stay in each region's scope.
+		for _, start := range c.starters {
+			c.wg.Go(func() { start(ctx, cl) })
+		}
+		return
+	}
 	c.wg.Go(func() { c.publish(ctx, all) })
 	c.wg.Go(func() {
 		_ = coord.WatchMembers(ctx, all, c.cfg.Cluster, func(m map[string]coord.MemberInfo) {
@@ -403,7 +471,7 @@ func upDown(up bool) string {
 // roles lists what this node does, for its membership record.
 func (c *coordination) roles() []string {
 	var roles []string
-	if slices.Contains(c.cfg.Coordination.Members, c.a.opt.Node) {
+	if slices.Contains(c.scope.Members, c.a.opt.Node) {
 		roles = append(roles, "etcd")
 	}
 	for _, b := range c.cfg.BalancersOn(c.a.opt.Node) {

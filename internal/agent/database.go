@@ -32,6 +32,9 @@ type dbRole struct {
 	password string                        // the replication user's
 	fence    *pg.WriteFence                // nil when database.write_fence is off
 	keeper   atomic.Pointer[keeper.Keeper] // set once connected to etcd
+	// global is the coordination of the global scope, in a database that
+	// spans two regions (nil otherwise).
+	global *coordination
 }
 
 // newDatabase checks and builds this node's postgres when haven.yaml makes
@@ -41,7 +44,7 @@ type dbRole struct {
 // it.
 func newDatabase(ctx context.Context, a *Agent, cfg *config.Config) (*dbRole, error) {
 	db := cfg.Database
-	if db == nil || !slices.Contains(db.Nodes, a.opt.Node) {
+	if !cfg.IsDatabaseNode(a.opt.Node) {
 		return nil, nil
 	}
 	password, err := replicationPassword(db)
@@ -78,7 +81,13 @@ func serverConfig(cfg *config.Config, node string) (pg.Config, error) {
 	db := cfg.Database
 	self, _ := cfg.Node(node)
 	var hba []string
-	for _, n := range db.Nodes {
+	peers := db.Nodes
+	if db.DR != nil {
+		// Either region's nodes replicate from, and rewind against, the
+		// other's.
+		peers = slices.Concat(db.Nodes, db.DR.Nodes)
+	}
+	for _, n := range peers {
 		peer, _ := cfg.Node(n)
 		addr, err := netip.ParseAddr(peer.Address)
 		if err != nil {
@@ -110,7 +119,7 @@ func Preflight(cfg *config.Config, node string) error {
 		return fmt.Errorf("node %q is not in the configuration (nodes: %v)", node, cfg.NodeNames())
 	}
 	var errs []error
-	if db := cfg.Database; db != nil && slices.Contains(db.Nodes, node) {
+	if db := cfg.Database; cfg.IsDatabaseNode(node) {
 		if _, err := replicationPassword(db); err != nil {
 			errs = append(errs, err)
 		}
@@ -162,6 +171,13 @@ func (r *dbRole) keep(ctx context.Context, cl *etcdClients) {
 		priority = *tag.Priority
 	}
 	node, _ := r.cfg.Node(a.opt.Node)
+	region, err := r.regionConfig(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			a.log.Error("database keeper not started", "err", err)
+		}
+		return
+	}
 	k, err := keeper.New(keeper.Config{
 		Server:           r.srv,
 		Client:           cl.own,
@@ -169,7 +185,7 @@ func (r *dbRole) keep(ctx context.Context, cl *etcdClients) {
 		Cluster:          r.cfg.Cluster,
 		Name:             dbName,
 		Node:             a.opt.Node,
-		Nodes:            db.Nodes,
+		Nodes:            db.ClusterNodes(a.opt.Node),
 		Host:             node.Address,
 		Lease:            db.Lease.D(),
 		Mode:             keeper.Mode(db.Replication.Mode),
@@ -181,6 +197,7 @@ func (r *dbRole) keep(ctx context.Context, cl *etcdClients) {
 		NoFailover:       tag.NoFailover,
 		RestoreBackup:    r.restoreBackup(db.Backup),
 		Fence:            r.fence,
+		Region:           region,
 		Logger:           a.log,
 		Registerer:       a.reg,
 	})
@@ -193,6 +210,41 @@ func (r *dbRole) keep(ctx context.Context, cl *etcdClients) {
 	if err := k.Run(ctx); err != nil {
 		a.log.Error("database keeper stopped", "err", err)
 	}
+}
+
+// regionConfig is the keeper's part in a database that spans two regions
+// (database.dr), once the global scope answers; nil for a database of one
+// region.
+func (r *dbRole) regionConfig(ctx context.Context) (*keeper.RegionConfig, error) {
+	db := r.cfg.Database
+	if db.DR == nil {
+		return nil, nil
+	}
+	if r.global == nil {
+		return nil, errors.New("database.dr needs coordination.global: the scope that holds the active-region record")
+	}
+	r.a.log.Info("waiting for the global scope's etcd")
+	cl, err := r.global.waitClients(ctx)
+	if err != nil {
+		return nil, err
+	}
+	self, _ := r.cfg.Node(r.a.opt.Node)
+	rc := &keeper.RegionConfig{
+		Name:       self.Region,
+		Regions:    r.cfg.DatabaseRegions(),
+		Client:     cl.own,
+		Alternates: cl.others,
+		Lease:      db.DR.Lease.D(),
+		Home:       slices.Contains(db.Nodes, r.a.opt.Node),
+		Automatic:  db.DR.Failover == "automatic",
+		MaxLag:     db.DR.MaxLag.D(),
+	}
+	if db.Backup != nil {
+		if rc.RestoreCommand, err = r.restoreCommand(); err != nil {
+			return nil, err
+		}
+	}
+	return rc, nil
 }
 
 // servesPrimary reports whether this node holds the database's primary

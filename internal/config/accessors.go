@@ -171,3 +171,35 @@ func (db *Database) RouterBalancer(pool string) *Balancer {
 	defaultBalancer(b, newReport(""), "database.listen."+pool, "")
 	return b
 }
+
+// IsDatabaseNode reports whether node runs a database keeper: it is one of
+// database.nodes or of database.dr.nodes.
+func (c *Config) IsDatabaseNode(node string) bool {
+	db := c.Database
+	if db == nil {
+		return false
+	}
+	return slices.Contains(db.Nodes, node) || db.DR != nil && slices.Contains(db.DR.Nodes, node)
+}
+
+// ClusterNodes returns the database nodes of node's region: database.nodes
+// for one of those, database.dr.nodes for a node of the standby cluster.
+func (db *Database) ClusterNodes(node string) []string {
+	if db.DR != nil && slices.Contains(db.DR.Nodes, node) {
+		return db.DR.Nodes
+	}
+	return db.Nodes
+}
+
+// DatabaseRegions returns the regions of a database that spans two (database.dr):
+// the region of database.nodes, then the standby cluster's; nil without
+// dr.
+func (c *Config) DatabaseRegions() []string {
+	db := c.Database
+	if db == nil || db.DR == nil || len(db.Nodes) == 0 || len(db.DR.Nodes) == 0 {
+		return nil
+	}
+	home, _ := c.Node(db.Nodes[0])
+	dr, _ := c.Node(db.DR.Nodes[0])
+	return []string{home.Region, dr.Region}
+}

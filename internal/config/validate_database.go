@@ -97,10 +97,8 @@ func (v *validator) database() {
 	if db.Backup != nil {
 		v.backup(db.Backup)
 	}
-	if db.DR != nil {
-		// Last, so that it stays where it is among the warnings while
-		// the standby cluster is built.
-		v.warnf("database.dr", "%s", notSupported)
+	if db.DR != nil && db.DR.Mode == "sync" {
+		v.warnf("database.dr.mode", "sync %s: the standby region replicates asynchronously", notSupported)
 	}
 }
 
