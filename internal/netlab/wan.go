@@ -32,7 +32,8 @@ package netlab
 // The queue holds at most wanQueueBytes of packets; a packet that does not
 // fit is dropped and counted, as a router's full buffer would drop it. The
 // writer waits with a Go timer, so a packet is held for its delay plus up
-// to a millisecond or so of timer slack, never less.
+// to the kernel's timer slack (50µs) more, never less, when the machine has
+// a core free to run it.
 
 import (
 	"context"
@@ -45,6 +46,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -62,6 +65,9 @@ const (
 	// wanMaxPacket is the largest packet the relay reads: a 64 KiB TCP
 	// segment with its header.
 	wanMaxPacket = vnetHdrLen + 65535
+	// wanSleepStep is the longest the writer sleeps without looking
+	// whether the relay stopped.
+	wanSleepStep = 50 * time.Millisecond
 )
 
 // WANStats counts what the WAN relay did since the Net was made.
@@ -75,6 +81,10 @@ type WANStats struct {
 	// Dropped counts the packets the relay dropped: its queue was full, or
 	// the kernel refused the packet when it was written back.
 	Dropped uint64
+	// KernelDropped counts the packets the kernel dropped because the
+	// relay did not read them fast enough: wan0's queue of wanTxQueue
+	// packets was full.
+	KernelDropped uint64
 	// Queued is the number of packets held now, and MaxQueuedBytes the
 	// most bytes held at once.
 	Queued         int
@@ -137,15 +147,41 @@ func (n *Net) setWANDelay(d time.Duration) error {
 }
 
 // WANStats returns what the WAN relay has done; all zero before the first
-// delay above 0.
+// delay above 0. KernelDropped stays 0 if wan0's counters cannot be read.
 func (n *Net) WANStats() WANStats {
 	n.mu.Lock()
-	r := n.wan
+	r, closed := n.wan, n.closed
 	n.mu.Unlock()
 	if r == nil {
 		return WANStats{}
 	}
-	return r.stats()
+	st := r.stats()
+	if !closed {
+		st.KernelDropped, _ = kernelDrops(n.router.Namespace)
+	}
+	return st
+}
+
+// kernelDrops reads the transmit drops of wan0 in namespace ns.
+func kernelDrops(ns string) (uint64, error) {
+	h, err := netns.GetFromName(ns)
+	if err != nil {
+		return 0, err
+	}
+	defer h.Close()
+	nl, err := netlink.NewHandleAt(h)
+	if err != nil {
+		return 0, err
+	}
+	defer nl.Close()
+	link, err := nl.LinkByName(wanDevice)
+	if err != nil {
+		return 0, err
+	}
+	if st := link.Attrs().Statistics; st != nil {
+		return st.TxDropped, nil
+	}
+	return 0, errors.New("no statistics")
 }
 
 // newRelay opens wan0 in the router, routes wanTable into it and starts the
@@ -334,8 +370,6 @@ func (r *relay) hold() time.Duration {
 // write writes each queued packet back to the device at its due time, until
 // stop.
 func (r *relay) write() {
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
 	for {
 		r.mu.Lock()
 		if len(r.queue) == 0 {
@@ -349,13 +383,8 @@ func (r *relay) write() {
 		}
 		h := r.queue[0]
 		r.mu.Unlock()
-		if wait := time.Until(h.due); wait > 0 {
-			timer.Reset(wait)
-			select {
-			case <-timer.C:
-			case <-r.quit:
-				return
-			}
+		if !r.sleepUntil(h.due) {
+			return
 		}
 		r.mu.Lock()
 		r.queue[0] = held{}
@@ -372,6 +401,27 @@ func (r *relay) write() {
 			r.bytesOut.Add(uint64(h.len - vnetHdrLen))
 		}
 		putBuf(h.buf)
+	}
+}
+
+// sleepUntil sleeps until due and reports whether the relay still runs.
+// Go's timers wake up to a millisecond late, twice per round trip; a
+// nanosleep on the goroutine's thread wakes within the kernel's timer
+// slack, 50µs. It sleeps in steps of at most wanSleepStep to notice stop.
+func (r *relay) sleepUntil(due time.Time) bool {
+	for {
+		select {
+		case <-r.quit:
+			return false
+		default:
+		}
+		wait := time.Until(due)
+		if wait <= 0 {
+			return true
+		}
+		ts := unix.NsecToTimespec(int64(min(wait, wanSleepStep)))
+		for unix.Nanosleep(&ts, &ts) == unix.EINTR {
+		}
 	}
 }
 

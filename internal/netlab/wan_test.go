@@ -97,7 +97,7 @@ func TestWANDelay(t *testing.T) {
 	})
 	st := n.WANStats()
 	t.Logf("relay: %+v", st)
-	if st.Delay != d || st.Packets == 0 || st.Bytes < 16<<20 || st.Dropped != 0 || st.MaxQueuedBytes == 0 {
+	if st.Delay != d || st.Packets == 0 || st.Bytes < 16<<20 || st.Dropped != 0 || st.KernelDropped != 0 || st.MaxQueuedBytes == 0 {
 		t.Errorf("stats %+v: want delay %v, over 16 MiB forwarded, none dropped", st, d)
 	}
 
@@ -131,6 +131,10 @@ func TestWANDelaySetLater(t *testing.T) {
 		t.Fatal(err)
 	}
 	delayed(t, n1, w1.Addr, d, 3)
+	// WANStats reads the kernel's drops from wan0 in the router.
+	if _, err := netlab.KernelDrops(n.Host(netlab.RouterName).Namespace); err != nil {
+		t.Fatalf("the kernel's drops of wan0: %v", err)
+	}
 }
 
 // TestWANJitterKeepsOrder sends numbered datagrams across a delay with as
