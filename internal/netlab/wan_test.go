@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/netlab"
+	"github.com/haven-ha/haven/internal/testenv"
 	"github.com/haven-ha/haven/internal/testnet"
 )
 
@@ -398,4 +400,58 @@ func TestSetWANDelayNeedsARouter(t *testing.T) {
 	if err := n2.SetWANDelay(-time.Millisecond); err == nil {
 		t.Fatal("SetWANDelay(-1ms) succeeded")
 	}
+}
+
+// TestWANQueueIsBounded floods the relay with more datagrams than its
+// queue holds for the delay: the excess is dropped and counted, the queue
+// stays within its bound, and what it holds is delivered.
+func TestWANQueueIsBounded(t *testing.T) {
+	t.Parallel()
+	const d = 5 * time.Second
+	n := testnet.Start(t, netlab.Options{Hosts: []string{"n1"}, Segment2: []string{"w1"}})
+	n1, w1 := n.Host("n1"), n.Host("w1")
+	reach(t, n1, w1.Addr)
+	if err := n.SetWANDelay(d); err != nil {
+		t.Fatal(err)
+	}
+	sink, err := w1.ListenPacket("udp4", netip.AddrPortFrom(w1.Addr, 9000).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	conn, err := n1.DialContext(testContext(t), "udp4", sink.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// Each datagram takes a 2 KiB buffer in the queue: send until the
+	// relay drops some, for at most four times what fits and half the
+	// delay. (The kernel drops some too when the relay reads slower than
+	// the burst comes.)
+	limit := 4 * netlab.WANQueueBytes / 2048
+	msg := make([]byte, 100)
+	start := time.Now()
+	sent := 0
+	for ; sent < limit && time.Since(start) < d/2; sent++ {
+		conn.Write(msg) // a full socket buffer may refuse some: fine
+		if sent%1000 == 0 {
+			if n.WANStats().Dropped > 0 {
+				break
+			}
+		}
+	}
+	st := n.WANStats()
+	t.Logf("%d datagrams sent in %v; relay %+v", sent, time.Since(start), st)
+	if st.Dropped == 0 || st.MaxQueuedBytes > netlab.WANQueueBytes {
+		t.Fatalf("relay %+v after %d datagrams: want drops by the relay, and at most %d bytes held", st, sent, netlab.WANQueueBytes)
+	}
+	// Out of the path, the relay still delivers what it holds.
+	if err := n.SetWANDelay(0); err != nil {
+		t.Fatal(err)
+	}
+	undelayed(t, n1, w1.Addr, time.Second)
+	testenv.Poll(t, 3*d, "the relay delivering what it holds", func() (bool, string) {
+		st := n.WANStats()
+		return st.Queued == 0, fmt.Sprintf("%+v", st)
+	})
 }
