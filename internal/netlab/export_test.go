@@ -1,0 +1,7 @@
+package netlab
+
+// KernelDrops is kernelDrops, for the tests.
+var KernelDrops = kernelDrops
+
+// WANQueueBytes is wanQueueBytes, for the tests.
+const WANQueueBytes = wanQueueBytes
