@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -102,9 +103,19 @@ func parseRewind(out string, res *RewindResult) error {
 // database postgres (ReplicationHBA). On an error after the start,
 // postgres is left running for the caller to stop.
 func (s *Server) Rewind(ctx context.Context, up Upstream) (RewindResult, error) {
-	res, err := s.rewind(ctx, up)
+	return s.RewindFrom(ctx, up, up)
+}
+
+// RewindFrom is Rewind against source, a server whose history the node's
+// must join, to make the node a replica of up: the primary of the active
+// region as the source, the standby leader of the node's own region as
+// up. A standby is no source to rewind against: its control file names
+// the timeline of its last restartpoint, which lags the timeline it
+// replays, and pg_rewind would find no fork where there is one.
+func (s *Server) RewindFrom(ctx context.Context, source, up Upstream) (RewindResult, error) {
+	res, err := s.rewind(ctx, source, up)
 	if err != nil {
-		return res, fmt.Errorf("pg: rewind %s from %s: %w", s.cfg.dataDir, up, err)
+		return res, fmt.Errorf("pg: rewind %s from %s: %w", s.cfg.dataDir, source, err)
 	}
 	if err := s.Start(ctx); err != nil {
 		return res, err
@@ -115,8 +126,8 @@ func (s *Server) Rewind(ctx context.Context, up Upstream) (RewindResult, error) 
 	return res, nil
 }
 
-// rewind is Rewind up to the start.
-func (s *Server) rewind(ctx context.Context, up Upstream) (RewindResult, error) {
+// rewind is RewindFrom up to the start.
+func (s *Server) rewind(ctx context.Context, source, up Upstream) (RewindResult, error) {
 	s.life.Lock()
 	defer s.life.Unlock()
 	var res RewindResult
@@ -125,6 +136,9 @@ func (s *Server) rewind(ctx context.Context, up Upstream) (RewindResult, error) 
 	}
 	up, err := up.check()
 	if err != nil {
+		return res, err
+	}
+	if source, err = source.check(); err != nil {
 		return res, err
 	}
 	dir := s.cfg.dataDir
@@ -160,9 +174,17 @@ func (s *Server) rewind(ctx context.Context, up Upstream) (RewindResult, error) 
 		return res, err
 	}
 	start := time.Now()
+	var rewindArgs []string
+	if up.RestoreCommand != "" {
+		// WAL the data directory recycled since the fork's checkpoint
+		// (a standby removes it at its restartpoints) comes from the
+		// archive, with the restore_command setStandby wrote.
+		rewindArgs = append(rewindArgs, "--restore-target-wal")
+	}
 	pgRewind := func(args ...string) error {
-		out, err := s.runToolOutput(ctx, up.Password, "pg_rewind", append([]string{"--target-pgdata", dir,
-			"--source-server", up.conninfo(s.cfg.name+"_rewind", "postgres", false), "--no-ensure-shutdown"}, args...)...)
+		args = append(slices.Clone(rewindArgs), args...)
+		out, err := s.runToolOutput(ctx, source.Password, "pg_rewind", append([]string{"--target-pgdata", dir,
+			"--source-server", source.conninfo(s.cfg.name+"_rewind", "postgres", false), "--no-ensure-shutdown"}, args...)...)
 		if err != nil {
 			for _, m := range rewindImpossible {
 				if strings.Contains(out, m) {
@@ -191,7 +213,7 @@ func (s *Server) rewind(ctx context.Context, up Upstream) (RewindResult, error) 
 		}
 	}
 	res.Took = time.Since(start)
-	s.log.Info("rewound the data directory", "upstream", up.String(), "rewound", res.Rewound,
+	s.log.Info("rewound the data directory", "source", source.String(), "upstream", up.String(), "rewound", res.Rewound,
 		"diverged_at", res.DivergedAt.String(), "diverged_timeline", res.DivergedTimeline,
 		"target_end", res.TargetEnd.String(), "target_timeline", res.TargetTimeline, "took", res.Took.Round(time.Millisecond))
 	return res, nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"time"
 
@@ -38,11 +39,23 @@ func (k *Keeper) follow(ctx context.Context, v view) error {
 		if v.standbyLeader && k.cfg.RestoreBackup != nil {
 			// A new standby region is seeded from the newest base backup
 			// and the archive, not by copying the primary over the WAN.
-			return k.cloneWith(ctx, d.leader.Node, up, k.cfg.RestoreBackup)
+			err := k.cloneWith(ctx, d.leader.Node, up, k.cfg.RestoreBackup)
+			if err == nil || !errors.Is(err, fs.ErrNotExist) {
+				return err
+			}
+			k.log.Warn("no base backup to seed the standby region from yet: copying the active primary instead (haven backup run takes one)", "err", err)
+			if err := os.RemoveAll(k.srv.DataDir()); err != nil {
+				return err
+			}
 		}
 		return k.clone(ctx, d.leader.Node, up)
 	case followRewind:
-		return k.rewind(ctx, d.leader.Node, up)
+		src, ok := k.rewindSource(v, d.leader, up)
+		if !ok {
+			k.log.Info("waiting to learn the active region's primary before rewinding: a standby leader is no source for pg_rewind", "leader", d.leader.Node)
+			return nil
+		}
+		return k.rewind(ctx, d.leader.Node, src, up)
 	case followStart:
 		if err := k.srv.SetStandby(up); err != nil {
 			return err
@@ -107,12 +120,31 @@ func (k *Keeper) cloneWith(ctx context.Context, leader string, up pg.Upstream, r
 	return nil
 }
 
-func (k *Keeper) rewind(ctx context.Context, leader string, up pg.Upstream) error {
+// rewindSource is the server to rewind against when following leader at
+// up: up itself when leader is a primary, but when it is its region's
+// standby leader, the active region's primary, whose history the whole
+// region follows (a standby is no source for pg_rewind: see
+// pg.Server.RewindFrom); false while that primary is not known.
+func (k *Keeper) rewindSource(v view, leader MemberState, up pg.Upstream) (pg.Upstream, bool) {
+	r := k.region
+	if r == nil || leader.Role == RolePrimary {
+		return up, true
+	}
+	a := r.activePrimary()
+	if a.Node == "" {
+		return pg.Upstream{}, false
+	}
+	src := up
+	src.Host, src.Port = a.Member.Host, a.Member.Port
+	return src, true
+}
+
+func (k *Keeper) rewind(ctx context.Context, leader string, source, up pg.Upstream) error {
 	if err := k.stopPostgres(); err != nil {
 		return err
 	}
-	k.log.Warn("rejoining as a replica: rewinding", "primary", leader)
-	res, err := k.srv.Rewind(ctx, up)
+	k.log.Warn("rejoining as a replica: rewinding", "primary", leader, "source", source.Host)
+	res, err := k.srv.RewindFrom(ctx, source, up)
 	if errors.Is(err, pg.ErrRewindImpossible) {
 		_ = k.srv.Stop(ctx, pg.StopFast)
 		aside := k.srv.DataDir() + ".diverged-" + k.clk.Now().UTC().Format("20060102T150405")

@@ -112,6 +112,9 @@ type machine struct {
 	// timeline is the newest timeline this node's postgres has shown since
 	// its data directory was last replaced (clone, rewind).
 	timeline uint32
+	// strandedSince is when the replica was first seen stranded (zero
+	// while it is not).
+	strandedSince time.Time
 	// ckptEpoch and ckptSince: under the lead of epoch ckptEpoch, since
 	// ckptSince, the node has waited to receive the old primary's
 	// shutdown checkpoint before it promotes (awaitCheckpoint).
@@ -361,7 +364,16 @@ func (m *machine) follow(v view) followDecision {
 		d.act = followClone
 	case m.demoted || m.failedFollows >= maxFailedFollows:
 		d.act = followRewind
-	case m.following == leader.Node && !m.stranded(v, leader):
+	case m.failedFollows > 0 && m.forked(v, leader):
+		// The leader is on a later timeline and the replica could not
+		// follow it once: it has WAL past the fork (a region that lost
+		// the active-region record). Retrying only waits.
+		d.act = followRewind
+	case m.following == leader.Node && m.stranded(v, leader):
+		d.act = followRewind
+	case m.following == leader.Node && !m.strandedSince.IsZero():
+		d.act = followWait // stranded for a moment: the leader may be promoting
+	case m.following == leader.Node:
 		d.act = followWait
 	case !running && v.session:
 		d.act = followWait // starting
@@ -373,15 +385,32 @@ func (m *machine) follow(v view) followDecision {
 	return d
 }
 
-// stranded reports whether the replica, which follows leader already, no
-// longer streams from it because leader moved to a later timeline: a
-// standby leader whose region became active through another node, or
-// was rewound onto the new active region's history. Following it again
-// (and rewinding, after failed attempts) puts the replica on that
-// timeline.
+// stranded reports whether the replica, which follows leader already, has
+// stayed on an earlier timeline than leader's for strandedAfter: leader
+// moved to a timeline that the replica cannot follow (its region's
+// standby leader went over to the new active region's history, and the
+// replica has WAL past the fork). A rewind puts it on that timeline.
 func (m *machine) stranded(v view, leader MemberState) bool {
+	if !v.running() || !m.forked(v, leader) {
+		m.strandedSince = time.Time{}
+		return false
+	}
+	if m.strandedSince.IsZero() {
+		m.strandedSince = v.now
+	}
+	return v.now.Sub(m.strandedSince) >= strandedAfter
+}
+
+// strandedAfter is how long a replica waits, not streaming from a leader
+// on a later timeline, before it rewinds: a standby of a leader that was
+// just promoted follows the new timeline by itself within a moment.
+const strandedAfter = 3 * time.Second
+
+// forked reports whether leader is on a later timeline than the replica
+// has shown.
+func (m *machine) forked(v view, leader MemberState) bool {
 	self, ok := v.members[m.cfg.node]
-	return ok && v.running() && self.Role == RoleReplica && !self.Streaming && leader.Timeline > self.Timeline
+	return ok && (self.Role == RoleReplica || self.Role == RoleStandbyLeader) && leader.Timeline > self.Timeline
 }
 
 // leader returns the published state of the record's holder when it runs
@@ -410,10 +439,15 @@ func (m *machine) startedReadOnly() { m.following = "" }
 // replica of it, on the leader's history.
 func (m *machine) replaced(leader string) {
 	m.following, m.failedFollows, m.timeline, m.demoted = leader, 0, 0, false
+	m.strandedSince = time.Time{}
+	// A new data directory has none of the slots set up in the old one.
+	m.setUpEpoch, m.standbySetUpEpoch = 0, 0
 }
 
 // followed records that the replica streams from leader.
-func (m *machine) followed(leader string) { m.following, m.failedFollows = leader, 0 }
+func (m *machine) followed(leader string) {
+	m.following, m.failedFollows, m.strandedSince = leader, 0, time.Time{}
+}
 
 // followFailed records a Follow that did not stream; it returns how many
 // did so far.

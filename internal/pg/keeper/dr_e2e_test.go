@@ -1,0 +1,325 @@
+package keeper_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/haven-ha/haven/internal/pg"
+	"github.com/haven-ha/haven/internal/testenv"
+	"github.com/haven-ha/haven/internal/testnet"
+)
+
+// The disaster-recovery test runs haven's agents for a database across two
+// regions in network namespaces: east (segment 1) and west (segment 2),
+// three database nodes and a client each, and a witness in a third place
+// (segment 3); the router between the segments delays every packet by
+// drWANDelay each way, as a WAN would. Each region has its own etcd quorum;
+// the active-region record lives in the global scope (east's first node,
+// west's first node and the witness). West is the standby cluster: its
+// leader streams from east's primary, its other nodes from it.
+//
+// Then region east is lost: every link of segment 1 is cut, its processes
+// left running. West must take over within the region lease and a few
+// seconds, with no acknowledged write lost but those the standby's lag
+// covered; a client left in east, writing straight to east's primary, must
+// never see a write acknowledged there after west took its first. When
+// east's links come back, its nodes must rejoin as west's standby cluster.
+
+const (
+	drWANDelay    = 10 * time.Millisecond
+	drRegionLease = 4 * time.Second
+	drMaxLag      = 5 * time.Second
+)
+
+var (
+	drEast = []string{"e1", "e2", "e3"}
+	drWest = []string{"w1", "w2", "w3"}
+)
+
+func startDRCluster(t *testing.T) *dbCluster {
+	testnet.Require(t)
+	bins, err := pg.FindBinaries(context.Background(), "")
+	testenv.Need(t, err == nil, "no PostgreSQL binaries: %v", err)
+	dir, err := os.MkdirTemp("", "havendre2e")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	c := &dbCluster{t: t, bin: testenv.Haven(t), dir: dir, psql: filepath.Join(bins.Dir, "psql"),
+		nodes: slices.Concat(drEast, drWest, []string{"wit", "ec", "wc"}), agents: map[string]*testnet.Proc{}}
+	c.net = testnet.Start(t, testnet.Options{
+		Hosts:    append(slices.Clone(drEast), "ec"),
+		Segment2: append(slices.Clone(drWest), "wc"),
+		Segment3: []string{"wit"},
+		WANDelay: drWANDelay,
+	})
+	c.http = &http.Client{Timeout: 500 * time.Millisecond, Transport: &http.Transport{DialContext: c.net.Host("ec").DialContext, DisableKeepAlives: true}}
+	cfg := fmt.Sprintf(`cluster: dr
+admin: {token_file: %[1]s/token}
+regions:
+  east:
+    nodes:
+      e1: {address: 198.18.1.11, zone: a}
+      e2: {address: 198.18.1.12, zone: b}
+      e3: {address: 198.18.1.13, zone: c}
+      ec: {address: 198.18.1.14, zone: d}
+  west:
+    nodes:
+      w1: {address: 198.18.2.11, zone: a}
+      w2: {address: 198.18.2.12, zone: b}
+      w3: {address: 198.18.2.13, zone: c}
+      wc: {address: 198.18.2.14, zone: d}
+  witness:
+    nodes:
+      wit: {address: 198.18.3.11, zone: a}
+coordination:
+  members: [e1, e2, e3]
+  data_dir: %[4]s/{node}/etcd
+  join_timeout: 30s
+  regions:
+    west: {members: [w1, w2, w3]}
+  global:
+    members: [e1, w1, wit]
+    data_dir: %[4]s/{node}/etcd-global
+database:
+  nodes: [e1, e2, e3]
+  data_dir: %[1]s/{node}/pg
+  bindir: %[2]s
+  lease: 1s
+  replication: {mode: sync, password_file: %[1]s/replication.password}
+  hba: ["host postgres app 198.18.0.0/15 scram-sha-256"]
+  listen: {primary: ":6432"}
+  routers: [ec, wc]
+  settings: {dynamic_shared_memory_type: mmap}
+  dr: {nodes: [w1, w2, w3], failover: automatic, lease: %[3]s, max_lag: %[5]s}
+`, dir, bins.Dir, drRegionLease, testenv.MemoryDir(t), drMaxLag)
+	for name, content := range map[string]string{"haven.yaml": cfg, "replication.password": "dr-secret\n", "token": "dr-token\n"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range c.nodes {
+		if err := os.MkdirAll(filepath.Join(dir, n), 0o711); err != nil {
+			t.Fatal(err)
+		}
+		p, err := c.net.Host(n).Start(context.Background(), c.bin, "agent", "-c", filepath.Join(dir, "haven.yaml"), "-n", n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.agents[n] = p
+	}
+	t.Cleanup(func() {
+		if t.Failed() || os.Getenv("HAVEN_E2E_DEBUG") != "" {
+			var procs []*testnet.Proc
+			for _, n := range c.nodes {
+				procs = append(procs, c.agents[n])
+			}
+			t.Logf("agents' logs:\n%s", testnet.Outputs(150000, procs...))
+		}
+	})
+	return c
+}
+
+// drWriter inserts numbered rows from client host through addr (a router,
+// or a node's postgres) until stop, recording when each COMMIT returned.
+type drWriter struct {
+	c          *dbCluster
+	host, addr string
+	from       int
+	mu         sync.Mutex
+	acks       []ack
+	stop, done chan struct{}
+}
+
+func (c *dbCluster) startDRWriter(host, addr string, from int) *drWriter {
+	w := &drWriter{c: c, host: host, addr: addr, from: from, stop: make(chan struct{}), done: make(chan struct{})}
+	go w.run()
+	return w
+}
+
+func (w *drWriter) run() {
+	defer close(w.done)
+	var conn *pgx.Conn
+	defer func() {
+		if conn != nil {
+			conn.Close(context.Background())
+		}
+	}()
+	for seq := w.from; ; seq++ {
+		select {
+		case <-w.stop:
+			return
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		var err error
+		if conn == nil {
+			cfg, perr := pgx.ParseConfig("postgres://app:dr-app@" + w.addr + "/postgres?sslmode=disable&connect_timeout=1")
+			if perr != nil {
+				panic(perr)
+			}
+			cfg.DialFunc = w.c.net.Host(w.host).DialContext
+			conn, err = pgx.ConnectConfig(ctx, cfg)
+		}
+		if err == nil {
+			_, err = conn.Exec(ctx, "INSERT INTO orders (id) VALUES ($1)", seq)
+		}
+		cancel()
+		if err != nil {
+			if conn != nil {
+				conn.Close(context.Background())
+				conn = nil
+			}
+			select {
+			case <-w.stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			continue
+		}
+		w.mu.Lock()
+		w.acks = append(w.acks, ack{seq: seq, at: time.Now()})
+		w.mu.Unlock()
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func (w *drWriter) halt() []ack {
+	close(w.stop)
+	<-w.done
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.acks)
+}
+
+func (w *drWriter) count() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.acks)
+}
+
+// regionPrimary returns the node of nodes whose postgres runs as a
+// primary and takes writes, or "".
+func (c *dbCluster) regionPrimary(nodes []string) string {
+	for _, n := range nodes {
+		if out, err := c.sql(n, "SELECT pg_is_in_recovery()"); err == nil && out == "f" {
+			return n
+		}
+	}
+	return ""
+}
+
+// streaming counts the nodes of nodes whose WAL receiver streams, and says
+// from where.
+func (c *dbCluster) streaming(nodes []string) (int, string) {
+	n := 0
+	var seen []string
+	for _, node := range nodes {
+		out, err := c.sql(node, "SELECT status || ' from ' || sender_host FROM pg_stat_wal_receiver")
+		seen = append(seen, fmt.Sprintf("%s: %s %v", node, out, err))
+		if err == nil && strings.HasPrefix(out, "streaming") {
+			n++
+		}
+	}
+	return n, strings.Join(seen, "; ")
+}
+
+func TestRegionLossAndReturn(t *testing.T) {
+	c := startDRCluster(t)
+	var primary string
+	testenv.Poll(t, 3*time.Minute, "east's primary and west's standby cluster streaming", func() (bool, string) {
+		primary = c.regionPrimary(drEast)
+		n, seen := c.streaming(drWest)
+		return primary != "" && n == len(drWest), "east primary " + primary + "; west: " + seen
+	})
+	if _, err := c.sql(primary, "CREATE TABLE orders (id int PRIMARY KEY); CREATE ROLE app LOGIN PASSWORD 'dr-app'; GRANT ALL ON orders TO app"); err != nil {
+		t.Fatal(err)
+	}
+	// One client writes through east's router, one straight to east's
+	// primary (it stays in east, cut off with it).
+	routed := c.startDRWriter("ec", "198.18.1.14:6432", 1)
+	stuck := c.startDRWriter("ec", c.net.Host(primary).Addr.String()+":5432", 1_000_000)
+	testenv.Poll(t, 30*time.Second, "writes acknowledged in east", func() (bool, string) {
+		return routed.count() > 200 && stuck.count() > 200, fmt.Sprint(routed.count(), stuck.count())
+	})
+
+	cut := time.Now()
+	if err := c.net.CutSegment(1); err != nil {
+		t.Fatal(err)
+	}
+	west := c.startDRWriter("wc", "198.18.2.14:6432", 2_000_000)
+	testenv.Poll(t, drRegionLease+30*time.Second, "writes acknowledged in west", func() (bool, string) {
+		return west.count() > 0, c.regionPrimary(drWest)
+	})
+	westAcks := west.halt()
+	rto := westAcks[0].at.Sub(cut)
+	routedAcks, stuckAcks := routed.halt(), stuck.halt()
+	t.Logf("region east lost: first write acknowledged in west %v later (region lease %v, WAN delay %v each way)", rto.Round(time.Millisecond), drRegionLease, drWANDelay)
+
+	// Never two writable regions: east acknowledged nothing once west had.
+	for _, a := range slices.Concat(routedAcks, stuckAcks) {
+		if !a.at.Before(westAcks[0].at) {
+			t.Errorf("east acknowledged row %d at %s, after west's first at %s", a.seq, a.at.Format("15:04:05.000"), westAcks[0].at.Format("15:04:05.000"))
+		}
+	}
+	// What west lacks was acknowledged within the standby's lag of the
+	// cut, which max_lag bounds.
+	wp := c.regionPrimary(drWest)
+	have := map[int]bool{}
+	out, err := c.sql(wp, "SELECT string_agg(id::text, ',') FROM orders")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range strings.Split(out, ",") {
+		var id int
+		fmt.Sscan(f, &id)
+		have[id] = true
+	}
+	lost := 0
+	var oldest time.Time
+	for _, a := range slices.Concat(routedAcks, stuckAcks) {
+		if !have[a.seq] {
+			lost++
+			if oldest.IsZero() || a.at.Before(oldest) {
+				oldest = a.at
+			}
+		}
+	}
+	t.Logf("acknowledged in east: %d; lost: %d", len(routedAcks)+len(stuckAcks), lost)
+	if lost > 0 && cut.Sub(oldest) > drMaxLag {
+		t.Errorf("lost a row acknowledged %v before the loss of east, more than dr.max_lag %v", cut.Sub(oldest), drMaxLag)
+	}
+
+	// East comes back as west's standby cluster: every node has what
+	// west writes, and none takes writes.
+	if err := c.net.RestoreSegment(1); err != nil {
+		t.Fatal(err)
+	}
+	back := time.Now()
+	if _, err := c.sql(wp, "INSERT INTO orders (id) VALUES (3000000)"); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range drEast {
+		testenv.Poll(t, 3*time.Minute, n+" replicates west's row", func() (bool, string) {
+			out, err := c.sql(n, "SELECT count(*) FROM orders WHERE id = 3000000")
+			return err == nil && out == "1", fmt.Sprint(out, err)
+		})
+	}
+	t.Logf("east rejoined as the standby cluster %v after its links came back", time.Since(back).Round(time.Millisecond))
+	if p := c.regionPrimary(drEast); p != "" {
+		t.Errorf("%s runs as a primary in east while west is active", p)
+	}
+}
