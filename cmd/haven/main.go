@@ -24,6 +24,7 @@ usage:
   haven lb     ACTION [BACKEND] ...      drain | enable | maint | weight | status (see haven lb -h)
   haven vip    move --to NODE | status   hand a floating address over; show its holder (see haven vip -h)
   haven pg     switchover [--to NODE] | status   hand the database primary over; show the members (see haven pg -h)
+  haven dr     status | switchover --to REGION | promote REGION   the active region of a database across two (see haven dr -h)
   haven dns    serve | drain|enable NAME TARGET | status   one name server alone; a DNS target out of the answers; the answers (see haven dns -h)
   haven backup ACTION ...                list | verify | restore | expire | check (a restore test) | wal-fetch (restore_command) (see haven backup -h)
   haven certs  -c haven.yaml -o DIR      make a private CA and node certificates for etcd TLS
@@ -57,6 +58,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runVIP(rest, stdout, stderr)
 	case "pg":
 		err = runPG(rest, stdout, stderr)
+	case "dr":
+		err = runDR(rest, stdout, stderr)
 	case "dns":
 		err = runDNS(rest, stdout, stderr)
 	case "backup":

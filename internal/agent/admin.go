@@ -36,6 +36,7 @@ func (a *Agent) routes() {
 	a.admin.HandleMutating("POST /api/v1/database/reinit", a.reinit)
 	a.admin.HandleMutating("POST /api/v1/traffic/{name}/{target}/{action}", a.trafficAction)
 	a.databaseRoutes()
+	a.drRoutes()
 	a.backupRoutes()
 	a.pprofRoutes()
 	a.admin.HandleMutating("POST /api/v1/reload", func(w http.ResponseWriter, r *http.Request) {

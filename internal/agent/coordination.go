@@ -81,11 +81,12 @@ func newCoordination(a *Agent, cfg *config.Config) *coordination {
 }
 
 // newGlobalCoordination is the node's coordination in the global scope, or
-// nil when the node has no part in it: it is neither one of its members
-// nor a database node of a database that spans two regions.
+// nil when the node has no part in it: it is neither one of its members,
+// nor a database node or a name server (which follows the active region)
+// of a database that spans two regions.
 func newGlobalCoordination(a *Agent, cfg *config.Config) *coordination {
 	g := cfg.GlobalCoordination()
-	if g == nil || !slices.Contains(g.Members, a.opt.Node) && !cfg.IsDatabaseNode(a.opt.Node) {
+	if g == nil || !slices.Contains(g.Members, a.opt.Node) && !cfg.IsDatabaseNode(a.opt.Node) && !cfg.IsNameserver(a.opt.Node) {
 		return nil
 	}
 	return &coordination{a: a, cfg: cfg, scope: g, global: true, connected: make(chan struct{}), members: map[string]coord.MemberInfo{}}
@@ -191,7 +192,7 @@ func (c *coordination) peerAddrs() []netip.Addr {
 // members or a database node.
 func (c *coordination) reaches(node string) bool {
 	if c.global {
-		return slices.Contains(c.scope.Members, node) || c.cfg.IsDatabaseNode(node)
+		return slices.Contains(c.scope.Members, node) || c.cfg.IsDatabaseNode(node) || c.cfg.IsNameserver(node)
 	}
 	return c.cfg.CoordinationOf(node) == c.scope
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/netip"
 	"os"
@@ -103,9 +104,34 @@ func serverConfig(cfg *config.Config, node string) (pg.Config, error) {
 		Name:            node,
 		Port:            db.Port,
 		User:            runAsUser(db),
-		Settings:        db.Settings,
+		Settings:        databaseSettings(db),
 		HBA:             hba,
 	}, nil
+}
+
+// drWALKeep is the WAL a node of a database across two regions keeps
+// beyond its checkpoints, unless database.settings says otherwise: a
+// region that comes back after the other took over rewinds onto the new
+// primary's history, and pg_rewind reads the node's WAL back to the
+// checkpoint before the fork, which a checkpoint after it (the one the
+// node writes when it stops) would otherwise recycle.
+const drWALKeep = "256MB"
+
+// databaseSettings are database.settings, with wal_keep_size for a
+// database across two regions.
+func databaseSettings(db *config.Database) map[string]string {
+	if db.DR == nil {
+		return db.Settings
+	}
+	if _, ok := db.Settings["wal_keep_size"]; ok {
+		return db.Settings
+	}
+	s := maps.Clone(db.Settings)
+	if s == nil {
+		s = map[string]string{}
+	}
+	s["wal_keep_size"] = drWALKeep
+	return s
 }
 
 // Preflight checks what would keep node's roles from starting on this

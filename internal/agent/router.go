@@ -102,6 +102,9 @@ func (r *dbRouter) set(rt keeper.Routes) {
 				backends = append(backends, routeBackend(rt.Primary, rt.PrimaryAddr))
 			}
 		case "replicas":
+			if dr := r.cfg.Database.DR; rt.Standby && (dr == nil || !dr.ReadOnlyPool) {
+				break // a standby region serves no reads without dr.read_only_pool
+			}
 			for i, n := range rt.Replicas {
 				backends = append(backends, routeBackend(n, rt.Addrs[i]))
 			}

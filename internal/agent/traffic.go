@@ -11,7 +11,9 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/haven-ha/haven/internal/config"
+	"github.com/haven-ha/haven/internal/coord"
 	"github.com/haven-ha/haven/internal/gtm"
+	"github.com/haven-ha/haven/internal/pg/keeper"
 	"github.com/haven-ha/haven/internal/web"
 )
 
@@ -43,6 +45,9 @@ func (a *Agent) startTraffic(cfg *config.Config) (*trafficRole, error) {
 			return co.waitEtcd(ctx)
 		}
 	}
+	if db := cfg.Database; db != nil && db.DR != nil {
+		opt.ActiveRegion = a.watchActiveRegion
+	}
 	svc, err := gtm.NewService(cfg, a.opt.Node, opt)
 	if err != nil {
 		return nil, err
@@ -61,6 +66,32 @@ func (a *Agent) startTraffic(cfg *config.Config) (*trafficRole, error) {
 	go func() { r.done <- svc.Run(ctx, udp, tcp) }()
 	a.admin.SetStatus("traffic", func() any { return svc.Status() })
 	return r, nil
+}
+
+// watchActiveRegion calls fn with the region that holds the database's
+// active-region record, through the global scope, now and at every change
+// until ctx ends (gtm.ServiceOptions.ActiveRegion).
+func (a *Agent) watchActiveRegion(ctx context.Context, fn func(region string)) {
+	g := a.current().global
+	if g == nil {
+		a.log.Error("the traffic manager cannot follow the active region: this node has no part in the global scope")
+		return
+	}
+	cli, err := g.waitEtcd(ctx)
+	if err != nil {
+		return
+	}
+	prefix := keeper.RegionOwnerPrefix(a.config().Cluster, dbName) + "/"
+	for ctx.Err() == nil {
+		err := coord.WatchPrefix(ctx, cli, prefix, func(m map[string]coord.Record) { fn(m["record"].Holder) })
+		if err != nil && ctx.Err() == nil {
+			a.log.Warn("watching the active region", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}
 }
 
 // reloadTraffic applies a reloaded traffic section: in place, or by

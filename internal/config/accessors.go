@@ -203,3 +203,9 @@ func (c *Config) DatabaseRegions() []string {
 	dr, _ := c.Node(db.DR.Nodes[0])
 	return []string{home.Region, dr.Region}
 }
+
+// IsNameserver reports whether node serves the traffic manager (one of
+// traffic.nameservers).
+func (c *Config) IsNameserver(node string) bool {
+	return c.Traffic != nil && slices.Contains(c.Traffic.Nameservers, node)
+}

@@ -23,8 +23,15 @@ func stateKey(f *config.Follows) string {
 
 // followed reports whether some agent (of f's region, if it names one)
 // publishes the state f follows as up. An agent that dies leaves the
-// member list when its entry's lease expires (coord.DefaultMemberTTL).
-func followed(f *config.Follows, members map[string]coord.MemberInfo) bool {
+// member list when its entry's lease expires (coord.DefaultMemberTTL). In
+// a database that spans two regions (active known), the database of a
+// region is up while that region is the active one: the regions' agents
+// publish in their own region's etcd, and the global scope says which
+// region takes the writes.
+func followed(f *config.Follows, members map[string]coord.MemberInfo, active *string) bool {
+	if f.Database && f.Region != "" && active != nil {
+		return *active == f.Region
+	}
 	key := stateKey(f)
 	for _, m := range members {
 		if (f.Region == "" || m.Region == f.Region) && m.Checks[key] == coord.CheckUp {
@@ -51,6 +58,29 @@ func (s *Service) watchState(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// watchActiveRegion follows the active region of a database that spans
+// two regions, until ctx ends.
+func (s *Service) watchActiveRegion(ctx context.Context) {
+	s.opt.ActiveRegion(ctx, func(region string) {
+		s.mu.Lock()
+		if s.activeRegion != nil && *s.activeRegion == region {
+			s.mu.Unlock()
+			return
+		}
+		s.log.Info("active region", "region", region)
+		s.activeRegion = &region
+		changed := s.members != nil && s.followVerdicts()
+		local := maps.Clone(s.local)
+		s.mu.Unlock()
+		if changed {
+			if s.views != nil {
+				s.views.publish(local)
+			}
+			s.apply()
+		}
+	})
 }
 
 // setMembers takes a snapshot of the agents' states and applies the
@@ -84,7 +114,7 @@ func (s *Service) followVerdicts() (changed bool) {
 		if tm.follows == nil {
 			continue
 		}
-		key, up := viewKey(tm.name, tm.target), followed(tm.follows, s.members)
+		key, up := viewKey(tm.name, tm.target), followed(tm.follows, s.members, s.activeRegion)
 		if was, ok := s.local[key]; ok && was == up {
 			continue
 		}

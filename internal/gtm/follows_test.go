@@ -63,3 +63,41 @@ func TestFollows(t *testing.T) {
 		t.Error("NewService accepted a followed target without etcd")
 	}
 }
+
+// In a database that spans two regions, a target that follows the database
+// of a region is up while that region holds the active-region record, as
+// ActiveRegion says, whatever the region's own agents publish: the name
+// moves to west when west becomes active, and back.
+func TestFollowsTheActiveRegion(t *testing.T) {
+	cli, _ := startEtcd(t)
+	cfg := quorumConfig(1)
+	cfg.Traffic.Nameservers, cfg.Traffic.Listen = []string{"n1"}, "127.0.0.1:0"
+	cfg.Traffic.Records["www"].Targets = []*config.Target{
+		{Name: "east", Address: "127.0.0.2", Follows: &config.Follows{Database: true, Region: "east"}},
+		{Name: "west", Address: "127.0.0.3", Follows: &config.Follows{Database: true, Region: "west"}}}
+	regions := make(chan string, 1)
+	regions <- "east"
+	svc, err := NewService(cfg, "n1", ServiceOptions{Cluster: "t",
+		Etcd: func(context.Context) (*clientv3.Client, error) { return cli, nil },
+		ActiveRegion: func(ctx context.Context, fn func(string)) {
+			for {
+				select {
+				case r := <-regions:
+					fn(r)
+				case <-ctx.Done():
+					return
+				}
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runService(t, svc)
+	answersSoon(t, svc, "east active", eastAnswer)
+	regions <- "west"
+	answersSoon(t, svc, "west active", westAnswer)
+	regions <- ""
+	answersSoon(t, svc, "no region active: every target down, the all-down answer", []string{"127.0.0.2", "127.0.0.3"})
+	regions <- "east"
+	answersSoon(t, svc, "east active again", eastAnswer)
+}

@@ -56,6 +56,9 @@ type Service struct {
 	// members is haven's state as the agents last published it, for the
 	// targets that follow it (nil until first read).
 	members map[string]coord.MemberInfo
+	// activeRegion is the region that holds the active-region record, as
+	// ActiveRegion last said (nil until it says, and without it).
+	activeRegion *string
 	// differing marks since when a target's verdict has differed from
 	// what the server answers (for the failover and failback delays);
 	// drained holds an operator's drains and when they end.
@@ -89,6 +92,12 @@ type ServiceOptions struct {
 	Etcd func(ctx context.Context) (*clientv3.Client, error)
 	// Cluster names the cluster's keys in etcd.
 	Cluster string
+	// ActiveRegion, set for a database that spans two regions
+	// (database.dr), follows the active region: it calls fn with the
+	// region that holds the active-region record ("" when none does) now
+	// and at every change, until ctx ends. A target that follows the
+	// database in a region is up while that region is the active one.
+	ActiveRegion func(ctx context.Context, fn func(region string))
 	// Clock times the failover and failback delays, the drains, the wait
 	// for first verdicts and the checks' probes. nil: clock.Real.
 	Clock clock.Clock
@@ -176,6 +185,9 @@ func (s *Service) Run(ctx context.Context, udp net.PacketConn, tcp net.Listener)
 	if s.views != nil {
 		s.wg.Go(func() { s.views.run(monCtx, s.etcd) })
 		s.wg.Go(func() { s.watchState(monCtx) })
+		if s.opt.ActiveRegion != nil {
+			s.wg.Go(func() { s.watchActiveRegion(monCtx) })
+		}
 	}
 	s.waitFirstVerdicts(ctx)
 	return s.srv.Serve(ctx, udp, tcp)

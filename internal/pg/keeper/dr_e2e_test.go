@@ -105,6 +105,17 @@ database:
   routers: [ec, wc]
   settings: {dynamic_shared_memory_type: mmap}
   dr: {nodes: [w1, w2, w3], failover: automatic, lease: %[3]s, max_lag: %[5]s}
+traffic:
+  zone: gslb.test.
+  nameservers: [ec, wc]
+  listen: ":53"
+  records:
+    db:
+      policy: failover
+      ttl: 1s
+      targets:
+        - {name: east, address: 198.18.1.14, follows: {database: true, region: east}}
+        - {name: west, address: 198.18.2.14, follows: {database: true, region: west}}
 `, dir, bins.Dir, drRegionLease, testenv.MemoryDir(t), drMaxLag)
 	for name, content := range map[string]string{"haven.yaml": cfg, "replication.password": "dr-secret\n", "token": "dr-token\n"} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
@@ -136,16 +147,18 @@ database:
 // drWriter inserts numbered rows from client host through addr (a router,
 // or a node's postgres) until stop, recording when each COMMIT returned.
 type drWriter struct {
-	c          *dbCluster
-	host, addr string
-	from       int
+	c     *dbCluster
+	host  string
+	addrs []string // tried in turn: the next one after a failure
+	from  int
 	mu         sync.Mutex
 	acks       []ack
+	failed     int
 	stop, done chan struct{}
 }
 
-func (c *dbCluster) startDRWriter(host, addr string, from int) *drWriter {
-	w := &drWriter{c: c, host: host, addr: addr, from: from, stop: make(chan struct{}), done: make(chan struct{})}
+func (c *dbCluster) startDRWriter(host string, from int, addrs ...string) *drWriter {
+	w := &drWriter{c: c, host: host, addrs: addrs, from: from, stop: make(chan struct{}), done: make(chan struct{})}
 	go w.run()
 	return w
 }
@@ -158,6 +171,7 @@ func (w *drWriter) run() {
 			conn.Close(context.Background())
 		}
 	}()
+	next := 0
 	for seq := w.from; ; seq++ {
 		select {
 		case <-w.stop:
@@ -167,7 +181,9 @@ func (w *drWriter) run() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		var err error
 		if conn == nil {
-			cfg, perr := pgx.ParseConfig("postgres://app:dr-app@" + w.addr + "/postgres?sslmode=disable&connect_timeout=1")
+			addr := w.addrs[next%len(w.addrs)]
+			next++
+			cfg, perr := pgx.ParseConfig("postgres://app:dr-app@" + addr + "/postgres?sslmode=disable&connect_timeout=1")
 			if perr != nil {
 				panic(perr)
 			}
@@ -183,6 +199,9 @@ func (w *drWriter) run() {
 				conn.Close(context.Background())
 				conn = nil
 			}
+			w.mu.Lock()
+			w.failed++
+			w.mu.Unlock()
 			select {
 			case <-w.stop:
 				return
@@ -245,13 +264,17 @@ func TestRegionLossAndReturn(t *testing.T) {
 		n, seen := c.streaming(drWest)
 		return primary != "" && n == len(drWest), "east primary " + primary + "; west: " + seen
 	})
+	testenv.Poll(t, 30*time.Second, "the traffic manager answers east", func() (bool, string) {
+		a := c.resolve("wc")
+		return a == "198.18.1.14", a
+	})
 	if _, err := c.sql(primary, "CREATE TABLE orders (id int PRIMARY KEY); CREATE ROLE app LOGIN PASSWORD 'dr-app'; GRANT ALL ON orders TO app"); err != nil {
 		t.Fatal(err)
 	}
 	// One client writes through east's router, one straight to east's
 	// primary (it stays in east, cut off with it).
-	routed := c.startDRWriter("ec", "198.18.1.14:6432", 1)
-	stuck := c.startDRWriter("ec", c.net.Host(primary).Addr.String()+":5432", 1_000_000)
+	routed := c.startDRWriter("ec", 1, "198.18.1.14:6432")
+	stuck := c.startDRWriter("ec", 1_000_000, c.net.Host(primary).Addr.String()+":5432")
 	testenv.Poll(t, 30*time.Second, "writes acknowledged in east", func() (bool, string) {
 		return routed.count() > 200 && stuck.count() > 200, fmt.Sprint(routed.count(), stuck.count())
 	})
@@ -260,12 +283,20 @@ func TestRegionLossAndReturn(t *testing.T) {
 	if err := c.net.CutSegment(1); err != nil {
 		t.Fatal(err)
 	}
-	west := c.startDRWriter("wc", "198.18.2.14:6432", 2_000_000)
-	testenv.Poll(t, drRegionLease+30*time.Second, "writes acknowledged in west", func() (bool, string) {
+	// West's client writes where the traffic manager's answer says.
+	var answered string
+	testenv.Poll(t, drRegionLease+30*time.Second, "the traffic manager answers west", func() (bool, string) {
+		answered = c.resolve("wc")
+		return answered == "198.18.2.14", answered
+	})
+	dnsMoved := time.Since(cut)
+	west := c.startDRWriter("wc", 2_000_000, answered+":6432")
+	testenv.Poll(t, 30*time.Second, "writes acknowledged in west", func() (bool, string) {
 		return west.count() > 0, c.regionPrimary(drWest)
 	})
 	westAcks := west.halt()
 	rto := westAcks[0].at.Sub(cut)
+	t.Logf("the traffic manager answered west %v after the loss of east", dnsMoved.Round(time.Millisecond))
 	routedAcks, stuckAcks := routed.halt(), stuck.halt()
 	t.Logf("region east lost: first write acknowledged in west %v later (region lease %v, WAN delay %v each way)", rto.Round(time.Millisecond), drRegionLease, drWANDelay)
 
@@ -278,16 +309,7 @@ func TestRegionLossAndReturn(t *testing.T) {
 	// What west lacks was acknowledged within the standby's lag of the
 	// cut, which max_lag bounds.
 	wp := c.regionPrimary(drWest)
-	have := map[int]bool{}
-	out, err := c.sql(wp, "SELECT string_agg(id::text, ',') FROM orders")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range strings.Split(out, ",") {
-		var id int
-		fmt.Sscan(f, &id)
-		have[id] = true
-	}
+	have := c.ids(t, wp)
 	lost := 0
 	var oldest time.Time
 	for _, a := range slices.Concat(routedAcks, stuckAcks) {
@@ -322,4 +344,80 @@ func TestRegionLossAndReturn(t *testing.T) {
 	if p := c.regionPrimary(drEast); p != "" {
 		t.Errorf("%s runs as a primary in east while west is active", p)
 	}
+	for _, n := range drEast {
+		if out := c.agents[n].Output(); strings.Contains(out, "rewind impossible") {
+			t.Logf("%s could not be rewound and was copied again", n)
+		}
+	}
+
+	// haven dr status says so; a planned failback to east loses nothing.
+	out := c.haven(t, "wc", "dr", "status")
+	if !strings.Contains(out, "active region: west") || !strings.Contains(out, "standby_leader") {
+		t.Errorf("haven dr status after the failover:\n%s", out)
+	}
+	fb := c.startDRWriter("wc", 4_000_000, "198.18.2.14:6432", "198.18.1.14:6432")
+	testenv.Poll(t, 30*time.Second, "writes before the failback", func() (bool, string) { return fb.count() > 100, fmt.Sprint(fb.count()) })
+	t.Logf("haven dr switchover --to east: %s", strings.TrimSpace(c.haven(t, "wc", "dr", "switchover", "--to", "east")))
+	testenv.Poll(t, 30*time.Second, "writes through east after the failback", func() (bool, string) {
+		fb.mu.Lock()
+		defer fb.mu.Unlock()
+		n := len(fb.acks)
+		return n > 0 && c.regionPrimary(drEast) != "" && time.Since(fb.acks[n-1].at) < time.Second, fmt.Sprint(n)
+	})
+	acks := fb.halt()
+	ep := c.regionPrimary(drEast)
+	have = c.ids(t, ep)
+	var missing []int
+	var pause time.Duration
+	for i, a := range acks {
+		if !have[a.seq] {
+			missing = append(missing, a.seq)
+		}
+		if i > 0 {
+			pause = max(pause, a.at.Sub(acks[i-1].at))
+		}
+	}
+	t.Logf("failback to east: %d writes acknowledged, %d attempts failed, longest pause %v", len(acks), fb.failed, pause.Round(time.Millisecond))
+	if len(missing) > 0 {
+		t.Errorf("the planned failback lost %d acknowledged rows: %v", len(missing), missing)
+	}
+}
+
+// resolve asks host's name server for db.gslb.test and returns the
+// address it answers.
+func (c *dbCluster) resolve(host string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	out, _ := c.net.Host(host).Command(ctx, "dig", "@"+c.net.Host(host).Addr.String(), "+short", "+time=1", "+tries=1", "db.gslb.test.", "A").CombinedOutput()
+	return strings.TrimSpace(string(out))
+}
+
+// ids returns the ids of the orders on node.
+func (c *dbCluster) ids(t *testing.T, node string) map[int]bool {
+	t.Helper()
+	out, err := c.sql(node, "SELECT string_agg(id::text, ',') FROM orders")
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := map[int]bool{}
+	for _, f := range strings.Split(out, ",") {
+		var id int
+		fmt.Sscan(f, &id)
+		have[id] = true
+	}
+	return have
+}
+
+// haven runs the haven command on host with the cluster's configuration
+// and returns its output.
+func (c *dbCluster) haven(t *testing.T, host string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	args = append(args, "-c", filepath.Join(c.dir, "haven.yaml"))
+	out, err := c.net.Host(host).Command(ctx, c.bin, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("haven %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
 }

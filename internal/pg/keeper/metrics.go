@@ -87,3 +87,33 @@ func register[T prometheus.Collector](reg prometheus.Registerer, c T) (T, error)
 	}
 	return c, fmt.Errorf("keeper: register metrics: %w", err)
 }
+
+// regionMetrics are the metrics of a node's side of a database that spans
+// two regions.
+type regionMetrics struct {
+	active, epoch, lagBytes, lagSeconds, promotable prometheus.Gauge
+}
+
+func newRegionMetrics(reg prometheus.Registerer) (*regionMetrics, error) {
+	gauge := func(name, help string) prometheus.Gauge {
+		return prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
+	}
+	m := &regionMetrics{
+		active:     gauge("haven_dr_active", "1 while this node acts as the primary of the active region (its region holds the active-region record and it leads the region's database), 0 otherwise."),
+		epoch:      gauge("haven_dr_region_epoch", "The fencing epoch of the active-region record as this node last saw it (0 while nobody holds it)."),
+		lagBytes:   gauge("haven_dr_lag_bytes", "On the standby leader, how many bytes of WAL it lacked behind the active region's primary when it last heard from it: the data a region failover would lose."),
+		lagSeconds: gauge("haven_dr_lag_seconds", "On the standby leader, how long before it last heard from the active region's primary the oldest WAL it lacked was written: the live RPO across regions."),
+		promotable: gauge("haven_dr_promotable", "1 on the standby leader while its region may take the active-region record by itself (failover automatic and its lag within dr.max_lag), 0 otherwise."),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []*prometheus.Gauge{&m.active, &m.epoch, &m.lagBytes, &m.lagSeconds, &m.promotable} {
+		g, err := register(reg, *c)
+		if err != nil {
+			return nil, err
+		}
+		*c = g
+	}
+	return m, nil
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -94,12 +95,17 @@ type RegionState struct {
 	FinalEpoch int64  `json:"final_epoch,omitempty"`
 }
 
-// SwitchoverIntent asks the active region to hand the active-region record
-// to region To, as long as the record is still held under Epoch (a request
-// outlives nothing else).
+// SwitchoverIntent asks for region To to hold the active-region record, as
+// long as the record is still held under Epoch (a request outlives nothing
+// else): a planned switchover (the active region hands the record over
+// once To's standby leader streams), or, with Promote, an operator's
+// promotion of a region whose failover is manual or whose standby lags
+// more than max_lag (To takes the record once the active region stops
+// renewing it).
 type SwitchoverIntent struct {
-	To    string `json:"to"`
-	Epoch int64  `json:"epoch"`
+	To      string `json:"to"`
+	Epoch   int64  `json:"epoch"`
+	Promote bool   `json:"promote,omitempty"`
 }
 
 // regionSwitchoverKey is the key of the switchover intent of database
@@ -135,8 +141,9 @@ func RegionSlot(region string) string { return pg.SlotName("haven_dr_" + region)
 
 // regionPart is a Keeper's side of the active-region record.
 type regionPart struct {
-	cfg   RegionConfig
-	owner *coord.Owner
+	cfg     RegionConfig
+	metrics *regionMetrics
+	owner   *coord.Owner
 	guard *regionGuard
 	entry *coord.Entry[RegionState]
 
@@ -172,6 +179,11 @@ func newRegionPart(k *Keeper, cfg RegionConfig) (*regionPart, error) {
 	}
 	r := &regionPart{cfg: cfg, states: map[string]RegionState{}}
 	r.guard = &regionGuard{k: k}
+	m, err := newRegionMetrics(k.cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	r.metrics = m
 	owner, err := coord.NewOwner(coord.OwnerConfig{
 		Client:     cfg.Client,
 		Alternates: cfg.Alternates,
@@ -307,12 +319,12 @@ func (r *regionPart) want(v view, st MemberState) (bool, string) {
 		return true, ""
 	case rs.Holder == "" && rs.Next == "" && r.cfg.Home:
 		return true, ""
-	case rs.Holder == "":
-		return false, "the active-region record is free, and this is not the home region: promote it with haven dr promote"
 	case st.Role != RoleStandbyLeader:
 		return false, "postgres is " + st.Role + ", not a standby of the active region"
-	case r.switchoverTo() == r.cfg.Name && rs.Epoch == r.intentEpoch() && st.Streaming:
-		return true, "" // a planned switchover to this region
+	case r.intentFor(rs.Epoch, st):
+		return true, "" // a planned switchover or an operator's promotion
+	case rs.Holder == "":
+		return false, "the active-region record is free, and this is not the home region: promote it with haven dr promote"
 	case !r.cfg.Automatic:
 		return false, "dr.failover is manual: promote this region with haven dr promote"
 	}
@@ -326,16 +338,14 @@ func (r *regionPart) want(v view, st MemberState) (bool, string) {
 	return true, ""
 }
 
-func (r *regionPart) switchoverTo() string {
+// intentFor reports whether an intent asks for this region while the
+// record is held under epoch: a promotion, or a switchover once the
+// standby leader streams.
+func (r *regionPart) intentFor(epoch int64, st MemberState) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.intent.To
-}
-
-func (r *regionPart) intentEpoch() int64 {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.intent.Epoch
+	i := r.intent
+	return i.To == r.cfg.Name && i.Epoch == epoch && (i.Promote || st.Streaming)
 }
 
 // publish publishes the node's region state and tells the record whether
@@ -360,6 +370,12 @@ func (r *regionPart) publish(k *Keeper, v view, st MemberState) {
 	rs.Final, rs.FinalEnd, rs.FinalEpoch = r.final.Final, r.final.FinalEnd, r.final.FinalEpoch
 	r.mu.Unlock()
 	r.entry.Set(rs)
+	b := map[bool]float64{true: 1, false: 0}
+	r.metrics.active.Set(b[rs.Active && st.Role == RolePrimary])
+	r.metrics.epoch.Set(float64(r.owner.Status().Epoch))
+	r.metrics.lagBytes.Set(float64(rs.LagBytes))
+	r.metrics.lagSeconds.Set(rs.LagSeconds)
+	r.metrics.promotable.Set(b[ok && st.Role == RoleStandbyLeader])
 	if why != r.whyNot {
 		if why != "" && v.acting {
 			k.log.Info("may not take the active-region record", "why", why)
@@ -433,6 +449,64 @@ func (r *regionPart) awaitFinal(ctx context.Context, k *Keeper, epoch int64, sel
 	k.log.Error("promoting without the former active primary's last WAL: it was not received in time; what it wrote past the received position is lost",
 		"from", last.Node, "final", end, "received", self, "missing_bytes", uint64(end-self))
 	return false, nil
+}
+
+// RegionStatus is a node's view of a database that spans two regions.
+type RegionStatus struct {
+	// Region is this node's; Record the active-region record as this
+	// node last saw it.
+	Region string           `json:"region"`
+	Record coord.OwnerStatus `json:"record"`
+	// States are every node's published region states, by node.
+	States map[string]RegionState `json:"states"`
+	// Intent is the switchover or promotion asked for, if any.
+	Intent *SwitchoverIntent `json:"intent,omitempty"`
+}
+
+// RegionStatus returns the node's view of the regions; false in a
+// database of one region.
+func (k *Keeper) RegionStatus() (RegionStatus, bool) {
+	r := k.region
+	if r == nil {
+		return RegionStatus{}, false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := RegionStatus{Region: r.cfg.Name, Record: r.owner.Status(), States: maps.Clone(r.states)}
+	if r.intent.To != "" {
+		i := r.intent
+		st.Intent = &i
+	}
+	return st, true
+}
+
+// RegionClient is the keeper's client of the global scope (nil in a
+// database of one region).
+func (k *Keeper) RegionClient() *clientv3.Client {
+	if k.region == nil {
+		return nil
+	}
+	return k.region.cfg.Client
+}
+
+// PromoteRegion asks for region to to take the active-region record once
+// the active region stops renewing it, whatever its standby's lag and
+// dr.failover say (haven dr promote). It returns the record as it was
+// asked under; the request lapses once the record changes.
+func PromoteRegion(ctx context.Context, cli *clientv3.Client, cluster, name, to string) (coord.Record, error) {
+	rec, err := readRegionRecord(ctx, cli, RegionOwnerPrefix(cluster, name))
+	if err != nil || rec.Holder == to {
+		return rec, err
+	}
+	epoch := rec.Epoch
+	if rec.Holder == "" {
+		epoch = 0 // a free record has no epoch (coord.OwnerStatus)
+	}
+	b, _ := json.Marshal(SwitchoverIntent{To: to, Epoch: epoch, Promote: true})
+	if _, err := cli.Put(ctx, regionSwitchoverKey(cluster, name), string(b)); err != nil {
+		return rec, fmt.Errorf("dr: promote %s: %w", to, err)
+	}
+	return rec, nil
 }
 
 // regionGuard is the Guard of the active-region record on one node.

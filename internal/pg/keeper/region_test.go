@@ -228,3 +228,45 @@ func TestRegionSwitchoverLosesNothing(t *testing.T) {
 	mustHaveAll(t, final, acked)
 	t.Logf("%d writes acknowledged, %d failed; longest pause %v", len(acked), w.errs, w.longestGap().Round(time.Millisecond))
 }
+
+// TestStandbyLeaderTakeover kills the standby region's leader: another
+// node of the region takes its region's lead and the stream from the
+// active primary over, with the region's slot there, and rows written in
+// the active region keep arriving.
+func TestStandbyLeaderTakeover(t *testing.T) {
+	r := newTwoRegions(t)
+	east, west := []string{"e1"}, []string{"w1", "w2"}
+	primary := r.start("east", newNode(t, "e1"), east)
+	var ws []*testKeeper
+	for _, n := range west {
+		ws = append(ws, r.start("west", newNode(t, n), west))
+	}
+	leaderOf(t, primary)
+	st := waitRegionState(t, primary, "west's standby leader streaming", func(s RegionState) bool {
+		return s.Region == "west" && s.Member.Role == RoleStandbyLeader && s.Member.Streaming
+	})
+	var dead, next *testKeeper
+	for _, w := range ws {
+		if w.cfg.Node == st.Node {
+			dead = w
+		} else {
+			next = w
+		}
+	}
+	primary.exec(t, "CREATE TABLE t (id int PRIMARY KEY)")
+	primary.exec(t, "INSERT INTO t VALUES (1)")
+	waitRow(t, next.node, 1)
+
+	start := time.Now()
+	r.cut(dead)
+	waitFor(t, next.cfg.Node+" streams from the active primary as the standby leader", func() (string, bool) {
+		m := next.State()
+		return fmt.Sprintf("%+v", m), m.Role == RoleStandbyLeader && m.Upstream == primary.cfg.Node && next.srv != nil
+	})
+	t.Logf("the standby leader's stream was taken over %v after it died (the region's database lease %v)", time.Since(start).Round(time.Millisecond), time.Second)
+	primary.exec(t, "INSERT INTO t VALUES (2)")
+	waitRow(t, next.node, 2)
+	if out, err := primary.node.tryQuery("SELECT active::text FROM pg_replication_slots WHERE slot_name = '" + RegionSlot("west") + "'"); err != nil || out != "true" {
+		t.Errorf("west's slot on the primary: active=%q %v, want true", out, err)
+	}
+}

@@ -24,11 +24,15 @@ type Routes struct {
 	// node name; Addrs the same, as HOST:PORT.
 	Replicas []string
 	Addrs    []string
+	// Standby: the members are a standby cluster (one is its region's
+	// standby leader), a live copy of another region's primary; its
+	// leader is among Replicas.
+	Standby bool
 }
 
 // Same reports whether r and o send clients to the same places.
 func (r Routes) Same(o Routes) bool {
-	return r.Primary == o.Primary && r.PrimaryAddr == o.PrimaryAddr &&
+	return r.Primary == o.Primary && r.PrimaryAddr == o.PrimaryAddr && r.Standby == o.Standby &&
 		slices.Equal(r.Replicas, o.Replicas) && slices.Equal(r.Addrs, o.Addrs)
 }
 
@@ -50,7 +54,10 @@ func RoutesFrom(holder string, members map[string]MemberState, maxLag uint64) Ro
 	slices.Sort(names)
 	for _, name := range names {
 		m := members[name]
-		if m.Role != RoleReplica || m.Lag > maxLag || m.Host == "" {
+		if m.Role == RoleStandbyLeader {
+			r.Standby = true
+		}
+		if m.Role != RoleReplica && m.Role != RoleStandbyLeader || m.Lag > maxLag || m.Host == "" {
 			continue
 		}
 		r.Replicas = append(r.Replicas, name)
