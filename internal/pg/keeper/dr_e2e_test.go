@@ -147,10 +147,10 @@ traffic:
 // drWriter inserts numbered rows from client host through addr (a router,
 // or a node's postgres) until stop, recording when each COMMIT returned.
 type drWriter struct {
-	c     *dbCluster
-	host  string
-	addrs []string // tried in turn: the next one after a failure
-	from  int
+	c          *dbCluster
+	host       string
+	addrs      []string // tried in turn: the next one after a failure
+	from       int
 	mu         sync.Mutex
 	acks       []ack
 	failed     int

@@ -144,8 +144,8 @@ type regionPart struct {
 	cfg     RegionConfig
 	metrics *regionMetrics
 	owner   *coord.Owner
-	guard *regionGuard
-	entry *coord.Entry[RegionState]
+	guard   *regionGuard
+	entry   *coord.Entry[RegionState]
 
 	mu     sync.Mutex
 	states map[string]RegionState
@@ -455,7 +455,7 @@ func (r *regionPart) awaitFinal(ctx context.Context, k *Keeper, epoch int64, sel
 type RegionStatus struct {
 	// Region is this node's; Record the active-region record as this
 	// node last saw it.
-	Region string           `json:"region"`
+	Region string            `json:"region"`
 	Record coord.OwnerStatus `json:"record"`
 	// States are every node's published region states, by node.
 	States map[string]RegionState `json:"states"`
