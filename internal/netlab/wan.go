@@ -29,11 +29,13 @@ package netlab
 // unchanged, so the kernel splits them only where it would without the
 // relay. This keeps the relay's cost per byte small.
 //
-// The queue holds at most wanQueueBytes of packets; a packet that does not
-// fit is dropped and counted, as a router's full buffer would drop it. The
-// writer waits with a Go timer, so a packet is held for its delay plus up
-// to the kernel's timer slack (50µs) more, never less, when the machine has
-// a core free to run it.
+// The queue holds at most wanQueueBytes of buffers (2 KiB for a packet of
+// up to 2 KiB, 64 KiB for a larger one); a packet that does not fit is
+// dropped and counted, as a router's full buffer would drop it. The writer
+// sleeps with nanosleep, so a packet is held for its delay plus up to the
+// kernel's timer slack (50µs) more, never less, when the machine has a core
+// free to run it. Packets leave in the order they came, whatever their
+// jitter.
 
 import (
 	"context"

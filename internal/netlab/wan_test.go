@@ -152,12 +152,27 @@ func TestWANJitterKeepsOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sink.Close()
+	sink.(*net.UDPConn).SetReadBuffer(4 << 20)
 	conn, err := n1.DialContext(testContext(t), "udp4", sink.LocalAddr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
 	const count = 500
+	got := make(chan []int, 1)
+	go func() {
+		var seqs []int
+		buf := make([]byte, 200)
+		for len(seqs) == 0 || seqs[len(seqs)-1] != count-1 {
+			sink.SetReadDeadline(time.Now().Add(5 * time.Second))
+			size, _, err := sink.ReadFrom(buf)
+			if err != nil {
+				break
+			}
+			seqs = append(seqs, int(binary.BigEndian.Uint32(buf[:size])))
+		}
+		got <- seqs
+	}()
 	for i := range count {
 		msg := binary.BigEndian.AppendUint32(make([]byte, 0, 100), uint32(i))
 		if _, err := conn.Write(msg[:100]); err != nil {
@@ -167,19 +182,18 @@ func TestWANJitterKeepsOrder(t *testing.T) {
 			time.Sleep(time.Millisecond) // spread them over the jitter
 		}
 	}
-	buf := make([]byte, 200)
-	next := 0
-	sink.SetReadDeadline(time.Now().Add(10 * time.Second))
-	for next < count {
-		size, _, err := sink.ReadFrom(buf)
-		if err != nil {
-			t.Fatalf("after datagram %d of %d: %v (relay %+v)", next, count, err, n.WANStats())
+	seqs := <-got
+	// A busy machine may drop some in the sockets' buffers; none may pass
+	// another.
+	for i := 1; i < len(seqs); i++ {
+		if seqs[i] <= seqs[i-1] {
+			t.Fatalf("datagram %d arrived after %d", seqs[i], seqs[i-1])
 		}
-		if got := int(binary.BigEndian.Uint32(buf[:size])); got != next {
-			t.Fatalf("datagram %d arrived when %d was expected", got, next)
-		}
-		next++
 	}
+	if len(seqs) < count/2 {
+		t.Fatalf("%d of %d datagrams arrived (relay %+v)", len(seqs), count, n.WANStats())
+	}
+	t.Logf("%d of %d datagrams arrived, in order", len(seqs), count)
 }
 
 // udpEcho sends count datagrams of size bytes from from to an echo server

@@ -29,6 +29,8 @@ type (
 	Proc = netlab.Proc
 	// ARPPacket is an ARP packet that entered a Net's switch.
 	ARPPacket = netlab.ARPPacket
+	// WANStats counts what a Net's WAN relay did.
+	WANStats = netlab.WANStats
 )
 
 // Outputs returns the output of each of procs, its last max bytes, under a
