@@ -469,3 +469,55 @@ func TestWANQueueIsBounded(t *testing.T) {
 		return st.Queued == 0, fmt.Sprintf("%+v", st)
 	})
 }
+
+func TestCutWANAndRestoreWAN(t *testing.T) {
+	t.Parallel()
+	n := testnet.Start(t, netlab.Options{
+		Hosts:    []string{"n1", "n2"},
+		Segment2: []string{"w1"},
+		Segment3: []string{"x1"},
+	})
+	n1, n2, w1, x1 := n.Host("n1"), n.Host("n2"), n.Host("w1"), n.Host("x1")
+	reach(t, n1, w1.Addr)
+	reach(t, n1, x1.Addr)
+
+	if err := n.CutWAN(1); err != nil {
+		t.Fatal(err)
+	}
+	blocked(t, n1, w1.Addr)
+	blocked(t, x1, n2.Addr)
+	blocked(t, n1, netip.MustParseAddr("198.18.1.1"))
+	reach(t, n1, n2.Addr)
+	reach(t, w1, x1.Addr)
+	reach(t, w1, netip.MustParseAddr("198.18.2.1"))
+
+	// Cutting and restoring the router's link leaves the WAN cut.
+	router := n.Host(netlab.RouterName)
+	if err := n.CutLink(router); err != nil {
+		t.Fatal(err)
+	}
+	blocked(t, w1, x1.Addr)
+	if err := n.RestoreLink(router); err != nil {
+		t.Fatal(err)
+	}
+	reach(t, w1, x1.Addr)
+	blocked(t, n1, w1.Addr)
+
+	if err := n.RestoreWAN(1); err != nil {
+		t.Fatal(err)
+	}
+	reach(t, n1, w1.Addr)
+	reach(t, x1, n2.Addr)
+
+	if err := n.CutWAN(3); err != nil {
+		t.Fatal(err)
+	}
+	blocked(t, n1, x1.Addr)
+	if err := n.HealAll(); err != nil {
+		t.Fatal(err)
+	}
+	reach(t, n1, x1.Addr)
+	if err := n.CutWAN(4); err == nil {
+		t.Error("CutWAN(4) succeeded on a net with segments 1 to 3")
+	}
+}
