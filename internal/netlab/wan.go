@@ -88,18 +88,20 @@ type WANStats struct {
 	// packets was full.
 	KernelDropped uint64
 	// Queued is the number of packets held now, and MaxQueuedBytes the
-	// most bytes held at once.
+	// most bytes of buffers held at once (2 KiB for each packet of up to
+	// 2 KiB, 64 KiB for each larger one), at most 32 MiB.
 	Queued         int
 	MaxQueuedBytes int
 }
 
 // SetWANDelay sets the one-way delay of every packet the router forwards
 // from one segment to another, as Options.WANDelay does, and keeps the
-// jitter of Options.WANJitter (no more than d). Packets already held keep
-// their due time and order; packets that follow are held for the new
-// delay, but never leave before those. 0 takes the relay out of the path:
-// packets go through plain kernel forwarding again, and those still held
-// are forwarded when due. It fails when the Net has only one segment.
+// jitter of Options.WANJitter, or d when that is smaller, as the spread.
+// Packets already held keep their due time and order; packets that follow
+// are held for the new delay, but never leave before those. 0 takes the
+// relay out of the path: packets go through plain kernel forwarding again,
+// and those still held are forwarded when due. It fails when the Net has
+// only one segment.
 func (n *Net) SetWANDelay(d time.Duration) error {
 	if err := n.setWANDelay(d); err != nil {
 		return fmt.Errorf("netlab: set wan delay to %v: %w", d, err)
@@ -360,13 +362,13 @@ func (r *relay) read() {
 }
 
 // hold returns how long to hold the next packet: the delay, spread by the
-// jitter.
+// jitter, or by the delay if that is smaller.
 func (r *relay) hold() time.Duration {
 	d := time.Duration(r.delay.Load())
-	if r.jitter > 0 && d > 0 {
-		d += time.Duration(rand.Int64N(2*int64(r.jitter)+1)) - r.jitter
+	if j := min(r.jitter, d); j > 0 {
+		d += time.Duration(rand.Int64N(2*int64(j)+1)) - j
 	}
-	return max(d, 0)
+	return d
 }
 
 // write writes each queued packet back to the device at its due time, until
