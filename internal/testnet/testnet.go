@@ -40,7 +40,7 @@ func Outputs(max int, procs ...*Proc) string { return netlab.Outputs(max, procs.
 // Start is netlab.New for tests: it calls Require, builds the network with
 // t.Context and registers its Close with t.Cleanup. When the test has
 // failed, the cleanup first logs the tail of every started process's
-// output.
+// output, and what the WAN relay did if there is one.
 func Start(t testing.TB, opts Options) *Net {
 	t.Helper()
 	Require(t)
@@ -57,6 +57,9 @@ func Start(t testing.TB, opts Options) *Net {
 					out = "..." + out[len(out)-tail:]
 				}
 				t.Logf("testnet: output of %s:\n%s", p, out)
+			}
+			if st := n.WANStats(); st != (WANStats{}) {
+				t.Logf("testnet: wan relay: %+v", st)
 			}
 		}
 		if err := n.Close(); err != nil {
