@@ -122,6 +122,7 @@ func TestWANDelay(t *testing.T) {
 func TestWANDelaySetLater(t *testing.T) {
 	t.Parallel()
 	const d = 30 * time.Millisecond
+	testnet.RequireTUN(t)
 	n := testnet.Start(t, netlab.Options{Hosts: []string{"n1"}, Segment2: []string{"w1"}})
 	n1, w1 := n.Host("n1"), n.Host("w1")
 	reach(t, n1, w1.Addr)
@@ -371,6 +372,7 @@ func tunFiles(t *testing.T) int {
 // devices that the whole test process holds.
 func TestCloseRemovesTheRelay(t *testing.T) {
 	testnet.Require(t)
+	testnet.RequireTUN(t)
 	ctx := testContext(t)
 	before := tunFiles(t)
 	n, err := netlab.New(ctx, netlab.Options{Hosts: []string{"n1"}, Segment2: []string{"w1"}, Segment3: []string{"x1"}, WANDelay: 10 * time.Millisecond})
@@ -422,6 +424,7 @@ func TestSetWANDelayNeedsARouter(t *testing.T) {
 func TestWANQueueIsBounded(t *testing.T) {
 	t.Parallel()
 	const d = 5 * time.Second
+	testnet.RequireTUN(t)
 	n := testnet.Start(t, netlab.Options{Hosts: []string{"n1"}, Segment2: []string{"w1"}})
 	n1, w1 := n.Host("n1"), n.Host("w1")
 	reach(t, n1, w1.Addr)
