@@ -85,7 +85,7 @@ type WANStats struct {
 	Dropped uint64
 	// KernelDropped counts the packets the kernel dropped because the
 	// relay did not read them fast enough: wan0's queue of wanTxQueue
-	// packets was full.
+	// packets, or its queueing discipline's as long, was full.
 	KernelDropped uint64
 	// Queued is the number of packets held now, and MaxQueuedBytes the
 	// most bytes of buffers held at once (2 KiB for each packet of up to
@@ -166,7 +166,8 @@ func (n *Net) WANStats() WANStats {
 	return st
 }
 
-// kernelDrops reads the transmit drops of wan0 in namespace ns.
+// kernelDrops reads the transmit drops of wan0 in namespace ns: its own
+// and its queueing discipline's.
 func kernelDrops(ns string) (uint64, error) {
 	h, err := netns.GetFromName(ns)
 	if err != nil {
@@ -182,10 +183,21 @@ func kernelDrops(ns string) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	if st := link.Attrs().Statistics; st != nil {
-		return st.TxDropped, nil
+	st := link.Attrs().Statistics
+	if st == nil {
+		return 0, errors.New("no statistics")
 	}
-	return 0, errors.New("no statistics")
+	drops := st.TxDropped
+	qdiscs, err := nl.QdiscList(link)
+	if err != nil {
+		return 0, err
+	}
+	for _, q := range qdiscs {
+		if qs := q.Attrs().Statistics; qs != nil && qs.Queue != nil {
+			drops += uint64(qs.Queue.Drops)
+		}
+	}
+	return drops, nil
 }
 
 // newRelay opens wan0 in the router, routes wanTable into it and starts the
