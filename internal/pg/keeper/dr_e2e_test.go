@@ -28,12 +28,15 @@ import (
 // west's first node and the witness). West is the standby cluster: its
 // leader streams from east's primary, its other nodes from it.
 //
-// Then region east is lost: every link of segment 1 is cut, its processes
-// left running. West must take over within the region lease and a few
+// Then region east is cut off from west and the witness (netlab's CutWAN:
+// inside east the network still works, its processes run and its clients
+// go on writing). West must take over within the region lease and a few
 // seconds, with no acknowledged write lost but those the standby's lag
-// covered; a client left in east, writing straight to east's primary, must
-// never see a write acknowledged there after west took its first. When
-// east's links come back, its nodes must rejoin as west's standby cluster.
+// covered; the clients left in east, one through east's router and one
+// writing straight to east's primary, must never see a write acknowledged
+// there after west took its first: east's primary stops on its own clock.
+// When east's links come back, its nodes must rejoin as west's standby
+// cluster, and a planned switchover back to east loses nothing.
 
 const (
 	drWANDelay    = 10 * time.Millisecond
@@ -138,7 +141,7 @@ traffic:
 			for _, n := range c.nodes {
 				procs = append(procs, c.agents[n])
 			}
-			t.Logf("agents' logs:\n%s", testnet.Outputs(150000, procs...))
+			t.Logf("agents' logs:\n%s", testnet.Outputs(600000, procs...))
 		}
 	})
 	return c
@@ -279,8 +282,10 @@ func TestRegionLossAndReturn(t *testing.T) {
 		return routed.count() > 200 && stuck.count() > 200, fmt.Sprint(routed.count(), stuck.count())
 	})
 
+	// East is cut off from west and the witness; inside east the
+	// network still works, and its clients go on writing.
 	cut := time.Now()
-	if err := c.net.CutSegment(1); err != nil {
+	if err := c.net.CutWAN(1); err != nil {
 		t.Fatal(err)
 	}
 	// West's client writes where the traffic manager's answer says.
@@ -327,7 +332,7 @@ func TestRegionLossAndReturn(t *testing.T) {
 
 	// East comes back as west's standby cluster: every node has what
 	// west writes, and none takes writes.
-	if err := c.net.RestoreSegment(1); err != nil {
+	if err := c.net.RestoreWAN(1); err != nil {
 		t.Fatal(err)
 	}
 	back := time.Now()

@@ -52,7 +52,10 @@ func (k *Keeper) follow(ctx context.Context, v view) error {
 	case followRewind:
 		src, ok := k.rewindSource(v, d.leader, up)
 		if !ok {
-			k.log.Info("waiting to learn the active region's primary before rewinding: a standby leader is no source for pg_rewind", "leader", d.leader.Node)
+			if why := "waiting to learn the active region's primary before rewinding against it"; why != k.lastNoLeader {
+				k.log.Info(why+": a standby leader is no source for pg_rewind", "leader", d.leader.Node)
+				k.lastNoLeader = why
+			}
 			return nil
 		}
 		return k.rewind(ctx, d.leader.Node, src, up)

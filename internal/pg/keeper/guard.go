@@ -80,18 +80,9 @@ func (g *keeperGuard) refreshFence() {
 func (g *keeperGuard) regionLost(reason string) bool {
 	g.mu.Lock()
 	acting := g.acting
-	if acting {
-		g.k.letGo.Store(true)
-	}
 	g.mu.Unlock()
 	if !acting {
 		return false
-	}
-	if f := g.k.cfg.Fence; f != nil {
-		// Closed first: the region's deadline has passed or is about to.
-		if err := f.Close(); err != nil {
-			g.k.log.Error("closing the write fence", "err", err)
-		}
 	}
 	if g.k.srv.PID() != 0 {
 		if in, err := g.k.srv.IsInRecovery(context.Background()); err == nil && in {
@@ -99,9 +90,21 @@ func (g *keeperGuard) regionLost(reason string) bool {
 			return false // a standby leader: nothing to stop
 		}
 	}
+	g.mu.Lock()
+	g.k.letGo.Store(true)
+	g.mu.Unlock()
+	// postgres first, as Release does: its fast shutdown sends the
+	// standbys the WAL written so far, the other region's standby leader
+	// among them, through the fence, which closes by itself at the
+	// region's deadline if the stop takes longer.
 	g.k.log.Warn("the region lost the active-region record: stopping postgres", "reason", reason)
 	if err := g.k.stopPostgres(); err != nil {
 		g.k.log.Error("stopping postgres after the region lost the active-region record", "err", err)
+	}
+	if f := g.k.cfg.Fence; f != nil {
+		if err := f.Close(); err != nil {
+			g.k.log.Error("closing the write fence", "err", err)
+		}
 	}
 	g.k.poke()
 	return true

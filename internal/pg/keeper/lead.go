@@ -165,6 +165,14 @@ func (k *Keeper) setUpStandby(ctx context.Context, v view) error {
 	if err := k.createSlots(ctx); err != nil {
 		return err
 	}
+	if v.sync.Leader != k.cfg.Node || v.sync.K != 0 || len(v.sync.Standbys) != 0 {
+		// A standby region's commits wait for nobody here: a sync record
+		// left from when the region was active would hold its leader's
+		// promotion to standbys that no longer replicate from a primary.
+		if err := k.putSync(ctx, SyncState{Leader: k.cfg.Node}); err != nil {
+			return err
+		}
+	}
 	k.m.standbySetUpEpoch = v.epoch
 	return nil
 }
