@@ -273,6 +273,25 @@ func (s *Server) DropSlot(ctx context.Context, name string) error {
 	return nil
 }
 
+// FreeSlot ends the walsender that streams through slot name to a standby
+// whose application_name is not keep, and reports whether it ended one:
+// a standby that died without closing its connection (its network cut)
+// holds its slot until wal_sender_timeout, and a successor that streams
+// through the same slot (the standby leader of another region, whichever
+// node that is now) cannot until then.
+func (s *Server) FreeSlot(ctx context.Context, name, keep string) (bool, error) {
+	var ended bool
+	err := s.withConn(ctx, func(c *pgx.Conn) error {
+		return c.QueryRow(ctx, `SELECT COALESCE(bool_or(pg_terminate_backend(r.pid)), false)
+			FROM pg_replication_slots sl JOIN pg_stat_replication r ON r.pid = sl.active_pid
+			WHERE sl.slot_name = $1 AND r.application_name <> $2`, name, keep).Scan(&ended)
+	})
+	if err != nil {
+		return false, fmt.Errorf("pg: free slot %s: %w", name, err)
+	}
+	return ended, nil
+}
+
 // execSlot runs sql with the slot name as $1. The SQLSTATE raced, which
 // another client doing the same meanwhile causes, counts as success.
 func (s *Server) execSlot(ctx context.Context, sql, name, raced string) error {

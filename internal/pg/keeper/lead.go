@@ -45,9 +45,13 @@ func (k *Keeper) lead(ctx context.Context, v view) error {
 		case leadSync:
 			err = k.manageSync(ctx, v)
 		}
+
 		if err != nil {
 			return err
 		}
+	}
+	if r := k.region; r != nil && v.running() {
+		r.freeSlots(ctx, k)
 	}
 	return nil
 }

@@ -509,6 +509,33 @@ func PromoteRegion(ctx context.Context, cli *clientv3.Client, cluster, name, to 
 	return rec, nil
 }
 
+// freeSlots, on the active primary, ends the stream through another
+// region's slot to a node that is no longer that region's standby leader,
+// while the standby leader does not stream: a standby leader cut off
+// without closing its connection would otherwise hold the slot until
+// wal_sender_timeout, and its successor could not stream through it.
+func (r *regionPart) freeSlots(ctx context.Context, k *Keeper) {
+	r.mu.Lock()
+	var waiting []RegionState
+	for _, s := range r.states {
+		if s.Region != r.cfg.Name && s.Leader && s.Member.Role == RoleStandbyLeader && (!s.Member.Streaming || s.Member.Upstream != k.cfg.Node) {
+			waiting = append(waiting, s)
+		}
+	}
+	r.mu.Unlock()
+	for _, s := range waiting {
+		qctx, cancel := context.WithTimeout(ctx, time.Second)
+		ended, err := k.srv.FreeSlot(qctx, RegionSlot(s.Region), s.Node)
+		cancel()
+		switch {
+		case err != nil:
+			k.log.Warn("freeing another region's slot for its standby leader", "region", s.Region, "err", err)
+		case ended:
+			k.log.Warn("ended the stream of a former standby leader through its region's slot, for the new one", "region", s.Region, "standby_leader", s.Node)
+		}
+	}
+}
+
 // regionGuard is the Guard of the active-region record on one node.
 type regionGuard struct {
 	k *Keeper

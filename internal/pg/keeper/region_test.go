@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -229,10 +231,12 @@ func TestRegionSwitchoverLosesNothing(t *testing.T) {
 	t.Logf("%d writes acknowledged, %d failed; longest pause %v", len(acked), w.errs, w.longestGap().Round(time.Millisecond))
 }
 
-// TestStandbyLeaderTakeover kills the standby region's leader: another
-// node of the region takes its region's lead and the stream from the
-// active primary over, with the region's slot there, and rows written in
-// the active region keep arriving.
+// TestStandbyLeaderTakeover freezes the standby region's leader, its
+// connection to the primary left open: another node of the region takes
+// its region's lead and the stream from the active primary over, through
+// the region's slot there, which the primary frees for it while the
+// frozen node still holds it; rows written in the active region keep
+// arriving.
 func TestStandbyLeaderTakeover(t *testing.T) {
 	r := newTwoRegions(t)
 	east, west := []string{"e1"}, []string{"w1", "w2"}
@@ -257,13 +261,26 @@ func TestStandbyLeaderTakeover(t *testing.T) {
 	primary.exec(t, "INSERT INTO t VALUES (1)")
 	waitRow(t, next.node, 1)
 
+	// The standby leader's node freezes: its postgres stops in its
+	// tracks, its connection to the primary open, holding west's slot
+	// there; its keeper loses both etcds.
+	pid := dead.srv.PID()
+	if err := syscall.Kill(-pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(-pid, syscall.SIGCONT) })
 	start := time.Now()
-	r.cut(dead)
+	r.globals[dead.cfg.Node].Close()
+	dead.client.Close()
 	waitFor(t, next.cfg.Node+" streams from the active primary as the standby leader", func() (string, bool) {
 		m := next.State()
-		return fmt.Sprintf("%+v", m), m.Role == RoleStandbyLeader && m.Upstream == primary.cfg.Node && next.srv != nil
+		return fmt.Sprintf("%+v", m), m.Role == RoleStandbyLeader && m.Upstream == primary.cfg.Node && m.Streaming
 	})
-	t.Logf("the standby leader's stream was taken over %v after it died (the region's database lease %v)", time.Since(start).Round(time.Millisecond), time.Second)
+	took := time.Since(start)
+	if frozen, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); !strings.Contains(string(frozen), ") T ") {
+		t.Errorf("%s streamed only once the frozen standby leader's postgres had ended (%q): the primary did not free its region's slot for it", next.cfg.Node, frozen)
+	}
+	t.Logf("the standby leader's stream was taken over %v after its node froze (the region's database lease %v)", took.Round(time.Millisecond), time.Second)
 	primary.exec(t, "INSERT INTO t VALUES (2)")
 	waitRow(t, next.node, 2)
 	if out, err := primary.node.tryQuery("SELECT active::text FROM pg_replication_slots WHERE slot_name = '" + RegionSlot("west") + "'"); err != nil || out != "true" {
