@@ -264,6 +264,7 @@ func (r *dbRole) regionConfig(ctx context.Context) (*keeper.RegionConfig, error)
 		Home:       slices.Contains(db.Nodes, r.a.opt.Node),
 		Automatic:  db.DR.Failover == "automatic",
 		MaxLag:     db.DR.MaxLag.D(),
+		Sync:       db.DR.Mode == "sync",
 	}
 	if db.Backup != nil {
 		if rc.RestoreCommand, err = r.restoreCommand(); err != nil {

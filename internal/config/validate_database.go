@@ -97,9 +97,7 @@ func (v *validator) database() {
 	if db.Backup != nil {
 		v.backup(db.Backup)
 	}
-	if db.DR != nil && db.DR.Mode == "sync" {
-		v.warnf("database.dr.mode", "sync %s: the standby region replicates asynchronously", notSupported)
-	}
+
 }
 
 // Bounds on database.dr.lease, the active-region record's lease. Its

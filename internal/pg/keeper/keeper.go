@@ -196,7 +196,7 @@ func New(cfg Config) (*Keeper, error) {
 		m: &machine{cfg: machineConfig{
 			node: cfg.Node, nodes: cfg.Nodes, lease: cfg.Lease, mode: cfg.Mode,
 			syncStandbys: cfg.SyncStandbys, maxLag: cfg.MaxLagOnFailover, noFailover: cfg.NoFailover,
-			archive: cfg.SyncArchive,
+			archive: cfg.SyncArchive, drSync: cfg.Region != nil && cfg.Region.Sync,
 		}},
 	}
 	k.guard = &keeperGuard{k: k}

@@ -235,6 +235,9 @@ func (k *Keeper) manageSync(ctx context.Context, v view) error {
 	if hold {
 		return nil
 	}
+	if r := k.region; r != nil {
+		want = k.m.withDR(k.clk.Now(), want, standbys, v.sync, r.standbyLeader())
+	}
 	k.metrics.syncK.Set(float64(want.K))
 	k.metrics.syncDegraded.Set(0)
 	k.metrics.syncArchive.Set(0)
@@ -255,12 +258,26 @@ func (k *Keeper) manageSync(ctx context.Context, v view) error {
 			k.log.Error("no healthy synchronous standby: commits no longer wait for a replica (sync mode degrades to async)")
 		}
 	}
+	if v.sync.DR != "" && want.DR != v.sync.DR {
+		// The standby region learns that commits stop waiting for its
+		// leader before they do: until then it may take over as one with
+		// every acknowledged commit.
+		if err := k.region.publishSyncDR(ctx, want.DR); err != nil {
+			return fmt.Errorf("commits keep waiting for %s: the global scope could not be told they stop: %w", v.sync.DR, err)
+		}
+		if want.DR == "" {
+			k.log.Error("the standby region's leader does not stream: commits no longer wait for it (dr.mode sync degrades); a region failover now may lose what it lacks", "standby_leader", v.sync.DR)
+		}
+	}
 	if err := k.putSync(ctx, widened); err != nil {
 		return err
 	}
 	n, names := syncNames(want)
 	if _, err := k.srv.SetSynchronousStandbys(ctx, n, names); err != nil {
 		return err
+	}
+	if want.DR != "" && v.sync.DR == "" {
+		k.log.Info("commits wait for the standby region's leader: it holds every acknowledged commit", "standby_leader", want.DR)
 	}
 	if want.Archive != "" && v.sync.Archive == "" {
 		k.log.Info("commits wait for the WAL archive: the repository holds every acknowledged commit", "archiver", want.Archive, "replicas", want.Standbys)

@@ -1,6 +1,7 @@
 package keeper
 
 import (
+	"cmp"
 	"slices"
 	"time"
 
@@ -66,6 +67,9 @@ type machineConfig struct {
 	// commit waits for as well (database.backup.archive: synchronous),
 	// or "" when commits do not wait for the archive.
 	archive string
+	// drSync: every commit waits for the other region's standby leader
+	// as well (database.dr.mode: sync).
+	drSync bool
 }
 
 func (c machineConfig) policy() failoverPolicy {
@@ -112,6 +116,10 @@ type machine struct {
 	// timeline is the newest timeline this node's postgres has shown since
 	// its data directory was last replaced (clone, rewind).
 	timeline uint32
+	// drMissingSince is when the other region's standby leader, which
+	// commits wait for, was first seen not streaming (zero while it
+	// streams).
+	drMissingSince time.Time
 	// strandedSince is when the replica was first seen stranded (zero
 	// while it is not).
 	strandedSince time.Time
@@ -171,7 +179,7 @@ func (m *machine) lead(v view) []leadStep {
 	if m.setUpEpoch != v.epoch {
 		steps = append(steps, leadSetUp)
 	}
-	if m.cfg.mode != ModeAsync || m.cfg.archive != "" {
+	if m.cfg.mode != ModeAsync || m.cfg.archive != "" || m.cfg.drSync {
 		steps = append(steps, leadSync)
 	}
 	return steps
@@ -282,10 +290,56 @@ func pickStandbys(k int, healthy, candidates []string, cur SyncState, self strin
 // record s: k of its standbys, and with a synchronous archive all of them
 // and the archiver.
 func syncNames(s SyncState) (int, []string) {
-	if s.Archive == "" {
+	if s.Archive == "" && s.DR == "" {
 		return s.K, s.Standbys
 	}
-	return s.K + 1, append(slices.Clone(s.Standbys), s.Archive)
+	n, names := s.K, slices.Clone(s.Standbys)
+	for _, extra := range []string{s.Archive, s.DR} {
+		if extra != "" {
+			n, names = n+1, append(names, extra)
+		}
+	}
+	return n, names
+}
+
+// withDR adds the other region's standby leader dr to the standbys every
+// commit waits for (database.dr.mode: sync), from the record want that
+// syncTarget decided, the standbys pg_stat_replication shows at now and
+// the record cur: dr while it streams. When it stops streaming, commits
+// keep waiting for the one they waited for, for degradeAfter (it may be
+// reconnecting), then no longer: the standby region then has no promise
+// of every commit, and takes over only within max_lag. As with a
+// synchronous archive, the record names exactly K replicas, which postgres
+// waits for all of, with dr.
+func (m *machine) withDR(now time.Time, want SyncState, standbys []pg.Standby, cur SyncState, dr string) SyncState {
+	if !m.cfg.drSync {
+		return want
+	}
+	streaming := dr != "" && slices.ContainsFunc(standbys, func(s pg.Standby) bool { return s.Name == dr && s.State == "streaming" })
+	switch {
+	case streaming:
+		m.drMissingSince = time.Time{}
+		want.DR = dr
+	case cur.DR != "" && cur.Leader == m.cfg.node:
+		if m.drMissingSince.IsZero() {
+			m.drMissingSince = now
+		}
+		if now.Sub(m.drMissingSince) < degradeAfter {
+			want.DR = cur.DR
+		}
+	}
+	if want.DR != "" && want.Archive == "" {
+		var healthy []string
+		for _, s := range standbys {
+			if s.State == "streaming" && slices.Contains(m.cfg.nodes, s.Name) {
+				healthy = append(healthy, s.Name)
+			}
+		}
+		slices.Sort(healthy)
+		want.Standbys = pickStandbys(want.K, healthy, want.Standbys, cur, m.cfg.node)
+		want.K = len(want.Standbys)
+	}
+	return want
 }
 
 // syncChange says how to go from the sync record cur to want: widened is
@@ -294,10 +348,10 @@ func syncNames(s SyncState) (int, []string) {
 // commit may have waited for; want is written after. change is false when
 // there is nothing to do.
 func syncChange(cur, want SyncState) (widened SyncState, change bool) {
-	if cur.Leader == want.Leader && cur.K == want.K && slices.Equal(cur.Standbys, want.Standbys) && cur.Archive == want.Archive {
+	if cur.Leader == want.Leader && cur.K == want.K && slices.Equal(cur.Standbys, want.Standbys) && cur.Archive == want.Archive && cur.DR == want.DR {
 		return SyncState{}, false
 	}
-	return SyncState{Leader: want.Leader, K: want.K, Standbys: union(cur.Standbys, want.Standbys), Archive: want.Archive}, true
+	return SyncState{Leader: want.Leader, K: want.K, Standbys: union(cur.Standbys, want.Standbys), Archive: want.Archive, DR: cmp.Or(want.DR, cur.DR)}, true
 }
 
 // followAction is what a node that does not lead does in a round.

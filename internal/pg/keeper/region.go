@@ -62,6 +62,11 @@ type RegionConfig struct {
 	// it.
 	Automatic bool
 	MaxLag    time.Duration
+	// Sync (dr.mode: sync): every commit waits for the other region's
+	// standby leader as well; a standby region named so when the active
+	// one was lost has every acknowledged commit and takes over whatever
+	// its lag.
+	Sync bool
 	// RestoreCommand is the standbys' restore_command (the backup archive),
 	// or "" when the database has no backups.
 	RestoreCommand string
@@ -90,6 +95,10 @@ type RegionState struct {
 	// over (a planned switchover), where its shutdown checkpoint starts
 	// and ends: its last WAL, written under region epoch FinalEpoch. The
 	// successor promotes only once it has received that far.
+	// SyncDR is, on the active primary, the standby leader every commit
+	// waits for (dr.mode: sync), published before commits stop waiting
+	// for it.
+	SyncDR     string `json:"sync_dr,omitempty"`
 	Final      pg.LSN `json:"final,omitempty"`
 	FinalEnd   pg.LSN `json:"final_end,omitempty"`
 	FinalEpoch int64  `json:"final_epoch,omitempty"`
@@ -328,6 +337,9 @@ func (r *regionPart) want(v view, st MemberState) (bool, string) {
 	case !r.cfg.Automatic:
 		return false, "dr.failover is manual: promote this region with haven dr promote"
 	}
+	if r.cfg.Sync && r.syncedTo(st.Node) {
+		return true, "" // every acknowledged commit waited for this node
+	}
 	b, lag, known := r.knownLag(st.LSN)
 	switch {
 	case !known:
@@ -358,6 +370,7 @@ func (r *regionPart) publish(k *Keeper, v view, st MemberState) {
 	rs := RegionState{Node: k.cfg.Node, Region: r.cfg.Name, Leader: v.acting, Active: v.acting && v.regionActing, Member: st}
 	if rs.Active {
 		rs.RegionEpoch = v.regionEpoch
+		rs.SyncDR = k.Sync().DR
 	}
 	if st.Role == RoleStandbyLeader {
 		b, lag, _ := r.knownLag(st.LSN)
@@ -507,6 +520,36 @@ func PromoteRegion(ctx context.Context, cli *clientv3.Client, cluster, name, to 
 		return rec, fmt.Errorf("dr: promote %s: %w", to, err)
 	}
 	return rec, nil
+}
+
+// standbyLeader is the other region's standby leader, as published ("" if
+// none).
+func (r *regionPart) standbyLeader() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, s := range r.states {
+		if s.Region != r.cfg.Name && s.Leader && s.Member.Role == RoleStandbyLeader {
+			return s.Node
+		}
+	}
+	return ""
+}
+
+// syncedTo reports whether the active primary, when last heard from,
+// made every commit wait for node.
+func (r *regionPart) syncedTo(node string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.lagOf.SyncDR == node
+}
+
+// publishSyncDR publishes, and waits until the global scope has it, the
+// standby leader every commit waits for ("" for none).
+func (r *regionPart) publishSyncDR(ctx context.Context, dr string) error {
+	r.entry.Update(func(cur *RegionState) { cur.SyncDR = dr })
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	return r.entry.Sync(ctx)
 }
 
 // freeSlots, on the active primary, ends the stream through another

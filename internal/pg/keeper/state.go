@@ -89,6 +89,10 @@ type SyncState struct {
 	// waits for it as well (database.backup.archive: synchronous): the
 	// repository holds every acknowledged commit. It is not one of the K.
 	Archive string `json:"archive,omitempty"`
+	// DR is the other region's standby leader when every commit waits for
+	// it as well (database.dr.mode: sync): the standby region holds every
+	// acknowledged commit. It is not one of the K.
+	DR string `json:"dr,omitempty"`
 }
 
 // dbPrefix is the key prefix of database name's keys.
