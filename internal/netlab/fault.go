@@ -8,40 +8,94 @@ import (
 	"strings"
 )
 
-// CutLink sets down the switch end of h's cable (both of the router's
+// CutLink sets down the switch end of h's cable (every one of the router's
 // cables), like pulling it out of the switch: h keeps its address and
 // routes, its interface loses carrier, and nothing passes until
-// RestoreLink. Cutting the router separates the two segments.
+// RestoreLink. Cutting the router separates the segments.
 func (n *Net) CutLink(h *Host) error {
-	if err := n.setLink(h, "down"); err != nil {
+	if err := n.setLink(h, true); err != nil {
 		return fmt.Errorf("netlab: cut link of %s: %w", h, err)
 	}
 	return nil
 }
 
-// RestoreLink sets the switch end of h's cable up again.
+// RestoreLink sets the switch end of h's cable up again, except on a
+// segment that CutSegment cut.
 func (n *Net) RestoreLink(h *Host) error {
-	if err := n.setLink(h, "up"); err != nil {
+	if err := n.setLink(h, false); err != nil {
 		return fmt.Errorf("netlab: restore link of %s: %w", h, err)
 	}
 	return nil
 }
 
-func (n *Net) setLink(h *Host, state string) error {
+func (n *Net) setLink(h *Host, cut bool) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if err := n.usable(h); err != nil {
 		return err
 	}
-	for _, p := range h.ports {
-		if err := ip(context.Background(), "-n", n.sw, "link", "set", p.name, state); err != nil {
-			return err
-		}
-	}
-	if state == "down" {
+	if cut {
 		n.cut[h] = true
 	} else {
 		delete(n.cut, h)
+	}
+	return n.applyPorts(func(p port) bool { return true }, h)
+}
+
+// CutSegment sets down, at once, the switch port of every host on segment
+// seg, the router's port on it included: the loss of a region, or of a
+// site, whose machines and processes go on running. The segment's hosts
+// reach nothing, not even each other, until RestoreSegment; the other
+// segments still reach each other through the router.
+func (n *Net) CutSegment(seg int) error {
+	if err := n.setSegment(seg, true); err != nil {
+		return fmt.Errorf("netlab: cut segment %d: %w", seg, err)
+	}
+	return nil
+}
+
+// RestoreSegment sets the ports of segment seg up again, except those of
+// hosts that CutLink cut.
+func (n *Net) RestoreSegment(seg int) error {
+	if err := n.setSegment(seg, false); err != nil {
+		return fmt.Errorf("netlab: restore segment %d: %w", seg, err)
+	}
+	return nil
+}
+
+func (n *Net) setSegment(seg int, cut bool) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if err := n.usable(); err != nil {
+		return err
+	}
+	if !slices.Contains(n.segs, seg) {
+		return fmt.Errorf("the net has segments %v", n.segs)
+	}
+	if cut {
+		n.cutSeg[seg] = true
+	} else {
+		delete(n.cutSeg, seg)
+	}
+	return n.applyPorts(func(p port) bool { return p.segment == seg }, n.hosts...)
+}
+
+// applyPorts sets each port of hosts that sel selects down if its host or
+// its segment is cut, else up. It stops at the first failure.
+func (n *Net) applyPorts(sel func(port) bool, hosts ...*Host) error {
+	for _, h := range hosts {
+		for _, p := range h.ports {
+			if !sel(p) {
+				continue
+			}
+			state := "up"
+			if n.cut[h] || n.cutSeg[p.segment] {
+				state = "down"
+			}
+			if err := ip(context.Background(), "-n", n.sw, "link", "set", p.name, state); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }
@@ -79,7 +133,8 @@ func (n *Net) Loss(a, b *Host, percent int) error {
 	return nil
 }
 
-// HealAll ends every Partition and Loss and restores every cut link.
+// HealAll ends every Partition and Loss and restores every cut link and
+// segment.
 func (n *Net) HealAll() error {
 	n.mu.Lock()
 	if err := n.usable(); err != nil {
@@ -92,16 +147,18 @@ func (n *Net) HealAll() error {
 	} else {
 		clear(n.faults)
 	}
-	var cut []*Host
-	for h := range n.cut {
-		cut = append(cut, h)
-	}
-	n.mu.Unlock()
-	for _, h := range cut {
-		if err := n.setLink(h, "up"); err != nil {
-			errs = append(errs, fmt.Errorf("restore link of %s: %w", h, err))
+	var cut []*Host // the hosts with a port down
+	for _, h := range n.hosts {
+		if n.cut[h] || slices.ContainsFunc(h.ports, func(p port) bool { return n.cutSeg[p.segment] }) {
+			cut = append(cut, h)
 		}
 	}
+	clear(n.cut)
+	clear(n.cutSeg)
+	if err := n.applyPorts(func(port) bool { return true }, cut...); err != nil {
+		errs = append(errs, fmt.Errorf("restore links: %w", err))
+	}
+	n.mu.Unlock()
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("netlab: heal all: %w", err)
 	}

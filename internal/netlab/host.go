@@ -28,7 +28,8 @@ type Host struct {
 	// Namespace is the name of the host's network namespace, as ip netns
 	// shows it.
 	Namespace string
-	// Segment is the number of the host's segment, 1 or 2; the router's is 1.
+	// Segment is the number of the host's segment, 1, 2 or 3; the router's
+	// is 1.
 	Segment int
 	// Addr is the host's IPv4 address on Iface.
 	Addr netip.Addr
@@ -38,7 +39,8 @@ type Host struct {
 	// MAC is the hardware address of Iface.
 	MAC net.HardwareAddr
 	// Iface is the name of the host's interface, "eth0". The router also
-	// has eth1 on segment 2, with address 198.18.2.1.
+	// has eth1 on segment 2, with address 198.18.2.1, and eth2 on segment
+	// 3, with 198.18.3.1, when those segments have hosts.
 	Iface string
 
 	owner *Net

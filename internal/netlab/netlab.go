@@ -9,16 +9,19 @@
 //     of every host's veth cable is a port of its segment's bridge;
 //   - one namespace per host, with loopback up and its cable's other end as
 //     eth0;
-//   - with a second segment, a host named "router" with eth0 on segment 1
-//     (198.18.1.1) and eth1 on segment 2 (198.18.2.1), forwarding between
-//     them; every other host routes 198.18.0.0/15 through it.
+//   - with a second or third segment, a host named "router" with eth0 on
+//     segment 1 (198.18.1.1), eth1 on segment 2 (198.18.2.1) and eth2 on
+//     segment 3 (198.18.3.1), those of them that exist, forwarding between
+//     them; every other host routes 198.18.0.0/15 through it;
+//   - with a WAN delay, a relay in the router that holds every packet
+//     forwarded from one segment to another for that long (see wan.go).
 //
 // The i-th host (from 1) of segment s has address 198.18.s.(10+i)/24 and MAC
 // 02:68:76:00:s:(10+i). Nothing is linked to the machine's own namespace and
 // only 198.18.0.0/15 is used, so no traffic leaves the Net.
 //
 // Faults are made in the switch: CutLink sets a host's switch port down, like
-// pulling its cable, and Partition and Loss are nftables rules in the switch
+// pulling its cable, CutSegment sets down every port of a segment, and Partition and Loss are nftables rules in the switch
 // namespace (table bridge netlab). The hosts' namespaces hold no testnet
 // rules, so the code under test may install its own.
 //
@@ -55,14 +58,29 @@ type Options struct {
 	// are reserved.
 	Hosts []string
 	// Segment2 names the hosts on a second segment, 198.18.2.0/24, numbered
-	// the same way. When it is not empty, New adds the host "router" that
-	// joins the two segments.
+	// the same way. When it or Segment3 is not empty, New adds the host
+	// "router" that joins the segments.
 	Segment2 []string
+	// Segment3 names the hosts on a third segment, 198.18.3.0/24, numbered
+	// the same way: a third place, such as a witness's.
+	Segment3 []string
 	// MTU is the MTU of every link; 0 means 1500.
 	MTU int
+	// WANDelay is how long the router holds every packet it forwards from
+	// one segment to another, in each direction: a round trip between
+	// segments takes at least twice as long. Packets between hosts of one
+	// segment, and to or from the router itself, are not delayed. 0 is
+	// plain kernel forwarding. It needs a second or third segment.
+	// Net.SetWANDelay changes it.
+	WANDelay time.Duration
+	// WANJitter spreads the delay: each forwarded packet is held for a
+	// time drawn uniformly from WANDelay-WANJitter to WANDelay+WANJitter,
+	// but never leaves before the packet ahead of it, so packets stay in
+	// order. It is at most WANDelay.
+	WANJitter time.Duration
 }
 
-// RouterName is the name of the host that joins segment 1 and segment 2.
+// RouterName is the name of the host that joins the segments.
 const RouterName = "router"
 
 const (
@@ -80,8 +98,16 @@ func (o Options) validate() error {
 	if o.MTU != 0 && (o.MTU < 68 || o.MTU > 65535) {
 		return fmt.Errorf("netlab: options: mtu %d is not between 68 and 65535", o.MTU)
 	}
+	switch {
+	case o.WANDelay < 0:
+		return fmt.Errorf("netlab: options: wan delay %v is negative", o.WANDelay)
+	case o.WANJitter < 0 || o.WANJitter > o.WANDelay:
+		return fmt.Errorf("netlab: options: wan jitter %v is not between 0 and the wan delay %v", o.WANJitter, o.WANDelay)
+	case o.WANDelay > 0 && len(o.Segment2) == 0 && len(o.Segment3) == 0:
+		return errors.New("netlab: options: a wan delay needs a second or third segment: there is no router to delay")
+	}
 	seen := map[string]bool{}
-	for s, names := range [][]string{o.Hosts, o.Segment2} {
+	for s, names := range o.segments() {
 		if len(names) > maxPerSeg {
 			return fmt.Errorf("netlab: options: segment %d has %d hosts, at most %d fit", s+1, len(names), maxPerSeg)
 		}
@@ -100,6 +126,11 @@ func (o Options) validate() error {
 	return nil
 }
 
+// segments returns the host names of segment 1, 2 and 3.
+func (o Options) segments() [][]string {
+	return [][]string{o.Hosts, o.Segment2, o.Segment3}
+}
+
 // Net is a network of hosts in namespaces. Its methods are safe for
 // concurrent use.
 type Net struct {
@@ -108,13 +139,18 @@ type Net struct {
 	mtu    int
 	hosts  []*Host
 	byName map[string]*Host
+	segs   []int // the numbers of the segments that have hosts
+	router *Host // nil with one segment
+	jitter time.Duration
 
 	mu         sync.Mutex
 	namespaces []string // created or being created, in order
 	procs      []*Proc
 	watches    []func()
 	faults     map[[2]*Host]int // loss percent between two hosts; 100 is a partition
-	cut        map[*Host]bool
+	cut        map[*Host]bool   // by CutLink
+	cutSeg     map[int]bool     // by CutSegment
+	wan        *relay           // made by the first SetWANDelay above 0
 	closed     bool
 }
 
@@ -135,6 +171,7 @@ func New(ctx context.Context, opts Options) (_ *Net, err error) {
 		byName: map[string]*Host{},
 		faults: map[[2]*Host]int{},
 		cut:    map[*Host]bool{},
+		cutSeg: map[int]bool{},
 	}
 	if n.mtu == 0 {
 		n.mtu = 1500
@@ -146,14 +183,15 @@ func New(ctx context.Context, opts Options) (_ *Net, err error) {
 		}
 	}()
 
-	segments := [][]string{opts.Hosts}
-	if len(opts.Segment2) > 0 {
-		segments = append(segments, opts.Segment2)
+	for s, names := range opts.segments() {
+		if len(names) > 0 {
+			n.segs = append(n.segs, s+1)
+		}
 	}
-	if err := n.buildSwitch(ctx, len(segments)); err != nil {
+	if err := n.buildSwitch(ctx); err != nil {
 		return nil, err
 	}
-	for s, names := range segments {
+	for s, names := range opts.segments() {
 		seg := s + 1
 		for i, name := range names {
 			h := n.newHost(name, seg, byte(10+i+1))
@@ -165,9 +203,15 @@ func New(ctx context.Context, opts Options) (_ *Net, err error) {
 			}
 		}
 	}
-	if len(segments) == 2 {
+	if len(n.segs) > 1 {
 		if err := n.buildRouter(ctx); err != nil {
 			return nil, fmt.Errorf("netlab: host %s: %w", RouterName, err)
+		}
+		n.jitter = opts.WANJitter
+		if opts.WANDelay > 0 {
+			if err := n.SetWANDelay(opts.WANDelay); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return n, nil
@@ -206,7 +250,7 @@ func bridgeName(seg int) string { return "br" + strconv.Itoa(seg) }
 
 // buildSwitch makes the switch namespace: a silent bridge per segment and an
 // empty nftables table for the faults.
-func (n *Net) buildSwitch(ctx context.Context, segments int) error {
+func (n *Net) buildSwitch(ctx context.Context) error {
 	if err := n.addNamespace(ctx, n.sw); err != nil {
 		return fmt.Errorf("netlab: switch: %w", err)
 	}
@@ -224,7 +268,7 @@ func (n *Net) buildSwitch(ctx context.Context, segments int) error {
 	if err != nil {
 		return fmt.Errorf("netlab: switch: disable ipv6: %w", err)
 	}
-	for seg := 1; seg <= segments; seg++ {
+	for _, seg := range n.segs {
 		br := bridgeName(seg)
 		if err := ip(ctx, "-n", n.sw, "link", "add", br, "type", "bridge", "stp_state", "0", "mcast_snooping", "0"); err != nil {
 			return fmt.Errorf("netlab: switch: %w", err)
@@ -282,18 +326,19 @@ func (n *Net) cable(ctx context.Context, h *Host, seg int, iface string, addr ne
 	return nil
 }
 
-// buildRouter adds the router on both segments and routes 198.18.0.0/15
-// through it from every other host.
+// buildRouter adds the router on every segment, eth(s-1) on segment s, and
+// routes 198.18.0.0/15 through it from every other host.
 func (n *Net) buildRouter(ctx context.Context) error {
 	r := n.newHost(RouterName, 1, 1)
+	n.router = r
 	if err := n.addNamespace(ctx, r.Namespace); err != nil {
 		return err
 	}
-	if err := n.cable(ctx, r, 1, "eth0", r.Addr, r.MAC); err != nil {
-		return err
-	}
-	if err := n.cable(ctx, r, 2, "eth1", netip.AddrFrom4([4]byte{198, 18, 2, 1}), mac(2, 1)); err != nil {
-		return err
+	for _, seg := range n.segs {
+		addr := netip.AddrFrom4([4]byte{198, 18, byte(seg), 1})
+		if err := n.cable(ctx, r, seg, routerIface(seg), addr, mac(seg, 1)); err != nil {
+			return err
+		}
 	}
 	err := r.Do(func() error {
 		return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0)
@@ -313,6 +358,9 @@ func (n *Net) buildRouter(ctx context.Context) error {
 	return nil
 }
 
+// routerIface is the name of the router's interface on segment seg.
+func routerIface(seg int) string { return "eth" + strconv.Itoa(seg-1) }
+
 // Name returns the prefix of the Net's namespaces, like hv4242-1: every
 // namespace of the Net is named Name()+"-"+something.
 func (n *Net) Name() string { return n.name }
@@ -327,10 +375,11 @@ func (n *Net) Host(name string) *Host {
 	return h
 }
 
-// Hosts returns every host: segment 1, then segment 2, then the router.
+// Hosts returns every host: segment 1, then segment 2, then segment 3, then
+// the router.
 func (n *Net) Hosts() []*Host { return append([]*Host(nil), n.hosts...) }
 
-// Close stops every ARP watch, kills every process started with Host.Start
+// Close stops every ARP watch and the WAN relay, kills every process started with Host.Start
 // (SIGCONT, then SIGKILL to its process group) and waits for it, kills any
 // other process left in the Net's namespaces, and deletes the namespaces,
 // which removes their links. It goes on after a failure and returns every
@@ -342,13 +391,16 @@ func (n *Net) Close() error {
 		return nil
 	}
 	n.closed = true
-	procs, watches, namespaces := n.procs, n.watches, n.namespaces
+	procs, watches, namespaces, wan := n.procs, n.watches, n.namespaces, n.wan
 	n.mu.Unlock()
 
 	for _, stop := range watches {
 		stop()
 	}
 	var errs []error
+	if wan != nil {
+		wan.stop()
+	}
 	for _, p := range procs {
 		if err := p.stop(10 * time.Second); err != nil {
 			errs = append(errs, err)

@@ -713,6 +713,10 @@ func TestNewRejectsBadOptions(t *testing.T) {
 		{netlab.Options{Hosts: []string{"averylonghostname"}}, `"averylonghostname" is not`},
 		{netlab.Options{Hosts: []string{"N1"}}, `"N1" is not`},
 		{netlab.Options{Hosts: []string{"n1"}, MTU: 20}, "mtu 20"},
+		{netlab.Options{Hosts: []string{"n1"}, Segment3: []string{"n1"}}, `"n1" appears twice`},
+		{netlab.Options{Hosts: []string{"n1"}, WANDelay: time.Millisecond}, "needs a second or third segment"},
+		{netlab.Options{Hosts: []string{"n1"}, Segment2: []string{"w1"}, WANDelay: -time.Millisecond}, "is negative"},
+		{netlab.Options{Hosts: []string{"n1"}, Segment2: []string{"w1"}, WANDelay: time.Millisecond, WANJitter: 2 * time.Millisecond}, "wan jitter 2ms is not between 0 and the wan delay 1ms"},
 	} {
 		_, err := netlab.New(context.Background(), tc.opts)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -1,0 +1,4 @@
+package netlab
+
+// KernelDrops is kernelDrops, for the tests.
+var KernelDrops = kernelDrops
