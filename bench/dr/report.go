@@ -146,9 +146,9 @@ func (b *bench) report(cells []cell) string {
 
 func (b *bench) method(cells []cell) string {
 	var sb strings.Builder
-	wan := "no added delay between the regions (this netlab cannot delay the router's traffic)"
+	wan := "no added delay between the regions (-wan-delay 0)"
 	if b.opt.wanDelay > 0 {
-		wan = fmt.Sprintf("the router delays every packet between the regions by %s each way (%s round trip)", b.opt.wanDelay, 2*b.opt.wanDelay)
+		wan = fmt.Sprintf("the router holds every packet from one region to the other for %s (netlab's WAN relay: a round trip between the regions takes %s more than inside one)", b.opt.wanDelay, 2*b.opt.wanDelay)
 	}
 	fmt.Fprintf(&sb, "Set-up: region east (198.18.1.11-13: east1, east2, east3; client east-client 198.18.1.14) and region west "+
 		"(198.18.2.11-13: west1, west2, west3; client west-client 198.18.2.14), each on its own Linux bridge, joined by netlab's router "+

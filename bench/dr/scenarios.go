@@ -28,7 +28,7 @@ var allScenarios = []scenario{
 	{name: "lag", title: "lag under a steady writer",
 		desc: "a writer in east commits a row every interval through east's write endpoint; every sample interval the bench asks east's primary for pg_current_wal_lsn() and then west's standby leader for pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn() and the age of its last replayed commit (clock_timestamp() − pg_last_xact_replay_timestamp()); all runs of a target on one pair of clusters"},
 	{name: "loss", title: "loss of region east",
-		desc: "writers in both regions, each through its own region's write endpoint; at a random moment every link of east is cut (netlab CutLink on its three nodes and its client; their processes keep running). A target that does not promote by itself is watched for -observe, then the bench acts as the operator and runs the target's promotion; the time to a writable west runs from that command (or from the cut, for a target that acts alone) to the first write acknowledged in west. Lost: writes acknowledged in east that are not on west's primary afterwards. A fresh pair of clusters for every run"},
+		desc: "writers in both regions, each through its own region's write endpoint; at a random moment every link of east is cut at once (netlab CutSegment: the switch ports of its three nodes, its client and the router; their processes keep running and reach nothing, not even each other). A target that does not promote by itself is watched for -observe, then the bench acts as the operator and runs the target's promotion; the time to a writable west runs from that command (or from the cut, for a target that acts alone) to the first write acknowledged in west. Lost: writes acknowledged in east that are not on west's primary afterwards. A fresh pair of clusters for every run"},
 	{name: "switchover", title: "planned region switchover",
 		desc: "the target's documented procedure moves the writes from the active region to the other, both regions up; a writer on the active region's client follows the active region (it tries its own region's write endpoint, then the other's, and keeps the first connection that is not in recovery); runs alternate east → west and west → east on one pair of clusters. Pause: the longest time between two acknowledged writes from the procedure's start; lost: acknowledged writes not on the new primary"},
 }
@@ -170,7 +170,7 @@ func (b *bench) startTarget(ctx context.Context, mk func() target, label string)
 	if err := os.Chmod(dir, 0o711); err != nil {
 		return nil, nil, err
 	}
-	n, err := netlab.New(ctx, withWAN(netOptions(), b.opt.wanDelay))
+	n, err := netlab.New(ctx, netOptions(b.opt.wanDelay))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -307,12 +307,10 @@ func (b *bench) lossRun(ctx context.Context, t target, run int) runResult {
 	}
 	cut := time.Now()
 	r.CutAt = ew.Since(cut)
-	for _, h := range regionHosts[east].hosts() {
-		if err := n.CutLink(n.Host(h)); err != nil {
-			r.Err = "cut: " + err.Error()
-			stopWriters()
-			return r
-		}
+	if err := n.CutSegment(regionHosts[east].seg); err != nil {
+		r.Err = "cut: " + err.Error()
+		stopWriters()
+		return r
 	}
 	from := cut
 	if !t.Automatic() {

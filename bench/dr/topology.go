@@ -85,9 +85,10 @@ const (
 )
 
 // netOptions is the network of a cell: east on segment 1, west on
-// segment 2.
-func netOptions() netlab.Options {
-	return netlab.Options{Hosts: regionHosts[east].hosts(), Segment2: regionHosts[west].hosts()}
+// segment 2, and the router between them holding every packet from one
+// region to the other for wanDelay.
+func netOptions(wanDelay time.Duration) netlab.Options {
+	return netlab.Options{Hosts: regionHosts[east].hosts(), Segment2: regionHosts[west].hosts(), WANDelay: wanDelay}
 }
 
 // dial opens a connection as the writer's role to addr (host:port), from
@@ -117,23 +118,19 @@ func regionConnector(n *netlab.Net, t target, from, region string) pgwrite.Conne
 // followConnector is the connector of a writer that follows the active
 // region, as an application that knows both regions' endpoints does: from
 // the client of from, it tries each region's endpoint, its own first, and
-// keeps the first connection whose server is not in recovery. Each try
-// gets an equal share of ctx's time.
+// keeps the first connection whose server is not in recovery. The tries
+// share the connect's timeout (a region that does not take writes refuses
+// at once: its router has no server up).
 func followConnector(n *netlab.Net, t target, from string) pgwrite.Connector {
 	client := regionHosts[from].client
 	order := []string{from, other(from)}
 	return func(ctx context.Context) (*pgx.Conn, error) {
 		var errs []string
-		per := time.Second
-		if dl, ok := ctx.Deadline(); ok {
-			per = time.Until(dl) / time.Duration(len(order))
-		}
 		for _, r := range order {
-			cctx, cancel := context.WithTimeout(ctx, per)
-			conn, err := dial(cctx, n, client, t.WriteEndpoint(r))
+			conn, err := dial(ctx, n, client, t.WriteEndpoint(r))
 			if err == nil {
 				var recovery bool
-				err = conn.QueryRow(cctx, "SELECT pg_is_in_recovery()").Scan(&recovery)
+				err = conn.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&recovery)
 				if err == nil && recovery {
 					err = fmt.Errorf("in recovery")
 				}
@@ -141,7 +138,6 @@ func followConnector(n *netlab.Net, t target, from string) pgwrite.Connector {
 					conn.Close(context.Background())
 				}
 			}
-			cancel()
 			if err == nil {
 				return conn, nil
 			}
