@@ -77,6 +77,9 @@ type bench struct {
 	machine  []string
 	versions []string
 
+	havenBin string // built when a haven target runs
+	havenErr error
+
 	mu  sync.Mutex
 	net *netlab.Net // the network of the cell that runs now
 }

@@ -181,7 +181,7 @@ func (b *bench) startTarget(ctx context.Context, mk func() target, label string)
 		b.closeNet()
 	}
 	start := time.Now()
-	e := &env{Net: n, Dir: dir, RawDir: b.rawDir, Label: label, Root: b.root, Bindir: b.opt.postgresBin, Settle: b.opt.settle, WANDelay: b.opt.wanDelay}
+	e := &env{Net: n, Dir: dir, RawDir: b.rawDir, Label: label, Root: b.root, HavenBin: b.havenBin, HavenErr: b.havenErr, Bindir: b.opt.postgresBin, Settle: b.opt.settle, WANDelay: b.opt.wanDelay}
 	if err := t.Start(ctx, e); err != nil {
 		stop()
 		return nil, nil, err

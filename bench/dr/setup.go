@@ -39,6 +39,12 @@ func (b *bench) setup(ctx context.Context) error {
 			return err
 		}
 	}
+	if slices.ContainsFunc(b.opt.targets, isHaven) {
+		b.havenBin, b.havenErr = harness.BuildHaven(ctx, b.root, b.dir)
+		if b.havenErr != nil {
+			harness.Logf("haven: %v", b.havenErr)
+		}
+	}
 	b.machine = append(harness.Machine(), "load average at start: "+harness.LoadAverage())
 	version := func(pkg string, argv ...string) string {
 		out, _ := harness.Run(ctx, 20*time.Second, nil, argv...)

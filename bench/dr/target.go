@@ -72,8 +72,13 @@ type env struct {
 	// Label names the cell (scenario-target, with the run for the region
 	// loss) in file names.
 	Label string
-	// Root is the repository (to build haven from).
+	// Root is the repository.
 	Root string
+	// HavenBin is haven's binary, built from the working tree once per
+	// run when a target's name starts with "haven"; HavenErr says why
+	// the build failed.
+	HavenBin string
+	HavenErr error
 	// Bindir is PostgreSQL's binary directory.
 	Bindir string
 	// Settle bounds how long a target may take to start and to be ready.
