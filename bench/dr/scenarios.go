@@ -305,13 +305,16 @@ func (b *bench) lossRun(ctx context.Context, t target, run int) runResult {
 		stopWriters()
 		return r
 	}
-	cut := time.Now()
-	r.CutAt = ew.Since(cut)
+	// The cut counts from when CutSegment returned: every port of east
+	// is down by then (setting them down takes a few milliseconds, in
+	// which a write may still pass).
 	if err := n.CutSegment(regionHosts[east].seg); err != nil {
 		r.Err = "cut: " + err.Error()
 		stopWriters()
 		return r
 	}
+	cut := time.Now()
+	r.CutAt = ew.Since(cut)
 	from := cut
 	if !t.Automatic() {
 		// The operator is not there yet: does the target promote by itself?
