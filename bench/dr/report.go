@@ -50,6 +50,7 @@ type summary struct {
 	Lost, RunsLost int
 	NewLost        int
 	AckedAfterCut  int
+	LostDuringCut  int
 	Acked          int
 	Indeterminate  int
 	IndetFound     int
@@ -75,6 +76,7 @@ func summarize(c cell) summary {
 		}
 		s.NewLost += r.NewLost
 		s.AckedAfterCut += r.AckedAfterCut
+		s.LostDuringCut += r.LostDuringCut
 		s.Indeterminate += r.Indeterminate
 		s.IndetFound += r.IndeterminateFound
 		switch c.sc.name {
@@ -217,7 +219,7 @@ func lossTable(sc scenario, cells []cell) string {
 		}
 		lost := strconv.Itoa(s.Lost)
 		if s.Lost > 0 {
-			lost = fmt.Sprintf("**%d** (in %d of %d runs)", s.Lost, s.RunsLost, s.Runs)
+			lost = fmt.Sprintf("**%d** (in %d of %d runs; %d acknowledged while the cut was being made)", s.Lost, s.RunsLost, s.Runs, s.LostDuringCut)
 		}
 		var lags []string
 		for _, l := range s.LagAtLoss {

@@ -62,10 +62,13 @@ type runResult struct {
 	SampleErr int         `json:"sample_errors"`
 	// LagAtLoss is the last sample before the cut.
 	LagAtLoss *lagSample `json:"lag_at_loss,omitempty"`
-	// CutAt is the cut's offset on east's writer's clock; LostBefore is
-	// how long before the cut the earliest lost write was acknowledged.
-	CutAt      time.Duration `json:"cut_at_ns,omitempty"`
-	LostBefore time.Duration `json:"lost_before_cut_ns,omitempty"`
+	// CutStart and CutEnd are the offsets (on east's writer's clock) of
+	// the call that cut east and of its return: netlab sets the ports
+	// down one at a time, the router's last. LostDuringCut counts the
+	// lost writes acknowledged between the two.
+	CutStart      time.Duration `json:"cut_start_ns,omitempty"`
+	CutEnd        time.Duration `json:"cut_end_ns,omitempty"`
+	LostDuringCut int           `json:"lost_during_cut"`
 	// SelfPromoted says that west took a write within -observe of the
 	// cut without any command (loss), after SelfAfter.
 	SelfPromoted bool          `json:"self_promoted"`
@@ -80,7 +83,8 @@ type runResult struct {
 	Command    time.Duration `json:"command_ns,omitempty"`
 	CommandOut string        `json:"command_output,omitempty"`
 	// Acked counts the acknowledged writes of the measured writer (east's
-	// for loss); AckedAfterCut those acknowledged in east after the cut.
+	// for loss); AckedAfterCut those acknowledged in east that started
+	// after the cut was complete.
 	Acked         int `json:"acked"`
 	AckedAfterCut int `json:"acked_after_cut"`
 	Failed        int `json:"failed"`
@@ -306,15 +310,16 @@ func (b *bench) lossRun(ctx context.Context, t target, run int) runResult {
 		return r
 	}
 	// The cut counts from when CutSegment returned: every port of east
-	// is down by then (setting them down takes a few milliseconds, in
-	// which a write may still pass).
+	// is down by then. Setting them down takes a few milliseconds, in
+	// which east's writer may still write.
+	r.CutStart = ew.Since(time.Now())
 	if err := n.CutSegment(regionHosts[east].seg); err != nil {
 		r.Err = "cut: " + err.Error()
 		stopWriters()
 		return r
 	}
 	cut := time.Now()
-	r.CutAt = ew.Since(cut)
+	r.CutEnd = ew.Since(cut)
 	from := cut
 	if !t.Automatic() {
 		// The operator is not there yet: does the target promote by itself?
@@ -373,7 +378,9 @@ func (b *bench) lossRun(ctx context.Context, t target, run int) runResult {
 	r.LossReport = pgwrite.Compare(ewrites, rows)
 	for _, w := range ewrites {
 		if slices.Contains(r.Lost, w.Seq) {
-			r.LostBefore = max(r.LostBefore, r.CutAt-w.End)
+			if w.End >= r.CutStart {
+				r.LostDuringCut++
+			}
 		}
 	}
 	wrows, err := pgwrite.ReadRows(ctx, conn, 2*run+1)
@@ -484,9 +491,10 @@ func (r runResult) line(sc string) string {
 	case "loss":
 		s = fmt.Sprintf("promoted by itself: %v; writable %s after the %s (the command took %s); %d acknowledged in east, %d lost, %d acknowledged in east after the cut",
 			r.SelfPromoted, fmtGap(r.Writable), fromWhat(r), fmtDur(r.Command), r.Acked, len(r.Lost), r.AckedAfterCut)
-		if len(r.Lost) > 0 {
-			s += fmt.Sprintf(" (acknowledged at most %s before the cut)", fmtDur(r.LostBefore))
+		if r.LostDuringCut > 0 {
+			s += fmt.Sprintf(" (%d of them acknowledged while the cut was being made)", r.LostDuringCut)
 		}
+		s += fmt.Sprintf("; the cut took %s", fmtDur(r.CutEnd-r.CutStart))
 		if r.LagAtLoss != nil {
 			s += fmt.Sprintf("; lag at the last sample before the cut %d bytes", r.LagAtLoss.ReplayedBytes)
 		}
