@@ -399,11 +399,20 @@ func (p *patroni) Switchover(ctx context.Context, from string) (string, error) {
 	if err != nil {
 		return strings.Join(log, " / "), err
 	}
-	// The operator's check: from's old primary is a standby now, and
-	// the other region's standby leader has replayed up to where it
-	// stopped.
-	var short int64
-	err = poll(ctx, 30*time.Second, 100*time.Millisecond, func() (string, error) {
+	// The operator's check: from's old primary is a standby now, and the
+	// other region's standby leader has replayed up to where it stopped.
+	// Patroni stops a primary that becomes a standby leader with an
+	// immediate shutdown, so the WAL of a commit in flight may never have
+	// left it: once the standby has replayed all it received and nothing
+	// more came for quietFor, it has everything it will get, and the
+	// operator promotes it (the old primary's extra WAL is an
+	// unacknowledged commit, or a lost one, which the writer counts;
+	// Patroni rewinds it away when the old primary follows).
+	const quietFor = 2 * time.Second
+	var short, lastRecv int64
+	var quietSince time.Time
+	caught := false
+	err = poll(ctx, 30*time.Second, 200*time.Millisecond, func() (string, error) {
 		end, recovery, err := lsnOf(ctx, p.env.Net, oldPrimary, "pg_last_wal_replay_lsn()")
 		if err != nil {
 			return err.Error(), nil
@@ -411,20 +420,34 @@ func (p *patroni) Switchover(ctx context.Context, from string) (string, error) {
 		if !recovery {
 			return oldPrimary + " still primary", nil
 		}
+		recv, _, err := lsnOf(ctx, p.env.Net, standby, "pg_last_wal_receive_lsn()")
+		if err != nil {
+			return err.Error(), nil
+		}
 		replayed, _, err := lsnOf(ctx, p.env.Net, standby, "pg_last_wal_replay_lsn()")
 		if err != nil {
 			return err.Error(), nil
 		}
 		short = end - replayed
-		if short > 0 {
-			return fmt.Sprintf("%s replayed %d bytes less than %s's end", standby, short, oldPrimary), nil
+		if short <= 0 {
+			caught = true
+			return "", nil
 		}
-		return "", nil
+		if recv != lastRecv || replayed < recv {
+			lastRecv, quietSince = recv, time.Now()
+		}
+		if time.Since(quietSince) >= quietFor {
+			return "", nil
+		}
+		return fmt.Sprintf("%s replayed %d bytes less than %s's end", standby, short, oldPrimary), nil
 	})
-	if err != nil {
+	switch {
+	case err != nil:
 		log = append(log, "not caught up: "+err.Error()+"; promoting anyway")
-	} else {
+	case caught:
 		log = append(log, fmt.Sprintf("%s caught up with %s", standby, oldPrimary))
+	default:
+		log = append(log, fmt.Sprintf("%s replayed all it received, %d bytes short of %s's end, and nothing more came for %s", standby, short, oldPrimary, quietFor))
 	}
 	out, err = p.patronictl(ctx, regionHosts[to].nodes[0], "edit-config", "--force", "-s", "standby_cluster=null")
 	log = append(log, harness.LastLines(out, 1))
