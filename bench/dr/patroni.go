@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -52,6 +53,7 @@ type patroni struct {
 	// primary and standbyLeader are what Ready last saw.
 	primary, standbyLeader string
 	lag                    *lagProbe
+	notes                  []string // what the operator had to do, for the run's notes
 }
 
 func newPatroni(name string, ttl, loopWait, retryTimeout int) *patroni {
@@ -262,11 +264,13 @@ func (p *patroni) leaderOf(region, path string) (string, status, string) {
 
 // health says whether active has one primary streaming to its two other
 // nodes (one synchronous) and to the other region's standby leader, which
-// streams to its own two other nodes. It returns both leaders, or why not.
-func (p *patroni) health(active string) (primary, standby, why string) {
+// streams to its own two other nodes. It returns both leaders, or why not;
+// when only some of the standby leader's replicas are missing, it names
+// them.
+func (p *patroni) health(active string) (primary, standby, why string, missing []string) {
 	primary, st, why := p.leaderOf(active, "/primary")
 	if why != "" {
-		return "", "", why
+		return "", "", why, nil
 	}
 	names, sync := st.streaming()
 	var local, remote []string
@@ -280,31 +284,70 @@ func (p *patroni) health(active string) (primary, standby, why string) {
 	}
 	switch {
 	case len(local) != 2:
-		return "", "", fmt.Sprintf("primary %s streams to %v in %s", primary, local, active)
+		return "", "", fmt.Sprintf("primary %s streams to %v in %s", primary, local, active), nil
 	case !sync:
-		return "", "", fmt.Sprintf("primary %s has no synchronous standby", primary)
+		return "", "", fmt.Sprintf("primary %s has no synchronous standby", primary), nil
 	case len(remote) != 1:
-		return "", "", fmt.Sprintf("primary %s streams to %v in %s, want its standby leader", primary, remote, other(active))
+		return "", "", fmt.Sprintf("primary %s streams to %v in %s, want its standby leader", primary, remote, other(active)), nil
 	}
 	standby, sst, why := p.leaderOf(other(active), "/standby-leader")
 	if why != "" {
-		return "", "", why
+		return "", "", why, nil
 	}
 	if standby != remote[0] {
-		return "", "", fmt.Sprintf("%s's standby leader is %s, but %s streams from %s", other(active), standby, remote[0], primary)
+		return "", "", fmt.Sprintf("%s's standby leader is %s, but %s streams from %s", other(active), standby, remote[0], primary), nil
 	}
-	if cascade, _ := sst.streaming(); len(cascade) != 2 {
-		return "", "", fmt.Sprintf("standby leader %s streams to %v, want its two replicas", standby, cascade)
+	cascade, _ := sst.streaming()
+	for _, n := range regionHosts[other(active)].nodes {
+		if n != standby && !slices.Contains(cascade, n) {
+			missing = append(missing, n)
+		}
 	}
-	return primary, standby, ""
+	if len(missing) > 0 {
+		return "", "", fmt.Sprintf("standby leader %s streams to %v, not to %v", standby, cascade, missing), missing
+	}
+	return primary, standby, "", nil
 }
 
+// stuckAfter is how long Ready lets a replica of the standby region not
+// stream before it acts as the operator and reinitialises it.
+const stuckAfter = 20 * time.Second
+
+// Ready waits for the healthy state. A replica of the standby cluster that
+// does not stream from its standby leader for stuckAfter is reinitialised
+// with `patronictl reinit`, as an operator would: after a region
+// switchover the old primary's synchronous replica can hold WAL of the
+// old timeline beyond the fork (the commit in flight when Patroni stopped
+// the old primary), and Patroni 3.0.2 does not pg_rewind a replica from a
+// standby leader ("Leader is still in_recovery and therefore can't be used
+// for rewind"), so that replica never follows by itself.
 func (p *patroni) Ready(ctx context.Context, active string) error {
+	var stuckSince time.Time
+	done := map[string]bool{}
 	return poll(ctx, p.env.Settle, 250*time.Millisecond, func() (string, error) {
 		if err := p.alive(); err != nil {
 			return "", err
 		}
-		primary, standby, why := p.health(active)
+		primary, standby, why, missing := p.health(active)
+		if len(missing) == 0 {
+			stuckSince = time.Time{}
+		} else if stuckSince.IsZero() {
+			stuckSince = time.Now()
+		} else if time.Since(stuckSince) >= stuckAfter {
+			for _, n := range missing {
+				if done[n] {
+					continue
+				}
+				done[n] = true
+				out, err := p.patronictl(ctx, n, "reinit", "--force", "benchdr-"+regionOf(n), n)
+				note := fmt.Sprintf("%s did not stream from its standby leader for %s: patronictl reinit %s: %s", n, stuckAfter, n, harness.LastLines(out, 1))
+				if err != nil {
+					note += " (" + err.Error() + ")"
+				}
+				harness.Logf("%s: %s", p.name, note)
+				p.notes = append(p.notes, note)
+			}
+		}
 		if why != "" {
 			return why, nil
 		}
@@ -452,6 +495,13 @@ func (p *patroni) Switchover(ctx context.Context, from string) (string, error) {
 	out, err = p.patronictl(ctx, regionHosts[to].nodes[0], "edit-config", "--force", "-s", "standby_cluster=null")
 	log = append(log, harness.LastLines(out, 1))
 	return strings.Join(log, " / "), err
+}
+
+// Notes returns what Ready had to do as the operator since the last call.
+func (p *patroni) Notes() []string {
+	n := p.notes
+	p.notes = nil
+	return n
 }
 
 func (p *patroni) Close() {

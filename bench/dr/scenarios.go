@@ -151,6 +151,9 @@ func (b *bench) runCell(ctx context.Context, name string, sc scenario) cell {
 		if ctx.Err() != nil {
 			break
 		}
+		if nt, ok := t.(noter); ok {
+			r.Notes = append(r.Notes, nt.Notes()...)
+		}
 		out.runs = append(out.runs, r)
 		b.saveRaw(label+fmt.Sprintf("-r%d", i), r)
 		harness.Logf("%s · %s · run %d/%d: %s", sc.name, name, i, b.opt.runs, r.line(sc.name))

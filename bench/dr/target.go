@@ -60,6 +60,12 @@ type target interface {
 	Close()
 }
 
+// noter is a target that reports what it had to do besides the scenario's
+// steps (an operator's repair): the bench adds it to the run's notes.
+type noter interface {
+	Notes() []string
+}
+
 // env is what the bench gives a target: the network and the directories.
 type env struct {
 	Net *netlab.Net
