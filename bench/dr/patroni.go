@@ -433,12 +433,16 @@ func (p *patroni) Switchover(ctx context.Context, from string) (string, error) {
 		return "", fmt.Errorf("the primary is not in %s (Ready first)", from)
 	}
 	var log []string
+	start := time.Now()
+	step := func(what string) {
+		log = append(log, fmt.Sprintf("%s at %s", what, fmtDur(time.Since(start))))
+	}
 	out, err := p.patronictl(ctx, regionHosts[from].nodes[0], "edit-config", "--force",
 		"-s", "standby_cluster.host="+strings.Join(nodeAddrs(to), ","),
 		"-s", "standby_cluster.port="+strconv.Itoa(pgPort),
 		"-s", "standby_cluster.primary_slot_name="+slotFor(from),
 		"-s", "standby_cluster.create_replica_methods=[basebackup]")
-	log = append(log, harness.LastLines(out, 1))
+	step("standby_cluster added to " + from + ": " + harness.LastLines(out, 1))
 	if err != nil {
 		return strings.Join(log, " / "), err
 	}
@@ -453,7 +457,7 @@ func (p *patroni) Switchover(ctx context.Context, from string) (string, error) {
 	// Patroni rewinds it away when the old primary follows).
 	const quietFor = 2 * time.Second
 	var short, lastRecv int64
-	var quietSince time.Time
+	var quietSince, demoted time.Time
 	caught := false
 	err = poll(ctx, 30*time.Second, 200*time.Millisecond, func() (string, error) {
 		end, recovery, err := lsnOf(ctx, p.env.Net, oldPrimary, "pg_last_wal_replay_lsn()")
@@ -462,6 +466,10 @@ func (p *patroni) Switchover(ctx context.Context, from string) (string, error) {
 		}
 		if !recovery {
 			return oldPrimary + " still primary", nil
+		}
+		if demoted.IsZero() {
+			demoted = time.Now()
+			step(oldPrimary + " in recovery")
 		}
 		recv, _, err := lsnOf(ctx, p.env.Net, standby, "pg_last_wal_receive_lsn()")
 		if err != nil {
@@ -492,8 +500,9 @@ func (p *patroni) Switchover(ctx context.Context, from string) (string, error) {
 	default:
 		log = append(log, fmt.Sprintf("%s replayed all it received, %d bytes short of %s's end, and nothing more came for %s", standby, short, oldPrimary, quietFor))
 	}
+	step("checked")
 	out, err = p.patronictl(ctx, regionHosts[to].nodes[0], "edit-config", "--force", "-s", "standby_cluster=null")
-	log = append(log, harness.LastLines(out, 1))
+	step("standby_cluster removed from " + to + ": " + harness.LastLines(out, 1))
 	return strings.Join(log, " / "), err
 }
 
