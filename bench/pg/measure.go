@@ -9,7 +9,6 @@ import (
 type (
 	outcome    = pgwrite.Outcome
 	write      = pgwrite.Write
-	connector  = pgwrite.Connector
 	lossReport = pgwrite.LossReport
 )
 
