@@ -7,7 +7,6 @@ import (
 // The writer and its bookkeeping live in bench/internal/pgwrite, shared
 // with bench/dr; these are the names this harness knows them by.
 type (
-	outcome    = pgwrite.Outcome
 	write      = pgwrite.Write
 	lossReport = pgwrite.LossReport
 )
@@ -21,7 +20,6 @@ const (
 
 var (
 	runWriter  = pgwrite.Run
-	classify   = pgwrite.Classify
 	gapAround  = pgwrite.GapAround
 	longestGap = pgwrite.LongestGap
 	tally      = pgwrite.Tally
