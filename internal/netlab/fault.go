@@ -20,7 +20,7 @@ func (n *Net) CutLink(h *Host) error {
 }
 
 // RestoreLink sets the switch end of h's cable up again, except on a
-// segment that CutSegment cut.
+// segment that CutSegment cut (or, for the router, whose WAN CutWAN cut).
 func (n *Net) RestoreLink(h *Host) error {
 	if err := n.setLink(h, false); err != nil {
 		return fmt.Errorf("netlab: restore link of %s: %w", h, err)
@@ -34,11 +34,7 @@ func (n *Net) setLink(h *Host, cut bool) error {
 	if err := n.usable(h); err != nil {
 		return err
 	}
-	if cut {
-		n.cut[h] = true
-	} else {
-		delete(n.cut, h)
-	}
+	setFlag(n.cut, h, cut)
 	return n.applyPorts(func(p port) bool { return true }, h)
 }
 
@@ -63,25 +59,71 @@ func (n *Net) RestoreSegment(seg int) error {
 	return nil
 }
 
+// CutWAN sets down the router's switch port on segment seg alone: the
+// segment's hosts still reach each other, and nothing beyond it, until
+// RestoreWAN; the other segments still reach each other. It is a region
+// cut off from the others and from a witness, whose own network works.
+func (n *Net) CutWAN(seg int) error {
+	if err := n.setWAN(seg, true); err != nil {
+		return fmt.Errorf("netlab: cut wan of segment %d: %w", seg, err)
+	}
+	return nil
+}
+
+// RestoreWAN sets the router's port on segment seg up again, unless the
+// router or the segment is cut otherwise.
+func (n *Net) RestoreWAN(seg int) error {
+	if err := n.setWAN(seg, false); err != nil {
+		return fmt.Errorf("netlab: restore wan of segment %d: %w", seg, err)
+	}
+	return nil
+}
+
 func (n *Net) setSegment(seg int, cut bool) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if err := n.segment(seg); err != nil {
+		return err
+	}
+	setFlag(n.cutSeg, seg, cut)
+	return n.applyPorts(func(p port) bool { return p.segment == seg }, n.hosts...)
+}
+
+func (n *Net) setWAN(seg int, cut bool) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if err := n.segment(seg); err != nil {
+		return err
+	}
+	if n.router == nil {
+		return errors.New("the net has one segment: there is no router")
+	}
+	setFlag(n.cutWAN, seg, cut)
+	return n.applyPorts(func(p port) bool { return p.segment == seg }, n.router)
+}
+
+// segment says why the Net cannot take a fault on segment seg now.
+func (n *Net) segment(seg int) error {
 	if err := n.usable(); err != nil {
 		return err
 	}
 	if !slices.Contains(n.segs, seg) {
 		return fmt.Errorf("the net has segments %v", n.segs)
 	}
-	if cut {
-		n.cutSeg[seg] = true
+	return nil
+}
+
+func setFlag[K comparable](m map[K]bool, k K, on bool) {
+	if on {
+		m[k] = true
 	} else {
-		delete(n.cutSeg, seg)
+		delete(m, k)
 	}
-	return n.applyPorts(func(p port) bool { return p.segment == seg }, n.hosts...)
 }
 
 // applyPorts sets each port of hosts that sel selects down if its host or
-// its segment is cut, else up. It stops at the first failure.
+// its segment is cut, or it is the router's on a segment whose WAN is cut,
+// else up. It stops at the first failure.
 func (n *Net) applyPorts(sel func(port) bool, hosts ...*Host) error {
 	for _, h := range hosts {
 		for _, p := range h.ports {
@@ -89,7 +131,7 @@ func (n *Net) applyPorts(sel func(port) bool, hosts ...*Host) error {
 				continue
 			}
 			state := "up"
-			if n.cut[h] || n.cutSeg[p.segment] {
+			if n.cut[h] || n.cutSeg[p.segment] || h == n.router && n.cutWAN[p.segment] {
 				state = "down"
 			}
 			if err := ip(context.Background(), "-n", n.sw, "link", "set", p.name, state); err != nil {
@@ -133,8 +175,8 @@ func (n *Net) Loss(a, b *Host, percent int) error {
 	return nil
 }
 
-// HealAll ends every Partition and Loss and restores every cut link and
-// segment.
+// HealAll ends every Partition and Loss and restores every cut link,
+// segment and WAN.
 func (n *Net) HealAll() error {
 	n.mu.Lock()
 	if err := n.usable(); err != nil {
@@ -149,12 +191,13 @@ func (n *Net) HealAll() error {
 	}
 	var cut []*Host // the hosts with a port down
 	for _, h := range n.hosts {
-		if n.cut[h] || slices.ContainsFunc(h.ports, func(p port) bool { return n.cutSeg[p.segment] }) {
+		if n.cut[h] || h == n.router && len(n.cutWAN) > 0 || slices.ContainsFunc(h.ports, func(p port) bool { return n.cutSeg[p.segment] }) {
 			cut = append(cut, h)
 		}
 	}
 	clear(n.cut)
 	clear(n.cutSeg)
+	clear(n.cutWAN)
 	if err := n.applyPorts(func(port) bool { return true }, cut...); err != nil {
 		errs = append(errs, fmt.Errorf("restore links: %w", err))
 	}

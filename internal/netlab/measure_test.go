@@ -2,14 +2,15 @@ package netlab_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
 	"os"
-	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -94,62 +95,108 @@ func TestWANMeasure(t *testing.T) {
 	if os.Getenv("NETLAB_MEASURE") != "1" {
 		t.Skip("a measurement: set NETLAB_MEASURE=1 to run it")
 	}
-	ping := testenv.NeedCommand(t, "ping", "iputils-ping")
-	n := testnet.Start(t, netlab.Options{Hosts: []string{"n1"}, Segment2: []string{"w1"}})
-	n1, w1 := n.Host("n1"), n.Host("w1")
-	reach(t, n1, w1.Addr)
 	const seconds = 5
 
 	var rows []string
 	var kernelRTT time.Duration
-	for _, d := range []time.Duration{0, time.Microsecond, 20 * time.Millisecond, 50 * time.Millisecond} {
-		if err := n.SetWANDelay(d); err != nil {
-			t.Fatal(err)
+	for _, c := range []struct {
+		d   time.Duration
+		big bool // the sender's TCP buffers may grow to 32 MiB, not 4
+	}{{0, false}, {time.Microsecond, false}, {20 * time.Millisecond, false}, {50 * time.Millisecond, false}, {50 * time.Millisecond, true}} {
+		// A Net of its own for each, so that the relay's counters start
+		// from zero.
+		n := testnet.Start(t, netlab.Options{Hosts: []string{"n1"}, Segment2: []string{"w1"}, WANDelay: c.d})
+		n1, w1 := n.Host("n1"), n.Host("w1")
+		reach(t, n1, w1.Addr)
+		if c.big {
+			err := n1.Do(func() error {
+				return os.WriteFile("/proc/sys/net/ipv4/tcp_wmem", []byte("4096 16384 33554432"), 0)
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
 		}
-		before := n.WANStats()
-		avg, mdev := pingRTT(t, n1, ping, w1.Addr, d)
-		if d == 0 {
-			kernelRTT = avg
+		median, p99, busyPing := pingRTT(t, n1, w1.Addr, c.d)
+		if c.d == 0 {
+			kernelRTT = median
 		}
 		mbps, relayCPU, busy := throughput(t, n1, w1, seconds)
-		after := n.WANStats()
+		st := n.WANStats()
 		path := "kernel forwarding"
-		if d > 0 {
-			path = fmt.Sprintf("relay, delay %v", d)
+		if c.d > 0 {
+			path = fmt.Sprintf("relay, delay %v", c.d)
 		}
-		rows = append(rows, fmt.Sprintf("| %s | %.3f ms ± %.3f | %+.3f ms | %.0f MB/s | %.2f cores (%.2f s/GB) | %.2f of %d | %d + %d |",
-			path, ms(avg), ms(mdev), ms(avg-kernelRTT-2*d), mbps, relayCPU, relayCPU/mbps*1000, busy, runtime.NumCPU(),
-			after.Dropped-before.Dropped, after.KernelDropped-before.KernelDropped))
+		if c.big {
+			path += ", sender's tcp_wmem up to 32 MiB"
+		}
+		rows = append(rows, fmt.Sprintf("| %s | %.3f / %.3f ms | %+.3f ms | %.2f | %.0f MB/s | %.2f cores (%.2f s/GB) | %.2f | %d + %d | %.1f MiB |",
+			path, ms(median), ms(p99), ms(median-kernelRTT-2*c.d), busyPing, mbps, relayCPU, relayCPU/mbps*1000, busy,
+			st.Dropped, st.KernelDropped, float64(st.MaxQueuedBytes)/(1<<20)))
+		if err := n.Close(); err != nil {
+			t.Fatal(err)
+		}
 	}
-	t.Logf("one TCP stream for %ds, n1 -> w1; RTT of 100 pings, 10 ms apart\n"+
-		"| path | RTT | added beyond 2×delay | TCP | relay CPU | machine busy | drops (relay + kernel) |\n"+
-		"|---|---|---|---|---|---|---|\n%s", seconds, strings.Join(rows, "\n"))
+	t.Logf("n1 (198.18.1.11) -> w1 (198.18.2.11) on a %d-core machine; 100 ICMP echoes 10 ms apart, then one TCP stream for %ds\n"+
+		"| path | RTT median / p99 | added to the median beyond 2×delay | cores busy (echoes) | TCP | relay CPU | cores busy (TCP) | drops (relay + kernel) | most held |\n"+
+		"|---|---|---|---|---|---|---|---|---|\n%s", runtime.NumCPU(), seconds, strings.Join(rows, "\n"))
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-var pingSummary = regexp.MustCompile(`= ([0-9.]+)/([0-9.]+)/([0-9.]+)/([0-9.]+) ms`)
-
-// pingRTT runs 100 pings from h to dst, 10ms apart, and returns their
-// average round trip and its deviation; each must take at least 2d.
-func pingRTT(t *testing.T, h *netlab.Host, ping string, dst netip.Addr, d time.Duration) (avg, mdev time.Duration) {
+// pingRTT sends 100 ICMP echo requests from h to dst, one at a time and
+// 10ms apart, and returns the median and 99th percentile of their round
+// trips, and how many cores the machine kept busy meanwhile; each must
+// take at least 2d.
+func pingRTT(t *testing.T, h *netlab.Host, dst netip.Addr, d time.Duration) (median, p99 time.Duration, busy float64) {
 	t.Helper()
-	out, err := h.Command(testContext(t), ping, "-n", "-q", "-c", "100", "-i", "0.01", "-W", "5", dst.String()).CombinedOutput()
+	c, err := h.ListenPacket("ip4:icmp", "0.0.0.0")
 	if err != nil {
-		t.Fatalf("ping: %v: %s", err, out)
+		t.Fatal(err)
 	}
-	m := pingSummary.FindStringSubmatch(string(out))
-	if m == nil || !strings.Contains(string(out), " 0% packet loss") {
-		t.Fatalf("ping: lost replies or no summary:\n%s", out)
+	defer c.Close()
+	idle0, total0 := machineCPU(t)
+	var rtts []time.Duration
+	buf := make([]byte, 1500)
+	for seq := range 100 {
+		// Echo request: type 8, code 0, checksum, identifier, sequence.
+		req := []byte{8, 0, 0, 0, 0x68, 0x76, 0, byte(seq), 'n', 'e', 't', 'l', 'a', 'b', 0, 0}
+		sum := icmpChecksum(req)
+		req[2], req[3] = byte(sum>>8), byte(sum)
+		start := time.Now()
+		if _, err := c.WriteTo(req, &net.IPAddr{IP: dst.AsSlice()}); err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadDeadline(start.Add(5 * time.Second))
+		for {
+			size, _, err := c.ReadFrom(buf)
+			if err != nil {
+				t.Fatalf("echo %d: %v", seq, err)
+			}
+			if size == len(req) && buf[0] == 0 && bytes.Equal(buf[4:size], req[4:]) {
+				break
+			}
+		}
+		rtts = append(rtts, time.Since(start))
+		time.Sleep(10 * time.Millisecond)
 	}
-	dur := func(s string) time.Duration {
-		f, _ := strconv.ParseFloat(s, 64)
-		return time.Duration(f * float64(time.Millisecond))
+	idle1, total1 := machineCPU(t)
+	slices.Sort(rtts)
+	if rtts[0] < 2*d {
+		t.Fatalf("the fastest echo took %v, less than twice the delay %v", rtts[0], d)
 	}
-	if least := dur(m[1]); least < 2*d {
-		t.Fatalf("the fastest ping took %v, less than twice the delay %v", least, d)
+	return rtts[50], rtts[98], busyCores(idle0, total0, idle1, total1)
+}
+
+// icmpChecksum is the Internet checksum of b (RFC 1071).
+func icmpChecksum(b []byte) uint16 {
+	var s uint32
+	for i := 0; i+1 < len(b); i += 2 {
+		s += uint32(b[i])<<8 | uint32(b[i+1])
 	}
-	return dur(m[2]), dur(m[4])
+	for s > 0xffff {
+		s = s>>16 + s&0xffff
+	}
+	return ^uint16(s)
 }
 
 // throughput sends one TCP stream from from to to for seconds, between
@@ -190,13 +237,19 @@ func throughput(t *testing.T, from, to *netlab.Host, seconds int) (mbps, relayCP
 	wall := time.Since(wall0).Seconds()
 	idle1, total1 := machineCPU(t)
 	relayCPU = (selfCPU(t) - cpu0) / wall
-	busy = ((total1 - total0) - (idle1 - idle0)) / (total1 - total0) * float64(runtime.NumCPU())
+	busy = busyCores(idle0, total0, idle1, total1)
 	var size, secs float64
 	lines := strings.Split(strings.TrimSpace(sinkOut.String()), "\n")
 	if _, err := fmt.Sscan(lines[len(lines)-1], &size, &secs); err != nil || secs == 0 {
 		t.Fatalf("sink said %q", sinkOut.String())
 	}
 	return size / secs / 1e6, relayCPU, busy
+}
+
+// busyCores returns how many cores were busy between two readings of
+// machineCPU.
+func busyCores(idle0, total0, idle1, total1 float64) float64 {
+	return ((total1 - total0) - (idle1 - idle0)) / (total1 - total0) * float64(runtime.NumCPU())
 }
 
 // selfCPU returns the CPU seconds the test process has used.

@@ -21,7 +21,9 @@
 // only 198.18.0.0/15 is used, so no traffic leaves the Net.
 //
 // Faults are made in the switch: CutLink sets a host's switch port down, like
-// pulling its cable, CutSegment sets down every port of a segment, and Partition and Loss are nftables rules in the switch
+// pulling its cable; CutSegment sets down every port of a segment (a region
+// lost) and CutWAN the router's port on a segment (a region cut off, its
+// own network working); Partition and Loss are nftables rules in the switch
 // namespace (table bridge netlab). The hosts' namespaces hold no testnet
 // rules, so the code under test may install its own.
 //
@@ -150,6 +152,7 @@ type Net struct {
 	faults     map[[2]*Host]int // loss percent between two hosts; 100 is a partition
 	cut        map[*Host]bool   // by CutLink
 	cutSeg     map[int]bool     // by CutSegment
+	cutWAN     map[int]bool     // by CutWAN
 	wan        *relay           // made by the first SetWANDelay above 0
 	closed     bool
 }
@@ -172,6 +175,7 @@ func New(ctx context.Context, opts Options) (_ *Net, err error) {
 		faults: map[[2]*Host]int{},
 		cut:    map[*Host]bool{},
 		cutSeg: map[int]bool{},
+		cutWAN: map[int]bool{},
 	}
 	if n.mtu == 0 {
 		n.mtu = 1500

@@ -29,11 +29,13 @@ package netlab
 // unchanged, so the kernel splits them only where it would without the
 // relay. This keeps the relay's cost per byte small.
 //
-// The queue holds at most wanQueueBytes of packets; a packet that does not
-// fit is dropped and counted, as a router's full buffer would drop it. The
-// writer waits with a Go timer, so a packet is held for its delay plus up
-// to the kernel's timer slack (50µs) more, never less, when the machine has
-// a core free to run it.
+// The queue holds at most wanQueueBytes of buffers (2 KiB for a packet of
+// up to 2 KiB, 64 KiB for a larger one); a packet that does not fit is
+// dropped and counted, as a router's full buffer would drop it. The writer
+// sleeps with nanosleep, so a packet is held for its delay plus up to the
+// kernel's timer slack (50µs) more, never less, when the machine has a core
+// free to run it. Packets leave in the order they came, whatever their
+// jitter.
 
 import (
 	"context"
@@ -83,21 +85,23 @@ type WANStats struct {
 	Dropped uint64
 	// KernelDropped counts the packets the kernel dropped because the
 	// relay did not read them fast enough: wan0's queue of wanTxQueue
-	// packets was full.
+	// packets, or its queueing discipline's as long, was full.
 	KernelDropped uint64
 	// Queued is the number of packets held now, and MaxQueuedBytes the
-	// most bytes held at once.
+	// most bytes of buffers held at once (2 KiB for each packet of up to
+	// 2 KiB, 64 KiB for each larger one), at most 32 MiB.
 	Queued         int
 	MaxQueuedBytes int
 }
 
 // SetWANDelay sets the one-way delay of every packet the router forwards
 // from one segment to another, as Options.WANDelay does, and keeps the
-// jitter of Options.WANJitter (no more than d). Packets already held keep
-// their due time and order; packets that follow are held for the new
-// delay, but never leave before those. 0 takes the relay out of the path:
-// packets go through plain kernel forwarding again, and those still held
-// are forwarded when due. It fails when the Net has only one segment.
+// jitter of Options.WANJitter, or d when that is smaller, as the spread.
+// Packets already held keep their due time and order; packets that follow
+// are held for the new delay, but never leave before those. 0 takes the
+// relay out of the path: packets go through plain kernel forwarding again,
+// and those still held are forwarded when due. It fails when the Net has
+// only one segment.
 func (n *Net) SetWANDelay(d time.Duration) error {
 	if err := n.setWANDelay(d); err != nil {
 		return fmt.Errorf("netlab: set wan delay to %v: %w", d, err)
@@ -162,7 +166,8 @@ func (n *Net) WANStats() WANStats {
 	return st
 }
 
-// kernelDrops reads the transmit drops of wan0 in namespace ns.
+// kernelDrops reads the transmit drops of wan0 in namespace ns: its own
+// and its queueing discipline's.
 func kernelDrops(ns string) (uint64, error) {
 	h, err := netns.GetFromName(ns)
 	if err != nil {
@@ -178,10 +183,21 @@ func kernelDrops(ns string) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	if st := link.Attrs().Statistics; st != nil {
-		return st.TxDropped, nil
+	st := link.Attrs().Statistics
+	if st == nil {
+		return 0, errors.New("no statistics")
 	}
-	return 0, errors.New("no statistics")
+	drops := st.TxDropped
+	qdiscs, err := nl.QdiscList(link)
+	if err != nil {
+		return 0, err
+	}
+	for _, q := range qdiscs {
+		if qs := q.Attrs().Statistics; qs != nil && qs.Queue != nil {
+			drops += uint64(qs.Queue.Drops)
+		}
+	}
+	return drops, nil
 }
 
 // newRelay opens wan0 in the router, routes wanTable into it and starts the
@@ -358,13 +374,13 @@ func (r *relay) read() {
 }
 
 // hold returns how long to hold the next packet: the delay, spread by the
-// jitter.
+// jitter, or by the delay if that is smaller.
 func (r *relay) hold() time.Duration {
 	d := time.Duration(r.delay.Load())
-	if r.jitter > 0 && d > 0 {
-		d += time.Duration(rand.Int64N(2*int64(r.jitter)+1)) - r.jitter
+	if j := min(r.jitter, d); j > 0 {
+		d += time.Duration(rand.Int64N(2*int64(j)+1)) - j
 	}
-	return max(d, 0)
+	return d
 }
 
 // write writes each queued packet back to the device at its due time, until

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/netlab"
+	"github.com/haven-ha/haven/internal/testenv"
 	"github.com/haven-ha/haven/internal/testnet"
 )
 
@@ -120,6 +122,7 @@ func TestWANDelay(t *testing.T) {
 func TestWANDelaySetLater(t *testing.T) {
 	t.Parallel()
 	const d = 30 * time.Millisecond
+	testnet.RequireTUN(t)
 	n := testnet.Start(t, netlab.Options{Hosts: []string{"n1"}, Segment2: []string{"w1"}})
 	n1, w1 := n.Host("n1"), n.Host("w1")
 	reach(t, n1, w1.Addr)
@@ -150,12 +153,27 @@ func TestWANJitterKeepsOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sink.Close()
+	sink.(*net.UDPConn).SetReadBuffer(4 << 20)
 	conn, err := n1.DialContext(testContext(t), "udp4", sink.LocalAddr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
 	const count = 500
+	got := make(chan []int, 1)
+	go func() {
+		var seqs []int
+		buf := make([]byte, 200)
+		for len(seqs) == 0 || seqs[len(seqs)-1] != count-1 {
+			sink.SetReadDeadline(time.Now().Add(5 * time.Second))
+			size, _, err := sink.ReadFrom(buf)
+			if err != nil {
+				break
+			}
+			seqs = append(seqs, int(binary.BigEndian.Uint32(buf[:size])))
+		}
+		got <- seqs
+	}()
 	for i := range count {
 		msg := binary.BigEndian.AppendUint32(make([]byte, 0, 100), uint32(i))
 		if _, err := conn.Write(msg[:100]); err != nil {
@@ -165,19 +183,18 @@ func TestWANJitterKeepsOrder(t *testing.T) {
 			time.Sleep(time.Millisecond) // spread them over the jitter
 		}
 	}
-	buf := make([]byte, 200)
-	next := 0
-	sink.SetReadDeadline(time.Now().Add(10 * time.Second))
-	for next < count {
-		size, _, err := sink.ReadFrom(buf)
-		if err != nil {
-			t.Fatalf("after datagram %d of %d: %v (relay %+v)", next, count, err, n.WANStats())
+	seqs := <-got
+	// A busy machine may drop some in the sockets' buffers; none may pass
+	// another.
+	for i := 1; i < len(seqs); i++ {
+		if seqs[i] <= seqs[i-1] {
+			t.Fatalf("datagram %d arrived after %d", seqs[i], seqs[i-1])
 		}
-		if got := int(binary.BigEndian.Uint32(buf[:size])); got != next {
-			t.Fatalf("datagram %d arrived when %d was expected", got, next)
-		}
-		next++
 	}
+	if len(seqs) < count/2 {
+		t.Fatalf("%d of %d datagrams arrived (relay %+v)", len(seqs), count, n.WANStats())
+	}
+	t.Logf("%d of %d datagrams arrived, in order", len(seqs), count)
 }
 
 // udpEcho sends count datagrams of size bytes from from to an echo server
@@ -355,6 +372,7 @@ func tunFiles(t *testing.T) int {
 // devices that the whole test process holds.
 func TestCloseRemovesTheRelay(t *testing.T) {
 	testnet.Require(t)
+	testnet.RequireTUN(t)
 	ctx := testContext(t)
 	before := tunFiles(t)
 	n, err := netlab.New(ctx, netlab.Options{Hosts: []string{"n1"}, Segment2: []string{"w1"}, Segment3: []string{"x1"}, WANDelay: 10 * time.Millisecond})
@@ -397,5 +415,112 @@ func TestSetWANDelayNeedsARouter(t *testing.T) {
 	n2 := testnet.Start(t, netlab.Options{Hosts: []string{"n1"}, Segment2: []string{"w1"}})
 	if err := n2.SetWANDelay(-time.Millisecond); err == nil {
 		t.Fatal("SetWANDelay(-1ms) succeeded")
+	}
+}
+
+// TestWANQueueIsBounded floods the relay with more datagrams than its
+// queue holds for the delay: the excess is dropped and counted, the queue
+// stays within its bound, and what it holds is delivered.
+func TestWANQueueIsBounded(t *testing.T) {
+	t.Parallel()
+	const d = 5 * time.Second
+	testnet.RequireTUN(t)
+	n := testnet.Start(t, netlab.Options{Hosts: []string{"n1"}, Segment2: []string{"w1"}})
+	n1, w1 := n.Host("n1"), n.Host("w1")
+	reach(t, n1, w1.Addr)
+	if err := n.SetWANDelay(d); err != nil {
+		t.Fatal(err)
+	}
+	sink, err := w1.ListenPacket("udp4", netip.AddrPortFrom(w1.Addr, 9000).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	conn, err := n1.DialContext(testContext(t), "udp4", sink.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// Each datagram takes a 2 KiB buffer in the queue: send until the
+	// relay drops some, for at most four times what fits and half the
+	// delay. (The kernel drops some too when the relay reads slower than
+	// the burst comes.)
+	limit := 4 * netlab.WANQueueBytes / 2048
+	msg := make([]byte, 100)
+	start := time.Now()
+	sent := 0
+	for ; sent < limit && time.Since(start) < d/2; sent++ {
+		conn.Write(msg) // a full socket buffer may refuse some: fine
+		if sent%1000 == 0 {
+			if n.WANStats().Dropped > 0 {
+				break
+			}
+		}
+	}
+	st := n.WANStats()
+	t.Logf("%d datagrams sent in %v; relay %+v", sent, time.Since(start), st)
+	if st.Dropped == 0 || st.MaxQueuedBytes > netlab.WANQueueBytes {
+		t.Fatalf("relay %+v after %d datagrams: want drops by the relay, and at most %d bytes held", st, sent, netlab.WANQueueBytes)
+	}
+	// Out of the path, the relay still delivers what it holds.
+	if err := n.SetWANDelay(0); err != nil {
+		t.Fatal(err)
+	}
+	undelayed(t, n1, w1.Addr, time.Second)
+	testenv.Poll(t, 3*d, "the relay delivering what it holds", func() (bool, string) {
+		st := n.WANStats()
+		return st.Queued == 0, fmt.Sprintf("%+v", st)
+	})
+}
+
+func TestCutWANAndRestoreWAN(t *testing.T) {
+	t.Parallel()
+	n := testnet.Start(t, netlab.Options{
+		Hosts:    []string{"n1", "n2"},
+		Segment2: []string{"w1"},
+		Segment3: []string{"x1"},
+	})
+	n1, n2, w1, x1 := n.Host("n1"), n.Host("n2"), n.Host("w1"), n.Host("x1")
+	reach(t, n1, w1.Addr)
+	reach(t, n1, x1.Addr)
+
+	if err := n.CutWAN(1); err != nil {
+		t.Fatal(err)
+	}
+	blocked(t, n1, w1.Addr)
+	blocked(t, x1, n2.Addr)
+	blocked(t, n1, netip.MustParseAddr("198.18.1.1"))
+	reach(t, n1, n2.Addr)
+	reach(t, w1, x1.Addr)
+	reach(t, w1, netip.MustParseAddr("198.18.2.1"))
+
+	// Cutting and restoring the router's link leaves the WAN cut.
+	router := n.Host(netlab.RouterName)
+	if err := n.CutLink(router); err != nil {
+		t.Fatal(err)
+	}
+	blocked(t, w1, x1.Addr)
+	if err := n.RestoreLink(router); err != nil {
+		t.Fatal(err)
+	}
+	reach(t, w1, x1.Addr)
+	blocked(t, n1, w1.Addr)
+
+	if err := n.RestoreWAN(1); err != nil {
+		t.Fatal(err)
+	}
+	reach(t, n1, w1.Addr)
+	reach(t, x1, n2.Addr)
+
+	if err := n.CutWAN(3); err != nil {
+		t.Fatal(err)
+	}
+	blocked(t, n1, x1.Addr)
+	if err := n.HealAll(); err != nil {
+		t.Fatal(err)
+	}
+	reach(t, n1, x1.Addr)
+	if err := n.CutWAN(4); err == nil {
+		t.Error("CutWAN(4) succeeded on a net with segments 1 to 3")
 	}
 }

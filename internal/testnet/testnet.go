@@ -29,19 +29,25 @@ type (
 	Proc = netlab.Proc
 	// ARPPacket is an ARP packet that entered a Net's switch.
 	ARPPacket = netlab.ARPPacket
+	// WANStats counts what a Net's WAN relay did.
+	WANStats = netlab.WANStats
 )
 
 // Outputs returns the output of each of procs, its last max bytes, under a
 // line naming its host, as netlab.Outputs does.
 func Outputs(max int, procs ...*Proc) string { return netlab.Outputs(max, procs...) }
 
-// Start is netlab.New for tests: it calls Require, builds the network with
-// t.Context and registers its Close with t.Cleanup. When the test has
-// failed, the cleanup first logs the tail of every started process's
-// output.
+// Start is netlab.New for tests: it calls Require (and RequireTUN for a WAN
+// delay), builds the network with t.Context and registers its Close with
+// t.Cleanup. When the test has failed, the cleanup first logs the tail of
+// every started process's output, and what the WAN relay did if there is
+// one.
 func Start(t testing.TB, opts Options) *Net {
 	t.Helper()
 	Require(t)
+	if opts.WANDelay > 0 {
+		RequireTUN(t)
+	}
 	n, err := netlab.New(t.Context(), opts)
 	if err != nil {
 		t.Fatal(err)
@@ -55,6 +61,9 @@ func Start(t testing.TB, opts Options) *Net {
 					out = "..." + out[len(out)-tail:]
 				}
 				t.Logf("testnet: output of %s:\n%s", p, out)
+			}
+			if st := n.WANStats(); st != (WANStats{}) {
+				t.Logf("testnet: wan relay: %+v", st)
 			}
 		}
 		if err := n.Close(); err != nil {
@@ -79,4 +88,13 @@ func Require(t testing.TB) {
 	testenv.NeedCommand(t, "nft", "nftables")
 	_, err := os.Stat("/proc/self/ns/net")
 	testenv.Need(t, err == nil, "testnet: needs a kernel with network namespaces: %v", err)
+}
+
+// RequireTUN checks what a WAN delay needs beyond Require: the TUN device
+// (/dev/net/tun, module tun). Start calls it when Options.WANDelay is set;
+// a test that calls Net.SetWANDelay later calls it itself.
+func RequireTUN(t testing.TB) {
+	t.Helper()
+	_, err := os.Stat("/dev/net/tun")
+	testenv.Need(t, err == nil, "testnet: a WAN delay needs the TUN device: %v", err)
 }
