@@ -3,7 +3,7 @@ GO       ?= go
 PKGS     ?= ./...
 TESTFLAGS ?=
 
-.PHONY: all build test test-short lint demo bench-lb bench-vip bench-pg bench-dns bench-backup prereqs fuzz clean
+.PHONY: all build test test-short lint demo bench-lb bench-vip bench-pg bench-dr bench-dns bench-backup prereqs fuzz clean
 
 all: build
 
@@ -42,6 +42,9 @@ bench-vip:
 
 bench-pg:
 	$(GO) run ./bench/pg $(BENCHFLAGS)
+
+bench-dr:
+	$(GO) run ./bench/dr $(BENCHFLAGS)
 
 bench-dns:
 	$(GO) run ./bench/dns $(BENCHFLAGS)

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -12,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/haven-ha/haven/internal/config"
@@ -20,120 +17,6 @@ import (
 )
 
 const ms = time.Millisecond
-
-// writes builds a writer's record from "seq:end_ms:outcome" items, where
-// outcome is a (acked), f (failed) or i (indeterminate).
-func writes(t *testing.T, items ...string) []write {
-	t.Helper()
-	var out []write
-	for _, it := range items {
-		var seq, end int
-		var o string
-		if _, err := fmt.Sscanf(strings.ReplaceAll(it, ":", " "), "%d %d %s", &seq, &end, &o); err != nil {
-			t.Fatalf("bad item %q: %v", it, err)
-		}
-		w := write{Seq: seq, Start: time.Duration(end-5) * ms, End: time.Duration(end) * ms}
-		switch o {
-		case "a":
-			w.Outcome = acked
-		case "f":
-			w.Outcome, w.Err = failed, "connect: refused"
-		case "i":
-			w.Outcome, w.Err = indeterminate, "unexpected EOF"
-		default:
-			t.Fatalf("bad outcome in %q", it)
-		}
-		out = append(out, w)
-	}
-	return out
-}
-
-func TestGapAround(t *testing.T) {
-	for _, tc := range []struct {
-		name   string
-		writes []string
-		fault  time.Duration
-		want   time.Duration
-	}{
-		{"the gap spans the fault", []string{"1:20:a", "2:40:a", "3:60:f", "4:80:f", "5:1040:a", "6:1060:a"}, 50 * ms, 1000 * ms},
-		{"a longer gap later counts", []string{"1:20:a", "2:40:a", "3:300:a", "4:2300:a"}, 50 * ms, 2000 * ms},
-		{"gaps before the fault do not", []string{"1:20:a", "2:5020:a", "3:5040:a", "4:5300:a"}, 5030 * ms, 260 * ms},
-		{"failed and indeterminate writes do not end a gap", []string{"1:20:a", "2:500:i", "3:900:f", "4:1500:a"}, 30 * ms, 1480 * ms},
-		{"no write back after the fault", []string{"1:20:a", "2:40:a", "3:60:f"}, 50 * ms, never},
-		{"nothing acknowledged at all", []string{"1:20:f"}, 10 * ms, never},
-		{"out of order completions are sorted", []string{"2:60:a", "1:20:a", "3:1060:a"}, 30 * ms, 1000 * ms},
-		{"the first write after the fault is the first acknowledged", []string{"1:1000:a", "2:1020:a"}, 10 * ms, 20 * ms},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := gapAround(writes(t, tc.writes...), tc.fault); got != tc.want {
-				t.Errorf("gapAround = %v, want %v", got, tc.want)
-			}
-		})
-	}
-}
-
-func TestLongestGap(t *testing.T) {
-	w := writes(t, "1:20:a", "2:40:a", "3:300:a", "4:310:f", "5:2000:a")
-	for _, tc := range []struct{ t0, t1, want time.Duration }{
-		{0, 1000 * ms, 260 * ms},
-		{0, 3000 * ms, 1700 * ms},
-		{30 * ms, 100 * ms, 0}, // one write: no gap
-	} {
-		if got := longestGap(w, tc.t0, tc.t1); got != tc.want {
-			t.Errorf("longestGap(%v, %v) = %v, want %v", tc.t0, tc.t1, got, tc.want)
-		}
-	}
-}
-
-func TestCompare(t *testing.T) {
-	w := writes(t, "1:20:a", "2:40:a", "3:60:i", "4:80:i", "5:100:f", "6:120:f", "7:140:a")
-	// Row 2 is lost, the indeterminate row 3 made it, failed row 6 is
-	// there (a misclassification), 99 was never tried.
-	r := compare(w, []int{1, 3, 6, 7, 99})
-	want := lossReport{Lost: []int{2}, IndeterminateFound: 1, FailedFound: []int{6}, Unknown: []int{99}}
-	if !slices.Equal(r.Lost, want.Lost) || r.IndeterminateFound != want.IndeterminateFound ||
-		!slices.Equal(r.FailedFound, want.FailedFound) || !slices.Equal(r.Unknown, want.Unknown) {
-		t.Errorf("compare = %+v, want %+v", r, want)
-	}
-	if r := compare(w, []int{1, 2, 7}); len(r.Lost) != 0 || r.IndeterminateFound != 0 {
-		t.Errorf("compare with every acknowledged row = %+v, want nothing lost", r)
-	}
-	if a, f, i := tally(w); a != 3 || f != 2 || i != 2 {
-		t.Errorf("tally = %d, %d, %d; want 3 acked, 2 failed, 2 indeterminate", a, f, i)
-	}
-	if got := errorKinds(w, 1); !slices.Equal(got, []string{"connect: refused ×2"}) {
-		// Two of each: the tie goes to the message that sorts first.
-		t.Errorf("errorKinds = %q", got)
-	}
-}
-
-// notSent is an error that says nothing reached the server, as pgconn's
-// errors before a write do.
-type notSent struct{}
-
-func (notSent) Error() string     { return "dial: connection refused" }
-func (notSent) SafeToRetry() bool { return true }
-
-func TestClassify(t *testing.T) {
-	for _, tc := range []struct {
-		err  error
-		want outcome
-	}{
-		{nil, acked},
-		{&pgconn.PgError{Code: "25006", Message: "cannot execute INSERT in a read-only transaction"}, failed},
-		{&pgconn.PgError{Code: "42P01", Message: "relation does not exist"}, failed},
-		{&pgconn.PgError{Code: "28P01", Message: "password authentication failed"}, failed},
-		{fmt.Errorf("exec: %w", &pgconn.PgError{Code: "57P01", Message: "terminating connection due to administrator command"}), indeterminate},
-		{&pgconn.PgError{Code: "XX000", Message: "internal error"}, indeterminate},
-		{notSent{}, failed},
-		{context.DeadlineExceeded, indeterminate},
-		{errors.New("unexpected EOF"), indeterminate},
-	} {
-		if got := classify(tc.err); got != tc.want {
-			t.Errorf("classify(%v) = %d, want %d", tc.err, got, tc.want)
-		}
-	}
-}
 
 func TestSummarize(t *testing.T) {
 	runs := []runResult{

@@ -153,17 +153,17 @@ func (c *cluster) faultRun(ctx context.Context, sc scenario, primary string, run
 		return r, nil
 	}
 	r.EtcdLeader = c.etcdLeader()
-	if !harness.Sleep(ctx, time.Until(w.start.Add(opt.pre+r.Delay))) {
+	if !harness.Sleep(ctx, time.Until(w.Started().Add(opt.pre+r.Delay))) {
 		stop()
 		<-done
 		return r, nil
 	}
-	r.FaultAt = time.Since(w.start)
-	if w.ackedSince(0) == 0 {
-		r.Err = "no write acknowledged before the fault: " + strings.Join(errorKinds(w.snapshot(), 2), "; ")
+	r.FaultAt = w.Since(time.Now())
+	if w.AckedSince(0) == 0 {
+		r.Err = "no write acknowledged before the fault: " + strings.Join(errorKinds(w.Snapshot(), 2), "; ")
 		stop()
 		<-done
-		return r, w.snapshot()
+		return r, w.Snapshot()
 	}
 	var err error
 	switch sc.name {
@@ -186,7 +186,7 @@ func (c *cluster) faultRun(ctx context.Context, sc scenario, primary string, run
 	deadline := time.Now().Add(opt.maxOutage)
 	back := false
 	for time.Now().Before(deadline) && ctx.Err() == nil {
-		if w.ackedSince(r.FaultAt) >= backAfter {
+		if w.AckedSince(r.FaultAt) >= backAfter {
 			back = true
 			break
 		}
@@ -197,7 +197,7 @@ func (c *cluster) faultRun(ctx context.Context, sc scenario, primary string, run
 	}
 	stop()
 	<-done
-	writes := w.snapshot()
+	writes := w.Snapshot()
 	if ctx.Err() != nil {
 		return r, writes
 	}

@@ -1,5 +1,5 @@
 // Package harness is the plumbing that haven's side-by-side benchmarks
-// (bench/lb, bench/vip, bench/pg, bench/dns) share: the directories of a
+// (bench/lb, bench/vip, bench/pg, bench/dr, bench/dns) share: the directories of a
 // run (NewDirs), with the clean-up after a run that was killed; Ctrl-C
 // (OnInterrupt); short commands with a deadline (Run); Debian packages
 // under an -install policy (Policy.Ensure); building haven and describing
