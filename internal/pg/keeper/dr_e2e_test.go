@@ -101,7 +101,7 @@ database:
   nodes: [e1, e2, e3]
   data_dir: %[1]s/{node}/pg
   bindir: %[2]s
-  lease: 1s
+  lease: 2s # the default: a loaded machine does not flap the regions' own failovers
   replication: {mode: sync, password_file: %[1]s/replication.password}
   hba: ["host postgres app 198.18.0.0/15 scram-sha-256"]
   listen: {primary: ":6432"}
