@@ -71,24 +71,14 @@ func (s *Service) watchActiveRegion(ctx context.Context) {
 		}
 		s.log.Info("active region", "region", region)
 		s.activeRegion = &region
-		changed := s.members != nil && s.followVerdicts()
-		local := maps.Clone(s.local)
-		s.mu.Unlock()
-		if changed {
-			if s.views != nil {
-				s.views.publish(local)
-			}
-			s.apply()
-		}
+		s.refollow()
 	})
 }
 
-// setMembers takes a snapshot of the agents' states and applies the
-// verdicts of the targets that follow them.
-func (s *Service) setMembers(members map[string]coord.MemberInfo) {
-	s.mu.Lock()
-	first := s.members == nil
-	s.members = members
+// refollow applies the verdicts of the targets that follow haven's state
+// after what they follow changed: shared with the other name servers and
+// answered. s.mu is held, and released.
+func (s *Service) refollow() {
 	changed := s.followVerdicts()
 	local := maps.Clone(s.local)
 	s.mu.Unlock()
@@ -98,6 +88,15 @@ func (s *Service) setMembers(members map[string]coord.MemberInfo) {
 		}
 		s.apply()
 	}
+}
+
+// setMembers takes a snapshot of the agents' states and applies the
+// verdicts of the targets that follow them.
+func (s *Service) setMembers(members map[string]coord.MemberInfo) {
+	s.mu.Lock()
+	first := s.members == nil
+	s.members = members
+	s.refollow()
 	if first {
 		s.verdictArrived()
 	}
