@@ -261,8 +261,9 @@ func RunRegion(ctx context.Context, opt Options) (*RegionResult, error) {
 	if err := westInsert(ctx, wc, marker); err != nil {
 		return res, fmt.Errorf("demo: write in west: %w\n%s", err, logs())
 	}
+	rejoin := back.Add(120 * time.Second)
 	for _, node := range regionEast[:3] {
-		if err := waitReplicated(ctx, st, bins.Dir, node, marker, 120*time.Second); err != nil {
+		if err := waitReplicated(ctx, st, bins.Dir, node, marker, rejoin); err != nil {
 			return res, fmt.Errorf("demo: %w\n%s", err, logs())
 		}
 	}
@@ -559,9 +560,8 @@ func westInsert(ctx context.Context, h *netlab.Host, id int64) error {
 	return err
 }
 
-// waitReplicated waits until node, a replica, has order id.
-func waitReplicated(ctx context.Context, st *stage, bindir, node string, id int64, within time.Duration) error {
-	deadline := time.Now().Add(within)
+// waitReplicated waits until node, a replica, has order id, or deadline.
+func waitReplicated(ctx context.Context, st *stage, bindir, node string, id int64, deadline time.Time) error {
 	q := fmt.Sprintf("SELECT pg_is_in_recovery()::text || ' ' || count(*) FROM orders WHERE id = %d", id)
 	last := ""
 	for time.Now().Before(deadline) {
@@ -574,7 +574,7 @@ func waitReplicated(ctx context.Context, st *stage, bindir, node string, id int6
 			return ctx.Err()
 		}
 	}
-	return fmt.Errorf("%s did not replicate order %d from west within %v (in recovery, count: %s)", node, id, within, last)
+	return fmt.Errorf("%s did not replicate order %d from west within 120s of east's return (in recovery, count: %s)", node, id, last)
 }
 
 // localSQL runs query as the postgres user over node's unix socket and
