@@ -17,10 +17,11 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 	floating := fs.Bool("floating", true, "also play act 2, a floating address across two balancer nodes in network namespaces (needs root)")
 	database := fs.Bool("database", true, "also play act 3, the application's data in a PostgreSQL cluster whose primary is killed (needs root and PostgreSQL)")
 	traffic := fs.Bool("traffic", true, "also play act 4, two regions and the DNS traffic manager (needs root)")
+	region := fs.Bool("region", true, "also play act 5, the database across two regions with region east lost: measured RTO and RPO (needs root, PostgreSQL and /dev/net/tun)")
 	if err := fs.Parse(args); err != nil {
 		return parseError(err)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	return demo.Run(ctx, demo.Options{Out: stdout, Logger: newLogger(stderr, *level, false), Duration: *duration, Version: buildVersion(), Floating: *floating, Database: *database, Traffic: *traffic})
+	return demo.Run(ctx, demo.Options{Out: stdout, Logger: newLogger(stderr, *level, false), Duration: *duration, Version: buildVersion(), Floating: *floating, Database: *database, Traffic: *traffic, Region: *region})
 }

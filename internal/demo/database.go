@@ -78,7 +78,7 @@ func RunDatabase(ctx context.Context, opt Options) (*DatabaseResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := newStage(ctx, "db", dbHosts, func(dir string) map[string]string {
+	st, err := newStage(ctx, "db", netlab.Options{Hosts: dbHosts}, func(dir string) map[string]string {
 		return map[string]string{"haven.yaml": databaseConfig(dir, bins.Dir), "token": "demo\n", "replication.password": "demo-replication\n"}
 	})
 	if err != nil {

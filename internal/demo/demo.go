@@ -45,6 +45,9 @@ type Options struct {
 	// Traffic plays the fourth act (two regions and the DNS traffic
 	// manager) when the machine allows it; see CanRunFloating.
 	Traffic bool
+	// Region plays the fifth act (the database across two regions, region
+	// east lost) when the machine allows it; see CanRunRegion.
+	Region bool
 }
 
 // Result summarises the traffic the demo sent.
@@ -59,6 +62,8 @@ type Result struct {
 	Database *DatabaseResult
 	// Traffic is the fourth act's; nil when it did not run.
 	Traffic *TrafficResult
+	// Region is the fifth act's; nil when it did not run.
+	Region *RegionResult
 }
 
 type backendProc struct {
@@ -207,6 +212,9 @@ func RunResult(ctx context.Context, opt Options) (*Result, error) {
 		return res, err
 	}
 	if res.Traffic, err = playAct(ctx, opt, opt.Traffic, "act 4 (two regions and the DNS traffic manager)", CanRunFloating, RunTraffic); err != nil {
+		return res, err
+	}
+	if res.Region, err = playAct(ctx, opt, opt.Region, "act 5 (a second region: region east is lost)", CanRunRegion, RunRegion); err != nil {
 		return res, err
 	}
 	fmt.Fprintf(w, "\nhaven keeps running: status at http://%s/api/v1/status, balancer at http://%s/\n", adminAddr, lbAddr)

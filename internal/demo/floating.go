@@ -53,7 +53,7 @@ func CanRunFloating() error {
 // RunFloating plays the second act.
 func RunFloating(ctx context.Context, opt Options) (*FloatingResult, error) {
 	opt = opt.defaults()
-	st, err := newStage(ctx, "vip", floatingHosts, func(dir string) map[string]string {
+	st, err := newStage(ctx, "vip", netlab.Options{Hosts: floatingHosts}, func(dir string) map[string]string {
 		return map[string]string{"haven.yaml": floatingConfig(dir), "token": "demo\n"}
 	})
 	if err != nil {

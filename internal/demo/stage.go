@@ -43,8 +43,9 @@ type stage struct {
 
 // newStage sets up an act's stage: its directory (kind names it), the
 // files files makes from the directory's path, written there with mode
-// 0600, and the network of hosts. The caller closes it.
-func newStage(ctx context.Context, kind string, hosts []string, files func(dir string) map[string]string) (*stage, error) {
+// 0600, and the network (hosts, on segment 1; the options' other fields
+// add segments). The caller closes it.
+func newStage(ctx context.Context, kind string, hosts netlab.Options, files func(dir string) map[string]string) (*stage, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("demo: find the haven binary: %w", err)
@@ -66,7 +67,7 @@ func newStage(ctx context.Context, kind string, hosts []string, files func(dir s
 			return nil, err
 		}
 	}
-	if s.net, err = netlab.New(ctx, netlab.Options{Hosts: hosts}); err != nil {
+	if s.net, err = netlab.New(ctx, hosts); err != nil {
 		s.close()
 		return nil, err
 	}

@@ -31,7 +31,7 @@ var trafficHosts = []string{"dns1", "east", "west", "client"}
 // RunTraffic plays the fourth act.
 func RunTraffic(ctx context.Context, opt Options) (*TrafficResult, error) {
 	opt = opt.defaults()
-	st, err := newStage(ctx, "dns", trafficHosts, func(dir string) map[string]string {
+	st, err := newStage(ctx, "dns", netlab.Options{Hosts: trafficHosts}, func(dir string) map[string]string {
 		return map[string]string{"haven.yaml": trafficConfig(dir), "token": "demo\n"}
 	})
 	if err != nil {
