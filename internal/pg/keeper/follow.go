@@ -146,7 +146,7 @@ func (k *Keeper) rewind(ctx context.Context, leader string, source, up pg.Upstre
 	if err := k.stopPostgres(); err != nil {
 		return err
 	}
-	k.log.Warn("rejoining as a replica: rewinding", "primary", leader, "source", source.Host)
+	k.log.Warn("rejoining as a replica: rewinding", "follow", leader, "rewind_source", source.Host)
 	res, err := k.srv.RewindFrom(ctx, source, up)
 	if errors.Is(err, pg.ErrRewindImpossible) {
 		_ = k.srv.Stop(ctx, pg.StopFast)
