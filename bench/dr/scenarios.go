@@ -177,12 +177,13 @@ func (b *bench) startTarget(ctx context.Context, mk func() target, label string)
 	if err := os.Chmod(dir, 0o711); err != nil {
 		return nil, nil, err
 	}
-	n, err := netlab.New(ctx, netOptions(b.opt.wanDelay))
+	t := mk()
+	wt, ok := t.(witnessed)
+	n, err := netlab.New(ctx, netOptions(b.opt.wanDelay, ok && wt.Witness()))
 	if err != nil {
 		return nil, nil, err
 	}
 	b.setNet(n)
-	t := mk()
 	stop := func() {
 		t.Close()
 		b.closeNet()
