@@ -321,7 +321,7 @@ func TestHavenConf(t *testing.T) {
 		}
 		db := cfg.Database
 		if db == nil || db.DR == nil || db.DR.Mode != mode || db.DR.Failover != "automatic" || db.DR.Lease.D() != 10*time.Second ||
-			!slices.Equal(db.DR.Nodes, regionHosts[west].nodes) || !slices.Equal(db.Nodes, regionHosts[east].nodes) {
+			!slices.Equal(db.DR.Nodes, regionHosts[west].nodes) || !slices.Equal(db.Nodes, regionHosts[east].nodes) || db.RouterHold.D() != 0 {
 			t.Errorf("mode %s: database %+v", mode, db)
 		}
 		for _, want := range []string{"members: [east1, west1, witness]", "witness: {address: 198.18.3.11", "routers: [east-client, west-client]", `primary: ":6432"`} {

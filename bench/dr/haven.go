@@ -25,6 +25,14 @@ import (
 // (database.listen.primary, port havenRouterPort), the region's write
 // endpoint. The same writer's role and table as Patroni's, made on east's
 // primary over its unix socket.
+//
+// database.router_hold is 0s: with its default (5s) a router whose pool
+// has no primary keeps a new connection waiting for one, the standby
+// region's router too, so the switchover's writer, which tries its own
+// region's endpoint first with a 500 ms connect timeout, never got past
+// the old region's router once it became the standby (no write in 2
+// minutes after a 1.5 s switchover, in the first run). With 0s the router
+// closes such a connection at once, as HAProxy does with no server up.
 const (
 	havenRouterPort = 6432
 	havenReplPass   = "bench-repl"
@@ -61,8 +69,8 @@ func (h *haven) Describe() string {
 	return fmt.Sprintf("haven (this tree's `haven agent` on every host): each region its own etcd quorum of its three database nodes, "+
 		"the active-region record in a global scope of east1, west1 and a witness on segment 3 (198.18.3.11, behind the same WAN delay); "+
 		"`database.replication.mode: sync` inside each region, database lease at its default (2s); `database.dr: {nodes: [west1, west2, west3], "+
-		"mode: %s, failover: automatic, lease: %s}` (max_lag at its default, 5s); a haven router on each region's client (port %d) is the region's "+
-		"write endpoint. Region loss: west promotes by itself (`haven dr promote west` only if it did not); switchover: `haven dr switchover --to REGION`",
+		"mode: %s, failover: automatic, lease: %s}` (max_lag at its default, 5s); a haven router on each region's client (port %d, `router_hold: 0s`: "+
+		"a region without a primary closes a connection at once, as HAProxy does) is the region's write endpoint. Region loss: west promotes by itself (`haven dr promote west` only if it did not); switchover: `haven dr switchover --to REGION`",
 		h.mode, havenLease, havenRouterPort)
 }
 
@@ -172,6 +180,7 @@ database:
   hba: ["host %[9]s %[10]s 198.18.0.0/15 scram-sha-256"]
   listen: {primary: ":%[11]d"}
   routers: [%[12]s, %[13]s]
+  router_hold: 0s
   settings: {dynamic_shared_memory_type: mmap}
   dr: {nodes: [%[2]s], mode: %[14]s, failover: automatic, lease: %[15]s}
 `, strings.Join(e.nodes, ", "), strings.Join(w.nodes, ", "), etcdDir, e.nodes[0], w.nodes[0], witness,

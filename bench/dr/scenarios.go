@@ -364,6 +364,10 @@ func (b *bench) lossRun(ctx context.Context, t target, run int) runResult {
 	ewrites, wwrites := ew.Snapshot(), ww.Snapshot()
 	if first, ok := firstAck(wwrites, ww.Since(from)); ok {
 		r.Writable = first - ww.Since(from)
+		if t.Automatic() {
+			// Nobody acted: west became writable by itself.
+			r.SelfPromoted, r.SelfAfter = true, r.Writable
+		}
 	} else {
 		r.Notes = append(r.Notes, fmt.Sprintf("no write acknowledged in west within %s", opt.maxOutage))
 	}
