@@ -3,8 +3,9 @@
 // loss, and a planned switchover between the regions. It builds two
 // regions with network namespaces (internal/netlab: east on one segment,
 // west on another, a router between them), each with three database nodes
-// and a client, runs a target on them (Patroni 3.0.2's standby_cluster,
-// each region with its own etcd; haven's when its target is added), and
+// and a client, runs a target on them (haven's database.dr with a witness
+// on a third segment, async or sync; Patroni 3.0.2's standby_cluster, each
+// region with its own etcd), and
 // measures with writers that commit a numbered row every 20 ms:
 //
 //   - lag: how far west's standby leader is behind east's primary under
