@@ -12,6 +12,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/haven-ha/haven/bench/internal/pgwrite"
+	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/testenv"
 )
 
@@ -27,7 +28,7 @@ func TestTopology(t *testing.T) {
 		}
 	}
 	// netlab numbers each segment's hosts in the order Options lists them.
-	o := netOptions(20 * ms)
+	o := netOptions(20*ms, false)
 	for i, h := range o.Hosts {
 		if got := hostAddr(h).As4(); got[2] != 1 || int(got[3]) != 11+i || regionOf(h) != east {
 			t.Errorf("segment 1 host %d %s: %s in %s", i, h, hostAddr(h), regionOf(h))
@@ -43,6 +44,21 @@ func TestTopology(t *testing.T) {
 	}
 	if other(east) != west || other(west) != east {
 		t.Error("other does not swap the regions")
+	}
+	// Patroni's network has no third segment; haven's has the witness,
+	// netlab's first host of segment 3.
+	if len(o.Segment3) != 0 {
+		t.Errorf("without a witness, segment 3 is %v", o.Segment3)
+	}
+	o = netOptions(20*ms, true)
+	if len(o.Segment3) != 1 || o.Segment3[0] != witness || hostAddr(witness).String() != "198.18.3.11" || regionOf(witness) != "" {
+		t.Errorf("with a witness, segment 3 is %v, %s at %s", o.Segment3, witness, hostAddr(witness))
+	}
+	for _, k := range targetKinds {
+		wt, ok := k.make().(witnessed)
+		if got, want := ok && wt.Witness(), isHaven(k.name); got != want {
+			t.Errorf("%s: witness %v, want %v", k.name, got, want)
+		}
 	}
 }
 
@@ -252,11 +268,12 @@ func TestTargets(t *testing.T) {
 			t.Fatalf("default target %q is not defined", name)
 		}
 		tg := mk()
-		if tg.Name() != name || tg.Describe() == "" || len(tg.Packages()) == 0 {
+		// haven needs only PostgreSQL (checked by setup); Patroni its packages.
+		if tg.Name() != name || tg.Describe() == "" || (len(tg.Packages()) == 0) != isHaven(name) {
 			t.Errorf("target %q: name %q, description %q, packages %v", name, tg.Name(), tg.Describe(), tg.Packages())
 		}
-		if isHaven(name) {
-			t.Errorf("%q counts as a haven target", name)
+		if _, ok := tg.(*haven); ok != isHaven(name) {
+			t.Errorf("%q: haven's target %v, counts as haven's %v", name, ok, isHaven(name))
 		}
 		tg.Close() // safe before Start
 	}
@@ -283,6 +300,34 @@ func TestFlags(t *testing.T) {
 		bad(&o)
 		if err := validate(o); err == nil {
 			t.Errorf("validate(%+v) = nil, want an error", o)
+		}
+	}
+}
+
+// TestHavenConf checks haven's haven.yaml with haven's own validation
+// (config.Parse, what `haven check` runs), in both modes.
+func TestHavenConf(t *testing.T) {
+	dir := t.TempDir()
+	for name, content := range map[string]string{"replication.password": "x\n", "token": "y\n"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, mode := range []string{"async", "sync"} {
+		text := havenConf(dir, "/usr/lib/postgresql/15/bin", "/dev/shm/x", mode, 10*time.Second)
+		cfg, err := config.Parse("haven.yaml", []byte(text))
+		if err != nil {
+			t.Fatalf("mode %s: %v\n%s", mode, err, text)
+		}
+		db := cfg.Database
+		if db == nil || db.DR == nil || db.DR.Mode != mode || db.DR.Failover != "automatic" || db.DR.Lease.D() != 10*time.Second ||
+			!slices.Equal(db.DR.Nodes, regionHosts[west].nodes) || !slices.Equal(db.Nodes, regionHosts[east].nodes) || db.RouterHold.D() != 0 {
+			t.Errorf("mode %s: database %+v", mode, db)
+		}
+		for _, want := range []string{"members: [east1, west1, witness]", "witness: {address: 198.18.3.11", "routers: [east-client, west-client]", `primary: ":6432"`} {
+			if !strings.Contains(text, want) {
+				t.Errorf("mode %s: no %q in\n%s", mode, want, text)
+			}
 		}
 	}
 }

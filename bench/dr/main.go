@@ -3,8 +3,9 @@
 // loss, and a planned switchover between the regions. It builds two
 // regions with network namespaces (internal/netlab: east on one segment,
 // west on another, a router between them), each with three database nodes
-// and a client, runs a target on them (Patroni 3.0.2's standby_cluster,
-// each region with its own etcd; haven's when its target is added), and
+// and a client, runs a target on them (haven's database.dr with a witness
+// on a third segment, async or sync; Patroni 3.0.2's standby_cluster, each
+// region with its own etcd), and
 // measures with writers that commit a numbered row every 20 ms:
 //
 //   - lag: how far west's standby leader is behind east's primary under
@@ -125,6 +126,7 @@ func mainErr() int {
 	flag.DurationVar(&opt.maxOutage, "max-outage", 2*time.Minute, "how long the bench waits for writes to come back")
 	flag.DurationVar(&opt.settle, "settle", 4*time.Minute, "how long a target may take to start and to be ready")
 	flag.DurationVar(&opt.wanDelay, "wan-delay", 20*time.Millisecond, "one-way delay the router adds between the regions (netlab's WANDelay; 0: none)")
+	flag.DurationVar(&havenLease, "haven-lease", defaultHavenLease, "haven's database.dr.lease (the active-region record's lease)")
 	flag.StringVar((*string)(&opt.install), "install", "auto", "auto (apt-get the targets' packages when missing), always, or never")
 	flag.StringVar(&opt.out, "o", "", "markdown output (default bench/dr/results/latest.md; latest-quick.md with -quick)")
 	flag.BoolVar(&opt.keep, "keep", false, "keep the temporary directory (configurations, data directories)")
@@ -211,6 +213,8 @@ func validate(opt options) error {
 		return fmt.Errorf("-settle %s: must be 30s to 15m", opt.settle)
 	case opt.wanDelay < 0 || opt.wanDelay > time.Second:
 		return fmt.Errorf("-wan-delay %s: must be 0 to 1s", opt.wanDelay)
+	case havenLease < 2*time.Second || havenLease > time.Minute:
+		return fmt.Errorf("-haven-lease %s: must be 2s to 1m (database.dr.lease's range)", havenLease)
 	case !filepath.IsAbs(opt.postgresBin):
 		return fmt.Errorf("-bindir %q: must be an absolute path", opt.postgresBin)
 	}

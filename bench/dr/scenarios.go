@@ -177,12 +177,13 @@ func (b *bench) startTarget(ctx context.Context, mk func() target, label string)
 	if err := os.Chmod(dir, 0o711); err != nil {
 		return nil, nil, err
 	}
-	n, err := netlab.New(ctx, netOptions(b.opt.wanDelay))
+	t := mk()
+	wt, ok := t.(witnessed)
+	n, err := netlab.New(ctx, netOptions(b.opt.wanDelay, ok && wt.Witness()))
 	if err != nil {
 		return nil, nil, err
 	}
 	b.setNet(n)
-	t := mk()
 	stop := func() {
 		t.Close()
 		b.closeNet()
@@ -363,6 +364,10 @@ func (b *bench) lossRun(ctx context.Context, t target, run int) runResult {
 	ewrites, wwrites := ew.Snapshot(), ww.Snapshot()
 	if first, ok := firstAck(wwrites, ww.Since(from)); ok {
 		r.Writable = first - ww.Since(from)
+		if t.Automatic() {
+			// Nobody acted: west became writable by itself.
+			r.SelfPromoted, r.SelfAfter = true, r.Writable
+		}
 	} else {
 		r.Notes = append(r.Notes, fmt.Sprintf("no write acknowledged in west within %s", opt.maxOutage))
 	}

@@ -60,6 +60,13 @@ type target interface {
 	Close()
 }
 
+// witnessed is a target that needs the witness host on segment 3 (a third
+// place for its global coordination): the bench adds it to the cell's
+// network.
+type witnessed interface {
+	Witness() bool
+}
+
 // noter is a target that reports what it had to do besides the scenario's
 // steps (an operator's repair): the bench adds it to the run's notes.
 type noter interface {
@@ -111,11 +118,13 @@ var targetKinds = []struct {
 	name string
 	make func() target
 }{
+	{"haven", func() target { return newHaven("haven", "async") }},
+	{"haven-sync", func() target { return newHaven("haven-sync", "sync") }},
 	{"patroni", func() target { return newPatroni("patroni", 30, 10, 10) }},
 	{"patroni-fast", func() target { return newPatroni("patroni-fast", 10, 2, 4) }},
 }
 
-const defaultTargets = "patroni,patroni-fast"
+const defaultTargets = "haven,patroni,patroni-fast"
 
 func findTarget(name string) (func() target, bool) {
 	for _, k := range targetKinds {

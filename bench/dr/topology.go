@@ -47,9 +47,19 @@ func other(r string) string {
 // hosts is r's hosts in netlab's address order.
 func (r region) hosts() []string { return append(append([]string{}, r.nodes...), r.client) }
 
+// witness is the host in a third place that haven's targets add on
+// segment 3 (198.18.3.11): the third member of haven's global scope, which
+// keeps the active-region record decidable when one region is lost.
+// Patroni's targets have no witness (each of its regions has its own etcd)
+// and their network has no segment 3.
+const witness = "witness"
+
 // hostAddr is netlab's address of the host of that name: the i-th host of
 // segment s (from 1) has 198.18.s.(10+i).
 func hostAddr(name string) netip.Addr {
+	if name == witness {
+		return netip.AddrFrom4([4]byte{198, 18, 3, 11})
+	}
 	for _, r := range regionHosts {
 		for i, h := range r.hosts() {
 			if h == name {
@@ -86,9 +96,14 @@ const (
 
 // netOptions is the network of a cell: east on segment 1, west on
 // segment 2, and the router between them holding every packet from one
-// region to the other for wanDelay.
-func netOptions(wanDelay time.Duration) netlab.Options {
-	return netlab.Options{Hosts: regionHosts[east].hosts(), Segment2: regionHosts[west].hosts(), WANDelay: wanDelay}
+// region to the other for wanDelay; with withWitness, the witness on
+// segment 3 (its packets to and from either region are delayed as well).
+func netOptions(wanDelay time.Duration, withWitness bool) netlab.Options {
+	o := netlab.Options{Hosts: regionHosts[east].hosts(), Segment2: regionHosts[west].hosts(), WANDelay: wanDelay}
+	if withWitness {
+		o.Segment3 = []string{witness}
+	}
+	return o
 }
 
 // dial opens a connection as the writer's role to addr (host:port), from
