@@ -31,6 +31,7 @@ type dbRouter struct {
 type routerPool struct {
 	name   string // primary | replicas
 	listen string
+	bc     *config.Balancer // as haven.yaml makes it, without backends
 	b      *lb.Balancer
 	ln     net.Listener // bound by start
 }
@@ -51,7 +52,7 @@ func newRouter(a *Agent, cfg *config.Config) (*dbRouter, error) {
 		if err != nil {
 			return nil, err
 		}
-		r.pools = append(r.pools, &routerPool{name: name, listen: bc.Listen, b: b})
+		r.pools = append(r.pools, &routerPool{name: name, listen: bc.Listen, bc: bc, b: b})
 	}
 	return r, nil
 }
@@ -109,7 +110,16 @@ func (r *dbRouter) set(rt keeper.Routes) {
 				backends = append(backends, routeBackend(n, rt.Addrs[i]))
 			}
 		}
-		if err := p.b.SetBackends(backends); err != nil {
+		c := *p.bc
+		c.Backends = backends
+		if rt.Standby {
+			// A standby region takes no writes: its router refuses them at
+			// once rather than hold them for a primary that will not come
+			// (clients go to the active region, by the traffic manager's
+			// answer or their own list).
+			c.Hold = 0
+		}
+		if err := p.b.Reload(&c, nil); err != nil {
 			r.a.log.Error("database router: cannot apply the routes", "pool", p.name, "err", err)
 		}
 	}
