@@ -96,36 +96,37 @@ func (r *dbRouter) set(rt keeper.Routes) {
 	r.routes = rt
 	r.mu.Unlock()
 	for _, p := range r.pools {
-		var backends []*config.Backend
-		switch p.name {
-		case "primary":
-			if rt.PrimaryAddr != "" {
-				backends = append(backends, routeBackend(rt.Primary, rt.PrimaryAddr))
-			}
-		case "replicas":
-			if dr := r.cfg.Database.DR; rt.Standby && (dr == nil || !dr.ReadOnlyPool) {
-				break // a standby region serves no reads without dr.read_only_pool
-			}
-			for i, n := range rt.Replicas {
-				backends = append(backends, routeBackend(n, rt.Addrs[i]))
-			}
-		}
-		c := *p.bc
-		c.Backends = backends
-		if rt.Standby {
-			// A standby region takes no writes: its router refuses them at
-			// once rather than hold them for a primary that will not come
-			// (clients go to the active region, by the traffic manager's
-			// answer or their own list).
-			c.Hold = 0
-		}
-		if err := p.b.Reload(&c, nil); err != nil {
+		if err := p.b.Reload(poolConfig(p.name, p.bc, rt, r.cfg.Database.DR), nil); err != nil {
 			r.a.log.Error("database router: cannot apply the routes", "pool", p.name, "err", err)
 		}
 	}
 	if old.Primary != rt.Primary {
 		r.a.log.Info("database router: primary changed", "from", old.Primary, "to", rt.Primary, "replicas", rt.Replicas)
 	}
+}
+
+// poolConfig is the router pool's balancer bc with the backends the routes
+// rt give it: the primary, or the replicas close enough behind it. In a
+// standby region (database.dr) the primary pool is empty and refuses at
+// once rather than hold connections for a primary that will not come
+// (clients go to the active region, by the traffic manager's answer or
+// their own list), and the replicas pool serves the standby cluster only
+// with dr.read_only_pool.
+func poolConfig(pool string, bc *config.Balancer, rt keeper.Routes, dr *config.DR) *config.Balancer {
+	c := *bc
+	c.Backends = nil
+	switch {
+	case pool == "primary" && rt.PrimaryAddr != "":
+		c.Backends = append(c.Backends, routeBackend(rt.Primary, rt.PrimaryAddr))
+	case pool == "replicas" && (!rt.Standby || dr != nil && dr.ReadOnlyPool):
+		for i, n := range rt.Replicas {
+			c.Backends = append(c.Backends, routeBackend(n, rt.Addrs[i]))
+		}
+	}
+	if rt.Standby {
+		c.Hold = 0
+	}
+	return &c
 }
 
 func routeBackend(node, addr string) *config.Backend {
