@@ -50,15 +50,14 @@ type haven struct {
 	name string
 	mode string // database.dr.mode: async or sync
 
-	env      *env
-	cfg      string // haven.yaml
-	etcdDir  string // the etcd members' data, in memory when /dev/shm exists
-	procs    map[string]*netlab.Proc
-	history  []*netlab.Proc
-	primary  string
-	standby  string
-	lag      *lagProbe
-	lastSeen string // what Ready last saw, for the error when it gives up
+	env     *env
+	cfg     string // haven.yaml
+	etcdDir string // the etcd members' data, in memory when /dev/shm exists
+	procs   map[string]*netlab.Proc
+	history []*netlab.Proc
+	primary string
+	standby string
+	lag     *lagProbe
 }
 
 func newHaven(name, mode string) *haven { return &haven{name: name, mode: mode} }
