@@ -221,13 +221,7 @@ func (m *machine) setUp(epoch int64) { m.setUpEpoch = epoch }
 // round. In async mode, and in sync mode degraded, commits wait for the
 // archiver alone; the archiver never counts as one of the k.
 func (m *machine) syncTarget(now time.Time, standbys []pg.Standby, cur SyncState) (want SyncState, hold bool) {
-	var healthy []string
-	for _, s := range standbys {
-		if s.State == "streaming" && slices.Contains(m.cfg.nodes, s.Name) {
-			healthy = append(healthy, s.Name)
-		}
-	}
-	slices.Sort(healthy)
+	healthy := m.healthy(standbys)
 	if m.cfg.mode == ModeAsync {
 		return SyncState{Leader: m.cfg.node, Archive: m.cfg.archive}, false
 	}
@@ -261,6 +255,19 @@ func (m *machine) syncTarget(now time.Time, standbys []pg.Standby, cur SyncState
 		want.K = len(want.Standbys)
 	}
 	return want, false
+}
+
+// healthy returns, sorted, the database nodes of this region that stream
+// from the primary, among the standbys pg_stat_replication shows.
+func (m *machine) healthy(standbys []pg.Standby) []string {
+	var out []string
+	for _, s := range standbys {
+		if s.State == "streaming" && slices.Contains(m.cfg.nodes, s.Name) {
+			out = append(out, s.Name)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // pickStandbys chooses k standbys among candidates (sorted), for a
@@ -329,14 +336,7 @@ func (m *machine) withDR(now time.Time, want SyncState, standbys []pg.Standby, c
 		}
 	}
 	if want.DR != "" && want.Archive == "" {
-		var healthy []string
-		for _, s := range standbys {
-			if s.State == "streaming" && slices.Contains(m.cfg.nodes, s.Name) {
-				healthy = append(healthy, s.Name)
-			}
-		}
-		slices.Sort(healthy)
-		want.Standbys = pickStandbys(want.K, healthy, want.Standbys, cur, m.cfg.node)
+		want.Standbys = pickStandbys(want.K, m.healthy(standbys), want.Standbys, cur, m.cfg.node)
 		want.K = len(want.Standbys)
 	}
 	return want
