@@ -93,20 +93,8 @@ func (g *keeperGuard) regionLost(reason string) bool {
 	g.mu.Lock()
 	g.k.letGo.Store(true)
 	g.mu.Unlock()
-	// postgres first, as Release does: its fast shutdown sends the
-	// standbys the WAL written so far, the other region's standby leader
-	// among them, through the fence, which closes by itself at the
-	// region's deadline if the stop takes longer.
 	g.k.log.Warn("the region lost the active-region record: stopping postgres", "reason", reason)
-	if err := g.k.stopPostgres(); err != nil {
-		g.k.log.Error("stopping postgres after the region lost the active-region record", "err", err)
-	}
-	if f := g.k.cfg.Fence; f != nil {
-		if err := f.Close(); err != nil {
-			g.k.log.Error("closing the write fence", "err", err)
-		}
-	}
-	g.k.poke()
+	g.stopPrimary("the region lost the active-region record")
 	return true
 }
 
@@ -155,11 +143,17 @@ func (g *keeperGuard) Release(reason string) {
 		return
 	}
 	g.k.log.Warn("lost the lead: stopping postgres", "reason", reason)
-	// postgres first: its fast shutdown sends the replicas the WAL written
-	// so far, through the fence, which is open until the deadline and
-	// closes by itself then if the stop takes longer.
+	g.stopPrimary("losing the lead")
+}
+
+// stopPrimary stops a primary that may no longer take writes: postgres
+// first, whose fast shutdown sends the replicas (and the other region's
+// standby leader) the WAL written so far, through the fence, which is open
+// until the deadline and closes by itself then if the stop takes longer;
+// then it publishes where the WAL ends (publishFinal) and closes the fence.
+func (g *keeperGuard) stopPrimary(after string) {
 	if err := g.k.stopPostgres(); err != nil {
-		g.k.log.Error("stopping postgres after losing the lead", "err", err)
+		g.k.log.Error("stopping postgres after "+after, "err", err)
 	}
 	g.k.publishFinal()
 	if f := g.k.cfg.Fence; f != nil {

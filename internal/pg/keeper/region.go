@@ -399,12 +399,11 @@ func (r *regionPart) publish(k *Keeper, v view, st MemberState) {
 }
 
 // handedOver publishes, in the global scope, where the WAL of this node's
-// stopped primary ends, written under the region's epoch: the successor
+// stopped primary ends (as publishFinal found it), written under the region's epoch: the successor
 // region promotes once it has received that far. Bounded: the region may
 // be cut off, and then nobody would read it anyway.
 func (r *regionPart) handedOver(k *Keeper, epoch int64) {
-	k.publishFinal()
-	f := k.final.Load()
+	f := k.final.Load() // regionLost's stopPrimary published it
 	if f == nil {
 		return
 	}
