@@ -2,8 +2,10 @@ package coord
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -95,6 +97,13 @@ type MemberConfig struct {
 	// EtcdLogLevel is the lowest level of etcd's own messages that reach
 	// Logger (default slog.LevelWarn).
 	EtcdLogLevel slog.Leveler
+	// ForceNewCluster restarts a member from its data as a cluster of one,
+	// every other member removed (etcd's --force-new-cluster): for a scope
+	// whose quorum is lost for good. Its data is kept. A removed member
+	// that reaches it again is told it was removed and stops; it can come
+	// back only as a new member, its data wiped. Run refuses it on an empty
+	// data dir.
+	ForceNewCluster bool
 }
 
 // Member is an embedded etcd member. Create it with NewMember, then Run it.
@@ -110,6 +119,7 @@ type Member struct {
 	tickMs      uint
 	electionMs  uint
 	joinTimeout time.Duration
+	force       bool
 	log         *slog.Logger
 	etcdLog     *zap.Logger
 
@@ -223,6 +233,7 @@ func NewMember(cfg MemberConfig) (*Member, error) {
 		tickMs:      uint(heartbeat / time.Millisecond),
 		electionMs:  uint(election / time.Millisecond),
 		joinTimeout: join,
+		force:       cfg.ForceNewCluster,
 		log:         log.With("component", "coord", "member", cfg.Name),
 		etcdLog:     newZapLogger(log.With("component", "etcd", "member", cfg.Name), level),
 		ready:       make(chan struct{}),
@@ -300,8 +311,14 @@ func (m *Member) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("coord: member %s: data dir %s: %w", m.name, m.dataDir, err)
 	}
 	cfg, existing := m.embedConfig()
+	if m.force && !existing {
+		return fmt.Errorf("coord: member %s: cannot force a new cluster: data dir %s holds no member data to keep", m.name, m.dataDir)
+	}
 	m.log.Info("starting etcd member", "peer_url", m.peer.String(), "client_urls", m.Endpoints(),
 		"data_dir", m.dataDir, "restart", existing, "heartbeat_ms", m.tickMs, "election_ms", m.electionMs)
+	if m.force {
+		m.log.Warn("forcing a new cluster of this member alone: every other member is removed and must be wiped before it rejoins")
+	}
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
 		return m.startError(err)
@@ -324,19 +341,35 @@ func (m *Member) Run(ctx context.Context) (err error) {
 	case <-ctx.Done():
 		return nil
 	case err := <-e.Err():
-		return fmt.Errorf("coord: member %s: etcd: %w", m.name, err)
+		return m.stopped(fmt.Errorf("coord: member %s: etcd: %w", m.name, err))
 	case <-e.Server.StopNotify():
-		return fmt.Errorf("coord: member %s: etcd stopped before it joined the cluster (see etcd's log above)", m.name)
+		return m.stopped(fmt.Errorf("coord: member %s: etcd stopped before it joined the cluster (see etcd's log above)", m.name))
 	}
 
 	select {
 	case <-ctx.Done():
 		return nil
 	case err := <-e.Err():
-		return fmt.Errorf("coord: member %s: etcd: %w", m.name, err)
+		return m.stopped(fmt.Errorf("coord: member %s: etcd: %w", m.name, err))
 	case <-e.Server.StopNotify():
-		return fmt.Errorf("coord: member %s: etcd stopped on its own; was the member removed from the cluster? (see etcd's log above)", m.name)
+		return m.stopped(fmt.Errorf("coord: member %s: etcd stopped on its own (see etcd's log above)", m.name))
 	}
+}
+
+// stopped explains why etcd stopped by itself: when a peer's membership no
+// longer lists this member, it was removed (a forced new cluster
+// elsewhere, or a member removal), and its data must go; otherwise err.
+func (m *Member) stopped(err error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
+	defer cancel()
+	for _, p := range m.probePeers(ctx) {
+		if p.err == nil && p.members != nil && !slices.Contains(p.members, m.name) {
+			return fmt.Errorf("coord: member %s was removed from its cluster: %s lists only %s (a forced new cluster, or a member removed by hand). "+
+				"Its data in %s is stale: remove that directory before the member comes back, as a new member: %w",
+				m.name, p.name, strings.Join(p.members, ", "), m.dataDir, err)
+		}
+	}
+	return err
 }
 
 // embedConfig translates the member's settings into etcd's. existing tells
@@ -359,6 +392,7 @@ func (m *Member) embedConfig() (cfg *embed.Config, existing bool) {
 	if existing {
 		cfg.ClusterState = embed.ClusterStateFlagExisting
 	}
+	cfg.ForceNewCluster = m.force
 	cfg.TickMs = m.tickMs
 	cfg.ElectionMs = m.electionMs
 	cfg.AutoCompactionMode = embed.CompactorModePeriodic
@@ -435,7 +469,8 @@ func (m *Member) startError(err error) error {
 // peerProbe is what one peer answered to GET /members.
 type peerProbe struct {
 	name, url string
-	clusterID string // the peer's cluster ID, when it answered
+	clusterID string   // the peer's cluster ID, when it answered
+	members   []string // the members' names it lists, when it answered
 	err       error
 }
 
@@ -518,10 +553,20 @@ func (m *Member) probePeers(ctx context.Context) []peerProbe {
 				probes[i].err = err
 				return
 			}
-			resp.Body.Close()
+			defer resp.Body.Close()
 			probes[i].clusterID = resp.Header.Get("X-Etcd-Cluster-ID")
 			if probes[i].clusterID == "" {
 				probes[i].err = fmt.Errorf("answered %s without a cluster ID: is this an etcd peer port?", resp.Status)
+				return
+			}
+			var members []struct {
+				Name string `json:"name"`
+			}
+			if json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&members) == nil {
+				probes[i].members = []string{}
+				for _, mb := range members {
+					probes[i].members = append(probes[i].members, mb.Name)
+				}
 			}
 		})
 	}

@@ -584,3 +584,76 @@ func TestZapToSlog(t *testing.T) {
 		}
 	}
 }
+
+// TestForceNewCluster loses two of three members for good and forces the
+// third into a cluster of its own: it must serve again with every key it
+// had, and the two lost members, when they return on their old data
+// together, must stop instead of forming the old quorum again (two
+// members of three) behind its back.
+func TestForceNewCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts etcd")
+	}
+	log := testLog(t)
+	cfgs := clusterConfigs(t, log, 3, "shop", "")
+	ms := make([]*runningMember, len(cfgs))
+	for i := range cfgs {
+		ms[i] = startMember(t, cfgs[i])
+	}
+	waitReady(t, ms...)
+	c1 := newTestClient(t, log, ms[0].m.Endpoints(), nil)
+	eventually(t, 20*time.Second, "write before the loss", func(ctx context.Context) error {
+		_, err := c1.Put(ctx, "/test/before", "kept")
+		return err
+	})
+	for _, r := range ms {
+		if err := r.stop(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// A force on an empty data dir has nothing to keep.
+	empty := cfgs[0]
+	empty.DataDir, empty.ForceNewCluster = filepath.Join(t.TempDir(), "m1"), true
+	if err := startMember(t, empty).wait(readyTimeout); err == nil || !strings.Contains(err.Error(), "holds no member data") {
+		t.Errorf("forcing a new cluster on an empty data dir: %v", err)
+	}
+
+	forced := cfgs[0]
+	forced.ForceNewCluster = true
+	alone := startMember(t, forced)
+	waitReady(t, alone)
+	eventually(t, 20*time.Second, "write to the forced cluster", func(ctx context.Context) error {
+		got, err := getValue(ctx, c1, "/test/before")
+		if err == nil && got != "kept" {
+			err = fmt.Errorf("/test/before = %q after the force", got)
+		}
+		if err == nil {
+			_, err = c1.Put(ctx, "/test/after", "alone")
+		}
+		return err
+	})
+	resp, err := c1.MemberList(context.Background())
+	if err != nil || len(resp.Members) != 1 || resp.Members[0].Name != "m1" {
+		t.Fatalf("members after the force: %v, %v; want m1 alone", resp, err)
+	}
+
+	// m2 and m3 come back at once, on their data: together they were a
+	// quorum of the old cluster.
+	for _, i := range []int{1, 2} {
+		cfgs[i].JoinTimeout = readyTimeout
+		ms[i] = startMember(t, cfgs[i])
+	}
+	for _, i := range []int{1, 2} {
+		err := ms[i].wait(readyTimeout)
+		select {
+		case <-ms[i].m.Ready():
+			t.Errorf("%s rejoined the old cluster after the force", cfgs[i].Name)
+		default:
+		}
+		if err == nil || !strings.Contains(err.Error(), "was removed from its cluster: m1 lists only m1") {
+			t.Errorf("%s after the force: Run returned %v; want it stopped as a removed member", cfgs[i].Name, err)
+		}
+		t.Logf("%s: %v", cfgs[i].Name, err)
+	}
+}
