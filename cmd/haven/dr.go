@@ -27,6 +27,11 @@ actions:
                          promotes; waits until REGION is active
   promote REGION         let REGION take the active region once the active one stops renewing it,
                          whatever its lag and dr.failover say; prints what the promotion may lose
+  promote --force REGION when the active region and the witness are lost for good (the global
+                         scope has no quorum): REGION's member of the global scope becomes the
+                         scope alone, the others removed, and REGION promotes at once. Refused
+                         while the global scope has a quorum. Read docs/dr.md first: a region or
+                         witness that was only cut off must not come back on its old data
 
 flags:
 `
@@ -36,6 +41,7 @@ func runDR(args []string, stdout, stderr io.Writer) error {
 	fs.Usage = func() { fmt.Fprint(stderr, drUsage); fs.PrintDefaults() }
 	cfgPath := fs.String("c", "haven.yaml", "configuration file")
 	to := fs.String("to", "", "switchover: the region to make active")
+	force := fs.Bool("force", false, "promote: without the global scope's quorum (docs/dr.md)")
 	within := nodeTimeoutFlag(fs)
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
@@ -76,28 +82,56 @@ func runDR(args []string, stdout, stderr io.Writer) error {
 		if !slices.Contains(regions, pos[1]) {
 			return fmt.Errorf("%q is not one of the database's regions %v", pos[1], regions)
 		}
-		var out struct {
-			Region        string  `json:"region"`
-			Active        string  `json:"active"`
-			StandbyLeader string  `json:"standby_leader"`
-			LagBytes      uint64  `json:"lag_bytes"`
-			LagSeconds    float64 `json:"lag_seconds"`
-		}
-		if err := askFirst(ac, nodes, "/api/v1/dr/promote?region="+url.QueryEscape(pos[1]), &out); err != nil {
-			return err
-		}
-		if out.Active == out.Region {
-			fmt.Fprintf(stdout, "region %s is active already\n", out.Region)
-			return nil
-		}
-		fmt.Fprintf(stdout, "region %s takes the active region once %s stops renewing it (its lease, dr.lease %s, runs out)\n",
-			out.Region, orNobody(out.Active), db.DR.Lease.D())
-		fmt.Fprintf(stdout, "when its standby leader %s last heard from the active primary it lacked %d bytes of WAL, written over %.1fs: what the promotion may lose\n",
-			orNobody(out.StandbyLeader), out.LagBytes, out.LagSeconds)
-		return nil
+		return drPromote(ac, pos[1], *force, stdout)
 	}
 	fs.Usage()
 	return errUsage
+}
+
+// drPromote asks for the promotion of region, forced or not, and prints
+// what it may lose.
+func drPromote(ac *adminClient, region string, force bool, stdout io.Writer) error {
+	db := ac.cfg.Database
+	nodes := slices.Concat(db.Nodes, db.DR.Nodes)
+	path := "/api/v1/dr/promote?region=" + url.QueryEscape(region)
+	if force {
+		// Only a member of the global scope in region can make the
+		// scope itself again.
+		if nodes = ac.cfg.GlobalMembersIn(region); len(nodes) == 0 {
+			return fmt.Errorf("region %s has no member of coordination.global: a forced promotion needs one", region)
+		}
+		path += "&force=true"
+		ac.client.Timeout = 90 * time.Second
+	}
+	var out struct {
+		Region        string   `json:"region"`
+		Active        string   `json:"active"`
+		StandbyLeader string   `json:"standby_leader"`
+		LagBytes      uint64   `json:"lag_bytes"`
+		LagSeconds    float64  `json:"lag_seconds"`
+		Forced        bool     `json:"forced"`
+		Removed       []string `json:"removed"`
+	}
+	if err := askFirst(ac, nodes, path, &out); err != nil {
+		return err
+	}
+	switch {
+	case out.Active == out.Region:
+		fmt.Fprintf(stdout, "region %s is active already\n", out.Region)
+		return nil
+	case out.Forced:
+		fmt.Fprintf(stdout, "forced: the global scope is now region %s's member alone; removed: %s\n", out.Region, strings.Join(out.Removed, ", "))
+		fmt.Fprintf(stdout, "region %s takes the active region at once (%s held it)\n", out.Region, orNobody(out.Active))
+	default:
+		fmt.Fprintf(stdout, "region %s takes the active region once %s stops renewing it (its lease, dr.lease %s, runs out)\n",
+			out.Region, orNobody(out.Active), db.DR.Lease.D())
+	}
+	fmt.Fprintf(stdout, "when its standby leader %s last heard from the active primary it lacked %d bytes of WAL, written over %.1fs: what the promotion may lose\n",
+		orNobody(out.StandbyLeader), out.LagBytes, out.LagSeconds)
+	if out.Forced {
+		fmt.Fprintf(stdout, "before %s come back: wipe their global etcd data (coordination.global.data_dir), or they stop as removed members (docs/dr.md)\n", strings.Join(out.Removed, ", "))
+	}
+	return nil
 }
 
 func orNobody(s string) string {

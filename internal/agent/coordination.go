@@ -34,15 +34,20 @@ type coordination struct {
 	// the regions (global set), which holds the active-region record.
 	scope  *config.Coordination
 	global bool
-	member *coord.Member // nil unless this node is a member
+	// forceMu serialises forceAlone.
+	forceMu sync.Mutex
 	// diskSlow is set while this node's member's disk does not keep up
 	// (see steerLeader).
 	diskSlow atomic.Bool
 
-	mu        sync.Mutex
-	clients   *etcdClients  // nil until connected
-	connected chan struct{} // closed once clients is set
-	members   map[string]coord.MemberInfo
+	mu sync.Mutex
+	// member is this node's embedded member (nil unless it is one), and
+	// memberStop how to stop its run: forceAlone replaces both.
+	member     *coord.Member
+	memberStop func()
+	clients    *etcdClients  // nil until connected
+	connected  chan struct{} // closed once clients is set
+	members    map[string]coord.MemberInfo
 
 	starters []func(ctx context.Context, cl *etcdClients)
 	cancel   context.CancelFunc
@@ -116,16 +121,86 @@ func (c *coordination) startMember() (func(), error) {
 	if err != nil {
 		return nil, err
 	}
-	c.member = m
 	c.a.admin.AddReadiness(c.what("etcd member"), c.memberReady)
+	c.runMember(m)
+	return c.stopMember, nil
+}
+
+// runMember runs m as this node's member until stopMember.
+func (c *coordination) runMember(m *coord.Member) {
 	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
 		if err := m.Run(ctx); err != nil {
-			c.a.log.Error("etcd member stopped", "err", err)
+			c.a.log.Error(c.what("etcd member stopped"), "err", err)
 		}
-	})
-	return func() { cancel(); wg.Wait() }, nil
+	}()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.member = m
+	c.memberStop = func() { cancel(); <-done }
+}
+
+// stopMember stops this node's member, if it runs, and waits for it.
+func (c *coordination) stopMember() {
+	c.mu.Lock()
+	stop := c.memberStop
+	c.memberStop = nil
+	c.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
+}
+
+// ownMember returns this node's member, nil if it is none.
+func (c *coordination) ownMember() *coord.Member {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.member
+}
+
+// errHasQuorum refuses forceAlone while the scope still has a quorum.
+var errHasQuorum = errors.New("the scope has a quorum")
+
+// forceAlone restarts this node's member, from its data, as the whole of
+// its scope, every other member removed (coord.MemberConfig's
+// ForceNewCluster), once the operator has decided that the scope's
+// quorum is lost for good; it returns the removed members' names once the
+// member serves again. It refuses while the member still reaches a
+// quorum. The removed members stop when they reach it again (their data
+// must then be wiped); the configuration still lists them, and until they
+// are added back the scope has one member.
+func (c *coordination) forceAlone(ctx context.Context) ([]string, error) {
+	c.forceMu.Lock()
+	defer c.forceMu.Unlock()
+	if c.ownMember() == nil {
+		return nil, fmt.Errorf("node %s runs no member of %s", c.a.opt.Node, c.what("etcd"))
+	}
+	own := c.endpoints()[:1]
+	check, cancel := context.WithTimeout(ctx, connectTimeout)
+	cli, err := coord.NewClient(check, coord.ClientConfig{Endpoints: own, TLS: c.tls(), DialTimeout: connectTimeout, Logger: c.a.log})
+	cancel()
+	if err == nil {
+		cli.Close()
+		return nil, fmt.Errorf("%w: this node's member answers with a leader", errHasQuorum)
+	}
+	removed := slices.DeleteFunc(slices.Clone(c.scope.Members), func(n string) bool { return n == c.a.opt.Node })
+	c.a.log.Warn(c.what("forcing a new etcd cluster of this member alone: the operator declared the others lost"), "removed", removed, "quorum_check", err)
+	cfg := c.memberConfig()
+	cfg.ForceNewCluster = true
+	m, err := coord.NewMember(cfg)
+	if err != nil {
+		return nil, err
+	}
+	c.stopMember()
+	c.runMember(m)
+	select {
+	case <-m.Ready():
+		return removed, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("the forced member did not serve in time (see the agent's log): %w", ctx.Err())
+	}
 }
 
 // startPeerRoutes gives the routes to the coordination peers TCP's short
@@ -228,7 +303,7 @@ func (c *coordination) stop() {
 
 func (c *coordination) memberReady() error {
 	select {
-	case <-c.member.Ready():
+	case <-c.ownMember().Ready():
 		return nil
 	default:
 		return errors.New("etcd member has not joined its cluster yet")
@@ -368,9 +443,9 @@ func (c *coordination) connect(ctx context.Context) {
 		}
 	}
 	cl := &etcdClients{all: all, own: all}
-	if c.member != nil {
+	if m := c.ownMember(); m != nil {
 		select {
-		case <-c.member.Ready():
+		case <-m.Ready():
 		case <-ctx.Done():
 			all.Close()
 			return
@@ -447,7 +522,7 @@ func (c *coordination) publish(ctx context.Context, cli *clientv3.Client) {
 			for name, up := range c.a.followedStates() {
 				p.SetCheck(name, upDown(up))
 			}
-			if c.member != nil {
+			if c.ownMember() != nil {
 				p.SetCheck(coord.EtcdDiskState, upDown(!c.diskSlow.Load()))
 			}
 			select {

@@ -88,8 +88,13 @@ func (a *Agent) drSwitchover(w http.ResponseWriter, r *http.Request) {
 
 // drPromote serves POST /api/v1/dr/promote?region=REGION: REGION takes the
 // active-region record once the active region stops renewing it, whatever
-// its lag; the answer says what the promotion may lose.
+// its lag; the answer says what the promotion may lose. With force=true it
+// is drForce.
 func (a *Agent) drPromote(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Query().Get("force") == "true" {
+		a.drForce(w, r)
+		return
+	}
 	k, ok := a.drKeeper(w)
 	if !ok {
 		return
@@ -106,7 +111,72 @@ func (a *Agent) drPromote(w http.ResponseWriter, r *http.Request) {
 		web.WriteError(w, http.StatusConflict, err)
 		return
 	}
-	out := map[string]any{"region": region, "active": rec.Holder}
+	web.WriteJSON(w, http.StatusAccepted, promoteAnswer(k, region, rec.Holder))
+}
+
+// forceTimeout bounds a forced promotion: the quorum check, the member's
+// restart, the release of the record.
+const forceTimeout = time.Minute
+
+// drForce serves POST /api/v1/dr/promote?region=REGION&force=true, on a
+// member of the global scope in REGION, when the global scope has lost its
+// quorum for good (the active region and the witness gone): this node's
+// member becomes the global scope alone, the record is released to REGION
+// and REGION promotes at once, whatever its lag. Refused while the global
+// scope has a quorum. docs/dr.md gives the risk: a region and witness that
+// were only cut off, not lost, must not come back on their old data.
+func (a *Agent) drForce(w http.ResponseWriter, r *http.Request) {
+	region, ok := a.drRegion(w, r, "region")
+	if !ok {
+		return
+	}
+	cfg := a.config()
+	g := a.current().global
+	self, _ := cfg.Node(a.opt.Node)
+	if g == nil || g.ownMember() == nil || self.Region != region {
+		web.WriteError(w, http.StatusConflict, fmt.Errorf("a forced promotion of region %s runs on a member of the global scope in %s: ask one of %v",
+			region, region, cfg.GlobalMembersIn(region)))
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), forceTimeout)
+	defer cancel()
+	removed, err := g.forceAlone(ctx)
+	switch {
+	case errors.Is(err, errHasQuorum):
+		web.WriteError(w, http.StatusConflict, fmt.Errorf("not forced: %w (%v); the global scope works, so promote without --force: haven dr promote %s", err, cfg.GlobalCoordination().Members, region))
+		return
+	case err != nil:
+		web.WriteError(w, http.StatusInternalServerError, fmt.Errorf("force the global scope: %w", err))
+		return
+	}
+	cl, err := g.waitClients(ctx)
+	if err != nil {
+		web.WriteError(w, http.StatusInternalServerError, fmt.Errorf("the global scope was forced to %s alone, but the agent does not reach it: %w", a.opt.Node, err))
+		return
+	}
+	rec, err := keeper.ForceRegion(ctx, cl.own, cfg.Cluster, dbName, region)
+	if err != nil {
+		web.WriteError(w, http.StatusConflict, fmt.Errorf("the global scope was forced to %s alone: %w", a.opt.Node, err))
+		return
+	}
+	a.log.Warn("forced promotion: the global scope is this member alone, the active-region record released", "region", region, "was_active", rec.Holder, "removed", removed)
+	var k *keeper.Keeper
+	if rs := a.current(); rs.db != nil {
+		k = rs.db.keeper.Load()
+	}
+	out := promoteAnswer(k, region, rec.Holder)
+	out["forced"] = true
+	out["removed"] = removed
+	web.WriteJSON(w, http.StatusAccepted, out)
+}
+
+// promoteAnswer says what a promotion of region may lose: its standby
+// leader's lag when last heard of, as k sees it (k may be nil).
+func promoteAnswer(k *keeper.Keeper, region, active string) map[string]any {
+	out := map[string]any{"region": region, "active": active}
+	if k == nil {
+		return out
+	}
 	st, _ := k.RegionStatus()
 	for _, s := range st.States {
 		if s.Region == region && s.Leader {
@@ -115,5 +185,5 @@ func (a *Agent) drPromote(w http.ResponseWriter, r *http.Request) {
 			out["lag_seconds"] = s.LagSeconds
 		}
 	}
-	web.WriteJSON(w, http.StatusAccepted, out)
+	return out
 }

@@ -157,7 +157,7 @@ func (c *coordination) moveLeader(ctx context.Context, cl *etcdClients, whole *t
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	cli := cl.all
-	self := c.member.Endpoints()[0]
+	self := c.ownMember().Endpoints()[0]
 	st, err := cli.Status(ctx, self)
 	if err != nil || st.Leader != st.Header.MemberId {
 		return err // not the leader: nothing to do

@@ -62,7 +62,7 @@ func (rs roles) coordinationStatus(ctx context.Context) *CoordinationStatus {
 		return nil
 	}
 	s := &CoordinationStatus{Endpoints: c.endpoints(), Members: map[string]coord.MemberInfo{}}
-	if c.member != nil {
+	if c.ownMember() != nil {
 		s.Member = &MemberStatus{Name: c.a.opt.Node, Ready: c.memberReady() == nil}
 	}
 	cli := c.etcd()

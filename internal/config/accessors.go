@@ -70,6 +70,22 @@ func (c *Config) GlobalCoordination() *Coordination {
 	return c.Coordination.Global
 }
 
+// GlobalMembersIn returns the members of the global coordination scope that
+// are in region, in the configuration's order.
+func (c *Config) GlobalMembersIn(region string) []string {
+	g := c.GlobalCoordination()
+	if g == nil {
+		return nil
+	}
+	var out []string
+	for _, name := range g.Members {
+		if n, ok := c.Node(name); ok && n.Region == region {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
 // BalancersOn returns the balancers that node runs, sorted by name.
 func (c *Config) BalancersOn(node string) []*Balancer {
 	var out []*Balancer

@@ -310,6 +310,9 @@ func (m *Member) Run(ctx context.Context) (err error) {
 	if err := prepareDataDir(m.dataDir); err != nil {
 		return fmt.Errorf("coord: member %s: data dir %s: %w", m.name, m.dataDir, err)
 	}
+	if err := m.checkNotRemoved(); err != nil {
+		return err
+	}
 	cfg, existing := m.embedConfig()
 	if m.force && !existing {
 		return fmt.Errorf("coord: member %s: cannot force a new cluster: data dir %s holds no member data to keep", m.name, m.dataDir)
@@ -358,18 +361,42 @@ func (m *Member) Run(ctx context.Context) (err error) {
 
 // stopped explains why etcd stopped by itself: when a peer's membership no
 // longer lists this member, it was removed (a forced new cluster
-// elsewhere, or a member removal), and its data must go; otherwise err.
+// elsewhere, or a member removal); Run then leaves a mark in the data dir
+// (RemovedMark) and refuses to start the member again. Otherwise err.
 func (m *Member) stopped(err error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
 	defer cancel()
 	for _, p := range m.probePeers(ctx) {
 		if p.err == nil && p.members != nil && !slices.Contains(p.members, m.name) {
-			return fmt.Errorf("coord: member %s was removed from its cluster: %s lists only %s (a forced new cluster, or a member removed by hand). "+
-				"Its data in %s is stale: remove that directory before the member comes back, as a new member: %w",
-				m.name, p.name, strings.Join(p.members, ", "), m.dataDir, err)
+			why := fmt.Sprintf("%s lists only %s (a forced new cluster, or a member removed by hand), at %s",
+				p.name, strings.Join(p.members, ", "), time.Now().UTC().Format(time.RFC3339))
+			if werr := os.WriteFile(filepath.Join(m.dataDir, RemovedMark), []byte(why+"\n"), 0o600); werr != nil {
+				m.log.Error("cannot mark the removed member's data dir", "err", werr)
+			}
+			return fmt.Errorf("coord: member %s was removed from its cluster: %s. Its data in %s is stale: "+
+				"it will not start again until it is added back as a new member: %w", m.name, why, m.dataDir, err)
 		}
 	}
 	return err
+}
+
+// RemovedMark is the file a member leaves in its data dir when it finds
+// that it was removed from its cluster: with it there, Run refuses to
+// start, so that two removed members restarted together never form the
+// old cluster's quorum again behind the back of the one that removed them.
+const RemovedMark = "removed"
+
+// checkNotRemoved refuses a data dir that RemovedMark marks.
+func (m *Member) checkNotRemoved() error {
+	why, err := os.ReadFile(filepath.Join(m.dataDir, RemovedMark))
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	case err != nil:
+		return fmt.Errorf("coord: member %s: %w", m.name, err)
+	}
+	return fmt.Errorf("coord: member %s was removed from its cluster (%s) and does not start on its stale data in %s; "+
+		"it can come back only as a new member, added through the cluster that removed it", m.name, strings.TrimSpace(string(why)), m.dataDir)
 }
 
 // embedConfig translates the member's settings into etcd's. existing tells

@@ -656,4 +656,15 @@ func TestForceNewCluster(t *testing.T) {
 		}
 		t.Logf("%s: %v", cfgs[i].Name, err)
 	}
+	// Started again both at once, with m1 down so that nobody tells them,
+	// they stay out: their data dirs are marked.
+	if err := alone.stop(); err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []int{1, 2} {
+		err := startMember(t, cfgs[i]).wait(readyTimeout)
+		if err == nil || !strings.Contains(err.Error(), "does not start on its stale data") {
+			t.Errorf("%s restarted after its removal: %v", cfgs[i].Name, err)
+		}
+	}
 }
