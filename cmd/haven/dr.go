@@ -116,12 +116,16 @@ func drPromote(ac *adminClient, region string, force bool, stdout io.Writer) err
 		return err
 	}
 	switch {
+	case out.Forced:
+		fmt.Fprintf(stdout, "forced: the global scope is now region %s's member alone; removed: %s\n", out.Region, strings.Join(out.Removed, ", "))
+		if out.Active == out.Region {
+			fmt.Fprintf(stdout, "region %s took the active region as soon as the global scope served again\n", out.Region)
+		} else {
+			fmt.Fprintf(stdout, "region %s takes the active region at once (%s held it)\n", out.Region, orNobody(out.Active))
+		}
 	case out.Active == out.Region:
 		fmt.Fprintf(stdout, "region %s is active already\n", out.Region)
 		return nil
-	case out.Forced:
-		fmt.Fprintf(stdout, "forced: the global scope is now region %s's member alone; removed: %s\n", out.Region, strings.Join(out.Removed, ", "))
-		fmt.Fprintf(stdout, "region %s takes the active region at once (%s held it)\n", out.Region, orNobody(out.Active))
 	default:
 		fmt.Fprintf(stdout, "region %s takes the active region once %s stops renewing it (its lease, dr.lease %s, runs out)\n",
 			out.Region, orNobody(out.Active), db.DR.Lease.D())
@@ -129,7 +133,8 @@ func drPromote(ac *adminClient, region string, force bool, stdout io.Writer) err
 	fmt.Fprintf(stdout, "when its standby leader %s last heard from the active primary it lacked %d bytes of WAL, written over %.1fs: what the promotion may lose\n",
 		orNobody(out.StandbyLeader), out.LagBytes, out.LagSeconds)
 	if out.Forced {
-		fmt.Fprintf(stdout, "before %s come back: wipe their global etcd data (coordination.global.data_dir), or they stop as removed members (docs/dr.md)\n", strings.Join(out.Removed, ", "))
+		fmt.Fprintf(stdout, "%s stay out of the global scope: when they come back on their data they stop as removed members and their nodes run as its clients; "+
+			"never wipe their data while the old configuration lists them (docs/dr.md)\n", strings.Join(out.Removed, ", "))
 	}
 	return nil
 }

@@ -35,11 +35,12 @@ func (e *env) coordinationStatus() CoordinationStatus {
 	return *st.Coordination
 }
 
-// waitCoordination polls the status API until cond holds.
+// waitCoordination polls the status API until cond holds (a minute: a first
+// primary needs initdb and a start, slow on a loaded machine).
 func (e *env) waitCoordination(what string, cond func(CoordinationStatus) bool) CoordinationStatus {
 	e.t.Helper()
 	var last CoordinationStatus
-	testenv.Poll(e.t, 20*time.Second, what, func() (bool, string) {
+	testenv.Poll(e.t, time.Minute, what, func() (bool, string) {
 		last = e.coordinationStatus()
 		b, _ := json.MarshalIndent(last, "", "  ")
 		return cond(last), "coordination status:\n" + string(b)

@@ -45,9 +45,13 @@ type coordination struct {
 	// memberStop how to stop its run: forceAlone replaces both.
 	member     *coord.Member
 	memberStop func()
-	clients    *etcdClients  // nil until connected
-	connected  chan struct{} // closed once clients is set
-	members    map[string]coord.MemberInfo
+	// removed is set, and gone closed, once the member finds it was
+	// removed from its cluster (memberRemoved).
+	removed   bool
+	gone      chan struct{}
+	clients   *etcdClients  // nil until connected
+	connected chan struct{} // closed once clients is set
+	members   map[string]coord.MemberInfo
 
 	starters []func(ctx context.Context, cl *etcdClients)
 	cancel   context.CancelFunc
@@ -82,7 +86,7 @@ const connectTimeout = 5 * time.Second
 
 // newCoordination is the node's coordination in its region's scope.
 func newCoordination(a *Agent, cfg *config.Config) *coordination {
-	return &coordination{a: a, cfg: cfg, scope: cfg.CoordinationOf(a.opt.Node), connected: make(chan struct{}), members: map[string]coord.MemberInfo{}}
+	return &coordination{a: a, cfg: cfg, scope: cfg.CoordinationOf(a.opt.Node), connected: make(chan struct{}), gone: make(chan struct{}), members: map[string]coord.MemberInfo{}}
 }
 
 // newGlobalCoordination is the node's coordination in the global scope, or
@@ -94,7 +98,7 @@ func newGlobalCoordination(a *Agent, cfg *config.Config) *coordination {
 	if g == nil || !slices.Contains(g.Members, a.opt.Node) && !cfg.IsDatabaseNode(a.opt.Node) && !cfg.IsNameserver(a.opt.Node) {
 		return nil
 	}
-	return &coordination{a: a, cfg: cfg, scope: g, global: true, connected: make(chan struct{}), members: map[string]coord.MemberInfo{}}
+	return &coordination{a: a, cfg: cfg, scope: g, global: true, connected: make(chan struct{}), gone: make(chan struct{}), members: map[string]coord.MemberInfo{}}
 }
 
 // what names the scope in logs and readiness checks.
@@ -117,7 +121,14 @@ func (c *coordination) startMember() (func(), error) {
 	if !slices.Contains(c.scope.Members, c.a.opt.Node) {
 		return func() {}, nil
 	}
-	m, err := coord.NewMember(c.memberConfig())
+	cfg := c.memberConfig()
+	if coord.Removed(cfg.DataDir) {
+		// Removed from its cluster (haven dr promote --force elsewhere):
+		// the node goes on as the scope's client only.
+		c.a.log.Warn(c.what("this node's etcd member was removed from its cluster; the node runs without it, as a client"), "data_dir", cfg.DataDir)
+		return func() {}, nil
+	}
+	m, err := coord.NewMember(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -132,8 +143,12 @@ func (c *coordination) runMember(m *coord.Member) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if err := m.Run(ctx); err != nil {
+		err := m.Run(ctx)
+		if err != nil {
 			c.a.log.Error(c.what("etcd member stopped"), "err", err)
+		}
+		if errors.Is(err, coord.ErrRemoved) {
+			c.memberRemoved()
 		}
 	}()
 	c.mu.Lock()
@@ -150,6 +165,22 @@ func (c *coordination) stopMember() {
 	c.mu.Unlock()
 	if stop != nil {
 		stop()
+	}
+}
+
+// memberRemoved turns this node into a client of its scope once its member
+// was removed from it: the client of its own member talks to the others
+// instead, and connect stops waiting for the member.
+func (c *coordination) memberRemoved() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.removed {
+		return
+	}
+	c.removed = true
+	close(c.gone)
+	if cl := c.clients; cl != nil && cl.own != cl.all {
+		cl.own.SetEndpoints(c.endpoints()[1:]...)
 	}
 }
 
@@ -305,6 +336,9 @@ func (c *coordination) memberReady() error {
 	select {
 	case <-c.ownMember().Ready():
 		return nil
+	case <-c.gone:
+		// Removed: the node works on as a client of its scope.
+		return nil
 	default:
 		return errors.New("etcd member has not joined its cluster yet")
 	}
@@ -446,6 +480,7 @@ func (c *coordination) connect(ctx context.Context) {
 	if m := c.ownMember(); m != nil {
 		select {
 		case <-m.Ready():
+		case <-c.gone:
 		case <-ctx.Done():
 			all.Close()
 			return
@@ -459,6 +494,9 @@ func (c *coordination) connect(ctx context.Context) {
 		}
 	}
 	c.mu.Lock()
+	if c.removed && cl.own != cl.all {
+		cl.own.SetEndpoints(c.endpoints()[1:]...)
+	}
 	c.clients = cl
 	c.mu.Unlock()
 	close(c.connected)

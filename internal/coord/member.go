@@ -320,7 +320,7 @@ func (m *Member) Run(ctx context.Context) (err error) {
 	m.log.Info("starting etcd member", "peer_url", m.peer.String(), "client_urls", m.Endpoints(),
 		"data_dir", m.dataDir, "restart", existing, "heartbeat_ms", m.tickMs, "election_ms", m.electionMs)
 	if m.force {
-		m.log.Warn("forcing a new cluster of this member alone: every other member is removed and must be wiped before it rejoins")
+		m.log.Warn("forcing a new cluster of this member alone: every other member is removed and stays out until added back as a new member")
 	}
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
@@ -373,8 +373,8 @@ func (m *Member) stopped(err error) error {
 			if werr := os.WriteFile(filepath.Join(m.dataDir, RemovedMark), []byte(why+"\n"), 0o600); werr != nil {
 				m.log.Error("cannot mark the removed member's data dir", "err", werr)
 			}
-			return fmt.Errorf("coord: member %s was removed from its cluster: %s. Its data in %s is stale: "+
-				"it will not start again until it is added back as a new member: %w", m.name, why, m.dataDir, err)
+			return fmt.Errorf("coord: member %s %w: %s. Its data in %s is stale: "+
+				"it will not start again until it is added back as a new member: %w", m.name, ErrRemoved, why, m.dataDir, err)
 		}
 	}
 	return err
@@ -386,6 +386,17 @@ func (m *Member) stopped(err error) error {
 // old cluster's quorum again behind the back of the one that removed them.
 const RemovedMark = "removed"
 
+// ErrRemoved is in the error of a Run that stopped, or did not start,
+// because the member was removed from its cluster.
+var ErrRemoved = errors.New("was removed from its cluster")
+
+// Removed reports whether the member whose data is in dataDir was removed
+// from its cluster (RemovedMark).
+func Removed(dataDir string) bool {
+	_, err := os.Stat(filepath.Join(dataDir, RemovedMark))
+	return err == nil
+}
+
 // checkNotRemoved refuses a data dir that RemovedMark marks.
 func (m *Member) checkNotRemoved() error {
 	why, err := os.ReadFile(filepath.Join(m.dataDir, RemovedMark))
@@ -395,8 +406,8 @@ func (m *Member) checkNotRemoved() error {
 	case err != nil:
 		return fmt.Errorf("coord: member %s: %w", m.name, err)
 	}
-	return fmt.Errorf("coord: member %s was removed from its cluster (%s) and does not start on its stale data in %s; "+
-		"it can come back only as a new member, added through the cluster that removed it", m.name, strings.TrimSpace(string(why)), m.dataDir)
+	return fmt.Errorf("coord: member %s %w (%s) and does not start on its stale data in %s; "+
+		"it can come back only as a new member, added through the cluster that removed it", m.name, ErrRemoved, strings.TrimSpace(string(why)), m.dataDir)
 }
 
 // embedConfig translates the member's settings into etcd's. existing tells
@@ -457,6 +468,11 @@ func (m *Member) stop(e *embed.Etcd) error {
 		defer close(done)
 		select {
 		case <-e.Server.ReadyNotify():
+			// Not HardStop first, even without a leader, whose requests in
+			// flight hold the graceful stop for etcd's request timeout:
+			// the server would close its backend under the client
+			// handlers still running (a Maintenance Status then panics
+			// in bbolt).
 		default:
 			// embed.Etcd.Close waits for its client servers, which wait
 			// for the server to be ready or stopping: stop it first

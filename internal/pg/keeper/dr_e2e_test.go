@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -259,8 +260,12 @@ func (c *dbCluster) streaming(nodes []string) (int, string) {
 	return n, strings.Join(seen, "; ")
 }
 
-func TestRegionLossAndReturn(t *testing.T) {
-	c := startDRCluster(t)
+// writingInEast waits until east's primary streams to west's standby
+// cluster and the traffic manager answers east, creates the orders table,
+// and starts east's two clients: one writes through east's router, one
+// straight to east's postgres (whichever node takes its writes: it tries
+// each in turn).
+func (c *dbCluster) writingInEast(t *testing.T) (routed, stuck *drWriter) {
 	var primary string
 	testenv.Poll(t, 3*time.Minute, "east's primary and west's standby cluster streaming", func() (bool, string) {
 		primary = c.regionPrimary(drEast)
@@ -274,17 +279,21 @@ func TestRegionLossAndReturn(t *testing.T) {
 	if _, err := c.sql(primary, "CREATE TABLE orders (id int PRIMARY KEY); CREATE ROLE app LOGIN PASSWORD 'dr-app'; GRANT ALL ON orders TO app"); err != nil {
 		t.Fatal(err)
 	}
-	// One client writes through east's router, one straight to east's
-	// postgres (whichever node takes its writes: it tries each in turn).
-	routed := c.startDRWriter("ec", 1, "198.18.1.14:6432")
+	routed = c.startDRWriter("ec", 1, "198.18.1.14:6432")
 	var direct []string
 	for _, n := range drEast {
 		direct = append(direct, c.net.Host(n).Addr.String()+":5432")
 	}
-	stuck := c.startDRWriter("ec", 1_000_000, direct...)
+	stuck = c.startDRWriter("ec", 1_000_000, direct...)
 	testenv.Poll(t, time.Minute, "writes acknowledged in east", func() (bool, string) {
 		return routed.count() > 50 && stuck.count() > 50, fmt.Sprint(routed.count(), stuck.count())
 	})
+	return routed, stuck
+}
+
+func TestRegionLossAndReturn(t *testing.T) {
+	c := startDRCluster(t)
+	routed, stuck := c.writingInEast(t)
 
 	// East is cut off from west and the witness; inside east the
 	// network still works, and its clients go on writing.
@@ -309,12 +318,7 @@ func TestRegionLossAndReturn(t *testing.T) {
 	routedAcks, stuckAcks := routed.halt(), stuck.halt()
 	t.Logf("region east lost: first write acknowledged in west %v later (region lease %v, WAN delay %v each way)", rto.Round(time.Millisecond), drRegionLease, drWANDelay)
 
-	// Never two writable regions: east acknowledged nothing once west had.
-	for _, a := range slices.Concat(routedAcks, stuckAcks) {
-		if !a.at.Before(westAcks[0].at) {
-			t.Errorf("east acknowledged row %d at %s, after west's first at %s", a.seq, a.at.Format("15:04:05.000"), westAcks[0].at.Format("15:04:05.000"))
-		}
-	}
+	noneAfter(t, westAcks[0], routedAcks, stuckAcks)
 	// What west lacks was acknowledged within the standby's lag of the
 	// cut, which max_lag bounds.
 	wp := c.regionPrimary(drWest)
@@ -334,30 +338,11 @@ func TestRegionLossAndReturn(t *testing.T) {
 		t.Errorf("lost a row acknowledged %v before the loss of east, more than dr.max_lag %v", cut.Sub(oldest), drMaxLag)
 	}
 
-	// East comes back as west's standby cluster: every node has what
-	// west writes, and none takes writes.
+	// East comes back as west's standby cluster.
 	if err := c.net.RestoreWAN(1); err != nil {
 		t.Fatal(err)
 	}
-	back := time.Now()
-	if _, err := c.sql(wp, "INSERT INTO orders (id) VALUES (3000000)"); err != nil {
-		t.Fatal(err)
-	}
-	for _, n := range drEast {
-		testenv.Poll(t, 3*time.Minute, n+" replicates west's row", func() (bool, string) {
-			out, err := c.sql(n, "SELECT count(*) FROM orders WHERE id = 3000000")
-			return err == nil && out == "1", fmt.Sprint(out, err)
-		})
-	}
-	t.Logf("east rejoined as the standby cluster %v after its links came back", time.Since(back).Round(time.Millisecond))
-	if p := c.regionPrimary(drEast); p != "" {
-		t.Errorf("%s runs as a primary in east while west is active", p)
-	}
-	for _, n := range drEast {
-		if out := c.agents[n].Output(); strings.Contains(out, "rewind impossible") {
-			t.Logf("%s could not be rewound and was copied again", n)
-		}
-	}
+	c.rejoinsAsStandby(t, wp)
 
 	// haven dr status says so; a planned failback to east loses nothing.
 	out := c.haven(t, "wc", "dr", "status")
@@ -392,6 +377,123 @@ func TestRegionLossAndReturn(t *testing.T) {
 	}
 }
 
+// TestRegionForcedPromotion loses region east and the witness together
+// (each cut off, its processes left running): the global scope has no
+// quorum, so west must not take over by itself, and a forced promotion must
+// be refused while the quorum is there. haven dr promote --force west
+// makes west's member the global scope alone and west writable; east's
+// clients never see a write acknowledged after west's first. When east and
+// the witness come back, at once, their global members stop as removed
+// members instead of forming the old scope's quorum again, and east
+// rejoins as west's standby cluster.
+func TestRegionForcedPromotion(t *testing.T) {
+	c := startDRCluster(t)
+	routed, stuck := c.writingInEast(t)
+	if out, err := c.tryHaven("wc", "dr", "promote", "--force", "west"); err == nil || !strings.Contains(out, "not forced") {
+		t.Fatalf("haven dr promote --force west with the global scope whole: %v\n%s", err, out)
+	}
+
+	cut := time.Now()
+	for _, seg := range []int{1, 3} {
+		if err := c.net.CutWAN(seg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// West waits: without the global scope it cannot tell a lost region
+	// from its own isolation.
+	time.Sleep(drRegionLease + 5*time.Second)
+	if p := c.regionPrimary(drWest); p != "" {
+		t.Fatalf("%s promoted in west by itself without the global scope's quorum", p)
+	}
+	west := c.startDRWriter("wc", 2_000_000, "198.18.2.14:6432")
+	asked := time.Now()
+	out := c.haven(t, "wc", "dr", "promote", "--force", "west")
+	t.Logf("haven dr promote --force west (%v):\n%s", time.Since(asked).Round(time.Millisecond), out)
+	if !strings.Contains(out, "removed: e1, wit") {
+		t.Errorf("the forced promotion does not name the removed members e1 and wit:\n%s", out)
+	}
+	testenv.Poll(t, time.Minute, "writes acknowledged in west", func() (bool, string) {
+		return west.count() > 0, c.regionPrimary(drWest)
+	})
+	westAcks := west.halt()
+	t.Logf("forced promotion: first write acknowledged in west %v after the command, %v after the loss", westAcks[0].at.Sub(asked).Round(time.Millisecond), westAcks[0].at.Sub(cut).Round(time.Millisecond))
+	noneAfter(t, westAcks[0], routed.halt(), stuck.halt())
+
+	// East and the witness come back together, on their old data.
+	for _, seg := range []int{1, 3} {
+		if err := c.net.RestoreWAN(seg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.rejoinsAsStandby(t, c.regionPrimary(drWest))
+	for _, n := range []string{"e1", "wit"} {
+		testenv.Poll(t, 30*time.Second, n+"'s global member stops as removed", func() (bool, string) {
+			return strings.Contains(c.agents[n].Output(), "was removed from its cluster: w1 lists only w1"), ""
+		})
+	}
+	out = c.haven(t, "wc", "dr", "status")
+	if !strings.Contains(out, "active region: west") {
+		t.Errorf("haven dr status after the forced promotion:\n%s", out)
+	}
+
+	// e1's agent restarted: its member stays out, the node follows west
+	// as a client of the global scope.
+	if err := c.agents["e1"].Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.agents["e1"].Wait(); err != nil {
+		t.Logf("e1's agent: %v", err)
+	}
+	c.startAgent("e1")
+	if _, err := c.sql(c.regionPrimary(drWest), "INSERT INTO orders (id) VALUES (3000001)"); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Poll(t, 2*time.Minute, "e1, restarted, replicates west's row", func() (bool, string) {
+		out, err := c.sql("e1", "SELECT count(*) FROM orders WHERE id = 3000001")
+		return err == nil && out == "1", fmt.Sprint(out, err)
+	})
+	if !strings.Contains(c.agents["e1"].Output(), "this node's etcd member was removed from its cluster; the node runs without it") {
+		t.Error("e1's agent, restarted, does not say that its member of the global scope stays out")
+	}
+}
+
+// noneAfter fails the test for any write east's clients saw acknowledged
+// at or after west's first: never two writable regions.
+func noneAfter(t *testing.T, west ack, east ...[]ack) {
+	t.Helper()
+	for _, a := range slices.Concat(east...) {
+		if !a.at.Before(west.at) {
+			t.Errorf("east acknowledged row %d at %s, after west's first at %s", a.seq, a.at.Format("15:04:05.000"), west.at.Format("15:04:05.000"))
+		}
+	}
+}
+
+// rejoinsAsStandby checks that east, whose links just came back, rejoins
+// as west's standby cluster: every node has what west's primary wp
+// writes, and none takes writes.
+func (c *dbCluster) rejoinsAsStandby(t *testing.T, wp string) {
+	t.Helper()
+	back := time.Now()
+	if _, err := c.sql(wp, "INSERT INTO orders (id) VALUES (3000000)"); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range drEast {
+		testenv.Poll(t, 3*time.Minute, n+" replicates west's row", func() (bool, string) {
+			out, err := c.sql(n, "SELECT count(*) FROM orders WHERE id = 3000000")
+			return err == nil && out == "1", fmt.Sprint(out, err)
+		})
+	}
+	t.Logf("east rejoined as the standby cluster %v after its links came back", time.Since(back).Round(time.Millisecond))
+	if p := c.regionPrimary(drEast); p != "" {
+		t.Errorf("%s runs as a primary in east while west is active", p)
+	}
+	for _, n := range drEast {
+		if out := c.agents[n].Output(); strings.Contains(out, "rewind impossible") {
+			t.Logf("%s could not be rewound and was copied again", n)
+		}
+	}
+}
+
 // resolve asks host's name server for db.gslb.test and returns the
 // address it answers.
 func (c *dbCluster) resolve(host string) string {
@@ -418,15 +520,22 @@ func (c *dbCluster) ids(t *testing.T, node string) map[int]bool {
 }
 
 // haven runs the haven command on host with the cluster's configuration
-// and returns its output.
+// and returns its output; the test fails if it fails.
 func (c *dbCluster) haven(t *testing.T, host string, args ...string) string {
 	t.Helper()
+	out, err := c.tryHaven(host, args...)
+	if err != nil {
+		t.Fatalf("haven %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// tryHaven runs the haven command on host with the cluster's
+// configuration and returns its output and how it ended.
+func (c *dbCluster) tryHaven(host string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	args = append(args, "-c", filepath.Join(c.dir, "haven.yaml"))
 	out, err := c.net.Host(host).Command(ctx, c.bin, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("haven %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
+	return string(out), err
 }

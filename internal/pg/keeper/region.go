@@ -527,34 +527,47 @@ func PromoteRegion(ctx context.Context, cli *clientv3.Client, cluster, name, to 
 // waiting out the lease of a holder that will never renew it, and asks
 // for the promotion. The old region's primary stopped writing at its own
 // deadline, as for any loss of the record. It returns the record as it
-// was before.
+// was first read.
 func ForceRegion(ctx context.Context, cli *clientv3.Client, cluster, name, to string) (coord.Record, error) {
 	key := RegionOwnerPrefix(cluster, name) + "/record"
-	resp, err := cli.Get(ctx, key)
-	if err != nil {
-		return coord.Record{}, fmt.Errorf("dr: read the active-region record: %w", err)
-	}
-	var rec coord.Record
-	if len(resp.Kvs) > 0 {
-		if err := json.Unmarshal(resp.Kvs[0].Value, &rec); err != nil {
-			return rec, fmt.Errorf("dr: the active-region record: %w", err)
+	var before *coord.Record
+	// The record may change under the release once the scope serves
+	// again: region to taking it by itself (dr.failover automatic). Look
+	// again then.
+	for attempt := 0; ; attempt++ {
+		resp, err := cli.Get(ctx, key)
+		if err != nil {
+			return coord.Record{}, fmt.Errorf("dr: read the active-region record: %w", err)
 		}
-	}
-	if rec.Holder != "" && rec.Holder != to {
+		var rec coord.Record
+		if len(resp.Kvs) > 0 {
+			if err := json.Unmarshal(resp.Kvs[0].Value, &rec); err != nil {
+				return rec, fmt.Errorf("dr: the active-region record: %w", err)
+			}
+		}
+		if before == nil {
+			before = &rec
+		}
+		if rec.Holder == "" || rec.Holder == to {
+			break
+		}
 		released, _ := json.Marshal(coord.Record{LeaseMS: rec.LeaseMS, Next: to})
 		cmp := clientv3.Compare(clientv3.ModRevision(key), "=", resp.Kvs[0].ModRevision)
 		tr, err := cli.Txn(ctx).If(cmp).Then(clientv3.OpPut(key, string(released))).Commit()
 		if err != nil {
-			return rec, fmt.Errorf("dr: release the active-region record to %s: %w", to, err)
+			return *before, fmt.Errorf("dr: release the active-region record to %s: %w", to, err)
 		}
-		if !tr.Succeeded {
-			return rec, fmt.Errorf("dr: the active-region record changed while it was released to %s (is region %s still renewing it?); ask again", to, rec.Holder)
+		if tr.Succeeded {
+			break
+		}
+		if attempt == 2 {
+			return *before, fmt.Errorf("dr: the active-region record keeps changing while it is released to %s (is region %s still renewing it?)", to, rec.Holder)
 		}
 	}
 	if _, err := PromoteRegion(ctx, cli, cluster, name, to); err != nil {
-		return rec, err
+		return *before, err
 	}
-	return rec, nil
+	return *before, nil
 }
 
 // standbyLeader is the other region's standby leader, as published ("" if
