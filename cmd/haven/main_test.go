@@ -36,8 +36,14 @@ func (r result) String() string {
 // haven runs the binary to completion, for at most timeout.
 func haven(t *testing.T, timeout time.Duration, args ...string) result {
 	t.Helper()
+	return runHaven(t, testenv.HavenRace(t), timeout, args...)
+}
+
+// runHaven runs the haven binary bin to completion, for at most timeout.
+func runHaven(t *testing.T, bin string, timeout time.Duration, args ...string) result {
+	t.Helper()
 	var stdout, stderr testenv.Buffer
-	cmd := exec.Command(testenv.HavenRace(t), args...)
+	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
