@@ -47,8 +47,11 @@ type coordination struct {
 	memberStop func()
 	// removed is set, and gone closed, once the member finds it was
 	// removed from its cluster (memberRemoved).
-	removed   bool
-	gone      chan struct{}
+	removed bool
+	gone    chan struct{}
+	// up is closed once a run of the member first serves.
+	up        chan struct{}
+	upOnce    sync.Once
 	clients   *etcdClients  // nil until connected
 	connected chan struct{} // closed once clients is set
 	members   map[string]coord.MemberInfo
@@ -86,7 +89,7 @@ const connectTimeout = 5 * time.Second
 
 // newCoordination is the node's coordination in its region's scope.
 func newCoordination(a *Agent, cfg *config.Config) *coordination {
-	return &coordination{a: a, cfg: cfg, scope: cfg.CoordinationOf(a.opt.Node), connected: make(chan struct{}), gone: make(chan struct{}), members: map[string]coord.MemberInfo{}}
+	return &coordination{a: a, cfg: cfg, scope: cfg.CoordinationOf(a.opt.Node), connected: make(chan struct{}), gone: make(chan struct{}), up: make(chan struct{}), members: map[string]coord.MemberInfo{}}
 }
 
 // newGlobalCoordination is the node's coordination in the global scope, or
@@ -98,7 +101,7 @@ func newGlobalCoordination(a *Agent, cfg *config.Config) *coordination {
 	if g == nil || !slices.Contains(g.Members, a.opt.Node) && !cfg.IsDatabaseNode(a.opt.Node) && !cfg.IsNameserver(a.opt.Node) {
 		return nil
 	}
-	return &coordination{a: a, cfg: cfg, scope: g, global: true, connected: make(chan struct{}), gone: make(chan struct{}), members: map[string]coord.MemberInfo{}}
+	return &coordination{a: a, cfg: cfg, scope: g, global: true, connected: make(chan struct{}), gone: make(chan struct{}), up: make(chan struct{}), members: map[string]coord.MemberInfo{}}
 }
 
 // what names the scope in logs and readiness checks.
@@ -132,29 +135,49 @@ func (c *coordination) startMember() (func(), error) {
 	if err != nil {
 		return nil, err
 	}
+	// Until its first run starts, the member is this one, not running
+	// (its Endpoints are the runs'; it is never Ready).
+	c.mu.Lock()
+	c.member = m
+	c.mu.Unlock()
 	c.a.admin.AddReadiness(c.what("etcd member"), c.memberReady)
-	c.runMember(m)
+	c.runMember(cfg)
 	return c.stopMember, nil
 }
 
-// runMember runs m as this node's member until stopMember.
-func (c *coordination) runMember(m *coord.Member) {
+// runMember runs this node's member until stopMember, started again when
+// it stops on its own (coord.Keep). The channel it returns is closed once
+// the member serves; up is closed then too.
+func (c *coordination) runMember(cfg coord.MemberConfig) <-chan struct{} {
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
+	done, ready := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	started := func(m *coord.Member) {
+		c.mu.Lock()
+		c.member = m
+		c.mu.Unlock()
+		go func() {
+			select {
+			case <-m.Ready():
+				once.Do(func() { close(ready) })
+				c.upOnce.Do(func() { close(c.up) })
+			case <-ctx.Done():
+			}
+		}()
+	}
 	go func() {
 		defer close(done)
-		err := m.Run(ctx)
-		if err != nil {
+		if err := coord.Keep(ctx, cfg, started); err != nil {
 			c.a.log.Error(c.what("etcd member stopped"), "err", err)
-		}
-		if errors.Is(err, coord.ErrRemoved) {
-			c.memberRemoved()
+			if errors.Is(err, coord.ErrRemoved) {
+				c.memberRemoved()
+			}
 		}
 	}()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.member = m
 	c.memberStop = func() { cancel(); <-done }
+	return ready
 }
 
 // stopMember stops this node's member, if it runs, and waits for it.
@@ -220,14 +243,9 @@ func (c *coordination) forceAlone(ctx context.Context) ([]string, error) {
 	c.a.log.Warn(c.what("forcing a new etcd cluster of this member alone: the operator declared the others lost"), "removed", removed, "quorum_check", err)
 	cfg := c.memberConfig()
 	cfg.ForceNewCluster = true
-	m, err := coord.NewMember(cfg)
-	if err != nil {
-		return nil, err
-	}
 	c.stopMember()
-	c.runMember(m)
 	select {
-	case <-m.Ready():
+	case <-c.runMember(cfg):
 		return removed, nil
 	case <-ctx.Done():
 		return nil, fmt.Errorf("the forced member did not serve in time (see the agent's log): %w", ctx.Err())
@@ -477,9 +495,9 @@ func (c *coordination) connect(ctx context.Context) {
 		}
 	}
 	cl := &etcdClients{all: all, own: all}
-	if m := c.ownMember(); m != nil {
+	if c.ownMember() != nil {
 		select {
-		case <-m.Ready():
+		case <-c.up:
 		case <-c.gone:
 		case <-ctx.Done():
 			all.Close()

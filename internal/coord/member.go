@@ -410,6 +410,53 @@ func (m *Member) checkNotRemoved() error {
 		"it can come back only as a new member, added through the cluster that removed it", m.name, ErrRemoved, strings.TrimSpace(string(why)), m.dataDir)
 }
 
+// Delays between the runs of Keep.
+const (
+	keepRetry    = time.Second
+	keepRetryMax = 30 * time.Second
+)
+
+// Keep runs the member cfg describes until ctx ends, and starts it again,
+// after a pause (from a second, doubling up to 30s), when it could not
+// join its cluster within the join timeout or stopped on its own: a
+// member left out for good weakens its cluster's quorum for good (a
+// member of three that failed to join on a loaded machine left its
+// cluster one failure from losing its quorum). It returns nil when ctx
+// ends, and an error wrapping ErrRemoved when the member was removed from
+// its cluster, or one that says what is wrong with cfg. Each member is
+// passed to started before it runs. A forced new cluster
+// (cfg.ForceNewCluster) is forced until a run becomes ready, not after.
+func Keep(ctx context.Context, cfg MemberConfig, started func(*Member)) error {
+	wait := keepRetry
+	for {
+		m, err := NewMember(cfg)
+		if err != nil {
+			return err
+		}
+		started(m)
+		err = m.Run(ctx)
+		select {
+		case <-m.Ready():
+			cfg.ForceNewCluster = false
+			wait = keepRetry
+		default:
+		}
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case errors.Is(err, ErrRemoved):
+			return err
+		}
+		m.log.Error("etcd member stopped; starting it again", "err", err, "in", wait)
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return nil
+		}
+		wait = min(2*wait, keepRetryMax)
+	}
+}
+
 // embedConfig translates the member's settings into etcd's. existing tells
 // whether the data dir already holds a member.
 func (m *Member) embedConfig() (cfg *embed.Config, existing bool) {

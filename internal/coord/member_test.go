@@ -668,3 +668,56 @@ func TestForceNewCluster(t *testing.T) {
 		}
 	}
 }
+
+// TestKeepRetriesTheJoin starts one member of three alone, with a short
+// join timeout: it cannot join, and Keep must start it again until the
+// other two come and it joins them, instead of leaving it out for good.
+func TestKeepRetriesTheJoin(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts etcd")
+	}
+	log := testLog(t)
+	cfgs := clusterConfigs(t, log, 3, "shop", "")
+	cfgs[0].JoinTimeout = time.Second
+	ctx, cancel := context.WithCancel(context.Background())
+	var mu sync.Mutex
+	var runs []*Member
+	kept := make(chan error, 1)
+	go func() {
+		kept <- Keep(ctx, cfgs[0], func(m *Member) {
+			mu.Lock()
+			runs = append(runs, m)
+			mu.Unlock()
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-kept:
+			if err != nil {
+				t.Errorf("Keep: %v", err)
+			}
+		case <-time.After(stopWait):
+			t.Error("Keep did not return after its context ended")
+		}
+	})
+	testenv.Poll(t, readyTimeout, "m1 started again after a failed join", func() (bool, string) {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(runs) >= 2, fmt.Sprint(len(runs), " runs")
+	})
+	others := []*runningMember{startMember(t, cfgs[1]), startMember(t, cfgs[2])}
+	waitReady(t, others...)
+	testenv.Poll(t, readyTimeout, "m1 joins once the others are up", func() (bool, string) {
+		mu.Lock()
+		last := runs[len(runs)-1]
+		n := len(runs)
+		mu.Unlock()
+		select {
+		case <-last.Ready():
+			return true, ""
+		default:
+			return false, fmt.Sprint(n, " runs")
+		}
+	})
+}
