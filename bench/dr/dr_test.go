@@ -237,7 +237,7 @@ func TestSummarize(t *testing.T) {
 		{Err: "failed to start"}, // never wrote: not a run
 	}}
 	s := summarize(loss)
-	if s.Runs != 3 || s.Errors != 1 || s.Lost != 1 || s.RunsLost != 1 || s.SelfPromoted != 1 || s.Writable != [2]time.Duration{4 * time.Second, never} ||
+	if s.Runs != 3 || s.Errors != 1 || s.Lost != 1 || s.RunsLost != 1 || s.SelfPromoted != 1 || s.Writable != [2]time.Duration{4 * time.Second, never} || s.WritableP90 != never ||
 		s.Command != 2*time.Second || !slices.Equal(s.LagAtLoss, []int64{500}) {
 		t.Errorf("summarize(loss) = %+v", s)
 	}

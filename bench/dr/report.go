@@ -45,6 +45,7 @@ type summary struct {
 	Lag            lagSummary
 	SelfPromoted   int
 	Writable       [2]time.Duration // median, worst
+	WritableP90    time.Duration
 	Gap            [2]time.Duration // median, worst
 	Command        time.Duration    // median
 	Lost, RunsLost int
@@ -99,6 +100,7 @@ func summarize(c cell) summary {
 	}
 	s.Lag = lagStats(samples)
 	s.Writable = medianWorst(writable)
+	s.WritableP90 = harness.Percentile(writable, 90)
 	s.Gap = medianWorst(gaps)
 	s.Command = harness.Median(cmds)
 	return s
@@ -202,7 +204,7 @@ func lossTable(sc scenario, cells []cell) string {
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "## %s\n\n", capitalize(sc.title))
 	tab := harness.NewTable(&sb, harness.Left("target"), harness.Right("runs"), harness.Left("west writable by itself"),
-		harness.Right("writable after the command (or the cut), median"), harness.Right("worst"), harness.Right("promotion command, median"),
+		harness.Right("writable after the command (or the cut), median"), harness.Right("p90"), harness.Right("worst"), harness.Right("promotion command, median"),
 		harness.Right("acknowledged in east lost"), harness.Right("lag at the cut (bytes)"), harness.Right("acknowledged in east"), harness.Left("notes"))
 	for _, c := range cells {
 		if c.setup != "" {
@@ -225,7 +227,7 @@ func lossTable(sc scenario, cells []cell) string {
 		for _, l := range s.LagAtLoss {
 			lags = append(lags, fmtBytes(l))
 		}
-		tab.Row(c.target, strconv.Itoa(s.Runs), self, fmtGap(s.Writable[0])+" (from the "+from+")", fmtGap(s.Writable[1]),
+		tab.Row(c.target, strconv.Itoa(s.Runs), self, fmtGap(s.Writable[0])+" (from the "+from+")", fmtGap(s.WritableP90), fmtGap(s.Writable[1]),
 			fmtDur(s.Command), lost, strings.Join(lags, ", "), strconv.Itoa(s.Acked), cellNotes(c))
 	}
 	sb.WriteString("\n")
