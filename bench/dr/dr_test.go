@@ -237,9 +237,26 @@ func TestSummarize(t *testing.T) {
 		{Err: "failed to start"}, // never wrote: not a run
 	}}
 	s := summarize(loss)
-	if s.Runs != 3 || s.Errors != 1 || s.Lost != 1 || s.RunsLost != 1 || s.SelfPromoted != 1 || s.Writable != [2]time.Duration{4 * time.Second, never} ||
+	if s.Runs != 3 || s.Errors != 1 || s.Lost != 1 || s.RunsLost != 1 || s.SelfPromoted != 1 || s.Writable != [2]time.Duration{4 * time.Second, never} || s.WritableP90 != never ||
 		s.Command != 2*time.Second || !slices.Equal(s.LagAtLoss, []int64{500}) {
 		t.Errorf("summarize(loss) = %+v", s)
+	}
+	// Commit latencies: every acknowledged write of every run, together.
+	var r1, r2 []time.Duration
+	for i := 1; i <= 100; i++ {
+		r1 = append(r1, time.Duration(i)*ms)
+		r2 = append(r2, time.Duration(100+i)*ms)
+	}
+	lag := cell{target: "haven-sync", sc: scenario{name: "lag", title: "lag"}, runs: []runResult{{Acked: 100, Commits: r1}, {Acked: 100, Commits: r2}}}
+	if s := summarize(lag); s.Commit != [3]time.Duration{101 * ms, 199 * ms, 200 * ms} {
+		t.Errorf("summarize(lag) commit latency p50/p99/max = %v, want [101ms 199ms 200ms]", s.Commit)
+	}
+	if got := lagTable(lag.sc, []cell{lag}); !strings.Contains(got, "| 200 | 101 ms / 199 ms / 200 ms |") {
+		t.Errorf("lag table without the commit latency:\n%s", got)
+	}
+	slow := cell{target: "haven", sc: lag.sc, runs: []runResult{{Acked: 2, Commits: []time.Duration{2500 * time.Microsecond, 2600 * time.Microsecond}}}}
+	if got := lagTable(slow.sc, []cell{slow}); !strings.Contains(got, "| 2 | 2.6 ms / 2.6 ms / 2.6 ms |") {
+		t.Errorf("lag table, sub-millisecond digits:\n%s", got)
 	}
 	sw := cell{sc: scenario{name: "switchover"}, runs: []runResult{{Acked: 10, Gap: 3 * time.Second}, {Acked: 10, Gap: time.Second}}}
 	if s := summarize(sw); s.Gap != [2]time.Duration{2 * time.Second, 3 * time.Second} {

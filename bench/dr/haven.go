@@ -128,25 +128,36 @@ func (h *haven) Start(ctx context.Context, e *env) error {
 		h.procs[host] = proc
 		h.history = append(h.history, proc)
 	}
-	var primary string
+	// The writer's role and table, on east's primary. On a loaded machine
+	// the first primary can lose its database lease within seconds of
+	// initdb (etcd answering in over a second) and stop while the bench
+	// makes the table: then the keeper elects another, and the bench makes
+	// the table there (the statements are idempotent), and says so.
 	err = poll(ctx, e.Settle, 500*time.Millisecond, func() (string, error) {
 		if err := h.alive(); err != nil {
 			return "", err
 		}
-		primary = h.primaryOf(ctx, east)
+		primary := h.primaryOf(ctx, east)
 		if primary == "" {
 			return "no primary in east", nil
+		}
+		if _, err := h.sql(ctx, primary, makeTableSQL); err != nil {
+			harness.Logf("%s: making the writer's table on east's primary failed, trying again on whichever is primary next: %v", e.Label, err)
+			return fmt.Sprintf("the writer's table not made: %v", err), nil
 		}
 		return "", nil
 	})
 	if err != nil {
-		return fmt.Errorf("east: %w", err)
-	}
-	if _, err := h.sql(ctx, primary, fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD '%s'; %s; %s", appUser, appPassword, tableSQL, grantSQL)); err != nil {
-		return fmt.Errorf("make the writer's table: %w", err)
+		return fmt.Errorf("east: make the writer's table: %w", err)
 	}
 	return h.Ready(ctx, east)
 }
+
+// makeTableSQL makes the writer's role and table (tableSQL, grantSQL) in
+// one transaction, and does nothing where they exist: a retry after a
+// commit whose answer was lost succeeds.
+var makeTableSQL = fmt.Sprintf("DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '%[1]s') THEN CREATE ROLE %[1]s LOGIN PASSWORD '%[2]s'; END IF; END$$; %[3]s; %[4]s",
+	appUser, appPassword, strings.Replace(tableSQL, "CREATE TABLE", "CREATE TABLE IF NOT EXISTS", 1), grantSQL)
 
 // havenConf is the haven.yaml of both regions: dir holds each host's
 // directory, bindir is PostgreSQL's, etcdDir the etcd members' data.

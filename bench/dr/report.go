@@ -21,6 +21,14 @@ type lagSummary struct {
 	delay    [3]time.Duration
 }
 
+// commitStats is the p50, p99 and max of a set of commit latencies.
+func commitStats(v []time.Duration) [3]time.Duration {
+	if len(v) == 0 {
+		return [3]time.Duration{}
+	}
+	return [3]time.Duration{harness.Percentile(v, 50), harness.Percentile(v, 99), slices.Max(v)}
+}
+
 func lagStats(samples []lagSample) lagSummary {
 	s := lagSummary{n: len(samples)}
 	if len(samples) == 0 {
@@ -43,8 +51,10 @@ func lagStats(samples []lagSample) lagSummary {
 type summary struct {
 	Runs, Errors   int
 	Lag            lagSummary
+	Commit         [3]time.Duration // p50, p99, max of every acknowledged write's commit latency
 	SelfPromoted   int
 	Writable       [2]time.Duration // median, worst
+	WritableP90    time.Duration
 	Gap            [2]time.Duration // median, worst
 	Command        time.Duration    // median
 	Lost, RunsLost int
@@ -60,7 +70,7 @@ type summary struct {
 func summarize(c cell) summary {
 	var s summary
 	var samples []lagSample
-	var writable, gaps, cmds []time.Duration
+	var writable, gaps, cmds, commits []time.Duration
 	for _, r := range c.runs {
 		if r.Err != "" {
 			s.Errors++
@@ -82,6 +92,7 @@ func summarize(c cell) summary {
 		switch c.sc.name {
 		case "lag":
 			samples = append(samples, r.Samples...)
+			commits = append(commits, r.Commits...)
 		case "loss":
 			writable = append(writable, r.Writable)
 			if r.SelfPromoted {
@@ -98,7 +109,9 @@ func summarize(c cell) summary {
 		}
 	}
 	s.Lag = lagStats(samples)
+	s.Commit = commitStats(commits)
 	s.Writable = medianWorst(writable)
+	s.WritableP90 = harness.Percentile(writable, 90)
 	s.Gap = medianWorst(gaps)
 	s.Command = harness.Median(cmds)
 	return s
@@ -163,7 +176,8 @@ func (b *bench) method(cells []cell) string {
 		}
 	}
 	fmt.Fprintf(&sb, "\nWriters: each inserts a row (run, seq) every %s, one at a time (autocommit), with a timeout of %s for each connect and %s for each INSERT, "+
-		"and reconnects after any error; a write is **acknowledged** when its COMMIT returned OK. Lag is sampled every %s. Scenarios:\n\n",
+		"and reconnects after any error; a write is **acknowledged** when its COMMIT returned OK. "+
+		"A commit that takes longer than the interval delays the next write: a writer whose commits are slower writes less often. Lag is sampled every %s. Scenarios:\n\n",
 		b.opt.every, b.opt.connTimeout, b.opt.opTimeout, b.opt.sampleEvery)
 	for _, n := range b.opt.scenarios {
 		sc, _ := findScenario(n)
@@ -180,7 +194,7 @@ func lagTable(sc scenario, cells []cell) string {
 	fmt.Fprintf(&sb, "## %s\n\n", capitalize(sc.title))
 	tab := harness.NewTable(&sb, harness.Left("target"), harness.Right("runs"), harness.Right("samples"),
 		harness.Right("replayed bytes behind p50 / p99 / max"), harness.Right("received bytes behind p50 / p99 / max"),
-		harness.Right("replay delay p50 / p99 / max"), harness.Right("acknowledged"), harness.Left("notes"))
+		harness.Right("replay delay p50 / p99 / max"), harness.Right("acknowledged"), harness.Right("commit latency p50 / p99 / max"), harness.Left("notes"))
 	for _, c := range cells {
 		if c.setup != "" {
 			tab.Partial([]string{c.target, "0"}, harness.Truncate(c.setup, 300))
@@ -192,7 +206,7 @@ func lagTable(sc scenario, cells []cell) string {
 			fmt.Sprintf("%s / %s / %s", fmtBytes(l.bytes[0]), fmtBytes(l.bytes[1]), fmtBytes(l.bytes[2])),
 			fmt.Sprintf("%s / %s / %s", fmtBytes(l.received[0]), fmtBytes(l.received[1]), fmtBytes(l.received[2])),
 			fmt.Sprintf("%s / %s / %s", fmtDur(l.delay[0]), fmtDur(l.delay[1]), fmtDur(l.delay[2])),
-			strconv.Itoa(s.Acked), cellNotes(c))
+			strconv.Itoa(s.Acked), fmt.Sprintf("%s / %s / %s", fmtLatency(s.Commit[0]), fmtLatency(s.Commit[1]), fmtLatency(s.Commit[2])), cellNotes(c))
 	}
 	sb.WriteString("\n")
 	return sb.String()
@@ -202,7 +216,7 @@ func lossTable(sc scenario, cells []cell) string {
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "## %s\n\n", capitalize(sc.title))
 	tab := harness.NewTable(&sb, harness.Left("target"), harness.Right("runs"), harness.Left("west writable by itself"),
-		harness.Right("writable after the command (or the cut), median"), harness.Right("worst"), harness.Right("promotion command, median"),
+		harness.Right("writable after the command (or the cut), median"), harness.Right("p90"), harness.Right("worst"), harness.Right("promotion command, median"),
 		harness.Right("acknowledged in east lost"), harness.Right("lag at the cut (bytes)"), harness.Right("acknowledged in east"), harness.Left("notes"))
 	for _, c := range cells {
 		if c.setup != "" {
@@ -225,7 +239,7 @@ func lossTable(sc scenario, cells []cell) string {
 		for _, l := range s.LagAtLoss {
 			lags = append(lags, fmtBytes(l))
 		}
-		tab.Row(c.target, strconv.Itoa(s.Runs), self, fmtGap(s.Writable[0])+" (from the "+from+")", fmtGap(s.Writable[1]),
+		tab.Row(c.target, strconv.Itoa(s.Runs), self, fmtGap(s.Writable[0])+" (from the "+from+")", fmtGap(s.WritableP90), fmtGap(s.Writable[1]),
 			fmtDur(s.Command), lost, strings.Join(lags, ", "), strconv.Itoa(s.Acked), cellNotes(c))
 	}
 	sb.WriteString("\n")
@@ -294,6 +308,7 @@ func ratioTable(cells []cell, targets []string) string {
 	measures := []measure{
 		{"lag", "lag, replayed bytes (p50 / p99)", func(s summary) (float64, float64) { return float64(s.Lag.bytes[0]), float64(s.Lag.bytes[1]) }},
 		{"lag", "lag, replay delay (p50 / p99)", func(s summary) (float64, float64) { return float64(s.Lag.delay[0]), float64(s.Lag.delay[1]) }},
+		{"lag", "commit latency under the lag writer (p50 / p99)", func(s summary) (float64, float64) { return float64(s.Commit[0]), float64(s.Commit[1]) }},
 		{"loss", "region loss: time to a writable west (median / worst)", func(s summary) (float64, float64) {
 			return float64(s.Writable[0]), float64(s.Writable[1])
 		}},
@@ -391,6 +406,19 @@ func fmtDur(d time.Duration) string {
 		return fmt.Sprintf("%d ms", d.Round(time.Millisecond).Milliseconds())
 	}
 	return fmt.Sprintf("%.2f s", d.Seconds())
+}
+
+// fmtLatency formats a commit latency to a tenth of a millisecond below
+// 100 ms, where fmtDur's whole milliseconds would hide the difference
+// between two targets; "–" for none.
+func fmtLatency(d time.Duration) string {
+	switch {
+	case d <= 0:
+		return "–"
+	case d < 100*time.Millisecond:
+		return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond))
+	}
+	return fmtDur(d)
 }
 
 // fmtBytes formats a WAL distance: bytes below 10 KiB, then KiB and MiB.

@@ -26,7 +26,7 @@ type scenario struct {
 
 var allScenarios = []scenario{
 	{name: "lag", title: "lag under a steady writer",
-		desc: "a writer in east commits a row every interval through east's write endpoint; every sample interval the bench asks east's primary for pg_current_wal_lsn() and then west's standby leader for pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn() and the age of its last replayed commit (clock_timestamp() − pg_last_xact_replay_timestamp()); all runs of a target on one pair of clusters"},
+		desc: "a writer in east commits a row every interval through east's write endpoint; every sample interval the bench asks east's primary for pg_current_wal_lsn() and then west's standby leader for pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn() and the age of its last replayed commit (clock_timestamp() − pg_last_xact_replay_timestamp()); the writer's commit latency is the time from sending each acknowledged INSERT to its OK, the connects left out (the round trip through the write endpoint to the primary plus the primary's wait for its synchronous standbys: with dr.mode sync, west's standby leader across the WAN); all runs of a target on one pair of clusters"},
 	{name: "loss", title: "loss of region east",
 		desc: "writers in both regions, each through its own region's write endpoint; at a random moment every link of east is cut at once (netlab CutSegment: the switch ports of its three nodes, its client and the router; their processes keep running and reach nothing, not even each other). A target that does not promote by itself is watched for -observe, then the bench acts as the operator and runs the target's promotion; the time to a writable west runs from that command (or from the cut, for a target that acts alone) to the first write acknowledged in west. Lost: writes acknowledged in east that are not on west's primary afterwards. A fresh pair of clusters for every run"},
 	{name: "switchover", title: "planned region switchover",
@@ -60,6 +60,10 @@ type runResult struct {
 	// Samples are the lag samples (lag; loss: before the cut).
 	Samples   []lagSample `json:"samples,omitempty"`
 	SampleErr int         `json:"sample_errors"`
+	// Commits are the commit latencies of the measured writer's
+	// acknowledged writes (lag): the INSERT's round trip through the
+	// region's write endpoint, without connects.
+	Commits []time.Duration `json:"commit_latencies_ns,omitempty"`
 	// LagAtLoss is the last sample before the cut.
 	LagAtLoss *lagSample `json:"lag_at_loss,omitempty"`
 	// CutStart and CutEnd are the offsets (on east's writer's clock) of
@@ -261,6 +265,7 @@ func (b *bench) lagRun(ctx context.Context, t target, run int) runResult {
 	<-done
 	writes := w.Snapshot()
 	r.Acked, r.Failed, r.Indeterminate = pgwrite.Tally(writes)
+	r.Commits = pgwrite.CommitLatencies(writes)
 	r.Errors = pgwrite.ErrorKinds(writes, 3)
 	var last string
 	r.Samples, r.SampleErr, last = s.result()
@@ -494,8 +499,10 @@ func (r runResult) line(sc string) string {
 	switch sc {
 	case "lag":
 		st := lagStats(r.Samples)
-		s = fmt.Sprintf("%d samples: replayed bytes p50 %d p99 %d max %d; replay delay p50 %s p99 %s max %s; %d acknowledged",
-			st.n, st.bytes[0], st.bytes[1], st.bytes[2], fmtDur(st.delay[0]), fmtDur(st.delay[1]), fmtDur(st.delay[2]), r.Acked)
+		c := commitStats(r.Commits)
+		s = fmt.Sprintf("%d samples: replayed bytes p50 %d p99 %d max %d; replay delay p50 %s p99 %s max %s; %d acknowledged, commit latency p50 %s p99 %s max %s",
+			st.n, st.bytes[0], st.bytes[1], st.bytes[2], fmtDur(st.delay[0]), fmtDur(st.delay[1]), fmtDur(st.delay[2]), r.Acked,
+			fmtLatency(c[0]), fmtLatency(c[1]), fmtLatency(c[2]))
 	case "loss":
 		s = fmt.Sprintf("promoted by itself: %v; writable %s after the %s (the command took %s); %d acknowledged in east, %d lost, %d acknowledged in east after the cut",
 			r.SelfPromoted, fmtGap(r.Writable), fromWhat(r), fmtDur(r.Command), r.Acked, len(r.Lost), r.AckedAfterCut)

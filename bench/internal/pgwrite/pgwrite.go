@@ -46,7 +46,11 @@ type Write struct {
 	Start   time.Duration `json:"start_ns"` // from the writer's start
 	End     time.Duration `json:"end_ns"`
 	Outcome Outcome       `json:"outcome"` // 0 acked, 1 failed, 2 indeterminate
-	Err     string        `json:"error,omitempty"`
+	// Commit is how long the INSERT took, from sending it to its answer
+	// (the COMMIT's OK for an acknowledged write), without the connect
+	// that may have come before it; 0 when it was never sent.
+	Commit time.Duration `json:"commit_ns,omitempty"`
+	Err    string        `json:"error,omitempty"`
 }
 
 // Connector opens a connection to the primary (through a router).
@@ -107,7 +111,9 @@ func (w *Writer) loop(ctx context.Context) {
 		}
 		if conn != nil {
 			ectx, cancel := context.WithTimeout(ctx, w.opTimeout)
+			sent := time.Now()
 			_, err = conn.Exec(ectx, "INSERT INTO writes (run, seq) VALUES ($1, $2)", w.run, seq)
+			wr.Commit = time.Since(sent)
 			cancel()
 			wr.Outcome = Classify(err)
 			if err != nil {
@@ -228,6 +234,19 @@ func LongestGap(writes []Write, t0, t1 time.Duration) time.Duration {
 		last = w.End
 	}
 	return longest
+}
+
+// CommitLatencies returns the commit latency (Write.Commit) of every
+// acknowledged write, in the order of the writes: what a client waits for
+// each commit the target accepts.
+func CommitLatencies(writes []Write) []time.Duration {
+	var out []time.Duration
+	for _, w := range writes {
+		if w.Outcome == Acked {
+			out = append(out, w.Commit)
+		}
+	}
+	return out
 }
 
 // Tally counts the writes by outcome.

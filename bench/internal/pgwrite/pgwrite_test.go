@@ -127,3 +127,15 @@ func TestClassify(t *testing.T) {
 		}
 	}
 }
+
+func TestCommitLatencies(t *testing.T) {
+	ws := []Write{
+		{Seq: 1, Outcome: Acked, Commit: 3 * ms},
+		{Seq: 2, Outcome: Failed},
+		{Seq: 3, Outcome: Indeterminate, Commit: 1000 * ms},
+		{Seq: 4, Outcome: Acked, Commit: 5 * ms},
+	}
+	if got := CommitLatencies(ws); !slices.Equal(got, []time.Duration{3 * ms, 5 * ms}) {
+		t.Errorf("CommitLatencies = %v, want [3ms 5ms]: the acknowledged writes' only", got)
+	}
+}
