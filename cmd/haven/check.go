@@ -7,6 +7,7 @@ import (
 
 	"github.com/haven-ha/haven/internal/agent"
 	"github.com/haven-ha/haven/internal/config"
+	"github.com/haven-ha/haven/internal/drill"
 )
 
 // runCheck is `haven check`: it validates the file and lists every problem;
@@ -48,6 +49,11 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	fmt.Fprintf(stdout, "%s: ok (%s, %s, %s)\n", *cfgPath, count(len(cfg.NodeNames()), "node"), count(len(cfg.Balancers), "balancer"), count(len(cfg.Checks), "check"))
+	if cfg.Database != nil || cfg.Objectives != nil {
+		// Which of the guide's tiers the design reaches, and which
+		// objectives it cannot promise: advice, not an error.
+		fmt.Fprint(stdout, drill.Assess(cfg).Format())
+	}
 	return 0
 }
 

@@ -203,6 +203,27 @@ func TestCheckGoodFile(t *testing.T) {
 	}
 }
 
+// TestCheckAssessesTheTier: with a database, haven check says which of the
+// guide's tiers the file reaches and which objective it cannot keep, and
+// still exits 0 (advice, not a problem of the file).
+func TestCheckAssessesTheTier(t *testing.T) {
+	b, err := os.ReadFile("../../internal/drill/testdata/warm-standby.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	doc := strings.Replace(string(b), "objectives: {rto: 30s, rpo: 5s}", "objectives: {rto: 30s, rpo: 0s}", 1)
+	for name, content := range map[string]string{"haven.yaml": doc, "pg-replication.password": "secret\n"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := haven(t, 10*time.Second, "check", "-c", filepath.Join(dir, "haven.yaml"))
+	if r.code != 0 || !strings.Contains(r.stdout, "\ntier: warm standby\n") || !strings.Contains(r.stdout, "objective not kept: region: RPO 0s: up to 5s may be lost") {
+		t.Errorf("haven check of a warm standby with an RPO of 0 and async DR:\n%s", r)
+	}
+}
+
 func TestCheckBadFileListsEveryProblem(t *testing.T) {
 	r := haven(t, 10*time.Second, "check", "-c", "testdata/two-problems.bad.yaml")
 	if r.code != 1 {

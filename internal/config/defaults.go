@@ -297,8 +297,9 @@ func defaultSettings(db *Database, r *report) {
 	db.Settings = out
 }
 
-// defaultDR fills database.dr. max_lag follows objectives.rpo: the lag
-// at which a region may promote on its own is the data it may lose.
+// defaultDR fills database.dr. max_lag follows the region's RPO
+// (objectives.region.rpo, else objectives.rpo): the lag at which a region
+// may promote on its own is the data it may lose.
 func defaultDR(dr *DR, r *report, obj *Objectives) {
 	if dr.Mode == "" {
 		dr.Mode = defaultDRMode
@@ -307,8 +308,8 @@ func defaultDR(dr *DR, r *report, obj *Objectives) {
 		dr.Failover = defaultDRFailover
 	}
 	maxLag := defaultDRMaxLag
-	if obj != nil && obj.RPO > 0 {
-		maxLag = obj.RPO.D()
+	if _, rpo := obj.For(PartRegion); rpo != nil && *rpo > 0 {
+		maxLag = *rpo
 	}
 	r.defaultDuration(&dr.MaxLag, "database.dr.max_lag", maxLag)
 	r.defaultDuration(&dr.Lease, "database.dr.lease", defaultDRLease)

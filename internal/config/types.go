@@ -1,5 +1,7 @@
 package config
 
+import "time"
+
 // The types below are haven.yaml's contract (see docs/configuration.md).
 // Field tags name the YAML keys; unknown keys are errors. Defaults are filled
 // by applyDefaults after decoding, so a zero value here means "not given".
@@ -603,8 +605,60 @@ type Follows struct {
 	Region string `yaml:"region"`
 }
 
-// Objectives are the recovery objectives drills measure against.
+// Objectives are the recovery objectives: the longest outage (RTO) and
+// the most data lost (RPO, as time) that the service accepts, for the
+// service as a whole and, where a part needs its own, per part. haven
+// check says which of the guide's tiers the configuration reaches and
+// which objectives it cannot promise; drills measure against them.
 type Objectives struct {
-	RTO Duration `yaml:"rto"`
-	RPO Duration `yaml:"rpo"`
+	// RTO and RPO hold for every part that does not give its own (nil: not
+	// given; an RPO of 0 is no loss at all).
+	RTO *Duration `yaml:"rto"`
+	RPO *Duration `yaml:"rpo"`
+	// Web is the balancers' part: requests through the service's
+	// address. Database is a failure inside the database's region; Region
+	// the loss of the active region.
+	Web      *Objective `yaml:"web"`
+	Database *Objective `yaml:"database"`
+	Region   *Objective `yaml:"region"`
+}
+
+// Objective is one part's recovery objectives (nil: the service's).
+type Objective struct {
+	RTO *Duration `yaml:"rto"`
+	RPO *Duration `yaml:"rpo"`
+}
+
+// The parts objectives may be given for.
+const (
+	PartWeb      = "web"
+	PartDatabase = "database"
+	PartRegion   = "region"
+)
+
+// For returns part's objectives: its own where given, else the service's
+// (nil when neither is given). o may be nil.
+func (o *Objectives) For(part string) (rto, rpo *time.Duration) {
+	if o == nil {
+		return nil, nil
+	}
+	rto, rpo = o.RTO.ptr(), o.RPO.ptr()
+	var own *Objective
+	switch part {
+	case PartWeb:
+		own = o.Web
+	case PartDatabase:
+		own = o.Database
+	case PartRegion:
+		own = o.Region
+	}
+	if own != nil {
+		if own.RTO != nil {
+			rto = own.RTO.ptr()
+		}
+		if own.RPO != nil {
+			rpo = own.RPO.ptr()
+		}
+	}
+	return rto, rpo
 }

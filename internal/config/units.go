@@ -18,6 +18,15 @@ type Duration time.Duration
 // D returns d as a time.Duration.
 func (d Duration) D() time.Duration { return time.Duration(d) }
 
+// ptr returns *d as a *time.Duration, nil for nil.
+func (d *Duration) ptr() *time.Duration {
+	if d == nil {
+		return nil
+	}
+	t := d.D()
+	return &t
+}
+
 // String formats d as Go does, without zero trailing units ("1m", not
 // "1m0s"), which reads better in messages and still parses.
 func (d Duration) String() string {

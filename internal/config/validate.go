@@ -9,8 +9,6 @@ import (
 	"strings"
 )
 
-const notSupported = "is not yet supported by this version and is ignored"
-
 // validator checks a decoded, defaulted Config. It reports through the
 // report, so that every message points at the value it is about.
 //
@@ -39,9 +37,7 @@ func validate(c *Config, r *report) {
 	v.coordination()
 	v.database()
 	v.traffic()
-	if c.Objectives != nil {
-		v.warnf("objectives", "this section %s", notSupported)
-	}
+	v.objectives(c.Objectives)
 	v.listeners()
 	v.adminAddresses()
 }
@@ -159,5 +155,28 @@ func (v *validator) url(path, s string, schemes []string) {
 	scheme, rest, ok := strings.Cut(s, "://")
 	if !ok || rest == "" || !slices.Contains(schemes, scheme) {
 		v.errorf(path, "%q is not a URL with scheme %s", s, strings.Join(schemes, " or "))
+	}
+}
+
+// objectives checks the recovery objectives: an RTO is a time of more than
+// 0 (no architecture recovers in none); an RPO may be 0, no loss at all
+// (the decoder refuses negative durations).
+func (v *validator) objectives(o *Objectives) {
+	if o == nil {
+		return
+	}
+	check := func(path string, rto *Duration) {
+		if rto != nil && *rto == 0 {
+			v.errorf(path+".rto", "%s: give the longest outage the service accepts, more than 0", *rto)
+		}
+	}
+	check("objectives", o.RTO)
+	for _, p := range []struct {
+		part string
+		own  *Objective
+	}{{PartWeb, o.Web}, {PartDatabase, o.Database}, {PartRegion, o.Region}} {
+		if p.own != nil {
+			check("objectives."+p.part, p.own.RTO)
+		}
 	}
 }
