@@ -41,12 +41,12 @@ func (t Tier) String() string { return tierNames[t] }
 // promise an objective, with what to change.
 type Finding struct {
 	// Part is what it concerns: web, database, region or backups.
-	Part string
+	Part string `json:"part"`
 	// Tier is the tier it keeps the configuration from (NoTier for an
 	// objective's finding).
-	Tier Tier
-	Why  string
-	Fix  string
+	Tier Tier   `json:"tier,omitempty"`
+	Why  string `json:"why"`
+	Fix  string `json:"fix,omitempty"`
 }
 
 func (f Finding) String() string {

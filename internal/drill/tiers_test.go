@@ -13,6 +13,13 @@ import (
 // new pairs) and assesses it.
 func assess(t *testing.T, edits ...string) Assessment {
 	t.Helper()
+	return Assess(load(t, edits...))
+}
+
+// load loads testdata/warm-standby.yaml with each of edits applied (old,
+// new pairs).
+func load(t *testing.T, edits ...string) *config.Config {
+	t.Helper()
 	b, err := os.ReadFile("testdata/warm-standby.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -36,7 +43,7 @@ func assess(t *testing.T, edits ...string) Assessment {
 	if err != nil {
 		t.Fatalf("the edited file does not load: %v\n%s", err, doc)
 	}
-	return Assess(cfg)
+	return cfg
 }
 
 // has reports whether one of fs is about part and says want.
