@@ -10,6 +10,7 @@ import (
 
 	"github.com/haven-ha/haven/internal/agent"
 	"github.com/haven-ha/haven/internal/config"
+	"github.com/haven-ha/haven/internal/drill"
 	"github.com/haven-ha/haven/internal/gtm"
 	"github.com/haven-ha/haven/internal/lb"
 )
@@ -22,6 +23,7 @@ type nodeStatus struct {
 	Balancers    []lb.Status               `json:"balancers"`
 	Coordination *agent.CoordinationStatus `json:"coordination"`
 	Traffic      *gtm.Status               `json:"traffic"`
+	Objectives   *drill.Compliance         `json:"objectives"`
 }
 
 // runStatus is `haven status`: what each node's agent reports. Every node
@@ -68,7 +70,39 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "\nbalancer %s (%s, %s):\n", b.Name, b.Mode, b.Listen)
 		printBalancer(stdout, b.Name, balancersOf(only(as, b.Nodes)))
 	}
+	if ac.cfg.Objectives != nil {
+		printObjectives(stdout, as)
+	}
 	return answerErrors(as)
+}
+
+// printObjectives prints whether the deployment meets its objectives now,
+// as judged by the node that sees the most parts (a database node sees
+// them all; a balancer node the web alone).
+func printObjectives(stdout io.Writer, as []answer[nodeStatus]) {
+	var best *drill.Compliance
+	from := ""
+	for _, a := range as {
+		if o := a.val.Objectives; a.err == nil && o != nil && (best == nil || len(o.Checked) > len(best.Checked)) {
+			best, from = o, a.node
+		}
+	}
+	fmt.Fprintln(stdout)
+	switch {
+	case best == nil:
+		fmt.Fprintln(stdout, "objectives: no node answered with them")
+		return
+	case best.Met:
+		fmt.Fprintf(stdout, "objectives: met now (%s, as %s judges them)\n", strings.Join(best.Checked, ", "), from)
+	default:
+		fmt.Fprintf(stdout, "objectives: NOT MET now (%s, as %s judges them):\n", strings.Join(best.Checked, ", "), from)
+		for _, f := range best.Failing {
+			fmt.Fprintf(stdout, "  %s\n", f)
+		}
+	}
+	if len(best.Unseen) > 0 {
+		fmt.Fprintf(stdout, "  not judged from there: %s (ask a database node)\n", strings.Join(best.Unseen, ", "))
+	}
 }
 
 // only keeps the answers of nodes.

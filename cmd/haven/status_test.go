@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/agent"
+	"github.com/haven-ha/haven/internal/drill"
 	"github.com/haven-ha/haven/internal/health"
 	"github.com/haven-ha/haven/internal/lb"
 	"github.com/haven-ha/haven/internal/pg/keeper"
@@ -155,5 +156,21 @@ database:
 		if r.code != 1 || !strings.Contains(r.stdout, "no answer within 500ms") {
 			t.Errorf("haven %s status without --node-timeout:\n%s\nwant exit 1 and lb2 marked silent after the default 500ms", cmd, r)
 		}
+	}
+}
+
+// printObjectives prints the judgement of the node that sees the most
+// parts, every failing reason, and what it could not judge.
+func TestPrintObjectives(t *testing.T) {
+	as := []answer[nodeStatus]{
+		{node: "lb1", val: nodeStatus{Objectives: &drill.Compliance{Met: true, Checked: []string{"web"}, Unseen: []string{"database"}}}},
+		{node: "db1", val: nodeStatus{Objectives: &drill.Compliance{Checked: []string{"web", "database"},
+			Failing: []drill.Finding{{Part: "database", Why: "no replica can take over now", Fix: "bring a replica back"}}}}},
+	}
+	var b strings.Builder
+	printObjectives(&b, as)
+	want := "\nobjectives: NOT MET now (web, database, as db1 judges them):\n  database: no replica can take over now; fix: bring a replica back\n"
+	if b.String() != want {
+		t.Errorf("printed:\n%q\nwant:\n%q", b.String(), want)
 	}
 }

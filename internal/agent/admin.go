@@ -27,6 +27,12 @@ func (a *Agent) routes() {
 		}
 		return nil
 	})
+	a.admin.SetStatus("objectives", func() any {
+		if st := a.objectives(); st != nil {
+			return st
+		}
+		return nil
+	})
 	a.admin.HandleRead("GET /api/v1/vips", func(w http.ResponseWriter, r *http.Request) {
 		web.WriteJSON(w, http.StatusOK, a.current().vips.statuses())
 	})

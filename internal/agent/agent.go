@@ -118,6 +118,7 @@ func New(opt Options) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
+	reg.MustRegister(newObjectivesCollector(a))
 	a.routes()
 	return a, nil
 }

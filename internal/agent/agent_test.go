@@ -95,6 +95,8 @@ type cluster struct {
 	traffic, moreChecks string
 	// pprof sets admin.pprof.
 	pprof bool
+	// objectives is haven.yaml's objectives section, "" for none.
+	objectives string
 }
 
 func (c *cluster) yaml() string {
@@ -114,6 +116,9 @@ func (c *cluster) yaml() string {
 	}
 	if c.traffic != "" {
 		fmt.Fprintf(&b, "traffic: %s\n", c.traffic)
+	}
+	if c.objectives != "" {
+		fmt.Fprintf(&b, "objectives: %s\n", c.objectives)
 	}
 	fmt.Fprintf(&b, `regions:
   local:
