@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -72,13 +73,25 @@ func (ac *adminClient) do(method, node, path string, out any) error {
 }
 
 func (ac *adminClient) doContext(ctx context.Context, method, node, path string, out any) error {
+	return ac.send(ctx, method, node, path, nil, out)
+}
+
+// send is doContext with a JSON body (none when body is nil).
+func (ac *adminClient) send(ctx context.Context, method, node, path string, body []byte, out any) error {
 	base, err := ac.adminURL(node)
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, method, base+path, nil)
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, base+path, rd)
 	if err != nil {
 		return err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	if ac.token != "" {
 		req.Header.Set("Authorization", "Bearer "+ac.token)
@@ -93,19 +106,19 @@ func (ac *adminClient) doContext(ctx context.Context, method, node, path string,
 		return fmt.Errorf("node %s: %w", node, err)
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	answer, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
 	if err != nil {
 		return fmt.Errorf("node %s: read the answer: %w", node, err)
 	}
 	if resp.StatusCode >= 300 {
 		var e struct{ Error string }
-		if json.Unmarshal(body, &e) == nil && e.Error != "" {
+		if json.Unmarshal(answer, &e) == nil && e.Error != "" {
 			return fmt.Errorf("node %s: %s", node, e.Error)
 		}
-		return fmt.Errorf("node %s: %s: %s", node, resp.Status, strings.TrimSpace(string(body)))
+		return fmt.Errorf("node %s: %s: %s", node, resp.Status, strings.TrimSpace(string(answer)))
 	}
 	if out != nil {
-		if err := json.Unmarshal(body, out); err != nil {
+		if err := json.Unmarshal(answer, out); err != nil {
 			return fmt.Errorf("node %s: decode the answer to %s: %w", node, path, err)
 		}
 	}

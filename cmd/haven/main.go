@@ -25,6 +25,7 @@ usage:
   haven vip    move --to NODE | status   hand a floating address over; show its holder (see haven vip -h)
   haven pg     switchover [--to NODE] | status   hand the database primary over; show the members (see haven pg -h)
   haven dr     status | switchover --to REGION | promote REGION   the active region of a database across two (see haven dr -h)
+  haven drill  fault -n NODE --kind KIND --for D | faults | stop -n NODE ID   faults for drills (see haven drill -h)
   haven dns    serve | drain|enable NAME TARGET | status   one name server alone; a DNS target out of the answers; the answers (see haven dns -h)
   haven backup ACTION ...                list | verify | restore | expire | check (a restore test) | wal-fetch (restore_command) (see haven backup -h)
   haven certs  -c haven.yaml -o DIR      make a private CA and node certificates for etcd TLS
@@ -60,6 +61,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runPG(rest, stdout, stderr)
 	case "dr":
 		err = runDR(rest, stdout, stderr)
+	case "drill":
+		err = runDrill(rest, stdout, stderr)
 	case "dns":
 		err = runDNS(rest, stdout, stderr)
 	case "backup":

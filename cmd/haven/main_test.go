@@ -322,3 +322,11 @@ func TestStatusWithoutAgent(t *testing.T) {
 		t.Errorf("haven lb status with three balancers and no -b:\n%s", r)
 	}
 }
+
+// haven drill says what is missing before it asks any agent.
+func TestDrillNeedsANode(t *testing.T) {
+	r := haven(t, 10*time.Second, "drill", "fault", "--kind", "pause", "--for", "5s", "-c", "testdata/good.yaml")
+	if r.code == 0 || !strings.Contains(r.stderr, "give the node to inject the fault on: -n NODE") {
+		t.Errorf("haven drill fault without -n:\n%s", r)
+	}
+}

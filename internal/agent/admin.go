@@ -43,6 +43,7 @@ func (a *Agent) routes() {
 	a.admin.HandleMutating("POST /api/v1/traffic/{name}/{target}/{action}", a.trafficAction)
 	a.databaseRoutes()
 	a.drRoutes()
+	a.drillRoutes()
 	a.backupRoutes()
 	a.pprofRoutes()
 	a.admin.HandleMutating("POST /api/v1/reload", func(w http.ResponseWriter, r *http.Request) {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/coord"
+	"github.com/haven-ha/haven/internal/drill/fault"
 	"github.com/haven-ha/haven/internal/health"
 	"github.com/haven-ha/haven/internal/lb"
 	"github.com/haven-ha/haven/internal/vip"
@@ -47,7 +48,9 @@ type Agent struct {
 	failed   map[string]bool // balancers whose last start failed: not ready
 	events   []health.Event
 	roles    roles
-	traffic  *trafficRole // set by Run on a name server
+	traffic  *trafficRole   // set by Run on a name server
+	faults   *fault.Manager // set by Run when drills.enabled
+	drillm   *drillMetrics
 }
 
 // roles are the parts of the agent that start once, with Run, when
@@ -119,6 +122,7 @@ func New(opt Options) (*Agent, error) {
 		return nil, err
 	}
 	reg.MustRegister(newObjectivesCollector(a))
+	a.drillm = newDrillMetrics(reg, a)
 	a.routes()
 	return a, nil
 }
@@ -223,7 +227,7 @@ func (a *Agent) start(st *stack) error {
 	if len(cfg.BalancersOn(a.opt.Node)) == 0 && cfg.Coordination == nil && tr == nil {
 		a.log.Warn("this node has no role yet: it only serves its admin API", "admin", a.nodeAdmin())
 	}
-	return nil
+	return a.startDrills(cfg, st)
 }
 
 // startCoordinated starts the roles that coordinate through etcd: the

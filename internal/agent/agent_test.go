@@ -95,8 +95,8 @@ type cluster struct {
 	traffic, moreChecks string
 	// pprof sets admin.pprof.
 	pprof bool
-	// objectives is haven.yaml's objectives section, "" for none.
-	objectives string
+	// objectives and drills are haven.yaml's sections, "" for none.
+	objectives, drills string
 }
 
 func (c *cluster) yaml() string {
@@ -119,6 +119,9 @@ func (c *cluster) yaml() string {
 	}
 	if c.objectives != "" {
 		fmt.Fprintf(&b, "objectives: %s\n", c.objectives)
+	}
+	if c.drills != "" {
+		fmt.Fprintf(&b, "drills: %s\n", c.drills)
 	}
 	fmt.Fprintf(&b, `regions:
   local:
@@ -250,8 +253,11 @@ func do(t *testing.T, method, url string) reply {
 }
 
 // try is do that reports a transport error instead of failing.
-func try(method, url string) (reply, error) {
-	req, err := http.NewRequest(method, url, nil)
+func try(method, url string) (reply, error) { return tryBody(method, url, "") }
+
+// tryBody is try with a request body.
+func tryBody(method, url, body string) (reply, error) {
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
 	if err != nil {
 		return reply{}, err
 	}

@@ -130,7 +130,14 @@ func applyDefaults(c *Config, r *report, dir string) {
 	if c.Traffic != nil {
 		defaultTraffic(c.Traffic, r, dir)
 	}
+	if c.Drills != nil {
+		r.defaultDuration(&c.Drills.MaxDuration, "drills.max_duration", defaultDrillMaxDuration)
+	}
 }
+
+// defaultDrillMaxDuration bounds a fault: long enough for a region's
+// loss, short enough that a forgotten one ends.
+const defaultDrillMaxDuration = 10 * time.Minute
 
 // defaultMaxAnswers is the all policy's cap: eight addresses fit a UDP
 // answer with room to spare, as Route 53's multivalue answers do.

@@ -17,6 +17,7 @@ type Config struct {
 	Database     *Database            `yaml:"database"`
 	Traffic      *Traffic             `yaml:"traffic"`
 	Objectives   *Objectives          `yaml:"objectives"`
+	Drills       *Drills              `yaml:"drills"`
 
 	// File is the path the config was loaded from ("" for in-memory input).
 	File string `yaml:"-"`
@@ -621,6 +622,16 @@ type Objectives struct {
 	Web      *Objective `yaml:"web"`
 	Database *Objective `yaml:"database"`
 	Region   *Objective `yaml:"region"`
+}
+
+// Drills configures the faults each agent injects on its own node when
+// asked through its admin API (internal/drill/fault).
+type Drills struct {
+	// Enabled turns the fault API on; it is off by default: a fault is an
+	// outage on purpose.
+	Enabled bool `yaml:"enabled"`
+	// MaxDuration bounds one fault's duration (default 10m).
+	MaxDuration Duration `yaml:"max_duration"`
 }
 
 // Objective is one part's recovery objectives (nil: the service's).

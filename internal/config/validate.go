@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 )
 
 // validator checks a decoded, defaulted Config. It reports through the
@@ -38,6 +39,9 @@ func validate(c *Config, r *report) {
 	v.database()
 	v.traffic()
 	v.objectives(c.Objectives)
+	if d := c.Drills; d != nil && d.MaxDuration < Duration(time.Second) {
+		v.errorf("drills.max_duration", "%s is shorter than 1s: no fault could last", d.MaxDuration)
+	}
 	v.listeners()
 	v.adminAddresses()
 }

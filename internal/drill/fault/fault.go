@@ -13,6 +13,7 @@
 package fault
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -278,4 +279,33 @@ func (m *Manager) Close() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// specJSON is Spec on the wire, its duration as Go writes durations
+// ("10s").
+type specJSON struct {
+	Kind     Kind     `json:"kind"`
+	Target   string   `json:"target,omitempty"`
+	Peers    []string `json:"peers,omitempty"`
+	Level    int      `json:"level,omitempty"`
+	Duration string   `json:"duration"`
+}
+
+// MarshalJSON writes the duration as "10s".
+func (s Spec) MarshalJSON() ([]byte, error) {
+	return json.Marshal(specJSON{s.Kind, s.Target, s.Peers, s.Level, s.Duration.String()})
+}
+
+// UnmarshalJSON reads the duration as "10s".
+func (s *Spec) UnmarshalJSON(b []byte) error {
+	var j specJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	d, err := time.ParseDuration(j.Duration)
+	if err != nil {
+		return fmt.Errorf("duration %q: %w", j.Duration, err)
+	}
+	*s = Spec{Kind: j.Kind, Target: j.Target, Peers: j.Peers, Level: j.Level, Duration: d}
+	return nil
 }
