@@ -87,12 +87,7 @@ func Live(cfg *config.Config, obs Observed) Compliance {
 }
 
 func webNow(cfg *config.Config, obs Observed, fail func(part, why, fix string)) {
-	names := make([]string, 0, len(cfg.Balancers))
-	for name := range cfg.Balancers {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	for _, name := range names {
+	for _, name := range balancerNames(cfg) {
 		b := cfg.Balancers[name]
 		if b == nil {
 			continue

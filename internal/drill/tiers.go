@@ -154,6 +154,11 @@ func anyBalancerIn(cfg *config.Config, region string) bool {
 }
 
 func followsDatabase(cfg *config.Config) bool {
+	return anyFollows(cfg, func(f *config.Follows) bool { return f.Database && f.Region != "" })
+}
+
+// anyFollows reports whether a traffic target follows what match says.
+func anyFollows(cfg *config.Config, match func(*config.Follows) bool) bool {
 	if cfg.Traffic == nil {
 		return false
 	}
@@ -162,12 +167,22 @@ func followsDatabase(cfg *config.Config) bool {
 			continue
 		}
 		for _, t := range r.Targets {
-			if t != nil && t.Follows != nil && t.Follows.Database && t.Follows.Region != "" {
+			if t != nil && t.Follows != nil && match(t.Follows) {
 				return true
 			}
 		}
 	}
 	return false
+}
+
+// balancerNames returns the balancers' names, sorted.
+func balancerNames(cfg *config.Config) []string {
+	names := make([]string, 0, len(cfg.Balancers))
+	for name := range cfg.Balancers {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	return names
 }
 
 // Allowances above the leases in the promised RTOs, from the measured
@@ -262,12 +277,7 @@ func replicationMode(db *config.Database) string {
 // node, or on several without a floating address, is recovered by hand.
 func webPromise(cfg *config.Config) Promise {
 	p := Promise{Part: config.PartWeb, RTO: webAllowance, RTOWhy: "every balancer on two or more nodes, behind a floating address or a traffic record"}
-	names := make([]string, 0, len(cfg.Balancers))
-	for name := range cfg.Balancers {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	for _, name := range names {
+	for _, name := range balancerNames(cfg) {
 		b := cfg.Balancers[name]
 		switch {
 		case b == nil:
@@ -281,20 +291,7 @@ func webPromise(cfg *config.Config) Promise {
 }
 
 func balancerFollowed(cfg *config.Config, name string) bool {
-	if cfg.Traffic == nil {
-		return false
-	}
-	for _, r := range cfg.Traffic.Records {
-		if r == nil {
-			continue
-		}
-		for _, t := range r.Targets {
-			if t != nil && t.Follows != nil && t.Follows.Balancer == name {
-				return true
-			}
-		}
-	}
-	return false
+	return anyFollows(cfg, func(f *config.Follows) bool { return f.Balancer == name })
 }
 
 // missed compares each promise with its part's objectives.
