@@ -11,7 +11,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/haven-ha/haven/bench/internal/pgwrite"
+	"github.com/haven-ha/haven/internal/drill/pgwrite"
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/testenv"
 )

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/bench/internal/harness"
-	"github.com/haven-ha/haven/bench/internal/pgwrite"
+	"github.com/haven-ha/haven/internal/drill/pgwrite"
 )
 
 const never = pgwrite.Never

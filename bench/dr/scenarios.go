@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/bench/internal/harness"
-	"github.com/haven-ha/haven/bench/internal/pgwrite"
+	"github.com/haven-ha/haven/internal/drill/pgwrite"
 	"github.com/haven-ha/haven/internal/netlab"
 )
 

@@ -9,7 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/haven-ha/haven/bench/internal/pgwrite"
+	"github.com/haven-ha/haven/internal/drill/pgwrite"
 	"github.com/haven-ha/haven/internal/netlab"
 )
 

@@ -1,10 +1,10 @@
 package main
 
 import (
-	"github.com/haven-ha/haven/bench/internal/pgwrite"
+	"github.com/haven-ha/haven/internal/drill/pgwrite"
 )
 
-// The writer and its bookkeeping live in bench/internal/pgwrite, shared
+// The writer and its bookkeeping live in internal/drill/pgwrite, shared
 // with bench/dr; these are the names this harness knows them by.
 type (
 	write      = pgwrite.Write

@@ -1,5 +1,5 @@
-// Package pgwrite is the writer of the database benchmarks (bench/pg,
-// bench/dr): it commits a numbered row at a fixed interval, one at a time,
+// Package pgwrite is the writer of the database drills and benchmarks
+// (haven drill, bench/pg, bench/dr): it commits a numbered row at a fixed interval, one at a time,
 // records what became of every write (acknowledged, certainly failed, or
 // indeterminate), and compares that record with the rows a primary has
 // afterwards: the write gap around a fault and the acknowledged writes
@@ -21,8 +21,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-
-	"github.com/haven-ha/haven/bench/internal/harness"
 )
 
 // Outcome is what the writer knows of one write.
@@ -336,7 +334,7 @@ func ErrorKinds(writes []Write, n int) []string {
 	count := map[string]int{}
 	for _, w := range writes {
 		if w.Outcome != Acked {
-			count[harness.Truncate(w.Err, 120)]++
+			count[truncate(w.Err, 120)]++
 		}
 	}
 	var keys []string
@@ -354,4 +352,12 @@ func ErrorKinds(writes []Write, n int) []string {
 		out = append(out, fmt.Sprintf("%s ×%d", k, count[k]))
 	}
 	return out
+}
+
+// truncate shortens s to n bytes and an ellipsis.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }
