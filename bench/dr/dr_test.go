@@ -11,8 +11,8 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/haven-ha/haven/internal/drill/pgwrite"
 	"github.com/haven-ha/haven/internal/config"
+	"github.com/haven-ha/haven/internal/drill/pgwrite"
 	"github.com/haven-ha/haven/internal/testenv"
 )
 
