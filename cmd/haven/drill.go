@@ -3,14 +3,81 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
+	"github.com/haven-ha/haven/internal/drill"
 	"github.com/haven-ha/haven/internal/drill/fault"
 )
+
+// drillRun is haven drill run: it plays scenario and prints the verdict;
+// an objective not kept is an error (exit 1).
+func drillRun(ac *adminClient, scenario string, opt drill.Options, output string, stdout, stderr io.Writer) error {
+	s, err := drill.ScenarioNamed(scenario)
+	switch {
+	case err != nil:
+		return err
+	case opt.DSN == "":
+		return errors.New("give the database as the application reaches it: --dsn postgres://USER:PASSWORD@ROUTER:PORT/DB")
+	case ac.cfg.Database == nil:
+		return errors.New("haven.yaml has no database: the scenarios drill the database")
+	case output != "text" && output != "json":
+		return fmt.Errorf("-o %q: give text or json", output)
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	r, err := drill.Run(ctx, ac.cfg, drillAgents{ac}, s, opt, func(msg string) { fmt.Fprintln(stderr, msg) })
+	if err != nil {
+		return err
+	}
+	if output == "json" {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(r); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprint(stdout, r.Summary())
+	}
+	if !r.Met {
+		return fmt.Errorf("drill %s: objectives not kept", s.Name)
+	}
+	return nil
+}
+
+// drillAgents reaches the agents for drill.Run through their admin API.
+type drillAgents struct{ ac *adminClient }
+
+func (d drillAgents) Primary(ctx context.Context) (string, error) {
+	as := askEach[nodeStatus](d.ac, d.ac.cfg.Database.Nodes, "/api/v1/status", 2*time.Second)
+	best, epoch := "", int64(-1)
+	for _, a := range as {
+		if c := a.val.Coordination; a.err == nil && c != nil && c.Database != nil && c.Database.Primary != "" && c.Database.Epoch > epoch {
+			best, epoch = c.Database.Primary, c.Database.Epoch
+		}
+	}
+	if best == "" {
+		if err := answerErrors(as); err != nil {
+			return "", fmt.Errorf("no database node names a primary: %w", err)
+		}
+		return "", errors.New("no database node names a primary: the database has none now")
+	}
+	return best, nil
+}
+
+func (d drillAgents) Inject(ctx context.Context, node string, spec fault.Spec) (fault.Fault, error) {
+	body, _ := json.Marshal(spec)
+	var f fault.Fault
+	err := d.ac.send(ctx, "POST", node, "/api/v1/drill/faults", body, &f)
+	return f, err
+}
 
 const drillUsage = `usage: haven drill ACTION [flags]
 
@@ -20,11 +87,16 @@ drills.enabled (docs/drills.md). Every fault ends by itself after --for.
 actions:
   fault -n NODE --kind KIND --for DURATION [--target ROLE] [--peers N1,N2] [--level PERCENT]
          kill     SIGKILL to the role's process (--target postgres)
-         pause    SIGSTOP to the role's process group, SIGCONT when the fault ends
+         pause    SIGSTOP to the role's process and every process under it, SIGCONT at the end
          drop     drop every packet between NODE and the --peers
          fill     fill the file system of the role's data directory to --level percent
   faults [-n NODE]   the active faults of every node (or one)
   stop -n NODE ID    end a fault now
+  run SCENARIO --dsn DSN [--for D] [-o json]
+         play a drill against the deployment: a writer commits through --dsn (a router's
+         primary port, as the application does), the scenario's fault is injected, and
+         the observed RTO and RPO are judged against haven.yaml's objectives; exit 1 when
+         one is not kept. Scenarios: primary-pause, primary-kill, primary-partition
 
 flags:
 `
@@ -38,7 +110,9 @@ func runDrill(args []string, stdout, stderr io.Writer) error {
 	target := fs.String("target", "postgres", "fault: the role whose process or data directory it hits")
 	peers := fs.String("peers", "", "fault: drop: the nodes to cut NODE off from, comma-separated")
 	level := fs.Int("level", 0, "fault: fill: how full to leave the file system, in percent")
-	dur := fs.Duration("for", 0, "fault: how long it lasts")
+	dur := fs.Duration("for", 0, "fault, run: how long the fault lasts (run: default 10s)")
+	dsn := fs.String("dsn", "", "run: the application's way to the database, such as postgres://app:PASSWORD@ROUTER:6432/app")
+	output := fs.String("o", "text", "run: text or json")
 	within := nodeTimeoutFlag(fs)
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
@@ -92,6 +166,8 @@ func runDrill(args []string, stdout, stderr io.Writer) error {
 			}
 		}
 		return nil
+	case pos[0] == "run" && len(pos) == 2:
+		return drillRun(ac, pos[1], drill.Options{DSN: *dsn, FaultFor: *dur}, *output, stdout, stderr)
 	case pos[0] == "stop" && len(pos) == 2:
 		if *node == "" {
 			return fmt.Errorf("give the node the fault runs on: -n NODE")

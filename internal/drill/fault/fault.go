@@ -32,8 +32,8 @@ const (
 	// supervisor recovers it; the duration is how long the fault is
 	// listed.
 	Kill Kind = "kill"
-	// Pause sends SIGSTOP to a role's process group and SIGCONT when the
-	// fault ends: a frozen process that holds its sockets.
+	// Pause sends SIGSTOP to a role's process and every process under it,
+	// and SIGCONT when the fault ends: a frozen server that holds its sockets.
 	Pause Kind = "pause"
 	// Drop drops every packet to and from Spec.Peers until the fault ends.
 	Drop Kind = "drop"

@@ -31,21 +31,35 @@ func state(t *testing.T, pid int) string {
 	return f[0]
 }
 
-// sleeper starts a process group of its own that does nothing for a while.
+// sleeper starts a process that does nothing for a while, with a child in
+// a session of its own, as postgres's backends are.
 func sleeper(t *testing.T) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command("sleep", "60")
+	cmd := exec.Command("sh", "-c", "setsid sleep 60 & wait")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	t.Cleanup(func() {
+		for _, p := range descendants(cmd.Process.Pid) {
+			syscall.Kill(p, syscall.SIGKILL)
+		}
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
 	return cmd
 }
 
 func TestPauseAndKill(t *testing.T) {
 	cmd := sleeper(t)
 	pid := cmd.Process.Pid
+	var child int
+	testenv.Poll(t, 5*time.Second, "the sleeper's child", func() (bool, string) {
+		if d := descendants(pid); len(d) > 0 {
+			child = d[0]
+		}
+		return child != 0, ""
+	})
 	var undone []Kind
 	m := NewManager(Env{
 		Process: func(role string) (int, error) {
@@ -62,15 +76,17 @@ func TestPauseAndKill(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s := state(t, pid); s != "T" {
-		t.Errorf("paused: state %s, want T (stopped)", s)
+	for _, p := range []int{pid, child} {
+		if s := state(t, p); s != "T" {
+			t.Errorf("paused: pid %d in state %s, want T (stopped)", p, s)
+		}
 	}
 	if _, err := m.Inject(Spec{Kind: Pause, Target: "postgres", Duration: time.Second}); err == nil || !strings.Contains(err.Error(), "active already: fault "+f.ID) {
 		t.Errorf("a second pause of the same role: %v", err)
 	}
 	testenv.Poll(t, 10*time.Second, "the pause undone when its time is up", func() (bool, string) {
-		s := state(t, pid)
-		return s == "S", s
+		s, c := state(t, pid), state(t, child)
+		return s == "S" && c == "S", s + c
 	})
 	if len(m.List()) != 0 || len(undone) != 1 {
 		t.Errorf("after the pause: active %v, undone %v", m.List(), undone)

@@ -1,8 +1,12 @@
 package fault
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
 	"syscall"
 )
 
@@ -33,25 +37,74 @@ func (m *Manager) kill(spec Spec) (string, undoer, error) {
 	return fmt.Sprintf("SIGKILL to %s (pid %d)", spec.Target, pid), func() error { return nil }, nil
 }
 
-// pause stops the role's process, and its whole process group when it
-// leads one (postgres and its backends), until the fault ends.
+// pause stops the role's process and every process under it until the
+// fault ends: postgres's backends are children of the postmaster, each
+// in a session of its own (InitPostmasterChild calls setsid), so that
+// stopping the postmaster's process group would leave them answering. A
+// stopped postmaster forks no new ones.
 func (m *Manager) pause(spec Spec) (string, undoer, error) {
 	pid, err := m.target(spec)
 	if err != nil {
 		return "", nil, err
 	}
-	who, what := pid, fmt.Sprintf("pid %d", pid)
-	if pgid, err := syscall.Getpgid(pid); err == nil && pgid == pid {
-		who, what = -pid, fmt.Sprintf("process group %d", pid)
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		return "", nil, fmt.Errorf("SIGSTOP to pid %d (%s): %w", pid, spec.Target, err)
 	}
-	if err := syscall.Kill(who, syscall.SIGSTOP); err != nil {
-		return "", nil, fmt.Errorf("SIGSTOP to %s (%s): %w", what, spec.Target, err)
+	pids := append([]int{pid}, descendants(pid)...)
+	for _, p := range pids[1:] {
+		_ = syscall.Kill(p, syscall.SIGSTOP) // one that ended meanwhile is no matter
 	}
 	undo := func() error {
-		if err := syscall.Kill(who, syscall.SIGCONT); err != nil && !errors.Is(err, syscall.ESRCH) {
-			return fmt.Errorf("SIGCONT to %s (%s): %w", what, spec.Target, err)
+		var errs []error
+		for _, p := range pids {
+			if err := syscall.Kill(p, syscall.SIGCONT); err != nil && !errors.Is(err, syscall.ESRCH) {
+				errs = append(errs, fmt.Errorf("SIGCONT to pid %d (%s): %w", p, spec.Target, err))
+			}
 		}
+		return errors.Join(errs...)
+	}
+	return fmt.Sprintf("SIGSTOP to %s (pid %d and %d processes under it)", spec.Target, pid, len(pids)-1), undo, nil
+}
+
+// descendants lists the processes under pid, from /proc.
+func descendants(pid int) []int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
 		return nil
 	}
-	return fmt.Sprintf("SIGSTOP to %s (%s)", spec.Target, what), undo, nil
+	children := map[int][]int{}
+	for _, e := range entries {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if pp := parentOf(p); pp > 0 {
+			children[pp] = append(children[pp], p)
+		}
+	}
+	var out []int
+	queue := []int{pid}
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		out = append(out, children[p]...)
+		queue = append(queue, children[p]...)
+	}
+	return out
+}
+
+// parentOf reads a process's parent from /proc/PID/stat (0 if gone).
+func parentOf(pid int) int {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	// pid (comm) state ppid ...: comm may hold spaces and parentheses.
+	rest := string(b[bytes.LastIndexByte(b, ')')+1:])
+	f := strings.Fields(rest)
+	if len(f) < 2 {
+		return 0
+	}
+	pp, _ := strconv.Atoi(f[1])
+	return pp
 }

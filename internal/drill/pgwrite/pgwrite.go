@@ -57,6 +57,7 @@ type Connector func(ctx context.Context) (*pgx.Conn, error)
 // Writer inserts (run, seq) rows into the table writes every interval, one
 // at a time, and records every outcome. It reconnects on any error.
 type Writer struct {
+	table       string
 	run         int
 	every       time.Duration
 	connTimeout time.Duration
@@ -71,7 +72,16 @@ type Writer struct {
 // Run starts a writer that writes until ctx ends; its record is complete
 // once done is closed. Each connect has connTimeout, each INSERT opTimeout.
 func Run(ctx context.Context, run int, every, connTimeout, opTimeout time.Duration, connect Connector) (w *Writer, done <-chan struct{}) {
-	w = &Writer{run: run, every: every, connTimeout: connTimeout, opTimeout: opTimeout, connect: connect, start: time.Now()}
+	return RunOn(ctx, Table, run, every, connTimeout, opTimeout, connect)
+}
+
+// Table is the benchmarks' table: writes (run int, seq int, PRIMARY KEY
+// (run, seq)).
+const Table = "writes"
+
+// RunOn is Run writing into table, of the same shape as Table.
+func RunOn(ctx context.Context, table string, run int, every, connTimeout, opTimeout time.Duration, connect Connector) (w *Writer, done <-chan struct{}) {
+	w = &Writer{table: pgx.Identifier{table}.Sanitize(), run: run, every: every, connTimeout: connTimeout, opTimeout: opTimeout, connect: connect, start: time.Now()}
 	ch := make(chan struct{})
 	go func() {
 		defer close(ch)
@@ -110,7 +120,7 @@ func (w *Writer) loop(ctx context.Context) {
 		if conn != nil {
 			ectx, cancel := context.WithTimeout(ctx, w.opTimeout)
 			sent := time.Now()
-			_, err = conn.Exec(ectx, "INSERT INTO writes (run, seq) VALUES ($1, $2)", w.run, seq)
+			_, err = conn.Exec(ectx, "INSERT INTO "+w.table+" (run, seq) VALUES ($1, $2)", w.run, seq)
 			wr.Commit = time.Since(sent)
 			cancel()
 			wr.Outcome = Classify(err)
@@ -306,6 +316,11 @@ func Compare(writes []Write, rows []int) LossReport {
 // ReadRows reads the seqs of run from the primary, through connect,
 // checking that the server it reached is not in recovery.
 func ReadRows(ctx context.Context, connect Connector, run int) ([]int, error) {
+	return ReadRowsOf(ctx, connect, Table, run)
+}
+
+// ReadRowsOf is ReadRows from table.
+func ReadRowsOf(ctx context.Context, connect Connector, table string, run int) ([]int, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	conn, err := connect(ctx)
@@ -320,7 +335,7 @@ func ReadRows(ctx context.Context, connect Connector, run int) ([]int, error) {
 	if recovery {
 		return nil, errors.New("the router reached a replica")
 	}
-	rows, err := conn.Query(ctx, "SELECT seq FROM writes WHERE run = $1", run)
+	rows, err := conn.Query(ctx, "SELECT seq FROM "+pgx.Identifier{table}.Sanitize()+" WHERE run = $1", run)
 	if err != nil {
 		return nil, err
 	}

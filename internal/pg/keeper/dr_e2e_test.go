@@ -533,9 +533,14 @@ func (c *dbCluster) haven(t *testing.T, host string, args ...string) string {
 // tryHaven runs the haven command on host with the cluster's
 // configuration and returns its output and how it ended.
 func (c *dbCluster) tryHaven(host string, args ...string) (string, error) {
+	return c.tryHavenWith(host, filepath.Join(c.dir, "haven.yaml"), args...)
+}
+
+// tryHavenWith is tryHaven with the configuration file cfg.
+func (c *dbCluster) tryHavenWith(host, cfg string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	args = append(args, "-c", filepath.Join(c.dir, "haven.yaml"))
+	args = append(args, "-c", cfg)
 	out, err := c.net.Host(host).Command(ctx, c.bin, args...).CombinedOutput()
 	return string(out), err
 }

@@ -100,6 +100,8 @@ database:
   routers: [app]
   settings: {dynamic_shared_memory_type: mmap} # killed postgres leave no segments in /dev/shm
   backup: {repositories: [{name: shared, url: "file://%[1]s/backups"}]} # one directory every node reaches, as NFS would be
+drills: {enabled: true}
+objectives: {rto: 30s, rpo: 0s}
 `, dir, bins.Dir, dbLease, client.Addr, testenv.MemoryDir(t))
 	for name, content := range map[string]string{"haven.yaml": cfg, "replication.password": "e2e-secret\n", "token": "e2e-token\n"} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {

@@ -1,0 +1,61 @@
+package keeper_test
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/haven-ha/haven/internal/drill"
+)
+
+// TestDrillRun plays haven drill run primary-pause against a database of
+// three nodes in namespaces, from the client's host, through the router:
+// with the file's objectives (RTO 30s, RPO 0, replication sync) the drill
+// must see the writes come back with no acknowledged write lost, and pass;
+// judged against an RTO shorter than the freeze (a copy of the file), the
+// same drill must fail and say why.
+func TestDrillRun(t *testing.T) {
+	c := startDBCluster(t)
+	primary := c.waitHealthy("bootstrap")
+	setup := exec.Command("ip", "netns", "exec", c.net.Host(primary).Namespace,
+		"runuser", "-u", "postgres", "--", c.psql, "-v", "ON_ERROR_STOP=1", "-h", filepath.Join(c.dir, primary, "run"), "-p", "5432", "-d", "postgres",
+		"-c", "CREATE ROLE app LOGIN PASSWORD 'e2e-app'",
+		"-c", "GRANT CREATE ON SCHEMA public TO app")
+	if out, err := setup.CombinedOutput(); err != nil {
+		t.Fatalf("the drill's role on %s: %v\n%s", primary, err, out)
+	}
+	dsn := "postgres://app:e2e-app@" + c.net.Host("client").Addr.String() + ":6432/postgres?sslmode=disable&connect_timeout=2"
+
+	out, err := c.tryHaven("client", "drill", "run", "primary-pause", "--dsn", dsn, "--for", "4s", "-o", "json")
+	if err != nil {
+		t.Fatalf("haven drill run primary-pause: %v\n%s", err, out)
+	}
+	var r drill.Result
+	if err := json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &r); err != nil {
+		t.Fatalf("the drill's JSON: %v\n%s", err, out)
+	}
+	t.Logf("primary-pause: RTO %v, %d of %d acknowledged writes lost, fault %q on %s", r.RTO, len(r.Lost), r.Acked, r.Fault.Detail, r.Node)
+	if !r.Met || len(r.Lost) > 0 || r.Node != primary || r.Unbounded || r.RTO < time.Second {
+		t.Errorf("the drill: %+v; want it met, on %s, nothing lost, an outage of a second or more (the freeze)", r, primary)
+	}
+	c.waitHealthy("after the drill")
+
+	// The same drill judged against an RTO no failover keeps.
+	b, err := os.ReadFile(filepath.Join(c.dir, "haven.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	strict := filepath.Join(c.dir, "strict.yaml")
+	if err := os.WriteFile(strict, []byte(strings.Replace(string(b), "objectives: {rto: 30s, rpo: 0s}", "objectives: {rto: 100ms, rpo: 0s}", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err = c.tryHavenWith("client", strict, "drill", "run", "primary-pause", "--dsn", dsn, "--for", "4s")
+	if err == nil || !strings.Contains(out, "drill primary-pause (database): NOT MET") || !strings.Contains(out, "not met: RTO 100ms: writes stopped for") {
+		t.Errorf("a drill against an RTO of 100ms: %v\n%s", err, out)
+	}
+	t.Logf("against an RTO of 100ms:\n%s", out)
+}
