@@ -21,6 +21,16 @@ import (
 // DefaultLease is the database primary's default ownership lease.
 const DefaultLease = 2 * time.Second
 
+// queryTimeout bounds each of the keeper's own queries to its postgres.
+const queryTimeout = time.Second
+
+// hangAfter is how long a primary's postgres may run without answering the
+// keeper before the node gives up the lead: a server frozen (stuck I/O, a
+// SIGSTOP) while its agent lives would otherwise keep the lead, and every
+// write would wait for it. Five leases, and never less than 5s, so that a
+// slow moment on a loaded machine does not fail over.
+func hangAfter(lease time.Duration) time.Duration { return max(5*lease, 5*time.Second) }
+
 // keeperTick is how often the keeper looks at postgres and etcd when
 // nothing wakes it sooner. The watches, the guard and the supervisor wake
 // it on every change they see, but postgres tells nobody when its WAL
@@ -134,6 +144,10 @@ type Keeper struct {
 	final atomic.Pointer[finalWAL]
 	// whyNot is why the node may not lead, as last logged ("" when it may).
 	whyNot string
+	// silentSince is when its running postgres stopped answering the
+	// keeper's queries (zero while it answers): a primary silent for
+	// hangAfter gives up the lead (see publish).
+	silentSince time.Time
 	// stepWarnings logs a round's error once while it comes back round
 	// after round.
 	stepWarnings *repeats
@@ -436,7 +450,11 @@ func (k *Keeper) step(ctx context.Context) error {
 	k.m.observe(v)
 	var err error
 	if v.running() {
-		v.inRecovery, err = k.srv.IsInRecovery(ctx)
+		// Bounded: a hung postgres must not hold the keeper's round, which
+		// publishes that it is hung.
+		qctx, cancel := context.WithTimeout(ctx, queryTimeout)
+		v.inRecovery, err = k.srv.IsInRecovery(qctx)
+		cancel()
 	}
 	switch {
 	case err != nil:

@@ -2,6 +2,7 @@ package keeper
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -16,7 +17,7 @@ func (k *Keeper) publish(ctx context.Context) {
 	v := k.look()
 	r := reading{server: v.server}
 	if r.server == pg.StateRunning {
-		qctx, cancel := context.WithTimeout(ctx, time.Second)
+		qctx, cancel := context.WithTimeout(ctx, queryTimeout)
 		pos, err := k.srv.Position(qctx)
 		var id uint64
 		if err == nil {
@@ -40,6 +41,9 @@ func (k *Keeper) publish(ctx context.Context) {
 		}
 	}
 	ok, why := k.m.eligible(v, k.initialized(ctx, v.members), st)
+	if silent := k.silence(v.now, r); v.acting && silent > hangAfter(k.cfg.Lease) {
+		ok, why = false, fmt.Sprintf("postgres has not answered the keeper for more than %s: hung", hangAfter(k.cfg.Lease))
+	}
 	st.NotPromotable = why
 	k.state.Set(st)
 	k.setMetrics(st, ok)
@@ -55,6 +59,19 @@ func (k *Keeper) publish(ctx context.Context) {
 	if k.region != nil {
 		k.region.publish(k, v, st)
 	}
+}
+
+// silence is how long the running postgres has not answered the keeper
+// (0 while it answers, or when it does not run).
+func (k *Keeper) silence(now time.Time, r reading) time.Duration {
+	if r.server != pg.StateRunning || r.ok {
+		k.silentSince = time.Time{}
+		return 0
+	}
+	if k.silentSince.IsZero() {
+		k.silentSince = now
+	}
+	return now.Sub(k.silentSince)
 }
 
 func (k *Keeper) setMetrics(st MemberState, promotable bool) {
