@@ -50,7 +50,7 @@ func (m *Manager) pause(spec Spec) (string, undoer, error) {
 	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
 		return "", nil, fmt.Errorf("SIGSTOP to pid %d (%s): %w", pid, spec.Target, err)
 	}
-	pids := append([]int{pid}, descendants(pid)...)
+	pids := Tree(pid)
 	for _, p := range pids[1:] {
 		_ = syscall.Kill(p, syscall.SIGSTOP) // one that ended meanwhile is no matter
 	}
@@ -65,6 +65,11 @@ func (m *Manager) pause(spec Spec) (string, undoer, error) {
 	}
 	return fmt.Sprintf("SIGSTOP to %s (pid %d and %d processes under it)", spec.Target, pid, len(pids)-1), undo, nil
 }
+
+// Tree lists pid and every process under it, from /proc: what must be
+// stopped to freeze a postgres (its backends each run in a session of
+// their own, out of the postmaster's process group).
+func Tree(pid int) []int { return append([]int{pid}, descendants(pid)...) }
 
 // descendants lists the processes under pid, from /proc.
 func descendants(pid int) []int {

@@ -14,6 +14,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/haven-ha/haven/internal/coord"
+	"github.com/haven-ha/haven/internal/drill/fault"
 )
 
 // regionTestLease is the active-region record's lease in the tests: long
@@ -265,13 +266,21 @@ func TestStandbyLeaderTakeover(t *testing.T) {
 	waitRow(t, next.node, 1)
 
 	// The standby leader's node freezes: its postgres stops in its
-	// tracks, its connection to the primary open, holding west's slot
-	// there; its keeper loses both etcds.
+	// tracks, every process of it (its backends and WAL receiver each
+	// run in a session of their own), its connection to the primary open,
+	// holding west's slot there; its keeper loses both etcds.
 	pid := dead.srv.PID()
-	if err := syscall.Kill(-pid, syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
+	frozen := fault.Tree(pid)
+	for _, p := range frozen {
+		if err := syscall.Kill(p, syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
 	}
-	t.Cleanup(func() { _ = syscall.Kill(-pid, syscall.SIGCONT) })
+	t.Cleanup(func() {
+		for _, p := range frozen {
+			_ = syscall.Kill(p, syscall.SIGCONT)
+		}
+	})
 	start := time.Now()
 	r.globals[dead.cfg.Node].Close()
 	dead.client.Close()
