@@ -19,7 +19,8 @@ import (
 // that stops it earlier (for tests of a lost etcd); stopping twice is fine.
 func StartMember(t testing.TB) (url string, stop func()) {
 	t.Helper()
-	peer, client := freeAddr(t), freeAddr(t)
+	addrs := freeAddrs(t, 2)
+	peer, client := addrs[0], addrs[1]
 	m, err := coord.NewMember(coord.MemberConfig{
 		Name: "etcd", DataDir: testenv.MemoryDir(t), PeerURL: peer, ClientURL: client,
 		InitialCluster: map[string]string{"etcd": peer}, ClusterToken: "test",
@@ -46,6 +47,7 @@ func StartMember(t testing.TB) (url string, stop func()) {
 	select {
 	case <-m.Ready():
 	case err := <-done:
+		done <- err // for stop, which the cleanup calls
 		t.Fatalf("etcd: %v", err)
 	case <-time.After(30 * time.Second):
 		t.Fatal("etcd not ready after 30s")
@@ -53,12 +55,19 @@ func StartMember(t testing.TB) (url string, stop func()) {
 	return "http://" + client, stop
 }
 
-func freeAddr(t testing.TB) string {
+// freeAddrs returns n loopback addresses whose ports were free a moment
+// ago and differ from each other: the listeners stay open until all are
+// taken, so that the kernel cannot hand the same port out twice.
+func freeAddrs(t testing.TB, n int) []string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	var addrs []string
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		addrs = append(addrs, l.Addr().String())
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return addrs
 }

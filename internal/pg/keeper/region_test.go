@@ -250,19 +250,27 @@ func TestStandbyLeaderTakeover(t *testing.T) {
 		ws = append(ws, r.start("west", newNode(t, n), west))
 	}
 	leaderOf(t, primary)
-	st := waitRegionState(t, primary, "west's standby leader streaming", func(s RegionState) bool {
+	waitRegionState(t, primary, "west's standby leader streaming", func(s RegionState) bool {
 		return s.Region == "west" && s.Member.Role == RoleStandbyLeader && s.Member.Streaming
 	})
-	var dead, next *testKeeper
-	for _, w := range ws {
-		if w.cfg.Node == st.Node {
-			dead = w
-		} else {
-			next = w
-		}
-	}
 	primary.exec(t, "CREATE TABLE t (id int PRIMARY KEY)")
 	primary.exec(t, "INSERT INTO t VALUES (1)")
+	// Settled first, as each keeper sees itself: one west node the
+	// standby leader streaming from the primary, the other a replica
+	// streaming from it (its keeper done with the clone, whose start
+	// waits for the stream: a freeze of its upstream in that wait holds
+	// the keeper until the frozen postgres ends).
+	var dead, next *testKeeper
+	waitFor(t, "west settled: a standby leader streaming from the primary, a replica streaming from it", func() (string, bool) {
+		a, b := ws[0], ws[1]
+		if b.State().Role == RoleStandbyLeader {
+			a, b = b, a
+		}
+		sa, sb := a.State(), b.State()
+		dead, next = a, b
+		return fmt.Sprintf("%+v / %+v", sa, sb), sa.Role == RoleStandbyLeader && sa.Streaming && sa.Upstream == primary.cfg.Node &&
+			sb.Role == RoleReplica && sb.Streaming && sb.Upstream == a.cfg.Node
+	})
 	waitRow(t, next.node, 1)
 
 	// The standby leader's node freezes: its postgres stops in its
