@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -60,7 +61,7 @@ func TestPauseAndKill(t *testing.T) {
 		}
 		return child != 0, ""
 	})
-	var undone []Kind
+	var undone atomic.Int32 // told from the Manager's timer
 	m := NewManager(Env{
 		Process: func(role string) (int, error) {
 			if role != "postgres" {
@@ -68,7 +69,7 @@ func TestPauseAndKill(t *testing.T) {
 			}
 			return pid, nil
 		},
-		Undone: func(k Kind) { undone = append(undone, k) },
+		Undone: func(Kind) { undone.Add(1) },
 	})
 	t.Cleanup(func() { m.Close() })
 
@@ -88,8 +89,8 @@ func TestPauseAndKill(t *testing.T) {
 		s, c := state(t, pid), state(t, child)
 		return s == "S" && c == "S", s + c
 	})
-	if len(m.List()) != 0 || len(undone) != 1 {
-		t.Errorf("after the pause: active %v, undone %v", m.List(), undone)
+	if len(m.List()) != 0 || undone.Load() != 1 {
+		t.Errorf("after the pause: active %v, %d undone", m.List(), undone.Load())
 	}
 
 	if _, err := m.Inject(Spec{Kind: Kill, Target: "etcd", Duration: time.Second}); err == nil || !strings.Contains(err.Error(), "no role etcd here") {
