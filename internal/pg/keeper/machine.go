@@ -2,6 +2,7 @@ package keeper
 
 import (
 	"cmp"
+	"fmt"
 	"slices"
 	"time"
 
@@ -25,6 +26,9 @@ type view struct {
 	letGo bool
 	// hasData: the data directory holds a cluster.
 	hasData bool
+	// silence is how long the running postgres has not answered the
+	// keeper (0 while it answers; see Keeper.silence).
+	silence time.Duration
 	// session: a supervisor session runs (postgres should run); server is
 	// the supervisor's state, and inRecovery, read only while it runs,
 	// says whether postgres is a replica.
@@ -570,7 +574,8 @@ func (m *machine) member(base MemberState, r reading, acting bool, primary Membe
 
 // eligible says whether the node may lead now, with st its state about to
 // be published, and if not, why: not during a veto; while it leads, unless
-// postgres failed or it is tagged nofailover; before the cluster was
+// postgres has not answered for hangAfter, failed, or it is tagged
+// nofailover; before the cluster was
 // initialised, unless tagged nofailover (any node may initialise it);
 // otherwise when promotable says so.
 func (m *machine) eligible(v view, initialized bool, st MemberState) (bool, string) {
@@ -579,6 +584,8 @@ func (m *machine) eligible(v view, initialized bool, st MemberState) (bool, stri
 	switch {
 	case v.now.Before(m.vetoUntil):
 		why = m.vetoWhy
+	case v.acting && v.silence > hangAfter(m.cfg.lease):
+		why = fmt.Sprintf("postgres has not answered the keeper for more than %s: hung", hangAfter(m.cfg.lease))
 	case v.acting:
 		ok = !m.cfg.noFailover && v.server != pg.StateFailed
 		why = "postgres failed, or the node is tagged nofailover"

@@ -369,6 +369,8 @@ func TestEligible(t *testing.T) {
 		{"the leader stays eligible while postgres restarts in place", nil, with(func(v *view) { v.acting, v.server = true, pg.StateRestarting }), true, MemberState{Node: "db2", Role: RoleStopped}, ""},
 		{"the leader whose postgres failed", nil, with(func(v *view) { v.acting, v.server = true, pg.StateFailed }), true, MemberState{Node: "db2", Role: RoleFailed}, "postgres failed"},
 		{"the leader tagged nofailover", func(m *machine) { m.cfg.noFailover = true }, with(func(v *view) { v.acting = true }), true, self, "nofailover"},
+		{"the leader whose postgres is slow to answer", nil, with(func(v *view) { v.acting, v.silence = true, 4 * time.Second }), true, self, ""},
+		{"the leader whose postgres has not answered for five leases", nil, with(func(v *view) { v.acting, v.silence = true, 6 * time.Second }), true, self, "hung"},
 		{"a vetoed leader", func(m *machine) { m.refused(t0, "no") }, with(func(v *view) { v.acting = true }), true, self, "no"},
 		{"before the cluster exists, any node", nil, with(func(v *view) { v.members = nil }), false, MemberState{Node: "db2", Role: RoleStopped}, ""},
 		{"before the cluster exists, not a nofailover node", func(m *machine) { m.cfg.noFailover = true }, base, false, self, "nofailover"},

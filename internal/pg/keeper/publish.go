@@ -2,7 +2,6 @@ package keeper
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -40,10 +39,8 @@ func (k *Keeper) publish(ctx context.Context) {
 			k.log.Warn("write fence", "err", err)
 		}
 	}
+	v.silence = k.silence(v.now, r)
 	ok, why := k.m.eligible(v, k.initialized(ctx, v.members), st)
-	if silent := k.silence(v.now, r); v.acting && silent > hangAfter(k.cfg.Lease) {
-		ok, why = false, fmt.Sprintf("postgres has not answered the keeper for more than %s: hung", hangAfter(k.cfg.Lease))
-	}
 	st.NotPromotable = why
 	k.state.Set(st)
 	k.setMetrics(st, ok)
