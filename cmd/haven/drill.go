@@ -13,6 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/haven-ha/haven/internal/agent"
 	"github.com/haven-ha/haven/internal/drill"
 	"github.com/haven-ha/haven/internal/drill/fault"
 )
@@ -56,20 +57,15 @@ func drillRun(ac *adminClient, scenario string, opt drill.Options, output string
 type drillAgents struct{ ac *adminClient }
 
 func (d drillAgents) Primary(ctx context.Context) (string, error) {
-	as := askEach[nodeStatus](d.ac, d.ac.cfg.Database.Nodes, "/api/v1/status", 2*time.Second)
-	best, epoch := "", int64(-1)
-	for _, a := range as {
-		if c := a.val.Coordination; a.err == nil && c != nil && c.Database != nil && c.Database.Primary != "" && c.Database.Epoch > epoch {
-			best, epoch = c.Database.Primary, c.Database.Epoch
-		}
+	nodes := d.ac.cfg.Database.Nodes
+	db, _, _, err := newestDatabase(nodes, askEach[*agent.DatabaseStatus](d.ac, nodes, "/api/v1/database", 2*time.Second))
+	switch {
+	case err != nil:
+		return "", err
+	case db.Primary == "":
+		return "", errors.New("the database has no primary now (haven pg status says why)")
 	}
-	if best == "" {
-		if err := answerErrors(as); err != nil {
-			return "", fmt.Errorf("no database node names a primary: %w", err)
-		}
-		return "", errors.New("no database node names a primary: the database has none now")
-	}
-	return best, nil
+	return db.Primary, nil
 }
 
 func (d drillAgents) Inject(ctx context.Context, node string, spec fault.Spec) (fault.Fault, error) {

@@ -128,18 +128,12 @@ func pgStatus(ac *adminClient, nodes []string, within time.Duration, stdout io.W
 	return answerErrors(as)
 }
 
-// printDatabase prints the database as etcd records it (the primary's
-// record, the sync record, the state each keeper published), in the view
-// of the answering node that has seen the latest primary's epoch, then a
-// line for each database node that did not answer or has published no
-// state. It fails when no node's keeper answered.
-func printDatabase(w io.Writer, nodes []string, as []answer[*agent.DatabaseStatus]) error {
-	var (
-		d        *agent.DatabaseStatus
-		from     string
-		answered []string
-		errs     []error
-	)
+// newestDatabase is the view of the database, among the answers of
+// nodes (database nodes; a router's are left out), of the node that has
+// seen the latest primary's epoch, that node, and the nodes whose keeper
+// answered; it fails when none did.
+func newestDatabase(nodes []string, as []answer[*agent.DatabaseStatus]) (d *agent.DatabaseStatus, from string, answered []string, err error) {
+	var errs []error
 	for _, a := range as {
 		switch {
 		case !slices.Contains(nodes, a.node):
@@ -159,7 +153,20 @@ func printDatabase(w io.Writer, nodes []string, as []answer[*agent.DatabaseStatu
 		if len(errs) == 0 {
 			errs = append(errs, errors.New("no database node was asked"))
 		}
-		return fmt.Errorf("no database node's keeper answered: %w", errors.Join(errs...))
+		return nil, "", nil, fmt.Errorf("no database node's keeper answered: %w", errors.Join(errs...))
+	}
+	return d, from, answered, nil
+}
+
+// printDatabase prints the database as etcd records it (the primary's
+// record, the sync record, the state each keeper published), in the view
+// of the answering node that has seen the latest primary's epoch, then a
+// line for each database node that did not answer or has published no
+// state. It fails when no node's keeper answered.
+func printDatabase(w io.Writer, nodes []string, as []answer[*agent.DatabaseStatus]) error {
+	d, from, answered, err := newestDatabase(nodes, as)
+	if err != nil {
+		return err
 	}
 	archive := ""
 	if d.Sync.Archive != "" {
