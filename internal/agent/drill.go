@@ -73,11 +73,11 @@ func (a *Agent) faultProcess(role string) (int, error) {
 }
 
 func (a *Agent) faultDataDir(role string) (string, error) {
-	cfg := a.config()
-	if role != roleProcess || cfg.Database == nil || !cfg.IsDatabaseNode(a.opt.Node) {
-		return "", fmt.Errorf("target %q: node %s has no data directory of it", role, a.opt.Node)
+	db := a.current().db
+	if role != roleProcess || db == nil {
+		return "", fmt.Errorf("target %q: node %s has no data directory of it (the faults reach %s's only)", role, a.opt.Node, roleProcess)
 	}
-	dir := config.NodePath(cfg.Database.DataDir, a.opt.Node)
+	dir := db.srv.DataDir()
 	if _, err := os.Stat(dir); err != nil {
 		return "", err
 	}

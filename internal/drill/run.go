@@ -196,7 +196,7 @@ func makeTable(ctx context.Context, connect pgwrite.Connector) error {
 	defer cancel()
 	conn, err := connect(cctx)
 	if err != nil {
-		return fmt.Errorf("drill: connect to %s: %w", "the database (--dsn)", err)
+		return fmt.Errorf("drill: connect to the database through --dsn (check the router's address and port, the user and its password): %w", err)
 	}
 	defer conn.Close(context.Background())
 	if _, err := conn.Exec(cctx, "CREATE TABLE IF NOT EXISTS "+Table+" (run int, seq int, PRIMARY KEY (run, seq))"); err != nil {

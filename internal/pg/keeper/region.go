@@ -529,21 +529,15 @@ func PromoteRegion(ctx context.Context, cli *clientv3.Client, cluster, name, to 
 // deadline, as for any loss of the record. It returns the record as it
 // was first read.
 func ForceRegion(ctx context.Context, cli *clientv3.Client, cluster, name, to string) (coord.Record, error) {
-	key := RegionOwnerPrefix(cluster, name) + "/record"
+	prefix := RegionOwnerPrefix(cluster, name)
 	var before *coord.Record
 	// The record may change under the release once the scope serves
 	// again: region to taking it by itself (dr.failover automatic). Look
 	// again then.
 	for attempt := 0; ; attempt++ {
-		resp, err := cli.Get(ctx, key)
+		rec, rev, err := readRegionRecordRev(ctx, cli, prefix)
 		if err != nil {
-			return coord.Record{}, fmt.Errorf("dr: read the active-region record: %w", err)
-		}
-		var rec coord.Record
-		if len(resp.Kvs) > 0 {
-			if err := json.Unmarshal(resp.Kvs[0].Value, &rec); err != nil {
-				return rec, fmt.Errorf("dr: the active-region record: %w", err)
-			}
+			return coord.Record{}, err
 		}
 		if before == nil {
 			before = &rec
@@ -552,8 +546,8 @@ func ForceRegion(ctx context.Context, cli *clientv3.Client, cluster, name, to st
 			break
 		}
 		released, _ := json.Marshal(coord.Record{LeaseMS: rec.LeaseMS, Next: to})
-		cmp := clientv3.Compare(clientv3.ModRevision(key), "=", resp.Kvs[0].ModRevision)
-		tr, err := cli.Txn(ctx).If(cmp).Then(clientv3.OpPut(key, string(released))).Commit()
+		key := prefix + "/record"
+		tr, err := cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).Then(clientv3.OpPut(key, string(released))).Commit()
 		if err != nil {
 			return *before, fmt.Errorf("dr: release the active-region record to %s: %w", to, err)
 		}
@@ -561,7 +555,7 @@ func ForceRegion(ctx context.Context, cli *clientv3.Client, cluster, name, to st
 			break
 		}
 		if attempt == 2 {
-			return *before, fmt.Errorf("dr: the active-region record keeps changing while it is released to %s (is region %s still renewing it?)", to, rec.Holder)
+			return *before, fmt.Errorf("dr: the active-region record keeps changing while it is released to %s (is region %s still renewing it? then it is not lost: use haven dr switchover)", to, rec.Holder)
 		}
 	}
 	if _, err := PromoteRegion(ctx, cli, cluster, name, to); err != nil {
@@ -795,21 +789,29 @@ func SwitchoverRegion(ctx context.Context, cli *clientv3.Client, cluster, name, 
 
 // readRegionRecord reads the active-region record, its epoch filled in.
 func readRegionRecord(ctx context.Context, cli *clientv3.Client, prefix string) (coord.Record, error) {
+	rec, _, err := readRegionRecordRev(ctx, cli, prefix)
+	return rec, err
+}
+
+// readRegionRecordRev is readRegionRecord with the record's etcd revision
+// (0 when it does not exist), for a compare-and-swap.
+func readRegionRecordRev(ctx context.Context, cli *clientv3.Client, prefix string) (coord.Record, int64, error) {
 	resp, err := cli.Get(ctx, prefix+"/record")
 	if err != nil {
-		return coord.Record{}, fmt.Errorf("dr: read the active-region record: %w", err)
+		return coord.Record{}, 0, fmt.Errorf("dr: read the active-region record: %w", err)
 	}
 	var rec coord.Record
 	if len(resp.Kvs) == 0 {
-		return rec, nil
+		return rec, 0, nil
 	}
+	rev := resp.Kvs[0].ModRevision
 	if err := json.Unmarshal(resp.Kvs[0].Value, &rec); err != nil {
-		return rec, fmt.Errorf("dr: the active-region record: %w", err)
+		return rec, rev, fmt.Errorf("dr: the active-region record: %w", err)
 	}
 	if rec.Epoch == 0 {
-		rec.Epoch = resp.Kvs[0].ModRevision
+		rec.Epoch = rev
 	}
-	return rec, nil
+	return rec, rev, nil
 }
 
 // pollUntil calls cond every 100ms until it holds, fails, or ctx ends.
