@@ -22,16 +22,6 @@ import (
 )
 
 // state is a process's state letter in /proc (S sleeping, T stopped).
-func state(t *testing.T, pid int) string {
-	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return "gone"
-	}
-	f := strings.Fields(string(b)[strings.LastIndex(string(b), ")")+1:])
-	return f[0]
-}
-
 // sleeper starts a process that does nothing for a while, with a child in
 // a session of its own, as postgres's backends are.
 func sleeper(t *testing.T) *exec.Cmd {
@@ -78,7 +68,7 @@ func TestPauseAndKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, p := range []int{pid, child} {
-		if s := state(t, p); s != "T" {
+		if s := stateOf(p); s != "T" {
 			t.Errorf("paused: pid %d in state %s, want T (stopped)", p, s)
 		}
 	}
@@ -86,7 +76,7 @@ func TestPauseAndKill(t *testing.T) {
 		t.Errorf("a second pause of the same role: %v", err)
 	}
 	testenv.Poll(t, 10*time.Second, "the pause undone when its time is up", func() (bool, string) {
-		s, c := state(t, pid), state(t, child)
+		s, c := stateOf(pid), stateOf(child)
 		return s == "S" && c == "S", s + c
 	})
 	if len(m.List()) != 0 || undone.Load() != 1 {

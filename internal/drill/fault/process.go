@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // target finds the pid of spec's role.
@@ -63,7 +64,39 @@ func (m *Manager) pause(spec Spec) (string, undoer, error) {
 		}
 		return errors.Join(errs...)
 	}
+	if err := waitStopped(pids, stopWait); err != nil {
+		_ = undo()
+		return "", nil, fmt.Errorf("pause %s: %w", spec.Target, err)
+	}
 	return fmt.Sprintf("SIGSTOP to %s (pid %d and %d processes under it)", spec.Target, pid, len(pids)-1), undo, nil
+}
+
+// stopWait bounds the wait for a stop signal to take effect: the kernel
+// delivers it when the process next runs, which on a busy machine is not
+// at once.
+const stopWait = 2 * time.Second
+
+// waitStopped waits until every process in pids is stopped (or gone), so
+// that a pause reported as injected is one: a backend still running
+// would answer the drill's writes.
+func waitStopped(pids []int, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		running := 0
+		for _, p := range pids {
+			if s := stateOf(p); s != "" && s != "T" && s != "t" {
+				running = p
+				break
+			}
+		}
+		if running == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("pid %d not stopped %v after SIGSTOP (state %s)", running, limit, stateOf(running))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // Tree lists pid and every process under it, from /proc: what must be
@@ -100,16 +133,30 @@ func descendants(pid int) []int {
 
 // parentOf reads a process's parent from /proc/PID/stat (0 if gone).
 func parentOf(pid int) int {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0
-	}
-	// pid (comm) state ppid ...: comm may hold spaces and parentheses.
-	rest := string(b[bytes.LastIndexByte(b, ')')+1:])
-	f := strings.Fields(rest)
+	f := statFields(pid)
 	if len(f) < 2 {
 		return 0
 	}
 	pp, _ := strconv.Atoi(f[1])
 	return pp
+}
+
+// stateOf reads a process's state letter from /proc/PID/stat ("" if gone).
+func stateOf(pid int) string {
+	f := statFields(pid)
+	if len(f) < 1 {
+		return ""
+	}
+	return f[0]
+}
+
+// statFields reads /proc/PID/stat's fields after the command name: state,
+// ppid, ... (nil if the process is gone).
+func statFields(pid int) []string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return nil
+	}
+	// pid (comm) state ppid ...: comm may hold spaces and parentheses.
+	return strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
 }
