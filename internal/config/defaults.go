@@ -132,12 +132,21 @@ func applyDefaults(c *Config, r *report, dir string) {
 	}
 	if c.Drills != nil {
 		r.defaultDuration(&c.Drills.MaxDuration, "drills.max_duration", defaultDrillMaxDuration)
+		for i, s := range c.Drills.Schedule {
+			if s != nil {
+				r.defaultDuration(&s.For, fmt.Sprintf("drills.schedule[%d].for", i), defaultDrillFaultFor)
+			}
+		}
 	}
 }
 
 // defaultDrillMaxDuration bounds a fault: long enough for a region's
 // loss, short enough that a forgotten one ends.
 const defaultDrillMaxDuration = 10 * time.Minute
+
+// defaultDrillFaultFor is a scheduled drill's fault: longer than a
+// failover takes, short enough to be a drill.
+const defaultDrillFaultFor = 10 * time.Second
 
 // defaultMaxAnswers is the all policy's cap: eight addresses fit a UDP
 // answer with room to spare, as Route 53's multivalue answers do.

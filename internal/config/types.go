@@ -632,6 +632,36 @@ type Drills struct {
 	Enabled bool `yaml:"enabled"`
 	// MaxDuration bounds one fault's duration (default 10m).
 	MaxDuration Duration `yaml:"max_duration"`
+	// DSNFile holds the connection string a drill's database writes go
+	// through (a router's primary port, as the application connects);
+	// URL is what its HTTP requests ask for (the service's public name or
+	// address). Scheduled drills use them; haven drill run's --dsn and
+	// --url override them.
+	DSNFile string `yaml:"dsn_file"`
+	URL     string `yaml:"url"`
+	// Schedule runs scenarios on the live deployment, one drill at a time
+	// cluster-wide.
+	Schedule []*DrillSchedule `yaml:"schedule"`
+	// Processes are the processes besides haven's own that faults may hit
+	// on the nodes that run them (an application backend), by name.
+	Processes map[string]*DrillProcess `yaml:"processes"`
+}
+
+// DrillSchedule runs one scenario periodically.
+type DrillSchedule struct {
+	// Scenario is a built-in scenario's name or a scenario file's path.
+	Scenario string `yaml:"scenario"`
+	// Every is the time between two runs (at least 10m); For the fault's
+	// duration (default 10s).
+	Every Duration `yaml:"every"`
+	For   Duration `yaml:"for"`
+}
+
+// DrillProcess finds a process faults may hit: by its pid file, or by its
+// systemd unit (which a stop fault stops and starts again).
+type DrillProcess struct {
+	PIDFile string `yaml:"pid_file"`
+	Unit    string `yaml:"unit"`
 }
 
 // Objective is one part's recovery objectives (nil: the service's).

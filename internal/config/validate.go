@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -39,9 +40,7 @@ func validate(c *Config, r *report) {
 	v.database()
 	v.traffic()
 	v.objectives(c.Objectives)
-	if d := c.Drills; d != nil && d.MaxDuration < Duration(time.Second) {
-		v.errorf("drills.max_duration", "%s is shorter than 1s: no fault could last", d.MaxDuration)
-	}
+	v.drills(c.Drills)
 	v.listeners()
 	v.adminAddresses()
 }
@@ -181,6 +180,57 @@ func (v *validator) objectives(o *Objectives) {
 	}{{PartWeb, o.Web}, {PartDatabase, o.Database}, {PartRegion, o.Region}} {
 		if p.own != nil {
 			check("objectives."+p.part, p.own.RTO)
+		}
+	}
+}
+
+// minDrillEvery is the shortest interval between scheduled drills: each is
+// an outage on purpose.
+const minDrillEvery = 10 * time.Minute
+
+// drills checks the drills section: faults that can last, schedules that
+// name a scenario and leave the deployment time between two drills, and
+// processes found one way.
+func (v *validator) drills(d *Drills) {
+	if d == nil {
+		return
+	}
+	if d.MaxDuration < Duration(time.Second) {
+		v.errorf("drills.max_duration", "%s is shorter than 1s: no fault could last", d.MaxDuration)
+	}
+	if d.URL != "" {
+		v.url("drills.url", d.URL, []string{"http", "https"})
+	}
+	if d.DSNFile != "" {
+		v.readable("drills.dsn_file", d.DSNFile)
+	}
+	for i, s := range d.Schedule {
+		p := fmt.Sprintf("drills.schedule[%d]", i)
+		switch {
+		case s == nil || s.Scenario == "":
+			v.errorf(p+".scenario", "required: name a built-in scenario (haven drill run -h lists them) or a scenario file")
+			continue
+		case s.Every < Duration(minDrillEvery):
+			v.errorf(p+".every", "%s: give at least %s between two drills (each is an outage on purpose)", s.Every, Duration(minDrillEvery))
+		case s.For > d.MaxDuration:
+			v.errorf(p+".for", "%s is longer than drills.max_duration (%s)", s.For, d.MaxDuration)
+		}
+		if !d.Enabled {
+			v.errorf(p, "scheduled drills inject faults: set drills.enabled: true")
+		}
+		if d.DSNFile == "" && d.URL == "" {
+			v.errorf(p, "a drill needs a workload to judge: give drills.dsn_file, drills.url or both")
+		}
+	}
+	for _, name := range sortedKeys(d.Processes) {
+		p, path := d.Processes[name], "drills.processes."+name
+		switch {
+		case !isName(name):
+			v.errorf(path, "%q %s", name, badName)
+		case p == nil || (p.PIDFile == "") == (p.Unit == ""):
+			v.errorf(path, "give one of pid_file (the process's pid file) and unit (its systemd unit)")
+		case p.PIDFile != "" && !filepath.IsAbs(p.PIDFile):
+			v.errorf(path+".pid_file", "%q: give an absolute path", p.PIDFile)
 		}
 	}
 }
