@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -16,19 +18,31 @@ import (
 	"github.com/haven-ha/haven/internal/agent"
 	"github.com/haven-ha/haven/internal/drill"
 	"github.com/haven-ha/haven/internal/drill/fault"
+	"github.com/haven-ha/haven/internal/pg/keeper"
 )
 
 // drillRun is haven drill run: it plays scenario and prints the verdict;
 // an objective not kept is an error (exit 1).
 func drillRun(ac *adminClient, scenario string, opt drill.Options, output string, stdout, stderr io.Writer) error {
 	s, err := drill.ScenarioNamed(scenario)
-	switch {
-	case err != nil:
+	if err != nil {
 		return err
-	case opt.DSN == "":
-		return errors.New("give the database as the application reaches it: --dsn postgres://USER:PASSWORD@ROUTER:PORT/DB")
-	case ac.cfg.Database == nil:
-		return errors.New("haven.yaml has no database: the scenarios drill the database")
+	}
+	if d := ac.cfg.Drills; d != nil {
+		if opt.URL == "" {
+			opt.URL = d.URL
+		}
+		if opt.DSN == "" && d.DSNFile != "" {
+			b, err := os.ReadFile(d.DSNFile)
+			if err != nil {
+				return fmt.Errorf("drills.dsn_file: %w", err)
+			}
+			opt.DSN = strings.TrimSpace(string(b))
+		}
+	}
+	switch {
+	case opt.DSN == "" && opt.URL == "":
+		return errors.New("give a workload: the database as the application reaches it (--dsn postgres://USER:PASSWORD@ROUTER:PORT/DB), the service's URL (--url), or both (or drills.dsn_file and drills.url in haven.yaml)")
 	case output != "text" && output != "json":
 		return fmt.Errorf("-o %q: give text or json", output)
 	}
@@ -56,16 +70,54 @@ func drillRun(ac *adminClient, scenario string, opt drill.Options, output string
 // drillAgents reaches the agents for drill.Run through their admin API.
 type drillAgents struct{ ac *adminClient }
 
-func (d drillAgents) Primary(ctx context.Context) (string, error) {
-	nodes := d.ac.cfg.Database.Nodes
-	db, _, _, err := newestDatabase(nodes, askEach[*agent.DatabaseStatus](d.ac, nodes, "/api/v1/database", 2*time.Second))
-	switch {
-	case err != nil:
-		return "", err
-	case db.Primary == "":
-		return "", errors.New("the database has no primary now (haven pg status says why)")
+// drillAsk bounds each question a drill asks of the agents.
+const drillAsk = 2 * time.Second
+
+// State asks the database's nodes for the active region and its primary,
+// and the balancers' nodes for their floating addresses' holders.
+func (d drillAgents) State(ctx context.Context) (drill.State, error) {
+	cfg := d.ac.cfg
+	st := drill.State{Holders: map[string]string{}}
+	var errs []error
+	if db := cfg.Database; db != nil {
+		nodes := db.Nodes
+		if db.DR != nil {
+			as := askEach[keeper.RegionStatus](d.ac, append(slices.Clone(db.Nodes), db.DR.Nodes...), "/api/v1/dr", drillAsk)
+			var epoch int64 = -1
+			for _, a := range as {
+				if a.err == nil && a.val.Record.Epoch > epoch {
+					epoch, st.Region = a.val.Record.Epoch, a.val.Record.Holder
+				}
+			}
+			if n, ok := cfg.Node(db.DR.Nodes[0]); ok && n.Region == st.Region {
+				nodes = db.DR.Nodes
+			}
+		}
+		best, _, _, err := newestDatabase(nodes, askEach[*agent.DatabaseStatus](d.ac, nodes, "/api/v1/database", drillAsk))
+		if err != nil {
+			errs = append(errs, err)
+		} else {
+			st.Primary = best.Primary
+		}
 	}
-	return db.Primary, nil
+	epochs := map[string]int64{}
+	for _, name := range slices.Sorted(maps.Keys(cfg.Balancers)) {
+		b := cfg.Balancers[name]
+		if b.VIP == nil {
+			continue
+		}
+		for _, a := range askEach[[]agent.VIPStatus](d.ac, b.Nodes, "/api/v1/vips", drillAsk) {
+			for _, v := range a.val {
+				if v.Name == name && v.Holder != "" && v.HeldEpoch >= epochs[name] {
+					epochs[name], st.Holders[name] = v.HeldEpoch, v.Holder
+				}
+			}
+		}
+	}
+	if st.Primary == "" && len(st.Holders) == 0 && len(errs) > 0 {
+		return st, errors.Join(errs...)
+	}
+	return st, nil
 }
 
 func (d drillAgents) Inject(ctx context.Context, node string, spec fault.Spec) (fault.Fault, error) {
@@ -88,11 +140,13 @@ actions:
          fill     fill the file system of the role's data directory to --level percent
   faults [-n NODE]   the active faults of every node (or one)
   stop -n NODE ID    end a fault now
-  run SCENARIO --dsn DSN [--for D] [-o json]
+  run SCENARIO [--dsn DSN] [--url URL] [--for D] [-o json]
          play a drill against the deployment: a writer commits through --dsn (a router's
-         primary port, as the application does), the scenario's fault is injected, and
-         the observed RTO and RPO are judged against haven.yaml's objectives; exit 1 when
-         one is not kept. Scenarios: primary-pause, primary-kill, primary-partition
+         primary port, as the application does) and a client asks for --url (the service
+         as users reach it), the scenario's faults are injected, and the observed RTO and
+         RPO are judged against haven.yaml's objectives; exit 1 when one is not kept.
+         Scenarios: primary-pause, primary-kill, primary-partition, node-loss,
+         balancer-loss, backend-loss, region-loss
 
 flags:
 `
@@ -107,7 +161,8 @@ func runDrill(args []string, stdout, stderr io.Writer) error {
 	peers := fs.String("peers", "", "fault: drop: the nodes to cut NODE off from, comma-separated")
 	level := fs.Int("level", 0, "fault: fill: how full to leave the file system, in percent")
 	dur := fs.Duration("for", 0, "fault, run: how long the fault lasts (run: default 10s)")
-	dsn := fs.String("dsn", "", "run: the application's way to the database, such as postgres://app:PASSWORD@ROUTER:6432/app")
+	dsn := fs.String("dsn", "", "run: the application's way to the database, such as postgres://app:PASSWORD@ROUTER:6432/app (default: drills.dsn_file)")
+	url := fs.String("url", "", "run: the service as users reach it, such as http://www.example.com/ (default: drills.url)")
 	output := fs.String("o", "text", "run: text or json")
 	within := nodeTimeoutFlag(fs)
 	pos, err := parseInterleaved(fs, args)
@@ -163,7 +218,7 @@ func runDrill(args []string, stdout, stderr io.Writer) error {
 		}
 		return nil
 	case pos[0] == "run" && len(pos) == 2:
-		return drillRun(ac, pos[1], drill.Options{DSN: *dsn, FaultFor: *dur}, *output, stdout, stderr)
+		return drillRun(ac, pos[1], drill.Options{DSN: *dsn, URL: *url, FaultFor: *dur}, *output, stdout, stderr)
 	case pos[0] == "stop" && len(pos) == 2:
 		if *node == "" {
 			return fmt.Errorf("give the node the fault runs on: -n NODE")

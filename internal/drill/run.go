@@ -8,8 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/drill/fault"
 	"github.com/haven-ha/haven/internal/drill/pgwrite"
@@ -17,64 +15,29 @@ import (
 
 // Agents is how a drill reaches the deployment's agents (their admin API).
 type Agents interface {
-	// Primary returns the database's primary now.
-	Primary(ctx context.Context) (string, error)
+	// State returns the deployment's state now.
+	State(ctx context.Context) (State, error)
 	// Inject asks node's agent for a fault.
 	Inject(ctx context.Context, node string, spec fault.Spec) (fault.Fault, error)
-}
-
-// Scenario is a drill: the fault it injects, on which node, and the part
-// whose objectives it judges.
-type Scenario struct {
-	Name, Part, About string
-	// Fault returns the node to fault and the fault, given the primary.
-	Fault func(cfg *config.Config, primary string, d time.Duration) (string, fault.Spec)
-}
-
-// Scenarios are the built-in drills.
-var Scenarios = []Scenario{
-	{Name: "primary-pause", Part: config.PartDatabase, About: "the primary's postgres frozen (SIGSTOP) for the fault's duration",
-		Fault: func(_ *config.Config, p string, d time.Duration) (string, fault.Spec) {
-			return p, fault.Spec{Kind: fault.Pause, Target: "postgres", Duration: d}
-		}},
-	{Name: "primary-kill", Part: config.PartDatabase, About: "the primary's postgres killed (SIGKILL)",
-		Fault: func(_ *config.Config, p string, d time.Duration) (string, fault.Spec) {
-			return p, fault.Spec{Kind: fault.Kill, Target: "postgres", Duration: d}
-		}},
-	{Name: "primary-partition", Part: config.PartDatabase, About: "the primary's node cut off from every other node for the fault's duration",
-		Fault: func(cfg *config.Config, p string, d time.Duration) (string, fault.Spec) {
-			return p, fault.Spec{Kind: fault.Drop, Peers: slices.DeleteFunc(cfg.NodeNames(), func(n string) bool { return n == p }), Duration: d}
-		}},
-}
-
-// ScenarioNamed returns the built-in scenario name.
-func ScenarioNamed(name string) (Scenario, error) {
-	for _, s := range Scenarios {
-		if s.Name == name {
-			return s, nil
-		}
-	}
-	var names []string
-	for _, s := range Scenarios {
-		names = append(names, s.Name)
-	}
-	return Scenario{}, fmt.Errorf("drill: no scenario %q: the built-in ones are %s", name, strings.Join(names, ", "))
 }
 
 // Options tune a run.
 type Options struct {
 	// DSN reaches the database the way the application does: through a
 	// router's primary port. Its user writes into Table, which the drill
-	// makes if it may.
-	DSN string
-	// FaultFor is the fault's duration (default 10s).
+	// makes if it may. URL is what the HTTP workload asks for: the
+	// service's public name or address. A drill runs the workloads it is
+	// given, at least one.
+	DSN, URL string
+	// FaultFor is the faults' duration (default 10s).
 	FaultFor time.Duration
-	// Warmup is how long the writer runs before the fault (default 3s);
-	// Settle how long it goes on once writes came back and the fault
-	// ended (default 3s); MaxOutage how long the drill waits for writes to
-	// come back before it calls the outage unbounded (default 2m).
+	// Warmup is how long the workloads run before the faults (default
+	// 3s); Settle how long they go on once every one succeeded again and
+	// the faults ended (default 3s); MaxOutage how long the drill waits
+	// for them to succeed again before it calls the outage unbounded
+	// (default 2m).
 	Warmup, Settle, MaxOutage time.Duration
-	// Every is the writer's interval (default 20ms).
+	// Every is the workloads' interval (default 20ms).
 	Every time.Duration
 }
 
@@ -95,114 +58,176 @@ func (o *Options) defaults() {
 	set(&o.Every, 20*time.Millisecond)
 }
 
-// Result is what a drill observed and its verdict.
-type Result struct {
-	Scenario string      `json:"scenario"`
-	Part     string      `json:"part"`
-	Node     string      `json:"node"`
-	Fault    fault.Fault `json:"fault"`
-	// Acked, Failed and Indeterminate count the writer's writes.
-	Acked         int `json:"acked"`
-	Failed        int `json:"failed"`
-	Indeterminate int `json:"indeterminate"`
-	// Lost are acknowledged writes missing afterwards.
-	Lost []int `json:"lost,omitempty"`
-	// RTO is the longest time without an acknowledged write from the
-	// fault on (Unbounded: none came back within MaxOutage); RPO the data
-	// lost, as time: from the oldest lost acknowledgement to the fault.
-	RTO       time.Duration `json:"rto_ns"`
-	Unbounded bool          `json:"unbounded,omitempty"`
-	RPO       time.Duration `json:"rpo_ns"`
-	// ObjectiveRTO and ObjectiveRPO are the part's objectives (nil: none);
-	// Met whether the drill kept them, and Reasons why not.
-	ObjectiveRTO *time.Duration `json:"objective_rto_ns,omitempty"`
-	ObjectiveRPO *time.Duration `json:"objective_rpo_ns,omitempty"`
-	Met          bool           `json:"met"`
-	Reasons      []string       `json:"reasons,omitempty"`
-}
-
-// Run plays scenario s against the deployment: a writer commits through
-// opt.DSN, the fault is injected on the node s picks, the writer goes on
-// until writes came back and the fault ended, and the history is checked
-// against the rows the primary has. log, when set, is told each step.
+// Run plays scenario s against the deployment: the workloads (database
+// writes through opt.DSN, HTTP requests for opt.URL) run, the scenario's
+// faults are injected, the workloads go on until each succeeded again
+// and the faults ended, and each workload's outcomes are judged against
+// its part's objectives. log, when set, is told each step.
 func Run(ctx context.Context, cfg *config.Config, agents Agents, s Scenario, opt Options, log func(string)) (Result, error) {
 	opt.defaults()
 	if log == nil {
 		log = func(string) {}
 	}
-	r := Result{Scenario: s.Name, Part: s.Part}
-	connect := func(ctx context.Context) (*pgx.Conn, error) { return pgx.Connect(ctx, opt.DSN) }
-	if err := makeTable(ctx, connect); err != nil {
-		return r, err
+	r := Result{Scenario: s.Name, About: s.About, Started: time.Now()}
+	if opt.DSN == "" && opt.URL == "" {
+		return r, errNoWorkload
 	}
-	primary, err := agents.Primary(ctx)
+	st, err := agents.State(ctx)
 	if err != nil {
-		return r, fmt.Errorf("drill: find the primary: %w", err)
+		return r, fmt.Errorf("drill: the deployment's state: %w", err)
 	}
-	run := int(time.Now().Unix() % 1_000_000_000)
+	targets, err := s.Faults(cfg, st, opt.FaultFor)
+	if err != nil {
+		return r, fmt.Errorf("drill %s: %w", s.Name, err)
+	}
 	wctx, stop := context.WithCancel(ctx)
 	defer stop()
-	w, done := pgwrite.RunOn(wctx, Table, run, opt.Every, time.Second, 2*time.Second, connect)
-	log(fmt.Sprintf("writing through the router (%s every %s); the primary is %s", Table, opt.Every, primary))
+	loads, done, err := startWorkloads(wctx, opt)
+	if err != nil {
+		return r, err
+	}
+	for _, w := range loads {
+		log("workload: " + w.describe())
+	}
 	if err := sleep(ctx, opt.Warmup); err != nil {
 		return r, err
 	}
-	if w.AckedSince(0) == 0 {
-		return r, errors.New("drill: no write was acknowledged before the fault: check --dsn and the user's rights on " + Table)
-	}
-	node, spec := s.Fault(cfg, primary, opt.FaultFor)
-	faultAt := w.Since(time.Now())
-	f, err := agents.Inject(ctx, node, spec)
-	if err != nil {
-		return r, fmt.Errorf("drill: inject the fault on %s: %w", node, err)
-	}
-	r.Node, r.Fault = node, f
-	log(fmt.Sprintf("fault %s on %s: %s, until %s", f.ID, node, f.Detail, f.Until.Format(time.TimeOnly)))
-	deadline := time.Now().Add(opt.FaultFor + opt.MaxOutage)
-	for {
-		back := w.AckedSince(faultAt) > 0 && time.Now().After(f.Until)
-		if back || time.Now().After(deadline) {
-			break
+	for _, w := range loads {
+		if ok, _, _ := tally(w.ops(r.Started)); ok == 0 {
+			return r, fmt.Errorf("drill: %s: nothing succeeded before the faults: check the workload's address and rights", w.describe())
 		}
-		if err := sleep(ctx, 100*time.Millisecond); err != nil {
+	}
+	faultAt := time.Since(r.Started)
+	var until time.Time
+	for _, t := range targets {
+		f, err := agents.Inject(ctx, t.Node, t.Spec)
+		if err != nil {
+			return r, fmt.Errorf("drill: inject %s on %s: %w", t.Spec.Kind, t.Node, err)
+		}
+		at := time.Since(r.Started)
+		r.Faults = append(r.Faults, Injected{Node: t.Node, At: at, Fault: f})
+		r.Events = append(r.Events, Event{At: at, What: fmt.Sprintf("fault %s on %s: %s", f.ID, t.Node, f.Detail)})
+		log(fmt.Sprintf("fault %s on %s: %s, until %s", f.ID, t.Node, f.Detail, f.Until.Format(time.TimeOnly)))
+		until = later(until, f.Until)
+	}
+	r.Events = append(r.Events, Event{At: until.Sub(r.Started), What: "the faults end"})
+	watch := newWatcher(agents, st, r.Started)
+	deadline := until.Add(opt.MaxOutage)
+	for !recovered(loads, r.Started, faultAt, until) && time.Now().Before(deadline) {
+		watch.look(ctx, log)
+		if err := sleep(ctx, 250*time.Millisecond); err != nil {
 			return r, err
 		}
 	}
-	if err := sleep(ctx, opt.Settle); err != nil {
-		return r, err
+	settled := time.Now().Add(opt.Settle)
+	for time.Now().Before(settled) {
+		watch.look(ctx, log)
+		if err := sleep(ctx, 250*time.Millisecond); err != nil {
+			return r, err
+		}
 	}
 	stop()
-	<-done
-	writes := w.Snapshot()
-	r.Acked, r.Failed, r.Indeterminate = pgwrite.Tally(writes)
-	r.RTO = pgwrite.GapAround(writes, faultAt)
-	if r.RTO == pgwrite.Never {
-		r.Unbounded, r.RTO = true, w.Since(time.Now())-faultAt
-	} else {
-		rows, err := pgwrite.ReadRowsOf(ctx, connect, Table, run)
-		if err != nil {
-			return r, fmt.Errorf("drill: read back the writes: %w", err)
-		}
-		r.Lost = pgwrite.Compare(writes, rows).Lost
-		r.RPO = dataLost(writes, r.Lost, faultAt)
+	for _, d := range done {
+		<-d
 	}
-	r.judge(cfg)
+	r.Length = time.Since(r.Started)
+	r.Events = mergeEvents(r.Events, watch.events)
+	for _, w := range loads {
+		p, err := judgeLoad(ctx, cfg, s, w, r.Started, faultAt)
+		if err != nil {
+			return r, err
+		}
+		r.Parts = append(r.Parts, p)
+	}
+	r.Met = true
+	for _, p := range r.Parts {
+		r.Met = r.Met && p.Met
+		for _, why := range p.Reasons {
+			r.Reasons = append(r.Reasons, p.Part+": "+why)
+		}
+	}
 	return r, nil
 }
 
-// makeTable makes the drill's table if it is missing.
-func makeTable(ctx context.Context, connect pgwrite.Connector) error {
-	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	conn, err := connect(cctx)
-	if err != nil {
-		return fmt.Errorf("drill: connect to the database through --dsn (check the router's address and port, the user and its password): %w", err)
+// startWorkloads starts the workloads opt gives.
+func startWorkloads(ctx context.Context, opt Options) ([]workload, []<-chan struct{}, error) {
+	var loads []workload
+	var done []<-chan struct{}
+	if opt.DSN != "" {
+		w, d, err := startDB(ctx, opt.DSN, opt.Every)
+		if err != nil {
+			return nil, nil, err
+		}
+		loads, done = append(loads, w), append(done, d)
 	}
-	defer conn.Close(context.Background())
-	if _, err := conn.Exec(cctx, "CREATE TABLE IF NOT EXISTS "+Table+" (run int, seq int, PRIMARY KEY (run, seq))"); err != nil {
-		return fmt.Errorf("drill: make the table %s (or make it yourself, with INSERT and SELECT for the drill's user): %w", Table, err)
+	if opt.URL != "" {
+		w, d, err := startHTTP(ctx, opt.URL, opt.Every)
+		if err != nil {
+			return nil, nil, err
+		}
+		loads, done = append(loads, w), append(done, d)
 	}
-	return nil
+	return loads, done, nil
+}
+
+var errNoWorkload = errors.New("drill: no workload: give the database as the application reaches it (--dsn, drills.dsn_file), the service's URL (--url, drills.url), or both")
+
+// recovered says whether every workload succeeded since the faults and
+// the faults have ended.
+func recovered(loads []workload, t0 time.Time, faultAt time.Duration, until time.Time) bool {
+	if time.Now().Before(until) {
+		return false
+	}
+	for _, w := range loads {
+		if !slices.ContainsFunc(w.ops(t0), func(o pgwrite.Write) bool { return o.Outcome == pgwrite.Acked && o.End > faultAt }) {
+			return false
+		}
+	}
+	return true
+}
+
+// judgeLoad measures one workload's outage and loss and judges them
+// against its part's objectives.
+func judgeLoad(ctx context.Context, cfg *config.Config, s Scenario, w workload, t0 time.Time, faultAt time.Duration) (PartResult, error) {
+	ops := w.ops(t0)
+	p := PartResult{Part: w.part(), Workload: w.describe(), Outcomes: buckets(ops)}
+	if s.Part == config.PartRegion {
+		p.Part = config.PartRegion
+	}
+	p.OK, p.Failed, p.Indeterminate = tally(ops)
+	p.RTO = pgwrite.GapAround(ops, faultAt)
+	if p.RTO == pgwrite.Never {
+		p.Unbounded, p.RTO = true, ops[len(ops)-1].End-faultAt
+	} else {
+		lost, err := w.lost(ctx)
+		if err != nil {
+			return p, err
+		}
+		p.Lost = lost
+		p.RPO = dataLost(ops, lost, faultAt)
+	}
+	p.judge(cfg)
+	return p, nil
+}
+
+// tally counts operations by outcome.
+func tally(ops []pgwrite.Write) (ok, failed, indeterminate int) { return pgwrite.Tally(ops) }
+
+// buckets counts the operations by BucketWidth of their end.
+func buckets(ops []pgwrite.Write) []Bucket {
+	var out []Bucket
+	for _, o := range ops {
+		at := o.End.Truncate(BucketWidth)
+		if n := len(out); n == 0 || out[n-1].At != at {
+			out = append(out, Bucket{At: at})
+		}
+		if o.Outcome == pgwrite.Acked {
+			out[len(out)-1].OK++
+		} else {
+			out[len(out)-1].Failed++
+		}
+	}
+	return out
 }
 
 // dataLost is the data the lost writes span, as time: from the oldest
@@ -221,45 +246,70 @@ func dataLost(writes []pgwrite.Write, lost []int, faultAt time.Duration) time.Du
 }
 
 // judge compares what was observed with the part's objectives.
-func (r *Result) judge(cfg *config.Config) {
-	r.ObjectiveRTO, r.ObjectiveRPO = cfg.Objectives.For(r.Part)
-	r.Met = true
-	if o := r.ObjectiveRTO; o != nil {
+func (p *PartResult) judge(cfg *config.Config) {
+	p.ObjectiveRTO, p.ObjectiveRPO = cfg.Objectives.For(p.Part)
+	p.Met = true
+	rto := config.Duration(p.RTO.Round(time.Millisecond))
+	if o := p.ObjectiveRTO; o != nil {
 		switch {
-		case r.Unbounded:
-			r.Met = false
-			r.Reasons = append(r.Reasons, fmt.Sprintf("RTO %s: no write was acknowledged again within %s of the fault", config.Duration(*o), config.Duration(r.RTO.Round(time.Millisecond))))
-		case r.RTO > *o:
-			r.Met = false
-			r.Reasons = append(r.Reasons, fmt.Sprintf("RTO %s: writes stopped for %s", config.Duration(*o), config.Duration(r.RTO.Round(time.Millisecond))))
+		case p.Unbounded:
+			p.Met = false
+			p.Reasons = append(p.Reasons, fmt.Sprintf("RTO %s: %s never succeeded again within %s of the fault", config.Duration(*o), p.Workload, rto))
+		case p.RTO > *o:
+			p.Met = false
+			p.Reasons = append(p.Reasons, fmt.Sprintf("RTO %s: %s stopped for %s", config.Duration(*o), p.Workload, rto))
 		}
 	}
-	if o := r.ObjectiveRPO; o != nil && len(r.Lost) > 0 && r.RPO >= *o {
-		r.Met = false
-		r.Reasons = append(r.Reasons, fmt.Sprintf("RPO %s: %d acknowledged writes lost, spanning %s before the fault", config.Duration(*o), len(r.Lost), config.Duration(r.RPO.Round(time.Millisecond))))
+	if o := p.ObjectiveRPO; o != nil && len(p.Lost) > 0 && p.RPO >= *o {
+		p.Met = false
+		p.Reasons = append(p.Reasons, fmt.Sprintf("RPO %s: %d acknowledged writes lost, spanning %s before the fault", config.Duration(*o), len(p.Lost), config.Duration(p.RPO.Round(time.Millisecond))))
 	}
 }
 
 // Summary is the result as haven drill run prints it.
 func (r Result) Summary() string {
 	var b strings.Builder
-	verdict := "MET"
-	if !r.Met {
-		verdict = "NOT MET"
+	fmt.Fprintf(&b, "drill %s: %s\n", r.Scenario, verdict(r.Met))
+	for _, f := range r.Faults {
+		fmt.Fprintf(&b, "  fault at %s: %s on %s\n", seconds(f.At), f.Fault.Detail, f.Node)
 	}
-	fmt.Fprintf(&b, "drill %s (%s): %s\n", r.Scenario, r.Part, verdict)
-	fmt.Fprintf(&b, "  fault: %s on %s\n", r.Fault.Detail, r.Node)
-	rto := config.Duration(r.RTO.Round(time.Millisecond)).String()
-	if r.Unbounded {
-		rto = "more than " + rto + " (writes never came back)"
+	for _, e := range r.Events {
+		if !strings.HasPrefix(e.What, "fault ") {
+			fmt.Fprintf(&b, "  at %s: %s\n", seconds(e.At), e.What)
+		}
 	}
-	fmt.Fprintf(&b, "  RTO observed: %s (objective %s)\n", rto, orNone(r.ObjectiveRTO))
-	fmt.Fprintf(&b, "  RPO observed: %d acknowledged writes lost of %d, %s of data (objective %s)\n", len(r.Lost), r.Acked, config.Duration(r.RPO.Round(time.Millisecond)), orNone(r.ObjectiveRPO))
-	fmt.Fprintf(&b, "  writes: %d acknowledged, %d failed, %d unknown\n", r.Acked, r.Failed, r.Indeterminate)
-	for _, why := range r.Reasons {
-		fmt.Fprintf(&b, "  not met: %s\n", why)
+	for _, p := range r.Parts {
+		fmt.Fprintf(&b, "  %s (%s): %s\n", p.Part, p.Workload, verdict(p.Met))
+		rto := config.Duration(p.RTO.Round(time.Millisecond)).String()
+		if p.Unbounded {
+			rto = "more than " + rto + " (never succeeded again)"
+		}
+		fmt.Fprintf(&b, "    RTO observed: %s (objective %s)\n", rto, orNone(p.ObjectiveRTO))
+		if strings.HasPrefix(p.Workload, "database") {
+			fmt.Fprintf(&b, "    RPO observed: %d acknowledged writes lost of %d, %s of data (objective %s)\n", len(p.Lost), p.OK, config.Duration(p.RPO.Round(time.Millisecond)), orNone(p.ObjectiveRPO))
+		}
+		fmt.Fprintf(&b, "    operations: %d succeeded, %d failed, %d unknown\n", p.OK, p.Failed, p.Indeterminate)
+		for _, why := range p.Reasons {
+			fmt.Fprintf(&b, "    not met: %s\n", why)
+		}
 	}
 	return b.String()
+}
+
+func verdict(met bool) string {
+	if met {
+		return "MET"
+	}
+	return "NOT MET"
+}
+
+func seconds(d time.Duration) string { return fmt.Sprintf("%.1fs", d.Seconds()) }
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 func orNone(d *time.Duration) string {

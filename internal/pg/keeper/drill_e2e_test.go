@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -38,9 +39,16 @@ func TestDrillRun(t *testing.T) {
 	if err := json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &r); err != nil {
 		t.Fatalf("the drill's JSON: %v\n%s", err, out)
 	}
-	t.Logf("primary-pause: RTO %v, %d of %d acknowledged writes lost, fault %q on %s", r.RTO, len(r.Lost), r.Acked, r.Fault.Detail, r.Node)
-	if !r.Met || len(r.Lost) > 0 || r.Node != primary || r.Unbounded {
+	if len(r.Parts) != 1 || len(r.Faults) != 1 {
+		t.Fatalf("the drill: %+v; want one part (the database's writes) and one fault", r)
+	}
+	p, f := r.Parts[0], r.Faults[0]
+	t.Logf("primary-pause: RTO %v, %d of %d acknowledged writes lost, fault %q on %s", p.RTO, len(p.Lost), p.OK, f.Fault.Detail, f.Node)
+	if !r.Met || len(p.Lost) > 0 || f.Node != primary || p.Unbounded || p.Part != "database" {
 		t.Errorf("the drill: %+v; want it met, on %s, nothing lost", r, primary)
+	}
+	if !slices.ContainsFunc(r.Events, func(e drill.Event) bool { return strings.HasPrefix(e.What, "the primary is ") }) {
+		t.Errorf("the drill's events %+v do not show the failover", r.Events)
 	}
 	// Failed over, not waited out: another node is the primary.
 	if p := c.waitHealthy("after the drill"); p == primary {
@@ -57,7 +65,7 @@ func TestDrillRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, err = c.tryHavenWith("client", strict, "drill", "run", "primary-pause", "--dsn", dsn, "--for", "4s")
-	if err == nil || !strings.Contains(out, "drill primary-pause (database): NOT MET") || !strings.Contains(out, "not met: RTO 100ms: writes stopped for") {
+	if err == nil || !strings.Contains(out, "drill primary-pause: NOT MET") || !strings.Contains(out, "not met: RTO 100ms: database writes through the router (haven_drill_writes) stopped for") {
 		t.Errorf("a drill against an RTO of 100ms: %v\n%s", err, out)
 	}
 	t.Logf("against an RTO of 100ms:\n%s", out)
