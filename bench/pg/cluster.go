@@ -163,7 +163,7 @@ func (c *cluster) writeConfigs() error {
 		}
 	}
 	if c.t.kind == "haven" {
-		return writeHavenConf(c.dir, c.b.opt.postgresBin, c.t)
+		return writeHavenConf(c.dir, c.b.opt.postgresBin, c.t, c.b.opt.soak > 0)
 	}
 	return nil
 }
@@ -364,7 +364,10 @@ func (c *cluster) makeTable(ctx context.Context, primary string) error {
 		"-v", "ON_ERROR_STOP=1", "-h", filepath.Join(c.nodeDir(primary), "run"), "-p", strconv.Itoa(pgPort), "-d", "postgres",
 		"-c", fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD '%s'", appUser, appPassword),
 		"-c", "CREATE TABLE writes (run int, seq int, PRIMARY KEY (run, seq))",
-		"-c", "GRANT SELECT, INSERT ON writes TO "+appUser)
+		"-c", "GRANT SELECT, INSERT ON writes TO "+appUser,
+		// haven drill soak's table, made here: the app user may not create.
+		"-c", "CREATE TABLE haven_drill_writes (run int, seq int, PRIMARY KEY (run, seq))",
+		"-c", "GRANT SELECT, INSERT ON haven_drill_writes TO "+appUser)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("make the writer's table on %s: %w: %s", primary, err, harness.LastLines(string(out), 3))
 	}

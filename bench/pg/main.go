@@ -49,7 +49,10 @@ type options struct {
 	out         string
 	keep        bool
 	postgresBin string
-	havenRev    string // build haven from this commit instead of the working tree
+	havenRev    string        // build haven from this commit instead of the working tree
+	soak        time.Duration // haven drill soak for this long instead of the scenarios
+	soakFaults  int           // ... or until this many faults
+	soakSeed    uint64
 }
 
 // bench is one run of the harness.
@@ -111,6 +114,9 @@ func mainErr() int {
 	flag.BoolVar(&opt.keep, "keep", false, "keep the temporary directory (configurations, data directories)")
 	flag.StringVar(&opt.havenRev, "haven-rev", "", "build haven from this git commit (git archive) instead of the working tree")
 	flag.StringVar(&opt.postgresBin, "bindir", "/usr/lib/postgresql/15/bin", "PostgreSQL's binary directory")
+	flag.DurationVar(&opt.soak, "soak", 0, "run haven drill soak against the haven target for this long instead of the scenarios (docs/drills.md)")
+	flag.IntVar(&opt.soakFaults, "soak-faults", 0, "with -soak: stop after this many faults")
+	flag.Uint64Var(&opt.soakSeed, "soak-seed", 0, "with -soak: the random draw's seed")
 	flag.Parse()
 	set := map[string]bool{}
 	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -210,6 +216,9 @@ func (b *bench) run(ctx context.Context) (err error) {
 	}
 	if err := b.setup(ctx); err != nil {
 		return err
+	}
+	if b.opt.soak > 0 {
+		return b.runSoak(ctx)
 	}
 
 	var cells []cell

@@ -163,7 +163,7 @@ func TestHavenConf(t *testing.T) {
 		}
 		dir := t.TempDir()
 		bindir := t.TempDir()
-		if err := writeHavenConf(dir, bindir, tg); err != nil {
+		if err := writeHavenConf(dir, bindir, tg, false); err != nil {
 			t.Fatal(err)
 		}
 		cfg, err := config.Load(filepath.Join(dir, "haven.yaml"))

@@ -276,6 +276,11 @@ database:
   listen: {primary: ":{{.RouterPort}}"}
   routers: [client]
 {{- end}}
+{{- if .Soak}}
+# haven drill soak: the fault API on, and what the soak is judged by.
+drills: {enabled: true}
+objectives: {rto: {{.SoakRTO}}, rpo: 0s}
+{{- end}}
 `
 
 type havenNode struct{ Name, Addr, Zone string }
@@ -286,13 +291,15 @@ type havenData struct {
 	Nodes                                                  []havenNode
 	Router                                                 bool
 	RouterPort                                             int
+	Soak                                                   bool
+	SoakRTO                                                string
 }
 
 // writeHavenConf writes haven.yaml, its token and the replication
 // password into dir.
-func writeHavenConf(dir, bindir string, t target) error {
+func writeHavenConf(dir, bindir string, t target, soak bool) error {
 	d := havenData{Target: t.name, Cluster: clusterName, Dir: dir, Members: strings.Join(nodes, ", "), Bindir: bindir, AppUser: appUser,
-		Client: hostAddr("client").String(), Lease: t.lease, Router: !t.haproxy, RouterPort: havenRouter}
+		Client: hostAddr("client").String(), Lease: t.lease, Router: !t.haproxy, RouterPort: havenRouter, Soak: soak, SoakRTO: soakRTO}
 	for i, n := range nodes {
 		d.Nodes = append(d.Nodes, havenNode{Name: n, Addr: hostAddr(n).String(), Zone: string(rune('a' + i))})
 	}

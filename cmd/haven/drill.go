@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/agent"
+	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/drill"
 	"github.com/haven-ha/haven/internal/drill/fault"
 	"github.com/haven-ha/haven/internal/pg/keeper"
@@ -28,22 +29,10 @@ func drillRun(ac *adminClient, scenario string, opt drill.Options, output string
 	if err != nil {
 		return err
 	}
-	if d := ac.cfg.Drills; d != nil {
-		if opt.URL == "" {
-			opt.URL = d.URL
-		}
-		if opt.DSN == "" && d.DSNFile != "" {
-			b, err := os.ReadFile(d.DSNFile)
-			if err != nil {
-				return fmt.Errorf("drills.dsn_file: %w", err)
-			}
-			opt.DSN = strings.TrimSpace(string(b))
-		}
+	if opt.DSN, opt.URL, err = drillWorkload(ac.cfg, opt.DSN, opt.URL); err != nil {
+		return err
 	}
-	switch {
-	case opt.DSN == "" && opt.URL == "":
-		return errors.New("give a workload: the database as the application reaches it (--dsn postgres://USER:PASSWORD@ROUTER:PORT/DB), the service's URL (--url), or both (or drills.dsn_file and drills.url in haven.yaml)")
-	case output != "text" && output != "json":
+	if output != "text" && output != "json" {
 		return fmt.Errorf("-o %q: give text or json", output)
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -65,6 +54,58 @@ func drillRun(ac *adminClient, scenario string, opt drill.Options, output string
 		return fmt.Errorf("drill %s: objectives not kept", s.Name)
 	}
 	return nil
+}
+
+// drillSoak is haven drill soak: random faults for --for, then the
+// verdict; an objective not kept is an error (exit 1).
+func drillSoak(ac *adminClient, opt drill.SoakOptions, output string, stdout, stderr io.Writer) error {
+	var err error
+	if opt.DSN, opt.URL, err = drillWorkload(ac.cfg, opt.DSN, opt.URL); err != nil {
+		return err
+	}
+	if output != "text" && output != "json" {
+		return fmt.Errorf("-o %q: give text or json", output)
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	r, err := drill.Soak(ctx, ac.cfg, drillAgents{ac}, opt, func(msg string) { fmt.Fprintln(stderr, msg) })
+	if err != nil {
+		return err
+	}
+	if output == "json" {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(r); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprint(stdout, r.Summary())
+	}
+	if !r.Met {
+		return errors.New("drill soak: objectives not kept")
+	}
+	return nil
+}
+
+// drillWorkload fills the workload a drill is not given from haven.yaml's
+// drills section.
+func drillWorkload(cfg *config.Config, dsn, url string) (string, string, error) {
+	if d := cfg.Drills; d != nil {
+		if url == "" {
+			url = d.URL
+		}
+		if dsn == "" && d.DSNFile != "" {
+			b, err := os.ReadFile(d.DSNFile)
+			if err != nil {
+				return "", "", fmt.Errorf("drills.dsn_file: %w", err)
+			}
+			dsn = strings.TrimSpace(string(b))
+		}
+	}
+	if dsn == "" && url == "" {
+		return "", "", errors.New("give a workload: the database as the application reaches it (--dsn postgres://USER:PASSWORD@ROUTER:PORT/DB), the service's URL (--url), or both (or drills.dsn_file and drills.url in haven.yaml)")
+	}
+	return dsn, url, nil
 }
 
 // drillAgents reaches the agents for drill.Run through their admin API.
@@ -98,6 +139,11 @@ func (d drillAgents) State(ctx context.Context) (drill.State, error) {
 			errs = append(errs, err)
 		} else {
 			st.Primary = best.Primary
+			for _, n := range slices.Sorted(maps.Keys(best.Members)) {
+				if m := best.Members[n]; m.Role == keeper.RoleReplica && m.Streaming {
+					st.Replicas = append(st.Replicas, n)
+				}
+			}
 		}
 	}
 	epochs := map[string]int64{}
@@ -147,6 +193,10 @@ actions:
          RPO are judged against haven.yaml's objectives; exit 1 when one is not kept.
          Scenarios: primary-pause, primary-kill, primary-partition, node-loss,
          balancer-loss, backend-loss, region-loss
+  soak [--dsn DSN] [--url URL] --for D [--faults N] [--kinds K1,K2] [--seed S] [-o json]
+         random faults of every class (--kinds; default kill, pause, drop, loss of postgres
+         and the database's nodes, pause-agent) for --for, each after the database is whole
+         again; every outage and the writes lost are judged against the objectives
 
 flags:
 `
@@ -163,7 +213,10 @@ func runDrill(args []string, stdout, stderr io.Writer) error {
 	dur := fs.Duration("for", 0, "fault, run: how long the fault lasts (run: default 10s)")
 	dsn := fs.String("dsn", "", "run: the application's way to the database, such as postgres://app:PASSWORD@ROUTER:6432/app (default: drills.dsn_file)")
 	url := fs.String("url", "", "run: the service as users reach it, such as http://www.example.com/ (default: drills.url)")
-	output := fs.String("o", "text", "run: text or json")
+	output := fs.String("o", "text", "run, soak: text or json")
+	count := fs.Int("faults", 0, "soak: stop after this many faults (default: when --for is over)")
+	kinds := fs.String("kinds", "", "soak: the classes of fault, comma-separated (default kill,pause,drop,loss,pause-agent)")
+	seed := fs.Uint64("seed", 0, "soak: the random draw's seed, to repeat a soak (default: from the clock)")
 	within := nodeTimeoutFlag(fs)
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
@@ -219,6 +272,12 @@ func runDrill(args []string, stdout, stderr io.Writer) error {
 		return nil
 	case pos[0] == "run" && len(pos) == 2:
 		return drillRun(ac, pos[1], drill.Options{DSN: *dsn, URL: *url, FaultFor: *dur}, *output, stdout, stderr)
+	case pos[0] == "soak" && len(pos) == 1:
+		opt := drill.SoakOptions{DSN: *dsn, URL: *url, For: *dur, Faults: *count, Seed: *seed}
+		for _, k := range strings.FieldsFunc(*kinds, func(r rune) bool { return r == ',' }) {
+			opt.Kinds = append(opt.Kinds, fault.Kind(k))
+		}
+		return drillSoak(ac, opt, *output, stdout, stderr)
 	case pos[0] == "stop" && len(pos) == 2:
 		if *node == "" {
 			return fmt.Errorf("give the node the fault runs on: -n NODE")

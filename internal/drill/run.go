@@ -264,6 +264,14 @@ func (p *PartResult) judge(cfg *config.Config) {
 		p.Met = false
 		p.Reasons = append(p.Reasons, fmt.Sprintf("RPO %s: %d acknowledged writes lost, spanning %s before the fault", config.Duration(*o), len(p.Lost), config.Duration(p.RPO.Round(time.Millisecond))))
 	}
+	// An objective the design cannot promise is not kept by a run that
+	// happened to keep it: the next loss may be the one it does not bound.
+	for _, f := range Assess(cfg).Missed {
+		if f.Part == p.Part {
+			p.Met = false
+			p.Reasons = append(p.Reasons, "the design cannot promise it: "+f.String())
+		}
+	}
 }
 
 // Summary is the result as haven drill run prints it.

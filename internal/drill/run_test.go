@@ -135,7 +135,7 @@ func TestRunJudgesTheOutage(t *testing.T) {
 		if p.Part != "web" || p.Failed == 0 || p.RTO < opt.FaultFor/2 || p.Unbounded || r.Met != tc.met || p.Met != tc.met {
 			t.Errorf("objective %s: %+v", tc.objective, p)
 		}
-		if !tc.met && (len(r.Reasons) != 1 || !strings.Contains(r.Reasons[0], "web: RTO 200ms: HTTP GET "+srv.URL+" stopped for")) {
+		if !tc.met && (len(r.Reasons) == 0 || !strings.Contains(r.Reasons[0], "web: RTO 200ms: HTTP GET "+srv.URL+" stopped for")) {
 			t.Errorf("objective %s: reasons %q", tc.objective, r.Reasons)
 		}
 		if !strings.Contains(r.Summary(), "balancer web's address is on lb2 (was lb1)") {
@@ -151,6 +151,23 @@ func TestRunJudgesTheOutage(t *testing.T) {
 		agents.mu.Lock()
 		agents.moved = false
 		agents.mu.Unlock()
+	}
+}
+
+// TestJudgeByDesign: a part whose objective the design cannot promise is
+// not met, however the run went, and the reason names the design's limit.
+func TestJudgeByDesign(t *testing.T) {
+	// Async DR with max_lag 5s cannot promise a region RPO of 0.
+	cfg := load(t, "objectives: {rto: 30s, rpo: 5s}", "objectives: {rto: 30s, rpo: 5s, region: {rpo: 0s}}")
+	p := PartResult{Part: "region", Workload: "database writes", RTO: time.Second}
+	p.judge(cfg)
+	if p.Met || len(p.Reasons) != 1 || !strings.Contains(p.Reasons[0], "the design cannot promise it: region: RPO 0s") {
+		t.Errorf("region RPO 0 with async DR, nothing lost: met %v, reasons %q", p.Met, p.Reasons)
+	}
+	p = PartResult{Part: "database", Workload: "database writes", RTO: time.Second}
+	p.judge(cfg)
+	if !p.Met {
+		t.Errorf("the database part, sync, RTO 1s of 30s: %q", p.Reasons)
 	}
 }
 

@@ -17,6 +17,8 @@ import (
 // which node holds each balancer's floating address.
 type State struct {
 	Primary string `json:"primary,omitempty"`
+	// Replicas are the database's replicas streaming from it now.
+	Replicas []string `json:"replicas,omitempty"`
 	// Region is the active region (with database.dr), else "".
 	Region string `json:"region,omitempty"`
 	// Holders maps a balancer to the node holding its address.

@@ -71,6 +71,14 @@ func makeTable(ctx context.Context, connect pgwrite.Connector) error {
 		return fmt.Errorf("drill: connect to the database through --dsn (check the router's address and port, the user and its password): %w", err)
 	}
 	defer conn.Close(context.Background())
+	// A table made by an administrator needs no CREATE on the schema.
+	var exists bool
+	if err := conn.QueryRow(cctx, "SELECT to_regclass($1) IS NOT NULL", Table).Scan(&exists); err != nil {
+		return fmt.Errorf("drill: look for the table %s: %w", Table, err)
+	}
+	if exists {
+		return nil
+	}
 	if _, err := conn.Exec(cctx, "CREATE TABLE IF NOT EXISTS "+Table+" (run int, seq int, PRIMARY KEY (run, seq))"); err != nil {
 		return fmt.Errorf("drill: make the table %s (or make it yourself, with INSERT and SELECT for the drill's user): %w", Table, err)
 	}
