@@ -24,6 +24,7 @@ type nodeStatus struct {
 	Coordination *agent.CoordinationStatus `json:"coordination"`
 	Traffic      *gtm.Status               `json:"traffic"`
 	Objectives   *drill.Compliance         `json:"objectives"`
+	Drills       *agent.DrillsStatus       `json:"drills"`
 }
 
 // runStatus is `haven status`: what each node's agent reports. Every node
@@ -70,6 +71,9 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "\nbalancer %s (%s, %s):\n", b.Name, b.Mode, b.Listen)
 		printBalancer(stdout, b.Name, balancersOf(only(as, b.Nodes)))
 	}
+	if d := ac.cfg.Drills; d != nil && len(d.Schedule) > 0 {
+		printDrills(stdout, as)
+	}
 	if ac.cfg.Objectives != nil {
 		printObjectives(stdout, as)
 	}
@@ -103,6 +107,39 @@ func printObjectives(stdout io.Writer, as []answer[nodeStatus]) {
 	if len(best.Unseen) > 0 {
 		fmt.Fprintf(stdout, "  not judged from there: %s (ask a database node)\n", strings.Join(best.Unseen, ", "))
 	}
+}
+
+// printDrills prints the scheduled drills and each one's last result, from
+// the first node that schedules them (they share the results in etcd).
+func printDrills(stdout io.Writer, as []answer[nodeStatus]) {
+	fmt.Fprintln(stdout)
+	for _, a := range as {
+		d := a.val.Drills
+		if a.err != nil || d == nil {
+			continue
+		}
+		fmt.Fprintf(stdout, "scheduled drills (as %s sees them):\n", a.node)
+		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "SCENARIO\tEVERY\tLAST\tRESULT\tNEXT")
+		for _, e := range d.Schedule {
+			last, result, next := "never", "-", "due now"
+			if l := e.Last; l != nil {
+				last, next = l.Ended.Local().Format(time.DateTime)+" on "+l.Node, e.Next.Local().Format(time.DateTime)
+				switch {
+				case l.Error != "":
+					result = "COULD NOT RUN: " + l.Error
+				case l.Met:
+					result = "met"
+				default:
+					result = "NOT MET: " + strings.Join(l.Reasons, "; ")
+				}
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.Scenario, e.Every, last, result, next)
+		}
+		tw.Flush()
+		return
+	}
+	fmt.Fprintln(stdout, "scheduled drills: no node that schedules them answered")
 }
 
 // only keeps the answers of nodes.

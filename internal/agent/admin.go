@@ -27,6 +27,15 @@ func (a *Agent) routes() {
 		}
 		return nil
 	})
+	a.admin.SetStatus("drills", func() any {
+		a.mu.Lock()
+		s := a.drillSched
+		a.mu.Unlock()
+		if s == nil {
+			return nil
+		}
+		return s.status()
+	})
 	a.admin.SetStatus("objectives", func() any {
 		if st := a.objectives(); st != nil {
 			return st

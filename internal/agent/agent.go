@@ -40,17 +40,19 @@ type Agent struct {
 	vipm  *vip.Metrics
 	admin *web.Server
 
-	reloadMu sync.Mutex // serialises reloads
-	mu       sync.Mutex // guards what follows
-	cfg      *config.Config
-	ctx      context.Context
-	running  map[string]*runningBalancer
-	failed   map[string]bool // balancers whose last start failed: not ready
-	events   []health.Event
-	roles    roles
-	traffic  *trafficRole   // set by Run on a name server
-	faults   *fault.Manager // set by Run when drills.enabled
-	drillm   *drillMetrics
+	reloadMu    sync.Mutex // serialises reloads
+	mu          sync.Mutex // guards what follows
+	cfg         *config.Config
+	ctx         context.Context
+	running     map[string]*runningBalancer
+	failed      map[string]bool // balancers whose last start failed: not ready
+	events      []health.Event
+	roles       roles
+	traffic     *trafficRole   // set by Run on a name server
+	faults      *fault.Manager // set by Run when drills.enabled
+	drillm      *drillMetrics
+	drillSchedm *drillSchedMetrics
+	drillSched  *drillScheduler // set by Run when drills.schedule runs here
 }
 
 // roles are the parts of the agent that start once, with Run, when
@@ -123,6 +125,7 @@ func New(opt Options) (*Agent, error) {
 	}
 	reg.MustRegister(newObjectivesCollector(a))
 	a.drillm = newDrillMetrics(reg, a)
+	a.drillSchedm = newDrillSchedMetrics(reg)
 	a.routes()
 	return a, nil
 }
@@ -251,6 +254,12 @@ func (a *Agent) startCoordinated(cfg *config.Config, rs *roles, st *stack) error
 		rs.coord.onConnected(func(ctx context.Context, cl *etcdClients) {
 			rs.coord.steerLeader(ctx, cl, rs.vips)
 		})
+	}
+	if s := newDrillScheduler(a, cfg); s != nil {
+		a.mu.Lock()
+		a.drillSched = s
+		a.mu.Unlock()
+		rs.coord.onConnected(s.run)
 	}
 	if rs.db, err = newDatabase(context.Background(), a, cfg); err != nil {
 		return err

@@ -154,8 +154,12 @@ func othersThan(names []string, n string) []string {
 	return slices.DeleteFunc(slices.Clone(names), func(m string) bool { return m == n })
 }
 
-// ScenarioNamed returns the built-in scenario name.
+// ScenarioNamed returns the built-in scenario name, or the scenario of the
+// file name names (a path, or a name ending in .yaml).
 func ScenarioNamed(name string) (Scenario, error) {
+	if isScenarioFile(name) {
+		return LoadScenario(name)
+	}
 	for _, s := range Scenarios {
 		if s.Name == name {
 			return s, nil
@@ -165,5 +169,5 @@ func ScenarioNamed(name string) (Scenario, error) {
 	for _, s := range Scenarios {
 		names = append(names, s.Name)
 	}
-	return Scenario{}, fmt.Errorf("drill: no scenario %q: the built-in ones are %s", name, strings.Join(names, ", "))
+	return Scenario{}, fmt.Errorf("drill: no scenario %q: the built-in ones are %s (or give a scenario file's path)", name, strings.Join(names, ", "))
 }
