@@ -22,7 +22,7 @@ build:
 # makes the whole run wait for it alone.
 SLOW_PKGS = ./internal/pg/keeper ./cmd/haven ./internal/backup/base ./internal/backup/expire ./internal/backup/wal ./internal/agent
 test: prereqs lint
-	$(GO) test -race -count=1 -timeout 25m $(TESTFLAGS) $(SLOW_PKGS) $$($(GO) list $(PKGS) | grep -v -e '/internal/vip$$' $(foreach p,$(SLOW_PKGS),-e '$(patsubst ./%,/%,$(p))$$'))
+	$(GO) test -race -count=1 -timeout 45m $(TESTFLAGS) $(SLOW_PKGS) $$($(GO) list $(PKGS) | grep -v -e '/internal/vip$$' $(foreach p,$(SLOW_PKGS),-e '$(patsubst ./%,/%,$(p))$$'))
 	$(GO) test -race -count=1 -timeout 25m $(TESTFLAGS) ./internal/vip
 
 # Fast unit tests only.
