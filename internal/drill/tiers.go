@@ -241,6 +241,7 @@ func promises(cfg *config.Config) []Promise {
 	out = append(out, p)
 	if db.DR == nil {
 		restore.Part = config.PartRegion
+		restore.rtoFix = "add a standby region that takes over by itself: database.dr with failover: automatic (docs/dr.md)"
 		return append(out, restore)
 	}
 	r := regionRTO(cfg)

@@ -142,6 +142,8 @@ func TestObjectives(t *testing.T) {
 			"region", "the data fails over by itself but no balancer in region west"},
 		{"users left on the lost region's address", "{rto: 30s, rpo: 5s}", []string{"follows: {database: true, region: east}", "check: web", "follows: {database: true, region: west}", "check: web"},
 			"region", "no traffic record follows the database: users stay on the lost region's address; fix: give each region's target follows"},
+		{"a region's loss restored from the backups", "{rto: 30s, rpo: 5s, region: {rto: 1h}}", []string{"  dr: {nodes: [wdb1, wdb2, wdb3], mode: async, failover: automatic}\n", ""},
+			"region", "RTO 1h: a restore from the backups, by hand; fix: add a standby region that takes over by itself"},
 		{"no balancers: the way to the data is enough", "{rto: 30s, rpo: 5s}", []string{webBalancers, "", "follows: {database: true, region: east}", "check: web", "follows: {database: true, region: west}", "check: web"}, "", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
