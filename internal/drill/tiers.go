@@ -125,7 +125,11 @@ func tierFindings(cfg *config.Config) []Finding {
 	if db.DR != nil {
 		out = append(out, standbyGaps(cfg)...)
 	}
-	add("database", MultiSite, "writes are served in one region at a time (PostgreSQL's regions are active and standby, not multi-master): a region's loss is an outage of the region lease and more", "the nearest is warm standby with dr.mode: sync (no acknowledged write lost)")
+	nearest := "the nearest is warm standby with dr.mode: sync (no acknowledged write lost)"
+	if db.DR != nil && db.DR.Mode == "sync" {
+		nearest = "none in haven: warm standby with dr.mode: sync, as here, is the nearest"
+	}
+	add("database", MultiSite, "writes are served in one region at a time (PostgreSQL's regions are active and standby, not multi-master): a region's loss is an outage of the region lease and more", nearest)
 	return out
 }
 

@@ -66,6 +66,7 @@ func TestTiers(t *testing.T) {
 		why   string
 	}{
 		{"warm standby", nil, WarmStandby, "database", "not multi-master"},
+		{"warm standby, sync across regions", []string{"mode: async, failover", "mode: sync, failover"}, WarmStandby, "database", "fix: none in haven: warm standby with dr.mode: sync, as here, is the nearest"},
 		{"standby region without routers", []string{"routers: [lb1, lb2, wlb1, wlb2]", "routers: [lb1, lb2]"}, Light, "region", "no database router in region west"},
 		{"no balancer in the standby region", []string{"nodes: [wlb1, wlb2]\n    listen: \":80\"", "nodes: [lb1, lb2]\n    listen: \":81\"", "198.18.2.100/24", "198.18.1.101/24"}, Light, "web", "no balancer in region west"},
 		{"one region's target following the data", []string{"follows: {database: true, region: west}", "check: web"}, WarmStandby, "database", "not multi-master"},
