@@ -780,3 +780,18 @@ func mustRead(t *testing.T, file string) string {
 	}
 	return string(data)
 }
+
+// TestDrillsDefaults checks the drills section's defaults, and that its
+// workload's file is found beside haven.yaml wherever the agent runs.
+func TestDrillsDefaults(t *testing.T) {
+	d := mustLoad(t, "testdata/drills.good.yaml").Drills
+	if want := filepath.Join("testdata", "drill.dsn"); d.DSNFile != want {
+		t.Errorf("dsn_file = %q, want %q (relative to the file)", d.DSNFile, want)
+	}
+	if d.MaxDuration.D() != 10*time.Minute {
+		t.Errorf("max_duration = %s, want the default 10m", d.MaxDuration)
+	}
+	if got := []time.Duration{d.Schedule[0].For.D(), d.Schedule[1].For.D()}; !slices.Equal(got, []time.Duration{10 * time.Second, time.Minute}) {
+		t.Errorf("schedule fors = %v, want [10s (the default) 1m]", got)
+	}
+}

@@ -131,6 +131,7 @@ func applyDefaults(c *Config, r *report, dir string) {
 		defaultTraffic(c.Traffic, r, dir)
 	}
 	if c.Drills != nil {
+		c.Drills.DSNFile = resolvePath(dir, c.Drills.DSNFile)
 		r.defaultDuration(&c.Drills.MaxDuration, "drills.max_duration", defaultDrillMaxDuration)
 		for i, s := range c.Drills.Schedule {
 			if s != nil {

@@ -30,9 +30,9 @@ type example struct {
 // file, not a file, and is skipped; so are the ```yaml blocks that are not
 // haven.yaml at all. Each example is loaded as a reader would after
 // following the docs: alone in a directory, beside the secret files it
-// names (password_file, token_file, secret_file, credentials_file) and, with
-// coordination.tls, the certificates `haven certs` makes. A problem is
-// reported at its line in the document.
+// names (password_file, token_file, secret_file, credentials_file,
+// dsn_file) and, with coordination.tls, the certificates `haven certs`
+// makes. A problem is reported at its line in the document.
 func TestDocExamples(t *testing.T) {
 	docs, err := filepath.Glob("../../docs/*.md")
 	if err != nil || len(docs) == 0 {
@@ -140,6 +140,9 @@ func makeExampleFiles(cfg *Config, dir string) error {
 	files = append(files, cfg.Admin.TokenFile)
 	if db := cfg.Database; db != nil && db.Replication != nil {
 		files = append(files, db.Replication.PasswordFile)
+	}
+	if d := cfg.Drills; d != nil {
+		files = append(files, d.DSNFile) // its content is read by the drills, not checked
 	}
 	if tr := cfg.Traffic; tr != nil && tr.TSIG != nil {
 		files = append(files, tr.TSIG.SecretFile)

@@ -70,6 +70,9 @@ type Promise struct {
 	Unbounded bool
 	// RTOWhy and RPOWhy say where the bounds come from.
 	RTOWhy, RPOWhy string
+	// rtoFix is what bounds a manual RTO when the part's usual fix
+	// (rtoFix) does not: what the standby region lacks.
+	rtoFix string
 }
 
 // Assessment is what Assess found.
@@ -120,19 +123,33 @@ func tierFindings(cfg *config.Config) []Finding {
 		add("region", Light, "dr.failover is manual: a region's loss waits for a person", "set database.dr.failover: automatic")
 	}
 	if db.DR != nil {
-		regions := cfg.DatabaseRegions()
-		standby := regions[1]
-		if !slices.ContainsFunc(db.Routers, func(n string) bool { return regionOf(cfg, n) == standby }) {
-			add("region", WarmStandby, "no database router in region "+standby+": its applications have no way to the data once it is active", "add a node of "+standby+" to database.routers")
-		}
-		if !anyBalancerIn(cfg, standby) {
-			add("web", WarmStandby, "no balancer in region "+standby+": nothing serves the web there until someone builds it", "add a balancer with nodes and backends in "+standby)
-		}
-		if !followsDatabase(cfg) {
-			add("traffic", WarmStandby, "no traffic record follows the database: users stay on the lost region's address", "give each region's target follows: {database: true, region: REGION} (docs/traffic.md)")
-		}
+		out = append(out, standbyGaps(cfg)...)
 	}
-	add("database", MultiSite, "writes are served in one region at a time (PostgreSQL's regions are active and standby, not multi-master): a region's loss is an outage of the region lease and more", "the nearest is warm standby with dr.mode: sync (no acknowledged write lost)")
+	nearest := "the nearest is warm standby with dr.mode: sync (no acknowledged write lost)"
+	if db.DR != nil && db.DR.Mode == "sync" {
+		nearest = "none in haven: warm standby with dr.mode: sync, as here, is the nearest"
+	}
+	add("database", MultiSite, "writes are served in one region at a time (PostgreSQL's regions are active and standby, not multi-master): a region's loss is an outage of the region lease and more", nearest)
+	return out
+}
+
+// standbyGaps lists what the standby region lacks to serve the service
+// once it takes the writes: a way for the applications to the data, a
+// balancer for the web, and users sent there. Each keeps the configuration
+// from warm standby, and leaves a region's loss to a person.
+func standbyGaps(cfg *config.Config) []Finding {
+	standby := cfg.DatabaseRegions()[1]
+	var out []Finding
+	add := func(part, why, fix string) { out = append(out, Finding{part, WarmStandby, why, fix}) }
+	if !slices.ContainsFunc(cfg.Database.Routers, func(n string) bool { return regionOf(cfg, n) == standby }) {
+		add("region", "no database router in region "+standby+": its applications have no way to the data once it is active", "add a node of "+standby+" to database.routers")
+	}
+	if !anyBalancerIn(cfg, standby) {
+		add("web", "no balancer in region "+standby+": nothing serves the web there until someone builds it", "add a balancer with nodes and backends in "+standby)
+	}
+	if !followsDatabase(cfg) {
+		add("traffic", "no traffic record follows the database: users stay on the lost region's address", "give each region's target follows: {database: true, region: REGION} (docs/traffic.md)")
+	}
 	return out
 }
 
@@ -228,15 +245,10 @@ func promises(cfg *config.Config) []Promise {
 	out = append(out, p)
 	if db.DR == nil {
 		restore.Part = config.PartRegion
+		restore.rtoFix = "add a standby region that takes over by itself: database.dr with failover: automatic (docs/dr.md)"
 		return append(out, restore)
 	}
-	r := Promise{Part: config.PartRegion}
-	if db.DR.Failover == "automatic" {
-		r.RTO = db.DR.Lease.D() + regionAllowance
-		r.RTOWhy = fmt.Sprintf("dr.lease %s and about %s", db.DR.Lease, config.Duration(regionAllowance))
-	} else {
-		r.Manual, r.RTOWhy = true, "dr.failover manual: a person promotes"
-	}
+	r := regionRTO(cfg)
 	switch {
 	case db.DR.Mode == "sync":
 		r.RPOWhy = "dr.mode sync: no acknowledged commit lost"
@@ -248,6 +260,30 @@ func promises(cfg *config.Config) []Promise {
 		r.RPOWhy = fmt.Sprintf("dr.mode async: an automatic promotion loses at most dr.max_lag %s", db.DR.MaxLag)
 	}
 	return append(out, r)
+}
+
+// regionRTO bounds the outage of the active region's loss. An automatic
+// promotion bounds it only if the standby region then serves the service:
+// a promoted database that no application reaches (the guide's light tier,
+// whose compute is built when needed) is an outage until someone builds
+// the rest. A web that haven does not balance is not its to build: without
+// balancers only the way to the data counts.
+func regionRTO(cfg *config.Config) Promise {
+	dr := cfg.Database.DR
+	r := Promise{Part: config.PartRegion}
+	if dr.Failover != "automatic" {
+		r.Manual, r.RTOWhy = true, "dr.failover manual: a person promotes"
+		return r
+	}
+	for _, g := range standbyGaps(cfg) {
+		if g.Part == "region" || len(cfg.Balancers) > 0 {
+			r.Manual, r.RTOWhy, r.rtoFix = true, "the data fails over by itself but "+g.Why, g.Fix
+			return r
+		}
+	}
+	r.RTO = dr.Lease.D() + regionAllowance
+	r.RTOWhy = fmt.Sprintf("dr.lease %s and about %s", dr.Lease, config.Duration(regionAllowance))
+	return r
 }
 
 // restorePromise is a recovery from the backups alone.
@@ -301,6 +337,8 @@ func missed(cfg *config.Config, ps []Promise) []Finding {
 		rto, rpo := cfg.Objectives.For(p.Part)
 		switch {
 		case rto == nil:
+		case p.Manual && p.rtoFix != "":
+			out = append(out, Finding{Part: p.Part, Why: fmt.Sprintf("RTO %s: %s", config.Duration(*rto), p.RTOWhy), Fix: p.rtoFix})
 		case p.Manual:
 			out = append(out, Finding{Part: p.Part, Why: fmt.Sprintf("RTO %s: %s", config.Duration(*rto), p.RTOWhy), Fix: rtoFix(p.Part)})
 		case p.RTO > *rto:

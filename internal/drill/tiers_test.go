@@ -66,6 +66,7 @@ func TestTiers(t *testing.T) {
 		why   string
 	}{
 		{"warm standby", nil, WarmStandby, "database", "not multi-master"},
+		{"warm standby, sync across regions", []string{"mode: async, failover", "mode: sync, failover"}, WarmStandby, "database", "fix: none in haven: warm standby with dr.mode: sync, as here, is the nearest"},
 		{"standby region without routers", []string{"routers: [lb1, lb2, wlb1, wlb2]", "routers: [lb1, lb2]"}, Light, "region", "no database router in region west"},
 		{"no balancer in the standby region", []string{"nodes: [wlb1, wlb2]\n    listen: \":80\"", "nodes: [lb1, lb2]\n    listen: \":81\"", "198.18.2.100/24", "198.18.1.101/24"}, Light, "web", "no balancer in region west"},
 		{"one region's target following the data", []string{"follows: {database: true, region: west}", "check: web"}, WarmStandby, "database", "not multi-master"},
@@ -99,6 +100,26 @@ func TestTrafficMustFollowTheData(t *testing.T) {
 	}
 }
 
+// webBalancers is testdata/warm-standby.yaml's balancers section.
+const webBalancers = `balancers:
+  web:
+    nodes: [lb1, lb2]
+    listen: ":80"
+    vip: 198.18.1.100/24
+    check: web
+    backends:
+      - {address: 198.18.1.31:8080}
+      - {address: 198.18.1.32:8080}
+  webwest:
+    nodes: [wlb1, wlb2]
+    listen: ":80"
+    vip: 198.18.2.100/24
+    check: web
+    backends:
+      - {address: 198.18.2.31:8080}
+      - {address: 198.18.2.32:8080}
+`
+
 func TestObjectives(t *testing.T) {
 	for _, tc := range []struct {
 		name       string
@@ -114,6 +135,17 @@ func TestObjectives(t *testing.T) {
 		{"manual region failover", "{rto: 30s, rpo: 5s}", []string{"failover: automatic", "failover: manual"}, "region", "a person promotes"},
 		{"async replication in the region", "{rto: 30s, rpo: 5s}", []string{"replication: {mode: sync,", "replication: {mode: async,"}, "database", "nothing bounds the loss in time"},
 		{"a web RTO on one balancer node", "{rto: 30s, rpo: 5s}", []string{"nodes: [wlb1, wlb2]", "nodes: [wlb1]"}, "web", "runs on one node"},
+		// The guide's light tier: the data fails over by itself, the
+		// service waits for someone to build the rest in the standby region.
+		{"a standby region without routers", "{rto: 30s, rpo: 5s}", []string{"routers: [lb1, lb2, wlb1, wlb2]", "routers: [lb1, lb2]"},
+			"region", "RTO 30s: the data fails over by itself but no database router in region west: its applications have no way to the data once it is active; fix: add a node of west to database.routers"},
+		{"a standby region without a balancer", "{rto: 30s, rpo: 5s}", []string{"nodes: [wlb1, wlb2]\n    listen: \":80\"", "nodes: [lb1, lb2]\n    listen: \":81\"", "198.18.2.100/24", "198.18.1.101/24"},
+			"region", "the data fails over by itself but no balancer in region west"},
+		{"users left on the lost region's address", "{rto: 30s, rpo: 5s}", []string{"follows: {database: true, region: east}", "check: web", "follows: {database: true, region: west}", "check: web"},
+			"region", "no traffic record follows the database: users stay on the lost region's address; fix: give each region's target follows"},
+		{"a region's loss restored from the backups", "{rto: 30s, rpo: 5s, region: {rto: 1h}}", []string{"  dr: {nodes: [wdb1, wdb2, wdb3], mode: async, failover: automatic}\n", ""},
+			"region", "RTO 1h: a restore from the backups, by hand; fix: add a standby region that takes over by itself"},
+		{"no balancers: the way to the data is enough", "{rto: 30s, rpo: 5s}", []string{webBalancers, "", "follows: {database: true, region: east}", "check: web", "follows: {database: true, region: west}", "check: web"}, "", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a := assess(t, append([]string{"objectives: {rto: 30s, rpo: 5s}", "objectives: " + tc.objectives}, tc.edits...)...)
