@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/agent"
+	"github.com/haven-ha/haven/internal/backup/check"
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/drill"
 	"github.com/haven-ha/haven/internal/drill/fault"
@@ -24,7 +25,7 @@ import (
 
 // drillRun is haven drill run: it plays scenario and prints the verdict;
 // an objective not kept is an error (exit 1).
-func drillRun(ac *adminClient, scenario string, opt drill.Options, output string, stdout, stderr io.Writer) error {
+func drillRun(ac *adminClient, scenario string, opt drill.Options, scratch, output string, stdout, stderr io.Writer) error {
 	s, err := drill.ScenarioNamed(scenario)
 	if err != nil {
 		return err
@@ -37,7 +38,13 @@ func drillRun(ac *adminClient, scenario string, opt drill.Options, output string
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
-	r, err := drill.Run(ctx, ac.cfg, drillAgents{ac}, s, opt, func(msg string) { fmt.Fprintln(stderr, msg) })
+	logf := func(msg string) { fmt.Fprintln(stderr, msg) }
+	var r drill.Result
+	if s.Name == "restore" {
+		r, err = drill.RunRestore(ctx, ac.cfg, opt, restorer(ac.cfg, scratch, stderr), logf)
+	} else {
+		r, err = drill.Run(ctx, ac.cfg, drillAgents{ac}, s, opt, logf)
+	}
 	if err != nil {
 		return err
 	}
@@ -54,6 +61,27 @@ func drillRun(ac *adminClient, scenario string, opt drill.Options, output string
 		return fmt.Errorf("drill %s: objectives not kept", s.Name)
 	}
 	return nil
+}
+
+// restorer restores the newest backup of the first repository and the
+// archive into a scratch directory, as haven backup check does.
+func restorer(cfg *config.Config, scratch string, stderr io.Writer) drill.Restorer {
+	return func(ctx context.Context, query string) (string, time.Duration, error) {
+		if cfg.Database == nil || cfg.Database.Backup == nil {
+			return "", 0, errors.New("haven.yaml has no database.backup: there is nothing to restore from")
+		}
+		rp, err := openRepository(cfg, "")
+		if err != nil {
+			return "", 0, err
+		}
+		res, err := check.Run(ctx, check.Config{Repo: rp, Cluster: cfg.Cluster, ScratchDir: scratch, Query: query,
+			BinDir: cfg.Database.Bindir, User: runAsUser(cfg), Settings: cfg.Database.Settings,
+			Workers: cfg.Database.Backup.Parallel, Logger: newLogger(stderr, "warn", false)})
+		if err != nil {
+			return "", 0, err
+		}
+		return res.Answer, res.Duration, nil
+	}
 }
 
 // drillSoak is haven drill soak: random faults for --for, then the
@@ -192,7 +220,9 @@ actions:
          as users reach it), the scenario's faults are injected, and the observed RTO and
          RPO are judged against haven.yaml's objectives; exit 1 when one is not kept.
          Scenarios: primary-pause, primary-kill, primary-partition, node-loss,
-         balancer-loss, backend-loss, region-loss
+         balancer-loss, backend-loss, region-loss, restore (the newest backup and the
+         archive restored into --scratch while the writes go on: the region's loss
+         recovered from the backups alone), or a scenario file's path
   soak [--dsn DSN] [--url URL] --for D [--faults N] [--kinds K1,K2] [--seed S] [-o json]
          random faults of every class (--kinds; default kill, pause, drop, loss of postgres
          and the database's nodes, pause-agent) for --for, each after the database is whole
@@ -214,6 +244,7 @@ func runDrill(args []string, stdout, stderr io.Writer) error {
 	dsn := fs.String("dsn", "", "run: the application's way to the database, such as postgres://app:PASSWORD@ROUTER:6432/app (default: drills.dsn_file)")
 	url := fs.String("url", "", "run: the service as users reach it, such as http://www.example.com/ (default: drills.url)")
 	output := fs.String("o", "text", "run, soak: text or json")
+	scratch := fs.String("scratch", "/var/tmp", "run restore: the directory to restore into (a directory of its own in it, removed after)")
 	count := fs.Int("faults", 0, "soak: stop after this many faults (default: when --for is over)")
 	kinds := fs.String("kinds", "", "soak: the classes of fault, comma-separated (default kill,pause,drop,loss,pause-agent)")
 	seed := fs.Uint64("seed", 0, "soak: the random draw's seed, to repeat a soak (default: from the clock)")
@@ -271,7 +302,7 @@ func runDrill(args []string, stdout, stderr io.Writer) error {
 		}
 		return nil
 	case pos[0] == "run" && len(pos) == 2:
-		return drillRun(ac, pos[1], drill.Options{DSN: *dsn, URL: *url, FaultFor: *dur}, *output, stdout, stderr)
+		return drillRun(ac, pos[1], drill.Options{DSN: *dsn, URL: *url, FaultFor: *dur}, *scratch, *output, stdout, stderr)
 	case pos[0] == "soak" && len(pos) == 1:
 		opt := drill.SoakOptions{DSN: *dsn, URL: *url, For: *dur, Faults: *count, Seed: *seed}
 		for _, k := range strings.FieldsFunc(*kinds, func(r rune) bool { return r == ',' }) {

@@ -69,6 +69,9 @@ func Run(ctx context.Context, cfg *config.Config, agents Agents, s Scenario, opt
 		log = func(string) {}
 	}
 	r := Result{Scenario: s.Name, About: s.About, Started: time.Now()}
+	if s.Faults == nil {
+		return r, fmt.Errorf("drill %s: it injects no fault (the restore drill is RunRestore's)", s.Name)
+	}
 	if opt.DSN == "" && opt.URL == "" {
 		return r, errNoWorkload
 	}
@@ -245,8 +248,23 @@ func dataLost(writes []pgwrite.Write, lost []int, faultAt time.Duration) time.Du
 	return faultAt - oldest
 }
 
-// judge compares what was observed with the part's objectives.
+// judge compares what was observed with the part's objectives and with
+// what the design can promise: an objective the design cannot promise is
+// not kept by a run that happened to keep it, since the next loss may be
+// the one it does not bound.
 func (p *PartResult) judge(cfg *config.Config) {
+	p.judgeMeasured(cfg)
+	for _, f := range Assess(cfg).Missed {
+		if f.Part == p.Part {
+			p.Met = false
+			p.Reasons = append(p.Reasons, "the design cannot promise it: "+f.String())
+		}
+	}
+}
+
+// judgeMeasured compares what was observed with the part's objectives,
+// and only that.
+func (p *PartResult) judgeMeasured(cfg *config.Config) {
 	p.ObjectiveRTO, p.ObjectiveRPO = cfg.Objectives.For(p.Part)
 	p.Met = true
 	rto := config.Duration(p.RTO.Round(time.Millisecond))
@@ -263,14 +281,6 @@ func (p *PartResult) judge(cfg *config.Config) {
 	if o := p.ObjectiveRPO; o != nil && len(p.Lost) > 0 && p.RPO >= *o {
 		p.Met = false
 		p.Reasons = append(p.Reasons, fmt.Sprintf("RPO %s: %d acknowledged writes lost, spanning %s before the fault", config.Duration(*o), len(p.Lost), config.Duration(p.RPO.Round(time.Millisecond))))
-	}
-	// An objective the design cannot promise is not kept by a run that
-	// happened to keep it: the next loss may be the one it does not bound.
-	for _, f := range Assess(cfg).Missed {
-		if f.Part == p.Part {
-			p.Met = false
-			p.Reasons = append(p.Reasons, "the design cannot promise it: "+f.String())
-		}
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/drill/fault"
+	"github.com/haven-ha/haven/internal/drill/pgwrite"
 )
 
 // TestScenarioTargets checks where each built-in scenario aims its faults
@@ -177,5 +178,34 @@ func TestRunNeedsAWorkload(t *testing.T) {
 	_, err := Run(context.Background(), load(t), &outageAgents{}, s, Options{}, nil)
 	if err == nil || !strings.Contains(err.Error(), "no workload") {
 		t.Errorf("a drill without a workload: %v", err)
+	}
+}
+
+// TestRestoreLoss: the writes after the restored one, acknowledged before
+// the restore began, are lost; the RPO is the time they span.
+func TestRestoreLoss(t *testing.T) {
+	ms := func(n int) time.Duration { return time.Duration(n) * time.Millisecond }
+	ops := []pgwrite.Write{
+		{Seq: 1, Start: ms(0), End: ms(10)},
+		{Seq: 2, Start: ms(20), End: ms(30)},
+		{Seq: 3, Start: ms(40), End: ms(50)},
+		{Seq: 4, Start: ms(60), End: ms(70), Outcome: pgwrite.Failed},
+		{Seq: 5, Start: ms(80), End: ms(90)},
+		{Seq: 6, Start: ms(100), End: ms(110)}, // after the restore began
+	}
+	for _, tc := range []struct {
+		restored int
+		lost     []int
+		rpo      time.Duration
+	}{
+		{5, nil, 0},
+		{6, nil, 0},
+		{2, []int{3, 5}, ms(60)},
+		{0, []int{1, 2, 3, 5}, ms(90)},
+	} {
+		lost, rpo := restoreLoss(ops, tc.restored, ms(95))
+		if fmt.Sprint(lost) != fmt.Sprint(tc.lost) || rpo != tc.rpo {
+			t.Errorf("restored to write %d: lost %v, RPO %v; want %v, %v", tc.restored, lost, rpo, tc.lost, tc.rpo)
+		}
 	}
 }

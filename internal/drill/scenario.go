@@ -155,10 +155,14 @@ func othersThan(names []string, n string) []string {
 }
 
 // ScenarioNamed returns the built-in scenario name, or the scenario of the
-// file name names (a path, or a name ending in .yaml).
+// file name names (a path, or a name ending in .yaml). The restore
+// scenario is played by RunRestore, not Run.
 func ScenarioNamed(name string) (Scenario, error) {
 	if isScenarioFile(name) {
 		return LoadScenario(name)
+	}
+	if name == restoreScenario.Name {
+		return restoreScenario, nil
 	}
 	for _, s := range Scenarios {
 		if s.Name == name {
@@ -169,5 +173,6 @@ func ScenarioNamed(name string) (Scenario, error) {
 	for _, s := range Scenarios {
 		names = append(names, s.Name)
 	}
+	names = append(names, restoreScenario.Name)
 	return Scenario{}, fmt.Errorf("drill: no scenario %q: the built-in ones are %s (or give a scenario file's path)", name, strings.Join(names, ", "))
 }
