@@ -3,7 +3,6 @@ package drill
 import (
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 
@@ -39,10 +38,6 @@ var tierExamples = map[string]tierExample{
 	// warm standby with dr.mode sync goes.
 	"multi-site.yaml": {tier: WarmStandby, shortPart: "database", short: "fix: none in haven: warm standby with dr.mode: sync, as here, is the nearest"},
 }
-
-// scenariosToCome are the scenarios the tier examples schedule that are
-// not built in yet; each leaves this list when drill.Scenarios has it.
-var scenariosToCome = []string{"restore"}
 
 // TestTierExamples loads every examples/*.yaml as docs/drills.md tells a
 // reader to (beside the files it names) and checks that it reaches the
@@ -101,7 +96,7 @@ func checkDrills(t *testing.T, cfg *config.Config) {
 		t.Errorf("no objectives: a drill judges against them")
 	}
 	for _, s := range d.Schedule {
-		if _, err := ScenarioNamed(s.Scenario); err != nil && !slices.Contains(scenariosToCome, s.Scenario) {
+		if _, err := ScenarioNamed(s.Scenario); err != nil {
 			t.Errorf("schedule: %v", err)
 		}
 	}
