@@ -207,10 +207,16 @@ Faults each agent injects on its own node for drills, when haven.yaml sets
 drills.enabled (docs/drills.md). Every fault ends by itself after --for.
 
 actions:
-  fault -n NODE --kind KIND --for DURATION [--target ROLE] [--peers N1,N2] [--level PERCENT]
-         kill     SIGKILL to the role's process (--target postgres)
-         pause    SIGSTOP to the role's process and every process under it, SIGCONT at the end
-         drop     drop every packet between NODE and the --peers
+  fault -n NODE --kind KIND --for DURATION [--target TARGET] [--peers P1,P2] [--level PERCENT]
+         kill     SIGKILL to the target's process: --target postgres (the default), agent
+                  (the agent itself, which its supervisor must start again) or process:NAME
+                  (a process of drills.processes, by its pid file or systemd unit)
+         pause    SIGSTOP to the target's process and every process under it, SIGCONT at
+                  the end (the agent's own pause is held by a helper process)
+         stop     systemctl stop the unit of --target process:NAME, start at the end
+         drop     drop every packet between NODE and the --peers: nodes, or backends by
+                  their address (HOST:PORT or HOST)
+         loss     drop --level percent of the packets between NODE and the --peers
          fill     fill the file system of the role's data directory to --level percent
   faults [-n NODE]   the active faults of every node (or one)
   stop -n NODE ID    end a fault now
@@ -232,14 +238,18 @@ flags:
 `
 
 func runDrill(args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "hold" {
+		// Hidden: the helper an agent starts to hold its own pause.
+		return fault.HoldMain(args[1:])
+	}
 	fs := newFlagSet("drill", stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, drillUsage); fs.PrintDefaults() }
 	cfgPath := fs.String("c", "haven.yaml", "configuration file")
 	node := fs.String("n", "", "the node (fault, stop: required)")
-	kind := fs.String("kind", "", "fault: kill, pause, drop or fill")
-	target := fs.String("target", "postgres", "fault: the role whose process or data directory it hits")
-	peers := fs.String("peers", "", "fault: drop: the nodes to cut NODE off from, comma-separated")
-	level := fs.Int("level", 0, "fault: fill: how full to leave the file system, in percent")
+	kind := fs.String("kind", "", "fault: kill, pause, stop, drop, loss or fill")
+	target := fs.String("target", "postgres", "fault: what it hits: postgres, agent or process:NAME")
+	peers := fs.String("peers", "", "fault: drop, loss: the nodes or backends' addresses to cut NODE off from, comma-separated")
+	level := fs.Int("level", 0, "fault: fill: how full to leave the file system; loss: how many packets to drop (percent)")
 	dur := fs.Duration("for", 0, "fault, run: how long the fault lasts (run: default 10s)")
 	dsn := fs.String("dsn", "", "run: the application's way to the database, such as postgres://app:PASSWORD@ROUTER:6432/app (default: drills.dsn_file)")
 	url := fs.String("url", "", "run: the service as users reach it, such as http://www.example.com/ (default: drills.url)")
@@ -267,7 +277,7 @@ func runDrill(args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("give the node to inject the fault on: -n NODE")
 		}
 		spec := fault.Spec{Kind: fault.Kind(*kind), Level: *level, Duration: *dur}
-		if spec.Kind == fault.Drop {
+		if spec.Kind == fault.Drop || spec.Kind == fault.Loss {
 			spec.Peers = strings.Split(*peers, ",")
 		} else {
 			spec.Target = *target

@@ -1,12 +1,18 @@
 package agent
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
+	"slices"
+	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -20,7 +26,8 @@ import (
 // becomes of the drill's client (package fault).
 
 // roleProcess is the one role whose process and data directory the
-// faults reach so far.
+// faults reach; the agent itself (fault.TargetAgent) and the processes of
+// drills.processes (process:NAME) are targets too.
 const roleProcess = "postgres"
 
 // startDrills makes the node's fault manager when drills are enabled,
@@ -30,10 +37,20 @@ func (a *Agent) startDrills(cfg *config.Config, st *stack) error {
 	if cfg.Drills == nil || !cfg.Drills.Enabled {
 		return nil
 	}
+	// The agent's pause is held by this binary run again (haven drill
+	// hold): a stopped agent cannot wake itself.
+	var hold []string
+	if exe, err := os.Executable(); err == nil {
+		hold = []string{exe, "drill", "hold"}
+	} else {
+		a.log.Warn("drill: the agent cannot pause itself: its binary's path is unknown", "err", err)
+	}
 	m := fault.NewManager(fault.Env{
 		Process:     a.faultProcess,
 		DataDir:     a.faultDataDir,
 		Address:     a.faultAddress,
+		Processes:   a.faultNamedProcess,
+		HoldCommand: hold,
 		MaxDuration: cfg.Drills.MaxDuration.D(),
 		Logger:      a.log,
 		Injected:    func(k fault.Kind) { a.drillm.injected.WithLabelValues(string(k)).Inc() },
@@ -59,7 +76,7 @@ func (a *Agent) startDrills(cfg *config.Config, st *stack) error {
 
 func (a *Agent) faultProcess(role string) (int, error) {
 	if role != roleProcess {
-		return 0, fmt.Errorf("target %q: the faults reach %s only", role, roleProcess)
+		return 0, fmt.Errorf("target %q: give %s, %s or %sNAME (a process of drills.processes)", role, roleProcess, fault.TargetAgent, fault.ProcessPrefix)
 	}
 	db := a.current().db
 	if db == nil {
@@ -84,16 +101,69 @@ func (a *Agent) faultDataDir(role string) (string, error) {
 	return dir, nil
 }
 
-func (a *Agent) faultAddress(node string) ([]netip.Addr, error) {
-	n, ok := a.config().Node(node)
-	if !ok {
-		return nil, fmt.Errorf("node %q is not in the configuration", node)
+// faultNamedProcess returns the process of drills.processes called name.
+func (a *Agent) faultNamedProcess(name string) (fault.Process, error) {
+	cfg := a.config()
+	var p *config.DrillProcess
+	if cfg.Drills != nil {
+		p = cfg.Drills.Processes[name]
 	}
-	addr, err := netip.ParseAddr(n.Address)
-	if err != nil {
-		return nil, fmt.Errorf("node %s: address %q: %w", node, n.Address, err)
+	if p == nil {
+		var names []string
+		if cfg.Drills != nil {
+			names = slices.Sorted(maps.Keys(cfg.Drills.Processes))
+		}
+		return fault.Process{}, fmt.Errorf("process %q is not in drills.processes (it names: %s)", name, listOrNone(names))
 	}
-	return []netip.Addr{addr}, nil
+	return fault.Process{PIDFile: p.PIDFile, Unit: p.Unit}, nil
+}
+
+func (a *Agent) faultAddress(peer string) ([]netip.Addr, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), peerLookup)
+	defer cancel()
+	return peerAddrs(ctx, a.config(), peer, net.DefaultResolver.LookupNetIP)
+}
+
+// peerLookup bounds the DNS lookup of a backend's host name.
+const peerLookup = 2 * time.Second
+
+// peerAddrs resolves a peer of a drop or loss: a node by its name, or a
+// backend of a balancer by its address (HOST:PORT, as the configuration
+// writes it, or its HOST alone), so that a drill can cut the balancers off
+// one backend. A backend's host name is looked up with lookup.
+func peerAddrs(ctx context.Context, cfg *config.Config, peer string, lookup func(context.Context, string, string) ([]netip.Addr, error)) ([]netip.Addr, error) {
+	if n, ok := cfg.Node(peer); ok {
+		addr, err := netip.ParseAddr(n.Address)
+		if err != nil {
+			return nil, fmt.Errorf("node %s: address %q: %w", peer, n.Address, err)
+		}
+		return []netip.Addr{addr}, nil
+	}
+	for _, name := range slices.Sorted(maps.Keys(cfg.Balancers)) {
+		for _, be := range cfg.Balancers[name].Backends {
+			host, _, err := net.SplitHostPort(be.Address)
+			if err != nil || (peer != be.Address && peer != host) {
+				continue
+			}
+			if addr, err := netip.ParseAddr(host); err == nil {
+				return []netip.Addr{addr.Unmap()}, nil
+			}
+			addrs, err := lookup(ctx, "ip", host)
+			if err != nil {
+				return nil, fmt.Errorf("backend %s of balancer %s: %w", be.Address, name, err)
+			}
+			return addrs, nil
+		}
+	}
+	return nil, fmt.Errorf("peer %q: not a node or backend haven.yaml names (give a node's name or a backend's address)", peer)
+}
+
+// listOrNone joins names, or says there are none.
+func listOrNone(names []string) string {
+	if len(names) == 0 {
+		return "none"
+	}
+	return strings.Join(names, ", ")
 }
 
 // drillMetrics counts the faults.
@@ -104,7 +174,7 @@ type drillMetrics struct {
 func newDrillMetrics(reg prometheus.Registerer, a *Agent) *drillMetrics {
 	m := &drillMetrics{injected: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "haven_drill_faults_injected_total",
-		Help: "Faults this agent injected on its node for drills, by kind (kill, pause, drop, fill).",
+		Help: "Faults this agent injected on its node for drills, by kind (kill, pause, stop, drop, loss, fill).",
 	}, []string{"kind"})}
 	active := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "haven_drill_faults_active",

@@ -1,13 +1,17 @@
 package agent
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/drill/fault"
 	"github.com/haven-ha/haven/internal/testenv"
 )
@@ -61,7 +65,7 @@ func TestDrillFaults(t *testing.T) {
 	if fs := e.faults(); len(fs) != 0 {
 		t.Errorf("active faults after the pause: %+v", fs)
 	}
-	if r, _ := tryBody("POST", e.adminURL("/api/v1/drill/faults"), `{"kind": "drop", "peers": ["db9"], "duration": "1s"}`); r.status != 422 || !strings.Contains(r.body, `node \"db9\" is not in the configuration`) {
+	if r, _ := tryBody("POST", e.adminURL("/api/v1/drill/faults"), `{"kind": "drop", "peers": ["db9"], "duration": "1s"}`); r.status != 422 || !strings.Contains(r.body, `peer \"db9\": not a node or backend haven.yaml names`) {
 		t.Errorf("a drop of a node haven.yaml does not name: %d %s", r.status, r.body)
 	}
 	if r, _ := try("GET", e.adminURL("/metrics")); !strings.Contains(r.body, `haven_drill_faults_injected_total{kind="pause"} 1`) {
@@ -87,5 +91,58 @@ func TestDrillsOffByDefault(t *testing.T) {
 	r, err := tryBody("POST", e.adminURL("/api/v1/drill/faults"), `{"kind": "pause", "target": "postgres", "duration": "1s"}`)
 	if err != nil || r.status != 404 || !strings.Contains(r.body, "drills are off") {
 		t.Errorf("a fault with drills off: %v %d %s", err, r.status, r.body)
+	}
+}
+
+// TestPeerAddrs resolves the peers of a drop or loss: a node by its name,
+// a backend by its address as written or by its host (a name looked up),
+// and refuses anything else.
+func TestPeerAddrs(t *testing.T) {
+	cfg, err := config.Parse("haven.yaml", []byte(`cluster: test
+regions:
+  local:
+    nodes:
+      lb1: {address: 198.18.1.11, zone: a}
+      db1: {address: 198.18.1.21, zone: b}
+balancers:
+  web:
+    nodes: [lb1]
+    listen: 198.18.1.11:80
+    backends:
+      - {name: app1, address: 198.18.1.31:8080}
+      - {address: "[2001:db8::31]:8080"}
+      - {address: app.example:8080}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lookup := func(_ context.Context, network, host string) ([]netip.Addr, error) {
+		if host == "app.example" && network == "ip" {
+			return []netip.Addr{netip.MustParseAddr("198.18.1.32"), netip.MustParseAddr("198.18.1.33")}, nil
+		}
+		return nil, errors.New("no such host")
+	}
+	for _, tc := range []struct {
+		peer, want string
+	}{
+		{"db1", "[198.18.1.21]"},
+		{"198.18.1.31:8080", "[198.18.1.31]"},
+		{"198.18.1.31", "[198.18.1.31]"},
+		{"2001:db8::31", "[2001:db8::31]"},
+		{"[2001:db8::31]:8080", "[2001:db8::31]"},
+		{"app.example", "[198.18.1.32 198.18.1.33]"},
+		{"app1", `peer "app1": not a node or backend haven.yaml names`},
+		{"198.18.1.31:9090", `peer "198.18.1.31:9090": not a node`},
+		{"198.18.1.99", `peer "198.18.1.99": not a node`},
+		{"db9", `peer "db9": not a node`},
+	} {
+		addrs, err := peerAddrs(context.Background(), cfg, tc.peer, lookup)
+		got := fmt.Sprint(addrs)
+		if err != nil {
+			got = err.Error()
+		}
+		if !strings.Contains(got, tc.want) {
+			t.Errorf("%s: %s, want %s", tc.peer, got, tc.want)
+		}
 	}
 }

@@ -8,34 +8,49 @@ import (
 	"time"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
 
 	"github.com/haven-ha/haven/internal/deadman"
 )
 
-// DropTable is the nftables table (family inet) of the drop faults:
+// DropTable is the nftables table (family inet) of the drop and loss
+// faults:
 //
 //	ip saddr @drop4 drop; ip6 saddr @drop6 drop    (input, raw priority)
 //	ip daddr @drop4 drop; ip6 daddr @drop6 drop    (output)
+//	ip saddr @loss30_4 numgen random mod 100 < 30 drop; ...
 //
-// The sets' elements are the dropped peers' addresses, each with the
-// fault's duration as its timeout: the kernel ends a drop by itself.
+// The sets' elements are the peers' addresses, each with the fault's
+// duration as its timeout: the kernel ends a drop or a loss by itself. A
+// loss of L percent has its own pair of sets, lossL_4 and lossL_6, and its
+// own rules, made the first time that level is asked for; they stay,
+// empty, until the table is removed (Recover).
 const DropTable = "haven_drill"
 
 // dropLinger is how long the kernel keeps a dropped peer after its fault's
 // end, if the agent has not undone it by then.
 const dropLinger = time.Second
 
-// dropTable installs the table on first use, in its network namespace.
+// dropTable installs the table on first use, in its network namespace,
+// and each loss level's sets and rules on that level's first use.
 type dropTable struct {
 	netns     int
 	installed bool
+	levels    map[int]bool
+}
+
+// peerSets are the sets of one kind of cut: the drop's, or one loss
+// level's (level 0: the drop).
+type peerSets struct {
+	v4, v6 *nftables.Set
+	level  int
 }
 
 type dropObjects struct {
 	table         *nftables.Table
-	v4, v6        *nftables.Set
+	drop          peerSets
 	input, output *nftables.Chain
 }
 
@@ -47,18 +62,43 @@ func newDropObjects() *dropObjects {
 	}
 	return &dropObjects{
 		table:  t,
-		v4:     &nftables.Set{Table: t, Name: "drop4", KeyType: nftables.TypeIPAddr, HasTimeout: true},
-		v6:     &nftables.Set{Table: t, Name: "drop6", KeyType: nftables.TypeIP6Addr, HasTimeout: true},
+		drop:   newPeerSets(t, "drop4", "drop6", 0),
 		input:  chain("input", nftables.ChainHookInput),
 		output: chain("output", nftables.ChainHookOutput),
 	}
 }
 
-// install creates the table, sets and rules, keeping the elements of an
-// existing installation.
+func newPeerSets(t *nftables.Table, v4, v6 string, level int) peerSets {
+	return peerSets{
+		v4:    &nftables.Set{Table: t, Name: v4, KeyType: nftables.TypeIPAddr, HasTimeout: true},
+		v6:    &nftables.Set{Table: t, Name: v6, KeyType: nftables.TypeIP6Addr, HasTimeout: true},
+		level: level,
+	}
+}
+
+// sets returns the sets of a drop (level 0) or of a loss of level percent.
+func (o *dropObjects) sets(level int) peerSets {
+	if level == 0 {
+		return o.drop
+	}
+	return newPeerSets(o.table, fmt.Sprintf("loss%d_4", level), fmt.Sprintf("loss%d_6", level), level)
+}
+
+// install creates the table, the drop's sets and rules, keeping the
+// elements of an existing installation.
 func (d *dropTable) install(cc *nftables.Conn, o *dropObjects) error {
 	cc.AddTable(o.table)
-	for _, s := range []*nftables.Set{o.v4, o.v6} {
+	cc.AddChain(o.input)
+	cc.AddChain(o.output)
+	cc.FlushChain(o.input)
+	cc.FlushChain(o.output)
+	return d.addRules(cc, o, o.drop)
+}
+
+// addRules adds ps's sets and, in both chains and for both families, the
+// rule that drops what matches them: every packet, or level percent.
+func (d *dropTable) addRules(cc *nftables.Conn, o *dropObjects, ps peerSets) error {
+	for _, s := range []*nftables.Set{ps.v4, ps.v6} {
 		if err := cc.AddSet(s, nil); err != nil {
 			return err
 		}
@@ -67,60 +107,91 @@ func (d *dropTable) install(cc *nftables.Conn, o *dropObjects) error {
 		chain  *nftables.Chain
 		v4, v6 uint32 // offsets of the source (input) or destination (output) address
 	}{{o.input, 12, 8}, {o.output, 16, 24}} {
-		cc.AddChain(c.chain)
-		cc.FlushChain(c.chain)
 		for _, f := range []struct {
 			proto byte
 			off   uint32
 			n     uint32
 			set   *nftables.Set
-		}{{unix.NFPROTO_IPV4, c.v4, 4, o.v4}, {unix.NFPROTO_IPV6, c.v6, 16, o.v6}} {
-			cc.AddRule(&nftables.Rule{Table: o.table, Chain: c.chain, Exprs: []expr.Any{
+		}{{unix.NFPROTO_IPV4, c.v4, 4, ps.v4}, {unix.NFPROTO_IPV6, c.v6, 16, ps.v6}} {
+			exprs := []expr.Any{
 				&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
 				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{f.proto}},
 				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: f.off, Len: f.n},
 				&expr.Lookup{SourceRegister: 1, SetName: f.set.Name, SetID: f.set.ID},
-				&expr.Verdict{Kind: expr.VerdictDrop},
-			}})
+			}
+			if ps.level > 0 {
+				exprs = append(exprs, chance(ps.level)...)
+			}
+			exprs = append(exprs, &expr.Verdict{Kind: expr.VerdictDrop})
+			cc.AddRule(&nftables.Rule{Table: o.table, Chain: c.chain, Exprs: exprs})
 		}
 	}
 	return nil
 }
 
-// add drops addrs for d; the kernel removes them after it.
-func (d *dropTable) add(addrs []netip.Addr, dur time.Duration) error {
-	return deadman.Flush(d.netns, func(cc *nftables.Conn) error {
+// chance matches level percent of the packets, at random: numgen random
+// mod 100 < level, as nft writes it. numgen leaves a number in host byte
+// order and cmp compares bytes, so the number is turned big-endian first.
+func chance(level int) []expr.Any {
+	return []expr.Any{
+		&expr.Numgen{Register: 1, Modulus: 100, Type: unix.NFT_NG_RANDOM},
+		&expr.Byteorder{SourceRegister: 1, DestRegister: 1, Op: expr.ByteorderHton, Len: 4, Size: 4},
+		&expr.Cmp{Op: expr.CmpOpLt, Register: 1, Data: binaryutil.BigEndian.PutUint32(uint32(level))},
+	}
+}
+
+// add cuts addrs off for d, all their packets (level 0) or level percent;
+// the kernel removes them after it.
+func (d *dropTable) add(addrs []netip.Addr, level int, dur time.Duration) error {
+	err := deadman.Flush(d.netns, func(cc *nftables.Conn) error {
 		o := newDropObjects()
 		if !d.installed {
 			if err := d.install(cc, o); err != nil {
 				return err
 			}
 		}
+		ps := o.sets(level)
+		if level > 0 && !d.levels[level] {
+			if err := d.addRules(cc, o, ps); err != nil {
+				return err
+			}
+		}
 		v4, v6 := elements(addrs, dur)
 		if len(v4) > 0 {
-			if err := cc.SetAddElements(o.v4, v4); err != nil {
+			if err := cc.SetAddElements(ps.v4, v4); err != nil {
 				return err
 			}
 		}
 		if len(v6) > 0 {
-			return cc.SetAddElements(o.v6, v6)
+			return cc.SetAddElements(ps.v6, v6)
 		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	d.installed = true
+	if level > 0 {
+		if d.levels == nil {
+			d.levels = map[int]bool{}
+		}
+		d.levels[level] = true
+	}
+	return nil
 }
 
-// del stops dropping addrs.
-func (d *dropTable) del(addrs []netip.Addr) error {
+// del stops cutting addrs off (level 0: a drop; else that loss level's).
+func (d *dropTable) del(addrs []netip.Addr, level int) error {
 	return deadman.Flush(d.netns, func(cc *nftables.Conn) error {
-		o := newDropObjects()
+		ps := newDropObjects().sets(level)
 		v4, v6 := elements(addrs, 0)
 		if len(v4) > 0 {
-			if err := cc.SetDeleteElements(o.v4, v4); err != nil {
+			if err := cc.SetDeleteElements(ps.v4, v4); err != nil {
 				return err
 			}
 		}
 		if len(v6) > 0 {
-			return cc.SetDeleteElements(o.v6, v6)
+			return cc.SetDeleteElements(ps.v6, v6)
 		}
 		return nil
 	})
@@ -129,6 +200,7 @@ func (d *dropTable) del(addrs []netip.Addr) error {
 // remove deletes the table, if there is one.
 func (d *dropTable) remove() error {
 	d.installed = false
+	d.levels = nil
 	err := deadman.Flush(d.netns, func(cc *nftables.Conn) error {
 		cc.DelTable(&nftables.Table{Name: DropTable, Family: nftables.TableFamilyINet})
 		return nil
@@ -152,35 +224,65 @@ func elements(addrs []netip.Addr, dur time.Duration) (v4, v6 []nftables.SetEleme
 	return v4, v6
 }
 
-// dropPeers drops every packet to and from spec.Peers' addresses.
-func (m *Manager) dropPeers(spec Spec) (string, undoer, error) {
+// peer is a peer a drop or loss names and the addresses it stands for.
+type peer struct {
+	name  string
+	addrs []netip.Addr
+}
+
+// resolve finds the addresses of each of names, through Env.Address.
+func (m *Manager) resolve(names []string) ([]peer, error) {
 	if m.env.Address == nil {
-		return "", nil, errors.New("this node knows no peers")
+		return nil, errors.New("this node knows no peers")
+	}
+	var out []peer
+	for _, n := range names {
+		as, err := m.env.Address(n)
+		if err != nil {
+			return nil, err
+		}
+		if len(as) == 0 {
+			return nil, fmt.Errorf("peer %q: no address", n)
+		}
+		out = append(out, peer{n, as})
+	}
+	return out, nil
+}
+
+// cut drops every packet (a drop) or spec.Level percent of the packets (a
+// loss) to and from peers' addresses.
+func (m *Manager) cut(spec Spec, peers []peer) (string, undoer, error) {
+	level := 0
+	if spec.Kind == Loss {
+		level = spec.Level
 	}
 	var addrs []netip.Addr
 	var names []string
-	for _, p := range spec.Peers {
-		as, err := m.env.Address(p)
-		if err != nil {
-			return "", nil, err
-		}
-		addrs = append(addrs, as...)
-		for _, a := range as {
-			names = append(names, p+" "+a.String())
+	for _, p := range peers {
+		addrs = append(addrs, p.addrs...)
+		for _, a := range p.addrs {
+			if p.name == a.String() {
+				names = append(names, p.name)
+			} else {
+				names = append(names, p.name+" "+a.String())
+			}
 		}
 	}
 	// The kernel's timeout outlasts the Manager's timer by dropLinger, so
-	// that the timer's undo finds its elements; it ends the drop only when
+	// that the timer's undo finds its elements; it ends the cut only when
 	// the timer did not come (a killed agent).
-	if err := m.drop.add(addrs, spec.Duration+dropLinger); err != nil {
+	if err := m.drop.add(addrs, level, spec.Duration+dropLinger); err != nil {
 		return "", nil, fmt.Errorf("nftables table inet %s: %w", DropTable, err)
 	}
-	m.drop.installed = true
 	undo := func() error {
-		if err := m.drop.del(addrs); err != nil && !errors.Is(err, unix.ENOENT) {
+		if err := m.drop.del(addrs, level); err != nil && !errors.Is(err, unix.ENOENT) {
 			return fmt.Errorf("nftables table inet %s: %w", DropTable, err)
 		}
 		return nil
 	}
-	return "dropping traffic to and from " + strings.Join(names, ", "), undo, nil
+	what := "dropping traffic to and from "
+	if level > 0 {
+		what = fmt.Sprintf("dropping %d%% of the packets to and from ", level)
+	}
+	return what + strings.Join(names, ", "), undo, nil
 }

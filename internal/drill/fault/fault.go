@@ -1,15 +1,18 @@
 // Package fault injects faults on the node it runs on, for drills, and
-// undoes each when its time is up: a role's process killed or paused,
-// traffic to and from named peers dropped, the data directory's file
-// system filled. The agent runs one Manager and serves it on its admin
-// API when drills.enabled is set.
+// undoes each when its time is up: a process killed, paused or stopped
+// (postgres, a process the configuration names, the agent itself),
+// traffic to and from named peers dropped or thinned out, the data
+// directory's file system filled. The agent runs one Manager and serves it
+// on its admin API when drills.enabled is set.
 //
 // A fault is undone by the Manager's timer, whatever happens to the drill's
-// client. Dropped traffic is also undone by the kernel: the peers'
-// addresses are nftables set elements with the fault's duration as their
-// timeout, so even a killed agent leaves no rule behind. A fill file and a
-// paused process outlive a killed agent; Manager.Recover, at the next
-// start, removes the file.
+// client. Dropped and lost traffic is also undone by the kernel: the
+// peers' addresses are nftables set elements with the fault's duration as
+// their timeout, so even a killed agent leaves no rule behind. The agent
+// cannot wake itself: its own pause is held by a helper process in a
+// session of its own (Hold), which outlives it. A fill file, a paused
+// process and a stopped unit outlive a killed agent; Manager.Recover, at
+// the next start, removes the file.
 package fault
 
 import (
@@ -18,8 +21,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -37,23 +42,43 @@ const (
 	Pause Kind = "pause"
 	// Drop drops every packet to and from Spec.Peers until the fault ends.
 	Drop Kind = "drop"
+	// Loss drops Spec.Level percent of the packets to and from Spec.Peers,
+	// each at random, until the fault ends.
+	Loss Kind = "loss"
 	// Fill fills the file system of the role's data directory to
 	// Spec.Level percent with one file, removed when the fault ends.
 	Fill Kind = "fill"
+	// Stop stops a named process's systemd unit (systemctl stop) and
+	// starts it again when the fault ends.
+	Stop Kind = "stop"
 )
 
 // Kinds lists the kinds, in the order the docs give them.
-var Kinds = []Kind{Kill, Pause, Drop, Fill}
+var Kinds = []Kind{Kill, Pause, Stop, Drop, Loss, Fill}
+
+// The targets besides a role's name (postgres).
+const (
+	// TargetAgent is the agent itself: a kill is SIGKILL to it (its
+	// supervisor starts it again), a pause stops it and every process
+	// under it, held by a helper process (Hold).
+	TargetAgent = "agent"
+	// ProcessPrefix starts a target that names a process of Env.Processes
+	// (drills.processes): "process:app".
+	ProcessPrefix = "process:"
+)
 
 // Spec is a fault as a drill asks for it.
 type Spec struct {
 	Kind Kind `json:"kind"`
-	// Target is the role whose process a kill or pause hits, or whose data
-	// directory a fill fills ("postgres").
+	// Target is what a kill, pause or stop hits: a role ("postgres"),
+	// TargetAgent or ProcessPrefix and a name; for a fill, the role whose
+	// data directory it fills.
 	Target string `json:"target,omitempty"`
-	// Peers are the nodes a drop cuts this node off from.
+	// Peers are what a drop or a loss cuts this node off from: node names
+	// or backends' addresses, as Env.Address resolves them.
 	Peers []string `json:"peers,omitempty"`
-	// Level is how full a fill leaves the file system, in percent.
+	// Level is a percentage: how full a fill leaves the file system, how
+	// many packets a loss drops.
 	Level int `json:"level,omitempty"`
 	// Duration is how long the fault lasts.
 	Duration time.Duration `json:"duration"`
@@ -77,9 +102,18 @@ type Env struct {
 	// DataDir returns the directory whose file system a fill of role
 	// fills, or why there is none.
 	DataDir func(role string) (string, error)
-	// Address returns the addresses of a peer node, or why it is not one
-	// (not in the configuration).
-	Address func(node string) ([]netip.Addr, error)
+	// Address returns the addresses of a peer (a node, or a backend by its
+	// address), or why it is not one (not in the configuration).
+	Address func(peer string) ([]netip.Addr, error)
+	// Processes returns the process a target "process:NAME" names, or
+	// why there is none.
+	Processes func(name string) (Process, error)
+	// Self is the pid TargetAgent hits (0: this process's).
+	Self int
+	// HoldCommand runs Hold in a process of its own: the agent's binary
+	// and the subcommand that calls Hold; the Manager adds --pid, --after
+	// and --for. Without it the agent cannot be paused.
+	HoldCommand []string
 	// Netns is the network namespace drops apply in (a file descriptor;
 	// zero: the calling thread's).
 	Netns int
@@ -107,6 +141,8 @@ type active struct {
 	Fault
 	undo  undoer
 	timer *time.Timer
+	// addrs are the addresses a drop or loss hits.
+	addrs []netip.Addr
 }
 
 // Manager injects faults and undoes them when their time is up, or at
@@ -127,6 +163,9 @@ type Manager struct {
 func NewManager(env Env) *Manager {
 	if env.MaxDuration == 0 {
 		env.MaxDuration = DefaultMaxDuration
+	}
+	if env.Self == 0 {
+		env.Self = os.Getpid()
 	}
 	log := env.Logger
 	if log == nil {
@@ -151,26 +190,44 @@ func (m *Manager) Inject(spec Spec) (Fault, error) {
 	if err := m.check(spec); err != nil {
 		return Fault{}, err
 	}
+	// Peers are resolved before the lock: a backend's host name may take
+	// a DNS lookup.
+	var peers []peer
+	if spec.Kind == Drop || spec.Kind == Loss {
+		var err error
+		if peers, err = m.resolve(spec.Peers); err != nil {
+			return Fault{}, fmt.Errorf("drill: %s: %w", spec.Kind, err)
+		}
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
 		return Fault{}, errors.New("drill: the fault manager is stopping")
 	}
-	if err := m.conflict(spec); err != nil {
+	if err := m.conflict(spec, peers); err != nil {
 		return Fault{}, err
 	}
 	var (
 		detail string
 		undo   undoer
 		err    error
+		// late is how long after the answer the fault begins.
+		late time.Duration
 	)
 	switch spec.Kind {
 	case Kill:
 		detail, undo, err = m.kill(spec)
 	case Pause:
-		detail, undo, err = m.pause(spec)
-	case Drop:
-		detail, undo, err = m.dropPeers(spec)
+		if spec.Target == TargetAgent {
+			late = selfDelay
+			detail, undo, err = m.pauseSelf(spec)
+		} else {
+			detail, undo, err = m.pause(spec)
+		}
+	case Stop:
+		detail, undo, err = m.stop(spec)
+	case Drop, Loss:
+		detail, undo, err = m.cut(spec, peers)
 	case Fill:
 		detail, undo, err = m.fill(spec)
 	}
@@ -179,8 +236,11 @@ func (m *Manager) Inject(spec Spec) (Fault, error) {
 	}
 	m.next++
 	now := time.Now()
-	a := &active{Fault: Fault{ID: strconv.Itoa(m.next), Spec: spec, Started: now, Until: now.Add(spec.Duration), Detail: detail}, undo: undo}
-	a.timer = time.AfterFunc(spec.Duration, func() { _ = m.end(a.ID, "its time is up") })
+	a := &active{Fault: Fault{ID: strconv.Itoa(m.next), Spec: spec, Started: now, Until: now.Add(late + spec.Duration), Detail: detail}, undo: undo}
+	for _, p := range peers {
+		a.addrs = append(a.addrs, p.addrs...)
+	}
+	a.timer = time.AfterFunc(late+spec.Duration, func() { _ = m.end(a.ID, "its time is up") })
 	m.faults[a.ID] = a
 	m.log.Warn("fault injected", "id", a.ID, "kind", spec.Kind, "target", spec.Target, "peers", spec.Peers, "level", spec.Level, "duration", spec.Duration, "detail", detail)
 	if m.env.Injected != nil {
@@ -196,34 +256,48 @@ func (m *Manager) check(spec Spec) error {
 		return fmt.Errorf("drill: kind %q is not one of %v", spec.Kind, Kinds)
 	case spec.Duration < minDuration || spec.Duration > m.env.MaxDuration:
 		return fmt.Errorf("drill: duration %v: give one from %v to %v", spec.Duration, minDuration, m.env.MaxDuration)
-	case spec.Kind == Drop && len(spec.Peers) == 0:
-		return errors.New("drill: drop: name the peers to cut this node off from")
-	case spec.Kind != Drop && spec.Target == "":
-		return fmt.Errorf("drill: %s: name the target role (postgres)", spec.Kind)
-	case spec.Kind == Fill && (spec.Level < 1 || spec.Level > 100):
-		return fmt.Errorf("drill: fill: level %d: give a percentage from 1 to 100", spec.Level)
+	case cuts(spec.Kind) && len(spec.Peers) == 0:
+		return fmt.Errorf("drill: %s: name the peers to cut this node off from", spec.Kind)
+	case !cuts(spec.Kind) && spec.Target == "":
+		return fmt.Errorf("drill: %s: name the target (postgres, agent or process:NAME)", spec.Kind)
+	case (spec.Kind == Fill || spec.Kind == Loss) && (spec.Level < 1 || spec.Level > 100):
+		return fmt.Errorf("drill: %s: level %d: give a percentage from 1 to 100", spec.Kind, spec.Level)
+	case spec.Kind == Stop && !strings.HasPrefix(spec.Target, ProcessPrefix):
+		return fmt.Errorf("drill: stop: target %q: a stop hits a process:NAME of drills.processes that has a unit", spec.Target)
+	case spec.Kind == Fill && (spec.Target == TargetAgent || strings.HasPrefix(spec.Target, ProcessPrefix)):
+		return fmt.Errorf("drill: fill: target %q: a fill fills a role's data directory (postgres)", spec.Target)
 	}
 	return nil
 }
 
+// cuts says whether a kind acts on the traffic to and from peers.
+func cuts(k Kind) bool { return k == Drop || k == Loss }
+
 // conflict refuses a fault that overlaps an active one on the same thing:
-// undoing either would undo part of the other.
-func (m *Manager) conflict(spec Spec) error {
+// undoing either would undo part of the other. A drop and a loss of one
+// peer may overlap: each has its own set.
+func (m *Manager) conflict(spec Spec, peers []peer) error {
 	for _, a := range m.faults {
 		s := a.Spec
 		switch {
-		case spec.Kind == Drop && s.Kind == Drop:
-			for _, p := range spec.Peers {
-				if slices.Contains(s.Peers, p) {
-					return fmt.Errorf("drill: %s is dropped already by fault %s until %s", p, a.ID, a.Until.Format(time.RFC3339))
+		case cuts(spec.Kind) && s.Kind == spec.Kind:
+			for _, p := range peers {
+				for _, addr := range p.addrs {
+					if slices.Contains(a.addrs, addr) {
+						return fmt.Errorf("drill: %s (%s) is under a %s already: fault %s until %s", p.name, addr, s.Kind, a.ID, a.Until.Format(time.RFC3339))
+					}
 				}
 			}
-		case spec.Kind != Drop && spec.Kind != Kill && s.Kind == spec.Kind && s.Target == spec.Target:
+		case s.Target == spec.Target && (s.Kind == spec.Kind && spec.Kind != Kill || holds(s.Kind) && holds(spec.Kind)):
 			return fmt.Errorf("drill: %s of %s is active already: fault %s until %s", s.Kind, s.Target, a.ID, a.Until.Format(time.RFC3339))
 		}
 	}
 	return nil
 }
+
+// holds says whether a kind keeps its target's process from running until
+// it ends: a pause and a stop of one process would undo each other.
+func holds(k Kind) bool { return k == Pause || k == Stop }
 
 // List returns the active faults, oldest first.
 func (m *Manager) List() []Fault {

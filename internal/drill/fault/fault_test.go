@@ -76,8 +76,8 @@ func TestPauseAndKill(t *testing.T) {
 		t.Errorf("a second pause of the same role: %v", err)
 	}
 	testenv.Poll(t, 10*time.Second, "the pause undone when its time is up", func() (bool, string) {
-		s, c := stateOf(pid), stateOf(child)
-		return s == "S" && c == "S", s + c
+		s := stateOf(pid) + stateOf(child)
+		return len(s) == 2 && awake(s), s
 	})
 	if len(m.List()) != 0 || undone.Load() != 1 {
 		t.Errorf("after the pause: active %v, %d undone", m.List(), undone.Load())
@@ -106,8 +106,14 @@ func TestRefusesBadSpecs(t *testing.T) {
 		{Spec{Kind: Pause, Target: "postgres"}, "duration 0s: give one from 100ms to 1m0s"},
 		{Spec{Kind: Pause, Target: "postgres", Duration: time.Hour}, "duration 1h0m0s"},
 		{Spec{Kind: Drop, Duration: time.Second}, "name the peers"},
-		{Spec{Kind: Kill, Duration: time.Second}, "name the target role"},
-		{Spec{Kind: Fill, Target: "postgres", Level: 101, Duration: time.Second}, "level 101"},
+		{Spec{Kind: Kill, Duration: time.Second}, "name the target (postgres, agent or process:NAME)"},
+		{Spec{Kind: Fill, Target: "postgres", Level: 101, Duration: time.Second}, "fill: level 101: give a percentage from 1 to 100"},
+		{Spec{Kind: Fill, Target: "agent", Level: 50, Duration: time.Second}, "a fill fills a role's data directory"},
+		{Spec{Kind: Loss, Duration: time.Second, Level: 10}, "loss: name the peers"},
+		{Spec{Kind: Loss, Peers: []string{"b"}, Duration: time.Second}, "loss: level 0: give a percentage from 1 to 100"},
+		{Spec{Kind: Loss, Peers: []string{"b"}, Level: 20, Duration: time.Second}, "this node knows no peers"},
+		{Spec{Kind: Stop, Target: "postgres", Duration: time.Second}, "a stop hits a process:NAME"},
+		{Spec{Kind: Pause, Target: "process:app", Duration: time.Second}, `process "app": drills.processes names none`},
 	} {
 		if _, err := m.Inject(tc.spec); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%+v: %v, want %q", tc.spec, err, tc.want)
@@ -201,7 +207,7 @@ func TestDrop(t *testing.T) {
 
 	// The kernel ends a drop by itself: add the element as a fault would,
 	// and never undo it.
-	if err := m.drop.add([]netip.Addr{c.Addr}, 500*time.Millisecond); err != nil {
+	if err := m.drop.add([]netip.Addr{c.Addr}, 0, 500*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
 	if reach(a, c.Addr) {
@@ -213,7 +219,104 @@ func TestDrop(t *testing.T) {
 			return false, err.Error()
 		}
 		o := newDropObjects()
-		els, err := cc.GetSetElements(&nftables.Set{Table: o.table, Name: o.v4.Name, KeyType: nftables.TypeIPAddr})
+		els, err := cc.GetSetElements(&nftables.Set{Table: o.table, Name: o.drop.v4.Name, KeyType: nftables.TypeIPAddr})
 		return err == nil && len(els) == 0 && reach(a, c.Addr), fmt.Sprint(els, err)
+	})
+}
+
+// TestLoss thins out the traffic between one host and two peers: a loss
+// of 100% passes nothing, one of 50% passes some pings and loses others,
+// a second loss of a peer under one is refused, a drop of it is not, and
+// the kernel ends a loss whose undo never comes.
+func TestLoss(t *testing.T) {
+	n := testnet.Start(t, testnet.Options{Hosts: []string{"a", "b", "c"}})
+	a, b, c := n.Hosts()[0], n.Hosts()[1], n.Hosts()[2]
+	fd, err := unix.Open("/var/run/netns/"+a.Namespace, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	peers := map[string]netip.Addr{"b": b.Addr, "c": c.Addr, c.Addr.String(): c.Addr}
+	m := NewManager(Env{Netns: fd, Address: func(p string) ([]netip.Addr, error) {
+		addr, ok := peers[p]
+		if !ok {
+			return nil, fmt.Errorf("%q is not a node or backend haven.yaml names", p)
+		}
+		return []netip.Addr{addr}, nil
+	}})
+	t.Cleanup(func() { m.Close(); m.Recover() })
+	// pings counts the pings from a to dst that come back, of tries.
+	pings := func(dst netip.Addr, tries int) int {
+		ok := 0
+		for range tries {
+			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+			if a.Ping(ctx, dst) == nil {
+				ok++
+			}
+			cancel()
+		}
+		return ok
+	}
+	if pings(b.Addr, 3) != 3 || pings(c.Addr, 3) != 3 {
+		t.Fatal("a does not reach b and c before the fault")
+	}
+
+	all, err := m.Inject(Spec{Kind: Loss, Peers: []string{"b"}, Level: 100, Duration: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := pings(b.Addr, 10); got != 0 {
+		t.Errorf("a loss of 100%%: %d of 10 pings to b came back", got)
+	}
+	if _, err := m.Inject(Spec{Kind: Loss, Peers: []string{"b"}, Level: 10, Duration: time.Second}); err == nil || !strings.Contains(err.Error(), "b ("+b.Addr.String()+") is under a loss already: fault "+all.ID) {
+		t.Errorf("a second loss of b: %v", err)
+	}
+	drop, err := m.Inject(Spec{Kind: Drop, Peers: []string{"b"}, Duration: 5 * time.Second})
+	if err != nil {
+		t.Errorf("a drop of b under a loss: %v", err)
+	}
+
+	half, err := m.Inject(Spec{Kind: Loss, Peers: []string{"c"}, Level: 50, Duration: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(half.Detail, "dropping 50% of the packets to and from c "+c.Addr.String()) {
+		t.Errorf("the loss's detail: %s", half.Detail)
+	}
+	// A ping crosses the loss twice (request and reply): about a quarter
+	// come back. None or all of 40 would be a chance below 1 in 10^5.
+	if got := pings(c.Addr, 40); got == 0 || got == 40 {
+		t.Errorf("a loss of 50%%: %d of 40 pings to c came back, want some and not all", got)
+	}
+	out, err := a.Command(t.Context(), "nft", "list", "table", "inet", DropTable).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "numgen random mod 100 < 50") {
+		t.Errorf("nft list table inet %s: %v\n%s", DropTable, err, out)
+	}
+	if _, err := m.Inject(Spec{Kind: Loss, Peers: []string{c.Addr.String()}, Level: 20, Duration: time.Second}); err == nil || !strings.Contains(err.Error(), "is under a loss already: fault "+half.ID) {
+		t.Errorf("a loss of c's address while c is under one: %v", err)
+	}
+	for _, id := range []string{all.ID, drop.ID, half.ID} {
+		if err := m.Stop(id); err != nil {
+			t.Errorf("stop fault %s: %v", id, err)
+		}
+	}
+	if got := pings(c.Addr, 10); got != 10 {
+		t.Errorf("after the loss: %d of 10 pings to c came back", got)
+	}
+	if got := pings(b.Addr, 10); got != 10 {
+		t.Errorf("after the loss and drop: %d of 10 pings to b came back", got)
+	}
+
+	// The kernel ends a loss by itself: add the element as a fault would,
+	// and never undo it.
+	if err := m.drop.add([]netip.Addr{c.Addr}, 100, 500*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if got := pings(c.Addr, 3); got != 0 {
+		t.Errorf("a reaches c through a loss of 100%%: %d of 3", got)
+	}
+	testenv.Poll(t, 10*time.Second, "the kernel ends the loss", func() (bool, string) {
+		out, err := a.Command(t.Context(), "nft", "list", "set", "inet", DropTable, "loss100_4").CombinedOutput()
+		return err == nil && !strings.Contains(string(out), "elements") && pings(c.Addr, 1) == 1, string(out)
 	})
 }

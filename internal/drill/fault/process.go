@@ -11,12 +11,26 @@ import (
 	"time"
 )
 
-// target finds the pid of spec's role.
+// target finds the pid of spec's target: a role's process, a named
+// process or the agent.
 func (m *Manager) target(spec Spec) (int, error) {
-	if m.env.Process == nil {
+	var (
+		pid int
+		err error
+	)
+	switch name, named := strings.CutPrefix(spec.Target, ProcessPrefix); {
+	case spec.Target == TargetAgent:
+		pid = m.env.Self
+	case named:
+		var p Process
+		if p, err = m.process(name); err == nil {
+			pid, err = p.PID()
+		}
+	case m.env.Process == nil:
 		return 0, errors.New("this node runs no process the drills can hit")
+	default:
+		pid, err = m.env.Process(spec.Target)
 	}
-	pid, err := m.env.Process(spec.Target)
 	if err != nil {
 		return 0, err
 	}
@@ -26,11 +40,63 @@ func (m *Manager) target(spec Spec) (int, error) {
 	return pid, nil
 }
 
-// kill sends SIGKILL to the role's process: its supervisor sees a crash.
+// process returns the named process of Env.Processes.
+func (m *Manager) process(name string) (Process, error) {
+	if m.env.Processes == nil {
+		return Process{}, fmt.Errorf("process %q: drills.processes names none", name)
+	}
+	return m.env.Processes(name)
+}
+
+// Process is a process besides haven's own that faults may hit
+// (drills.processes), found by its pid file or by its systemd unit.
+type Process struct {
+	PIDFile string
+	Unit    string
+}
+
+// PID reads the process's pid now: from its pid file, or the unit's
+// MainPID as systemd reports it.
+func (p Process) PID() (int, error) {
+	if p.PIDFile != "" {
+		b, err := os.ReadFile(p.PIDFile)
+		if err != nil {
+			return 0, fmt.Errorf("pid file: %w (does this node run the process?)", err)
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil {
+			return 0, fmt.Errorf("pid file %s: %q is not a pid", p.PIDFile, bytes.TrimSpace(b))
+		}
+		return pid, nil
+	}
+	out, err := systemctl("show", "-p", "MainPID", "--value", p.Unit)
+	if err != nil {
+		return 0, err
+	}
+	pid, err := strconv.Atoi(out)
+	switch {
+	case err != nil:
+		return 0, fmt.Errorf("systemctl show -p MainPID %s: %q is not a pid", p.Unit, out)
+	case pid == 0:
+		return 0, fmt.Errorf("unit %s runs no process now (MainPID 0)", p.Unit)
+	}
+	return pid, nil
+}
+
+// kill sends SIGKILL to the target's process: its supervisor sees a
+// crash. The agent kills itself a moment after answering, so that the
+// answer gets out.
 func (m *Manager) kill(spec Spec) (string, undoer, error) {
 	pid, err := m.target(spec)
 	if err != nil {
 		return "", nil, err
+	}
+	if spec.Target == TargetAgent {
+		time.AfterFunc(selfDelay, func() {
+			m.log.Warn("drill: the agent kills itself, as asked", "pid", pid)
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		})
+		return fmt.Sprintf("SIGKILL to the agent (pid %d) in %v: its supervisor starts it again", pid, selfDelay), func() error { return nil }, nil
 	}
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		return "", nil, fmt.Errorf("kill -9 %d (%s): %w", pid, spec.Target, err)
@@ -38,7 +104,7 @@ func (m *Manager) kill(spec Spec) (string, undoer, error) {
 	return fmt.Sprintf("SIGKILL to %s (pid %d)", spec.Target, pid), func() error { return nil }, nil
 }
 
-// pause stops the role's process and every process under it until the
+// pause stops the target's process and every process under it until the
 // fault ends: postgres's backends are children of the postmaster, each
 // in a session of its own (InitPostmasterChild calls setsid), so that
 // stopping the postmaster's process group would leave them answering. A
