@@ -56,12 +56,9 @@ func (o *SoakOptions) defaults() {
 		o.Seed = uint64(time.Now().UnixNano())
 	}
 	if len(o.Kinds) == 0 {
-		o.Kinds = []fault.Kind{fault.Kill, fault.Pause, fault.Drop, lossKind, agentPause}
+		o.Kinds = []fault.Kind{fault.Kill, fault.Pause, fault.Drop, fault.Loss, agentPause}
 	}
 }
-
-// lossKind is the fault package's loss (random packet loss).
-const lossKind fault.Kind = "loss"
 
 // agentPause is the soak's name for a pause of a node's agent and every
 // process under it (the node frozen), told apart from a pause of postgres.
@@ -205,8 +202,8 @@ func drawFault(rng *rand.Rand, cfg *config.Config, st State, opt SoakOptions) Ta
 	switch kind := opt.Kinds[rng.IntN(len(opt.Kinds))]; kind {
 	case fault.Drop:
 		return Target{Node: node, Spec: fault.Spec{Kind: fault.Drop, Peers: othersThan(cfg.NodeNames(), node), Duration: d}}
-	case lossKind:
-		return Target{Node: node, Spec: fault.Spec{Kind: lossKind, Level: 20 + rng.IntN(61), Peers: othersThan(cfg.NodeNames(), node), Duration: d}}
+	case fault.Loss:
+		return Target{Node: node, Spec: fault.Spec{Kind: fault.Loss, Level: 20 + rng.IntN(61), Peers: othersThan(cfg.NodeNames(), node), Duration: d}}
 	case agentPause:
 		return Target{Node: node, Spec: fault.Spec{Kind: fault.Pause, Target: "agent", Duration: d}}
 	default:
