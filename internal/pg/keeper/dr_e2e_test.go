@@ -50,7 +50,9 @@ var (
 	drWest = []string{"w1", "w2", "w3"}
 )
 
-func startDRCluster(t *testing.T) *dbCluster {
+// startDRCluster starts the disaster-recovery lab; extra is appended to
+// its haven.yaml (top-level sections).
+func startDRCluster(t *testing.T, extra ...string) *dbCluster {
 	testnet.Require(t)
 	bins, err := pg.FindBinaries(context.Background(), "")
 	testenv.Need(t, err == nil, "no PostgreSQL binaries: %v", err)
@@ -120,7 +122,7 @@ traffic:
       targets:
         - {name: east, address: 198.18.1.14, follows: {database: true, region: east}}
         - {name: west, address: 198.18.2.14, follows: {database: true, region: west}}
-`, dir, bins.Dir, drRegionLease, testenv.MemoryDir(t), drMaxLag)
+`, dir, bins.Dir, drRegionLease, testenv.MemoryDir(t), drMaxLag) + strings.Join(extra, "")
 	for name, content := range map[string]string{"haven.yaml": cfg, "replication.password": "dr-secret\n", "token": "dr-token\n"} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
 			t.Fatal(err)

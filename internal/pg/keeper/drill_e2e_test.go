@@ -2,14 +2,17 @@ package keeper_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/haven-ha/haven/internal/drill"
+	"github.com/haven-ha/haven/internal/testenv"
 )
 
 // TestDrillRun plays haven drill run primary-pause against a database of
@@ -69,4 +72,100 @@ func TestDrillRun(t *testing.T) {
 		t.Errorf("a drill against an RTO of 100ms: %v\n%s", err, out)
 	}
 	t.Logf("against an RTO of 100ms:\n%s", out)
+}
+
+// TestDrillRegionScenarios plays the database's and the region's built-in
+// scenarios with haven drill run against the disaster-recovery lab (two
+// regions of three database nodes and a router each, a witness, a WAN
+// between them: the database half of examples/warm-standby.yaml), from
+// the witness, which sees both regions, writing through both routers.
+// Inside a region (replication sync) a primary's kill, partition and
+// node's loss must be met with nothing lost; the loss of the active region
+// (async DR, max_lag 5s) must be met against a region RPO of 10s, and the
+// same loss judged against an RPO of 0 must fail, saying the design cannot
+// promise it.
+func TestDrillRegionScenarios(t *testing.T) {
+	c := startDRCluster(t, "drills: {enabled: true}\nobjectives: {rto: 30s, rpo: 0s, region: {rto: 90s, rpo: 10s}}\n")
+	c.waitWhole(t, drEast, drWest)
+	primary := c.regionPrimary(drEast)
+	if _, err := c.sql(primary, "CREATE ROLE app LOGIN PASSWORD 'dr-app'; CREATE TABLE haven_drill_writes (run int, seq int, PRIMARY KEY (run, seq)); GRANT SELECT, INSERT ON haven_drill_writes TO app"); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(c.dir, "haven.yaml")
+	dsn := "postgres://app:dr-app@198.18.1.14:6432,198.18.2.14:6432/postgres?sslmode=disable&connect_timeout=2&target_session_attrs=read-write"
+	play := func(cfg, scenario, d string) (drill.Result, string, error) {
+		t.Helper()
+		out, err := c.tryHavenWith("wit", cfg, "drill", "run", scenario, "--dsn", dsn, "--for", d, "-o", "json")
+		var r drill.Result
+		if i := strings.Index(out, "\n{"); i < 0 || json.Unmarshal([]byte(out[i+1:]), &r) != nil {
+			t.Fatalf("haven drill run %s: %v\n%s", scenario, err, out)
+		}
+		return r, out, err
+	}
+	for _, tc := range []struct {
+		scenario, d string
+		active      []string // the region the faults hit
+		standby     []string
+		faults      int
+	}{
+		{"primary-kill", "5s", drEast, drWest, 1},
+		{"primary-partition", "8s", drEast, drWest, 1},
+		{"node-loss", "8s", drEast, drWest, 2},
+		{"region-loss", "12s", drEast, drWest, 4},
+	} {
+		r, out, err := play(cfg, tc.scenario, tc.d)
+		t.Logf("%s: %s", tc.scenario, summary(r))
+		if err != nil || !r.Met || len(r.Faults) != tc.faults || len(r.Parts) != 1 || len(r.Parts[0].Lost) > 0 || r.Parts[0].Unbounded {
+			t.Errorf("%s: %v; want met, %d faults, nothing lost\n%s", tc.scenario, err, tc.faults, out)
+		}
+		if tc.scenario == "region-loss" {
+			if p := r.Parts[0]; p.Part != "region" || !slices.ContainsFunc(r.Events, func(e drill.Event) bool { return e.What == "the active region is west (was east)" }) {
+				t.Errorf("region-loss: part %s, events %v: want the region part and west taking over", p.Part, r.Events)
+			}
+			c.waitWhole(t, drWest, drEast)
+		} else {
+			c.waitWhole(t, tc.active, tc.standby)
+		}
+	}
+
+	// West is active now; its loss, judged against a region RPO of 0 that
+	// async DR cannot promise, fails and says why, whatever it lost.
+	b, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	strict := filepath.Join(c.dir, "strict.yaml")
+	if err := os.WriteFile(strict, []byte(strings.Replace(string(b), "region: {rto: 90s, rpo: 10s}", "region: {rto: 90s, rpo: 0s}", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r, out, err := play(strict, "region-loss", "12s")
+	t.Logf("region-loss against RPO 0: %s", summary(r))
+	if err == nil || r.Met || !strings.Contains(strings.Join(r.Reasons, "\n"), "region: the design cannot promise it: region: RPO 0s") {
+		t.Errorf("region-loss against a region RPO of 0 with async DR: %v, reasons %q\n%s", err, r.Reasons, out)
+	}
+}
+
+// summary is a drill's result in a line, for the test's log.
+func summary(r drill.Result) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "met %v", r.Met)
+	for _, p := range r.Parts {
+		fmt.Fprintf(&b, "; %s: RTO %v, %d of %d acknowledged lost (RPO %v)", p.Part, p.RTO.Round(time.Millisecond), len(p.Lost), p.OK, p.RPO.Round(time.Millisecond))
+	}
+	for _, e := range r.Events {
+		fmt.Fprintf(&b, "; %.1fs %s", e.At.Seconds(), e.What)
+	}
+	return b.String()
+}
+
+// waitWhole waits until active's region has a primary and its other nodes
+// stream, and every node of standby streams (the standby cluster).
+func (c *dbCluster) waitWhole(t *testing.T, active, standby []string) {
+	t.Helper()
+	testenv.Poll(t, 3*time.Minute, "the database whole again", func() (bool, string) {
+		p := c.regionPrimary(active)
+		n, seen := c.streaming(active)
+		m, seen2 := c.streaming(standby)
+		return p != "" && n == len(active)-1 && m == len(standby), "primary " + p + "; " + seen + "; " + seen2
+	})
 }
