@@ -36,6 +36,11 @@ func TestDemo(t *testing.T) {
 			t.Errorf("the demo's output lacks %q:\n%s", want, r.stdout)
 		}
 	}
+	// It ends as a drill does: every act met the warm standby's objectives.
+	if !strings.Contains(r.stdout, "drill summary: each act against the warm standby's objectives") || strings.Contains(r.stdout, "NOT MET") ||
+		!regexp.MustCompile(`(?m)^3 +the primary's node killed +database +\S+ +30s +0 writes +0s +met$`).MatchString(r.stdout) {
+		t.Errorf("the demo's drill summary is missing or not met:\n%s", r.stdout)
+	}
 	counts := regexp.MustCompile(`requests sent (\d+), failed (\d+)`).FindAllStringSubmatch(r.stdout, -1)
 	if counts == nil {
 		t.Fatalf("the demo's output has no \"requests sent N, failed M\":\n%s", r.stdout)
@@ -144,6 +149,9 @@ func TestDemoRegion(t *testing.T) {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("act 5's output lacks %q:\n%s", want, r.stdout)
 		}
+	}
+	if !regexp.MustCompile(`(?m)^5 +region east lost +region +\S+ +2m +\d+ writes.* +5s +met$`).MatchString(r.stdout) {
+		t.Errorf("the demo's drill summary does not judge act 5 met against the region's objectives:\n%s", r.stdout)
 	}
 	if !regexp.MustCompile(`region east is active, e\d its primary`).MatchString(r.stdout) {
 		t.Errorf("act 5 did not report east's primary:\n%s", r.stdout)

@@ -64,6 +64,11 @@ type Result struct {
 	Traffic *TrafficResult
 	// Region is the fifth act's; nil when it did not run.
 	Region *RegionResult
+	// Verdicts are the acts judged as drills, against the warm standby's
+	// objectives.
+	Verdicts []ActVerdict
+	// outage is act 1's: from the first to the last failed request.
+	outage time.Duration
 }
 
 type backendProc struct {
@@ -190,6 +195,9 @@ func RunResult(ctx context.Context, opt Options) (*Result, error) {
 		fmt.Fprintf(w, "%s  first request served by %s again\n", since(first), victim.name)
 	}
 	res.Sent, res.Failed, res.ByBackend = ld.sent.Load(), ld.failed.Load(), ld.byBackend()
+	if first, last := ld.failureWindow(); !first.IsZero() {
+		res.outage = last.Sub(first)
+	}
 	fmt.Fprintf(w, "\nrequests sent %d, failed %d\n", res.Sent, res.Failed)
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "backend\tserved\tbefore kill\twhile down\tafter restart")
@@ -217,6 +225,8 @@ func RunResult(ctx context.Context, opt Options) (*Result, error) {
 	if res.Region, err = playAct(ctx, opt, opt.Region, "act 5 (a second region: region east is lost)", CanRunRegion, RunRegion); err != nil {
 		return res, err
 	}
+	res.Verdicts = res.verdicts()
+	printVerdicts(w, res.Verdicts)
 	fmt.Fprintf(w, "\nhaven keeps running: status at http://%s/api/v1/status, balancer at http://%s/\n", adminAddr, lbAddr)
 	if stopAt == nil {
 		fmt.Fprintln(w, "press Ctrl-C to stop")

@@ -73,7 +73,7 @@ func RunRestore(ctx context.Context, cfg *config.Config, opt Options, restore Re
 	p.OK, p.Failed, p.Indeterminate = tally(ops)
 	p.RTO = took
 	p.Lost, p.RPO = restoreLoss(ops, restored, at)
-	p.judgeMeasured(cfg)
+	p.JudgeMeasured(cfg)
 	r.Parts = []PartResult{p}
 	r.Met = p.Met
 	for _, why := range p.Reasons {

@@ -253,7 +253,7 @@ func dataLost(writes []pgwrite.Write, lost []int, faultAt time.Duration) time.Du
 // not kept by a run that happened to keep it, since the next loss may be
 // the one it does not bound.
 func (p *PartResult) judge(cfg *config.Config) {
-	p.judgeMeasured(cfg)
+	p.JudgeMeasured(cfg)
 	for _, f := range Assess(cfg).Missed {
 		if f.Part == p.Part {
 			p.Met = false
@@ -262,9 +262,9 @@ func (p *PartResult) judge(cfg *config.Config) {
 	}
 }
 
-// judgeMeasured compares what was observed with the part's objectives,
+// JudgeMeasured compares what was observed with the part's objectives,
 // and only that.
-func (p *PartResult) judgeMeasured(cfg *config.Config) {
+func (p *PartResult) JudgeMeasured(cfg *config.Config) {
 	p.ObjectiveRTO, p.ObjectiveRPO = cfg.Objectives.For(p.Part)
 	p.Met = true
 	rto := config.Duration(p.RTO.Round(time.Millisecond))
