@@ -41,6 +41,8 @@ const (
 	// drillSlack is a drill's time beyond its faults: the warm-up, the
 	// wait for recovery (drill.Options.MaxOutage) and the settling.
 	drillSlack = 3 * time.Minute
+	// drillRetry is when a drill that could not run is tried again.
+	drillRetry = 2 * time.Minute
 )
 
 // DrillRecord is a scheduled drill's outcome, kept in etcd.
@@ -95,11 +97,13 @@ func newDrillScheduler(a *Agent, cfg *config.Config) *drillScheduler {
 func (s *drillScheduler) run(ctx context.Context, cl *etcdClients) {
 	cli := cl.all
 	for {
-		s.step(ctx, cli)
-		// Jitter keeps the agents from asking for the lock together.
+		// Jitter keeps the agents from asking for the lock together; the
+		// first check waits too, for the deployment to settle after a
+		// start.
 		if err := sleepCtx(ctx, drillCheck+rand.N(drillCheck/3)); err != nil {
 			return
 		}
+		s.step(ctx, cli)
 	}
 }
 
@@ -122,10 +126,17 @@ func (s *drillScheduler) step(ctx context.Context, cli *clientv3.Client) {
 	}
 }
 
-// due says whether e's scenario is due at now: never run, or last run
-// more than every ago.
+// due says whether e's scenario is due at now: never run, last run more
+// than every ago, or it could not run (no primary, a workload that did
+// not answer) more than drillRetry ago.
 func due(e *config.DrillSchedule, last *DrillRecord, now time.Time) bool {
-	return last == nil || now.Sub(last.Ended) >= e.Every.D()
+	switch {
+	case last == nil:
+		return true
+	case last.Error != "":
+		return now.Sub(last.Ended) >= min(drillRetry, e.Every.D())
+	}
+	return now.Sub(last.Ended) >= e.Every.D()
 }
 
 // lastRecords reads every scenario's last result.

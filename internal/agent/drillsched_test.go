@@ -25,6 +25,8 @@ func TestDrillDue(t *testing.T) {
 		{&DrillRecord{Ended: now.Add(-59 * time.Minute)}, false},
 		{&DrillRecord{Ended: now.Add(-time.Hour)}, true},
 		{&DrillRecord{Ended: now.Add(-2 * time.Hour), Error: "no primary"}, true},
+		{&DrillRecord{Ended: now.Add(-time.Minute), Error: "no primary"}, false},
+		{&DrillRecord{Ended: now.Add(-2 * time.Minute), Error: "no primary"}, true},
 	} {
 		if got := due(e, tc.last, now); got != tc.want {
 			t.Errorf("last %+v: due %v, want %v", tc.last, got, tc.want)

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -23,7 +24,7 @@ import (
 // acknowledged write lost, and the drill pass; judged against an RTO no
 // failover keeps (a copy of the file), the same drill must fail and say why.
 func TestDrillRun(t *testing.T) {
-	c := startDBCluster(t)
+	c := startDBCluster(t, "drills: {enabled: true, dsn_file: drill.dsn, schedule: [{scenario: primary-kill, every: 10m, for: 5s}]}")
 	primary := c.waitHealthy("bootstrap")
 	setup := exec.Command("ip", "netns", "exec", c.net.Host(primary).Namespace,
 		"runuser", "-u", "postgres", "--", c.psql, "-v", "ON_ERROR_STOP=1", "-h", filepath.Join(c.dir, primary, "run"), "-p", "5432", "-d", "postgres",
@@ -33,6 +34,16 @@ func TestDrillRun(t *testing.T) {
 		t.Fatalf("the drill's role on %s: %v\n%s", primary, err, out)
 	}
 	dsn := "postgres://app:e2e-app@" + c.net.Host("client").Addr.String() + ":6432/postgres?sslmode=disable&connect_timeout=2"
+
+	// The scheduled drill: the router's agent (no fault aims at its node)
+	// takes it at its first check and records the verdict, which haven
+	// status shows. A first attempt that came before the role is retried.
+	scheduled := regexp.MustCompile(`(?m)^primary-kill +10m +.+ on \S+ +met `)
+	testenv.Poll(t, 5*time.Minute, "haven status to show the scheduled primary-kill met", func() (bool, string) {
+		out, _ := c.tryHaven("client", "status")
+		return scheduled.MatchString(out), out
+	})
+	primary = c.waitHealthy("after the scheduled drill")
 
 	out, err := c.tryHaven("client", "drill", "run", "primary-pause", "--dsn", dsn, "--for", "12s", "-o", "json")
 	if err != nil {

@@ -60,7 +60,10 @@ type dbCluster struct {
 	http   *http.Client
 }
 
-func startDBCluster(t *testing.T) *dbCluster {
+// startDBCluster starts the three database nodes and the router; drills,
+// when given, replaces the drills section (a dsn_file drill.dsn beside
+// haven.yaml writes as the role app through the router).
+func startDBCluster(t *testing.T, drills ...string) *dbCluster {
 	testnet.Require(t)
 	bins, err := pg.FindBinaries(context.Background(), "")
 	testenv.Need(t, err == nil, "no PostgreSQL binaries: %v", err)
@@ -100,10 +103,11 @@ database:
   routers: [app]
   settings: {dynamic_shared_memory_type: mmap} # killed postgres leave no segments in /dev/shm
   backup: {repositories: [{name: shared, url: "file://%[1]s/backups"}]} # one directory every node reaches, as NFS would be
-drills: {enabled: true}
+%[6]s
 objectives: {rto: 30s, rpo: 0s}
-`, dir, bins.Dir, dbLease, client.Addr, testenv.MemoryDir(t))
-	for name, content := range map[string]string{"haven.yaml": cfg, "replication.password": "e2e-secret\n", "token": "e2e-token\n"} {
+`, dir, bins.Dir, dbLease, client.Addr, testenv.MemoryDir(t), append(drills, "drills: {enabled: true}")[0])
+	dsn := "postgres://app:e2e-app@" + client.Addr.String() + ":6432/postgres?sslmode=disable&connect_timeout=2\n"
+	for name, content := range map[string]string{"haven.yaml": cfg, "replication.password": "e2e-secret\n", "token": "e2e-token\n", "drill.dsn": dsn} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
 			t.Fatal(err)
 		}
