@@ -100,7 +100,7 @@ func (s *drillScheduler) run(ctx context.Context, cl *etcdClients) {
 		// Jitter keeps the agents from asking for the lock together; the
 		// first check waits too, for the deployment to settle after a
 		// start.
-		if err := sleepCtx(ctx, drillCheck+rand.N(drillCheck/3)); err != nil {
+		if err := drill.Sleep(ctx, drillCheck+rand.N(drillCheck/3)); err != nil {
 			return
 		}
 		s.step(ctx, cli)
@@ -259,7 +259,7 @@ func runDetached(ctx context.Context, bound time.Duration, argv ...string) (dril
 		if time.Now().After(deadline) {
 			return r, fmt.Errorf("the drill did not end within %s", bound)
 		}
-		if err := sleepCtx(ctx, time.Second); err != nil {
+		if err := drill.Sleep(ctx, time.Second); err != nil {
 			return r, err
 		}
 	}
@@ -268,17 +268,6 @@ func runDetached(ctx context.Context, bound time.Duration, argv ...string) (dril
 func lastLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return lines[len(lines)-1]
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // drillSchedMetrics export the last scheduled drills' results.

@@ -50,7 +50,7 @@ func RunRestore(ctx context.Context, cfg *config.Config, opt Options, restore Re
 		return r, err
 	}
 	log("workload: " + w.describe())
-	if err := sleep(ctx, opt.Warmup); err != nil {
+	if err := Sleep(ctx, opt.Warmup); err != nil {
 		return r, err
 	}
 	at := time.Since(r.Started)

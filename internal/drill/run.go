@@ -92,7 +92,7 @@ func Run(ctx context.Context, cfg *config.Config, agents Agents, s Scenario, opt
 	for _, w := range loads {
 		log("workload: " + w.describe())
 	}
-	if err := sleep(ctx, opt.Warmup); err != nil {
+	if err := Sleep(ctx, opt.Warmup); err != nil {
 		return r, err
 	}
 	for _, w := range loads {
@@ -118,14 +118,14 @@ func Run(ctx context.Context, cfg *config.Config, agents Agents, s Scenario, opt
 	deadline := until.Add(opt.MaxOutage)
 	for !recovered(loads, r.Started, faultAt, until) && time.Now().Before(deadline) {
 		watch.look(ctx, log)
-		if err := sleep(ctx, 250*time.Millisecond); err != nil {
+		if err := Sleep(ctx, 250*time.Millisecond); err != nil {
 			return r, err
 		}
 	}
 	settled := time.Now().Add(opt.Settle)
 	for time.Now().Before(settled) {
 		watch.look(ctx, log)
-		if err := sleep(ctx, 250*time.Millisecond); err != nil {
+		if err := Sleep(ctx, 250*time.Millisecond); err != nil {
 			return r, err
 		}
 	}
@@ -337,7 +337,8 @@ func orNone(d *time.Duration) string {
 	return config.Duration(*d).String()
 }
 
-func sleep(ctx context.Context, d time.Duration) error {
+// Sleep waits d, or until ctx ends (its error).
+func Sleep(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {

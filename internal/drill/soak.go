@@ -141,7 +141,7 @@ func Soak(ctx context.Context, cfg *config.Config, agents Agents, opt SoakOption
 		r.Faults = append(r.Faults, SoakFault{Injected: Injected{Node: t.Node, At: at, Fault: f}, Class: kind})
 		r.Events = append(r.Events, Event{At: at, What: fmt.Sprintf("fault %d: %s on %s", len(r.Faults), f.Detail, t.Node)})
 		log(fmt.Sprintf("%s fault %d: %s on %s for %s", seconds(at), len(r.Faults), kind, t.Node, t.Spec.Duration))
-		if err := sleep(ctx, time.Until(f.Until)); err != nil {
+		if err := Sleep(ctx, time.Until(f.Until)); err != nil {
 			return r, err
 		}
 		if st, err = heal(ctx, agents, cfg, opt.Heal); err != nil {
@@ -151,12 +151,12 @@ func Soak(ctx context.Context, cfg *config.Config, agents Agents, opt SoakOption
 		deadline := time.Now().Add(opt.Heal)
 		for !recovered(loads, r.Started, at, f.Until) && time.Now().Before(deadline) {
 			watch.look(ctx, log)
-			if err := sleep(ctx, 250*time.Millisecond); err != nil {
+			if err := Sleep(ctx, 250*time.Millisecond); err != nil {
 				return r, err
 			}
 		}
 		watch.look(ctx, log)
-		if err := sleep(ctx, between(rng, opt.GapMin, opt.GapMax)); err != nil {
+		if err := Sleep(ctx, between(rng, opt.GapMin, opt.GapMax)); err != nil {
 			return r, err
 		}
 	}
@@ -184,7 +184,7 @@ func heal(ctx context.Context, agents Agents, cfg *config.Config, limit time.Dur
 		if time.Now().After(deadline) {
 			return st, fmt.Errorf("the database was not whole again within %s (primary %q, replicas streaming %v; last error %v)", limit, st.Primary, st.Replicas, err)
 		}
-		if err := sleep(ctx, 250*time.Millisecond); err != nil {
+		if err := Sleep(ctx, 250*time.Millisecond); err != nil {
 			return st, err
 		}
 	}
