@@ -285,7 +285,9 @@ func TestLoss(t *testing.T) {
 	}
 	// A ping crosses the loss twice (request and reply): about a quarter
 	// come back. None or all of 40 would be a chance below 1 in 10^5.
-	if got := pings(c.Addr, 40); got == 0 || got == 40 {
+	got := pings(c.Addr, 40)
+	t.Logf("a loss of 50%%: %d of 40 pings to c came back", got)
+	if got == 0 || got == 40 {
 		t.Errorf("a loss of 50%%: %d of 40 pings to c came back, want some and not all", got)
 	}
 	out, err := a.Command(t.Context(), "nft", "list", "table", "inet", DropTable).CombinedOutput()
