@@ -1,6 +1,7 @@
 package drill
 
 import (
+	"strings"
 	"time"
 
 	"github.com/haven-ha/haven/internal/drill/fault"
@@ -68,6 +69,10 @@ type PartResult struct {
 	// Started: the timeline a report draws.
 	Outcomes []Bucket `json:"outcomes"`
 }
+
+// LosesWrites says whether p's workload wrote to the database: only such
+// a workload can lose acknowledged data, so only its RPO is observed.
+func (p PartResult) LosesWrites() bool { return strings.HasPrefix(p.Workload, "database") }
 
 // Bucket counts the operations that ended in [At, At+BucketWidth).
 type Bucket struct {

@@ -303,7 +303,7 @@ func (r Result) Summary() string {
 			rto = "more than " + rto + " (never succeeded again)"
 		}
 		fmt.Fprintf(&b, "    RTO observed: %s (objective %s)\n", rto, orNone(p.ObjectiveRTO))
-		if strings.HasPrefix(p.Workload, "database") {
+		if p.LosesWrites() {
 			fmt.Fprintf(&b, "    RPO observed: %d acknowledged writes lost of %d, %s of data (objective %s)\n", len(p.Lost), p.OK, config.Duration(p.RPO.Round(time.Millisecond)), orNone(p.ObjectiveRPO))
 		}
 		fmt.Fprintf(&b, "    operations: %d succeeded, %d failed, %d unknown\n", p.OK, p.Failed, p.Indeterminate)
