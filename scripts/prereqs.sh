@@ -36,6 +36,9 @@ if [ "$for_what" = test ]; then
   [ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || need+=(libnginx-mod-stream)
   have caddy      || need+=(caddy)
   have keepalived || need+=(keepalived)
+  # The drill's HTML report is opened in a browser (internal/drill/report):
+  # Debian's headless-capable Chromium, driven over the DevTools protocol.
+  have chromium   || need+=(chromium)
 fi
 
 # Programs built from the Go module proxy (GOPROXY), into /usr/local/bin:
