@@ -9,6 +9,7 @@ import (
 	"maps"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -20,12 +21,14 @@ import (
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/drill"
 	"github.com/haven-ha/haven/internal/drill/fault"
+	"github.com/haven-ha/haven/internal/drill/report"
 	"github.com/haven-ha/haven/internal/pg/keeper"
 )
 
-// drillRun is haven drill run: it plays scenario and prints the verdict;
-// an objective not kept is an error (exit 1).
-func drillRun(ac *adminClient, scenario string, opt drill.Options, scratch, output string, stdout, stderr io.Writer) error {
+// drillRun is haven drill run: it plays scenario and prints the verdict,
+// and writes the HTML report to htmlPath when given; an objective not kept
+// is an error (exit 1), once the report is written.
+func drillRun(ac *adminClient, scenario string, opt drill.Options, scratch, output, htmlPath string, stdout, stderr io.Writer) error {
 	s, err := drill.ScenarioNamed(scenario)
 	if err != nil {
 		return err
@@ -35,6 +38,10 @@ func drillRun(ac *adminClient, scenario string, opt drill.Options, scratch, outp
 	}
 	if output != "text" && output != "json" {
 		return fmt.Errorf("-o %q: give text or json", output)
+	}
+	if htmlPath != "" && !isDir(filepath.Dir(htmlPath)) {
+		// Said before the drill, not after minutes of it.
+		return fmt.Errorf("--html %s: no directory %s to write the report in", htmlPath, filepath.Dir(htmlPath))
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
@@ -57,10 +64,37 @@ func drillRun(ac *adminClient, scenario string, opt drill.Options, scratch, outp
 	} else {
 		fmt.Fprint(stdout, r.Summary())
 	}
+	if htmlPath != "" {
+		if err := writeReport(htmlPath, r); err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "the report is in %s\n", htmlPath)
+	}
 	if !r.Met {
 		return fmt.Errorf("drill %s: objectives not kept", s.Name)
 	}
 	return nil
+}
+
+// writeReport writes r's HTML report to path.
+func writeReport(path string, r drill.Result) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("--html: %w", err)
+	}
+	if err := report.HTML(f, r); err != nil {
+		f.Close()
+		return fmt.Errorf("--html %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("--html %s: %w", path, err)
+	}
+	return nil
+}
+
+func isDir(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.IsDir()
 }
 
 // restorer restores the newest backup of the first repository and the
@@ -220,11 +254,12 @@ actions:
          fill     fill the file system of the role's data directory to --level percent
   faults [-n NODE]   the active faults of every node (or one)
   stop -n NODE ID    end a fault now
-  run SCENARIO [--dsn DSN] [--url URL] [--for D] [-o json]
+  run SCENARIO [--dsn DSN] [--url URL] [--for D] [-o json] [--html FILE]
          play a drill against the deployment: a writer commits through --dsn (a router's
          primary port, as the application does) and a client asks for --url (the service
          as users reach it), the scenario's faults are injected, and the observed RTO and
          RPO are judged against haven.yaml's objectives; exit 1 when one is not kept.
+         --html also writes the report, a page to open from the file (timeline, verdicts).
          Scenarios: primary-pause, primary-kill, primary-partition, node-loss,
          balancer-loss, backend-loss, region-loss, restore (the newest backup and the
          archive restored into --scratch while the writes go on: the region's loss
@@ -254,6 +289,7 @@ func runDrill(args []string, stdout, stderr io.Writer) error {
 	dsn := fs.String("dsn", "", "run: the application's way to the database, such as postgres://app:PASSWORD@ROUTER:6432/app (default: drills.dsn_file)")
 	url := fs.String("url", "", "run: the service as users reach it, such as http://www.example.com/ (default: drills.url)")
 	output := fs.String("o", "text", "run, soak: text or json")
+	htmlPath := fs.String("html", "", "run: also write the report to `FILE`, a self-contained HTML page")
 	scratch := fs.String("scratch", "/var/tmp", "run restore: the directory to restore into (a directory of its own in it, removed after)")
 	count := fs.Int("faults", 0, "soak: stop after this many faults (default: when --for is over)")
 	kinds := fs.String("kinds", "", "soak: the classes of fault, comma-separated (default kill,pause,drop,loss,pause-agent)")
@@ -312,7 +348,7 @@ func runDrill(args []string, stdout, stderr io.Writer) error {
 		}
 		return nil
 	case pos[0] == "run" && len(pos) == 2:
-		return drillRun(ac, pos[1], drill.Options{DSN: *dsn, URL: *url, FaultFor: *dur}, *scratch, *output, stdout, stderr)
+		return drillRun(ac, pos[1], drill.Options{DSN: *dsn, URL: *url, FaultFor: *dur}, *scratch, *output, *htmlPath, stdout, stderr)
 	case pos[0] == "soak" && len(pos) == 1:
 		opt := drill.SoakOptions{DSN: *dsn, URL: *url, For: *dur, Faults: *count, Seed: *seed}
 		for _, k := range strings.FieldsFunc(*kinds, func(r rune) bool { return r == ',' }) {

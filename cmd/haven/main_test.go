@@ -330,3 +330,12 @@ func TestDrillNeedsANode(t *testing.T) {
 		t.Errorf("haven drill fault without -n:\n%s", r)
 	}
 }
+
+// haven drill run says where it cannot write the report before the drill,
+// not after it.
+func TestDrillReportNeedsADirectory(t *testing.T) {
+	r := haven(t, 10*time.Second, "drill", "run", "primary-pause", "--url", "http://127.0.0.1:9/", "--html", "/nonexistent/report.html", "-c", "testdata/good.yaml")
+	if r.code == 0 || !strings.Contains(r.stderr, "--html /nonexistent/report.html: no directory /nonexistent to write the report in") {
+		t.Errorf("haven drill run --html into no directory:\n%s", r)
+	}
+}

@@ -78,11 +78,22 @@ func TestDrillRun(t *testing.T) {
 	if err := os.WriteFile(strict, []byte(strings.Replace(string(b), "objectives: {rto: 30s, rpo: 0s}", "objectives: {rto: 100ms, rpo: 0s}", 1)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	out, err = c.tryHavenWith("client", strict, "drill", "run", "primary-pause", "--dsn", dsn, "--for", "4s")
+	page := filepath.Join(c.dir, "strict.html")
+	out, err = c.tryHavenWith("client", strict, "drill", "run", "primary-pause", "--dsn", dsn, "--for", "4s", "--html", page)
 	if err == nil || !strings.Contains(out, "drill primary-pause: NOT MET") || !strings.Contains(out, "not met: RTO 100ms: database writes through the router (haven_drill_writes) stopped for") {
 		t.Errorf("a drill against an RTO of 100ms: %v\n%s", err, out)
 	}
 	t.Logf("against an RTO of 100ms:\n%s", out)
+	// The report is written although the drill failed.
+	html, err := os.ReadFile(page)
+	if err != nil {
+		t.Fatalf("the drill's --html report: %v", err)
+	}
+	for _, want := range []string{`id="verdict" class="verdict" data-met="false">NOT MET<`, `class="part" data-part="database" data-met="false"`, `class="fault"`} {
+		if !strings.Contains(string(html), want) {
+			t.Errorf("the report %s has no %s", page, want)
+		}
+	}
 }
 
 // TestDrillRegionScenarios plays the database's and the region's built-in
