@@ -72,8 +72,10 @@ type partTable struct {
 	Lost                string
 	OK, Failed, Unknown int
 	Reasons             []string
-	RTOMet, RPOMet      bool
-	HasRPO              bool
+	// RTOClass and RPOClass mark an observation kept or broken; empty
+	// when there is no objective or nothing was measured.
+	RTOClass, RPOClass string
+	HasRPO             bool
 }
 
 type eventItem struct {
@@ -115,31 +117,41 @@ func newPage(r drill.Result) page {
 func newPartTable(p drill.PartResult) partTable {
 	t := partTable{
 		Part: p.Part, Workload: p.Workload, Met: p.Met, Verdict: verdict(p.Met),
-		RTO: duration(p.RTO), RTOObjective: orNone(p.ObjectiveRTO), RTOMet: true,
-		RPOObjective: orNone(p.ObjectiveRPO), RPOMet: true,
-		OK: p.OK, Failed: p.Failed, Unknown: p.Indeterminate, Reasons: p.Reasons,
+		RTO: duration(p.RTO), RTOObjective: orNone(p.ObjectiveRTO),
+		RPOObjective: orNone(p.ObjectiveRPO),
+		OK:           p.OK, Failed: p.Failed, Unknown: p.Indeterminate, Reasons: p.Reasons,
 	}
 	if p.Unbounded {
 		t.RTO = "more than " + t.RTO + " (never succeeded again)"
 	}
 	if o := p.ObjectiveRTO; o != nil {
-		t.RTOMet = !p.Unbounded && p.RTO <= *o
+		t.RTOClass = kept(!p.Unbounded && p.RTO <= *o)
 	}
 	// Only writes can be lost: an HTTP workload has no RPO to observe.
-	if p.LosesWrites() {
-		t.HasRPO = true
-		t.RPO = duration(p.RPO)
-		t.Lost = fmt.Sprintf("%d of %d acknowledged", len(p.Lost), p.OK)
-		if p.Unbounded {
-			// judgeLoad looks for lost writes only once the database
-			// answers again.
-			t.RPO, t.Lost = "not measured (the database never answered again)", "not measured"
-		}
-		if o := p.ObjectiveRPO; o != nil {
-			t.RPOMet = len(p.Lost) == 0 || p.RPO < *o
-		}
+	if !p.LosesWrites() {
+		return t
+	}
+	t.HasRPO = true
+	if p.Unbounded {
+		// judgeLoad looks for lost writes only once the database answers
+		// again: there is nothing to compare with the objective.
+		t.RPO, t.Lost = "not measured (the database never answered again)", "not measured"
+		return t
+	}
+	t.RPO = duration(p.RPO)
+	t.Lost = fmt.Sprintf("%d of %d acknowledged", len(p.Lost), p.OK)
+	if o := p.ObjectiveRPO; o != nil {
+		t.RPOClass = kept(len(p.Lost) == 0 || p.RPO < *o)
 	}
 	return t
+}
+
+// kept is the class of an observation against its objective.
+func kept(ok bool) string {
+	if ok {
+		return "kept"
+	}
+	return "broken"
 }
 
 // faultWhat says at what a fault aims: its target role, its peers, or

@@ -267,11 +267,17 @@ func TestHTMLUnbounded(t *testing.T) {
 	p.Unbounded, p.Met, p.RTO = true, false, 2*time.Minute
 	p.Outcomes = outcomes(sampleLength, 12, time.Second)
 	_, doc := render(t, r)
-	got := text(byClass(doc, "part")[0])
+	table := byClass(doc, "part")[0]
+	got := text(table)
 	for _, want := range []string{"more than 2m (never succeeded again)", "not measured"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("the table says %q, want %q", got, want)
 		}
+	}
+	// The RTO broke its objective; the RPO, not measured, neither kept
+	// nor broke its own.
+	if b, k := byClass(table, "broken"), byClass(table, "kept"); len(b) != 1 || len(k) != 0 {
+		t.Errorf("%d cells marked broken and %d kept, want the RTO's only", len(b), len(k))
 	}
 }
 
