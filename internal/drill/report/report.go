@@ -78,10 +78,10 @@ type partTable struct {
 	HasRPO             bool
 }
 
+// eventItem is an event in the list under the timeline, numbered as
+// its marker is (the list's own numbers).
 type eventItem struct {
-	N    int
-	At   string
-	What string
+	At, What string
 }
 
 func newPage(r drill.Result) page {
@@ -93,7 +93,7 @@ func newPage(r drill.Result) page {
 		Verdict:  verdict(r.Met),
 		Reasons:  r.Reasons,
 		Chart:    newChart(r),
-
+		// The footer says what a bar of the timeline counts.
 		BucketWidth: duration(drill.BucketWidth),
 	}
 	if !r.Started.IsZero() {
@@ -108,8 +108,8 @@ func newPage(r drill.Result) page {
 	for _, pr := range r.Parts {
 		p.Parts = append(p.Parts, newPartTable(pr))
 	}
-	for i, e := range r.Events {
-		p.Events = append(p.Events, eventItem{N: i + 1, At: seconds(e.At), What: e.What})
+	for _, e := range r.Events {
+		p.Events = append(p.Events, eventItem{At: seconds(e.At), What: e.What})
 	}
 	return p
 }
