@@ -304,7 +304,7 @@ func (r SoakResult) Summary() string {
 				config.Duration(outages[n/2].Round(time.Millisecond)), config.Duration(outages[min(n-1, n*99/100)].Round(time.Millisecond)),
 				config.Duration(outages[n-1].Round(time.Millisecond)), orNone(p.ObjectiveRTO))
 		}
-		if strings.HasPrefix(p.Workload, "database") {
+		if p.LosesWrites() {
 			fmt.Fprintf(&b, "    acknowledged writes lost: %d of %d (objective RPO %s)\n", len(p.Lost), p.OK, orNone(p.ObjectiveRPO))
 		}
 		fmt.Fprintf(&b, "    operations: %d succeeded, %d failed, %d unknown\n", p.OK, p.Failed, p.Indeterminate)
