@@ -245,9 +245,7 @@ func backupList(ctx context.Context, r repo.Repository, cluster string, asJSON b
 			Timeline: m.Timeline, Bytes: m.Bytes, StoredBytes: m.Stored, Compression: string(m.Compression), FromReplica: m.FromReplica})
 	}
 	if asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(entries)
+		return printJSON(stdout, entries)
 	}
 	if len(entries) == 0 {
 		fmt.Fprintf(stdout, "no complete backup of %s in %s\n", cluster, r)
@@ -533,4 +531,11 @@ func fetchFromRepository(ctx context.Context, cfgPath, repository, name, dst str
 		return err
 	}
 	return wal.FetchFile(ctx, r, cfg.Cluster, name, dst)
+}
+
+// printJSON writes v as indented JSON: what -o json prints.
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }

@@ -55,14 +55,8 @@ func drillRun(ac *adminClient, scenario string, opt drill.Options, scratch, outp
 	if err != nil {
 		return err
 	}
-	if output == "json" {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(r); err != nil {
-			return err
-		}
-	} else {
-		fmt.Fprint(stdout, r.Summary())
+	if err := printResult(stdout, output, r, r.Summary()); err != nil {
+		return err
 	}
 	if htmlPath != "" {
 		if err := writeReport(htmlPath, r); err != nil {
@@ -134,14 +128,8 @@ func drillSoak(ac *adminClient, opt drill.SoakOptions, output string, stdout, st
 	if err != nil {
 		return err
 	}
-	if output == "json" {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(r); err != nil {
-			return err
-		}
-	} else {
-		fmt.Fprint(stdout, r.Summary())
+	if err := printResult(stdout, output, r, r.Summary()); err != nil {
+		return err
 	}
 	if !r.Met {
 		return errors.New("drill soak: objectives not kept")
@@ -168,6 +156,15 @@ func drillWorkload(cfg *config.Config, dsn, url string) (string, string, error) 
 		return "", "", errors.New("give a workload: the database as the application reaches it (--dsn postgres://USER:PASSWORD@ROUTER:PORT/DB), the service's URL (--url), or both (or drills.dsn_file and drills.url in haven.yaml)")
 	}
 	return dsn, url, nil
+}
+
+// printResult prints a drill's result as -o asks: its JSON, or summary.
+func printResult(stdout io.Writer, output string, r any, summary string) error {
+	if output == "json" {
+		return printJSON(stdout, r)
+	}
+	_, err := fmt.Fprint(stdout, summary)
+	return err
 }
 
 // drillAgents reaches the agents for drill.Run through their admin API.
