@@ -243,7 +243,9 @@ actions:
                   (the agent itself, which its supervisor must start again) or process:NAME
                   (a process of drills.processes, by its pid file or systemd unit)
          pause    SIGSTOP to the target's process and every process under it, SIGCONT at
-                  the end (the agent's own pause is held by a helper process)
+                  the end (the agent's own pause is held by a helper process; with
+                  --target agent --peers, the node lost: the helper drops its traffic with
+                  the peers from the moment it stops the agent until it wakes it)
          stop     systemctl stop the unit of --target process:NAME, start at the end
          drop     drop every packet between NODE and the --peers: nodes, or backends by
                   their address (HOST:PORT or HOST)
@@ -280,7 +282,7 @@ func runDrill(args []string, stdout, stderr io.Writer) error {
 	node := fs.String("n", "", "the node (fault, stop: required)")
 	kind := fs.String("kind", "", "fault: kill, pause, stop, drop, loss or fill")
 	target := fs.String("target", "postgres", "fault: what it hits: postgres, agent or process:NAME")
-	peers := fs.String("peers", "", "fault: drop, loss: the nodes or backends' addresses to cut NODE off from, comma-separated")
+	peers := fs.String("peers", "", "fault: drop, loss, pause of the agent (a node lost): the nodes or backends' addresses to cut NODE off from, comma-separated")
 	level := fs.Int("level", 0, "fault: fill: how full to leave the file system; loss: how many packets to drop (percent)")
 	dur := fs.Duration("for", 0, "fault, run: how long the fault lasts (run: default 10s)")
 	dsn := fs.String("dsn", "", "run: the application's way to the database, such as postgres://app:PASSWORD@ROUTER:6432/app (default: drills.dsn_file)")
@@ -310,10 +312,11 @@ func runDrill(args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("give the node to inject the fault on: -n NODE")
 		}
 		spec := fault.Spec{Kind: fault.Kind(*kind), Level: *level, Duration: *dur}
-		if spec.Kind == fault.Drop || spec.Kind == fault.Loss {
-			spec.Peers = strings.Split(*peers, ",")
-		} else {
+		if spec.Kind != fault.Drop && spec.Kind != fault.Loss {
 			spec.Target = *target
+		}
+		if *peers != "" || spec.Kind == fault.Drop || spec.Kind == fault.Loss {
+			spec.Peers = strings.Split(*peers, ",")
 		}
 		body, _ := json.Marshal(spec)
 		var f fault.Fault

@@ -89,11 +89,15 @@ func onPrimary(spec func(cfg *config.Config, primary string, d time.Duration) fa
 // nodeLoss is a node's loss as a drill can make it and undo it: haven's
 // processes on it frozen (the agent and everything under it) and its
 // traffic with every other node dropped, so that it neither acts nor
-// answers. The drop comes first: the frozen agent could not inject it.
+// answers. It is one fault, a pause of the agent that names the peers,
+// so that both start at once: the agent is stopped half a second after
+// it answers (the answer must get out first), and a drop injected apart
+// would start that much before, long enough for the agent, cut off but
+// running, to give up its floating address or its primary's lease on its
+// own: a partition, which a lost node does not get to handle.
 func nodeLoss(cfg *config.Config, node string, d time.Duration) []Target {
 	return []Target{
-		{Node: node, Spec: fault.Spec{Kind: fault.Drop, Peers: othersThan(cfg.NodeNames(), node), Duration: d}},
-		{Node: node, Spec: fault.Spec{Kind: fault.Pause, Target: "agent", Duration: d}},
+		{Node: node, Spec: fault.Spec{Kind: fault.Pause, Target: fault.TargetAgent, Peers: othersThan(cfg.NodeNames(), node), Duration: d}},
 	}
 }
 

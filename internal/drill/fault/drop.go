@@ -256,18 +256,7 @@ func (m *Manager) cut(spec Spec, peers []peer) (string, undoer, error) {
 	if spec.Kind == Loss {
 		level = spec.Level
 	}
-	var addrs []netip.Addr
-	var names []string
-	for _, p := range peers {
-		addrs = append(addrs, p.addrs...)
-		for _, a := range p.addrs {
-			if p.name == a.String() {
-				names = append(names, p.name)
-			} else {
-				names = append(names, p.name+" "+a.String())
-			}
-		}
-	}
+	addrs, names := addresses(peers)
 	// The kernel's timeout outlasts the Manager's timer by dropLinger, so
 	// that the timer's undo finds its elements; it ends the cut only when
 	// the timer did not come (a killed agent).
@@ -284,5 +273,23 @@ func (m *Manager) cut(spec Spec, peers []peer) (string, undoer, error) {
 	if level > 0 {
 		what = fmt.Sprintf("dropping %d%% of the packets to and from ", level)
 	}
-	return what + strings.Join(names, ", "), undo, nil
+	return what + names, undo, nil
+}
+
+// addresses returns the peers' addresses, and the peers as a detail names
+// them ("db2 198.18.1.12, 198.18.1.31").
+func addresses(peers []peer) ([]netip.Addr, string) {
+	var addrs []netip.Addr
+	var names []string
+	for _, p := range peers {
+		addrs = append(addrs, p.addrs...)
+		for _, a := range p.addrs {
+			if p.name == a.String() {
+				names = append(names, p.name)
+			} else {
+				names = append(names, p.name+" "+a.String())
+			}
+		}
+	}
+	return addrs, strings.Join(names, ", ")
 }

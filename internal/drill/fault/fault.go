@@ -75,7 +75,10 @@ type Spec struct {
 	// data directory it fills.
 	Target string `json:"target,omitempty"`
 	// Peers are what a drop or a loss cuts this node off from: node names
-	// or backends' addresses, as Env.Address resolves them.
+	// or backends' addresses, as Env.Address resolves them. A pause of
+	// the agent may name peers too: their traffic is dropped at the moment
+	// the agent stops, and until it wakes, by the helper that holds it
+	// (the loss of a node: it neither acts nor answers, and had no warning).
 	Peers []string `json:"peers,omitempty"`
 	// Level is a percentage: how full a fill leaves the file system, how
 	// many packets a loss drops.
@@ -193,7 +196,7 @@ func (m *Manager) Inject(spec Spec) (Fault, error) {
 	// Peers are resolved before the lock: a backend's host name may take
 	// a DNS lookup.
 	var peers []peer
-	if spec.Kind == Drop || spec.Kind == Loss {
+	if len(spec.Peers) > 0 {
 		var err error
 		if peers, err = m.resolve(spec.Peers); err != nil {
 			return Fault{}, fmt.Errorf("drill: %s: %w", spec.Kind, err)
@@ -220,7 +223,7 @@ func (m *Manager) Inject(spec Spec) (Fault, error) {
 	case Pause:
 		if spec.Target == TargetAgent {
 			late = selfDelay
-			detail, undo, err = m.pauseSelf(spec)
+			detail, undo, err = m.pauseSelf(spec, peers)
 		} else {
 			detail, undo, err = m.pause(spec)
 		}
@@ -258,6 +261,8 @@ func (m *Manager) check(spec Spec) error {
 		return fmt.Errorf("drill: duration %v: give one from %v to %v", spec.Duration, minDuration, m.env.MaxDuration)
 	case cuts(spec.Kind) && len(spec.Peers) == 0:
 		return fmt.Errorf("drill: %s: name the peers to cut this node off from", spec.Kind)
+	case !cuts(spec.Kind) && len(spec.Peers) > 0 && (spec.Kind != Pause || spec.Target != TargetAgent):
+		return fmt.Errorf("drill: %s of %q: peers go with a drop, a loss or a pause of the agent (a node's loss)", spec.Kind, spec.Target)
 	case !cuts(spec.Kind) && spec.Target == "":
 		return fmt.Errorf("drill: %s: name the target (postgres, agent or process:NAME)", spec.Kind)
 	case (spec.Kind == Fill || spec.Kind == Loss) && (spec.Level < 1 || spec.Level > 100):
@@ -273,14 +278,25 @@ func (m *Manager) check(spec Spec) error {
 // cuts says whether a kind acts on the traffic to and from peers.
 func cuts(k Kind) bool { return k == Drop || k == Loss }
 
+// cutOf is the set a fault puts its peers' addresses in: a drop's, a
+// loss's, or the drop of a pause of the agent; "" for none.
+func cutOf(s Spec) Kind {
+	switch {
+	case cuts(s.Kind):
+		return s.Kind
+	case len(s.Peers) > 0:
+		return Drop
+	}
+	return ""
+}
+
 // conflict refuses a fault that overlaps an active one on the same thing:
 // undoing either would undo part of the other. A drop and a loss of one
 // peer may overlap: each has its own set.
 func (m *Manager) conflict(spec Spec, peers []peer) error {
 	for _, a := range m.faults {
 		s := a.Spec
-		switch {
-		case cuts(spec.Kind) && s.Kind == spec.Kind:
+		if k := cutOf(spec); k != "" && cutOf(s) == k {
 			for _, p := range peers {
 				for _, addr := range p.addrs {
 					if slices.Contains(a.addrs, addr) {
@@ -288,7 +304,8 @@ func (m *Manager) conflict(spec Spec, peers []peer) error {
 					}
 				}
 			}
-		case s.Target == spec.Target && (s.Kind == spec.Kind && spec.Kind != Kill || holds(s.Kind) && holds(spec.Kind)):
+		}
+		if !cuts(spec.Kind) && s.Target == spec.Target && (s.Kind == spec.Kind && spec.Kind != Kill || holds(s.Kind) && holds(spec.Kind)) {
 			return fmt.Errorf("drill: %s of %s is active already: fault %s until %s", s.Kind, s.Target, a.ID, a.Until.Format(time.RFC3339))
 		}
 	}

@@ -114,6 +114,8 @@ func TestRefusesBadSpecs(t *testing.T) {
 		{Spec{Kind: Loss, Peers: []string{"b"}, Level: 20, Duration: time.Second}, "this node knows no peers"},
 		{Spec{Kind: Stop, Target: "postgres", Duration: time.Second}, "a stop hits a process:NAME"},
 		{Spec{Kind: Pause, Target: "process:app", Duration: time.Second}, `process "app": drills.processes names none`},
+		{Spec{Kind: Pause, Target: "postgres", Peers: []string{"b"}, Duration: time.Second}, `pause of "postgres": peers go with a drop, a loss or a pause of the agent`},
+		{Spec{Kind: Kill, Target: "agent", Peers: []string{"b"}, Duration: time.Second}, `kill of "agent": peers go with`},
 	} {
 		if _, err := m.Inject(tc.spec); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%+v: %v, want %q", tc.spec, err, tc.want)
@@ -320,5 +322,74 @@ func TestLoss(t *testing.T) {
 	testenv.Poll(t, 10*time.Second, "the kernel ends the loss", func() (bool, string) {
 		out, err := a.Command(t.Context(), "nft", "list", "set", "inet", DropTable, "loss100_4").CombinedOutput()
 		return err == nil && !strings.Contains(string(out), "elements") && pings(c.Addr, 1) == 1, string(out)
+	})
+}
+
+// TestNodeLoss pauses "the agent" (a sleeper as Env.Self) with a peer's
+// traffic dropped, as the node-loss drills do: nothing is cut off at the
+// answer, while the agent runs; from the moment the helper stops it the
+// peer is cut off, and both end together; a drop of the same peer
+// meanwhile is refused.
+func TestNodeLoss(t *testing.T) {
+	n := testnet.Start(t, testnet.Options{Hosts: []string{"a", "b", "c"}})
+	a, b, c := n.Hosts()[0], n.Hosts()[1], n.Hosts()[2]
+	fd, err := unix.Open("/var/run/netns/"+a.Namespace, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	pid, child := sleeperTree(t)
+	peers := map[string]netip.Addr{"b": b.Addr, "c": c.Addr}
+	m := NewManager(Env{Netns: fd, Self: pid, HoldCommand: holdCommand(), Address: func(node string) ([]netip.Addr, error) {
+		return []netip.Addr{peers[node]}, nil
+	}})
+	t.Cleanup(func() { m.Close(); m.Recover() })
+	reach := func(dst netip.Addr) bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		return a.Ping(ctx, dst) == nil
+	}
+	dropped := func() []nftables.SetElement {
+		cc, err := nftables.New(nftables.WithNetNSFd(fd))
+		if err != nil {
+			t.Fatal(err)
+		}
+		o := newDropObjects()
+		els, _ := cc.GetSetElements(&nftables.Set{Table: o.table, Name: o.drop.v4.Name, KeyType: nftables.TypeIPAddr})
+		return els
+	}
+	f, err := m.Inject(Spec{Kind: Pause, Target: TargetAgent, Peers: []string{"b"}, Duration: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if els := dropped(); len(els) > 0 {
+		t.Errorf("b dropped at the answer (%v): the drop starts when the agent stops, not before", els)
+	}
+	if want := "its traffic to and from b " + b.Addr.String() + " dropped from then on"; !strings.Contains(f.Detail, want) {
+		t.Errorf("the fault's detail %q does not say %q", f.Detail, want)
+	}
+	if _, err := m.Inject(Spec{Kind: Drop, Peers: []string{"b"}, Duration: time.Second}); err == nil || !strings.Contains(err.Error(), "is under a pause already") {
+		t.Errorf("a drop of b during the node's loss: %v", err)
+	}
+	testenv.Poll(t, 10*time.Second, "the helper stops the tree", func() (bool, string) {
+		s := treeStates(pid, child)
+		return s == "TT", s
+	})
+	if reach(b.Addr) {
+		t.Error("a reaches b while its agent is stopped")
+	}
+	if !reach(c.Addr) {
+		t.Error("the node's loss cut a off from c, not named")
+	}
+	testenv.Poll(t, 10*time.Second, "the helper wakes the tree and ends the drop", func() (bool, string) {
+		s := treeStates(pid, child)
+		els := dropped()
+		return awake(s) && len(els) == 0, fmt.Sprint(s, els)
+	})
+	if !reach(b.Addr) {
+		t.Error("a does not reach b after the node's loss")
+	}
+	testenv.Poll(t, 10*time.Second, "the fault ends", func() (bool, string) {
+		return len(m.List()) == 0, fmt.Sprint(m.List())
 	})
 }

@@ -6,13 +6,17 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"os/exec"
 	"os/signal"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // selfDelay is how long after answering a fault on the agent itself the
@@ -28,7 +32,14 @@ const holdExit = 5 * time.Second
 // agent, stops the tree selfDelay after the answer and wakes it when the
 // fault ends. Undoing the fault before the helper ends (the agent stops)
 // tells it, with SIGTERM, to wake the tree now.
-func (m *Manager) pauseSelf(spec Spec) (string, undoer, error) {
+//
+// With peers the helper also drops their traffic, from the moment it
+// stops the agent until it wakes it: a node lost. A drop injected before
+// the pause would start selfDelay early, and an agent cut off but still
+// running for that long acts on it (gives up a floating address whose
+// lease it cannot renew, steps down as primary), which a lost node does
+// not.
+func (m *Manager) pauseSelf(spec Spec, peers []peer) (string, undoer, error) {
 	if len(m.env.HoldCommand) == 0 {
 		return "", nil, errors.New("the agent cannot pause itself: it knows no helper command")
 	}
@@ -38,12 +49,24 @@ func (m *Manager) pauseSelf(spec Spec) (string, undoer, error) {
 	from := time.Now().Add(selfDelay)
 	until := from.Add(spec.Duration)
 	args := append(slices.Clone(m.env.HoldCommand[1:]), "--pid", strconv.Itoa(pid), "--from", from.Format(time.RFC3339Nano), "--until", until.Format(time.RFC3339Nano))
-	cmd := exec.Command(m.env.HoldCommand[0], args...)
+	addrs, names := addresses(peers)
+	cmd := exec.Command(m.env.HoldCommand[0])
+	if len(addrs) > 0 {
+		var err error
+		if args, err = m.holdDrop(cmd, args, addrs); err != nil {
+			return "", nil, err
+		}
+	}
+	cmd.Args = append(cmd.Args, args...)
 	// Its output goes where the agent's does, as a file: a pipe through
 	// the agent would stall while the agent is stopped.
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
+	err := cmd.Start()
+	for _, f := range cmd.ExtraFiles {
+		f.Close() // the helper has its own copy
+	}
+	if err != nil {
 		return "", nil, fmt.Errorf("start the helper that holds the agent: %w", err)
 	}
 	done := make(chan struct{})
@@ -51,27 +74,64 @@ func (m *Manager) pauseSelf(spec Spec) (string, undoer, error) {
 	undo := func() error {
 		select {
 		case <-done:
-			return nil
 		default:
+			if err := cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
+				return fmt.Errorf("tell the helper (pid %d) to end the agent's pause: %w", cmd.Process.Pid, err)
+			}
+			select {
+			case <-done:
+			case <-time.After(holdExit):
+				return fmt.Errorf("the helper (pid %d) did not end %v after SIGTERM", cmd.Process.Pid, holdExit)
+			}
 		}
-		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
-			return fmt.Errorf("tell the helper (pid %d) to end the agent's pause: %w", cmd.Process.Pid, err)
-		}
-		select {
-		case <-done:
+		// The helper undoes its drop; this is for a helper that died
+		// first (the kernel would end it a moment later).
+		if len(addrs) == 0 {
 			return nil
-		case <-time.After(holdExit):
-			return fmt.Errorf("the helper (pid %d) did not end %v after SIGTERM", cmd.Process.Pid, holdExit)
 		}
+		if err := m.drop.del(addrs, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("nftables table inet %s: %w", DropTable, err)
+		}
+		return nil
 	}
-	return fmt.Sprintf("SIGSTOP to the agent (pid %d) and every process under it in %v, SIGCONT %v later, by a helper (pid %d)", pid, selfDelay, spec.Duration, cmd.Process.Pid), undo, nil
+	detail := fmt.Sprintf("SIGSTOP to the agent (pid %d) and every process under it in %v, SIGCONT %v later, by a helper (pid %d)", pid, selfDelay, spec.Duration, cmd.Process.Pid)
+	if len(addrs) > 0 {
+		detail = fmt.Sprintf("SIGSTOP to the agent (pid %d) and every process under it in %v, its traffic to and from %s dropped from then on, both undone %v later, by a helper (pid %d)", pid, selfDelay, names, spec.Duration, cmd.Process.Pid)
+	}
+	return detail, undo, nil
+}
+
+// holdDrop readies the helper's drop of addrs: the table and its rules are
+// installed now, so that the helper only adds the elements, and the
+// helper is given the drop's network namespace (as its fd 3) when it is
+// not the agent's own. It returns args with the helper's flags for it.
+func (m *Manager) holdDrop(cmd *exec.Cmd, args []string, addrs []netip.Addr) ([]string, error) {
+	if err := m.drop.add(nil, 0, 0); err != nil {
+		return nil, fmt.Errorf("nftables table inet %s: %w", DropTable, err)
+	}
+	list := make([]string, len(addrs))
+	for i, a := range addrs {
+		list[i] = a.String()
+	}
+	args = append(args, "--drop", strings.Join(list, ","))
+	if m.env.Netns != 0 {
+		fd, err := unix.Dup(m.env.Netns)
+		if err != nil {
+			return nil, fmt.Errorf("hand the network namespace to the helper: %w", err)
+		}
+		cmd.ExtraFiles = []*os.File{os.NewFile(uintptr(fd), "netns")}
+		args = append(args, "--netns-fd", "3")
+	}
+	return args, nil
 }
 
 // Hold is the helper's work (haven drill hold): at from, it stops pid
-// and every process under it but itself, and wakes them at until, or at
-// once when ctx ends (SIGTERM). The helper must not die between the two:
-// nothing else would wake the agent.
-func Hold(ctx context.Context, pid int, from, until time.Time) error {
+// and every process under it but itself, with the traffic to and from
+// drop dropped (in the network namespace netns; zero: its own), and wakes
+// them at until, or at once when ctx ends (SIGTERM). The helper must not
+// die between the two: nothing else would wake the agent. The drop ends
+// by itself a moment after until if it does.
+func Hold(ctx context.Context, pid int, from, until time.Time, drop []netip.Addr, netns int) error {
 	select {
 	case <-ctx.Done():
 		return nil
@@ -80,8 +140,25 @@ func Hold(ctx context.Context, pid int, from, until time.Time) error {
 	if !time.Now().Before(until) {
 		return fmt.Errorf("started after the pause's end (%s): nothing to do", until.Format(time.RFC3339Nano))
 	}
+	// The Manager installed the table; the helper adds elements only.
+	cut := &dropTable{netns: netns, installed: true}
+	if len(drop) > 0 {
+		if err := cut.add(drop, 0, time.Until(until)+dropLinger); err != nil {
+			return fmt.Errorf("drop the traffic to and from %v: nftables table inet %s: %w", drop, DropTable, err)
+		}
+	}
+	var errs []error
+	undrop := func() {
+		if len(drop) == 0 {
+			return
+		}
+		if err := cut.del(drop, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+			errs = append(errs, fmt.Errorf("end the drop of %v: %w", drop, err))
+		}
+	}
 	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
-		return fmt.Errorf("SIGSTOP to pid %d: %w", pid, err)
+		undrop()
+		return errors.Join(append(errs, fmt.Errorf("SIGSTOP to pid %d: %w", pid, err))...)
 	}
 	pids := slices.DeleteFunc(Tree(pid), func(p int) bool { return p == os.Getpid() })
 	for _, p := range pids[1:] {
@@ -91,7 +168,9 @@ func Hold(ctx context.Context, pid int, from, until time.Time) error {
 	case <-ctx.Done():
 	case <-time.After(time.Until(until)):
 	}
-	var errs []error
+	// The network first, as a node that comes back has it before its
+	// processes run again.
+	undrop()
 	for _, p := range pids {
 		if err := syscall.Kill(p, syscall.SIGCONT); err != nil && !errors.Is(err, syscall.ESRCH) {
 			errs = append(errs, fmt.Errorf("SIGCONT to pid %d: %w", p, err))
@@ -101,28 +180,39 @@ func Hold(ctx context.Context, pid int, from, until time.Time) error {
 }
 
 // HoldMain is the helper command's main: args are --pid PID --from TIME
-// --until TIME (RFC 3339), as pauseSelf gives them. SIGTERM and SIGINT
-// end the hold at once; SIGHUP and SIGPIPE are ignored, for the agent's
-// terminal or log pipe may go away meanwhile and the helper must live to
-// wake what it stopped.
+// --until TIME (RFC 3339), as pauseSelf gives them, and for a node's loss
+// --drop ADDR,ADDR and, when the drop's network namespace is not the
+// helper's own, --netns-fd FD. SIGTERM and SIGINT end the hold at once;
+// SIGHUP and SIGPIPE are ignored, for the agent's terminal or log pipe may
+// go away meanwhile and the helper must live to wake what it stopped.
 func HoldMain(args []string) error {
 	fs := flag.NewFlagSet("hold", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	pid := fs.Int("pid", 0, "")
 	from := fs.String("from", "", "")
 	until := fs.String("until", "", "")
+	dropList := fs.String("drop", "", "")
+	netns := fs.Int("netns-fd", 0, "")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("hold: %w", err)
 	}
 	f, ferr := time.Parse(time.RFC3339Nano, *from)
 	u, uerr := time.Parse(time.RFC3339Nano, *until)
 	if *pid <= 1 || ferr != nil || uerr != nil || !f.Before(u) || fs.NArg() > 0 {
-		return errors.New("hold: give --pid PID --from TIME --until TIME (RFC 3339, from before until)")
+		return errors.New("hold: give --pid PID --from TIME --until TIME (RFC 3339, from before until) [--drop ADDR,ADDR] [--netns-fd FD]")
+	}
+	var drop []netip.Addr
+	for _, a := range strings.FieldsFunc(*dropList, func(r rune) bool { return r == ',' }) {
+		addr, err := netip.ParseAddr(a)
+		if err != nil {
+			return fmt.Errorf("hold: --drop: %w", err)
+		}
+		drop = append(drop, addr)
 	}
 	signal.Ignore(syscall.SIGHUP, syscall.SIGPIPE)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := Hold(ctx, *pid, f, u); err != nil {
+	if err := Hold(ctx, *pid, f, u, drop, *netns); err != nil {
 		return fmt.Errorf("hold: %w", err)
 	}
 	return nil

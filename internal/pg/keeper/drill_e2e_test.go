@@ -132,7 +132,7 @@ func TestDrillRegionScenarios(t *testing.T) {
 	}{
 		{"primary-kill", "5s", drEast, drWest, 1},
 		{"primary-partition", "8s", drEast, drWest, 1},
-		{"node-loss", "8s", drEast, drWest, 2},
+		{"node-loss", "8s", drEast, drWest, 1},
 		{"region-loss", "12s", drEast, drWest, 4},
 	} {
 		r, out, err := play(cfg, tc.scenario, tc.d)
