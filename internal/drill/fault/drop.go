@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/nftables"
@@ -257,13 +258,36 @@ func (m *Manager) cut(spec Spec, peers []peer) (string, undoer, error) {
 		level = spec.Level
 	}
 	addrs, names := addresses(peers)
+	// The table and the level's rule now, so that a node whose kernel
+	// cannot cut says so in its answer; the peers' elements cutDelay
+	// later (m.mu held by Inject).
+	if err := m.drop.add(nil, level, 0); err != nil {
+		return "", nil, fmt.Errorf("nftables table inet %s: %w", DropTable, err)
+	}
+	var (
+		mu     sync.Mutex
+		undone bool
+	)
 	// The kernel's timeout outlasts the Manager's timer by dropLinger, so
 	// that the timer's undo finds its elements; it ends the cut only when
 	// the timer did not come (a killed agent).
-	if err := m.drop.add(addrs, level, spec.Duration+dropLinger); err != nil {
-		return "", nil, fmt.Errorf("nftables table inet %s: %w", DropTable, err)
-	}
+	begin := time.AfterFunc(cutDelay, func() {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		mu.Lock()
+		defer mu.Unlock()
+		if undone {
+			return
+		}
+		if err := m.drop.add(addrs, level, spec.Duration+dropLinger); err != nil {
+			m.log.Error("drill: the cut could not begin", "kind", spec.Kind, "peers", names, "err", err)
+		}
+	})
 	undo := func() error {
+		mu.Lock()
+		undone = true
+		mu.Unlock()
+		begin.Stop()
 		if err := m.drop.del(addrs, level); err != nil && !errors.Is(err, unix.ENOENT) {
 			return fmt.Errorf("nftables table inet %s: %w", DropTable, err)
 		}
@@ -275,6 +299,12 @@ func (m *Manager) cut(spec Spec, peers []peer) (string, undoer, error) {
 	}
 	return what + names, undo, nil
 }
+
+// cutDelay is how long after its answer a drop or a loss begins: the
+// drill's client may be among the peers it cuts off (it asks from a node
+// the partition or the region's loss leaves on the other side), and must
+// have the answer first.
+const cutDelay = 300 * time.Millisecond
 
 // addresses returns the peers' addresses, and the peers as a detail names
 // them ("db2 198.18.1.12, 198.18.1.31").

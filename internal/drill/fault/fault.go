@@ -230,6 +230,7 @@ func (m *Manager) Inject(spec Spec) (Fault, error) {
 	case Stop:
 		detail, undo, err = m.stop(spec)
 	case Drop, Loss:
+		late = cutDelay
 		detail, undo, err = m.cut(spec, peers)
 	case Fill:
 		detail, undo, err = m.fill(spec)

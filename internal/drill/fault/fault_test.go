@@ -96,6 +96,11 @@ func TestPauseAndKill(t *testing.T) {
 	}
 }
 
+// begun waits until f has begun: a cut begins cutDelay after its answer.
+func begun(f Fault) {
+	time.Sleep(time.Until(f.Until.Add(-f.Spec.Duration)) + 50*time.Millisecond)
+}
+
 func TestRefusesBadSpecs(t *testing.T) {
 	m := NewManager(Env{MaxDuration: time.Minute})
 	for _, tc := range []struct {
@@ -196,9 +201,16 @@ func TestDrop(t *testing.T) {
 	if _, err := m.Inject(Spec{Kind: Drop, Peers: []string{"nobody"}, Duration: time.Second}); err == nil || !strings.Contains(err.Error(), `node "nobody" is not in the configuration`) {
 		t.Errorf("a drop of an unknown peer: %v", err)
 	}
-	if _, err := m.Inject(Spec{Kind: Drop, Peers: []string{"b"}, Duration: 2 * time.Second}); err != nil {
+	f, err := m.Inject(Spec{Kind: Drop, Peers: []string{"b"}, Duration: 2 * time.Second})
+	if err != nil {
 		t.Fatal(err)
 	}
+	// The answer gets out before the cut begins: the drill's client may be
+	// one of the peers.
+	if !reach(b, a.Addr) {
+		t.Error("the drop began before the answer could get out")
+	}
+	begun(f)
 	if reach(a, b.Addr) || reach(b, a.Addr) {
 		t.Error("a and b reach each other during the drop")
 	}
@@ -267,6 +279,7 @@ func TestLoss(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	begun(all)
 	if got := pings(b.Addr, 10); got != 0 {
 		t.Errorf("a loss of 100%%: %d of 10 pings to b came back", got)
 	}
@@ -282,6 +295,7 @@ func TestLoss(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	begun(half)
 	if !strings.Contains(half.Detail, "dropping 50% of the packets to and from c "+c.Addr.String()) {
 		t.Errorf("the loss's detail: %s", half.Detail)
 	}
