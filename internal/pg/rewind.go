@@ -27,6 +27,12 @@ var rewindImpossible = []string{
 	"clusters are not compatible",
 	"needs to use either data checksums",
 	"pg_wal",
+	// The target's WAL holds no valid record where the histories diverge
+	// ("record with incorrect prev-link", "invalid record length"): every
+	// retry reads the same bytes. A soak of random faults found a former
+	// primary retrying this for minutes (docs/drills.md); a clone, with
+	// the directory kept aside, brings it back.
+	"could not read WAL record at",
 }
 
 // RewindResult is what Rewind did, for the caller to log: the target's WAL
