@@ -102,6 +102,7 @@ func Run(ctx context.Context, cfg *config.Config, agents Agents, s Scenario, opt
 	}
 	faultAt := time.Since(r.Started)
 	var until time.Time
+	var begun time.Duration // when the last fault began
 	for _, t := range targets {
 		f, err := agents.Inject(ctx, t.Node, t.Spec)
 		if err != nil {
@@ -112,11 +113,12 @@ func Run(ctx context.Context, cfg *config.Config, agents Agents, s Scenario, opt
 		r.Events = append(r.Events, Event{At: at, What: fmt.Sprintf("fault %s on %s: %s", f.ID, t.Node, f.Detail)})
 		log(fmt.Sprintf("fault %s on %s: %s, until %s", f.ID, t.Node, f.Detail, f.Until.Format(time.TimeOnly)))
 		until = later(until, f.Until)
+		begun = max(begun, began(at, f))
 	}
 	r.Events = append(r.Events, Event{At: until.Sub(r.Started), What: "the faults end"})
 	watch := newWatcher(agents, st, r.Started)
 	deadline := until.Add(opt.MaxOutage)
-	for !recovered(loads, r.Started, faultAt, until) && time.Now().Before(deadline) {
+	for !recovered(loads, r.Started, begun, until) && time.Now().Before(deadline) {
 		watch.look(ctx, log)
 		if err := Sleep(ctx, 250*time.Millisecond); err != nil {
 			return r, err
@@ -175,8 +177,16 @@ func startWorkloads(ctx context.Context, opt Options) ([]workload, []<-chan stru
 
 var errNoWorkload = errors.New("drill: no workload: give the database as the application reaches it (--dsn, drills.dsn_file), the service's URL (--url, drills.url), or both")
 
-// recovered says whether every workload succeeded since the faults and
-// the faults have ended.
+// began is when fault f, answered at offset at, began: some begin a
+// moment after the agent's answer (a cut, a pause of the agent), and a
+// success in that moment is no recovery. It reads the delay from the
+// fault's own times, on the agent's clock, not across two clocks.
+func began(at time.Duration, f fault.Fault) time.Duration {
+	return at + max(0, f.Until.Sub(f.Started)-f.Spec.Duration)
+}
+
+// recovered says whether every workload succeeded since the faults began
+// and the faults have ended.
 func recovered(loads []workload, t0 time.Time, faultAt time.Duration, until time.Time) bool {
 	if time.Now().Before(until) {
 		return false

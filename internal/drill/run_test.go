@@ -206,3 +206,17 @@ func TestRestoreLoss(t *testing.T) {
 		}
 	}
 }
+
+// TestBegan: a fault that begins after its answer (a cut, a pause of the
+// agent) began that much later; a success in between is no recovery.
+func TestBegan(t *testing.T) {
+	now := time.Now()
+	late := fault.Fault{Spec: fault.Spec{Duration: 2 * time.Second}, Started: now, Until: now.Add(2*time.Second + 500*time.Millisecond)}
+	if got := began(time.Second, late); got != 1500*time.Millisecond {
+		t.Errorf("a fault 500ms late, answered at 1s, began at %v", got)
+	}
+	atOnce := fault.Fault{Spec: fault.Spec{Duration: 2 * time.Second}, Started: now, Until: now.Add(2 * time.Second)}
+	if got := began(time.Second, atOnce); got != time.Second {
+		t.Errorf("a fault at once, answered at 1s, began at %v", got)
+	}
+}

@@ -149,7 +149,7 @@ func Soak(ctx context.Context, cfg *config.Config, agents Agents, opt SoakOption
 			break
 		}
 		deadline := time.Now().Add(opt.Heal)
-		for !recovered(loads, r.Started, at, f.Until) && time.Now().Before(deadline) {
+		for !recovered(loads, r.Started, began(at, f), f.Until) && time.Now().Before(deadline) {
 			watch.look(ctx, log)
 			if err := Sleep(ctx, 250*time.Millisecond); err != nil {
 				return r, err
