@@ -55,12 +55,25 @@ func (d *dbLoad) ops(t0 time.Time) []pgwrite.Write {
 }
 
 func (d *dbLoad) lost(ctx context.Context) ([]int, error) {
-	rows, err := pgwrite.ReadRowsOf(ctx, d.connect, Table, d.run)
-	if err != nil {
-		return nil, fmt.Errorf("drill: read back the writes: %w", err)
+	// The database may still be settling (a region that lost its record
+	// coming back as the standby): try for a while before giving up.
+	deadline := time.Now().Add(readBackFor)
+	for {
+		rows, err := pgwrite.ReadRowsOf(ctx, d.connect, Table, d.run)
+		if err == nil {
+			return pgwrite.Compare(d.w.Snapshot(), rows).Lost, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("drill: read back the writes (tried for %s): %w", readBackFor, err)
+		}
+		if err := Sleep(ctx, time.Second); err != nil {
+			return nil, err
+		}
 	}
-	return pgwrite.Compare(d.w.Snapshot(), rows).Lost, nil
 }
+
+// readBackFor bounds the tries to read the writes back after a drill.
+const readBackFor = time.Minute
 
 // makeTable makes the drill's table if it is missing.
 func makeTable(ctx context.Context, connect pgwrite.Connector) error {

@@ -101,11 +101,11 @@ func TestDrillRun(t *testing.T) {
 // regions of three database nodes and a router each, a witness, a WAN
 // between them: the database half of examples/warm-standby.yaml), from
 // the witness, which sees both regions, writing through both routers.
-// Inside a region (replication sync) a primary's kill, partition and
-// node's loss must be met with nothing lost; the loss of the active region
-// (async DR, max_lag 5s) must be met against a region RPO of 10s, and the
-// same loss judged against an RPO of 0 must fail, saying the design cannot
-// promise it.
+// The loss of the active region (async DR, max_lag 5s) must be met
+// against a region RPO of 10s, and the loss of the next active region,
+// judged against an RPO of 0, must fail, saying the design cannot promise
+// it; then inside the active region (replication sync) a primary's kill,
+// partition and node's loss must be met with nothing lost.
 func TestDrillRegionScenarios(t *testing.T) {
 	c := startDRCluster(t, "drills: {enabled: true}\nobjectives: {rto: 30s, rpo: 0s, region: {rto: 90s, rpo: 10s}}\n")
 	c.waitWhole(t, drEast, drWest)
@@ -124,34 +124,26 @@ func TestDrillRegionScenarios(t *testing.T) {
 		}
 		return r, out, err
 	}
-	for _, tc := range []struct {
-		scenario, d string
-		active      []string // the region the faults hit
-		standby     []string
-		faults      int
-	}{
-		{"primary-kill", "5s", drEast, drWest, 1},
-		{"primary-partition", "8s", drEast, drWest, 1},
-		{"node-loss", "8s", drEast, drWest, 1},
-		{"region-loss", "12s", drEast, drWest, 4},
-	} {
-		r, out, err := play(cfg, tc.scenario, tc.d)
-		t.Logf("%s: %s", tc.scenario, summary(r))
-		if err != nil || !r.Met || len(r.Faults) != tc.faults || len(r.Parts) != 1 || len(r.Parts[0].Lost) > 0 || r.Parts[0].Unbounded {
-			t.Errorf("%s: %v; want met, %d faults, nothing lost\n%s", tc.scenario, err, tc.faults, out)
-		}
-		if tc.scenario == "region-loss" {
-			if p := r.Parts[0]; p.Part != "region" || !slices.ContainsFunc(r.Events, func(e drill.Event) bool { return e.What == "the active region is west (was east)" }) {
-				t.Errorf("region-loss: part %s, events %v: want the region part and west taking over", p.Part, r.Events)
-			}
-			c.waitWhole(t, drWest, drEast)
-		} else {
-			c.waitWhole(t, tc.active, tc.standby)
+	check := func(r drill.Result, out string, err error, scenario string, faults int) {
+		t.Helper()
+		t.Logf("%s: %s", scenario, summary(r))
+		if err != nil || !r.Met || len(r.Faults) != faults || len(r.Parts) != 1 || len(r.Parts[0].Lost) > 0 || r.Parts[0].Unbounded {
+			t.Errorf("%s: %v; want met, %d faults, nothing lost\n%s", scenario, err, faults, out)
 		}
 	}
 
-	// West is active now; its loss, judged against a region RPO of 0 that
-	// async DR cannot promise, fails and says why, whatever it lost.
+	// The region's loss first, on a standby cluster that has streamed
+	// steadily since it started: west takes over.
+	r, out, err := play(cfg, "region-loss", "12s")
+	check(r, out, err, "region-loss", 4)
+	if p := r.Parts[0]; p.Part != "region" || !slices.ContainsFunc(r.Events, func(e drill.Event) bool { return e.What == "the active region is west (was east)" }) {
+		t.Errorf("region-loss: part %s, events %v: want the region part and west taking over", p.Part, r.Events)
+	}
+	c.waitWhole(t, drWest, drEast)
+
+	// West's loss, judged against a region RPO of 0 that async DR cannot
+	// promise, fails and says why, whatever it lost and wherever the
+	// writes went on.
 	b, err := os.ReadFile(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -160,11 +152,42 @@ func TestDrillRegionScenarios(t *testing.T) {
 	if err := os.WriteFile(strict, []byte(strings.Replace(string(b), "region: {rto: 90s, rpo: 10s}", "region: {rto: 90s, rpo: 0s}", 1)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	r, out, err := play(strict, "region-loss", "12s")
+	r, out, err = play(strict, "region-loss", "12s")
 	t.Logf("region-loss against RPO 0: %s", summary(r))
 	if err == nil || r.Met || !strings.Contains(strings.Join(r.Reasons, "\n"), "region: the design cannot promise it: region: RPO 0s") {
 		t.Errorf("region-loss against a region RPO of 0 with async DR: %v, reasons %q\n%s", err, r.Reasons, out)
 	}
+
+	// Inside whichever region is active now (replication sync).
+	for _, tc := range []struct {
+		scenario, d string
+		faults      int
+	}{
+		{"primary-kill", "5s", 1},
+		{"primary-partition", "8s", 1},
+		{"node-loss", "8s", 1},
+	} {
+		active, standby := c.activeRegion(t)
+		c.waitWhole(t, active, standby)
+		r, out, err := play(cfg, tc.scenario, tc.d)
+		check(r, out, err, tc.scenario, tc.faults)
+	}
+}
+
+// activeRegion waits until one region has a primary and returns its nodes
+// and the other region's.
+func (c *dbCluster) activeRegion(t *testing.T) (active, standby []string) {
+	t.Helper()
+	testenv.Poll(t, 3*time.Minute, "a region with a primary", func() (bool, string) {
+		switch {
+		case c.regionPrimary(drEast) != "":
+			active, standby = drEast, drWest
+		case c.regionPrimary(drWest) != "":
+			active, standby = drWest, drEast
+		}
+		return active != nil, "no primary in east or west"
+	})
+	return active, standby
 }
 
 // summary is a drill's result in a line, for the test's log.
