@@ -565,3 +565,22 @@ func TestAwaitCheckpoint(t *testing.T) {
 		t.Errorf("under a new lead: %+v, want to wait afresh", g)
 	}
 }
+
+// TestSameReason: a reason not to lead is logged again when it changes,
+// not when the measurement it quotes does.
+func TestSameReason(t *testing.T) {
+	for _, tc := range []struct {
+		a, b string
+		same bool
+	}{
+		{"27.032s (25664 bytes) behind the active region's primary", "27.062s (25700 bytes) behind the active region's primary", true},
+		{"db3 has received more WAL (0/10169E78, this node 0/10169DD0)", "db3 has received more WAL (0/1016E2E8, this node 0/1016E240)", true},
+		{"db3 has received more WAL (0/10169E78, this node 0/10169DD0)", "db1 has received more WAL (0/10169E78, this node 0/10169DD0)", false},
+		{"postgres is stopped, not a running replica", "db3 has received more WAL (0/1, this node 0/0)", false},
+		{"", "postgres is stopped, not a running replica", false},
+	} {
+		if got := sameReason(tc.a, tc.b); got != tc.same {
+			t.Errorf("sameReason(%q, %q) = %v", tc.a, tc.b, got)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package keeper
 
 import (
 	"context"
+	"regexp"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -44,7 +45,7 @@ func (k *Keeper) publish(ctx context.Context) {
 	st.NotPromotable = why
 	k.state.Set(st)
 	k.setMetrics(st, ok)
-	if why != k.whyNot {
+	if !sameReason(why, k.whyNot) {
 		if why != "" {
 			k.log.Info("may not lead", "why", why)
 		} else {
@@ -142,4 +143,15 @@ func (k *Keeper) publishFinal() {
 	if err := k.state.Sync(ctx); err != nil {
 		k.log.Warn("publishing the final WAL position", "err", err)
 	}
+}
+
+// numbers are the measurements a reason quotes: seconds, bytes, LSNs.
+var numbers = regexp.MustCompile(`\b[0-9][0-9A-Fa-f./]*`)
+
+// sameReason says whether two reasons not to lead are the same but for
+// the numbers they quote, which change every round ("27.03s behind",
+// "27.06s behind"): a reason is logged when it changes, not when its
+// measurement does.
+func sameReason(a, b string) bool {
+	return numbers.ReplaceAllString(a, "#") == numbers.ReplaceAllString(b, "#")
 }

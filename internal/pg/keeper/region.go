@@ -389,7 +389,7 @@ func (r *regionPart) publish(k *Keeper, v view, st MemberState) {
 	r.metrics.lagBytes.Set(float64(rs.LagBytes))
 	r.metrics.lagSeconds.Set(rs.LagSeconds)
 	r.metrics.promotable.Set(b[ok && st.Role == RoleStandbyLeader])
-	if why != r.whyNot {
+	if !sameReason(why, r.whyNot) {
 		if why != "" && v.acting {
 			k.log.Info("may not take the active-region record", "why", why)
 		}
