@@ -138,7 +138,7 @@ func Run(ctx context.Context, cfg *config.Config, agents Agents, s Scenario, opt
 	r.Length = time.Since(r.Started)
 	r.Events = mergeEvents(r.Events, watch.events)
 	for _, w := range loads {
-		p, err := judgeLoad(ctx, cfg, s, w, r.Started, faultAt)
+		p, err := judgeLoad(ctx, cfg, s, w, r.Started, faultAt, begun)
 		if err != nil {
 			return r, err
 		}
@@ -201,7 +201,7 @@ func recovered(loads []workload, t0 time.Time, faultAt time.Duration, until time
 
 // judgeLoad measures one workload's outage and loss and judges them
 // against its part's objectives.
-func judgeLoad(ctx context.Context, cfg *config.Config, s Scenario, w workload, t0 time.Time, faultAt time.Duration) (PartResult, error) {
+func judgeLoad(ctx context.Context, cfg *config.Config, s Scenario, w workload, t0 time.Time, faultAt, begun time.Duration) (PartResult, error) {
 	ops := w.ops(t0)
 	p := PartResult{Part: w.part(), Workload: w.describe(), Outcomes: buckets(ops)}
 	if s.Part == config.PartRegion {
@@ -217,7 +217,7 @@ func judgeLoad(ctx context.Context, cfg *config.Config, s Scenario, w workload, 
 			return p, err
 		}
 		p.Lost = lost
-		p.RPO = dataLost(ops, lost, faultAt)
+		p.RPO = dataLost(ops, lost, begun)
 	}
 	p.judge(cfg)
 	return p, nil
@@ -244,7 +244,7 @@ func buckets(ops []pgwrite.Write) []Bucket {
 }
 
 // dataLost is the data the lost writes span, as time: from the oldest
-// lost acknowledgement to the fault.
+// lost acknowledgement to when the fault began.
 func dataLost(writes []pgwrite.Write, lost []int, faultAt time.Duration) time.Duration {
 	var oldest time.Duration = -1
 	for _, w := range writes {
