@@ -118,23 +118,14 @@ func Run(ctx context.Context, cfg *config.Config, agents Agents, s Scenario, opt
 	r.Events = append(r.Events, Event{At: until.Sub(r.Started), What: "the faults end"})
 	watch := newWatcher(agents, st, r.Started)
 	deadline := until.Add(opt.MaxOutage)
-	for !recovered(loads, r.Started, begun, until) && time.Now().Before(deadline) {
-		watch.look(ctx, log)
-		if err := Sleep(ctx, 250*time.Millisecond); err != nil {
-			return r, err
-		}
+	if err := watch.until(ctx, log, deadline, func() bool { return recovered(loads, r.Started, begun, until) }); err != nil {
+		return r, err
 	}
-	settled := time.Now().Add(opt.Settle)
-	for time.Now().Before(settled) {
-		watch.look(ctx, log)
-		if err := Sleep(ctx, 250*time.Millisecond); err != nil {
-			return r, err
-		}
+	if err := watch.until(ctx, log, time.Now().Add(opt.Settle), func() bool { return false }); err != nil {
+		return r, err
 	}
 	stop()
-	for _, d := range done {
-		<-d
-	}
+	waitAll(done)
 	r.Length = time.Since(r.Started)
 	r.Events = mergeEvents(r.Events, watch.events)
 	for _, w := range loads {

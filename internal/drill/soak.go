@@ -148,12 +148,8 @@ func Soak(ctx context.Context, cfg *config.Config, agents Agents, opt SoakOption
 			r.Stopped = err.Error()
 			break
 		}
-		deadline := time.Now().Add(opt.Heal)
-		for !recovered(loads, r.Started, began(at, f), f.Until) && time.Now().Before(deadline) {
-			watch.look(ctx, log)
-			if err := Sleep(ctx, 250*time.Millisecond); err != nil {
-				return r, err
-			}
+		if err := watch.until(ctx, log, time.Now().Add(opt.Heal), func() bool { return recovered(loads, r.Started, began(at, f), f.Until) }); err != nil {
+			return r, err
 		}
 		watch.look(ctx, log)
 		if err := Sleep(ctx, between(rng, opt.GapMin, opt.GapMax)); err != nil {
@@ -161,9 +157,7 @@ func Soak(ctx context.Context, cfg *config.Config, agents Agents, opt SoakOption
 		}
 	}
 	stop()
-	for _, d := range done {
-		<-d
-	}
+	waitAll(done)
 	r.Length = time.Since(r.Started)
 	r.Events = mergeEvents(r.Events, watch.events)
 	return r, r.judge(ctx, cfg, loads)

@@ -55,6 +55,25 @@ func (w *watcher) look(ctx context.Context, log func(string)) {
 	}
 }
 
+// until looks at the deployment every 250ms until done says so or the
+// deadline passes.
+func (w *watcher) until(ctx context.Context, log func(string), deadline time.Time, done func() bool) error {
+	for !done() && time.Now().Before(deadline) {
+		w.look(ctx, log)
+		if err := Sleep(ctx, 250*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// waitAll waits for every workload to have stopped.
+func waitAll(done []<-chan struct{}) {
+	for _, d := range done {
+		<-d
+	}
+}
+
 // mergeEvents returns a and b in time order.
 func mergeEvents(a, b []Event) []Event {
 	out := append(slices.Clone(a), b...)
