@@ -407,3 +407,32 @@ func TestNodeLoss(t *testing.T) {
 		return len(m.List()) == 0, fmt.Sprint(m.List())
 	})
 }
+
+// TestPauseWithAZombie: a process under the role that exited and was not
+// reaped yet (a backend that ended as the pause began) runs no more: the
+// pause counts it stopped instead of failing after its bound.
+func TestPauseWithAZombie(t *testing.T) {
+	// sleep becomes the parent of the exited true and never reaps it.
+	cmd := exec.Command("sh", "-c", "true & exec sleep 60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	pid := cmd.Process.Pid
+	testenv.Poll(t, 5*time.Second, "a zombie under the sleeper", func() (bool, string) {
+		for _, p := range descendants(pid) {
+			if stateOf(p) == "Z" {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprint(descendants(pid))
+	})
+	m := NewManager(Env{Process: func(string) (int, error) { return pid, nil }})
+	t.Cleanup(func() { m.Close() })
+	if _, err := m.Inject(Spec{Kind: Pause, Target: "postgres", Duration: 300 * time.Millisecond}); err != nil {
+		t.Fatalf("a pause of a tree with a zombie in it: %v", err)
+	}
+	if s := stateOf(pid); s != "T" {
+		t.Errorf("the sleeper is in state %s, want T", s)
+	}
+}

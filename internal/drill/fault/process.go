@@ -150,7 +150,9 @@ func waitStopped(pids []int, limit time.Duration) error {
 	for {
 		running := 0
 		for _, p := range pids {
-			if s := stateOf(p); s != "" && s != "T" && s != "t" {
+			// T and t are stopped; Z (a zombie: exited, not yet reaped by
+			// the parent this pause stops) and X run no more either.
+			if s := stateOf(p); s != "" && !strings.Contains("TtZX", s) {
 				running = p
 				break
 			}
