@@ -3,6 +3,7 @@ package keeper_test
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -208,13 +209,24 @@ func summary(r drill.Result) string {
 }
 
 // waitWhole waits until active's region has a primary and its other nodes
-// stream, and every node of standby streams (the standby cluster).
+// stream, and every node of standby streams (the standby cluster), all of
+// them on one timeline: a node still streaming the timeline it is about
+// to leave (a rewind coming) is not whole yet.
 func (c *dbCluster) waitWhole(t *testing.T, active, standby []string) {
 	t.Helper()
 	testenv.Poll(t, 3*time.Minute, "the database whole again", func() (bool, string) {
 		p := c.regionPrimary(active)
 		n, seen := c.streaming(active)
 		m, seen2 := c.streaming(standby)
-		return p != "" && n == len(active)-1 && m == len(standby), "primary " + p + "; " + seen + "; " + seen2
+		tlis := map[string]bool{}
+		for _, node := range slices.Concat(active, standby) {
+			if node == p {
+				continue
+			}
+			tli, err := c.sql(node, "SELECT received_tli FROM pg_stat_wal_receiver")
+			tlis[tli+fmt.Sprint(err != nil)] = true
+		}
+		return p != "" && n == len(active)-1 && m == len(standby) && len(tlis) == 1,
+			fmt.Sprintf("primary %s; %s; %s; timelines received %v", p, seen, seen2, slices.Collect(maps.Keys(tlis)))
 	})
 }
