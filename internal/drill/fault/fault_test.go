@@ -219,9 +219,12 @@ func TestDrop(t *testing.T) {
 	}
 	testenv.Poll(t, 10*time.Second, "a reaches b again after the drop", func() (bool, string) { return reach(a, b.Addr), "" })
 
-	// The kernel ends a drop by itself: add the element as a fault would,
-	// and never undo it.
-	if err := m.drop.add([]netip.Addr{c.Addr}, 0, 500*time.Millisecond); err != nil {
+	// The kernel ends a drop by itself: add the element as a fault would
+	// (under the Manager's lock, as a cut's timer does), and never undo it.
+	m.mu.Lock()
+	err = m.drop.add([]netip.Addr{c.Addr}, 0, 500*time.Millisecond)
+	m.mu.Unlock()
+	if err != nil {
 		t.Fatal(err)
 	}
 	if reach(a, c.Addr) {
