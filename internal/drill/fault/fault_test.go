@@ -328,9 +328,12 @@ func TestLoss(t *testing.T) {
 		t.Errorf("after the loss and drop: %d of 10 pings to b came back", got)
 	}
 
-	// The kernel ends a loss by itself: add the element as a fault would,
-	// and never undo it.
-	if err := m.drop.add([]netip.Addr{c.Addr}, 100, 500*time.Millisecond); err != nil {
+	// The kernel ends a loss by itself: add the element as a fault would
+	// (under the Manager's lock), and never undo it.
+	m.mu.Lock()
+	err = m.drop.add([]netip.Addr{c.Addr}, 100, 500*time.Millisecond)
+	m.mu.Unlock()
+	if err != nil {
 		t.Fatal(err)
 	}
 	if got := pings(c.Addr, 3); got != 0 {
