@@ -70,7 +70,7 @@ func RunRestore(ctx context.Context, cfg *config.Config, opt Options, restore Re
 	r.Events = append(r.Events, Event{At: at + took, What: fmt.Sprintf("restored: the newest row there is write %d", restored)})
 	ops := w.ops(r.Started)
 	p := PartResult{Part: s.Part, Workload: w.describe() + "; restored from the backups", Outcomes: buckets(ops)}
-	p.OK, p.Failed, p.Indeterminate = tally(ops)
+	p.OK, p.Failed, p.Indeterminate = pgwrite.Tally(ops)
 	p.RTO = took
 	p.Lost, p.RPO = restoreLoss(ops, restored, at)
 	p.JudgeMeasured(cfg)

@@ -96,7 +96,7 @@ func Run(ctx context.Context, cfg *config.Config, agents Agents, s Scenario, opt
 		return r, err
 	}
 	for _, w := range loads {
-		if ok, _, _ := tally(w.ops(r.Started)); ok == 0 {
+		if ok, _, _ := pgwrite.Tally(w.ops(r.Started)); ok == 0 {
 			return r, fmt.Errorf("drill: %s: nothing succeeded before the faults: check the workload's address and rights", w.describe())
 		}
 	}
@@ -198,7 +198,7 @@ func judgeLoad(ctx context.Context, cfg *config.Config, s Scenario, w workload, 
 	if s.Part == config.PartRegion {
 		p.Part = config.PartRegion
 	}
-	p.OK, p.Failed, p.Indeterminate = tally(ops)
+	p.OK, p.Failed, p.Indeterminate = pgwrite.Tally(ops)
 	p.RTO = pgwrite.GapAround(ops, faultAt)
 	if p.RTO == pgwrite.Never {
 		p.Unbounded, p.RTO = true, ops[len(ops)-1].End-faultAt
@@ -213,9 +213,6 @@ func judgeLoad(ctx context.Context, cfg *config.Config, s Scenario, w workload, 
 	p.judge(cfg)
 	return p, nil
 }
-
-// tally counts operations by outcome.
-func tally(ops []pgwrite.Write) (ok, failed, indeterminate int) { return pgwrite.Tally(ops) }
 
 // buckets counts the operations by BucketWidth of their end.
 func buckets(ops []pgwrite.Write) []Bucket {

@@ -219,7 +219,7 @@ func (r *SoakResult) judge(ctx context.Context, cfg *config.Config, loads []work
 	for _, w := range loads {
 		ops := w.ops(r.Started)
 		p := PartResult{Part: w.part(), Workload: w.describe(), Outcomes: buckets(ops)}
-		p.OK, p.Failed, p.Indeterminate = tally(ops)
+		p.OK, p.Failed, p.Indeterminate = pgwrite.Tally(ops)
 		for i := range r.Faults {
 			f := &r.Faults[i]
 			next := r.Length
