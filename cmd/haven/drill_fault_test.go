@@ -149,10 +149,12 @@ drills:
 	if s := treeState(paused); !strings.Contains(s, "T") || strings.Trim(s, "T") != "" {
 		t.Errorf("process:paused during its pause: states %q, want every one T", s)
 	}
-	out, err := db1.Command(context.Background(), "nft", "list", "table", "inet", fault.DropTable).CombinedOutput()
-	if err != nil || strings.Count(string(out), "198.18.1.12") < 2 || !strings.Contains(string(out), "numgen random mod 100 < 50") {
-		t.Errorf("nft list table inet %s during the drop and loss of web1: %v\n%s", fault.DropTable, err, out)
-	}
+	// A cut begins a moment after its answer (fault.cutDelay), so the
+	// elements are waited for, well inside the faults' 8 seconds.
+	testenv.Poll(t, 5*time.Second, "web1 in the drop and loss sets", func() (bool, string) {
+		out, err := db1.Command(context.Background(), "nft", "list", "table", "inet", fault.DropTable).CombinedOutput()
+		return err == nil && strings.Count(string(out), "198.18.1.12") >= 2 && strings.Contains(string(out), "numgen random mod 100 < 50"), fmt.Sprintf("%v\n%s", err, out)
+	})
 	if _, err := os.Stat(fillFile); err != nil {
 		t.Errorf("the fill file during the fill: %v", err)
 	}
