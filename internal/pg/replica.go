@@ -158,6 +158,10 @@ func (s *Server) makeReplica(ctx context.Context, up Upstream, done string, fill
 	if err := fill(up); err != nil {
 		return err
 	}
+	// A new copy: nothing of a rewind that stopped half way is left.
+	if err := os.Remove(s.rewindMarker()); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
 	// A fresh configuration: nothing of the primary's role settings.
 	s.cfg.kmu.Lock()
 	s.cfg.keeper = map[string]string{}

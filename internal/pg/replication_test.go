@@ -349,6 +349,95 @@ func TestRewindImpossible(t *testing.T) {
 	}
 }
 
+// TestRewindInterrupted: a pg_rewind killed half way leaves a data
+// directory that may hold pages of two histories. It never starts and is
+// not rewound again; a new copy (Clone, after the caller sets it aside)
+// clears the mark, and the node comes back on the new primary's history.
+func TestRewindInterrupted(t *testing.T) {
+	t.Parallel()
+	p := newPrimary(t, "p")
+	r1 := newNode(t, "r1")
+	ctx := testCtx(t)
+	if err := p.CreateSlot(ctx, "r1"); err != nil {
+		t.Fatal(err)
+	}
+	p.exec(t, "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)")
+	if err := r1.Clone(ctx, p.upstream("r1")); err != nil {
+		t.Fatal(err)
+	}
+	waitRow(t, r1, 1)
+	if _, err := r1.Promote(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r1.exec(t, "INSERT INTO t VALUES (2)")
+	p.exec(t, "INSERT INTO t VALUES (100)") // diverges: only p has it
+	if err := p.Stop(ctx, StopImmediate); err != nil {
+		t.Fatal(err)
+	}
+	if err := r1.CreateSlot(ctx, "p"); err != nil {
+		t.Fatal(err)
+	}
+
+	// The same data directory, with a pg_rewind that is killed a moment
+	// after it starts for real (its dry run goes through).
+	real := requirePostgres(t)
+	bindir := testenv.SearchableDir(t)
+	entries, err := os.ReadDir(real.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.Name() != "pg_rewind" {
+			if err := os.Symlink(real.Path(e.Name()), filepath.Join(bindir, e.Name())); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	script := fmt.Sprintf(`#!/bin/sh
+case " $* " in *" --dry-run "*) exec %[1]s "$@";; esac
+%[1]s "$@" & sleep 0.1; kill -9 $!
+echo "pg_rewind killed half way by the test" >&2
+exit 137
+`, real.Path("pg_rewind"))
+	if err := os.WriteFile(filepath.Join(bindir, "pg_rewind"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	q := newTestServer(t, func(c *Config) {
+		*c = p.conf
+		c.Bindir = bindir
+	})
+	if _, err := q.Rewind(ctx, r1.upstream("p")); err == nil || errors.Is(err, ErrRewindImpossible) {
+		t.Fatalf("Rewind with pg_rewind killed = %v; want an error that is not ErrRewindImpossible", err)
+	}
+	if !q.RewindIncomplete() || !p.RewindIncomplete() {
+		t.Fatalf("RewindIncomplete after pg_rewind was killed = %v; want true", q.RewindIncomplete())
+	}
+	if err := p.Start(ctx); err == nil || !strings.Contains(err.Error(), "pg_rewind stopped before it finished") {
+		t.Errorf("Start after an interrupted rewind = %v; want a refusal naming it", err)
+	}
+	if p.PID() != 0 {
+		t.Fatalf("postgres started on a half-rewound data directory (pid %d)", p.PID())
+	}
+	if _, err := p.Rewind(ctx, r1.upstream("p")); !errors.Is(err, ErrRewindImpossible) {
+		t.Errorf("Rewind after an interrupted one = %v; want ErrRewindImpossible (clone again)", err)
+	}
+
+	// Set aside and cloned, as the keeper does: the mark is gone.
+	if err := os.Rename(p.DataDir(), p.DataDir()+".diverged"); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Clone(ctx, r1.upstream("p")); err != nil {
+		t.Fatal(err)
+	}
+	if p.RewindIncomplete() {
+		t.Error("RewindIncomplete after a new copy = true")
+	}
+	waitRow(t, p, 2)
+	if v := p.queryString(t, "SELECT count(*)::text FROM t WHERE id = 100"); v != "0" {
+		t.Errorf("the diverged row is on the cloned node (%s rows)", v)
+	}
+}
+
 func TestUpstreamConninfo(t *testing.T) {
 	u, err := Upstream{Host: "198.18.1.21", Password: `a b'c\d`, Slot: "db2"}.check()
 	if err != nil {

@@ -132,6 +132,23 @@ func (s *Server) RewindFrom(ctx context.Context, source, up Upstream) (RewindRes
 	return res, nil
 }
 
+// errRewindIncomplete says why a data directory whose pg_rewind stopped
+// half way may not start nor be rewound again.
+var errRewindIncomplete = errors.New("an earlier pg_rewind stopped before it finished, and the data directory may hold pages of two histories: it must be copied again")
+
+// RewindIncomplete reports whether a pg_rewind began on the data directory
+// and did not finish. Such a directory never starts (Start refuses it) and
+// is not rewound again: the caller sets it aside and clones. Clone and
+// RestoreStandby clear the mark.
+func (s *Server) RewindIncomplete() bool {
+	_, err := os.Stat(s.rewindMarker())
+	return err == nil
+}
+
+// rewindMarker is the file that says a pg_rewind is under way: beside the
+// data directory, since pg_rewind removes what the source does not have.
+func (s *Server) rewindMarker() string { return s.cfg.dataDir + ".rewind-incomplete" }
+
 // rewind is RewindFrom up to the start.
 func (s *Server) rewind(ctx context.Context, source, up Upstream) (RewindResult, error) {
 	s.life.Lock()
@@ -150,6 +167,9 @@ func (s *Server) rewind(ctx context.Context, source, up Upstream) (RewindResult,
 	dir := s.cfg.dataDir
 	if pid := s.PID(); pid != 0 {
 		return res, fmt.Errorf("%w (pid %d): stop it first", ErrAlreadyRunning, pid)
+	}
+	if s.RewindIncomplete() {
+		return res, fmt.Errorf("%w: %w", ErrRewindImpossible, errRewindIncomplete)
 	}
 	if lock, err := readLock(dir); err != nil {
 		return res, err
@@ -209,8 +229,17 @@ func (s *Server) rewind(ctx context.Context, source, up Upstream) (RewindResult,
 	}
 	if res.Rewound {
 		res.Discarded, res.DiscardedErr = s.summarizeLocalWAL(ctx, cd, cd.Timeline, res.DivergedAt)
+		// pg_rewind stopped half way (killed, its source gone) leaves
+		// pages of both histories: the marker, outside the directory it
+		// rewrites, outlives this process, and only a new copy clears it.
+		if err := s.cfg.writeFile(s.rewindMarker(), []byte("pg_rewind from "+source.String()+" began at "+time.Now().UTC().Format(time.RFC3339)+"\n")); err != nil {
+			return res, err
+		}
 		if err := pgRewind(); err != nil {
 			res.Took = time.Since(start)
+			return res, err
+		}
+		if err := os.Remove(s.rewindMarker()); err != nil {
 			return res, err
 		}
 		// pg_rewind copied the source's configuration files.

@@ -337,6 +337,9 @@ func (s *Server) Start(ctx context.Context) error {
 	if v == 0 {
 		return fmt.Errorf("pg: start %s: %w (no PG_VERSION): run Init first", dir, ErrNotInitialized)
 	}
+	if s.RewindIncomplete() {
+		return fmt.Errorf("pg: start %s: %w (%s)", dir, errRewindIncomplete, s.rewindMarker())
+	}
 	if v != s.bins.Major {
 		return fmt.Errorf("pg: start %s: the data directory is PostgreSQL %d and the binaries in %s are %s; upgrade it with pg_upgrade or use the matching binaries",
 			dir, v, s.bins.Dir, s.bins.Version)
