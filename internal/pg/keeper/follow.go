@@ -28,6 +28,11 @@ func (k *Keeper) follow(ctx context.Context, v view) error {
 		k.lastNoLeader = d.noLeader
 	}
 	up := k.upstream(v, d.leader)
+	if k.srv.RewindIncomplete() && d.leader.Node != "" && !k.supRunning() {
+		// Its pg_rewind stopped half way: the rewind path sets it aside
+		// and clones (pg.ErrRewindImpossible).
+		d.act = followRewind
+	}
 	switch d.act {
 	case followReadOnly:
 		if err := k.srv.SetStandby(pg.Upstream{}); err != nil {
@@ -39,7 +44,7 @@ func (k *Keeper) follow(ctx context.Context, v view) error {
 		if v.standbyLeader && k.cfg.RestoreBackup != nil {
 			// A new standby region is seeded from the newest base backup
 			// and the archive, not by copying the primary over the WAN.
-			err := k.cloneWith(ctx, d.leader.Node, up, k.cfg.RestoreBackup)
+			err := k.cloneWith(ctx, d.leader.Node, v.standbyLeader, up, k.cfg.RestoreBackup)
 			if err == nil || !errors.Is(err, fs.ErrNotExist) {
 				return err
 			}
@@ -48,7 +53,7 @@ func (k *Keeper) follow(ctx context.Context, v view) error {
 				return err
 			}
 		}
-		return k.clone(ctx, d.leader.Node, up)
+		return k.clone(ctx, d.leader.Node, v.standbyLeader, up)
 	case followRewind:
 		src, ok := k.rewindSource(v, d.leader, up)
 		if !ok {
@@ -58,7 +63,7 @@ func (k *Keeper) follow(ctx context.Context, v view) error {
 			}
 			return nil
 		}
-		return k.rewind(ctx, d.leader.Node, src, up)
+		return k.rewind(ctx, d.leader.Node, v.standbyLeader, src, up)
 	case followStart:
 		if err := k.srv.SetStandby(up); err != nil {
 			return err
@@ -92,35 +97,79 @@ func (k *Keeper) upstream(v view, leader MemberState) pg.Upstream {
 	return up
 }
 
-func (k *Keeper) clone(ctx context.Context, leader string, up pg.Upstream) error {
-	return k.cloneWith(ctx, leader, up, nil)
+func (k *Keeper) clone(ctx context.Context, leader string, standbyLeader bool, up pg.Upstream) error {
+	return k.cloneWith(ctx, leader, standbyLeader, up, nil)
 }
 
 // cloneWith makes the empty data directory a replica of leader: a copy of
 // the primary (pg_basebackup) when restore is nil, else what restore puts
 // there (a base backup) brought up to date from the archive and the
-// primary.
-func (k *Keeper) cloneWith(ctx context.Context, leader string, up pg.Upstream, restore func(context.Context, string) error) error {
+// primary. It stops when another node leads (whileLeading).
+func (k *Keeper) cloneWith(ctx context.Context, leader string, standbyLeader bool, up pg.Upstream, restore func(context.Context, string) error) error {
 	if k.supRunning() {
 		if err := k.stopPostgres(); err != nil {
 			return err
 		}
 	}
+	cctx, stop := k.whileLeading(ctx, leader, standbyLeader)
+	defer stop()
 	var err error
 	if restore != nil {
 		k.log.Info("restoring the newest backup as a replica", "primary", leader)
-		err = k.srv.RestoreStandby(ctx, up, restore)
+		err = k.srv.RestoreStandby(cctx, up, restore)
 	} else {
 		k.log.Info("cloning the primary", "primary", leader)
-		err = k.srv.Clone(ctx, up)
+		err = k.srv.Clone(cctx, up)
 	}
-	if err != nil {
-		return err
+	if err != nil && k.srv.PID() == 0 {
+		return withCause(cctx, err)
 	}
+	// A copy that runs is a replica of leader, streaming or not yet:
+	// the supervisor adopts it, and the next rounds follow whoever leads.
 	k.m.replaced(leader)
 	k.final.Store(nil)
-	k.startSupervisor(ctx) // adopts the running clone
-	return nil
+	k.startSupervisor(ctx)
+	return withCause(cctx, err)
+}
+
+// whileLeading is ctx until a node other than leader leads: the holder of
+// the database's record, or for a standby leader the active region's
+// primary. A clone or a rewind from a node that no longer leads makes a
+// replica of a history nobody writes, and one from a paused node would
+// wait on it for ever (a paused server's kernel still acknowledges).
+func (k *Keeper) whileLeading(ctx context.Context, leader string, standbyLeader bool) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	go func() {
+		for {
+			t := k.clk.NewTimer(keeperTick)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C():
+			}
+			now := k.owner.Status().Holder
+			if standbyLeader {
+				now = k.region.activePrimary().Member.Node
+			}
+			if now != "" && now != leader {
+				cancel(fmt.Errorf("%s leads now, not %s", now, leader))
+				return
+			}
+		}
+	}()
+	return ctx, func() { cancel(nil) }
+}
+
+// withCause adds to err why ctx, from whileLeading, ended, if it did.
+func withCause(ctx context.Context, err error) error {
+	if err == nil {
+		return nil
+	}
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+		return fmt.Errorf("%w (stopped: %v)", err, cause)
+	}
+	return err
 }
 
 // rewindSource is the server to rewind against when following leader at
@@ -142,12 +191,14 @@ func (k *Keeper) rewindSource(v view, leader MemberState, up pg.Upstream) (pg.Up
 	return src, true
 }
 
-func (k *Keeper) rewind(ctx context.Context, leader string, source, up pg.Upstream) error {
+func (k *Keeper) rewind(ctx context.Context, leader string, standbyLeader bool, source, up pg.Upstream) error {
 	if err := k.stopPostgres(); err != nil {
 		return err
 	}
 	k.log.Warn("rejoining as a replica: rewinding", "follow", leader, "rewind_source", source.Host)
-	res, err := k.srv.RewindFrom(ctx, source, up)
+	rctx, stop := k.whileLeading(ctx, leader, standbyLeader)
+	defer stop()
+	res, err := k.srv.RewindFrom(rctx, source, up)
 	if errors.Is(err, pg.ErrRewindImpossible) {
 		_ = k.srv.Stop(ctx, pg.StopFast)
 		aside := k.srv.DataDir() + ".diverged-" + k.clk.Now().UTC().Format("20060102T150405")
@@ -155,18 +206,22 @@ func (k *Keeper) rewind(ctx context.Context, leader string, source, up pg.Upstre
 		if rerr := os.Rename(k.srv.DataDir(), aside); rerr != nil {
 			return errors.Join(err, rerr)
 		}
-		return k.clone(ctx, leader, up)
+		return k.clone(ctx, leader, standbyLeader, up)
 	}
-	if err != nil {
-		_ = k.srv.Stop(ctx, pg.StopFast)
-		return fmt.Errorf("rewind: %w", err)
+	if err != nil && k.srv.PID() == 0 {
+		return fmt.Errorf("rewind: %w", withCause(rctx, err))
 	}
+	// Rewound, and running: a replica of leader's history, streaming or
+	// not yet (the next rounds follow whoever leads).
 	if res.Rewound {
 		k.logRewind(leader, res)
 	}
 	k.m.replaced(leader)
 	k.final.Store(nil)
 	k.startSupervisor(ctx)
+	if err != nil {
+		return fmt.Errorf("rewind: %w", withCause(rctx, err))
+	}
 	return nil
 }
 

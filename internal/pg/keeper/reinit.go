@@ -68,9 +68,9 @@ func (k *Keeper) reinit(ctx context.Context, fromBackup bool) error {
 	up := k.cfg.Replication
 	up.Host, up.Port, up.Slot = leader.Host, leader.Port, pg.SlotName(k.cfg.Node)
 	if !fromBackup {
-		return k.cloneWith(ctx, leader.Node, up, nil)
+		return k.cloneWith(ctx, leader.Node, false, up, nil)
 	}
-	err := k.cloneWith(ctx, leader.Node, up, k.cfg.RestoreBackup)
+	err := k.cloneWith(ctx, leader.Node, false, up, k.cfg.RestoreBackup)
 	if err != nil && k.srv.PID() == 0 {
 		// What the restore left is no replica: with the directory gone,
 		// the next round clones the primary, as a new node does.

@@ -65,6 +65,7 @@ type testServer struct {
 	*pg.Server
 	log    *testenv.Buffer
 	logger *slog.Logger
+	cfg    pg.Config
 }
 
 // newNode makes the test server of node name, stopped (SIGKILL as the
@@ -90,6 +91,23 @@ func newNode(t *testing.T, name string, edits ...func(*pg.Config)) *testServer {
 	for _, edit := range edits {
 		edit(&cfg)
 	}
+	return openNode(t, cfg, lb, logger)
+}
+
+// reopen is another test server on n's data directory, its configuration
+// changed by edit, logging where n does.
+func reopen(t *testing.T, n *testServer, edit func(*pg.Config)) *testServer {
+	t.Helper()
+	cfg := n.cfg
+	edit(&cfg)
+	return openNode(t, cfg, n.log, n.logger)
+}
+
+// openNode makes the test server of cfg, stopped (SIGKILL as the last
+// resort) when the test ends.
+func openNode(t *testing.T, cfg pg.Config, lb *testenv.Buffer, logger *slog.Logger) *testServer {
+	t.Helper()
+	name := cfg.Name
 	s, err := pg.New(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -112,7 +130,7 @@ func newNode(t *testing.T, name string, edits ...func(*pg.Config)) *testServer {
 			}
 		}
 	})
-	return &testServer{Server: s, log: lb, logger: logger}
+	return &testServer{Server: s, log: lb, logger: logger, cfg: cfg}
 }
 
 // tryQuery runs sql on a new connection and returns the first column of
