@@ -268,14 +268,19 @@ func (r *regionPart) watchIntent(ctx context.Context, k *Keeper) error {
 }
 
 // setStates takes the nodes' published states: the active primary is the
-// one of another region that acts for the newest region epoch.
+// one of another region that acts for the newest region epoch, and of
+// those the one on the newest timeline. A failover inside the active
+// region keeps the region's epoch, and the old primary's state (cut off,
+// it cannot say it stopped) lasts until its entry expires: without the
+// timeline, which of the two was followed was up to a map's order, and a
+// standby leader went back to the old primary and stayed behind.
 func (r *regionPart) setStates(now time.Time, m map[string]RegionState) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.states = m
 	var best RegionState
 	for _, s := range m {
-		if s.Active && s.Member.Role == RolePrimary && s.RegionEpoch > best.RegionEpoch {
+		if s.Active && s.Member.Role == RolePrimary && newerPrimary(s, best) {
 			best = s
 		}
 	}
@@ -293,6 +298,19 @@ func (r *regionPart) setStates(now time.Time, m map[string]RegionState) {
 	}
 	r.active, r.lagOf = best, best
 	r.lsns.seen(now, best.Member.LSN)
+}
+
+// newerPrimary reports whether a is the later of two active primaries:
+// the newer region epoch, then the newer timeline, then the WAL further
+// on.
+func newerPrimary(a, b RegionState) bool {
+	if a.RegionEpoch != b.RegionEpoch {
+		return a.RegionEpoch > b.RegionEpoch
+	}
+	if a.Member.Timeline != b.Member.Timeline {
+		return a.Member.Timeline > b.Member.Timeline
+	}
+	return a.Member.LSN > b.Member.LSN
 }
 
 // activePrimary returns the active region's primary, when it is another

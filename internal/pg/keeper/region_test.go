@@ -341,3 +341,29 @@ func TestRegionSyncLosesNothing(t *testing.T) {
 	mustHaveAll(t, w1, acked)
 	t.Logf("%d writes acknowledged, none lost; longest pause %v", len(acked), w.longestGap().Round(time.Millisecond))
 }
+
+// TestActivePrimaryIsOnTheNewestTimeline: after a failover inside the
+// active region, the old primary's state (cut off, it cannot say it
+// stopped) and the new one's both claim the region's epoch until the old
+// entry expires; the standby region follows the new primary whatever the
+// order the states come in.
+func TestActivePrimaryIsOnTheNewestTimeline(t *testing.T) {
+	old := RegionState{Node: "e1", Region: "east", Active: true, RegionEpoch: 7,
+		Member: MemberState{Node: "e1", Role: RolePrimary, Timeline: 3, LSN: 900}}
+	next := RegionState{Node: "e2", Region: "east", Active: true, RegionEpoch: 7,
+		Member: MemberState{Node: "e2", Role: RolePrimary, Timeline: 4, LSN: 800}}
+	for range 20 { // map order varies from one iteration to the next
+		r := &regionPart{cfg: RegionConfig{Name: "west"}}
+		r.setStates(time.Now(), map[string]RegionState{"e1": old, "e2": next})
+		if a := r.activePrimary(); a.Node != "e2" {
+			t.Fatalf("the active primary is %q, want e2 (timeline 4, not the old primary's 3)", a.Node)
+		}
+	}
+	newer := old
+	newer.RegionEpoch = 8
+	r := &regionPart{cfg: RegionConfig{Name: "west"}}
+	r.setStates(time.Now(), map[string]RegionState{"e1": newer, "e2": next})
+	if a := r.activePrimary(); a.Node != "e1" {
+		t.Errorf("the active primary is %q, want e1: a newer region epoch comes first", a.Node)
+	}
+}
