@@ -20,10 +20,22 @@ build:
 # The slowest packages are named first: go test starts packages in the
 # order given, two at a time on two cores, and a long one started last
 # makes the whole run wait for it alone.
+#
+# The tests' files (data directories, repositories, etcd members) live in
+# memory, TEST_TMPDIR on /dev/shm: the suite builds and links race-detector
+# binaries beside the tests, and on a machine with one shared disk that
+# writeback held every fsync (PostgreSQL's checkpoints and shutdowns, a
+# base backup's files, etcd's log) for seconds, so that primaries lost
+# their leases in tests about something else (testenv.MemoryDir says the
+# same of etcd). go's own build files stay on disk (GOTMPDIR). Tests of a
+# full disk mount a small tmpfs of their own; benches run on disk.
 SLOW_PKGS = ./internal/pg/keeper ./cmd/haven ./internal/backup/base ./internal/backup/expire ./internal/backup/wal ./internal/agent
+TEST_TMPDIR ?= $(shell [ -d /dev/shm ] && echo /dev/shm/haven-test || echo /tmp/haven-test)
+TEST_ENV = TMPDIR=$(TEST_TMPDIR) GOTMPDIR=/var/tmp
 test: prereqs lint
-	$(GO) test -race -count=1 -timeout 45m $(TESTFLAGS) $(SLOW_PKGS) $$($(GO) list $(PKGS) | grep -v -e '/internal/vip$$' $(foreach p,$(SLOW_PKGS),-e '$(patsubst ./%,/%,$(p))$$'))
-	$(GO) test -race -count=1 -timeout 25m $(TESTFLAGS) ./internal/vip
+	mkdir -p $(TEST_TMPDIR) && chmod 1777 $(TEST_TMPDIR)
+	$(TEST_ENV) $(GO) test -race -count=1 -timeout 45m $(TESTFLAGS) $(SLOW_PKGS) $$($(GO) list $(PKGS) | grep -v -e '/internal/vip$$' $(foreach p,$(SLOW_PKGS),-e '$(patsubst ./%,/%,$(p))$$'))
+	$(TEST_ENV) $(GO) test -race -count=1 -timeout 25m $(TESTFLAGS) ./internal/vip
 
 # Fast unit tests only.
 test-short:
