@@ -111,11 +111,12 @@ func (ac *adminClient) send(ctx context.Context, method, node, path string, body
 		return fmt.Errorf("node %s: read the answer: %w", node, err)
 	}
 	if resp.StatusCode >= 300 {
+		msg := resp.Status + ": " + strings.TrimSpace(string(answer))
 		var e struct{ Error string }
 		if json.Unmarshal(answer, &e) == nil && e.Error != "" {
-			return fmt.Errorf("node %s: %s", node, e.Error)
+			msg = e.Error
 		}
-		return fmt.Errorf("node %s: %s: %s", node, resp.Status, strings.TrimSpace(string(answer)))
+		return &refusedError{node: node, status: resp.StatusCode, msg: msg}
 	}
 	if out != nil {
 		if err := json.Unmarshal(answer, out); err != nil {
@@ -124,6 +125,16 @@ func (ac *adminClient) send(ctx context.Context, method, node, path string, body
 	}
 	return nil
 }
+
+// refusedError is an agent's answer with an error status: the request
+// reached it and it said no, with why.
+type refusedError struct {
+	node   string
+	status int
+	msg    string
+}
+
+func (e *refusedError) Error() string { return fmt.Sprintf("node %s: %s", e.node, e.msg) }
 
 // defaultNodeTimeout is how long a status command waits for each node. An
 // agent answers from memory in milliseconds (its status asks etcd's members

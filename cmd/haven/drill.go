@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -28,7 +29,7 @@ import (
 // drillRun is haven drill run: it plays scenario and prints the verdict,
 // and writes the HTML report to htmlPath when given; an objective not kept
 // is an error (exit 1), once the report is written.
-func drillRun(ac *adminClient, scenario string, opt drill.Options, scratch, output, htmlPath string, stdout, stderr io.Writer) error {
+func drillRun(ac *adminClient, scenario string, opt drill.Options, lock bool, scratch, output, htmlPath string, stdout, stderr io.Writer) error {
 	s, err := drill.ScenarioNamed(scenario)
 	if err != nil {
 		return err
@@ -42,6 +43,13 @@ func drillRun(ac *adminClient, scenario string, opt drill.Options, scratch, outp
 	if htmlPath != "" && !isDir(filepath.Dir(htmlPath)) {
 		// Said before the drill, not after minutes of it.
 		return fmt.Errorf("--html %s: no directory %s to write the report in", htmlPath, filepath.Dir(htmlPath))
+	}
+	if lock {
+		release, err := lockDrill(ac, s.Name, cmp.Or(opt.FaultFor, 10*time.Second), stderr)
+		if err != nil {
+			return err
+		}
+		defer release()
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
@@ -114,13 +122,22 @@ func restorer(cfg *config.Config, scratch string, stderr io.Writer) drill.Restor
 
 // drillSoak is haven drill soak: random faults for --for, then the
 // verdict; an objective not kept is an error (exit 1).
-func drillSoak(ac *adminClient, opt drill.SoakOptions, output string, stdout, stderr io.Writer) error {
+func drillSoak(ac *adminClient, opt drill.SoakOptions, lock bool, output string, stdout, stderr io.Writer) error {
 	var err error
 	if opt.DSN, opt.URL, err = drillWorkload(ac.cfg, opt.DSN, opt.URL); err != nil {
 		return err
 	}
 	if output != "text" && output != "json" {
 		return fmt.Errorf("-o %q: give text or json", output)
+	}
+	if lock {
+		// Its faults last --for (an hour when only --faults bounds it),
+		// and the last heal and the writes' check some minutes more.
+		release, err := lockDrill(ac, "soak", cmp.Or(opt.For, time.Hour)+5*time.Minute, stderr)
+		if err != nil {
+			return err
+		}
+		defer release()
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
@@ -253,17 +270,19 @@ actions:
          fill     fill the file system of the role's data directory to --level percent
   faults [-n NODE]   the active faults of every node (or one)
   stop -n NODE ID    end a fault now
-  run SCENARIO [--dsn DSN] [--url URL] [--for D] [-o json] [--html FILE]
+  run SCENARIO [--dsn DSN] [--url URL] [--for D] [-o json] [--html FILE] [--no-lock]
          play a drill against the deployment: a writer commits through --dsn (a router's
          primary port, as the application does) and a client asks for --url (the service
          as users reach it), the scenario's faults are injected, and the observed RTO and
          RPO are judged against haven.yaml's objectives; exit 1 when one is not kept.
          --html also writes the report, a page to open from the file (timeline, verdicts).
+         It first takes the cluster's drill lock (refused while another drill, scheduled
+         or not, holds it; --no-lock runs beside it) and gives it back at the end.
          Scenarios: primary-pause, primary-kill, primary-partition, node-loss,
          balancer-loss, backend-loss, region-loss, restore (the newest backup and the
          archive restored into --scratch while the writes go on: the region's loss
          recovered from the backups alone), or a scenario file's path
-  soak [--dsn DSN] [--url URL] --for D [--faults N] [--kinds K1,K2] [--seed S] [-o json]
+  soak [--dsn DSN] [--url URL] --for D [--faults N] [--kinds K1,K2] [--seed S] [-o json] [--no-lock]
          random faults of every class (--kinds; default kill, pause, drop, loss of postgres
          and the database's nodes, pause-agent) for --for, each after the database is whole
          again; every outage and the writes lost are judged against the objectives
@@ -293,6 +312,7 @@ func runDrill(args []string, stdout, stderr io.Writer) error {
 	count := fs.Int("faults", 0, "soak: stop after this many faults (default: when --for is over)")
 	kinds := fs.String("kinds", "", "soak: the classes of fault, comma-separated (default kill,pause,drop,loss,pause-agent)")
 	seed := fs.Uint64("seed", 0, "soak: the random draw's seed, to repeat a soak (default: from the clock)")
+	noLock := fs.Bool("no-lock", false, "run, soak: do not take the cluster's drill lock (one drill at a time, the scheduled ones included); the scheduler's own drills run so, under its lock")
 	within := nodeTimeoutFlag(fs)
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
@@ -348,13 +368,13 @@ func runDrill(args []string, stdout, stderr io.Writer) error {
 		}
 		return nil
 	case pos[0] == "run" && len(pos) == 2:
-		return drillRun(ac, pos[1], drill.Options{DSN: *dsn, URL: *url, FaultFor: *dur}, *scratch, *output, *htmlPath, stdout, stderr)
+		return drillRun(ac, pos[1], drill.Options{DSN: *dsn, URL: *url, FaultFor: *dur}, !*noLock, *scratch, *output, *htmlPath, stdout, stderr)
 	case pos[0] == "soak" && len(pos) == 1:
 		opt := drill.SoakOptions{DSN: *dsn, URL: *url, For: *dur, Faults: *count, Seed: *seed}
 		for _, k := range strings.FieldsFunc(*kinds, func(r rune) bool { return r == ',' }) {
 			opt.Kinds = append(opt.Kinds, fault.Kind(k))
 		}
-		return drillSoak(ac, opt, *output, stdout, stderr)
+		return drillSoak(ac, opt, !*noLock, *output, stdout, stderr)
 	case pos[0] == "stop" && len(pos) == 2:
 		if *node == "" {
 			return fmt.Errorf("give the node the fault runs on: -n NODE")

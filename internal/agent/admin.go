@@ -53,6 +53,7 @@ func (a *Agent) routes() {
 	a.databaseRoutes()
 	a.drRoutes()
 	a.drillRoutes()
+	a.drillLockRoutes()
 	a.backupRoutes()
 	a.pprofRoutes()
 	a.admin.HandleMutating("POST /api/v1/reload", func(w http.ResponseWriter, r *http.Request) {

@@ -162,24 +162,12 @@ func (s *drillScheduler) lastRecords(ctx context.Context, cli *clientv3.Client) 
 // that the drill is still due, runs it and records the result.
 func (s *drillScheduler) runLocked(ctx context.Context, cli *clientv3.Client, e *config.DrillSchedule) {
 	bound := e.For.D() + drillSlack
-	gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	lease, err := cli.Grant(gctx, int64((bound+time.Minute)/time.Second))
+	lock, err := takeDrillLock(ctx, cli, s.a.config().Cluster, s.a.opt.Node, e.Scenario, bound)
 	if err != nil {
-		return
+		return // another drill runs, or etcd is away: the next check
 	}
-	defer func() {
-		rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_, _ = cli.Revoke(rctx, lease.ID)
-	}()
+	defer func() { _ = releaseDrillLock(context.WithoutCancel(ctx), cli, s.a.config().Cluster, lock.Token) }()
 	prefix := drillsPrefix(s.a.config().Cluster)
-	lock, _ := json.Marshal(map[string]any{"node": s.a.opt.Node, "scenario": e.Scenario, "started": time.Now().UTC()})
-	resp, err := cli.Txn(gctx).If(clientv3.Compare(clientv3.CreateRevision(prefix+drillLockKey), "=", 0)).
-		Then(clientv3.OpPut(prefix+drillLockKey, string(lock), clientv3.WithLease(lease.ID))).Commit()
-	if err != nil || !resp.Succeeded {
-		return // another node runs a drill
-	}
 	if last, err := s.lastRecords(ctx, cli); err != nil || !due(e, last[e.Scenario], time.Now()) {
 		return // another node ran it meanwhile
 	}
@@ -211,7 +199,8 @@ func (s *drillScheduler) play(ctx context.Context, e *config.DrillSchedule, boun
 		rec.Error = err.Error()
 		return rec
 	}
-	res, err := runDetached(ctx, bound, self, "drill", "run", e.Scenario, "-c", s.a.opt.ConfigPath, "--for", e.For.String(), "-o", "json")
+	// --no-lock: the lock is this agent's, for the drill's whole bound.
+	res, err := runDetached(ctx, bound, self, "drill", "run", e.Scenario, "-c", s.a.opt.ConfigPath, "--for", e.For.String(), "--no-lock", "-o", "json")
 	rec.Ended = time.Now().UTC()
 	if err != nil {
 		rec.Error = err.Error()
