@@ -101,6 +101,69 @@ func (m *Manager) pauseSelf(spec Spec, peers []peer) (string, undoer, error) {
 	return detail, undo, nil
 }
 
+// waker is a helper that sends SIGCONT to processes at a time (haven
+// drill hold --wake), started by startWaker.
+type waker struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// startWaker starts a helper, in a session of its own, that sends SIGCONT
+// to pids at until, or at once when told to end.
+func (m *Manager) startWaker(pids []int, until time.Time) (*waker, error) {
+	list := make([]string, len(pids))
+	for i, p := range pids {
+		list[i] = strconv.Itoa(p)
+	}
+	cmd := exec.Command(m.env.HoldCommand[0], append(slices.Clone(m.env.HoldCommand[1:]),
+		"--wake", strings.Join(list, ","), "--until", until.Format(time.RFC3339Nano))...)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start the helper that wakes it should the agent die: %w", err)
+	}
+	w := &waker{cmd: cmd, done: make(chan struct{})}
+	go func() { _ = cmd.Wait(); close(w.done) }()
+	return w, nil
+}
+
+func (w *waker) pid() int { return w.cmd.Process.Pid }
+
+// end tells the helper to wake its processes now and waits for it.
+func (w *waker) end() error {
+	select {
+	case <-w.done:
+		return nil
+	default:
+	}
+	if err := w.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("tell the helper (pid %d) to end: %w", w.pid(), err)
+	}
+	select {
+	case <-w.done:
+		return nil
+	case <-time.After(holdExit):
+		return fmt.Errorf("the helper (pid %d) did not end %v after SIGTERM", w.pid(), holdExit)
+	}
+}
+
+// Wake is the waker's work (haven drill hold --wake): SIGCONT to pids at
+// until, or at once when ctx ends (SIGTERM). A pid gone meanwhile is no
+// matter; one reused by another process ignores a SIGCONT.
+func Wake(ctx context.Context, pids []int, until time.Time) error {
+	select {
+	case <-ctx.Done():
+	case <-time.After(time.Until(until)):
+	}
+	var errs []error
+	for _, p := range pids {
+		if err := syscall.Kill(p, syscall.SIGCONT); err != nil && !errors.Is(err, syscall.ESRCH) {
+			errs = append(errs, fmt.Errorf("SIGCONT to pid %d: %w", p, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // holdDrop readies the helper's drop of addrs: the table and its rules are
 // installed now, so that the helper only adds the elements, and the
 // helper is given the drop's network namespace (as its fd 3) when it is
@@ -182,7 +245,9 @@ func Hold(ctx context.Context, pid int, from, until time.Time, drop []netip.Addr
 // HoldMain is the helper command's main: args are --pid PID --from TIME
 // --until TIME (RFC 3339), as pauseSelf gives them, and for a node's loss
 // --drop ADDR,ADDR and, when the drop's network namespace is not the
-// helper's own, --netns-fd FD. SIGTERM and SIGINT end the hold at once;
+// helper's own, --netns-fd FD; or --wake PID,PID --until TIME, as a
+// pause of another process gives them (Wake). SIGTERM and SIGINT end the
+// hold at once;
 // SIGHUP and SIGPIPE are ignored, for the agent's terminal or log pipe may
 // go away meanwhile and the helper must live to wake what it stopped.
 func HoldMain(args []string) error {
@@ -193,11 +258,32 @@ func HoldMain(args []string) error {
 	until := fs.String("until", "", "")
 	dropList := fs.String("drop", "", "")
 	netns := fs.Int("netns-fd", 0, "")
+	wake := fs.String("wake", "", "")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("hold: %w", err)
 	}
-	f, ferr := time.Parse(time.RFC3339Nano, *from)
 	u, uerr := time.Parse(time.RFC3339Nano, *until)
+	if *wake != "" {
+		var pids []int
+		for _, p := range strings.Split(*wake, ",") {
+			pid, err := strconv.Atoi(p)
+			if err != nil || pid <= 1 {
+				return fmt.Errorf("hold: --wake %q: give pids, comma-separated", *wake)
+			}
+			pids = append(pids, pid)
+		}
+		if uerr != nil || fs.NArg() > 0 {
+			return errors.New("hold: give --wake PID,PID --until TIME (RFC 3339)")
+		}
+		signal.Ignore(syscall.SIGHUP, syscall.SIGPIPE)
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+		defer stop()
+		if err := Wake(ctx, pids, u); err != nil {
+			return fmt.Errorf("hold: %w", err)
+		}
+		return nil
+	}
+	f, ferr := time.Parse(time.RFC3339Nano, *from)
 	if *pid <= 1 || ferr != nil || uerr != nil || !f.Before(u) || fs.NArg() > 0 {
 		return errors.New("hold: give --pid PID --from TIME --until TIME (RFC 3339, from before until) [--drop ADDR,ADDR] [--netns-fd FD]")
 	}

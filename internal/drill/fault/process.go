@@ -134,7 +134,20 @@ func (m *Manager) pause(spec Spec) (string, undoer, error) {
 		_ = undo()
 		return "", nil, fmt.Errorf("pause %s: %w", spec.Target, err)
 	}
-	return fmt.Sprintf("SIGSTOP to %s (pid %d and %d processes under it)", spec.Target, pid, len(pids)-1), undo, nil
+	detail := fmt.Sprintf("SIGSTOP to %s (pid %d and %d processes under it)", spec.Target, pid, len(pids)-1)
+	if len(m.env.HoldCommand) == 0 {
+		return detail, undo, nil
+	}
+	// A helper of its own session wakes them at the end too: the agent
+	// that stopped them may be killed meanwhile (a drill's next fault,
+	// an operator), and nothing else would ever send SIGCONT.
+	helper, err := m.startWaker(pids, time.Now().Add(spec.Duration))
+	if err != nil {
+		_ = undo()
+		return "", nil, fmt.Errorf("pause %s: %w", spec.Target, err)
+	}
+	return detail + fmt.Sprintf(", woken %v later (by a helper too, pid %d, should the agent die)", spec.Duration, helper.pid()),
+		func() error { return errors.Join(undo(), helper.end()) }, nil
 }
 
 // stopWait bounds the wait for a stop signal to take effect: the kernel

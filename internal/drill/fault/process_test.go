@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/haven-ha/haven/internal/testenv"
 )
 
@@ -114,6 +116,46 @@ func TestNamedProcess(t *testing.T) {
 	}
 	testenv.Poll(t, 10*time.Second, "the process killed", func() (bool, string) {
 		s := stateOf(pid)
+		return s == "" || s == "Z", s
+	})
+}
+
+// TestPauseOutlivesTheAgent: a pause of another process than the agent
+// is also held by a helper of its own session, which wakes the process
+// at the end when the agent that paused it is gone (stands for it here: a
+// fault whose timer and undo never run).
+func TestPauseOutlivesTheAgent(t *testing.T) {
+	pid, child := sleeperTree(t)
+	pidFile := filepath.Join(t.TempDir(), "app.pid")
+	if err := os.WriteFile(pidFile, []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m := NewManager(Env{HoldCommand: holdCommand(), Processes: func(string) (Process, error) { return Process{PIDFile: pidFile}, nil }})
+	f, err := m.Inject(Spec{Kind: Pause, Target: "process:app", Duration: 1500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	helper := 0
+	if _, err := fmt.Sscanf(f.Detail[strings.Index(f.Detail, "helper too, pid ")+len("helper too, pid "):], "%d", &helper); err != nil || helper == 0 {
+		t.Fatalf("the pause names no helper: %s", f.Detail)
+	}
+	if sid, _ := unix.Getsid(helper); sid != helper {
+		t.Errorf("the helper (pid %d) is in session %d, want one of its own: it must outlive the agent", helper, sid)
+	}
+	// The agent dies: nothing of it undoes the fault.
+	m.mu.Lock()
+	m.faults[f.ID].timer.Stop()
+	delete(m.faults, f.ID)
+	m.mu.Unlock()
+	if s := treeStates(pid, child); s != "TT" {
+		t.Errorf("paused: states %s, want TT", s)
+	}
+	testenv.Poll(t, 10*time.Second, "the helper wakes the process and its child", func() (bool, string) {
+		s := treeStates(pid, child)
+		return awake(s), s
+	})
+	testenv.Poll(t, 10*time.Second, "the helper gone", func() (bool, string) {
+		s := stateOf(helper)
 		return s == "" || s == "Z", s
 	})
 }
