@@ -35,7 +35,8 @@ func (b *bench) runSoak(ctx context.Context) error {
 	}
 	defer c.close()
 	dsn := fmt.Sprintf("postgres://%s:%s@%s/postgres?sslmode=disable&connect_timeout=1", appUser, appPassword, t.routerAddr())
-	args := []string{"drill", "soak", "-c", filepath.Join(c.dir, "haven.yaml"), "--dsn", dsn, "--for", b.opt.soak.String(), "-o", "json"}
+	args := []string{"drill", "soak", "-c", filepath.Join(c.dir, "haven.yaml"), "--dsn", dsn, "--for", b.opt.soak.String(), "-o", "json",
+		"--html", filepath.Join(b.rawDir, "soak.html")}
 	if b.opt.soakFaults > 0 {
 		args = append(args, "--faults", fmt.Sprint(b.opt.soakFaults))
 	}

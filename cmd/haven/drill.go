@@ -122,13 +122,16 @@ func restorer(cfg *config.Config, scratch string, stderr io.Writer) drill.Restor
 
 // drillSoak is haven drill soak: random faults for --for, then the
 // verdict; an objective not kept is an error (exit 1).
-func drillSoak(ac *adminClient, opt drill.SoakOptions, lock bool, output string, stdout, stderr io.Writer) error {
+func drillSoak(ac *adminClient, opt drill.SoakOptions, lock bool, output, htmlPath string, stdout, stderr io.Writer) error {
 	var err error
 	if opt.DSN, opt.URL, err = drillWorkload(ac.cfg, opt.DSN, opt.URL); err != nil {
 		return err
 	}
 	if output != "text" && output != "json" {
 		return fmt.Errorf("-o %q: give text or json", output)
+	}
+	if htmlPath != "" && !isDir(filepath.Dir(htmlPath)) {
+		return fmt.Errorf("--html %s: no directory %s to write the report in", htmlPath, filepath.Dir(htmlPath))
 	}
 	if lock {
 		// Its faults last --for (an hour when only --faults bounds it),
@@ -147,6 +150,12 @@ func drillSoak(ac *adminClient, opt drill.SoakOptions, lock bool, output string,
 	}
 	if err := printResult(stdout, output, r, r.Summary()); err != nil {
 		return err
+	}
+	if htmlPath != "" {
+		if err := writeReport(htmlPath, r.Result()); err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "the report is in %s\n", htmlPath)
 	}
 	if !r.Met {
 		return errors.New("drill soak: objectives not kept")
@@ -282,7 +291,7 @@ actions:
          balancer-loss, backend-loss, region-loss, restore (the newest backup and the
          archive restored into --scratch while the writes go on: the region's loss
          recovered from the backups alone), or a scenario file's path
-  soak [--dsn DSN] [--url URL] --for D [--faults N] [--kinds K1,K2] [--seed S] [-o json] [--no-lock]
+  soak [--dsn DSN] [--url URL] --for D [--faults N] [--kinds K1,K2] [--seed S] [-o json] [--html FILE] [--no-lock]
          random faults of every class (--kinds; default kill, pause, drop, loss of postgres
          and the database's nodes, pause-agent) for --for, each after the database is whole
          again; every outage and the writes lost are judged against the objectives
@@ -307,7 +316,7 @@ func runDrill(args []string, stdout, stderr io.Writer) error {
 	dsn := fs.String("dsn", "", "run: the application's way to the database, such as postgres://app:PASSWORD@ROUTER:6432/app (default: drills.dsn_file)")
 	url := fs.String("url", "", "run: the service as users reach it, such as http://www.example.com/ (default: drills.url)")
 	output := fs.String("o", "text", "run, soak: text or json")
-	htmlPath := fs.String("html", "", "run: also write the report to `FILE`, a self-contained HTML page")
+	htmlPath := fs.String("html", "", "run, soak: also write the report to `FILE`, a self-contained HTML page")
 	scratch := fs.String("scratch", "/var/tmp", "run restore: the directory to restore into (a directory of its own in it, removed after)")
 	count := fs.Int("faults", 0, "soak: stop after this many faults (default: when --for is over)")
 	kinds := fs.String("kinds", "", "soak: the classes of fault, comma-separated (default kill,pause,drop,loss,pause-agent)")
@@ -374,7 +383,7 @@ func runDrill(args []string, stdout, stderr io.Writer) error {
 		for _, k := range strings.FieldsFunc(*kinds, func(r rune) bool { return r == ',' }) {
 			opt.Kinds = append(opt.Kinds, fault.Kind(k))
 		}
-		return drillSoak(ac, opt, !*noLock, *output, stdout, stderr)
+		return drillSoak(ac, opt, !*noLock, *output, *htmlPath, stdout, stderr)
 	case pos[0] == "stop" && len(pos) == 2:
 		if *node == "" {
 			return fmt.Errorf("give the node the fault runs on: -n NODE")

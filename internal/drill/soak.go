@@ -308,3 +308,17 @@ func (r SoakResult) Summary() string {
 	}
 	return b.String()
 }
+
+// Result is the soak as a drill's result, for the HTML report: its
+// faults, the workloads' totals and what happened, in order.
+func (r SoakResult) Result() Result {
+	res := Result{Scenario: "soak", Started: r.Started, Length: r.Length, Parts: r.Parts, Events: r.Events, Met: r.Met, Reasons: r.Reasons,
+		About: fmt.Sprintf("%d random faults in %s (seed %d), each after the database was whole again", len(r.Faults), config.Duration(r.Length.Round(time.Second)), r.Seed)}
+	if r.Stopped != "" {
+		res.About += "; stopped early: " + r.Stopped
+	}
+	for _, f := range r.Faults {
+		res.Faults = append(res.Faults, f.Injected)
+	}
+	return res
+}

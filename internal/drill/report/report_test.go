@@ -415,3 +415,19 @@ func atOf(t *testing.T, n *html.Node) time.Duration {
 	}
 	return time.Duration(s * float64(time.Second)).Round(time.Millisecond)
 }
+
+// TestHTMLOfASoak: a soak's report is a drill's page of its faults, its
+// workloads' totals and its events, and says how many faults in how long.
+func TestHTMLOfASoak(t *testing.T) {
+	s := sample()
+	soak := drill.SoakResult{Started: s.Started, Length: time.Hour, Seed: 7, Parts: s.Parts, Events: s.Events, Met: s.Met, Reasons: s.Reasons}
+	for _, f := range s.Faults {
+		soak.Faults = append(soak.Faults, drill.SoakFault{Injected: f, Class: string(f.Fault.Spec.Kind)})
+	}
+	page, _ := render(t, soak.Result())
+	for _, want := range []string{"soak", "2 random faults in 1h (seed 7)", sampleWebReason, "fault 2 on db1"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("the soak's page has no %q", want)
+		}
+	}
+}
