@@ -49,6 +49,20 @@ func (s *Server) HasData() bool {
 	return err == nil && v > 0
 }
 
+// emptyDataDir removes what is in the data directory, keeping the
+// directory itself (its owner and mode are prepareDataDir's).
+func (s *settings) emptyDataDir() error {
+	entries, err := os.ReadDir(s.dataDir)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, e := range entries {
+		errs = append(errs, os.RemoveAll(filepath.Join(s.dataDir, e.Name())))
+	}
+	return errors.Join(errs...)
+}
+
 // prepareDataDir creates the data directory for initdb, or checks that an
 // existing one is empty, and gives it to the run-as user with mode 0700.
 func (s *settings) prepareDataDir() error {

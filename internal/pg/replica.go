@@ -156,6 +156,12 @@ func (s *Server) makeReplica(ctx context.Context, up Upstream, done string, fill
 	}
 	start := time.Now()
 	if err := fill(up); err != nil {
+		// The directory was empty: what is in it now is half a copy,
+		// which must never start (a pg_basebackup killed when its source
+		// stopped leading cleans nothing up).
+		if rerr := s.cfg.emptyDataDir(); rerr != nil {
+			return errors.Join(err, fmt.Errorf("empty the half-made data directory: %w", rerr))
+		}
 		return err
 	}
 	// A new copy: nothing of a rewind that stopped half way is left.

@@ -381,27 +381,14 @@ func TestRewindInterrupted(t *testing.T) {
 	// The same data directory, with a pg_rewind that is killed a moment
 	// after it starts for real (its dry run goes through).
 	real := requirePostgres(t)
-	bindir := testenv.SearchableDir(t)
-	entries, err := os.ReadDir(real.Dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range entries {
-		if e.Name() != "pg_rewind" {
-			if err := os.Symlink(real.Path(e.Name()), filepath.Join(bindir, e.Name())); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	script := fmt.Sprintf(`#!/bin/sh
+	bindir := testenv.WrapDir(t, real.Dir, "pg_rewind", func(string) string {
+		return fmt.Sprintf(`#!/bin/sh
 case " $* " in *" --dry-run "*) exec %[1]s "$@";; esac
 %[1]s "$@" & sleep 0.1; kill -9 $!
 echo "pg_rewind killed half way by the test" >&2
 exit 137
 `, real.Path("pg_rewind"))
-	if err := os.WriteFile(filepath.Join(bindir, "pg_rewind"), []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	})
 	q := newTestServer(t, func(c *Config) {
 		*c = p.conf
 		c.Bindir = bindir
@@ -435,6 +422,42 @@ exit 137
 	waitRow(t, p, 2)
 	if v := p.queryString(t, "SELECT count(*)::text FROM t WHERE id = 100"); v != "0" {
 		t.Errorf("the diverged row is on the cloned node (%s rows)", v)
+	}
+}
+
+// TestCloneInterrupted: a pg_basebackup killed half way (its source
+// stopped leading) leaves half a copy, which the clone removes: the
+// directory is empty, never a data directory that could start.
+func TestCloneInterrupted(t *testing.T) {
+	t.Parallel()
+	p := newPrimary(t, "p")
+	ctx := testCtx(t)
+	if err := p.CreateSlot(ctx, "r1"); err != nil {
+		t.Fatal(err)
+	}
+	real := requirePostgres(t)
+	bindir := testenv.WrapDir(t, real.Dir, "pg_basebackup", func(string) string {
+		return fmt.Sprintf(`#!/bin/sh
+%[1]s "$@" & pid=$!
+while [ ! -e "$2/PG_VERSION" ] && kill -0 $pid 2>/dev/null; do sleep 0.01; done
+kill -9 $pid
+echo "pg_basebackup killed half way by the test" >&2
+exit 137
+`, real.Path("pg_basebackup"))
+	})
+	r1 := newTestServer(t, func(c *Config) {
+		c.Name = "r1"
+		c.Bindir = bindir
+	})
+	if err := r1.Clone(ctx, p.upstream("r1")); err == nil {
+		t.Fatal("Clone with pg_basebackup killed succeeded")
+	}
+	entries, err := os.ReadDir(r1.DataDir())
+	if err != nil || len(entries) != 0 || r1.HasData() {
+		t.Errorf("the data directory after an interrupted clone holds %d entries (%v); want none", len(entries), err)
+	}
+	if err := r1.Start(ctx); err == nil {
+		t.Error("a postgres started on what an interrupted clone left")
 	}
 }
 

@@ -28,7 +28,7 @@ func (k *Keeper) follow(ctx context.Context, v view) error {
 		k.lastNoLeader = d.noLeader
 	}
 	up := k.upstream(v, d.leader)
-	if k.srv.RewindIncomplete() && d.leader.Node != "" && !k.supRunning() {
+	if k.srv.RewindIncomplete() && v.hasData && d.leader.Node != "" && !k.supRunning() {
 		// Its pg_rewind stopped half way: the rewind path sets it aside
 		// and clones (pg.ErrRewindImpossible).
 		d.act = followRewind

@@ -48,28 +48,10 @@ func TestRejoinWhenTheLeaderChangesMidRewind(t *testing.T) {
 	// Its pg_rewind: the first run hangs; the first real run after it is
 	// killed a moment after it starts; the others are pg_rewind's.
 	real := requirePostgres(t)
-	bindir := testenv.SearchableDir(t)
-	entries, err := os.ReadDir(real.Dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range entries {
-		if e.Name() != "pg_rewind" {
-			if err := os.Symlink(real.Path(e.Name()), filepath.Join(bindir, e.Name())); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	// The wrapper runs as the run-as user: its marks go where it can write.
-	marks := filepath.Join(bindir, "marks")
-	if err := os.Mkdir(marks, 0o777); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(marks, 0o777); err != nil {
-		t.Fatal(err)
-	}
-	hung, killed := filepath.Join(marks, "hung"), filepath.Join(marks, "killed")
-	script := fmt.Sprintf(`#!/bin/sh
+	var hung, killed string
+	bindir := testenv.WrapDir(t, real.Dir, "pg_rewind", func(marks string) string {
+		hung, killed = filepath.Join(marks, "hung"), filepath.Join(marks, "killed")
+		return fmt.Sprintf(`#!/bin/sh
 if [ ! -e %[2]s ]; then : > %[2]s; exec sleep 600; fi
 case " $* " in *" --dry-run "*) exec %[1]s "$@";; esac
 if [ ! -e %[3]s ]; then
@@ -80,9 +62,7 @@ if [ ! -e %[3]s ]; then
 fi
 exec %[1]s "$@"
 `, real.Path("pg_rewind"), hung, killed)
-	if err := os.WriteFile(filepath.Join(bindir, "pg_rewind"), []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	})
 	back := startKeeper(t, etcd, reopen(t, old.node, func(c *pg.Config) { c.Bindir = bindir }), nodes, ModeAsync)
 	testenv.Poll(t, testTimeout, "the old primary's pg_rewind hung", func() (bool, string) {
 		_, err := os.Stat(hung)
