@@ -575,3 +575,19 @@ func TestSlotName(t *testing.T) {
 		}
 	}
 }
+
+// TestPastFork: the start failure of a replica that replayed past its new
+// timeline's fork is told apart from other start failures.
+func TestPastFork(t *testing.T) {
+	soak := []string{
+		"2026-12-05 05:05:08.530 UTC [28118] LOG:  entering standby mode",
+		"2026-12-05 05:05:08.531 UTC [28118] FATAL:  requested timeline 101 does not contain minimum recovery point 0/F377448 on timeline 100",
+		"2026-12-05 05:05:08.544 UTC [28113] LOG:  startup process (PID 28118) exited with exit code 1",
+	}
+	if !pastFork(soak) {
+		t.Error("the soak's start failure is not told as past the fork")
+	}
+	if pastFork([]string{"FATAL:  could not create any TCP/IP sockets", "LOG:  database system is shut down"}) {
+		t.Error("a port in use is told as past the fork")
+	}
+}

@@ -35,6 +35,24 @@ var rewindImpossible = []string{
 	"could not read WAL record at",
 }
 
+// ErrPastFork is wrapped by Start's error when a replica cannot start
+// because it replayed its old timeline past the point where the timeline
+// it must follow forked ("requested timeline N does not contain minimum
+// recovery point"): it will never start so, and needs Rewind against the
+// new timeline's primary.
+var ErrPastFork = errors.New("the replica replayed past where its new timeline forked: it needs a rewind")
+
+// pastFork reports whether postgres's last lines say what ErrPastFork
+// stands for.
+func pastFork(lines []string) bool {
+	for _, l := range lines {
+		if strings.Contains(l, "does not contain minimum recovery point") {
+			return true
+		}
+	}
+	return false
+}
+
 // RewindResult is what Rewind did, for the caller to log: the target's WAL
 // from DivergedAt on, on TargetTimeline, was never on the new primary and
 // is now gone; Discarded says what it held, which may be no transaction at

@@ -482,8 +482,13 @@ func (s *Server) waitReady(ctx context.Context, r *run) error {
 		last = err
 		select {
 		case <-r.done:
-			return fmt.Errorf("pg: start %s: postgres exited before accepting connections: %s%s",
-				dir, r.cmd.ProcessState, formatTail("postgres", r.tail.last(errorTailLines)))
+			lines := r.tail.last(errorTailLines)
+			err := fmt.Errorf("pg: start %s: postgres exited before accepting connections: %s%s",
+				dir, r.cmd.ProcessState, formatTail("postgres", lines))
+			if pastFork(lines) {
+				err = fmt.Errorf("%w: %w", ErrPastFork, err)
+			}
+			return err
 		case <-ctx.Done():
 			// A fast shutdown, not an immediate one: that would leave the
 			// data directory to crash recovery, and a rewind runs it as a

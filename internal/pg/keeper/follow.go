@@ -15,6 +15,12 @@ import (
 // follow says: stop a former primary, clone when it has no data, rewind
 // when it diverged, follow otherwise.
 func (k *Keeper) follow(ctx context.Context, v view) error {
+	if st := k.sup.Status(); !v.running() && errors.Is(st.LastError, pg.ErrPastFork) {
+		// It replayed its old timeline past the new one's fork and will
+		// never start so: a soak saw such a replica fail to start for
+		// minutes. A rewind against the leader brings it back.
+		k.m.demote()
+	}
 	d := k.m.follow(v)
 	if d.act == followDemote {
 		k.log.Warn("not the leader but postgres is a primary: stopping it")
