@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -163,7 +164,13 @@ func (a *Agent) drillLockClient(w http.ResponseWriter, r *http.Request) (*client
 	cfg := a.config()
 	co := a.current().coord
 	if cfg.Coordination == nil || co == nil || cfg.CoordinationOf(a.opt.Node) != cfg.Coordination {
-		web.WriteError(w, http.StatusMisdirectedRequest, fmt.Errorf("node %s does not coordinate through the top-level scope, where the drill lock is: ask a node of it", a.opt.Node))
+		var nodes []string
+		for _, n := range cfg.NodeNames() {
+			if cfg.Coordination != nil && cfg.CoordinationOf(n) == cfg.Coordination {
+				nodes = append(nodes, n)
+			}
+		}
+		web.WriteError(w, http.StatusMisdirectedRequest, fmt.Errorf("node %s does not coordinate through the top-level scope, where the drill lock is: ask one of its nodes (%s)", a.opt.Node, strings.Join(nodes, ", ")))
 		return nil, "", false
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), drillLockTimeout)

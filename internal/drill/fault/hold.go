@@ -69,20 +69,10 @@ func (m *Manager) pauseSelf(spec Spec, peers []peer) (string, undoer, error) {
 	if err != nil {
 		return "", nil, fmt.Errorf("start the helper that holds the agent: %w", err)
 	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
+	helper := watch(cmd)
 	undo := func() error {
-		select {
-		case <-done:
-		default:
-			if err := cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
-				return fmt.Errorf("tell the helper (pid %d) to end the agent's pause: %w", cmd.Process.Pid, err)
-			}
-			select {
-			case <-done:
-			case <-time.After(holdExit):
-				return fmt.Errorf("the helper (pid %d) did not end %v after SIGTERM", cmd.Process.Pid, holdExit)
-			}
+		if err := helper.end(); err != nil {
+			return fmt.Errorf("end the agent's pause: %w", err)
 		}
 		// The helper undoes its drop; this is for a helper that died
 		// first (the kernel would end it a moment later).
@@ -94,15 +84,16 @@ func (m *Manager) pauseSelf(spec Spec, peers []peer) (string, undoer, error) {
 		}
 		return nil
 	}
-	detail := fmt.Sprintf("SIGSTOP to the agent (pid %d) and every process under it in %v, SIGCONT %v later, by a helper (pid %d)", pid, selfDelay, spec.Duration, cmd.Process.Pid)
+	detail := fmt.Sprintf("SIGSTOP to the agent (pid %d) and every process under it in %v, SIGCONT %v later, by a helper (pid %d)", pid, selfDelay, spec.Duration, helper.pid())
 	if len(addrs) > 0 {
-		detail = fmt.Sprintf("SIGSTOP to the agent (pid %d) and every process under it in %v, its traffic to and from %s dropped from then on, both undone %v later, by a helper (pid %d)", pid, selfDelay, names, spec.Duration, cmd.Process.Pid)
+		detail = fmt.Sprintf("SIGSTOP to the agent (pid %d) and every process under it in %v, its traffic to and from %s dropped from then on, both undone %v later, by a helper (pid %d)", pid, selfDelay, names, spec.Duration, helper.pid())
 	}
 	return detail, undo, nil
 }
 
-// waker is a helper that sends SIGCONT to processes at a time (haven
-// drill hold --wake), started by startWaker.
+// waker is a helper process that wakes what it holds when its time is up
+// or when told to end: the agent's pause (pauseSelf) or a pause of
+// another process (haven drill hold --wake, startWaker).
 type waker struct {
 	cmd  *exec.Cmd
 	done chan struct{}
@@ -122,14 +113,20 @@ func (m *Manager) startWaker(pids []int, until time.Time) (*waker, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start the helper that wakes it should the agent die: %w", err)
 	}
+	return watch(cmd), nil
+}
+
+// watch follows a started helper until it exits, for end.
+func watch(cmd *exec.Cmd) *waker {
 	w := &waker{cmd: cmd, done: make(chan struct{})}
 	go func() { _ = cmd.Wait(); close(w.done) }()
-	return w, nil
+	return w
 }
 
 func (w *waker) pid() int { return w.cmd.Process.Pid }
 
-// end tells the helper to wake its processes now and waits for it.
+// end tells the helper to wake what it holds now (SIGTERM) and waits for
+// it, holdExit at most.
 func (w *waker) end() error {
 	select {
 	case <-w.done:
