@@ -250,7 +250,7 @@ func (a *Agent) startCoordinated(cfg *config.Config, rs *roles, st *stack) error
 		st.push("floating addresses", rs.vips.stop)
 		rs.coord.onConnected(rs.vips.compete)
 	}
-	if rs.coord.member != nil {
+	if rs.coord.ownMember() != nil {
 		rs.coord.onConnected(func(ctx context.Context, cl *etcdClients) {
 			rs.coord.steerLeader(ctx, cl, rs.vips)
 		})
