@@ -31,7 +31,7 @@ func TestReinitFromBackup(t *testing.T) {
 	}
 	port := cfg.Database.Port
 
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	primary := connectNode(t, ctx, root, "db1", port)
 	exec := func(sql string) {

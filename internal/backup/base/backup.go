@@ -390,7 +390,7 @@ func (b *backup) store(ctx context.Context, enc *encoder, f *File, r io.Reader) 
 	switch {
 	case err == io.EOF || err == io.ErrUnexpectedEOF:
 		enc.out.Reset()
-		w := enc.wrap(&enc.out)
+		w := enc.wrap(&enc.out, int64(n))
 		_, err := w.Write(enc.head[:n])
 		if cerr := w.Close(); err == nil {
 			err = cerr
@@ -417,7 +417,7 @@ func (b *backup) store(ctx context.Context, enc *encoder, f *File, r io.Reader) 
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			w := enc.wrap(pw)
+			w := enc.wrap(pw, -1)
 			_, err := io.Copy(w, in)
 			if cerr := w.Close(); err == nil {
 				err = cerr
