@@ -101,6 +101,11 @@ func start(t *testing.T, args ...string) *proc {
 			p.cmd.Process.Kill()
 			<-p.done
 		}
+		// A race in a long-running process is reported on its stderr;
+		// killed, it never exits with the detector's status.
+		if strings.Contains(p.stderr.String(), "WARNING: DATA RACE") {
+			t.Errorf("haven %s: the race detector reported a data race", strings.Join(args, " "))
+		}
 		if t.Failed() {
 			t.Logf("haven %s:\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), p.stdout.String(), p.stderr.String())
 		}
