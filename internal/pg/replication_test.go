@@ -587,7 +587,109 @@ func TestPastFork(t *testing.T) {
 	if !pastFork(soak) {
 		t.Error("the soak's start failure is not told as past the fork")
 	}
+	if !pastFork([]string{`FATAL:  requested timeline 2 is not a child of this server's history`,
+		`DETAIL:  Latest checkpoint is at 0/5000060 on timeline 1, but in the history of the requested timeline, the server forked off from that timeline at 0/4000A38.`}) {
+		t.Error("a checkpoint past the fork is not told as past the fork")
+	}
 	if pastFork([]string{"FATAL:  could not create any TCP/IP sockets", "LOG:  database system is shut down"}) {
 		t.Error("a port in use is told as past the fork")
+	}
+}
+
+// TestStartPastFork: a replica that replayed its timeline past the point
+// where the timeline it must now follow forked cannot start again (the
+// soak's third run stopped on one that failed to start for minutes): Start
+// says so with ErrPastFork, and a rewind against the new timeline's
+// primary brings it back on that history.
+func TestStartPastFork(t *testing.T) {
+	t.Parallel()
+	// Past the fork are its minimum recovery point (pages it flushed), or
+	// with a checkpoint after the fork, also its latest checkpoint: two
+	// messages from postgres.
+	for _, checkpoint := range []bool{false, true} {
+		t.Run(fmt.Sprintf("checkpoint=%v", checkpoint), func(t *testing.T) {
+			t.Parallel()
+			testStartPastFork(t, checkpoint)
+		})
+	}
+}
+
+func testStartPastFork(t *testing.T, checkpoint bool) {
+	p := newPrimary(t, "p")
+	ahead, behind := newNode(t, "ahead"), newNode(t, "behind")
+	ctx := testCtx(t)
+	p.exec(t, "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)")
+	for _, r := range []*testServer{ahead, behind} {
+		if err := p.CreateSlot(ctx, r.cfg.name); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Clone(ctx, p.upstream(r.cfg.name)); err != nil {
+			t.Fatal(err)
+		}
+		waitRow(t, r, 1)
+	}
+	behind.stop(t)
+	// Only ahead replays these; its stop flushes their pages, which moves
+	// its minimum recovery point past where behind forks.
+	p.exec(t, "INSERT INTO t VALUES (2)")
+	if checkpoint {
+		p.exec(t, "CHECKPOINT")
+	}
+	p.exec(t, "INSERT INTO t VALUES (3)")
+	waitRow(t, ahead, 3)
+	ahead.stop(t)
+	if err := p.Stop(ctx, StopImmediate); err != nil {
+		t.Fatal(err)
+	}
+
+	// behind leads now, on timeline 2, which forked before row 2.
+	if err := behind.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := behind.Promote(ctx); err != nil {
+		t.Fatal(err)
+	}
+	behind.exec(t, "INSERT INTO t VALUES (10)")
+	if err := behind.CreateSlot(ctx, "ahead"); err != nil {
+		t.Fatal(err)
+	}
+	// ahead follows it: its first start goes through, and its walreceiver
+	// fetches timeline 2's history, but cannot stream from past the fork.
+	if err := ahead.SetStandby(behind.upstream("ahead")); err != nil {
+		t.Fatal(err)
+	}
+	if err := ahead.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "ahead to fetch timeline 2's history", func() (string, bool) {
+		_, err := os.Stat(filepath.Join(ahead.DataDir(), "pg_wal", "00000002.history"))
+		return fmt.Sprint(err), err == nil
+	})
+	ahead.stop(t)
+	err := ahead.Start(ctx)
+	t.Logf("the second start: %v", err)
+	if !errors.Is(err, ErrPastFork) {
+		t.Fatalf("Start of a replica past its new timeline's fork = %v; want ErrPastFork", err)
+	}
+	if ahead.PID() != 0 {
+		t.Fatalf("Start failed but postgres runs (pid %d)", ahead.PID())
+	}
+	// A rewind brings it back, or, when the WAL back to the last common
+	// checkpoint is gone (recycled at a restartpoint past the fork), says
+	// to copy it again, which the keeper does.
+	_, err = ahead.Rewind(ctx, behind.upstream("ahead"))
+	if errors.Is(err, ErrRewindImpossible) && checkpoint {
+		t.Logf("rewind impossible, cloning: %v", err)
+		if err := os.Rename(ahead.DataDir(), ahead.DataDir()+".diverged"); err != nil {
+			t.Fatal(err)
+		}
+		err = ahead.Clone(ctx, behind.upstream("ahead"))
+	}
+	if err != nil {
+		t.Fatalf("rejoin after ErrPastFork: %v", err)
+	}
+	waitRow(t, ahead, 10)
+	if v := ahead.queryString(t, "SELECT count(*)::text FROM t WHERE id IN (2, 3)"); v != "0" {
+		t.Errorf("rows only the old timeline had are on the rewound replica (%s of 2)", v)
 	}
 }

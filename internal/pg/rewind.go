@@ -37,16 +37,18 @@ var rewindImpossible = []string{
 
 // ErrPastFork is wrapped by Start's error when a replica cannot start
 // because it replayed its old timeline past the point where the timeline
-// it must follow forked ("requested timeline N does not contain minimum
-// recovery point"): it will never start so, and needs Rewind against the
-// new timeline's primary.
+// it must follow forked: its minimum recovery point is past the fork
+// ("requested timeline N does not contain minimum recovery point"), or its
+// latest checkpoint is ("requested timeline N is not a child of this
+// server's history"). It will never start so, and needs Rewind against
+// the new timeline's primary.
 var ErrPastFork = errors.New("the replica replayed past where its new timeline forked: it needs a rewind")
 
 // pastFork reports whether postgres's last lines say what ErrPastFork
 // stands for.
 func pastFork(lines []string) bool {
 	for _, l := range lines {
-		if strings.Contains(l, "does not contain minimum recovery point") {
+		if strings.Contains(l, "does not contain minimum recovery point") || strings.Contains(l, "is not a child of this server's history") {
 			return true
 		}
 	}

@@ -15,12 +15,6 @@ import (
 // follow says: stop a former primary, clone when it has no data, rewind
 // when it diverged, follow otherwise.
 func (k *Keeper) follow(ctx context.Context, v view) error {
-	if st := k.sup.Status(); !v.running() && errors.Is(st.LastError, pg.ErrPastFork) {
-		// It replayed its old timeline past the new one's fork and will
-		// never start so: a soak saw such a replica fail to start for
-		// minutes. A rewind against the leader brings it back.
-		k.m.demote()
-	}
 	d := k.m.follow(v)
 	if d.act == followDemote {
 		k.log.Warn("not the leader but postgres is a primary: stopping it")
@@ -34,11 +28,6 @@ func (k *Keeper) follow(ctx context.Context, v view) error {
 		k.lastNoLeader = d.noLeader
 	}
 	up := k.upstream(v, d.leader)
-	if k.srv.RewindIncomplete() && v.hasData && d.leader.Node != "" && !k.supRunning() {
-		// Its pg_rewind stopped half way: the rewind path sets it aside
-		// and clones (pg.ErrRewindImpossible).
-		d.act = followRewind
-	}
 	switch d.act {
 	case followReadOnly:
 		if err := k.srv.SetStandby(pg.Upstream{}); err != nil {

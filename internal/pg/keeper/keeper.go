@@ -490,7 +490,9 @@ func (k *Keeper) activeRegionView(v view) view {
 // look returns what the keeper sees now, but for what it must ask postgres
 // (inRecovery) and what happened since the last step (letGo).
 func (k *Keeper) look() view {
-	v := view{now: k.clk.Now(), hasData: k.srv.HasData(), session: k.supRunning(), server: k.sup.Status().State}
+	st := k.sup.Status()
+	v := view{now: k.clk.Now(), hasData: k.srv.HasData(), session: k.supRunning(), server: st.State,
+		pastFork: errors.Is(st.LastError, pg.ErrPastFork), halfRewound: k.srv.RewindIncomplete()}
 	v.acting, v.epoch = k.guard.lead()
 	v.holder = k.owner.Status().Holder
 	if r := k.region; r != nil {

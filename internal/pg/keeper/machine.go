@@ -35,6 +35,11 @@ type view struct {
 	session    bool
 	server     pg.State
 	inRecovery bool
+	// pastFork: postgres last failed to start because it had replayed its
+	// timeline past the fork of the one it must follow (pg.ErrPastFork).
+	// halfRewound: a pg_rewind of the data directory stopped half way
+	// (pg.Server.RewindIncomplete).
+	pastFork, halfRewound bool
 	// members, sync and primary are the cluster as etcd last showed it:
 	// every keeper's published state, the leader's sync record, and the
 	// last state a primary published.
@@ -420,6 +425,14 @@ func (m *machine) follow(v view) followDecision {
 	switch {
 	case !v.hasData:
 		d.act = followClone
+	case !running && v.halfRewound:
+		// It may hold pages of two histories: the rewind path sets it
+		// aside and clones (pg.ErrRewindImpossible).
+		d.act = followRewind
+	case !running && v.pastFork:
+		// It never starts so (a soak saw such a replica fail to start for
+		// minutes); a rewind against the leader brings it back.
+		d.act = followRewind
 	case m.demoted || m.failedFollows >= maxFailedFollows:
 		d.act = followRewind
 	case m.failedFollows > 0 && m.forked(v, leader):
