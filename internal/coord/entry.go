@@ -194,16 +194,22 @@ func (e *Entry[T]) session(ctx context.Context) error {
 
 	var published uint64
 	var retry <-chan time.Time
+	var rev int64 // the key's mod revision as this session last wrote or saw it; 0: absent
 	for {
 		value, version := e.snapshot()
 		if version != published && retry == nil {
-			if err := e.put(ctx, value, id); err != nil {
+			if err := e.put(ctx, value, id, &rev); err != nil {
 				if ctx.Err() != nil {
 					e.revoke(ctx, id)
 					return ctx.Err()
 				}
 				if errors.Is(err, rpctypes.ErrLeaseNotFound) {
 					return err
+				}
+				if errors.Is(err, errEntryMoved) {
+					// Written behind this session's back: write the
+					// latest value again (put read the revision).
+					e.log.Info("entry changed since it was last written; writing it again")
 				}
 				// Transient (no leader yet, say): keep the lease, try
 				// again shortly.
@@ -238,11 +244,41 @@ func (e *Entry[T]) session(ctx context.Context) error {
 // latest value is written again once a leader is elected.
 const entryPutTimeout = time.Second
 
-func (e *Entry[T]) put(ctx context.Context, value []byte, id clientv3.LeaseID) error {
+// errEntryMoved says that the key's revision was not the one the entry
+// last wrote: a write of its own that had timed out landed since.
+var errEntryMoved = errors.New("the entry changed since it was last written")
+
+// put writes value on lease id only if the key is still at *rev, the
+// revision the entry last wrote or saw, and moves *rev to what it finds.
+// A write that timed out is not always lost: sent to a member that froze,
+// it waits in that member's socket and is carried out when the member
+// wakes, seconds later (grpc's deadline is relative to when the member
+// reads it). Unfenced, such a write put a promoted primary's entry back
+// to "replica" 3 s after the promotion was published, and nothing wrote it
+// again while the value stayed the same: the router had no primary for
+// 17 s in a soak. Fenced, the late write finds a newer revision and does
+// nothing; a write of the entry's own that landed late is found by the
+// next one, which reads the key's revision and writes again.
+func (e *Entry[T]) put(ctx context.Context, value []byte, id clientv3.LeaseID, rev *int64) error {
 	pctx, cancel := context.WithTimeout(ctx, min(entryPutTimeout, time.Duration(e.ttl)*time.Second))
 	defer cancel()
-	_, err := e.client.Put(pctx, e.key, string(value), clientv3.WithLease(id))
-	return err
+	resp, err := e.client.Txn(pctx).
+		If(clientv3.Compare(clientv3.ModRevision(e.key), "=", *rev)).
+		Then(clientv3.OpPut(e.key, string(value), clientv3.WithLease(id))).
+		Else(clientv3.OpGet(e.key)).
+		Commit()
+	if err != nil {
+		return err
+	}
+	if resp.Succeeded {
+		*rev = resp.Header.Revision
+		return nil
+	}
+	*rev = 0
+	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+		*rev = kvs[0].ModRevision
+	}
+	return errEntryMoved
 }
 
 // revoke deletes the entry by revoking its lease, bounded in time even

@@ -2,6 +2,7 @@ package coord
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -264,4 +265,67 @@ func TestPublisherChanges(t *testing.T) {
 			t.Errorf("NewPublisher(%+v) succeeded", bad)
 		}
 	}
+}
+
+// A write of an entry's that timed out can still be carried out later (a
+// frozen member reads it when it wakes): it must not undo a newer value,
+// which the entry would not write again while it stays the same. A soak
+// saw a promoted primary's entry put back to "replica" that way.
+func TestEntryLateWriteUndoesNothing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts etcd")
+	}
+	log := testLog(t)
+	cfgs := clusterConfigs(t, log, 1, "shop", "")
+	r := startMember(t, cfgs[0])
+	waitReady(t, r)
+	c := newTestClient(t, log, r.m.Endpoints(), nil)
+	e, err := NewEntry(EntryConfig[string]{Client: c, Key: "/haven/shop/test/entry", Value: "replica", Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	sctx, scancel := context.WithTimeout(ctx, 20*time.Second)
+	defer scancel()
+	if err := e.Sync(sctx); err != nil {
+		t.Fatal(err)
+	}
+	get := func() (string, int64, clientv3.LeaseID) {
+		t.Helper()
+		resp, err := c.Get(sctx, "/haven/shop/test/entry")
+		if err != nil || len(resp.Kvs) != 1 {
+			t.Fatalf("get the entry: %v, %d keys", err, len(resp.Kvs))
+		}
+		kv := resp.Kvs[0]
+		return string(kv.Value), kv.ModRevision, clientv3.LeaseID(kv.Lease)
+	}
+	_, rev, lease := get()
+	e.Set("primary")
+	if err := e.Sync(sctx); err != nil {
+		t.Fatal(err)
+	}
+	// The write of "replica" as the entry made it, against the revision it
+	// had then, carried out only now.
+	late := rev
+	if err := e.put(sctx, []byte(`"replica"`), lease, &late); !errors.Is(err, errEntryMoved) {
+		t.Errorf("a late write = %v; want errEntryMoved", err)
+	}
+	if v, _, _ := get(); v != `"primary"` {
+		t.Fatalf("after a late write of the old value the entry holds %s; want \"primary\"", v)
+	}
+	// A value written behind the entry's back is overwritten at its next
+	// change.
+	if _, err := c.Put(sctx, "/haven/shop/test/entry", `"stray"`, clientv3.WithLease(lease)); err != nil {
+		t.Fatal(err)
+	}
+	e.Set("primary, newer")
+	eventually(t, 20*time.Second, "the entry's newer value", func(context.Context) error {
+		if v, _, _ := get(); v != `"primary, newer"` {
+			return fmt.Errorf("the entry holds %s", v)
+		}
+		return nil
+	})
 }
