@@ -143,6 +143,18 @@ type runningMember struct {
 // errStuck is the result of a Run that did not return in time.
 var errStuck = errors.New("member did not stop in time")
 
+// oneMember starts a cluster of one member and waits until it serves; in
+// -short mode it skips the test.
+func oneMember(t *testing.T, log *slog.Logger) *runningMember {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts etcd")
+	}
+	r := startMember(t, clusterConfigs(t, log, 1, "shop", "")[0])
+	waitReady(t, r)
+	return r
+}
+
 func startMember(t *testing.T, cfg MemberConfig) *runningMember {
 	t.Helper()
 	m, err := NewMember(cfg)

@@ -91,14 +91,8 @@ func sameInfo(got, want MemberInfo) error {
 // TestMembership publishes two agents on a one-member etcd and follows
 // them with WatchMembers through an update, a lost lease and a stop.
 func TestMembership(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts etcd")
-	}
 	log := testLog(t)
-	cfgs := clusterConfigs(t, log, 1, "shop", "")
-	r := startMember(t, cfgs[0])
-	waitReady(t, r)
-	c := newTestClient(t, log, r.m.Endpoints(), nil)
+	c := newTestClient(t, log, oneMember(t, log).m.Endpoints(), nil)
 
 	var w watched
 	wctx, wcancel := context.WithCancel(context.Background())
@@ -272,14 +266,8 @@ func TestPublisherChanges(t *testing.T) {
 // which the entry would not write again while it stays the same. A soak
 // saw a promoted primary's entry put back to "replica" that way.
 func TestEntryLateWriteUndoesNothing(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts etcd")
-	}
 	log := testLog(t)
-	cfgs := clusterConfigs(t, log, 1, "shop", "")
-	r := startMember(t, cfgs[0])
-	waitReady(t, r)
-	c := newTestClient(t, log, r.m.Endpoints(), nil)
+	c := newTestClient(t, log, oneMember(t, log).m.Endpoints(), nil)
 	e, err := NewEntry(EntryConfig[string]{Client: c, Key: "/haven/shop/test/entry", Value: "replica", Logger: log})
 	if err != nil {
 		t.Fatal(err)

@@ -92,13 +92,7 @@ type ownerHarness struct {
 
 func newOwnerHarness(t *testing.T) *ownerHarness {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("starts etcd")
-	}
-	log := testLog(t)
-	cfgs := clusterConfigs(t, log, 1, "shop", "")
-	r := startMember(t, cfgs[0])
-	waitReady(t, r)
+	r := oneMember(t, testLog(t))
 	return &ownerHarness{t: t, nodes: map[string]*ownerNode{}, eps: r.m.Endpoints(), prefix: OwnerPrefix("shop", "vip", "web")}
 }
 

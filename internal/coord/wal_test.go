@@ -11,12 +11,8 @@ import (
 // TestWALFsyncs: a running member's write-ahead-log fsyncs are counted
 // from etcd's metrics, and none counts as slow on a disk in memory.
 func TestWALFsyncs(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts etcd")
-	}
 	log := testLog(t)
-	r := startMember(t, clusterConfigs(t, log, 1, "shop", "")[0])
-	waitReady(t, r)
+	r := oneMember(t, log)
 	before, _, err := WALFsyncs(prometheus.DefaultGatherer)
 	if err != nil {
 		t.Fatal(err)
