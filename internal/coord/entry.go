@@ -206,7 +206,7 @@ func (e *Entry[T]) session(ctx context.Context) error {
 				if errors.Is(err, rpctypes.ErrLeaseNotFound) {
 					return err
 				}
-				if errors.Is(err, errEntryMoved) {
+				if errors.Is(err, ErrKeyMoved) {
 					// Written behind this session's back: write the
 					// latest value again (put read the revision).
 					e.log.Info("entry changed since it was last written; writing it again")
@@ -244,28 +244,28 @@ func (e *Entry[T]) session(ctx context.Context) error {
 // latest value is written again once a leader is elected.
 const entryPutTimeout = time.Second
 
-// errEntryMoved says that the key's revision was not the one the entry
-// last wrote: a write of its own that had timed out landed since.
-var errEntryMoved = errors.New("the entry changed since it was last written")
+// ErrKeyMoved says that a key's revision was not the one its writer last
+// wrote or saw (FencedPut): another write landed since, maybe one of the
+// writer's own that had timed out.
+var ErrKeyMoved = errors.New("coord: the key changed since it was last written")
 
-// put writes value on lease id only if the key is still at *rev, the
-// revision the entry last wrote or saw, and moves *rev to what it finds.
+// FencedPut writes value at key only if the key is still at *rev, the
+// revision its writer last wrote or saw (0: absent), and moves *rev to
+// what it finds; when the key has moved it writes nothing and returns
+// ErrKeyMoved, and the caller writes again with the revision it now has.
+//
 // A write that timed out is not always lost: sent to a member that froze,
 // it waits in that member's socket and is carried out when the member
-// wakes, seconds later (grpc's deadline is relative to when the member
-// reads it). Unfenced, such a write put a promoted primary's entry back
-// to "replica" 3 s after the promotion was published, and nothing wrote it
-// again while the value stayed the same: the router had no primary for
-// 17 s in a soak. Fenced, the late write finds a newer revision and does
-// nothing; a write of the entry's own that landed late is found by the
-// next one, which reads the key's revision and writes again.
-func (e *Entry[T]) put(ctx context.Context, value []byte, id clientv3.LeaseID, rev *int64) error {
-	pctx, cancel := context.WithTimeout(ctx, min(entryPutTimeout, time.Duration(e.ttl)*time.Second))
-	defer cancel()
-	resp, err := e.client.Txn(pctx).
-		If(clientv3.Compare(clientv3.ModRevision(e.key), "=", *rev)).
-		Then(clientv3.OpPut(e.key, string(value), clientv3.WithLease(id))).
-		Else(clientv3.OpGet(e.key)).
+// wakes, seconds later (gRPC's deadline counts from when the member reads
+// it). Unfenced, such a write put a promoted primary's published state
+// back to "replica" 3 s after the promotion, and nothing wrote it again
+// while the value stayed the same: the router had no primary for 17 s in
+// a soak. Fenced, the late write finds a newer revision and does nothing.
+func FencedPut(ctx context.Context, cli *clientv3.Client, key, value string, rev *int64, opts ...clientv3.OpOption) error {
+	resp, err := cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(key), "=", *rev)).
+		Then(clientv3.OpPut(key, value, opts...)).
+		Else(clientv3.OpGet(key)).
 		Commit()
 	if err != nil {
 		return err
@@ -278,7 +278,14 @@ func (e *Entry[T]) put(ctx context.Context, value []byte, id clientv3.LeaseID, r
 	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
 		*rev = kvs[0].ModRevision
 	}
-	return errEntryMoved
+	return ErrKeyMoved
+}
+
+// put writes the entry's value on lease id, fenced (FencedPut).
+func (e *Entry[T]) put(ctx context.Context, value []byte, id clientv3.LeaseID, rev *int64) error {
+	pctx, cancel := context.WithTimeout(ctx, min(entryPutTimeout, time.Duration(e.ttl)*time.Second))
+	defer cancel()
+	return FencedPut(pctx, e.client, e.key, string(value), rev, clientv3.WithLease(id))
 }
 
 // revoke deletes the entry by revoking its lease, bounded in time even

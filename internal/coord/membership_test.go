@@ -298,8 +298,8 @@ func TestEntryLateWriteUndoesNothing(t *testing.T) {
 	// The write of "replica" as the entry made it, against the revision it
 	// had then, carried out only now.
 	late := rev
-	if err := e.put(sctx, []byte(`"replica"`), lease, &late); !errors.Is(err, errEntryMoved) {
-		t.Errorf("a late write = %v; want errEntryMoved", err)
+	if err := e.put(sctx, []byte(`"replica"`), lease, &late); !errors.Is(err, ErrKeyMoved) {
+		t.Errorf("a late write = %v; want ErrKeyMoved", err)
 	}
 	if v, _, _ := get(); v != `"primary"` {
 		t.Fatalf("after a late write of the old value the entry holds %s; want \"primary\"", v)

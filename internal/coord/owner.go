@@ -759,8 +759,10 @@ func (o *Owner) kickCandidate() {
 }
 
 // publishCandidates writes the latest candidacy whenever it or the lease
-// changes, one write at a time so they cannot arrive out of order.
+// changes, one write at a time and fenced (FencedPut), so that a write that
+// timed out and lands late cannot undo a newer one.
 func (o *Owner) publishCandidates(ctx context.Context) {
+	var rev int64 // the candidacy's revision as last written or seen
 	for {
 		select {
 		case <-o.candKick:
@@ -775,8 +777,14 @@ func (o *Owner) publishCandidates(ctx context.Context) {
 		}
 		b, _ := json.Marshal(c)
 		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		_, err := o.cfg.Client.Put(pctx, o.candidateKey(), string(b), clientv3.WithLease(lease))
+		err := FencedPut(pctx, o.cfg.Client, o.candidateKey(), string(b), &rev, clientv3.WithLease(lease))
 		cancel()
+		if errors.Is(err, ErrKeyMoved) {
+			// Again with the revision it found (soon: two owners of one
+			// node's name would otherwise write in turn at full speed).
+			time.AfterFunc(retryMin, o.kickCandidate)
+			continue
+		}
 		if err != nil && ctx.Err() == nil {
 			o.log.Warn("publish candidacy", "err", err)
 			time.AfterFunc(time.Second, o.kickCandidate)

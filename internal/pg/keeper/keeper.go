@@ -121,6 +121,9 @@ type Keeper struct {
 	metrics *keeperMetrics
 	// m makes the decisions; only the loop's goroutine touches it.
 	m *machine
+	// syncRev is the sync record's revision as this keeper last wrote or
+	// saw it (putSync; the loop's goroutine only).
+	syncRev int64
 
 	mu      sync.Mutex
 	members map[string]MemberState

@@ -2,6 +2,7 @@ package keeper
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -458,5 +459,69 @@ func TestWaitRunning(t *testing.T) {
 	}
 	if st := sup.Status().State; st != pg.StateRunning {
 		t.Fatalf("waitRunning returned with the supervisor %v", st)
+	}
+}
+
+// A write of the sync record that is carried out late (it timed out against
+// a frozen etcd member, which reads it when it wakes) does nothing: a late
+// record naming fewer standbys than postgres waits for would let a node
+// outside the real set be promoted. A newer record of another leader's is
+// overwritten by the next write.
+func TestSyncRecordLateWriteUndoesNothing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts etcd")
+	}
+	cli, err := coord.NewClient(context.Background(), coord.ClientConfig{Endpoints: []string{startEtcd(t)}, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	k := &Keeper{cfg: Config{Client: cli, Cluster: "shop", Name: "main"}}
+	stored := func() SyncState {
+		t.Helper()
+		resp, err := cli.Get(ctx, SyncKey("shop", "main"))
+		if err != nil || len(resp.Kvs) != 1 {
+			t.Fatalf("get the sync record: %v, %d keys", err, len(resp.Kvs))
+		}
+		var s SyncState
+		if err := json.Unmarshal(resp.Kvs[0].Value, &s); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	narrow := SyncState{Leader: "db1", K: 1, Standbys: []string{"db2"}}
+	wide := SyncState{Leader: "db1", K: 1, Standbys: []string{"db2", "db3"}}
+	if err := k.putSync(ctx, narrow); err != nil {
+		t.Fatal(err)
+	}
+	before := k.syncRev
+	if err := k.putSync(ctx, wide); err != nil {
+		t.Fatal(err)
+	}
+	key := SyncKey("shop", "main")
+	if got, err := cli.Get(ctx, key); err != nil || got.Kvs[0].ModRevision != k.syncRev || before == 0 || before >= k.syncRev {
+		t.Fatalf("putSync's revisions %d then %d, the record's %v (%v): the writes are not fenced by the revision they made", before, k.syncRev, got, err)
+	}
+	// The narrow write, as putSync sent it then, carried out now.
+	data, _ := json.Marshal(narrow)
+	resp, err := cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", before)).Then(clientv3.OpPut(key, string(data))).Commit()
+	if err != nil || resp.Succeeded {
+		t.Errorf("the late write: succeeded %v, %v; want it refused", resp != nil && resp.Succeeded, err)
+	}
+	if s := stored(); len(s.Standbys) != 2 {
+		t.Fatalf("after a late write the record names %v; want db2 and db3", s.Standbys)
+	}
+	// Another leader's record: the next write finds it and writes over it.
+	other, _ := json.Marshal(SyncState{Leader: "db3"})
+	if _, err := cli.Put(ctx, key, string(other)); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.putSync(ctx, narrow); err != nil {
+		t.Fatalf("putSync over another leader's record: %v", err)
+	}
+	if s := stored(); s.Leader != "db1" || len(s.Standbys) != 1 {
+		t.Errorf("the record is %+v; want db1's, naming db2", s)
 	}
 }

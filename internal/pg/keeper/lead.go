@@ -10,6 +10,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/haven-ha/haven/internal/coord"
 	"github.com/haven-ha/haven/internal/pg"
 )
 
@@ -285,16 +286,26 @@ func (k *Keeper) manageSync(ctx context.Context, v view) error {
 	return k.putSync(ctx, want)
 }
 
+// putSync writes the sync record fenced by the revision this keeper last
+// wrote or saw (coord.FencedPut): a late record naming fewer standbys than
+// postgres waits for would let a node outside the real set be promoted.
+// Found at a newer revision (another leader's, or a late write of this
+// one's), it writes again, once.
 func (k *Keeper) putSync(ctx context.Context, s SyncState) error {
 	data, err := json.Marshal(s)
 	if err != nil {
 		return err
 	}
-	_, err = k.cfg.Client.Put(ctx, SyncKey(k.cfg.Cluster, k.cfg.Name), string(data))
-	if err == nil {
-		k.mu.Lock()
-		k.sync = s
-		k.mu.Unlock()
+	key := SyncKey(k.cfg.Cluster, k.cfg.Name)
+	err = coord.FencedPut(ctx, k.cfg.Client, key, string(data), &k.syncRev)
+	if errors.Is(err, coord.ErrKeyMoved) {
+		err = coord.FencedPut(ctx, k.cfg.Client, key, string(data), &k.syncRev)
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	k.mu.Lock()
+	k.sync = s
+	k.mu.Unlock()
+	return nil
 }
