@@ -20,7 +20,7 @@ import (
 // TestDrillRun plays haven drill run primary-pause against a database of
 // three nodes in namespaces, from the client's host, through the router:
 // with the file's objectives (RTO 30s, RPO 0, replication sync) a freeze of
-// the primary's postgres for 12s must be failed over before it ends (the
+// the primary's postgres for 16s must be failed over before it ends (the
 // keeper gives up the lead of a postgres silent for 5 leases), with no
 // acknowledged write lost, and the drill pass; judged against an RTO no
 // failover keeps (a copy of the file), the same drill must fail and say why.
@@ -46,7 +46,7 @@ func TestDrillRun(t *testing.T) {
 	})
 	primary = c.waitHealthy("after the scheduled drill")
 
-	out, err := c.tryHaven("client", "drill", "run", "primary-pause", "--dsn", dsn, "--for", "12s", "-o", "json")
+	out, err := c.tryHaven("client", "drill", "run", "primary-pause", "--dsn", dsn, "--for", "16s", "-o", "json")
 	if err != nil {
 		t.Fatalf("haven drill run primary-pause: %v\n%s", err, out)
 	}
@@ -67,7 +67,7 @@ func TestDrillRun(t *testing.T) {
 	}
 	// Failed over, not waited out: another node is the primary.
 	if p := c.waitHealthy("after the drill"); p == primary {
-		t.Errorf("%s, frozen for 12s, is still the primary", p)
+		t.Errorf("%s, frozen for 16s, is still the primary", p)
 	}
 
 	// The same drill judged against an RTO no failover keeps.

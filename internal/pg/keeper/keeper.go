@@ -147,9 +147,9 @@ type Keeper struct {
 	final atomic.Pointer[finalWAL]
 	// whyNot is why the node may not lead, as last logged ("" when it may).
 	whyNot string
-	// silentSince is when its running postgres stopped answering the
-	// keeper's queries (zero while it answers): a primary silent for
-	// hangAfter gives up the lead (see publish).
+	// silentSince is when the first of the keeper's queries that its
+	// running postgres left unanswered was asked (zero while it answers): a
+	// primary silent for hangAfter gives up the lead (see publish).
 	silentSince time.Time
 	// stepWarnings logs a round's error once while it comes back round
 	// after round.
@@ -452,12 +452,17 @@ func (k *Keeper) step(ctx context.Context) error {
 	v.letGo = k.letGo.Swap(false)
 	k.m.observe(v)
 	var err error
+	unanswered := false
 	if v.running() {
 		// Bounded: a hung postgres must not hold the keeper's round, which
 		// publishes that it is hung.
+		asked := k.clk.Now()
 		qctx, cancel := context.WithTimeout(ctx, queryTimeout)
 		v.inRecovery, err = k.srv.IsInRecovery(qctx)
 		cancel()
+		if unanswered = err != nil; unanswered {
+			k.noAnswer(asked)
+		}
 	}
 	switch {
 	case err != nil:
@@ -470,7 +475,7 @@ func (k *Keeper) step(ctx context.Context) error {
 	default:
 		err = k.follow(ctx, v)
 	}
-	k.publish(ctx)
+	k.publish(ctx, unanswered)
 	return err
 }
 

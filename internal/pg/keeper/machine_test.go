@@ -571,6 +571,35 @@ func TestAwaitCheckpoint(t *testing.T) {
 	}
 }
 
+// TestSilence: a hung postgres's silence counts from the first query it
+// left unanswered, not from when the keeper noticed (a query timeout
+// later, round after round), so that the primary gives up the lead
+// hangAfter into the hang; an answer, or a postgres that does not run,
+// ends it.
+func TestSilence(t *testing.T) {
+	var k Keeper
+	t0 := time.Date(2026, 12, 5, 10, 0, 0, 0, time.UTC)
+	hung := reading{server: pg.StateRunning}
+	k.noAnswer(t0)                   // the round's first query times out...
+	k.noAnswer(t0.Add(queryTimeout)) // ...and the next
+	s := k.silence(t0.Add(6*time.Second), hung)
+	if s != 6*time.Second {
+		t.Errorf("silence 6s after the first unanswered query = %v", s)
+	}
+	if s <= hangAfter(time.Second) {
+		t.Errorf("silence %v is not past hangAfter (%v) for a lease of 1s", s, hangAfter(time.Second))
+	}
+	if s := k.silence(t0.Add(7*time.Second), reading{server: pg.StateRunning, ok: true}); s != 0 {
+		t.Errorf("silence once postgres answers = %v, want 0", s)
+	}
+	if s := k.silence(t0.Add(8*time.Second), hung); s != 0 {
+		t.Errorf("silence of a new hang noticed at once = %v, want 0 (it starts now)", s)
+	}
+	if s := k.silence(t0.Add(9*time.Second), reading{server: pg.StateRestarting}); s != 0 {
+		t.Errorf("silence of a postgres being restarted = %v, want 0", s)
+	}
+}
+
 // TestSameReason: a reason not to lead is logged again when it changes,
 // not when the measurement it quotes does.
 func TestSameReason(t *testing.T) {

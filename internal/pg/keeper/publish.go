@@ -12,11 +12,14 @@ import (
 
 // publish reads postgres's position and publishes the node's state, then
 // tells the ownership record whether the node may lead (the machine's
-// member and eligible).
-func (k *Keeper) publish(ctx context.Context) {
+// member and eligible). unanswered says postgres left this round's first
+// query unanswered: it is not asked again, so that a hung postgres costs a
+// round one query timeout, not two.
+func (k *Keeper) publish(ctx context.Context, unanswered bool) {
 	v := k.look()
 	r := reading{server: v.server}
-	if r.server == pg.StateRunning {
+	if r.server == pg.StateRunning && !unanswered {
+		asked := k.clk.Now()
 		qctx, cancel := context.WithTimeout(ctx, queryTimeout)
 		pos, err := k.srv.Position(qctx)
 		var id uint64
@@ -25,6 +28,9 @@ func (k *Keeper) publish(ctx context.Context) {
 		}
 		cancel()
 		r.ok, r.pos, r.systemID = err == nil, pos, id
+		if err != nil {
+			k.noAnswer(asked)
+		}
 	}
 	var final finalWAL
 	if f := k.final.Load(); f != nil {
@@ -59,8 +65,18 @@ func (k *Keeper) publish(ctx context.Context) {
 	}
 }
 
-// silence is how long the running postgres has not answered the keeper
-// (0 while it answers, or when it does not run).
+// noAnswer notes that postgres left a query asked at asked unanswered.
+func (k *Keeper) noAnswer(asked time.Time) {
+	if k.silentSince.IsZero() {
+		k.silentSince = asked
+	}
+}
+
+// silence is how long the running postgres has not answered the keeper:
+// since the first query it left unanswered was asked, not since the keeper
+// noticed (a round's timeout later), so that a hung primary gives up the
+// lead hangAfter into its silence. It is 0 while postgres answers, or
+// when it does not run.
 func (k *Keeper) silence(now time.Time, r reading) time.Duration {
 	if r.server != pg.StateRunning || r.ok {
 		k.silentSince = time.Time{}
