@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 
@@ -131,40 +132,97 @@ func FetchFile(ctx context.Context, r repo.Repository, cluster, name, dst string
 // last one in pieces from offset 0 that reach to. A base backup needs
 // this range to become consistent. The error names the first segment
 // that is missing or too short, and wraps repo.ErrNotExist.
+//
+// A segment of a later timeline stands for tli's when that timeline's
+// history says tli went on past the WAL needed in it: PostgreSQL copies
+// the segment in which a timeline ends to the next timeline's name, and
+// recovery reads that copy first. That is where a backup's last WAL is
+// when its primary failed over before the archive had it from tli.
 func Holds(ctx context.Context, r repo.Repository, cluster string, tli uint32, from, to pg.LSN) error {
 	if to <= from {
 		return nil
 	}
-	have := map[string]bool{}
-	var ps = map[string][]piece{}
-	err := r.List(ctx, walDir(cluster), func(info repo.Info) error {
-		name := strings.TrimPrefix(info.Name, walDir(cluster))
-		if seg, off, err := parsePieceName(name); err == nil {
-			ps[seg] = append(ps[seg], piece{name: info.Name, off: off, size: info.Size})
-		} else if _, _, err := ParseSegmentName(name); err == nil && info.Size == SegmentSize {
-			have[name] = true
-		}
-		return nil
-	})
+	a, err := readArchive(ctx, r, cluster)
 	if err != nil {
-		return fmt.Errorf("wal: list %s in %s: %w", walDir(cluster), r, err)
+		return err
 	}
 	last := segNo(to - 1)
 	for no := segNo(from); no <= last; no++ {
-		seg := SegmentName(tli, no)
-		if have[seg] {
-			continue
-		}
-		p := ps[seg]
-		sort.Slice(p, func(i, j int) bool { return p[i].off < p[j].off })
-		end, _ := contiguous(p)
 		need := int64(SegmentSize)
 		if no == last {
 			need = int64(to - pg.LSN(no*SegmentSize))
 		}
-		if end < need {
-			return fmt.Errorf("wal: %s holds %s only to offset %d of %d: %w", r, seg, end, need, repo.ErrNotExist)
+		end := a.held(tli, no)
+		if end >= need {
+			continue
+		}
+		ok, err := a.heldLater(ctx, r, tli, no, pg.LSN(no*SegmentSize)+pg.LSN(need), need)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("wal: %s holds %s only to offset %d of %d: %w", r, SegmentName(tli, no), end, need, repo.ErrNotExist)
 		}
 	}
 	return nil
+}
+
+// archiveListing is what a WAL archive holds: whole segments, pieces of
+// segments, and the timelines that have a history file.
+type archiveListing struct {
+	cluster   string
+	whole     map[string]bool
+	pieces    map[string][]piece
+	histories []uint32
+}
+
+func readArchive(ctx context.Context, r repo.Repository, cluster string) (*archiveListing, error) {
+	a := &archiveListing{cluster: cluster, whole: map[string]bool{}, pieces: map[string][]piece{}}
+	err := r.List(ctx, walDir(cluster), func(info repo.Info) error {
+		name := strings.TrimPrefix(info.Name, walDir(cluster))
+		if seg, off, err := parsePieceName(name); err == nil {
+			a.pieces[seg] = append(a.pieces[seg], piece{name: info.Name, off: off, size: info.Size})
+		} else if _, _, err := ParseSegmentName(name); err == nil && info.Size == SegmentSize {
+			a.whole[name] = true
+		} else if t, ok := parseHistoryName(name); ok {
+			a.histories = append(a.histories, t)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("wal: list %s in %s: %w", walDir(cluster), r, err)
+	}
+	slices.Sort(a.histories)
+	return a, nil
+}
+
+// held is how far from its start the archive holds segment no of
+// timeline tli without a gap.
+func (a *archiveListing) held(tli uint32, no uint64) int64 {
+	seg := SegmentName(tli, no)
+	if a.whole[seg] {
+		return SegmentSize
+	}
+	p := a.pieces[seg]
+	sort.Slice(p, func(i, j int) bool { return p[i].off < p[j].off })
+	end, _ := contiguous(p)
+	return end
+}
+
+// heldLater reports whether a timeline after tli, which forked from it at
+// or after upTo, holds segment no to offset need.
+func (a *archiveListing) heldLater(ctx context.Context, r repo.Repository, tli uint32, no uint64, upTo pg.LSN, need int64) (bool, error) {
+	for _, t := range a.histories {
+		if t <= tli || a.held(t, no) < need {
+			continue
+		}
+		var hist strings.Builder
+		if err := fetch(ctx, r, a.cluster, HistoryName(t), &hist); err != nil {
+			return false, fmt.Errorf("wal: read %s in %s: %w", HistoryName(t), r, err)
+		}
+		if _, forked, err := successor([]byte(hist.String()), tli, t); err == nil && forked >= upTo {
+			return true, nil
+		}
+	}
+	return false, nil
 }

@@ -50,12 +50,18 @@ func HistoryName(tli uint32) string { return fmt.Sprintf("%08X.history", tli) }
 
 // isHistoryName reports whether name is a timeline history file's name.
 func isHistoryName(name string) bool {
+	_, ok := parseHistoryName(name)
+	return ok
+}
+
+// parseHistoryName is HistoryName's inverse.
+func parseHistoryName(name string) (uint32, bool) {
 	t, ok := strings.CutSuffix(name, ".history")
 	if !ok || len(t) != 8 {
-		return false
+		return 0, false
 	}
-	_, err := strconv.ParseUint(t, 16, 32)
-	return err == nil
+	tli, err := strconv.ParseUint(t, 16, 32)
+	return uint32(tli), err == nil
 }
 
 // pieceSuffix ends the name of a piece of a segment.

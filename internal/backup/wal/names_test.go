@@ -155,3 +155,53 @@ func TestSuccessor(t *testing.T) {
 		t.Error("successor of a timeline not in the history")
 	}
 }
+
+// TestHoldsAcrossAFork: a base backup's WAL that its timeline's archive
+// lacks (the primary failed over before its last segment was archived)
+// is held when a later timeline, forked after that WAL, has the segment:
+// its history says so. A fork before the needed WAL, or no history, is
+// not enough.
+func TestHoldsAcrossAFork(t *testing.T) {
+	ctx := context.Background()
+	r, err := repo.OpenFile(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	from, to := pg.LSN(3*SegmentSize+0xD8), pg.LSN(4*SegmentSize+0x2A250)
+	const hist = "\tno recovery target specified\n"
+	for _, tc := range []struct {
+		name  string
+		later map[string]string // objects besides timeline 1's, with a history's text
+		held  bool
+	}{
+		{"timeline 1 alone", nil, false},
+		{"timeline 2's segment without its history", map[string]string{"000000020000000000000004": ""}, false},
+		{"timeline 2 forked before the stop", map[string]string{"000000020000000000000004": "", "00000002.history": "1\t0/402A000" + hist}, false},
+		{"timeline 2 forked after the stop", map[string]string{"000000020000000000000004": "", "00000002.history": "1\t0/4030000" + hist}, true},
+		{"timeline 3, forked from 2, which forked from 1 after the stop", map[string]string{
+			"00000002.history": "1\t0/4030000" + hist, "000000030000000000000004": "", "00000003.history": "1\t0/4030000" + hist + "2\t0/4040000" + hist}, true},
+	} {
+		c := strings.ReplaceAll(tc.name, " ", "-")
+		put(t, r, c+"/wal/000000010000000000000003", bytes.Repeat([]byte{1}, SegmentSize))
+		put(t, r, c+"/wal/000000010000000000000004.00000000.partial", make([]byte, 0x10000))
+		for name, text := range tc.later {
+			if text == "" {
+				put(t, r, c+"/wal/"+name+".00000000.partial", make([]byte, 0x40000))
+			} else {
+				put(t, r, c+"/wal/"+name, []byte(text))
+			}
+		}
+		err := Holds(ctx, r, c, 1, from, to)
+		switch {
+		case tc.held && err != nil:
+			t.Errorf("%s: %v; want the WAL held", tc.name, err)
+		case !tc.held && (!errors.Is(err, repo.ErrNotExist) || !strings.Contains(err.Error(), "000000010000000000000004 only to offset 65536 of 172624")):
+			t.Errorf("%s: %v; want segment 4 of timeline 1 named short", tc.name, err)
+		}
+		if tc.held {
+			if err := Holds(ctx, r, c, 1, from, 4*SegmentSize+0x31000); !errors.Is(err, repo.ErrNotExist) {
+				t.Errorf("%s, WAL past the fork: %v; want it not held", tc.name, err)
+			}
+		}
+	}
+}
