@@ -207,13 +207,14 @@ func (e *Entry[T]) session(ctx context.Context) error {
 					return err
 				}
 				if errors.Is(err, ErrKeyMoved) {
-					// Written behind this session's back: write the
-					// latest value again (put read the revision).
+					// Written behind this session's back (one of its own
+					// writes, landing late): write the latest value
+					// again, at the revision put read.
 					e.log.Info("entry changed since it was last written; writing it again")
+				} else {
+					// Transient (no leader yet, say): keep the lease.
+					e.log.Debug("entry: put failed; retrying", "err", err)
 				}
-				// Transient (no leader yet, say): keep the lease, try
-				// again shortly.
-				e.log.Debug("entry: put failed; retrying", "err", err)
 				retry = time.After(retryMin)
 			} else {
 				published = version
