@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"golang.org/x/sys/unix"
 
 	"github.com/haven-ha/haven/bench/internal/harness"
 	"github.com/haven-ha/haven/internal/netlab"
@@ -38,6 +39,7 @@ type cluster struct {
 	http    *http.Client
 	pgUID   int
 	pgGID   int
+	mounts  []string // the soak nodes' own file systems, unmounted by close
 }
 
 // startCluster builds the network, starts every node's daemons and
@@ -139,6 +141,11 @@ func (c *cluster) writeConfigs() error {
 			return err
 		}
 		if c.t.kind == "haven" {
+			if c.b.opt.soak > 0 {
+				if err := c.mountNodeDisk(d); err != nil {
+					return err
+				}
+			}
 			continue
 		}
 		// Patroni runs as postgres and makes its data directory, socket
@@ -205,6 +212,27 @@ func (c *cluster) close() {
 		harness.Logf("warning: %v", err)
 	}
 	c.b.setNet(nil)
+	for _, d := range c.mounts {
+		if err := unix.Unmount(d, unix.MNT_DETACH); err != nil {
+			harness.Logf("warning: unmount %s: %v", d, err)
+		}
+	}
+}
+
+// soakDiskSize is each soak node's own file system: room for its
+// postgres, its etcd member and their logs for an hour, and for a fill
+// fault's file (the soak fills it to 80-95 %).
+const soakDiskSize = "2g"
+
+// mountNodeDisk gives a soak node's directory a file system of its own (a
+// tmpfs), so that the soak's fills fill that node's disk, not the
+// machine's.
+func (c *cluster) mountNodeDisk(d string) error {
+	if err := unix.Mount("tmpfs", d, "tmpfs", 0, "size="+soakDiskSize+",mode=0711"); err != nil {
+		return fmt.Errorf("mount a tmpfs on %s for the soak's fills: %w", d, err)
+	}
+	c.mounts = append(c.mounts, d)
+	return nil
 }
 
 // saveLogs writes the output of each daemon to the raw directory, as

@@ -40,6 +40,9 @@ func (b *bench) runSoak(ctx context.Context) error {
 	if b.opt.soakFaults > 0 {
 		args = append(args, "--faults", fmt.Sprint(b.opt.soakFaults))
 	}
+	// Every class of fault the database lab has (no backend process or
+	// unit runs there); fills fill each node's own tmpfs (mountNodeDisk).
+	args = append(args, "--kinds", "kill,pause,drop,loss,pause-agent,fill")
 	if b.opt.soakSeed > 0 {
 		args = append(args, "--seed", fmt.Sprint(b.opt.soakSeed))
 	}

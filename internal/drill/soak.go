@@ -60,6 +60,17 @@ func (o *SoakOptions) defaults() {
 	}
 }
 
+// soakKinds are the classes a soak can draw.
+var soakKinds = []fault.Kind{fault.Kill, fault.Pause, fault.Drop, fault.Loss, agentPause, fault.Fill}
+
+func joinKinds(ks []fault.Kind) string {
+	s := make([]string, len(ks))
+	for i, k := range ks {
+		s[i] = string(k)
+	}
+	return strings.Join(s, ", ")
+}
+
 // agentPause is the soak's name for a pause of a node's agent and every
 // process under it (the node frozen), told apart from a pause of postgres.
 const agentPause fault.Kind = "pause-agent"
@@ -106,6 +117,11 @@ func Soak(ctx context.Context, cfg *config.Config, agents Agents, opt SoakOption
 		log = func(string) {}
 	}
 	r := SoakResult{Started: time.Now(), Seed: opt.Seed, ByKind: map[string]int{}}
+	for _, k := range opt.Kinds {
+		if !slices.Contains(soakKinds, k) {
+			return r, fmt.Errorf("drill soak: no class of fault %q; the soak draws from %s", k, joinKinds(soakKinds))
+		}
+	}
 	if cfg.Database == nil {
 		return r, errors.New("drill soak: haven.yaml has no database: the soak's faults aim at it")
 	}
@@ -200,6 +216,11 @@ func drawFault(rng *rand.Rand, cfg *config.Config, st State, opt SoakOptions) Ta
 		return Target{Node: node, Spec: fault.Spec{Kind: fault.Loss, Level: 20 + rng.IntN(61), Peers: othersThan(cfg.NodeNames(), node), Duration: d}}
 	case agentPause:
 		return Target{Node: node, Spec: fault.Spec{Kind: fault.Pause, Target: "agent", Duration: d}}
+	case fault.Fill:
+		// A disk nearly full, not full: a full disk stops postgres, and
+		// the keeper waits 30 s before it gives up the lead of a postgres
+		// that does not come back (docs/database.md), past any soak's RTO.
+		return Target{Node: node, Spec: fault.Spec{Kind: fault.Fill, Target: "postgres", Level: 80 + rng.IntN(16), Duration: d}}
 	default:
 		return Target{Node: node, Spec: fault.Spec{Kind: kind, Target: "postgres", Duration: d}}
 	}
