@@ -452,7 +452,6 @@ func (k *Keeper) step(ctx context.Context) error {
 	v.letGo = k.letGo.Swap(false)
 	k.m.observe(v)
 	var err error
-	unanswered := false
 	if v.running() {
 		// Bounded: a hung postgres must not hold the keeper's round, which
 		// publishes that it is hung.
@@ -460,7 +459,7 @@ func (k *Keeper) step(ctx context.Context) error {
 		qctx, cancel := context.WithTimeout(ctx, queryTimeout)
 		v.inRecovery, err = k.srv.IsInRecovery(qctx)
 		cancel()
-		if unanswered = err != nil; unanswered {
+		if err != nil {
 			k.noAnswer(asked)
 		}
 	}
@@ -475,7 +474,7 @@ func (k *Keeper) step(ctx context.Context) error {
 	default:
 		err = k.follow(ctx, v)
 	}
-	k.publish(ctx, unanswered)
+	k.publish(ctx)
 	return err
 }
 

@@ -12,13 +12,14 @@ import (
 
 // publish reads postgres's position and publishes the node's state, then
 // tells the ownership record whether the node may lead (the machine's
-// member and eligible). unanswered says postgres left this round's first
-// query unanswered: it is not asked again, so that a hung postgres costs a
-// round one query timeout, not two.
-func (k *Keeper) publish(ctx context.Context, unanswered bool) {
+// member and eligible). It asks postgres even when the round's first query
+// went unanswered: on a loaded machine the second often answers, and a
+// node without a reading publishes itself stopped (no primary to route
+// to) for the round.
+func (k *Keeper) publish(ctx context.Context) {
 	v := k.look()
 	r := reading{server: v.server}
-	if r.server == pg.StateRunning && !unanswered {
+	if r.server == pg.StateRunning {
 		asked := k.clk.Now()
 		qctx, cancel := context.WithTimeout(ctx, queryTimeout)
 		pos, err := k.srv.Position(qctx)
@@ -46,7 +47,9 @@ func (k *Keeper) publish(ctx context.Context, unanswered bool) {
 			k.log.Warn("write fence", "err", err)
 		}
 	}
-	v.silence = k.silence(v.now, r)
+	// Measured now, after the query: a hung postgres's rounds are two
+	// query timeouts long, and the look's time is one behind.
+	v.silence = k.silence(k.clk.Now(), r)
 	ok, why := k.m.eligible(v, k.initialized(ctx, v.members), st)
 	st.NotPromotable = why
 	k.state.Set(st)
