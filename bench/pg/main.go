@@ -140,6 +140,7 @@ func mainErr() int {
 	harness.OnInterrupt(cancel, 30*time.Second, func() {
 		b.closeNet()
 		if b.dir != "" && !opt.keep {
+			harness.UnmountUnder(b.dir) // the soak's tmpfs
 			os.RemoveAll(b.dir)
 		}
 	})

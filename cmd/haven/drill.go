@@ -381,7 +381,7 @@ func runDrill(args []string, stdout, stderr io.Writer) error {
 	case pos[0] == "soak" && len(pos) == 1:
 		opt := drill.SoakOptions{DSN: *dsn, URL: *url, For: *dur, Faults: *count, Seed: *seed}
 		for _, k := range strings.FieldsFunc(*kinds, func(r rune) bool { return r == ',' }) {
-			opt.Kinds = append(opt.Kinds, fault.Kind(k))
+			opt.Kinds = append(opt.Kinds, fault.Kind(strings.TrimSpace(k)))
 		}
 		return drillSoak(ac, opt, !*noLock, *output, *htmlPath, stdout, stderr)
 	case pos[0] == "stop" && len(pos) == 2:

@@ -75,7 +75,30 @@ func RemoveWorkDir(dir string, keep bool) {
 		Logf("kept %s", dir)
 		return
 	}
+	UnmountUnder(dir)
 	os.RemoveAll(dir)
+}
+
+// UnmountUnder detaches every file system mounted at or below dir (a
+// bench's tmpfs, say), deepest first, so that removing dir removes it all
+// and leaves no mount behind.
+func UnmountUnder(dir string) {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return
+	}
+	var points []string
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && (f[4] == dir || strings.HasPrefix(f[4], dir+"/")) {
+			points = append(points, f[4])
+		}
+	}
+	for i := len(points) - 1; i >= 0; i-- {
+		if err := syscall.Unmount(points[i], syscall.MNT_DETACH); err != nil {
+			Logf("warning: unmount %s: %v", points[i], err)
+		}
+	}
 }
 
 // reapStale removes the temporary directories parent/PREFIX* that earlier
@@ -102,6 +125,7 @@ func reapStale(parent, prefix string, killLeftovers bool) []string {
 		notes = killIn(stale)
 	}
 	for _, d := range stale {
+		UnmountUnder(d)
 		os.RemoveAll(d)
 		notes = append(notes, "removed "+d)
 	}

@@ -438,3 +438,37 @@ func TestEnsureNever(t *testing.T) {
 		t.Errorf("Ensure of nothing: %v", err)
 	}
 }
+
+// TestReapStaleUnmounts: a killed soak's run leaves a tmpfs mounted in its
+// directory (each node's disk); reaping it detaches the mount and removes
+// the directory, instead of emptying the tmpfs and leaving both behind.
+func TestReapStaleUnmounts(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a tmpfs needs root (the tests run as root in CI)")
+	}
+	parent, err := filepath.EvalSymlinks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := workDir(t, parent, "haven-bench-m-dead", strconv.Itoa(deadPID))
+	disk := filepath.Join(dead, "soak", "db1")
+	if err := os.MkdirAll(disk, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("tmpfs", disk, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatalf("mount a tmpfs: %v", err)
+	}
+	t.Cleanup(func() { _ = syscall.Unmount(disk, syscall.MNT_DETACH) })
+
+	reapStale(parent, "haven-bench-m-", false)
+	if _, err := os.Stat(dead); !os.IsNotExist(err) {
+		t.Errorf("%s is still there (%v)", dead, err)
+	}
+	mounts, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(mounts), " "+disk+" ") {
+		t.Errorf("%s is still mounted", disk)
+	}
+}
