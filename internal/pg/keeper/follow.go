@@ -8,6 +8,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/haven-ha/haven/internal/backup/wal"
 	"github.com/haven-ha/haven/internal/pg"
 )
 
@@ -73,7 +74,56 @@ func (k *Keeper) follow(ctx context.Context, v view) error {
 		k.m.followed(d.leader.Node)
 		k.log.Info("following the primary", "primary", d.leader.Node, "timeline", d.leader.Timeline)
 	}
+	if !v.acting && v.running() && v.inRecovery {
+		k.dropOwnSlots(ctx)
+	}
 	return nil
+}
+
+// dropOwnSlots drops, on a replica that nobody streams from, the slots it
+// kept as a primary (one per node, one per region, the archiver's): a
+// standby keeps every WAL segment from the oldest slot's restart_lsn, and
+// those slots, which pg_rewind leaves in place, no longer move, so a former
+// primary's pg_wal grew by a segment at every timeline switch until its
+// disk was full (a soak filled a 2 GiB disk in 44 minutes). It leads again
+// with new ones (createSlots). A slot in use is left alone.
+func (k *Keeper) dropOwnSlots(ctx context.Context) {
+	if !k.ownSlotsLeft {
+		return
+	}
+	qctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	defer cancel()
+	slots, err := k.srv.Slots(qctx)
+	if err != nil {
+		k.log.Warn("listing the replication slots left from when this node led", "err", err)
+		return
+	}
+	own := map[string]bool{wal.DefaultSlot: true}
+	for _, n := range k.cfg.Nodes {
+		own[pg.SlotName(n)] = true
+	}
+	if r := k.region; r != nil {
+		for _, other := range r.cfg.Regions {
+			own[RegionSlot(other)] = true
+		}
+	}
+	left := false
+	for _, sl := range slots {
+		if !own[sl.Name] {
+			continue
+		}
+		if sl.Active {
+			left = true
+			continue
+		}
+		if err := k.srv.DropSlot(qctx, sl.Name); err != nil {
+			k.log.Warn("dropping a replication slot left from when this node led", "slot", sl.Name, "err", err)
+			left = true
+			continue
+		}
+		k.log.Info("dropped a replication slot left from when this node led: a replica's slots keep its WAL", "slot", sl.Name, "restart_lsn", sl.RestartLSN)
+	}
+	k.ownSlotsLeft = left
 }
 
 // upstream is how the node reaches leader: with its own slot there, or,

@@ -151,6 +151,10 @@ type Keeper struct {
 	// running postgres left unanswered was asked (zero while it answers): a
 	// primary silent for hangAfter gives up the lead (see publish).
 	silentSince time.Time
+	// ownSlotsLeft says the node may still hold replication slots it made
+	// while it led (true at start: it may have led before); dropOwnSlots
+	// drops them once it follows.
+	ownSlotsLeft bool
 	// stepWarnings logs a round's error once while it comes back round
 	// after round.
 	stepWarnings *repeats
@@ -210,6 +214,8 @@ func New(cfg Config) (*Keeper, error) {
 		wake:    make(chan struct{}, 1),
 		reinits: make(chan reinitRequest, 1),
 		changed: make(chan struct{}),
+		// It may have led before this start, and kept slots since.
+		ownSlotsLeft: true,
 		m: &machine{cfg: machineConfig{
 			node: cfg.Node, nodes: cfg.Nodes, lease: cfg.Lease, mode: cfg.Mode,
 			syncStandbys: cfg.SyncStandbys, maxLag: cfg.MaxLagOnFailover, noFailover: cfg.NoFailover,

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -395,6 +396,30 @@ func TestKeeperRestartAndSwitchover(t *testing.T) {
 	mustHaveAll(t, to, w.acked)
 	waitCluster(t, to, primary, replicas[0])
 	t.Logf("switchover with a writer: %d rows acknowledged, %d writes failed", len(w.acked), w.errs)
+
+	// The old primary, now a replica, drops the slots it kept for the
+	// others while it led (a replica keeps its WAL for them: its disk
+	// would fill); the new primary keeps one for each other node.
+	slotsOf := func(k *testKeeper) []string {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		slots, err := k.srv.Slots(sctx)
+		if err != nil {
+			return []string{err.Error()}
+		}
+		var names []string
+		for _, sl := range slots {
+			names = append(names, sl.Name)
+		}
+		return names
+	}
+	waitFor(t, primary.cfg.Node+" drops the slots it kept as the primary", func() (string, bool) {
+		names := slotsOf(primary)
+		return fmt.Sprint(names), len(names) == 0
+	})
+	if names := slotsOf(to); !slices.Contains(names, pg.SlotName(primary.cfg.Node)) || !slices.Contains(names, pg.SlotName(replicas[0].cfg.Node)) {
+		t.Errorf("the new primary %s has slots %v; want one for %s and one for %s", to.cfg.Node, names, primary.cfg.Node, replicas[0].cfg.Node)
+	}
 	_ = etcd
 }
 

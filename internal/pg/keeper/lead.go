@@ -151,6 +151,7 @@ func (k *Keeper) createSlots(ctx context.Context) error {
 			}
 		}
 	}
+	k.ownSlotsLeft = true // dropped once it follows again (dropOwnSlots)
 	for _, s := range slots {
 		if err := k.srv.CreateSlot(ctx, s); err != nil {
 			return err
