@@ -84,8 +84,8 @@ func (k *Keeper) follow(ctx context.Context, v view) error {
 // kept as a primary (one per node, one per region, the archiver's): a
 // standby keeps every WAL segment from the oldest slot's restart_lsn, and
 // those slots, which pg_rewind leaves in place, no longer move, so a former
-// primary's pg_wal grew by a segment at every timeline switch until its
-// disk was full (a soak filled a 2 GiB disk in 44 minutes). It leads again
+// primary's pg_wal kept every segment since it last led, until its disk
+// was full (a soak's 2 GiB disk, 21 minutes after it led). It leads again
 // with new ones (createSlots). A slot in use is left alone.
 func (k *Keeper) dropOwnSlots(ctx context.Context) {
 	if !k.ownSlotsLeft {
