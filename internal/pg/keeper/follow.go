@@ -8,7 +8,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/haven-ha/haven/internal/backup/wal"
 	"github.com/haven-ha/haven/internal/pg"
 )
 
@@ -81,8 +80,9 @@ func (k *Keeper) follow(ctx context.Context, v view) error {
 }
 
 // dropOwnSlots drops, on a replica that nobody streams from, the slots it
-// kept as a primary (one per node, one per region, the archiver's): a
-// standby keeps every WAL segment from the oldest slot's restart_lsn, and
+// made as a primary (createSlots: one per node, one per region; the
+// archiver's is the agent's archive role's to drop): a standby keeps every
+// WAL segment from the oldest slot's restart_lsn, and
 // those slots, which pg_rewind leaves in place, no longer move, so a former
 // primary's pg_wal kept every segment since it last led, until its disk
 // was full (a soak's 2 GiB disk, 21 minutes after it led). It leads again
@@ -98,7 +98,7 @@ func (k *Keeper) dropOwnSlots(ctx context.Context) {
 		k.log.Warn("listing the replication slots left from when this node led", "err", err)
 		return
 	}
-	own := map[string]bool{wal.DefaultSlot: true}
+	own := map[string]bool{}
 	for _, n := range k.cfg.Nodes {
 		own[pg.SlotName(n)] = true
 	}
