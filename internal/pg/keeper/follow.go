@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/haven-ha/haven/internal/pg"
@@ -98,18 +99,10 @@ func (k *Keeper) dropOwnSlots(ctx context.Context) {
 		k.log.Warn("listing the replication slots left from when this node led", "err", err)
 		return
 	}
-	own := map[string]bool{}
-	for _, n := range k.cfg.Nodes {
-		own[pg.SlotName(n)] = true
-	}
-	if r := k.region; r != nil {
-		for _, other := range r.cfg.Regions {
-			own[RegionSlot(other)] = true
-		}
-	}
+	own := k.slotNames(true)
 	left := false
 	for _, sl := range slots {
-		if !own[sl.Name] {
+		if !slices.Contains(own, sl.Name) {
 			continue
 		}
 		if sl.Active {

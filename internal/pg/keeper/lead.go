@@ -138,26 +138,33 @@ func (k *Keeper) setUp(ctx context.Context, epoch int64) error {
 // createSlots creates a slot for every other node of the region and, on a
 // primary, for the standby leader of every other region.
 func (k *Keeper) createSlots(ctx context.Context) error {
+	k.ownSlotsLeft = true // dropped once it follows again (dropOwnSlots)
+	for _, s := range k.slotNames(k.region != nil && k.guard.isActing()) {
+		if err := k.srv.CreateSlot(ctx, s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// slotNames are the slots a leading node keeps: one for every other node
+// of the region and, withRegions, one for every other region's standby
+// leader.
+func (k *Keeper) slotNames(withRegions bool) []string {
 	var slots []string
 	for _, n := range k.cfg.Nodes {
 		if n != k.cfg.Node {
 			slots = append(slots, pg.SlotName(n))
 		}
 	}
-	if r := k.region; r != nil && k.guard.isActing() {
+	if r := k.region; r != nil && withRegions {
 		for _, other := range r.cfg.Regions {
 			if other != r.cfg.Name {
 				slots = append(slots, RegionSlot(other))
 			}
 		}
 	}
-	k.ownSlotsLeft = true // dropped once it follows again (dropOwnSlots)
-	for _, s := range slots {
-		if err := k.srv.CreateSlot(ctx, s); err != nil {
-			return err
-		}
-	}
-	return nil
+	return slots
 }
 
 // setUpStandby creates, once per lead, the slots the other nodes of the
