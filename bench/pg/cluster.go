@@ -221,8 +221,11 @@ func (c *cluster) close() {
 
 // soakDiskSize is each soak node's own file system: room for its
 // postgres, its etcd member and their logs for an hour, and for a fill
-// fault's file (the soak fills it to 80-95 %).
-const soakDiskSize = "2g"
+// fault's file (the soak fills it to 80-95 %). Every timeline switch
+// leaves a 16 MB copy of the current segment in pg_wal until the redo
+// point passes it, and the soak switches timelines about twice a minute:
+// a node's pg_wal held 550-700 MB after 14 minutes of it.
+const soakDiskSize = "4g"
 
 // mountNodeDisk gives a soak node's directory a file system of its own (a
 // tmpfs), so that the soak's fills fill that node's disk, not the

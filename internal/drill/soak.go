@@ -71,6 +71,10 @@ func joinKinds(ks []fault.Kind) string {
 	return strings.Join(s, ", ")
 }
 
+// maxRefusedFills is how many fills in a row the agents may refuse before
+// the soak stops: more than a few means no disk has room for one.
+const maxRefusedFills = 5
+
 // agentPause is the soak's name for a pause of a node's agent and every
 // process under it (the node frozen), told apart from a pause of postgres.
 const agentPause fault.Kind = "pause-agent"
@@ -103,7 +107,10 @@ type SoakResult struct {
 	Events  []Event      `json:"events"`
 	Met     bool         `json:"met"`
 	Reasons []string     `json:"reasons,omitempty"`
-	// Stopped says why the soak ended before its time, if it did.
+	// Skipped counts the fills an agent refused (its disk was already
+	// fuller than the level drawn); Stopped says why the soak ended
+	// before its time, if it did.
+	Skipped int    `json:"skipped,omitempty"`
 	Stopped string `json:"stopped,omitempty"`
 }
 
@@ -141,9 +148,20 @@ func Soak(ctx context.Context, cfg *config.Config, agents Agents, opt SoakOption
 	}
 	watch := newWatcher(agents, st, r.Started)
 	end := r.Started.Add(opt.For)
+	refusedFills := 0
 	for time.Now().Before(end) && (opt.Faults == 0 || len(r.Faults) < opt.Faults) {
 		t := drawFault(rng, cfg, st, opt)
 		f, err := agents.Inject(ctx, t.Node, t.Spec)
+		if err != nil && t.Spec.Kind == fault.Fill && refusedFills < maxRefusedFills {
+			// The soak cannot see how full a node's disk is (WAL grows
+			// with every timeline switch): a fill the agent refuses is
+			// drawn again as another fault, not the soak's end.
+			refusedFills++
+			r.Skipped++
+			r.Events = append(r.Events, Event{At: time.Since(r.Started), What: fmt.Sprintf("fill on %s refused, drawn again: %v", t.Node, err)})
+			log(fmt.Sprintf("%s fill on %s refused, drawn again: %v", seconds(time.Since(r.Started)), t.Node, err))
+			continue
+		}
 		if err != nil {
 			r.Stopped = fmt.Sprintf("inject %s on %s: %v", t.Spec.Kind, t.Node, err)
 			break
@@ -153,6 +171,7 @@ func Soak(ctx context.Context, cfg *config.Config, agents Agents, opt SoakOption
 		if t.Spec.Kind == fault.Pause || t.Spec.Kind == fault.Kill {
 			kind += " " + t.Spec.Target
 		}
+		refusedFills = 0
 		r.ByKind[kind]++
 		r.Faults = append(r.Faults, SoakFault{Injected: Injected{Node: t.Node, At: at, Fault: f}, Class: kind})
 		r.Events = append(r.Events, Event{At: at, What: fmt.Sprintf("fault %d: %s on %s", len(r.Faults), f.Detail, t.Node)})
@@ -304,6 +323,9 @@ func maxDataLost(ops []pgwrite.Write, lost []int, faults []SoakFault) time.Durat
 func (r SoakResult) Summary() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "soak of %s: %s, %d faults (seed %d)\n", config.Duration(r.Length.Round(time.Second)), verdict(r.Met), len(r.Faults), r.Seed)
+	if r.Skipped > 0 {
+		fmt.Fprintf(&b, "  %d fills refused (the disk already fuller) and drawn again\n", r.Skipped)
+	}
 	for _, k := range slices.Sorted(maps.Keys(r.ByKind)) {
 		fmt.Fprintf(&b, "  %-14s %d\n", k, r.ByKind[k])
 	}
