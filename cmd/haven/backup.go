@@ -79,7 +79,7 @@ var backupFlags = map[string][]string{
 func runBackup(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("backup", stderr)
 	fs.Usage = func() { io.WriteString(stderr, backupUsage); fs.PrintDefaults() }
-	cfgPath := fs.String("c", "haven.yaml", "configuration file")
+	cfgPath := configFlag(fs)
 	from := fs.String("repository", "", "the repository to use (default: the first of database.backup.repositories)")
 	timeout := fs.Duration("timeout", 0, "give up after this long (default: wal-fetch 2m, so that a restore_command cannot hang recovery; check 6h; otherwise none)")
 	output := fs.String("o", "text", "list: text or json")

@@ -26,7 +26,7 @@ flags:
 func runCerts(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("certs", stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, certsUsage); fs.PrintDefaults() }
-	cfgPath := fs.String("c", "haven.yaml", "configuration file")
+	cfgPath := configFlag(fs)
 	dir := fs.String("o", "certs", "directory to write the files to")
 	force := fs.Bool("force", false, "replace the CA and every node certificate")
 	if err := fs.Parse(args); err != nil {

@@ -14,7 +14,7 @@ import (
 // with -n NODE, it also checks this machine for NODE's roles.
 func runCheck(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("check", stderr)
-	cfgPath := fs.String("c", "haven.yaml", "configuration file")
+	cfgPath := configFlag(fs)
 	node := fs.String("n", "", "also check this machine for NODE's roles (run it where NODE's agent runs, as its user)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(parseError(err), errHelp) {

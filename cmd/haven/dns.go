@@ -32,7 +32,7 @@ flags:
 func runDNS(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("dns", stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, dnsUsage); fs.PrintDefaults() }
-	cfgPath := fs.String("c", "haven.yaml", "configuration file")
+	cfgPath := configFlag(fs)
 	dur := fs.Duration("for", time.Hour, "drain: how long the target stays out")
 	node := fs.String("n", "", "serve: the node whose traffic manager to run (one of traffic.nameservers)")
 	within := nodeTimeoutFlag(fs)

@@ -39,7 +39,7 @@ flags:
 func runDR(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("dr", stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, drUsage); fs.PrintDefaults() }
-	cfgPath := fs.String("c", "haven.yaml", "configuration file")
+	cfgPath := configFlag(fs)
 	to := fs.String("to", "", "switchover: the region to make active")
 	force := fs.Bool("force", false, "promote: without the global scope's quorum (docs/dr.md)")
 	within := nodeTimeoutFlag(fs)

@@ -306,7 +306,7 @@ func runDrill(args []string, stdout, stderr io.Writer) error {
 	}
 	fs := newFlagSet("drill", stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, drillUsage); fs.PrintDefaults() }
-	cfgPath := fs.String("c", "haven.yaml", "configuration file")
+	cfgPath := configFlag(fs)
 	node := fs.String("n", "", "the node (fault, stop: required)")
 	kind := fs.String("kind", "", "fault: kill, pause, stop, drop, loss or fill")
 	target := fs.String("target", "postgres", "fault: what it hits: postgres, agent or process:NAME")

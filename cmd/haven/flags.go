@@ -4,12 +4,24 @@ import (
 	"errors"
 	"flag"
 	"io"
+	"os"
 )
 
 func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("haven "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	return fs
+}
+
+// configFlag is every command's -c: the configuration file, by default
+// $HAVEN_CONFIG (the systemd unit sets /etc/haven/haven.yaml), else
+// haven.yaml in the working directory.
+func configFlag(fs *flag.FlagSet) *string {
+	def := os.Getenv("HAVEN_CONFIG")
+	if def == "" {
+		def = "haven.yaml"
+	}
+	return fs.String("c", def, "configuration file ($HAVEN_CONFIG when set)")
 }
 
 // parseInterleaved parses flags that may come after positional arguments.

@@ -30,7 +30,7 @@ flags:
 func runLB(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("lb", stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, lbUsage); fs.PrintDefaults() }
-	cfgPath := fs.String("c", "haven.yaml", "configuration file")
+	cfgPath := configFlag(fs)
 	node := fs.String("n", "", "only this node (default: every node of the balancer)")
 	balName := fs.String("b", "", "the balancer (default: the only one)")
 	wait := fs.Bool("wait", false, "drain/maint: wait until no request is left in flight")

@@ -344,3 +344,25 @@ func TestDrillReportNeedsADirectory(t *testing.T) {
 		t.Errorf("haven drill run --html into no directory:\n%s", r)
 	}
 }
+
+// TestConfigFromEnvironment: without -c every command reads the file in
+// $HAVEN_CONFIG (the systemd unit's), and -c still wins over it.
+func TestConfigFromEnvironment(t *testing.T) {
+	var out, errb strings.Builder
+	t.Setenv("HAVEN_CONFIG", "testdata/good.yaml")
+	if code := run([]string{"check"}, &out, &errb); code != 0 {
+		t.Fatalf("haven check with HAVEN_CONFIG=testdata/good.yaml: exit %d\n%s%s", code, out.String(), errb.String())
+	}
+	missing := filepath.Join(t.TempDir(), "nowhere.yaml")
+	t.Setenv("HAVEN_CONFIG", missing)
+	out.Reset()
+	errb.Reset()
+	if code := run([]string{"check"}, &out, &errb); code == 0 || !strings.Contains(out.String()+errb.String(), missing) {
+		t.Fatalf("haven check with HAVEN_CONFIG=%s: exit %d\n%s%s\nwant a failure naming the file", missing, code, out.String(), errb.String())
+	}
+	out.Reset()
+	errb.Reset()
+	if code := run([]string{"check", "-c", "testdata/good.yaml"}, &out, &errb); code != 0 {
+		t.Fatalf("haven check -c testdata/good.yaml beside HAVEN_CONFIG=%s: exit %d\n%s%s", missing, code, out.String(), errb.String())
+	}
+}

@@ -32,7 +32,7 @@ flags:
 func runPG(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("pg", stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, pgUsage); fs.PrintDefaults() }
-	cfgPath := fs.String("c", "haven.yaml", "configuration file")
+	cfgPath := configFlag(fs)
 	to := fs.String("to", "", "switchover: the node to hand the primary to (default: the best replica)")
 	within := nodeTimeoutFlag(fs)
 	fromBackup := fs.Bool("from-backup", false, "reinit: restore the newest base backup instead of copying the primary")

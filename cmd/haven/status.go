@@ -31,7 +31,7 @@ type nodeStatus struct {
 // is asked once, all at once; each section is printed from those answers.
 func runStatus(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("status", stderr)
-	cfgPath := fs.String("c", "haven.yaml", "configuration file")
+	cfgPath := configFlag(fs)
 	node := fs.String("n", "", "only this node (default: every node)")
 	within := nodeTimeoutFlag(fs)
 	if err := fs.Parse(args); err != nil {

@@ -29,7 +29,7 @@ flags:
 func runVIP(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("vip", stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, vipUsage); fs.PrintDefaults() }
-	cfgPath := fs.String("c", "haven.yaml", "configuration file")
+	cfgPath := configFlag(fs)
 	balancer := fs.String("b", "", "the balancer whose address to act on (default: the only one with a vip)")
 	to := fs.String("to", "", "move: the node to hand the address to")
 	within := nodeTimeoutFlag(fs)

@@ -4,6 +4,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"reflect"
@@ -28,6 +29,9 @@ type Options struct {
 	Node       string
 	Logger     *slog.Logger
 	Version    string
+	// Started, when set, is called once the node's roles have started:
+	// systemd's READY=1.
+	Started func()
 }
 
 // Agent is one node's haven.
@@ -142,6 +146,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	st := &stack{log: a.log}
 	err := a.start(st)
 	if err == nil {
+		if a.opt.Started != nil {
+			a.opt.Started()
+		}
 		select {
 		case <-ctx.Done():
 		case err = <-adminDone:
@@ -417,6 +424,26 @@ func restartOnly(old, cfg *config.Config, node string) []string {
 		changed = append(changed, "vip")
 	}
 	return changed
+}
+
+// Alive says whether the agent's state can still be reached within ctx:
+// a goroutine stuck holding its lock stalls every reload, status and
+// admin call, and the systemd watchdog stops its keep-alives on that.
+// Not ready is not dead: a node whose roles are not ready yet is alive.
+func (a *Agent) Alive(ctx context.Context) error {
+	got := make(chan struct{})
+	go func() {
+		a.mu.Lock()
+		//lint:ignore SA2001 reaching the lock is the test
+		a.mu.Unlock()
+		close(got)
+	}()
+	select {
+	case <-got:
+		return nil
+	case <-ctx.Done():
+		return errors.New("the agent's state lock has been held longer than the watchdog's half period")
+	}
 }
 
 // NotReady lists the components that are not ready, as /readyz does, for

@@ -1,0 +1,101 @@
+package main
+
+import (
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// sdListener stands in for systemd's notification socket.
+type sdListener struct {
+	t *testing.T
+	c *net.UnixConn
+}
+
+func listenNotify(t *testing.T) (*sdListener, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "notify")
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &sdListener{t, c}, path
+}
+
+// next returns the next notification that starts with one of prefixes,
+// skipping others (the watchdog's keep-alives), within timeout.
+func (l *sdListener) next(timeout time.Duration, prefixes ...string) string {
+	l.t.Helper()
+	deadline := time.Now().Add(timeout)
+	var seen []string
+	buf := make([]byte, 4096)
+	for {
+		l.c.SetReadDeadline(deadline)
+		n, err := l.c.Read(buf)
+		if err != nil {
+			l.t.Fatalf("no %q from the agent within %s (got %q): %v", prefixes, timeout, seen, err)
+		}
+		msg := string(buf[:n])
+		for _, p := range prefixes {
+			if strings.HasPrefix(msg, p) {
+				return msg
+			}
+		}
+		seen = append(seen, msg)
+	}
+}
+
+// TestAgentUnderSystemd runs the agent as systemd's Type=notify unit does,
+// with a notification socket and a watchdog: READY=1 comes once the
+// balancer serves, keep-alives follow at least every half period, a
+// SIGHUP is announced as RELOADING=1 then READY=1, and SIGTERM as
+// STOPPING=1 before a clean exit. The same agent without the socket runs
+// as before (every other test).
+func TestAgentUnderSystemd(t *testing.T) {
+	sd, socket := listenNotify(t)
+	backend := startBackend(t, "app1")
+	admin, listen := freeAddr(t), freeAddr(t)
+	cfg := filepath.Join(t.TempDir(), "haven.yaml")
+	if err := os.WriteFile(cfg, []byte(e2eConfig(admin, listen, []e2eBackend{{name: "app1", addr: backend}}, "")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("NOTIFY_SOCKET", socket)
+	t.Setenv("WATCHDOG_USEC", "1000000")
+	t.Setenv("HAVEN_CONFIG", cfg) // the unit's -c, given by environment
+	p := start(t, "agent", "-n", "lb1")
+
+	sd.next(60*time.Second, "READY=1")
+	c, err := net.DialTimeout("tcp", listen, 2*time.Second)
+	if err != nil {
+		t.Fatalf("READY=1 before the balancer listens on %s: %v", listen, err)
+	}
+	c.Close()
+	// Two keep-alives within the 1 s period and its margin.
+	for range 2 {
+		sd.next(3*time.Second, "WATCHDOG=1")
+	}
+
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	if got := sd.next(10*time.Second, "RELOADING=1", "READY=1"); !strings.HasPrefix(got, "RELOADING=1\nMONOTONIC_USEC=") {
+		t.Fatalf("after SIGHUP systemd got %q first, want RELOADING=1 with MONOTONIC_USEC", got)
+	}
+	sd.next(30*time.Second, "READY=1")
+
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	sd.next(10*time.Second, "STOPPING=1")
+	if code := p.wait(t, 60*time.Second); code != 0 {
+		t.Fatalf("agent exited %d after SIGTERM, want 0", code)
+	}
+	if !strings.Contains(p.stderr.String(), "systemd=true") {
+		t.Errorf("the agent's start line does not say it runs under systemd:\n%s", p.stderr.String())
+	}
+}
