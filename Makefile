@@ -3,7 +3,7 @@ GO       ?= go
 PKGS     ?= ./...
 TESTFLAGS ?=
 
-.PHONY: all build test test-short lint demo bench-lb bench-vip bench-pg bench-dr bench-dns bench-backup prereqs fuzz clean
+.PHONY: all build package test test-short lint demo bench-lb bench-vip bench-pg bench-dr bench-dns bench-backup prereqs fuzz clean
 
 all: build
 
@@ -80,8 +80,21 @@ fuzz:
 		$(GO) test ./$$dir -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) || exit 1; \
 	done
 
+# The .deb (deploy/nfpm.yaml), into dist/: the binary as it ships (static,
+# no paths of this machine in it), its systemd unit, /etc/haven/haven.yaml
+# and /var/lib/haven. nfpm comes from the Go module proxy when it is not on
+# PATH. docs/install.md says what the package holds and how to install it.
+NFPM_VERSION ?= v2.48.0
+NFPM ?= $(shell command -v nfpm || echo $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION))
+GOARCH ?= $(shell $(GO) env GOARCH)
+HAVEN_VERSION ?= 0.1.0~git$(shell git log -1 --format=%cd.%h --date=format:%Y%m%d 2>/dev/null || echo 0)
+package:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-X main.version=$(HAVEN_VERSION)" -o bin/haven ./cmd/haven
+	mkdir -p dist
+	GOARCH=$(GOARCH) HAVEN_VERSION=$(HAVEN_VERSION) $(NFPM) package --config deploy/nfpm.yaml --packager deb --target dist/
+
 prereqs:
 	bash scripts/prereqs.sh
 
 clean:
-	rm -rf bin
+	rm -rf bin dist

@@ -39,6 +39,10 @@ if [ "$for_what" = test ]; then
   # The drill's HTML report is opened in a browser (internal/drill/report):
   # Debian's headless-capable Chromium, driven over the DevTools protocol.
   have chromium   || need+=(chromium)
+  # The .deb's test (deploy/) installs it into a scratch root with
+  # dpkg-deb and verifies its unit with systemd-analyze.
+  have dpkg-deb        || need+=(dpkg)
+  have systemd-analyze || need+=(systemd)
 fi
 
 # Programs built from the Go module proxy (GOPROXY), into /usr/local/bin:
@@ -47,6 +51,8 @@ fi
 gobuild=()
 if [ "$for_what" = test ]; then
   have versitygw || gobuild+=(github.com/versity/versitygw/cmd/versitygw@v1.8.0)
+  # nfpm builds the .deb (make package, and the test of deploy/).
+  have nfpm      || gobuild+=(github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.48.0)
 fi
 if [ ${#gobuild[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then

@@ -1,0 +1,130 @@
+package deploy
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/haven-ha/haven/internal/testenv"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+// buildDeb builds the .deb as `make package` does, from this tree's
+// nfpm.yaml, with the shipping binary, and returns its path. Only the
+// sources' roots change: nfpm reads them relative to its working
+// directory, the repository's root in the Makefile.
+func buildDeb(t *testing.T) string {
+	t.Helper()
+	nfpm := testenv.NeedCommand(t, "nfpm", "nothing: scripts/prereqs.sh builds nfpm from the Go module proxy")
+	repo, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile("nfpm.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := testenv.Haven(t)
+	src := regexp.MustCompile(`(?m)^(\s*(?:- )?(?:src|postinstall|preremove): )(\S+)$`)
+	conf := src.ReplaceAllStringFunc(string(b), func(line string) string {
+		m := src.FindStringSubmatch(line)
+		if m[2] == "bin/haven" {
+			return m[1] + bin
+		}
+		return m[1] + filepath.Join(repo, m[2]) + map[bool]string{true: "/"}[strings.HasSuffix(m[2], "/")]
+	})
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "nfpm.yaml")
+	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "dist")
+	os.Mkdir(out, 0o755)
+	cmd := exec.Command(nfpm, "package", "--config", cfg, "--packager", "deb", "--target", out)
+	cmd.Env = append(os.Environ(), "GOARCH="+runtime.GOARCH, "HAVEN_VERSION=0.0.0~test")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nfpm package: %v\n%s", err, b)
+	}
+	debs, _ := filepath.Glob(filepath.Join(out, "*.deb"))
+	if len(debs) != 1 {
+		t.Fatalf("nfpm made %v, want one .deb", debs)
+	}
+	return debs[0]
+}
+
+func dpkgDeb(t *testing.T, args ...string) string {
+	t.Helper()
+	b, err := exec.Command("dpkg-deb", args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("dpkg-deb %s: %v\n%s", strings.Join(args, " "), err, b)
+	}
+	return string(b)
+}
+
+// TestPackageInstallsAndItsUnitVerifies builds the .deb, installs it into a
+// scratch root, and checks what an operator relies on: the binary runs,
+// the configuration is a conffile dpkg keeps across upgrades, the state
+// directory is private, the package depends on what the agent runs, and
+// systemd-analyze verify finds nothing to say about the unit.
+func TestPackageInstallsAndItsUnitVerifies(t *testing.T) {
+	testenv.NeedCommand(t, "dpkg-deb", "dpkg")
+	analyze := testenv.NeedCommand(t, "systemd-analyze", "systemd")
+	deb := buildDeb(t)
+
+	control := dpkgDeb(t, "--field", deb, "Package", "Depends", "Architecture", "Version")
+	for _, want := range []string{"Package: haven", "iproute2", "nftables", "Version: 0.0.0~test", "Architecture: " + runtime.GOARCH} {
+		if !strings.Contains(control, want) {
+			t.Errorf("control fields lack %q:\n%s", want, control)
+		}
+	}
+	meta := t.TempDir()
+	dpkgDeb(t, "--control", deb, meta)
+	conffiles, _ := os.ReadFile(filepath.Join(meta, "conffiles"))
+	if strings.TrimSpace(string(conffiles)) != "/etc/haven/haven.yaml" {
+		t.Errorf("conffiles %q, want /etc/haven/haven.yaml: an upgrade must keep the operator's file", conffiles)
+	}
+	if _, err := os.Stat(filepath.Join(meta, "postinst")); err != nil {
+		t.Errorf("no postinst (systemctl daemon-reload): %v", err)
+	}
+
+	root := t.TempDir()
+	dpkgDeb(t, "--extract", deb, root)
+	if out, err := exec.Command(filepath.Join(root, "usr/bin/haven"), "version").CombinedOutput(); err != nil || !strings.HasPrefix(string(out), "haven ") {
+		t.Errorf("the installed haven version: %q, %v", out, err)
+	}
+	shipped, _ := os.ReadFile(filepath.Join(root, "etc/haven/haven.yaml"))
+	example, _ := os.ReadFile("../examples/production.yaml")
+	if len(shipped) == 0 || !bytes.Equal(shipped, example) {
+		t.Errorf("/etc/haven/haven.yaml is not examples/production.yaml (%d bytes)", len(shipped))
+	}
+	if fi, err := os.Stat(filepath.Join(root, "var/lib/haven")); err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o750 {
+		t.Errorf("/var/lib/haven: %v, %v; want a 0750 directory", fi, err)
+	}
+	for _, doc := range []string{"usr/share/doc/haven/docs/install.md", "usr/share/doc/haven/examples/warm-standby.yaml"} {
+		if _, err := os.Stat(filepath.Join(root, doc)); err != nil {
+			t.Errorf("the package lacks /%s: %v", doc, err)
+		}
+	}
+
+	// systemd-analyze resolves the unit's dependencies and commands inside
+	// the root: give it the system's own units and kill(1), as a
+	// machine where the package is installed has them.
+	os.MkdirAll(filepath.Join(root, "usr/lib/systemd"), 0o755)
+	os.MkdirAll(filepath.Join(root, "bin"), 0o755)
+	for _, c := range [][2]string{{"/usr/lib/systemd/system", "usr/lib/systemd/"}, {"/bin/kill", "bin/kill"}} {
+		if out, err := exec.Command("cp", "-a", c[0], filepath.Join(root, c[1])).CombinedOutput(); err != nil {
+			t.Fatalf("cp -a %s: %v\n%s", c[0], err, out)
+		}
+	}
+	cmd := exec.Command(analyze, "verify", "--root="+root, "haven@db1.service")
+	out, err := cmd.CombinedOutput()
+	if err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Fatalf("systemd-analyze verify haven@db1.service: %v\n%s", err, out)
+	}
+}
