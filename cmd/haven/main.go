@@ -21,6 +21,7 @@ const usage = `haven — high availability and disaster recovery for a self-host
 usage:
   haven agent  -c haven.yaml -n NODE     run the roles haven.yaml assigns to NODE
   haven check  -c haven.yaml [-n NODE]   validate the file (and this machine for NODE); exit 1 listing every problem
+  haven doctor -n NODE [-c haven.yaml]   check this machine for NODE: capabilities, nftables, PostgreSQL, ports, clock, peers, disks
   haven lb     ACTION [BACKEND] ...      drain | enable | maint | weight | status (see haven lb -h)
   haven vip    move --to NODE | status   hand a floating address over; show its holder (see haven vip -h)
   haven pg     switchover [--to NODE] | status   hand the database primary over; show the members (see haven pg -h)
@@ -51,6 +52,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runAgent(rest, stderr)
 	case "check":
 		return runCheck(rest, stdout, stderr)
+	case "doctor":
+		err = runDoctor(rest, stdout, stderr)
 	case "lb":
 		err = runLB(rest, stdout, stderr)
 	case "status":
