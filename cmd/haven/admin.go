@@ -12,7 +12,9 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"os/user"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -96,6 +98,7 @@ func (ac *adminClient) send(ctx context.Context, method, node, path string, body
 	if ac.token != "" {
 		req.Header.Set("Authorization", "Bearer "+ac.token)
 	}
+	req.Header.Set("X-Haven-Operator", operator())
 	resp, err := ac.client.Do(req)
 	if err != nil {
 		var op *net.OpError
@@ -230,4 +233,26 @@ func (ac *adminClient) pickBalancer(name string) (*config.Balancer, error) {
 	}
 	slices.Sort(names)
 	return nil, fmt.Errorf("say which balancer with -b (balancers: %v)", names)
+}
+
+// operator names who runs the command, for the records an action leaves
+// (an operator's drain says who set it): the user behind sudo, else the
+// user, at this machine's host name.
+func operator() string {
+	who := os.Getenv("SUDO_USER")
+	if who == "" {
+		who = os.Getenv("USER")
+	}
+	if who == "" {
+		if u, err := user.Current(); err == nil {
+			who = u.Username
+		} else {
+			who = "uid" + strconv.Itoa(os.Getuid())
+		}
+	}
+	host, err := os.Hostname()
+	if err != nil {
+		host = "unknown host"
+	}
+	return who + "@" + host
 }

@@ -4,10 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"net/url"
 	"text/tabwriter"
 	"time"
 
 	"github.com/haven-ha/haven/internal/lb"
+	"github.com/haven-ha/haven/internal/opstate"
 )
 
 const lbUsage = `usage: haven lb ACTION [BACKEND] [flags]
@@ -16,11 +19,17 @@ actions:
   drain BACKEND     stop sending new requests to BACKEND; in-flight ones finish (--wait: until none is left)
   maint BACKEND     like drain, and close its idle connections (before stopping the server)
   enable BACKEND    take traffic again
-  weight BACKEND N  set BACKEND's weight (0-256) until the next reload
-  status            show every backend: health, admin state, in-flight requests
+  weight BACKEND N  set BACKEND's weight (0-256); N "default" goes back to the file's
+  status            show every backend: health, admin state, in-flight requests,
+                    and the operator's drains and weights in force
 
-BACKEND is a backend's name or address. The action is sent to the admin API of
-every node that runs the balancer, or only to -n NODE.
+BACKEND is a backend's name or address. With coordination, drain, maint,
+enable and weight are records in etcd that every node of the balancer applies
+at once, keeps across restarts and reloads, and shows with who set them and
+why (--reason) until they are removed or end (--for). Without coordination
+the action is sent to the admin API of every node that runs the balancer, or
+only to -n NODE, and lasts until that agent restarts (a weight, until the
+next reload).
 
 flags:
 `
@@ -36,6 +45,8 @@ func runLB(args []string, stdout, stderr io.Writer) error {
 	wait := fs.Bool("wait", false, "drain/maint: wait until no request is left in flight")
 	timeout := fs.Duration("timeout", 5*time.Minute, "how long --wait waits")
 	within := nodeTimeoutFlag(fs)
+	dur := fs.Duration("for", 0, "with coordination: the drain, maint or weight ends by itself after this long")
+	reason := fs.String("reason", "", "with coordination: why, shown beside the record")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return parseError(err)
@@ -60,35 +71,136 @@ func runLB(args []string, stdout, stderr io.Writer) error {
 	switch action {
 	case "status":
 		return lbStatus(ac, bal.Name, nodes, *within, stdout)
-	case "drain", "maint", "enable", "ready":
-		if len(pos) != 2 {
+	case "drain", "maint", "enable", "ready", "weight":
+		want := 2
+		if action == "weight" {
+			want = 3
+		}
+		if len(pos) != want {
+			if action == "weight" {
+				return errors.New("lb weight: give a backend and a weight 0-256, or default")
+			}
 			return fmt.Errorf("lb %s: name one backend", action)
 		}
-		for _, n := range nodes {
-			var bs lb.BackendStatus
-			if err := ac.do("POST", n, "/api/v1/balancers/"+bal.Name+"/backends/"+pos[1]+"/"+action, &bs); err != nil {
+		path := "/api/v1/balancers/" + bal.Name + "/backends/" + pos[1] + "/" + action
+		if action == "weight" {
+			path += "/" + pos[2]
+		}
+		if ac.cfg.Coordination != nil && *node == "" {
+			q := url.Values{}
+			if *dur > 0 {
+				q.Set("for", dur.String())
+			}
+			if *reason != "" {
+				q.Set("reason", *reason)
+			}
+			if len(q) > 0 {
+				path += "?" + q.Encode()
+			}
+			if err := lbRecord(ac, bal.Name, nodes, path, action, *within, stdout); err != nil {
 				return err
 			}
-			fmt.Fprintf(stdout, "%s: %s/%s is %s (health %s, %d in flight)\n", n, bal.Name, bs.Name, bs.Admin, bs.Health.State, bs.Inflight)
+		} else {
+			for _, n := range nodes {
+				var bs lb.BackendStatus
+				if err := ac.do("POST", n, path, &bs); err != nil {
+					return err
+				}
+				printBackendChange(stdout, n, bal.Name, action, bs)
+			}
 		}
-		if *wait && action != "enable" && action != "ready" {
+		if *wait && (action == "drain" || action == "maint") {
 			return waitDrained(ac, bal.Name, pos[1], nodes, *timeout, stdout)
-		}
-		return nil
-	case "weight":
-		if len(pos) != 3 {
-			return errors.New("lb weight: give a backend and a weight 0-256")
-		}
-		for _, n := range nodes {
-			var bs lb.BackendStatus
-			if err := ac.do("POST", n, "/api/v1/balancers/"+bal.Name+"/backends/"+pos[1]+"/weight/"+pos[2], &bs); err != nil {
-				return err
-			}
-			fmt.Fprintf(stdout, "%s: %s/%s weight %d\n", n, bal.Name, bs.Name, bs.Weight)
 		}
 		return nil
 	}
 	return fmt.Errorf("lb: unknown action %q (drain, maint, enable, weight, status)", action)
+}
+
+func printBackendChange(w io.Writer, node, bal, action string, bs lb.BackendStatus) {
+	if action == "weight" {
+		fmt.Fprintf(w, "%s: %s/%s weight %d\n", node, bal, bs.Name, bs.Weight)
+		return
+	}
+	fmt.Fprintf(w, "%s: %s/%s is %s (health %s, %d in flight)\n", node, bal, bs.Name, bs.Admin, bs.Health.State, bs.Inflight)
+}
+
+// lbRecord sends the action to the first node of the balancer that
+// answers, which writes the record in etcd, and then shows what every node
+// applied: a node that does not answer now applies it when it is back.
+func lbRecord(ac *adminClient, bal string, nodes []string, path, action string, within time.Duration, stdout io.Writer) error {
+	var errs []error
+	var bs lb.BackendStatus
+	via := ""
+	for _, n := range nodes {
+		if err := ac.do("POST", n, path, &bs); err != nil {
+			errs = append(errs, err)
+			// A node that cannot reach etcd now (503) has written
+			// nothing for sure, and a record written twice is the same
+			// record: ask the next one.
+			var refused *refusedError
+			if !errors.Is(err, errUnreachable) && !(errors.As(err, &refused) && refused.status == http.StatusServiceUnavailable) {
+				return errors.Join(errs...)
+			}
+			continue
+		}
+		via = n
+		break
+	}
+	if via == "" {
+		return errors.Join(errs...)
+	}
+	fmt.Fprintf(stdout, "recorded in etcd through %s, for every node of balancer %s\n", via, bal)
+	// The others apply it from their watch within milliseconds: look for
+	// it for a moment.
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		as := askEach[[]lb.Status](ac, nodes, "/api/v1/balancers", within)
+		pending := false
+		for _, a := range as {
+			if a.err != nil {
+				continue
+			}
+			if got, ok := findBackend(a.val, bal, bs.Name); !ok || !sameChange(action, got, bs) {
+				pending = true
+			}
+		}
+		if !pending || time.Now().After(deadline) {
+			for _, a := range as {
+				if a.err != nil {
+					fmt.Fprintf(stdout, "%s: %s; it applies the record when it is back\n", a.node, noAnswer(a.err))
+					continue
+				}
+				got, _ := findBackend(a.val, bal, bs.Name)
+				printBackendChange(stdout, a.node, bal, action, got)
+			}
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func findBackend(sts []lb.Status, bal, name string) (lb.BackendStatus, bool) {
+	for _, st := range sts {
+		if st.Name != bal {
+			continue
+		}
+		for _, b := range st.Backends {
+			if b.Name == name {
+				return b, true
+			}
+		}
+	}
+	return lb.BackendStatus{}, false
+}
+
+// sameChange says whether got shows the change want (the node that wrote
+// the record) shows.
+func sameChange(action string, got, want lb.BackendStatus) bool {
+	if action == "weight" {
+		return got.Weight == want.Weight
+	}
+	return got.Admin == want.Admin
 }
 
 func waitDrained(ac *adminClient, bal, backend string, nodes []string, timeout time.Duration, stdout io.Writer) error {
@@ -127,7 +239,52 @@ func waitDrained(ac *adminClient, bal, backend string, nodes []string, timeout t
 func lbStatus(ac *adminClient, bal string, nodes []string, within time.Duration, stdout io.Writer) error {
 	as := askEach[[]lb.Status](ac, nodes, "/api/v1/balancers", within)
 	printBalancer(stdout, bal, as)
+	if ac.cfg.Coordination != nil {
+		printOverrides(stdout, bal, askEach[overridesAnswer](ac, nodes, "/api/v1/operator", within))
+	}
 	return answerErrors(as)
+}
+
+type overridesAnswer struct {
+	Records []opstate.Record `json:"records"`
+	Seen    bool             `json:"seen"`
+}
+
+// printOverrides lists the operator's records in force for balancer bal,
+// as the first node that has read them saw them.
+func printOverrides(w io.Writer, bal string, as []answer[overridesAnswer]) {
+	for _, a := range as {
+		if a.err != nil || !a.val.Seen {
+			continue
+		}
+		var rs []opstate.Record
+		for _, r := range a.val.Records {
+			if r.Balancer == bal {
+				rs = append(rs, r)
+			}
+		}
+		if len(rs) == 0 {
+			fmt.Fprintf(w, "\nno operator's drain, maintenance or weight in force (as %s read them from etcd)\n", a.node)
+			return
+		}
+		fmt.Fprintf(w, "\noperator's changes in force, on every node (as %s read them from etcd):\n", a.node)
+		tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "BACKEND\tSET\tBY\tSINCE\tUNTIL\tREASON")
+		for _, r := range rs {
+			set := r.Value
+			if r.What == opstate.Weight {
+				set = "weight " + r.Value
+			}
+			until := "-"
+			if !r.Until.IsZero() {
+				until = r.Until.Local().Format(time.DateTime)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Backend, set, r.Owner, r.Set.Local().Format(time.DateTime), until, orDash(r.Reason))
+		}
+		tw.Flush()
+		return
+	}
+	fmt.Fprintln(w, "\noperator's changes: no node has read them from etcd")
 }
 
 // printBalancer prints a row per backend of balancer bal on every node that

@@ -19,6 +19,7 @@ import (
 	"github.com/haven-ha/haven/internal/drill/fault"
 	"github.com/haven-ha/haven/internal/health"
 	"github.com/haven-ha/haven/internal/lb"
+	"github.com/haven-ha/haven/internal/opstate"
 	"github.com/haven-ha/haven/internal/vip"
 	"github.com/haven-ha/haven/internal/web"
 )
@@ -57,6 +58,10 @@ type Agent struct {
 	drillm      *drillMetrics
 	drillSchedm *drillSchedMetrics
 	drillSched  *drillScheduler // set by Run when drills.schedule runs here
+	// overrides are the operator's records (drains, weights) as last
+	// read from etcd; overridesSeen is set once they have been read.
+	overrides     []opstate.Record
+	overridesSeen bool
 }
 
 // roles are the parts of the agent that start once, with Run, when
@@ -257,6 +262,7 @@ func (a *Agent) startCoordinated(cfg *config.Config, rs *roles, st *stack) error
 		st.push("floating addresses", rs.vips.stop)
 		rs.coord.onConnected(rs.vips.compete)
 	}
+	rs.coord.onConnected(a.watchOverrides)
 	if rs.coord.ownMember() != nil {
 		rs.coord.onConnected(func(ctx context.Context, cl *etcdClients) {
 			rs.coord.steerLeader(ctx, cl, rs.vips)

@@ -13,6 +13,7 @@ import (
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/health"
 	"github.com/haven-ha/haven/internal/lb"
+	"github.com/haven-ha/haven/internal/opstate"
 	"github.com/haven-ha/haven/internal/web"
 )
 
@@ -51,6 +52,9 @@ func (a *Agent) apply(cfg *config.Config) error {
 		}
 		errs = append(errs, a.startBalancer(bc, check))
 	}
+	// A reload resets weights to the file's, and a new balancer starts
+	// ready: the operator's records apply again on top.
+	a.applyOverrides()
 	return errors.Join(errs...)
 }
 
@@ -181,6 +185,14 @@ func (a *Agent) backendAction(w http.ResponseWriter, r *http.Request) {
 		web.WriteError(w, http.StatusBadRequest, fmt.Errorf("action %q is not one of drain, maint, enable", r.PathValue("action")))
 		return
 	}
+	if cli, coordinated := a.overridesClient(); coordinated {
+		value := st.String()
+		if st == lb.Ready {
+			value = "" // enable: the record goes
+		}
+		a.writeOverride(w, r, cli, b, r.PathValue("balancer"), r.PathValue("backend"), opstate.State, value)
+		return
+	}
 	if err := b.SetState(r.PathValue("backend"), st); err != nil {
 		web.WriteError(w, http.StatusNotFound, err)
 		return
@@ -194,9 +206,18 @@ func (a *Agent) backendWeight(w http.ResponseWriter, r *http.Request) {
 		web.WriteError(w, http.StatusNotFound, err)
 		return
 	}
+	cli, coordinated := a.overridesClient()
+	if coordinated && r.PathValue("weight") == "default" {
+		a.writeOverride(w, r, cli, b, r.PathValue("balancer"), r.PathValue("backend"), opstate.Weight, "")
+		return
+	}
 	n, err := strconv.Atoi(r.PathValue("weight"))
 	if err != nil || n < 0 || n > 256 {
 		web.WriteError(w, http.StatusBadRequest, fmt.Errorf("weight %q is not a number 0-256", r.PathValue("weight")))
+		return
+	}
+	if coordinated {
+		a.writeOverride(w, r, cli, b, r.PathValue("balancer"), r.PathValue("backend"), opstate.Weight, strconv.Itoa(n))
 		return
 	}
 	if err := b.SetWeight(r.PathValue("backend"), n); err != nil {

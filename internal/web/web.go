@@ -137,7 +137,9 @@ func (s *Server) HandleMutating(pattern string, h http.HandlerFunc) {
 			WriteError(w, status, err)
 			return
 		}
-		s.log.Info("admin call", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr)
+		// Who: the CLI names its user and machine; the token says only
+		// that the caller may.
+		s.log.Info("admin call", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "operator", r.Header.Get("X-Haven-Operator"))
 		h(w, r)
 	})
 }
