@@ -152,6 +152,47 @@ func nodeTimeoutFlag(fs *flag.FlagSet) *time.Duration {
 	return fs.Duration("node-timeout", defaultNodeTimeout, "status: how long to wait for each node's answer; a node silent for longer is shown as such")
 }
 
+// outputFlag is a status command's -o: text (the tables) or json.
+func outputFlag(fs *flag.FlagSet) *string {
+	return fs.String("o", "text", "status: text or json (each node's answer as its agent gave it, for scripts)")
+}
+
+// checkOutput refuses an -o other than text or json.
+func checkOutput(o string) error {
+	if o != "text" && o != "json" {
+		return fmt.Errorf("-o %q: give text or json", o)
+	}
+	return nil
+}
+
+// printJSONAnswers asks every node for path, as askEach does, and prints
+// {"nodes": {NODE: ANSWER, ...}} with each answer as the agent sent it,
+// or {"error": WHY} for a node that did not answer; extra adds keys beside
+// "nodes". It fails, after printing, when a node did not answer, as the
+// tables do.
+func printJSONAnswers(w io.Writer, ac *adminClient, nodes []string, path string, within time.Duration, extra map[string]any) error {
+	as := askEach[json.RawMessage](ac, nodes, path, within)
+	out := map[string]any{}
+	for k, v := range extra {
+		out[k] = v
+	}
+	byNode := map[string]any{}
+	for _, a := range as {
+		if a.err != nil {
+			byNode[a.node] = map[string]string{"error": noAnswer(a.err)}
+			continue
+		}
+		byNode[a.node] = a.val
+	}
+	out["nodes"] = byNode
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(out); err != nil {
+		return err
+	}
+	return answerErrors(as)
+}
+
 // silentError is a node that did not answer within the wait: the kernel of
 // a frozen (SIGSTOPped, swapping, paused) machine still accepts the
 // connection, and then nobody reads the request.

@@ -36,6 +36,7 @@ func runDNS(args []string, stdout, stderr io.Writer) error {
 	dur := fs.Duration("for", time.Hour, "drain: how long the target stays out")
 	node := fs.String("n", "", "serve: the node whose traffic manager to run (one of traffic.nameservers)")
 	within := nodeTimeoutFlag(fs)
+	output := outputFlag(fs)
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return parseError(err)
@@ -57,6 +58,12 @@ func runDNS(args []string, stdout, stderr io.Writer) error {
 	}
 	switch action := pos[0]; {
 	case action == "status" && len(pos) == 1:
+		if err := checkOutput(*output); err != nil {
+			return err
+		}
+		if *output == "json" {
+			return printJSONAnswers(stdout, ac, t.Nameservers, "/api/v1/status", *within, nil)
+		}
 		as := askEach[nodeStatus](ac, t.Nameservers, "/api/v1/status", *within)
 		printTraffic(stdout, as)
 		return answerErrors(as)

@@ -43,6 +43,7 @@ func runDR(args []string, stdout, stderr io.Writer) error {
 	to := fs.String("to", "", "switchover: the region to make active")
 	force := fs.Bool("force", false, "promote: without the global scope's quorum (docs/dr.md)")
 	within := nodeTimeoutFlag(fs)
+	output := outputFlag(fs)
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return parseError(err)
@@ -63,6 +64,12 @@ func runDR(args []string, stdout, stderr io.Writer) error {
 	regions := ac.cfg.DatabaseRegions()
 	switch {
 	case pos[0] == "status" && len(pos) == 1:
+		if err := checkOutput(*output); err != nil {
+			return err
+		}
+		if *output == "json" {
+			return printJSONAnswers(stdout, ac, nodes, "/api/v1/dr", *within, nil)
+		}
 		return drStatus(ac, nodes, *within, stdout)
 	case pos[0] == "switchover" && len(pos) == 1:
 		if !slices.Contains(regions, *to) {

@@ -45,6 +45,7 @@ func runLB(args []string, stdout, stderr io.Writer) error {
 	wait := fs.Bool("wait", false, "drain/maint: wait until no request is left in flight")
 	timeout := fs.Duration("timeout", 5*time.Minute, "how long --wait waits")
 	within := nodeTimeoutFlag(fs)
+	output := outputFlag(fs)
 	dur := fs.Duration("for", 0, "with coordination: the drain, maint or weight ends by itself after this long")
 	reason := fs.String("reason", "", "with coordination: why, shown beside the record")
 	pos, err := parseInterleaved(fs, args)
@@ -70,6 +71,12 @@ func runLB(args []string, stdout, stderr io.Writer) error {
 	action := pos[0]
 	switch action {
 	case "status":
+		if err := checkOutput(*output); err != nil {
+			return err
+		}
+		if *output == "json" {
+			return printJSONAnswers(stdout, ac, nodes, "/api/v1/balancers", *within, nil)
+		}
 		return lbStatus(ac, bal.Name, nodes, *within, stdout)
 	case "drain", "maint", "enable", "ready", "weight":
 		want := 2

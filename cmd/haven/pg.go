@@ -35,6 +35,7 @@ func runPG(args []string, stdout, stderr io.Writer) error {
 	cfgPath := configFlag(fs)
 	to := fs.String("to", "", "switchover: the node to hand the primary to (default: the best replica)")
 	within := nodeTimeoutFlag(fs)
+	output := outputFlag(fs)
 	fromBackup := fs.Bool("from-backup", false, "reinit: restore the newest base backup instead of copying the primary")
 	wait := fs.Duration("wait", time.Hour, "reinit: how long to wait for the rebuilt replica to stream")
 	pos, err := parseInterleaved(fs, args)
@@ -65,6 +66,12 @@ func runPG(args []string, stdout, stderr io.Writer) error {
 		ac.client.Timeout = 2*db.Lease.D() + 10*time.Second
 		return pgSwitchover(ac, db.Nodes, *to, stdout)
 	case "status":
+		if err := checkOutput(*output); err != nil {
+			return err
+		}
+		if *output == "json" {
+			return printJSONAnswers(stdout, ac, db.Nodes, "/api/v1/database", *within, nil)
+		}
 		return pgStatus(ac, db.Nodes, *within, stdout)
 	}
 	fs.Usage()

@@ -34,8 +34,12 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 	cfgPath := configFlag(fs)
 	node := fs.String("n", "", "only this node (default: every node)")
 	within := nodeTimeoutFlag(fs)
+	output := outputFlag(fs)
 	if err := fs.Parse(args); err != nil {
 		return parseError(err)
+	}
+	if err := checkOutput(*output); err != nil {
+		return err
 	}
 	ac, err := newAdminClient(*cfgPath)
 	if err != nil {
@@ -47,6 +51,9 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("node %q is not in %s (nodes: %v)", *node, *cfgPath, nodes)
 		}
 		nodes = []string{*node}
+	}
+	if *output == "json" {
+		return printJSONAnswers(stdout, ac, nodes, "/api/v1/status", *within, nil)
 	}
 	as := askEach[nodeStatus](ac, nodes, "/api/v1/status", *within)
 	for _, a := range as {

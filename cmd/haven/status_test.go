@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -172,5 +173,60 @@ func TestPrintObjectives(t *testing.T) {
 	want := "\nobjectives: NOT MET now (web, database, as db1 judges them):\n  database: no replica can take over now; fix: bring a replica back\n"
 	if b.String() != want {
 		t.Errorf("printed:\n%q\nwant:\n%q", b.String(), want)
+	}
+}
+
+// TestStatusJSON: -o json gives a script each node's answer as its agent
+// sent it, and names a node that did not answer, with the exit status of
+// the tables (1 when a node is missing).
+func TestStatusJSON(t *testing.T) {
+	backend := startBackend(t, "app1")
+	admin, listen := freeAddr(t), freeAddr(t)
+	cfg := filepath.Join(t.TempDir(), "haven.yaml")
+	if err := os.WriteFile(cfg, []byte(e2eConfig(admin, listen, []e2eBackend{{name: "app1", addr: backend}}, "")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	agent := start(t, "agent", "-c", cfg, "-n", "lb1")
+	type lbAnswer struct {
+		Nodes map[string]json.RawMessage `json:"nodes"`
+	}
+	testenv.Poll(t, 30*time.Second, "app1 up in haven lb status -o json", func() (bool, string) {
+		r := haven(t, 20*time.Second, "lb", "status", "-o", "json", "-c", cfg)
+		var got lbAnswer
+		if err := json.Unmarshal([]byte(r.stdout), &got); err != nil || r.code != 0 {
+			return false, fmt.Sprintf("%v\n%s", err, r)
+		}
+		var sts []struct {
+			Name     string
+			Backends []struct {
+				Name   string
+				Health struct{ State string }
+			}
+		}
+		if err := json.Unmarshal(got.Nodes["lb1"], &sts); err != nil {
+			return false, r.stdout
+		}
+		return len(sts) == 1 && sts[0].Name == "web" && len(sts[0].Backends) == 1 && sts[0].Backends[0].Health.State == "up", r.stdout
+	})
+	r := haven(t, 20*time.Second, "status", "-o", "json", "-c", cfg)
+	var st struct {
+		Nodes map[string]struct {
+			Ready   *bool  `json:"ready"`
+			Version string `json:"version"`
+			Error   string `json:"error"`
+		} `json:"nodes"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || r.code != 0 || st.Nodes["lb1"].Ready == nil || !*st.Nodes["lb1"].Ready {
+		t.Fatalf("haven status -o json with lb1 up: %v\n%s", err, r)
+	}
+
+	agent.cmd.Process.Signal(syscall.SIGTERM)
+	agent.wait(t, 30*time.Second)
+	r = haven(t, 20*time.Second, "status", "-o", "json", "-c", cfg)
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || r.code != 1 || !strings.Contains(st.Nodes["lb1"].Error, "unreachable") {
+		t.Fatalf("haven status -o json with lb1 down: %v\n%s\nwant exit 1 and lb1's error", err, r)
+	}
+	if r := haven(t, 20*time.Second, "status", "-o", "yaml", "-c", cfg); r.code != 1 || !strings.Contains(r.stderr, "give text or json") {
+		t.Errorf("haven status -o yaml:\n%s", r)
 	}
 }

@@ -33,6 +33,7 @@ func runVIP(args []string, stdout, stderr io.Writer) error {
 	balancer := fs.String("b", "", "the balancer whose address to act on (default: the only one with a vip)")
 	to := fs.String("to", "", "move: the node to hand the address to")
 	within := nodeTimeoutFlag(fs)
+	output := outputFlag(fs)
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return parseError(err)
@@ -64,6 +65,20 @@ func runVIP(args []string, stdout, stderr io.Writer) error {
 		}
 		return vipMove(ac, withVIP[0], *to, stdout)
 	case "status":
+		if err := checkOutput(*output); err != nil {
+			return err
+		}
+		if *output == "json" {
+			var nodes []string
+			for _, b := range withVIP {
+				for _, n := range b.Nodes {
+					if !slices.Contains(nodes, n) {
+						nodes = append(nodes, n)
+					}
+				}
+			}
+			return printJSONAnswers(stdout, ac, nodes, "/api/v1/vips", *within, nil)
+		}
 		return vipStatus(ac, withVIP, *within, stdout)
 	}
 	fs.Usage()
