@@ -31,15 +31,26 @@ func buildDeb(t *testing.T) string {
 		t.Fatal(err)
 	}
 	bin := testenv.Haven(t)
+	completion, err := exec.Command(bin, "completion", "bash").Output()
+	if err != nil {
+		t.Fatalf("haven completion bash: %v", err)
+	}
+	dir := t.TempDir()
+	bashFile := filepath.Join(dir, "haven.bash")
+	if err := os.WriteFile(bashFile, completion, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	src := regexp.MustCompile(`(?m)^(\s*(?:- )?(?:src|postinstall|preremove): )(\S+)$`)
 	conf := src.ReplaceAllStringFunc(string(b), func(line string) string {
 		m := src.FindStringSubmatch(line)
-		if m[2] == "bin/haven" {
+		switch m[2] {
+		case "bin/haven":
 			return m[1] + bin
+		case "bin/haven.bash":
+			return m[1] + bashFile
 		}
 		return m[1] + filepath.Join(repo, m[2]) + map[bool]string{true: "/"}[strings.HasSuffix(m[2], "/")]
 	})
-	dir := t.TempDir()
 	cfg := filepath.Join(dir, "nfpm.yaml")
 	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
@@ -106,7 +117,7 @@ func TestPackageInstallsAndItsUnitVerifies(t *testing.T) {
 	if fi, err := os.Stat(filepath.Join(root, "var/lib/haven")); err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o750 {
 		t.Errorf("/var/lib/haven: %v, %v; want a 0750 directory", fi, err)
 	}
-	for _, doc := range []string{"usr/share/doc/haven/docs/install.md", "usr/share/doc/haven/examples/warm-standby.yaml"} {
+	for _, doc := range []string{"usr/share/doc/haven/docs/install.md", "usr/share/doc/haven/examples/warm-standby.yaml", "usr/share/bash-completion/completions/haven"} {
 		if _, err := os.Stat(filepath.Join(root, doc)); err != nil {
 			t.Errorf("the package lacks /%s: %v", doc, err)
 		}

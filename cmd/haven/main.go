@@ -33,6 +33,7 @@ usage:
   haven status -c haven.yaml [-n NODE]   show what each node's agent reports
   haven demo   [--duration D]            run the demo: a balancer on loopback; as root, a floating address, the database, DNS
   haven backend --listen ADDR --name N   run the demo web application (used by tests and benchmarks)
+  haven completion bash                  print bash's completion for haven (actions, nodes, backends, regions)
   haven version                          print the version
 `
 
@@ -76,6 +77,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runDemo(rest, stdout, stderr)
 	case "backend":
 		err = runBackend(rest, stderr)
+	case "completion":
+		err = runCompletion(rest, stdout, stderr)
+	case "__complete":
+		err = runComplete(rest, stdout)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "haven", buildVersion())
 		return 0
