@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -30,19 +32,38 @@ type adminClient struct {
 	client *http.Client
 }
 
-// newAdminClient reads the configuration and the admin token it names.
+// newAdminClient reads the configuration and the admin token it names:
+// the write token, else the read token (a monitoring machine may have only
+// that one). With admin.tls it speaks HTTPS and verifies the agents'
+// certificates with the CA.
 func newAdminClient(cfgPath string) (*adminClient, error) {
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		return nil, err
 	}
 	ac := &adminClient{cfg: cfg, client: &http.Client{Timeout: 10 * time.Second}}
-	if cfg.Admin.TokenFile != "" {
-		b, err := os.ReadFile(cfg.Admin.TokenFile)
+	for _, f := range []string{cfg.Admin.TokenFile, cfg.Admin.ReadTokenFile} {
+		if f == "" || ac.token != "" {
+			continue
+		}
+		b, err := os.ReadFile(f)
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("read admin token: %w", err)
 		}
 		ac.token = strings.TrimSpace(string(b))
+	}
+	if t := cfg.Admin.TLS; t != nil {
+		pem, err := os.ReadFile(t.CA)
+		if err != nil {
+			return nil, fmt.Errorf("admin.tls.ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("admin.tls.ca: %s holds no PEM certificate", t.CA)
+		}
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		ac.client.Transport = tr
 	}
 	return ac, nil
 }
@@ -60,7 +81,11 @@ func (ac *adminClient) adminURL(node string) (string, error) {
 	if ip, err := netip.ParseAddr(host); host == "" || (err == nil && ip.IsUnspecified()) {
 		host = n.Address
 	}
-	return "http://" + net.JoinHostPort(host, port), nil
+	scheme := "http://"
+	if ac.cfg.Admin.TLS != nil {
+		scheme = "https://"
+	}
+	return scheme + net.JoinHostPort(host, port), nil
 }
 
 // errUnreachable is wrapped by do's error when the request never reached

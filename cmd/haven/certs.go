@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/netip"
 	"strings"
 
 	"github.com/haven-ha/haven/internal/certs"
@@ -15,7 +17,7 @@ const certsUsage = `usage: haven certs -c haven.yaml -o DIR [--force]
 Makes a private CA (DIR/ca.pem, DIR/ca-key.pem) and, for every node in
 haven.yaml, DIR/NODE.pem and DIR/NODE-key.pem for etcd's peer and client TLS.
 An existing CA is reused, and existing node certificates that still fit are
-kept. Point coordination.tls at them: {ca: DIR/ca.pem, cert: DIR/{node}.pem,
+kept. Point coordination.tls (and admin.tls, for HTTPS on the admin API) at them: {ca: DIR/ca.pem, cert: DIR/{node}.pem,
 key: DIR/{node}-key.pem}.
 
 flags:
@@ -43,7 +45,15 @@ func runCerts(args []string, stdout, stderr io.Writer) error {
 	var nodes []certs.Node
 	for _, name := range cfg.NodeNames() {
 		n, _ := cfg.Node(name)
-		nodes = append(nodes, certs.Node{Name: name, Addresses: []string{n.Address}})
+		addrs := []string{n.Address}
+		// The admin listener's address too, when admin.tls serves it on
+		// another one (loopback test set-ups).
+		if host, _, err := net.SplitHostPort(n.Admin); err == nil && host != "" && host != n.Address {
+			if ip, err := netip.ParseAddr(host); err != nil || !ip.IsUnspecified() {
+				addrs = append(addrs, host)
+			}
+		}
+		nodes = append(nodes, certs.Node{Name: name, Addresses: addrs})
 	}
 	res, err := certs.Generate(*dir, cfg.Cluster, nodes, certs.Options{Force: *force})
 	if err != nil {
@@ -75,7 +85,7 @@ func onlyMissingTLSFiles(err error) bool {
 		return false
 	}
 	for _, p := range ps {
-		if !strings.HasPrefix(p.Path, "coordination.tls.") {
+		if !strings.HasPrefix(p.Path, "coordination.tls.") && !strings.HasPrefix(p.Path, "admin.tls.") {
 			return false
 		}
 	}

@@ -4,6 +4,7 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -122,12 +123,19 @@ func New(opt Options) (*Agent, error) {
 		running: make(map[string]*runningBalancer),
 		failed:  make(map[string]bool),
 	}
+	adminTLS, err := adminServerTLS(cfg, opt.Node)
+	if err != nil {
+		return nil, err
+	}
 	a.admin, err = web.New(web.Options{
-		Addr:      node.Admin,
-		TokenFile: cfg.Admin.TokenFile,
-		Gatherer:  reg,
-		Logger:    log,
-		Info:      map[string]any{"node": opt.Node, "cluster": cfg.Cluster, "version": opt.Version, "config": opt.ConfigPath},
+		Addr:              node.Admin,
+		TokenFile:         cfg.Admin.TokenFile,
+		ReadTokenFile:     cfg.Admin.ReadTokenFile,
+		AuthenticateReads: cfg.Admin.AuthenticateReads,
+		TLS:               adminTLS,
+		Gatherer:          reg,
+		Logger:            log,
+		Info:              map[string]any{"node": opt.Node, "cluster": cfg.Cluster, "version": opt.Version, "config": opt.ConfigPath},
 	})
 	if err != nil {
 		return nil, err
@@ -430,6 +438,20 @@ func restartOnly(old, cfg *config.Config, node string) []string {
 		changed = append(changed, "vip")
 	}
 	return changed
+}
+
+// adminServerTLS is the admin listener's TLS configuration: node's
+// certificate from admin.tls, nil without it.
+func adminServerTLS(cfg *config.Config, node string) (*tls.Config, error) {
+	t := cfg.Admin.TLS
+	if t == nil {
+		return nil, nil
+	}
+	pair, err := tls.LoadX509KeyPair(config.NodePath(t.Cert, node), config.NodePath(t.Key, node))
+	if err != nil {
+		return nil, fmt.Errorf("admin.tls: node %s's certificate: %w", node, err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}, nil
 }
 
 // Alive says whether the agent's state can still be reached within ctx:

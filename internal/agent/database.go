@@ -315,7 +315,7 @@ func (a *Agent) databaseRoutes() {
 		h.ServeHTTP(w, r)
 	}
 	for _, p := range patroniPaths {
-		a.admin.HandleRead(p, serve)
+		a.admin.HandleProbe(p, serve)
 	}
 }
 

@@ -101,6 +101,10 @@ const (
 func applyDefaults(c *Config, r *report, dir string) {
 	r.defaultInt(&c.Admin.Port, "admin.port", defaultAdminPort)
 	c.Admin.TokenFile = resolvePath(dir, c.Admin.TokenFile)
+	c.Admin.ReadTokenFile = resolvePath(dir, c.Admin.ReadTokenFile)
+	if t := c.Admin.TLS; t != nil {
+		t.CA, t.Cert, t.Key = resolvePath(dir, t.CA), resolvePath(dir, t.Cert), resolvePath(dir, t.Key)
+	}
 	for _, rname := range sortedKeys(c.Regions) {
 		for _, nname := range sortedKeys(c.Regions[rname].Nodes) {
 			n := c.Regions[rname].Nodes[nname]

@@ -39,6 +39,15 @@ type Admin struct {
 	// Pprof serves Go's profiler under /debug/pprof/ (default off), with
 	// the token like the mutating calls.
 	Pprof bool `yaml:"pprof"`
+	// TLS serves the admin API over HTTPS with each node's certificate
+	// ("{node}" in a path is replaced by the node name; `haven certs`
+	// makes them), and the commands verify it with CA.
+	TLS *CoordTLS `yaml:"tls"`
+	// ReadTokenFile holds a second bearer token that allows reads only;
+	// AuthenticateReads makes every read but /healthz, /readyz and the
+	// database's health endpoints need it or the write token.
+	ReadTokenFile     string `yaml:"read_token_file"`
+	AuthenticateReads bool   `yaml:"authenticate_reads"`
 }
 
 // Region is a failure domain at the scale of a data centre.

@@ -63,6 +63,22 @@ func (v *validator) admin() {
 	if f := v.cfg.Admin.TokenFile; f != "" {
 		v.readable("admin.token_file", f)
 	}
+	if f := v.cfg.Admin.ReadTokenFile; f != "" {
+		v.readable("admin.read_token_file", f)
+	}
+	if v.cfg.Admin.AuthenticateReads && v.cfg.Admin.TokenFile == "" && v.cfg.Admin.ReadTokenFile == "" {
+		v.errorf("admin.authenticate_reads", "needs admin.token_file or admin.read_token_file: the token reads must present")
+	}
+	if t := v.cfg.Admin.TLS; t != nil {
+		for _, key := range []string{"ca", "cert", "key"} {
+			f := map[string]string{"ca": t.CA, "cert": t.Cert, "key": t.Key}[key]
+			if f == "" {
+				v.errorf("admin.tls."+key, "required: a PEM file; `haven certs` makes them")
+			} else if !strings.Contains(f, "{node}") {
+				v.readable("admin.tls."+key, f)
+			}
+		}
+	}
 }
 
 // readable checks that file can be opened now, so that a missing or

@@ -58,17 +58,18 @@ type disk struct {
 
 // needs is what node's roles ask of its machine.
 type needs struct {
-	node    *config.Node
-	caps    []need
-	fences  []string // the roles that build nftables fences
-	listens []listen
-	peers   []peer
-	disks   []disk
+	node     *config.Node
+	adminTLS bool // the admin API speaks HTTPS
+	caps     []need
+	fences   []string // the roles that build nftables fences
+	listens  []listen
+	peers    []peer
+	disks    []disk
 }
 
 // needsOf reads node's roles in cfg.
 func needsOf(cfg *config.Config, n *config.Node) needs {
-	nd := needs{node: n}
+	nd := needs{node: n, adminTLS: cfg.Admin.TLS != nil}
 	capFor := func(c int, why string) { nd.caps = append(nd.caps, need{c, why}) }
 	listenOn := func(addr, proto, why, key string) {
 		nd.listens = append(nd.listens, listen{addr, proto, why, key})

@@ -5,6 +5,7 @@ package web
 import (
 	"context"
 	"crypto/subtle"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,8 +28,15 @@ import (
 type Options struct {
 	Addr      string // "HOST:PORT"
 	TokenFile string // bearer token for mutating calls off loopback; "" for none
-	Gatherer  prometheus.Gatherer
-	Logger    *slog.Logger
+	// ReadTokenFile holds a token that allows reads only; with
+	// AuthenticateReads, every read off loopback but the probes needs it
+	// or the write token.
+	ReadTokenFile     string
+	AuthenticateReads bool
+	// TLS, when set, serves HTTPS.
+	TLS      *tls.Config
+	Gatherer prometheus.Gatherer
+	Logger   *slog.Logger
 	// Info is merged into every status response (node, cluster, version).
 	Info map[string]any
 }
@@ -45,6 +53,7 @@ type Server struct {
 	readiness map[string]func() error
 	status    map[string]func() any
 	token     string
+	readToken string
 	lameduck  atomic.Bool
 	started   time.Time
 }
@@ -64,23 +73,39 @@ func New(opt Options) (*Server, error) {
 		started:   time.Now(),
 		loopback:  isLoopback(opt.Addr),
 	}
-	if opt.TokenFile != "" {
-		b, err := os.ReadFile(opt.TokenFile)
-		if err != nil {
-			return nil, fmt.Errorf("admin: read token file: %w", err)
-		}
-		s.token = strings.TrimSpace(string(b))
-		if s.token == "" {
-			return nil, fmt.Errorf("admin: token file %s is empty", opt.TokenFile)
-		}
+	var err error
+	if s.token, err = readToken(opt.TokenFile); err != nil {
+		return nil, err
 	}
-	s.mux.HandleFunc("GET /healthz", s.healthz)
-	s.mux.HandleFunc("GET /readyz", s.readyz)
-	s.mux.HandleFunc("GET /api/v1/status", s.statusHandler)
+	if s.readToken, err = readToken(opt.ReadTokenFile); err != nil {
+		return nil, err
+	}
+	if opt.AuthenticateReads && s.token == "" && s.readToken == "" {
+		return nil, errors.New("admin: authenticate_reads needs a token file")
+	}
+	s.HandleProbe("GET /healthz", s.healthz)
+	s.HandleProbe("GET /readyz", s.readyz)
+	s.HandleRead("GET /api/v1/status", s.statusHandler)
 	if opt.Gatherer != nil {
-		s.mux.Handle("GET /metrics", promhttp.HandlerFor(opt.Gatherer, promhttp.HandlerOpts{}))
+		s.HandleRead("GET /metrics", promhttp.HandlerFor(opt.Gatherer, promhttp.HandlerOpts{}).ServeHTTP)
 	}
 	return s, nil
+}
+
+// readToken reads a token file; "" for no file.
+func readToken(file string) (string, error) {
+	if file == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("admin: read token file: %w", err)
+	}
+	t := strings.TrimSpace(string(b))
+	if t == "" {
+		return "", fmt.Errorf("admin: token file %s is empty", file)
+	}
+	return t, nil
 }
 
 func isLoopback(addr string) bool {
@@ -121,8 +146,44 @@ func (s *Server) SetStatus(name string, fn func() any) {
 	s.status[name] = fn
 }
 
-// HandleRead registers a read-only handler.
-func (s *Server) HandleRead(pattern string, h http.HandlerFunc) { s.mux.HandleFunc(pattern, h) }
+// HandleProbe registers a read-only handler that load balancers and
+// supervisors probe: it never needs a token.
+func (s *Server) HandleProbe(pattern string, h http.HandlerFunc) { s.mux.HandleFunc(pattern, h) }
+
+// HandleRead registers a read-only handler. With AuthenticateReads, off
+// loopback, it needs the read token or the write token.
+func (s *Server) HandleRead(pattern string, h http.HandlerFunc) {
+	if !s.opt.AuthenticateReads {
+		s.mux.HandleFunc(pattern, h)
+		return
+	}
+	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		if status, err := s.authorizeRead(r); err != nil {
+			s.log.Warn("admin read refused", "path", r.URL.Path, "remote", r.RemoteAddr, "err", err)
+			w.Header().Set("WWW-Authenticate", `Bearer realm="haven admin"`)
+			WriteError(w, status, err)
+			return
+		}
+		h(w, r)
+	})
+}
+
+// authorizeRead returns nil when r may read, or the status to answer.
+func (s *Server) authorizeRead(r *http.Request) (int, error) {
+	if s.loopback {
+		return 0, nil
+	}
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok {
+		return http.StatusUnauthorized, errors.New(`missing bearer token: admin.authenticate_reads is on; send "Authorization: Bearer TOKEN" with the token in admin.read_token_file or admin.token_file`)
+	}
+	for _, t := range []string{s.readToken, s.token} {
+		if t != "" && subtle.ConstantTimeCompare([]byte(got), []byte(t)) == 1 {
+			return 0, nil
+		}
+	}
+	return http.StatusUnauthorized, errors.New("wrong bearer token: use the token in admin.read_token_file or admin.token_file")
+}
 
 // HandleMutating registers a handler that changes state. Off loopback it
 // requires "Authorization: Bearer TOKEN" with the token from the token file,
@@ -261,7 +322,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		IdleTimeout:       60 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
-	s.log.Info("admin listening", "addr", ln.Addr().String(), "loopback", s.loopback)
+	if s.opt.TLS != nil {
+		ln = tls.NewListener(ln, s.opt.TLS)
+	}
+	s.log.Info("admin listening", "addr", ln.Addr().String(), "loopback", s.loopback, "tls", s.opt.TLS != nil, "authenticate_reads", s.opt.AuthenticateReads)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
