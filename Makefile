@@ -90,7 +90,7 @@ GOARCH ?= $(shell $(GO) env GOARCH)
 HAVEN_VERSION ?= 0.1.0~git$(shell git log -1 --format=%cd.%h --date=format:%Y%m%d 2>/dev/null || echo 0)
 package:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-X main.version=$(HAVEN_VERSION)" -o bin/haven ./cmd/haven
-	bin/haven completion bash > bin/haven.bash
+	GOARCH= $(GO) run ./cmd/haven completion bash > bin/haven.bash
 	mkdir -p dist
 	GOARCH=$(GOARCH) HAVEN_VERSION=$(HAVEN_VERSION) $(NFPM) package --config deploy/nfpm.yaml --packager deb --target dist/
 

@@ -40,7 +40,7 @@ func buildDeb(t *testing.T) string {
 	if err := os.WriteFile(bashFile, completion, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	src := regexp.MustCompile(`(?m)^(\s*(?:- )?(?:src|postinstall|preremove): )(\S+)$`)
+	src := regexp.MustCompile(`(?m)^(\s*(?:- )?(?:src|postinstall|preremove|postremove): )(\S+)$`)
 	conf := src.ReplaceAllStringFunc(string(b), func(line string) string {
 		m := src.FindStringSubmatch(line)
 		switch m[2] {
@@ -100,8 +100,10 @@ func TestPackageInstallsAndItsUnitVerifies(t *testing.T) {
 	if strings.TrimSpace(string(conffiles)) != "/etc/haven/haven.yaml" {
 		t.Errorf("conffiles %q, want /etc/haven/haven.yaml: an upgrade must keep the operator's file", conffiles)
 	}
-	if _, err := os.Stat(filepath.Join(meta, "postinst")); err != nil {
-		t.Errorf("no postinst (systemctl daemon-reload): %v", err)
+	for _, script := range []string{"postinst", "prerm", "postrm"} {
+		if _, err := os.Stat(filepath.Join(meta, script)); err != nil {
+			t.Errorf("no %s: %v", script, err)
+		}
 	}
 
 	root := t.TempDir()
@@ -114,8 +116,9 @@ func TestPackageInstallsAndItsUnitVerifies(t *testing.T) {
 	if len(shipped) == 0 || !bytes.Equal(shipped, example) {
 		t.Errorf("/etc/haven/haven.yaml is not examples/production.yaml (%d bytes)", len(shipped))
 	}
-	if fi, err := os.Stat(filepath.Join(root, "var/lib/haven")); err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o750 {
-		t.Errorf("/var/lib/haven: %v, %v; want a 0750 directory", fi, err)
+	// PostgreSQL runs as postgres under it (/var/lib/haven/pg).
+	if fi, err := os.Stat(filepath.Join(root, "var/lib/haven")); err != nil || !fi.IsDir() || fi.Mode().Perm()&0o001 == 0 {
+		t.Errorf("/var/lib/haven: %v, %v; want a directory others may pass through", fi, err)
 	}
 	for _, doc := range []string{"usr/share/doc/haven/docs/install.md", "usr/share/doc/haven/examples/warm-standby.yaml", "usr/share/bash-completion/completions/haven"} {
 		if _, err := os.Stat(filepath.Join(root, doc)); err != nil {
