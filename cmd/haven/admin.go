@@ -33,9 +33,9 @@ type adminClient struct {
 }
 
 // newAdminClient reads the configuration and the admin token it names:
-// the write token, else the read token (a monitoring machine may have only
-// that one). With admin.tls it speaks HTTPS and verifies the agents'
-// certificates with the CA.
+// the write token, or the read token when the file names no write token.
+// With admin.tls it speaks HTTPS and verifies the agents' certificates
+// with the CA.
 func newAdminClient(cfgPath string) (*adminClient, error) {
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
@@ -194,8 +194,9 @@ func checkOutput(o string) error {
 // {"nodes": {NODE: ANSWER, ...}} with each answer as the agent sent it,
 // or {"error": WHY} for a node that did not answer; extra adds keys beside
 // "nodes". It fails, after printing, when a node did not answer, as the
-// tables do.
-func printJSONAnswers(w io.Writer, ac *adminClient, nodes []string, path string, within time.Duration, extra map[string]any) error {
+// tables do; with anyAnswer, only when no node answered (haven dr
+// status's table, whose point is a region that is down).
+func printJSONAnswers(w io.Writer, ac *adminClient, nodes []string, path string, within time.Duration, extra map[string]any, anyAnswer bool) error {
 	as := askEach[json.RawMessage](ac, nodes, path, within)
 	out := map[string]any{}
 	for k, v := range extra {
@@ -214,6 +215,9 @@ func printJSONAnswers(w io.Writer, ac *adminClient, nodes []string, path string,
 	enc.SetIndent("", "  ")
 	if err := enc.Encode(out); err != nil {
 		return err
+	}
+	if anyAnswer && slices.ContainsFunc(as, func(a answer[json.RawMessage]) bool { return a.err == nil }) {
+		return nil
 	}
 	return answerErrors(as)
 }

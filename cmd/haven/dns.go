@@ -62,7 +62,7 @@ func runDNS(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		if *output == "json" {
-			return printJSONAnswers(stdout, ac, t.Nameservers, "/api/v1/status", *within, nil)
+			return printJSONAnswers(stdout, ac, t.Nameservers, "/api/v1/status", *within, nil, false)
 		}
 		as := askEach[nodeStatus](ac, t.Nameservers, "/api/v1/status", *within)
 		printTraffic(stdout, as)

@@ -68,7 +68,7 @@ func runDR(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		if *output == "json" {
-			return printJSONAnswers(stdout, ac, nodes, "/api/v1/dr", *within, nil)
+			return printJSONAnswers(stdout, ac, nodes, "/api/v1/dr", *within, nil, true)
 		}
 		return drStatus(ac, nodes, *within, stdout)
 	case pos[0] == "switchover" && len(pos) == 1:

@@ -75,7 +75,7 @@ func runLB(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		if *output == "json" {
-			return printJSONAnswers(stdout, ac, nodes, "/api/v1/balancers", *within, nil)
+			return printJSONAnswers(stdout, ac, nodes, "/api/v1/balancers", *within, nil, false)
 		}
 		return lbStatus(ac, bal.Name, nodes, *within, stdout)
 	case "drain", "maint", "enable", "ready", "weight":
@@ -93,7 +93,14 @@ func runLB(args []string, stdout, stderr io.Writer) error {
 		if action == "weight" {
 			path += "/" + pos[2]
 		}
-		if ac.cfg.Coordination != nil && *node == "" {
+		coordinated := ac.cfg.Coordination != nil
+		switch {
+		case coordinated && *node != "":
+			return fmt.Errorf("lb %s: with coordination an operator's %s is one record for every node of balancer %s; -n NODE cannot limit it (leave -n out)", action, action, bal.Name)
+		case !coordinated && (*dur > 0 || *reason != ""):
+			return fmt.Errorf("lb %s: --for and --reason need coordination (the record in etcd keeps them); without it the change lasts until the agent restarts", action)
+		}
+		if coordinated {
 			q := url.Values{}
 			if *dur > 0 {
 				q.Set("for", dur.String())
@@ -104,7 +111,7 @@ func runLB(args []string, stdout, stderr io.Writer) error {
 			if len(q) > 0 {
 				path += "?" + q.Encode()
 			}
-			if err := lbRecord(ac, bal.Name, nodes, path, action, *within, stdout); err != nil {
+			if err := lbRecord(ac, bal.Name, pos[1], nodes, path, action, *within, stdout); err != nil {
 				return err
 			}
 		} else {
@@ -135,7 +142,7 @@ func printBackendChange(w io.Writer, node, bal, action string, bs lb.BackendStat
 // lbRecord sends the action to the first node of the balancer that
 // answers, which writes the record in etcd, and then shows what every node
 // applied: a node that does not answer now applies it when it is back.
-func lbRecord(ac *adminClient, bal string, nodes []string, path, action string, within time.Duration, stdout io.Writer) error {
+func lbRecord(ac *adminClient, bal, backend string, nodes []string, path, action string, within time.Duration, stdout io.Writer) error {
 	var errs []error
 	var bs lb.BackendStatus
 	via := ""
@@ -158,9 +165,19 @@ func lbRecord(ac *adminClient, bal string, nodes []string, path, action string, 
 		return errors.Join(errs...)
 	}
 	fmt.Fprintf(stdout, "recorded in etcd through %s, for every node of balancer %s\n", via, bal)
+	if bs.Name == "" {
+		// 202: written, not applied on that node yet; look for it by
+		// what the operator named.
+		bs.Name = backend
+		for _, a := range askEach[[]lb.Status](ac, []string{via}, "/api/v1/balancers", within) {
+			if got, ok := findBackend(a.val, bal, backend); ok {
+				bs = got
+			}
+		}
+	}
 	// The others apply it from their watch within milliseconds: look for
 	// it for a moment.
-	deadline := time.Now().Add(3 * time.Second)
+	deadline := time.Now().Add(5 * time.Second)
 	for {
 		as := askEach[[]lb.Status](ac, nodes, "/api/v1/balancers", within)
 		pending := false
@@ -193,7 +210,7 @@ func findBackend(sts []lb.Status, bal, name string) (lb.BackendStatus, bool) {
 			continue
 		}
 		for _, b := range st.Backends {
-			if b.Name == name {
+			if b.Name == name || b.Address == name {
 				return b, true
 			}
 		}

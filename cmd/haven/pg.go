@@ -70,7 +70,7 @@ func runPG(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		if *output == "json" {
-			return printJSONAnswers(stdout, ac, db.Nodes, "/api/v1/database", *within, nil)
+			return printJSONAnswers(stdout, ac, db.Nodes, "/api/v1/database", *within, nil, false)
 		}
 		return pgStatus(ac, db.Nodes, *within, stdout)
 	}

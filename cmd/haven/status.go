@@ -53,7 +53,7 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 		nodes = []string{*node}
 	}
 	if *output == "json" {
-		return printJSONAnswers(stdout, ac, nodes, "/api/v1/status", *within, nil)
+		return printJSONAnswers(stdout, ac, nodes, "/api/v1/status", *within, nil, false)
 	}
 	as := askEach[nodeStatus](ac, nodes, "/api/v1/status", *within)
 	for _, a := range as {

@@ -77,7 +77,7 @@ func runVIP(args []string, stdout, stderr io.Writer) error {
 					}
 				}
 			}
-			return printJSONAnswers(stdout, ac, nodes, "/api/v1/vips", *within, nil)
+			return printJSONAnswers(stdout, ac, nodes, "/api/v1/vips", *within, nil, false)
 		}
 		return vipStatus(ac, withVIP, *within, stdout)
 	}

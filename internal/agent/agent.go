@@ -11,6 +11,7 @@ import (
 	"reflect"
 	"runtime"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -63,6 +64,7 @@ type Agent struct {
 	// read from etcd; overridesSeen is set once they have been read.
 	overrides     []opstate.Record
 	overridesSeen bool
+	applyMu       sync.Mutex // serialises applyOverrides
 }
 
 // roles are the parts of the agent that start once, with Run, when
@@ -220,6 +222,10 @@ func (a *Agent) start(st *stack) error {
 		defer a.reloadMu.Unlock()
 		a.stopBalancers()
 	})
+	if rs.coord != nil && len(cfg.BalancersOn(a.opt.Node)) > 0 {
+		// The operator's drains before the balancers take traffic.
+		a.preloadOverrides(rs.coord)
+	}
 	if err := a.apply(cfg); err != nil {
 		return err
 	}
@@ -454,23 +460,22 @@ func adminServerTLS(cfg *config.Config, node string) (*tls.Config, error) {
 	return &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}, nil
 }
 
-// Alive says whether the agent's state can still be reached within ctx:
-// a goroutine stuck holding its lock stalls every reload, status and
-// admin call, and the systemd watchdog stops its keep-alives on that.
+// Alive says whether the agent's state lock can be taken within ctx: a
+// goroutine stuck holding it stalls every reload, status and admin call,
+// and the systemd watchdog stops its keep-alives on that. It sees only
+// that lock: a role's own loop that hangs is its readiness's business.
 // Not ready is not dead: a node whose roles are not ready yet is alive.
 func (a *Agent) Alive(ctx context.Context) error {
-	got := make(chan struct{})
-	go func() {
-		a.mu.Lock()
-		//lint:ignore SA2001 reaching the lock is the test
-		a.mu.Unlock()
-		close(got)
-	}()
-	select {
-	case <-got:
-		return nil
-	case <-ctx.Done():
-		return errors.New("the agent's state lock has been held longer than the watchdog's half period")
+	for {
+		if a.mu.TryLock() {
+			a.mu.Unlock()
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return errors.New("the agent's state lock has been held longer than the watchdog allows")
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
 }
 

@@ -54,7 +54,7 @@ func (a *Agent) apply(cfg *config.Config) error {
 	}
 	// A reload resets weights to the file's, and a new balancer starts
 	// ready: the operator's records apply again on top.
-	a.applyOverrides()
+	a.applyOverrides(cfg)
 	return errors.Join(errs...)
 }
 

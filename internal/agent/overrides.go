@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/haven-ha/haven/internal/config"
+	"github.com/haven-ha/haven/internal/coord"
 	"github.com/haven-ha/haven/internal/lb"
 	"github.com/haven-ha/haven/internal/opstate"
 	"github.com/haven-ha/haven/internal/web"
@@ -34,27 +36,59 @@ func (a *Agent) watchOverrides(ctx context.Context, cl *etcdClients) {
 	opstate.Watch(ctx, cl.all, cluster, a.setOverrides, a.log.With("component", "operator"))
 }
 
+// preloadTimeout bounds the read of the records before the balancers
+// start: a node whose etcd does not answer that fast starts them with the
+// configuration's states, and the watch applies the records once it does.
+const preloadTimeout = 2 * time.Second
+
+// preloadOverrides reads the operator's records before the balancers
+// start, so that a restarted agent does not send a moment of traffic to a
+// backend an operator took out (a drain, maintenance for a deploy).
+func (a *Agent) preloadOverrides(c *coordination) {
+	ctx, cancel := context.WithTimeout(context.Background(), preloadTimeout)
+	defer cancel()
+	cli, err := coord.NewClient(ctx, coord.ClientConfig{Endpoints: c.endpoints(), TLS: c.tls(), DialTimeout: preloadTimeout, Logger: a.log})
+	if err == nil {
+		defer cli.Close()
+		var rs []opstate.Record
+		if rs, _, _, err = opstate.List(ctx, cli, c.cfg.Cluster); err == nil {
+			a.mu.Lock()
+			a.overrides, a.overridesSeen = rs, true
+			a.mu.Unlock()
+			a.log.Info("operator records read before the balancers start", "records", len(rs))
+			return
+		}
+	}
+	a.log.Warn("operator records not read before the balancers start: they apply once etcd answers", "err", err)
+}
+
 // setOverrides keeps the records and applies them to the running
 // balancers.
 func (a *Agent) setOverrides(rs []opstate.Record) {
 	a.mu.Lock()
 	a.overrides = rs
 	a.overridesSeen = true
+	cfg := a.cfg
 	a.mu.Unlock()
-	a.applyOverrides()
+	a.applyOverrides(cfg)
 }
 
 // applyOverrides brings every running balancer's backends in line with
 // the records: a backend without a state record is ready, one without a
-// weight record has the configuration's weight. It changes only what
-// differs, so that an unchanged record logs nothing.
-func (a *Agent) applyOverrides() {
+// weight record has cfg's weight (the file being applied: a reload calls
+// it before it keeps the new file). It changes only what differs, so that
+// an unchanged record logs nothing. Calls are serialised and each reads
+// the newest records, so that a reload's apply cannot put back an older
+// set after the watch applied a newer one.
+func (a *Agent) applyOverrides(cfg *config.Config) {
+	a.applyMu.Lock()
+	defer a.applyMu.Unlock()
 	a.mu.Lock()
 	if !a.overridesSeen {
 		a.mu.Unlock()
 		return // before the first list: the configuration's states stand
 	}
-	rs, cfg := a.overrides, a.cfg
+	rs := a.overrides
 	running := map[string]*lb.Balancer{}
 	for name, rb := range a.running {
 		running[name] = rb.b
@@ -133,6 +167,10 @@ func (a *Agent) writeOverride(w http.ResponseWriter, r *http.Request, cli *clien
 			name = bs.Name
 		}
 	}
+	if name == "" && value == "" {
+		// A record of a backend the file no longer has can still go.
+		name = backend
+	}
 	if name == "" {
 		web.WriteError(w, http.StatusNotFound, fmt.Errorf("balancer %s has no backend %q", balancer, backend))
 		return
@@ -163,6 +201,10 @@ func (a *Agent) writeOverride(w http.ResponseWriter, r *http.Request, cli *clien
 			}
 			rec.Until = rec.Set.Add(dur)
 		}
+		if verr := rec.Valid(); verr != nil {
+			web.WriteError(w, http.StatusBadRequest, verr)
+			return
+		}
 		err = opstate.Put(ctx, cli, cluster, rec)
 	}
 	if err != nil {
@@ -170,7 +212,13 @@ func (a *Agent) writeOverride(w http.ResponseWriter, r *http.Request, cli *clien
 		return
 	}
 	a.log.Info("operator record written", "balancer", balancer, "backend", name, "what", what, "value", value, "owner", r.Header.Get("X-Haven-Operator"))
-	a.waitApplied(ctx, b, name, what, value, configuredWeightOf(a, balancer, name))
+	if !a.waitApplied(ctx, b, name, what, value, configuredWeightOf(a, balancer, name)) {
+		// Written, but this node's watch has not applied it (yet): say
+		// so with 202 rather than a 200 showing the old state.
+		a.log.Warn("operator record written but not applied here within the wait", "balancer", balancer, "backend", name)
+		web.WriteJSON(w, http.StatusAccepted, map[string]string{"result": "recorded in etcd; not applied on this node yet"})
+		return
+	}
 	a.writeBackend(w, b, name)
 }
 
@@ -184,8 +232,9 @@ func configuredWeightOf(a *Agent, balancer, backend string) int {
 }
 
 // waitApplied waits, up to ctx, until this node's balancer shows the
-// record written: the watch applies it within milliseconds.
-func (a *Agent) waitApplied(ctx context.Context, b *lb.Balancer, backend, what, value string, def int) {
+// record written (the watch applies it within milliseconds), and says
+// whether it did.
+func (a *Agent) waitApplied(ctx context.Context, b *lb.Balancer, backend, what, value string, def int) bool {
 	want := value
 	if want == "" {
 		want = map[string]string{opstate.State: "ready", opstate.Weight: strconv.Itoa(def)}[what]
@@ -196,14 +245,18 @@ func (a *Agent) waitApplied(ctx context.Context, b *lb.Balancer, backend, what, 
 				continue
 			}
 			if (what == opstate.State && bs.Admin == want) || (what == opstate.Weight && strconv.Itoa(bs.Weight) == want) {
-				return
+				return true
 			}
+		}
+		if !slices.ContainsFunc(b.Status().Backends, func(bs lb.BackendStatus) bool { return bs.Name == backend }) {
+			return true // a record of a backend the file no longer has
 		}
 		select {
 		case <-ctx.Done():
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+	return false
 }
 
 // overridesHandler serves GET /api/v1/operator: the records as this agent

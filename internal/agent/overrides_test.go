@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -39,7 +40,7 @@ func TestOverridesSurviveRestart(t *testing.T) {
 	}
 	post("/api/v1/balancers/web/backends/web2/drain?reason=kernel+upgrade")
 	post("/api/v1/balancers/web/backends/web1/weight/7")
-	post("/api/v1/balancers/web/backends/web3/maint?for=2s")
+	post("/api/v1/balancers/web/backends/web3/maint?for=6s")
 	if got := e.backend("web2"); got.Admin != "drain" {
 		t.Fatalf("web2 after drain: %q", got.Admin)
 	}
@@ -64,8 +65,20 @@ func TestOverridesSurviveRestart(t *testing.T) {
 	}
 	e2 := newEnv(t, c)
 	e2.run()
+	// The records are read before the balancer starts: its first status
+	// already shows the drain (no moment of traffic to web2).
+	testenv.Poll(t, 30*time.Second, "the restarted agent's balancer", func() (bool, string) {
+		r, err := try("GET", e2.adminURL("/api/v1/balancers"))
+		if err != nil {
+			return false, err.Error()
+		}
+		return strings.Contains(r.body, `"web2"`), r.body
+	})
+	if got := e2.backend("web2"); got.Admin != "drain" {
+		t.Errorf("the restarted agent's balancer started with web2 %s: the drain must be read before it starts", got.Admin)
+	}
 	waitOverridesSeen(t, e2)
-	testenv.Poll(t, 15*time.Second, "the restarted agent applies the records", func() (bool, string) {
+	testenv.Poll(t, 30*time.Second, "the restarted agent applies the records (web3's 6 s maintenance ended)", func() (bool, string) {
 		w1, w2, w3 := e2.backend("web1"), e2.backend("web2"), e2.backend("web3")
 		return w2.Admin == "drain" && w1.Weight == 7 && w3.Admin == "ready",
 			fmt.Sprintf("web1 weight %d, web2 %s, web3 %s", w1.Weight, w2.Admin, w3.Admin)
@@ -74,11 +87,15 @@ func TestOverridesSurviveRestart(t *testing.T) {
 	if by := e2.traffic(20); by["web2"] != 0 {
 		t.Errorf("after the restart drained web2 took %d of 20 requests", by["web2"])
 	}
+	// A reload that changes web2's weight in the file: the file's new
+	// weight for web2 (no record), the record's for web1.
+	c.weights["web2"] = 4
+	writeFile(t, e2.path, c.yaml())
 	if err := e2.agent.Reload(); err != nil {
 		t.Fatal(err)
 	}
-	if w1 := e2.backend("web1"); w1.Weight != 7 {
-		t.Errorf("a reload reset web1's weight record to %d", w1.Weight)
+	if w1, w2 := e2.backend("web1"), e2.backend("web2"); w1.Weight != 7 || w2.Weight != 4 {
+		t.Errorf("after a reload giving web2 weight 4: web1 %d (record 7), web2 %d (file 4)", w1.Weight, w2.Weight)
 	}
 
 	e = e2

@@ -80,7 +80,7 @@ func TestRecordsReachEveryWatcher(t *testing.T) {
 	}
 	must(Put(ctx, cli, "c", Record{Balancer: "web", Backend: "app1", What: State, Value: "drain", Owner: "ops@laptop", Set: now}))
 	must(Put(ctx, cli, "c", Record{Balancer: "web", Backend: "app2", What: Weight, Value: "50", Owner: "ops@laptop", Set: now}))
-	must(Put(ctx, cli, "c", Record{Balancer: "web", Backend: "app3", What: State, Value: "maint", Owner: "ops@laptop", Set: now, Until: now.Add(2 * time.Second)}))
+	must(Put(ctx, cli, "c", Record{Balancer: "web", Backend: "app3", What: State, Value: "maint", Owner: "ops@laptop", Set: now, Until: now.Add(5 * time.Second)}))
 	for _, w := range []*watcher{&a, &b} {
 		w.waitFor(t, "every watcher sees the three overrides", "app1 state drain", "app2 weight 50", "app3 state maint")
 	}
@@ -94,6 +94,7 @@ func TestRecordsReachEveryWatcher(t *testing.T) {
 	// app3's maintenance ends by itself (its lease), with no agent's help.
 	for _, w := range []*watcher{&a, &b, &late} {
 		w.waitFor(t, "every watcher sees the change, the delete and the end", "app1 state maint")
+		// (waitFor polls for 10 s: app3's 5 s lease ends within it.)
 	}
 	rs, _, _, err := List(ctx, cli, "c")
 	if err != nil || len(rs) != 1 || rs[0].Owner != "ops@laptop" || !rs[0].Set.Equal(now) {

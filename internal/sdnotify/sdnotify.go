@@ -28,7 +28,8 @@ type Notifier struct {
 }
 
 // FromEnv returns a notifier for the socket in $NOTIFY_SOCKET, and unsets
-// it and the watchdog's variables, as sd_notify's unset_environment does:
+// it, as sd_notify's unset_environment does (WatchdogInterval unsets the
+// watchdog's variables):
 // processes the agent starts (postgres, its tools) must not notify
 // systemd in the agent's name.
 func FromEnv() *Notifier {
@@ -99,18 +100,20 @@ func WatchdogInterval() (time.Duration, error) {
 	return time.Duration(us) * time.Microsecond, nil
 }
 
-// Watchdog sends WATCHDOG=1 every half period for as long as alive says
-// the service is alive within that half period, until ctx ends. A miss
-// is logged with alive's reason; after a whole period without a
-// keep-alive systemd kills the service and its restart policy applies.
+// Watchdog sends WATCHDOG=1 every quarter period for as long as alive
+// says the service is alive within that quarter, until ctx ends: two
+// keep-alives in a row are at most half a period apart, well within what
+// systemd waits on a loaded machine. A miss is logged with alive's
+// reason; after a whole period without a keep-alive systemd kills the
+// service and its restart policy applies.
 func (n *Notifier) Watchdog(ctx context.Context, period time.Duration, alive func(context.Context) error, log *slog.Logger) {
 	if !n.Enabled() || period <= 0 {
 		return
 	}
-	t := time.NewTicker(period / 2)
+	t := time.NewTicker(period / 4)
 	defer t.Stop()
 	for {
-		actx, cancel := context.WithTimeout(ctx, period/2)
+		actx, cancel := context.WithTimeout(ctx, period/4)
 		err := alive(actx)
 		cancel()
 		if ctx.Err() != nil {
