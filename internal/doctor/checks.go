@@ -89,7 +89,7 @@ func checkNftables(nd needs, p *Probes) []Finding {
 	if err := p.Nftables(); err != nil {
 		return []Finding{{Check: "nftables", Severity: Fail,
 			What: fmt.Sprintf("%s: %v", strings.Join(nd.fences, ", "), err),
-			Fix:  "a Linux 5.4 or later kernel with nf_tables (modprobe nf_tables), and CAP_NET_ADMIN"}}
+			Fix:  "a Linux 5.6 or later kernel with nf_tables (modprobe nf_tables; a floating address's fence also needs 5.16's netdev egress hook), and CAP_NET_ADMIN"}}
 	}
 	return []Finding{{Check: "nftables", Severity: OK, What: "timed sets, interval sets of time and meta time, for " + strings.Join(nd.fences, ", ")}}
 }

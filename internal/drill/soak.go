@@ -71,8 +71,9 @@ func joinKinds(ks []fault.Kind) string {
 	return strings.Join(s, ", ")
 }
 
-// maxRefusedFills is how many fills in a row the agents may refuse before
-// the soak stops: more than a few means no disk has room for one.
+// maxRefusedFills is how many fills in a row the agents may refuse (the
+// disk already fuller than drawn) and the soak draw again; the next one
+// refused stops it: no disk has room for a fill.
 const maxRefusedFills = 5
 
 // agentPause is the soak's name for a pause of a node's agent and every
@@ -152,7 +153,7 @@ func Soak(ctx context.Context, cfg *config.Config, agents Agents, opt SoakOption
 	for time.Now().Before(end) && (opt.Faults == 0 || len(r.Faults) < opt.Faults) {
 		t := drawFault(rng, cfg, st, opt)
 		f, err := agents.Inject(ctx, t.Node, t.Spec)
-		if err != nil && t.Spec.Kind == fault.Fill && refusedFills < maxRefusedFills {
+		if err != nil && t.Spec.Kind == fault.Fill && strings.Contains(err.Error(), "full already") && refusedFills < maxRefusedFills {
 			// The soak cannot see how full a node's disk is (WAL grows
 			// with every timeline switch): a fill the agent refuses is
 			// drawn again as another fault, not the soak's end.
