@@ -16,12 +16,23 @@ import (
 const bashCompletion = `# bash completion for haven: source <(haven completion bash), or install it
 # as /usr/share/bash-completion/completions/haven (the .deb does).
 _haven() {
-	local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]}
+	local cur prev words cword
+	# With bash-completion, a backend named by its address (127.0.0.1:9001)
+	# is one word, not three split at the colons.
+	if declare -F _get_comp_words_by_ref >/dev/null; then
+		_get_comp_words_by_ref -n : cur prev words cword
+	else
+		cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]} words=("${COMP_WORDS[@]}") cword=$COMP_CWORD
+	fi
 	case $prev in
-	-c|--html|-o|--to-dir) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+	-c|--html|--to-dir) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+	-o) if [ "${words[1]}" = certs ]; then COMPREPLY=($(compgen -d -- "$cur")); else COMPREPLY=($(compgen -W "text json" -- "$cur")); fi; return ;;
 	esac
 	local IFS=$'\n'
-	COMPREPLY=($(compgen -W "$(haven __complete "${COMP_WORDS[@]:1:COMP_CWORD-1}" 2>/dev/null)" -- "$cur"))
+	COMPREPLY=($(compgen -W "$(haven __complete "${words[@]:1:cword-1}" 2>/dev/null)" -- "$cur"))
+	if declare -F __ltrim_colon_completions >/dev/null; then
+		__ltrim_colon_completions "$cur"
+	fi
 }
 complete -o default -F _haven haven
 `

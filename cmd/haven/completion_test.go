@@ -59,6 +59,7 @@ printf '%s\n' "${COMPREPLY[@]}"`
 		{[]string{"lb", "drain", ""}, []string{"127.0.0.1:9001", "127.0.0.1:9002"}},
 		{[]string{"doctor", "-n", ""}, []string{"lb1"}},
 		{[]string{"completion", ""}, []string{"bash"}},
+		{[]string{"status", "-o", ""}, []string{"json", "text"}},
 	} {
 		if got := compl(tc.line...); !slices.Equal(got, tc.want) {
 			t.Errorf("haven %s<TAB>: %q, want %q", strings.Join(tc.line, " "), got, tc.want)
