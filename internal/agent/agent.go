@@ -135,9 +135,12 @@ func New(opt Options) (*Agent, error) {
 		ReadTokenFile:     cfg.Admin.ReadTokenFile,
 		AuthenticateReads: cfg.Admin.AuthenticateReads,
 		TLS:               adminTLS,
-		Gatherer:          reg,
-		Logger:            log,
-		Info:              map[string]any{"node": opt.Node, "cluster": cfg.Cluster, "version": opt.Version, "config": opt.ConfigPath},
+		Gatherer: prometheus.Gatherers{reg, etcdGatherer{g: prometheus.DefaultGatherer, member: func() bool {
+			rs := a.current()
+			return rs.coord != nil && rs.coord.ownMember() != nil
+		}}},
+		Logger: log,
+		Info:   map[string]any{"node": opt.Node, "cluster": cfg.Cluster, "version": opt.Version, "config": opt.ConfigPath},
 	})
 	if err != nil {
 		return nil, err
