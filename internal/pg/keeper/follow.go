@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"slices"
 	"time"
 
@@ -239,8 +240,15 @@ func (k *Keeper) rewind(ctx context.Context, leader string, standbyLeader bool, 
 	res, err := k.srv.RewindFrom(rctx, source, up)
 	if errors.Is(err, pg.ErrRewindImpossible) {
 		_ = k.srv.Stop(ctx, pg.StopFast)
-		aside := k.srv.DataDir() + ".diverged-" + k.clk.Now().UTC().Format("20060102T150405")
+		aside := k.srv.DataDir() + divergedSuffix + k.clk.Now().UTC().Format("20060102T150405")
 		k.log.Error("rewind impossible: moving the data directory aside and cloning again", "err", err, "moved_to", aside)
+		removed, rerr := removeDiverged(k.srv.DataDir())
+		for _, d := range removed {
+			k.log.Warn("removed an older diverged copy of the data directory: one is kept, the newest", "removed", d)
+		}
+		if rerr != nil {
+			k.log.Warn("older diverged copies of the data directory", "err", rerr)
+		}
 		if rerr := os.Rename(k.srv.DataDir(), aside); rerr != nil {
 			return errors.Join(err, rerr)
 		}
@@ -287,4 +295,31 @@ func (k *Keeper) logRewind(leader string, res pg.RewindResult) {
 		k.log.Warn("rewound: transactions the new primary never had are gone",
 			append(args, "discarded_transactions", d.Transactions)...)
 	}
+}
+
+// divergedSuffix and a time name a data directory moved aside because it
+// could not be rewound.
+const divergedSuffix = ".diverged-"
+
+// removeDiverged removes the copies of dataDir moved aside before, so that
+// a node that cannot rewind again and again keeps one copy of its
+// database beside the new one, not one per failed rewind until its disk is
+// full (an hour of random faults left three on a node). The copy about to
+// be made is the newest, and its writes, never acknowledged by a
+// synchronous cluster, are what a person would look at.
+func removeDiverged(dataDir string) ([]string, error) {
+	old, err := filepath.Glob(dataDir + divergedSuffix + "*")
+	if err != nil {
+		return nil, err
+	}
+	var removed []string
+	var errs []error
+	for _, d := range old {
+		if err := os.RemoveAll(d); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		removed = append(removed, d)
+	}
+	return removed, errors.Join(errs...)
 }
