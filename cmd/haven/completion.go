@@ -56,7 +56,7 @@ func runCompletion(args []string, stdout, stderr io.Writer) error {
 // command's actions.
 var commandUsages = map[string]string{
 	"lb": lbUsage, "pg": pgUsage, "vip": vipUsage, "dr": drUsage, "dns": dnsUsage,
-	"backup": backupUsage, "drill": drillUsage,
+	"backup": backupUsage, "drill": drillUsage, "coord": coordUsage,
 }
 
 var (

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"net/url"
 	"text/tabwriter"
 	"time"
@@ -143,26 +142,12 @@ func printBackendChange(w io.Writer, node, bal, action string, bs lb.BackendStat
 // answers, which writes the record in etcd, and then shows what every node
 // applied: a node that does not answer now applies it when it is back.
 func lbRecord(ac *adminClient, bal, backend string, nodes []string, path, action string, within time.Duration, stdout io.Writer) error {
-	var errs []error
 	var bs lb.BackendStatus
-	via := ""
-	for _, n := range nodes {
-		if err := ac.do("POST", n, path, &bs); err != nil {
-			errs = append(errs, err)
-			// A node that cannot reach etcd now (503) has written
-			// nothing for sure, and a record written twice is the same
-			// record: ask the next one.
-			var refused *refusedError
-			if !errors.Is(err, errUnreachable) && !(errors.As(err, &refused) && refused.status == http.StatusServiceUnavailable) {
-				return errors.Join(errs...)
-			}
-			continue
-		}
-		via = n
-		break
-	}
-	if via == "" {
-		return errors.Join(errs...)
+	// A record written twice is the same record: a node that cannot
+	// reach etcd (503) is passed over.
+	via, err := askAny(ac, nodes, "POST", path, &bs)
+	if err != nil {
+		return err
 	}
 	fmt.Fprintf(stdout, "recorded in etcd through %s, for every node of balancer %s\n", via, bal)
 	if bs.Name == "" {

@@ -19,6 +19,7 @@ func (a *Agent) routes() {
 	})
 	a.admin.HandleMutating("POST /api/v1/balancers/{balancer}/backends/{backend}/{action}", a.backendAction)
 	a.admin.HandleRead("GET /api/v1/operator", a.overridesHandler)
+	a.coordRoutes()
 	a.admin.HandleMutating("POST /api/v1/balancers/{balancer}/backends/{backend}/weight/{weight}", a.backendWeight)
 	a.admin.SetStatus("coordination", func() any {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)

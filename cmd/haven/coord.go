@@ -1,0 +1,245 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/haven-ha/haven/internal/agent"
+)
+
+const coordUsage = `usage: haven coord ACTION [flags]
+
+The coordination group (the embedded etcd members of haven.yaml's coordination
+section), through the first node whose agent answers (docs/coordination.md):
+
+actions:
+  members          every member: its name, whether it leads, answers and has joined,
+                   its database's size and what defragmenting would leave, its raft
+                   term and index; and etcd's raised alarms
+  snapshot FILE    save a snapshot of the key space (every record haven keeps in etcd)
+                   to FILE, with its size and SHA-256
+  defrag           defragment every member, one at a time, the leader last: the
+                   database file shrinks to what is in use
+  alarms disarm    clear etcd's alarms (after freeing the space a NOSPACE alarm was for)
+
+flags:
+`
+
+func runCoord(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("coord", stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, coordUsage); fs.PrintDefaults() }
+	cfgPath := configFlag(fs)
+	node := fs.String("n", "", "ask this node (default: the first that answers)")
+	output := outputFlag(fs)
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return parseError(err)
+	}
+	if len(pos) == 0 {
+		fs.Usage()
+		return errUsage
+	}
+	if err := checkOutput(*output); err != nil {
+		return err
+	}
+	ac, err := newAdminClient(*cfgPath)
+	if err != nil {
+		return err
+	}
+	if ac.cfg.Coordination == nil {
+		return fmt.Errorf("%s has no coordination section", *cfgPath)
+	}
+	nodes := ac.cfg.NodeNames()
+	if *node != "" {
+		nodes = []string{*node}
+	}
+	switch {
+	case pos[0] == "members" && len(pos) == 1:
+		var g agent.EtcdGroup
+		if _, err := askAny(ac, nodes, "GET", "/api/v1/coordination/members", &g); err != nil {
+			return err
+		}
+		if *output == "json" {
+			return writeJSON(stdout, g)
+		}
+		printGroup(stdout, g)
+		if g.Leader == "" || len(g.Alarms) > 0 {
+			return errors.New("the coordination group has no leader or raised alarms (above)")
+		}
+		return nil
+	case pos[0] == "snapshot" && len(pos) == 2:
+		return coordSnapshot(ac, nodes, pos[1], stdout)
+	case pos[0] == "defrag" && len(pos) == 1:
+		ac.client.Timeout = 10 * time.Minute
+		var res []agent.DefragResult
+		if _, err := askAny(ac, nodes, "POST", "/api/v1/coordination/defrag", &res); err != nil {
+			return err
+		}
+		if *output == "json" {
+			return writeJSON(stdout, res)
+		}
+		var errs []error
+		for _, r := range res {
+			if r.Error != "" {
+				fmt.Fprintf(stdout, "%s: %s\n", r.Name, r.Error)
+				errs = append(errs, fmt.Errorf("%s: %s", r.Name, r.Error))
+				continue
+			}
+			fmt.Fprintf(stdout, "%s: %s -> %s in %s\n", r.Name, bytesText(r.Before), bytesText(r.After), r.Took)
+		}
+		return errors.Join(errs...)
+	case pos[0] == "alarms" && len(pos) == 2 && pos[1] == "disarm":
+		var out struct{ Cleared []string }
+		if _, err := askAny(ac, nodes, "POST", "/api/v1/coordination/alarms/disarm", &out); err != nil {
+			return err
+		}
+		if len(out.Cleared) == 0 {
+			fmt.Fprintln(stdout, "no alarm was raised")
+		}
+		for _, c := range out.Cleared {
+			fmt.Fprintf(stdout, "cleared %s\n", c)
+		}
+		return nil
+	}
+	fs.Usage()
+	return errUsage
+}
+
+// askAny sends method path to the first node that answers and returns
+// which one did. Only a node that could not be reached, or that is not
+// connected to etcd yet (503: it did nothing, and what these calls do
+// through etcd is the same from any node), is passed over.
+func askAny(ac *adminClient, nodes []string, method, path string, out any) (string, error) {
+	var errs []error
+	for _, n := range nodes {
+		err := ac.do(method, n, path, out)
+		if err == nil {
+			return n, nil
+		}
+		errs = append(errs, err)
+		var refused *refusedError
+		if !errors.Is(err, errUnreachable) && !(errors.As(err, &refused) && refused.status == http.StatusServiceUnavailable) {
+			break
+		}
+	}
+	return "", errors.Join(errs...)
+}
+
+func printGroup(w io.Writer, g agent.EtcdGroup) {
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "MEMBER\tID\tLEADER\tHEALTH\tDB SIZE\tIN USE\tRAFT TERM\tRAFT INDEX\tPEER URL")
+	for _, m := range g.Members {
+		health := "ok"
+		switch {
+		case !m.Started:
+			health = "not joined"
+		case m.Error != "":
+			health = m.Error
+		}
+		leader := ""
+		if m.Leader {
+			leader = "leader"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", m.Name, m.ID, orDash(leader), health, bytesText(m.DBSize), bytesText(m.DBInUse), m.RaftTerm, m.RaftIndex, strings.Join(m.PeerURLs, ","))
+	}
+	tw.Flush()
+	if g.Leader == "" {
+		fmt.Fprintln(w, "no member reports a leader: the group has lost its quorum")
+	}
+	for _, a := range g.Alarms {
+		fmt.Fprintf(w, "alarm raised: %s (free the space, then haven coord alarms disarm)\n", a)
+	}
+}
+
+func bytesText(n int64) string {
+	switch {
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// coordSnapshot saves the snapshot the first answering node streams to
+// path: written beside it and renamed once whole and synced, so that a
+// broken stream never leaves a file that looks like a snapshot.
+func coordSnapshot(ac *adminClient, nodes []string, path string, stdout io.Writer) error {
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, ".haven-snapshot-*")
+	if err != nil {
+		return fmt.Errorf("snapshot: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	var errs []error
+	for _, n := range nodes {
+		base, err := ac.adminURL(n)
+		if err != nil {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		req, _ := http.NewRequestWithContext(ctx, "GET", base+"/api/v1/coordination/snapshot", nil)
+		if ac.token != "" {
+			req.Header.Set("Authorization", "Bearer "+ac.token)
+		}
+		req.Header.Set("X-Haven-Operator", operator())
+		client := *ac.client
+		client.Timeout = 0 // the context bounds it
+		resp, err := client.Do(req)
+		if err != nil {
+			cancel()
+			errs = append(errs, fmt.Errorf("node %s: %w", n, err))
+			continue
+		}
+		if resp.StatusCode != http.StatusOK {
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+			resp.Body.Close()
+			cancel()
+			errs = append(errs, fmt.Errorf("node %s: %s: %s", n, resp.Status, strings.TrimSpace(string(b))))
+			if resp.StatusCode == http.StatusServiceUnavailable {
+				continue
+			}
+			break
+		}
+		h := sha256.New()
+		size, err := io.Copy(io.MultiWriter(tmp, h), resp.Body)
+		resp.Body.Close()
+		cancel()
+		if err != nil {
+			return fmt.Errorf("snapshot from %s: the stream broke after %d bytes: %w", n, size, err)
+		}
+		if size == 0 {
+			return fmt.Errorf("snapshot from %s: empty", n)
+		}
+		if err := tmp.Sync(); err != nil {
+			return err
+		}
+		if err := tmp.Close(); err != nil {
+			return err
+		}
+		if err := os.Rename(tmp.Name(), path); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "saved %s: %s from %s, sha256 %s\n", path, bytesText(size), n, hex.EncodeToString(h.Sum(nil)))
+		return nil
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,247 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/haven-ha/haven/internal/web"
+)
+
+// The coordination group's operations for `haven coord`: the members and
+// their health, a snapshot of the key space, defragmentation and the
+// alarms. Any node connected to etcd answers for its scope; the
+// operations go through its etcd client.
+
+// EtcdMember is one member of the coordination group, as the member list
+// and its own status say.
+type EtcdMember struct {
+	Name       string   `json:"name"`
+	ID         string   `json:"id"`
+	PeerURLs   []string `json:"peer_urls"`
+	ClientURLs []string `json:"client_urls"`
+	// Learner: added, not yet voting. Started is false for a member that
+	// was added and has not joined yet.
+	Learner bool `json:"learner,omitempty"`
+	Started bool `json:"started"`
+	// From the member's own status, when it answered.
+	Healthy   bool   `json:"healthy"`
+	Leader    bool   `json:"leader,omitempty"`
+	Version   string `json:"version,omitempty"`
+	DBSize    int64  `json:"db_size_bytes,omitempty"`
+	DBInUse   int64  `json:"db_size_in_use_bytes,omitempty"`
+	RaftTerm  uint64 `json:"raft_term,omitempty"`
+	RaftIndex uint64 `json:"raft_index,omitempty"`
+	Error     string `json:"error,omitempty"`
+}
+
+// EtcdGroup is the coordination group: its members and its alarms.
+type EtcdGroup struct {
+	Members []EtcdMember `json:"members"`
+	// Alarms are etcd's raised alarms, as "MEMBER_ID: NOSPACE".
+	Alarms []string `json:"alarms,omitempty"`
+	// Leader is the leader's name, "" when no member reports one.
+	Leader string `json:"leader"`
+}
+
+// coordOpsTimeout bounds the quick operations; a snapshot and a defrag
+// get longer.
+const coordOpsTimeout = 5 * time.Second
+
+func (a *Agent) coordRoutes() {
+	a.admin.HandleRead("GET /api/v1/coordination/members", a.coordMembers)
+	a.admin.HandleMutating("GET /api/v1/coordination/snapshot", a.coordSnapshot)
+	a.admin.HandleMutating("POST /api/v1/coordination/defrag", a.coordDefrag)
+	a.admin.HandleMutating("POST /api/v1/coordination/alarms/disarm", a.coordDisarm)
+}
+
+// coordClient is the etcd client of this node's scope, or an answer that
+// says why there is none.
+func (a *Agent) coordClient(w http.ResponseWriter) *clientv3.Client {
+	c := a.current().coord
+	if c == nil {
+		web.WriteError(w, http.StatusNotFound, errors.New("haven.yaml has no coordination section"))
+		return nil
+	}
+	cli := c.etcd()
+	if cli == nil {
+		web.WriteError(w, http.StatusServiceUnavailable, errors.New("not connected to etcd yet; another node may answer"))
+		return nil
+	}
+	return cli
+}
+
+// Group reads the members and asks each for its status, all at once.
+func group(ctx context.Context, cli *clientv3.Client) (EtcdGroup, error) {
+	var g EtcdGroup
+	ml, err := cli.MemberList(ctx)
+	if err != nil {
+		return g, fmt.Errorf("etcd member list: %w", err)
+	}
+	g.Members = make([]EtcdMember, len(ml.Members))
+	var wg sync.WaitGroup
+	for i, m := range ml.Members {
+		em := EtcdMember{Name: m.Name, ID: fmt.Sprintf("%x", m.ID), PeerURLs: m.PeerURLs, ClientURLs: m.ClientURLs, Learner: m.IsLearner, Started: len(m.ClientURLs) > 0}
+		g.Members[i] = em
+		if !em.Started {
+			g.Members[i].Error = "added, not started: its node has not joined yet"
+			continue
+		}
+		wg.Go(func() {
+			sctx, cancel := context.WithTimeout(ctx, time.Second)
+			defer cancel()
+			st, err := cli.Status(sctx, m.ClientURLs[0])
+			if err != nil {
+				g.Members[i].Error = err.Error()
+				return
+			}
+			em := &g.Members[i]
+			em.Healthy = len(st.Errors) == 0
+			em.Leader = st.Leader == m.ID
+			em.Version, em.DBSize, em.DBInUse = st.Version, st.DbSize, st.DbSizeInUse
+			em.RaftTerm, em.RaftIndex = st.RaftTerm, st.RaftIndex
+			if len(st.Errors) > 0 {
+				em.Error = fmt.Sprint(st.Errors)
+			}
+		})
+	}
+	wg.Wait()
+	sort.Slice(g.Members, func(i, j int) bool { return g.Members[i].Name < g.Members[j].Name })
+	for _, m := range g.Members {
+		if m.Leader {
+			g.Leader = m.Name
+		}
+	}
+	al, err := cli.AlarmList(ctx)
+	if err != nil {
+		return g, fmt.Errorf("etcd alarm list: %w", err)
+	}
+	for _, am := range al.Alarms {
+		g.Alarms = append(g.Alarms, fmt.Sprintf("%x: %s", am.MemberID, am.Alarm))
+	}
+	return g, nil
+}
+
+func (a *Agent) coordMembers(w http.ResponseWriter, r *http.Request) {
+	cli := a.coordClient(w)
+	if cli == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), coordOpsTimeout)
+	defer cancel()
+	g, err := group(ctx, cli)
+	if err != nil {
+		web.WriteError(w, http.StatusServiceUnavailable, err)
+		return
+	}
+	web.WriteJSON(w, http.StatusOK, g)
+}
+
+// coordSnapshot streams a snapshot of the key space (etcd's backend
+// file, as `etcdctl snapshot save` gets it) from the member this node's
+// client reaches. The write token guards it: it holds every record.
+func (a *Agent) coordSnapshot(w http.ResponseWriter, r *http.Request) {
+	cli := a.coordClient(w)
+	if cli == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Minute)
+	defer cancel()
+	rc, err := cli.Snapshot(ctx)
+	if err != nil {
+		web.WriteError(w, http.StatusServiceUnavailable, fmt.Errorf("etcd snapshot: %w", err))
+		return
+	}
+	defer rc.Close()
+	w.Header().Set("Content-Type", "application/octet-stream")
+	n, err := io.Copy(w, rc)
+	if err != nil {
+		// The status is sent: a broken stream is all the client sees, and
+		// its size and checksum will not match.
+		a.log.Error("etcd snapshot: the stream broke", "after_bytes", n, "err", err)
+		return
+	}
+	a.log.Info("etcd snapshot sent", "bytes", n, "remote", r.RemoteAddr, "operator", r.Header.Get("X-Haven-Operator"))
+}
+
+// DefragResult is one member's defragmentation.
+type DefragResult struct {
+	Name   string `json:"name"`
+	Before int64  `json:"db_size_before_bytes"`
+	After  int64  `json:"db_size_after_bytes"`
+	Took   string `json:"took"`
+	Error  string `json:"error,omitempty"`
+}
+
+// coordDefrag defragments every member, one at a time, the leader last
+// (a member does not answer while it defragments: one at a time keeps the
+// quorum).
+func (a *Agent) coordDefrag(w http.ResponseWriter, r *http.Request) {
+	cli := a.coordClient(w)
+	if cli == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Minute)
+	defer cancel()
+	gctx, gcancel := context.WithTimeout(ctx, coordOpsTimeout)
+	g, err := group(gctx, cli)
+	gcancel()
+	if err != nil {
+		web.WriteError(w, http.StatusServiceUnavailable, err)
+		return
+	}
+	sort.SliceStable(g.Members, func(i, j int) bool { return !g.Members[i].Leader && g.Members[j].Leader })
+	var out []DefragResult
+	for _, m := range g.Members {
+		res := DefragResult{Name: m.Name, Before: m.DBSize}
+		if !m.Started || m.Error != "" {
+			res.Error = "skipped: " + m.Error
+			out = append(out, res)
+			continue
+		}
+		start := time.Now()
+		if _, err := cli.Defragment(ctx, m.ClientURLs[0]); err != nil {
+			res.Error = err.Error()
+			out = append(out, res)
+			break // the others wait for the operator to look
+		}
+		res.Took = time.Since(start).Round(time.Millisecond).String()
+		sctx, scancel := context.WithTimeout(ctx, time.Second)
+		if st, err := cli.Status(sctx, m.ClientURLs[0]); err == nil {
+			res.After = st.DbSize
+		}
+		scancel()
+		a.log.Info("etcd member defragmented", "member", m.Name, "before", res.Before, "after", res.After, "took", res.Took)
+		out = append(out, res)
+	}
+	web.WriteJSON(w, http.StatusOK, out)
+}
+
+// coordDisarm clears every raised alarm (after the space was freed: a
+// NOSPACE alarm stops every write until it is cleared).
+func (a *Agent) coordDisarm(w http.ResponseWriter, r *http.Request) {
+	cli := a.coordClient(w)
+	if cli == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), coordOpsTimeout)
+	defer cancel()
+	resp, err := cli.AlarmDisarm(ctx, &clientv3.AlarmMember{})
+	if err != nil {
+		web.WriteError(w, http.StatusServiceUnavailable, fmt.Errorf("etcd alarm disarm: %w", err))
+		return
+	}
+	var cleared []string
+	for _, am := range resp.Alarms {
+		cleared = append(cleared, fmt.Sprintf("%x: %s", am.MemberID, am.Alarm))
+	}
+	a.log.Warn("etcd alarms disarmed", "cleared", cleared, "operator", r.Header.Get("X-Haven-Operator"))
+	web.WriteJSON(w, http.StatusOK, map[string]any{"cleared": cleared})
+}
