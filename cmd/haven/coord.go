@@ -8,9 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -32,6 +36,14 @@ actions:
   defrag           defragment every member, one at a time, the leader last: the
                    database file shrinks to what is in use
   alarms disarm    clear etcd's alarms (after freeing the space a NOSPACE alarm was for)
+  replace OLD --with NEW
+                   remove member OLD (lost for good, or to retire) and add NEW, which
+                   haven.yaml must name as a node and a member; then start NEW's agent
+                   (its empty data dir joins the running group). Refused, with nothing
+                   changed, when a step would leave no majority of the members answering
+  add NEW          add NEW, as replace does without removing one
+  remove OLD       remove OLD, as replace does without adding one (the group is smaller:
+                   three members lose their quorum with one more loss, two with any)
 
 flags:
 `
@@ -41,6 +53,7 @@ func runCoord(args []string, stdout, stderr io.Writer) error {
 	fs.Usage = func() { fmt.Fprint(stderr, coordUsage); fs.PrintDefaults() }
 	cfgPath := configFlag(fs)
 	node := fs.String("n", "", "ask this node (default: the first that answers)")
+	with := fs.String("with", "", "replace: the node that takes OLD's place")
 	output := outputFlag(fs)
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
@@ -99,6 +112,34 @@ func runCoord(args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintf(stdout, "%s: %s -> %s in %s\n", r.Name, bytesText(r.Before), bytesText(r.After), r.Took)
 		}
 		return errors.Join(errs...)
+	case (pos[0] == "replace" && len(pos) == 2 && *with != "") || ((pos[0] == "add" || pos[0] == "remove") && len(pos) == 2):
+		old, name := "", pos[1]
+		switch pos[0] {
+		case "replace":
+			old, name = pos[1], *with
+		case "remove":
+			old, name = pos[1], ""
+		}
+		peer := ""
+		if name != "" {
+			if peer, err = peerURL(ac, name); err != nil {
+				return err
+			}
+		}
+		var out map[string]string
+		via, err := askAny(ac, without(nodes, old), "POST", "/api/v1/coordination/replace?"+url.Values{"old": {old}, "new": {name}, "peer": {peer}}.Encode(), &out)
+		if err != nil {
+			return err
+		}
+		if name == "" {
+			fmt.Fprintf(stdout, "removed %s through %s; take it out of coordination.members on every node\n", old, via)
+			return nil
+		}
+		if old != "" {
+			fmt.Fprintf(stdout, "removed %s; ", old)
+		}
+		fmt.Fprintf(stdout, "added %s (%s, id %s) through %s: now start its agent (systemctl start haven@%s); its empty data dir joins the group\n", name, peer, out["id"], via, name)
+		return nil
 	case pos[0] == "alarms" && len(pos) == 2 && pos[1] == "disarm":
 		var out struct{ Cleared []string }
 		if _, err := askAny(ac, nodes, "POST", "/api/v1/coordination/alarms/disarm", &out); err != nil {
@@ -242,4 +283,32 @@ func coordSnapshot(ac *adminClient, nodes []string, path string, stdout io.Write
 		return nil
 	}
 	return errors.Join(errs...)
+}
+
+// peerURL is node's etcd peer URL as the file gives it: its address and
+// its scope's peer port, https with the scope's TLS.
+func peerURL(ac *adminClient, node string) (string, error) {
+	n, ok := ac.cfg.Node(node)
+	if !ok {
+		return "", fmt.Errorf("%s is not a node of haven.yaml: add it (regions, and coordination.members) first", node)
+	}
+	scope := ac.cfg.CoordinationOf(node)
+	if scope == nil || !slices.Contains(scope.Members, node) {
+		return "", fmt.Errorf("%s is not in its scope's coordination.members: add it there first, so that its agent runs a member", node)
+	}
+	scheme := "http"
+	if scope.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + net.JoinHostPort(n.Address, strconv.Itoa(scope.PeerPort)), nil
+}
+
+func without(nodes []string, drop string) []string {
+	var out []string
+	for _, n := range nodes {
+		if n != drop {
+			out = append(out, n)
+		}
+	}
+	return out
 }

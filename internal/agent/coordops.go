@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/haven-ha/haven/internal/web"
@@ -60,6 +61,110 @@ func (a *Agent) coordRoutes() {
 	a.admin.HandleMutating("GET /api/v1/coordination/snapshot", a.coordSnapshot)
 	a.admin.HandleMutating("POST /api/v1/coordination/defrag", a.coordDefrag)
 	a.admin.HandleMutating("POST /api/v1/coordination/alarms/disarm", a.coordDisarm)
+	a.admin.HandleMutating("POST /api/v1/coordination/replace", a.coordReplace)
+}
+
+// keepsQuorum says why changing the group would leave it without a quorum
+// of answering members at either step, or nil: first remove (a name, ""
+// for none), then add members that have not started yet. Each step must
+// leave a majority of the members it counts answering, so that the group
+// never stops taking writes while it changes.
+func keepsQuorum(g EtcdGroup, remove string, add int) error {
+	members, answering := 0, 0
+	removed := false
+	for _, m := range g.Members {
+		if m.Name == remove && remove != "" {
+			removed = true
+			continue
+		}
+		members++
+		if m.Healthy {
+			answering++
+		}
+	}
+	if remove != "" && !removed {
+		return fmt.Errorf("%s is not a member (members: %s)", remove, memberNames(g))
+	}
+	if answering < members/2+1 {
+		return fmt.Errorf("without %s, %d of %d members answer: no majority; bring members back first (haven coord members)", remove, answering, members)
+	}
+	if answering < (members+add)/2+1 {
+		return fmt.Errorf("with %d new member(s) that have not started, %d of %d would answer: no majority; start it, or bring members back first", add, answering, members+add)
+	}
+	return nil
+}
+
+func memberNames(g EtcdGroup) string {
+	var names []string
+	for _, m := range g.Members {
+		names = append(names, m.Name)
+	}
+	return fmt.Sprint(names)
+}
+
+// coordReplace serves POST /api/v1/coordination/replace?old=NAME&new=NAME&peer=URL:
+// old (a member lost for good, or one to retire; "" for none) is removed,
+// then new ("" for none) is added with its peer URL, not started: its agent, started
+// next with an empty data dir, joins the running group. Either step that
+// would leave no majority answering is refused before anything changes.
+func (a *Agent) coordReplace(w http.ResponseWriter, r *http.Request) {
+	cli := a.coordClient(w)
+	if cli == nil {
+		return
+	}
+	q := r.URL.Query()
+	old, name, peer := q.Get("old"), q.Get("new"), q.Get("peer")
+	if (name == "" && old == "") || (name != "") != (peer != "") {
+		web.WriteError(w, http.StatusBadRequest, errors.New("give old=NAME to remove a member, new=NAME and peer=URL to add one, or both"))
+		return
+	}
+	adding := 0
+	if name != "" {
+		adding = 1
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+	defer cancel()
+	g, err := group(ctx, cli)
+	if err != nil {
+		web.WriteError(w, http.StatusServiceUnavailable, err)
+		return
+	}
+	for _, m := range g.Members {
+		if m.Name == name && name != old {
+			web.WriteError(w, http.StatusConflict, fmt.Errorf("%s is a member already", name))
+			return
+		}
+	}
+	if err := keepsQuorum(g, old, adding); err != nil {
+		web.WriteError(w, http.StatusConflict, fmt.Errorf("refused, nothing changed: %w", err))
+		return
+	}
+	if old != "" {
+		var id uint64
+		for _, m := range g.Members {
+			if m.Name == old {
+				fmt.Sscanf(m.ID, "%x", &id)
+			}
+		}
+		if _, err := cli.MemberRemove(ctx, id); err != nil {
+			// 500, not 503: the removal may have happened; the caller
+			// must look (haven coord members), not ask another node.
+			web.WriteError(w, http.StatusInternalServerError, fmt.Errorf("remove %s: %w; haven coord members shows whether it happened", old, err))
+			return
+		}
+		a.log.Warn("etcd member removed", "member", old, "operator", r.Header.Get("X-Haven-Operator"))
+	}
+	if name == "" {
+		web.WriteJSON(w, http.StatusOK, map[string]string{"removed": old})
+		return
+	}
+	resp, err := addMember(ctx, cli, peer)
+	if err != nil {
+		web.WriteError(w, http.StatusInternalServerError, fmt.Errorf("%s removed, but adding %s at %s failed: %w; add it with haven coord add %s", old, name, peer, err, name))
+		return
+	}
+	a.log.Warn("etcd member added, to start", "member", name, "peer_url", peer, "id", fmt.Sprintf("%x", resp.Member.ID), "operator", r.Header.Get("X-Haven-Operator"))
+	web.WriteJSON(w, http.StatusOK, map[string]string{"removed": old, "added": name, "id": fmt.Sprintf("%x", resp.Member.ID), "peer_url": peer})
 }
 
 // coordClient is the etcd client of this node's scope, or an answer that
@@ -244,4 +349,22 @@ func (a *Agent) coordDisarm(w http.ResponseWriter, r *http.Request) {
 	}
 	a.log.Warn("etcd alarms disarmed", "cleared", cleared, "operator", r.Header.Get("X-Haven-Operator"))
 	web.WriteJSON(w, http.StatusOK, map[string]any{"cleared": cleared})
+}
+
+// addMember adds a member at peer. Right after a removal etcd refuses a
+// change for a moment ("unhealthy cluster": its strict reconfiguration
+// check counts the members connected to the leader in the last few
+// seconds): it is asked again, until ctx ends.
+func addMember(ctx context.Context, cli *clientv3.Client, peer string) (*clientv3.MemberAddResponse, error) {
+	for {
+		resp, err := cli.MemberAdd(ctx, []string{peer})
+		if err == nil || !errors.Is(err, rpctypes.ErrUnhealthy) {
+			return resp, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }

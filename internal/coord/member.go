@@ -317,6 +317,17 @@ func (m *Member) Run(ctx context.Context) (err error) {
 	if m.force && !existing {
 		return fmt.Errorf("coord: member %s: cannot force a new cluster: data dir %s holds no member data to keep", m.name, m.dataDir)
 	}
+	if !existing {
+		running, err := m.runningCluster(ctx)
+		if err != nil {
+			return fmt.Errorf("coord: member %s: %w", m.name, err)
+		}
+		if running != nil {
+			cfg.ClusterState = embed.ClusterStateFlagExisting
+			cfg.InitialCluster = clusterString(running)
+			m.log.Info("joining the running etcd cluster", "members", cfg.InitialCluster)
+		}
+	}
 	m.log.Info("starting etcd member", "peer_url", m.peer.String(), "client_urls", m.Endpoints(),
 		"data_dir", m.dataDir, "restart", existing, "heartbeat_ms", m.tickMs, "election_ms", m.electionMs)
 	if m.force {
@@ -559,9 +570,73 @@ func (m *Member) startError(err error) error {
 // peerProbe is what one peer answered to GET /members.
 type peerProbe struct {
 	name, url string
-	clusterID string   // the peer's cluster ID, when it answered
-	members   []string // the members' names it lists, when it answered
+	clusterID string       // the peer's cluster ID, when it answered
+	members   []string     // the members' names it lists, when it answered
+	list      []peerMember // and the members themselves
 	err       error
+}
+
+// peerMember is a member as a peer's /members lists it. A member that has
+// not started yet (in the initial cluster, or added) has no client URLs.
+type peerMember struct {
+	Name       string   `json:"name"`
+	PeerURLs   []string `json:"peerURLs"`
+	ClientURLs []string `json:"clientURLs"`
+}
+
+// clusterProbeTimeout bounds the look for a running cluster before a
+// member's first start.
+const clusterProbeTimeout = 2 * time.Second
+
+// runningCluster asks the other members' peer ports, before this member's
+// first start (an empty data dir), whether they already run a cluster: one
+// in which some member has started (published its client URLs). It
+// returns nil when none does, and the members bootstrap the cluster
+// together (initial-cluster-state new) as on a first start. When one does:
+//   - this member's peer URL is listed and has not started (added by
+//     `haven coord add` or `replace`, or a member of the initial cluster
+//     that starts late): it joins the running cluster (state existing),
+//     with the running cluster's members as its initial cluster;
+//   - it is listed and has started: this member lost its data, and coming
+//     back under the same identity with an empty log could vote twice in
+//     a term: an error says to replace it (remove it and add it back);
+//   - it is not listed: an error says to add it first.
+func (m *Member) runningCluster(ctx context.Context) (map[string]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, clusterProbeTimeout)
+	defer cancel()
+	for _, p := range m.probePeers(ctx) {
+		if p.err != nil || !slices.ContainsFunc(p.list, func(pm peerMember) bool { return len(pm.ClientURLs) > 0 }) {
+			continue
+		}
+		initial := map[string]string{}
+		found := false
+		for _, pm := range p.list {
+			if len(pm.PeerURLs) == 0 {
+				continue
+			}
+			if slices.Contains(pm.PeerURLs, m.peer.String()) {
+				if len(pm.ClientURLs) > 0 {
+					return nil, fmt.Errorf("the running cluster (as %s lists it) has this member started already, but its data dir %s is empty: "+
+						"its data was lost, and it must not come back under its old identity: run `haven coord replace %s --with %s` "+
+						"(the member is removed and added back), then start it again", p.name, m.dataDir, m.name, m.name)
+				}
+				initial[m.name] = m.peer.String()
+				found = true
+				continue
+			}
+			name := pm.Name
+			if name == "" {
+				name = pm.PeerURLs[0] // added, not started, not this one
+			}
+			initial[name] = pm.PeerURLs[0]
+		}
+		if !found {
+			return nil, fmt.Errorf("a running cluster (as %s lists it: %s) does not have this member (%s): add it first with `haven coord add %s` "+
+				"(or `haven coord replace OLD --with %s` for a member lost for good)", p.name, clusterString(initial), m.peer.String(), m.name, m.name)
+		}
+		return initial, nil
+	}
+	return nil, nil
 }
 
 // diagnose probes the peers after the member failed to join a quorum in
@@ -649,14 +724,13 @@ func (m *Member) probePeers(ctx context.Context) []peerProbe {
 				probes[i].err = fmt.Errorf("answered %s without a cluster ID: is this an etcd peer port?", resp.Status)
 				return
 			}
-			var members []struct {
-				Name string `json:"name"`
-			}
+			var members []peerMember
 			if json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&members) == nil {
 				probes[i].members = []string{}
 				for _, mb := range members {
 					probes[i].members = append(probes[i].members, mb.Name)
 				}
+				probes[i].list = members
 			}
 		})
 	}

@@ -1,0 +1,170 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/haven-ha/haven/internal/testenv"
+	"github.com/haven-ha/haven/internal/testnet"
+)
+
+// TestCoordReplace: a three-member coordination group loses db3 for good
+// (its agent killed, its data never seen again); `haven coord replace db3
+// --with db4` and db4's agent, started with an empty data dir, bring the
+// group back to three answering members. Every 100 ms from before the
+// loss to the end, db1's and db2's members say they see a leader: the
+// group never lost its quorum. A replacement that would leave no majority
+// is refused with nothing changed.
+func TestCoordReplace(t *testing.T) {
+	testnet.Require(t)
+	base := testenv.SearchableDir(t)
+	write := func(name, members string) string {
+		t.Helper()
+		doc := fmt.Sprintf(`cluster: coord
+admin: {token_file: %[2]s/admin.token}
+regions:
+  lab:
+    nodes:
+      db1: {address: 198.18.1.11, zone: a}
+      db2: {address: 198.18.1.12, zone: b}
+      db3: {address: 198.18.1.13, zone: c}
+      db4: {address: 198.18.1.14, zone: c}
+coordination:
+  members: [%[1]s]
+  data_dir: %[2]s/{node}/etcd
+`, members, base)
+		path := filepath.Join(base, name)
+		if err := os.WriteFile(path, []byte(doc), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	if err := os.WriteFile(filepath.Join(base, "admin.token"), []byte("coord-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	before, after := write("before.yaml", "db1, db2, db3"), write("after.yaml", "db1, db2, db4")
+	n := testnet.Start(t, testnet.Options{Hosts: []string{"db1", "db2", "db3", "db4"}})
+	bin := testenv.Haven(t)
+	agents := map[string]*testnet.Proc{}
+	startAgent := func(node, cfg string) {
+		t.Helper()
+		p, err := n.Host(node).Start(context.Background(), bin, "agent", "-c", cfg, "-n", node)
+		if err != nil {
+			t.Fatal(err)
+		}
+		agents[node] = p
+	}
+	for _, node := range []string{"db1", "db2", "db3"} {
+		startAgent(node, before)
+	}
+	db1 := n.Host("db1")
+	cli := func(cfg string, args ...string) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		out, err := db1.Command(ctx, bin, append(args, "-c", cfg)...).CombinedOutput()
+		return string(out), err
+	}
+	members := func(cfg string, want ...string) {
+		t.Helper()
+		testenv.Poll(t, 90*time.Second, "haven coord members: "+strings.Join(want, ", ")+" answering", func() (bool, string) {
+			for node, p := range agents {
+				select {
+				case <-p.Done():
+					if node != "db3" {
+						t.Fatalf("%s's agent exited:\n%s", node, p.Output())
+					}
+				default:
+				}
+			}
+			out, err := cli(cfg, "coord", "members")
+			if err != nil {
+				return false, out
+			}
+			for _, m := range want {
+				if !regexp.MustCompile(`(?m)^` + m + `\s+[0-9a-f]+\s+\S+\s+ok\s`).MatchString(out) {
+					return false, out
+				}
+			}
+			return strings.Count(out, "\n") == len(want)+1, out
+		})
+	}
+	members(before, "db1", "db2", "db3")
+
+	// Every 100 ms from here to the end, db1's and db2's members are asked
+	// (their agents' /metrics) whether they see a leader: a moment without
+	// one is a lost quorum.
+	httpc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DialContext: db1.DialContext}}
+	var samples, leaderless atomic.Int64
+	var firstLeaderless atomic.Value
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			for _, admin := range []string{"198.18.1.11:9900", "198.18.1.12:9900"} {
+				resp, err := httpc.Get("http://" + admin + "/metrics")
+				if err != nil {
+					continue // a slow answer is not a lost quorum
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				samples.Add(1)
+				if !strings.Contains(string(b), "\netcd_server_has_leader 1\n") {
+					leaderless.Add(1)
+					firstLeaderless.CompareAndSwap(nil, admin+" at "+time.Now().Format(time.StampMilli))
+				}
+			}
+		}
+	})
+	defer func() {
+		select {
+		case <-stop:
+		default:
+			close(stop)
+		}
+		wg.Wait()
+	}()
+
+	// db3 is lost for good.
+	if err := agents["db3"].Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-agents["db3"].Done()
+	delete(agents, "db3")
+	testenv.Poll(t, 30*time.Second, "db3 not answering", func() (bool, string) {
+		out, _ := cli(before, "coord", "members")
+		return regexp.MustCompile(`(?m)^db3\s+\S+\s+\S+\s+[^o]`).MatchString(out), out
+	})
+
+	// Replacing db1 now would leave one of two answering: refused.
+	if out, err := cli(after, "coord", "replace", "db1", "--with", "db4"); err == nil || !strings.Contains(out, "no majority") {
+		t.Fatalf("haven coord replace db1 with db3 down: %v\n%s\nwant a refusal: no majority", err, out)
+	}
+	out, err := cli(after, "coord", "replace", "db3", "--with", "db4")
+	if err != nil || !strings.Contains(out, "removed db3; added db4") {
+		t.Fatalf("haven coord replace db3 --with db4: %v\n%s", err, out)
+	}
+	startAgent("db4", after)
+	members(after, "db1", "db2", "db4")
+
+	close(stop)
+	wg.Wait()
+	if l := leaderless.Load(); l > 0 || samples.Load() < 20 {
+		t.Fatalf("%d of %d looks at db1's and db2's members saw no leader while db3 was lost and replaced (first: %v): the group lost its quorum", l, samples.Load(), firstLeaderless.Load())
+	}
+	t.Logf("%d looks, a leader in every one", samples.Load())
+}

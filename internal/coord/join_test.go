@@ -1,0 +1,50 @@
+package coord
+
+import (
+	"maps"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestJoinRunningCluster: a member whose data dir is empty joins a running
+// cluster that lists it (a member of the initial cluster starting late),
+// and refuses, saying what to run, to start beside a running cluster that
+// does not list it or that lists it as started (its data was lost).
+func TestJoinRunningCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts etcd")
+	}
+	log := testLog(t)
+	cfgs := clusterConfigs(t, log, 4, "shop", "")
+	// m1-m3 are the cluster; m4 is a machine nobody added.
+	three := maps.Clone(cfgs[0].InitialCluster)
+	delete(three, "m4")
+	for i := range 3 {
+		cfgs[i].InitialCluster = three
+	}
+	m1, m2 := startMember(t, cfgs[0]), startMember(t, cfgs[1])
+	waitReady(t, m1, m2)
+
+	m3 := startMember(t, cfgs[2])
+	waitReady(t, m3)
+
+	cfgs[3].JoinTimeout = 5 * time.Second
+	err := startMember(t, cfgs[3]).wait(readyTimeout)
+	if err == nil || !strings.Contains(err.Error(), "does not have this member") || !strings.Contains(err.Error(), "haven coord add m4") {
+		t.Errorf("m4, not in the running cluster: %v; want a refusal saying to add it", err)
+	}
+
+	// m3 loses its data and starts again under its old identity.
+	if err := m3.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(cfgs[2].DataDir); err != nil {
+		t.Fatal(err)
+	}
+	err = startMember(t, cfgs[2]).wait(readyTimeout)
+	if err == nil || !strings.Contains(err.Error(), "its data was lost") || !strings.Contains(err.Error(), "haven coord replace m3 --with m3") {
+		t.Errorf("m3 with its data lost: %v; want a refusal saying to replace it", err)
+	}
+}
