@@ -74,7 +74,11 @@ func runLB(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		if *output == "json" {
-			return printJSONAnswers(stdout, ac, nodes, "/api/v1/balancers", *within, nil, false)
+			extra := map[string]any{"balancer": bal.Name}
+			if ac.cfg.Coordination != nil {
+				extra["operator"], _ = overridesFor(bal.Name, askEach[overridesAnswer](ac, nodes, "/api/v1/operator", *within))
+			}
+			return printJSONAnswers(stdout, ac, nodes, "/api/v1/balancers", *within, extra, false)
 		}
 		return lbStatus(ac, bal.Name, nodes, *within, stdout)
 	case "drain", "maint", "enable", "ready", "weight":
@@ -259,41 +263,51 @@ type overridesAnswer struct {
 	Seen    bool             `json:"seen"`
 }
 
-// printOverrides lists the operator's records in force for balancer bal,
-// as the first node that has read them saw them.
-func printOverrides(w io.Writer, bal string, as []answer[overridesAnswer]) {
+// overridesFor is balancer bal's records as the first node that has read
+// them saw them, and that node; "" when none has.
+func overridesFor(bal string, as []answer[overridesAnswer]) ([]opstate.Record, string) {
 	for _, a := range as {
 		if a.err != nil || !a.val.Seen {
 			continue
 		}
-		var rs []opstate.Record
+		rs := []opstate.Record{}
 		for _, r := range a.val.Records {
 			if r.Balancer == bal {
 				rs = append(rs, r)
 			}
 		}
-		if len(rs) == 0 {
-			fmt.Fprintf(w, "\nno operator's drain, maintenance or weight in force (as %s read them from etcd)\n", a.node)
-			return
-		}
-		fmt.Fprintf(w, "\noperator's changes in force, on every node (as %s read them from etcd):\n", a.node)
-		tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "BACKEND\tSET\tBY\tSINCE\tUNTIL\tREASON")
-		for _, r := range rs {
-			set := r.Value
-			if r.What == opstate.Weight {
-				set = "weight " + r.Value
-			}
-			until := "-"
-			if !r.Until.IsZero() {
-				until = r.Until.Local().Format(time.DateTime)
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Backend, set, r.Owner, r.Set.Local().Format(time.DateTime), until, orDash(r.Reason))
-		}
-		tw.Flush()
+		return rs, a.node
+	}
+	return nil, ""
+}
+
+// printOverrides lists the operator's records in force for balancer bal,
+// as the first node that has read them saw them.
+func printOverrides(w io.Writer, bal string, as []answer[overridesAnswer]) {
+	rs, node := overridesFor(bal, as)
+	switch {
+	case node == "":
+		fmt.Fprintln(w, "\noperator's changes: no node has read them from etcd")
+		return
+	case len(rs) == 0:
+		fmt.Fprintf(w, "\nno operator's drain, maintenance or weight in force (as %s read them from etcd)\n", node)
 		return
 	}
-	fmt.Fprintln(w, "\noperator's changes: no node has read them from etcd")
+	fmt.Fprintf(w, "\noperator's changes in force, on every node (as %s read them from etcd):\n", node)
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "BACKEND\tSET\tBY\tSINCE\tUNTIL\tREASON")
+	for _, r := range rs {
+		set := r.Value
+		if r.What == opstate.Weight {
+			set = "weight " + r.Value
+		}
+		until := "-"
+		if !r.Until.IsZero() {
+			until = r.Until.Local().Format(time.DateTime)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Backend, set, r.Owner, r.Set.Local().Format(time.DateTime), until, orDash(r.Reason))
+	}
+	tw.Flush()
 }
 
 // printBalancer prints a row per backend of balancer bal on every node that

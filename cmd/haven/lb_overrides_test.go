@@ -130,6 +130,10 @@ balancers:
 		row("lb1", "app2", `up\s+drain`), row("lb2", "app2", `up\s+drain`), row("lb3", "app2", `up\s+drain`),
 		regexp.MustCompile(`(?m)^app2\s+drain\s+\S+@\S+\s+.*kernel upgrade`))
 	_ = status
+	// And for scripts: the records beside every node's answer.
+	if out, err := cli("lb", "status", "-o", "json"); err != nil || !regexp.MustCompile(`"operator": \[\s*\{\s*"balancer": "web",\s*"backend": "app2",\s*"what": "state",\s*"value": "drain"`).MatchString(out) {
+		t.Errorf("haven lb status -o json: %v\n%s\nwant the drain's record under \"operator\"", err, out)
+	}
 
 	// lb2's agent stops; a weight is set while it is down; it starts again.
 	if err := agents["lb2"].Signal(syscall.SIGTERM); err != nil {
