@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -53,39 +52,16 @@ coordination:
 		t.Fatal(err)
 	}
 	before, after := write("before.yaml", "db1, db2, db3"), write("after.yaml", "db1, db2, db4")
-	n := testnet.Start(t, testnet.Options{Hosts: []string{"db1", "db2", "db3", "db4"}})
-	bin := testenv.Haven(t)
-	agents := map[string]*testnet.Proc{}
-	startAgent := func(node, cfg string) {
-		t.Helper()
-		p, err := n.Host(node).Start(context.Background(), bin, "agent", "-c", cfg, "-n", node)
-		if err != nil {
-			t.Fatal(err)
-		}
-		agents[node] = p
-	}
+	lab := newNSLab(t, "db1", "db2", "db3", "db4")
 	for _, node := range []string{"db1", "db2", "db3"} {
-		startAgent(node, before)
+		lab.start(node, before)
 	}
-	db1 := n.Host("db1")
-	cli := func(cfg string, args ...string) (string, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		defer cancel()
-		out, err := db1.Command(ctx, bin, append(args, "-c", cfg)...).CombinedOutput()
-		return string(out), err
-	}
+	db1 := lab.n.Host("db1")
+	cli := lab.cli
 	members := func(cfg string, want ...string) {
 		t.Helper()
 		testenv.Poll(t, 90*time.Second, "haven coord members: "+strings.Join(want, ", ")+" answering", func() (bool, string) {
-			for node, p := range agents {
-				select {
-				case <-p.Done():
-					if node != "db3" {
-						t.Fatalf("%s's agent exited:\n%s", node, p.Output())
-					}
-				default:
-				}
-			}
+			lab.alive()
 			out, err := cli(cfg, "coord", "members")
 			if err != nil {
 				return false, out
@@ -140,11 +116,12 @@ coordination:
 	}()
 
 	// db3 is lost for good.
-	if err := agents["db3"].Kill(); err != nil {
+	db3 := lab.agents["db3"]
+	lab.lost("db3")
+	if err := db3.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	<-agents["db3"].Done()
-	delete(agents, "db3")
+	<-db3.Done()
 	testenv.Poll(t, 30*time.Second, "db3 not answering", func() (bool, string) {
 		out, _ := cli(before, "coord", "members")
 		return regexp.MustCompile(`(?m)^db3\s+\S+\s+\S+\s+[^o]`).MatchString(out), out
@@ -158,7 +135,7 @@ coordination:
 	if err != nil || !strings.Contains(out, "removed db3; added db4") {
 		t.Fatalf("haven coord replace db3 --with db4: %v\n%s", err, out)
 	}
-	startAgent("db4", after)
+	lab.start("db4", after)
 	members(after, "db1", "db2", "db4")
 
 	close(stop)

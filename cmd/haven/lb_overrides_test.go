@@ -59,32 +59,17 @@ balancers:
 			t.Fatal(err)
 		}
 	}
-	n := testnet.Start(t, testnet.Options{Hosts: []string{"lb1", "lb2", "lb3", "app1", "app2"}})
-	bin := testenv.Haven(t)
+	lab := newNSLab(t, "lb1", "lb2", "lb3", "app1", "app2")
 	for i, app := range []string{"app1", "app2"} {
-		if _, err := n.Host(app).Start(context.Background(), bin, "backend", "--listen", fmt.Sprintf("198.18.1.%d:8080", 14+i), "--name", app); err != nil {
+		if _, err := lab.n.Host(app).Start(context.Background(), lab.bin, "backend", "--listen", fmt.Sprintf("198.18.1.%d:8080", 14+i), "--name", app); err != nil {
 			t.Fatal(err)
 		}
-	}
-	agents := map[string]*testnet.Proc{}
-	startAgent := func(node string) {
-		t.Helper()
-		p, err := n.Host(node).Start(context.Background(), bin, "agent", "-c", path, "-n", node)
-		if err != nil {
-			t.Fatal(err)
-		}
-		agents[node] = p
 	}
 	for _, node := range []string{"lb1", "lb2", "lb3"} {
-		startAgent(node)
+		lab.start(node, path)
 	}
-	lb1 := n.Host("lb1")
-	cli := func(args ...string) (string, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		out, err := lb1.Command(ctx, bin, append(args, "-c", path)...).CombinedOutput()
-		return string(out), err
-	}
+	lb1 := lab.n.Host("lb1")
+	cli := func(args ...string) (string, error) { return lab.cli(path, args...) }
 	// row matches a node's line for a backend in haven lb status.
 	row := func(node, backend, rest string) *regexp.Regexp {
 		return regexp.MustCompile(`(?m)^` + node + `\s+` + backend + `\s+\S+\s+` + rest)
@@ -93,13 +78,7 @@ balancers:
 		t.Helper()
 		var out string
 		testenv.Poll(t, 90*time.Second, what, func() (bool, string) {
-			for node, p := range agents {
-				select {
-				case <-p.Done():
-					t.Fatalf("%s's agent exited:\n%s", node, p.Output())
-				default:
-				}
-			}
+			lab.alive()
 			out, _ = cli("lb", "status")
 			for _, re := range want {
 				if !re.MatchString(out) {
@@ -136,17 +115,19 @@ balancers:
 	}
 
 	// lb2's agent stops; a weight is set while it is down; it starts again.
-	if err := agents["lb2"].Signal(syscall.SIGTERM); err != nil {
+	lb2 := lab.agents["lb2"]
+	lab.lost("lb2")
+	if err := lb2.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if err := agents["lb2"].Wait(); err != nil {
-		t.Fatalf("lb2's agent after SIGTERM: %v\n%s", err, agents["lb2"].Output())
+	if err := lb2.Wait(); err != nil {
+		t.Fatalf("lb2's agent after SIGTERM: %v\n%s", err, lb2.Output())
 	}
 	out, err = cli("lb", "weight", "app1", "5")
 	if err != nil || !strings.Contains(out, "lb2:") || !strings.Contains(out, "applies the record when it is back") {
 		t.Fatalf("haven lb weight app1 5 with lb2 down: %v\n%s", err, out)
 	}
-	startAgent("lb2")
+	lab.start("lb2", path)
 	waitStatus("lb2, restarted, with the drain and the weight",
 		row("lb2", "app1", `up\s+ready\s+5\s`), row("lb2", "app2", `up\s+drain`))
 
