@@ -211,9 +211,7 @@ func printJSONAnswers(w io.Writer, ac *adminClient, nodes []string, path string,
 		byNode[a.node] = a.val
 	}
 	out["nodes"] = byNode
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(out); err != nil {
+	if err := printJSON(w, out); err != nil {
 		return err
 	}
 	if anyAnswer && slices.ContainsFunc(as, func(a answer[json.RawMessage]) bool { return a.err == nil }) {
@@ -325,4 +323,36 @@ func operator() string {
 		host = "unknown host"
 	}
 	return who + "@" + host
+}
+
+// askFirst sends POST path to the first of nodes that answers. Only a node
+// that could not be reached is passed over: one that took the request and
+// failed is not asked again elsewhere, which could do it twice.
+func askFirst(ac *adminClient, nodes []string, path string, out any) error {
+	_, err := askNodes(ac, nodes, "POST", path, out, false)
+	return err
+}
+
+// askAny is askFirst for calls that may be asked again of another node
+// when one is not connected to etcd yet (503: it did nothing, and what
+// these calls do through etcd is the same from any node). It returns the
+// node that answered.
+func askAny(ac *adminClient, nodes []string, method, path string, out any) (string, error) {
+	return askNodes(ac, nodes, method, path, out, true)
+}
+
+func askNodes(ac *adminClient, nodes []string, method, path string, out any, passUnavailable bool) (string, error) {
+	var errs []error
+	for _, n := range nodes {
+		err := ac.do(method, n, path, out)
+		if err == nil {
+			return n, nil
+		}
+		errs = append(errs, err)
+		refused, isRefused := errors.AsType[*refusedError](err)
+		if !errors.Is(err, errUnreachable) && !(passUnavailable && isRefused && refused.status == http.StatusServiceUnavailable) {
+			break
+		}
+	}
+	return "", errors.Join(errs...)
 }

@@ -204,7 +204,7 @@ func backupCopy(ctx context.Context, src repo.Repository, cfg *config.Config, to
 	start := time.Now()
 	st, err := repo.Copy(ctx, dst, src, cfg.Cluster+"/")
 	fmt.Fprintf(stdout, "copied %d objects (%s), %d already there, from %s to %s in %s\n",
-		st.Copied, byteSize(st.Bytes), st.Skipped, src, dst, time.Since(start).Round(time.Millisecond))
+		st.Copied, size(st.Bytes), st.Skipped, src, dst, time.Since(start).Round(time.Millisecond))
 	return err
 }
 

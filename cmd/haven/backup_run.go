@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/url"
@@ -31,24 +30,12 @@ func backupRun(cfgPath string, incremental, wait bool, waitFor time.Duration, st
 	if incremental {
 		kind = "incremental"
 	}
-	var (
-		req  agent.BackupRequest
-		by   string
-		errs []error
-	)
-	for _, n := range db.Nodes {
-		err := ac.do("POST", n, "/api/v1/backup/run?kind="+url.QueryEscape(kind), &req)
-		if err == nil {
-			by = n
-			break
-		}
-		errs = append(errs, err)
-		if !errors.Is(err, errUnreachable) {
-			break // it took the request and failed: asking another could ask twice
-		}
-	}
-	if by == "" {
-		return errors.Join(errs...)
+	var req agent.BackupRequest
+	// Only an unreachable node is passed over: one that took the request
+	// and failed could run it twice if another were asked.
+	by, err := askNodes(ac, db.Nodes, "POST", "/api/v1/backup/run?kind="+url.QueryEscape(kind), &req, false)
+	if err != nil {
+		return err
 	}
 	if req.Kind != kind {
 		fmt.Fprintf(stdout, "a %s backup requested at %s is pending: it is the one that runs\n", req.Kind, req.Requested.Local().Format(time.DateTime))
@@ -78,7 +65,7 @@ func backupRun(cfgPath string, incremental, wait bool, waitFor time.Duration, st
 	if err != nil {
 		return fmt.Errorf("the agent on %s reports backup %s complete, but the repository does not list it: %w", res.Node, res.Label, err)
 	}
-	fmt.Fprintf(stdout, "%s  %s  %s (stored %s)  from %s, %s\n", m.Label, m.Kind, byteSize(m.Bytes), byteSize(m.Stored), res.Node, m.StopTime.Sub(m.StartTime).Round(time.Millisecond))
+	fmt.Fprintf(stdout, "%s  %s  %s (stored %s)  from %s, %s\n", m.Label, m.Kind, size(m.Bytes), size(m.Stored), res.Node, m.StopTime.Sub(m.StartTime).Round(time.Millisecond))
 	return nil
 }
 
@@ -104,18 +91,4 @@ func waitBackup(ctx context.Context, ac *adminClient, nodes []string, req agent.
 		case <-time.After(time.Second):
 		}
 	}
-}
-
-// byteSize writes n bytes in binary units: 512 B, 22.0 MiB, 1.4 GiB.
-func byteSize(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

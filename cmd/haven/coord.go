@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -84,7 +83,7 @@ func runCoord(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		if *output == "json" {
-			return writeJSON(stdout, g)
+			return printJSON(stdout, g)
 		}
 		printGroup(stdout, g)
 		if g.Leader == "" || len(g.Alarms) > 0 {
@@ -100,7 +99,7 @@ func runCoord(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		if *output == "json" {
-			return writeJSON(stdout, res)
+			return printJSON(stdout, res)
 		}
 		var errs []error
 		for _, r := range res {
@@ -109,7 +108,7 @@ func runCoord(args []string, stdout, stderr io.Writer) error {
 				errs = append(errs, fmt.Errorf("%s: %s", r.Name, r.Error))
 				continue
 			}
-			fmt.Fprintf(stdout, "%s: %s -> %s in %s\n", r.Name, bytesText(r.Before), bytesText(r.After), r.Took)
+			fmt.Fprintf(stdout, "%s: %s -> %s in %s\n", r.Name, size(r.Before), size(r.After), r.Took)
 		}
 		return errors.Join(errs...)
 	case (pos[0] == "replace" && len(pos) == 2 && *with != "") || ((pos[0] == "add" || pos[0] == "remove") && len(pos) == 2):
@@ -157,26 +156,6 @@ func runCoord(args []string, stdout, stderr io.Writer) error {
 	return errUsage
 }
 
-// askAny sends method path to the first node that answers and returns
-// which one did. Only a node that could not be reached, or that is not
-// connected to etcd yet (503: it did nothing, and what these calls do
-// through etcd is the same from any node), is passed over.
-func askAny(ac *adminClient, nodes []string, method, path string, out any) (string, error) {
-	var errs []error
-	for _, n := range nodes {
-		err := ac.do(method, n, path, out)
-		if err == nil {
-			return n, nil
-		}
-		errs = append(errs, err)
-		var refused *refusedError
-		if !errors.Is(err, errUnreachable) && !(errors.As(err, &refused) && refused.status == http.StatusServiceUnavailable) {
-			break
-		}
-	}
-	return "", errors.Join(errs...)
-}
-
 func printGroup(w io.Writer, g agent.EtcdGroup) {
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "MEMBER\tID\tLEADER\tHEALTH\tDB SIZE\tIN USE\tRAFT TERM\tRAFT INDEX\tPEER URL")
@@ -192,7 +171,7 @@ func printGroup(w io.Writer, g agent.EtcdGroup) {
 		if m.Leader {
 			leader = "leader"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", m.Name, m.ID, orDash(leader), health, bytesText(m.DBSize), bytesText(m.DBInUse), m.RaftTerm, m.RaftIndex, strings.Join(m.PeerURLs, ","))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", m.Name, m.ID, orDash(leader), health, size(m.DBSize), size(m.DBInUse), m.RaftTerm, m.RaftIndex, strings.Join(m.PeerURLs, ","))
 	}
 	tw.Flush()
 	if g.Leader == "" {
@@ -201,22 +180,6 @@ func printGroup(w io.Writer, g agent.EtcdGroup) {
 	for _, a := range g.Alarms {
 		fmt.Fprintf(w, "alarm raised: %s (free the space, then haven coord alarms disarm)\n", a)
 	}
-}
-
-func bytesText(n int64) string {
-	switch {
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
-}
-
-func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }
 
 // coordSnapshot saves the snapshot the first answering node streams to
@@ -261,13 +224,13 @@ func coordSnapshot(ac *adminClient, nodes []string, path string, stdout io.Write
 			break
 		}
 		h := sha256.New()
-		size, err := io.Copy(io.MultiWriter(tmp, h), resp.Body)
+		written, err := io.Copy(io.MultiWriter(tmp, h), resp.Body)
 		resp.Body.Close()
 		cancel()
 		if err != nil {
-			return fmt.Errorf("snapshot from %s: the stream broke after %d bytes: %w", n, size, err)
+			return fmt.Errorf("snapshot from %s: the stream broke after %d bytes: %w", n, written, err)
 		}
-		if size == 0 {
+		if written == 0 {
 			return fmt.Errorf("snapshot from %s: empty", n)
 		}
 		if err := tmp.Sync(); err != nil {
@@ -279,7 +242,7 @@ func coordSnapshot(ac *adminClient, nodes []string, path string, stdout io.Write
 		if err := os.Rename(tmp.Name(), path); err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "saved %s: %s from %s, sha256 %s\n", path, bytesText(size), n, hex.EncodeToString(h.Sum(nil)))
+		fmt.Fprintf(stdout, "saved %s: %s from %s, sha256 %s\n", path, size(written), n, hex.EncodeToString(h.Sum(nil)))
 		return nil
 	}
 	return errors.Join(errs...)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -49,9 +48,7 @@ func runDoctor(args []string, stdout, stderr io.Writer) error {
 		findings = doctorFindings(*cfgPath, *node, *timeout)
 	}
 	if *output == "json" {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(findings); err != nil {
+		if err := printJSON(stdout, findings); err != nil {
 			return err
 		}
 	} else {
@@ -141,10 +138,10 @@ func clusterFindings(path string) []doctor.Finding {
 		case m.Error != "":
 			out = append(out, doctor.Finding{Check: "etcd", Severity: doctor.Fail, What: m.Name + ": " + m.Error, Fix: "haven doctor -n " + m.Name + " on its machine"})
 		case m.DBSize > etcdQuota*8/10:
-			out = append(out, doctor.Finding{Check: "etcd", Severity: doctor.Fail, What: fmt.Sprintf("%s: its database is %s of the %s quota", m.Name, bytesText(m.DBSize), bytesText(etcdQuota)),
-				Fix: "haven coord defrag (it would leave " + bytesText(m.DBInUse) + ")"})
+			out = append(out, doctor.Finding{Check: "etcd", Severity: doctor.Fail, What: fmt.Sprintf("%s: its database is %s of the %s quota", m.Name, size(m.DBSize), size(etcdQuota)),
+				Fix: "haven coord defrag (it would leave " + size(m.DBInUse) + ")"})
 		default:
-			out = append(out, doctor.Finding{Check: "etcd", Severity: doctor.OK, What: fmt.Sprintf("%s: answers, database %s (%s in use)", m.Name, bytesText(m.DBSize), bytesText(m.DBInUse))})
+			out = append(out, doctor.Finding{Check: "etcd", Severity: doctor.OK, What: fmt.Sprintf("%s: answers, database %s (%s in use)", m.Name, size(m.DBSize), size(m.DBInUse))})
 		}
 	}
 	for _, a := range g.Alarms {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"net/url"
@@ -155,20 +154,6 @@ func orNobody(s string) string {
 
 // askFirst posts path to the first node that answers; one that took the
 // request and failed is not asked again elsewhere.
-func askFirst(ac *adminClient, nodes []string, path string, out any) error {
-	var errs []error
-	for _, n := range nodes {
-		err := ac.do("POST", n, path, out)
-		if err == nil {
-			return nil
-		}
-		errs = append(errs, err)
-		if !errors.Is(err, errUnreachable) {
-			break
-		}
-	}
-	return errors.Join(errs...)
-}
 
 // drStatus asks every database node of both regions at once and prints the
 // view of the one that has seen the newest epoch.

@@ -83,22 +83,14 @@ func runPG(args []string, stdout, stderr io.Writer) error {
 // could not be reached is passed over: one that took the request and failed
 // is not asked again elsewhere, which would switch over twice.
 func pgSwitchover(ac *adminClient, nodes []string, to string, stdout io.Writer) error {
-	var errs []error
-	for _, n := range nodes {
-		var out struct {
-			Primary string `json:"primary"`
-		}
-		if err := ac.do("POST", n, "/api/v1/database/switchover?to="+url.QueryEscape(to), &out); err != nil {
-			errs = append(errs, err)
-			if !errors.Is(err, errUnreachable) {
-				break
-			}
-			continue
-		}
-		fmt.Fprintf(stdout, "%s is the primary\n", out.Primary)
-		return nil
+	var out struct {
+		Primary string `json:"primary"`
 	}
-	return errors.Join(errs...)
+	if err := askFirst(ac, nodes, "/api/v1/database/switchover?to="+url.QueryEscape(to), &out); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s is the primary\n", out.Primary)
+	return nil
 }
 
 // pgReinit asks node's agent to rebuild its replica and waits for it.

@@ -33,7 +33,7 @@ func printBackup(w io.Writer, as []answer[*agent.DatabaseStatus], now time.Time)
 	}
 	fmt.Fprintf(w, "\nbackups (%s):\n", b.Repository)
 	describe := func(i *agent.BackupInfo) string {
-		return fmt.Sprintf("%s %s, %s (stored %s), %s ago", i.Label, i.Kind, byteSize(i.Bytes), byteSize(i.Stored), now.Sub(i.Stopped).Round(time.Second))
+		return fmt.Sprintf("%s %s, %s (stored %s), %s ago", i.Label, i.Kind, size(i.Bytes), size(i.Stored), now.Sub(i.Stopped).Round(time.Second))
 	}
 	switch {
 	case b.Newest == nil:
@@ -69,7 +69,7 @@ func printBackup(w io.Writer, as []answer[*agent.DatabaseStatus], now time.Time)
 		if !arch.Archiving {
 			state = "not archiving now"
 		}
-		fmt.Fprintf(w, "  WAL archive: timeline %d, up to %s (%s, %s), lag %s, %.1fs\n", arch.Timeline, arch.Position, arch.Node, state, byteSize(int64(arch.LagBytes)), arch.LagSeconds)
+		fmt.Fprintf(w, "  WAL archive: timeline %d, up to %s (%s, %s), lag %s, %.1fs\n", arch.Timeline, arch.Position, arch.Node, state, size(int64(arch.LagBytes)), arch.LagSeconds)
 	} else {
 		fmt.Fprintf(w, "  WAL archive: no node reports archiving\n")
 	}
