@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -255,6 +256,9 @@ func (d drillAgents) Inject(ctx context.Context, node string, spec fault.Spec) (
 	body, _ := json.Marshal(spec)
 	var f fault.Fault
 	err := d.ac.send(ctx, "POST", node, "/api/v1/drill/faults", body, &f)
+	if refused, ok := errors.AsType[*refusedError](err); ok && refused.status == http.StatusConflict && spec.Kind == fault.Fill {
+		err = fmt.Errorf("%w: %w", err, fault.ErrAlreadyFull)
+	}
 	return f, err
 }
 

@@ -243,7 +243,11 @@ func (a *Agent) injectFault(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f, err := m.Inject(spec)
-	if err != nil {
+	switch {
+	case errors.Is(err, fault.ErrAlreadyFull):
+		web.WriteError(w, http.StatusConflict, err)
+		return
+	case err != nil:
 		web.WriteError(w, http.StatusUnprocessableEntity, err)
 		return
 	}

@@ -153,7 +153,7 @@ func Soak(ctx context.Context, cfg *config.Config, agents Agents, opt SoakOption
 	for time.Now().Before(end) && (opt.Faults == 0 || len(r.Faults) < opt.Faults) {
 		t := drawFault(rng, cfg, st, opt)
 		f, err := agents.Inject(ctx, t.Node, t.Spec)
-		if err != nil && t.Spec.Kind == fault.Fill && strings.Contains(err.Error(), "full already") && refusedFills < maxRefusedFills {
+		if errors.Is(err, fault.ErrAlreadyFull) && refusedFills < maxRefusedFills {
 			// The soak cannot see how full a node's disk is (WAL grows
 			// with every timeline switch): a fill the agent refuses is
 			// drawn again as another fault, not the soak's end.

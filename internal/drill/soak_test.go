@@ -2,7 +2,6 @@ package drill
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -77,7 +76,7 @@ func (a fullDiskAgents) State(context.Context) (State, error) {
 
 func (a fullDiskAgents) Inject(_ context.Context, node string, spec fault.Spec) (fault.Fault, error) {
 	if spec.Kind == fault.Fill {
-		return fault.Fault{}, errors.New("/var/lib/haven/pg is 91% full already, at or above 85%")
+		return fault.Fault{}, fmt.Errorf("/var/lib/haven/pg is 91%% full already, at or above 85%%: %w", fault.ErrAlreadyFull)
 	}
 	now := time.Now()
 	return fault.Fault{ID: "1", Spec: spec, Started: now, Until: now.Add(spec.Duration), Detail: string(spec.Kind) + " on " + node}, nil

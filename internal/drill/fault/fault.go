@@ -137,6 +137,11 @@ const (
 // ErrUnknown reports an ID that names no active fault.
 var ErrUnknown = errors.New("no such fault")
 
+// ErrAlreadyFull is a fill refused because the file system is already at
+// or above the level asked for: nothing was injected. The admin API
+// answers it with 409 Conflict, so that a client tells it from a failure.
+var ErrAlreadyFull = errors.New("the file system is already that full")
+
 // undoer undoes one injected fault.
 type undoer func() error
 

@@ -160,6 +160,12 @@ func TestFill(t *testing.T) {
 	if _, err := m.Inject(Spec{Kind: Fill, Target: "postgres", Level: 50, Duration: time.Minute}); err != nil {
 		t.Fatal(err)
 	}
+	// A disk already fuller than asked: refused as such, nothing injected
+	// (a soak draws another fault on it).
+	other := NewManager(Env{DataDir: func(string) (string, error) { return dir, nil }})
+	if _, err := other.Inject(Spec{Kind: Fill, Target: "postgres", Level: 30, Duration: time.Minute}); !errors.Is(err, ErrAlreadyFull) {
+		t.Errorf("a 30%% fill of a disk 50%% full: %v, want ErrAlreadyFull", err)
+	}
 	if err := NewManager(Env{}).Recover(dir); err != nil {
 		t.Fatal(err)
 	}

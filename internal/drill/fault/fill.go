@@ -33,7 +33,7 @@ func (m *Manager) fill(spec Spec) (string, undoer, error) {
 	used := (st.Blocks - st.Bfree) * bs
 	want := usable * uint64(spec.Level) / 100
 	if want <= used {
-		return "", nil, fmt.Errorf("%s is %d%% full already, at or above %d%%", dir, used*100/usable, spec.Level)
+		return "", nil, fmt.Errorf("%s is %d%% full already, at or above %d%%: %w", dir, used*100/usable, spec.Level, ErrAlreadyFull)
 	}
 	path := filepath.Join(dir, fillName)
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
