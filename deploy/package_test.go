@@ -21,7 +21,8 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 // directory, the repository's root in the Makefile.
 func buildDeb(t *testing.T) string {
 	t.Helper()
-	nfpm := testenv.NeedCommand(t, "nfpm", "nothing: scripts/prereqs.sh builds nfpm from the Go module proxy")
+	nfpm, err := exec.LookPath("nfpm")
+	testenv.Need(t, err == nil, "needs nfpm (make prereqs builds it: go install github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.48.0)")
 	repo, err := filepath.Abs("..")
 	if err != nil {
 		t.Fatal(err)
@@ -132,6 +133,8 @@ func TestPackageInstallsAndItsUnitVerifies(t *testing.T) {
 	os.MkdirAll(filepath.Join(root, "usr/lib/systemd"), 0o755)
 	os.MkdirAll(filepath.Join(root, "bin"), 0o755)
 	for _, c := range [][2]string{{"/usr/lib/systemd/system", "usr/lib/systemd/"}, {"/bin/kill", "bin/kill"}} {
+		_, err := os.Stat(c[0])
+		testenv.Need(t, err == nil, "needs %s (apt-get install systemd procps)", c[0])
 		if out, err := exec.Command("cp", "-a", c[0], filepath.Join(root, c[1])).CombinedOutput(); err != nil {
 			t.Fatalf("cp -a %s: %v\n%s", c[0], err, out)
 		}

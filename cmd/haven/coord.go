@@ -70,7 +70,7 @@ func runCoord(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if ac.cfg.Coordination == nil {
-		return fmt.Errorf("%s has no coordination section", *cfgPath)
+		return fmt.Errorf("%s has no coordination section: haven coord manages the embedded etcd members of coordination.members (docs/coordination.md)", *cfgPath)
 	}
 	nodes := ac.cfg.NodeNames()
 	if *node != "" {
@@ -231,7 +231,7 @@ func coordSnapshot(ac *adminClient, nodes []string, path string, stdout io.Write
 			return fmt.Errorf("snapshot from %s: the stream broke after %d bytes: %w", n, written, err)
 		}
 		if written == 0 {
-			return fmt.Errorf("snapshot from %s: empty", n)
+			return fmt.Errorf("snapshot from %s: empty; see its agent's log (journalctl -u haven@%s), or ask another node with -n", n, n)
 		}
 		if err := tmp.Sync(); err != nil {
 			return err
@@ -257,7 +257,11 @@ func peerURL(ac *adminClient, node string) (string, error) {
 	}
 	scope := ac.cfg.CoordinationOf(node)
 	if scope == nil || !slices.Contains(scope.Members, node) {
-		return "", fmt.Errorf("%s is not in its scope's coordination.members: add it there first, so that its agent runs a member", node)
+		key := "coordination.members"
+		if n.Region != "" && ac.cfg.Coordination.Regions[n.Region] != nil {
+			key = "coordination.regions." + n.Region + ".members"
+		}
+		return "", fmt.Errorf("%s is not in %s: add it there first, so that its agent runs a member", node, key)
 	}
 	scheme := "http"
 	if scope.TLS != nil {

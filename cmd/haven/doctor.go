@@ -31,15 +31,18 @@ func runDoctor(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("doctor", stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, doctorUsage); fs.PrintDefaults() }
 	cfgPath := configFlag(fs)
-	node := fs.String("n", "", "the node this machine is, by its name in the file (required)")
+	node := fs.String("n", "", "the node this machine is, by its name in the file (omit to check the running cluster)")
 	output := fs.String("o", "text", "text or json")
 	timeout := fs.Duration("timeout", 2*time.Second, "how long a peer has to answer")
 	if err := fs.Parse(args); err != nil {
 		return parseError(err)
 	}
-	if fs.NArg() > 0 || (*output != "text" && *output != "json") {
+	if fs.NArg() > 0 {
 		fs.Usage()
 		return errUsage
+	}
+	if err := checkOutput(*output); err != nil {
+		return err
 	}
 	var findings []doctor.Finding
 	if *node == "" {

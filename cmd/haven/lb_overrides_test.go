@@ -105,10 +105,9 @@ balancers:
 	if !strings.Contains(out, "lb1: web/app2 is drain") {
 		t.Errorf("haven lb drain app2 does not show lb1, the node that wrote it, drained:\n%s", out)
 	}
-	status := waitStatus("the drain, with who set it, in haven lb status",
+	waitStatus("the drain, with who set it, in haven lb status",
 		row("lb1", "app2", `up\s+drain`), row("lb2", "app2", `up\s+drain`), row("lb3", "app2", `up\s+drain`),
 		regexp.MustCompile(`(?m)^app2\s+drain\s+\S+@\S+\s+.*kernel upgrade`))
-	_ = status
 	// And for scripts: the records beside every node's answer.
 	if out, err := cli("lb", "status", "-o", "json"); err != nil || !regexp.MustCompile(`"operator": \[\s*\{\s*"balancer": "web",\s*"backend": "app2",\s*"what": "state",\s*"value": "drain"`).MatchString(out) {
 		t.Errorf("haven lb status -o json: %v\n%s\nwant the drain's record under \"operator\"", err, out)

@@ -21,11 +21,11 @@ const usage = `haven — high availability and disaster recovery for a self-host
 usage:
   haven agent  -c haven.yaml -n NODE     run the roles haven.yaml assigns to NODE
   haven check  -c haven.yaml [-n NODE]   validate the file (and this machine for NODE); exit 1 listing every problem
-  haven doctor -n NODE [-c haven.yaml]   check this machine for NODE: capabilities, nftables, PostgreSQL, ports, clock, peers, disks
+  haven doctor [-n NODE] [-c haven.yaml] this machine for NODE (capabilities, nftables, PostgreSQL, ports, clock, peers, disks), or without -n the running cluster
   haven lb     ACTION [BACKEND] ...      drain | enable | maint | weight | status (see haven lb -h)
   haven vip    move --to NODE | status   hand a floating address over; show its holder (see haven vip -h)
   haven pg     switchover [--to NODE] | status   hand the database primary over; show the members (see haven pg -h)
-  haven coord  members | replace OLD --with NEW | add | remove | snapshot FILE | defrag   the etcd members (see haven coord -h)
+  haven coord  members | replace OLD --with NEW | add | remove | snapshot FILE | defrag | alarms disarm   the etcd members (see haven coord -h)
   haven dr     status | switchover --to REGION | promote REGION   the active region of a database across two (see haven dr -h)
   haven drill  fault -n NODE --kind KIND --for D | faults | stop -n NODE ID   faults for drills (see haven drill -h)
   haven dns    serve | drain|enable NAME TARGET | status   one name server alone; a DNS target out of the answers; the answers (see haven dns -h)

@@ -52,7 +52,7 @@ func (l *sdListener) next(timeout time.Duration, prefixes ...string) string {
 
 // TestAgentUnderSystemd runs the agent as systemd's Type=notify unit does,
 // with a notification socket and a watchdog: READY=1 comes once the
-// balancer serves, keep-alives follow at least every half period, a
+// balancer serves, keep-alives follow (their spacing is TestWatchdog's), a
 // SIGHUP is announced as RELOADING=1 then READY=1, and SIGTERM as
 // STOPPING=1 before a clean exit. The same agent without the socket runs
 // as before (every other test).

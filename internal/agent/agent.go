@@ -458,7 +458,7 @@ func adminServerTLS(cfg *config.Config, node string) (*tls.Config, error) {
 	}
 	pair, err := tls.LoadX509KeyPair(config.NodePath(t.Cert, node), config.NodePath(t.Key, node))
 	if err != nil {
-		return nil, fmt.Errorf("admin.tls: node %s's certificate: %w", node, err)
+		return nil, fmt.Errorf("admin.tls: node %s's certificate: %w (haven certs -c haven.yaml -o certs/ makes it; copy it to the node)", node, err)
 	}
 	return &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}, nil
 }

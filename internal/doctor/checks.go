@@ -217,12 +217,14 @@ func checkDisks(nd needs) []Finding {
 	for _, d := range nd.disks {
 		p, err := statPath(d.path)
 		if err != nil {
-			out = append(out, Finding{Check: "disk", Severity: Fail, What: fmt.Sprintf("%s (%s): %v", d.path, d.key, err)})
+			out = append(out, Finding{Check: "disk", Severity: Fail, What: fmt.Sprintf("%s (%s): %v", d.path, d.key, err),
+				Fix: "correct " + d.key + " in haven.yaml, or mount the file system it is on"})
 			continue
 		}
 		var st unix.Statfs_t
 		if err := unix.Statfs(p, &st); err != nil {
-			out = append(out, Finding{Check: "disk", Severity: Fail, What: fmt.Sprintf("statfs %s: %v", p, err)})
+			out = append(out, Finding{Check: "disk", Severity: Fail, What: fmt.Sprintf("statfs %s (%s): %v", p, d.key, err),
+				Fix: "check the file system under " + p + " (mount, permissions), or move " + d.key})
 			continue
 		}
 		free := st.Bavail * uint64(st.Bsize)

@@ -141,10 +141,13 @@ func TestWatchdog(t *testing.T) {
 	// may have queued several), then there must be silence for several
 	// periods: systemd would kill the agent.
 	buf := make([]byte, 64)
-	for {
+	for i := 0; ; i++ {
 		sd.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
 		if _, err := sd.Read(buf); err != nil {
 			break
+		}
+		if i == 20 {
+			t.Fatal("keep-alives go on while the agent is wedged")
 		}
 	}
 	sd.SetReadDeadline(time.Now().Add(time.Second))
