@@ -86,7 +86,11 @@ func keepsQuorum(g EtcdGroup, remove string, add int) error {
 		return fmt.Errorf("%s is not a member (members: %s)", remove, memberNames(g))
 	}
 	if answering < members/2+1 {
-		return fmt.Errorf("without %s, %d of %d members answer: no majority; bring members back first (haven coord members)", remove, answering, members)
+		now := "now"
+		if remove != "" {
+			now = "without " + remove
+		}
+		return fmt.Errorf("%s, %d of %d members answer: no majority; bring members back first (haven coord members)", now, answering, members)
 	}
 	if answering < (members+add)/2+1 {
 		return fmt.Errorf("with %d new member(s) that have not started, %d of %d would answer: no majority; start it, or bring members back first", add, answering, members+add)
