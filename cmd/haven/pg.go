@@ -17,6 +17,10 @@ const pgUsage = `usage: haven pg ACTION [flags]
 
 actions:
   switchover [--to NODE]   hand the primary to NODE (or the best replica): no acknowledged write is lost
+  pause [--for D] [--reason R]
+                           maintenance mode: no replica takes the lead, whatever happens to the primary,
+                           until haven pg resume (or for D); cluster-wide, kept in etcd
+  resume                   end the pause: automatic failover again
   reinit NODE [--from-backup]
                            rebuild NODE's replica from nothing: its postgres is stopped, its data
                            directory removed, and the node cloned from the primary, or restored from
@@ -38,6 +42,8 @@ func runPG(args []string, stdout, stderr io.Writer) error {
 	output := outputFlag(fs)
 	fromBackup := fs.Bool("from-backup", false, "reinit: restore the newest base backup instead of copying the primary")
 	wait := fs.Duration("wait", time.Hour, "reinit: how long to wait for the rebuilt replica to stream")
+	pauseFor := fs.Duration("for", 0, "pause: end the pause by itself after this long (default: until haven pg resume)")
+	reason := fs.String("reason", "", "pause: why, shown in haven pg status and the agents' logs")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return parseError(err)
@@ -65,6 +71,8 @@ func runPG(args []string, stdout, stderr io.Writer) error {
 		// The agent waits for the new primary, up to two leases and 5s.
 		ac.client.Timeout = 2*db.Lease.D() + 10*time.Second
 		return pgSwitchover(ac, db.Nodes, *to, stdout)
+	case "pause", "resume":
+		return pgPause(ac, db.Nodes, pos[0] == "pause", *pauseFor, *reason, stdout)
 	case "status":
 		if err := checkOutput(*output); err != nil {
 			return err
@@ -90,6 +98,40 @@ func pgSwitchover(ac *adminClient, nodes []string, to string, stdout io.Writer) 
 		return err
 	}
 	fmt.Fprintf(stdout, "%s is the primary\n", out.Primary)
+	return nil
+}
+
+// pgPause writes or removes the database's pause record through the first
+// database node that is connected to etcd.
+func pgPause(ac *adminClient, nodes []string, pause bool, d time.Duration, reason string, stdout io.Writer) error {
+	method, q := "DELETE", url.Values{}
+	if pause {
+		method = "POST"
+		if d > 0 {
+			q.Set("for", d.String())
+		}
+		if reason != "" {
+			q.Set("reason", reason)
+		}
+	}
+	var out struct {
+		Result string `json:"result"`
+	}
+	node, err := askAny(ac, nodes, method, "/api/v1/database/pause?"+q.Encode(), &out)
+	if err != nil {
+		return err
+	}
+	what := "resumed: a replica takes the lead again when the primary is lost"
+	if pause {
+		what = "paused: no replica takes the lead until haven pg resume"
+		if d > 0 {
+			what = fmt.Sprintf("paused for %s: no replica takes the lead until then, or haven pg resume", d)
+		}
+	}
+	if out.Result != "" {
+		what += " (" + node + ": " + out.Result + ")"
+	}
+	fmt.Fprintln(stdout, "the database is", what)
 	return nil
 }
 
@@ -173,6 +215,9 @@ func printDatabase(w io.Writer, nodes []string, as []answer[*agent.DatabaseStatu
 	}
 	fmt.Fprintf(w, "primary: %s (epoch %d); sync: k=%d of %v%s\n", orDash(d.Primary), d.Epoch, d.Sync.K, d.Sync.Standbys, archive)
 	fmt.Fprintf(w, "etcd's records as %s read them; answered: %s\n", from, strings.Join(answered, ", "))
+	if d.Paused != nil {
+		fmt.Fprintf(w, "PAUSED: no automatic failover; %s\n", d.Paused)
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tROLE\tSYNC\tTIMELINE\tLSN\tLAG (BYTES)\tLAG (S)\tUPSTREAM\tNOT PROMOTABLE")
 	for _, name := range sortedKeys(d.Members) {

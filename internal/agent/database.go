@@ -366,6 +366,15 @@ func (a *Agent) switchover(w http.ResponseWriter, r *http.Request) {
 	if k != nil {
 		old = k.Owner().Status().Holder
 	}
+	if p, err := keeper.ReadPause(ctx, cli, cfg.Cluster, dbName); err != nil || p != nil {
+		// No replica may take the lead while paused: the handover would
+		// wait for one in vain.
+		if err == nil {
+			err = fmt.Errorf("the database is %s: no replica may take the lead; haven pg resume first", p)
+		}
+		web.WriteError(w, http.StatusConflict, err)
+		return
+	}
 	if err := keeper.Switchover(ctx, cli, cfg.Cluster, dbName, to); err != nil {
 		web.WriteError(w, http.StatusConflict, err)
 		return

@@ -52,6 +52,9 @@ type DatabaseStatus struct {
 	// Backup, on a database node with backup repositories: the newest
 	// backups, the one running, the WAL archive.
 	Backup *BackupStatus `json:"backup,omitempty"`
+	// Paused is the operator's pause record (haven pg pause): while it
+	// exists no replica takes the lead. Nil when not paused.
+	Paused *keeper.Pause `json:"paused,omitempty"`
 }
 
 // coordinationStatus reports the coordination section, asking every etcd
@@ -113,6 +116,7 @@ func (rs roles) databaseStatus() *DatabaseStatus {
 		if k := rs.db.keeper.Load(); k != nil {
 			o := k.Owner().Status()
 			st.Primary, st.Epoch, st.Members, st.Sync = o.Holder, o.Epoch, k.Members(), k.Sync()
+			st.Paused = k.Paused()
 		}
 	}
 	st.Backup = rs.backup.status()

@@ -2,6 +2,7 @@ package keeper
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -128,6 +129,7 @@ type Keeper struct {
 	mu      sync.Mutex
 	members map[string]MemberState
 	sync    SyncState
+	paused  *Pause      // the operator's pause record, nil when not paused
 	primary MemberState // the last state a primary published
 
 	// session is the supervisor session, while postgres should run.
@@ -400,11 +402,18 @@ func (k *Keeper) Run(ctx context.Context) error {
 // watch follows the other keepers' states and the leader's sync record.
 func (k *Keeper) watch(ctx context.Context) error {
 	go func() {
-		// The sync record is the one entry directly under the database's
-		// prefix that decodes as a SyncState (InitKey holds a number).
-		_ = coord.WatchPrefix(ctx, k.cfg.Client, dbPrefix(k.cfg.Cluster, k.cfg.Name), func(m map[string]SyncState) {
+		// The sync record and the pause record, two of the entries
+		// directly under the database's prefix.
+		_ = coord.WatchPrefix(ctx, k.cfg.Client, dbPrefix(k.cfg.Cluster, k.cfg.Name), func(m map[string]json.RawMessage) {
+			var rec SyncState
+			if b, ok := m[syncName]; ok {
+				if err := json.Unmarshal(b, &rec); err != nil {
+					k.log.Warn("the sync record does not decode", "key", SyncKey(k.cfg.Cluster, k.cfg.Name), "err", err)
+				}
+			}
 			k.mu.Lock()
-			k.sync = m[syncName]
+			k.sync = rec
+			k.paused = decodePause(m)
 			k.mu.Unlock()
 			k.poke()
 		})
@@ -514,6 +523,7 @@ func (k *Keeper) look() view {
 	}
 	k.mu.Lock()
 	v.members, v.sync, v.primary = k.members, k.sync, k.primary
+	v.paused = k.paused
 	k.mu.Unlock()
 	return v
 }

@@ -54,6 +54,9 @@ type view struct {
 	regionActing  bool
 	regionEpoch   int64
 	standbyLeader bool
+	// paused is the operator's pause record (haven pg pause), nil when
+	// the database is not paused.
+	paused *Pause
 }
 
 // primaryLead reports whether the node may act as the primary: it leads,
@@ -586,7 +589,8 @@ func (m *machine) member(base MemberState, r reading, acting bool, primary Membe
 }
 
 // eligible says whether the node may lead now, with st its state about to
-// be published, and if not, why: not during a veto; while it leads, unless
+// be published, and if not, why: not during a veto, nor while the
+// database is paused unless it leads already; while it leads, unless
 // postgres has not answered for hangAfter, failed, or it is tagged
 // nofailover; before the cluster was
 // initialised, unless tagged nofailover (any node may initialise it);
@@ -597,6 +601,10 @@ func (m *machine) eligible(v view, initialized bool, st MemberState) (bool, stri
 	switch {
 	case v.now.Before(m.vetoUntil):
 		why = m.vetoWhy
+	case v.paused != nil && !v.acting:
+		// The holder stays eligible: it keeps the lead it has. Nobody
+		// else may take it until the operator resumes.
+		why = "the database is " + v.paused.String() + "; haven pg resume ends it"
 	case v.acting && v.silence > hangAfter(m.cfg.lease):
 		why = fmt.Sprintf("postgres has not answered the keeper for more than %s: hung", hangAfter(m.cfg.lease))
 	case v.acting:

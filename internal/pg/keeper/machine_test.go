@@ -380,6 +380,8 @@ func TestEligible(t *testing.T) {
 		{"before the cluster exists, any node", nil, with(func(v *view) { v.members = nil }), false, MemberState{Node: "db2", Role: RoleStopped}, ""},
 		{"before the cluster exists, not a nofailover node", func(m *machine) { m.cfg.noFailover = true }, base, false, self, "nofailover"},
 		{"postgres stopped", nil, base, true, MemberState{Node: "db2", Role: RoleStopped}, "not a running replica"},
+		{"the best standby while the database is paused", nil, with(func(v *view) { v.paused = &Pause{Owner: "ops@m1", Set: t0, Reason: "kernel upgrade"} }), true, self, "paused by ops@m1"},
+		{"the leader keeps the lead while the database is paused", nil, with(func(v *view) { v.acting, v.paused = true, &Pause{Owner: "ops@m1", Set: t0} }), true, self, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := testMachine(ModeSync)

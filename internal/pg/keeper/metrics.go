@@ -19,6 +19,7 @@ type keeperMetrics struct {
 	syncK        prometheus.Gauge
 	syncDegraded prometheus.Gauge
 	syncArchive  prometheus.Gauge
+	paused       prometheus.Gauge
 	promotions   prometheus.Counter
 	// rewinds counts rewinds by what the discarded WAL held: transactions
 	// "lost", "none", or "unknown" (it could not be read).
@@ -39,6 +40,7 @@ func newKeeperMetrics(reg prometheus.Registerer) (*keeperMetrics, error) {
 		syncK:        gauge("haven_pg_sync_standbys", "On the primary, how many standbys every commit waits for (synchronous_standby_names' k); 0 in async mode or when sync mode degraded."),
 		syncDegraded: gauge("haven_pg_sync_degraded", "1 on a primary in sync mode while no standby is healthy and commits do not wait for any (degraded to async)."),
 		syncArchive:  gauge("haven_pg_sync_archive", "1 on a primary while every commit waits for the WAL archiver as well (database.backup.archive: synchronous): commits stall while the archiver does not store."),
+		paused:       gauge("haven_pg_paused", "1 while the database is paused (haven pg pause): no replica takes the lead, whatever happens to the primary."),
 		promotions: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "haven_pg_promotions_total",
 			Help: "Promotions of this node's postgres to primary.",
@@ -54,7 +56,7 @@ func newKeeperMetrics(reg prometheus.Registerer) (*keeperMetrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []*prometheus.Gauge{&m.primary, &m.lsn, &m.lag, &m.lagSeconds, &m.timeline, &m.promotable, &m.syncK, &m.syncDegraded, &m.syncArchive} {
+	for _, c := range []*prometheus.Gauge{&m.primary, &m.lsn, &m.lag, &m.lagSeconds, &m.timeline, &m.promotable, &m.syncK, &m.syncDegraded, &m.syncArchive, &m.paused} {
 		g, err := register(reg, *c)
 		if err != nil {
 			return nil, err

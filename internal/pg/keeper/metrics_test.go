@@ -27,8 +27,8 @@ func TestMetricsLint(t *testing.T) {
 	if got := testutil.ToFloat64(second.primary); got != 1 {
 		t.Errorf("the second keeper's haven_pg_primary reads %v; want the first one's series (1)", got)
 	}
-	if n, err := testutil.GatherAndCount(reg); err != nil || n != 13 {
-		t.Errorf("the registry holds %d series (%v); want 13", n, err)
+	if n, err := testutil.GatherAndCount(reg); err != nil || n != 14 {
+		t.Errorf("the registry holds %d series (%v); want 14", n, err)
 	}
 	testenv.LintMetrics(t, reg)
 }

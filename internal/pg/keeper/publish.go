@@ -105,6 +105,7 @@ func (k *Keeper) setMetrics(st MemberState, promotable bool) {
 	k.metrics.lagSeconds.Set(st.LagSeconds)
 	k.metrics.timeline.Set(float64(st.Timeline))
 	k.metrics.promotable.Set(b(promotable && !primary))
+	k.metrics.paused.Set(b(k.Paused() != nil))
 	if !primary {
 		k.metrics.syncK.Set(0)
 		k.metrics.syncDegraded.Set(0)
