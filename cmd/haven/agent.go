@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/haven-ha/haven/internal/agent"
 	"github.com/haven-ha/haven/internal/sdnotify"
@@ -42,29 +45,68 @@ func runAgent(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// An agent executed again by its own restart keeps systemd's
+	// watchdog fed from the start: systemd saw no stop, and its watchdog
+	// runs on through the restart.
+	restarted := os.Getenv(restartedEnv) != ""
+	os.Unsetenv(restartedEnv)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	var a *agent.Agent
+	var a atomic.Pointer[agent.Agent]
+	alive := func(ctx context.Context) error {
+		if p := a.Load(); p != nil {
+			return p.Alive(ctx)
+		}
+		return nil // still starting
+	}
+	if restarted {
+		go sd.Watchdog(ctx, watchdog, alive, log)
+	}
 	started := func() {
 		notify(log, sd.Ready())
-		go sd.Watchdog(ctx, watchdog, a.Alive, log)
+		if !restarted {
+			go sd.Watchdog(ctx, watchdog, alive, log)
+		}
 	}
-	a, err = agent.New(agent.Options{ConfigPath: *cfgPath, Node: *node, Logger: log, Version: buildVersion(), Started: started})
+	ag, err := agent.New(agent.Options{ConfigPath: *cfgPath, Node: *node, Logger: log, Version: buildVersion(), Started: started})
 	if err != nil {
 		return err
 	}
+	a.Store(ag)
 	go onSignal(ctx, hup, func() {
 		log.Info("SIGHUP: reloading configuration")
 		notify(log, sd.Reloading())
-		a.Reload() // logs its own outcome; a bad file keeps the running config
+		ag.Reload() // logs its own outcome; a bad file keeps the running config
 		notify(log, sd.Ready())
 	})
 	go func() {
 		<-ctx.Done()
 		notify(log, sd.Stopping())
 	}()
-	log.Info("haven agent starting", "version", buildVersion(), "config", *cfgPath, "node", *node, "pid", os.Getpid(), "systemd", sd.Enabled(), "watchdog", watchdog)
-	return a.Run(ctx)
+	log.Info("haven agent starting", "version", buildVersion(), "config", *cfgPath, "node", *node, "pid", os.Getpid(), "systemd", sd.Enabled(), "watchdog", watchdog, "restarted", restarted)
+	err = ag.Run(ctx)
+	if errors.Is(err, agent.ErrRestart) {
+		return execAgain(log, sd, watchdog)
+	}
+	return err
+}
+
+// restartedEnv marks an agent executed again by its own restart.
+const restartedEnv = "HAVEN_AGENT_RESTARTED"
+
+// execAgain replaces the stopped agent with the binary now at its path,
+// with the same arguments, in the same process: systemd sees a reload of
+// the same main pid, not a stop. It returns only when the exec failed.
+func execAgain(log *slog.Logger, sd *sdnotify.Notifier, watchdog time.Duration) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("restart: find the agent's binary: %w", err)
+	}
+	notify(log, sd.Reloading())
+	env := append(sd.ExecEnv(os.Environ(), watchdog), restartedEnv+"=1")
+	log.Info("restart: executing the agent again", "executable", exe, "pid", os.Getpid())
+	err = syscall.Exec(exe, os.Args, env)
+	return fmt.Errorf("restart: execute %s: %w (the agent has stopped; start it again)", exe, err)
 }
 
 // notify logs a failure to tell systemd: the agent runs on without it.

@@ -91,6 +91,11 @@ func complete(words []string) []string {
 		return sortedKeys(cfg.Balancers)
 	case cmd == "completion" && len(words) == 1:
 		return []string{"bash"}
+	case cmd == "restart":
+		if cfg != nil {
+			return slices.DeleteFunc(cfg.NodeNames(), func(n string) bool { return slices.Contains(words, n) })
+		}
+		return nil
 	case len(words) == 1:
 		var actions []string
 		for _, m := range actionLine.FindAllStringSubmatch(commandUsages[cmd], -1) {

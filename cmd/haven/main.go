@@ -24,7 +24,8 @@ usage:
   haven doctor [-n NODE] [-c haven.yaml] this machine for NODE (capabilities, nftables, PostgreSQL, ports, clock, peers, disks), or without -n the running cluster
   haven lb     ACTION [BACKEND] ...      drain | enable | maint | weight | status (see haven lb -h)
   haven vip    move --to NODE | status   hand a floating address over; show its holder (see haven vip -h)
-  haven pg     switchover [--to NODE] | status   hand the database primary over; show the members (see haven pg -h)
+  haven pg     switchover [--to NODE] | pause | resume | reinit NODE | status   the database's primary, maintenance mode, a rebuilt replica, the members (see haven pg -h)
+  haven restart [NODE...]                restart the agents one at a time (an upgrade), the database's primary last, after a switchover
   haven coord  members | replace OLD --with NEW | add | remove | snapshot FILE | defrag | alarms disarm   the etcd members (see haven coord -h)
   haven dr     status | switchover --to REGION | promote REGION   the active region of a database across two (see haven dr -h)
   haven drill  fault -n NODE --kind KIND --for D | faults | stop -n NODE ID   faults for drills (see haven drill -h)
@@ -66,6 +67,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runPG(rest, stdout, stderr)
 	case "coord":
 		err = runCoord(rest, stdout, stderr)
+	case "restart":
+		err = runRestart(rest, stdout, stderr)
 	case "dr":
 		err = runDR(rest, stdout, stderr)
 	case "drill":

@@ -87,7 +87,13 @@ type proc struct {
 // is still running.
 func start(t *testing.T, args ...string) *proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(testenv.HavenRace(t), args...), done: make(chan struct{})}
+	return startBinary(t, testenv.HavenRace(t), args...)
+}
+
+// startBinary is start with the haven binary at bin.
+func startBinary(t *testing.T, bin string, args ...string) *proc {
+	t.Helper()
+	p := &proc{cmd: exec.Command(bin, args...), done: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := p.cmd.Start(); err != nil {

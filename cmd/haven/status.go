@@ -20,6 +20,7 @@ type nodeStatus struct {
 	Ready        bool                      `json:"ready"`
 	NotReady     []string                  `json:"not_ready"`
 	Version      string                    `json:"version"`
+	Started      time.Time                 `json:"started"`
 	Balancers    []lb.Status               `json:"balancers"`
 	Coordination *agent.CoordinationStatus `json:"coordination"`
 	Traffic      *gtm.Status               `json:"traffic"`

@@ -53,7 +53,8 @@ func (l *sdListener) next(timeout time.Duration, prefixes ...string) string {
 // TestAgentUnderSystemd runs the agent as systemd's Type=notify unit does,
 // with a notification socket and a watchdog: READY=1 comes once the
 // balancer serves, keep-alives follow (their spacing is TestWatchdog's), a
-// SIGHUP is announced as RELOADING=1 then READY=1, and SIGTERM as
+// SIGHUP is announced as RELOADING=1 then READY=1, so is haven restart
+// (the same process executing itself again), and SIGTERM as
 // STOPPING=1 before a clean exit. The same agent without the socket runs
 // as before (every other test).
 func TestAgentUnderSystemd(t *testing.T) {
@@ -87,6 +88,24 @@ func TestAgentUnderSystemd(t *testing.T) {
 		t.Fatalf("after SIGHUP systemd got %q first, want RELOADING=1 with MONOTONIC_USEC", got)
 	}
 	sd.next(30*time.Second, "READY=1")
+
+	// haven restart: the agent executes itself again in the same process,
+	// announced as a reload (systemd sees no stop), and talks to systemd
+	// afterwards as before: READY=1, then keep-alives on the same period.
+	r := haven(t, 2*time.Minute, "restart", "-c", cfg)
+	if r.code != 0 || !strings.Contains(r.stdout, "lb1: back after") {
+		t.Fatalf("haven restart: %s", r)
+	}
+	if got := sd.next(10*time.Second, "RELOADING=1", "READY=1", "STOPPING=1"); !strings.HasPrefix(got, "RELOADING=1\n") {
+		t.Fatalf("on haven restart systemd got %q first, want RELOADING=1", got)
+	}
+	sd.next(30*time.Second, "READY=1")
+	for range 2 {
+		sd.next(3*time.Second, "WATCHDOG=1")
+	}
+	if !strings.Contains(p.stderr.String(), "systemd=true watchdog=1s restarted=true") {
+		t.Errorf("the restarted agent's start line does not say it runs under systemd with its watchdog:\n%s", p.stderr.String())
+	}
 
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"reflect"
 	"runtime"
 	"sync"
@@ -65,6 +66,11 @@ type Agent struct {
 	overrides     []opstate.Record
 	overridesSeen bool
 	applyMu       sync.Mutex // serialises applyOverrides
+	// started is when New ran, in /api/v1/status: a restarted agent keeps
+	// its pid and answers with a later one. restartc carries a restart
+	// asked through the admin API to Run.
+	started  time.Time
+	restartc chan struct{}
 }
 
 // roles are the parts of the agent that start once, with Run, when
@@ -115,15 +121,17 @@ func New(opt Options) (*Agent, error) {
 	info.Set(1)
 	reg.MustRegister(info)
 	a := &Agent{
-		opt:     opt,
-		log:     log,
-		reg:     reg,
-		lbm:     lb.NewMetrics(reg),
-		hm:      health.NewMetrics(reg),
-		vipm:    vip.NewMetrics(reg),
-		cfg:     cfg,
-		running: make(map[string]*runningBalancer),
-		failed:  make(map[string]bool),
+		opt:      opt,
+		log:      log,
+		reg:      reg,
+		lbm:      lb.NewMetrics(reg),
+		hm:       health.NewMetrics(reg),
+		vipm:     vip.NewMetrics(reg),
+		cfg:      cfg,
+		running:  make(map[string]*runningBalancer),
+		failed:   make(map[string]bool),
+		started:  time.Now(),
+		restartc: make(chan struct{}, 1),
 	}
 	adminTLS, err := adminServerTLS(cfg, opt.Node)
 	if err != nil {
@@ -140,7 +148,8 @@ func New(opt Options) (*Agent, error) {
 			return rs.coord != nil && rs.coord.ownMember() != nil
 		}}},
 		Logger: log,
-		Info:   map[string]any{"node": opt.Node, "cluster": cfg.Cluster, "version": opt.Version, "config": opt.ConfigPath},
+		Info: map[string]any{"node": opt.Node, "cluster": cfg.Cluster, "version": opt.Version, "config": opt.ConfigPath,
+			"pid": os.Getpid(), "started": a.started},
 	})
 	if err != nil {
 		return nil, err
@@ -169,17 +178,19 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
+		case <-a.restartc:
+			err = ErrRestart
 		case err = <-adminDone:
 			adminDone <- nil
 		}
-		a.log.Info("agent stopping")
+		a.log.Info("agent stopping", "restart", errors.Is(err, ErrRestart))
 		a.admin.SetLameduck()
 	}
 	st.unwind()
 	stopAdmin()
 	<-adminDone
-	if err == nil {
-		a.log.Info("agent stopped")
+	if err == nil || errors.Is(err, ErrRestart) {
+		a.log.Info("agent stopped", "restart", err != nil)
 	}
 	return err
 }

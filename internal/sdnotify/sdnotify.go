@@ -131,3 +131,18 @@ func (n *Notifier) Watchdog(ctx context.Context, period time.Duration, alive fun
 		}
 	}
 }
+
+// ExecEnv is env with the variables FromEnv and WatchdogInterval unset put
+// back for this pid: a service that executes itself again in the same
+// process (haven agent's restart) keeps talking to systemd, which sees
+// the same main pid. watchdog is the period WatchdogInterval returned.
+func (n *Notifier) ExecEnv(env []string, watchdog time.Duration) []string {
+	if !n.Enabled() {
+		return env
+	}
+	env = append(env, "NOTIFY_SOCKET="+n.socket)
+	if watchdog > 0 {
+		env = append(env, fmt.Sprintf("WATCHDOG_USEC=%d", watchdog.Microseconds()), "WATCHDOG_PID="+strconv.Itoa(os.Getpid()))
+	}
+	return env
+}

@@ -1,0 +1,269 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/haven-ha/haven/internal/agent"
+	"github.com/haven-ha/haven/internal/drill/pgwrite"
+	"github.com/haven-ha/haven/internal/testenv"
+)
+
+// TestRollingRestartUnderAWriter is the rolling upgrade of a whole
+// cluster: three nodes, each an etcd member and a database node in sync
+// mode, run from a binary that is then replaced (by rename, as dpkg
+// does); `haven restart` restarts every agent in turn while a writer
+// commits through the primary. Every acknowledged write is on the primary
+// afterwards, the primary changed once (the switchover before its own
+// restart: no failover), and each agent runs the new binary in the process
+// it had.
+func TestRollingRestartUnderAWriter(t *testing.T) {
+	bindir := needDatabase(t)
+	base := testenv.SearchableDir(t)
+	root := filepath.Join(testenv.MemoryDir(t), "lib")
+	if err := os.Chmod(filepath.Dir(root), 0o711); err != nil { // the postgres user passes through
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(base, "replication.password"), []byte("test-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	port := freePort(t)
+	admins := map[string]string{"db1": freeAddr(t), "db2": freeAddr(t), "db3": freeAddr(t)}
+	path := filepath.Join(base, "haven.yaml")
+	cfg := fmt.Sprintf(`cluster: shop
+regions:
+  local:
+    nodes:
+      db1: {address: 127.0.0.1, zone: a, admin: %q}
+      db2: {address: 127.0.0.2, zone: b, admin: %q}
+      db3: {address: 127.0.0.3, zone: c, admin: %q}
+coordination:
+  members: [db1, db2, db3]
+  client_port: %d
+  peer_port: %d
+  data_dir: %s/{node}/etcd
+database:
+  nodes: [db1, db2, db3]
+  port: %d
+  data_dir: %s/{node}/pg
+  bindir: %s
+  write_fence: false
+  replication: {mode: sync, password_file: replication.password}
+  hba: ["host all postgres 127.0.0.0/8 trust"]
+  settings: {dynamic_shared_memory_type: mmap}
+`, admins["db1"], admins["db2"], admins["db3"], freePort(t), freePort(t), root, port, root, bindir)
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// The agents run a copy of the binary, which the "upgrade" replaces.
+	bin := filepath.Join(base, "bin", "haven")
+	installBinary(t, bin)
+	agents := map[string]*proc{}
+	for _, n := range []string{"db1", "db2", "db3"} {
+		agents[n] = startBinary(t, bin, "agent", "-c", path, "-n", n)
+	}
+	dbOf := func(node string) (*agent.DatabaseStatus, error) {
+		var d agent.DatabaseStatus
+		return &d, getJSON("http://"+admins[node]+"/api/v1/database", &d)
+	}
+	var before *agent.DatabaseStatus
+	testenv.Poll(t, 120*time.Second, "a primary and two replicas streaming, both synchronous standbys", func() (bool, string) {
+		for n, a := range agents {
+			select {
+			case <-a.done:
+				t.Fatalf("%s's agent exited: %v\n%s", n, a.err, a.stderr.String())
+			default:
+			}
+		}
+		d, err := dbOf("db1")
+		if err != nil {
+			return false, err.Error()
+		}
+		before = d
+		streaming := 0
+		for _, m := range d.Members {
+			if m.Role == "replica" && m.Streaming && m.Upstream == d.Primary {
+				streaming++
+			}
+		}
+		return d.Primary != "" && streaming == 2 && len(d.Sync.Standbys) == 2, fmt.Sprintf("%+v", d)
+	})
+
+	dsn := fmt.Sprintf("postgres://postgres@127.0.0.1:%d,127.0.0.2:%d,127.0.0.3:%d/postgres?sslmode=disable&connect_timeout=2&target_session_attrs=read-write", port, port, port)
+	connect := func(ctx context.Context) (*pgx.Conn, error) { return pgx.Connect(ctx, dsn) }
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	conn, err := connect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = conn.Exec(ctx, "CREATE TABLE writes (run int, seq int, PRIMARY KEY (run, seq))")
+	conn.Close(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, stopWriter := context.WithCancel(ctx)
+	defer stopWriter()
+	w, done := pgwrite.Run(wctx, 1, 20*time.Millisecond, 2*time.Second, 5*time.Second, connect)
+	testenv.Poll(t, 30*time.Second, "the writer commits", func() (bool, string) {
+		n := w.AckedSince(0)
+		return n >= 20, fmt.Sprint(n, " acknowledged")
+	})
+
+	// The upgrade: a new binary at the path, by rename.
+	installBinary(t, bin)
+	fi, err := os.Stat(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newIno := fi.Sys().(*syscall.Stat_t).Ino
+	// Every lead the nodes report while the agents restart, in order: a
+	// failover would add one (a new epoch), even back to the same node.
+	var leads []string
+	watchDone := make(chan struct{})
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	go func() {
+		defer close(watchDone)
+		for watchCtx.Err() == nil {
+			for _, n := range []string{"db1", "db2", "db3"} {
+				if d, err := dbOf(n); err == nil && d.Primary != "" {
+					lead := fmt.Sprintf("%s@%d", d.Primary, d.Epoch)
+					if !slices.Contains(leads, lead) {
+						leads = append(leads, lead)
+					}
+				}
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	r := haven(t, 8*time.Minute, "restart", "-c", path)
+	stopWatch()
+	<-watchDone
+	t.Logf("haven restart:\n%s", r)
+	if r.code != 0 || !strings.Contains(r.stdout, "restarted 3 agents") ||
+		strings.Count(r.stdout, "switching over first") != 1 || !strings.Contains(r.stdout, before.Primary+": the database's primary: switching over first") {
+		t.Fatalf("haven restart: %s\nwant every agent restarted, the primary %s last after one switchover", r, before.Primary)
+	}
+	acked := w.AckedSince(0)
+	testenv.Poll(t, 60*time.Second, "the writer commits after the restarts", func() (bool, string) {
+		n := w.AckedSince(0)
+		return n >= acked+20, fmt.Sprint(n, " acknowledged")
+	})
+	stopWriter()
+	<-done
+	writes := w.Snapshot()
+	rows, err := pgwrite.ReadRows(ctx, connect, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	loss := pgwrite.Compare(writes, rows)
+	ack, fail, indet := pgwrite.Tally(writes)
+	t.Logf("writer: %d acknowledged, %d failed, %d indeterminate; longest gap %s; errors: %v",
+		ack, fail, indet, pgwrite.LongestGap(writes, 0, writes[len(writes)-1].End), pgwrite.ErrorKinds(writes, 5))
+	if len(loss.Lost) > 0 || len(loss.FailedFound) > 0 {
+		t.Errorf("after the rolling restart: %d acknowledged writes lost %v, %d writes taken as failed are there %v",
+			len(loss.Lost), loss.Lost, len(loss.FailedFound), loss.FailedFound)
+	}
+
+	after, err := dbOf("db1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := fmt.Sprintf("%s@%d", before.Primary, before.Epoch)
+	if after.Primary == before.Primary || len(leads) != 2 || leads[0] != first || leads[1] != fmt.Sprintf("%s@%d", after.Primary, after.Epoch) {
+		t.Errorf("the leads seen while the agents restarted: %v; want %s, then another node's: one switchover, no failover", leads, first)
+	}
+	t.Logf("leads seen: %v", leads)
+	for n, a := range agents {
+		select {
+		case <-a.done:
+			t.Fatalf("%s's agent exited instead of executing itself again: %v\n%s", n, a.err, a.stderr.String())
+		default:
+		}
+		exe, err := os.Stat(fmt.Sprintf("/proc/%d/exe", a.cmd.Process.Pid))
+		if err != nil || exe.Sys().(*syscall.Stat_t).Ino != newIno {
+			t.Errorf("%s's agent (pid %d) does not run the new binary: %v", n, a.cmd.Process.Pid, err)
+		}
+		if !strings.Contains(a.stderr.String(), "restart: executing the agent again") {
+			t.Errorf("%s's agent's log does not say it executed itself again", n)
+		}
+	}
+
+	// A new binary that rejects the file restarts nothing: the agent
+	// asks it first (haven check -n), and says why.
+	script := "#!/bin/sh\nif [ \"$1\" = check ]; then echo 'haven.yaml:3:1: unknown key \"frobnicate\"' >&2; exit 1; fi\nexit 0\n"
+	if err := os.WriteFile(bin+".bad", []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(bin+".bad", bin); err != nil {
+		t.Fatal(err)
+	}
+	var st nodeStatus
+	if err := getJSON("http://"+admins["db3"]+"/api/v1/status", &st); err != nil {
+		t.Fatal(err)
+	}
+	r = haven(t, time.Minute, "restart", "db3", "-c", path)
+	var again nodeStatus
+	if err := getJSON("http://"+admins["db3"]+"/api/v1/status", &again); err != nil {
+		t.Fatal(err)
+	}
+	if r.code == 0 || !strings.Contains(r.stderr, "nothing was restarted") || !strings.Contains(r.stderr, `unknown key "frobnicate"`) || !again.Started.Equal(st.Started) {
+		t.Errorf("haven restart db3 with a binary that rejects the file: %s\nstarted %s, then %s; want it refused, saying why, and the agent not restarted", r, st.Started, again.Started)
+	}
+}
+
+// installBinary puts a copy of the haven binary the tests built at path,
+// by rename, as a package upgrade does: a running process keeps the file
+// it started from.
+func installBinary(t *testing.T, path string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	src, err := os.Open(testenv.HavenRace(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	tmp := path + ".new"
+	dst, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(dst, src); err != nil {
+		t.Fatal(err)
+	}
+	if err := dst.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// getJSON decodes url's JSON answer into out; any status but 200 fails.
+func getJSON(url string, out any) error {
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return fmt.Errorf("%s: %s: %s", url, resp.Status, b)
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
