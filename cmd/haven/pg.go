@@ -21,6 +21,11 @@ actions:
                            maintenance mode: no replica takes the lead, whatever happens to the primary,
                            until haven pg resume (or for D); cluster-wide, kept in etcd
   resume                   end the pause: automatic failover again
+  restart [NODE...] [--pending]
+                           restart PostgreSQL (not the agents) on NODE... (default: every database
+                           node), one at a time, replicas first, the primary last after a switchover:
+                           to apply settings that need a restart (--pending: only the nodes whose
+                           haven pg status lists some); each node streams again before the next
   reinit NODE [--from-backup]
                            rebuild NODE's replica from nothing: its postgres is stopped, its data
                            directory removed, and the node cloned from the primary, or restored from
@@ -41,9 +46,10 @@ func runPG(args []string, stdout, stderr io.Writer) error {
 	within := nodeTimeoutFlag(fs)
 	output := outputFlag(fs)
 	fromBackup := fs.Bool("from-backup", false, "reinit: restore the newest base backup instead of copying the primary")
-	wait := fs.Duration("wait", time.Hour, "reinit: how long to wait for the rebuilt replica to stream")
+	wait := fs.Duration("wait", time.Hour, "reinit, restart: how long to wait for the rebuilt or restarted replica to stream")
 	pauseFor := fs.Duration("for", 0, "pause: end the pause by itself after this long (default: until haven pg resume)")
 	reason := fs.String("reason", "", "pause: why, shown in haven pg status and the agents' logs")
+	pending := fs.Bool("pending", false, "restart: only the nodes with settings pending a restart")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return parseError(err)
@@ -51,7 +57,7 @@ func runPG(args []string, stdout, stderr io.Writer) error {
 	if len(pos) == 2 && pos[0] == "reinit" {
 		return pgReinit(*cfgPath, pos[1], *fromBackup, *wait, stdout)
 	}
-	if len(pos) != 1 {
+	if len(pos) < 1 || len(pos) > 1 && pos[0] != "restart" {
 		fs.Usage()
 		return errUsage
 	}
@@ -71,6 +77,8 @@ func runPG(args []string, stdout, stderr io.Writer) error {
 		// The agent waits for the new primary, up to two leases and 5s.
 		ac.client.Timeout = 2*db.Lease.D() + 10*time.Second
 		return pgSwitchover(ac, db.Nodes, *to, stdout)
+	case "restart":
+		return pgRestart(ac, pos[1:], *pending, *wait, stdout)
 	case "pause", "resume":
 		return pgPause(ac, db.Nodes, pos[0] == "pause", *pauseFor, *reason, stdout)
 	case "status":
@@ -229,6 +237,11 @@ func printDatabase(w io.Writer, nodes []string, as []answer[*agent.DatabaseStatu
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%d\t%.1f\t%s\t%s\n", name, m.Role, sync, m.Timeline, m.LSN, m.Lag, m.LagSeconds, orDash(m.Upstream), orDash(m.NotPromotable))
 	}
 	tw.Flush()
+	for _, name := range sortedKeys(d.Members) {
+		if p := d.Members[name].PendingRestart; len(p) > 0 {
+			fmt.Fprintf(w, "%s: pending restart: %s (haven pg restart --pending applies them)\n", name, strings.Join(p, ", "))
+		}
+	}
 	for _, a := range as {
 		if !slices.Contains(nodes, a.node) {
 			continue

@@ -57,6 +57,14 @@ func runRestart(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("restart: every node to restart must answer first; nothing was restarted: %w", err)
 	}
 	primary := databasePrimary(ac)
+	if db := ac.cfg.Database; db != nil {
+		d, _, _, err := newestDatabase(db.Nodes, askEach[*agent.DatabaseStatus](ac, db.Nodes, "/api/v1/database", 5*time.Second))
+		if err == nil {
+			if lowered := loweredSettings(d); len(lowered) > 0 {
+				return fmt.Errorf("restart: %s lowered and pending a restart: a replica restarted first could not start (a standby needs at least its primary's value); run haven pg restart --pending first, which restarts the primary first; nothing was restarted", strings.Join(lowered, ", "))
+			}
+		}
+	}
 	for _, n := range restartOrder(nodes, primary) {
 		if err := restartNode(ac, n, *wait, stdout); err != nil {
 			return err
@@ -151,7 +159,14 @@ func restartPending(ac *adminClient, node string, plan agent.RestartPlan, st nod
 	if db := ac.cfg.Database; db == nil || !slices.Contains(db.Nodes, node) {
 		return ""
 	}
-	d := c.Database
+	return databaseBack(c.Database, node)
+}
+
+// databaseBack says what database node node still lacks, in d (its own
+// view), to be back in the cluster after a restart: its postgres the
+// primary, or a replica streaming from the primary and, where the sync
+// record lists every healthy standby, one of them ("" when it is back).
+func databaseBack(d *agent.DatabaseStatus, node string) string {
 	if d == nil {
 		return "its keeper has not started"
 	}

@@ -21,15 +21,22 @@ import (
 	"github.com/haven-ha/haven/internal/testenv"
 )
 
-// TestRollingRestartUnderAWriter is the rolling upgrade of a whole
-// cluster: three nodes, each an etcd member and a database node in sync
-// mode, run from a binary that is then replaced (by rename, as dpkg
-// does); `haven restart` restarts every agent in turn while a writer
-// commits through the primary. Every acknowledged write is on the primary
-// afterwards, the primary changed once (the switchover before its own
-// restart: no failover), and each agent runs the new binary in the process
-// it had.
-func TestRollingRestartUnderAWriter(t *testing.T) {
+// TestDay2UnderAWriter runs the database's day-2 commands and the rolling
+// upgrade of a whole cluster while a writer commits through the primary:
+// three nodes, each an etcd member and a database node in sync mode, run
+// from a binary that is later replaced (by rename, as dpkg does).
+//   - Settings changed by reload (SIGHUP): work_mem applies at once,
+//     max_connections is pending a restart on every node, in haven pg
+//     status; haven pg restart --pending restarts PostgreSQL on each node,
+//     the primary last after a switchover, and applies it.
+//   - haven pg pause shows in haven pg status and refuses a switchover;
+//     haven pg resume ends it.
+//   - haven restart restarts every agent in turn, the primary's last after
+//     a switchover; each runs the new binary in the process it had.
+//
+// Every acknowledged write is on the primary at the end, and the primary
+// changed exactly twice (the two switchovers: no failover).
+func TestDay2UnderAWriter(t *testing.T) {
 	bindir := needDatabase(t)
 	base := testenv.SearchableDir(t)
 	root := filepath.Join(testenv.MemoryDir(t), "lib")
@@ -122,14 +129,7 @@ database:
 		return n >= 20, fmt.Sprint(n, " acknowledged")
 	})
 
-	// The upgrade: a new binary at the path, by rename.
-	installBinary(t, bin)
-	fi, err := os.Stat(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	newIno := fi.Sys().(*syscall.Stat_t).Ino
-	// Every lead the nodes report while the agents restart, in order: a
+	// Every lead the nodes report from now on, in order: a
 	// failover would add one (a new epoch), even back to the same node.
 	var leads []string
 	watchDone := make(chan struct{})
@@ -148,13 +148,122 @@ database:
 			time.Sleep(50 * time.Millisecond)
 		}
 	}()
+
+	show := func(node, setting string) string {
+		c, err := pgx.Connect(ctx, fmt.Sprintf("postgres://postgres@127.0.0.%s:%d/postgres?sslmode=disable&connect_timeout=2", node[2:], port))
+		if err != nil {
+			return err.Error()
+		}
+		defer c.Close(ctx)
+		var v string
+		if err := c.QueryRow(ctx, "SHOW "+setting).Scan(&v); err != nil {
+			return err.Error()
+		}
+		return v
+	}
+	// Settings by reload (SIGHUP): work_mem applies at once,
+	// max_connections waits for a restart, and every node says so; then
+	// haven pg restart --pending applies it. Lowered, max_connections
+	// would keep a replica that restarted first from starting (a standby
+	// needs at least its primary's value): haven restart refuses, haven
+	// pg restart restarts the primary first, in place. Raised, the
+	// replicas go first and the primary last, after a switchover.
+	for _, step := range []struct{ workMem, maxConns string }{{"8MB", "57"}, {"6MB", "110"}} {
+		newCfg := strings.Replace(cfg, "settings: {dynamic_shared_memory_type: mmap}",
+			fmt.Sprintf(`settings: {dynamic_shared_memory_type: mmap, work_mem: %s, max_connections: "%s"}`, step.workMem, step.maxConns), 1)
+		if err := os.WriteFile(path, []byte(newCfg), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range agents {
+			if err := a.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+				t.Fatal(err)
+			}
+		}
+		lowered := step.maxConns == "57"
+		testenv.Poll(t, 60*time.Second, "work_mem "+step.workMem+" on every node, max_connections pending a restart on every node", func() (bool, string) {
+			d, err := dbOf("db1")
+			if err != nil {
+				return false, err.Error()
+			}
+			var seen []string
+			ok := true
+			for _, n := range []string{"db1", "db2", "db3"} {
+				m := d.Members[n]
+				wm := show(n, "work_mem")
+				seen = append(seen, fmt.Sprintf("%s: work_mem %s, pending %v, lowered %v", n, wm, m.PendingRestart, m.PendingLowered))
+				ok = ok && wm == step.workMem && slices.Equal(m.PendingRestart, []string{"max_connections"}) && (len(m.PendingLowered) > 0) == lowered
+			}
+			return ok, strings.Join(seen, "; ")
+		})
+		if r := haven(t, time.Minute, "pg", "status", "-c", path); !strings.Contains(r.stdout, "db2: pending restart: max_connections (haven pg restart --pending applies them)") {
+			t.Errorf("haven pg status does not show the setting pending a restart:\n%s", r)
+		}
+		primary := databasePrimaryOf(t, dbOf)
+		if lowered {
+			if r := haven(t, time.Minute, "restart", "-c", path); r.code == 0 || !strings.Contains(r.stderr, "run haven pg restart --pending first") {
+				t.Errorf("haven restart with max_connections lowered and pending: %s\nwant it refused", r)
+			}
+		}
+		r := haven(t, 8*time.Minute, "pg", "restart", "--pending", "-c", path)
+		t.Logf("haven pg restart --pending (max_connections %s):\n%s", step.maxConns, r)
+		want := primary + ": the primary: switching over first"
+		if lowered {
+			want = "max_connections lowered: the primary " + primary + " restarts first, in place"
+		}
+		if r.code != 0 || !strings.Contains(r.stdout, "restarted PostgreSQL on 3 nodes") || !strings.Contains(r.stdout, want) {
+			t.Fatalf("haven pg restart --pending: %s\nwant PostgreSQL restarted on 3 nodes, and %q", r, want)
+		}
+		testenv.Poll(t, 60*time.Second, "max_connections "+step.maxConns+" on every node, nothing pending", func() (bool, string) {
+			d, err := dbOf("db1")
+			if err != nil {
+				return false, err.Error()
+			}
+			var seen []string
+			ok := true
+			for _, n := range []string{"db1", "db2", "db3"} {
+				mc, p := show(n, "max_connections"), d.Members[n].PendingRestart
+				seen = append(seen, fmt.Sprintf("%s: max_connections %s, pending %v", n, mc, p))
+				ok = ok && mc == step.maxConns && len(p) == 0
+			}
+			return ok, strings.Join(seen, "; ")
+		})
+	}
+	if r := haven(t, time.Minute, "pg", "restart", "--pending", "-c", path); r.code != 0 || !strings.Contains(r.stdout, "no node has settings pending a restart") {
+		t.Errorf("haven pg restart --pending with nothing pending: %s", r)
+	}
+
+	// Maintenance mode through the CLI: shown, and a switchover refused.
+	if r := haven(t, time.Minute, "pg", "pause", "--reason", "storage firmware", "-c", path); r.code != 0 || !strings.Contains(r.stdout, "the database is paused") {
+		t.Fatalf("haven pg pause: %s", r)
+	}
+	if r := haven(t, time.Minute, "pg", "status", "-c", path); !strings.Contains(r.stdout, "PAUSED: no automatic failover; paused by ") || !strings.Contains(r.stdout, "storage firmware") {
+		t.Errorf("haven pg status while paused:\n%s", r)
+	}
+	if r := haven(t, time.Minute, "pg", "switchover", "-c", path); r.code == 0 || !strings.Contains(r.stderr, "haven pg resume first") {
+		t.Errorf("haven pg switchover while paused: %s\nwant it refused", r)
+	}
+	if r := haven(t, time.Minute, "pg", "resume", "-c", path); r.code != 0 || !strings.Contains(r.stdout, "the database is resumed") {
+		t.Fatalf("haven pg resume: %s", r)
+	}
+	middle, err := dbOf("db1")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// The upgrade: a new binary at the path, by rename.
+	installBinary(t, bin)
+	fi, err := os.Stat(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newIno := fi.Sys().(*syscall.Stat_t).Ino
 	r := haven(t, 8*time.Minute, "restart", "-c", path)
 	stopWatch()
 	<-watchDone
 	t.Logf("haven restart:\n%s", r)
 	if r.code != 0 || !strings.Contains(r.stdout, "restarted 3 agents") ||
-		strings.Count(r.stdout, "switching over first") != 1 || !strings.Contains(r.stdout, before.Primary+": the database's primary: switching over first") {
-		t.Fatalf("haven restart: %s\nwant every agent restarted, the primary %s last after one switchover", r, before.Primary)
+		strings.Count(r.stdout, "switching over first") != 1 || !strings.Contains(r.stdout, middle.Primary+": the database's primary: switching over first") {
+		t.Fatalf("haven restart: %s\nwant every agent restarted, the primary %s last after one switchover", r, middle.Primary)
 	}
 	acked := w.AckedSince(0)
 	testenv.Poll(t, 60*time.Second, "the writer commits after the restarts", func() (bool, string) {
@@ -181,9 +290,11 @@ database:
 	if err != nil {
 		t.Fatal(err)
 	}
-	first := fmt.Sprintf("%s@%d", before.Primary, before.Epoch)
-	if after.Primary == before.Primary || len(leads) != 2 || leads[0] != first || leads[1] != fmt.Sprintf("%s@%d", after.Primary, after.Epoch) {
-		t.Errorf("the leads seen while the agents restarted: %v; want %s, then another node's: one switchover, no failover", leads, first)
+	// Two switchovers (pg restart's, raising max_connections, and
+	// restart's), no failover.
+	want := []string{fmt.Sprintf("%s@%d", before.Primary, before.Epoch), fmt.Sprintf("%s@%d", middle.Primary, middle.Epoch), fmt.Sprintf("%s@%d", after.Primary, after.Epoch)}
+	if before.Primary == middle.Primary || middle.Primary == after.Primary || !slices.Equal(leads, want) {
+		t.Errorf("the leads seen: %v; want %v: a switchover for each command, no failover", leads, want)
 	}
 	t.Logf("leads seen: %v", leads)
 	for n, a := range agents {
@@ -222,6 +333,16 @@ database:
 	if r.code == 0 || !strings.Contains(r.stderr, "nothing was restarted") || !strings.Contains(r.stderr, `unknown key "frobnicate"`) || !again.Started.Equal(st.Started) {
 		t.Errorf("haven restart db3 with a binary that rejects the file: %s\nstarted %s, then %s; want it refused, saying why, and the agent not restarted", r, st.Started, again.Started)
 	}
+}
+
+// databasePrimaryOf is the primary db1's agent names.
+func databasePrimaryOf(t *testing.T, dbOf func(string) (*agent.DatabaseStatus, error)) string {
+	t.Helper()
+	d, err := dbOf("db1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d.Primary
 }
 
 // installBinary puts a copy of the haven binary the tests built at path,

@@ -425,6 +425,12 @@ func (a *Agent) Reload() error {
 		a.log.Error("reload failed", "err", err)
 		return err
 	}
+	if db := a.current().db; db != nil && cfg.IsDatabaseNode(a.opt.Node) {
+		if err := db.reconfigure(cfg); err != nil {
+			a.log.Error("reload failed: postgres keeps its settings", "err", err)
+			return fmt.Errorf("reload: %w", err)
+		}
+	}
 	trafficRestart, err := a.reloadTraffic(cfg)
 	if err != nil {
 		a.log.Error("reload failed: the traffic manager keeps its configuration", "err", err)
@@ -441,7 +447,8 @@ func (a *Agent) Reload() error {
 }
 
 // restartOnly lists what differs between old and cfg that a reload does
-// not apply: coordination, and this node's floating addresses.
+// not apply: coordination, this node's floating addresses, and the
+// database section but for its settings.
 func restartOnly(old, cfg *config.Config, node string) []string {
 	var changed []string
 	if !reflect.DeepEqual(old.Coordination, cfg.Coordination) {
@@ -456,6 +463,9 @@ func restartOnly(old, cfg *config.Config, node string) []string {
 	}
 	if !reflect.DeepEqual(vips(old), vips(cfg)) {
 		changed = append(changed, "vip")
+	}
+	if databaseRestartOnly(old.Database, cfg.Database) {
+		changed = append(changed, "database (all but settings and hba, which a reload applies)")
 	}
 	return changed
 }

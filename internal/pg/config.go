@@ -239,10 +239,8 @@ func check(cfg Config) (*settings, error) {
 		}
 	}
 	s.listen = slices.Clone(cfg.ListenAddresses)
-	for i, line := range cfg.HBA {
-		if strings.TrimSpace(line) == "" || strings.ContainsAny(line, "\n\r") {
-			return nil, fmt.Errorf("pg: hba[%d]: %q is not one pg_hba.conf line", i, line)
-		}
+	if err := checkHBA(cfg.HBA); err != nil {
+		return nil, err
 	}
 	s.hba = slices.Clone(cfg.HBA)
 	if cfg.Name != "" && !nodeNameRE.MatchString(cfg.Name) {
@@ -254,15 +252,35 @@ func check(cfg Config) (*settings, error) {
 		{name: "port", value: strconv.Itoa(s.port)},
 		{name: "unix_socket_directories", value: s.socketDir},
 	}, fixedSettings...)
-	if s.userConf, err = checkSettings(cfg.Settings, s.managed); err != nil {
+	if s.userConf, err = userSettings(cfg.Settings, s.managed); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// checkHBA checks that each of lines is one pg_hba.conf line.
+func checkHBA(lines []string) error {
+	for i, line := range lines {
+		if strings.TrimSpace(line) == "" || strings.ContainsAny(line, "\n\r") {
+			return fmt.Errorf("pg: hba[%d]: %q is not one pg_hba.conf line", i, line)
+		}
+	}
+	return nil
+}
+
+// userSettings are the user's settings, checked (checkSettings), with
+// haven's defaults for those they do not set.
+func userSettings(user map[string]string, managed []managed) (map[string]string, error) {
+	conf, err := checkSettings(user, managed)
+	if err != nil {
 		return nil, err
 	}
 	for _, d := range defaultSettings {
-		if _, set := s.userConf[d.name]; !set {
-			s.userConf[d.name] = d.value
+		if _, set := conf[d.name]; !set {
+			conf[d.name] = d.value
 		}
 	}
-	return s, nil
+	return conf, nil
 }
 
 // checkSettings validates the user's settings and rejects every name haven

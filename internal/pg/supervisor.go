@@ -238,6 +238,14 @@ func (m *machine) exited(now time.Time, err error) time.Duration {
 	return m.p.backoff(0)
 }
 
+// restartAsked is the exit of a postgres that Restart stopped: down, and
+// starting again at once, neither a crash nor a failure.
+func (m *machine) restartAsked(now time.Time) {
+	m.failures = 0
+	m.st.DownSince = now
+	m.enter(StateRestarting, now)
+}
+
 // giveUpAt returns when a down postgres turns into StateFailed, or zero
 // when no such deadline is pending.
 func (m *machine) giveUpAt() time.Time {
@@ -275,6 +283,9 @@ type Supervisor struct {
 	metrics *supervisorMetrics
 
 	running atomic.Bool // Run is running
+	// restartAsked is set by Restart before it stops postgres: the exit
+	// that follows is a restart, not a crash.
+	restartAsked atomic.Bool
 
 	mu       sync.Mutex
 	m        machine // m.p, the policy, is set by NewSupervisor and never changes: read it without mu
@@ -411,6 +422,13 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		case <-s.srv.Done():
 		}
 		err := s.srv.Wait()
+		if s.restartAsked.Load() {
+			s.apply(func(m *machine, now time.Time) { m.restartAsked(now) })
+			s.restartAsked.Store(false)
+			s.log.Info("postgres stopped for a restart, as asked: starting it again")
+			up, delay = false, 0
+			continue
+		}
 		if err == nil {
 			err = errors.New("pg: postgres was stopped by a Server.Stop the supervisor did not ask for")
 		}
@@ -467,6 +485,35 @@ func (s *Supervisor) await(ctx context.Context, d time.Duration, done <-chan str
 			giveUp.Stop()
 		}
 		return ctx.Err() == nil
+	}
+}
+
+// Restart stops the running postgres with a fast shutdown and waits until
+// Run has started it again and it accepts connections (StateRunning), or
+// ctx ends: to apply settings that need a restart. Unlike an exit nobody
+// asked for, it counts neither as a restart nor as a failure.
+func (s *Supervisor) Restart(ctx context.Context) error {
+	if !s.running.Load() || s.Status().State != StateRunning {
+		return fmt.Errorf("pg: restart: postgres is %s, not running under the supervisor", s.Status().State)
+	}
+	s.restartAsked.Store(true)
+	if err := s.srv.Stop(ctx, StopFast); err != nil {
+		s.restartAsked.Store(false)
+		return fmt.Errorf("pg: restart: %w", err)
+	}
+	for {
+		switch st := s.Status(); {
+		case st.State == StateRunning && !s.restartAsked.Load():
+			// Run clears the flag once it has left StateRunning.
+			return nil
+		case st.State == StateFailed:
+			return fmt.Errorf("pg: restart: postgres did not start again: %s", st.Reason)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("pg: restart: postgres stopped; not running again yet: %w", ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 }
 

@@ -475,3 +475,33 @@ func TestSupervisorRunTwice(t *testing.T) {
 		t.Errorf("states %s; want %s", got, want)
 	}
 }
+
+// TestSupervisorRestartAsAsked: Restart stops postgres cleanly and starts
+// it again, returning once it runs: a new postmaster with the data, and
+// neither a restart nor a failure in the counts an alert watches.
+func TestSupervisorRestartAsAsked(t *testing.T) {
+	t.Parallel()
+	s, v := initSupervised(t, nil, RestartPolicy{})
+	v.waitState(t, StateRunning)
+	s.exec(t, "CREATE TABLE acknowledged (v int); INSERT INTO acknowledged VALUES (42)")
+	pid := s.PID()
+	if err := v.Restart(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if npid := s.PID(); npid == 0 || npid == pid || v.Status().State != StateRunning {
+		t.Fatalf("after Restart: pid %d (was %d), state %s; want a new running postmaster", npid, pid, v.Status().State)
+	}
+	if got, want := formatStates(v.seen()), "starting→running→restarting→running"; got != want {
+		t.Errorf("states %s; want %s", got, want)
+	}
+	if st := v.Status(); st.Restarts != 0 || st.StartFailures != 0 || st.LastError != nil {
+		t.Errorf("after a restart as asked: %d restarts, %d start failures, last error %v; want none", st.Restarts, st.StartFailures, st.LastError)
+	}
+	if got := s.queryString(t, "SELECT v::text FROM acknowledged"); got != "42" {
+		t.Errorf("after the restart the row holds %q; want 42", got)
+	}
+	v.stop(t)
+	if err := v.Restart(testCtx(t)); err == nil {
+		t.Error("Restart of a stopped supervisor succeeded")
+	}
+}

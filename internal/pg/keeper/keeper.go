@@ -160,6 +160,8 @@ type Keeper struct {
 	// stepWarnings logs a round's error once while it comes back round
 	// after round.
 	stepWarnings *repeats
+	// pending are the settings postgres applies only at its next start.
+	pending atomic.Pointer[pendingRestart]
 	// reinits are Reinit's requests, for the loop's next round.
 	reinits chan reinitRequest
 }

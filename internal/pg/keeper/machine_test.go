@@ -3,6 +3,7 @@ package keeper
 import (
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -455,7 +456,7 @@ func TestMember(t *testing.T) {
 			got := m.member(base, tc.r, tc.acting, primaryState("db1", 1000), tc.final)
 			want := tc.want
 			want.Node, want.Host, want.Port, want.Priority = base.Node, base.Host, base.Port, base.Priority
-			if got != want {
+			if !reflect.DeepEqual(got, want) {
 				t.Errorf("member =\n%+v, want\n%+v", got, want)
 			}
 		})

@@ -52,6 +52,7 @@ func (k *Keeper) publish(ctx context.Context) {
 	v.silence = k.silence(k.clk.Now(), r)
 	ok, why := k.m.eligible(v, k.initialized(ctx, v.members), st)
 	st.NotPromotable = why
+	st.PendingRestart, st.PendingLowered = k.pendingNames(ctx)
 	k.state.Set(st)
 	k.setMetrics(st, ok)
 	if !sameReason(why, k.whyNot) {

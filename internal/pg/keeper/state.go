@@ -73,6 +73,14 @@ type MemberState struct {
 	// NotPromotable says why the node may not become the primary now
 	// ("" when it may, or when it is the primary).
 	NotPromotable string `json:"not_promotable,omitempty"`
+	// PendingRestart lists the settings of haven.yaml this node's
+	// postgres applies only at its next start (pg_settings'
+	// pending_restart after a reload): haven pg restart applies them.
+	PendingRestart []string `json:"pending_restart,omitempty"`
+	// PendingLowered are those of PendingRestart that a standby needs at
+	// least the primary's value of, lowered (pg.RecoverySensitive): the
+	// primary restarts with them first.
+	PendingLowered []string `json:"pending_lowered,omitempty"`
 }
 
 // SyncState is the leader's record of its synchronous standbys, under

@@ -1,0 +1,131 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/haven-ha/haven/internal/agent"
+)
+
+// pgRestart restarts PostgreSQL on nodes (every database node when none
+// is named; with pending, only those whose settings wait for a restart),
+// one at a time, the primary last after a switchover, each back in the
+// cluster before the next.
+func pgRestart(ac *adminClient, nodes []string, pending bool, wait time.Duration, stdout io.Writer) error {
+	db := ac.cfg.Database
+	for _, n := range nodes {
+		if !slices.Contains(db.Nodes, n) {
+			return fmt.Errorf("%q is not a database node (database.nodes: %v)", n, db.Nodes)
+		}
+	}
+	if len(nodes) == 0 {
+		nodes = db.Nodes
+	}
+	d, _, _, err := newestDatabase(db.Nodes, askEach[*agent.DatabaseStatus](ac, db.Nodes, "/api/v1/database", 5*time.Second))
+	if err != nil {
+		return err
+	}
+	if pending {
+		nodes = slices.DeleteFunc(slices.Clone(nodes), func(n string) bool { return len(d.Members[n].PendingRestart) == 0 })
+		if len(nodes) == 0 {
+			fmt.Fprintln(stdout, "no node has settings pending a restart")
+			return nil
+		}
+	}
+	order := restartOrder(nodes, d.Primary)
+	if lowered := loweredSettings(d); len(lowered) > 0 && slices.Contains(nodes, d.Primary) {
+		// A standby cannot start with less than its primary's value of
+		// these: the primary goes first, in place, writes waiting the
+		// second it takes; then the standbys.
+		fmt.Fprintf(stdout, "%s lowered: the primary %s restarts first, in place\n", strings.Join(lowered, ", "), d.Primary)
+		order = append([]string{d.Primary}, order[:len(order)-1]...)
+		if err := pgRestartNode(ac, d.Primary, true, wait, stdout); err != nil {
+			return err
+		}
+		order = order[1:]
+	}
+	for _, n := range order {
+		if err := pgRestartNode(ac, n, false, wait, stdout); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(stdout, "restarted PostgreSQL on %s\n", count(len(nodes), "node"))
+	return nil
+}
+
+// loweredSettings are the settings some member of d has pending a restart
+// that a standby needs at least its primary's value of, lowered.
+func loweredSettings(d *agent.DatabaseStatus) []string {
+	var out []string
+	for _, m := range d.Members {
+		for _, n := range m.PendingLowered {
+			if !slices.Contains(out, n) {
+				out = append(out, n)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// pgRestartNode restarts node's postgres, after a switchover when it is
+// the primary of a database with other nodes (in place when it is the
+// only one, or when inPlace), and waits until it is back.
+func pgRestartNode(ac *adminClient, node string, inPlace bool, wait time.Duration, stdout io.Writer) error {
+	db := ac.cfg.Database
+	path := "/api/v1/database/restart"
+	if databasePrimary(ac) == node {
+		if inPlace {
+			path += "?primary=in-place"
+		} else if len(db.Nodes) == 1 {
+			fmt.Fprintf(stdout, "%s: the database's only node: writes wait while its postgres restarts\n", node)
+			path += "?primary=in-place"
+		} else {
+			fmt.Fprintf(stdout, "%s: the primary: switching over first\n", node)
+			ac.client.Timeout = 2*db.Lease.D() + 10*time.Second
+			if err := pgSwitchover(ac, db.Nodes, "", stdout); err != nil {
+				return fmt.Errorf("restart %s: the switchover before it failed, nothing restarted there: %w", node, err)
+			}
+			// A primary that hands over stops its postgres and starts
+			// it again as a replica: that was the restart.
+			if err := waitDatabaseBack(ac, node, wait); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "%s: postgres restarted as a replica of the new primary\n", node)
+			return nil
+		}
+	}
+	ac.client.Timeout = 2*time.Minute + 5*time.Second
+	var out struct {
+		TookMS int64 `json:"took_ms"`
+	}
+	if err := ac.do("POST", node, path, &out); err != nil {
+		return fmt.Errorf("restart %s: %w", node, err)
+	}
+	fmt.Fprintf(stdout, "%s: postgres restarted in %s\n", node, (time.Duration(out.TookMS) * time.Millisecond).Round(10*time.Millisecond))
+	return waitDatabaseBack(ac, node, wait)
+}
+
+// waitDatabaseBack waits, up to wait, until database node node is back in
+// the cluster (databaseBack) in its own view.
+func waitDatabaseBack(ac *adminClient, node string, wait time.Duration) error {
+	ac.client.Timeout = 5 * time.Second
+	began := time.Now()
+	var why string
+	for time.Since(began) < wait {
+		var d agent.DatabaseStatus
+		err := ac.do("GET", node, "/api/v1/database", &d)
+		if err == nil {
+			if why = databaseBack(&d, node); why == "" {
+				return nil
+			}
+		} else {
+			why = err.Error()
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	return fmt.Errorf("restart %s: its postgres runs again but is not back in the cluster within %s: %s; the nodes after it were not restarted", node, wait, why)
+}
