@@ -17,6 +17,13 @@ const pgUsage = `usage: haven pg ACTION [flags]
 
 actions:
   switchover [--to NODE]   hand the primary to NODE (or the best replica): no acknowledged write is lost
+  failover --to NODE [--yes]
+                           force the primary onto the replica NODE when no node leads and none
+                           qualifies under the failover rules (strict mode with the primary and its
+                           synchronous standby lost; async with every replica past
+                           max_lag_on_failover): without --yes, says how much WAL NODE lacks behind
+                           the last primary position (what may be lost) and which replica has most;
+                           with --yes, NODE promotes, losing that
   pause [--for D] [--reason R]
                            maintenance mode: no replica takes the lead, whatever happens to the primary,
                            until haven pg resume (or for D); cluster-wide, kept in etcd
@@ -50,6 +57,7 @@ func runPG(args []string, stdout, stderr io.Writer) error {
 	pauseFor := fs.Duration("for", 0, "pause: end the pause by itself after this long (default: until haven pg resume)")
 	reason := fs.String("reason", "", "pause: why, shown in haven pg status and the agents' logs")
 	pending := fs.Bool("pending", false, "restart: only the nodes with settings pending a restart")
+	yes := fs.Bool("yes", false, "failover: do it, accepting the loss it states")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return parseError(err)
@@ -79,6 +87,12 @@ func runPG(args []string, stdout, stderr io.Writer) error {
 		return pgSwitchover(ac, db.Nodes, *to, stdout)
 	case "restart":
 		return pgRestart(ac, pos[1:], *pending, *wait, stdout)
+	case "failover":
+		if *to == "" {
+			return errors.New("pg failover: --to NODE is required: the replica to promote")
+		}
+		ac.client.Timeout = 2*db.Lease.D() + 20*time.Second
+		return pgFailover(ac, db.Nodes, *to, *yes, stdout)
 	case "pause", "resume":
 		return pgPause(ac, db.Nodes, pos[0] == "pause", *pauseFor, *reason, stdout)
 	case "status":
@@ -106,6 +120,29 @@ func pgSwitchover(ac *adminClient, nodes []string, to string, stdout io.Writer) 
 		return err
 	}
 	fmt.Fprintf(stdout, "%s is the primary\n", out.Primary)
+	return nil
+}
+
+// pgFailover shows what forcing the primary onto to would lose and, with
+// yes, forces it.
+func pgFailover(ac *adminClient, nodes []string, to string, yes bool, stdout io.Writer) error {
+	q := url.Values{"to": {to}}
+	if yes {
+		q.Set("confirm", "yes")
+	}
+	var plan agent.FailoverPlan
+	if err := askFirst(ac, nodes, "/api/v1/database/failover?"+q.Encode(), &plan); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s has received WAL up to %s; the last position a primary published is %s: %s lacks %s of it, and what was committed after that publication\n",
+		to, plan.ToLSN, plan.LastPrimaryLSN, to, size(int64(plan.LoseUpTo)))
+	if plan.MostAdvanced != "" {
+		fmt.Fprintf(stdout, "%s has received more (up to %s): forcing onto it would lose less\n", plan.MostAdvanced, plan.MostAdvancedLSN)
+	}
+	if !yes {
+		return fmt.Errorf("pg failover: nothing done; run it again with --yes to promote %s and lose what it lacks", to)
+	}
+	fmt.Fprintf(stdout, "%s is the primary (forced)\n", to)
 	return nil
 }
 

@@ -30,7 +30,8 @@ import (
 //     status; haven pg restart --pending restarts PostgreSQL on each node,
 //     the primary last after a switchover, and applies it.
 //   - haven pg pause shows in haven pg status and refuses a switchover;
-//     haven pg resume ends it.
+//     haven pg resume ends it. haven pg failover is refused while a
+//     primary leads (TestForcedFailover forces one when none may).
 //   - haven restart restarts every agent in turn, the primary's last after
 //     a switchover; each runs the new binary in the process it had.
 //
@@ -241,6 +242,10 @@ database:
 	}
 	if r := haven(t, time.Minute, "pg", "switchover", "-c", path); r.code == 0 || !strings.Contains(r.stderr, "haven pg resume first") {
 		t.Errorf("haven pg switchover while paused: %s\nwant it refused", r)
+	}
+	// A forced failover is for when no node leads: refused while one does.
+	if r := haven(t, time.Minute, "pg", "failover", "--to", "db3", "--yes", "-c", path); r.code == 0 || !strings.Contains(r.stderr, "use haven pg switchover --to db3") {
+		t.Errorf("haven pg failover while a primary leads: %s\nwant it refused", r)
 	}
 	if r := haven(t, time.Minute, "pg", "resume", "-c", path); r.code != 0 || !strings.Contains(r.stdout, "the database is resumed") {
 		t.Fatalf("haven pg resume: %s", r)

@@ -53,6 +53,7 @@ func (a *Agent) routes() {
 	a.admin.HandleMutating("POST /api/v1/database/reinit", a.reinit)
 	a.admin.HandleMutating("POST /api/v1/agent/restart", a.restart)
 	a.admin.HandleMutating("POST /api/v1/database/restart", a.restartDatabase)
+	a.admin.HandleMutating("POST /api/v1/database/failover", a.failover)
 	a.admin.HandleMutating("POST /api/v1/database/pause", a.pause)
 	a.admin.HandleMutating("DELETE /api/v1/database/pause", a.resume)
 	a.admin.HandleMutating("POST /api/v1/traffic/{name}/{target}/{action}", a.trafficAction)

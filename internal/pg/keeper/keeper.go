@@ -130,6 +130,7 @@ type Keeper struct {
 	members map[string]MemberState
 	sync    SyncState
 	paused  *Pause      // the operator's pause record, nil when not paused
+	force   *Force      // the operator's forced failover, nil when none
 	primary MemberState // the last state a primary published
 
 	// session is the supervisor session, while postgres should run.
@@ -416,6 +417,7 @@ func (k *Keeper) watch(ctx context.Context) error {
 			k.mu.Lock()
 			k.sync = rec
 			k.paused = decodePause(m)
+			k.force = decodeForce(m)
 			k.mu.Unlock()
 			k.poke()
 		})
@@ -525,7 +527,7 @@ func (k *Keeper) look() view {
 	}
 	k.mu.Lock()
 	v.members, v.sync, v.primary = k.members, k.sync, k.primary
-	v.paused = k.paused
+	v.paused, v.force = k.paused, k.force
 	k.mu.Unlock()
 	return v
 }

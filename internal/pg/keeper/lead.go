@@ -73,6 +73,9 @@ func (k *Keeper) promote(ctx context.Context, v view) (bool, error) {
 			return false, err
 		}
 	}
+	if k.m.forcedHere(v) {
+		return k.promoteForced(ctx, v, self, start)
+	}
 	states, err := k.confirmPromotion(ctx, v, self)
 	if err != nil {
 		// Stand down for a while: the published states said yes, the
@@ -95,6 +98,32 @@ func (k *Keeper) promote(ctx context.Context, v view) (bool, error) {
 		k.log.Warn("promoting without the old primary's shutdown checkpoint: it was not received in time; the old primary will need pg_rewind, which discards only that checkpoint",
 			append(args, "waited", g.waited.Round(time.Millisecond))...)
 	}
+	return k.promoteNow(ctx, v, start)
+}
+
+// promoteForced promotes this node on the operator's force record,
+// without the other replicas' confirmation or the wait for the old
+// primary's shutdown checkpoint, saying what it may lose; then it removes
+// the record.
+func (k *Keeper) promoteForced(ctx context.Context, v view, self pg.LSN, start time.Time) (bool, error) {
+	var behind uint64
+	if p := v.primary.LSN; p > self {
+		behind = uint64(p - self)
+	}
+	k.log.Warn("forced failover: promoting without the failover rules' checks, as the operator asked; what this node had not received is lost",
+		"by", v.force.Owner, "received", self, "last_primary_position", v.primary.LSN, "behind_bytes", behind)
+	promoted, err := k.promoteNow(ctx, v, start)
+	if promoted {
+		// A veto from a promotion the replicas refused before the force
+		// would hand the lead away again once the record is gone.
+		k.m.vetoUntil, k.m.vetoWhy = time.Time{}, ""
+		k.clearForce(ctx)
+	}
+	return promoted, err
+}
+
+// promoteNow promotes postgres, the checks done.
+func (k *Keeper) promoteNow(ctx context.Context, v view, start time.Time) (bool, error) {
 	if !k.guard.fenceOpen() {
 		return false, errors.New("not promoting: the write fence could not be opened (nftables refused it; its error is logged above); fix nftables, or set database.write_fence: false")
 	}

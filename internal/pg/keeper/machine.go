@@ -55,8 +55,10 @@ type view struct {
 	regionEpoch   int64
 	standbyLeader bool
 	// paused is the operator's pause record (haven pg pause), nil when
-	// the database is not paused.
+	// the database is not paused; force its forced failover (haven pg
+	// failover), nil when none.
 	paused *Pause
+	force  *Force
 }
 
 // primaryLead reports whether the node may act as the primary: it leads,
@@ -599,8 +601,14 @@ func (m *machine) eligible(v view, initialized bool, st MemberState) (bool, stri
 	var ok bool
 	var why string
 	switch {
+	case m.forcedHere(v) && !v.acting:
+		// The operator named this replica: the rules that would keep
+		// it out (lag, the sync record, a pause, a veto) are theirs to waive.
+		ok, why = unfit(st) == "", unfit(st)
 	case v.now.Before(m.vetoUntil):
 		why = m.vetoWhy
+	case v.force != nil && !v.acting:
+		why = fmt.Sprintf("a forced failover to %s is under way (by %s)", v.force.To, v.force.Owner)
 	case v.paused != nil && !v.acting:
 		// The holder stays eligible: it keeps the lead it has. Nobody
 		// else may take it until the operator resumes.
