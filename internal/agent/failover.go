@@ -111,4 +111,3 @@ func failoverPlan(k *keeper.Keeper, to string) (FailoverPlan, error) {
 	}
 	return plan, nil
 }
-
