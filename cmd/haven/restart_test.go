@@ -317,6 +317,8 @@ database:
 		}
 	}
 
+	lintMetrics(t, admins["db1"], "haven_owner_write_duration_seconds", "haven_pg_paused", "haven_pg_primary")
+
 	// A new binary that rejects the file restarts nothing: the agent
 	// asks it first (haven check -n), and says why.
 	script := "#!/bin/sh\nif [ \"$1\" = check ]; then echo 'haven.yaml:3:1: unknown key \"frobnicate\"' >&2; exit 1; fi\nexit 0\n"

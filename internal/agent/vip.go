@@ -141,6 +141,7 @@ func (r *vipRole) compete(ctx context.Context, a *Agent, cluster string, cl *etc
 		Lease:      r.cfg.Lease.D(),
 		Guard:      r.mgr,
 		Logger:     a.log.With("component", "vip", "balancer", r.balancer),
+		Registerer: a.reg,
 	})
 	if err != nil {
 		a.log.Error("vip", "balancer", r.balancer, "err", err)

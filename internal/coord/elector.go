@@ -50,6 +50,10 @@ func (k opKind) String() string {
 	return [...]string{"acquire", "renew", "release"}[k]
 }
 
+// reasonMissedDeadline is the release of a holder whose deadline came
+// before a renewal's answer.
+const reasonMissedDeadline = "lease not renewed before its deadline"
+
 // request is a compare-and-swap write the elector asks its driver to send.
 type request struct {
 	// id numbers the node's requests in the order they were sent; the
@@ -447,7 +451,7 @@ func (e *elector) tick(now time.Time) {
 	e.settle(now)
 	e.joinGroup(now)
 	if e.acting && !now.Before(e.deadline) {
-		e.release("lease not renewed before its deadline")
+		e.release(reasonMissedDeadline)
 	}
 	for id, t := range e.sentAt {
 		if !e.holderDeadline(t).After(now) {

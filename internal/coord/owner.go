@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
@@ -61,6 +62,10 @@ type OwnerConfig struct {
 	RankStep time.Duration
 	Guard    Guard
 	Logger   *slog.Logger
+	// Registerer, when set, exports the owner's metrics (write latency,
+	// missed deadlines), labelled with its singleton; owners may share
+	// one.
+	Registerer prometheus.Registerer
 }
 
 // candidacyTTL is the lease of a candidacy record: a dead candidate stops
@@ -129,6 +134,9 @@ type Owner struct {
 	// that is gone.
 	done chan struct{}
 
+	metrics   *ownerMetrics
+	singleton string // the metrics' label
+
 	// troubleMu guards heldSince and lastTrouble: when this owner last
 	// acquired (zero while it does not hold), and, by the endpoint of the
 	// client it went through, when a copy of a write last failed or took
@@ -172,6 +180,10 @@ func NewOwner(cfg OwnerConfig) (*Owner, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	metrics, err := newOwnerMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
 	e := newElector(electorConfig{
 		node: cfg.Node, priority: cfg.Priority, preempt: cfg.Preempt,
 		lease: cfg.Lease, renew: cfg.Renew, drift: cfg.Drift, rankStep: cfg.RankStep,
@@ -183,15 +195,17 @@ func NewOwner(cfg OwnerConfig) (*Owner, error) {
 		group:   cfg.Member != "",
 	})
 	return &Owner{
-		cfg:      cfg,
-		log:      ownerLogger(cfg),
-		clients:  append([]*clientv3.Client{cfg.Client}, cfg.Alternates...),
-		inputs:   make(chan func(time.Time), 16),
-		results:  make(chan result, 4),
-		changed:  make(chan struct{}),
-		e:        e,
-		done:     make(chan struct{}),
-		candKick: make(chan struct{}, 1),
+		cfg:       cfg,
+		log:       ownerLogger(cfg),
+		metrics:   metrics,
+		singleton: singletonLabel(cfg.Prefix),
+		clients:   append([]*clientv3.Client{cfg.Client}, cfg.Alternates...),
+		inputs:    make(chan func(time.Time), 16),
+		results:   make(chan result, 4),
+		changed:   make(chan struct{}),
+		e:         e,
+		done:      make(chan struct{}),
+		candKick:  make(chan struct{}, 1),
 
 		lastTrouble: map[string]time.Time{},
 	}, nil
@@ -398,6 +412,9 @@ func (o *Owner) step(now time.Time) {
 			o.cfg.Guard.Extend(c.deadline)
 		default:
 			o.log.Info("released", "reason", c.reason)
+			if c.reason == reasonMissedDeadline {
+				o.metrics.missed.WithLabelValues(o.singleton).Inc()
+			}
 			o.setHeld(time.Time{})
 			o.cfg.Guard.Release(c.reason)
 		}
@@ -447,6 +464,7 @@ func (o *Owner) publish() {
 func (o *Owner) send(r request) {
 	ctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(context.Background()), r.timeout)
 	defer cancel()
+	began := time.Now()
 	answers := make(chan result, len(o.clients))
 	for _, cli := range o.clients {
 		go func() { answers <- o.write(ctx, cli, r) }()
@@ -457,6 +475,7 @@ func (o *Owner) send(r request) {
 		switch {
 		case reported:
 		case a.known:
+			o.metrics.writes.WithLabelValues(o.singleton, r.kind.String()).Observe(time.Since(began).Seconds())
 			o.report(a)
 			reported = true
 		default:

@@ -9,8 +9,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/haven-ha/haven/internal/testenv"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/haven-ha/haven/internal/testenv"
 )
 
 // recGuard records what an Owner asked of its guard, with the times, so a
@@ -88,6 +92,7 @@ type ownerHarness struct {
 	nodes  map[string]*ownerNode
 	eps    []string
 	prefix string
+	reg    prometheus.Registerer // the owners' metrics, when set
 }
 
 func newOwnerHarness(t *testing.T) *ownerHarness {
@@ -121,6 +126,7 @@ func (h *ownerHarness) startOwner(cfg OwnerConfig, name string) *ownerNode {
 	g.log = &h.spans
 	h.mu.Unlock()
 	cfg.Client, cfg.Prefix, cfg.Lease, cfg.Guard, cfg.Logger = cli, h.prefix, ownerTestLease, &lockedGuard{g: g, mu: &h.mu}, testLog(h.t)
+	cfg.Registerer = h.reg
 	o, err := NewOwner(cfg)
 	if err != nil {
 		h.t.Fatal(err)
@@ -316,6 +322,8 @@ func TestOwnerIneligibleHolderHandsOver(t *testing.T) {
 
 func TestOwnerCrashedHolderIsReplacedAfterItsDeadline(t *testing.T) {
 	h := newOwnerHarness(t)
+	reg := prometheus.NewRegistry()
+	h.reg = reg
 	a, b := h.startPair(100, 100, false)
 	// The holder's connection to etcd dies: it can no longer renew (as if
 	// its process had frozen or its link were cut). Its guard stops at its
@@ -330,6 +338,25 @@ func TestOwnerCrashedHolderIsReplacedAfterItsDeadline(t *testing.T) {
 	if st := b.o.Status(); st.Holder != "n2" {
 		t.Errorf("n2's status: %+v", st)
 	}
+	// The lost holding is counted, and the writes' latency is observed,
+	// on the one set of series both owners share.
+	if got := testutil.ToFloat64(a.o.metrics.missed.WithLabelValues("vip/web")); got != 1 {
+		t.Errorf("haven_owner_missed_deadlines_total{singleton=vip/web} = %v; want 1 (n1's)", got)
+	}
+	renewed := func() uint64 {
+		var m dto.Metric
+		if err := a.o.metrics.writes.WithLabelValues("vip/web", "renew").(prometheus.Metric).Write(&m); err != nil {
+			t.Fatal(err)
+		}
+		return m.GetHistogram().GetSampleCount()
+	}
+	for start := time.Now(); renewed() == 0 && time.Since(start) < 10*time.Second; {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if renewed() == 0 {
+		t.Error("no renewal's latency observed in haven_owner_write_duration_seconds{op=renew} while n2 holds")
+	}
+	testenv.LintMetrics(t, reg)
 }
 
 func TestOwnerHandoverFailsWhenNotHolder(t *testing.T) {

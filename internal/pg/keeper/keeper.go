@@ -249,6 +249,7 @@ func New(cfg Config) (*Keeper, error) {
 		Lease:      cfg.Lease,
 		Guard:      k.guard,
 		Logger:     log,
+		Registerer: cfg.Registerer,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("pg: keeper: %w", err)

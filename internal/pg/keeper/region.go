@@ -203,6 +203,7 @@ func newRegionPart(k *Keeper, cfg RegionConfig) (*regionPart, error) {
 		Lease:      cfg.Lease,
 		Guard:      r.guard,
 		Logger:     k.log.With("record", "active region"),
+		Registerer: k.cfg.Registerer,
 	})
 	if err != nil {
 		return nil, err
