@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/agent"
+	"github.com/haven-ha/haven/internal/coord"
 )
 
 const coordUsage = `usage: haven coord ACTION [flags]
@@ -32,6 +34,12 @@ actions:
                    term and index; and etcd's raised alarms
   snapshot FILE    save a snapshot of the key space (every record haven keeps in etcd)
                    to FILE, with its size and SHA-256
+  restore FILE -n NODE [--global]
+                   on NODE's machine, with its agent stopped: make NODE's etcd data
+                   directory from FILE (haven coord snapshot's), its old one moved aside,
+                   as a member of a new group of coordination.members with FILE's keys
+                   (revisions bumped past any used before). Restore every member from
+                   the same FILE, then start the agents
   defrag           defragment every member, one at a time, the leader last: the
                    database file shrinks to what is in use
   alarms disarm    clear etcd's alarms (after freeing the space a NOSPACE alarm was for)
@@ -53,6 +61,7 @@ func runCoord(args []string, stdout, stderr io.Writer) error {
 	cfgPath := configFlag(fs)
 	node := fs.String("n", "", "ask this node (default: the first that answers)")
 	with := fs.String("with", "", "replace: the node that takes OLD's place")
+	global := fs.Bool("global", false, "restore: the member of the global scope (coordination.global), not of the node's region")
 	output := outputFlag(fs)
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
@@ -92,6 +101,11 @@ func runCoord(args []string, stdout, stderr io.Writer) error {
 		return nil
 	case pos[0] == "snapshot" && len(pos) == 2:
 		return coordSnapshot(ac, nodes, pos[1], stdout)
+	case pos[0] == "restore" && len(pos) == 2:
+		if *node == "" {
+			return errors.New("coord restore: -n NODE is required: the member to restore, on its machine, with its agent stopped")
+		}
+		return coordRestore(ac, *node, pos[1], *global, stdout)
 	case pos[0] == "defrag" && len(pos) == 1:
 		ac.client.Timeout = 10 * time.Minute
 		var res []agent.DefragResult
@@ -278,4 +292,41 @@ func without(nodes []string, drop string) []string {
 		}
 	}
 	return out
+}
+
+// coordRestore makes node's etcd data directory from the snapshot at path,
+// moving an existing one aside; node's agent must not run.
+func coordRestore(ac *adminClient, node, path string, global bool, stdout io.Writer) error {
+	mc, ok := agent.CoordinationMember(ac.cfg, node, global)
+	if !ok {
+		return fmt.Errorf("coord restore: %s is not a member of its coordination scope (coordination.members%s)", node, map[bool]string{true: " of the global scope"}[global])
+	}
+	if _, err := os.Stat(path); err != nil {
+		return fmt.Errorf("coord restore: %w", err)
+	}
+	if u, err := url.Parse(mc.ClientURL); err == nil {
+		if c, err := net.DialTimeout("tcp", u.Host, time.Second); err == nil {
+			c.Close()
+			return fmt.Errorf("coord restore: %s's etcd member answers at %s: stop its agent first (systemctl stop haven@%s); nothing was changed", node, u.Host, node)
+		}
+	}
+	if entries, err := os.ReadDir(mc.DataDir); err == nil && len(entries) > 0 {
+		aside := mc.DataDir + ".before-restore-" + time.Now().UTC().Format("20060102T150405Z")
+		if err := os.Rename(mc.DataDir, aside); err != nil {
+			return fmt.Errorf("coord restore: move the old data aside: %w", err)
+		}
+		fmt.Fprintf(stdout, "moved %s's old data to %s\n", node, aside)
+	}
+	info, err := coord.RestoreMember(mc, path)
+	if err != nil {
+		return err
+	}
+	members := slices.Sorted(maps.Keys(mc.InitialCluster))
+	fmt.Fprintf(stdout, "restored %s (revision %d, %d keys, %s) into %s as member %s of %s, revisions bumped by %d\n",
+		path, info.Revision, info.Keys, size(info.Size), mc.DataDir, node, strings.Join(members, ", "), coord.RestoreRevisionBump)
+	if others := without(members, node); len(others) > 0 {
+		fmt.Fprintf(stdout, "restore %s from the same file on their machines (haven coord restore FILE -n NODE) before starting any agent: a restored member waits for a quorum of them\n", strings.Join(others, ", "))
+	}
+	fmt.Fprintf(stdout, "then start the agent: systemctl start haven@%s\n", node)
+	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -17,7 +18,10 @@ import (
 // etcd member: members shows it leading and healthy, snapshot saves a
 // database file etcd could restore (bolt's magic, its checksum printed),
 // defrag reports the sizes, haven doctor finds the group healthy, and
-// alarms disarm says none was raised.
+// alarms disarm says none was raised. Then restore: refused while the
+// agent runs; with it stopped, the member's data is moved aside and made
+// from the snapshot, and the agent started again finds the operator's
+// drain the snapshot held, though it was lifted after the snapshot.
 func TestCoord(t *testing.T) {
 	backend := startBackend(t, "app1")
 	admin, listen, client, peer := freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
@@ -29,13 +33,16 @@ func TestCoord(t *testing.T) {
 	if err := os.WriteFile(cfg, []byte(doc), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	start(t, "agent", "-c", cfg, "-n", "lb1")
+	agentProc := start(t, "agent", "-c", cfg, "-n", "lb1")
 	row := regexp.MustCompile(`(?m)^lb1\s+[0-9a-f]+\s+leader\s+ok\s+`)
 	testenv.Poll(t, time.Minute, "lb1 leading in haven coord members", func() (bool, string) {
 		r := haven(t, 20*time.Second, "coord", "members", "-c", cfg)
 		return r.code == 0 && row.MatchString(r.stdout), r.String()
 	})
 
+	if r := haven(t, 30*time.Second, "lb", "drain", "app1", "--reason", "before the snapshot", "-c", cfg); r.code != 0 {
+		t.Fatalf("haven lb drain: %s", r)
+	}
 	snap := filepath.Join(dir, "etcd.snapshot")
 	r := haven(t, 60*time.Second, "coord", "snapshot", snap, "-c", cfg)
 	if r.code != 0 || !regexp.MustCompile(`saved .*etcd.snapshot: .* from lb1, sha256 [0-9a-f]{64}`).MatchString(r.stdout) {
@@ -64,4 +71,26 @@ func TestCoord(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, "no alarm was raised") {
 		t.Errorf("haven coord alarms disarm:\n%s", r)
 	}
+
+	if r := haven(t, 30*time.Second, "lb", "enable", "app1", "-c", cfg); r.code != 0 {
+		t.Fatalf("haven lb enable: %s", r)
+	}
+	if r := haven(t, 30*time.Second, "coord", "restore", snap, "-n", "lb1", "-c", cfg); r.code == 0 || !strings.Contains(r.stderr, "stop its agent first") {
+		t.Errorf("haven coord restore while the agent runs: %s\nwant it refused", r)
+	}
+	if err := agentProc.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := agentProc.wait(t, time.Minute); code != 0 {
+		t.Fatalf("the agent exited %d on SIGTERM", code)
+	}
+	r = haven(t, time.Minute, "coord", "restore", snap, "-n", "lb1", "-c", cfg)
+	if r.code != 0 || !strings.Contains(r.stdout, "moved lb1's old data to ") || !regexp.MustCompile(`restored .*etcd.snapshot \(revision \d+, \d+ keys, .*\) into .* as member lb1 of lb1`).MatchString(r.stdout) {
+		t.Fatalf("haven coord restore: %s", r)
+	}
+	start(t, "agent", "-c", cfg, "-n", "lb1")
+	testenv.Poll(t, time.Minute, "the snapshot's drain of app1 back after the restore", func() (bool, string) {
+		r := haven(t, 20*time.Second, "lb", "status", "-o", "json", "-c", cfg)
+		return r.code == 0 && strings.Contains(r.stdout, `"reason": "before the snapshot"`), r.String()
+	})
 }

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -13,6 +15,8 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/haven-ha/haven/internal/config"
+	"github.com/haven-ha/haven/internal/coord"
 	"github.com/haven-ha/haven/internal/web"
 )
 
@@ -371,4 +375,20 @@ func addMember(ctx context.Context, cli *clientv3.Client, peer string) (*clientv
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
+}
+
+// CoordinationMember is what RestoreCoordination needs to know of node's
+// etcd member: its data directory and client URL, and the members of its
+// scope. ok is false when node is no member of the scope (the global one
+// with global).
+func CoordinationMember(cfg *config.Config, node string, global bool) (m coord.MemberConfig, ok bool) {
+	a := &Agent{opt: Options{Node: node}, log: slog.New(slog.DiscardHandler)}
+	c := newCoordination(a, cfg)
+	if global {
+		c = &coordination{a: a, cfg: cfg, scope: cfg.GlobalCoordination(), global: true}
+	}
+	if c.scope == nil || !slices.Contains(c.scope.Members, node) {
+		return coord.MemberConfig{}, false
+	}
+	return c.memberConfig(), true
 }
