@@ -21,7 +21,10 @@ const dnsUsage = `usage: haven dns serve|drain|enable|status [NAME TARGET] [flag
 actions:
   serve -n NODE                 run NODE's traffic manager alone in the foreground, on its own
                                 checks (no agent, no etcd; SIGHUP reloads; for trying a zone)
-  drain NAME TARGET [--for D]   take TARGET out of NAME's answers on every name server (default for 1h)
+  drain NAME TARGET [--for D] [--reason R]
+                                take TARGET out of NAME's answers on every name server (default for 1h):
+                                with coordination, a record in etcd every name server applies and a
+                                restarted one finds; without, each name server's, in memory
   enable NAME TARGET            end the drain
   status                        what every managed name answers now, as each name server says
 
@@ -34,6 +37,7 @@ func runDNS(args []string, stdout, stderr io.Writer) error {
 	fs.Usage = func() { fmt.Fprint(stderr, dnsUsage); fs.PrintDefaults() }
 	cfgPath := configFlag(fs)
 	dur := fs.Duration("for", time.Hour, "drain: how long the target stays out")
+	reason := fs.String("reason", "", "drain, with coordination: why, kept with the record")
 	node := fs.String("n", "", "serve: the node whose traffic manager to run (one of traffic.nameservers)")
 	within := nodeTimeoutFlag(fs)
 	output := outputFlag(fs)
@@ -74,7 +78,21 @@ func runDNS(args []string, stdout, stderr io.Writer) error {
 		}
 		path := "/api/v1/traffic/" + url.PathEscape(name) + "/" + url.PathEscape(target) + "/" + action
 		if action == "drain" {
-			path += "?for=" + url.QueryEscape(dur.String())
+			path += "?" + url.Values{"for": {dur.String()}, "reason": {*reason}}.Encode()
+		}
+		if ac.cfg.Coordination != nil {
+			// A record in etcd, which every name server applies: one
+			// call, through any name server that is connected.
+			via, err := askAny(ac, t.Nameservers, "POST", path, nil)
+			if err != nil {
+				return err
+			}
+			if action == "drain" {
+				fmt.Fprintf(stdout, "%s/%s drained for %s on every name server (recorded in etcd through %s)\n", name, target, dur, via)
+			} else {
+				fmt.Fprintf(stdout, "%s/%s enabled on every name server (record removed through %s)\n", name, target, via)
+			}
+			return nil
 		}
 		// Every name server answers for the zone: each must drain.
 		var errs []error

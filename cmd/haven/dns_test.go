@@ -75,3 +75,63 @@ traffic:
 		t.Errorf("haven dns serve exited %d after SIGTERM", code)
 	}
 }
+
+// With coordination, haven dns drain is a record in etcd: one call drains
+// the target on every name server, the answers leave it out, and the
+// drain is still there after the name server's agent restarts (haven
+// restart); haven dns enable removes it.
+func TestDNSDrainRecordSurvivesRestart(t *testing.T) {
+	backend := startBackend(t, "app1")
+	admin, listen, dnsAddr, client, peer := freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
+	port := func(a string) string { return a[strings.LastIndex(a, ":")+1:] }
+	path := filepath.Join(t.TempDir(), "haven.yaml")
+	doc := fmt.Sprintf(`traffic:
+  zone: e2e.test.
+  nameservers: [lb1]
+  listen: %q
+  records:
+    www: {policy: all, targets: [{name: a, address: 127.0.0.9}, {name: b, address: 127.0.0.10}]}
+`, dnsAddr) + e2eConfig(admin, listen, []e2eBackend{{name: "app1", addr: backend}}, "") +
+		fmt.Sprintf("coordination: {members: [lb1], client_port: %s, peer_port: %s, data_dir: %q}\n", port(client), port(peer), filepath.Join(testenv.MemoryDir(t), "{node}"))
+	if err := os.WriteFile(path, []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	start(t, "agent", "-c", path, "-n", "lb1")
+	answers := func() string {
+		var out []string
+		for _, rr := range askA(t, dnsAddr, "www.e2e.test.").Answer {
+			if a, ok := rr.(*dns.A); ok {
+				out = append(out, a.A.String())
+			}
+		}
+		return strings.Join(out, " ")
+	}
+	testenv.Poll(t, time.Minute, "the agent connected to etcd and answering both targets", func() (bool, string) {
+		r := haven(t, 20*time.Second, "status", "-c", path)
+		return r.code == 0 && strings.Contains(r.stdout, "lb1: ready") && answers() == "127.0.0.9 127.0.0.10", r.String()
+	})
+	r := haven(t, 30*time.Second, "dns", "drain", "www", "a", "--for", "10m", "--reason", "maintenance in east", "-c", path)
+	if r.code != 0 || !strings.Contains(r.stdout, "www/a drained for 10m0s on every name server (recorded in etcd through lb1)") {
+		t.Fatalf("haven dns drain: %s", r)
+	}
+	if got := answers(); got != "127.0.0.10" {
+		t.Errorf("www answers %q after the drain; want only b's 127.0.0.10", got)
+	}
+	if r := haven(t, 3*time.Minute, "restart", "-c", path); r.code != 0 {
+		t.Fatalf("haven restart: %s", r)
+	}
+	if r := haven(t, 20*time.Second, "dns", "status", "-c", path); !strings.Contains(r.stdout, "a 127.0.0.9 drained until") {
+		t.Errorf("haven dns status after the restart:\n%s\nwant a still drained", r)
+	}
+	if got := answers(); got != "127.0.0.10" {
+		t.Errorf("www answers %q after the restart; want only b's 127.0.0.10 (the drain is kept in etcd)", got)
+	}
+	r = haven(t, 30*time.Second, "dns", "enable", "www", "a", "-c", path)
+	if r.code != 0 || !strings.Contains(r.stdout, "www/a enabled on every name server") {
+		t.Fatalf("haven dns enable: %s", r)
+	}
+	testenv.Poll(t, 10*time.Second, "www answering both targets again", func() (bool, string) {
+		got := answers()
+		return got == "127.0.0.9 127.0.0.10", got
+	})
+}

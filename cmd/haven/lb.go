@@ -272,7 +272,7 @@ func overridesFor(bal string, as []answer[overridesAnswer]) ([]opstate.Record, s
 		}
 		rs := []opstate.Record{}
 		for _, r := range a.val.Records {
-			if r.Balancer == bal {
+			if r.Kind == "" && r.Balancer == bal {
 				rs = append(rs, r)
 			}
 		}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"reflect"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 
@@ -65,6 +66,7 @@ type Agent struct {
 	// read from etcd; overridesSeen is set once they have been read.
 	overrides     []opstate.Record
 	overridesSeen bool
+	dnsDrains     map[string]time.Time // the traffic names' drains in etcd, by gtm.DrainKey
 	applyMu       sync.Mutex // serialises applyOverrides
 	// started is when New ran, in /api/v1/status: a restarted agent keeps
 	// its pid and answers with a later one. restartc carries a restart
@@ -340,6 +342,9 @@ func (a *Agent) startCoordinated(cfg *config.Config, rs *roles, st *stack) error
 		rs.coord.onConnected(rs.router.follow)
 	}
 	if rs.global != nil {
+		if cfg.Traffic != nil && slices.Contains(cfg.Traffic.Nameservers, a.opt.Node) {
+			rs.global.onConnected(a.watchDNSDrains)
+		}
 		// Stopped after the region's roles: the keeper leaves the
 		// active-region record on its way out.
 		rs.global.start()

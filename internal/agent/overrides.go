@@ -71,6 +71,10 @@ func (a *Agent) setOverrides(rs []opstate.Record) {
 	cfg := a.cfg
 	a.mu.Unlock()
 	a.applyOverrides(cfg)
+	if cfg.GlobalCoordination() == nil {
+		// The traffic names' drains are in this scope too.
+		a.setDNSDrains(rs)
+	}
 }
 
 // applyOverrides brings every running balancer's backends in line with
@@ -97,7 +101,9 @@ func (a *Agent) applyOverrides(cfg *config.Config) {
 	type key struct{ bal, be, what string }
 	want := map[key]string{}
 	for _, r := range rs {
-		want[key{r.Balancer, r.Backend, r.What}] = r.Value
+		if r.Kind == "" { // a balancer's, not a traffic name's
+			want[key{r.Balancer, r.Backend, r.What}] = r.Value
+		}
 	}
 	for name, b := range running {
 		bc := cfg.Balancers[name]

@@ -61,6 +61,12 @@ func (a *Agent) startTraffic(cfg *config.Config) (*trafficRole, error) {
 	if err := a.reg.Register(svc.Server()); err != nil {
 		a.log.Warn("traffic manager metrics not registered", "err", err)
 	}
+	a.mu.Lock()
+	drains := a.dnsDrains
+	a.mu.Unlock()
+	if drains != nil {
+		svc.SetRecordedDrains(drains) // those seen before the role (re)started
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &trafficRole{svc: svc, cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- svc.Run(ctx, udp, tcp) }()
@@ -140,7 +146,9 @@ func (r *trafficRole) stop(a *Agent) {
 
 // trafficAction serves POST /api/v1/traffic/{name}/{target}/drain?for=D
 // and .../enable: an operator's drain of a target, with an expiry
-// (default 1h), and its end.
+// (default 1h), and its end: a record in etcd that every name server
+// applies, with coordination; this name server's alone, in memory,
+// without.
 func (a *Agent) trafficAction(w http.ResponseWriter, r *http.Request) {
 	a.mu.Lock()
 	tr := a.traffic
@@ -150,22 +158,36 @@ func (a *Agent) trafficAction(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name, target := r.PathValue("name"), r.PathValue("target")
-	var err error
-	switch r.PathValue("action") {
-	case "drain":
-		d := time.Hour
-		if v := r.URL.Query().Get("for"); v != "" {
-			if d, err = time.ParseDuration(v); err != nil || d <= 0 {
-				web.WriteError(w, http.StatusBadRequest, fmt.Errorf("for=%q is not a positive duration such as 30m", v))
-				return
-			}
-		}
-		err = tr.svc.Drain(name, target, d)
-	case "enable":
-		err = tr.svc.Enable(name, target)
-	default:
-		web.WriteError(w, http.StatusBadRequest, fmt.Errorf("action %q is not one of drain, enable", r.PathValue("action")))
+	action := r.PathValue("action")
+	if action != "drain" && action != "enable" {
+		web.WriteError(w, http.StatusBadRequest, fmt.Errorf("action %q is not one of drain, enable", action))
 		return
+	}
+	d := time.Hour
+	if v := r.URL.Query().Get("for"); v != "" && action == "drain" {
+		var err error
+		if d, err = time.ParseDuration(v); err != nil || d <= 0 {
+			web.WriteError(w, http.StatusBadRequest, fmt.Errorf("for=%q is not a positive duration such as 30m", v))
+			return
+		}
+	}
+	// Unknown names and targets are refused before anything is written.
+	if err := tr.svc.Known(name, target); err != nil {
+		web.WriteError(w, http.StatusNotFound, err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), overridesTimeout)
+	defer cancel()
+	recorded, err := a.recordDNSDrain(ctx, r, tr, name, target, action == "drain", d)
+	switch {
+	case recorded && err != nil:
+		web.WriteError(w, http.StatusServiceUnavailable, err)
+		return
+	case recorded:
+	case action == "drain":
+		err = tr.svc.Drain(name, target, d)
+	default:
+		err = tr.svc.Enable(name, target)
 	}
 	if err != nil {
 		web.WriteError(w, http.StatusNotFound, err)

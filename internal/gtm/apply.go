@@ -27,14 +27,14 @@ func (s *Service) apply() {
 	}
 	for _, tm := range s.monitors {
 		key := viewKey(tm.name, tm.target)
-		if until, ok := s.drained[key]; ok {
-			if now.Before(until) {
-				s.srv.SetHealth(tm.name, tm.target, false)
-				later(until)
-				continue
-			}
+		if until, ok := s.drained[key]; ok && !now.Before(until) {
 			delete(s.drained, key)
 			s.log.Info("drain ended", "name", tm.name, "target", tm.target)
+		}
+		if until := s.drainedUntil(key); now.Before(until) {
+			s.srv.SetHealth(tm.name, tm.target, false)
+			later(until)
+			continue
 		}
 		up, ok := eff[key]
 		if !ok {

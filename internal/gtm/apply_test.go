@@ -149,3 +149,34 @@ func TestDrain(t *testing.T) {
 	}
 	answersNow(t, svc, "west drained, east up", eastAnswer)
 }
+
+// A drain kept in etcd takes the target out of the answers as a local one
+// does, until its time or until the records no longer hold it; a local
+// Enable does not end it (the record does), and the later of a local and
+// a recorded drain counts.
+func TestRecordedDrain(t *testing.T) {
+	svc, clk := simService(t, 0, 0)
+	verdict(t, svc, "www", "east", true)
+	east := func() TargetStatus { return svc.Status().Names[0].Targets[0] }
+
+	svc.SetRecordedDrains(map[string]time.Time{DrainKey("www", "east"): epoch.Add(time.Hour)})
+	answersNow(t, svc, "east drained by a record", westAnswer)
+	if got := east().DrainedUntil; !got.Equal(epoch.Add(time.Hour)) {
+		t.Errorf("status says east is drained until %v, want the record's %v", got, epoch.Add(time.Hour))
+	}
+	if err := svc.Enable("www", "east"); err != nil {
+		t.Fatal(err)
+	}
+	answersNow(t, svc, "a local enable leaves the record's drain", westAnswer)
+	svc.SetRecordedDrains(nil)
+	answersNow(t, svc, "the record removed", eastAnswer)
+
+	svc.SetRecordedDrains(map[string]time.Time{DrainKey("www", "east"): epoch.Add(time.Minute)})
+	if err := svc.Drain("www", "east", 2*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(time.Minute)
+	answersNow(t, svc, "the record's time is up, the local drain's is not", westAnswer)
+	clk.Advance(time.Minute)
+	answersSoon(t, svc, "both ended", eastAnswer)
+}

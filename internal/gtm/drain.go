@@ -2,6 +2,7 @@ package gtm
 
 import (
 	"fmt"
+	"maps"
 	"strings"
 	"time"
 )
@@ -62,4 +63,38 @@ func (s *Service) noTarget(rel, target string) error {
 		return fmt.Errorf("gtm: traffic.records has no name %q", rel)
 	}
 	return fmt.Errorf("gtm: %s has no target %q (its targets: %s)", rel, target, strings.Join(have, ", "))
+}
+
+// SetRecordedDrains replaces the drains kept in etcd (haven dns drain on a
+// cluster with coordination, which every name server watches): each key,
+// DrainKey(name, target), is out of the answers until its time, as a
+// local drain is. The record's lease ends it in etcd; the watch then
+// takes it away here.
+func (s *Service) SetRecordedDrains(drains map[string]time.Time) {
+	s.mu.Lock()
+	s.recorded = maps.Clone(drains)
+	s.mu.Unlock()
+	s.apply()
+}
+
+// DrainKey is the key of rel's target in SetRecordedDrains.
+func DrainKey(rel, target string) string { return viewKey(rel, target) }
+
+// drainedUntil is when key's drain ends, local or recorded, whichever
+// ends later (zero: not drained). Called with s.mu held.
+func (s *Service) drainedUntil(key string) time.Time {
+	until := s.drained[key]
+	if r := s.recorded[key]; r.After(until) {
+		until = r
+	}
+	return until
+}
+
+// Known says whether rel is a managed name with a target called target,
+// and if not, which targets it has.
+func (s *Service) Known(rel, target string) error {
+	if s.monitor(rel, target) == nil {
+		return s.noTarget(rel, target)
+	}
+	return nil
 }

@@ -61,9 +61,11 @@ type Service struct {
 	activeRegion *string
 	// differing marks since when a target's verdict has differed from
 	// what the server answers (for the failover and failback delays);
-	// drained holds an operator's drains and when they end.
+	// drained holds an operator's drains and when they end; recorded
+	// those kept in etcd (SetRecordedDrains).
 	differing map[string]time.Time
 	drained   map[string]time.Time
+	recorded  map[string]time.Time
 	delays    map[string][2]time.Duration // by name: failover, failback
 	reapply   *reapply                    // the next apply a delay or drain needs
 	closed    bool                        // by Close: nothing is scheduled any more

@@ -61,7 +61,14 @@ func (s *Service) Status() Status {
 			}
 		}
 	}
-	drained := maps.Clone(s.drained)
+	drained := map[string]time.Time{}
+	for _, m := range []map[string]time.Time{s.drained, s.recorded} {
+		for k := range m {
+			if u := s.drainedUntil(k); s.clock.Now().Before(u) {
+				drained[k] = u
+			}
+		}
+	}
 	votes := maps.Clone(s.votes)
 	s.mu.Unlock()
 	st := Status{Zone: s.srv.Zone().Origin, Views: ViewMode(s.srv.viewMode.Load().(string))}

@@ -8,6 +8,7 @@
 //
 //	lb/BALANCER/BACKEND/state   {"value":"drain",...}   drain | maint
 //	lb/BALANCER/BACKEND/weight  {"value":"50",...}      0-256
+//	dns/NAME/TARGET/state       {"kind":"dns","value":"drain","until":...}
 //
 // A record with an end is written under an etcd lease of its remaining
 // time, so that it disappears when it ends even if no agent runs then.
@@ -31,6 +32,10 @@ import (
 
 // Record is one override.
 type Record struct {
+	// Kind is what it overrides: "" for a balancer's backend, KindDNS for
+	// a traffic name's target (Balancer is then the name, Backend the
+	// target, and the only record a drain).
+	Kind string `json:"kind,omitempty"`
 	// Balancer and Backend name what it overrides; What is "state" or
 	// "weight", Value its value ("drain", "maint"; "0"-"256").
 	Balancer string `json:"balancer"`
@@ -52,12 +57,19 @@ const (
 	Weight = "weight"
 )
 
+// KindDNS marks a record of a traffic name's target (haven dns drain).
+const KindDNS = "dns"
+
 // Prefix is the key prefix of cluster's records.
 func Prefix(cluster string) string { return "/haven/" + cluster + "/operator/" }
 
 // Key is the record's key.
 func (r Record) Key(cluster string) string {
-	return Prefix(cluster) + "lb/" + r.Balancer + "/" + r.Backend + "/" + r.What
+	kind := "lb"
+	if r.Kind == KindDNS {
+		kind = KindDNS
+	}
+	return Prefix(cluster) + kind + "/" + r.Balancer + "/" + r.Backend + "/" + r.What
 }
 
 // Valid says what is wrong with r, if anything.
@@ -66,6 +78,19 @@ func (r Record) Valid() error {
 		if f.v == "" || strings.ContainsAny(f.v, "/\x00") {
 			return fmt.Errorf("opstate: %s %q must be a non-empty name without /", f.name, f.v)
 		}
+	}
+	switch r.Kind {
+	case "":
+	case KindDNS:
+		if r.What != State || r.Value != "drain" {
+			return fmt.Errorf("opstate: a traffic target's record is a drain (state drain), not %s %q", r.What, r.Value)
+		}
+		if r.Until.IsZero() {
+			return errors.New("opstate: a traffic target's drain needs an end")
+		}
+		return nil
+	default:
+		return fmt.Errorf("opstate: kind %q is not lb or dns", r.Kind)
 	}
 	switch r.What {
 	case State:
@@ -114,7 +139,13 @@ func Put(ctx context.Context, cli *clientv3.Client, cluster string, r Record) er
 // Delete removes the record of balancer/backend's what; it reports whether
 // there was one.
 func Delete(ctx context.Context, cli *clientv3.Client, cluster, balancer, backend, what string) (bool, error) {
-	key := Record{Balancer: balancer, Backend: backend, What: what}.Key(cluster)
+	return DeleteRecord(ctx, cli, cluster, Record{Balancer: balancer, Backend: backend, What: what})
+}
+
+// DeleteRecord removes the record with r's key; it reports whether there
+// was one.
+func DeleteRecord(ctx context.Context, cli *clientv3.Client, cluster string, r Record) (bool, error) {
+	key := r.Key(cluster)
 	resp, err := cli.Delete(ctx, key)
 	if err != nil {
 		return false, fmt.Errorf("opstate: delete %s: %w", key, err)

@@ -104,6 +104,19 @@ func TestRecordsReachEveryWatcher(t *testing.T) {
 
 // TestBadRecords: Put refuses what no balancer could apply, and a key
 // someone wrote by hand that does not decode is skipped, not applied.
+// A traffic target's drain has its own key, apart from a backend of a
+// balancer with the same names.
+func TestDNSRecordKey(t *testing.T) {
+	dns := Record{Kind: KindDNS, Balancer: "www", Backend: "east", What: State, Value: "drain", Until: time.Now().Add(time.Hour)}
+	lb := Record{Balancer: "www", Backend: "east", What: State, Value: "drain"}
+	if err := dns.Valid(); err != nil {
+		t.Fatal(err)
+	}
+	if got := dns.Key("c"); got != "/haven/c/operator/dns/www/east/state" || got == lb.Key("c") {
+		t.Errorf("dns record key %q (the balancer's: %q)", got, lb.Key("c"))
+	}
+}
+
 func TestBadRecords(t *testing.T) {
 	for _, r := range []Record{
 		{Balancer: "web", Backend: "app1", What: State, Value: "off"},
@@ -112,6 +125,10 @@ func TestBadRecords(t *testing.T) {
 		{Balancer: "web", Backend: "a/b", What: State, Value: "drain"},
 		{Balancer: "", Backend: "app1", What: State, Value: "drain"},
 		{Balancer: "web", Backend: "app1", What: "colour", Value: "red"},
+		{Kind: KindDNS, Balancer: "www", Backend: "east", What: State, Value: "maint", Until: time.Now().Add(time.Hour)},
+		{Kind: KindDNS, Balancer: "www", Backend: "east", What: Weight, Value: "5", Until: time.Now().Add(time.Hour)},
+		{Kind: KindDNS, Balancer: "www", Backend: "east", What: State, Value: "drain"}, // no end
+		{Kind: "queue", Balancer: "www", Backend: "east", What: State, Value: "drain"},
 	} {
 		if err := r.Valid(); err == nil {
 			t.Errorf("%+v is valid", r)
