@@ -67,7 +67,7 @@ type Agent struct {
 	overrides     []opstate.Record
 	overridesSeen bool
 	dnsDrains     map[string]time.Time // the traffic names' drains in etcd, by gtm.DrainKey
-	applyMu       sync.Mutex // serialises applyOverrides
+	applyMu       sync.Mutex           // serialises applyOverrides
 	// started is when New ran, in /api/v1/status: a restarted agent keeps
 	// its pid and answers with a later one. restartc carries a restart
 	// asked through the admin API to Run.
