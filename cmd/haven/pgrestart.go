@@ -36,7 +36,11 @@ func pgRestart(ac *adminClient, nodes []string, pending bool, wait time.Duration
 		}
 	}
 	order := restartOrder(nodes, d.Primary)
-	if lowered := loweredSettings(d); len(lowered) > 0 && slices.Contains(nodes, d.Primary) {
+	lowered := loweredSettings(d)
+	if len(lowered) > 0 && !slices.Contains(nodes, d.Primary) {
+		return fmt.Errorf("pg restart: %s lowered and pending a restart: a replica restarted before the primary %s could not start (a standby needs at least its primary's value); restart the primary too (haven pg restart --pending); nothing was restarted", strings.Join(lowered, ", "), d.Primary)
+	}
+	if len(lowered) > 0 {
 		// A standby cannot start with less than its primary's value of
 		// these: the primary goes first, in place, writes waiting the
 		// second it takes; then the standbys.

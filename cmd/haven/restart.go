@@ -59,6 +59,9 @@ func runRestart(args []string, stdout, stderr io.Writer) error {
 	primary := databasePrimary(ac)
 	if db := ac.cfg.Database; db != nil {
 		d, _, _, err := newestDatabase(db.Nodes, askEach[*agent.DatabaseStatus](ac, db.Nodes, "/api/v1/database", 5*time.Second))
+		if err == nil && d.Paused != nil && slices.Contains(nodes, d.Primary) && len(db.Nodes) > 1 {
+			return fmt.Errorf("restart: the database is %s: its primary %s cannot be switched over before its agent restarts, and nobody would take over; haven pg resume first, or restart the other nodes only; nothing was restarted", d.Paused, d.Primary)
+		}
 		if err == nil {
 			if lowered := loweredSettings(d); len(lowered) > 0 {
 				return fmt.Errorf("restart: %s lowered and pending a restart: a replica restarted first could not start (a standby needs at least its primary's value); run haven pg restart --pending first, which restarts the primary first; nothing was restarted", strings.Join(lowered, ", "))

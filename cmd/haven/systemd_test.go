@@ -10,10 +10,13 @@ import (
 	"time"
 )
 
-// sdListener stands in for systemd's notification socket.
+// sdListener stands in for systemd's notification socket. It reads
+// every notification as it comes, as systemd does: a socket left unread
+// while the test waits for something else fills up, and the agent's
+// writes time out.
 type sdListener struct {
-	t *testing.T
-	c *net.UnixConn
+	t    *testing.T
+	msgs chan string
 }
 
 func listenNotify(t *testing.T) (*sdListener, string) {
@@ -23,30 +26,46 @@ func listenNotify(t *testing.T) (*sdListener, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Close() })
-	return &sdListener{t, c}, path
+	l := &sdListener{t: t, msgs: make(chan string, 10000)}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 4096)
+		for {
+			n, err := c.Read(buf)
+			if err != nil {
+				return
+			}
+			select {
+			case l.msgs <- string(buf[:n]):
+			default: // the test stopped reading: drop
+			}
+		}
+	}()
+	t.Cleanup(func() { c.Close(); <-done })
+	return l, path
 }
 
 // next returns the next notification that starts with one of prefixes,
 // skipping others (the watchdog's keep-alives), within timeout.
 func (l *sdListener) next(timeout time.Duration, prefixes ...string) string {
 	l.t.Helper()
-	deadline := time.Now().Add(timeout)
+	deadline := time.After(timeout)
 	var seen []string
-	buf := make([]byte, 4096)
 	for {
-		l.c.SetReadDeadline(deadline)
-		n, err := l.c.Read(buf)
-		if err != nil {
-			l.t.Fatalf("no %q from the agent within %s (got %q): %v", prefixes, timeout, seen, err)
-		}
-		msg := string(buf[:n])
-		for _, p := range prefixes {
-			if strings.HasPrefix(msg, p) {
-				return msg
+		select {
+		case msg := <-l.msgs:
+			for _, p := range prefixes {
+				if strings.HasPrefix(msg, p) {
+					return msg
+				}
 			}
+			if len(seen) < 20 {
+				seen = append(seen, msg)
+			}
+		case <-deadline:
+			l.t.Fatalf("no %q from the agent within %s (got %q)", prefixes, timeout, seen)
 		}
-		seen = append(seen, msg)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -67,12 +68,14 @@ type Agent struct {
 	overrides     []opstate.Record
 	overridesSeen bool
 	dnsDrains     map[string]time.Time // the traffic names' drains in etcd, by gtm.DrainKey
+	dnsApplyMu    sync.Mutex           // serialises applyDNSDrains
 	applyMu       sync.Mutex           // serialises applyOverrides
 	// started is when New ran, in /api/v1/status: a restarted agent keeps
 	// its pid and answers with a later one. restartc carries a restart
 	// asked through the admin API to Run.
-	started  time.Time
-	restartc chan struct{}
+	started    time.Time
+	restartc   chan struct{}
+	restarting atomic.Bool // a restart was accepted
 }
 
 // roles are the parts of the agent that start once, with Run, when
@@ -254,13 +257,17 @@ func (a *Agent) start(st *stack) error {
 	a.roles = rs
 	a.mu.Unlock()
 
+	if cfg.Traffic != nil && slices.Contains(cfg.Traffic.Nameservers, a.opt.Node) {
+		// The operator's drains before the name server answers.
+		if c := a.dnsScope(); c != nil {
+			a.preloadDNSDrains(c)
+		}
+	}
 	tr, err := a.startTraffic(cfg)
 	if err != nil {
 		return err
 	}
-	a.mu.Lock()
-	a.traffic = tr
-	a.mu.Unlock()
+	a.setTraffic(tr)
 	st.push("traffic manager", func() {
 		a.reloadMu.Lock() // a reload may have started or stopped the role
 		a.mu.Lock()

@@ -36,6 +36,12 @@ func (a *Agent) watchDNSDrains(ctx context.Context, cl *etcdClients) {
 // setDNSDrains keeps the traffic names' drains among rs and applies them
 // to the traffic manager, when this node runs one.
 func (a *Agent) setDNSDrains(rs []opstate.Record) {
+	a.storeDNSDrains(rs)
+	a.applyDNSDrains()
+}
+
+// storeDNSDrains keeps the traffic names' drains among rs.
+func (a *Agent) storeDNSDrains(rs []opstate.Record) {
 	drains := map[string]time.Time{}
 	for _, r := range rs {
 		if r.Kind == opstate.KindDNS {
@@ -44,11 +50,7 @@ func (a *Agent) setDNSDrains(rs []opstate.Record) {
 	}
 	a.mu.Lock()
 	a.dnsDrains = drains
-	tr := a.traffic
 	a.mu.Unlock()
-	if tr != nil {
-		tr.svc.SetRecordedDrains(drains)
-	}
 }
 
 // recordDNSDrain writes or removes (drain false) the record of name's
@@ -112,4 +114,40 @@ func applied(st gtm.Status, name, target string) bool {
 		}
 	}
 	return false
+}
+
+// setTraffic makes tr the running traffic role and gives it the drains
+// read from etcd so far.
+func (a *Agent) setTraffic(tr *trafficRole) {
+	a.mu.Lock()
+	a.traffic = tr
+	a.mu.Unlock()
+	a.applyDNSDrains()
+}
+
+// applyDNSDrains gives the running traffic role the drains last read from
+// etcd. Serialised, each reading the latest of both: a watch that
+// delivers while the role starts is neither lost nor overtaken by an
+// older set.
+func (a *Agent) applyDNSDrains() {
+	a.dnsApplyMu.Lock()
+	defer a.dnsApplyMu.Unlock()
+	a.mu.Lock()
+	tr, drains := a.traffic, a.dnsDrains
+	a.mu.Unlock()
+	if tr != nil && drains != nil {
+		tr.svc.SetRecordedDrains(drains)
+	}
+}
+
+// preloadDNSDrains reads the traffic names' drains from c's etcd before
+// the traffic role starts, so that a restarted name server never answers
+// with a target an operator drained.
+func (a *Agent) preloadDNSDrains(c *coordination) {
+	rs, err := a.listRecords(c)
+	if err != nil {
+		a.log.Warn("the traffic names' drains not read before the name server starts: they apply once etcd answers", "err", err)
+		return
+	}
+	a.storeDNSDrains(rs)
 }

@@ -45,21 +45,30 @@ const preloadTimeout = 2 * time.Second
 // start, so that a restarted agent does not send a moment of traffic to a
 // backend an operator took out (a drain, maintenance for a deploy).
 func (a *Agent) preloadOverrides(c *coordination) {
+	rs, err := a.listRecords(c)
+	if err != nil {
+		a.log.Warn("operator records not read before the balancers start: they apply once etcd answers", "err", err)
+		return
+	}
+	a.mu.Lock()
+	a.overrides, a.overridesSeen = rs, true
+	a.mu.Unlock()
+	a.log.Info("operator records read before the balancers start", "records", len(rs))
+}
+
+// listRecords reads the operator's records from c's etcd, within
+// preloadTimeout, through a client of its own: the coordination connects
+// later, in the background.
+func (a *Agent) listRecords(c *coordination) ([]opstate.Record, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), preloadTimeout)
 	defer cancel()
 	cli, err := coord.NewClient(ctx, coord.ClientConfig{Endpoints: c.endpoints(), TLS: c.tls(), DialTimeout: preloadTimeout, Logger: a.log})
-	if err == nil {
-		defer cli.Close()
-		var rs []opstate.Record
-		if rs, _, _, err = opstate.List(ctx, cli, c.cfg.Cluster); err == nil {
-			a.mu.Lock()
-			a.overrides, a.overridesSeen = rs, true
-			a.mu.Unlock()
-			a.log.Info("operator records read before the balancers start", "records", len(rs))
-			return
-		}
+	if err != nil {
+		return nil, err
 	}
-	a.log.Warn("operator records not read before the balancers start: they apply once etcd answers", "err", err)
+	defer cli.Close()
+	rs, _, _, err := opstate.List(ctx, cli, c.cfg.Cluster)
+	return rs, err
 }
 
 // setOverrides keeps the records and applies them to the running

@@ -61,12 +61,11 @@ func (a *Agent) restart(w http.ResponseWriter, r *http.Request) {
 		web.WriteError(w, http.StatusConflict, fmt.Errorf("%s version: %w; nothing was restarted", exe, err))
 		return
 	}
-	select {
-	case a.restartc <- struct{}{}:
-	default:
+	if !a.restarting.CompareAndSwap(false, true) {
 		web.WriteError(w, http.StatusConflict, errors.New("a restart is already under way"))
 		return
 	}
+	a.restartc <- struct{}{} // buffered, and sent once: never blocks
 	plan := RestartPlan{Node: a.opt.Node, PID: os.Getpid(), Executable: exe, Version: a.opt.Version,
 		Next: strings.TrimPrefix(strings.TrimSpace(string(next)), "haven "), Started: a.started}
 	a.log.Warn("restart requested through the admin API: stopping, then executing the binary again",

@@ -61,12 +61,6 @@ func (a *Agent) startTraffic(cfg *config.Config) (*trafficRole, error) {
 	if err := a.reg.Register(svc.Server()); err != nil {
 		a.log.Warn("traffic manager metrics not registered", "err", err)
 	}
-	a.mu.Lock()
-	drains := a.dnsDrains
-	a.mu.Unlock()
-	if drains != nil {
-		svc.SetRecordedDrains(drains) // those seen before the role (re)started
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &trafficRole{svc: svc, cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- svc.Run(ctx, udp, tcp) }()
@@ -123,9 +117,7 @@ func (a *Agent) reloadTraffic(cfg *config.Config) ([]string, error) {
 		if err != nil {
 			return nil, err
 		}
-		a.mu.Lock()
-		a.traffic = tr
-		a.mu.Unlock()
+		a.setTraffic(tr)
 	}
 	return nil, nil
 }

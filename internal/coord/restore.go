@@ -56,7 +56,7 @@ func RestoreMember(cfg MemberConfig, path string) (SnapshotInfo, error) {
 		OutputDataDir:       m.dataDir,
 		PeerURLs:            []string{m.peer.String()},
 		InitialCluster:      clusterString(initial),
-		InitialClusterToken: m.token,
+		InitialClusterToken: restoredToken(m.token, st.Hash),
 		RevisionBump:        RestoreRevisionBump,
 		MarkCompacted:       true,
 	})
@@ -64,4 +64,14 @@ func RestoreMember(cfg MemberConfig, path string) (SnapshotInfo, error) {
 		return SnapshotInfo{}, fmt.Errorf("coord: restore %s into %s: %w", path, m.dataDir, err)
 	}
 	return SnapshotInfo{Revision: st.Revision, Keys: st.TotalKey, Size: st.TotalSize, Hash: st.Hash}, nil
+}
+
+// restoredToken is the cluster token of a group restored from the
+// snapshot with hash: the same for every member restored from that file,
+// and another than the old group's, so that the restored group's member
+// and cluster IDs differ from the old ones and a member still holding the
+// old group's data cannot be taken for one of the new (etcd uses the
+// token only to make those IDs, when a data directory is created).
+func restoredToken(token string, hash uint32) string {
+	return fmt.Sprintf("%s-restored-%08x", token, hash)
 }

@@ -2,9 +2,11 @@ package pg
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -53,8 +55,17 @@ func (s *Server) Reconfigure(ctx context.Context, settings map[string]string, hb
 		}
 	}
 	hbaChanged := !slices.Equal(hba, s.cfg.hba)
+	oldConf, oldHBA := s.cfg.userConf, s.cfg.hba
 	s.cfg.userConf, s.cfg.hba = conf, slices.Clone(hba)
 	err = s.cfg.writeConfigLocked()
+	if err == nil && (len(changed) > 0 || hbaChanged) {
+		if cerr := s.checkConf(ctx); cerr != nil {
+			// Put the files back as they were: postgres must never
+			// read values it would refuse at its next start.
+			s.cfg.userConf, s.cfg.hba = oldConf, oldHBA
+			err = errors.Join(cerr, s.cfg.writeConfigLocked())
+		}
+	}
 	s.cfg.kmu.Unlock()
 	slices.Sort(changed)
 	out.Changed = changed
@@ -101,6 +112,27 @@ func (s *Server) lowered(ctx context.Context, pending []string, conf map[string]
 	return out, nil
 }
 
+// checkConfTimeout bounds checkConf.
+const checkConfTimeout = 30 * time.Second
+
+// checkConf has PostgreSQL read the configuration files as it would at
+// its next start (postgres -C, which the running server does not mind)
+// and fails with what it says when it would refuse them: an unknown
+// parameter, a value out of range or of the wrong kind. A reload would
+// only log these and go on with the old values.
+func (s *Server) checkConf(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, checkConfTimeout)
+	defer cancel()
+	out, err := s.command(ctx, "postgres", "-D", s.cfg.dataDir, "-C", "port").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("PostgreSQL refuses the settings (%w): %s", err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// reloadTimeout bounds the wait for a reload to reach haven's session.
+const reloadTimeout = 10 * time.Second
+
 // reloadConf asks postgres to reread its files, waits until haven's
 // session has (pg_conf_load_time moves: the postmaster rereads them, then
 // signals every backend), and returns the settings it will apply only at
@@ -115,10 +147,12 @@ func (s *Server) reloadConf(ctx context.Context) ([]string, error) {
 		return err
 	})
 	if err == nil {
-		err = poll(ctx, func() (bool, error) {
+		pctx, cancel := context.WithTimeout(ctx, reloadTimeout)
+		defer cancel()
+		err = poll(pctx, func() (bool, error) {
 			var loaded time.Time
-			err := s.withConn(ctx, func(c *pgx.Conn) error {
-				return c.QueryRow(ctx, "SELECT pg_conf_load_time()").Scan(&loaded)
+			err := s.withConn(pctx, func(c *pgx.Conn) error {
+				return c.QueryRow(pctx, "SELECT pg_conf_load_time()").Scan(&loaded)
 			})
 			return err == nil && loaded.After(before), err
 		})

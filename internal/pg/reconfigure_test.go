@@ -2,7 +2,10 @@ package pg
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -34,6 +37,20 @@ func TestReconfigure(t *testing.T) {
 
 	if _, err := s.Reconfigure(ctx, map[string]string{"port": "1"}, nil); err == nil {
 		t.Error("Reconfigure accepted port, which haven manages")
+	}
+	// Values PostgreSQL would refuse at its next start are refused now,
+	// and the files keep the values that work.
+	for _, bad := range []map[string]string{
+		{"dynamic_shared_memory_type": "mmap", "work_mem": "lots", "max_connections": "57"},
+		{"dynamic_shared_memory_type": "mmap", "work_mem": "8MB", "max_connections": "57", "no_such_parameter": "1"},
+	} {
+		if _, err := s.Reconfigure(ctx, bad, nil); err == nil || !strings.Contains(err.Error(), "PostgreSQL refuses the settings") {
+			t.Errorf("Reconfigure(%v) = %v; want PostgreSQL's refusal", bad, err)
+		}
+		conf, _ := os.ReadFile(filepath.Join(s.DataDir(), HavenConf))
+		if strings.Contains(string(conf), "'lots'") || strings.Contains(string(conf), "no_such_parameter") {
+			t.Errorf("haven.conf keeps a refused setting:\n%s", conf)
+		}
 	}
 	if got := s.queryString(t, "SHOW work_mem"); got != "8MB" {
 		t.Errorf("work_mem is %s after a refused change; want 8MB still", got)

@@ -388,6 +388,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}
 	defer s.running.Store(false)
 	defer s.apply(func(m *machine, now time.Time) { m.stopped(now) })
+	// A restart asked for as the session ended is moot: the next session
+	// must not take its first crash for it.
+	defer s.restartAsked.Store(false)
 
 	up := s.srv.PID() != 0
 	if up {
@@ -508,6 +511,8 @@ func (s *Supervisor) Restart(ctx context.Context) error {
 			return nil
 		case st.State == StateFailed:
 			return fmt.Errorf("pg: restart: postgres did not start again: %s", st.Reason)
+		case st.State == StateStopped || !s.running.Load():
+			return errors.New("pg: restart: the supervisor stopped postgres meanwhile (the keeper ended its session)")
 		}
 		select {
 		case <-ctx.Done():

@@ -63,8 +63,15 @@ func decodeForce(m map[string]json.RawMessage) *Force {
 	return &f
 }
 
-// forcedHere says whether v's force record names this node.
-func (m *machine) forcedHere(v view) bool { return v.force != nil && v.force.To == m.cfg.node }
+// forceActive says whether v's force record is in force: written less than
+// ForceTTL ago (etcd may keep the record a little longer: its lease is
+// renewed to its whole length when etcd's leader changes).
+func (m *machine) forceActive(v view) bool {
+	return v.force != nil && v.now.Before(v.force.Set.Add(ForceTTL))
+}
+
+// forcedHere says whether v's force record, in force, names this node.
+func (m *machine) forcedHere(v view) bool { return m.forceActive(v) && v.force.To == m.cfg.node }
 
 // clearForce removes the force record once this node has promoted on it.
 func (k *Keeper) clearForce(ctx context.Context) {

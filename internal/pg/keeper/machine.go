@@ -592,7 +592,8 @@ func (m *machine) member(base MemberState, r reading, acting bool, primary Membe
 
 // eligible says whether the node may lead now, with st its state about to
 // be published, and if not, why: not during a veto, nor while the
-// database is paused unless it leads already; while it leads, unless
+// database is paused unless it leads already (then it keeps the lead
+// whatever its postgres does); while it leads, unless
 // postgres has not answered for hangAfter, failed, or it is tagged
 // nofailover; before the cluster was
 // initialised, unless tagged nofailover (any node may initialise it);
@@ -607,11 +608,13 @@ func (m *machine) eligible(v view, initialized bool, st MemberState) (bool, stri
 		ok, why = unfit(st) == "", unfit(st)
 	case v.now.Before(m.vetoUntil):
 		why = m.vetoWhy
-	case v.force != nil && !v.acting:
+	case m.forceActive(v) && !v.acting:
 		why = fmt.Sprintf("a forced failover to %s is under way (by %s)", v.force.To, v.force.Owner)
-	case v.paused != nil && !v.acting:
-		// The holder stays eligible: it keeps the lead it has. Nobody
-		// else may take it until the operator resumes.
+	case pausedNow(v) && v.acting:
+		// The holder keeps the lead it has, even while its postgres
+		// hangs or has failed: nothing moves until the operator resumes.
+		ok = true
+	case pausedNow(v):
 		why = "the database is " + v.paused.String() + "; haven pg resume ends it"
 	case v.acting && v.silence > hangAfter(m.cfg.lease):
 		why = fmt.Sprintf("postgres has not answered the keeper for more than %s: hung", hangAfter(m.cfg.lease))

@@ -382,9 +382,14 @@ func TestEligible(t *testing.T) {
 		{"before the cluster exists, not a nofailover node", func(m *machine) { m.cfg.noFailover = true }, base, false, self, "nofailover"},
 		{"postgres stopped", nil, base, true, MemberState{Node: "db2", Role: RoleStopped}, "not a running replica"},
 		{"the best standby while the database is paused", nil, with(func(v *view) { v.paused = &Pause{Owner: "ops@m1", Set: t0, Reason: "kernel upgrade"} }), true, self, "paused by ops@m1"},
-		{"behind, but named by a forced failover", nil, with(func(v *view) { v.force = &Force{To: "db2", Owner: "ops@m1"} }), true, replicaState("db2", 300), ""},
-		{"the best standby, while a failover is forced to another", nil, with(func(v *view) { v.force = &Force{To: "db3", Owner: "ops@m1"} }), true, self, "forced failover to db3"},
-		{"named by a forced failover, but postgres is stopped", nil, with(func(v *view) { v.force = &Force{To: "db2", Owner: "ops@m1"} }), true, MemberState{Node: "db2", Role: RoleStopped}, "not a running replica"},
+		{"behind, but named by a forced failover", nil, with(func(v *view) { v.force = &Force{To: "db2", Owner: "ops@m1", Set: t0} }), true, replicaState("db2", 300), ""},
+		{"the best standby, while a failover is forced to another", nil, with(func(v *view) { v.force = &Force{To: "db3", Owner: "ops@m1", Set: t0} }), true, self, "forced failover to db3"},
+		{"named by a forced failover, but postgres is stopped", nil, with(func(v *view) { v.force = &Force{To: "db2", Owner: "ops@m1", Set: t0} }), true, MemberState{Node: "db2", Role: RoleStopped}, "not a running replica"},
+		{"the leader keeps the lead while paused, its postgres failed", nil, with(func(v *view) { v.acting, v.server, v.paused = true, pg.StateFailed, &Pause{Owner: "ops@m1", Set: t0} }), true, self, ""},
+		{"a pause whose end has passed", nil, with(func(v *view) {
+			v.paused = &Pause{Owner: "ops@m1", Set: t0.Add(-time.Hour), Until: t0.Add(-time.Second)}
+		}), true, self, ""},
+		{"a force record older than its lease", nil, with(func(v *view) { v.force = &Force{To: "db3", Owner: "ops@m1", Set: t0.Add(-2 * ForceTTL)} }), true, self, ""},
 		{"the leader keeps the lead while the database is paused", nil, with(func(v *view) { v.acting, v.paused = true, &Pause{Owner: "ops@m1", Set: t0} }), true, self, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -99,8 +99,9 @@ func ReadPause(ctx context.Context, cli *clientv3.Client, cluster, name string) 
 }
 
 // decodePause is the pause record among the entries under the database's
-// prefix, nil when there is none. A record that does not decode still
-// pauses: someone meant to stop the failovers.
+// prefix, nil when there is none. A record that is JSON but not a pause
+// still pauses: someone meant to stop the failovers. (One that is not
+// JSON at all never reaches here: the watch drops it.)
 func decodePause(m map[string]json.RawMessage) *Pause {
 	b, ok := m[pauseName]
 	if !ok {
@@ -119,4 +120,12 @@ func (k *Keeper) Paused() *Pause {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return k.paused
+}
+
+// pausedNow says whether v's pause is in force: its end, when it has one,
+// is still ahead. etcd renews a lease to its whole length when its leader
+// changes, so the record can outlive its end by a little; the end in the
+// record is what the operator asked for.
+func pausedNow(v view) bool {
+	return v.paused != nil && (v.paused.Until.IsZero() || v.now.Before(v.paused.Until))
 }
