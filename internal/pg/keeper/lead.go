@@ -42,9 +42,9 @@ func (k *Keeper) lead(ctx context.Context, v view) error {
 				return nil
 			}
 		case leadSetUp:
-			err = k.setUp(ctx, v.epoch)
+			err = k.bounded(ctx, func(ctx context.Context) error { return k.setUp(ctx, v.epoch) })
 		case leadSync:
-			err = k.manageSync(ctx, v)
+			err = k.bounded(ctx, func(ctx context.Context) error { return k.manageSync(ctx, v) })
 		}
 
 		if err != nil {
@@ -55,6 +55,18 @@ func (k *Keeper) lead(ctx context.Context, v view) error {
 		r.freeSlots(ctx, k)
 	}
 	return nil
+}
+
+// bounded runs a step of the lead that talks to postgres within half of
+// hangAfter: a postgres that freezes while the step waits for it (a
+// query, a reload reaching the WAL senders) must not hold the keeper's
+// loop, whose next rounds measure the silence and give up the lead of a
+// hung primary. Seen in TestDrillRun: a 16 s freeze that struck while
+// the sync step asked pg_stat_replication was waited out, not failed over.
+func (k *Keeper) bounded(ctx context.Context, step func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, hangAfter(k.cfg.Lease)/2)
+	defer cancel()
+	return step(ctx)
 }
 
 // promote confirms with the other replicas that this node may promote,
