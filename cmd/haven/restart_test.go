@@ -18,6 +18,7 @@ import (
 
 	"github.com/haven-ha/haven/internal/agent"
 	"github.com/haven-ha/haven/internal/drill/pgwrite"
+	"github.com/haven-ha/haven/internal/pg/keeper"
 	"github.com/haven-ha/haven/internal/testenv"
 )
 
@@ -163,6 +164,25 @@ database:
 		}
 		return v
 	}
+	// everyNode polls until cond holds for every node, with its state as
+	// db1 sees it.
+	everyNode := func(what string, cond func(node string, m keeper.MemberState) (string, bool)) {
+		t.Helper()
+		testenv.Poll(t, 60*time.Second, what, func() (bool, string) {
+			d, err := dbOf("db1")
+			if err != nil {
+				return false, err.Error()
+			}
+			var seen []string
+			ok := true
+			for _, n := range []string{"db1", "db2", "db3"} {
+				s, good := cond(n, d.Members[n])
+				seen = append(seen, n+": "+s)
+				ok = ok && good
+			}
+			return ok, strings.Join(seen, "; ")
+		})
+	}
 	// Settings by reload (SIGHUP): work_mem applies at once,
 	// max_connections waits for a restart, and every node says so; then
 	// haven pg restart --pending applies it. Lowered, max_connections
@@ -182,20 +202,10 @@ database:
 			}
 		}
 		lowered := step.maxConns == "57"
-		testenv.Poll(t, 60*time.Second, "work_mem "+step.workMem+" on every node, max_connections pending a restart on every node", func() (bool, string) {
-			d, err := dbOf("db1")
-			if err != nil {
-				return false, err.Error()
-			}
-			var seen []string
-			ok := true
-			for _, n := range []string{"db1", "db2", "db3"} {
-				m := d.Members[n]
-				wm := show(n, "work_mem")
-				seen = append(seen, fmt.Sprintf("%s: work_mem %s, pending %v, lowered %v", n, wm, m.PendingRestart, m.PendingLowered))
-				ok = ok && wm == step.workMem && slices.Equal(m.PendingRestart, []string{"max_connections"}) && (len(m.PendingLowered) > 0) == lowered
-			}
-			return ok, strings.Join(seen, "; ")
+		everyNode("work_mem "+step.workMem+" on every node, max_connections pending a restart on every node", func(n string, m keeper.MemberState) (string, bool) {
+			wm := show(n, "work_mem")
+			return fmt.Sprintf("work_mem %s, pending %v, lowered %v", wm, m.PendingRestart, m.PendingLowered),
+				wm == step.workMem && slices.Equal(m.PendingRestart, []string{"max_connections"}) && (len(m.PendingLowered) > 0) == lowered
 		})
 		if r := haven(t, time.Minute, "pg", "status", "-c", path); !strings.Contains(r.stdout, "db2: pending restart: max_connections (haven pg restart --pending applies them)") {
 			t.Errorf("haven pg status does not show the setting pending a restart:\n%s", r)
@@ -215,19 +225,9 @@ database:
 		if r.code != 0 || !strings.Contains(r.stdout, "restarted PostgreSQL on 3 nodes") || !strings.Contains(r.stdout, want) {
 			t.Fatalf("haven pg restart --pending: %s\nwant PostgreSQL restarted on 3 nodes, and %q", r, want)
 		}
-		testenv.Poll(t, 60*time.Second, "max_connections "+step.maxConns+" on every node, nothing pending", func() (bool, string) {
-			d, err := dbOf("db1")
-			if err != nil {
-				return false, err.Error()
-			}
-			var seen []string
-			ok := true
-			for _, n := range []string{"db1", "db2", "db3"} {
-				mc, p := show(n, "max_connections"), d.Members[n].PendingRestart
-				seen = append(seen, fmt.Sprintf("%s: max_connections %s, pending %v", n, mc, p))
-				ok = ok && mc == step.maxConns && len(p) == 0
-			}
-			return ok, strings.Join(seen, "; ")
+		everyNode("max_connections "+step.maxConns+" on every node, nothing pending", func(n string, m keeper.MemberState) (string, bool) {
+			mc := show(n, "max_connections")
+			return fmt.Sprintf("max_connections %s, pending %v", mc, m.PendingRestart), mc == step.maxConns && len(m.PendingRestart) == 0
 		})
 	}
 	if r := haven(t, time.Minute, "pg", "restart", "--pending", "-c", path); r.code != 0 || !strings.Contains(r.stdout, "no node has settings pending a restart") {

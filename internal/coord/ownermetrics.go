@@ -1,11 +1,11 @@
 package coord
 
 import (
-	"errors"
-	"fmt"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/haven-ha/haven/internal/promreg"
 )
 
 // ownerMetrics are an Owner's Prometheus metrics, labelled with its
@@ -39,29 +39,13 @@ func newOwnerMetrics(reg prometheus.Registerer) (*ownerMetrics, error) {
 		return m, nil
 	}
 	var err error
-	if m.writes, err = registerOnce(reg, m.writes); err != nil {
+	if m.writes, err = promreg.Once(reg, m.writes); err != nil {
 		return nil, err
 	}
-	if m.missed, err = registerOnce(reg, m.missed); err != nil {
+	if m.missed, err = promreg.Once(reg, m.missed); err != nil {
 		return nil, err
 	}
 	return m, nil
-}
-
-// registerOnce registers c on reg, or returns the collector of the same
-// description registered before.
-func registerOnce[T prometheus.Collector](reg prometheus.Registerer, c T) (T, error) {
-	err := reg.Register(c)
-	if err == nil {
-		return c, nil
-	}
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		if old, ok := are.ExistingCollector.(T); ok {
-			return old, nil
-		}
-	}
-	return c, fmt.Errorf("coord: register metrics: %w", err)
 }
 
 // singletonLabel is the part of an owner's prefix after /owners/.

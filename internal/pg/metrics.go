@@ -1,10 +1,9 @@
 package pg
 
 import (
-	"errors"
-	"fmt"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/haven-ha/haven/internal/promreg"
 )
 
 // supervisorMetrics are a Supervisor's Prometheus metrics. A node runs one
@@ -43,35 +42,19 @@ func newSupervisorMetrics(reg prometheus.Registerer) (*supervisorMetrics, error)
 		return m, nil
 	}
 	var err error
-	if m.up, err = register(reg, m.up); err != nil {
+	if m.up, err = promreg.Once(reg, m.up); err != nil {
 		return nil, err
 	}
-	if m.state, err = register(reg, m.state); err != nil {
+	if m.state, err = promreg.Once(reg, m.state); err != nil {
 		return nil, err
 	}
-	if m.restarts, err = register(reg, m.restarts); err != nil {
+	if m.restarts, err = promreg.Once(reg, m.restarts); err != nil {
 		return nil, err
 	}
-	if m.startFailures, err = register(reg, m.startFailures); err != nil {
+	if m.startFailures, err = promreg.Once(reg, m.startFailures); err != nil {
 		return nil, err
 	}
 	return m, nil
-}
-
-// register registers c, or returns the identical collector registered
-// before.
-func register[T prometheus.Collector](reg prometheus.Registerer, c T) (T, error) {
-	err := reg.Register(c)
-	if err == nil {
-		return c, nil
-	}
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		if old, ok := are.ExistingCollector.(T); ok {
-			return old, nil
-		}
-	}
-	return c, fmt.Errorf("pg: register metrics: %w", err)
 }
 
 // set records the change from before to after.

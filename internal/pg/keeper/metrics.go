@@ -1,10 +1,9 @@
 package keeper
 
 import (
-	"errors"
-	"fmt"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/haven-ha/haven/internal/promreg"
 )
 
 // keeperMetrics are a Keeper's Prometheus metrics: what this node is in the
@@ -57,37 +56,20 @@ func newKeeperMetrics(reg prometheus.Registerer) (*keeperMetrics, error) {
 		return m, nil
 	}
 	for _, c := range []*prometheus.Gauge{&m.primary, &m.lsn, &m.lag, &m.lagSeconds, &m.timeline, &m.promotable, &m.syncK, &m.syncDegraded, &m.syncArchive, &m.paused} {
-		g, err := register(reg, *c)
+		g, err := promreg.Once(reg, *c)
 		if err != nil {
 			return nil, err
 		}
 		*c = g
 	}
 	var err error
-	if m.promotions, err = register(reg, m.promotions); err != nil {
+	if m.promotions, err = promreg.Once(reg, m.promotions); err != nil {
 		return nil, err
 	}
-	if m.rewinds, err = register(reg, m.rewinds); err != nil {
+	if m.rewinds, err = promreg.Once(reg, m.rewinds); err != nil {
 		return nil, err
 	}
 	return m, nil
-}
-
-// register registers c, or returns the identical collector registered
-// before: a new Keeper for the same node (the agent reconnected to etcd)
-// reports on the series of the old one.
-func register[T prometheus.Collector](reg prometheus.Registerer, c T) (T, error) {
-	err := reg.Register(c)
-	if err == nil {
-		return c, nil
-	}
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		if old, ok := are.ExistingCollector.(T); ok {
-			return old, nil
-		}
-	}
-	return c, fmt.Errorf("keeper: register metrics: %w", err)
 }
 
 // regionMetrics are the metrics of a node's side of a database that spans
@@ -111,7 +93,7 @@ func newRegionMetrics(reg prometheus.Registerer) (*regionMetrics, error) {
 		return m, nil
 	}
 	for _, c := range []*prometheus.Gauge{&m.active, &m.epoch, &m.lagBytes, &m.lagSeconds, &m.promotable} {
-		g, err := register(reg, *c)
+		g, err := promreg.Once(reg, *c)
 		if err != nil {
 			return nil, err
 		}
