@@ -24,7 +24,7 @@ func pgRestart(ac *adminClient, nodes []string, pending bool, wait time.Duration
 	if len(nodes) == 0 {
 		nodes = db.Nodes
 	}
-	d, _, _, err := newestDatabase(db.Nodes, askEach[*agent.DatabaseStatus](ac, db.Nodes, "/api/v1/database", 5*time.Second))
+	d, err := currentDatabase(ac)
 	if err != nil {
 		return err
 	}
@@ -88,10 +88,8 @@ func pgRestartNode(ac *adminClient, node string, inPlace bool, wait time.Duratio
 			fmt.Fprintf(stdout, "%s: the database's only node: writes wait while its postgres restarts\n", node)
 			path += "?primary=in-place"
 		} else {
-			fmt.Fprintf(stdout, "%s: the primary: switching over first\n", node)
-			ac.client.Timeout = 2*db.Lease.D() + 10*time.Second
-			if err := pgSwitchover(ac, db.Nodes, "", stdout); err != nil {
-				return fmt.Errorf("restart %s: the switchover before it failed, nothing restarted there: %w", node, err)
+			if err := switchoverFirst(ac, node, stdout); err != nil {
+				return err
 			}
 			// A primary that hands over stops its postgres and starts
 			// it again as a replica: that was the restart.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -56,16 +57,14 @@ func runRestart(args []string, stdout, stderr io.Writer) error {
 	if err := answerErrors(views); err != nil {
 		return fmt.Errorf("restart: every node to restart must answer first; nothing was restarted: %w", err)
 	}
-	primary := databasePrimary(ac)
-	if db := ac.cfg.Database; db != nil {
-		d, _, _, err := newestDatabase(db.Nodes, askEach[*agent.DatabaseStatus](ac, db.Nodes, "/api/v1/database", 5*time.Second))
-		if err == nil && d.Paused != nil && slices.Contains(nodes, d.Primary) && len(db.Nodes) > 1 {
+	var primary string
+	if d, err := currentDatabase(ac); err == nil {
+		primary = d.Primary
+		if d.Paused != nil && slices.Contains(nodes, d.Primary) && len(ac.cfg.Database.Nodes) > 1 {
 			return fmt.Errorf("restart: the database is %s: its primary %s cannot be switched over before its agent restarts, and nobody would take over; haven pg resume first, or restart the other nodes only; nothing was restarted", d.Paused, d.Primary)
 		}
-		if err == nil {
-			if lowered := loweredSettings(d); len(lowered) > 0 {
-				return fmt.Errorf("restart: %s lowered and pending a restart: a replica restarted first could not start (a standby needs at least its primary's value); run haven pg restart --pending first, which restarts the primary first; nothing was restarted", strings.Join(lowered, ", "))
-			}
+		if lowered := loweredSettings(d); len(lowered) > 0 {
+			return fmt.Errorf("restart: %s lowered and pending a restart: a replica restarted first could not start (a standby needs at least its primary's value); run haven pg restart --pending first, which restarts the primary first; nothing was restarted", strings.Join(lowered, ", "))
 		}
 	}
 	for _, n := range restartOrder(nodes, primary) {
@@ -86,19 +85,38 @@ func restartOrder(nodes []string, primary string) []string {
 	return out
 }
 
-// databasePrimary is the node that holds the database's primary record,
-// as the database nodes that answer see it ("" without a database, or
-// when none answers).
-func databasePrimary(ac *adminClient) string {
+// currentDatabase is the database as the database nodes that answer see
+// it (newestDatabase); an error without a database section, or when none
+// answers.
+func currentDatabase(ac *adminClient) (*agent.DatabaseStatus, error) {
 	db := ac.cfg.Database
 	if db == nil {
-		return ""
+		return nil, errors.New("haven.yaml has no database section")
 	}
 	d, _, _, err := newestDatabase(db.Nodes, askEach[*agent.DatabaseStatus](ac, db.Nodes, "/api/v1/database", 5*time.Second))
+	return d, err
+}
+
+// databasePrimary is the node that holds the database's primary record
+// ("" without a database, or when no database node answers).
+func databasePrimary(ac *adminClient) string {
+	d, err := currentDatabase(ac)
 	if err != nil {
 		return ""
 	}
 	return d.Primary
+}
+
+// switchoverFirst hands the database's primary over before node, its
+// primary, restarts (its agent or its postgres).
+func switchoverFirst(ac *adminClient, node string, stdout io.Writer) error {
+	db := ac.cfg.Database
+	fmt.Fprintf(stdout, "%s: the database's primary: switching over first\n", node)
+	ac.client.Timeout = 2*db.Lease.D() + 10*time.Second
+	if err := pgSwitchover(ac, db.Nodes, "", stdout); err != nil {
+		return fmt.Errorf("restart %s: the switchover before it failed, nothing restarted there: %w", node, err)
+	}
+	return nil
 }
 
 // restartNode restarts node's agent, switching the database over first
@@ -108,10 +126,8 @@ func restartNode(ac *adminClient, node string, wait time.Duration, stdout io.Wri
 	db := ac.cfg.Database
 	if db != nil && slices.Contains(db.Nodes, node) && databasePrimary(ac) == node {
 		if len(db.Nodes) > 1 {
-			fmt.Fprintf(stdout, "%s: the database's primary: switching over first\n", node)
-			ac.client.Timeout = 2*db.Lease.D() + 10*time.Second
-			if err := pgSwitchover(ac, db.Nodes, "", stdout); err != nil {
-				return fmt.Errorf("restart %s: the switchover before it failed, nothing restarted there: %w", node, err)
+			if err := switchoverFirst(ac, node, stdout); err != nil {
+				return err
 			}
 		} else {
 			fmt.Fprintf(stdout, "%s: the database's only node: it stops while its agent restarts\n", node)

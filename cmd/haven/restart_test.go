@@ -218,7 +218,7 @@ database:
 		}
 		r := haven(t, 8*time.Minute, "pg", "restart", "--pending", "-c", path)
 		t.Logf("haven pg restart --pending (max_connections %s):\n%s", step.maxConns, r)
-		want := primary + ": the primary: switching over first"
+		want := primary + ": the database's primary: switching over first"
 		if lowered {
 			want = "max_connections lowered: the primary " + primary + " restarts first, in place"
 		}

@@ -86,7 +86,7 @@ func (a *Agent) recordDNSDrain(ctx context.Context, r *http.Request, tr *traffic
 		_ = tr.svc.Enable(name, target) // a drain of this node's alone, from before, ends too
 	}
 	for ctx.Err() == nil {
-		if applied(tr.svc.Status(), name, target) == drain {
+		if tr.svc.Drained(name, target) == drain {
 			return true, nil
 		}
 		select {
@@ -95,25 +95,6 @@ func (a *Agent) recordDNSDrain(ctx context.Context, r *http.Request, tr *traffic
 		}
 	}
 	return true, fmt.Errorf("recorded in etcd; this name server has not applied it yet: %w", ctx.Err())
-}
-
-// applied says whether st shows name's target drained.
-func applied(st gtm.Status, name, target string) bool {
-	fqdn := name + "." + st.Zone
-	if name == "@" {
-		fqdn = st.Zone
-	}
-	for _, n := range st.Names {
-		if n.Name != fqdn {
-			continue
-		}
-		for _, t := range n.Targets {
-			if t.Name == target {
-				return !t.DrainedUntil.IsZero()
-			}
-		}
-	}
-	return false
 }
 
 // setTraffic makes tr the running traffic role and gives it the drains

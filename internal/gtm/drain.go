@@ -98,3 +98,11 @@ func (s *Service) Known(rel, target string) error {
 	}
 	return nil
 }
+
+// Drained says whether rel's target is out of the answers by a drain,
+// local or recorded, now.
+func (s *Service) Drained(rel, target string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.clock.Now().Before(s.drainedUntil(viewKey(rel, target)))
+}

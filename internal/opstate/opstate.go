@@ -23,11 +23,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/haven-ha/haven/internal/coord"
 )
 
 // Record is one override.
@@ -118,20 +119,8 @@ func Put(ctx context.Context, cli *clientv3.Client, cluster string, r Record) er
 	if err != nil {
 		return err
 	}
-	var opts []clientv3.OpOption
-	if !r.Until.IsZero() {
-		ttl := int64(math.Ceil(time.Until(r.Until).Seconds()))
-		if ttl < 1 {
-			return fmt.Errorf("opstate: %s of %s/%s ends at %s, in the past", r.What, r.Balancer, r.Backend, r.Until.Format(time.RFC3339))
-		}
-		lease, err := cli.Grant(ctx, ttl)
-		if err != nil {
-			return fmt.Errorf("opstate: lease for %s: %w", r.Key(cluster), err)
-		}
-		opts = append(opts, clientv3.WithLease(lease.ID))
-	}
-	if _, err := cli.Put(ctx, r.Key(cluster), string(b), opts...); err != nil {
-		return fmt.Errorf("opstate: put %s: %w", r.Key(cluster), err)
+	if err := coord.PutUntil(ctx, cli, r.Key(cluster), string(b), r.Until); err != nil {
+		return fmt.Errorf("opstate: %w", err)
 	}
 	return nil
 }

@@ -22,7 +22,7 @@ const (
 	identMap = "haven"
 )
 
-const header = "# Written by haven on every start of postgres: do not edit, changes are lost.\n"
+const header = "# Written by haven on every start of postgres and reload of haven: do not edit, changes are lost.\n"
 
 // includeRE finds haven's include line in postgresql.conf.
 var includeRE = regexp.MustCompile(`(?m)^[ \t]*include[ \t]*=?[ \t]*'` + regexp.QuoteMeta(HavenConf) + `'[ \t]*(#.*)?$`)

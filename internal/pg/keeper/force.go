@@ -7,6 +7,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/haven-ha/haven/internal/coord"
 )
 
 // Force is the operator's record of a forced failover (haven pg failover
@@ -38,11 +40,7 @@ func SetForce(ctx context.Context, cli *clientv3.Client, cluster, name string, f
 	if err != nil {
 		return err
 	}
-	lease, err := cli.Grant(ctx, int64(ForceTTL/time.Second))
-	if err != nil {
-		return fmt.Errorf("pg: forced failover to %s: lease: %w", f.To, err)
-	}
-	if _, err := cli.Put(ctx, ForceKey(cluster, name), string(b), clientv3.WithLease(lease.ID)); err != nil {
+	if err := coord.PutUntil(ctx, cli, ForceKey(cluster, name), string(b), time.Now().Add(ForceTTL)); err != nil {
 		return fmt.Errorf("pg: forced failover to %s: %w", f.To, err)
 	}
 	return nil

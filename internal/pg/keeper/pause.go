@@ -4,10 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"math"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/haven-ha/haven/internal/coord"
 )
 
 // Pause is the operator's record that the database is in maintenance:
@@ -53,19 +54,7 @@ func SetPause(ctx context.Context, cli *clientv3.Client, cluster, name string, p
 	if err != nil {
 		return err
 	}
-	var opts []clientv3.OpOption
-	if !p.Until.IsZero() {
-		ttl := int64(math.Ceil(time.Until(p.Until).Seconds()))
-		if ttl < 1 {
-			return fmt.Errorf("pg: pause of %s ends at %s, in the past", name, p.Until.Format(time.RFC3339))
-		}
-		lease, err := cli.Grant(ctx, ttl)
-		if err != nil {
-			return fmt.Errorf("pg: pause of %s: lease: %w", name, err)
-		}
-		opts = append(opts, clientv3.WithLease(lease.ID))
-	}
-	if _, err := cli.Put(ctx, PauseKey(cluster, name), string(b), opts...); err != nil {
+	if err := coord.PutUntil(ctx, cli, PauseKey(cluster, name), string(b), p.Until); err != nil {
 		return fmt.Errorf("pg: pause of %s: %w", name, err)
 	}
 	return nil
