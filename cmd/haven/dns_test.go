@@ -97,9 +97,18 @@ func TestDNSDrainRecordSurvivesRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	start(t, "agent", "-c", path, "-n", "lb1")
+	// answers is what www answers, or why the name server did not answer
+	// (while the agent starts, its DNS port may not listen yet: a poll
+	// must not end the test on that).
 	answers := func() string {
+		q := new(dns.Msg)
+		q.SetQuestion("www.e2e.test.", dns.TypeA)
+		r, _, err := (&dns.Client{Timeout: 5 * time.Second}).Exchange(q, dnsAddr)
+		if err != nil {
+			return "no answer: " + err.Error()
+		}
 		var out []string
-		for _, rr := range askA(t, dnsAddr, "www.e2e.test.").Answer {
+		for _, rr := range r.Answer {
 			if a, ok := rr.(*dns.A); ok {
 				out = append(out, a.A.String())
 			}
@@ -108,7 +117,8 @@ func TestDNSDrainRecordSurvivesRestart(t *testing.T) {
 	}
 	testenv.Poll(t, time.Minute, "the agent connected to etcd and answering both targets", func() (bool, string) {
 		r := haven(t, 20*time.Second, "status", "-c", path)
-		return r.code == 0 && strings.Contains(r.stdout, "lb1: ready") && answers() == "127.0.0.9 127.0.0.10", r.String()
+		got := answers()
+		return r.code == 0 && strings.Contains(r.stdout, "lb1: ready") && got == "127.0.0.9 127.0.0.10", r.String() + "\nwww answers: " + got
 	})
 	r := haven(t, 30*time.Second, "dns", "drain", "www", "a", "--for", "10m", "--reason", "maintenance in east", "-c", path)
 	if r.code != 0 || !strings.Contains(r.stdout, "www/a drained for 10m0s on every name server (recorded in etcd through lb1)") {
