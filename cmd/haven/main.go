@@ -33,6 +33,7 @@ usage:
   haven backup ACTION ...                list | verify | restore | expire | check (a restore test) | wal-fetch (restore_command) (see haven backup -h)
   haven certs  -c haven.yaml -o DIR      make a private CA and node certificates for etcd TLS
   haven status -c haven.yaml [-n NODE]   show what each node's agent reports
+  haven events [--limit N] [-f] [-o json] the cluster's timeline: health transitions, ownership changes, promotions, drains, reloads, operator calls
   haven demo   [--duration D]            run the demo: a balancer on loopback; as root, a floating address, the database, DNS
   haven backend --listen ADDR --name N   run the demo web application (used by tests and benchmarks)
   haven completion bash                  print bash's completion for haven (actions, nodes, backends, regions)
@@ -61,6 +62,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runLB(rest, stdout, stderr)
 	case "status":
 		err = runStatus(rest, stdout, stderr)
+	case "events":
+		err = runEvents(rest, stdout, stderr)
 	case "vip":
 		err = runVIP(rest, stdout, stderr)
 	case "pg":

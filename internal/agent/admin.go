@@ -63,6 +63,7 @@ func (a *Agent) routes() {
 	a.drillLockRoutes()
 	a.backupRoutes()
 	a.pprofRoutes()
+	a.timelineRoutes()
 	a.admin.HandleMutating("POST /api/v1/reload", func(w http.ResponseWriter, r *http.Request) {
 		if err := a.Reload(); err != nil {
 			web.WriteError(w, http.StatusUnprocessableEntity, err)

@@ -22,6 +22,7 @@ import (
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/coord"
 	"github.com/haven-ha/haven/internal/drill/fault"
+	"github.com/haven-ha/haven/internal/events"
 	"github.com/haven-ha/haven/internal/health"
 	"github.com/haven-ha/haven/internal/lb"
 	"github.com/haven-ha/haven/internal/opstate"
@@ -49,6 +50,8 @@ type Agent struct {
 	hm    *health.Metrics
 	vipm  *vip.Metrics
 	admin *web.Server
+	// timeline is the cluster's event timeline as this node sees it.
+	timeline *events.Log
 
 	reloadMu    sync.Mutex // serialises reloads
 	mu          sync.Mutex // guards what follows
@@ -112,11 +115,13 @@ func New(opt Options) (*Agent, error) {
 	if !ok {
 		return nil, fmt.Errorf("agent: node %q is not in %s (nodes: %v)", opt.Node, opt.ConfigPath, cfg.NodeNames())
 	}
-	log := opt.Logger.With("node", opt.Node)
+	reg := prometheus.NewRegistry()
+	timeline := events.New(events.Options{Cluster: cfg.Cluster, Node: opt.Node, Registerer: reg})
+	// Every log record marked as an event is in the timeline too.
+	log := slog.New(events.Tee(opt.Logger.Handler(), timeline)).With("node", opt.Node)
 	for _, w := range cfg.Warnings {
 		log.Warn("config: " + w)
 	}
-	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	info := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "haven_build_info",
@@ -128,6 +133,7 @@ func New(opt Options) (*Agent, error) {
 	a := &Agent{
 		opt:      opt,
 		log:      log,
+		timeline: timeline,
 		reg:      reg,
 		lbm:      lb.NewMetrics(reg),
 		hm:       health.NewMetrics(reg),
@@ -181,6 +187,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		if a.opt.Started != nil {
 			a.opt.Started()
 		}
+		a.log.Info("agent started", "event", "agent", "version", a.opt.Version, "pid", os.Getpid())
 		select {
 		case <-ctx.Done():
 		case <-a.restartc:
@@ -188,7 +195,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		case err = <-adminDone:
 			adminDone <- nil
 		}
-		a.log.Info("agent stopping", "restart", errors.Is(err, ErrRestart))
+		a.log.Info("agent stopping", "event", "agent", "restart", errors.Is(err, ErrRestart))
 		a.admin.SetLameduck()
 	}
 	st.unwind()
@@ -300,6 +307,7 @@ func (a *Agent) startCoordinated(cfg *config.Config, rs *roles, st *stack) error
 		rs.coord.onConnected(rs.vips.compete)
 	}
 	rs.coord.onConnected(a.watchOverrides)
+	rs.coord.onConnected(a.runTimeline)
 	if rs.coord.ownMember() != nil {
 		rs.coord.onConnected(func(ctx context.Context, cl *etcdClients) {
 			rs.coord.steerLeader(ctx, cl, rs.vips)
@@ -415,7 +423,7 @@ func (a *Agent) Reload() error {
 	defer a.reloadMu.Unlock()
 	cfg, err := config.Load(a.opt.ConfigPath)
 	if err != nil {
-		a.log.Error("reload rejected: the running configuration stays", "err", err)
+		a.log.Error("reload rejected: the running configuration stays", "event", "reload", "err", err)
 		return fmt.Errorf("reload rejected, the running configuration stays: %w", err)
 	}
 	if _, ok := cfg.Node(a.opt.Node); !ok {
@@ -430,11 +438,11 @@ func (a *Agent) Reload() error {
 	}
 	a.mu.Unlock()
 	if !running {
-		a.log.Info("configuration reloaded; nothing runs yet")
+		a.log.Info("configuration reloaded; nothing runs yet", "event", "reload")
 		return nil
 	}
 	if err := a.apply(cfg); err != nil {
-		a.log.Error("reload failed", "err", err)
+		a.log.Error("reload failed", "event", "reload", "err", err)
 		return err
 	}
 	if db := a.current().db; db != nil && cfg.IsDatabaseNode(a.opt.Node) {
@@ -450,11 +458,11 @@ func (a *Agent) Reload() error {
 	}
 	a.mu.Lock()
 	if changed := append(restartOnly(a.cfg, cfg, a.opt.Node), trafficRestart...); len(changed) > 0 {
-		a.log.Warn("reload: these changes take effect when the agent restarts", "changed", changed)
+		a.log.Warn("reload: these changes take effect when the agent restarts", "event", "reload", "changed", changed)
 	}
 	a.cfg = cfg
 	a.mu.Unlock()
-	a.log.Info("configuration reloaded")
+	a.log.Info("configuration reloaded", "event", "reload")
 	return nil
 }
 

@@ -81,7 +81,7 @@ func (a *Agent) recordDNSDrain(ctx context.Context, r *http.Request, tr *traffic
 	if err != nil {
 		return true, err
 	}
-	a.log.Info("operator record written", "name", name, "target", target, "drain", drain, "for", d, "owner", rec.Owner)
+	a.log.Info("operator record written", "event", "drain", "name", name, "target", target, "drain", drain, "for", d, "owner", rec.Owner)
 	if !drain {
 		_ = tr.svc.Enable(name, target) // a drain of this node's alone, from before, ends too
 	}

@@ -73,7 +73,7 @@ func (a *Agent) failover(w http.ResponseWriter, r *http.Request) {
 		web.WriteError(w, http.StatusServiceUnavailable, err)
 		return
 	}
-	a.log.Warn("forced failover requested", "to", to, "owner", f.Owner, "lose_up_to_bytes", plan.LoseUpTo)
+	a.log.Warn("forced failover requested", "event", "database", "to", to, "owner", f.Owner, "lose_up_to_bytes", plan.LoseUpTo)
 	err = k.Owner().WaitFor(ctx, func(s coord.OwnerStatus) bool { return s.Holder == to })
 	if err != nil {
 		web.WriteError(w, http.StatusGatewayTimeout, fmt.Errorf("forced failover to %s requested (the record lasts %s); %s does not hold the primary's record yet: %w", to, keeper.ForceTTL, to, err))

@@ -226,7 +226,7 @@ func (a *Agent) writeOverride(w http.ResponseWriter, r *http.Request, cli *clien
 		web.WriteError(w, http.StatusServiceUnavailable, err)
 		return
 	}
-	a.log.Info("operator record written", "balancer", balancer, "backend", name, "what", what, "value", value, "owner", r.Header.Get("X-Haven-Operator"))
+	a.log.Info("operator record written", "event", "drain", "balancer", balancer, "backend", name, "what", what, "value", value, "owner", r.Header.Get("X-Haven-Operator"))
 	if !a.waitApplied(ctx, b, name, what, value, configuredWeightOf(a, balancer, name)) {
 		// Written, but this node's watch has not applied it (yet): say
 		// so with 202 rather than a 200 showing the old state.

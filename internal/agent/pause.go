@@ -59,7 +59,7 @@ func (a *Agent) pause(w http.ResponseWriter, r *http.Request) {
 		web.WriteError(w, http.StatusServiceUnavailable, err)
 		return
 	}
-	a.log.Warn("database paused: no automatic failover until resumed", "owner", p.Owner, "reason", p.Reason, "until", p.Until)
+	a.log.Warn("database paused: no automatic failover until resumed", "event", "database", "owner", p.Owner, "reason", p.Reason, "until", p.Until)
 	a.answerPause(ctx, w, rs, true)
 }
 
@@ -77,7 +77,7 @@ func (a *Agent) resume(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if was {
-		a.log.Warn("database resumed: automatic failover again", "owner", r.Header.Get("X-Haven-Operator"))
+		a.log.Warn("database resumed: automatic failover again", "event", "database", "owner", r.Header.Get("X-Haven-Operator"))
 	}
 	a.answerPause(ctx, w, rs, false)
 }

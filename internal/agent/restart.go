@@ -68,7 +68,7 @@ func (a *Agent) restart(w http.ResponseWriter, r *http.Request) {
 	a.restartc <- struct{}{} // buffered, and sent once: never blocks
 	plan := RestartPlan{Node: a.opt.Node, PID: os.Getpid(), Executable: exe, Version: a.opt.Version,
 		Next: strings.TrimPrefix(strings.TrimSpace(string(next)), "haven "), Started: a.started}
-	a.log.Warn("restart requested through the admin API: stopping, then executing the binary again",
+	a.log.Warn("restart requested through the admin API: stopping, then executing the binary again", "event", "agent",
 		"operator", r.Header.Get("X-Haven-Operator"), "executable", exe, "version", plan.Version, "next", plan.Next)
 	web.WriteJSON(w, http.StatusAccepted, plan)
 }

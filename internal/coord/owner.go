@@ -388,7 +388,7 @@ func (o *Owner) shutdown(updates <-chan watchUpdate) error {
 		o.e.tick(time.Now())
 		o.step(time.Now())
 	}
-	o.log.Info("released on shutdown")
+	o.log.Info("released on shutdown", "event", "owner")
 	return nil
 }
 
@@ -405,13 +405,13 @@ func (o *Owner) step(now time.Time) {
 	for _, c := range calls {
 		switch {
 		case c.acquire:
-			o.log.Info("acquired", "epoch", c.epoch, "deadline_in", c.deadline.Sub(now))
+			o.log.Info("acquired", "event", "owner", "epoch", c.epoch, "deadline_in", c.deadline.Sub(now))
 			o.setHeld(now)
 			o.cfg.Guard.Acquire(c.epoch, c.deadline)
 		case c.extend:
 			o.cfg.Guard.Extend(c.deadline)
 		default:
-			o.log.Info("released", "reason", c.reason)
+			o.log.Info("released", "event", "owner", "reason", c.reason)
 			if c.reason == reasonMissedDeadline {
 				o.metrics.missed.WithLabelValues(o.singleton).Inc()
 			}

@@ -69,7 +69,7 @@ func (s *Service) watchActiveRegion(ctx context.Context) {
 			s.mu.Unlock()
 			return
 		}
-		s.log.Info("active region", "region", region)
+		s.log.Info("active region", "event", "region", "region", region)
 		s.activeRegion = &region
 		s.refollow()
 	})

@@ -131,9 +131,9 @@ func (v *views) setReachable(ok bool) {
 	v.mu.Unlock()
 	if changed {
 		if ok {
-			v.log.Info("traffic views: etcd's quorum reachable: answering by the instances' majority")
+			v.log.Info("traffic views: etcd's quorum reachable: answering by the instances' majority", "event", "dns")
 		} else {
-			v.log.Warn("traffic views: etcd's quorum out of reach: answering by this instance's own checks")
+			v.log.Warn("traffic views: etcd's quorum out of reach: answering by this instance's own checks", "event", "dns")
 		}
 		v.onChange()
 	}

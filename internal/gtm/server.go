@@ -126,7 +126,7 @@ func (s *Server) SetHealth(rel, target string, up bool) {
 	s.health[rel][target] = up
 	s.table.Store(build(s.zone, s.up))
 	s.counters.rebuilds.Add(1)
-	s.log.Info("answers changed", "name", fqdn(rel, s.zone.Origin), "target", target, "up", up)
+	s.log.Info("answers changed", "event", "dns", "name", fqdn(rel, s.zone.Origin), "target", target, "up", up)
 }
 
 // transfer answers AXFR (and IXFR, with a whole transfer) over TCP to a

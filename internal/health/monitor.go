@@ -366,11 +366,18 @@ func (m *Monitor) publish(ev Event) {
 	if ev.To == Down {
 		level = slog.LevelWarn
 	}
-	m.log.LogAttrs(context.Background(), level, "target is "+ev.To.String(),
+	attrs := []slog.Attr{
 		slog.String("from", ev.From.String()),
 		slog.String("to", ev.To.String()),
 		slog.String("reason", ev.Reason),
-		slog.Bool("passive", ev.Passive))
+		slog.Bool("passive", ev.Passive),
+	}
+	// A change is an event of the cluster's timeline (internal/events);
+	// a target's first verdict of up is what was expected, not news.
+	if ev.From != Unknown || ev.To != Up {
+		attrs = append(attrs, slog.String("event", "health"))
+	}
+	m.log.LogAttrs(context.Background(), level, "target is "+ev.To.String(), attrs...)
 	m.targetMetrics(func(x *Metrics) { x.transition(ev) })
 	if m.onTransition != nil {
 		m.onTransition(ev)

@@ -183,7 +183,7 @@ func (m *Manager) Acquire(epoch int64, deadline time.Time) {
 		m.fail("add the address", err)
 		return
 	}
-	m.log.Info("holding the floating address", "epoch", epoch, "interface", m.iface)
+	m.log.Info("holding the floating address", "event", "vip", "epoch", epoch, "interface", m.iface)
 	// The announcer sends only while the state is holder: set it first.
 	m.transition(StateHolder, epoch)
 	select {
@@ -223,7 +223,7 @@ func (m *Manager) Release(reason string) {
 	if err := RemoveAddress(m.iface, m.cfg.Prefix); err != nil {
 		m.log.Error("remove the address; the fence keeps it silent", "err", err)
 	}
-	m.log.Info("released the floating address", "reason", reason)
+	m.log.Info("released the floating address", "event", "vip", "reason", reason)
 	m.mu.Lock()
 	next := StateBackup
 	if !m.eligible {

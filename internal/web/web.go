@@ -56,6 +56,10 @@ type Server struct {
 	readToken string
 	lameduck  atomic.Bool
 	started   time.Time
+	// streams ends when the server shuts down: a stream (StartStream)
+	// would otherwise hold Shutdown for its whole grace period.
+	streams     context.Context
+	stopStreams context.CancelFunc
 }
 
 // New returns a server; it reads the token file now so that a missing file
@@ -73,6 +77,7 @@ func New(opt Options) (*Server, error) {
 		started:   time.Now(),
 		loopback:  isLoopback(opt.Addr),
 	}
+	s.streams, s.stopStreams = context.WithCancel(context.Background())
 	var err error
 	if s.token, err = readToken(opt.TokenFile); err != nil {
 		return nil, err
@@ -200,7 +205,16 @@ func (s *Server) HandleMutating(pattern string, h http.HandlerFunc) {
 		}
 		// Who: the CLI names its user and machine; the token says only
 		// that the caller may.
-		s.log.Info("admin call", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "operator", r.Header.Get("X-Haven-Operator"))
+		// A call that changes something is an event of the cluster's
+		// timeline (see internal/events); a read of the profiler is not.
+		args := []any{"method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "operator", r.Header.Get("X-Haven-Operator")}
+		if r.Method != http.MethodGet {
+			if q := r.URL.RawQuery; q != "" {
+				args = append(args, "query", q)
+			}
+			args = append(args, "event", "admin")
+		}
+		s.log.Info("admin call", args...)
 		h(w, r)
 	})
 }
@@ -322,6 +336,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		IdleTimeout:       60 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
+	srv.RegisterOnShutdown(s.stopStreams)
 	if s.opt.TLS != nil {
 		ln = tls.NewListener(ln, s.opt.TLS)
 	}

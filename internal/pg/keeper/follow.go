@@ -19,7 +19,7 @@ import (
 func (k *Keeper) follow(ctx context.Context, v view) error {
 	d := k.m.follow(v)
 	if d.act == followDemote {
-		k.log.Warn("not the leader but postgres is a primary: stopping it")
+		k.log.Warn("not the leader but postgres is a primary: stopping it", "event", "demotion")
 		k.m.demote()
 		return k.stopPostgres()
 	}
@@ -73,7 +73,7 @@ func (k *Keeper) follow(ctx context.Context, v view) error {
 			return fmt.Errorf("follow %s (attempt %d): %w", d.leader.Node, k.m.followFailed(), err)
 		}
 		k.m.followed(d.leader.Node)
-		k.log.Info("following the primary", "primary", d.leader.Node, "timeline", d.leader.Timeline)
+		k.log.Info("following the primary", "event", "database", "primary", d.leader.Node, "timeline", d.leader.Timeline)
 	}
 	if !v.acting && v.running() && v.inRecovery {
 		k.dropOwnSlots(ctx)
@@ -234,7 +234,7 @@ func (k *Keeper) rewind(ctx context.Context, leader string, standbyLeader bool, 
 	if err := k.stopPostgres(); err != nil {
 		return err
 	}
-	k.log.Warn("rejoining as a replica: rewinding", "follow", leader, "rewind_source", source.Host)
+	k.log.Warn("rejoining as a replica: rewinding", "event", "database", "follow", leader, "rewind_source", source.Host)
 	rctx, stop := k.whileLeading(ctx, leader, standbyLeader)
 	defer stop()
 	res, err := k.srv.RewindFrom(rctx, source, up)
@@ -293,7 +293,7 @@ func (k *Keeper) logRewind(leader string, res pg.RewindResult) {
 	default:
 		k.metrics.rewinds.WithLabelValues("lost").Inc()
 		k.log.Warn("rewound: transactions the new primary never had are gone",
-			append(args, "discarded_transactions", d.Transactions)...)
+			append(args, "discarded_transactions", d.Transactions, "event", "database")...)
 	}
 }
 

@@ -93,7 +93,7 @@ func (g *keeperGuard) regionLost(reason string) bool {
 	g.mu.Lock()
 	g.k.letGo.Store(true)
 	g.mu.Unlock()
-	g.k.log.Warn("the region lost the active-region record: stopping postgres", "reason", reason)
+	g.k.log.Warn("the region lost the active-region record: stopping postgres", "event", "demotion", "reason", reason)
 	g.stopPrimary("the region lost the active-region record")
 	return true
 }
@@ -142,7 +142,7 @@ func (g *keeperGuard) Release(reason string) {
 	if !was {
 		return
 	}
-	g.k.log.Warn("lost the lead: stopping postgres", "reason", reason)
+	g.k.log.Warn("lost the lead: stopping postgres", "event", "demotion", "reason", reason)
 	g.stopPrimary("losing the lead")
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -122,7 +123,7 @@ func (k *Keeper) promoteForced(ctx context.Context, v view, self pg.LSN, start t
 	if p := v.primary.LSN; p > self {
 		behind = uint64(p - self)
 	}
-	k.log.Warn("forced failover: promoting without the failover rules' checks, as the operator asked; what this node had not received is lost",
+	k.log.Warn("forced failover: promoting without the failover rules' checks, as the operator asked; what this node had not received is lost", "event", "promotion",
 		"by", v.force.Owner, "received", self, "last_primary_position", v.primary.LSN, "behind_bytes", behind)
 	promoted, err := k.promoteNow(ctx, v, start)
 	if promoted {
@@ -155,7 +156,7 @@ func (k *Keeper) promoteNow(ctx context.Context, v view, start time.Time) (bool,
 	}
 	k.m.promoted()
 	k.metrics.promotions.Inc()
-	k.log.Warn("promoted to primary", "timeline", tl, "epoch", v.epoch, "took", k.clk.Now().Sub(start).Round(time.Millisecond))
+	k.log.Warn("promoted to primary", "event", "promotion", "timeline", tl, "epoch", v.epoch, "took", k.clk.Now().Sub(start).Round(time.Millisecond))
 	return true, nil
 }
 
@@ -268,7 +269,7 @@ func (k *Keeper) bootstrap(ctx context.Context) error {
 	if !txn.Succeeded {
 		return errors.New("another node initialised the cluster meanwhile")
 	}
-	k.log.Warn("initialised the database cluster", "system_id", id)
+	k.log.Warn("initialised the database cluster", "event", "database", "system_id", id)
 	return nil
 }
 
@@ -303,9 +304,9 @@ func (k *Keeper) manageSync(ctx context.Context, v view) error {
 	}
 	if want.K == 0 && v.sync.K > 0 {
 		if want.Archive != "" {
-			k.log.Error("no healthy synchronous standby: commits no longer wait for a replica (sync mode degrades to async); they still wait for the WAL archive")
+			k.log.Error("no healthy synchronous standby: commits no longer wait for a replica (sync mode degrades to async); they still wait for the WAL archive", "event", "database")
 		} else {
-			k.log.Error("no healthy synchronous standby: commits no longer wait for a replica (sync mode degrades to async)")
+			k.log.Error("no healthy synchronous standby: commits no longer wait for a replica (sync mode degrades to async)", "event", "database")
 		}
 	}
 	if v.sync.DR != "" && want.DR != v.sync.DR {
@@ -316,7 +317,7 @@ func (k *Keeper) manageSync(ctx context.Context, v view) error {
 			return fmt.Errorf("commits keep waiting for %s: the global scope could not be told they stop: %w", v.sync.DR, err)
 		}
 		if want.DR == "" {
-			k.log.Error("the standby region's leader does not stream: commits no longer wait for it (dr.mode sync degrades); a region failover now may lose what it lacks", "standby_leader", v.sync.DR)
+			k.log.Error("the standby region's leader does not stream: commits no longer wait for it (dr.mode sync degrades); a region failover now may lose what it lacks", "event", "database", "standby_leader", v.sync.DR)
 		}
 	}
 	if err := k.putSync(ctx, widened); err != nil {
@@ -326,6 +327,7 @@ func (k *Keeper) manageSync(ctx context.Context, v view) error {
 	if _, err := k.srv.SetSynchronousStandbys(ctx, n, names); err != nil {
 		return err
 	}
+	k.log.Info("synchronous standbys set", "event", "database", "standbys", strings.Join(names, ","), "wait_for", n)
 	if want.DR != "" && v.sync.DR == "" {
 		k.log.Info("commits wait for the standby region's leader: it holds every acknowledged commit", "standby_leader", want.DR)
 	}

@@ -477,7 +477,7 @@ func (r *regionPart) awaitFinal(ctx context.Context, k *Keeper, epoch int64, sel
 	if now.Sub(r.waitSince) < finalWait {
 		return true, nil
 	}
-	k.log.Error("promoting without the former active primary's last WAL: it was not received in time; what it wrote past the received position is lost",
+	k.log.Error("promoting without the former active primary's last WAL: it was not received in time; what it wrote past the received position is lost", "event", "promotion",
 		"from", last.Node, "final", end, "received", self, "missing_bytes", uint64(end-self))
 	return false, nil
 }

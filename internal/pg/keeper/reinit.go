@@ -58,7 +58,7 @@ func (k *Keeper) reinit(ctx context.Context, fromBackup bool) error {
 	if fromBackup {
 		how = "restoring the newest backup"
 	}
-	k.log.Warn("rebuilding this replica, as asked: stopping postgres and removing its data directory", "then", how, "primary", leader.Node)
+	k.log.Warn("rebuilding this replica, as asked: stopping postgres and removing its data directory", "event", "database", "then", how, "primary", leader.Node)
 	if err := k.stopPostgres(); err != nil {
 		return fmt.Errorf("stop postgres: %w", err)
 	}

@@ -52,7 +52,7 @@ func (k *Keeper) RestartPostgres(ctx context.Context) error {
 	if !k.supRunning() {
 		return fmt.Errorf("postgres does not run under this node's keeper (it is %s)", k.sup.Status().State)
 	}
-	k.log.Warn("restarting postgres, as asked", "primary", k.Leader())
+	k.log.Warn("restarting postgres, as asked", "event", "database", "primary", k.Leader())
 	if err := k.sup.Restart(ctx); err != nil {
 		return err
 	}
