@@ -39,6 +39,9 @@ if [ "$for_what" = test ]; then
   # The drill's HTML report is opened in a browser (internal/drill/report):
   # Debian's headless-capable Chromium, driven over the DevTools protocol.
   have chromium   || need+=(chromium)
+  # The alert rules (deploy/prometheus) are checked and unit-tested with
+  # promtool, from Debian's prometheus package (its daemon is not started).
+  have promtool   || need+=(prometheus)
   # The .deb's test (deploy/) installs it into a scratch root with
   # dpkg-deb and verifies its unit with systemd-analyze.
   have dpkg-deb        || need+=(dpkg)

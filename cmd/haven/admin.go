@@ -3,8 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -12,7 +10,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"os/user"
 	"slices"
@@ -21,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/haven-ha/haven/internal/adminclient"
 	"github.com/haven-ha/haven/internal/config"
 )
 
@@ -41,51 +39,20 @@ func newAdminClient(cfgPath string) (*adminClient, error) {
 	if err != nil {
 		return nil, err
 	}
-	ac := &adminClient{cfg: cfg, client: &http.Client{Timeout: 10 * time.Second}}
-	for _, f := range []string{cfg.Admin.TokenFile, cfg.Admin.ReadTokenFile} {
-		if f == "" || ac.token != "" {
-			continue
-		}
-		b, err := os.ReadFile(f)
-		if err != nil && !errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("read admin token: %w", err)
-		}
-		ac.token = strings.TrimSpace(string(b))
+	token, err := adminclient.Token(cfg)
+	if err != nil {
+		return nil, err
 	}
-	if t := cfg.Admin.TLS; t != nil {
-		pem, err := os.ReadFile(t.CA)
-		if err != nil {
-			return nil, fmt.Errorf("admin.tls.ca: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("admin.tls.ca: %s holds no PEM certificate", t.CA)
-		}
-		tr := http.DefaultTransport.(*http.Transport).Clone()
-		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
-		ac.client.Transport = tr
+	client, err := adminclient.HTTPClient(cfg, 10*time.Second)
+	if err != nil {
+		return nil, err
 	}
-	return ac, nil
+	return &adminClient{cfg: cfg, token: token, client: client}, nil
 }
 
 // adminURL is the base URL of a node's admin API.
 func (ac *adminClient) adminURL(node string) (string, error) {
-	n, ok := ac.cfg.Node(node)
-	if !ok {
-		return "", fmt.Errorf("node %q is not in the configuration (nodes: %v)", node, ac.cfg.NodeNames())
-	}
-	host, port, err := net.SplitHostPort(n.Admin)
-	if err != nil {
-		return "", fmt.Errorf("node %s: admin address %q: %w", node, n.Admin, err)
-	}
-	if ip, err := netip.ParseAddr(host); host == "" || (err == nil && ip.IsUnspecified()) {
-		host = n.Address
-	}
-	scheme := "http://"
-	if ac.cfg.Admin.TLS != nil {
-		scheme = "https://"
-	}
-	return scheme + net.JoinHostPort(host, port), nil
+	return adminclient.URL(ac.cfg, node)
 }
 
 // errUnreachable is wrapped by do's error when the request never reached

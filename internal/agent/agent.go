@@ -52,6 +52,8 @@ type Agent struct {
 	admin *web.Server
 	// timeline is the cluster's event timeline as this node sees it.
 	timeline *events.Log
+	console  *consoleHub // the dashboard's views
+	reloads  *reloadMetrics
 
 	reloadMu    sync.Mutex // serialises reloads
 	mu          sync.Mutex // guards what follows
@@ -166,6 +168,8 @@ func New(opt Options) (*Agent, error) {
 		return nil, err
 	}
 	reg.MustRegister(newObjectivesCollector(a))
+	a.reloads = newReloadMetrics(reg, a.started)
+	reg.MustRegister(newCertCollector(a))
 	a.drillm = newDrillMetrics(reg, a)
 	a.drillSchedm = newDrillSchedMetrics(reg)
 	a.routes()
@@ -421,6 +425,12 @@ func (a *Agent) nodeAdmin() string {
 func (a *Agent) Reload() error {
 	a.reloadMu.Lock()
 	defer a.reloadMu.Unlock()
+	err := a.reload()
+	a.reloads.record(err, time.Now())
+	return err
+}
+
+func (a *Agent) reload() error {
 	cfg, err := config.Load(a.opt.ConfigPath)
 	if err != nil {
 		a.log.Error("reload rejected: the running configuration stays", "event", "reload", "err", err)
@@ -428,7 +438,7 @@ func (a *Agent) Reload() error {
 	}
 	if _, ok := cfg.Node(a.opt.Node); !ok {
 		err := fmt.Errorf("reload rejected, the running configuration stays: node %q is no longer in %s", a.opt.Node, a.opt.ConfigPath)
-		a.log.Error(err.Error())
+		a.log.Error(err.Error(), "event", "reload")
 		return err
 	}
 	a.mu.Lock()
@@ -447,13 +457,13 @@ func (a *Agent) Reload() error {
 	}
 	if db := a.current().db; db != nil && cfg.IsDatabaseNode(a.opt.Node) {
 		if err := db.reconfigure(cfg); err != nil {
-			a.log.Error("reload failed: postgres keeps its settings", "err", err)
+			a.log.Error("reload failed: postgres keeps its settings", "event", "reload", "err", err)
 			return fmt.Errorf("reload: %w", err)
 		}
 	}
 	trafficRestart, err := a.reloadTraffic(cfg)
 	if err != nil {
-		a.log.Error("reload failed: the traffic manager keeps its configuration", "err", err)
+		a.log.Error("reload failed: the traffic manager keeps its configuration", "event", "reload", "err", err)
 		return fmt.Errorf("reload: traffic: %w", err)
 	}
 	a.mu.Lock()

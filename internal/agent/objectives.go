@@ -72,8 +72,8 @@ func (rs roles) observed(cfg *config.Config) drill.Observed {
 // haven_objectives_met (1 when every part this node can judge meets its
 // objectives) and haven_objective_failing{part}, the reasons failing now.
 type objectivesCollector struct {
-	a            *Agent
-	met, failing *prometheus.Desc
+	a                      *Agent
+	met, failing, rto, rpo *prometheus.Desc
 }
 
 func newObjectivesCollector(a *Agent) *objectivesCollector {
@@ -83,15 +83,31 @@ func newObjectivesCollector(a *Agent) *objectivesCollector {
 			"1 when the deployment meets its recovery objectives now, as far as this node can judge (haven.yaml objectives; absent without them).", nil, nil),
 		failing: prometheus.NewDesc("haven_objective_failing",
 			"Reasons the deployment fails a part's recovery objectives now (the status API's objectives section names them).", []string{"part"}, nil),
+		rto: prometheus.NewDesc("haven_objective_rto_seconds",
+			"A part's recovery time objective (haven.yaml objectives), for alert rules to compare with.", []string{"part"}, nil),
+		rpo: prometheus.NewDesc("haven_objective_rpo_seconds",
+			"A part's recovery point objective (haven.yaml objectives), for alert rules to compare lags with.", []string{"part"}, nil),
 	}
 }
 
 func (c *objectivesCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.met
 	ch <- c.failing
+	ch <- c.rto
+	ch <- c.rpo
 }
 
 func (c *objectivesCollector) Collect(ch chan<- prometheus.Metric) {
+	o := c.a.config().Objectives
+	for _, part := range []string{config.PartWeb, config.PartDatabase, config.PartRegion} {
+		rto, rpo := o.For(part)
+		if rto != nil {
+			ch <- prometheus.MustNewConstMetric(c.rto, prometheus.GaugeValue, rto.Seconds(), part)
+		}
+		if rpo != nil {
+			ch <- prometheus.MustNewConstMetric(c.rpo, prometheus.GaugeValue, rpo.Seconds(), part)
+		}
+	}
 	st := c.a.objectives()
 	if st == nil {
 		return

@@ -172,10 +172,10 @@ func TestHoldIsBounded(t *testing.T) {
 	gone := dialSend(t, tl.addr, "gone")
 	tl.waitHeld(t, 2)
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(`
-# HELP haven_lb_held_connections TCP client connections held for want of a usable backend (balancers that hold only).
-# TYPE haven_lb_held_connections gauge
-haven_lb_held_connections{balancer="web"} 2
-`), "haven_lb_held_connections"); err != nil {
+# HELP haven_lb_held_connections_waiting TCP client connections held now for want of a usable backend (balancers that hold only).
+# TYPE haven_lb_held_connections_waiting gauge
+haven_lb_held_connections_waiting{balancer="web"} 2
+`), "haven_lb_held_connections_waiting"); err != nil {
 		t.Error(err)
 	}
 	over := dialSend(t, tl.addr, "over")

@@ -96,3 +96,49 @@ func TestTLS(t *testing.T) {
 		t.Error("plain HTTP was served on the TLS listener")
 	}
 }
+
+// TestTokenCookieReadsOnly: a browser sends the read token in a cookie
+// (it cannot set a header on a page or its event stream); the cookie
+// opens reads, never a change, even with the write token in it; and a
+// change sent from another site's page is refused whatever the token.
+func TestTokenCookieReadsOnly(t *testing.T) {
+	s := newServer(t, Options{Addr: "0.0.0.0:9900", TokenFile: writeToken(t, "writer\n"), ReadTokenFile: writeToken(t, "reader\n"), AuthenticateReads: true})
+	calls := mutating(s)
+	base := serve(t, s)
+	send := func(method, path, cookie, token, origin string) int {
+		req, _ := http.NewRequest(method, base+path, nil)
+		if cookie != "" {
+			req.AddCookie(&http.Cookie{Name: TokenCookie, Value: cookie})
+		}
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		if origin != "" {
+			req.Header.Set("Origin", origin)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	host := strings.TrimPrefix(base, "http://")
+	for _, tc := range []struct {
+		method, path, cookie, token, origin string
+		want                                int
+	}{
+		{"GET", "/api/v1/status", "reader", "", "", 200},
+		{"GET", "/api/v1/status", "guess", "", "", 401},
+		{"POST", "/api/v1/things/a/poke", "writer", "", "", 401},
+		{"POST", "/api/v1/things/a/poke", "", "writer", "http://evil.example", 403},
+		{"POST", "/api/v1/things/a/poke", "", "writer", "http://" + host, 200},
+	} {
+		if got := send(tc.method, tc.path, tc.cookie, tc.token, tc.origin); got != tc.want {
+			t.Errorf("%s %s cookie %q token %q origin %q = %d, want %d", tc.method, tc.path, tc.cookie, tc.token, tc.origin, got, tc.want)
+		}
+	}
+	if n := calls.Load(); n != 1 {
+		t.Errorf("the changing handler ran %d times, want once (the header's token from the agent's own page)", n)
+	}
+}

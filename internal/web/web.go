@@ -173,12 +173,31 @@ func (s *Server) HandleRead(pattern string, h http.HandlerFunc) {
 	})
 }
 
+// MayRead says whether r may read: always unless reads are
+// authenticated, then with a token.
+func (s *Server) MayRead(r *http.Request) bool {
+	if !s.opt.AuthenticateReads {
+		return true
+	}
+	_, err := s.authorizeRead(r)
+	return err == nil
+}
+
+// TokenCookie is the cookie a browser sends the read token in: a page
+// and its event stream cannot send an Authorization header. It is good
+// for reads only; a change needs the header (a cookie would let another
+// site's form act with the operator's browser).
+const TokenCookie = "haven_token"
+
 // authorizeRead returns nil when r may read, or the status to answer.
 func (s *Server) authorizeRead(r *http.Request) (int, error) {
 	if s.loopback {
 		return 0, nil
 	}
 	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if c, err := r.Cookie(TokenCookie); !ok && err == nil {
+		got, ok = c.Value, true
+	}
 	if !ok {
 		return http.StatusUnauthorized, errors.New(`missing bearer token: admin.authenticate_reads is on; send "Authorization: Bearer TOKEN" with the token in admin.read_token_file or admin.token_file`)
 	}
@@ -222,6 +241,12 @@ func (s *Server) HandleMutating(pattern string, h http.HandlerFunc) {
 // authorize returns nil when r may change state, or the status to answer
 // (401: a token would help; 403: no token can) and what to do about it.
 func (s *Server) authorize(r *http.Request) (int, error) {
+	// A browser names the page a request comes from: a change sent by
+	// another site's page (a form aimed at a loopback admin port, which
+	// needs no token) is refused.
+	if o := r.Header.Get("Origin"); o != "" && !sameOrigin(o, r.Host) {
+		return http.StatusForbidden, fmt.Errorf("a change from the page of another site (Origin %s) is refused: use the dashboard of this agent, or haven", o)
+	}
 	if s.loopback {
 		return 0, nil
 	}
@@ -281,6 +306,12 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (s *Server) statusHandler(w http.ResponseWriter, _ *http.Request) {
+	WriteJSON(w, http.StatusOK, s.Status())
+}
+
+// Status is what GET /api/v1/status answers: the server's Info, uptime,
+// readiness and every status section.
+func (s *Server) Status() map[string]any {
 	out := map[string]any{}
 	for k, v := range s.opt.Info {
 		out[k] = v
@@ -300,7 +331,7 @@ func (s *Server) statusHandler(w http.ResponseWriter, _ *http.Request) {
 	for k, fn := range sections {
 		out[k] = fn()
 	}
-	WriteJSON(w, http.StatusOK, out)
+	return out
 }
 
 // WriteJSON writes v as indented JSON.
@@ -352,4 +383,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	defer cancel()
 	srv.Shutdown(sctx)
 	return nil
+}
+
+// sameOrigin says whether a browser's Origin header names host (the
+// request's Host), whatever the scheme.
+func sameOrigin(origin, host string) bool {
+	_, rest, ok := strings.Cut(origin, "://")
+	return ok && strings.EqualFold(rest, host)
 }
