@@ -149,9 +149,11 @@ func TestValidate(t *testing.T) {
 // TestHavenConf renders haven.yaml and loads it with haven's own config
 // package, so that the benchmark follows the contract.
 func TestHavenConf(t *testing.T) {
-	p := ports{dns: map[string]int{"haven": 5310}, admin: 9911, backend: 8081}
-	path := filepath.Join(t.TempDir(), "haven.yaml")
-	if err := os.WriteFile(path, []byte(havenConf(p)), 0o644); err != nil {
+	p := ports{dns: map[string]int{"haven": 5310, "haven-qlog": 5311}, admin: map[string]int{"haven": 9911, "haven-qlog": 9912}, backend: 8081}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "haven.yaml")
+	haven, _ := findServer("haven")
+	if err := os.WriteFile(path, []byte(havenConf(p, haven, dir)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	cfg, err := config.Load(path)
@@ -159,8 +161,15 @@ func TestHavenConf(t *testing.T) {
 		t.Fatalf("haven.yaml does not load: %v", err)
 	}
 	tr := cfg.Traffic
-	if tr == nil || tr.Zone != zone || tr.Listen != "127.0.0.1:5310" || !slices.Equal(tr.Nameservers, []string{"ns1"}) {
+	if tr == nil || tr.Zone != zone || tr.Listen != "127.0.0.1:5310" || !slices.Equal(tr.Nameservers, []string{"ns1"}) || tr.QueryLog != nil {
 		t.Fatalf("traffic = %+v", tr)
+	}
+	qlog, _ := findServer("haven-qlog")
+	if err := os.WriteFile(path, []byte(havenConf(p, qlog, dir)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if cfg, err := config.Load(path); err != nil || cfg.Traffic.QueryLog == nil || cfg.Traffic.QueryLog.Sample != 100 || cfg.Traffic.Listen != "127.0.0.1:5311" {
+		t.Fatalf("haven-qlog's haven.yaml: %v, %+v", err, cfg)
 	}
 	for name, policy := range map[string]string{"static": "all", "www": "failover", "hashed": "hashed"} {
 		r := tr.Records[name]

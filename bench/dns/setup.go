@@ -120,9 +120,7 @@ func (b *bench) startAll(ctx context.Context) error {
 	if b.ports.backend, err = freePort(primaryIP); err != nil {
 		return err
 	}
-	if b.ports.admin, err = freePort("127.0.0.1"); err != nil {
-		return err
-	}
+	b.ports.admin = map[string]int{}
 	b.primary = &backend{addr: net.JoinHostPort(primaryIP, fmt.Sprint(b.ports.backend))}
 	b.backup = &backend{addr: net.JoinHostPort(backupIP, fmt.Sprint(b.ports.backend))}
 	if err := errors.Join(b.primary.up(), b.backup.up()); err != nil {
@@ -130,6 +128,9 @@ func (b *bench) startAll(ctx context.Context) error {
 	}
 	for _, name := range b.neededServers() {
 		if b.ports.dns[name], err = freePort("127.0.0.1"); err != nil {
+			return err
+		}
+		if b.ports.admin[name], err = freePort("127.0.0.1"); err != nil {
 			return err
 		}
 	}
@@ -179,7 +180,7 @@ func (b *bench) startServer(ctx context.Context, s server) error {
 			return b.havenErr
 		}
 		conf := filepath.Join(dir, "haven.yaml")
-		if err := os.WriteFile(conf, []byte(havenConf(b.ports)), 0o644); err != nil {
+		if err := os.WriteFile(conf, []byte(havenConf(b.ports, s, dir)), 0o644); err != nil {
 			return err
 		}
 		argv = []string{"taskset", "-c", "0", b.havenBin, "agent", "-c", conf, "-n", "ns1"}

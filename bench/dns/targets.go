@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"path/filepath"
 	"strings"
 )
 
@@ -23,7 +24,9 @@ type server struct {
 	// checkInterval is PowerDNS's lua-health-checks-interval in seconds
 	// (0: the default, 5).
 	checkInterval int
-	desc          string
+	// querySample is haven's traffic.query_log sample (0: no query log).
+	querySample int
+	desc        string
 }
 
 var allServers = []server{
@@ -35,6 +38,10 @@ var allServers = []server{
 		desc: "the same as pdns with `lua-health-checks-interval=1` (only for the change runs)"},
 	{name: "haven", kind: "haven",
 		desc: "`haven agent` with only the traffic role: one node, 127.0.0.1, answering for the zone; its check `web` probes GET /healthz every 1s (timeout 500ms, rise 2, fall 2)"},
+	{name: "haven-qlog", kind: "haven", querySample: 100,
+		desc: "the same with `traffic.query_log` on, its default sample: one query in 100 logged to a file"},
+	{name: "haven-qlog-all", kind: "haven", querySample: 1,
+		desc: "the same with `query_log.sample: 1`: every query logged to a file"},
 }
 
 func findServer(name string) (server, bool) {
@@ -62,6 +69,8 @@ var allCells = []cell{
 	{name: "pdns-lua-shared", server: "pdns-shared", qname: "www", desc: "PowerDNS, the same Lua record with `enable-lua-records=shared`"},
 	{name: "haven-static", server: "haven", qname: "static", desc: "haven, `static`: policy all, one target without a check (haven's nearest to a static record)"},
 	{name: "haven-failover", server: "haven", qname: "www", desc: "haven, `www`: policy failover over 127.0.0.21 and 127.0.0.22, both checked by `web` (a health-checked answer)"},
+	{name: "haven-failover-qlog", server: "haven-qlog", qname: "www", desc: "haven, `www`, with the query log on (one query in 100)"},
+	{name: "haven-failover-qlog-all", server: "haven-qlog-all", qname: "www", desc: "haven, `www`, with every query logged"},
 	{name: "haven-failover-edns", server: "haven", qname: "www", edns: true, desc: "haven, `www` with EDNS but no ECS on every query (an OPT record without options: the baseline of the ECS cell without the option)"},
 	{name: "haven-failover-ecs", server: "haven", qname: "www", ecs: true, desc: "haven, `www` with ECS 10.0.0.0/24 on every query"},
 	{name: "haven-hashed", server: "haven", qname: "hashed", desc: "haven, `hashed`: policy hashed over the same checked targets, hashing the client's address (127.0.0.1)"},
@@ -69,7 +78,7 @@ var allCells = []cell{
 	{name: "haven-hashed-ecs", server: "haven", qname: "hashed", ecs: true, desc: "haven, `hashed` with ECS 10.0.0.0/24 on every query (answered with scope /24)"},
 }
 
-const defaultCells = "pdns-static,pdns-lua,pdns-lua-shared,haven-static,haven-failover,haven-failover-edns,haven-failover-ecs,haven-hashed,haven-hashed-edns,haven-hashed-ecs"
+const defaultCells = "pdns-static,pdns-lua,pdns-lua-shared,haven-static,haven-failover,haven-failover-qlog,haven-failover-qlog-all,haven-failover-edns,haven-failover-ecs,haven-hashed,haven-hashed-edns,haven-hashed-ecs"
 
 func findCell(name string) (cell, bool) {
 	for _, c := range allCells {
@@ -87,7 +96,7 @@ var changeServers = []string{"pdns", "pdns-fast", "haven"}
 // ports are the loopback ports of one run.
 type ports struct {
 	dns     map[string]int // server name → its UDP and TCP port on 127.0.0.1
-	admin   int            // haven's admin listener on 127.0.0.1
+	admin   map[string]int // a haven server's admin listener on 127.0.0.1
 	backend int            // the targets' HTTP port on 127.0.0.21 and 127.0.0.22
 }
 
@@ -124,7 +133,11 @@ www    20   IN LUA A "ifportup(%[4]d, {'%[2]s', '%[3]s'})"
 
 // havenConf renders haven.yaml: one node, ns1 at 127.0.0.1, the name
 // server of the zone, with the records the cells ask for.
-func havenConf(p ports) string {
+func havenConf(p ports, s server, dir string) string {
+	queryLog := ""
+	if s.querySample > 0 {
+		queryLog = fmt.Sprintf("  query_log: {path: %q, sample: %d}\n", filepath.Join(dir, "queries.log"), s.querySample)
+	}
 	return fmt.Sprintf(`cluster: benchdns
 regions:
   local:
@@ -141,7 +154,7 @@ traffic:
   zone: %[3]s
   nameservers: [ns1]
   listen: "127.0.0.1:%[4]d"
-  records:
+%[7]s  records:
     static:
       policy: all
       ttl: 20s
@@ -159,5 +172,5 @@ traffic:
       targets:
         - {name: east, address: %[5]s, check: web}
         - {name: west, address: %[6]s, check: web}
-`, p.admin, p.backend, zone, p.dns["haven"], primaryIP, backupIP)
+`, p.admin[s.name], p.backend, zone, p.dns[s.name], primaryIP, backupIP, queryLog)
 }

@@ -86,35 +86,45 @@ func (b *bench) runConsole(ctx context.Context, proxies []*proxy) (*consoleResul
 			}
 		}
 	}
-	sc := &scenarioResult{scenario: scenario{name: "console", mode: "http"}}
+	runs, err := b.abRounds(ctx, t, [2]string{"console-0", fmt.Sprintf("console-%d", consolePages)}, func(i int) (func(), error) {
+		pages := []int{0, consolePages}[i]
+		open := openPages(ctx, "http://"+havenAdmin, pages)
+		if err := open.wait(ctx, pages); err != nil {
+			open.close()
+			return nil, err
+		}
+		return func() { res.streamed += open.close() }, nil
+	})
+	res.without, res.with = runs[0], runs[1]
+	return res, err
+}
+
+// abRounds measures haven under wrk in two states, alternating, rounds
+// times: set puts it in state i and returns how to leave that state.
+func (b *bench) abRounds(ctx context.Context, t liveTarget, names [2]string, set func(i int) (func(), error)) ([2][]runRec, error) {
+	var runs [2][]runRec
+	sc := &scenarioResult{scenario: scenario{mode: "http"}}
 	for round := 1; round <= b.opt.rounds; round++ {
-		for _, pages := range []int{0, consolePages} {
+		for i, name := range names {
 			if ctx.Err() != nil {
-				return nil, ctx.Err()
+				return runs, ctx.Err()
 			}
-			open := openPages(ctx, "http://"+havenAdmin, pages)
-			if err := open.wait(ctx, pages); err != nil {
-				open.close()
-				return nil, err
-			}
-			sc.name = fmt.Sprintf("console-%d", pages)
-			rec, err := b.measureWrk(ctx, sc, t, round)
-			n := open.close()
+			leave, err := set(i)
 			if err != nil {
-				return nil, err
+				return runs, err
 			}
-			harness.Logf("console round %d, %2d pages: %8.0f req/s  %s CPU-s/10k  %d messages streamed %s",
-				round, pages, rec.wrk.RPS, fmtCPU(cpuPer10k(rec)), n, rec.err)
-			if pages == 0 {
-				res.without = append(res.without, rec)
-			} else {
-				res.with = append(res.with, rec)
-				res.streamed += n
+			sc.name = name
+			rec, err := b.measureWrk(ctx, sc, t, round)
+			leave()
+			if err != nil {
+				return runs, err
 			}
+			harness.Logf("%s round %d: %8.0f req/s  %s CPU-s/10k %s", name, round, rec.wrk.RPS, fmtCPU(cpuPer10k(rec)), rec.err)
+			runs[i] = append(runs[i], rec)
 			harness.Sleep(ctx, time.Second)
 		}
 	}
-	return res, nil
+	return runs, nil
 }
 
 // pages are open dashboards: each loaded the page once and reads its

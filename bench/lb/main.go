@@ -92,7 +92,7 @@ func main() {
 func mainErr() int {
 	var opt options
 	var targets string
-	flag.StringVar(&opt.scenario, "scenario", "perf", "perf (throughput, CPU, latency, idle connections), failover, console (the dashboard's cost under load), or all")
+	flag.StringVar(&opt.scenario, "scenario", "perf", "perf (throughput, CPU, latency, idle connections), failover, console (the dashboard's cost under load), accesslog (the access log's cost), or all")
 	flag.BoolVar(&opt.quick, "quick", false, "1 round of 3s runs (development)")
 	flag.IntVar(&opt.rounds, "rounds", 3, "interleaved rounds; the median is reported")
 	flag.DurationVar(&opt.duration, "d", 10*time.Second, "duration of each wrk and vegeta run")
@@ -152,9 +152,9 @@ func mainErr() int {
 
 func validate(opt options) error {
 	switch opt.scenario {
-	case "perf", "failover", "console", "all":
+	case "perf", "failover", "console", "accesslog", "all":
 	default:
-		return fmt.Errorf("-scenario %q is not one of perf, failover, console, all", opt.scenario)
+		return fmt.Errorf("-scenario %q is not one of perf, failover, console, accesslog, all", opt.scenario)
 	}
 	if err := opt.install.Check(); err != nil {
 		return err
@@ -228,6 +228,13 @@ func (b *bench) run(ctx context.Context) (err error) {
 		}
 		sections = append(sections, b.failoverReport(rows))
 	}
+	if b.opt.scenario == "accesslog" || b.opt.scenario == "all" {
+		res, err := b.runAccessLog(ctx, proxies)
+		if err != nil {
+			return err
+		}
+		sections = append(sections, b.accessLogReport(res))
+	}
 	if b.opt.scenario == "console" || b.opt.scenario == "all" {
 		res, err := b.runConsole(ctx, proxies)
 		if err != nil {
@@ -257,6 +264,8 @@ func (b *bench) outPath() string {
 		name = "failover.md"
 	case "console":
 		name = "console.md"
+	case "accesslog":
+		name = "accesslog.md"
 	}
 	if b.opt.quick {
 		name = strings.TrimSuffix(name, ".md") + "-quick.md"

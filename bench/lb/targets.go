@@ -64,6 +64,9 @@ type tmplData struct {
 	Listen   string
 	Admin    string
 	Backends []backendData
+	// AccessLog is haven's access log file ("": off), for the access
+	// log scenario.
+	AccessLog string
 }
 
 type backendData struct{ Name, Addr string }
@@ -140,6 +143,9 @@ balancers:
     mode: {{.Mode}}
     algorithm: roundrobin
     check: web
+{{- if .AccessLog}}
+    access_log: {path: "{{.AccessLog}}"}
+{{- end}}
     backends:
 {{- range .Backends}}
       - {address: "{{.Addr}}", name: {{.Name}}}

@@ -357,6 +357,10 @@ func (a *Agent) startCoordinated(cfg *config.Config, rs *roles, st *stack) error
 		if err := rs.router.start(); err != nil {
 			return err
 		}
+		// One router per agent: its role starts once.
+		if err := a.reg.Register(newRouterCollector(rs.router)); err != nil {
+			a.log.Warn("database router: metrics not registered", "err", err)
+		}
 		st.push("database router", rs.router.close)
 		rs.coord.onConnected(rs.router.follow)
 	}

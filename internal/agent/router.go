@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/lb"
@@ -25,6 +28,8 @@ type dbRouter struct {
 	routes keeper.Routes
 	served sync.WaitGroup
 	cancel context.CancelFunc
+	// primaryChanges counts the primary pool's changes of node.
+	primaryChanges atomic.Uint64
 }
 
 // routerPool is one of the router's balancers and its listener.
@@ -101,8 +106,44 @@ func (r *dbRouter) set(rt keeper.Routes) {
 		}
 	}
 	if old.Primary != rt.Primary {
-		r.a.log.Info("database router: primary changed", "from", old.Primary, "to", rt.Primary, "replicas", rt.Replicas)
+		r.primaryChanges.Add(1)
+		r.a.log.Info("database router: primary changed", "event", "database", "from", old.Primary, "to", rt.Primary, "replicas", rt.Replicas)
 	}
+}
+
+// routerCollector exports where the router sends clients now: the
+// pools' own traffic is in the haven_lb_ families (balancers
+// database-primary and database-replicas).
+type routerCollector struct {
+	r                          *dbRouter
+	primary, replicas, changes *prometheus.Desc
+}
+
+func newRouterCollector(r *dbRouter) *routerCollector {
+	return &routerCollector{
+		r: r,
+		primary: prometheus.NewDesc("haven_router_primary",
+			"1 for the node the database router's primary pool sends clients to now; absent while it has none (clients are held, then refused).", []string{"node"}, nil),
+		replicas: prometheus.NewDesc("haven_router_replicas",
+			"Replicas the database router's replicas pool sends clients to now (running, within database.replica_max_lag).", nil, nil),
+		changes: prometheus.NewDesc("haven_router_primary_changes_total",
+			"Times the database router's primary pool changed its node (failovers and switchovers as this router saw them).", nil, nil),
+	}
+}
+
+func (c *routerCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.primary
+	ch <- c.replicas
+	ch <- c.changes
+}
+
+func (c *routerCollector) Collect(ch chan<- prometheus.Metric) {
+	rt := c.r.Routes()
+	if rt.Primary != "" && rt.PrimaryAddr != "" {
+		ch <- prometheus.MustNewConstMetric(c.primary, prometheus.GaugeValue, 1, rt.Primary)
+	}
+	ch <- prometheus.MustNewConstMetric(c.replicas, prometheus.GaugeValue, float64(len(rt.Replicas)))
+	ch <- prometheus.MustNewConstMetric(c.changes, prometheus.CounterValue, float64(c.r.primaryChanges.Load()))
 }
 
 // poolConfig is the router pool's balancer bc with the backends the routes

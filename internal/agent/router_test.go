@@ -1,8 +1,11 @@
 package agent
 
 import (
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/pg/keeper"
@@ -37,5 +40,31 @@ func TestPoolConfigInAStandbyRegion(t *testing.T) {
 	}
 	if bc.Backends != nil || bc.Hold.D() != 5*time.Second {
 		t.Error("poolConfig changed the pool's own configuration")
+	}
+}
+
+// TestRouterMetrics: the router says which node its primary pool sends
+// clients to, how many replicas the other pool has, and how often the
+// primary changed; with no primary, no node is named.
+func TestRouterMetrics(t *testing.T) {
+	r := &dbRouter{routes: keeper.Routes{Primary: "db2", PrimaryAddr: "198.18.1.12:5432", Replicas: []string{"db1", "db3"}}}
+	r.primaryChanges.Add(2)
+	c := newRouterCollector(r)
+	want := `# HELP haven_router_primary 1 for the node the database router's primary pool sends clients to now; absent while it has none (clients are held, then refused).
+# TYPE haven_router_primary gauge
+haven_router_primary{node="db2"} 1
+# HELP haven_router_primary_changes_total Times the database router's primary pool changed its node (failovers and switchovers as this router saw them).
+# TYPE haven_router_primary_changes_total counter
+haven_router_primary_changes_total 2
+# HELP haven_router_replicas Replicas the database router's replicas pool sends clients to now (running, within database.replica_max_lag).
+# TYPE haven_router_replicas gauge
+haven_router_replicas 2
+`
+	if err := testutil.CollectAndCompare(c, strings.NewReader(want)); err != nil {
+		t.Error(err)
+	}
+	r.routes = keeper.Routes{}
+	if n := testutil.CollectAndCount(c, "haven_router_primary"); n != 0 {
+		t.Errorf("with no primary, %d haven_router_primary series", n)
 	}
 }

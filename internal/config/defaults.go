@@ -160,12 +160,19 @@ const defaultMaxAnswers = 8
 // defaultTraffic gives every target left without a weight the weight 1
 // (under the weighted policy a written 0 takes no answers), each record
 // its all-down mode, and the all policy its answer cap.
+// defaultQuerySample logs one query in a hundred: enough to see who asks
+// what, at a cost nobody measures.
+const defaultQuerySample = 100
+
 func defaultTraffic(t *Traffic, r *report, dir string) {
 	if t.TSIG != nil {
 		t.TSIG.SecretFile = resolvePath(dir, t.TSIG.SecretFile)
 	}
 	if t.GeoIP != "" {
 		t.GeoIP = resolvePath(dir, t.GeoIP)
+	}
+	if t.QueryLog != nil && t.QueryLog.Sample == 0 {
+		t.QueryLog.Sample = defaultQuerySample
 	}
 	for _, name := range sortedKeys(t.Records) {
 		rec := t.Records[name]
@@ -442,6 +449,9 @@ func defaultBalancer(b *Balancer, r *report, path, dir string) {
 	}
 	if b.Algorithm == "" {
 		b.Algorithm = defaultAlgorithm
+	}
+	if b.AccessLog != nil && b.AccessLog.Format == "" {
+		b.AccessLog.Format = "haproxy"
 	}
 	for _, be := range b.Backends {
 		if be.Name == "" {

@@ -218,6 +218,9 @@ type Balancer struct {
 	// to their timeouts (HAProxy's on-marked-down shutdown-sessions). The
 	// database's primary pool always does.
 	ShutdownSessions bool `yaml:"shutdown_sessions"`
+	// AccessLog writes a line per request (http) or connection (tcp):
+	// off when nil.
+	AccessLog *AccessLog `yaml:"access_log"`
 	// Hold, in mode tcp, keeps a new client connection that finds no
 	// usable backend, or that every usable backend refused, waiting up to
 	// this long for one to take it, instead of closing it at once (0:
@@ -228,6 +231,17 @@ type Balancer struct {
 	Hold Duration `yaml:"-"`
 
 	Name string `yaml:"-"`
+}
+
+// AccessLog is a balancer's access log.
+type AccessLog struct {
+	// Path is the file lines are appended to ("-": the agent's standard
+	// output, the journal under systemd). A reload reopens it, so that
+	// logrotate's postrotate can reload the agent.
+	Path string `yaml:"path"`
+	// Format is "haproxy" (default: a line as HAProxy's httplog writes
+	// one) or "json" (one object per line).
+	Format string `yaml:"format"`
 }
 
 // VIP is a floating address held by exactly one node at a time among
@@ -546,6 +560,18 @@ type Traffic struct {
 	// GeoIP is a MaxMind-format database file (GeoLite2-Country or
 	// -City), required by the geo policy.
 	GeoIP string `yaml:"geoip"`
+	// QueryLog writes a sample of the queries each name server answers:
+	// off when nil.
+	QueryLog *QueryLog `yaml:"query_log"`
+}
+
+// QueryLog is a name server's sampled query log.
+type QueryLog struct {
+	// Path is the file lines are appended to ("-": the agent's standard
+	// output). A reload reopens it.
+	Path string `yaml:"path"`
+	// Sample logs one query in Sample (default 100; 1: every query).
+	Sample int `yaml:"sample"`
 }
 
 // TSIG is a shared-secret key (RFC 8945).

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -116,6 +117,17 @@ func (v *validator) modeOptions(b *Balancer, path string) {
 	}
 	if b.ShutdownSessions && b.Mode != "tcp" {
 		v.errorf(path+".shutdown_sessions", "only applies in mode tcp (this balancer is mode %s)", b.Mode)
+	}
+	if l := b.AccessLog; l != nil {
+		switch {
+		case l.Path == "":
+			v.errorf(path+".access_log.path", "required: the file to append to, such as /var/log/haven/%s.log, or - for the agent's standard output", b.Name)
+		case l.Path != "-" && !filepath.IsAbs(l.Path):
+			v.errorf(path+".access_log.path", "%q is not an absolute path (or - for the agent's standard output)", l.Path)
+		}
+		if !slices.Contains([]string{"haproxy", "json"}, l.Format) {
+			v.errorf(path+".access_log.format", "%s", notOneOf(l.Format, "haproxy", "json"))
+		}
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 )
@@ -38,6 +39,17 @@ func (v *validator) traffic() {
 	if t.GeoIP != "" {
 		if _, err := os.Stat(t.GeoIP); err != nil {
 			v.errorf("traffic.geoip", "%q cannot be read: %v", t.GeoIP, errors.Unwrap(err))
+		}
+	}
+	if l := t.QueryLog; l != nil {
+		switch {
+		case l.Path == "":
+			v.errorf("traffic.query_log.path", "required: the file to append to, such as /var/log/haven/dns.log, or - for the agent's standard output")
+		case l.Path != "-" && !filepath.IsAbs(l.Path):
+			v.errorf("traffic.query_log.path", "%q is not an absolute path (or - for the agent's standard output)", l.Path)
+		}
+		if l.Sample < 1 {
+			v.errorf("traffic.query_log.sample", "%d: give 1 (every query) or more (one query in that many)", l.Sample)
 		}
 	}
 	if k := t.TSIG; k != nil {

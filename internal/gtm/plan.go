@@ -20,6 +20,8 @@ type plan struct {
 	tsig   map[string]string
 	geoip  string
 	listen string
+	// queryLog is traffic.query_log (nil: off).
+	queryLog *config.QueryLog
 }
 
 // pending is a target to check, before its monitor exists.
@@ -36,7 +38,7 @@ func planFrom(cfg *config.Config) (plan, error) {
 	if t == nil {
 		return plan{}, fmt.Errorf("gtm: haven.yaml has no traffic section: add one (docs/traffic.md)")
 	}
-	p := plan{zone: Zone{Origin: t.Zone, Names: map[string]Name{}}, delays: map[string][2]time.Duration{}, geoip: t.GeoIP, listen: t.Listen}
+	p := plan{zone: Zone{Origin: t.Zone, Names: map[string]Name{}}, delays: map[string][2]time.Duration{}, geoip: t.GeoIP, listen: t.Listen, queryLog: t.QueryLog}
 	if p.listen == "" {
 		p.listen = DefaultListen
 	}

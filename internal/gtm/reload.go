@@ -43,6 +43,13 @@ func (s *Service) Reload(cfg *config.Config) (restart []string, err error) {
 	}
 	s.mu.Lock()
 	s.delays = p.delays
+	s.queryLog = p.queryLog
+	if s.running != nil {
+		// Opened again even when unchanged: logrotate moved it away.
+		if err := s.srv.SetQueryLog(p.queryLog); err != nil {
+			s.log.Error("reload: the query log could not be opened again; the previous file stays in use", "err", err)
+		}
+	}
 	keep := map[string]bool{}
 	for _, tm := range s.monitors {
 		keep[viewKey(tm.name, tm.target)] = true

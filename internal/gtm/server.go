@@ -37,6 +37,7 @@ type Server struct {
 
 	counters counters
 	viewMode atomic.Value // a ViewMode's string, for metrics
+	qlog     atomic.Pointer[queryLog]
 }
 
 // Options are what a Server needs besides its zone.
@@ -231,8 +232,14 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 		return
 	}
 	q := ednsOf(r)
-	m := s.answer(r, q, tcp, remoteAddr(w))
+	from := remoteAddr(w)
+	m := s.answer(r, q, tcp, from)
 	s.counters.count(m, tcp, q.subnet)
+	transport := "udp"
+	if tcp {
+		transport = "tcp"
+	}
+	s.logQuery(m, from, transport)
 	if err := w.WriteMsg(m); err != nil {
 		s.log.Debug("write answer", "client", w.RemoteAddr().String(), "err", err)
 	}

@@ -42,6 +42,8 @@ type Service struct {
 	geo    *GeoDB                                          // nil without traffic.geoip
 
 	mu sync.Mutex // guards what follows and serialises apply
+	// queryLog is traffic.query_log as last loaded; Run opens it.
+	queryLog *config.QueryLog
 	// monitors are every target of every name; probes the distinct
 	// monitors, by check and address.
 	monitors []*targetMonitor
@@ -121,7 +123,7 @@ func NewService(cfg *config.Config, node string, opt ServiceOptions) (*Service, 
 	}
 	s := &Service{log: opt.Logger.With("component", "gtm"), opt: opt, clock: opt.Clock, listen: p.listen, local: map[string]bool{}, etcd: opt.Etcd,
 		differing: map[string]time.Time{}, drained: map[string]time.Time{},
-		delays: p.delays, probes: map[probeKey]*probe{}, verdictIn: make(chan struct{}, 1)}
+		delays: p.delays, probes: map[probeKey]*probe{}, verdictIn: make(chan struct{}, 1), queryLog: p.queryLog}
 	if p.geoip != "" {
 		if s.geo, err = OpenGeoDB(p.geoip); err != nil {
 			return nil, err
@@ -175,6 +177,13 @@ func (s *Service) Listen() (net.PacketConn, net.Listener, error) {
 // until ctx ends. Answering only after the first verdicts means the first
 // answer after a restart already reflects the checks.
 func (s *Service) Run(ctx context.Context, udp net.PacketConn, tcp net.Listener) error {
+	s.mu.Lock()
+	ql := s.queryLog
+	s.mu.Unlock()
+	if err := s.srv.SetQueryLog(ql); err != nil {
+		return err
+	}
+	defer s.srv.SetQueryLog(nil)
 	defer s.wg.Wait()
 	monCtx, stop := context.WithCancel(ctx)
 	defer stop()

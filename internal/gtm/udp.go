@@ -159,7 +159,9 @@ func (s *Server) answerPacket(sc *scratch, b []byte, from netip.Addr, out []byte
 	}
 	m := &sc.reply
 	e := s.answerInto(m, r, q, from)
-	return s.packUDP(sc, m, e, q, out)
+	ans := s.packUDP(sc, m, e, q, out)
+	s.logQuery(m, from, "udp")
+	return ans
 }
 
 // packUDP packs m with the OPT record e into out and counts it. An answer

@@ -162,6 +162,10 @@ type Balancer struct {
 	accepted  atomic.Uint64
 	local     [len(localStatuses)]atomic.Uint64
 	duration  interface{ Observe(float64) }
+	queueTime interface{ Observe(float64) }
+	// alog is the open access log; nil: off. Serve opens it, Reload
+	// reopens it (logrotate), the end of Serve closes it.
+	alog atomic.Pointer[accessLog]
 }
 
 // New builds a balancer from its configuration and its health check (nil
@@ -190,7 +194,6 @@ func New(c *config.Balancer, check *config.Check, opt Options) (*Balancer, error
 		conns:     make(map[*clientConn]struct{}),
 		slotFreed: make(chan struct{}, 64),
 		holds:     newHolder(opt.Clock),
-		duration:  noopObserver{},
 	}
 	if c.TLS != nil {
 		if b.tls, err = newCertReloader(c.TLS.Cert, c.TLS.Key, b.log); err != nil {
@@ -211,8 +214,14 @@ func New(c *config.Balancer, check *config.Check, opt Options) (*Balancer, error
 		bs = append(bs, nb)
 	}
 	b.pool.Store(newPool(bs))
-	if opt.Metrics != nil {
-		b.duration = opt.Metrics.duration.WithLabelValues(c.Name)
+	b.duration, b.queueTime = noopObserver{}, noopObserver{}
+	if m := opt.Metrics; m != nil {
+		// A balancer's mode does not change without a restart.
+		b.duration = m.duration.WithLabelValues(c.Name)
+		if c.Mode == "tcp" {
+			b.duration = m.tcpDuration.WithLabelValues(c.Name)
+		}
+		b.queueTime = m.queueTime.WithLabelValues(c.Name)
 	}
 	return b, nil
 }
@@ -339,6 +348,15 @@ func dialer(timeout time.Duration) *net.Dialer {
 
 // Serve is Run on a listener the caller bound (with Listen).
 func (lb *Balancer) Serve(ctx context.Context, ln net.Listener) error {
+	if c := lb.settings.Load().cfg.AccessLog; c != nil {
+		l, err := openAccessLog(c)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("lb: balancer %s: %w", lb.name, err)
+		}
+		lb.alog.Store(l)
+	}
+	defer func() { lb.alog.Swap(nil).close() }()
 	monCtx, stopMonitors := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopMonitors()
 	lb.mu.Lock()
@@ -500,6 +518,15 @@ func (lb *Balancer) Reload(c *config.Balancer, check *config.Check) error {
 	}
 	s := newSettings(c, check)
 	old := lb.settings.Load()
+	// The access log is opened again (a renamed file is let go: logrotate),
+	// before anything changes: a log that cannot be opened fails the reload.
+	var alog *accessLog
+	if c.AccessLog != nil && lb.listening.Load() {
+		var err error
+		if alog, err = openAccessLog(c.AccessLog); err != nil {
+			return fmt.Errorf("lb: balancer %s: %w", lb.name, err)
+		}
+	}
 	checkChanged := !sameCheck(old.check, check) || old.passive != s.passive
 	cur := lb.pool.Load()
 	var next []*backend
@@ -514,6 +541,7 @@ func (lb *Balancer) Reload(c *config.Balancer, check *config.Check) error {
 		}
 		nb, err := lb.newBackend(bc, s)
 		if err != nil {
+			alog.close()
 			return err
 		}
 		if ob := findAddr(cur.backends, bc.Address); ob != nil {
@@ -529,6 +557,9 @@ func (lb *Balancer) Reload(c *config.Balancer, check *config.Check) error {
 	}
 	lb.settings.Store(s)
 	lb.pool.Store(newPool(next))
+	if lb.listening.Load() {
+		lb.alog.Swap(alog).close()
+	}
 	lb.mu.Lock()
 	// Stop first: a replaced backend's old monitor deletes its metric
 	// series on Close, and the new one (same target) publishes them on Run.

@@ -91,7 +91,7 @@ func (lb *Balancer) serveH2Request(w http.ResponseWriter, r *http.Request) {
 	replayable := s.retriable([]byte(r.Method)) && (r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0)
 	failStatus, failMsg := 503, "no backend available"
 	for tries := 0; ; tries++ {
-		b, err := lb.acquire(r.Context(), &pk, hash, sticky)
+		b, _, err := lb.acquire(r.Context(), &pk, hash, sticky)
 		if err != nil {
 			if tries == 0 {
 				failMsg = err.Error()

@@ -27,6 +27,9 @@ type scratch struct {
 	// live here so that handing them to the copy functions allocates nothing.
 	in idleReader
 	to idleWriter
+	// log is the request's access log entry, line its formatted line.
+	log  logEntry
+	line []byte
 }
 
 var scratchPool = sync.Pool{New: func() any {
@@ -180,38 +183,45 @@ type attempt struct {
 
 func (lb *Balancer) serveRequest(cc *clientConn, rw net.Conn, sc *scratch, s *settings) bool {
 	start := time.Now()
+	e := &sc.log
+	e.reset(start)
+	if l := lb.alog.Load(); l != nil {
+		defer lb.logRequest(l, cc, sc)
+	}
 	rw.SetReadDeadline(start.Add(s.headerTimeout))
 	var err error
 	sc.head, err = readHead(cc.br, sc.head[:0], s.maxHeader)
 	if err != nil {
 		switch {
 		case errors.Is(err, errHeadTooLarge) && bytes.IndexByte(sc.head, '\n') < 0:
-			lb.localResponse(rw, 414, "request line too long")
+			lb.refuse(sc, rw, 414, "request line too long")
 		case errors.Is(err, errHeadTooLarge):
-			lb.localResponse(rw, 431, "request header too large")
+			lb.refuse(sc, rw, 431, "request header too large")
 		case errors.Is(err, errHeadTimeout):
-			lb.localResponse(rw, 408, "request header not received in time")
+			lb.refuse(sc, rw, 408, "request header not received in time")
 		case errors.Is(err, errTruncated):
-			lb.localResponse(rw, 400, "incomplete request")
+			lb.refuse(sc, rw, 400, "incomplete request")
 		}
 		return false
 	}
 	req := &sc.req
-	if err := parseRequest(sc.head, req); err != nil {
+	err = parseRequest(sc.head, req)
+	e.parsed, e.tr = err == nil, time.Since(start)
+	if err != nil {
 		var he *httpError
 		if errors.As(err, &he) {
-			lb.localResponse(rw, he.status, he.msg)
+			lb.refuse(sc, rw, he.status, he.msg)
 		} else {
-			lb.localResponse(rw, 400, err.Error())
+			lb.refuse(sc, rw, 400, err.Error())
 		}
 		return false
 	}
 	if len(req.headers) > s.maxHeaders {
-		lb.localResponse(rw, 431, "more than "+strconv.Itoa(s.maxHeaders)+" header fields")
+		lb.refuse(sc, rw, 431, "more than "+strconv.Itoa(s.maxHeaders)+" header fields")
 		return false
 	}
 	if s.maxBody > 0 && req.contentLength > s.maxBody {
-		lb.localResponse(rw, 413, "request body too large")
+		lb.refuse(sc, rw, 413, "request body too large")
 		return false
 	}
 	a := attempt{s: s, sc: sc, rw: rw, failStatus: 503, failMsg: "no backend available"}
@@ -231,7 +241,7 @@ func (lb *Balancer) serveRequest(cc *clientConn, rw net.Conn, sc *scratch, s *se
 		sc.in = idleReader{Reader: cc.br, c: rw, idle: s.clientTimeout, limit: a.bodyLimit}
 		sc.body = grow(sc.body[:0], int(req.contentLength))
 		if _, err := io.ReadFull(&sc.in, sc.body); err != nil {
-			lb.bodyFailed(rw, err)
+			lb.bodyFailed(sc, rw, err)
 			return false
 		}
 	} else {
@@ -243,7 +253,7 @@ func (lb *Balancer) serveRequest(cc *clientConn, rw net.Conn, sc *scratch, s *se
 		// arrived is malformed.
 		sc.in = idleReader{Reader: cc.br, c: rw, idle: s.clientTimeout, limit: a.bodyLimit}
 		if err := firstChunks(&sc.in, s.maxBody); err != nil {
-			lb.bodyFailed(rw, err)
+			lb.bodyFailed(sc, rw, err)
 			return false
 		}
 	}
@@ -256,14 +266,27 @@ func (lb *Balancer) serveRequest(cc *clientConn, rw net.Conn, sc *scratch, s *se
 	defer func() { pk.p = nil }()
 	tries := 0
 	for {
-		b, err := lb.acquire(context.Background(), pk, cc.hash, a.sticky)
+		b, waited, err := lb.acquire(context.Background(), pk, cc.hash, a.sticky)
+		if waited > 0 {
+			e.tw = max(e.tw, 0) + waited
+		}
 		if err != nil {
 			status, msg := a.failStatus, a.failMsg
 			if tries == 0 {
 				status, msg = 503, err.Error()
 			}
-			lb.localResponse(rw, status, msg)
+			switch {
+			case errors.Is(err, errQueueFull):
+				e.ended('P', 'Q')
+			case errors.Is(err, errQueueWait):
+				e.ended('s', 'Q')
+			}
+			lb.refuse(sc, rw, status, msg)
 			return false
+		}
+		e.backend, e.retries = b.name, tries
+		if e.tw < 0 {
+			e.tw = 0
 		}
 		b.m.requests.Add(1)
 		a.lastTry = tries >= s.retries || len(pk.tried)+1 >= len(pk.p.backends)
@@ -274,6 +297,11 @@ func (lb *Balancer) serveRequest(cc *clientConn, rw net.Conn, sc *scratch, s *se
 			lb.duration.Observe(time.Since(start).Seconds())
 			return out == done && !lb.closing.Load()
 		case failed:
+			if e.status == 0 {
+				e.ended('S', 'H')
+			} else {
+				e.ended('C', 'D')
+			}
 			return false
 		case retrySame:
 			if !a.freshOnly {
@@ -290,7 +318,7 @@ func (lb *Balancer) serveRequest(cc *clientConn, rw net.Conn, sc *scratch, s *se
 		}
 		tries++
 		if tries > s.retries || a.bodySent {
-			lb.localResponse(rw, a.failStatus, a.failMsg)
+			lb.refuse(sc, rw, a.failStatus, a.failMsg)
 			return false
 		}
 		a.sticky = "" // the sticky backend failed this request
@@ -300,7 +328,15 @@ func (lb *Balancer) serveRequest(cc *clientConn, rw net.Conn, sc *scratch, s *se
 // exchange forwards the request to b and the response back.
 func (lb *Balancer) exchange(cc *clientConn, b *backend, a *attempt) outcome {
 	s, sc, req := a.s, a.sc, &a.sc.req
+	t0 := time.Now()
 	bc, err := lb.backendConn(b, s, a.replayable && !a.freshOnly, !a.replayable || a.freshOnly)
+	if err == nil {
+		sc.log.tc = 0
+		if !bc.reused {
+			sc.log.tc = time.Since(t0)
+			b.m.connectTime.observe(sc.log.tc)
+		}
+	}
 	if err != nil {
 		b.m.connectFailures.Add(1)
 		observeFailure(b, "connect: "+err.Error())
@@ -329,6 +365,7 @@ func (lb *Balancer) exchange(cc *clientConn, b *backend, a *attempt) outcome {
 	// Wait for the response head, giving up early if the backend is marked
 	// down meanwhile, so that a hung backend holds requests only until its
 	// health check notices.
+	sent := time.Now()
 	for {
 		if err := lb.waitResponse(bc, b, s); err != nil {
 			bc.close()
@@ -351,6 +388,10 @@ func (lb *Balancer) exchange(cc *clientConn, b *backend, a *attempt) outcome {
 			return lb.backendFailed(b, a, "reset", "bad response: "+err.Error())
 		}
 		b.m.bytesIn.Add(uint64(len(sc.rhead)))
+		if sc.log.ts < 0 {
+			sc.log.ts = time.Since(sent)
+			b.m.responseTime.observe(sc.log.ts)
+		}
 		if st := sc.resp.status; st >= 100 && st < 200 && st != 101 {
 			// Interim responses go to the client as they are.
 			a.rw.SetWriteDeadline(time.Now().Add(s.clientTimeout))
@@ -403,7 +444,7 @@ func (lb *Balancer) backendFailed(b *backend, a *attempt, kind, reason string) o
 	if a.replayable {
 		return retry
 	}
-	lb.localResponse(a.rw, a.failStatus, a.failMsg)
+	lb.refuse(a.sc, a.rw, a.failStatus, a.failMsg)
 	return failed
 }
 
@@ -439,7 +480,7 @@ func (lb *Balancer) streamRequestBody(cc *clientConn, bc *backendConn, a *attemp
 		if errors.As(err, &ce) && ce.write {
 			lb.backendFailed(bc.b, a, "reset", "send body: "+err.Error())
 		} else {
-			lb.bodyFailed(a.rw, err)
+			lb.bodyFailed(a.sc, a.rw, err)
 		}
 		return failed, false
 	}
@@ -447,16 +488,17 @@ func (lb *Balancer) streamRequestBody(cc *clientConn, bc *backendConn, a *attemp
 }
 
 // bodyFailed answers a client whose request body could not be read.
-func (lb *Balancer) bodyFailed(rw net.Conn, err error) {
+func (lb *Balancer) bodyFailed(sc *scratch, rw net.Conn, err error) {
 	switch {
 	case errors.Is(err, errBodyTooLarge):
-		lb.localResponse(rw, 413, "request body too large")
+		lb.refuse(sc, rw, 413, "request body too large")
 	case isTimeout(err):
-		lb.localResponse(rw, 408, "request body not received in time")
+		lb.refuse(sc, rw, 408, "request body not received in time")
 	case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF):
-		lb.localResponse(rw, 400, "request body incomplete")
+		sc.log.ended('C', 'R')
+		lb.refuse(sc, rw, 400, "request body incomplete")
 	default:
-		lb.localResponse(rw, 400, "request body malformed: "+err.Error())
+		lb.refuse(sc, rw, 400, "request body malformed: "+err.Error())
 	}
 }
 
@@ -479,6 +521,7 @@ func firstChunks(in *idleReader, limit int64) error {
 func (lb *Balancer) relayResponse(cc *clientConn, b *backend, bc *backendConn, a *attempt) outcome {
 	s, sc, req, resp := a.s, a.sc, &a.sc.req, &a.sc.resp
 	b.m.responses[statusClass(resp.status)].Add(1)
+	sc.log.status = resp.status
 	if resp.status >= 500 {
 		observeFailure(b, "status "+strconv.Itoa(resp.status))
 		if a.replayable && !a.lastTry && retryStatus(resp.status) && lb.discardResponse(bc, a) {
@@ -491,7 +534,7 @@ func (lb *Balancer) relayResponse(cc *clientConn, b *backend, bc *backendConn, a
 	if resp.status == 101 {
 		if req.upgrade == nil {
 			bc.close()
-			lb.localResponse(a.rw, 502, "backend switched protocols unasked")
+			lb.refuse(sc, a.rw, 502, "backend switched protocols unasked")
 			return failed
 		}
 		return lb.relayUpgrade(cc, bc, a)
@@ -519,9 +562,14 @@ func (lb *Balancer) relayResponse(cc *clientConn, b *backend, bc *backendConn, a
 	}
 	// Each write to the client and each read from the backend has its own
 	// deadline: a slow reader or a slow backend is fine while data moves.
+	headLen := int64(len(sc.out))
+	if !bodyless && resp.contentLength >= 0 {
+		headLen -= resp.contentLength - remaining
+	}
 	sc.to = idleWriter{c: a.rw, idle: s.clientTimeout}
 	if _, err := sc.to.Write(sc.out); err != nil {
 		bc.close()
+		sc.log.ended('C', 'D')
 		return failed
 	}
 	var n int64
@@ -543,8 +591,14 @@ func (lb *Balancer) relayResponse(cc *clientConn, b *backend, bc *backendConn, a
 		n += resp.contentLength - remaining // the part sent with the head
 	}
 	b.m.bytesIn.Add(uint64(n))
+	sc.log.bytes = headLen + n
 	if err != nil {
 		bc.close()
+		if sc.to.err != nil {
+			sc.log.ended('C', 'D')
+		} else {
+			sc.log.ended('S', 'D')
+		}
 		return failed
 	}
 	if keepBackend {
@@ -826,6 +880,28 @@ var statusText = map[int]string{
 // localResponse answers the client with an error of haven's own and ends
 // the exchange: the caller closes the connection, after lingerClose has let
 // the client read the answer.
+// refuse answers with haven's own response, as localResponse, and records
+// it in the request's log entry.
+func (lb *Balancer) refuse(sc *scratch, w net.Conn, status int, msg string) {
+	sc.log.refused(status)
+	lb.localResponse(w, status, msg)
+}
+
+// logRequest writes the request's access log line, when something was
+// answered or a request was read.
+func (lb *Balancer) logRequest(l *accessLog, cc *clientConn, sc *scratch) {
+	e := &sc.log
+	if e.status == 0 && !e.parsed {
+		return // the client left before a request
+	}
+	var req *request
+	if e.parsed {
+		req = &sc.req
+	}
+	sc.line = e.appendHTTP(sc.line[:0], l, lb.name, cc.c.RemoteAddr(), req, time.Now())
+	l.Write(sc.line)
+}
+
 func (lb *Balancer) localResponse(w net.Conn, status int, msg string) {
 	lb.countLocal(status)
 	body := "haven: " + msg + "\n"

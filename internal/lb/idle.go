@@ -52,6 +52,7 @@ type idleWriter struct {
 	c     net.Conn
 	idle  time.Duration
 	acked ackProgress
+	err   error // the write error, if any: a copy that failed says which side did
 }
 
 func (w *idleWriter) Write(p []byte) (int, error) {
@@ -59,6 +60,9 @@ func (w *idleWriter) Write(p []byte) (int, error) {
 	n, err := w.c.Write(p)
 	if tc, ok := w.c.(*net.TCPConn); ok && err != nil {
 		n, err = continueWrite(tc, p, n, err, w.idle, &w.acked)
+	}
+	if err != nil {
+		w.err = err
 	}
 	return n, err
 }

@@ -4,6 +4,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -20,6 +21,45 @@ type backendMetrics struct {
 	retries         atomic.Uint64 // requests moved away from this backend
 	bytesIn         atomic.Uint64 // from the backend
 	bytesOut        atomic.Uint64 // to the backend
+	connectTime     latencies
+	responseTime    latencies
+}
+
+// latencyBuckets are the upper bounds, in seconds, of a backend's connect
+// and response times.
+var latencyBuckets = [...]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
+
+// latencies is a histogram of plain atomics: an observation is two
+// atomic adds and a short scan, no lock and no label lookup; it becomes a
+// Prometheus histogram at scrape time.
+type latencies struct {
+	buckets [len(latencyBuckets)]atomic.Uint64 // not cumulative
+	count   atomic.Uint64
+	sumNs   atomic.Uint64
+}
+
+func (l *latencies) observe(d time.Duration) {
+	s := d.Seconds()
+	for i, ub := range latencyBuckets {
+		if s <= ub {
+			l.buckets[i].Add(1)
+			break
+		}
+	}
+	l.count.Add(1)
+	l.sumNs.Add(uint64(max(d, 0)))
+}
+
+func (l *latencies) collect(ch chan<- prometheus.Metric, d *prometheus.Desc, labels ...string) {
+	cum := make(map[float64]uint64, len(latencyBuckets))
+	var n uint64
+	for i, ub := range latencyBuckets {
+		n += l.buckets[i].Load()
+		cum[ub] = n
+	}
+	// An observation between the loads may have reached a bucket but not
+	// the count yet: the count is never below the buckets.
+	ch <- prometheus.MustNewConstHistogram(d, max(l.count.Load(), n), float64(l.sumNs.Load())/1e9, cum, labels...)
 }
 
 // localStatuses are the statuses haven answers itself; each has a counter.
@@ -40,6 +80,12 @@ type Metrics struct {
 	mu        sync.Mutex
 	balancers map[*Balancer]struct{}
 	duration  *prometheus.HistogramVec
+	// tcpDuration is a TCP connection's life: apart from the HTTP
+	// requests' durations, whose scale it would drown.
+	tcpDuration *prometheus.HistogramVec
+	queueTime   *prometheus.HistogramVec
+
+	descConnectTime, descResponseTime *prometheus.Desc
 
 	descRequests, descResponses, descErrors, descRetries, descInflight,
 	descAdmin, descClients, descAccepted, descLocal, descQueued, descBytes,
@@ -53,17 +99,29 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		balancers: make(map[*Balancer]struct{}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "haven_lb_request_duration_seconds",
-			Help:    "Time from a request's head being read to its response being fully sent (HTTP mode), or a connection's lifetime (TCP mode).",
+			Help:    "Time from a request's first byte to its response being fully sent (HTTP mode).",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}, []string{"balancer"}),
-		descRequests:  prometheus.NewDesc("haven_lb_backend_requests_total", "Requests (HTTP) or connections (TCP) sent to a backend, retries included.", bl, nil),
-		descResponses: prometheus.NewDesc("haven_lb_backend_responses_total", "Responses received from a backend by status class.", append(bl, "class"), nil),
-		descErrors:    prometheus.NewDesc("haven_lb_backend_errors_total", "Failed exchanges with a backend by kind: connect, reset, timeout.", append(bl, "kind"), nil),
-		descRetries:   prometheus.NewDesc("haven_lb_backend_retries_total", "Requests redispatched away from a backend after it failed them.", bl, nil),
-		descInflight:  prometheus.NewDesc("haven_lb_backend_inflight", "Requests (HTTP) or connections (TCP) in progress on a backend.", bl, nil),
-		descAdmin:     prometheus.NewDesc("haven_lb_backend_admin_state", "The operator's state for a backend (1 for the current one).", append(bl, "state"), nil),
-		descWeight:    prometheus.NewDesc("haven_lb_backend_weight", "A backend's effective weight (lowered during slow start).", bl, nil),
-		descBytes:     prometheus.NewDesc("haven_lb_backend_bytes_total", "Bytes exchanged with a backend (HTTP mode bodies and heads), by direction.", append(bl, "direction"), nil),
+		tcpDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "haven_lb_tcp_connection_duration_seconds",
+			Help:    "A TCP mode client connection's life, from its acceptance to its close.",
+			Buckets: []float64{.001, .01, .1, 1, 10, 60, 300, 1800, 3600, 4 * 3600},
+		}, []string{"balancer"}),
+		queueTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "haven_lb_queue_duration_seconds",
+			Help:    "Time a request or connection waited in the queue for a backend slot (only those that waited: every usable backend was at max_conn).",
+			Buckets: []float64{.001, .005, .01, .05, .1, .5, 1, 5, 10, 30},
+		}, []string{"balancer"}),
+		descConnectTime:  prometheus.NewDesc("haven_lb_backend_connect_duration_seconds", "Time to open a connection to a backend (new connections only; a reused keep-alive connection opens none).", bl, nil),
+		descResponseTime: prometheus.NewDesc("haven_lb_backend_response_duration_seconds", "Time from a request sent to a backend to its response head received (HTTP mode; HAProxy's Tr).", bl, nil),
+		descRequests:     prometheus.NewDesc("haven_lb_backend_requests_total", "Requests (HTTP) or connections (TCP) sent to a backend, retries included.", bl, nil),
+		descResponses:    prometheus.NewDesc("haven_lb_backend_responses_total", "Responses received from a backend by status class.", append(bl, "class"), nil),
+		descErrors:       prometheus.NewDesc("haven_lb_backend_errors_total", "Failed exchanges with a backend by kind: connect, reset, timeout.", append(bl, "kind"), nil),
+		descRetries:      prometheus.NewDesc("haven_lb_backend_retries_total", "Requests redispatched away from a backend after it failed them.", bl, nil),
+		descInflight:     prometheus.NewDesc("haven_lb_backend_inflight", "Requests (HTTP) or connections (TCP) in progress on a backend.", bl, nil),
+		descAdmin:        prometheus.NewDesc("haven_lb_backend_admin_state", "The operator's state for a backend (1 for the current one).", append(bl, "state"), nil),
+		descWeight:       prometheus.NewDesc("haven_lb_backend_weight", "A backend's effective weight (lowered during slow start).", bl, nil),
+		descBytes:        prometheus.NewDesc("haven_lb_backend_bytes_total", "Bytes exchanged with a backend (HTTP mode bodies and heads), by direction.", append(bl, "direction"), nil),
 		// The gauges of what is open now are not named after their
 		// counters (..._total): OpenMetrics would read both as one family.
 		descClients:  prometheus.NewDesc("haven_lb_client_connections_open", "Open client connections.", []string{"balancer"}, nil),
@@ -75,7 +133,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		descHolds:    prometheus.NewDesc("haven_lb_held_connections_total", "TCP client connections that found no usable backend, by how their hold ended: served, expired, gone (the client had left), refused (too many held).", []string{"balancer", "outcome"}, nil),
 	}
 	if reg != nil {
-		reg.MustRegister(m, m.duration)
+		reg.MustRegister(m, m.duration, m.tcpDuration, m.queueTime)
 	}
 	return m
 }
@@ -91,13 +149,15 @@ func (m *Metrics) remove(b *Balancer) {
 	delete(m.balancers, b)
 	m.mu.Unlock()
 	m.duration.DeleteLabelValues(b.name)
+	m.tcpDuration.DeleteLabelValues(b.name)
+	m.queueTime.DeleteLabelValues(b.name)
 }
 
 // Describe implements prometheus.Collector.
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{m.descRequests, m.descResponses, m.descErrors, m.descRetries,
 		m.descInflight, m.descAdmin, m.descClients, m.descAccepted, m.descLocal, m.descQueued, m.descBytes, m.descWeight,
-		m.descHeld, m.descHolds, m.descUsable} {
+		m.descHeld, m.descHolds, m.descUsable, m.descConnectTime, m.descResponseTime} {
 		ch <- d
 	}
 }
@@ -154,6 +214,10 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 			c(m.descBytes, bm.bytesOut.Load(), lb.name, b.name, "out")
 			g(m.descInflight, float64(b.inflight.Load()), lb.name, b.name)
 			g(m.descWeight, float64(b.Weight()), lb.name, b.name)
+			bm.connectTime.collect(ch, m.descConnectTime, lb.name, b.name)
+			if lb.mode == "http" {
+				bm.responseTime.collect(ch, m.descResponseTime, lb.name, b.name)
+			}
 			cur := AdminState(b.admin.Load())
 			for _, s := range []AdminState{Ready, Drain, Maint} {
 				v := 0.0

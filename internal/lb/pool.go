@@ -149,20 +149,29 @@ func (lb *Balancer) pickOnce(pk *picker, hash uint64, sticky string) *backend {
 }
 
 // acquire picks a backend, waiting in the queue when every usable backend is
-// at its connection cap.
-func (lb *Balancer) acquire(ctx context.Context, pk *picker, hash uint64, sticky string) (*backend, error) {
+// at its connection cap; it says how long it waited there (0: not queued).
+func (lb *Balancer) acquire(ctx context.Context, pk *picker, hash uint64, sticky string) (*backend, time.Duration, error) {
 	if b := lb.pickOnce(pk, hash, sticky); b != nil {
-		return b, nil
+		return b, 0, nil
 	}
 	if !pk.anyFull {
-		return nil, errNoBackend
+		return nil, 0, errNoBackend
 	}
 	s := lb.settings.Load()
 	if int(lb.queued.Add(1)) > s.queueSize {
 		lb.queued.Add(-1)
-		return nil, errQueueFull
+		return nil, 0, errQueueFull
 	}
 	defer lb.queued.Add(-1)
+	queued := time.Now()
+	b, err := lb.waitSlot(ctx, pk, hash, sticky, s)
+	waited := time.Since(queued)
+	lb.queueTime.Observe(waited.Seconds())
+	return b, waited, err
+}
+
+// waitSlot waits in the queue until a slot frees.
+func (lb *Balancer) waitSlot(ctx context.Context, pk *picker, hash uint64, sticky string, s *settings) (*backend, error) {
 	deadline := time.NewTimer(s.queueTimeout)
 	defer deadline.Stop()
 	// A released slot wakes one waiter; the ticker bounds the cost of a lost

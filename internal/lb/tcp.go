@@ -16,6 +16,11 @@ import (
 // hold.go) instead of being closed.
 func (lb *Balancer) serveTCP(cc *clientConn) {
 	start := time.Now()
+	var e logEntry
+	e.reset(start)
+	if l := lb.alog.Load(); l != nil {
+		defer func() { l.Write(e.appendTCP(nil, l, lb.name, cc.c.RemoteAddr(), time.Now())) }()
+	}
 	s := lb.settings.Load()
 	pk := &cc.pk
 	var hd *hold
@@ -28,9 +33,19 @@ func (lb *Balancer) serveTCP(cc *clientConn) {
 		var b *backend
 		err := errRetriesSpent
 		if failures <= s.retries {
-			b, err = lb.acquire(context.Background(), pk, cc.hash, "")
+			var waited time.Duration
+			b, waited, err = lb.acquire(context.Background(), pk, cc.hash, "")
+			if waited > 0 {
+				e.tw = max(e.tw, 0) + waited
+			}
 		}
 		if err != nil {
+			switch {
+			case errors.Is(err, errQueueFull):
+				e.ended('P', 'Q')
+			case errors.Is(err, errQueueWait):
+				e.ended('s', 'Q')
+			}
 			if (errors.Is(err, errNoBackend) || errors.Is(err, errRetriesSpent)) && s.hold > 0 && !lb.closing.Load() {
 				if hd == nil {
 					if hd = lb.holds.begin(s.hold, s.queueSize); hd == nil {
@@ -45,6 +60,7 @@ func (lb *Balancer) serveTCP(cc *clientConn) {
 				}
 			}
 			lb.log.Debug("tcp: no backend for connection", "client", cc.c.RemoteAddr().String(), "err", err, "held", hd != nil)
+			e.ended('S', 'C')
 			return
 		}
 		if hd != nil && peerClosed(cc.c) {
@@ -54,7 +70,9 @@ func (lb *Balancer) serveTCP(cc *clientConn) {
 			return
 		}
 		b.m.requests.Add(1)
-		r := lb.proxyTCP(cc, b, s, hd)
+		e.backend, e.retries = b.name, failures
+		e.tw = max(e.tw, 0)
+		r := lb.proxyTCP(cc, b, s, hd, &e)
 		lb.release(b)
 		switch r {
 		case tcpDone:
@@ -83,14 +101,19 @@ const (
 
 // proxyTCP connects cc to b and relays until both sides are done. A held
 // connection's hold ends, served, once the backend has answered.
-func (lb *Balancer) proxyTCP(cc *clientConn, b *backend, s *settings, hd *hold) tcpResult {
+func (lb *Balancer) proxyTCP(cc *clientConn, b *backend, s *settings, hd *hold, e *logEntry) tcpResult {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	if !b.startDial(cc, cancel) {
 		return tcpCancelled
 	}
+	t0 := time.Now()
 	bconn, err := dialer(s.connectTimeout).DialContext(ctx, "tcp", b.addr)
 	b.endDial(cc)
+	if err == nil {
+		e.tc = time.Since(t0)
+		b.m.connectTime.observe(e.tc)
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return tcpCancelled
