@@ -25,31 +25,16 @@ type accessLogResult struct {
 // before each run; the file is emptied after each run.
 func (b *bench) runAccessLog(ctx context.Context, proxies []*proxy) (*accessLogResult, error) {
 	res := &accessLogResult{}
-	p := findProxy(proxies, "haven")
-	if p == nil {
-		res.status = "haven is not among -targets"
-		return res, nil
+	t, stop, status, err := b.startHavenAlone(ctx, proxies)
+	defer stop()
+	if status != "" || err != nil {
+		res.status = status
+		return res, err
 	}
-	backends, err := b.startBackends(ctx)
-	defer func() {
-		for _, s := range backends {
-			b.sv.stop(s, syscall.SIGQUIT, 5*time.Second)
-		}
-	}()
-	if err != nil {
-		return nil, fmt.Errorf("backends: %w", err)
-	}
-	svc, err := p.start(ctx, b, "http", false)
-	if svc != nil {
-		defer b.sv.stop(svc, syscall.SIGTERM, 5*time.Second)
-	}
-	if err != nil {
-		res.status = "failed to start: " + err.Error()
-		return res, nil
-	}
+	svc := t.svc
 	logFile := filepath.Join(b.dir, "access.log")
 	conf := filepath.Join(b.dir, "haven.yaml")
-	runs, err := b.abRounds(ctx, liveTarget{name: "haven", addr: p.addr, svc: svc}, [2]string{"access-log-off", "access-log-on"}, func(i int) (func(), error) {
+	runs, err := b.abRounds(ctx, t, [2]string{"access-log-off", "access-log-on"}, func(i int) (func(), error) {
 		d := b.tmplData("http", false, havenAddr, havenAdmin)
 		if i == 1 {
 			d.AccessLog = logFile

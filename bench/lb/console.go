@@ -41,29 +41,13 @@ type consoleResult struct {
 // that and the sending cost beside the balancer's work.
 func (b *bench) runConsole(ctx context.Context, proxies []*proxy) (*consoleResult, error) {
 	res := &consoleResult{}
-	p := findProxy(proxies, "haven")
-	if p == nil {
-		res.status = "haven is not among -targets"
-		return res, nil
+	t, stop, status, err := b.startHavenAlone(ctx, proxies)
+	defer stop()
+	if status != "" || err != nil {
+		res.status = status
+		return res, err
 	}
-	backends, err := b.startBackends(ctx)
-	defer func() {
-		for _, s := range backends {
-			b.sv.stop(s, syscall.SIGQUIT, 5*time.Second)
-		}
-	}()
-	if err != nil {
-		return nil, fmt.Errorf("backends: %w", err)
-	}
-	svc, err := p.start(ctx, b, "http", false)
-	if svc != nil {
-		defer b.sv.stop(svc, syscall.SIGTERM, 5*time.Second)
-	}
-	if err != nil {
-		res.status = "failed to start: " + err.Error()
-		return res, nil
-	}
-	t := liveTarget{name: "haven", addr: p.addr, svc: svc}
+	svc := t.svc
 	for round := 1; round <= b.opt.rounds; round++ {
 		for _, pages := range []int{0, consolePages} {
 			open := openPages(ctx, "http://"+havenAdmin, pages)
@@ -97,6 +81,35 @@ func (b *bench) runConsole(ctx context.Context, proxies []*proxy) (*consoleResul
 	})
 	res.without, res.with = runs[0], runs[1]
 	return res, err
+}
+
+// startHavenAlone starts the backends and haven's balancer in http mode,
+// for a scenario of haven's own; status says why haven could not run (the
+// scenario reports it), stop stops them.
+func (b *bench) startHavenAlone(ctx context.Context, proxies []*proxy) (t liveTarget, stop func(), status string, err error) {
+	var started []*service
+	stop = func() {
+		for i := len(started) - 1; i >= 0; i-- {
+			b.sv.stop(started[i], syscall.SIGTERM, 5*time.Second)
+		}
+	}
+	p := findProxy(proxies, "haven")
+	if p == nil {
+		return t, stop, "haven is not among -targets", nil
+	}
+	backends, err := b.startBackends(ctx)
+	started = append(started, backends...)
+	if err != nil {
+		return t, stop, "", fmt.Errorf("backends: %w", err)
+	}
+	svc, err := p.start(ctx, b, "http", false)
+	if svc != nil {
+		started = append(started, svc)
+	}
+	if err != nil {
+		return t, stop, "failed to start: " + err.Error(), nil
+	}
+	return liveTarget{name: "haven", addr: p.addr, svc: svc}, stop, "", nil
 }
 
 // abRounds measures haven under wrk in two states, alternating, rounds

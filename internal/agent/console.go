@@ -91,59 +91,13 @@ location.reload();};</script></body></html>`
 // it changes and each event of the timeline (type "event", a line's
 // HTML, with its ID).
 func (a *Agent) consoleStream(w http.ResponseWriter, r *http.Request) {
-	after := r.Header.Get("Last-Event-ID")
-	if after == "" {
-		after = r.URL.Query().Get("after")
-	}
-	evc, stopEvents := a.timeline.Subscribe()
-	defer stopEvents()
-	views, stopViews := a.console.subscribe()
-	defer stopViews()
-	st, err := a.admin.StartStream(w, r)
-	if err != nil {
-		web.WriteError(w, http.StatusInternalServerError, err)
-		return
-	}
-	sent := map[string]bool{}
-	sendEvent := func(e events.Event) error {
-		if sent[e.ID] {
-			return nil
-		}
-		sent[e.ID] = true
+	views, stop := a.console.subscribe()
+	defer stop()
+	a.streamTimeline(w, r, func(e events.Event) []byte {
 		var b bytes.Buffer
 		console.EventHTML(&b, e)
-		return st.Send("event", e.ID, b.Bytes())
-	}
-	if after != "" {
-		for _, e := range a.timeline.Since(after, 100) {
-			if sendEvent(e) != nil {
-				return
-			}
-		}
-	}
-	beats, stopBeats := st.Heartbeats()
-	defer stopBeats()
-	for {
-		select {
-		case <-st.Context().Done():
-			return
-		case html, ok := <-views:
-			if !ok || st.Send("view", "", html) != nil {
-				return
-			}
-		case e, ok := <-evc:
-			if !ok || sendEvent(e) != nil {
-				return
-			}
-			if len(sent) > 10000 {
-				clear(sent) // only the backlog's can repeat, long ago
-			}
-		case <-beats:
-			if st.Ping() != nil {
-				return
-			}
-		}
-	}
+		return b.Bytes()
+	}, views)
 }
 
 // forward sends an operator's action from the dashboard on to the node

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -21,13 +20,7 @@ import (
 // itself) is carried out and lands in the timeline; a change from
 // another site's page is refused.
 func TestConsole(t *testing.T) {
-	url, _ := startExternalEtcd(t)
-	web2 := startApp(t, "web2")
-	c := &cluster{admin: freeAddr(t), listen: freeAddr(t), backends: []*app{startApp(t, "web1"), web2},
-		coordination: fmt.Sprintf("{endpoints: [%q]}", url)}
-	e := newEnv(t, c)
-	e.run()
-	e.waitUp("web1", "web2")
+	e, web2, _ := startWithEtcd(t)
 
 	page := do(t, "GET", e.adminURL("/"))
 	for _, want := range []string{"<title>haven · test</title>", `data-backend="web1"`, `data-backend="web2"`, `EventSource("api/v1/console/stream"`, `data-node="lb1"`} {

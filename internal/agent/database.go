@@ -379,6 +379,7 @@ func (a *Agent) switchover(w http.ResponseWriter, r *http.Request) {
 		web.WriteError(w, http.StatusConflict, err)
 		return
 	}
+	a.log.Info("switchover requested", "event", "switchover", "from", old, "to", to, "operator", r.Header.Get("X-Haven-Operator"))
 	if k == nil {
 		// Not a database node: nothing here sees the record change.
 		web.WriteJSON(w, http.StatusAccepted, map[string]string{"requested": to})
@@ -390,8 +391,10 @@ func (a *Agent) switchover(w http.ResponseWriter, r *http.Request) {
 		return s.Holder != "" && s.Holder != old && (to == "" || s.Holder == to)
 	})
 	if err != nil {
+		a.log.Warn("switchover: no new primary in time", "event", "switchover", "holder", holder, "err", err)
 		web.WriteError(w, http.StatusGatewayTimeout, fmt.Errorf("switchover requested; no new primary yet (holder %q): %w", holder, err))
 		return
 	}
+	a.log.Info("switchover done", "event", "switchover", "from", old, "to", holder)
 	web.WriteJSON(w, http.StatusOK, map[string]string{"primary": holder})
 }

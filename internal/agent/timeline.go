@@ -101,10 +101,20 @@ func merge(x, y []events.Event, limit int) []events.Event {
 	return out
 }
 
-// eventsStream streams the timeline: first what came after the reader's
-// last ID (Last-Event-ID when it reconnects, or ?after=), then each event
-// as this node learns of it.
+// eventsStream serves the timeline's stream: each event as JSON.
 func (a *Agent) eventsStream(w http.ResponseWriter, r *http.Request) {
+	a.streamTimeline(w, r, func(e events.Event) []byte {
+		b, _ := json.Marshal(e)
+		return b
+	}, nil)
+}
+
+// streamTimeline streams the timeline to r: first what came after the
+// reader's last ID (Last-Event-ID when it reconnects, or ?after=), then
+// each event as this node learns of it (type "event", encoded by encode,
+// with its ID), and each of views as a message of type "view", until the
+// reader leaves or falls behind (it reconnects with its last ID).
+func (a *Agent) streamTimeline(w http.ResponseWriter, r *http.Request, encode func(events.Event) []byte, views <-chan []byte) {
 	after := r.Header.Get("Last-Event-ID")
 	if after == "" {
 		after = r.URL.Query().Get("after")
@@ -122,8 +132,7 @@ func (a *Agent) eventsStream(w http.ResponseWriter, r *http.Request) {
 		if sent[e.ID] {
 			return nil
 		}
-		b, _ := json.Marshal(e)
-		return st.Send("event", e.ID, b)
+		return st.Send("event", e.ID, encode(e))
 	}
 	if after != "" {
 		// A new reader wants what happens from now on; one that
@@ -142,10 +151,11 @@ func (a *Agent) eventsStream(w http.ResponseWriter, r *http.Request) {
 		case <-st.Context().Done():
 			return
 		case e, ok := <-c:
-			if !ok {
-				return // fell behind: the reader reconnects with its last ID
+			if !ok || send(e) != nil {
+				return
 			}
-			if send(e) != nil {
+		case v, ok := <-views:
+			if !ok || st.Send("view", "", v) != nil {
 				return
 			}
 		case <-beats:

@@ -25,13 +25,7 @@ import (
 // reader each new event as it happens, and one that reconnects with its
 // last ID gets what it missed.
 func TestTimeline(t *testing.T) {
-	url, _ := startExternalEtcd(t)
-	web2 := startApp(t, "web2")
-	c := &cluster{admin: freeAddr(t), listen: freeAddr(t), backends: []*app{startApp(t, "web1"), web2},
-		coordination: fmt.Sprintf("{endpoints: [%q]}", url)}
-	e := newEnv(t, c)
-	e.run()
-	e.waitUp("web1", "web2")
+	e, web2, url := startWithEtcd(t)
 	waitOverridesSeen(t, e)
 
 	stream := openEventStream(t, e.adminURL("/api/v1/events/stream"), "")
@@ -98,6 +92,21 @@ func TestTimeline(t *testing.T) {
 			t.Fatalf("the resumed stream repeats %+v, which the reader had", missed[0])
 		}
 	}
+}
+
+// startWithEtcd runs an agent in front of web1 and web2 with an external
+// etcd (lb2, in the file, runs no agent) and returns it, web2 and etcd's
+// URL once both backends are up.
+func startWithEtcd(t *testing.T) (*env, *app, string) {
+	t.Helper()
+	url, _ := startExternalEtcd(t)
+	web2 := startApp(t, "web2")
+	c := &cluster{admin: freeAddr(t), listen: freeAddr(t), backends: []*app{startApp(t, "web1"), web2},
+		coordination: fmt.Sprintf("{endpoints: [%q]}", url)}
+	e := newEnv(t, c)
+	e.run()
+	e.waitUp("web1", "web2")
+	return e, web2, url
 }
 
 func inOrder(es []events.Event, want []string) bool {

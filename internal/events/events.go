@@ -46,6 +46,10 @@ const (
 	KindReload     = "reload"     // the configuration was reloaded (or refused)
 	KindAdmin      = "admin"      // an operator's call to the admin API
 	KindAgent      = "agent"      // an agent started, stopped or restarted
+	KindVIP        = "vip"        // a floating address configured or released
+	KindDatabase   = "database"   // the database's sync set, rewinds, rebuilds, restarts, pauses, router
+	KindDNS        = "dns"        // a name's answers changed; the name servers' view of etcd
+	KindRegion     = "region"     // the active region changed
 )
 
 // Event is one entry of the timeline.
