@@ -119,6 +119,9 @@ func New(opt Options) (*Agent, error) {
 	}
 	reg := prometheus.NewRegistry()
 	timeline := events.New(events.Options{Cluster: cfg.Cluster, Node: opt.Node, Registerer: reg})
+	if cfg.Coordination == nil {
+		timeline.KeepLocal() // no etcd to keep the cluster's
+	}
 	// Every log record marked as an event is in the timeline too.
 	log := slog.New(events.Tee(opt.Logger.Handler(), timeline)).With("node", opt.Node)
 	for _, w := range cfg.Warnings {

@@ -81,7 +81,7 @@ func (a *Agent) consolePage(w http.ResponseWriter, r *http.Request) {
 const loginPage = `<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>haven</title></head>
 <body style="font:14px system-ui,sans-serif;margin:2em">
 <h1 style="font-size:1.2em">haven</h1>
-<p>This agent's admin API needs a token to read (admin.authenticate_reads): the one in admin.read_token_file or admin.token_file.</p>
+<p>This agent's admin API needs a token to read (admin.authenticate_reads): the one in admin.read_token_file (the page keeps it in a cookie; the write token never goes there, and an action asks for it).</p>
 <form id="f"><input id="t" type="password" autocomplete="current-password" aria-label="token" autofocus> <button>open</button></form>
 <script>document.getElementById("f").onsubmit=(e)=>{e.preventDefault();
 document.cookie="` + web.TokenCookie + `="+encodeURIComponent(document.getElementById("t").value.trim())+"; path=/; SameSite=Strict"+(location.protocol==="https:"?"; Secure":"");
@@ -116,6 +116,7 @@ func (a *Agent) forward(w http.ResponseWriter, r *http.Request) {
 		web.WriteError(w, http.StatusInternalServerError, err)
 		return
 	}
+	defer client.CloseIdleConnections()
 	target := base + "/" + r.PathValue("path")
 	if r.URL.RawQuery != "" {
 		target += "?" + r.URL.RawQuery
@@ -151,6 +152,11 @@ type consoleHub struct {
 	last    []byte       // the newest view's HTML
 	view    console.View // and the view
 	rates   map[string]rateSample
+	// client asks the peers, for clientCfg.
+	client    *http.Client
+	clientErr error
+	clientCfg *config.Config
+	token     string
 }
 
 // rateSample is a backend's request count when a view was built.
@@ -265,11 +271,27 @@ type peerAnswer struct {
 	err  error
 }
 
+// peers returns the client and token for asking cfg's nodes, made once
+// per configuration: a client per view would open new connections (and
+// TLS handshakes) to every peer each second.
+func (h *consoleHub) peers(cfg *config.Config) (*http.Client, string, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.clientCfg != cfg {
+		if h.client != nil {
+			h.client.CloseIdleConnections()
+		}
+		h.token, _ = adminclient.Token(cfg)
+		h.client, h.clientErr = adminclient.HTTPClient(cfg, consolePeerWait)
+		h.clientCfg = cfg
+	}
+	return h.client, h.token, h.clientErr
+}
+
 // gather asks every node for its status at once; this node answers from
 // memory.
 func (h *consoleHub) gather(ctx context.Context, cfg *config.Config) map[string]peerAnswer {
-	token, _ := adminclient.Token(cfg)
-	client, cerr := adminclient.HTTPClient(cfg, consolePeerWait)
+	client, token, cerr := h.peers(cfg)
 	out := map[string]peerAnswer{}
 	var mu sync.Mutex
 	var wg sync.WaitGroup

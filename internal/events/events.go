@@ -24,9 +24,11 @@ package events
 import (
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -69,7 +71,7 @@ type Event struct {
 // String is the event as one line: time, node, kind, message, details.
 func (e Event) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s %s %s: %s", e.At.Format("2006-01-02T15:04:05.000Z07:00"), e.Node, e.Kind, e.Message)
+	fmt.Fprintf(&b, "%s %s %s: %s", e.At.Format("2006-01-02T15:04:05.000Z07:00"), e.Node, e.Kind, printable(e.Message))
 	keys := make([]string, 0, len(e.Attrs))
 	for k := range e.Attrs {
 		keys = append(keys, k)
@@ -82,8 +84,19 @@ func (e Event) String() string {
 }
 
 func quoteIfNeeded(s string) string {
-	if s == "" || strings.ContainsAny(s, " \t\n\"=") {
-		return fmt.Sprintf("%q", s)
+	if s == "" || strings.ContainsAny(s, " \"=") || printable(s) != s {
+		return strconv.Quote(s)
+	}
+	return s
+}
+
+// printable quotes s when it holds a control character: a message must
+// not move a terminal's cursor or colour what follows.
+func printable(s string) string {
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return strconv.Quote(s)
+		}
 	}
 	return s
 }
@@ -126,6 +139,15 @@ type Log struct {
 	pending []Event // this node's events not yet in etcd, oldest first
 	subs    map[chan Event]struct{}
 	wake    chan struct{} // a new pending event (buffered 1)
+	local   bool          // no etcd: nothing is pending (KeepLocal)
+}
+
+// KeepLocal makes the log this node's alone, without etcd (a
+// configuration without coordination): nothing waits to be written.
+func (l *Log) KeepLocal() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.local, l.pending = true, nil
 }
 
 // New returns an empty log; Run connects it to etcd.
@@ -158,7 +180,9 @@ func (l *Log) Record(e Event) Event {
 	if e.Level == "" {
 		e.Level = "INFO"
 	}
-	l.pending = append(l.pending, e)
+	if !l.local {
+		l.pending = append(l.pending, e)
+	}
 	if over := len(l.pending) - maxPending; over > 0 {
 		l.pending = slices.Delete(l.pending, 0, over)
 		l.metrics.dropped.Add(float64(over))

@@ -229,7 +229,7 @@ func TestNoHoldClosesAtOnce(t *testing.T) {
 	if got := tl.holdOutcomes(); got != "" {
 		t.Errorf("hold outcomes without a hold: %s", got)
 	}
-	if n, err := testutil.GatherAndCount(reg, "haven_lb_held_connections", "haven_lb_held_connections_total"); err != nil || n != 0 {
+	if n, err := testutil.GatherAndCount(reg, "haven_lb_held_connections_waiting", "haven_lb_held_connections_total"); err != nil || n != 0 {
 		t.Errorf("a balancer without a hold exports %d hold series (%v); want none", n, err)
 	}
 }

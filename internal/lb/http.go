@@ -185,8 +185,8 @@ func (lb *Balancer) serveRequest(cc *clientConn, rw net.Conn, sc *scratch, s *se
 	start := time.Now()
 	e := &sc.log
 	e.reset(start)
-	if l := lb.alog.Load(); l != nil {
-		defer lb.logRequest(l, cc, sc)
+	if lb.alog.Load() != nil {
+		defer lb.logRequest(cc, sc)
 	}
 	rw.SetReadDeadline(start.Add(s.headerTimeout))
 	var err error
@@ -328,6 +328,7 @@ func (lb *Balancer) serveRequest(cc *clientConn, rw net.Conn, sc *scratch, s *se
 // exchange forwards the request to b and the response back.
 func (lb *Balancer) exchange(cc *clientConn, b *backend, a *attempt) outcome {
 	s, sc, req := a.s, a.sc, &a.sc.req
+	sc.log.ts = -1 // this attempt's, not a retried one's
 	t0 := time.Now()
 	bc, err := lb.backendConn(b, s, a.replayable && !a.freshOnly, !a.replayable || a.freshOnly)
 	if err == nil {
@@ -889,10 +890,12 @@ func (lb *Balancer) refuse(sc *scratch, w net.Conn, status int, msg string) {
 
 // logRequest writes the request's access log line, when something was
 // answered or a request was read.
-func (lb *Balancer) logRequest(l *accessLog, cc *clientConn, sc *scratch) {
+func (lb *Balancer) logRequest(cc *clientConn, sc *scratch) {
 	e := &sc.log
-	if e.status == 0 && !e.parsed {
-		return // the client left before a request
+	// The log as it is now: a reload during the request reopened it.
+	l := lb.alog.Load()
+	if l == nil || e.status == 0 && !e.parsed {
+		return // off now, or the client left before a request
 	}
 	var req *request
 	if e.parsed {

@@ -18,8 +18,14 @@ func (lb *Balancer) serveTCP(cc *clientConn) {
 	start := time.Now()
 	var e logEntry
 	e.reset(start)
-	if l := lb.alog.Load(); l != nil {
-		defer func() { l.Write(e.appendTCP(nil, l, lb.name, cc.c.RemoteAddr(), time.Now())) }()
+	if lb.alog.Load() != nil {
+		defer func() {
+			// The log as it is at the end: a reload (logrotate)
+			// during a long connection reopened it.
+			if l := lb.alog.Load(); l != nil {
+				l.Write(e.appendTCP(nil, l, lb.name, cc.c.RemoteAddr(), time.Now()))
+			}
+		}()
 	}
 	s := lb.settings.Load()
 	pk := &cc.pk

@@ -22,9 +22,15 @@ const (
 )
 
 // File is an open log file. Its methods are safe for concurrent use.
+//
+// A write to the file happens under the lock, so a disk that blocks
+// holds the writers (the data plane) for as long: the buffer makes that a
+// write per 64 KiB, and a log that must never block belongs on a fast
+// local disk or standard output.
 type File struct {
 	mu     sync.Mutex
 	w      *bufio.Writer
+	out    io.Writer
 	f      *os.File // nil: standard output, never closed
 	closed bool
 	stop   chan struct{}
@@ -43,7 +49,7 @@ func Open(path string) (*File, error) {
 		}
 		l.f, out = f, f
 	}
-	l.w = bufio.NewWriterSize(out, bufferSize)
+	l.out, l.w = out, bufio.NewWriterSize(out, bufferSize)
 	go l.flusher()
 	return l, nil
 }
@@ -59,7 +65,7 @@ func (l *File) flusher() {
 		case <-t.C:
 			l.mu.Lock()
 			if !l.closed {
-				l.w.Flush()
+				l.flush()
 			}
 			l.mu.Unlock()
 		}
@@ -71,9 +77,23 @@ func (l *File) flusher() {
 func (l *File) Write(line []byte) {
 	l.mu.Lock()
 	if !l.closed {
+		// A line that does not fit goes out whole after the buffer: lines
+		// from several logs on standard output never interleave.
+		if len(line) > l.w.Available() {
+			l.flush()
+		}
 		l.w.Write(line)
 	}
 	l.mu.Unlock()
+}
+
+// flush writes the buffer out. A failed write (a full disk) loses the
+// buffer's lines and starts afresh, rather than leaving the writer stuck
+// on its first error until a reload.
+func (l *File) flush() {
+	if err := l.w.Flush(); err != nil {
+		l.w.Reset(l.out)
+	}
 }
 
 // Close flushes and closes the file; it is idempotent, and a no-op on a

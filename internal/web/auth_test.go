@@ -142,3 +142,37 @@ func TestTokenCookieReadsOnly(t *testing.T) {
 		t.Errorf("the changing handler ran %d times, want once (the header's token from the agent's own page)", n)
 	}
 }
+
+// TestLoopbackRefusesRebinding: a loopback admin port takes changes
+// without a token, but only addressed to loopback: a page on a name made
+// to resolve to 127.0.0.1 (DNS rebinding) sends a Host and an Origin that
+// agree with each other, and is refused.
+func TestLoopbackRefusesRebinding(t *testing.T) {
+	s := newServer(t, Options{Addr: "127.0.0.1:9900"})
+	calls := mutating(s)
+	base := serve(t, s)
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(base, "http://"))
+	for host, want := range map[string]int{
+		"127.0.0.1:" + port:         200,
+		"localhost:" + port:         200,
+		"[::1]:" + port:             200,
+		"evil.example:" + port:      403,
+		"198.18.1.11:" + port:       403,
+		"127.0.0.1.evil.example:80": 403,
+	} {
+		req, _ := http.NewRequest("POST", base+"/api/v1/things/a/poke", nil)
+		req.Host = host
+		req.Header.Set("Origin", "http://"+host)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("Host %s: %d, want %d", host, resp.StatusCode, want)
+		}
+	}
+	if n := calls.Load(); n != 3 {
+		t.Errorf("the changing handler ran %d times, want 3 (the loopback hosts)", n)
+	}
+}

@@ -18,6 +18,8 @@ type Stream struct {
 	ctx context.Context
 }
 
+var lineBreaks = strings.NewReplacer("\r\n", "\n", "\r", "\n")
+
 // heartbeat is how often an idle stream sends a comment, so that proxies
 // and the reader see it alive and a dead reader is noticed.
 const heartbeat = 15 * time.Second
@@ -27,8 +29,11 @@ const heartbeat = 15 * time.Second
 // apply to it.
 func (s *Server) StartStream(w http.ResponseWriter, r *http.Request) (*Stream, error) {
 	rc := http.NewResponseController(w)
-	// Streams live past the server's write timeout.
-	if err := rc.SetWriteDeadline(time.Time{}); err != nil {
+	// Streams live past the server's timeouts: the write deadline, and the
+	// read deadline (net/http clears it for a request without a body when
+	// it starts reading the connection in the background; not for one
+	// with a body, whose context its expiry would end).
+	if err := errors.Join(rc.SetWriteDeadline(time.Time{}), rc.SetReadDeadline(time.Time{})); err != nil {
 		return nil, fmt.Errorf("admin: stream: %w", err)
 	}
 	ctx, cancel := context.WithCancel(r.Context())
@@ -64,7 +69,9 @@ func (st *Stream) Send(typ, id string, data []byte) error {
 	if id != "" {
 		b.WriteString("id: " + id + "\n")
 	}
-	for line := range strings.SplitSeq(string(data), "\n") {
+	// A line ends at CR, LF or CRLF for the reader: each is a new data
+	// line here, so that data never ends a field early.
+	for line := range strings.SplitSeq(lineBreaks.Replace(string(data)), "\n") {
 		b.WriteString("data: " + line + "\n")
 	}
 	b.WriteString("\n")

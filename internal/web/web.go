@@ -3,6 +3,7 @@
 package web
 
 import (
+	"cmp"
 	"context"
 	"crypto/subtle"
 	"crypto/tls"
@@ -13,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"os"
 	"sort"
 	"strings"
@@ -39,6 +41,9 @@ type Options struct {
 	Logger   *slog.Logger
 	// Info is merged into every status response (node, cluster, version).
 	Info map[string]any
+	// ReadTimeout bounds reading a request (default 30s); a stream
+	// (StartStream) is not bound by it.
+	ReadTimeout time.Duration
 }
 
 // Server is the admin HTTP server. Components register readiness checks,
@@ -196,7 +201,16 @@ func (s *Server) authorizeRead(r *http.Request) (int, error) {
 	}
 	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if c, err := r.Cookie(TokenCookie); !ok && err == nil {
-		got, ok = c.Value, true
+		// The cookie carries the read token only: a cookie is sent to
+		// every port of the host, the write token never goes there.
+		v, err := url.QueryUnescape(c.Value)
+		if err != nil {
+			v = c.Value
+		}
+		if s.readToken != "" && subtle.ConstantTimeCompare([]byte(v), []byte(s.readToken)) == 1 {
+			return 0, nil
+		}
+		return http.StatusUnauthorized, errors.New("wrong token in the haven_token cookie: it takes the token in admin.read_token_file")
 	}
 	if !ok {
 		return http.StatusUnauthorized, errors.New(`missing bearer token: admin.authenticate_reads is on; send "Authorization: Bearer TOKEN" with the token in admin.read_token_file or admin.token_file`)
@@ -248,6 +262,12 @@ func (s *Server) authorize(r *http.Request) (int, error) {
 		return http.StatusForbidden, fmt.Errorf("a change from the page of another site (Origin %s) is refused: use the dashboard of this agent, or haven", o)
 	}
 	if s.loopback {
+		// No token on loopback: only a request addressed to loopback may
+		// change anything, not a page whose name was made to resolve to
+		// 127.0.0.1 (DNS rebinding), whose Origin and Host would agree.
+		if !loopbackHost(r.Host) {
+			return http.StatusForbidden, fmt.Errorf("the request's host %q is not a loopback address: a change on a loopback admin port is addressed to localhost or 127.0.0.1", r.Host)
+		}
 		return 0, nil
 	}
 	if s.token == "" {
@@ -362,7 +382,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{
 		Handler:           s.mux,
 		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
+		ReadTimeout:       cmp.Or(s.opt.ReadTimeout, 30*time.Second),
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       60 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
@@ -390,4 +410,18 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 func sameOrigin(origin, host string) bool {
 	_, rest, ok := strings.Cut(origin, "://")
 	return ok && strings.EqualFold(rest, host)
+}
+
+// loopbackHost says whether a request's Host names loopback: localhost
+// or a loopback address, with or without a port.
+func loopbackHost(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }

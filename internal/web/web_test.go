@@ -1,6 +1,7 @@
 package web
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -398,5 +399,54 @@ func TestServeStopsWhenContextEnds(t *testing.T) {
 	if c, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
 		c.Close()
 		t.Errorf("the admin listener still accepts after Serve returned")
+	}
+}
+
+// TestStreamOutlivesReadTimeout: a server-sent events stream is not cut
+// by the server's read timeout (the dashboard and haven events -f stay
+// open for hours), and still delivers after it.
+func TestStreamOutlivesReadTimeout(t *testing.T) {
+	s := newServer(t, Options{Addr: "127.0.0.1:9900", ReadTimeout: 300 * time.Millisecond})
+	tick := make(chan string)
+	s.HandleRead("GET /stream", func(w http.ResponseWriter, r *http.Request) {
+		st, err := s.StartStream(w, r)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		for {
+			select {
+			case <-st.Context().Done():
+				return
+			case m := <-tick:
+				if st.Send("event", "", []byte(m)) != nil {
+					return
+				}
+			}
+		}
+	})
+	base := serve(t, s)
+	resp, err := http.Get(base + "/stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	time.Sleep(time.Second) // three read timeouts
+	select {
+	case tick <- "late\rinjected: no":
+	case <-time.After(5 * time.Second):
+		t.Fatal("the stream's handler had ended: the read timeout cut it")
+	}
+	br := bufio.NewReader(resp.Body)
+	var got []string
+	for len(got) < 3 {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("read the stream: %v (got %q)", err, got)
+		}
+		got = append(got, strings.TrimRight(line, "\n"))
+	}
+	if want := []string{"event: event", "data: late", "data: injected: no"}; strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("stream %q, want %q (a CR starts a new data line)", got, want)
 	}
 }
