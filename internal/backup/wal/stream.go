@@ -48,6 +48,7 @@ type streamer struct {
 	uploads chan uploadResult
 	retryAt time.Time
 	server  pg.LSN // the server's WAL end, as last heard
+	broken  bool   // the read failed: pgconn is closing the connection
 }
 
 // stream runs START_REPLICATION from the start of seg and archives until
@@ -127,6 +128,10 @@ func (s *streamer) loop(ctx context.Context, msgs <-chan message) error {
 			lastHeard = time.Now()
 			switch {
 			case m.err != nil:
+				// pgconn closes a connection whose read failed in a
+				// goroutine of its own, which writes to it: no status
+				// may be sent on it any more.
+				s.broken = true
 				s.finish("the stream failed")
 				return fmt.Errorf("wal: stream: %w", m.err)
 			case m.done:
@@ -274,6 +279,9 @@ func (s *streamer) applied(res uploadResult) {
 // holds: the slot then keeps everything after the latter, and a commit
 // that waits for this archiver as a synchronous standby is released.
 func (s *streamer) status(reply bool) error {
+	if s.broken {
+		return nil
+	}
 	s.a.mu.Lock()
 	written, flushed := s.a.received, s.a.archived
 	s.a.mu.Unlock()
