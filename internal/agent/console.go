@@ -49,7 +49,9 @@ func (a *Agent) consoleRoutes() {
 	a.console = &consoleHub{a: a, subs: map[chan []byte]struct{}{}, rates: map[string]rateSample{}}
 	a.admin.HandleProbe("GET /{$}", a.consolePage)
 	a.admin.HandleRead("GET /api/v1/console", func(w http.ResponseWriter, r *http.Request) {
-		web.WriteJSON(w, http.StatusOK, a.console.build(r.Context()))
+		// The open pages' view when there is one: a read does not make
+		// this agent ask every peer again.
+		web.WriteJSON(w, http.StatusOK, a.console.current(r.Context()))
 	})
 	a.admin.HandleRead("GET /api/v1/console/stream", a.consoleStream)
 	a.admin.HandleMutating("POST /api/v1/nodes/{node}/{path...}", a.forward)

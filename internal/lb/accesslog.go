@@ -57,6 +57,10 @@ func (e *logEntry) reset(start time.Time) {
 	*e = logEntry{start: start, tr: -1, tw: -1, tc: -1, ts: -1, term: [2]byte{'-', '-'}}
 }
 
+// queued adds a wait in the queue for a backend slot (0: none, but the
+// queue was reached, so Tw is no longer -1).
+func (e *logEntry) queued(d time.Duration) { e.tw = max(e.tw, 0) + d }
+
 // ended sets the termination state unless one is set.
 func (e *logEntry) ended(who, when byte) {
 	if e.term == [2]byte{'-', '-'} {

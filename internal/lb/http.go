@@ -267,9 +267,7 @@ func (lb *Balancer) serveRequest(cc *clientConn, rw net.Conn, sc *scratch, s *se
 	tries := 0
 	for {
 		b, waited, err := lb.acquire(context.Background(), pk, cc.hash, a.sticky)
-		if waited > 0 {
-			e.tw = max(e.tw, 0) + waited
-		}
+		e.queued(waited)
 		if err != nil {
 			status, msg := a.failStatus, a.failMsg
 			if tries == 0 {
@@ -285,9 +283,6 @@ func (lb *Balancer) serveRequest(cc *clientConn, rw net.Conn, sc *scratch, s *se
 			return false
 		}
 		e.backend, e.retries = b.name, tries
-		if e.tw < 0 {
-			e.tw = 0
-		}
 		b.m.requests.Add(1)
 		a.lastTry = tries >= s.retries || len(pk.tried)+1 >= len(pk.p.backends)
 		out := lb.exchange(cc, b, &a)

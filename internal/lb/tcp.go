@@ -41,9 +41,7 @@ func (lb *Balancer) serveTCP(cc *clientConn) {
 		if failures <= s.retries {
 			var waited time.Duration
 			b, waited, err = lb.acquire(context.Background(), pk, cc.hash, "")
-			if waited > 0 {
-				e.tw = max(e.tw, 0) + waited
-			}
+			e.queued(waited)
 		}
 		if err != nil {
 			switch {
@@ -77,7 +75,6 @@ func (lb *Balancer) serveTCP(cc *clientConn) {
 		}
 		b.m.requests.Add(1)
 		e.backend, e.retries = b.name, failures
-		e.tw = max(e.tw, 0)
 		r := lb.proxyTCP(cc, b, s, hd, &e)
 		lb.release(b)
 		switch r {
