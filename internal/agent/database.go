@@ -48,6 +48,9 @@ func newDatabase(ctx context.Context, a *Agent, cfg *config.Config) (*dbRole, er
 	if !cfg.IsDatabaseNode(a.opt.Node) {
 		return nil, nil
 	}
+	if db.Engine == "galera" {
+		return nil, errors.New("database: engine galera is not run by this agent yet")
+	}
 	password, err := replicationPassword(db)
 	if err != nil {
 		return nil, err

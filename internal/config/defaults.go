@@ -65,15 +65,30 @@ const (
 	defaultGlobalHeartbeat       = 100 * time.Millisecond
 	defaultGlobalElectionTimeout = time.Second
 
-	defaultEngine       = "postgres"
-	defaultDBPort       = 5432
-	defaultDBDataDir    = "/var/lib/haven/pg"
-	defaultDBUser       = "postgres"
-	defaultDBLease      = 2 * time.Second
-	defaultReplMode     = "async"
-	defaultSyncStandbys = 1
-	defaultMaxLag       = 1 << 20
-	defaultReplUser     = "replicator"
+	defaultEngine    = "postgres"
+	defaultDBPort    = 5432
+	defaultDBDataDir = "/var/lib/haven/pg"
+	defaultDBUser    = "postgres"
+	defaultDBLease   = 2 * time.Second
+	defaultReplMode  = "async"
+	// A Galera node: MariaDB's ports, Debian's user, and a writer
+	// record of a second (the writer is a preference, not a fence: two
+	// writers cost certification conflicts, not data).
+	defaultGaleraPort       = 3306
+	defaultGaleraDataDir    = "/var/lib/haven/galera"
+	defaultGaleraUser       = "mysql"
+	defaultGaleraLease      = time.Second
+	defaultGroupPort        = 4567
+	defaultISTPort          = 4568
+	defaultSSTPort          = 4444
+	defaultSSTMethod        = "mariabackup"
+	defaultGCacheSize       = 128 << 20
+	defaultFailureDetection = 2 * time.Second
+	defaultGaleraCheck      = 500 * time.Millisecond
+	defaultWriters          = "one"
+	defaultSyncStandbys     = 1
+	defaultMaxLag           = 1 << 20
+	defaultReplUser         = "replicator"
 	// defaultRepository names the repository that database.backup.target
 	// stands for.
 	defaultRepository     = "main"
@@ -126,7 +141,7 @@ func applyDefaults(c *Config, r *report, dir string) {
 		defaultCoordination(c.Coordination, r, dir)
 	}
 	if c.Database != nil {
-		defaultDatabase(c.Database, r, dir)
+		defaultDatabase(c.Database, r, dir, c.Cluster)
 		if c.Database.DR != nil {
 			defaultDR(c.Database.DR, r, c.Objectives)
 		}
@@ -194,19 +209,27 @@ func defaultTraffic(t *Traffic, r *report, dir string) {
 	}
 }
 
-func defaultDatabase(db *Database, r *report, dir string) {
+func defaultDatabase(db *Database, r *report, dir, cluster string) {
 	if db.Engine == "" {
 		db.Engine = defaultEngine
 	}
-	r.defaultInt(&db.Port, "database.port", defaultDBPort)
+	port, dataDir, user, lease := defaultDBPort, defaultDBDataDir, defaultDBUser, defaultDBLease
+	if db.Engine == "galera" {
+		port, dataDir, user, lease = defaultGaleraPort, defaultGaleraDataDir, defaultGaleraUser, defaultGaleraLease
+		if db.Galera == nil {
+			db.Galera = &Galera{}
+		}
+		defaultGalera(db.Galera, r, cluster)
+	}
+	r.defaultInt(&db.Port, "database.port", port)
 	if db.DataDir == "" {
-		db.DataDir = defaultDBDataDir
+		db.DataDir = dataDir
 	}
 	db.DataDir = resolvePath(dir, db.DataDir)
 	if db.User == "" {
-		db.User = defaultDBUser
+		db.User = user
 	}
-	r.defaultDuration(&db.Lease, "database.lease", defaultDBLease)
+	r.defaultDuration(&db.Lease, "database.lease", lease)
 	defaultSettings(db, r)
 	if db.Replication == nil {
 		db.Replication = &Replication{}
@@ -296,6 +319,25 @@ func defaultDatabase(db *Database, r *report, dir string) {
 	}
 }
 
+func defaultGalera(g *Galera, r *report, cluster string) {
+	const path = "database.galera"
+	if g.ClusterName == "" {
+		g.ClusterName = cluster
+	}
+	r.defaultInt(&g.GroupPort, path+".group_port", defaultGroupPort)
+	r.defaultInt(&g.ISTPort, path+".ist_port", defaultISTPort)
+	r.defaultInt(&g.SSTPort, path+".sst_port", defaultSSTPort)
+	if g.SSTMethod == "" {
+		g.SSTMethod = defaultSSTMethod
+	}
+	r.defaultSize(&g.GCacheSize, path+".gcache_size", defaultGCacheSize)
+	r.defaultDuration(&g.FailureDetection, path+".failure_detection", defaultFailureDetection)
+	r.defaultDuration(&g.CheckInterval, path+".check_interval", defaultGaleraCheck)
+	if g.Writers == "" {
+		g.Writers = defaultWriters
+	}
+}
+
 // defaultSettings lowercases the names of database.settings, as PostgreSQL
 // does. Of names that differ only by case the first written is kept;
 // validation reports the others, from settingKeys.
@@ -317,6 +359,10 @@ func defaultSettings(db *Database, r *report) {
 	db.settingKeys = make(map[string][]string, len(written))
 	for _, name := range written {
 		low := strings.ToLower(name)
+		if db.Engine == "galera" {
+			// MariaDB reads innodb-buffer-pool-size as innodb_buffer_pool_size.
+			low = strings.ReplaceAll(low, "-", "_")
+		}
 		if _, dup := out[low]; !dup {
 			out[low] = db.Settings[name]
 		}

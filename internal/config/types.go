@@ -364,12 +364,13 @@ type Sticky struct {
 	Cookie string `yaml:"cookie"`
 }
 
-// Database is the PostgreSQL cluster: each of Nodes runs a keeper
-// (internal/pg) in its agent. DR is validated, not yet acted on.
+// Database is the database cluster: each of Nodes runs a keeper
+// (internal/pg) or a Galera node (internal/galera) in its agent.
 type Database struct {
-	Engine string   `yaml:"engine"` // postgres (default)
+	Engine string   `yaml:"engine"` // postgres (default) | galera
 	Nodes  []string `yaml:"nodes"`
-	// Port is PostgreSQL's port on each database node (default 5432).
+	// Port is the server's port on each database node (default 5432;
+	// 3306 for galera).
 	Port int `yaml:"port"`
 	// DataDir is each node's data directory; "{node}" is replaced by the
 	// node name (NodeDataDir; default /var/lib/haven/pg).
@@ -416,10 +417,55 @@ type Database struct {
 	Tags   map[string]*DBTag `yaml:"tags"`
 	DR     *DR               `yaml:"dr"`
 	Backup *Backup           `yaml:"backup"`
+	// Galera holds the settings of engine galera; after defaults it is
+	// never nil with that engine, and an error with any other.
+	Galera *Galera `yaml:"galera"`
 
 	// settingKeys maps each key of Settings to the keys of the file that
 	// were lowercased to it, in file order, for validation's messages.
 	settingKeys map[string][]string
+}
+
+// Galera is a MariaDB Galera cluster's own settings (database.engine:
+// galera). haven writes the server's wsrep settings from them and the
+// nodes' addresses; database.settings add the rest of my.cnf.
+type Galera struct {
+	// ClusterName is wsrep_cluster_name (default: the cluster's name).
+	ClusterName string `yaml:"cluster_name"`
+	// GroupPort is the group communication port (default 4567), ISTPort
+	// the incremental state transfer's (default 4568), SSTPort the full
+	// state transfer's (default 4444), on each node's address.
+	GroupPort int `yaml:"group_port"`
+	ISTPort   int `yaml:"ist_port"`
+	SSTPort   int `yaml:"sst_port"`
+	// SSTMethod is how a joining node copies a donor's data:
+	// mariabackup (default; the donor keeps serving) or rsync.
+	SSTMethod string `yaml:"sst_method"`
+	// GCacheSize is the write-set cache a node serves incremental state
+	// transfers from (default 128MiB): a node that was away for less
+	// than this much writing rejoins by IST, not a full copy.
+	GCacheSize Size `yaml:"gcache_size"`
+	// FailureDetection is how long a silent node has before the others
+	// evict it (evs.suspect_timeout, default 2s; Galera's is 5s); the
+	// group's keepalives and checks are set from it. Commits wait for a
+	// dead node's eviction, so it bounds the write gap of a node's loss.
+	FailureDetection Duration `yaml:"failure_detection"`
+	// CheckInterval is how often each agent reads its server's wsrep
+	// state (default 500ms): a node that leaves the primary component
+	// or the synced state leaves the pools within it.
+	CheckInterval Duration `yaml:"check_interval"`
+	// Writers is one (default: the routers' primary pool sends every
+	// write to one node, chosen through an ownership record) or all
+	// (every synced node, for applications that retry certification
+	// conflicts).
+	Writers string `yaml:"writers"`
+	// DonorServes keeps a node in the pools while it is a state
+	// transfer's donor (default false: a donor leaves them).
+	DonorServes bool `yaml:"donor_serves"`
+	// ProviderOptions are further wsrep_provider_options, merged with
+	// haven's own (which it derives from the keys above and may not be
+	// given here).
+	ProviderOptions map[string]string `yaml:"provider_options"`
 }
 
 // Replication of the database cluster. After defaults it is never nil

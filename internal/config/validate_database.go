@@ -14,7 +14,9 @@ import (
 
 // Valid values of the database's enumerated keys.
 var (
-	engines            = []string{"postgres"}
+	engines            = []string{"postgres", "galera"}
+	sstMethods         = []string{"mariabackup", "rsync"}
+	galeraWriters      = []string{"one", "all"}
 	replModes          = []string{"async", "sync", "strict"}
 	drModes            = []string{"async", "sync"}
 	drFailovers        = []string{"manual", "automatic"}
@@ -64,40 +66,51 @@ func (v *validator) database() {
 	if !slices.Contains(engines, db.Engine) {
 		v.errorf("database.engine", "%s", notOneOf(db.Engine, engines...))
 	}
-	v.nodeRefs("database.nodes", db.Nodes, "the nodes that run PostgreSQL, such as nodes: [db1, db2, db3]")
-	v.zones("database.nodes", db.Nodes)
-	if p := db.Port; p < 1 || p > 65535 {
-		v.errorf("database.port", "%d is not a port between 1 and 65535", p)
+	if db.Engine == "galera" {
+		v.galera(db)
+		return
 	}
-	v.nodePath("database.data_dir", db.DataDir)
+	if db.Galera != nil {
+		v.errorf("database.galera", "only applies with engine galera (database.engine is %s): remove it, or set engine: galera", db.Engine)
+	}
+	v.nodeRefs("database.nodes", db.Nodes, "the nodes that run PostgreSQL, such as nodes: [db1, db2, db3]")
+	v.dbCommon(db)
 	if db.Bindir != "" && !filepath.IsAbs(db.Bindir) {
 		v.errorf("database.bindir", "%q is not an absolute path: give PostgreSQL's binary directory, such as /usr/lib/postgresql/15/bin, or leave the key out to search PATH, then pg_config", db.Bindir)
 	}
-	switch {
-	case db.User == "root":
-		v.errorf("database.user", "%q: PostgreSQL refuses to run as root; use an unprivileged user such as postgres", db.User)
-	case !osUserName.MatchString(db.User):
-		v.errorf("database.user", "%q is not a user name: use up to 32 letters, digits, '_', '.' and '-', starting with a letter or '_'", db.User)
-	}
-	if d := db.Lease.D(); d < minDBLease || d > maxDBLease {
-		v.errorf("database.lease", "%s is not between %s and %s", db.Lease, Duration(minDBLease), Duration(maxDBLease))
-	}
-	v.settings(db)
+	v.settings(db, settingName, "a PostgreSQL parameter name: use letters, digits and '_', with one '.' after a custom class, such as pg_stat_statements.max")
 	for i, line := range db.HBA {
 		if f := strings.Fields(line); len(f) < 4 || strings.ContainsAny(line, "\n\r") || !slices.Contains(hbaTypes, f[0]) {
 			v.errorf(index("database.hba", i), "%q is not a pg_hba.conf line: TYPE DATABASE USER [ADDRESS] METHOD, such as \"host app app 198.18.1.0/24 scram-sha-256\"", line)
 		}
 	}
 	v.replication(db)
-	v.tags(db)
-	v.dbListen(db)
 	if db.DR != nil {
 		v.dr(db)
 	}
 	if db.Backup != nil {
 		v.backup(db.Backup)
 	}
+}
 
+// dbCommon checks the keys both engines read.
+func (v *validator) dbCommon(db *Database) {
+	v.zones("database.nodes", db.Nodes)
+	if p := db.Port; p < 1 || p > 65535 {
+		v.errorf("database.port", "%d is not a port between 1 and 65535", p)
+	}
+	v.nodePath("database.data_dir", db.DataDir)
+	switch {
+	case db.User == "root":
+		v.errorf("database.user", "%q: the database server refuses to run as root; use an unprivileged user (postgres, or mysql for galera)", db.User)
+	case !osUserName.MatchString(db.User):
+		v.errorf("database.user", "%q is not a user name: use up to 32 letters, digits, '_', '.' and '-', starting with a letter or '_'", db.User)
+	}
+	if d := db.Lease.D(); d < minDBLease || d > maxDBLease {
+		v.errorf("database.lease", "%s is not between %s and %s", db.Lease, Duration(minDBLease), Duration(maxDBLease))
+	}
+	v.tags(db)
+	v.dbListen(db)
 }
 
 // Bounds on database.dr.lease, the active-region record's lease. Its
@@ -439,17 +452,19 @@ func (v *validator) nodePath(path, p string) {
 }
 
 // settings checks database.settings, by the names as written.
-func (v *validator) settings(db *Database) {
+// settings checks database.settings' names and values; notName says what a
+// valid name is.
+func (v *validator) settings(db *Database, valid *regexp.Regexp, notName string) {
 	for _, low := range sortedKeys(db.settingKeys) {
 		names := db.settingKeys[low]
 		for i, name := range names {
 			path := "database.settings." + name
-			if !settingName.MatchString(name) {
-				v.keyErrorf(path, "%q is not a PostgreSQL parameter name: use letters, digits and '_', with one '.' after a custom class, such as pg_stat_statements.max", name)
+			if !valid.MatchString(name) {
+				v.keyErrorf(path, "%q is not %s", name, notName)
 				continue
 			}
 			if i > 0 {
-				v.keyErrorf(path, "%q and %q are the same setting (%s): PostgreSQL ignores case in names; keep one", names[0], name, low)
+				v.keyErrorf(path, "%q and %q are the same setting (%s): the server ignores case in names; keep one", names[0], name, low)
 				continue
 			}
 			switch val := db.Settings[low]; {
