@@ -1,0 +1,196 @@
+package galera
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Server states a member publishes.
+const (
+	ServerStopped  = "stopped"
+	ServerStarting = "starting" // running, not answering yet (a state transfer, crash recovery)
+	ServerRunning  = "running"
+)
+
+// MemberState is what each node's agent publishes of its server, on a
+// lease: every agent decides from the others' whether to join, wait or
+// bootstrap, and the routers route by it.
+type MemberState struct {
+	Node string `json:"node"`
+	// Host and Port are where clients reach the server.
+	Host string `json:"host"`
+	Port int    `json:"port"`
+	// Server is stopped, starting or running.
+	Server string `json:"server"`
+	// Status is the running server's wsrep state (zero otherwise).
+	Status Status `json:"status"`
+	// Serving says whether the node takes clients now; Why says why not.
+	Serving bool   `json:"serving"`
+	Why     string `json:"why,omitempty"`
+	// Position is where the node's data stands: grastate.dat or InnoDB's
+	// recovery when stopped, the last committed write set when running.
+	// PositionKnown is false while it has not been read, or could not be.
+	Position      Position `json:"position"`
+	PositionKnown bool     `json:"position_known"`
+	// NonPrimaryFor is how long a running server has been outside a
+	// primary component.
+	NonPrimaryFor time.Duration `json:"non_primary_for,omitempty"`
+	// Plan is what the node's agent waits for or does next, for status.
+	Plan string `json:"plan,omitempty"`
+}
+
+// inPrimary reports whether m's server is in a primary component.
+func (m MemberState) inPrimary() bool { return m.Server == ServerRunning && m.Status.Primary() }
+
+// Action is what a node's agent does about its server.
+type Action int
+
+const (
+	// Wait: nothing now; Decision.Reason says what for.
+	Wait Action = iota
+	// Join: start the server; it joins the primary component.
+	Join
+	// Bootstrap: start the server as a new primary component from this
+	// node's data (--wsrep-new-cluster).
+	Bootstrap
+	// Promote: the running server, outside any primary component, makes
+	// its own component primary (pc.bootstrap), the others having none.
+	Promote
+)
+
+func (a Action) String() string {
+	return [...]string{"wait", "join", "bootstrap", "promote"}[a]
+}
+
+// Decision is an Action and why.
+type Decision struct {
+	Action Action
+	Reason string
+}
+
+// BootstrapRecord is the claim, in etcd, of the node that bootstraps now;
+// it lives on the claimant's lease and is deleted once a primary
+// component exists.
+type BootstrapRecord struct {
+	Node string `json:"node"`
+	// Position is the claimant's when it claimed.
+	Position Position  `json:"position"`
+	At       time.Time `json:"at"`
+	// Forced: an operator named the node (haven db bootstrap), without
+	// every node's position.
+	Forced bool `json:"forced,omitempty"`
+}
+
+// decide is what node self does about its server, given every node of
+// the cluster (in haven.yaml's order), the members' published states
+// (self's included) and the bootstrap claim, if any (claim.Node ""
+// when none). grace is how long a running server must have been outside
+// a primary component before the cluster counts as down: a partition
+// being healed or a view being installed must not be bootstrapped over.
+//
+// The rule that makes it safe: a node bootstraps only when no member is in
+// a primary component, every node's position is known, all positions are
+// of one history, and it has the highest seqno (ties: safe_to_bootstrap,
+// then the order of the nodes); and only while it holds the claim, which
+// one node at a time can hold. Galera commits a write set on every node of
+// the primary component before acknowledging it, so the most advanced
+// node has every acknowledged write.
+func decide(self string, nodes []string, members map[string]MemberState, claim BootstrapRecord, grace time.Duration) Decision {
+	me := members[self]
+	for _, n := range nodes {
+		if m, ok := members[n]; ok && n != self && m.inPrimary() {
+			if me.Server == ServerStopped {
+				return Decision{Join, n + " is in a primary component"}
+			}
+			return Decision{Wait, "running; " + n + " is in a primary component: Galera rejoins this node when it reaches it"}
+		}
+	}
+	if me.inPrimary() {
+		return Decision{Wait, "in a primary component"}
+	}
+	if claim.Node != "" {
+		if claim.Node == self {
+			if me.Server == ServerStopped {
+				return Decision{Bootstrap, "holds the bootstrap claim"}
+			}
+			return Decision{Promote, "holds the bootstrap claim"}
+		}
+		return Decision{Wait, claim.Node + " is bootstrapping the cluster"}
+	}
+	var missing, unknown, starting, recent []string
+	for _, n := range nodes {
+		m, ok := members[n]
+		switch {
+		case !ok:
+			missing = append(missing, n)
+		case m.Server == ServerStarting:
+			starting = append(starting, n)
+		case !m.PositionKnown:
+			unknown = append(unknown, n)
+		case m.Server == ServerRunning && m.NonPrimaryFor < grace:
+			recent = append(recent, n)
+		}
+	}
+	switch {
+	case len(missing) > 0:
+		return Decision{Wait, fmt.Sprintf("no primary component; waiting for %s, whose agent does not answer: the cluster bootstraps from the most advanced node and it may be that one (if it is gone for good: haven db bootstrap NODE)", strings.Join(missing, ", "))}
+	case len(starting) > 0:
+		return Decision{Wait, "no primary component; " + strings.Join(starting, ", ") + " starting"}
+	case len(unknown) > 0:
+		return Decision{Wait, fmt.Sprintf("no primary component; the position of %s is not known yet (or could not be read: see its agent's log)", strings.Join(unknown, ", "))}
+	case len(recent) > 0:
+		return Decision{Wait, fmt.Sprintf("no primary component; %s left one less than %s ago: a partition may be healing", strings.Join(recent, ", "), grace)}
+	}
+	best, why := mostAdvanced(nodes, members)
+	switch {
+	case best == "":
+		return Decision{Wait, "no primary component; " + why}
+	case best != self:
+		return Decision{Wait, "no primary component; " + best + " bootstraps it: " + why}
+	case me.Server == ServerStopped:
+		return Decision{Bootstrap, why}
+	default:
+		return Decision{Promote, why}
+	}
+}
+
+// mostAdvanced is the node to bootstrap from, and why: the highest seqno
+// of the one history the nodes share (nodes with no history join it
+// later); every node new, the first node.
+func mostAdvanced(nodes []string, members map[string]MemberState) (string, string) {
+	var histories []string
+	for _, n := range nodes {
+		if u := members[n].Position.UUID; u != "" && !slices.Contains(histories, u) {
+			histories = append(histories, u)
+		}
+	}
+	switch len(histories) {
+	case 0:
+		return nodes[0], "a new cluster: the first of database.nodes starts it"
+	case 1:
+	default:
+		var parts []string
+		for _, n := range nodes {
+			parts = append(parts, n+" "+members[n].Position.String())
+		}
+		return "", "the nodes' data are of different histories (" + strings.Join(parts, ", ") + "): choose the node to keep with haven db bootstrap NODE"
+	}
+	best := ""
+	for _, n := range nodes {
+		p := members[n].Position
+		if p.UUID == "" {
+			continue
+		}
+		if best == "" {
+			best = n
+			continue
+		}
+		b := members[best].Position
+		if p.Seqno > b.Seqno || p.Seqno == b.Seqno && p.SafeToBootstrap && !b.SafeToBootstrap {
+			best = n
+		}
+	}
+	return best, fmt.Sprintf("%s is the most advanced (seqno %d)", best, members[best].Position.Seqno)
+}

@@ -1,0 +1,102 @@
+package galera
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDecide(t *testing.T) {
+	const h = "5e668134-f0fe-11f1-bc9e-0e5cffb70965"
+	nodes := []string{"db1", "db2", "db3"}
+	stopped := func(uuid string, seqno int64, safe bool) MemberState {
+		return MemberState{Server: ServerStopped, Position: Position{UUID: uuid, Seqno: seqno, SafeToBootstrap: safe}, PositionKnown: true}
+	}
+	primary := MemberState{Server: ServerRunning, Status: Status{ClusterStatus: "Primary", LocalState: StateSynced}, PositionKnown: true}
+	nonPrimary := func(seqno int64, since time.Duration) MemberState {
+		return MemberState{Server: ServerRunning, Status: Status{ClusterStatus: "non-Primary"}, Position: Position{UUID: h, Seqno: seqno}, PositionKnown: true, NonPrimaryFor: since}
+	}
+	tests := []struct {
+		name    string
+		self    string
+		members map[string]MemberState
+		claim   string
+		want    Action
+		reason  string
+	}{
+		{"a stopped node joins a primary component", "db1",
+			map[string]MemberState{"db1": stopped(h, 5, false), "db2": primary}, "", Join, "db2 is in a primary component"},
+		{"a running non-primary node waits for Galera to rejoin it", "db1",
+			map[string]MemberState{"db1": nonPrimary(5, time.Hour), "db2": primary, "db3": primary}, "", Wait, "Galera rejoins"},
+		{"the most advanced bootstraps after a whole-cluster crash", "db2",
+			map[string]MemberState{"db1": stopped(h, 10, false), "db2": stopped(h, 12, false), "db3": stopped(h, 11, false)}, "", Bootstrap, "db2 is the most advanced (seqno 12)"},
+		{"the others wait for it", "db1",
+			map[string]MemberState{"db1": stopped(h, 10, false), "db2": stopped(h, 12, false), "db3": stopped(h, 11, false)}, "", Wait, "db2 bootstraps it"},
+		{"a missing node may be the most advanced: wait", "db2",
+			map[string]MemberState{"db1": stopped(h, 10, false), "db2": stopped(h, 12, false)}, "", Wait, "waiting for db3"},
+		{"an unknown position: wait", "db2",
+			map[string]MemberState{"db1": stopped(h, 10, false), "db2": stopped(h, 12, false), "db3": {Server: ServerStopped}}, "", Wait, "position of db3 is not known"},
+		{"a tie goes to safe_to_bootstrap", "db3",
+			map[string]MemberState{"db1": stopped(h, 12, false), "db2": stopped(h, 12, false), "db3": stopped(h, 12, true)}, "", Bootstrap, "db3 is the most advanced"},
+		{"a tie without the flag goes to the first node", "db1",
+			map[string]MemberState{"db1": stopped(h, 12, false), "db2": stopped(h, 12, false), "db3": stopped(h, 12, false)}, "", Bootstrap, "db1 is the most advanced"},
+		{"a new cluster starts on the first node", "db1",
+			map[string]MemberState{"db1": stopped("", -1, false), "db2": stopped("", -1, false), "db3": stopped("", -1, false)}, "", Bootstrap, "a new cluster"},
+		{"a node with no history is not a candidate", "db2",
+			map[string]MemberState{"db1": stopped("", -1, false), "db2": stopped(h, 3, false), "db3": stopped(h, 2, false)}, "", Bootstrap, "db2 is the most advanced"},
+		{"two histories: a person chooses", "db1",
+			map[string]MemberState{"db1": stopped(h, 12, false), "db2": stopped("11111111-f0fe-11f1-bc9e-0e5cffb70965", 99, false), "db3": stopped(h, 1, false)}, "", Wait, "different histories"},
+		{"another's claim: wait", "db1",
+			map[string]MemberState{"db1": stopped(h, 99, false), "db2": stopped(h, 12, false), "db3": stopped(h, 11, false)}, "db2", Wait, "db2 is bootstrapping"},
+		{"a forced claim bootstraps without the others", "db3",
+			map[string]MemberState{"db3": stopped(h, 1, false)}, "db3", Bootstrap, "holds the bootstrap claim"},
+		{"a survivor that lost quorum is promoted when most advanced", "db3",
+			map[string]MemberState{"db1": stopped(h, 10, false), "db2": stopped(h, 10, false), "db3": nonPrimary(11, time.Minute)}, "", Promote, "db3 is the most advanced"},
+		{"a recent non-primary may be a healing partition", "db3",
+			map[string]MemberState{"db1": nonPrimary(10, time.Minute), "db2": nonPrimary(10, time.Minute), "db3": nonPrimary(11, time.Second)}, "", Wait, "partition may be healing"},
+		{"a starting node: wait", "db1",
+			map[string]MemberState{"db1": stopped(h, 10, false), "db2": {Server: ServerStarting}, "db3": stopped(h, 11, false)}, "", Wait, "db2 starting"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := decide(tt.self, nodes, tt.members, BootstrapRecord{Node: tt.claim}, 10*time.Second)
+			if d.Action != tt.want || !strings.Contains(d.Reason, tt.reason) {
+				t.Errorf("decide = %v (%s), want %v (%s)", d.Action, d.Reason, tt.want, tt.reason)
+			}
+		})
+	}
+}
+
+// TestDecideOneBootstrapper checks the safety rule over every assignment
+// of positions: whatever the nodes see, at most one of them decides to
+// bootstrap, and it has the highest seqno.
+func TestDecideOneBootstrapper(t *testing.T) {
+	const h = "5e668134-f0fe-11f1-bc9e-0e5cffb70965"
+	nodes := []string{"db1", "db2", "db3"}
+	for a := int64(0); a < 3; a++ {
+		for b := int64(0); b < 3; b++ {
+			for c := int64(0); c < 3; c++ {
+				for safe := 0; safe < 8; safe++ {
+					members := map[string]MemberState{}
+					max := int64(0)
+					for i, s := range []int64{a, b, c} {
+						members[nodes[i]] = MemberState{Server: ServerStopped, PositionKnown: true,
+							Position: Position{UUID: h, Seqno: s, SafeToBootstrap: safe&(1<<i) != 0}}
+						if s > max {
+							max = s
+						}
+					}
+					var boot []string
+					for _, n := range nodes {
+						if decide(n, nodes, members, BootstrapRecord{}, time.Second).Action == Bootstrap {
+							boot = append(boot, n)
+						}
+					}
+					if len(boot) != 1 || members[boot[0]].Position.Seqno != max {
+						t.Fatalf("positions %d %d %d safe %03b: bootstrappers %v", a, b, c, safe, boot)
+					}
+				}
+			}
+		}
+	}
+}

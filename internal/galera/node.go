@@ -1,0 +1,487 @@
+package galera
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/haven-ha/haven/internal/coord"
+)
+
+// Keys of a Galera database in etcd, under /haven/CLUSTER/galera/NAME/.
+func dbPrefix(cluster, name string) string { return fmt.Sprintf("/haven/%s/galera/%s/", cluster, name) }
+
+// MembersPrefix is where each node's MemberState lives (members/NODE).
+func MembersPrefix(cluster, name string) string { return dbPrefix(cluster, name) + "members/" }
+
+// BootstrapKey is the bootstrap claim's key.
+func BootstrapKey(cluster, name string) string { return dbPrefix(cluster, name) + "bootstrap" }
+
+// WriterPrefix is the writer's ownership record (coord.OwnerPrefix).
+func WriterPrefix(cluster, name string) string { return coord.OwnerPrefix(cluster, "galera", name) }
+
+// Timings of a node's agent.
+const (
+	// memberTTL is the lease of a member's state: a dead agent's state
+	// disappears this long after its last keepalive.
+	memberTTL = 5 * time.Second
+	// claimTTL is the lease of a bootstrap claim: a claimant whose agent
+	// died frees it this long after.
+	claimTTL = 5 * time.Second
+	// restartMin and restartMax bound the wait before starting a server
+	// whose last start failed (doubling).
+	restartMin = time.Second
+	restartMax = 30 * time.Second
+)
+
+// NodeConfig configures one node's side of a Galera cluster.
+type NodeConfig struct {
+	Client *clientv3.Client
+	// Alternates are further clients for the writer record's writes
+	// (coord.OwnerConfig.Alternates).
+	Alternates []*clientv3.Client
+	Cluster    string
+	// Name is the database's name in etcd.
+	Name string
+	Node string
+	// Nodes are every node of the cluster, in haven.yaml's order.
+	Nodes  []string
+	Server *Server
+	// Host and Port are where clients reach this node's server.
+	Host string
+	Port int
+	// CheckInterval is how often the server's state is read.
+	CheckInterval time.Duration
+	// Grace is how long a running server must be outside a primary
+	// component before the cluster counts as down.
+	Grace time.Duration
+	// DonorServes keeps a donor in the pools.
+	DonorServes bool
+	// Writer: compete for the writer record (writers: one), held for
+	// Lease at a time, preferred by Priority.
+	Writer   bool
+	Lease    time.Duration
+	Priority int
+	Logger   *slog.Logger
+	// Registerer exports the node's metrics.
+	Registerer prometheus.Registerer
+}
+
+// Node runs one node's side of a Galera cluster: it supervises the server,
+// publishes its state, joins, waits or bootstraps as decide says, and
+// competes for the writer record while its server serves.
+type Node struct {
+	cfg     NodeConfig
+	log     *slog.Logger
+	srv     *Server
+	state   *coord.Entry[MemberState]
+	owner   *coord.Owner // nil unless cfg.Writer
+	metrics *metrics
+
+	kick chan struct{}
+
+	mu      sync.Mutex
+	members map[string]MemberState
+	claim   BootstrapRecord
+	watched [2]bool // members, claim listed once
+	last    Decision
+
+	// Only Run's goroutine uses these.
+	pos             Position
+	posKnown        bool
+	nonPrimarySince time.Time
+	claimLease      clientv3.LeaseID
+	claimCancel     context.CancelFunc
+	failures        int
+	nextStart       time.Time
+}
+
+// NewNode checks cfg; it starts nothing.
+func NewNode(cfg NodeConfig) (*Node, error) {
+	if cfg.Client == nil || cfg.Server == nil || cfg.Node == "" || len(cfg.Nodes) == 0 {
+		return nil, errors.New("galera: node: client, server, node and nodes are required")
+	}
+	if cfg.CheckInterval <= 0 {
+		cfg.CheckInterval = 500 * time.Millisecond
+	}
+	if cfg.Grace <= 0 {
+		cfg.Grace = 10 * time.Second
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	n := &Node{cfg: cfg, log: log.With("component", "galera"), srv: cfg.Server, kick: make(chan struct{}, 1)}
+	var err error
+	n.state, err = coord.NewEntry(coord.EntryConfig[MemberState]{
+		Client: cfg.Client,
+		Key:    MembersPrefix(cfg.Cluster, cfg.Name) + cfg.Node,
+		Value:  n.base(),
+		TTL:    memberTTL,
+		Logger: log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("galera: %w", err)
+	}
+	if cfg.Writer {
+		n.owner, err = coord.NewOwner(coord.OwnerConfig{
+			Client:     cfg.Client,
+			Alternates: cfg.Alternates,
+			Prefix:     WriterPrefix(cfg.Cluster, cfg.Name),
+			Node:       cfg.Node,
+			Priority:   cfg.Priority,
+			Lease:      cfg.Lease,
+			Guard:      writerGuard{},
+			Logger:     log.With("component", "galera", "singleton", "writer"),
+			Registerer: cfg.Registerer,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("galera: writer: %w", err)
+		}
+	}
+	if n.metrics, err = newMetrics(cfg.Registerer); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// writerGuard: the writer record moves clients, nothing on the node acts
+// on it (every node of a primary component can take writes).
+type writerGuard struct{}
+
+func (writerGuard) Acquire(int64, time.Time) {}
+func (writerGuard) Extend(time.Time)         {}
+func (writerGuard) Release(string)           {}
+
+func (n *Node) base() MemberState {
+	return MemberState{Node: n.cfg.Node, Host: n.cfg.Host, Port: n.cfg.Port, Server: ServerStopped}
+}
+
+// Run takes part in the cluster until ctx ends; then it stops the server
+// cleanly (the node leaves the group) and withdraws its state.
+func (n *Node) Run(ctx context.Context) error {
+	if !n.srv.Initialized() {
+		if err := n.srv.Init(ctx); err != nil {
+			return err
+		}
+	}
+	var wg sync.WaitGroup
+	runCtx, cancel := context.WithCancel(ctx)
+	defer func() {
+		n.releaseClaim(context.Background())
+		stopCtx, stopCancel := context.WithTimeout(context.Background(), stopTimeout+5*time.Second)
+		defer stopCancel()
+		if err := n.srv.Stop(stopCtx); err != nil {
+			n.log.Warn("stop mariadbd", "err", err)
+		}
+		cancel()
+		wg.Wait()
+	}()
+	wg.Go(func() { _ = n.state.Run(runCtx) })
+	if n.owner != nil {
+		wg.Go(func() { _ = n.owner.Run(runCtx) })
+	}
+	wg.Go(func() {
+		_ = coord.WatchPrefix(runCtx, n.cfg.Client, MembersPrefix(n.cfg.Cluster, n.cfg.Name), func(m map[string]MemberState) {
+			n.mu.Lock()
+			n.members, n.watched[0] = m, true
+			n.mu.Unlock()
+			n.poke()
+		})
+	})
+	wg.Go(func() { n.watchClaim(runCtx) })
+	t := time.NewTicker(n.cfg.CheckInterval)
+	defer t.Stop()
+	for {
+		n.round(ctx)
+		var exited <-chan struct{} // the running server's exit, seen at once
+		if n.srv.Running() {
+			exited = n.srv.Done()
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		case <-n.kick:
+		case <-exited:
+		}
+	}
+}
+
+func (n *Node) poke() {
+	select {
+	case n.kick <- struct{}{}:
+	default:
+	}
+}
+
+// watchClaim follows the bootstrap claim.
+func (n *Node) watchClaim(ctx context.Context) {
+	key := BootstrapKey(n.cfg.Cluster, n.cfg.Name)
+	_ = coord.WatchPrefix(ctx, n.cfg.Client, key, func(m map[string]BootstrapRecord) {
+		n.mu.Lock()
+		n.claim, n.watched[1] = m[""], true
+		n.mu.Unlock()
+		n.poke()
+	})
+}
+
+// round looks at the server, publishes what it sees, and acts.
+func (n *Node) round(ctx context.Context) {
+	st := n.observe(ctx)
+	n.state.Set(st)
+	n.metrics.set(st, n.Writer())
+	if n.owner != nil {
+		n.owner.SetEligible(st.Serving)
+	}
+	n.mu.Lock()
+	ready := n.watched[0] && n.watched[1]
+	members, claim := n.members, n.claim
+	n.mu.Unlock()
+	if !ready {
+		return
+	}
+	members = withSelf(members, st)
+	if claim.Node == n.cfg.Node && st.inPrimary() {
+		// The bootstrap is done: the others see a primary component
+		// before the claim goes.
+		if err := n.state.Sync(ctx); err == nil {
+			n.releaseClaim(ctx)
+		}
+		return
+	}
+	if st.Server == ServerStarting || st.Server == ServerRunning && st.Status.Primary() {
+		n.setDecision(Decision{Wait, st.Plan})
+		return
+	}
+	d := decide(n.cfg.Node, n.cfg.Nodes, members, claim, n.cfg.Grace)
+	n.setDecision(d)
+	switch d.Action {
+	case Join:
+		n.start(false, d.Reason)
+	case Bootstrap, Promote:
+		if claim.Node != n.cfg.Node {
+			ok, err := n.takeClaim(ctx, false)
+			if err != nil {
+				n.log.Warn("bootstrap claim", "err", err)
+			}
+			if !ok {
+				return
+			}
+		}
+		if d.Action == Bootstrap {
+			n.start(true, d.Reason)
+			return
+		}
+		n.log.Info("making this node's component primary", "event", "database", "why", d.Reason)
+		if err := n.srv.Exec(ctx, "SET GLOBAL wsrep_provider_options='pc.bootstrap=YES'"); err != nil {
+			n.log.Warn("pc.bootstrap", "err", err)
+			n.releaseClaim(ctx)
+		}
+	}
+}
+
+func withSelf(m map[string]MemberState, self MemberState) map[string]MemberState {
+	out := make(map[string]MemberState, len(m)+1)
+	for k, v := range m {
+		out[k] = v
+	}
+	out[self.Node] = self
+	return out
+}
+
+func (n *Node) setDecision(d Decision) {
+	n.mu.Lock()
+	changed := d != n.last
+	n.last = d
+	n.mu.Unlock()
+	if changed && d.Action == Wait && d.Reason != "" {
+		n.log.Info("galera: waiting", "why", d.Reason)
+	}
+}
+
+// observe reads the server's state: its wsrep status when it answers,
+// its position when it is stopped (once per stop).
+func (n *Node) observe(ctx context.Context) MemberState {
+	st := n.base()
+	now := time.Now()
+	if n.srv.Running() {
+		s, err := n.srv.Status(ctx)
+		if err != nil {
+			st.Server, st.Why = ServerStarting, "the server does not answer yet: "+err.Error()
+			st.Plan = "starting (a state transfer or crash recovery)"
+			n.nonPrimarySince = time.Time{}
+			return st
+		}
+		n.posKnown, n.failures = false, 0
+		st.Server, st.Status = ServerRunning, s
+		st.Position, st.PositionKnown = Position{UUID: s.StateUUID, Seqno: s.LastCommitted}, true
+		st.Serving, st.Why = s.Serving(n.cfg.DonorServes)
+		if s.Primary() {
+			n.nonPrimarySince = time.Time{}
+		} else {
+			if n.nonPrimarySince.IsZero() {
+				n.nonPrimarySince = now
+			}
+			st.NonPrimaryFor = now.Sub(n.nonPrimarySince)
+		}
+		return st
+	}
+	n.nonPrimarySince = time.Time{}
+	st.Why = "the server does not run"
+	if err := n.srv.ExitErr(); err != nil {
+		st.Why = err.Error()
+	}
+	if !n.posKnown {
+		p, err := n.srv.Position(ctx)
+		if err != nil {
+			n.log.Warn("cannot read this node's position", "err", err)
+			st.Why = err.Error()
+			return st
+		}
+		n.pos, n.posKnown = p, true
+	}
+	st.Position, st.PositionKnown = n.pos, true
+	return st
+}
+
+// start starts the server, unless its last start failed too recently.
+func (n *Node) start(bootstrap bool, why string) {
+	now := time.Now()
+	if now.Before(n.nextStart) {
+		return
+	}
+	kind := "joining the cluster"
+	if bootstrap {
+		kind = "bootstrapping the cluster"
+	}
+	n.log.Info("starting mariadbd: "+kind, "event", "database", "why", why)
+	n.posKnown = false // what the next stop leaves is read again
+	if err := n.srv.Start(bootstrap); err != nil {
+		n.log.Error("cannot start mariadbd", "err", err)
+	}
+	if bootstrap {
+		n.metrics.bootstraps.Inc()
+	}
+	// The next start, if this one fails, waits: doubling from restartMin.
+	wait := restartMin << min(n.failures, 5)
+	n.failures++
+	n.nextStart = now.Add(min(wait, restartMax))
+}
+
+// takeClaim claims the bootstrap for this node, on a lease of its own:
+// only if nobody holds it and the members are as this node read them when
+// it decided (their keys' revisions unchanged), so no member can have
+// joined a primary component or changed its position since.
+func (n *Node) takeClaim(ctx context.Context, forced bool) (bool, error) {
+	cli := n.cfg.Client
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	prefix := MembersPrefix(n.cfg.Cluster, n.cfg.Name)
+	resp, err := cli.Get(ctx, prefix, clientv3.WithPrefix())
+	if err != nil {
+		return false, err
+	}
+	members := map[string]MemberState{}
+	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(BootstrapKey(n.cfg.Cluster, n.cfg.Name)), "=", 0)}
+	for _, kv := range resp.Kvs {
+		var m MemberState
+		if json.Unmarshal(kv.Value, &m) != nil {
+			continue
+		}
+		members[string(kv.Key[len(prefix):])] = m
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(string(kv.Key)), "=", kv.ModRevision))
+	}
+	self := members[n.cfg.Node]
+	if !forced {
+		d := decide(n.cfg.Node, n.cfg.Nodes, members, BootstrapRecord{}, n.cfg.Grace)
+		if d.Action != Bootstrap && d.Action != Promote {
+			return false, nil
+		}
+	} else {
+		for name, m := range members {
+			if m.inPrimary() {
+				return false, fmt.Errorf("%s is in a primary component: a forced bootstrap would start a second cluster; the node joins it by itself", name)
+			}
+		}
+	}
+	lease, err := cli.Grant(ctx, int64(claimTTL/time.Second))
+	if err != nil {
+		return false, err
+	}
+	rec, _ := json.Marshal(BootstrapRecord{Node: n.cfg.Node, Position: self.Position, At: time.Now(), Forced: forced})
+	tr, err := cli.Txn(ctx).If(cmps...).Then(clientv3.OpPut(BootstrapKey(n.cfg.Cluster, n.cfg.Name), string(rec), clientv3.WithLease(lease.ID))).Commit()
+	if err != nil || !tr.Succeeded {
+		_, _ = cli.Revoke(context.WithoutCancel(ctx), lease.ID)
+		return false, err
+	}
+	kaCtx, kaCancel := context.WithCancel(context.Background())
+	ka, err := cli.KeepAlive(kaCtx, lease.ID)
+	if err != nil {
+		kaCancel()
+		return false, err
+	}
+	go func() {
+		for range ka {
+		}
+	}()
+	n.claimLease, n.claimCancel = lease.ID, kaCancel
+	n.mu.Lock()
+	n.claim = BootstrapRecord{Node: n.cfg.Node, Position: self.Position, Forced: forced}
+	n.mu.Unlock()
+	n.log.Info("claimed the bootstrap", "event", "database", "position", self.Position.String(), "forced", forced)
+	return true, nil
+}
+
+// releaseClaim deletes this node's bootstrap claim, with its lease.
+func (n *Node) releaseClaim(ctx context.Context) {
+	if n.claimCancel == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := n.cfg.Client.Revoke(ctx, n.claimLease); err != nil {
+		n.log.Warn("release the bootstrap claim (it expires with its lease)", "err", err)
+	}
+	n.claimCancel()
+	n.claimCancel, n.claimLease = nil, 0
+	n.log.Info("released the bootstrap claim")
+}
+
+// Writer reports whether this node holds the writer record now.
+func (n *Node) Writer() bool {
+	return n.owner != nil && n.owner.Status().Acting
+}
+
+// State is what this node publishes now.
+func (n *Node) State() MemberState { return n.state.Value() }
+
+// Members are the members' states as this node last saw them.
+func (n *Node) Members() map[string]MemberState {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.members
+}
+
+// Decision is what this node's agent last decided about its server.
+func (n *Node) Decision() Decision {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.last
+}
+
+// WriterStatus is the writer record as this node sees it (zero when the
+// cluster has writers: all).
+func (n *Node) WriterStatus() coord.OwnerStatus {
+	if n.owner == nil {
+		return coord.OwnerStatus{}
+	}
+	return n.owner.Status()
+}

@@ -1,0 +1,465 @@
+package galera
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+)
+
+// Timeouts of the server's life.
+const (
+	// stopTimeout bounds a clean shutdown (the node leaves the group and
+	// InnoDB flushes) before SIGKILL.
+	stopTimeout = 30 * time.Second
+	// queryTimeout bounds one status query: a hung server is reported
+	// as not answering, never waited on.
+	queryTimeout = 2 * time.Second
+	// logTailLines are the server's last log lines an exit error carries.
+	logTailLines = 12
+)
+
+func init() {
+	// The driver logs some connection errors to stderr as well as
+	// returning them: haven logs what it returns, once.
+	_ = mysql.SetLogger(log.New(io.Discard, "", 0))
+}
+
+// deathSignal is what the kernel sends mariadbd when haven's thread that
+// started it exits: a clean shutdown, in which the node leaves the group
+// at once rather than after the others' failure detection.
+const deathSignal = syscall.SIGTERM
+
+// Server runs one node's mariadbd as a child process. It is safe for use
+// by several goroutines.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	provider string
+	mariadbd string
+	install  string
+	uid, gid int
+	drop     bool // run as uid/gid (haven is root)
+
+	life sync.Mutex // one start or stop at a time
+	mu   sync.Mutex
+	cur  *run
+	db   *sql.DB // over the unix socket, as root or the run-as user
+}
+
+// run is one mariadbd process.
+type run struct {
+	cmd       *exec.Cmd
+	pid       int
+	bootstrap bool
+	stopping  bool
+	done      chan struct{}
+	err       error // why it exited, when not asked to
+}
+
+// New checks cfg and finds MariaDB's programs and the galera provider. It
+// starts nothing.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.check(); err != nil {
+		return nil, fmt.Errorf("galera: %w", err)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &Server{cfg: cfg, log: log.With("component", "galera", "node", cfg.Name)}
+	var err error
+	if s.provider, err = findProvider(); err != nil {
+		return nil, fmt.Errorf("galera: %w", err)
+	}
+	for _, p := range []struct {
+		dst   *string
+		names []string
+	}{
+		{&s.mariadbd, []string{"mariadbd", "mysqld"}},
+		{&s.install, []string{"mariadb-install-db", "mysql_install_db"}},
+	} {
+		for _, n := range p.names {
+			if path, err := lookPath(n); err == nil {
+				*p.dst = path
+				break
+			}
+		}
+		if *p.dst == "" {
+			return nil, fmt.Errorf("galera: no %s on PATH or in /usr/sbin: install mariadb-server (apt-get install mariadb-server galera-4 mariadb-backup)", p.names[0])
+		}
+	}
+	if os.Geteuid() == 0 {
+		u, err := user.Lookup(cfg.User)
+		if err != nil {
+			return nil, fmt.Errorf("galera: run-as user %q: %w (database.user; mariadb-server's package makes mysql)", cfg.User, err)
+		}
+		s.uid, _ = strconv.Atoi(u.Uid)
+		s.gid, _ = strconv.Atoi(u.Gid)
+		s.drop = true
+	}
+	return s, nil
+}
+
+// lookPath finds a program on PATH, then in /usr/sbin (mariadbd's place,
+// often not on a service's PATH).
+func lookPath(name string) (string, error) {
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	p := filepath.Join("/usr/sbin", name)
+	if _, err := os.Stat(p); err != nil {
+		return "", err
+	}
+	return p, nil
+}
+
+// DataDir is MariaDB's data directory.
+func (s *Server) DataDir() string { return s.cfg.dataDir() }
+
+// LogFile is where the server's output goes.
+func (s *Server) LogFile() string { return s.cfg.logFile() }
+
+// Prepare makes the base directory, owned by the run-as user (mode 0750).
+func (s *Server) Prepare() error {
+	dir := s.cfg.BaseDir
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return fmt.Errorf("galera: %w", err)
+	}
+	if s.drop {
+		if err := os.Chown(dir, s.uid, s.gid); err != nil {
+			return fmt.Errorf("galera: %w", err)
+		}
+	}
+	return nil
+}
+
+// Initialized reports whether the data directory holds a server's data.
+func (s *Server) Initialized() bool {
+	_, err := os.Stat(filepath.Join(s.cfg.dataDir(), "mysql"))
+	return err == nil
+}
+
+// Init creates the data directory's system tables, with root and the
+// run-as user authenticated by their unix socket only (no passwords).
+func (s *Server) Init(ctx context.Context) error {
+	if err := s.Prepare(); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	cmd := s.command(ctx, s.install, "--no-defaults", "--datadir="+s.cfg.dataDir(),
+		"--auth-root-authentication-method=socket", "--skip-test-db", "--user="+s.cfg.User)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("galera: mariadb-install-db: %w: %s", err, lastLines(out, logTailLines))
+	}
+	s.log.Info("initialised the data directory", "dir", s.cfg.dataDir())
+	return nil
+}
+
+// command prepares one of MariaDB's programs, as the run-as user, in its
+// own process group, killed with it when ctx ends.
+func (s *Server) command(ctx context.Context, path string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, path, args...)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH") + ":/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"}
+	cmd.Dir = "/"
+	cmd.SysProcAttr = s.sysProcAttr()
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 5 * time.Second
+	return cmd
+}
+
+func (s *Server) sysProcAttr() *syscall.SysProcAttr {
+	attr := &syscall.SysProcAttr{Setpgid: true}
+	if s.drop {
+		attr.Credential = &syscall.Credential{Uid: uint32(s.uid), Gid: uint32(s.gid)}
+	}
+	return attr
+}
+
+// Position reads where the stopped node's data stands: grastate.dat, and
+// when that says the server did not stop cleanly (seqno -1), InnoDB's own
+// record through `mariadbd --wsrep-recover`.
+func (s *Server) Position(ctx context.Context) (Position, error) {
+	if s.Running() {
+		return Position{}, errors.New("galera: position: the server runs")
+	}
+	p, ok, err := readGrastate(s.cfg.dataDir())
+	if err != nil {
+		return Position{}, fmt.Errorf("galera: %w", err)
+	}
+	if !ok || !s.Initialized() || p.Seqno >= 0 {
+		return p, nil
+	}
+	if err := s.writeConfig(); err != nil {
+		return Position{}, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	logPath := filepath.Join(s.cfg.BaseDir, "wsrep-recover.log")
+	os.Remove(logPath)
+	cmd := s.command(ctx, s.mariadbd, "--defaults-file="+s.cfg.confFile(), "--wsrep-recover", "--log-error="+logPath)
+	out, runErr := cmd.CombinedOutput()
+	log, _ := os.ReadFile(logPath)
+	r, found := parseRecovered(append(log, out...))
+	if !found {
+		return Position{}, fmt.Errorf("galera: mariadbd --wsrep-recover found no position (%v): %s", runErr, lastLines(append(log, out...), logTailLines))
+	}
+	if r.UUID != "" && p.UUID != "" && r.UUID != p.UUID {
+		return Position{}, fmt.Errorf("galera: InnoDB's position %s is of another history than grastate.dat's %s", r, p.UUID)
+	}
+	s.log.Info("recovered the position of a server that did not stop cleanly", "position", r.String())
+	r.SafeToBootstrap = p.SafeToBootstrap
+	return r, nil
+}
+
+func (s *Server) writeConfig() error {
+	if err := s.Prepare(); err != nil {
+		return err
+	}
+	path := s.cfg.confFile()
+	if err := os.WriteFile(path+".tmp", s.cfg.render(s.provider), 0o644); err != nil {
+		return fmt.Errorf("galera: my.cnf: %w", err)
+	}
+	return os.Rename(path+".tmp", path)
+}
+
+// Start runs mariadbd; with bootstrap it starts a new primary component
+// from this node's data (--wsrep-new-cluster, after marking the node safe
+// to bootstrap). It returns once the process runs: a joining node
+// receives its state transfer before it answers, which may take long, so
+// callers watch Status and Done.
+func (s *Server) Start(bootstrap bool) error {
+	s.life.Lock()
+	defer s.life.Unlock()
+	if s.Running() {
+		return errors.New("galera: start: the server already runs")
+	}
+	if err := s.writeConfig(); err != nil {
+		return err
+	}
+	if bootstrap {
+		if err := markSafeToBootstrap(s.cfg.dataDir()); err != nil {
+			return fmt.Errorf("galera: bootstrap: grastate.dat: %w", err)
+		}
+	}
+	os.Remove(s.cfg.pidFile())
+	r, err := s.spawn(bootstrap)
+	if err != nil {
+		return fmt.Errorf("galera: start: %w", err)
+	}
+	s.log.Info("started mariadbd", "pid", r.pid, "bootstrap", bootstrap, "log", s.cfg.logFile())
+	return nil
+}
+
+func (s *Server) spawn(bootstrap bool) (*run, error) {
+	logf, err := os.OpenFile(s.cfg.logFile(), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	if err != nil {
+		return nil, err
+	}
+	args := []string{"--defaults-file=" + s.cfg.confFile()}
+	if bootstrap {
+		args = append(args, "--wsrep-new-cluster")
+	}
+	cmd := exec.Command(s.mariadbd, args...)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH") + ":/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"}
+	cmd.Dir = s.cfg.BaseDir
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = s.sysProcAttr()
+	cmd.SysProcAttr.Pdeathsig = deathSignal
+	r := &run{cmd: cmd, bootstrap: bootstrap, done: make(chan struct{})}
+	started := make(chan error, 1)
+	go func() {
+		// Pdeathsig follows the thread that started the child
+		// (go.dev/issue/27505): keep it until mariadbd exits.
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		r.pid = cmd.Process.Pid
+		started <- nil
+		werr := cmd.Wait()
+		logf.Close()
+		s.reap(r, werr)
+	}()
+	if err := <-started; err != nil {
+		logf.Close()
+		return nil, err
+	}
+	s.mu.Lock()
+	s.cur = r
+	s.mu.Unlock()
+	return r, nil
+}
+
+func (s *Server) reap(r *run, werr error) {
+	s.mu.Lock()
+	stopping := r.stopping
+	if s.db != nil {
+		s.db.Close()
+		s.db = nil
+	}
+	s.mu.Unlock()
+	if stopping {
+		s.log.Info("mariadbd stopped", "pid", r.pid)
+	} else {
+		tail, _ := os.ReadFile(s.cfg.logFile())
+		r.err = fmt.Errorf("mariadbd (pid %d) exited: %v: %s", r.pid, werr, lastLines(tail, logTailLines))
+		s.log.Warn("mariadbd exited unexpectedly", "pid", r.pid, "err", werr)
+	}
+	close(r.done)
+}
+
+func (s *Server) current() *run {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cur
+}
+
+// Running reports whether mariadbd runs (started by this Server).
+func (s *Server) Running() bool {
+	r := s.current()
+	if r == nil {
+		return false
+	}
+	select {
+	case <-r.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// PID is the running mariadbd's, or 0.
+func (s *Server) PID() int {
+	if r := s.current(); r != nil && s.Running() {
+		return r.pid
+	}
+	return 0
+}
+
+// Done is closed when the current mariadbd exits (nil before the first
+// start).
+func (s *Server) Done() <-chan struct{} {
+	if r := s.current(); r != nil {
+		return r.done
+	}
+	return nil
+}
+
+// ExitErr says why the last mariadbd exited when it was not asked to.
+func (s *Server) ExitErr() error {
+	if r := s.current(); r != nil && !s.Running() {
+		return r.err
+	}
+	return nil
+}
+
+// Stop shuts mariadbd down cleanly (SIGTERM: the node leaves the group),
+// and kills it when ctx ends or stopTimeout passes first.
+func (s *Server) Stop(ctx context.Context) error {
+	s.life.Lock()
+	defer s.life.Unlock()
+	r := s.current()
+	if r == nil || !s.Running() {
+		return nil
+	}
+	s.mu.Lock()
+	r.stopping = true
+	s.mu.Unlock()
+	_ = r.cmd.Process.Signal(syscall.SIGTERM)
+	t := time.NewTimer(stopTimeout)
+	defer t.Stop()
+	select {
+	case <-r.done:
+		return nil
+	case <-ctx.Done():
+	case <-t.C:
+	}
+	s.log.Warn("mariadbd did not stop in time: killed", "pid", r.pid)
+	_ = syscall.Kill(-r.pid, syscall.SIGKILL)
+	<-r.done
+	return nil
+}
+
+// conn returns haven's connection pool to the server, over its socket.
+func (s *Server) conn() (*sql.DB, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.db != nil {
+		return s.db, nil
+	}
+	c := mysql.NewConfig()
+	c.Net, c.Addr = "unix", s.cfg.socket()
+	// The unix_socket plugin checks the peer's uid: haven as root is
+	// root@localhost, as the run-as user that user.
+	c.User = "root"
+	if os.Geteuid() != 0 {
+		if u, err := user.Current(); err == nil {
+			c.User = u.Username
+		}
+	}
+	c.Timeout, c.ReadTimeout, c.WriteTimeout = queryTimeout, queryTimeout, queryTimeout
+	connector, err := mysql.NewConnector(c)
+	if err != nil {
+		return nil, err
+	}
+	s.db = sql.OpenDB(connector)
+	s.db.SetMaxOpenConns(2)
+	s.db.SetMaxIdleConns(2)
+	s.db.SetConnMaxLifetime(time.Minute)
+	return s.db, nil
+}
+
+// Status asks the running server for its wsrep state.
+func (s *Server) Status(ctx context.Context) (Status, error) {
+	if !s.Running() {
+		return Status{}, errors.New("galera: the server does not run")
+	}
+	db, err := s.conn()
+	if err != nil {
+		return Status{}, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	defer cancel()
+	return readStatus(ctx, db)
+}
+
+// Exec runs a statement on the running server, as haven.
+func (s *Server) Exec(ctx context.Context, query string) error {
+	db, err := s.conn()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	defer cancel()
+	_, err = db.ExecContext(ctx, query)
+	return err
+}
+
+// lastLines are the last n lines of b, on one line each joined by " | ".
+func lastLines(b []byte, n int) string {
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, " | ")
+}
