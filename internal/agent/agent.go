@@ -90,7 +90,8 @@ type roles struct {
 	coord  *coordination // the coordination section: the node's region's scope
 	global *coordination // the global scope, when the node has a part in it
 	vips   *floating     // this node's balancers' floating addresses
-	db     *dbRole       // a database node
+	db     *dbRole       // a database node (PostgreSQL)
+	galera *galeraRole   // a database node (Galera)
 	backup *backupRole   // a database node with backup repositories
 	router *dbRouter     // a database router
 }
@@ -353,6 +354,12 @@ func (a *Agent) startCoordinated(cfg *config.Config, rs *roles, st *stack) error
 			rs.coord.onConnected(rs.backup.run)
 		}
 	}
+	if rs.galera, err = newGalera(a, cfg); err != nil {
+		return err
+	}
+	if rs.galera != nil {
+		rs.coord.onConnected(rs.galera.run)
+	}
 	if rs.router, err = newRouter(a, cfg); err != nil {
 		return err
 	}
@@ -415,6 +422,9 @@ func (a *Agent) followedStates() map[string]bool {
 	}
 	if rs.db != nil {
 		states[coord.DatabaseState] = rs.db.servesPrimary()
+	}
+	if rs.galera != nil {
+		states[coord.DatabaseState] = rs.galera.serves()
 	}
 	return states
 }

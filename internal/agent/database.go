@@ -49,7 +49,7 @@ func newDatabase(ctx context.Context, a *Agent, cfg *config.Config) (*dbRole, er
 		return nil, nil
 	}
 	if db.Engine == "galera" {
-		return nil, errors.New("database: engine galera is not run by this agent yet")
+		return nil, nil // newGalera
 	}
 	password, err := replicationPassword(db)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/haven-ha/haven/internal/config"
+	"github.com/haven-ha/haven/internal/galera"
 	"github.com/haven-ha/haven/internal/lb"
 	"github.com/haven-ha/haven/internal/pg/keeper"
 )
@@ -89,7 +90,25 @@ func (r *dbRouter) start() error {
 // follow feeds the router's pools from etcd until ctx ends.
 func (r *dbRouter) follow(ctx context.Context, cl *etcdClients) {
 	db := r.cfg.Database
+	if db.Engine == "galera" {
+		_ = galera.WatchRoutes(ctx, cl.all, r.cfg.Cluster, dbName, db.Galera.Writers == "all", func(g galera.Routes) {
+			r.set(galeraRoutes(g))
+		})
+		return
+	}
 	_ = keeper.WatchRoutes(ctx, cl.all, r.cfg.Cluster, dbName, uint64(db.ReplicaMaxLag), r.set)
+}
+
+// galeraRoutes are a Galera database's routes as the router's pools take
+// them: the writer (or every writer) in the primary pool, every serving
+// node in the replicas pool.
+func galeraRoutes(g galera.Routes) keeper.Routes {
+	rt := keeper.Routes{Replicas: g.Readers, Addrs: g.ReaderAddrs}
+	if len(g.Writers) > 0 {
+		rt.Primary, rt.PrimaryAddr = g.Writers[0], g.WriterAddrs[0]
+		rt.MoreWriters, rt.MoreWriterAddrs = g.Writers[1:], g.WriterAddrs[1:]
+	}
+	return rt
 }
 
 // set gives the pools their new backends. The primary's pool closes the
@@ -159,6 +178,9 @@ func poolConfig(pool string, bc *config.Balancer, rt keeper.Routes, dr *config.D
 	switch {
 	case pool == "primary" && rt.PrimaryAddr != "":
 		c.Backends = append(c.Backends, routeBackend(rt.Primary, rt.PrimaryAddr))
+		for i, n := range rt.MoreWriters {
+			c.Backends = append(c.Backends, routeBackend(n, rt.MoreWriterAddrs[i]))
+		}
 	case pool == "replicas" && (!rt.Standby || dr != nil && dr.ReadOnlyPool):
 		for i, n := range rt.Replicas {
 			c.Backends = append(c.Backends, routeBackend(n, rt.Addrs[i]))

@@ -55,6 +55,9 @@ type DatabaseStatus struct {
 	// Paused is the operator's pause record (haven pg pause): while it
 	// exists no replica takes the lead. Nil when not paused.
 	Paused *keeper.Pause `json:"paused,omitempty"`
+	// Galera, for a database of engine galera, is its state; Primary is
+	// then its writer.
+	Galera *GaleraStatus `json:"galera,omitempty"`
 }
 
 // coordinationStatus reports the coordination section, asking every etcd
@@ -108,10 +111,13 @@ func (rs roles) coordinationStatus(ctx context.Context) *CoordinationStatus {
 }
 
 func (rs roles) databaseStatus() *DatabaseStatus {
-	if rs.db == nil && rs.router == nil {
+	if rs.db == nil && rs.galera == nil && rs.router == nil {
 		return nil
 	}
 	st := &DatabaseStatus{Members: map[string]keeper.MemberState{}}
+	if g := rs.galera.status(); g != nil {
+		st.Galera, st.Primary, st.Epoch = g, g.Writer, g.Epoch
+	}
 	if rs.db != nil {
 		if k := rs.db.keeper.Load(); k != nil {
 			o := k.Owner().Status()

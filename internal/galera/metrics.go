@@ -1,6 +1,10 @@
 package galera
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/haven-ha/haven/internal/promreg"
+)
 
 type metrics struct {
 	up, serving, primary, writer                 prometheus.Gauge
@@ -27,12 +31,19 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		certFailures: g("cert_failures", "Write sets that failed certification since the server started (wsrep_local_cert_failures)."),
 		bootstraps:   prometheus.NewCounter(prometheus.CounterOpts{Name: "haven_galera_bootstraps_total", Help: "Times this node's agent started the cluster from this node (--wsrep-new-cluster)."}),
 	}
-	if reg != nil {
-		for _, c := range []prometheus.Collector{m.up, m.serving, m.primary, m.writer, m.size, m.state, m.recvQueue, m.sendQueue, m.committed, m.flowPaused, m.certFailures, m.bootstraps} {
-			if err := reg.Register(c); err != nil {
-				return nil, err
-			}
+	if reg == nil {
+		return m, nil
+	}
+	// A node's second Node (after etcd came back) reports on the first's
+	// series.
+	var err error
+	for _, g := range []*prometheus.Gauge{&m.up, &m.serving, &m.primary, &m.writer, &m.size, &m.state, &m.recvQueue, &m.sendQueue, &m.committed, &m.flowPaused, &m.certFailures} {
+		if *g, err = promreg.Once(reg, *g); err != nil {
+			return nil, err
 		}
+	}
+	if m.bootstraps, err = promreg.Once(reg, m.bootstraps); err != nil {
+		return nil, err
 	}
 	return m, nil
 }

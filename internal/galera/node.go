@@ -167,11 +167,6 @@ func (n *Node) base() MemberState {
 // Run takes part in the cluster until ctx ends; then it stops the server
 // cleanly (the node leaves the group) and withdraws its state.
 func (n *Node) Run(ctx context.Context) error {
-	if !n.srv.Initialized() {
-		if err := n.srv.Init(ctx); err != nil {
-			return err
-		}
-	}
 	var wg sync.WaitGroup
 	runCtx, cancel := context.WithCancel(ctx)
 	defer func() {
@@ -339,6 +334,17 @@ func (n *Node) observe(ctx context.Context) MemberState {
 	if err := n.srv.ExitErr(); err != nil {
 		st.Why = err.Error()
 	}
+	if !n.srv.Initialized() {
+		if now.Before(n.nextStart) {
+			return st
+		}
+		if err := n.srv.Init(ctx); err != nil {
+			n.log.Error("cannot initialise the data directory", "err", err)
+			st.Why = err.Error()
+			n.failed(now)
+			return st
+		}
+	}
 	if !n.posKnown {
 		p, err := n.srv.Position(ctx)
 		if err != nil {
@@ -370,7 +376,12 @@ func (n *Node) start(bootstrap bool, why string) {
 	if bootstrap {
 		n.metrics.bootstraps.Inc()
 	}
-	// The next start, if this one fails, waits: doubling from restartMin.
+	n.failed(now)
+}
+
+// failed delays the next attempt, in case this one fails: doubling from
+// restartMin to restartMax; an answering server resets it.
+func (n *Node) failed(now time.Time) {
 	wait := restartMin << min(n.failures, 5)
 	n.failures++
 	n.nextStart = now.Add(min(wait, restartMax))

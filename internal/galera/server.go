@@ -135,18 +135,51 @@ func (s *Server) DataDir() string { return s.cfg.dataDir() }
 // LogFile is where the server's output goes.
 func (s *Server) LogFile() string { return s.cfg.logFile() }
 
-// Prepare makes the base directory, owned by the run-as user (mode 0750).
+// Prepare makes the base directory, owned by the run-as user (mode 0750),
+// and checks that the user can reach it: every directory above it must
+// let the user search it.
 func (s *Server) Prepare() error {
 	dir := s.cfg.BaseDir
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return fmt.Errorf("galera: %w", err)
 	}
-	if s.drop {
-		if err := os.Chown(dir, s.uid, s.gid); err != nil {
+	if !s.drop {
+		return nil
+	}
+	if err := os.Chown(dir, s.uid, s.gid); err != nil {
+		return fmt.Errorf("galera: %w", err)
+	}
+	for d := filepath.Dir(dir); ; d = filepath.Dir(d) {
+		st, err := os.Stat(d)
+		if err != nil {
 			return fmt.Errorf("galera: %w", err)
 		}
+		if !searchable(st, s.uid, s.gid) {
+			return fmt.Errorf("galera: %s (mode %v) does not let %s search it, and the data directory %s is below it: chmod o+x %s, or choose another database.data_dir",
+				d, st.Mode().Perm(), s.cfg.User, dir, d)
+		}
+		if d == "/" {
+			return nil
+		}
 	}
-	return nil
+}
+
+// searchable reports whether a directory with st lets uid (of group gid)
+// search it.
+func searchable(st os.FileInfo, uid, gid int) bool {
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	if !ok {
+		return true
+	}
+	perm := st.Mode().Perm()
+	switch {
+	case int(sys.Uid) == uid:
+		return perm&0o100 != 0
+	case int(sys.Gid) == gid:
+		return perm&0o010 != 0
+	default:
+		return perm&0o001 != 0
+	}
 }
 
 // Initialized reports whether the data directory holds a server's data.
@@ -167,7 +200,7 @@ func (s *Server) Init(ctx context.Context) error {
 		"--auth-root-authentication-method=socket", "--skip-test-db", "--user="+s.cfg.User)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("galera: mariadb-install-db: %w: %s", err, lastLines(out, logTailLines))
+		return fmt.Errorf("galera: mariadb-install-db: %w: %s", err, errorLines(out))
 	}
 	s.log.Info("initialised the data directory", "dir", s.cfg.dataDir())
 	return nil
@@ -453,6 +486,21 @@ func (s *Server) Exec(ctx context.Context, query string) error {
 	defer cancel()
 	_, err = db.ExecContext(ctx, query)
 	return err
+}
+
+// errorLines are b's lines that say ERROR, or its last lines when none
+// does: mariadb-install-db ends its output with advice, not the error.
+func errorLines(b []byte) string {
+	var errs []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, "ERROR") || strings.Contains(l, "rror:") {
+			errs = append(errs, strings.TrimSpace(l))
+		}
+	}
+	if len(errs) == 0 {
+		return lastLines(b, logTailLines)
+	}
+	return strings.Join(errs[:min(len(errs), logTailLines)], " | ")
 }
 
 // lastLines are the last n lines of b, on one line each joined by " | ".

@@ -28,12 +28,18 @@ type Routes struct {
 	// standby leader), a live copy of another region's primary; its
 	// leader is among Replicas.
 	Standby bool
+	// MoreWriters, for an engine whose every node takes writes (Galera
+	// with writers: all), are the primary pool's nodes after Primary,
+	// and MoreWriterAddrs the same as HOST:PORT.
+	MoreWriters     []string `json:",omitempty"`
+	MoreWriterAddrs []string `json:",omitempty"`
 }
 
 // Same reports whether r and o send clients to the same places.
 func (r Routes) Same(o Routes) bool {
 	return r.Primary == o.Primary && r.PrimaryAddr == o.PrimaryAddr && r.Standby == o.Standby &&
-		slices.Equal(r.Replicas, o.Replicas) && slices.Equal(r.Addrs, o.Addrs)
+		slices.Equal(r.Replicas, o.Replicas) && slices.Equal(r.Addrs, o.Addrs) &&
+		slices.Equal(r.MoreWriters, o.MoreWriters) && slices.Equal(r.MoreWriterAddrs, o.MoreWriterAddrs)
 }
 
 // RoutesFrom computes the routes from the holder of the primary's

@@ -1,0 +1,108 @@
+package galera
+
+import (
+	"context"
+	"maps"
+	"net"
+	"slices"
+	"strconv"
+	"sync"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/haven-ha/haven/internal/coord"
+)
+
+// Routes are where a Galera database's clients go: writes to the writer
+// (or, with writers: all, to every serving node), reads to every serving
+// node.
+type Routes struct {
+	// Writers are the nodes the primary pool sends to, by name, and
+	// WriterAddrs the same as HOST:PORT: the holder of the writer record
+	// while it serves (none while nobody holds it), or every serving node.
+	Writers     []string
+	WriterAddrs []string
+	// Readers are every serving node; ReaderAddrs the same as HOST:PORT.
+	Readers     []string
+	ReaderAddrs []string
+}
+
+// Same reports whether r and o send clients to the same places.
+func (r Routes) Same(o Routes) bool {
+	return slices.Equal(r.Writers, o.Writers) && slices.Equal(r.WriterAddrs, o.WriterAddrs) &&
+		slices.Equal(r.Readers, o.Readers) && slices.Equal(r.ReaderAddrs, o.ReaderAddrs)
+}
+
+// RoutesFrom computes the routes from the writer record's holder and the
+// members' states. A holder whose own state says it does not serve gets
+// no writes: it gives the record up within a check, and a node that left
+// the primary component must not take writes meanwhile (it would refuse
+// them).
+func RoutesFrom(holder string, members map[string]MemberState, all bool) Routes {
+	var r Routes
+	for _, name := range slices.Sorted(maps.Keys(members)) {
+		m := members[name]
+		if !m.Serving || m.Host == "" {
+			continue
+		}
+		addr := net.JoinHostPort(m.Host, strconv.Itoa(m.Port))
+		r.Readers = append(r.Readers, name)
+		r.ReaderAddrs = append(r.ReaderAddrs, addr)
+		if all || name == holder {
+			r.Writers = append(r.Writers, name)
+			r.WriterAddrs = append(r.WriterAddrs, addr)
+		}
+	}
+	return r
+}
+
+// WatchRoutes calls fn with database name's routes, then each time they
+// change, until ctx ends. While etcd is unreachable the last routes stand.
+func WatchRoutes(ctx context.Context, cli *clientv3.Client, cluster, name string, all bool, fn func(Routes)) error {
+	var (
+		mu      sync.Mutex
+		holder  string
+		members map[string]MemberState
+		last    Routes
+		called  bool
+		ready   [2]bool
+	)
+	update := func() {
+		if !ready[0] || !ready[1] {
+			return
+		}
+		r := RoutesFrom(holder, members, all)
+		if called && r.Same(last) {
+			return
+		}
+		last, called = r, true
+		fn(r)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if all {
+			mu.Lock()
+			ready[0] = true
+			mu.Unlock()
+			return
+		}
+		_ = coord.WatchPrefix(ctx, cli, WriterPrefix(cluster, name)+"/", func(m map[string]coord.Record) {
+			mu.Lock()
+			defer mu.Unlock()
+			holder, ready[0] = m["record"].Holder, true
+			update()
+		})
+	}()
+	err := coord.WatchPrefix(ctx, cli, MembersPrefix(cluster, name), func(m map[string]MemberState) {
+		mu.Lock()
+		defer mu.Unlock()
+		members, ready[1] = m, true
+		update()
+	})
+	cancel()
+	<-done
+	return err
+}
