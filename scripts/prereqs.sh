@@ -36,6 +36,12 @@ if [ "$for_what" = test ]; then
   [ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || need+=(libnginx-mod-stream)
   have caddy      || need+=(caddy)
   have keepalived || need+=(keepalived)
+  # The Galera engine (internal/galera, TestGalera): MariaDB's server, the
+  # galera-4 provider and mariabackup for state transfers (the daemon is
+  # not started: haven runs its own).
+  [ -x /usr/sbin/mariadbd ]                 || need+=(mariadb-server)
+  [ -e /usr/lib/galera/libgalera_smm.so ]   || need+=(galera-4)
+  have mariabackup || need+=(mariadb-backup)
   # The drill's HTML report is opened in a browser (internal/drill/report):
   # Debian's headless-capable Chromium, driven over the DevTools protocol.
   have chromium   || need+=(chromium)
@@ -75,7 +81,7 @@ if [ ${#need[@]} -gt 0 ]; then
     exit 1
   fi
   echo "prereqs: installing ${need[*]}"
-  # The daemons among them (nginx, haproxy, caddy, keepalived) must not
+  # The daemons among them (nginx, haproxy, caddy, keepalived, mariadb) must not
   # start: the tests run their own. Debian asks policy-rc.d first.
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d

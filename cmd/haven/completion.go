@@ -55,7 +55,7 @@ func runCompletion(args []string, stdout, stderr io.Writer) error {
 // commandUsages are the usage texts whose "  ACTION ..." lines name a
 // command's actions.
 var commandUsages = map[string]string{
-	"lb": lbUsage, "pg": pgUsage, "vip": vipUsage, "dr": drUsage, "dns": dnsUsage,
+	"lb": lbUsage, "db": dbUsage, "pg": pgUsage, "vip": vipUsage, "dr": drUsage, "dns": dnsUsage,
 	"backup": backupUsage, "drill": drillUsage, "coord": coordUsage,
 }
 

@@ -53,7 +53,8 @@ printf '%s\n' "${COMPREPLY[@]}"`
 		line []string
 		want []string
 	}{
-		{[]string{"d"}, []string{"demo", "dns", "doctor", "dr", "drill"}},
+		{[]string{"d"}, []string{"db", "demo", "dns", "doctor", "dr", "drill"}},
+		{[]string{"db", "b"}, []string{"bootstrap"}},
 		{[]string{"lb", ""}, []string{"drain", "enable", "maint", "status", "weight"}},
 		{[]string{"pg", "s"}, []string{"status", "switchover"}},
 		{[]string{"lb", "drain", ""}, []string{"127.0.0.1:9001", "127.0.0.1:9002"}},

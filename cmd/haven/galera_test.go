@@ -90,6 +90,12 @@ database:
 		return app.DialContext(ctx, "tcp", addr)
 	})
 	t.Cleanup(func() {
+		if d := os.Getenv("GALERA_LOG_DIR"); d != "" {
+			for _, n := range []string{"db1", "db2", "db3"} {
+				b, _ := os.ReadFile(filepath.Join(base, n, "galera", "mariadb.log"))
+				_ = os.WriteFile(filepath.Join(d, n+".e2e.log"), b, 0o644)
+			}
+		}
 		if t.Failed() {
 			for _, n := range []string{"db1", "db2", "db3"} {
 				b, _ := os.ReadFile(filepath.Join(base, n, "galera", "mariadb.log"))
@@ -322,7 +328,12 @@ func TestGalera(t *testing.T) {
 		close(stop)
 		<-done
 		h.mu.Lock()
-		t.Logf("round %d: killed writer %s; write gap %v (%d writes before)", round, writer, h.gap.Round(time.Millisecond), before)
+		t.Logf("round %d: killed writer %s at %s; write gap %v (%d writes before)", round, writer, killed.Format("15:04:05.000"), h.gap.Round(time.Millisecond), before)
+		for _, line := range strings.Split(l.agents["app1"].Output(), "\n") {
+			if strings.Contains(line, "primary changed") && line > "time="+killed.UTC().Format("2006-01-02T15:04:05") {
+				t.Logf("app1: %s", line)
+			}
+		}
 		h.mu.Unlock()
 		l.start(writer, l.cfg)
 	}
@@ -330,6 +341,13 @@ func TestGalera(t *testing.T) {
 	for _, n := range all {
 		if lost := l.missing(n, h.acked); len(lost) > 0 {
 			t.Errorf("%s lacks %d acknowledged writes: %v", n, len(lost), lost[:min(len(lost), 10)])
+		}
+	}
+	for _, p := range l.n.Procs() {
+		for _, line := range strings.Split(p.Output(), "\n") {
+			if strings.Contains(line, "evict") {
+				t.Logf("%s: %s", p, line)
+			}
 		}
 	}
 
@@ -350,8 +368,13 @@ func TestGalera(t *testing.T) {
 			return false, fmt.Sprint(err)
 		}
 		rt := st.Routes
-		return !slices.Contains(rt.Replicas, isolated) && rt.Primary != isolated && len(rt.Replicas) == 2,
-			fmt.Sprintf("primary %s, replicas %v", rt.Primary, rt.Replicas)
+		seen := fmt.Sprintf("primary %s, replicas %v", rt.Primary, rt.Replicas)
+		if d, err := l.status(others[0]); err == nil {
+			for n, m := range d.Galera.Members {
+				seen += fmt.Sprintf("; %s: serving=%v %s in %v", n, m.Serving, m.Status.ClusterStatus, m.Status.IncomingAddresses)
+			}
+		}
+		return !slices.Contains(rt.Replicas, isolated) && rt.Primary != isolated && len(rt.Replicas) == 2, seen
 	})
 	t.Logf("%s left app1's router's pools %v after its link was cut", isolated, time.Since(cut).Round(100*time.Millisecond))
 	stop := make(chan struct{})

@@ -24,6 +24,7 @@ usage:
   haven doctor [-n NODE] [-c haven.yaml] this machine for NODE (capabilities, nftables, PostgreSQL, ports, clock, peers, disks), or without -n the running cluster
   haven lb     ACTION [BACKEND] ...      drain | enable | maint | weight | status (see haven lb -h)
   haven vip    move --to NODE | status   hand a floating address over; show its holder (see haven vip -h)
+  haven db     status | bootstrap NODE | ...   the database, whatever its engine: PostgreSQL's actions as haven pg, Galera's bootstrap (see haven db -h)
   haven pg     switchover [--to NODE] | pause | resume | reinit NODE | status   the database's primary, maintenance mode, a rebuilt replica, the members (see haven pg -h)
   haven restart [NODE...]                restart the agents one at a time (an upgrade), the database's primary last, after a switchover
   haven coord  members | replace OLD --with NEW | add | remove | snapshot FILE | defrag | alarms disarm   the etcd members (see haven coord -h)
@@ -66,6 +67,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runEvents(rest, stdout, stderr)
 	case "vip":
 		err = runVIP(rest, stdout, stderr)
+	case "db":
+		err = runDB(rest, stdout, stderr)
 	case "pg":
 		err = runPG(rest, stdout, stderr)
 	case "coord":

@@ -50,6 +50,7 @@ func (a *Agent) routes() {
 	a.admin.HandleMutating("POST /api/v1/vips/{balancer}/move", a.moveVIP)
 	a.admin.HandleRead("GET /api/v1/database", a.database)
 	a.admin.HandleMutating("POST /api/v1/database/switchover", a.switchover)
+	a.admin.HandleMutating("POST /api/v1/database/bootstrap", a.galeraBootstrap)
 	a.admin.HandleMutating("POST /api/v1/database/reinit", a.reinit)
 	a.admin.HandleMutating("POST /api/v1/agent/restart", a.restart)
 	a.admin.HandleMutating("POST /api/v1/database/restart", a.restartDatabase)

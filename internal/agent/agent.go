@@ -318,7 +318,8 @@ func (a *Agent) startCoordinated(cfg *config.Config, rs *roles, st *stack) error
 	rs.coord.onConnected(a.runTimeline)
 	if rs.coord.ownMember() != nil {
 		rs.coord.onConnected(func(ctx context.Context, cl *etcdClients) {
-			rs.coord.steerLeader(ctx, cl, rs.vips)
+			// rs is complete by the time etcd answers.
+			rs.coord.steerLeader(ctx, cl, rs.heldSingletons)
 		})
 	}
 	if s := newDrillScheduler(a, cfg); s != nil {
@@ -388,6 +389,19 @@ func (a *Agent) startCoordinated(cfg *config.Config, rs *roles, st *stack) error
 	rs.coord.start()
 	st.push("coordination", rs.coord.stop)
 	return nil
+}
+
+// heldSingletons are this node's roles that hold a singleton whose
+// takeover must not wait for an etcd election too.
+func (rs *roles) heldSingletons() []heldSingleton {
+	var out []heldSingleton
+	if rs.vips != nil {
+		out = append(out, rs.vips)
+	}
+	if rs.galera != nil {
+		out = append(out, rs.galera)
+	}
+	return out
 }
 
 // current returns the roles Run started (all nil before).

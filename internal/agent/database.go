@@ -301,6 +301,10 @@ func (a *Agent) databaseRoutes() {
 	)
 	serve := func(w http.ResponseWriter, r *http.Request) {
 		rs := a.current()
+		if rs.coord != nil && rs.galera != nil {
+			rs.galera.health(w, r)
+			return
+		}
 		if rs.coord == nil || rs.db == nil {
 			if rs.coord != nil {
 				web.WriteError(w, http.StatusNotFound, errors.New("this node is not a database node"))

@@ -2,11 +2,17 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/http"
+	"net"
+	"strconv"
 	"sync/atomic"
+	"time"
 
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/galera"
+	"github.com/haven-ha/haven/internal/web"
 )
 
 // galeraRole is this node's part in a Galera database: its mariadbd and,
@@ -72,6 +78,12 @@ func (r *galeraRole) run(ctx context.Context, cl *etcdClients) {
 		priority = *t.Priority
 	}
 	self, _ := r.cfg.Node(a.opt.Node)
+	groupAddrs := map[string]string{}
+	for _, name := range db.Nodes {
+		if p, ok := r.cfg.Node(name); ok {
+			groupAddrs[name] = net.JoinHostPort(p.Address, strconv.Itoa(g.GroupPort))
+		}
+	}
 	n, err := galera.NewNode(galera.NodeConfig{
 		Client:     cl.own,
 		Alternates: cl.others,
@@ -82,6 +94,7 @@ func (r *galeraRole) run(ctx context.Context, cl *etcdClients) {
 		Server:     r.srv,
 		Host:       self.Address,
 		Port:       db.Port,
+		GroupAddrs: groupAddrs,
 		// A running node outside a primary component for this long
 		// counts as down: several failure detections, so that a view
 		// being installed or a partition healing is left to Galera.
@@ -138,4 +151,83 @@ func (r *galeraRole) status() *GaleraStatus {
 func (r *galeraRole) serves() bool {
 	n := r.node.Load()
 	return n != nil && n.Writer() && n.State().Serving
+}
+
+func (r *galeraRole) what() string { return "the database's writer record" }
+
+func (r *galeraRole) holding() bool {
+	n := r.node.Load()
+	return n != nil && n.Writer()
+}
+
+func (r *galeraRole) cleanSince(endpoint string) time.Time {
+	if n := r.node.Load(); n != nil {
+		return n.WriterCleanSince(endpoint)
+	}
+	return time.Time{}
+}
+
+// health answers the Patroni-style endpoints for a Galera node: /primary
+// (and /master, /leader) on the writer while it serves; /replica and
+// /read-only on every serving node; /read-write on a node that takes
+// writes (the writer, or every serving node with writers: all); /health
+// while mariadbd answers. 503 otherwise, with the reason.
+func (r *galeraRole) health(w http.ResponseWriter, req *http.Request) {
+	n := r.node.Load()
+	if n == nil {
+		web.WriteError(w, http.StatusServiceUnavailable, errors.New("the galera node is not running yet (waiting for etcd)"))
+		return
+	}
+	st := n.State()
+	all := r.cfg.Database.Galera.Writers == "all"
+	var ok bool
+	why := st.Why
+	switch req.URL.Path {
+	case "/health":
+		ok = st.Server == galera.ServerRunning
+	case "/primary", "/master", "/leader":
+		ok = st.Serving && n.Writer()
+		if st.Serving && !ok {
+			why = "serving, not the writer"
+		}
+	case "/read-write":
+		ok = st.Serving && (all || n.Writer())
+		if st.Serving && !ok {
+			why = "serving, not the writer"
+		}
+	default: // /replica, /read-only
+		ok = st.Serving
+	}
+	body := map[string]any{"node": r.a.opt.Node, "server": st.Server, "serving": st.Serving, "writer": n.Writer(),
+		"cluster_status": st.Status.ClusterStatus, "local_state": st.Status.LocalStateComment, "cluster_size": st.Status.ClusterSize}
+	code := http.StatusOK
+	if !ok {
+		code = http.StatusServiceUnavailable
+		body["why"] = why
+	}
+	web.WriteJSON(w, code, body)
+}
+
+// galeraBootstrap serves POST /api/v1/database/bootstrap: an operator's
+// bootstrap of the Galera cluster from this node, without every node's
+// position (haven db bootstrap NODE sends it to NODE).
+func (a *Agent) galeraBootstrap(w http.ResponseWriter, req *http.Request) {
+	rs := a.current()
+	if rs.galera == nil {
+		web.WriteError(w, http.StatusNotFound, fmt.Errorf("node %s is not a node of a Galera database", a.opt.Node))
+		return
+	}
+	n := rs.galera.node.Load()
+	if n == nil {
+		web.WriteError(w, http.StatusServiceUnavailable, errors.New("the galera node is not running yet (waiting for etcd)"))
+		return
+	}
+	ctx, cancel := context.WithTimeout(req.Context(), 15*time.Second)
+	defer cancel()
+	if err := n.ForceBootstrap(ctx); err != nil {
+		web.WriteError(w, http.StatusConflict, err)
+		return
+	}
+	a.log.Warn("bootstrap forced by an operator: the cluster starts from this node", "event", "database", "operator", req.Header.Get("X-Haven-Operator"))
+	web.WriteJSON(w, http.StatusOK, map[string]string{"node": a.opt.Node, "bootstrap": "claimed: the node starts the cluster from its data"})
 }

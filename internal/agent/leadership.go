@@ -38,7 +38,20 @@ import (
 // of the leader's log, whose disk keeps up, and, when this node holds an
 // address, through which every copy of the holder's writes has been
 // answered within a renewal period for leaderMoveClean.
-func (c *coordination) steerLeader(ctx context.Context, cl *etcdClients, vips *floating) {
+// heldSingleton is a singleton this node may hold whose takeover must not
+// also wait for an etcd election: the floating addresses, the Galera
+// writer.
+type heldSingleton interface {
+	// holding reports whether this node holds it now.
+	holding() bool
+	// cleanSince is since when the holder's writes through the member at
+	// endpoint have all gone cleanly (zero: not clean, or not held).
+	cleanSince(endpoint string) time.Time
+	// what names it, for the log.
+	what() string
+}
+
+func (c *coordination) steerLeader(ctx context.Context, cl *etcdClients, held func() []heldSingleton) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	var disk diskWatch
@@ -59,11 +72,17 @@ func (c *coordination) steerLeader(ctx context.Context, cl *etcdClients, vips *f
 				c.a.log.Info("this node's etcd disk keeps up again")
 			}
 		}
-		holding := vips != nil && vips.holding()
+		var holds []heldSingleton
+		for _, h := range held() {
+			if h.holding() {
+				holds = append(holds, h)
+			}
+		}
+		holding := len(holds) > 0
 		var reason string
 		switch {
 		case holding:
-			reason = "it holds a floating address"
+			reason = "it holds " + holds[0].what()
 		case slow:
 			reason = "its disk is slow: " + why
 		default:
@@ -76,8 +95,10 @@ func (c *coordination) steerLeader(ctx context.Context, cl *etcdClients, vips *f
 			if !holding {
 				return ""
 			}
-			if clean := vips.cleanSince(endpoint); clean.IsZero() || time.Since(clean) < leaderMoveClean {
-				return fmt.Sprintf("writes through %s have been clean for %v, not %v", name, time.Since(clean).Round(time.Millisecond), leaderMoveClean)
+			for _, h := range holds {
+				if clean := h.cleanSince(endpoint); clean.IsZero() || time.Since(clean) < leaderMoveClean {
+					return fmt.Sprintf("writes through %s have been clean for %v, not %v", name, time.Since(clean).Round(time.Millisecond), leaderMoveClean)
+				}
 			}
 			return ""
 		}

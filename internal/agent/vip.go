@@ -177,6 +177,8 @@ func (r *vipRole) currentOwner() *coord.Owner {
 }
 
 // holding reports whether this node holds any of its floating addresses.
+func (f *floating) what() string { return "a floating address" }
+
 func (f *floating) holding() bool {
 	return slices.ContainsFunc(f.roles, func(r *vipRole) bool { return r.mgr.Status().State == vip.StateHolder })
 }

@@ -83,7 +83,7 @@ const (
 	defaultSSTPort          = 4444
 	defaultSSTMethod        = "mariabackup"
 	defaultGCacheSize       = 128 << 20
-	defaultFailureDetection = 2 * time.Second
+	defaultFailureDetection = 5 * time.Second
 	defaultGaleraCheck      = 500 * time.Millisecond
 	defaultWriters          = "one"
 	defaultSyncStandbys     = 1

@@ -446,9 +446,10 @@ type Galera struct {
 	// than this much writing rejoins by IST, not a full copy.
 	GCacheSize Size `yaml:"gcache_size"`
 	// FailureDetection is how long a silent node has before the others
-	// evict it (evs.suspect_timeout, default 2s; Galera's is 5s); the
+	// evict it (evs.suspect_timeout, default 5s, Galera's own); the
 	// group's keepalives and checks are set from it. Commits wait for a
-	// dead node's eviction, so it bounds the write gap of a node's loss.
+	// silent node's eviction; a node whose server is gone (its port
+	// refuses) is evicted at once.
 	FailureDetection Duration `yaml:"failure_detection"`
 	// CheckInterval is how often each agent reads its server's wsrep
 	// state (default 500ms): a node that leaves the primary component

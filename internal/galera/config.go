@@ -79,7 +79,8 @@ func (c *Config) hostPort(port int) string { return net.JoinHostPort(c.Address, 
 // providerOptions are the wsrep provider's options: haven's own, then the
 // user's (which validation keeps off haven's). Galera's failure detector
 // wants keepalives well within the suspect timeout (it refuses a period of
-// a third or more) and an inactivity timeout above it.
+// a third or more) and an inactivity timeout above it: at the default 5s
+// these are Galera's own timings.
 func (c *Config) providerOptions() string {
 	d := c.FailureDetection
 	opts := map[string]string{
@@ -87,12 +88,17 @@ func (c *Config) providerOptions() string {
 		"ist.recv_addr":             c.hostPort(c.ISTPort),
 		"gcache.size":               strconv.FormatInt(c.GCacheSize, 10),
 		"evs.suspect_timeout":       isoDuration(d),
-		"evs.inactive_timeout":      isoDuration(2 * d),
+		"evs.inactive_timeout":      isoDuration(3 * d),
 		"evs.keepalive_period":      isoDuration(d / 5),
-		"evs.inactive_check_period": isoDuration(d / 4),
+		"evs.inactive_check_period": isoDuration(d / 10),
 		// A node that crashed comes back with its write-set cache, and
 		// rejoins by IST rather than a full copy.
 		"gcache.recover": "yes",
+		// haven restores a cluster after a whole-cluster crash itself
+		// (decide). Galera's own restore would bring a crashed node back
+		// under its old identity, which the others may have evicted
+		// (evictDead): it would stay half in, half out of their view.
+		"pc.recovery": "false",
 	}
 	maps.Copy(opts, c.ProviderOptions)
 	var parts []string

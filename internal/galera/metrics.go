@@ -10,7 +10,7 @@ type metrics struct {
 	up, serving, primary, writer                 prometheus.Gauge
 	size, state, recvQueue, sendQueue, committed prometheus.Gauge
 	flowPaused, certFailures                     prometheus.Gauge
-	bootstraps                                   prometheus.Counter
+	bootstraps, evictions                        prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -30,6 +30,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		flowPaused:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "haven_galera_flow_control_paused_seconds", Help: "Time replication was paused by flow control since the server started (wsrep_flow_control_paused_ns)."}),
 		certFailures: g("cert_failures", "Write sets that failed certification since the server started (wsrep_local_cert_failures)."),
 		bootstraps:   prometheus.NewCounter(prometheus.CounterOpts{Name: "haven_galera_bootstraps_total", Help: "Times this node's agent started the cluster from this node (--wsrep-new-cluster)."}),
+		evictions:    prometheus.NewCounter(prometheus.CounterOpts{Name: "haven_galera_evictions_total", Help: "Nodes this node's agent evicted from its component because their server was gone."}),
 	}
 	if reg == nil {
 		return m, nil
@@ -42,8 +43,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			return nil, err
 		}
 	}
-	if m.bootstraps, err = promreg.Once(reg, m.bootstraps); err != nil {
-		return nil, err
+	for _, c := range []*prometheus.Counter{&m.bootstraps, &m.evictions} {
+		if *c, err = promreg.Once(reg, *c); err != nil {
+			return nil, err
+		}
 	}
 	return m, nil
 }

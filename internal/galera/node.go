@@ -6,7 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"regexp"
+	"slices"
+	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -57,6 +62,10 @@ type NodeConfig struct {
 	// Host and Port are where clients reach this node's server.
 	Host string
 	Port int
+	// GroupAddrs are each node's group communication address
+	// (HOST:PORT): a node in this one's component whose address refuses
+	// connections has lost its server, and is evicted at once.
+	GroupAddrs map[string]string
 	// CheckInterval is how often the server's state is read.
 	CheckInterval time.Duration
 	// Grace is how long a running server must be outside a primary
@@ -85,7 +94,8 @@ type Node struct {
 	owner   *coord.Owner // nil unless cfg.Writer
 	metrics *metrics
 
-	kick chan struct{}
+	kick  chan struct{}
+	force chan chan error // ForceBootstrap's requests, for Run's goroutine
 
 	mu      sync.Mutex
 	members map[string]MemberState
@@ -101,6 +111,7 @@ type Node struct {
 	claimCancel     context.CancelFunc
 	failures        int
 	nextStart       time.Time
+	evicted         map[string]bool // gcomm UUIDs this node evicted
 }
 
 // NewNode checks cfg; it starts nothing.
@@ -118,7 +129,7 @@ func NewNode(cfg NodeConfig) (*Node, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	n := &Node{cfg: cfg, log: log.With("component", "galera"), srv: cfg.Server, kick: make(chan struct{}, 1)}
+	n := &Node{cfg: cfg, log: log.With("component", "galera"), srv: cfg.Server, kick: make(chan struct{}, 1), force: make(chan chan error)}
 	var err error
 	n.state, err = coord.NewEntry(coord.EntryConfig[MemberState]{
 		Client: cfg.Client,
@@ -206,6 +217,12 @@ func (n *Node) Run(ctx context.Context) error {
 		case <-t.C:
 		case <-n.kick:
 		case <-exited:
+		case done := <-n.force:
+			ok, err := n.takeClaim(ctx, true)
+			if err == nil && !ok {
+				err = errors.New("another node holds the bootstrap claim, or the members changed meanwhile: try again")
+			}
+			done <- err
 		}
 	}
 }
@@ -244,6 +261,9 @@ func (n *Node) round(ctx context.Context) {
 		return
 	}
 	members = withSelf(members, st)
+	if st.inPrimary() {
+		n.evictDead(ctx, st, members)
+	}
 	if claim.Node == n.cfg.Node && st.inPrimary() {
 		// The bootstrap is done: the others see a primary component
 		// before the claim goes.
@@ -282,6 +302,58 @@ func (n *Node) round(ctx context.Context) {
 		}
 	}
 }
+
+// evictDead evicts from this node's primary component every other node
+// whose server is gone for certain: its group port refuses connections
+// (its machine answers, no process listens). Galera would evict it after
+// failure_detection; meanwhile every commit in the component waits for
+// it. A node that is silent (a lost machine, a cut link) is left to
+// Galera's failure detection: silence is not proof of death.
+func (n *Node) evictDead(ctx context.Context, self MemberState, members map[string]MemberState) {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var dead []MemberState
+	for name, m := range members {
+		addr, ok := n.cfg.GroupAddrs[name]
+		client := net.JoinHostPort(m.Host, strconv.Itoa(m.Port))
+		if name == n.cfg.Node || !ok || !gcommUUID.MatchString(m.Status.GcommUUID) || n.evicted[m.Status.GcommUUID] ||
+			!slices.Contains(self.Status.IncomingAddresses, client) {
+			continue
+		}
+		wg.Go(func() {
+			var d net.Dialer
+			dctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+			defer cancel()
+			c, err := d.DialContext(dctx, "tcp", addr)
+			if err == nil {
+				c.Close()
+				return
+			}
+			if errors.Is(err, syscall.ECONNREFUSED) {
+				mu.Lock()
+				dead = append(dead, m)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	for _, m := range dead {
+		if n.evicted == nil {
+			n.evicted = map[string]bool{}
+		}
+		n.evicted[m.Status.GcommUUID] = true
+		n.log.Info("evicting a node whose server is gone (its group port refuses connections)", "event", "database", "peer", m.Node, "uuid", m.Status.GcommUUID)
+		if err := n.srv.Exec(ctx, "SET GLOBAL wsrep_provider_options='evs.evict="+m.Status.GcommUUID+"'"); err != nil {
+			n.log.Warn("evict", "peer", m.Node, "err", err)
+			continue
+		}
+		n.metrics.evictions.Inc()
+	}
+}
+
+// gcommUUID is a group member's identity; only such a string goes into
+// the evict statement.
+var gcommUUID = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
 
 func withSelf(m map[string]MemberState, self MemberState) map[string]MemberState {
 	out := make(map[string]MemberState, len(m)+1)
@@ -466,6 +538,25 @@ func (n *Node) releaseClaim(ctx context.Context) {
 	n.log.Info("released the bootstrap claim")
 }
 
+// ForceBootstrap claims the bootstrap for this node as an operator's
+// choice, without every node's position: the node starts the cluster
+// from its own data at its next round. It is refused while any member is
+// in a primary component (that node's cluster would be a second one).
+func (n *Node) ForceBootstrap(ctx context.Context) error {
+	done := make(chan error, 1)
+	select {
+	case n.force <- done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // Writer reports whether this node holds the writer record now.
 func (n *Node) Writer() bool {
 	return n.owner != nil && n.owner.Status().Acting
@@ -495,4 +586,14 @@ func (n *Node) WriterStatus() coord.OwnerStatus {
 		return coord.OwnerStatus{}
 	}
 	return n.owner.Status()
+}
+
+// WriterCleanSince is since when this node's writes of the writer record
+// through the etcd member at endpoint have all gone cleanly
+// (coord.Owner.CleanSince; zero without a writer record).
+func (n *Node) WriterCleanSince(endpoint string) time.Time {
+	if n.owner == nil {
+		return time.Time{}
+	}
+	return n.owner.CleanSince(endpoint)
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -60,7 +61,7 @@ func newLab(t *testing.T, n int) *lab {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cli.Close() })
-	l := &lab{t: t, cli: cli, base: testenv.SearchableDir(t), port: freePort(t), group: freePort(t),
+	l := &lab{t: t, cli: cli, base: testenv.SearchableDir(t), port: freePort(t), group: freePorts(t, 5),
 		cancels: map[string]context.CancelFunc{}, done: map[string]chan struct{}{}, servers: map[string]*Server{}, run: map[string]*Node{}}
 	for i := range n {
 		l.nodes = append(l.nodes, fmt.Sprintf("db%d", i+1))
@@ -70,11 +71,21 @@ func newLab(t *testing.T, n int) *lab {
 		for _, name := range l.nodes {
 			l.stop(name)
 		}
-		if t.Failed() {
+		if t.Failed() || os.Getenv("GALERA_LOG") != "" {
 			for _, name := range l.nodes {
 				b, _ := os.ReadFile(filepath.Join(l.base, name, "mariadb.log"))
-				lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-				t.Logf("%s's mariadb.log:\n%s", name, strings.Join(lines[max(0, len(lines)-25):], "\n"))
+				if d := os.Getenv("GALERA_LOG_DIR"); d != "" {
+					_ = os.WriteFile(filepath.Join(d, name+".log"), b, 0o644)
+					bl, _ := os.ReadFile(filepath.Join(l.base, name, "data", "mariabackup.backup.log"))
+					_ = os.WriteFile(filepath.Join(d, name+".backup.log"), bl, 0o644)
+				}
+				var lines []string
+				for _, line := range strings.Split(string(b), "\n") {
+					if strings.Contains(line, "ERROR") || strings.Contains(line, "abort") || strings.Contains(line, "signal") || strings.Contains(line, "SST") || strings.Contains(line, "view(") {
+						lines = append(lines, line)
+					}
+				}
+				t.Logf("%s's mariadb.log (errors, transfers, views):\n%s", name, strings.Join(lines[max(0, len(lines)-40):], "\n"))
 			}
 		}
 	})
@@ -90,6 +101,28 @@ func freePort(t *testing.T) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
+// freePorts returns the first of n consecutive ports that were free on
+// loopback a moment ago.
+func freePorts(t *testing.T, n int) int {
+	for range 50 {
+		p := freePort(t)
+		ok := true
+		for i := 1; i < n && ok; i++ {
+			ln, err := net.Listen("tcp", net.JoinHostPort("0.0.0.0", strconv.Itoa(p+i)))
+			if err != nil {
+				ok = false
+				continue
+			}
+			ln.Close()
+		}
+		if ok {
+			return p
+		}
+	}
+	t.Fatal("no run of free ports")
+	return 0
+}
+
 // start runs node name's agent side (a Node) until stop.
 func (l *lab) start(name string) {
 	l.t.Helper()
@@ -98,19 +131,21 @@ func (l *lab) start(name string) {
 		i++
 	}
 	srv, err := New(Config{
-		Name: name, Address: l.addrs[i], Port: l.port, GroupPort: l.group, ISTPort: l.group + 1, SSTPort: l.group + 2,
+		// The state transfer scripts listen on every address of the
+		// machine: each node on this one needs its own SST port.
+		Name: name, Address: l.addrs[i], Port: l.port, GroupPort: l.group, ISTPort: l.group + 1, SSTPort: l.group + 2 + i,
 		Peers: l.addrs, ClusterName: "test", BaseDir: filepath.Join(l.base, name), User: "mysql",
-		SSTMethod: "mariabackup", GCacheSize: 64 << 20, FailureDetection: 2 * time.Second,
+		SSTMethod: "mariabackup", GCacheSize: 64 << 20, FailureDetection: 5 * time.Second,
 		Settings: map[string]string{"innodb_buffer_pool_size": "32M", "performance_schema": "OFF"},
-		Logger:   slog.New(slog.DiscardHandler),
+		Logger:   testLogger(name),
 	})
 	if err != nil {
 		l.t.Fatal(err)
 	}
 	n, err := NewNode(NodeConfig{
 		Client: l.cli, Cluster: "test", Name: "main", Node: name, Nodes: l.nodes, Server: srv,
-		Host: l.addrs[i], Port: l.port, CheckInterval: 200 * time.Millisecond, Grace: 3 * time.Second,
-		Writer: true, Lease: time.Second, Logger: slog.New(slog.DiscardHandler),
+		Host: l.addrs[i], Port: l.port, GroupAddrs: l.groupAddrs(), CheckInterval: 200 * time.Millisecond, Grace: 3 * time.Second,
+		Writer: true, Lease: time.Second, Logger: testLogger(name),
 	})
 	if err != nil {
 		l.t.Fatal(err)
@@ -124,6 +159,14 @@ func (l *lab) start(name string) {
 		}
 	}()
 	l.cancels[name], l.done[name], l.servers[name], l.run[name] = cancel, done, srv, n
+}
+
+func (l *lab) groupAddrs() map[string]string {
+	m := map[string]string{}
+	for i, n := range l.nodes {
+		m[n] = net.JoinHostPort(l.addrs[i], strconv.Itoa(l.group))
+	}
+	return m
 }
 
 // stop ends node name's Node (its server stops cleanly).
@@ -259,4 +302,67 @@ func (l *lab) bootstrapper() (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// TestEvictionKeepsQuorum: a node whose server is killed is evicted at
+// once by the others (its group port refuses), and the two left keep a
+// primary component, again after the killed node came back and another
+// one is killed.
+func TestEvictionKeepsQuorum(t *testing.T) {
+	l := newLab(t, 3)
+	for _, n := range l.nodes {
+		l.start(n)
+	}
+	l.waitSized(3*time.Minute, 3, l.nodes...)
+	l.exec("db1", "CREATE DATABASE t")
+	l.exec("db1", "CREATE TABLE t.acked (id INT PRIMARY KEY)")
+	for round, victim := range []string{"db3", "db1"} {
+		l.crash(victim)
+		var rest []string
+		for _, n := range l.nodes {
+			if n != victim {
+				rest = append(rest, n)
+			}
+		}
+		l.exec(rest[0], "INSERT INTO t.acked VALUES (?)", round)
+		l.waitSized(time.Minute, 2, rest...)
+		l.start(victim)
+		l.waitSized(3*time.Minute, 3, l.nodes...)
+	}
+	var evicted float64
+	for _, n := range l.nodes {
+		evicted += testutil.ToFloat64(l.run[n].metrics.evictions)
+	}
+	if evicted == 0 {
+		t.Errorf("no node evicted a killed one")
+	}
+}
+
+// waitSized waits until every named node serves in a component of size.
+func (l *lab) waitSized(timeout time.Duration, size int, names ...string) {
+	l.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		var not []string
+		for _, n := range names {
+			if st := l.run[n].State(); !st.Serving || st.Status.ClusterSize != size {
+				not = append(not, fmt.Sprintf("%s (%s %s size %d: %s; plan %s)", n, st.Server, st.Status.ClusterStatus, st.Status.ClusterSize, st.Why, l.run[n].Decision().Reason))
+			}
+		}
+		if len(not) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			l.t.Fatalf("not serving in a component of %d after %v: %s", size, timeout, strings.Join(not, "; "))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// testLogger logs a Node's lines to stderr with -v and GALERA_LOG set.
+func testLogger(node string) *slog.Logger {
+	if os.Getenv("GALERA_LOG") == "" {
+		return slog.New(slog.DiscardHandler)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, nil)).With("node", node)
 }

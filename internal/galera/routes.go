@@ -38,14 +38,30 @@ func (r Routes) Same(o Routes) bool {
 // no writes: it gives the record up within a check, and a node that left
 // the primary component must not take writes meanwhile (it would refuse
 // them).
+//
+// A node's own state is as old as its agent's last word: a node cut off
+// from the others and from etcd still says it serves until its lease
+// ends. The serving nodes' views are newer evidence: a node none of them
+// counts in its component is left out as soon as one of them says so.
 func RoutesFrom(holder string, members map[string]MemberState, all bool) Routes {
 	var r Routes
+	outside := map[string]bool{} // client addresses a primary component left out
+	for _, m := range members {
+		if m.Serving && len(m.Status.IncomingAddresses) > 0 {
+			for _, o := range members {
+				addr := net.JoinHostPort(o.Host, strconv.Itoa(o.Port))
+				if !slices.Contains(m.Status.IncomingAddresses, addr) {
+					outside[addr] = true
+				}
+			}
+		}
+	}
 	for _, name := range slices.Sorted(maps.Keys(members)) {
 		m := members[name]
-		if !m.Serving || m.Host == "" {
+		addr := net.JoinHostPort(m.Host, strconv.Itoa(m.Port))
+		if !m.Serving || m.Host == "" || outside[addr] {
 			continue
 		}
-		addr := net.JoinHostPort(m.Host, strconv.Itoa(m.Port))
 		r.Readers = append(r.Readers, name)
 		r.ReaderAddrs = append(r.ReaderAddrs, addr)
 		if all || name == holder {

@@ -189,20 +189,38 @@ func (s *Server) Initialized() bool {
 }
 
 // Init creates the data directory's system tables, with root and the
-// run-as user authenticated by their unix socket only (no passwords).
+// run-as user authenticated by their unix socket only (no passwords). It
+// builds them beside the data directory and renames them into place, so
+// that an Init cut short (its context ended, the machine crashed) leaves
+// no half-made data directory that would pass for a made one.
 func (s *Server) Init(ctx context.Context) error {
 	if err := s.Prepare(); err != nil {
 		return err
 	}
+	dir := s.cfg.dataDir()
+	tmp := dir + ".init"
+	if err := os.RemoveAll(tmp); err != nil {
+		return fmt.Errorf("galera: %w", err)
+	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	cmd := s.command(ctx, s.install, "--no-defaults", "--datadir="+s.cfg.dataDir(),
+	cmd := s.command(ctx, s.install, "--no-defaults", "--datadir="+tmp,
 		"--auth-root-authentication-method=socket", "--skip-test-db", "--user="+s.cfg.User)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("galera: mariadb-install-db: %w: %s", err, errorLines(out))
 	}
-	s.log.Info("initialised the data directory", "dir", s.cfg.dataDir())
+	if _, err := os.Stat(dir); err == nil {
+		// A data directory without system tables (an earlier haven's Init
+		// cut short): nothing of a cluster's is in it.
+		if err := os.RemoveAll(dir); err != nil {
+			return fmt.Errorf("galera: %w", err)
+		}
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		return fmt.Errorf("galera: %w", err)
+	}
+	s.log.Info("initialised the data directory", "dir", dir)
 	return nil
 }
 

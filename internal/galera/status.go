@@ -44,6 +44,11 @@ type Status struct {
 	// and to be sent.
 	RecvQueue int64 `json:"recv_queue"`
 	SendQueue int64 `json:"send_queue"`
+	// GcommUUID is this server's identity in the group (new at every
+	// start); IncomingAddresses are the client addresses (HOST:PORT) of
+	// every node in its component, this one's included.
+	GcommUUID         string   `json:"gcomm_uuid,omitempty"`
+	IncomingAddresses []string `json:"incoming_addresses,omitempty"`
 }
 
 // Primary reports whether the node is in a primary component.
@@ -78,7 +83,8 @@ const statusQuery = `SHOW GLOBAL STATUS WHERE Variable_name IN (
 'wsrep_ready', 'wsrep_connected', 'wsrep_cluster_status', 'wsrep_local_state',
 'wsrep_local_state_comment', 'wsrep_cluster_size', 'wsrep_cluster_state_uuid',
 'wsrep_last_committed', 'wsrep_flow_control_paused_ns', 'wsrep_local_cert_failures',
-'wsrep_local_recv_queue', 'wsrep_local_send_queue')`
+'wsrep_local_recv_queue', 'wsrep_local_send_queue', 'wsrep_gcomm_uuid',
+'wsrep_incoming_addresses')`
 
 // readStatus asks the server over db.
 func readStatus(ctx context.Context, db *sql.DB) (Status, error) {
@@ -125,6 +131,12 @@ func statusFrom(v map[string]string) Status {
 	}
 	if s.StateUUID == zeroUUID {
 		s.StateUUID = ""
+	}
+	s.GcommUUID = v["wsrep_gcomm_uuid"]
+	for _, a := range strings.Split(v["wsrep_incoming_addresses"], ",") {
+		if a = strings.TrimSpace(a); a != "" && a != "AUTO" {
+			s.IncomingAddresses = append(s.IncomingAddresses, a)
+		}
 	}
 	return s
 }
