@@ -175,4 +175,3 @@ func position(m galera.MemberState) string {
 	}
 	return p
 }
-

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -304,7 +305,14 @@ func TestGalera(t *testing.T) {
 
 	var next int64
 	h := &history{}
-	for round := range 2 {
+	// Two writer losses in CI; HAVEN_GALERA_ROUNDS=10 for the issue's
+	// measurement (docs/galera.md).
+	rounds := 2
+	if v, err := strconv.Atoi(os.Getenv("HAVEN_GALERA_ROUNDS")); err == nil && v > 0 {
+		rounds = v
+	}
+	var gaps []time.Duration
+	for round := range rounds {
 		writer := l.waitServing("db1", 3*time.Minute, all...)
 		stop := make(chan struct{})
 		done := make(chan struct{})
@@ -329,6 +337,7 @@ func TestGalera(t *testing.T) {
 		<-done
 		h.mu.Lock()
 		t.Logf("round %d: killed writer %s at %s; write gap %v (%d writes before)", round, writer, killed.Format("15:04:05.000"), h.gap.Round(time.Millisecond), before)
+		gaps = append(gaps, h.gap)
 		for _, line := range strings.Split(l.agents["app1"].Output(), "\n") {
 			if strings.Contains(line, "primary changed") && line > "time="+killed.UTC().Format("2006-01-02T15:04:05") {
 				t.Logf("app1: %s", line)
@@ -343,12 +352,19 @@ func TestGalera(t *testing.T) {
 			t.Errorf("%s lacks %d acknowledged writes: %v", n, len(lost), lost[:min(len(lost), 10)])
 		}
 	}
+	slices.Sort(gaps)
+	t.Logf("writer losses: %d; write gaps %v (median %v, max %v); acknowledged writes %d, lost 0 (checked on every node)",
+		len(gaps), gaps, gaps[len(gaps)/2].Round(time.Millisecond), gaps[len(gaps)-1].Round(time.Millisecond), len(h.acked))
+	evictions := 0
 	for _, p := range l.n.Procs() {
 		for _, line := range strings.Split(p.Output(), "\n") {
-			if strings.Contains(line, "evict") {
-				t.Logf("%s: %s", p, line)
+			if strings.Contains(line, "evicting a node whose server is gone") {
+				evictions++
 			}
 		}
+	}
+	if evictions == 0 {
+		t.Errorf("no agent evicted a killed writer's server: the others waited out failure_detection")
 	}
 
 	// A partition isolates db3: it leaves the pools; db1 and db2 serve.
@@ -358,6 +374,12 @@ func TestGalera(t *testing.T) {
 		isolated = "db2"
 	}
 	others := slices.DeleteFunc(slices.Clone(all), func(n string) bool { return n == isolated })
+	isolatedLog := filepath.Join(l.base, isolated, "galera", "mariadb.log")
+	transfers := func() (sst, ist int) {
+		b, _ := os.ReadFile(isolatedLog)
+		return strings.Count(string(b), "--role 'joiner'"), strings.Count(string(b), "IST received")
+	}
+	sstBefore, istBefore := transfers()
 	if err := l.n.CutLink(l.n.Host(isolated)); err != nil {
 		t.Fatal(err)
 	}
@@ -387,8 +409,10 @@ func TestGalera(t *testing.T) {
 		t.Fatal(err)
 	}
 	l.waitServing(others[0], 2*time.Minute, all...)
-	if b, _ := os.ReadFile(filepath.Join(l.base, isolated, "galera", "mariadb.log")); strings.Count(string(b), "State transfer required") > 1 {
-		t.Logf("%s needed a state transfer after the partition (IST expected)", isolated)
+	if sst, ist := transfers(); sst != sstBefore || ist <= istBefore {
+		t.Errorf("%s rejoined after the partition with %d full state transfers and %d incremental ones; want none and at least one", isolated, sst-sstBefore, ist-istBefore)
+	} else {
+		t.Logf("%s rejoined by IST, no full copy", isolated)
 	}
 
 	// Every node crashes; the agents come back in random order.

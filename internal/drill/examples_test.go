@@ -25,6 +25,8 @@ type tierExample struct {
 
 var tierExamples = map[string]tierExample{
 	"production.yaml": {tier: NoTier, shortPart: "backups", short: "no backups: a lost site takes the data with it"},
+	// The same tier on Galera (whose backups haven does not take yet).
+	"galera.yaml": {tier: NoTier, shortPart: "backups", short: "no backups: a lost site takes the data with it"},
 	// A restore is a person's work: haven bounds the loss (the archive's
 	// second), not the time.
 	"backup-restore.yaml": {tier: BackupRestore, shortPart: "region", short: "database.dr is not set",

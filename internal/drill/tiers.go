@@ -231,6 +231,15 @@ func promises(cfg *config.Config) []Promise {
 		p = restore
 		p.Part = config.PartDatabase
 		p.RTOWhy = "one database node: its loss waits for a restore"
+	} else if db.Engine == "galera" {
+		// Every node of the primary component has every acknowledged
+		// write set; a lost writer costs its eviction (at once when its
+		// server is gone, failure_detection when its machine is silent)
+		// and the writer record's lease.
+		fd := db.Galera.FailureDetection.D()
+		p.RTO = max(fd, db.Lease.D()) + databaseAllowance
+		p.RTOWhy = fmt.Sprintf("a silent node's eviction (galera.failure_detection %s) or the writer's lease (%s), and about %s", db.Galera.FailureDetection, db.Lease, config.Duration(databaseAllowance))
+		p.RPOWhy = "galera: every commit is certified on every node of the primary component before it is acknowledged"
 	} else {
 		p.RTO = db.Lease.D() + databaseAllowance
 		p.RTOWhy = fmt.Sprintf("database.lease %s and about %s", db.Lease, config.Duration(databaseAllowance))

@@ -111,7 +111,8 @@ type Node struct {
 	claimCancel     context.CancelFunc
 	failures        int
 	nextStart       time.Time
-	evicted         map[string]bool // gcomm UUIDs this node evicted
+	evicted         map[string]bool   // gcomm UUIDs this node evicted
+	evictPending    map[string]string // of those, the ones that may still be in its view: UUID to node
 }
 
 // NewNode checks cfg; it starts nothing.
@@ -262,6 +263,7 @@ func (n *Node) round(ctx context.Context) {
 	}
 	members = withSelf(members, st)
 	if st.inPrimary() {
+		n.clearEvictions(ctx, st, members)
 		n.evictDead(ctx, st, members)
 	}
 	if claim.Node == n.cfg.Node && st.inPrimary() {
@@ -342,6 +344,10 @@ func (n *Node) evictDead(ctx context.Context, self MemberState, members map[stri
 			n.evicted = map[string]bool{}
 		}
 		n.evicted[m.Status.GcommUUID] = true
+		if n.evictPending == nil {
+			n.evictPending = map[string]string{}
+		}
+		n.evictPending[m.Status.GcommUUID] = m.Node
 		n.log.Info("evicting a node whose server is gone (its group port refuses connections)", "event", "database", "peer", m.Node, "uuid", m.Status.GcommUUID)
 		if err := n.srv.Exec(ctx, "SET GLOBAL wsrep_provider_options='evs.evict="+m.Status.GcommUUID+"'"); err != nil {
 			n.log.Warn("evict", "peer", m.Node, "err", err)
@@ -349,6 +355,31 @@ func (n *Node) evictDead(ctx context.Context, self MemberState, members map[stri
 		}
 		n.metrics.evictions.Inc()
 	}
+}
+
+// clearEvictions empties this node's eviction list once every node it
+// evicted has left its view. Galera's nodes agree on a new view only when
+// their eviction lists agree too: a list that keeps a node evicted long
+// ago, which a node that joined since has never heard of, holds up the
+// next eviction until failure detection decides it. An evicted UUID
+// cannot come back (a restarted server has a new one), so the list has
+// done its work.
+func (n *Node) clearEvictions(ctx context.Context, self MemberState, members map[string]MemberState) {
+	if len(n.evictPending) == 0 {
+		return
+	}
+	for uuid, node := range n.evictPending {
+		m := members[node]
+		addr := net.JoinHostPort(m.Host, strconv.Itoa(m.Port))
+		if m.Status.GcommUUID == uuid && slices.Contains(self.Status.IncomingAddresses, addr) {
+			return // the view may still have it: its agent still names it
+		}
+	}
+	if err := n.srv.Exec(ctx, "SET GLOBAL wsrep_provider_options='evs.evict='"); err != nil {
+		n.log.Warn("clear the eviction list", "err", err)
+		return
+	}
+	n.evictPending = nil
 }
 
 // gcommUUID is a group member's identity; only such a string goes into

@@ -304,11 +304,12 @@ func (l *lab) bootstrapper() (string, bool) {
 	return "", false
 }
 
-// TestEvictionKeepsQuorum: a node whose server is killed is evicted at
-// once by the others (its group port refuses), and the two left keep a
-// primary component, again after the killed node came back and another
-// one is killed.
-func TestEvictionKeepsQuorum(t *testing.T) {
+// TestQuorumAfterRejoin: a node whose server is killed leaves the two
+// others a primary component that commits, and so again after the killed
+// node came back and another one is killed. (The others evict a killed
+// server at once when its agent's state still names it: TestGalera in
+// cmd/haven, where agents die; here the lab's crash withdraws it.)
+func TestQuorumAfterRejoin(t *testing.T) {
 	l := newLab(t, 3)
 	for _, n := range l.nodes {
 		l.start(n)
@@ -329,12 +330,10 @@ func TestEvictionKeepsQuorum(t *testing.T) {
 		l.start(victim)
 		l.waitSized(3*time.Minute, 3, l.nodes...)
 	}
-	var evicted float64
 	for _, n := range l.nodes {
-		evicted += testutil.ToFloat64(l.run[n].metrics.evictions)
-	}
-	if evicted == 0 {
-		t.Errorf("no node evicted a killed one")
+		if got := l.count(n); got != 2 {
+			t.Errorf("%s has %d of the 2 acknowledged writes", n, got)
+		}
 	}
 }
 
