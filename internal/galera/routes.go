@@ -6,7 +6,6 @@ import (
 	"net"
 	"slices"
 	"strconv"
-	"sync"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -75,50 +74,20 @@ func RoutesFrom(holder string, members map[string]MemberState, all bool) Routes 
 // WatchRoutes calls fn with database name's routes, then each time they
 // change, until ctx ends. While etcd is unreachable the last routes stand.
 func WatchRoutes(ctx context.Context, cli *clientv3.Client, cluster, name string, all bool, fn func(Routes)) error {
+	writer := WriterPrefix(cluster, name)
+	if all {
+		writer = "" // no writer record: every serving node writes
+	}
 	var (
-		mu      sync.Mutex
-		holder  string
-		members map[string]MemberState
-		last    Routes
-		called  bool
-		ready   [2]bool
+		last   Routes
+		called bool
 	)
-	update := func() {
-		if !ready[0] || !ready[1] {
-			return
-		}
+	return coord.WatchOwned(ctx, cli, writer, MembersPrefix(cluster, name), func(holder string, members map[string]MemberState) {
 		r := RoutesFrom(holder, members, all)
 		if called && r.Same(last) {
 			return
 		}
 		last, called = r, true
 		fn(r)
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if all {
-			mu.Lock()
-			ready[0] = true
-			mu.Unlock()
-			return
-		}
-		_ = coord.WatchPrefix(ctx, cli, WriterPrefix(cluster, name)+"/", func(m map[string]coord.Record) {
-			mu.Lock()
-			defer mu.Unlock()
-			holder, ready[0] = m["record"].Holder, true
-			update()
-		})
-	}()
-	err := coord.WatchPrefix(ctx, cli, MembersPrefix(cluster, name), func(m map[string]MemberState) {
-		mu.Lock()
-		defer mu.Unlock()
-		members, ready[1] = m, true
-		update()
 	})
-	cancel()
-	<-done
-	return err
 }

@@ -5,7 +5,6 @@ import (
 	"net"
 	"slices"
 	"strconv"
-	"sync"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -83,43 +82,15 @@ func (m MemberState) addr() string { return net.JoinHostPort(m.Host, strconv.Ito
 // its clients' routes.
 func WatchRoutes(ctx context.Context, cli *clientv3.Client, cluster, name string, maxLag uint64, fn func(Routes)) error {
 	var (
-		mu      sync.Mutex
-		holder  string
-		members map[string]MemberState
-		last    Routes
-		called  bool
-		ready   [2]bool // both watches listed once
+		last   Routes
+		called bool
 	)
-	update := func() {
-		if !ready[0] || !ready[1] {
-			return
-		}
+	return coord.WatchOwned(ctx, cli, coord.OwnerPrefix(cluster, "pg", name), StatePrefix(cluster, name), func(holder string, members map[string]MemberState) {
 		r := RoutesFrom(holder, members, maxLag)
 		if called && r.Same(last) {
 			return
 		}
 		last, called = r, true
 		fn(r)
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = coord.WatchPrefix(ctx, cli, coord.OwnerPrefix(cluster, "pg", name)+"/", func(m map[string]coord.Record) {
-			mu.Lock()
-			defer mu.Unlock()
-			holder, ready[0] = m["record"].Holder, true
-			update()
-		})
-	}()
-	err := coord.WatchPrefix(ctx, cli, StatePrefix(cluster, name), func(m map[string]MemberState) {
-		mu.Lock()
-		defer mu.Unlock()
-		members, ready[1] = m, true
-		update()
 	})
-	cancel()
-	<-done
-	return err
 }
