@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -449,6 +450,14 @@ func TestGalera(t *testing.T) {
 	for _, n := range all {
 		if lost := l.missing(n, h.acked); len(lost) > 0 {
 			t.Errorf("after the whole cluster's crash %s lacks %d acknowledged writes: %v", n, len(lost), lost[:min(len(lost), 10)])
+		}
+	}
+	// The operator's view: haven db status and haven status name the
+	// writer and every node serving.
+	for _, args := range [][]string{{"db", "status"}, {"status"}} {
+		out, err := l.cli(l.cfg, args...)
+		if err != nil || !strings.Contains(out, "writer: db") || len(regexp.MustCompile(`(?m)^db[123]\s+running\s+yes\s`).FindAllString(out, -1)) != 3 {
+			t.Errorf("haven %s: %v; want the writer and three nodes serving:\n%s", strings.Join(args, " "), err, out)
 		}
 	}
 	if len(h.acked) < 50 {

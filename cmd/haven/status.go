@@ -264,7 +264,11 @@ func coordStatus(cfg *config.Config, as []answer[nodeStatus], stdout io.Writer) 
 	if db := cfg.Database; db != nil {
 		fmt.Fprintf(stdout, "\ndatabase:\n")
 		dbs := section(coordinated, func(c agent.CoordinationStatus) *agent.DatabaseStatus { return c.Database })
-		if err := printDatabase(stdout, db.Nodes, dbs); err != nil {
+		print := printDatabase
+		if db.Engine == "galera" {
+			print = printGalera
+		}
+		if err := print(stdout, db.Nodes, dbs); err != nil {
 			fmt.Fprintln(stdout, err)
 		}
 		if db.Backup != nil {

@@ -525,7 +525,14 @@ func restartOnly(old, cfg *config.Config, node string) []string {
 	if !reflect.DeepEqual(vips(old), vips(cfg)) {
 		changed = append(changed, "vip")
 	}
-	if databaseRestartOnly(old.Database, cfg.Database) {
+	switch {
+	case cfg.Database != nil && cfg.Database.Engine == "galera":
+		// A Galera node's my.cnf is written from the configuration it
+		// started with: every change waits for the agent's restart.
+		if !reflect.DeepEqual(old.Database, cfg.Database) {
+			changed = append(changed, "database (a Galera node applies every change at its agent's restart)")
+		}
+	case databaseRestartOnly(old.Database, cfg.Database):
 		changed = append(changed, "database (all but settings and hba, which a reload applies)")
 	}
 	return changed

@@ -176,9 +176,9 @@ func (r *vipRole) currentOwner() *coord.Owner {
 	return r.owner
 }
 
-// holding reports whether this node holds any of its floating addresses.
 func (f *floating) what() string { return "a floating address" }
 
+// holding reports whether this node holds any of its floating addresses.
 func (f *floating) holding() bool {
 	return slices.ContainsFunc(f.roles, func(r *vipRole) bool { return r.mgr.Status().State == vip.StateHolder })
 }

@@ -2,7 +2,9 @@ package galera
 
 import (
 	"fmt"
+	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -100,12 +102,20 @@ type BootstrapRecord struct {
 func decide(self string, nodes []string, members map[string]MemberState, claim BootstrapRecord, grace time.Duration) Decision {
 	me := members[self]
 	for _, n := range nodes {
-		if m, ok := members[n]; ok && n != self && m.inPrimary() {
-			if me.Server == ServerStopped {
-				return Decision{Join, n + " is in a primary component"}
-			}
+		m, ok := members[n]
+		if !ok || n == self || !m.inPrimary() {
+			continue
+		}
+		if me.Server != ServerStopped {
 			return Decision{Wait, "running; " + n + " is in a primary component: Galera rejoins this node when it reaches it"}
 		}
+		if u := me.Position.UUID; u != "" && m.Status.StateUUID != "" && u != m.Status.StateUUID {
+			// Joining would replace this node's data by a full copy of
+			// the running cluster's: a person decides.
+			return Decision{Wait, fmt.Sprintf("%s is in a primary component of another history (%s) than this node's data (%s): to join it and discard this node's data, remove grastate.dat from the data directory",
+				n, m.Status.StateUUID, me.Position)}
+		}
+		return Decision{Join, n + " is in a primary component"}
 	}
 	if me.inPrimary() {
 		return Decision{Wait, "in a primary component"}
@@ -149,16 +159,36 @@ func decide(self string, nodes []string, members map[string]MemberState, claim B
 		return Decision{Wait, "no primary component; " + why}
 	case best != self:
 		return Decision{Wait, "no primary component; " + best + " bootstraps it: " + why}
-	case me.Server == ServerStopped:
-		return Decision{Bootstrap, why}
-	default:
-		return Decision{Promote, why}
 	}
+	// A running node outside a primary component may form one again with
+	// the others when they reach each other (a majority of the last
+	// one): a new cluster beside it would be a second one. So a stopped
+	// node bootstraps only when every server is stopped, and a running
+	// one makes its component primary only when every running server is
+	// in that component.
+	for _, n := range nodes {
+		m := members[n]
+		if n == self || m.Server == ServerStopped {
+			continue
+		}
+		if me.Server == ServerStopped {
+			return Decision{Wait, fmt.Sprintf("no primary component; %s is the most advanced, but %s's server runs (outside a primary component) and may form one with the others: stop it, or wait for Galera", self, n)}
+		}
+		if !slices.Contains(me.Status.IncomingAddresses, net.JoinHostPort(m.Host, strconv.Itoa(m.Port))) {
+			return Decision{Wait, fmt.Sprintf("no primary component; %s is the most advanced, but %s's server runs outside its component and may form one with the others: stop it, or wait for Galera", self, n)}
+		}
+	}
+	if me.Server == ServerStopped {
+		return Decision{Bootstrap, why}
+	}
+	return Decision{Promote, why}
 }
 
 // mostAdvanced is the node to bootstrap from, and why: the highest seqno
 // of the one history the nodes share (nodes with no history join it
-// later); every node new, the first node.
+// later); ties to a running server (it need not start), then to
+// safe_to_bootstrap, then to the order of the nodes; every node new, the
+// first node.
 func mostAdvanced(nodes []string, members map[string]MemberState) (string, string) {
 	var histories []string
 	for _, n := range nodes {
@@ -187,8 +217,21 @@ func mostAdvanced(nodes []string, members map[string]MemberState) (string, strin
 			best = n
 			continue
 		}
-		b := members[best].Position
-		if p.Seqno > b.Seqno || p.Seqno == b.Seqno && p.SafeToBootstrap && !b.SafeToBootstrap {
+		b := members[best]
+		if p.Seqno != b.Position.Seqno {
+			if p.Seqno > b.Position.Seqno {
+				best = n
+			}
+			continue
+		}
+		running, bestRunning := members[n].Server == ServerRunning, b.Server == ServerRunning
+		if running != bestRunning {
+			if running {
+				best = n
+			}
+			continue
+		}
+		if p.SafeToBootstrap && !b.Position.SafeToBootstrap {
 			best = n
 		}
 	}

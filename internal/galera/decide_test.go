@@ -12,7 +12,14 @@ func TestDecide(t *testing.T) {
 	stopped := func(uuid string, seqno int64, safe bool) MemberState {
 		return MemberState{Server: ServerStopped, Position: Position{UUID: uuid, Seqno: seqno, SafeToBootstrap: safe}, PositionKnown: true}
 	}
-	primary := MemberState{Server: ServerRunning, Status: Status{ClusterStatus: "Primary", LocalState: StateSynced}, PositionKnown: true}
+	primary := MemberState{Server: ServerRunning, Status: Status{ClusterStatus: "Primary", LocalState: StateSynced, StateUUID: h}, PositionKnown: true}
+	addr := map[string]string{"db1": "198.18.1.11", "db2": "198.18.1.12", "db3": "198.18.1.13"}
+	withView := func(m MemberState, nodes ...string) MemberState {
+		for _, n := range nodes {
+			m.Status.IncomingAddresses = append(m.Status.IncomingAddresses, addr[n]+":3306")
+		}
+		return m
+	}
 	nonPrimary := func(seqno int64, since time.Duration) MemberState {
 		return MemberState{Server: ServerRunning, Status: Status{ClusterStatus: "non-Primary"}, Position: Position{UUID: h, Seqno: seqno}, PositionKnown: true, NonPrimaryFor: since}
 	}
@@ -54,11 +61,25 @@ func TestDecide(t *testing.T) {
 			map[string]MemberState{"db1": stopped(h, 10, false), "db2": stopped(h, 10, false), "db3": nonPrimary(11, time.Minute)}, "", Promote, "db3 is the most advanced"},
 		{"a recent non-primary may be a healing partition", "db3",
 			map[string]MemberState{"db1": nonPrimary(10, time.Minute), "db2": nonPrimary(10, time.Minute), "db3": nonPrimary(11, time.Second)}, "", Wait, "partition may be healing"},
+		{"three singletons after a partition: no promotion beside the others", "db3",
+			map[string]MemberState{"db1": nonPrimary(10, time.Minute), "db2": nonPrimary(10, time.Minute), "db3": nonPrimary(11, time.Minute)}, "", Wait, "may form one with the others"},
+		{"a stopped node does not bootstrap beside a running one", "db1",
+			map[string]MemberState{"db1": stopped(h, 12, false), "db2": nonPrimary(10, time.Minute), "db3": stopped(h, 11, false)}, "", Wait, "db2's server runs"},
+		{"two running nodes in one component: the most advanced promotes it", "db2",
+			map[string]MemberState{"db1": withView(nonPrimary(10, time.Minute), "db1", "db2"), "db2": withView(nonPrimary(11, time.Minute), "db1", "db2"), "db3": stopped(h, 9, false)}, "", Promote, "db2 is the most advanced"},
+		{"a tie goes to a running node", "db2",
+			map[string]MemberState{"db1": stopped(h, 11, true), "db2": nonPrimary(11, time.Minute), "db3": stopped(h, 11, false)}, "", Promote, "db2 is the most advanced"},
+		{"no join to a primary of another history", "db1",
+			map[string]MemberState{"db1": stopped("11111111-f0fe-11f1-bc9e-0e5cffb70965", 5, false), "db2": primary}, "", Wait, "another history"},
 		{"a starting node: wait", "db1",
 			map[string]MemberState{"db1": stopped(h, 10, false), "db2": {Server: ServerStarting}, "db3": stopped(h, 11, false)}, "", Wait, "db2 starting"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			for n, m := range tt.members {
+				m.Host, m.Port = addr[n], 3306
+				tt.members[n] = m
+			}
 			d := decide(tt.self, nodes, tt.members, BootstrapRecord{Node: tt.claim}, 10*time.Second)
 			if d.Action != tt.want || !strings.Contains(d.Reason, tt.reason) {
 				t.Errorf("decide = %v (%s), want %v (%s)", d.Action, d.Reason, tt.want, tt.reason)

@@ -26,8 +26,9 @@ func dbPrefix(cluster, name string) string { return fmt.Sprintf("/haven/%s/galer
 // MembersPrefix is where each node's MemberState lives (members/NODE).
 func MembersPrefix(cluster, name string) string { return dbPrefix(cluster, name) + "members/" }
 
-// BootstrapKey is the bootstrap claim's key.
-func BootstrapKey(cluster, name string) string { return dbPrefix(cluster, name) + "bootstrap" }
+// BootstrapKey is the bootstrap claim's key (the only one under
+// bootstrap/, which the nodes watch).
+func BootstrapKey(cluster, name string) string { return dbPrefix(cluster, name) + "bootstrap/claim" }
 
 // WriterPrefix is the writer's ownership record (coord.OwnerPrefix).
 func WriterPrefix(cluster, name string) string { return coord.OwnerPrefix(cluster, "galera", name) }
@@ -107,8 +108,9 @@ type Node struct {
 	pos             Position
 	posKnown        bool
 	nonPrimarySince time.Time
-	claimLease      clientv3.LeaseID
+	claimLease      clientv3.LeaseID // non-zero while this node holds the claim
 	claimCancel     context.CancelFunc
+	bootRun         <-chan struct{} // the server a bootstrap under the claim started
 	failures        int
 	nextStart       time.Time
 	evicted         map[string]bool   // gcomm UUIDs this node evicted
@@ -179,9 +181,16 @@ func (n *Node) base() MemberState {
 // Run takes part in the cluster until ctx ends; then it stops the server
 // cleanly (the node leaves the group) and withdraws its state.
 func (n *Node) Run(ctx context.Context) error {
+	// A server left by this node's previous agent (which died: the
+	// kernel asked its server to shut down) must be gone before this one
+	// reads the data directory or starts another.
+	if err := n.srv.WaitStale(ctx); err != nil {
+		return err
+	}
 	var wg sync.WaitGroup
 	runCtx, cancel := context.WithCancel(ctx)
 	defer func() {
+		n.lameduck()
 		n.releaseClaim(context.Background())
 		stopCtx, stopCancel := context.WithTimeout(context.Background(), stopTimeout+5*time.Second)
 		defer stopCancel()
@@ -228,6 +237,22 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 }
 
+// lameduck takes the node out of the routes before its server stops: it
+// gives up the writer record and publishes that it does not serve, each
+// bounded, so that the routers move before the server refuses.
+func (n *Node) lameduck() {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if n.owner != nil {
+		n.owner.SetEligible(false)
+		_ = n.owner.WaitFor(ctx, func(s coord.OwnerStatus) bool { return !s.Acting })
+	}
+	n.state.Update(func(st *MemberState) {
+		st.Serving, st.Why = false, "the agent is stopping"
+	})
+	_ = n.state.Sync(ctx)
+}
+
 func (n *Node) poke() {
 	select {
 	case n.kick <- struct{}{}:
@@ -237,10 +262,9 @@ func (n *Node) poke() {
 
 // watchClaim follows the bootstrap claim.
 func (n *Node) watchClaim(ctx context.Context) {
-	key := BootstrapKey(n.cfg.Cluster, n.cfg.Name)
-	_ = coord.WatchPrefix(ctx, n.cfg.Client, key, func(m map[string]BootstrapRecord) {
+	_ = coord.WatchPrefix(ctx, n.cfg.Client, dbPrefix(n.cfg.Cluster, n.cfg.Name)+"bootstrap/", func(m map[string]BootstrapRecord) {
 		n.mu.Lock()
-		n.claim, n.watched[1] = m[""], true
+		n.claim, n.watched[1] = m["claim"], true
 		n.mu.Unlock()
 		n.poke()
 	})
@@ -266,12 +290,27 @@ func (n *Node) round(ctx context.Context) {
 		n.clearEvictions(ctx, st, members)
 		n.evictDead(ctx, st, members)
 	}
-	if claim.Node == n.cfg.Node && st.inPrimary() {
+	held := n.claimLease != 0
+	if held {
+		claim = BootstrapRecord{Node: n.cfg.Node}
+	}
+	switch {
+	case held && st.inPrimary():
 		// The bootstrap is done: the others see a primary component
 		// before the claim goes.
-		if err := n.state.Sync(ctx); err == nil {
+		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := n.state.Sync(sctx)
+		cancel()
+		if err == nil {
 			n.releaseClaim(ctx)
 		}
+		return
+	case held && n.bootRun != nil && closed(n.bootRun):
+		// The bootstrap's server exited: the claim goes, and the
+		// decision is made again from the positions (this node's is read
+		// again).
+		n.log.Warn("the bootstrap failed: mariadbd exited; releasing the claim", "event", "database", "err", n.srv.ExitErr())
+		n.releaseClaim(ctx)
 		return
 	}
 	if st.Server == ServerStarting || st.Server == ServerRunning && st.Status.Primary() {
@@ -284,7 +323,7 @@ func (n *Node) round(ctx context.Context) {
 	case Join:
 		n.start(false, d.Reason)
 	case Bootstrap, Promote:
-		if claim.Node != n.cfg.Node {
+		if !held {
 			ok, err := n.takeClaim(ctx, false)
 			if err != nil {
 				n.log.Warn("bootstrap claim", "err", err)
@@ -294,7 +333,9 @@ func (n *Node) round(ctx context.Context) {
 			}
 		}
 		if d.Action == Bootstrap {
-			n.start(true, d.Reason)
+			if n.start(true, d.Reason) {
+				n.bootRun = n.srv.Done()
+			}
 			return
 		}
 		n.log.Info("making this node's component primary", "event", "database", "why", d.Reason)
@@ -386,6 +427,15 @@ func (n *Node) clearEvictions(ctx context.Context, self MemberState, members map
 // the evict statement.
 var gcommUUID = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
 
+func closed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
 func withSelf(m map[string]MemberState, self MemberState) map[string]MemberState {
 	out := make(map[string]MemberState, len(m)+1)
 	for k, v := range m {
@@ -461,25 +511,32 @@ func (n *Node) observe(ctx context.Context) MemberState {
 	return st
 }
 
-// start starts the server, unless its last start failed too recently.
-func (n *Node) start(bootstrap bool, why string) {
+// start starts the server, unless its last start failed too recently,
+// and says whether it did.
+func (n *Node) start(bootstrap bool, why string) bool {
 	now := time.Now()
 	if now.Before(n.nextStart) {
-		return
+		return false
 	}
 	kind := "joining the cluster"
 	if bootstrap {
 		kind = "bootstrapping the cluster"
 	}
 	n.log.Info("starting mariadbd: "+kind, "event", "database", "why", why)
+	var from Position
+	if n.posKnown {
+		from = n.pos
+	}
 	n.posKnown = false // what the next stop leaves is read again
-	if err := n.srv.Start(bootstrap); err != nil {
+	n.failed(now)      // the next attempt waits, in case this one fails
+	if err := n.srv.Start(bootstrap, from); err != nil {
 		n.log.Error("cannot start mariadbd", "err", err)
+		return false
 	}
 	if bootstrap {
 		n.metrics.bootstraps.Inc()
 	}
-	n.failed(now)
+	return true
 }
 
 // failed delays the next attempt, in case this one fails: doubling from
@@ -495,6 +552,7 @@ func (n *Node) failed(now time.Time) {
 // it decided (their keys' revisions unchanged), so no member can have
 // joined a primary component or changed its position since.
 func (n *Node) takeClaim(ctx context.Context, forced bool) (bool, error) {
+	n.releaseClaim(ctx) // a claim of this node's whose key is gone
 	cli := n.cfg.Client
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -531,9 +589,19 @@ func (n *Node) takeClaim(ctx context.Context, forced bool) (bool, error) {
 		return false, err
 	}
 	rec, _ := json.Marshal(BootstrapRecord{Node: n.cfg.Node, Position: self.Position, At: time.Now(), Forced: forced})
-	tr, err := cli.Txn(ctx).If(cmps...).Then(clientv3.OpPut(BootstrapKey(n.cfg.Cluster, n.cfg.Name), string(rec), clientv3.WithLease(lease.ID))).Commit()
+	key := BootstrapKey(n.cfg.Cluster, n.cfg.Name)
+	tr, err := cli.Txn(ctx).If(cmps...).Then(clientv3.OpPut(key, string(rec), clientv3.WithLease(lease.ID))).Else(clientv3.OpGet(key)).Commit()
 	if err != nil || !tr.Succeeded {
-		_, _ = cli.Revoke(context.WithoutCancel(ctx), lease.ID)
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		_, _ = cli.Revoke(rctx, lease.ID)
+		cancel()
+		if err == nil && forced {
+			if kvs := tr.Responses[0].GetResponseRange().GetKvs(); len(kvs) > 0 {
+				var other BootstrapRecord
+				_ = json.Unmarshal(kvs[0].Value, &other)
+				return false, fmt.Errorf("%s holds the bootstrap claim since %s (it is starting the cluster; its claim ends with its agent or its failed start)", other.Node, other.At.Format(time.RFC3339))
+			}
+		}
 		return false, err
 	}
 	kaCtx, kaCancel := context.WithCancel(context.Background())
@@ -559,13 +627,13 @@ func (n *Node) releaseClaim(ctx context.Context) {
 	if n.claimCancel == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	if _, err := n.cfg.Client.Revoke(ctx, n.claimLease); err != nil {
 		n.log.Warn("release the bootstrap claim (it expires with its lease)", "err", err)
 	}
 	n.claimCancel()
-	n.claimCancel, n.claimLease = nil, 0
+	n.claimCancel, n.claimLease, n.bootRun = nil, 0, nil
 	n.log.Info("released the bootstrap claim")
 }
 

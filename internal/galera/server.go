@@ -64,12 +64,11 @@ type Server struct {
 
 // run is one mariadbd process.
 type run struct {
-	cmd       *exec.Cmd
-	pid       int
-	bootstrap bool
-	stopping  bool
-	done      chan struct{}
-	err       error // why it exited, when not asked to
+	cmd      *exec.Cmd
+	pid      int
+	stopping bool
+	done     chan struct{}
+	err      error // why it exited, when not asked to
 }
 
 // New checks cfg and finds MariaDB's programs and the galera provider. It
@@ -140,7 +139,12 @@ func (s *Server) LogFile() string { return s.cfg.logFile() }
 // let the user search it.
 func (s *Server) Prepare() error {
 	dir := s.cfg.BaseDir
-	if err := os.MkdirAll(dir, 0o750); err != nil {
+	// Directories above it that do not exist yet are made searchable by
+	// all (0711, as PostgreSQL's are), the base directory itself 0750.
+	if err := os.MkdirAll(filepath.Dir(dir), 0o711); err != nil {
+		return fmt.Errorf("galera: %w", err)
+	}
+	if err := os.Mkdir(dir, 0o750); err != nil && !errors.Is(err, os.ErrExist) {
 		return fmt.Errorf("galera: %w", err)
 	}
 	if !s.drop {
@@ -184,8 +188,10 @@ func searchable(st os.FileInfo, uid, gid int) bool {
 
 // Initialized reports whether the data directory holds a server's data.
 func (s *Server) Initialized() bool {
+	// Only a sure absence counts: a directory that cannot be read now (a
+	// volume not mounted yet, EIO) is never initialised over.
 	_, err := os.Stat(filepath.Join(s.cfg.dataDir(), "mysql"))
-	return err == nil
+	return !errors.Is(err, os.ErrNotExist)
 }
 
 // Init creates the data directory's system tables, with root and the
@@ -211,11 +217,13 @@ func (s *Server) Init(ctx context.Context) error {
 		return fmt.Errorf("galera: mariadb-install-db: %w: %s", err, errorLines(out))
 	}
 	if _, err := os.Stat(dir); err == nil {
-		// A data directory without system tables (an earlier haven's Init
-		// cut short): nothing of a cluster's is in it.
-		if err := os.RemoveAll(dir); err != nil {
+		// A data directory without system tables is not one Init made (it
+		// renames whole ones into place): kept aside, not deleted.
+		aside := dir + ".without-system-tables." + time.Now().UTC().Format("20060102T150405")
+		if err := os.Rename(dir, aside); err != nil {
 			return fmt.Errorf("galera: %w", err)
 		}
+		s.log.Warn("the data directory had no system tables; moved aside", "dir", dir, "to", aside)
 	}
 	if err := os.Rename(tmp, dir); err != nil {
 		return fmt.Errorf("galera: %w", err)
@@ -242,6 +250,45 @@ func (s *Server) sysProcAttr() *syscall.SysProcAttr {
 		attr.Credential = &syscall.Credential{Uid: uint32(s.uid), Gid: uint32(s.gid)}
 	}
 	return attr
+}
+
+// WaitStale waits for a mariadbd that runs on this data directory without
+// this Server (its pid file names a live mariadbd: the server of a
+// previous agent, shutting down after that agent died) to exit, for up to
+// stopTimeout, and then kills it.
+func (s *Server) WaitStale(ctx context.Context) error {
+	if s.Running() {
+		return nil
+	}
+	b, err := os.ReadFile(s.cfg.pidFile())
+	if err != nil {
+		return nil
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 1 {
+		return nil
+	}
+	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	if err != nil || !strings.HasPrefix(string(comm), "mariadbd") && !strings.HasPrefix(string(comm), "mysqld") {
+		return nil // gone, or the pid is another program's now
+	}
+	s.log.Warn("a mariadbd this Server did not start runs on the data directory (a previous agent's); waiting for it to exit", "pid", pid)
+	deadline := time.Now().Add(stopTimeout)
+	for {
+		if err := syscall.Kill(pid, 0); err != nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			s.log.Warn("the previous mariadbd did not exit: killed", "pid", pid)
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			deadline = time.Now().Add(stopTimeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // Position reads where the stopped node's data stands: grastate.dat, and
@@ -293,10 +340,15 @@ func (s *Server) writeConfig() error {
 
 // Start runs mariadbd; with bootstrap it starts a new primary component
 // from this node's data (--wsrep-new-cluster, after marking the node safe
-// to bootstrap). It returns once the process runs: a joining node
-// receives its state transfer before it answers, which may take long, so
-// callers watch Status and Done.
-func (s *Server) Start(bootstrap bool) error {
+// to bootstrap). from, when it names a history and a seqno, is the
+// node's position as recovered (--wsrep-recover): mariadbd does not
+// recover it by itself from a grastate.dat that a crash left at seqno -1,
+// and would bootstrap a new history (the other nodes could then rejoin
+// only by a full copy) or join by a full copy instead of IST. It returns
+// once the process runs: a joining node receives its state transfer
+// before it answers, which may take long, so callers watch Status and
+// Done.
+func (s *Server) Start(bootstrap bool, from Position) error {
 	s.life.Lock()
 	defer s.life.Unlock()
 	if s.Running() {
@@ -311,30 +363,34 @@ func (s *Server) Start(bootstrap bool) error {
 		}
 	}
 	os.Remove(s.cfg.pidFile())
-	r, err := s.spawn(bootstrap)
+	var args []string
+	if bootstrap {
+		args = append(args, "--wsrep-new-cluster")
+	}
+	if !from.None() && from.Seqno >= 0 {
+		args = append(args, "--wsrep-start-position="+from.String())
+	}
+	r, err := s.spawn(args)
 	if err != nil {
 		return fmt.Errorf("galera: start: %w", err)
 	}
-	s.log.Info("started mariadbd", "pid", r.pid, "bootstrap", bootstrap, "log", s.cfg.logFile())
+	s.log.Info("started mariadbd", "pid", r.pid, "bootstrap", bootstrap, "position", from.String(), "log", s.cfg.logFile())
 	return nil
 }
 
-func (s *Server) spawn(bootstrap bool) (*run, error) {
+func (s *Server) spawn(extra []string) (*run, error) {
 	logf, err := os.OpenFile(s.cfg.logFile(), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
 	if err != nil {
 		return nil, err
 	}
-	args := []string{"--defaults-file=" + s.cfg.confFile()}
-	if bootstrap {
-		args = append(args, "--wsrep-new-cluster")
-	}
+	args := append([]string{"--defaults-file=" + s.cfg.confFile()}, extra...)
 	cmd := exec.Command(s.mariadbd, args...)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH") + ":/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"}
 	cmd.Dir = s.cfg.BaseDir
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = s.sysProcAttr()
 	cmd.SysProcAttr.Pdeathsig = deathSignal
-	r := &run{cmd: cmd, bootstrap: bootstrap, done: make(chan struct{})}
+	r := &run{cmd: cmd, done: make(chan struct{})}
 	started := make(chan error, 1)
 	go func() {
 		// Pdeathsig follows the thread that started the child
@@ -369,11 +425,13 @@ func (s *Server) reap(r *run, werr error) {
 		s.db = nil
 	}
 	s.mu.Unlock()
+	// Helpers it started (a state transfer's socat or mariabackup) would
+	// keep their ports from the next start.
+	_ = syscall.Kill(-r.pid, syscall.SIGKILL)
 	if stopping {
 		s.log.Info("mariadbd stopped", "pid", r.pid)
 	} else {
-		tail, _ := os.ReadFile(s.cfg.logFile())
-		r.err = fmt.Errorf("mariadbd (pid %d) exited: %v: %s", r.pid, werr, lastLines(tail, logTailLines))
+		r.err = fmt.Errorf("mariadbd (pid %d) exited: %v: %s", r.pid, werr, lastLines(s.logTail(), logTailLines))
 		s.log.Warn("mariadbd exited unexpectedly", "pid", r.pid, "err", werr)
 	}
 	close(r.done)
@@ -447,8 +505,12 @@ func (s *Server) Stop(ctx context.Context) error {
 	}
 	s.log.Warn("mariadbd did not stop in time: killed", "pid", r.pid)
 	_ = syscall.Kill(-r.pid, syscall.SIGKILL)
-	<-r.done
-	return nil
+	select {
+	case <-r.done:
+		return nil
+	case <-time.After(10 * time.Second):
+		return fmt.Errorf("galera: mariadbd (pid %d) did not exit 10s after SIGKILL (stuck in the kernel: a hung disk?)", r.pid)
+	}
 }
 
 // conn returns haven's connection pool to the server, over its socket.
@@ -519,6 +581,21 @@ func errorLines(b []byte) string {
 		return lastLines(b, logTailLines)
 	}
 	return strings.Join(errs[:min(len(errs), logTailLines)], " | ")
+}
+
+// logTail is the end of the server's log (its last 64 KiB).
+func (s *Server) logTail() []byte {
+	f, err := os.Open(s.cfg.logFile())
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	const tail = 64 << 10
+	if st, err := f.Stat(); err == nil && st.Size() > tail {
+		_, _ = f.Seek(st.Size()-tail, io.SeekStart)
+	}
+	b, _ := io.ReadAll(io.LimitReader(f, tail))
+	return b
 }
 
 // lastLines are the last n lines of b, on one line each joined by " | ".
