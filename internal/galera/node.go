@@ -615,9 +615,6 @@ func (n *Node) takeClaim(ctx context.Context, forced bool) (bool, error) {
 		}
 	}()
 	n.claimLease, n.claimCancel = lease.ID, kaCancel
-	n.mu.Lock()
-	n.claim = BootstrapRecord{Node: n.cfg.Node, Position: self.Position, Forced: forced}
-	n.mu.Unlock()
 	n.log.Info("claimed the bootstrap", "event", "database", "position", self.Position.String(), "forced", forced)
 	return true, nil
 }

@@ -128,12 +128,6 @@ func lookPath(name string) (string, error) {
 	return p, nil
 }
 
-// DataDir is MariaDB's data directory.
-func (s *Server) DataDir() string { return s.cfg.dataDir() }
-
-// LogFile is where the server's output goes.
-func (s *Server) LogFile() string { return s.cfg.logFile() }
-
 // Prepare makes the base directory, owned by the run-as user (mode 0750),
 // and checks that the user can reach it: every directory above it must
 // let the user search it.
