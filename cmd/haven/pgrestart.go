@@ -50,6 +50,9 @@ func pgRestart(ac *adminClient, nodes []string, pending bool, wait time.Duration
 			return err
 		}
 		order = order[1:]
+		if err := waitReplayed(ac, d.Primary, order, wait); err != nil {
+			return err
+		}
 	}
 	for _, n := range order {
 		if err := pgRestartNode(ac, n, false, wait, stdout); err != nil {
@@ -109,6 +112,41 @@ func pgRestartNode(ac *adminClient, node string, inPlace bool, wait time.Duratio
 	}
 	fmt.Fprintf(stdout, "%s: postgres restarted in %s\n", node, (time.Duration(out.TookMS) * time.Millisecond).Round(10*time.Millisecond))
 	return waitDatabaseBack(ac, node, wait)
+}
+
+// waitReplayed waits, up to wait, until each of replicas has replayed
+// the WAL primary had written once it was back from its restart. That WAL
+// holds the record of the lowered values, which a standby must replay
+// before it restarts with them: its startup checks them against the
+// values in its control file, which that record updates, and refuses to
+// start below them (it could then never receive the record).
+func waitReplayed(ac *adminClient, primary string, replicas []string, wait time.Duration) error {
+	ac.client.Timeout = 5 * time.Second
+	var d agent.DatabaseStatus
+	if err := ac.do("GET", primary, "/api/v1/database", &d); err != nil {
+		return fmt.Errorf("restart: read the primary %s's position: %w", primary, err)
+	}
+	target := d.Members[primary].LSN
+	began := time.Now()
+	why := "no answer"
+	for time.Since(began) < wait {
+		if err := ac.do("GET", primary, "/api/v1/database", &d); err != nil {
+			why = err.Error()
+		} else {
+			var behind []string
+			for _, n := range replicas {
+				if m := d.Members[n]; m.Replayed < target {
+					behind = append(behind, fmt.Sprintf("%s replayed %s", n, m.Replayed))
+				}
+			}
+			if len(behind) == 0 {
+				return nil
+			}
+			why = strings.Join(behind, ", ")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("restart: the replicas did not replay the primary %s's WAL up to %s (its lowered settings) within %s: %s; they were not restarted", primary, target, wait, why)
 }
 
 // waitDatabaseBack waits, up to wait, until database node node is back in

@@ -76,8 +76,14 @@ func (a *Agent) restartDatabase(w http.ResponseWriter, r *http.Request) {
 		web.WriteError(w, http.StatusConflict, errors.New("this node is the primary: switch over first (haven pg restart does), or ask for primary=in-place to have writes wait while it restarts"))
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Minute)
+	const limit = 2 * time.Minute
+	ctx, cancel := context.WithTimeout(r.Context(), limit)
 	defer cancel()
+	// The answer may come after the server's 30 s write timeout: the
+	// caller must get it, not a closed connection.
+	if err := http.NewResponseController(w).SetWriteDeadline(time.Now().Add(limit + 10*time.Second)); err != nil {
+		a.log.Warn("restart: cannot extend the answer's write deadline", "err", err)
+	}
 	began := time.Now()
 	if err := k.RestartPostgres(ctx); err != nil {
 		web.WriteError(w, http.StatusInternalServerError, err)
