@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -321,6 +322,10 @@ func (n *Node) round(ctx context.Context) {
 	n.setDecision(d)
 	switch d.Action {
 	case Join:
+		if n.primaryGone(ctx, members) {
+			n.setDecision(Decision{Wait, "etcd says another node is in a primary component, but its group port refuses connections: waiting for its agent to say what it is now"})
+			return
+		}
 		n.start(false, d.Reason)
 	case Bootstrap, Promote:
 		if !held {
@@ -364,15 +369,7 @@ func (n *Node) evictDead(ctx context.Context, self MemberState, members map[stri
 			continue
 		}
 		wg.Go(func() {
-			var d net.Dialer
-			dctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
-			defer cancel()
-			c, err := d.DialContext(dctx, "tcp", addr)
-			if err == nil {
-				c.Close()
-				return
-			}
-			if errors.Is(err, syscall.ECONNREFUSED) {
+			if refused(ctx, addr) {
 				mu.Lock()
 				dead = append(dead, m)
 				mu.Unlock()
@@ -396,6 +393,52 @@ func (n *Node) evictDead(ctx context.Context, self MemberState, members map[stri
 		}
 		n.metrics.evictions.Inc()
 	}
+}
+
+// refused reports whether a group port refuses connections: its machine
+// answers and no server listens. A timeout is not a refusal.
+func refused(ctx context.Context, addr string) bool {
+	var d net.Dialer
+	ctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err == nil {
+		c.Close()
+		return false
+	}
+	return errors.Is(err, syscall.ECONNREFUSED)
+}
+
+// primaryGone reports whether every other node that etcd says is in a
+// primary component refuses connections on its group port. Those states
+// are then a stopped cluster's last words: the last node to stop cannot
+// publish that it stopped once etcd has lost its quorum, and etcd,
+// coming back, extends the leases its states live on. Joining on them
+// waits for nobody until Galera gives up (pc.wait_prim_timeout, 30 s),
+// while the node that should bootstrap waits for this one.
+func (n *Node) primaryGone(ctx context.Context, members map[string]MemberState) bool {
+	var addrs []string
+	for name, m := range members {
+		if name != n.cfg.Node && m.inPrimary() {
+			if addr, ok := n.cfg.GroupAddrs[name]; ok {
+				addrs = append(addrs, addr)
+			}
+		}
+	}
+	if len(addrs) == 0 {
+		return false
+	}
+	var gone atomic.Int32
+	var wg sync.WaitGroup
+	for _, addr := range addrs {
+		wg.Go(func() {
+			if refused(ctx, addr) {
+				gone.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	return int(gone.Load()) == len(addrs)
 }
 
 // clearEvictions empties this node's eviction list once every node it

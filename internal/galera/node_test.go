@@ -178,15 +178,20 @@ func (l *lab) stop(name string) {
 	}
 }
 
-// crash kills node name's server with SIGKILL, then its Node: what a
-// machine's crash leaves.
+// crash kills node name's server with SIGKILL and ends its Node at once,
+// before the Node can notice the death and start the server again (which
+// it would then stop cleanly): what a machine's crash leaves.
 func (l *lab) crash(name string) {
 	l.t.Helper()
-	if pid := l.servers[name].PID(); pid != 0 {
+	srv := l.servers[name]
+	done := srv.Done()
+	if pid := srv.PID(); pid != 0 {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
-		<-l.servers[name].Done()
 	}
 	l.stop(name)
+	if done != nil {
+		<-done
+	}
 }
 
 // waitServing waits until every named node serves, and returns the
