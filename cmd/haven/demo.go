@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"os/signal"
 	"syscall"
@@ -18,10 +19,15 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 	database := fs.Bool("database", true, "also play act 3, the application's data in a PostgreSQL cluster whose primary is killed (needs root and PostgreSQL)")
 	traffic := fs.Bool("traffic", true, "also play act 4, two regions and the DNS traffic manager (needs root)")
 	region := fs.Bool("region", true, "also play act 5, the database across two regions with region east lost: measured RTO and RPO (needs root, PostgreSQL and /dev/net/tun)")
+	engine := fs.String("engine", "postgres", "act 3's database: postgres, or galera (MariaDB Galera; act 5 then skipped, it needs PostgreSQL)")
 	if err := fs.Parse(args); err != nil {
 		return parseError(err)
 	}
+	if *engine != "postgres" && *engine != "galera" {
+		fmt.Fprintf(stderr, "haven demo: -engine %q: want postgres or galera\n", *engine)
+		return errUsage
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	return demo.Run(ctx, demo.Options{Out: stdout, Logger: newLogger(stderr, *level, false), Duration: *duration, Version: buildVersion(), Floating: *floating, Database: *database, Traffic: *traffic, Region: *region})
+	return demo.Run(ctx, demo.Options{Out: stdout, Logger: newLogger(stderr, *level, false), Duration: *duration, Version: buildVersion(), Floating: *floating, Database: *database, Traffic: *traffic, Region: *region, Engine: *engine})
 }

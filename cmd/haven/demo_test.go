@@ -180,3 +180,47 @@ func atoi(t *testing.T, s string) int {
 	}
 	return n
 }
+
+// TestDemoGalera plays the demo's third act on Galera (haven demo --engine
+// galera): the writer's node crashes under orders and another takes the
+// writes; then every node crashes and the cluster comes back by itself;
+// every acknowledged order is on every node.
+func TestDemoGalera(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the Galera act runs for about a minute")
+	}
+	why := demo.CanRunGalera()
+	testenv.Need(t, why == nil, "the demo's Galera act: %v", why)
+	// The binary a user builds, as in TestDemo; a bound, not a measure.
+	r := runHaven(t, testenv.Haven(t), 8*time.Minute, "demo", "--engine", "galera", "--duration", "1s", "--floating=false", "--traffic=false")
+	if r.code != 0 {
+		t.Fatalf("haven demo --engine galera:\n%s", r)
+	}
+	m := regexp.MustCompile(`the cluster is up: .*; (db\d) is the writer`).FindStringSubmatch(r.stdout)
+	if m == nil {
+		t.Fatalf("the Galera act did not report a first writer:\n%s", r.stdout)
+	}
+	first := m[1]
+	if !strings.Contains(r.stdout, "kill -9 of "+first+"'s server and agent") {
+		t.Errorf("the Galera act did not kill the writer %s:\n%s", first, r.stdout)
+	}
+	if m = regexp.MustCompile(`(db\d) is the writer: the others evicted`).FindStringSubmatch(r.stdout); m == nil || m[1] == first {
+		t.Errorf("the Galera act: no other node took the writes:\n%s", r.stdout)
+	}
+	for _, want := range []string{
+		"act 5 (a second region: region east is lost) skipped: the second region runs PostgreSQL only",
+		"every node crashes at once",
+		"the cluster is back by itself, bootstrapped from the most advanced node",
+		"acknowledged orders missing on any node: 0 ",
+	} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("the Galera act's output lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	if m = regexp.MustCompile(`orders acknowledged (\d+), failed`).FindStringSubmatch(r.stdout); m == nil || m[1] == "0" {
+		t.Errorf("the Galera act had no order acknowledged:\n%s", r.stdout)
+	}
+	if !regexp.MustCompile(`(?m)^3 +the Galera writer's node killed +database +\S+ +30s +0 writes +0s +met$`).MatchString(r.stdout) {
+		t.Errorf("the demo's drill summary does not judge the Galera act met:\n%s", r.stdout)
+	}
+}

@@ -442,6 +442,18 @@ func (o *orders) acknowledged() []placed {
 	return slices.Clone(o.acked)
 }
 
+// firstAckedAfter is when the first order acknowledged after t was, or
+// the zero time.
+func (o *orders) firstAckedAfter(t time.Time) time.Time {
+	var first time.Time
+	for _, a := range o.acknowledged() {
+		if a.at.After(t) && (first.IsZero() || a.at.Before(first)) {
+			first = a.at
+		}
+	}
+	return first
+}
+
 // longestGap is the longest time between two acknowledged orders.
 func (o *orders) longestGap() time.Duration {
 	acked := o.acknowledged()

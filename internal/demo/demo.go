@@ -48,6 +48,10 @@ type Options struct {
 	// Region plays the fifth act (the database across two regions, region
 	// east lost) when the machine allows it; see CanRunRegion.
 	Region bool
+	// Engine is the third act's database: "postgres" (the default) or
+	// "galera" (MariaDB Galera; see CanRunGalera). The fifth act needs
+	// PostgreSQL, and is skipped with Galera.
+	Engine string
 }
 
 // Result summarises the traffic the demo sent.
@@ -60,6 +64,9 @@ type Result struct {
 	Floating *FloatingResult
 	// Database is the third act's; nil when it did not run.
 	Database *DatabaseResult
+	// Galera is the third act's with engine galera; nil when it did not
+	// run.
+	Galera *GaleraResult
 	// Traffic is the fourth act's; nil when it did not run.
 	Traffic *TrafficResult
 	// Region is the fifth act's; nil when it did not run.
@@ -216,13 +223,23 @@ func RunResult(ctx context.Context, opt Options) (*Result, error) {
 	if res.Floating, err = playAct(ctx, opt, opt.Floating, "act 2 (a floating address across two balancer nodes)", CanRunFloating, RunFloating); err != nil {
 		return res, err
 	}
-	if res.Database, err = playAct(ctx, opt, opt.Database, "act 3 (the application's data in a PostgreSQL cluster)", CanRunDatabase, RunDatabase); err != nil {
+	if opt.Engine == "galera" {
+		if res.Galera, err = playAct(ctx, opt, opt.Database, "act 3 (the application's data in a MariaDB Galera cluster)", CanRunGalera, RunGalera); err != nil {
+			return res, err
+		}
+	} else if res.Database, err = playAct(ctx, opt, opt.Database, "act 3 (the application's data in a PostgreSQL cluster)", CanRunDatabase, RunDatabase); err != nil {
 		return res, err
 	}
 	if res.Traffic, err = playAct(ctx, opt, opt.Traffic, "act 4 (two regions and the DNS traffic manager)", CanRunFloating, RunTraffic); err != nil {
 		return res, err
 	}
-	if res.Region, err = playAct(ctx, opt, opt.Region, "act 5 (a second region: region east is lost)", CanRunRegion, RunRegion); err != nil {
+	canRunRegion := CanRunRegion
+	if opt.Engine == "galera" {
+		canRunRegion = func() error {
+			return errors.New("the second region runs PostgreSQL only (haven's cross-region standby, backups and restores are PostgreSQL's)")
+		}
+	}
+	if res.Region, err = playAct(ctx, opt, opt.Region, "act 5 (a second region: region east is lost)", canRunRegion, RunRegion); err != nil {
 		return res, err
 	}
 	res.Verdicts = res.verdicts()

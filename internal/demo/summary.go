@@ -49,6 +49,9 @@ func (r *Result) verdicts() []ActVerdict {
 	if d := r.Database; d != nil {
 		add("3", "the primary's node killed", config.PartDatabase, "orders through the router", d.Gap, d.Lost, 0)
 	}
+	if g := r.Galera; g != nil {
+		add("3", "the Galera writer's node killed", config.PartDatabase, "orders through the router", g.Gap, g.Lost, 0)
+	}
 	if t := r.Traffic; t != nil {
 		add("4", "region east's balancer down", config.PartWeb, "DNS answers", t.Moved, 0, 0)
 	}

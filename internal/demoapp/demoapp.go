@@ -5,14 +5,18 @@ package demoapp
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
+	"github.com/go-sql-driver/mysql"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -31,7 +35,7 @@ const (
 // App is one demo backend.
 type App struct {
 	Name    string
-	db      *pgxpool.Pool // nil: no /orders
+	db      store // nil: no /orders
 	served  atomic.Uint64
 	counter atomic.Uint64
 	mode    atomic.Int32
@@ -113,22 +117,94 @@ func (a *App) Handler() http.Handler {
 	})
 }
 
-// UseDatabase keeps the app's orders in PostgreSQL at dsn (haven's
-// database router, in the demo), in a table orders that it creates if
-// needed.
+// UseDatabase keeps the app's orders at dsn (haven's database router, in
+// the demo), in a table orders (id, server) made beforehand: PostgreSQL
+// for a connection string or postgres:// URL, MySQL or MariaDB for a
+// mysql://USER:PASSWORD@HOST:PORT/DATABASE URL.
 func (a *App) UseDatabase(ctx context.Context, dsn string) error {
-	cfg, err := pgxpool.ParseConfig(dsn)
+	var err error
+	if strings.HasPrefix(dsn, "mysql://") {
+		a.db, err = openMySQL(dsn)
+	} else {
+		a.db, err = openPostgres(ctx, dsn)
+	}
 	if err != nil {
 		return fmt.Errorf("demoapp: database: %w", err)
+	}
+	return nil
+}
+
+// store is where the app keeps its orders.
+type store interface {
+	// order stores order id, once, and returns the server that took it.
+	order(ctx context.Context, id int64) (server string, err error)
+	close()
+}
+
+type pgStore struct{ pool *pgxpool.Pool }
+
+func openPostgres(ctx context.Context, dsn string) (store, error) {
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, err
 	}
 	cfg.MaxConns = 8
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
-		return fmt.Errorf("demoapp: database: %w", err)
+		return nil, err
 	}
-	a.db = pool
-	return nil
+	return pgStore{pool}, nil
 }
+
+func (s pgStore) order(ctx context.Context, id int64) (server string, err error) {
+	err = s.pool.QueryRow(ctx, `INSERT INTO orders (id, server) VALUES ($1, host(inet_server_addr()))
+		ON CONFLICT (id) DO UPDATE SET server = orders.server RETURNING server`, id).Scan(&server)
+	return server, err
+}
+
+func (s pgStore) close() { s.pool.Close() }
+
+type mysqlStore struct{ db *sql.DB }
+
+// openMySQL opens a pool for mysql://USER:PASSWORD@HOST:PORT/DATABASE.
+func openMySQL(dsn string) (store, error) {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return nil, err
+	}
+	cfg := mysql.NewConfig()
+	cfg.Net, cfg.Addr, cfg.DBName = "tcp", u.Host, strings.TrimPrefix(u.Path, "/")
+	cfg.User = u.User.Username()
+	cfg.Passwd, _ = u.User.Password()
+	cfg.Timeout, cfg.ReadTimeout, cfg.WriteTimeout = 2*time.Second, 5*time.Second, 5*time.Second
+	if cfg.Addr == "" || cfg.DBName == "" || cfg.User == "" {
+		return nil, fmt.Errorf("%s: want mysql://USER:PASSWORD@HOST:PORT/DATABASE", u.Redacted())
+	}
+	conn, err := mysql.NewConnector(cfg)
+	if err != nil {
+		return nil, err
+	}
+	db := sql.OpenDB(conn)
+	db.SetMaxOpenConns(8)
+	return mysqlStore{db}, nil
+}
+
+// order inserts the order with the name of the Galera node (or the host)
+// that took it, and reads that name back on the same connection.
+func (s mysqlStore) order(ctx context.Context, id int64) (server string, err error) {
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "INSERT INTO orders (id, server) VALUES (?, @@wsrep_node_name) ON DUPLICATE KEY UPDATE id = id", id); err != nil {
+		return "", err
+	}
+	err = conn.QueryRowContext(ctx, "SELECT server FROM orders WHERE id = ?", id).Scan(&server)
+	return server, err
+}
+
+func (s mysqlStore) close() { s.db.Close() }
 
 // order stores order ?id=N and answers 200 only once its COMMIT returned,
 // with the address of the server that took it; 503 when the database did
@@ -145,9 +221,7 @@ func (a *App) order(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
-	var server string
-	err = a.db.QueryRow(ctx, `INSERT INTO orders (id, server) VALUES ($1, host(inet_server_addr()))
-		ON CONFLICT (id) DO UPDATE SET server = orders.server RETURNING server`, id).Scan(&server)
+	server, err := a.db.order(ctx, id)
 	if err != nil {
 		http.Error(w, "database: "+err.Error(), http.StatusServiceUnavailable)
 		return
@@ -170,7 +244,7 @@ func (a *App) Serve(ctx context.Context, ln net.Listener, log *slog.Logger) erro
 	defer cancel()
 	srv.Shutdown(sctx)
 	if a.db != nil {
-		a.db.Close()
+		a.db.close()
 	}
 	return nil
 }
