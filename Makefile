@@ -3,7 +3,7 @@ GO       ?= go
 PKGS     ?= ./...
 TESTFLAGS ?=
 
-.PHONY: all build package test test-short lint demo bench-lb bench-vip bench-pg bench-dr bench-dns bench-backup prereqs fuzz clean
+.PHONY: all build package test test-short lint demo bench-lb bench-vip bench-pg bench-dr bench-dns bench-backup bench-galera prereqs fuzz clean
 
 all: build
 
@@ -68,6 +68,9 @@ bench-dns:
 
 bench-backup:
 	$(GO) run ./bench/backup $(BENCHFLAGS)
+
+bench-galera:
+	$(GO) run ./bench/galera $(BENCHFLAGS)
 
 # Run each fuzz target, every func FuzzXxx in a _test.go file, for a while
 # (FUZZTIME=30s by default).
