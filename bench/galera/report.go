@@ -109,10 +109,10 @@ func (b *bench) method() string {
 		"or the server's own error: not ready, a certification conflict), **indeterminate** otherwise (sent, no answer). "+
 		"Each run waits until all three nodes are synced in one primary component and a connection through the router can write, "+
 		"writes for %s plus a uniformly random part of the target's period (keepalived's advert_int, HAProxy's check interval, haven's writer lease), "+
-		"injects the fault, waits until %d writes started after it (after the restarts, for a crash) were acknowledged (at most %s), writes %s more, stops, "+
+		"injects the fault, waits until %d writes started after it (after the restarts, for a stop or a crash) were acknowledged (at most %s), writes %s more, stops, "+
 		"starts a killed writer's node again, waits until the cluster is healthy and reads the run's rows on every node (`wsrep_sync_wait = 1`). "+
 		"**Write gap**: the longest time between two consecutive acknowledgements from the last one before the fault to the end. "+
-		"**Writable after**: for a crash, from the first node's restart to the first acknowledged write. "+
+		"**Writable after**: for a stop or a crash of every node, from the first node's restart to the first acknowledged write. "+
 		"**Lost**: acknowledged rows missing on any node afterwards.\n\n",
 		b.opt.every, b.opt.connTimeout, b.opt.opTimeout, b.opt.pre, backAfter, b.opt.maxOutage, b.opt.post)
 	sb.WriteString("Faults:\n\n")
