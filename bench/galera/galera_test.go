@@ -169,7 +169,7 @@ func TestHavenConf(t *testing.T) {
 func TestValidate(t *testing.T) {
 	ok := options{runs: 5, targets: []string{"keepalived", "haven"}, scenarios: []string{"writer"}, every: 20 * time.Millisecond,
 		connTimeout: time.Second, opTimeout: time.Second, pre: 2 * time.Second, post: 2 * time.Second,
-		maxOutage: time.Minute, personAfter: 30 * time.Second, settle: time.Minute, install: "auto"}
+		maxOutage: time.Minute, personAfter: 40 * time.Second, settle: time.Minute, install: "auto"}
 	if err := validate(ok); err != nil {
 		t.Fatal(err)
 	}
@@ -177,6 +177,7 @@ func TestValidate(t *testing.T) {
 		func(o *options) { o.targets = []string{"patroni"} },
 		func(o *options) { o.scenarios = []string{"postmaster"} },
 		func(o *options) { o.personAfter = 2 * time.Minute },
+		func(o *options) { o.personAfter = 30 * time.Second },
 		func(o *options) { o.runs = 0 },
 	} {
 		o := ok
