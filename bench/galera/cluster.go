@@ -80,7 +80,7 @@ func (b *bench) startCluster(ctx context.Context, t target, label string) (_ *cl
 			return nil, err
 		}
 		if t.kind == "guide" && i == 0 {
-			if err := c.waitSynced(ctx, node); err != nil {
+			if err := c.waitSynced(ctx, node, 1); err != nil {
 				return nil, err
 			}
 		}
@@ -177,7 +177,7 @@ func (c *cluster) startNode(node string, bootstrap bool) error {
 	if c.t.kind == "haven" {
 		return c.started(node)(h.Start(context.Background(), c.b.havenBin, "agent", "-c", filepath.Join(c.dir, "haven.yaml"), "-n", node))
 	}
-	if err := c.startServer(node, bootstrap); err != nil {
+	if err := c.startServer(node, bootstrap, ""); err != nil {
 		return err
 	}
 	if err := c.startClustercheck(node); err != nil {
@@ -194,11 +194,15 @@ func (c *cluster) startNode(node string, bootstrap bool) error {
 	return nil
 }
 
-// startServer starts the peer's mariadbd on node, as the mysql user.
-func (c *cluster) startServer(node string, bootstrap bool) error {
+// startServer starts the peer's mariadbd on node, as the mysql user;
+// from a recovered position when from is not "".
+func (c *cluster) startServer(node string, bootstrap bool, from string) error {
 	args := []string{"--defaults-file=" + filepath.Join(c.serverDir(node), "my.cnf"), "--user=mysql"}
 	if bootstrap {
 		args = append(args, "--wsrep-new-cluster")
+	}
+	if from != "" {
+		args = append(args, "--wsrep-start-position="+from)
 	}
 	p, err := c.net.Host(node).Start(context.Background(), c.b.tools.mariadbd, args...)
 	if err != nil {
@@ -296,14 +300,14 @@ func (c *cluster) synced(ctx context.Context, node string, size int) string {
 	return ""
 }
 
-// waitSynced waits until the bootstrapped node serves alone.
-func (c *cluster) waitSynced(ctx context.Context, node string) error {
-	return c.poll(ctx, 2*time.Minute, func() string { return c.synced(ctx, node, 1) })
+// waitSynced waits until node serves in a primary component of size.
+func (c *cluster) waitSynced(ctx context.Context, node string, size int) error {
+	return c.poll(ctx, 2*time.Minute, func() string { return c.synced(ctx, node, size) })
 }
 
 // health says why the cluster is not healthy: every node synced in one
 // primary component of three, and a connection through the router
-// reaches one of them and can write. "" when it is.
+// reaches one of them. "" when it is.
 func (c *cluster) health(ctx context.Context) string {
 	if why := c.allSynced(ctx); why != "" {
 		return why
@@ -415,8 +419,7 @@ func (c *cluster) makeTable(ctx context.Context) error {
 	return nil
 }
 
-// writerNode is the node a connection through the router reaches, once it
-// has written (a row of run 0) there.
+// writerNode is the node a connection through the router reaches.
 func (c *cluster) writerNode(ctx context.Context) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
@@ -551,18 +554,14 @@ func (c *cluster) stop(ctx context.Context, node string) error {
 	for _, p := range c.daemons[node] {
 		_ = p.Signal(syscall.SIGTERM)
 	}
-	deadline := time.After(time.Minute)
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	var errs []error
 	for _, p := range c.daemons[node] {
-		select {
-		case <-p.Done():
-		case <-deadline:
-			return fmt.Errorf("%s did not stop within a minute of SIGTERM", p)
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+		errs = append(errs, waitOrKill(ctx, p))
 	}
 	delete(c.servers, node)
-	return nil
+	return errors.Join(errs...)
 }
 
 // restart waits until node's namespace is empty, then starts its daemons
@@ -597,6 +596,13 @@ func (c *cluster) waitGone(ctx context.Context, node string) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("processes still in %s 15s after kill -9: %s", h.Namespace, strings.Fields(string(out)))
 		}
+		// What a killed node left: a server its agent started again
+		// between the two kills, an SST helper. The node is down.
+		for _, f := range strings.Fields(string(out)) {
+			if pid, e := strconv.Atoi(f); e == nil && pid > 1 && pid != os.Getpid() {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
 		if !harness.Sleep(ctx, 50*time.Millisecond) {
 			return ctx.Err()
 		}
@@ -616,23 +622,22 @@ func (c *cluster) waitGone(ctx context.Context, node string) error {
 var recoveredPosition = regexp.MustCompile(`WSREP: Recovered position: ([0-9a-f-]{36}):(-?\d+)`)
 
 // recoverByHand is what a person does when a Galera cluster does not come
-// back after every node crashed, by Galera's documentation: stop the
-// servers, find each node's last committed seqno (mariadbd
+// back by itself, by Galera's and MariaDB's documentation: stop the
+// servers, find each node's last committed position (mariadbd
 // --wsrep-recover), mark the most advanced node safe_to_bootstrap, start
-// it with galera_new_cluster (--wsrep-new-cluster), then the others.
+// it with galera_new_cluster from that position, as MariaDB's
+// galera_recovery passes it (--wsrep-new-cluster --wsrep-start-position),
+// then the others one at a time, each from its own position so that it
+// rejoins by IST.
 func (c *cluster) recoverByHand(ctx context.Context) (string, error) {
 	if err := c.stopServers(ctx); err != nil {
 		return "", err
 	}
-	seqno := make([]int64, len(nodes))
+	pos := make([]position, len(nodes))
 	errs := make([]error, len(nodes))
 	var wg sync.WaitGroup
 	for i, node := range nodes {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			seqno[i], errs[i] = c.recoverPosition(ctx, node)
-		}()
+		wg.Go(func() { pos[i], errs[i] = c.recoverPosition(ctx, node) })
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
@@ -640,7 +645,7 @@ func (c *cluster) recoverByHand(ctx context.Context) (string, error) {
 	}
 	best := 0
 	for i := range nodes {
-		if seqno[i] > seqno[best] {
+		if pos[i].seqno > pos[best].seqno {
 			best = i
 		}
 	}
@@ -653,37 +658,47 @@ func (c *cluster) recoverByHand(ctx context.Context) (string, error) {
 	if err := os.WriteFile(grastate, data, 0o660); err != nil {
 		return "", err
 	}
-	if err := c.startServer(nodes[best], true); err != nil {
+	if err := c.startServer(nodes[best], true, pos[best].String()); err != nil {
 		return "", err
 	}
-	if err := c.waitSynced(ctx, nodes[best]); err != nil {
+	if err := c.waitSynced(ctx, nodes[best], 1); err != nil {
 		return "", err
 	}
+	size := 1
 	for i, n := range nodes {
-		if i != best {
-			if err := c.startServer(n, false); err != nil {
-				return "", err
-			}
+		if i == best {
+			continue
+		}
+		if err := c.startServer(n, false, pos[i].String()); err != nil {
+			return "", err
+		}
+		size++
+		if err := c.waitSynced(ctx, n, size); err != nil {
+			return "", err
 		}
 	}
-	return fmt.Sprintf("%s bootstrapped by hand (seqnos %v)", nodes[best], seqno), nil
+	return fmt.Sprintf("%s bootstrapped by hand (positions %v)", nodes[best], pos), nil
 }
 
+// position is a node's place in its cluster's history.
+type position struct {
+	uuid  string
+	seqno int64
+}
+
+func (p position) String() string { return fmt.Sprintf("%s:%d", p.uuid, p.seqno) }
+
 // stopServers stops every peer mariadbd as systemctl stop would: SIGTERM,
-// and SIGKILL after 30 s.
+// and SIGKILL to what is left after 30 s.
 func (c *cluster) stopServers(ctx context.Context) error {
 	for _, p := range c.servers {
 		_ = p.Signal(syscall.SIGTERM)
 	}
-	deadline := time.After(30 * time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
 	for node, p := range c.servers {
-		select {
-		case <-p.Done():
-		case <-deadline:
-			_ = p.Kill()
-			<-p.Done()
-		case <-ctx.Done():
-			return ctx.Err()
+		if err := waitOrKill(ctx, p); err != nil {
+			return err
 		}
 		c.daemons[node] = slices.DeleteFunc(c.daemons[node], func(d *netlab.Proc) bool { return d == p })
 		delete(c.servers, node)
@@ -691,9 +706,26 @@ func (c *cluster) stopServers(ctx context.Context) error {
 	return nil
 }
 
+// waitOrKill waits until p exits, or kills it when ctx ends and waits 10 s
+// more for that.
+func waitOrKill(ctx context.Context, p *netlab.Proc) error {
+	select {
+	case <-p.Done():
+		return nil
+	case <-ctx.Done():
+	}
+	_ = p.Kill()
+	select {
+	case <-p.Done():
+		return nil
+	case <-time.After(10 * time.Second):
+		return fmt.Errorf("%s did not exit 10s after SIGKILL", p)
+	}
+}
+
 // recoverPosition runs mariadbd --wsrep-recover on node and returns the
-// seqno it found.
-func (c *cluster) recoverPosition(ctx context.Context, node string) (int64, error) {
+// position it found.
+func (c *cluster) recoverPosition(ctx context.Context, node string) (position, error) {
 	logFile := filepath.Join(c.serverDir(node), "mariadb.log")
 	before, _ := os.ReadFile(logFile)
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
@@ -701,14 +733,16 @@ func (c *cluster) recoverPosition(ctx context.Context, node string) (int64, erro
 	out, err := c.net.Host(node).Command(ctx, c.b.tools.mariadbd,
 		"--defaults-file="+filepath.Join(c.serverDir(node), "my.cnf"), "--user=mysql", "--wsrep-recover").CombinedOutput()
 	if err != nil {
-		return 0, fmt.Errorf("%s: mariadbd --wsrep-recover: %w: %s", node, err, harness.LastLines(string(out), 3))
+		return position{}, fmt.Errorf("%s: mariadbd --wsrep-recover: %w: %s", node, err, harness.LastLines(string(out), 3))
 	}
 	after, _ := os.ReadFile(logFile)
 	m := recoveredPosition.FindAllStringSubmatch(string(after[min(len(before), len(after)):]), -1)
 	if len(m) == 0 {
-		return 0, fmt.Errorf("%s: mariadbd --wsrep-recover printed no position: %s", node, harness.LastLines(string(after), 3))
+		return position{}, fmt.Errorf("%s: mariadbd --wsrep-recover printed no position: %s", node, harness.LastLines(string(after), 3))
 	}
-	return strconv.ParseInt(m[len(m)-1][2], 10, 64)
+	last := m[len(m)-1]
+	seqno, err := strconv.ParseInt(last[2], 10, 64)
+	return position{uuid: last[1], seqno: seqno}, err
 }
 
 // close stops everything the cluster started and removes its network.

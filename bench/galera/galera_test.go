@@ -30,6 +30,8 @@ func TestClassify(t *testing.T) {
 		{&mysql.MySQLError{Number: 1047, Message: "WSREP has not yet prepared node for application use"}, "failed"},
 		{fmt.Errorf("exec: %w", &mysql.MySQLError{Number: 1213, Message: "Deadlock found"}), "failed"},
 		{driver.ErrBadConn, "failed"},
+		{&mysql.MySQLError{Number: 1180, Message: "Got error 6 during COMMIT"}, "indeterminate"},
+		{&mysql.MySQLError{Number: 1053, Message: "Server shutdown in progress"}, "indeterminate"},
 		{mysql.ErrInvalidConn, "indeterminate"},
 		{io.ErrUnexpectedEOF, "indeterminate"},
 		{errors.New("i/o timeout"), "indeterminate"},

@@ -11,8 +11,8 @@
 //
 // Usage (as root, from the repository root):
 //
-//	go run ./bench/galera            # 5 runs of each fault per target (~30 min)
-//	go run ./bench/galera -quick     # 1 run of each (~8 min)
+//	go run ./bench/galera            # 5 runs of each fault per target (~40 min)
+//	go run ./bench/galera -quick     # 1 run of each (~10 min)
 //
 // See bench/galera/README.md for what each column means.
 package main

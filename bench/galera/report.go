@@ -113,8 +113,9 @@ func (b *bench) method() string {
 		"starts a killed writer's node again, waits until the cluster is healthy and reads the run's rows on every node (`wsrep_sync_wait = 1`). "+
 		"**Write gap**: the longest time between two consecutive acknowledgements from the last one before the fault to the end. "+
 		"**Writable after**: for a stop or a crash of every node, from the first node's restart to the first acknowledged write. "+
-		"**Lost**: acknowledged rows missing on any node afterwards.\n\n",
-		b.opt.every, b.opt.connTimeout, b.opt.opTimeout, b.opt.pre, backAfter, b.opt.maxOutage, b.opt.post)
+		"**Lost**: acknowledged rows missing on any node afterwards. "+
+		"A peer not writable %s after the restarts is recovered by hand (-person-after).\n\n",
+		b.opt.every, b.opt.connTimeout, b.opt.opTimeout, b.opt.pre, backAfter, b.opt.maxOutage, b.opt.post, b.opt.personAfter)
 	sb.WriteString("Faults:\n\n")
 	for _, n := range b.opt.scenarios {
 		sc, _ := findScenario(n)
@@ -142,8 +143,10 @@ func resultTable(cells []cell) string {
 			lost = fmt.Sprintf("**%d** (in %d of %d runs)", s.Lost, s.RunsLost, s.Runs)
 		}
 		writable, byHand := "–", "–"
-		if c.sc.name != "writer" {
+		if c.sc.name != "writer" && s.WritableWorst > 0 {
 			writable = fmtGap(s.Writable) + " / " + fmtGap(s.WritableWorst)
+		}
+		if c.sc.name != "writer" {
 			byHand = fmt.Sprintf("%d of %d", s.ByHand, s.Runs)
 		}
 		tab.Row(c.sc.title, c.t.name, strconv.Itoa(s.Runs), fmtGap(s.Median), fmtGap(s.Worst), writable, byHand, lost,

@@ -31,7 +31,8 @@ const (
 	galeraDefault = 5 * time.Second
 )
 
-// hostAddr is a host's address: the i-th host gets 198.18.1.(10+i).
+// hostAddr is a host's address: the i-th host, from 1, gets
+// 198.18.1.(10+i).
 func hostAddr(name string) netip.Addr {
 	for i, h := range hosts {
 		if h == name {
@@ -61,7 +62,7 @@ var allTargets = []target{
 	{name: "keepalived", kind: "guide", router: "keepalived", period: time.Second,
 		desc: "the guide's architecture: MariaDB Galera at its defaults on each node (`evs.suspect_timeout` PT5S, `evs.inactive_timeout` PT15S, `pc.recovery` on), started by hand (`--wsrep-new-cluster` on db1, then the others), and keepalived on each node moving the database address 198.18.1.100 (VRRP at its defaults: advert_int 1, priorities 103/102/101, preempt) with a `vrrp_script` that fails unless `wsrep_local_state` is 4 (keepalived's default interval 1s); the writer connects to the database address"},
 	{name: "haproxy", kind: "guide", router: "haproxy", period: 2 * time.Second,
-		desc: "the same Galera nodes behind HAProxy on the client as Percona documents it: `mode tcp`, `option httpchk` against a clustercheck service on each node's port 9200 (200 when `wsrep_local_state` is 4, else 503: Percona's clustercheck at its defaults), db1 the one writer and db2, db3 `backup`, HAProxy's default check timing (inter 2s, fall 3, rise 2)"},
+		desc: "the same Galera nodes behind HAProxy on the client as Percona documents it: `mode tcp`, `option httpchk` against a clustercheck service on each node's port 9200 (200 when `wsrep_local_state` is 4, else 503: Percona's clustercheck at its defaults), db1 the one writer and db2, db3 `backup`, HAProxy's default check timing (inter 2s, fall 3, rise 2) with `timeout connect 1s` and `timeout check 1s`"},
 	{name: "haven", kind: "haven", router: "", period: 500 * time.Millisecond,
 		desc: "haven agents (`database.engine: galera`, every default: failure_detection 5s, writer lease 500ms, writers one) with embedded etcd on the three nodes, and a router-only agent on the client; the writer connects to the client's router"},
 }

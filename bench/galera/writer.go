@@ -116,22 +116,31 @@ func (w *writer) loop(ctx context.Context) {
 	}
 }
 
-// classify says what an INSERT's error means for its row. The server's
-// own error (not ready, a certification conflict, read-only) means it was
-// not written; so does the driver's ErrBadConn, which it returns only when
-// nothing was sent. Anything else (a timeout, a connection lost after the
-// INSERT went out) leaves it unknown.
+// classify says what an INSERT's error means for its row. The driver's
+// ErrBadConn comes only when nothing was sent, and the server's refusals
+// below come before anything is replicated: the row was not written.
+// Anything else (a timeout, a connection lost after the INSERT went out,
+// a server error during the commit's replication or a shutdown) leaves it
+// unknown.
 func classify(err error) pgwrite.Outcome {
 	var myErr *mysql.MySQLError
 	switch {
 	case err == nil:
 		return acked
-	case errors.As(err, &myErr), errors.Is(err, driver.ErrBadConn):
+	case errors.Is(err, driver.ErrBadConn):
+		return failed
+	case errors.As(err, &myErr) && refusedBefore[myErr.Number]:
 		return failed
 	default:
 		return indeterminate
 	}
 }
+
+// refusedBefore are the server errors that leave nothing written: the
+// node is not ready (1047), the login was refused (1045), the write set
+// failed certification and was rolled back (1213), the server is read-only
+// (1290, 1836).
+var refusedBefore = map[uint16]bool{1047: true, 1045: true, 1213: true, 1290: true, 1836: true}
 
 func (w *writer) snapshot() []write {
 	w.mu.Lock()

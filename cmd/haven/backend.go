@@ -16,7 +16,7 @@ func runBackend(args []string, stderr io.Writer) error {
 	fs := newFlagSet("backend", stderr)
 	listen := fs.String("listen", "127.0.0.1:8081", "address to listen on")
 	name := fs.String("name", "", "the backend's name (default: the listen address)")
-	database := fs.String("database", "", "the database: a PostgreSQL connection string, or mysql://USER:PASSWORD@HOST:PORT/DATABASE; POST /orders?id=N stores order N there")
+	database := fs.String("database", "", "the database: a PostgreSQL connection string, or mysql://USER:PASSWORD@HOST:PORT/DATABASE for MariaDB; POST /orders?id=N stores order N there")
 	if err := fs.Parse(args); err != nil {
 		return parseError(err)
 	}

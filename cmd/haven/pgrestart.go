@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/agent"
+	"github.com/haven-ha/haven/internal/pg"
 )
 
 // pgRestart restarts PostgreSQL on nodes (every database node when none
@@ -122,13 +123,26 @@ func pgRestartNode(ac *adminClient, node string, inPlace bool, wait time.Duratio
 // start below them (it could then never receive the record).
 func waitReplayed(ac *adminClient, primary string, replicas []string, wait time.Duration) error {
 	ac.client.Timeout = 5 * time.Second
-	var d agent.DatabaseStatus
-	if err := ac.do("GET", primary, "/api/v1/database", &d); err != nil {
-		return fmt.Errorf("restart: read the primary %s's position: %w", primary, err)
-	}
-	target := d.Members[primary].LSN
 	began := time.Now()
+	var d agent.DatabaseStatus
 	why := "no answer"
+	// The target is a position the primary published once it ran with
+	// the new values (nothing pending any more): at or past their record.
+	var target pg.LSN
+	for target == 0 && time.Since(began) < wait {
+		if err := ac.do("GET", primary, "/api/v1/database", &d); err != nil {
+			why = err.Error()
+		} else if m := d.Members[primary]; len(m.PendingRestart) == 0 && m.LSN != 0 {
+			target = m.LSN
+			break
+		} else {
+			why = fmt.Sprintf("the primary still publishes settings pending a restart: %v", m.PendingRestart)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if target == 0 {
+		return fmt.Errorf("restart: the primary %s did not publish its position after its restart within %s: %s", primary, wait, why)
+	}
 	for time.Since(began) < wait {
 		if err := ac.do("GET", primary, "/api/v1/database", &d); err != nil {
 			why = err.Error()

@@ -42,7 +42,7 @@ type GaleraResult struct {
 	Gap, Writable time.Duration
 }
 
-// galeraPaths are where a Galera demo node keeps its server's files.
+// galeraSocket is a Galera demo node's server's unix socket.
 func galeraSocket(dir, node string) string { return filepath.Join(dir, node, "galera", "mysqld.sock") }
 
 // CanRunGalera says whether this machine can run the Galera act: what
@@ -51,7 +51,7 @@ func CanRunGalera() error {
 	if err := CanRunFloating(); err != nil {
 		return err
 	}
-	for _, p := range []string{"/usr/sbin/mariadbd", "/usr/lib/galera/libgalera_smm.so"} {
+	for _, p := range []string{"/usr/sbin/mariadbd", "/usr/lib/galera/libgalera_smm.so", "/usr/bin/mariabackup"} {
 		if _, err := os.Stat(p); err != nil {
 			return fmt.Errorf("it needs MariaDB and Galera (apt-get install mariadb-server galera-4 mariadb-backup): %w", err)
 		}
@@ -225,8 +225,7 @@ database:
 // waitGalera waits until the Galera nodes serve (three; two when not, the
 // lost writer, is named) and there is a writer other than not whose
 // record is newer than epoch, as the first database node that answers
-// sees it; it
-// returns the writer and its record's epoch. (A crashed node's last state
+// sees it; it returns the writer and its record's epoch. (A crashed node's last state
 // stays in etcd for its lease: the epoch tells a new writer from it.)
 func waitGalera(ctx context.Context, c *http.Client, not string, epoch int64, within time.Duration) (string, int64, error) {
 	deadline := time.Now().Add(within)

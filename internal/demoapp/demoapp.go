@@ -119,7 +119,8 @@ func (a *App) Handler() http.Handler {
 
 // UseDatabase keeps the app's orders at dsn (haven's database router, in
 // the demo), in a table orders (id, server) made beforehand: PostgreSQL
-// for a connection string or postgres:// URL, MySQL or MariaDB for a
+// for a connection string or postgres:// URL, MariaDB (a Galera node: the
+// order records its wsrep_node_name) for a
 // mysql://USER:PASSWORD@HOST:PORT/DATABASE URL.
 func (a *App) UseDatabase(ctx context.Context, dsn string) error {
 	var err error
@@ -189,8 +190,9 @@ func openMySQL(dsn string) (store, error) {
 	return mysqlStore{db}, nil
 }
 
-// order inserts the order with the name of the Galera node (or the host)
-// that took it, and reads that name back on the same connection.
+// order inserts the order with the name of the Galera node that took it
+// (MariaDB's wsrep_node_name, its host name without Galera), and reads
+// that name back on the same connection.
 func (s mysqlStore) order(ctx context.Context, id int64) (server string, err error) {
 	conn, err := s.db.Conn(ctx)
 	if err != nil {
