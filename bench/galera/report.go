@@ -71,14 +71,6 @@ func summarize(runs []runResult) summary {
 	return s
 }
 
-// medianDur is the median of v (never if the middle value is never).
-func medianDur(v []time.Duration) time.Duration {
-	if harness.Percentile(v, 50) == never {
-		return never
-	}
-	return harness.Median(v)
-}
-
 // report renders the whole run as markdown.
 func (b *bench) report(cells []cell) string {
 	var sb strings.Builder
@@ -209,14 +201,6 @@ func ratioTable(cells []cell, targets []string) string {
 	return sb.String()
 }
 
-// ratio is a ÷ b, formatted; "–" when either is unknown or b is 0.
-func ratio(a, b time.Duration) string {
-	if a == never || b == never || b <= 0 {
-		return "–"
-	}
-	return fmt.Sprintf("%.1f×", float64(a)/float64(b))
-}
-
 // perRun lists every run's gap and outcome.
 func perRun(cells []cell) string {
 	var sb strings.Builder
@@ -277,36 +261,13 @@ func cellNotes(c cell) string {
 	return strings.Join(parts, "; ")
 }
 
-// fmtGap formats a write gap: "not over" for never.
-func fmtGap(d time.Duration) string {
-	if d == never || d < 0 {
-		return "not over"
-	}
-	return fmtDur(d)
-}
-
-// fmtDur formats d as "552 ms" below a second and "3.29 s" above.
-func fmtDur(d time.Duration) string {
-	switch {
-	case d <= 0:
-		return "0"
-	case d < time.Second:
-		return fmt.Sprintf("%d ms", d.Round(time.Millisecond).Milliseconds())
-	}
-	return fmt.Sprintf("%.2f s", d.Seconds())
-}
-
-// msNumber is d in whole milliseconds, or "∞" for a gap not over.
-func msNumber(d time.Duration) string {
-	if d < 0 || d == never {
-		return "∞"
-	}
-	return fmt.Sprint(d.Round(time.Millisecond).Milliseconds())
-}
-
-func plural(n int, one, many string) string {
-	if n == 1 {
-		return one
-	}
-	return many
-}
+// The formatting of gaps and durations is the harness's, shared with the
+// other benchmarks.
+var (
+	medianDur = harness.MedianGap
+	ratio     = harness.Ratio
+	fmtGap    = harness.Gap
+	fmtDur    = harness.Dur
+	msNumber  = harness.Ms
+	plural    = harness.Plural
+)

@@ -472,3 +472,24 @@ func TestReapStaleUnmounts(t *testing.T) {
 		t.Errorf("%s is still mounted", disk)
 	}
 }
+
+// The reports' formats: a gap not over is said so, never a huge number.
+func TestFormats(t *testing.T) {
+	for _, c := range []struct{ got, want string }{
+		{Gap(NotOver), "not over"},
+		{Gap(1234 * time.Millisecond), "1.23 s"},
+		{Dur(552 * time.Millisecond), "552 ms"},
+		{Ms(NotOver), "∞"},
+		{Ms(1500 * time.Millisecond), "1500"},
+		{Ratio(6*time.Second, time.Second), "6.0×"},
+		{Ratio(NotOver, time.Second), "–"},
+		{Plural(1, "run", "runs"), "run"},
+	} {
+		if c.got != c.want {
+			t.Errorf("got %q, want %q", c.got, c.want)
+		}
+	}
+	if got := MedianGap([]time.Duration{time.Second, NotOver, NotOver}); got != NotOver {
+		t.Errorf("MedianGap with a middle gap not over = %v", got)
+	}
+}
