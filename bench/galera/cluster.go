@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -513,19 +512,13 @@ func (c *cluster) kill(node string) error {
 		ln.Close()
 		delete(c.checks, node)
 	}
-	out, err := exec.Command("ip", "netns", "pids", h.Namespace).Output()
+	pids, err := h.PIDs()
 	if err != nil {
-		return fmt.Errorf("ip netns pids %s: %w", h.Namespace, err)
+		return fmt.Errorf("the processes of %s: %w", h.Namespace, err)
 	}
 	daemon := map[int]bool{}
 	for _, p := range c.daemons[node] {
 		daemon[p.PID] = true
-	}
-	var pids []int
-	for _, f := range strings.Fields(string(out)) {
-		if pid, e := strconv.Atoi(f); e == nil && pid > 1 && pid != os.Getpid() {
-			pids = append(pids, pid)
-		}
 	}
 	slices.SortStableFunc(pids, func(a, b int) int {
 		switch {
@@ -586,22 +579,20 @@ func (c *cluster) waitGone(ctx context.Context, node string) error {
 	h := c.net.Host(node)
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		out, err := exec.Command("ip", "netns", "pids", h.Namespace).Output()
+		pids, err := h.PIDs()
 		if err != nil {
-			return fmt.Errorf("ip netns pids %s: %w", h.Namespace, err)
+			return fmt.Errorf("the processes of %s: %w", h.Namespace, err)
 		}
-		if strings.TrimSpace(string(out)) == "" {
+		if len(pids) == 0 {
 			break
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("processes still in %s 15s after kill -9: %s", h.Namespace, strings.Fields(string(out)))
+			return fmt.Errorf("processes still in %s 15s after kill -9: %v", h.Namespace, pids)
 		}
 		// What a killed node left: a server its agent started again
 		// between the two kills, an SST helper. The node is down.
-		for _, f := range strings.Fields(string(out)) {
-			if pid, e := strconv.Atoi(f); e == nil && pid > 1 && pid != os.Getpid() {
-				_ = syscall.Kill(pid, syscall.SIGKILL)
-			}
+		for _, pid := range pids {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 		if !harness.Sleep(ctx, 50*time.Millisecond) {
 			return ctx.Err()
@@ -773,9 +764,3 @@ func (c *cluster) saveLogs() {
 		}
 	}
 }
-
-func writeFile(path, content string, mode os.FileMode) error {
-	return os.WriteFile(path, []byte(content), mode)
-}
-
-func chmod(path string, mode os.FileMode) error { return os.Chmod(path, mode) }

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -170,7 +171,7 @@ func writeKeepalived(dir, node, client, socket string) error {
 	if err := harness.WriteTemplate(d.Check, checkScript, d); err != nil {
 		return err
 	}
-	if err := chmod(d.Check, 0o755); err != nil {
+	if err := os.Chmod(d.Check, 0o755); err != nil {
 		return err
 	}
 	return harness.WriteTemplate(filepath.Join(dir, "keepalived.conf"), keepalivedConf, d)
@@ -256,7 +257,7 @@ func writeHavenConf(dir string) error {
 	for i, h := range hosts {
 		d.Hosts = append(d.Hosts, havenHost{h, hostAddr(h).String(), string(rune('a' + i%3))})
 	}
-	if err := writeFile(filepath.Join(dir, "token"), "bench-galera-token\n", 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "token"), []byte("bench-galera-token\n"), 0o600); err != nil {
 		return err
 	}
 	return harness.WriteTemplate(filepath.Join(dir, "haven.yaml"), havenConf, d)

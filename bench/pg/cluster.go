@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"os/user"
 	"path/filepath"
 	"slices"
@@ -528,14 +527,12 @@ func (c *cluster) loseNode(node string) error {
 	h := c.net.Host(node)
 	c.down[node] = true
 	err := c.net.CutLink(h)
-	out, perr := exec.Command("ip", "netns", "pids", h.Namespace).Output()
+	pids, perr := h.PIDs()
 	if perr != nil {
-		return errors.Join(err, fmt.Errorf("ip netns pids %s: %w", h.Namespace, perr))
+		return errors.Join(err, fmt.Errorf("the processes of %s: %w", h.Namespace, perr))
 	}
-	for _, f := range strings.Fields(string(out)) {
-		if pid, e := strconv.Atoi(f); e == nil && pid > 1 && pid != os.Getpid() {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-		}
+	for _, pid := range pids {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
 	return err
 }
@@ -546,15 +543,15 @@ func (c *cluster) restoreNode(ctx context.Context, node string) error {
 	h := c.net.Host(node)
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		out, err := exec.Command("ip", "netns", "pids", h.Namespace).Output()
+		pids, err := h.PIDs()
 		if err != nil {
-			return fmt.Errorf("ip netns pids %s: %w", h.Namespace, err)
+			return fmt.Errorf("the processes of %s: %w", h.Namespace, err)
 		}
-		if strings.TrimSpace(string(out)) == "" {
+		if len(pids) == 0 {
 			break
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("processes still in %s 15s after kill -9: %s", h.Namespace, strings.Fields(string(out)))
+			return fmt.Errorf("processes still in %s 15s after kill -9: %v", h.Namespace, pids)
 		}
 		if !harness.Sleep(ctx, 50*time.Millisecond) {
 			return ctx.Err()

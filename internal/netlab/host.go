@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -267,6 +268,27 @@ func doIn(ns string, fn func() error) (err error) {
 		runtime.UnlockOSThread()
 	}()
 	return fn()
+}
+
+// PIDs are the processes in the host's namespace, but this process:
+// every daemon a test or benchmark started there and their children.
+func (h *Host) PIDs() ([]int, error) {
+	out, err := output(context.Background(), "", "ip", "netns", "pids", h.Namespace)
+	if err != nil {
+		return nil, err
+	}
+	return parsePIDs(out), nil
+}
+
+// parsePIDs reads ip netns pids' output, without pid 1 and this process.
+func parsePIDs(out string) []int {
+	var pids []int
+	for _, f := range strings.Fields(out) {
+		if pid, err := strconv.Atoi(f); err == nil && pid > 1 && pid != os.Getpid() {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
 
 // DialContext connects to address from inside the host, like

@@ -472,10 +472,8 @@ func removeNamespace(ns string) error {
 		}
 		return err
 	}
-	for _, f := range strings.Fields(out) {
-		if pid, err := strconv.Atoi(f); err == nil && pid > 1 && pid != os.Getpid() {
-			_ = syscall.Kill(pid, syscall.SIGKILL) // it may have exited already
-		}
+	for _, pid := range parsePIDs(out) {
+		_ = syscall.Kill(pid, syscall.SIGKILL) // it may have exited already
 	}
 	if err := ip(ctx, "netns", "del", ns); err != nil && !namespaceGone(ns) {
 		return err
