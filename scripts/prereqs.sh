@@ -42,6 +42,11 @@ if [ "$for_what" = test ]; then
   [ -x /usr/sbin/mariadbd ]                 || need+=(mariadb-server)
   [ -e /usr/lib/galera/libgalera_smm.so ]   || need+=(galera-4)
   have mariabackup || need+=(mariadb-backup)
+  # The replicated file volume (internal/volume, TestVolume): glusterd, the
+  # brick server and the self-heal daemon, and the FUSE client (the daemon
+  # is not started: haven runs its own).
+  have glusterd  || need+=(glusterfs-server)
+  have glusterfs || need+=(glusterfs-client)
   # The drill's HTML report is opened in a browser (internal/drill/report):
   # Debian's headless-capable Chromium, driven over the DevTools protocol.
   have chromium   || need+=(chromium)
@@ -81,7 +86,7 @@ if [ ${#need[@]} -gt 0 ]; then
     exit 1
   fi
   echo "prereqs: installing ${need[*]}"
-  # The daemons among them (nginx, haproxy, caddy, keepalived, mariadb) must not
+  # The daemons among them (nginx, haproxy, caddy, keepalived, mariadb, glusterd) must not
   # start: the tests run their own. Debian asks policy-rc.d first.
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d

@@ -66,6 +66,7 @@ func (a *Agent) routes() {
 	a.pprofRoutes()
 	a.timelineRoutes()
 	a.consoleRoutes()
+	a.volumeRoutes()
 	a.admin.HandleMutating("POST /api/v1/reload", func(w http.ResponseWriter, r *http.Request) {
 		if err := a.Reload(); err != nil {
 			web.WriteError(w, http.StatusUnprocessableEntity, err)

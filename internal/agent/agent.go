@@ -87,13 +87,14 @@ type Agent struct {
 // haven.yaml gives them to the node (nil otherwise); a change to their
 // sections needs a restart. Handlers read them through current.
 type roles struct {
-	coord  *coordination // the coordination section: the node's region's scope
-	global *coordination // the global scope, when the node has a part in it
-	vips   *floating     // this node's balancers' floating addresses
-	db     *dbRole       // a database node (PostgreSQL)
-	galera *galeraRole   // a database node (Galera)
-	backup *backupRole   // a database node with backup repositories
-	router *dbRouter     // a database router
+	coord   *coordination // the coordination section: the node's region's scope
+	global  *coordination // the global scope, when the node has a part in it
+	vips    *floating     // this node's balancers' floating addresses
+	db      *dbRole       // a database node (PostgreSQL)
+	galera  *galeraRole   // a database node (Galera)
+	backup  *backupRole   // a database node with backup repositories
+	router  *dbRouter     // a database router
+	volumes *volumeRole   // a storage or mount node of a volume
 }
 
 type runningBalancer struct {
@@ -375,6 +376,12 @@ func (a *Agent) startCoordinated(cfg *config.Config, rs *roles, st *stack) error
 		st.push("database router", rs.router.close)
 		rs.coord.onConnected(rs.router.follow)
 	}
+	if rs.volumes, err = newVolumes(a, cfg); err != nil {
+		return err
+	}
+	if rs.volumes != nil {
+		st.push("volumes", rs.volumes.start(rs.coord))
+	}
 	if rs.global != nil {
 		if cfg.Traffic != nil && slices.Contains(cfg.Traffic.Nameservers, a.opt.Node) {
 			rs.global.onConnected(a.watchDNSDrains)
@@ -508,8 +515,8 @@ func (a *Agent) reload() error {
 }
 
 // restartOnly lists what differs between old and cfg that a reload does
-// not apply: coordination, this node's floating addresses, and the
-// database section but for its settings.
+// not apply: coordination, this node's floating addresses, the database
+// section but for its settings, and the volumes.
 func restartOnly(old, cfg *config.Config, node string) []string {
 	var changed []string
 	if !reflect.DeepEqual(old.Coordination, cfg.Coordination) {
@@ -534,6 +541,9 @@ func restartOnly(old, cfg *config.Config, node string) []string {
 		}
 	case databaseRestartOnly(old.Database, cfg.Database):
 		changed = append(changed, "database (all but settings and hba, which a reload applies)")
+	}
+	if !reflect.DeepEqual(old.Volumes, cfg.Volumes) {
+		changed = append(changed, "volumes")
 	}
 	return changed
 }

@@ -223,11 +223,17 @@ func (a *Agent) drillRoutes() {
 // drillsOn returns the fault manager, or writes why there is none.
 func (a *Agent) drillsOn(w http.ResponseWriter) (*fault.Manager, bool) {
 	m := a.faultManager()
-	if m == nil {
+	switch cfg := a.config(); {
+	case m != nil:
+		return m, true
+	case cfg.Drills != nil && cfg.Drills.Enabled:
+		// On, but the agent has not got that far in its start: the
+		// caller may ask again.
+		web.WriteError(w, http.StatusServiceUnavailable, errors.New("drills are on but the agent is still starting: ask again"))
+	default:
 		web.WriteError(w, http.StatusNotFound, errors.New("drills are off: set drills.enabled: true in haven.yaml and restart the agent"))
-		return nil, false
 	}
-	return m, true
+	return nil, false
 }
 
 // injectFault serves POST /api/v1/drill/faults: the body is a fault.Spec

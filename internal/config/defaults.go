@@ -139,6 +139,20 @@ func applyDefaults(c *Config, r *report, dir string) {
 		c.Balancers[name].Name = name
 		defaultBalancer(c.Balancers[name], r, "balancers."+name, dir)
 	}
+	for _, name := range sortedKeys(c.Checks) {
+		if vp := c.Checks[name].Volume; vp != nil {
+			r.defaultInt(&vp.Port, "checks."+name+".volume.port", c.Admin.Port)
+			if t := c.Admin.TLS; t != nil {
+				vp.TLS, vp.CA = true, t.CA
+			}
+		}
+	}
+	for _, name := range sortedKeys(c.Volumes) {
+		if v := c.Volumes[name]; v != nil {
+			v.Name = name
+			defaultVolume(v, r, dir)
+		}
+	}
 	if c.Coordination != nil {
 		defaultCoordination(c.Coordination, r, dir)
 	}
@@ -160,6 +174,36 @@ func applyDefaults(c *Config, r *report, dir string) {
 			}
 		}
 	}
+}
+
+// A volume's defaults: glusterd's state and the bricks beside etcd's data,
+// and a ping timeout of seconds (GlusterFS's own, 42s, is how long every
+// client stalls when a server dies without closing its connections:
+// measured in bench/volume).
+const (
+	defaultVolumeEngine      = "glusterfs"
+	defaultVolumeBrick       = "/var/lib/haven/{node}/bricks/"
+	defaultVolumeGlusterdDir = "/var/lib/haven/{node}/glusterd"
+	defaultVolumePingTimeout = 2 * time.Second
+)
+
+func defaultVolume(v *Volume, r *report, dir string) {
+	path := "volumes." + v.Name
+	if v.Engine == "" {
+		v.Engine = defaultVolumeEngine
+	}
+	if v.Brick == "" {
+		v.Brick = defaultVolumeBrick + v.Name
+	}
+	v.Brick = resolvePath(dir, v.Brick)
+	if v.GlusterdDir == "" {
+		v.GlusterdDir = defaultVolumeGlusterdDir
+	}
+	v.GlusterdDir = resolvePath(dir, v.GlusterdDir)
+	if v.Mount != nil {
+		v.Mount.Path = resolvePath(dir, v.Mount.Path)
+	}
+	r.defaultDuration(&v.PingTimeout, path+".ping_timeout", defaultVolumePingTimeout)
 }
 
 // defaultDrillMaxDuration bounds a fault: long enough for a region's

@@ -18,6 +18,7 @@ type Config struct {
 	Traffic      *Traffic             `yaml:"traffic"`
 	Objectives   *Objectives          `yaml:"objectives"`
 	Drills       *Drills              `yaml:"drills"`
+	Volumes      map[string]*Volume   `yaml:"volumes"`
 
 	// File is the path the config was loaded from ("" for in-memory input).
 	File string `yaml:"-"`
@@ -131,6 +132,9 @@ type Check struct {
 	HTTPS *HTTPProbe `yaml:"https"`
 	ICMP  *ICMPProbe `yaml:"icmp"`
 	Exec  *ExecProbe `yaml:"exec"`
+	// Volume passes while the node at the target's address has volume
+	// Name mounted, writable and answering (internal/volume).
+	Volume *VolumeProbe `yaml:"volume"`
 
 	// Interval between probes while the target is stable (default 2s).
 	Interval Duration `yaml:"interval"`
@@ -187,6 +191,20 @@ type ICMPProbe struct{}
 // address is passed in HAVEN_TARGET, HAVEN_TARGET_HOST and HAVEN_TARGET_PORT.
 type ExecProbe struct {
 	Command []string `yaml:"command"`
+}
+
+// VolumeProbe asks the agent at the target's address, on its admin port,
+// whether its mount of a volume is healthy: present, writable and
+// answering within the check's timeout (GET /api/v1/volumes/NAME/mount).
+type VolumeProbe struct {
+	Name string `yaml:"name"`
+	// Port is the agent's admin port (default admin.port).
+	Port int `yaml:"port"`
+
+	// TLS is set when the admin API is served over HTTPS (admin.tls):
+	// the probe then verifies the agent's certificate with CA.
+	TLS bool   `yaml:"-"`
+	CA  string `yaml:"-"`
 }
 
 // Balancer is one load-balanced service.
@@ -784,4 +802,46 @@ func (o *Objectives) For(part string) (rto, rpo *time.Duration) {
 		}
 	}
 	return rto, rpo
+}
+
+// Volume is a replicated file volume (internal/volume): GlusterFS, a brick
+// on each of Servers in one replica set, mounted on the Mount nodes.
+type Volume struct {
+	// Engine is the engine underneath: glusterfs (the default and, for
+	// now, the only one).
+	Engine string `yaml:"engine"`
+	// Servers are the storage nodes: each runs glusterd and one brick of
+	// the volume. Three servers make a replica 3 volume.
+	Servers []string `yaml:"servers"`
+	// Arbiter, one of three Servers, holds only the files' names and
+	// metadata (replica 2 + arbiter): the third vote of a quorum without
+	// a third copy of the data.
+	Arbiter string `yaml:"arbiter"`
+	// Brick is the brick's directory on each server; "{node}" is
+	// replaced by the node name (default
+	// /var/lib/haven/{node}/bricks/VOLUME).
+	Brick string `yaml:"brick"`
+	// GlusterdDir is glusterd's working directory on each server, shared
+	// by every volume of the node; "{node}" is replaced by the node name
+	// (default /var/lib/haven/{node}/glusterd).
+	GlusterdDir string `yaml:"glusterd_dir"`
+	// Mount mounts the volume on application nodes.
+	Mount *VolumeMount `yaml:"mount"`
+	// PingTimeout is how long a client waits for a silent server before
+	// it writes to the others (network.ping-timeout, whole seconds;
+	// default 2s, GlusterFS's own is 42s).
+	PingTimeout Duration `yaml:"ping_timeout"`
+	// Settings are more `gluster volume set` options, applied after
+	// haven's own; the ones haven owns are refused.
+	Settings map[string]string `yaml:"settings"`
+
+	Name string `yaml:"-"`
+}
+
+// VolumeMount is where a volume is mounted (FUSE), and on which nodes.
+type VolumeMount struct {
+	Nodes []string `yaml:"nodes"`
+	// Path is the mount point, the same on every node; created if
+	// missing.
+	Path string `yaml:"path"`
 }

@@ -41,6 +41,7 @@ func validate(c *Config, r *report) {
 	v.traffic()
 	v.objectives(c.Objectives)
 	v.drills(c.Drills)
+	v.volumes()
 	v.listeners()
 	v.adminAddresses()
 }

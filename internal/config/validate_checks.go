@@ -6,7 +6,7 @@ import (
 )
 
 // probeKinds are a check's probes, exactly one of which is set.
-var probeKinds = []string{"tcp", "http", "https", "icmp", "exec"}
+var probeKinds = []string{"tcp", "http", "https", "icmp", "exec", "volume"}
 
 func (v *validator) check(ch *Check, path string) {
 	if !isName(ch.Name) {
@@ -43,12 +43,13 @@ func (v *validator) check(ch *Check, path string) {
 	if ch.Exec != nil && (len(ch.Exec.Command) == 0 || ch.Exec.Command[0] == "") {
 		v.errorf(path+".exec.command", "required: the program and its arguments, such as command: [/usr/local/bin/check-app, --quick]")
 	}
+	v.volumeProbe(ch.Volume, path+".volume")
 }
 
 // probeKinds lists the probe kinds set on ch, in the order of probeKinds.
 func (ch *Check) probeKinds() []string {
 	var set []string
-	for i, on := range []bool{ch.TCP != nil, ch.HTTP != nil, ch.HTTPS != nil, ch.ICMP != nil, ch.Exec != nil} {
+	for i, on := range []bool{ch.TCP != nil, ch.HTTP != nil, ch.HTTPS != nil, ch.ICMP != nil, ch.Exec != nil, ch.Volume != nil} {
 		if on {
 			set = append(set, probeKinds[i])
 		}

@@ -29,9 +29,9 @@ type ProberFunc func(ctx context.Context, target string) error
 // Probe calls f.
 func (f ProberFunc) Probe(ctx context.Context, target string) error { return f(ctx, target) }
 
-// NewProber returns the Prober for check c: tcp, http, https, icmp or exec,
-// whichever one is set. A probe's port, if set, replaces the target's. The
-// Prober bounds each probe by c.Timeout (default 1s) when the caller's
+// NewProber returns the Prober for check c: tcp, http, https, icmp, exec or
+// volume, whichever one is set. A probe's port, if set, replaces the
+// target's. The Prober bounds each probe by c.Timeout (default 1s) when the caller's
 // context has no deadline.
 func NewProber(c *config.Check) (Prober, error) {
 	p, err := newProber(c)
@@ -52,7 +52,7 @@ func newProber(c *config.Check) (Prober, error) {
 		set  bool
 	}{
 		{"tcp", c.TCP != nil}, {"http", c.HTTP != nil}, {"https", c.HTTPS != nil},
-		{"icmp", c.ICMP != nil}, {"exec", c.Exec != nil},
+		{"icmp", c.ICMP != nil}, {"exec", c.Exec != nil}, {"volume", c.Volume != nil},
 	} {
 		if k.set {
 			set = append(set, k.name)
@@ -60,7 +60,7 @@ func newProber(c *config.Check) (Prober, error) {
 	}
 	switch {
 	case len(set) == 0:
-		return nil, errors.New("no probe set: want one of tcp, http, https, icmp, exec")
+		return nil, errors.New("no probe set: want one of tcp, http, https, icmp, exec, volume")
 	case len(set) > 1:
 		return nil, fmt.Errorf("%s are all set: want exactly one probe", strings.Join(set, ", "))
 	}
@@ -73,6 +73,8 @@ func newProber(c *config.Check) (Prober, error) {
 		return newHTTPProber("https", c.HTTPS)
 	case c.ICMP != nil:
 		return newICMPProber(), nil
+	case c.Volume != nil:
+		return newVolumeProber(c.Volume)
 	default:
 		return newExecProber(c.Exec)
 	}
