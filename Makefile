@@ -3,7 +3,7 @@ GO       ?= go
 PKGS     ?= ./...
 TESTFLAGS ?=
 
-.PHONY: all build package test test-short lint demo bench-lb bench-vip bench-pg bench-dr bench-dns bench-backup bench-galera prereqs fuzz clean
+.PHONY: all build package test test-short lint demo bench-lb bench-vip bench-pg bench-dr bench-dns bench-backup bench-galera bench-volume prereqs fuzz clean
 
 all: build
 
@@ -71,6 +71,9 @@ bench-backup:
 
 bench-galera:
 	$(GO) run ./bench/galera $(BENCHFLAGS)
+
+bench-volume:
+	$(GO) run ./bench/volume $(BENCHFLAGS)
 
 # Run each fuzz target, every func FuzzXxx in a _test.go file, for a while
 # (FUZZTIME=30s by default).

@@ -27,6 +27,11 @@ have runuser || need+=(util-linux)
 # server's directory).
 compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || need+=(postgresql)
 have postgres || have pg_config || need+=(libpq-dev)
+# The replicated file volume (internal/volume, TestVolume, the demo's act
+# 6): glusterd, the brick server and the self-heal daemon, and the FUSE
+# client (the daemon is not started: haven runs its own).
+have glusterd  || need+=(glusterfs-server)
+have glusterfs || need+=(glusterfs-client)
 # The peers whose configuration files the benchmarks' tests check:
 # bench/lb (HAProxy, nginx with its stream module, Caddy), bench/pg
 # (HAProxy), bench/vip (keepalived).
@@ -42,11 +47,6 @@ if [ "$for_what" = test ]; then
   [ -x /usr/sbin/mariadbd ]                 || need+=(mariadb-server)
   [ -e /usr/lib/galera/libgalera_smm.so ]   || need+=(galera-4)
   have mariabackup || need+=(mariadb-backup)
-  # The replicated file volume (internal/volume, TestVolume): glusterd, the
-  # brick server and the self-heal daemon, and the FUSE client (the daemon
-  # is not started: haven runs its own).
-  have glusterd  || need+=(glusterfs-server)
-  have glusterfs || need+=(glusterfs-client)
   # The drill's HTML report is opened in a browser (internal/drill/report):
   # Debian's headless-capable Chromium, driven over the DevTools protocol.
   have chromium   || need+=(chromium)

@@ -17,6 +17,7 @@ func runBackend(args []string, stderr io.Writer) error {
 	listen := fs.String("listen", "127.0.0.1:8081", "address to listen on")
 	name := fs.String("name", "", "the backend's name (default: the listen address)")
 	database := fs.String("database", "", "the database: a PostgreSQL connection string, or mysql://USER:PASSWORD@HOST:PORT/DATABASE for MariaDB; POST /orders?id=N stores order N there")
+	files := fs.String("files", "", "a directory for uploaded files (a volume's mount): PUT /files/NAME stores one, GET /files/NAME serves it")
 	if err := fs.Parse(args); err != nil {
 		return parseError(err)
 	}
@@ -34,6 +35,11 @@ func runBackend(args []string, stderr io.Writer) error {
 	app := demoapp.New(*name)
 	if *database != "" {
 		if err := app.UseDatabase(ctx, *database); err != nil {
+			return err
+		}
+	}
+	if *files != "" {
+		if err := app.UseFiles(*files); err != nil {
 			return err
 		}
 	}

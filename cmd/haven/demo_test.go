@@ -24,9 +24,9 @@ func TestDemo(t *testing.T) {
 	// The agents' code runs under the race detector in the other tests. A
 	// bound, not a measure; act 5 plays in TestDemoRegion, within a bound
 	// of its own.
-	r := runHaven(t, testenv.Haven(t), 6*time.Minute, "demo", "--duration", "20s", "--region=false")
+	r := runHaven(t, testenv.Haven(t), 6*time.Minute, "demo", "--duration", "20s", "--region=false", "--volume=false")
 	if r.code != 0 {
-		t.Fatalf("haven demo --duration 20s --region=false:\n%s", r)
+		t.Fatalf("haven demo --duration 20s --region=false --volume=false:\n%s", r)
 	}
 	for _, want := range []string{
 		"haven demo " + testenv.Version,
@@ -135,9 +135,9 @@ func TestDemoRegion(t *testing.T) {
 	// without the race detector: race-built, they took most of CI's two
 	// cores for minutes; the code they run beyond the demo's is the
 	// keeper's and the agent's, which their own packages test with it.
-	r := runHaven(t, testenv.Haven(t), 6*time.Minute, "demo", "--duration", "1s", "--floating=false", "--database=false", "--traffic=false")
+	r := runHaven(t, testenv.Haven(t), 6*time.Minute, "demo", "--duration", "1s", "--floating=false", "--database=false", "--traffic=false", "--volume=false")
 	if r.code != 0 {
-		t.Fatalf("haven demo --duration 1s --floating=false --database=false --traffic=false:\n%s", r)
+		t.Fatalf("haven demo --duration 1s --floating=false --database=false --traffic=false --volume=false:\n%s", r)
 	}
 	// Act 5: region east is lost; writes resume in west where the traffic
 	// manager's answer points, east takes no write after west's first, and
@@ -172,6 +172,34 @@ func TestDemoRegion(t *testing.T) {
 	}
 }
 
+// TestDemoVolume plays the demo's first act and its sixth: a file uploaded
+// through the balancer is served, identical, by the other application
+// node after the one that stored it is killed.
+func TestDemoVolume(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the volume act runs for about a minute")
+	}
+	why := demo.CanRunVolume()
+	testenv.Need(t, why == nil, "the demo's volume act: %v", why)
+	r := runHaven(t, testenv.Haven(t), 6*time.Minute, "demo", "--duration", "1s", "--floating=false", "--database=false", "--traffic=false", "--region=false")
+	if r.code != 0 {
+		t.Fatalf("haven demo (act 6):\n%s", r)
+	}
+	m := regexp.MustCompile(`through the balancer: stored by (app\d)`).FindStringSubmatch(r.stdout)
+	if m == nil {
+		t.Fatalf("act 6 stored no upload:\n%s", r.stdout)
+	}
+	if !strings.Contains(r.stdout, "kill -9 of everything on "+m[1]) {
+		t.Errorf("act 6 did not kill %s, which stored the file:\n%s", m[1], r.stdout)
+	}
+	if !regexp.MustCompile(`served by app\d from the volume, 262144 bytes, identical to the upload: true`).MatchString(r.stdout) {
+		t.Errorf("act 6: the file was not served, identical, after the kill:\n%s", r.stdout)
+	}
+	if !regexp.MustCompile(`(?m)^6 +the application node that stored a file killed +web .* met$`).MatchString(r.stdout) {
+		t.Errorf("the demo's drill summary does not judge act 6 met:\n%s", r.stdout)
+	}
+}
+
 func atoi(t *testing.T, s string) int {
 	t.Helper()
 	n, err := strconv.Atoi(s)
@@ -192,7 +220,7 @@ func TestDemoGalera(t *testing.T) {
 	why := demo.CanRunGalera()
 	testenv.Need(t, why == nil, "the demo's Galera act: %v", why)
 	// The binary a user builds, as in TestDemo; a bound, not a measure.
-	r := runHaven(t, testenv.Haven(t), 8*time.Minute, "demo", "--engine", "galera", "--duration", "1s", "--floating=false", "--traffic=false")
+	r := runHaven(t, testenv.Haven(t), 8*time.Minute, "demo", "--engine", "galera", "--duration", "1s", "--floating=false", "--traffic=false", "--volume=false")
 	if r.code != 0 {
 		t.Fatalf("haven demo --engine galera:\n%s", r)
 	}

@@ -25,7 +25,7 @@ usage:
   haven lb     ACTION [BACKEND] ...      drain | enable | maint | weight | status (see haven lb -h)
   haven vip    move --to NODE | status   hand a floating address over; show its holder (see haven vip -h)
   haven db     status | bootstrap NODE | ...   the database, whatever its engine: PostgreSQL's actions as haven pg, Galera's bootstrap (see haven db -h)
-  haven volume status [NAME] | heal NAME [--full]   the replicated file volumes: bricks, heals, quorum, mounts (see haven volume -h)
+  haven volume status [NAME] | heal NAME | restore NAME --to DIR   the replicated file volumes: bricks, heals, quorum, mounts, the copy (see haven volume -h)
   haven pg     switchover [--to NODE] | pause | resume | reinit NODE | status   the database's primary, maintenance mode, a rebuilt replica, the members (see haven pg -h)
   haven restart [NODE...]                restart the agents one at a time (an upgrade), the database's primary last, after a switchover
   haven coord  members | replace OLD --with NEW | add | remove | snapshot FILE | defrag | alarms disarm   the etcd members (see haven coord -h)

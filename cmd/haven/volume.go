@@ -1,16 +1,21 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"maps"
+	"os"
+	"os/signal"
+	"path/filepath"
 	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/haven-ha/haven/internal/agent"
+	"github.com/haven-ha/haven/internal/backup/repo"
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/volume"
 )
@@ -26,6 +31,9 @@ actions:
   heal NAME [--full]       start a heal now from the first server that answers (the self-heal
                            daemons heal by themselves; --full walks every file, after a brick was
                            replaced or wiped)
+  restore NAME --to DIR    write the volume's copy (volumes.NAME.copy) into DIR, on this machine:
+                           every file of the last complete pass, checked against its digest (the
+                           other region's volume, mounted at DIR, after a disaster)
 
 flags:
 `
@@ -37,6 +45,7 @@ func runVolume(args []string, stdout, stderr io.Writer) error {
 	within := nodeTimeoutFlag(fs)
 	output := outputFlag(fs)
 	full := fs.Bool("full", false, "heal: every file, not only the entries the bricks list as pending")
+	to := fs.String("to", "", "restore: the directory to write the files into")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return parseError(err)
@@ -44,6 +53,12 @@ func runVolume(args []string, stdout, stderr io.Writer) error {
 	if len(pos) == 0 || len(pos) > 2 {
 		fs.Usage()
 		return errUsage
+	}
+	if pos[0] == "restore" {
+		if len(pos) != 2 || *to == "" {
+			return errors.New("volume restore: name the volume and the directory: haven volume restore NAME --to DIR")
+		}
+		return restoreVolume(stdout, *cfgPath, pos[1], *to)
 	}
 	ac, err := newAdminClient(*cfgPath)
 	if err != nil {
@@ -94,6 +109,39 @@ func runVolume(args []string, stdout, stderr io.Writer) error {
 	return errUsage
 }
 
+// restoreVolume writes volume name's copy into dir.
+func restoreVolume(w io.Writer, cfgPath, name, dir string) error {
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		return err
+	}
+	v, ok := cfg.Volumes[name]
+	switch {
+	case !ok:
+		return fmt.Errorf("%q is not a volume of %s", name, cfgPath)
+	case v.Copy == nil:
+		return fmt.Errorf("volume %s has no copy (volumes.%s.copy): there is nothing to restore from", name, name)
+	}
+	store, err := repo.Open(v.Copy.Repository)
+	if err != nil {
+		return err
+	}
+	if !filepath.IsAbs(dir) {
+		if dir, err = filepath.Abs(dir); err != nil {
+			return err
+		}
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer cancel()
+	st, err := volume.Restore(ctx, store, cfg.Cluster+"/volumes/"+name, dir)
+	if err != nil {
+		return fmt.Errorf("volume restore %s: %w (%d files written before it)", name, err, st.Files)
+	}
+	fmt.Fprintf(w, "restored %d files (%d bytes) of volume %s into %s: the volume as of %s (%s ago)\n",
+		st.Files, st.Bytes, name, dir, st.Started.UTC().Format(time.RFC3339), time.Since(st.Started).Round(time.Second))
+	return nil
+}
+
 // volumeNodes are the servers and mount nodes of the named volumes.
 func volumeNodes(cfg *config.Config, names []string) []string {
 	var nodes []string
@@ -124,6 +172,8 @@ func printVolumes(w io.Writer, cfg *config.Config, names []string, as []answer[[
 		var view *volume.Status
 		from := ""
 		mounts := map[string]*volume.MountStatus{}
+		var cp *volume.CopyStatus
+		copier := ""
 		for _, a := range as {
 			for _, v := range a.val {
 				if v.Name != name {
@@ -137,12 +187,16 @@ func printVolumes(w io.Writer, cfg *config.Config, names []string, as []answer[[
 				if v.Mount != nil {
 					mounts[a.node] = v.Mount
 				}
+				if v.Copy != nil && (cp == nil || v.Copy.Copying) {
+					cp, copier = v.Copy, a.node
+				}
 			}
 		}
 		if view != nil {
 			mergeOwnIndexes(view, name, as)
 		}
 		printVolume(w, cfg.Volumes[name], view, from, mounts)
+		printCopy(w, cfg.Volumes[name], cp, copier)
 	}
 	return errors.Join(errs...)
 }
@@ -217,6 +271,27 @@ func printVolume(w io.Writer, v *config.Volume, st *volume.Status, from string, 
 		default:
 			fmt.Fprintf(w, "  mount %s %s: NOT USABLE: %s (remounts %d)\n", n, m.Path, m.Why, m.Restarts)
 		}
+	}
+}
+
+// printCopy prints the copy as the node that makes it reports it.
+func printCopy(w io.Writer, v *config.Volume, c *volume.CopyStatus, node string) {
+	switch {
+	case v.Copy == nil:
+		return
+	case c == nil:
+		fmt.Fprintf(w, "  copy: no mount node answered\n")
+	case !c.Copying:
+		fmt.Fprintf(w, "  copy to %s: no node copies now (none holds the lock)\n", c.Target)
+	case c.LastPass.IsZero():
+		fmt.Fprintf(w, "  copy to %s by %s: no complete pass yet %s\n", c.Target, node, orDash(c.Err))
+	default:
+		fmt.Fprintf(w, "  copy to %s by %s: %d files as of %s ago (the files' recovery point), last pass took %s",
+			c.Target, node, c.Files, c.Lag.Round(time.Second), c.PassDuration.Round(time.Millisecond))
+		if c.Err != "" {
+			fmt.Fprintf(w, "; last pass FAILED: %s", c.Err)
+		}
+		fmt.Fprintln(w)
 	}
 }
 

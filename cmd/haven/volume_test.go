@@ -73,6 +73,7 @@ volumes:
     brick: %[1]s/{node}/brick
     glusterd_dir: %[1]s/{node}/glusterd
     mount: {nodes: [app1, app2], path: %[1]s/mnt/files}
+    copy: {repository: {url: "file://%[1]s/copy"}, every: 10s}
 `, base)
 	path := filepath.Join(base, "haven.yaml")
 	for name, content := range map[string]string{"haven.yaml": cfg, "admin.token": "volume-token\n"} {
@@ -500,13 +501,58 @@ func TestVolume(t *testing.T) {
 	l.waitBackend("app1", true, 30*time.Second)
 	t.Logf("app1's client killed: mounted again and back in the pool after %s", time.Since(start).Round(time.Millisecond))
 
+	// The copy for another region: a pass after every write above holds
+	// every acknowledged file, and haven volume restore writes them back.
+	written := time.Now()
+	var lag time.Duration
+	testenv.Poll(t, 2*time.Minute, "a complete copy pass started after the last write", func() (bool, string) {
+		var seen []string
+		for _, n := range []string{"app1", "app2"} {
+			var vs []agent.VolumeStatus
+			if _, err := l.get(n, "/api/v1/volumes", &vs); err != nil || len(vs) != 1 || vs[0].Copy == nil {
+				seen = append(seen, fmt.Sprintf("%s: %+v %v", n, vs, err))
+				continue
+			}
+			c := vs[0].Copy
+			seen = append(seen, fmt.Sprintf("%s: copying %v, last pass %s, %d files, %q", n, c.Copying, c.LastPass.Format("15:04:05.000"), c.Files, c.Err))
+			if c.Copying && c.LastPass.After(written) {
+				lag = c.Lag
+				return true, ""
+			}
+		}
+		return false, strings.Join(seen, "; ")
+	})
+	restored := filepath.Join(l.base, "restored")
+	if out, err := l.cli(l.cfg, "volume", "restore", "files", "--to", restored); err != nil {
+		t.Fatalf("haven volume restore: %v\n%s", err, out)
+	} else {
+		t.Logf("copy's lag %s when read; %s", lag.Round(time.Millisecond), strings.TrimSpace(out))
+	}
+	inCopy := 0
+	for sub, ws := range map[string][]*fileWriter{"cut": cut, "kill": kill, "part": part} {
+		for _, w := range ws {
+			for name, sum := range w.acked {
+				b, err := os.ReadFile(filepath.Join(restored, sub, name))
+				if err != nil || sha256.Sum256(b) != sum {
+					t.Errorf("acknowledged file %s/%s is not in the restored copy, identical: %v", sub, name, err)
+					continue
+				}
+				inCopy++
+			}
+		}
+	}
+	if _, err := os.Stat(filepath.Join(restored, ".haven")); err == nil {
+		t.Errorf("the copy holds haven's probe files")
+	}
+	t.Logf("%d acknowledged files restored from the copy, identical", inCopy)
+
 	out, err := l.cli(l.cfg, "volume", "status")
 	if err != nil {
 		t.Fatalf("haven volume status: %v\n%s", err, out)
 	}
 	// Heals may be pending: app1's killed client left its probe file's
 	// last write half done.
-	for _, want := range []string{"volume files: Started; client quorum yes, server quorum yes; heal pending ", ", split-brain 0 (as st1 saw it", "mount app1", "mount app2"} {
+	for _, want := range []string{"volume files: Started; client quorum yes, server quorum yes; heal pending ", ", split-brain 0 (as st1 saw it", "mount app1", "mount app2", "copy to file://"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("haven volume status does not say %q:\n%s", want, out)
 		}

@@ -12,6 +12,7 @@ import (
 
 	"go.etcd.io/etcd/client/v3/concurrency"
 
+	"github.com/haven-ha/haven/internal/backup/repo"
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/volume"
 	"github.com/haven-ha/haven/internal/web"
@@ -25,13 +26,15 @@ type volumeRole struct {
 	glusterd *volume.Glusterd
 	storages map[string]*volume.Storage
 	mounts   map[string]*volume.Mount
+	copiers  map[string]*volume.Copier
 	bricks   map[string][]volume.Brick
 }
 
 // newVolumes builds the node's volume roles, or returns nil when it has
 // none. It starts nothing; a missing GlusterFS fails it.
 func newVolumes(a *Agent, cfg *config.Config) (*volumeRole, error) {
-	r := &volumeRole{a: a, storages: map[string]*volume.Storage{}, mounts: map[string]*volume.Mount{}, bricks: map[string][]volume.Brick{}}
+	r := &volumeRole{a: a, storages: map[string]*volume.Storage{}, mounts: map[string]*volume.Mount{},
+		copiers: map[string]*volume.Copier{}, bricks: map[string][]volume.Brick{}}
 	node := a.opt.Node
 	for _, name := range slices.Sorted(maps.Keys(cfg.Volumes)) {
 		v := cfg.Volumes[name]
@@ -74,6 +77,18 @@ func newVolumes(a *Agent, cfg *config.Config) (*volumeRole, error) {
 				return nil, err
 			}
 			r.mounts[name] = m
+			if v.Copy != nil {
+				store, err := repo.Open(v.Copy.Repository)
+				if err != nil {
+					return nil, fmt.Errorf("volume %s: copy: %w", name, err)
+				}
+				c, err := volume.NewCopier(volume.CopyConfig{Volume: name, Dir: v.Mount.Path, Store: store,
+					Prefix: cfg.Cluster + "/volumes/" + name, Every: v.Copy.Every.D(), Logger: a.log})
+				if err != nil {
+					return nil, err
+				}
+				r.copiers[name] = c
+			}
 		}
 	}
 	if r.glusterd == nil && len(r.mounts) == 0 {
@@ -133,8 +148,11 @@ func (r *volumeRole) start(c *coordination) func() {
 	if len(r.storages) > 0 {
 		c.onConnected(r.runStorages)
 	}
+	if len(r.copiers) > 0 {
+		c.onConnected(r.runCopiers)
+	}
 	reg := r.a.reg
-	if err := reg.Register(volume.NewCollector(mapValues(r.storages), mapValues(r.mounts))); err != nil {
+	if err := reg.Register(volume.NewCollector(mapValues(r.storages), mapValues(r.mounts), mapValues(r.copiers))); err != nil {
 		r.a.log.Warn("volume metrics not registered", "err", err)
 	}
 	return func() {
@@ -167,6 +185,64 @@ func (r *volumeRole) runStorages(ctx context.Context, cl *etcdClients) {
 	}
 }
 
+// runCopiers makes each volume's copy while this node holds its lock: one
+// mount node at a time copies; when it goes (its session's lease
+// expires), another takes over.
+func (r *volumeRole) runCopiers(ctx context.Context, cl *etcdClients) {
+	cluster := r.a.config().Cluster
+	done := make(chan struct{}, len(r.copiers))
+	for _, name := range slices.Sorted(maps.Keys(r.copiers)) {
+		c := r.copiers[name]
+		go func() {
+			defer func() { done <- struct{}{} }()
+			key := "/haven/" + cluster + "/volumes/" + name + "/copy"
+			for ctx.Err() == nil {
+				if err := r.copyWhileHeld(ctx, cl, key, c); err != nil && ctx.Err() == nil {
+					r.a.log.Warn("volume copy: lock lost or not taken", "volume", name, "err", err)
+					select {
+					case <-ctx.Done():
+					case <-time.After(time.Second):
+					}
+				}
+			}
+		}()
+	}
+	for range r.copiers {
+		<-done
+	}
+}
+
+// copyWhileHeld waits for the copy's lock, then copies until the lock's
+// session ends or ctx does.
+func (r *volumeRole) copyWhileHeld(ctx context.Context, cl *etcdClients, key string, c *volume.Copier) error {
+	s, err := concurrency.NewSession(cl.all, concurrency.WithTTL(10), concurrency.WithContext(ctx))
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	m := concurrency.NewMutex(s, key)
+	if err := m.Lock(ctx); err != nil {
+		return err
+	}
+	held, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() {
+		select {
+		case <-s.Done():
+			stop()
+		case <-held.Done():
+		}
+	}()
+	c.SetCopying(true)
+	defer c.SetCopying(false)
+	r.a.log.Info("volume copy: this node copies", "event", "volume", "key", key)
+	err = c.Run(held)
+	uctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = m.Unlock(uctx)
+	return err
+}
+
 // etcdLock takes an etcd mutex under key; the unlock releases it and its
 // session. A holder that dies loses it with its session's lease.
 func etcdLock(ctx context.Context, cl *etcdClients, key string) (func(), error) {
@@ -195,6 +271,7 @@ type VolumeStatus struct {
 	Name    string              `json:"name"`
 	Storage *volume.Status      `json:"storage,omitempty"`
 	Mount   *volume.MountStatus `json:"mount,omitempty"`
+	Copy    *volume.CopyStatus  `json:"copy,omitempty"`
 	Bricks  []volume.Brick      `json:"bricks"`
 }
 
@@ -212,6 +289,10 @@ func (r *volumeRole) statuses() []VolumeStatus {
 		if m := r.mounts[name]; m != nil {
 			v := m.Status()
 			st.Mount = &v
+		}
+		if c := r.copiers[name]; c != nil {
+			v := c.Status()
+			st.Copy = &v
 		}
 		if st.Storage != nil || st.Mount != nil {
 			out = append(out, st)

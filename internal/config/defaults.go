@@ -185,6 +185,7 @@ const (
 	defaultVolumeBrick       = "/var/lib/haven/{node}/bricks/"
 	defaultVolumeGlusterdDir = "/var/lib/haven/{node}/glusterd"
 	defaultVolumePingTimeout = 2 * time.Second
+	defaultVolumeCopyEvery   = time.Minute
 )
 
 func defaultVolume(v *Volume, r *report, dir string) {
@@ -204,6 +205,15 @@ func defaultVolume(v *Volume, r *report, dir string) {
 		v.Mount.Path = resolvePath(dir, v.Mount.Path)
 	}
 	r.defaultDuration(&v.PingTimeout, path+".ping_timeout", defaultVolumePingTimeout)
+	if c := v.Copy; c != nil {
+		r.defaultDuration(&c.Every, path+".copy.every", defaultVolumeCopyEvery)
+		if c.Repository != nil {
+			c.Repository.CredentialsFile = resolvePath(dir, c.Repository.CredentialsFile)
+			if c.Repository.Name == "" {
+				c.Repository.Name = "volume " + v.Name
+			}
+		}
+	}
 }
 
 // defaultDrillMaxDuration bounds a fault: long enough for a region's

@@ -834,8 +834,24 @@ type Volume struct {
 	// Settings are more `gluster volume set` options, applied after
 	// haven's own; the ones haven owns are refused.
 	Settings map[string]string `yaml:"settings"`
+	// Copy copies the volume's files to a repository, for another
+	// region to restore them from.
+	Copy *VolumeCopy `yaml:"copy"`
 
 	Name string `yaml:"-"`
+}
+
+// VolumeCopy copies a volume's files, from a node that mounts it, to a
+// repository (file:// or s3://, as a backup repository), as the guide's
+// sync of the files to a bucket: each pass uploads what is new or changed
+// and deletes what is gone.
+type VolumeCopy struct {
+	// Repository is where the copy goes, under
+	// CLUSTER/volumes/VOLUME/ (its name is not used).
+	Repository *BackupRepository `yaml:"repository"`
+	// Every is the time between the starts of two passes (default 1m):
+	// the files' recovery point is at most about Every plus a pass.
+	Every Duration `yaml:"every"`
 }
 
 // VolumeMount is where a volume is mounted (FUSE), and on which nodes.

@@ -110,6 +110,9 @@ func (v *validator) volume(vol *Volume, path string) {
 			v.absPath(path+".mount.path", m.Path)
 		}
 	}
+	if c := vol.Copy; c != nil {
+		v.volumeCopy(vol, c, path+".copy")
+	}
 	for _, name := range sortedKeys(vol.Settings) {
 		key := path + ".settings." + name
 		switch by, owned := volumeOwnedSettings[name]; {
@@ -122,6 +125,28 @@ func (v *validator) volume(vol *Volume, path string) {
 		case vol.Settings[name] == "" || strings.ContainsAny(vol.Settings[name], "\n\r\x00"):
 			v.errorf(key, "%q: an option needs a value of one line", vol.Settings[name])
 		}
+	}
+}
+
+// Bounds on volumes.NAME.copy.every: more often than every 10s a pass
+// never rests on a large volume; less often than a day is no recovery
+// point anyone wants.
+const (
+	minCopyEvery = 10 * time.Second
+	maxCopyEvery = 24 * time.Hour
+)
+
+func (v *validator) volumeCopy(vol *Volume, c *VolumeCopy, path string) {
+	if vol.Mount == nil {
+		v.errorf(path, "needs mount: the copy is made from a node that mounts the volume")
+	}
+	if c.Repository == nil {
+		v.errorf(path+".repository", "required: where the copy goes, such as repository: {url: \"s3://shop-dr/files\", endpoint: ...}")
+	} else {
+		v.repository(path+".repository", c.Repository, path+".repository.url")
+	}
+	if d := c.Every.D(); d < minCopyEvery || d > maxCopyEvery {
+		v.errorf(path+".every", "%s is not between %s and %s", c.Every, Duration(minCopyEvery), Duration(maxCopyEvery))
 	}
 }
 

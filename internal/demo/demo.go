@@ -48,6 +48,10 @@ type Options struct {
 	// Region plays the fifth act (the database across two regions, region
 	// east lost) when the machine allows it; see CanRunRegion.
 	Region bool
+	// Volume plays the sixth act (the application's files on a
+	// replicated volume, an application node killed) when the machine
+	// allows it; see CanRunVolume.
+	Volume bool
 	// Engine is the third act's database: "postgres" (the default) or
 	// "galera" (MariaDB Galera; see CanRunGalera). The fifth act needs
 	// PostgreSQL, and is skipped with Galera.
@@ -71,6 +75,8 @@ type Result struct {
 	Traffic *TrafficResult
 	// Region is the fifth act's; nil when it did not run.
 	Region *RegionResult
+	// Volume is the sixth act's; nil when it did not run.
+	Volume *VolumeResult
 	// Verdicts are the acts judged as drills, against the warm standby's
 	// objectives.
 	Verdicts []ActVerdict
@@ -240,6 +246,9 @@ func RunResult(ctx context.Context, opt Options) (*Result, error) {
 		}
 	}
 	if res.Region, err = playAct(ctx, opt, opt.Region, "act 5 (a second region: region east is lost)", canRunRegion, RunRegion); err != nil {
+		return res, err
+	}
+	if res.Volume, err = playAct(ctx, opt, opt.Volume, "act 6 (the application's files on a replicated volume)", CanRunVolume, RunVolume); err != nil {
 		return res, err
 	}
 	res.Verdicts = res.verdicts()

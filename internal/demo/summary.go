@@ -58,6 +58,13 @@ func (r *Result) verdicts() []ActVerdict {
 	if g := r.Region; g != nil {
 		add("5", "region east lost", config.PartRegion, "writes through the routers", g.RTO, g.Lost, g.OldestLost)
 	}
+	if v := r.Volume; v != nil {
+		lost := 0
+		if !v.Identical {
+			lost = 1
+		}
+		add("6", "the application node that stored a file killed", config.PartWeb, "an uploaded file", v.Served, lost, 0)
+	}
 	return out
 }
 

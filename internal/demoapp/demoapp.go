@@ -1,6 +1,7 @@
 // Package demoapp is a small web application used by `haven demo`, the
 // tests and the benchmarks as a backend: a page, /healthz, a counter, slow
-// and failing endpoints, and a switch that makes it fail or hang on demand.
+// and failing endpoints, a switch that makes it fail or hang on demand,
+// orders kept in a database, and uploaded files kept in a directory.
 package demoapp
 
 import (
@@ -35,7 +36,8 @@ const (
 // App is one demo backend.
 type App struct {
 	Name    string
-	db      store // nil: no /orders
+	db      store  // nil: no /orders
+	files   string // "": no /files
 	served  atomic.Uint64
 	counter atomic.Uint64
 	mode    atomic.Int32
@@ -70,6 +72,8 @@ func (a *App) Handler() http.Handler {
 		fmt.Fprintf(w, "%s slept %dms\n", a.Name, ms)
 	})
 	mux.HandleFunc("POST /orders", a.order)
+	mux.HandleFunc("PUT /files/{name}", a.putFile)
+	mux.HandleFunc("GET /files/{name}", a.getFile)
 	mux.HandleFunc("POST /_demo/mode/{mode}", func(w http.ResponseWriter, r *http.Request) {
 		switch r.PathValue("mode") {
 		case "ok":

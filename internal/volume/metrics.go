@@ -11,11 +11,12 @@ import (
 type Collector struct {
 	storages []*Storage
 	mounts   []*Mount
+	copiers  []*Copier
 }
 
-// NewCollector returns the collector of storages and mounts.
-func NewCollector(storages []*Storage, mounts []*Mount) *Collector {
-	return &Collector{storages: storages, mounts: mounts}
+// NewCollector returns the collector of storages, mounts and copiers.
+func NewCollector(storages []*Storage, mounts []*Mount, copiers []*Copier) *Collector {
+	return &Collector{storages: storages, mounts: mounts, copiers: copiers}
 }
 
 var (
@@ -29,11 +30,15 @@ var (
 	descRestarts     = prometheus.NewDesc("haven_volume_brick_restarts_total", "Times this node's agent started its brick again after it died.", []string{"volume"}, nil)
 	descMountUp      = prometheus.NewDesc("haven_volume_mount_up", "1 while this node's mount of the volume is present, writable and answering (its last probe).", []string{"volume"}, nil)
 	descMountStarts  = prometheus.NewDesc("haven_volume_mount_restarts_total", "Times this node's agent mounted the volume again after its client exited.", []string{"volume"}, nil)
+	descCopying      = prometheus.NewDesc("haven_volume_copy_copying", "1 while this node holds the volume copy's lock and makes its passes.", []string{"volume"}, nil)
+	descCopyLag      = prometheus.NewDesc("haven_volume_copy_lag_seconds", "Time since the last complete copy pass started: files written before it are in the copy (the files' recovery point). Only on the node that copies.", []string{"volume"}, nil)
+	descCopyFiles    = prometheus.NewDesc("haven_volume_copy_files", "Files in the copy as of the last complete pass.", []string{"volume"}, nil)
+	descCopyPasses   = prometheus.NewDesc("haven_volume_copy_passes_total", "Copy passes this node made, by result (ok or failed).", []string{"volume", "result"}, nil)
 )
 
 // Describe sends every metric's description.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descBricks, descBricksOnline, descHealPending, descSplitBrain, descQuorum, descPeers, descConfigured, descRestarts, descMountUp, descMountStarts} {
+	for _, d := range []*prometheus.Desc{descBricks, descBricksOnline, descHealPending, descSplitBrain, descQuorum, descPeers, descConfigured, descRestarts, descMountUp, descMountStarts, descCopying, descCopyLag, descCopyFiles, descCopyPasses} {
 		ch <- d
 	}
 }
@@ -72,6 +77,17 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		st := m.Status()
 		gauge(descMountUp, b2f(st.Healthy), m.cfg.Volume)
 		ch <- prometheus.MustNewConstMetric(descMountStarts, prometheus.CounterValue, float64(st.Restarts), m.cfg.Volume)
+	}
+	for _, c := range c.copiers {
+		st := c.Status()
+		v := c.cfg.Volume
+		gauge(descCopying, b2f(st.Copying), v)
+		if st.Copying && !st.LastPass.IsZero() {
+			gauge(descCopyLag, st.Lag.Seconds(), v)
+			gauge(descCopyFiles, float64(st.Files), v)
+		}
+		ch <- prometheus.MustNewConstMetric(descCopyPasses, prometheus.CounterValue, float64(st.Passes), v, "ok")
+		ch <- prometheus.MustNewConstMetric(descCopyPasses, prometheus.CounterValue, float64(st.Failures), v, "failed")
 	}
 }
 

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/haven-ha/haven/internal/backup/repo"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 )
 
@@ -88,7 +90,9 @@ func TestMetricsLint(t *testing.T) {
 	m := &Mount{cfg: MountConfig{Volume: "files", Path: "/nonexistent"}}
 	m.last = MountStatus{Volume: "files", Healthy: true}
 	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(NewCollector([]*Storage{s}, []*Mount{m}))
+	cp, _ := NewCopier(CopyConfig{Volume: "files", Dir: "/nonexistent", Store: fakeStore{}})
+	cp.st = CopyStatus{Copying: true, LastPass: time.Now().Add(-time.Minute), Files: 3, Passes: 2}
+	reg.MustRegister(NewCollector([]*Storage{s}, []*Mount{m}, []*Copier{cp}))
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -104,9 +108,15 @@ func TestMetricsLint(t *testing.T) {
 	for _, mf := range mfs {
 		names = append(names, mf.GetName())
 	}
-	for _, want := range []string{"haven_volume_bricks_online", "haven_volume_heal_pending_entries", "haven_volume_quorum_met", "haven_volume_mount_up", "haven_volume_brick_restarts_total"} {
+	for _, want := range []string{"haven_volume_bricks_online", "haven_volume_heal_pending_entries", "haven_volume_quorum_met", "haven_volume_mount_up", "haven_volume_brick_restarts_total", "haven_volume_copy_lag_seconds", "haven_volume_copy_passes_total"} {
 		if !slices.Contains(names, want) {
 			t.Errorf("no %s in %s", want, strings.Join(names, ", "))
 		}
 	}
 }
+
+// fakeStore is a repository that holds nothing: the metrics' copier never
+// copies.
+type fakeStore struct{ repo.Repository }
+
+func (fakeStore) String() string { return "fake://" }
