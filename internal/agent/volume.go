@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"slices"
+	"sync"
 	"time"
 
 	"go.etcd.io/etcd/client/v3/concurrency"
@@ -167,22 +168,14 @@ func (r *volumeRole) start(c *coordination) func() {
 // lost, or the agent stops).
 func (r *volumeRole) runStorages(ctx context.Context, cl *etcdClients) {
 	cluster := r.a.config().Cluster
-	done := make(chan struct{}, len(r.storages))
-	for _, name := range slices.Sorted(maps.Keys(r.storages)) {
-		s := r.storages[name]
+	eachVolume(r.storages, func(name string, s *volume.Storage) {
 		s.SetLock(func(ctx context.Context) (func(), error) {
 			return etcdLock(ctx, cl, "/haven/"+cluster+"/volumes/"+name+"/create")
 		})
-		go func() {
-			defer func() { done <- struct{}{} }()
-			if err := s.Run(ctx); err != nil {
-				r.a.log.Error("volume stopped", "volume", name, "err", err)
-			}
-		}()
-	}
-	for range r.storages {
-		<-done
-	}
+		if err := s.Run(ctx); err != nil {
+			r.a.log.Error("volume stopped", "volume", name, "err", err)
+		}
+	})
 }
 
 // runCopiers makes each volume's copy while this node holds its lock: one
@@ -190,26 +183,28 @@ func (r *volumeRole) runStorages(ctx context.Context, cl *etcdClients) {
 // expires), another takes over.
 func (r *volumeRole) runCopiers(ctx context.Context, cl *etcdClients) {
 	cluster := r.a.config().Cluster
-	done := make(chan struct{}, len(r.copiers))
-	for _, name := range slices.Sorted(maps.Keys(r.copiers)) {
-		c := r.copiers[name]
-		go func() {
-			defer func() { done <- struct{}{} }()
-			key := "/haven/" + cluster + "/volumes/" + name + "/copy"
-			for ctx.Err() == nil {
-				if err := r.copyWhileHeld(ctx, cl, key, c); err != nil && ctx.Err() == nil {
-					r.a.log.Warn("volume copy: lock lost or not taken", "volume", name, "err", err)
-					select {
-					case <-ctx.Done():
-					case <-time.After(time.Second):
-					}
+	eachVolume(r.copiers, func(name string, c *volume.Copier) {
+		key := "/haven/" + cluster + "/volumes/" + name + "/copy"
+		for ctx.Err() == nil {
+			if err := r.copyWhileHeld(ctx, cl, key, c); err != nil && ctx.Err() == nil {
+				r.a.log.Warn("volume copy: lock lost or not taken", "volume", name, "err", err)
+				select {
+				case <-ctx.Done():
+				case <-time.After(time.Second):
 				}
 			}
-		}()
+		}
+	})
+}
+
+// eachVolume runs f for every volume of m, each in a goroutine, and
+// returns when they all have.
+func eachVolume[V any](m map[string]V, f func(name string, v V)) {
+	var wg sync.WaitGroup
+	for _, name := range slices.Sorted(maps.Keys(m)) {
+		wg.Go(func() { f(name, m[name]) })
 	}
-	for range r.copiers {
-		<-done
-	}
+	wg.Wait()
 }
 
 // copyWhileHeld waits for the copy's lock, then copies until the lock's

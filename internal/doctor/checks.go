@@ -11,6 +11,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -275,4 +277,57 @@ func agentRuns(ctx context.Context, admin string, useTLS bool) bool {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64))
 	return resp.StatusCode == http.StatusOK && strings.TrimSpace(string(b)) == "ok"
+}
+
+// checkVolumes checks what a volume's storage and mount nodes need:
+// GlusterFS's programs, extended attributes on each brick's file system
+// (GlusterFS keeps its metadata in trusted.* attributes), FUSE.
+func checkVolumes(nd needs) []Finding {
+	var out []Finding
+	need := func(bin, pkg, why string) {
+		if path, err := exec.LookPath(bin); err != nil {
+			out = append(out, Finding{Check: "volume", Severity: Fail, What: fmt.Sprintf("%s is not installed (%s)", bin, why), Fix: "apt-get install " + pkg})
+		} else {
+			out = append(out, Finding{Check: "volume", Severity: OK, What: fmt.Sprintf("%s in %s (%s)", bin, filepath.Dir(path), why)})
+		}
+	}
+	if len(nd.bricks) > 0 {
+		need("glusterd", "glusterfs-server", "a storage node")
+		need("gluster", "glusterfs-server", "a storage node")
+	}
+	for _, b := range nd.bricks {
+		p, err := statPath(b.path)
+		if err == nil {
+			err = trustedXattrs(p)
+		}
+		if err != nil {
+			out = append(out, Finding{Check: "volume", Severity: Fail, What: fmt.Sprintf("%s (%s): no trusted extended attributes: %v", b.path, b.key, err),
+				Fix: "put " + b.key + " on ext4 or XFS, and run the agent as root"})
+			continue
+		}
+		out = append(out, Finding{Check: "volume", Severity: OK, What: fmt.Sprintf("%s (%s): extended attributes work", b.path, b.key)})
+	}
+	if len(nd.mounts) > 0 {
+		need("glusterfs", "glusterfs-client", "mounts "+strings.Join(nd.mounts, ", "))
+		if _, err := os.Stat("/dev/fuse"); err != nil {
+			out = append(out, Finding{Check: "volume", Severity: Fail, What: "no /dev/fuse: " + err.Error(), Fix: "modprobe fuse (and, in a container, pass /dev/fuse through)"})
+		}
+	}
+	return out
+}
+
+// trustedXattrs sets and removes a trusted.* attribute on a file made in
+// dir.
+func trustedXattrs(dir string) error {
+	f, err := os.CreateTemp(dir, ".haven-doctor-")
+	if err != nil {
+		return err
+	}
+	name := f.Name()
+	f.Close()
+	defer os.Remove(name)
+	if err := unix.Setxattr(name, "trusted.haven-doctor", []byte("1"), 0); err != nil {
+		return err
+	}
+	return unix.Removexattr(name, "trusted.haven-doctor")
 }

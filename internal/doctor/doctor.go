@@ -86,6 +86,7 @@ func Node(ctx context.Context, cfg *config.Config, node string, opt Options) []F
 		func() []Finding { return checkClock(opt.Probes) },
 		func() []Finding { return checkPeers(ctx, needs, opt.Timeout) },
 		func() []Finding { return checkDisks(needs) },
+		func() []Finding { return checkVolumes(needs) },
 	}
 	// The checks are independent; the peers' dials take the longest.
 	out := make([][]Finding, len(checks))

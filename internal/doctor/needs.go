@@ -2,6 +2,7 @@ package doctor
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"net/url"
 	"slices"
@@ -65,6 +66,8 @@ type needs struct {
 	listens  []listen
 	peers    []peer
 	disks    []disk
+	bricks   []disk   // volumes' bricks on this storage node
+	mounts   []string // the volumes this node mounts, by key
 }
 
 // needsOf reads node's roles in cfg.
@@ -161,6 +164,17 @@ func needsOf(cfg *config.Config, n *config.Node) needs {
 		}
 		listenOn(addr, "udp", "the DNS traffic manager", "traffic.listen")
 		listenOn(addr, "tcp", "the DNS traffic manager", "traffic.listen")
+	}
+	for _, name := range slices.Sorted(maps.Keys(cfg.Volumes)) {
+		v := cfg.Volumes[name]
+		if slices.Contains(v.Servers, n.Name) {
+			nd.disks = append(nd.disks, disk{config.NodePath(v.Brick, n.Name), "volumes." + name + ".brick"},
+				disk{config.NodePath(v.GlusterdDir, n.Name), "volumes." + name + ".glusterd_dir"})
+			nd.bricks = append(nd.bricks, disk{config.NodePath(v.Brick, n.Name), "volumes." + name + ".brick"})
+		}
+		if v.Mount != nil && slices.Contains(v.Mount.Nodes, n.Name) {
+			nd.mounts = append(nd.mounts, "volumes."+name+".mount")
+		}
 	}
 	if cfg.Drills != nil && cfg.Drills.Enabled {
 		capFor(capNetAdmin, "drills' drop and loss faults (drills.enabled)")
