@@ -144,4 +144,21 @@ func TestPackageInstallsAndItsUnitVerifies(t *testing.T) {
 	if err != nil || len(bytes.TrimSpace(out)) > 0 {
 		t.Fatalf("systemd-analyze verify haven@db1.service: %v\n%s", err, out)
 	}
+	// A volume's node: the shipped drop-in, copied into place as
+	// docs/volume.md says, verifies too.
+	dropin := filepath.Join(root, "etc/systemd/system/haven@st1.service.d")
+	if err := os.MkdirAll(dropin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(root, "usr/share/doc/haven/systemd/volume.conf"))
+	if err != nil {
+		t.Fatalf("the package lacks the volume drop-in: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(dropin, "volume.conf"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err = exec.Command(analyze, "verify", "--root="+root, "haven@st1.service").CombinedOutput()
+	if err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Fatalf("systemd-analyze verify haven@st1.service with the volume drop-in: %v\n%s", err, out)
+	}
 }

@@ -179,9 +179,9 @@ func printVolumes(w io.Writer, cfg *config.Config, names []string, as []answer[[
 				if v.Name != name {
 					continue
 				}
-				// The reporter's status has every brick and the heals.
-				if v.Storage != nil && v.Storage.Err == "" && (view == nil || v.Storage.Reporter && !view.Reporter ||
-					v.Storage.Reporter == view.Reporter && v.Storage.At.After(view.At)) {
+				// The reporter's status has every brick and the heals;
+				// one that read everything beats one with an error.
+				if v.Storage != nil && (view == nil || better(v.Storage, view)) {
 					view, from = v.Storage, a.node
 				}
 				if v.Mount != nil {
@@ -199,6 +199,18 @@ func printVolumes(w io.Writer, cfg *config.Config, names []string, as []answer[[
 		printCopy(w, cfg.Volumes[name], cp, copier)
 	}
 	return errors.Join(errs...)
+}
+
+// better reports whether status a is the one to show rather than b: read
+// without an error, then the reporter's, then the newer.
+func better(a, b *volume.Status) bool {
+	switch {
+	case (a.Err == "") != (b.Err == ""):
+		return a.Err == ""
+	case a.Reporter != b.Reporter:
+		return a.Reporter
+	}
+	return a.At.After(b.At)
 }
 
 // mergeOwnIndexes raises each brick's pending count in view to what the
@@ -231,6 +243,9 @@ func printVolume(w io.Writer, v *config.Volume, st *volume.Status, from string, 
 	} else {
 		fmt.Fprintf(w, "volume %s: %s; client quorum %s, server quorum %s; heal pending %d, split-brain %d (as %s saw it %s ago)\n",
 			v.Name, st.State, yesNo(st.ClientQuorum), yesNo(st.ServerQuorum), st.HealPending, st.SplitBrain, from, time.Since(st.At).Round(time.Second))
+		if st.Err != "" {
+			fmt.Fprintf(w, "  could not read everything: %s\n", st.Err)
+		}
 		if st.Problem != "" {
 			fmt.Fprintf(w, "  not as configured: %s\n", st.Problem)
 		}

@@ -411,13 +411,13 @@ func TestVolume(t *testing.T) {
 		if err := l.n.CutLink(l.n.Host("st3")); err != nil {
 			t.Fatal(err)
 		}
-		l.sleep(8 * time.Second)
+		l.sleep(10 * time.Second)
 		if err := l.n.RestoreLink(l.n.Host("st3")); err != nil {
 			t.Fatal(err)
 		}
 		l.sleep(2 * time.Second)
 	})
-	l.report("st3's link cut for 8s", cut, true)
+	l.report("st3's link cut for 10s", cut, true, maxStall)
 
 	kill := l.writers("kill", []string{"app1", "app2"}, func() {
 		l.sleep(2 * time.Second)
@@ -434,7 +434,7 @@ func TestVolume(t *testing.T) {
 		}
 		l.sleep(8 * time.Second)
 	})
-	l.report("st2's glusterd, brick and self-heal daemon killed (kill -9)", kill, true)
+	l.report("st2's glusterd, brick and self-heal daemon killed (kill -9)", kill, true, maxStall)
 
 	l.waitHealthy("st1", 3*time.Minute)
 	n := l.verify("cut", cut) + l.verify("kill", kill)
@@ -458,8 +458,8 @@ func TestVolume(t *testing.T) {
 		}
 		l.sleep(3 * time.Second)
 	})
-	l.report("st3 and app2 partitioned from st1, st2 and app1 for 10s", part[:1], true)
-	l.report("st3 and app2 partitioned from st1, st2 and app1 for 10s", part[1:], false)
+	l.report("st3 and app2 partitioned from st1, st2 and app1 for 10s", part[:1], true, maxStall)
+	l.report("st3 and app2 partitioned from st1, st2 and app1 for 10s", part[1:], false, 0)
 	if len(part[1].failed) == 0 {
 		t.Errorf("app2, with only st3's brick, had every write acknowledged during the partition: the minority must refuse writes (client quorum)")
 	}
@@ -562,9 +562,15 @@ func TestVolume(t *testing.T) {
 	}
 }
 
-// report logs what the writers saw, and with noFailures fails the test on
-// a refused write.
-func (l *volumeLab) report(fault string, ws []*fileWriter, noFailures bool) {
+// maxStall bounds one write while a server is lost: the volume's ping
+// timeout (2s) and the reconnection, with room for a loaded machine, and
+// well under the 10s of the faults (GlusterFS's own 42s would stall a
+// write for the whole fault).
+const maxStall = 7 * time.Second
+
+// report logs what the writers saw; with noFailures it fails the test on
+// a refused write, and with a stall bound on a longer write.
+func (l *volumeLab) report(fault string, ws []*fileWriter, noFailures bool, stall time.Duration) {
 	t := l.t
 	t.Helper()
 	for _, w := range ws {
@@ -574,8 +580,8 @@ func (l *volumeLab) report(fault string, ws []*fileWriter, noFailures bool) {
 		if noFailures && len(w.failed) > 0 {
 			t.Errorf("%s: %s: %d writes refused, first: %s", fault, w.node, len(w.failed), w.failed[0])
 		}
-		if w.longest > 20*time.Second {
-			t.Errorf("%s: %s: %s without an acknowledged write: the clients waited for GlusterFS's own ping timeout (42s), not the volume's", fault, w.node, w.longest)
+		if stall > 0 && w.longestT > stall {
+			t.Errorf("%s: %s: a write took %s, more than %s: the clients did not go on without the lost server after the volume's ping timeout", fault, w.node, w.longestT, stall)
 		}
 		w.mu.Unlock()
 	}

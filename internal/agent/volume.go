@@ -84,7 +84,7 @@ func newVolumes(a *Agent, cfg *config.Config) (*volumeRole, error) {
 					return nil, fmt.Errorf("volume %s: copy: %w", name, err)
 				}
 				c, err := volume.NewCopier(volume.CopyConfig{Volume: name, Dir: v.Mount.Path, Store: store,
-					Prefix: cfg.Cluster + "/volumes/" + name, Every: v.Copy.Every.D(), Logger: a.log})
+					Prefix: cfg.Cluster + "/volumes/" + name, Every: v.Copy.Every.D(), Mounted: m.Mounted, Logger: a.log})
 				if err != nil {
 					return nil, err
 				}
@@ -228,6 +228,7 @@ func (r *volumeRole) copyWhileHeld(ctx context.Context, cl *etcdClients, key str
 		case <-held.Done():
 		}
 	}()
+	c.Forget() // another node may have copied since this one last did
 	c.SetCopying(true)
 	defer c.SetCopying(false)
 	r.a.log.Info("volume copy: this node copies", "event", "volume", "key", key)

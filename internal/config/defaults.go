@@ -196,13 +196,15 @@ func defaultVolume(v *Volume, r *report, dir string) {
 	if v.Brick == "" {
 		v.Brick = defaultVolumeBrick + v.Name
 	}
-	v.Brick = resolvePath(dir, v.Brick)
+	// Clean: glusterd names a brick by its canonical path, and haven
+	// compares the two.
+	v.Brick = filepath.Clean(resolvePath(dir, v.Brick))
 	if v.GlusterdDir == "" {
 		v.GlusterdDir = defaultVolumeGlusterdDir
 	}
-	v.GlusterdDir = resolvePath(dir, v.GlusterdDir)
-	if v.Mount != nil {
-		v.Mount.Path = resolvePath(dir, v.Mount.Path)
+	v.GlusterdDir = filepath.Clean(resolvePath(dir, v.GlusterdDir))
+	if v.Mount != nil && v.Mount.Path != "" {
+		v.Mount.Path = filepath.Clean(resolvePath(dir, v.Mount.Path))
 	}
 	r.defaultDuration(&v.PingTimeout, path+".ping_timeout", defaultVolumePingTimeout)
 	if c := v.Copy; c != nil {

@@ -270,6 +270,18 @@ func TestClusterRecoversFromEveryCrash(t *testing.T) {
 	l.claimReleased()
 	l.exec("db1", "CREATE DATABASE t")
 	l.exec("db1", "CREATE TABLE t.acked (id INT PRIMARY KEY)")
+	// Every node has the table before the writes: on a loaded machine a
+	// node was seen rejoining (a state transfer) after waitServing, and
+	// answered an INSERT without it (CI).
+	for _, n := range l.nodes {
+		testenv.Poll(t, time.Minute, n+" has the table", func() (bool, string) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			var c int
+			err := l.db(n).QueryRowContext(ctx, "SELECT COUNT(*) FROM t.acked").Scan(&c)
+			return err == nil, fmt.Sprint(err)
+		})
+	}
 	acked := 0
 	write := func(on string, n int) {
 		for range n {

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -55,8 +56,12 @@ type CopyConfig struct {
 	Store  repo.Repository
 	Prefix string
 	// Every is the time between the start of two passes.
-	Every  time.Duration
-	Logger *slog.Logger
+	Every time.Duration
+	// Mounted, when set, says whether Dir is the volume now: a pass
+	// over the empty directory under a mount that is gone would delete
+	// the whole copy.
+	Mounted func() error
+	Logger  *slog.Logger
 }
 
 // CopyStatus is a copy's state, as its copier last left it.
@@ -161,13 +166,28 @@ func (c *Copier) Pass(ctx context.Context) error {
 	return nil
 }
 
+// Forget drops the copy as this node last wrote it: another node may have
+// made passes since (the copy's lock changed hands), so the next pass
+// starts from the repository's manifest.
+func (c *Copier) Forget() {
+	c.mu.Lock()
+	c.copied = nil
+	c.mu.Unlock()
+}
+
 func (c *Copier) pass(ctx context.Context, start time.Time) error {
+	if c.cfg.Mounted != nil {
+		if err := c.cfg.Mounted(); err != nil {
+			return fmt.Errorf("not copying: the volume is not mounted here: %w", err)
+		}
+	}
 	prev, err := c.previous(ctx)
 	if err != nil {
 		return err
 	}
 	next := &Manifest{Volume: c.cfg.Volume, Started: start, Files: map[string]Entry{}}
-	uploaded := 0
+	uploaded, failed := 0, 0
+	firstFailure := ""
 	var bytes int64
 	err = filepath.WalkDir(c.cfg.Dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -207,7 +227,22 @@ func (c *Copier) pass(ctx context.Context, start time.Time) error {
 			return nil
 		}
 		if err != nil {
-			return err
+			if ctx.Err() != nil {
+				return err
+			}
+			// One file (growing while it is read, a name the
+			// repository refuses) must not hold up the others: the
+			// copy keeps its last version, if any, and the next pass
+			// tries again.
+			failed++
+			if firstFailure == "" {
+				firstFailure = err.Error()
+			}
+			if old, ok := prev.Files[rel]; ok {
+				next.Files[rel] = old
+				bytes += old.Size
+			}
+			return nil
 		}
 		next.Files[rel] = e
 		uploaded++
@@ -216,6 +251,9 @@ func (c *Copier) pass(ctx context.Context, start time.Time) error {
 	})
 	if err != nil {
 		return fmt.Errorf("copy %s: %w", c.cfg.Dir, err)
+	}
+	if len(next.Files) == 0 && len(prev.Files) > 0 {
+		return fmt.Errorf("not copying: %s holds no file and the copy %d: an empty volume is not mirrored over its copy (delete the copy by hand if the volume was emptied on purpose)", c.cfg.Dir, len(prev.Files))
 	}
 	var gone []string
 	for rel := range prev.Files {
@@ -239,6 +277,9 @@ func (c *Copier) pass(ctx context.Context, start time.Time) error {
 	c.st.LastPass, c.st.PassDuration = start, next.Finished.Sub(start)
 	c.st.Files, c.st.Bytes, c.st.Uploaded, c.st.Deleted = len(next.Files), bytes, uploaded, len(gone)
 	c.mu.Unlock()
+	if failed > 0 {
+		return fmt.Errorf("%d files not copied this pass (their last copy, if any, stays): first: %s", failed, firstFailure)
+	}
 	if uploaded > 0 || len(gone) > 0 {
 		c.log.Info("volume copied", "files", len(next.Files), "uploaded", uploaded, "deleted", len(gone), "took", next.Finished.Sub(start).Round(time.Millisecond))
 	}
@@ -328,16 +369,36 @@ func Restore(ctx context.Context, store repo.Repository, prefix, dir string) (Re
 		return RestoreStats{}, err
 	}
 	st := RestoreStats{Started: m.Started}
+	var damaged []string
 	for _, rel := range sortedKeys(m.Files) {
 		e := m.Files[rel]
-		if err := restoreOne(ctx, store, path.Join(prefix, "files", rel), filepath.Join(dir, filepath.FromSlash(rel)), e); err != nil {
+		if !fs.ValidPath(rel) || rel == "." {
+			// A manifest is the repository's: one altered by someone
+			// with access to it must not write outside dir.
+			return st, fmt.Errorf("restore: the manifest names %q, which is not a path inside the volume: refusing the copy", rel)
+		}
+		err := restoreOne(ctx, store, path.Join(prefix, "files", rel), filepath.Join(dir, filepath.FromSlash(rel)), e)
+		if errors.Is(err, errDamaged) {
+			// A pass cut short (the region lost mid-pass) may have
+			// replaced a file's object before the manifest that
+			// describes it: the others are restored all the same.
+			damaged = append(damaged, rel)
+			continue
+		}
+		if err != nil {
 			return st, fmt.Errorf("restore %s: %w", rel, err)
 		}
 		st.Files++
 		st.Bytes += e.Size
 	}
+	if len(damaged) > 0 {
+		return st, fmt.Errorf("%d files of the copy do not match the manifest's digests and were not restored (a pass cut short, or a damaged repository): %s", len(damaged), strings.Join(damaged[:min(len(damaged), 10)], ", "))
+	}
 	return st, nil
 }
+
+// errDamaged is an object that does not match its digest.
+var errDamaged = errors.New("the copy's contents do not match its digest: the repository's object is damaged")
 
 func restoreOne(ctx context.Context, store repo.Repository, name, dst string, e Entry) error {
 	rc, err := store.Get(ctx, name)
@@ -349,7 +410,9 @@ func restoreOne(ctx context.Context, store repo.Repository, name, dst string, e 
 		return err
 	}
 	tmp := dst + ".haven-restore"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, fs.FileMode(e.Mode)|0o200)
+	mode := fs.FileMode(e.Mode) & fs.ModePerm // never setuid: the manifest is the repository's
+	_ = os.Remove(tmp)
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, mode|0o200)
 	if err != nil {
 		return err
 	}
@@ -362,10 +425,10 @@ func restoreOne(ctx context.Context, store repo.Repository, name, dst string, e 
 		err = cerr
 	}
 	if err == nil && sum(h) != e.SHA256 {
-		err = fmt.Errorf("the copy's contents do not match its digest (%s): the repository's object is damaged", e.SHA256)
+		err = errDamaged
 	}
 	if err == nil {
-		err = os.Chmod(tmp, fs.FileMode(e.Mode))
+		err = os.Chmod(tmp, mode)
 	}
 	if err == nil {
 		err = os.Chtimes(tmp, e.ModTime, e.ModTime)

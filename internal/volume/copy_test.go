@@ -105,7 +105,7 @@ func TestCopyAndRestore(t *testing.T) {
 }
 
 // TestRestoreRefusesDamage: an object that does not match the manifest's
-// digest fails the restore, and leaves no file in its place.
+// digest is not restored and is named; the others are restored.
 func TestRestoreRefusesDamage(t *testing.T) {
 	ctx := context.Background()
 	vol, store, restored := t.TempDir(), t.TempDir(), t.TempDir()
@@ -118,10 +118,75 @@ func TestRestoreRefusesDamage(t *testing.T) {
 	if err := r.Put(ctx, "v/files/a.txt", strings.NewReader("tampered"), 8); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Restore(ctx, r, "v", restored); err == nil || !strings.Contains(err.Error(), "damaged") {
-		t.Fatalf("restore of a damaged object: %v, want an error that says so", err)
+	writeTree(t, vol, map[string]string{"b.txt": "intact"})
+	if err := c.Pass(ctx); err != nil {
+		t.Fatal(err)
 	}
-	if got := readTree(t, restored); len(got) != 0 {
-		t.Errorf("a damaged restore left %v", got)
+	if err := r.Put(ctx, "v/files/a.txt", strings.NewReader("tampered"), 8); err != nil {
+		t.Fatal(err)
+	}
+	st, err := Restore(ctx, r, "v", restored)
+	if err == nil || !strings.Contains(err.Error(), "1 files of the copy do not match") || st.Files != 1 {
+		t.Fatalf("restore of a damaged object: %v (%d restored), want it named and the intact file restored", err, st.Files)
+	}
+	if got := readTree(t, restored); got["b.txt"] != "intact" || got["a.txt"] != "" {
+		t.Errorf("restored %v, want b.txt only", got)
+	}
+}
+
+// TestRestoreRefusesEscape: a manifest altered to name a path outside the
+// target directory is refused before anything is written there.
+func TestRestoreRefusesEscape(t *testing.T) {
+	ctx := context.Background()
+	store, parent := t.TempDir(), t.TempDir()
+	restored := filepath.Join(parent, "restored")
+	r, _ := repo.OpenFile(store)
+	// The object the altered name leads to exists, with the digest the
+	// manifest gives: without the check, the restore would write it.
+	m := `{"volume":"files","files":{"../escaped":{"size":1,"mode":420,"sha256":"2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881"}}}`
+	if err := r.Put(ctx, "v/manifest.json", strings.NewReader(m), int64(len(m))); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Put(ctx, "v/escaped", strings.NewReader("x"), 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Restore(ctx, r, "v", restored); err == nil || !strings.Contains(err.Error(), "not a path inside") {
+		t.Fatalf("restore of a manifest naming ../escaped: %v, want it refused", err)
+	}
+	if _, err := os.Stat(filepath.Join(parent, "escaped")); err == nil {
+		t.Errorf("the restore wrote outside its directory")
+	}
+}
+
+// TestCopyKeepsCopyOfAnUnmountedVolume: a pass over a directory that is
+// not the volume (its mount gone), or that holds no file where the copy
+// has some, deletes nothing from the copy.
+func TestCopyKeepsCopyOfAnUnmountedVolume(t *testing.T) {
+	ctx := context.Background()
+	vol, store := t.TempDir(), t.TempDir()
+	r, _ := repo.OpenFile(store)
+	var mounted error
+	c, _ := NewCopier(CopyConfig{Volume: "files", Dir: vol, Store: r, Prefix: "v", Mounted: func() error { return mounted }})
+	writeTree(t, vol, map[string]string{"a.txt": "a", "b.txt": "b"})
+	if err := c.Pass(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"a.txt", "b.txt"} {
+		os.Remove(filepath.Join(vol, name))
+	}
+	mounted = errors.New("no GlusterFS mount")
+	if err := c.Pass(ctx); err == nil || !strings.Contains(err.Error(), "not mounted") {
+		t.Errorf("a pass without the mount: %v, want it refused", err)
+	}
+	mounted = nil
+	if err := c.Pass(ctx); err == nil || !strings.Contains(err.Error(), "holds no file") {
+		t.Errorf("a pass over an empty volume: %v, want it refused", err)
+	}
+	m, err := ReadManifest(ctx, r, "v")
+	if err != nil || len(m.Files) != 2 {
+		t.Fatalf("the copy after the refused passes: %v, %v; want its 2 files", m, err)
+	}
+	if st := c.Status(); st.Failures != 2 || st.Err == "" {
+		t.Errorf("status %+v: want 2 failures and the last one's reason", st)
 	}
 }

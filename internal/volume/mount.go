@@ -50,8 +50,8 @@ type MountStatus struct {
 	Healthy bool   `json:"healthy"`
 	Why     string `json:"why,omitempty"`
 	PID     int    `json:"pid,omitempty"`
-	// Restarts counts the mounts after the first: each one replaced a
-	// client that was gone.
+	// Restarts counts the successful mounts after the first: each one
+	// replaced a client that was gone.
 	Restarts int       `json:"restarts"`
 	Probed   time.Time `json:"probed"`
 }
@@ -69,8 +69,7 @@ type Mount struct {
 	mounts   int
 	restarts int
 	last     MountStatus
-	inflight chan struct{} // closed when the running probe ends
-	started  time.Time     // of the running probe
+	inflight *probeRun // the running probe, nil when none runs
 }
 
 // NewMount checks that the GlusterFS client is installed; it starts
@@ -193,15 +192,17 @@ func (m *Mount) mount(ctx context.Context) error {
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	m.mu.Lock()
-	if m.mounts > 0 {
-		m.restarts++
-	}
-	m.mounts++
 	m.pid = cmd.Process.Pid
 	m.mu.Unlock()
 	deadline := time.After(mountTimeout)
 	for {
 		if mounted, _, _ := mountState(m.cfg.Path); mounted {
+			m.mu.Lock()
+			if m.mounts > 0 {
+				m.restarts++ // a mount that replaced one that was gone
+			}
+			m.mounts++
+			m.mu.Unlock()
 			m.log.Info("volume mounted", "event", "volume", "pid", cmd.Process.Pid, "servers", strings.Join(m.cfg.Servers, ","))
 			go func() {
 				err := <-done
@@ -216,16 +217,45 @@ func (m *Mount) mount(ctx context.Context) error {
 		}
 		select {
 		case err := <-done:
+			m.mu.Lock()
+			m.pid = 0
+			m.mu.Unlock()
 			return fmt.Errorf("glusterfs exited before mounting: %v: %s", err, lastLine(strings.TrimSpace(out.String())))
 		case <-ctx.Done():
 			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			m.clearPID(cmd.Process.Pid)
 			return ctx.Err()
 		case <-deadline:
 			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			m.clearPID(cmd.Process.Pid)
 			return fmt.Errorf("glusterfs did not mount within %s (no server gave the volume's definition?): %s", mountTimeout, lastLine(strings.TrimSpace(out.String())))
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+func (m *Mount) clearPID(pid int) {
+	m.mu.Lock()
+	if m.pid == pid {
+		m.pid = 0
+	}
+	m.mu.Unlock()
+}
+
+// Mounted reports whether the volume is mounted here with its client
+// behind it (for the copy, which must not walk the directory under a mount
+// that is gone).
+func (m *Mount) Mounted() error {
+	mounted, _, err := mountState(m.cfg.Path)
+	switch {
+	case err != nil:
+		return err
+	case !mounted:
+		return fmt.Errorf("no GlusterFS mount on %s", m.cfg.Path)
+	case clientPID(m.cfg.Path) == 0:
+		return fmt.Errorf("the mount on %s has no client", m.cfg.Path)
+	}
+	return nil
 }
 
 // mountTimeout bounds a mount: fetching the volume's definition and
@@ -335,6 +365,13 @@ func (m *Mount) Status() MountStatus {
 	return st
 }
 
+// probeRun is one probe: its verdict is set before done is closed.
+type probeRun struct {
+	done    chan struct{}
+	started time.Time
+	err     error
+}
+
 // Probe checks that the mount is usable: mounted, not read-only, and that
 // a file written and synced through it returns within ctx's deadline. One
 // probe runs at a time: a caller that finds one running waits for it, and
@@ -342,39 +379,34 @@ func (m *Mount) Status() MountStatus {
 // with how long it has hung.
 func (m *Mount) Probe(ctx context.Context) error {
 	m.mu.Lock()
-	ch := m.inflight
-	if ch == nil {
-		ch = make(chan struct{})
-		m.inflight, m.started = ch, time.Now()
-		go m.probe(ch)
+	run := m.inflight
+	if run == nil {
+		run = &probeRun{done: make(chan struct{}), started: time.Now()}
+		m.inflight = run
+		go m.probe(run)
 	}
-	started := m.started
 	m.mu.Unlock()
 	select {
-	case <-ch:
-		st := m.Status()
-		if !st.Healthy {
-			return errors.New(st.Why)
-		}
-		return nil
+	case <-run.done:
+		return run.err
 	case <-ctx.Done():
-		err := fmt.Errorf("stale: the mount has not answered a write for %s", time.Since(started).Round(time.Millisecond))
-		m.record(false, err.Error())
-		return err
+		// The caller's verdict only: the probe goes on and records its
+		// own when it ends.
+		return fmt.Errorf("stale: the mount has not answered a write for %s", time.Since(run.started).Round(time.Millisecond))
 	}
 }
 
-func (m *Mount) probe(done chan struct{}) {
-	err := m.check()
+func (m *Mount) probe(run *probeRun) {
+	run.err = m.check()
 	why := ""
-	if err != nil {
-		why = err.Error()
+	if run.err != nil {
+		why = run.err.Error()
 	}
-	m.record(err == nil, why)
+	m.record(run.err == nil, why)
 	m.mu.Lock()
 	m.inflight = nil
 	m.mu.Unlock()
-	close(done)
+	close(run.done)
 }
 
 func (m *Mount) record(healthy bool, why string) {

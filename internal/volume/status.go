@@ -248,14 +248,14 @@ func (st *Status) brick(spec string) *BrickStatus {
 }
 
 // countSplitBrain adds the split-brain counts to a status with pending
-// heals.
-func (st *Status) countSplitBrain(ctx context.Context, cli *CLI) {
+// heals, and reports whether it could count them.
+func (st *Status) countSplitBrain(ctx context.Context, cli *CLI) bool {
 	counts, err := cli.SplitBrain(ctx, st.Volume)
 	if err != nil {
 		if st.Err == "" {
 			st.Err = err.Error()
 		}
-		return
+		return false
 	}
 	for _, h := range counts {
 		if b := st.brick(h.Brick); b != nil && h.Known {
@@ -263,6 +263,7 @@ func (st *Status) countSplitBrain(ctx context.Context, cli *CLI) {
 			st.SplitBrain = max(st.SplitBrain, h.SplitBrain)
 		}
 	}
+	return true
 }
 
 func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }

@@ -355,8 +355,9 @@ func (s *Storage) gather(ctx context.Context) {
 	s.mu.Unlock()
 	if st.HealPending > 0 {
 		if time.Since(counted) >= splitBrainEvery {
-			st.countSplitBrain(ctx, s.cfg.CLI)
-			counted = time.Now()
+			if st.countSplitBrain(ctx, s.cfg.CLI) {
+				counted = time.Now()
+			}
 		} else {
 			st.SplitBrain = prev.SplitBrain
 			for i := range st.Bricks {
