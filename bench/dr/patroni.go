@@ -435,7 +435,7 @@ func (p *patroni) Switchover(ctx context.Context, from string) (string, error) {
 	var log []string
 	start := time.Now()
 	step := func(what string) {
-		log = append(log, fmt.Sprintf("%s at %s", what, fmtDur(time.Since(start))))
+		log = append(log, fmt.Sprintf("%s at %s", what, harness.Dur(time.Since(start))))
 	}
 	out, err := p.patronictl(ctx, regionHosts[from].nodes[0], "edit-config", "--force",
 		"-s", "standby_cluster.host="+strings.Join(nodeAddrs(to), ","),

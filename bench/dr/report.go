@@ -205,7 +205,7 @@ func lagTable(sc scenario, cells []cell) string {
 		tab.Row(c.target, strconv.Itoa(s.Runs), strconv.Itoa(l.n),
 			fmt.Sprintf("%s / %s / %s", fmtBytes(l.bytes[0]), fmtBytes(l.bytes[1]), fmtBytes(l.bytes[2])),
 			fmt.Sprintf("%s / %s / %s", fmtBytes(l.received[0]), fmtBytes(l.received[1]), fmtBytes(l.received[2])),
-			fmt.Sprintf("%s / %s / %s", fmtDur(l.delay[0]), fmtDur(l.delay[1]), fmtDur(l.delay[2])),
+			fmt.Sprintf("%s / %s / %s", harness.Dur(l.delay[0]), harness.Dur(l.delay[1]), harness.Dur(l.delay[2])),
 			strconv.Itoa(s.Acked), fmt.Sprintf("%s / %s / %s", fmtLatency(s.Commit[0]), fmtLatency(s.Commit[1]), fmtLatency(s.Commit[2])), cellNotes(c))
 	}
 	sb.WriteString("\n")
@@ -239,8 +239,8 @@ func lossTable(sc scenario, cells []cell) string {
 		for _, l := range s.LagAtLoss {
 			lags = append(lags, fmtBytes(l))
 		}
-		tab.Row(c.target, strconv.Itoa(s.Runs), self, fmtGap(s.Writable[0])+" (from the "+from+")", fmtGap(s.WritableP90), fmtGap(s.Writable[1]),
-			fmtDur(s.Command), lost, strings.Join(lags, ", "), strconv.Itoa(s.Acked), cellNotes(c))
+		tab.Row(c.target, strconv.Itoa(s.Runs), self, harness.Gap(s.Writable[0])+" (from the "+from+")", harness.Gap(s.WritableP90), harness.Gap(s.Writable[1]),
+			harness.Dur(s.Command), lost, strings.Join(lags, ", "), strconv.Itoa(s.Acked), cellNotes(c))
 	}
 	sb.WriteString("\n")
 	return sb.String()
@@ -261,8 +261,8 @@ func switchoverTable(sc scenario, cells []cell) string {
 		if s.Lost > 0 {
 			lost = fmt.Sprintf("**%d** (in %d of %d runs)", s.Lost, s.RunsLost, s.Runs)
 		}
-		tab.Row(c.target, strconv.Itoa(s.Runs), fmtGap(s.Gap[0]), fmtGap(s.Gap[1]), lost,
-			fmt.Sprintf("%d (%d)", s.Indeterminate, s.IndetFound), fmtDur(s.Command), strconv.Itoa(s.Acked), cellNotes(c))
+		tab.Row(c.target, strconv.Itoa(s.Runs), harness.Gap(s.Gap[0]), harness.Gap(s.Gap[1]), lost,
+			fmt.Sprintf("%d (%d)", s.Indeterminate, s.IndetFound), harness.Dur(s.Command), strconv.Itoa(s.Acked), cellNotes(c))
 	}
 	sb.WriteString("\n")
 	return sb.String()
@@ -390,26 +390,8 @@ func cellNotes(c cell) string {
 	return strings.Join(parts, "; ")
 }
 
-func fmtGap(d time.Duration) string {
-	if d == never || d < 0 {
-		return "not over"
-	}
-	return fmtDur(d)
-}
-
-// fmtDur formats d as "552 ms" below a second and "3.29 s" above.
-func fmtDur(d time.Duration) string {
-	switch {
-	case d <= 0:
-		return "0"
-	case d < time.Second:
-		return fmt.Sprintf("%d ms", d.Round(time.Millisecond).Milliseconds())
-	}
-	return fmt.Sprintf("%.2f s", d.Seconds())
-}
-
 // fmtLatency formats a commit latency to a tenth of a millisecond below
-// 100 ms, where fmtDur's whole milliseconds would hide the difference
+// 100 ms, where harness.Dur's whole milliseconds would hide the difference
 // between two targets; "–" for none.
 func fmtLatency(d time.Duration) string {
 	switch {
@@ -418,7 +400,7 @@ func fmtLatency(d time.Duration) string {
 	case d < 100*time.Millisecond:
 		return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond))
 	}
-	return fmtDur(d)
+	return harness.Dur(d)
 }
 
 // fmtBytes formats a WAL distance: bytes below 10 KiB, then KiB and MiB.

@@ -501,21 +501,21 @@ func (r runResult) line(sc string) string {
 		st := lagStats(r.Samples)
 		c := commitStats(r.Commits)
 		s = fmt.Sprintf("%d samples: replayed bytes p50 %d p99 %d max %d; replay delay p50 %s p99 %s max %s; %d acknowledged, commit latency p50 %s p99 %s max %s",
-			st.n, st.bytes[0], st.bytes[1], st.bytes[2], fmtDur(st.delay[0]), fmtDur(st.delay[1]), fmtDur(st.delay[2]), r.Acked,
+			st.n, st.bytes[0], st.bytes[1], st.bytes[2], harness.Dur(st.delay[0]), harness.Dur(st.delay[1]), harness.Dur(st.delay[2]), r.Acked,
 			fmtLatency(c[0]), fmtLatency(c[1]), fmtLatency(c[2]))
 	case "loss":
 		s = fmt.Sprintf("promoted by itself: %v; writable %s after the %s (the command took %s); %d acknowledged in east, %d lost, %d acknowledged in east after the cut",
-			r.SelfPromoted, fmtGap(r.Writable), fromWhat(r), fmtDur(r.Command), r.Acked, len(r.Lost), r.AckedAfterCut)
+			r.SelfPromoted, harness.Gap(r.Writable), fromWhat(r), harness.Dur(r.Command), r.Acked, len(r.Lost), r.AckedAfterCut)
 		if r.LostDuringCut > 0 {
 			s += fmt.Sprintf(" (%d of them acknowledged while the cut was being made)", r.LostDuringCut)
 		}
-		s += fmt.Sprintf("; the cut took %s", fmtDur(r.CutEnd-r.CutStart))
+		s += fmt.Sprintf("; the cut took %s", harness.Dur(r.CutEnd-r.CutStart))
 		if r.LagAtLoss != nil {
 			s += fmt.Sprintf("; lag at the last sample before the cut %d bytes", r.LagAtLoss.ReplayedBytes)
 		}
 	case "switchover":
 		s = fmt.Sprintf("%s → %s: write pause %s, %d acknowledged, %d lost, %d indeterminate (%d found); the procedure took %s",
-			r.From, r.To, fmtGap(r.Gap), r.Acked, len(r.Lost), r.Indeterminate, r.IndeterminateFound, fmtDur(r.Command))
+			r.From, r.To, harness.Gap(r.Gap), r.Acked, len(r.Lost), r.Indeterminate, r.IndeterminateFound, harness.Dur(r.Command))
 	}
 	for _, n := range r.Notes {
 		s += "; " + n

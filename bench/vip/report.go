@@ -14,7 +14,7 @@ import (
 func (b *bench) report(cells []cell) string {
 	var sb strings.Builder
 	sb.WriteString(harness.Header("haven floating-address benchmark (bench/vip)",
-		fmt.Sprintf("%d %s of each fault per target", b.opt.runs, plural(b.opt.runs, "run", "runs")), b.opt.quick, b.machine, b.versions))
+		fmt.Sprintf("%d %s of each fault per target", b.opt.runs, harness.Plural(b.opt.runs, "run", "runs")), b.opt.quick, b.machine, b.versions))
 	sb.WriteString(b.method())
 	sb.WriteString(faultTable(cells))
 	sb.WriteString(lossTable(cells, b.opt))
@@ -74,9 +74,9 @@ func faultTable(cells []cell) string {
 			continue
 		}
 		s := summarize(c.runs)
-		tab.Row(c.sc.title, c.t.name, strconv.Itoa(s.Runs), fmtOutage(s.Median), fmtOutage(s.Worst),
-			fmtMS(s.MedianUnanswered)+" / "+fmtMS(s.WorstUnanswered), fmtMS(s.WorstGap),
-			fmt.Sprintf("%d of %d", s.RunsTwo, s.Runs), fmtMS(s.TwoHolder), cellNotes(c))
+		tab.Row(c.sc.title, c.t.name, strconv.Itoa(s.Runs), harness.Gap(s.Median), harness.Gap(s.Worst),
+			harness.Dur(s.MedianUnanswered)+" / "+harness.Dur(s.WorstUnanswered), harness.Dur(s.WorstGap),
+			fmt.Sprintf("%d of %d", s.RunsTwo, s.Runs), harness.Dur(s.TwoHolder), cellNotes(c))
 	}
 	sb.WriteString("\nPer run (outage / unanswered during the fault / two-holder time, ms):\n\n")
 	for _, c := range rows {
@@ -89,7 +89,7 @@ func faultTable(cells []cell) string {
 				parts = append(parts, "error")
 				continue
 			}
-			parts = append(parts, fmt.Sprintf("%s/%s/%s", msNumber(r.Outage), msNumber(r.Unanswered), msNumber(r.TwoHolder)))
+			parts = append(parts, fmt.Sprintf("%s/%s/%s", harness.Ms(r.Outage), harness.Ms(r.Unanswered), harness.Ms(r.TwoHolder)))
 		}
 		fmt.Fprintf(&sb, "- %s · %s: %s\n", c.sc.name, c.t.name, strings.Join(parts, ", "))
 	}
@@ -124,8 +124,8 @@ func lossTable(cells []cell, opt options) string {
 			unanswered += r.Unanswered
 			gaps += r.FaultGaps
 		}
-		tab.Row(c.t.name, strconv.Itoa(s.Runs), strconv.Itoa(s.Failovers), strconv.Itoa(s.Changes), fmtMS(unanswered), strconv.Itoa(gaps), fmtMS(s.WorstGap),
-			fmt.Sprintf("%d of %d", s.RunsTwo, s.Runs), fmtMS(s.TwoHolder), cellNotes(c))
+		tab.Row(c.t.name, strconv.Itoa(s.Runs), strconv.Itoa(s.Failovers), strconv.Itoa(s.Changes), harness.Dur(unanswered), strconv.Itoa(gaps), harness.Dur(s.WorstGap),
+			fmt.Sprintf("%d of %d", s.RunsTwo, s.Runs), harness.Dur(s.TwoHolder), cellNotes(c))
 	}
 	sb.WriteString("\n")
 	return sb.String()
@@ -162,7 +162,7 @@ func steadyTable(cells []cell, targets []string) string {
 			continue
 		}
 		rows++
-		tab.Row(name, fmt.Sprintf("%.1f s", probed.Seconds()), fmtMS(unanswered), strconv.Itoa(gaps), fmtMS(longest),
+		tab.Row(name, fmt.Sprintf("%.1f s", probed.Seconds()), harness.Dur(unanswered), strconv.Itoa(gaps), harness.Dur(longest),
 			fmt.Sprintf("%.1f", float64(gaps)/probed.Minutes()))
 	}
 	if rows == 0 {
@@ -220,48 +220,10 @@ func cellNotes(c cell) string {
 		parts = append(parts, fmt.Sprintf("the address went unanswered more than once during the fault in %d of %d runs (up to %d times)", several, len(c.runs), gaps[len(gaps)-1]))
 	}
 	if len(cmds) > 0 {
-		parts = append(parts, fmt.Sprintf("`haven vip move` returned after %s (median)", fmtMS(medianDur(cmds))))
+		parts = append(parts, fmt.Sprintf("`haven vip move` returned after %s (median)", harness.Dur(medianDur(cmds))))
 	}
 	if c.sc.name == "kill" && c.t.kind == "keepalived" && ok > 0 {
 		parts = append(parts, "the killed node keeps the address on its interface (and answers) until keepalived starts again on it and removes its VIPs")
 	}
 	return strings.Join(parts, "; ")
-}
-
-// fmtOutage formats an outage: "–" for none, "never" when it had not
-// ended, milliseconds below a second, seconds above.
-func fmtOutage(d time.Duration) string {
-	switch {
-	case d == never || d < 0:
-		return "not over"
-	case d == 0:
-		return "0"
-	}
-	return fmtMS(d)
-}
-
-// fmtMS formats d as "552 ms" below a second and "3.29 s" above.
-func fmtMS(d time.Duration) string {
-	switch {
-	case d <= 0:
-		return "0"
-	case d < time.Second:
-		return fmt.Sprintf("%d ms", d.Round(time.Millisecond).Milliseconds())
-	}
-	return fmt.Sprintf("%.2f s", d.Seconds())
-}
-
-// msNumber is d in whole milliseconds, or "∞" for an outage not over.
-func msNumber(d time.Duration) string {
-	if d < 0 || d == never {
-		return "∞"
-	}
-	return fmt.Sprint(d.Round(time.Millisecond).Milliseconds())
-}
-
-func plural(n int, one, many string) string {
-	if n == 1 {
-		return one
-	}
-	return many
 }

@@ -127,7 +127,7 @@ func (r runResult) line() string {
 		return "error: " + r.Err
 	}
 	s := fmt.Sprintf("holder %s, outage %s, unanswered during the fault %s in %d gaps, longest gap %s, two holders %s (%d probes), holder changes %d; before the fault %d gaps",
-		r.Holder, fmtOutage(r.Outage), fmtMS(r.Unanswered), r.FaultGaps, fmtMS(r.MaxGap), fmtMS(r.TwoHolder), r.TwoHolderProbes, r.Changes, r.PreGaps)
+		r.Holder, harness.Gap(r.Outage), harness.Dur(r.Unanswered), r.FaultGaps, harness.Dur(r.MaxGap), harness.Dur(r.TwoHolder), r.TwoHolderProbes, r.Changes, r.PreGaps)
 	for _, n := range r.Notes {
 		s += "; " + n
 	}

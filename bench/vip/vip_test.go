@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/haven-ha/haven/bench/internal/harness"
 	"github.com/haven-ha/haven/internal/config"
 	"github.com/haven-ha/haven/internal/drill"
 	"github.com/haven-ha/haven/internal/testenv"
@@ -178,13 +179,8 @@ func TestSummarize(t *testing.T) {
 	if s := summarize(runs); s.Worst != never || s.Unrecovered != 1 || s.Median != ms(625) {
 		t.Errorf("with an outage not over: worst %v, unrecovered %d, median %v; want never, 1, 625ms", s.Worst, s.Unrecovered, s.Median)
 	}
-	if got := fmtOutage(never); got != "not over" {
-		t.Errorf("fmtOutage(never) = %q", got)
-	}
-	for d, want := range map[time.Duration]string{0: "0", ms(552): "552 ms", 3290 * time.Millisecond: "3.29 s"} {
-		if got := fmtMS(d); got != want {
-			t.Errorf("fmtMS(%v) = %q, want %q", d, got, want)
-		}
+	if got := harness.Gap(never); got != "not over" {
+		t.Errorf("harness.Gap(never) = %q", got)
 	}
 }
 
