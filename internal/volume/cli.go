@@ -85,7 +85,6 @@ type cliOutput struct {
 		UUID      string `xml:"uuid"`
 		Hostname  string `xml:"hostname"`
 		Connected int    `xml:"connected"`
-		StateStr  string `xml:"stateStr"`
 	} `xml:"peerStatus>peer"`
 	VolInfo []struct {
 		Name         string `xml:"name"`
@@ -300,6 +299,8 @@ type HealCount struct {
 	Known      bool `json:"known"`
 	Pending    int  `json:"pending"`
 	SplitBrain int  `json:"split_brain"`
+
+	n int // the count parseHealCounts read, for the caller to place
 }
 
 // HealPending counts each brick's entries waiting for a heal, from the
@@ -310,7 +311,11 @@ func (c *CLI) HealPending(ctx context.Context, name string) ([]HealCount, error)
 	if err != nil {
 		return nil, err
 	}
-	return parseHealCounts(out, "Number of entries"), nil
+	counts := parseHealCounts(out, "Number of entries")
+	for i := range counts {
+		counts[i].Pending = counts[i].n
+	}
+	return counts, nil
 }
 
 // SplitBrain counts each brick's entries in split-brain with glfsheal, a
@@ -331,7 +336,7 @@ func (c *CLI) SplitBrain(ctx context.Context, name string) ([]HealCount, error) 
 		return nil, fmt.Errorf("glfsheal %s info-summary: %w: %s", name, err, strings.TrimSpace(string(out)))
 	}
 	for i := range counts {
-		counts[i].SplitBrain, counts[i].Pending = counts[i].Pending, 0
+		counts[i].SplitBrain = counts[i].n
 	}
 	return counts, nil
 }
@@ -343,8 +348,8 @@ func (c *CLI) SplitBrain(ctx context.Context, name string) ([]HealCount, error) 
 //	Number of entries: 3
 //
 // or glfsheal's info-summary ("Number of entries in split-brain: 0"),
-// into Pending. A brick whose count is not a number ("-": not connected)
-// is not Known.
+// into n. A brick whose count is not a number ("-": not connected) is not
+// Known.
 func parseHealCounts(out []byte, key string) []HealCount {
 	var counts []HealCount
 	sc := bufio.NewScanner(bytes.NewReader(out))
@@ -360,7 +365,7 @@ func parseHealCounts(out []byte, key string) []HealCount {
 		}
 		if n, err := strconv.Atoi(strings.TrimSpace(v)); err == nil {
 			cur := &counts[len(counts)-1]
-			cur.Known, cur.Pending = true, n
+			cur.Known, cur.n = true, n
 		}
 	}
 	return counts

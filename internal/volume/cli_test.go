@@ -96,7 +96,7 @@ func TestParseHealCounts(t *testing.T) {
 	if len(counts) != 3 {
 		t.Fatalf("counts = %+v, want three bricks", counts)
 	}
-	if !counts[0].Known || counts[0].Pending != 0 || counts[2].Known {
+	if !counts[0].Known || counts[0].n != 0 || counts[2].Known {
 		t.Errorf("counts = %+v: the dead brick's count must be unknown, the others known", counts)
 	}
 	b, err = os.ReadFile("testdata/info-summary.txt")
@@ -105,7 +105,7 @@ func TestParseHealCounts(t *testing.T) {
 	}
 	split := parseHealCounts(b, "Number of entries in split-brain")
 	pending := parseHealCounts(b, "Number of entries in heal pending")
-	if len(split) != 3 || !split[0].Known || split[2].Known || pending[0].Pending != 1 {
+	if len(split) != 3 || !split[0].Known || split[2].Known || pending[0].n != 1 {
 		t.Errorf("split-brain %+v, pending %+v: want known for the connected bricks, 1 pending", split, pending)
 	}
 }
