@@ -224,6 +224,13 @@ type Balancer struct {
 	Passive       Passive  `yaml:"passive"`
 	Sticky        *Sticky  `yaml:"sticky"`
 	ProxyProtocol string   `yaml:"proxy_protocol"` // "" | v1 | v2 (to backends)
+	// AcceptProxyFrom lists the addresses and networks (CIDR) of the
+	// proxies in front of this listener, such as a cloud load balancer:
+	// every connection must come from one of them and begin with a PROXY
+	// protocol header (v1 or v2), whose client address haven then uses
+	// (X-Forwarded-For, source hashing, logs, a PROXY header to backends).
+	// Connections from anywhere else are refused. Nil: off.
+	AcceptProxyFrom []string `yaml:"accept_proxy_from"`
 	// SlowStart ramps a recovering backend's weight up over this period
 	// (default 0: off).
 	SlowStart Duration `yaml:"slow_start"`

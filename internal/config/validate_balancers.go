@@ -115,6 +115,7 @@ func (v *validator) modeOptions(b *Balancer, path string) {
 	case b.ProxyProtocol != "" && b.Mode != "tcp":
 		v.errorf(path+".proxy_protocol", "only applies in mode tcp (this balancer is mode %s)", b.Mode)
 	}
+	v.acceptProxyFrom(b.AcceptProxyFrom, path+".accept_proxy_from")
 	if b.ShutdownSessions && b.Mode != "tcp" {
 		v.errorf(path+".shutdown_sessions", "only applies in mode tcp (this balancer is mode %s)", b.Mode)
 	}
@@ -129,6 +130,40 @@ func (v *validator) modeOptions(b *Balancer, path string) {
 			v.errorf(path+".access_log.format", "%s", notOneOf(l.Format, "haproxy", "json"))
 		}
 	}
+}
+
+// acceptProxyFrom checks the trusted sources of PROXY protocol headers.
+func (v *validator) acceptProxyFrom(from []string, path string) {
+	if from != nil && len(from) == 0 {
+		v.errorf(path, "empty: list the addresses or networks of the proxies in front, such as [198.18.0.0/15], or leave the key out to take no PROXY header")
+	}
+	for i, f := range from {
+		if _, err := ParseSource(f); err != nil {
+			v.errorf(index(path, i), "%v", err)
+		}
+	}
+}
+
+// ParseSource parses a trusted source: an IP address (a network of one) or
+// a network in CIDR notation. A network's host bits must be zero, so that
+// 198.18.1.7/16 is not read as either of the two things it might mean.
+func ParseSource(s string) (netip.Prefix, error) {
+	if !strings.Contains(s, "/") {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("%q is neither an IP address nor a network such as 198.18.0.0/15", s)
+		}
+		a = a.Unmap()
+		return netip.PrefixFrom(a, a.BitLen()), nil
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not a network: want ADDRESS/BITS, such as 198.18.0.0/15 or 2001:2::/48", s)
+	}
+	if p.Masked() != p {
+		return netip.Prefix{}, fmt.Errorf("%q has host bits set: did you mean %s?", s, p.Masked())
+	}
+	return p, nil
 }
 
 func (v *validator) tlsFile(path, file, what string) {

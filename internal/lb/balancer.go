@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"reflect"
 	"slices"
 	"strings"
@@ -57,8 +58,11 @@ type settings struct {
 	retryMethods   []string
 	stickyCookie   string
 	proxyProtocol  int
-	slowStart      time.Duration
-	passive        health.PassiveSpec
+	// acceptProxy are the sources whose connections begin with a PROXY
+	// header; nil: the listener reads none.
+	acceptProxy []netip.Prefix
+	slowStart   time.Duration
+	passive     health.PassiveSpec
 	// shutdownSessions closes a TCP backend's connections when it goes
 	// down or leaves the pool.
 	shutdownSessions bool
@@ -96,6 +100,11 @@ func newSettings(c *config.Balancer, check *config.Check) *settings {
 	}
 	if c.Mode == "tcp" {
 		s.hold = c.Hold.D()
+	}
+	for _, f := range c.AcceptProxyFrom {
+		if p, err := config.ParseSource(f); err == nil { // validated
+			s.acceptProxy = append(s.acceptProxy, p)
+		}
 	}
 	switch c.ProxyProtocol {
 	case "v1":
@@ -160,9 +169,12 @@ type Balancer struct {
 	holds     *holder
 	clients   atomic.Int64
 	accepted  atomic.Uint64
-	local     [len(localStatuses)]atomic.Uint64
-	duration  interface{ Observe(float64) }
-	queueTime interface{ Observe(float64) }
+	// proxyRefused counts connections refused for want of a trusted
+	// PROXY header, by reason.
+	proxyRefused [proxyReasons]atomic.Uint64
+	local        [len(localStatuses)]atomic.Uint64
+	duration     interface{ Observe(float64) }
+	queueTime    interface{ Observe(float64) }
 	// alog is the open access log; nil: off. Serve opens it, Reload
 	// reopens it (logrotate), the end of Serve closes it.
 	alog atomic.Pointer[accessLog]
@@ -417,6 +429,9 @@ func (lb *Balancer) acceptLoop(ln net.Listener) error {
 
 func (lb *Balancer) serveConn(cc *clientConn) {
 	defer lb.untrack(cc)
+	if s := lb.settings.Load(); s.acceptProxy != nil && !lb.acceptProxy(cc, s) {
+		return
+	}
 	if lb.mode == "tcp" {
 		lb.serveTCP(cc)
 		return

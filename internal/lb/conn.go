@@ -24,6 +24,9 @@ type clientConn struct {
 
 	ip   netip.Addr
 	hash uint64
+	// client and server are the addresses a PROXY header gave (nil: the
+	// connection's own).
+	client, server net.Addr
 
 	pk picker
 }
@@ -44,6 +47,30 @@ func (lb *Balancer) track(c net.Conn) *clientConn {
 	lb.wg.Add(1)
 	lb.clients.Add(1)
 	return cc
+}
+
+// remote is the client's address: the connection's peer, or the client a
+// PROXY header named.
+func (cc *clientConn) remote() net.Addr {
+	if cc.client != nil {
+		return cc.client
+	}
+	return cc.c.RemoteAddr()
+}
+
+// local is the address the client connected to.
+func (cc *clientConn) local() net.Addr {
+	if cc.server != nil {
+		return cc.server
+	}
+	return cc.c.LocalAddr()
+}
+
+// setClient makes a PROXY header's addresses the connection's.
+func (cc *clientConn) setClient(client, server netip.AddrPort) {
+	cc.client, cc.server = net.TCPAddrFromAddrPort(client), net.TCPAddrFromAddrPort(server)
+	cc.ip = client.Addr().Unmap()
+	cc.hash = balance.HashAddr(cc.ip)
 }
 
 func (lb *Balancer) untrack(cc *clientConn) {

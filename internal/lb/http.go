@@ -49,13 +49,16 @@ func (lb *Balancer) serveHTTP(cc *clientConn) {
 		if tcp, ok := raw.(*net.TCPConn); ok {
 			raw = &ackConn{TCPConn: tcp}
 		}
+		if cc.client != nil {
+			raw = &addrConn{Conn: raw, remote: cc.client, local: cc.server}
+		}
 		tc := tls.Server(raw, lb.tls.config())
 		s := lb.settings.Load()
 		ctx, cancel := context.WithTimeout(context.Background(), s.headerTimeout)
 		err := tc.HandshakeContext(ctx)
 		cancel()
 		if err != nil {
-			lb.log.Debug("tls handshake failed", "client", cc.c.RemoteAddr().String(), "err", err)
+			lb.log.Debug("tls handshake failed", "client", cc.remote().String(), "err", err)
 			return
 		}
 		cc.tls = true
@@ -896,7 +899,7 @@ func (lb *Balancer) logRequest(cc *clientConn, sc *scratch) {
 	if e.parsed {
 		req = &sc.req
 	}
-	sc.line = e.appendHTTP(sc.line[:0], l, lb.name, cc.c.RemoteAddr(), req, time.Now())
+	sc.line = e.appendHTTP(sc.line[:0], l, lb.name, cc.remote(), req, time.Now())
 	l.Write(sc.line)
 }
 

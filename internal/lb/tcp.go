@@ -23,7 +23,7 @@ func (lb *Balancer) serveTCP(cc *clientConn) {
 			// The log as it is at the end: a reload (logrotate)
 			// during a long connection reopened it.
 			if l := lb.alog.Load(); l != nil {
-				l.Write(e.appendTCP(nil, l, lb.name, cc.c.RemoteAddr(), time.Now()))
+				l.Write(e.appendTCP(nil, l, lb.name, cc.remote(), time.Now()))
 			}
 		}()
 	}
@@ -53,7 +53,7 @@ func (lb *Balancer) serveTCP(cc *clientConn) {
 			if (errors.Is(err, errNoBackend) || errors.Is(err, errRetriesSpent)) && s.hold > 0 && !lb.closing.Load() {
 				if hd == nil {
 					if hd = lb.holds.begin(s.hold, s.queueSize); hd == nil {
-						lb.log.Debug("tcp: too many connections held for a backend: closing", "client", cc.c.RemoteAddr().String(), "held", s.queueSize)
+						lb.log.Debug("tcp: too many connections held for a backend: closing", "client", cc.remote().String(), "held", s.queueSize)
 						return
 					}
 				}
@@ -63,7 +63,7 @@ func (lb *Balancer) serveTCP(cc *clientConn) {
 					continue
 				}
 			}
-			lb.log.Debug("tcp: no backend for connection", "client", cc.c.RemoteAddr().String(), "err", err, "held", hd != nil)
+			lb.log.Debug("tcp: no backend for connection", "client", cc.remote().String(), "err", err, "held", hd != nil)
 			e.ended('S', 'C')
 			return
 		}
@@ -138,7 +138,7 @@ func (lb *Balancer) proxyTCP(cc *clientConn, b *backend, s *settings, hd *hold, 
 	}
 	hd.end(holdServed)
 	if s.proxyProtocol != 0 {
-		h, err := proxyproto.HeaderFor(cc.c.RemoteAddr(), cc.c.LocalAddr(), s.proxyProtocol)
+		h, err := proxyproto.HeaderFor(cc.remote(), cc.local(), s.proxyProtocol)
 		if err == nil {
 			var arr [232]byte // the largest v1 header, and v2 without TLVs
 			var buf []byte
