@@ -91,14 +91,18 @@ var (
 	errChunkSize    = errors.New("malformed chunk size")
 	errChunkData    = errors.New("chunk data longer than its size")
 	errChunkLine    = errors.New("chunk line too long")
+	errChunkLineEnd = errors.New("chunked framing: a line ends without CR before LF")
 	errTrailerField = errors.New("malformed trailer field")
 	errTrailerCount = errors.New("too many trailer fields")
 )
 
 // copyChunked copies a chunked body, re-encoding its framing: each chunk
 // leaves with a size line and CRLFs of haven's own, without extensions, so
-// that a receiver that parses chunks differently from haven (bare LF, spaces
-// after the size, extensions) reads the same message. A chunk's header is
+// that a receiver that parses chunks differently from haven (spaces after
+// the size, extensions) reads the same message. Every line of the framing
+// must end in CRLF: a bare LF, which RFC 9112 lets a recipient accept in a
+// head, is where chunk parsers disagree ("funky chunks"; net/http refuses it
+// since CVE-2025-22871), so haven refuses it in a body. A chunk's header is
 // checked before any of its data is sent. With dechunk the data is written
 // without framing (for an HTTP/1.0 client) and trailers are dropped. limit >
 // 0 caps the data size.
@@ -232,12 +236,12 @@ func copyTrailers(src bodyReader, out *[]byte, buf []byte, flush func() error, d
 	}
 }
 
-// isLineEnd reports whether line is an empty line: CRLF or a bare LF.
+// isLineEnd reports whether a line of chunked framing is empty: CRLF.
 func isLineEnd(line []byte) bool {
-	return len(line) == 1 || (len(line) == 2 && line[0] == '\r')
+	return len(line) == 2
 }
 
-// readChunkLine returns a line including its \n, bounded in length.
+// readChunkLine returns a line including its CRLF, bounded in length.
 func readChunkLine(src bodyReader) ([]byte, error) {
 	line, err := src.ReadSlice('\n')
 	if err == bufio.ErrBufferFull || len(line) > maxChunkLine {
@@ -246,12 +250,18 @@ func readChunkLine(src bodyReader) ([]byte, error) {
 	if err != nil {
 		return nil, readErr(err)
 	}
+	if len(line) < 2 || line[len(line)-2] != '\r' {
+		return nil, readErr(errChunkLineEnd)
+	}
 	return line, nil
 }
 
 // parseChunkSize parses a chunk's size line (with its line end): 1 to 15
-// hex digits, then optionally spaces and an extension (";name" or
-// ";name=value", which haven drops), then CRLF or a bare LF.
+// hex digits, then either an extension (";name" or ";name=value", which
+// haven drops) or spaces, then CRLF. A space between the size and an
+// extension, which RFC 9112 allows as BWS, is refused as net/http refuses
+// it: a size the proxy and the server read differently is how bodies are
+// smuggled, and no client sends one.
 func parseChunkSize(line []byte) (int64, bool) {
 	var n int64
 	i := 0
@@ -264,9 +274,11 @@ func parseChunkSize(line []byte) (int64, bool) {
 	if i == 0 {
 		return 0, false
 	}
-	line = bytes.TrimSuffix(bytes.TrimSuffix(line[i:], []byte("\n")), []byte("\r"))
-	line = trimOWS(line)
-	if len(line) == 0 {
+	line, ok := bytes.CutSuffix(line[i:], []byte("\r\n"))
+	if !ok {
+		return 0, false
+	}
+	if len(line) == 0 || len(trimOWS(line)) == 0 {
 		return n, true
 	}
 	if line[0] != ';' {
@@ -326,8 +338,6 @@ func scanChunks(p []byte, limit int64) error {
 		switch {
 		case len(p) >= 2 && p[0] == '\r' && p[1] == '\n':
 			p = p[2:]
-		case len(p) >= 1 && p[0] == '\n':
-			p = p[1:]
 		case len(p) == 0 || (len(p) == 1 && p[0] == '\r'):
 			return nil
 		default:

@@ -146,6 +146,9 @@ func parseRequest(head []byte, r *request) error {
 		case eqFold(h.name, "host"):
 			hosts++
 			r.host, r.hasHost = h.value, true
+			if !validAuthority(h.value) {
+				return badRequest("invalid Host header")
+			}
 		case eqFold(h.name, "content-length"):
 			if r.contentLength, err = mergeLength(r.contentLength, h.value); err != nil {
 				return err
@@ -316,7 +319,10 @@ func parseField(line []byte) (header, error) {
 	}
 	value := trimOWS(line[colon+1:])
 	for _, c := range value {
-		if c == '\r' || c == 0 || c == '\n' {
+		if (c < ' ' && c != '\t') || c == 0x7f {
+			// CR, LF and NUL (RFC 9110 5.5), and every other control
+			// character, which no field value may hold either and which
+			// net/http refuses too.
 			return header{}, badRequest("invalid character in header value")
 		}
 	}
@@ -437,16 +443,21 @@ func isToken(b []byte) bool {
 	return true
 }
 
-// validTarget rejects control characters, spaces, bytes above 0x7e and a
-// fragment ('#': a client never sends one, RFC 9110 7.1) in a request
-// target; percent-encoding is the backend's business.
+// validTarget rejects control characters, spaces, bytes above 0x7e, a
+// fragment ('#': a client never sends one, RFC 9110 7.1) and a '%' that
+// does not begin a percent-encoded byte in a request target: servers that
+// decode the target (net/http among them) refuse such a target, and one
+// that a backend would refuse is refused here, before it is sent.
 func validTarget(b []byte) bool {
-	for _, c := range b {
+	for i, c := range b {
 		if c <= ' ' || c >= 0x7f || c == '#' {
 			return false
 		}
+		if c == '%' && (i+2 >= len(b) || unhex(b[i+1]) < 0 || unhex(b[i+2]) < 0) {
+			return false
+		}
 	}
-	return b[0] == '/' || b[0] == '*' || bytes.HasPrefix(b, []byte("http://")) || bytes.HasPrefix(b, []byte("https://"))
+	return b[0] == '/' || string(b) == "*" || bytes.HasPrefix(b, []byte("http://")) || bytes.HasPrefix(b, []byte("https://"))
 }
 
 // splitAbsolute splits an absolute-form target (http:// or https://, as
@@ -460,15 +471,21 @@ func splitAbsolute(target []byte) (authority, rest []byte, ok bool) {
 		end = len(after)
 	}
 	authority, rest = after[:end], after[end:]
-	if len(authority) == 0 {
+	if len(authority) == 0 || !validAuthority(authority) {
 		return nil, nil, false
 	}
-	for _, c := range authority {
+	return authority, rest, true
+}
+
+// validAuthority reports whether b holds only the bytes of host [":"
+// port]; b may be empty (an empty Host header).
+func validAuthority(b []byte) bool {
+	for _, c := range b {
 		if !authorityTable[c] {
-			return nil, nil, false
+			return false
 		}
 	}
-	return authority, rest, true
+	return true
 }
 
 // authorityTable marks the bytes of host [":" port] (RFC 3986 3.2.2):

@@ -202,7 +202,10 @@ func TestCopyChunked(t *testing.T) {
 	}
 	for _, bad := range []string{"zz\r\nab\r\n0\r\n\r\n", "2\r\nabc\r\n0\r\n\r\n", "2\r\nab", "ffffffffffffffffff\r\n",
 		"ffffffffffffffff1\r\n", "2 x\r\nab\r\n0\r\n\r\n", "2;a\x00\r\nab\r\n0\r\n\r\n", "2;a\rb\r\nab\r\n0\r\n\r\n",
-		"0\r\nBad Trailer: 1\r\n\r\n", "0\r\n folded\r\n\r\n", "\r\n", ";x\r\n"} {
+		"0\r\nBad Trailer: 1\r\n\r\n", "0\r\n folded\r\n\r\n", "\r\n", ";x\r\n",
+		// A bare LF anywhere in the framing, and a space before an extension.
+		"5\nhello\r\n0\r\n\r\n", "5\r\nhello\n0\r\n\r\n", "5\r\nhello\r\n0\n\r\n", "5\r\nhello\r\n0\r\n\n",
+		"5\r\nhello\r\n0\r\nX: 1\n\r\n", "5 ;a\r\nhello\r\n0\r\n\r\n"} {
 		out.Reset()
 		if _, err := copyChunked(&out, bufio.NewReader(strings.NewReader(bad)), make([]byte, 8), false, 0); err == nil {
 			t.Errorf("%q: accepted as %q", bad, out.String())
@@ -215,11 +218,10 @@ func TestCopyChunked(t *testing.T) {
 func TestChunkReencoding(t *testing.T) {
 	big := strings.Repeat("x", 70000)
 	tests := []struct{ name, in, want string }{
-		{"bare LF", "5\nhello\n0\n\n", "5\r\nhello\r\n0\r\n\r\n"},
 		{"space after size", "5 \r\nhello\r\n0\r\n\r\n", "5\r\nhello\r\n0\r\n\r\n"},
-		{"extension", "5 ; a=\"b c\"\r\nhello\r\n0;last\r\n\r\n", "5\r\nhello\r\n0\r\n\r\n"},
+		{"extension", "5; a=\"b c\"\r\nhello\r\n0;last\r\n\r\n", "5\r\nhello\r\n0\r\n\r\n"},
 		{"upper-case hex, leading zeros", "000A\r\n0123456789\r\n0\r\n\r\n", "a\r\n0123456789\r\n0\r\n\r\n"},
-		{"trailers", "1\r\na\r\n0\r\nX-A:  1 \nX-B:2\r\n\n", "1\r\na\r\n0\r\nX-A: 1\r\nX-B: 2\r\n\r\n"},
+		{"trailers", "1\r\na\r\n0\r\nX-A:  1 \r\nX-B:2\r\n\r\n", "1\r\na\r\n0\r\nX-A: 1\r\nX-B: 2\r\n\r\n"},
 		{"chunk larger than the buffer", "11170\r\n" + big + "\r\n0\r\n\r\n", "11170\r\n" + big + "\r\n0\r\n\r\n"},
 	}
 	for _, tt := range tests {
@@ -249,7 +251,9 @@ func TestScanChunks(t *testing.T) {
 		{"5\r\nhello", nil},
 		{"5\r\nhello\r", nil},
 		{"5\r\nhello\r\n3", nil},
-		{"5\nhello\n2;x\nab\n0\n", nil},
+		{"5\r\nhello\r\n2;x\r\nab\r\n0\r\n", nil},
+		{"5\nhello", errChunkSize},          // bare LF after the size
+		{"5\r\nhello\n0\r\n", errChunkData}, // bare LF after the data
 		{"ffffffffffffffff1\r\n", errChunkSize},
 		{"5\r\nhello\r\nzz\r\n", errChunkSize},
 		{"5\r\nhelloX\r\n", errChunkData},
