@@ -470,7 +470,7 @@ func (lb *Balancer) shutdown(ln net.Listener) {
 		lb.log.Warn("shutdown grace period over: closing connections still open", "grace", grace)
 		lb.mu.Lock()
 		for cc := range lb.conns {
-			cc.c.Close()
+			cc.abort()
 		}
 		lb.mu.Unlock()
 		<-done
@@ -617,7 +617,7 @@ func (lb *Balancer) shutdownSessions(b *backend, why string) {
 	b.poolMu.Lock()
 	n := len(b.sessions)
 	for cc := range b.sessions {
-		cc.c.Close()
+		cc.abort()
 	}
 	b.poolMu.Unlock()
 	if n > 0 {

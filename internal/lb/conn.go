@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 
 	"github.com/haven-ha/haven/internal/lb/balance"
+	"github.com/haven-ha/haven/internal/lb/relay"
 )
 
 // clientConn is one accepted client connection. Its per-request buffers
@@ -27,6 +28,11 @@ type clientConn struct {
 	// client and server are the addresses a PROXY header gave (nil: the
 	// connection's own).
 	client, server net.Addr
+
+	// relay is the TCP mode relay that owns the connection's socket once
+	// connected; aborted says abort was called (see abort).
+	relay   atomic.Pointer[relay.Pair]
+	aborted atomic.Bool
 
 	pk picker
 }
@@ -47,6 +53,19 @@ func (lb *Balancer) track(c net.Conn) *clientConn {
 	lb.wg.Add(1)
 	lb.clients.Add(1)
 	return cc
+}
+
+// abort closes the connection from another goroutine: a TCP mode
+// connection whose backend went away (shutdown_sessions), or one still open
+// at the end of a shutdown's grace. Once relayed, its socket belongs to the
+// relay, which abort asks to close it; the flag covers a relay that begins
+// meanwhile, which checks it after it is stored.
+func (cc *clientConn) abort() {
+	cc.aborted.Store(true)
+	cc.c.Close()
+	if p := cc.relay.Load(); p != nil {
+		p.Abort()
+	}
 }
 
 // remote is the client's address: the connection's peer, or the client a

@@ -3,15 +3,20 @@ package lb
 import (
 	"context"
 	"errors"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
 	"time"
 
 	"github.com/haven-ha/haven/internal/lb/proxyproto"
+	"github.com/haven-ha/haven/internal/lb/relay"
 )
 
 // serveTCP proxies one client connection in TCP mode. A backend that cannot
 // be reached is skipped for the next (redispatch); once connected, bytes flow
-// both ways with splice(2), which needs both ends to be plain *net.TCPConn:
-// nothing may wrap them. With a hold, a connection that finds no usable
+// both ways on the relay's event loops, which take both sockets over and
+// need them to be plain *net.TCPConn: nothing may wrap them. With a hold, a connection that finds no usable
 // backend, or that every usable backend refused, waits for one (see
 // hold.go) instead of being closed.
 func (lb *Balancer) serveTCP(cc *clientConn) {
@@ -159,7 +164,53 @@ func (lb *Balancer) proxyTCP(cc *clientConn, b *backend, s *settings, hd *hold, 
 			return tcpDone
 		}
 	}
-	tunnel(cc.c, nil, bconn, nil, s.tunnelTimeout)
-	bconn.Close()
+	relayTCP(cc, bconn, s.tunnelTimeout)
 	return tcpDone
+}
+
+// relayTCP copies bytes both ways between the client and its backend until
+// both are done: on the event loops (relay) unless HAVEN_TCP_RELAY is
+// "goroutines", or they could not start. Both connections are closed when
+// it returns.
+func relayTCP(cc *clientConn, bconn net.Conn, idle time.Duration) {
+	defer bconn.Close()
+	a, aok := cc.c.(*net.TCPConn)
+	b, bok := bconn.(*net.TCPConn)
+	loops := tcpRelays()
+	if !aok || !bok || loops == nil {
+		tunnel(cc.c, nil, bconn, nil, idle)
+		return
+	}
+	p, err := loops.Relay(a, b, idle)
+	if err != nil {
+		return // the client was closed (shutdown_sessions) before the relay began
+	}
+	cc.relay.Store(p)
+	if cc.aborted.Load() {
+		p.Abort() // closed while the relay began: abort saw no relay yet
+	}
+	<-p.Done()
+}
+
+var (
+	relaysOnce sync.Once
+	relays     *relay.Loops
+)
+
+// tcpRelays returns the process's event loops for TCP mode, started on
+// first use (one per GOMAXPROCS), or nil when HAVEN_TCP_RELAY=goroutines
+// asks for a pair of goroutines per connection instead.
+func tcpRelays() *relay.Loops {
+	relaysOnce.Do(func() {
+		if os.Getenv("HAVEN_TCP_RELAY") == "goroutines" {
+			return
+		}
+		ls, err := relay.New(0)
+		if err != nil {
+			slog.Warn("lb: tcp mode: no event loops, relaying with goroutines", "err", err)
+			return
+		}
+		relays = ls
+	})
+	return relays
 }

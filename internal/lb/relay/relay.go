@@ -1,0 +1,501 @@
+// Package relay copies bytes both ways between pairs of connected TCP
+// sockets on a few epoll event loops, as HAProxy and nginx do, instead of
+// two goroutines per pair.
+//
+// A goroutine-per-connection copy on Go's runtime reads each socket until
+// EAGAIN before it may wait (its poller clears readiness before it parks),
+// so every message costs a read that returns nothing, and every wait a trip
+// through the scheduler. A loop here owns its sockets outright: it waits on
+// its own edge-triggered epoll set, treats a read shorter than its buffer
+// as "drained" (a later arrival raises a new edge), and writes what it read
+// at once; a message costs one read and one write. Pairs are spread over
+// the loops, one per core the process may use.
+//
+// Relay takes the two sockets over: it duplicates their descriptors and
+// closes the net.Conns, which takes them out of the runtime's poller.
+package relay
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Outcome is how a relay ended.
+type Outcome int
+
+const (
+	Closed  Outcome = iota // both directions ended with EOF, each passed on as a half-close
+	Failed                 // a read or write failed (a reset, say): both sockets were closed
+	Idle                   // nothing moved either way for the idle period
+	Aborted                // Abort was called (the backend went away, the balancer stopped)
+)
+
+var outcomeNames = [...]string{"closed", "failed", "idle", "aborted"}
+
+func (o Outcome) String() string { return outcomeNames[o] }
+
+// Pair is one relayed pair of sockets.
+type Pair struct {
+	a, b  side
+	loop  *loop
+	idle  time.Duration
+	last  int64 // the loop's clock when bytes last moved, in nanoseconds
+	ended bool  // finished: its descriptors are closed (the loop's own)
+
+	done    chan struct{}
+	outcome Outcome
+	err     error
+	aborted atomic.Bool
+	// Bytes moved from a to b and from b to a; read them after Done.
+	AToB, BToA int64
+}
+
+// side is one socket of a pair.
+type side struct {
+	fd       int
+	readable bool // an edge said so, and no read since returned EAGAIN or short
+	// hup: the peer's FIN (or an error) was reported. A short read then
+	// does not mean drained: the EOF behind the last bytes raises no new
+	// edge, so reads go on until they return it.
+	hup      bool
+	writable bool
+	eof      bool   // its reads have ended
+	shut     bool   // its writing side was shut down (the peer's EOF passed on)
+	out      []byte // read from the peer, not yet written to this socket
+}
+
+// Done is closed once the relay has ended and both sockets are closed.
+func (p *Pair) Done() <-chan struct{} { return p.done }
+
+// Result is how the relay ended, and the error that ended it (Failed).
+// Valid after Done.
+func (p *Pair) Result() (Outcome, error) { return p.outcome, p.err }
+
+// Abort closes both sockets as soon as the loop gets to it.
+func (p *Pair) Abort() {
+	if p.aborted.CompareAndSwap(false, true) {
+		p.loop.submit(p)
+	}
+}
+
+// Loops is a set of event loops.
+type Loops struct {
+	loops []*loop
+	next  atomic.Uint32
+}
+
+// New starts n event loops (n < 1: one per GOMAXPROCS).
+func New(n int) (*Loops, error) {
+	if n < 1 {
+		n = runtime.GOMAXPROCS(0)
+	}
+	ls := &Loops{}
+	for range n {
+		l, err := newLoop()
+		if err != nil {
+			ls.Close()
+			return nil, err
+		}
+		ls.loops = append(ls.loops, l)
+		go l.run()
+	}
+	return ls, nil
+}
+
+// Close stops the loops; relays still running are aborted.
+func (ls *Loops) Close() {
+	for _, l := range ls.loops {
+		l.stop()
+	}
+}
+
+// Relay starts copying between a and b until both directions have ended
+// (each EOF passed on as a half-close), either fails, or nothing moved for
+// idle (0: no bound). It takes a and b over: they are closed whatever
+// happens, and the caller waits on the returned Pair.
+func (ls *Loops) Relay(a, b *net.TCPConn, idle time.Duration) (*Pair, error) {
+	fa, err := takeOver(a)
+	if err != nil {
+		b.Close()
+		return nil, err
+	}
+	fb, err := takeOver(b)
+	if err != nil {
+		unix.Close(fa)
+		return nil, err
+	}
+	l := ls.loops[int(ls.next.Add(1))%len(ls.loops)]
+	// Both may already be readable (the client's first bytes) and are
+	// writable: a first pump finds out, as the edges of a new
+	// registration would.
+	p := &Pair{a: side{fd: fa, readable: true, writable: true}, b: side{fd: fb, readable: true, writable: true},
+		loop: l, idle: idle, done: make(chan struct{})}
+	if !l.submit(p) {
+		unix.Close(fa)
+		unix.Close(fb)
+		return nil, errors.New("relay: the event loops are stopped")
+	}
+	return p, nil
+}
+
+// takeOver duplicates c's descriptor (non-blocking, as the runtime set it)
+// and closes c, which removes it from the runtime's poller.
+func takeOver(c *net.TCPConn) (int, error) {
+	defer c.Close()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	var derr error
+	if err := rc.Control(func(s uintptr) { fd, derr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return -1, err
+	}
+	if derr != nil {
+		return -1, fmt.Errorf("relay: dup: %w", derr)
+	}
+	return fd, nil
+}
+
+// loop is one event loop: an epoll set, an eventfd to wake it, and the
+// pairs it owns.
+type loop struct {
+	epfd, evfd int
+	// ep is epfd as a file of the runtime's poller: the loop parks on it
+	// until its set has events, instead of blocking a thread in
+	// epoll_wait (which has the runtime's monitor hand the thread's
+	// processor to another thread, and back, at every wait).
+	ep *os.File
+
+	mu       sync.Mutex
+	incoming []*Pair // new pairs and aborts, for the loop to take
+	stopped  bool
+
+	sides map[int]*Pair // by descriptor
+	pairs map[*Pair]struct{}
+	buf   []byte
+	now   int64
+}
+
+const bufSize = 64 << 10
+
+func newLoop() (*loop, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("relay: epoll_create1: %w", err)
+	}
+	evfd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, fmt.Errorf("relay: eventfd: %w", err)
+	}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, evfd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(evfd)}); err != nil {
+		unix.Close(epfd)
+		unix.Close(evfd)
+		return nil, fmt.Errorf("relay: epoll_ctl: %w", err)
+	}
+	// Non-blocking, so that os.NewFile hands it to the runtime's poller.
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		unix.Close(epfd)
+		unix.Close(evfd)
+		return nil, fmt.Errorf("relay: epoll set: %w", err)
+	}
+	ep := os.NewFile(uintptr(epfd), "relay-epoll")
+	return &loop{epfd: epfd, evfd: evfd, ep: ep, sides: map[int]*Pair{}, pairs: map[*Pair]struct{}{}, buf: make([]byte, bufSize)}, nil
+}
+
+var one = []byte{1, 0, 0, 0, 0, 0, 0, 0}
+
+// submit hands the loop a new pair, or an abort of one of its pairs. It
+// reports false when the loop has stopped (its pairs were all aborted).
+func (l *loop) submit(p *Pair) bool {
+	l.mu.Lock()
+	if l.stopped {
+		l.mu.Unlock()
+		return false
+	}
+	wake := len(l.incoming) == 0
+	l.incoming = append(l.incoming, p)
+	l.mu.Unlock()
+	if wake {
+		unix.Write(l.evfd, one)
+	}
+	return true
+}
+
+func (l *loop) stop() {
+	l.mu.Lock()
+	l.stopped = true
+	l.mu.Unlock()
+	unix.Write(l.evfd, one)
+}
+
+// run is the loop. It waits without a bound while it has no pair, and
+// wakes at least every second otherwise to close idle pairs.
+func (l *loop) run() {
+	events := make([]unix.EpollEvent, 256)
+	lastScan := time.Now().UnixNano()
+	rc, err := l.ep.SyscallConn()
+	if err != nil {
+		panic(fmt.Sprintf("relay: %v", err)) // an *os.File always has one
+	}
+	deadline := false // a wake-up is set: one second after it was
+	for {
+		if !deadline && len(l.pairs) > 0 {
+			l.ep.SetReadDeadline(time.Now().Add(time.Second))
+			deadline = true
+		}
+		n := 0
+		var werr error
+		err := rc.Read(func(fd uintptr) bool {
+			n, werr = unix.EpollWait(int(fd), events, 0)
+			return n > 0 || (werr != nil && werr != unix.EINTR)
+		})
+		switch {
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			// Until it is moved, an expired deadline fails every wait.
+			deadline, n = false, 0
+			l.ep.SetReadDeadline(time.Time{})
+		case err != nil || werr != nil:
+			panic(fmt.Sprintf("relay: epoll_wait: %v", errors.Join(err, werr))) // EBADF, EFAULT or EINVAL: a bug here
+		}
+		l.now = time.Now().UnixNano()
+		for _, ev := range events[:max(n, 0)] {
+			fd := int(ev.Fd)
+			if fd == l.evfd {
+				if !l.takeIncoming() {
+					l.shutdown()
+					return
+				}
+				continue
+			}
+			p := l.sides[fd]
+			if p == nil {
+				continue // closed earlier in this batch
+			}
+			s := &p.a
+			if fd == p.b.fd {
+				s = &p.b
+			}
+			if ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+				s.readable = true
+			}
+			if ev.Events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+				s.hup = true
+			}
+			if ev.Events&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+				s.writable = true
+			}
+			l.pump(p)
+		}
+		if l.now-lastScan >= int64(time.Second) {
+			lastScan = l.now
+			l.closeIdle()
+		}
+	}
+}
+
+// takeIncoming registers new pairs and carries out aborts. It reports
+// false when the loop is to stop.
+func (l *loop) takeIncoming() bool {
+	var b [8]byte
+	unix.Read(l.evfd, b[:])
+	l.mu.Lock()
+	in, stopped := l.incoming, l.stopped
+	l.incoming = nil
+	l.mu.Unlock()
+	for _, p := range in {
+		_, running := l.pairs[p]
+		if running || p.ended || p.aborted.Load() {
+			l.finish(p, Aborted, nil) // an abort, of a pair running, ended or not started yet
+			continue
+		}
+		if err := l.add(p); err != nil {
+			l.finish(p, Failed, err)
+			continue
+		}
+		l.pump(p)
+	}
+	return !stopped
+}
+
+func (l *loop) add(p *Pair) error {
+	l.pairs[p] = struct{}{}
+	p.last = l.now
+	for _, s := range []*side{&p.a, &p.b} {
+		l.sides[s.fd] = p
+		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(s.fd)}
+		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, s.fd, &ev); err != nil {
+			return fmt.Errorf("relay: epoll_ctl: %w", err)
+		}
+	}
+	return nil
+}
+
+// pump moves what it can both ways and ends the pair when both directions
+// are over or one failed.
+func (l *loop) pump(p *Pair) {
+	moved1, err := l.copy(&p.a, &p.b)
+	if err == nil {
+		var moved2 int
+		moved2, err = l.copy(&p.b, &p.a)
+		p.BToA += int64(moved2)
+		if moved2 > 0 {
+			p.last = l.now
+		}
+	}
+	p.AToB += int64(moved1)
+	if moved1 > 0 {
+		p.last = l.now
+	}
+	switch {
+	case err != nil:
+		l.finish(p, Failed, err)
+	case p.a.eof && p.b.eof && p.a.shut && p.b.shut:
+		l.finish(p, Closed, nil)
+	}
+}
+
+// copy moves bytes from src to dst: first what dst could not take before,
+// then fresh reads until src is drained or dst is full. A read shorter than
+// the buffer means src is drained: the next arrival raises a new edge.
+func (l *loop) copy(src, dst *side) (moved int, err error) {
+	if len(dst.out) > 0 {
+		if !dst.writable {
+			return 0, nil
+		}
+		n, err := write(dst.fd, dst.out)
+		if err != nil {
+			return 0, err
+		}
+		moved += n
+		if n < len(dst.out) {
+			dst.out = dst.out[:copy(dst.out, dst.out[n:])]
+			dst.writable = false
+			return moved, nil
+		}
+		putBuf(dst.out)
+		dst.out = nil
+	}
+	for src.readable && !src.eof {
+		n, err := unix.Read(src.fd, l.buf)
+		if err == unix.EAGAIN {
+			src.readable = false
+			break
+		}
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return moved, err
+		}
+		if n == 0 {
+			src.eof = true
+			break
+		}
+		w := 0
+		if dst.writable {
+			if w, err = write(dst.fd, l.buf[:n]); err != nil {
+				return moved, err
+			}
+		}
+		moved += w
+		if w < n {
+			// dst is full: keep the rest and read no more from src
+			// until dst has taken it.
+			dst.out = append(getBuf(), l.buf[w:n]...)
+			dst.writable = false
+			return moved, nil
+		}
+		if n < len(l.buf) && !src.hup {
+			src.readable = false
+		}
+	}
+	if src.eof && len(dst.out) == 0 && !dst.shut {
+		dst.shut = true
+		if err := unix.Shutdown(dst.fd, unix.SHUT_WR); err != nil && err != unix.ENOTCONN {
+			return moved, err
+		}
+	}
+	return moved, nil
+}
+
+// write writes p to fd, and returns how much it took: a short count with a
+// nil error when the socket's buffer filled.
+func write(fd int, p []byte) (int, error) {
+	for {
+		n, err := unix.Write(fd, p)
+		switch err {
+		case nil:
+			return n, nil
+		case unix.EAGAIN:
+			return 0, nil
+		case unix.EINTR:
+			continue
+		}
+		return 0, err
+	}
+}
+
+// bufs hold what a full socket could not take yet.
+var bufs = sync.Pool{New: func() any { b := make([]byte, 0, bufSize); return &b }}
+
+func getBuf() []byte { return (*bufs.Get().(*[]byte))[:0] }
+
+func putBuf(b []byte) {
+	b = b[:0]
+	bufs.Put(&b)
+}
+
+// finish closes a pair's sockets and tells its owner.
+func (l *loop) finish(p *Pair, o Outcome, err error) {
+	if p.ended {
+		return // an abort that came after the end
+	}
+	p.ended = true
+	delete(l.pairs, p)
+	for _, s := range []*side{&p.a, &p.b} {
+		if l.sides[s.fd] == p {
+			delete(l.sides, s.fd)
+		}
+		unix.Close(s.fd) // also leaves the epoll set
+		if s.out != nil {
+			putBuf(s.out)
+			s.out = nil
+		}
+	}
+	p.outcome, p.err = o, err
+	close(p.done)
+}
+
+func (l *loop) closeIdle() {
+	for p := range l.pairs {
+		if p.idle > 0 && l.now-p.last >= int64(p.idle) {
+			l.finish(p, Idle, nil)
+		}
+	}
+}
+
+// shutdown aborts every pair and releases the loop's descriptors.
+func (l *loop) shutdown() {
+	for p := range l.pairs {
+		l.finish(p, Aborted, nil)
+	}
+	l.mu.Lock()
+	in := l.incoming
+	l.incoming = nil
+	l.mu.Unlock()
+	for _, p := range in {
+		l.finish(p, Aborted, nil)
+	}
+	l.ep.Close()
+	unix.Close(l.evfd)
+}

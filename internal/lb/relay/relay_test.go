@@ -1,0 +1,261 @@
+package relay
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"testing"
+	"time"
+)
+
+// pair connects a client through a relay to a server: it returns the
+// client's and the server's ends, and the relay between the two middle
+// sockets.
+func pair(t *testing.T, ls *Loops, idle time.Duration) (client, server *net.TCPConn, p *Pair) {
+	t.Helper()
+	front, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer front.Close()
+	back, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer back.Close()
+	c, err := net.Dial("tcp", front.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := front.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := net.Dial("tcp", back.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := back.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, server = c.(*net.TCPConn), s.(*net.TCPConn)
+	t.Cleanup(func() { client.Close(); server.Close() })
+	client.SetDeadline(time.Now().Add(30 * time.Second))
+	server.SetDeadline(time.Now().Add(30 * time.Second))
+	p, err = ls.Relay(a.(*net.TCPConn), b.(*net.TCPConn), idle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return client, server, p
+}
+
+func newLoops(t *testing.T, n int) *Loops {
+	t.Helper()
+	ls, err := New(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ls.Close)
+	return ls
+}
+
+// wait returns the pair's outcome, failing the test if it does not end.
+func wait(t *testing.T, p *Pair) Outcome {
+	t.Helper()
+	select {
+	case <-p.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the relay did not end")
+	}
+	o, _ := p.Result()
+	return o
+}
+
+// openFDs counts the process's open descriptors.
+func openFDs(t *testing.T) int {
+	t.Helper()
+	es, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(es)
+}
+
+// TestRequestResponse: many small messages each way arrive intact and in
+// order, each answer after its request, as keep-alive traffic does; the
+// client's half-close reaches the server, which still answers, and its
+// close ends the relay as Closed with every byte counted.
+func TestRequestResponse(t *testing.T) {
+	ls := newLoops(t, 2)
+	client, server, p := pair(t, ls, 0)
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			n, err := server.Read(buf)
+			if err != nil {
+				server.Write([]byte("bye"))
+				server.Close()
+				return
+			}
+			server.Write(append([]byte("re:"), buf[:n]...))
+		}
+	}()
+	buf := make([]byte, 64)
+	for i := range 2000 {
+		msg := []byte{'m', byte('a' + i%26)}
+		client.Write(msg)
+		n, err := io.ReadAtLeast(client, buf, 5)
+		if err != nil || string(buf[:n]) != "re:"+string(msg) {
+			t.Fatalf("message %d: %q, %v", i, buf[:n], err)
+		}
+	}
+	client.CloseWrite()
+	rest, err := io.ReadAll(client)
+	if err != nil || string(rest) != "bye" {
+		t.Fatalf("after the half-close: %q, %v; want the server's last answer, then EOF", rest, err)
+	}
+	if o := wait(t, p); o != Closed {
+		t.Errorf("outcome %v, want closed", o)
+	}
+	if p.AToB != 4000 || p.BToA != 2000*5+3 {
+		t.Errorf("counted %d and %d bytes, want 4000 and %d", p.AToB, p.BToA, 2000*5+3)
+	}
+}
+
+// TestBulkWithSlowReader: 16 MiB each way arrive intact while the client
+// reads slowly, so that the relay's writes fill the socket and it must hold
+// back; the server's side does the same.
+func TestBulkWithSlowReader(t *testing.T) {
+	ls := newLoops(t, 1)
+	client, server, p := pair(t, ls, 0)
+	data := make([]byte, 16<<20)
+	rand.Read(data)
+	want := sha256.Sum256(data)
+	go func() { // the server echoes everything, then closes
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := server.Read(buf)
+			if _, werr := server.Write(buf[:n]); werr != nil || err != nil {
+				break
+			}
+		}
+		server.CloseWrite()
+	}()
+	go func() {
+		for off := 0; off < len(data); off += 1 << 20 {
+			client.Write(data[off : off+1<<20])
+		}
+		client.CloseWrite()
+	}()
+	var got bytes.Buffer
+	buf := make([]byte, 4096)
+	for i := 0; ; i++ {
+		n, err := client.Read(buf)
+		got.Write(buf[:n])
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i%64 == 0 {
+			time.Sleep(time.Millisecond) // a slow reader
+		}
+	}
+	if got.Len() != len(data) || sha256.Sum256(got.Bytes()) != want {
+		t.Fatalf("echoed %d bytes, want %d identical", got.Len(), len(data))
+	}
+	if o := wait(t, p); o != Closed {
+		t.Errorf("outcome %v, want closed", o)
+	}
+}
+
+// TestReset: a server that resets its connection ends the relay as Failed,
+// and the client's connection is closed too.
+func TestReset(t *testing.T) {
+	ls := newLoops(t, 1)
+	client, server, p := pair(t, ls, 0)
+	client.Write([]byte("x"))
+	server.Read(make([]byte, 1))
+	server.SetLinger(0)
+	server.Close()
+	if o := wait(t, p); o != Failed {
+		t.Errorf("outcome %v, want failed", o)
+	}
+	if _, err := client.Read(make([]byte, 1)); err == nil {
+		t.Error("the client's connection is still open")
+	}
+}
+
+// TestIdleAndAbort: a pair with no traffic for its idle period ends as
+// Idle; Abort ends another at once; both close the client's connection.
+func TestIdleAndAbort(t *testing.T) {
+	ls := newLoops(t, 1)
+	client, _, p := pair(t, ls, 200*time.Millisecond)
+	if o := wait(t, p); o != Idle {
+		t.Errorf("outcome %v, want idle", o)
+	}
+	if _, err := client.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Errorf("idle pair: the client read %v, want EOF", err)
+	}
+	client2, _, p2 := pair(t, ls, 0)
+	p2.Abort()
+	p2.Abort() // twice: harmless
+	if o := wait(t, p2); o != Aborted {
+		t.Errorf("outcome %v, want aborted", o)
+	}
+	if _, err := client2.Read(make([]byte, 1)); err == nil {
+		t.Error("aborted pair: the client's connection is still open")
+	}
+}
+
+// TestNoDescriptorLeft: after many relays end every way, and the loops
+// stop with relays running, the process has no more descriptors open than
+// before.
+func TestNoDescriptorLeft(t *testing.T) {
+	before := openFDs(t)
+	ls, err := New(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ends []*net.TCPConn
+	for i := range 50 {
+		client, server, p := pair(t, ls, 0)
+		ends = append(ends, client, server)
+		if i%2 == 0 {
+			client.Close()
+			server.Close()
+		} else {
+			p.Abort()
+		}
+		wait(t, p)
+	}
+	var running []*Pair
+	for range 5 {
+		client, server, p := pair(t, ls, 0)
+		ends = append(ends, client, server)
+		running = append(running, p)
+	}
+	ls.Close()
+	for _, p := range running {
+		if o := wait(t, p); o != Aborted {
+			t.Errorf("a relay running when the loops stopped: %v, want aborted", o)
+		}
+	}
+	for _, c := range ends {
+		c.Close()
+	}
+	// The loops close their epoll and eventfd descriptors as they return.
+	deadline := time.Now().Add(5 * time.Second)
+	for openFDs(t) > before && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if after := openFDs(t); after > before {
+		t.Errorf("%d descriptors open after, %d before", after, before)
+	}
+}
