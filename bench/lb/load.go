@@ -71,13 +71,17 @@ func parseWrk(out string) (wrkResult, error) {
 	return r, nil
 }
 
-// runWrk runs wrk against url pinned to CPU 1 (the harness is).
-func (b *bench) runWrk(ctx context.Context, url string, close bool, raw string) (wrkResult, error) {
-	args := []string{"wrk", "-t", "1", "-c", strconv.Itoa(b.opt.conns), "-d", fmt.Sprintf("%ds", int(b.opt.duration.Seconds())), "--timeout", "5s"}
+// runWrk runs wrk against url with threads threads: one pinned to CPU 1
+// (the harness is), or two on CPUs 0 and 1.
+func (b *bench) runWrk(ctx context.Context, url string, close bool, threads int, raw string) (wrkResult, error) {
+	args := []string{"wrk", "-t", strconv.Itoa(threads), "-c", strconv.Itoa(b.opt.conns), "-d", fmt.Sprintf("%ds", int(b.opt.duration.Seconds())), "--timeout", "5s"}
 	if close {
 		args = append(args, "-H", "Connection: close")
 	}
 	args = append(args, url)
+	if threads == 2 {
+		args = append([]string{"taskset", "-c", "0,1"}, args...)
+	}
 	out, err := harness.Run(ctx, b.opt.duration+30*time.Second, nil, args...)
 	_ = os.WriteFile(raw, []byte(strings.Join(args, " ")+"\n"+out), 0o644)
 	if err != nil {

@@ -50,6 +50,7 @@ type options struct {
 	maxRate          int
 	maxRateClose     int
 	noisyRepeats     int
+	cores            []int // the placements of the perf scenario: 1 (CPU 0), 2 (CPUs 0 and 1)
 }
 
 // bench is one run of the harness.
@@ -71,6 +72,23 @@ type bench struct {
 	versions []string
 
 	quietSpent time.Duration // of opt.quietBudget
+
+	// cores is the current placement: 1 (or 0), each proxy with one
+	// worker on CPU 0 and the load on CPU 1; 2, each proxy with two
+	// workers and the load sharing CPUs 0 and 1.
+	cores int
+}
+
+func (b *bench) threads() int { return max(b.cores, 1) }
+
+func (b *bench) gomaxprocs() string { return fmt.Sprintf("GOMAXPROCS=%d", b.threads()) }
+
+// proxyCPUs is the proxies' CPU list for taskset.
+func (b *bench) proxyCPUs() string {
+	if b.threads() == 2 {
+		return "0,1"
+	}
+	return "0"
 }
 
 // waitQuiet waits for a quiet machine within -quiet-wait and what is left
@@ -111,7 +129,19 @@ func mainErr() int {
 	flag.IntVar(&opt.maxRate, "max-rate", 10000, "cap on the fixed latency rate: vegeta shares CPU 1 with the backends and cannot hold much more (0: no cap)")
 	flag.IntVar(&opt.maxRateClose, "max-rate-close", 4000, "the same cap in the connection-close scenario, where vegeta opens a connection per request")
 	flag.IntVar(&opt.noisyRepeats, "noisy-repeats", 2, "repeat a run up to this many times when other work took >10% of CPU 0 during it")
+	cores := flag.String("cores", "1,2", "placements of the perf scenario: 1 (each proxy with one worker on CPU 0, the load on CPU 1), 2 (two workers, the load on the same two CPUs)")
 	flag.Parse()
+	for _, c := range strings.Split(*cores, ",") {
+		switch strings.TrimSpace(c) {
+		case "1":
+			opt.cores = append(opt.cores, 1)
+		case "2":
+			opt.cores = append(opt.cores, 2)
+		default:
+			fmt.Fprintf(os.Stderr, "-cores: %q is not 1 or 2\n", c)
+			os.Exit(2)
+		}
+	}
 	set := map[string]bool{}
 	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if opt.quick {

@@ -11,16 +11,20 @@ import (
 
 // scenario is one row group of the report.
 type scenario struct {
-	name  string // keepalive, close, tcp
+	name  string // keepalive, close, tcp; with -2c on two cores
 	title string
 	mode  string // proxy mode: http or tcp
 	close bool   // clients send Connection: close
+	cores int    // the placement (bench.cores)
 }
 
 var scenarios = []scenario{
-	{name: "keepalive", title: "HTTP keep-alive", mode: "http"},
-	{name: "close", title: "HTTP connection-close", mode: "http", close: true},
-	{name: "tcp", title: "TCP mode (wrk keep-alive through a layer-4 proxy)", mode: "tcp"},
+	{name: "keepalive", title: "HTTP keep-alive", mode: "http", cores: 1},
+	{name: "close", title: "HTTP connection-close", mode: "http", close: true, cores: 1},
+	{name: "tcp", title: "TCP mode (wrk keep-alive through a layer-4 proxy)", mode: "tcp", cores: 1},
+	{name: "keepalive-2c", title: "HTTP keep-alive, two cores", mode: "http", cores: 2},
+	{name: "close-2c", title: "HTTP connection-close, two cores", mode: "http", close: true, cores: 2},
+	{name: "tcp-2c", title: "TCP mode, two cores", mode: "tcp", cores: 2},
 }
 
 // runRec is one wrk run.
@@ -84,6 +88,36 @@ func (b *bench) runPerf(ctx context.Context, proxies []*proxy) (*perfResult, err
 	if err != nil {
 		return nil, fmt.Errorf("backends: %w", err)
 	}
+	defer func() { b.cores = 0 }()
+	for _, cores := range b.opt.cores {
+		b.cores = cores
+		if err := b.pinBackends(ctx, backends); err != nil {
+			return nil, err
+		}
+		if err := b.runPlacement(ctx, res, proxies, backends); err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+// pinBackends moves the backends to the current placement's load CPUs:
+// CPU 1 on one core, both CPUs on two.
+func (b *bench) pinBackends(ctx context.Context, backends []*service) error {
+	cpus := "1"
+	if b.threads() == 2 {
+		cpus = "0,1"
+	}
+	for _, s := range backends {
+		if _, err := harness.Run(ctx, 10*time.Second, nil, "taskset", "-a", "-p", "-c", cpus, fmt.Sprint(s.pid())); err != nil {
+			return fmt.Errorf("pin backend: %w", err)
+		}
+	}
+	return nil
+}
+
+// runPlacement runs the scenarios of the current placement, HTTP then TCP.
+func (b *bench) runPlacement(ctx context.Context, res *perfResult, proxies []*proxy, backends []*service) error {
 	for _, mode := range []string{"http", "tcp"} {
 		status := map[string]string{}
 		var live []liveTarget
@@ -111,7 +145,7 @@ func (b *bench) runPerf(ctx context.Context, proxies []*proxy) (*perfResult, err
 			}
 			if err != nil {
 				if ctx.Err() != nil {
-					return nil, ctx.Err()
+					return ctx.Err()
 				}
 				status[t] = "failed to start: " + err.Error()
 				harness.Logf("%s: %s", t, status[t])
@@ -120,7 +154,7 @@ func (b *bench) runPerf(ctx context.Context, proxies []*proxy) (*perfResult, err
 			live = append(live, liveTarget{name: t, addr: p.addr, svc: s})
 		}
 		for _, sc := range scenarios {
-			if sc.mode != mode {
+			if sc.mode != mode || sc.cores != b.threads() {
 				continue
 			}
 			r := &scenarioResult{scenario: sc, status: map[string]string{}, runs: map[string][]runRec{}, lat: map[string][]latRec{}}
@@ -128,11 +162,11 @@ func (b *bench) runPerf(ctx context.Context, proxies []*proxy) (*perfResult, err
 				r.status[k] = v
 			}
 			if err := b.runScenario(ctx, r, live); err != nil {
-				return nil, err
+				return err
 			}
 			res.scenarios = append(res.scenarios, r)
 		}
-		if mode == "http" && b.opt.idle > 0 {
+		if mode == "http" && b.opt.idle > 0 && b.threads() == 1 {
 			want := b.opt.idle
 			if lim := noFile(); lim < uint64(want)+500 {
 				want = int(lim) - 500
@@ -141,7 +175,7 @@ func (b *bench) runPerf(ctx context.Context, proxies []*proxy) (*perfResult, err
 			res.idleWant = want
 			for _, t := range live {
 				if ctx.Err() != nil {
-					return nil, ctx.Err()
+					return ctx.Err()
 				}
 				if t.svc.exited() {
 					res.idleNote[t.name] = "exited: " + t.svc.logTail(3)
@@ -161,10 +195,10 @@ func (b *bench) runPerf(ctx context.Context, proxies []*proxy) (*perfResult, err
 			b.sv.stop(s, syscall.SIGTERM, 5*time.Second)
 		}
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return ctx.Err()
 		}
 	}
-	return res, nil
+	return nil
 }
 
 func findProxy(ps []*proxy, name string) *proxy {
@@ -183,12 +217,15 @@ const noisyRun = 0.10
 // measureWrk runs wrk once against t and measures the proxy's CPU and the
 // noise around it. Only the end of ctx is an error; a failed run is recorded.
 func (b *bench) measureWrk(ctx context.Context, r *scenarioResult, t liveTarget, round int) (runRec, error) {
+	if r.cores == 2 {
+		return b.measureWrk2(ctx, r, t, round)
+	}
 	idle := b.waitQuiet(ctx)
 	cpu0 := treeCPU(t.svc.pid())
 	busy0, steal0 := cpuTimes(0)
 	tcp0 := tcpCounters()
 	start := time.Now()
-	w, err := b.runWrk(ctx, "http://"+t.addr+"/", r.close, b.rawPath(r.name, t.name, fmt.Sprint("r", round), "wrk.txt"))
+	w, err := b.runWrk(ctx, "http://"+t.addr+"/", r.close, 1, b.rawPath(r.name, t.name, fmt.Sprint("r", round), "wrk.txt"))
 	wall := time.Since(start)
 	cpu := treeCPU(t.svc.pid()) - cpu0
 	busy1, steal1 := cpuTimes(0)
@@ -197,6 +234,24 @@ func (b *bench) measureWrk(ctx context.Context, r *scenarioResult, t liveTarget,
 		rec.others = max(0, (busy1-busy0-cpu).Seconds()/wall.Seconds())
 		rec.steal = (steal1 - steal0).Seconds() / wall.Seconds()
 	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return rec, ctx.Err()
+		}
+		rec.err = err.Error()
+	}
+	return rec, nil
+}
+
+// measureWrk2 is measureWrk on two cores: wrk with two threads shares both
+// CPUs with the proxy and the backends, so CPU 0's noise says nothing; the
+// proxy's CPU time is measured as on one core.
+func (b *bench) measureWrk2(ctx context.Context, r *scenarioResult, t liveTarget, round int) (runRec, error) {
+	idle := b.waitQuiet(ctx)
+	cpu0 := treeCPU(t.svc.pid())
+	tcp0 := tcpCounters()
+	w, err := b.runWrk(ctx, "http://"+t.addr+"/", r.close, 2, b.rawPath(r.name, t.name, fmt.Sprint("r", round), "wrk.txt"))
+	rec := runRec{round: round, wrk: w, cpu: treeCPU(t.svc.pid()) - cpu0, quiet: idle < 0.10, tcp: tcpTroubleDelta(tcp0, tcpCounters())}
 	if err != nil {
 		if ctx.Err() != nil {
 			return rec, ctx.Err()
@@ -263,6 +318,10 @@ func (b *bench) runScenario(ctx context.Context, r *scenarioResult, live []liveT
 	}
 	if r.rate < 1 {
 		r.rateNote = "no proxy ran: latency runs skipped"
+		return nil
+	}
+	if r.cores == 2 {
+		r.rate, r.rateNote = 0, "not measured on two cores: the load generator shares the proxies' CPUs"
 		return nil
 	}
 	limit, flag := b.opt.maxRate, "-max-rate"

@@ -19,8 +19,18 @@ func (b *bench) header() string {
 	sb.WriteString("Placement: each proxy on CPU 0 with one worker (HAProxy nbthread 1, nginx worker_processes 1, " +
 		"Caddy and haven GOMAXPROCS=1); wrk, vegeta, the harness and the three nginx backends on CPU 1. " +
 		"Round robin over the same three backends, keep-alive to the backends, logging off, active health checks every 2s " +
-		"(nginx open source has none: passive max_fails=1 fail_timeout=2s).\n\n")
+		"(nginx open source has none: passive max_fails=1 fail_timeout=2s). " +
+		"The sections marked two cores run each proxy with two workers (HAProxy nbthread 2, nginx worker_processes 2, Caddy and haven GOMAXPROCS=2) " +
+		"on CPUs 0 and 1, shared with wrk (two threads) and the backends, as on a small server that runs its own load balancer.\n\n")
 	return sb.String()
+}
+
+// latHeader names a latency column: at the fixed rate, or none (two cores).
+func latHeader(p string, rate int) string {
+	if rate > 0 {
+		return fmt.Sprintf("%s @%d/s", p, rate)
+	}
+	return p
 }
 
 func (b *bench) perfReport(res *perfResult) string {
@@ -28,6 +38,9 @@ func (b *bench) perfReport(res *perfResult) string {
 	for _, r := range res.scenarios {
 		fmt.Fprintf(&sb, "## %s\n\n", r.title)
 		load := fmt.Sprintf("wrk -t 1 -c %d -d %s", b.opt.conns, b.opt.duration)
+		if r.cores == 2 {
+			load = fmt.Sprintf("taskset -c 0,1 wrk -t 2 -c %d -d %s", b.opt.conns, b.opt.duration)
+		}
 		if r.close {
 			load += " -H 'Connection: close'"
 		}
@@ -35,9 +48,13 @@ func (b *bench) perfReport(res *perfResult) string {
 		if r.close {
 			ka = "-keepalive=false"
 		}
-		fmt.Fprintf(&sb, "Throughput: `%s`. Latency: `vegeta attack -rate=%d -duration=%s %s -workers=%d -max-workers=%d` (%s).\n\n", load, r.rate, b.opt.duration, ka, vegetaWorkers, vegetaWorkers, r.rateNote)
+		if r.rate > 0 {
+			fmt.Fprintf(&sb, "Throughput: `%s`. Latency: `vegeta attack -rate=%d -duration=%s %s -workers=%d -max-workers=%d` (%s).\n\n", load, r.rate, b.opt.duration, ka, vegetaWorkers, vegetaWorkers, r.rateNote)
+		} else {
+			fmt.Fprintf(&sb, "Throughput: `%s`. Latency: %s.\n\n", load, r.rateNote)
+		}
 		tab := harness.NewTable(&sb, harness.Left("target"), harness.Right("req/s"), harness.Right("req/s ÷ HAProxy"), harness.Right("CPU-s / 10k req"),
-			harness.Right("CPU efficiency vs HAProxy"), harness.Right(fmt.Sprintf("p50 @%d/s", r.rate)), harness.Right(fmt.Sprintf("p99 @%d/s", r.rate)), harness.Left("errors"))
+			harness.Right("req / CPU-s"), harness.Right("CPU efficiency vs HAProxy"), harness.Right(latHeader("p50", r.rate)), harness.Right(latHeader("p99", r.rate)), harness.Left("errors"))
 		for _, t := range b.opt.targets {
 			if t == "caddy" && b.caddyNote != "" && r.status[t] == "" {
 				r.status[t] = "n/a: " + b.caddyNote
@@ -98,7 +115,10 @@ func (b *bench) perfReport(res *perfResult) string {
 					trouble[k] += v
 				}
 			}
-			errCell := fmt.Sprintf("wrk non-2xx %d, socket %d; vegeta failed %d/%d", non2xx, sock, vFail, vReq)
+			errCell := fmt.Sprintf("wrk non-2xx %d, socket %d", non2xx, sock)
+			if r.rate > 0 {
+				errCell += fmt.Sprintf("; vegeta failed %d/%d", vFail, vReq)
+			}
 			if len(errs) > 0 {
 				errCell += " (" + strings.Join(slices.Compact(slices.Sorted(slices.Values(errs))), "; ") + ")"
 			}
@@ -108,7 +128,11 @@ func (b *bench) perfReport(res *perfResult) string {
 			if st := r.status[t]; st != "" {
 				errCell += " — " + harness.Truncate(st, 120)
 			}
-			tab.Row(name, fmt.Sprintf("%.0f", rps), rpsRatio, fmtCPU(cpu), cpuRatio, p50, p99, errCell)
+			perCPU := "–"
+			if cpu > 0 {
+				perCPU = fmt.Sprintf("%.0f", 10000/cpu)
+			}
+			tab.Row(name, fmt.Sprintf("%.0f", rps), rpsRatio, fmtCPU(cpu), perCPU, cpuRatio, p50, p99, errCell)
 		}
 		sb.WriteString("\n")
 		var others, steal float64
@@ -122,8 +146,12 @@ func (b *bench) perfReport(res *perfResult) string {
 				}
 			}
 		}
-		fmt.Fprintf(&sb, "Noise: during the proxy runs kept, CPU 0 was busy with other work up to %.0f%% of the time, and the hypervisor stole up to %.0f%%; "+
-			"%d of %d runs started on a busy machine (>10%% CPU after waiting up to %s); %d noisy runs were repeated.", 100*others, 100*steal, busyStarts, n, b.opt.quietWait, r.repeated)
+		if r.cores == 2 {
+			fmt.Fprintf(&sb, "Noise: %d of %d runs started on a busy machine (>10%% CPU after waiting up to %s); the proxies share their CPUs with the load here, so no run was judged noisy.", busyStarts, n, b.opt.quietWait)
+		} else {
+			fmt.Fprintf(&sb, "Noise: during the proxy runs kept, CPU 0 was busy with other work up to %.0f%% of the time, and the hypervisor stole up to %.0f%%; "+
+				"%d of %d runs started on a busy machine (>10%% CPU after waiting up to %s); %d noisy runs were repeated.", 100*others, 100*steal, busyStarts, n, b.opt.quietWait, r.repeated)
+		}
 		if others > 0.05 || steal > 0.05 {
 			sb.WriteString(" **The machine was not quiet: trust CPU-s/10k over req/s and latency.**")
 		}

@@ -67,12 +67,15 @@ type tmplData struct {
 	// AccessLog is haven's access log file ("": off), for the access
 	// log scenario.
 	AccessLog string
+	// Threads is the proxy's worker threads or processes: the cores of
+	// the current placement.
+	Threads int
 }
 
 type backendData struct{ Name, Addr string }
 
 func (b *bench) tmplData(mode string, failover bool, listen, admin string) tmplData {
-	d := tmplData{Dir: b.dir, Mode: mode, Failover: failover, Listen: listen, Admin: admin}
+	d := tmplData{Dir: b.dir, Mode: mode, Failover: failover, Listen: listen, Admin: admin, Threads: b.threads()}
 	for i, a := range backendAddrs {
 		d.Backends = append(d.Backends, backendData{backendNames[i], a})
 	}
@@ -165,7 +168,7 @@ func havenProxy() *proxy {
 			if err := harness.WriteTemplate(conf, havenConf, b.tmplData(mode, failover, havenAddr, havenAdmin)); err != nil {
 				return nil, err
 			}
-			s, err := b.sv.start("haven-"+mode, []string{"GOMAXPROCS=1"}, "taskset", "-c", "0", b.havenBin, "agent", "-c", conf, "-n", "lb1")
+			s, err := b.sv.start("haven-"+mode, []string{b.gomaxprocs()}, "taskset", "-c", b.proxyCPUs(), b.havenBin, "agent", "-c", conf, "-n", "lb1")
 			if err != nil {
 				return nil, err
 			}
@@ -203,7 +206,7 @@ func havenProxy() *proxy {
 // ---- HAProxy -----------------------------------------------------------
 
 const haproxyConf = `global
-    nbthread 1
+    nbthread {{.Threads}}
     maxconn 10100
     # maxconn 10100 wants 20229 descriptors; run with the 20000 this
     # machine allows (the idle test needs ~10,100).
@@ -257,7 +260,7 @@ func haproxyProxy() *proxy {
 				return nil, err
 			}
 			// -W: master-worker, so that SIGUSR2 reloads; -db: foreground.
-			s, err := b.sv.start("haproxy-"+mode, nil, "taskset", "-c", "0", "haproxy", "-W", "-db", "-f", conf)
+			s, err := b.sv.start("haproxy-"+mode, nil, "taskset", "-c", b.proxyCPUs(), "haproxy", "-W", "-db", "-f", conf)
 			if err != nil {
 				return nil, err
 			}
@@ -298,7 +301,7 @@ func haproxyCommand(sock, cmd string) (string, error) {
 const nginxConf = `user root;
 daemon off;
 master_process on;
-worker_processes 1;
+worker_processes {{.Threads}};
 worker_rlimit_nofile 20000;
 pid {{.Dir}}/nginx.pid;
 error_log {{.Dir}}/log/nginx-error.log error;
@@ -359,7 +362,7 @@ func nginxProxy() *proxy {
 			if err := harness.WriteTemplate(conf(b), nginxConf, b.tmplData(mode, failover, nginxAddr, "")); err != nil {
 				return nil, err
 			}
-			s, err := b.sv.start("nginx-"+mode, nil, "taskset", "-c", "0", "nginx", "-e", filepath.Join(b.dir, "log", "nginx-error.log"), "-p", b.dir, "-c", conf(b))
+			s, err := b.sv.start("nginx-"+mode, nil, "taskset", "-c", b.proxyCPUs(), "nginx", "-e", filepath.Join(b.dir, "log", "nginx-error.log"), "-p", b.dir, "-c", conf(b))
 			if err != nil {
 				return nil, err
 			}
@@ -419,7 +422,7 @@ func writeCaddyfile(path string, d tmplData) error {
 func caddyProxy() *proxy {
 	conf := func(b *bench) string { return filepath.Join(b.dir, "Caddyfile") }
 	env := func(b *bench) []string {
-		return []string{"GOMAXPROCS=1", "HOME=" + b.dir, "XDG_DATA_HOME=" + filepath.Join(b.dir, "caddy-data"), "XDG_CONFIG_HOME=" + filepath.Join(b.dir, "caddy-config")}
+		return []string{b.gomaxprocs(), "HOME=" + b.dir, "XDG_DATA_HOME=" + filepath.Join(b.dir, "caddy-data"), "XDG_CONFIG_HOME=" + filepath.Join(b.dir, "caddy-config")}
 	}
 	return &proxy{
 		name: "caddy",
@@ -432,7 +435,7 @@ func caddyProxy() *proxy {
 			if err := writeCaddyfile(conf(b), b.tmplData(mode, failover, caddyAddr, caddyAdmin)); err != nil {
 				return nil, err
 			}
-			s, err := b.sv.start("caddy-"+mode, env(b), "taskset", "-c", "0", "caddy", "run", "--config", conf(b), "--adapter", "caddyfile")
+			s, err := b.sv.start("caddy-"+mode, env(b), "taskset", "-c", b.proxyCPUs(), "caddy", "run", "--config", conf(b), "--adapter", "caddyfile")
 			if err != nil {
 				return nil, err
 			}
