@@ -117,6 +117,10 @@ func readProxyHeader(c *net.TCPConn, deadline time.Time) (*proxyproto.Header, er
 	rerr := rc.Read(func(fd uintptr) bool {
 		n, _, err := unix.Recvfrom(int(fd), pb.b[:], unix.MSG_PEEK)
 		switch {
+		case err == nil && n > 0 && n == got && peerShut(int(fd)):
+			// A peek shows the queued bytes, never the FIN behind them.
+			perr = fmt.Errorf("the proxy closed the connection after %d bytes of a PROXY header: %w", got, io.ErrUnexpectedEOF)
+			return true
 		case err == unix.EAGAIN || (err == nil && n > 0 && n == got):
 			return false // nothing new: wait for more bytes
 		case err != nil:
@@ -148,6 +152,14 @@ func readProxyHeader(c *net.TCPConn, deadline time.Time) (*proxyproto.Header, er
 		return nil, fmt.Errorf("consuming a PROXY header's %d bytes: %w", used, err)
 	}
 	return h, nil
+}
+
+// peerShut reports whether the peer of socket fd has shut down its sending
+// side (or the connection is gone).
+func peerShut(fd int) bool {
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLRDHUP}}
+	n, err := unix.Poll(fds, 0)
+	return err == nil && n > 0 && fds[0].Revents&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR) != 0
 }
 
 // addrConn is a connection whose addresses are those a PROXY header gave:

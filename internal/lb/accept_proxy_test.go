@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/haven-ha/haven/internal/lb/proxyproto"
+	"github.com/haven-ha/haven/internal/testenv"
 )
 
 // The proxy in front (trusted) dials from 127.0.0.2, a stranger from
@@ -126,8 +127,22 @@ func TestAcceptProxyHTTP(t *testing.T) {
 	refused("untrusted source without one", stranger, []byte(req))
 	refused("trusted source without a header", trustedProxy, []byte(req))
 	refused("trusted source, malformed v1", trustedProxy, []byte("PROXY TCP4 198.18.5.7 127.0.0.1 04567 80\r\n"+req))
+	t.Run("proxy closes in the middle of a header", func(t *testing.T) {
+		c := dialFrom(t, trustedProxy, lb.addr)
+		c.Write(proxyHeader(t, 2, lb.addr)[:10])
+		c.(*net.TCPConn).CloseWrite()
+		start := time.Now()
+		if got, err := answer(c); err == nil {
+			t.Fatalf("answered %q", got)
+		}
+		// Refused when the FIN arrives, not after timeouts.client_header.
+		testenv.Poll(t, 5*time.Second, "counted as invalid", func() (bool, string) {
+			n := lb.proxyRefused[proxyInvalid].Load()
+			return n == 3, fmt.Sprint(n, " invalid after ", time.Since(start))
+		})
+	})
 
-	for reason, want := range map[int]uint64{proxyUntrusted: 2, proxyInvalid: 2} {
+	for reason, want := range map[int]uint64{proxyUntrusted: 2, proxyInvalid: 3, proxyTimeout: 0} {
 		if got := lb.proxyRefused[reason].Load(); got != want {
 			t.Errorf("refused as %s: %d, want %d", proxyReasonNames[reason], got, want)
 		}

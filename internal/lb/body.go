@@ -99,10 +99,13 @@ var (
 // copyChunked copies a chunked body, re-encoding its framing: each chunk
 // leaves with a size line and CRLFs of haven's own, without extensions, so
 // that a receiver that parses chunks differently from haven (spaces after
-// the size, extensions) reads the same message. Every line of the framing
-// must end in CRLF: a bare LF, which RFC 9112 lets a recipient accept in a
-// head, is where chunk parsers disagree ("funky chunks"; net/http refuses it
-// since CVE-2025-22871), so haven refuses it in a body. A chunk's header is
+// the size, extensions) reads the same message. In a request (strict) every
+// line of the framing must end in CRLF: a bare LF, which RFC 9112 lets a
+// recipient accept in a head, is where chunk parsers disagree ("funky
+// chunks"; net/http refuses it since CVE-2025-22871), so haven refuses it
+// from clients. A backend's response is read as RFC 9112 allows (a bare LF,
+// a space before an extension): its head has already left for the client
+// when its body is copied, and the framing the client gets is haven's own. A chunk's header is
 // checked before any of its data is sent. With dechunk the data is written
 // without framing (for an HTTP/1.0 client) and trailers are dropped. limit >
 // 0 caps the data size.
@@ -110,7 +113,7 @@ var (
 // Output is gathered in buf and written when buf is full or before a read
 // that may wait, so that small chunks already received leave in one write
 // and a stream of events is never held back.
-func copyChunked(dst io.Writer, src bodyReader, buf []byte, dechunk bool, limit int64) (int64, error) {
+func copyChunked(dst io.Writer, src bodyReader, buf []byte, dechunk bool, limit int64, strict bool) (int64, error) {
 	var total int64
 	out := buf[:0]
 	flush := func() error {
@@ -135,11 +138,11 @@ func copyChunked(dst io.Writer, src bodyReader, buf []byte, dechunk bool, limit 
 				return total, err
 			}
 		}
-		line, err := readChunkLine(src)
+		line, err := readChunkLine(src, strict)
 		if err != nil {
 			return total, err
 		}
-		size, ok := parseChunkSize(line)
+		size, ok := parseChunkSize(line, strict)
 		if !ok {
 			return total, readErr(errChunkSize)
 		}
@@ -147,7 +150,7 @@ func copyChunked(dst io.Writer, src bodyReader, buf []byte, dechunk bool, limit 
 			return total, errBodyTooLarge
 		}
 		if size == 0 {
-			if err := copyTrailers(src, &out, buf, flush, dechunk); err != nil {
+			if err := copyTrailers(src, &out, buf, flush, dechunk, strict); err != nil {
 				return total, err
 			}
 			return total, flush()
@@ -182,7 +185,7 @@ func copyChunked(dst io.Writer, src bodyReader, buf []byte, dechunk bool, limit 
 				return total, err
 			}
 		}
-		crlf, err := readChunkLine(src)
+		crlf, err := readChunkLine(src, strict)
 		if err != nil {
 			return total, err
 		}
@@ -201,7 +204,7 @@ func copyChunked(dst io.Writer, src bodyReader, buf []byte, dechunk bool, limit 
 // copyTrailers reads the trailer section after the last chunk and, unless
 // dechunking, appends the last chunk and each field, re-encoded as
 // "name: value\r\n", to *out.
-func copyTrailers(src bodyReader, out *[]byte, buf []byte, flush func() error, dechunk bool) error {
+func copyTrailers(src bodyReader, out *[]byte, buf []byte, flush func() error, dechunk, strict bool) error {
 	if !dechunk {
 		*out = append(*out, "0\r\n"...)
 	}
@@ -209,7 +212,7 @@ func copyTrailers(src bodyReader, out *[]byte, buf []byte, flush func() error, d
 		if n > maxTrailerFields {
 			return readErr(errTrailerCount)
 		}
-		line, err := readChunkLine(src)
+		line, err := readChunkLine(src, strict)
 		if err != nil {
 			return err
 		}
@@ -220,7 +223,7 @@ func copyTrailers(src bodyReader, out *[]byte, buf []byte, flush func() error, d
 			return nil
 		}
 		field, _ := cutLine(line)
-		h, err := parseField(field)
+		h, err := parseField(field, strict)
 		if err != nil {
 			return readErr(errTrailerField)
 		}
@@ -236,13 +239,15 @@ func copyTrailers(src bodyReader, out *[]byte, buf []byte, flush func() error, d
 	}
 }
 
-// isLineEnd reports whether a line of chunked framing is empty: CRLF.
+// isLineEnd reports whether a line of chunked framing, as readChunkLine
+// returned it, is empty.
 func isLineEnd(line []byte) bool {
-	return len(line) == 2
+	return len(line) == 1 || (len(line) == 2 && line[0] == '\r')
 }
 
-// readChunkLine returns a line including its CRLF, bounded in length.
-func readChunkLine(src bodyReader) ([]byte, error) {
+// readChunkLine returns a line including its line end, bounded in length;
+// strict, the line end must be CRLF.
+func readChunkLine(src bodyReader, strict bool) ([]byte, error) {
 	line, err := src.ReadSlice('\n')
 	if err == bufio.ErrBufferFull || len(line) > maxChunkLine {
 		return nil, readErr(errChunkLine)
@@ -250,7 +255,7 @@ func readChunkLine(src bodyReader) ([]byte, error) {
 	if err != nil {
 		return nil, readErr(err)
 	}
-	if len(line) < 2 || line[len(line)-2] != '\r' {
+	if strict && (len(line) < 2 || line[len(line)-2] != '\r') {
 		return nil, readErr(errChunkLineEnd)
 	}
 	return line, nil
@@ -258,11 +263,12 @@ func readChunkLine(src bodyReader) ([]byte, error) {
 
 // parseChunkSize parses a chunk's size line (with its line end): 1 to 15
 // hex digits, then either an extension (";name" or ";name=value", which
-// haven drops) or spaces, then CRLF. A space between the size and an
-// extension, which RFC 9112 allows as BWS, is refused as net/http refuses
-// it: a size the proxy and the server read differently is how bodies are
-// smuggled, and no client sends one.
-func parseChunkSize(line []byte) (int64, bool) {
+// haven drops) or spaces, then CRLF. Strict (a request), a space between
+// the size and an extension, which RFC 9112 allows as BWS, is refused as
+// net/http refuses it: a size the proxy and the server read differently is
+// how bodies are smuggled, and no client sends one; and the line must end
+// in CRLF. Otherwise (a response) both are accepted.
+func parseChunkSize(line []byte, strict bool) (int64, bool) {
 	var n int64
 	i := 0
 	for ; i < len(line) && unhex(line[i]) >= 0; i++ {
@@ -276,10 +282,16 @@ func parseChunkSize(line []byte) (int64, bool) {
 	}
 	line, ok := bytes.CutSuffix(line[i:], []byte("\r\n"))
 	if !ok {
-		return 0, false
+		if strict {
+			return 0, false
+		}
+		line = bytes.TrimSuffix(line, []byte("\n"))
 	}
 	if len(line) == 0 || len(trimOWS(line)) == 0 {
 		return n, true
+	}
+	if !strict {
+		line = trimOWS(line)
 	}
 	if line[0] != ';' {
 		return 0, false
@@ -320,7 +332,7 @@ func scanChunks(p []byte, limit int64) error {
 		if i < 0 {
 			return nil
 		}
-		size, ok := parseChunkSize(p[:i+1])
+		size, ok := parseChunkSize(p[:i+1], true)
 		if !ok {
 			return readErr(errChunkSize)
 		}

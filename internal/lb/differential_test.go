@@ -76,7 +76,7 @@ func parseWithHaven(data []byte) (*parsedRequest, error) {
 	buf := make([]byte, 100)
 	switch {
 	case r.chunked:
-		_, err = copyChunked(&body, br, buf, true, 0)
+		_, err = copyChunked(&body, br, buf, true, 0, true)
 	case r.contentLength > 0:
 		_, err = copyN(&body, br, r.contentLength, buf)
 	}

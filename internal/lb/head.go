@@ -141,7 +141,7 @@ func parseRequest(head []byte, r *request) error {
 	}
 	hosts := 0
 	var err error
-	r.headers, err = parseHeaders(rest, r.headers, func(h header) error {
+	r.headers, err = parseHeaders(rest, r.headers, true, func(h header) error {
 		switch {
 		case eqFold(h.name, "host"):
 			hosts++
@@ -237,7 +237,7 @@ func parseResponse(head []byte, r *response) error {
 		return errors.New("malformed status code")
 	}
 	r.status = code
-	r.headers, err = parseHeaders(rest, r.headers, func(h header) error {
+	r.headers, err = parseHeaders(rest, r.headers, false, func(h header) error {
 		switch {
 		case eqFold(h.name, "content-length"):
 			if r.contentLength, err = mergeLength(r.contentLength, h.value); err != nil {
@@ -283,15 +283,16 @@ func hasToken(tokens [][]byte, name string) bool {
 }
 
 // parseHeaders parses header lines (each ending in \n, the block ending with
-// an empty line), appending to hs and calling fn for each.
-func parseHeaders(b []byte, hs []header, fn func(header) error) ([]header, error) {
+// an empty line), appending to hs and calling fn for each; strict as for
+// parseField.
+func parseHeaders(b []byte, hs []header, strict bool, fn func(header) error) ([]header, error) {
 	for len(b) > 0 {
 		var line []byte
 		line, b = cutLine(b)
 		if len(line) == 0 {
 			break
 		}
-		h, err := parseField(line)
+		h, err := parseField(line, strict)
 		if err != nil {
 			return hs, err
 		}
@@ -304,8 +305,9 @@ func parseHeaders(b []byte, hs []header, fn func(header) error) ([]header, error
 }
 
 // parseField parses one header or trailer field line, without its line
-// end: a token, a colon, and a value without CR, LF or NUL.
-func parseField(line []byte) (header, error) {
+// end: a token, a colon, and a value without CR, LF or NUL; strict (a
+// client's), without any other control character but HTAB either.
+func parseField(line []byte, strict bool) (header, error) {
 	if len(line) > 0 && (line[0] == ' ' || line[0] == '\t') {
 		return header{}, badRequest("obsolete line folding in header")
 	}
@@ -319,10 +321,10 @@ func parseField(line []byte) (header, error) {
 	}
 	value := trimOWS(line[colon+1:])
 	for _, c := range value {
-		if (c < ' ' && c != '\t') || c == 0x7f {
-			// CR, LF and NUL (RFC 9110 5.5), and every other control
-			// character, which no field value may hold either and which
-			// net/http refuses too.
+		if c == '\r' || c == '\n' || c == 0 || (strict && ((c < ' ' && c != '\t') || c == 0x7f)) {
+			// CR, LF and NUL (RFC 9110 5.5), and from a client every
+			// other control character, which no field value may hold
+			// either and which net/http refuses too.
 			return header{}, badRequest("invalid character in header value")
 		}
 	}
@@ -444,16 +446,21 @@ func isToken(b []byte) bool {
 }
 
 // validTarget rejects control characters, spaces, bytes above 0x7e, a
-// fragment ('#': a client never sends one, RFC 9110 7.1) and a '%' that
-// does not begin a percent-encoded byte in a request target: servers that
-// decode the target (net/http among them) refuse such a target, and one
-// that a backend would refuse is refused here, before it is sent.
+// fragment ('#': a client never sends one, RFC 9110 7.1), and in the path a
+// '%' that does not begin a percent-encoded byte: servers that decode the
+// path (net/http among them) refuse it, and a request a backend would refuse
+// is refused here, before it is sent. The query is not decoded by servers
+// until an application asks, and browsers send a bare '%' in it (?q=100%).
 func validTarget(b []byte) bool {
+	inPath := true
 	for i, c := range b {
 		if c <= ' ' || c >= 0x7f || c == '#' {
 			return false
 		}
-		if c == '%' && (i+2 >= len(b) || unhex(b[i+1]) < 0 || unhex(b[i+2]) < 0) {
+		if c == '?' {
+			inPath = false
+		}
+		if inPath && c == '%' && (i+2 >= len(b) || unhex(b[i+1]) < 0 || unhex(b[i+2]) < 0) {
 			return false
 		}
 	}

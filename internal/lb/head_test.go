@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"io"
 	"strings"
 	"testing"
 )
@@ -42,6 +43,7 @@ func TestParseRequestAccepts(t *testing.T) {
 		{"upgrade without connection token is not an upgrade", "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n", "GET", "/ws", -1, false, true, ""},
 		{"absolute form", "GET http://a/x HTTP/1.1\r\nHost: a\r\n\r\n", "GET", "http://a/x", -1, false, true, ""},
 		{"options star", "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", "OPTIONS", "*", -1, false, true, ""},
+		{"escapes in the path, a bare % in the query", "GET /a%20b?q=100%&r=%zz HTTP/1.1\r\nHost: a\r\n\r\n", "GET", "/a%20b?q=100%&r=%zz", -1, false, true, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -113,6 +115,11 @@ func TestParseRequestRejects(t *testing.T) {
 		{"fragment", "GET /a#b HTTP/1.1\r\nHost: a\r\n\r\n", 400},
 		{"user information", "GET http://u@a/ HTTP/1.1\r\nHost: a\r\n\r\n", 400},
 		{"empty authority", "GET http:///x HTTP/1.1\r\nHost: a\r\n\r\n", 400},
+		{"bad escape in the path", "GET /a%zz?q HTTP/1.1\r\nHost: a\r\n\r\n", 400},
+		{"escape cut short in the path", "GET /a%2 HTTP/1.1\r\nHost: a\r\n\r\n", 400},
+		{"control character in a value", "GET / HTTP/1.1\r\nHost: a\r\nX-A: b\x01c\r\n\r\n", 400},
+		{"host with a space", "GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400},
+		{"star and more", "OPTIONS *0 HTTP/1.1\r\nHost: a\r\n\r\n", 400},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -183,7 +190,7 @@ func TestCopyChunked(t *testing.T) {
 	in := "4\r\nWiki\r\n5;ext=1\r\npedia\r\n0\r\nX-Trailer: 1\r\n\r\nNEXT"
 	var out strings.Builder
 	br := bufio.NewReader(strings.NewReader(in))
-	n, err := copyChunked(&out, br, make([]byte, 3), false, 0)
+	n, err := copyChunked(&out, br, make([]byte, 3), false, 0, true)
 	if err != nil || n != 9 {
 		t.Fatalf("copyChunked = %d, %v", n, err)
 	}
@@ -194,10 +201,10 @@ func TestCopyChunked(t *testing.T) {
 		t.Errorf("copyChunked read past the message end: next bytes %q", rest)
 	}
 	out.Reset()
-	if _, err := copyChunked(&out, bufio.NewReader(strings.NewReader(in)), make([]byte, 3), true, 0); err != nil || out.String() != "Wikipedia" {
+	if _, err := copyChunked(&out, bufio.NewReader(strings.NewReader(in)), make([]byte, 3), true, 0, true); err != nil || out.String() != "Wikipedia" {
 		t.Errorf("dechunk = %q, %v", out.String(), err)
 	}
-	if _, err := copyChunked(&out, bufio.NewReader(strings.NewReader(in)), make([]byte, 3), false, 5); !errors.Is(err, errBodyTooLarge) {
+	if _, err := copyChunked(&out, bufio.NewReader(strings.NewReader(in)), make([]byte, 3), false, 5, true); !errors.Is(err, errBodyTooLarge) {
 		t.Errorf("limit 5: err = %v, want errBodyTooLarge", err)
 	}
 	for _, bad := range []string{"zz\r\nab\r\n0\r\n\r\n", "2\r\nabc\r\n0\r\n\r\n", "2\r\nab", "ffffffffffffffffff\r\n",
@@ -207,7 +214,7 @@ func TestCopyChunked(t *testing.T) {
 		"5\nhello\r\n0\r\n\r\n", "5\r\nhello\n0\r\n\r\n", "5\r\nhello\r\n0\n\r\n", "5\r\nhello\r\n0\r\n\n",
 		"5\r\nhello\r\n0\r\nX: 1\n\r\n", "5 ;a\r\nhello\r\n0\r\n\r\n"} {
 		out.Reset()
-		if _, err := copyChunked(&out, bufio.NewReader(strings.NewReader(bad)), make([]byte, 8), false, 0); err == nil {
+		if _, err := copyChunked(&out, bufio.NewReader(strings.NewReader(bad)), make([]byte, 8), false, 0, true); err == nil {
 			t.Errorf("%q: accepted as %q", bad, out.String())
 		}
 	}
@@ -228,7 +235,7 @@ func TestChunkReencoding(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			for _, size := range []int{8, 32 * 1024} {
 				var out strings.Builder
-				if _, err := copyChunked(&out, bufio.NewReaderSize(strings.NewReader(tt.in), 16), make([]byte, size), false, 0); err != nil {
+				if _, err := copyChunked(&out, bufio.NewReaderSize(strings.NewReader(tt.in), 16), make([]byte, size), false, 0, true); err != nil {
 					t.Fatalf("buffer %d: %v", size, err)
 				}
 				if out.String() != tt.want {
@@ -236,6 +243,28 @@ func TestChunkReencoding(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestChunkedResponseFraming: a backend's chunked response is read as RFC
+// 9112 allows (bare LF line ends, a space before an extension, a control
+// character in a trailer) and leaves in haven's own framing; the same bytes
+// from a client are refused.
+func TestChunkedResponseFraming(t *testing.T) {
+	in := "5 ;x\nhello\n6\r\n world\n0\nX-T: a\x01b\n\n"
+	var out strings.Builder
+	if _, err := copyChunked(&out, bufio.NewReader(strings.NewReader(in)), make([]byte, 64), false, 0, false); err != nil {
+		t.Fatalf("response: %v", err)
+	}
+	if want := "5\r\nhello\r\n6\r\n world\r\n0\r\nX-T: a\x01b\r\n\r\n"; out.String() != want {
+		t.Errorf("response sent as %q, want %q", out.String(), want)
+	}
+	if _, err := copyChunked(io.Discard, bufio.NewReader(strings.NewReader(in)), make([]byte, 64), false, 0, true); err == nil {
+		t.Error("a request with the same framing was accepted")
+	}
+	var r response
+	if err := parseResponse([]byte("HTTP/1.1 200 OK\r\nX-A: b\x01c\r\n\r\n"), &r); err != nil {
+		t.Errorf("a response head with a control character in a value: %v", err)
 	}
 }
 
@@ -336,7 +365,7 @@ func FuzzCopyChunked(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var out bytes.Buffer
-		n, err := copyChunked(&out, bufio.NewReader(bytes.NewReader(data)), make([]byte, 7), false, 0)
+		n, err := copyChunked(&out, bufio.NewReader(bytes.NewReader(data)), make([]byte, 7), false, 0, true)
 		if err != nil {
 			return
 		}
@@ -344,13 +373,13 @@ func FuzzCopyChunked(f *testing.F) {
 			t.Fatalf("copied %q but the early check refuses it: %v", data, err)
 		}
 		var again bytes.Buffer
-		n2, err := copyChunked(&again, bufio.NewReader(bytes.NewReader(out.Bytes())), make([]byte, 64), false, 0)
+		n2, err := copyChunked(&again, bufio.NewReader(bytes.NewReader(out.Bytes())), make([]byte, 64), false, 0, true)
 		if err != nil || n2 != n || !bytes.Equal(again.Bytes(), out.Bytes()) {
 			t.Fatalf("re-encoding %q as %q is not canonical: %q, %v", data, out.Bytes(), again.Bytes(), err)
 		}
 		var d1, d2 bytes.Buffer
-		copyChunked(&d1, bufio.NewReader(bytes.NewReader(data)), make([]byte, 5), true, 0)
-		copyChunked(&d2, bufio.NewReader(bytes.NewReader(out.Bytes())), make([]byte, 5), true, 0)
+		copyChunked(&d1, bufio.NewReader(bytes.NewReader(data)), make([]byte, 5), true, 0, true)
+		copyChunked(&d2, bufio.NewReader(bytes.NewReader(out.Bytes())), make([]byte, 5), true, 0, true)
 		if !bytes.Equal(d1.Bytes(), d2.Bytes()) || int64(d1.Len()) != n {
 			t.Fatalf("%q carries %q, its re-encoding %q", data, d1.Bytes(), d2.Bytes())
 		}

@@ -466,7 +466,7 @@ func (lb *Balancer) streamRequestBody(cc *clientConn, bc *backendConn, a *attemp
 	var err error
 	var n int64
 	if req.chunked {
-		n, err = copyChunked(&sc.to, &sc.in, *bufp, false, s.maxBody)
+		n, err = copyChunked(&sc.to, &sc.in, *bufp, false, s.maxBody, true)
 	} else {
 		n, err = copyN(&sc.to, &sc.in, req.contentLength, *bufp)
 	}
@@ -578,7 +578,7 @@ func (lb *Balancer) relayResponse(cc *clientConn, b *backend, bc *backendConn, a
 		sc.in = idleReader{Reader: bc.br, c: bc.c, idle: s.serverTimeout}
 		switch {
 		case resp.chunked:
-			n, err = copyChunked(&sc.to, &sc.in, *bufp, dechunk, 0)
+			n, err = copyChunked(&sc.to, &sc.in, *bufp, dechunk, 0, false)
 		case resp.contentLength >= 0:
 			n, err = copyN(&sc.to, &sc.in, remaining, *bufp)
 		default:

@@ -44,11 +44,12 @@ func (o Outcome) String() string { return outcomeNames[o] }
 
 // Pair is one relayed pair of sockets.
 type Pair struct {
-	a, b  side
-	loop  *loop
-	idle  time.Duration
-	last  int64 // the loop's clock when bytes last moved, in nanoseconds
-	ended bool  // finished: its descriptors are closed (the loop's own)
+	a, b   side
+	loop   *loop
+	idle   time.Duration
+	last   int64 // the loop's clock when bytes last moved, in nanoseconds
+	ended  bool  // finished: its descriptors are closed (the loop's own)
+	queued bool  // in the loop's busy list
 
 	done    chan struct{}
 	outcome Outcome
@@ -65,7 +66,14 @@ type side struct {
 	// hup: the peer's FIN (or an error) was reported. A short read then
 	// does not mean drained: the EOF behind the last bytes raises no new
 	// edge, so reads go on until they return it.
-	hup      bool
+	hup bool
+	// urgent: the peer sent urgent data (MSG_OOB, as FTP's ABOR and
+	// telnet do). A read stops short at the urgent mark with more
+	// queued behind it and no edge to come, so reads go on until EAGAIN.
+	urgent bool
+	// busy: the pump stopped reading this side after maxReads full
+	// reads, with more to read: the loop comes back to it (fairness).
+	busy     bool
 	writable bool
 	eof      bool   // its reads have ended
 	shut     bool   // its writing side was shut down (the peer's EOF passed on)
@@ -181,11 +189,19 @@ type loop struct {
 
 	sides map[int]*Pair // by descriptor
 	pairs map[*Pair]struct{}
-	buf   []byte
-	now   int64
+	// busy are the pairs a pump left with bytes to read (maxReads);
+	// spare is the last list's array, for reuse.
+	busy, spare []*Pair
+	buf         []byte
+	now         int64
 }
 
 const bufSize = 64 << 10
+
+// maxReads bounds the full reads of one side per turn (1 MiB), so that a
+// bulk transfer between two fast peers does not hold up the loop's other
+// pairs.
+const maxReads = 16
 
 func newLoop() (*loop, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
@@ -222,24 +238,26 @@ func (l *loop) submit(p *Pair) bool {
 		l.mu.Unlock()
 		return false
 	}
-	wake := len(l.incoming) == 0
-	l.incoming = append(l.incoming, p)
-	l.mu.Unlock()
-	if wake {
-		unix.Write(l.evfd, one)
+	defer l.mu.Unlock()
+	if len(l.incoming) == 0 {
+		unix.Write(l.evfd, one) // under the lock: shutdown closes evfd under it
 	}
+	l.incoming = append(l.incoming, p)
 	return true
 }
 
 func (l *loop) stop() {
 	l.mu.Lock()
-	l.stopped = true
-	l.mu.Unlock()
-	unix.Write(l.evfd, one)
+	defer l.mu.Unlock()
+	if !l.stopped {
+		l.stopped = true
+		unix.Write(l.evfd, one)
+	}
 }
 
-// run is the loop. It waits without a bound while it has no pair, and
-// wakes at least every second otherwise to close idle pairs.
+// run is the loop. It wakes at least every second to close idle pairs and,
+// should a wake-up through the nested epoll ever be lost, to take new
+// pairs.
 func (l *loop) run() {
 	events := make([]unix.EpollEvent, 256)
 	lastScan := time.Now().UnixNano()
@@ -247,25 +265,36 @@ func (l *loop) run() {
 	if err != nil {
 		panic(fmt.Sprintf("relay: %v", err)) // an *os.File always has one
 	}
-	deadline := false // a wake-up is set: one second after it was
+	l.ep.SetReadDeadline(time.Now().Add(time.Second))
 	for {
-		if !deadline && len(l.pairs) > 0 {
-			l.ep.SetReadDeadline(time.Now().Add(time.Second))
-			deadline = true
-		}
 		n := 0
 		var werr error
-		err := rc.Read(func(fd uintptr) bool {
-			n, werr = unix.EpollWait(int(fd), events, 0)
-			return n > 0 || (werr != nil && werr != unix.EINTR)
-		})
-		switch {
-		case errors.Is(err, os.ErrDeadlineExceeded):
-			// Until it is moved, an expired deadline fails every wait.
-			deadline, n = false, 0
-			l.ep.SetReadDeadline(time.Time{})
-		case err != nil || werr != nil:
-			panic(fmt.Sprintf("relay: epoll_wait: %v", errors.Join(err, werr))) // EBADF, EFAULT or EINVAL: a bug here
+		if len(l.busy) > 0 {
+			// Pairs wait with bytes to move: look for events without
+			// parking.
+			n, werr = unix.EpollWait(l.epfd, events, 0)
+			if werr == unix.EINTR {
+				werr = nil
+			}
+		} else {
+			err := rc.Read(func(fd uintptr) bool {
+				n, werr = unix.EpollWait(int(fd), events, 0)
+				return n > 0 || (werr != nil && werr != unix.EINTR)
+			})
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				// Until it is moved, an expired deadline fails every wait.
+				l.ep.SetReadDeadline(time.Now().Add(time.Second))
+				n = 0
+				if !l.takeIncoming() {
+					l.shutdown()
+					return
+				}
+			} else if err != nil {
+				werr = errors.Join(err, werr)
+			}
+		}
+		if werr != nil {
+			panic(fmt.Sprintf("relay: epoll_wait: %v", werr)) // EBADF, EFAULT or EINVAL: a bug here
 		}
 		l.now = time.Now().UnixNano()
 		for _, ev := range events[:max(n, 0)] {
@@ -291,11 +320,27 @@ func (l *loop) run() {
 			if ev.Events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 				s.hup = true
 			}
+			if ev.Events&unix.EPOLLPRI != 0 {
+				s.readable, s.urgent = true, true
+			}
 			if ev.Events&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 				s.writable = true
 			}
 			l.pump(p)
 		}
+		// The pairs cut short for fairness, after the events: the
+		// others had their turn.
+		again := l.busy
+		l.busy = l.spare[:0]
+		for i, p := range again {
+			again[i] = nil
+			p.queued = false
+			if !p.ended {
+				p.a.busy, p.b.busy = false, false
+				l.pump(p) // may queue it again
+			}
+		}
+		l.spare = again[:0]
 		if l.now-lastScan >= int64(time.Second) {
 			lastScan = l.now
 			l.closeIdle()
@@ -332,7 +377,7 @@ func (l *loop) add(p *Pair) error {
 	p.last = l.now
 	for _, s := range []*side{&p.a, &p.b} {
 		l.sides[s.fd] = p
-		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(s.fd)}
+		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLPRI | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(s.fd)}
 		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, s.fd, &ev); err != nil {
 			return fmt.Errorf("relay: epoll_ctl: %w", err)
 		}
@@ -361,6 +406,9 @@ func (l *loop) pump(p *Pair) {
 		l.finish(p, Failed, err)
 	case p.a.eof && p.b.eof && p.a.shut && p.b.shut:
 		l.finish(p, Closed, nil)
+	case (p.a.busy || p.b.busy) && !p.queued:
+		p.queued = true
+		l.busy = append(l.busy, p)
 	}
 }
 
@@ -385,10 +433,14 @@ func (l *loop) copy(src, dst *side) (moved int, err error) {
 		putBuf(dst.out)
 		dst.out = nil
 	}
-	for src.readable && !src.eof {
+	for reads := 0; src.readable && !src.eof; reads++ {
+		if reads == maxReads {
+			src.busy = true // more to read: the loop comes back after the others
+			break
+		}
 		n, err := unix.Read(src.fd, l.buf)
 		if err == unix.EAGAIN {
-			src.readable = false
+			src.readable, src.urgent = false, false
 			break
 		}
 		if err == unix.EINTR {
@@ -415,7 +467,7 @@ func (l *loop) copy(src, dst *side) (moved int, err error) {
 			dst.writable = false
 			return moved, nil
 		}
-		if n < len(l.buf) && !src.hup {
+		if n < len(l.buf) && !src.hup && !src.urgent {
 			src.readable = false
 		}
 	}
@@ -492,10 +544,10 @@ func (l *loop) shutdown() {
 	l.mu.Lock()
 	in := l.incoming
 	l.incoming = nil
+	unix.Close(l.evfd) // under the lock: submit writes it under the lock, once stopped never
 	l.mu.Unlock()
 	for _, p := range in {
 		l.finish(p, Aborted, nil)
 	}
 	l.ep.Close()
-	unix.Close(l.evfd)
 }
