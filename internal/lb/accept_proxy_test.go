@@ -153,31 +153,17 @@ func TestAcceptProxyHTTP(t *testing.T) {
 // one haven passes on in its own PROXY header to the backend, and the
 // client's first bytes, sent with the header, reach the backend intact.
 func TestAcceptProxyTCP(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				h, err := proxyproto.Read(br)
-				if err != nil {
-					fmt.Fprintf(c, "no header: %v", err)
-					return
-				}
-				data, _ := io.ReadAll(br)
-				fmt.Fprintf(c, "%s %s %s", h.Source, h.Destination, data)
-			}()
+	backend := tcpBackend(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		h, err := proxyproto.Read(br)
+		if err != nil {
+			fmt.Fprintf(c, "no header: %v", err)
+			return
 		}
-	}()
-	lb := startLB(t, "    mode: tcp\n    proxy_protocol: v1\n    accept_proxy_from: [127.0.0.2/31]\n", "", ln.Addr().String())
+		data, _ := io.ReadAll(br)
+		fmt.Fprintf(c, "%s %s %s", h.Source, h.Destination, data)
+	})
+	lb := startLB(t, "    mode: tcp\n    proxy_protocol: v1\n    accept_proxy_from: [127.0.0.2/31]\n", "", backend)
 	c := dialFrom(t, trustedProxy, lb.addr)
 	c.Write(append(proxyHeader(t, 2, "198.18.0.1:443"), "hello"...))
 	c.(*net.TCPConn).CloseWrite()

@@ -310,3 +310,28 @@ func (g *loadGen) waitServed(t *testing.T, n int64) {
 		return g.ok.Load() >= target, fmt.Sprintf("ok=%d failures=%v", g.ok.Load(), g.fails.all())
 	})
 }
+
+// tcpBackend serves each connection to a loopback listener with handle (in
+// its own goroutine, the connection closed after) until the test ends, and
+// returns the listener's address.
+func tcpBackend(t *testing.T, handle func(c net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				handle(c)
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}

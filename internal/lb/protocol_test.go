@@ -224,33 +224,19 @@ func TestTLSAndHTTP2(t *testing.T) {
 // the backend while the backend can still answer, an unreachable backend is
 // skipped, and PROXY protocol v2 tells the backend the client's address.
 func TestTCPMode(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
 	headers := make(chan *proxyproto.Header, 4)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				h, err := proxyproto.Read(br)
-				if err != nil {
-					return
-				}
-				headers <- h
-				data, _ := io.ReadAll(br) // until the client's half-close
-				c.Write([]byte("got:" + string(data)))
-			}()
+	backend := tcpBackend(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		h, err := proxyproto.Read(br)
+		if err != nil {
+			return
 		}
-	}()
+		headers <- h
+		data, _ := io.ReadAll(br) // until the client's half-close
+		c.Write([]byte("got:" + string(data)))
+	})
 	dead := freeAddr(t) // nothing listens here
-	lb := startLB(t, "    mode: tcp\n    proxy_protocol: v2\n    algorithm: roundrobin\n    passive: {consecutive_failures: 0}\n", "", dead, ln.Addr().String())
+	lb := startLB(t, "    mode: tcp\n    proxy_protocol: v2\n    algorithm: roundrobin\n    passive: {consecutive_failures: 0}\n", "", dead, backend)
 	for i := range 3 {
 		c, err := net.Dial("tcp", lb.addr)
 		if err != nil {
@@ -271,28 +257,14 @@ func TestTCPMode(t *testing.T) {
 	}
 }
 
-// TestTCPModeBulk: a large transfer both ways (the splice path) arrives
-// intact, and the echo of it too.
+// TestTCPModeBulk: a large transfer both ways (the relay's full reads and
+// partial writes) arrives intact, and the echo of it too.
 func TestTCPModeBulk(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				io.Copy(c, c) // echo until the client half-closes
-				c.(*net.TCPConn).CloseWrite()
-			}()
-		}
-	}()
-	lb := startLB(t, "    mode: tcp\n", "", ln.Addr().String())
+	backend := tcpBackend(t, func(c net.Conn) {
+		io.Copy(c, c) // echo until the client half-closes
+		c.(*net.TCPConn).CloseWrite()
+	})
+	lb := startLB(t, "    mode: tcp\n", "", backend)
 	c, err := net.Dial("tcp", lb.addr)
 	if err != nil {
 		t.Fatal(err)
