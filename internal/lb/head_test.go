@@ -43,6 +43,9 @@ func TestParseRequestAccepts(t *testing.T) {
 		{"upgrade without connection token is not an upgrade", "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n", "GET", "/ws", -1, false, true, ""},
 		{"absolute form", "GET http://a/x HTTP/1.1\r\nHost: a\r\n\r\n", "GET", "http://a/x", -1, false, true, ""},
 		{"options star", "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", "OPTIONS", "*", -1, false, true, ""},
+		// What browsers and common clients send, which net/http accepts too.
+		{"query with brackets, braces, pipe, caret, backtick", "GET /a/b;c=d?x=[1]&y={2}|^`&z=\"q\" HTTP/1.1\r\nHost: a\r\n\r\n", "GET", "/a/b;c=d?x=[1]&y={2}|^`&z=\"q\"", -1, false, true, ""},
+		{"IPv6 literal Host with a port, underscore in a name", "GET / HTTP/1.1\r\nHost: [2001:2::1]:8080\r\nX-My_Field: \xc3\xa9t\xc3\xa9\t\r\n\r\n", "GET", "/", -1, false, true, ""},
 		{"escapes in the path, a bare % in the query", "GET /a%20b?q=100%&r=%zz HTTP/1.1\r\nHost: a\r\n\r\n", "GET", "/a%20b?q=100%&r=%zz", -1, false, true, ""},
 	}
 	for _, tt := range tests {
