@@ -220,9 +220,10 @@ func TestTLSAndHTTP2(t *testing.T) {
 	})
 }
 
-// TestTCPMode: bytes pass both ways, a half-close from the client reaches
-// the backend while the backend can still answer, an unreachable backend is
-// skipped, and PROXY protocol v2 tells the backend the client's address.
+// TestTCPMode: bytes pass both ways on the relay's event loops, a
+// half-close from the client reaches the backend while the backend can
+// still answer, an unreachable backend is skipped, and PROXY protocol v2
+// tells the backend the client's address.
 func TestTCPMode(t *testing.T) {
 	headers := make(chan *proxyproto.Header, 4)
 	backend := tcpBackend(t, func(c net.Conn) {
@@ -235,6 +236,10 @@ func TestTCPMode(t *testing.T) {
 		data, _ := io.ReadAll(br) // until the client's half-close
 		c.Write([]byte("got:" + string(data)))
 	})
+	var before uint64
+	if ls := tcpRelays(); ls != nil {
+		before = ls.Started()
+	}
 	dead := freeAddr(t) // nothing listens here
 	lb := startLB(t, "    mode: tcp\n    proxy_protocol: v2\n    algorithm: roundrobin\n    passive: {consecutive_failures: 0}\n", "", dead, backend)
 	for i := range 3 {
@@ -253,6 +258,14 @@ func TestTCPMode(t *testing.T) {
 		h := <-headers
 		if h.Source.Addr().String() != "127.0.0.1" || h.Destination.String() != lb.addr {
 			t.Errorf("PROXY header %+v, want source 127.0.0.1 and destination %s", h, lb.addr)
+		}
+	}
+	// The bytes went through the event loops, not a fallback (unless the
+	// environment asked for goroutines).
+	if os.Getenv("HAVEN_TCP_RELAY") != "goroutines" {
+		ls := tcpRelays()
+		if ls == nil || ls.Started()-before < 3 {
+			t.Errorf("relays %v: the 3 connections were not relayed on the event loops", ls)
 		}
 	}
 }

@@ -96,9 +96,13 @@ func (p *Pair) Abort() {
 
 // Loops is a set of event loops.
 type Loops struct {
-	loops []*loop
-	next  atomic.Uint32
+	loops   []*loop
+	next    atomic.Uint32
+	started atomic.Uint64
 }
+
+// Started is how many relays began.
+func (ls *Loops) Started() uint64 { return ls.started.Load() }
 
 // New starts n event loops (n < 1: one per GOMAXPROCS).
 func New(n int) (*Loops, error) {
@@ -151,6 +155,7 @@ func (ls *Loops) Relay(a, b *net.TCPConn, idle time.Duration) (*Pair, error) {
 		unix.Close(fb)
 		return nil, errors.New("relay: the event loops are stopped")
 	}
+	ls.started.Add(1)
 	return p, nil
 }
 
