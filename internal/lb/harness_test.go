@@ -314,9 +314,15 @@ func (g *loadGen) waitServed(t *testing.T, n int64) {
 // tcpBackend serves each connection to a loopback listener with handle (in
 // its own goroutine, the connection closed after) until the test ends, and
 // returns the listener's address.
-func tcpBackend(t *testing.T, handle func(c net.Conn)) string {
+func tcpBackend(t testing.TB, handle func(c net.Conn)) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return tcpBackendAt(t, "127.0.0.1:0", handle)
+}
+
+// tcpBackendAt is tcpBackend listening on addr.
+func tcpBackendAt(t testing.TB, addr string, handle func(c net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -247,26 +247,10 @@ func TestRetryNeverRevisitsFailedBackend(t *testing.T) {
 	var accepts [3]atomic.Int64
 	var bad []string
 	for i := range 3 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { ln.Close() })
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				accepts[i].Add(1)
-				// Read the request, then reset: the request may have been seen.
-				c.SetReadDeadline(time.Now().Add(time.Second))
-				bufio.NewReader(c).ReadString('\n')
-				c.(*net.TCPConn).SetLinger(0)
-				c.Close()
-			}
-		}()
-		bad = append(bad, ln.Addr().String())
+		bad = append(bad, tcpBackend(t, func(c net.Conn) {
+			accepts[i].Add(1)
+			resetAfterRequest(c) // the request may have been seen
+		}))
 	}
 	good := newCountingBackend(t, "good", nil)
 	lb := startLB(t, "    retries: {count: 3}\n    passive: {consecutive_failures: 0}\n", "", append(bad, good.addr())...)
@@ -288,27 +272,21 @@ func TestRetryNeverRevisitsFailedBackend(t *testing.T) {
 	}
 }
 
+// resetAfterRequest reads a request's first line, then resets the
+// connection.
+func resetAfterRequest(c net.Conn) {
+	c.SetReadDeadline(time.Now().Add(time.Second))
+	bufio.NewReader(c).ReadString('\n')
+	c.(*net.TCPConn).SetLinger(0)
+	c.Close()
+}
+
 // TestNonIdempotentNotRetried: a POST that reached a backend which then
 // reset is answered 502, never sent to a second backend.
 func TestNonIdempotentNotRetried(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			bufio.NewReader(c).ReadString('\n')
-			c.(*net.TCPConn).SetLinger(0)
-			c.Close()
-		}
-	}()
+	resetter := tcpBackend(t, resetAfterRequest)
 	good := newCountingBackend(t, "good", nil)
-	lb := startLB(t, "    algorithm: roundrobin\n    passive: {consecutive_failures: 0}\n", "", ln.Addr().String(), good.addr())
+	lb := startLB(t, "    algorithm: roundrobin\n    passive: {consecutive_failures: 0}\n", "", resetter, good.addr())
 	got502 := false
 	for range 4 {
 		resp, err := http.Post(lb.url+"/pay", "text/plain", strings.NewReader("x"))

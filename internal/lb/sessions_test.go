@@ -21,29 +21,14 @@ func namedEcho(t *testing.T, name string) string {
 // namedEchoAt is namedEcho listening on addr.
 func namedEchoAt(t *testing.T, name, addr string) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
+	return tcpBackendAt(t, addr, func(c net.Conn) {
+		sc := bufio.NewScanner(c)
+		for sc.Scan() {
+			if _, err := io.WriteString(c, name+" "+sc.Text()+"\n"); err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				sc := bufio.NewScanner(c)
-				for sc.Scan() {
-					if _, err := io.WriteString(c, name+" "+sc.Text()+"\n"); err != nil {
-						return
-					}
-				}
-			}()
 		}
-	}()
-	return ln.Addr().String()
+	})
 }
 
 // ask sends a line over c and returns the answer, or the error.
