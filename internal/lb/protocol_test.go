@@ -12,6 +12,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"io"
+	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
@@ -237,7 +238,7 @@ func TestTCPMode(t *testing.T) {
 		c.Write([]byte("got:" + string(data)))
 	})
 	var before uint64
-	if ls := tcpRelays(); ls != nil {
+	if ls := tcpRelays(slog.Default()); ls != nil {
 		before = ls.Started()
 	}
 	dead := freeAddr(t) // nothing listens here
@@ -263,7 +264,7 @@ func TestTCPMode(t *testing.T) {
 	// The bytes went through the event loops, not a fallback (unless the
 	// environment asked for goroutines).
 	if os.Getenv("HAVEN_TCP_RELAY") != "goroutines" {
-		ls := tcpRelays()
+		ls := tcpRelays(slog.Default())
 		if ls == nil || ls.Started()-before < 3 {
 			t.Errorf("relays %v: the 3 connections were not relayed on the event loops", ls)
 		}

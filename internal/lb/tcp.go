@@ -164,7 +164,7 @@ func (lb *Balancer) proxyTCP(cc *clientConn, b *backend, s *settings, hd *hold, 
 			return tcpDone
 		}
 	}
-	relayTCP(cc, bconn, s.tunnelTimeout)
+	lb.relayTCP(cc, bconn, s.tunnelTimeout)
 	return tcpDone
 }
 
@@ -172,18 +172,23 @@ func (lb *Balancer) proxyTCP(cc *clientConn, b *backend, s *settings, hd *hold, 
 // both are done: on the event loops (relay) unless HAVEN_TCP_RELAY is
 // "goroutines", or they could not start. Both connections are closed when
 // it returns.
-func relayTCP(cc *clientConn, bconn net.Conn, idle time.Duration) {
+func (lb *Balancer) relayTCP(cc *clientConn, bconn net.Conn, idle time.Duration) {
 	defer bconn.Close()
 	a, aok := cc.c.(*net.TCPConn)
 	b, bok := bconn.(*net.TCPConn)
-	loops := tcpRelays()
+	loops := tcpRelays(lb.log)
 	if !aok || !bok || loops == nil {
 		tunnel(cc.c, nil, bconn, nil, idle)
 		return
 	}
 	p, err := loops.Relay(a, b, idle)
 	if err != nil {
-		return // the client was closed (shutdown_sessions) before the relay began
+		// Closed by shutdown_sessions before the relay began, or out of
+		// descriptors: both connections are closed.
+		if !cc.aborted.Load() {
+			lb.log.Warn("tcp: cannot relay the connection: closed", "client", cc.remote().String(), "err", err)
+		}
+		return
 	}
 	cc.relay.Store(p)
 	if cc.aborted.Load() {
@@ -198,16 +203,18 @@ var (
 )
 
 // tcpRelays returns the process's event loops for TCP mode, started on
-// first use (one per GOMAXPROCS), or nil when HAVEN_TCP_RELAY=goroutines
-// asks for a pair of goroutines per connection instead.
-func tcpRelays() *relay.Loops {
+// first use (one per GOMAXPROCS) and shared by its balancers, or nil when
+// HAVEN_TCP_RELAY=goroutines asks for a pair of goroutines per connection
+// instead, or the loops could not start (log says why, once).
+func tcpRelays(log *slog.Logger) *relay.Loops {
 	relaysOnce.Do(func() {
 		if os.Getenv("HAVEN_TCP_RELAY") == "goroutines" {
+			log.Info("tcp mode: relaying with goroutines (HAVEN_TCP_RELAY=goroutines)")
 			return
 		}
 		ls, err := relay.New(0)
 		if err != nil {
-			slog.Warn("lb: tcp mode: no event loops, relaying with goroutines", "err", err)
+			log.Warn("tcp mode: the event loops could not start: relaying with goroutines", "err", err)
 			return
 		}
 		relays = ls
