@@ -297,6 +297,23 @@ func (r *volumeRole) statuses() []VolumeStatus {
 	return out
 }
 
+// mount is this node's mount of volume name, or nil (also when the node
+// runs no volume role).
+func (r *volumeRole) mount(name string) *volume.Mount {
+	if r == nil {
+		return nil
+	}
+	return r.mounts[name]
+}
+
+// storage is this node's server of volume name, or nil.
+func (r *volumeRole) storage(name string) *volume.Storage {
+	if r == nil {
+		return nil
+	}
+	return r.storages[name]
+}
+
 // volumeRoutes serves the volumes' admin API.
 func (a *Agent) volumeRoutes() {
 	a.admin.HandleRead("GET /api/v1/volumes", func(w http.ResponseWriter, req *http.Request) {
@@ -311,11 +328,7 @@ func (a *Agent) volumeRoutes() {
 // 200, or 503 with the reason.
 func (a *Agent) volumeMount(w http.ResponseWriter, req *http.Request) {
 	name := req.PathValue("volume")
-	r := a.current().volumes
-	var m *volume.Mount
-	if r != nil {
-		m = r.mounts[name]
-	}
+	m := a.current().volumes.mount(name)
 	if m == nil {
 		web.WriteError(w, http.StatusNotFound, fmt.Errorf("node %s does not mount volume %q", a.opt.Node, name))
 		return
@@ -333,11 +346,7 @@ func (a *Agent) volumeMount(w http.ResponseWriter, req *http.Request) {
 // (?full=true: every file).
 func (a *Agent) volumeHeal(w http.ResponseWriter, req *http.Request) {
 	name := req.PathValue("volume")
-	r := a.current().volumes
-	var s *volume.Storage
-	if r != nil {
-		s = r.storages[name]
-	}
+	s := a.current().volumes.storage(name)
 	if s == nil {
 		web.WriteError(w, http.StatusNotFound, fmt.Errorf("node %s is not a server of volume %q", a.opt.Node, name))
 		return
