@@ -116,7 +116,7 @@ func (b *bench) startHavenAlone(ctx context.Context, proxies []*proxy) (t liveTa
 // times: set puts it in state i and returns how to leave that state.
 func (b *bench) abRounds(ctx context.Context, t liveTarget, names [2]string, set func(i int) (func(), error)) ([2][]runRec, error) {
 	var runs [2][]runRec
-	sc := &scenarioResult{scenario: scenario{mode: "http"}}
+	sc := &scenarioResult{scenario: scenario{mode: "http", cores: 1}}
 	for round := 1; round <= b.opt.rounds; round++ {
 		for i, name := range names {
 			if ctx.Err() != nil {

@@ -139,6 +139,29 @@ func TestConfigs(t *testing.T) {
 			check(t, "caddy", "adapt", "--config", path, "--adapter", "caddyfile", "--validate")
 		})
 	}
+	// The two-core placement: HAProxy nbthread 2, nginx worker_processes 2.
+	b.cores = 2
+	t.Run("haproxy-two-cores", func(t *testing.T) {
+		path := filepath.Join(b.dir, "haproxy.cfg")
+		if err := harness.WriteTemplate(path, haproxyConf, b.tmplData("http", false, haproxyAddr, "")); err != nil {
+			t.Fatal(err)
+		}
+		if data, _ := os.ReadFile(path); !strings.Contains(string(data), "nbthread 2") {
+			t.Errorf("haproxy.cfg on two cores has no nbthread 2:\n%s", data)
+		}
+		check(t, "haproxy", "-c", "-f", path)
+	})
+	t.Run("nginx-two-cores", func(t *testing.T) {
+		path := filepath.Join(b.dir, "nginx.conf")
+		if err := harness.WriteTemplate(path, nginxConf, b.tmplData("http", false, nginxAddr, "")); err != nil {
+			t.Fatal(err)
+		}
+		if data, _ := os.ReadFile(path); !strings.Contains(string(data), "worker_processes 2;") {
+			t.Errorf("nginx.conf on two cores has no worker_processes 2:\n%s", data)
+		}
+		check(t, "nginx", "-t", "-q", "-e", filepath.Join(b.dir, "log", "t.log"), "-p", b.dir, "-c", path)
+	})
+	b.cores = 0
 	t.Run("backend", func(t *testing.T) {
 		path := filepath.Join(b.dir, "b.conf")
 		if err := harness.WriteTemplate(path, backendConf, struct{ Dir, Name, Addr string }{b.dir, "b1", backendAddrs[0]}); err != nil {

@@ -216,42 +216,23 @@ const noisyRun = 0.10
 
 // measureWrk runs wrk once against t and measures the proxy's CPU and the
 // noise around it. Only the end of ctx is an error; a failed run is recorded.
+// On two cores wrk (two threads) shares both CPUs with the proxy and the
+// backends, so CPU 0's noise says nothing there and is not measured.
 func (b *bench) measureWrk(ctx context.Context, r *scenarioResult, t liveTarget, round int) (runRec, error) {
-	if r.cores == 2 {
-		return b.measureWrk2(ctx, r, t, round)
-	}
 	idle := b.waitQuiet(ctx)
 	cpu0 := treeCPU(t.svc.pid())
 	busy0, steal0 := cpuTimes(0)
 	tcp0 := tcpCounters()
 	start := time.Now()
-	w, err := b.runWrk(ctx, "http://"+t.addr+"/", r.close, 1, b.rawPath(r.name, t.name, fmt.Sprint("r", round), "wrk.txt"))
+	w, err := b.runWrk(ctx, "http://"+t.addr+"/", r.close, r.cores, b.rawPath(r.name, t.name, fmt.Sprint("r", round), "wrk.txt"))
 	wall := time.Since(start)
 	cpu := treeCPU(t.svc.pid()) - cpu0
 	busy1, steal1 := cpuTimes(0)
 	rec := runRec{round: round, wrk: w, cpu: cpu, quiet: idle < 0.10, tcp: tcpTroubleDelta(tcp0, tcpCounters())}
-	if t.name != "direct" {
+	if t.name != "direct" && r.cores == 1 {
 		rec.others = max(0, (busy1-busy0-cpu).Seconds()/wall.Seconds())
 		rec.steal = (steal1 - steal0).Seconds() / wall.Seconds()
 	}
-	if err != nil {
-		if ctx.Err() != nil {
-			return rec, ctx.Err()
-		}
-		rec.err = err.Error()
-	}
-	return rec, nil
-}
-
-// measureWrk2 is measureWrk on two cores: wrk with two threads shares both
-// CPUs with the proxy and the backends, so CPU 0's noise says nothing; the
-// proxy's CPU time is measured as on one core.
-func (b *bench) measureWrk2(ctx context.Context, r *scenarioResult, t liveTarget, round int) (runRec, error) {
-	idle := b.waitQuiet(ctx)
-	cpu0 := treeCPU(t.svc.pid())
-	tcp0 := tcpCounters()
-	w, err := b.runWrk(ctx, "http://"+t.addr+"/", r.close, 2, b.rawPath(r.name, t.name, fmt.Sprint("r", round), "wrk.txt"))
-	rec := runRec{round: round, wrk: w, cpu: treeCPU(t.svc.pid()) - cpu0, quiet: idle < 0.10, tcp: tcpTroubleDelta(tcp0, tcpCounters())}
 	if err != nil {
 		if ctx.Err() != nil {
 			return rec, ctx.Err()
