@@ -118,7 +118,7 @@ func restoreVolume(w io.Writer, cfgPath, name, dir string) error {
 	v, ok := cfg.Volumes[name]
 	switch {
 	case !ok:
-		return fmt.Errorf("%q is not a volume of %s", name, cfgPath)
+		return fmt.Errorf("%q is not a volume of %s (its volumes: %s)", name, cfgPath, strings.Join(slices.Sorted(maps.Keys(cfg.Volumes)), ", "))
 	case v.Copy == nil:
 		return fmt.Errorf("volume %s has no copy (volumes.%s.copy): there is nothing to restore from", name, name)
 	}
@@ -133,9 +133,9 @@ func restoreVolume(w io.Writer, cfgPath, name, dir string) error {
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer cancel()
-	st, err := volume.Restore(ctx, store, cfg.Cluster+"/volumes/"+name, dir)
+	st, err := volume.Restore(ctx, store, volume.CopyPrefix(cfg.Cluster, name), dir)
 	if err != nil {
-		return fmt.Errorf("volume restore %s: %w (%d files written before it)", name, err, st.Files)
+		return fmt.Errorf("volume restore %s: %w (%d files restored into %s)", name, err, st.Files, dir)
 	}
 	fmt.Fprintf(w, "restored %d files (%d bytes) of volume %s into %s: the volume as of %s (%s ago)\n",
 		st.Files, st.Bytes, name, dir, st.Started.UTC().Format(time.RFC3339), time.Since(st.Started).Round(time.Second))

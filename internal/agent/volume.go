@@ -84,7 +84,7 @@ func newVolumes(a *Agent, cfg *config.Config) (*volumeRole, error) {
 					return nil, fmt.Errorf("volume %s: copy: %w", name, err)
 				}
 				c, err := volume.NewCopier(volume.CopyConfig{Volume: name, Dir: v.Mount.Path, Store: store,
-					Prefix: cfg.Cluster + "/volumes/" + name, Every: v.Copy.Every.D(), Mounted: m.Mounted, Logger: a.log})
+					Prefix: volume.CopyPrefix(cfg.Cluster, name), Every: v.Copy.Every.D(), Mounted: m.Mounted, Logger: a.log})
 				if err != nil {
 					return nil, err
 				}

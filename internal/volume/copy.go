@@ -253,7 +253,7 @@ func (c *Copier) pass(ctx context.Context, start time.Time) error {
 		return fmt.Errorf("copy %s: %w", c.cfg.Dir, err)
 	}
 	if len(next.Files) == 0 && len(prev.Files) > 0 {
-		return fmt.Errorf("not copying: %s holds no file and the copy %d: an empty volume is not mirrored over its copy (delete the copy by hand if the volume was emptied on purpose)", c.cfg.Dir, len(prev.Files))
+		return fmt.Errorf("not copying: %s holds no file but the copy holds %d: an empty volume is not mirrored over its copy (if the volume was emptied on purpose, delete %s from the repository and the next pass starts a new copy)", c.cfg.Dir, len(prev.Files), path.Join(c.cfg.Prefix, manifestName))
 	}
 	var gone []string
 	for rel := range prev.Files {
@@ -303,6 +303,9 @@ func (c *Copier) previous(ctx context.Context) (*Manifest, error) {
 	return m, err
 }
 
+// CopyPrefix is where a volume's copy lives in its repository.
+func CopyPrefix(cluster, volume string) string { return cluster + "/volumes/" + volume }
+
 func (c *Copier) object(rel string) string { return path.Join(c.cfg.Prefix, "files", rel) }
 
 // upload copies one file, hashing what it sends.
@@ -313,7 +316,10 @@ func (c *Copier) upload(ctx context.Context, p, rel string, info fs.FileInfo) (E
 	}
 	defer f.Close()
 	h := sha256.New()
-	if err := c.cfg.Store.Put(ctx, c.object(rel), io.TeeReader(f, h), info.Size()); err != nil {
+	// What the walk saw: a file that grows meanwhile (a log) is copied as
+	// it was then, not refused for a length the store did not expect.
+	body := io.TeeReader(io.LimitReader(f, info.Size()), h)
+	if err := c.cfg.Store.Put(ctx, c.object(rel), body, info.Size()); err != nil {
 		return Entry{}, fmt.Errorf("upload %s: %w", rel, err)
 	}
 	return Entry{Size: info.Size(), ModTime: info.ModTime(), Mode: uint32(info.Mode().Perm()), SHA256: sum(h)}, nil
@@ -365,6 +371,9 @@ type RestoreStats struct {
 // hold are left alone.
 func Restore(ctx context.Context, store repo.Repository, prefix, dir string) (RestoreStats, error) {
 	m, err := ReadManifest(ctx, store, prefix)
+	if errors.Is(err, repo.ErrNotExist) {
+		return RestoreStats{}, fmt.Errorf("no copy under %s in the repository: no pass has completed yet (haven volume status shows the copy's passes), or the repository or cluster name is not the copy's: %w", prefix, err)
+	}
 	if err != nil {
 		return RestoreStats{}, err
 	}
@@ -409,35 +418,23 @@ func restoreOne(ctx context.Context, store repo.Repository, name, dst string, e 
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return err
 	}
-	tmp := dst + ".haven-restore"
-	mode := fs.FileMode(e.Mode) & fs.ModePerm // never setuid: the manifest is the repository's
-	_ = os.Remove(tmp)
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, mode|0o200)
+	// Whole or not at all, as the repository writes its own files: a
+	// damaged object leaves no file behind.
+	err = repo.WriteFile(dst, func(w io.Writer) error {
+		h := sha256.New()
+		if _, err := io.Copy(io.MultiWriter(w, h), rc); err != nil {
+			return err
+		}
+		if sum(h) != e.SHA256 {
+			return errDamaged
+		}
+		return nil
+	})
 	if err != nil {
 		return err
 	}
-	h := sha256.New()
-	_, err = io.Copy(io.MultiWriter(f, h), rc)
-	if err == nil {
-		err = f.Sync()
+	if err := os.Chmod(dst, fs.FileMode(e.Mode)&fs.ModePerm); err != nil { // never setuid: the manifest is the repository's
+		return err
 	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil && sum(h) != e.SHA256 {
-		err = errDamaged
-	}
-	if err == nil {
-		err = os.Chmod(tmp, mode)
-	}
-	if err == nil {
-		err = os.Chtimes(tmp, e.ModTime, e.ModTime)
-	}
-	if err == nil {
-		err = os.Rename(tmp, dst)
-	}
-	if err != nil {
-		os.Remove(tmp)
-	}
-	return err
+	return os.Chtimes(dst, e.ModTime, e.ModTime)
 }
