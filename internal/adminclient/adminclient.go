@@ -48,18 +48,28 @@ func HTTPClient(cfg *config.Config, timeout time.Duration) (*http.Client, error)
 	if t == nil {
 		return c, nil
 	}
-	pem, err := os.ReadFile(t.CA)
+	tc, err := TLSConfig(t.CA)
+	if err != nil {
+		return nil, err
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = tc
+	c.Transport = tr
+	return c, nil
+}
+
+// TLSConfig is the client side of admin.tls: the agents' certificates
+// verified with the CA in caFile.
+func TLSConfig(caFile string) (*tls.Config, error) {
+	pem, err := os.ReadFile(caFile)
 	if err != nil {
 		return nil, fmt.Errorf("admin.tls.ca: %w", err)
 	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("admin.tls.ca: %s holds no PEM certificate", t.CA)
+		return nil, fmt.Errorf("admin.tls.ca: %s holds no PEM certificate", caFile)
 	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
-	c.Transport = tr
-	return c, nil
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
 }
 
 // URL is the base URL of a node's admin API: its admin address, with the

@@ -2,15 +2,13 @@ package health
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 
+	"github.com/haven-ha/haven/internal/adminclient"
 	"github.com/haven-ha/haven/internal/config"
 )
 
@@ -39,15 +37,11 @@ func newVolumeProber(c *config.VolumeProbe) (Prober, error) {
 		return nil, err
 	}
 	if c.TLS {
-		pool := x509.NewCertPool()
-		pem, err := os.ReadFile(c.CA)
+		tc, err := adminclient.TLSConfig(c.CA)
 		if err != nil {
-			return nil, fmt.Errorf("volume: admin.tls.ca: %w", err)
+			return nil, fmt.Errorf("volume: %w", err)
 		}
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("volume: admin.tls.ca %s holds no PEM certificate", c.CA)
-		}
-		hp.client.Transport.(*http.Transport).TLSClientConfig = &tls.Config{RootCAs: pool}
+		hp.client.Transport.(*http.Transport).TLSClientConfig = tc
 	}
 	return &volumeProber{httpProber: hp, name: c.Name}, nil
 }
