@@ -12,6 +12,7 @@ import (
 
 	"github.com/haven-ha/haven/bench/internal/harness"
 	"github.com/haven-ha/haven/internal/netlab"
+	"github.com/haven-ha/haven/internal/volume"
 )
 
 // The hosts of every cell: three storage servers and two application
@@ -237,15 +238,11 @@ func (c *cell) mounted(client string) error {
 func (c *cell) indexEntries() (int, error) {
 	total := 0
 	for _, s := range servers {
-		ents, err := os.ReadDir(filepath.Join(c.brick(s), ".glusterfs", "indices", "xattrop"))
+		n, err := volume.IndexEntries(c.brick(s))
 		if err != nil {
 			return 0, err
 		}
-		for _, e := range ents {
-			if !strings.HasPrefix(e.Name(), "xattrop-") {
-				total++
-			}
-		}
+		total += n
 	}
 	return total, nil
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/haven-ha/haven/internal/lb"
 	"github.com/haven-ha/haven/internal/testenv"
 	"github.com/haven-ha/haven/internal/testnet"
+	"github.com/haven-ha/haven/internal/volume"
 )
 
 // volumeLab is a replicated volume on three storage nodes (st1-st3, each an
@@ -190,13 +191,7 @@ func (l *volumeLab) waitHealthy(node string, timeout time.Duration) {
 
 // indexEntries counts a brick's heal index on disk.
 func (l *volumeLab) indexEntries(node string) int {
-	ents, _ := os.ReadDir(filepath.Join(l.base, node, "brick", ".glusterfs", "indices", "xattrop"))
-	n := 0
-	for _, e := range ents {
-		if !strings.HasPrefix(e.Name(), "xattrop-") {
-			n++
-		}
-	}
+	n, _ := volume.IndexEntries(filepath.Join(l.base, node, "brick"))
 	return n
 }
 

@@ -164,7 +164,7 @@ func (st *Status) addLocalIndex(self, path string) {
 	if b == nil {
 		return
 	}
-	n, err := indexEntries(path)
+	n, err := IndexEntries(path)
 	if err != nil {
 		return
 	}
@@ -173,10 +173,11 @@ func (st *Status) addLocalIndex(self, path string) {
 	st.HealPending = max(st.HealPending, b.Pending)
 }
 
-// indexEntries counts the entries of a brick's heal index
-// (.glusterfs/indices/xattrop: a link per file or directory that a replica
-// missed, beside the index's own xattrop-UUID file).
-func indexEntries(brick string) (int, error) {
+// IndexEntries counts the entries of the heal index of the brick in
+// directory brick (.glusterfs/indices/xattrop: a link per file or directory
+// that a replica missed, beside the index's own xattrop-UUID file): 0 on
+// every brick is a healed volume.
+func IndexEntries(brick string) (int, error) {
 	ents, err := os.ReadDir(filepath.Join(brick, ".glusterfs", "indices", "xattrop"))
 	if err != nil {
 		return 0, err
