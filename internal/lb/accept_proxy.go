@@ -114,31 +114,38 @@ func readProxyHeader(c *net.TCPConn, deadline time.Time) (*proxyproto.Header, er
 		used, got int
 		perr      error
 	)
+	closed := func() bool {
+		perr = fmt.Errorf("the proxy closed the connection after %d bytes of a PROXY header: %w", got, io.ErrUnexpectedEOF)
+		return true
+	}
 	rerr := rc.Read(func(fd uintptr) bool {
 		n, _, err := unix.Recvfrom(int(fd), pb.b[:], unix.MSG_PEEK)
 		switch {
-		case err == nil && n > 0 && n == got && peerShut(int(fd)):
-			// A peek shows the queued bytes, never the FIN behind them.
-			perr = fmt.Errorf("the proxy closed the connection after %d bytes of a PROXY header: %w", got, io.ErrUnexpectedEOF)
-			return true
-		case err == unix.EAGAIN || (err == nil && n > 0 && n == got):
-			return false // nothing new: wait for more bytes
+		case err == unix.EAGAIN:
+			return false
 		case err != nil:
 			perr = err
 			return true
 		case n == 0:
-			perr = fmt.Errorf("the proxy closed the connection after %d bytes of a PROXY header: %w", got, io.ErrUnexpectedEOF)
-			return true
+			return closed()
 		}
-		got = n
-		pb.r.Reset(pb.b[:n])
-		pb.br.Reset(&pb.r)
-		h, perr = proxyproto.Read(pb.br)
-		if errors.Is(perr, io.ErrUnexpectedEOF) && n < len(pb.b) {
-			return false // a header cut short so far: wait for the rest
+		if n != got {
+			got = n
+			pb.r.Reset(pb.b[:n])
+			pb.br.Reset(&pb.r)
+			h, perr = proxyproto.Read(pb.br)
+			if !errors.Is(perr, io.ErrUnexpectedEOF) || n == len(pb.b) {
+				used = n - pb.br.Buffered()
+				return true
+			}
 		}
-		used = n - pb.br.Buffered()
-		return true
+		// A header cut short so far. A peek shows the queued bytes, never
+		// a FIN behind them, and a FIN that came with them raises no
+		// further edge: look before waiting for the rest.
+		if peerShut(int(fd)) {
+			return closed()
+		}
+		return false
 	})
 	switch {
 	case rerr != nil:
