@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -54,6 +55,9 @@ func ParseAdminState(s string) (AdminState, bool) {
 type backend struct {
 	name, addr string
 	cookie     string // sticky-session value: an opaque id, not the address
+	// ap is addr for the event loops' non-blocking connect; invalid when
+	// addr names a host (only the goroutine path resolves names).
+	ap netip.AddrPort
 
 	weight  atomic.Int32
 	maxConn atomic.Int32

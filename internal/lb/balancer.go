@@ -158,7 +158,8 @@ type Balancer struct {
 	monitors map[*backend]context.CancelFunc
 	conns    map[*clientConn]struct{}
 	ln       net.Listener
-	wg       sync.WaitGroup // connection goroutines
+	loops    *httpLoops     // nil: connections are accepted and served by goroutines
+	wg       sync.WaitGroup // connection goroutines, and the event loops
 
 	listening atomic.Bool
 	lameduck  atomic.Bool
@@ -255,7 +256,7 @@ func (lb *Balancer) SameListener(c *config.Balancer) bool {
 }
 
 func (lb *Balancer) newBackend(c *config.Backend, s *settings) (*backend, error) {
-	b := &backend{name: c.Name, addr: c.Address, cookie: cookieValue(c.Name)}
+	b := &backend{name: c.Name, addr: c.Address, cookie: cookieValue(c.Name), ap: loopAddr(c.Address)}
 	b.apply(c, s)
 	if s.check != nil {
 		prober, err := health.NewProber(s.check)
@@ -382,11 +383,16 @@ func (lb *Balancer) Serve(ctx context.Context, ln net.Listener) error {
 		lb.opt.Metrics.add(lb)
 		defer lb.opt.Metrics.remove(lb)
 	}
+	acceptDone := make(chan error, 1)
+	if loops := lb.startLoops(ln); loops != nil {
+		lb.mu.Lock()
+		lb.loops = loops
+		lb.mu.Unlock()
+	} else {
+		go func() { acceptDone <- lb.acceptLoop(ln) }()
+	}
 	lb.listening.Store(true)
 	lb.log.Info("balancer listening", "listen", ln.Addr().String(), "mode", lb.mode, "backends", len(lb.pool.Load().backends))
-
-	acceptDone := make(chan error, 1)
-	go func() { acceptDone <- lb.acceptLoop(ln) }()
 	janitorDone := make(chan struct{})
 	go lb.janitor(monCtx, janitorDone)
 
@@ -450,6 +456,12 @@ func (lb *Balancer) shutdown(ln net.Listener) {
 	}
 	lb.closing.Store(true)
 	ln.Close()
+	lb.mu.Lock()
+	loops := lb.loops
+	lb.mu.Unlock()
+	if loops != nil {
+		loops.closing()
+	}
 	lb.listening.Store(false)
 	lb.holds.stop() // held connections close now: no backend will come
 	lb.closeIdleClients()
@@ -473,6 +485,9 @@ func (lb *Balancer) shutdown(ln net.Listener) {
 			cc.abort()
 		}
 		lb.mu.Unlock()
+		if loops != nil {
+			loops.abort()
+		}
 		<-done
 	}
 	lb.log.Info("balancer stopped")

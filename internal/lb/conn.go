@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/haven-ha/haven/internal/lb/balance"
 	"github.com/haven-ha/haven/internal/lb/relay"
@@ -29,6 +30,11 @@ type clientConn struct {
 	// connection's own).
 	client, server net.Addr
 
+	// headDeadline, when set, bounds the first request head read on the
+	// goroutine path: the one an event loop began to read before it
+	// handed the connection over.
+	headDeadline time.Time
+
 	// relay is the TCP mode relay that owns the connection's socket once
 	// connected; aborted says abort was called (see abort).
 	relay   atomic.Pointer[relay.Pair]
@@ -49,10 +55,23 @@ func (lb *Balancer) track(c net.Conn) *clientConn {
 	if lb.closing.Load() {
 		return nil
 	}
+	lb.adoptLocked(cc)
+	return cc
+}
+
+// adopt tracks a connection an event loop hands to the goroutine path. It
+// is tracked even while the balancer closes: the loop, which counts in
+// lb.wg until its last connection is gone, has read from it already.
+func (lb *Balancer) adopt(cc *clientConn) {
+	lb.mu.Lock()
+	defer lb.mu.Unlock()
+	lb.adoptLocked(cc)
+}
+
+func (lb *Balancer) adoptLocked(cc *clientConn) {
 	lb.conns[cc] = struct{}{}
 	lb.wg.Add(1)
 	lb.clients.Add(1)
-	return cc
 }
 
 // abort closes the connection from another goroutine: a TCP mode
@@ -117,14 +136,21 @@ func (lb *Balancer) closeIdleClients() {
 // firstByte is an io.Reader that yields one byte already read from the
 // connection and then reads from the connection itself. It lets an idle
 // connection wait for its next request with a one-byte read and take a
-// buffer from the pool only when a request arrives.
+// buffer from the pool only when a request arrives. pre are bytes an
+// event loop read before it handed the connection over: they come first.
 type firstByte struct {
 	b    [1]byte
 	has  bool
+	pre  []byte
 	conn io.Reader
 }
 
 func (f *firstByte) Read(p []byte) (int, error) {
+	if len(f.pre) > 0 {
+		n := copy(p, f.pre)
+		f.pre = f.pre[n:]
+		return n, nil
+	}
 	if f.has {
 		if len(p) == 0 {
 			return 0, nil

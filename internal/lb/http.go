@@ -68,13 +68,19 @@ func (lb *Balancer) serveHTTP(cc *clientConn) {
 		}
 		rw = tc
 	}
+	lb.serveRequests(cc, rw, true)
+}
+
+// serveRequests serves a connection's requests until it closes; first: no
+// request has been read from it yet.
+func (lb *Balancer) serveRequests(cc *clientConn, rw net.Conn, first bool) {
 	var sc *scratch
 	defer func() {
 		if sc != nil {
 			scratchPool.Put(sc)
 		}
 	}()
-	for first := true; ; first = false {
+	for ; ; first = false {
 		s := lb.settings.Load()
 		wait := s.clientTimeout
 		if first {
@@ -191,7 +197,11 @@ func (lb *Balancer) serveRequest(cc *clientConn, rw net.Conn, sc *scratch, s *se
 	if lb.alog.Load() != nil {
 		defer lb.logRequest(cc, sc)
 	}
-	rw.SetReadDeadline(start.Add(s.headerTimeout))
+	headDeadline := start.Add(s.headerTimeout)
+	if !cc.headDeadline.IsZero() {
+		headDeadline, cc.headDeadline = cc.headDeadline, time.Time{}
+	}
+	rw.SetReadDeadline(headDeadline)
 	var err error
 	sc.head, err = readHead(cc.br, sc.head[:0], s.maxHeader)
 	if err != nil {

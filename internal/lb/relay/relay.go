@@ -11,6 +11,9 @@
 // at once; a message costs one read and one write. Pairs are spread over
 // the loops, one per core the process may use.
 //
+// Its system calls are made through package nbio, without the scheduler's
+// bookkeeping (see there why).
+//
 // Relay takes the two sockets over: it duplicates their descriptors and
 // closes the net.Conns, which takes them out of the runtime's poller.
 package relay
@@ -26,6 +29,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/haven-ha/haven/internal/lb/nbio"
 )
 
 // Outcome is how a relay ended.
@@ -271,19 +276,25 @@ func (l *loop) run() {
 		panic(fmt.Sprintf("relay: %v", err)) // an *os.File always has one
 	}
 	l.ep.SetReadDeadline(time.Now().Add(time.Second))
-	for {
+	for turn := 1; ; turn++ {
+		if turn%32 == 0 {
+			// Its system calls do not let the scheduler run other
+			// goroutines (package nbio): a busy loop lets them run now and
+			// then rather than only when the runtime preempts it (10 ms).
+			runtime.Gosched()
+		}
 		n := 0
 		var werr error
 		if len(l.busy) > 0 {
 			// Pairs wait with bytes to move: look for events without
 			// parking.
-			n, werr = unix.EpollWait(l.epfd, events, 0)
+			n, werr = nbio.EpollPoll(l.epfd, events)
 			if werr == unix.EINTR {
 				werr = nil
 			}
 		} else {
 			err := rc.Read(func(fd uintptr) bool {
-				n, werr = unix.EpollWait(int(fd), events, 0)
+				n, werr = nbio.EpollPoll(int(fd), events)
 				return n > 0 || (werr != nil && werr != unix.EINTR)
 			})
 			if errors.Is(err, os.ErrDeadlineExceeded) {
@@ -443,7 +454,7 @@ func (l *loop) copy(src, dst *side) (moved int, err error) {
 			src.busy = true // more to read: the loop comes back after the others
 			break
 		}
-		n, err := unix.Read(src.fd, l.buf)
+		n, err := nbio.Read(src.fd, l.buf)
 		if err == unix.EAGAIN {
 			src.readable, src.urgent = false, false
 			break
@@ -478,7 +489,7 @@ func (l *loop) copy(src, dst *side) (moved int, err error) {
 	}
 	if src.eof && len(dst.out) == 0 && !dst.shut {
 		dst.shut = true
-		if err := unix.Shutdown(dst.fd, unix.SHUT_WR); err != nil && err != unix.ENOTCONN {
+		if err := nbio.Shutdown(dst.fd, unix.SHUT_WR); err != nil && err != unix.ENOTCONN {
 			return moved, err
 		}
 	}
@@ -489,7 +500,7 @@ func (l *loop) copy(src, dst *side) (moved int, err error) {
 // nil error when the socket's buffer filled.
 func write(fd int, p []byte) (int, error) {
 	for {
-		n, err := unix.Write(fd, p)
+		n, err := nbio.Write(fd, p)
 		switch err {
 		case nil:
 			return n, nil
@@ -523,7 +534,7 @@ func (l *loop) finish(p *Pair, o Outcome, err error) {
 		if l.sides[s.fd] == p {
 			delete(l.sides, s.fd)
 		}
-		unix.Close(s.fd) // also leaves the epoll set
+		nbio.Close(s.fd) // also leaves the epoll set
 		if s.out != nil {
 			putBuf(s.out)
 			s.out = nil

@@ -1,0 +1,564 @@
+package lb
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/haven-ha/haven/internal/lb/balance"
+	"github.com/haven-ha/haven/internal/lb/nbio"
+)
+
+// The HTTP/1 event loops.
+//
+// A plain-HTTP balancer serves its connections on a few epoll event loops,
+// one per core the process may use, as HAProxy and nginx do, instead of a
+// goroutine per connection. Each loop accepts from the listener itself
+// (accept4: no getsockname, the socket options inherited from the
+// listener), reads a new connection at once and registers it only if its
+// request has not arrived yet (a connection-close client that sent its
+// request with the handshake is never registered), and keeps its backend
+// connections in a pool of its own. The clock is read once per batch of
+// events, and no deadline is armed per read: a scan every tick closes what
+// waited too long.
+//
+// The loops serve the common case: a request whose head, and body if it
+// has one (at most maxReplayBody), has arrived, answered by a backend with
+// a body of known length (or none). Anything else goes to the goroutine
+// path, which serves every case: a connection whose request the loop does
+// not take (an upgrade, a chunked or large body, Expect, a malformed head
+// to be answered, a queue to wait in), a response with a chunked or
+// close-delimited body, and every answer of haven's own (haven's local
+// error responses linger, which the goroutine path does). What the loop
+// has read goes with the connection: the goroutine path reads it first.
+// HAVEN_HTTP_LOOP=off serves every connection on the goroutine path.
+
+// loopTick is how often a loop looks for timeouts: the loops' timeouts
+// fire up to this late.
+const loopTick = 50 * time.Millisecond
+
+// yieldEvery is how many turns a busy loop takes before it yields.
+const yieldEvery = 32
+
+// loopBufSize is a loop connection's buffer: a request head and its body,
+// or a response head.
+const loopBufSize = 16 << 10
+
+// httpLoops are a balancer's event loops.
+type httpLoops struct {
+	loops []*httpLoop
+	// served counts requests the loops answered; handed, connections
+	// they gave to the goroutine path.
+	served, handed atomic.Uint64
+}
+
+// startLoops starts the event loops on ln, or returns nil when the
+// balancer's connections are to be served by goroutines: TLS, TCP mode,
+// HAVEN_HTTP_LOOP=off, or a listener the loops cannot share.
+func (lb *Balancer) startLoops(ln net.Listener) *httpLoops {
+	if lb.mode == "tcp" || lb.tls != nil {
+		return nil
+	}
+	if os.Getenv("HAVEN_HTTP_LOOP") == "off" {
+		lb.log.Info("http: serving with a goroutine per connection (HAVEN_HTTP_LOOP=off)")
+		return nil
+	}
+	tl, ok := ln.(*net.TCPListener)
+	if !ok {
+		return nil
+	}
+	rc, err := tl.SyscallConn()
+	if err != nil {
+		lb.log.Warn("http: event loops unavailable, serving with goroutines", "err", err)
+		return nil
+	}
+	ls := &httpLoops{}
+	n := runtime.GOMAXPROCS(0)
+	for range n {
+		l, err := newHTTPLoop(lb, ls, rc)
+		if err != nil {
+			lb.log.Warn("http: event loops unavailable, serving with goroutines", "err", err)
+			for _, l := range ls.loops {
+				l.closeFDs()
+			}
+			return nil
+		}
+		ls.loops = append(ls.loops, l)
+	}
+	for _, l := range ls.loops {
+		lb.wg.Add(1) // until the loop has closed its last connection
+		go l.run()
+	}
+	lb.log.Debug("http: serving on event loops", "loops", n)
+	return ls
+}
+
+// httpLoops returns the balancer's event loops; nil: none.
+func (lb *Balancer) httpLoops() *httpLoops {
+	lb.mu.Lock()
+	defer lb.mu.Unlock()
+	return lb.loops
+}
+
+// closing tells the loops the balancer is stopping: they stop accepting,
+// close their idle connections and end once the others are done.
+func (ls *httpLoops) closing() {
+	for _, l := range ls.loops {
+		l.post(func(l *httpLoop) { l.closing = true })
+	}
+}
+
+// abort closes every connection the loops still have.
+func (ls *httpLoops) abort() {
+	for _, l := range ls.loops {
+		l.post(func(l *httpLoop) { l.closing, l.aborting = true, true })
+	}
+}
+
+// httpLoop is one event loop: an epoll set, an eventfd to wake it, its
+// copy of the listener, and the connections it owns.
+type httpLoop struct {
+	lb *Balancer
+	ls *httpLoops
+	// epfd parks on the runtime's poller as ep (see package relay).
+	epfd, evfd, lnfd int
+	ep               *os.File
+
+	mu   sync.Mutex
+	msgs []func(*httpLoop)
+
+	closing, aborting bool // the balancer is stopping; and its grace is over
+
+	clients  map[int32]*hconn
+	fresh    []*hconn // accepted in this batch, not read yet
+	backends map[int32]*bconn
+	idle     map[*backend][]*bconn // pooled backend connections
+	free     [][]byte              // loopBufSize buffers for reuse
+	buf      []byte                // the loop's read buffer for bodies
+
+	now      int64 // the clock at the start of the batch, in nanoseconds
+	nowT     time.Time
+	lastScan int64
+	// acceptPaused: accept failed for want of descriptors or memory; the
+	// listener is out of the set until this time.
+	acceptPaused int64
+}
+
+func newHTTPLoop(lb *Balancer, ls *httpLoops, rc interface{ Control(func(uintptr)) error }) (*httpLoop, error) {
+	l := &httpLoop{lb: lb, ls: ls, epfd: -1, evfd: -1, lnfd: -1,
+		clients: map[int32]*hconn{}, backends: map[int32]*bconn{}, idle: map[*backend][]*bconn{},
+		buf: make([]byte, 64<<10)}
+	var err error
+	if l.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
+		return nil, fmt.Errorf("epoll_create1: %w", err)
+	}
+	if l.evfd, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
+		l.closeFDs()
+		return nil, fmt.Errorf("eventfd: %w", err)
+	}
+	var derr error
+	if err := rc.Control(func(fd uintptr) {
+		// Accepted sockets inherit TCP_NODELAY from the listener: no
+		// setsockopt per connection.
+		if derr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); derr == nil {
+			l.lnfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+		}
+	}); err != nil || derr != nil {
+		l.closeFDs()
+		return nil, fmt.Errorf("listener: %w", errors.Join(err, derr))
+	}
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, l.evfd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(l.evfd)}); err != nil {
+		l.closeFDs()
+		return nil, fmt.Errorf("epoll_ctl: %w", err)
+	}
+	// Each loop waits on the listener; EPOLLEXCLUSIVE wakes one of them per
+	// connection, not all.
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, l.lnfd, &unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLEXCLUSIVE, Fd: int32(l.lnfd)}); err != nil {
+		l.closeFDs()
+		return nil, fmt.Errorf("epoll_ctl: %w", err)
+	}
+	if err := unix.SetNonblock(l.epfd, true); err != nil {
+		l.closeFDs()
+		return nil, fmt.Errorf("epoll set: %w", err)
+	}
+	l.ep = os.NewFile(uintptr(l.epfd), "http-epoll")
+	return l, nil
+}
+
+func (l *httpLoop) closeFDs() {
+	for _, fd := range []int{l.lnfd, l.evfd} {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+	}
+	l.lnfd, l.evfd = -1, -1
+	if l.ep != nil {
+		l.ep.Close()
+	} else if l.epfd >= 0 {
+		unix.Close(l.epfd)
+	}
+}
+
+var eventOne = []byte{1, 0, 0, 0, 0, 0, 0, 0}
+
+// post runs fn on the loop.
+func (l *httpLoop) post(fn func(*httpLoop)) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.evfd < 0 {
+		return // the loop has ended
+	}
+	if len(l.msgs) == 0 {
+		unix.Write(l.evfd, eventOne) // under the lock: the loop's end closes evfd under it
+	}
+	l.msgs = append(l.msgs, fn)
+}
+
+func (l *httpLoop) takeMessages() {
+	var b [8]byte
+	unix.Read(l.evfd, b[:])
+	l.mu.Lock()
+	msgs := l.msgs
+	l.msgs = nil
+	l.mu.Unlock()
+	for _, fn := range msgs {
+		fn(l)
+	}
+}
+
+func (l *httpLoop) clock() {
+	l.nowT = time.Now()
+	l.now = l.nowT.UnixNano()
+}
+
+// run is the loop; it ends once the balancer is stopping and the loop's
+// last connection is gone.
+func (l *httpLoop) run() {
+	defer l.lb.wg.Done()
+	defer l.end()
+	events := make([]unix.EpollEvent, 256)
+	rc, err := l.ep.SyscallConn()
+	if err != nil {
+		panic(fmt.Sprintf("http loop: %v", err)) // an *os.File always has one
+	}
+	l.clock()
+	l.lastScan = l.now
+	l.ep.SetReadDeadline(l.nowT.Add(loopTick))
+	for turn := 1; ; turn++ {
+		if turn%yieldEvery == 0 {
+			// The loop's system calls do not let the scheduler run other
+			// goroutines (package nbio): a busy loop lets them run now and
+			// then rather than only when the runtime preempts it (10 ms).
+			runtime.Gosched()
+		}
+		n := 0
+		var werr error
+		err := rc.Read(func(fd uintptr) bool {
+			n, werr = nbio.EpollPoll(int(fd), events)
+			return n > 0 || (werr != nil && werr != unix.EINTR)
+		})
+		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			werr = errors.Join(err, werr)
+		}
+		if werr != nil {
+			panic(fmt.Sprintf("http loop: epoll_wait: %v", werr)) // EBADF, EFAULT or EINVAL: a bug here
+		}
+		l.clock()
+		if err != nil {
+			// Until it is moved, an expired deadline fails every wait.
+			l.ep.SetReadDeadline(l.nowT.Add(loopTick))
+			n = 0
+		}
+		for _, ev := range events[:max(n, 0)] {
+			l.dispatch(ev)
+		}
+		l.readFresh()
+		if l.now-l.lastScan >= int64(loopTick) {
+			l.scan()
+		}
+		if l.closing {
+			l.stopAccepting()
+			if l.aborting {
+				for _, h := range l.clients {
+					l.fail(h, 'K', 'D')
+				}
+			}
+			if len(l.clients) == 0 {
+				return
+			}
+		}
+	}
+}
+
+func (l *httpLoop) dispatch(ev unix.EpollEvent) {
+	fd := ev.Fd
+	switch {
+	case int(fd) == l.evfd:
+		l.takeMessages()
+		if l.closing {
+			l.closeIdleClients()
+		}
+	case int(fd) == l.lnfd:
+		l.accept()
+	default:
+		hup := ev.Events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0
+		readable := hup || ev.Events&unix.EPOLLIN != 0
+		writable := ev.Events&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0
+		if h := l.clients[fd]; h != nil {
+			h.readable = h.readable || readable
+			h.hup = h.hup || hup
+			h.writable = h.writable || writable
+			l.clientReady(h)
+		} else if bc := l.backends[fd]; bc != nil {
+			bc.readable = bc.readable || readable
+			bc.hup = bc.hup || hup
+			bc.writable = bc.writable || writable
+			l.backendReady(bc)
+		}
+	}
+}
+
+// accept takes the connections waiting on the listener, a bounded number
+// per turn so that a flood of them does not hold up the others.
+func (l *httpLoop) accept() {
+	for range 64 {
+		if l.lnfd < 0 {
+			return
+		}
+		fd, ap, err := accept4(l.lnfd)
+		switch err {
+		case nil:
+		case unix.EAGAIN:
+			return
+		case unix.EINTR, unix.ECONNABORTED, unix.EPROTO:
+			continue
+		default:
+			// Out of descriptors or memory: take the listener out of the
+			// set for a while rather than spin on it (it stays readable).
+			l.lb.log.Warn("accept failed", "err", err, "retry_in", time.Second)
+			l.acceptPaused = l.now + int64(time.Second)
+			unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, l.lnfd, nil)
+			return
+		}
+		l.lb.accepted.Add(1)
+		l.lb.clients.Add(1)
+		h := l.newConn(fd, ap)
+		l.clients[int32(fd)] = h
+		if l.lb.settings.Load().acceptProxy != nil {
+			// The PROXY header is peeked on the goroutine path.
+			l.handOff(h, true)
+			continue
+		}
+		// Read it after the batch's other events: a client sends its
+		// request right after the handshake, which is then there, and the
+		// connection needs no registration to be answered.
+		h.readable = true
+		l.fresh = append(l.fresh, h)
+	}
+}
+
+// readFresh reads the connections accepted in the last batch.
+func (l *httpLoop) readFresh() {
+	for i, h := range l.fresh {
+		l.fresh[i] = nil
+		if l.clients[int32(h.fd)] == h {
+			l.clientReady(h)
+		}
+	}
+	l.fresh = l.fresh[:0]
+}
+
+// accept4 accepts a connection, non-blocking, and returns its peer's
+// address. (unix.Accept4 asks for each IPv4 socket's protocol, one more
+// system call per connection, to tell L2TP apart.)
+func accept4(lnfd int) (int, netip.AddrPort, error) {
+	var rsa unix.RawSockaddrAny
+	fd, err := nbio.Accept4(lnfd, &rsa)
+	if err != nil {
+		return -1, netip.AddrPort{}, err
+	}
+	var ap netip.AddrPort
+	switch rsa.Addr.Family {
+	case unix.AF_INET:
+		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(&rsa))
+		ap = netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), ntohs(sa.Port))
+	case unix.AF_INET6:
+		sa := (*unix.RawSockaddrInet6)(unsafe.Pointer(&rsa))
+		ap = netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), ntohs(sa.Port))
+	}
+	return fd, ap, nil
+}
+
+func ntohs(p uint16) uint16 { return p>>8 | p<<8 }
+
+func (l *httpLoop) newConn(fd int, ap netip.AddrPort) *hconn {
+	cc := &clientConn{lb: l.lb}
+	cc.pk.init()
+	cc.ip = ap.Addr().Unmap()
+	cc.hash = balance.HashAddr(cc.ip)
+	cc.client = net.TCPAddrFromAddrPort(ap)
+	s := l.lb.settings.Load()
+	return &hconn{fd: fd, cc: cc, writable: true, headStart: l.now, deadline: l.now + int64(s.headerTimeout)}
+}
+
+func (l *httpLoop) stopAccepting() {
+	if l.lnfd >= 0 {
+		unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, l.lnfd, nil)
+		unix.Close(l.lnfd)
+		l.lnfd = -1
+	}
+}
+
+// closeIdleClients closes the connections waiting for a request with
+// nothing of one read: the balancer is stopping.
+func (l *httpLoop) closeIdleClients() {
+	for _, h := range l.clients {
+		if h.state == waitRequest && len(h.in) == 0 {
+			l.closeClient(h)
+		}
+	}
+}
+
+// scan enforces the timeouts, every loopTick, and once a second closes
+// pooled backend connections that idled too long or whose backend left.
+func (l *httpLoop) scan() {
+	second := l.now/int64(time.Second) != l.lastScan/int64(time.Second)
+	l.lastScan = l.now
+	for _, h := range l.clients {
+		l.checkTimeout(h)
+	}
+	if !second {
+		return
+	}
+	if l.acceptPaused != 0 && l.now >= l.acceptPaused && l.lnfd >= 0 {
+		l.acceptPaused = 0
+		unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, l.lnfd, &unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLEXCLUSIVE, Fd: int32(l.lnfd)})
+	}
+	cutoff := l.now - int64(idleConnTimeout)
+	for b, list := range l.idle {
+		gone := b.removed.Load() || AdminState(b.admin.Load()) == Maint
+		keep := list[:0]
+		for _, bc := range list {
+			if gone || bc.idleFrom < cutoff {
+				l.closeBackend(bc)
+			} else {
+				keep = append(keep, bc)
+			}
+		}
+		clear(list[len(keep):])
+		if len(keep) == 0 {
+			delete(l.idle, b)
+		} else {
+			l.idle[b] = keep
+		}
+	}
+}
+
+// end closes what the loop still holds: its pooled backend connections
+// and its descriptors.
+func (l *httpLoop) end() {
+	for _, h := range l.clients {
+		l.fail(h, 'K', 'D')
+	}
+	for _, list := range l.idle {
+		for _, bc := range list {
+			l.closeBackend(bc)
+		}
+	}
+	l.idle = nil
+	l.stopAccepting()
+	l.mu.Lock()
+	unix.Close(l.evfd)
+	l.evfd = -1
+	l.mu.Unlock()
+	l.ep.Close()
+}
+
+// register adds fd to the set once; edge-triggered, for reads and writes.
+func (l *httpLoop) register(fd int) error {
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(fd)}
+	return nbio.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev)
+}
+
+func (l *httpLoop) getBuf() []byte {
+	if n := len(l.free); n > 0 {
+		b := l.free[n-1]
+		l.free = l.free[:n-1]
+		return b[:0]
+	}
+	return make([]byte, 0, loopBufSize)
+}
+
+func (l *httpLoop) putBuf(b []byte) {
+	if cap(b) == loopBufSize && len(l.free) < 1024 {
+		l.free = append(l.free, b[:0])
+	}
+}
+
+// readInto reads from fd into the free part of *buf. It reports whether fd
+// may have more to read: false once a read came back short (the socket is
+// drained: its next bytes raise a new edge) unless hup says an EOF is
+// behind them, or EAGAIN. eof: the peer closed its side.
+func readInto(fd int, buf *[]byte, hup bool) (more, eof bool, err error) {
+	b := *buf
+	for {
+		n, err := nbio.Read(fd, b[len(b):cap(b)])
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			return false, false, nil
+		case err != nil:
+			return false, false, err
+		case n == 0:
+			return false, true, nil
+		}
+		*buf = b[:len(b)+n]
+		return len(*buf) == cap(b) || hup, false, nil
+	}
+}
+
+// writeFrom writes p to fd and returns how much it took (EAGAIN: a short
+// count, no error).
+func writeFrom(fd int, p []byte) (int, error) {
+	for {
+		n, err := nbio.Write(fd, p)
+		switch err {
+		case nil:
+			return n, nil
+		case unix.EAGAIN:
+			return 0, nil
+		case unix.EINTR:
+			continue
+		}
+		return 0, err
+	}
+}
+
+// loopAddr is addr for the loops' connect(2); invalid when it is not an IP
+// address and port.
+func loopAddr(addr string) netip.AddrPort {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil || ap.Addr().Zone() != "" {
+		return netip.AddrPort{}
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// sockaddr is ap for connect(2): a new one each time, since connect writes
+// into it.
+func sockaddr(ap netip.AddrPort) (family int, sa unix.Sockaddr) {
+	if a := ap.Addr(); a.Is4() {
+		return unix.AF_INET, &unix.SockaddrInet4{Port: int(ap.Port()), Addr: a.As4()}
+	}
+	return unix.AF_INET6, &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
+}

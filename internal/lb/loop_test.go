@@ -1,0 +1,272 @@
+package lb
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/haven-ha/haven/internal/testenv"
+)
+
+// The HTTP/1 event loops (loop.go) serve plain HTTP unless
+// HAVEN_HTTP_LOOP=off; the rest of the package's tests run through them
+// too. These tests check that the loops, not the goroutine path, served
+// what they should, and that what they hand over is answered as before.
+
+// loopLB starts a balancer in front of h and fails the test if it is not
+// served by event loops.
+func loopLB(t *testing.T, body string, h http.Handler) *testLB {
+	t.Helper()
+	if os.Getenv("HAVEN_HTTP_LOOP") == "off" {
+		t.Skip("HAVEN_HTTP_LOOP=off: the goroutine path serves every connection")
+	}
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	tl := startLB(t, body, "", strings.TrimPrefix(srv.URL, "http://"))
+	if tl.httpLoops() == nil {
+		t.Fatal("a plain-HTTP balancer is not served by event loops")
+	}
+	return tl
+}
+
+// exchange writes raw to a new connection and reads n responses.
+func exchangeRaw(t *testing.T, addr, raw string, n int) []*http.Response {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := io.WriteString(c, raw); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	var out []*http.Response
+	for range n {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("response %d of %d: %v", len(out)+1, n, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatalf("response %d body: %v", len(out)+1, err)
+		}
+		resp.Body = io.NopCloser(bytes.NewReader(body))
+		out = append(out, resp)
+	}
+	return out
+}
+
+func bodyOf(r *http.Response) string {
+	b, _ := io.ReadAll(r.Body)
+	return string(b)
+}
+
+// echoHandler answers with the method, the client address haven forwarded
+// and the request body.
+var echoHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	b, _ := io.ReadAll(r.Body)
+	w.Header().Set("Content-Length", fmt.Sprint(len(r.Method)+1+len(r.Header.Get("X-Forwarded-For"))+1+len(b)))
+	fmt.Fprintf(w, "%s %s %s", r.Method, r.Header.Get("X-Forwarded-For"), b)
+})
+
+func TestLoopServesKeepAliveCloseAndPipelined(t *testing.T) {
+	tl := loopLB(t, "", echoHandler)
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
+	defer client.CloseIdleConnections()
+	for i := range 100 {
+		req, _ := http.NewRequest("POST", tl.url+"/x", strings.NewReader(fmt.Sprintf("body-%d", i)))
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("keep-alive request %d: %v", i, err)
+		}
+		if got, want := bodyOf(resp), fmt.Sprintf("POST 127.0.0.1 body-%d", i); resp.StatusCode != 200 || got != want {
+			t.Fatalf("keep-alive request %d: %d %q, want 200 %q", i, resp.StatusCode, got, want)
+		}
+		resp.Body.Close()
+	}
+	for i := range 20 {
+		rs := exchangeRaw(t, tl.addr, "GET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 1)
+		if rs[0].StatusCode != 200 || !rs[0].Close || bodyOf(rs[0]) != "GET 127.0.0.1 " {
+			t.Fatalf("connection-close request %d: %d close=%v", i, rs[0].StatusCode, rs[0].Close)
+		}
+	}
+	// Three requests in one write: three answers, in order.
+	rs := exchangeRaw(t, tl.addr, "POST /1 HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\naGET /2 HTTP/1.1\r\nHost: x\r\n\r\n"+
+		"POST /3 HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nConnection: close\r\n\r\nc", 3)
+	for i, want := range []string{"POST 127.0.0.1 a", "GET 127.0.0.1 ", "POST 127.0.0.1 c"} {
+		if got := bodyOf(rs[i]); got != want {
+			t.Errorf("pipelined response %d: %q, want %q", i+1, got, want)
+		}
+	}
+	if served, handed := tl.httpLoops().served.Load(), tl.httpLoops().handed.Load(); served != 123 || handed != 0 {
+		t.Errorf("the loops served %d requests and handed %d connections over; want 123 and 0", served, handed)
+	}
+}
+
+// What the loops do not serve themselves goes to the goroutine path with
+// what they read, and is answered there as it always was.
+func TestLoopHandsOver(t *testing.T) {
+	tl := loopLB(t, "", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/chunked" {
+			w.Write([]byte("part1;"))
+			w.(http.Flusher).Flush()
+			w.Write([]byte("part2"))
+			return
+		}
+		echoHandler(w, r)
+	}))
+	handed := func() uint64 { return tl.httpLoops().handed.Load() }
+
+	// A chunked response, then the next request on the same connection.
+	rs := exchangeRaw(t, tl.addr, "GET /chunked HTTP/1.1\r\nHost: x\r\n\r\nGET /after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 2)
+	if got := bodyOf(rs[0]); got != "part1;part2" || rs[0].TransferEncoding == nil {
+		t.Errorf("chunked response: %q (transfer-encoding %v), want part1;part2 chunked", got, rs[0].TransferEncoding)
+	}
+	if got := bodyOf(rs[1]); got != "GET 127.0.0.1 " {
+		t.Errorf("request after the chunked response: %q", got)
+	}
+	if handed() != 1 {
+		t.Errorf("handed over %d connections after a chunked response, want 1", handed())
+	}
+
+	// A chunked upload, and a malformed request: answered by the goroutine path.
+	rs = exchangeRaw(t, tl.addr, "POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 1)
+	if got := bodyOf(rs[0]); got != "POST 127.0.0.1 abc" {
+		t.Errorf("chunked upload: %q", got)
+	}
+	rs = exchangeRaw(t, tl.addr, "GET /bad HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 1)
+	if rs[0].StatusCode != 400 {
+		t.Errorf("two Content-Lengths: %d, want 400", rs[0].StatusCode)
+	}
+	// A head that arrives in pieces, the body after it: still the loop's.
+	c, err := net.Dial("tcp", tl.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for _, part := range []string{"POST /p HTTP/1.1\r\nHo", "st: x\r\nContent-Length: 4\r\n\r\n", "ab", "cd"} {
+		io.WriteString(c, part)
+		time.Sleep(20 * time.Millisecond)
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil || bodyOf(resp) != "POST 127.0.0.1 abcd" {
+		t.Fatalf("request in pieces: %v", err)
+	}
+	if handed() != 3 {
+		t.Errorf("handed over %d connections, want 3 (the chunked response, the chunked upload, the malformed head)", handed())
+	}
+}
+
+// A large response to a client that reads slowly arrives whole: the loop
+// holds what the client cannot take yet and stops reading the backend.
+func TestLoopLargeResponseSlowReader(t *testing.T) {
+	big := bytes.Repeat([]byte("0123456789abcdef"), 1<<19) // 8 MiB
+	tl := loopLB(t, "", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", fmt.Sprint(len(big)))
+		w.Write(big)
+	}))
+	c, err := net.Dial("tcp", tl.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.(*net.TCPConn).SetReadBuffer(16 << 10)
+	io.WriteString(c, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+	c.SetReadDeadline(time.Now().Add(60 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := sha256.New()
+	buf := make([]byte, 64<<10)
+	var n int64
+	for {
+		k, err := resp.Body.Read(buf)
+		h.Write(buf[:k])
+		n += int64(k)
+		if n < 1<<20 {
+			time.Sleep(2 * time.Millisecond) // slow for the first MiB: haven's writes fill up
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("after %d bytes: %v", n, err)
+		}
+	}
+	if want := sha256.Sum256(big); !bytes.Equal(h.Sum(nil), want[:]) || n != int64(len(big)) {
+		t.Fatalf("got %d bytes, want %d intact", n, len(big))
+	}
+	if tl.httpLoops().served.Load() != 1 {
+		t.Errorf("served %d requests on the loops, want 1", tl.httpLoops().served.Load())
+	}
+}
+
+// A backend that dies in the middle of a body: the client's connection is
+// closed (it cannot be told otherwise), the next client is served, and no
+// descriptor is left behind once the balancer stops.
+func TestLoopBackendCutsBodyNoLeak(t *testing.T) {
+	backend := tcpBackend(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			if req.URL.Path == "/cut" {
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nonly ten b")
+				return
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	if os.Getenv("HAVEN_HTTP_LOOP") == "off" {
+		t.Skip("HAVEN_HTTP_LOOP=off")
+	}
+	before := openFDs(t)
+	tl := startLB(t, "", "", backend)
+	for range 3 {
+		c, err := net.Dial("tcp", tl.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(c, "GET /cut HTTP/1.1\r\nHost: x\r\n\r\n")
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		got, err := io.ReadAll(c)
+		c.Close()
+		if err != nil || !bytes.HasSuffix(got, []byte("only ten b")) {
+			t.Fatalf("cut response: %q %v: want the head and ten bytes, then the close", got, err)
+		}
+		if rs := exchangeRaw(t, tl.addr, "GET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 1); bodyOf(rs[0]) != "ok" {
+			t.Fatal("the request after a cut response failed")
+		}
+	}
+	tl.stop()
+	// The backend's side of each connection closes once it reads haven's
+	// close: soon, not at once.
+	testenv.Poll(t, 10*time.Second, "descriptors back to before the balancer", func() (bool, string) {
+		after := openFDs(t)
+		return after <= before, fmt.Sprintf("%d open, %d before", after, before)
+	})
+}
+
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
