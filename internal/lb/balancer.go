@@ -159,6 +159,7 @@ type Balancer struct {
 	conns    map[*clientConn]struct{}
 	ln       net.Listener
 	loops    *httpLoops     // nil: connections are accepted and served by goroutines
+	aborting bool           // the shutdown's grace is over: connections are closed as they come
 	wg       sync.WaitGroup // connection goroutines, and the event loops
 
 	listening atomic.Bool
@@ -481,6 +482,7 @@ func (lb *Balancer) shutdown(ln net.Listener) {
 	case <-time.After(grace):
 		lb.log.Warn("shutdown grace period over: closing connections still open", "grace", grace)
 		lb.mu.Lock()
+		lb.aborting = true
 		for cc := range lb.conns {
 			cc.abort()
 		}

@@ -72,6 +72,9 @@ func (lb *Balancer) adoptLocked(cc *clientConn) {
 	lb.conns[cc] = struct{}{}
 	lb.wg.Add(1)
 	lb.clients.Add(1)
+	if lb.aborting {
+		cc.abort() // handed over after the shutdown's grace: closed as the rest were
+	}
 }
 
 // abort closes the connection from another goroutine: a TCP mode

@@ -182,12 +182,15 @@ type attempt struct {
 	rw         net.Conn
 	replayable bool
 	bodySent   bool // a streamed body has been consumed from the client
-	sticky     string
-	failStatus int // what to answer if no retry is left
-	failMsg    string
-	bodyLimit  time.Time // the end of timeouts.request_body; zero: none
-	freshOnly  bool      // the last try found a stale pooled connection
-	lastTry    bool      // no retry is left: relay whatever the backend answers
+	// bodyBuffered: the body is in sc.body whatever replayable says (an
+	// event loop read it with the head), not to be streamed from the client.
+	bodyBuffered bool
+	sticky       string
+	failStatus   int // what to answer if no retry is left
+	failMsg      string
+	bodyLimit    time.Time // the end of timeouts.request_body; zero: none
+	freshOnly    bool      // the last try found a stale pooled connection
+	lastTry      bool      // no retry is left: relay whatever the backend answers
 }
 
 func (lb *Balancer) serveRequest(cc *clientConn, rw net.Conn, sc *scratch, s *settings) bool {
@@ -276,8 +279,15 @@ func (lb *Balancer) serveRequest(cc *clientConn, rw net.Conn, sc *scratch, s *se
 	pk := &cc.pk
 	pk.p = lb.pool.Load()
 	pk.tried = pk.tried[:0]
+	return lb.forward(cc, &a, 0, start)
+}
+
+// forward sends the request to backends, retrying as the settings allow,
+// until one answers or none is left (pk.tried: those that failed it,
+// tries: how many did). It reports whether the connection may go on.
+func (lb *Balancer) forward(cc *clientConn, a *attempt, tries int, start time.Time) bool {
+	s, sc, rw, e, pk := a.s, a.sc, a.rw, &a.sc.log, &cc.pk
 	defer func() { pk.p = nil }()
-	tries := 0
 	for {
 		b, waited, err := lb.acquire(context.Background(), pk, cc.hash, a.sticky)
 		e.queued(waited)
@@ -298,7 +308,7 @@ func (lb *Balancer) serveRequest(cc *clientConn, rw net.Conn, sc *scratch, s *se
 		e.backend, e.retries = b.name, tries
 		b.m.requests.Add(1)
 		a.lastTry = tries >= s.retries || len(pk.tried)+1 >= len(pk.p.backends)
-		out := lb.exchange(cc, b, &a)
+		out := lb.exchange(cc, b, a)
 		lb.release(b)
 		switch out {
 		case done, doneClose:
@@ -365,7 +375,7 @@ func (lb *Balancer) exchange(cc *clientConn, b *backend, a *attempt) outcome {
 		}
 		return lb.backendFailed(b, a, "reset", "send request: "+err.Error())
 	}
-	if !a.replayable && req.hasBody() {
+	if !a.replayable && req.hasBody() && !a.bodyBuffered {
 		a.bodySent = true
 		if out, ok := lb.streamRequestBody(cc, bc, a); !ok {
 			return out

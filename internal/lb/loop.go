@@ -138,8 +138,12 @@ type httpLoop struct {
 
 	closing, aborting bool // the balancer is stopping; and its grace is over
 
-	clients  map[int32]*hconn
-	fresh    []*hconn // accepted in this batch, not read yet
+	clients map[int32]*hconn
+	fresh   []*hconn // accepted in this batch, not read yet
+	// dead are descriptors to close after the batch: closed at once, a
+	// number could come back from socket() or accept4() in the same batch
+	// and take the closed one's events still in it.
+	dead     []int
 	backends map[int32]*bconn
 	idle     map[*backend][]*bconn // pooled backend connections
 	free     [][]byte              // loopBufSize buffers for reuse
@@ -285,6 +289,7 @@ func (l *httpLoop) run() {
 		if l.now-l.lastScan >= int64(loopTick) {
 			l.scan()
 		}
+		l.closeDead()
 		if l.closing {
 			l.stopAccepting()
 			if l.aborting {
@@ -361,15 +366,27 @@ func (l *httpLoop) accept() {
 		// Read it after the batch's other events: a client sends its
 		// request right after the handshake, which is then there, and the
 		// connection needs no registration to be answered.
-		h.readable = true
+		h.readable, h.fresh = true, true
 		l.fresh = append(l.fresh, h)
 	}
+}
+
+// closeLater closes fd after the batch (it leaves the epoll set then:
+// no other descriptor refers to its socket).
+func (l *httpLoop) closeLater(fd int) { l.dead = append(l.dead, fd) }
+
+func (l *httpLoop) closeDead() {
+	for _, fd := range l.dead {
+		nbio.Close(fd)
+	}
+	l.dead = l.dead[:0]
 }
 
 // readFresh reads the connections accepted in the last batch.
 func (l *httpLoop) readFresh() {
 	for i, h := range l.fresh {
 		l.fresh[i] = nil
+		h.fresh = false
 		if l.clients[int32(h.fd)] == h {
 			l.clientReady(h)
 		}
@@ -422,7 +439,7 @@ func (l *httpLoop) stopAccepting() {
 // nothing of one read: the balancer is stopping.
 func (l *httpLoop) closeIdleClients() {
 	for _, h := range l.clients {
-		if h.state == waitRequest && len(h.in) == 0 {
+		if h.state == waitRequest && len(h.in) == 0 && !h.fresh {
 			l.closeClient(h)
 		}
 	}
@@ -475,6 +492,7 @@ func (l *httpLoop) end() {
 		}
 	}
 	l.idle = nil
+	l.closeDead()
 	l.stopAccepting()
 	l.mu.Lock()
 	unix.Close(l.evfd)

@@ -37,6 +37,7 @@ type hconn struct {
 	// readable and writable are what the last edges said and no read or
 	// write since contradicted; hup: the peer's FIN or an error was seen.
 	registered, readable, writable, hup, eof bool
+	fresh                                    bool   // accepted in this batch, not read yet
 	in                                       []byte // read, not yet taken as a request
 	headStart                                int64  // when the head being read began (0: none yet)
 	deadline                                 int64  // when the current wait times out
@@ -57,6 +58,9 @@ type hconn struct {
 	headLen, bodyBytes             int64
 	keepClient, keepBackend        bool
 	acked                          ackProgress // what the client had acknowledged at the last write timeout
+	// When bytes last moved to the client and from the backend: a wait
+	// for either times out from then, not from the last event.
+	clientMoved, backendMoved int64
 }
 
 type bstate uint8
@@ -139,6 +143,16 @@ func (l *httpLoop) process(h *hconn) {
 			h.deadline = l.now + int64(l.lb.settings.Load().headerTimeout)
 		}
 		start, end := headEnd(h.in)
+		if start > 0 {
+			// Empty lines before a request are skipped, as readHead does:
+			// a client's CRLF after a body is not a request begun.
+			h.in = h.in[:copy(h.in, h.in[start:])]
+			end, start = max(end-start, -1), 0
+			if len(h.in) == 0 {
+				h.headStart = 0
+				continue
+			}
+		}
 		if end < 0 {
 			if len(h.in) == cap(h.in) || h.eof {
 				l.handOff(h, false) // too large for the loop, or cut short: the goroutine path answers
@@ -202,6 +216,7 @@ func (l *httpLoop) startRequest(h *hconn, start, end int) bool {
 	h.state = atBackend
 	h.sc, h.s = sc, s
 	h.tries, h.freshOnly = 0, false
+	h.headLen, h.bodyBytes, h.out = 0, 0, nil
 	h.replayable = s.retriable(req.method)
 	h.failStatus, h.failMsg = 503, "no backend available"
 	h.sticky = ""
@@ -222,17 +237,16 @@ func (l *httpLoop) pick(h *hconn) {
 	if b != nil && !b.ap.IsValid() {
 		l.lb.release(b) // a backend named by host: the goroutine path resolves it
 		b = nil
-		pk.anyFull = true
 	}
 	if b == nil {
-		if h.tries == 0 {
+		if h.tries == 0 && !h.freshOnly {
 			// Nothing was tried: the goroutine path serves the request
-			// afresh (it waits in the queue, or answers that no backend is
-			// available).
+			// afresh (it waits in the queue, dials a host name, or answers
+			// that no backend is available).
 			l.handOff(h, false)
 			return
 		}
-		l.answer(h, h.failStatus, h.failMsg)
+		l.handOffRetry(h)
 		return
 	}
 	h.b = b
@@ -320,6 +334,7 @@ func (l *httpLoop) send(h *hconn) {
 	sc.out = append(sc.out, sc.body...)
 	bc.out = sc.out
 	bc.state = sending
+	h.deadline = l.now + int64(h.s.serverTimeout)
 	l.sendMore(h)
 }
 
@@ -332,7 +347,9 @@ func (l *httpLoop) sendMore(h *hconn) {
 		return
 	}
 	bc.out = bc.out[n:]
-	h.deadline = l.now + int64(h.s.serverTimeout)
+	if n > 0 {
+		h.deadline = l.now + int64(h.s.serverTimeout) // a silence of the backend, not of the whole send
+	}
 	if len(bc.out) > 0 {
 		bc.writable = false
 		return
@@ -474,6 +491,11 @@ func (l *httpLoop) readResponse(h *hconn) {
 // for an interim response, after which another head follows.
 func (l *httpLoop) gotHead(h *hconn, start, end int) bool {
 	sc, bc, b := h.sc, h.bc, h.b
+	if end-start > h.s.maxHeader {
+		l.dropBackend(h)
+		l.backendFailed(h, "reset", "bad response: "+errHeadTooLarge.Error())
+		return false
+	}
 	sc.rhead = append(sc.rhead[:0], bc.in[start:end]...)
 	bc.in = bc.in[:copy(bc.in, bc.in[end:])]
 	if err := parseResponse(sc.rhead, &sc.resp); err != nil {
@@ -488,8 +510,9 @@ func (l *httpLoop) gotHead(h *hconn, start, end int) bool {
 	}
 	if st := sc.resp.status; st >= 100 && st < 200 && st != 101 {
 		// Interim responses (103 Early Hints) go to the client as they are.
-		sc.out = append(append(sc.out[:0], h.out...), sc.rhead...)
-		h.out = sc.out
+		// In a buffer of their own: sc.out carries the request again if
+		// the final response is retried elsewhere.
+		h.out = append(append([]byte(nil), h.out...), sc.rhead...)
 		return l.flushInterim(h)
 	}
 	l.respond(h)
@@ -520,11 +543,19 @@ func (l *httpLoop) flushInterim(h *hconn) bool {
 func (l *httpLoop) respond(h *hconn) {
 	sc, bc, b, s := h.sc, h.bc, h.b, h.s
 	req, resp := &sc.req, &sc.resp
+	bodyless := resp.bodyless(req.method)
+	retrying := resp.status >= 500 && h.replayable && !h.lastTry && retryStatus(resp.status)
+	if !retrying && !bodyless && resp.contentLength < 0 {
+		// A chunked or close-delimited body: relayResponse relays it (and
+		// counts the response, and observes its status for passive health).
+		l.handOffExchange(h)
+		return
+	}
 	b.m.responses[statusClass(resp.status)].Add(1)
 	sc.log.status = resp.status
 	if resp.status >= 500 {
 		observeFailure(b, "status "+strconv.Itoa(resp.status))
-		if h.replayable && !h.lastTry && retryStatus(resp.status) {
+		if retrying {
 			l.discardResponse(h)
 			h.failStatus, h.failMsg = 502, "backends answered "+strconv.Itoa(resp.status)
 			l.retry(h, false)
@@ -538,11 +569,6 @@ func (l *httpLoop) respond(h *hconn) {
 		l.answer(h, 502, "backend switched protocols unasked")
 		return
 	}
-	bodyless := resp.bodyless(req.method)
-	if !bodyless && resp.contentLength < 0 {
-		l.handOffExchange(h)
-		return
-	}
 	h.keepClient = req.persistent() && !l.lb.closing.Load()
 	h.keepBackend = !resp.closeConn && (resp.minor == 1 || resp.keepAlive)
 	setCookie := ""
@@ -554,6 +580,7 @@ func (l *httpLoop) respond(h *hconn) {
 	sc.out = appendResponseHead(sc.out, resp, req, h.keepClient, false, s.stickyCookie, setCookie, false)
 	h.headLen = int64(len(sc.out) - pending)
 	h.acked = ackProgress{}
+	h.clientMoved, h.backendMoved = l.now, l.now
 	h.remaining = 0
 	if !bodyless {
 		h.remaining = resp.contentLength
@@ -591,7 +618,7 @@ func (l *httpLoop) pumpBody(h *hconn) {
 	for {
 		if len(h.out) > 0 {
 			if !h.writable {
-				h.deadline = l.now + int64(h.s.clientTimeout)
+				h.deadline = h.clientMoved + int64(h.s.clientTimeout)
 				l.await(h)
 				return
 			}
@@ -599,6 +626,9 @@ func (l *httpLoop) pumpBody(h *hconn) {
 			if err != nil {
 				l.fail(h, 'C', 'D')
 				return
+			}
+			if n > 0 {
+				h.clientMoved = l.now
 			}
 			h.out = h.out[n:]
 			if len(h.out) > 0 {
@@ -611,7 +641,7 @@ func (l *httpLoop) pumpBody(h *hconn) {
 			return
 		}
 		if !bc.readable {
-			h.deadline = l.now + int64(h.s.serverTimeout)
+			h.deadline = h.backendMoved + int64(h.s.serverTimeout)
 			return
 		}
 		n, err := nbio.Read(bc.fd, l.buf[:min(int64(len(l.buf)), h.remaining)])
@@ -625,6 +655,7 @@ func (l *httpLoop) pumpBody(h *hconn) {
 			l.fail(h, 'S', 'D') // the backend failed or closed in the middle of the body
 			return
 		}
+		h.backendMoved = l.now
 		if n < len(l.buf) && int64(n) < h.remaining && !bc.hup {
 			bc.readable = false
 		}
@@ -634,6 +665,9 @@ func (l *httpLoop) pumpBody(h *hconn) {
 		if err != nil {
 			l.fail(h, 'C', 'D')
 			return
+		}
+		if w > 0 {
+			h.clientMoved = l.now
 		}
 		if w < n {
 			// The client is full: keep the rest, in the request's own
@@ -713,7 +747,7 @@ func (l *httpLoop) closeClient(h *hconn) {
 		return
 	}
 	delete(l.clients, int32(h.fd))
-	nbio.Close(h.fd) // also leaves the epoll set: no other descriptor refers to it
+	l.closeLater(h.fd)
 	l.putBuf(h.in)
 	h.in = nil
 	l.lb.clients.Add(-1)
@@ -724,7 +758,7 @@ func (l *httpLoop) closeBackend(bc *bconn) {
 		return
 	}
 	delete(l.backends, int32(bc.fd))
-	nbio.Close(bc.fd)
+	l.closeLater(bc.fd)
 	l.putBuf(bc.in)
 	bc.in = nil
 }

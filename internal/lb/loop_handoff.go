@@ -13,14 +13,19 @@ import (
 // it from then on, with what the loop read from it.
 
 // detach takes fd out of the loop and makes it a net.Conn of the runtime's
-// poller (a duplicate; fd itself is closed).
+// poller (a duplicate; fd itself is closed after the batch).
 func (l *httpLoop) detach(fd int, registered bool) (net.Conn, error) {
 	if registered {
-		// Before the close: the duplicate would keep the registration alive,
-		// and its events would come under a number the loop may reuse.
+		// The duplicate would keep the registration alive, and its events
+		// would come under a number the loop may reuse.
 		unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, fd, nil)
 	}
-	f := os.NewFile(uintptr(fd), "")
+	defer l.closeLater(fd)
+	nfd, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(nfd), "")
 	c, err := net.FileConn(f)
 	f.Close()
 	return c, err
@@ -96,17 +101,21 @@ func (l *httpLoop) answer(h *hconn, status int, msg string) {
 		sc = scratchPool.Get().(*scratch)
 		sc.log.reset(time.Unix(0, h.headStart))
 	}
+	interim := append([]byte(nil), h.out...)
+	h.out = nil
 	cc := l.detachClient(h)
 	if cc == nil {
 		scratchPool.Put(sc)
 		return
 	}
-	go l.lb.answerAdopted(cc, sc, status, msg)
+	go l.lb.answerAdopted(cc, sc, status, msg, interim)
 }
 
-func (lb *Balancer) answerAdopted(cc *clientConn, sc *scratch, status int, msg string) {
+func (lb *Balancer) answerAdopted(cc *clientConn, sc *scratch, status int, msg string, interim []byte) {
 	defer lb.untrack(cc)
-	lb.refuse(sc, cc.c, status, msg)
+	if writeInterim(cc, interim, lb.settings.Load()) {
+		lb.refuse(sc, cc.c, status, msg)
+	}
 	lb.logRequest(cc, sc)
 	scratchPool.Put(sc)
 }
@@ -153,16 +162,10 @@ func (lb *Balancer) resumeExchange(cc *clientConn, bc *backendConn, a attempt, i
 	sc := a.sc
 	a.rw = cc.c
 	out := failed
-	sent := true
-	if len(interim) > 0 {
-		cc.c.SetWriteDeadline(time.Now().Add(a.s.clientTimeout))
-		if _, err := cc.c.Write(interim); err != nil {
-			bc.close()
-			sent = false
-		}
-	}
-	if sent {
+	if writeInterim(cc, interim, a.s) {
 		out = lb.relayResponse(cc, bc.b, bc, &a)
+	} else {
+		bc.close()
 	}
 	lb.release(bc.b)
 	switch out {
@@ -173,13 +176,62 @@ func (lb *Balancer) resumeExchange(cc *clientConn, bc *backendConn, a attempt, i
 	}
 	lb.logRequest(cc, sc)
 	scratchPool.Put(sc)
-	if out != done || lb.closing.Load() {
-		return
+	if out == done && !lb.closing.Load() {
+		lb.continueRequests(cc, pipelined)
 	}
+}
+
+// continueRequests serves a handed-over connection's next requests,
+// beginning with the bytes of them the loop read.
+func (lb *Balancer) continueRequests(cc *clientConn, pipelined []byte) {
 	cc.first.pre = pipelined
 	cc.first.conn = cc.c
 	if len(pipelined) > 0 {
 		cc.attachReader()
 	}
 	lb.serveRequests(cc, cc.c, false)
+}
+
+// handOffRetry gives the goroutine path a request a backend has failed
+// (or that met a stale pooled connection) when the loop cannot go on with
+// it: the other backends are at max_conn (the queue is the goroutine
+// path's), or the next is named by host. It goes on with the retries
+// where the loop left them (the backends tried are in the picker).
+func (l *httpLoop) handOffRetry(h *hconn) {
+	sc := h.sc
+	a := attempt{s: h.s, sc: sc, replayable: h.replayable, bodyBuffered: true, sticky: h.sticky,
+		failStatus: h.failStatus, failMsg: h.failMsg, freshOnly: h.freshOnly}
+	tries := h.tries
+	pipelined := append([]byte(nil), h.in...)
+	interim := append([]byte(nil), h.out...)
+	h.sc, h.out = nil, nil
+	cc := l.detachClient(h)
+	if cc == nil {
+		scratchPool.Put(sc)
+		return
+	}
+	go l.lb.resumeForward(cc, a, tries, interim, pipelined)
+}
+
+func (lb *Balancer) resumeForward(cc *clientConn, a attempt, tries int, interim, pipelined []byte) {
+	defer lb.untrack(cc)
+	a.rw = cc.c
+	sc := a.sc
+	ok := writeInterim(cc, interim, a.s) && lb.forward(cc, &a, tries, sc.log.start)
+	lb.logRequest(cc, sc)
+	scratchPool.Put(sc)
+	if ok {
+		lb.continueRequests(cc, pipelined)
+	}
+}
+
+// writeInterim writes what a loop could not yet write of an interim
+// response (103 Early Hints).
+func writeInterim(cc *clientConn, interim []byte, s *settings) bool {
+	if len(interim) == 0 {
+		return true
+	}
+	cc.c.SetWriteDeadline(time.Now().Add(s.clientTimeout))
+	_, err := cc.c.Write(interim)
+	return err == nil
 }

@@ -270,3 +270,88 @@ func openFDs(t *testing.T) int {
 	}
 	return len(ents)
 }
+
+// A client that stops reading a response is cut after the client timeout,
+// even while it keeps sending bytes (each raises an event on its socket,
+// which must not count as the client moving).
+func TestLoopClientThatStopsReading(t *testing.T) {
+	big := bytes.Repeat([]byte("x"), 32<<20)
+	tl := loopLB(t, "    timeouts: {client: 1s}\n", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", fmt.Sprint(len(big)))
+		w.Write(big)
+	}))
+	c, err := net.Dial("tcp", tl.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.(*net.TCPConn).SetReadBuffer(16 << 10)
+	io.WriteString(c, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+	for start := time.Now(); time.Since(start) < 30*time.Second; time.Sleep(200 * time.Millisecond) {
+		c.SetWriteDeadline(time.Now().Add(time.Second))
+		if _, err := c.Write([]byte("z")); err != nil {
+			return // haven closed the connection (reset: it had unread bytes)
+		}
+	}
+	t.Fatal("a client that sends but does not read was not cut in 30s with a 1s client timeout")
+}
+
+// An empty line between requests (a client's CRLF after a body) is not a
+// request begun: no 408 comes for it.
+func TestLoopStrayCRLF(t *testing.T) {
+	tl := loopLB(t, "    timeouts: {client_header: 300ms}\n", echoHandler)
+	c, err := net.Dial("tcp", tl.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nz\r\n")
+	br := bufio.NewReader(c)
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || bodyOf(resp) != "POST 127.0.0.1 z" {
+		t.Fatalf("the POST: %v", err)
+	}
+	rest, _ := io.ReadAll(br) // until haven closes the idle connection
+	if len(rest) > 0 {
+		t.Errorf("after a stray CRLF haven sent %q; want a silent close", rest)
+	}
+}
+
+// A chunked response handed to the goroutine path is counted once, in the
+// metrics and in passive health.
+func TestLoopHandedResponseCountedOnce(t *testing.T) {
+	tl := loopLB(t, "", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(500)
+		w.Write([]byte("a"))
+		w.(http.Flusher).Flush()
+		w.Write([]byte("b"))
+	}))
+	rs := exchangeRaw(t, tl.addr, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 1)
+	if rs[0].StatusCode != 500 || bodyOf(rs[0]) != "ab" {
+		t.Fatalf("got %d %q, want the backend's chunked 500", rs[0].StatusCode, bodyOf(rs[0]))
+	}
+	b := tl.pool.Load().backends[0]
+	if n := b.m.responses[5].Load(); n != 1 {
+		t.Errorf("5xx responses counted: %d, want 1", n)
+	}
+}
+
+// A request whose first backend refuses the connection goes on to the next
+// on the goroutine path when that one is named by host (the loops connect
+// to addresses only), a POST with its body intact.
+func TestLoopRetryToHostNamedBackend(t *testing.T) {
+	if os.Getenv("HAVEN_HTTP_LOOP") == "off" {
+		t.Skip("HAVEN_HTTP_LOOP=off")
+	}
+	srv := httptest.NewServer(echoHandler)
+	t.Cleanup(srv.Close)
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(srv.URL, "http://"))
+	tl := startLB(t, "    passive: {consecutive_failures: 0}\n", "", freeAddr(t), "localhost:"+port)
+	for i := range 4 {
+		rs := exchangeRaw(t, tl.addr, fmt.Sprintf("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\nb%d", i), 1)
+		if got, want := bodyOf(rs[0]), fmt.Sprintf("POST 127.0.0.1 b%d", i); rs[0].StatusCode != 200 || got != want {
+			t.Errorf("request %d: %d %q, want 200 %q", i, rs[0].StatusCode, got, want)
+		}
+	}
+}
