@@ -24,8 +24,8 @@ import (
 // one per core the process may use, as HAProxy and nginx do, instead of a
 // goroutine per connection. Each loop accepts from the listener itself
 // (accept4: no getsockname, the socket options inherited from the
-// listener), reads a new connection at once and registers it only if its
-// request has not arrived yet (a connection-close client that sent its
+// listener, TCP_DEFER_ACCEPT), reads a new connection at once and
+// registers it only if its request has not arrived yet (a connection-close client that sent its
 // request with the handshake is never registered), and keeps its backend
 // connections in a pool of its own. The clock is read once per batch of
 // events, and no deadline is armed per read: a scan every tick closes what
@@ -172,8 +172,18 @@ func newHTTPLoop(lb *Balancer, ls *httpLoops, rc interface{ Control(func(uintptr
 	var derr error
 	if err := rc.Control(func(fd uintptr) {
 		// Accepted sockets inherit TCP_NODELAY from the listener: no
-		// setsockopt per connection.
+		// setsockopt per connection. TCP_DEFER_ACCEPT (HAProxy's
+		// defer-accept, nginx's deferred) has the kernel hand over a
+		// connection once its request has arrived, or after a second
+		// without one: the loop then reads it once, instead of waking for
+		// the handshake, finding nothing (EAGAIN), registering it and waking
+		// again for the request. A third less CPU per connection-close
+		// request, measured; a client that connects and says nothing meets
+		// client_header a second later.
 		if derr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); derr == nil {
+			derr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, 1)
+		}
+		if derr == nil {
 			l.lnfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
 		}
 	}); err != nil || derr != nil {
