@@ -234,7 +234,7 @@ defaults
 {{- end}}
 
 frontend fe
-    bind {{.Listen}}
+    bind {{.Listen}}{{if eq .Mode "http"}} defer-accept{{end}}
     default_backend be
 
 backend be
@@ -324,7 +324,7 @@ http {
         keepalive_requests 1000000;
     }
     server {
-        listen {{.Listen}} backlog=4096;
+        listen {{.Listen}} backlog=4096 deferred;
         location / {
             proxy_pass http://be;
             proxy_http_version 1.1;
