@@ -450,21 +450,29 @@ func (lb *Balancer) waitResponse(bc *backendConn, b *backend, s *settings) error
 // backendFailed records a failure of b for this request and decides
 // whether it may be retried elsewhere.
 func (lb *Balancer) backendFailed(b *backend, a *attempt, kind, reason string) outcome {
-	switch kind {
-	case "timeout":
-		b.m.timeouts.Add(1)
-		a.failStatus, a.failMsg = 504, "backend did not answer in time"
-	default:
-		b.m.resets.Add(1)
-		a.failStatus, a.failMsg = 502, "backend closed the connection without a response"
-	}
-	observeFailure(b, reason)
-	lb.log.Debug("backend failed a request", "backend", b.name, "reason", reason, "retriable", a.replayable)
+	a.failStatus, a.failMsg = lb.noteFailure(b, kind, reason, a.replayable)
 	if a.replayable {
 		return retry
 	}
 	lb.refuse(a.sc, a.rw, a.failStatus, a.failMsg)
 	return failed
+}
+
+// noteFailure counts a failure of b to answer a request (kind: timeout or
+// reset), tells passive health, and returns what to answer if no other
+// backend will.
+func (lb *Balancer) noteFailure(b *backend, kind, reason string, retriable bool) (status int, msg string) {
+	switch kind {
+	case "timeout":
+		b.m.timeouts.Add(1)
+		status, msg = 504, "backend did not answer in time"
+	default:
+		b.m.resets.Add(1)
+		status, msg = 502, "backend closed the connection without a response"
+	}
+	observeFailure(b, reason)
+	lb.log.Debug("backend failed a request", "backend", b.name, "reason", reason, "retriable", retriable)
+	return status, msg
 }
 
 func observeFailure(b *backend, reason string) {

@@ -555,23 +555,6 @@ func readInto(fd int, buf *[]byte, hup bool) (more, eof bool, err error) {
 	}
 }
 
-// writeFrom writes p to fd and returns how much it took (EAGAIN: a short
-// count, no error).
-func writeFrom(fd int, p []byte) (int, error) {
-	for {
-		n, err := nbio.Write(fd, p)
-		switch err {
-		case nil:
-			return n, nil
-		case unix.EAGAIN:
-			return 0, nil
-		case unix.EINTR:
-			continue
-		}
-		return 0, err
-	}
-}
-
 // loopAddr is addr for the loops' connect(2); invalid when it is not an IP
 // address and port.
 func loopAddr(addr string) netip.AddrPort {

@@ -340,7 +340,7 @@ func (l *httpLoop) send(h *hconn) {
 
 func (l *httpLoop) sendMore(h *hconn) {
 	bc := h.bc
-	n, err := writeFrom(bc.fd, bc.out)
+	n, err := nbio.WriteSome(bc.fd, bc.out)
 	h.b.m.bytesOut.Add(uint64(n))
 	if err != nil {
 		l.sendFailed(h, err)
@@ -402,17 +402,7 @@ func (l *httpLoop) awaitFailed(h *hconn, err error) {
 // backendFailed records a failure of the request's backend, as the
 // goroutine path's, and retries or answers.
 func (l *httpLoop) backendFailed(h *hconn, kind, reason string) {
-	b := h.b
-	switch kind {
-	case "timeout":
-		b.m.timeouts.Add(1)
-		h.failStatus, h.failMsg = 504, "backend did not answer in time"
-	default:
-		b.m.resets.Add(1)
-		h.failStatus, h.failMsg = 502, "backend closed the connection without a response"
-	}
-	observeFailure(b, reason)
-	l.lb.log.Debug("backend failed a request", "backend", b.name, "reason", reason, "retriable", h.replayable)
+	h.failStatus, h.failMsg = l.lb.noteFailure(h.b, kind, reason, h.replayable)
 	if h.replayable {
 		l.retry(h, false)
 		return
@@ -525,7 +515,7 @@ func (l *httpLoop) flushInterim(h *hconn) bool {
 	if !h.writable {
 		return true
 	}
-	n, err := writeFrom(h.fd, h.out)
+	n, err := nbio.WriteSome(h.fd, h.out)
 	if err != nil {
 		l.fail(h, 'C', 'D')
 		return false
@@ -622,7 +612,7 @@ func (l *httpLoop) pumpBody(h *hconn) {
 				l.await(h)
 				return
 			}
-			n, err := writeFrom(h.fd, h.out)
+			n, err := nbio.WriteSome(h.fd, h.out)
 			if err != nil {
 				l.fail(h, 'C', 'D')
 				return
@@ -661,7 +651,7 @@ func (l *httpLoop) pumpBody(h *hconn) {
 		}
 		h.remaining -= int64(n)
 		h.bodyBytes += int64(n)
-		w, err := writeFrom(h.fd, l.buf[:n])
+		w, err := nbio.WriteSome(h.fd, l.buf[:n])
 		if err != nil {
 			l.fail(h, 'C', 'D')
 			return

@@ -173,17 +173,7 @@ func TestLoopHandsOver(t *testing.T) {
 // holds what the client cannot take yet and stops reading the backend.
 func TestLoopLargeResponseSlowReader(t *testing.T) {
 	big := bytes.Repeat([]byte("0123456789abcdef"), 1<<19) // 8 MiB
-	tl := loopLB(t, "", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Length", fmt.Sprint(len(big)))
-		w.Write(big)
-	}))
-	c, err := net.Dial("tcp", tl.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.(*net.TCPConn).SetReadBuffer(16 << 10)
-	io.WriteString(c, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+	tl, c := getBig(t, "", big)
 	c.SetReadDeadline(time.Now().Add(60 * time.Second))
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 	if err != nil {
@@ -262,6 +252,25 @@ func TestLoopBackendCutsBodyNoLeak(t *testing.T) {
 	})
 }
 
+// getBig starts a balancer (settings body) in front of a backend that
+// answers big, and sends it a request from a client with a small receive
+// buffer, which the test is to read (or not).
+func getBig(t *testing.T, body string, big []byte) (*testLB, net.Conn) {
+	t.Helper()
+	tl := loopLB(t, body, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", fmt.Sprint(len(big)))
+		w.Write(big)
+	}))
+	c, err := net.Dial("tcp", tl.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.(*net.TCPConn).SetReadBuffer(16 << 10)
+	io.WriteString(c, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+	return tl, c
+}
+
 func openFDs(t *testing.T) int {
 	t.Helper()
 	ents, err := os.ReadDir("/proc/self/fd")
@@ -275,18 +284,7 @@ func openFDs(t *testing.T) int {
 // even while it keeps sending bytes (each raises an event on its socket,
 // which must not count as the client moving).
 func TestLoopClientThatStopsReading(t *testing.T) {
-	big := bytes.Repeat([]byte("x"), 32<<20)
-	tl := loopLB(t, "    timeouts: {client: 1s}\n", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Length", fmt.Sprint(len(big)))
-		w.Write(big)
-	}))
-	c, err := net.Dial("tcp", tl.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.(*net.TCPConn).SetReadBuffer(16 << 10)
-	io.WriteString(c, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+	_, c := getBig(t, "    timeouts: {client: 1s}\n", bytes.Repeat([]byte("x"), 32<<20))
 	for start := time.Now(); time.Since(start) < 30*time.Second; time.Sleep(200 * time.Millisecond) {
 		c.SetWriteDeadline(time.Now().Add(time.Second))
 		if _, err := c.Write([]byte("z")); err != nil {

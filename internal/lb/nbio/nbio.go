@@ -59,6 +59,23 @@ func Write(fd int, p []byte) (int, error) {
 	return int(n), nil
 }
 
+// WriteSome writes p to fd and returns how much the socket took: a short
+// count, and no error, when its buffer filled (EAGAIN).
+func WriteSome(fd int, p []byte) (int, error) {
+	for {
+		n, err := Write(fd, p)
+		switch err {
+		case nil:
+			return n, nil
+		case unix.EAGAIN:
+			return 0, nil
+		case unix.EINTR:
+			continue
+		}
+		return 0, err
+	}
+}
+
 // Close closes fd.
 func Close(fd int) error {
 	_, _, e := unix.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0)

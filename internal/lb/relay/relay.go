@@ -436,7 +436,7 @@ func (l *loop) copy(src, dst *side) (moved int, err error) {
 		if !dst.writable {
 			return 0, nil
 		}
-		n, err := write(dst.fd, dst.out)
+		n, err := nbio.WriteSome(dst.fd, dst.out)
 		if err != nil {
 			return 0, err
 		}
@@ -471,7 +471,7 @@ func (l *loop) copy(src, dst *side) (moved int, err error) {
 		}
 		w := 0
 		if dst.writable {
-			if w, err = write(dst.fd, l.buf[:n]); err != nil {
+			if w, err = nbio.WriteSome(dst.fd, l.buf[:n]); err != nil {
 				return moved, err
 			}
 		}
@@ -494,23 +494,6 @@ func (l *loop) copy(src, dst *side) (moved int, err error) {
 		}
 	}
 	return moved, nil
-}
-
-// write writes p to fd, and returns how much it took: a short count with a
-// nil error when the socket's buffer filled.
-func write(fd int, p []byte) (int, error) {
-	for {
-		n, err := nbio.Write(fd, p)
-		switch err {
-		case nil:
-			return n, nil
-		case unix.EAGAIN:
-			return 0, nil
-		case unix.EINTR:
-			continue
-		}
-		return 0, err
-	}
 }
 
 // bufs hold what a full socket could not take yet.
