@@ -9,7 +9,9 @@
 package testnet
 
 import (
+	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"testing"
 
@@ -40,8 +42,9 @@ func Outputs(max int, procs ...*Proc) string { return netlab.Outputs(max, procs.
 // Start is netlab.New for tests: it calls Require (and RequireTUN for a WAN
 // delay), builds the network with t.Context and registers its Close with
 // t.Cleanup. When the test has failed, the cleanup first logs the tail of
-// every started process's output, and what the WAN relay did if there is
-// one.
+// every started process's output (all of it, one file per process, in the
+// directory HAVEN_TEST_LOGS names, when set), and what the WAN relay did if
+// there is one.
 func Start(t testing.TB, opts Options) *Net {
 	t.Helper()
 	Require(t)
@@ -55,8 +58,16 @@ func Start(t testing.TB, opts Options) *Net {
 	t.Cleanup(func() {
 		if t.Failed() {
 			const tail = 4 << 10
-			for _, p := range n.Procs() {
+			dir := os.Getenv("HAVEN_TEST_LOGS")
+			for i, p := range n.Procs() {
 				out := p.Output()
+				if dir != "" {
+					// The whole output, where the test log keeps its tail.
+					f := filepath.Join(dir, fmt.Sprintf("%s-%d.log", t.Name(), i))
+					if err := os.WriteFile(f, []byte(p.String()+"\n"+out), 0o644); err != nil {
+						t.Logf("HAVEN_TEST_LOGS: %v", err)
+					}
+				}
 				if len(out) > tail {
 					out = "..." + out[len(out)-tail:]
 				}
