@@ -585,6 +585,7 @@ func (l *httpLoop) respond(h *hconn) {
 	}
 	h.out = sc.out
 	h.state, bc.state = responding, streaming
+	l.ls.served.Add(1) // before the client can see the response (the tests read it then)
 	l.pumpBody(h)
 }
 
@@ -677,7 +678,6 @@ func (l *httpLoop) finish(h *hconn) {
 	l.lb.release(b)
 	h.b, h.bc = nil, nil
 	l.lb.duration.Observe(float64(l.now-sc.log.start.UnixNano()) / 1e9)
-	l.ls.served.Add(1)
 	if h.keepBackend && !bc.eof {
 		bc.in = bc.in[:0]
 		l.pool(bc)

@@ -90,6 +90,7 @@ type Metrics struct {
 	descRequests, descResponses, descErrors, descRetries, descInflight,
 	descAdmin, descClients, descAccepted, descLocal, descQueued, descBytes,
 	descWeight, descHeld, descHolds, descUsable, descProxyRefused *prometheus.Desc
+	descLoopServed, descLoopHanded *prometheus.Desc
 }
 
 // NewMetrics registers the balancer metrics on reg.
@@ -131,6 +132,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		descHeld:         prometheus.NewDesc("haven_lb_held_connections_waiting", "TCP client connections held now for want of a usable backend (balancers that hold only).", []string{"balancer"}, nil),
 		descUsable:       prometheus.NewDesc("haven_lb_usable_backends", "Backends that may take a request now: up (or all unknown yet), ready (not drained or in maintenance), weight above 0 (0: the balancer answers 503).", []string{"balancer"}, nil),
 		descProxyRefused: prometheus.NewDesc("haven_lb_proxy_refused_total", "Client connections refused on a listener with accept_proxy_from, by reason: untrusted (not from a listed source), invalid (no valid PROXY header), timeout (no whole header within timeouts.client_header).", []string{"balancer", "reason"}, nil),
+		descLoopServed:   prometheus.NewDesc("haven_lb_loop_requests_total", "Requests served on the HTTP event loops (plain HTTP; the rest go to a goroutine per connection).", []string{"balancer"}, nil),
+		descLoopHanded:   prometheus.NewDesc("haven_lb_loop_handoffs_total", "Client connections the HTTP event loops handed to a goroutine of their own (an upgrade, a chunked or large body, a chunked response, an answer of haven's own, a queue, ...), which serves them from then on.", []string{"balancer"}, nil),
 		descHolds:        prometheus.NewDesc("haven_lb_held_connections_total", "TCP client connections that found no usable backend, by how their hold ended: served, expired, gone (the client had left), refused (too many held).", []string{"balancer", "outcome"}, nil),
 	}
 	if reg != nil {
@@ -158,7 +161,8 @@ func (m *Metrics) remove(b *Balancer) {
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{m.descRequests, m.descResponses, m.descErrors, m.descRetries,
 		m.descInflight, m.descAdmin, m.descClients, m.descAccepted, m.descLocal, m.descQueued, m.descBytes, m.descWeight,
-		m.descHeld, m.descHolds, m.descUsable, m.descConnectTime, m.descResponseTime, m.descProxyRefused} {
+		m.descHeld, m.descHolds, m.descUsable, m.descConnectTime, m.descResponseTime, m.descProxyRefused,
+		m.descLoopServed, m.descLoopHanded} {
 		ch <- d
 	}
 }
@@ -196,6 +200,10 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 			for r, name := range proxyReasonNames {
 				c(m.descProxyRefused, lb.proxyRefused[r].Load(), lb.name, name)
 			}
+		}
+		if ls := lb.httpLoops(); ls != nil {
+			c(m.descLoopServed, ls.served.Load(), lb.name)
+			c(m.descLoopHanded, ls.handed.Load(), lb.name)
 		}
 		if lb.settings.Load().hold > 0 { // only the balancers that hold: the database router's pools
 			g(m.descHeld, float64(lb.holds.waiting.Load()), lb.name)

@@ -2,6 +2,7 @@ package lb
 
 import (
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 
@@ -52,6 +53,21 @@ haven_lb_backend_responses_total{backend="b1",balancer="web",class="other"} 0
 	}
 	if !strings.Contains(local, `value:"400"`) || strings.Count(local, "counter") != 1 {
 		t.Errorf("local responses with a count: %s; want exactly one, status 400", local)
+	}
+	if os.Getenv("HAVEN_HTTP_LOOP") != "off" {
+		// The three GETs on the event loops; the malformed one handed to
+		// the goroutine path, which answers it.
+		want := `
+# HELP haven_lb_loop_handoffs_total Client connections the HTTP event loops handed to a goroutine of their own (an upgrade, a chunked or large body, a chunked response, an answer of haven's own, a queue, ...), which serves them from then on.
+# TYPE haven_lb_loop_handoffs_total counter
+haven_lb_loop_handoffs_total{balancer="web"} 1
+# HELP haven_lb_loop_requests_total Requests served on the HTTP event loops (plain HTTP; the rest go to a goroutine per connection).
+# TYPE haven_lb_loop_requests_total counter
+haven_lb_loop_requests_total{balancer="web"} 3
+`
+		if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "haven_lb_loop_requests_total", "haven_lb_loop_handoffs_total"); err != nil {
+			t.Error(err)
+		}
 	}
 }
 
