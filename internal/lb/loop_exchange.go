@@ -76,14 +76,14 @@ const (
 // bconn is a backend connection on a loop; pooled by the loop between
 // requests.
 type bconn struct {
-	fd                                       int
-	b                                        *backend
-	h                                        *hconn // nil while pooled
-	state                                    bstate
-	registered, readable, writable, hup, eof bool
-	reused                                   bool
-	in, out                                  []byte
-	dialedAt, idleFrom                       int64
+	fd                           int
+	b                            *backend
+	h                            *hconn // nil while pooled
+	state                        bstate
+	readable, writable, hup, eof bool
+	reused                       bool
+	in, out                      []byte
+	dialedAt, idleFrom           int64
 }
 
 // clientReady moves a client connection on after an event (or its accept).
@@ -286,7 +286,6 @@ func (l *httpLoop) connect(h *hconn) {
 		l.connectFailed(h, os.NewSyscallError("epoll_ctl", rerr))
 		return
 	}
-	bc.registered = true
 	h.deadline = l.now + int64(h.s.connectTimeout)
 	// The registration reports the connect's outcome as an edge.
 }

@@ -128,7 +128,7 @@ func (l *httpLoop) handOffExchange(h *hconn) {
 	bc, b := h.bc, h.b
 	h.bc = nil
 	delete(l.backends, int32(bc.fd))
-	bcn, err := l.detach(bc.fd, bc.registered)
+	bcn, err := l.detach(bc.fd, true) // a backend connection is registered from its connect on
 	if err != nil {
 		l.putBuf(bc.in)
 		l.lb.log.Warn("http loop: could not hand a backend connection over", "backend", b.name, "err", err)

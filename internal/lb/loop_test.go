@@ -222,9 +222,6 @@ func TestLoopBackendCutsBodyNoLeak(t *testing.T) {
 			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 		}
 	})
-	if os.Getenv("HAVEN_HTTP_LOOP") == "off" {
-		t.Skip("HAVEN_HTTP_LOOP=off")
-	}
 	before := openFDs(t)
 	tl := startLB(t, "", "", backend)
 	for range 3 {
@@ -339,9 +336,6 @@ func TestLoopHandedResponseCountedOnce(t *testing.T) {
 // on the goroutine path when that one is named by host (the loops connect
 // to addresses only), a POST with its body intact.
 func TestLoopRetryToHostNamedBackend(t *testing.T) {
-	if os.Getenv("HAVEN_HTTP_LOOP") == "off" {
-		t.Skip("HAVEN_HTTP_LOOP=off")
-	}
 	srv := httptest.NewServer(echoHandler)
 	t.Cleanup(srv.Close)
 	_, port, _ := net.SplitHostPort(strings.TrimPrefix(srv.URL, "http://"))
