@@ -2,8 +2,13 @@ package coord
 
 import (
 	"maps"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -46,5 +51,48 @@ func TestJoinRunningCluster(t *testing.T) {
 	err = startMember(t, cfgs[2]).wait(readyTimeout)
 	if err == nil || !strings.Contains(err.Error(), "its data was lost") || !strings.Contains(err.Error(), "haven coord replace m3 --with m3") {
 		t.Errorf("m3 with its data lost: %v; want a refusal saying to replace it", err)
+	}
+}
+
+// TestJoinSlowPeer: a member starting with an empty data dir whose peer
+// takes a connection but is slow to answer (a loaded machine) asks again
+// rather than take the peer for absent: beside a running cluster that
+// does not list it, it refuses to start, saying what to run, instead of
+// bootstrapping a cluster of its own.
+func TestJoinSlowPeer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts etcd")
+	}
+	log := testLog(t)
+	cfgs := clusterConfigs(t, log, 3, "shop", "")
+	two := maps.Clone(cfgs[0].InitialCluster)
+	delete(two, "m3")
+	cfgs[0].InitialCluster, cfgs[1].InitialCluster = two, two
+	m1, m2 := startMember(t, cfgs[0]), startMember(t, cfgs[1])
+	waitReady(t, m1, m2)
+
+	// m1's peer port, as m3 reaches it, answers its first request only
+	// after longer than a probe waits.
+	target, err := url.Parse(cfgs[0].PeerURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	var requests atomic.Int32
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if requests.Add(1) == 1 {
+			time.Sleep(clusterProbeTimeout + time.Second)
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(slow.Close)
+	cfgs[2].InitialCluster = map[string]string{"m1": slow.URL, "m3": cfgs[2].PeerURL}
+	cfgs[2].JoinTimeout = 10 * time.Second
+	err = startMember(t, cfgs[2]).wait(readyTimeout)
+	if err == nil || !strings.Contains(err.Error(), "does not have this member") || !strings.Contains(err.Error(), "haven coord add m3") {
+		t.Errorf("m3, not in the running cluster, its peer slow to answer: %v; want a refusal saying to add it", err)
+	}
+	if n := requests.Load(); n < 2 {
+		t.Errorf("m3 asked the slow peer %d times; want it asked again after the first went unanswered", n)
 	}
 }

@@ -556,7 +556,8 @@ func (m *Member) startError(err error) error {
 	switch {
 	case strings.Contains(msg, "has already been bootstrapped"):
 		return fmt.Errorf("coord: member %s: the other members already know this member, but its data dir %s is empty: its data was lost. "+
-			"Restore the data dir, or remove the member from the cluster (etcdctl member remove) and add it again: %w", m.name, m.dataDir, err)
+			"Restore the data dir, or run `haven coord replace %s --with %s` (the member is removed and added back), then start it again: %w",
+			m.name, m.dataDir, m.name, m.name, err)
 	case strings.Contains(msg, "address already in use"):
 		return fmt.Errorf("coord: member %s: a port is taken (peer %s, client %s); is another etcd or haven agent running here? %w",
 			m.name, m.peer.Host, m.client.Host, err)
@@ -584,9 +585,14 @@ type peerMember struct {
 	ClientURLs []string `json:"clientURLs"`
 }
 
-// clusterProbeTimeout bounds the look for a running cluster before a
-// member's first start.
-const clusterProbeTimeout = 2 * time.Second
+// clusterProbeTimeout bounds one look for a running cluster before a
+// member's first start; clusterProbeWait bounds the looks again while a
+// peer is slow to answer (within the join timeout).
+const (
+	clusterProbeTimeout = 2 * time.Second
+	clusterProbeWait    = 20 * time.Second
+	clusterProbeAgain   = 500 * time.Millisecond
+)
 
 // runningCluster asks the other members' peer ports, before this member's
 // first start (an empty data dir), whether they already run a cluster: one
@@ -601,10 +607,44 @@ const clusterProbeTimeout = 2 * time.Second
 //     back under the same identity with an empty log could vote twice in
 //     a term: an error says to replace it (remove it and add it back);
 //   - it is not listed: an error says to add it first.
+//
+// A peer that refuses the connection runs no member; one that accepts it
+// but does not answer in time (a loaded machine) might run one, so it is
+// asked again, for up to clusterProbeWait (at most the join timeout),
+// rather than taken for absent: bootstrapping beside a running cluster
+// would be refused, or worse, with its data lost, vote a second time.
 func (m *Member) runningCluster(ctx context.Context) (map[string]string, error) {
-	ctx, cancel := context.WithTimeout(ctx, clusterProbeTimeout)
-	defer cancel()
-	for _, p := range m.probePeers(ctx) {
+	deadline := time.Now().Add(min(clusterProbeWait, m.joinTimeout))
+	for {
+		pctx, cancel := context.WithTimeout(ctx, clusterProbeTimeout)
+		probes := m.probePeers(pctx)
+		cancel()
+		initial, slow, err := m.judgeProbes(probes)
+		if initial != nil || err != nil || len(slow) == 0 {
+			return initial, err
+		}
+		if ctx.Err() != nil || time.Now().Add(clusterProbeAgain).After(deadline) {
+			m.log.Warn("peers did not answer whether they run a cluster; starting as if they do not",
+				"slow", strings.Join(slow, ", "), "waited", min(clusterProbeWait, m.joinTimeout))
+			return nil, nil
+		}
+		m.log.Info("peers slow to answer whether they run a cluster; asking again", "slow", strings.Join(slow, ", "))
+		select {
+		case <-ctx.Done():
+		case <-time.After(clusterProbeAgain):
+		}
+	}
+}
+
+// judgeProbes decides from the peers' answers as runningCluster says; slow
+// names the peers that took a connection but did not answer in time, when
+// no peer showed a running cluster.
+func (m *Member) judgeProbes(probes []peerProbe) (map[string]string, []string, error) {
+	var slow []string
+	for _, p := range probes {
+		if p.err != nil && timedOut(p.err) {
+			slow = append(slow, p.name)
+		}
 		if p.err != nil || !slices.ContainsFunc(p.list, func(pm peerMember) bool { return len(pm.ClientURLs) > 0 }) {
 			continue
 		}
@@ -616,7 +656,7 @@ func (m *Member) runningCluster(ctx context.Context) (map[string]string, error) 
 			}
 			if slices.Contains(pm.PeerURLs, m.peer.String()) {
 				if len(pm.ClientURLs) > 0 {
-					return nil, fmt.Errorf("the running cluster (as %s lists it) has this member started already, but its data dir %s is empty: "+
+					return nil, nil, fmt.Errorf("the running cluster (as %s lists it) has this member started already, but its data dir %s is empty: "+
 						"its data was lost, and it must not come back under its old identity: run `haven coord replace %s --with %s` "+
 						"(the member is removed and added back), then start it again", p.name, m.dataDir, m.name, m.name)
 				}
@@ -631,12 +671,19 @@ func (m *Member) runningCluster(ctx context.Context) (map[string]string, error) 
 			initial[name] = pm.PeerURLs[0]
 		}
 		if !found {
-			return nil, fmt.Errorf("a running cluster (as %s lists it: %s) does not have this member (%s): add it first with `haven coord add %s` "+
+			return nil, nil, fmt.Errorf("a running cluster (as %s lists it: %s) does not have this member (%s): add it first with `haven coord add %s` "+
 				"(or `haven coord replace OLD --with %s` for a member lost for good)", p.name, clusterString(initial), m.peer.String(), m.name, m.name)
 		}
-		return initial, nil
+		return initial, nil, nil
 	}
-	return nil, nil
+	return nil, slow, nil
+}
+
+// timedOut reports whether a probe failed for want of an answer in time,
+// rather than because nothing listens there.
+func timedOut(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
 }
 
 // diagnose probes the peers after the member failed to join a quorum in
