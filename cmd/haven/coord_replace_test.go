@@ -21,8 +21,9 @@ import (
 // (its agent killed, its data never seen again); `haven coord replace db3
 // --with db4` and db4's agent, started with an empty data dir, bring the
 // group back to three answering members. Every 100 ms from before the
-// loss to the end, db1's and db2's members say they see a leader: the
-// group never lost its quorum. A replacement that would leave no majority
+// loss to the end, db1's and db2's members say they see a leader (but
+// for the election that follows when db3 led): the group never lost its
+// quorum. A replacement that would leave no majority
 // is refused with nothing changed.
 func TestCoordReplace(t *testing.T) {
 	testnet.Require(t)
@@ -80,7 +81,31 @@ coordination:
 	// (their agents' /metrics) whether they see a leader: a moment without
 	// one is a lost quorum.
 	httpc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DialContext: db1.DialContext}}
-	var samples, leaderless, silentRounds atomic.Int64
+	metrics := func(admin string) (string, error) {
+		resp, err := httpc.Get("http://" + admin + "/metrics")
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return string(b), err
+	}
+	seesLeader := func(admin string) bool {
+		m, err := metrics(admin)
+		return err == nil && strings.Contains(m, "\netcd_server_has_leader 1\n")
+	}
+	// db3 may lead the group (whichever member won the first election):
+	// its loss then costs an election, a moment without a leader that is
+	// no lost quorum. Looks that start from the kill until db1's and db2's
+	// members both see a new leader are excused; when db3 follows, none is.
+	m, err := metrics("198.18.1.13:9900")
+	if err != nil {
+		t.Fatalf("db3's metrics: %v", err)
+	}
+	db3Led := strings.Contains(m, "\netcd_server_is_leader 1\n")
+	var electing atomic.Bool
+	electing.Store(db3Led)
+	var samples, leaderless, excused, silentRounds atomic.Int64
 	var firstLeaderless atomic.Value
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -92,17 +117,19 @@ coordination:
 				return
 			case <-time.After(100 * time.Millisecond):
 			}
-			answered := false
+			answered, inElection := false, electing.Load()
 			for _, admin := range []string{"198.18.1.11:9900", "198.18.1.12:9900"} {
-				resp, err := httpc.Get("http://" + admin + "/metrics")
+				m, err := metrics(admin)
 				if err != nil {
 					continue
 				}
-				b, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
 				answered = true
 				samples.Add(1)
-				if !strings.Contains(string(b), "\netcd_server_has_leader 1\n") {
+				switch {
+				case strings.Contains(m, "\netcd_server_has_leader 1\n"):
+				case inElection:
+					excused.Add(1)
+				default:
 					leaderless.Add(1)
 					firstLeaderless.CompareAndSwap(nil, admin+" at "+time.Now().Format(time.StampMilli))
 				}
@@ -134,6 +161,12 @@ coordination:
 		out, _ := cli(before, "coord", "members")
 		return regexp.MustCompile(`(?m)^db3\s+\S+\s+\S+\s+[^o]`).MatchString(out), out
 	})
+	if electing.Load() {
+		testenv.Poll(t, 30*time.Second, "db1 and db2 see a leader after db3, the leader, was lost", func() (bool, string) {
+			return seesLeader("198.18.1.11:9900") && seesLeader("198.18.1.12:9900"), ""
+		})
+		electing.Store(false)
+	}
 
 	// Replacing db1 now would leave one of two answering: refused.
 	if out, err := cli(after, "coord", "replace", "db1", "--with", "db4"); err == nil || !strings.Contains(out, "no majority") {
@@ -153,5 +186,9 @@ coordination:
 	if l := leaderless.Load(); l > 0 || samples.Load() < 20 || silentRounds.Load() >= 10 {
 		t.Fatalf("%d of %d looks at db1's and db2's members saw no leader while db3 was lost and replaced (first: %v; at most %d rounds of 100 ms in a row without an answer): the group lost its quorum, or hid it", l, samples.Load(), firstLeaderless.Load(), silentRounds.Load())
 	}
-	t.Logf("%d looks, a leader in every one", samples.Load())
+	if db3Led {
+		t.Logf("%d looks, a leader in every one but %d during the election that followed the loss of db3, the leader", samples.Load(), excused.Load())
+	} else {
+		t.Logf("%d looks, a leader in every one (db3 followed)", samples.Load())
+	}
 }
