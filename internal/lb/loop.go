@@ -57,8 +57,37 @@ const loopBufSize = 16 << 10
 type httpLoops struct {
 	loops []*httpLoop
 	// served counts requests the loops answered; handed, connections
-	// they gave to the goroutine path.
-	served, handed atomic.Uint64
+	// they gave to the goroutine path, by why.
+	served atomic.Uint64
+	handed [numHandoffReasons]atomic.Uint64
+}
+
+// handoffReason is why a loop gave a connection to the goroutine path.
+type handoffReason int
+
+const (
+	handoffProxy    handoffReason = iota // a PROXY header to read first
+	handoffRequest                       // a request the loop does not serve: an upgrade, Expect, a chunked or large body, a malformed head, limits passed
+	handoffHead                          // a head larger than the loop's buffer, or cut short
+	handoffBody                          // a body larger than the loop's buffer, cut short, or slow to come
+	handoffBackend                       // no backend at hand: the request waits in the queue, for a host name's address, or is answered
+	handoffRetry                         // a retry the loop cannot make (the queue, a host-named backend)
+	handoffResponse                      // a chunked or close-delimited response, after its head
+	handoffAnswer                        // an answer of haven's own (they linger for the client's last bytes)
+	numHandoffReasons
+)
+
+var handoffReasonNames = [numHandoffReasons]string{"proxy", "request", "head", "body", "backend", "retry", "response", "answer"}
+
+// handedOver returns the connections handed over, by reason.
+func (ls *httpLoops) handedOver() map[string]uint64 {
+	m := map[string]uint64{}
+	for r, name := range handoffReasonNames {
+		if n := ls.handed[r].Load(); n > 0 {
+			m[name] = n
+		}
+	}
+	return m
 }
 
 // startLoops starts the event loops on ln, or returns nil when the
@@ -370,7 +399,7 @@ func (l *httpLoop) accept() {
 		l.clients[int32(fd)] = h
 		if l.lb.settings.Load().acceptProxy != nil {
 			// The PROXY header is peeked on the goroutine path.
-			l.handOff(h, true)
+			l.handOff(h, handoffProxy, true)
 			continue
 		}
 		// Read it after the batch's other events: a client sends its

@@ -155,7 +155,7 @@ func (l *httpLoop) process(h *hconn) {
 		}
 		if end < 0 {
 			if len(h.in) == cap(h.in) || h.eof {
-				l.handOff(h, false) // too large for the loop, or cut short: the goroutine path answers
+				l.handOff(h, handoffHead, false) // too large for the loop, or cut short: the goroutine path answers
 				return
 			}
 			l.await(h)
@@ -194,14 +194,14 @@ func (l *httpLoop) startRequest(h *hconn, start, end int) bool {
 	if err != nil || end-start > s.maxHeader || len(req.headers) > s.maxHeaders || (s.maxBody > 0 && cl > s.maxBody) ||
 		req.upgrade != nil || req.expectCont || req.chunked || cl > maxReplayBody || s.acceptProxy != nil {
 		scratchPool.Put(sc)
-		l.handOff(h, false)
+		l.handOff(h, handoffRequest, false)
 		return false
 	}
 	n := end + int(cl)
 	if n > len(h.in) {
 		scratchPool.Put(sc)
 		if n > cap(h.in) || h.eof {
-			l.handOff(h, false)
+			l.handOff(h, handoffBody, false)
 			return false
 		}
 		l.await(h) // the body is on its way
@@ -243,7 +243,7 @@ func (l *httpLoop) pick(h *hconn) {
 			// Nothing was tried: the goroutine path serves the request
 			// afresh (it waits in the queue, dials a host name, or answers
 			// that no backend is available).
-			l.handOff(h, false)
+			l.handOff(h, handoffBackend, false)
 			return
 		}
 		l.handOffRetry(h)
@@ -814,7 +814,7 @@ func (l *httpLoop) checkTimeout(h *hconn) {
 		case len(h.in) == 0:
 			l.closeClient(h) // idle, or no request came
 		case headEndOK(h.in):
-			l.handOff(h, false) // its body is slow: the goroutine path waits on
+			l.handOff(h, handoffBody, false) // its body is slow: the goroutine path waits on
 		default:
 			l.answer(h, 408, "request header not received in time")
 		}

@@ -33,7 +33,7 @@ func (l *httpLoop) detach(fd int, registered bool) (net.Conn, error) {
 
 // detachClient removes h from the loop and returns its connection, ready
 // for the goroutine path; nil if that failed (h is closed).
-func (l *httpLoop) detachClient(h *hconn) *clientConn {
+func (l *httpLoop) detachClient(h *hconn, why handoffReason) *clientConn {
 	delete(l.clients, int32(h.fd))
 	l.putBuf(h.in)
 	h.in = nil
@@ -44,7 +44,7 @@ func (l *httpLoop) detachClient(h *hconn) *clientConn {
 		return nil
 	}
 	h.cc.c = c
-	l.ls.handed.Add(1)
+	l.ls.handed[why].Add(1)
 	l.lb.adopt(h.cc)
 	return h.cc
 }
@@ -52,7 +52,7 @@ func (l *httpLoop) detachClient(h *hconn) *clientConn {
 // handOff gives the connection to the goroutine path, which reads the
 // request afresh, beginning with what the loop read (fresh: nothing yet;
 // a PROXY header comes first).
-func (l *httpLoop) handOff(h *hconn, fresh bool) {
+func (l *httpLoop) handOff(h *hconn, why handoffReason, fresh bool) {
 	var pre []byte
 	if h.sc != nil {
 		// A request taken but not sent anywhere: it goes back in front.
@@ -70,7 +70,7 @@ func (l *httpLoop) handOff(h *hconn, fresh bool) {
 	if h.headStart != 0 && len(pre) > 0 {
 		deadline = time.Unix(0, h.headStart+int64(l.lb.settings.Load().headerTimeout))
 	}
-	cc := l.detachClient(h)
+	cc := l.detachClient(h, why)
 	if cc == nil {
 		return
 	}
@@ -103,7 +103,7 @@ func (l *httpLoop) answer(h *hconn, status int, msg string) {
 	}
 	interim := append([]byte(nil), h.out...)
 	h.out = nil
-	cc := l.detachClient(h)
+	cc := l.detachClient(h, handoffAnswer)
 	if cc == nil {
 		scratchPool.Put(sc)
 		return
@@ -145,7 +145,7 @@ func (l *httpLoop) handOffExchange(h *hconn) {
 	interim := append([]byte(nil), h.out...)
 	pipelined := append([]byte(nil), h.in...)
 	h.sc, h.b, h.out = nil, nil, nil
-	cc := l.detachClient(h)
+	cc := l.detachClient(h, handoffResponse)
 	if cc == nil {
 		gbc.close()
 		l.lb.release(b)
@@ -205,7 +205,7 @@ func (l *httpLoop) handOffRetry(h *hconn) {
 	pipelined := append([]byte(nil), h.in...)
 	interim := append([]byte(nil), h.out...)
 	h.sc, h.out = nil, nil
-	cc := l.detachClient(h)
+	cc := l.detachClient(h, handoffRetry)
 	if cc == nil {
 		scratchPool.Put(sc)
 		return

@@ -109,8 +109,8 @@ func TestLoopServesKeepAliveCloseAndPipelined(t *testing.T) {
 			t.Errorf("pipelined response %d: %q, want %q", i+1, got, want)
 		}
 	}
-	if served, handed := tl.httpLoops().served.Load(), tl.httpLoops().handed.Load(); served != 123 || handed != 0 {
-		t.Errorf("the loops served %d requests and handed %d connections over; want 123 and 0", served, handed)
+	if served, handed := tl.httpLoops().served.Load(), tl.httpLoops().handedOver(); served != 123 || len(handed) != 0 {
+		t.Errorf("the loops served %d requests and handed connections over %v; want 123 and none", served, handed)
 	}
 }
 
@@ -126,7 +126,7 @@ func TestLoopHandsOver(t *testing.T) {
 		}
 		echoHandler(w, r)
 	}))
-	handed := func() uint64 { return tl.httpLoops().handed.Load() }
+	handed := func() string { return fmt.Sprint(tl.httpLoops().handedOver()) }
 
 	// A chunked response, then the next request on the same connection.
 	rs := exchangeRaw(t, tl.addr, "GET /chunked HTTP/1.1\r\nHost: x\r\n\r\nGET /after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 2)
@@ -136,8 +136,8 @@ func TestLoopHandsOver(t *testing.T) {
 	if got := bodyOf(rs[1]); got != "GET 127.0.0.1 " {
 		t.Errorf("request after the chunked response: %q", got)
 	}
-	if handed() != 1 {
-		t.Errorf("handed over %d connections after a chunked response, want 1", handed())
+	if got, want := handed(), "map[response:1]"; got != want {
+		t.Errorf("handed over after a chunked response: %s, want %s", got, want)
 	}
 
 	// A chunked upload, and a malformed request: answered by the goroutine path.
@@ -164,8 +164,8 @@ func TestLoopHandsOver(t *testing.T) {
 	if err != nil || bodyOf(resp) != "POST 127.0.0.1 abcd" {
 		t.Fatalf("request in pieces: %v", err)
 	}
-	if handed() != 3 {
-		t.Errorf("handed over %d connections, want 3 (the chunked response, the chunked upload, the malformed head)", handed())
+	if got, want := handed(), "map[request:2 response:1]"; got != want {
+		t.Errorf("handed over: %s, want %s (the chunked response; the chunked upload and the malformed head)", got, want)
 	}
 }
 

@@ -133,7 +133,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		descUsable:       prometheus.NewDesc("haven_lb_usable_backends", "Backends that may take a request now: up (or all unknown yet), ready (not drained or in maintenance), weight above 0 (0: the balancer answers 503).", []string{"balancer"}, nil),
 		descProxyRefused: prometheus.NewDesc("haven_lb_proxy_refused_total", "Client connections refused on a listener with accept_proxy_from, by reason: untrusted (not from a listed source), invalid (no valid PROXY header), timeout (no whole header within timeouts.client_header).", []string{"balancer", "reason"}, nil),
 		descLoopServed:   prometheus.NewDesc("haven_lb_loop_requests_total", "Requests served on the HTTP event loops (plain HTTP; the rest go to a goroutine per connection).", []string{"balancer"}, nil),
-		descLoopHanded:   prometheus.NewDesc("haven_lb_loop_handoffs_total", "Client connections the HTTP event loops handed to a goroutine of their own (an upgrade, a chunked or large body, a chunked response, an answer of haven's own, a queue, ...), which serves them from then on.", []string{"balancer"}, nil),
+		descLoopHanded:   prometheus.NewDesc("haven_lb_loop_handoffs_total", "Client connections the HTTP event loops handed to a goroutine of their own, which serves them from then on, by reason: proxy (a PROXY header), request (an upgrade, Expect, a chunked or large body, a malformed head), head (too large, cut short), body (too large, cut short, slow), backend (none at hand: queued, a host name, none available), retry (one the loop cannot make), response (chunked or close-delimited), answer (haven's own).", []string{"balancer", "reason"}, nil),
 		descHolds:        prometheus.NewDesc("haven_lb_held_connections_total", "TCP client connections that found no usable backend, by how their hold ended: served, expired, gone (the client had left), refused (too many held).", []string{"balancer", "outcome"}, nil),
 	}
 	if reg != nil {
@@ -203,7 +203,9 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 		}
 		if ls := lb.httpLoops(); ls != nil {
 			c(m.descLoopServed, ls.served.Load(), lb.name)
-			c(m.descLoopHanded, ls.handed.Load(), lb.name)
+			for r, name := range handoffReasonNames {
+				c(m.descLoopHanded, ls.handed[r].Load(), lb.name, name)
+			}
 		}
 		if lb.settings.Load().hold > 0 { // only the balancers that hold: the database router's pools
 			g(m.descHeld, float64(lb.holds.waiting.Load()), lb.name)

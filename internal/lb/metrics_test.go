@@ -56,11 +56,19 @@ haven_lb_backend_responses_total{backend="b1",balancer="web",class="other"} 0
 	}
 	if os.Getenv("HAVEN_HTTP_LOOP") != "off" {
 		// The three GETs on the event loops; the malformed one handed to
-		// the goroutine path, which answers it.
+		// the goroutine path, which answers it: a request the loop does
+		// not serve.
 		want := `
-# HELP haven_lb_loop_handoffs_total Client connections the HTTP event loops handed to a goroutine of their own (an upgrade, a chunked or large body, a chunked response, an answer of haven's own, a queue, ...), which serves them from then on.
+# HELP haven_lb_loop_handoffs_total Client connections the HTTP event loops handed to a goroutine of their own, which serves them from then on, by reason: proxy (a PROXY header), request (an upgrade, Expect, a chunked or large body, a malformed head), head (too large, cut short), body (too large, cut short, slow), backend (none at hand: queued, a host name, none available), retry (one the loop cannot make), response (chunked or close-delimited), answer (haven's own).
 # TYPE haven_lb_loop_handoffs_total counter
-haven_lb_loop_handoffs_total{balancer="web"} 1
+haven_lb_loop_handoffs_total{balancer="web",reason="answer"} 0
+haven_lb_loop_handoffs_total{balancer="web",reason="backend"} 0
+haven_lb_loop_handoffs_total{balancer="web",reason="body"} 0
+haven_lb_loop_handoffs_total{balancer="web",reason="head"} 0
+haven_lb_loop_handoffs_total{balancer="web",reason="proxy"} 0
+haven_lb_loop_handoffs_total{balancer="web",reason="request"} 1
+haven_lb_loop_handoffs_total{balancer="web",reason="response"} 0
+haven_lb_loop_handoffs_total{balancer="web",reason="retry"} 0
 # HELP haven_lb_loop_requests_total Requests served on the HTTP event loops (plain HTTP; the rest go to a goroutine per connection).
 # TYPE haven_lb_loop_requests_total counter
 haven_lb_loop_requests_total{balancer="web"} 3
