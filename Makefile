@@ -32,10 +32,13 @@ build:
 SLOW_PKGS = ./internal/pg/keeper ./cmd/haven ./internal/backup/base ./internal/backup/expire ./internal/backup/wal ./internal/agent
 TEST_TMPDIR ?= $(shell [ -d /dev/shm ] && echo /dev/shm/haven-test || echo /tmp/haven-test)
 TEST_ENV = TMPDIR=$(TEST_TMPDIR) GOTMPDIR=/var/tmp
+# The whole output is also kept in TEST_LOG; scripts/gotest.sh ends a
+# failed run with its failures in short.
+TEST_LOG = $(TEST_TMPDIR)/go-test.log
 test: prereqs lint
-	mkdir -p $(TEST_TMPDIR) && chmod 1777 $(TEST_TMPDIR)
-	$(TEST_ENV) $(GO) test -race -count=1 -timeout 45m $(TESTFLAGS) $(SLOW_PKGS) $$($(GO) list $(PKGS) | grep -v -e '/internal/vip$$' $(foreach p,$(SLOW_PKGS),-e '$(patsubst ./%,/%,$(p))$$'))
-	$(TEST_ENV) $(GO) test -race -count=1 -timeout 25m $(TESTFLAGS) ./internal/vip
+	mkdir -p $(TEST_TMPDIR) && chmod 1777 $(TEST_TMPDIR) && : > $(TEST_LOG)
+	$(TEST_ENV) bash scripts/gotest.sh $(TEST_LOG) $(GO) test -race -count=1 -timeout 45m $(TESTFLAGS) $(SLOW_PKGS) $$($(GO) list $(PKGS) | grep -v -e '/internal/vip$$' $(foreach p,$(SLOW_PKGS),-e '$(patsubst ./%,/%,$(p))$$'))
+	$(TEST_ENV) bash scripts/gotest.sh $(TEST_LOG) $(GO) test -race -count=1 -timeout 25m $(TESTFLAGS) ./internal/vip
 
 # Fast unit tests only.
 test-short:
