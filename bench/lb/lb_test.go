@@ -116,6 +116,7 @@ func TestConfigs(t *testing.T) {
 					t.Fatal(err)
 				}
 				check(t, "haproxy", "-c", "-f", path)
+				forwards(t, path, mode, "option forwardfor", "X-Forwarded-Proto http")
 			})
 			t.Run("nginx-"+name, func(t *testing.T) {
 				path := filepath.Join(b.dir, "nginx.conf")
@@ -127,6 +128,7 @@ func TestConfigs(t *testing.T) {
 					testenv.Need(t, err == nil, "needs nginx's stream module (apt-get install libnginx-mod-stream)")
 				}
 				check(t, "nginx", "-t", "-q", "-e", filepath.Join(b.dir, "log", "t.log"), "-p", b.dir, "-c", path)
+				forwards(t, path, mode, "X-Forwarded-For $proxy_add_x_forwarded_for", "X-Forwarded-Proto $scheme")
 			})
 		}
 	}
@@ -180,6 +182,25 @@ func check(t *testing.T, argv ...string) {
 	out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput()
 	if err != nil {
 		t.Errorf("%s: %v\n%s", strings.Join(argv, " "), err, out)
+	}
+}
+
+// forwards fails the test unless the HTTP proxy's configuration at path
+// has it tell the backend what haven always does (the client's address and
+// the scheme): the peers do the same work as haven per request.
+func forwards(t *testing.T, path, mode string, want ...string) {
+	t.Helper()
+	if mode != "http" {
+		return
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range want {
+		if !strings.Contains(string(b), w) {
+			t.Errorf("%s lacks %q: the peer would do less per request than haven, which always sends X-Forwarded-For and -Proto", path, w)
+		}
 	}
 }
 

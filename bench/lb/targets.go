@@ -241,6 +241,9 @@ backend be
     balance roundrobin
 {{- if eq .Mode "http"}}
     http-reuse always
+    # What haven (and Caddy) always tell a backend: the client and the scheme.
+    option forwardfor
+    http-request set-header X-Forwarded-Proto http
 {{- end}}
     option httpchk GET /
     default-server check inter 2s rise 2 fall 3
@@ -329,6 +332,9 @@ http {
             proxy_pass http://be;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
+            # What haven (and Caddy) always tell a backend: the client and the scheme.
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
             proxy_connect_timeout 2s;
 {{- if .Failover}}
             proxy_next_upstream error timeout http_502 http_503;
