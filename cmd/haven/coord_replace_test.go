@@ -98,11 +98,12 @@ coordination:
 	// its loss then costs an election, a moment without a leader that is
 	// no lost quorum. Looks that start from the kill until db1's and db2's
 	// members both see a new leader are excused; when db3 follows, none is.
-	m, err := metrics("198.18.1.13:9900")
-	if err != nil {
-		t.Fatalf("db3's metrics: %v", err)
-	}
-	db3Led := strings.Contains(m, "\netcd_server_is_leader 1\n")
+	var db3Led bool
+	testenv.Poll(t, 30*time.Second, "db3's metrics", func() (bool, string) {
+		m, err := metrics("198.18.1.13:9900")
+		db3Led = strings.Contains(m, "\netcd_server_is_leader 1\n")
+		return err == nil, fmt.Sprint(err)
+	})
 	var electing atomic.Bool
 	electing.Store(db3Led)
 	var samples, leaderless, excused, silentRounds atomic.Int64
