@@ -145,6 +145,13 @@ traffic:
 				procs = append(procs, c.agents[n])
 			}
 			t.Logf("agents' logs:\n%s", testnet.Outputs(600000, procs...))
+			// What the servers said: why a replica does not stream (a
+			// slot, a timeline) is in PostgreSQL's log, not the agent's.
+			for _, n := range c.nodes {
+				if b, err := os.ReadFile(filepath.Join(dir, n, "pg.log")); err == nil {
+					t.Logf("%s's postgres log (the last 8 KiB):\n%s", n, b[max(0, len(b)-8<<10):])
+				}
+			}
 		}
 	})
 	return c
