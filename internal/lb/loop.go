@@ -79,17 +79,6 @@ const (
 
 var handoffReasonNames = [numHandoffReasons]string{"proxy", "request", "head", "body", "backend", "retry", "response", "answer"}
 
-// handedOver returns the connections handed over, by reason.
-func (ls *httpLoops) handedOver() map[string]uint64 {
-	m := map[string]uint64{}
-	for r, name := range handoffReasonNames {
-		if n := ls.handed[r].Load(); n > 0 {
-			m[name] = n
-		}
-	}
-	return m
-}
-
 // startLoops starts the event loops on ln, or returns nil when the
 // balancer's connections are to be served by goroutines: TLS, TCP mode,
 // HAVEN_HTTP_LOOP=off, or a listener the loops cannot share.

@@ -347,3 +347,15 @@ func TestLoopRetryToHostNamedBackend(t *testing.T) {
 		}
 	}
 }
+
+// handedOver returns the connections the loops handed over, by reason
+// (the reasons with none left out).
+func (ls *httpLoops) handedOver() map[string]uint64 {
+	m := map[string]uint64{}
+	for r, name := range handoffReasonNames {
+		if n := ls.handed[r].Load(); n > 0 {
+			m[name] = n
+		}
+	}
+	return m
+}
