@@ -74,7 +74,10 @@ func TestDashboardInABrowser(t *testing.T) {
 	dir := t.TempDir()
 	actx, stopAlloc := chromedp.NewExecAllocator(ctx, append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chromium), chromedp.NoSandbox, chromedp.Flag("disable-gpu", true),
-		chromedp.WindowSize(1280, 1000), chromedp.UserDataDir(filepath.Join(dir, "profile")))...)
+		chromedp.WindowSize(1280, 1000), chromedp.UserDataDir(filepath.Join(dir, "profile")),
+		// Chromium's singleton socket goes in TMPDIR and stays there
+		// when it is killed: in the test's directory, it goes with it.
+		chromedp.Env("TMPDIR="+dir))...)
 	t.Cleanup(stopAlloc)
 	bctx, stopBrowser := chromedp.NewContext(actx)
 	t.Cleanup(stopBrowser)

@@ -54,6 +54,9 @@ func TestBrowser(t *testing.T) {
 		chromedp.WindowSize(1100, 900),
 		// Its own profile in the test's directory, removed with it.
 		chromedp.UserDataDir(filepath.Join(dir, "profile")),
+		// Its singleton socket too: Chromium makes it in TMPDIR and
+		// leaves it there when it is killed.
+		chromedp.Env("TMPDIR="+dir),
 	)
 	actx, stopAlloc := chromedp.NewExecAllocator(ctx, opts...)
 	t.Cleanup(stopAlloc)
