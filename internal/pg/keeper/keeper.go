@@ -158,6 +158,9 @@ type Keeper struct {
 	// while it led (true at start: it may have led before); dropOwnSlots
 	// drops them once it follows.
 	ownSlotsLeft bool
+	// slotsChecked is when the primary last made sure that the slots it
+	// keeps exist (keepSlots).
+	slotsChecked time.Time
 	// stepWarnings logs a round's error once while it comes back round
 	// after round.
 	stepWarnings *repeats

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -52,10 +53,48 @@ func (k *Keeper) lead(ctx context.Context, v view) error {
 			return err
 		}
 	}
+	if v.running() && !v.inRecovery && k.m.setUpEpoch == v.epoch {
+		k.keepSlots(ctx, k.region != nil)
+	}
 	if r := k.region; r != nil && v.running() {
 		r.freeSlots(ctx, k)
 	}
 	return nil
+}
+
+// slotCheckEvery is how often the primary makes sure the slots it keeps
+// exist: what a replica waits, at most, once its slot went missing.
+const slotCheckEvery = 5 * time.Second
+
+// keepSlots creates, on the primary or a standby leader, the slots of its
+// set-up (withRegions as createSlots) that have gone missing since (a
+// primary restored from a backup has none; an operator may drop one):
+// without its slot a replica, or another region's standby leader, cannot
+// stream at all, and PostgreSQL only says so in the replica's log. As
+// Patroni does, every few seconds.
+func (k *Keeper) keepSlots(ctx context.Context, withRegions bool) {
+	now := k.clk.Now()
+	if now.Sub(k.slotsChecked) < slotCheckEvery {
+		return
+	}
+	k.slotsChecked = now
+	qctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	defer cancel()
+	slots, err := k.srv.Slots(qctx)
+	if err != nil {
+		k.log.Warn("listing the replication slots to keep", "err", err)
+		return
+	}
+	for _, name := range k.slotNames(withRegions) {
+		if slices.ContainsFunc(slots, func(s pg.Slot) bool { return s.Name == name }) {
+			continue
+		}
+		if err := k.srv.CreateSlot(qctx, name); err != nil {
+			k.log.Warn("creating a missing replication slot", "slot", name, "err", err)
+			continue
+		}
+		k.log.Warn("created a missing replication slot: its replica could not stream without it", "slot", name)
+	}
 }
 
 // bounded runs a step of the lead that talks to postgres within half of
@@ -170,18 +209,25 @@ func (k *Keeper) setUp(ctx context.Context, epoch int64) error {
 			return err
 		}
 	}
-	if err := k.createSlots(ctx); err != nil {
+	// Every lead round of a node in a region acts for the active region
+	// (step), so its set-up makes the other regions' slots too; asked of
+	// the live record instead, a set-up that ran as the record was let go
+	// made none, and none came when it was taken back under the same
+	// epoch (TestRegionForcedPromotion: east's standby leader could not
+	// stream).
+	if err := k.createSlots(ctx, k.region != nil); err != nil {
 		return err
 	}
 	k.m.setUp(epoch)
 	return nil
 }
 
-// createSlots creates a slot for every other node of the region and, on a
-// primary, for the standby leader of every other region.
-func (k *Keeper) createSlots(ctx context.Context) error {
+// createSlots creates a slot for every other node of the region and,
+// withRegions (on the active region's primary), for the standby leader of
+// every other region.
+func (k *Keeper) createSlots(ctx context.Context, withRegions bool) error {
 	k.ownSlotsLeft = true // dropped once it follows again (dropOwnSlots)
-	for _, s := range k.slotNames(k.region != nil && k.guard.isActing()) {
+	for _, s := range k.slotNames(withRegions) {
 		if err := k.srv.CreateSlot(ctx, s); err != nil {
 			return err
 		}
@@ -214,10 +260,14 @@ func (k *Keeper) slotNames(withRegions bool) []string {
 // physical slots; it cannot create the role, which comes from the active
 // primary).
 func (k *Keeper) setUpStandby(ctx context.Context, v view) error {
-	if k.m.standbySetUpEpoch == v.epoch || !v.running() || !v.inRecovery {
+	if !v.running() || !v.inRecovery {
 		return nil
 	}
-	if err := k.createSlots(ctx); err != nil {
+	if k.m.standbySetUpEpoch == v.epoch {
+		k.keepSlots(ctx, false)
+		return nil
+	}
+	if err := k.createSlots(ctx, false); err != nil {
 		return err
 	}
 	if v.sync.Leader != k.cfg.Node || v.sync.K != 0 || len(v.sync.Standbys) != 0 {

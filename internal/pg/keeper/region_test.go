@@ -367,3 +367,40 @@ func TestActivePrimaryIsOnTheNewestTimeline(t *testing.T) {
 		t.Errorf("the active primary is %q, want e1: a newer region epoch comes first", a.Node)
 	}
 }
+
+// TestActivePrimaryRecreatesAMissingRegionSlot drops, on the active
+// region's primary, the slot the other region's standby leader streams
+// through, as a primary restored from a backup has none: the primary
+// creates it again, and the standby region streams again (with no archive
+// here, streaming is its only way to get the new row).
+func TestActivePrimaryRecreatesAMissingRegionSlot(t *testing.T) {
+	r := newTwoRegions(t)
+	primary := r.start("east", newNode(t, "e1"), []string{"e1"})
+	sl := r.start("west", newNode(t, "w1"), []string{"w1"})
+	leaderOf(t, primary)
+	waitRegionState(t, primary, "west's standby leader streaming from east's primary", func(s RegionState) bool {
+		return s.Region == "west" && s.Member.Role == RoleStandbyLeader && s.Member.Streaming && s.Member.Upstream == primary.cfg.Node
+	})
+	primary.exec(t, "CREATE TABLE t (id int PRIMARY KEY)")
+	primary.exec(t, "INSERT INTO t VALUES (1)")
+	waitRow(t, sl.node, 1)
+
+	// Its walsender ended first: PostgreSQL drops no slot in use (the
+	// standby reconnects within a few seconds).
+	slot := RegionSlot("west")
+	waitFor(t, "west's slot dropped on the primary", func() (string, bool) {
+		ended, err := primary.node.tryQuery(`SELECT count(pg_terminate_backend(active_pid))::text
+			FROM pg_replication_slots WHERE slot_name = '` + slot + `' AND active_pid IS NOT NULL`)
+		if err != nil {
+			return err.Error(), false
+		}
+		dropped, err := primary.node.tryQuery(`SELECT count(pg_drop_replication_slot(slot_name))::text
+			FROM pg_replication_slots WHERE slot_name = '` + slot + `' AND NOT active`)
+		return fmt.Sprintf("walsenders ended %s, dropped %q %v", ended, dropped, err), err == nil && dropped == "1"
+	})
+	primary.exec(t, "INSERT INTO t VALUES (2)")
+	waitRow(t, sl.node, 2)
+	if out, err := primary.node.tryQuery("SELECT active::text FROM pg_replication_slots WHERE slot_name = '" + slot + "'"); err != nil || out != "true" {
+		t.Errorf("west's slot on the primary: active=%q %v, want true", out, err)
+	}
+}
