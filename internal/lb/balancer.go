@@ -337,8 +337,12 @@ func (lb *Balancer) Run(ctx context.Context) error {
 // default would cost three or four setsockopt calls per connection.
 // IP_FREEBIND lets a balancer listen on its floating address while another
 // node holds it (keepalived setups need net.ipv4.ip_nonlocal_bind for that).
+// Plain TCP, as HAProxy and nginx listen: Go's listeners take MPTCP where
+// the kernel has it, and an MPTCP socket refuses some TCP options
+// (TCP_QUICKACK, which the event loops set).
 func Listen(addr string) (net.Listener, error) {
 	lc := net.ListenConfig{KeepAlive: -1, Control: freebind}
+	lc.SetMultipathTCP(false)
 	return lc.Listen(context.Background(), "tcp", addr)
 }
 

@@ -179,7 +179,7 @@ func startLB(t *testing.T, body, checks string, backends ...string) *testLB {
 // OnTransition are filled in.
 func startLBOpts(t *testing.T, opt Options, body, checks string, backends ...string) *testLB {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := Listen("127.0.0.1:0") // as the agent binds it
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -65,6 +65,8 @@ type httpLoops struct {
 // handoffReason is why a loop gave a connection to the goroutine path.
 type handoffReason int
 
+// The reasons up to handoffBody are the client's: its request is not
+// whole yet, or not one the loop serves (waitsOnClient).
 const (
 	handoffProxy    handoffReason = iota // a PROXY header to read first
 	handoffRequest                       // a request the loop does not serve: an upgrade, Expect, a chunked or large body, a malformed head, limits passed
@@ -76,6 +78,10 @@ const (
 	handoffAnswer                        // an answer of haven's own (they linger for the client's last bytes)
 	numHandoffReasons
 )
+
+// waitsOnClient reports whether the connection is handed over with its
+// client's request to read on.
+func (r handoffReason) waitsOnClient() bool { return r <= handoffBody }
 
 var handoffReasonNames = [numHandoffReasons]string{"proxy", "request", "head", "body", "backend", "retry", "response", "answer"}
 
@@ -202,6 +208,13 @@ func newHTTPLoop(lb *Balancer, ls *httpLoops, rc interface{ Control(func(uintptr
 			derr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, 1)
 		}
 		if derr == nil {
+			// TCP_QUICKACK off, as HAProxy's HTTP listeners: accepted
+			// sockets start with delayed acknowledgements, and a new
+			// connection's request is acknowledged by its response instead
+			// of a packet of its own (11 packets per connection-close
+			// request instead of 12, by tcpdump). Best effort: a listener
+			// handed over by an older agent may be MPTCP, which refuses it.
+			_ = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_QUICKACK, 0)
 			l.lnfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
 		}
 	}); err != nil || derr != nil {

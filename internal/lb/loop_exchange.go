@@ -158,6 +158,7 @@ func (l *httpLoop) process(h *hconn) {
 				l.handOff(h, handoffHead, false) // too large for the loop, or cut short: the goroutine path answers
 				return
 			}
+			ackNow(h.fd)
 			l.await(h)
 			return
 		}
@@ -166,6 +167,14 @@ func (l *httpLoop) process(h *hconn) {
 		}
 	}
 }
+
+// ackNow has the kernel acknowledge at once what the client sent of a
+// request that is not whole, as HAProxy does: the listener's sockets
+// delay their acknowledgements (TCP_QUICKACK off, newHTTPLoop) until the
+// response carries them, and a client that holds the rest of its request
+// until its first bytes are acknowledged (Nagle's algorithm: a head and a
+// body in two small writes) would wait out the delayed-ACK timer, 40 ms.
+func ackNow(fd int) { _ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_QUICKACK, 1) }
 
 // await makes sure the client's next bytes raise an event.
 func (l *httpLoop) await(h *hconn) bool {
@@ -204,6 +213,7 @@ func (l *httpLoop) startRequest(h *hconn, start, end int) bool {
 			l.handOff(h, handoffBody, false)
 			return false
 		}
+		ackNow(h.fd)
 		l.await(h) // the body is on its way
 		return false
 	}

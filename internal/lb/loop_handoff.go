@@ -53,6 +53,9 @@ func (l *httpLoop) detachClient(h *hconn, why handoffReason) *clientConn {
 // request afresh, beginning with what the loop read (fresh: nothing yet;
 // a PROXY header comes first).
 func (l *httpLoop) handOff(h *hconn, why handoffReason, fresh bool) {
+	if why.waitsOnClient() {
+		ackNow(h.fd) // the rest of the request may be waiting for it
+	}
 	var pre []byte
 	if h.sc != nil {
 		// A request taken but not sent anywhere: it goes back in front.

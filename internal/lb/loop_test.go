@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/haven-ha/haven/internal/testenv"
 )
 
@@ -112,6 +114,95 @@ func TestLoopServesKeepAliveCloseAndPipelined(t *testing.T) {
 	if served, handed := tl.httpLoops().served.Load(), tl.httpLoops().handedOver(); served != 123 || len(handed) != 0 {
 		t.Errorf("the loops served %d requests and handed connections over %v; want 123 and none", served, handed)
 	}
+}
+
+// TestLoopListenerSocket checks the listening socket the loops accept
+// from: plain TCP, as HAProxy's and nginx's (Go's default would be MPTCP
+// where the kernel has it), with delayed acknowledgements for the sockets
+// it accepts, so that a new connection's request is acknowledged by its
+// response rather than by a packet of its own.
+func TestLoopListenerSocket(t *testing.T) {
+	tl := loopLB(t, "", echoHandler)
+	fd := tl.httpLoops().loops[0].lnfd
+	if proto, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PROTOCOL); err != nil || proto != unix.IPPROTO_TCP {
+		t.Errorf("the listener's protocol is %d (%v), want TCP (%d)", proto, err, unix.IPPROTO_TCP)
+	}
+	// Linux reads TCP_QUICKACK back as "not in delayed-ACK mode".
+	if quick, err := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_QUICKACK); err != nil || quick != 0 {
+		t.Errorf("TCP_QUICKACK on the listener: %d (%v), want 0", quick, err)
+	}
+	rs := exchangeRaw(t, tl.addr, "GET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 1)
+	if rs[0].StatusCode != 200 {
+		t.Errorf("a connection-close request: %d, want 200", rs[0].StatusCode)
+	}
+}
+
+// TestLoopAcknowledgesPartialRequests: the loops' client sockets delay
+// their acknowledgements (TestLoopListenerSocket), but one whose request
+// has come only in part is switched to acknowledge at once, as HAProxy's
+// are: a client with Nagle's algorithm on holds the rest of its request
+// until its first bytes are acknowledged, and would wait out the
+// delayed-ACK timer for each request otherwise.
+func TestLoopAcknowledgesPartialRequests(t *testing.T) {
+	tl := loopLB(t, "", echoHandler)
+	for _, part := range []struct{ name, first, rest string }{
+		{"a head without its body", "POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\n", "hello"},
+		{"half a head", "POST /x HTTP/1.1\r\nHo", "st: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"},
+	} {
+		c, err := net.Dial("tcp", tl.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.(*net.TCPConn).SetNoDelay(false)
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		io.WriteString(c, part.first)
+		// Looked at as soon as the loop holds the part: the kernel leaves
+		// delayed-ACK mode by itself once its timer (40 ms) went off, so a
+		// later look would not tell.
+		var quick, held int
+		testenv.Poll(t, 10*time.Second, part.name+": held by a loop", func() (bool, string) {
+			quick, held = tl.partialClientsQuickAck()
+			return held > 0, "no connection holds part of a request"
+		})
+		if quick != held {
+			t.Errorf("%s: %d of %d connections holding part of a request acknowledge at once, want all", part.name, quick, held)
+		}
+		io.WriteString(c, part.rest)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("%s: %v", part.name, err)
+		}
+		if got := bodyOf(resp); resp.StatusCode != 200 || got != "POST 127.0.0.1 hello" {
+			t.Errorf("%s: %d %q, want 200 %q", part.name, resp.StatusCode, got, "POST 127.0.0.1 hello")
+		}
+		c.Close()
+	}
+}
+
+// partialClientsQuickAck counts, on every loop, the client connections
+// that hold part of a request, and those of them in quick-ACK mode.
+func (tl *testLB) partialClientsQuickAck() (quick, held int) {
+	for _, l := range tl.httpLoops().loops {
+		done := make(chan [2]int, 1)
+		l.post(func(l *httpLoop) {
+			var n [2]int
+			for _, h := range l.clients {
+				if len(h.in) > 0 && h.state == waitRequest {
+					n[1]++
+					if v, err := unix.GetsockoptInt(h.fd, unix.IPPROTO_TCP, unix.TCP_QUICKACK); err == nil && v == 1 {
+						n[0]++
+					}
+				}
+			}
+			done <- n
+		})
+		select {
+		case n := <-done:
+			quick, held = quick+n[0], held+n[1]
+		case <-time.After(5 * time.Second):
+		}
+	}
+	return quick, held
 }
 
 // What the loops do not serve themselves goes to the goroutine path with
