@@ -4,11 +4,11 @@
 # their own so that its counters are theirs alone), one connection-close
 # request as tcpdump sees it through each, and the time a client with
 # Nagle's algorithm on waits for a request written as head and body apart
-# (nagle/main.go). Needs root, wrk, haproxy, tcpdump (go run ./bench/lb
-# installs the first two; apt-get install tcpdump). From the repository
-# root:
+# (nagle/main.go). Needs root, wrk and haproxy (go run ./bench/lb installs
+# them); installs tcpdump when it is missing. From the repository root:
 #   bash bench/lb/syscalls/packets.sh
 set -euo pipefail
+command -v tcpdump >/dev/null || apt-get install -y -q tcpdump >/dev/null
 here=$(cd "$(dirname "$0")" && pwd)
 tmp=$(mktemp -d)
 ns=hvpk$$
