@@ -158,8 +158,7 @@ func (l *httpLoop) process(h *hconn) {
 				l.handOff(h, handoffHead, false) // too large for the loop, or cut short: the goroutine path answers
 				return
 			}
-			ackNow(h.fd)
-			l.await(h)
+			l.awaitRest(h)
 			return
 		}
 		if !l.startRequest(h, start, end) {
@@ -175,6 +174,13 @@ func (l *httpLoop) process(h *hconn) {
 // until its first bytes are acknowledged (Nagle's algorithm: a head and a
 // body in two small writes) would wait out the delayed-ACK timer, 40 ms.
 func ackNow(fd int) { _ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_QUICKACK, 1) }
+
+// awaitRest waits for the rest of a request that has come in part,
+// acknowledging the part at once.
+func (l *httpLoop) awaitRest(h *hconn) {
+	ackNow(h.fd)
+	l.await(h)
+}
 
 // await makes sure the client's next bytes raise an event.
 func (l *httpLoop) await(h *hconn) bool {
@@ -213,8 +219,7 @@ func (l *httpLoop) startRequest(h *hconn, start, end int) bool {
 			l.handOff(h, handoffBody, false)
 			return false
 		}
-		ackNow(h.fd)
-		l.await(h) // the body is on its way
+		l.awaitRest(h) // the body is on its way
 		return false
 	}
 	sc.body = append(sc.body[:0], h.in[end:n]...)

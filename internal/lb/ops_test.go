@@ -156,7 +156,11 @@ func TestReloadUnderLoad(t *testing.T) {
 	// b3 serves once its first check passed: under load that can take
 	// longer than the 50 requests between two reloads.
 	testenv.Poll(t, 10*time.Second, "b3, added by the last reload, serving", func() (bool, string) {
-		return bs[2].hits.Load() > 0, lb.Status().Backends[2].Health.State.String()
+		var states []string
+		for _, b := range lb.Status().Backends {
+			states = append(states, b.Health.State.String())
+		}
+		return bs[2].hits.Load() > 0, fmt.Sprint("backends' health: ", states)
 	})
 	stop()
 	if fails := gen.fails.all(); len(fails) > 0 {

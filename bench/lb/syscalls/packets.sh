@@ -8,7 +8,8 @@
 # them); installs tcpdump when it is missing. From the repository root:
 #   bash bench/lb/syscalls/packets.sh
 set -euo pipefail
-command -v tcpdump >/dev/null || apt-get install -y -q tcpdump >/dev/null
+command -v tcpdump >/dev/null || apt-get install -y -q tcpdump >/dev/null ||
+  { apt-get update -q >/dev/null && apt-get install -y -q tcpdump >/dev/null; }
 here=$(cd "$(dirname "$0")" && pwd)
 tmp=$(mktemp -d)
 ns=hvpk$$
@@ -45,10 +46,10 @@ segments haproxy-tcp 18083
 for port in 18080 18081; do
   echo "One connection-close request through port $port (18080 haven, 18081 HAProxy):"
   $X timeout 2 tcpdump -i lo -nn -l "tcp port $port" 2>/dev/null >"dump-$port" &
-  local_dump=$!
+  dump_pid=$!
   sleep 0.5
   $X curl -s -o /dev/null -H 'Connection: close' "http://127.0.0.1:$port/"
-  wait $local_dump || true # timeout ends tcpdump
+  wait $dump_pid || true # timeout ends tcpdump
   sed -E 's/^[0-9:.]+ IP //; s/(Flags \[[^]]*\]).*/\1/' "dump-$port"
 done
 echo "A Nagle client, head and body written apart (haven, HAProxy, the backend itself):"

@@ -410,9 +410,9 @@ func (r *regionPart) publish(k *Keeper, v view, st MemberState) {
 	r.metrics.promotable.Set(b[ok && st.Role == RoleStandbyLeader])
 	if !sameReason(why, r.whyNot) {
 		if why != "" && v.acting {
-			// With the record as this node sees it: a refusal in a forced
-			// promotion (w1 let the record go right after it took it, and
-			// promoted and demoted once for nothing) is not understood yet.
+			// With the record as this node saw it: a refusal right after
+			// the node took the record (seen once in a forced promotion)
+			// cannot be explained from the reason alone.
 			rec := r.owner.Status()
 			k.log.Info("may not take the active-region record", "why", why, "holder", rec.Holder, "next", rec.Next, "epoch", rec.Epoch)
 		}
