@@ -1,0 +1,40 @@
+#!/bin/bash
+# TCP mode through haven's epoll relay, HAProxy and a probe relay on
+# io_uring (syscalls/uringproto: an upper bound, see its comment), each on
+# CPU 0 with one worker, wrk and the backend on CPU 1: CPU, system calls
+# and sleeps (context switches) per request, ROUNDS (4) interleaved rounds
+# of 5 s. Needs root, perf (linux-perf), wrk and haproxy. From the
+# repository root:
+#   bash bench/lb/syscalls/uring.sh
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+tmp=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
+go build -o "$tmp/haven" ./cmd/haven
+go build -o "$tmp/uringproto" ./bench/lb/syscalls/uringproto
+cd "$tmp"
+taskset -c 1 "$tmp/haven" backend --listen 127.0.0.1:19001 --name b1 >/dev/null 2>&1 &
+GOMAXPROCS=1 taskset -c 0 "$tmp/haven" agent -c "$here/haven.yaml" -n lb1 >/dev/null 2>&1 & H=$!
+taskset -c 0 haproxy -db -f "$here/haproxy.cfg" >/dev/null 2>&1 & P=$!
+GOMAXPROCS=1 taskset -c 0 "$tmp/uringproto" -listen 127.0.0.1:18084 -backend 127.0.0.1:19001 2>/dev/null & U=$!
+sleep 2
+one() { # name pid port
+	local name=$1 pid=$2 port=$3 c0 c1 out reqs
+	taskset -c 1 wrk -t1 -c50 -d1s "http://127.0.0.1:$port/" >/dev/null 2>&1
+	perf stat -x, -e raw_syscalls:sys_enter,context-switches -p "$pid" -o "st-$name.csv" -- sleep 5 & local s=$!
+	c0=$(awk '{print $14+$15}' "/proc/$pid/stat")
+	out=$(taskset -c 1 wrk -t1 -c50 -d5s "http://127.0.0.1:$port/" 2>&1)
+	c1=$(awk '{print $14+$15}' "/proc/$pid/stat")
+	wait $s
+	reqs=$(echo "$out" | awk '/requests in/{print $1}')
+	awk -F, -v r="$reqs" -v name="$name" -v us="$(echo "scale=2; ($c1-$c0)*1000000/$(getconf CLK_TCK)/$reqs" | bc)" '
+		$3 == "raw_syscalls:sys_enter" { calls = $1 / r }
+		$3 == "context-switches" { sleeps = $1 / r }
+		END { printf "%-8s %7d requests  %6.2f us CPU  %5.2f syscalls  %5.3f sleeps\n", name, r, us, calls, sleeps }
+	' "st-$name.csv"
+}
+for round in $(seq "${ROUNDS:-4}"); do
+	one haven $H 18082
+	one haproxy $P 18083
+	one uring $U 18084
+done
