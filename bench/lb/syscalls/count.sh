@@ -13,19 +13,11 @@
 # repository root:
 #   bash bench/lb/syscalls/count.sh
 set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
 if ! perf version >/dev/null 2>&1; then
 	apt-get install -y -q linux-perf >/dev/null 2>&1 ||
 		{ apt-get update -q >/dev/null && apt-get install -y -q linux-perf >/dev/null; }
 fi
-tmp=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
-go build -o "$tmp/haven" ./cmd/haven
-cd "$tmp"
-taskset -c 1 "$tmp/haven" backend --listen 127.0.0.1:19001 --name b1 >/dev/null 2>&1 &
-GOMAXPROCS=1 taskset -c 0 "$tmp/haven" agent -c "$here/haven.yaml" -n lb1 >/dev/null 2>&1 & H=$!
-taskset -c 0 haproxy -db -f "$here/haproxy.cfg" >/dev/null 2>&1 & P=$!
-sleep 2
+source "$(dirname "$0")/setup.sh"
 calls=(read write recvfrom sendto epoll_pwait epoll_wait epoll_ctl clock_gettime accept4
 	close shutdown setsockopt getsockname futex nanosleep)
 events=raw_syscalls:sys_enter,context-switches,task-clock

@@ -10,20 +10,11 @@
 set -euo pipefail
 command -v tcpdump >/dev/null || apt-get install -y -q tcpdump >/dev/null ||
   { apt-get update -q >/dev/null && apt-get install -y -q tcpdump >/dev/null; }
-here=$(cd "$(dirname "$0")" && pwd)
-tmp=$(mktemp -d)
 ns=hvpk$$
 ip netns add $ns
-trap 'kill $(jobs -p) 2>/dev/null || true; ip netns del '$ns'; rm -rf "$tmp"' EXIT
 ip -n $ns link set lo up
-go build -o "$tmp/haven" ./cmd/haven
-go build -o "$tmp/nagle" "$here/nagle"
-cd "$tmp"
-X="ip netns exec $ns"
-$X "$tmp/haven" backend --listen 127.0.0.1:19001 --name b1 >/dev/null 2>&1 &
-GOMAXPROCS=1 $X taskset -c 0 "$tmp/haven" agent -c "$here/haven.yaml" -n lb1 >/dev/null 2>&1 &
-$X taskset -c 0 haproxy -db -f "$here/haproxy.cfg" >/dev/null 2>&1 &
-sleep 2
+X="ip netns exec $ns" at_exit="ip netns del $ns" build_also=bench/lb/syscalls/nagle
+source "$(dirname "$0")/setup.sh"
 segments() { # name port [wrk args]
   local name=$1 port=$2; shift 2
   $X nstat -n >/dev/null

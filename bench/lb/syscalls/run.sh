@@ -6,15 +6,7 @@
 # (go run ./bench/lb installs the last two). Run from the repository root:
 #   bash bench/lb/syscalls/run.sh
 set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
-tmp=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
-go build -o "$tmp/haven" ./cmd/haven
-cd "$tmp"
-"$tmp/haven" backend --listen 127.0.0.1:19001 --name b1 >/dev/null 2>&1 &
-GOMAXPROCS=1 taskset -c 0 "$tmp/haven" agent -c "$here/haven.yaml" -n lb1 >/dev/null 2>&1 & H=$!
-taskset -c 0 haproxy -db -f "$here/haproxy.cfg" >/dev/null 2>&1 & P=$!
-sleep 2
+source "$(dirname "$0")/setup.sh"
 one() { # name pid port [wrk args]
   local name=$1 pid=$2 port=$3; shift 3
   strace -c -f -q -p "$pid" -o "sc-$name.txt" & local s=$!

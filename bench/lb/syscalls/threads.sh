@@ -9,15 +9,9 @@
 #   bash bench/lb/syscalls/threads.sh 18080 -H 'Connection: close'   # HTTP
 #   bash bench/lb/syscalls/threads.sh 18082                          # TCP mode
 set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
 port=${1:?usage: threads.sh PORT [wrk args]}; shift
-tmp=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
-go build -o "$tmp/haven" ./cmd/haven
-cd "$tmp"
-taskset -c 1 "$tmp/haven" backend --listen 127.0.0.1:19001 --name b1 >/dev/null 2>&1 &
-GOMAXPROCS=1 taskset -c 0 "$tmp/haven" agent -c "$here/haven.yaml" -n lb1 >/dev/null 2>&1 & H=$!
-sleep 2
+no_haproxy=1
+source "$(dirname "$0")/setup.sh"
 snap() { # tid, CPU ticks (user+system), voluntary/involuntary context switches
   for t in /proc/$H/task/*; do
     echo "$(basename "$t") $(awk '{print $14+$15}' "$t/stat") $(awk '/^(voluntary|nonvoluntary)_ctxt/{print $2}' "$t/status" | paste -sd/)"

@@ -7,15 +7,8 @@
 # repository root:
 #   bash bench/lb/syscalls/uring.sh
 set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
-tmp=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
-go build -o "$tmp/haven" ./cmd/haven
-go build -o "$tmp/uringproto" ./bench/lb/syscalls/uringproto
-cd "$tmp"
-taskset -c 1 "$tmp/haven" backend --listen 127.0.0.1:19001 --name b1 >/dev/null 2>&1 &
-GOMAXPROCS=1 taskset -c 0 "$tmp/haven" agent -c "$here/haven.yaml" -n lb1 >/dev/null 2>&1 & H=$!
-taskset -c 0 haproxy -db -f "$here/haproxy.cfg" >/dev/null 2>&1 & P=$!
+build_also=bench/lb/syscalls/uringproto
+source "$(dirname "$0")/setup.sh"
 GOMAXPROCS=1 taskset -c 0 "$tmp/uringproto" -listen 127.0.0.1:18084 -backend 127.0.0.1:19001 2>/dev/null & U=$!
 sleep 2
 one() { # name pid port
