@@ -5,10 +5,12 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -17,6 +19,7 @@ import (
 	"github.com/go-sql-driver/mysql"
 
 	"github.com/haven-ha/haven/internal/agent"
+	"github.com/haven-ha/haven/internal/galera"
 	"github.com/haven-ha/haven/internal/netlab"
 )
 
@@ -90,7 +93,9 @@ func RunGalera(ctx context.Context, opt Options) (*GaleraResult, error) {
 		agents[node] = p
 		return err
 	}
-	logs := func() string { return netlab.Outputs(20000, agents["db1"], agents["db2"], agents["db3"]) }
+	logs := func() string {
+		return netlab.Outputs(20000, agents["db1"], agents["db2"], agents["db3"]) + serverLogs(st.dir, 8000)
+	}
 	for _, h := range dbHosts {
 		if err := startAgent(h); err != nil {
 			return nil, err
@@ -262,7 +267,7 @@ func waitGalera(ctx context.Context, c *http.Client, not string, epoch int64, wi
 				if g.Writer != "" && g.Writer != not && g.Epoch > epoch && serving == want {
 					return g.Writer, g.Epoch, nil
 				}
-				last = fmt.Sprintf("writer %q, %d nodes serving; %s", g.Writer, serving, g.Plan)
+				last = fmt.Sprintf("writer %q, %d nodes serving; %s; %s", g.Writer, serving, g.Plan, describeMembers(g.Members))
 			}
 			break // one database node's view is enough
 		}
@@ -271,6 +276,45 @@ func waitGalera(ctx context.Context, c *http.Client, not string, epoch int64, wi
 		}
 	}
 	return "", 0, fmt.Errorf("no Galera writer within %v (%s)", within, last)
+}
+
+// describeMembers says, member by member, what a wait saw: whether each
+// server ran, in which component and of what size, and why it did not
+// serve. A wait that times out says which node stayed out.
+func describeMembers(members map[string]galera.MemberState) string {
+	names := slices.Sorted(maps.Keys(members))
+	parts := make([]string, 0, len(names))
+	for _, name := range names {
+		m := members[name]
+		d := fmt.Sprintf("%s: %s", name, m.Server)
+		if m.Server == galera.ServerRunning {
+			d += fmt.Sprintf(" %s size %d %s", m.Status.ClusterStatus, m.Status.ClusterSize, m.Status.LocalStateComment)
+		}
+		if m.Serving {
+			d += ", serving"
+		} else if m.Why != "" {
+			d += ", not serving: " + m.Why
+		}
+		parts = append(parts, d)
+	}
+	return strings.Join(parts, "; ")
+}
+
+// serverLogs returns the last limit bytes of each node's MariaDB error log:
+// why a server stayed outside the component is in its log, not its
+// agent's.
+func serverLogs(dir string, limit int) string {
+	var b strings.Builder
+	for _, node := range dbHosts[:3] {
+		path := filepath.Join(dir, node, "galera", "mariadb.log")
+		out, err := os.ReadFile(path)
+		if err != nil {
+			fmt.Fprintf(&b, "--- %s: %v ---\n", node, err)
+			continue
+		}
+		fmt.Fprintf(&b, "--- %s: %s (last %d bytes at most) ---\n%s\n", node, path, limit, out[max(0, len(out)-limit):])
+	}
+	return b.String()
 }
 
 // crashGaleraNode is a machine's crash: kill -9 of node's server, then of

@@ -101,6 +101,12 @@ type BootstrapRecord struct {
 // node has every acknowledged write.
 func decide(self string, nodes []string, members map[string]MemberState, claim BootstrapRecord, grace time.Duration) Decision {
 	me := members[self]
+	if me.inPrimary() {
+		// Before the others: a node in the component is not one that
+		// waits for Galera to take it back (its status said so once, and
+		// sent a failing test's reader after the wrong node).
+		return Decision{Wait, "in a primary component"}
+	}
 	for _, n := range nodes {
 		m, ok := members[n]
 		if !ok || n == self || !m.inPrimary() {
@@ -116,9 +122,6 @@ func decide(self string, nodes []string, members map[string]MemberState, claim B
 				n, m.Status.StateUUID, me.Position)}
 		}
 		return Decision{Join, n + " is in a primary component"}
-	}
-	if me.inPrimary() {
-		return Decision{Wait, "in a primary component"}
 	}
 	if claim.Node != "" {
 		if claim.Node == self {

@@ -88,6 +88,18 @@ func TestDecide(t *testing.T) {
 	}
 }
 
+// A node in the primary component must say so: its status once said
+// "running; db2 is in a primary component: Galera rejoins this node when
+// it reaches it" for a node that was in it, which sent the reader of a
+// failed demo after the wrong node.
+func TestDecideInPrimarySaysSo(t *testing.T) {
+	in := MemberState{Server: ServerRunning, Status: Status{ClusterStatus: "Primary", LocalState: StateSynced}, PositionKnown: true}
+	d := decide("db1", []string{"db1", "db2", "db3"}, map[string]MemberState{"db1": in, "db2": in, "db3": in}, BootstrapRecord{}, 10*time.Second)
+	if d != (Decision{Wait, "in a primary component"}) {
+		t.Errorf("decide = %v (%s), want to wait, in a primary component", d.Action, d.Reason)
+	}
+}
+
 // TestDecideOneBootstrapper checks the safety rule over every assignment
 // of positions: whatever the nodes see, at most one of them decides to
 // bootstrap, and it has the highest seqno.
