@@ -46,6 +46,40 @@ type MemberState struct {
 // inPrimary reports whether m's server is in a primary component.
 func (m MemberState) inPrimary() bool { return m.Server == ServerRunning && m.Status.Primary() }
 
+// leftGroup reports whether m's running server is no longer connected to
+// the group at all (replication stopped: wsrep_connected OFF): not a
+// partitioned node, which stays connected and rejoins when the network
+// heals. A server whose incremental state transfer missed write sets
+// ("IST didn't contain all write sets ... node restart required") closes
+// its group connection too but still says it is connected, joining for
+// ever: outOf finds that one.
+func (m MemberState) leftGroup() bool {
+	return !m.Status.Connected || m.Status.ClusterStatus == "Disconnected"
+}
+
+// leftOutAfter, in graces, is how long a running server outside the
+// primary component that does not list it is left to Galera before it is
+// restarted: a partition heals, or a view is installed, well within it.
+const leftOutAfter = 3
+
+// outOf reports whether p, a member in a primary component, lists m's
+// server among its component's (wsrep_incoming_addresses); false when p
+// lists none. A joiner in a state transfer is listed; a server whose
+// transfer failed half way is not.
+func (m MemberState) outOf(p MemberState) bool {
+	if len(p.Status.IncomingAddresses) == 0 || m.Host == "" {
+		return false
+	}
+	return !slices.Contains(p.Status.IncomingAddresses, net.JoinHostPort(m.Host, strconv.Itoa(m.Port)))
+}
+
+func onOff(b bool) string {
+	if b {
+		return "ON"
+	}
+	return "OFF"
+}
+
 // Action is what a node's agent does about its server.
 type Action int
 
@@ -60,10 +94,13 @@ const (
 	// Promote: the running server, outside any primary component, makes
 	// its own component primary (pc.bootstrap), the others having none.
 	Promote
+	// Restart: stop the running server, which left the group for good,
+	// so that it starts again and joins (Join, once stopped).
+	Restart
 )
 
 func (a Action) String() string {
-	return [...]string{"wait", "join", "bootstrap", "promote"}[a]
+	return [...]string{"wait", "join", "bootstrap", "promote", "restart"}[a]
 }
 
 // Decision is an Action and why.
@@ -113,6 +150,16 @@ func decide(self string, nodes []string, members map[string]MemberState, claim B
 			continue
 		}
 		if me.Server != ServerStopped {
+			if me.Server == ServerRunning {
+				switch {
+				case me.leftGroup() && me.NonPrimaryFor >= grace:
+					return Decision{Restart, fmt.Sprintf("the server left the group %s ago (wsrep_connected %s, %s) and Galera does not take it back; %s is in a primary component",
+						me.NonPrimaryFor.Round(time.Second), onOff(me.Status.Connected), me.Status.ClusterStatus, n)}
+				case me.outOf(m) && me.NonPrimaryFor >= leftOutAfter*grace:
+					return Decision{Restart, fmt.Sprintf("the server has been outside a primary component for %s and %s's does not list it (%s): it is not joining but stuck (a state transfer that failed half way leaves mariadbd so, \"node restart required\")",
+						me.NonPrimaryFor.Round(time.Second), n, me.Status.LocalStateComment)}
+				}
+			}
 			return Decision{Wait, "running; " + n + " is in a primary component: Galera rejoins this node when it reaches it"}
 		}
 		if u := me.Position.UUID; u != "" && m.Status.StateUUID != "" && u != m.Status.StateUUID {

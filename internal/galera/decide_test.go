@@ -20,8 +20,21 @@ func TestDecide(t *testing.T) {
 		}
 		return m
 	}
+	// A partitioned node: outside a primary component, still connected
+	// to the group (it rejoins when the network heals).
 	nonPrimary := func(seqno int64, since time.Duration) MemberState {
-		return MemberState{Server: ServerRunning, Status: Status{ClusterStatus: "non-Primary"}, Position: Position{UUID: h, Seqno: seqno}, PositionKnown: true, NonPrimaryFor: since}
+		return MemberState{Server: ServerRunning, Status: Status{Connected: true, ClusterStatus: "non-Primary"}, Position: Position{UUID: h, Seqno: seqno}, PositionKnown: true, NonPrimaryFor: since}
+	}
+	// A node whose replication stopped (wsrep_connected OFF): mariadbd
+	// runs on, outside the group for ever.
+	leftGroup := func(since time.Duration) MemberState {
+		return MemberState{Server: ServerRunning, Status: Status{ClusterStatus: "Disconnected"}, PositionKnown: true, NonPrimaryFor: since}
+	}
+	// What TestDemoGalera's db2 published after "IST didn't contain all
+	// write sets ... node restart required": still "connected", joining,
+	// and the primary component, which lists its members, without it.
+	stuckJoining := func(since time.Duration) MemberState {
+		return MemberState{Server: ServerRunning, Status: Status{Connected: true, ClusterStatus: "non-Primary", ClusterSize: 2, LocalState: 1, LocalStateComment: "Joining: receiving State Transfer"}, PositionKnown: true, NonPrimaryFor: since}
 	}
 	tests := []struct {
 		name    string
@@ -35,6 +48,18 @@ func TestDecide(t *testing.T) {
 			map[string]MemberState{"db1": stopped(h, 5, false), "db2": primary}, "", Join, "db2 is in a primary component"},
 		{"a running non-primary node waits for Galera to rejoin it", "db1",
 			map[string]MemberState{"db1": nonPrimary(5, time.Hour), "db2": primary, "db3": primary}, "", Wait, "Galera rejoins"},
+		{"a node that left the group is restarted to join again", "db2",
+			map[string]MemberState{"db1": primary, "db2": leftGroup(time.Minute), "db3": primary}, "", Restart, "left the group 1m0s ago (wsrep_connected OFF, Disconnected)"},
+		{"a joiner the primary component does not list is stuck: restarted", "db2",
+			map[string]MemberState{"db1": withView(primary, "db1", "db3"), "db2": stuckJoining(2 * time.Minute), "db3": withView(primary, "db1", "db3")}, "", Restart, "db1's does not list it"},
+		{"a joiner the primary component lists is in its state transfer: wait", "db2",
+			map[string]MemberState{"db1": withView(primary, "db1", "db2", "db3"), "db2": stuckJoining(2 * time.Minute), "db3": withView(primary, "db1", "db2", "db3")}, "", Wait, "Galera rejoins"},
+		{"left out for less than three graces: a partition may be healing", "db2",
+			map[string]MemberState{"db1": withView(primary, "db1", "db3"), "db2": stuckJoining(20 * time.Second), "db3": withView(primary, "db1", "db3")}, "", Wait, "Galera rejoins"},
+		{"not before the grace: the view may be changing", "db2",
+			map[string]MemberState{"db1": primary, "db2": leftGroup(time.Second), "db3": primary}, "", Wait, "Galera rejoins"},
+		{"nor with no primary component to join", "db2",
+			map[string]MemberState{"db1": nonPrimary(5, time.Minute), "db2": leftGroup(time.Minute), "db3": stopped(h, 5, false)}, "", Wait, ""},
 		{"the most advanced bootstraps after a whole-cluster crash", "db2",
 			map[string]MemberState{"db1": stopped(h, 10, false), "db2": stopped(h, 12, false), "db3": stopped(h, 11, false)}, "", Bootstrap, "db2 is the most advanced (seqno 12)"},
 		{"the others wait for it", "db1",

@@ -10,7 +10,7 @@ type metrics struct {
 	up, serving, primary, writer                 prometheus.Gauge
 	size, state, recvQueue, sendQueue, committed prometheus.Gauge
 	flowPaused, certFailures                     prometheus.Gauge
-	bootstraps, evictions                        prometheus.Counter
+	bootstraps, evictions, restarts              prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -31,6 +31,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		certFailures: g("cert_failures", "Write sets that failed certification since the server started (wsrep_local_cert_failures)."),
 		bootstraps:   prometheus.NewCounter(prometheus.CounterOpts{Name: "haven_galera_bootstraps_total", Help: "Times this node's agent started the cluster from this node (--wsrep-new-cluster)."}),
 		evictions:    prometheus.NewCounter(prometheus.CounterOpts{Name: "haven_galera_evictions_total", Help: "Nodes this node's agent evicted from its component because their server was gone."}),
+		restarts:     prometheus.NewCounter(prometheus.CounterOpts{Name: "haven_galera_rejoin_restarts_total", Help: "Times this node's agent restarted its mariadbd because it had left the group for good (a failed state transfer) while another node was in a primary component."}),
 	}
 	if reg == nil {
 		return m, nil
@@ -43,7 +44,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			return nil, err
 		}
 	}
-	for _, c := range []*prometheus.Counter{&m.bootstraps, &m.evictions} {
+	for _, c := range []*prometheus.Counter{&m.bootstraps, &m.evictions, &m.restarts} {
 		if *c, err = promreg.Once(reg, *c); err != nil {
 			return nil, err
 		}

@@ -321,6 +321,15 @@ func (n *Node) round(ctx context.Context) {
 	d := decide(n.cfg.Node, n.cfg.Nodes, members, claim, n.cfg.Grace)
 	n.setDecision(d)
 	switch d.Action {
+	case Restart:
+		n.log.Warn("restarting mariadbd: it left the group and Galera does not take it back", "event", "database", "why", d.Reason)
+		n.metrics.restarts.Inc()
+		sctx, cancel := context.WithTimeout(ctx, stopTimeout)
+		defer cancel()
+		if err := n.srv.Stop(sctx); err != nil {
+			n.log.Error("stopping mariadbd", "err", err)
+		}
+		// Stopped, its position is read again and it joins (decide).
 	case Join:
 		if n.primaryGone(ctx, members) {
 			n.setDecision(Decision{Wait, "etcd says another node is in a primary component, but its group port refuses connections: waiting for its agent to say what it is now"})

@@ -312,6 +312,41 @@ func TestClusterRecoversFromEveryCrash(t *testing.T) {
 	}
 }
 
+// TestNodeThatLeftTheGroupIsRestarted: a server that left the group for
+// good (after an incremental state transfer that missed write sets,
+// Galera logs "node restart required" and mariadbd runs on, outside the
+// group, joining for ever: TestDemoGalera failed so in CI) is restarted
+// by its agent once the grace has passed, and joins again. An empty
+// cluster address leaves the server in the same state: replication
+// stopped, wsrep_connected OFF, mariadbd running.
+func TestNodeThatLeftTheGroupIsRestarted(t *testing.T) {
+	l := newLab(t, 3)
+	for _, n := range l.nodes {
+		l.start(n)
+	}
+	l.waitServing(3*time.Minute, l.nodes...)
+	l.claimReleased()
+	pid := l.servers["db2"].PID()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// The statement's own connection may be closed under it.
+	_, _ = l.db("db2").ExecContext(ctx, "SET GLOBAL wsrep_cluster_address = ''")
+	testenv.Poll(t, time.Minute, "db2 seen outside the group", func() (bool, string) {
+		st := l.run["db2"].State()
+		return st.Server == ServerRunning && !st.Status.Connected, fmt.Sprintf("%+v", st)
+	})
+	l.waitServing(3*time.Minute, l.nodes...)
+	if now := l.servers["db2"].PID(); now == pid {
+		t.Errorf("db2 serves again on the same mariadbd (pid %d): it was not restarted", pid)
+	}
+	if got := testutil.ToFloat64(l.run["db2"].metrics.restarts); got != 1 {
+		t.Errorf("haven_galera_rejoin_restarts_total on db2 = %v, want 1", got)
+	}
+	if st := l.run["db1"].State(); st.Status.ClusterSize != 3 {
+		t.Errorf("db1 sees a component of %d nodes after db2's restart, want 3", st.Status.ClusterSize)
+	}
+}
+
 // claimReleased waits until the bootstrap claim is gone from etcd: the
 // node that bootstrapped released it once primary.
 func (l *lab) claimReleased() {
