@@ -2,9 +2,11 @@ package testenv
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -120,5 +122,22 @@ func TestHaven(t *testing.T) {
 	}
 	if _, err := os.Stat(bin); err != nil {
 		t.Error(err)
+	}
+}
+
+// FreePort's ports are below the ephemeral range, where no connection's
+// source port can take them, and free when given.
+func TestFreePortIsBelowTheEphemeralRange(t *testing.T) {
+	low := ephemeralLow()
+	for range 20 {
+		p := FreePort(t)
+		if p < 10000 || p >= low {
+			t.Fatalf("FreePort = %d, want 10000 <= port < %d (the ephemeral range's start)", p, low)
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+		if err != nil {
+			t.Fatalf("FreePort = %d, which cannot be bound: %v", p, err)
+		}
+		l.Close()
 	}
 }

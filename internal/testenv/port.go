@@ -1,0 +1,48 @@
+package testenv
+
+import (
+	"math/rand/v2"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// FreePort returns a TCP port that was free on 127.0.0.1 a moment ago,
+// below the kernel's ephemeral range. A port from that range, which is
+// what listening on port 0 gives, can be taken between the test's look
+// and its server's bind as the source port of any connection the machine
+// opens, and stays taken for that connection's life: a keeper test's
+// postgres could not bind its port for a minute in CI ("Address already
+// in use"), the port held by another package's client. The kernel never
+// picks a source port below the range.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	low := ephemeralLow()
+	for range 200 {
+		p := 10000 + rand.IntN(low-10000)
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		return p
+	}
+	t.Fatalf("no free TCP port on 127.0.0.1 between 10000 and %d", low)
+	return 0
+}
+
+// ephemeralLow is the first port of the kernel's ephemeral range (32768
+// when it cannot be read).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil && n > 11000 {
+				return n
+			}
+		}
+	}
+	return 32768
+}
