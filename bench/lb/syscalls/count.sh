@@ -39,10 +39,5 @@ one() { # name pid port [wrk args]
 	' "st-$name.csv"
 }
 for round in $(seq "${ROUNDS:-1}"); do
-	one haven-close $H 18080 -H 'Connection: close'
-	one haproxy-close $P 18081 -H 'Connection: close'
-	one haven-keepalive $H 18080
-	one haproxy-keepalive $P 18081
-	one haven-tcp $H 18082
-	one haproxy-tcp $P 18083
+	each_mode one
 done

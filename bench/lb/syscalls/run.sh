@@ -20,9 +20,4 @@ one() { # name pid port [wrk args]
   awk -v r="$reqs" '$4 ~ /^[0-9]+$/ && $NF!="total" && $4/r >= 0.05 {printf "  %s %.2f", $NF, $4/r}' "sc-$name.txt"
   echo
 }
-one haven-close $H 18080 -H 'Connection: close'
-one haproxy-close $P 18081 -H 'Connection: close'
-one haven-keepalive $H 18080
-one haproxy-keepalive $P 18081
-one haven-tcp $H 18082
-one haproxy-tcp $P 18083
+each_mode one

@@ -21,3 +21,14 @@ if [ -z "${no_haproxy:-}" ]; then
 	$X taskset -c 0 haproxy -db -f "$here/haproxy.cfg" >/dev/null 2>&1 & P=$!
 fi
 sleep 2
+
+# each_mode F calls F NAME PID PORT [wrk args] for each proxy in each mode:
+# HTTP connection-close, HTTP keep-alive, TCP.
+each_mode() {
+	"$1" haven-close "$H" 18080 -H 'Connection: close'
+	"$1" haproxy-close "$P" 18081 -H 'Connection: close'
+	"$1" haven-keepalive "$H" 18080
+	"$1" haproxy-keepalive "$P" 18081
+	"$1" haven-tcp "$H" 18082
+	"$1" haproxy-tcp "$P" 18083
+}
