@@ -47,15 +47,14 @@ type MemberState struct {
 func (m MemberState) inPrimary() bool { return m.Server == ServerRunning && m.Status.Primary() }
 
 // leftGroup reports whether m's running server is no longer connected to
-// the group at all (replication stopped: wsrep_connected OFF): not a
-// partitioned node, which stays connected and rejoins when the network
-// heals. A server whose incremental state transfer missed write sets
-// ("IST didn't contain all write sets ... node restart required") closes
-// its group connection too but still says it is connected, joining for
-// ever: outOf finds that one.
-func (m MemberState) leftGroup() bool {
-	return !m.Status.Connected || m.Status.ClusterStatus == "Disconnected"
-}
+// the group at all (replication stopped: wsrep_connected OFF, which
+// MariaDB sets with wsrep_cluster_status Disconnected): not a partitioned
+// node, which stays connected and rejoins when the network heals. A
+// server whose incremental state transfer missed write sets ("IST didn't
+// contain all write sets ... node restart required") closes its group
+// connection too but still says it is connected, joining for ever: outOf
+// finds that one.
+func (m MemberState) leftGroup() bool { return !m.Status.Connected }
 
 // leftOutAfter, in graces, is how long a running server outside the
 // primary component that does not list it is left to Galera before it is
@@ -73,11 +72,19 @@ func (m MemberState) outOf(p MemberState) bool {
 	return !slices.Contains(p.Status.IncomingAddresses, net.JoinHostPort(m.Host, strconv.Itoa(m.Port)))
 }
 
-func onOff(b bool) string {
-	if b {
-		return "ON"
+// stuck says whether me, running outside the primary component that n
+// (as m) is in, is to be restarted rather than left to Galera, and why.
+func stuck(me MemberState, n string, m MemberState, grace time.Duration) (Decision, bool) {
+	switch {
+	case me.Server != ServerRunning:
+	case me.leftGroup() && me.NonPrimaryFor >= grace:
+		return Decision{Restart, fmt.Sprintf("the server left the group %s ago (wsrep_connected OFF) and Galera does not take it back; %s is in a primary component",
+			me.NonPrimaryFor.Round(time.Second), n)}, true
+	case me.outOf(m) && me.NonPrimaryFor >= leftOutAfter*grace:
+		return Decision{Restart, fmt.Sprintf("the server has been outside a primary component for %s and %s's does not list it (%s): it is not joining but stuck (a state transfer that failed half way leaves mariadbd so, \"node restart required\")",
+			me.NonPrimaryFor.Round(time.Second), n, me.Status.LocalStateComment)}, true
 	}
-	return "OFF"
+	return Decision{}, false
 }
 
 // Action is what a node's agent does about its server.
@@ -150,15 +157,8 @@ func decide(self string, nodes []string, members map[string]MemberState, claim B
 			continue
 		}
 		if me.Server != ServerStopped {
-			if me.Server == ServerRunning {
-				switch {
-				case me.leftGroup() && me.NonPrimaryFor >= grace:
-					return Decision{Restart, fmt.Sprintf("the server left the group %s ago (wsrep_connected %s, %s) and Galera does not take it back; %s is in a primary component",
-						me.NonPrimaryFor.Round(time.Second), onOff(me.Status.Connected), me.Status.ClusterStatus, n)}
-				case me.outOf(m) && me.NonPrimaryFor >= leftOutAfter*grace:
-					return Decision{Restart, fmt.Sprintf("the server has been outside a primary component for %s and %s's does not list it (%s): it is not joining but stuck (a state transfer that failed half way leaves mariadbd so, \"node restart required\")",
-						me.NonPrimaryFor.Round(time.Second), n, me.Status.LocalStateComment)}
-				}
+			if d, ok := stuck(me, n, m, grace); ok {
+				return d
 			}
 			return Decision{Wait, "running; " + n + " is in a primary component: Galera rejoins this node when it reaches it"}
 		}

@@ -61,7 +61,7 @@ func newLab(t *testing.T, n int) *lab {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cli.Close() })
-	l := &lab{t: t, cli: cli, base: testenv.SearchableDir(t), port: freePort(t), group: freePorts(t, 5),
+	l := &lab{t: t, cli: cli, base: testenv.SearchableDir(t), port: testenv.FreePort(t), group: freePorts(t, 5),
 		cancels: map[string]context.CancelFunc{}, done: map[string]chan struct{}{}, servers: map[string]*Server{}, run: map[string]*Node{}}
 	for i := range n {
 		l.nodes = append(l.nodes, fmt.Sprintf("db%d", i+1))
@@ -92,20 +92,11 @@ func newLab(t *testing.T, n int) *lab {
 	return l
 }
 
-func freePort(t *testing.T) int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // freePorts returns the first of n consecutive ports that were free on
 // loopback a moment ago.
 func freePorts(t *testing.T, n int) int {
 	for range 50 {
-		p := freePort(t)
+		p := testenv.FreePort(t)
 		ok := true
 		for i := 1; i < n && ok; i++ {
 			ln, err := net.Listen("tcp", net.JoinHostPort("0.0.0.0", strconv.Itoa(p+i)))

@@ -58,6 +58,8 @@ func (s Status) Primary() bool { return s.ClusterStatus == "Primary" }
 // a primary component, synced (or a donor, when donorServes).
 func (s Status) Serving(donorServes bool) (bool, string) {
 	switch {
+	case !s.Primary() && !s.Connected:
+		return false, "not connected to the group (wsrep_connected OFF): replication stopped; the agent restarts the server when another node is in a primary component"
 	case !s.Primary():
 		return false, "not in a primary component (" + orUnknown(s.ClusterStatus) + "): partitioned from the majority, or the cluster lost its quorum"
 	case !s.Ready:
