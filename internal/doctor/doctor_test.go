@@ -21,17 +21,6 @@ import (
 
 func TestMain(m *testing.M) { testenv.Main(m) }
 
-// freePort returns a loopback port that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // lab is a configuration of two nodes on loopback: lb1 (a balancer with a
 // floating address) and db1 (a database node and the coordination
 // member), with the ports and directories doctor checks.
@@ -45,7 +34,7 @@ type lab struct {
 func newLab(t *testing.T, bindir string) *lab {
 	t.Helper()
 	dir := t.TempDir()
-	l := &lab{web: freePort(t), admin1: freePort(t), admin2: freePort(t), clientPort: freePort(t), peerPort: freePort(t),
+	l := &lab{web: testenv.FreePort(t), admin1: testenv.FreePort(t), admin2: testenv.FreePort(t), clientPort: testenv.FreePort(t), peerPort: testenv.FreePort(t),
 		bindir: bindir, dataDir: filepath.Join(dir, "{node}", "pg")}
 	bindirLine := ""
 	if bindir != "" {

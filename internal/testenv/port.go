@@ -6,6 +6,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -17,21 +18,35 @@ import (
 // postgres could not bind its port for a minute in CI ("Address already
 // in use"), the port held by another package's client. The kernel never
 // picks a source port below the range.
+//
+// A port is given once per test binary: two servers of one test, each
+// asking before either binds, never get the same one.
 func FreePort(t testing.TB) int {
 	t.Helper()
 	low := ephemeralLow()
+	givenMu.Lock()
+	defer givenMu.Unlock()
 	for range 200 {
 		p := 10000 + rand.IntN(low-10000)
+		if given[p] {
+			continue
+		}
 		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
 		if err != nil {
 			continue
 		}
 		l.Close()
+		given[p] = true
 		return p
 	}
 	t.Fatalf("no free TCP port on 127.0.0.1 between 10000 and %d", low)
 	return 0
 }
+
+var (
+	givenMu sync.Mutex
+	given   = map[int]bool{}
+)
 
 // ephemeralLow is the first port of the kernel's ephemeral range (32768
 // when it cannot be read).

@@ -126,11 +126,16 @@ func TestHaven(t *testing.T) {
 }
 
 // FreePort's ports are below the ephemeral range, where no connection's
-// source port can take them, and free when given.
+// source port can take them, free when given, and never given twice.
 func TestFreePortIsBelowTheEphemeralRange(t *testing.T) {
 	low := ephemeralLow()
+	seen := map[int]bool{}
 	for range 20 {
 		p := FreePort(t)
+		if seen[p] {
+			t.Fatalf("FreePort gave %d twice", p)
+		}
+		seen[p] = true
 		if p < 10000 || p >= low {
 			t.Fatalf("FreePort = %d, want 10000 <= port < %d (the ephemeral range's start)", p, low)
 		}

@@ -46,13 +46,6 @@ func requirePostgres(t *testing.T) *pg.Binaries {
 	return nil
 }
 
-// freePort returns a TCP port that was free on 127.0.0.1 a moment ago,
-// below the ephemeral range (testenv.FreePort).
-func freePort(t *testing.T) int {
-	t.Helper()
-	return testenv.FreePort(t)
-}
-
 // testServer is a node's postgres on a fresh directory, listening on
 // 127.0.0.1 and a free port, accepting replication and pg_rewind from
 // 127.0.0.1 as pg.DefaultReplicationUser.
@@ -76,7 +69,7 @@ func newNode(t *testing.T, name string, edits ...func(*pg.Config)) *testServer {
 		DataDir:         filepath.Join(dir, "data"),
 		ListenAddresses: []string{"127.0.0.1"},
 		Name:            name,
-		Port:            freePort(t),
+		Port:            testenv.FreePort(t),
 		HBA:             pg.ReplicationHBA(pg.DefaultReplicationUser, "127.0.0.1/32"),
 		// Killed postgres leave their dynamic shared memory behind; mmap
 		// keeps it in the data directory, which the test removes.

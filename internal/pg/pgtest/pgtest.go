@@ -107,7 +107,7 @@ func New(t testing.TB, name string, edit func(*pg.Config)) *pg.Server {
 	testenv.Need(t, err == nil, "no PostgreSQL binaries: %v", err)
 	cfg := pg.Config{
 		Bindir: bins.Dir, Name: name, DataDir: filepath.Join(testenv.SearchableDir(t), "data"),
-		ListenAddresses: []string{"127.0.0.1"}, Port: freePort(t),
+		ListenAddresses: []string{"127.0.0.1"}, Port: testenv.FreePort(t),
 		Settings: map[string]string{"dynamic_shared_memory_type": "mmap"},
 		HBA:      pg.ReplicationHBA(pg.DefaultReplicationUser, "127.0.0.1/32"),
 		Logger:   slog.New(slog.DiscardHandler),
@@ -133,13 +133,6 @@ func New(t testing.TB, name string, edit func(*pg.Config)) *pg.Server {
 		}
 	})
 	return s
-}
-
-// freePort returns a TCP port that was free on 127.0.0.1 a moment ago,
-// below the ephemeral range (testenv.FreePort).
-func freePort(t testing.TB) int {
-	t.Helper()
-	return testenv.FreePort(t)
 }
 
 // Query runs sql on s and returns the one text value of its one row; an
