@@ -13,11 +13,8 @@
 # repository root:
 #   bash bench/lb/syscalls/count.sh
 set -euo pipefail
-if ! perf version >/dev/null 2>&1; then
-	apt-get install -y -q linux-perf >/dev/null 2>&1 ||
-		{ apt-get update -q >/dev/null && apt-get install -y -q linux-perf >/dev/null; }
-fi
 source "$(dirname "$0")/setup.sh"
+need_perf
 calls=(read write recvfrom sendto epoll_pwait epoll_wait epoll_ctl clock_gettime accept4
 	close shutdown setsockopt getsockname futex nanosleep)
 events=raw_syscalls:sys_enter,context-switches,task-clock

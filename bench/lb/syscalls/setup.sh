@@ -22,6 +22,13 @@ if [ -z "${no_haproxy:-}" ]; then
 fi
 sleep 2
 
+# need_perf installs perf (linux-perf) when it is missing.
+need_perf() {
+	perf version >/dev/null 2>&1 && return
+	apt-get install -y -q linux-perf >/dev/null 2>&1 ||
+		{ apt-get update -q >/dev/null && apt-get install -y -q linux-perf >/dev/null; }
+}
+
 # each_mode F calls F NAME PID PORT [wrk args] for each proxy in each mode:
 # HTTP connection-close, HTTP keep-alive, TCP.
 each_mode() {

@@ -3,14 +3,21 @@
 # io_uring (syscalls/uringproto: an upper bound, see its comment), each on
 # CPU 0 with one worker, wrk and the backend on CPU 1: CPU, system calls
 # and sleeps (context switches) per request, ROUNDS (4) interleaved rounds
-# of 5 s. Needs root, perf (linux-perf), wrk and haproxy. From the
+# of 5 s. Needs root, wrk, haproxy and io_uring; installs perf
+# (linux-perf) when it is missing. From the
 # repository root:
 #   bash bench/lb/syscalls/uring.sh
 set -euo pipefail
 build_also=bench/lb/syscalls/uringproto
 source "$(dirname "$0")/setup.sh"
-GOMAXPROCS=1 taskset -c 0 "$tmp/uringproto" -listen 127.0.0.1:18084 -backend 127.0.0.1:19001 2>/dev/null & U=$!
+need_perf
+GOMAXPROCS=1 taskset -c 0 "$tmp/uringproto" -listen 127.0.0.1:18084 -backend 127.0.0.1:19001 2>uringproto.log & U=$!
 sleep 2
+if ! kill -0 $U 2>/dev/null; then
+	# io_uring refused (kernel.io_uring_disabled, a seccomp profile) or the port taken
+	echo "the io_uring probe did not start: $(cat uringproto.log)" >&2
+	exit 1
+fi
 one() { # name pid port
 	local name=$1 pid=$2 port=$3 c0 c1 out reqs
 	taskset -c 1 wrk -t1 -c50 -d1s "http://127.0.0.1:$port/" >/dev/null 2>&1
