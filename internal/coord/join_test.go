@@ -1,6 +1,7 @@
 package coord
 
 import (
+	"fmt"
 	"maps"
 	"net/http"
 	"net/http/httptest"
@@ -94,5 +95,52 @@ func TestJoinSlowPeer(t *testing.T) {
 	}
 	if n := requests.Load(); n < 2 {
 		t.Errorf("m3 asked the slow peer %d times; want it asked again after the first went unanswered", n)
+	}
+}
+
+// TestJoinWaitsForTheClusterVersion: a member joining a cluster that has
+// just formed waits until a member reports the cluster's version (etcd
+// refuses to join while every member answers "not_decided"), and gives up
+// at the join timeout with an error that says what it saw.
+func TestJoinWaitsForTheClusterVersion(t *testing.T) {
+	peer := func(decideAfter int32) (*httptest.Server, *atomic.Int32) {
+		var asked atomic.Int32
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path != "/version" {
+				http.NotFound(w, r)
+				return
+			}
+			cluster := "not_decided"
+			if n := asked.Add(1); decideAfter > 0 && n > decideAfter {
+				cluster = "3.7.0"
+			}
+			fmt.Fprintf(w, `{"etcdserver":"3.7.3","etcdcluster":%q}`, cluster)
+		}))
+		t.Cleanup(srv.Close)
+		return srv, &asked
+	}
+	member := func(join time.Duration) *Member {
+		m, err := NewMember(MemberConfig{Name: "m3", DataDir: t.TempDir(), ClusterToken: "shop",
+			InitialCluster: map[string]string{"m3": "127.0.0.1:2380"}, JoinTimeout: join, Logger: testLog(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+
+	deciding, asked := peer(2)
+	running := map[string]string{"m1": deciding.URL, "m3": "http://127.0.0.1:2380"}
+	if err := member(10*time.Second).awaitClusterVersion(t.Context(), running); err != nil {
+		t.Errorf("cluster deciding its version on the third answer: %v; want the join to go ahead", err)
+	}
+	if n := asked.Load(); n != 3 {
+		t.Errorf("the peer was asked %d times; want 3 (twice not decided, then decided)", n)
+	}
+
+	undecided, _ := peer(0)
+	running = map[string]string{"m1": undecided.URL, "m3": "http://127.0.0.1:2380"}
+	err := member(time.Second).awaitClusterVersion(t.Context(), running)
+	if err == nil || !strings.Contains(err.Error(), "m1: not decided") || !strings.Contains(err.Error(), "haven coord status") {
+		t.Errorf("cluster that never decides: %v; want an error naming m1 as not decided and what to check", err)
 	}
 }

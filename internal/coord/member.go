@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -20,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/coreos/go-semver/semver"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.etcd.io/etcd/server/v3/storage/wal"
@@ -323,6 +325,9 @@ func (m *Member) Run(ctx context.Context) (err error) {
 			return fmt.Errorf("coord: member %s: %w", m.name, err)
 		}
 		if running != nil {
+			if err := m.awaitClusterVersion(ctx, running); err != nil {
+				return fmt.Errorf("coord: member %s: %w", m.name, err)
+			}
 			cfg.ClusterState = embed.ClusterStateFlagExisting
 			cfg.InitialCluster = clusterString(running)
 			m.log.Info("joining the running etcd cluster", "members", cfg.InitialCluster)
@@ -730,15 +735,9 @@ func (m *Member) diagnose(ctx context.Context, e *embed.Etcd) error {
 // probePeers asks every other member of the initial cluster for its
 // membership, concurrently, each within probeTimeout.
 func (m *Member) probePeers(ctx context.Context) []peerProbe {
-	hc := &http.Client{Timeout: probeTimeout}
-	if m.tls != nil {
-		tc, err := m.tls.config()
-		if err != nil {
-			return []peerProbe{{name: m.name, url: m.peer.String(), err: err}}
-		}
-		hc.Transport = &http.Transport{TLSClientConfig: tc}
-	} else {
-		hc.Transport = &http.Transport{}
+	hc, err := m.peerClient()
+	if err != nil {
+		return []peerProbe{{name: m.name, url: m.peer.String(), err: err}}
 	}
 	defer hc.CloseIdleConnections()
 
@@ -783,6 +782,103 @@ func (m *Member) probePeers(ctx context.Context) []peerProbe {
 	}
 	wg.Wait()
 	return probes
+}
+
+// peerClient is an HTTP client for the other members' peer ports, with
+// the member's TLS when it has one. Close its idle connections when done.
+func (m *Member) peerClient() (*http.Client, error) {
+	hc := &http.Client{Timeout: probeTimeout, Transport: &http.Transport{}}
+	if m.tls != nil {
+		tc, err := m.tls.config()
+		if err != nil {
+			return nil, err
+		}
+		hc.Transport = &http.Transport{TLSClientConfig: tc}
+	}
+	return hc, nil
+}
+
+// clusterVersionAgain is how often awaitClusterVersion asks again.
+const clusterVersionAgain = 200 * time.Millisecond
+
+// awaitClusterVersion waits, at most the join timeout, until a member of
+// the running cluster reports the cluster's version. etcd refuses to join
+// a cluster none of whose members reports one ("incompatible with current
+// running cluster"), and a cluster that has just formed reports
+// "not_decided" until its leader's first commit sets it: a member that
+// starts a moment after the others are ready (a slow member of the
+// initial cluster) would otherwise fail to start.
+func (m *Member) awaitClusterVersion(ctx context.Context, running map[string]string) error {
+	hc, err := m.peerClient()
+	if err != nil {
+		return err
+	}
+	defer hc.CloseIdleConnections()
+	deadline := time.Now().Add(m.joinTimeout)
+	var seen []string
+	for waited := false; ; waited = true {
+		seen = seen[:0]
+		for _, name := range slices.Sorted(maps.Keys(running)) {
+			if name == m.name {
+				continue
+			}
+			v, err := peerClusterVersion(ctx, hc, running[name])
+			if err == nil && v != "" {
+				if waited {
+					m.log.Info("the running cluster decided its version", "peer", name, "cluster_version", v)
+				}
+				return nil
+			}
+			why := "not decided"
+			if err != nil {
+				why = err.Error()
+			}
+			seen = append(seen, name+": "+why)
+		}
+		if !waited {
+			m.log.Info("waiting for the running cluster to decide its version before joining", "peers", strings.Join(seen, "; "))
+		}
+		if time.Now().Add(clusterVersionAgain).After(deadline) {
+			return fmt.Errorf("no member of the running cluster reported the cluster's version within %v (%s), "+
+				"and etcd joins no cluster without one: check that the cluster has a leader (`haven coord status`)",
+				m.joinTimeout, strings.Join(seen, "; "))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(clusterVersionAgain):
+		}
+	}
+}
+
+// peerClusterVersion asks a member's peer port for the cluster version
+// (GET /version, what etcd itself asks when it joins): "" while the
+// cluster has not decided it.
+func peerClusterVersion(ctx context.Context, hc *http.Client, peerURL string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, peerURL+"/version", nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("answered %s", resp.Status)
+	}
+	var v struct {
+		Cluster string `json:"etcdcluster"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&v); err != nil {
+		return "", fmt.Errorf("unreadable version: %w", err)
+	}
+	if _, err := semver.NewVersion(v.Cluster); err != nil {
+		return "", nil // "not_decided"
+	}
+	return v.Cluster, nil
 }
 
 func clusterString(members map[string]string) string {
