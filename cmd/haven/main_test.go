@@ -3,13 +3,11 @@ package main
 import (
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -131,33 +129,13 @@ func (p *proc) wait(t *testing.T, timeout time.Duration) int {
 	return -1
 }
 
-// freeAddr returns a 127.0.0.1 address that was free a moment ago and
-// that no other freeAddr call of this process has returned: the kernel
-// hands a just-closed port out again readily.
+// freeAddr returns a 127.0.0.1 address that was free a moment ago, below
+// the ephemeral range, and that no other freeAddr call of this process has
+// returned (testenv.FreePort).
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	usedMu.Lock()
-	defer usedMu.Unlock()
-	for range 100 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := ln.Addr().String()
-		ln.Close()
-		if !used[addr] {
-			used[addr] = true
-			return addr
-		}
-	}
-	t.Fatal("no fresh loopback port in 100 tries")
-	return ""
+	return testenv.FreeAddr(t, "127.0.0.1")
 }
-
-var (
-	usedMu sync.Mutex
-	used   = map[string]bool{}
-)
 
 func TestVersion(t *testing.T) {
 	for _, arg := range []string{"version", "--version"} {

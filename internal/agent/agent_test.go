@@ -13,7 +13,6 @@ import (
 	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -30,33 +29,13 @@ import (
 // process on 127.0.0.1 ports, a haven.yaml in a temporary directory, and
 // the admin API and the balancer reached over HTTP as an operator would.
 
-// freeAddr returns a 127.0.0.1 address that was free a moment ago and
-// that no other freeAddr call of this process has returned: the kernel
-// hands a just-closed port out again readily.
+// freeAddr returns a 127.0.0.1 address that was free a moment ago, below
+// the ephemeral range, and that no other freeAddr call of this process has
+// returned (testenv.FreePort).
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	usedMu.Lock()
-	defer usedMu.Unlock()
-	for range 100 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := ln.Addr().String()
-		ln.Close()
-		if !used[addr] {
-			used[addr] = true
-			return addr
-		}
-	}
-	t.Fatal("no fresh loopback port in 100 tries")
-	return ""
+	return testenv.FreeAddr(t, "127.0.0.1")
 }
-
-var (
-	usedMu sync.Mutex
-	used   = map[string]bool{}
-)
 
 // app is a demo web application served in this process.
 type app struct {

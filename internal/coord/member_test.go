@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -60,18 +59,14 @@ func testLog(t *testing.T) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, nil))
 }
 
-// freeAddrs returns one ip:port for each ip, with ports that were free a
-// moment ago and differ from each other.
+// freeAddrs returns one ip:port for each ip, with ports free a moment ago,
+// below the ephemeral range, and different from each other
+// (testenv.FreeAddr).
 func freeAddrs(t *testing.T, ips ...string) []string {
 	t.Helper()
 	addrs := make([]string, len(ips))
 	for i, ip := range ips {
-		l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		addrs[i] = l.Addr().String()
+		addrs[i] = testenv.FreeAddr(t, ip)
 	}
 	return addrs
 }

@@ -90,14 +90,11 @@ func (p *proc) setMode(t *testing.T, mode string) {
 	resp.Body.Close()
 }
 
+// freeAddr returns a 127.0.0.1 address free a moment ago, below the
+// ephemeral range (testenv.FreePort).
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return testenv.FreeAddr(t, "127.0.0.1")
 }
 
 // testLB is a running balancer built from YAML.

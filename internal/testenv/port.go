@@ -23,6 +23,19 @@ import (
 // asking before either binds, never get the same one.
 func FreePort(t testing.TB) int {
 	t.Helper()
+	return freePortOn(t, "127.0.0.1")
+}
+
+// FreeAddr is FreePort on another loopback address: "ip:port", the port
+// free on ip a moment ago, below the ephemeral range and given once per
+// test binary whatever the address.
+func FreeAddr(t testing.TB, ip string) string {
+	t.Helper()
+	return net.JoinHostPort(ip, strconv.Itoa(freePortOn(t, ip)))
+}
+
+func freePortOn(t testing.TB, ip string) int {
+	t.Helper()
 	low := ephemeralLow()
 	givenMu.Lock()
 	defer givenMu.Unlock()
@@ -31,7 +44,7 @@ func FreePort(t testing.TB) int {
 		if given[p] {
 			continue
 		}
-		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+		l, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(p)))
 		if err != nil {
 			continue
 		}
@@ -39,7 +52,7 @@ func FreePort(t testing.TB) int {
 		given[p] = true
 		return p
 	}
-	t.Fatalf("no free TCP port on 127.0.0.1 between 10000 and %d", low)
+	t.Fatalf("no free TCP port on %s between 10000 and %d", ip, low)
 	return 0
 }
 

@@ -5,7 +5,6 @@ package coordtest
 import (
 	"context"
 	"log/slog"
-	"net"
 	"sync"
 	"testing"
 	"time"
@@ -56,18 +55,13 @@ func StartMember(t testing.TB) (url string, stop func()) {
 }
 
 // freeAddrs returns n loopback addresses whose ports were free a moment
-// ago and differ from each other: the listeners stay open until all are
-// taken, so that the kernel cannot hand the same port out twice.
+// ago, below the ephemeral range, and differ from each other
+// (testenv.FreeAddr).
 func freeAddrs(t testing.TB, n int) []string {
 	t.Helper()
 	var addrs []string
 	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		addrs = append(addrs, l.Addr().String())
+		addrs = append(addrs, testenv.FreeAddr(t, "127.0.0.1"))
 	}
 	return addrs
 }
