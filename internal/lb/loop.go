@@ -16,6 +16,7 @@ import (
 
 	"github.com/haven-ha/haven/internal/lb/balance"
 	"github.com/haven-ha/haven/internal/lb/nbio"
+	"github.com/haven-ha/haven/internal/lb/relay"
 )
 
 // The HTTP/1 event loops.
@@ -106,7 +107,8 @@ func (lb *Balancer) startLoops(ln net.Listener) *httpLoops {
 		return nil
 	}
 	ls := &httpLoops{}
-	n := runtime.GOMAXPROCS(0)
+	// One per processor, less those TCP mode's io_uring loops hold.
+	n := max(runtime.GOMAXPROCS(0)-relay.ReservedProcs(), 1)
 	for range n {
 		l, err := newHTTPLoop(lb, ls, rc)
 		if err != nil {

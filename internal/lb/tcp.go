@@ -206,11 +206,22 @@ var (
 // first use (one per GOMAXPROCS) and shared by its balancers, or nil when
 // HAVEN_TCP_RELAY=goroutines asks for a pair of goroutines per connection
 // instead, or the loops could not start (log says why, once).
+// HAVEN_TCP_RELAY=uring asks for loops on io_uring (relay.NewRing), on the
+// epoll loops where io_uring is missing or refused.
 func tcpRelays(log *slog.Logger) *relay.Loops {
 	relaysOnce.Do(func() {
-		if os.Getenv("HAVEN_TCP_RELAY") == "goroutines" {
+		switch os.Getenv("HAVEN_TCP_RELAY") {
+		case "goroutines":
 			log.Info("tcp mode: relaying with goroutines (HAVEN_TCP_RELAY=goroutines)")
 			return
+		case "uring":
+			ls, err := relay.NewRing(0)
+			if err == nil {
+				log.Info("tcp mode: relaying on io_uring loops (HAVEN_TCP_RELAY=uring)", "loops", relay.ReservedProcs())
+				relays = ls
+				return
+			}
+			log.Warn("tcp mode: io_uring loops unavailable: relaying on epoll loops", "err", err)
 		}
 		ls, err := relay.New(0)
 		if err != nil {

@@ -50,11 +50,17 @@ func (o Outcome) String() string { return outcomeNames[o] }
 // Pair is one relayed pair of sockets.
 type Pair struct {
 	a, b   side
-	loop   *loop
+	loop   engine
 	idle   time.Duration
 	last   int64 // the loop's clock when bytes last moved, in nanoseconds
 	ended  bool  // finished: its descriptors are closed (the loop's own)
 	queued bool  // in the loop's busy list
+
+	// A ring loop's (uring.go): the pair's id in its requests, how many
+	// of them are in flight, and whether its sockets are closed.
+	id       uint64
+	inflight int
+	released bool
 
 	done    chan struct{}
 	outcome Outcome
@@ -83,6 +89,10 @@ type side struct {
 	eof      bool   // its reads have ended
 	shut     bool   // its writing side was shut down (the peer's EOF passed on)
 	out      []byte // read from the peer, not yet written to this socket
+
+	// A ring loop's: what it receives into, and what it is sending to
+	// this socket (a slice of the peer's buf).
+	buf, sending []byte
 }
 
 // Done is closed once the relay has ended and both sockets are closed.
@@ -101,9 +111,19 @@ func (p *Pair) Abort() {
 
 // Loops is a set of event loops.
 type Loops struct {
-	loops   []*loop
+	loops   []engine
 	next    atomic.Uint32
 	started atomic.Uint64
+	release func() // gives back what the loops reserved (NewRing), after Close
+}
+
+// engine is one event loop: on epoll (loop) or on io_uring (ringLoop).
+type engine interface {
+	// submit hands the loop a new pair, or an abort of one of its pairs;
+	// false: the loop has stopped.
+	submit(*Pair) bool
+	// stop stops the loop; its pairs are aborted.
+	stop()
 }
 
 // Started is how many relays began.
@@ -131,6 +151,10 @@ func New(n int) (*Loops, error) {
 func (ls *Loops) Close() {
 	for _, l := range ls.loops {
 		l.stop()
+	}
+	if ls.release != nil {
+		ls.release()
+		ls.release = nil
 	}
 }
 

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/haven-ha/haven/internal/testenv"
 )
 
 // pair connects a client through a relay to a server: it returns the
@@ -67,14 +69,31 @@ func pairAfter(t *testing.T, ls *Loops, idle time.Duration, before func(client *
 	return client, server, p
 }
 
-func newLoops(t *testing.T, n int) *Loops {
-	t.Helper()
-	ls, err := New(n)
-	if err != nil {
-		t.Fatal(err)
+// engines are the two kinds of loops; every test runs on each.
+var engines = []struct {
+	name  string
+	start func(n int) (*Loops, error)
+}{{"epoll", New}, {"uring", NewRing}}
+
+// eachEngine runs test once per engine, with a function that starts n
+// loops of it (closed when the test ends).
+func eachEngine(t *testing.T, test func(t *testing.T, start func(n int) *Loops)) {
+	for _, e := range engines {
+		t.Run(e.name, func(t *testing.T) {
+			test(t, func(n int) *Loops {
+				t.Helper()
+				ls, err := e.start(n)
+				if e.name == "uring" && err != nil {
+					testenv.Need(t, false, "io_uring loops unavailable: %v", err)
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(ls.Close)
+				return ls
+			})
+		})
 	}
-	t.Cleanup(ls.Close)
-	return ls
 }
 
 // wait returns the pair's outcome, failing the test if it does not end.
@@ -104,88 +123,92 @@ func openFDs(t *testing.T) int {
 // client's half-close reaches the server, which still answers, and its
 // close ends the relay as Closed with every byte counted.
 func TestRequestResponse(t *testing.T) {
-	ls := newLoops(t, 2)
-	client, server, p := pair(t, ls, 0)
-	go func() {
-		buf := make([]byte, 64)
-		for {
-			n, err := server.Read(buf)
-			if err != nil {
-				server.Write([]byte("bye"))
-				server.Close()
-				return
+	eachEngine(t, func(t *testing.T, start func(int) *Loops) {
+		ls := start(2)
+		client, server, p := pair(t, ls, 0)
+		go func() {
+			buf := make([]byte, 64)
+			for {
+				n, err := server.Read(buf)
+				if err != nil {
+					server.Write([]byte("bye"))
+					server.Close()
+					return
+				}
+				server.Write(append([]byte("re:"), buf[:n]...))
 			}
-			server.Write(append([]byte("re:"), buf[:n]...))
+		}()
+		buf := make([]byte, 64)
+		for i := range 2000 {
+			msg := []byte{'m', byte('a' + i%26)}
+			client.Write(msg)
+			n, err := io.ReadAtLeast(client, buf, 5)
+			if err != nil || string(buf[:n]) != "re:"+string(msg) {
+				t.Fatalf("message %d: %q, %v", i, buf[:n], err)
+			}
 		}
-	}()
-	buf := make([]byte, 64)
-	for i := range 2000 {
-		msg := []byte{'m', byte('a' + i%26)}
-		client.Write(msg)
-		n, err := io.ReadAtLeast(client, buf, 5)
-		if err != nil || string(buf[:n]) != "re:"+string(msg) {
-			t.Fatalf("message %d: %q, %v", i, buf[:n], err)
+		client.CloseWrite()
+		rest, err := io.ReadAll(client)
+		if err != nil || string(rest) != "bye" {
+			t.Fatalf("after the half-close: %q, %v; want the server's last answer, then EOF", rest, err)
 		}
-	}
-	client.CloseWrite()
-	rest, err := io.ReadAll(client)
-	if err != nil || string(rest) != "bye" {
-		t.Fatalf("after the half-close: %q, %v; want the server's last answer, then EOF", rest, err)
-	}
-	if o := wait(t, p); o != Closed {
-		t.Errorf("outcome %v, want closed", o)
-	}
-	if p.AToB != 4000 || p.BToA != 2000*5+3 {
-		t.Errorf("counted %d and %d bytes, want 4000 and %d", p.AToB, p.BToA, 2000*5+3)
-	}
+		if o := wait(t, p); o != Closed {
+			t.Errorf("outcome %v, want closed", o)
+		}
+		if p.AToB != 4000 || p.BToA != 2000*5+3 {
+			t.Errorf("counted %d and %d bytes, want 4000 and %d", p.AToB, p.BToA, 2000*5+3)
+		}
+	})
 }
 
 // TestBulkWithSlowReader: 16 MiB each way arrive intact while the client
 // reads slowly, so that the relay's writes fill the socket and it must hold
 // back; the server's side does the same.
 func TestBulkWithSlowReader(t *testing.T) {
-	ls := newLoops(t, 1)
-	client, server, p := pair(t, ls, 0)
-	data := make([]byte, 16<<20)
-	rand.Read(data)
-	want := sha256.Sum256(data)
-	go func() { // the server echoes everything, then closes
-		buf := make([]byte, 32<<10)
-		for {
-			n, err := server.Read(buf)
-			if _, werr := server.Write(buf[:n]); werr != nil || err != nil {
+	eachEngine(t, func(t *testing.T, start func(int) *Loops) {
+		ls := start(1)
+		client, server, p := pair(t, ls, 0)
+		data := make([]byte, 16<<20)
+		rand.Read(data)
+		want := sha256.Sum256(data)
+		go func() { // the server echoes everything, then closes
+			buf := make([]byte, 32<<10)
+			for {
+				n, err := server.Read(buf)
+				if _, werr := server.Write(buf[:n]); werr != nil || err != nil {
+					break
+				}
+			}
+			server.CloseWrite()
+		}()
+		go func() {
+			for off := 0; off < len(data); off += 1 << 20 {
+				client.Write(data[off : off+1<<20])
+			}
+			client.CloseWrite()
+		}()
+		var got bytes.Buffer
+		buf := make([]byte, 4096)
+		for i := 0; ; i++ {
+			n, err := client.Read(buf)
+			got.Write(buf[:n])
+			if err == io.EOF {
 				break
 			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if i%64 == 0 {
+				time.Sleep(time.Millisecond) // a slow reader
+			}
 		}
-		server.CloseWrite()
-	}()
-	go func() {
-		for off := 0; off < len(data); off += 1 << 20 {
-			client.Write(data[off : off+1<<20])
+		if got.Len() != len(data) || sha256.Sum256(got.Bytes()) != want {
+			t.Fatalf("echoed %d bytes, want %d identical", got.Len(), len(data))
 		}
-		client.CloseWrite()
-	}()
-	var got bytes.Buffer
-	buf := make([]byte, 4096)
-	for i := 0; ; i++ {
-		n, err := client.Read(buf)
-		got.Write(buf[:n])
-		if err == io.EOF {
-			break
+		if o := wait(t, p); o != Closed {
+			t.Errorf("outcome %v, want closed", o)
 		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if i%64 == 0 {
-			time.Sleep(time.Millisecond) // a slow reader
-		}
-	}
-	if got.Len() != len(data) || sha256.Sum256(got.Bytes()) != want {
-		t.Fatalf("echoed %d bytes, want %d identical", got.Len(), len(data))
-	}
-	if o := wait(t, p); o != Closed {
-		t.Errorf("outcome %v, want closed", o)
-	}
+	})
 }
 
 // TestUrgentData: bytes queued behind urgent data (MSG_OOB: FTP's ABOR,
@@ -193,114 +216,119 @@ func TestBulkWithSlowReader(t *testing.T) {
 // urgent mark and no new edge comes for them. The urgent byte itself is not
 // relayed (out of band, as before).
 func TestUrgentData(t *testing.T) {
-	ls := newLoops(t, 1)
-	client, server, _ := pair(t, ls, 0)
-	time.Sleep(50 * time.Millisecond) // the relay has taken its first events and waits
-	// On one processor the loop cannot run between the two sends: both
-	// are queued when it reads, behind one edge.
-	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
-	rc, _ := client.SyscallConn()
-	rc.Write(func(fd uintptr) bool {
-		unix.Sendto(int(fd), []byte("abc!"), unix.MSG_OOB, nil) // '!' is the urgent byte
-		unix.Sendto(int(fd), []byte("def"), 0, nil)
-		return true
-	})
-	server.SetReadDeadline(time.Now().Add(5 * time.Second))
-	got := make([]byte, 0, 6)
-	buf := make([]byte, 16)
-	for len(got) < 6 {
-		n, err := server.Read(buf)
-		got = append(got, buf[:n]...)
-		if err != nil {
-			t.Fatalf("the server got %q, then %v: the bytes after the urgent mark were not relayed", got, err)
+	eachEngine(t, func(t *testing.T, start func(int) *Loops) {
+		ls := start(1)
+		client, server, _ := pair(t, ls, 0)
+		time.Sleep(50 * time.Millisecond) // the relay has taken its first events and waits
+		// On one processor the loop cannot run between the two sends: both
+		// are queued when it reads, behind one edge.
+		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+		rc, _ := client.SyscallConn()
+		rc.Write(func(fd uintptr) bool {
+			unix.Sendto(int(fd), []byte("abc!"), unix.MSG_OOB, nil) // '!' is the urgent byte
+			unix.Sendto(int(fd), []byte("def"), 0, nil)
+			return true
+		})
+		server.SetReadDeadline(time.Now().Add(5 * time.Second))
+		got := make([]byte, 0, 6)
+		buf := make([]byte, 16)
+		for len(got) < 6 {
+			n, err := server.Read(buf)
+			got = append(got, buf[:n]...)
+			if err != nil {
+				t.Fatalf("the server got %q, then %v: the bytes after the urgent mark were not relayed", got, err)
+			}
 		}
-	}
-	if string(got) != "abcdef" {
-		t.Errorf("the server got %q, want abcdef", got)
-	}
+		if string(got) != "abcdef" {
+			t.Errorf("the server got %q, want abcdef", got)
+		}
+	})
 }
 
 // TestReset: a server that resets its connection ends the relay as Failed,
 // and the client's connection is closed too.
 func TestReset(t *testing.T) {
-	ls := newLoops(t, 1)
-	client, server, p := pair(t, ls, 0)
-	client.Write([]byte("x"))
-	server.Read(make([]byte, 1))
-	server.SetLinger(0)
-	server.Close()
-	if o := wait(t, p); o != Failed {
-		t.Errorf("outcome %v, want failed", o)
-	}
-	if _, err := client.Read(make([]byte, 1)); err == nil {
-		t.Error("the client's connection is still open")
-	}
+	eachEngine(t, func(t *testing.T, start func(int) *Loops) {
+		ls := start(1)
+		client, server, p := pair(t, ls, 0)
+		client.Write([]byte("x"))
+		server.Read(make([]byte, 1))
+		server.SetLinger(0)
+		server.Close()
+		if o := wait(t, p); o != Failed {
+			t.Errorf("outcome %v, want failed", o)
+		}
+		if _, err := client.Read(make([]byte, 1)); err == nil {
+			t.Error("the client's connection is still open")
+		}
+	})
 }
 
 // TestIdleAndAbort: a pair with no traffic for its idle period ends as
 // Idle; Abort ends another at once; both close the client's connection.
 func TestIdleAndAbort(t *testing.T) {
-	ls := newLoops(t, 1)
-	client, _, p := pair(t, ls, 200*time.Millisecond)
-	if o := wait(t, p); o != Idle {
-		t.Errorf("outcome %v, want idle", o)
-	}
-	if _, err := client.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
-		t.Errorf("idle pair: the client read %v, want EOF", err)
-	}
-	client2, _, p2 := pair(t, ls, 0)
-	p2.Abort()
-	p2.Abort() // twice: harmless
-	if o := wait(t, p2); o != Aborted {
-		t.Errorf("outcome %v, want aborted", o)
-	}
-	if _, err := client2.Read(make([]byte, 1)); err == nil {
-		t.Error("aborted pair: the client's connection is still open")
-	}
+	eachEngine(t, func(t *testing.T, start func(int) *Loops) {
+		ls := start(1)
+		client, _, p := pair(t, ls, 200*time.Millisecond)
+		if o := wait(t, p); o != Idle {
+			t.Errorf("outcome %v, want idle", o)
+		}
+		if _, err := client.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+			t.Errorf("idle pair: the client read %v, want EOF", err)
+		}
+		client2, _, p2 := pair(t, ls, 0)
+		p2.Abort()
+		p2.Abort() // twice: harmless
+		if o := wait(t, p2); o != Aborted {
+			t.Errorf("outcome %v, want aborted", o)
+		}
+		if _, err := client2.Read(make([]byte, 1)); err == nil {
+			t.Error("aborted pair: the client's connection is still open")
+		}
+	})
 }
 
 // TestNoDescriptorLeft: after many relays end every way, and the loops
 // stop with relays running, the process has no more descriptors open than
 // before.
 func TestNoDescriptorLeft(t *testing.T) {
-	before := openFDs(t)
-	ls, err := New(2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ends []*net.TCPConn
-	for i := range 50 {
-		client, server, p := pair(t, ls, 0)
-		ends = append(ends, client, server)
-		if i%2 == 0 {
-			client.Close()
-			server.Close()
-		} else {
-			p.Abort()
+	eachEngine(t, func(t *testing.T, start func(int) *Loops) {
+		before := openFDs(t)
+		ls := start(2)
+		var ends []*net.TCPConn
+		for i := range 50 {
+			client, server, p := pair(t, ls, 0)
+			ends = append(ends, client, server)
+			if i%2 == 0 {
+				client.Close()
+				server.Close()
+			} else {
+				p.Abort()
+			}
+			wait(t, p)
 		}
-		wait(t, p)
-	}
-	var running []*Pair
-	for range 5 {
-		client, server, p := pair(t, ls, 0)
-		ends = append(ends, client, server)
-		running = append(running, p)
-	}
-	ls.Close()
-	for _, p := range running {
-		if o := wait(t, p); o != Aborted {
-			t.Errorf("a relay running when the loops stopped: %v, want aborted", o)
+		var running []*Pair
+		for range 5 {
+			client, server, p := pair(t, ls, 0)
+			ends = append(ends, client, server)
+			running = append(running, p)
 		}
-	}
-	for _, c := range ends {
-		c.Close()
-	}
-	// The loops close their epoll and eventfd descriptors as they return.
-	deadline := time.Now().Add(5 * time.Second)
-	for openFDs(t) > before && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if after := openFDs(t); after > before {
-		t.Errorf("%d descriptors open after, %d before", after, before)
-	}
+		ls.Close()
+		for _, p := range running {
+			if o := wait(t, p); o != Aborted {
+				t.Errorf("a relay running when the loops stopped: %v, want aborted", o)
+			}
+		}
+		for _, c := range ends {
+			c.Close()
+		}
+		// The loops close their epoll and eventfd descriptors as they return.
+		deadline := time.Now().Add(5 * time.Second)
+		for openFDs(t) > before && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if after := openFDs(t); after > before {
+			t.Errorf("%d descriptors open after, %d before", after, before)
+		}
+	})
 }

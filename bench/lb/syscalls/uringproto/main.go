@@ -15,6 +15,7 @@ import (
 	"os"
 	"runtime"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -151,6 +152,24 @@ var sides []*side
 // an agent would have to, instead of a raw call that keeps it.
 var scheduled = flag.Bool("scheduled", false, "wait in io_uring_enter as a scheduled system call, not a raw one")
 
+// chores stands for the rest of an agent beside the relay: with
+// GOMAXPROCS=2 the relay's raw wait holds one processor and the chores
+// run on the other, as health checks, the admin API and etcd would.
+var chores = flag.Duration("chores", 0, "every this often, do a little work on another goroutine (0: none)")
+
+// doChores wakes every d, allocates and hashes a little, as a health check
+// or a heartbeat would, for as long as the probe runs.
+func doChores(d time.Duration) {
+	var sink uint64
+	for range time.Tick(d) {
+		b := make([]byte, 4096)
+		for i := range b {
+			sink = sink*31 + uint64(b[i]) + uint64(i)
+		}
+	}
+	_ = sink
+}
+
 const lnID = 0
 
 func main() {
@@ -158,6 +177,9 @@ func main() {
 	backend := flag.String("backend", "127.0.0.1:19001", "")
 	flag.Parse()
 	runtime.LockOSThread()
+	if *chores > 0 {
+		go doChores(*chores)
+	}
 	lnfd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
 	if err != nil {
 		fatal(err)

@@ -1,0 +1,185 @@
+package relay
+
+import (
+	"fmt"
+	"sync/atomic"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// An io_uring instance, as much of it as the ring loops use: a submission
+// queue the loop fills and a completion queue it drains, both shared with
+// the kernel through memory. The layouts are the kernel's
+// (include/uapi/linux/io_uring.h).
+
+type ringParams struct {
+	sqEntries, cqEntries, flags, sqThreadCPU, sqThreadIdle, features, wqFd uint32
+	resv                                                                   [3]uint32
+	sqOff                                                                  struct {
+		head, tail, ringMask, ringEntries, flags, dropped, array, resv1 uint32
+		userAddr                                                        uint64
+	}
+	cqOff struct {
+		head, tail, ringMask, ringEntries, overflow, cqes, flags, resv1 uint32
+		userAddr                                                        uint64
+	}
+}
+
+type ringSQE struct {
+	opcode, flags uint8
+	ioprio        uint16
+	fd            int32
+	off, addr     uint64
+	len, opFlags  uint32
+	userData      uint64
+	bufIndex      uint16
+	personality   uint16
+	spliceFdIn    int32
+	addr3, pad2   uint64
+}
+
+type ringCQE struct {
+	userData uint64
+	res      int32
+	flags    uint32
+}
+
+// getEventsArg is struct io_uring_getevents_arg: the wait's timeout.
+type getEventsArg struct {
+	sigmask     uint64
+	sigmaskSize uint32
+	minWaitUsec uint32
+	ts          uint64
+}
+
+const (
+	opRead        = 22
+	opSend        = 26
+	opRecv        = 27
+	opAsyncCancel = 14
+
+	// SINGLE_ISSUER (Linux 6.0) and DEFER_TASKRUN (6.1): only the
+	// creating thread submits, and the kernel finishes requests when that
+	// thread asks for completions rather than by interrupting it.
+	setupSingleIssuer = 1 << 12
+	setupDeferTaskrun = 1 << 13
+
+	enterGetEvents = 1 << 0
+	enterExtArg    = 1 << 3
+
+	featSingleMmap = 1 << 0
+	featNoDrop     = 1 << 1
+
+	// cancelFD|cancelAll (Linux 5.19): every request on a descriptor.
+	cancelAll = 1 << 0
+	cancelFD  = 1 << 1
+)
+
+type ring struct {
+	fd                     int
+	mem, sqMem             []byte
+	sqHead, sqTail, sqMask *uint32
+	sqArray                []uint32
+	sqes                   []ringSQE
+	cqHead, cqTail, cqMask *uint32
+	cqes                   []ringCQE
+	tail                   uint32 // the next free entry (published at enter)
+	// The wait's argument and timeout, on the heap: the kernel reads them
+	// through addresses, which a goroutine stack could move under.
+	arg getEventsArg
+	ts  unix.Timespec
+}
+
+// newRing sets up a ring on the calling thread, which alone may submit to
+// it from then on (SINGLE_ISSUER): call it from a locked thread.
+func newRing(entries uint32) (*ring, error) {
+	p := ringParams{flags: setupSingleIssuer | setupDeferTaskrun}
+	fd, _, e := unix.Syscall(unix.SYS_IO_URING_SETUP, uintptr(entries), uintptr(unsafe.Pointer(&p)), 0)
+	if e != 0 {
+		return nil, fmt.Errorf("io_uring_setup: %w", e)
+	}
+	r := &ring{fd: int(fd)}
+	if p.features&featSingleMmap == 0 || p.features&featNoDrop == 0 {
+		unix.Close(r.fd)
+		return nil, fmt.Errorf("io_uring: the kernel lacks single-mmap rings or no-drop completions (features %#x)", p.features)
+	}
+	size := max(int(p.sqOff.array+p.sqEntries*4), int(p.cqOff.cqes+p.cqEntries*uint32(unsafe.Sizeof(ringCQE{}))))
+	mem, err := unix.Mmap(r.fd, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE)
+	if err != nil {
+		unix.Close(r.fd)
+		return nil, fmt.Errorf("io_uring: mmap rings: %w", err)
+	}
+	sq, err := unix.Mmap(r.fd, 0x10000000, int(p.sqEntries)*int(unsafe.Sizeof(ringSQE{})), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE)
+	if err != nil {
+		unix.Munmap(mem)
+		unix.Close(r.fd)
+		return nil, fmt.Errorf("io_uring: mmap entries: %w", err)
+	}
+	r.mem, r.sqMem = mem, sq
+	base := unsafe.Pointer(&mem[0])
+	u32 := func(off uint32) *uint32 { return (*uint32)(unsafe.Add(base, off)) }
+	r.sqHead, r.sqTail, r.sqMask = u32(p.sqOff.head), u32(p.sqOff.tail), u32(p.sqOff.ringMask)
+	r.sqArray = unsafe.Slice(u32(p.sqOff.array), p.sqEntries)
+	r.cqHead, r.cqTail, r.cqMask = u32(p.cqOff.head), u32(p.cqOff.tail), u32(p.cqOff.ringMask)
+	r.cqes = unsafe.Slice((*ringCQE)(unsafe.Add(base, p.cqOff.cqes)), p.cqEntries)
+	r.sqes = unsafe.Slice((*ringSQE)(unsafe.Pointer(&sq[0])), p.sqEntries)
+	r.tail = *r.sqTail
+	return r, nil
+}
+
+// get returns a zeroed submission entry, submitting what is queued first
+// when the queue is full.
+func (r *ring) get() *ringSQE {
+	for r.tail-atomic.LoadUint32(r.sqHead) >= uint32(len(r.sqes)) {
+		if err := r.enter(false, 0); err != nil {
+			panic(fmt.Sprintf("relay: io_uring_enter: %v", err)) // EBADF, EFAULT: a bug here
+		}
+	}
+	i := r.tail & *r.sqMask
+	r.sqArray[i] = i
+	r.tail++
+	s := &r.sqes[i]
+	*s = ringSQE{}
+	return s
+}
+
+// enter submits what is queued and, with wait, waits for a completion for
+// at most timeout nanoseconds (ETIME when none came). The call is raw: the
+// loop's thread keeps its processor while it waits (see NewRing).
+func (r *ring) enter(wait bool, timeout int64) error {
+	atomic.StoreUint32(r.sqTail, r.tail)
+	toSubmit := r.tail - atomic.LoadUint32(r.sqHead)
+	var flags, minComplete, arg, argSize uintptr
+	if wait {
+		r.ts = unix.NsecToTimespec(timeout)
+		r.arg = getEventsArg{ts: uint64(uintptr(unsafe.Pointer(&r.ts)))}
+		flags, minComplete = enterGetEvents|enterExtArg, 1
+		arg, argSize = uintptr(unsafe.Pointer(&r.arg)), unsafe.Sizeof(r.arg)
+	}
+	_, _, e := unix.RawSyscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(toSubmit), minComplete, flags, arg, argSize)
+	switch e {
+	case 0, unix.EINTR, unix.ETIME, unix.EAGAIN, unix.EBUSY:
+		// EINTR: a signal (the runtime's preemption); EAGAIN, EBUSY: the
+		// kernel is short of memory or completions are backed up: the
+		// caller drains completions and comes back.
+		return nil
+	}
+	return e
+}
+
+// completions calls f with each completion and then frees their slots.
+func (r *ring) completions(f func(c ringCQE)) {
+	head, tail := *r.cqHead, atomic.LoadUint32(r.cqTail)
+	for ; head != tail; head++ {
+		f(r.cqes[head&*r.cqMask])
+	}
+	atomic.StoreUint32(r.cqHead, head)
+}
+
+// close releases the ring; requests still in flight are cancelled.
+func (r *ring) close() {
+	unix.Munmap(r.sqMem)
+	unix.Munmap(r.mem)
+	unix.Close(r.fd)
+}

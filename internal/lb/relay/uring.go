@@ -1,0 +1,366 @@
+package relay
+
+import (
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/haven-ha/haven/internal/lb/nbio"
+)
+
+// The ring loops relay on io_uring instead of epoll. Each turn submits
+// every receive and send the last completions called for, and waits for
+// the next completions, in one io_uring_enter: a message costs about one
+// system call shared by the turn, where the epoll loops pay a read, a
+// write and their part of a wait (measured in docs/BENCHMARKS.md).
+//
+// A loop waits in io_uring_enter itself, on a thread of its own, with a
+// raw call that keeps its processor: waiting through the scheduler
+// instead (handing the processor back while the thread blocks) measured
+// no better than the epoll loops. So that the rest of the process keeps
+// its processors, NewRing raises GOMAXPROCS by one per loop
+// (ReservedProcs). The runtime's preemption signal still reaches a waiting
+// loop (the wait returns EINTR), so a garbage collection's stop waits no
+// longer than the signal.
+
+// ringBufSize is each side's receive buffer: a receive is in flight on
+// each side at once, so each has its own (HAProxy's buffers are 16 KiB).
+const ringBufSize = 16 << 10
+
+// ringEntries sizes the submission queue; the kernel makes the completion
+// queue twice as large and keeps completions that overflow it (NODROP).
+const ringEntries = 1024
+
+// scanEvery is how often a ring loop wakes, with nothing to do, to close
+// idle pairs.
+const scanEvery = int64(time.Second)
+
+// user data of a request: the pair's id, which side, which operation.
+const (
+	udRecv   = 1
+	udSend   = 2
+	udCancel = 3
+	udOp     = 3 // the operation's bits
+	udSideB  = 1 << 2
+	udShift  = 3
+	udWake   = 0 // the read of the wake-up eventfd (pair ids start at 1)
+)
+
+var reserved atomic.Int32
+
+// ReservedProcs is how many of GOMAXPROCS the ring loops hold for
+// themselves; other event loops size themselves on the rest.
+func ReservedProcs() int { return int(reserved.Load()) }
+
+// NewRing starts n ring loops (n < 1: one per GOMAXPROCS) and raises
+// GOMAXPROCS by n. It fails, and starts none, where io_uring or a feature
+// the loops need (Linux 6.1) is missing or refused (a container's seccomp
+// profile, kernel.io_uring_disabled): use New then.
+func NewRing(n int) (*Loops, error) {
+	if n < 1 {
+		n = runtime.GOMAXPROCS(0)
+	}
+	ls := &Loops{}
+	for range n {
+		l, err := startRingLoop()
+		if err != nil {
+			ls.Close()
+			return nil, err
+		}
+		ls.loops = append(ls.loops, l)
+	}
+	reserved.Add(int32(n))
+	runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + n)
+	ls.release = func() {
+		runtime.GOMAXPROCS(max(runtime.GOMAXPROCS(0)-n, 1))
+		reserved.Add(-int32(n))
+	}
+	return ls, nil
+}
+
+// ringLoop is one ring loop: the ring, an eventfd to wake it, the pairs
+// it owns.
+type ringLoop struct {
+	r     *ring
+	evfd  int
+	evbuf *[8]byte // the wake-up read's buffer, on the heap: the kernel writes it
+
+	mu       sync.Mutex
+	incoming []*Pair
+	stopped  bool
+	done     chan struct{} // closed when the loop has returned
+
+	pairs  map[uint64]*Pair // by id, until every request of the pair has completed
+	nextID uint64
+	now    int64
+}
+
+// startRingLoop starts a loop on a thread of its own and returns once
+// its ring is set up (the ring must be made on the thread that submits).
+func startRingLoop() (*ringLoop, error) {
+	evfd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		return nil, fmt.Errorf("relay: eventfd: %w", err)
+	}
+	l := &ringLoop{evfd: evfd, evbuf: new([8]byte), done: make(chan struct{}), pairs: map[uint64]*Pair{}, nextID: 1}
+	ready := make(chan error, 1)
+	go l.run(ready)
+	if err := <-ready; err != nil {
+		unix.Close(evfd)
+		return nil, err
+	}
+	return l, nil
+}
+
+func (l *ringLoop) submit(p *Pair) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.stopped {
+		return false
+	}
+	if len(l.incoming) == 0 {
+		unix.Write(l.evfd, one) // under the lock: the loop closes evfd under it
+	}
+	l.incoming = append(l.incoming, p)
+	return true
+}
+
+func (l *ringLoop) stop() {
+	l.mu.Lock()
+	if !l.stopped {
+		l.stopped = true
+		unix.Write(l.evfd, one)
+	}
+	l.mu.Unlock()
+	<-l.done
+}
+
+func (l *ringLoop) run(ready chan<- error) {
+	runtime.LockOSThread() // the ring's single issuer; never unlocked: the thread ends with the loop
+	defer close(l.done)
+	r, err := newRing(ringEntries)
+	if err != nil {
+		ready <- fmt.Errorf("relay: %w", err)
+		return
+	}
+	l.r = r
+	ready <- nil
+	l.armWake()
+	lastScan := time.Now().UnixNano()
+	stopping := false
+	for {
+		wait := scanEvery - (time.Now().UnixNano() - lastScan)
+		if err := r.enter(true, max(wait, int64(time.Millisecond))); err != nil {
+			panic(fmt.Sprintf("relay: io_uring_enter: %v", err)) // EBADF, EFAULT, EINVAL: a bug here
+		}
+		l.now = time.Now().UnixNano()
+		r.completions(func(c ringCQE) {
+			if c.userData == udWake {
+				if !l.takeIncoming() && !stopping {
+					stopping = true
+					l.abortAll()
+				}
+				if !stopping {
+					l.armWake()
+				}
+				return
+			}
+			l.complete(c)
+		})
+		if stopping && len(l.pairs) == 0 {
+			l.closeDown()
+			return
+		}
+		if l.now-lastScan >= scanEvery {
+			lastScan = l.now
+			l.closeIdle()
+		}
+	}
+}
+
+// armWake reads the eventfd: the read completes when another goroutine
+// writes it (submit, stop).
+func (l *ringLoop) armWake() {
+	s := l.r.get()
+	s.opcode, s.fd, s.addr, s.len, s.userData = opRead, int32(l.evfd), uint64(uintptr(unsafe.Pointer(l.evbuf))), 8, udWake
+}
+
+// takeIncoming starts new pairs and carries out aborts; false: the loop
+// is to stop.
+func (l *ringLoop) takeIncoming() bool {
+	l.mu.Lock()
+	in, stopped := l.incoming, l.stopped
+	l.incoming = nil
+	l.mu.Unlock()
+	for _, p := range in {
+		if p.id != 0 || p.ended || p.aborted.Load() || stopped {
+			l.finish(p, Aborted, nil) // an abort, of a pair running, ended or not started yet
+			continue
+		}
+		p.id = l.nextID
+		l.nextID++
+		l.pairs[p.id] = p
+		p.last = l.now
+		p.a.buf, p.b.buf = getRingBuf(), getRingBuf()
+		l.recv(p, &p.a)
+		l.recv(p, &p.b)
+	}
+	return !stopped
+}
+
+// sides returns side b (or a) of p, and the other side.
+func (p *Pair) sides(b bool) (s, other *side) {
+	if b {
+		return &p.b, &p.a
+	}
+	return &p.a, &p.b
+}
+
+func (l *ringLoop) recv(p *Pair, s *side) {
+	e := l.r.get()
+	e.opcode, e.fd, e.addr, e.len = opRecv, int32(s.fd), uint64(uintptr(unsafe.Pointer(&s.buf[0]))), uint32(len(s.buf))
+	e.userData = p.id<<udShift | p.bit(s) | udRecv
+	p.inflight++
+}
+
+// send sends b to s.
+func (l *ringLoop) send(p *Pair, s *side, b []byte) {
+	s.sending = b
+	e := l.r.get()
+	e.opcode, e.fd, e.addr, e.len = opSend, int32(s.fd), uint64(uintptr(unsafe.Pointer(&b[0]))), uint32(len(b))
+	e.opFlags = unix.MSG_NOSIGNAL
+	e.userData = p.id<<udShift | p.bit(s) | udSend
+	p.inflight++
+}
+
+func (p *Pair) bit(s *side) uint64 {
+	if s == &p.b {
+		return udSideB
+	}
+	return 0
+}
+
+// complete carries on from one completion: a receive is sent on to the
+// other side, a send finished lets its source receive again, an end of
+// stream is passed on as a half-close.
+func (l *ringLoop) complete(c ringCQE) {
+	p := l.pairs[c.userData>>udShift]
+	if p == nil {
+		return
+	}
+	p.inflight--
+	s, other := p.sides(c.userData&udSideB != 0)
+	op := c.userData & udOp
+	switch {
+	case p.ended:
+		// A request cancelled, or finished meanwhile, after the end.
+	case op == udCancel:
+	case c.res < 0:
+		l.finish(p, Failed, unix.Errno(-c.res))
+	case op == udRecv && c.res == 0:
+		s.eof = true
+		other.shut = true
+		if err := nbio.Shutdown(other.fd, unix.SHUT_WR); err != nil && err != unix.ENOTCONN {
+			l.finish(p, Failed, err)
+		} else if p.a.eof && p.b.eof {
+			l.finish(p, Closed, nil)
+		}
+	case op == udRecv:
+		p.last = l.now
+		l.send(p, other, s.buf[:c.res])
+	default: // a send to s, from other's buffer
+		n := int(c.res)
+		p.last = l.now
+		if s == &p.b {
+			p.AToB += int64(n)
+		} else {
+			p.BToA += int64(n)
+		}
+		if n < len(s.sending) {
+			l.send(p, s, s.sending[n:])
+			return
+		}
+		s.sending = nil
+		l.recv(p, other)
+	}
+	if p.ended && p.inflight == 0 {
+		l.release(p)
+	}
+}
+
+// finish ends a pair: its requests in flight are cancelled, and once
+// every one has completed its sockets are closed and its owner told.
+func (l *ringLoop) finish(p *Pair, o Outcome, err error) {
+	if p.ended {
+		return // an abort that came after the end
+	}
+	p.ended = true
+	p.outcome, p.err = o, err
+	if p.inflight == 0 {
+		l.release(p)
+		return
+	}
+	for _, s := range []*side{&p.a, &p.b} {
+		e := l.r.get()
+		e.opcode, e.fd, e.opFlags = opAsyncCancel, int32(s.fd), cancelFD|cancelAll
+		e.userData = p.id<<udShift | p.bit(s) | udCancel
+		p.inflight++
+	}
+}
+
+// release closes a pair's sockets, once no request of it is in flight,
+// and tells its owner.
+func (l *ringLoop) release(p *Pair) {
+	if p.released {
+		return
+	}
+	p.released = true
+	delete(l.pairs, p.id)
+	for _, s := range []*side{&p.a, &p.b} {
+		nbio.Close(s.fd)
+		if s.buf != nil {
+			putRingBuf(s.buf)
+			s.buf, s.sending = nil, nil
+		}
+	}
+	close(p.done)
+}
+
+func (l *ringLoop) closeIdle() {
+	for _, p := range l.pairs {
+		if p.idle > 0 && !p.ended && l.now-p.last >= int64(p.idle) {
+			l.finish(p, Idle, nil)
+		}
+	}
+}
+
+func (l *ringLoop) abortAll() {
+	for _, p := range l.pairs {
+		l.finish(p, Aborted, nil)
+	}
+}
+
+// closeDown releases the loop's ring and eventfd, once its pairs are
+// gone; pairs submitted after the stop are aborted.
+func (l *ringLoop) closeDown() {
+	l.r.close() // cancels the wake-up read
+	l.mu.Lock()
+	in := l.incoming
+	l.incoming = nil
+	unix.Close(l.evfd) // under the lock: submit writes it under the lock, once stopped never
+	l.mu.Unlock()
+	for _, p := range in {
+		l.finish(p, Aborted, nil) // not started: nothing in flight
+	}
+}
+
+var ringBufs = sync.Pool{New: func() any { return new([ringBufSize]byte) }}
+
+func getRingBuf() []byte { return ringBufs.Get().(*[ringBufSize]byte)[:] }
+
+func putRingBuf(b []byte) { ringBufs.Put((*[ringBufSize]byte)(b)) }
