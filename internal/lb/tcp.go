@@ -203,21 +203,22 @@ var (
 )
 
 // tcpRelays returns the process's event loops for TCP mode, started on
-// first use (one per GOMAXPROCS) and shared by its balancers, or nil when
-// HAVEN_TCP_RELAY=goroutines asks for a pair of goroutines per connection
-// instead, or the loops could not start (log says why, once).
-// HAVEN_TCP_RELAY=uring asks for loops on io_uring (relay.NewRing), on the
-// epoll loops where io_uring is missing or refused.
+// first use (one per GOMAXPROCS) and shared by its balancers: loops on
+// io_uring (relay.NewRing), on epoll where io_uring is missing or refused
+// or HAVEN_TCP_RELAY=epoll asks for them; nil when HAVEN_TCP_RELAY=
+// goroutines asks for a pair of goroutines per connection, or no loops
+// could start (the log says why, once).
 func tcpRelays(log *slog.Logger) *relay.Loops {
 	relaysOnce.Do(func() {
-		switch os.Getenv("HAVEN_TCP_RELAY") {
-		case "goroutines":
+		choice := os.Getenv("HAVEN_TCP_RELAY")
+		if choice == "goroutines" {
 			log.Info("tcp mode: relaying with goroutines (HAVEN_TCP_RELAY=goroutines)")
 			return
-		case "uring":
+		}
+		if choice != "epoll" {
 			ls, err := relay.NewRing(0)
 			if err == nil {
-				log.Info("tcp mode: relaying on io_uring loops (HAVEN_TCP_RELAY=uring)", "loops", relay.ReservedProcs())
+				log.Info("tcp mode: relaying on io_uring loops", "loops", relay.ReservedProcs())
 				relays = ls
 				return
 			}

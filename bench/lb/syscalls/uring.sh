@@ -1,6 +1,6 @@
 #!/bin/bash
-# TCP mode through haven's epoll relay, haven's io_uring relay (a second
-# agent with HAVEN_TCP_RELAY=uring, haven-uring.yaml), HAProxy and a probe
+# TCP mode through haven's epoll relay (HAVEN_TCP_RELAY=epoll), haven's
+# io_uring relay (the default, a second agent: haven-uring.yaml), HAProxy and a probe
 # relay on io_uring (syscalls/uringproto: bare, see its comment), each on
 # CPU 0 with one worker, wrk and the backend on CPU 1: CPU, system calls
 # and sleeps (context switches) per request, ROUNDS (4) interleaved rounds
@@ -13,11 +13,12 @@
 #   bash bench/lb/syscalls/uring.sh
 set -euo pipefail
 build_also=bench/lb/syscalls/uringproto
+export HAVEN_TCP_RELAY=epoll # the first agent's (setup.sh)
 source "$(dirname "$0")/setup.sh"
 need_perf
 # shellcheck disable=SC2086 # URING_ARGS is a list of flags
 GOMAXPROCS=${URING_PROCS:-1} taskset -c 0 "$tmp/uringproto" -listen 127.0.0.1:18084 -backend 127.0.0.1:19001 ${URING_ARGS:-} 2>uringproto.log & U=$!
-HAVEN_TCP_RELAY=uring GOMAXPROCS=1 taskset -c 0 "$tmp/haven" agent -c "$here/haven-uring.yaml" -n lb2 >/dev/null 2>haven-uring.log & R=$!
+HAVEN_TCP_RELAY= GOMAXPROCS=1 taskset -c 0 "$tmp/haven" agent -c "$here/haven-uring.yaml" -n lb2 >/dev/null 2>haven-uring.log & R=$!
 sleep 2
 if ! kill -0 $U 2>/dev/null; then
 	# io_uring refused (kernel.io_uring_disabled, a seccomp profile) or the port taken
@@ -40,7 +41,7 @@ one() { # name pid port
 	' "st-$name.csv"
 }
 for round in $(seq "${ROUNDS:-4}"); do
-	one haven $H 18082
+	one haven-epoll $H 18082
 	one haven-uring $R 18092
 	one haproxy $P 18083
 	one uring $U 18084

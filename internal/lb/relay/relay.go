@@ -90,9 +90,12 @@ type side struct {
 	shut     bool   // its writing side was shut down (the peer's EOF passed on)
 	out      []byte // read from the peer, not yet written to this socket
 
-	// A ring loop's: what it receives into, and what it is sending to
-	// this socket (a slice of the peer's buf).
-	buf, sending []byte
+	// A ring loop's: what it is sending to this socket, from the ring's
+	// buffer bid (fromRing) or from spill, where the rest went when the
+	// socket was full.
+	sending, spill []byte
+	bid            uint16
+	fromRing       bool
 }
 
 // Done is closed once the relay has ended and both sockets are closed.

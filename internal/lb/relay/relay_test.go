@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -331,4 +332,53 @@ func TestNoDescriptorLeft(t *testing.T) {
 			t.Errorf("%d descriptors open after, %d before", after, before)
 		}
 	})
+}
+
+// TestRingFewBuffers: with two receive buffers for eight busy pairs, the
+// receives that find none wait for one (ENOBUFS) rather than fail, and
+// every byte arrives intact; two pairs whose readers have stopped hold no
+// buffer while their sockets are full, so the others keep moving.
+func TestRingFewBuffers(t *testing.T) {
+	defer func(n int) { ringBufCount = n }(ringBufCount)
+	ringBufCount = 2
+	ls, err := NewRing(1)
+	testenv.Need(t, err == nil, "io_uring loops unavailable: %v", err)
+	t.Cleanup(ls.Close)
+
+	// Two pairs whose servers never read: the clients' bytes fill the
+	// sockets' buffers and the rest waits in the relay.
+	for range 2 {
+		stalled, _, _ := pair(t, ls, 0)
+		go stalled.Write(make([]byte, 8<<20))
+	}
+
+	type result struct {
+		i   int
+		err error
+	}
+	results := make(chan result, 8)
+	for i := range 8 {
+		client, server, _ := pair(t, ls, 0)
+		go func() { io.Copy(server, server); server.CloseWrite() }() // echo
+		go func() {
+			data := make([]byte, 1<<20)
+			rand.Read(data)
+			go func() { client.Write(data); client.CloseWrite() }()
+			got, err := io.ReadAll(client)
+			if err == nil && !bytes.Equal(got, data) {
+				err = fmt.Errorf("echoed %d bytes, want the %d sent", len(got), len(data))
+			}
+			results <- result{i, err}
+		}()
+	}
+	for range 8 {
+		select {
+		case r := <-results:
+			if r.err != nil {
+				t.Errorf("pair %d: %v", r.i, r.err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("the busy pairs stopped moving: a full socket or a missing buffer held them")
+		}
+	}
 }

@@ -183,3 +183,97 @@ func (r *ring) close() {
 	unix.Munmap(r.mem)
 	unix.Close(r.fd)
 }
+
+// A ring of provided buffers (IORING_REGISTER_PBUF_RING, Linux 5.19): a
+// receive asks the kernel to pick a buffer when bytes arrive, so that a
+// side waiting for bytes holds no memory (an idle connection costs none),
+// and the loop gives each buffer back once its bytes are sent on.
+
+const (
+	registerPbufRing = 22
+	sqeBufferSelect  = 1 << 5
+	cqeFBuffer       = 1 << 0
+	cqeBufferShift   = 16
+)
+
+type bufReg struct {
+	ringAddr    uint64
+	ringEntries uint32
+	bgid        uint16
+	flags       uint16
+	resv        [3]uint64
+}
+
+// provided is one entry of the ring: struct io_uring_buf. The ring's tail
+// is the first entry's resv.
+type provided struct {
+	addr uint64
+	len  uint32
+	bid  uint16
+	resv uint16
+}
+
+type bufRing struct {
+	group   uint16
+	size    int
+	mem     []byte // the entries, shared with the kernel
+	entries []provided
+	data    []byte // count buffers of size bytes, off the Go heap: the kernel writes them
+	tail    uint16
+}
+
+// newBufRing registers count buffers of size bytes (count a power of two)
+// with r as buffer group group, every buffer provided.
+func newBufRing(r *ring, group uint16, count, size int) (*bufRing, error) {
+	mem, err := unix.Mmap(-1, 0, count*int(unsafe.Sizeof(provided{})), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		return nil, fmt.Errorf("io_uring: buffer ring: %w", err)
+	}
+	data, err := unix.Mmap(-1, 0, count*size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		unix.Munmap(mem)
+		return nil, fmt.Errorf("io_uring: buffers: %w", err)
+	}
+	b := &bufRing{group: group, size: size, mem: mem, data: data,
+		entries: unsafe.Slice((*provided)(unsafe.Pointer(&mem[0])), count)}
+	reg := bufReg{ringAddr: uint64(uintptr(unsafe.Pointer(&mem[0]))), ringEntries: uint32(count), bgid: group}
+	if _, _, e := unix.Syscall6(unix.SYS_IO_URING_REGISTER, uintptr(r.fd), registerPbufRing, uintptr(unsafe.Pointer(&reg)), 1, 0, 0); e != 0 {
+		b.unmap()
+		return nil, fmt.Errorf("io_uring: register buffer ring: %w", e)
+	}
+	for bid := range count {
+		b.put(uint16(bid))
+	}
+	b.publish()
+	return b, nil
+}
+
+// buf is buffer bid.
+func (b *bufRing) buf(bid uint16) []byte {
+	off := int(bid) * b.size
+	return b.data[off : off+b.size : off+b.size]
+}
+
+// put gives buffer bid back to the kernel, once published.
+func (b *bufRing) put(bid uint16) {
+	e := &b.entries[int(b.tail)&(len(b.entries)-1)]
+	// Field by field: the first entry's resv is the tail, which only
+	// publish writes.
+	e.addr = uint64(uintptr(unsafe.Pointer(&b.data[int(bid)*b.size])))
+	e.len = uint32(b.size)
+	e.bid = bid
+	b.tail++
+}
+
+// publish makes the buffers put since the last publish the kernel's: it
+// stores the tail (a 16-bit field) with the first entry's bid in one
+// atomic 32-bit store, after the entries.
+func (b *bufRing) publish() {
+	word := (*uint32)(unsafe.Pointer(&b.entries[0].bid))
+	atomic.StoreUint32(word, uint32(b.entries[0].bid)|uint32(b.tail)<<16)
+}
+
+func (b *bufRing) unmap() {
+	unix.Munmap(b.data)
+	unix.Munmap(b.mem)
+}

@@ -28,9 +28,20 @@ import (
 // loop (the wait returns EINTR), so a garbage collection's stop waits no
 // longer than the signal.
 
-// ringBufSize is each side's receive buffer: a receive is in flight on
-// each side at once, so each has its own (HAProxy's buffers are 16 KiB).
-const ringBufSize = 16 << 10
+// A loop's receive buffers, provided to the kernel (bufRing): it picks one
+// when bytes arrive, and the loop gives it back once the bytes are sent
+// on, or copied aside when the receiving socket is full. So a buffer is
+// held for about one turn, and a connection waiting for bytes holds none.
+// The receives of more sides than ringBufCount in one turn wait for the
+// next (ENOBUFS). HAProxy's buffers are 16 KiB too.
+const (
+	ringBufSize  = 16 << 10
+	ringBufGroup = 1
+)
+
+// ringBufCount is how many buffers each loop provides (a power of two; a
+// variable for the tests).
+var ringBufCount = 512
 
 // ringEntries sizes the submission queue; the kernel makes the completion
 // queue twice as large and keeps completions that overflow it (NODROP).
@@ -98,6 +109,16 @@ type ringLoop struct {
 	pairs  map[uint64]*Pair // by id, until every request of the pair has completed
 	nextID uint64
 	now    int64
+
+	bufs *bufRing
+	// starved are sides whose receive found no buffer free (ENOBUFS):
+	// they receive again after the turn, its buffers given back.
+	starved []starvedSide
+}
+
+type starvedSide struct {
+	p *Pair
+	s *side
 }
 
 // startRingLoop starts a loop on a thread of its own and returns once
@@ -148,7 +169,13 @@ func (l *ringLoop) run(ready chan<- error) {
 		ready <- fmt.Errorf("relay: %w", err)
 		return
 	}
-	l.r = r
+	bufs, err := newBufRing(r, ringBufGroup, ringBufCount, ringBufSize)
+	if err != nil {
+		r.close()
+		ready <- fmt.Errorf("relay: %w", err)
+		return
+	}
+	l.r, l.bufs = r, bufs
 	ready <- nil
 	l.armWake()
 	lastScan := time.Now().UnixNano()
@@ -172,6 +199,14 @@ func (l *ringLoop) run(ready chan<- error) {
 			}
 			l.complete(c)
 		})
+		starved := l.starved
+		l.starved = nil
+		for _, st := range starved {
+			if !st.p.ended {
+				l.recv(st.p, st.s)
+			}
+		}
+		l.bufs.publish()
 		if stopping && len(l.pairs) == 0 {
 			l.closeDown()
 			return
@@ -206,7 +241,6 @@ func (l *ringLoop) takeIncoming() bool {
 		l.nextID++
 		l.pairs[p.id] = p
 		p.last = l.now
-		p.a.buf, p.b.buf = getRingBuf(), getRingBuf()
 		l.recv(p, &p.a)
 		l.recv(p, &p.b)
 	}
@@ -221,19 +255,24 @@ func (p *Pair) sides(b bool) (s, other *side) {
 	return &p.a, &p.b
 }
 
+// recv receives on s into a buffer the kernel picks when bytes arrive.
 func (l *ringLoop) recv(p *Pair, s *side) {
 	e := l.r.get()
-	e.opcode, e.fd, e.addr, e.len = opRecv, int32(s.fd), uint64(uintptr(unsafe.Pointer(&s.buf[0]))), uint32(len(s.buf))
+	e.opcode, e.fd, e.flags, e.bufIndex = opRecv, int32(s.fd), sqeBufferSelect, l.bufs.group
 	e.userData = p.id<<udShift | p.bit(s) | udRecv
 	p.inflight++
 }
 
-// send sends b to s.
-func (l *ringLoop) send(p *Pair, s *side, b []byte) {
+// send sends b to s; with dontWait, the send takes what the socket has
+// room for now, and fails with EAGAIN rather than wait for room.
+func (l *ringLoop) send(p *Pair, s *side, b []byte, dontWait bool) {
 	s.sending = b
 	e := l.r.get()
 	e.opcode, e.fd, e.addr, e.len = opSend, int32(s.fd), uint64(uintptr(unsafe.Pointer(&b[0]))), uint32(len(b))
 	e.opFlags = unix.MSG_NOSIGNAL
+	if dontWait {
+		e.opFlags |= unix.MSG_DONTWAIT
+	}
 	e.userData = p.id<<udShift | p.bit(s) | udSend
 	p.inflight++
 }
@@ -245,24 +284,43 @@ func (p *Pair) bit(s *side) uint64 {
 	return 0
 }
 
-// complete carries on from one completion: a receive is sent on to the
-// other side, a send finished lets its source receive again, an end of
-// stream is passed on as a half-close.
+// complete carries on from one completion.
 func (l *ringLoop) complete(c ringCQE) {
+	bid, hasBuf := uint16(c.flags>>cqeBufferShift), c.flags&cqeFBuffer != 0
 	p := l.pairs[c.userData>>udShift]
 	if p == nil {
+		if hasBuf {
+			l.bufs.put(bid)
+		}
 		return
 	}
 	p.inflight--
 	s, other := p.sides(c.userData&udSideB != 0)
-	op := c.userData & udOp
+	switch c.userData & udOp {
+	case udRecv:
+		l.received(p, s, other, c.res, bid, hasBuf)
+	case udSend:
+		l.sent(p, s, other, c.res)
+	}
+	if p.ended && p.inflight == 0 {
+		l.release(p)
+	}
+}
+
+// received carries on from a receive on s: its bytes are sent on to
+// other from the kernel's buffer, without waiting for room; its end is
+// passed on as a half-close.
+func (l *ringLoop) received(p *Pair, s, other *side, res int32, bid uint16, hasBuf bool) {
+	if hasBuf && (p.ended || res <= 0) {
+		l.bufs.put(bid)
+	}
 	switch {
 	case p.ended:
-		// A request cancelled, or finished meanwhile, after the end.
-	case op == udCancel:
-	case c.res < 0:
-		l.finish(p, Failed, unix.Errno(-c.res))
-	case op == udRecv && c.res == 0:
+	case res == -int32(unix.ENOBUFS):
+		l.starved = append(l.starved, starvedSide{p, s})
+	case res < 0:
+		l.finish(p, Failed, unix.Errno(-res))
+	case res == 0:
 		s.eof = true
 		other.shut = true
 		if err := nbio.Shutdown(other.fd, unix.SHUT_WR); err != nil && err != unix.ENOTCONN {
@@ -270,27 +328,66 @@ func (l *ringLoop) complete(c ringCQE) {
 		} else if p.a.eof && p.b.eof {
 			l.finish(p, Closed, nil)
 		}
-	case op == udRecv:
+	case !hasBuf:
+		l.finish(p, Failed, fmt.Errorf("relay: io_uring: a receive of %d bytes came without a buffer", res))
+	default:
 		p.last = l.now
-		l.send(p, other, s.buf[:c.res])
-	default: // a send to s, from other's buffer
-		n := int(c.res)
+		other.fromRing, other.bid = true, bid
+		l.send(p, other, l.bufs.buf(bid)[:res], true)
+	}
+}
+
+// sent carries on from a send to s, of bytes other received: the rest is
+// sent again, from memory of its own when the socket was full, so that
+// the kernel's buffer goes back at once; all sent, other receives again.
+func (l *ringLoop) sent(p *Pair, s, other *side, res int32) {
+	n := 0
+	switch {
+	case p.ended:
+		l.dropSending(s)
+		return
+	case res >= 0:
+		n = int(res)
+	case res != -int32(unix.EAGAIN): // EAGAIN: the socket had no room (MSG_DONTWAIT)
+		l.dropSending(s)
+		l.finish(p, Failed, unix.Errno(-res))
+		return
+	}
+	if n > 0 {
 		p.last = l.now
 		if s == &p.b {
 			p.AToB += int64(n)
 		} else {
 			p.BToA += int64(n)
 		}
-		if n < len(s.sending) {
-			l.send(p, s, s.sending[n:])
-			return
-		}
-		s.sending = nil
+	}
+	rest := s.sending[n:]
+	switch {
+	case len(rest) == 0:
+		l.dropSending(s)
 		l.recv(p, other)
+	case s.fromRing:
+		s.spill = append(getBuf(), rest...)
+		l.bufs.put(s.bid)
+		s.fromRing = false
+		l.send(p, s, s.spill, false)
+	default:
+		l.send(p, s, rest, false)
 	}
-	if p.ended && p.inflight == 0 {
-		l.release(p)
+}
+
+// dropSending lets go of what s was being sent: the kernel's buffer, or
+// the memory the rest was copied to.
+func (l *ringLoop) dropSending(s *side) {
+	if s.fromRing {
+		l.bufs.put(s.bid)
+		s.fromRing = false
 	}
+	if s.spill != nil {
+		putBuf(s.spill)
+		s.spill = nil
+	}
+	s.sending = nil
 }
 
 // finish ends a pair: its requests in flight are cancelled, and once
@@ -323,10 +420,7 @@ func (l *ringLoop) release(p *Pair) {
 	delete(l.pairs, p.id)
 	for _, s := range []*side{&p.a, &p.b} {
 		nbio.Close(s.fd)
-		if s.buf != nil {
-			putRingBuf(s.buf)
-			s.buf, s.sending = nil, nil
-		}
+		l.dropSending(s) // nothing in flight: nobody reads it any more
 	}
 	close(p.done)
 }
@@ -349,6 +443,7 @@ func (l *ringLoop) abortAll() {
 // gone; pairs submitted after the stop are aborted.
 func (l *ringLoop) closeDown() {
 	l.r.close() // cancels the wake-up read
+	l.bufs.unmap()
 	l.mu.Lock()
 	in := l.incoming
 	l.incoming = nil
@@ -358,9 +453,3 @@ func (l *ringLoop) closeDown() {
 		l.finish(p, Aborted, nil) // not started: nothing in flight
 	}
 }
-
-var ringBufs = sync.Pool{New: func() any { return new([ringBufSize]byte) }}
-
-func getRingBuf() []byte { return ringBufs.Get().(*[ringBufSize]byte)[:] }
-
-func putRingBuf(b []byte) { ringBufs.Put((*[ringBufSize]byte)(b)) }

@@ -2,11 +2,11 @@
 // io_uring, to measure what submitting a relay's reads and writes in one
 // io_uring_enter per turn (instead of a read, a write and epoll waits per
 // message) would save, beside haven's epoll relay and HAProxy
-// (bench/lb/syscalls/uring.sh). It is an upper bound: it waits in
-// io_uring_enter with a raw system call, holding its only processor, which
-// an agent that also serves health checks, its admin API and etcd cannot
-// do; it relays to one backend, closes both sides at the first end or
-// error, and knows no timeouts, drain or reload.
+// (bench/lb/syscalls/uring.sh). It waits in io_uring_enter with a raw
+// system call that holds its processor (-chores: with the rest of an
+// agent on another, as haven's relay on io_uring, internal/lb/relay,
+// runs); it relays to one backend, closes both sides at the first end or
+// error, and knows no timeouts, drain or reload: a bare upper bound.
 package main
 
 import (
