@@ -132,20 +132,32 @@ type engine interface {
 // Started is how many relays began.
 func (ls *Loops) Started() uint64 { return ls.started.Load() }
 
-// New starts n event loops (n < 1: one per GOMAXPROCS).
+// New starts n event loops on epoll (n < 1: one per GOMAXPROCS).
 func New(n int) (*Loops, error) {
+	return startLoops(n, func() (engine, error) {
+		l, err := newLoop()
+		if err != nil {
+			return nil, err
+		}
+		go l.run()
+		return l, nil
+	})
+}
+
+// startLoops starts n loops with start (n < 1: one per GOMAXPROCS), or
+// none if one fails.
+func startLoops(n int, start func() (engine, error)) (*Loops, error) {
 	if n < 1 {
 		n = runtime.GOMAXPROCS(0)
 	}
 	ls := &Loops{}
 	for range n {
-		l, err := newLoop()
+		l, err := start()
 		if err != nil {
 			ls.Close()
 			return nil, err
 		}
 		ls.loops = append(ls.loops, l)
-		go l.run()
 	}
 	return ls, nil
 }

@@ -168,13 +168,18 @@ func (r *ring) enter(wait bool, timeout int64) error {
 	return e
 }
 
-// completions calls f with each completion and then frees their slots.
+// completions calls f with each completion, its slot freed first: f may
+// queue requests, and a full submission queue is submitted at once
+// (get), which the kernel may refuse while completions it could not post
+// wait for room.
 func (r *ring) completions(f func(c ringCQE)) {
 	head, tail := *r.cqHead, atomic.LoadUint32(r.cqTail)
-	for ; head != tail; head++ {
-		f(r.cqes[head&*r.cqMask])
+	for head != tail {
+		c := r.cqes[head&*r.cqMask]
+		head++
+		atomic.StoreUint32(r.cqHead, head)
+		f(c)
 	}
-	atomic.StoreUint32(r.cqHead, head)
 }
 
 // close releases the ring; requests still in flight are cancelled.

@@ -73,18 +73,11 @@ func ReservedProcs() int { return int(reserved.Load()) }
 // the loops need (Linux 6.1) is missing or refused (a container's seccomp
 // profile, kernel.io_uring_disabled): use New then.
 func NewRing(n int) (*Loops, error) {
-	if n < 1 {
-		n = runtime.GOMAXPROCS(0)
+	ls, err := startLoops(n, func() (engine, error) { return startRingLoop() })
+	if err != nil {
+		return nil, err
 	}
-	ls := &Loops{}
-	for range n {
-		l, err := startRingLoop()
-		if err != nil {
-			ls.Close()
-			return nil, err
-		}
-		ls.loops = append(ls.loops, l)
-	}
+	n = len(ls.loops)
 	reserved.Add(int32(n))
 	runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + n)
 	ls.release = func() {
