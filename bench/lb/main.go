@@ -189,7 +189,7 @@ func validate(opt options) error {
 	if err := opt.install.Check(); err != nil {
 		return err
 	}
-	known := []string{"direct", "haven", "haproxy", "nginx", "caddy"}
+	known := []string{"direct", "haven", "haven-epoll", "haproxy", "nginx", "caddy"}
 	for _, t := range opt.targets {
 		if !slices.Contains(known, t) {
 			return fmt.Errorf("-targets: %q is not one of %s", t, strings.Join(known, ", "))
@@ -310,7 +310,11 @@ func (b *bench) proxies() []*proxy {
 	for _, t := range b.opt.targets {
 		switch t {
 		case "haven":
-			out = append(out, havenProxy())
+			out = append(out, havenProxy("haven", havenAddr, havenAdmin))
+		case "haven-epoll":
+			// TCP mode on the epoll loops instead of io_uring, for an A/B
+			// in one run.
+			out = append(out, havenProxy("haven-epoll", havenEpollAddr, havenEpollAdmin, "HAVEN_TCP_RELAY=epoll"))
 		case "haproxy":
 			out = append(out, haproxyProxy())
 		case "nginx":
@@ -326,7 +330,7 @@ func (b *bench) proxies() []*proxy {
 
 // checkPorts fails if anything already listens where the benchmark will.
 func (b *bench) checkPorts() error {
-	addrs := append([]string{havenAddr, havenAdmin, haproxyAddr, nginxAddr, caddyAddr, caddyAdmin}, backendAddrs...)
+	addrs := append([]string{havenAddr, havenAdmin, havenEpollAddr, havenEpollAdmin, haproxyAddr, nginxAddr, caddyAddr, caddyAdmin}, backendAddrs...)
 	var busy []string
 	for _, a := range addrs {
 		if !portFree(a) {

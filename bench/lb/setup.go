@@ -108,7 +108,7 @@ func (b *bench) installVegeta(ctx context.Context) error {
 // buildHaven builds the agent from the working tree. A failure is not fatal:
 // haven is then reported as "failed to start" and the others still run.
 func (b *bench) buildHaven(ctx context.Context) {
-	if !slices.Contains(b.opt.targets, "haven") {
+	if !slices.Contains(b.opt.targets, "haven") && !slices.Contains(b.opt.targets, "haven-epoll") {
 		return
 	}
 	b.havenBin, b.havenBuildErr = harness.BuildHaven(ctx, b.root, b.dir)

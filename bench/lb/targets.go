@@ -25,6 +25,9 @@ const (
 	nginxAddr   = "127.0.0.1:18082"
 	caddyAddr   = "127.0.0.1:18083"
 	caddyAdmin  = "127.0.0.1:19901"
+	// haven-epoll: a second haven, for A/B runs.
+	havenEpollAddr  = "127.0.0.1:18084"
+	havenEpollAdmin = "127.0.0.1:19902"
 )
 
 // backendAddrs are the three backends every proxy balances over; the
@@ -155,27 +158,29 @@ balancers:
 {{- end}}
 `
 
-func havenProxy() *proxy {
+// havenProxy is haven's agent as target name, listening on addr with its
+// admin API on admin, with env added to its environment.
+func havenProxy(name, addr, admin string, env ...string) *proxy {
 	return &proxy{
-		name: "haven",
-		addr: havenAddr,
+		name: name,
+		addr: addr,
 		tcp:  true,
 		start: func(ctx context.Context, b *bench, mode string, failover bool) (*service, error) {
 			if b.havenBuildErr != nil {
 				return nil, b.havenBuildErr
 			}
-			conf := filepath.Join(b.dir, "haven.yaml")
-			if err := harness.WriteTemplate(conf, havenConf, b.tmplData(mode, failover, havenAddr, havenAdmin)); err != nil {
+			conf := filepath.Join(b.dir, name+".yaml")
+			if err := harness.WriteTemplate(conf, havenConf, b.tmplData(mode, failover, addr, admin)); err != nil {
 				return nil, err
 			}
-			s, err := b.sv.start("haven-"+mode, []string{b.gomaxprocs()}, "taskset", "-c", b.proxyCPUs(), b.havenBin, "agent", "-c", conf, "-n", "lb1")
+			s, err := b.sv.start(name+"-"+mode, append([]string{b.gomaxprocs()}, env...), "taskset", "-c", b.proxyCPUs(), b.havenBin, "agent", "-c", conf, "-n", "lb1")
 			if err != nil {
 				return nil, err
 			}
-			if err := waitHTTP(ctx, "http://"+havenAdmin+"/readyz", 20*time.Second, s); err != nil {
+			if err := waitHTTP(ctx, "http://"+admin+"/readyz", 20*time.Second, s); err != nil {
 				return s, err
 			}
-			return s, waitHTTP(ctx, "http://"+havenAddr+"/", 10*time.Second, s)
+			return s, waitHTTP(ctx, "http://"+addr+"/", 10*time.Second, s)
 		},
 		// HOOK(haven): a reload is SIGHUP to the agent, which re-reads
 		// haven.yaml and keeps serving.
@@ -183,7 +188,7 @@ func havenProxy() *proxy {
 		// HOOK(haven): drain is POST /api/v1/balancers/web/backends/NAME/drain
 		// on the admin listener; any 2xx means accepted.
 		drain: func(ctx context.Context, _ *bench, backend string) error {
-			url := "http://" + havenAdmin + "/api/v1/balancers/web/backends/" + backend + "/drain"
+			url := "http://" + admin + "/api/v1/balancers/web/backends/" + backend + "/drain"
 			ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			defer cancel()
 			req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, nil)

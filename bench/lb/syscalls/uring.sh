@@ -1,28 +1,22 @@
 #!/bin/bash
-# TCP mode through haven's epoll relay (HAVEN_TCP_RELAY=epoll), haven's
-# io_uring relay (the default, a second agent: haven-uring.yaml), HAProxy and a probe
-# relay on io_uring (syscalls/uringproto: bare, see its comment), each on
-# CPU 0 with one worker, wrk and the backend on CPU 1: CPU, system calls
-# and sleeps (context switches) per request, ROUNDS (4) interleaved rounds
-# of 5 s. Needs root, wrk, haproxy and io_uring; installs perf
-# (linux-perf) when it is missing. URING_PROCS (1) is the probe's
-# GOMAXPROCS and URING_ARGS more flags for it: URING_PROCS=2
-# URING_ARGS="-chores 10ms" has it wait raw on one processor while a
-# goroutine on the other wakes every 10 ms, as an agent's chores would.
-# From the repository root:
+# TCP mode through haven's relay on epoll (HAVEN_TCP_RELAY=epoll) and on
+# io_uring (the default: a second agent, haven-uring.yaml) beside HAProxy,
+# each on CPU 0 with one worker, wrk and the backend on CPU 1: CPU, system
+# calls and sleeps (context switches) per request, ROUNDS (4) interleaved
+# rounds of 5 s. Needs root, wrk, haproxy and io_uring; installs perf
+# (linux-perf) when it is missing. From the repository root:
 #   bash bench/lb/syscalls/uring.sh
 set -euo pipefail
-build_also=bench/lb/syscalls/uringproto
 export HAVEN_TCP_RELAY=epoll # the first agent's (setup.sh)
 source "$(dirname "$0")/setup.sh"
 need_perf
-# shellcheck disable=SC2086 # URING_ARGS is a list of flags
-GOMAXPROCS=${URING_PROCS:-1} taskset -c 0 "$tmp/uringproto" -listen 127.0.0.1:18084 -backend 127.0.0.1:19001 ${URING_ARGS:-} 2>uringproto.log & U=$!
 HAVEN_TCP_RELAY= GOMAXPROCS=1 taskset -c 0 "$tmp/haven" agent -c "$here/haven-uring.yaml" -n lb2 >/dev/null 2>haven-uring.log & R=$!
 sleep 2
-if ! kill -0 $U 2>/dev/null; then
-	# io_uring refused (kernel.io_uring_disabled, a seccomp profile) or the port taken
-	echo "the io_uring probe did not start: $(cat uringproto.log)" >&2
+if ! grep -q "relaying on io_uring" haven-uring.log; then
+	taskset -c 1 wrk -t1 -c1 -d1s "http://127.0.0.1:18092/" >/dev/null 2>&1 # the loops start with the first connection
+fi
+if ! grep -q "relaying on io_uring" haven-uring.log; then
+	echo "the second agent is not relaying on io_uring: $(grep -i "tcp mode" haven-uring.log)" >&2
 	exit 1
 fi
 one() { # name pid port
@@ -44,5 +38,4 @@ for round in $(seq "${ROUNDS:-4}"); do
 	one haven-epoll $H 18082
 	one haven-uring $R 18092
 	one haproxy $P 18083
-	one uring $U 18084
 done
