@@ -10,6 +10,8 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -381,4 +383,46 @@ func TestRingFewBuffers(t *testing.T) {
 			t.Fatal("the busy pairs stopped moving: a full socket or a missing buffer held them")
 		}
 	}
+}
+
+// TestRingIdleLoopSleeps: a ring loop with nothing to do sleeps instead
+// of being preempted by the runtime every 10 ms, as a raw wait is (300
+// context switches a second, for nothing).
+func TestRingIdleLoopSleeps(t *testing.T) {
+	ls, err := NewRing(1)
+	testenv.Need(t, err == nil, "io_uring loops unavailable: %v", err)
+	t.Cleanup(ls.Close)
+	client, server, _ := pair(t, ls, 0)
+	client.Write([]byte("x"))
+	server.Read(make([]byte, 1))
+	time.Sleep(100 * time.Millisecond) // the loop finds nothing more and waits
+	before := contextSwitches(t)
+	time.Sleep(2 * time.Second)
+	if n := contextSwitches(t) - before; n > 200 {
+		t.Errorf("the process switched context %d times in 2 s with an idle relay; want at most 200 (a preempted raw wait makes about 600)", n)
+	}
+}
+
+// contextSwitches is how many times the process's threads have switched
+// context.
+func contextSwitches(t *testing.T) int {
+	t.Helper()
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, task := range tasks {
+		b, err := os.ReadFile("/proc/self/task/" + task.Name() + "/status")
+		if err != nil {
+			continue // the thread ended
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(line); len(f) == 2 && strings.HasSuffix(f[0], "ctxt_switches:") {
+				v, _ := strconv.Atoi(f[1])
+				n += v
+			}
+		}
+	}
+	return n
 }

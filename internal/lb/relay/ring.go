@@ -132,7 +132,7 @@ func newRing(entries uint32) (*ring, error) {
 // when the queue is full.
 func (r *ring) get() *ringSQE {
 	for r.tail-atomic.LoadUint32(r.sqHead) >= uint32(len(r.sqes)) {
-		if err := r.enter(false, 0); err != nil {
+		if err := r.enter(false, 0, false); err != nil {
 			panic(fmt.Sprintf("relay: io_uring_enter: %v", err)) // EBADF, EFAULT: a bug here
 		}
 	}
@@ -145,9 +145,10 @@ func (r *ring) get() *ringSQE {
 }
 
 // enter submits what is queued and, with wait, waits for a completion for
-// at most timeout nanoseconds (ETIME when none came). The call is raw: the
-// loop's thread keeps its processor while it waits (see NewRing).
-func (r *ring) enter(wait bool, timeout int64) error {
+// at most timeout nanoseconds (ETIME when none came). The call is raw, and
+// the loop's thread keeps its processor while it waits (see NewRing),
+// unless scheduled: then the scheduler may take the processor back.
+func (r *ring) enter(wait bool, timeout int64, scheduled bool) error {
 	atomic.StoreUint32(r.sqTail, r.tail)
 	toSubmit := r.tail - atomic.LoadUint32(r.sqHead)
 	var flags, minComplete, arg, argSize uintptr
@@ -157,7 +158,11 @@ func (r *ring) enter(wait bool, timeout int64) error {
 		flags, minComplete = enterGetEvents|enterExtArg, 1
 		arg, argSize = uintptr(unsafe.Pointer(&r.arg)), unsafe.Sizeof(r.arg)
 	}
-	_, _, e := unix.RawSyscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(toSubmit), minComplete, flags, arg, argSize)
+	call := unix.RawSyscall6
+	if scheduled {
+		call = unix.Syscall6
+	}
+	_, _, e := call(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(toSubmit), minComplete, flags, arg, argSize)
 	switch e {
 	case 0, unix.EINTR, unix.ETIME, unix.EAGAIN, unix.EBUSY:
 		// EINTR: a signal (the runtime's preemption); EAGAIN, EBUSY: the
@@ -172,14 +177,15 @@ func (r *ring) enter(wait bool, timeout int64) error {
 // queue requests, and a full submission queue is submitted at once
 // (get), which the kernel may refuse while completions it could not post
 // wait for room.
-func (r *ring) completions(f func(c ringCQE)) {
+func (r *ring) completions(f func(c ringCQE)) (n int) {
 	head, tail := *r.cqHead, atomic.LoadUint32(r.cqTail)
-	for head != tail {
+	for ; head != tail; n++ {
 		c := r.cqes[head&*r.cqMask]
 		head++
 		atomic.StoreUint32(r.cqHead, head)
 		f(c)
 	}
+	return n
 }
 
 // close releases the ring; requests still in flight are cancelled.
