@@ -90,7 +90,7 @@ type Metrics struct {
 	descRequests, descResponses, descErrors, descRetries, descInflight,
 	descAdmin, descClients, descAccepted, descLocal, descQueued, descBytes,
 	descWeight, descHeld, descHolds, descUsable, descProxyRefused *prometheus.Desc
-	descLoopServed, descLoopHanded *prometheus.Desc
+	descLoopServed, descLoopHanded, descRelay *prometheus.Desc
 }
 
 // NewMetrics registers the balancer metrics on reg.
@@ -133,6 +133,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		descUsable:       prometheus.NewDesc("haven_lb_usable_backends", "Backends that may take a request now: up (or all unknown yet), ready (not drained or in maintenance), weight above 0 (0: the balancer answers 503).", []string{"balancer"}, nil),
 		descProxyRefused: prometheus.NewDesc("haven_lb_proxy_refused_total", "Client connections refused on a listener with accept_proxy_from, by reason: untrusted (not from a listed source), invalid (no valid PROXY header), timeout (no whole header within timeouts.client_header).", []string{"balancer", "reason"}, nil),
 		descLoopServed:   prometheus.NewDesc("haven_lb_loop_requests_total", "Requests served on the HTTP event loops (plain HTTP; the rest go to a goroutine per connection).", []string{"balancer"}, nil),
+		descRelay:        prometheus.NewDesc("haven_lb_tcp_relay_info", "What TCP mode relays bytes with, once a balancer in TCP mode has relayed a connection: io_uring (the default), epoll (where io_uring is refused, or HAVEN_TCP_RELAY=epoll) or goroutines; always 1.", []string{"relay"}, nil),
 		descLoopHanded:   prometheus.NewDesc("haven_lb_loop_handoffs_total", "Client connections the HTTP event loops handed to a goroutine of their own, which serves them from then on, by reason: proxy (a PROXY header), request (an upgrade, Expect, a chunked or large body, a malformed head), head (too large, cut short), body (too large, cut short, slow), backend (none at hand: queued, a host name, none available), retry (one the loop cannot make), response (chunked or close-delimited), answer (haven's own).", []string{"balancer", "reason"}, nil),
 		descHolds:        prometheus.NewDesc("haven_lb_held_connections_total", "TCP client connections that found no usable backend, by how their hold ended: served, expired, gone (the client had left), refused (too many held).", []string{"balancer", "outcome"}, nil),
 	}
@@ -162,7 +163,7 @@ func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{m.descRequests, m.descResponses, m.descErrors, m.descRetries,
 		m.descInflight, m.descAdmin, m.descClients, m.descAccepted, m.descLocal, m.descQueued, m.descBytes, m.descWeight,
 		m.descHeld, m.descHolds, m.descUsable, m.descConnectTime, m.descResponseTime, m.descProxyRefused,
-		m.descLoopServed, m.descLoopHanded} {
+		m.descLoopServed, m.descLoopHanded, m.descRelay} {
 		ch <- d
 	}
 }
@@ -182,6 +183,9 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	}
 	g := func(d *prometheus.Desc, v float64, l ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, l...)
+	}
+	if kind, ok := relayKind.Load().(string); ok {
+		g(m.descRelay, 1, kind)
 	}
 	for _, lb := range bals {
 		g(m.descClients, float64(lb.clients.Load()), lb.name)

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/haven-ha/haven/internal/lb/relay"
 	"github.com/haven-ha/haven/internal/testenv"
 )
 
@@ -89,4 +90,38 @@ func lintMetrics(t *testing.T, reg *prometheus.Registry) []*dto.MetricFamily {
 		t.Fatal(err)
 	}
 	return mfs
+}
+
+// TestTCPRelayMetric: once a TCP mode balancer has relayed a connection,
+// /metrics says what it relays with: io_uring here, unless the
+// environment chose otherwise (HAVEN_TCP_RELAY) or the kernel refused it.
+func TestTCPRelayMetric(t *testing.T) {
+	b := newCountingBackend(t, "b1", nil)
+	reg := prometheus.NewRegistry()
+	lb := startLBOpts(t, Options{Metrics: NewMetrics(reg)}, "    mode: tcp\n", "", b.addr())
+	resp, err := http.Get("http://" + lb.addr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	want := map[string]string{"": "io_uring", "epoll": "epoll", "goroutines": "goroutines"}[os.Getenv("HAVEN_TCP_RELAY")]
+	mfs := lintMetrics(t, reg)
+	var got []string
+	for _, mf := range mfs {
+		if mf.GetName() == "haven_lb_tcp_relay_info" {
+			for _, m := range mf.Metric {
+				got = append(got, m.GetLabel()[0].GetValue())
+			}
+		}
+	}
+	if want == "io_uring" && len(got) == 1 && got[0] == "epoll" {
+		ls, err := relay.NewRing(1)
+		if err == nil {
+			ls.Close()
+		}
+		testenv.Need(t, err == nil, "io_uring unavailable here, the relay fell back to epoll: %v", err)
+	}
+	if len(got) != 1 || got[0] != want {
+		t.Errorf("haven_lb_tcp_relay_info relays: %v; want only %q", got, want)
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/haven-ha/haven/internal/lb/proxyproto"
@@ -200,6 +201,9 @@ func (lb *Balancer) relayTCP(cc *clientConn, bconn net.Conn, idle time.Duration)
 var (
 	relaysOnce sync.Once
 	relays     *relay.Loops
+	// relayKind is what TCP mode relays with, once the first relay chose:
+	// io_uring, epoll or goroutines (haven_lb_tcp_relay_info).
+	relayKind atomic.Value
 )
 
 // tcpRelays returns the process's event loops for TCP mode, started on
@@ -210,6 +214,7 @@ var (
 // could start (the log says why, once).
 func tcpRelays(log *slog.Logger) *relay.Loops {
 	relaysOnce.Do(func() {
+		relayKind.Store("goroutines")
 		choice := os.Getenv("HAVEN_TCP_RELAY")
 		if choice == "goroutines" {
 			log.Info("tcp mode: relaying with goroutines (HAVEN_TCP_RELAY=goroutines)")
@@ -220,6 +225,7 @@ func tcpRelays(log *slog.Logger) *relay.Loops {
 			if err == nil {
 				log.Info("tcp mode: relaying on io_uring loops", "loops", relay.ReservedProcs())
 				relays = ls
+				relayKind.Store("io_uring")
 				return
 			}
 			log.Warn("tcp mode: io_uring loops unavailable: relaying on epoll loops", "err", err)
@@ -230,6 +236,7 @@ func tcpRelays(log *slog.Logger) *relay.Loops {
 			return
 		}
 		relays = ls
+		relayKind.Store("epoll")
 	})
 	return relays
 }
