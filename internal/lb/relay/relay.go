@@ -225,16 +225,13 @@ func takeOver(c *net.TCPConn) (int, error) {
 // loop is one event loop: an epoll set, an eventfd to wake it, and the
 // pairs it owns.
 type loop struct {
-	epfd, evfd int
+	inbox
+	epfd int
 	// ep is epfd as a file of the runtime's poller: the loop parks on it
 	// until its set has events, instead of blocking a thread in
 	// epoll_wait (which has the runtime's monitor hand the thread's
 	// processor to another thread, and back, at every wait).
 	ep *os.File
-
-	mu       sync.Mutex
-	incoming []*Pair // new pairs and aborts, for the loop to take
-	stopped  bool
 
 	sides map[int]*Pair // by descriptor
 	pairs map[*Pair]struct{}
@@ -257,10 +254,10 @@ func newLoop() (*loop, error) {
 	if err != nil {
 		return nil, fmt.Errorf("relay: epoll_create1: %w", err)
 	}
-	evfd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	evfd, err := newEventfd()
 	if err != nil {
 		unix.Close(epfd)
-		return nil, fmt.Errorf("relay: eventfd: %w", err)
+		return nil, err
 	}
 	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, evfd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(evfd)}); err != nil {
 		unix.Close(epfd)
@@ -274,35 +271,10 @@ func newLoop() (*loop, error) {
 		return nil, fmt.Errorf("relay: epoll set: %w", err)
 	}
 	ep := os.NewFile(uintptr(epfd), "relay-epoll")
-	return &loop{epfd: epfd, evfd: evfd, ep: ep, sides: map[int]*Pair{}, pairs: map[*Pair]struct{}{}, buf: make([]byte, bufSize)}, nil
+	return &loop{inbox: inbox{evfd: evfd}, epfd: epfd, ep: ep, sides: map[int]*Pair{}, pairs: map[*Pair]struct{}{}, buf: make([]byte, bufSize)}, nil
 }
 
-var one = []byte{1, 0, 0, 0, 0, 0, 0, 0}
-
-// submit hands the loop a new pair, or an abort of one of its pairs. It
-// reports false when the loop has stopped (its pairs were all aborted).
-func (l *loop) submit(p *Pair) bool {
-	l.mu.Lock()
-	if l.stopped {
-		l.mu.Unlock()
-		return false
-	}
-	defer l.mu.Unlock()
-	if len(l.incoming) == 0 {
-		unix.Write(l.evfd, one) // under the lock: shutdown closes evfd under it
-	}
-	l.incoming = append(l.incoming, p)
-	return true
-}
-
-func (l *loop) stop() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if !l.stopped {
-		l.stopped = true
-		unix.Write(l.evfd, one)
-	}
-}
+func (l *loop) stop() { l.signalStop() }
 
 // run is the loop. It wakes at least every second to close idle pairs and,
 // should a wake-up through the nested epoll ever be lost, to take new
@@ -408,10 +380,7 @@ func (l *loop) run() {
 func (l *loop) takeIncoming() bool {
 	var b [8]byte
 	unix.Read(l.evfd, b[:])
-	l.mu.Lock()
-	in, stopped := l.incoming, l.stopped
-	l.incoming = nil
-	l.mu.Unlock()
+	in, stopped := l.take()
 	for _, p := range in {
 		_, running := l.pairs[p]
 		if running || p.ended || p.aborted.Load() {
@@ -579,12 +548,7 @@ func (l *loop) shutdown() {
 	for p := range l.pairs {
 		l.finish(p, Aborted, nil)
 	}
-	l.mu.Lock()
-	in := l.incoming
-	l.incoming = nil
-	unix.Close(l.evfd) // under the lock: submit writes it under the lock, once stopped never
-	l.mu.Unlock()
-	for _, p := range in {
+	for _, p := range l.inbox.close() {
 		l.finish(p, Aborted, nil)
 	}
 	l.ep.Close()

@@ -3,7 +3,6 @@ package relay
 import (
 	"fmt"
 	"runtime"
-	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -99,14 +98,10 @@ func NewRing(n int) (*Loops, error) {
 // ringLoop is one ring loop: the ring, an eventfd to wake it, the pairs
 // it owns.
 type ringLoop struct {
+	inbox
 	r     *ring
-	evfd  int
-	evbuf *[8]byte // the wake-up read's buffer, on the heap: the kernel writes it
-
-	mu       sync.Mutex
-	incoming []*Pair
-	stopped  bool
-	done     chan struct{} // closed when the loop has returned
+	evbuf *[8]byte      // the wake-up read's buffer, on the heap: the kernel writes it
+	done  chan struct{} // closed when the loop has returned
 
 	pairs  map[uint64]*Pair // by id, until every request of the pair has completed
 	nextID uint64
@@ -126,11 +121,11 @@ type starvedSide struct {
 // startRingLoop starts a loop on a thread of its own and returns once
 // its ring is set up (the ring must be made on the thread that submits).
 func startRingLoop() (*ringLoop, error) {
-	evfd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	evfd, err := newEventfd()
 	if err != nil {
-		return nil, fmt.Errorf("relay: eventfd: %w", err)
+		return nil, err
 	}
-	l := &ringLoop{evfd: evfd, evbuf: new([8]byte), done: make(chan struct{}), pairs: map[uint64]*Pair{}, nextID: 1}
+	l := &ringLoop{inbox: inbox{evfd: evfd}, evbuf: new([8]byte), done: make(chan struct{}), pairs: map[uint64]*Pair{}, nextID: 1}
 	ready := make(chan error, 1)
 	go l.run(ready)
 	if err := <-ready; err != nil {
@@ -140,26 +135,8 @@ func startRingLoop() (*ringLoop, error) {
 	return l, nil
 }
 
-func (l *ringLoop) submit(p *Pair) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.stopped {
-		return false
-	}
-	if len(l.incoming) == 0 {
-		unix.Write(l.evfd, one) // under the lock: the loop closes evfd under it
-	}
-	l.incoming = append(l.incoming, p)
-	return true
-}
-
 func (l *ringLoop) stop() {
-	l.mu.Lock()
-	if !l.stopped {
-		l.stopped = true
-		unix.Write(l.evfd, one)
-	}
-	l.mu.Unlock()
+	l.signalStop()
 	<-l.done
 }
 
@@ -234,10 +211,7 @@ func (l *ringLoop) armWake() {
 // takeIncoming starts new pairs and carries out aborts; false: the loop
 // is to stop.
 func (l *ringLoop) takeIncoming() bool {
-	l.mu.Lock()
-	in, stopped := l.incoming, l.stopped
-	l.incoming = nil
-	l.mu.Unlock()
+	in, stopped := l.take()
 	for _, p := range in {
 		if p.id != 0 || p.ended || p.aborted.Load() || stopped {
 			l.finish(p, Aborted, nil) // an abort, of a pair running, ended or not started yet
@@ -450,12 +424,7 @@ func (l *ringLoop) abortAll() {
 func (l *ringLoop) closeDown() {
 	l.r.close() // cancels the wake-up read
 	l.bufs.unmap()
-	l.mu.Lock()
-	in := l.incoming
-	l.incoming = nil
-	unix.Close(l.evfd) // under the lock: submit writes it under the lock, once stopped never
-	l.mu.Unlock()
-	for _, p := range in {
+	for _, p := range l.inbox.close() {
 		l.finish(p, Aborted, nil) // not started: nothing in flight
 	}
 }
