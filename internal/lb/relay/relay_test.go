@@ -426,3 +426,27 @@ func contextSwitches(t *testing.T) int {
 	}
 	return n
 }
+
+// TestRingRefused: where the kernel refuses the ring (here a flag it does
+// not know, as a kernel older than 6.1 refuses DEFER_TASKRUN), NewRing
+// fails, saying so, and leaves nothing behind: no descriptor, no
+// processor reserved. The caller then uses the epoll loops.
+func TestRingRefused(t *testing.T) {
+	defer func(f uint32) { ringFlags = f }(ringFlags)
+	ringFlags |= 1 << 31
+	before, procs := openFDs(t), runtime.GOMAXPROCS(0)
+	ls, err := NewRing(2)
+	if err == nil {
+		ls.Close()
+		t.Fatal("NewRing started loops on a ring the kernel must refuse")
+	}
+	if !strings.Contains(err.Error(), "io_uring_setup") {
+		t.Errorf("error %q does not say that io_uring_setup failed", err)
+	}
+	if after := openFDs(t); after != before {
+		t.Errorf("%d descriptors open after the refusal, %d before", after, before)
+	}
+	if runtime.GOMAXPROCS(0) != procs || ReservedProcs() != 0 {
+		t.Errorf("GOMAXPROCS %d (was %d), %d reserved; want neither changed", runtime.GOMAXPROCS(0), procs, ReservedProcs())
+	}
+}

@@ -76,6 +76,10 @@ const (
 	cancelFD  = 1 << 1
 )
 
+// ringFlags are the flags rings are set up with (a variable for the
+// tests, which make the setup fail as an old kernel would).
+var ringFlags uint32 = setupSingleIssuer | setupDeferTaskrun
+
 type ring struct {
 	fd                     int
 	mem, sqMem             []byte
@@ -94,7 +98,7 @@ type ring struct {
 // newRing sets up a ring on the calling thread, which alone may submit to
 // it from then on (SINGLE_ISSUER): call it from a locked thread.
 func newRing(entries uint32) (*ring, error) {
-	p := ringParams{flags: setupSingleIssuer | setupDeferTaskrun}
+	p := ringParams{flags: ringFlags}
 	fd, _, e := unix.Syscall(unix.SYS_IO_URING_SETUP, uintptr(entries), uintptr(unsafe.Pointer(&p)), 0)
 	if e != 0 {
 		return nil, fmt.Errorf("io_uring_setup: %w", e)
