@@ -61,7 +61,7 @@ func newLab(t *testing.T, n int) *lab {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cli.Close() })
-	l := &lab{t: t, cli: cli, base: testenv.SearchableDir(t), port: testenv.FreePort(t), group: freePorts(t, 5),
+	l := &lab{t: t, cli: cli, base: testenv.SearchableDir(t), port: testenv.FreePort(t), group: testenv.FreePorts(t, "0.0.0.0", 5), // group, IST, an SST port per node
 		cancels: map[string]context.CancelFunc{}, done: map[string]chan struct{}{}, servers: map[string]*Server{}, run: map[string]*Node{}}
 	for i := range n {
 		l.nodes = append(l.nodes, fmt.Sprintf("db%d", i+1))
@@ -90,28 +90,6 @@ func newLab(t *testing.T, n int) *lab {
 		}
 	})
 	return l
-}
-
-// freePorts returns the first of n consecutive ports that were free on
-// loopback a moment ago.
-func freePorts(t *testing.T, n int) int {
-	for range 50 {
-		p := testenv.FreePort(t)
-		ok := true
-		for i := 1; i < n && ok; i++ {
-			ln, err := net.Listen("tcp", net.JoinHostPort("0.0.0.0", strconv.Itoa(p+i)))
-			if err != nil {
-				ok = false
-				continue
-			}
-			ln.Close()
-		}
-		if ok {
-			return p
-		}
-	}
-	t.Fatal("no run of free ports")
-	return 0
 }
 
 // start runs node name's agent side (a Node) until stop.

@@ -23,7 +23,7 @@ import (
 // asking before either binds, never get the same one.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	return freePortOn(t, "127.0.0.1")
+	return FreePorts(t, "127.0.0.1", 1)
 }
 
 // FreeAddr is FreePort on another loopback address: "ip:port", the port
@@ -31,29 +31,45 @@ func FreePort(t testing.TB) int {
 // test binary whatever the address.
 func FreeAddr(t testing.TB, ip string) string {
 	t.Helper()
-	return net.JoinHostPort(ip, strconv.Itoa(freePortOn(t, ip)))
+	return net.JoinHostPort(ip, strconv.Itoa(FreePorts(t, ip, 1)))
 }
 
-func freePortOn(t testing.TB, ip string) int {
+// FreePorts returns the first of n consecutive ports that were free on ip
+// ("0.0.0.0": every address) a moment ago, below the ephemeral range, none
+// of them given before in this test binary, and marks all n given.
+func FreePorts(t testing.TB, ip string, n int) int {
 	t.Helper()
 	low := ephemeralLow()
 	givenMu.Lock()
 	defer givenMu.Unlock()
 	for range 200 {
-		p := 10000 + rand.IntN(low-10000)
-		if given[p] {
+		p := 10000 + rand.IntN(low-10000-n)
+		if !runFree(ip, p, n) {
 			continue
 		}
-		l, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(p)))
-		if err != nil {
-			continue
+		for i := range n {
+			given[p+i] = true
 		}
-		l.Close()
-		given[p] = true
 		return p
 	}
-	t.Fatalf("no free TCP port on %s between 10000 and %d", ip, low)
+	t.Fatalf("no %d free consecutive TCP ports on %s between 10000 and %d", n, ip, low)
 	return 0
+}
+
+// runFree reports whether ports p to p+n-1 are neither given nor taken on
+// ip. Called with givenMu held.
+func runFree(ip string, p, n int) bool {
+	for i := range n {
+		if given[p+i] {
+			return false
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(p+i)))
+		if err != nil {
+			return false
+		}
+		l.Close()
+	}
+	return true
 }
 
 var (

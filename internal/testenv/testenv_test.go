@@ -146,3 +146,23 @@ func TestFreePortIsBelowTheEphemeralRange(t *testing.T) {
 		l.Close()
 	}
 }
+
+// FreePorts gives a run of consecutive free ports (a Galera node's group,
+// IST and SST ports), and FreePort never gives one of them afterwards.
+func TestFreePortsRunIsNotGivenAgain(t *testing.T) {
+	first := FreePorts(t, "127.0.0.1", 5)
+	for i := range 5 {
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(first+i)))
+		if err != nil {
+			t.Fatalf("port %d of the run at %d cannot be bound: %v", i, first, err)
+		}
+		l.Close()
+	}
+	givenMu.Lock()
+	defer givenMu.Unlock()
+	for i := range 5 {
+		if !given[first+i] {
+			t.Errorf("port %d of the run at %d is not marked given: FreePort may give it again", first+i, first)
+		}
+	}
+}
