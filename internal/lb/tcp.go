@@ -216,6 +216,12 @@ func tcpRelays(log *slog.Logger) *relay.Loops {
 	relaysOnce.Do(func() {
 		relayKind.Store("goroutines")
 		choice := os.Getenv("HAVEN_TCP_RELAY")
+		switch choice {
+		case "", "epoll", "goroutines":
+		default:
+			log.Warn("tcp mode: HAVEN_TCP_RELAY is neither epoll nor goroutines: relaying on the default, io_uring (unset it, or set one of those two)",
+				"HAVEN_TCP_RELAY", choice)
+		}
 		if choice == "goroutines" {
 			log.Info("tcp mode: relaying with goroutines (HAVEN_TCP_RELAY=goroutines)")
 			return
