@@ -140,7 +140,7 @@ func TestJoinWaitsForTheClusterVersion(t *testing.T) {
 	undecided, _ := peer(0)
 	running = map[string]string{"m1": undecided.URL, "m3": "http://127.0.0.1:2380"}
 	err := member(time.Second).awaitClusterVersion(t.Context(), running)
-	if err == nil || !strings.Contains(err.Error(), "m1: not decided") || !strings.Contains(err.Error(), "haven coord status") {
+	if err == nil || !strings.Contains(err.Error(), "m1: not decided") || !strings.Contains(err.Error(), "haven coord members") {
 		t.Errorf("cluster that never decides: %v; want an error naming m1 as not decided and what to check", err)
 	}
 }

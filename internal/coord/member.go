@@ -754,12 +754,7 @@ func (m *Member) probePeers(ctx context.Context) []peerProbe {
 		u := m.initial[name]
 		probes[i] = peerProbe{name: name, url: u.String()}
 		wg.Go(func() {
-			req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String()+"/members", nil)
-			if err != nil {
-				probes[i].err = err
-				return
-			}
-			resp, err := hc.Do(req)
+			resp, err := peerGet(ctx, hc, u.String()+"/members")
 			if err != nil {
 				probes[i].err = err
 				return
@@ -796,6 +791,15 @@ func (m *Member) peerClient() (*http.Client, error) {
 		hc.Transport = &http.Transport{TLSClientConfig: tc}
 	}
 	return hc, nil
+}
+
+// peerGet asks a member's peer port for url; close the body.
+func peerGet(ctx context.Context, hc *http.Client, url string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	return hc.Do(req)
 }
 
 // clusterVersionAgain is how often awaitClusterVersion asks again.
@@ -840,7 +844,7 @@ func (m *Member) awaitClusterVersion(ctx context.Context, running map[string]str
 		}
 		if time.Now().Add(clusterVersionAgain).After(deadline) {
 			return fmt.Errorf("no member of the running cluster reported the cluster's version within %v (%s), "+
-				"and etcd joins no cluster without one: check that the cluster has a leader (`haven coord status`)",
+				"and etcd joins no cluster without one: check that the cluster has a leader (`haven coord members` names one)",
 				m.joinTimeout, strings.Join(seen, "; "))
 		}
 		select {
@@ -857,11 +861,7 @@ func (m *Member) awaitClusterVersion(ctx context.Context, running map[string]str
 func peerClusterVersion(ctx context.Context, hc *http.Client, peerURL string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, peerURL+"/version", nil)
-	if err != nil {
-		return "", err
-	}
-	resp, err := hc.Do(req)
+	resp, err := peerGet(ctx, hc, peerURL+"/version")
 	if err != nil {
 		return "", err
 	}
