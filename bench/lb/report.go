@@ -17,7 +17,7 @@ func (b *bench) header() string {
 		fmt.Sprintf("%d interleaved round(s) of %s per target, medians reported", b.opt.rounds, b.opt.duration),
 		b.opt.quick, b.machine, b.versions))
 	sb.WriteString("Placement: each proxy on CPU 0 with one worker (HAProxy nbthread 1, nginx worker_processes 1, " +
-		"Caddy and haven GOMAXPROCS=1); wrk, vegeta, the harness and the three nginx backends on CPU 1. " +
+		"Caddy and haven GOMAXPROCS=1; in TCP mode haven adds a processor, on the same CPU, for its io_uring loop to wait on); wrk, vegeta, the harness and the three nginx backends on CPU 1. " +
 		"Round robin over the same three backends, keep-alive to the backends, logging off, active health checks every 2s " +
 		"(nginx open source has none: passive max_fails=1 fail_timeout=2s). " +
 		"The sections marked two cores run each proxy with two workers (HAProxy nbthread 2, nginx worker_processes 2, Caddy and haven GOMAXPROCS=2) " +
