@@ -114,8 +114,7 @@ type Node struct {
 	bootRun         <-chan struct{} // the server a bootstrap under the claim started
 	failures        int
 	nextStart       time.Time
-	evicted         map[string]bool   // gcomm UUIDs this node evicted
-	evictPending    map[string]string // of those, the ones that may still be in its view: UUID to node
+	evicted         map[string]bool // gcomm UUIDs this node evicted
 }
 
 // NewNode checks cfg; it starts nothing.
@@ -391,10 +390,6 @@ func (n *Node) evictDead(ctx context.Context, self MemberState, members map[stri
 			n.evicted = map[string]bool{}
 		}
 		n.evicted[m.Status.GcommUUID] = true
-		if n.evictPending == nil {
-			n.evictPending = map[string]string{}
-		}
-		n.evictPending[m.Status.GcommUUID] = m.Node
 		n.log.Info("evicting a node whose server is gone (its group port refuses connections)", "event", "database", "peer", m.Node, "uuid", m.Status.GcommUUID)
 		if err := n.srv.Exec(ctx, "SET GLOBAL wsrep_provider_options='evs.evict="+m.Status.GcommUUID+"'"); err != nil {
 			n.log.Warn("evict", "peer", m.Node, "err", err)
@@ -450,29 +445,37 @@ func (n *Node) primaryGone(ctx context.Context, members map[string]MemberState) 
 	return int(gone.Load()) == len(addrs)
 }
 
-// clearEvictions empties this node's eviction list once every node it
-// evicted has left its view. Galera's nodes agree on a new view only when
+// clearEvictions empties this server's eviction list once no node in it
+// may still be in its view. Galera's nodes agree on a new view only when
 // their eviction lists agree too: a list that keeps a node evicted long
 // ago, which a node that joined since has never heard of, holds up the
 // next eviction until failure detection decides it. An evicted UUID
 // cannot come back (a restarted server has a new one), so the list has
 // done its work.
+//
+// The list is the server's (wsrep_evs_evict_list), not the evictions
+// this agent made: a server also keeps those its peers' join messages
+// carry, for a day (evs.view_forget_timeout). A writer that rejoined
+// while a peer still listed its killed predecessor kept that UUID after
+// the others had dropped it, and at the next view change (a partition)
+// the messages naming it took a peer's group layer down ("node ... not
+// found from known map", CI 2026-12-07).
 func (n *Node) clearEvictions(ctx context.Context, self MemberState, members map[string]MemberState) {
-	if len(n.evictPending) == 0 {
+	if len(self.Status.EvictList) == 0 {
 		return
 	}
-	for uuid, node := range n.evictPending {
-		m := members[node]
-		addr := net.JoinHostPort(m.Host, strconv.Itoa(m.Port))
-		if m.Status.GcommUUID == uuid && slices.Contains(self.Status.IncomingAddresses, addr) {
-			return // the view may still have it: its agent still names it
+	for _, uuid := range self.Status.EvictList {
+		for _, m := range members {
+			addr := net.JoinHostPort(m.Host, strconv.Itoa(m.Port))
+			if m.Node != self.Node && m.Status.GcommUUID == uuid && slices.Contains(self.Status.IncomingAddresses, addr) {
+				return // the view may still have it: its agent still names it
+			}
 		}
 	}
+	n.log.Info("clearing the eviction list: no node in it is in the view", "event", "database", "evicted", self.Status.EvictList)
 	if err := n.srv.Exec(ctx, "SET GLOBAL wsrep_provider_options='evs.evict='"); err != nil {
 		n.log.Warn("clear the eviction list", "err", err)
-		return
 	}
-	n.evictPending = nil
 }
 
 // gcommUUID is a group member's identity; only such a string goes into

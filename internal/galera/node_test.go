@@ -351,3 +351,47 @@ func testLogger(node string) *slog.Logger {
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, nil)).With("node", node)
 }
+
+// TestLearnedEvictionIsCleared: a server keeps the evictions its peers'
+// join messages carry as well as its agent's own, for a day; a writer
+// that rejoined so kept its killed predecessor's UUID after the others
+// had dropped theirs, and at the next view change a peer's group layer
+// failed on it (TestGalera in CI). The agent empties its server's list,
+// whoever put a UUID there, once no node in it is in the view.
+func TestLearnedEvictionIsCleared(t *testing.T) {
+	l := newLab(t, 2)
+	for _, n := range l.nodes {
+		l.start(n)
+	}
+	l.waitServing(3*time.Minute, l.nodes...)
+	const gone = "0b5e55ed-0000-4000-8000-000000000001" // no server's
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	db := l.db("db2")
+	if _, err := db.ExecContext(ctx, "SET GLOBAL wsrep_provider_options='evs.evict="+gone+"'"); err != nil {
+		t.Fatal(err)
+	}
+	evictList := func() string {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		var list string
+		if err := db.QueryRowContext(ctx, "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'WSREP_EVS_EVICT_LIST'").Scan(&list); err != nil {
+			t.Fatal(err)
+		}
+		return list
+	}
+	if list := evictList(); list != "" && list != gone {
+		t.Fatalf("db2's eviction list is %q, want %q or empty (its agent cleared it already)", list, gone)
+	}
+	testenv.Poll(t, 30*time.Second, "db2's eviction list empty again", func() (bool, string) {
+		list := evictList()
+		return list == "", list
+	})
+	testenv.Poll(t, 30*time.Second, "db2's agent seeing the list empty", func() (bool, string) {
+		st := l.run["db2"].State()
+		return len(st.Status.EvictList) == 0 && st.Status.Primary(), fmt.Sprintf("%v, %s", st.Status.EvictList, st.Status.ClusterStatus)
+	})
+	if st := l.run["db1"].State(); st.Status.ClusterSize != 2 {
+		t.Errorf("db1 sees a component of %d nodes after db2's list was cleared, want 2", st.Status.ClusterSize)
+	}
+}

@@ -49,6 +49,10 @@ type Status struct {
 	// every node in its component, this one's included.
 	GcommUUID         string   `json:"gcomm_uuid,omitempty"`
 	IncomingAddresses []string `json:"incoming_addresses,omitempty"`
+	// EvictList is the gcomm UUIDs this server keeps out of its group
+	// (wsrep_evs_evict_list): those its agent evicted and those it
+	// learned of from its peers.
+	EvictList []string `json:"evict_list,omitempty"`
 }
 
 // Primary reports whether the node is in a primary component.
@@ -86,7 +90,7 @@ const statusQuery = `SHOW GLOBAL STATUS WHERE Variable_name IN (
 'wsrep_local_state_comment', 'wsrep_cluster_size', 'wsrep_cluster_state_uuid',
 'wsrep_last_committed', 'wsrep_flow_control_paused_ns', 'wsrep_local_cert_failures',
 'wsrep_local_recv_queue', 'wsrep_local_send_queue', 'wsrep_gcomm_uuid',
-'wsrep_incoming_addresses')`
+'wsrep_incoming_addresses', 'wsrep_evs_evict_list')`
 
 // readStatus asks the server over db.
 func readStatus(ctx context.Context, db *sql.DB) (Status, error) {
@@ -138,6 +142,11 @@ func statusFrom(v map[string]string) Status {
 	for _, a := range strings.Split(v["wsrep_incoming_addresses"], ",") {
 		if a = strings.TrimSpace(a); a != "" && a != "AUTO" {
 			s.IncomingAddresses = append(s.IncomingAddresses, a)
+		}
+	}
+	for _, u := range strings.Split(v["wsrep_evs_evict_list"], ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			s.EvictList = append(s.EvictList, u)
 		}
 	}
 	return s
