@@ -214,35 +214,39 @@ var (
 // could start (the log says why, once).
 func tcpRelays(log *slog.Logger) *relay.Loops {
 	relaysOnce.Do(func() {
-		relayKind.Store("goroutines")
-		choice := os.Getenv("HAVEN_TCP_RELAY")
-		switch choice {
-		case "", "epoll", "goroutines":
-		default:
-			log.Warn("tcp mode: HAVEN_TCP_RELAY is neither epoll nor goroutines: relaying on the default, io_uring (unset it, or set one of those two)",
-				"HAVEN_TCP_RELAY", choice)
-		}
-		if choice == "goroutines" {
-			log.Info("tcp mode: relaying with goroutines (HAVEN_TCP_RELAY=goroutines)")
-			return
-		}
-		if choice != "epoll" {
-			ls, err := relay.NewRing(0)
-			if err == nil {
-				log.Info("tcp mode: relaying on io_uring loops", "loops", relay.ReservedProcs())
-				relays = ls
-				relayKind.Store("io_uring")
-				return
-			}
-			log.Warn("tcp mode: io_uring loops unavailable: relaying on epoll loops", "err", err)
-		}
-		ls, err := relay.New(0)
-		if err != nil {
-			log.Warn("tcp mode: the event loops could not start: relaying with goroutines", "err", err)
-			return
-		}
-		relays = ls
-		relayKind.Store("epoll")
+		var kind string
+		relays, kind = chooseRelays(os.Getenv("HAVEN_TCP_RELAY"), relay.NewRing, relay.New, log)
+		relayKind.Store(kind)
 	})
 	return relays
+}
+
+// chooseRelays starts the loops HAVEN_TCP_RELAY (choice) asks for, with
+// newRing and newEpoll, falling back from io_uring to epoll to
+// goroutines (nil) as each is refused; it returns them and their kind.
+func chooseRelays(choice string, newRing, newEpoll func(int) (*relay.Loops, error), log *slog.Logger) (*relay.Loops, string) {
+	switch choice {
+	case "", "epoll", "goroutines":
+	default:
+		log.Warn("tcp mode: HAVEN_TCP_RELAY is neither epoll nor goroutines: relaying on the default, io_uring (unset it, or set one of those two)",
+			"HAVEN_TCP_RELAY", choice)
+	}
+	if choice == "goroutines" {
+		log.Info("tcp mode: relaying with goroutines (HAVEN_TCP_RELAY=goroutines)")
+		return nil, "goroutines"
+	}
+	if choice != "epoll" {
+		ls, err := newRing(0)
+		if err == nil {
+			log.Info("tcp mode: relaying on io_uring loops", "loops", relay.ReservedProcs())
+			return ls, "io_uring"
+		}
+		log.Warn("tcp mode: io_uring loops unavailable: relaying on epoll loops", "err", err)
+	}
+	ls, err := newEpoll(0)
+	if err != nil {
+		log.Warn("tcp mode: the event loops could not start: relaying with goroutines", "err", err)
+		return nil, "goroutines"
+	}
+	return ls, "epoll"
 }
