@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -462,6 +463,63 @@ func TestKeeperStrictWaitsForTheLostStandby(t *testing.T) {
 	back := startKeeper(t, etcd, lostStandby.node, []string{"db1", "db2", "db3"}, ModeStrict)
 	leader, _ := leaderOf(t, left, back)
 	waitRow(t, leader.node, 1)
+}
+
+// TestKeeperNarrowsTheSyncRecordOnceTheRestCaughtUp: with ANY 1 (db2,
+// db3), a commit acknowledged by db2 alone is on db2 alone. When db2 is
+// lost, postgres stops waiting for it at once, but the sync record names
+// db2 until db3 has received the WAL written before: a record naming db3
+// alone would let db3 be promoted by itself without that commit.
+func TestKeeperNarrowsTheSyncRecordOnceTheRestCaughtUp(t *testing.T) {
+	etcd, primary, replicas := startCluster(t, ModeSync, "db1", "db2", "db3")
+	primary.exec(t, "CREATE TABLE t (id int PRIMARY KEY)")
+	waitSync(t, primary, 1, 2)
+	var lost, kept *testKeeper
+	for _, r := range replicas {
+		switch r.cfg.Node {
+		case "db2":
+			lost = r
+		case "db3":
+			kept = r
+		}
+	}
+	// db3 stops receiving: its WAL receiver is stopped, and the primary
+	// still counts it as streaming (wal_sender_timeout is a minute).
+	pid, err := kept.node.tryQuery("SELECT pid::text FROM pg_stat_wal_receiver")
+	if err != nil {
+		t.Fatal(err)
+	}
+	receiver, _ := strconv.Atoi(pid)
+	if err := syscall.Kill(receiver, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	resumed := false
+	resume := func() {
+		if !resumed {
+			resumed = true
+			_ = syscall.Kill(receiver, syscall.SIGCONT)
+		}
+	}
+	t.Cleanup(resume)
+	primary.exec(t, "INSERT INTO t VALUES (1)") // acknowledged by db2 alone
+	crash(t, lost)
+
+	waitFor(t, "the primary's commits wait for db3 alone", func() (string, bool) {
+		v, err := primary.node.tryQuery("SHOW synchronous_standby_names")
+		return fmt.Sprint(v, err), err == nil && v == `ANY 1 ("db3")`
+	})
+	for range 20 {
+		if rec := lastSyncRecordOf(t, etcd, primary.cfg.Node); !slices.Contains(rec.Standbys, "db2") {
+			t.Fatalf("the sync record %+v no longer names db2 while db3, stopped, lacks the row only db2 acknowledged", rec)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	resume()
+	waitFor(t, "the sync record narrowed to db3 once it caught up", func() (string, bool) {
+		rec := lastSyncRecordOf(t, etcd, primary.cfg.Node)
+		return fmt.Sprintf("%+v", rec), slices.Equal(rec.Standbys, []string{"db3"})
+	})
+	waitRow(t, kept.node, 1)
 }
 
 // lastSyncRecordOf returns the last sync record leader wrote to etcd,

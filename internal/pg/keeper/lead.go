@@ -384,7 +384,60 @@ func (k *Keeper) manageSync(ctx context.Context, v view) error {
 	if want.Archive != "" && v.sync.Archive == "" {
 		k.log.Info("commits wait for the WAL archive: the repository holds every acknowledged commit", "archiver", want.Archive, "replicas", want.Standbys)
 	}
+	if want.K > 0 && len(want.Standbys) < len(widened.Standbys) {
+		if err := k.awaitCatchUp(ctx, want); err != nil {
+			return err // the record stays widened: the next round tries again
+		}
+	}
 	return k.putSync(ctx, want)
+}
+
+// catchUpWait bounds how long a narrowing of the sync record waits, in one
+// round, for the standbys it keeps to catch up (awaitCatchUp).
+const catchUpWait = 500 * time.Millisecond
+
+// awaitCatchUp returns once want.K of want.Standbys have flushed the WAL
+// written so far. A standby dropped from the record may hold commits the
+// ones kept lack: with ANY 1 (db2, db3), a commit acknowledged by db2 alone
+// is on db2 alone. Postgres already waits for want's standbys only; until
+// they have every earlier commit, the record names the dropped standbys
+// too, so that a promotion still asks them (len(Standbys)-K+1 must
+// answer). Named in the record once K of them have this WAL, any
+// len(Standbys)-K+1 of them include one that has every acknowledged
+// commit.
+func (k *Keeper) awaitCatchUp(ctx context.Context, want SyncState) error {
+	pos, err := k.srv.Position(ctx)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, catchUpWait)
+	defer cancel()
+	for {
+		standbys, err := k.srv.Replication(ctx)
+		held := holding(standbys, want.Standbys, pos.Current)
+		if err == nil && len(held) >= want.K {
+			return nil
+		}
+		t := k.clk.NewTimer(10 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("the sync record names the standbys postgres no longer waits for until %d of %s have received the WAL written before (to %s; %d have): they may lack commits only the others acknowledged",
+				want.K, strings.Join(want.Standbys, ", "), pos.Current, len(held))
+		case <-t.C():
+		}
+	}
+}
+
+// holding returns those of names whose replicas have flushed WAL to lsn.
+func holding(standbys []pg.Standby, names []string, lsn pg.LSN) []string {
+	var out []string
+	for _, s := range standbys {
+		if slices.Contains(names, s.Name) && s.Flush >= lsn && !slices.Contains(out, s.Name) {
+			out = append(out, s.Name)
+		}
+	}
+	return out
 }
 
 // putSync writes the sync record fenced by the revision this keeper last
