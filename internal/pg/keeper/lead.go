@@ -414,30 +414,40 @@ func (k *Keeper) awaitCatchUp(ctx context.Context, want SyncState) error {
 	defer cancel()
 	for {
 		standbys, err := k.srv.Replication(ctx)
-		held := holding(standbys, want.Standbys, pos.Current)
-		if err == nil && len(held) >= want.K {
+		n, behind := flushedTo(standbys, want.Standbys, pos.Current)
+		if err != nil {
+			behind = err.Error()
+		} else if n >= want.K {
 			return nil
 		}
 		t := k.clk.NewTimer(10 * time.Millisecond)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return fmt.Errorf("the sync record names the standbys postgres no longer waits for until %d of %s have received the WAL written before (to %s; %d have): they may lack commits only the others acknowledged",
-				want.K, strings.Join(want.Standbys, ", "), pos.Current, len(held))
+			return fmt.Errorf("the sync record keeps naming the standbys postgres no longer waits for until %d of %s have the WAL written before (to %s), which may hold commits only those acknowledged; behind: %s (haven pg status shows their lag)",
+				want.K, strings.Join(want.Standbys, ", "), pos.Current, behind)
 		case <-t.C():
 		}
 	}
 }
 
-// holding returns those of names whose replicas have flushed WAL to lsn.
-func holding(standbys []pg.Standby, names []string, lsn pg.LSN) []string {
-	var out []string
-	for _, s := range standbys {
-		if slices.Contains(names, s.Name) && s.Flush >= lsn && !slices.Contains(out, s.Name) {
-			out = append(out, s.Name)
+// flushedTo counts those of names whose replicas have flushed WAL to lsn,
+// and says where the others are.
+func flushedTo(standbys []pg.Standby, names []string, lsn pg.LSN) (int, string) {
+	n := 0
+	var behind []string
+	for _, name := range names {
+		i := slices.IndexFunc(standbys, func(s pg.Standby) bool { return s.Name == name })
+		switch {
+		case i < 0:
+			behind = append(behind, name+" does not stream")
+		case standbys[i].Flush >= lsn:
+			n++
+		default:
+			behind = append(behind, fmt.Sprintf("%s has flushed to %s", name, standbys[i].Flush))
 		}
 	}
-	return out
+	return n, strings.Join(behind, ", ")
 }
 
 // putSync writes the sync record fenced by the revision this keeper last
