@@ -102,6 +102,7 @@ type ringLoop struct {
 	r     *ring
 	evbuf *[8]byte      // the wake-up read's buffer, on the heap: the kernel writes it
 	done  chan struct{} // closed when the loop has returned
+	tid   int           // the loop's thread, for tests and diagnostics (/proc/self/task/tid)
 
 	pairs  map[uint64]*Pair // by id, until every request of the pair has completed
 	nextID uint64
@@ -154,7 +155,7 @@ func (l *ringLoop) run(ready chan<- error) {
 		ready <- fmt.Errorf("relay: %w", err)
 		return
 	}
-	l.r, l.bufs = r, bufs
+	l.r, l.bufs, l.tid = r, bufs, unix.Gettid()
 	ready <- nil
 	l.armWake()
 	lastScan := time.Now().UnixNano()
