@@ -96,6 +96,20 @@ type side struct {
 	sending, spill []byte
 	bid            uint16
 	fromRing       bool
+	// What was received for this socket while a send to it was in flight:
+	// the ring's buffers, kept for a turn while the send (which does not
+	// wait for room) completes, or copied to backlog while it waits.
+	queued  []queuedBuf
+	backlog []byte
+	// A ring loop's receive on this socket: armed while its multishot
+	// receive is in flight, cancelling once the loop has asked it to stop.
+	armed, cancelling bool
+}
+
+// queuedBuf is a ring buffer holding n received bytes.
+type queuedBuf struct {
+	bid uint16
+	n   int32
 }
 
 // Done is closed once the relay has ended and both sockets are closed.

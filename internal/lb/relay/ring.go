@@ -209,6 +209,11 @@ const (
 	sqeBufferSelect  = 1 << 5
 	cqeFBuffer       = 1 << 0
 	cqeBufferShift   = 16
+
+	// A multishot receive (Linux 6.0) stays armed: one completion per
+	// arrival, each with the more flag until the last.
+	recvMultishot = 1 << 1 // in the entry's ioprio
+	cqeFMore      = 1 << 1
 )
 
 type bufReg struct {

@@ -103,6 +103,7 @@ type ringLoop struct {
 	evbuf *[8]byte      // the wake-up read's buffer, on the heap: the kernel writes it
 	done  chan struct{} // closed when the loop has returned
 	tid   int           // the loop's thread, for tests and diagnostics (/proc/self/task/tid)
+	recvs int           // receives armed, for tests: read after the loop has stopped
 
 	pairs  map[uint64]*Pair // by id, until every request of the pair has completed
 	nextID uint64
@@ -186,8 +187,8 @@ func (l *ringLoop) run(ready chan<- error) {
 		starved := l.starved
 		l.starved = nil
 		for _, st := range starved {
-			if !st.p.ended {
-				l.recv(st.p, st.s)
+			if from, to := st.p.sides(st.s == &st.p.b); !st.p.ended && to.sending == nil {
+				l.next(st.p, from, to) // else the send's completion carries on
 			}
 		}
 		l.bufs.publish()
@@ -236,11 +237,35 @@ func (p *Pair) sides(b bool) (s, other *side) {
 	return &p.a, &p.b
 }
 
-// recv receives on s into a buffer the kernel picks when bytes arrive.
+// recv arms s's multishot receive: until it ends (an EOF, an error, no
+// buffer free, a cancel), the kernel picks a buffer for the bytes of each
+// arrival and posts them, so the loop does not arm a receive, and the
+// kernel a poll, for every message (which HAProxy's epoll, its sockets
+// registered once, does not either).
 func (l *ringLoop) recv(p *Pair, s *side) {
 	e := l.r.get()
 	e.opcode, e.fd, e.flags, e.bufIndex = opRecv, int32(s.fd), sqeBufferSelect, l.bufs.group
-	e.userData = p.id<<udShift | p.bit(s) | udRecv
+	e.ioprio = recvMultishot
+	e.userData = p.recvData(s)
+	p.inflight++
+	s.armed = true
+	l.recvs++
+}
+
+func (p *Pair) recvData(s *side) uint64 { return p.id<<udShift | p.bit(s) | udRecv }
+
+// pause stops s's receive while the socket its bytes go to is full, so
+// that a fast sender cannot fill the ring's buffers or memory with bytes
+// a slow reader is not taking; the flow starts again once they are sent
+// (next).
+func (l *ringLoop) pause(p *Pair, s *side) {
+	if !s.armed || s.cancelling {
+		return
+	}
+	s.cancelling = true
+	e := l.r.get()
+	e.opcode, e.addr = opAsyncCancel, p.recvData(s)
+	e.userData = p.id<<udShift | p.bit(s) | udCancel
 	p.inflight++
 }
 
@@ -275,10 +300,16 @@ func (l *ringLoop) complete(c ringCQE) {
 		}
 		return
 	}
-	p.inflight--
+	more := c.flags&cqeFMore != 0
+	if !more {
+		p.inflight--
+	}
 	s, other := p.sides(c.userData&udSideB != 0)
 	switch c.userData & udOp {
 	case udRecv:
+		if !more {
+			s.armed, s.cancelling = false, false
+		}
 		l.received(p, s, other, c.res, bid, hasBuf)
 	case udSend:
 		l.sent(p, s, other, c.res)
@@ -289,8 +320,9 @@ func (l *ringLoop) complete(c ringCQE) {
 }
 
 // received carries on from a receive on s: its bytes are sent on to
-// other from the kernel's buffer, without waiting for room; its end is
-// passed on as a half-close.
+// other from the kernel's buffer, without waiting for room, or queued
+// behind the send to other in flight; its end is passed on as a
+// half-close once everything before it is sent.
 func (l *ringLoop) received(p *Pair, s, other *side, res int32, bid uint16, hasBuf bool) {
 	if hasBuf && (p.ended || res <= 0) {
 		l.bufs.put(bid)
@@ -299,28 +331,75 @@ func (l *ringLoop) received(p *Pair, s, other *side, res int32, bid uint16, hasB
 	case p.ended:
 	case res == -int32(unix.ENOBUFS):
 		l.starved = append(l.starved, starvedSide{p, s})
+	case res == -int32(unix.ECANCELED): // paused
+		if other.sending == nil {
+			l.next(p, s, other)
+		}
 	case res < 0:
 		l.finish(p, Failed, unix.Errno(-res))
 	case res == 0:
 		s.eof = true
-		other.shut = true
-		if err := nbio.Shutdown(other.fd, unix.SHUT_WR); err != nil && err != unix.ENOTCONN {
-			l.finish(p, Failed, err)
-		} else if p.a.eof && p.b.eof {
-			l.finish(p, Closed, nil)
+		if other.sending == nil {
+			l.passEOF(p, other)
 		}
 	case !hasBuf:
 		l.finish(p, Failed, fmt.Errorf("relay: io_uring: a receive of %d bytes came without a buffer", res))
 	default:
 		p.last = l.now
-		other.fromRing, other.bid = true, bid
-		l.send(p, other, l.bufs.buf(bid)[:res], true)
+		b := l.bufs.buf(bid)[:res]
+		switch {
+		case other.sending == nil:
+			other.fromRing, other.bid = true, bid
+			l.send(p, other, b, true)
+		case other.spill != nil: // waiting for room: keep a copy, give the buffer back
+			if other.backlog == nil {
+				other.backlog = getBuf()
+			}
+			other.backlog = append(other.backlog, b...)
+			l.bufs.put(bid)
+		default:
+			other.queued = append(other.queued, queuedBuf{bid, res})
+		}
+	}
+}
+
+// next carries on the flow from s to other once nothing is being sent to
+// other: what was queued for it, then s's end, or s receiving again.
+func (l *ringLoop) next(p *Pair, s, other *side) {
+	switch {
+	case len(other.queued) > 0:
+		q := other.queued[0]
+		other.queued = other.queued[1:]
+		other.fromRing, other.bid = true, q.bid
+		l.send(p, other, l.bufs.buf(q.bid)[:q.n], true)
+	case len(other.backlog) > 0:
+		other.spill, other.backlog = other.backlog, nil
+		l.send(p, other, other.spill, false)
+	case s.eof:
+		l.passEOF(p, other)
+	case !s.armed:
+		l.recv(p, s)
+	}
+}
+
+// passEOF shuts down other's writing side: the end of the bytes from its
+// peer. Once both are shut, the pair is closed.
+func (l *ringLoop) passEOF(p *Pair, other *side) {
+	if other.shut {
+		return
+	}
+	other.shut = true
+	if err := nbio.Shutdown(other.fd, unix.SHUT_WR); err != nil && err != unix.ENOTCONN {
+		l.finish(p, Failed, err)
+	} else if p.a.shut && p.b.shut {
+		l.finish(p, Closed, nil)
 	}
 }
 
 // sent carries on from a send to s, of bytes other received: the rest is
-// sent again, from memory of its own when the socket was full, so that
-// the kernel's buffer goes back at once; all sent, other receives again.
+// sent again, from memory of its own when the socket was full (with what
+// was queued behind it), so that the kernel's buffers go back at once,
+// and other's receive pauses until it is sent; all sent, the flow goes on.
 func (l *ringLoop) sent(p *Pair, s, other *side, res int32) {
 	n := 0
 	switch {
@@ -346,12 +425,18 @@ func (l *ringLoop) sent(p *Pair, s, other *side, res int32) {
 	switch {
 	case len(rest) == 0:
 		l.dropSending(s)
-		l.recv(p, other)
+		l.next(p, other, s)
 	case s.fromRing:
 		s.spill = append(getBuf(), rest...)
 		l.bufs.put(s.bid)
 		s.fromRing = false
+		for _, q := range s.queued {
+			s.spill = append(s.spill, l.bufs.buf(q.bid)[:q.n]...)
+			l.bufs.put(q.bid)
+		}
+		s.queued = s.queued[:0]
 		l.send(p, s, s.spill, false)
+		l.pause(p, other)
 	default:
 		l.send(p, s, rest, false)
 	}
@@ -369,6 +454,18 @@ func (l *ringLoop) dropSending(s *side) {
 		s.spill = nil
 	}
 	s.sending = nil
+}
+
+// dropQueued lets go of what was received for s and not sent.
+func (l *ringLoop) dropQueued(s *side) {
+	for _, q := range s.queued {
+		l.bufs.put(q.bid)
+	}
+	s.queued = nil
+	if s.backlog != nil {
+		putBuf(s.backlog)
+		s.backlog = nil
+	}
 }
 
 // finish ends a pair: its requests in flight are cancelled, and once
@@ -402,6 +499,7 @@ func (l *ringLoop) release(p *Pair) {
 	for _, s := range []*side{&p.a, &p.b} {
 		nbio.Close(s.fd)
 		l.dropSending(s) // nothing in flight: nobody reads it any more
+		l.dropQueued(s)
 	}
 	close(p.done)
 }
