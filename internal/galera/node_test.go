@@ -51,6 +51,7 @@ type lab struct {
 	done    map[string]chan struct{}
 	servers map[string]*Server
 	run     map[string]*Node
+	pools   map[string]*sql.DB // by node: one each, so that polling does not use up the server's connections
 }
 
 func newLab(t *testing.T, n int) *lab {
@@ -62,7 +63,7 @@ func newLab(t *testing.T, n int) *lab {
 	}
 	t.Cleanup(func() { cli.Close() })
 	l := &lab{t: t, cli: cli, base: testenv.SearchableDir(t), port: testenv.FreePort(t), group: testenv.FreePorts(t, "0.0.0.0", 5), // group, IST, an SST port per node
-		cancels: map[string]context.CancelFunc{}, done: map[string]chan struct{}{}, servers: map[string]*Server{}, run: map[string]*Node{}}
+		cancels: map[string]context.CancelFunc{}, done: map[string]chan struct{}{}, servers: map[string]*Server{}, run: map[string]*Node{}, pools: map[string]*sql.DB{}}
 	for i := range n {
 		l.nodes = append(l.nodes, fmt.Sprintf("db%d", i+1))
 		l.addrs = append(l.addrs, fmt.Sprintf("127.0.%d.%d", 90+i, 21))
@@ -187,9 +188,14 @@ func (l *lab) waitServing(timeout time.Duration, names ...string) {
 
 // db is a client's connection pool to node name's server, over its
 // socket as root, with timeouts a commit waiting out a dead node's
-// eviction keeps.
+// eviction keeps: the same pool at every call, so that a test polling
+// through it does not use up the server's connections (a restart of the
+// server only breaks the pool's idle connections, which it replaces).
 func (l *lab) db(name string) *sql.DB {
 	l.t.Helper()
+	if db, ok := l.pools[name]; ok {
+		return db
+	}
 	c := mysql.NewConfig()
 	c.Net, c.Addr, c.User = "unix", l.servers[name].cfg.socket(), "root"
 	c.Timeout, c.ReadTimeout, c.WriteTimeout = 30*time.Second, 30*time.Second, 30*time.Second
@@ -199,6 +205,7 @@ func (l *lab) db(name string) *sql.DB {
 	}
 	db := sql.OpenDB(conn)
 	l.t.Cleanup(func() { db.Close() })
+	l.pools[name] = db
 	return db
 }
 
