@@ -299,7 +299,16 @@ func TestDrillWebScenarios(t *testing.T) {
 	p := checkWeb(t, r)
 	other := map[string]string{"lb1": "lb2", "lb2": "lb1"}[held]
 	if p.Failed == 0 {
-		t.Errorf("balancer-loss: no request failed while %s, the address's holder, was frozen", held)
+		// A frozen holder fails the requests in flight to it, unless it
+		// had already let the address go: on a starved machine (CI, its
+		// packages side by side) a holder can miss its lease's renewal
+		// between the drill's choice of it and the freeze, and the
+		// address moves before the fault, harming nothing.
+		if out := l.agents[held].Output(); !releasedBefore(out, `msg="fault injected"`) {
+			t.Errorf("balancer-loss: no request failed while %s, the address's holder, was frozen", held)
+		} else {
+			t.Logf("balancer-loss: no request failed: %s had let the address go before it was frozen (a missed renewal)", held)
+		}
 	}
 	// One fault: the agent frozen and, from that moment, cut off from the
 	// other nodes (not from the clients: the address's fence must close).
@@ -356,4 +365,12 @@ func TestDrillWebScenarios(t *testing.T) {
 		t.Errorf("balancer-loss against an RTO of 100ms: %v; want exit 1, NOT MET and the RTO's reason\n%s\n%s", err, out, log)
 	}
 	l.checkClean("after the strict balancer-loss")
+}
+
+// releasedBefore says whether an agent's log has it letting its floating
+// address go before the first line containing mark.
+func releasedBefore(log, mark string) bool {
+	rel := strings.Index(log, `msg="released the floating address"`)
+	at := strings.Index(log, mark)
+	return rel >= 0 && (at < 0 || rel < at)
 }
