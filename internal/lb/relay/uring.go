@@ -103,7 +103,7 @@ type ringLoop struct {
 	evbuf *[8]byte      // the wake-up read's buffer, on the heap: the kernel writes it
 	done  chan struct{} // closed when the loop has returned
 	tid   int           // the loop's thread, for tests and diagnostics (/proc/self/task/tid)
-	recvs int           // receives armed, for tests: read after the loop has stopped
+	recvs atomic.Int64  // receives armed, for tests
 
 	pairs  map[uint64]*Pair // by id, until every request of the pair has completed
 	nextID uint64
@@ -187,8 +187,8 @@ func (l *ringLoop) run(ready chan<- error) {
 		starved := l.starved
 		l.starved = nil
 		for _, st := range starved {
-			if from, to := st.p.sides(st.s == &st.p.b); !st.p.ended && to.sending == nil {
-				l.next(st.p, from, to) // else the send's completion carries on
+			if from, to := st.p.sides(st.s == &st.p.b); !st.p.ended {
+				l.next(st.p, from, to)
 			}
 		}
 		l.bufs.publish()
@@ -246,13 +246,11 @@ func (l *ringLoop) recv(p *Pair, s *side) {
 	e := l.r.get()
 	e.opcode, e.fd, e.flags, e.bufIndex = opRecv, int32(s.fd), sqeBufferSelect, l.bufs.group
 	e.ioprio = recvMultishot
-	e.userData = p.recvData(s)
+	e.userData = p.userData(s, udRecv)
 	p.inflight++
 	s.armed = true
-	l.recvs++
+	l.recvs.Add(1)
 }
-
-func (p *Pair) recvData(s *side) uint64 { return p.id<<udShift | p.bit(s) | udRecv }
 
 // pause stops s's receive while the socket its bytes go to is full, so
 // that a fast sender cannot fill the ring's buffers or memory with bytes
@@ -264,8 +262,8 @@ func (l *ringLoop) pause(p *Pair, s *side) {
 	}
 	s.cancelling = true
 	e := l.r.get()
-	e.opcode, e.addr = opAsyncCancel, p.recvData(s)
-	e.userData = p.id<<udShift | p.bit(s) | udCancel
+	e.opcode, e.addr = opAsyncCancel, p.userData(s, udRecv)
+	e.userData = p.userData(s, udCancel)
 	p.inflight++
 }
 
@@ -279,15 +277,17 @@ func (l *ringLoop) send(p *Pair, s *side, b []byte, dontWait bool) {
 	if dontWait {
 		e.opFlags |= unix.MSG_DONTWAIT
 	}
-	e.userData = p.id<<udShift | p.bit(s) | udSend
+	e.userData = p.userData(s, udSend)
 	p.inflight++
 }
 
-func (p *Pair) bit(s *side) uint64 {
+// userData is what identifies a request of op on side s of p.
+func (p *Pair) userData(s *side, op uint64) uint64 {
+	ud := p.id<<udShift | op
 	if s == &p.b {
-		return udSideB
+		ud |= udSideB
 	}
-	return 0
+	return ud
 }
 
 // complete carries on from one completion.
@@ -332,16 +332,12 @@ func (l *ringLoop) received(p *Pair, s, other *side, res int32, bid uint16, hasB
 	case res == -int32(unix.ENOBUFS):
 		l.starved = append(l.starved, starvedSide{p, s})
 	case res == -int32(unix.ECANCELED): // paused
-		if other.sending == nil {
-			l.next(p, s, other)
-		}
+		l.next(p, s, other)
 	case res < 0:
 		l.finish(p, Failed, unix.Errno(-res))
 	case res == 0:
 		s.eof = true
-		if other.sending == nil {
-			l.passEOF(p, other)
-		}
+		l.next(p, s, other)
 	case !hasBuf:
 		l.finish(p, Failed, fmt.Errorf("relay: io_uring: a receive of %d bytes came without a buffer", res))
 	default:
@@ -363,10 +359,12 @@ func (l *ringLoop) received(p *Pair, s, other *side, res int32, bid uint16, hasB
 	}
 }
 
-// next carries on the flow from s to other once nothing is being sent to
-// other: what was queued for it, then s's end, or s receiving again.
+// next carries on the flow from s to other unless a send to other is in
+// flight (its completion carries on): what was queued for other, then s's
+// end, or s receiving again.
 func (l *ringLoop) next(p *Pair, s, other *side) {
 	switch {
+	case other.sending != nil:
 	case len(other.queued) > 0:
 		q := other.queued[0]
 		other.queued = other.queued[1:]
@@ -483,7 +481,7 @@ func (l *ringLoop) finish(p *Pair, o Outcome, err error) {
 	for _, s := range []*side{&p.a, &p.b} {
 		e := l.r.get()
 		e.opcode, e.fd, e.opFlags = opAsyncCancel, int32(s.fd), cancelFD|cancelAll
-		e.userData = p.id<<udShift | p.bit(s) | udCancel
+		e.userData = p.userData(s, udCancel)
 		p.inflight++
 	}
 }
