@@ -432,19 +432,26 @@ func (k *Keeper) awaitCatchUp(ctx context.Context, want SyncState) error {
 }
 
 // flushedTo counts those of names whose replicas have flushed WAL to lsn,
-// and says where the others are.
+// and says where the others are. A standby streaming twice (a reconnect
+// whose old sender has not ended yet) counts by its furthest.
 func flushedTo(standbys []pg.Standby, names []string, lsn pg.LSN) (int, string) {
 	n := 0
 	var behind []string
 	for _, name := range names {
-		i := slices.IndexFunc(standbys, func(s pg.Standby) bool { return s.Name == name })
+		var flush pg.LSN
+		streams := false
+		for _, s := range standbys {
+			if s.Name == name {
+				streams, flush = true, max(flush, s.Flush)
+			}
+		}
 		switch {
-		case i < 0:
+		case !streams:
 			behind = append(behind, name+" does not stream")
-		case standbys[i].Flush >= lsn:
+		case flush >= lsn:
 			n++
 		default:
-			behind = append(behind, fmt.Sprintf("%s has flushed to %s", name, standbys[i].Flush))
+			behind = append(behind, fmt.Sprintf("%s has flushed to %s", name, flush))
 		}
 	}
 	return n, strings.Join(behind, ", ")
