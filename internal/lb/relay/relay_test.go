@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -469,3 +470,75 @@ func TestRingRefused(t *testing.T) {
 		t.Errorf("GOMAXPROCS %d (was %d), %d reserved; want neither changed", runtime.GOMAXPROCS(0), procs, ReservedProcs())
 	}
 }
+
+// TestRingFileTable: a ring loop puts each pair's sockets in its file
+// table while the pair runs, and takes them out when it ends, so the
+// table never keeps a socket open (the client sees the end) and its slots
+// serve the pairs after; the pairs that find the table full use their
+// descriptors and relay all the same.
+func TestRingFileTable(t *testing.T) {
+	defer func(n uint64) { ringFileSlots = n }(ringFileSlots)
+	ringFileSlots = 4 // two pairs
+	ls, err := NewRing(1)
+	testenv.Need(t, err == nil, "io_uring loops unavailable: %v", err)
+	t.Cleanup(ls.Close)
+	l := ls.loops[0].(*ringLoop)
+
+	type conns struct {
+		client, server *net.TCPConn
+		p              *Pair
+	}
+	echo := func(c conns, msg string) {
+		t.Helper()
+		c.client.Write([]byte(msg))
+		buf := make([]byte, len(msg))
+		if _, err := io.ReadFull(c.server, buf); err != nil || string(buf) != msg {
+			t.Fatalf("the server read %q, %v; want %q", buf, err, msg)
+		}
+		c.server.Write(buf)
+		if _, err := io.ReadFull(c.client, buf); err != nil || string(buf) != msg {
+			t.Fatalf("the client read %q, %v; want %q", buf, err, msg)
+		}
+	}
+	var cs []conns
+	for i := range 3 {
+		client, server, p := pair(t, ls, 0)
+		cs = append(cs, conns{client, server, p})
+		echo(cs[i], fmt.Sprint("through pair ", i))
+	}
+	if n := ringFiles(t, l.r.fd); n != 4 {
+		t.Errorf("the table holds %d sockets with three pairs running and room for two pairs; want 4", n)
+	}
+	for _, c := range cs {
+		c.p.Abort()
+		wait(t, c.p)
+		if _, err := c.client.Read(make([]byte, 1)); err == nil {
+			t.Error("an aborted pair's client connection is still open")
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for ringFiles(t, l.r.fd) > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond) // taken out at the loop's next turn
+	}
+	if n := ringFiles(t, l.r.fd); n != 0 {
+		t.Errorf("the table holds %d sockets after every pair ended; want 0", n)
+	}
+	client, server, p := pair(t, ls, 0)
+	echo(conns{client, server, p}, "in a freed slot")
+	if n := ringFiles(t, l.r.fd); n != 2 {
+		t.Errorf("the table holds %d sockets with one pair running; want 2", n)
+	}
+}
+
+// ringFiles counts the files in the file table of the ring with
+// descriptor fd: its fdinfo lists each as "slot: socket:[inode]".
+func ringFiles(t *testing.T, fd int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", fd))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(tableEntry.FindAll(b, -1))
+}
+
+var tableEntry = regexp.MustCompile(`(?m)^\s*\d+: socket:\[\d+\]$`)

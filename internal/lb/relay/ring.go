@@ -71,9 +71,22 @@ const (
 	featSingleMmap = 1 << 0
 	featNoDrop     = 1 << 1
 
-	// cancelFD|cancelAll (Linux 5.19): every request on a descriptor.
-	cancelAll = 1 << 0
-	cancelFD  = 1 << 1
+	// cancelFD|cancelAll (Linux 5.19): every request on a descriptor;
+	// cancelFDFixed: the descriptor is a slot of the ring's file table.
+	cancelAll     = 1 << 0
+	cancelFD      = 1 << 1
+	cancelFDFixed = 1 << 3
+
+	// The ring's file table (Linux 5.19 for a sparse one) and its own
+	// descriptor registered with the thread (5.18), below.
+	registerFiles2      = 13
+	registerRingFDs     = 20
+	unregisterRingFDs   = 21
+	rsrcRegisterSparse  = 1 << 0
+	opFilesUpdate       = 20
+	sqeFixedFile        = 1 << 0
+	sqeCQESkipSuccess   = 1 << 6
+	enterRegisteredRing = 1 << 4
 )
 
 // ringFlags are the flags rings are set up with (a variable for the
@@ -89,6 +102,11 @@ type ring struct {
 	cqHead, cqTail, cqMask *uint32
 	cqes                   []ringCQE
 	tail                   uint32 // the next free entry (published at enter)
+	// enterFD is what io_uring_enter is called on: the ring's descriptor,
+	// or its index among the thread's registered rings (enterFlags then
+	// says so), which spares the kernel looking the descriptor up, with a
+	// reference counted atomically in a threaded process, at every enter.
+	enterFD, enterFlags uintptr
 	// The wait's argument and timeout, on the heap: the kernel reads them
 	// through addresses, which a goroutine stack could move under.
 	arg getEventsArg
@@ -129,7 +147,45 @@ func newRing(entries uint32) (*ring, error) {
 	r.cqes = unsafe.Slice((*ringCQE)(unsafe.Add(base, p.cqOff.cqes)), p.cqEntries)
 	r.sqes = unsafe.Slice((*ringSQE)(unsafe.Pointer(&sq[0])), p.sqEntries)
 	r.tail = *r.sqTail
+	r.enterFD = uintptr(r.fd)
+	r.registerRing()
 	return r, nil
+}
+
+// rsrcUpdate is struct io_uring_rsrc_update.
+type rsrcUpdate struct {
+	offset, resv uint32
+	data         uint64
+}
+
+// registerRing registers the ring's descriptor with the calling thread,
+// the only one that enters it (SINGLE_ISSUER); where the kernel refuses,
+// enter uses the descriptor.
+func (r *ring) registerRing() {
+	up := rsrcUpdate{offset: ^uint32(0), data: uint64(r.fd)} // offset -1: any free index
+	n, _, e := unix.Syscall6(unix.SYS_IO_URING_REGISTER, uintptr(r.fd), registerRingFDs, uintptr(unsafe.Pointer(&up)), 1, 0, 0)
+	if e == 0 && n == 1 {
+		r.enterFD, r.enterFlags = uintptr(up.offset), enterRegisteredRing
+	}
+}
+
+// rsrcRegister is struct io_uring_rsrc_register.
+type rsrcRegister struct {
+	nr, flags  uint32
+	resv2      uint64
+	data, tags uint64
+}
+
+// registerFiles gives the ring a file table of n empty slots. A request
+// on a slot (sqeFixedFile) uses the file the table holds a reference to;
+// on a descriptor, the kernel looks it up and counts a reference (an
+// atomic add, in a threaded process) for every send and receive.
+func (r *ring) registerFiles(n uint32) error {
+	reg := rsrcRegister{nr: n, flags: rsrcRegisterSparse}
+	if _, _, e := unix.Syscall6(unix.SYS_IO_URING_REGISTER, uintptr(r.fd), registerFiles2, uintptr(unsafe.Pointer(&reg)), unsafe.Sizeof(reg), 0, 0); e != 0 {
+		return fmt.Errorf("io_uring: register a file table of %d slots: %w", n, e)
+	}
+	return nil
 }
 
 // get returns a zeroed submission entry, submitting what is queued first
@@ -166,7 +222,7 @@ func (r *ring) enter(wait bool, timeout int64, scheduled bool) error {
 	if scheduled {
 		call = unix.Syscall6
 	}
-	_, _, e := call(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(toSubmit), minComplete, flags, arg, argSize)
+	_, _, e := call(unix.SYS_IO_URING_ENTER, r.enterFD, uintptr(toSubmit), minComplete, flags|r.enterFlags, arg, argSize)
 	switch e {
 	case 0, unix.EINTR, unix.ETIME, unix.EAGAIN, unix.EBUSY:
 		// EINTR: a signal (the runtime's preemption); EAGAIN, EBUSY: the
@@ -194,6 +250,10 @@ func (r *ring) completions(f func(c ringCQE)) (n int) {
 
 // close releases the ring; requests still in flight are cancelled.
 func (r *ring) close() {
+	if r.enterFlags != 0 {
+		up := rsrcUpdate{offset: uint32(r.enterFD)}
+		unix.Syscall6(unix.SYS_IO_URING_REGISTER, uintptr(r.fd), unregisterRingFDs, uintptr(unsafe.Pointer(&up)), 1, 0, 0)
+	}
 	unix.Munmap(r.sqMem)
 	unix.Munmap(r.mem)
 	unix.Close(r.fd)

@@ -64,11 +64,17 @@ const (
 	udRecv   = 1
 	udSend   = 2
 	udCancel = 3
-	udOp     = 3 // the operation's bits
-	udSideB  = 1 << 2
-	udShift  = 3
+	udFiles  = 4 // a change to the file table; it completes only on failure
+	udOp     = 7 // the operation's bits
+	udSideB  = 1 << 3
+	udShift  = 4
 	udWake   = 0 // the read of the wake-up eventfd (pair ids start at 1)
 )
+
+// ringFileSlots bounds each loop's file table: a pair takes two slots
+// while it runs, and the pairs beyond half of it use their descriptors.
+// The kernel's table takes 8 bytes a slot. (A variable for the tests.)
+var ringFileSlots uint64 = 1 << 15
 
 var reserved atomic.Int32
 
@@ -107,9 +113,16 @@ type ringLoop struct {
 
 	pairs  map[uint64]*Pair // by id, until every request of the pair has completed
 	nextID uint64
-	now    int64
+	now    int64 // the clock at the turn's start: nanoseconds since the loop started
 
 	bufs *bufRing
+	// Free pairs of slots of the ring's file table (the first of each),
+	// and the next never used; fileSlots is 0 where the kernel refused a
+	// table, and every pair then uses its descriptors.
+	freeSlots []int32
+	nextSlot  int32
+	fileSlots int32
+	noFiles   *[2]int32 // what a pair's slots are set to when it ends (-1: empty)
 	// starved are sides whose receive found no buffer free (ENOBUFS):
 	// they receive again after the turn, its buffers given back.
 	starved []starvedSide
@@ -157,19 +170,27 @@ func (l *ringLoop) run(ready chan<- error) {
 		return
 	}
 	l.r, l.bufs, l.tid = r, bufs, unix.Gettid()
+	l.noFiles = &[2]int32{-1, -1}
+	if n := fileTableSize(); r.registerFiles(n) == nil {
+		l.fileSlots = int32(n)
+	}
 	ready <- nil
 	l.armWake()
-	lastScan := time.Now().UnixNano()
+	// The loop's clock is monotonic time since it started: one read of
+	// the clock a turn (time.Now reads it twice, for the wall clock too).
+	start := time.Now()
+	l.now = int64(time.Since(start))
+	lastScan := l.now
 	stopping, quiet := false, false
 	for {
-		wait := max(scanEvery-(time.Now().UnixNano()-lastScan), int64(time.Millisecond))
+		wait := max(scanEvery-(l.now-lastScan), int64(time.Millisecond))
 		if !quiet {
 			wait = min(wait, busyWait)
 		}
 		if err := r.enter(true, wait, quiet); err != nil {
 			panic(fmt.Sprintf("relay: io_uring_enter: %v", err)) // EBADF, EFAULT, EINVAL: a bug here
 		}
-		l.now = time.Now().UnixNano()
+		l.now = int64(time.Since(start))
 		n := r.completions(func(c ringCQE) {
 			if c.userData == udWake {
 				if !l.takeIncoming() && !stopping {
@@ -223,10 +244,72 @@ func (l *ringLoop) takeIncoming() bool {
 		l.nextID++
 		l.pairs[p.id] = p
 		p.last = l.now
+		l.install(p)
 		l.recv(p, &p.a)
 		l.recv(p, &p.b)
 	}
 	return !stopped
+}
+
+// fileTableSize is how many slots a loop's file table has: no more than
+// the process may have descriptors open.
+func fileTableSize() uint32 {
+	n := ringFileSlots
+	var lim unix.Rlimit
+	if unix.Getrlimit(unix.RLIMIT_NOFILE, &lim) == nil {
+		n = min(n, lim.Cur)
+	}
+	return uint32(n &^ 1)
+}
+
+// install puts p's sockets in two slots of the file table, so that its
+// requests use the files the table holds. The change is queued ahead of
+// p's first receives and the kernel makes it when it comes to it, before
+// it looks at them. With no slot free, p uses its descriptors.
+func (l *ringLoop) install(p *Pair) {
+	var base int32
+	switch {
+	case len(l.freeSlots) > 0:
+		base = l.freeSlots[len(l.freeSlots)-1]
+		l.freeSlots = l.freeSlots[:len(l.freeSlots)-1]
+	case l.nextSlot+2 <= l.fileSlots:
+		base = l.nextSlot
+		l.nextSlot += 2
+	default:
+		return
+	}
+	p.files = [2]int32{int32(p.a.fd), int32(p.b.fd)}
+	l.updateFiles(p, base, &p.files)
+	p.a.slot, p.b.slot = base, base+1
+	p.a.fixed, p.b.fixed = true, true
+}
+
+// uninstall empties p's slots, closing the table's reference to its
+// sockets, and frees them for the pairs to come (their changes are
+// queued after this one).
+func (l *ringLoop) uninstall(p *Pair) {
+	if !p.a.fixed {
+		return
+	}
+	l.updateFiles(p, p.a.slot, l.noFiles)
+	l.freeSlots = append(l.freeSlots, p.a.slot)
+	p.a.fixed, p.b.fixed = false, false
+}
+
+// updateFiles queues setting the slots from base to files (which the
+// kernel reads when it comes to the request). A success posts nothing.
+func (l *ringLoop) updateFiles(p *Pair, base int32, files *[2]int32) {
+	e := l.r.get()
+	e.opcode, e.flags, e.addr, e.len, e.off = opFilesUpdate, sqeCQESkipSuccess, uint64(uintptr(unsafe.Pointer(&files[0]))), 2, uint64(base)
+	e.userData = p.userData(&p.a, udFiles)
+}
+
+// target is what s's requests name: its slot, or its descriptor.
+func (s *side) target() (fd int32, fixed bool) {
+	if s.fixed {
+		return s.slot, true
+	}
+	return int32(s.fd), false
 }
 
 // sides returns side b (or a) of p, and the other side.
@@ -244,7 +327,8 @@ func (p *Pair) sides(b bool) (s, other *side) {
 // registered once, does not either).
 func (l *ringLoop) recv(p *Pair, s *side) {
 	e := l.r.get()
-	e.opcode, e.fd, e.flags, e.bufIndex = opRecv, int32(s.fd), sqeBufferSelect, l.bufs.group
+	e.opcode, e.flags, e.bufIndex = opRecv, sqeBufferSelect, l.bufs.group
+	l.name(e, s)
 	e.ioprio = recvMultishot
 	e.userData = p.userData(s, udRecv)
 	p.inflight++
@@ -272,13 +356,23 @@ func (l *ringLoop) pause(p *Pair, s *side) {
 func (l *ringLoop) send(p *Pair, s *side, b []byte, dontWait bool) {
 	s.sending = b
 	e := l.r.get()
-	e.opcode, e.fd, e.addr, e.len = opSend, int32(s.fd), uint64(uintptr(unsafe.Pointer(&b[0]))), uint32(len(b))
+	e.opcode, e.addr, e.len = opSend, uint64(uintptr(unsafe.Pointer(&b[0]))), uint32(len(b))
+	l.name(e, s)
 	e.opFlags = unix.MSG_NOSIGNAL
 	if dontWait {
 		e.opFlags |= unix.MSG_DONTWAIT
 	}
 	e.userData = p.userData(s, udSend)
 	p.inflight++
+}
+
+// name makes e a request on s's socket.
+func (l *ringLoop) name(e *ringSQE, s *side) {
+	fd, fixed := s.target()
+	e.fd = fd
+	if fixed {
+		e.flags |= sqeFixedFile
+	}
 }
 
 // userData is what identifies a request of op on side s of p.
@@ -297,6 +391,12 @@ func (l *ringLoop) complete(c ringCQE) {
 	if p == nil {
 		if hasBuf {
 			l.bufs.put(bid)
+		}
+		return
+	}
+	if c.userData&udOp == udFiles { // failed: the pair's requests fail on empty slots
+		if c.res < 0 {
+			l.finish(p, Failed, fmt.Errorf("relay: io_uring: put the sockets in the file table: %w", unix.Errno(-c.res)))
 		}
 		return
 	}
@@ -479,8 +579,12 @@ func (l *ringLoop) finish(p *Pair, o Outcome, err error) {
 		return
 	}
 	for _, s := range []*side{&p.a, &p.b} {
+		fd, fixed := s.target()
 		e := l.r.get()
-		e.opcode, e.fd, e.opFlags = opAsyncCancel, int32(s.fd), cancelFD|cancelAll
+		e.opcode, e.fd, e.opFlags = opAsyncCancel, fd, cancelFD|cancelAll
+		if fixed {
+			e.opFlags |= cancelFDFixed
+		}
 		e.userData = p.userData(s, udCancel)
 		p.inflight++
 	}
@@ -494,6 +598,7 @@ func (l *ringLoop) release(p *Pair) {
 	}
 	p.released = true
 	delete(l.pairs, p.id)
+	l.uninstall(p)
 	for _, s := range []*side{&p.a, &p.b} {
 		nbio.Close(s.fd)
 		l.dropSending(s) // nothing in flight: nobody reads it any more
