@@ -15,7 +15,7 @@
 // with the loop, as it does for a goroutine that computes.
 //
 // Only calls that cannot block belong here: reads and writes of
-// non-blocking sockets, accept4 on a non-blocking listener, connect that
+// non-blocking sockets (sockets only: they are recv and send), accept4 on a non-blocking listener, connect that
 // returns EINPROGRESS, epoll_wait with a zero timeout, epoll_ctl, close of
 // a socket without SO_LINGER.
 package nbio
@@ -33,26 +33,28 @@ func errnoErr(e unix.Errno) error {
 	return e
 }
 
-// Read reads from fd into p.
+// Read reads from socket fd into p. It is recv(2), which for a socket
+// is read(2) without the file layer read(2) goes through first.
 func Read(fd int, p []byte) (int, error) {
 	var ptr unsafe.Pointer
 	if len(p) > 0 {
 		ptr = unsafe.Pointer(&p[0])
 	}
-	n, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(ptr), uintptr(len(p)))
+	n, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(ptr), uintptr(len(p)), 0, 0, 0)
 	if e != 0 {
 		return 0, e
 	}
 	return int(n), nil
 }
 
-// Write writes p to fd.
+// Write writes p to socket fd. It is send(2) (write(2) without the file
+// layer), and a peer gone yields EPIPE without a SIGPIPE.
 func Write(fd int, p []byte) (int, error) {
 	var ptr unsafe.Pointer
 	if len(p) > 0 {
 		ptr = unsafe.Pointer(&p[0])
 	}
-	n, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(ptr), uintptr(len(p)))
+	n, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(ptr), uintptr(len(p)), unix.MSG_NOSIGNAL, 0, 0)
 	if e != 0 {
 		return 0, e
 	}
