@@ -15,9 +15,9 @@
 // with the loop, as it does for a goroutine that computes.
 //
 // Only calls that cannot block belong here: reads and writes of
-// non-blocking sockets (sockets only: they are recv and send), accept4 on a non-blocking listener, connect that
-// returns EINPROGRESS, epoll_wait with a zero timeout, epoll_ctl, close of
-// a socket without SO_LINGER.
+// non-blocking sockets (sockets only: they are recv and send), accept4 on
+// a non-blocking listener, connect that returns EINPROGRESS, epoll_wait
+// with a zero timeout, epoll_ctl, close of a socket without SO_LINGER.
 package nbio
 
 import (

@@ -61,7 +61,11 @@ type Pair struct {
 	id       uint64
 	inflight int
 	released bool
-	files    [2]int32 // a's and b's descriptors, as the kernel reads them into the file table
+	// fixed: its sockets sit in the ring's file table, a's in slot and
+	// b's in the next; files is what the kernel reads to put them there.
+	fixed bool
+	slot  int32
+	files [2]int32
 
 	done    chan struct{}
 	outcome Outcome
@@ -105,9 +109,6 @@ type side struct {
 	// A ring loop's receive on this socket: armed while its multishot
 	// receive is in flight, cancelling once the loop has asked it to stop.
 	armed, cancelling bool
-	// slot: its socket's slot in the ring's file table, where fixed.
-	slot  int32
-	fixed bool
 }
 
 // queuedBuf is a ring buffer holding n received bytes.

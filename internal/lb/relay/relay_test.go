@@ -516,13 +516,11 @@ func TestRingFileTable(t *testing.T) {
 			t.Error("an aborted pair's client connection is still open")
 		}
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for ringFiles(t, l.r.fd) > 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond) // taken out at the loop's next turn
-	}
-	if n := ringFiles(t, l.r.fd); n != 0 {
-		t.Errorf("the table holds %d sockets after every pair ended; want 0", n)
-	}
+	// Taken out at the loop's next turn.
+	testenv.Poll(t, 5*time.Second, "the table empty once every pair ended", func() (bool, string) {
+		n := ringFiles(t, l.r.fd)
+		return n == 0, fmt.Sprint(n, " sockets")
+	})
 	client, server, p := pair(t, ls, 0)
 	echo(conns{client, server, p}, "in a freed slot")
 	if n := ringFiles(t, l.r.fd); n != 2 {

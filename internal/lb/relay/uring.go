@@ -122,7 +122,6 @@ type ringLoop struct {
 	freeSlots []int32
 	nextSlot  int32
 	fileSlots int32
-	noFiles   *[2]int32 // what a pair's slots are set to when it ends (-1: empty)
 	// starved are sides whose receive found no buffer free (ENOBUFS):
 	// they receive again after the turn, its buffers given back.
 	starved []starvedSide
@@ -170,7 +169,6 @@ func (l *ringLoop) run(ready chan<- error) {
 		return
 	}
 	l.r, l.bufs, l.tid = r, bufs, unix.Gettid()
-	l.noFiles = &[2]int32{-1, -1}
 	if n := fileTableSize(); r.registerFiles(n) == nil {
 		l.fileSlots = int32(n)
 	}
@@ -280,21 +278,23 @@ func (l *ringLoop) install(p *Pair) {
 	}
 	p.files = [2]int32{int32(p.a.fd), int32(p.b.fd)}
 	l.updateFiles(p, base, &p.files)
-	p.a.slot, p.b.slot = base, base+1
-	p.a.fixed, p.b.fixed = true, true
+	p.slot, p.fixed = base, true
 }
 
 // uninstall empties p's slots, closing the table's reference to its
 // sockets, and frees them for the pairs to come (their changes are
 // queued after this one).
 func (l *ringLoop) uninstall(p *Pair) {
-	if !p.a.fixed {
+	if !p.fixed {
 		return
 	}
-	l.updateFiles(p, p.a.slot, l.noFiles)
-	l.freeSlots = append(l.freeSlots, p.a.slot)
-	p.a.fixed, p.b.fixed = false, false
+	l.updateFiles(p, p.slot, &noFiles)
+	l.freeSlots = append(l.freeSlots, p.slot)
+	p.fixed = false
 }
+
+// noFiles is what a pair's two slots are set to when it ends: empty.
+var noFiles = [2]int32{-1, -1}
 
 // updateFiles queues setting the slots from base to files (which the
 // kernel reads when it comes to the request). A success posts nothing.
@@ -304,12 +304,16 @@ func (l *ringLoop) updateFiles(p *Pair, base int32, files *[2]int32) {
 	e.userData = p.userData(&p.a, udFiles)
 }
 
-// target is what s's requests name: its slot, or its descriptor.
-func (s *side) target() (fd int32, fixed bool) {
-	if s.fixed {
-		return s.slot, true
+// target is what requests on side s of p name: its slot in the file
+// table (a's first, b's next), or its descriptor.
+func (p *Pair) target(s *side) (fd int32, fixed bool) {
+	switch {
+	case !p.fixed:
+		return int32(s.fd), false
+	case s == &p.b:
+		return p.slot + 1, true
 	}
-	return int32(s.fd), false
+	return p.slot, true
 }
 
 // sides returns side b (or a) of p, and the other side.
@@ -328,7 +332,7 @@ func (p *Pair) sides(b bool) (s, other *side) {
 func (l *ringLoop) recv(p *Pair, s *side) {
 	e := l.r.get()
 	e.opcode, e.flags, e.bufIndex = opRecv, sqeBufferSelect, l.bufs.group
-	l.name(e, s)
+	name(e, p, s)
 	e.ioprio = recvMultishot
 	e.userData = p.userData(s, udRecv)
 	p.inflight++
@@ -357,7 +361,7 @@ func (l *ringLoop) send(p *Pair, s *side, b []byte, dontWait bool) {
 	s.sending = b
 	e := l.r.get()
 	e.opcode, e.addr, e.len = opSend, uint64(uintptr(unsafe.Pointer(&b[0]))), uint32(len(b))
-	l.name(e, s)
+	name(e, p, s)
 	e.opFlags = unix.MSG_NOSIGNAL
 	if dontWait {
 		e.opFlags |= unix.MSG_DONTWAIT
@@ -366,9 +370,9 @@ func (l *ringLoop) send(p *Pair, s *side, b []byte, dontWait bool) {
 	p.inflight++
 }
 
-// name makes e a request on s's socket.
-func (l *ringLoop) name(e *ringSQE, s *side) {
-	fd, fixed := s.target()
+// name makes e a request on the socket of side s of p.
+func name(e *ringSQE, p *Pair, s *side) {
+	fd, fixed := p.target(s)
 	e.fd = fd
 	if fixed {
 		e.flags |= sqeFixedFile
@@ -579,7 +583,7 @@ func (l *ringLoop) finish(p *Pair, o Outcome, err error) {
 		return
 	}
 	for _, s := range []*side{&p.a, &p.b} {
-		fd, fixed := s.target()
+		fd, fixed := p.target(s)
 		e := l.r.get()
 		e.opcode, e.fd, e.opFlags = opAsyncCancel, fd, cancelFD|cancelAll
 		if fixed {
