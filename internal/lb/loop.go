@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -16,7 +17,6 @@ import (
 
 	"github.com/haven-ha/haven/internal/lb/balance"
 	"github.com/haven-ha/haven/internal/lb/nbio"
-	"github.com/haven-ha/haven/internal/lb/relay"
 )
 
 // The HTTP/1 event loops.
@@ -42,13 +42,37 @@ import (
 // error responses linger, which the goroutine path does). What the loop
 // has read goes with the connection: the goroutine path reads it first.
 // HAVEN_HTTP_LOOP=off serves every connection on the goroutine path.
+//
+// A loop waits in epoll_wait itself, as HAProxy's threads do: raw, keeping
+// its processor, while it is busy, and through the scheduler once a wait
+// has found nothing for busyWait. Each such loop reserves a processor
+// (nbio.ReserveProcs), so that the rest of the process keeps its own; a
+// loop parked through Go's poller instead (its epoll set inside the
+// runtime's) paid a poll of its own set before each park, the runtime's
+// polls and a trip through the scheduler at each wake: 1.9 epoll_wait per
+// keep-alive request against HAProxy's 0.7. Only one balancer's loops
+// wait directly at a time (directLoops), or every plain-HTTP balancer would
+// add a processor per core; the loops of any other park through Go's
+// poller.
 
 // loopTick is how often a loop looks for timeouts: the loops' timeouts
 // fire up to this late.
 const loopTick = 50 * time.Millisecond
 
-// yieldEvery is how many turns a busy loop takes before it yields.
+// yieldEvery is how many turns a busy loop parked through Go's poller
+// takes before it yields.
 const yieldEvery = 32
+
+// busyWait bounds a loop's raw wait: a goroutine in a raw call is running
+// as far as the runtime knows, and its monitor preempts it every 10 ms (a
+// signal, the processor handed round and back). A raw wait that found
+// nothing in busyWait is followed by scheduled ones until events come.
+const busyWait = 10 * time.Millisecond
+
+// directLoops is held by the balancer whose loops wait directly (a
+// variable for the tests, which take it to have loops park through Go's
+// poller).
+var directLoops atomic.Bool
 
 // loopBufSize is a loop connection's buffer: a request head and its body,
 // or a response head.
@@ -61,6 +85,10 @@ type httpLoops struct {
 	// they gave to the goroutine path, by why.
 	served atomic.Uint64
 	handed [numHandoffReasons]atomic.Uint64
+	// running counts the loops until they end; the last gives back what
+	// direct loops reserved.
+	running atomic.Int32
+	release func()
 }
 
 // handoffReason is why a loop gave a connection to the goroutine path.
@@ -107,24 +135,37 @@ func (lb *Balancer) startLoops(ln net.Listener) *httpLoops {
 		return nil
 	}
 	ls := &httpLoops{}
-	// One per processor, less those TCP mode's io_uring loops hold.
-	n := max(runtime.GOMAXPROCS(0)-relay.ReservedProcs(), 1)
+	// One per processor, less those other loops hold.
+	n := nbio.Procs()
+	direct := directLoops.CompareAndSwap(false, true)
 	for range n {
-		l, err := newHTTPLoop(lb, ls, rc)
+		l, err := newHTTPLoop(lb, ls, rc, direct)
 		if err != nil {
 			lb.log.Warn("http: event loops unavailable, serving with goroutines", "err", err)
 			for _, l := range ls.loops {
 				l.closeFDs()
 			}
+			if direct {
+				directLoops.Store(false)
+			}
 			return nil
 		}
 		ls.loops = append(ls.loops, l)
 	}
+	ls.release = func() {}
+	if direct {
+		unreserve := nbio.ReserveProcs(n)
+		ls.release = func() {
+			unreserve()
+			directLoops.Store(false)
+		}
+	}
+	ls.running.Store(int32(n))
 	for _, l := range ls.loops {
 		lb.wg.Add(1) // until the loop has closed its last connection
 		go l.run()
 	}
-	lb.log.Debug("http: serving on event loops", "loops", n)
+	lb.log.Debug("http: serving on event loops", "loops", n, "direct", direct)
 	return ls
 }
 
@@ -155,9 +196,13 @@ func (ls *httpLoops) abort() {
 type httpLoop struct {
 	lb *Balancer
 	ls *httpLoops
-	// epfd parks on the runtime's poller as ep (see package relay).
+	// A direct loop waits in epoll_wait itself; quiet: its last wait
+	// found nothing, and the next goes through the scheduler.
+	direct, quiet    bool
 	epfd, evfd, lnfd int
-	ep               *os.File
+	// ep is epfd on the runtime's poller, for a loop that parks there.
+	ep *os.File
+	rc syscall.RawConn
 
 	mu   sync.Mutex
 	msgs []func(*httpLoop)
@@ -183,8 +228,8 @@ type httpLoop struct {
 	acceptPaused int64
 }
 
-func newHTTPLoop(lb *Balancer, ls *httpLoops, rc interface{ Control(func(uintptr)) error }) (*httpLoop, error) {
-	l := &httpLoop{lb: lb, ls: ls, epfd: -1, evfd: -1, lnfd: -1,
+func newHTTPLoop(lb *Balancer, ls *httpLoops, rc interface{ Control(func(uintptr)) error }, direct bool) (*httpLoop, error) {
+	l := &httpLoop{lb: lb, ls: ls, direct: direct, epfd: -1, evfd: -1, lnfd: -1,
 		clients: map[int32]*hconn{}, backends: map[int32]*bconn{}, idle: map[*backend][]*bconn{},
 		buf: make([]byte, 64<<10)}
 	var err error
@@ -233,11 +278,18 @@ func newHTTPLoop(lb *Balancer, ls *httpLoops, rc interface{ Control(func(uintptr
 		l.closeFDs()
 		return nil, fmt.Errorf("epoll_ctl: %w", err)
 	}
+	if direct {
+		return l, nil
+	}
 	if err := unix.SetNonblock(l.epfd, true); err != nil {
 		l.closeFDs()
 		return nil, fmt.Errorf("epoll set: %w", err)
 	}
 	l.ep = os.NewFile(uintptr(l.epfd), "http-epoll")
+	if l.rc, err = l.ep.SyscallConn(); err != nil {
+		l.closeFDs()
+		return nil, fmt.Errorf("epoll set: %w", err)
+	}
 	return l, nil
 }
 
@@ -293,39 +345,27 @@ func (l *httpLoop) run() {
 	defer l.lb.wg.Done()
 	defer l.end()
 	events := make([]unix.EpollEvent, 256)
-	rc, err := l.ep.SyscallConn()
-	if err != nil {
-		panic(fmt.Sprintf("http loop: %v", err)) // an *os.File always has one
-	}
 	l.clock()
 	l.lastScan = l.now
-	l.ep.SetReadDeadline(l.nowT.Add(loopTick))
+	if !l.direct {
+		l.ep.SetReadDeadline(l.nowT.Add(loopTick))
+	}
 	for turn := 1; ; turn++ {
-		if turn%yieldEvery == 0 {
-			// The loop's system calls do not let the scheduler run other
-			// goroutines (package nbio): a busy loop lets them run now and
-			// then rather than only when the runtime preempts it (10 ms).
-			runtime.Gosched()
+		var n int
+		if l.direct {
+			n = l.waitDirect(events)
+		} else {
+			if turn%yieldEvery == 0 {
+				// The loop's system calls do not let the scheduler run
+				// other goroutines (package nbio): a busy loop lets them
+				// run now and then rather than only when the runtime
+				// preempts it (10 ms). A direct loop holds a processor of
+				// its own.
+				runtime.Gosched()
+			}
+			n = l.waitParked(events)
 		}
-		n := 0
-		var werr error
-		err := rc.Read(func(fd uintptr) bool {
-			n, werr = nbio.EpollPoll(int(fd), events)
-			return n > 0 || (werr != nil && werr != unix.EINTR)
-		})
-		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
-			werr = errors.Join(err, werr)
-		}
-		if werr != nil {
-			panic(fmt.Sprintf("http loop: epoll_wait: %v", werr)) // EBADF, EFAULT or EINVAL: a bug here
-		}
-		l.clock()
-		if err != nil {
-			// Until it is moved, an expired deadline fails every wait.
-			l.ep.SetReadDeadline(l.nowT.Add(loopTick))
-			n = 0
-		}
-		for _, ev := range events[:max(n, 0)] {
+		for _, ev := range events[:n] {
 			l.dispatch(ev)
 		}
 		l.readFresh()
@@ -345,6 +385,50 @@ func (l *httpLoop) run() {
 			}
 		}
 	}
+}
+
+// waitDirect waits in epoll_wait for events, until the next scan at most,
+// raw unless quiet, and returns how many came.
+func (l *httpLoop) waitDirect(events []unix.EpollEvent) int {
+	wait := max(loopTick-time.Duration(l.now-l.lastScan), time.Millisecond)
+	if !l.quiet {
+		wait = min(wait, busyWait)
+	}
+	n, err := nbio.EpollWait(l.epfd, events, int((wait+time.Millisecond-1)/time.Millisecond), !l.quiet)
+	switch err {
+	case nil:
+	case unix.EINTR: // a signal: the runtime's preemption
+		n = 0
+	default:
+		panic(fmt.Sprintf("http loop: epoll_wait: %v", err)) // EBADF, EFAULT or EINVAL: a bug here
+	}
+	l.clock()
+	l.quiet = n == 0
+	return n
+}
+
+// waitParked polls for events, parked on the runtime's poller until some
+// come or the next scan is due, and returns how many came.
+func (l *httpLoop) waitParked(events []unix.EpollEvent) int {
+	n := 0
+	var werr error
+	err := l.rc.Read(func(fd uintptr) bool {
+		n, werr = nbio.EpollPoll(int(fd), events)
+		return n > 0 || (werr != nil && werr != unix.EINTR)
+	})
+	if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+		werr = errors.Join(err, werr)
+	}
+	if werr != nil {
+		panic(fmt.Sprintf("http loop: epoll_wait: %v", werr)) // EBADF, EFAULT or EINVAL: a bug here
+	}
+	l.clock()
+	if err != nil {
+		// Until it is moved, an expired deadline fails every wait.
+		l.ep.SetReadDeadline(l.nowT.Add(loopTick))
+		return 0
+	}
+	return max(n, 0)
 }
 
 func (l *httpLoop) dispatch(ev unix.EpollEvent) {
@@ -541,7 +625,14 @@ func (l *httpLoop) end() {
 	unix.Close(l.evfd)
 	l.evfd = -1
 	l.mu.Unlock()
-	l.ep.Close()
+	if l.ep != nil {
+		l.ep.Close()
+	} else {
+		unix.Close(l.epfd)
+	}
+	if l.ls.running.Add(-1) == 0 {
+		l.ls.release()
+	}
 }
 
 // register adds fd to the set once; edge-triggered, for reads and writes.

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -82,8 +83,48 @@ var echoHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) 
 	fmt.Fprintf(w, "%s %s %s", r.Method, r.Header.Get("X-Forwarded-For"), b)
 })
 
+// TestLoopServesKeepAliveCloseAndPipelined runs with loops that wait in
+// epoll_wait themselves (the first balancer's) and with loops parked on
+// Go's poller (those of a balancer started while another's wait directly).
+// Direct loops hold a processor each while they run: GOMAXPROCS is raised
+// by their number and given back when the balancer stops.
 func TestLoopServesKeepAliveCloseAndPipelined(t *testing.T) {
-	tl := loopLB(t, "", echoHandler)
+	for _, direct := range []bool{true, false} {
+		t.Run(map[bool]string{true: "direct", false: "parked"}[direct], func(t *testing.T) {
+			procs := runtime.GOMAXPROCS(0)
+			if !direct {
+				if !directLoops.CompareAndSwap(false, true) {
+					t.Fatal("another balancer's loops wait directly still")
+				}
+				t.Cleanup(func() { directLoops.Store(false) })
+			}
+			tl := loopLB(t, "", echoHandler)
+			ls := tl.httpLoops()
+			reserved := 0
+			if direct {
+				reserved = len(ls.loops)
+			}
+			for i, l := range ls.loops {
+				if l.direct != direct {
+					t.Errorf("loop %d waits directly: %v, want %v", i, l.direct, direct)
+				}
+			}
+			if got := runtime.GOMAXPROCS(0); got != procs+reserved {
+				t.Errorf("GOMAXPROCS %d while %d loops run (direct: %v), want %d", got, len(ls.loops), direct, procs+reserved)
+			}
+			serveKeepAliveCloseAndPipelined(t, tl)
+			tl.stop()
+			if got := runtime.GOMAXPROCS(0); got != procs {
+				t.Errorf("GOMAXPROCS %d once the balancer stopped, want %d back", got, procs)
+			}
+			if direct && directLoops.Load() {
+				t.Error("the stopped balancer still holds the direct loops")
+			}
+		})
+	}
+}
+
+func serveKeepAliveCloseAndPipelined(t *testing.T, tl *testLB) {
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
 	defer client.CloseIdleConnections()
 	for i := range 100 {

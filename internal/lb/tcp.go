@@ -238,7 +238,7 @@ func chooseRelays(choice string, newRing, newEpoll func(int) (*relay.Loops, erro
 	if choice != "epoll" {
 		ls, err := newRing(0)
 		if err == nil {
-			log.Info("tcp mode: relaying on io_uring loops", "loops", relay.ReservedProcs())
+			log.Info("tcp mode: relaying on io_uring loops", "loops", ls.Len())
 			return ls, "io_uring"
 		}
 		log.Warn("tcp mode: io_uring loops unavailable: relaying on epoll loops", "err", err)

@@ -18,6 +18,8 @@
 // non-blocking sockets (sockets only: they are recv and send), accept4 on
 // a non-blocking listener, connect that returns EINPROGRESS, epoll_wait
 // with a zero timeout, epoll_ctl, close of a socket without SO_LINGER.
+// The one exception is a loop's wait (EpollWait), raw only for a loop that
+// reserved a processor of its own (ReserveProcs).
 package nbio
 
 import (

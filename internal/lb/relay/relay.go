@@ -148,10 +148,13 @@ type engine interface {
 	stop()
 }
 
+// Len is how many loops there are.
+func (ls *Loops) Len() int { return len(ls.loops) }
+
 // Started is how many relays began.
 func (ls *Loops) Started() uint64 { return ls.started.Load() }
 
-// New starts n event loops on epoll (n < 1: one per GOMAXPROCS).
+// New starts n event loops on epoll (n < 1: one per nbio.Procs).
 func New(n int) (*Loops, error) {
 	return startLoops(n, func() (engine, error) {
 		l, err := newLoop()
@@ -163,11 +166,11 @@ func New(n int) (*Loops, error) {
 	})
 }
 
-// startLoops starts n loops with start (n < 1: one per GOMAXPROCS), or
+// startLoops starts n loops with start (n < 1: one per nbio.Procs), or
 // none if one fails.
 func startLoops(n int, start func() (engine, error)) (*Loops, error) {
 	if n < 1 {
-		n = runtime.GOMAXPROCS(0)
+		n = nbio.Procs()
 	}
 	ls := &Loops{}
 	for range n {

@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/haven-ha/haven/internal/lb/nbio"
 	"github.com/haven-ha/haven/internal/testenv"
 )
 
@@ -466,8 +467,8 @@ func TestRingRefused(t *testing.T) {
 	if after := openFDs(t); after != before {
 		t.Errorf("%d descriptors open after the refusal, %d before", after, before)
 	}
-	if runtime.GOMAXPROCS(0) != procs || ReservedProcs() != 0 {
-		t.Errorf("GOMAXPROCS %d (was %d), %d reserved; want neither changed", runtime.GOMAXPROCS(0), procs, ReservedProcs())
+	if runtime.GOMAXPROCS(0) != procs || nbio.ReservedProcs() != 0 {
+		t.Errorf("GOMAXPROCS %d (was %d), %d reserved; want neither changed", runtime.GOMAXPROCS(0), procs, nbio.ReservedProcs())
 	}
 }
 

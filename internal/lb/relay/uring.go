@@ -23,7 +23,7 @@ import (
 // instead (handing the processor back while the thread blocks) measured
 // no better than the epoll loops. So that the rest of the process keeps
 // its processors, NewRing raises GOMAXPROCS by one per loop
-// (ReservedProcs). The runtime's preemption signal still reaches a waiting
+// (nbio.ReserveProcs). The runtime's preemption signal still reaches a waiting
 // loop (the wait returns EINTR), so a garbage collection's stop waits no
 // longer than the signal.
 
@@ -76,13 +76,7 @@ const (
 // The kernel's table takes 8 bytes a slot. (A variable for the tests.)
 var ringFileSlots uint64 = 1 << 15
 
-var reserved atomic.Int32
-
-// ReservedProcs is how many of GOMAXPROCS the ring loops hold for
-// themselves; other event loops size themselves on the rest.
-func ReservedProcs() int { return int(reserved.Load()) }
-
-// NewRing starts n ring loops (n < 1: one per GOMAXPROCS) and raises
+// NewRing starts n ring loops (n < 1: one per nbio.Procs) and raises
 // GOMAXPROCS by n. It fails, and starts none, where io_uring or a feature
 // the loops need (Linux 6.1) is missing or refused (a container's seccomp
 // profile, kernel.io_uring_disabled): use New then.
@@ -91,13 +85,7 @@ func NewRing(n int) (*Loops, error) {
 	if err != nil {
 		return nil, err
 	}
-	n = len(ls.loops)
-	reserved.Add(int32(n))
-	runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + n)
-	ls.release = func() {
-		runtime.GOMAXPROCS(max(runtime.GOMAXPROCS(0)-n, 1))
-		reserved.Add(-int32(n))
-	}
+	ls.release = nbio.ReserveProcs(len(ls.loops))
 	return ls, nil
 }
 
