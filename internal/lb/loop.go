@@ -43,17 +43,20 @@ import (
 // has read goes with the connection: the goroutine path reads it first.
 // HAVEN_HTTP_LOOP=off serves every connection on the goroutine path.
 //
-// A loop waits in epoll_wait itself, as HAProxy's threads do: raw, keeping
-// its processor, while it is busy, and through the scheduler once a wait
-// has found nothing for busyWait. Each such loop reserves a processor
-// (nbio.ReserveProcs), so that the rest of the process keeps its own; a
-// loop parked through Go's poller instead (its epoll set inside the
-// runtime's) paid a poll of its own set before each park, the runtime's
-// polls and a trip through the scheduler at each wake: 1.9 epoll_wait per
-// keep-alive request against HAProxy's 0.7. Only one balancer's loops
-// wait directly at a time (directLoops), or every plain-HTTP balancer would
-// add a processor per core; the loops of any other park through Go's
-// poller.
+// While traffic flows a loop waits in epoll_wait itself, as HAProxy's
+// threads do, raw: it keeps its processor. Parked on Go's poller instead
+// (its epoll set inside the runtime's), it paid a poll of its own set
+// before each park, the runtime's polls and a trip through the scheduler
+// at each wake: 1.9 epoll_wait per keep-alive request against HAProxy's
+// 0.7. Each such loop reserves a processor (nbio.ReserveProcs), so that
+// the rest of the process keeps its own. Once a wait has found nothing for
+// busyWait the loop parks on Go's poller until events come: its set is
+// on the runtime's only for that while (there, each event in it would wake
+// the runtime's poller too), put there and taken out with raw epoll_ctl
+// calls through a set of its own that the runtime's poller holds. An idle
+// loop wakes nobody, and its processor is free. Only one balancer's loops wait directly (directLoops), or
+// every plain-HTTP balancer would add a processor per core; the loops of
+// any other always park on Go's poller.
 
 // loopTick is how often a loop looks for timeouts: the loops' timeouts
 // fire up to this late.
@@ -65,8 +68,8 @@ const yieldEvery = 32
 
 // busyWait bounds a loop's raw wait: a goroutine in a raw call is running
 // as far as the runtime knows, and its monitor preempts it every 10 ms (a
-// signal, the processor handed round and back). A raw wait that found
-// nothing in busyWait is followed by scheduled ones until events come.
+// signal, the processor handed round and back). A loop whose raw wait
+// found nothing in busyWait parks on Go's poller until events come.
 const busyWait = 10 * time.Millisecond
 
 // directLoops is held by the balancer whose loops wait directly (a
@@ -196,13 +199,18 @@ func (ls *httpLoops) abort() {
 type httpLoop struct {
 	lb *Balancer
 	ls *httpLoops
-	// A direct loop waits in epoll_wait itself; quiet: its last wait
-	// found nothing, and the next goes through the scheduler.
+	// A direct loop waits in epoll_wait itself while traffic flows; quiet:
+	// its last raw wait found nothing, and it parks on Go's poller.
 	direct, quiet    bool
 	epfd, evfd, lnfd int
-	// ep is epfd on the runtime's poller, for a loop that parks there.
-	ep *os.File
-	rc syscall.RawConn
+	// ep is a set on the runtime's poller: epfd for a loop that is not
+	// direct; for a direct one parkfd, which holds epfd while it parks
+	// (parked). rc is ep's.
+	ep     *os.File
+	rc     syscall.RawConn
+	parkfd int
+	parked bool
+	parks  atomic.Uint64 // how often a direct loop parked, for tests
 
 	mu   sync.Mutex
 	msgs []func(*httpLoop)
@@ -229,7 +237,7 @@ type httpLoop struct {
 }
 
 func newHTTPLoop(lb *Balancer, ls *httpLoops, rc interface{ Control(func(uintptr)) error }, direct bool) (*httpLoop, error) {
-	l := &httpLoop{lb: lb, ls: ls, direct: direct, epfd: -1, evfd: -1, lnfd: -1,
+	l := &httpLoop{lb: lb, ls: ls, direct: direct, epfd: -1, evfd: -1, lnfd: -1, parkfd: -1,
 		clients: map[int32]*hconn{}, backends: map[int32]*bconn{}, idle: map[*backend][]*bconn{},
 		buf: make([]byte, 64<<10)}
 	var err error
@@ -278,14 +286,20 @@ func newHTTPLoop(lb *Balancer, ls *httpLoops, rc interface{ Control(func(uintptr
 		l.closeFDs()
 		return nil, fmt.Errorf("epoll_ctl: %w", err)
 	}
+	onPoller := l.epfd
 	if direct {
-		return l, nil
+		if l.parkfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
+			l.closeFDs()
+			return nil, fmt.Errorf("epoll_create1: %w", err)
+		}
+		onPoller = l.parkfd
 	}
-	if err := unix.SetNonblock(l.epfd, true); err != nil {
+	// Non-blocking, for Go's poller.
+	if err := unix.SetNonblock(onPoller, true); err != nil {
 		l.closeFDs()
 		return nil, fmt.Errorf("epoll set: %w", err)
 	}
-	l.ep = os.NewFile(uintptr(l.epfd), "http-epoll")
+	l.ep = os.NewFile(uintptr(onPoller), "http-epoll")
 	if l.rc, err = l.ep.SyscallConn(); err != nil {
 		l.closeFDs()
 		return nil, fmt.Errorf("epoll set: %w", err)
@@ -300,11 +314,22 @@ func (l *httpLoop) closeFDs() {
 		}
 	}
 	l.lnfd, l.evfd = -1, -1
+	l.closeEpoll()
+}
+
+// closeEpoll closes the loop's epoll sets.
+func (l *httpLoop) closeEpoll() {
 	if l.ep != nil {
-		l.ep.Close()
-	} else if l.epfd >= 0 {
+		l.ep.Close() // epfd, or parkfd for a direct loop
+	} else if l.parkfd >= 0 {
+		unix.Close(l.parkfd)
+	} else if !l.direct && l.epfd >= 0 {
 		unix.Close(l.epfd)
 	}
+	if l.direct && l.epfd >= 0 {
+		unix.Close(l.epfd)
+	}
+	l.ep, l.epfd, l.parkfd = nil, -1, -1
 }
 
 var eventOne = []byte{1, 0, 0, 0, 0, 0, 0, 0}
@@ -387,14 +412,15 @@ func (l *httpLoop) run() {
 	}
 }
 
-// waitDirect waits in epoll_wait for events, until the next scan at most,
-// raw unless quiet, and returns how many came.
+// waitDirect waits for events, until the next scan at most, and returns
+// how many came: in a raw epoll_wait while traffic flows, parked on Go's
+// poller once quiet.
 func (l *httpLoop) waitDirect(events []unix.EpollEvent) int {
-	wait := max(loopTick-time.Duration(l.now-l.lastScan), time.Millisecond)
-	if !l.quiet {
-		wait = min(wait, busyWait)
+	if l.quiet {
+		return l.waitQuiet(events)
 	}
-	n, err := nbio.EpollWait(l.epfd, events, int((wait+time.Millisecond-1)/time.Millisecond), !l.quiet)
+	wait := min(max(loopTick-time.Duration(l.now-l.lastScan), time.Millisecond), busyWait)
+	n, err := nbio.EpollWait(l.epfd, events, int((wait+time.Millisecond-1)/time.Millisecond), true)
 	switch err {
 	case nil:
 	case unix.EINTR: // a signal: the runtime's preemption
@@ -407,13 +433,38 @@ func (l *httpLoop) waitDirect(events []unix.EpollEvent) int {
 	return n
 }
 
+// waitQuiet parks a direct loop on Go's poller until events come or the
+// next scan is due: its set goes into parkfd, on the runtime's poller, and
+// out again once events came. The calls are raw: one through the
+// scheduler wakes its monitor from its deep sleep (an idle process's), to
+// look every 20 µs for a while.
+func (l *httpLoop) waitQuiet(events []unix.EpollEvent) int {
+	if !l.parked {
+		ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(l.epfd)}
+		if err := nbio.EpollCtl(l.parkfd, unix.EPOLL_CTL_ADD, l.epfd, &ev); err != nil {
+			panic(fmt.Sprintf("http loop: epoll_ctl: %v", err)) // ENOMEM, or a bug here
+		}
+		l.parked = true
+		l.parks.Add(1)
+		l.ep.SetReadDeadline(l.nowT.Add(max(loopTick-time.Duration(l.now-l.lastScan), time.Millisecond)))
+	}
+	n := l.waitParked(events)
+	if n > 0 {
+		if err := nbio.EpollCtl(l.parkfd, unix.EPOLL_CTL_DEL, l.epfd, nil); err != nil {
+			panic(fmt.Sprintf("http loop: epoll_ctl: %v", err)) // a bug here
+		}
+		l.parked, l.quiet = false, false
+	}
+	return n
+}
+
 // waitParked polls for events, parked on the runtime's poller until some
 // come or the next scan is due, and returns how many came.
 func (l *httpLoop) waitParked(events []unix.EpollEvent) int {
 	n := 0
 	var werr error
-	err := l.rc.Read(func(fd uintptr) bool {
-		n, werr = nbio.EpollPoll(int(fd), events)
+	err := l.rc.Read(func(uintptr) bool {
+		n, werr = nbio.EpollPoll(l.epfd, events)
 		return n > 0 || (werr != nil && werr != unix.EINTR)
 	})
 	if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
@@ -625,11 +676,7 @@ func (l *httpLoop) end() {
 	unix.Close(l.evfd)
 	l.evfd = -1
 	l.mu.Unlock()
-	if l.ep != nil {
-		l.ep.Close()
-	} else {
-		unix.Close(l.epfd)
-	}
+	l.closeEpoll()
 	if l.ls.running.Add(-1) == 0 {
 		l.ls.release()
 	}

@@ -113,6 +113,29 @@ func TestLoopServesKeepAliveCloseAndPipelined(t *testing.T) {
 				t.Errorf("GOMAXPROCS %d while %d loops run (direct: %v), want %d", got, len(ls.loops), direct, procs+reserved)
 			}
 			serveKeepAliveCloseAndPipelined(t, tl)
+			if direct {
+				// Idle, a direct loop parks on Go's poller; a request then
+				// wakes it, and it serves on.
+				parks := func() (n uint64) {
+					for _, l := range ls.loops {
+						n += l.parks.Load()
+					}
+					return n
+				}
+				before := parks()
+				testenv.Poll(t, 10*time.Second, "the idle loops park", func() (bool, string) {
+					return parks() > before, fmt.Sprint(parks(), " parks")
+				})
+				for i := range 3 {
+					rs := exchangeRaw(t, tl.addr, "GET /p HTTP/1.1\r\nHost: x\r\n\r\n", 1)
+					if rs[0].StatusCode != 200 || bodyOf(rs[0]) != "GET 127.0.0.1 " {
+						t.Fatalf("request %d after the loops parked: %d", i, rs[0].StatusCode)
+					}
+				}
+				if served := ls.served.Load(); served != 126 {
+					t.Errorf("the loops served %d requests; want 126, the last 3 after they parked", served)
+				}
+			}
 			tl.stop()
 			if got := runtime.GOMAXPROCS(0); got != procs {
 				t.Errorf("GOMAXPROCS %d once the balancer stopped, want %d back", got, procs)

@@ -3,9 +3,11 @@
 # wrk -c50 keep-alive) of haven's relay (io_uring, the default, unless
 # HAVEN_TCP_RELAY says otherwise) and of HAProxy, each on CPU 0 with one
 # worker, wrk and the backend on CPU 1; printed by shared object and by
-# symbol. Needs root, wrk, haproxy; installs perf (linux-perf) when it is
-# missing. From the repository root:
+# symbol. MODE=http profiles HTTP keep-alive instead (haven's HTTP loops).
+# Needs root, wrk, haproxy; installs perf (linux-perf) when it is missing.
+# From the repository root:
 #   bash bench/lb/syscalls/profile-tcp.sh
+#   MODE=http bash bench/lb/syscalls/profile-tcp.sh
 set -euo pipefail
 source "$(dirname "$0")/setup.sh"
 need_perf
@@ -21,5 +23,14 @@ prof() { # name pid port
 	perf report -q -i "perf-$name.data" --no-children --sort dso --stdio -g none 2>/dev/null | head -8
 	perf report -q -i "perf-$name.data" --no-children --sort sym --stdio -g none --percent-limit 1 2>/dev/null | head -40
 }
-prof haven-tcp "$H" 18082
-prof haproxy-tcp "$P" 18083
+case ${MODE:-tcp} in
+tcp)
+	prof haven-tcp "$H" 18082
+	prof haproxy-tcp "$P" 18083
+	;;
+http)
+	prof haven-keepalive "$H" 18080
+	prof haproxy-keepalive "$P" 18081
+	;;
+*) echo "MODE is tcp or http, not ${MODE}" >&2; exit 2 ;;
+esac
