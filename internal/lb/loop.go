@@ -440,9 +440,13 @@ func (l *httpLoop) waitDirect(events []unix.EpollEvent) int {
 // look every 20 µs for a while.
 func (l *httpLoop) waitQuiet(events []unix.EpollEvent) int {
 	if !l.parked {
-		ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(l.epfd)}
-		if err := nbio.EpollCtl(l.parkfd, unix.EPOLL_CTL_ADD, l.epfd, &ev); err != nil {
-			panic(fmt.Sprintf("http loop: epoll_ctl: %v", err)) // ENOMEM, or a bug here
+		if err := parkAdd(l.parkfd, l.epfd); err != nil {
+			// ENOMEM (or ENOSPC, max_user_watches): wait through the
+			// scheduler this time, and try again at the next wait.
+			n, _ := nbio.EpollWait(l.epfd, events, int(loopTick/time.Millisecond), false)
+			l.clock()
+			l.quiet = n <= 0
+			return max(n, 0)
 		}
 		l.parked = true
 		l.parks.Add(1)
@@ -450,12 +454,18 @@ func (l *httpLoop) waitQuiet(events []unix.EpollEvent) int {
 	}
 	n := l.waitParked(events)
 	if n > 0 {
-		if err := nbio.EpollCtl(l.parkfd, unix.EPOLL_CTL_DEL, l.epfd, nil); err != nil {
-			panic(fmt.Sprintf("http loop: epoll_ctl: %v", err)) // a bug here
-		}
+		// Cannot fail: epfd is in parkfd, both open.
+		nbio.EpollCtl(l.parkfd, unix.EPOLL_CTL_DEL, l.epfd, nil)
 		l.parked, l.quiet = false, false
 	}
 	return n
+}
+
+// parkAdd puts a direct loop's set, epfd, into its parkfd (a variable for
+// the tests, which make it fail).
+var parkAdd = func(parkfd, epfd int) error {
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(epfd)}
+	return nbio.EpollCtl(parkfd, unix.EPOLL_CTL_ADD, epfd, &ev)
 }
 
 // waitParked polls for events, parked on the runtime's poller until some

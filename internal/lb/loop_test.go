@@ -12,6 +12,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -144,6 +145,39 @@ func TestLoopServesKeepAliveCloseAndPipelined(t *testing.T) {
 				t.Error("the stopped balancer still holds the direct loops")
 			}
 		})
+	}
+}
+
+// TestLoopParkRefused: where the kernel refuses to put an idle direct
+// loop's set on Go's poller (ENOSPC: fs.epoll.max_user_watches), the loop
+// waits through the scheduler instead, a tick at a time rather than in a
+// spin, and serves on.
+func TestLoopParkRefused(t *testing.T) {
+	var tries atomic.Int64
+	defer func(f func(int, int) error) { parkAdd = f }(parkAdd)
+	parkAdd = func(int, int) error { tries.Add(1); return unix.ENOSPC }
+	tl := loopLB(t, "", echoHandler)
+	if !tl.httpLoops().loops[0].direct {
+		t.Fatal("the balancer's loops do not wait directly")
+	}
+	for i := range 3 {
+		testenv.Poll(t, 10*time.Second, "an idle loop tries to park", func() (bool, string) {
+			return tries.Load() > int64(i), fmt.Sprint(tries.Load(), " tries")
+		})
+		rs := exchangeRaw(t, tl.addr, "GET /r HTTP/1.1\r\nHost: x\r\n\r\n", 1)
+		if rs[0].StatusCode != 200 || bodyOf(rs[0]) != "GET 127.0.0.1 " {
+			t.Fatalf("request %d while parking is refused: %d", i, rs[0].StatusCode)
+		}
+	}
+	// A loop that retried at once would try hundreds of thousands of
+	// times a second; one that waits a tick between tries, 20 a loop.
+	before := tries.Load()
+	time.Sleep(time.Second)
+	if n := tries.Load() - before; n > 200 {
+		t.Errorf("%d tries to park in 1s: the idle loops spin", n)
+	}
+	if served := tl.httpLoops().served.Load(); served != 3 {
+		t.Errorf("the loops served %d requests, want 3", served)
 	}
 }
 
