@@ -50,13 +50,14 @@ import (
 // at each wake: 1.9 epoll_wait per keep-alive request against HAProxy's
 // 0.7. Each such loop reserves a processor (nbio.ReserveProcs), so that
 // the rest of the process keeps its own. Once a wait has found nothing for
-// busyWait the loop parks on Go's poller until events come: its set is
-// on the runtime's only for that while (there, each event in it would wake
-// the runtime's poller too), put there and taken out with raw epoll_ctl
-// calls through a set of its own that the runtime's poller holds. An idle
-// loop wakes nobody, and its processor is free. Only one balancer's loops wait directly (directLoops), or
-// every plain-HTTP balancer would add a processor per core; the loops of
-// any other always park on Go's poller.
+// nbio.BusyWait the loop parks on Go's poller until events come: its set
+// is on the runtime's only for that while (there, each event in it would
+// wake the runtime's poller too), put there and taken out with raw
+// epoll_ctl calls through a set of its own that the runtime's poller
+// holds. An idle loop wakes nobody, and its processor is free. Only one
+// balancer's loops wait directly (directLoops), or every plain-HTTP
+// balancer would add a processor per core; the loops of any other always
+// park on Go's poller.
 
 // loopTick is how often a loop looks for timeouts: the loops' timeouts
 // fire up to this late.
@@ -65,12 +66,6 @@ const loopTick = 50 * time.Millisecond
 // yieldEvery is how many turns a busy loop parked through Go's poller
 // takes before it yields.
 const yieldEvery = 32
-
-// busyWait bounds a loop's raw wait: a goroutine in a raw call is running
-// as far as the runtime knows, and its monitor preempts it every 10 ms (a
-// signal, the processor handed round and back). A loop whose raw wait
-// found nothing in busyWait parks on Go's poller until events come.
-const busyWait = 10 * time.Millisecond
 
 // directLoops is held by the balancer whose loops wait directly (a
 // variable for the tests, which take it to have loops park through Go's
@@ -317,17 +312,20 @@ func (l *httpLoop) closeFDs() {
 	l.closeEpoll()
 }
 
-// closeEpoll closes the loop's epoll sets.
+// closeEpoll closes the loop's epoll sets: the one on Go's poller (ep, if
+// made) and, for a direct loop, epfd besides.
 func (l *httpLoop) closeEpoll() {
-	if l.ep != nil {
-		l.ep.Close() // epfd, or parkfd for a direct loop
-	} else if l.parkfd >= 0 {
-		unix.Close(l.parkfd)
-	} else if !l.direct && l.epfd >= 0 {
-		unix.Close(l.epfd)
+	onPoller := l.epfd
+	if l.direct {
+		onPoller = l.parkfd
+		if l.epfd >= 0 {
+			unix.Close(l.epfd)
+		}
 	}
-	if l.direct && l.epfd >= 0 {
-		unix.Close(l.epfd)
+	if l.ep != nil {
+		l.ep.Close()
+	} else if onPoller >= 0 {
+		unix.Close(onPoller)
 	}
 	l.ep, l.epfd, l.parkfd = nil, -1, -1
 }
@@ -419,7 +417,7 @@ func (l *httpLoop) waitDirect(events []unix.EpollEvent) int {
 	if l.quiet {
 		return l.waitQuiet(events)
 	}
-	wait := min(max(loopTick-time.Duration(l.now-l.lastScan), time.Millisecond), busyWait)
+	wait := min(l.untilScan(), nbio.BusyWait)
 	n, err := nbio.EpollWait(l.epfd, events, int((wait+time.Millisecond-1)/time.Millisecond), true)
 	switch err {
 	case nil:
@@ -443,14 +441,14 @@ func (l *httpLoop) waitQuiet(events []unix.EpollEvent) int {
 		if err := parkAdd(l.parkfd, l.epfd); err != nil {
 			// ENOMEM (or ENOSPC, max_user_watches): wait through the
 			// scheduler this time, and try again at the next wait.
-			n, _ := nbio.EpollWait(l.epfd, events, int(loopTick/time.Millisecond), false)
+			n, _ := nbio.EpollWait(l.epfd, events, int(l.untilScan()/time.Millisecond), false)
 			l.clock()
 			l.quiet = n <= 0
 			return max(n, 0)
 		}
 		l.parked = true
 		l.parks.Add(1)
-		l.ep.SetReadDeadline(l.nowT.Add(max(loopTick-time.Duration(l.now-l.lastScan), time.Millisecond)))
+		l.ep.SetReadDeadline(l.nowT.Add(l.untilScan()))
 	}
 	n := l.waitParked(events)
 	if n > 0 {
@@ -459,6 +457,12 @@ func (l *httpLoop) waitQuiet(events []unix.EpollEvent) int {
 		l.parked, l.quiet = false, false
 	}
 	return n
+}
+
+// untilScan is how long the loop may wait before its next scan is due (a
+// millisecond at least).
+func (l *httpLoop) untilScan() time.Duration {
+	return max(loopTick-time.Duration(l.now-l.lastScan), time.Millisecond)
 }
 
 // parkAdd puts a direct loop's set, epfd, into its parkfd (a variable for

@@ -106,7 +106,19 @@ func Accept4(lnfd int, rsa *unix.RawSockaddrAny) (int, error) {
 
 // EpollPoll returns the events ready in epfd's set, without waiting.
 func EpollPoll(epfd int, events []unix.EpollEvent) (int, error) {
-	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
+	return EpollWait(epfd, events, 0, true)
+}
+
+// EpollWait waits up to msec milliseconds (-1: without end) for events in
+// epfd's set. With raw, the thread keeps its processor while it waits (a
+// loop that reserved one: ReserveProcs); otherwise the scheduler may hand
+// the processor to another thread once the call has lasted a while.
+func EpollWait(epfd int, events []unix.EpollEvent, msec int, raw bool) (int, error) {
+	call := unix.Syscall6
+	if raw {
+		call = unix.RawSyscall6
+	}
+	n, _, e := call(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), uintptr(msec), 0, 0)
 	if e != 0 {
 		return 0, e
 	}

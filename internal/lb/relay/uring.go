@@ -50,14 +50,9 @@ const ringEntries = 1024
 // idle pairs.
 const scanEvery = int64(time.Second)
 
-// busyWait bounds a raw wait. A goroutine in a raw call is running as far
-// as the runtime knows, so its monitor preempts it every 10 ms (a signal,
-// and the loop's thread handing its processor round and back): nothing
-// next to the requests of a busy loop, but 300 context switches a second
-// and 0.75% of a core for one with nothing to do. A raw wait that found
-// nothing in busyWait is followed by scheduled ones (the processor is
-// handed back while the thread blocks) until a completion comes.
-const busyWait = int64(10 * time.Millisecond)
+// A raw wait that found nothing in nbio.BusyWait is followed by scheduled
+// ones (the processor is handed back while the thread blocks) until a
+// completion comes.
 
 // user data of a request: the pair's id, which side, which operation.
 const (
@@ -171,7 +166,7 @@ func (l *ringLoop) run(ready chan<- error) {
 	for {
 		wait := max(scanEvery-(l.now-lastScan), int64(time.Millisecond))
 		if !quiet {
-			wait = min(wait, busyWait)
+			wait = min(wait, int64(nbio.BusyWait))
 		}
 		if err := r.enter(true, wait, quiet); err != nil {
 			panic(fmt.Sprintf("relay: io_uring_enter: %v", err)) // EBADF, EFAULT, EINVAL: a bug here
