@@ -28,7 +28,6 @@ import (
 // it is back the backup that `haven backup run --wait` waits for is taken
 // again and printed.
 func TestBackupRunOnAReplica(t *testing.T) {
-	t.Parallel() // a long lab of its own: see TestMain
 	store := t.TempDir()
 	path, root, _, db2 := backupCluster(t, `{repositories: [{name: local, url: "file://`+store+`"}], compression: zstd}`)
 	r := haven(t, 3*time.Minute, "backup", "run", "--wait", "-c", path)

@@ -236,7 +236,6 @@ func startOn(t *testing.T, dir string) *pg.Server {
 // root, against a real PostgreSQL and a file repository that only root
 // can read (as the agent writes it).
 func TestBackupCommands(t *testing.T) {
-	t.Parallel() // a long lab of its own: see TestMain
 	f := newBackupFixture(t, "    retain_count: 1\n")
 	pgtest.Exec(t, f.pg, "CREATE TABLE t (id int PRIMARY KEY)")
 	pgtest.Exec(t, f.pg, "INSERT INTO t SELECT generate_series(1, 100)")

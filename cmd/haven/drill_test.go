@@ -20,7 +20,6 @@ import (
 // streams), within the region's objectives; the result says how long the
 // restore took and which write it restored to.
 func TestDrillRestore(t *testing.T) {
-	t.Parallel() // a long lab of its own: see TestMain
 	store := t.TempDir()
 	path, _, _, _ := backupCluster(t, `{target: "file://`+store+`"}
   hba: ["host all all 127.0.0.0/8 trust"]

@@ -297,7 +297,6 @@ func (l *galeraLab) crash(node string) {
 // once and the agents, restarted in random order, bring the cluster back
 // by themselves with every acknowledged write.
 func TestGalera(t *testing.T) {
-	t.Parallel() // a long lab of its own: see TestMain
 	l := newGaleraLab(t)
 	all := []string{"db1", "db2", "db3"}
 	began := time.Now()

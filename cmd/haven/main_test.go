@@ -18,14 +18,7 @@ import (
 // These tests run haven the way a user does: every test runs the binary,
 // built once by testenv (with the race detector when the tests have it), as
 // a separate process.
-//
-// The longest tests, each with a lab of its own (its ports from freeAddr,
-// its directories, its network namespaces named for the process), call
-// t.Parallel: they spend most of their minutes waiting on their agents and
-// servers, and run two at a time (-parallel, GOMAXPROCS) once the others
-// are done. The demos stay one at a time: what they report is measured.
-// Tests that set the environment (t.Setenv) or the directory cannot, and
-// run before any parallel one starts.
+
 func TestMain(m *testing.M) { testenv.Main(m) }
 
 // result is a finished haven command.

@@ -23,7 +23,6 @@ import (
 // after the backup, and its agent restored a backup rather than cloned.
 // The primary refuses to be rebuilt, and its data is untouched.
 func TestReinitFromBackup(t *testing.T) {
-	t.Parallel() // a long lab of its own: see TestMain
 	backups := filepath.Join(testenv.MemoryDir(t), "backups")
 	path, root, _, db2 := backupCluster(t, `{target: "file://`+backups+`"}`)
 	cfg, err := config.Load(path)

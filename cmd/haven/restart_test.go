@@ -40,7 +40,6 @@ import (
 // Every acknowledged write is on the primary at the end, and the primary
 // changed exactly twice (the two switchovers: no failover).
 func TestDay2UnderAWriter(t *testing.T) {
-	t.Parallel() // a long lab of its own: see TestMain
 	bindir := needDatabase(t)
 	base := testenv.SearchableDir(t)
 	root := filepath.Join(testenv.MemoryDir(t), "lib")

@@ -398,7 +398,6 @@ func (l *volumeLab) sleep(d time.Duration) {
 // acknowledged file is lost or split-brained and that the balancer follows
 // the mounts.
 func TestVolume(t *testing.T) {
-	t.Parallel() // a long lab of its own: see TestMain
 	l := newVolumeLab(t)
 	l.waitHealthy("st1", 2*time.Minute)
 	for _, n := range []string{"app1", "app2"} {

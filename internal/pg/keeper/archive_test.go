@@ -307,7 +307,6 @@ func loseEveryNode(t *testing.T, syncArchive bool) {
 // synchronous archive commits on the new primary also wait until its
 // archiver streams).
 func TestRestoreToPointsAcrossAFailover(t *testing.T) {
-	t.Parallel() // a long lab of its own: see TestMain
 	for _, syncArchive := range []bool{false, true} {
 		t.Run(map[bool]string{true: "synchronous", false: "async"}[syncArchive], func(t *testing.T) {
 			restoreAcrossFailover(t, syncArchive)

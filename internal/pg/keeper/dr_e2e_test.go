@@ -301,7 +301,6 @@ func (c *dbCluster) writingInEast(t *testing.T) (routed, stuck *drWriter) {
 }
 
 func TestRegionLossAndReturn(t *testing.T) {
-	t.Parallel() // a long lab of its own: see TestMain
 	c := startDRCluster(t)
 	routed, stuck := c.writingInEast(t)
 
@@ -397,7 +396,6 @@ func TestRegionLossAndReturn(t *testing.T) {
 // members instead of forming the old scope's quorum again, and east
 // rejoins as west's standby cluster.
 func TestRegionForcedPromotion(t *testing.T) {
-	t.Parallel() // a long lab of its own: see TestMain
 	c := startDRCluster(t)
 	routed, stuck := c.writingInEast(t)
 	if out, err := c.tryHaven("wc", "dr", "promote", "--force", "west"); err == nil || !strings.Contains(out, "not forced") {

@@ -25,7 +25,6 @@ import (
 // acknowledged write lost, and the drill pass; judged against an RTO no
 // failover keeps (a copy of the file), the same drill must fail and say why.
 func TestDrillRun(t *testing.T) {
-	t.Parallel() // a long lab of its own: see TestMain
 	c := startDBCluster(t, "drills: {enabled: true, dsn_file: drill.dsn, schedule: [{scenario: primary-kill, every: 10m, for: 5s}]}")
 	primary := c.waitHealthy("bootstrap")
 	setup := exec.Command("ip", "netns", "exec", c.net.Host(primary).Namespace,
@@ -109,7 +108,6 @@ func TestDrillRun(t *testing.T) {
 // it; then inside the active region (replication sync) a primary's kill,
 // partition and node's loss must be met with nothing lost.
 func TestDrillRegionScenarios(t *testing.T) {
-	t.Parallel() // a long lab of its own: see TestMain
 	c := startDRCluster(t, "drills: {enabled: true}\nobjectives: {rto: 30s, rpo: 0s, region: {rto: 90s, rpo: 10s}}\n")
 	c.waitWhole(t, drEast, drWest)
 	primary := c.regionPrimary(drEast)

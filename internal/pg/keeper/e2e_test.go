@@ -132,11 +132,6 @@ objectives: {rto: 30s, rpo: 0s}
 
 // TestMain lets the test binary serve as restore_command and as a WAL
 // archiver process that a test kills (backuptest.Commands).
-//
-// The longest tests, each with its own cluster (ports, directories, network
-// namespaces named for the process), call t.Parallel: most of their
-// minutes are spent waiting on leases, failovers and restores, and they
-// run two at a time (-parallel, GOMAXPROCS) once the others are done.
 func TestMain(m *testing.M) {
 	pgtest.RunCommand(backuptest.Commands)
 	testenv.Main(m)
@@ -585,7 +580,6 @@ func (c *dbCluster) joinDuring(what, old string, firstSeq int) func() []ack {
 }
 
 func TestDatabaseUnderFaults(t *testing.T) {
-	t.Parallel() // a long lab of its own: see TestMain
 	c := startDBCluster(t)
 	primary := c.waitHealthy("bootstrap")
 	// The application's role and table, made as the superuser over the
