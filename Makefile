@@ -23,9 +23,12 @@ build:
 # The slowest packages are named first: go test starts packages in the
 # order given, and a long one started last makes the whole run wait for it
 # alone. Three at a time (TEST_P), not one per core: the two slowest
-# (cmd/haven, the keeper, a quarter of an hour each) mostly wait on their
-# labs, and with two at a time every other package waited for one of them
-# to end (CI at 26 minutes).
+# (cmd/haven, the keeper: 1,287 s and 1,085 s of tests one after another
+# on 2026-12-07, run beside each other alone) take most of the run, and
+# with two at a time every other package waited for one of them to end (CI
+# at 26 minutes). Their longest tests two at a time (t.Parallel) was tried
+# and reverted: on two cores the labs are CPU-bound, the load went to 18,
+# both packages took longer and four tests timed out.
 #
 # The tests' files (data directories, repositories, etcd members) live in
 # memory, TEST_TMPDIR on /dev/shm: the suite builds and links race-detector
