@@ -216,12 +216,15 @@ func (ls *Loops) Relay(a, b *net.TCPConn, idle time.Duration) (*Pair, error) {
 	// registration would.
 	p := &Pair{a: side{fd: fa, readable: true, writable: true}, b: side{fd: fb, readable: true, writable: true},
 		loop: l, idle: idle, done: make(chan struct{})}
+	// Counted before the loop has it: once submitted, the pair may have
+	// relayed everything and ended before this goroutine runs again.
+	ls.started.Add(1)
 	if !l.submit(p) {
+		ls.started.Add(^uint64(0))
 		unix.Close(fa)
 		unix.Close(fb)
 		return nil, errors.New("relay: the event loops are stopped")
 	}
-	ls.started.Add(1)
 	return p, nil
 }
 
