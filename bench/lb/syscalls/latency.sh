@@ -6,16 +6,18 @@
 # 0 with one worker; vegeta and the backend on CPU 1, as in bench/lb.
 # Prints p50, p90, p99 and the rate achieved per run; then how many rounds
 # each proxy's p99 and p90 were the higher, the median of the rounds' p99
-# ratios, and each proxy's percentiles over all its rounds together.
+# ratios with its 95% interval, and each proxy's percentiles over all its
+# rounds together.
 #
 # This machine's speed drifts by more than the proxies differ, over tens of
-# seconds: many short rounds (ROUNDS=40 DURATION=3) put each pair of runs
-# under nearly the same conditions, and the pooled and median figures are
-# the ones to compare. Needs root, haproxy and vegeta (bench/lb/bin/vegeta,
+# seconds: many short rounds (ROUNDS=30 DURATION=3) put each pair of runs
+# under nearly the same conditions. The median ratio and its interval are
+# the figures to compare; the pooled percentiles weigh the machine's slow
+# stretches most. Needs root, haproxy and vegeta (bench/lb/bin/vegeta,
 # which `go run ./bench/lb` installs; installed here when missing). From
 # the repository root:
 #   bash bench/lb/syscalls/latency.sh
-#   MODE=close RATE=4000 ROUNDS=40 DURATION=3 bash bench/lb/syscalls/latency.sh
+#   MODE=close RATE=4000 ROUNDS=30 DURATION=3 bash bench/lb/syscalls/latency.sh
 set -euo pipefail
 vegeta=$PWD/bench/lb/bin/vegeta
 if [ ! -x "$vegeta" ]; then
